@@ -1,0 +1,44 @@
+//! Sans-IO protocol cores of Colony.
+//!
+//! Every core here is a plain state machine: it takes inputs together with the
+//! current time (`handle(now, ..)`, `handle_timeout(now)`), and the caller
+//! drains what it wants done with `poll()` and asks when to wake it next with
+//! `poll_timeout()`. No core reads the clock, spawns a task or touches a
+//! socket, so the same code runs under the tokio/libp2p driver in the `colony`
+//! crate and in a deterministic simulator in virtual time.
+//!
+//! - [`membership`]: who is alive — ring monitoring with phi-accrual failure
+//!   detection, SWIM-style suspicion and refutation by incarnation, infection
+//!   style dissemination and periodic full-view synchronisation (JXTA's cache
+//!   synchronisation), with per-peer statistics carried in presence records.
+//! - [`pipe`]: reliable, ordered, exactly-once messaging over an unreliable
+//!   datagram service, with traffic classes and progressive retransmission.
+//! - [`acquaintance`]: bootstrap-list failover and ProActive's NOA/TTU
+//!   acquaintance maintenance.
+//! - [`phi`]: the phi-accrual failure detector used by membership.
+//! - [`wire`]: bounded encoding of core messages.
+
+pub mod acquaintance;
+pub mod membership;
+pub mod phi;
+pub mod pipe;
+pub mod wire;
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// What a core needs from a peer identifier: cheap to clone, ordered (the
+/// membership ring is sorted by it), hashable and serialisable. The runtime
+/// uses libp2p's `PeerId`; tests and the simulator use small integers.
+pub trait PeerKey:
+    Clone + Ord + Hash + Debug + Serialize + DeserializeOwned + Send + 'static
+{
+}
+
+impl<T> PeerKey for T where
+    T: Clone + Ord + Hash + Debug + Serialize + DeserializeOwned + Send + 'static
+{
+}

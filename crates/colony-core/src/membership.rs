@@ -1,0 +1,798 @@
+//! Membership and failure detection.
+//!
+//! Every peer keeps a full view of the network: for each member its
+//! addresses, state (alive / suspect / dead / left), incarnation, the version
+//! of its presence record and its statistics (seed 003 §4.4).
+//!
+//! - **Monitoring.** The live members are arranged on a ring sorted by peer
+//!   id; each peer pings its `monitors` successors every `probe_interval` and
+//!   feeds their acknowledgements into a phi-accrual detector. Every peer is
+//!   therefore watched by `monitors` others, whatever the network's size. A
+//!   hung peer (sockets open, no answers) is caught by phi; a crashed one
+//!   faster, through the driver's [`Input::Unreachable`] hint.
+//! - **Suspicion** (SWIM). A silent member becomes *suspect* at its current
+//!   incarnation; unless it refutes — by announcing itself alive with a higher
+//!   incarnation — within `suspicion_timeout`, it is declared *dead*. Only the
+//!   member itself raises its incarnation, so a false suspicion always loses.
+//! - **Dissemination.** Changes are piggybacked on pings and acks and pushed
+//!   every `gossip_interval` to `gossip_fanout` random members, each change a
+//!   bounded number of times (about `retransmit_mult · log2 n`).
+//! - **Synchronisation** (JXTA cache synchronisation, seed 003). Every
+//!   `sync_interval` a peer exchanges its whole view with one random member,
+//!   and does so at once with every new contact, so a newcomer learns the
+//!   whole network in one round trip.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::phi::{PhiConfig, PhiDetector};
+use crate::PeerKey;
+
+/// Tuning of the membership core. Defaults suit 3 to a few hundred peers on
+/// a LAN: a crashed peer is declared dead in about 1–2 s.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MembershipConfig {
+    /// How often each peer pings the members it monitors.
+    pub probe_interval: Duration,
+    /// How many ring successors each peer monitors (and so how many peers
+    /// watch each peer).
+    pub monitors: usize,
+    /// Phi level above which a silent monitored member becomes suspect.
+    pub phi_threshold: f64,
+    /// Shape of the phi-accrual detectors.
+    pub phi: PhiConfig,
+    /// How long a suspect has to refute before it is declared dead.
+    pub suspicion_timeout: Duration,
+    /// How often pending changes are pushed to random members.
+    pub gossip_interval: Duration,
+    /// How many random members each gossip round reaches.
+    pub gossip_fanout: usize,
+    /// Each change is sent about `retransmit_mult * log2(members + 1)` times.
+    pub retransmit_mult: u32,
+    /// Most changes piggybacked on a single message.
+    pub max_piggyback: usize,
+    /// How often the whole view is exchanged with one random member.
+    pub sync_interval: Duration,
+    /// Most records in one view synchronisation message.
+    pub max_sync_records: usize,
+    /// How long dead and departed members are remembered (so that late
+    /// gossip about them is recognised as stale), after which they are
+    /// forgotten to bound memory.
+    pub dead_retention: Duration,
+    /// Most members tracked; records about further peers are ignored.
+    pub max_members: usize,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            probe_interval: Duration::from_millis(100),
+            monitors: 3,
+            phi_threshold: 8.0,
+            phi: PhiConfig::default(),
+            suspicion_timeout: Duration::from_millis(1000),
+            gossip_interval: Duration::from_millis(100),
+            gossip_fanout: 3,
+            retransmit_mult: 3,
+            max_piggyback: 16,
+            sync_interval: Duration::from_secs(1),
+            max_sync_records: 1024,
+            dead_retention: Duration::from_secs(600),
+            max_members: 4096,
+        }
+    }
+}
+
+/// Liveness of a member as seen by this peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Answering, or not silent long enough to worry.
+    Alive,
+    /// Silent; declared dead unless it refutes in time.
+    Suspect,
+    /// Declared dead by the failure detector.
+    Dead,
+    /// Left gracefully.
+    Left,
+}
+
+impl MemberState {
+    fn rank(self) -> u8 {
+        match self {
+            MemberState::Alive => 0,
+            MemberState::Suspect => 1,
+            MemberState::Dead | MemberState::Left => 2,
+        }
+    }
+
+    /// Alive or suspect: still taking part in monitoring and gossip.
+    pub fn is_live(self) -> bool {
+        matches!(self, MemberState::Alive | MemberState::Suspect)
+    }
+}
+
+/// Statistics a peer publishes in its presence record (seed 003 §4.4) so
+/// others can pick the best peer for a task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerStats {
+    /// Logical cores of the host.
+    pub cores: u32,
+    /// How many cores the peer offers to Colony.
+    pub cores_offered: u32,
+    /// One-minute load average of the host.
+    pub load_avg_1m: f32,
+    /// Memory available to new work, in bytes.
+    pub free_memory_bytes: u64,
+    /// Host uptime in seconds.
+    pub uptime_s: u64,
+    /// When this peer session started, in seconds since the Unix epoch.
+    pub session_start_unix_s: u64,
+    /// Jobs completed in this session.
+    pub jobs_done_session: u64,
+    /// Jobs completed over the peer's whole life.
+    pub jobs_done_total: u64,
+    /// Work units completed in this session.
+    pub units_done_session: u64,
+    /// Work units completed over the peer's whole life.
+    pub units_done_total: u64,
+}
+
+/// A member's presence record, as gossiped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned"))]
+pub struct MemberRecord<P> {
+    /// Who.
+    pub peer: P,
+    /// Liveness claimed by this record.
+    pub state: MemberState,
+    /// Raised only by the member itself, to refute suspicion or to rejoin.
+    pub incarnation: u64,
+    /// Raised by the member whenever its addresses or statistics change.
+    pub version: u64,
+    /// Multiaddresses (as text) the member listens on.
+    pub addrs: Vec<String>,
+    /// The member's published statistics.
+    pub stats: PeerStats,
+}
+
+impl<P> MemberRecord<P> {
+    /// Whether this record carries newer information than `old` about the
+    /// same member: higher incarnation wins; at equal incarnation the worse
+    /// state wins; at equal state the higher version wins.
+    pub fn supersedes(&self, old: &MemberRecord<P>) -> bool {
+        if self.incarnation != old.incarnation {
+            return self.incarnation > old.incarnation;
+        }
+        if self.state.rank() != old.state.rank() {
+            return self.state.rank() > old.state.rank();
+        }
+        self.version > old.version
+    }
+}
+
+/// Messages exchanged by membership cores.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned"))]
+pub enum MembershipMsg<P> {
+    /// "Are you there?" from a monitor.
+    Ping {
+        /// Echoed in the ack.
+        probe: u64,
+        /// The sender's own record.
+        sender: MemberRecord<P>,
+        /// Piggybacked changes.
+        updates: Vec<MemberRecord<P>>,
+    },
+    /// Answer to a ping.
+    Ack {
+        /// The ping's probe number.
+        probe: u64,
+        /// The sender's own record.
+        sender: MemberRecord<P>,
+        /// Piggybacked changes.
+        updates: Vec<MemberRecord<P>>,
+    },
+    /// A push of pending changes.
+    Gossip {
+        /// The sender's own record.
+        sender: MemberRecord<P>,
+        /// The changes.
+        updates: Vec<MemberRecord<P>>,
+    },
+    /// A whole-view exchange; answered with `reply: true` and the receiver's view.
+    Sync {
+        /// The sender's own record.
+        sender: MemberRecord<P>,
+        /// The sender's view.
+        view: Vec<MemberRecord<P>>,
+        /// Whether this answers a sync (and so must not be answered).
+        reply: bool,
+    },
+}
+
+impl<P> MembershipMsg<P> {
+    /// The record of the peer that sent this message.
+    pub fn sender(&self) -> &MemberRecord<P> {
+        match self {
+            MembershipMsg::Ping { sender, .. }
+            | MembershipMsg::Ack { sender, .. }
+            | MembershipMsg::Gossip { sender, .. }
+            | MembershipMsg::Sync { sender, .. } => sender,
+        }
+    }
+}
+
+/// What the driver feeds the core.
+#[derive(Clone, Debug)]
+pub enum Input<P> {
+    /// A membership message from `from` (authenticated by the transport).
+    Message {
+        /// The authenticated sender.
+        from: P,
+        /// The message.
+        msg: MembershipMsg<P>,
+    },
+    /// The transport connected to `peer` (bootstrap, mDNS, DHT); start
+    /// talking to it.
+    Contact {
+        /// The peer now reachable.
+        peer: P,
+    },
+    /// The transport could not reach `peer` (connection refused or reset):
+    /// as good as a failed probe.
+    Unreachable {
+        /// The peer that could not be reached.
+        peer: P,
+    },
+    /// This peer's statistics changed.
+    SetStats(PeerStats),
+    /// This peer's listen addresses changed.
+    SetAddrs(Vec<String>),
+    /// This peer is shutting down gracefully: tell everyone.
+    Leave,
+}
+
+/// What the core asks the driver to do.
+#[derive(Clone, Debug)]
+pub enum Output<P> {
+    /// Send `msg` to `to` (unreliably; loss is tolerated).
+    Send {
+        /// Destination.
+        to: P,
+        /// The message.
+        msg: MembershipMsg<P>,
+    },
+    /// Something changed in the view.
+    Event(Event<P>),
+    /// This peer's incarnation rose; persist it so a restart continues above it.
+    PersistIncarnation(u64),
+}
+
+/// A change in the view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event<P> {
+    /// Whose state changed.
+    pub peer: P,
+    /// The state before, `None` for a member seen for the first time.
+    pub from: Option<MemberState>,
+    /// The state now.
+    pub to: MemberState,
+    /// The member's addresses.
+    pub addrs: Vec<String>,
+}
+
+/// One member of the view, for display and for picking peers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberView<P> {
+    /// The member's latest record.
+    pub record: MemberRecord<P>,
+    /// When its state last changed here.
+    pub state_since: Instant,
+    /// When a message from it last arrived here, if ever.
+    pub last_heard: Option<Instant>,
+    /// How many times this peer declared it dead (each rejoin may add one).
+    pub times_declared_dead: u32,
+    /// Its phi level, if this peer monitors it.
+    pub phi: Option<f64>,
+}
+
+struct Member<P> {
+    record: MemberRecord<P>,
+    state_since: Instant,
+    last_heard: Option<Instant>,
+    suspect_deadline: Option<Instant>,
+    times_declared_dead: u32,
+}
+
+/// The membership protocol core of one peer. See the module docs.
+pub struct Membership<P: PeerKey> {
+    config: MembershipConfig,
+    me: MemberRecord<P>,
+    members: BTreeMap<P, Member<P>>,
+    detectors: BTreeMap<P, PhiDetector>,
+    /// Pending changes with the number of sends left.
+    broadcasts: BTreeMap<P, (MemberRecord<P>, u32)>,
+    outputs: VecDeque<Output<P>>,
+    rng: SmallRng,
+    next_probe_no: u64,
+    next_probe_at: Instant,
+    next_gossip_at: Instant,
+    next_sync_at: Instant,
+    next_sweep_at: Instant,
+}
+
+impl<P: PeerKey> Membership<P> {
+    /// A core for peer `me` that starts alone, at `incarnation`.
+    pub fn new(
+        me: P,
+        incarnation: u64,
+        addrs: Vec<String>,
+        stats: PeerStats,
+        config: MembershipConfig,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        Membership {
+            me: MemberRecord {
+                peer: me,
+                state: MemberState::Alive,
+                incarnation,
+                version: 0,
+                addrs,
+                stats,
+            },
+            members: BTreeMap::new(),
+            detectors: BTreeMap::new(),
+            broadcasts: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            rng: SmallRng::seed_from_u64(seed),
+            next_probe_no: 0,
+            next_probe_at: now + config.probe_interval,
+            next_gossip_at: now + config.gossip_interval,
+            next_sync_at: now + config.sync_interval,
+            next_sweep_at: now + config.probe_interval,
+            config,
+        }
+    }
+
+    /// This peer's own record.
+    pub fn local(&self) -> &MemberRecord<P> {
+        &self.me
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &MembershipConfig {
+        &self.config
+    }
+
+    /// The state of `peer` in this view, if known.
+    pub fn state_of(&self, peer: &P) -> Option<MemberState> {
+        self.members.get(peer).map(|m| m.record.state)
+    }
+
+    /// The addresses recorded for `peer`.
+    pub fn addrs_of(&self, peer: &P) -> Option<&[String]> {
+        self.members.get(peer).map(|m| m.record.addrs.as_slice())
+    }
+
+    /// Number of other members currently alive or suspect.
+    pub fn live_count(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.record.state.is_live())
+            .count()
+    }
+
+    /// The view: every known other member.
+    pub fn view(&self, now: Instant) -> Vec<MemberView<P>> {
+        self.members
+            .iter()
+            .map(|(peer, m)| MemberView {
+                record: m.record.clone(),
+                state_since: m.state_since,
+                last_heard: m.last_heard,
+                times_declared_dead: m.times_declared_dead,
+                phi: self.detectors.get(peer).map(|d| d.phi(now)),
+            })
+            .collect()
+    }
+
+    /// Applies one input.
+    pub fn handle(&mut self, now: Instant, input: Input<P>) {
+        match input {
+            Input::Message { from, msg } => self.handle_message(now, from, msg),
+            Input::Contact { peer } => {
+                if peer != self.me.peer {
+                    let known_live = self
+                        .members
+                        .get(&peer)
+                        .is_some_and(|m| m.record.state.is_live());
+                    if !known_live {
+                        self.send_sync(peer, false);
+                    }
+                }
+            }
+            Input::Unreachable { peer } => {
+                let incarnation = match self.members.get(&peer) {
+                    Some(m) if m.record.state == MemberState::Alive => m.record.incarnation,
+                    _ => return,
+                };
+                self.suspect(now, &peer, incarnation);
+            }
+            Input::SetStats(stats) => {
+                if stats != self.me.stats {
+                    self.me.stats = stats;
+                    self.me.version += 1;
+                }
+            }
+            Input::SetAddrs(addrs) => {
+                if addrs != self.me.addrs {
+                    self.me.addrs = addrs;
+                    self.me.version += 1;
+                    self.queue_broadcast(self.me.clone());
+                }
+            }
+            Input::Leave => {
+                self.me.state = MemberState::Left;
+                self.me.version += 1;
+                let targets: Vec<P> = self.live_peers();
+                for to in targets {
+                    self.outputs.push_back(Output::Send {
+                        to,
+                        msg: MembershipMsg::Gossip {
+                            sender: self.me.clone(),
+                            updates: Vec::new(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// When the core next needs [`Membership::handle_timeout`].
+    pub fn poll_timeout(&self) -> Instant {
+        let mut at = self
+            .next_probe_at
+            .min(self.next_sync_at)
+            .min(self.next_sweep_at);
+        if !self.broadcasts.is_empty() {
+            at = at.min(self.next_gossip_at);
+        }
+        at
+    }
+
+    /// Runs whatever timers are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.me.state == MemberState::Left {
+            return;
+        }
+        if now >= self.next_probe_at {
+            self.next_probe_at = now + self.config.probe_interval;
+            self.probe(now);
+        }
+        if now >= self.next_sweep_at {
+            self.next_sweep_at = now + self.config.probe_interval;
+            self.sweep(now);
+        }
+        if now >= self.next_gossip_at {
+            self.next_gossip_at = now + self.config.gossip_interval;
+            self.gossip();
+        }
+        if now >= self.next_sync_at {
+            self.next_sync_at = now + self.config.sync_interval;
+            let live = self.live_peers();
+            if let Some(peer) = live.choose(&mut self.rng).cloned() {
+                self.send_sync(peer, false);
+            }
+        }
+    }
+
+    /// The next thing the driver must do, if any.
+    pub fn poll(&mut self) -> Option<Output<P>> {
+        self.outputs.pop_front()
+    }
+
+    fn live_peers(&self) -> Vec<P> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.record.state.is_live())
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// The `monitors` live successors of this peer on the ring sorted by id.
+    pub fn monitored(&self) -> Vec<P> {
+        let live = self.live_peers();
+        if live.len() <= self.config.monitors {
+            return live;
+        }
+        let start = live.partition_point(|p| *p < self.me.peer);
+        (0..self.config.monitors)
+            .map(|i| live[(start + i) % live.len()].clone())
+            .collect()
+    }
+
+    fn probe(&mut self, now: Instant) {
+        let targets = self.monitored();
+        let wanted: BTreeSet<&P> = targets.iter().collect();
+        self.detectors.retain(|p, _| wanted.contains(p));
+        for peer in &targets {
+            if !self.detectors.contains_key(peer) {
+                let detector =
+                    PhiDetector::new(self.config.phi.clone(), now, self.config.probe_interval);
+                self.detectors.insert(peer.clone(), detector);
+            }
+        }
+        for to in targets {
+            self.next_probe_no += 1;
+            let msg = MembershipMsg::Ping {
+                probe: self.next_probe_no,
+                sender: self.me.clone(),
+                updates: self.take_piggyback(),
+            };
+            self.outputs.push_back(Output::Send { to, msg });
+        }
+    }
+
+    /// Suspects silent monitored members, declares expired suspects dead and
+    /// forgets long-dead members.
+    fn sweep(&mut self, now: Instant) {
+        let silent: Vec<(P, u64)> = self
+            .detectors
+            .iter()
+            .filter(|(_, d)| d.phi(now) > self.config.phi_threshold)
+            .filter_map(|(p, _)| {
+                let m = self.members.get(p)?;
+                (m.record.state == MemberState::Alive).then(|| (p.clone(), m.record.incarnation))
+            })
+            .collect();
+        for (peer, incarnation) in silent {
+            self.suspect(now, &peer, incarnation);
+        }
+        let expired: Vec<(P, u64)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.suspect_deadline.is_some_and(|d| d <= now))
+            .map(|(p, m)| (p.clone(), m.record.incarnation))
+            .collect();
+        for (peer, incarnation) in expired {
+            if let Some(m) = self.members.get(&peer) {
+                let mut record = m.record.clone();
+                record.state = MemberState::Dead;
+                record.incarnation = incarnation;
+                self.apply(now, record);
+            }
+        }
+        let retention = self.config.dead_retention;
+        self.members.retain(|_, m| {
+            m.record.state.is_live() || now.saturating_duration_since(m.state_since) < retention
+        });
+    }
+
+    fn suspect(&mut self, now: Instant, peer: &P, incarnation: u64) {
+        if let Some(m) = self.members.get(peer) {
+            let mut record = m.record.clone();
+            record.state = MemberState::Suspect;
+            record.incarnation = incarnation;
+            self.apply(now, record);
+        }
+    }
+
+    fn gossip(&mut self) {
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        let live = self.live_peers();
+        let targets: Vec<P> = live
+            .choose_multiple(&mut self.rng, self.config.gossip_fanout)
+            .cloned()
+            .collect();
+        for to in targets {
+            let updates = self.take_piggyback();
+            if updates.is_empty() {
+                break;
+            }
+            let msg = MembershipMsg::Gossip {
+                sender: self.me.clone(),
+                updates,
+            };
+            self.outputs.push_back(Output::Send { to, msg });
+        }
+    }
+
+    fn send_sync(&mut self, to: P, reply: bool) {
+        let mut view: Vec<MemberRecord<P>> =
+            self.members.values().map(|m| m.record.clone()).collect();
+        if view.len() > self.config.max_sync_records {
+            let sample: Vec<MemberRecord<P>> = view
+                .choose_multiple(&mut self.rng, self.config.max_sync_records)
+                .cloned()
+                .collect();
+            view = sample;
+        }
+        let msg = MembershipMsg::Sync {
+            sender: self.me.clone(),
+            view,
+            reply,
+        };
+        self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    fn retransmit_budget(&self) -> u32 {
+        let n = self.members.len() as f64 + 1.0;
+        self.config.retransmit_mult * ((n + 1.0).log2().ceil() as u32).max(1)
+    }
+
+    fn queue_broadcast(&mut self, record: MemberRecord<P>) {
+        let budget = self.retransmit_budget();
+        self.broadcasts
+            .insert(record.peer.clone(), (record, budget));
+    }
+
+    /// Takes up to `max_piggyback` pending changes, most-needed first.
+    fn take_piggyback(&mut self) -> Vec<MemberRecord<P>> {
+        if self.broadcasts.is_empty() {
+            return Vec::new();
+        }
+        let mut pending: Vec<(u32, P)> = self
+            .broadcasts
+            .iter()
+            .map(|(p, (_, left))| (*left, p.clone()))
+            .collect();
+        pending.sort_by_key(|p| std::cmp::Reverse(p.0));
+        pending.truncate(self.config.max_piggyback);
+        let mut out = Vec::with_capacity(pending.len());
+        for (_, peer) in pending {
+            if let Some((record, left)) = self.broadcasts.get_mut(&peer) {
+                out.push(record.clone());
+                *left -= 1;
+                if *left == 0 {
+                    self.broadcasts.remove(&peer);
+                }
+            }
+        }
+        out
+    }
+
+    fn handle_message(&mut self, now: Instant, from: P, msg: MembershipMsg<P>) {
+        if self.me.state == MemberState::Left || from == self.me.peer {
+            return;
+        }
+        // The transport authenticates `from`; a record claiming to be from
+        // someone else is ignored as a whole.
+        if msg.sender().peer != from {
+            return;
+        }
+        let sender = msg.sender().clone();
+        let stale_news = self
+            .members
+            .get(&from)
+            .map(|m| m.record.clone())
+            .filter(|ours| ours.supersedes(&sender) && ours.state != MemberState::Alive);
+        self.apply(now, sender);
+        if let Some(m) = self.members.get_mut(&from) {
+            m.last_heard = Some(now);
+        }
+        if let Some(ours) = stale_news {
+            // The sender does not know we suspect it (or think it dead):
+            // tell it, so it can refute.
+            self.outputs.push_back(Output::Send {
+                to: from.clone(),
+                msg: MembershipMsg::Gossip {
+                    sender: self.me.clone(),
+                    updates: vec![ours],
+                },
+            });
+        }
+        match msg {
+            MembershipMsg::Ping { probe, updates, .. } => {
+                self.apply_all(now, updates);
+                let msg = MembershipMsg::Ack {
+                    probe,
+                    sender: self.me.clone(),
+                    updates: self.take_piggyback(),
+                };
+                self.outputs.push_back(Output::Send { to: from, msg });
+            }
+            MembershipMsg::Ack { updates, .. } => {
+                if let Some(detector) = self.detectors.get_mut(&from) {
+                    detector.heartbeat(now);
+                }
+                self.apply_all(now, updates);
+            }
+            MembershipMsg::Gossip { updates, .. } => self.apply_all(now, updates),
+            MembershipMsg::Sync { view, reply, .. } => {
+                self.apply_all(now, view);
+                if !reply {
+                    self.send_sync(from, true);
+                }
+            }
+        }
+    }
+
+    fn apply_all(&mut self, now: Instant, records: Vec<MemberRecord<P>>) {
+        for record in records {
+            self.apply(now, record);
+        }
+    }
+
+    /// Merges one record into the view, emitting events and queueing the
+    /// change for dissemination when it is news.
+    fn apply(&mut self, now: Instant, record: MemberRecord<P>) {
+        if record.peer == self.me.peer {
+            self.refute_if_needed(record);
+            return;
+        }
+        let previous = match self.members.get(&record.peer) {
+            Some(m) if !record.supersedes(&m.record) => return,
+            Some(m) => Some(m.record.state),
+            None => {
+                // A peer first heard of as dead or departed is not worth tracking.
+                if !record.state.is_live() || self.members.len() >= self.config.max_members {
+                    return;
+                }
+                None
+            }
+        };
+        let state_changed = previous != Some(record.state);
+        let peer = record.peer.clone();
+        let suspicion_timeout = self.config.suspicion_timeout;
+        let member = self.members.entry(peer.clone()).or_insert_with(|| Member {
+            record: record.clone(),
+            state_since: now,
+            last_heard: None,
+            suspect_deadline: None,
+            times_declared_dead: 0,
+        });
+        member.record = record.clone();
+        if state_changed {
+            member.state_since = now;
+            member.suspect_deadline =
+                (record.state == MemberState::Suspect).then(|| now + suspicion_timeout);
+            if record.state == MemberState::Dead {
+                member.times_declared_dead += 1;
+            }
+            if !record.state.is_live() {
+                self.detectors.remove(&peer);
+            }
+            self.outputs.push_back(Output::Event(Event {
+                peer,
+                from: previous,
+                to: record.state,
+                addrs: record.addrs.clone(),
+            }));
+        }
+        // Version-only refreshes (statistics) travel by sync and by the
+        // sender records on every message; state changes are broadcast.
+        if state_changed {
+            self.queue_broadcast(record);
+        }
+    }
+
+    /// Someone says something about us: if it is suspicion or death at our
+    /// incarnation or above, rise above it and announce we are alive.
+    fn refute_if_needed(&mut self, record: MemberRecord<P>) {
+        if self.me.state == MemberState::Left {
+            return;
+        }
+        let threatened =
+            record.state != MemberState::Alive && record.incarnation >= self.me.incarnation;
+        let outdated = record.incarnation > self.me.incarnation;
+        if threatened || outdated {
+            self.me.incarnation = record.incarnation + 1;
+            self.me.version += 1;
+            self.outputs
+                .push_back(Output::PersistIncarnation(self.me.incarnation));
+            self.queue_broadcast(self.me.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,405 @@
+//! Membership driven in virtual time over a simulated network.
+
+use super::*;
+use rand::Rng;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+const LATENCY: Duration = Duration::from_millis(1);
+
+/// N membership cores on a virtual network with latency, loss, crashes and pauses.
+struct Net {
+    now: Instant,
+    start: Instant,
+    cores: BTreeMap<u32, Membership<u32>>,
+    /// (deliver_at, order, from, to, msg)
+    in_flight: BinaryHeap<Reverse<(Instant, u64, u32, u32, Wrapped)>>,
+    order: u64,
+    crashed: BTreeSet<u32>,
+    paused: BTreeSet<u32>,
+    held: Vec<(u32, u32, MembershipMsg<u32>)>,
+    loss: f64,
+    rng: SmallRng,
+    events: Vec<(Instant, u32, Event<u32>)>,
+}
+
+/// BinaryHeap needs Ord; messages are compared by their position only.
+#[derive(Clone, Debug)]
+struct Wrapped(MembershipMsg<u32>);
+impl PartialEq for Wrapped {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Wrapped {}
+impl PartialOrd for Wrapped {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Wrapped {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl Net {
+    fn new(n: u32, seed: u64) -> Net {
+        let start = Instant::now();
+        let mut net = Net {
+            now: start,
+            start,
+            cores: BTreeMap::new(),
+            in_flight: BinaryHeap::new(),
+            order: 0,
+            crashed: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            held: Vec::new(),
+            loss: 0.0,
+            rng: SmallRng::seed_from_u64(seed),
+            events: Vec::new(),
+        };
+        for id in 0..n {
+            net.start_peer(id, 1);
+        }
+        for id in 1..n {
+            net.contact(id, 0);
+        }
+        net
+    }
+
+    fn start_peer(&mut self, id: u32, incarnation: u64) {
+        let core = Membership::new(
+            id,
+            incarnation,
+            vec![format!("/memory/{id}")],
+            PeerStats::default(),
+            MembershipConfig::default(),
+            u64::from(id) * 7919 + incarnation,
+            self.now,
+        );
+        self.cores.insert(id, core);
+        self.crashed.remove(&id);
+    }
+
+    fn contact(&mut self, id: u32, peer: u32) {
+        let now = self.now;
+        if let Some(core) = self.cores.get_mut(&id) {
+            core.handle(now, Input::Contact { peer });
+        }
+        self.drain(id);
+    }
+
+    fn drain(&mut self, id: u32) {
+        let Some(core) = self.cores.get_mut(&id) else {
+            return;
+        };
+        let mut sends = Vec::new();
+        while let Some(out) = core.poll() {
+            match out {
+                Output::Send { to, msg } => sends.push((to, msg)),
+                Output::Event(e) => self.events.push((self.now, id, e)),
+                Output::PersistIncarnation(_) => {}
+            }
+        }
+        for (to, msg) in sends {
+            if self.rng.random_bool(self.loss) {
+                continue;
+            }
+            self.order += 1;
+            self.in_flight.push(Reverse((
+                self.now + LATENCY,
+                self.order,
+                id,
+                to,
+                Wrapped(msg),
+            )));
+        }
+    }
+
+    fn running(&self, id: u32) -> bool {
+        !self.crashed.contains(&id) && !self.paused.contains(&id)
+    }
+
+    /// Advances virtual time to `until`, delivering messages and firing timers in order.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            let next_msg = self.in_flight.peek().map(|Reverse(m)| m.0);
+            let next_timer = self
+                .cores
+                .iter()
+                .filter(|(id, _)| self.running(**id))
+                .map(|(_, c)| c.poll_timeout())
+                .min();
+            let next = match (next_msg, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => until,
+            };
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = next;
+            if next_msg == Some(next) {
+                let Some(Reverse((_, _, from, to, Wrapped(msg)))) = self.in_flight.pop() else {
+                    unreachable!()
+                };
+                if self.crashed.contains(&to) || self.crashed.contains(&from) {
+                    continue;
+                }
+                if self.paused.contains(&to) {
+                    self.held.push((from, to, msg));
+                    continue;
+                }
+                let now = self.now;
+                if let Some(core) = self.cores.get_mut(&to) {
+                    core.handle(now, Input::Message { from, msg });
+                }
+                self.drain(to);
+            } else {
+                let due: Vec<u32> = self
+                    .cores
+                    .iter()
+                    .filter(|(id, c)| self.running(**id) && c.poll_timeout() <= next)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
+                    let now = self.now;
+                    if let Some(core) = self.cores.get_mut(&id) {
+                        core.handle_timeout(now);
+                    }
+                    self.drain(id);
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn resume(&mut self, id: u32) {
+        self.paused.remove(&id);
+        let held: Vec<_> = std::mem::take(&mut self.held);
+        for (from, to, msg) in held {
+            self.order += 1;
+            self.in_flight
+                .push(Reverse((self.now, self.order, from, to, Wrapped(msg))));
+        }
+    }
+
+    fn state(&self, observer: u32, peer: u32) -> Option<MemberState> {
+        self.cores[&observer].state_of(&peer)
+    }
+
+    fn all_see_alive(&self, ids: &[u32]) -> bool {
+        ids.iter().all(|a| {
+            ids.iter()
+                .all(|b| a == b || self.state(*a, *b) == Some(MemberState::Alive))
+        })
+    }
+
+    /// Time from `since` until `observer` saw `peer` become `state`, if it did.
+    fn first_event(
+        &self,
+        observer: u32,
+        peer: u32,
+        state: MemberState,
+        since: Instant,
+    ) -> Option<Duration> {
+        self.events
+            .iter()
+            .find(|(at, o, e)| *at >= since && *o == observer && e.peer == peer && e.to == state)
+            .map(|(at, _, _)| *at - since)
+    }
+}
+
+#[test]
+fn ten_peers_converge_within_a_second_of_virtual_time() {
+    let mut net = Net::new(10, 1);
+    let ids: Vec<u32> = (0..10).collect();
+    net.run_for(Duration::from_secs(1));
+    assert!(net.all_see_alive(&ids));
+    assert_eq!(net.cores[&3].view(net.now).len(), 9);
+    let _ = net.start;
+}
+
+#[test]
+fn crashed_peer_is_declared_dead_by_every_survivor_within_two_seconds() {
+    for seed in 0..5 {
+        let mut net = Net::new(10, seed);
+        net.run_for(Duration::from_secs(3));
+        let victim = 4;
+        net.crashed.insert(victim);
+        let killed_at = net.now;
+        net.run_for(Duration::from_secs(4));
+        for observer in (0..10).filter(|o| *o != victim) {
+            let took = net
+                .first_event(observer, victim, MemberState::Dead, killed_at)
+                .unwrap_or_else(|| panic!("seed {seed}: {observer} never declared {victim} dead"));
+            assert!(
+                took <= Duration::from_millis(2000),
+                "seed {seed}: took {took:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unreachable_hint_speeds_up_detection() {
+    let mut net = Net::new(5, 9);
+    net.run_for(Duration::from_secs(2));
+    net.crashed.insert(2);
+    let killed_at = net.now;
+    let now = net.now;
+    net.cores
+        .get_mut(&1)
+        .unwrap()
+        .handle(now, Input::Unreachable { peer: 2 });
+    net.drain(1);
+    net.run_for(Duration::from_secs(3));
+    let took = net.first_event(0, 2, MemberState::Dead, killed_at).unwrap();
+    assert!(took <= Duration::from_millis(1300), "took {took:?}");
+}
+
+#[test]
+fn short_pause_is_not_declared_dead_and_long_pause_is() {
+    let mut net = Net::new(8, 3);
+    net.run_for(Duration::from_secs(2));
+    net.paused.insert(5);
+    let paused_at = net.now;
+    net.run_for(Duration::from_millis(900));
+    net.resume(5);
+    net.run_for(Duration::from_secs(4));
+    for observer in (0..8).filter(|o| *o != 5) {
+        assert_eq!(
+            net.first_event(observer, 5, MemberState::Dead, paused_at),
+            None
+        );
+        assert_eq!(net.state(observer, 5), Some(MemberState::Alive));
+    }
+
+    net.paused.insert(5);
+    let paused_at = net.now;
+    net.run_for(Duration::from_secs(3));
+    for observer in (0..8).filter(|o| *o != 5) {
+        let took = net
+            .first_event(observer, 5, MemberState::Dead, paused_at)
+            .unwrap();
+        assert!(took <= Duration::from_millis(2500), "took {took:?}");
+    }
+    // Resumed after being declared dead: it refutes and is alive again.
+    net.resume(5);
+    net.run_for(Duration::from_secs(3));
+    let ids: Vec<u32> = (0..8).collect();
+    assert!(net.all_see_alive(&ids));
+}
+
+#[test]
+fn restarted_peer_with_higher_incarnation_rejoins() {
+    let mut net = Net::new(6, 4);
+    net.run_for(Duration::from_secs(2));
+    net.crashed.insert(3);
+    net.run_for(Duration::from_secs(4));
+    assert_eq!(net.state(0, 3), Some(MemberState::Dead));
+    net.start_peer(3, 2);
+    net.contact(3, 0);
+    net.run_for(Duration::from_secs(2));
+    let ids: Vec<u32> = (0..6).collect();
+    assert!(net.all_see_alive(&ids));
+}
+
+#[test]
+fn restarted_peer_with_stale_incarnation_still_rejoins() {
+    let mut net = Net::new(4, 5);
+    net.run_for(Duration::from_secs(2));
+    net.crashed.insert(1);
+    net.run_for(Duration::from_secs(4));
+    // Restart without having persisted anything: same incarnation as before.
+    net.start_peer(1, 1);
+    net.contact(1, 0);
+    net.run_for(Duration::from_secs(3));
+    let ids: Vec<u32> = (0..4).collect();
+    assert!(net.all_see_alive(&ids));
+}
+
+#[test]
+fn ten_percent_loss_causes_no_false_deaths() {
+    let mut net = Net::new(10, 6);
+    net.run_for(Duration::from_secs(2));
+    net.loss = 0.10;
+    let from = net.now;
+    net.run_for(Duration::from_secs(60));
+    let deaths = net
+        .events
+        .iter()
+        .filter(|(at, _, e)| *at >= from && e.to == MemberState::Dead)
+        .count();
+    assert_eq!(deaths, 0);
+}
+
+#[test]
+fn graceful_leave_is_seen_at_once() {
+    let mut net = Net::new(5, 7);
+    net.run_for(Duration::from_secs(2));
+    let now = net.now;
+    net.cores.get_mut(&2).unwrap().handle(now, Input::Leave);
+    net.drain(2);
+    let left_at = net.now;
+    net.run_for(Duration::from_millis(50));
+    for observer in [0, 1, 3, 4] {
+        assert!(net
+            .first_event(observer, 2, MemberState::Left, left_at)
+            .is_some());
+    }
+}
+
+#[test]
+fn statistics_propagate_through_sync() {
+    let mut net = Net::new(4, 8);
+    net.run_for(Duration::from_secs(1));
+    let now = net.now;
+    let stats = PeerStats {
+        cores: 64,
+        ..PeerStats::default()
+    };
+    net.cores
+        .get_mut(&3)
+        .unwrap()
+        .handle(now, Input::SetStats(stats));
+    net.run_for(Duration::from_secs(3));
+    for observer in 0..3 {
+        let view = net.cores[&observer].view(net.now);
+        let rec = view.iter().find(|m| m.record.peer == 3).unwrap();
+        assert_eq!(rec.record.stats.cores, 64);
+    }
+}
+
+#[test]
+fn forged_sender_is_ignored() {
+    let mut net = Net::new(3, 10);
+    net.run_for(Duration::from_secs(1));
+    let now = net.now;
+    let forged = MemberRecord {
+        peer: 2,
+        state: MemberState::Left,
+        incarnation: 99,
+        version: 0,
+        addrs: vec![],
+        stats: PeerStats::default(),
+    };
+    net.cores.get_mut(&0).unwrap().handle(
+        now,
+        Input::Message {
+            from: 1,
+            msg: MembershipMsg::Gossip {
+                sender: forged,
+                updates: vec![],
+            },
+        },
+    );
+    assert_eq!(net.state(0, 2), Some(MemberState::Alive));
+}
