@@ -233,6 +233,9 @@ pub struct PipeStats {
 
 type ChannelKey<P> = (P, TrafficClass);
 
+/// Most holes fast-retransmitted in answer to one acknowledgement.
+const FAST_RETRANSMIT_BATCH: usize = 64;
+
 /// Marks the timer entry of a pending base announcement.
 const BASE_TIMER: u64 = u64::MAX;
 
@@ -240,6 +243,7 @@ struct InFlight {
     payload: Vec<u8>,
     token: u64,
     first_sent: Instant,
+    last_sent: Instant,
     transmissions: u32,
     rto: Duration,
     deadline: Instant,
@@ -413,6 +417,7 @@ impl<P: PeerKey> Pipes<P> {
                     payload: queued.payload,
                     token: queued.token,
                     first_sent: now,
+                    last_sent: now,
                     transmissions: 1,
                     rto,
                     deadline: queued.deadline,
@@ -574,6 +579,12 @@ impl<P: PeerKey> Pipes<P> {
         let Some(channel) = self.send.get_mut(&key) else {
             return;
         };
+        let highest_sacked = sack
+            .iter()
+            .take(self.config.max_sack_ranges)
+            .map(|r| r.1)
+            .max()
+            .unwrap_or(0);
         let mut acked: Vec<(u64, InFlight)> = Vec::new();
         let rest = channel.in_flight.split_off(&cumulative);
         let below = std::mem::replace(&mut channel.in_flight, rest);
@@ -610,6 +621,10 @@ impl<P: PeerKey> Pipes<P> {
                 },
             });
         }
+        self.fast_retransmit(now, &key, highest_sacked);
+        let Some(channel) = self.send.get_mut(&key) else {
+            return;
+        };
         // The receiver is behind a base we moved past: repeat the news.
         if channel.base_announce.is_some() && cumulative < channel.base() {
             let base = channel.base();
@@ -627,6 +642,47 @@ impl<P: PeerKey> Pipes<P> {
                 .remove(&(announce.timer_at, key.0.clone(), key.1, BASE_TIMER));
         }
         self.admit(now, &key);
+    }
+
+    /// Holes below the highest selectively acknowledged number were
+    /// overtaken by later messages: once they have had time to arrive
+    /// (about one smoothed RTT), send them again without waiting for their
+    /// timer, and without raising their timeout.
+    fn fast_retransmit(&mut self, now: Instant, key: &ChannelKey<P>, highest_sacked: u64) {
+        let Some(channel) = self.send.get_mut(key) else {
+            return;
+        };
+        let Some((srtt, rttvar)) = channel.srtt else {
+            return;
+        };
+        let overdue_after = (srtt + rttvar * 2).max(Duration::from_millis(1));
+        let base = channel.base();
+        let holes: Vec<u64> = channel
+            .in_flight
+            .range(..highest_sacked)
+            .filter(|(_, m)| now.saturating_duration_since(m.last_sent) >= overdue_after)
+            .map(|(seq, _)| *seq)
+            .take(FAST_RETRANSMIT_BATCH)
+            .collect();
+        for seq in holes {
+            let Some(msg) = channel.in_flight.get_mut(&seq) else {
+                continue;
+            };
+            msg.transmissions += 1;
+            msg.last_sent = now;
+            self.stats.retransmissions += 1;
+            self.outputs.push_back(PipeOutput::Transmit {
+                to: key.0.clone(),
+                class: key.1,
+                frame: PipeFrame::Data {
+                    class: key.1,
+                    session: self.session,
+                    seq,
+                    base,
+                    payload: msg.payload.clone(),
+                },
+            });
+        }
     }
 
     /// When the core next needs [`Pipes::handle_timeout`], if ever.
@@ -669,6 +725,7 @@ impl<P: PeerKey> Pipes<P> {
                 continue;
             }
             msg.transmissions += 1;
+            msg.last_sent = now;
             msg.rto = (msg.rto * 2).min(self.config.max_rto);
             msg.timer_at = (now + msg.rto).min(msg.deadline);
             self.timers

@@ -7,13 +7,15 @@ use std::collections::BinaryHeap;
 
 const LATENCY: Duration = Duration::from_millis(1);
 
+/// A message on the virtual wire: (deliver_at, order, from, to, msg).
+type InFlight = Reverse<(Instant, u64, u32, u32, Wrapped)>;
+
 /// N membership cores on a virtual network with latency, loss, crashes and pauses.
 struct Net {
     now: Instant,
     start: Instant,
     cores: BTreeMap<u32, Membership<u32>>,
-    /// (deliver_at, order, from, to, msg)
-    in_flight: BinaryHeap<Reverse<(Instant, u64, u32, u32, Wrapped)>>,
+    in_flight: BinaryHeap<InFlight>,
     order: u64,
     crashed: BTreeSet<u32>,
     paused: BTreeSet<u32>,

@@ -1,0 +1,345 @@
+//! `colony`: run a Colony peer, inspect a network, benchmark.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use colony::{MemberInfo, Multiaddr, Peer, PeerConfig, PeerInfo};
+use tracing::info;
+
+/// Colony: a peer-to-peer runtime for fault-tolerant parallel computing on
+/// machines that come and go. Run `colony peer` on every machine; peers find
+/// each other, agree on who is alive and carry messages reliably.
+#[derive(Parser, Debug)]
+#[command(name = "colony", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr. Verbosity follows RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a peer until interrupted (Ctrl-C or SIGTERM leave the network
+    /// gracefully). Writes DIR/peer.json with its id and addresses.
+    Peer(PeerArgs),
+    /// Print the membership view of a running peer: who is alive, suspect,
+    /// dead, with their statistics.
+    Peers(PeersArgs),
+    /// Measure Colony against a baseline run alongside it.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Debug)]
+struct PeerArgs {
+    /// Data directory: identity (same PeerId across restarts), incarnation,
+    /// peer.json. Created if missing; one peer per directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to listen on (repeatable). Default: /ip4/0.0.0.0/tcp/0, all
+    /// interfaces on a free port; use a fixed port for peers others bootstrap from.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+    /// Peer to join through (repeatable), e.g. /ip4/10.0.0.5/tcp/7070/p2p/12D3….
+    /// Tried in order; a dead entry fails over to the next.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Network name: peers only see peers of the same network.
+    #[arg(long, default_value = "colony")]
+    network: String,
+    /// Pre-shared key file (go-ipfs swarm.key format, or 64 hex digits):
+    /// only peers holding the same key can connect.
+    #[arg(long, value_name = "FILE")]
+    psk: Option<PathBuf>,
+    /// Discover peers on the local network with mDNS.
+    #[arg(long)]
+    mdns: bool,
+    /// Local HTTP API address (GET /v1/peers, /v1/status). Use port 0 for any
+    /// free port; the chosen one is in peer.json.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
+    api: SocketAddr,
+    /// Cores offered to Colony work (default: all).
+    #[arg(long)]
+    cores: Option<u32>,
+    /// NOA: below this many live acquaintances the peer looks for more.
+    #[arg(long, default_value_t = 6)]
+    noa: usize,
+    /// TTU: how often, in seconds, the acquaintance count is checked.
+    #[arg(long, default_value_t = 5.0)]
+    ttu_s: f64,
+}
+
+#[derive(Args, Debug)]
+struct PeersArgs {
+    /// API address of the peer to ask.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
+    api: SocketAddr,
+    /// Ask the peer whose data directory this is (reads DIR/peer.json) instead of --api.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Reliable pipes between two in-process peers through the fault-injecting
+    /// wrapper, against raw TCP on loopback measured in the same run.
+    Pipe(PipeBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct PipeBenchArgs {
+    /// Probability of dropping each frame (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Probability of duplicating each frame (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    dup: f64,
+    /// Delay added to every frame, in milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    delay_ms: f64,
+    /// Random extra delay per frame, 0..JITTER ms (reorders frames).
+    #[arg(long, default_value_t = 0.0)]
+    jitter_ms: f64,
+    /// Messages in the pipelined phase.
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// Round trips in the latency phases.
+    #[arg(long, default_value_t = 2000)]
+    round_trips: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Peer(args) => run_peer(args).await,
+            Command::Peers(args) => show_peers(args).await,
+            Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
+        }
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run_peer(args: PeerArgs) -> Result<()> {
+    let mut config = PeerConfig::new(&args.data_dir);
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    config.bootstrap = args.bootstrap;
+    colony_net::validate_network_name(&args.network)?;
+    config.net.network = args.network;
+    config.net.mdns = args.mdns;
+    if let Some(path) = &args.psk {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the pre-shared key file {}", path.display()))?;
+        config.net.psk = Some(
+            colony_net::parse_psk(&text)
+                .with_context(|| format!("bad pre-shared key in {}", path.display()))?,
+        );
+    }
+    config.api = Some(args.api);
+    config.cores_offered = args.cores;
+    if !(args.ttu_s.is_finite() && args.ttu_s > 0.0) {
+        bail!(
+            "--ttu-s must be a positive number of seconds, got {}",
+            args.ttu_s
+        );
+    }
+    config.acquaintances.noa = args.noa;
+    config.acquaintances.ttu = Duration::from_secs_f64(args.ttu_s);
+
+    let peer = Peer::start(config).await?;
+    let info = peer.info();
+    println!("peer id: {}", info.peer_id);
+    for addr in &info.listen_addrs {
+        println!("listening: {addr}");
+    }
+    if let Some(api) = info.api_addr {
+        println!("api: http://{api}");
+    }
+
+    wait_for_termination().await;
+    info!("shutting down");
+    peer.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn show_peers(args: PeersArgs) -> Result<()> {
+    let api = match &args.data_dir {
+        Some(dir) => {
+            let path = dir.join("peer.json");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("cannot read {}; is a peer running there?", path.display())
+            })?;
+            let info: PeerInfo = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a peer.json", path.display()))?;
+            info.api_addr
+                .with_context(|| format!("the peer in {} serves no API", dir.display()))?
+        }
+        None => args.api,
+    };
+    let members: Vec<MemberInfo> = http_get_json(api, "/v1/peers").await.with_context(|| {
+        format!("cannot query the peer API at {api}; is `colony peer` running with --api {api}?")
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&members)?);
+        return Ok(());
+    }
+    println!(
+        "{:<54} {:<8} {:>4} {:>6} {:>6} {:>9} {:>8} {:>9}",
+        "PEER", "STATE", "INC", "CORES", "LOAD", "FREE_MIB", "UNITS", "HEARD_MS"
+    );
+    for m in &members {
+        let id = if m.local {
+            format!("{} (this)", m.peer_id)
+        } else {
+            m.peer_id.clone()
+        };
+        println!(
+            "{:<54} {:<8} {:>4} {:>6} {:>6.2} {:>9} {:>8} {:>9}",
+            id,
+            format!("{:?}", m.state).to_lowercase(),
+            m.incarnation,
+            format!("{}/{}", m.stats.cores_offered, m.stats.cores),
+            m.stats.load_avg_1m,
+            m.stats.free_memory_bytes / (1024 * 1024),
+            m.stats.units_done_total,
+            m.last_heard_ms_ago
+                .map(|ms| ms.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    Ok(())
+}
+
+/// GET `path` from a peer's local API, parsed as JSON.
+async fn http_get_json<T: serde::de::DeserializeOwned>(api: SocketAddr, path: &str) -> Result<T> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()?;
+    let response = client
+        .get(format!("http://{api}{path}"))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(response.json().await?)
+}
+
+async fn bench_pipe(args: PipeBenchArgs) -> Result<()> {
+    for (name, p) in [("--loss", args.loss), ("--dup", args.dup)] {
+        if !(0.0..1.0).contains(&p) {
+            bail!("{name} must be a probability in [0, 1), got {p}");
+        }
+    }
+    for (name, ms) in [
+        ("--delay-ms", args.delay_ms),
+        ("--jitter-ms", args.jitter_ms),
+    ] {
+        if !(ms.is_finite() && ms >= 0.0) {
+            bail!("{name} must be a non-negative number of milliseconds, got {ms}");
+        }
+    }
+    let options = colony::bench::PipeBenchOptions {
+        loss: args.loss,
+        duplicate: args.dup,
+        delay: Duration::from_secs_f64(args.delay_ms / 1e3),
+        jitter: Duration::from_secs_f64(args.jitter_ms / 1e3),
+        messages: args.messages,
+        round_trips: args.round_trips,
+        ..Default::default()
+    };
+    eprintln!(
+        "running: raw TCP round trips, pipe round trips, {} pipelined messages…",
+        options.messages
+    );
+    let r = colony::bench::pipe(&options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "faults: loss {:.1}%, duplication {:.1}%, delay {} ms, jitter {} ms",
+        r.loss * 100.0,
+        r.duplicate * 100.0,
+        r.delay_ms,
+        r.jitter_ms
+    );
+    println!("pipelined: {} messages, {} delivered, {} lost, {} duplicated at handler, {} out of order, {} failed", r.messages, r.delivered, r.lost, r.duplicated_at_handler, r.out_of_order, r.failed);
+    println!("throughput: {:.0} messages/s", r.messages_per_s);
+    println!(
+        "one-way latency (pipelined): p50 {:.0} µs, p99 {:.0} µs",
+        r.latency_us.p50, r.latency_us.p99
+    );
+    println!(
+        "round trip, pipe:    p50 {:>8.1} µs, p99 {:>8.1} µs",
+        r.pipe_rtt_us.p50, r.pipe_rtt_us.p99
+    );
+    println!(
+        "round trip, raw TCP: p50 {:>8.1} µs, p99 {:>8.1} µs (same run)",
+        r.tcp_rtt_us.p50, r.tcp_rtt_us.p99
+    );
+    println!(
+        "ratio pipe/TCP: p50 {:.2}x, p99 {:.2}x",
+        r.rtt_ratio_p50, r.rtt_ratio_p99
+    );
+    Ok(())
+}

@@ -1,0 +1,540 @@
+//! The driver: one tokio task per peer that owns the swarm and the protocol
+//! cores, feeds them frames, commands and timers, and executes what they ask.
+//! The cores never see a clock or a socket; this is the only place that does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use colony_core::acquaintance::{AcquaintanceOutput, Acquaintances};
+use colony_core::membership::{self, MemberState, Membership};
+use colony_core::pipe::{PipeError, PipeOutput, Pipes, Receipt, TrafficClass};
+use colony_core::wire::{self, Frame};
+use colony_net::{Behaviour, BehaviourEvent, FrameSender, NetEvent, Priority};
+use colony_store::PeerStore;
+use futures::StreamExt;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{identify, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::config::PeerConfig;
+use crate::host;
+use crate::info::{DriverCounters, MemberInfo, PeerInfo, StatusInfo};
+use crate::peer::InboundMessage;
+
+/// Requests from [`crate::Peer`] handles.
+pub(crate) enum Command {
+    Send {
+        to: PeerId,
+        class: TrafficClass,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<Receipt, PipeError>>,
+    },
+    Members {
+        reply: oneshot::Sender<Vec<MemberInfo>>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusInfo>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What woke the driver.
+enum Wake {
+    Command(Option<Command>),
+    Net(Option<NetEvent>),
+    Swarm(SwarmEvent<BehaviourEvent>),
+    InboxReady(bool),
+    Timer,
+}
+
+/// Most inputs of one kind handled before outputs are drained, so a burst
+/// of frames is acknowledged with one ack per channel.
+const BATCH: usize = 256;
+
+pub(crate) struct Driver {
+    config: PeerConfig,
+    swarm: Swarm<Behaviour>,
+    store: PeerStore,
+    frames: FrameSender,
+    membership: Membership<PeerId>,
+    pipes: Pipes<PeerId>,
+    acquaintances: Acquaintances,
+    info: Arc<PeerInfo>,
+    commands: mpsc::Receiver<Command>,
+    net_events: mpsc::Receiver<NetEvent>,
+    inbox: mpsc::Sender<InboundMessage>,
+    receipts: HashMap<u64, oneshot::Sender<Result<Receipt, PipeError>>>,
+    next_token: u64,
+    bootstrap_dials: HashMap<ConnectionId, usize>,
+    counters: DriverCounters,
+    next_stats_at: Instant,
+    max_frame_bytes: usize,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: PeerConfig,
+        swarm: Swarm<Behaviour>,
+        store: PeerStore,
+        frames: FrameSender,
+        membership: Membership<PeerId>,
+        pipes: Pipes<PeerId>,
+        acquaintances: Acquaintances,
+        info: Arc<PeerInfo>,
+        commands: mpsc::Receiver<Command>,
+        net_events: mpsc::Receiver<NetEvent>,
+        inbox: mpsc::Sender<InboundMessage>,
+    ) -> Self {
+        let max_frame_bytes = config.net.max_frame_bytes;
+        Driver {
+            next_stats_at: Instant::now() + config.stats_interval,
+            config,
+            swarm,
+            store,
+            frames,
+            membership,
+            pipes,
+            acquaintances,
+            info,
+            commands,
+            net_events,
+            inbox,
+            receipts: HashMap::new(),
+            next_token: 0,
+            bootstrap_dials: HashMap::new(),
+            counters: DriverCounters::default(),
+            max_frame_bytes,
+        }
+    }
+
+    fn next_wakeup(&self) -> Instant {
+        let mut at = self.membership.poll_timeout().min(self.next_stats_at);
+        if let Some(t) = self.pipes.poll_timeout() {
+            at = at.min(t);
+        }
+        if let Some(t) = self.acquaintances.poll_timeout() {
+            at = at.min(t);
+        }
+        at
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
+        loop {
+            let wake_at = tokio::time::Instant::from_std(self.next_wakeup());
+            let deliverable = self.pipes.has_delivery();
+            let woke = tokio::select! {
+                command = self.commands.recv() => Wake::Command(command),
+                event = self.net_events.recv() => Wake::Net(event),
+                event = self.swarm.select_next_some() => Wake::Swarm(event),
+                // The permit is released at once; the slot it proved free is
+                // taken again below with try_reserve (only this task sends).
+                permit = self.inbox.reserve(), if deliverable => Wake::InboxReady(permit.is_ok()),
+                _ = tokio::time::sleep_until(wake_at) => Wake::Timer,
+            };
+            match woke {
+                Wake::Command(Some(command)) => {
+                    shutdown_reply = shutdown_reply.or(self.handle_command(command));
+                    for _ in 0..BATCH {
+                        let Ok(command) = self.commands.try_recv() else {
+                            break;
+                        };
+                        shutdown_reply = shutdown_reply.or(self.handle_command(command));
+                    }
+                }
+                Wake::Command(None) => {
+                    // Every handle dropped: leave quietly.
+                    self.membership
+                        .handle(Instant::now(), membership::Input::Leave);
+                    self.flush();
+                    break;
+                }
+                Wake::Net(Some(event)) => {
+                    self.handle_net_event(event);
+                    for _ in 0..BATCH {
+                        let Ok(event) = self.net_events.try_recv() else {
+                            break;
+                        };
+                        self.handle_net_event(event);
+                    }
+                }
+                Wake::Net(None) => {}
+                Wake::Swarm(event) => self.handle_swarm_event(event),
+                Wake::InboxReady(true) => self.deliver(),
+                // The application dropped its inbox: nothing more to hand over.
+                Wake::InboxReady(false) => while self.pipes.pop_delivery().is_some() {},
+                Wake::Timer => self.handle_timers(),
+            }
+            self.flush();
+            if shutdown_reply.is_some() {
+                break;
+            }
+        }
+        // Give the leave announcements a moment to reach the wire.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        while tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = self.swarm.select_next_some() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        self.pipes.shutdown();
+        self.flush();
+        info!(peer_id = %self.info.peer_id, "peer stopped");
+        if let Some(reply) = shutdown_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Hands ready messages to the inbox while it has room.
+    fn deliver(&mut self) {
+        while self.pipes.has_delivery() {
+            let Ok(permit) = self.inbox.try_reserve() else {
+                break;
+            };
+            if let Some(d) = self.pipes.pop_delivery() {
+                permit.send(InboundMessage {
+                    from: d.from,
+                    class: d.class,
+                    seq: d.seq,
+                    payload: d.payload,
+                });
+            }
+        }
+    }
+
+    /// Handles one command; returns the reply channel of a shutdown.
+    fn handle_command(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+        let now = Instant::now();
+        match command {
+            Command::Send {
+                to,
+                class,
+                payload,
+                reply,
+            } => {
+                if matches!(
+                    self.membership.state_of(&to),
+                    Some(MemberState::Dead | MemberState::Left)
+                ) {
+                    let _ = reply.send(Err(PipeError::PeerDead {
+                        peer: to.to_string(),
+                    }));
+                    return None;
+                }
+                let token = self.next_token;
+                self.next_token += 1;
+                let deadline = now + self.config.send_timeout;
+                match self.pipes.send(now, to, class, payload, token, deadline) {
+                    Ok(()) => {
+                        self.receipts.insert(token, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Command::Members { reply } => {
+                let _ = reply.send(self.members(now));
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::Shutdown { reply } => {
+                info!(peer_id = %self.info.peer_id, "leaving the network");
+                self.membership.handle(now, membership::Input::Leave);
+                return Some(reply);
+            }
+        }
+        None
+    }
+
+    fn handle_net_event(&mut self, event: NetEvent) {
+        let now = Instant::now();
+        match event {
+            NetEvent::Frame { peer, bytes } => {
+                match wire::decode::<Frame<PeerId>>(&bytes, self.max_frame_bytes) {
+                    Ok(Frame::Membership(msg)) => {
+                        if msg.sender().peer != peer {
+                            self.counters.forged_senders += 1;
+                            warn!(%peer, claimed = %msg.sender().peer, "membership message with a forged sender dropped");
+                            return;
+                        }
+                        self.membership
+                            .handle(now, membership::Input::Message { from: peer, msg });
+                    }
+                    Ok(Frame::Pipe(frame)) => self.pipes.handle_frame(now, peer, frame),
+                    Err(error) => {
+                        self.counters.malformed_frames += 1;
+                        warn!(%peer, %error, len = bytes.len(), "malformed frame dropped");
+                    }
+                }
+            }
+            NetEvent::Unreachable { peer, reason } => {
+                debug!(%peer, %reason, "peer unreachable");
+                self.membership
+                    .handle(now, membership::Input::Unreachable { peer });
+            }
+        }
+    }
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let now = Instant::now();
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                debug!(%address, "listening");
+                let mut addrs: Vec<String> = self.membership.local().addrs.clone();
+                let full = address.with(libp2p::multiaddr::Protocol::P2p(
+                    *self.swarm.local_peer_id(),
+                ));
+                if !addrs.contains(&full.to_string()) {
+                    addrs.push(full.to_string());
+                    self.membership
+                        .handle(now, membership::Input::SetAddrs(addrs));
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
+                    info!(%peer_id, entry = index, "connected to bootstrap peer");
+                    self.acquaintances.dial_succeeded(now, index);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
+                    warn!(entry = index, addr = %self.config.bootstrap[index], %error, "bootstrap entry unreachable; failing over");
+                    self.acquaintances.dial_failed(now, index);
+                } else if let Some(peer) = peer_id {
+                    debug!(%peer, %error, "dial failed");
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                self.counters.rejected_connections += 1;
+                warn!(from = %send_back_addr, %error, "rejected an incoming connection");
+            }
+            SwarmEvent::Behaviour(event) => {
+                colony_net::feed_discovery(&mut self.swarm, &self.config.net.network, &event);
+                if let BehaviourEvent::Identify(event) = &event {
+                    if let identify::Event::Received { peer_id, info, .. } = event.as_ref() {
+                        if info.protocol_version
+                            == colony_net::identify_protocol_version(&self.config.net.network)
+                        {
+                            self.membership
+                                .handle(now, membership::Input::Contact { peer: *peer_id });
+                        } else {
+                            self.counters.foreign_peers += 1;
+                            info!(peer = %peer_id, version = %info.protocol_version, "peer of another network; disconnecting");
+                            let _ = self.swarm.disconnect_peer_id(*peer_id);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_timers(&mut self) {
+        let now = Instant::now();
+        self.membership.handle_timeout(now);
+        self.pipes.handle_timeout(now);
+        self.acquaintances.handle_timeout(now);
+        if now >= self.next_stats_at {
+            self.next_stats_at = now + self.config.stats_interval;
+            let mut stats = self.membership.local().stats.clone();
+            host::sample(&mut stats, self.config.cores_offered);
+            self.membership
+                .handle(now, membership::Input::SetStats(stats));
+        }
+    }
+
+    /// Executes everything the cores asked for.
+    fn flush(&mut self) {
+        let now = Instant::now();
+        loop {
+            let mut progressed = false;
+            while let Some(out) = self.membership.poll() {
+                progressed = true;
+                self.on_membership_output(now, out);
+            }
+            while let Some(out) = self.pipes.poll() {
+                progressed = true;
+                self.on_pipe_output(out);
+            }
+            while let Some(out) = self.acquaintances.poll() {
+                progressed = true;
+                self.on_acquaintance_output(out);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn send_frame(&mut self, to: PeerId, priority: Priority, frame: &Frame<PeerId>) {
+        match wire::encode(frame, self.max_frame_bytes) {
+            Ok(bytes) => self.frames.send(to, priority, Bytes::from(bytes)),
+            Err(error) => warn!(peer = %to, %error, "frame not sent"),
+        }
+    }
+
+    fn on_membership_output(&mut self, now: Instant, out: membership::Output<PeerId>) {
+        match out {
+            membership::Output::Send { to, msg } => {
+                self.send_frame(to, Priority::CONTROL, &Frame::Membership(msg));
+            }
+            membership::Output::Event(event) => {
+                info!(peer = %event.peer, from = ?event.from, to = ?event.to, "membership change");
+                match event.to {
+                    MemberState::Alive => {
+                        for addr in &event.addrs {
+                            if let Ok(addr) = addr.parse::<Multiaddr>() {
+                                let addr: Multiaddr = addr
+                                    .into_iter()
+                                    .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                                    .collect();
+                                self.swarm
+                                    .behaviour_mut()
+                                    .kad
+                                    .add_address(&event.peer, addr);
+                            }
+                        }
+                    }
+                    MemberState::Dead | MemberState::Left => {
+                        self.pipes.peer_dead(&event.peer);
+                        self.frames.forget(&event.peer);
+                    }
+                    MemberState::Suspect => {}
+                }
+                self.acquaintances
+                    .set_live_members(now, self.membership.live_count());
+            }
+            membership::Output::PersistIncarnation(incarnation) => {
+                if let Err(error) = self.store.record_incarnation(incarnation) {
+                    warn!(%error, "cannot persist incarnation");
+                }
+            }
+        }
+    }
+
+    fn on_pipe_output(&mut self, out: PipeOutput<PeerId>) {
+        match out {
+            PipeOutput::Transmit { to, class, frame } => {
+                let priority = match frame {
+                    colony_core::pipe::PipeFrame::Data { .. } => Priority(class.0),
+                    _ => Priority::CONTROL,
+                };
+                self.send_frame(to, priority, &Frame::Pipe(frame));
+            }
+            PipeOutput::Delivered { token, receipt } => {
+                if let Some(reply) = self.receipts.remove(&token) {
+                    let _ = reply.send(Ok(receipt));
+                }
+            }
+            PipeOutput::Failed { token, error } => {
+                if let Some(reply) = self.receipts.remove(&token) {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+
+    fn on_acquaintance_output(&mut self, out: AcquaintanceOutput) {
+        let now = Instant::now();
+        match out {
+            AcquaintanceOutput::DialBootstrap { index } => {
+                let Some(addr) = self.config.bootstrap.get(index).cloned() else {
+                    return;
+                };
+                let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+                let connection_id = opts.connection_id();
+                debug!(entry = index, %addr, "dialing bootstrap entry");
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.bootstrap_dials.insert(connection_id, index);
+                    }
+                    Err(error) => {
+                        warn!(entry = index, %addr, %error, "cannot dial bootstrap entry; failing over");
+                        self.acquaintances.dial_failed(now, index);
+                    }
+                }
+            }
+            AcquaintanceOutput::Explore => {
+                debug!(
+                    live = self.membership.live_count(),
+                    noa = self.config.acquaintances.noa,
+                    "below NOA; exploring"
+                );
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_peers(PeerId::random());
+            }
+        }
+    }
+
+    fn members(&self, now: Instant) -> Vec<MemberInfo> {
+        let now_ms = host::unix_now_ms();
+        let to_unix_ms =
+            |t: Instant| now_ms.saturating_sub(now.saturating_duration_since(t).as_millis() as u64);
+        let local = self.membership.local();
+        let mut out = vec![MemberInfo {
+            peer_id: local.peer.to_string(),
+            local: true,
+            state: local.state,
+            incarnation: local.incarnation,
+            addrs: local.addrs.clone(),
+            stats: local.stats.clone(),
+            state_since_unix_ms: 0,
+            last_heard_ms_ago: Some(0),
+            times_declared_dead: 0,
+            phi: None,
+        }];
+        out.extend(self.membership.view(now).into_iter().map(|m| {
+            MemberInfo {
+                peer_id: m.record.peer.to_string(),
+                local: false,
+                state: m.record.state,
+                incarnation: m.record.incarnation,
+                addrs: m.record.addrs,
+                stats: m.record.stats,
+                state_since_unix_ms: to_unix_ms(m.state_since),
+                last_heard_ms_ago: m
+                    .last_heard
+                    .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                times_declared_dead: m.times_declared_dead,
+                phi: m.phi.filter(|p| p.is_finite()),
+            }
+        }));
+        out
+    }
+
+    fn status(&self) -> StatusInfo {
+        StatusInfo {
+            peer: (*self.info).clone(),
+            incarnation: self.membership.local().incarnation,
+            joined: self.acquaintances.joined(),
+            live_members: self.membership.live_count(),
+            net: self.frames.counters().snapshot(),
+            pipes: self.pipes.stats().clone(),
+            driver: self.counters.clone(),
+        }
+    }
+}

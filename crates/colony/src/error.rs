@@ -1,0 +1,60 @@
+//! Errors of the runtime.
+
+use std::path::PathBuf;
+
+/// Why a peer could not start or an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ColonyError {
+    /// The peer's durable store failed (or is in use by another peer).
+    #[error(transparent)]
+    Store(#[from] colony_store::StoreError),
+    /// The network layer could not be set up.
+    #[error(transparent)]
+    Net(#[from] colony_net::NetError),
+    /// The stored identity key is corrupt.
+    #[error("identity key in {dir} is unreadable: {reason}; move the directory away to start as a new peer")]
+    BadIdentity {
+        /// The data directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A listen address could not be used.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The local HTTP API could not bind.
+    #[error("cannot serve the local API on {addr}: {source}")]
+    Api {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file in the data directory could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A message could not be delivered.
+    #[error(transparent)]
+    Pipe(#[from] colony_core::pipe::PipeError),
+    /// A condition did not hold in time.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        after: std::time::Duration,
+    },
+    /// The peer has shut down.
+    #[error("the peer has shut down")]
+    Stopped,
+}

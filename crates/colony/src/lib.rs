@@ -1,0 +1,49 @@
+//! The Colony runtime: a peer that runs Colony's protocol cores over libp2p,
+//! its public API, and its local HTTP API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), colony::ColonyError> {
+//! use colony::{Peer, PeerConfig, TrafficClass};
+//!
+//! let mut config = PeerConfig::new("/tmp/colony-a");
+//! config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+//! let a = Peer::start(config).await?;
+//!
+//! let mut config = PeerConfig::new("/tmp/colony-b");
+//! config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+//! config.bootstrap = a.info().listen_addrs.clone();
+//! let b = Peer::start(config).await?;
+//!
+//! let mut inbox = a.take_inbox().expect("inbox taken once");
+//! b.wait_for_member(a.peer_id(), std::time::Duration::from_secs(10)).await?;
+//! let receipt = b.send(a.peer_id(), TrafficClass::EVENTS, b"hello".to_vec()).await?;
+//! let message = inbox.recv().await.expect("peer running");
+//! assert_eq!(message.payload, b"hello");
+//! # let _ = receipt; Ok(()) }
+//! ```
+//!
+//! A peer keeps its identity and incarnation in `DATA_DIR/peer.redb` and
+//! writes `DATA_DIR/peer.json` (its id, addresses and API address) once it
+//! listens. Membership, pipes and acquaintance maintenance are the sans-IO
+//! cores of `colony-core`; this crate feeds them events, timers and frames.
+
+#![warn(missing_docs)]
+
+mod api;
+pub mod bench;
+mod config;
+mod driver;
+mod error;
+mod host;
+mod info;
+mod peer;
+
+pub use colony_core::acquaintance::AcquaintanceConfig;
+pub use colony_core::membership::{MemberState, MembershipConfig, PeerStats};
+pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
+pub use colony_net::{FaultConfig, NetConfig};
+pub use config::PeerConfig;
+pub use error::ColonyError;
+pub use info::{MemberInfo, PeerInfo, StatusInfo};
+pub use libp2p::{Multiaddr, PeerId};
+pub use peer::{InboundMessage, Peer, PendingReceipt};

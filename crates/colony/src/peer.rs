@@ -1,0 +1,342 @@
+//! The public handle of a running peer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use colony_core::acquaintance::Acquaintances;
+use colony_core::membership::{MemberState, Membership, PeerStats};
+use colony_core::pipe::{PipeError, Pipes, Receipt, TrafficClass};
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use crate::config::PeerConfig;
+use crate::driver::{Command, Driver};
+use crate::error::ColonyError;
+use crate::host;
+use crate::info::{MemberInfo, PeerInfo, StatusInfo};
+
+/// A message handed to the application, exactly once and in order per
+/// sender and traffic class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// Who sent it.
+    pub from: PeerId,
+    /// Its traffic class.
+    pub class: TrafficClass,
+    /// Its number in the sender's channel.
+    pub seq: u64,
+    /// The message.
+    pub payload: Vec<u8>,
+}
+
+/// A message accepted for sending; resolves to its [`Receipt`] or the error
+/// that ended it.
+pub struct PendingReceipt {
+    rx: oneshot::Receiver<Result<Receipt, PipeError>>,
+}
+
+impl Future for PendingReceipt {
+    type Output = Result<Receipt, PipeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(PipeError::Shutdown)))
+    }
+}
+
+/// A running peer. Cheap to clone; the peer runs until [`Peer::shutdown`]
+/// or until every clone is dropped.
+#[derive(Clone)]
+pub struct Peer {
+    commands: mpsc::Sender<Command>,
+    info: Arc<PeerInfo>,
+    peer_id: PeerId,
+    inbox: Arc<Mutex<Option<mpsc::Receiver<InboundMessage>>>>,
+}
+
+impl Peer {
+    /// Opens the data directory, starts listening, joins through the
+    /// bootstrap list and serves the local API. Returns once listening, with
+    /// `peer.json` written.
+    pub async fn start(config: PeerConfig) -> Result<Peer, ColonyError> {
+        let store = colony_store::PeerStore::open(&config.data_dir)?;
+        let key_bytes = store.load_or_create_identity(|| {
+            Keypair::generate_ed25519()
+                .to_protobuf_encoding()
+                .unwrap_or_default()
+        })?;
+        let keypair =
+            Keypair::from_protobuf_encoding(&key_bytes).map_err(|e| ColonyError::BadIdentity {
+                dir: config.data_dir.clone(),
+                reason: e.to_string(),
+            })?;
+        let peer_id = keypair.public().to_peer_id();
+        let incarnation = store.next_incarnation()?;
+
+        let mut swarm = colony_net::build_swarm(keypair, &config.net)?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| ColonyError::Listen {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let listen_addrs = wait_for_listeners(&mut swarm, &config, peer_id).await?;
+
+        let (net_tx, net_rx) = mpsc::channel(8192);
+        let control = swarm.behaviour().stream.new_control();
+        let frames = colony_net::start_frames(control, &config.net, net_tx)?;
+
+        let api_listener = match config.api {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ColonyError::Api { addr, source })?,
+            ),
+            None => None,
+        };
+        let api_addr = match &api_listener {
+            Some(listener) => Some(listener.local_addr().map_err(|source| ColonyError::Api {
+                addr: config.api.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+                source,
+            })?),
+            None => None,
+        };
+
+        let info = Arc::new(PeerInfo {
+            peer_id: peer_id.to_string(),
+            network: config.net.network.clone(),
+            listen_addrs: listen_addrs.clone(),
+            api_addr,
+            pid: std::process::id(),
+        });
+
+        let now = Instant::now();
+        let mut stats = PeerStats {
+            session_start_unix_s: host::unix_now_s(),
+            units_done_total: store.counter("units_done_total")?,
+            jobs_done_total: store.counter("jobs_done_total")?,
+            ..PeerStats::default()
+        };
+        host::sample(&mut stats, config.cores_offered);
+        let membership = Membership::new(
+            peer_id,
+            incarnation,
+            listen_addrs.iter().map(|a| a.to_string()).collect(),
+            stats,
+            config.membership.clone(),
+            rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
+            now,
+        );
+        // Sessions rise across restarts: start time in microseconds.
+        let pipes = Pipes::new(
+            config.pipes.clone(),
+            host::unix_now_ms() * 1000 + u64::from(now.elapsed().subsec_micros()),
+        );
+        let acquaintances =
+            Acquaintances::new(config.acquaintances.clone(), config.bootstrap.len(), now);
+
+        let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity);
+        let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity);
+        let peer = Peer {
+            commands: cmd_tx,
+            info: info.clone(),
+            peer_id,
+            inbox: Arc::new(Mutex::new(Some(inbox_rx))),
+        };
+
+        write_peer_json(&config, &info)?;
+        if let Some(listener) = api_listener {
+            crate::api::serve(listener, peer.clone());
+        }
+        info!(
+            peer_id = %peer_id,
+            network = %config.net.network,
+            incarnation,
+            listen = ?listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            api = ?api_addr,
+            "peer started"
+        );
+
+        let driver = Driver::new(
+            config,
+            swarm,
+            store,
+            frames,
+            membership,
+            pipes,
+            acquaintances,
+            info,
+            cmd_rx,
+            net_rx,
+            inbox_tx,
+        );
+        tokio::spawn(driver.run());
+        Ok(peer)
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// How to reach this peer (also in `peer.json`).
+    pub fn info(&self) -> &PeerInfo {
+        &self.info
+    }
+
+    /// The receiving end of this peer's inbox; `None` after the first call.
+    pub fn take_inbox(&self) -> Option<mpsc::Receiver<InboundMessage>> {
+        self.inbox.lock().ok().and_then(|mut inbox| inbox.take())
+    }
+
+    /// Queues `payload` for `to` and returns once it is accepted (waiting
+    /// only if the peer's command queue is full). Messages submitted one
+    /// after another to the same peer and class are delivered in that order.
+    pub async fn submit(
+        &self,
+        to: PeerId,
+        class: TrafficClass,
+        payload: Vec<u8>,
+    ) -> Result<PendingReceipt, PipeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Send {
+                to,
+                class,
+                payload,
+                reply,
+            })
+            .await
+            .map_err(|_| PipeError::Shutdown)?;
+        Ok(PendingReceipt { rx })
+    }
+
+    /// Sends `payload` to `to` reliably: resolves once the receiving peer
+    /// has accepted it, or with the error that ended it — the peer died, the
+    /// deadline passed, the message is too large.
+    pub async fn send(
+        &self,
+        to: PeerId,
+        class: TrafficClass,
+        payload: Vec<u8>,
+    ) -> Result<Receipt, PipeError> {
+        self.submit(to, class, payload).await?.await
+    }
+
+    /// The membership view, this peer first.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, ColonyError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Members { reply })
+            .await
+            .map_err(|_| ColonyError::Stopped)?;
+        rx.await.map_err(|_| ColonyError::Stopped)
+    }
+
+    /// The peer's status and counters.
+    pub async fn status(&self) -> Result<StatusInfo, ColonyError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Status { reply })
+            .await
+            .map_err(|_| ColonyError::Stopped)?;
+        rx.await.map_err(|_| ColonyError::Stopped)
+    }
+
+    /// Waits until `peer` is alive in this peer's view.
+    pub async fn wait_for_member(&self, peer: PeerId, within: Duration) -> Result<(), ColonyError> {
+        let wanted = peer.to_string();
+        let deadline = Instant::now() + within;
+        loop {
+            let members = self.members().await?;
+            if members
+                .iter()
+                .any(|m| m.peer_id == wanted && m.state == MemberState::Alive)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ColonyError::Timeout {
+                    what: format!("{peer} to be alive"),
+                    after: within,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Leaves the network gracefully (members see `left` at once) and stops
+    /// the peer.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Polls the swarm until every listener reports an address; returns them
+/// with `/p2p/<id>` appended.
+async fn wait_for_listeners(
+    swarm: &mut libp2p::Swarm<colony_net::Behaviour>,
+    config: &PeerConfig,
+    peer_id: PeerId,
+) -> Result<Vec<Multiaddr>, ColonyError> {
+    let mut addrs: Vec<Multiaddr> = Vec::new();
+    let mut listeners_up = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + config.listen_timeout;
+    while listeners_up.len() < config.listen.len() {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .map_err(|_| ColonyError::Listen {
+                addr: format!("{:?}", config.listen),
+                reason: "no listener came up in time".into(),
+            })?;
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                listeners_up.insert(listener_id);
+                addrs.push(address.with(Protocol::P2p(peer_id)));
+            }
+            SwarmEvent::ListenerError { error, .. }
+            | SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            } => {
+                return Err(ColonyError::Listen {
+                    addr: format!("{:?}", config.listen),
+                    reason: error.to_string(),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(addrs)
+}
+
+fn write_peer_json(config: &PeerConfig, info: &PeerInfo) -> Result<(), ColonyError> {
+    let path = config.data_dir.join("peer.json");
+    let tmp = config.data_dir.join("peer.json.tmp");
+    let text = serde_json::to_string_pretty(info).unwrap_or_default();
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|source| ColonyError::Io { path, source })
+}
