@@ -23,6 +23,10 @@ pub struct AcquaintanceConfig {
     pub bootstrap_backoff_initial: Duration,
     /// Cap of the doubling pause between passes.
     pub bootstrap_backoff_max: Duration,
+    /// How long one bootstrap entry has to produce a join (a live member)
+    /// before the next entry is tried — also when its dial connected to a
+    /// peer that turned out not to be of this network.
+    pub join_timeout: Duration,
 }
 
 impl Default for AcquaintanceConfig {
@@ -32,6 +36,7 @@ impl Default for AcquaintanceConfig {
             ttu: Duration::from_secs(5),
             bootstrap_backoff_initial: Duration::from_millis(250),
             bootstrap_backoff_max: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -51,10 +56,11 @@ pub enum AcquaintanceOutput {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// Not joined; dialing `next` is under way or due at `at`.
+    /// Not joined. With `attempting`, entry `next` was dialed and has
+    /// until `at` to produce a join; without, dialing `next` is due at `at`.
     Joining {
         next: usize,
-        dialing: bool,
+        attempting: bool,
         at: Instant,
     },
     /// Joined; next NOA check at `at`.
@@ -85,7 +91,7 @@ impl Acquaintances {
         } else {
             Phase::Joining {
                 next: 0,
-                dialing: false,
+                attempting: false,
                 at: now,
             }
         };
@@ -116,75 +122,97 @@ impl Acquaintances {
         }
     }
 
-    /// The dial of bootstrap entry `index` connected.
-    pub fn dial_succeeded(&mut self, _now: Instant, index: usize) {
-        if let Phase::Joining { next, dialing, .. } = &mut self.phase {
-            if *next == index {
-                // Stay on this entry until membership confirms the join.
-                *dialing = false;
+    /// The dial of bootstrap entry `index` connected. The entry still has to
+    /// produce a join before its deadline.
+    pub fn dial_succeeded(&mut self, _now: Instant, _index: usize) {}
+
+    /// The dial of bootstrap entry `index` failed: fail over to the next.
+    pub fn dial_failed(&mut self, now: Instant, index: usize) {
+        if let Phase::Joining {
+            next,
+            attempting: true,
+            ..
+        } = self.phase
+        {
+            if next == index {
+                self.fail_over(now);
             }
         }
     }
 
-    /// The dial of bootstrap entry `index` failed: fail over to the next.
-    pub fn dial_failed(&mut self, now: Instant, index: usize) {
-        let Phase::Joining { next, dialing, at } = &mut self.phase else {
+    /// Moves to the next entry; after a full pass, backs off.
+    fn fail_over(&mut self, now: Instant) {
+        let Phase::Joining { next, .. } = self.phase else {
             return;
         };
-        if *next != index {
-            return;
-        }
-        *dialing = false;
-        *next = (index + 1) % self.bootstrap_len.max(1);
-        if *next == 0 {
-            *at = now + self.backoff;
+        let next = (next + 1) % self.bootstrap_len.max(1);
+        let at = if next == 0 {
+            let at = now + self.backoff;
             self.backoff = (self.backoff * 2).min(self.config.bootstrap_backoff_max);
+            at
         } else {
-            *at = now;
-        }
+            now
+        };
+        self.phase = Phase::Joining {
+            next,
+            attempting: false,
+            at,
+        };
     }
 
     /// When the core next needs [`Acquaintances::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Joining { dialing: true, .. } => None,
             Phase::Joining { at, .. } | Phase::Joined { at } => Some(at),
         }
     }
 
     /// Runs whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        match &mut self.phase {
-            Phase::Joining { next, dialing, at } => {
-                if !*dialing && *at <= now {
-                    *dialing = true;
-                    // If a dial "succeeds" but the peer never becomes a
-                    // member (e.g. another network), retry after a while.
-                    *at = now + self.config.ttu;
-                    self.outputs
-                        .push(AcquaintanceOutput::DialBootstrap { index: *next });
+        match self.phase {
+            Phase::Joining { attempting, at, .. } => {
+                if at > now {
+                    return;
+                }
+                if attempting {
+                    // The entry had its chance and produced no join.
+                    self.fail_over(now);
+                }
+                if let Phase::Joining { next, at, .. } = self.phase {
+                    if at <= now {
+                        self.phase = Phase::Joining {
+                            next,
+                            attempting: true,
+                            at: now + self.config.join_timeout,
+                        };
+                        self.outputs
+                            .push(AcquaintanceOutput::DialBootstrap { index: next });
+                    }
                 }
             }
             Phase::Joined { at } => {
-                if *at <= now {
-                    *at = now + self.config.ttu;
-                    if self.live < self.config.noa {
-                        self.outputs.push(AcquaintanceOutput::Explore);
-                        if self.bootstrap_len > 0 {
-                            let index = self.explore_next % self.bootstrap_len;
-                            self.explore_next += 1;
-                            self.outputs
-                                .push(AcquaintanceOutput::DialBootstrap { index });
-                        }
+                if at > now {
+                    return;
+                }
+                self.phase = Phase::Joined {
+                    at: now + self.config.ttu,
+                };
+                if self.live < self.config.noa {
+                    self.outputs.push(AcquaintanceOutput::Explore);
+                    if self.bootstrap_len > 0 {
+                        let index = self.explore_next % self.bootstrap_len;
+                        self.explore_next += 1;
+                        self.outputs
+                            .push(AcquaintanceOutput::DialBootstrap { index });
                     }
-                    if self.live == 0 && self.bootstrap_len > 0 {
-                        // Lost every acquaintance: rejoin through the list.
-                        self.phase = Phase::Joining {
-                            next: 0,
-                            dialing: false,
-                            at: now,
-                        };
-                    }
+                }
+                if self.live == 0 && self.bootstrap_len > 0 {
+                    // Lost every acquaintance: rejoin through the list.
+                    self.phase = Phase::Joining {
+                        next: 0,
+                        attempting: false,
+                        at: now,
+                    };
                 }
             }
         }
@@ -276,6 +304,27 @@ mod tests {
         core.set_live_members(check, 10);
         core.handle_timeout(check + config.ttu);
         assert!(drain(&mut core).is_empty(), "10 >= NOA: nothing to do");
+    }
+
+    #[test]
+    fn an_entry_that_connects_but_never_yields_a_join_is_failed_over() {
+        let start = Instant::now();
+        let config = AcquaintanceConfig::default();
+        let mut core = Acquaintances::new(config.clone(), 2, start);
+        core.handle_timeout(start);
+        assert_eq!(
+            drain(&mut core),
+            vec![AcquaintanceOutput::DialBootstrap { index: 0 }]
+        );
+        // Connected, but to a peer of another network: no member appears.
+        core.dial_succeeded(start, 0);
+        let deadline = core.poll_timeout().unwrap();
+        assert_eq!(deadline - start, config.join_timeout);
+        core.handle_timeout(deadline);
+        assert_eq!(
+            drain(&mut core),
+            vec![AcquaintanceOutput::DialBootstrap { index: 1 }]
+        );
     }
 
     #[test]

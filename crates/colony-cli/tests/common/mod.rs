@@ -1,0 +1,261 @@
+//! Real `colony peer` processes on loopback for integration tests.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use colony::{MemberInfo, MemberState, PeerInfo, StatusInfo};
+
+/// Process tests measure timing; run them one at a time.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh directory for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "colony-test-{name}-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).expect("create test dir");
+    dir
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `within`.
+pub async fn wait_until<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One `colony peer` process.
+pub struct PeerProc {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub info: PeerInfo,
+    args: Vec<String>,
+}
+
+impl PeerProc {
+    /// Starts a peer with its data in `dir` and waits for its `peer.json`.
+    pub fn spawn(dir: &Path, extra_args: &[String]) -> PeerProc {
+        let mut args = vec![
+            "peer".to_string(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--listen".into(),
+            "/ip4/127.0.0.1/tcp/0".into(),
+            "--api".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra_args.iter().cloned());
+        let (child, info) = start(dir, &args);
+        PeerProc {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            info,
+            args,
+        }
+    }
+
+    /// The multiaddr others bootstrap from.
+    pub fn addr(&self) -> String {
+        self.info.listen_addrs[0].to_string()
+    }
+
+    /// Whether this harness still runs the process (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.info.pid
+    }
+
+    /// The log file of the current process.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("peer.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal by name (STOP, CONT, TERM).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Starts the peer again with the same data directory and arguments,
+    /// plus `extra_args`.
+    pub fn restart_with(&mut self, extra_args: &[String]) {
+        self.kill();
+        self.args.extend(extra_args.iter().cloned());
+        let (child, info) = start(&self.dir, &self.args);
+        self.child = Some(child);
+        self.info = info;
+    }
+
+    /// The peer's membership view (its own row first).
+    pub async fn members(&self) -> Option<Vec<MemberInfo>> {
+        get_json(&self.info, "/v1/peers").await
+    }
+
+    /// The peer's status and counters.
+    pub async fn status(&self) -> Option<StatusInfo> {
+        get_json(&self.info, "/v1/status").await
+    }
+
+    /// The state of `other` in this peer's view.
+    pub async fn state_of(&self, other: &PeerProc) -> Option<MemberInfo> {
+        self.members()
+            .await?
+            .into_iter()
+            .find(|m| m.peer_id == other.info.peer_id)
+    }
+}
+
+impl Drop for PeerProc {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // A stopped process cannot die until it is continued.
+            let _ = Command::new("kill")
+                .args(["-CONT".to_string(), child.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+fn start(dir: &Path, args: &[String]) -> (Child, PeerInfo) {
+    std::fs::create_dir_all(dir).expect("create peer dir");
+    let json = dir.join("peer.json");
+    let _ = std::fs::remove_file(&json);
+    let log = std::fs::File::create(dir.join("peer.log")).expect("create log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn colony peer");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&json) {
+            if let Ok(info) = serde_json::from_str::<PeerInfo>(&text) {
+                if info.pid == child.id() {
+                    return (child, info);
+                }
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("peer.log")).unwrap_or_default();
+            panic!("colony peer exited with {status} before listening:\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "colony peer did not write peer.json in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(info: &PeerInfo, path: &str) -> Option<T> {
+    let api = info.api_addr?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .ok()?;
+    let response = client
+        .get(format!("http://{api}{path}"))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+/// A seed peer plus `n - 1` peers bootstrapped from it.
+pub fn start_network(root: &Path, n: usize, extra_args: &[String]) -> Vec<PeerProc> {
+    let seed = PeerProc::spawn(&root.join("p0"), extra_args);
+    let mut args = extra_args.to_vec();
+    args.extend(["--bootstrap".to_string(), seed.addr()]);
+    let mut peers = vec![seed];
+    for i in 1..n {
+        peers.push(PeerProc::spawn(&root.join(format!("p{i}")), &args));
+    }
+    peers
+}
+
+/// Whether every peer in `peers` sees every other one alive.
+pub async fn all_see_all_alive(peers: &[&PeerProc]) -> bool {
+    for observer in peers {
+        let Some(members) = observer.members().await else {
+            return false;
+        };
+        for other in peers {
+            let alive = members
+                .iter()
+                .any(|m| m.peer_id == other.info.peer_id && m.state == MemberState::Alive);
+            if !alive {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// p50 and max of millisecond samples.
+pub fn p50_max(samples: &mut [u64]) -> (u64, u64) {
+    samples.sort_unstable();
+    (samples[samples.len() / 2], samples[samples.len() - 1])
+}
