@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use colony::{MemberInfo, Multiaddr, Peer, PeerConfig, PeerInfo};
 use tracing::info;
 
+mod demo;
+
 /// Colony: a peer-to-peer runtime for fault-tolerant parallel computing on
 /// machines that come and go. Run `colony peer` on every machine; peers find
 /// each other, agree on who is alive and carry messages reliably.
@@ -33,6 +35,10 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Watch a local network: start peers as real processes on loopback,
+    /// see them find each other, SIGKILL one and see it declared dead,
+    /// restart it and see it rejoin.
+    Demo(DemoArgs),
     /// Run a peer until interrupted (Ctrl-C or SIGTERM leave the network
     /// gracefully). Writes DIR/peer.json with its id and addresses.
     Peer(PeerArgs),
@@ -84,6 +90,13 @@ struct PeerArgs {
 }
 
 #[derive(Args, Debug)]
+struct DemoArgs {
+    /// How many peers to start.
+    #[arg(long, default_value_t = 4)]
+    peers: usize,
+}
+
+#[derive(Args, Debug)]
 struct PeersArgs {
     /// API address of the peer to ask.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
@@ -130,13 +143,16 @@ struct PipeBenchArgs {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo's own output is the show; its peers log to files.
+    let quiet = matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none();
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Demo(args) => demo::run(args.peers).await,
             Command::Peer(args) => run_peer(args).await,
             Command::Peers(args) => show_peers(args).await,
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
@@ -144,9 +160,9 @@ fn main() -> Result<()> {
     })
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
