@@ -405,3 +405,39 @@ fn forged_sender_is_ignored() {
     );
     assert_eq!(net.state(0, 2), Some(MemberState::Alive));
 }
+
+#[test]
+fn defaults_hold_for_three_hundred_peers() {
+    let mut net = Net::new(300, 11);
+    let ids: Vec<u32> = (0..300).collect();
+    let start = net.now;
+    let mut converged = None;
+    for _ in 0..100 {
+        net.run_for(Duration::from_millis(100));
+        if net.all_see_alive(&ids) {
+            converged = Some(net.now - start);
+            break;
+        }
+    }
+    let converged = converged.expect("300 peers converge within 10 s");
+    assert!(converged <= Duration::from_secs(5), "took {converged:?}");
+    net.run_for(Duration::from_secs(2));
+    let victim = 123;
+    net.crashed.insert(victim);
+    let killed_at = net.now;
+    net.run_for(Duration::from_secs(5));
+    let mut worst = Duration::ZERO;
+    for observer in ids.iter().copied().filter(|o| *o != victim) {
+        let took = net
+            .first_event(observer, victim, MemberState::Dead, killed_at)
+            .unwrap_or_else(|| panic!("{observer} never declared {victim} dead"));
+        worst = worst.max(took);
+    }
+    assert!(worst <= Duration::from_millis(2500), "slowest survivor took {worst:?}");
+    let false_deaths = net
+        .events
+        .iter()
+        .filter(|(_, _, e)| e.to == MemberState::Dead && e.peer != victim)
+        .count();
+    assert_eq!(false_deaths, 0);
+}
