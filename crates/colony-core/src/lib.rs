@@ -15,10 +15,13 @@
 //!   datagram service, with traffic classes and progressive retransmission.
 //! - [`acquaintance`]: bootstrap-list failover and ProActive's NOA/TTU
 //!   acquaintance maintenance.
+//! - [`divisible`]: the divisible programming model (step / divide / merge)
+//!   and the registry of applications.
 //! - [`phi`]: the phi-accrual failure detector used by membership.
 //! - [`wire`]: bounded encoding of core messages.
 
 pub mod acquaintance;
+pub mod divisible;
 pub mod membership;
 pub mod phi;
 pub mod pipe;
