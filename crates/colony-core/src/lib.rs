@@ -17,11 +17,14 @@
 //!   acquaintance maintenance.
 //! - [`divisible`]: the divisible programming model (step / divide / merge)
 //!   and the registry of applications.
+//! - [`job`]: divisible jobs across peers — homes, advertisements,
+//!   brokered work stealing, merging, results.
 //! - [`phi`]: the phi-accrual failure detector used by membership.
 //! - [`wire`]: bounded encoding of core messages.
 
 pub mod acquaintance;
 pub mod divisible;
+pub mod job;
 pub mod membership;
 pub mod phi;
 pub mod pipe;
