@@ -131,6 +131,13 @@ impl SharedVars {
         improved
     }
 
+    /// Every variable with its value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.values
+            .iter()
+            .map(|(name, (_, value))| (name.as_str(), *value))
+    }
+
     /// Whether no variable is set.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
@@ -396,7 +403,11 @@ impl AppRegistry {
 /// Runs a job to completion on the calling thread, dividing nothing: the
 /// reference the distributed runs are checked and benchmarked against.
 /// Returns the serialised result and the work counted.
-pub fn run_sequential(app: &dyn App, params: &[u8], budget: u64) -> Result<(Vec<u8>, u64), AppError> {
+pub fn run_sequential(
+    app: &dyn App,
+    params: &[u8],
+    budget: u64,
+) -> Result<(Vec<u8>, u64), AppError> {
     let mut shared = app.initial_shared(params)?;
     let mut unit = app.init(params)?;
     let mut work = 0;
@@ -514,10 +525,16 @@ mod tests {
         let mut registry = AppRegistry::new();
         registry.register::<SumTo>();
         let app = registry.get("sum").unwrap();
-        assert!(matches!(app.parse_args(&["0".into()]), Err(AppError::BadParams(_))));
+        assert!(matches!(
+            app.parse_args(&["0".into()]),
+            Err(AppError::BadParams(_))
+        ));
         assert!(matches!(app.parse_args(&[]), Err(AppError::BadParams(_))));
         assert!(matches!(registry.get("nope"), Err(AppError::UnknownApp(_))));
-        assert!(matches!(app.restore(&[0xff, 0xff]), Err(AppError::Corrupt { .. })));
+        assert!(matches!(
+            app.restore(&[0xff, 0xff]),
+            Err(AppError::Corrupt { .. })
+        ));
     }
 
     #[test]

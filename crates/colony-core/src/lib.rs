@@ -30,21 +30,22 @@ pub mod phi;
 pub mod pipe;
 pub mod wire;
 
-use std::fmt::Debug;
+use std::fmt::{Debug, Display};
 use std::hash::Hash;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// What a core needs from a peer identifier: cheap to clone, ordered (the
-/// membership ring is sorted by it), hashable and serialisable. The runtime
-/// uses libp2p's `PeerId`; tests and the simulator use small integers.
+/// membership ring is sorted by it), hashable, printable and serialisable.
+/// The runtime uses libp2p's `PeerId`; tests and the simulator use small
+/// integers.
 pub trait PeerKey:
-    Clone + Ord + Hash + Debug + Serialize + DeserializeOwned + Send + 'static
+    Clone + Ord + Hash + Debug + Display + Serialize + DeserializeOwned + Send + 'static
 {
 }
 
 impl<T> PeerKey for T where
-    T: Clone + Ord + Hash + Debug + Serialize + DeserializeOwned + Send + 'static
+    T: Clone + Ord + Hash + Debug + Display + Serialize + DeserializeOwned + Send + 'static
 {
 }

@@ -54,6 +54,10 @@ pub struct PipeConfig {
     pub max_rto: Duration,
     /// Messages in flight (sent, unacknowledged) per channel.
     pub window_messages: usize,
+    /// Payload bytes in flight per channel (at least one message is always
+    /// let through): bounds memory and keeps bulk traffic from flooding the
+    /// connection that urgent traffic shares.
+    pub window_bytes: usize,
     /// Messages waiting for window space per channel; beyond it `send` fails
     /// with [`PipeError::Backpressure`].
     pub max_queued_messages: usize,
@@ -64,6 +68,9 @@ pub struct PipeConfig {
     pub max_ready_messages: usize,
     /// Most selective-acknowledgement ranges in one ack.
     pub max_sack_ranges: usize,
+    /// Most channels (peer × class) whose position is remembered, in each
+    /// direction; beyond it the least recently active are forgotten.
+    pub max_channels: usize,
 }
 
 impl Default for PipeConfig {
@@ -74,10 +81,12 @@ impl Default for PipeConfig {
             min_rto: Duration::from_millis(10),
             max_rto: Duration::from_secs(1),
             window_messages: 4096,
+            window_bytes: 4 << 20,
             max_queued_messages: 65_536,
             receive_window: 8192,
             max_ready_messages: 65_536,
             max_sack_ranges: 32,
+            max_channels: 65_536,
         }
     }
 }
@@ -97,6 +106,7 @@ pub enum PipeFrame {
         /// given up on).
         base: u64,
         /// The message.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// Acknowledgement of a channel's messages.
@@ -262,10 +272,14 @@ struct BaseAnnounce {
     timer_at: Instant,
 }
 
-#[derive(Default)]
 struct SendChannel {
+    /// Numbers keep rising for the life of the session, also across a
+    /// (possibly false) death of the peer: restarting them would make the
+    /// receiver take new messages for old duplicates.
     next_seq: u64,
     in_flight: BTreeMap<u64, InFlight>,
+    in_flight_bytes: usize,
+    last_active: Instant,
     backlog: VecDeque<Queued>,
     /// Smoothed RTT and its variation (RFC 6298), once measured.
     srtt: Option<(Duration, Duration)>,
@@ -283,6 +297,7 @@ impl SendChannel {
 }
 
 struct RecvChannel {
+    last_active: Instant,
     session: u64,
     next_expected: u64,
     /// The sender settled everything below this: missing numbers below it
@@ -360,7 +375,26 @@ impl<P: PeerKey> Pipes<P> {
             });
         }
         let key = (to, class);
-        let channel = self.send.entry(key.clone()).or_default();
+        if !self.send.contains_key(&key) {
+            if self.send.len() >= self.config.max_channels {
+                self.evict_idle_send_channel();
+            }
+            self.send.insert(
+                key.clone(),
+                SendChannel {
+                    next_seq: 0,
+                    in_flight: BTreeMap::new(),
+                    in_flight_bytes: 0,
+                    last_active: now,
+                    backlog: VecDeque::new(),
+                    srtt: None,
+                    base_announce: None,
+                },
+            );
+        }
+        let Some(channel) = self.send.get_mut(&key) else {
+            return Err(PipeError::Backpressure { queued: 0 });
+        };
         if channel.backlog.len() >= self.config.max_queued_messages {
             return Err(PipeError::Backpressure {
                 queued: channel.backlog.len(),
@@ -381,7 +415,15 @@ impl<P: PeerKey> Pipes<P> {
         let Some(channel) = self.send.get_mut(key) else {
             return;
         };
+        channel.last_active = now;
         while channel.in_flight.len() < self.config.window_messages {
+            let fits = channel.backlog.front().is_some_and(|next| {
+                channel.in_flight.is_empty()
+                    || channel.in_flight_bytes + next.payload.len() <= self.config.window_bytes
+            });
+            if !fits {
+                break;
+            }
             let Some(queued) = channel.backlog.pop_front() else {
                 break;
             };
@@ -411,6 +453,7 @@ impl<P: PeerKey> Pipes<P> {
                     payload: queued.payload.clone(),
                 },
             });
+            channel.in_flight_bytes += queued.payload.len();
             channel.in_flight.insert(
                 seq,
                 InFlight {
@@ -437,7 +480,7 @@ impl<P: PeerKey> Pipes<P> {
                 seq,
                 base,
                 payload,
-            } => self.on_data(from, class, session, seq, base, payload),
+            } => self.on_data(now, from, class, session, seq, base, payload),
             PipeFrame::Ack {
                 class,
                 session,
@@ -450,7 +493,7 @@ impl<P: PeerKey> Pipes<P> {
                 base,
             } => {
                 let key = (from, class);
-                if self.recv_channel(&key, session, base).is_some() {
+                if self.recv_channel(now, &key, session, base).is_some() {
                     self.skip_to(&key, base);
                     self.advance(&key);
                     self.ack_due.insert(key);
@@ -463,22 +506,36 @@ impl<P: PeerKey> Pipes<P> {
     /// needed; `None` for a frame of an older session.
     fn recv_channel(
         &mut self,
+        now: Instant,
         key: &ChannelKey<P>,
         session: u64,
         base: u64,
     ) -> Option<&mut RecvChannel> {
         let fresh = RecvChannel {
+            last_active: now,
             session,
             next_expected: base,
             floor: base,
             buffer: BTreeMap::new(),
         };
-        let channel = self.recv.entry(key.clone()).or_insert_with(|| RecvChannel {
+        if !self.recv.contains_key(key) && self.recv.len() >= self.config.max_channels {
+            let idlest = self
+                .recv
+                .iter()
+                .min_by_key(|(_, c)| c.last_active)
+                .map(|(k, _)| k.clone());
+            if let Some(idlest) = idlest {
+                self.recv.remove(&idlest);
+            }
+        }
+        let channel = self.recv.entry(key.clone()).or_insert(RecvChannel {
+            last_active: now,
             session,
             next_expected: base,
             floor: base,
             buffer: BTreeMap::new(),
         });
+        channel.last_active = now;
         if session < channel.session {
             self.stats.stale_frames_dropped += 1;
             return None;
@@ -489,8 +546,10 @@ impl<P: PeerKey> Pipes<P> {
         Some(channel)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_data(
         &mut self,
+        now: Instant,
         from: P,
         class: TrafficClass,
         session: u64,
@@ -500,7 +559,7 @@ impl<P: PeerKey> Pipes<P> {
     ) {
         let key = (from, class);
         let window = self.config.receive_window as u64;
-        let Some(channel) = self.recv_channel(&key, session, base) else {
+        let Some(channel) = self.recv_channel(now, &key, session, base) else {
             return;
         };
         channel.floor = channel.floor.max(base);
@@ -714,6 +773,7 @@ impl<P: PeerKey> Pipes<P> {
             if msg.deadline <= now {
                 let after = now.saturating_duration_since(msg.first_sent);
                 let token = msg.token;
+                channel.in_flight_bytes -= msg.payload.len();
                 channel.in_flight.remove(&seq);
                 self.stats.messages_failed += 1;
                 self.outputs.push_back(PipeOutput::Failed {
@@ -791,8 +851,10 @@ impl<P: PeerKey> Pipes<P> {
             .insert((announce.timer_at, key.0.clone(), key.1, BASE_TIMER));
     }
 
-    /// Fails everything queued for `peer` with [`PipeError::PeerDead`] and
-    /// forgets its channels (membership declared it dead or it left).
+    /// Fails everything queued for `peer` with [`PipeError::PeerDead`]
+    /// (membership declared it dead or it left). Channel positions are kept:
+    /// should the peer turn out alive, numbering continues where it was, and
+    /// messages it already delivered are still recognised as duplicates.
     pub fn peer_dead(&mut self, peer: &P) {
         let keys: Vec<ChannelKey<P>> = self
             .send
@@ -800,14 +862,14 @@ impl<P: PeerKey> Pipes<P> {
             .filter(|(p, _)| p == peer)
             .cloned()
             .collect();
+        let error = PipeError::PeerDead {
+            peer: peer.to_string(),
+        };
         for key in keys {
-            let Some(channel) = self.send.remove(&key) else {
+            let Some(channel) = self.send.get_mut(&key) else {
                 continue;
             };
-            let error = PipeError::PeerDead {
-                peer: format!("{peer:?}"),
-            };
-            for (seq, msg) in channel.in_flight {
+            for (seq, msg) in std::mem::take(&mut channel.in_flight) {
                 self.timers
                     .remove(&(msg.timer_at, key.0.clone(), key.1, seq));
                 self.stats.messages_failed += 1;
@@ -816,11 +878,12 @@ impl<P: PeerKey> Pipes<P> {
                     error: error.clone(),
                 });
             }
-            if let Some(announce) = channel.base_announce {
+            channel.in_flight_bytes = 0;
+            if let Some(announce) = channel.base_announce.take() {
                 self.timers
                     .remove(&(announce.timer_at, key.0.clone(), key.1, BASE_TIMER));
             }
-            for msg in channel.backlog {
+            for msg in std::mem::take(&mut channel.backlog) {
                 self.stats.messages_failed += 1;
                 self.outputs.push_back(PipeOutput::Failed {
                     token: msg.token,
@@ -828,9 +891,19 @@ impl<P: PeerKey> Pipes<P> {
                 });
             }
         }
-        self.recv.retain(|(p, _), _| p != peer);
-        self.stalled.retain(|(p, _)| p != peer);
-        self.ack_due.retain(|(p, _)| p != peer);
+    }
+
+    /// Forgets the least recently active send channel with nothing pending.
+    fn evict_idle_send_channel(&mut self) {
+        let idlest = self
+            .send
+            .iter()
+            .filter(|(_, c)| c.in_flight.is_empty() && c.backlog.is_empty())
+            .min_by_key(|(_, c)| c.last_active)
+            .map(|(k, _)| k.clone());
+        if let Some(idlest) = idlest {
+            self.send.remove(&idlest);
+        }
     }
 
     /// Fails every pending message with [`PipeError::Shutdown`].
@@ -854,6 +927,11 @@ impl<P: PeerKey> Pipes<P> {
     /// Whether messages are waiting for the application.
     pub fn has_delivery(&self) -> bool {
         !self.ready.is_empty()
+    }
+
+    /// The next message for the application, without taking it.
+    pub fn peek_delivery(&self) -> Option<&Delivery<P>> {
+        self.ready.front()
     }
 
     /// The next message for the application, in order, exactly once.

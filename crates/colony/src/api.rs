@@ -2,9 +2,14 @@
 //!
 //! - `GET /v1/status` — the peer, its incarnation and counters ([`StatusInfo`]).
 //! - `GET /v1/peers` — the membership view, this peer first ([`MemberInfo`]).
+//! - `POST /v1/jobs` with `{"app": "nqueens", "args": ["12"]}` — submits a
+//!   job; answers `{"job_id": ...}` or 400 with the reason.
+//! - `GET /v1/jobs` — jobs homed at this peer ([`JobInfo`]).
+//! - `GET /v1/jobs/{id}` — any job, asked of its home; 404 if none knows it.
 //!
 //! [`StatusInfo`]: crate::StatusInfo
 //! [`MemberInfo`]: crate::MemberInfo
+//! [`JobInfo`]: crate::JobInfo
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,7 +17,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tracing::warn;
 
-use crate::info::{MemberInfo, StatusInfo};
+use crate::info::{JobInfo, MemberInfo, StatusInfo};
 use crate::peer::Peer;
 
 /// Serves the API on `listener` until the peer stops.
@@ -20,6 +25,8 @@ pub(crate) fn serve(listener: tokio::net::TcpListener, peer: Peer) {
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
+        .route("/v1/jobs", get(list_jobs).post(submit_job))
+        .route("/v1/jobs/{id}", get(job))
         .with_state(peer);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -40,4 +47,52 @@ async fn peers(State(peer): State<Peer>) -> Result<Json<Vec<MemberInfo>>, Status
         .await
         .map(Json)
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// Body of `POST /v1/jobs`.
+#[derive(serde::Deserialize)]
+struct SubmitRequest {
+    app: String,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+async fn submit_job(
+    State(peer): State<Peer>,
+    Json(request): Json<SubmitRequest>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    match peer.submit_job(&request.app, &request.args).await {
+        Ok(handle) => Ok(Json(
+            serde_json::json!({ "job_id": handle.id().to_string() }),
+        )),
+        Err(crate::ColonyError::App(error)) => Err((StatusCode::BAD_REQUEST, error.to_string())),
+        Err(error) => Err((StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+    }
+}
+
+async fn list_jobs(State(peer): State<Peer>) -> Result<Json<Vec<JobInfo>>, StatusCode> {
+    let views = peer
+        .homed_jobs()
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    Ok(Json(
+        views
+            .iter()
+            .map(|v| JobInfo::from_view(v, peer.apps()))
+            .collect(),
+    ))
+}
+
+async fn job(
+    State(peer): State<Peer>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<JobInfo>, (StatusCode, String)> {
+    let id: colony_core::job::JobId = id
+        .parse()
+        .map_err(|e: String| (StatusCode::BAD_REQUEST, e))?;
+    match peer.job(id).await {
+        Ok(Some(view)) => Ok(Json(JobInfo::from_view(&view, peer.apps()))),
+        Ok(None) => Err((StatusCode::NOT_FOUND, format!("no peer knows job {id}"))),
+        Err(error) => Err((StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+    }
 }

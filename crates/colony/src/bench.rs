@@ -19,7 +19,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{ColonyError, FaultConfig, Peer, PeerConfig, TrafficClass};
+use crate::{ColonyError, FaultConfig, LocalNetwork, TrafficClass};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -124,27 +124,6 @@ pub struct PipeBenchReport {
     pub rtt_ratio_p99: f64,
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        TempDir(std::env::temp_dir().join(format!(
-            "colony-bench-{label}-{}-{nanos}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs the pipe benchmark.
 pub async fn pipe(options: &PipeBenchOptions) -> Result<PipeBenchReport, ColonyError> {
     let payload_bytes = options.payload_bytes.max(16);
@@ -157,23 +136,14 @@ pub async fn pipe(options: &PipeBenchOptions) -> Result<PipeBenchReport, ColonyE
         jitter: options.jitter,
         seed: 7,
     };
-    let (dir_a, dir_b) = (TempDir::new("a"), TempDir::new("b"));
-    let mut config_a = PeerConfig::new(&dir_a.0);
-    config_a.listen = vec![loopback()];
-    config_a.net.faults = faults.clone();
-    let receiver = Peer::start(config_a).await?;
-    let mut config_b = PeerConfig::new(&dir_b.0);
-    config_b.listen = vec![loopback()];
-    config_b.bootstrap = receiver.info().listen_addrs.clone();
-    config_b.net.faults = FaultConfig { seed: 8, ..faults };
-    let sender = Peer::start(config_b).await?;
-    let join_timeout = Duration::from_secs(30);
-    sender
-        .wait_for_member(receiver.peer_id(), join_timeout)
-        .await?;
-    receiver
-        .wait_for_member(sender.peer_id(), join_timeout)
-        .await?;
+    let network = LocalNetwork::start(2, move |i, config| {
+        config.net.faults = FaultConfig {
+            seed: 7 + i as u64,
+            ..faults.clone()
+        };
+    })
+    .await?;
+    let (receiver, sender) = (network.peers()[0].clone(), network.peers()[1].clone());
 
     let mut inbox = receiver.take_inbox().ok_or(ColonyError::Stopped)?;
     let start = Instant::now();
@@ -243,8 +213,7 @@ pub async fn pipe(options: &PipeBenchOptions) -> Result<PipeBenchReport, ColonyE
         _ => (0, 0, 0, Vec::new(), Instant::now()),
     };
     let elapsed = last_at.saturating_duration_since(pipelined_start);
-    sender.shutdown().await;
-    receiver.shutdown().await;
+    network.shutdown().await;
 
     let pipe_rtt_us = LatencyUs::of(&mut rtts);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
@@ -266,10 +235,6 @@ pub async fn pipe(options: &PipeBenchOptions) -> Result<PipeBenchReport, ColonyE
         pipe_rtt_us,
         tcp_rtt_us: tcp,
     })
-}
-
-fn loopback() -> libp2p::Multiaddr {
-    "/ip4/127.0.0.1/tcp/0".parse().expect("static multiaddr")
 }
 
 fn make_payload(seq: u64, start: Instant, len: usize) -> Vec<u8> {

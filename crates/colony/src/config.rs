@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use colony_core::acquaintance::AcquaintanceConfig;
+use colony_core::divisible::AppRegistry;
+use colony_core::job::JobConfig;
 use colony_core::membership::MembershipConfig;
 use colony_core::pipe::PipeConfig;
 use colony_net::NetConfig;
@@ -12,7 +14,7 @@ use libp2p::Multiaddr;
 
 /// Everything needed to run a peer. `PeerConfig::new(dir)` gives defaults
 /// that work for a small private network.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PeerConfig {
     /// Where the identity, incarnation and `peer.json` live.
     pub data_dir: PathBuf,
@@ -42,6 +44,25 @@ pub struct PeerConfig {
     pub stats_interval: Duration,
     /// How long to wait for listeners to come up at start.
     pub listen_timeout: Duration,
+    /// Applications this peer can run (and merge results of, as a home).
+    pub apps: AppRegistry,
+    /// Divisible jobs: advert lifetimes, stealing, retention. `cores` is
+    /// set from `cores_offered` at start.
+    pub jobs: JobConfig,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("net", &self.net)
+            .field("api", &self.api)
+            .field("apps", &self.apps.names())
+            .field("cores_offered", &self.cores_offered)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PeerConfig {
@@ -62,6 +83,8 @@ impl PeerConfig {
             cores_offered: None,
             stats_interval: Duration::from_secs(1),
             listen_timeout: Duration::from_secs(5),
+            apps: AppRegistry::new(),
+            jobs: JobConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use colony_core::acquaintance::{AcquaintanceOutput, Acquaintances};
+use colony_core::job::{JobId, JobView, Jobs};
 use colony_core::membership::{self, MemberState, Membership};
 use colony_core::pipe::{PipeError, PipeOutput, Pipes, Receipt, TrafficClass};
 use colony_core::wire::{self, Frame};
@@ -20,6 +21,7 @@ use libp2p::{identify, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::compute::{ComputeEvent, ComputePool};
 use crate::config::PeerConfig;
 use crate::host;
 use crate::info::{DriverCounters, MemberInfo, PeerInfo, StatusInfo};
@@ -42,16 +44,42 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    SubmitJob {
+        app: String,
+        args: Vec<String>,
+        reply: oneshot::Sender<Result<JobTicket, colony_core::divisible::AppError>>,
+    },
+    QueryJob {
+        job: JobId,
+        reply: oneshot::Sender<Option<JobView<PeerId>>>,
+    },
+    ListJobs {
+        reply: oneshot::Sender<Vec<JobView<PeerId>>>,
+    },
 }
+
+/// A submitted job: its id and a feed of its status.
+pub(crate) struct JobTicket {
+    pub(crate) job: JobId,
+    pub(crate) updates: tokio::sync::watch::Receiver<Option<JobView<PeerId>>>,
+}
+
+/// First byte of every pipe payload: who it is for.
+pub(crate) const TAG_APP: u8 = 0;
+/// Job protocol messages, handled by the peer itself.
+pub(crate) const TAG_JOBS: u8 = 1;
 
 /// What woke the driver.
 enum Wake {
     Command(Option<Command>),
     Net(Option<NetEvent>),
     Swarm(SwarmEvent<BehaviourEvent>),
-    InboxReady(bool),
+    Compute(Option<ComputeEvent>),
+    InboxReady,
     Timer,
 }
+
+mod jobs;
 
 /// Most inputs of one kind handled before outputs are drained, so a burst
 /// of frames is acknowledged with one ack per channel.
@@ -75,6 +103,21 @@ pub(crate) struct Driver {
     counters: DriverCounters,
     next_stats_at: Instant,
     max_frame_bytes: usize,
+    jobs: Jobs<PeerId>,
+    compute: ComputePool,
+    compute_events: mpsc::Receiver<ComputeEvent>,
+    job_watchers: HashMap<JobId, tokio::sync::watch::Sender<Option<JobView<PeerId>>>>,
+    job_queries: HashMap<JobId, Vec<oneshot::Sender<Option<JobView<PeerId>>>>>,
+    /// Tokens of job messages in flight, for what to do if one fails.
+    job_sends: HashMap<u64, JobSendKind>,
+}
+
+/// What a job message in flight was, should its delivery fail.
+#[derive(Clone, Copy)]
+enum JobSendKind {
+    WorkRequest,
+    Query(JobId),
+    Other,
 }
 
 impl Driver {
@@ -91,9 +134,17 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         net_events: mpsc::Receiver<NetEvent>,
         inbox: mpsc::Sender<InboundMessage>,
+        jobs: Jobs<PeerId>,
     ) -> Self {
         let max_frame_bytes = config.net.max_frame_bytes;
+        let (compute_tx, compute_events) = mpsc::channel(1024);
         Driver {
+            jobs,
+            compute: ComputePool::new(compute_tx),
+            compute_events,
+            job_watchers: HashMap::new(),
+            job_queries: HashMap::new(),
+            job_sends: HashMap::new(),
             next_stats_at: Instant::now() + config.stats_interval,
             config,
             swarm,
@@ -122,21 +173,24 @@ impl Driver {
         if let Some(t) = self.acquaintances.poll_timeout() {
             at = at.min(t);
         }
-        at
+        at.min(self.jobs.poll_timeout())
     }
 
     pub(crate) async fn run(mut self) {
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
         loop {
             let wake_at = tokio::time::Instant::from_std(self.next_wakeup());
+            // Only application messages can wait for the inbox; job
+            // messages are handled as they arrive.
             let deliverable = self.pipes.has_delivery();
             let woke = tokio::select! {
                 command = self.commands.recv() => Wake::Command(command),
                 event = self.net_events.recv() => Wake::Net(event),
                 event = self.swarm.select_next_some() => Wake::Swarm(event),
+                event = self.compute_events.recv() => Wake::Compute(event),
                 // The permit is released at once; the slot it proved free is
                 // taken again below with try_reserve (only this task sends).
-                permit = self.inbox.reserve(), if deliverable => Wake::InboxReady(permit.is_ok()),
+                _ = self.inbox.reserve(), if deliverable => Wake::InboxReady,
                 _ = tokio::time::sleep_until(wake_at) => Wake::Timer,
             };
             match woke {
@@ -167,9 +221,17 @@ impl Driver {
                 }
                 Wake::Net(None) => {}
                 Wake::Swarm(event) => self.handle_swarm_event(event),
-                Wake::InboxReady(true) => self.deliver(),
-                // The application dropped its inbox: nothing more to hand over.
-                Wake::InboxReady(false) => while self.pipes.pop_delivery().is_some() {},
+                Wake::Compute(Some(event)) => {
+                    self.handle_compute_event(event);
+                    for _ in 0..BATCH {
+                        let Ok(event) = self.compute_events.try_recv() else {
+                            break;
+                        };
+                        self.handle_compute_event(event);
+                    }
+                }
+                Wake::Compute(None) => {}
+                Wake::InboxReady => self.deliver(),
                 Wake::Timer => self.handle_timers(),
             }
             self.flush();
@@ -193,19 +255,43 @@ impl Driver {
         }
     }
 
-    /// Hands ready messages to the inbox while it has room.
+    /// Hands ready messages over: job messages to the job core at once,
+    /// application messages to the inbox while it has room.
     fn deliver(&mut self) {
-        while self.pipes.has_delivery() {
-            let Ok(permit) = self.inbox.try_reserve() else {
-                break;
-            };
-            if let Some(d) = self.pipes.pop_delivery() {
-                permit.send(InboundMessage {
-                    from: d.from,
-                    class: d.class,
-                    seq: d.seq,
-                    payload: d.payload,
-                });
+        let now = Instant::now();
+        while let Some(next) = self.pipes.peek_delivery() {
+            match next.payload.first().copied() {
+                Some(TAG_JOBS) => {
+                    if let Some(d) = self.pipes.pop_delivery() {
+                        self.handle_job_payload(now, d.from, &d.payload[1..]);
+                    }
+                }
+                Some(TAG_APP) => {
+                    let permit = match self.inbox.try_reserve() {
+                        Ok(permit) => permit,
+                        Err(mpsc::error::TrySendError::Full(())) => break,
+                        Err(mpsc::error::TrySendError::Closed(())) => {
+                            // Nobody reads the inbox any more.
+                            self.pipes.pop_delivery();
+                            continue;
+                        }
+                    };
+                    if let Some(mut d) = self.pipes.pop_delivery() {
+                        d.payload.remove(0);
+                        permit.send(InboundMessage {
+                            from: d.from,
+                            class: d.class,
+                            seq: d.seq,
+                            payload: d.payload,
+                        });
+                    }
+                }
+                _ => {
+                    if let Some(d) = self.pipes.pop_delivery() {
+                        self.counters.malformed_frames += 1;
+                        warn!(peer = %d.from, "message with an unknown tag dropped");
+                    }
+                }
             }
         }
     }
@@ -229,10 +315,21 @@ impl Driver {
                     }));
                     return None;
                 }
+                let max = self.config.pipes.max_message_bytes.saturating_sub(1);
+                if payload.len() > max {
+                    let _ = reply.send(Err(PipeError::MessageTooLarge {
+                        size: payload.len(),
+                        max,
+                    }));
+                    return None;
+                }
+                let mut tagged = Vec::with_capacity(payload.len() + 1);
+                tagged.push(TAG_APP);
+                tagged.extend_from_slice(&payload);
                 let token = self.next_token;
                 self.next_token += 1;
                 let deadline = now + self.config.send_timeout;
-                match self.pipes.send(now, to, class, payload, token, deadline) {
+                match self.pipes.send(now, to, class, tagged, token, deadline) {
                     Ok(()) => {
                         self.receipts.insert(token, reply);
                     }
@@ -246,6 +343,13 @@ impl Driver {
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Command::SubmitJob { app, args, reply } => {
+                let _ = reply.send(self.submit_job(now, app, args));
+            }
+            Command::QueryJob { job, reply } => self.query_job(now, job, reply),
+            Command::ListJobs { reply } => {
+                let _ = reply.send(self.list_jobs(now));
             }
             Command::Shutdown { reply } => {
                 info!(peer_id = %self.info.peer_id, "leaving the network");
@@ -356,6 +460,7 @@ impl Driver {
         self.membership.handle_timeout(now);
         self.pipes.handle_timeout(now);
         self.acquaintances.handle_timeout(now);
+        self.jobs.handle_timeout(now);
         if now >= self.next_stats_at {
             self.next_stats_at = now + self.config.stats_interval;
             let mut stats = self.membership.local().stats.clone();
@@ -381,6 +486,15 @@ impl Driver {
             while let Some(out) = self.acquaintances.poll() {
                 progressed = true;
                 self.on_acquaintance_output(out);
+            }
+            while let Some(out) = self.jobs.poll() {
+                progressed = true;
+                self.on_job_output(now, out);
+            }
+            if self.pipes.has_delivery() {
+                let before = self.pipes.stats().messages_delivered;
+                self.deliver();
+                progressed |= self.pipes.stats().messages_delivered != before;
             }
             if !progressed {
                 break;
@@ -425,6 +539,7 @@ impl Driver {
                 }
                 self.acquaintances
                     .set_live_members(now, self.membership.live_count());
+                self.update_job_members(now);
             }
             membership::Output::PersistIncarnation(incarnation) => {
                 if let Err(error) = self.store.record_incarnation(incarnation) {
@@ -447,10 +562,13 @@ impl Driver {
                 if let Some(reply) = self.receipts.remove(&token) {
                     let _ = reply.send(Ok(receipt));
                 }
+                self.job_sends.remove(&token);
             }
             PipeOutput::Failed { token, error } => {
                 if let Some(reply) = self.receipts.remove(&token) {
                     let _ = reply.send(Err(error));
+                } else if let Some(kind) = self.job_sends.remove(&token) {
+                    self.job_send_failed(kind, error);
                 }
             }
         }

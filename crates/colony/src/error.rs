@@ -46,6 +46,9 @@ pub enum ColonyError {
     /// A message could not be delivered.
     #[error(transparent)]
     Pipe(#[from] colony_core::pipe::PipeError),
+    /// A job could not be submitted.
+    #[error(transparent)]
+    App(#[from] colony_core::divisible::AppError),
     /// A condition did not hold in time.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {

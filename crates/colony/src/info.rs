@@ -78,3 +78,126 @@ pub struct StatusInfo {
     /// Driver counters.
     pub driver: DriverCounters,
 }
+
+/// One peer's part in a job, for display.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ContributionInfo {
+    /// The peer.
+    pub peer_id: String,
+    /// Units it finished.
+    pub units_done: u64,
+    /// Units it is running.
+    pub units_running: u64,
+    /// Work it reported (nodes explored, rows computed).
+    pub work: u64,
+    /// Units it gave to others.
+    pub donated: u64,
+}
+
+/// Results larger than this (serialised) are not shown in full.
+const MAX_JSON_RESULT_BYTES: usize = 16 * 1024;
+
+/// A job as `colony run`, `colony jobs` and `colony result` show it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobInfo {
+    /// The job's id (32 hex digits).
+    pub job_id: String,
+    /// Its application.
+    pub app: String,
+    /// Its home peer.
+    pub home: String,
+    /// Who submitted it.
+    pub submitter: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The result, as the application's JSON.
+    pub result: Option<serde_json::Value>,
+    /// The result in words.
+    pub summary: Option<String>,
+    /// Whether the result matches a known answer, where one is known.
+    pub verified: Option<bool>,
+    /// Units named so far.
+    pub units: u64,
+    /// Units merged.
+    pub units_done: u64,
+    /// Successful steals.
+    pub steals: u64,
+    /// Work counted by the application.
+    pub work: u64,
+    /// Peers that ran at least one unit.
+    pub peers_used: u64,
+    /// Seconds since submission (or until completion).
+    pub elapsed_s: f64,
+    /// Each peer's part.
+    pub contributions: Vec<ContributionInfo>,
+    /// Shared variables (e.g. the best makespan so far).
+    pub shared: std::collections::BTreeMap<String, i64>,
+}
+
+impl JobInfo {
+    /// Builds the display form of `view`, describing and verifying a result
+    /// with the application from `apps` when this peer has it.
+    pub fn from_view(
+        view: &colony_core::job::JobView<libp2p::PeerId>,
+        apps: &colony_core::divisible::AppRegistry,
+    ) -> JobInfo {
+        use colony_core::job::JobState;
+        let app = apps.get(&view.app).ok();
+        let (state, error, result, summary, verified) = match &view.state {
+            JobState::Running => ("running", None, None, None, None),
+            JobState::Failed { reason } => ("failed", Some(reason.clone()), None, None, None),
+            JobState::Done { result } => match &app {
+                Some(app) => (
+                    "done",
+                    None,
+                    app.output_json(result).ok().map(|json| {
+                        // Large results (a whole matrix) are summarised, not dumped.
+                        if result.len() > MAX_JSON_RESULT_BYTES {
+                            serde_json::json!({ "omitted": "result too large to show", "bytes": result.len() })
+                        } else {
+                            json
+                        }
+                    }),
+                    app.describe(&view.params, result).ok(),
+                    app.verify(&view.params, result).ok().flatten(),
+                ),
+                None => ("done", None, None, None, None),
+            },
+        };
+        JobInfo {
+            job_id: view.job.to_string(),
+            app: view.app.clone(),
+            home: view.home.to_string(),
+            submitter: view.submitter.to_string(),
+            state: state.to_string(),
+            error,
+            result,
+            summary,
+            verified,
+            units: view.stats.units,
+            units_done: view.stats.units_done,
+            steals: view.stats.steals,
+            work: view.stats.work,
+            peers_used: view.stats.peers_used,
+            elapsed_s: view.elapsed_s,
+            contributions: view
+                .contributions
+                .iter()
+                .map(|(peer, c)| ContributionInfo {
+                    peer_id: peer.to_string(),
+                    units_done: c.units_done,
+                    units_running: c.units_running,
+                    work: c.work,
+                    donated: c.donated,
+                })
+                .collect(),
+            shared: view
+                .shared
+                .iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+}

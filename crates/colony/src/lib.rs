@@ -31,19 +31,24 @@
 
 mod api;
 pub mod bench;
+mod compute;
 mod config;
 mod driver;
 mod error;
 mod host;
 mod info;
+mod local;
 mod peer;
 
 pub use colony_core::acquaintance::AcquaintanceConfig;
+pub use colony_core::divisible::{AppError, AppRegistry, Divisible};
+pub use colony_core::job::{JobConfig, JobId, JobState, JobView};
 pub use colony_core::membership::{MemberState, MembershipConfig, PeerStats};
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_net::{FaultConfig, NetConfig};
 pub use config::PeerConfig;
 pub use error::ColonyError;
-pub use info::{MemberInfo, PeerInfo, StatusInfo};
+pub use info::{ContributionInfo, JobInfo, MemberInfo, PeerInfo, StatusInfo};
 pub use libp2p::{Multiaddr, PeerId};
+pub use local::LocalNetwork;
 pub use peer::{InboundMessage, Peer, PendingReceipt};

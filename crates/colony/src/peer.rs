@@ -7,6 +7,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use colony_core::acquaintance::Acquaintances;
+use colony_core::divisible::AppRegistry;
+use colony_core::job::Jobs;
+use colony_core::job::{JobId, JobState, JobView};
 use colony_core::membership::{MemberState, Membership, PeerStats};
 use colony_core::pipe::{PipeError, Pipes, Receipt, TrafficClass};
 use futures::StreamExt;
@@ -15,7 +18,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use rand::SeedableRng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
 use crate::config::PeerConfig;
@@ -54,6 +57,45 @@ impl Future for PendingReceipt {
     }
 }
 
+/// A job submitted from this peer: its id and a feed of its status.
+pub struct JobHandle {
+    id: JobId,
+    updates: watch::Receiver<Option<JobView<PeerId>>>,
+}
+
+impl JobHandle {
+    /// The job's id; `colony result <id>` on any peer finds it.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// The latest status received, if any.
+    pub fn latest(&self) -> Option<JobView<PeerId>> {
+        self.updates.borrow().clone()
+    }
+
+    /// Waits for the next status update.
+    pub async fn changed(&mut self) -> Result<Option<JobView<PeerId>>, ColonyError> {
+        self.updates
+            .changed()
+            .await
+            .map_err(|_| ColonyError::Stopped)?;
+        Ok(self.latest())
+    }
+
+    /// Waits until the job is done or failed.
+    pub async fn finished(mut self) -> Result<JobView<PeerId>, ColonyError> {
+        loop {
+            if let Some(view) = self.latest() {
+                if !matches!(view.state, JobState::Running) {
+                    return Ok(view);
+                }
+            }
+            self.changed().await?;
+        }
+    }
+}
+
 /// A running peer. Cheap to clone; the peer runs until [`Peer::shutdown`]
 /// or until every clone is dropped.
 #[derive(Clone)]
@@ -62,6 +104,7 @@ pub struct Peer {
     info: Arc<PeerInfo>,
     peer_id: PeerId,
     inbox: Arc<Mutex<Option<mpsc::Receiver<InboundMessage>>>>,
+    apps: AppRegistry,
 }
 
 impl Peer {
@@ -146,6 +189,9 @@ impl Peer {
         );
         let acquaintances =
             Acquaintances::new(config.acquaintances.clone(), config.bootstrap.len(), now);
+        let mut job_config = config.jobs.clone();
+        job_config.cores = membership.local().stats.cores_offered.max(1);
+        let jobs = Jobs::new(peer_id, job_config, config.apps.clone(), now);
 
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity);
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity);
@@ -154,6 +200,7 @@ impl Peer {
             info: info.clone(),
             peer_id,
             inbox: Arc::new(Mutex::new(Some(inbox_rx))),
+            apps: config.apps.clone(),
         };
 
         write_peer_json(&config, &info)?;
@@ -181,6 +228,7 @@ impl Peer {
             cmd_rx,
             net_rx,
             inbox_tx,
+            jobs,
         );
         tokio::spawn(driver.run());
         Ok(peer)
@@ -275,6 +323,57 @@ impl Peer {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The applications this peer runs.
+    pub fn apps(&self) -> &AppRegistry {
+        &self.apps
+    }
+
+    /// Submits a job: `app` with command-line style `args`. Bad parameters
+    /// or an unknown application are reported here, before anything runs.
+    pub async fn submit_job(&self, app: &str, args: &[String]) -> Result<JobHandle, ColonyError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::SubmitJob {
+                app: app.to_string(),
+                args: args.to_vec(),
+                reply,
+            })
+            .await
+            .map_err(|_| ColonyError::Stopped)?;
+        let ticket = rx.await.map_err(|_| ColonyError::Stopped)??;
+        Ok(JobHandle {
+            id: ticket.job,
+            updates: ticket.updates,
+        })
+    }
+
+    /// The status of any job, asked of its home; `None` if no home knows it.
+    pub async fn job(&self, id: JobId) -> Result<Option<JobView<PeerId>>, ColonyError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::QueryJob { job: id, reply })
+            .await
+            .map_err(|_| ColonyError::Stopped)?;
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(view)) => Ok(view),
+            Ok(Err(_)) => Err(ColonyError::Stopped),
+            Err(_) => Err(ColonyError::Timeout {
+                what: format!("the home of job {id} to answer"),
+                after: Duration::from_secs(10),
+            }),
+        }
+    }
+
+    /// Jobs whose home is this peer.
+    pub async fn homed_jobs(&self) -> Result<Vec<JobView<PeerId>>, ColonyError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ListJobs { reply })
+            .await
+            .map_err(|_| ColonyError::Stopped)?;
+        rx.await.map_err(|_| ColonyError::Stopped)
     }
 
     /// Leaves the network gracefully (members see `left` at once) and stops

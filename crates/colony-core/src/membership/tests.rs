@@ -433,7 +433,10 @@ fn defaults_hold_for_three_hundred_peers() {
             .unwrap_or_else(|| panic!("{observer} never declared {victim} dead"));
         worst = worst.max(took);
     }
-    assert!(worst <= Duration::from_millis(2500), "slowest survivor took {worst:?}");
+    assert!(
+        worst <= Duration::from_millis(2500),
+        "slowest survivor took {worst:?}"
+    );
     let false_deaths = net
         .events
         .iter()

@@ -1,0 +1,226 @@
+//! The driver's side of divisible jobs: job messages on pipes, worker
+//! threads, submissions and queries from the API.
+
+use std::time::Instant;
+
+use colony_core::divisible::AppError;
+use colony_core::job::{JobId, JobMsg, JobOutput, JobState, JobView};
+use colony_core::membership::MemberState;
+use colony_core::pipe::{PipeError, TrafficClass};
+use colony_core::wire;
+use libp2p::PeerId;
+use rand::SeedableRng;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::{Driver, JobSendKind, JobTicket, TAG_JOBS};
+use crate::compute::ComputeEvent;
+
+impl Driver {
+    pub(super) fn handle_job_payload(&mut self, now: Instant, from: PeerId, bytes: &[u8]) {
+        match wire::decode::<JobMsg<PeerId>>(bytes, self.max_frame_bytes) {
+            Ok(msg) => self.jobs.handle_message(now, from, msg),
+            Err(error) => {
+                self.counters.malformed_frames += 1;
+                warn!(peer = %from, %error, "malformed job message dropped");
+            }
+        }
+    }
+
+    pub(super) fn on_job_output(&mut self, now: Instant, out: JobOutput<PeerId>) {
+        match out {
+            JobOutput::Send { to, msg, bulk } => {
+                if to == *self.swarm.local_peer_id() {
+                    self.jobs.handle_message(now, to, msg);
+                    return;
+                }
+                let kind = match &msg {
+                    JobMsg::WorkRequest { .. } => JobSendKind::WorkRequest,
+                    JobMsg::Query { job } => JobSendKind::Query(*job),
+                    _ => JobSendKind::Other,
+                };
+                let mut payload = vec![TAG_JOBS];
+                match wire::encode(&msg, self.config.pipes.max_message_bytes) {
+                    Ok(bytes) => payload.extend_from_slice(&bytes),
+                    Err(error) => {
+                        warn!(peer = %to, %error, "job message not sent");
+                        return;
+                    }
+                }
+                let class = if bulk {
+                    TrafficClass::BULK
+                } else {
+                    TrafficClass::EVENTS
+                };
+                let token = self.next_token;
+                self.next_token += 1;
+                let deadline = now + self.config.send_timeout;
+                match self.pipes.send(now, to, class, payload, token, deadline) {
+                    Ok(()) => {
+                        self.job_sends.insert(token, kind);
+                    }
+                    Err(error) => self.job_send_failed(kind, error),
+                }
+            }
+            JobOutput::Run {
+                job,
+                unit,
+                app,
+                state,
+                shared,
+            } => match self.jobs.registry().get(&app) {
+                Ok(app) => {
+                    debug!(%job, unit, "starting unit");
+                    self.compute.start(job, unit, app, state, shared);
+                }
+                Err(error) => warn!(%job, unit, %error, "cannot run unit"),
+            },
+            JobOutput::Divide {
+                job,
+                unit,
+                new_unit,
+                requester,
+            } => {
+                if !self.compute.divide(job, unit, new_unit, requester) {
+                    self.jobs.divided(job, new_unit, requester, None);
+                }
+            }
+            JobOutput::SharedChanged { job, vars } => self.compute.share(job, &vars),
+            JobOutput::Status(view) => {
+                let job = view.job;
+                if let Some(waiters) = self.job_queries.remove(&job) {
+                    for waiter in waiters {
+                        let _ = waiter.send(Some(view.clone()));
+                    }
+                }
+                if let Some(watcher) = self.job_watchers.get(&job) {
+                    let _ = watcher.send(Some(view.clone()));
+                }
+                if !matches!(view.state, JobState::Running) {
+                    self.job_watchers.remove(&job);
+                }
+            }
+            JobOutput::Unknown(job) => {
+                if let Some(waiters) = self.job_queries.remove(&job) {
+                    for waiter in waiters {
+                        let _ = waiter.send(None);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn job_send_failed(&mut self, kind: JobSendKind, error: PipeError) {
+        match kind {
+            JobSendKind::WorkRequest => self.jobs.request_failed(Instant::now()),
+            JobSendKind::Query(job) => {
+                if let Some(waiters) = self.job_queries.remove(&job) {
+                    for waiter in waiters {
+                        let _ = waiter.send(None);
+                    }
+                }
+            }
+            JobSendKind::Other => {}
+        }
+        debug!(%error, "job message not delivered");
+    }
+
+    pub(super) fn handle_compute_event(&mut self, event: ComputeEvent) {
+        let now = Instant::now();
+        match event {
+            ComputeEvent::Finished { job, unit, output } => {
+                self.compute.finished(job, unit);
+                self.jobs.unit_finished(now, job, unit, output);
+                let mut stats = self.membership.local().stats.clone();
+                stats.units_done_session += 1;
+                stats.units_done_total += 1;
+                if let Err(error) = self
+                    .store
+                    .set_counter("units_done_total", stats.units_done_total)
+                {
+                    warn!(%error, "cannot record the unit counter");
+                }
+                self.membership
+                    .handle(now, colony_core::membership::Input::SetStats(stats));
+            }
+            ComputeEvent::Divided {
+                job,
+                new_unit,
+                requester,
+                part,
+            } => self.jobs.divided(job, new_unit, requester, part),
+            ComputeEvent::Progress { job, work } => self.jobs.report_progress(job, work),
+            ComputeEvent::SharedImproved { job, vars } => self.jobs.shared_improved(job, vars),
+            ComputeEvent::Failed { job, unit, error } => {
+                self.compute.finished(job, unit);
+                warn!(%job, unit, %error, "unit failed");
+            }
+        }
+    }
+
+    /// Tells the job core who is alive, with their loads.
+    pub(super) fn update_job_members(&mut self, now: Instant) {
+        let members = self
+            .membership
+            .view(now)
+            .into_iter()
+            .filter(|m| m.record.state == MemberState::Alive)
+            .map(|m| (m.record.peer, m.record.stats.load_avg_1m))
+            .collect();
+        self.jobs.set_members(now, members);
+    }
+
+    pub(super) fn submit_job(
+        &mut self,
+        now: Instant,
+        app: String,
+        args: Vec<String>,
+    ) -> Result<JobTicket, AppError> {
+        let params = self.jobs.prepare(&app, &args)?;
+        let job = JobId(rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()));
+        let home = self.jobs.choose_home(job, overlay_key);
+        info!(%job, %app, %home, "submitting job");
+        let (tx, rx) = watch::channel(None);
+        self.job_watchers.insert(job, tx);
+        self.jobs.submit(job, app, params, home);
+        let _ = now;
+        Ok(JobTicket { job, updates: rx })
+    }
+
+    pub(super) fn query_job(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        reply: oneshot::Sender<Option<JobView<PeerId>>>,
+    ) {
+        if let Some(view) = self.jobs.view(now, job) {
+            let _ = reply.send(Some(view));
+            return;
+        }
+        let home = self
+            .jobs
+            .home_for(job)
+            .unwrap_or_else(|| self.jobs.choose_home(job, overlay_key));
+        if home == *self.swarm.local_peer_id() {
+            let _ = reply.send(None);
+            return;
+        }
+        self.job_queries.entry(job).or_default().push(reply);
+        self.jobs.query(job, home);
+    }
+
+    pub(super) fn list_jobs(&self, now: Instant) -> Vec<JobView<PeerId>> {
+        self.jobs.homed_views(now)
+    }
+}
+
+/// A peer's position in the overlay's key space. Ed25519 peer ids embed the
+/// public key, whose bytes are uniformly distributed: the last 32 bytes of
+/// the id serve as its key.
+pub(crate) fn overlay_key(peer: &PeerId) -> [u8; 32] {
+    let bytes = peer.to_bytes();
+    let mut key = [0u8; 32];
+    let tail = &bytes[bytes.len().saturating_sub(32)..];
+    key[32 - tail.len()..].copy_from_slice(tail);
+    key
+}
