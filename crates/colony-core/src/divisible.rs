@@ -424,77 +424,12 @@ pub fn run_sequential(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Serialize, Deserialize)]
-    struct SumTo {
-        next: u64,
-        end: u64,
-        acc: u64,
-    }
-
-    impl Divisible for SumTo {
-        type Params = u64;
-        type Output = u64;
-        const NAME: &'static str = "sum";
-
-        fn parse_args(args: &[String]) -> Result<u64, AppError> {
-            let n = args
-                .first()
-                .ok_or_else(|| AppError::BadParams("usage: sum N".into()))?;
-            let n: u64 = n
-                .parse()
-                .map_err(|_| AppError::BadParams(format!("not a number: {n}")))?;
-            if n == 0 {
-                return Err(AppError::BadParams("N must be at least 1".into()));
-            }
-            Ok(n)
-        }
-        fn init(n: &u64) -> Result<Self, AppError> {
-            Ok(SumTo {
-                next: 1,
-                end: n + 1,
-                acc: 0,
-            })
-        }
-        fn step(&mut self, ctx: &mut StepContext<'_>) -> Step<u64> {
-            let stop = self.end.min(self.next + ctx.budget());
-            while self.next < stop {
-                self.acc += self.next;
-                self.next += 1;
-                ctx.count(1);
-            }
-            if self.next == self.end {
-                Step::Done(self.acc)
-            } else {
-                Step::Continue
-            }
-        }
-        fn divide(&mut self) -> Option<Self> {
-            let left = self.end - self.next;
-            if left < 2 {
-                return None;
-            }
-            let mid = self.next + left / 2;
-            let part = SumTo {
-                next: mid,
-                end: self.end,
-                acc: 0,
-            };
-            self.end = mid;
-            Some(part)
-        }
-        fn merge(a: u64, b: u64) -> u64 {
-            a + b
-        }
-        fn verify(n: &u64, output: &u64) -> Option<bool> {
-            Some(*output == n * (n + 1) / 2)
-        }
-    }
+    use crate::test_apps::Sum;
 
     #[test]
     fn erased_units_divide_checkpoint_restore_and_merge() {
         let mut registry = AppRegistry::new();
-        registry.register::<SumTo>();
+        registry.register::<Sum>();
         let app = registry.get("sum").unwrap();
         let params = app.parse_args(&["1000".into()]).unwrap();
         let mut shared = SharedVars::default();
@@ -523,7 +458,7 @@ mod tests {
     #[test]
     fn bad_params_and_unknown_apps_are_errors() {
         let mut registry = AppRegistry::new();
-        registry.register::<SumTo>();
+        registry.register::<Sum>();
         let app = registry.get("sum").unwrap();
         assert!(matches!(
             app.parse_args(&["0".into()]),

@@ -28,6 +28,8 @@ pub mod job;
 pub mod membership;
 pub mod phi;
 pub mod pipe;
+#[cfg(test)]
+mod test_apps;
 pub mod wire;
 
 use std::fmt::{Debug, Display};

@@ -442,17 +442,8 @@ impl<P: PeerKey> Pipes<P> {
             let rto = rto_of(channel.srtt, &self.config);
             let timer_at = (now + rto).min(queued.deadline);
             let base = channel.base().min(seq);
-            self.outputs.push_back(PipeOutput::Transmit {
-                to: key.0.clone(),
-                class: key.1,
-                frame: PipeFrame::Data {
-                    class: key.1,
-                    session: self.session,
-                    seq,
-                    base,
-                    payload: queued.payload.clone(),
-                },
-            });
+            self.outputs
+                .push_back(transmit_data(key, self.session, seq, base, &queued.payload));
             channel.in_flight_bytes += queued.payload.len();
             channel.in_flight.insert(
                 seq,
@@ -730,17 +721,8 @@ impl<P: PeerKey> Pipes<P> {
             msg.transmissions += 1;
             msg.last_sent = now;
             self.stats.retransmissions += 1;
-            self.outputs.push_back(PipeOutput::Transmit {
-                to: key.0.clone(),
-                class: key.1,
-                frame: PipeFrame::Data {
-                    class: key.1,
-                    session: self.session,
-                    seq,
-                    base,
-                    payload: msg.payload.clone(),
-                },
-            });
+            self.outputs
+                .push_back(transmit_data(key, self.session, seq, base, &msg.payload));
         }
     }
 
@@ -790,19 +772,9 @@ impl<P: PeerKey> Pipes<P> {
             msg.timer_at = (now + msg.rto).min(msg.deadline);
             self.timers
                 .insert((msg.timer_at, key.0.clone(), key.1, seq));
-            let frame = PipeFrame::Data {
-                class,
-                session: self.session,
-                seq,
-                base,
-                payload: msg.payload.clone(),
-            };
             self.stats.retransmissions += 1;
-            self.outputs.push_back(PipeOutput::Transmit {
-                to: key.0.clone(),
-                class,
-                frame,
-            });
+            self.outputs
+                .push_back(transmit_data(&key, self.session, seq, base, &msg.payload));
         }
     }
 
@@ -982,6 +954,27 @@ impl<P: PeerKey> Pipes<P> {
             });
         }
         None
+    }
+}
+
+/// A transmission of message `seq` of channel `key`.
+fn transmit_data<P: Clone>(
+    key: &ChannelKey<P>,
+    session: u64,
+    seq: u64,
+    base: u64,
+    payload: &[u8],
+) -> PipeOutput<P> {
+    PipeOutput::Transmit {
+        to: key.0.clone(),
+        class: key.1,
+        frame: PipeFrame::Data {
+            class: key.1,
+            session,
+            seq,
+            base,
+            payload: payload.to_vec(),
+        },
     }
 }
 

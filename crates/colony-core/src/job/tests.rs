@@ -2,73 +2,10 @@
 //! by the harness the way worker threads would.
 
 use super::*;
-use crate::divisible::{Divisible, Step, StepContext, Unit};
+use crate::divisible::{Step, StepContext, Unit};
+use crate::test_apps::Sum;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-
-/// Sums 1..=n; divides its range in halves.
-#[derive(Serialize, Deserialize)]
-struct Sum {
-    next: u64,
-    end: u64,
-    acc: u64,
-}
-
-impl Divisible for Sum {
-    type Params = u64;
-    type Output = u64;
-    const NAME: &'static str = "sum";
-    fn parse_args(args: &[String]) -> Result<u64, AppError> {
-        let n: u64 = args
-            .first()
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| AppError::BadParams("usage: sum N".into()))?;
-        if n == 0 {
-            return Err(AppError::BadParams("N must be at least 1".into()));
-        }
-        Ok(n)
-    }
-    fn init(n: &u64) -> Result<Self, AppError> {
-        if *n == 0 {
-            return Err(AppError::BadParams("N must be at least 1".into()));
-        }
-        Ok(Sum {
-            next: 1,
-            end: n + 1,
-            acc: 0,
-        })
-    }
-    fn step(&mut self, ctx: &mut StepContext<'_>) -> Step<u64> {
-        let stop = self.end.min(self.next + ctx.budget());
-        while self.next < stop {
-            self.acc += self.next;
-            self.next += 1;
-            ctx.count(1);
-        }
-        if self.next == self.end {
-            Step::Done(self.acc)
-        } else {
-            Step::Continue
-        }
-    }
-    fn divide(&mut self) -> Option<Self> {
-        let left = self.end - self.next;
-        if left < 2 {
-            return None;
-        }
-        let mid = self.next + left / 2;
-        let part = Sum {
-            next: mid,
-            end: self.end,
-            acc: 0,
-        };
-        self.end = mid;
-        Some(part)
-    }
-    fn merge(a: u64, b: u64) -> u64 {
-        a + b
-    }
-}
 
 struct Peer {
     core: Jobs<u32>,
