@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::{ColonyError, MemberState, Peer, PeerConfig};
 
+/// Adjusts the configuration of the i-th peer.
+type Configure = Box<dyn Fn(usize, &mut PeerConfig) + Send + Sync>;
+
 /// Peers in this process, joined through the first one.
 pub struct LocalNetwork {
     peers: Vec<Peer>,
     root: PathBuf,
-    configure: Box<dyn Fn(usize, &mut PeerConfig) + Send + Sync>,
+    configure: Configure,
 }
 
 impl LocalNetwork {
