@@ -1,205 +1,108 @@
-//! `colony demo`: a local network of real `colony peer` processes on
-//! loopback that the user can watch form, lose a peer to SIGKILL, detect it,
-//! and take it back after a restart.
+//! `colony demo`: the main job on an embedded local network — a flow-shop
+//! instance solved to proven optimality by several in-process peers that
+//! split the search among themselves, with a live line per peer.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use colony::{MemberInfo, MemberState, PeerInfo};
+use anyhow::{bail, Result};
+use colony::{JobInfo, JobState, LocalNetwork};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::http_get_json;
-
-struct DemoPeer {
-    child: Option<Child>,
-    dir: PathBuf,
-    info: PeerInfo,
-}
-
-impl Drop for DemoPeer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+/// Runs the demo.
+pub async fn run(peers: usize, instance: &str, cores_per_peer: u32) -> Result<()> {
+    if !(1..=16).contains(&peers) {
+        bail!("--peers must be between 1 and 16, got {peers}");
     }
-}
-
-fn spawn_peer(dir: &Path, bootstrap: Option<&str>) -> Result<DemoPeer> {
-    std::fs::create_dir_all(dir)?;
-    let json = dir.join("peer.json");
-    let _ = std::fs::remove_file(&json);
-    let log = std::fs::File::create(dir.join("peer.log"))?;
-    let mut command = Command::new(std::env::current_exe()?);
-    command
-        .arg("peer")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    if let Some(addr) = bootstrap {
-        command.args(["--bootstrap", addr]);
+    if cores_per_peer == 0 {
+        bail!("--cores-per-peer must be at least 1");
     }
-    let mut child = command
-        .spawn()
-        .context("cannot start a colony peer process")?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(info) = std::fs::read_to_string(&json)
-            .ok()
-            .and_then(|text| serde_json::from_str::<PeerInfo>(&text).ok())
-            .filter(|info| info.pid == child.id())
-        {
-            return Ok(DemoPeer {
-                child: Some(child),
-                dir: dir.to_path_buf(),
-                info,
-            });
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!(
-                "a peer exited with {status}; see {}",
-                dir.join("peer.log").display()
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "a peer did not start in time; see {}",
-                dir.join("peer.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Check the instance before starting anything.
+    colony_apps::flowshop::instance(instance).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "Starting an embedded network of {peers} peers ({cores_per_peer} core each) on loopback…"
+    );
+    let network = LocalNetwork::start(peers, move |_, config| {
+        config.apps = colony_apps::examples();
+        config.cores_offered = Some(cores_per_peer);
+    })
+    .await?;
+    let outcome = solve(&network, instance).await;
+    network.shutdown().await;
+    outcome
 }
 
-async fn view(peer: &DemoPeer) -> Option<Vec<MemberInfo>> {
-    http_get_json(peer.info.api_addr?, "/v1/peers").await.ok()
-}
+async fn solve(network: &LocalNetwork, instance: &str) -> Result<()> {
+    let submitter = &network.peers()[0];
+    let started = Instant::now();
+    let mut handle = submitter
+        .submit_job("flowshop", &[instance.to_string()])
+        .await?;
+    println!("Submitted flow-shop {instance} as job {}", handle.id());
 
-fn short(id: &str) -> &str {
-    &id[id.len().saturating_sub(6)..]
-}
-
-/// Prints one line per peer: what it sees.
-async fn print_views(peers: &[DemoPeer]) {
-    for peer in peers.iter().filter(|p| p.child.is_some()) {
-        let Some(members) = view(peer).await else {
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>12} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let header = bars.add(ProgressBar::new_spinner().with_style(style.clone()));
+    header.set_prefix("job");
+    let lines: Vec<(String, ProgressBar)> = network
+        .peers()
+        .iter()
+        .map(|peer| {
+            let id = peer.peer_id().to_string();
+            let bar = bars.add(ProgressBar::new_spinner().with_style(style.clone()));
+            bar.set_prefix(format!("peer …{}", &id[id.len() - 6..]));
+            (id, bar)
+        })
+        .collect();
+    let view = loop {
+        let Some(view) = handle.changed().await? else {
             continue;
         };
-        let line: Vec<String> = members
-            .iter()
-            .filter(|m| !m.local)
-            .map(|m| {
-                format!(
-                    "…{}:{}",
-                    short(&m.peer_id),
-                    format!("{:?}", m.state).to_lowercase()
-                )
-            })
-            .collect();
-        println!(
-            "  peer …{} sees {}",
-            short(&peer.info.peer_id),
-            line.join(" ")
-        );
-    }
-}
-
-/// Waits until every running peer sees `want` for `target` (or for all).
-async fn wait_for(
-    peers: &[DemoPeer],
-    target: Option<&str>,
-    want: MemberState,
-    within: Duration,
-) -> Result<Duration> {
-    let start = Instant::now();
-    loop {
-        let mut ok = true;
-        for peer in peers.iter().filter(|p| p.child.is_some()) {
-            let Some(members) = view(peer).await else {
-                ok = false;
-                break;
-            };
-            let others: Vec<&MemberInfo> = members.iter().filter(|m| !m.local).collect();
-            ok &= match target {
-                Some(id) => others.iter().any(|m| m.peer_id == id && m.state == want),
-                None => others.len() + 1 == peers.len() && others.iter().all(|m| m.state == want),
-            };
+        let info = JobInfo::from_view(&view, submitter.apps());
+        let best = info
+            .shared
+            .get("makespan")
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "-".into());
+        header.set_message(format!(
+            "best makespan {best} · units {}/{} · steals {} · nodes {} · {:.1} s",
+            info.units_done,
+            info.units,
+            info.steals,
+            info.work,
+            started.elapsed().as_secs_f64()
+        ));
+        for (id, bar) in &lines {
+            let c = info.contributions.iter().find(|c| &c.peer_id == id);
+            bar.set_message(match c {
+                Some(c) => format!(
+                    "units done {:>4} · running {} · nodes {:>12} · gave away {}",
+                    c.units_done, c.units_running, c.work, c.donated
+                ),
+                None => "waiting for work".to_string(),
+            });
         }
-        if ok {
-            return Ok(start.elapsed());
+        if !matches!(view.state, JobState::Running) {
+            break view;
         }
-        if start.elapsed() > within {
-            bail!("the network did not reach the expected state within {within:?}");
+    };
+    let info = JobInfo::from_view(&view, submitter.apps());
+    bars.clear().ok();
+    match (&view.state, info.summary) {
+        (JobState::Done { .. }, Some(summary)) => {
+            println!("{summary}");
+            let nodes_per_s = info.work as f64 / info.elapsed_s.max(1e-9);
+            println!(
+                "Solved in {:.2} s by {} peers: {} units, {} steals, {} nodes ({:.0} nodes/s)",
+                info.elapsed_s, info.peers_used, info.units, info.steals, info.work, nodes_per_s
+            );
+            match info.verified {
+                Some(true) => Ok(()),
+                Some(false) => bail!("the makespan does not match the published optimum"),
+                None => Ok(()),
+            }
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        (JobState::Failed { reason }, _) => bail!("the job failed: {reason}"),
+        _ => bail!("the job ended without a result"),
     }
-}
-
-/// Runs the demo with `n` peers.
-pub async fn run(n: usize) -> Result<()> {
-    if !(2..=32).contains(&n) {
-        bail!("--peers must be between 2 and 32, got {n}");
-    }
-    let root = std::env::temp_dir().join(format!("colony-demo-{}", std::process::id()));
-    let result = run_in(&root, n).await;
-    let _ = std::fs::remove_dir_all(&root);
-    result
-}
-
-async fn run_in(root: &Path, n: usize) -> Result<()> {
-    println!(
-        "Starting {n} colony peers on loopback (real processes, data in {})…",
-        root.display()
-    );
-    let started = Instant::now();
-    let mut peers = vec![spawn_peer(&root.join("peer0"), None)?];
-    let seed_addr = peers[0].info.listen_addrs[0].to_string();
-    for i in 1..n {
-        peers.push(spawn_peer(
-            &root.join(format!("peer{i}")),
-            Some(&seed_addr),
-        )?);
-    }
-    wait_for(&peers, None, MemberState::Alive, Duration::from_secs(20)).await?;
-    println!(
-        "All {n} peers see each other alive after {} ms:",
-        started.elapsed().as_millis()
-    );
-    print_views(&peers).await;
-
-    let victim = n - 1;
-    let victim_id = peers[victim].info.peer_id.clone();
-    println!(
-        "\nSIGKILL peer …{} (no goodbye, as in a crash)…",
-        short(&victim_id)
-    );
-    if let Some(mut child) = peers[victim].child.take() {
-        child.kill()?;
-        child.wait()?;
-    }
-    let took = wait_for(
-        &peers,
-        Some(&victim_id),
-        MemberState::Dead,
-        Duration::from_secs(10),
-    )
-    .await?;
-    println!(
-        "Every survivor declared it dead after {} ms:",
-        took.as_millis()
-    );
-    print_views(&peers).await;
-
-    println!("\nRestarting it on the same data directory (same PeerId, higher incarnation)…");
-    let dir = peers[victim].dir.clone();
-    peers[victim] = spawn_peer(&dir, Some(&seed_addr))?;
-    let took = wait_for(&peers, None, MemberState::Alive, Duration::from_secs(20)).await?;
-    println!("Alive everywhere again after {} ms:", took.as_millis());
-    print_views(&peers).await;
-    println!("\nDone. `colony peer --help` shows how to run peers on several machines.");
-    Ok(())
 }

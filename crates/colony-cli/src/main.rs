@@ -10,6 +10,9 @@ use colony::{MemberInfo, Multiaddr, Peer, PeerConfig, PeerInfo};
 use tracing::info;
 
 mod demo;
+mod jobs;
+mod stealing;
+mod watch;
 
 /// Colony: a peer-to-peer runtime for fault-tolerant parallel computing on
 /// machines that come and go. Run `colony peer` on every machine; peers find
@@ -35,27 +38,35 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Watch a local network: start peers as real processes on loopback,
+    /// The main job on an embedded local network: peers in this process
+    /// solve a flow-shop instance to proven optimality, splitting the search
+    /// among themselves; shows live progress per peer and the optimal schedule.
+    Demo(DemoArgs),
+    /// Watch membership at work: start peers as real processes on loopback,
     /// see them find each other, SIGKILL one and see it declared dead,
     /// restart it and see it rejoin.
-    Demo(DemoArgs),
+    Watch(WatchArgs),
     /// Run a peer until interrupted (Ctrl-C or SIGTERM leave the network
     /// gracefully). Writes DIR/peer.json with its id and addresses.
     Peer(PeerArgs),
     /// Print the membership view of a running peer: who is alive, suspect,
     /// dead, with their statistics.
     Peers(PeersArgs),
+    /// Join a network as a peer, submit a job, show its progress and print
+    /// the result. Apps: flowshop taNNN | nqueens N | matmul N [--seed S].
+    Run(jobs::RunArgs),
+    /// List the jobs whose home is a running peer.
+    Jobs(jobs::ApiArgs),
+    /// Print the result of a job by id, from any peer of its network.
+    Result(jobs::ResultArgs),
     /// Measure Colony against a baseline run alongside it.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
 
+/// How a peer joins a network; shared by `peer` and `run`.
 #[derive(Args, Debug)]
-struct PeerArgs {
-    /// Data directory: identity (same PeerId across restarts), incarnation,
-    /// peer.json. Created if missing; one peer per directory.
-    #[arg(long)]
-    data_dir: PathBuf,
+struct NetworkArgs {
     /// Address to listen on (repeatable). Default: /ip4/0.0.0.0/tcp/0, all
     /// interfaces on a free port; use a fixed port for peers others bootstrap from.
     #[arg(long = "listen", value_name = "MULTIADDR")]
@@ -74,13 +85,52 @@ struct PeerArgs {
     /// Discover peers on the local network with mDNS.
     #[arg(long)]
     mdns: bool,
-    /// Local HTTP API address (GET /v1/peers, /v1/status). Use port 0 for any
-    /// free port; the chosen one is in peer.json.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
-    api: SocketAddr,
-    /// Cores offered to Colony work (default: all).
+    /// Cores offered to Colony work, run at the lowest OS priority (default: all).
     #[arg(long)]
     cores: Option<u32>,
+}
+
+impl NetworkArgs {
+    /// A peer configuration with these network settings.
+    fn config(&self, data_dir: &std::path::Path) -> Result<PeerConfig> {
+        let mut config = PeerConfig::new(data_dir);
+        if !self.listen.is_empty() {
+            config.listen = self.listen.clone();
+        }
+        config.bootstrap = self.bootstrap.clone();
+        colony_net::validate_network_name(&self.network)?;
+        config.net.network = self.network.clone();
+        config.net.mdns = self.mdns;
+        if let Some(path) = &self.psk {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the pre-shared key file {}", path.display())
+            })?;
+            config.net.psk = Some(
+                colony_net::parse_psk(&text)
+                    .with_context(|| format!("bad pre-shared key in {}", path.display()))?,
+            );
+        }
+        if self.cores == Some(0) {
+            bail!("--cores must be at least 1");
+        }
+        config.cores_offered = self.cores;
+        config.apps = colony_apps::examples();
+        Ok(config)
+    }
+}
+
+#[derive(Args, Debug)]
+struct PeerArgs {
+    /// Data directory: identity (same PeerId across restarts), incarnation,
+    /// peer.json. Created if missing; one peer per directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// Local HTTP API address (GET /v1/peers, /v1/status, /v1/jobs). Use port
+    /// 0 for any free port; the chosen one is in peer.json.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
+    api: SocketAddr,
     /// NOA: below this many live acquaintances the peer looks for more.
     #[arg(long, default_value_t = 6)]
     noa: usize,
@@ -92,6 +142,20 @@ struct PeerArgs {
 #[derive(Args, Debug)]
 struct DemoArgs {
     /// How many peers to start.
+    #[arg(long, default_value_t = 4)]
+    peers: usize,
+    /// Taillard instance to solve, ta001 to ta120 (20×5 ones take well under
+    /// a second, 20×10 ones a few seconds; larger ones can take hours).
+    #[arg(long, default_value = "ta012")]
+    instance: String,
+    /// Worker threads per peer.
+    #[arg(long, default_value_t = 1)]
+    cores_per_peer: u32,
+}
+
+#[derive(Args, Debug)]
+struct WatchArgs {
+    /// How many peer processes to start.
     #[arg(long, default_value_t = 4)]
     peers: usize,
 }
@@ -114,6 +178,20 @@ enum BenchCommand {
     /// Reliable pipes between two in-process peers through the fault-injecting
     /// wrapper, against raw TCP on loopback measured in the same run.
     Pipe(PipeBenchArgs),
+    /// Work stealing: one flow-shop instance by the plain sequential solver,
+    /// by Colony on 1 peer and on 2 peers (1 core each), in the same run:
+    /// speedup, runtime overhead, a newcomer's time to first unit, unit size.
+    Stealing(StealingBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct StealingBenchArgs {
+    /// Taillard instance to solve (a few seconds on one core by default).
+    #[arg(long, default_value = "ta012")]
+    instance: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -141,10 +219,23 @@ struct PipeBenchArgs {
     json: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     // The demo's own output is the show; its peers log to files.
-    let quiet = matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none();
+    let quiet = matches!(
+        cli.command,
+        Command::Demo(_) | Command::Watch(_) | Command::Bench(_)
+    ) && std::env::var_os("RUST_LOG").is_none();
     init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -152,10 +243,17 @@ fn main() -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Demo(args) => demo::run(args.peers).await,
+            Command::Demo(args) => demo::run(args.peers, &args.instance, args.cores_per_peer).await,
+            Command::Watch(args) => watch::run(args.peers).await,
             Command::Peer(args) => run_peer(args).await,
+            Command::Run(args) => jobs::run(args).await,
+            Command::Jobs(args) => jobs::list(args).await,
+            Command::Result(args) => jobs::result(args).await,
             Command::Peers(args) => show_peers(args).await,
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
+            Command::Bench(BenchCommand::Stealing(args)) => {
+                stealing::run(&args.instance, args.json).await
+            }
         }
     })
 }
@@ -174,24 +272,8 @@ fn init_logging(format: LogFormat, default_level: &str) {
 }
 
 async fn run_peer(args: PeerArgs) -> Result<()> {
-    let mut config = PeerConfig::new(&args.data_dir);
-    if !args.listen.is_empty() {
-        config.listen = args.listen;
-    }
-    config.bootstrap = args.bootstrap;
-    colony_net::validate_network_name(&args.network)?;
-    config.net.network = args.network;
-    config.net.mdns = args.mdns;
-    if let Some(path) = &args.psk {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the pre-shared key file {}", path.display()))?;
-        config.net.psk = Some(
-            colony_net::parse_psk(&text)
-                .with_context(|| format!("bad pre-shared key in {}", path.display()))?,
-        );
-    }
+    let mut config = args.network.config(&args.data_dir)?;
     config.api = Some(args.api);
-    config.cores_offered = args.cores;
     if !(args.ttu_s.is_finite() && args.ttu_s > 0.0) {
         bail!(
             "--ttu-s must be a positive number of seconds, got {}",
@@ -288,7 +370,10 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
 }
 
 /// GET `path` from a peer's local API, parsed as JSON.
-async fn http_get_json<T: serde::de::DeserializeOwned>(api: SocketAddr, path: &str) -> Result<T> {
+pub(crate) async fn http_get_json<T: serde::de::DeserializeOwned>(
+    api: SocketAddr,
+    path: &str,
+) -> Result<T> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .no_proxy()

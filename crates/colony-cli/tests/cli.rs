@@ -16,13 +16,13 @@ fn colony(args: &[&str]) -> std::process::Output {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_shows_a_network_forming_detecting_a_crash_and_healing() {
+async fn watch_shows_a_network_forming_detecting_a_crash_and_healing() {
     let _serial = SERIAL.lock().await;
-    let out = colony(&["demo", "--peers", "3"]);
+    let out = colony(&["watch", "--peers", "3"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "demo failed:\n{stdout}\n{}",
+        "watch failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     for needle in [

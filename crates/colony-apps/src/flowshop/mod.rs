@@ -1,0 +1,434 @@
+//! Permutation flow-shop scheduling by branch-and-bound, on Taillard's
+//! benchmark instances — the application of the ProActive fault-tolerance
+//! paper (seed 000 §6.2), where the best makespan found so far is shared by
+//! every worker to prune the tree.
+//!
+//! `n` jobs cross `m` machines in the same order; each machine runs one job
+//! at a time; find the job order (a permutation, the same on every machine)
+//! that finishes the last job on the last machine earliest.
+//!
+//! - Instances: [`taillard`] regenerates `ta001`…`ta120` from Taillard's time
+//!   seeds with his generator, and holds the published best-known makespans.
+//! - Search: depth-first; a node fixes the start and the end of the schedule
+//!   and branches on whichever side its bound prunes better (bidirectional
+//!   branching); children are ordered by lower bound, best first, so good
+//!   schedules come early. The bound is the two-machine Johnson bound of
+//!   Lageweg et al. ([`bound`]). The initial upper bound is the NEH heuristic
+//!   ([`neh()`]). On one core, ta001–ta010 (20×5) are proven optimal in
+//!   milliseconds each, the 20×10 class in seconds.
+//! - Distribution: a unit is an instance plus a stack of open nodes
+//!   ([`search`]). [`step`](Divisible::step) expands about `ctx.budget()`
+//!   nodes, pruning with the shared variable `"makespan"` and offering every
+//!   better schedule to it. [`divide`](Divisible::divide) gives away every
+//!   other open node, the shallowest first. A unit's result is the best
+//!   schedule it found itself, if any; results merge by keeping the smaller
+//!   makespan.
+//!
+//! The search is exhaustive, so a finished job's makespan is optimal; the
+//! result is also checked against the published value.
+//!
+//! A unit's best schedule lives only in its state, while its makespan spreads
+//! through the shared variable. Were the unit lost after that and restarted
+//! from an older checkpoint, the bound would prune the very subtree holding
+//! the schedule, and the job would end with the bound but not the schedule:
+//! a step that improved a shared variable ([`StepContext::improved`]) must be
+//! checkpointed before the improvement is propagated.
+//!
+//! ```text
+//! colony run flowshop ta001
+//! ```
+
+pub mod bound;
+pub mod neh;
+mod search;
+pub mod taillard;
+
+use colony_core::divisible::{AppError, Divisible, Monotone, SharedVars, Step, StepContext};
+use serde::{Deserialize, Serialize};
+
+pub use bound::Pairs;
+pub use neh::neh;
+
+use bound::Bounds;
+use search::{Engine, Incumbent, Tree};
+
+/// The shared variable holding the best makespan known to the job.
+pub const SHARED_MAKESPAN: &str = "makespan";
+
+/// A permutation flow-shop instance: processing times of every job on every
+/// machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    name: String,
+    jobs: usize,
+    machines: usize,
+    /// Processing times, `[machine * jobs + job]`.
+    times: Vec<u16>,
+}
+
+impl Instance {
+    /// An instance from one row of processing times per machine (Taillard's
+    /// file layout). Every row must have the same number of jobs, at least
+    /// one; each job's total time must fit in a `u16`.
+    pub fn new(name: impl Into<String>, rows: &[Vec<u16>]) -> Result<Instance, AppError> {
+        let name = name.into();
+        let machines = rows.len();
+        let jobs = rows.first().map_or(0, Vec::len);
+        if machines == 0 || jobs == 0 || rows.iter().any(|r| r.len() != jobs) {
+            return Err(AppError::BadParams(format!(
+                "instance {name}: need at least one machine and one job, and as many times on every machine"
+            )));
+        }
+        let instance = Instance::from_machine_rows(name, jobs, machines, rows.concat());
+        if !instance.is_well_formed() {
+            return Err(AppError::BadParams(format!(
+                "instance {}: at most {} jobs, and each job's total time at most {}",
+                instance.name,
+                u16::MAX,
+                u16::MAX
+            )));
+        }
+        Ok(instance)
+    }
+
+    /// An instance from its times `[machine * jobs + job]`.
+    pub(crate) fn from_machine_rows(
+        name: String,
+        jobs: usize,
+        machines: usize,
+        times: Vec<u16>,
+    ) -> Instance {
+        assert_eq!(times.len(), jobs * machines, "one time per job and machine");
+        Instance {
+            name,
+            jobs,
+            machines,
+            times,
+        }
+    }
+
+    /// Whether the sizes agree and the bounds' integer types cannot overflow.
+    fn is_well_formed(&self) -> bool {
+        self.jobs >= 1
+            && self.machines >= 1
+            && self.jobs <= usize::from(u16::MAX)
+            && self.times.len() == self.jobs * self.machines
+            && (0..self.jobs).all(|j| {
+                (0..self.machines).map(|k| self.time(k, j)).sum::<u32>() <= u32::from(u16::MAX)
+            })
+    }
+
+    /// The instance's name (`ta001`, …).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of jobs.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+    }
+
+    /// Number of machines.
+    pub fn machines(&self) -> usize {
+        self.machines
+    }
+
+    /// Processing time of `job` on `machine` (both from 0).
+    pub fn time(&self, machine: usize, job: usize) -> u32 {
+        u32::from(self.times[machine * self.jobs + job])
+    }
+
+    /// The row of processing times of `machine`, one per job.
+    pub fn machine_times(&self, machine: usize) -> &[u16] {
+        &self.times[machine * self.jobs..(machine + 1) * self.jobs]
+    }
+
+    /// Whether `order` holds every job exactly once.
+    pub fn is_permutation(&self, order: &[u16]) -> bool {
+        let mut seen = vec![false; self.jobs];
+        order.len() == self.jobs
+            && order.iter().all(|&j| {
+                let j = usize::from(j);
+                j < self.jobs && !std::mem::replace(&mut seen[j], true)
+            })
+    }
+
+    /// When the last job of `order` (job numbers from 0) leaves the last
+    /// machine. Panics if a job number is out of range.
+    pub fn makespan(&self, order: &[u16]) -> u32 {
+        let mut front = vec![0u32; self.machines];
+        for &j in order {
+            let mut previous = 0;
+            for (k, f) in front.iter_mut().enumerate() {
+                previous = (*f).max(previous) + self.time(k, usize::from(j));
+                *f = previous;
+            }
+        }
+        front.last().copied().unwrap_or(0)
+    }
+}
+
+/// Taillard's instance `name` (`ta001`…`ta120`; `ta1` and `TA001` work too).
+pub fn instance(name: &str) -> Result<Instance, AppError> {
+    Ok(taillard::instance(taillard::parse_name(name)?))
+}
+
+/// Solves `instance` to optimality with a plain depth-first branch-and-bound
+/// on the calling thread: the same bound, NEH start and search order as the
+/// divisible unit, without any of its machinery. The baseline the runtime's
+/// overhead is measured against. Returns the optimal makespan, an optimal
+/// permutation (jobs from 0) and the number of nodes expanded.
+pub fn solve_sequential(instance: &Instance) -> (u32, Vec<u16>, u64) {
+    solve_sequential_with(instance, Pairs::default_for(instance.machines()))
+}
+
+/// [`solve_sequential`] with a chosen set of machine pairs for the bound.
+pub fn solve_sequential_with(instance: &Instance, pairs: Pairs) -> (u32, Vec<u16>, u64) {
+    let (makespan, permutation) = neh(instance);
+    let mut engine = Engine::new(instance, pairs);
+    let mut tree = Tree::root();
+    let mut incumbent = Incumbent::new(makespan);
+    let nodes = engine.explore(&mut tree, &mut incumbent, u64::MAX);
+    let (makespan, permutation) = incumbent.found.unwrap_or((makespan, permutation));
+    (makespan, permutation, nodes)
+}
+
+/// The search's lower bound of the node that fixes `prefix` at the start of
+/// the schedule and `suffix` at its end (jobs from 0, each in schedule
+/// order): a bound on the makespan of every schedule that starts with
+/// `prefix` and ends with `suffix`. With both empty, a bound on the optimum.
+pub fn lower_bound(instance: &Instance, prefix: &[u16], suffix: &[u16]) -> u32 {
+    lower_bound_with(
+        instance,
+        prefix,
+        suffix,
+        Pairs::default_for(instance.machines()),
+    )
+}
+
+/// [`lower_bound`] with a chosen set of machine pairs.
+pub fn lower_bound_with(instance: &Instance, prefix: &[u16], suffix: &[u16], pairs: Pairs) -> u32 {
+    Bounds::new(instance, pairs).partial_bound(prefix, suffix)
+}
+
+/// Parameters of a flow-shop job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// Taillard's instance name, canonical: `ta001`…`ta120`.
+    pub instance: String,
+}
+
+/// A partial or final result: the best schedule a unit found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Best {
+    /// Its makespan; `None` if the unit found nothing better than the bound
+    /// it was given.
+    pub makespan: Option<u32>,
+    /// The job order, jobs numbered from 0 (Taillard's job `j` is `j − 1`).
+    pub permutation: Vec<u16>,
+}
+
+impl Best {
+    /// No schedule.
+    pub fn none() -> Best {
+        Best::default()
+    }
+
+    /// Whether `self` is a strictly better result than `other`: a smaller
+    /// makespan, or the same and a lexicographically smaller permutation.
+    fn beats(&self, other: &Best) -> bool {
+        match (self.makespan, other.makespan) {
+            (Some(_), None) => true,
+            (Some(a), Some(b)) => (a, &self.permutation) < (b, &other.permutation),
+            (None, _) => false,
+        }
+    }
+}
+
+/// A unit of a flow-shop job: the instance, the open nodes of its part of the
+/// search tree, and the best schedule it found. Serialised, it is the
+/// checkpoint.
+#[derive(Serialize, Deserialize)]
+pub struct FlowShop {
+    instance: Instance,
+    tree: Tree,
+    best: Best,
+    /// Bound data and buffers, rebuilt after a restore.
+    #[serde(skip)]
+    engine: Option<Box<Engine>>,
+}
+
+impl FlowShop {
+    /// The whole search of `instance` as one unit, starting from the NEH
+    /// schedule (so the job always has a schedule to return).
+    pub fn for_instance(instance: Instance) -> FlowShop {
+        let (makespan, permutation) = neh(&instance);
+        FlowShop {
+            instance,
+            tree: Tree::root(),
+            best: Best {
+                makespan: Some(makespan),
+                permutation,
+            },
+            engine: None,
+        }
+    }
+
+    /// The instance this unit searches.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// How many nodes are open (waiting to be explored) in this unit.
+    pub fn open_nodes(&self) -> usize {
+        self.tree.open.len()
+    }
+
+    /// Builds the engine on first use; `false` if the state is malformed.
+    fn prepare(&mut self) -> bool {
+        if self.engine.is_none() {
+            if !self.instance.is_well_formed() || !self.tree.is_consistent(self.instance.jobs) {
+                return false;
+            }
+            let pairs = Pairs::default_for(self.instance.machines);
+            self.engine = Some(Box::new(Engine::new(&self.instance, pairs)));
+        }
+        true
+    }
+}
+
+fn to_bound(shared: Option<i64>) -> u32 {
+    shared.map_or(u32::MAX, |v| u32::try_from(v.max(0)).unwrap_or(u32::MAX))
+}
+
+impl Divisible for FlowShop {
+    type Params = Params;
+    type Output = Best;
+    const NAME: &'static str = "flowshop";
+
+    fn parse_args(args: &[String]) -> Result<Params, AppError> {
+        match args {
+            [name] => Ok(Params {
+                instance: taillard::name(taillard::parse_name(name)?),
+            }),
+            _ => Err(AppError::BadParams(
+                "usage: flowshop INSTANCE, where INSTANCE is one of Taillard's ta001 … ta120"
+                    .into(),
+            )),
+        }
+    }
+
+    fn init(params: &Params) -> Result<FlowShop, AppError> {
+        Ok(FlowShop::for_instance(instance(&params.instance)?))
+    }
+
+    fn step(&mut self, ctx: &mut StepContext<'_>) -> Step<Best> {
+        let shared = to_bound(ctx.shared(SHARED_MAKESPAN));
+        let own = self.best.makespan.unwrap_or(u32::MAX);
+        if own < shared {
+            ctx.offer_min(SHARED_MAKESPAN, i64::from(own));
+        }
+        let budget = ctx.budget().max(1);
+        let mut incumbent = Incumbent::new(shared.min(own));
+        if self.prepare() {
+            if let Some(engine) = self.engine.as_deref_mut() {
+                let nodes = engine.explore(&mut self.tree, &mut incumbent, budget);
+                ctx.count(nodes);
+            }
+        } else {
+            // A malformed checkpoint: nothing can be searched, keep the best.
+            self.tree.open.clear();
+        }
+        if let Some((makespan, permutation)) = incumbent.found {
+            ctx.offer_min(SHARED_MAKESPAN, i64::from(makespan));
+            self.best = Best {
+                makespan: Some(makespan),
+                permutation,
+            };
+        }
+        if self.tree.is_finished() {
+            Step::Done(self.best.clone())
+        } else {
+            Step::Continue
+        }
+    }
+
+    fn divide(&mut self) -> Option<FlowShop> {
+        let tree = self.tree.split()?;
+        Some(FlowShop {
+            instance: self.instance.clone(),
+            tree,
+            best: Best::none(),
+            engine: None,
+        })
+    }
+
+    fn merge(a: Best, b: Best) -> Best {
+        if b.beats(&a) {
+            b
+        } else {
+            a
+        }
+    }
+
+    fn initial_shared(params: &Params) -> SharedVars {
+        let mut shared = SharedVars::default();
+        if let Ok(instance) = instance(&params.instance) {
+            let (makespan, _) = neh(&instance);
+            shared.offer(SHARED_MAKESPAN, Monotone::Min, i64::from(makespan));
+        }
+        shared
+    }
+
+    fn verify(params: &Params, output: &Best) -> Option<bool> {
+        let number = taillard::parse_name(&params.instance).ok()?;
+        let published = taillard::BEST_KNOWN[number - 1];
+        let instance = taillard::instance(number);
+        Some(
+            output.makespan == Some(published)
+                && instance.is_permutation(&output.permutation)
+                && instance.makespan(&output.permutation) == published,
+        )
+    }
+
+    fn describe(params: &Params, output: &Best) -> String {
+        let Ok(instance) = instance(&params.instance) else {
+            return format!("{}: unknown instance", params.instance);
+        };
+        let number = taillard::parse_name(&params.instance).unwrap_or(1);
+        let published = taillard::BEST_KNOWN[number - 1];
+        let head = format!(
+            "{} ({} jobs × {} machines)",
+            instance.name(),
+            instance.jobs(),
+            instance.machines()
+        );
+        let Some(makespan) = output.makespan else {
+            return format!("{head}: no schedule found");
+        };
+        if !instance.is_permutation(&output.permutation)
+            || instance.makespan(&output.permutation) != makespan
+        {
+            return format!("{head}: makespan {makespan} claimed, but the schedule is invalid or does not achieve it");
+        }
+        let comparison = match makespan.cmp(&published) {
+            std::cmp::Ordering::Equal => format!("matches the published best known {published}"),
+            std::cmp::Ordering::Less => format!("improves on the published best known {published}"),
+            std::cmp::Ordering::Greater => {
+                format!("DOES NOT match the published best known {published}")
+            }
+        };
+        let schedule: Vec<String> = output
+            .permutation
+            .iter()
+            .map(|j| (u32::from(*j) + 1).to_string())
+            .collect();
+        format!(
+            "{head}: makespan {makespan}, optimal (exhaustive search); {comparison}; schedule (jobs from 1): {}",
+            schedule.join(" ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! `colony run`, `colony jobs`, `colony result`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use colony::{JobInfo, JobState, Peer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{http_get_json, NetworkArgs};
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// Keep this peer's identity here (default: a fresh temporary one).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Wait up to this many seconds to join the network before submitting.
+    #[arg(long, default_value_t = 30.0)]
+    join_timeout_s: f64,
+    /// Peers to acquire, this one included. Best effort (ProActive's
+    /// acquisition): waits up to --acquire-timeout-s for them, then runs with
+    /// whoever is there.
+    #[arg(long, default_value_t = 1)]
+    peers: usize,
+    /// How long to wait for --peers before starting with fewer.
+    #[arg(long, default_value_t = 5.0)]
+    acquire_timeout_s: f64,
+    /// Print one JSON object (result, elapsed_s, units, steals, peers_used,
+    /// verified) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The application: flowshop, nqueens or matmul.
+    app: String,
+    /// The application's arguments, e.g. `ta001`, `12`, `256 --seed 7`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ApiArgs {
+    /// API address of the peer to ask.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
+    api: SocketAddr,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ResultArgs {
+    /// The job's id, as printed by `colony run`.
+    job_id: String,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// Removes a temporary data directory when the run ends.
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub(crate) async fn run(args: RunArgs) -> Result<()> {
+    for (name, value) in [
+        ("--join-timeout-s", args.join_timeout_s),
+        ("--acquire-timeout-s", args.acquire_timeout_s),
+    ] {
+        if !(value.is_finite() && value >= 0.0) {
+            bail!("{name} must be a non-negative number of seconds");
+        }
+    }
+    let (data_dir, _cleanup) = match &args.data_dir {
+        Some(dir) => (dir.clone(), TempDir(None)),
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "colony-run-{}-{}",
+                std::process::id(),
+                Instant::now().elapsed().as_nanos()
+            ));
+            (dir.clone(), TempDir(Some(dir)))
+        }
+    };
+    let config = args.network.config(&data_dir)?;
+    // Fail fast on a bad job, before joining anything.
+    config
+        .apps
+        .get(&args.app)
+        .and_then(|app| app.parse_args(&args.args))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let joining = !config.bootstrap.is_empty() || config.net.mdns;
+    let peer = Peer::start(config).await?;
+    if joining {
+        let deadline = Instant::now() + Duration::from_secs_f64(args.join_timeout_s);
+        loop {
+            let members = peer.members().await?;
+            if members
+                .iter()
+                .any(|m| !m.local && m.state == colony::MemberState::Alive)
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "could not join the network within {} s",
+                    args.join_timeout_s
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let the view settle so the job's home is chosen among everyone.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    acquire(
+        &peer,
+        args.peers,
+        Duration::from_secs_f64(args.acquire_timeout_s),
+    )
+    .await?;
+    let outcome = submit_and_follow(&peer, &args).await;
+    peer.shutdown().await;
+    outcome
+}
+
+/// Waits until `wanted` peers (this one included) are alive, or `within`
+/// passes; then carries on with whoever is there.
+async fn acquire(peer: &Peer, wanted: usize, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let alive = peer
+            .members()
+            .await?
+            .iter()
+            .filter(|m| m.state == colony::MemberState::Alive)
+            .count();
+        if alive >= wanted {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            eprintln!("asked for {wanted} peers, {alive} present; running best-effort with those");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn submit_and_follow(peer: &Peer, args: &RunArgs) -> Result<()> {
+    let mut handle = peer.submit_job(&args.app, &args.args).await?;
+    let id = handle.id();
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    eprintln!("job {id} submitted ({} {})", args.app, args.args.join(" "));
+    let view = loop {
+        let Some(view) = handle.changed().await? else {
+            continue;
+        };
+        let info = JobInfo::from_view(&view, peer.apps());
+        let shared: Vec<String> = info
+            .shared
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        bar.set_message(format!(
+            "units {}/{} · steals {} · peers {} · work {} {}",
+            info.units_done,
+            info.units,
+            info.steals,
+            info.peers_used,
+            info.work,
+            shared.join(" ")
+        ));
+        if !matches!(view.state, JobState::Running) {
+            break view;
+        }
+    };
+    bar.finish_and_clear();
+    let info = JobInfo::from_view(&view, peer.apps());
+    print_result(&info, args.json)?;
+    match (info.state.as_str(), info.verified) {
+        ("failed", _) => bail!(
+            "job {} failed: {}",
+            info.job_id,
+            info.error.unwrap_or_default()
+        ),
+        (_, Some(false)) => bail!(
+            "job {} finished but its result does not match the known answer",
+            info.job_id
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn print_result(info: &JobInfo, json: bool) -> Result<()> {
+    if json {
+        let object = serde_json::json!({
+            "job_id": info.job_id,
+            "app": info.app,
+            "state": info.state,
+            "error": info.error,
+            "result": info.result,
+            "summary": info.summary,
+            "elapsed_s": info.elapsed_s,
+            "units": info.units,
+            "steals": info.steals,
+            "peers_used": info.peers_used,
+            "work": info.work,
+            "verified": info.verified,
+        });
+        println!("{object}");
+        return Ok(());
+    }
+    match info.state.as_str() {
+        "done" => {
+            println!(
+                "{}",
+                info.summary
+                    .as_deref()
+                    .unwrap_or("(no summary: this peer lacks the app)")
+            );
+            if let Some(verified) = info.verified {
+                println!(
+                    "matches the known answer: {}",
+                    if verified { "yes" } else { "NO" }
+                );
+            }
+        }
+        "failed" => println!("failed: {}", info.error.as_deref().unwrap_or("")),
+        _ => println!("still running"),
+    }
+    println!(
+        "job {} · {:.2} s · {} units · {} steals · {} peers · work {}",
+        info.job_id, info.elapsed_s, info.units, info.steals, info.peers_used, info.work
+    );
+    for c in &info.contributions {
+        println!(
+            "  peer …{} units {} work {} donated {}",
+            &c.peer_id[c.peer_id.len().saturating_sub(6)..],
+            c.units_done,
+            c.work,
+            c.donated
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn list(args: ApiArgs) -> Result<()> {
+    let jobs: Vec<JobInfo> = http_get_json(args.api, "/v1/jobs").await.with_context(|| {
+        format!(
+            "cannot query the peer API at {}; is `colony peer` running?",
+            args.api
+        )
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<9} {:<8} {:>7} {:>7} {:>9}",
+        "JOB", "APP", "STATE", "UNITS", "STEALS", "ELAPSED_S"
+    );
+    for j in &jobs {
+        println!(
+            "{:<32} {:<9} {:<8} {:>7} {:>7} {:>9.2}",
+            j.job_id, j.app, j.state, j.units, j.steals, j.elapsed_s
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn result(args: ResultArgs) -> Result<()> {
+    let id: colony::JobId = args
+        .job_id
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let info: JobInfo = http_get_json(args.api.api, &format!("/v1/jobs/{id}"))
+        .await
+        .with_context(|| format!("no result for job {id} from the peer at {}", args.api.api))?;
+    print_result(&info, args.api.json)
+}

@@ -1,0 +1,244 @@
+//! Divisible jobs on real `colony peer` processes: known answers nobody here
+//! wrote (Taillard optima, OEIS N-Queens counts, a sequential product),
+//! late joiners, best-effort acquisition and bad jobs.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use colony::{JobInfo, MemberState};
+use common::*;
+
+/// Runs `colony run --json …` as a submitting peer; returns its exit status
+/// and parsed JSON line (if any).
+fn colony_run(
+    bootstrap: &str,
+    extra: &[&str],
+    app_args: &[&str],
+) -> (Output, Option<serde_json::Value>) {
+    let mut args = vec!["run", "--cores", "1", "--json", "--bootstrap", bootstrap];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(app_args);
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run colony");
+    let json = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok());
+    (out, json)
+}
+
+fn three_workers(root: &std::path::Path) -> Vec<PeerProc> {
+    start_network(root, 3, &["--cores".into(), "1".into()])
+}
+
+async fn wait_formed(peers: &[PeerProc]) {
+    let refs: Vec<&PeerProc> = peers.iter().collect();
+    wait_until(Duration::from_secs(10), "the network to form", || async {
+        all_see_all_alive(&refs).await.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taillard_ta001_to_ta010_reach_the_published_optima_on_three_peers() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("taillard");
+    let peers = three_workers(&root);
+    wait_formed(&peers).await;
+    for n in 1..=10 {
+        let name = format!("ta{n:03}");
+        let started = Instant::now();
+        let (out, json) = colony_run(&peers[0].addr(), &[], &["flowshop", &name]);
+        let json = json.unwrap_or_else(|| {
+            panic!(
+                "{name}: no JSON; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert!(out.status.success(), "{name}: {json}");
+        assert_eq!(json["state"], "done", "{name}: {json}");
+        assert_eq!(
+            json["verified"], true,
+            "{name}: makespan must equal the published optimum: {json}"
+        );
+        eprintln!(
+            "figure: {name} makespan {} in {:.2} s ({} units, {} steals, {} peers)",
+            json["result"]["makespan"],
+            started.elapsed().as_secs_f64(),
+            json["units"],
+            json["steals"],
+            json["peers_used"]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nqueens_counts_and_matmul_product_are_right_on_three_peers() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("nqueens");
+    let peers = three_workers(&root);
+    wait_formed(&peers).await;
+    let known = [(10, 724u64), (11, 2680), (12, 14200), (13, 73712)];
+    for (n, count) in known {
+        let (out, json) = colony_run(&peers[1].addr(), &[], &["nqueens", &n.to_string()]);
+        let json =
+            json.unwrap_or_else(|| panic!("no JSON: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(json["result"], count, "N = {n}: {json}");
+        assert_eq!(json["verified"], true);
+    }
+    let (out, json) = colony_run(&peers[2].addr(), &[], &["matmul", "256"]);
+    let json = json.unwrap_or_else(|| panic!("no JSON: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "{json}");
+    assert_eq!(
+        json["verified"], true,
+        "the product must equal the sequential one: {json}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_started_after_the_job_began_receives_work() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("latejoin");
+    let peers = start_network(&root, 2, &["--cores".into(), "1".into()]);
+    wait_formed(&peers).await;
+    // Submit through the API of peer 0, so the test can watch the record.
+    let api = peers[0].info.api_addr.expect("api");
+    let client = reqwest::Client::new();
+    let submitted: serde_json::Value = client
+        .post(format!("http://{api}/v1/jobs"))
+        .json(&serde_json::json!({ "app": "nqueens", "args": ["16"] }))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("job id");
+    let job_id = submitted["job_id"].as_str().expect("job id").to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let mut args = vec![
+        "--cores".to_string(),
+        "1".to_string(),
+        "--bootstrap".into(),
+        peers[0].addr(),
+    ];
+    args.truncate(4);
+    let late = PeerProc::spawn(&root.join("late"), &args);
+    let info: JobInfo = wait_until(
+        Duration::from_secs(20),
+        "the late peer to get work",
+        || async {
+            let info: JobInfo = reqwest::get(format!("http://{api}/v1/jobs/{job_id}"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let working = info
+                .contributions
+                .iter()
+                .any(|c| c.peer_id == late.info.peer_id && c.units_running + c.units_done > 0);
+            working.then_some(info)
+        },
+    )
+    .await;
+    eprintln!(
+        "figure: late joiner got work {} ms after it started",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        info.state, "running",
+        "the job was still running when the newcomer joined"
+    );
+    let done: JobInfo = wait_until(Duration::from_secs(60), "the job to finish", || async {
+        let info: JobInfo = reqwest::get(format!("http://{api}/v1/jobs/{job_id}"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (info.state == "done").then_some(info)
+    })
+    .await;
+    assert_eq!(done.verified, Some(true), "{done:?}");
+    let late_units = done
+        .contributions
+        .iter()
+        .find(|c| c.peer_id == late.info.peer_id)
+        .map(|c| c.units_done)
+        .unwrap_or(0);
+    assert!(
+        late_units >= 1,
+        "the late peer contributed units: {:?}",
+        done.contributions
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_asking_for_more_peers_than_present_still_completes() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("besteffort");
+    let peers = start_network(&root, 2, &["--cores".into(), "1".into()]);
+    wait_formed(&peers).await;
+    let (out, json) = colony_run(
+        &peers[0].addr(),
+        &["--peers", "8", "--acquire-timeout-s", "1"],
+        &["nqueens", "12"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("asked for 8 peers, 3 present"), "{stderr}");
+    let json = json.expect("result");
+    assert_eq!(json["result"], 14200);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_jobs_get_clear_errors_and_peers_keep_running() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("badjobs");
+    let peers = start_network(&root, 2, &["--cores".into(), "1".into()]);
+    wait_formed(&peers).await;
+    for (app_args, needle) in [
+        (vec!["flowshop", "ta999"], "ta001"),
+        (vec!["nqueens", "0"], "N must be"),
+        (vec!["tsp", "berlin52"], "no application named \"tsp\""),
+    ] {
+        let (out, _) = colony_run(&peers[0].addr(), &[], &app_args);
+        assert!(!out.status.success(), "{app_args:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(needle),
+            "{app_args:?}: expected {needle:?} in {stderr}"
+        );
+    }
+    // Through the API as well: 400 with the reason.
+    let api = peers[1].info.api_addr.expect("api");
+    let response = reqwest::Client::new()
+        .post(format!("http://{api}/v1/jobs"))
+        .json(&serde_json::json!({ "app": "tsp", "args": [] }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    assert!(response
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("no application"));
+    let unknown = reqwest::get(format!("http://{api}/v1/jobs/{}", "00".repeat(16)))
+        .await
+        .expect("get");
+    assert_eq!(unknown.status(), 404);
+    // Still serving and alive.
+    assert!(all_see_all_alive(&[&peers[0], &peers[1]]).await);
+    let row = peers[1].state_of(&peers[0]).await.expect("row");
+    assert_eq!(row.state, MemberState::Alive);
+    let _ = std::fs::remove_dir_all(&root);
+}
