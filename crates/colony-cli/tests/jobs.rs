@@ -84,12 +84,30 @@ async fn nqueens_counts_and_matmul_product_are_right_on_three_peers() {
     let peers = three_workers(&root);
     wait_formed(&peers).await;
     let known = [(10, 724u64), (11, 2680), (12, 14200), (13, 73712)];
+    let mut last_job = String::new();
     for (n, count) in known {
         let (out, json) = colony_run(&peers[1].addr(), &[], &["nqueens", &n.to_string()]);
         let json =
             json.unwrap_or_else(|| panic!("no JSON: {}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(json["result"], count, "N = {n}: {json}");
         assert_eq!(json["verified"], true);
+        last_job = json["job_id"].as_str().expect("job id").to_string();
+    }
+    // The submitter has left; any peer finds the result by id through the home.
+    for peer in &peers {
+        let api = peer.info.api_addr.expect("api").to_string();
+        let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+            .args(["result", &last_job, "--api", &api, "--json"])
+            .output()
+            .expect("colony result");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+        assert_eq!(json["result"], 73712, "{json}");
     }
     let (out, json) = colony_run(&peers[2].addr(), &[], &["matmul", "256"]);
     let json = json.unwrap_or_else(|| panic!("no JSON: {}", String::from_utf8_lossy(&out.stderr)));
