@@ -206,36 +206,3 @@ fn a_malformed_checkpoint_finishes_with_what_it_has() {
         Step::Continue => panic!("a malformed unit must not keep running"),
     }
 }
-
-#[test]
-#[ignore]
-fn debug_survey() {
-    let from: usize = std::env::var("FROM")
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(11);
-    let to: usize = std::env::var("TO")
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(20);
-    let cap: u64 = std::env::var("CAP")
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(20_000_000);
-    for i in from..=to {
-        let inst = taillard::instance(i);
-        let pairs = Pairs::default_for(inst.machines());
-        let t = std::time::Instant::now();
-        let mut engine = Engine::new(&inst, pairs);
-        let mut tree = Tree::root();
-        let (ub, _) = neh(&inst);
-        let mut inc = Incumbent::new(ub);
-        let nodes = engine.explore(&mut tree, &mut inc, cap);
-        let s = t.elapsed().as_secs_f64();
-        println!(
-            "ta{i:03} {pairs:?} nodes {nodes} best {} (neh {ub} pub {}) done {} {:.2}s {:.0}/s",
-            inc.ub,
-            taillard::BEST_KNOWN[i - 1],
-            tree.is_finished(),
-            s,
-            nodes as f64 / s
-        );
-    }
-}
