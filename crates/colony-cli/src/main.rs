@@ -186,9 +186,10 @@ enum BenchCommand {
 
 #[derive(Args, Debug)]
 struct StealingBenchArgs {
-    /// Taillard instance to solve (a few seconds on one core by default).
-    #[arg(long, default_value = "ta012")]
-    instance: String,
+    /// Taillard instances to solve (repeatable). Default: the 20×10 class
+    /// but ta017 (which alone takes about a minute), each about a second.
+    #[arg(long = "instance", default_values_t = ["ta011", "ta012", "ta013", "ta014", "ta015", "ta016", "ta018", "ta019", "ta020"].map(String::from))]
+    instances: Vec<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -252,7 +253,7 @@ fn run() -> Result<()> {
             Command::Peers(args) => show_peers(args).await,
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
             Command::Bench(BenchCommand::Stealing(args)) => {
-                stealing::run(&args.instance, args.json).await
+                stealing::run(&args.instances, args.json).await
             }
         }
     })

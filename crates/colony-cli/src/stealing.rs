@@ -10,23 +10,35 @@ use colony::{JobState, LocalNetwork, TrafficClass};
 use colony_core::divisible::{Divisible, SharedVars, Step, StepContext};
 use serde::Serialize;
 
-/// Measured figures.
+/// One instance's figures.
 #[derive(Debug, Serialize)]
-pub struct StealingReport {
+struct InstanceRow {
     instance: String,
     makespan: u32,
     sequential_s: f64,
     sequential_nodes: u64,
-    sequential_nodes_per_s: f64,
     one_peer_s: f64,
     one_peer_nodes: u64,
+    two_peers_s: f64,
+    two_peers_nodes: u64,
+    two_peers_steals: u64,
+}
+
+/// Measured figures.
+#[derive(Debug, Serialize)]
+pub struct StealingReport {
+    instances: Vec<InstanceRow>,
+    /// Plain solver's nodes per second over all instances.
+    sequential_nodes_per_s: f64,
+    /// Colony on one peer, nodes per second over all instances.
     one_peer_nodes_per_s: f64,
     /// How much slower per node the runtime is than the plain solver, in %.
     overhead_pct: f64,
-    two_peers_s: f64,
-    two_peers_steals: u64,
-    /// One peer's time over two peers' time.
+    /// Total time on one peer over total time on two peers.
     speedup: f64,
+    /// Extra nodes the two-peer searches explored (speculative work of
+    /// parallel branch-and-bound), in %.
+    search_overhead_pct: f64,
     newcomer_first_unit_ms: f64,
     unit_transfer_bytes_median: usize,
     unit_transfer_latency_ms_median: f64,
@@ -39,16 +51,14 @@ fn network_config(cores: u32) -> impl Fn(usize, &mut colony::PeerConfig) + Send 
     }
 }
 
-/// Solves `instance` on a fresh network of `peers` one-core peers.
-async fn solve_on(peers: usize, instance: &str) -> Result<(f64, u64, u64, u32)> {
-    let network = LocalNetwork::start(peers, network_config(1)).await?;
+/// Solves `instance` on `network`: (seconds, nodes, steals, makespan).
+async fn solve_on(network: &LocalNetwork, instance: &str) -> Result<(f64, u64, u64, u32)> {
     let started = Instant::now();
     let handle = network.peers()[0]
         .submit_job("flowshop", &[instance.to_string()])
         .await?;
     let view = handle.finished().await?;
     let elapsed = started.elapsed().as_secs_f64();
-    network.shutdown().await;
     let JobState::Done { result } = &view.state else {
         bail!("the job did not finish: {:?}", view.state);
     };
@@ -129,59 +139,99 @@ async fn unit_transfer(instance: &str) -> Result<(usize, f64)> {
     Ok((size, latencies[latencies.len() / 2]))
 }
 
-/// Runs the benchmark.
-pub async fn run(instance: &str, json: bool) -> Result<()> {
-    let problem = colony_apps::flowshop::instance(instance).map_err(|e| anyhow::anyhow!("{e}"))?;
-    eprintln!("sequential solver…");
-    let started = Instant::now();
-    let (makespan, _, sequential_nodes) = colony_apps::flowshop::solve_sequential(&problem);
-    let sequential_s = started.elapsed().as_secs_f64();
-    eprintln!("colony, 1 peer…");
-    let (one_peer_s, one_peer_nodes, _, one_makespan) = solve_on(1, instance).await?;
-    eprintln!("colony, 2 peers…");
-    let (two_peers_s, _, two_peers_steals, two_makespan) = solve_on(2, instance).await?;
-    if one_makespan != makespan || two_makespan != makespan {
-        bail!("makespans disagree: sequential {makespan}, 1 peer {one_makespan}, 2 peers {two_makespan}");
+/// Runs the benchmark over `instances`.
+pub async fn run(instances: &[String], json: bool) -> Result<()> {
+    let Some(first) = instances.first() else {
+        bail!("name at least one instance");
+    };
+    for name in instances {
+        colony_apps::flowshop::instance(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    let one = LocalNetwork::start(1, network_config(1)).await?;
+    let two = LocalNetwork::start(2, network_config(1)).await?;
+    let mut rows = Vec::new();
+    for name in instances {
+        eprintln!("{name}: sequential solver, colony on 1 peer, colony on 2 peers…");
+        let problem = colony_apps::flowshop::instance(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let started = Instant::now();
+        let (makespan, _, sequential_nodes) = colony_apps::flowshop::solve_sequential(&problem);
+        let sequential_s = started.elapsed().as_secs_f64();
+        let (one_peer_s, one_peer_nodes, _, one_makespan) = solve_on(&one, name).await?;
+        let (two_peers_s, two_peers_nodes, two_peers_steals, two_makespan) =
+            solve_on(&two, name).await?;
+        if one_makespan != makespan || two_makespan != makespan {
+            bail!("{name}: makespans disagree: sequential {makespan}, 1 peer {one_makespan}, 2 peers {two_makespan}");
+        }
+        rows.push(InstanceRow {
+            instance: name.clone(),
+            makespan,
+            sequential_s,
+            sequential_nodes,
+            one_peer_s,
+            one_peer_nodes,
+            two_peers_s,
+            two_peers_nodes,
+            two_peers_steals,
+        });
+    }
+    one.shutdown().await;
+    two.shutdown().await;
     eprintln!("newcomer and unit transfer…");
-    let newcomer = newcomer_first_unit(instance).await?;
-    let (bytes, latency_ms) = unit_transfer(instance).await?;
-    let sequential_nodes_per_s = sequential_nodes as f64 / sequential_s;
-    let one_peer_nodes_per_s = one_peer_nodes as f64 / one_peer_s;
+    let newcomer = newcomer_first_unit(first).await?;
+    let (bytes, latency_ms) = unit_transfer(first).await?;
+    let sum = |f: fn(&InstanceRow) -> f64| rows.iter().map(f).sum::<f64>();
+    let sequential_nodes_per_s = sum(|r| r.sequential_nodes as f64) / sum(|r| r.sequential_s);
+    let one_peer_nodes_per_s = sum(|r| r.one_peer_nodes as f64) / sum(|r| r.one_peer_s);
     let report = StealingReport {
-        instance: instance.to_string(),
-        makespan,
-        sequential_s,
-        sequential_nodes,
         sequential_nodes_per_s,
-        one_peer_s,
-        one_peer_nodes,
         one_peer_nodes_per_s,
         overhead_pct: (1.0 - one_peer_nodes_per_s / sequential_nodes_per_s) * 100.0,
-        two_peers_s,
-        two_peers_steals,
-        speedup: one_peer_s / two_peers_s,
+        speedup: sum(|r| r.one_peer_s) / sum(|r| r.two_peers_s),
+        search_overhead_pct: (sum(|r| r.two_peers_nodes as f64) / sum(|r| r.one_peer_nodes as f64)
+            - 1.0)
+            * 100.0,
         newcomer_first_unit_ms: newcomer.as_secs_f64() * 1e3,
         unit_transfer_bytes_median: bytes,
         unit_transfer_latency_ms_median: latency_ms,
+        instances: rows,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    println!(
+        "{:<7} {:>8} {:>8} {:>10} {:>8} {:>10} {:>8} {:>10} {:>6} {:>7}",
+        "inst",
+        "optimum",
+        "seq_s",
+        "seq_nodes",
+        "1peer_s",
+        "1p_nodes",
+        "2peer_s",
+        "2p_nodes",
+        "steals",
+        "speedup"
+    );
+    for r in &report.instances {
+        println!(
+            "{:<7} {:>8} {:>8.3} {:>10} {:>8.3} {:>10} {:>8.3} {:>10} {:>6} {:>6.2}x",
+            r.instance,
+            r.makespan,
+            r.sequential_s,
+            r.sequential_nodes,
+            r.one_peer_s,
+            r.one_peer_nodes,
+            r.two_peers_s,
+            r.two_peers_nodes,
+            r.two_peers_steals,
+            r.one_peer_s / r.two_peers_s
+        );
+    }
     let r = &report;
-    println!("flow-shop {} (optimal makespan {})", r.instance, r.makespan);
+    println!("speedup of 2 peers over 1 (total time): {:.2}x; the 2-peer searches explored {:+.1}% nodes", r.speedup, r.search_overhead_pct);
     println!(
-        "sequential solver: {:.2} s, {} nodes, {:.0} nodes/s",
-        r.sequential_s, r.sequential_nodes, r.sequential_nodes_per_s
-    );
-    println!(
-        "colony, 1 peer:    {:.2} s, {} nodes, {:.0} nodes/s — overhead {:.1}% fewer nodes/s",
-        r.one_peer_s, r.one_peer_nodes, r.one_peer_nodes_per_s, r.overhead_pct
-    );
-    println!(
-        "colony, 2 peers:   {:.2} s, {} steals — speedup {:.2}x over 1 peer",
-        r.two_peers_s, r.two_peers_steals, r.speedup
+        "runtime overhead: {:.0} nodes/s on 1 peer vs {:.0} for the plain solver: {:.1}% fewer",
+        r.one_peer_nodes_per_s, r.sequential_nodes_per_s, r.overhead_pct
     );
     println!(
         "newcomer's first unit {:.0} ms after it started",

@@ -102,8 +102,8 @@ impl Default for JobConfig {
             cores: 1,
             advert_interval: Duration::from_millis(500),
             advert_lifetime: Duration::from_secs(3),
-            request_backoff_initial: Duration::from_millis(50),
-            request_backoff_max: Duration::from_millis(400),
+            request_backoff_initial: Duration::from_millis(10),
+            request_backoff_max: Duration::from_millis(100),
             steal_timeout: Duration::from_secs(2),
             progress_interval: Duration::from_millis(250),
             result_retention: Duration::from_secs(3600),
@@ -986,8 +986,16 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// The driver finished dividing: `part` (if any) becomes `new_unit` at
-    /// `requester`.
-    pub fn divided(&mut self, job: JobId, new_unit: UnitId, requester: P, part: Option<Vec<u8>>) {
+    /// `requester`, starting from the donor's `shared` variables (the best
+    /// bound so far: without it the part would search unpruned).
+    pub fn divided(
+        &mut self,
+        job: JobId,
+        new_unit: UnitId,
+        requester: P,
+        part: Option<Vec<u8>>,
+        shared: SharedVars,
+    ) {
         let Some(home) = self.home_for(job) else {
             return;
         };
@@ -1004,7 +1012,7 @@ impl<P: PeerKey> Jobs<P> {
                     app,
                     state,
                     home,
-                    shared: SharedVars::default(),
+                    shared,
                 };
                 self.outputs.push_back(JobOutput::Send {
                     to: requester,

@@ -32,6 +32,7 @@ pub(crate) enum ComputeEvent {
         new_unit: UnitId,
         requester: PeerId,
         part: Option<Vec<u8>>,
+        shared: SharedVars,
     },
     Progress {
         job: JobId,
@@ -174,6 +175,7 @@ fn run_unit(
                         new_unit,
                         requester,
                         part,
+                        shared: shared.clone(),
                     });
                 }
                 Control::Shared(vars) => {
@@ -228,6 +230,7 @@ fn run_unit(
                         new_unit,
                         requester,
                         part: None,
+                        shared: SharedVars::default(),
                     });
                 }
             }

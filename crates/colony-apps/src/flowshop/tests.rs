@@ -113,6 +113,10 @@ proptest! {
                 prop_assert_eq!(tree.open.len() + given.open.len(), before.len());
                 prop_assert!(given.open.len() >= tree.open.len());
                 prop_assert_eq!(given.open[0], before[0]);
+                // The bottom of the stack (explored last by the donor) goes;
+                // the donor keeps the nodes it was about to explore.
+                prop_assert_eq!(&given.open[..], &before[..given.open.len()]);
+                prop_assert_eq!(&tree.open[..], &before[given.open.len()..]);
                 prop_assert!(given.path.len() <= tree.path.len());
                 prop_assert_eq!(&tree.path[..given.path.len()], &given.path[..]);
             }

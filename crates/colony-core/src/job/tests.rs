@@ -96,7 +96,8 @@ impl Cluster {
                         .iter_mut()
                         .find(|(j, u, _)| *j == job && *u == unit)
                         .and_then(|(_, _, unit)| unit.divide());
-                    peer.core.divided(job, new_unit, requester, part);
+                    let shared = peer.shared.clone();
+                    peer.core.divided(job, new_unit, requester, part, shared);
                 }
                 JobOutput::SharedChanged { vars, .. } => {
                     self.peers[id as usize].shared.merge(&vars);

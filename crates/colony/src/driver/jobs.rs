@@ -82,7 +82,8 @@ impl Driver {
                 requester,
             } => {
                 if !self.compute.divide(job, unit, new_unit, requester) {
-                    self.jobs.divided(job, new_unit, requester, None);
+                    self.jobs
+                        .divided(job, new_unit, requester, None, Default::default());
                 }
             }
             JobOutput::SharedChanged { job, vars } => self.compute.share(job, &vars),
@@ -148,7 +149,8 @@ impl Driver {
                 new_unit,
                 requester,
                 part,
-            } => self.jobs.divided(job, new_unit, requester, part),
+                shared,
+            } => self.jobs.divided(job, new_unit, requester, part, shared),
             ComputeEvent::Progress { job, work } => self.jobs.report_progress(job, work),
             ComputeEvent::SharedImproved { job, vars } => self.jobs.shared_improved(job, vars),
             ComputeEvent::Failed { job, unit, error } => {
