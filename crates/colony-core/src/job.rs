@@ -94,6 +94,9 @@ pub struct JobConfig {
     pub max_retained_results: usize,
     /// Most jobs homed here at once.
     pub max_active_jobs: usize,
+    /// Most advertised jobs remembered; further adverts are ignored until
+    /// some expire.
+    pub max_known_jobs: usize,
 }
 
 impl Default for JobConfig {
@@ -109,6 +112,7 @@ impl Default for JobConfig {
             result_retention: Duration::from_secs(3600),
             max_retained_results: 1000,
             max_active_jobs: 64,
+            max_known_jobs: 1024,
         }
     }
 }
@@ -464,17 +468,23 @@ impl<P: PeerKey> Jobs<P> {
         let _ = now;
     }
 
-    /// The home of a new job: the live peer (this one included) whose
-    /// hashed id is XOR-closest to the job id.
+    /// The home of a new job submitted here: among the other live peers,
+    /// the one whose hashed id is XOR-closest to the job id; this peer only
+    /// when it is alone. A submitter is often transient (`colony run`), and
+    /// the record must outlive it.
     pub fn choose_home(&self, job: JobId, key_of: impl Fn(&P) -> [u8; 32]) -> P {
-        let distance = |p: &P| {
-            let key = key_of(p);
-            let mut d = [0u8; 16];
-            for i in 0..16 {
-                d[i] = key[i] ^ job.0[i];
-            }
-            d
-        };
+        let distance = |p: &P| xor_distance(job, &key_of(p));
+        self.members
+            .iter()
+            .min_by_key(|p| distance(p))
+            .cloned()
+            .unwrap_or_else(|| self.me.clone())
+    }
+
+    /// Where to ask about `job` if no advert names its home: the peer
+    /// [`Jobs::choose_home`] would have picked, now.
+    pub fn probable_home(&self, job: JobId, key_of: impl Fn(&P) -> [u8; 32]) -> P {
+        let distance = |p: &P| xor_distance(job, &key_of(p));
         std::iter::once(&self.me)
             .chain(self.members.iter())
             .min_by_key(|p| distance(p))
@@ -502,6 +512,10 @@ impl<P: PeerKey> Jobs<P> {
                 lifetime_ms,
             } => {
                 if self.finished_jobs.contains(&job) || self.registry.get(&app).is_err() {
+                    return;
+                }
+                if !self.known.contains_key(&job) && self.known.len() >= self.config.max_known_jobs
+                {
                     return;
                 }
                 let expires = now + Duration::from_millis(lifetime_ms.min(60_000));
@@ -1051,7 +1065,10 @@ impl<P: PeerKey> Jobs<P> {
     /// Work done by worker threads since the last report.
     pub fn report_progress(&mut self, job: JobId, work: u64) {
         if let Some(home) = self.home_for(job) {
-            self.send(home, JobMsg::Progress { job, work }, false);
+            // On the bulk channel, like `UnitDone`: pipes keep order within
+            // a channel, so a unit's last progress reaches the home before
+            // its result does.
+            self.send(home, JobMsg::Progress { job, work }, true);
         }
     }
 
@@ -1201,6 +1218,15 @@ impl<P: PeerKey> Jobs<P> {
     pub fn prepare(&self, app: &str, args: &[String]) -> Result<Vec<u8>, AppError> {
         self.registry.get(app)?.parse_args(args)
     }
+}
+
+/// XOR distance between a job id and a peer's overlay key (its first 16 bytes).
+fn xor_distance(job: JobId, key: &[u8; 32]) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    for (i, byte) in d.iter_mut().enumerate() {
+        *byte = key[i] ^ job.0[i];
+    }
+    d
 }
 
 #[cfg(test)]

@@ -82,6 +82,9 @@ pub fn build_swarm(keypair: Keypair, config: &NetConfig) -> Result<Swarm<Behavio
 
     let mut kad_config = kad::Config::new(kad_protocol(&config.network));
     kad_config.set_query_timeout(config.kad_query_timeout);
+    // Exploration is driven by the acquaintance core (NOA/TTU); kad's own
+    // periodic bootstrap only warns when a peer starts a network alone.
+    kad_config.set_periodic_bootstrap_interval(None);
     let mut kad =
         kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
     // Small private networks have no public addresses to confirm; without

@@ -107,9 +107,20 @@ pub(crate) struct Driver {
     compute: ComputePool,
     compute_events: mpsc::Receiver<ComputeEvent>,
     job_watchers: HashMap<JobId, tokio::sync::watch::Sender<Option<JobView<PeerId>>>>,
-    job_queries: HashMap<JobId, Vec<oneshot::Sender<Option<JobView<PeerId>>>>>,
+    job_queries: HashMap<JobId, JobQuery>,
     /// Tokens of job messages in flight, for what to do if one fails.
     job_sends: HashMap<u64, JobSendKind>,
+}
+
+/// A question about a job, asked of its probable home first and, if that
+/// peer does not know it, of every other live member.
+pub(crate) struct JobQuery {
+    waiters: Vec<oneshot::Sender<Option<JobView<PeerId>>>>,
+    /// Answers still awaited.
+    outstanding: usize,
+    /// Whether every member has been asked already.
+    fanned_out: bool,
+    asked: Vec<PeerId>,
 }
 
 /// What a job message in flight was, should its delivery fail.

@@ -21,6 +21,8 @@ struct Cluster {
     statuses: Vec<(u32, JobView<u32>)>,
     merged_units: Vec<UnitId>,
     rng: SmallRng,
+    /// Latest delivery time per (from, to, bulk) channel, for FIFO order.
+    last_delivery: BTreeMap<(u32, u32, bool), Instant>,
 }
 
 impl Cluster {
@@ -58,6 +60,7 @@ impl Cluster {
             statuses: Vec::new(),
             merged_units: Vec::new(),
             rng: SmallRng::seed_from_u64(1),
+            last_delivery: BTreeMap::new(),
         }
     }
 
@@ -65,12 +68,17 @@ impl Cluster {
         let registry = self.peers[id as usize].core.registry().clone();
         while let Some(out) = self.peers[id as usize].core.poll() {
             match out {
-                JobOutput::Send { to, msg, .. } => {
+                JobOutput::Send { to, msg, bulk } => {
                     if let JobMsg::UnitDone { unit, .. } = &msg {
                         self.merged_units.push(*unit);
                     }
+                    // Pipes deliver in order per sender, receiver and class.
                     let latency = Duration::from_micros(self.rng.random_range(100..3000));
-                    self.wire.push((self.now + latency, id, to, msg));
+                    let channel = (id, to, bulk);
+                    let last = self.last_delivery.get(&channel).copied();
+                    let at = last.map_or(self.now + latency, |l| l.max(self.now + latency));
+                    self.last_delivery.insert(channel, at);
+                    self.wire.push((at, id, to, msg));
                 }
                 JobOutput::Run {
                     job,

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
-use super::{Driver, JobSendKind, JobTicket, TAG_JOBS};
+use super::{Driver, JobQuery, JobSendKind, JobTicket, TAG_JOBS};
 use crate::compute::ComputeEvent;
 
 impl Driver {
@@ -39,6 +39,18 @@ impl Driver {
                     JobMsg::Query { job } => JobSendKind::Query(*job),
                     _ => JobSendKind::Other,
                 };
+                if matches!(
+                    self.membership.state_of(&to),
+                    Some(MemberState::Dead | MemberState::Left)
+                ) {
+                    self.job_send_failed(
+                        kind,
+                        PipeError::PeerDead {
+                            peer: to.to_string(),
+                        },
+                    );
+                    return;
+                }
                 let mut payload = vec![TAG_JOBS];
                 match wire::encode(&msg, self.config.pipes.max_message_bytes) {
                     Ok(bytes) => payload.extend_from_slice(&bytes),
@@ -89,8 +101,8 @@ impl Driver {
             JobOutput::SharedChanged { job, vars } => self.compute.share(job, &vars),
             JobOutput::Status(view) => {
                 let job = view.job;
-                if let Some(waiters) = self.job_queries.remove(&job) {
-                    for waiter in waiters {
+                if let Some(query) = self.job_queries.remove(&job) {
+                    for waiter in query.waiters {
                         let _ = waiter.send(Some(view.clone()));
                     }
                 }
@@ -101,26 +113,14 @@ impl Driver {
                     self.job_watchers.remove(&job);
                 }
             }
-            JobOutput::Unknown(job) => {
-                if let Some(waiters) = self.job_queries.remove(&job) {
-                    for waiter in waiters {
-                        let _ = waiter.send(None);
-                    }
-                }
-            }
+            JobOutput::Unknown(job) => self.query_answered_no(job),
         }
     }
 
     pub(super) fn job_send_failed(&mut self, kind: JobSendKind, error: PipeError) {
         match kind {
             JobSendKind::WorkRequest => self.jobs.request_failed(Instant::now()),
-            JobSendKind::Query(job) => {
-                if let Some(waiters) = self.job_queries.remove(&job) {
-                    for waiter in waiters {
-                        let _ = waiter.send(None);
-                    }
-                }
-            }
+            JobSendKind::Query(job) => self.query_answered_no(job),
             JobSendKind::Other => {}
         }
         debug!(%error, "job message not delivered");
@@ -202,13 +202,68 @@ impl Driver {
         let home = self
             .jobs
             .home_for(job)
-            .unwrap_or_else(|| self.jobs.choose_home(job, overlay_key));
-        if home == *self.swarm.local_peer_id() {
-            let _ = reply.send(None);
+            .unwrap_or_else(|| self.jobs.probable_home(job, overlay_key));
+        if let Some(query) = self.job_queries.get_mut(&job) {
+            query.waiters.push(reply);
             return;
         }
-        self.job_queries.entry(job).or_default().push(reply);
-        self.jobs.query(job, home);
+        self.job_queries.insert(
+            job,
+            JobQuery {
+                waiters: vec![reply],
+                outstanding: 0,
+                fanned_out: false,
+                asked: Vec::new(),
+            },
+        );
+        if home == *self.swarm.local_peer_id() {
+            self.query_answered_no(job);
+        } else {
+            self.ask(job, vec![home]);
+        }
+    }
+
+    fn ask(&mut self, job: JobId, peers: Vec<PeerId>) {
+        if let Some(query) = self.job_queries.get_mut(&job) {
+            query.outstanding += peers.len();
+            query.asked.extend(peers.iter().copied());
+        }
+        for peer in peers {
+            self.jobs.query(job, peer);
+        }
+    }
+
+    /// A peer asked about `job` does not know it (or could not be reached):
+    /// once all have answered, ask everyone else, then give up.
+    fn query_answered_no(&mut self, job: JobId) {
+        let Some(query) = self.job_queries.get_mut(&job) else {
+            return;
+        };
+        query.outstanding = query.outstanding.saturating_sub(1);
+        if query.outstanding > 0 {
+            return;
+        }
+        if !query.fanned_out {
+            query.fanned_out = true;
+            let asked = query.asked.clone();
+            let others: Vec<PeerId> = self
+                .membership
+                .view(Instant::now())
+                .into_iter()
+                .filter(|m| m.record.state == MemberState::Alive)
+                .map(|m| m.record.peer)
+                .filter(|p| !asked.contains(p))
+                .collect();
+            if !others.is_empty() {
+                self.ask(job, others);
+                return;
+            }
+        }
+        if let Some(query) = self.job_queries.remove(&job) {
+            for waiter in query.waiters {
+                let _ = waiter.send(None);
+            }
+        }
     }
 
     pub(super) fn list_jobs(&self, now: Instant) -> Vec<JobView<PeerId>> {
