@@ -221,19 +221,17 @@ impl Divisible for MatMul {
         let mut seed = None;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
-            if arg == "--seed" {
-                let value = args
-                    .next()
-                    .ok_or_else(|| bad("--seed needs a value".into()))?;
-                if seed.is_some() {
-                    return Err(bad("--seed given twice".into()));
-                }
-                let value = value
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|_| bad(format!("the seed is not a whole number: {value:?}")))?;
-                seed = Some(value);
-            } else if let Some(value) = arg.strip_prefix("--seed=") {
+            // `--seed S` or `--seed=S`.
+            let seed_value = if arg == "--seed" {
+                Some(
+                    args.next()
+                        .map(String::as_str)
+                        .ok_or_else(|| bad("--seed needs a value".into()))?,
+                )
+            } else {
+                arg.strip_prefix("--seed=")
+            };
+            if let Some(value) = seed_value {
                 if seed.is_some() {
                     return Err(bad("--seed given twice".into()));
                 }

@@ -31,6 +31,16 @@ fn colony_run(
     (out, json)
 }
 
+/// A job as a peer's API reports it, if it answers.
+async fn job_info(api: std::net::SocketAddr, job_id: &str) -> Option<JobInfo> {
+    reqwest::get(format!("http://{api}/v1/jobs/{job_id}"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 fn three_workers(root: &std::path::Path) -> Vec<PeerProc> {
     start_network(root, 3, &["--cores".into(), "1".into()])
 }
@@ -152,12 +162,7 @@ async fn a_peer_started_after_the_job_began_receives_work() {
         Duration::from_secs(20),
         "the late peer to get work",
         || async {
-            let info: JobInfo = reqwest::get(format!("http://{api}/v1/jobs/{job_id}"))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let info = job_info(api, &job_id).await?;
             let working = info
                 .contributions
                 .iter()
@@ -175,12 +180,7 @@ async fn a_peer_started_after_the_job_began_receives_work() {
         "the job was still running when the newcomer joined"
     );
     let done: JobInfo = wait_until(Duration::from_secs(60), "the job to finish", || async {
-        let info: JobInfo = reqwest::get(format!("http://{api}/v1/jobs/{job_id}"))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let info = job_info(api, &job_id).await?;
         (info.state == "done").then_some(info)
     })
     .await;

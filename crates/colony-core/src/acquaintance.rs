@@ -45,7 +45,8 @@ impl Default for AcquaintanceConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AcquaintanceOutput {
     /// Dial bootstrap entry `index` (its address is `bootstrap[index]`);
-    /// report the outcome with `dial_succeeded` / `dial_failed`.
+    /// report a failure with `dial_failed`. A connection counts only once
+    /// membership reports a live member (`set_live_members`).
     DialBootstrap {
         /// Position in the bootstrap list.
         index: usize,
@@ -121,10 +122,6 @@ impl Acquaintances {
             };
         }
     }
-
-    /// The dial of bootstrap entry `index` connected. The entry still has to
-    /// produce a join before its deadline.
-    pub fn dial_succeeded(&mut self, _now: Instant, _index: usize) {}
 
     /// The dial of bootstrap entry `index` failed: fail over to the next.
     pub fn dial_failed(&mut self, now: Instant, index: usize) {
@@ -294,7 +291,6 @@ mod tests {
             drain(&mut core),
             vec![AcquaintanceOutput::DialBootstrap { index: 2 }]
         );
-        core.dial_succeeded(start, 2);
         core.set_live_members(start, 1);
         assert!(core.joined());
         let check = start + config.ttu;
@@ -317,7 +313,6 @@ mod tests {
             vec![AcquaintanceOutput::DialBootstrap { index: 0 }]
         );
         // Connected, but to a peer of another network: no member appears.
-        core.dial_succeeded(start, 0);
         let deadline = core.poll_timeout().unwrap();
         assert_eq!(deadline - start, config.join_timeout);
         core.handle_timeout(deadline);

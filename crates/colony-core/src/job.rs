@@ -445,7 +445,7 @@ impl<P: PeerKey> Jobs<P> {
 
     /// Membership changed: the live members (not including this peer) and
     /// their load averages.
-    pub fn set_members(&mut self, now: Instant, members: Vec<(P, f32)>) {
+    pub fn set_members(&mut self, members: Vec<(P, f32)>) {
         let newcomers: Vec<P> = members
             .iter()
             .map(|(p, _)| p.clone())
@@ -465,7 +465,6 @@ impl<P: PeerKey> Jobs<P> {
                 }
             }
         }
-        let _ = now;
     }
 
     /// The home of a new job submitted here: among the other live peers,
@@ -473,21 +472,24 @@ impl<P: PeerKey> Jobs<P> {
     /// when it is alone. A submitter is often transient (`colony run`), and
     /// the record must outlive it.
     pub fn choose_home(&self, job: JobId, key_of: impl Fn(&P) -> [u8; 32]) -> P {
-        let distance = |p: &P| xor_distance(job, &key_of(p));
-        self.members
-            .iter()
-            .min_by_key(|p| distance(p))
-            .cloned()
-            .unwrap_or_else(|| self.me.clone())
+        self.closest(job, self.members.iter(), key_of)
     }
 
-    /// Where to ask about `job` if no advert names its home: the peer
-    /// [`Jobs::choose_home`] would have picked, now.
+    /// Where to ask about `job` if no advert names its home: the live peer,
+    /// this one included, closest to the job id now.
     pub fn probable_home(&self, job: JobId, key_of: impl Fn(&P) -> [u8; 32]) -> P {
-        let distance = |p: &P| xor_distance(job, &key_of(p));
-        std::iter::once(&self.me)
-            .chain(self.members.iter())
-            .min_by_key(|p| distance(p))
+        self.closest(job, std::iter::once(&self.me).chain(&self.members), key_of)
+    }
+
+    /// The candidate XOR-closest to `job`; this peer if there is none.
+    fn closest<'a>(
+        &'a self,
+        job: JobId,
+        candidates: impl Iterator<Item = &'a P>,
+        key_of: impl Fn(&P) -> [u8; 32],
+    ) -> P {
+        candidates
+            .min_by_key(|p| xor_distance(job, &key_of(p)))
             .cloned()
             .unwrap_or_else(|| self.me.clone())
     }
@@ -758,7 +760,11 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     fn on_work_request(&mut self, now: Instant, from: P, job: JobId, free: u32) {
-        let Some(record) = self.homed.get_mut(&job) else {
+        let Some(record) = self
+            .homed
+            .get_mut(&job)
+            .filter(|r| r.state == JobState::Running)
+        else {
             self.send(
                 from,
                 JobMsg::NoWork {
@@ -769,17 +775,6 @@ impl<P: PeerKey> Jobs<P> {
             );
             return;
         };
-        if record.state != JobState::Running {
-            self.send(
-                from,
-                JobMsg::NoWork {
-                    job,
-                    finished: true,
-                },
-                false,
-            );
-            return;
-        }
         let mut handed = 0;
         while handed < free.max(1) {
             let Some((unit, state)) = record.unassigned.pop_front() else {
@@ -866,7 +861,7 @@ impl<P: PeerKey> Jobs<P> {
         );
     }
 
-    fn on_steal_declined(&mut self, _now: Instant, job: JobId, unit: UnitId) {
+    fn on_steal_declined(&mut self, now: Instant, job: JobId, unit: UnitId) {
         let Some(record) = self.homed.get_mut(&job) else {
             return;
         };
@@ -887,7 +882,7 @@ impl<P: PeerKey> Jobs<P> {
             },
             false,
         );
-        self.check_complete(_now, job);
+        self.check_complete(now, job);
     }
 
     fn on_unit_done(&mut self, now: Instant, from: P, job: JobId, unit: UnitId, output: Vec<u8>) {

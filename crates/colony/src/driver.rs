@@ -356,7 +356,7 @@ impl Driver {
                 let _ = reply.send(self.status());
             }
             Command::SubmitJob { app, args, reply } => {
-                let _ = reply.send(self.submit_job(now, app, args));
+                let _ = reply.send(self.submit_job(app, args));
             }
             Command::QueryJob { job, reply } => self.query_job(now, job, reply),
             Command::ListJobs { reply } => {
@@ -422,7 +422,6 @@ impl Driver {
             } => {
                 if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
                     info!(%peer_id, entry = index, "connected to bootstrap peer");
-                    self.acquaintances.dial_succeeded(now, index);
                 }
             }
             SwarmEvent::OutgoingConnectionError {

@@ -51,7 +51,7 @@ impl Cluster {
                 .filter(|o| *o != id as u32)
                 .map(|o| (o, 0.0))
                 .collect();
-            peer.core.set_members(now, others);
+            peer.core.set_members(others);
         }
         Cluster {
             now,
@@ -214,23 +214,15 @@ fn a_peer_joining_mid_job_gets_work() {
     let mut cluster = Cluster::new(3, 1);
     // Peer 2 is not a member yet.
     cluster.peers[2].alive = false;
-    let now = cluster.now;
-    cluster.peers[0].core.set_members(now, vec![(1, 0.0)]);
-    cluster.peers[1].core.set_members(now, vec![(0, 0.0)]);
+    cluster.peers[0].core.set_members(vec![(1, 0.0)]);
+    cluster.peers[1].core.set_members(vec![(0, 0.0)]);
     let job = cluster.submit(0, 0, 400_000);
     cluster.run(Duration::from_millis(300), |_| false);
     assert!(cluster.final_status(job).is_none());
     cluster.peers[2].alive = true;
-    let now = cluster.now;
-    cluster.peers[0]
-        .core
-        .set_members(now, vec![(1, 0.0), (2, 0.0)]);
-    cluster.peers[1]
-        .core
-        .set_members(now, vec![(0, 0.0), (2, 0.0)]);
-    cluster.peers[2]
-        .core
-        .set_members(now, vec![(0, 0.0), (1, 0.0)]);
+    cluster.peers[0].core.set_members(vec![(1, 0.0), (2, 0.0)]);
+    cluster.peers[1].core.set_members(vec![(0, 0.0), (2, 0.0)]);
+    cluster.peers[2].core.set_members(vec![(0, 0.0), (1, 0.0)]);
     let joined_at = cluster.now;
     cluster.run(Duration::from_secs(5), |c| !c.peers[2].units.is_empty());
     let waited = cluster.now - joined_at;

@@ -169,12 +169,11 @@ impl Driver {
             .filter(|m| m.record.state == MemberState::Alive)
             .map(|m| (m.record.peer, m.record.stats.load_avg_1m))
             .collect();
-        self.jobs.set_members(now, members);
+        self.jobs.set_members(members);
     }
 
     pub(super) fn submit_job(
         &mut self,
-        now: Instant,
         app: String,
         args: Vec<String>,
     ) -> Result<JobTicket, AppError> {
@@ -185,7 +184,6 @@ impl Driver {
         let (tx, rx) = watch::channel(None);
         self.job_watchers.insert(job, tx);
         self.jobs.submit(job, app, params, home);
-        let _ = now;
         Ok(JobTicket { job, updates: rx })
     }
 
