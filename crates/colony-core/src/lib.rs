@@ -19,11 +19,14 @@
 //!   and the registry of applications.
 //! - [`job`]: divisible jobs across peers — homes, advertisements,
 //!   brokered work stealing, merging, results.
+//! - [`ft`]: a job's fault-tolerance settings (protocol, TTC, checkpoint
+//!   storage, home size), chosen at deployment.
 //! - [`phi`]: the phi-accrual failure detector used by membership.
 //! - [`wire`]: bounded encoding of core messages.
 
 pub mod acquaintance;
 pub mod divisible;
+pub mod ft;
 pub mod job;
 pub mod membership;
 pub mod phi;

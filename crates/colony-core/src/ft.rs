@@ -1,0 +1,252 @@
+//! Fault-tolerance settings of a job, chosen at deployment (seed 000 §6.1:
+//! the protocol and its time to checkpoint, TTC), not in the application.
+//!
+//! A job's home is the `home_size` live peers closest to its id; the
+//! closest is the primary, the others its backups (P³'s shadow managers).
+//! Where unit checkpoints are kept is the [`CheckpointStorage`].
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest home a job may have.
+pub const MAX_HOME_SIZE: u8 = 16;
+
+/// The rollback-recovery protocol protecting a job's units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FtProtocol {
+    /// No checkpoints: a unit lost with its worker restarts from the state
+    /// it was handed out with, if the home still has it; otherwise the job
+    /// fails.
+    None,
+    /// Units checkpoint every TTC and after each divide; a lost unit
+    /// restarts elsewhere from its last checkpoint.
+    Checkpoint,
+}
+
+/// Where unit checkpoints are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckpointStorage {
+    /// On the worker's own disk only (G2:P2P scenario 2): for peers expected
+    /// back; a unit waits for its worker to return.
+    Local,
+    /// Whole copies on the `r` closest home members.
+    Copies {
+        /// Number of copies.
+        r: u8,
+    },
+    /// Reed–Solomon coded: `k` data and `m` parity shards, one per home
+    /// member; any `k` of them restore the state.
+    Shards {
+        /// Data shards.
+        k: u8,
+        /// Parity shards.
+        m: u8,
+    },
+}
+
+impl CheckpointStorage {
+    /// How many home members hold a piece of each checkpoint (0 for local).
+    pub fn holders(self) -> usize {
+        match self {
+            CheckpointStorage::Local => 0,
+            CheckpointStorage::Copies { r } => usize::from(r),
+            CheckpointStorage::Shards { k, m } => usize::from(k) + usize::from(m),
+        }
+    }
+
+    /// How many of those holders may die with every checkpoint still
+    /// restorable.
+    pub fn tolerated_failures(self) -> usize {
+        match self {
+            CheckpointStorage::Local => 0,
+            CheckpointStorage::Copies { r } => usize::from(r).saturating_sub(1),
+            CheckpointStorage::Shards { m, .. } => usize::from(m),
+        }
+    }
+}
+
+impl fmt::Display for CheckpointStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointStorage::Local => write!(f, "local"),
+            CheckpointStorage::Copies { r } => write!(f, "copies:{r}"),
+            CheckpointStorage::Shards { k, m } => write!(f, "shards:{k}+{m}"),
+        }
+    }
+}
+
+impl std::str::FromStr for CheckpointStorage {
+    type Err = FtError;
+
+    /// Parses `local`, `copies:R` or `shards:K+M`.
+    fn from_str(s: &str) -> Result<Self, FtError> {
+        let bad = || FtError::BadStorage(s.to_string());
+        if s == "local" {
+            return Ok(CheckpointStorage::Local);
+        }
+        if let Some(r) = s.strip_prefix("copies:") {
+            let r = r.parse().map_err(|_| bad())?;
+            return Ok(CheckpointStorage::Copies { r });
+        }
+        if let Some(km) = s.strip_prefix("shards:") {
+            let (k, m) = km.split_once('+').ok_or_else(bad)?;
+            return Ok(CheckpointStorage::Shards {
+                k: k.parse().map_err(|_| bad())?,
+                m: m.parse().map_err(|_| bad())?,
+            });
+        }
+        Err(bad())
+    }
+}
+
+/// A job's fault-tolerance settings; they travel with the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultTolerance {
+    /// The protocol.
+    pub protocol: FtProtocol,
+    /// Time to checkpoint: how often a worker checkpoints each unit.
+    pub ttc: Duration,
+    /// Where checkpoints go.
+    pub storage: CheckpointStorage,
+    /// Members of the job's home (primary and backups); the job record is
+    /// replicated on all of them.
+    pub home_size: u8,
+    /// Whether home members write checkpoint pieces to disk (redb, group
+    /// commit) before acknowledging them, so they survive a restart.
+    pub durable: bool,
+}
+
+impl Default for FaultTolerance {
+    /// Checkpoints every second, two whole copies, a home of three.
+    fn default() -> Self {
+        FaultTolerance {
+            protocol: FtProtocol::Checkpoint,
+            ttc: Duration::from_secs(1),
+            storage: CheckpointStorage::Copies { r: 2 },
+            home_size: 3,
+            durable: false,
+        }
+    }
+}
+
+impl FaultTolerance {
+    /// No checkpoints; the job record is still replicated on a home of
+    /// three, so the job survives its primary.
+    pub fn none() -> Self {
+        FaultTolerance {
+            protocol: FtProtocol::None,
+            ..FaultTolerance::default()
+        }
+    }
+
+    /// Checks the settings are coherent.
+    pub fn validate(&self) -> Result<(), FtError> {
+        if self.ttc.is_zero() {
+            return Err(FtError::ZeroTtc);
+        }
+        if self.home_size == 0 || self.home_size > MAX_HOME_SIZE {
+            return Err(FtError::HomeSize(self.home_size));
+        }
+        match self.storage {
+            CheckpointStorage::Local => {}
+            CheckpointStorage::Copies { r } => {
+                if r == 0 || r > self.home_size {
+                    return Err(FtError::Copies {
+                        r,
+                        home_size: self.home_size,
+                    });
+                }
+            }
+            CheckpointStorage::Shards { k, m } => {
+                if k == 0 || u16::from(k) + u16::from(m) > u16::from(self.home_size) {
+                    return Err(FtError::Shards {
+                        k,
+                        m,
+                        home_size: self.home_size,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether units checkpoint.
+    pub fn checkpoints(&self) -> bool {
+        self.protocol == FtProtocol::Checkpoint
+    }
+}
+
+/// Incoherent fault-tolerance settings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FtError {
+    /// TTC of zero.
+    #[error("ttc must be greater than zero")]
+    ZeroTtc,
+    /// Home size out of range.
+    #[error("home_size must be between 1 and {MAX_HOME_SIZE}, got {0}")]
+    HomeSize(u8),
+    /// More copies than home members, or none.
+    #[error("copies r = {r} must be between 1 and home_size = {home_size}")]
+    Copies {
+        /// Copies asked.
+        r: u8,
+        /// Home size.
+        home_size: u8,
+    },
+    /// More shards than home members, or no data shard.
+    #[error("shards need k >= 1 and k + m <= home_size (k = {k}, m = {m}, home_size = {home_size})")]
+    Shards {
+        /// Data shards.
+        k: u8,
+        /// Parity shards.
+        m: u8,
+        /// Home size.
+        home_size: u8,
+    },
+    /// Unparsable storage.
+    #[error("storage must be \"local\", \"copies:R\" or \"shards:K+M\", got {0:?}")]
+    BadStorage(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_problem() {
+        let ok = FaultTolerance::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let zero = FaultTolerance {
+            ttc: Duration::ZERO,
+            ..ok
+        };
+        assert_eq!(zero.validate(), Err(FtError::ZeroTtc));
+        let too_many = FaultTolerance {
+            storage: CheckpointStorage::Shards { k: 4, m: 2 },
+            home_size: 5,
+            ..ok
+        };
+        assert!(matches!(too_many.validate(), Err(FtError::Shards { .. })));
+        let copies = FaultTolerance {
+            storage: CheckpointStorage::Copies { r: 0 },
+            ..ok
+        };
+        assert!(matches!(copies.validate(), Err(FtError::Copies { .. })));
+    }
+
+    #[test]
+    fn storage_parses_and_prints() {
+        for s in ["local", "copies:2", "shards:4+2"] {
+            let parsed: CheckpointStorage = s.parse().unwrap();
+            assert_eq!(parsed.to_string(), s);
+        }
+        assert!("copies".parse::<CheckpointStorage>().is_err());
+        assert!("shards:4".parse::<CheckpointStorage>().is_err());
+        assert_eq!(
+            CheckpointStorage::Shards { k: 4, m: 2 }.tolerated_failures(),
+            2
+        );
+    }
+}
