@@ -1,24 +1,37 @@
-//! Divisible jobs across peers (P³ seed 002 §3, Fig. 3–4, on Colony's
-//! "every state has a home" rule): one sans-IO core per peer that plays
-//! every role.
+//! Divisible jobs across peers, fault tolerant (P³ seed 002 §2.1, §3; G2:P2P
+//! seed 004 §4; seed 001 §III-C; on Colony's "every state has a home" rule).
+//! One sans-IO core per peer plays every role.
 //!
-//! - **Home.** A submitted job lives at its home, the live peer whose hashed
-//!   id is closest (XOR) to the job id when it is submitted. The home keeps
-//!   the job record — parameters, every unit with its holder, the merged
-//!   partial results, shared variables, who contributed what — and
-//!   advertises the job, with a lifetime, to every member (JXTA-style
-//!   advertisement) so idle peers learn of it.
-//! - **Brokered work stealing.** An idle peer asks the home for work. The
-//!   home hands out an unassigned unit if it has one; otherwise it picks the
-//!   most suitable donor (most running units, then lightest load) and asks it
-//!   to divide, naming the new unit's id; the donor ships the part straight
-//!   to the requester and both report to the home. Because the home names
-//!   every unit before it exists, a job is complete exactly when every unit
-//!   it named has been merged — each once.
-//! - **Worker.** Computes units of one job at a time, up to `cores` at once;
-//!   the driver runs them on low-priority threads and reports back.
-//! - **Submitter.** Gets progress and the result; anyone can ask the home
-//!   for the result by job id while it is retained.
+//! - **Home.** A job lives at its home: the `home_size` live peers whose
+//!   hashed ids are XOR-closest to the job id. The closest is the
+//!   *primary*; it keeps the job record — every unit with its holder, epoch
+//!   and last checkpoint, the merged partial results, shared variables,
+//!   counters — and copies every change to the *backups* (P³'s shadow
+//!   managers) as a differential update. Anything a peer outside the home
+//!   can observe (an acknowledgement, an assignment, a shared bound, the
+//!   result) is released only once every backup holds the change, so a
+//!   takeover never contradicts what was said.
+//! - **Takeover.** Every peer computes the same successor: when the primary
+//!   leaves the live view, the first live peer of the record's home list
+//!   becomes primary under a higher *term*, resynchronises the other
+//!   members, and reissues units whose holders are gone. When a closer peer
+//!   joins, the primary hands the record over to it.
+//! - **Checkpoints.** Every TTC, right after a divide, and before a better
+//!   shared bound spreads, a worker sends its unit's state to the primary,
+//!   which stores it per the job's [`CheckpointStorage`]: whole copies or
+//!   Reed–Solomon shards on the home members (durable if asked), or only
+//!   on the worker's disk. The worker keeps what it sent until the primary
+//!   acknowledges it, and sends it again to a new primary.
+//! - **Recovery.** A unit whose holder left the view is reissued, from its
+//!   last checkpoint, under a new random *epoch*; reports carrying an older
+//!   epoch are answered "stale" and that copy stops. A unit is merged once
+//!   per unit id, so a slow "dead" worker cannot count twice. A worker that
+//!   leaves gracefully hands its units back first.
+//! - **Brokered work stealing.** An idle peer asks the primary for work; it
+//!   gets a queued unit, or the primary asks the busiest holder to divide.
+//!   The donor sends the part *to the primary* together with its own
+//!   remaining state, so a part is recorded (and checkpointed) before
+//!   anyone runs it; the primary then assigns it to the requester.
 //!
 //! Messages travel on reliable pipes; the driver passes them in with
 //! [`Jobs::handle_message`] and sends what [`Jobs::poll`] returns.
@@ -27,11 +40,19 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::divisible::{AppError, AppRegistry, SharedVars};
+use crate::ft::{CheckpointStorage, FaultTolerance};
 use crate::PeerKey;
+
+mod home;
+
+use home::HomeState;
+pub use home::{Piece, PieceData, PieceKey};
 
 /// A job's id: 128 random bits, also its key in the overlay.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -60,22 +81,26 @@ impl std::str::FromStr for JobId {
         }
         let mut id = [0u8; 16];
         for (i, byte) in id.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("-"), 16)
                 .map_err(|_| format!("not a job id: {s:?}"))?;
         }
         Ok(JobId(id))
     }
 }
 
-/// A unit's id within its job, assigned by the home.
+/// A unit's id within its job, assigned by the primary.
 pub type UnitId = u64;
+
+/// Which incarnation of a unit a worker runs: random, new at every
+/// (re)assignment, so two copies of a unit never share one.
+pub type Epoch = u64;
 
 /// Tuning of the job core.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobConfig {
     /// Units this peer computes at once.
     pub cores: u32,
-    /// How often a home re-advertises its running jobs.
+    /// How often a primary re-advertises its running jobs.
     pub advert_interval: Duration,
     /// Lifetime of an advertisement; a job not re-advertised within it is
     /// forgotten by idle peers.
@@ -84,19 +109,26 @@ pub struct JobConfig {
     pub request_backoff_initial: Duration,
     /// Cap of that pause.
     pub request_backoff_max: Duration,
-    /// How long a home waits for a donor to divide before trying another.
+    /// How long a primary waits for a donor to divide before giving up.
     pub steal_timeout: Duration,
-    /// How often the home sends progress to the submitter.
+    /// How long an assigned unit may stay unconfirmed by its worker before
+    /// it is reissued.
+    pub assign_timeout: Duration,
+    /// How often a worker re-sends reports its primary has not acknowledged.
+    pub resend_interval: Duration,
+    /// How often the primary sends progress to the submitter.
     pub progress_interval: Duration,
     /// How long a finished job's result stays retrievable.
     pub result_retention: Duration,
     /// Most finished jobs retained.
     pub max_retained_results: usize,
-    /// Most jobs homed here at once.
+    /// Most jobs whose record this peer holds (as primary or backup).
     pub max_active_jobs: usize,
     /// Most advertised jobs remembered; further adverts are ignored until
     /// some expire.
     pub max_known_jobs: usize,
+    /// Most reports a worker keeps waiting for acknowledgement, per unit.
+    pub max_unacked_reports: usize,
 }
 
 impl Default for JobConfig {
@@ -108,19 +140,22 @@ impl Default for JobConfig {
             request_backoff_initial: Duration::from_millis(10),
             request_backoff_max: Duration::from_millis(100),
             steal_timeout: Duration::from_secs(2),
+            assign_timeout: Duration::from_secs(3),
+            resend_interval: Duration::from_millis(500),
             progress_interval: Duration::from_millis(250),
             result_retention: Duration::from_secs(3600),
             max_retained_results: 1000,
             max_active_jobs: 64,
             max_known_jobs: 1024,
+            max_unacked_reports: 64,
         }
     }
 }
 
-/// Counters of one job, as the home sees them.
+/// Counters of one job, as the primary sees them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStats {
-    /// Units named so far (the root plus one per successful steal).
+    /// Units named so far (the root plus one per successful divide).
     pub units: u64,
     /// Units merged.
     pub units_done: u64,
@@ -130,6 +165,14 @@ pub struct JobStats {
     pub work: u64,
     /// Peers that ran at least one unit.
     pub peers_used: u64,
+    /// Checkpoints stored.
+    pub checkpoints: u64,
+    /// Bytes of checkpoint state received.
+    pub checkpoint_bytes: u64,
+    /// Units reissued after their holder was lost or left.
+    pub reissued: u64,
+    /// Times another home member took the primary role over.
+    pub takeovers: u64,
 }
 
 /// One peer's part in a job.
@@ -155,10 +198,14 @@ pub struct JobView<P> {
     pub app: String,
     /// Its serialised parameters.
     pub params: Vec<u8>,
-    /// Its home.
+    /// Its primary, as the peer answering sees it.
     pub home: P,
+    /// The home's members, primary first.
+    pub home_members: Vec<P>,
     /// Who submitted it.
     pub submitter: P,
+    /// Its fault-tolerance settings.
+    pub ft: FaultTolerance,
     /// Running, done or failed.
     pub state: JobState,
     /// Counters.
@@ -179,6 +226,7 @@ pub enum JobState {
     /// Every unit is merged; the result is final.
     Done {
         /// The merged result, serialised by the application.
+        #[serde(with = "serde_bytes")]
         result: Vec<u8>,
     },
     /// The job could not run.
@@ -188,11 +236,66 @@ pub enum JobState {
     },
 }
 
+/// What a worker tells the primary about one of its units. Reports are
+/// numbered per unit epoch and kept by the worker until acknowledged.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Report {
+    /// The worker runs the unit (protocol `none`, or local checkpoints).
+    Started,
+    /// The unit's state now.
+    Checkpoint {
+        /// Serialised state.
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+        /// The worker's shared variables (spread once the state is stored).
+        shared: SharedVars,
+    },
+    /// The state is on the worker's disk (local storage).
+    LocalCheckpoint {
+        /// The worker's shared variables.
+        shared: SharedVars,
+    },
+    /// The unit divided: `part` becomes a new unit, `remaining` is the
+    /// unit's own state after giving it away.
+    Divided {
+        /// The steal this answers, if the primary still remembers it.
+        steal: u64,
+        /// The part given away.
+        #[serde(with = "serde_bytes")]
+        part: Vec<u8>,
+        /// What the unit kept (its checkpoint).
+        #[serde(with = "serde_bytes")]
+        remaining: Vec<u8>,
+        /// The donor's shared variables.
+        shared: SharedVars,
+    },
+    /// The unit is finished.
+    Done {
+        /// Its partial result.
+        #[serde(with = "serde_bytes")]
+        output: Vec<u8>,
+    },
+    /// The worker is leaving: compute this state elsewhere.
+    HandBack {
+        /// Serialised state.
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+    },
+    /// The worker is back after a restart with this unit on its disk.
+    Resume {
+        /// Serialised state.
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+        /// Its shared variables.
+        shared: SharedVars,
+    },
+}
+
 /// Messages between job cores.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound(deserialize = "P: DeserializeOwned"))]
+#[serde(bound(deserialize = "P: DeserializeOwned + Ord"))]
 pub enum JobMsg<P> {
-    /// Submitter → home: run this job.
+    /// Submitter → primary: run this job.
     Submit {
         /// Id chosen by the submitter.
         job: JobId,
@@ -200,8 +303,10 @@ pub enum JobMsg<P> {
         app: String,
         /// Serialised parameters.
         params: Vec<u8>,
+        /// Fault-tolerance settings.
+        ft: FaultTolerance,
     },
-    /// Home → everyone: a job needs workers.
+    /// Primary → everyone: a job needs workers.
     Advert {
         /// The job.
         job: JobId,
@@ -212,111 +317,198 @@ pub enum JobMsg<P> {
         /// How long the advert stays valid, ms.
         lifetime_ms: u64,
     },
-    /// Worker → home: I have `free` idle cores for this job.
+    /// Worker → primary: I have `free` idle cores for this job.
     WorkRequest {
         /// The job.
         job: JobId,
         /// Idle cores.
         free: u32,
     },
-    /// Home → worker: nothing to hand out now.
+    /// Primary → worker: nothing to hand out now.
     NoWork {
         /// The job.
         job: JobId,
         /// Whether the job is over (stop asking).
         finished: bool,
     },
-    /// Home → donor: divide a unit and ship the part to `requester` as `unit`.
+    /// Primary → donor: divide a unit of this job and report the part.
     StealRequest {
         /// The job.
         job: JobId,
-        /// The new unit's id.
-        unit: UnitId,
-        /// Who gets it.
-        requester: P,
+        /// Token to quote in the answer.
+        steal: u64,
     },
-    /// Donor → home: nothing to divide.
+    /// Donor → primary: nothing to divide.
     StealDeclined {
         /// The job.
         job: JobId,
-        /// The unit that will not exist.
-        unit: UnitId,
+        /// The steal declined.
+        steal: u64,
     },
-    /// Home or donor → worker: compute this unit.
+    /// Primary → worker: compute this unit.
     Assign {
         /// The job.
         job: JobId,
         /// The unit.
         unit: UnitId,
+        /// Its new epoch.
+        epoch: Epoch,
         /// Application name.
         app: String,
         /// Serialised unit state.
+        #[serde(with = "serde_bytes")]
         state: Vec<u8>,
-        /// Home of the job (where to report).
-        home: P,
-        /// Shared variables as known by the sender.
+        /// Shared variables as known by the primary.
         shared: SharedVars,
+        /// The job's fault-tolerance settings.
+        ft: FaultTolerance,
     },
-    /// Worker → home: I am running `unit`.
-    Started {
+    /// Worker → primary: news of a unit.
+    Report {
         /// The job.
         job: JobId,
         /// The unit.
         unit: UnitId,
+        /// The epoch the worker runs.
+        epoch: Epoch,
+        /// Number of this report within the epoch (from 1).
+        seq: u64,
+        /// What happened.
+        report: Report,
     },
-    /// Worker → home: work done since the last report.
+    /// Primary → worker: reports up to `seq` are applied and replicated.
+    Ack {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The epoch.
+        epoch: Epoch,
+        /// Highest report applied.
+        seq: u64,
+    },
+    /// Primary → worker: that copy of the unit is no longer wanted (it was
+    /// reissued, is finished, or the job is over); stop it.
+    Stale {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The epoch the worker ran.
+        epoch: Epoch,
+    },
+    /// Worker → primary: work done since the last report.
     Progress {
         /// The job.
         job: JobId,
         /// Work since the last report.
         work: u64,
     },
-    /// Worker → home: a unit is finished.
-    UnitDone {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Its partial result.
-        output: Vec<u8>,
-    },
-    /// Worker ↔ home: improved shared variables.
+    /// Primary → workers: better shared variables.
     Shared {
         /// The job.
         job: JobId,
         /// The variables.
         vars: SharedVars,
     },
-    /// Home → submitter (and to anyone who asks): the job's state.
+    /// Worker → primary (protocol `none` only): improved shared variables.
+    Improved {
+        /// The job.
+        job: JobId,
+        /// The variables.
+        vars: SharedVars,
+    },
+    /// Primary → submitter (and to anyone who asks): the job's state.
     Status {
         /// The snapshot.
         view: JobView<P>,
     },
-    /// Anyone → home: send me the job's status (for `colony result`).
+    /// Anyone → home member: send me the job's status.
     Query {
         /// The job.
         job: JobId,
     },
-    /// Home → asker: no such job here.
+    /// Home member → asker: no such job here.
     Unknown {
         /// The job.
         job: JobId,
+    },
+    /// Primary → backup: the record, whole or as a change.
+    Replica {
+        /// The job.
+        job: JobId,
+        /// Primary's term.
+        term: u64,
+        /// Number of this update within the term.
+        seq: u64,
+        /// The update.
+        update: home::ReplicaUpdate<P>,
+    },
+    /// Backup → primary: updates up to `seq` of `term` are applied.
+    ReplicaAck {
+        /// The job.
+        job: JobId,
+        /// The term.
+        term: u64,
+        /// Highest applied.
+        seq: u64,
+    },
+    /// Primary → holder: keep this piece of a unit's checkpoint.
+    StorePiece {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The piece.
+        piece: Piece,
+        /// Write it to disk before answering.
+        durable: bool,
+    },
+    /// Holder → primary: the piece is stored.
+    PieceStored {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Its checkpoint version.
+        version: u64,
+        /// Which piece.
+        index: u8,
+    },
+    /// Primary → holder: send me what you hold of a unit's checkpoints.
+    FetchPieces {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+    },
+    /// Holder → primary: what it holds (possibly nothing).
+    Pieces {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The pieces.
+        pieces: Vec<Piece>,
     },
 }
 
 /// What the driver must do for the job core.
 #[derive(Clone, Debug)]
 pub enum JobOutput<P> {
-    /// Send `msg` to `to` reliably; `bulk` ones carry units.
+    /// Send `msg` to `to` reliably; `bulk` ones carry states and results.
     Send {
         /// Destination.
         to: P,
         /// The message.
         msg: JobMsg<P>,
-        /// Whether it carries bulk data (a unit).
+        /// Whether it carries bulk data.
         bulk: bool,
     },
-    /// Start computing a unit on a worker thread.
+    /// Start computing a unit; answer [`JobOutput::Checkpoint`],
+    /// [`JobOutput::Divide`] and [`JobOutput::Stop`] for it later.
     Run {
         /// The job.
         job: JobId,
@@ -329,16 +521,26 @@ pub enum JobOutput<P> {
         /// Shared variables to start from.
         shared: SharedVars,
     },
-    /// Divide a running unit; report with [`Jobs::divided`].
+    /// Divide a running unit; answer with [`Jobs::divided`].
     Divide {
         /// The job.
         job: JobId,
         /// The unit to divide.
         unit: UnitId,
-        /// The id the part gets.
-        new_unit: UnitId,
-        /// Who gets the part.
-        requester: P,
+    },
+    /// Serialise a running unit's state; answer with [`Jobs::checkpointed`].
+    Checkpoint {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+    },
+    /// Stop a running unit; answer with [`Jobs::unit_stopped`].
+    Stop {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
     },
     /// New shared variables for the running units of a job.
     SharedChanged {
@@ -351,41 +553,85 @@ pub enum JobOutput<P> {
     Status(JobView<P>),
     /// A query about a job this peer knows nothing of was answered "unknown".
     Unknown(JobId),
+    /// Write this piece to disk; call [`Jobs::persisted`] once durable.
+    Persist {
+        /// Where.
+        key: PieceKey,
+        /// What.
+        piece: Piece,
+    },
+    /// Delete every piece of this job from disk.
+    Forget {
+        /// The job.
+        job: JobId,
+    },
+    /// Something worth logging and measuring happened.
+    Event(JobEvent<P>),
 }
 
+/// Notable moments of the fault-tolerance protocol, for logs, figures and
+/// the simulator's invariant checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum UnitStatus {
-    /// Named by a steal request; the donor has not confirmed.
-    Pending,
-    Running,
-    Done,
-}
-
-struct UnitEntry<P> {
-    holder: P,
-    status: UnitStatus,
-    since: Instant,
-    /// For pending units: who was asked to divide.
-    donor: Option<P>,
-}
-
-struct HomeJob<P> {
-    app: String,
-    params: Vec<u8>,
-    submitter: P,
-    started: Instant,
-    finished: Option<Instant>,
-    state: JobState,
-    units: BTreeMap<UnitId, UnitEntry<P>>,
-    next_unit: UnitId,
-    /// Units with no holder yet, with their state.
-    unassigned: VecDeque<(UnitId, Vec<u8>)>,
-    merged: Option<Vec<u8>>,
-    shared: SharedVars,
-    stats: JobStats,
-    contributions: BTreeMap<P, Contribution>,
-    next_progress_at: Instant,
-    next_advert_at: Instant,
+pub enum JobEvent<P> {
+    /// The primary merged a unit's result.
+    Merged {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+    },
+    /// A unit lost with its holder is ready to run again.
+    Reissued {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The peer that held it.
+        lost: P,
+    },
+    /// A unit (new or reissued) was assigned to a worker.
+    Assigned {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The worker.
+        to: P,
+        /// Whether it is a reissue.
+        reissue: bool,
+    },
+    /// This peer became the job's primary.
+    Primary {
+        /// The job.
+        job: JobId,
+        /// The previous primary.
+        previous: Option<P>,
+    },
+    /// A worker's checkpoint was acknowledged (stored on every holder).
+    CheckpointAcked {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The report acknowledged.
+        seq: u64,
+    },
+    /// A unit's checkpoint could not be restored from its holders.
+    CheckpointLost {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Who held its pieces.
+        holders: Vec<P>,
+    },
+    /// The job finished, failed or not, at this primary.
+    Finished {
+        /// The job.
+        job: JobId,
+        /// Whether it succeeded.
+        ok: bool,
+    },
 }
 
 struct KnownJob<P> {
@@ -394,37 +640,103 @@ struct KnownJob<P> {
     expires: Instant,
 }
 
+/// A unit computing on this peer.
+struct WorkerUnit<P> {
+    epoch: Epoch,
+    app: String,
+    ft: FaultTolerance,
+    /// Number of the last report made.
+    seq: u64,
+    /// Reports not yet acknowledged, oldest first.
+    unacked: VecDeque<(u64, Report)>,
+    last_sent: Instant,
+    next_checkpoint_at: Instant,
+    checkpoint_asked: bool,
+    /// Steals waiting for a divide answer, oldest first.
+    steals: VecDeque<u64>,
+    /// Why the unit is being stopped, if it is.
+    stopping: Option<StopReason>,
+    /// The primary the unacknowledged reports went to.
+    sent_to: Option<P>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopReason {
+    /// The primary said the copy is stale: drop it.
+    Stale,
+    /// The peer is leaving: hand the state back.
+    Leaving,
+}
+
+/// A unit stored on the worker's own disk (local storage), as persisted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LocalUnit {
+    /// The job.
+    pub job: JobId,
+    /// The unit.
+    pub unit: UnitId,
+    /// The epoch it ran under.
+    pub epoch: Epoch,
+    /// Application name.
+    pub app: String,
+    /// Fault-tolerance settings of the job.
+    pub ft: FaultTolerance,
+    /// The state.
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
+    /// Shared variables then.
+    pub shared: SharedVars,
+}
+
 /// The job core of one peer. See the module docs.
 pub struct Jobs<P: PeerKey> {
     me: P,
     config: JobConfig,
     registry: AppRegistry,
-    homed: BTreeMap<JobId, HomeJob<P>>,
+    key_of: fn(&P) -> [u8; 32],
+    rng: SmallRng,
+    /// Job records this peer holds, as primary or backup.
+    homes: BTreeMap<JobId, HomeState<P>>,
+    /// Checkpoint pieces this peer holds for home primaries.
+    pieces: home::PieceStore<P>,
     known: BTreeMap<JobId, KnownJob<P>>,
-    /// Units computing here, with the home they report to.
-    running: BTreeMap<(JobId, UnitId), P>,
+    /// Units computing here.
+    running: BTreeMap<(JobId, UnitId), WorkerUnit<P>>,
     /// The job this peer works for (one at a time).
     current_job: Option<JobId>,
     request_outstanding: bool,
     next_request_at: Instant,
     backoff: Duration,
     finished_jobs: BTreeSet<JobId>,
-    /// Loads of members, for picking donors.
+    /// Live members (not this peer) and their loads.
     loads: BTreeMap<P, f32>,
     members: Vec<P>,
+    leaving: bool,
     outputs: VecDeque<JobOutput<P>>,
     next_tick: Instant,
 }
 
 impl<P: PeerKey> Jobs<P> {
-    /// A job core for peer `me` running the apps of `registry`.
-    pub fn new(me: P, config: JobConfig, registry: AppRegistry, now: Instant) -> Self {
+    /// A job core for peer `me` running the apps of `registry`; `key_of`
+    /// gives a peer's position in the overlay's key space, `seed` seeds the
+    /// epochs it draws.
+    pub fn new(
+        me: P,
+        config: JobConfig,
+        registry: AppRegistry,
+        now: Instant,
+        seed: u64,
+        key_of: fn(&P) -> [u8; 32],
+    ) -> Self {
         Jobs {
             me,
             backoff: config.request_backoff_initial,
             config,
             registry,
-            homed: BTreeMap::new(),
+            key_of,
+            rng: SmallRng::seed_from_u64(seed),
+            homes: BTreeMap::new(),
+            pieces: home::PieceStore::default(),
             known: BTreeMap::new(),
             running: BTreeMap::new(),
             current_job: None,
@@ -433,6 +745,7 @@ impl<P: PeerKey> Jobs<P> {
             finished_jobs: BTreeSet::new(),
             loads: BTreeMap::new(),
             members: Vec::new(),
+            leaving: false,
             outputs: VecDeque::new(),
             next_tick: now,
         }
@@ -444,8 +757,11 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// Membership changed: the live members (not including this peer) and
-    /// their load averages.
-    pub fn set_members(&mut self, members: Vec<(P, f32)>) {
+    /// their load averages. Homes are recomputed: primaries hand over to
+    /// closer newcomers, backups take over from lost primaries, units of
+    /// lost workers are reissued, and workers re-send unacknowledged
+    /// reports to their job's new primary.
+    pub fn set_members(&mut self, now: Instant, members: Vec<(P, f32)>) {
         let newcomers: Vec<P> = members
             .iter()
             .map(|(p, _)| p.clone())
@@ -453,44 +769,67 @@ impl<P: PeerKey> Jobs<P> {
             .collect();
         self.members = members.iter().map(|(p, _)| p.clone()).collect();
         self.loads = members.into_iter().collect();
+        self.reconcile_homes(now);
         // Tell newcomers about running jobs at once, so they get work fast.
-        for (job, record) in &self.homed {
-            if record.state == JobState::Running {
-                for to in &newcomers {
-                    self.outputs.push_back(JobOutput::Send {
-                        to: to.clone(),
-                        msg: self.advert(*job, &record.app),
-                        bulk: false,
-                    });
-                }
+        let adverts: Vec<JobMsg<P>> = self
+            .homes
+            .iter()
+            .filter(|(_, h)| h.is_primary() && h.record.state == JobState::Running)
+            .map(|(job, h)| self.advert(*job, &h.record.app))
+            .collect();
+        for msg in adverts {
+            for to in &newcomers {
+                self.send(to.clone(), msg.clone(), false);
+            }
+        }
+        // Reports waiting for a primary that is gone go to its successor.
+        let keys: Vec<(JobId, UnitId)> = self.running.keys().copied().collect();
+        for (job, unit) in keys {
+            let primary = self.primary_of(job);
+            let changed = self
+                .running
+                .get(&(job, unit))
+                .is_some_and(|u| u.sent_to.as_ref() != Some(&primary));
+            if changed {
+                self.resend_reports(now, job, unit);
             }
         }
     }
 
-    /// The home of a new job submitted here: among the other live peers,
-    /// the one whose hashed id is XOR-closest to the job id; this peer only
-    /// when it is alone. A submitter is often transient (`colony run`), and
-    /// the record must outlive it.
-    pub fn choose_home(&self, job: JobId, key_of: impl Fn(&P) -> [u8; 32]) -> P {
-        self.closest(job, self.members.iter(), key_of)
+    /// The live peers, this one included, XOR-closest to `job`: its home.
+    pub fn home_of(&self, job: JobId, size: usize) -> Vec<P> {
+        let mut candidates: Vec<&P> = std::iter::once(&self.me).chain(&self.members).collect();
+        candidates.sort_by_key(|p| xor_distance(job, &(self.key_of)(p)));
+        candidates.into_iter().take(size.max(1)).cloned().collect()
+    }
+
+    /// The primary of `job` as this peer sees it now.
+    fn primary_of(&self, job: JobId) -> P {
+        let size = self
+            .running
+            .iter()
+            .find(|((j, _), _)| *j == job)
+            .map(|(_, u)| u.ft.home_size)
+            .or_else(|| self.homes.get(&job).map(|h| h.record.ft.home_size))
+            .unwrap_or(1);
+        let home = self.home_of(job, usize::from(size));
+        // A home member's record names the primary it follows.
+        if let Some(h) = self.homes.get(&job) {
+            if let Some(primary) = h.primary() {
+                if primary == &self.me || self.members.contains(primary) {
+                    return primary.clone();
+                }
+            }
+        }
+        home.into_iter().next().unwrap_or_else(|| self.me.clone())
     }
 
     /// Where to ask about `job` if no advert names its home: the live peer,
     /// this one included, closest to the job id now.
-    pub fn probable_home(&self, job: JobId, key_of: impl Fn(&P) -> [u8; 32]) -> P {
-        self.closest(job, std::iter::once(&self.me).chain(&self.members), key_of)
-    }
-
-    /// The candidate XOR-closest to `job`; this peer if there is none.
-    fn closest<'a>(
-        &'a self,
-        job: JobId,
-        candidates: impl Iterator<Item = &'a P>,
-        key_of: impl Fn(&P) -> [u8; 32],
-    ) -> P {
-        candidates
-            .min_by_key(|p| xor_distance(job, &key_of(p)))
-            .cloned()
+    pub fn probable_home(&self, job: JobId) -> P {
+        self.home_of(job, 1)
+            .into_iter()
+            .next()
             .unwrap_or_else(|| self.me.clone())
     }
 
@@ -506,7 +845,12 @@ impl<P: PeerKey> Jobs<P> {
     /// Handles a job message from `from`.
     pub fn handle_message(&mut self, now: Instant, from: P, msg: JobMsg<P>) {
         match msg {
-            JobMsg::Submit { job, app, params } => self.on_submit(now, from, job, app, params),
+            JobMsg::Submit {
+                job,
+                app,
+                params,
+                ft,
+            } => self.on_submit(now, from, job, app, params, ft),
             JobMsg::Advert {
                 job,
                 app,
@@ -532,115 +876,39 @@ impl<P: PeerKey> Jobs<P> {
                 self.next_request_at = now + self.backoff;
                 self.backoff = (self.backoff * 2).min(self.config.request_backoff_max);
             }
-            JobMsg::StealRequest {
-                job,
-                unit,
-                requester,
-            } => {
-                // Divide the unit of this job we have run longest.
-                match self
-                    .running
-                    .keys()
-                    .find(|(j, _)| *j == job)
-                    .map(|(_, id)| *id)
-                {
-                    Some(victim) => self.outputs.push_back(JobOutput::Divide {
-                        job,
-                        unit: victim,
-                        new_unit: unit,
-                        requester,
-                    }),
-                    None => self.send(from, JobMsg::StealDeclined { job, unit }, false),
-                }
-            }
-            JobMsg::StealDeclined { job, unit } => self.on_steal_declined(now, job, unit),
+            JobMsg::StealRequest { job, steal } => self.on_steal_request(from, job, steal),
+            JobMsg::StealDeclined { job, steal } => self.on_steal_declined(now, job, steal),
             JobMsg::Assign {
                 job,
                 unit,
+                epoch,
                 app,
                 state,
-                home,
                 shared,
-            } => {
-                self.request_outstanding = false;
-                self.backoff = self.config.request_backoff_initial;
-                self.known.entry(job).or_insert(KnownJob {
-                    app: app.clone(),
-                    home: home.clone(),
-                    expires: now + self.config.advert_lifetime,
-                });
-                self.current_job = Some(job);
-                self.running.insert((job, unit), home.clone());
-                self.send(home, JobMsg::Started { job, unit }, false);
-                self.outputs.push_back(JobOutput::Run {
-                    job,
-                    unit,
-                    app,
-                    state,
-                    shared,
-                });
-            }
-            JobMsg::Started { job, unit } => {
-                if let Some(record) = self.homed.get_mut(&job) {
-                    if let Some(entry) = record.units.get_mut(&unit) {
-                        if entry.status == UnitStatus::Pending {
-                            entry.status = UnitStatus::Running;
-                            if let Some(donor) = entry.donor.take() {
-                                record.contributions.entry(donor).or_default().donated += 1;
-                                record.stats.steals += 1;
-                            }
-                        }
-                        entry.holder = from.clone();
-                        record.contributions.entry(from).or_default().units_running += 1;
-                        record.stats.peers_used = record
-                            .contributions
-                            .values()
-                            .filter(|c| c.units_running + c.units_done > 0)
-                            .count() as u64;
-                    }
-                }
-            }
-            JobMsg::Progress { job, work } => {
-                if let Some(record) = self.homed.get_mut(&job) {
-                    record.stats.work += work;
-                    record.contributions.entry(from).or_default().work += work;
-                }
-            }
-            JobMsg::UnitDone { job, unit, output } => {
-                self.on_unit_done(now, from, job, unit, output)
-            }
+                ft,
+            } => self.on_assign(now, from, job, unit, epoch, app, state, shared, ft),
+            JobMsg::Report {
+                job,
+                unit,
+                epoch,
+                seq,
+                report,
+            } => self.on_report(now, from, job, unit, epoch, seq, report),
+            JobMsg::Ack {
+                job,
+                unit,
+                epoch,
+                seq,
+            } => self.on_ack(job, unit, epoch, seq),
+            JobMsg::Stale { job, unit, epoch } => self.on_stale(job, unit, epoch),
+            JobMsg::Progress { job, work } => self.on_progress(from, job, work),
             JobMsg::Shared { job, vars } => {
-                if let Some(record) = self.homed.get_mut(&job) {
-                    if record.shared.merge(&vars) {
-                        let vars = record.shared.clone();
-                        let holders: BTreeSet<P> = record
-                            .units
-                            .values()
-                            .filter(|u| u.status == UnitStatus::Running)
-                            .map(|u| u.holder.clone())
-                            .collect();
-                        for to in holders {
-                            if to != from {
-                                self.send(
-                                    to,
-                                    JobMsg::Shared {
-                                        job,
-                                        vars: vars.clone(),
-                                    },
-                                    false,
-                                );
-                            }
-                        }
-                        if self.current_job == Some(job) {
-                            self.outputs
-                                .push_back(JobOutput::SharedChanged { job, vars });
-                        }
-                    }
-                } else if self.current_job == Some(job) {
+                if self.running.keys().any(|(j, _)| *j == job) {
                     self.outputs
                         .push_back(JobOutput::SharedChanged { job, vars });
                 }
             }
+            JobMsg::Improved { job, vars } => self.on_improved(now, job, vars),
             JobMsg::Status { view } => {
                 if !matches!(view.state, JobState::Running) {
                     self.finished_jobs.insert(view.job);
@@ -652,436 +920,489 @@ impl<P: PeerKey> Jobs<P> {
                 None => self.send(from, JobMsg::Unknown { job }, false),
             },
             JobMsg::Unknown { job } => self.outputs.push_back(JobOutput::Unknown(job)),
+            JobMsg::Replica {
+                job,
+                term,
+                seq,
+                update,
+            } => self.on_replica(now, from, job, term, seq, update),
+            JobMsg::ReplicaAck { job, term, seq } => self.on_replica_ack(now, from, job, term, seq),
+            JobMsg::StorePiece {
+                job,
+                unit,
+                piece,
+                durable,
+            } => self.on_store_piece(now, from, job, unit, piece, durable),
+            JobMsg::PieceStored {
+                job,
+                unit,
+                epoch,
+                version,
+                index,
+            } => self.on_piece_stored(now, from, job, unit, epoch, version, index),
+            JobMsg::FetchPieces { job, unit } => {
+                let pieces = self.pieces.get(job, unit);
+                self.send(from, JobMsg::Pieces { job, unit, pieces }, true);
+            }
+            JobMsg::Pieces { job, unit, pieces } => self.on_pieces(now, from, job, unit, pieces),
         }
     }
 
-    /// Queues a message; one addressed to this peer itself (it is home and
-    /// worker at once) is looped back by the driver.
+    /// Queues a message; one addressed to this peer itself is looped back
+    /// by the driver.
     fn send(&mut self, to: P, msg: JobMsg<P>, bulk: bool) {
         self.outputs.push_back(JobOutput::Send { to, msg, bulk });
     }
 
-    fn on_submit(&mut self, now: Instant, from: P, job: JobId, app_name: String, params: Vec<u8>) {
-        if self.homed.contains_key(&job) {
-            return; // a retransmitted submission
-        }
-        let fail = |reason: String| JobView {
-            job,
-            app: app_name.clone(),
-            params: params.clone(),
-            home: self.me.clone(),
-            submitter: from.clone(),
-            state: JobState::Failed { reason },
-            stats: JobStats::default(),
-            contributions: Vec::new(),
-            shared: SharedVars::default(),
-            elapsed_s: 0.0,
-        };
-        let active = self
-            .homed
-            .values()
-            .filter(|j| j.state == JobState::Running)
-            .count();
-        if active >= self.config.max_active_jobs {
-            let view = fail(format!(
-                "the home peer already runs {active} jobs, its limit; try later"
-            ));
-            self.send(from, JobMsg::Status { view }, false);
+    fn event(&mut self, event: JobEvent<P>) {
+        self.outputs.push_back(JobOutput::Event(event));
+    }
+
+    /// Submits a job from this peer to its primary, which is returned.
+    pub fn submit(
+        &mut self,
+        _now: Instant,
+        job: JobId,
+        app: String,
+        params: Vec<u8>,
+        ft: FaultTolerance,
+    ) -> P {
+        let home = self
+            .home_of(job, usize::from(ft.home_size))
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.me.clone());
+        self.send(
+            home.clone(),
+            JobMsg::Submit {
+                job,
+                app,
+                params,
+                ft,
+            },
+            false,
+        );
+        home
+    }
+
+    /// Asks `to` for the status of `job`.
+    pub fn query(&mut self, job: JobId, to: P) {
+        self.send(to, JobMsg::Query { job }, false);
+    }
+
+    // ---- worker side ----
+
+    fn on_assign(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+        app: String,
+        state: Vec<u8>,
+        shared: SharedVars,
+        ft: FaultTolerance,
+    ) {
+        self.request_outstanding = false;
+        self.backoff = self.config.request_backoff_initial;
+        if self.leaving || self.running.contains_key(&(job, unit)) {
+            // Leaving, or an old copy still stopping: hand it straight back.
+            let unit_state = WorkerUnit::new(epoch, app, ft, now, &self.config);
+            self.running.insert((job, unit), unit_state);
+            self.report(now, job, unit, Report::HandBack { state });
             return;
         }
-        let prepared = self.registry.get(&app_name).and_then(|app| {
-            let unit = app.init(&params)?;
-            let shared = app.initial_shared(&params)?;
-            Ok((unit.checkpoint(), shared))
+        self.known.entry(job).or_insert(KnownJob {
+            app: app.clone(),
+            home: from,
+            expires: now + self.config.advert_lifetime,
         });
-        let (root, shared) = match prepared {
-            Ok(ok) => ok,
-            Err(error) => {
-                let view = fail(error.to_string());
-                self.send(from, JobMsg::Status { view }, false);
+        self.current_job = Some(job);
+        let mut worker = WorkerUnit::new(epoch, app.clone(), ft, now, &self.config);
+        let local = ft.checkpoints() && ft.storage == CheckpointStorage::Local;
+        if local {
+            // The state it starts from goes to disk first.
+            worker.checkpoint_asked = true;
+        }
+        self.running.insert((job, unit), worker);
+        if local {
+            self.persist_local(job, unit, state.clone(), shared.clone());
+        } else {
+            self.report(now, job, unit, Report::Started);
+        }
+        self.outputs.push_back(JobOutput::Run {
+            job,
+            unit,
+            app,
+            state,
+            shared,
+        });
+    }
+
+    /// Records a report and sends it to the job's primary.
+    fn report(&mut self, now: Instant, job: JobId, unit: UnitId, report: Report) {
+        let primary = self.primary_of(job);
+        let max = self.config.max_unacked_reports;
+        let Some(w) = self.running.get_mut(&(job, unit)) else {
+            return;
+        };
+        w.seq += 1;
+        let seq = w.seq;
+        // A newer checkpoint makes unacknowledged older ones pointless.
+        if matches!(report, Report::Checkpoint { .. }) {
+            w.unacked
+                .retain(|(_, r)| !matches!(r, Report::Checkpoint { .. }));
+        }
+        if w.unacked.len() >= max {
+            // The primary is unreachable for long: keep the newest reports;
+            // divides and results are never dropped.
+            if let Some(pos) = w
+                .unacked
+                .iter()
+                .position(|(_, r)| matches!(r, Report::Started | Report::LocalCheckpoint { .. }))
+            {
+                w.unacked.remove(pos);
+            }
+        }
+        w.unacked.push_back((seq, report.clone()));
+        w.last_sent = now;
+        w.sent_to = Some(primary.clone());
+        let epoch = w.epoch;
+        let bulk = !matches!(report, Report::Started);
+        self.send(
+            primary,
+            JobMsg::Report {
+                job,
+                unit,
+                epoch,
+                seq,
+                report,
+            },
+            bulk,
+        );
+    }
+
+    fn resend_reports(&mut self, now: Instant, job: JobId, unit: UnitId) {
+        let primary = self.primary_of(job);
+        let Some(w) = self.running.get_mut(&(job, unit)) else {
+            return;
+        };
+        if w.unacked.is_empty() {
+            w.sent_to = Some(primary.clone());
+            return;
+        }
+        w.last_sent = now;
+        w.sent_to = Some(primary.clone());
+        let epoch = w.epoch;
+        let reports: Vec<(u64, Report)> = w.unacked.iter().cloned().collect();
+        for (seq, report) in reports {
+            self.send(
+                primary.clone(),
+                JobMsg::Report {
+                    job,
+                    unit,
+                    epoch,
+                    seq,
+                    report,
+                },
+                true,
+            );
+        }
+    }
+
+    fn on_ack(&mut self, job: JobId, unit: UnitId, epoch: Epoch, seq: u64) {
+        let mut acked_checkpoint = false;
+        let mut finished = false;
+        if let Some(w) = self.running.get_mut(&(job, unit)) {
+            if w.epoch != epoch {
                 return;
             }
-        };
-        let mut record = HomeJob {
-            app: app_name.clone(),
-            params,
-            submitter: from,
-            started: now,
-            finished: None,
-            state: JobState::Running,
-            units: BTreeMap::new(),
-            next_unit: 1,
-            unassigned: VecDeque::from([(0, root)]),
-            merged: None,
-            shared,
-            stats: JobStats {
-                units: 1,
-                ..JobStats::default()
-            },
-            contributions: BTreeMap::new(),
-            next_progress_at: now,
-            next_advert_at: now,
-        };
-        record.units.insert(
-            0,
-            UnitEntry {
-                holder: self.me.clone(),
-                status: UnitStatus::Pending,
-                since: now,
-                donor: None,
-            },
-        );
-        self.homed.insert(job, record);
-        self.known.insert(
-            job,
-            KnownJob {
-                app: app_name,
-                home: self.me.clone(),
-                expires: now + self.config.advert_lifetime,
-            },
-        );
-        self.advertise(now, job);
-    }
-
-    fn advertise(&mut self, now: Instant, job: JobId) {
-        let Some(record) = self.homed.get_mut(&job) else {
-            return;
-        };
-        record.next_advert_at = now + self.config.advert_interval;
-        let msg = JobMsg::Advert {
-            job,
-            app: record.app.clone(),
-            home: self.me.clone(),
-            lifetime_ms: self.config.advert_lifetime.as_millis() as u64,
-        };
-        for to in self.members.clone() {
-            self.send(to, msg.clone(), false);
+            while w.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+                if let Some((_, r)) = w.unacked.pop_front() {
+                    acked_checkpoint |=
+                        matches!(r, Report::Checkpoint { .. } | Report::Divided { .. });
+                    finished |= matches!(r, Report::Done { .. } | Report::HandBack { .. });
+                }
+            }
+        }
+        if acked_checkpoint {
+            self.event(JobEvent::CheckpointAcked { job, unit, seq });
+        }
+        if finished {
+            self.drop_unit(job, unit);
         }
     }
 
-    fn on_work_request(&mut self, now: Instant, from: P, job: JobId, free: u32) {
-        let Some(record) = self
-            .homed
-            .get_mut(&job)
-            .filter(|r| r.state == JobState::Running)
-        else {
-            self.send(
-                from,
-                JobMsg::NoWork {
-                    job,
-                    finished: true,
-                },
-                false,
-            );
+    fn on_stale(&mut self, job: JobId, unit: UnitId, epoch: Epoch) {
+        let Some(w) = self.running.get_mut(&(job, unit)) else {
             return;
         };
-        let mut handed = 0;
-        while handed < free.max(1) {
-            let Some((unit, state)) = record.unassigned.pop_front() else {
-                break;
-            };
-            if let Some(entry) = record.units.get_mut(&unit) {
-                entry.holder = from.clone();
-                entry.since = now;
-            }
-            handed += 1;
-            let msg = JobMsg::Assign {
-                job,
-                unit,
-                app: record.app.clone(),
-                state,
-                home: self.me.clone(),
-                shared: record.shared.clone(),
-            };
-            self.outputs.push_back(JobOutput::Send {
-                to: from.clone(),
-                msg,
-                bulk: true,
-            });
-        }
-        if handed > 0 {
+        if w.epoch != epoch {
             return;
         }
-        // Steal: the donor with the most running units, then the lightest load.
-        let mut running: BTreeMap<P, u32> = BTreeMap::new();
-        for entry in record.units.values() {
-            if entry.status == UnitStatus::Running && entry.holder != from {
-                *running.entry(entry.holder.clone()).or_default() += 1;
-            }
-        }
-        let pending_from_donor = |donor: &P| {
-            record
-                .units
-                .values()
-                .filter(|u| u.status == UnitStatus::Pending && u.donor.as_ref() == Some(donor))
-                .count() as u32
-        };
-        let donor = running
+        let done = w
+            .unacked
             .iter()
-            .filter(|(p, n)| **n > pending_from_donor(p))
-            .max_by(|a, b| {
-                a.1.cmp(b.1).then_with(|| {
-                    let la = self.loads.get(a.0).copied().unwrap_or(0.0);
-                    let lb = self.loads.get(b.0).copied().unwrap_or(0.0);
-                    lb.partial_cmp(&la).unwrap_or(std::cmp::Ordering::Equal)
-                })
-            })
-            .map(|(p, _)| p.clone());
-        let Some(donor) = donor else {
-            self.send(
-                from,
-                JobMsg::NoWork {
-                    job,
-                    finished: false,
-                },
-                false,
-            );
+            .any(|(_, r)| matches!(r, Report::Done { .. } | Report::HandBack { .. }));
+        if done {
+            // Its thread has ended already.
+            self.drop_unit(job, unit);
             return;
-        };
-        let unit = record.next_unit;
-        record.next_unit += 1;
-        record.stats.units += 1;
-        record.units.insert(
-            unit,
-            UnitEntry {
-                holder: from.clone(),
-                status: UnitStatus::Pending,
-                since: now,
-                donor: Some(donor.clone()),
-            },
-        );
-        self.send(
-            donor,
-            JobMsg::StealRequest {
-                job,
-                unit,
-                requester: from,
-            },
-            false,
-        );
+        }
+        if w.stopping.is_none() {
+            w.stopping = Some(StopReason::Stale);
+            self.outputs.push_back(JobOutput::Stop { job, unit });
+        }
     }
 
-    fn on_steal_declined(&mut self, now: Instant, job: JobId, unit: UnitId) {
-        let Some(record) = self.homed.get_mut(&job) else {
-            return;
-        };
-        let Some(entry) = record.units.get(&unit) else {
-            return;
-        };
-        if entry.status != UnitStatus::Pending {
-            return;
+    fn drop_unit(&mut self, job: JobId, unit: UnitId) {
+        self.running.remove(&(job, unit));
+        if !self.running.keys().any(|(j, _)| *j == job) && self.current_job == Some(job) {
+            self.current_job = None;
         }
-        let requester = entry.holder.clone();
-        record.units.remove(&unit);
-        record.stats.units -= 1;
-        self.send(
-            requester,
-            JobMsg::NoWork {
-                job,
-                finished: false,
-            },
-            false,
-        );
-        self.check_complete(now, job);
     }
 
-    fn on_unit_done(&mut self, now: Instant, from: P, job: JobId, unit: UnitId, output: Vec<u8>) {
-        let Some(record) = self.homed.get_mut(&job) else {
-            return;
-        };
-        let Some(entry) = record.units.get_mut(&unit) else {
-            return;
-        };
-        if entry.status == UnitStatus::Done {
-            return; // merged once per unit id
-        }
-        if entry.status == UnitStatus::Pending {
-            // Done before its Started arrived (reordering across pipes).
-            record.stats.steals += u64::from(entry.donor.is_some());
-        }
-        entry.status = UnitStatus::Done;
-        let merged = match (record.merged.take(), self.registry.get(&record.app)) {
-            (None, _) => Ok(output),
-            (Some(previous), Ok(app)) => app.merge(&previous, &output),
-            (Some(_), Err(e)) => Err(e),
-        };
-        match merged {
-            Ok(m) => record.merged = Some(m),
-            Err(error) => {
-                record.state = JobState::Failed {
-                    reason: format!("merging unit {unit}: {error}"),
-                };
+    fn on_steal_request(&mut self, from: P, job: JobId, steal: u64) {
+        // Divide the unit of this job that has been running longest.
+        let victim = self
+            .running
+            .iter_mut()
+            .filter(|((j, _), w)| *j == job && w.stopping.is_none() && !w.finished())
+            .min_by_key(|((_, u), _)| *u);
+        match victim {
+            Some(((_, unit), w)) => {
+                let unit = *unit;
+                w.steals.push_back(steal);
+                if w.steals.len() == 1 {
+                    self.outputs.push_back(JobOutput::Divide { job, unit });
+                }
             }
-        }
-        record.stats.units_done += 1;
-        let c = record.contributions.entry(from).or_default();
-        c.units_done += 1;
-        c.units_running = c.units_running.saturating_sub(1);
-        self.check_complete(now, job);
-    }
-
-    fn check_complete(&mut self, now: Instant, job: JobId) {
-        let Some(record) = self.homed.get_mut(&job) else {
-            return;
-        };
-        let all_done = record.units.values().all(|u| u.status == UnitStatus::Done)
-            && record.unassigned.is_empty();
-        if record.state == JobState::Running && all_done {
-            record.state = JobState::Done {
-                result: record.merged.clone().unwrap_or_default(),
-            };
-        }
-        if record.state != JobState::Running && record.finished.is_none() {
-            record.finished = Some(now);
-            if let Some(view) = self.view(now, job) {
-                let submitter = view.submitter.clone();
-                self.send(submitter, JobMsg::Status { view }, false);
-            }
+            None => self.send(from, JobMsg::StealDeclined { job, steal }, false),
         }
     }
 
-    /// A job's snapshot, if this peer is its home.
-    pub fn view(&self, now: Instant, job: JobId) -> Option<JobView<P>> {
-        let record = self.homed.get(&job)?;
-        Some(JobView {
-            job,
-            app: record.app.clone(),
-            params: record.params.clone(),
-            home: self.me.clone(),
-            submitter: record.submitter.clone(),
-            state: record.state.clone(),
-            stats: record.stats.clone(),
-            contributions: record
-                .contributions
-                .iter()
-                .map(|(p, c)| (p.clone(), c.clone()))
-                .collect(),
-            shared: record.shared.clone(),
-            elapsed_s: record
-                .finished
-                .unwrap_or(now)
-                .saturating_duration_since(record.started)
-                .as_secs_f64(),
-        })
-    }
-
-    /// Snapshots of every job homed here.
-    pub fn homed_views(&self, now: Instant) -> Vec<JobView<P>> {
-        self.homed
-            .keys()
-            .filter_map(|job| self.view(now, *job))
-            .collect()
-    }
-
-    /// Jobs this peer knows of by advertisement: (job, app, home).
-    pub fn known_jobs(&self) -> Vec<(JobId, String, P)> {
-        self.known
-            .iter()
-            .map(|(job, k)| (*job, k.app.clone(), k.home.clone()))
-            .collect()
-    }
-
-    /// The home of `job`, if known here: this peer, the home of a unit it
-    /// runs, or the one an advertisement named.
-    pub fn home_for(&self, job: JobId) -> Option<P> {
-        if self.homed.contains_key(&job) {
-            return Some(self.me.clone());
-        }
-        self.running
-            .iter()
-            .find(|((j, _), _)| *j == job)
-            .map(|(_, home)| home.clone())
-            .or_else(|| self.known.get(&job).map(|k| k.home.clone()))
-    }
-
-    /// The driver finished dividing: `part` (if any) becomes `new_unit` at
-    /// `requester`, starting from the donor's `shared` variables (the best
-    /// bound so far: without it the part would search unpruned).
+    /// The driver finished dividing `unit`: `part` (if any) is what it
+    /// gives away, `remaining` its own state now, `shared` its variables.
     pub fn divided(
         &mut self,
+        now: Instant,
         job: JobId,
-        new_unit: UnitId,
-        requester: P,
+        unit: UnitId,
         part: Option<Vec<u8>>,
+        remaining: Vec<u8>,
         shared: SharedVars,
     ) {
-        let Some(home) = self.home_for(job) else {
+        let Some(w) = self.running.get_mut(&(job, unit)) else {
             return;
         };
+        let Some(steal) = w.steals.pop_front() else {
+            return;
+        };
+        let more = !w.steals.is_empty();
         match part {
-            Some(state) => {
-                let app = self
-                    .known
-                    .get(&job)
-                    .map(|k| k.app.clone())
-                    .unwrap_or_default();
-                let msg = JobMsg::Assign {
-                    job,
-                    unit: new_unit,
-                    app,
-                    state,
-                    home,
+            Some(part) => self.report(
+                now,
+                job,
+                unit,
+                Report::Divided {
+                    steal,
+                    part,
+                    remaining,
                     shared,
-                };
-                self.outputs.push_back(JobOutput::Send {
-                    to: requester,
-                    msg,
-                    bulk: true,
-                });
-            }
-            None => self.send(
-                home,
-                JobMsg::StealDeclined {
-                    job,
-                    unit: new_unit,
                 },
-                false,
             ),
+            None => {
+                let primary = self.primary_of(job);
+                self.send(primary, JobMsg::StealDeclined { job, steal }, false);
+            }
+        }
+        if more {
+            self.outputs.push_back(JobOutput::Divide { job, unit });
+        }
+    }
+
+    /// The driver serialised a running unit: `state` and the unit's shared
+    /// variables. Call it to answer [`JobOutput::Checkpoint`], and on its
+    /// own after a step that improved a shared variable — the improvement
+    /// spreads once the state that holds it is stored.
+    pub fn checkpointed(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        unit: UnitId,
+        state: Vec<u8>,
+        shared: SharedVars,
+    ) {
+        let ttc = self.config_ttc(job, unit);
+        let Some(w) = self.running.get_mut(&(job, unit)) else {
+            return;
+        };
+        w.checkpoint_asked = false;
+        w.next_checkpoint_at = now + ttc;
+        if w.stopping.is_some() || w.finished() {
+            return;
+        }
+        let ft = w.ft;
+        if !ft.checkpoints() {
+            let primary = self.primary_of(job);
+            self.send(primary, JobMsg::Improved { job, vars: shared }, false);
+            return;
+        }
+        if ft.storage == CheckpointStorage::Local {
+            self.persist_local(job, unit, state, shared);
+            return;
+        }
+        self.report(now, job, unit, Report::Checkpoint { state, shared });
+    }
+
+    fn config_ttc(&self, job: JobId, unit: UnitId) -> Duration {
+        self.running
+            .get(&(job, unit))
+            .map(|w| w.ft.ttc)
+            .unwrap_or(Duration::from_secs(1))
+    }
+
+    fn persist_local(&mut self, job: JobId, unit: UnitId, state: Vec<u8>, shared: SharedVars) {
+        let Some(w) = self.running.get_mut(&(job, unit)) else {
+            return;
+        };
+        w.checkpoint_asked = true;
+        let local = LocalUnit {
+            job,
+            unit,
+            epoch: w.epoch,
+            app: w.app.clone(),
+            ft: w.ft,
+            state,
+            shared,
+        };
+        let bytes = postcard::to_stdvec(&local).unwrap_or_default();
+        let piece = Piece {
+            epoch: w.epoch,
+            version: w.seq + 1,
+            index: home::LOCAL_INDEX,
+            data: PieceData::Local(bytes),
+        };
+        self.outputs.push_back(JobOutput::Persist {
+            key: PieceKey {
+                job,
+                unit,
+                index: home::LOCAL_INDEX,
+            },
+            piece,
+        });
+    }
+
+    /// A [`JobOutput::Persist`] is durable on disk.
+    pub fn persisted(&mut self, now: Instant, key: PieceKey, epoch: Epoch, version: u64) {
+        if key.index == home::LOCAL_INDEX {
+            let shared = SharedVars::default();
+            if let Some(w) = self.running.get_mut(&(key.job, key.unit)) {
+                w.checkpoint_asked = false;
+                if w.epoch == epoch && w.stopping.is_none() && !w.finished() {
+                    self.report(now, key.job, key.unit, Report::LocalCheckpoint { shared });
+                }
+            }
+            return;
+        }
+        self.piece_persisted(now, key, epoch, version);
+    }
+
+    /// Units found on this peer's disk after a restart (local storage):
+    /// each is offered back to its job's primary.
+    pub fn restore_local(&mut self, now: Instant, units: Vec<LocalUnit>) {
+        for local in units {
+            if self.running.contains_key(&(local.job, local.unit)) {
+                continue;
+            }
+            let mut w = WorkerUnit::new(local.epoch, local.app, local.ft, now, &self.config);
+            w.stopping = Some(StopReason::Leaving);
+            self.running.insert((local.job, local.unit), w);
+            self.report(
+                now,
+                local.job,
+                local.unit,
+                Report::Resume {
+                    state: local.state,
+                    shared: local.shared,
+                },
+            );
+        }
+    }
+
+    /// A unit's worker thread stopped after [`JobOutput::Stop`], with its
+    /// last state.
+    pub fn unit_stopped(&mut self, now: Instant, job: JobId, unit: UnitId, state: Option<Vec<u8>>) {
+        let Some(w) = self.running.get(&(job, unit)) else {
+            return;
+        };
+        match (w.stopping, state) {
+            (Some(StopReason::Leaving), Some(state)) => {
+                self.report(now, job, unit, Report::HandBack { state });
+            }
+            _ => self.drop_unit(job, unit),
         }
     }
 
     /// A unit finished on a worker thread.
     pub fn unit_finished(&mut self, now: Instant, job: JobId, unit: UnitId, output: Vec<u8>) {
-        if let Some(home) = self
-            .running
-            .remove(&(job, unit))
-            .or_else(|| self.home_for(job))
-        {
-            self.send(home, JobMsg::UnitDone { job, unit, output }, true);
-        }
-        if !self.running.keys().any(|(j, _)| *j == job) {
-            self.current_job = None;
+        if let Some(w) = self.running.get_mut(&(job, unit)) {
+            // Divide requests still queued get nothing.
+            let steals: Vec<u64> = w.steals.drain(..).collect();
+            let primary = self.primary_of(job);
+            for steal in steals {
+                self.send(primary.clone(), JobMsg::StealDeclined { job, steal }, false);
+            }
+            self.report(now, job, unit, Report::Done { output });
         }
         // Ask for more at once.
         self.next_request_at = now;
         self.backoff = self.config.request_backoff_initial;
     }
 
+    /// A unit could not run here (its state did not decode, no thread):
+    /// hand it back so it runs elsewhere.
+    pub fn unit_failed(&mut self, now: Instant, job: JobId, unit: UnitId, _error: String) {
+        self.drop_unit(job, unit);
+        self.next_request_at = now + self.config.request_backoff_max;
+    }
+
     /// Work done by worker threads since the last report.
     pub fn report_progress(&mut self, job: JobId, work: u64) {
-        if let Some(home) = self.home_for(job) {
-            // On the bulk channel, like `UnitDone`: pipes keep order within
-            // a channel, so a unit's last progress reaches the home before
-            // its result does.
-            self.send(home, JobMsg::Progress { job, work }, true);
+        let primary = self.primary_of(job);
+        // Same channel as results: a unit's last progress arrives first.
+        self.send(primary, JobMsg::Progress { job, work }, true);
+    }
+
+    /// This peer is leaving gracefully: stop asking for work, hand every
+    /// running unit back and the primary role of every job to the next
+    /// home member. Done when [`Jobs::has_left`] says so.
+    pub fn leave(&mut self, now: Instant) {
+        self.leaving = true;
+        self.known.clear();
+        let keys: Vec<(JobId, UnitId)> = self.running.keys().copied().collect();
+        for (job, unit) in keys {
+            if let Some(w) = self.running.get_mut(&(job, unit)) {
+                if w.stopping.is_none() && !w.finished() {
+                    w.stopping = Some(StopReason::Leaving);
+                    self.outputs.push_back(JobOutput::Stop { job, unit });
+                }
+            }
         }
+        self.hand_over_homes(now);
     }
 
-    /// A worker thread improved a shared variable.
-    pub fn shared_improved(&mut self, job: JobId, vars: SharedVars) {
-        if let Some(home) = self.home_for(job) {
-            self.send(home, JobMsg::Shared { job, vars }, false);
-        }
-    }
-
-    /// Submits a job from this peer to `home`.
-    pub fn submit(&mut self, job: JobId, app: String, params: Vec<u8>, home: P) {
-        self.send(home, JobMsg::Submit { job, app, params }, false);
-    }
-
-    /// Asks `home` for the status of `job`.
-    pub fn query(&mut self, job: JobId, home: P) {
-        self.send(home, JobMsg::Query { job }, false);
+    /// Whether a graceful leave is complete: every unit handed back and
+    /// acknowledged, every primary role handed over.
+    pub fn has_left(&self) -> bool {
+        self.leaving
+            && self
+                .running
+                .values()
+                .all(|w| w.stopping.is_some() && w.unacked.is_empty())
+            && self.running.values().all(|w| w.unacked.is_empty())
+            && self.homes_handed_over()
     }
 
     fn forget_job(&mut self, job: JobId) {
@@ -1096,7 +1417,24 @@ impl<P: PeerKey> Jobs<P> {
 
     /// Units this peer is computing.
     pub fn running_units(&self) -> usize {
-        self.running.len()
+        self.running.values().filter(|w| !w.finished()).count()
+    }
+
+    /// Jobs this peer knows of by advertisement: (job, app, home).
+    pub fn known_jobs(&self) -> Vec<(JobId, String, P)> {
+        self.known
+            .iter()
+            .map(|(job, k)| (*job, k.app.clone(), k.home.clone()))
+            .collect()
+    }
+
+    /// The primary of `job`, if this peer knows the job: a home member, a
+    /// worker of it, or an advert named it.
+    pub fn home_for(&self, job: JobId) -> Option<P> {
+        if self.homes.contains_key(&job) || self.running.keys().any(|(j, _)| *j == job) {
+            return Some(self.primary_of(job));
+        }
+        self.known.get(&job).map(|k| k.home.clone())
     }
 
     /// When the core next needs [`Jobs::handle_timeout`].
@@ -1104,77 +1442,43 @@ impl<P: PeerKey> Jobs<P> {
         self.next_tick
     }
 
-    /// Advertises, requests work, reports progress, expires what is stale.
+    /// Checkpoints, re-sends, advertises, requests work, expires what is
+    /// stale.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.next_tick = now + Duration::from_millis(50);
+        self.next_tick = now + Duration::from_millis(20);
         self.known.retain(|_, k| k.expires > now);
-        let jobs: Vec<JobId> = self.homed.keys().copied().collect();
-        for job in jobs {
-            let Some(record) = self.homed.get(&job) else {
+        // Worker: checkpoints due, reports to re-send.
+        let keys: Vec<(JobId, UnitId)> = self.running.keys().copied().collect();
+        for (job, unit) in keys {
+            let Some(w) = self.running.get_mut(&(job, unit)) else {
                 continue;
             };
-            let running = record.state == JobState::Running;
-            if running && record.next_advert_at <= now {
-                self.advertise(now, job);
-                // Keep our own advert fresh too.
-                if let Some(k) = self.known.get_mut(&job) {
-                    k.expires = now + self.config.advert_lifetime;
-                }
+            if w.ft.checkpoints()
+                && !w.checkpoint_asked
+                && w.stopping.is_none()
+                && !w.finished()
+                && w.next_checkpoint_at <= now
+            {
+                w.checkpoint_asked = true;
+                self.outputs.push_back(JobOutput::Checkpoint { job, unit });
             }
-            // Steals whose donor never answered: give up on them.
-            let stale: Vec<UnitId> = self
-                .homed
-                .get(&job)
-                .map(|r| {
-                    r.units
-                        .iter()
-                        .filter(|(_, u)| {
-                            u.status == UnitStatus::Pending
-                                && u.donor.is_some()
-                                && now.saturating_duration_since(u.since)
-                                    > self.config.steal_timeout
-                        })
-                        .map(|(id, _)| *id)
-                        .collect()
-                })
-                .unwrap_or_default();
-            for unit in stale {
-                self.on_steal_declined(now, job, unit);
-            }
-            if let Some(record) = self.homed.get_mut(&job) {
-                if running && record.next_progress_at <= now {
-                    record.next_progress_at = now + self.config.progress_interval;
-                    let submitter = record.submitter.clone();
-                    if let Some(view) = self.view(now, job) {
-                        self.send(submitter, JobMsg::Status { view }, false);
-                    }
-                }
+            let Some(w) = self.running.get(&(job, unit)) else {
+                continue;
+            };
+            if !w.unacked.is_empty()
+                && now.saturating_duration_since(w.last_sent) >= self.config.resend_interval
+            {
+                self.resend_reports(now, job, unit);
             }
         }
-        // Drop finished records past their retention, and the oldest over the cap.
-        let retention = self.config.result_retention;
-        self.homed.retain(|_, r| {
-            r.finished
-                .is_none_or(|f| now.saturating_duration_since(f) < retention)
-        });
-        while self.homed.len() > self.config.max_retained_results {
-            let oldest = self
-                .homed
-                .iter()
-                .filter(|(_, r)| r.finished.is_some())
-                .min_by_key(|(_, r)| r.finished)
-                .map(|(id, _)| *id);
-            match oldest {
-                Some(id) => {
-                    self.homed.remove(&id);
-                }
-                None => break,
-            }
-        }
+        self.home_timeouts(now);
         self.maybe_request_work(now);
     }
 
     fn maybe_request_work(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
         let free = self.config.cores.saturating_sub(self.running.len() as u32);
         if free == 0 || self.request_outstanding || now < self.next_request_at {
             return;
@@ -1192,15 +1496,30 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         self.request_outstanding = true;
-        // If the answer is lost with a dead home, ask again later.
-        self.next_request_at = now + self.config.steal_timeout * 2;
+        // If the answer is lost with a dead primary, ask again later.
+        self.next_request_at = now + self.config.steal_timeout;
         self.send(home, JobMsg::WorkRequest { job, free }, false);
     }
 
-    /// The request in flight failed (its home is unreachable): try later.
-    pub fn request_failed(&mut self, now: Instant) {
-        self.request_outstanding = false;
-        self.next_request_at = now + self.config.request_backoff_max;
+    /// A message could not be delivered to `to` (it is dead or the pipe
+    /// gave up).
+    pub fn send_failed(&mut self, now: Instant, to: P, msg: JobMsg<P>) {
+        match msg {
+            JobMsg::WorkRequest { job, .. } => {
+                self.request_outstanding = false;
+                self.next_request_at = now + self.config.request_backoff_max;
+                // Ask the job's primary as this peer computes it next time.
+                let next = self.probable_home(job);
+                if let Some(k) = self.known.get_mut(&job) {
+                    if k.home == to {
+                        k.home = next;
+                    }
+                }
+            }
+            JobMsg::Query { job } => self.outputs.push_back(JobOutput::Unknown(job)),
+            // Reports stay queued and are re-sent to the next primary.
+            _ => {}
+        }
     }
 
     /// The next thing the driver must do.
@@ -1212,6 +1531,35 @@ impl<P: PeerKey> Jobs<P> {
     /// unknown app or bad parameters).
     pub fn prepare(&self, app: &str, args: &[String]) -> Result<Vec<u8>, AppError> {
         self.registry.get(app)?.parse_args(args)
+    }
+
+    fn random_epoch(&mut self) -> Epoch {
+        self.rng.random()
+    }
+}
+
+impl<P> WorkerUnit<P> {
+    fn new(epoch: Epoch, app: String, ft: FaultTolerance, now: Instant, _c: &JobConfig) -> Self {
+        WorkerUnit {
+            epoch,
+            app,
+            ft,
+            seq: 0,
+            unacked: VecDeque::new(),
+            last_sent: now,
+            next_checkpoint_at: now + ft.ttc,
+            checkpoint_asked: false,
+            steals: VecDeque::new(),
+            stopping: None,
+            sent_to: None,
+        }
+    }
+
+    /// Its thread is done (result or hand-back reported).
+    fn finished(&self) -> bool {
+        self.unacked
+            .iter()
+            .any(|(_, r)| matches!(r, Report::Done { .. } | Report::HandBack { .. }))
     }
 }
 

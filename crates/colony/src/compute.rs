@@ -2,7 +2,10 @@
 //! at most `cores` of them (the job core enforces it), each at the lowest
 //! OS priority (`nice 19`) so a volunteer's own work comes first. A thread
 //! steps its unit in slices of a few milliseconds and, between slices,
-//! answers divide requests and takes in shared-variable updates.
+//! answers divide, checkpoint and stop requests and takes in
+//! shared-variable updates. A slice that improved a shared variable is
+//! followed at once by a checkpoint, so the improvement spreads only with
+//! the state that holds it.
 
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
@@ -11,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use colony_core::divisible::{App, SharedVars, Step, StepContext};
 use colony_core::job::{JobId, UnitId};
-use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -29,18 +31,25 @@ pub(crate) enum ComputeEvent {
     },
     Divided {
         job: JobId,
-        new_unit: UnitId,
-        requester: PeerId,
+        unit: UnitId,
         part: Option<Vec<u8>>,
+        remaining: Vec<u8>,
         shared: SharedVars,
+    },
+    Checkpointed {
+        job: JobId,
+        unit: UnitId,
+        state: Vec<u8>,
+        shared: SharedVars,
+    },
+    Stopped {
+        job: JobId,
+        unit: UnitId,
+        state: Vec<u8>,
     },
     Progress {
         job: JobId,
         work: u64,
-    },
-    SharedImproved {
-        job: JobId,
-        vars: SharedVars,
     },
     Failed {
         job: JobId,
@@ -50,7 +59,9 @@ pub(crate) enum ComputeEvent {
 }
 
 enum Control {
-    Divide { new_unit: UnitId, requester: PeerId },
+    Divide,
+    Checkpoint,
+    Stop,
     Shared(SharedVars),
 }
 
@@ -94,20 +105,24 @@ impl ComputePool {
     }
 
     /// Asks a running unit to divide; the answer comes as `Divided`.
-    pub(crate) fn divide(
-        &mut self,
-        job: JobId,
-        unit: UnitId,
-        new_unit: UnitId,
-        requester: PeerId,
-    ) -> bool {
+    /// False if the unit does not run here.
+    pub(crate) fn divide(&mut self, job: JobId, unit: UnitId) -> bool {
+        self.control(job, unit, Control::Divide)
+    }
+
+    /// Asks a running unit for its state; the answer comes as `Checkpointed`.
+    pub(crate) fn checkpoint(&mut self, job: JobId, unit: UnitId) -> bool {
+        self.control(job, unit, Control::Checkpoint)
+    }
+
+    /// Stops a running unit; the answer comes as `Stopped`.
+    pub(crate) fn stop(&mut self, job: JobId, unit: UnitId) -> bool {
+        self.control(job, unit, Control::Stop)
+    }
+
+    fn control(&mut self, job: JobId, unit: UnitId, message: Control) -> bool {
         match self.units.get(&(job, unit)) {
-            Some(control) => control
-                .send(Control::Divide {
-                    new_unit,
-                    requester,
-                })
-                .is_ok(),
+            Some(control) => control.send(message).is_ok(),
             None => false,
         }
     }
@@ -165,18 +180,35 @@ fn run_unit(
     loop {
         while let Ok(message) = control.try_recv() {
             match message {
-                Control::Divide {
-                    new_unit,
-                    requester,
-                } => {
+                Control::Divide => {
                     let part = unit.divide();
                     let _ = events.blocking_send(ComputeEvent::Divided {
                         job,
-                        new_unit,
-                        requester,
+                        unit: unit_id,
                         part,
+                        remaining: unit.checkpoint(),
                         shared: shared.clone(),
                     });
+                }
+                Control::Checkpoint => {
+                    let _ = events.blocking_send(ComputeEvent::Checkpointed {
+                        job,
+                        unit: unit_id,
+                        state: unit.checkpoint(),
+                        shared: shared.clone(),
+                    });
+                }
+                Control::Stop => {
+                    let _ = events.blocking_send(ComputeEvent::Progress {
+                        job,
+                        work: work_unreported,
+                    });
+                    let _ = events.blocking_send(ComputeEvent::Stopped {
+                        job,
+                        unit: unit_id,
+                        state: unit.checkpoint(),
+                    });
+                    return;
                 }
                 Control::Shared(vars) => {
                     shared.merge(&vars);
@@ -194,20 +226,6 @@ fn run_unit(
         } else if took > STEP_TARGET * 2 && budget > 1 {
             budget /= 2;
         }
-        if improved {
-            let _ = events.blocking_send(ComputeEvent::SharedImproved {
-                job,
-                vars: shared.clone(),
-            });
-        }
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            let _ = events.blocking_send(ComputeEvent::Progress {
-                job,
-                work: work_unreported,
-            });
-            work_unreported = 0;
-            last_report = Instant::now();
-        }
         if let Step::Done(output) = step {
             let _ = events.blocking_send(ComputeEvent::Progress {
                 job,
@@ -218,23 +236,23 @@ fn run_unit(
                 unit: unit_id,
                 output,
             });
-            // Nothing left to give: decline divide requests still queued.
-            while let Ok(message) = control.try_recv() {
-                if let Control::Divide {
-                    new_unit,
-                    requester,
-                } = message
-                {
-                    let _ = events.blocking_send(ComputeEvent::Divided {
-                        job,
-                        new_unit,
-                        requester,
-                        part: None,
-                        shared: SharedVars::default(),
-                    });
-                }
-            }
             return;
+        }
+        if improved {
+            let _ = events.blocking_send(ComputeEvent::Checkpointed {
+                job,
+                unit: unit_id,
+                state: unit.checkpoint(),
+                shared: shared.clone(),
+            });
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            let _ = events.blocking_send(ComputeEvent::Progress {
+                job,
+                work: work_unreported,
+            });
+            work_unreported = 0;
+            last_report = Instant::now();
         }
     }
 }

@@ -47,6 +47,7 @@ pub(crate) enum Command {
     SubmitJob {
         app: String,
         args: Vec<String>,
+        ft: colony_core::ft::FaultTolerance,
         reply: oneshot::Sender<Result<JobTicket, colony_core::divisible::AppError>>,
     },
     QueryJob {
@@ -79,7 +80,13 @@ enum Wake {
     Timer,
 }
 
+/// Longest a leaving peer waits for its units and job records to be taken
+/// over before it leaves anyway.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
+
 mod jobs;
+
+pub(crate) use jobs::overlay_key;
 
 /// Most inputs of one kind handled before outputs are drained, so a burst
 /// of frames is acknowledged with one ack per channel.
@@ -126,8 +133,8 @@ pub(crate) struct JobQuery {
 /// What a job message in flight was, should its delivery fail.
 #[derive(Clone, Copy)]
 enum JobSendKind {
-    WorkRequest,
-    Query(JobId),
+    WorkRequest { to: PeerId, job: JobId, free: u32 },
+    Query { job: JobId },
     Other,
 }
 
@@ -189,6 +196,7 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
+        let mut leave_deadline: Option<Instant> = None;
         loop {
             let wake_at = tokio::time::Instant::from_std(self.next_wakeup());
             // Only application messages can wait for the inbox; job
@@ -247,7 +255,17 @@ impl Driver {
             }
             self.flush();
             if shutdown_reply.is_some() {
-                break;
+                let deadline = *leave_deadline.get_or_insert(Instant::now() + HAND_OVER_TIMEOUT);
+                if self.jobs.has_left() || Instant::now() >= deadline {
+                    if !self.jobs.has_left() {
+                        warn!("leaving before every unit was handed back");
+                    }
+                    info!(peer_id = %self.info.peer_id, "leaving the network");
+                    self.membership
+                        .handle(Instant::now(), membership::Input::Leave);
+                    self.flush();
+                    break;
+                }
             }
         }
         // Give the leave announcements a moment to reach the wire.
@@ -355,16 +373,21 @@ impl Driver {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            Command::SubmitJob { app, args, reply } => {
-                let _ = reply.send(self.submit_job(app, args));
+            Command::SubmitJob {
+                app,
+                args,
+                ft,
+                reply,
+            } => {
+                let _ = reply.send(self.submit_job(app, args, ft));
             }
             Command::QueryJob { job, reply } => self.query_job(now, job, reply),
             Command::ListJobs { reply } => {
                 let _ = reply.send(self.list_jobs(now));
             }
             Command::Shutdown { reply } => {
-                info!(peer_id = %self.info.peer_id, "leaving the network");
-                self.membership.handle(now, membership::Input::Leave);
+                info!(peer_id = %self.info.peer_id, running_units = self.jobs.running_units(), "leaving: handing units and job records over");
+                self.jobs.leave(now);
                 return Some(reply);
             }
         }

@@ -49,6 +49,9 @@ pub enum ColonyError {
     /// A job could not be submitted.
     #[error(transparent)]
     App(#[from] colony_core::divisible::AppError),
+    /// A job's fault-tolerance settings are incoherent.
+    #[error("invalid fault-tolerance settings: {0}")]
+    FaultTolerance(#[from] colony_core::ft::FtError),
     /// A condition did not hold in time.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use colony_core::acquaintance::Acquaintances;
 use colony_core::divisible::AppRegistry;
+use colony_core::ft::FaultTolerance;
 use colony_core::job::Jobs;
 use colony_core::job::{JobId, JobState, JobView};
 use colony_core::membership::{MemberState, Membership, PeerStats};
@@ -191,7 +192,14 @@ impl Peer {
             Acquaintances::new(config.acquaintances.clone(), config.bootstrap.len(), now);
         let mut job_config = config.jobs.clone();
         job_config.cores = membership.local().stats.cores_offered.max(1);
-        let jobs = Jobs::new(peer_id, job_config, config.apps.clone(), now);
+        let jobs = Jobs::new(
+            peer_id,
+            job_config,
+            config.apps.clone(),
+            now,
+            rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
+            crate::driver::overlay_key,
+        );
 
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity);
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity);
@@ -330,14 +338,32 @@ impl Peer {
         &self.apps
     }
 
-    /// Submits a job: `app` with command-line style `args`. Bad parameters
-    /// or an unknown application are reported here, before anything runs.
+    /// Submits a job: `app` with command-line style `args`, protected by
+    /// the default fault tolerance (checkpoints every second, two copies on
+    /// a home of three). Bad parameters or an unknown application are
+    /// reported here, before anything runs.
     pub async fn submit_job(&self, app: &str, args: &[String]) -> Result<JobHandle, ColonyError> {
+        self.submit_job_with(app, args, FaultTolerance::default())
+            .await
+    }
+
+    /// Submits a job protected by `ft` (protocol, TTC, checkpoint storage,
+    /// home size), as chosen in a deployment descriptor. Incoherent settings,
+    /// bad parameters or an unknown application are reported here, before
+    /// anything runs.
+    pub async fn submit_job_with(
+        &self,
+        app: &str,
+        args: &[String],
+        ft: FaultTolerance,
+    ) -> Result<JobHandle, ColonyError> {
+        ft.validate()?;
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::SubmitJob {
                 app: app.to_string(),
                 args: args.to_vec(),
+                ft,
                 reply,
             })
             .await

@@ -1,8 +1,9 @@
 //! Job cores of several peers driven in virtual time, with units stepped
-//! by the harness the way worker threads would.
+//! by the harness the way worker threads would, and with crashes.
 
 use super::*;
 use crate::divisible::{Step, StepContext, Unit};
+use crate::ft::CheckpointStorage;
 use crate::test_apps::Sum;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -19,10 +20,22 @@ struct Cluster {
     peers: Vec<Peer>,
     wire: Vec<(Instant, u32, u32, JobMsg<u32>)>,
     statuses: Vec<(u32, JobView<u32>)>,
-    merged_units: Vec<UnitId>,
+    events: Vec<(u32, JobEvent<u32>)>,
     rng: SmallRng,
     /// Latest delivery time per (from, to, bulk) channel, for FIFO order.
     last_delivery: BTreeMap<(u32, u32, bool), Instant>,
+}
+
+fn key_of(peer: &u32) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let mut x = u64::from(*peer).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    for chunk in key.chunks_mut(8) {
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 29;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    key
 }
 
 impl Cluster {
@@ -30,7 +43,7 @@ impl Cluster {
         let now = Instant::now();
         let mut registry = AppRegistry::new();
         registry.register::<Sum>();
-        let mut peers: Vec<Peer> = (0..n)
+        let peers: Vec<Peer> = (0..n)
             .map(|id| Peer {
                 core: Jobs::new(
                     id,
@@ -40,43 +53,66 @@ impl Cluster {
                     },
                     registry.clone(),
                     now,
+                    u64::from(id),
+                    key_of,
                 ),
                 units: Vec::new(),
                 shared: SharedVars::default(),
                 alive: true,
             })
             .collect();
-        for (id, peer) in peers.iter_mut().enumerate() {
-            let others = (0..n)
-                .filter(|o| *o != id as u32)
-                .map(|o| (o, 0.0))
-                .collect();
-            peer.core.set_members(others);
-        }
-        Cluster {
+        let mut cluster = Cluster {
             now,
             peers,
             wire: Vec::new(),
             statuses: Vec::new(),
-            merged_units: Vec::new(),
+            events: Vec::new(),
             rng: SmallRng::seed_from_u64(1),
             last_delivery: BTreeMap::new(),
+        };
+        cluster.update_members();
+        cluster
+    }
+
+    /// Tells every live peer who else is alive.
+    fn update_members(&mut self) {
+        let live: Vec<u32> = (0..self.peers.len() as u32)
+            .filter(|p| self.peers[*p as usize].alive)
+            .collect();
+        for id in live.clone() {
+            let others = live
+                .iter()
+                .filter(|o| **o != id)
+                .map(|o| (*o, 0.0))
+                .collect();
+            let now = self.now;
+            self.peers[id as usize].core.set_members(now, others);
+            self.drain(id);
         }
+    }
+
+    fn crash(&mut self, id: u32) {
+        let peer = &mut self.peers[id as usize];
+        peer.alive = false;
+        peer.units.clear();
+        self.update_members();
     }
 
     fn drain(&mut self, id: u32) {
         let registry = self.peers[id as usize].core.registry().clone();
+        let now = self.now;
         while let Some(out) = self.peers[id as usize].core.poll() {
             match out {
                 JobOutput::Send { to, msg, bulk } => {
-                    if let JobMsg::UnitDone { unit, .. } = &msg {
-                        self.merged_units.push(*unit);
+                    if to == id {
+                        self.peers[id as usize].core.handle_message(now, id, msg);
+                        continue;
                     }
                     // Pipes deliver in order per sender, receiver and class.
                     let latency = Duration::from_micros(self.rng.random_range(100..3000));
                     let channel = (id, to, bulk);
                     let last = self.last_delivery.get(&channel).copied();
-                    let at = last.map_or(self.now + latency, |l| l.max(self.now + latency));
+                    let at = last.map_or(now + latency, |l| l.max(now + latency));
                     self.last_delivery.insert(channel, at);
                     self.wire.push((at, id, to, msg));
                 }
@@ -92,26 +128,50 @@ impl Cluster {
                     peer.shared.merge(&shared);
                     peer.units.push((job, unit, restored));
                 }
-                JobOutput::Divide {
-                    job,
-                    unit,
-                    new_unit,
-                    requester,
-                } => {
+                JobOutput::Divide { job, unit } => {
                     let peer = &mut self.peers[id as usize];
-                    let part = peer
+                    let found = peer
                         .units
                         .iter_mut()
                         .find(|(j, u, _)| *j == job && *u == unit)
-                        .and_then(|(_, _, unit)| unit.divide());
+                        .map(|(_, _, unit)| (unit.divide(), unit.checkpoint()));
                     let shared = peer.shared.clone();
-                    peer.core.divided(job, new_unit, requester, part, shared);
+                    if let Some((part, remaining)) = found {
+                        peer.core.divided(now, job, unit, part, remaining, shared);
+                    }
+                }
+                JobOutput::Checkpoint { job, unit } => {
+                    let peer = &mut self.peers[id as usize];
+                    let state = peer
+                        .units
+                        .iter()
+                        .find(|(j, u, _)| *j == job && *u == unit)
+                        .map(|(_, _, unit)| unit.checkpoint());
+                    let shared = peer.shared.clone();
+                    if let Some(state) = state {
+                        peer.core.checkpointed(now, job, unit, state, shared);
+                    }
+                }
+                JobOutput::Stop { job, unit } => {
+                    let peer = &mut self.peers[id as usize];
+                    let pos = peer
+                        .units
+                        .iter()
+                        .position(|(j, u, _)| *j == job && *u == unit);
+                    let state = pos.map(|i| peer.units.remove(i).2.checkpoint());
+                    peer.core.unit_stopped(now, job, unit, state);
                 }
                 JobOutput::SharedChanged { vars, .. } => {
                     self.peers[id as usize].shared.merge(&vars);
                 }
                 JobOutput::Status(view) => self.statuses.push((id, view)),
-                JobOutput::Unknown(_) => {}
+                JobOutput::Unknown(_) | JobOutput::Forget { .. } => {}
+                JobOutput::Persist { key, piece } => {
+                    self.peers[id as usize]
+                        .core
+                        .persisted(now, key, piece.epoch, piece.version);
+                }
+                JobOutput::Event(event) => self.events.push((id, event)),
             }
         }
     }
@@ -157,17 +217,22 @@ impl Cluster {
         }
     }
 
-    fn submit(&mut self, from: u32, home: u32, n: u64) -> JobId {
-        let job = JobId([from as u8; 16]);
+    fn submit_ft(&mut self, from: u32, n: u64, ft: FaultTolerance) -> JobId {
+        let job = JobId([from as u8 + 1; 16]);
         let params = self.peers[from as usize]
             .core
             .prepare("sum", &[n.to_string()])
             .unwrap();
+        let now = self.now;
         self.peers[from as usize]
             .core
-            .submit(job, "sum".into(), params, home);
+            .submit(now, job, "sum".into(), params, ft);
         self.drain(from);
         job
+    }
+
+    fn submit(&mut self, from: u32, n: u64) -> JobId {
+        self.submit_ft(from, n, FaultTolerance::default())
     }
 
     fn final_status(&self, job: JobId) -> Option<&JobView<u32>> {
@@ -175,6 +240,29 @@ impl Cluster {
             .iter()
             .map(|(_, v)| v)
             .find(|v| v.job == job && !matches!(v.state, JobState::Running))
+    }
+
+    fn primary(&self, job: JobId) -> u32 {
+        (0..self.peers.len() as u32)
+            .filter(|p| self.peers[*p as usize].alive)
+            .find(|p| {
+                self.peers[*p as usize]
+                    .core
+                    .homed_views(self.now)
+                    .iter()
+                    .any(|v| v.job == job)
+            })
+            .expect("a primary")
+    }
+
+    fn merged_units(&self) -> Vec<UnitId> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                JobEvent::Merged { unit, .. } => Some(*unit),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -189,7 +277,7 @@ fn result_of(view: &JobView<u32>) -> u64 {
 fn three_peers_steal_and_merge_every_unit_once() {
     let mut cluster = Cluster::new(3, 2);
     let n = 200_000;
-    let job = cluster.submit(0, 1, n);
+    let job = cluster.submit(0, n);
     cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
     let view = cluster.final_status(job).expect("job finished").clone();
     assert_eq!(result_of(&view), n * (n + 1) / 2);
@@ -199,52 +287,46 @@ fn three_peers_steal_and_merge_every_unit_once() {
         view.stats
     );
     assert_eq!(view.stats.units, view.stats.units_done);
-    let mut merged = cluster.merged_units.clone();
+    let mut merged = cluster.merged_units();
     let before = merged.len();
     merged.sort_unstable();
     merged.dedup();
-    assert_eq!(before, merged.len(), "no unit reported twice");
+    assert_eq!(before, merged.len(), "no unit merged twice");
     assert_eq!(merged.len() as u64, view.stats.units);
     assert_eq!(view.stats.work, n, "every number counted once");
     assert!(view.stats.peers_used >= 3, "{:?}", view.contributions);
+    assert!(
+        view.stats.checkpoints >= view.stats.steals,
+        "{:?}",
+        view.stats
+    );
 }
 
 #[test]
 fn a_peer_joining_mid_job_gets_work() {
     let mut cluster = Cluster::new(3, 1);
-    // Peer 2 is not a member yet.
-    cluster.peers[2].alive = false;
-    cluster.peers[0].core.set_members(vec![(1, 0.0)]);
-    cluster.peers[1].core.set_members(vec![(0, 0.0)]);
-    let job = cluster.submit(0, 0, 400_000);
+    cluster.crash(2);
+    let job = cluster.submit(0, 400_000);
     cluster.run(Duration::from_millis(300), |_| false);
     assert!(cluster.final_status(job).is_none());
     cluster.peers[2].alive = true;
-    cluster.peers[0].core.set_members(vec![(1, 0.0), (2, 0.0)]);
-    cluster.peers[1].core.set_members(vec![(0, 0.0), (2, 0.0)]);
-    cluster.peers[2].core.set_members(vec![(0, 0.0), (1, 0.0)]);
+    cluster.update_members();
     let joined_at = cluster.now;
     cluster.run(Duration::from_secs(5), |c| !c.peers[2].units.is_empty());
     let waited = cluster.now - joined_at;
     assert!(
-        waited < Duration::from_millis(200),
+        waited < Duration::from_millis(300),
         "newcomer got work after {waited:?}"
     );
     cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
     let view = cluster.final_status(job).unwrap();
     assert_eq!(result_of(view), 400_000 * 400_001 / 2);
-    let newcomer = view
-        .contributions
-        .iter()
-        .find(|(p, _)| *p == 2)
-        .map(|(_, c)| c.units_done);
-    assert!(newcomer.unwrap_or(0) >= 1, "{:?}", view.contributions);
 }
 
 #[test]
 fn a_lone_peer_finishes_its_own_job() {
     let mut cluster = Cluster::new(1, 1);
-    let job = cluster.submit(0, 0, 10_000);
+    let job = cluster.submit(0, 10_000);
     cluster.run(Duration::from_secs(10), |c| c.final_status(job).is_some());
     assert_eq!(
         result_of(cluster.final_status(job).unwrap()),
@@ -263,9 +345,11 @@ fn bad_jobs_fail_with_a_clear_reason_at_the_submitter() {
         cluster.peers[0].core.prepare("nope", &[]),
         Err(AppError::UnknownApp(_))
     ));
-    // A home that lacks the app (or gets bad parameters) answers with Failed.
+    let now = cluster.now;
     let job = JobId([9; 16]);
-    cluster.peers[0].core.submit(job, "nope".into(), vec![], 1);
+    cluster.peers[0]
+        .core
+        .submit(now, job, "nope".into(), vec![], FaultTolerance::default());
     cluster.drain(0);
     cluster.run(Duration::from_secs(1), |c| c.final_status(job).is_some());
     match &cluster.final_status(job).unwrap().state {
@@ -273,30 +357,152 @@ fn bad_jobs_fail_with_a_clear_reason_at_the_submitter() {
         other => panic!("{other:?}"),
     }
     let job = JobId([8; 16]);
-    cluster.peers[0]
-        .core
-        .submit(job, "sum".into(), postcard::to_stdvec(&0u64).unwrap(), 1);
+    let zero_ttc = FaultTolerance {
+        ttc: Duration::ZERO,
+        ..FaultTolerance::default()
+    };
+    cluster.peers[0].core.submit(
+        now,
+        job,
+        "sum".into(),
+        postcard::to_stdvec(&10u64).unwrap(),
+        zero_ttc,
+    );
     cluster.drain(0);
     cluster.run(Duration::from_secs(1), |c| c.final_status(job).is_some());
-    assert!(matches!(
-        cluster.final_status(job).unwrap().state,
-        JobState::Failed { .. }
-    ));
+    match &cluster.final_status(job).unwrap().state {
+        JobState::Failed { reason } => assert!(reason.contains("ttc"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
-fn results_can_be_queried_from_the_home_by_id() {
-    let mut cluster = Cluster::new(3, 1);
-    let job = cluster.submit(0, 1, 5_000);
+fn results_can_be_queried_from_any_home_member() {
+    let mut cluster = Cluster::new(4, 1);
+    let job = cluster.submit(0, 5_000);
     cluster.run(Duration::from_secs(10), |c| c.final_status(job).is_some());
-    cluster.statuses.clear();
-    cluster.peers[2].core.query(job, 1);
-    cluster.drain(2);
-    cluster.run(Duration::from_secs(1), |c| !c.statuses.is_empty());
-    let (asker, view) = &cluster.statuses[0];
-    assert_eq!(*asker, 2);
-    assert_eq!(result_of(view), 5_000 * 5_001 / 2);
-    cluster.peers[2].core.query(JobId([7; 16]), 1);
-    cluster.drain(2);
-    cluster.run(Duration::from_millis(50), |_| false);
+    let view = cluster.final_status(job).unwrap().clone();
+    assert_eq!(view.home_members.len(), 3, "{view:?}");
+    for member in &view.home_members {
+        cluster.statuses.clear();
+        cluster.peers[0].core.query(job, *member);
+        cluster.drain(0);
+        cluster.run(Duration::from_secs(1), |c| !c.statuses.is_empty());
+        assert_eq!(result_of(&cluster.statuses[0].1), 5_000 * 5_001 / 2);
+    }
+}
+
+fn crash_mid_job(
+    ft: FaultTolerance,
+    victim: impl Fn(&Cluster, JobId) -> u32,
+) -> (Cluster, JobView<u32>) {
+    let mut cluster = Cluster::new(6, 1);
+    let n = 3_000_000;
+    let job = cluster.submit_ft(0, n, ft);
+    cluster.run(Duration::from_millis(2500), |_| false);
+    assert!(cluster.final_status(job).is_none(), "job still running");
+    let victim = victim(&cluster, job);
+    cluster.crash(victim);
+    cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2, "{:?}", view.stats);
+    assert_eq!(view.stats.units, view.stats.units_done);
+    (cluster, view)
+}
+
+#[test]
+fn a_crashed_worker_s_units_restart_from_their_checkpoints() {
+    let (_, view) = crash_mid_job(FaultTolerance::default(), |c, job| {
+        let primary = c.primary(job);
+        (1..6)
+            .find(|p| *p != primary && !c.peers[*p as usize].units.is_empty())
+            .unwrap()
+    });
+    assert!(view.stats.reissued >= 1, "{:?}", view.stats);
+}
+
+#[test]
+fn the_primary_crashing_hands_the_job_to_its_successor() {
+    let (_, view) = crash_mid_job(FaultTolerance::default(), |c, job| c.primary(job));
+    assert!(view.stats.takeovers >= 1, "{:?}", view.stats);
+}
+
+#[test]
+fn erasure_coded_checkpoints_survive_two_home_members() {
+    let ft = FaultTolerance {
+        storage: CheckpointStorage::Shards { k: 4, m: 2 },
+        home_size: 6,
+        ..FaultTolerance::default()
+    };
+    let mut cluster = Cluster::new(7, 1);
+    let n = 3_000_000;
+    let job = cluster.submit_ft(0, n, ft);
+    cluster.run(Duration::from_millis(2500), |_| false);
+    let primary = cluster.primary(job);
+    let members = cluster.peers[primary as usize]
+        .core
+        .view(cluster.now, job)
+        .unwrap()
+        .home_members;
+    assert_eq!(members.len(), 6);
+    // Two backups holding shards, each also running a unit.
+    let victims: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|m| *m != primary)
+        .take(2)
+        .collect();
+    for v in victims {
+        cluster.crash(v);
+    }
+    cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished");
+    assert_eq!(result_of(view), n * (n + 1) / 2, "{:?}", view.stats);
+}
+
+#[test]
+fn protocol_none_fails_clearly_when_a_unit_is_lost() {
+    let mut cluster = Cluster::new(4, 1);
+    let job = cluster.submit_ft(0, 3_000_000, FaultTolerance::none());
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let victim = (1..4)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .unwrap();
+    cluster.crash(victim);
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    match &cluster.final_status(job).unwrap().state {
+        JobState::Failed { reason } => assert!(reason.contains("none"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_leaving_worker_hands_its_units_back() {
+    let mut cluster = Cluster::new(4, 1);
+    let n = 2_000_000;
+    let job = cluster.submit(0, n);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let holding: Vec<usize> = cluster.peers.iter().map(|p| p.units.len()).collect();
+    let leaver = (1..4)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "primary {primary}, units {holding:?}, events {:?}",
+                cluster.events
+            )
+        });
+    let now = cluster.now;
+    cluster.peers[leaver as usize].core.leave(now);
+    cluster.drain(leaver);
+    cluster.run(Duration::from_secs(10), |c| {
+        c.peers[leaver as usize].core.has_left()
+    });
+    assert!(cluster.peers[leaver as usize].core.has_left());
+    cluster.crash(leaver);
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).unwrap();
+    assert_eq!(result_of(view), n * (n + 1) / 2);
+    assert_eq!(view.stats.work, n, "no work redone after a graceful leave");
 }

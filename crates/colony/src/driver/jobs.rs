@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use colony_core::divisible::AppError;
-use colony_core::job::{JobId, JobMsg, JobOutput, JobState, JobView};
+use colony_core::ft::FaultTolerance;
+use colony_core::job::{JobEvent, JobId, JobMsg, JobOutput, JobState, JobView, Piece, PieceKey};
 use colony_core::membership::MemberState;
 use colony_core::pipe::{PipeError, TrafficClass};
 use colony_core::wire;
@@ -35,8 +36,12 @@ impl Driver {
                     return;
                 }
                 let kind = match &msg {
-                    JobMsg::WorkRequest { .. } => JobSendKind::WorkRequest,
-                    JobMsg::Query { job } => JobSendKind::Query(*job),
+                    JobMsg::WorkRequest { job, free } => JobSendKind::WorkRequest {
+                        to,
+                        job: *job,
+                        free: *free,
+                    },
+                    JobMsg::Query { job } => JobSendKind::Query { job: *job },
                     _ => JobSendKind::Other,
                 };
                 if matches!(
@@ -85,19 +90,29 @@ impl Driver {
                     debug!(%job, unit, "starting unit");
                     self.compute.start(job, unit, app, state, shared);
                 }
-                Err(error) => warn!(%job, unit, %error, "cannot run unit"),
+                Err(error) => {
+                    warn!(%job, unit, %error, "cannot run unit");
+                    self.jobs.unit_failed(now, job, unit, error.to_string());
+                }
             },
-            JobOutput::Divide {
-                job,
-                unit,
-                new_unit,
-                requester,
-            } => {
-                if !self.compute.divide(job, unit, new_unit, requester) {
+            JobOutput::Divide { job, unit } => {
+                if !self.compute.divide(job, unit) {
                     self.jobs
-                        .divided(job, new_unit, requester, None, Default::default());
+                        .divided(now, job, unit, None, Vec::new(), Default::default());
                 }
             }
+            JobOutput::Checkpoint { job, unit } => {
+                // A unit that already ended answers nothing; its result is on its way.
+                self.compute.checkpoint(job, unit);
+            }
+            JobOutput::Stop { job, unit } => {
+                if !self.compute.stop(job, unit) {
+                    self.jobs.unit_stopped(now, job, unit, None);
+                }
+            }
+            JobOutput::Persist { key, piece } => self.persist_piece(key, piece),
+            JobOutput::Forget { job } => self.forget_pieces(job),
+            JobOutput::Event(event) => log_job_event(&event),
             JobOutput::SharedChanged { job, vars } => self.compute.share(job, &vars),
             JobOutput::Status(view) => {
                 let job = view.job;
@@ -118,9 +133,13 @@ impl Driver {
     }
 
     pub(super) fn job_send_failed(&mut self, kind: JobSendKind, error: PipeError) {
+        let now = Instant::now();
         match kind {
-            JobSendKind::WorkRequest => self.jobs.request_failed(Instant::now()),
-            JobSendKind::Query(job) => self.query_answered_no(job),
+            JobSendKind::WorkRequest { to, job, free } => {
+                self.jobs
+                    .send_failed(now, to, JobMsg::WorkRequest { job, free })
+            }
+            JobSendKind::Query { job, .. } => self.query_answered_no(job),
             JobSendKind::Other => {}
         }
         debug!(%error, "job message not delivered");
@@ -146,16 +165,26 @@ impl Driver {
             }
             ComputeEvent::Divided {
                 job,
-                new_unit,
-                requester,
+                unit,
                 part,
+                remaining,
                 shared,
-            } => self.jobs.divided(job, new_unit, requester, part, shared),
+            } => self.jobs.divided(now, job, unit, part, remaining, shared),
+            ComputeEvent::Checkpointed {
+                job,
+                unit,
+                state,
+                shared,
+            } => self.jobs.checkpointed(now, job, unit, state, shared),
+            ComputeEvent::Stopped { job, unit, state } => {
+                self.compute.finished(job, unit);
+                self.jobs.unit_stopped(now, job, unit, Some(state));
+            }
             ComputeEvent::Progress { job, work } => self.jobs.report_progress(job, work),
-            ComputeEvent::SharedImproved { job, vars } => self.jobs.shared_improved(job, vars),
             ComputeEvent::Failed { job, unit, error } => {
                 self.compute.finished(job, unit);
                 warn!(%job, unit, %error, "unit failed");
+                self.jobs.unit_failed(now, job, unit, error);
             }
         }
     }
@@ -169,21 +198,23 @@ impl Driver {
             .filter(|m| m.record.state == MemberState::Alive)
             .map(|m| (m.record.peer, m.record.stats.load_avg_1m))
             .collect();
-        self.jobs.set_members(members);
+        self.jobs.set_members(now, members);
     }
 
     pub(super) fn submit_job(
         &mut self,
         app: String,
         args: Vec<String>,
+        ft: FaultTolerance,
     ) -> Result<JobTicket, AppError> {
         let params = self.jobs.prepare(&app, &args)?;
         let job = JobId(rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()));
-        let home = self.jobs.choose_home(job, overlay_key);
-        info!(%job, %app, %home, "submitting job");
         let (tx, rx) = watch::channel(None);
         self.job_watchers.insert(job, tx);
-        self.jobs.submit(job, app, params, home);
+        let home = self
+            .jobs
+            .submit(Instant::now(), job, app.clone(), params, ft);
+        info!(%job, %app, %home, protocol = ?ft.protocol, storage = %ft.storage, "submitting job");
         Ok(JobTicket { job, updates: rx })
     }
 
@@ -200,7 +231,7 @@ impl Driver {
         let home = self
             .jobs
             .home_for(job)
-            .unwrap_or_else(|| self.jobs.probable_home(job, overlay_key));
+            .unwrap_or_else(|| self.jobs.probable_home(job));
         if let Some(query) = self.job_queries.get_mut(&job) {
             query.waiters.push(reply);
             return;
@@ -278,4 +309,51 @@ pub(crate) fn overlay_key(peer: &PeerId) -> [u8; 32] {
     let tail = &bytes[bytes.len().saturating_sub(32)..];
     key[32 - tail.len()..].copy_from_slice(tail);
     key
+}
+
+/// Logs the fault-tolerance protocol's notable moments (recovery and
+/// takeover times are read off these lines).
+fn log_job_event(event: &JobEvent<PeerId>) {
+    match event {
+        JobEvent::Merged { job, unit } => debug!(%job, unit, "unit merged"),
+        JobEvent::Reissued { job, unit, lost } => {
+            info!(%job, unit, %lost, "unit reissued from its last checkpoint")
+        }
+        JobEvent::Assigned {
+            job,
+            unit,
+            to,
+            reissue,
+        } => {
+            if *reissue {
+                info!(%job, unit, %to, "reissued unit assigned");
+            } else {
+                debug!(%job, unit, %to, "unit assigned");
+            }
+        }
+        JobEvent::Primary { job, previous } => match previous {
+            Some(previous) => info!(%job, %previous, "became the job's primary (handed over)"),
+            None => info!(%job, "became the job's primary"),
+        },
+        JobEvent::CheckpointAcked { job, unit, seq } => {
+            debug!(%job, unit, seq, "checkpoint acknowledged")
+        }
+        JobEvent::CheckpointLost { job, unit, holders } => {
+            warn!(%job, unit, holders = holders.len(), "checkpoint lost")
+        }
+        JobEvent::Finished { job, ok } => info!(%job, ok, "job finished"),
+    }
+}
+
+impl Driver {
+    /// Writes a checkpoint piece to disk.
+    fn persist_piece(&mut self, key: PieceKey, piece: Piece) {
+        // TODO(ft): group-committed redb store; until then pieces are
+        // acknowledged as kept in memory.
+        self.jobs
+            .persisted(Instant::now(), key, piece.epoch, piece.version);
+    }
+
+    /// Deletes a finished job's pieces from disk.
+    fn forget_pieces(&mut self, _job: JobId) {}
 }

@@ -1,0 +1,2185 @@
+//! The home side of the job core: the replicated job record (primary and
+//! backups, terms, differential updates), checkpoint pieces on holders,
+//! restoring and reissuing units, takeover and hand-over.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Contribution, Epoch, JobEvent, JobId, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs,
+    Report, UnitId,
+};
+use crate::divisible::SharedVars;
+use crate::erasure::{self, Shard};
+use crate::ft::{CheckpointStorage, FaultTolerance};
+use crate::PeerKey;
+
+/// Piece index of a checkpoint kept on the worker's own disk.
+pub(super) const LOCAL_INDEX: u8 = u8::MAX;
+
+/// Checkpoints of a unit a holder keeps.
+const KEPT_CHECKPOINTS: usize = 3;
+
+/// Where a checkpoint piece lives on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PieceKey {
+    /// The job.
+    pub job: JobId,
+    /// The unit.
+    pub unit: UnitId,
+    /// Which piece (a shard's index, 0 for a copy, 255 for local).
+    pub index: u8,
+}
+
+/// One piece of a unit's checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// The unit epoch whose worker made the checkpoint.
+    pub epoch: Epoch,
+    /// The report that carried it.
+    pub version: u64,
+    /// Which piece.
+    pub index: u8,
+    /// The data.
+    pub data: PieceData,
+}
+
+/// The data of a piece.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PieceData {
+    /// A whole copy of the state.
+    Copy(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// One erasure-coded shard.
+    Shard(Shard),
+    /// A [`super::LocalUnit`] on the worker's disk, serialised.
+    Local(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// Pieces held for primaries: the newest checkpoints of each unit, so the
+/// one the record points to stays decodable while its successors are
+/// stored.
+pub(super) struct PieceStore<P> {
+    pieces: BTreeMap<(JobId, UnitId), Vec<Piece>>,
+    /// Durable writes in flight: who to answer once on disk.
+    persisting: BTreeMap<(PieceKey, Epoch, u64), P>,
+}
+
+impl<P> Default for PieceStore<P> {
+    fn default() -> Self {
+        PieceStore {
+            pieces: BTreeMap::new(),
+            persisting: BTreeMap::new(),
+        }
+    }
+}
+
+impl<P> PieceStore<P> {
+    fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) {
+        let list = self.pieces.entry((job, unit)).or_default();
+        if list
+            .iter()
+            .any(|p| p.epoch == piece.epoch && p.version == piece.version && p.index == piece.index)
+        {
+            return;
+        }
+        list.push(piece);
+        // Keep the pieces of the three newest checkpoints.
+        let mut groups: Vec<(Epoch, u64)> = Vec::new();
+        for p in list.iter().rev() {
+            if !groups.contains(&(p.epoch, p.version)) {
+                groups.push((p.epoch, p.version));
+            }
+        }
+        groups.truncate(KEPT_CHECKPOINTS);
+        list.retain(|p| groups.contains(&(p.epoch, p.version)));
+    }
+
+    pub(super) fn get(&self, job: JobId, unit: UnitId) -> Vec<Piece> {
+        self.pieces.get(&(job, unit)).cloned().unwrap_or_default()
+    }
+
+    fn forget_job(&mut self, job: JobId) {
+        self.pieces.retain(|(j, _), _| *j != job);
+        self.persisting.retain(|(k, _, _), _| k.job != job);
+    }
+}
+
+/// A unit as the record knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum UnitStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Sent to a worker that has not confirmed yet.
+    Assigned,
+    /// Its worker reports on it.
+    Running,
+    /// Merged.
+    Done,
+}
+
+/// Where a unit's last acknowledged checkpoint is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct CheckpointRef<P> {
+    epoch: Epoch,
+    version: u64,
+    /// Holder of piece `i`, in order.
+    holders: Vec<P>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct UnitRec<P> {
+    status: UnitStatus,
+    holder: Option<P>,
+    epoch: Epoch,
+    /// Highest report applied from the current epoch.
+    seq: u64,
+    checkpoint: Option<CheckpointRef<P>>,
+}
+
+/// A job's phase as replicated (the result is rebuilt from the merges).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum Phase {
+    Running,
+    Done,
+    Failed(String),
+}
+
+/// The replicated job record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned + Ord"))]
+pub struct Record<P> {
+    pub(super) app: String,
+    params: Vec<u8>,
+    submitter: P,
+    pub(super) ft: FaultTolerance,
+    pub(super) state: JobState,
+    units: BTreeMap<UnitId, UnitRec<P>>,
+    #[serde(with = "serde_bytes")]
+    merged: Vec<u8>,
+    has_merged: bool,
+    shared: SharedVars,
+    stats: JobStats,
+    contributions: BTreeMap<P, Contribution>,
+    /// Primary first, then the backups holding a replica.
+    members: Vec<P>,
+    elapsed_ms: u64,
+}
+
+/// A change to the record, as the primary sends it to backups.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned"))]
+pub struct Delta<P> {
+    units: Vec<(UnitId, UnitRec<P>)>,
+    merges: Vec<(UnitId, Vec<u8>)>,
+    shared: SharedVars,
+    stats: JobStats,
+    contributions: Vec<(P, Contribution)>,
+    phase: Phase,
+    members: Vec<P>,
+}
+
+/// What a primary sends its backups.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned + Ord"))]
+pub enum ReplicaUpdate<P> {
+    /// The whole record (a new backup, or a new term).
+    Snapshot(Box<Record<P>>),
+    /// A change.
+    Delta(Box<Delta<P>>),
+    /// The receiver becomes primary (the sender hands over to a closer peer).
+    Promote,
+    /// The receiver is no longer a home member: drop the replica.
+    Release,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Role<P> {
+    Primary,
+    Backup { primary: Option<P> },
+}
+
+/// Effects held until every backup has the update `seq`.
+struct Pending<P> {
+    seq: u64,
+    backups: BTreeSet<P>,
+    effects: Vec<JobOutput<P>>,
+}
+
+/// A report whose checkpoint pieces are being stored; it applies once
+/// every holder has its piece.
+struct Staged<P> {
+    from: P,
+    epoch: Epoch,
+    seq: u64,
+    report: Report,
+    /// New checkpoint of each unit the report touches (itself, a part).
+    refs: Vec<(UnitId, CheckpointRef<P>)>,
+    /// (holder, unit, index) still to confirm.
+    waiting: BTreeSet<(P, UnitId, u8)>,
+    pieces: Vec<(P, UnitId, Piece)>,
+}
+
+struct Restoring<P> {
+    asked: BTreeSet<P>,
+    got: Vec<Piece>,
+}
+
+struct Steal<P> {
+    requester: P,
+    donor: P,
+    since: Instant,
+}
+
+/// A record held here, with the volatile state of its role.
+pub(super) struct HomeState<P> {
+    pub(super) record: Record<P>,
+    role: Role<P>,
+    term: u64,
+    /// Primary: updates sent this term; backup: applied.
+    seq: u64,
+    started: Instant,
+    finished: Option<Instant>,
+    /// Primary: backups with their acknowledged update.
+    acked: BTreeMap<P, u64>,
+    pending: VecDeque<Pending<P>>,
+    /// Primary: states of queued units, ready to hand out.
+    ready: BTreeMap<UnitId, Vec<u8>>,
+    restoring: BTreeMap<UnitId, Restoring<P>>,
+    /// Primary: reports waiting for their pieces, per unit, in order.
+    staging: BTreeMap<UnitId, VecDeque<Staged<P>>>,
+    assigned_at: BTreeMap<UnitId, Instant>,
+    steals: BTreeMap<u64, Steal<P>>,
+    next_steal: u64,
+    next_progress_at: Instant,
+    next_advert_at: Instant,
+    /// Changes not yet sent to the backups.
+    touched: BTreeSet<UnitId>,
+    merges: Vec<(UnitId, Vec<u8>)>,
+    /// Promoted a closer peer and waits for it to confirm.
+    handing_over: Option<P>,
+}
+
+impl<P: PeerKey> HomeState<P> {
+    pub(super) fn is_primary(&self) -> bool {
+        self.role == Role::Primary
+    }
+
+    /// The primary this member follows (itself when primary: `None` then).
+    pub(super) fn primary(&self) -> Option<&P> {
+        match &self.role {
+            Role::Primary => self.record.members.first(),
+            Role::Backup { primary } => primary.as_ref(),
+        }
+    }
+
+    fn new(record: Record<P>, role: Role<P>, term: u64, now: Instant) -> Self {
+        let started = now - Duration::from_millis(record.elapsed_ms);
+        HomeState {
+            record,
+            role,
+            term,
+            seq: 0,
+            started,
+            finished: None,
+            acked: BTreeMap::new(),
+            pending: VecDeque::new(),
+            ready: BTreeMap::new(),
+            restoring: BTreeMap::new(),
+            staging: BTreeMap::new(),
+            assigned_at: BTreeMap::new(),
+            steals: BTreeMap::new(),
+            next_steal: 1,
+            next_progress_at: now,
+            next_advert_at: now,
+            touched: BTreeSet::new(),
+            merges: Vec::new(),
+            handing_over: None,
+        }
+    }
+
+    fn unit(&mut self, unit: UnitId) -> Option<&mut UnitRec<P>> {
+        self.touched.insert(unit);
+        self.record.units.get_mut(&unit)
+    }
+
+    fn snapshot(&self, now: Instant) -> Record<P> {
+        let mut record = self.record.clone();
+        record.elapsed_ms = self
+            .finished
+            .unwrap_or(now)
+            .saturating_duration_since(self.started)
+            .as_millis() as u64;
+        record
+    }
+}
+
+fn phase_of(state: &JobState) -> Phase {
+    match state {
+        JobState::Running => Phase::Running,
+        JobState::Done { .. } => Phase::Done,
+        JobState::Failed { reason } => Phase::Failed(reason.clone()),
+    }
+}
+
+/// The id of the part a unit gives away in its report `seq` of `epoch`:
+/// the same however often the report is re-sent, and unique with
+/// overwhelming probability.
+fn child_id(unit: UnitId, epoch: Epoch, seq: u64) -> UnitId {
+    let mut x = unit
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(epoch.rotate_left(17))
+        .wrapping_add(seq.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    x.max(1)
+}
+
+/// Rebuilds a checkpoint from the pieces gathered, if they suffice.
+fn decode_pieces<P>(checkpoint: &CheckpointRef<P>, pieces: &[Piece]) -> Option<Vec<u8>> {
+    let matching = pieces
+        .iter()
+        .filter(|p| p.epoch == checkpoint.epoch && p.version == checkpoint.version);
+    let mut shards = Vec::new();
+    for piece in matching {
+        match &piece.data {
+            PieceData::Copy(state) => return Some(state.clone()),
+            PieceData::Shard(shard) => shards.push(shard.clone()),
+            PieceData::Local(_) => {}
+        }
+    }
+    if shards.is_empty() {
+        return None;
+    }
+    erasure::decode(&shards).ok()
+}
+
+impl<P: PeerKey> Jobs<P> {
+    fn is_live(&self, peer: &P) -> bool {
+        *peer == self.me || self.members.contains(peer)
+    }
+
+    pub(super) fn on_submit(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        app_name: String,
+        params: Vec<u8>,
+        ft: FaultTolerance,
+    ) {
+        if self.homes.contains_key(&job) {
+            return; // a retransmitted submission
+        }
+        let fail = |me: &P, reason: String| JobView {
+            job,
+            app: app_name.clone(),
+            params: params.clone(),
+            home: me.clone(),
+            home_members: vec![me.clone()],
+            submitter: from.clone(),
+            ft,
+            state: JobState::Failed { reason },
+            stats: JobStats::default(),
+            contributions: Vec::new(),
+            shared: SharedVars::default(),
+            elapsed_s: 0.0,
+        };
+        if let Err(error) = ft.validate() {
+            let view = fail(&self.me, error.to_string());
+            self.send(from, JobMsg::Status { view }, false);
+            return;
+        }
+        let active = self
+            .homes
+            .values()
+            .filter(|h| h.record.state == JobState::Running)
+            .count();
+        if active >= self.config.max_active_jobs {
+            let view = fail(
+                &self.me,
+                format!("the home peer already holds {active} running jobs, its limit; try later"),
+            );
+            self.send(from, JobMsg::Status { view }, false);
+            return;
+        }
+        let prepared = self.registry.get(&app_name).and_then(|app| {
+            let unit = app.init(&params)?;
+            let shared = app.initial_shared(&params)?;
+            Ok((unit.checkpoint(), shared))
+        });
+        let (root, shared) = match prepared {
+            Ok(ok) => ok,
+            Err(error) => {
+                let view = fail(&self.me, error.to_string());
+                self.send(from, JobMsg::Status { view }, false);
+                return;
+            }
+        };
+        let record = Record {
+            app: app_name.clone(),
+            params,
+            submitter: from,
+            ft,
+            state: JobState::Running,
+            units: BTreeMap::from([(
+                0,
+                UnitRec {
+                    status: UnitStatus::Queued,
+                    holder: None,
+                    epoch: 0,
+                    seq: 0,
+                    checkpoint: None,
+                },
+            )]),
+            merged: Vec::new(),
+            has_merged: false,
+            shared,
+            stats: JobStats {
+                units: 1,
+                ..JobStats::default()
+            },
+            contributions: BTreeMap::new(),
+            members: vec![self.me.clone()],
+            elapsed_ms: 0,
+        };
+        let mut home = HomeState::new(record, Role::Primary, 1, now);
+        home.ready.insert(0, root.clone());
+        self.homes.insert(job, home);
+        self.event(JobEvent::Primary {
+            job,
+            previous: None,
+        });
+        self.known.insert(
+            job,
+            super::KnownJob {
+                app: app_name,
+                home: self.me.clone(),
+                expires: now + self.config.advert_lifetime,
+            },
+        );
+        self.maintain(now, job);
+        // The root's state is its first checkpoint.
+        if ft.checkpoints() && ft.storage != CheckpointStorage::Local {
+            let me = self.me.clone();
+            self.stage(now, job, 0, me, 0, 0, Report::HandBack { state: root });
+        }
+        self.advertise(now, job);
+    }
+
+    /// Splits `state` into pieces for the home's current members.
+    fn pieces_for(
+        &self,
+        job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+        version: u64,
+        state: &[u8],
+    ) -> (CheckpointRef<P>, Vec<(P, UnitId, Piece)>) {
+        let mut pieces = Vec::new();
+        let mut holders = Vec::new();
+        if let Some(h) = self.homes.get(&job) {
+            let members = &h.record.members;
+            match h.record.ft.storage {
+                CheckpointStorage::Local => {}
+                CheckpointStorage::Copies { r } => {
+                    for (i, holder) in members.iter().take(usize::from(r)).enumerate() {
+                        holders.push(holder.clone());
+                        pieces.push((
+                            holder.clone(),
+                            unit,
+                            Piece {
+                                epoch,
+                                version,
+                                index: i as u8,
+                                data: PieceData::Copy(state.to_vec()),
+                            },
+                        ));
+                    }
+                }
+                CheckpointStorage::Shards { k, m } => {
+                    if let Ok(shards) = erasure::encode(state, k, m) {
+                        for shard in shards {
+                            let holder = members[usize::from(shard.index) % members.len()].clone();
+                            holders.push(holder.clone());
+                            pieces.push((
+                                holder,
+                                unit,
+                                Piece {
+                                    epoch,
+                                    version,
+                                    index: shard.index,
+                                    data: PieceData::Shard(shard),
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let checkpoint = CheckpointRef {
+            epoch,
+            version,
+            holders,
+        };
+        (checkpoint, pieces)
+    }
+
+    /// Stores the checkpoints a report carries, then applies it; reports
+    /// without state apply at once.
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        unit: UnitId,
+        from: P,
+        epoch: Epoch,
+        seq: u64,
+        report: Report,
+    ) {
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let ft = h.record.ft;
+        let stored = ft.checkpoints() && ft.storage != CheckpointStorage::Local;
+        let states: Vec<(UnitId, Epoch, &[u8])> = match &report {
+            Report::Checkpoint { state, .. }
+            | Report::HandBack { state }
+            | Report::Resume { state, .. } => vec![(unit, epoch, state.as_slice())],
+            Report::Divided {
+                part, remaining, ..
+            } => vec![
+                (unit, epoch, remaining.as_slice()),
+                (child_id(unit, epoch, seq), 0, part.as_slice()),
+            ],
+            _ => Vec::new(),
+        };
+        let busy = h.staging.get(&unit).is_some_and(|q| !q.is_empty());
+        if (!stored || states.is_empty()) && !busy {
+            self.apply_report(now, job, unit, from, epoch, seq, report, Vec::new());
+            return;
+        }
+        let mut refs = Vec::new();
+        let mut pieces = Vec::new();
+        // Behind a report still being stored, even one without state waits.
+        let states = if stored { states } else { Vec::new() };
+        for (id, e, state) in states {
+            let version = if id == unit { seq } else { 0 };
+            let (checkpoint, p) = self.pieces_for(job, id, e, version, state);
+            refs.push((id, checkpoint));
+            pieces.extend(p);
+        }
+        let waiting = pieces
+            .iter()
+            .map(|(holder, id, piece)| (holder.clone(), *id, piece.index))
+            .collect();
+        let staged = Staged {
+            from,
+            epoch,
+            seq,
+            report,
+            refs,
+            waiting,
+            pieces,
+        };
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let queue = h.staging.entry(unit).or_default();
+        queue.push_back(staged);
+        if queue.len() == 1 {
+            self.send_staged_pieces(now, job, unit);
+        }
+    }
+
+    fn send_staged_pieces(&mut self, now: Instant, job: JobId, unit: UnitId) {
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let durable = h.record.ft.durable;
+        let Some(staged) = h.staging.get(&unit).and_then(|q| q.front()) else {
+            return;
+        };
+        let pieces = staged.pieces.clone();
+        if pieces.is_empty() {
+            self.staged_done(now, job, unit);
+            return;
+        }
+        let me = self.me.clone();
+        for (holder, id, piece) in pieces {
+            if holder == me {
+                self.store_piece_here(now, me.clone(), job, id, piece, durable);
+            } else {
+                self.send(
+                    holder,
+                    JobMsg::StorePiece {
+                        job,
+                        unit: id,
+                        piece,
+                        durable,
+                    },
+                    true,
+                );
+            }
+        }
+    }
+
+    fn store_piece_here(
+        &mut self,
+        now: Instant,
+        reply_to: P,
+        job: JobId,
+        unit: UnitId,
+        piece: Piece,
+        durable: bool,
+    ) {
+        let (epoch, version, index) = (piece.epoch, piece.version, piece.index);
+        self.pieces.put(job, unit, piece.clone());
+        if durable {
+            let key = PieceKey { job, unit, index };
+            self.pieces
+                .persisting
+                .insert((key, epoch, version), reply_to);
+            self.outputs.push_back(JobOutput::Persist { key, piece });
+        } else if reply_to == self.me {
+            let me = self.me.clone();
+            self.on_piece_stored(now, me, job, unit, epoch, version, index);
+        } else {
+            self.send(
+                reply_to,
+                JobMsg::PieceStored {
+                    job,
+                    unit,
+                    epoch,
+                    version,
+                    index,
+                },
+                false,
+            );
+        }
+    }
+
+    pub(super) fn on_store_piece(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        unit: UnitId,
+        piece: Piece,
+        durable: bool,
+    ) {
+        self.store_piece_here(now, from, job, unit, piece, durable);
+    }
+
+    pub(super) fn piece_persisted(
+        &mut self,
+        now: Instant,
+        key: PieceKey,
+        epoch: Epoch,
+        version: u64,
+    ) {
+        let Some(reply_to) = self.pieces.persisting.remove(&(key, epoch, version)) else {
+            return;
+        };
+        if reply_to == self.me {
+            let me = self.me.clone();
+            self.on_piece_stored(now, me, key.job, key.unit, epoch, version, key.index);
+        } else {
+            self.send(
+                reply_to,
+                JobMsg::PieceStored {
+                    job: key.job,
+                    unit: key.unit,
+                    epoch,
+                    version,
+                    index: key.index,
+                },
+                false,
+            );
+        }
+    }
+
+    /// Pieces read back from disk after a restart: served to primaries
+    /// that need them.
+    pub fn load_pieces(&mut self, pieces: Vec<(PieceKey, Piece)>) {
+        for (key, piece) in pieces {
+            if key.index != LOCAL_INDEX {
+                self.pieces.put(key.job, key.unit, piece);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_piece_stored(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+        version: u64,
+        index: u8,
+    ) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        // The piece belongs to the head staged report of some unit.
+        let mut finished = None;
+        for (owner, queue) in h.staging.iter_mut() {
+            if let Some(front) = queue.front_mut() {
+                let matches = front.pieces.iter().any(|(holder, id, p)| {
+                    holder == &from
+                        && *id == unit
+                        && p.epoch == epoch
+                        && p.version == version
+                        && p.index == index
+                });
+                if matches {
+                    front.waiting.remove(&(from.clone(), unit, index));
+                    if front.waiting.is_empty() {
+                        finished = Some(*owner);
+                    }
+                    break;
+                }
+            }
+        }
+        if let Some(owner) = finished {
+            self.staged_done(now, job, owner);
+        }
+    }
+
+    /// The head staged report of `unit` has every piece stored: apply it
+    /// and start the next.
+    fn staged_done(&mut self, now: Instant, job: JobId, unit: UnitId) {
+        let Some(staged) = self
+            .homes
+            .get_mut(&job)
+            .and_then(|h| h.staging.get_mut(&unit))
+            .and_then(|q| q.pop_front())
+        else {
+            return;
+        };
+        self.apply_report(
+            now,
+            job,
+            unit,
+            staged.from,
+            staged.epoch,
+            staged.seq,
+            staged.report,
+            staged.refs,
+        );
+        let more = self
+            .homes
+            .get(&job)
+            .and_then(|h| h.staging.get(&unit))
+            .is_some_and(|q| !q.is_empty());
+        if more {
+            self.send_staged_pieces(now, job, unit);
+        } else if let Some(h) = self.homes.get_mut(&job) {
+            h.staging.remove(&unit);
+        }
+    }
+
+    /// A report from a worker reached this peer.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_report(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+        seq: u64,
+        report: Report,
+    ) {
+        let Some(h) = self.homes.get(&job) else {
+            return; // not (yet) a home member: the worker re-sends
+        };
+        if !h.is_primary() {
+            return;
+        }
+        let stale = JobMsg::Stale { job, unit, epoch };
+        if h.record.state != JobState::Running {
+            self.send(from, stale, false);
+            return;
+        }
+        let Some(u) = h.record.units.get(&unit) else {
+            self.send(from, stale, false);
+            return;
+        };
+        // A restarted worker offering a unit from its disk.
+        let resuming = matches!(report, Report::Resume { .. });
+        if u.status == UnitStatus::Done
+            || u.epoch != epoch
+            || (u.holder.as_ref() != Some(&from) && !resuming)
+        {
+            self.send(from, stale, false);
+            return;
+        }
+        let staged_max = h
+            .staging
+            .get(&unit)
+            .and_then(|q| q.back())
+            .map(|s| s.seq)
+            .unwrap_or(0);
+        if seq <= u.seq.max(staged_max) {
+            // Already applied (or being stored): confirm once replicated.
+            let applied = u.seq;
+            if seq <= applied {
+                let ack = self.ack(from, job, unit, epoch, applied);
+                self.commit(now, job, vec![ack]);
+            }
+            return;
+        }
+        self.stage(now, job, unit, from, epoch, seq, report);
+    }
+
+    fn ack(&self, to: P, job: JobId, unit: UnitId, epoch: Epoch, seq: u64) -> JobOutput<P> {
+        JobOutput::Send {
+            to,
+            msg: JobMsg::Ack {
+                job,
+                unit,
+                epoch,
+                seq,
+            },
+            bulk: false,
+        }
+    }
+
+    /// Applies a worker's report to the record (its pieces, if any, are
+    /// stored) and commits it.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_report(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        unit: UnitId,
+        from: P,
+        epoch: Epoch,
+        seq: u64,
+        report: Report,
+        refs: Vec<(UnitId, CheckpointRef<P>)>,
+    ) {
+        let me = self.me.clone();
+        let app = match self.homes.get(&job).map(|h| h.record.app.clone()) {
+            Some(app) => app,
+            None => return,
+        };
+        let merge_fn = self.registry.get(&app);
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if from == me && seq == 0 {
+            // The root's initial checkpoint, stored at submission.
+            if let Some(u) = h.unit(unit) {
+                u.checkpoint = refs.into_iter().next().map(|(_, c)| c);
+            }
+            self.commit(now, job, Vec::new());
+            return;
+        }
+        let Some(u) = h.record.units.get(&unit) else {
+            return;
+        };
+        if u.status == UnitStatus::Done || u.epoch != epoch || seq <= u.seq {
+            return;
+        }
+        let mut effects = vec![JobOutput::Send {
+            to: from.clone(),
+            msg: JobMsg::Ack {
+                job,
+                unit,
+                epoch,
+                seq,
+            },
+            bulk: false,
+        }];
+        let was_assigned = u.status == UnitStatus::Assigned;
+        for (id, checkpoint) in &refs {
+            if *id == unit {
+                if let Some(u) = h.unit(unit) {
+                    u.checkpoint = Some(checkpoint.clone());
+                }
+            }
+        }
+        if let Some(u) = h.unit(unit) {
+            u.seq = seq;
+            if was_assigned {
+                u.status = UnitStatus::Running;
+            }
+        }
+        if was_assigned {
+            h.assigned_at.remove(&unit);
+            h.record
+                .contributions
+                .entry(from.clone())
+                .or_default()
+                .units_running += 1;
+            h.record.stats.peers_used = h
+                .record
+                .contributions
+                .values()
+                .filter(|c| c.units_running + c.units_done > 0)
+                .count() as u64;
+        }
+        let mut improved = None;
+        match report {
+            Report::Started => {}
+            Report::Checkpoint { state, shared } => {
+                h.record.stats.checkpoints += 1;
+                h.record.stats.checkpoint_bytes += state.len() as u64;
+                if h.record.shared.merge(&shared) {
+                    improved = Some(h.record.shared.clone());
+                }
+            }
+            Report::LocalCheckpoint { shared } => {
+                h.record.stats.checkpoints += 1;
+                if let Some(u) = h.unit(unit) {
+                    u.checkpoint = Some(CheckpointRef {
+                        epoch,
+                        version: seq,
+                        holders: vec![from.clone()],
+                    });
+                }
+                if h.record.shared.merge(&shared) {
+                    improved = Some(h.record.shared.clone());
+                }
+            }
+            Report::Divided {
+                steal,
+                part,
+                remaining,
+                shared,
+            } => {
+                h.record.stats.checkpoints += 1;
+                h.record.stats.checkpoint_bytes += (part.len() + remaining.len()) as u64;
+                if h.record.shared.merge(&shared) {
+                    improved = Some(h.record.shared.clone());
+                }
+                let child = child_id(unit, epoch, seq);
+                h.record.stats.units += 1;
+                h.record.stats.steals += 1;
+                h.record
+                    .contributions
+                    .entry(from.clone())
+                    .or_default()
+                    .donated += 1;
+                let checkpoint = refs
+                    .iter()
+                    .find(|(id, _)| *id == child)
+                    .map(|(_, c)| c.clone());
+                h.touched.insert(child);
+                h.record.units.insert(
+                    child,
+                    UnitRec {
+                        status: UnitStatus::Queued,
+                        holder: None,
+                        epoch: 0,
+                        seq: 0,
+                        checkpoint,
+                    },
+                );
+                h.ready.insert(child, part);
+                let requester = h.steals.remove(&steal).map(|s| s.requester);
+                if let Some(requester) = requester.filter(|r| *r == me || self.members.contains(r))
+                {
+                    if let Some(assign) = self.assign(now, job, child, requester) {
+                        effects.push(assign);
+                    }
+                }
+                let _ = remaining;
+            }
+            Report::Done { output } => {
+                let merged = if h.record.has_merged {
+                    merge_fn.and_then(|a| a.merge(&h.record.merged, &output))
+                } else {
+                    Ok(output.clone())
+                };
+                match merged {
+                    Ok(m) => {
+                        h.record.merged = m;
+                        h.record.has_merged = true;
+                    }
+                    Err(error) => {
+                        h.record.state = JobState::Failed {
+                            reason: format!("merging unit {unit}: {error}"),
+                        };
+                    }
+                }
+                h.merges.push((unit, output));
+                if let Some(u) = h.unit(unit) {
+                    u.status = UnitStatus::Done;
+                    u.holder = None;
+                }
+                h.record.stats.units_done += 1;
+                let c = h.record.contributions.entry(from.clone()).or_default();
+                c.units_done += 1;
+                c.units_running = c.units_running.saturating_sub(1);
+                self.event(JobEvent::Merged { job, unit });
+            }
+            Report::HandBack { state } | Report::Resume { state, .. } => {
+                if let Some(u) = h.unit(unit) {
+                    u.status = UnitStatus::Queued;
+                    u.holder = None;
+                }
+                let c = h.record.contributions.entry(from.clone()).or_default();
+                c.units_running = c.units_running.saturating_sub(1);
+                h.ready.insert(unit, state);
+            }
+        }
+        if let Some(vars) = improved {
+            effects.extend(self.shared_broadcast(job, vars));
+        }
+        self.check_complete(now, job, &mut effects);
+        self.commit(now, job, effects);
+    }
+
+    /// Messages giving `vars` to every worker of `job`.
+    fn shared_broadcast(&self, job: JobId, vars: SharedVars) -> Vec<JobOutput<P>> {
+        let Some(h) = self.homes.get(&job) else {
+            return Vec::new();
+        };
+        let holders: BTreeSet<P> = h
+            .record
+            .units
+            .values()
+            .filter(|u| matches!(u.status, UnitStatus::Running | UnitStatus::Assigned))
+            .filter_map(|u| u.holder.clone())
+            .collect();
+        holders
+            .into_iter()
+            .map(|to| JobOutput::Send {
+                to,
+                msg: JobMsg::Shared {
+                    job,
+                    vars: vars.clone(),
+                },
+                bulk: false,
+            })
+            .collect()
+    }
+
+    /// Protocol `none`: a worker's improved shared variables.
+    pub(super) fn on_improved(&mut self, now: Instant, job: JobId, vars: SharedVars) {
+        let Some(h) = self.homes.get_mut(&job).filter(|h| h.is_primary()) else {
+            return;
+        };
+        if h.record.shared.merge(&vars) {
+            let vars = h.record.shared.clone();
+            let effects = self.shared_broadcast(job, vars);
+            self.commit(now, job, effects);
+        }
+    }
+
+    pub(super) fn on_progress(&mut self, from: P, job: JobId, work: u64) {
+        if let Some(h) = self.homes.get_mut(&job).filter(|h| h.is_primary()) {
+            h.record.stats.work += work;
+            h.record.contributions.entry(from).or_default().work += work;
+        }
+    }
+
+    /// Assigns a queued unit whose state is ready to `to`; the message is
+    /// returned, to be released with the update.
+    fn assign(&mut self, now: Instant, job: JobId, unit: UnitId, to: P) -> Option<JobOutput<P>> {
+        let epoch = self.random_epoch();
+        let h = self.homes.get_mut(&job)?;
+        let state = h.ready.remove(&unit)?;
+        let reissue = h
+            .record
+            .units
+            .get(&unit)
+            .is_some_and(|u| u.epoch != 0 || u.seq != 0);
+        let u = h.unit(unit)?;
+        u.status = UnitStatus::Assigned;
+        u.holder = Some(to.clone());
+        u.epoch = epoch;
+        u.seq = 0;
+        h.assigned_at.insert(unit, now);
+        let msg = JobMsg::Assign {
+            job,
+            unit,
+            epoch,
+            app: h.record.app.clone(),
+            state,
+            shared: h.record.shared.clone(),
+            ft: h.record.ft,
+        };
+        self.event(JobEvent::Assigned {
+            job,
+            unit,
+            to: to.clone(),
+            reissue,
+        });
+        Some(JobOutput::Send {
+            to,
+            msg,
+            bulk: true,
+        })
+    }
+
+    pub(super) fn on_work_request(&mut self, now: Instant, from: P, job: JobId, free: u32) {
+        let Some(h) = self.homes.get(&job) else {
+            self.send(
+                from,
+                JobMsg::NoWork {
+                    job,
+                    finished: self.finished_jobs.contains(&job),
+                },
+                false,
+            );
+            return;
+        };
+        if !h.is_primary() || h.record.state != JobState::Running {
+            let finished = h.record.state != JobState::Running;
+            self.send(from, JobMsg::NoWork { job, finished }, false);
+            return;
+        }
+        let ready: Vec<UnitId> = h
+            .ready
+            .keys()
+            .copied()
+            .filter(|u| {
+                h.record
+                    .units
+                    .get(u)
+                    .is_some_and(|r| r.status == UnitStatus::Queued)
+            })
+            .take(free.max(1) as usize)
+            .collect();
+        if !ready.is_empty() {
+            let mut effects = Vec::new();
+            for unit in ready {
+                effects.extend(self.assign(now, job, unit, from.clone()));
+            }
+            self.commit(now, job, effects);
+            return;
+        }
+        // Steal: the holder with the most running units, then the lightest load.
+        let mut running: BTreeMap<P, u32> = BTreeMap::new();
+        for u in h.record.units.values() {
+            if u.status == UnitStatus::Running {
+                if let Some(holder) = u.holder.as_ref().filter(|p| **p != from) {
+                    *running.entry(holder.clone()).or_default() += 1;
+                }
+            }
+        }
+        let asked = |donor: &P| h.steals.values().filter(|s| &s.donor == donor).count() as u32;
+        let donor = running
+            .iter()
+            .filter(|(p, n)| **n > asked(p))
+            .max_by(|a, b| {
+                a.1.cmp(b.1).then_with(|| {
+                    let la = self.loads.get(a.0).copied().unwrap_or(0.0);
+                    let lb = self.loads.get(b.0).copied().unwrap_or(0.0);
+                    lb.partial_cmp(&la).unwrap_or(std::cmp::Ordering::Equal)
+                })
+            })
+            .map(|(p, _)| p.clone());
+        let Some(donor) = donor else {
+            self.send(
+                from,
+                JobMsg::NoWork {
+                    job,
+                    finished: false,
+                },
+                false,
+            );
+            return;
+        };
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let steal = h.next_steal;
+        h.next_steal += 1;
+        h.steals.insert(
+            steal,
+            Steal {
+                requester: from,
+                donor: donor.clone(),
+                since: now,
+            },
+        );
+        self.send(donor, JobMsg::StealRequest { job, steal }, false);
+    }
+
+    pub(super) fn on_steal_declined(&mut self, _now: Instant, job: JobId, steal: u64) {
+        let Some(s) = self
+            .homes
+            .get_mut(&job)
+            .and_then(|h| h.steals.remove(&steal))
+        else {
+            return;
+        };
+        self.send(
+            s.requester,
+            JobMsg::NoWork {
+                job,
+                finished: false,
+            },
+            false,
+        );
+    }
+
+    /// Marks the job done once every unit is merged; the result goes to
+    /// the submitter with the update.
+    fn check_complete(&mut self, now: Instant, job: JobId, effects: &mut Vec<JobOutput<P>>) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if h.record.state == JobState::Running
+            && h.record
+                .units
+                .values()
+                .all(|u| u.status == UnitStatus::Done)
+        {
+            h.record.state = JobState::Done {
+                result: h.record.merged.clone(),
+            };
+        }
+        if h.record.state != JobState::Running && h.finished.is_none() {
+            h.finished = Some(now);
+            let ok = matches!(h.record.state, JobState::Done { .. });
+            let submitter = h.record.submitter.clone();
+            if let Some(view) = self.view(now, job) {
+                effects.push(JobOutput::Send {
+                    to: submitter,
+                    msg: JobMsg::Status { view },
+                    bulk: true,
+                });
+            }
+            effects.push(JobOutput::Event(JobEvent::Finished { job, ok }));
+        }
+    }
+
+    fn fail_job(&mut self, now: Instant, job: JobId, reason: String) {
+        if let Some(h) = self.homes.get_mut(&job) {
+            if h.record.state == JobState::Running {
+                h.record.state = JobState::Failed { reason };
+            }
+        }
+        let mut effects = Vec::new();
+        self.check_complete(now, job, &mut effects);
+        self.commit(now, job, effects);
+    }
+
+    /// Sends the record's changes to every backup and holds `effects`
+    /// until they confirm them.
+    fn commit(&mut self, now: Instant, job: JobId, effects: Vec<JobOutput<P>>) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if !h.is_primary() {
+            return;
+        }
+        if !h.touched.is_empty() || !h.merges.is_empty() {
+            h.seq += 1;
+            let delta = Delta {
+                units: h
+                    .touched
+                    .iter()
+                    .filter_map(|u| h.record.units.get(u).map(|r| (*u, r.clone())))
+                    .collect(),
+                merges: std::mem::take(&mut h.merges),
+                shared: h.record.shared.clone(),
+                stats: h.record.stats.clone(),
+                contributions: h
+                    .record
+                    .contributions
+                    .iter()
+                    .map(|(p, c)| (p.clone(), c.clone()))
+                    .collect(),
+                phase: phase_of(&h.record.state),
+                members: h.record.members.clone(),
+            };
+            h.touched.clear();
+            let (term, seq) = (h.term, h.seq);
+            let backups: Vec<P> = h.acked.keys().cloned().collect();
+            for to in backups {
+                self.outputs.push_back(JobOutput::Send {
+                    to,
+                    msg: JobMsg::Replica {
+                        job,
+                        term,
+                        seq,
+                        update: ReplicaUpdate::Delta(Box::new(delta.clone())),
+                    },
+                    bulk: true,
+                });
+            }
+        }
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if !effects.is_empty() {
+            h.pending.push_back(Pending {
+                seq: h.seq,
+                backups: h.acked.keys().cloned().collect(),
+                effects,
+            });
+        }
+        self.release(now, job);
+    }
+
+    /// Releases the effects whose updates every backup confirmed.
+    fn release(&mut self, _now: Instant, job: JobId) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let mut released = Vec::new();
+        while let Some(front) = h.pending.front() {
+            let confirmed = front
+                .backups
+                .iter()
+                .all(|b| h.acked.get(b).is_none_or(|a| *a >= front.seq));
+            if !confirmed {
+                break;
+            }
+            if let Some(p) = h.pending.pop_front() {
+                released.extend(p.effects);
+            }
+        }
+        self.outputs.extend(released);
+    }
+
+    pub(super) fn advertise(&mut self, now: Instant, job: JobId) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        h.next_advert_at = now + self.config.advert_interval;
+        let msg = self.advert(job, &self.homes[&job].record.app);
+        for to in self.members.clone() {
+            self.send(to, msg.clone(), false);
+        }
+        if let Some(k) = self.known.get_mut(&job) {
+            k.expires = now + self.config.advert_lifetime;
+            k.home = self.me.clone();
+        }
+    }
+
+    // ---- replication ----
+
+    /// Keeps `job`'s home in shape after any change: snapshots to members
+    /// without a replica, releases to those no longer in the home, hands
+    /// the primary role to a closer peer holding a replica.
+    fn maintain(&mut self, now: Instant, job: JobId) {
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        if !h.is_primary() {
+            return;
+        }
+        let size = usize::from(h.record.ft.home_size);
+        let home = self.home_of(job, size);
+        let term = h.term;
+        let seq = h.seq;
+        let fresh: Vec<P> = home
+            .iter()
+            .filter(|p| **p != self.me && !h.acked.contains_key(*p))
+            .cloned()
+            .collect();
+        let gone: Vec<P> = h
+            .acked
+            .keys()
+            .filter(|p| !home.contains(p))
+            .cloned()
+            .collect();
+        let snapshot = (!fresh.is_empty()).then(|| h.snapshot(now));
+        for to in &gone {
+            self.send(
+                to.clone(),
+                JobMsg::Replica {
+                    job,
+                    term,
+                    seq,
+                    update: ReplicaUpdate::Release,
+                },
+                false,
+            );
+        }
+        if let Some(snapshot) = snapshot {
+            for to in &fresh {
+                self.send(
+                    to.clone(),
+                    JobMsg::Replica {
+                        job,
+                        term,
+                        seq,
+                        update: ReplicaUpdate::Snapshot(Box::new(snapshot.clone())),
+                    },
+                    true,
+                );
+            }
+        }
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let mut members_changed = false;
+        for to in gone {
+            h.acked.remove(&to);
+            for p in h.pending.iter_mut() {
+                p.backups.remove(&to);
+            }
+            let before = h.record.members.len();
+            h.record.members.retain(|m| *m != to);
+            members_changed |= before != h.record.members.len();
+        }
+        for to in fresh {
+            // Counted as a backup from now on; a member once it confirms.
+            h.acked.insert(to, 0);
+        }
+        // Hand over to a closer peer that holds a replica.
+        if let Some(best) = home.first().filter(|b| **b != self.me).cloned() {
+            if h.record.members.contains(&best) && h.state_settled() {
+                let new_term = h.term + 1;
+                h.term = new_term;
+                h.role = Role::Backup {
+                    primary: Some(best.clone()),
+                };
+                h.handing_over = Some(best.clone());
+                h.drop_primary_state();
+                self.send(
+                    best,
+                    JobMsg::Replica {
+                        job,
+                        term: new_term,
+                        seq: 0,
+                        update: ReplicaUpdate::Promote,
+                    },
+                    false,
+                );
+                return;
+            }
+        }
+        if members_changed {
+            h.touched.insert(0);
+        }
+        self.release(now, job);
+        if members_changed {
+            self.commit(now, job, Vec::new());
+        }
+    }
+
+    pub(super) fn on_replica(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        term: u64,
+        seq: u64,
+        update: ReplicaUpdate<P>,
+    ) {
+        let closer = |a: &P, b: &P| {
+            xor_distance_of(job, &(self.key_of)(a)) < xor_distance_of(job, &(self.key_of)(b))
+        };
+        match self.homes.get_mut(&job) {
+            None => match update {
+                ReplicaUpdate::Snapshot(record) => {
+                    if self.homes.len()
+                        >= self.config.max_active_jobs + self.config.max_retained_results
+                    {
+                        return;
+                    }
+                    let state = HomeState::new(
+                        *record,
+                        Role::Backup {
+                            primary: Some(from.clone()),
+                        },
+                        term,
+                        now,
+                    );
+                    let mut state = state;
+                    state.seq = seq;
+                    if state.record.state != JobState::Running {
+                        state.finished = Some(now);
+                    }
+                    self.homes.insert(job, state);
+                    self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
+                }
+                _ => {}
+            },
+            Some(h) => {
+                let outranked =
+                    term < h.term || (term == h.term && h.is_primary() && closer(&self.me, &from));
+                if outranked {
+                    let my_term = h.term;
+                    self.send(
+                        from,
+                        JobMsg::ReplicaAck {
+                            job,
+                            term: my_term,
+                            seq: 0,
+                        },
+                        false,
+                    );
+                    return;
+                }
+                if h.is_primary() {
+                    h.drop_primary_state();
+                }
+                match update {
+                    ReplicaUpdate::Snapshot(record) => {
+                        let finished = record.state != JobState::Running;
+                        h.started = now - Duration::from_millis(record.elapsed_ms);
+                        h.record = *record;
+                        h.term = term;
+                        h.seq = seq;
+                        h.role = Role::Backup {
+                            primary: Some(from.clone()),
+                        };
+                        if finished && h.finished.is_none() {
+                            h.finished = Some(now);
+                        }
+                        self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
+                    }
+                    ReplicaUpdate::Delta(delta) => {
+                        if term != h.term || seq != h.seq + 1 {
+                            return; // a snapshot of this term comes first
+                        }
+                        h.role = Role::Backup {
+                            primary: Some(from.clone()),
+                        };
+                        let app = self.registry.get(&h.record.app);
+                        for (unit, output) in delta.merges {
+                            let merged = if h.record.has_merged {
+                                app.as_ref()
+                                    .map_err(|e| e.clone())
+                                    .and_then(|a| a.merge(&h.record.merged, &output))
+                            } else {
+                                Ok(output)
+                            };
+                            if let Ok(m) = merged {
+                                h.record.merged = m;
+                                h.record.has_merged = true;
+                            }
+                            let _ = unit;
+                        }
+                        for (unit, rec) in delta.units {
+                            h.record.units.insert(unit, rec);
+                        }
+                        h.record.shared = delta.shared;
+                        h.record.stats = delta.stats;
+                        h.record.contributions = delta.contributions.into_iter().collect();
+                        h.record.members = delta.members;
+                        h.record.state = match delta.phase {
+                            Phase::Running => JobState::Running,
+                            Phase::Done => JobState::Done {
+                                result: h.record.merged.clone(),
+                            },
+                            Phase::Failed(reason) => JobState::Failed { reason },
+                        };
+                        if h.record.state != JobState::Running && h.finished.is_none() {
+                            h.finished = Some(now);
+                        }
+                        h.seq = seq;
+                        self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
+                    }
+                    ReplicaUpdate::Promote => {
+                        h.term = term;
+                        h.seq = 0;
+                        self.send(
+                            from.clone(),
+                            JobMsg::ReplicaAck { job, term, seq: 0 },
+                            false,
+                        );
+                        self.become_primary(now, job, Some(from));
+                    }
+                    ReplicaUpdate::Release => {
+                        if term >= h.term {
+                            self.homes.remove(&job);
+                            self.pieces.forget_job(job);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_replica_ack(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        term: u64,
+        seq: u64,
+    ) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if h.handing_over.as_ref() == Some(&from) && term == h.term {
+            h.handing_over = None;
+            return;
+        }
+        if !h.is_primary() {
+            return;
+        }
+        if term > h.term {
+            // Someone follows a newer primary: step down; it will sync us.
+            h.role = Role::Backup { primary: None };
+            h.drop_primary_state();
+            return;
+        }
+        if term < h.term || !h.acked.contains_key(&from) {
+            return;
+        }
+        if let Some(a) = h.acked.get_mut(&from) {
+            *a = (*a).max(seq);
+        }
+        if !h.record.members.contains(&from) {
+            h.record.members.push(from);
+            // Order the members by closeness, primary first.
+            let me = self.me.clone();
+            let key_of = self.key_of;
+            h.record
+                .members
+                .sort_by_key(|p| (*p != me, xor_distance_of(job, &key_of(p))));
+            h.touched.insert(0);
+            self.commit(now, job, Vec::new());
+            self.maintain(now, job);
+        }
+        self.release(now, job);
+    }
+
+    /// This peer takes the primary role of `job` over (from a lost primary,
+    /// or handed over by `previous`).
+    fn become_primary(&mut self, now: Instant, job: JobId, previous: Option<P>) {
+        let me = self.me.clone();
+        let live: Vec<P> = self.members.clone();
+        let assign_grace = now;
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        h.role = Role::Primary;
+        h.drop_primary_state();
+        h.record.members.retain(|m| *m == me || live.contains(m));
+        h.record.members.retain(|m| *m != me);
+        h.record.members.insert(0, me.clone());
+        h.record.stats.takeovers += u64::from(previous.is_none());
+        for (id, u) in h.record.units.iter() {
+            if u.status == UnitStatus::Assigned {
+                h.assigned_at.insert(*id, assign_grace);
+            }
+        }
+        // Every other member gets the record under the new term.
+        h.acked.clear();
+        let previous_primary = previous.clone();
+        self.event(JobEvent::Primary {
+            job,
+            previous: previous_primary,
+        });
+        self.maintain(now, job);
+        // Units whose holders are gone, and queued ones, need their state.
+        let lost: Vec<(UnitId, Option<P>)> = self.homes[&job]
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| match u.status {
+                UnitStatus::Queued => true,
+                UnitStatus::Assigned | UnitStatus::Running => {
+                    u.holder.as_ref().is_none_or(|p| !self.is_live(p))
+                }
+                UnitStatus::Done => false,
+            })
+            .map(|(id, u)| (*id, u.holder.clone()))
+            .collect();
+        for (unit, holder) in lost {
+            match holder {
+                Some(holder) => self.lose_unit(now, job, unit, holder),
+                None => self.restore_unit(now, job, unit),
+            }
+        }
+        let finished = self.homes[&job].record.state != JobState::Running;
+        if finished {
+            // The submitter may have missed the result.
+            if let Some(view) = self.view(now, job) {
+                let to = view.submitter.clone();
+                self.send(to, JobMsg::Status { view }, true);
+            }
+        } else {
+            self.advertise(now, job);
+        }
+        self.commit(now, job, Vec::new());
+    }
+
+    /// `unit`'s holder is gone: reissue it from its last checkpoint.
+    fn lose_unit(&mut self, now: Instant, job: JobId, unit: UnitId, lost: P) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let ft = h.record.ft;
+        let Some(u) = h.record.units.get(&unit) else {
+            return;
+        };
+        if u.status == UnitStatus::Done {
+            return;
+        }
+        if ft.checkpoints() && ft.storage == CheckpointStorage::Local {
+            // Its checkpoint is on the lost peer's disk: wait for it.
+            return;
+        }
+        let was_running = u.status == UnitStatus::Running;
+        if let Some(u) = h.unit(unit) {
+            u.status = UnitStatus::Queued;
+            u.holder = None;
+        }
+        h.assigned_at.remove(&unit);
+        if was_running {
+            let c = h.record.contributions.entry(lost.clone()).or_default();
+            c.units_running = c.units_running.saturating_sub(1);
+        }
+        h.record.stats.reissued += 1;
+        self.event(JobEvent::Reissued {
+            job,
+            unit,
+            lost: lost.clone(),
+        });
+        if !ft.checkpoints() {
+            let has_state = self.homes[&job].ready.contains_key(&unit);
+            if !has_state {
+                self.fail_job(
+                    now,
+                    job,
+                    format!(
+                        "unit {unit} was lost with peer {lost}; the job's fault tolerance is \"none\", so nothing can restart it"
+                    ),
+                );
+            }
+            return;
+        }
+        self.restore_unit(now, job, unit);
+    }
+
+    /// Gets `unit`'s last checkpoint back from its holders, then queues it.
+    fn restore_unit(&mut self, now: Instant, job: JobId, unit: UnitId) {
+        let me = self.me.clone();
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        if h.ready.contains_key(&unit) || h.restoring.contains_key(&unit) {
+            return;
+        }
+        let Some(checkpoint) = h.record.units.get(&unit).and_then(|u| u.checkpoint.clone()) else {
+            self.fail_job(
+                now,
+                job,
+                format!("unit {unit} has no checkpoint to restart from"),
+            );
+            return;
+        };
+        let own = self.pieces.get(job, unit);
+        if let Some(state) = decode_pieces(&checkpoint, &own) {
+            if let Some(h) = self.homes.get_mut(&job) {
+                h.ready.insert(unit, state);
+            }
+            return;
+        }
+        let asked: BTreeSet<P> = checkpoint
+            .holders
+            .iter()
+            .filter(|p| **p != me && self.is_live(p))
+            .cloned()
+            .collect();
+        if let Some(h) = self.homes.get_mut(&job) {
+            h.restoring.insert(
+                unit,
+                Restoring {
+                    asked: asked.clone(),
+                    got: own,
+                },
+            );
+        }
+        for to in asked {
+            self.send(to, JobMsg::FetchPieces { job, unit }, false);
+        }
+        self.try_restore(now, job, unit);
+    }
+
+    pub(super) fn on_pieces(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        unit: UnitId,
+        pieces: Vec<Piece>,
+    ) {
+        let Some(r) = self
+            .homes
+            .get_mut(&job)
+            .and_then(|h| h.restoring.get_mut(&unit))
+        else {
+            return;
+        };
+        if r.asked.remove(&from) {
+            r.got.extend(pieces);
+        }
+        self.try_restore(now, job, unit);
+    }
+
+    fn try_restore(&mut self, now: Instant, job: JobId, unit: UnitId) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let Some(checkpoint) = h.record.units.get(&unit).and_then(|u| u.checkpoint.clone()) else {
+            return;
+        };
+        let Some(r) = h.restoring.get(&unit) else {
+            return;
+        };
+        if let Some(state) = decode_pieces(&checkpoint, &r.got) {
+            h.restoring.remove(&unit);
+            h.ready.insert(unit, state);
+            return;
+        }
+        if r.asked.is_empty() {
+            h.restoring.remove(&unit);
+            let holders = checkpoint.holders.clone();
+            self.event(JobEvent::CheckpointLost {
+                job,
+                unit,
+                holders: holders.clone(),
+            });
+            let names: Vec<String> = holders.iter().map(|p| p.to_string()).collect();
+            self.fail_job(
+                now,
+                job,
+                format!(
+                    "the checkpoint of unit {unit} is lost: too few of its holders ({}) are alive",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// Membership changed: every record held here adjusts.
+    pub(super) fn reconcile_homes(&mut self, now: Instant) {
+        let jobs: Vec<JobId> = self.homes.keys().copied().collect();
+        for job in jobs {
+            let Some(h) = self.homes.get(&job) else {
+                continue;
+            };
+            match h.role.clone() {
+                Role::Primary => {
+                    // Lost workers.
+                    let lost: Vec<(UnitId, P)> = h
+                        .record
+                        .units
+                        .iter()
+                        .filter(|(_, u)| {
+                            matches!(u.status, UnitStatus::Assigned | UnitStatus::Running)
+                        })
+                        .filter_map(|(id, u)| {
+                            u.holder
+                                .as_ref()
+                                .filter(|p| !self.is_live(p))
+                                .map(|p| (*id, p.clone()))
+                        })
+                        .collect();
+                    let dead_steals: Vec<u64> = h
+                        .steals
+                        .iter()
+                        .filter(|(_, s)| !self.is_live(&s.donor) || !self.is_live(&s.requester))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let dead_asked: Vec<(UnitId, P)> = h
+                        .restoring
+                        .iter()
+                        .flat_map(|(u, r)| r.asked.iter().map(move |p| (*u, p.clone())))
+                        .filter(|(_, p)| !self.is_live(p))
+                        .collect();
+                    // Lost backups stop counting.
+                    let dead_backups: Vec<P> = h
+                        .acked
+                        .keys()
+                        .filter(|p| !self.is_live(p))
+                        .cloned()
+                        .collect();
+                    // Pieces promised by lost holders will not come.
+                    let dead_holders: Vec<(UnitId, P, UnitId, u8)> = h
+                        .staging
+                        .iter()
+                        .filter_map(|(owner, q)| q.front().map(|s| (owner, s)))
+                        .flat_map(|(owner, s)| {
+                            s.waiting
+                                .iter()
+                                .map(move |(p, id, i)| (*owner, p.clone(), *id, *i))
+                        })
+                        .filter(|(_, p, _, _)| !self.is_live(p))
+                        .collect();
+                    if let Some(h) = self.homes.get_mut(&job) {
+                        for b in &dead_backups {
+                            h.acked.remove(b);
+                            h.record.members.retain(|m| m != b);
+                            for p in h.pending.iter_mut() {
+                                p.backups.remove(b);
+                            }
+                        }
+                        if !dead_backups.is_empty() {
+                            h.touched.insert(0);
+                        }
+                        for steal in dead_steals {
+                            h.steals.remove(&steal);
+                        }
+                        for (unit, p) in &dead_asked {
+                            if let Some(r) = h.restoring.get_mut(unit) {
+                                r.asked.remove(p);
+                            }
+                        }
+                        let mut finished = Vec::new();
+                        for (owner, p, id, i) in dead_holders {
+                            if let Some(front) =
+                                h.staging.get_mut(&owner).and_then(|q| q.front_mut())
+                            {
+                                front.waiting.remove(&(p, id, i));
+                                if front.waiting.is_empty() {
+                                    finished.push(owner);
+                                }
+                            }
+                        }
+                        for owner in finished {
+                            self.staged_done(now, job, owner);
+                        }
+                    }
+                    for (unit, _) in dead_asked {
+                        self.try_restore(now, job, unit);
+                    }
+                    for (unit, holder) in lost {
+                        self.lose_unit(now, job, unit, holder);
+                    }
+                    self.maintain(now, job);
+                    self.commit(now, job, Vec::new());
+                }
+                Role::Backup { primary } => {
+                    if primary.as_ref().is_some_and(|p| self.is_live(p)) {
+                        continue;
+                    }
+                    // The deterministic successor: the first live member of
+                    // the record's home list.
+                    let successor = h.record.members.iter().find(|m| self.is_live(m)).cloned();
+                    match successor {
+                        Some(s) if s == self.me => {
+                            if let Some(h) = self.homes.get_mut(&job) {
+                                h.term += 1;
+                                h.seq = 0;
+                            }
+                            self.become_primary(now, job, None);
+                        }
+                        Some(s) => {
+                            if let Some(h) = self.homes.get_mut(&job) {
+                                h.role = Role::Backup { primary: Some(s) };
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leaving: every primary role goes to the next member.
+    pub(super) fn hand_over_homes(&mut self, _now: Instant) {
+        let jobs: Vec<JobId> = self.homes.keys().copied().collect();
+        for job in jobs {
+            let Some(h) = self.homes.get_mut(&job) else {
+                continue;
+            };
+            if !h.is_primary() {
+                continue;
+            }
+            let Some(next) = h.record.members.get(1).cloned() else {
+                continue;
+            };
+            let new_term = h.term + 1;
+            h.term = new_term;
+            h.role = Role::Backup {
+                primary: Some(next.clone()),
+            };
+            h.handing_over = Some(next.clone());
+            h.drop_primary_state();
+            self.send(
+                next,
+                JobMsg::Replica {
+                    job,
+                    term: new_term,
+                    seq: 0,
+                    update: ReplicaUpdate::Promote,
+                },
+                false,
+            );
+        }
+    }
+
+    pub(super) fn homes_handed_over(&self) -> bool {
+        self.homes
+            .values()
+            .all(|h| h.handing_over.is_none() && (!h.is_primary() || h.record.members.len() <= 1))
+    }
+
+    /// Periodic work of homes: adverts, progress, steals and assignments
+    /// that timed out, retention.
+    pub(super) fn home_timeouts(&mut self, now: Instant) {
+        let jobs: Vec<JobId> = self.homes.keys().copied().collect();
+        for job in jobs {
+            let Some(h) = self.homes.get(&job) else {
+                continue;
+            };
+            if !h.is_primary() || h.record.state != JobState::Running {
+                continue;
+            }
+            if h.next_advert_at <= now {
+                self.advertise(now, job);
+            }
+            let Some(h) = self.homes.get(&job) else {
+                continue;
+            };
+            let stale_steals: Vec<u64> = h
+                .steals
+                .iter()
+                .filter(|(_, s)| now.saturating_duration_since(s.since) > self.config.steal_timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            let unconfirmed: Vec<(UnitId, P)> = h
+                .assigned_at
+                .iter()
+                .filter(|(_, at)| now.saturating_duration_since(**at) > self.config.assign_timeout)
+                .filter_map(|(id, _)| {
+                    h.record
+                        .units
+                        .get(id)
+                        .and_then(|u| u.holder.clone())
+                        .map(|p| (*id, p))
+                })
+                .collect();
+            // Queued units that have no state here yet (after a takeover).
+            let unready: Vec<UnitId> = h
+                .record
+                .units
+                .iter()
+                .filter(|(id, u)| {
+                    u.status == UnitStatus::Queued
+                        && !h.ready.contains_key(id)
+                        && !h.restoring.contains_key(id)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for steal in stale_steals {
+                self.on_steal_declined(now, job, steal);
+            }
+            for (unit, holder) in unconfirmed {
+                self.lose_unit(now, job, unit, holder);
+            }
+            for unit in unready {
+                self.restore_unit(now, job, unit);
+            }
+            if let Some(h) = self.homes.get_mut(&job) {
+                if h.next_progress_at <= now {
+                    h.next_progress_at = now + self.config.progress_interval;
+                    let submitter = h.record.submitter.clone();
+                    if let Some(view) = self.view(now, job) {
+                        self.send(submitter, JobMsg::Status { view }, false);
+                    }
+                }
+            }
+            self.commit(now, job, Vec::new());
+        }
+        // Drop finished records past their retention, and the oldest over the cap.
+        let retention = self.config.result_retention;
+        let expired: Vec<JobId> = self
+            .homes
+            .iter()
+            .filter(|(_, h)| {
+                h.finished
+                    .is_some_and(|f| now.saturating_duration_since(f) >= retention)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for job in expired {
+            self.homes.remove(&job);
+            self.pieces.forget_job(job);
+            self.outputs.push_back(JobOutput::Forget { job });
+        }
+        while self.homes.len() > self.config.max_retained_results {
+            let oldest = self
+                .homes
+                .iter()
+                .filter(|(_, h)| h.finished.is_some())
+                .min_by_key(|(_, h)| h.finished)
+                .map(|(id, _)| *id);
+            match oldest {
+                Some(id) => {
+                    self.homes.remove(&id);
+                    self.pieces.forget_job(id);
+                    self.outputs.push_back(JobOutput::Forget { job: id });
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// A job's snapshot, if this peer holds its record (as primary or
+    /// backup).
+    pub fn view(&self, now: Instant, job: JobId) -> Option<JobView<P>> {
+        let h = self.homes.get(&job)?;
+        let record = &h.record;
+        Some(JobView {
+            job,
+            app: record.app.clone(),
+            params: record.params.clone(),
+            home: h.primary().cloned().unwrap_or_else(|| self.me.clone()),
+            home_members: record.members.clone(),
+            submitter: record.submitter.clone(),
+            ft: record.ft,
+            state: record.state.clone(),
+            stats: record.stats.clone(),
+            contributions: record
+                .contributions
+                .iter()
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect(),
+            shared: record.shared.clone(),
+            elapsed_s: h
+                .finished
+                .unwrap_or(now)
+                .saturating_duration_since(h.started)
+                .as_secs_f64(),
+        })
+    }
+
+    /// Snapshots of every job whose primary is this peer.
+    pub fn homed_views(&self, now: Instant) -> Vec<JobView<P>> {
+        self.homes
+            .iter()
+            .filter(|(_, h)| h.is_primary())
+            .filter_map(|(job, _)| self.view(now, *job))
+            .collect()
+    }
+}
+
+impl<P: PeerKey> HomeState<P> {
+    /// Whether nothing is in flight that a hand-over would lose.
+    fn state_settled(&self) -> bool {
+        self.pending.is_empty() && self.staging.is_empty() && self.restoring.is_empty()
+    }
+
+    /// Forgets what only a primary keeps.
+    fn drop_primary_state(&mut self) {
+        self.acked.clear();
+        self.pending.clear();
+        self.ready.clear();
+        self.restoring.clear();
+        self.staging.clear();
+        self.steals.clear();
+        self.assigned_at.clear();
+        self.touched.clear();
+        self.merges.clear();
+    }
+}
+
+fn xor_distance_of(job: JobId, key: &[u8; 32]) -> [u8; 16] {
+    super::xor_distance(job, key)
+}
