@@ -21,11 +21,13 @@
 //!   brokered work stealing, merging, results.
 //! - [`ft`]: a job's fault-tolerance settings (protocol, TTC, checkpoint
 //!   storage, home size), chosen at deployment.
+//! - [`erasure`]: Reed–Solomon coding of checkpoints into k + m shards.
 //! - [`phi`]: the phi-accrual failure detector used by membership.
 //! - [`wire`]: bounded encoding of core messages.
 
 pub mod acquaintance;
 pub mod divisible;
+pub mod erasure;
 pub mod ft;
 pub mod job;
 pub mod membership;

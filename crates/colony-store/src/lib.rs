@@ -6,6 +6,15 @@
 //!
 //! redb refuses a second writer on the same file, which makes "two peers on
 //! one data directory" a clear error instead of silent corruption.
+//!
+//! Checkpoint pieces live in a [`CheckpointStore`] of their own, written by a
+//! group-committing thread ([`checkpoints`]).
+
+pub mod checkpoints;
+
+pub use checkpoints::{
+    CheckpointStore, CheckpointStoreConfig, Done, GroupCommitStats, PieceKey, StoredPiece,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +42,26 @@ pub enum StoreError {
         dir: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// A database file is already open, by another process or elsewhere in
+    /// this one.
+    #[error("{path} is already open (another colony peer, or a second store in this process)")]
+    FileInUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The checkpoint write queue is full: the disk is not keeping up.
+    /// Nothing was queued; retry later or drop the write.
+    #[error("checkpoint write queue is full ({capacity} requests waiting); retry later")]
+    Backpressure {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The checkpoint writer thread is gone (it panicked); reopen the store.
+    #[error("checkpoint store {path}: its writer thread has stopped")]
+    WriterStopped {
+        /// The database file.
+        path: PathBuf,
     },
     /// Any other database failure.
     #[error("peer database {path}: {message}")]
