@@ -11,10 +11,13 @@
 //! [`MemberInfo`]: crate::MemberInfo
 //! [`JobInfo`]: crate::JobInfo
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use colony_core::ft::{FaultTolerance, FtError, FtProtocol};
 use tracing::warn;
 
 use crate::info::{JobInfo, MemberInfo, StatusInfo};
@@ -55,13 +58,63 @@ struct SubmitRequest {
     app: String,
     #[serde(default)]
     args: Vec<String>,
+    /// Fault tolerance; the default when absent.
+    #[serde(default)]
+    fault_tolerance: Option<FtRequest>,
+}
+
+/// Fault tolerance in a submission: `{"protocol": "checkpoint", "ttc_s": 1,
+/// "storage": "copies:2", "home_size": 3, "durable": false}`, every field
+/// optional.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FtRequest {
+    protocol: Option<String>,
+    ttc_s: Option<f64>,
+    storage: Option<String>,
+    home_size: Option<u8>,
+    durable: Option<bool>,
+}
+
+impl FtRequest {
+    fn resolve(self) -> Result<FaultTolerance, String> {
+        let mut ft = FaultTolerance::default();
+        match self.protocol.as_deref() {
+            None | Some("checkpoint") => {}
+            Some("none") => ft.protocol = FtProtocol::None,
+            Some(other) => {
+                return Err(format!(
+                    "protocol must be \"none\" or \"checkpoint\", got {other:?}"
+                ))
+            }
+        }
+        if let Some(ttc) = self.ttc_s {
+            ft.ttc = Duration::try_from_secs_f64(ttc)
+                .map_err(|_| format!("ttc_s must be a positive number, got {ttc}"))?;
+        }
+        if let Some(storage) = self.storage {
+            ft.storage = storage.parse().map_err(|e: FtError| e.to_string())?;
+        }
+        if let Some(home_size) = self.home_size {
+            ft.home_size = home_size;
+        }
+        if let Some(durable) = self.durable {
+            ft.durable = durable;
+        }
+        ft.validate().map_err(|e| e.to_string())?;
+        Ok(ft)
+    }
 }
 
 async fn submit_job(
     State(peer): State<Peer>,
     Json(request): Json<SubmitRequest>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
-    match peer.submit_job(&request.app, &request.args).await {
+    let ft = match request.fault_tolerance.map(FtRequest::resolve).transpose() {
+        Ok(ft) => ft.unwrap_or_default(),
+        Err(error) => return Err((StatusCode::BAD_REQUEST, error)),
+    };
+    match peer.submit_job_with(&request.app, &request.args, ft).await {
         Ok(handle) => Ok(Json(
             serde_json::json!({ "job_id": handle.id().to_string() }),
         )),

@@ -128,6 +128,18 @@ pub struct JobInfo {
     pub work: u64,
     /// Peers that ran at least one unit.
     pub peers_used: u64,
+    /// The home's members, primary first.
+    pub home_members: Vec<String>,
+    /// The job's fault tolerance, e.g. `checkpoint ttc=1s copies:2 home=3`.
+    pub fault_tolerance: String,
+    /// Checkpoints stored.
+    pub checkpoints: u64,
+    /// Bytes of checkpoint state received by the primary.
+    pub checkpoint_bytes: u64,
+    /// Units reissued after their worker was lost or left.
+    pub reissued: u64,
+    /// Times a backup took the primary role over.
+    pub takeovers: u64,
     /// Seconds since submission (or until completion).
     pub elapsed_s: f64,
     /// Each peer's part.
@@ -181,6 +193,22 @@ impl JobInfo {
             steals: view.stats.steals,
             work: view.stats.work,
             peers_used: view.stats.peers_used,
+            home_members: view.home_members.iter().map(|p| p.to_string()).collect(),
+            fault_tolerance: format!(
+                "{} ttc={:?} {} home={}{}",
+                match view.ft.protocol {
+                    colony_core::ft::FtProtocol::None => "none",
+                    colony_core::ft::FtProtocol::Checkpoint => "checkpoint",
+                },
+                view.ft.ttc,
+                view.ft.storage,
+                view.ft.home_size,
+                if view.ft.durable { " durable" } else { "" }
+            ),
+            checkpoints: view.stats.checkpoints,
+            checkpoint_bytes: view.stats.checkpoint_bytes,
+            reissued: view.stats.reissued,
+            takeovers: view.stats.takeovers,
             elapsed_s: view.elapsed_s,
             contributions: view
                 .contributions

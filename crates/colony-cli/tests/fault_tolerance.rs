@@ -1,0 +1,191 @@
+//! Fault tolerance on real `colony peer` processes: a flow-shop job of
+//! tens of seconds with checkpoints every second survives SIGKILLed
+//! workers, a SIGKILLed primary and a SIGKILLed submitter, and still
+//! reaches the published optimum.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use colony::JobInfo;
+use common::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// ta017 takes ~50 s on one core of this machine: long enough to kill
+/// peers at random moments while it runs.
+const INSTANCE: &str = "ta017";
+
+async fn submit(api: std::net::SocketAddr, instance: &str) -> String {
+    let body = serde_json::json!({
+        "app": "flowshop",
+        "args": [instance],
+        "fault_tolerance": {"protocol": "checkpoint", "ttc_s": 1, "storage": "copies:2", "home_size": 3},
+    });
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{api}/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("submit reply");
+    reply["job_id"].as_str().expect("job id").to_string()
+}
+
+async fn job_info(api: std::net::SocketAddr, job_id: &str) -> Option<JobInfo> {
+    reqwest::get(format!("http://{api}/v1/jobs/{job_id}"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Waits until the job is over, as any live peer reports it.
+async fn wait_result(peers: &[PeerProc], job_id: &str, within: Duration) -> JobInfo {
+    wait_until(within, "the job to finish", || async {
+        for peer in peers.iter().filter(|p| p.is_running()) {
+            if let Some(info) = job_info(api(&peer), job_id).await {
+                if info.state != "running" {
+                    return Some(info);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// The peer's HTTP API address.
+fn api(peer: &PeerProc) -> std::net::SocketAddr {
+    peer.info.api_addr.expect("the API is on")
+}
+
+fn five_peers(name: &str) -> Vec<PeerProc> {
+    start_network(&test_dir(name), 5, &["--cores".into(), "1".into()])
+}
+
+async fn formed(peers: &[PeerProc]) {
+    let refs: Vec<&PeerProc> = peers.iter().collect();
+    wait_until(Duration::from_secs(15), "the network to form", || async {
+        all_see_all_alive(&refs).await.then_some(())
+    })
+    .await;
+}
+
+fn assert_optimal(info: &JobInfo, what: &str) {
+    assert_eq!(info.state, "done", "{what}: {info:?}");
+    assert_eq!(
+        info.verified,
+        Some(true),
+        "{what}: the makespan must equal the published optimum: {:?}",
+        info.result
+    );
+    assert_eq!(
+        info.units, info.units_done,
+        "{what}: every unit merged once"
+    );
+    eprintln!(
+        "figure: {what}: {} in {:.1} s, {} units, {} steals, {} checkpoints ({} bytes), {} reissued, {} takeovers",
+        info.summary.as_deref().unwrap_or("?"),
+        info.elapsed_s,
+        info.units,
+        info.steals,
+        info.checkpoints,
+        info.checkpoint_bytes,
+        info.reissued,
+        info.takeovers
+    );
+}
+
+/// The peer the job's record names as primary.
+async fn primary_index(peers: &[PeerProc], job_id: &str) -> usize {
+    let info = wait_until(Duration::from_secs(10), "the job's record", || async {
+        job_info(api(&peers[0]), job_id).await
+    })
+    .await;
+    peers
+        .iter()
+        .position(|p| p.info.peer_id.to_string() == info.home)
+        .expect("the primary is one of ours")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_killed_at_random_moments_lose_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut peers = five_peers("ft-workers");
+    formed(&peers).await;
+    let job = submit(api(&peers[0]), INSTANCE).await;
+    let primary = primary_index(&peers, &job).await;
+    let mut rng = SmallRng::from_os_rng();
+    let started = Instant::now();
+    let victims: Vec<usize> = (0..5)
+        .filter(|i| *i != primary && *i != 0)
+        .take(2)
+        .collect();
+    for victim in victims {
+        let at = Duration::from_millis(rng.random_range(2_000..12_000));
+        tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+        eprintln!("killing worker {victim} at {:?}", started.elapsed());
+        peers[victim].kill();
+    }
+    let info = wait_result(&peers, &job, Duration::from_secs(240)).await;
+    assert_optimal(&info, "two workers killed");
+    assert!(info.elapsed_s >= 20.0, "the job ran long enough: {info:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_killed_mid_job_is_taken_over() {
+    let _serial = SERIAL.lock().await;
+    let mut peers = five_peers("ft-primary");
+    formed(&peers).await;
+    // Submitted from a peer that is not the primary, so it can watch.
+    let job = submit(api(&peers[0]), INSTANCE).await;
+    let primary = primary_index(&peers, &job).await;
+    tokio::time::sleep(Duration::from_secs(
+        SmallRng::from_os_rng().random_range(3..10),
+    ))
+    .await;
+    eprintln!("killing the primary, peer {primary}");
+    peers[primary].kill();
+    let info = wait_result(&peers, &job, Duration::from_secs(240)).await;
+    assert_optimal(&info, "primary killed");
+    assert!(info.takeovers >= 1 || primary == 0, "{info:?}");
+    assert_ne!(info.home, peers[primary].info.peer_id.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_submitter_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut peers = five_peers("ft-submitter");
+    formed(&peers).await;
+    let job = submit(api(&peers[4]), INSTANCE).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eprintln!("killing the submitter");
+    peers[4].kill();
+    let info = wait_result(&peers, &job, Duration::from_secs(240)).await;
+    assert_optimal(&info, "submitter killed");
+    // `colony result JOB_ID` from another peer gives the same answer.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args([
+            "result",
+            &job,
+            "--api",
+            &api(&peers[1]).to_string(),
+            "--json",
+        ])
+        .output()
+        .expect("colony result");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("json");
+    assert_eq!(json["verified"], true, "{json}");
+}
