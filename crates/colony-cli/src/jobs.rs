@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use colony::deploy::{Descriptor, FaultTolerance, FtProtocol, ServiceRegistry};
 use colony::{JobInfo, JobState, Peer};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -15,6 +16,17 @@ use crate::{http_get_json, NetworkArgs};
 pub(crate) struct RunArgs {
     #[command(flatten)]
     network: NetworkArgs,
+    /// Deployment descriptor (TOML): network, bootstrap peers, virtual nodes
+    /// and the technical services that configure them, such as fault
+    /// tolerance (see examples/deploy/). --network, --bootstrap and --peers
+    /// given here win over it.
+    #[arg(long, value_name = "FILE")]
+    descriptor: Option<PathBuf>,
+    /// The descriptor's virtual node to run on: its acquisition sets the
+    /// peers to wait for, its service the job's fault tolerance (default:
+    /// the descriptor's only virtual node).
+    #[arg(long, value_name = "NAME", requires = "descriptor")]
+    virtual_node: Option<String>,
     /// Keep this peer's identity here (default: a fresh temporary one).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -23,9 +35,10 @@ pub(crate) struct RunArgs {
     join_timeout_s: f64,
     /// Peers to acquire, this one included. Best effort (ProActive's
     /// acquisition): waits up to --acquire-timeout-s for them, then runs with
-    /// whoever is there.
-    #[arg(long, default_value_t = 1)]
-    peers: usize,
+    /// whoever is there [default: 1, or what the descriptor's virtual node
+    /// asks: nodes_asked, or its hosts and this peer].
+    #[arg(long)]
+    peers: Option<usize>,
     /// How long to wait for --peers before starting with fewer.
     #[arg(long, default_value_t = 5.0)]
     acquire_timeout_s: f64,
@@ -78,6 +91,17 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             bail!("{name} must be a non-negative number of seconds");
         }
     }
+    // Read the descriptor before anything else: a bad one starts nothing.
+    let deployment = match &args.descriptor {
+        Some(path) => {
+            let descriptor = Descriptor::load(path, &ServiceRegistry::with_builtins())?;
+            let node = descriptor
+                .pick_virtual_node(args.virtual_node.as_deref())?
+                .clone();
+            Some((descriptor, node))
+        }
+        None => None,
+    };
     let (data_dir, _cleanup) = match &args.data_dir {
         Some(dir) => (dir.clone(), TempDir(None)),
         None => {
@@ -89,7 +113,38 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             (dir.clone(), TempDir(Some(dir)))
         }
     };
-    let config = args.network.config(&data_dir)?;
+    let mut config = args.network.config(&data_dir)?;
+    let mut peers = args.peers.unwrap_or(1);
+    if let Some((descriptor, node)) = &deployment {
+        if args.network.network.is_none() {
+            if let Some(network) = &descriptor.network {
+                config.net.network = network.clone();
+            }
+        }
+        if args.network.bootstrap.is_empty() {
+            config.bootstrap = descriptor.bootstrap.clone();
+        }
+        for host in node.acquisition.extra_bootstrap() {
+            if !config.bootstrap.contains(host) {
+                config.bootstrap.push(host.clone());
+            }
+        }
+        peers = args
+            .peers
+            .unwrap_or_else(|| node.acquisition.peers_wanted());
+        eprintln!(
+            "deployment: network {}, virtual node {} ({}), fault tolerance: {}{}",
+            config.net.network,
+            node.name,
+            node.acquisition,
+            describe(&node.settings.fault_tolerance),
+            node.settings
+                .extensions
+                .iter()
+                .map(|(k, v)| format!(", {k} = {v}"))
+                .collect::<String>()
+        );
+    }
     // Fail fast on a bad job, before joining anything.
     config
         .apps
@@ -121,11 +176,15 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     }
     acquire(
         &peer,
-        args.peers,
+        peers,
         Duration::from_secs_f64(args.acquire_timeout_s),
     )
     .await?;
-    let outcome = submit_and_follow(&peer, &args).await;
+    // The descriptor's fault tolerance, or the default one.
+    let ft = deployment
+        .map(|(_, node)| node.settings.fault_tolerance)
+        .unwrap_or_default();
+    let outcome = submit_and_follow(&peer, &args, ft).await;
     peer.shutdown().await;
     outcome
 }
@@ -152,8 +211,21 @@ async fn acquire(peer: &Peer, wanted: usize, within: Duration) -> Result<()> {
     }
 }
 
-async fn submit_and_follow(peer: &Peer, args: &RunArgs) -> Result<()> {
-    let mut handle = peer.submit_job(&args.app, &args.args).await?;
+/// One line for people: what protects the job.
+fn describe(ft: &FaultTolerance) -> String {
+    let durable = if ft.durable { ", durable" } else { "" };
+    match ft.protocol {
+        FtProtocol::None => format!("no checkpoints, home of {}{durable}", ft.home_size),
+        FtProtocol::Checkpoint => format!(
+            "checkpoint every {:?}, storage {} on a home of {}{durable}",
+            ft.ttc, ft.storage, ft.home_size
+        ),
+    }
+}
+
+/// Submits the job protected by `ft` and follows it to the end.
+async fn submit_and_follow(peer: &Peer, args: &RunArgs, ft: FaultTolerance) -> Result<()> {
+    let mut handle = peer.submit_job_with(&args.app, &args.args, ft).await?;
     let id = handle.id();
     let bar = ProgressBar::new_spinner();
     bar.set_style(

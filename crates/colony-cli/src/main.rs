@@ -54,6 +54,8 @@ enum Command {
     Peers(PeersArgs),
     /// Join a network as a peer, submit a job, show its progress and print
     /// the result. Apps: flowshop taNNN | nqueens N | matmul N [--seed S].
+    /// With --descriptor FILE, where it runs and its fault tolerance come
+    /// from a deployment descriptor (see examples/deploy/).
     Run(jobs::RunArgs),
     /// List the jobs whose home is a running peer.
     Jobs(jobs::ApiArgs),
@@ -64,6 +66,9 @@ enum Command {
     Bench(BenchCommand),
 }
 
+/// The network joined when neither `--network` nor a descriptor names one.
+const DEFAULT_NETWORK: &str = "colony";
+
 /// How a peer joins a network; shared by `peer` and `run`.
 #[derive(Args, Debug)]
 struct NetworkArgs {
@@ -72,12 +77,14 @@ struct NetworkArgs {
     #[arg(long = "listen", value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
     /// Peer to join through (repeatable), e.g. /ip4/10.0.0.5/tcp/7070/p2p/12D3….
-    /// Tried in order; a dead entry fails over to the next.
+    /// Tried in order; a dead entry fails over to the next. Replaces a
+    /// descriptor's `bootstrap` list.
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
-    /// Network name: peers only see peers of the same network.
-    #[arg(long, default_value = "colony")]
-    network: String,
+    /// Network name: peers only see peers of the same network [default:
+    /// colony, or the descriptor's `network` for `colony run --descriptor`].
+    #[arg(long)]
+    network: Option<String>,
     /// Pre-shared key file (go-ipfs swarm.key format, or 64 hex digits):
     /// only peers holding the same key can connect.
     #[arg(long, value_name = "FILE")]
@@ -98,8 +105,9 @@ impl NetworkArgs {
             config.listen = self.listen.clone();
         }
         config.bootstrap = self.bootstrap.clone();
-        colony_net::validate_network_name(&self.network)?;
-        config.net.network = self.network.clone();
+        let network = self.network.as_deref().unwrap_or(DEFAULT_NETWORK);
+        colony_net::validate_network_name(network)?;
+        config.net.network = network.to_string();
         config.net.mdns = self.mdns;
         if let Some(path) = &self.psk {
             let text = std::fs::read_to_string(path).with_context(|| {

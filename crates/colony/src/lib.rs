@@ -33,6 +33,7 @@ mod api;
 pub mod bench;
 mod compute;
 mod config;
+pub mod deploy;
 mod driver;
 mod error;
 mod host;
