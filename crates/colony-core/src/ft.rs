@@ -196,7 +196,9 @@ pub enum FtError {
         home_size: u8,
     },
     /// More shards than home members, or no data shard.
-    #[error("shards need k >= 1 and k + m <= home_size (k = {k}, m = {m}, home_size = {home_size})")]
+    #[error(
+        "shards need k >= 1 and k + m <= home_size (k = {k}, m = {m}, home_size = {home_size})"
+    )]
     Shards {
         /// Data shards.
         k: u8,

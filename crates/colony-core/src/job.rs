@@ -992,6 +992,7 @@ impl<P: PeerKey> Jobs<P> {
 
     // ---- worker side ----
 
+    #[allow(clippy::too_many_arguments)]
     fn on_assign(
         &mut self,
         now: Instant,

@@ -76,6 +76,7 @@ enum Wake {
     Net(Option<NetEvent>),
     Swarm(SwarmEvent<BehaviourEvent>),
     Compute(Option<ComputeEvent>),
+    Persisted(Option<jobs::Persisted>),
     InboxReady,
     Timer,
 }
@@ -86,7 +87,7 @@ const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 mod jobs;
 
-pub(crate) use jobs::overlay_key;
+pub(crate) use jobs::{overlay_key, restore_checkpoints};
 
 /// Most inputs of one kind handled before outputs are drained, so a burst
 /// of frames is acknowledged with one ack per channel.
@@ -117,6 +118,10 @@ pub(crate) struct Driver {
     job_queries: HashMap<JobId, JobQuery>,
     /// Tokens of job messages in flight, for what to do if one fails.
     job_sends: HashMap<u64, JobSendKind>,
+    /// Durable checkpoint pieces (group-committed).
+    checkpoints: colony_store::CheckpointStore,
+    persisted_tx: mpsc::UnboundedSender<jobs::Persisted>,
+    persisted_rx: mpsc::UnboundedReceiver<jobs::Persisted>,
 }
 
 /// A question about a job, asked of its probable home first and, if that
@@ -153,8 +158,10 @@ impl Driver {
         net_events: mpsc::Receiver<NetEvent>,
         inbox: mpsc::Sender<InboundMessage>,
         jobs: Jobs<PeerId>,
+        checkpoints: colony_store::CheckpointStore,
     ) -> Self {
         let max_frame_bytes = config.net.max_frame_bytes;
+        let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
         let (compute_tx, compute_events) = mpsc::channel(1024);
         Driver {
             jobs,
@@ -163,6 +170,9 @@ impl Driver {
             job_watchers: HashMap::new(),
             job_queries: HashMap::new(),
             job_sends: HashMap::new(),
+            checkpoints,
+            persisted_tx,
+            persisted_rx,
             next_stats_at: Instant::now() + config.stats_interval,
             config,
             swarm,
@@ -207,6 +217,7 @@ impl Driver {
                 event = self.net_events.recv() => Wake::Net(event),
                 event = self.swarm.select_next_some() => Wake::Swarm(event),
                 event = self.compute_events.recv() => Wake::Compute(event),
+                done = self.persisted_rx.recv() => Wake::Persisted(done),
                 // The permit is released at once; the slot it proved free is
                 // taken again below with try_reserve (only this task sends).
                 _ = self.inbox.reserve(), if deliverable => Wake::InboxReady,
@@ -250,6 +261,8 @@ impl Driver {
                     }
                 }
                 Wake::Compute(None) => {}
+                Wake::Persisted(Some(done)) => self.on_persisted(done),
+                Wake::Persisted(None) => {}
                 Wake::InboxReady => self.deliver(),
                 Wake::Timer => self.handle_timers(),
             }
@@ -567,6 +580,12 @@ impl Driver {
                     MemberState::Dead | MemberState::Left => {
                         self.pipes.peer_dead(&event.peer);
                         self.frames.forget(&event.peer);
+                        // Its connections are dead too (a partition leaves
+                        // TCP connections open but silent, behind long
+                        // retransmission backoffs): close them, so that
+                        // frames sent to find out whether it is back dial
+                        // afresh rather than queue on a stale connection.
+                        //TMP let _ = self.swarm.disconnect_peer_id(event.peer);
                     }
                     MemberState::Suspect => {}
                 }

@@ -58,6 +58,9 @@ pub struct DriverCounters {
     pub rejected_connections: u64,
     /// Peers of another network that connected and were dropped.
     pub foreign_peers: u64,
+    /// Checkpoint pieces that could not be written to disk.
+    #[serde(default)]
+    pub checkpoint_write_errors: u64,
 }
 
 /// `GET /v1/status`: the peer and its counters.

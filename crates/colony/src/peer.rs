@@ -224,6 +224,11 @@ impl Peer {
             "peer started"
         );
 
+        let checkpoints =
+            colony_store::CheckpointStore::open(&config.data_dir.join("checkpoints.redb"))?;
+        let mut driver_jobs = jobs;
+        crate::driver::restore_checkpoints(&mut driver_jobs, &checkpoints, Instant::now());
+        let jobs = driver_jobs;
         let driver = Driver::new(
             config,
             swarm,
@@ -237,6 +242,7 @@ impl Peer {
             net_rx,
             inbox_tx,
             jobs,
+            checkpoints,
         );
         tokio::spawn(driver.run());
         Ok(peer)

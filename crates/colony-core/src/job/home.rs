@@ -1479,8 +1479,8 @@ impl<P: PeerKey> Jobs<P> {
             xor_distance_of(job, &(self.key_of)(a)) < xor_distance_of(job, &(self.key_of)(b))
         };
         match self.homes.get_mut(&job) {
-            None => match update {
-                ReplicaUpdate::Snapshot(record) => {
+            None => {
+                if let ReplicaUpdate::Snapshot(record) = update {
                     if self.homes.len()
                         >= self.config.max_active_jobs + self.config.max_retained_results
                     {
@@ -1502,8 +1502,7 @@ impl<P: PeerKey> Jobs<P> {
                     self.homes.insert(job, state);
                     self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
                 }
-                _ => {}
-            },
+            }
             Some(h) => {
                 let outranked =
                     term < h.term || (term == h.term && h.is_primary() && closer(&self.me, &from));
@@ -1991,7 +1990,8 @@ impl<P: PeerKey> Jobs<P> {
             if !h.is_primary() {
                 continue;
             }
-            let Some(next) = h.record.members.get(1).cloned() else {
+            let live = |p: &P| *p != self.me && self.members.contains(p);
+            let Some(next) = h.record.members.iter().find(|p| live(p)).cloned() else {
                 continue;
             };
             let new_term = h.term + 1;

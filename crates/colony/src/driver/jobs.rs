@@ -345,15 +345,115 @@ fn log_job_event(event: &JobEvent<PeerId>) {
     }
 }
 
+/// A durable write finished: which piece, and whether it is on disk.
+pub(crate) struct Persisted {
+    key: PieceKey,
+    epoch: u64,
+    version: u64,
+    result: Result<(), colony_store::StoreError>,
+}
+
 impl Driver {
-    /// Writes a checkpoint piece to disk.
+    /// Writes a checkpoint piece to disk; the job core hears when it is
+    /// durable (one fsync per group of writes).
     fn persist_piece(&mut self, key: PieceKey, piece: Piece) {
-        // TODO(ft): group-committed redb store; until then pieces are
-        // acknowledged as kept in memory.
-        self.jobs
-            .persisted(Instant::now(), key, piece.epoch, piece.version);
+        let stored = colony_store::StoredPiece {
+            epoch: piece.epoch,
+            version: piece.version,
+            bytes: wire::encode(&piece, usize::MAX).unwrap_or_default(),
+        };
+        let store_key = colony_store::PieceKey {
+            job: key.job.0,
+            unit: key.unit,
+            holder_index: key.index,
+        };
+        let tx = self.persisted_tx.clone();
+        let (epoch, version) = (piece.epoch, piece.version);
+        let queued = self.checkpoints.put(
+            store_key,
+            stored,
+            Box::new(move |result| {
+                let _ = tx.send(Persisted {
+                    key,
+                    epoch,
+                    version,
+                    result,
+                });
+            }),
+        );
+        if let Err(error) = queued {
+            // Not on disk: the primary keeps waiting and the worker re-sends.
+            self.counters.checkpoint_write_errors += 1;
+            warn!(%error, job = %key.job, unit = key.unit, "checkpoint piece not written");
+        }
+    }
+
+    pub(super) fn on_persisted(&mut self, done: Persisted) {
+        match done.result {
+            Ok(()) => self
+                .jobs
+                .persisted(Instant::now(), done.key, done.epoch, done.version),
+            Err(error) => {
+                self.counters.checkpoint_write_errors += 1;
+                warn!(%error, job = %done.key.job, unit = done.key.unit, "checkpoint piece not written");
+            }
+        }
     }
 
     /// Deletes a finished job's pieces from disk.
-    fn forget_pieces(&mut self, _job: JobId) {}
+    fn forget_pieces(&mut self, job: JobId) {
+        if let Err(error) = self.checkpoints.remove_job(job.0, Box::new(|_| {})) {
+            warn!(%error, %job, "pieces of a finished job not deleted");
+        }
+    }
+}
+
+/// Reads the checkpoint pieces a previous run left on disk: pieces held
+/// for homes are served again, units kept locally are offered back to
+/// their jobs.
+pub(crate) fn restore_checkpoints(
+    jobs: &mut colony_core::job::Jobs<PeerId>,
+    store: &colony_store::CheckpointStore,
+    now: Instant,
+) {
+    let stored = match store.all() {
+        Ok(stored) => stored,
+        Err(error) => {
+            warn!(%error, "cannot read stored checkpoints");
+            return;
+        }
+    };
+    let mut pieces = Vec::new();
+    let mut local = Vec::new();
+    for (key, stored) in stored {
+        let Ok(piece) = wire::decode::<Piece>(&stored.bytes, usize::MAX) else {
+            warn!(unit = key.unit, "corrupt checkpoint piece skipped");
+            continue;
+        };
+        match &piece.data {
+            colony_core::job::PieceData::Local(bytes) => {
+                match wire::decode::<colony_core::job::LocalUnit>(bytes, usize::MAX) {
+                    Ok(unit) => local.push(unit),
+                    Err(_) => warn!(unit = key.unit, "corrupt local checkpoint skipped"),
+                }
+            }
+            _ => pieces.push((
+                PieceKey {
+                    job: JobId(key.job),
+                    unit: key.unit,
+                    index: key.holder_index,
+                },
+                piece,
+            )),
+        }
+    }
+    if !pieces.is_empty() || !local.is_empty() {
+        info!(
+            pieces = pieces.len(),
+            local_units = local.len(),
+            "checkpoints found on disk"
+        );
+    }
+    jobs.load_pieces(pieces);
+    jobs.restore_local(now, local);
 }
