@@ -10,6 +10,7 @@ use colony::{MemberInfo, Multiaddr, Peer, PeerConfig, PeerInfo};
 use tracing::info;
 
 mod demo;
+mod ftbench;
 mod jobs;
 mod stealing;
 mod watch;
@@ -190,6 +191,26 @@ enum BenchCommand {
     /// by Colony on 1 peer and on 2 peers (1 core each), in the same run:
     /// speedup, runtime overhead, a newcomer's time to first unit, unit size.
     Stealing(StealingBenchArgs),
+    /// The failure-free cost of fault tolerance: flow-shop instances with
+    /// protocol `none` and with `checkpoint` (TTC 1 s), alternating, in the
+    /// same run.
+    Ft(FtBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct FtBenchArgs {
+    /// Taillard instances to solve (repeatable).
+    #[arg(long = "instance", default_values_t = ["ta013", "ta019", "ta020"].map(String::from))]
+    instances: Vec<String>,
+    /// Peers of the embedded network (1 core each).
+    #[arg(long, default_value_t = 3)]
+    peers: usize,
+    /// Pairs of runs per instance.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -262,6 +283,9 @@ fn run() -> Result<()> {
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
             Command::Bench(BenchCommand::Stealing(args)) => {
                 stealing::run(&args.instances, args.json).await
+            }
+            Command::Bench(BenchCommand::Ft(args)) => {
+                ftbench::run(&args.instances, args.peers, args.runs.max(1), args.json).await
             }
         }
     })

@@ -83,7 +83,7 @@ enum Wake {
 
 /// Longest a leaving peer waits for its units and job records to be taken
 /// over before it leaves anyway.
-const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 mod jobs;
 
@@ -585,7 +585,7 @@ impl Driver {
                         // retransmission backoffs): close them, so that
                         // frames sent to find out whether it is back dial
                         // afresh rather than queue on a stale connection.
-                        //TMP let _ = self.swarm.disconnect_peer_id(event.peer);
+                        let _ = self.swarm.disconnect_peer_id(event.peer);
                     }
                     MemberState::Suspect => {}
                 }

@@ -43,6 +43,7 @@ mod peer;
 
 pub use colony_core::acquaintance::AcquaintanceConfig;
 pub use colony_core::divisible::{AppError, AppRegistry, Divisible};
+pub use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 pub use colony_core::job::{JobConfig, JobId, JobState, JobView};
 pub use colony_core::membership::{MemberState, MembershipConfig, PeerStats};
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
@@ -52,4 +53,4 @@ pub use error::ColonyError;
 pub use info::{ContributionInfo, JobInfo, MemberInfo, PeerInfo, StatusInfo};
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;
-pub use peer::{InboundMessage, Peer, PendingReceipt};
+pub use peer::{InboundMessage, JobHandle, Peer, PendingReceipt};
