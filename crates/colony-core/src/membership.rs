@@ -14,20 +14,39 @@
 //!   incarnation; unless it refutes — by announcing itself alive with a higher
 //!   incarnation — within `suspicion_timeout`, it is declared *dead*. Only the
 //!   member itself raises its incarnation, so a false suspicion always loses.
+//!   A peer declares a member dead only when its own suspicion runs out: a
+//!   death heard from another peer (piggybacked, gossiped or in a view)
+//!   only makes a member it still sees live suspect. memberlist does so for
+//!   its push-pull merges; here it holds for all hearsay, because when a
+//!   partition heals, stale verdicts against members that never lost touch
+//!   with each other travel by gossip as well as in views. It costs about
+//!   one gossip round in detection: by the time a monitor's verdict
+//!   arrives, most peers are suspecting already, on its gossiped suspicion.
 //! - **Dissemination.** Changes are piggybacked on pings and acks and pushed
 //!   every `gossip_interval` to `gossip_fanout` random members, each change a
-//!   bounded number of times (about `retransmit_mult · log2 n`).
+//!   bounded number of times (about `retransmit_mult · log2 n`). A peer
+//!   left with no live member drops its pending news about others: stale by
+//!   the time anyone hears it again.
 //! - **Synchronisation** (JXTA cache synchronisation, seed 003). Every
 //!   `sync_interval` a peer exchanges its whole view with one random member,
 //!   and does so at once with every new contact, so a newcomer learns the
 //!   whole network in one round trip.
+//! - **Healing** (memberlist / Serf reconnect). After a partition both sides
+//!   have declared each other dead, and nothing above reaches a dead member.
+//!   So every `dead_probe_interval` (randomised) a peer also sends a view
+//!   synchronisation to one member it declared dead in the last
+//!   `dead_retention`. Once the link is back that member answers: it learns
+//!   it was declared dead and refutes with a higher incarnation, this peer
+//!   does the same, and the views merge. A peer that really crashed never
+//!   answers and stays dead (a restarted one rejoins with a higher
+//!   incarnation anyway).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -61,10 +80,18 @@ pub struct MembershipConfig {
     pub sync_interval: Duration,
     /// Most records in one view synchronisation message.
     pub max_sync_records: usize,
+    /// Mean interval between two view synchronisations sent to a member
+    /// declared dead (one at random), to find it again when a partition
+    /// heals; each wait is drawn uniformly between half and one and a half
+    /// times this.
+    pub dead_probe_interval: Duration,
     /// How long dead and departed members are remembered (so that late
-    /// gossip about them is recognised as stale), after which they are
-    /// forgotten to bound memory.
+    /// gossip about them is recognised as stale, and dead ones are probed
+    /// for a healed partition), after which they are forgotten.
     pub dead_retention: Duration,
+    /// Most dead or departed members remembered; beyond it the longest dead
+    /// are forgotten first.
+    pub max_dead_members: usize,
     /// Most members tracked; records about further peers are ignored.
     pub max_members: usize,
 }
@@ -83,7 +110,9 @@ impl Default for MembershipConfig {
             max_piggyback: 16,
             sync_interval: Duration::from_secs(1),
             max_sync_records: 1024,
+            dead_probe_interval: Duration::from_secs(2),
             dead_retention: Duration::from_secs(600),
+            max_dead_members: 256,
             max_members: 4096,
         }
     }
@@ -325,6 +354,7 @@ pub struct Membership<P: PeerKey> {
     next_gossip_at: Instant,
     next_sync_at: Instant,
     next_sweep_at: Instant,
+    next_dead_probe_at: Instant,
 }
 
 impl<P: PeerKey> Membership<P> {
@@ -338,6 +368,8 @@ impl<P: PeerKey> Membership<P> {
         seed: u64,
         now: Instant,
     ) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let next_dead_probe_at = now + jittered(&mut rng, config.dead_probe_interval);
         Membership {
             me: MemberRecord {
                 peer: me,
@@ -351,12 +383,13 @@ impl<P: PeerKey> Membership<P> {
             detectors: BTreeMap::new(),
             broadcasts: BTreeMap::new(),
             outputs: VecDeque::new(),
-            rng: SmallRng::seed_from_u64(seed),
+            rng,
             next_probe_no: 0,
             next_probe_at: now + config.probe_interval,
             next_gossip_at: now + config.gossip_interval,
             next_sync_at: now + config.sync_interval,
             next_sweep_at: now + config.probe_interval,
+            next_dead_probe_at,
             config,
         }
     }
@@ -460,7 +493,8 @@ impl<P: PeerKey> Membership<P> {
         let mut at = self
             .next_probe_at
             .min(self.next_sync_at)
-            .min(self.next_sweep_at);
+            .min(self.next_sweep_at)
+            .min(self.next_dead_probe_at);
         if !self.broadcasts.is_empty() {
             at = at.min(self.next_gossip_at);
         }
@@ -488,6 +522,19 @@ impl<P: PeerKey> Membership<P> {
             self.next_sync_at = now + self.config.sync_interval;
             let live = self.live_peers();
             if let Some(peer) = live.choose(&mut self.rng).cloned() {
+                self.send_sync(peer, false);
+            }
+        }
+        if now >= self.next_dead_probe_at {
+            self.next_dead_probe_at =
+                now + jittered(&mut self.rng, self.config.dead_probe_interval);
+            let dead: Vec<P> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.record.state == MemberState::Dead)
+                .map(|(p, _)| p.clone())
+                .collect();
+            if let Some(peer) = dead.choose(&mut self.rng).cloned() {
                 self.send_sync(peer, false);
             }
         }
@@ -573,6 +620,19 @@ impl<P: PeerKey> Membership<P> {
         self.members.retain(|_, m| {
             m.record.state.is_live() || now.saturating_duration_since(m.state_since) < retention
         });
+        let gone = self.members.len() - self.live_count();
+        if gone > self.config.max_dead_members {
+            let mut oldest: Vec<(Instant, P)> = self
+                .members
+                .iter()
+                .filter(|(_, m)| !m.record.state.is_live())
+                .map(|(p, m)| (m.state_since, p.clone()))
+                .collect();
+            oldest.sort();
+            for (_, peer) in oldest.into_iter().take(gone - self.config.max_dead_members) {
+                self.members.remove(&peer);
+            }
+        }
     }
 
     fn suspect(&mut self, now: Instant, peer: &P, incarnation: u64) {
@@ -589,6 +649,16 @@ impl<P: PeerKey> Membership<P> {
             return;
         }
         let live = self.live_peers();
+        if live.is_empty() {
+            // Nobody left to tell (this peer is cut off, or the last one
+            // standing): news about others would be stale by the time anyone
+            // hears it again, and a stale death would kill members that never
+            // lost touch with each other. Whoever comes back learns the view
+            // by synchronisation instead, where deaths are only suspicions.
+            let me = self.me.peer.clone();
+            self.broadcasts.retain(|peer, _| *peer == me);
+            return;
+        }
         let targets: Vec<P> = live
             .choose_multiple(&mut self.rng, self.config.gossip_fanout)
             .cloned()
@@ -692,7 +762,7 @@ impl<P: PeerKey> Membership<P> {
         }
         match msg {
             MembershipMsg::Ping { probe, updates, .. } => {
-                self.apply_all(now, updates);
+                self.apply_hearsay(now, updates);
                 let msg = MembershipMsg::Ack {
                     probe,
                     sender: self.me.clone(),
@@ -704,11 +774,11 @@ impl<P: PeerKey> Membership<P> {
                 if let Some(detector) = self.detectors.get_mut(&from) {
                     detector.heartbeat(now);
                 }
-                self.apply_all(now, updates);
+                self.apply_hearsay(now, updates);
             }
-            MembershipMsg::Gossip { updates, .. } => self.apply_all(now, updates),
+            MembershipMsg::Gossip { updates, .. } => self.apply_hearsay(now, updates),
             MembershipMsg::Sync { view, reply, .. } => {
-                self.apply_all(now, view);
+                self.apply_hearsay(now, view);
                 if !reply {
                     self.send_sync(from, true);
                 }
@@ -716,8 +786,23 @@ impl<P: PeerKey> Membership<P> {
         }
     }
 
-    fn apply_all(&mut self, now: Instant, records: Vec<MemberRecord<P>>) {
-        for record in records {
+    /// Merges records heard from another peer (piggybacked, gossiped or a
+    /// whole view). A death among them is hearsay about a member this peer
+    /// may well still hear from — after a partition heals, each side holds
+    /// verdicts against members the other side never lost touch with — so a
+    /// member live here only becomes suspect on that ground, and has
+    /// `suspicion_timeout` to refute. A member that really died does not
+    /// refute, and is declared dead here when that runs out; most peers
+    /// are suspecting it already by then, from the monitor's suspicion.
+    fn apply_hearsay(&mut self, now: Instant, records: Vec<MemberRecord<P>>) {
+        for mut record in records {
+            let live_here = self
+                .members
+                .get(&record.peer)
+                .is_some_and(|m| m.record.state.is_live());
+            if record.state == MemberState::Dead && live_here {
+                record.state = MemberState::Suspect;
+            }
             self.apply(now, record);
         }
     }
@@ -792,6 +877,12 @@ impl<P: PeerKey> Membership<P> {
             self.queue_broadcast(self.me.clone());
         }
     }
+}
+
+/// `mean` scaled by a uniform factor in [0.5, 1.5), so that peers started
+/// together do not act in lockstep.
+fn jittered(rng: &mut SmallRng, mean: Duration) -> Duration {
+    mean.mul_f64(rng.random_range(0.5..1.5))
 }
 
 #[cfg(test)]
