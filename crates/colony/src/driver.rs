@@ -558,25 +558,20 @@ impl Driver {
     fn on_membership_output(&mut self, now: Instant, out: membership::Output<PeerId>) {
         match out {
             membership::Output::Send { to, msg } => {
+                if self.membership.state_of(&to) == Some(MemberState::Dead) {
+                    // Finding out whether a dead member is back (a healed
+                    // partition): the dials that failed meanwhile may have
+                    // pruned its addresses from Kademlia, where the dialer
+                    // looks them up.
+                    let addrs = self.membership.addrs_of(&to).unwrap_or_default().to_vec();
+                    self.add_member_addrs(&to, &addrs);
+                }
                 self.send_frame(to, Priority::CONTROL, &Frame::Membership(msg));
             }
             membership::Output::Event(event) => {
                 info!(peer = %event.peer, from = ?event.from, to = ?event.to, "membership change");
                 match event.to {
-                    MemberState::Alive => {
-                        for addr in &event.addrs {
-                            if let Ok(addr) = addr.parse::<Multiaddr>() {
-                                let addr: Multiaddr = addr
-                                    .into_iter()
-                                    .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-                                    .collect();
-                                self.swarm
-                                    .behaviour_mut()
-                                    .kad
-                                    .add_address(&event.peer, addr);
-                            }
-                        }
-                    }
+                    MemberState::Alive => self.add_member_addrs(&event.peer, &event.addrs),
                     MemberState::Dead | MemberState::Left => {
                         self.pipes.peer_dead(&event.peer);
                         self.frames.forget(&event.peer);
@@ -597,6 +592,19 @@ impl Driver {
                 if let Err(error) = self.store.record_incarnation(incarnation) {
                     warn!(%error, "cannot persist incarnation");
                 }
+            }
+        }
+    }
+
+    /// Gives Kademlia (and so the dialer) a member's listen addresses.
+    fn add_member_addrs(&mut self, peer: &PeerId, addrs: &[String]) {
+        for addr in addrs {
+            if let Ok(addr) = addr.parse::<Multiaddr>() {
+                let addr: Multiaddr = addr
+                    .into_iter()
+                    .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                    .collect();
+                self.swarm.behaviour_mut().kad.add_address(peer, addr);
             }
         }
     }
