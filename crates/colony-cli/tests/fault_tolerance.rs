@@ -47,7 +47,7 @@ async fn job_info(api: std::net::SocketAddr, job_id: &str) -> Option<JobInfo> {
 async fn wait_result(peers: &[PeerProc], job_id: &str, within: Duration) -> JobInfo {
     wait_until(within, "the job to finish", || async {
         for peer in peers.iter().filter(|p| p.is_running()) {
-            if let Some(info) = job_info(api(&peer), job_id).await {
+            if let Some(info) = job_info(api(peer), job_id).await {
                 if info.state != "running" {
                     return Some(info);
                 }
@@ -108,7 +108,7 @@ async fn primary_index(peers: &[PeerProc], job_id: &str) -> usize {
     .await;
     peers
         .iter()
-        .position(|p| p.info.peer_id.to_string() == info.home)
+        .position(|p| p.info.peer_id == info.home)
         .expect("the primary is one of ours")
 }
 
