@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use colony::JobInfo;
 use common::*;
@@ -100,6 +100,52 @@ fn assert_optimal(info: &JobInfo, what: &str) {
     );
 }
 
+/// Wall-clock times of the log lines of `peer` that contain `needle` (the
+/// peers log RFC 3339 UTC timestamps at the start of each line).
+fn log_times(peer: &PeerProc, needle: &str) -> Vec<SystemTime> {
+    peer.log()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .filter_map(|line| parse_rfc3339(line.split_whitespace().next()?))
+        .collect()
+}
+
+/// `2026-11-23T15:36:32.393669Z` as a time.
+fn parse_rfc3339(stamp: &str) -> Option<SystemTime> {
+    let stamp = stamp.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut ymd = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let mut hms = time.split(':');
+    let (h, mi) = (
+        hms.next()?.parse::<u64>().ok()?,
+        hms.next()?.parse::<u64>().ok()?,
+    );
+    let secs: f64 = hms.next()?.parse().ok()?;
+    // Days since 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(
+        UNIX_EPOCH
+            + Duration::from_secs(days * 86_400 + h * 3600 + mi * 60)
+            + Duration::from_secs_f64(secs),
+    )
+}
+
+/// The first time after `after` that any live peer logged `needle`.
+fn first_logged_after(peers: &[PeerProc], needle: &str, after: SystemTime) -> Option<Duration> {
+    peers
+        .iter()
+        .filter(|p| p.is_running())
+        .flat_map(|p| log_times(p, needle))
+        .filter_map(|t| t.duration_since(after).ok())
+        .min()
+}
+
 /// The peer the job's record names as primary.
 async fn primary_index(peers: &[PeerProc], job_id: &str) -> usize {
     let info = wait_until(Duration::from_secs(10), "the job's record", || async {
@@ -149,7 +195,16 @@ async fn the_primary_killed_mid_job_is_taken_over() {
     ))
     .await;
     eprintln!("killing the primary, peer {primary}");
+    let killed = SystemTime::now();
     peers[primary].kill();
+    let took_over = wait_until(Duration::from_secs(30), "a backup to take over", || async {
+        first_logged_after(&peers, "became the job's primary", killed)
+    })
+    .await;
+    eprintln!(
+        "figure: takeover from SIGKILL of the primary: {} ms",
+        took_over.as_millis()
+    );
     let info = wait_result(&peers, &job, Duration::from_secs(240)).await;
     assert_optimal(&info, "primary killed");
     assert!(info.takeovers >= 1 || primary == 0, "{info:?}");

@@ -116,6 +116,10 @@ pub struct JobConfig {
     pub assign_timeout: Duration,
     /// How often a worker re-sends reports its primary has not acknowledged.
     pub resend_interval: Duration,
+    /// How long a primary waits for the holders of a checkpoint it must
+    /// restore to be back in the view before it declares the checkpoint lost
+    /// (and the job failed).
+    pub restore_patience: Duration,
     /// How often the primary sends progress to the submitter.
     pub progress_interval: Duration,
     /// How long a finished job's result stays retrievable.
@@ -142,6 +146,7 @@ impl Default for JobConfig {
             steal_timeout: Duration::from_secs(2),
             assign_timeout: Duration::from_secs(3),
             resend_interval: Duration::from_millis(500),
+            restore_patience: Duration::from_secs(30),
             progress_interval: Duration::from_millis(250),
             result_retention: Duration::from_secs(3600),
             max_retained_results: 1000,

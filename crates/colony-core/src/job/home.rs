@@ -20,6 +20,9 @@ use crate::PeerKey;
 /// Piece index of a checkpoint kept on the worker's own disk.
 pub(super) const LOCAL_INDEX: u8 = u8::MAX;
 
+/// How often a restore waiting for holders asks again.
+const RESTORE_RETRY: Duration = Duration::from_secs(1);
+
 /// Checkpoints of a unit a holder keeps.
 const KEPT_CHECKPOINTS: usize = 3;
 
@@ -225,6 +228,10 @@ struct Staged<P> {
 struct Restoring<P> {
     asked: BTreeSet<P>,
     got: Vec<Piece>,
+    /// When the restore began; after the job's patience it is declared lost.
+    since: Instant,
+    /// When to ask holders that came back again.
+    retry_at: Instant,
 }
 
 struct Steal<P> {
@@ -1790,6 +1797,8 @@ impl<P: PeerKey> Jobs<P> {
                 Restoring {
                     asked: asked.clone(),
                     got: own,
+                    since: now,
+                    retry_at: now + RESTORE_RETRY,
                 },
             );
         }
@@ -1836,6 +1845,11 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         if r.asked.is_empty() {
+            // Holders may only be suspected (a loaded machine, a partition):
+            // wait for them to come back, within the job's patience.
+            if now.saturating_duration_since(r.since) < self.config.restore_patience {
+                return;
+            }
             h.restoring.remove(&unit);
             let holders = checkpoint.holders.clone();
             self.event(JobEvent::CheckpointLost {
@@ -1852,6 +1866,43 @@ impl<P: PeerKey> Jobs<P> {
                     names.join(", ")
                 ),
             );
+        }
+    }
+
+    /// Asks again the holders of checkpoints being restored that nobody
+    /// answered for (they were out of the view), and gives up on those
+    /// waiting longer than the job's patience.
+    fn retry_restores(&mut self, now: Instant, job: JobId) {
+        let me = self.me.clone();
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let due: Vec<(UnitId, Vec<P>)> = h
+            .restoring
+            .iter()
+            .filter(|(_, r)| r.asked.is_empty() && r.retry_at <= now)
+            .filter_map(|(id, _)| {
+                let holders = h.record.units.get(id)?.checkpoint.as_ref()?.holders.clone();
+                Some((*id, holders))
+            })
+            .collect();
+        for (unit, holders) in due {
+            let live: BTreeSet<P> = holders
+                .into_iter()
+                .filter(|p| *p != me && self.is_live(p))
+                .collect();
+            if let Some(r) = self
+                .homes
+                .get_mut(&job)
+                .and_then(|h| h.restoring.get_mut(&unit))
+            {
+                r.retry_at = now + RESTORE_RETRY;
+                r.asked.clone_from(&live);
+            }
+            for to in live {
+                self.send(to, JobMsg::FetchPieces { job, unit }, false);
+            }
+            self.try_restore(now, job, unit);
         }
     }
 
@@ -2076,6 +2127,7 @@ impl<P: PeerKey> Jobs<P> {
             for unit in unready {
                 self.restore_unit(now, job, unit);
             }
+            self.retry_restores(now, job);
             if let Some(h) = self.homes.get_mut(&job) {
                 if h.next_progress_at <= now {
                     h.next_progress_at = now + self.config.progress_interval;
