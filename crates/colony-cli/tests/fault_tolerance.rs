@@ -175,7 +175,19 @@ async fn two_workers_killed_at_random_moments_lose_nothing() {
         let at = Duration::from_millis(rng.random_range(2_000..12_000));
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
         eprintln!("killing worker {victim} at {:?}", started.elapsed());
+        let killed = SystemTime::now();
         peers[victim].kill();
+        // This kill's recovery, before the next kill.
+        let recovered = wait_until(
+            Duration::from_secs(30),
+            "a reissued unit to run",
+            || async { first_logged_after(&peers, "reissued unit assigned", killed) },
+        )
+        .await;
+        eprintln!(
+            "figure: recovery from SIGKILL to the unit assigned elsewhere: {} ms",
+            recovered.as_millis()
+        );
     }
     let info = wait_result(&peers, &job, Duration::from_secs(240)).await;
     assert_optimal(&info, "two workers killed");
