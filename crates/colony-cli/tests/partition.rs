@@ -6,63 +6,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use colony::MemberState;
-use common::netns::{all_alive_in_ns, states_seen, NetNs, NsPeer};
+use common::netns::{all_alive_in_ns, all_see, wait_for, NetNs, NsPeer};
 use common::*;
-
-/// Polls `check` every 100 ms until it holds; on timeout prints every
-/// peer's view and the end of its log, then panics.
-pub async fn wait_for<F, Fut>(peers: &[&NsPeer], within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        if Instant::now() >= deadline {
-            for (i, peer) in peers.iter().enumerate() {
-                let seen = states_seen(peer, peers).await;
-                let log = peer.log();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!("p{i} sees {seen:?}; its log ends with:");
-                for line in tail.iter().rev() {
-                    eprintln!("    {line}");
-                }
-            }
-            panic!("timed out after {within:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Starts one peer per host of `net`, all bootstrapped from the first.
-pub fn start_ns_network(net: &NetNs, root: &Path, extra_args: &[String]) -> Vec<NsPeer> {
-    let seed = net.spawn_peer(0, &root.join("p0"), extra_args);
-    let mut args = extra_args.to_vec();
-    args.extend(["--bootstrap".to_string(), seed.addr()]);
-    let mut peers = vec![seed];
-    for i in 1..net.len() {
-        peers.push(net.spawn_peer(i, &root.join(format!("p{i}")), &args));
-    }
-    peers
-}
-
-/// Whether every peer of `observers` sees every peer of `subjects` in `state`.
-pub async fn all_see(observers: &[&NsPeer], subjects: &[&NsPeer], state: MemberState) -> bool {
-    for observer in observers {
-        let seen = states_seen(observer, subjects).await;
-        if seen.iter().any(|s| *s != Some(state)) {
-            return false;
-        }
-    }
-    true
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_peer_is_declared_dead_on_both_sides_and_the_partition_heals() {
@@ -74,7 +22,7 @@ async fn cut_peer_is_declared_dead_on_both_sides_and_the_partition_heals() {
     // NOA 0: no peer goes looking for acquaintances (DHT walks, bootstrap
     // dials), which would reconnect the sides by chance; only membership
     // may heal the partition here.
-    let mut peers = start_ns_network(&net, &root, &["--noa".into(), "0".into()]);
+    let mut peers = net.start_network(&root, &["--noa".into(), "0".into()]);
     let all: Vec<&NsPeer> = peers.iter().collect();
     wait_for(
         &all,

@@ -198,7 +198,26 @@ impl NetNs {
     /// Runs `colony <args>` inside host `i`'s namespace and captures its
     /// output; `None` if it could not run or took longer than 10 s.
     pub async fn colony(&self, i: usize, args: &[&str]) -> Option<Output> {
-        colony_in(self.ns(i), args).await
+        colony_in(self.ns(i), args, CLI_TIMEOUT).await
+    }
+
+    /// [`colony`](Self::colony) for commands that take a while (`colony
+    /// run`): `None` if it could not run or took longer than `within`.
+    pub async fn colony_within(&self, i: usize, args: &[&str], within: Duration) -> Option<Output> {
+        colony_in(self.ns(i), args, within).await
+    }
+
+    /// Starts one peer per host, data in `root/p<i>`, all bootstrapped from
+    /// the first, each with `extra_args`.
+    pub fn start_network(&self, root: &Path, extra_args: &[String]) -> Vec<NsPeer> {
+        let seed = self.spawn_peer(0, &root.join("p0"), extra_args);
+        let mut args = extra_args.to_vec();
+        args.extend(["--bootstrap".to_string(), seed.addr()]);
+        let mut peers = vec![seed];
+        for i in 1..self.len() {
+            peers.push(self.spawn_peer(i, &root.join(format!("p{i}")), &args));
+        }
+        peers
     }
 
     /// Starts `colony peer` inside host `i`'s namespace with its data in
@@ -276,15 +295,16 @@ impl Drop for NetNs {
     }
 }
 
-/// Runs `colony <args>` inside namespace `ns`, capturing its output.
-async fn colony_in(ns: &str, args: &[&str]) -> Option<Output> {
+/// Runs `colony <args>` inside namespace `ns`, capturing its output;
+/// killed after `within`.
+async fn colony_in(ns: &str, args: &[&str], within: Duration) -> Option<Output> {
     let run = tokio::process::Command::new("ip")
         .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_colony")])
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
-    tokio::time::timeout(CLI_TIMEOUT, run).await.ok()?.ok()
+    tokio::time::timeout(within, run).await.ok()?.ok()
 }
 
 /// One `colony peer` process inside a namespace; killed on drop.
@@ -338,9 +358,10 @@ impl NsPeer {
         }
     }
 
-    /// Runs `colony <args>` in its namespace, capturing the output.
+    /// Runs `colony <args>` in its namespace, capturing the output; `None`
+    /// if it could not run or took longer than 10 s.
     pub async fn colony(&self, args: &[&str]) -> Option<Output> {
-        colony_in(&self.ns, args).await
+        colony_in(&self.ns, args, CLI_TIMEOUT).await
     }
 
     /// Its membership view (its own row first), asked through
@@ -392,4 +413,43 @@ pub async fn all_alive_in_ns(peers: &[&NsPeer]) -> bool {
         }
     }
     true
+}
+
+/// Whether every peer of `observers` sees every peer of `subjects` in `state`.
+pub async fn all_see(observers: &[&NsPeer], subjects: &[&NsPeer], state: MemberState) -> bool {
+    for observer in observers {
+        let seen = states_seen(observer, subjects).await;
+        if seen.iter().any(|s| *s != Some(state)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Polls `check` every 100 ms until it holds; after `within`, prints how
+/// each of `peers` sees the others and the end of its log, then panics.
+pub async fn wait_for<F, Fut>(peers: &[&NsPeer], within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            for (i, peer) in peers.iter().enumerate() {
+                let seen = states_seen(peer, peers).await;
+                let log = peer.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("p{i} sees {seen:?}; its log ends with:");
+                for line in tail.iter().rev() {
+                    eprintln!("    {line}");
+                }
+            }
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
