@@ -716,6 +716,8 @@ pub struct Jobs<P: PeerKey> {
     /// Live members (not this peer) and their loads.
     loads: BTreeMap<P, f32>,
     members: Vec<P>,
+    /// Members suspected but not yet declared dead.
+    suspects: BTreeSet<P>,
     leaving: bool,
     outputs: VecDeque<JobOutput<P>>,
     next_tick: Instant,
@@ -750,6 +752,7 @@ impl<P: PeerKey> Jobs<P> {
             finished_jobs: BTreeSet::new(),
             loads: BTreeMap::new(),
             members: Vec::new(),
+            suspects: BTreeSet::new(),
             leaving: false,
             outputs: VecDeque::new(),
             next_tick: now,
@@ -799,6 +802,14 @@ impl<P: PeerKey> Jobs<P> {
                 self.resend_reports(now, job, unit);
             }
         }
+    }
+
+    /// Members suspected now, not in [`Jobs::set_members`]'s list: units of
+    /// jobs without checkpoints stay with them until they are declared dead
+    /// (reissuing would fail such a job on a false suspicion); everything
+    /// else treats them as gone. Call before `set_members`.
+    pub fn set_suspects(&mut self, suspects: Vec<P>) {
+        self.suspects = suspects.into_iter().collect();
     }
 
     /// The live peers, this one included, XOR-closest to `job`: its home.

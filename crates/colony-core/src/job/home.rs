@@ -371,6 +371,13 @@ impl<P: PeerKey> Jobs<P> {
         *peer == self.me || self.members.contains(peer)
     }
 
+    /// Whether a unit held by `holder` must be given up: its holder is out
+    /// of the view, and (for jobs without checkpoints, which cannot restart
+    /// a unit) declared dead rather than only suspected.
+    fn holder_lost(&self, holder: &P, ft: &FaultTolerance) -> bool {
+        !self.is_live(holder) && (ft.checkpoints() || !self.suspects.contains(holder))
+    }
+
     pub(super) fn on_submit(
         &mut self,
         now: Instant,
@@ -1687,9 +1694,10 @@ impl<P: PeerKey> Jobs<P> {
             .iter()
             .filter(|(_, u)| match u.status {
                 UnitStatus::Queued => true,
-                UnitStatus::Assigned | UnitStatus::Running => {
-                    u.holder.as_ref().is_none_or(|p| !self.is_live(p))
-                }
+                UnitStatus::Assigned | UnitStatus::Running => u
+                    .holder
+                    .as_ref()
+                    .is_none_or(|p| self.holder_lost(p, &self.homes[&job].record.ft)),
                 UnitStatus::Done => false,
             })
             .map(|(id, u)| (*id, u.holder.clone()))
@@ -1926,7 +1934,7 @@ impl<P: PeerKey> Jobs<P> {
                         .filter_map(|(id, u)| {
                             u.holder
                                 .as_ref()
-                                .filter(|p| !self.is_live(p))
+                                .filter(|p| self.holder_lost(p, &h.record.ft))
                                 .map(|p| (*id, p.clone()))
                         })
                         .collect();

@@ -525,3 +525,35 @@ fn a_leaving_worker_hands_its_units_back() {
     assert_eq!(result_of(view), n * (n + 1) / 2);
     assert_eq!(view.stats.work, n, "no work redone after a graceful leave");
 }
+
+#[test]
+fn a_false_suspicion_does_not_fail_a_job_without_checkpoints() {
+    let mut cluster = Cluster::new(4, 1);
+    let n = 2_000_000;
+    let job = cluster.submit_ft(0, n, FaultTolerance::none());
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let suspect = (1..4)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .unwrap();
+    // Every peer suspects it for a while, then hears it refute.
+    let now = cluster.now;
+    for id in (0..4).filter(|p| *p != suspect) {
+        let others = (0..4)
+            .filter(|o| *o != id && *o != suspect)
+            .map(|o| (o, 0.0))
+            .collect();
+        let core = &mut cluster.peers[id as usize].core;
+        core.set_suspects(vec![suspect]);
+        core.set_members(now, others);
+        cluster.drain(id);
+    }
+    cluster.run(Duration::from_millis(300), |_| false);
+    for id in (0..4).filter(|p| *p != suspect) {
+        cluster.peers[id as usize].core.set_suspects(Vec::new());
+    }
+    cluster.update_members();
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).unwrap();
+    assert_eq!(result_of(view), n * (n + 1) / 2, "{:?}", view.state);
+}

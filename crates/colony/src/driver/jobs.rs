@@ -191,13 +191,18 @@ impl Driver {
 
     /// Tells the job core who is alive, with their loads.
     pub(super) fn update_job_members(&mut self, now: Instant) {
-        let members = self
-            .membership
-            .view(now)
+        let view = self.membership.view(now);
+        let suspects = view
+            .iter()
+            .filter(|m| m.record.state == MemberState::Suspect)
+            .map(|m| m.record.peer)
+            .collect();
+        let members = view
             .into_iter()
             .filter(|m| m.record.state == MemberState::Alive)
             .map(|m| (m.record.peer, m.record.stats.load_avg_1m))
             .collect();
+        self.jobs.set_suspects(suspects);
         self.jobs.set_members(now, members);
     }
 
