@@ -125,3 +125,101 @@ async fn cut_peer_is_declared_dead_on_both_sides_and_the_partition_heals() {
     drop(net);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// N-Queens for N = 17 has 95 815 104 solutions (OEIS A000170): a sum over
+/// units, so a unit lost or merged twice changes it.
+const QUEENS: &str = "17";
+const QUEENS_SOLUTIONS: u64 = 95_815_104;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_completes_exactly_across_a_partition_of_a_worker() {
+    let _serial = SERIAL.lock().await;
+    let Some(net) = NetNs::create(4) else {
+        return;
+    };
+    let root = test_dir("partition-job");
+    let peers = net.start_network(
+        &root,
+        &["--noa".into(), "0".into(), "--cores".into(), "1".into()],
+    );
+    let all: Vec<&NsPeer> = peers.iter().collect();
+    wait_for(
+        &all,
+        Duration::from_secs(15),
+        "4 peers to see each other alive",
+        || all_alive_in_ns(&all),
+    )
+    .await;
+    // The submitter joins in host 1's namespace and computes too.
+    let run_dir = root.join("run");
+    std::fs::create_dir_all(&run_dir).expect("run dir");
+    let run_log = std::fs::File::create(root.join("run.log")).expect("run log");
+    let mut run = tokio::process::Command::from(net.command(1, env!("CARGO_BIN_EXE_colony")));
+    run.args([
+        "run",
+        "--data-dir",
+        &run_dir.display().to_string(),
+        "--listen",
+        &format!("/ip4/{}/tcp/0", net.addr(1)),
+        "--cores",
+        "1",
+        "--json",
+        "--bootstrap",
+        &peers[1].addr(),
+        "nqueens",
+        QUEENS,
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(run_log)
+    .kill_on_drop(true);
+    let child = run.spawn().expect("start colony run");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Cut a worker off until both sides have declared each other dead, and
+    // a while longer: its units are reissued; it keeps computing alone.
+    let cut = 3;
+    let lone = [all[cut]];
+    let others: Vec<&NsPeer> = all[..cut].to_vec();
+    net.cut(cut);
+    wait_for(
+        &all,
+        Duration::from_secs(15),
+        "both sides to declare the other dead",
+        || async {
+            all_see(&others, &lone, MemberState::Dead).await
+                && all_see(&lone, &others, MemberState::Dead).await
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    net.restore(cut);
+    wait_for(
+        &all,
+        Duration::from_secs(20),
+        "all 4 to see all 4 alive again",
+        || all_alive_in_ns(&all),
+    )
+    .await;
+
+    let run_log = || std::fs::read_to_string(root.join("run.log")).unwrap_or_default();
+    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the job did not finish; colony run's log:\n{}", run_log()))
+        .expect("colony run output");
+    let json: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON result; colony run's log:\n{}", run_log()));
+    assert_eq!(json["state"], "done", "{json}");
+    assert_eq!(
+        json["result"], QUEENS_SOLUTIONS,
+        "every unit counted exactly once: {json}"
+    );
+    eprintln!(
+        "figure: nqueens {QUEENS} across a partition: {} units, {} steals, {:.1} s",
+        json["units"], json["steals"], json["elapsed_s"]
+    );
+    drop(peers);
+    drop(net);
+    let _ = std::fs::remove_dir_all(&root);
+}
