@@ -25,9 +25,13 @@ pub fn item_hash(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A unit: the items `[next, end)` still to add, and the sum so far.
+/// A unit: the items `[next, end)` still to add, and the sum of
+/// `[start, next)` so far.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeSum {
+    /// First item this unit ever covered (so a finished unit's range is
+    /// `[start, end)`, for diagnostics).
+    pub start: u64,
     /// Next item to add.
     pub next: u64,
     /// One past the last item of this unit.
@@ -51,6 +55,12 @@ impl RangeSum {
     pub fn decode_output(bytes: &[u8]) -> Option<u64> {
         postcard::from_bytes(bytes).ok()
     }
+
+    /// The range `[start, end)` a serialised unit covers.
+    pub fn covered(state: &[u8]) -> Option<(u64, u64)> {
+        let unit: RangeSum = postcard::from_bytes(state).ok()?;
+        Some((unit.start, unit.end))
+    }
 }
 
 impl Divisible for RangeSum {
@@ -73,6 +83,7 @@ impl Divisible for RangeSum {
 
     fn init(params: &RangeParams) -> Result<Self, AppError> {
         Ok(RangeSum {
+            start: params.start,
             next: params.start,
             end: params.end,
             acc: 0,
@@ -101,6 +112,7 @@ impl Divisible for RangeSum {
         }
         let mid = self.next + left / 2;
         let part = RangeSum {
+            start: mid,
             next: mid,
             end: self.end,
             acc: 0,
@@ -165,6 +177,7 @@ mod tests {
     #[test]
     fn tiny_units_do_not_divide() {
         let mut u = RangeSum {
+            start: 5,
             next: 5,
             end: 6,
             acc: 0,

@@ -35,16 +35,26 @@ struct Cli {
     /// loss,dup,reorder,partition,crash,pause.
     #[arg(long, default_value = "all")]
     faults: FaultKinds,
-    /// What the peers do: "pipes" (membership and application messages).
-    #[arg(long, default_value = "pipes")]
+    /// What the peers do: "job" (a rangesum job checked against the direct
+    /// sum), "nqueens" (colony-apps' N-Queens, checked against the known
+    /// count) or "pipes" (membership and application messages only).
+    #[arg(long, default_value = "job")]
     workload: Workload,
     /// How long faults go on, in virtual milliseconds.
     #[arg(long)]
     fault_window_ms: Option<u64>,
     /// Break the run on purpose, to see the checker catch it:
-    /// "never-heal" (partitions stay).
+    /// "never-heal" (partitions stay), "home-overkill" (the whole home
+    /// crashes at once), "drop-parts" (divided parts are lost),
+    /// "no-checkpoints" (protocol none while workers crash).
     #[arg(long)]
     broken: Option<Broken>,
+    /// With --seed: also log every job message about this unit.
+    #[arg(long)]
+    trace_unit: Option<u64>,
+    /// With --seed: also log every replica message of the job's home.
+    #[arg(long)]
+    trace_replicas: bool,
     /// Print a line per seed, not only failures.
     #[arg(long)]
     each: bool,
@@ -59,6 +69,8 @@ fn main() -> ExitCode {
         config.workload = cli.workload;
         config.verbose = verbose;
         config.broken = cli.broken;
+        config.trace_unit = cli.trace_unit;
+        config.trace_replicas = cli.trace_replicas;
         if let Some(ms) = cli.fault_window_ms {
             config.fault_window = Duration::from_millis(ms);
         }
@@ -77,7 +89,10 @@ fn main() -> ExitCode {
     let mut frames = 0u64;
     let mut app = (0u64, 0u64);
     let mut early_lost = 0u64;
+    let mut jobs = (0u64, Duration::ZERO, 0u64, 0u64, 0u64, 0u64);
     let mut early_example: Option<String> = None;
+    let mut by_kind: std::collections::BTreeMap<&'static str, (u64, String)> =
+        std::collections::BTreeMap::new();
     let total = seeds.len();
     for (i, (seed, verbose)) in seeds.into_iter().enumerate() {
         let config = config_for(seed, verbose);
@@ -88,17 +103,32 @@ fn main() -> ExitCode {
         app.0 += report.app_messages.0;
         app.1 += report.app_messages.1;
         early_lost += report.early_receipts_lost;
+        if let (Some(time), Some(stats)) = (report.job_time, &report.job_stats) {
+            jobs.0 += 1;
+            jobs.1 += time;
+            jobs.2 += stats.reissued;
+            jobs.3 += stats.takeovers;
+        }
+        jobs.4 += report.merged_twice;
+        jobs.5 += report.checkpoints_lost_allowed;
         if report.early_receipts_lost > 0 && early_example.is_none() {
             early_example = Some(config.replay_line());
         }
         if !report.passed() {
             failures += 1;
+            let mut kinds: Vec<&'static str> = report.violations.iter().map(|v| v.kind()).collect();
+            kinds.dedup();
+            for kind in kinds {
+                let entry = by_kind.entry(kind).or_insert((0, config.replay_line()));
+                entry.0 += 1;
+            }
             println!("FAIL {}", config.replay_line());
-            for v in report.violations.iter().take(5) {
+            let shown = if verbose { usize::MAX } else { 5 };
+            for v in report.violations.iter().take(shown) {
                 println!("     {}: {v}", v.kind());
             }
-            if report.violations.len() > 5 {
-                println!("     … and {} more", report.violations.len() - 5);
+            if report.violations.len() > shown {
+                println!("     … and {} more", report.violations.len() - shown);
             }
         } else if cli.each || verbose {
             println!(
@@ -134,6 +164,23 @@ fn main() -> ExitCode {
         "traffic: {frames} frames; {} application messages sent, {} delivered",
         app.0, app.1
     );
+    if jobs.0 > 0 {
+        println!(
+            "jobs: {} finished and checked, {:.1}s virtual on average, {} units reissued, {} takeovers, {} units merged by two primaries, {} checkpoints lost beyond tolerance (allowed)",
+            jobs.0,
+            jobs.1.as_secs_f64() / jobs.0 as f64,
+            jobs.2,
+            jobs.3,
+            jobs.4,
+            jobs.5
+        );
+    }
+    if !by_kind.is_empty() {
+        println!("failures by invariant:");
+    }
+    for (kind, (seeds, example)) in &by_kind {
+        println!("  {kind}: {seeds} seeds, e.g. {example}");
+    }
     if let Some(example) = early_example {
         println!(
             "known pipe issue: {early_lost} receipted messages never delivered (receipt on a selective ack, then a crash or death declaration), e.g. {example}"

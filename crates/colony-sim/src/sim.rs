@@ -11,17 +11,26 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
+use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey};
 use colony_core::membership::MemberState;
 
+use crate::app::{RangeParams, RangeSum};
 use crate::check::{PipeChecker, Violation};
+use crate::exec::ExecSpeed;
 use crate::faults::{FaultAction, FaultKinds, NetParams, Schedule, ScheduleLimits};
-use crate::peer::{Action, PeerSettings, PeerStart, SimPeer};
+use crate::peer::{key_of, Action, PeerSettings, PeerStart, SimPeer};
 use crate::rng::{derive, SimRng};
 use crate::trace::{fnv1a, Trace};
 
-/// What the simulated peers do besides keeping up membership.
+/// What the simulated peers do besides keeping up membership (they always
+/// exchange application messages on the pipes too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
+    /// One `rangesum` job, checked against the direct sum.
+    Job,
+    /// One colony-apps `nqueens` job, checked against the known count.
+    NQueens,
     /// Membership and application messages on the pipes only.
     Pipes,
 }
@@ -29,6 +38,8 @@ pub enum Workload {
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Workload::Job => write!(f, "job"),
+            Workload::NQueens => write!(f, "nqueens"),
             Workload::Pipes => write!(f, "pipes"),
         }
     }
@@ -39,8 +50,12 @@ impl FromStr for Workload {
 
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "job" => Ok(Workload::Job),
+            "nqueens" => Ok(Workload::NQueens),
             "pipes" => Ok(Workload::Pipes),
-            other => Err(format!("unknown workload {other:?}; use pipes")),
+            other => Err(format!(
+                "unknown workload {other:?}; use job, nqueens or pipes"
+            )),
         }
     }
 }
@@ -51,12 +66,24 @@ impl FromStr for Workload {
 pub enum Broken {
     /// Partitions never heal: membership cannot converge.
     NeverHeal,
+    /// Mid-run, every member of the job's home crashes at once (more than
+    /// any setting tolerates), and checkpoints are not durable.
+    HomeOverkill,
+    /// The executor divides units but reports no part: the work given away
+    /// is lost, so the result is wrong.
+    DropParts,
+    /// The job runs without checkpoints (protocol `none`) while workers
+    /// crash: a unit lost with its worker cannot restart.
+    NoCheckpoints,
 }
 
 impl fmt::Display for Broken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Broken::NeverHeal => write!(f, "never-heal"),
+            Broken::HomeOverkill => write!(f, "home-overkill"),
+            Broken::DropParts => write!(f, "drop-parts"),
+            Broken::NoCheckpoints => write!(f, "no-checkpoints"),
         }
     }
 }
@@ -67,7 +94,12 @@ impl FromStr for Broken {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "never-heal" => Ok(Broken::NeverHeal),
-            other => Err(format!("unknown breakage {other:?}; use never-heal")),
+            "home-overkill" => Ok(Broken::HomeOverkill),
+            "drop-parts" => Ok(Broken::DropParts),
+            "no-checkpoints" => Ok(Broken::NoCheckpoints),
+            other => Err(format!(
+                "unknown breakage {other:?}; use never-heal, home-overkill, drop-parts or no-checkpoints"
+            )),
         }
     }
 }
@@ -90,6 +122,10 @@ pub struct SimConfig {
     pub verbose: bool,
     /// Break the run on purpose (checker self-test).
     pub broken: Option<Broken>,
+    /// Log every job message about this unit (with `verbose`).
+    pub trace_unit: Option<u64>,
+    /// Log every replica message of the job's home (with `verbose`).
+    pub trace_replicas: bool,
 }
 
 impl SimConfig {
@@ -99,10 +135,12 @@ impl SimConfig {
             seed,
             peers: 20,
             faults: FaultKinds::all(),
-            workload: Workload::Pipes,
+            workload: Workload::Job,
             fault_window: Duration::from_secs(12),
             verbose: false,
             broken: None,
+            trace_unit: None,
+            trace_replicas: false,
         }
     }
 
@@ -179,6 +217,17 @@ pub struct Report {
     /// Receipted application messages never delivered, excused as the
     /// pipe core's known early-receipt behaviour (see [`crate::check`]).
     pub early_receipts_lost: u64,
+    /// The job's fault-tolerance settings, if a job ran.
+    pub ft: Option<FaultTolerance>,
+    /// Virtual time from submission to the job's end at its primary.
+    pub job_time: Option<Duration>,
+    /// The job's final statistics, as the query saw them.
+    pub job_stats: Option<colony_core::job::JobStats>,
+    /// Units reported merged by more than one primary (diagnostic).
+    pub merged_twice: u64,
+    /// Checkpoints reported lost with more than the tolerated holders
+    /// crashed (allowed).
+    pub checkpoints_lost_allowed: u64,
 }
 
 impl Report {
@@ -210,8 +259,108 @@ pub fn run(config: &SimConfig) -> Report {
                 frames: 0,
                 app_messages: (0, 0),
                 early_receipts_lost: 0,
+                ft: None,
+                job_time: None,
+                job_stats: None,
+                merged_twice: 0,
+                checkpoints_lost_allowed: 0,
             }
         }
+    }
+}
+
+/// Where the merged units' finished copies overlap or leave gaps, for a
+/// wrong `rangesum` result.
+fn coverage(j: &JobPlan) -> String {
+    let Ok(params) = postcard::from_bytes::<RangeParams>(&j.params) else {
+        return "not a rangesum job".into();
+    };
+    let mut spans: Vec<(u64, u64, u64, usize)> = Vec::new();
+    for unit in j.merged.keys() {
+        let copies: Vec<(u64, u64)> = j
+            .finished
+            .get(unit)
+            .map(|c| c.iter().filter_map(|(_, _, r)| *r).collect())
+            .unwrap_or_default();
+        let mut distinct = copies.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        match distinct.first() {
+            Some((a, b)) => spans.push((*a, *b, *unit, distinct.len())),
+            None => return format!("merged unit {unit} never finished anywhere"),
+        }
+    }
+    spans.sort_unstable();
+    let mut notes = Vec::new();
+    let mut at = params.start;
+    let mut at_unit = 0;
+    for (a, b, unit, copies) in &spans {
+        if *copies > 1 {
+            notes.push(format!(
+                "unit {unit} finished with {copies} different ranges"
+            ));
+        }
+        if *a > at {
+            let near: Vec<String> = j
+                .finished
+                .iter()
+                .flat_map(|(u, c)| c.iter().map(move |(t, p, r)| (u, t, p, r)))
+                .filter_map(|(u, t, p, r)| r.map(|r| (u, t, p, r)))
+                .filter(|(_, _, _, (x, y))| *y >= at && *x <= *a)
+                .map(|(u, t, p, (x, y))| {
+                    format!(
+                        "unit {u} [{x}, {y}) on {p} at {:.3}s{}",
+                        t.as_secs_f64(),
+                        if j.merged.contains_key(u) {
+                            ""
+                        } else {
+                            " (unmerged)"
+                        }
+                    )
+                })
+                .collect();
+            let started: Vec<String> = j
+                .started
+                .iter()
+                .flat_map(|(u, c)| c.iter().map(move |(t, p, r)| (u, t, p, r)))
+                .filter_map(|(u, t, p, r)| r.map(|r| (u, t, p, r)))
+                .filter(|(_, _, _, (x, y))| *x < *a && *y > at)
+                .map(|(u, t, p, (x, y))| {
+                    format!("unit {u} [{x}, {y}) on {p} at {:.3}s", t.as_secs_f64())
+                })
+                .collect();
+            notes.push(format!(
+                "gap [{at}, {a}) before unit {unit}; finished copies near it: {}; started copies over it: {}",
+                near.join(", "),
+                started.join(", ")
+            ));
+        } else if *a < at {
+            notes.push(format!(
+                "unit {unit} [{a}, {b}) overlaps unit {at_unit}, merged up to {at}"
+            ));
+        }
+        if *b > at {
+            at = *b;
+            at_unit = *unit;
+        }
+    }
+    if at < params.end {
+        notes.push(format!("gap [{at}, {}) at the end", params.end));
+    }
+    notes.truncate(6);
+    if notes.is_empty() {
+        "merged units tile the range exactly".into()
+    } else {
+        notes.join("; ")
+    }
+}
+
+/// A job state in a few words.
+fn state_name(state: &JobState) -> String {
+    match state {
+        JobState::Running => "running".into(),
+        JobState::Done { .. } => "done".into(),
+        JobState::Failed { reason } => format!("failed ({reason})"),
     }
 }
 
@@ -256,6 +405,12 @@ enum Event {
         target: u32,
     },
     CheckViews,
+    Submit,
+    Fsync {
+        peer: u32,
+        life: u32,
+    },
+    Query,
 }
 
 impl Event {
@@ -265,17 +420,26 @@ impl Event {
             Event::Frame { to, life, .. } => Some((*to, *life)),
             Event::Contact { peer, life, .. }
             | Event::DialFailed { peer, life, .. }
-            | Event::Unreachable { peer, life, .. } => Some((*peer, *life)),
-            Event::Fault(_) | Event::CheckViews => None,
+            | Event::Unreachable { peer, life, .. }
+            | Event::Fsync { peer, life } => Some((*peer, *life)),
+            Event::Fault(_) | Event::CheckViews | Event::Submit | Event::Query => None,
         }
     }
 }
 
-/// What survives a crash.
+/// What survives a crash: the incarnation and session counters, and the
+/// checkpoint pieces that reached the disk (an fsync completed).
 #[derive(Clone, Debug, Default)]
 struct Disk {
     incarnation: u64,
     last_session: u64,
+    pieces: BTreeMap<PieceKey, Piece>,
+    /// Writes waiting for the next group commit; lost in a crash.
+    pending: Vec<(PieceKey, Piece)>,
+    /// Jobs deleted while some of their writes were pending: deleted again
+    /// once those are committed.
+    forget_after_sync: Vec<JobId>,
+    fsync_scheduled: bool,
 }
 
 /// A peer's place in the world, across its lives.
@@ -287,10 +451,68 @@ struct Slot {
     wake: Duration,
     disk: Disk,
     started: bool,
+    speed: ExecSpeed,
     last_unreachable: BTreeMap<u32, Duration>,
-    /// Times its timers ran at the current instant, to catch livelocks.
+    /// When its timers last ran, and how many times in a row at that
+    /// instant, to catch livelocks.
+    last_wake: Option<Duration>,
     same_instant_wakes: u32,
 }
+
+/// A copy of a unit seen on a worker: when, where, and the `rangesum`
+/// range it covered (for diagnostics).
+type UnitCopy = (Duration, u32, Option<(u64, u64)>);
+
+/// The job of a run, and what was observed of it.
+struct JobPlan {
+    id: JobId,
+    app: &'static str,
+    params: Vec<u8>,
+    /// The fault-free result, serialised as the application does.
+    expected: Vec<u8>,
+    ft: FaultTolerance,
+    submitter: u32,
+    submit_at: Duration,
+    deadline: Duration,
+    finished_at: Option<Duration>,
+    /// Peers that reported merging each unit.
+    merged: BTreeMap<u64, Vec<u32>>,
+    /// Every assignment of each unit: (when, to whom, reissue).
+    assigned: BTreeMap<u64, Vec<(Duration, u32, bool)>>,
+    /// Every finished copy of each unit: (when, where, range covered).
+    finished: BTreeMap<u64, Vec<UnitCopy>>,
+    /// Every started copy of each unit: (when, where, range `[next, end)`).
+    started: BTreeMap<u64, Vec<UnitCopy>>,
+    /// When each peer crashed.
+    crashes: BTreeMap<u32, Vec<Duration>>,
+    query: QueryState,
+    final_stats: Option<colony_core::job::JobStats>,
+    lost_allowed: u64,
+    last_answer: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QueryState {
+    /// Not asked yet.
+    Idle,
+    /// Asked by this peer (and life).
+    Asked {
+        asker: u32,
+        life: u32,
+        since: Duration,
+    },
+    /// A final, correct answer came.
+    Answered,
+}
+
+/// Virtual time a group commit (fsync) takes.
+const FSYNC: Duration = Duration::from_millis(4);
+/// Wait before asking again when a query found the job still running.
+const QUERY_RETRY: Duration = Duration::from_secs(1);
+/// A query with no answer for this long is asked again elsewhere.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after submission (on top of the fault window) a job may take.
+const JOB_DEADLINE: Duration = Duration::from_secs(60);
 
 struct World {
     config: SimConfig,
@@ -316,6 +538,57 @@ struct World {
     faults_end: Duration,
     converged: bool,
     end: Duration,
+    job: Option<JobPlan>,
+}
+
+/// The fault-tolerance settings of a seed's job.
+fn draw_ft(rng: &mut SimRng) -> FaultTolerance {
+    let (storage, home_size) = match rng.below(6) {
+        0 => (CheckpointStorage::Copies { r: 2 }, 3),
+        1 => (CheckpointStorage::Copies { r: 3 }, 3),
+        2 => (CheckpointStorage::Shards { k: 2, m: 1 }, 3),
+        3 => (CheckpointStorage::Shards { k: 3, m: 2 }, 5),
+        4 => (CheckpointStorage::Local, 3),
+        _ => (CheckpointStorage::Copies { r: 2 }, 4),
+    };
+    let protocol = if rng.chance(0.15) {
+        FtProtocol::None
+    } else {
+        FtProtocol::Checkpoint
+    };
+    FaultTolerance {
+        protocol,
+        ttc: Duration::from_millis(rng.range(200, 1_000)),
+        storage,
+        home_size,
+        durable: rng.chance(0.5),
+    }
+}
+
+/// How many of the job's home zone may be down at once: what both the
+/// replicated record and the checkpoint storage survive.
+fn tolerated(ft: &FaultTolerance) -> usize {
+    let home = usize::from(ft.home_size).saturating_sub(1);
+    if ft.checkpoints() && ft.storage != CheckpointStorage::Local {
+        home.min(ft.storage.tolerated_failures())
+    } else {
+        home
+    }
+}
+
+/// Peers ordered by XOR distance of their key to the job id (as the job
+/// core orders a home).
+fn by_distance(job: JobId, peers: u32) -> Vec<u32> {
+    let mut all: Vec<u32> = (0..peers).collect();
+    all.sort_by_key(|p| {
+        let key = key_of(p);
+        let mut d = [0u8; 16];
+        for (i, byte) in d.iter_mut().enumerate() {
+            *byte = key[i] ^ job.0[i];
+        }
+        d
+    });
+    all
 }
 
 impl World {
@@ -323,23 +596,124 @@ impl World {
         let seed = config.seed;
         let mut rng = SimRng::new(derive(&[seed, 100]));
         let net = NetParams::draw(&config.faults, &mut rng);
-        let settings = PeerSettings::default();
+        let mut settings = PeerSettings {
+            drop_parts: config.broken == Some(Broken::DropParts),
+            ..PeerSettings::default()
+        };
+        settings.trace_unit = config.trace_unit.filter(|_| config.verbose);
+        settings.trace_replicas = config.trace_replicas && config.verbose;
+        settings.jobs.cores = rng.range(1, 2) as u32;
         let window_start = WARMUP + Duration::from_millis(300);
         let window_end = WARMUP + config.fault_window;
+        let job = match config.workload {
+            Workload::Pipes => None,
+            workload => {
+                let mut id = [0u8; 16];
+                for chunk in id.chunks_mut(8) {
+                    chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+                }
+                let mut ft = draw_ft(&mut rng);
+                if config.broken == Some(Broken::HomeOverkill) {
+                    ft.durable = false;
+                    ft.protocol = FtProtocol::Checkpoint;
+                }
+                if config.broken == Some(Broken::NoCheckpoints) {
+                    ft.protocol = FtProtocol::None;
+                }
+                let (app, params, expected) = match workload {
+                    Workload::NQueens => {
+                        let n = rng.range(12, 13) as u32;
+                        let params = postcard::to_stdvec(&colony_apps::nqueens::Params { n })
+                            .unwrap_or_default();
+                        let count = colony_apps::nqueens::known_count(n).unwrap_or(0);
+                        let expected = postcard::to_stdvec(&count).unwrap_or_default();
+                        ("nqueens", params, expected)
+                    }
+                    _ => {
+                        let start = rng.below(1 << 40);
+                        let len = rng.range(2_000_000, 4_000_000);
+                        let range = RangeParams {
+                            start,
+                            end: start + len,
+                        };
+                        let expected =
+                            postcard::to_stdvec(&RangeSum::direct(&range)).unwrap_or_default();
+                        ("rangesum", RangeSum::params(start, start + len), expected)
+                    }
+                };
+                let submitter = rng.below(u64::from(config.peers)) as u32;
+                Some(JobPlan {
+                    id: JobId(id),
+                    app,
+                    params,
+                    expected,
+                    ft,
+                    submitter,
+                    submit_at: WARMUP,
+                    deadline: WARMUP + config.fault_window + JOB_DEADLINE,
+                    finished_at: None,
+                    merged: BTreeMap::new(),
+                    assigned: BTreeMap::new(),
+                    finished: BTreeMap::new(),
+                    started: BTreeMap::new(),
+                    crashes: BTreeMap::new(),
+                    query: QueryState::Idle,
+                    final_stats: None,
+                    lost_allowed: 0,
+                    last_answer: "no answer".into(),
+                })
+            }
+        };
+        let (protected, protected_limit) = match &job {
+            Some(j) => {
+                let limit = tolerated(&j.ft);
+                let zone = usize::from(j.ft.home_size) + limit;
+                let order = by_distance(j.id, config.peers);
+                (order.into_iter().take(zone).collect(), limit)
+            }
+            None => (Vec::new(), 0),
+        };
+        let overkill = config.broken == Some(Broken::HomeOverkill);
+        // Protocol `none` restarts nothing: a unit lost with its worker
+        // fails the job (ft.rs), so those jobs get no peer faults.
+        let unprotected = job.as_ref().is_some_and(|j| !j.ft.checkpoints())
+            && config.broken != Some(Broken::NoCheckpoints);
+        let mut kinds = config.faults;
+        if overkill || unprotected {
+            // Only the overkill takes peers down, so it is what breaks.
+            kinds.crash = false;
+            kinds.pause = false;
+            kinds.partition = false;
+        }
         let limits = ScheduleLimits {
             peers: config.peers,
             window_start,
             window_end,
             max_down: (config.peers as usize / 4).max(1),
-            protected: Vec::new(),
-            protected_limit: 0,
-            protected_grace: Duration::from_secs(2),
+            protected: protected.clone(),
+            protected_limit,
+            protected_grace: Duration::from_secs(3),
             spared: Vec::new(),
-            crash_first: None,
+            crash_first: job
+                .as_ref()
+                .filter(|_| rng.chance(0.3))
+                .map(|j| j.submitter),
         };
         let mut schedule_rng = SimRng::new(derive(&[seed, 101]));
-        let schedule = Schedule::generate(&config.faults, &limits, &mut schedule_rng);
+        let mut schedule = Schedule::generate(&kinds, &limits, &mut schedule_rng);
+        if let (true, Some(j)) = (overkill, &job) {
+            let at = j.submit_at + Duration::from_millis(1500);
+            for peer in by_distance(j.id, config.peers)
+                .into_iter()
+                .take(usize::from(j.ft.home_size))
+            {
+                schedule.push(at, FaultAction::Crash { peer });
+                schedule.push(at + Duration::from_secs(8), FaultAction::Restart { peer });
+            }
+            schedule.faults.sort_by_key(|f| f.at);
+        }
         let trace = Trace::new(config.verbose);
+        let mut speed_rng = SimRng::new(derive(&[seed, 103]));
         let slots = (0..config.peers)
             .map(|_| Slot {
                 peer: None,
@@ -349,10 +723,16 @@ impl World {
                 wake: Duration::MAX,
                 disk: Disk::default(),
                 started: false,
+                speed: ExecSpeed {
+                    budget: speed_rng.range(100, 300),
+                    step_cost: Duration::from_millis(4),
+                },
                 last_unreachable: BTreeMap::new(),
+                last_wake: None,
                 same_instant_wakes: 0,
             })
             .collect();
+        let faults_end = schedule.last_at().max(window_start);
         let mut world = World {
             base: Instant::now(),
             now: Duration::ZERO,
@@ -370,19 +750,35 @@ impl World {
             trace,
             pipes: PipeChecker::default(),
             violations: Vec::new(),
-            faults_end: schedule.last_at().max(window_start),
+            faults_end,
             converged: false,
-            end: Duration::ZERO,
+            end: faults_end + SETTLE_MAX,
+            job,
             settings,
             config,
         };
-        world.end = world.faults_end + SETTLE_MAX;
+        if let Some(j) = &world.job {
+            world.end = world.end.max(j.deadline);
+        }
         world.trace.log(Duration::ZERO, || {
             format!(
                 "seed {}: {} peers, faults {}, net {:?}",
                 world.config.seed, world.config.peers, world.config.faults, world.net
             )
         });
+        if let Some(j) = &world.job {
+            let (id, app, ft, submitter) = (j.id, j.app, j.ft, j.submitter);
+            world.trace.log(Duration::ZERO, || {
+                format!(
+                    "job {id} ({app}) from peer {submitter}, {ft:?}, cores {}; home zone {protected:?}, at most {protected_limit} down",
+                    world.settings.jobs.cores
+                )
+            });
+            world.schedule(j.submit_at, Event::Submit);
+            // Ask for the result once faults are over, whether or not a
+            // primary's "finished" event was seen.
+            world.schedule(world.faults_end + SETTLE_MIN, Event::Query);
+        }
         for f in schedule.faults {
             if world.config.broken == Some(Broken::NeverHeal)
                 && matches!(f.action, FaultAction::Heal { .. })
@@ -392,8 +788,14 @@ impl World {
             world.schedule(f.at, Event::Fault(f.action));
         }
         world.schedule(world.faults_end + SETTLE_MIN, Event::CheckViews);
+        // Bootstrap peers are up first, as in any deployment; the others
+        // start over the next 300 ms.
         for id in 0..world.config.peers {
-            let at = Duration::from_millis(world.rng.below(300));
+            let at = if id < BOOTSTRAP {
+                Duration::from_millis(world.rng.below(20))
+            } else {
+                Duration::from_millis(50 + world.rng.below(300))
+            };
             world.slots[id as usize].wake = at;
         }
         world
@@ -429,7 +831,7 @@ impl World {
             } else {
                 next_peer.map(|p| p.0).unwrap_or(self.end)
             };
-            if at > self.end || self.converged {
+            if at > self.end || self.done() {
                 break;
             }
             self.now = at;
@@ -444,7 +846,14 @@ impl World {
         if !self.converged {
             self.check_views(true);
         }
-        self.pipes.finish();
+        self.check_job_at_end();
+        let slots = &self.slots;
+        self.pipes.finish(|id| {
+            slots[id.from as usize]
+                .peer
+                .as_ref()
+                .is_some_and(|p| p.session == id.session && p.app_message_waiting(id))
+        });
         let mut violations = std::mem::take(&mut self.violations);
         violations.append(&mut self.pipes.violations);
         Report {
@@ -456,8 +865,117 @@ impl World {
             frames: self.frames,
             app_messages: (self.pipes.sent_count(), self.pipes.delivered_count() as u64),
             early_receipts_lost: self.pipes.early_receipts_lost.len() as u64,
+            ft: self.job.as_ref().map(|j| j.ft),
+            job_time: self
+                .job
+                .as_ref()
+                .and_then(|j| j.finished_at.map(|f| f.saturating_sub(j.submit_at))),
+            job_stats: self.job.as_ref().and_then(|j| j.final_stats.clone()),
+            merged_twice: self.job.as_ref().map_or(0, |j| {
+                j.merged.values().filter(|peers| peers.len() > 1).count() as u64
+            }),
+            checkpoints_lost_allowed: self.job.as_ref().map_or(0, |j| j.lost_allowed),
             config: self.config,
         }
+    }
+
+    /// Whether everything the run waits for has happened.
+    fn done(&self) -> bool {
+        self.converged
+            && self
+                .job
+                .as_ref()
+                .is_none_or(|j| j.query == QueryState::Answered)
+    }
+
+    /// The job's invariants that only the end can judge.
+    fn check_job_at_end(&mut self) {
+        let Some(j) = self.job.as_ref() else {
+            return;
+        };
+        if j.query == QueryState::Answered {
+            return;
+        }
+        let deadline = j.deadline;
+        let answer = j.last_answer.clone();
+        let now = self.instant(self.now);
+        let done_somewhere = self
+            .slots
+            .iter()
+            .filter_map(|s| s.peer.as_ref())
+            .any(|p| matches!(p.job_state(now, j.id), Some(JobState::Done { .. })));
+        if j.finished_at.is_none() && !done_somewhere {
+            let state = self.describe_job();
+            self.violations
+                .push(Violation::JobNotFinished { deadline, state });
+        } else {
+            let asker = match j.query {
+                QueryState::Asked { asker, .. } => asker,
+                _ => j.submitter,
+            };
+            self.violations
+                .push(Violation::QueryUnanswered { asker, answer });
+        }
+    }
+
+    /// What the live peers' records say of the job, for a failure report.
+    fn describe_job(&self) -> String {
+        let Some(j) = self.job.as_ref() else {
+            return String::new();
+        };
+        let now = self.instant(self.now);
+        let mut parts = Vec::new();
+        for (id, slot) in self.slots.iter().enumerate() {
+            let Some(peer) = slot.peer.as_ref() else {
+                continue;
+            };
+            if let Some(view) = peer.jobs.view(now, j.id) {
+                parts.push(format!(
+                    "peer {id} holds the record (primary {}, home {:?}): {}/{} units merged, {} reissued, {} takeovers, state {}",
+                    view.home,
+                    view.home_members,
+                    view.stats.units_done,
+                    view.stats.units,
+                    view.stats.reissued,
+                    view.stats.takeovers,
+                    state_name(&view.state)
+                ));
+            }
+        }
+        if parts.is_empty() {
+            parts.push("no live peer holds the job's record".into());
+        }
+        parts.push(format!(
+            "{} units seen assigned, {} seen merged",
+            j.assigned.len(),
+            j.merged.len()
+        ));
+        for (unit, history) in &j.assigned {
+            if j.merged.contains_key(unit) {
+                continue;
+            }
+            let history: Vec<String> = history
+                .iter()
+                .map(|(at, to, reissue)| {
+                    let crashes: Vec<String> = j
+                        .crashes
+                        .get(to)
+                        .map(|c| {
+                            c.iter()
+                                .map(|t| format!("{:.3}s", t.as_secs_f64()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "{}to {to} at {:.3}s (its crashes: {crashes:?})",
+                        if *reissue { "reissued " } else { "" },
+                        at.as_secs_f64()
+                    )
+                })
+                .collect();
+            parts.push(format!("unit {unit} unmerged: {}", history.join(", ")));
+        }
+        parts.join("; ")
     }
 
     /// Runs a peer's timers (or starts it, the first time).
@@ -469,10 +987,11 @@ impl World {
             self.start_peer(id);
             return;
         }
-        if slot.wake == self.now {
+        if slot.last_wake == Some(self.now) {
             slot.same_instant_wakes += 1;
         } else {
             slot.same_instant_wakes = 0;
+            slot.last_wake = Some(self.now);
         }
         if slot.same_instant_wakes > 1000 {
             self.violations.push(Violation::TimerLivelock {
@@ -507,8 +1026,15 @@ impl World {
             session,
             bootstrap_len,
             seed: self.config.seed,
+            speed: slot.speed,
         };
-        let peer = SimPeer::start(start, self.settings.clone(), now);
+        let disk: Vec<(PieceKey, Piece)> = slot
+            .disk
+            .pieces
+            .iter()
+            .map(|(k, p)| (*k, p.clone()))
+            .collect();
+        let peer = SimPeer::start(start, self.settings.clone(), disk, now);
         slot.peer = Some(peer);
         self.trace
             .record(self.now, 1, &[u64::from(id), u64::from(slot.life)]);
@@ -589,6 +1115,267 @@ impl World {
                 from,
                 error,
             }),
+            Action::UnitFailed { job, unit, error } => self.violations.push(Violation::Malformed {
+                peer: id,
+                from: id,
+                error: format!("unit {unit} of job {job} did not restore: {error}"),
+            }),
+            Action::Persist { key, piece } => {
+                self.trace.record(
+                    self.now,
+                    10,
+                    &[u64::from(id), key.unit, u64::from(key.index), piece.version],
+                );
+                if self.config.trace_unit == Some(key.unit) {
+                    let (epoch, version) = (piece.epoch, piece.version);
+                    self.trace.log(self.now, || {
+                        format!(
+                            "peer {id} persists unit {} index {} epoch {epoch} version {version}",
+                            key.unit, key.index
+                        )
+                    });
+                }
+                let life = self.slots[id as usize].life;
+                let disk = &mut self.slots[id as usize].disk;
+                disk.pending.push((key, piece));
+                if !disk.fsync_scheduled {
+                    disk.fsync_scheduled = true;
+                    self.schedule(self.now + FSYNC, Event::Fsync { peer: id, life });
+                }
+            }
+            Action::Forget { job } => {
+                // Writes queued before the delete still commit (and are
+                // acknowledged), then go with it.
+                let disk = &mut self.slots[id as usize].disk;
+                disk.pieces.retain(|k, _| k.job != job);
+                if disk.pending.iter().any(|(k, _)| k.job == job) {
+                    disk.forget_after_sync.push(job);
+                }
+            }
+            Action::Job(event) => self.on_job_event(id, event),
+            Action::Status(view) => {
+                self.trace
+                    .record(self.now, 11, &[u64::from(id), view.stats.units_done]);
+                if !matches!(view.state, JobState::Running) {
+                    let state = state_name(&view.state);
+                    self.trace.log(self.now, || {
+                        format!("peer {id} got the job's status: {state}")
+                    });
+                }
+            }
+            Action::QueryAnswer { job, view } => self.on_query_answer(id, job, view),
+            Action::Log(line) => self.trace.log(self.now, || line),
+            Action::Started { unit, state, .. } => {
+                if let Some(j) = self.job.as_mut() {
+                    let range = if j.app == "rangesum" {
+                        postcard::from_bytes::<RangeSum>(&state)
+                            .ok()
+                            .map(|u| (u.next, u.end))
+                    } else {
+                        None
+                    };
+                    j.started
+                        .entry(unit)
+                        .or_default()
+                        .push((self.now, id, range));
+                }
+            }
+            Action::Finished { unit, state, .. } => {
+                if let Some(j) = self.job.as_mut() {
+                    let covered = if j.app == "rangesum" {
+                        RangeSum::covered(&state)
+                    } else {
+                        None
+                    };
+                    j.finished
+                        .entry(unit)
+                        .or_default()
+                        .push((self.now, id, covered));
+                }
+            }
+        }
+    }
+
+    fn on_job_event(&mut self, id: u32, event: JobEvent<u32>) {
+        let now = self.now;
+        let Some(j) = self.job.as_mut() else {
+            return;
+        };
+        match &event {
+            JobEvent::Merged { unit, .. } => {
+                self.trace.record(now, 12, &[u64::from(id), *unit]);
+                let peers = j.merged.entry(*unit).or_default();
+                if !peers.contains(&id) {
+                    peers.push(id);
+                }
+            }
+            JobEvent::Finished { ok, .. } => {
+                self.trace.record(now, 13, &[u64::from(id), u64::from(*ok)]);
+                if j.finished_at.is_none() {
+                    j.finished_at = Some(now);
+                    if j.query == QueryState::Idle {
+                        let at = now.max(self.faults_end) + Duration::from_millis(500);
+                        self.schedule(at, Event::Query);
+                    }
+                }
+                let ok = *ok;
+                self.trace
+                    .log(now, || format!("peer {id}: job finished, ok = {ok}"));
+            }
+            JobEvent::CheckpointLost { unit, holders, .. } => {
+                self.trace.record(now, 14, &[u64::from(id), *unit]);
+                let crashed: Vec<u32> = holders
+                    .iter()
+                    .filter(|h| {
+                        j.crashes
+                            .get(h)
+                            .is_some_and(|c| c.iter().any(|t| *t <= now))
+                    })
+                    .copied()
+                    .collect();
+                let tolerated = j.ft.storage.tolerated_failures();
+                if crashed.len() > tolerated {
+                    j.lost_allowed += 1;
+                } else {
+                    self.violations.push(Violation::CheckpointLost {
+                        unit: *unit,
+                        holders: holders.clone(),
+                        crashed,
+                        tolerated,
+                    });
+                }
+                let holders = holders.clone();
+                let unit = *unit;
+                self.trace.log(now, || {
+                    format!("peer {id}: checkpoint of unit {unit} lost (holders {holders:?})")
+                });
+            }
+            JobEvent::Reissued { unit, lost, .. } => {
+                self.trace
+                    .record(now, 15, &[u64::from(id), *unit, u64::from(*lost)]);
+                let (unit, lost) = (*unit, *lost);
+                self.trace.log(now, || {
+                    format!("peer {id}: unit {unit} reissued (lost with peer {lost})")
+                });
+            }
+            JobEvent::Primary { previous, .. } => {
+                self.trace.record(
+                    now,
+                    16,
+                    &[u64::from(id), previous.map_or(u64::MAX, u64::from)],
+                );
+                let previous = *previous;
+                self.trace.log(now, || {
+                    format!("peer {id} became the job's primary (previous {previous:?})")
+                });
+            }
+            JobEvent::Assigned {
+                unit, to, reissue, ..
+            } => {
+                self.trace.record(
+                    now,
+                    17,
+                    &[u64::from(id), *unit, u64::from(*to), u64::from(*reissue)],
+                );
+                j.assigned
+                    .entry(*unit)
+                    .or_default()
+                    .push((now, *to, *reissue));
+            }
+            JobEvent::CheckpointAcked { unit, seq, .. } => {
+                self.trace.record(now, 18, &[u64::from(id), *unit, *seq]);
+            }
+        }
+    }
+
+    /// Starts (or restarts) the final query from a random surviving peer.
+    fn start_query(&mut self) {
+        let candidates: Vec<u32> = (0..self.config.peers)
+            .filter(|p| self.running(*p) && !self.slots[*p as usize].paused)
+            .collect();
+        let Some(&asker) = self.rng.pick(&candidates) else {
+            self.schedule(self.now + QUERY_RETRY, Event::Query);
+            return;
+        };
+        let Some(j) = self.job.as_mut() else {
+            return;
+        };
+        let job = j.id;
+        let life = self.slots[asker as usize].life;
+        j.query = QueryState::Asked {
+            asker,
+            life,
+            since: self.now,
+        };
+        self.trace.log(self.now, || {
+            format!("peer {asker} asks for the job's result")
+        });
+        self.trace.record(self.now, 19, &[u64::from(asker)]);
+        let now = self.instant(self.now);
+        if let Some(peer) = self.slots[asker as usize].peer.as_mut() {
+            peer.query(now, job);
+        }
+        self.after_input(asker);
+        self.schedule(self.now + QUERY_TIMEOUT, Event::Query);
+    }
+
+    fn on_query_answer(&mut self, id: u32, job: JobId, view: Option<Box<JobView<u32>>>) {
+        let Some(j) = self.job.as_mut() else {
+            return;
+        };
+        let asked = matches!(j.query, QueryState::Asked { asker, .. } if asker == id);
+        if job != j.id || !asked {
+            return;
+        }
+        let Some(view) = view else {
+            j.last_answer = "\"unknown job\" from every peer".into();
+            j.query = QueryState::Idle;
+            self.schedule(self.now + QUERY_RETRY, Event::Query);
+            return;
+        };
+        match &view.state {
+            JobState::Running => {
+                j.last_answer = format!(
+                    "still running ({}/{} units merged)",
+                    view.stats.units_done, view.stats.units
+                );
+                j.query = QueryState::Idle;
+                self.schedule(self.now + QUERY_RETRY, Event::Query);
+            }
+            JobState::Failed { reason } => {
+                j.query = QueryState::Answered;
+                self.violations.push(Violation::JobFailed {
+                    reason: reason.clone(),
+                });
+            }
+            JobState::Done { result } => {
+                j.query = QueryState::Answered;
+                j.final_stats = Some(view.stats.clone());
+                if *result != j.expected {
+                    let show = |bytes: &[u8]| match postcard::from_bytes::<u64>(bytes) {
+                        Ok(v) => v.to_string(),
+                        Err(_) => format!("{bytes:?}"),
+                    };
+                    let got = format!("{} ({})", show(result), coverage(j));
+                    self.violations.push(Violation::WrongResult {
+                        got,
+                        expected: show(&j.expected),
+                    });
+                }
+                if view.stats.units_done != view.stats.units {
+                    self.violations.push(Violation::UnitsMismatch {
+                        units: view.stats.units,
+                        done: view.stats.units_done,
+                    });
+                }
+                let stats = view.stats.clone();
+                self.trace.log(self.now, || {
+                    format!(
+                        "peer {id} got the result: {} units, {} steals, {} reissued, {} takeovers, {} checkpoints",
+                        stats.units, stats.steals, stats.reissued, stats.takeovers, stats.checkpoints
+                    )
+                });
+            }
         }
     }
 
@@ -778,6 +1565,64 @@ impl World {
                     self.schedule(self.now + SETTLE_CHECK, Event::CheckViews);
                 }
             }
+            Event::Submit => {
+                let Some(j) = self.job.as_ref() else {
+                    return;
+                };
+                let (submitter, id, app, params, ft) =
+                    (j.submitter, j.id, j.app, j.params.clone(), j.ft);
+                let home = self.slots[submitter as usize]
+                    .peer
+                    .as_mut()
+                    .map(|p| p.submit(now, id, app, params, ft));
+                self.trace.log(self.now, || {
+                    format!("peer {submitter} submits the job; primary {home:?}")
+                });
+                self.after_input(submitter);
+            }
+            Event::Fsync { peer, .. } => {
+                let disk = &mut self.slots[peer as usize].disk;
+                disk.fsync_scheduled = false;
+                let written = std::mem::take(&mut disk.pending);
+                for (key, piece) in &written {
+                    disk.pieces.insert(*key, piece.clone());
+                }
+                for job in std::mem::take(&mut disk.forget_after_sync) {
+                    disk.pieces.retain(|k, _| k.job != job);
+                }
+                self.trace
+                    .record(self.now, 26, &[u64::from(peer), written.len() as u64]);
+                for (key, piece) in written {
+                    if self.config.trace_unit == Some(key.unit) {
+                        let (epoch, version) = (piece.epoch, piece.version);
+                        self.trace.log(self.now, || {
+                            format!(
+                                "peer {peer} synced unit {} index {} epoch {epoch} version {version}",
+                                key.unit, key.index
+                            )
+                        });
+                    }
+                    if let Some(p) = self.slots[peer as usize].peer.as_mut() {
+                        p.handle_persisted(now, key, piece.epoch, piece.version);
+                    }
+                }
+                self.after_input(peer);
+            }
+            Event::Query => {
+                let Some(j) = self.job.as_ref() else {
+                    return;
+                };
+                let stale = match j.query {
+                    QueryState::Idle => true,
+                    QueryState::Asked { asker, life, since } => {
+                        self.slots[asker as usize].life != life || self.now >= since + QUERY_TIMEOUT
+                    }
+                    QueryState::Answered => false,
+                };
+                if stale {
+                    self.start_query();
+                }
+            }
         }
     }
 
@@ -789,7 +1634,13 @@ impl World {
                 self.counts.crashes += 1;
                 self.trace.record(self.now, 20, &[u64::from(peer)]);
                 self.pipes.crashed(peer, self.now);
+                if let Some(j) = self.job.as_mut() {
+                    j.crashes.entry(peer).or_default().push(self.now);
+                }
                 let slot = &mut self.slots[peer as usize];
+                slot.disk.pending.clear();
+                slot.disk.forget_after_sync.clear();
+                slot.disk.fsync_scheduled = false;
                 slot.peer = None;
                 slot.paused = false;
                 slot.held.clear();
