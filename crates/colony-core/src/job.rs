@@ -378,6 +378,10 @@ pub enum JobMsg<P> {
         epoch: Epoch,
         /// Number of this report within the epoch (from 1).
         seq: u64,
+        /// The last report before it that must be applied first (0 if
+        /// none): checkpoints superseded by newer ones may be skipped,
+        /// divides, results and hand-backs never.
+        after: u64,
         /// What happened.
         report: Report,
     },
@@ -652,8 +656,10 @@ struct WorkerUnit<P> {
     ft: FaultTolerance,
     /// Number of the last report made.
     seq: u64,
-    /// Reports not yet acknowledged, oldest first.
-    unacked: VecDeque<(u64, Report)>,
+    /// Reports not yet acknowledged, oldest first: (seq, after, report).
+    unacked: VecDeque<(u64, u64, Report)>,
+    /// The last report that must be applied (not a checkpoint).
+    last_must: u64,
     last_sent: Instant,
     next_checkpoint_at: Instant,
     checkpoint_asked: bool,
@@ -908,8 +914,9 @@ impl<P: PeerKey> Jobs<P> {
                 unit,
                 epoch,
                 seq,
+                after,
                 report,
-            } => self.on_report(now, from, job, unit, epoch, seq, report),
+            } => self.on_report(now, from, job, unit, epoch, seq, after, report),
             JobMsg::Ack {
                 job,
                 unit,
@@ -1066,10 +1073,18 @@ impl<P: PeerKey> Jobs<P> {
         };
         w.seq += 1;
         let seq = w.seq;
+        let after = w.last_must;
+        let skippable = matches!(
+            report,
+            Report::Checkpoint { .. } | Report::LocalCheckpoint { .. } | Report::Started
+        );
+        if !skippable {
+            w.last_must = seq;
+        }
         // A newer checkpoint makes unacknowledged older ones pointless.
         if matches!(report, Report::Checkpoint { .. }) {
             w.unacked
-                .retain(|(_, r)| !matches!(r, Report::Checkpoint { .. }));
+                .retain(|(_, _, r)| !matches!(r, Report::Checkpoint { .. }));
         }
         if w.unacked.len() >= max {
             // The primary is unreachable for long: keep the newest reports;
@@ -1077,12 +1092,12 @@ impl<P: PeerKey> Jobs<P> {
             if let Some(pos) = w
                 .unacked
                 .iter()
-                .position(|(_, r)| matches!(r, Report::Started | Report::LocalCheckpoint { .. }))
+                .position(|(_, _, r)| matches!(r, Report::Started | Report::LocalCheckpoint { .. }))
             {
                 w.unacked.remove(pos);
             }
         }
-        w.unacked.push_back((seq, report.clone()));
+        w.unacked.push_back((seq, after, report.clone()));
         w.last_sent = now;
         w.sent_to = Some(primary.clone());
         let epoch = w.epoch;
@@ -1094,6 +1109,7 @@ impl<P: PeerKey> Jobs<P> {
                 unit,
                 epoch,
                 seq,
+                after,
                 report,
             },
             bulk,
@@ -1112,8 +1128,8 @@ impl<P: PeerKey> Jobs<P> {
         w.last_sent = now;
         w.sent_to = Some(primary.clone());
         let epoch = w.epoch;
-        let reports: Vec<(u64, Report)> = w.unacked.iter().cloned().collect();
-        for (seq, report) in reports {
+        let reports: Vec<(u64, u64, Report)> = w.unacked.iter().cloned().collect();
+        for (seq, after, report) in reports {
             self.send(
                 primary.clone(),
                 JobMsg::Report {
@@ -1121,6 +1137,7 @@ impl<P: PeerKey> Jobs<P> {
                     unit,
                     epoch,
                     seq,
+                    after,
                     report,
                 },
                 true,
@@ -1135,8 +1152,8 @@ impl<P: PeerKey> Jobs<P> {
             if w.epoch != epoch {
                 return;
             }
-            while w.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-                if let Some((_, r)) = w.unacked.pop_front() {
+            while w.unacked.front().is_some_and(|(s, _, _)| *s <= seq) {
+                if let Some((_, _, r)) = w.unacked.pop_front() {
                     acked_checkpoint |=
                         matches!(r, Report::Checkpoint { .. } | Report::Divided { .. });
                     finished |= matches!(r, Report::Done { .. } | Report::HandBack { .. });
@@ -1161,7 +1178,7 @@ impl<P: PeerKey> Jobs<P> {
         let done = w
             .unacked
             .iter()
-            .any(|(_, r)| matches!(r, Report::Done { .. } | Report::HandBack { .. }));
+            .any(|(_, _, r)| matches!(r, Report::Done { .. } | Report::HandBack { .. }));
         if done {
             // Its thread has ended already.
             self.drop_unit(job, unit);
@@ -1563,6 +1580,7 @@ impl<P> WorkerUnit<P> {
             ft,
             seq: 0,
             unacked: VecDeque::new(),
+            last_must: 0,
             last_sent: now,
             next_checkpoint_at: now + ft.ttc,
             checkpoint_asked: false,
@@ -1576,7 +1594,7 @@ impl<P> WorkerUnit<P> {
     fn finished(&self) -> bool {
         self.unacked
             .iter()
-            .any(|(_, r)| matches!(r, Report::Done { .. } | Report::HandBack { .. }))
+            .any(|(_, _, r)| matches!(r, Report::Done { .. } | Report::HandBack { .. }))
     }
 }
 

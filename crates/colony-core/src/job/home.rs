@@ -811,6 +811,7 @@ impl<P: PeerKey> Jobs<P> {
         unit: UnitId,
         epoch: Epoch,
         seq: u64,
+        after: u64,
         report: Report,
     ) {
         let Some(h) = self.homes.get(&job) else {
@@ -843,6 +844,24 @@ impl<P: PeerKey> Jobs<P> {
             .and_then(|q| q.back())
             .map(|s| s.seq)
             .unwrap_or(0);
+        if resuming {
+            // Numbered in the epoch it ran under before the restart.
+            self.stage(
+                now,
+                job,
+                unit,
+                from,
+                epoch,
+                u.seq.max(staged_max) + 1,
+                report,
+            );
+            return;
+        }
+        if after > u.seq.max(staged_max) {
+            // A report it depends on was lost (a new primary, a dropped
+            // message): the worker re-sends them all, in order.
+            return;
+        }
         if seq <= u.seq.max(staged_max) {
             // Already applied (or being stored): confirm once replicated.
             let applied = u.seq;
@@ -902,7 +921,13 @@ impl<P: PeerKey> Jobs<P> {
         let Some(u) = h.record.units.get(&unit) else {
             return;
         };
-        if u.status == UnitStatus::Done || u.epoch != epoch || seq <= u.seq {
+        let resuming = matches!(report, Report::Resume { .. });
+        if u.status == UnitStatus::Done
+            || u.epoch != epoch
+            || seq <= u.seq
+            || (u.holder.as_ref() != Some(&from) && !resuming)
+        {
+            // Reissued (or finished) while its pieces were being stored.
             return;
         }
         let mut effects = vec![JobOutput::Send {
@@ -1435,6 +1460,20 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         let mut members_changed = false;
+        // Holders that left the home drop the job's pieces: stop waiting
+        // for their confirmations (the checkpoint has fewer copies).
+        let mut unblocked = Vec::new();
+        for (owner, queue) in h.staging.iter_mut() {
+            if let Some(front) = queue.front_mut() {
+                let before = front.waiting.len();
+                front
+                    .waiting
+                    .retain(|(holder, _, _)| !gone.contains(holder));
+                if before > 0 && front.waiting.is_empty() {
+                    unblocked.push(*owner);
+                }
+            }
+        }
         for to in gone {
             h.acked.remove(&to);
             for p in h.pending.iter_mut() {
@@ -1477,6 +1516,9 @@ impl<P: PeerKey> Jobs<P> {
         self.release(now, job);
         if members_changed {
             self.commit(now, job, Vec::new());
+        }
+        for owner in unblocked {
+            self.staged_done(now, job, owner);
         }
     }
 
@@ -1743,6 +1785,8 @@ impl<P: PeerKey> Jobs<P> {
             u.holder = None;
         }
         h.assigned_at.remove(&unit);
+        // Reports of the lost copy still being stored must not apply.
+        h.staging.remove(&unit);
         if was_running {
             let c = h.record.contributions.entry(lost.clone()).or_default();
             c.units_running = c.units_running.saturating_sub(1);
