@@ -1488,27 +1488,13 @@ impl<P: PeerKey> Jobs<P> {
             h.acked.insert(to, 0);
         }
         // Hand over to a closer peer that holds a replica.
-        if let Some(best) = home.first().filter(|b| **b != self.me).cloned() {
-            if h.record.members.contains(&best) && h.state_settled() {
-                let new_term = h.term + 1;
-                h.term = new_term;
-                h.role = Role::Backup {
-                    primary: Some(best.clone()),
-                };
-                h.handing_over = Some(best.clone());
-                h.drop_primary_state();
-                self.send(
-                    best,
-                    JobMsg::Replica {
-                        job,
-                        term: new_term,
-                        seq: 0,
-                        update: ReplicaUpdate::Promote,
-                    },
-                    false,
-                );
-                return;
-            }
+        let closer = home
+            .first()
+            .filter(|b| **b != self.me && h.record.members.contains(b) && h.state_settled())
+            .cloned();
+        if let Some(best) = closer {
+            self.promote(job, best);
+            return;
         }
         if members_changed {
             h.touched.insert(0);
@@ -2094,27 +2080,35 @@ impl<P: PeerKey> Jobs<P> {
                 continue;
             }
             let live = |p: &P| *p != self.me && self.members.contains(p);
-            let Some(next) = h.record.members.iter().find(|p| live(p)).cloned() else {
-                continue;
-            };
-            let new_term = h.term + 1;
-            h.term = new_term;
-            h.role = Role::Backup {
-                primary: Some(next.clone()),
-            };
-            h.handing_over = Some(next.clone());
-            h.drop_primary_state();
-            self.send(
-                next,
-                JobMsg::Replica {
-                    job,
-                    term: new_term,
-                    seq: 0,
-                    update: ReplicaUpdate::Promote,
-                },
-                false,
-            );
+            if let Some(next) = h.record.members.iter().find(|p| live(p)).cloned() {
+                self.promote(job, next);
+            }
         }
+    }
+
+    /// Hands the primary role of `job` to `to`, a member holding a replica,
+    /// under the next term; this peer follows it as a backup.
+    fn promote(&mut self, job: JobId, to: P) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        h.term += 1;
+        let term = h.term;
+        h.role = Role::Backup {
+            primary: Some(to.clone()),
+        };
+        h.handing_over = Some(to.clone());
+        h.drop_primary_state();
+        self.send(
+            to,
+            JobMsg::Replica {
+                job,
+                term,
+                seq: 0,
+                update: ReplicaUpdate::Promote,
+            },
+            false,
+        );
     }
 
     pub(super) fn homes_handed_over(&self) -> bool {
