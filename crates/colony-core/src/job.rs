@@ -964,6 +964,7 @@ impl<P: PeerKey> Jobs<P> {
                 index,
             } => self.on_piece_stored(now, from, job, unit, epoch, version, index),
             JobMsg::FetchPieces { job, unit } => {
+                self.pieces.touch(job, now);
                 let pieces = self.pieces.get(job, unit);
                 self.send(from, JobMsg::Pieces { job, unit, pieces }, true);
             }

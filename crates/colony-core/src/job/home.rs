@@ -66,6 +66,8 @@ pub enum PieceData {
 /// stored.
 pub(super) struct PieceStore<P> {
     pieces: BTreeMap<(JobId, UnitId), Vec<Piece>>,
+    /// When each job's pieces were last stored or asked for.
+    touched: BTreeMap<JobId, Instant>,
     /// Durable writes in flight: who to answer once on disk.
     persisting: BTreeMap<(PieceKey, Epoch, u64), P>,
 }
@@ -74,6 +76,7 @@ impl<P> Default for PieceStore<P> {
     fn default() -> Self {
         PieceStore {
             pieces: BTreeMap::new(),
+            touched: BTreeMap::new(),
             persisting: BTreeMap::new(),
         }
     }
@@ -104,7 +107,21 @@ impl<P> PieceStore<P> {
         self.pieces.get(&(job, unit)).cloned().unwrap_or_default()
     }
 
+    pub(super) fn touch(&mut self, job: JobId, now: Instant) {
+        self.touched.insert(job, now);
+    }
+
+    /// Jobs whose pieces nobody stored or asked for since `before`.
+    fn quiet_since(&self, before: Instant) -> Vec<JobId> {
+        self.touched
+            .iter()
+            .filter(|(_, t)| **t < before)
+            .map(|(job, _)| *job)
+            .collect()
+    }
+
     fn forget_job(&mut self, job: JobId) {
+        self.touched.remove(&job);
         self.pieces.retain(|(j, _), _| *j != job);
         self.persisting.retain(|(k, _, _), _| k.job != job);
     }
@@ -655,6 +672,7 @@ impl<P: PeerKey> Jobs<P> {
     ) {
         let (epoch, version, index) = (piece.epoch, piece.version, piece.index);
         self.pieces.put(job, unit, piece.clone());
+        self.pieces.touch(job, now);
         if durable {
             let key = PieceKey { job, unit, index };
             self.pieces
@@ -1633,8 +1651,11 @@ impl<P: PeerKey> Jobs<P> {
                     }
                     ReplicaUpdate::Release => {
                         if term >= h.term {
+                            // The pieces stay: checkpoints placed while this
+                            // peer was a member still name it as a holder.
+                            // They go when the job has been quiet here for
+                            // the result retention.
                             self.homes.remove(&job);
-                            self.pieces.forget_job(job);
                         }
                     }
                 }
@@ -2200,6 +2221,15 @@ impl<P: PeerKey> Jobs<P> {
             self.homes.remove(&job);
             self.pieces.forget_job(job);
             self.outputs.push_back(JobOutput::Forget { job });
+        }
+        // Pieces of jobs this peer no longer holds a record of.
+        if let Some(before) = now.checked_sub(retention) {
+            for job in self.pieces.quiet_since(before) {
+                if !self.homes.contains_key(&job) {
+                    self.pieces.forget_job(job);
+                    self.outputs.push_back(JobOutput::Forget { job });
+                }
+            }
         }
         while self.homes.len() > self.config.max_retained_results {
             let oldest = self
