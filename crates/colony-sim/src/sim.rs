@@ -1174,6 +1174,11 @@ impl World {
                     } else {
                         None
                     };
+                    if self.config.trace_unit == Some(unit) {
+                        self.trace.log(self.now, || {
+                            format!("peer {id} starts unit {unit} over {range:?}")
+                        });
+                    }
                     j.started
                         .entry(unit)
                         .or_default()
@@ -1187,6 +1192,11 @@ impl World {
                     } else {
                         None
                     };
+                    if self.config.trace_unit == Some(unit) {
+                        self.trace.log(self.now, || {
+                            format!("peer {id} finished unit {unit}, covering {covered:?}")
+                        });
+                    }
                     j.finished
                         .entry(unit)
                         .or_default()
