@@ -16,9 +16,9 @@ pub const MAX_HOME_SIZE: u8 = 16;
 /// The rollback-recovery protocol protecting a job's units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FtProtocol {
-    /// No checkpoints: a unit lost with its worker restarts from the state
-    /// it was handed out with, if the home still has it; otherwise the job
-    /// fails.
+    /// No checkpoints: a unit whose worker is declared dead cannot restart
+    /// (only a unit not yet handed out can), and the job fails with a
+    /// reason saying so. Workers that are merely suspected keep their units.
     None,
     /// Units checkpoint every TTC and after each divide; a lost unit
     /// restarts elsewhere from its last checkpoint.
