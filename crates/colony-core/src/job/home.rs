@@ -536,7 +536,10 @@ impl<P: PeerKey> Jobs<P> {
                 CheckpointStorage::Shards { k, m } => {
                     if let Ok(shards) = erasure::encode(state, k, m) {
                         for shard in shards {
-                            let holder = members[usize::from(shard.index) % members.len()].clone();
+                            let slot = usize::from(shard.index) % members.len().max(1);
+                            let Some(holder) = members.get(slot).cloned() else {
+                                continue;
+                            };
                             holders.push(holder.clone());
                             pieces.push((
                                 holder,
