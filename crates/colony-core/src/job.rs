@@ -955,7 +955,7 @@ impl<P: PeerKey> Jobs<P> {
                 unit,
                 piece,
                 durable,
-            } => self.on_store_piece(now, from, job, unit, piece, durable),
+            } => self.store_piece_here(now, from, job, unit, piece, durable),
             JobMsg::PieceStored {
                 job,
                 unit,
@@ -1176,11 +1176,7 @@ impl<P: PeerKey> Jobs<P> {
         if w.epoch != epoch {
             return;
         }
-        let done = w
-            .unacked
-            .iter()
-            .any(|(_, _, r)| matches!(r, Report::Done { .. } | Report::HandBack { .. }));
-        if done {
+        if w.finished() {
             // Its thread has ended already.
             self.drop_unit(job, unit);
             return;

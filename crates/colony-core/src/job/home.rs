@@ -364,6 +364,20 @@ fn child_id(unit: UnitId, epoch: Epoch, seq: u64) -> UnitId {
     x.max(1)
 }
 
+/// The acknowledgement of a unit's reports up to `seq`, for the worker `to`.
+fn ack<P>(to: P, job: JobId, unit: UnitId, epoch: Epoch, seq: u64) -> JobOutput<P> {
+    JobOutput::Send {
+        to,
+        msg: JobMsg::Ack {
+            job,
+            unit,
+            epoch,
+            seq,
+        },
+        bulk: false,
+    }
+}
+
 /// Rebuilds a checkpoint from the pieces gathered, if they suffice.
 fn decode_pieces<P>(checkpoint: &CheckpointRef<P>, pieces: &[Piece]) -> Option<Vec<u8>> {
     let matching = pieces
@@ -664,7 +678,7 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
-    fn store_piece_here(
+    pub(super) fn store_piece_here(
         &mut self,
         now: Instant,
         reply_to: P,
@@ -682,7 +696,35 @@ impl<P: PeerKey> Jobs<P> {
                 .persisting
                 .insert((key, epoch, version), reply_to);
             self.outputs.push_back(JobOutput::Persist { key, piece });
-        } else if reply_to == self.me {
+        } else {
+            self.confirm_piece(now, reply_to, PieceKey { job, unit, index }, epoch, version);
+        }
+    }
+
+    pub(super) fn piece_persisted(
+        &mut self,
+        now: Instant,
+        key: PieceKey,
+        epoch: Epoch,
+        version: u64,
+    ) {
+        if let Some(reply_to) = self.pieces.persisting.remove(&(key, epoch, version)) {
+            self.confirm_piece(now, reply_to, key, epoch, version);
+        }
+    }
+
+    /// Tells the primary that asked (this peer, perhaps) that a piece is
+    /// stored.
+    fn confirm_piece(
+        &mut self,
+        now: Instant,
+        reply_to: P,
+        key: PieceKey,
+        epoch: Epoch,
+        version: u64,
+    ) {
+        let PieceKey { job, unit, index } = key;
+        if reply_to == self.me {
             let me = self.me.clone();
             self.on_piece_stored(now, me, job, unit, epoch, version, index);
         } else {
@@ -694,46 +736,6 @@ impl<P: PeerKey> Jobs<P> {
                     epoch,
                     version,
                     index,
-                },
-                false,
-            );
-        }
-    }
-
-    pub(super) fn on_store_piece(
-        &mut self,
-        now: Instant,
-        from: P,
-        job: JobId,
-        unit: UnitId,
-        piece: Piece,
-        durable: bool,
-    ) {
-        self.store_piece_here(now, from, job, unit, piece, durable);
-    }
-
-    pub(super) fn piece_persisted(
-        &mut self,
-        now: Instant,
-        key: PieceKey,
-        epoch: Epoch,
-        version: u64,
-    ) {
-        let Some(reply_to) = self.pieces.persisting.remove(&(key, epoch, version)) else {
-            return;
-        };
-        if reply_to == self.me {
-            let me = self.me.clone();
-            self.on_piece_stored(now, me, key.job, key.unit, epoch, version, key.index);
-        } else {
-            self.send(
-                reply_to,
-                JobMsg::PieceStored {
-                    job: key.job,
-                    unit: key.unit,
-                    epoch,
-                    version,
-                    index: key.index,
                 },
                 false,
             );
@@ -887,25 +889,12 @@ impl<P: PeerKey> Jobs<P> {
             // Already applied (or being stored): confirm once replicated.
             let applied = u.seq;
             if seq <= applied {
-                let ack = self.ack(from, job, unit, epoch, applied);
+                let ack = ack(from, job, unit, epoch, applied);
                 self.commit(now, job, vec![ack]);
             }
             return;
         }
         self.stage(now, job, unit, from, epoch, seq, report);
-    }
-
-    fn ack(&self, to: P, job: JobId, unit: UnitId, epoch: Epoch, seq: u64) -> JobOutput<P> {
-        JobOutput::Send {
-            to,
-            msg: JobMsg::Ack {
-                job,
-                unit,
-                epoch,
-                seq,
-            },
-            bulk: false,
-        }
     }
 
     /// Applies a worker's report to the record (its pieces, if any, are
@@ -951,16 +940,7 @@ impl<P: PeerKey> Jobs<P> {
             // Reissued (or finished) while its pieces were being stored.
             return;
         }
-        let mut effects = vec![JobOutput::Send {
-            to: from.clone(),
-            msg: JobMsg::Ack {
-                job,
-                unit,
-                epoch,
-                seq,
-            },
-            bulk: false,
-        }];
+        let mut effects = vec![ack(from.clone(), job, unit, epoch, seq)];
         let was_assigned = u.status == UnitStatus::Assigned;
         for (id, checkpoint) in &refs {
             if *id == unit {
