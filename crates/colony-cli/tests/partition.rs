@@ -12,6 +12,27 @@ use colony::MemberState;
 use common::netns::{all_alive_in_ns, all_see, wait_for, NetNs, NsPeer};
 use common::*;
 
+/// Cuts host `cut`'s link and waits until it and the others have declared
+/// each other dead.
+async fn split(net: &NetNs, all: &[&NsPeer], cut: usize) {
+    let lone = [all[cut]];
+    let others: Vec<&NsPeer> = (0..all.len())
+        .filter(|i| *i != cut)
+        .map(|i| all[i])
+        .collect();
+    net.cut(cut);
+    wait_for(
+        all,
+        Duration::from_secs(15),
+        "both sides to declare the other dead",
+        || async {
+            all_see(&others, &lone, MemberState::Dead).await
+                && all_see(&lone, &others, MemberState::Dead).await
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_peer_is_declared_dead_on_both_sides_and_the_partition_heals() {
     let _serial = SERIAL.lock().await;
@@ -37,17 +58,7 @@ async fn cut_peer_is_declared_dead_on_both_sides_and_the_partition_heals() {
     let lone = [all[cut]];
     let others: Vec<&NsPeer> = all[1..].to_vec();
     let cut_at = Instant::now();
-    net.cut(cut);
-    wait_for(
-        &all,
-        Duration::from_secs(15),
-        "both sides to declare the other dead",
-        || async {
-            all_see(&others, &lone, MemberState::Dead).await
-                && all_see(&lone, &others, MemberState::Dead).await
-        },
-    )
-    .await;
+    split(&net, &all, cut).await;
     eprintln!(
         "figure: partition detected on both sides after {} ms",
         cut_at.elapsed().as_millis()
@@ -178,19 +189,7 @@ async fn a_job_completes_exactly_across_a_partition_of_a_worker() {
     // Cut a worker off until both sides have declared each other dead, and
     // a while longer: its units are reissued; it keeps computing alone.
     let cut = 3;
-    let lone = [all[cut]];
-    let others: Vec<&NsPeer> = all[..cut].to_vec();
-    net.cut(cut);
-    wait_for(
-        &all,
-        Duration::from_secs(15),
-        "both sides to declare the other dead",
-        || async {
-            all_see(&others, &lone, MemberState::Dead).await
-                && all_see(&lone, &others, MemberState::Dead).await
-        },
-    )
-    .await;
+    split(&net, &all, cut).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     net.restore(cut);
     wait_for(
