@@ -111,7 +111,10 @@ pub struct FaultTolerance {
     /// Where checkpoints go.
     pub storage: CheckpointStorage,
     /// Members of the job's home (primary and backups); the job record is
-    /// replicated on all of them.
+    /// replicated on all of them, and every change to it, like the choice
+    /// of a new primary, needs a majority of them: a home of `2f + 1`
+    /// members keeps working with `f` of them lost or cut off
+    /// ([`FaultTolerance::home_tolerates`]).
     pub home_size: u8,
     /// Whether home members write checkpoint pieces to disk (redb, group
     /// commit) before acknowledging them, so they survive a restart.
@@ -132,6 +135,12 @@ impl Default for FaultTolerance {
 }
 
 impl FaultTolerance {
+    /// How many home members may be lost or cut off at once with the job
+    /// record still able to change and to elect a primary: a minority.
+    pub fn home_tolerates(&self) -> usize {
+        usize::from(self.home_size).saturating_sub(1) / 2
+    }
+
     /// No checkpoints; the job record is still replicated on a home of
     /// three, so the job survives its primary.
     pub fn none() -> Self {

@@ -116,6 +116,13 @@ pub struct JobConfig {
     pub assign_timeout: Duration,
     /// How often a worker re-sends reports its primary has not acknowledged.
     pub resend_interval: Duration,
+    /// How much later each home member campaigns than the one before it in
+    /// the home's order when the primary is lost (the first live member
+    /// campaigns at once).
+    pub election_stagger: Duration,
+    /// How long a candidate collects votes before it gives up and tries
+    /// again later.
+    pub election_timeout: Duration,
     /// How long a primary waits for the holders of a checkpoint it must
     /// restore to be back in the view before it declares the checkpoint lost
     /// (and the job failed).
@@ -146,6 +153,8 @@ impl Default for JobConfig {
             steal_timeout: Duration::from_secs(2),
             assign_timeout: Duration::from_secs(3),
             resend_interval: Duration::from_millis(500),
+            election_stagger: Duration::from_millis(200),
+            election_timeout: Duration::from_millis(1000),
             restore_patience: Duration::from_secs(30),
             progress_interval: Duration::from_millis(250),
             result_retention: Duration::from_secs(3600),
@@ -461,6 +470,43 @@ pub enum JobMsg<P> {
         term: u64,
         /// Highest applied.
         seq: u64,
+    },
+    /// Backup → primary: my replica is missing or behind (a restart, a
+    /// lost update): send me a snapshot, or release me if I am no longer
+    /// a member.
+    ReplicaNack {
+        /// The job.
+        job: JobId,
+        /// The term of the replica the sender holds (0 without one).
+        term: u64,
+    },
+    /// Home member without a live primary → the other members: elect me
+    /// primary for `term`. Granted only to a candidate whose replica is at
+    /// least as recent as the voter's, once per term.
+    Vote {
+        /// The job.
+        job: JobId,
+        /// The term the candidate asks for.
+        term: u64,
+        /// Term of the candidate's replica.
+        last_term: u64,
+        /// Last update of that term the candidate applied.
+        last_seq: u64,
+    },
+    /// Member → candidate: the answer to [`JobMsg::Vote`].
+    VoteReply {
+        /// The job.
+        job: JobId,
+        /// The term asked for.
+        term: u64,
+        /// Whether the vote is granted.
+        granted: bool,
+        /// Term of the voter's replica.
+        log_term: u64,
+        /// Last update of that term the voter applied.
+        log_seq: u64,
+        /// The live primary the voter follows, if any.
+        primary: Option<P>,
     },
     /// Primary → holder: keep this piece of a unit's checkpoint.
     StorePiece {
@@ -950,6 +996,21 @@ impl<P: PeerKey> Jobs<P> {
                 update,
             } => self.on_replica(now, from, job, term, seq, update),
             JobMsg::ReplicaAck { job, term, seq } => self.on_replica_ack(now, from, job, term, seq),
+            JobMsg::ReplicaNack { job, term } => self.on_replica_nack(now, from, job, term),
+            JobMsg::Vote {
+                job,
+                term,
+                last_term,
+                last_seq,
+            } => self.on_vote(now, from, job, term, (last_term, last_seq)),
+            JobMsg::VoteReply {
+                job,
+                term,
+                granted,
+                log_term,
+                log_seq,
+                primary,
+            } => self.on_vote_reply(now, from, job, term, granted, (log_term, log_seq), primary),
             JobMsg::StorePiece {
                 job,
                 unit,

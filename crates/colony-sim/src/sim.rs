@@ -568,7 +568,7 @@ fn draw_ft(rng: &mut SimRng) -> FaultTolerance {
 /// How many of the job's home zone may be down at once: what both the
 /// replicated record and the checkpoint storage survive.
 fn tolerated(ft: &FaultTolerance) -> usize {
-    let home = usize::from(ft.home_size).saturating_sub(1);
+    let home = ft.home_tolerates();
     if ft.checkpoints() && ft.storage != CheckpointStorage::Local {
         home.min(ft.storage.tolerated_failures())
     } else {

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -185,6 +186,10 @@ pub struct Record<P> {
     contributions: BTreeMap<P, Contribution>,
     /// Primary first, then the backups holding a replica.
     members: Vec<P>,
+    /// The members as last committed: every update, and every election,
+    /// needs a majority of these as well as of `members`, so two sides of
+    /// a partition can never both make progress.
+    config: Vec<P>,
     elapsed_ms: u64,
 }
 
@@ -199,6 +204,7 @@ pub struct Delta<P> {
     contributions: Vec<(P, Contribution)>,
     phase: Phase,
     members: Vec<P>,
+    config: Vec<P>,
 }
 
 /// What a primary sends its backups.
@@ -221,11 +227,18 @@ pub(super) enum Role<P> {
     Backup { primary: Option<P> },
 }
 
-/// Effects held until every backup has the update `seq`.
+/// Effects held until a majority of the home has the update `seq`.
 struct Pending<P> {
     seq: u64,
-    backups: BTreeSet<P>,
     effects: Vec<JobOutput<P>>,
+}
+
+/// A member campaigning to become primary.
+struct Candidacy<P> {
+    term: u64,
+    votes: BTreeSet<P>,
+    until: Instant,
+    resend_at: Instant,
 }
 
 /// A report whose checkpoint pieces are being stored; it applies once
@@ -284,6 +297,16 @@ pub(super) struct HomeState<P> {
     merges: Vec<(UnitId, Vec<u8>)>,
     /// Promoted a closer peer and waits for it to confirm.
     handing_over: Option<P>,
+    /// Primary: members named in update `.0`, not yet committed.
+    proposed: Option<(u64, Vec<P>)>,
+    /// Highest term this member voted for another member in, and whom.
+    promised: u64,
+    voted_for: Option<P>,
+    /// Highest term this member campaigned for.
+    campaigned: u64,
+    candidacy: Option<Candidacy<P>>,
+    /// Backup without a live primary: when to campaign.
+    campaign_at: Option<Instant>,
 }
 
 impl<P: PeerKey> HomeState<P> {
@@ -321,6 +344,12 @@ impl<P: PeerKey> HomeState<P> {
             touched: BTreeSet::new(),
             merges: Vec::new(),
             handing_over: None,
+            proposed: None,
+            promised: term,
+            voted_for: None,
+            campaigned: term,
+            candidacy: None,
+            campaign_at: None,
         }
     }
 
@@ -491,9 +520,11 @@ impl<P: PeerKey> Jobs<P> {
             },
             contributions: BTreeMap::new(),
             members: vec![self.me.clone()],
+            config: vec![self.me.clone()],
             elapsed_ms: 0,
         };
         let mut home = HomeState::new(record, Role::Primary, 1, now);
+        home.seq = 1;
         home.ready.insert(0, root.clone());
         self.homes.insert(job, home);
         self.event(JobEvent::Primary {
@@ -1337,6 +1368,7 @@ impl<P: PeerKey> Jobs<P> {
                     .collect(),
                 phase: phase_of(&h.record.state),
                 members: h.record.members.clone(),
+                config: h.record.config.clone(),
             };
             h.touched.clear();
             let (term, seq) = (h.term, h.seq);
@@ -1357,30 +1389,44 @@ impl<P: PeerKey> Jobs<P> {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
+        // New members are committed once a majority of both the old and
+        // the new members hold the update that named them.
+        if h.record.members != h.record.config
+            && h.proposed.as_ref().is_none_or(|(_, m)| *m != h.record.members)
+        {
+            h.proposed = Some((h.seq, h.record.members.clone()));
+        }
         if !effects.is_empty() {
             h.pending.push_back(Pending {
                 seq: h.seq,
-                backups: h.acked.keys().cloned().collect(),
                 effects,
             });
         }
         self.release(now, job);
     }
 
-    /// Releases the effects whose updates every backup confirmed.
+    /// Releases the effects whose updates a majority of the home confirmed.
     fn release(&mut self, _now: Instant, job: JobId) {
+        let me = self.me.clone();
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
-        let mut released = Vec::new();
-        while let Some(front) = h.pending.front() {
-            let confirmed = front
-                .backups
-                .iter()
-                .all(|b| h.acked.get(b).is_none_or(|a| *a >= front.seq));
-            if !confirmed {
-                break;
+        // The highest update a majority of the committed members, and of
+        // the latest ones, hold.
+        let held = |m: &P| {
+            if *m == me {
+                h.seq
+            } else {
+                h.acked.get(m).copied().unwrap_or(0)
             }
+        };
+        let committed = majority_seq(&h.record.config, held).min(majority_seq(&h.record.members, held));
+        if let Some((_, members)) = h.proposed.take_if(|(seq, _)| *seq <= committed) {
+            h.record.config = members;
+            h.touched.insert(0);
+        }
+        let mut released = Vec::new();
+        while h.pending.front().is_some_and(|p| p.seq <= committed) {
             if let Some(p) = h.pending.pop_front() {
                 released.extend(p.effects);
             }
@@ -1477,9 +1523,6 @@ impl<P: PeerKey> Jobs<P> {
         }
         for to in gone {
             h.acked.remove(&to);
-            for p in h.pending.iter_mut() {
-                p.backups.remove(&to);
-            }
             let before = h.record.members.len();
             h.record.members.retain(|m| *m != to);
             members_changed |= before != h.record.members.len();
@@ -1489,9 +1532,15 @@ impl<P: PeerKey> Jobs<P> {
             h.acked.insert(to, 0);
         }
         // Hand over to a closer peer that holds a replica.
+        let up_to_date = |b: &P| h.acked.get(b).is_some_and(|a| *a >= h.seq);
         let closer = home
             .first()
-            .filter(|b| **b != self.me && h.record.members.contains(b) && h.state_settled())
+            .filter(|b| {
+                **b != self.me
+                    && h.record.members.contains(b)
+                    && up_to_date(b)
+                    && h.state_settled()
+            })
             .cloned();
         if let Some(best) = closer {
             self.promote(job, best);
@@ -1544,13 +1593,16 @@ impl<P: PeerKey> Jobs<P> {
                     }
                     self.homes.insert(job, state);
                     self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
+                } else if let ReplicaUpdate::Delta(_) = update {
+                    // A member that lost its replica (a restart).
+                    self.send(from, JobMsg::ReplicaNack { job, term: 0 }, false);
                 }
             }
             Some(h) => {
-                let outranked =
-                    term < h.term || (term == h.term && h.is_primary() && closer(&self.me, &from));
+                let outranked = term < h.term.max(h.promised)
+                    || (term == h.term && h.is_primary() && closer(&self.me, &from));
                 if outranked {
-                    let my_term = h.term;
+                    let my_term = h.term.max(h.promised);
                     self.send(
                         from,
                         JobMsg::ReplicaAck {
@@ -1565,6 +1617,9 @@ impl<P: PeerKey> Jobs<P> {
                 if h.is_primary() {
                     h.drop_primary_state();
                 }
+                // A primary of this term exists: stop campaigning.
+                h.candidacy = None;
+                h.campaign_at = None;
                 match update {
                     ReplicaUpdate::Snapshot(record) => {
                         let finished = record.state != JobState::Running;
@@ -1581,8 +1636,14 @@ impl<P: PeerKey> Jobs<P> {
                         self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
                     }
                     ReplicaUpdate::Delta(delta) => {
+                        if term == h.term && seq <= h.seq {
+                            return; // a duplicate
+                        }
                         if term != h.term || seq != h.seq + 1 {
-                            return; // a snapshot of this term comes first
+                            // An update was missed: resynchronise.
+                            let my_term = h.term;
+                            self.send(from, JobMsg::ReplicaNack { job, term: my_term }, false);
+                            return;
                         }
                         h.role = Role::Backup {
                             primary: Some(from.clone()),
@@ -1609,6 +1670,7 @@ impl<P: PeerKey> Jobs<P> {
                         h.record.stats = delta.stats;
                         h.record.contributions = delta.contributions.into_iter().collect();
                         h.record.members = delta.members;
+                        h.record.config = delta.config;
                         h.record.state = match delta.phase {
                             Phase::Running => JobState::Running,
                             Phase::Done => JobState::Done {
@@ -1624,7 +1686,7 @@ impl<P: PeerKey> Jobs<P> {
                     }
                     ReplicaUpdate::Promote => {
                         h.term = term;
-                        h.seq = 0;
+                        h.seq = 1;
                         self.send(
                             from.clone(),
                             JobMsg::ReplicaAck { job, term, seq: 0 },
@@ -1657,7 +1719,7 @@ impl<P: PeerKey> Jobs<P> {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
-        if h.handing_over.as_ref() == Some(&from) && term == h.term {
+        if h.handing_over.as_ref() == Some(&from) && term == h.promised {
             h.handing_over = None;
             return;
         }
@@ -2007,9 +2069,6 @@ impl<P: PeerKey> Jobs<P> {
                         for b in &dead_backups {
                             h.acked.remove(b);
                             h.record.members.retain(|m| m != b);
-                            for p in h.pending.iter_mut() {
-                                p.backups.remove(b);
-                            }
                         }
                         if !dead_backups.is_empty() {
                             h.touched.insert(0);
@@ -2046,28 +2105,239 @@ impl<P: PeerKey> Jobs<P> {
                     self.maintain(now, job);
                     self.commit(now, job, Vec::new());
                 }
-                Role::Backup { primary } => {
-                    if primary.as_ref().is_some_and(|p| self.is_live(p)) {
-                        continue;
+                Role::Backup { .. } => self.campaign(now, job),
+            }
+        }
+    }
+
+    // ---- elections ----
+
+    /// A backup whose primary is gone campaigns to replace it, the members
+    /// in the home's order one after the other (the first live one at once),
+    /// and again, later, if no one won.
+    fn campaign(&mut self, now: Instant, job: JobId) {
+        let me = self.me.clone();
+        let stagger = self.config.election_stagger;
+        let live: Vec<P> = match self.homes.get(&job) {
+            Some(h) => h
+                .record
+                .members
+                .iter()
+                .filter(|m| self.is_live(m))
+                .cloned()
+                .collect(),
+            None => return,
+        };
+        let primary_live = self
+            .homes
+            .get(&job)
+            .and_then(|h| h.primary())
+            .is_some_and(|p| self.is_live(p));
+        let jitter = Duration::from_millis(self.rng.random_range(0..=stagger.as_millis() as u64));
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if h.is_primary() || h.leaving_member(&me) {
+            return;
+        }
+        if primary_live {
+            h.campaign_at = None;
+            h.candidacy = None;
+            return;
+        }
+        let voters = h.voters(&me);
+        if let Some(c) = &mut h.candidacy {
+            if now < c.until {
+                if now >= c.resend_at {
+                    c.resend_at = now + stagger;
+                    let term = c.term;
+                    let missing: Vec<P> = voters
+                        .into_iter()
+                        .filter(|v| !c.votes.contains(v))
+                        .collect();
+                    let (last_term, last_seq) = (h.term, h.seq);
+                    for to in missing {
+                        self.send(
+                            to,
+                            JobMsg::Vote {
+                                job,
+                                term,
+                                last_term,
+                                last_seq,
+                            },
+                            false,
+                        );
                     }
-                    // The deterministic successor: the first live member of
-                    // the record's home list.
-                    let successor = h.record.members.iter().find(|m| self.is_live(m)).cloned();
-                    match successor {
-                        Some(s) if s == self.me => {
-                            if let Some(h) = self.homes.get_mut(&job) {
-                                h.term += 1;
-                                h.seq = 0;
-                            }
-                            self.become_primary(now, job, None);
-                        }
-                        Some(s) => {
-                            if let Some(h) = self.homes.get_mut(&job) {
-                                h.role = Role::Backup { primary: Some(s) };
-                            }
-                        }
-                        None => {}
-                    }
+                }
+                return;
+            }
+            // Lost, or split: try again after the others had their turn.
+            h.candidacy = None;
+            let rank = live.iter().position(|m| *m == me).unwrap_or(live.len());
+            h.campaign_at = Some(now + stagger * (rank as u32 + 1) + jitter);
+            return;
+        }
+        let rank = live.iter().position(|m| *m == me).unwrap_or(live.len());
+        let at = *h.campaign_at.get_or_insert(now + stagger * rank as u32);
+        if now < at {
+            return;
+        }
+        h.campaign_at = None;
+        let term = h.term.max(h.promised).max(h.campaigned) + 1;
+        h.campaigned = term;
+        h.candidacy = Some(Candidacy {
+            term,
+            votes: BTreeSet::from([me.clone()]),
+            until: now + self.config.election_timeout,
+            resend_at: now + stagger,
+        });
+        let (last_term, last_seq) = (h.term, h.seq);
+        for to in h.voters(&me) {
+            self.send(
+                to,
+                JobMsg::Vote {
+                    job,
+                    term,
+                    last_term,
+                    last_seq,
+                },
+                false,
+            );
+        }
+        self.count_votes(now, job);
+    }
+
+    /// Becomes primary if the candidacy has a majority of both the
+    /// committed and the latest members.
+    fn count_votes(&mut self, now: Instant, job: JobId) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let Some(c) = &h.candidacy else {
+            return;
+        };
+        let voted = |m: &P| c.votes.contains(m);
+        if !(majority(&h.record.config, voted) && majority(&h.record.members, voted)) {
+            return;
+        }
+        h.term = c.term;
+        h.seq = 1;
+        h.candidacy = None;
+        self.become_primary(now, job, None);
+    }
+
+    pub(super) fn on_vote(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        term: u64,
+        last: (u64, u64),
+    ) {
+        let live = |p: &P| *p == self.me || self.members.contains(p);
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let primary_live = h.primary().is_some_and(|p| *p != from && live(p));
+        let granted = term > h.term
+            && (term > h.promised || (term == h.promised && h.voted_for.as_ref() == Some(&from)))
+            && h.candidacy.as_ref().is_none_or(|c| c.term < term)
+            && last >= (h.term, h.seq)
+            && !primary_live
+            && (h.record.members.contains(&from) || h.record.config.contains(&from));
+        if granted {
+            h.promised = term;
+            h.voted_for = Some(from.clone());
+            h.candidacy = None;
+            // Give the candidate time to win before campaigning here.
+            h.campaign_at = Some(now + self.config.election_timeout);
+        }
+        let reply = JobMsg::VoteReply {
+            job,
+            term,
+            granted,
+            log_term: h.term,
+            log_seq: h.seq,
+            primary: h.primary().filter(|p| primary_live && **p != from).cloned(),
+        };
+        self.send(from, reply, false);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_vote_reply(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        term: u64,
+        granted: bool,
+        log: (u64, u64),
+        primary: Option<P>,
+    ) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let Some(c) = &mut h.candidacy else {
+            return;
+        };
+        if c.term != term {
+            return;
+        }
+        if granted {
+            c.votes.insert(from);
+            self.count_votes(now, job);
+            return;
+        }
+        if log > (h.term, h.seq) || primary.is_some() {
+            // A more recent member, or a live primary: not this candidate.
+            h.candidacy = None;
+            h.campaign_at = Some(now + self.config.election_timeout);
+            if let Some(p) = primary {
+                if log.0 > h.term {
+                    // This replica is of an older term: ask the primary
+                    // to bring it up to date, or release it.
+                    let my_term = h.term;
+                    h.role = Role::Backup {
+                        primary: Some(p.clone()),
+                    };
+                    self.send(p, JobMsg::ReplicaNack { job, term: my_term }, false);
+                }
+            }
+        }
+    }
+
+    /// A member's replica is missing or behind: a snapshot if it still
+    /// belongs to the home, else a release.
+    pub(super) fn on_replica_nack(&mut self, now: Instant, from: P, job: JobId, _term: u64) {
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        if !h.is_primary() {
+            return;
+        }
+        let home = self.home_of(job, usize::from(h.record.ft.home_size));
+        if home.contains(&from) {
+            if let Some(h) = self.homes.get_mut(&job) {
+                h.acked.remove(&from);
+            }
+            self.maintain(now, job);
+        } else {
+            let (term, seq) = (h.term, h.seq);
+            self.send(
+                from.clone(),
+                JobMsg::Replica {
+                    job,
+                    term,
+                    seq,
+                    update: ReplicaUpdate::Release,
+                },
+                false,
+            );
+            if let Some(h) = self.homes.get_mut(&job) {
+                if h.acked.remove(&from).is_some() || h.record.members.contains(&from) {
+                    h.record.members.retain(|m| *m != from);
+                    h.touched.insert(0);
+                    self.commit(now, job, Vec::new());
                 }
             }
         }
@@ -2096,11 +2366,13 @@ impl<P: PeerKey> Jobs<P> {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
-        h.term += 1;
-        let term = h.term;
+        let term = h.term.max(h.promised) + 1;
         h.role = Role::Backup {
             primary: Some(to.clone()),
         };
+        // The hand-over is this member's vote for `to` in the new term.
+        h.promised = term;
+        h.voted_for = Some(to.clone());
         h.handing_over = Some(to.clone());
         h.drop_primary_state();
         self.send(
@@ -2129,7 +2401,11 @@ impl<P: PeerKey> Jobs<P> {
             let Some(h) = self.homes.get(&job) else {
                 continue;
             };
-            if !h.is_primary() || h.record.state != JobState::Running {
+            if !h.is_primary() {
+                self.campaign(now, job);
+                continue;
+            }
+            if h.record.state != JobState::Running {
                 continue;
             }
             if h.next_advert_at <= now {
@@ -2272,6 +2548,20 @@ impl<P: PeerKey> Jobs<P> {
 }
 
 impl<P: PeerKey> HomeState<P> {
+    /// The members whose votes count, `me` apart: every member of the
+    /// latest and of the committed member lists.
+    fn voters(&self, me: &P) -> Vec<P> {
+        let mut all: BTreeSet<P> = self.record.members.iter().cloned().collect();
+        all.extend(self.record.config.iter().cloned());
+        all.remove(me);
+        all.into_iter().collect()
+    }
+
+    /// Whether `me` must not campaign: it is not among the latest members.
+    fn leaving_member(&self, me: &P) -> bool {
+        !self.record.members.contains(me)
+    }
+
     /// Whether nothing is in flight that a hand-over would lose.
     fn state_settled(&self) -> bool {
         self.pending.is_empty() && self.staging.is_empty() && self.restoring.is_empty()
@@ -2281,6 +2571,7 @@ impl<P: PeerKey> HomeState<P> {
     fn drop_primary_state(&mut self) {
         self.acked.clear();
         self.pending.clear();
+        self.proposed = None;
         self.ready.clear();
         self.restoring.clear();
         self.staging.clear();
@@ -2289,6 +2580,19 @@ impl<P: PeerKey> HomeState<P> {
         self.touched.clear();
         self.merges.clear();
     }
+}
+
+/// Whether more than half of `set` satisfies `holds`.
+fn majority<P>(set: &[P], holds: impl Fn(&P) -> bool) -> bool {
+    set.iter().filter(|m| holds(m)).count() * 2 > set.len()
+}
+
+/// The highest update more than half of `set` holds, given what each
+/// member holds.
+fn majority_seq<P>(set: &[P], held: impl Fn(&P) -> u64) -> u64 {
+    let mut seqs: Vec<u64> = set.iter().map(held).collect();
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    seqs.get(set.len() / 2).copied().unwrap_or(0)
 }
 
 fn xor_distance_of(job: JobId, key: &[u8; 32]) -> [u8; 16] {
