@@ -1425,6 +1425,9 @@ impl<P: PeerKey> Jobs<P> {
             h.record.config = members;
             h.touched.insert(0);
         }
+        if std::env::var("DEBUG_PENDING").is_ok() && h.pending.front().is_some_and(|p| p.seq > committed) {
+            eprintln!("DBG {:?} blocked seq {:?} members {:?} config {:?} acked {:?} hseq {} n {} committed {}", me, h.pending.front().map(|p| p.seq), h.record.members, h.record.config, h.acked, h.seq, h.pending.len(), committed);
+        }
         let mut released = Vec::new();
         while h.pending.front().is_some_and(|p| p.seq <= committed) {
             if let Some(p) = h.pending.pop_front() {
@@ -1476,6 +1479,27 @@ impl<P: PeerKey> Jobs<P> {
             .filter(|p| !home.contains(p))
             .cloned()
             .collect();
+        // Members no longer among the closest leave the members list once
+        // closer ones hold a replica, the farthest first; they are released
+        // only when members without them are committed, so the committed
+        // members keep a majority able to confirm updates meanwhile.
+        let excess = h.record.members.len().saturating_sub(size);
+        let leaving: Vec<P> = h
+            .record
+            .members
+            .iter()
+            .rev()
+            .filter(|m| gone.contains(m))
+            .take(excess)
+            .cloned()
+            .collect();
+        let gone: Vec<P> = gone
+            .into_iter()
+            .filter(|p| {
+                !h.record.config.contains(p)
+                    && (leaving.contains(p) || !h.record.members.contains(p))
+            })
+            .collect();
         let snapshot = (!fresh.is_empty()).then(|| h.snapshot(now));
         for to in &gone {
             self.send(
@@ -1523,9 +1547,10 @@ impl<P: PeerKey> Jobs<P> {
         }
         for to in gone {
             h.acked.remove(&to);
-            let before = h.record.members.len();
+        }
+        for to in leaving {
             h.record.members.retain(|m| *m != to);
-            members_changed |= before != h.record.members.len();
+            members_changed = true;
         }
         for to in fresh {
             // Counted as a backup from now on; a member once it confirms.
@@ -1738,7 +1763,15 @@ impl<P: PeerKey> Jobs<P> {
         if let Some(a) = h.acked.get_mut(&from) {
             *a = (*a).max(seq);
         }
-        if !h.record.members.contains(&from) {
+        let (absent, size) = (
+            !h.record.members.contains(&from),
+            usize::from(h.record.ft.home_size),
+        );
+        let joins = absent && self.home_of(job, size).contains(&from);
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if joins {
             h.record.members.push(from);
             // Order the members by closeness, primary first.
             let me = self.me.clone();
@@ -2051,6 +2084,9 @@ impl<P: PeerKey> Jobs<P> {
                         .acked
                         .keys()
                         .filter(|p| !self.is_live(p))
+                        .filter(|p| {
+                            h.record.members.contains(p) || !h.record.config.contains(p)
+                        })
                         .cloned()
                         .collect();
                     // Pieces promised by lost holders will not come.
@@ -2067,7 +2103,12 @@ impl<P: PeerKey> Jobs<P> {
                         .collect();
                     if let Some(h) = self.homes.get_mut(&job) {
                         for b in &dead_backups {
-                            h.acked.remove(b);
+                            // A committed member keeps getting updates: it
+                            // may only be cut off, and its confirmations
+                            // count until members without it are committed.
+                            if !h.record.config.contains(b) {
+                                h.acked.remove(b);
+                            }
                             h.record.members.retain(|m| m != b);
                         }
                         if !dead_backups.is_empty() {
@@ -2316,11 +2357,23 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         let home = self.home_of(job, usize::from(h.record.ft.home_size));
-        if home.contains(&from) {
+        let member = h.record.members.contains(&from) || h.record.config.contains(&from);
+        if home.contains(&from) || member {
+            let (term, seq) = (h.term, h.seq);
+            let snapshot = ReplicaUpdate::Snapshot(Box::new(h.snapshot(now)));
+            self.send(
+                from.clone(),
+                JobMsg::Replica {
+                    job,
+                    term,
+                    seq,
+                    update: snapshot,
+                },
+                true,
+            );
             if let Some(h) = self.homes.get_mut(&job) {
-                h.acked.remove(&from);
+                h.acked.insert(from, 0);
             }
-            self.maintain(now, job);
         } else {
             let (term, seq) = (h.term, h.seq);
             self.send(
@@ -2405,6 +2458,13 @@ impl<P: PeerKey> Jobs<P> {
                 self.campaign(now, job);
                 continue;
             }
+            if h.acked.keys().any(|b| !h.record.members.contains(b)) {
+                // Members joining or leaving.
+                self.maintain(now, job);
+            }
+            let Some(h) = self.homes.get(&job) else {
+                continue;
+            };
             if h.record.state != JobState::Running {
                 continue;
             }
