@@ -790,6 +790,23 @@ impl SimPeer {
                 JobMsg::ReplicaAck { term, seq, .. } => {
                     Some(format!("ReplicaAck term {term} seq {seq}"))
                 }
+                JobMsg::ReplicaNack { term, .. } => Some(format!("ReplicaNack term {term}")),
+                JobMsg::Vote {
+                    term,
+                    last_term,
+                    last_seq,
+                    ..
+                } => Some(format!("Vote term {term} last {last_term}/{last_seq}")),
+                JobMsg::VoteReply {
+                    term,
+                    granted,
+                    log_term,
+                    log_seq,
+                    primary,
+                    ..
+                } => Some(format!(
+                    "VoteReply term {term} granted {granted} log {log_term}/{log_seq} primary {primary:?}"
+                )),
                 _ => None,
             };
             if let Some(line) = line {

@@ -940,6 +940,11 @@ impl World {
                     view.stats.takeovers,
                     state_name(&view.state)
                 ));
+                if view.home == id as u32 {
+                    for (unit, line) in peer.jobs.open_units(j.id) {
+                        parts.push(format!("open unit {unit}: {line}"));
+                    }
+                }
             }
         }
         if parts.is_empty() {

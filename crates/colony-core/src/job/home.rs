@@ -874,13 +874,19 @@ impl<P: PeerKey> Jobs<P> {
         if !h.is_primary() {
             return;
         }
-        let stale = JobMsg::Stale { job, unit, epoch };
+        // Told only once the state that makes the unit stale is committed:
+        // a primary about to be replaced may hold changes no one else has.
+        let stale = JobOutput::Send {
+            to: from.clone(),
+            msg: JobMsg::Stale { job, unit, epoch },
+            bulk: false,
+        };
         if h.record.state != JobState::Running {
-            self.send(from, stale, false);
+            self.commit(now, job, vec![stale]);
             return;
         }
         let Some(u) = h.record.units.get(&unit) else {
-            self.send(from, stale, false);
+            self.commit(now, job, vec![stale]);
             return;
         };
         // A restarted worker offering a unit from its disk.
@@ -889,7 +895,7 @@ impl<P: PeerKey> Jobs<P> {
             || u.epoch != epoch
             || (u.holder.as_ref() != Some(&from) && !resuming)
         {
-            self.send(from, stale, false);
+            self.commit(now, job, vec![stale]);
             return;
         }
         let staged_max = h
@@ -2566,6 +2572,33 @@ impl<P: PeerKey> Jobs<P> {
                 None => break,
             }
         }
+    }
+
+    /// For diagnostics: the units of `job`'s record here that are not
+    /// done, each described in one line (status, holder, epoch, report
+    /// sequence, and whether the primary has its state or restores it).
+    pub fn open_units(&self, job: JobId) -> Vec<(UnitId, String)> {
+        let Some(h) = self.homes.get(&job) else {
+            return Vec::new();
+        };
+        h.record
+            .units
+            .iter()
+            .filter(|(_, u)| u.status != UnitStatus::Done)
+            .map(|(id, u)| {
+                let line = format!(
+                    "{:?} on {:?} epoch {} seq {} ready {} restoring {} staged {}",
+                    u.status,
+                    u.holder,
+                    u.epoch,
+                    u.seq,
+                    h.ready.contains_key(id),
+                    h.restoring.contains_key(id),
+                    h.staging.get(id).map_or(0, |q| q.len()),
+                );
+                (*id, line)
+            })
+            .collect()
     }
 
     /// A job's snapshot, if this peer holds its record (as primary or
