@@ -1474,10 +1474,14 @@ impl<P: PeerKey> Jobs<P> {
         let home = self.home_of(job, size);
         let term = h.term;
         let seq = h.seq;
-        let fresh: Vec<P> = home
-            .iter()
-            .filter(|p| **p != self.me && !h.acked.contains_key(*p))
-            .cloned()
+        // Every member, committed or not, gets the updates, and so do the
+        // peers now in the home.
+        let mut targets: BTreeSet<P> = home.iter().cloned().collect();
+        targets.extend(h.record.members.iter().cloned());
+        targets.extend(h.record.config.iter().cloned());
+        let fresh: Vec<P> = targets
+            .into_iter()
+            .filter(|p| *p != self.me && !h.acked.contains_key(p))
             .collect();
         let gone: Vec<P> = h
             .acked
