@@ -123,6 +123,13 @@ pub struct JobConfig {
     /// How long a candidate collects votes before it gives up and tries
     /// again later.
     pub election_timeout: Duration,
+    /// How often a primary tells its backups it is there (when it has no
+    /// update to send).
+    pub heartbeat_interval: Duration,
+    /// How long a backup goes without hearing from its primary before it
+    /// campaigns, even if membership still sees the primary (a restarted
+    /// peer has lost its role).
+    pub primary_silence: Duration,
     /// How long a primary waits for the holders of a checkpoint it must
     /// restore to be back in the view before it declares the checkpoint lost
     /// (and the job failed).
@@ -155,6 +162,8 @@ impl Default for JobConfig {
             resend_interval: Duration::from_millis(500),
             election_stagger: Duration::from_millis(200),
             election_timeout: Duration::from_millis(1000),
+            heartbeat_interval: Duration::from_millis(250),
+            primary_silence: Duration::from_millis(1500),
             restore_patience: Duration::from_secs(30),
             progress_interval: Duration::from_millis(250),
             result_retention: Duration::from_secs(3600),
@@ -880,15 +889,18 @@ impl<P: PeerKey> Jobs<P> {
             .map(|(_, u)| u.ft.home_size)
             .or_else(|| self.homes.get(&job).map(|h| h.record.ft.home_size))
             .unwrap_or(1);
-        let home = self.home_of(job, usize::from(size));
+        let live = |p: &P| *p == self.me || self.members.contains(p);
         // A home member's record names the primary it follows.
         if let Some(h) = self.homes.get(&job) {
-            if let Some(primary) = h.primary() {
-                if primary == &self.me || self.members.contains(primary) {
-                    return primary.clone();
-                }
+            if let Some(primary) = h.primary().filter(|p| live(p)) {
+                return primary.clone();
             }
         }
+        // Else the primary that advertised the job last.
+        if let Some(k) = self.known.get(&job).filter(|k| live(&k.home)) {
+            return k.home.clone();
+        }
+        let home = self.home_of(job, usize::from(size));
         home.into_iter().next().unwrap_or_else(|| self.me.clone())
     }
 

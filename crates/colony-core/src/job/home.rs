@@ -219,6 +219,8 @@ pub enum ReplicaUpdate<P> {
     Promote,
     /// The receiver is no longer a home member: drop the replica.
     Release,
+    /// Nothing changed: the primary is there.
+    Heartbeat,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -307,6 +309,9 @@ pub(super) struct HomeState<P> {
     candidacy: Option<Candidacy<P>>,
     /// Backup without a live primary: when to campaign.
     campaign_at: Option<Instant>,
+    /// Backup: when it last heard from its primary; primary: when it last
+    /// sent its backups anything.
+    heard_at: Instant,
 }
 
 impl<P: PeerKey> HomeState<P> {
@@ -350,6 +355,7 @@ impl<P: PeerKey> HomeState<P> {
             campaigned: term,
             candidacy: None,
             campaign_at: None,
+            heard_at: now,
         }
     }
 
@@ -1377,6 +1383,7 @@ impl<P: PeerKey> Jobs<P> {
                 config: h.record.config.clone(),
             };
             h.touched.clear();
+            h.heard_at = now;
             let (term, seq) = (h.term, h.seq);
             let backups: Vec<P> = h.acked.keys().cloned().collect();
             for to in backups {
@@ -1628,7 +1635,7 @@ impl<P: PeerKey> Jobs<P> {
                     }
                     self.homes.insert(job, state);
                     self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
-                } else if let ReplicaUpdate::Delta(_) = update {
+                } else if let ReplicaUpdate::Delta(_) | ReplicaUpdate::Heartbeat = update {
                     // A member that lost its replica (a restart).
                     self.send(from, JobMsg::ReplicaNack { job, term: 0 }, false);
                 }
@@ -1655,6 +1662,7 @@ impl<P: PeerKey> Jobs<P> {
                 // A primary of this term exists: stop campaigning.
                 h.candidacy = None;
                 h.campaign_at = None;
+                h.heard_at = now;
                 match update {
                     ReplicaUpdate::Snapshot(record) => {
                         let finished = record.state != JobState::Running;
@@ -1728,6 +1736,19 @@ impl<P: PeerKey> Jobs<P> {
                             false,
                         );
                         self.become_primary(now, job, Some(from));
+                    }
+                    ReplicaUpdate::Heartbeat => {
+                        if term != h.term {
+                            // The snapshot of this term was missed.
+                            let my_term = h.term;
+                            self.send(from, JobMsg::ReplicaNack { job, term: my_term }, false);
+                            return;
+                        }
+                        h.role = Role::Backup {
+                            primary: Some(from.clone()),
+                        };
+                        let seq = h.seq;
+                        self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
                     }
                     ReplicaUpdate::Release => {
                         if term >= h.term {
@@ -2179,11 +2200,13 @@ impl<P: PeerKey> Jobs<P> {
                 .collect(),
             None => return,
         };
-        let primary_live = self
-            .homes
-            .get(&job)
-            .and_then(|h| h.primary())
-            .is_some_and(|p| self.is_live(p));
+        let primary_live = self.homes.get(&job).is_some_and(|h| {
+            // A running job's primary must also be heard from: a restarted
+            // peer is live but has lost its role.
+            let heard = h.record.state != JobState::Running
+                || now.saturating_duration_since(h.heard_at) < self.config.primary_silence;
+            heard && h.primary().is_some_and(|p| self.is_live(p))
+        });
         let jitter = Duration::from_millis(self.rng.random_range(0..=stagger.as_millis() as u64));
         let Some(h) = self.homes.get_mut(&job) else {
             return;
@@ -2286,10 +2309,14 @@ impl<P: PeerKey> Jobs<P> {
         last: (u64, u64),
     ) {
         let live = |p: &P| *p == self.me || self.members.contains(p);
+        let silence = self.config.primary_silence;
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
-        let primary_live = h.primary().is_some_and(|p| *p != from && live(p));
+        let heard = h.is_primary()
+            || h.record.state != JobState::Running
+            || now.saturating_duration_since(h.heard_at) < silence;
+        let primary_live = heard && h.primary().is_some_and(|p| *p != from && live(p));
         let granted = term > h.term
             && (term > h.promised || (term == h.promised && h.voted_for.as_ref() == Some(&from)))
             && h.candidacy.as_ref().is_none_or(|c| c.term < term)
@@ -2339,8 +2366,8 @@ impl<P: PeerKey> Jobs<P> {
             self.count_votes(now, job);
             return;
         }
-        if log > (h.term, h.seq) || primary.is_some() {
-            // A more recent member, or a live primary: not this candidate.
+        if log > (h.term, h.seq) {
+            // A more recent member: not this candidate.
             h.candidacy = None;
             h.campaign_at = Some(now + self.config.election_timeout);
             if let Some(p) = primary {
@@ -2471,6 +2498,17 @@ impl<P: PeerKey> Jobs<P> {
             if h.acked.keys().any(|b| !h.record.members.contains(b)) {
                 // Members joining or leaving.
                 self.maintain(now, job);
+            }
+            if let Some(h) = self.homes.get_mut(&job) {
+                if now.saturating_duration_since(h.heard_at) >= self.config.heartbeat_interval {
+                    h.heard_at = now;
+                    let (term, seq) = (h.term, h.seq);
+                    let backups: Vec<P> = h.acked.keys().cloned().collect();
+                    for to in backups {
+                        let update = ReplicaUpdate::Heartbeat;
+                        self.send(to, JobMsg::Replica { job, term, seq, update }, false);
+                    }
+                }
             }
             let Some(h) = self.homes.get(&job) else {
                 continue;
