@@ -271,6 +271,11 @@ pub(super) struct HomeState<P> {
     pending: VecDeque<Pending<P>>,
     /// Primary: states of queued units, ready to hand out.
     ready: BTreeMap<UnitId, Vec<u8>>,
+    /// Primary, protocol `none`: the state each unit out with a worker
+    /// restarts from if that worker is declared dead — the one it was
+    /// handed out with, or what it kept at its last divide. Only here, in
+    /// memory: a new primary has none.
+    kept: BTreeMap<UnitId, Vec<u8>>,
     restoring: BTreeMap<UnitId, Restoring<P>>,
     /// Primary: reports waiting for their pieces, per unit, in order.
     staging: BTreeMap<UnitId, VecDeque<Staged<P>>>,
@@ -311,6 +316,7 @@ impl<P: PeerKey> HomeState<P> {
             acked: BTreeMap::new(),
             pending: VecDeque::new(),
             ready: BTreeMap::new(),
+            kept: BTreeMap::new(),
             restoring: BTreeMap::new(),
             staging: BTreeMap::new(),
             assigned_at: BTreeMap::new(),
@@ -1058,6 +1064,10 @@ impl<P: PeerKey> Jobs<P> {
                     },
                 );
                 h.ready.insert(child, part);
+                if !h.record.ft.checkpoints() {
+                    // Without checkpoints, what a unit restarts from.
+                    h.kept.insert(unit, remaining.clone());
+                }
                 let requester = h.steals.remove(&steal).map(|s| s.requester);
                 if let Some(requester) = requester.filter(|r| *r == me || self.members.contains(r))
                 {
@@ -1085,6 +1095,7 @@ impl<P: PeerKey> Jobs<P> {
                     }
                 }
                 h.merges.push((unit, output));
+                h.kept.remove(&unit);
                 if let Some(u) = h.unit(unit) {
                     u.status = UnitStatus::Done;
                     u.holder = None;
@@ -1110,6 +1121,7 @@ impl<P: PeerKey> Jobs<P> {
                 }
             }
             Report::HandBack { state } | Report::Resume { state, .. } => {
+                h.kept.remove(&unit);
                 if let Some(u) = h.unit(unit) {
                     u.status = UnitStatus::Queued;
                     u.holder = None;
@@ -1176,6 +1188,9 @@ impl<P: PeerKey> Jobs<P> {
         let epoch = self.random_epoch();
         let h = self.homes.get_mut(&job)?;
         let state = h.ready.remove(&unit)?;
+        if !h.record.ft.checkpoints() {
+            h.kept.insert(unit, state.clone());
+        }
         let reissue = h
             .record
             .units
@@ -1839,13 +1854,20 @@ impl<P: PeerKey> Jobs<P> {
             lost: lost.clone(),
         });
         if !ft.checkpoints() {
+            // It restarts from the state it was handed out with (or kept at
+            // its last divide); its worker's reports are stale from now on.
+            if let Some(h) = self.homes.get_mut(&job) {
+                if let Some(state) = h.kept.remove(&unit) {
+                    h.ready.insert(unit, state);
+                }
+            }
             let has_state = self.homes[&job].ready.contains_key(&unit);
             if !has_state {
                 self.fail_job(
                     now,
                     job,
                     format!(
-                        "unit {unit} was lost with peer {lost}; the job's fault tolerance is \"none\", so nothing can restart it"
+                        "unit {unit} was lost with peer {lost}, and the state it was handed out with was lost with the job's primary; the job's fault tolerance is \"none\", so nothing can restart it"
                     ),
                 );
             }
@@ -1876,11 +1898,14 @@ impl<P: PeerKey> Jobs<P> {
                 }
                 return;
             }
-            self.fail_job(
-                now,
-                job,
-                format!("unit {unit} has no checkpoint to restart from"),
-            );
+            let reason = if h.record.ft.checkpoints() {
+                format!("unit {unit} has no checkpoint to restart from")
+            } else {
+                format!(
+                    "unit {unit} has no state to restart from: it was with the job's lost primary, and the job's fault tolerance is \"none\""
+                )
+            };
+            self.fail_job(now, job, reason);
             return;
         };
         let own = self.pieces.get(job, unit);
@@ -2352,6 +2377,7 @@ impl<P: PeerKey> HomeState<P> {
         self.acked.clear();
         self.pending.clear();
         self.ready.clear();
+        self.kept.clear();
         self.restoring.clear();
         self.staging.clear();
         self.steals.clear();

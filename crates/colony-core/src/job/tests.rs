@@ -522,21 +522,77 @@ fn erasure_coded_checkpoints_survive_any_two_home_members() {
     }
 }
 
+/// A worker running protocol-`none` units, with its units.
+fn busy_worker(cluster: &Cluster, job: JobId) -> u32 {
+    let primary = cluster.primary(job);
+    (1..cluster.peers.len() as u32)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker")
+}
+
 #[test]
-fn protocol_none_fails_clearly_when_a_unit_is_lost() {
+fn protocol_none_restarts_a_lost_unit_from_the_state_it_was_handed_out_with() {
     let mut cluster = Cluster::new(4, 1);
+    let n = 3_000_000;
+    let job = cluster.submit_ft(0, n, FaultTolerance::none());
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let victim = busy_worker(&cluster, job);
+    cluster.crash(victim);
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished");
+    assert_eq!(result_of(view), n * (n + 1) / 2, "{:?}", view.stats);
+    assert!(view.stats.reissued >= 1, "{:?}", view.stats);
+    assert_eq!(view.stats.units, view.stats.units_done);
+}
+
+#[test]
+fn protocol_none_fails_clearly_when_a_unit_is_lost_with_its_primary() {
+    let mut cluster = Cluster::new(5, 1);
     let job = cluster.submit_ft(0, 3_000_000, FaultTolerance::none());
     cluster.run(Duration::from_millis(1500), |_| false);
     let primary = cluster.primary(job);
-    let victim = (1..4)
+    assert_ne!(primary, 0, "the submitter hears the outcome");
+    let victim = (1..5)
         .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
-        .unwrap();
+        .expect("a busy worker");
     cluster.crash(victim);
+    cluster.crash(primary);
     cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
-    match &cluster.final_status(job).unwrap().state {
+    match &cluster.final_status(job).expect("job over").state {
         JobState::Failed { reason } => assert!(reason.contains("none"), "{reason}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn protocol_none_survives_a_worker_wrongly_declared_dead() {
+    let mut cluster = Cluster::new(4, 1);
+    let n = 2_000_000;
+    let job = cluster.submit_ft(0, n, FaultTolerance::none());
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let worker = busy_worker(&cluster, job);
+    // Every other peer declares it dead (lost heartbeats); it computes on,
+    // then is seen again.
+    let now = cluster.now;
+    for id in (0..4).filter(|p| *p != worker) {
+        let others = (0..4)
+            .filter(|o| *o != id && *o != worker)
+            .map(|o| (o, 0.0))
+            .collect();
+        cluster.peers[id as usize].core.set_members(now, others);
+        cluster.drain(id);
+    }
+    cluster.run(Duration::from_millis(300), |_| false);
+    cluster.update_members();
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished");
+    assert_eq!(result_of(view), n * (n + 1) / 2, "{:?}", view.state);
+    assert!(view.stats.reissued >= 1, "{:?}", view.stats);
+    let mut merged = cluster.merged_units();
+    let before = merged.len();
+    merged.sort_unstable();
+    merged.dedup();
+    assert_eq!(before, merged.len(), "no unit merged twice");
 }
 
 /// Local checkpoints, written at assignment and after each divide only.
