@@ -16,9 +16,13 @@ pub const MAX_HOME_SIZE: u8 = 16;
 /// The rollback-recovery protocol protecting a job's units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FtProtocol {
-    /// No checkpoints: a unit whose worker is declared dead cannot restart
-    /// (only a unit not yet handed out can), and the job fails with a
-    /// reason saying so. Workers that are merely suspected keep their units.
+    /// No checkpoints: a unit whose worker is declared dead restarts
+    /// elsewhere from the state it was handed out with (or kept at its last
+    /// divide), and its work is done again; if the worker was alive after
+    /// all, its copy is told to stop. Only the primary holds those states,
+    /// in memory: if it is lost before the unit's worker, the job fails with
+    /// a reason saying so. Workers that are merely suspected keep their
+    /// units.
     None,
     /// Units checkpoint every TTC and after each divide; a lost unit
     /// restarts elsewhere from its last checkpoint.

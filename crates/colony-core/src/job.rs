@@ -88,6 +88,10 @@ impl std::str::FromStr for JobId {
     }
 }
 
+/// How far past the last report on its disk a restarted worker numbers its
+/// reports: beyond any its previous life could have sent.
+const RESTART_SEQ_GAP: u64 = 1 << 32;
+
 /// A unit's id within its job, assigned by the primary.
 pub type UnitId = u64;
 
@@ -273,10 +277,13 @@ pub enum Report {
         /// The worker's shared variables (spread once the state is stored).
         shared: SharedVars,
     },
-    /// The state is on the worker's disk (local storage).
+    /// The state is on the worker's disk (local storage), as its local
+    /// piece `version`; every divide made before it is reported first.
     LocalCheckpoint {
         /// The worker's shared variables.
         shared: SharedVars,
+        /// The local piece now on disk.
+        version: u64,
     },
     /// The unit divided: `part` becomes a new unit, `remaining` is the
     /// unit's own state after giving it away.
@@ -304,13 +311,19 @@ pub enum Report {
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
-    /// The worker is back after a restart with this unit on its disk.
+    /// The worker is back after a restart with this unit on its disk (local
+    /// storage), as its local piece `version`; the divides that piece still
+    /// waited to report are re-sent first. The primary answers with an
+    /// acknowledgement (the worker runs the unit again, under the same
+    /// epoch) or "stale".
     Resume {
         /// Serialised state.
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
         /// Its shared variables.
         shared: SharedVars,
+        /// The local piece it comes from.
+        version: u64,
     },
 }
 
@@ -724,6 +737,15 @@ struct WorkerUnit<P> {
     stopping: Option<StopReason>,
     /// The primary the unacknowledged reports went to.
     sent_to: Option<P>,
+    /// Local storage: the last local piece written (its version).
+    local_version: u64,
+    /// Local storage: local pieces being written, oldest first: (version,
+    /// last report made before it, shared variables it holds).
+    local_inflight: VecDeque<(u64, u64, SharedVars)>,
+    /// Local storage: reports up to this one are covered by a local piece
+    /// on disk; a divide is sent only then, so a restart never resumes from
+    /// a state that still holds a part the primary has recorded.
+    durable_seq: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -732,6 +754,9 @@ enum StopReason {
     Stale,
     /// The peer is leaving: hand the state back.
     Leaving,
+    /// Found on disk after a restart and offered to the primary with
+    /// [`Report::Resume`]; no thread runs it until the primary acknowledges.
+    Resuming,
 }
 
 /// A unit stored on the worker's own disk (local storage), as persisted.
@@ -743,6 +768,14 @@ pub struct LocalUnit {
     pub unit: UnitId,
     /// The epoch it ran under.
     pub epoch: Epoch,
+    /// The local piece's version (rises with each write in an epoch).
+    pub version: u64,
+    /// The last report the worker had made when it wrote the piece.
+    pub seq: u64,
+    /// Divides made before the piece and not yet acknowledged then, as
+    /// (seq, after, report): re-sent on resume (the primary ignores those it
+    /// applied already).
+    pub pending: Vec<(u64, u64, Report)>,
     /// Application name.
     pub app: String,
     /// Fault-tolerance settings of the job.
@@ -980,7 +1013,7 @@ impl<P: PeerKey> Jobs<P> {
                 unit,
                 epoch,
                 seq,
-            } => self.on_ack(job, unit, epoch, seq),
+            } => self.on_ack(now, job, unit, epoch, seq),
             JobMsg::Stale { job, unit, epoch } => self.on_stale(job, unit, epoch),
             JobMsg::Progress { job, work } => self.on_progress(from, job, work),
             JobMsg::Shared { job, vars } => {
@@ -1104,6 +1137,15 @@ impl<P: PeerKey> Jobs<P> {
     ) {
         self.request_outstanding = false;
         self.backoff = self.config.request_backoff_initial;
+        if self
+            .running
+            .get(&(job, unit))
+            .is_some_and(|w| w.stopping == Some(StopReason::Resuming))
+        {
+            // A copy found on disk and not taken back: the primary gave the
+            // unit out again (from its last acknowledged checkpoint).
+            self.running.remove(&(job, unit));
+        }
         if self.leaving || self.running.contains_key(&(job, unit)) {
             // Leaving, or an old copy still stopping: hand it straight back.
             let unit_state = WorkerUnit::new(epoch, app, ft, now, &self.config);
@@ -1172,6 +1214,10 @@ impl<P: PeerKey> Jobs<P> {
             }
         }
         w.unacked.push_back((seq, after, report.clone()));
+        if w.held(seq, &report) {
+            // Sent once the state it leaves is on disk (`persisted`).
+            return;
+        }
         w.last_sent = now;
         w.sent_to = Some(primary.clone());
         let epoch = w.epoch;
@@ -1202,7 +1248,12 @@ impl<P: PeerKey> Jobs<P> {
         w.last_sent = now;
         w.sent_to = Some(primary.clone());
         let epoch = w.epoch;
-        let reports: Vec<(u64, u64, Report)> = w.unacked.iter().cloned().collect();
+        let reports: Vec<(u64, u64, Report)> = w
+            .unacked
+            .iter()
+            .filter(|(seq, _, r)| !w.held(*seq, r))
+            .cloned()
+            .collect();
         for (seq, after, report) in reports {
             self.send(
                 primary.clone(),
@@ -1219,9 +1270,10 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
-    fn on_ack(&mut self, job: JobId, unit: UnitId, epoch: Epoch, seq: u64) {
+    fn on_ack(&mut self, now: Instant, job: JobId, unit: UnitId, epoch: Epoch, seq: u64) {
         let mut acked_checkpoint = false;
         let mut finished = false;
+        let mut resumed = None;
         if let Some(w) = self.running.get_mut(&(job, unit)) {
             if w.epoch != epoch {
                 return;
@@ -1231,7 +1283,20 @@ impl<P: PeerKey> Jobs<P> {
                     acked_checkpoint |=
                         matches!(r, Report::Checkpoint { .. } | Report::Divided { .. });
                     finished |= matches!(r, Report::Done { .. } | Report::HandBack { .. });
+                    if let Report::Resume { state, shared, .. } = r {
+                        resumed = Some((state, shared));
+                    }
                 }
+            }
+            if resumed.is_some() && w.stopping == Some(StopReason::Resuming) {
+                // The primary takes the unit back from this disk: it runs
+                // here again, its reports numbered after the primary's.
+                w.stopping = None;
+                w.seq = w.seq.max(seq);
+                w.checkpoint_asked = false;
+                w.next_checkpoint_at = now + w.ft.ttc;
+            } else {
+                resumed = None;
             }
         }
         if acked_checkpoint {
@@ -1239,6 +1304,21 @@ impl<P: PeerKey> Jobs<P> {
         }
         if finished {
             self.drop_unit(job, unit);
+        }
+        if let Some((state, shared)) = resumed {
+            let app = self
+                .running
+                .get(&(job, unit))
+                .map(|w| w.app.clone())
+                .unwrap_or_default();
+            self.current_job = Some(job);
+            self.outputs.push_back(JobOutput::Run {
+                job,
+                unit,
+                app,
+                state,
+                shared,
+            });
         }
     }
 
@@ -1249,8 +1329,8 @@ impl<P: PeerKey> Jobs<P> {
         if w.epoch != epoch {
             return;
         }
-        if w.finished() {
-            // Its thread has ended already.
+        if w.finished() || w.stopping == Some(StopReason::Resuming) {
+            // Its thread has ended already, or never started.
             self.drop_unit(job, unit);
             return;
         }
@@ -1304,7 +1384,22 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         let more = !w.steals.is_empty();
+        let local = w.local();
         match part {
+            Some(part) if local => {
+                self.report(
+                    now,
+                    job,
+                    unit,
+                    Report::Divided {
+                        steal,
+                        part: part.clone(),
+                        remaining: remaining.clone(),
+                        shared: shared.clone(),
+                    },
+                );
+                self.persist_divide(job, unit, part, remaining, shared);
+            }
             Some(part) => self.report(
                 now,
                 job,
@@ -1367,15 +1462,63 @@ impl<P: PeerKey> Jobs<P> {
             .unwrap_or(Duration::from_secs(1))
     }
 
+    /// Local storage: a divide's part goes to disk as a copy of the new
+    /// unit's first checkpoint (this peer serves it to a primary that must
+    /// restore the part), then the remaining state with the divide still to
+    /// report. The divide is sent once both are durable.
+    fn persist_divide(
+        &mut self,
+        job: JobId,
+        unit: UnitId,
+        part: Vec<u8>,
+        remaining: Vec<u8>,
+        shared: SharedVars,
+    ) {
+        let Some(w) = self.running.get(&(job, unit)) else {
+            return;
+        };
+        let child = home::child_id(unit, w.epoch, w.seq);
+        let piece = Piece {
+            epoch: 0,
+            version: 0,
+            index: 0,
+            data: PieceData::Copy(part),
+        };
+        self.pieces.put(job, child, piece.clone());
+        self.outputs.push_back(JobOutput::Persist {
+            key: PieceKey {
+                job,
+                unit: child,
+                index: 0,
+            },
+            piece,
+        });
+        self.persist_local(job, unit, remaining, shared);
+    }
+
+    /// Writes a running unit's state to this peer's disk (local storage),
+    /// with the divides not yet acknowledged; [`Jobs::persisted`] reports it.
     fn persist_local(&mut self, job: JobId, unit: UnitId, state: Vec<u8>, shared: SharedVars) {
         let Some(w) = self.running.get_mut(&(job, unit)) else {
             return;
         };
         w.checkpoint_asked = true;
+        w.local_version += 1;
+        let version = w.local_version;
+        let pending = w
+            .unacked
+            .iter()
+            .filter(|(_, _, r)| matches!(r, Report::Divided { .. }))
+            .cloned()
+            .collect();
+        w.local_inflight.push_back((version, w.seq, shared.clone()));
         let local = LocalUnit {
             job,
             unit,
             epoch: w.epoch,
+            version,
+            seq: w.seq,
+            pending,
             app: w.app.clone(),
             ft: w.ft,
             state,
@@ -1384,10 +1527,12 @@ impl<P: PeerKey> Jobs<P> {
         let bytes = postcard::to_stdvec(&local).unwrap_or_default();
         let piece = Piece {
             epoch: w.epoch,
-            version: w.seq + 1,
+            version,
             index: home::LOCAL_INDEX,
             data: PieceData::Local(bytes),
         };
+        // Served to a primary restoring the unit (its worker then gone).
+        self.pieces.put(job, unit, piece.clone());
         self.outputs.push_back(JobOutput::Persist {
             key: PieceKey {
                 job,
@@ -1400,29 +1545,67 @@ impl<P: PeerKey> Jobs<P> {
 
     /// A [`JobOutput::Persist`] is durable on disk.
     pub fn persisted(&mut self, now: Instant, key: PieceKey, epoch: Epoch, version: u64) {
-        if key.index == home::LOCAL_INDEX {
-            let shared = SharedVars::default();
-            if let Some(w) = self.running.get_mut(&(key.job, key.unit)) {
-                w.checkpoint_asked = false;
-                if w.epoch == epoch && w.stopping.is_none() && !w.finished() {
-                    self.report(now, key.job, key.unit, Report::LocalCheckpoint { shared });
-                }
-            }
+        if key.index != home::LOCAL_INDEX {
+            self.piece_persisted(now, key, epoch, version);
             return;
         }
-        self.piece_persisted(now, key, epoch, version);
+        let (job, unit) = (key.job, key.unit);
+        let Some(w) = self.running.get_mut(&(job, unit)) else {
+            return;
+        };
+        if w.epoch != epoch {
+            return;
+        }
+        let mut done = None;
+        while w
+            .local_inflight
+            .front()
+            .is_some_and(|(v, _, _)| *v <= version)
+        {
+            done = w.local_inflight.pop_front();
+        }
+        let Some((_, covers, shared)) = done else {
+            return;
+        };
+        let newest = w.local_inflight.is_empty();
+        if newest {
+            w.checkpoint_asked = false;
+        }
+        let unblocked = w.unacked.iter().any(|(s, _, r)| {
+            matches!(r, Report::Divided { .. }) && *s > w.durable_seq && *s <= covers
+        });
+        w.durable_seq = w.durable_seq.max(covers);
+        let report = newest && w.stopping.is_none() && !w.finished();
+        if unblocked {
+            self.resend_reports(now, job, unit);
+        }
+        // Only the newest piece is worth naming: an older one may predate
+        // a divide.
+        if report {
+            self.report(now, job, unit, Report::LocalCheckpoint { shared, version });
+        }
     }
 
     /// Units found on this peer's disk after a restart (local storage):
-    /// each is offered back to its job's primary.
+    /// each is offered back to its job's primary, which lets it run here
+    /// again (or answers "stale"). Call after [`Jobs::load_pieces`].
     pub fn restore_local(&mut self, now: Instant, units: Vec<LocalUnit>) {
         for local in units {
             if self.running.contains_key(&(local.job, local.unit)) {
                 continue;
             }
             let mut w = WorkerUnit::new(local.epoch, local.app, local.ft, now, &self.config);
-            w.stopping = Some(StopReason::Leaving);
+            w.stopping = Some(StopReason::Resuming);
+            // Numbered past anything its previous life may still have in
+            // flight, so the primary never takes one for the other.
+            w.seq = local.seq.saturating_add(RESTART_SEQ_GAP);
+            w.local_version = local.version;
+            w.durable_seq = local.seq;
+            w.last_must = local.pending.last().map_or(0, |(s, _, _)| *s);
+            w.unacked = local.pending.into_iter().collect();
             self.running.insert((local.job, local.unit), w);
+            // Divides it had not heard acknowledged first, then the offer.
+            self.resend_reports(now, local.job, local.unit);
             self.report(
                 now,
                 local.job,
@@ -1430,6 +1613,7 @@ impl<P: PeerKey> Jobs<P> {
                 Report::Resume {
                     state: local.state,
                     shared: local.shared,
+                    version: local.version,
                 },
             );
         }
@@ -1657,7 +1841,21 @@ impl<P> WorkerUnit<P> {
             steals: VecDeque::new(),
             stopping: None,
             sent_to: None,
+            local_version: 0,
+            local_inflight: VecDeque::new(),
+            durable_seq: 0,
         }
+    }
+
+    /// Whether its checkpoints stay on this peer's disk.
+    fn local(&self) -> bool {
+        self.ft.checkpoints() && self.ft.storage == CheckpointStorage::Local
+    }
+
+    /// Whether report `seq` must wait before it is sent: a divide with
+    /// local storage waits until the state it left is on disk.
+    fn held(&self, seq: u64, report: &Report) -> bool {
+        self.local() && matches!(report, Report::Divided { .. }) && seq > self.durable_seq
     }
 
     /// Its thread is done (result or hand-back reported).

@@ -65,25 +65,17 @@
 //! is ignored; run it with `cargo test -p colony-sim --test seeds --
 //! --ignored`.
 //!
-//! Still reproducing against the job core of commit 74ef597:
-//!
-//! - *Job, local storage: a divide does not rewrite the local checkpoint*
-//!   (`--seed 0 --faults crash`: unit 549019098753944083 overlaps
-//!   2191869081256676759). After a crash, `restore_local` resumes a unit
-//!   from a disk state older than its divides; the parts it gave away are
-//!   computed again. Wrong result.
-//! - *Job, local storage: a resumed unit is never re-queued* (`--seed 6
-//!   --faults crash`, unit 17552046960359979185). The restarted worker's
-//!   `Resume` is acknowledged by two successive primaries, but the unit
-//!   stays with its old epoch; the primary then restores it with
-//!   `FetchPieces`, which a worker answers with home pieces only (never its
-//!   local unit), and after 30 s the job fails.
-//! - *Job: protocol `none` and a false death* (`--seed 290 --faults
-//!   loss,dup,reorder`): a worker declared dead through message loss fails
-//!   the job, although ft.rs promises a restart from the state the unit
-//!   was handed out with.
-//! - Not diagnosed yet: `--seed 3 --faults crash` (a reissued unit never
-//!   merged), `--seed 1` and `--seed 59` (all faults).
+//! Fixed since (their seeds pass): with local storage, a divide did not
+//! rewrite the worker's disk, so a restarted worker computed the parts it
+//! gave away again (`--seed 0`, `--seed 3 --faults crash`); a restarted worker's
+//! `Resume` requeued the unit in the primary's memory only, and a new
+//! primary waited for pieces the worker never served (`--seed 6 --faults
+//! crash`); a restore whose answer was lost with a pipe waited forever
+//! (`--seed 495 --faults crash`); protocol `none` failed the job on a
+//! worker declared dead through message loss (`--seed 290 --faults
+//! loss,dup,reorder`) — a lost unit now restarts from the state it was
+//! handed out with. Not diagnosed yet: `--seed 1` and `--seed 59` (all
+//! faults).
 //!
 //! Fixed in 74ef597 (their seeds pass): a restarted worker's `Resume`
 //! taken for a duplicate; a unit reissued while its `Divided` was being

@@ -46,7 +46,8 @@ struct Cli {
     /// Break the run on purpose, to see the checker catch it:
     /// "never-heal" (partitions stay), "home-overkill" (the whole home
     /// crashes at once), "drop-parts" (divided parts are lost),
-    /// "no-checkpoints" (protocol none while workers crash).
+    /// "no-checkpoints" (protocol none while workers and the job's primary
+    /// crash).
     #[arg(long)]
     broken: Option<Broken>,
     /// With --seed: also log every job message about this unit.

@@ -73,7 +73,8 @@ pub enum Broken {
     /// is lost, so the result is wrong.
     DropParts,
     /// The job runs without checkpoints (protocol `none`) while workers
-    /// crash: a unit lost with its worker cannot restart.
+    /// crash, and its primary crashes too: a unit lost with its worker after
+    /// the primary that handed it out cannot restart.
     NoCheckpoints,
 }
 
@@ -674,8 +675,9 @@ impl World {
             None => (Vec::new(), 0),
         };
         let overkill = config.broken == Some(Broken::HomeOverkill);
-        // Protocol `none` restarts nothing: a unit lost with its worker
-        // fails the job (ft.rs), so those jobs get no peer faults.
+        // Protocol `none` restarts a lost unit only from its primary's
+        // memory: a unit lost with it fails the job (ft.rs), so those jobs
+        // get no peer faults.
         let unprotected = job.as_ref().is_some_and(|j| !j.ft.checkpoints())
             && config.broken != Some(Broken::NoCheckpoints);
         let mut kinds = config.faults;
@@ -701,6 +703,14 @@ impl World {
         };
         let mut schedule_rng = SimRng::new(derive(&[seed, 101]));
         let mut schedule = Schedule::generate(&kinds, &limits, &mut schedule_rng);
+        if let (Some(Broken::NoCheckpoints), Some(j)) = (config.broken, &job) {
+            let at = j.submit_at + Duration::from_millis(1500);
+            if let Some(&peer) = by_distance(j.id, config.peers).first() {
+                schedule.push(at, FaultAction::Crash { peer });
+                schedule.push(at + Duration::from_secs(8), FaultAction::Restart { peer });
+                schedule.faults.sort_by_key(|f| f.at);
+            }
+        }
         if let (true, Some(j)) = (overkill, &job) {
             let at = j.submit_at + Duration::from_millis(1500);
             for peer in by_distance(j.id, config.peers)

@@ -84,7 +84,7 @@ impl<P> Default for PieceStore<P> {
 }
 
 impl<P> PieceStore<P> {
-    fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) {
+    pub(super) fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) {
         let list = self.pieces.entry((job, unit)).or_default();
         if list
             .iter()
@@ -286,6 +286,11 @@ pub(super) struct HomeState<P> {
     pending: VecDeque<Pending<P>>,
     /// Primary: states of queued units, ready to hand out.
     ready: BTreeMap<UnitId, Vec<u8>>,
+    /// Primary, protocol `none`: the state each unit out with a worker
+    /// restarts from if that worker is declared dead — the one it was
+    /// handed out with, or what it kept at its last divide. Only here, in
+    /// memory: a new primary has none.
+    kept: BTreeMap<UnitId, Vec<u8>>,
     restoring: BTreeMap<UnitId, Restoring<P>>,
     /// Primary: reports waiting for their pieces, per unit, in order.
     staging: BTreeMap<UnitId, VecDeque<Staged<P>>>,
@@ -339,6 +344,7 @@ impl<P: PeerKey> HomeState<P> {
             acked: BTreeMap::new(),
             pending: VecDeque::new(),
             ready: BTreeMap::new(),
+            kept: BTreeMap::new(),
             restoring: BTreeMap::new(),
             staging: BTreeMap::new(),
             assigned_at: BTreeMap::new(),
@@ -386,7 +392,7 @@ fn phase_of(state: &JobState) -> Phase {
 /// The id of the part a unit gives away in its report `seq` of `epoch`:
 /// the same however often the report is re-sent, and unique with
 /// overwhelming probability.
-fn child_id(unit: UnitId, epoch: Epoch, seq: u64) -> UnitId {
+pub(super) fn child_id(unit: UnitId, epoch: Epoch, seq: u64) -> UnitId {
     let mut x = unit
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(epoch.rotate_left(17))
@@ -397,6 +403,22 @@ fn child_id(unit: UnitId, epoch: Epoch, seq: u64) -> UnitId {
     x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^= x >> 31;
     x.max(1)
+}
+
+/// Points a unit's checkpoint at its worker's disk (local storage), unless
+/// it names a newer piece of the same epoch already.
+fn set_local_checkpoint<P: Clone>(u: &mut UnitRec<P>, epoch: Epoch, version: u64, worker: &P) {
+    let newer = u
+        .checkpoint
+        .as_ref()
+        .is_none_or(|c| c.epoch != epoch || c.version < version);
+    if newer {
+        u.checkpoint = Some(CheckpointRef {
+            epoch,
+            version,
+            holders: vec![worker.clone()],
+        });
+    }
 }
 
 /// The acknowledgement of a unit's reports up to `seq`, for the worker `to`.
@@ -423,7 +445,15 @@ fn decode_pieces<P>(checkpoint: &CheckpointRef<P>, pieces: &[Piece]) -> Option<V
         match &piece.data {
             PieceData::Copy(state) => return Some(state.clone()),
             PieceData::Shard(shard) => shards.push(shard.clone()),
-            PieceData::Local(_) => {}
+            // A worker's own copy: every divide it names was applied before
+            // the checkpoint pointing at it.
+            PieceData::Local(bytes) => {
+                if let Ok(local) = postcard::from_bytes::<super::LocalUnit>(bytes) {
+                    if local.epoch == checkpoint.epoch {
+                        return Some(local.state);
+                    }
+                }
+            }
         }
     }
     if shards.is_empty() {
@@ -779,13 +809,11 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
-    /// Pieces read back from disk after a restart: served to primaries
-    /// that need them.
+    /// Pieces read back from disk after a restart, this worker's local
+    /// units included: served to primaries that need them.
     pub fn load_pieces(&mut self, pieces: Vec<(PieceKey, Piece)>) {
         for (key, piece) in pieces {
-            if key.index != LOCAL_INDEX {
-                self.pieces.put(key.job, key.unit, piece);
-            }
+            self.pieces.put(key.job, key.unit, piece);
         }
     }
 
@@ -895,12 +923,13 @@ impl<P: PeerKey> Jobs<P> {
             self.commit(now, job, vec![stale]);
             return;
         };
-        // A restarted worker offering a unit from its disk.
+        // A restarted worker offering a unit from its disk: it takes the
+        // unit back if it still holds it, or if the unit waits for a worker
+        // and was not given out since (a restore under way is dropped).
         let resuming = matches!(report, Report::Resume { .. });
-        if u.status == UnitStatus::Done
-            || u.epoch != epoch
-            || (u.holder.as_ref() != Some(&from) && !resuming)
-        {
+        let holds = u.holder.as_ref() == Some(&from)
+            || (resuming && u.holder.is_none() && u.status == UnitStatus::Queued);
+        if u.status == UnitStatus::Done || u.epoch != epoch || !holds {
             self.commit(now, job, vec![stale]);
             return;
         }
@@ -910,19 +939,6 @@ impl<P: PeerKey> Jobs<P> {
             .and_then(|q| q.back())
             .map(|s| s.seq)
             .unwrap_or(0);
-        if resuming {
-            // Numbered in the epoch it ran under before the restart.
-            self.stage(
-                now,
-                job,
-                unit,
-                from,
-                epoch,
-                u.seq.max(staged_max) + 1,
-                report,
-            );
-            return;
-        }
         if after > u.seq.max(staged_max) {
             // A report it depends on was lost (a new primary, a dropped
             // message): the worker re-sends them all, in order.
@@ -975,15 +991,31 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         let resuming = matches!(report, Report::Resume { .. });
-        if u.status == UnitStatus::Done
-            || u.epoch != epoch
-            || seq <= u.seq
-            || (u.holder.as_ref() != Some(&from) && !resuming)
-        {
+        let holds = u.holder.as_ref() == Some(&from)
+            || (resuming && u.holder.is_none() && u.status == UnitStatus::Queued);
+        if u.status == UnitStatus::Done || u.epoch != epoch || seq <= u.seq || !holds {
             // Reissued (or finished) while its pieces were being stored.
             return;
         }
         let mut effects = vec![ack(from.clone(), job, unit, epoch, seq)];
+        let local = h.record.ft.checkpoints() && h.record.ft.storage == CheckpointStorage::Local;
+        if resuming && local && u.status == UnitStatus::Queued {
+            // Back with its worker: no restore, no other worker.
+            h.ready.remove(&unit);
+            h.restoring.remove(&unit);
+            h.record
+                .contributions
+                .entry(from.clone())
+                .or_default()
+                .units_running += 1;
+            if let Some(u) = h.unit(unit) {
+                u.status = UnitStatus::Running;
+                u.holder = Some(from.clone());
+            }
+        }
+        let Some(u) = h.record.units.get(&unit) else {
+            return;
+        };
         let was_assigned = u.status == UnitStatus::Assigned;
         for (id, checkpoint) in &refs {
             if *id == unit {
@@ -1022,14 +1054,10 @@ impl<P: PeerKey> Jobs<P> {
                     improved = Some(h.record.shared.clone());
                 }
             }
-            Report::LocalCheckpoint { shared } => {
+            Report::LocalCheckpoint { shared, version } => {
                 h.record.stats.checkpoints += 1;
                 if let Some(u) = h.unit(unit) {
-                    u.checkpoint = Some(CheckpointRef {
-                        epoch,
-                        version: seq,
-                        holders: vec![from.clone()],
-                    });
+                    set_local_checkpoint(u, epoch, version, &from);
                 }
                 if h.record.shared.merge(&shared) {
                     improved = Some(h.record.shared.clone());
@@ -1057,7 +1085,16 @@ impl<P: PeerKey> Jobs<P> {
                 let checkpoint = refs
                     .iter()
                     .find(|(id, _)| *id == child)
-                    .map(|(_, c)| c.clone());
+                    .map(|(_, c)| c.clone())
+                    .or_else(|| {
+                        // Local storage: the donor keeps the part on its
+                        // disk until the part's own worker stores it.
+                        local.then(|| CheckpointRef {
+                            epoch: 0,
+                            version: 0,
+                            holders: vec![from.clone()],
+                        })
+                    });
                 h.touched.insert(child);
                 h.record.units.insert(
                     child,
@@ -1070,6 +1107,10 @@ impl<P: PeerKey> Jobs<P> {
                     },
                 );
                 h.ready.insert(child, part);
+                if !h.record.ft.checkpoints() {
+                    // Without checkpoints, what a unit restarts from.
+                    h.kept.insert(unit, remaining.clone());
+                }
                 let requester = h.steals.remove(&steal).map(|s| s.requester);
                 if let Some(requester) = requester.filter(|r| *r == me || self.members.contains(r))
                 {
@@ -1097,6 +1138,7 @@ impl<P: PeerKey> Jobs<P> {
                     }
                 }
                 h.merges.push((unit, output));
+                h.kept.remove(&unit);
                 if let Some(u) = h.unit(unit) {
                     u.status = UnitStatus::Done;
                     u.holder = None;
@@ -1107,7 +1149,22 @@ impl<P: PeerKey> Jobs<P> {
                 c.units_running = c.units_running.saturating_sub(1);
                 self.event(JobEvent::Merged { job, unit });
             }
+            Report::Resume {
+                state,
+                shared,
+                version,
+            } if local => {
+                // It runs on from the state on its worker's disk.
+                if let Some(u) = h.unit(unit) {
+                    set_local_checkpoint(u, epoch, version, &from);
+                }
+                h.record.stats.checkpoint_bytes += state.len() as u64;
+                if h.record.shared.merge(&shared) {
+                    improved = Some(h.record.shared.clone());
+                }
+            }
             Report::HandBack { state } | Report::Resume { state, .. } => {
+                h.kept.remove(&unit);
                 if let Some(u) = h.unit(unit) {
                     u.status = UnitStatus::Queued;
                     u.holder = None;
@@ -1174,6 +1231,9 @@ impl<P: PeerKey> Jobs<P> {
         let epoch = self.random_epoch();
         let h = self.homes.get_mut(&job)?;
         let state = h.ready.remove(&unit)?;
+        if !h.record.ft.checkpoints() {
+            h.kept.insert(unit, state.clone());
+        }
         let reissue = h
             .record
             .units
@@ -1891,8 +1951,14 @@ impl<P: PeerKey> Jobs<P> {
         if u.status == UnitStatus::Done {
             return;
         }
-        if ft.checkpoints() && ft.storage == CheckpointStorage::Local {
-            // Its checkpoint is on the lost peer's disk: wait for it.
+        if ft.checkpoints()
+            && ft.storage == CheckpointStorage::Local
+            && u.status == UnitStatus::Running
+        {
+            // Its state is on the lost peer's disk: wait for it to come back
+            // and resume it. One only assigned may never have reached that
+            // disk: it restarts from its last checkpoint (and its worker, if
+            // it did store it, may still take it back until it is given out).
             return;
         }
         let was_running = u.status == UnitStatus::Running;
@@ -1914,13 +1980,20 @@ impl<P: PeerKey> Jobs<P> {
             lost: lost.clone(),
         });
         if !ft.checkpoints() {
+            // It restarts from the state it was handed out with (or kept at
+            // its last divide); its worker's reports are stale from now on.
+            if let Some(h) = self.homes.get_mut(&job) {
+                if let Some(state) = h.kept.remove(&unit) {
+                    h.ready.insert(unit, state);
+                }
+            }
             let has_state = self.homes[&job].ready.contains_key(&unit);
             if !has_state {
                 self.fail_job(
                     now,
                     job,
                     format!(
-                        "unit {unit} was lost with peer {lost}; the job's fault tolerance is \"none\", so nothing can restart it"
+                        "unit {unit} was lost with peer {lost}, and the state it was handed out with was lost with the job's primary; the job's fault tolerance is \"none\", so nothing can restart it"
                     ),
                 );
             }
@@ -1939,11 +2012,26 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         let Some(checkpoint) = h.record.units.get(&unit).and_then(|u| u.checkpoint.clone()) else {
-            self.fail_job(
-                now,
-                job,
-                format!("unit {unit} has no checkpoint to restart from"),
-            );
+            // Before any divide, the root restarts from the job's parameters.
+            let root = (unit == 0 && h.record.stats.units == 1)
+                .then(|| self.registry.get(&h.record.app).ok())
+                .flatten()
+                .and_then(|app| app.init(&h.record.params).ok())
+                .map(|root| root.checkpoint());
+            if let Some(state) = root {
+                if let Some(h) = self.homes.get_mut(&job) {
+                    h.ready.insert(unit, state);
+                }
+                return;
+            }
+            let reason = if h.record.ft.checkpoints() {
+                format!("unit {unit} has no checkpoint to restart from")
+            } else {
+                format!(
+                    "unit {unit} has no state to restart from: it was with the job's lost primary, and the job's fault tolerance is \"none\""
+                )
+            };
+            self.fail_job(now, job, reason);
             return;
         };
         let own = self.pieces.get(job, unit);
@@ -2037,9 +2125,10 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
-    /// Asks again the holders of checkpoints being restored that nobody
-    /// answered for (they were out of the view), and gives up on those
-    /// waiting longer than the job's patience.
+    /// Asks again, every second, the holders of checkpoints being restored
+    /// that have not answered (or all of them, if none could be asked: they
+    /// were out of the view), and gives up on those waiting longer than the
+    /// job's patience.
     fn retry_restores(&mut self, now: Instant, job: JobId) {
         let me = self.me.clone();
         let Some(h) = self.homes.get(&job) else {
@@ -2048,9 +2137,15 @@ impl<P: PeerKey> Jobs<P> {
         let due: Vec<(UnitId, Vec<P>)> = h
             .restoring
             .iter()
-            .filter(|(_, r)| r.asked.is_empty() && r.retry_at <= now)
-            .filter_map(|(id, _)| {
-                let holders = h.record.units.get(id)?.checkpoint.as_ref()?.holders.clone();
+            .filter(|(_, r)| r.retry_at <= now)
+            .filter_map(|(id, r)| {
+                // Holders that have not answered (an answer can be lost with
+                // a pipe that gave up), else every holder again.
+                let holders = if r.asked.is_empty() {
+                    h.record.units.get(id)?.checkpoint.as_ref()?.holders.clone()
+                } else {
+                    r.asked.iter().cloned().collect()
+                };
                 Some((*id, holders))
             })
             .collect();
@@ -2708,6 +2803,7 @@ impl<P: PeerKey> HomeState<P> {
         self.pending.clear();
         self.proposed = None;
         self.ready.clear();
+        self.kept.clear();
         self.restoring.clear();
         self.staging.clear();
         self.steals.clear();

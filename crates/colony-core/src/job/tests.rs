@@ -13,6 +13,10 @@ struct Peer {
     units: Vec<(JobId, UnitId, Box<dyn Unit>)>,
     shared: SharedVars,
     alive: bool,
+    /// What survives a crash: pieces written with `Persist` (durable at once).
+    disk: BTreeMap<PieceKey, Piece>,
+    /// Restarts so far.
+    lives: u64,
 }
 
 struct Cluster {
@@ -59,6 +63,8 @@ impl Cluster {
                 units: Vec::new(),
                 shared: SharedVars::default(),
                 alive: true,
+                disk: BTreeMap::new(),
+                lives: 0,
             })
             .collect();
         let mut cluster = Cluster {
@@ -95,6 +101,42 @@ impl Cluster {
         let peer = &mut self.peers[id as usize];
         peer.alive = false;
         peer.units.clear();
+        self.update_members();
+    }
+
+    /// Restarts a crashed peer with what its disk kept: pieces it held for
+    /// homes, and its local units offered back.
+    fn restart(&mut self, id: u32) {
+        let now = self.now;
+        let peer = &mut self.peers[id as usize];
+        assert!(!peer.alive);
+        peer.lives += 1;
+        let registry = peer.core.registry().clone();
+        peer.core = Jobs::new(
+            id,
+            JobConfig {
+                cores: peer.core.config.cores,
+                ..JobConfig::default()
+            },
+            registry,
+            now,
+            u64::from(id) + 1000 * peer.lives,
+            key_of,
+        );
+        peer.shared = SharedVars::default();
+        let pieces: Vec<(PieceKey, Piece)> =
+            peer.disk.iter().map(|(k, p)| (*k, p.clone())).collect();
+        let locals: Vec<LocalUnit> = pieces
+            .iter()
+            .filter_map(|(_, p)| match &p.data {
+                PieceData::Local(bytes) => postcard::from_bytes(bytes).ok(),
+                _ => None,
+            })
+            .collect();
+        peer.core.load_pieces(pieces);
+        peer.core.restore_local(now, locals);
+        peer.alive = true;
+        self.drain(id);
         self.update_members();
     }
 
@@ -167,9 +209,10 @@ impl Cluster {
                 JobOutput::Status(view) => self.statuses.push((id, view)),
                 JobOutput::Unknown(_) | JobOutput::Forget { .. } => {}
                 JobOutput::Persist { key, piece } => {
-                    self.peers[id as usize]
-                        .core
-                        .persisted(now, key, piece.epoch, piece.version);
+                    let peer = &mut self.peers[id as usize];
+                    let (epoch, version) = (piece.epoch, piece.version);
+                    peer.disk.insert(key, piece);
+                    peer.core.persisted(now, key, epoch, version);
                 }
                 JobOutput::Event(event) => self.events.push((id, event)),
             }
@@ -479,21 +522,178 @@ fn erasure_coded_checkpoints_survive_any_two_home_members() {
     }
 }
 
+/// A worker running protocol-`none` units, with its units.
+fn busy_worker(cluster: &Cluster, job: JobId) -> u32 {
+    let primary = cluster.primary(job);
+    (1..cluster.peers.len() as u32)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker")
+}
+
 #[test]
-fn protocol_none_fails_clearly_when_a_unit_is_lost() {
+fn protocol_none_restarts_a_lost_unit_from_the_state_it_was_handed_out_with() {
     let mut cluster = Cluster::new(4, 1);
+    let n = 3_000_000;
+    let job = cluster.submit_ft(0, n, FaultTolerance::none());
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let victim = busy_worker(&cluster, job);
+    cluster.crash(victim);
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished");
+    assert_eq!(result_of(view), n * (n + 1) / 2, "{:?}", view.stats);
+    assert!(view.stats.reissued >= 1, "{:?}", view.stats);
+    assert_eq!(view.stats.units, view.stats.units_done);
+}
+
+#[test]
+fn protocol_none_fails_clearly_when_a_unit_is_lost_with_its_primary() {
+    let mut cluster = Cluster::new(5, 1);
     let job = cluster.submit_ft(0, 3_000_000, FaultTolerance::none());
     cluster.run(Duration::from_millis(1500), |_| false);
     let primary = cluster.primary(job);
-    let victim = (1..4)
-        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
-        .unwrap();
+    assert_ne!(primary, 0, "the submitter hears the outcome");
+    // A worker outside the home: the rest of the home elects a new primary,
+    // which has no state to restart the worker's unit from.
+    let home = cluster.peers[primary as usize]
+        .core
+        .view(cluster.now, job)
+        .expect("the primary's view")
+        .home_members;
+    let victim = (1..5)
+        .find(|p| !home.contains(p) && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker outside the home");
     cluster.crash(victim);
+    cluster.crash(primary);
     cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
-    match &cluster.final_status(job).unwrap().state {
+    match &cluster.final_status(job).expect("job over").state {
         JobState::Failed { reason } => assert!(reason.contains("none"), "{reason}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn protocol_none_survives_a_worker_wrongly_declared_dead() {
+    let mut cluster = Cluster::new(4, 1);
+    let n = 2_000_000;
+    let job = cluster.submit_ft(0, n, FaultTolerance::none());
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let worker = busy_worker(&cluster, job);
+    // Every other peer declares it dead (lost heartbeats); it computes on,
+    // then is seen again.
+    let now = cluster.now;
+    for id in (0..4).filter(|p| *p != worker) {
+        let others = (0..4)
+            .filter(|o| *o != id && *o != worker)
+            .map(|o| (o, 0.0))
+            .collect();
+        cluster.peers[id as usize].core.set_members(now, others);
+        cluster.drain(id);
+    }
+    cluster.run(Duration::from_millis(300), |_| false);
+    cluster.update_members();
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished");
+    assert_eq!(result_of(view), n * (n + 1) / 2, "{:?}", view.state);
+    assert!(view.stats.reissued >= 1, "{:?}", view.stats);
+    let mut merged = cluster.merged_units();
+    let before = merged.len();
+    merged.sort_unstable();
+    merged.dedup();
+    assert_eq!(before, merged.len(), "no unit merged twice");
+}
+
+/// Local checkpoints, written at assignment and after each divide only.
+fn local_ft() -> FaultTolerance {
+    FaultTolerance {
+        storage: CheckpointStorage::Local,
+        ttc: Duration::from_secs(600),
+        ..FaultTolerance::default()
+    }
+}
+
+/// Crashes a worker right after it divided its unit, maybe the primary too,
+/// and restarts the worker; returns the cluster with the job finished and
+/// checked.
+fn local_worker_restart(crash_primary: bool) -> (Cluster, JobView<u32>) {
+    let mut cluster = Cluster::new(6, 1);
+    let n = 3_000_000;
+    let home = cluster.peers[0].core.home_of(JobId([1; 16]), 3);
+    let primary = home[0];
+    assert_ne!(primary, 0, "the submitter hears the outcome");
+    // The primary computes nothing: a unit kept on a disk waits for its
+    // worker, and the primary does not come back.
+    cluster.peers[primary as usize].core.config.cores = 0;
+    let job = cluster.submit_ft(0, n, local_ft());
+    cluster.run(Duration::from_millis(2000), |_| false);
+    assert_eq!(cluster.primary(job), primary);
+    // A worker outside the home (so the home's order does not change when
+    // it comes back).
+    let worker = (1..6)
+        .find(|p| !home.contains(p) && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    // It divides its unit just before it crashes (a steal the primary no
+    // longer remembers: the part is queued).
+    let now = cluster.now;
+    cluster.peers[worker as usize].core.handle_message(
+        now,
+        primary,
+        JobMsg::StealRequest {
+            job,
+            steal: 1 << 40,
+        },
+    );
+    cluster.drain(worker);
+    cluster.run(Duration::from_millis(100), |_| false);
+    let held: Vec<UnitId> = cluster.peers[worker as usize]
+        .units
+        .iter()
+        .map(|(_, u, _)| *u)
+        .collect();
+    cluster.crash(worker);
+    if crash_primary {
+        cluster.crash(primary);
+    }
+    cluster.run(Duration::from_secs(1), |_| false);
+    cluster.restart(worker);
+    // Its units run again on it, from its disk.
+    cluster.run(Duration::from_secs(5), |c| {
+        let running: Vec<UnitId> = c.peers[worker as usize]
+            .units
+            .iter()
+            .map(|(_, u, _)| *u)
+            .collect();
+        held.iter().all(|u| running.contains(u))
+    });
+    let running: Vec<UnitId> = cluster.peers[worker as usize]
+        .units
+        .iter()
+        .map(|(_, u, _)| *u)
+        .collect();
+    assert!(
+        held.iter().all(|u| running.contains(u)),
+        "held {held:?}, runs {running:?} after its restart"
+    );
+    cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2, "{:?}", view.stats);
+    assert_eq!(view.stats.units, view.stats.units_done);
+    let mut merged = cluster.merged_units();
+    let before = merged.len();
+    merged.sort_unstable();
+    merged.dedup();
+    assert_eq!(before, merged.len(), "no unit merged twice");
+    (cluster, view)
+}
+
+#[test]
+fn a_restarted_worker_resumes_its_local_units_after_their_divides() {
+    local_worker_restart(false);
+}
+
+#[test]
+fn a_restarted_worker_resumes_its_local_units_under_a_new_primary() {
+    let (_, view) = local_worker_restart(true);
+    assert!(view.stats.takeovers >= 1, "{:?}", view.stats);
 }
 
 #[test]
