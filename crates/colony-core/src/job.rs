@@ -523,6 +523,9 @@ pub enum JobMsg<P> {
         term: u64,
         /// Whether the vote is granted.
         granted: bool,
+        /// The highest term the voter has voted in: a later candidacy must
+        /// ask for more.
+        promised: u64,
         /// Term of the voter's replica.
         log_term: u64,
         /// Last update of that term the voter applied.
@@ -1052,10 +1055,19 @@ impl<P: PeerKey> Jobs<P> {
                 job,
                 term,
                 granted,
+                promised,
                 log_term,
                 log_seq,
                 primary,
-            } => self.on_vote_reply(now, from, job, term, granted, (log_term, log_seq), primary),
+            } => self.on_vote_reply(
+                now,
+                from,
+                job,
+                (term, promised),
+                granted,
+                (log_term, log_seq),
+                primary,
+            ),
             JobMsg::StorePiece {
                 job,
                 unit,

@@ -800,12 +800,13 @@ impl SimPeer {
                 JobMsg::VoteReply {
                     term,
                     granted,
+                    promised,
                     log_term,
                     log_seq,
                     primary,
                     ..
                 } => Some(format!(
-                    "VoteReply term {term} granted {granted} log {log_term}/{log_seq} primary {primary:?}"
+                    "VoteReply term {term} granted {granted} promised {promised} log {log_term}/{log_seq} primary {primary:?}"
                 )),
                 _ => None,
             };

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Contribution, Epoch, JobEvent, JobId, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs,
+    Contribution, Epoch, JobConfig, JobEvent, JobId, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs,
     Report, UnitId,
 };
 use crate::divisible::SharedVars;
@@ -1798,8 +1798,9 @@ impl<P: PeerKey> Jobs<P> {
                         self.become_primary(now, job, Some(from));
                     }
                     ReplicaUpdate::Heartbeat => {
-                        if term != h.term {
-                            // The snapshot of this term was missed.
+                        if term != h.term || seq > h.seq {
+                            // The snapshot of this term, or updates, were
+                            // missed (a pipe that gave up).
                             let my_term = h.term;
                             self.send(from, JobMsg::ReplicaNack { job, term: my_term }, false);
                             return;
@@ -2296,11 +2297,7 @@ impl<P: PeerKey> Jobs<P> {
             None => return,
         };
         let primary_live = self.homes.get(&job).is_some_and(|h| {
-            // A running job's primary must also be heard from: a restarted
-            // peer is live but has lost its role.
-            let heard = h.record.state != JobState::Running
-                || now.saturating_duration_since(h.heard_at) < self.config.primary_silence;
-            heard && h.primary().is_some_and(|p| self.is_live(p))
+            h.primary_present(now, &self.config, |p| self.is_live(p))
         });
         let jitter = Duration::from_millis(self.rng.random_range(0..=stagger.as_millis() as u64));
         let Some(h) = self.homes.get_mut(&job) else {
@@ -2404,14 +2401,11 @@ impl<P: PeerKey> Jobs<P> {
         last: (u64, u64),
     ) {
         let live = |p: &P| *p == self.me || self.members.contains(p);
-        let silence = self.config.primary_silence;
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
-        let heard = h.is_primary()
-            || h.record.state != JobState::Running
-            || now.saturating_duration_since(h.heard_at) < silence;
-        let primary_live = heard && h.primary().is_some_and(|p| *p != from && live(p));
+        let primary_live =
+            h.primary() != Some(&from) && h.primary_present(now, &self.config, live);
         let granted = term > h.term
             && (term > h.promised || (term == h.promised && h.voted_for.as_ref() == Some(&from)))
             && h.candidacy.as_ref().is_none_or(|c| c.term < term)
@@ -2429,6 +2423,7 @@ impl<P: PeerKey> Jobs<P> {
             job,
             term,
             granted,
+            promised: h.promised,
             log_term: h.term,
             log_seq: h.seq,
             primary: h.primary().filter(|p| primary_live && **p != from).cloned(),
@@ -2442,7 +2437,7 @@ impl<P: PeerKey> Jobs<P> {
         now: Instant,
         from: P,
         job: JobId,
-        term: u64,
+        (term, promised): (u64, u64),
         granted: bool,
         log: (u64, u64),
         primary: Option<P>,
@@ -2450,6 +2445,8 @@ impl<P: PeerKey> Jobs<P> {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
+        // A later candidacy asks for a term no voter has promised yet.
+        h.campaigned = h.campaigned.max(promised);
         let Some(c) = &mut h.candidacy else {
             return;
         };
@@ -2785,6 +2782,24 @@ impl<P: PeerKey> HomeState<P> {
         all.extend(self.record.config.iter().cloned());
         all.remove(me);
         all.into_iter().collect()
+    }
+
+    /// Whether this member's primary is there: itself, or heard from just
+    /// now, or live in the view and heard from within the silence limit
+    /// (a running job's primary sends heartbeats; a restarted peer is live
+    /// but has lost its role).
+    fn primary_present(&self, now: Instant, config: &JobConfig, live: impl Fn(&P) -> bool) -> bool {
+        if self.is_primary() {
+            return true;
+        }
+        let Some(primary) = self.primary() else {
+            return false;
+        };
+        if self.record.state != JobState::Running {
+            return live(primary);
+        }
+        let quiet = now.saturating_duration_since(self.heard_at);
+        quiet < config.heartbeat_interval * 2 || (live(primary) && quiet < config.primary_silence)
     }
 
     /// Whether `me` must not campaign: it is not among the latest members.
