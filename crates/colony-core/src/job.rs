@@ -806,7 +806,6 @@ pub struct Jobs<P: PeerKey> {
     running: BTreeMap<(JobId, UnitId), WorkerUnit<P>>,
     /// The job this peer works for (one at a time).
     current_job: Option<JobId>,
-    request_outstanding: bool,
     next_request_at: Instant,
     backoff: Duration,
     finished_jobs: BTreeSet<JobId>,
@@ -844,7 +843,6 @@ impl<P: PeerKey> Jobs<P> {
             known: BTreeMap::new(),
             running: BTreeMap::new(),
             current_job: None,
-            request_outstanding: false,
             next_request_at: now,
             finished_jobs: BTreeSet::new(),
             loads: BTreeMap::new(),
@@ -985,7 +983,6 @@ impl<P: PeerKey> Jobs<P> {
             }
             JobMsg::WorkRequest { job, free } => self.on_work_request(now, from, job, free),
             JobMsg::NoWork { job, finished } => {
-                self.request_outstanding = false;
                 if finished {
                     self.forget_job(job);
                 }
@@ -1147,7 +1144,8 @@ impl<P: PeerKey> Jobs<P> {
         shared: SharedVars,
         ft: FaultTolerance,
     ) {
-        self.request_outstanding = false;
+        // Answered: free cores may ask again at once.
+        self.next_request_at = now;
         self.backoff = self.config.request_backoff_initial;
         if self
             .running
@@ -1780,7 +1778,9 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         let free = self.config.cores.saturating_sub(self.running.len() as u32);
-        if free == 0 || self.request_outstanding || now < self.next_request_at {
+        // An unanswered request expires at `next_request_at`: the answer
+        // may be lost with a primary that stepped down or a pipe that gave up.
+        if free == 0 || now < self.next_request_at {
             return;
         }
         // One job at a time: stay with the current one, else take the oldest advert.
@@ -1795,9 +1795,8 @@ impl<P: PeerKey> Jobs<P> {
         let Some((job, home)) = target else {
             return;
         };
-        self.request_outstanding = true;
-        // If the answer is lost with a dead primary, ask again later.
-        self.next_request_at = now + self.config.steal_timeout;
+        // A steal may take the primary up to its timeout to answer.
+        self.next_request_at = now + self.config.steal_timeout * 2;
         self.send(home, JobMsg::WorkRequest { job, free }, false);
     }
 
@@ -1806,7 +1805,6 @@ impl<P: PeerKey> Jobs<P> {
     pub fn send_failed(&mut self, now: Instant, to: P, msg: JobMsg<P>) {
         match msg {
             JobMsg::WorkRequest { job, .. } => {
-                self.request_outstanding = false;
                 self.next_request_at = now + self.config.request_backoff_max;
                 // Ask the job's primary as this peer computes it next time.
                 let next = self.probable_home(job);

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Contribution, Epoch, JobConfig, JobEvent, JobId, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs,
-    Report, UnitId,
+    Contribution, Epoch, JobConfig, JobEvent, JobId, JobMsg, JobOutput, JobState, JobStats,
+    JobView, Jobs, Report, UnitId,
 };
 use crate::divisible::SharedVars;
 use crate::erasure::{self, Shard};
@@ -255,6 +255,8 @@ struct Staged<P> {
     /// (holder, unit, index) still to confirm.
     waiting: BTreeSet<(P, UnitId, u8)>,
     pieces: Vec<(P, UnitId, Piece)>,
+    /// When the pieces still waited for were last sent.
+    sent_at: Instant,
 }
 
 struct Restoring<P> {
@@ -472,6 +474,18 @@ impl<P: PeerKey> Jobs<P> {
     /// a unit) declared dead rather than only suspected.
     fn holder_lost(&self, holder: &P, ft: &FaultTolerance) -> bool {
         !self.is_live(holder) && (ft.checkpoints() || !self.suspects.contains(holder))
+    }
+
+    /// Whether a handed-out unit must be given up: its holder is lost, or
+    /// it is this peer and does not run the unit any more (it restarted).
+    fn unit_lost(&self, job: JobId, unit: UnitId, rec: &UnitRec<P>, ft: &FaultTolerance) -> bool {
+        let Some(holder) = rec.holder.as_ref() else {
+            return false;
+        };
+        if *holder == self.me {
+            return rec.status == UnitStatus::Running && !self.running.contains_key(&(job, unit));
+        }
+        self.holder_lost(holder, ft)
     }
 
     pub(super) fn on_submit(
@@ -702,6 +716,7 @@ impl<P: PeerKey> Jobs<P> {
             refs,
             waiting,
             pieces,
+            sent_at: now,
         };
         let Some(h) = self.homes.get_mut(&job) else {
             return;
@@ -713,19 +728,30 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
+    /// Sends the pieces of `unit`'s first staged report that their holders
+    /// have not confirmed yet (all of them the first time; again when a
+    /// message was lost with a pipe that gave up).
     fn send_staged_pieces(&mut self, now: Instant, job: JobId, unit: UnitId) {
-        let Some(h) = self.homes.get(&job) else {
+        let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
         let durable = h.record.ft.durable;
-        let Some(staged) = h.staging.get(&unit).and_then(|q| q.front()) else {
+        let Some(staged) = h.staging.get_mut(&unit).and_then(|q| q.front_mut()) else {
             return;
         };
-        let pieces = staged.pieces.clone();
-        if pieces.is_empty() {
+        if staged.pieces.is_empty() {
             self.staged_done(now, job, unit);
             return;
         }
+        staged.sent_at = now;
+        let pieces: Vec<(P, UnitId, Piece)> = staged
+            .pieces
+            .iter()
+            .filter(|(holder, id, piece)| {
+                staged.waiting.contains(&(holder.clone(), *id, piece.index))
+            })
+            .cloned()
+            .collect();
         let me = self.me.clone();
         for (holder, id, piece) in pieces {
             if holder == me {
@@ -1465,7 +1491,9 @@ impl<P: PeerKey> Jobs<P> {
         // New members are committed once a majority of both the old and
         // the new members hold the update that named them.
         if h.record.members != h.record.config
-            && h.proposed.as_ref().is_none_or(|(_, m)| *m != h.record.members)
+            && h.proposed
+                .as_ref()
+                .is_none_or(|(_, m)| *m != h.record.members)
         {
             h.proposed = Some((h.seq, h.record.members.clone()));
         }
@@ -1493,13 +1521,11 @@ impl<P: PeerKey> Jobs<P> {
                 h.acked.get(m).copied().unwrap_or(0)
             }
         };
-        let committed = majority_seq(&h.record.config, held).min(majority_seq(&h.record.members, held));
+        let committed =
+            majority_seq(&h.record.config, held).min(majority_seq(&h.record.members, held));
         if let Some((_, members)) = h.proposed.take_if(|(seq, _)| *seq <= committed) {
             h.record.config = members;
             h.touched.insert(0);
-        }
-        if std::env::var("DEBUG_PENDING").is_ok() && h.pending.front().is_some_and(|p| p.seq > committed) {
-            eprintln!("DBG {:?} blocked seq {:?} members {:?} config {:?} acked {:?} hseq {} n {} committed {}", me, h.pending.front().map(|p| p.seq), h.record.members, h.record.config, h.acked, h.seq, h.pending.len(), committed);
         }
         let mut released = Vec::new();
         while h.pending.front().is_some_and(|p| p.seq <= committed) {
@@ -1561,15 +1587,17 @@ impl<P: PeerKey> Jobs<P> {
         // only when members without them are committed, so the committed
         // members keep a majority able to confirm updates meanwhile.
         let excess = h.record.members.len().saturating_sub(size);
-        let leaving: Vec<P> = h
+        let mut leaving: Vec<P> = h
             .record
             .members
             .iter()
             .rev()
             .filter(|m| gone.contains(m))
-            .take(excess)
             .cloned()
             .collect();
+        // Lost members first (a stable sort keeps the farthest first).
+        leaving.sort_by_key(|m| self.members.contains(m));
+        leaving.truncate(excess);
         let gone: Vec<P> = gone
             .into_iter()
             .filter(|p| {
@@ -1638,10 +1666,7 @@ impl<P: PeerKey> Jobs<P> {
         let closer = home
             .first()
             .filter(|b| {
-                **b != self.me
-                    && h.record.members.contains(b)
-                    && up_to_date(b)
-                    && h.state_settled()
+                **b != self.me && h.record.members.contains(b) && up_to_date(b) && h.state_settled()
             })
             .cloned();
         if let Some(best) = closer {
@@ -1882,14 +1907,12 @@ impl<P: PeerKey> Jobs<P> {
     /// or handed over by `previous`).
     fn become_primary(&mut self, now: Instant, job: JobId, previous: Option<P>) {
         let me = self.me.clone();
-        let live: Vec<P> = self.members.clone();
         let assign_grace = now;
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
         h.role = Role::Primary;
         h.drop_primary_state();
-        h.record.members.retain(|m| *m == me || live.contains(m));
         h.record.members.retain(|m| *m != me);
         h.record.members.insert(0, me.clone());
         h.record.stats.takeovers += u64::from(previous.is_none());
@@ -1911,12 +1934,11 @@ impl<P: PeerKey> Jobs<P> {
             .record
             .units
             .iter()
-            .filter(|(_, u)| match u.status {
+            .filter(|(id, u)| match u.status {
                 UnitStatus::Queued => true,
-                UnitStatus::Assigned | UnitStatus::Running => u
-                    .holder
-                    .as_ref()
-                    .is_none_or(|p| self.holder_lost(p, &self.homes[&job].record.ft)),
+                UnitStatus::Assigned | UnitStatus::Running => {
+                    u.holder.is_none() || self.unit_lost(job, **id, u, &self.homes[&job].record.ft)
+                }
                 UnitStatus::Done => false,
             })
             .map(|(id, u)| (*id, u.holder.clone()))
@@ -2187,12 +2209,8 @@ impl<P: PeerKey> Jobs<P> {
                         .filter(|(_, u)| {
                             matches!(u.status, UnitStatus::Assigned | UnitStatus::Running)
                         })
-                        .filter_map(|(id, u)| {
-                            u.holder
-                                .as_ref()
-                                .filter(|p| self.holder_lost(p, &h.record.ft))
-                                .map(|p| (*id, p.clone()))
-                        })
+                        .filter(|(id, u)| self.unit_lost(job, **id, u, &h.record.ft))
+                        .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, p)))
                         .collect();
                     let dead_steals: Vec<u64> = h
                         .steals
@@ -2207,13 +2225,15 @@ impl<P: PeerKey> Jobs<P> {
                         .filter(|(_, p)| !self.is_live(p))
                         .collect();
                     // Lost backups stop counting.
+                    // Lost peers that were about to join: forget them.
+                    // Lost members stay until a replacement has joined
+                    // (`maintain`): they may only be cut off, and removing
+                    // them first would shrink the majority the home needs.
                     let dead_backups: Vec<P> = h
                         .acked
                         .keys()
                         .filter(|p| !self.is_live(p))
-                        .filter(|p| {
-                            h.record.members.contains(p) || !h.record.config.contains(p)
-                        })
+                        .filter(|p| !h.record.members.contains(p) && !h.record.config.contains(p))
                         .cloned()
                         .collect();
                     // Pieces promised by lost holders will not come.
@@ -2230,16 +2250,7 @@ impl<P: PeerKey> Jobs<P> {
                         .collect();
                     if let Some(h) = self.homes.get_mut(&job) {
                         for b in &dead_backups {
-                            // A committed member keeps getting updates: it
-                            // may only be cut off, and its confirmations
-                            // count until members without it are committed.
-                            if !h.record.config.contains(b) {
-                                h.acked.remove(b);
-                            }
-                            h.record.members.retain(|m| m != b);
-                        }
-                        if !dead_backups.is_empty() {
-                            h.touched.insert(0);
+                            h.acked.remove(b);
                         }
                         for steal in dead_steals {
                             h.steals.remove(&steal);
@@ -2296,9 +2307,10 @@ impl<P: PeerKey> Jobs<P> {
                 .collect(),
             None => return,
         };
-        let primary_live = self.homes.get(&job).is_some_and(|h| {
-            h.primary_present(now, &self.config, |p| self.is_live(p))
-        });
+        let primary_live = self
+            .homes
+            .get(&job)
+            .is_some_and(|h| h.primary_present(now, &self.config, |p| self.is_live(p)));
         let jitter = Duration::from_millis(self.rng.random_range(0..=stagger.as_millis() as u64));
         let Some(h) = self.homes.get_mut(&job) else {
             return;
@@ -2404,8 +2416,7 @@ impl<P: PeerKey> Jobs<P> {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
-        let primary_live =
-            h.primary() != Some(&from) && h.primary_present(now, &self.config, live);
+        let primary_live = h.primary() != Some(&from) && h.primary_present(now, &self.config, live);
         let granted = term > h.term
             && (term > h.promised || (term == h.promised && h.voted_for.as_ref() == Some(&from)))
             && h.candidacy.as_ref().is_none_or(|c| c.term < term)
@@ -2598,7 +2609,16 @@ impl<P: PeerKey> Jobs<P> {
                     let backups: Vec<P> = h.acked.keys().cloned().collect();
                     for to in backups {
                         let update = ReplicaUpdate::Heartbeat;
-                        self.send(to, JobMsg::Replica { job, term, seq, update }, false);
+                        self.send(
+                            to,
+                            JobMsg::Replica {
+                                job,
+                                term,
+                                seq,
+                                update,
+                            },
+                            false,
+                        );
                     }
                 }
             }
@@ -2654,6 +2674,22 @@ impl<P: PeerKey> Jobs<P> {
                 self.restore_unit(now, job, unit);
             }
             self.retry_restores(now, job);
+            let resend: Vec<UnitId> = self.homes.get(&job).map_or(Vec::new(), |h| {
+                h.staging
+                    .iter()
+                    .filter(|(_, q)| {
+                        q.front().is_some_and(|s| {
+                            !s.waiting.is_empty()
+                                && now.saturating_duration_since(s.sent_at)
+                                    >= self.config.resend_interval
+                        })
+                    })
+                    .map(|(unit, _)| *unit)
+                    .collect()
+            });
+            for unit in resend {
+                self.send_staged_pieces(now, job, unit);
+            }
             if let Some(h) = self.homes.get_mut(&job) {
                 if h.next_progress_at <= now {
                     h.next_progress_at = now + self.config.progress_interval;
@@ -2721,7 +2757,7 @@ impl<P: PeerKey> Jobs<P> {
             .filter(|(_, u)| u.status != UnitStatus::Done)
             .map(|(id, u)| {
                 let line = format!(
-                    "{:?} on {:?} epoch {} seq {} ready {} restoring {} staged {}",
+                    "{:?} on {:?} epoch {} seq {} ready {} restoring {} staged {} (first waits for {:?})",
                     u.status,
                     u.holder,
                     u.epoch,
@@ -2729,6 +2765,10 @@ impl<P: PeerKey> Jobs<P> {
                     h.ready.contains_key(id),
                     h.restoring.contains_key(id),
                     h.staging.get(id).map_or(0, |q| q.len()),
+                    h.staging
+                        .get(id)
+                        .and_then(|q| q.front())
+                        .map(|s| (s.seq, s.waiting.len())),
                 );
                 (*id, line)
             })
