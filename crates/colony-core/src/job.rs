@@ -8,14 +8,23 @@
 //!   and last checkpoint, the merged partial results, shared variables,
 //!   counters — and copies every change to the *backups* (P³'s shadow
 //!   managers) as a differential update. Anything a peer outside the home
-//!   can observe (an acknowledgement, an assignment, a shared bound, the
-//!   result) is released only once every backup holds the change, so a
-//!   takeover never contradicts what was said.
-//! - **Takeover.** Every peer computes the same successor: when the primary
-//!   leaves the live view, the first live peer of the record's home list
-//!   becomes primary under a higher *term*, resynchronises the other
-//!   members, and reissues units whose holders are gone. When a closer peer
-//!   joins, the primary hands the record over to it.
+//!   can observe (an acknowledgement, an assignment, a "stale", a shared
+//!   bound, the result) is released only once a majority of the home's
+//!   committed members, and of its latest ones, hold the change, so a
+//!   takeover never contradicts what was said, and the two sides of a
+//!   partition can never both make progress. A home of `2f + 1` members
+//!   survives `f` lost or cut-off members; a lost member stays in the list
+//!   until the next closest live peer has joined in its place.
+//! - **Takeover.** When the primary leaves the live view or falls silent
+//!   (it heartbeats when idle), the backups elect a successor under a
+//!   higher *term*, Raft style: a member votes once per term, only for a
+//!   candidate whose replica is at least as recent as its own, and not
+//!   while it still hears its primary. Members campaign in the home's
+//!   order, so the successor is normally the first live member of the
+//!   record's home list, the one every peer computes. The new primary
+//!   resynchronises the other members and reissues units whose holders are
+//!   gone. When a closer peer joins, the primary hands the record over to
+//!   it.
 //! - **Checkpoints.** Every TTC, right after a divide, and before a better
 //!   shared bound spreads, a worker sends its unit's state to the primary,
 //!   which stores it per the job's [`CheckpointStorage`]: whole copies or

@@ -258,6 +258,10 @@ struct InFlight {
     rto: Duration,
     deadline: Instant,
     timer_at: Instant,
+    /// Selectively acknowledged: in the receiver's reorder buffer, not yet
+    /// delivered; no fast retransmission, and no receipt until the
+    /// cumulative acknowledgement covers it.
+    sacked: bool,
 }
 
 struct Queued {
@@ -456,6 +460,7 @@ impl<P: PeerKey> Pipes<P> {
                     rto,
                     deadline: queued.deadline,
                     timer_at,
+                    sacked: false,
                 },
             );
             self.timers.insert((timer_at, key.0.clone(), key.1, seq));
@@ -635,26 +640,20 @@ impl<P: PeerKey> Pipes<P> {
             .map(|r| r.1)
             .max()
             .unwrap_or(0);
-        let mut acked: Vec<(u64, InFlight)> = Vec::new();
+        // Only the cumulative acknowledgement delivers: a message held in
+        // the receiver's reorder buffer is lost if the receiver crashes.
         let rest = channel.in_flight.split_off(&cumulative);
-        let below = std::mem::replace(&mut channel.in_flight, rest);
-        acked.extend(below);
+        let acked = std::mem::replace(&mut channel.in_flight, rest);
         for &(start, end) in sack.iter().take(self.config.max_sack_ranges) {
             if end <= start {
                 continue;
             }
-            let seqs: Vec<u64> = channel
-                .in_flight
-                .range(start..end)
-                .map(|(s, _)| *s)
-                .collect();
-            for seq in seqs {
-                if let Some(msg) = channel.in_flight.remove(&seq) {
-                    acked.push((seq, msg));
-                }
+            for (_, msg) in channel.in_flight.range_mut(start..end) {
+                msg.sacked = true;
             }
         }
         for (seq, msg) in acked {
+            channel.in_flight_bytes = channel.in_flight_bytes.saturating_sub(msg.payload.len());
             self.timers
                 .remove(&(msg.timer_at, key.0.clone(), key.1, seq));
             let latency = now.saturating_duration_since(msg.first_sent);
@@ -710,7 +709,9 @@ impl<P: PeerKey> Pipes<P> {
         let holes: Vec<u64> = channel
             .in_flight
             .range(..highest_sacked)
-            .filter(|(_, m)| now.saturating_duration_since(m.last_sent) >= overdue_after)
+            .filter(|(_, m)| {
+                !m.sacked && now.saturating_duration_since(m.last_sent) >= overdue_after
+            })
             .map(|(seq, _)| *seq)
             .take(FAST_RETRANSMIT_BATCH)
             .collect();
@@ -755,7 +756,7 @@ impl<P: PeerKey> Pipes<P> {
             if msg.deadline <= now {
                 let after = now.saturating_duration_since(msg.first_sent);
                 let token = msg.token;
-                channel.in_flight_bytes -= msg.payload.len();
+                channel.in_flight_bytes = channel.in_flight_bytes.saturating_sub(msg.payload.len());
                 channel.in_flight.remove(&seq);
                 self.stats.messages_failed += 1;
                 self.outputs.push_back(PipeOutput::Failed {

@@ -55,56 +55,51 @@
 //! the pipes delivered application messages at most once per receiver life,
 //! in order, skipping only messages their sender was told failed.
 //!
-//! # Known findings
+//! # Findings
 //!
-//! The simulator found these in the cores it drives. Each line replays
-//! with this version of the simulator; `--trace-unit U` and
-//! `--trace-replicas` show the messages, and a wrong `rangesum` result
-//! names the units whose ranges overlap or leave a gap. Until the job
-//! core's are fixed, the 500-seed all-faults job test in `tests/seeds.rs`
-//! is ignored; run it with `cargo test -p colony-sim --test seeds --
-//! --ignored`.
+//! Every seed of the 500-seed all-faults job batch in `tests/seeds.rs`
+//! (and of 1000 seeds from the CLI) passes. `--trace-unit U` and
+//! `--trace-replicas` (replication and elections) show the messages, a
+//! wrong `rangesum` result names the units whose ranges overlap or leave a
+//! gap, and an unfinished job lists the primary's open units.
 //!
-//! Fixed since (their seeds pass): with local storage, a divide did not
-//! rewrite the worker's disk, so a restarted worker computed the parts it
-//! gave away again (`--seed 0`, `--seed 3 --faults crash`); a restarted worker's
-//! `Resume` requeued the unit in the primary's memory only, and a new
-//! primary waited for pieces the worker never served (`--seed 6 --faults
-//! crash`); a restore whose answer was lost with a pipe waited forever
-//! (`--seed 495 --faults crash`); protocol `none` failed the job on a
-//! worker declared dead through message loss (`--seed 290 --faults
-//! loss,dup,reorder`) — a lost unit now restarts from the state it was
-//! handed out with. Not diagnosed yet: `--seed 1` and `--seed 59` (all
-//! faults).
+//! Fixed in the job core, with the seeds that found them (they replay
+//! against the code before the fix):
 //!
-//! Fixed in 74ef597 (their seeds pass): a restarted worker's `Resume`
-//! taken for a duplicate; a unit reissued while its `Divided` was being
-//! stored, then divided anyway (double count); a report applied out of
-//! sequence and acknowledged cumulatively (lost part); a staged report
-//! waiting for a holder dropped from the home (endless reissues).
-//! No longer reproducing with their seeds since then, cause not confirmed:
-//! two primaries taking over under the same term (`--seed 66 --faults
-//! pause` lost an acknowledged `Divided`); an assignment to the primary
-//! itself never released (`--seed 929 --faults loss,dup,reorder`); records
-//! that stayed split after partitions healed (`--seed 79`); suspected
-//! holders counted as lost (`--seed 16`).
+//! - Two primaries after a partition or a pause, each committing alone;
+//!   on heal one record won and the other's merges were lost (`--seed 13`,
+//!   `--seed 21`). The home now commits through a majority of its
+//!   committed and its latest members, elects primaries by vote (only a
+//!   replica at least as recent wins; one vote per term), sends
+//!   heartbeats, and replaces a lost member only after its successor
+//!   joined.
+//! - A primary about to be replaced told a worker its unit was stale on
+//!   the strength of a change no one else held (`--seed 125`).
+//! - A restarted primary, live to membership, kept its role in the eyes of
+//!   its backups (`--seed 27`); and kept units it ran itself before the
+//!   crash (`--seed 3`).
+//! - Lost messages with a pipe that gave up: a staged report's piece, a
+//!   replica update, a work request's answer (`--seed 793`, `--seed 380`,
+//!   `--seed 934`).
+//! - Local storage: a divide did not rewrite the worker's disk, and a
+//!   resumed unit was never served (`--seed 0`, `--seed 6 --faults crash`).
+//! - Protocol `none` failed the job on a worker declared dead through
+//!   message loss (`--seed 290 --faults loss,dup,reorder`).
 //!
-//! Other cores and the runtime:
+//! Still open, counted rather than failed:
 //!
 //! - *Pipes: a receipt on a selective ack.* A message acknowledged while
 //!   it waits in the receiver's reorder buffer gets a receipt; if the
 //!   sender or receiver then crashes, or the sender declares the receiver
 //!   dead (`peer_dead` fails the earlier message and drops the base
 //!   announcement), it is never delivered. The checker counts these
-//!   (`--seed 13 --workload pipes`) instead of failing on them.
+//!   (`--seed 13 --workload pipes`). The job core does not rely on
+//!   receipts: it re-sends until acknowledged.
 //! - *Membership / acquaintances.* A peer resuming from a pause runs its
 //!   sweep before the queued acks and suspects every peer it monitors. Two
 //!   clusters formed by a bootstrap race never merge when each has at least
 //!   NOA members, since only a peer below NOA explores (the simulator
 //!   starts bootstrap peers first).
-//! - *Driver*: the runtime acknowledges `Persist` at once without writing,
-//!   and never calls `load_pieces` or `restore_local` on start; the
-//!   simulator does both, as the core's docs ask.
 
 pub mod app;
 pub mod check;

@@ -33,37 +33,17 @@ fn run_seeds(seeds: impl Iterator<Item = u64>, workload: Workload, faults: Fault
     );
 }
 
-/// Duplication and reordering, no loss: no false suspicions, so none of
-/// the job core's known fault-tolerance bugs is reached.
-fn dup_reorder() -> FaultKinds {
-    "dup,reorder".parse().expect("fault kinds")
-}
-
-/// The job with every fault kind: the simulator's main promise. Ignored
-/// until the job core's fault-tolerance bugs it finds are fixed (see the
-/// crate docs, "Known findings"); run it with
-/// `cargo test -p colony-sim --test seeds -- --ignored`.
+/// The job with every fault kind — loss, duplication, reordering,
+/// partitions, crashes with restart, pauses: the simulator's main promise.
 #[test]
-#[ignore = "fails on job-core bugs found by the simulator; see colony_sim docs, Known findings"]
 fn job_all_faults_even_seeds() {
     run_seeds((0..500).step_by(2), Workload::Job, FaultKinds::all());
 }
 
 /// The other half of [`job_all_faults_even_seeds`].
 #[test]
-#[ignore = "fails on job-core bugs found by the simulator; see colony_sim docs, Known findings"]
 fn job_all_faults_odd_seeds() {
     run_seeds((1..500).step_by(2), Workload::Job, FaultKinds::all());
-}
-
-#[test]
-fn job_with_duplication_and_reordering_even_seeds() {
-    run_seeds((0..500).step_by(2), Workload::Job, dup_reorder());
-}
-
-#[test]
-fn job_with_duplication_and_reordering_odd_seeds() {
-    run_seeds((1..500).step_by(2), Workload::Job, dup_reorder());
 }
 
 #[test]
@@ -76,7 +56,9 @@ fn membership_and_pipes_with_all_faults_odd_seeds() {
     run_seeds((1..500).step_by(2), Workload::Pipes, FaultKinds::all());
 }
 
+/// A real application (colony-apps' N-Queens, checked against the known
+/// count) under every fault kind.
 #[test]
-fn nqueens_with_duplication_and_reordering() {
-    run_seeds(0..10, Workload::NQueens, dup_reorder());
+fn nqueens_with_all_faults() {
+    run_seeds(0..10, Workload::NQueens, FaultKinds::all());
 }

@@ -335,3 +335,43 @@ fn slow_application_applies_backpressure_without_loss() {
     got.extend(pair.delivered_to_b.iter().map(seq_of));
     assert_eq!(got, (0..200).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_message_waiting_behind_a_gap_gets_no_receipt_until_delivered() {
+    let mut pair = Pair::new(7);
+    pair.drop_data_seq = Some(0);
+    pair.send(0, payload(0)).unwrap();
+    pair.send(1, payload(1)).unwrap();
+    // Long enough for 1 to be selectively acknowledged, not for 0's retransmission timer.
+    pair.run(Duration::from_millis(50));
+    assert!(pair.delivered_to_b.is_empty(), "1 waits behind 0");
+    assert!(
+        !pair.outcomes.contains_key(&1),
+        "no receipt for a message in the receiver's reorder buffer"
+    );
+    // The receiver dies with 1 buffered: the sender must not think it got it.
+    pair.a.peer_dead(&1);
+    pair.drain();
+    assert!(matches!(pair.outcomes[&1], Err(PipeError::PeerDead { .. })));
+}
+
+#[test]
+fn the_byte_window_refills_as_messages_are_acknowledged() {
+    let mut pair = Pair::new(8);
+    // 40 messages of an eighth of the byte window, all at once: eight per
+    // round trip (1 ms each way), so five round trips, not one message per
+    // round trip once the first window is spent.
+    let big = vec![7u8; PipeConfig::default().window_bytes / 8 - 64];
+    let start = pair.now;
+    for i in 0..40 {
+        pair.send(i, big.clone()).unwrap();
+    }
+    pair.run(Duration::from_secs(5));
+    assert_eq!(pair.delivered_to_b.len(), 40);
+    assert_eq!(pair.outcomes.len(), 40);
+    let took = pair.now.saturating_duration_since(start);
+    assert!(
+        took <= Duration::from_millis(20),
+        "all acknowledged after {took:?}"
+    );
+}
