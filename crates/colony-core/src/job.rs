@@ -127,6 +127,13 @@ pub struct JobConfig {
     /// How long an assigned unit may stay unconfirmed by its worker before
     /// it is reissued.
     pub assign_timeout: Duration,
+    /// How long a queued unit (one reissued after its worker was lost, or
+    /// handed back) waits for an idle worker to ask for it before the
+    /// primary pushes it to the job's least-loaded worker, which runs it
+    /// besides its own units — at most one such extra unit per worker at a
+    /// time. A little over `request_backoff_max`, so every idle worker has
+    /// asked once.
+    pub push_queued_after: Duration,
     /// How often a worker re-sends reports its primary has not acknowledged.
     pub resend_interval: Duration,
     /// How much later each home member campaigns than the one before it in
@@ -172,6 +179,7 @@ impl Default for JobConfig {
             request_backoff_max: Duration::from_millis(100),
             steal_timeout: Duration::from_secs(2),
             assign_timeout: Duration::from_secs(3),
+            push_queued_after: Duration::from_millis(150),
             resend_interval: Duration::from_millis(500),
             election_stagger: Duration::from_millis(200),
             election_timeout: Duration::from_millis(1000),

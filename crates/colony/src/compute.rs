@@ -1,5 +1,6 @@
 //! Worker threads that run units of work: one OS thread per running unit,
-//! at most `cores` of them (the job core enforces it), each at the lowest
+//! at most `cores` of them plus one unit a primary pushed to restart it at
+//! once (the job core enforces it), each at the lowest
 //! OS priority (`nice 19`) so a volunteer's own work comes first. A thread
 //! steps its unit in slices of a few milliseconds and, between slices,
 //! answers divide, checkpoint and stop requests and takes in

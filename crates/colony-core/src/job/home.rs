@@ -297,6 +297,11 @@ pub(super) struct HomeState<P> {
     /// Primary: reports waiting for their pieces, per unit, in order.
     staging: BTreeMap<UnitId, VecDeque<Staged<P>>>,
     assigned_at: BTreeMap<UnitId, Instant>,
+    /// Primary: since when each ready unit has waited for a worker to ask.
+    queued_since: BTreeMap<UnitId, Instant>,
+    /// Primary: units pushed to a busy worker, beyond its cores, with that
+    /// worker (one per worker at a time).
+    pushed: BTreeMap<UnitId, P>,
     steals: BTreeMap<u64, Steal<P>>,
     next_steal: u64,
     next_progress_at: Instant,
@@ -350,6 +355,8 @@ impl<P: PeerKey> HomeState<P> {
             restoring: BTreeMap::new(),
             staging: BTreeMap::new(),
             assigned_at: BTreeMap::new(),
+            queued_since: BTreeMap::new(),
+            pushed: BTreeMap::new(),
             steals: BTreeMap::new(),
             next_steal: 1,
             next_progress_at: now,
@@ -1257,6 +1264,7 @@ impl<P: PeerKey> Jobs<P> {
         let epoch = self.random_epoch();
         let h = self.homes.get_mut(&job)?;
         let state = h.ready.remove(&unit)?;
+        h.queued_since.remove(&unit);
         if !h.record.ft.checkpoints() {
             h.kept.insert(unit, state.clone());
         }
@@ -1376,6 +1384,83 @@ impl<P: PeerKey> Jobs<P> {
             },
         );
         self.send(donor, JobMsg::StealRequest { job, steal }, false);
+    }
+
+    /// Queued units that no idle worker asked for within
+    /// `push_queued_after` go to the job's least-loaded worker, which runs
+    /// them besides its own: a lost unit restarts at once even when every
+    /// worker is busy (as a Dask scheduler hands a task to a busy worker's
+    /// queue), instead of waiting for some unit to finish. A worker holds at
+    /// most one pushed unit at a time, so the overload stays bounded, and it
+    /// asks for no more work until it is below its cores again.
+    fn push_queued(&mut self, now: Instant, job: JobId) {
+        let patience = self.config.push_queued_after;
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if !h.is_primary() || h.record.state != JobState::Running {
+            return;
+        }
+        let held = |u: &UnitRec<P>| matches!(u.status, UnitStatus::Running | UnitStatus::Assigned);
+        // Pushes end when their unit leaves the worker (merged, lost).
+        let units = &h.record.units;
+        h.pushed.retain(|id, p| {
+            units
+                .get(id)
+                .is_some_and(|u| held(u) && u.holder.as_ref() == Some(p))
+        });
+        let ready = &h.ready;
+        h.queued_since.retain(|id, _| ready.contains_key(id));
+        let mut due = Vec::new();
+        for id in h.ready.keys() {
+            if units
+                .get(id)
+                .is_some_and(|u| u.status == UnitStatus::Queued)
+            {
+                let since = *h.queued_since.entry(*id).or_insert(now);
+                if now.saturating_duration_since(since) >= patience {
+                    due.push(*id);
+                }
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        // The job's live workers, with the units each holds.
+        let mut load: BTreeMap<P, usize> = BTreeMap::new();
+        for u in units.values().filter(|u| held(u)) {
+            if let Some(p) = u.holder.clone() {
+                *load.entry(p).or_default() += 1;
+            }
+        }
+        let mut pushed: BTreeSet<P> = h.pushed.values().cloned().collect();
+        load.retain(|p, _| self.is_live(p));
+        let mut effects = Vec::new();
+        for unit in due {
+            let target = load
+                .iter()
+                .filter(|(p, _)| !pushed.contains(*p))
+                .min_by(|a, b| {
+                    a.1.cmp(b.1).then_with(|| {
+                        let la = self.loads.get(a.0).copied().unwrap_or(0.0);
+                        let lb = self.loads.get(b.0).copied().unwrap_or(0.0);
+                        la.partial_cmp(&lb).unwrap_or(std::cmp::Ordering::Equal)
+                    })
+                })
+                .map(|(p, _)| p.clone());
+            let Some(to) = target else {
+                break;
+            };
+            if let Some(msg) = self.assign(now, job, unit, to.clone()) {
+                effects.push(msg);
+                if let Some(h) = self.homes.get_mut(&job) {
+                    h.pushed.insert(unit, to.clone());
+                }
+                *load.entry(to.clone()).or_default() += 1;
+                pushed.insert(to);
+            }
+        }
+        self.commit(now, job, effects);
     }
 
     pub(super) fn on_steal_declined(&mut self, _now: Instant, job: JobId, steal: u64) {
@@ -2690,6 +2775,7 @@ impl<P: PeerKey> Jobs<P> {
             for unit in resend {
                 self.send_staged_pieces(now, job, unit);
             }
+            self.push_queued(now, job);
             if let Some(h) = self.homes.get_mut(&job) {
                 if h.next_progress_at <= now {
                     h.next_progress_at = now + self.config.progress_interval;
@@ -2863,6 +2949,8 @@ impl<P: PeerKey> HomeState<P> {
         self.staging.clear();
         self.steals.clear();
         self.assigned_at.clear();
+        self.queued_since.clear();
+        self.pushed.clear();
         self.touched.clear();
         self.merges.clear();
     }

@@ -465,6 +465,59 @@ fn a_crashed_worker_s_units_restart_from_their_checkpoints() {
 }
 
 #[test]
+fn a_lost_unit_runs_again_promptly_even_when_every_worker_is_busy() {
+    let mut cluster = Cluster::new(5, 1);
+    let n = 5_000_000;
+    let job = cluster.submit(0, n);
+    cluster.run(Duration::from_millis(2500), |_| false);
+    assert!(
+        cluster.peers.iter().all(|p| p.units.len() == 1),
+        "every worker busy with one unit"
+    );
+    let primary = cluster.primary(job);
+    let victim = (1..5).find(|p| *p != primary).unwrap();
+    let lost: Vec<UnitId> = cluster.peers[victim as usize]
+        .units
+        .iter()
+        .map(|(_, u, _)| *u)
+        .collect();
+    let crashed_at = cluster.now;
+    cluster.crash(victim);
+    let running = |c: &Cluster| {
+        lost.iter().all(|unit| {
+            c.peers
+                .iter()
+                .any(|p| p.alive && p.units.iter().any(|(j, u, _)| *j == job && u == unit))
+        })
+    };
+    let most = std::cell::Cell::new(0);
+    cluster.run(Duration::from_secs(5), |c| {
+        most.set(
+            most.get()
+                .max(c.peers.iter().map(|p| p.units.len()).max().unwrap_or(0)),
+        );
+        running(c)
+    });
+    let took = cluster.now - crashed_at;
+    assert!(running(&cluster), "the lost unit runs again");
+    assert!(
+        took <= JobConfig::default().push_queued_after + Duration::from_millis(100),
+        "pushed to a busy worker rather than queued until a unit ends: {took:?}"
+    );
+    cluster.run(Duration::from_secs(120), |c| {
+        most.set(
+            most.get()
+                .max(c.peers.iter().map(|p| p.units.len()).max().unwrap_or(0)),
+        );
+        c.final_status(job).is_some()
+    });
+    assert!(most.get() <= 2, "at most one unit beyond a worker's core");
+    let view = cluster.final_status(job).expect("job finished").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2, "{:?}", view.stats);
+    assert_eq!(view.stats.units, view.stats.units_done);
+}
+
+#[test]
 fn the_primary_crashing_hands_the_job_to_its_successor() {
     let (_, view) = crash_mid_job(FaultTolerance::default(), |c, job| c.primary(job));
     assert!(view.stats.takeovers >= 1, "{:?}", view.stats);
