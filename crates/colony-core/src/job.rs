@@ -560,6 +560,10 @@ pub enum JobMsg<P> {
         piece: Piece,
         /// Write it to disk before answering.
         durable: bool,
+        /// The unit's checkpoint (epoch, version) the job record points to
+        /// now: the holder keeps it even when newer pieces, not yet
+        /// committed, would push it out.
+        keep: Option<(Epoch, u64)>,
     },
     /// Holder → primary: the piece is stored.
     PieceStored {
@@ -1087,7 +1091,11 @@ impl<P: PeerKey> Jobs<P> {
                 unit,
                 piece,
                 durable,
-            } => self.store_piece_here(now, from, job, unit, piece, durable),
+                keep,
+            } => {
+                self.pieces.keep(job, unit, keep);
+                self.store_piece_here(now, from, job, unit, piece, durable)
+            }
             JobMsg::PieceStored {
                 job,
                 unit,

@@ -67,6 +67,9 @@ pub enum PieceData {
 /// stored.
 pub(super) struct PieceStore<P> {
     pieces: BTreeMap<(JobId, UnitId), Vec<Piece>>,
+    /// Per unit, the checkpoint its job record points to, as the primary
+    /// last said: never dropped for newer ones.
+    kept: BTreeMap<(JobId, UnitId), (Epoch, u64)>,
     /// When each job's pieces were last stored or asked for.
     touched: BTreeMap<JobId, Instant>,
     /// Durable writes in flight: who to answer once on disk.
@@ -77,6 +80,7 @@ impl<P> Default for PieceStore<P> {
     fn default() -> Self {
         PieceStore {
             pieces: BTreeMap::new(),
+            kept: BTreeMap::new(),
             touched: BTreeMap::new(),
             persisting: BTreeMap::new(),
         }
@@ -101,7 +105,17 @@ impl<P> PieceStore<P> {
             }
         }
         groups.truncate(KEPT_CHECKPOINTS);
-        list.retain(|p| groups.contains(&(p.epoch, p.version)));
+        let kept = self.kept.get(&(job, unit));
+        list.retain(|p| {
+            groups.contains(&(p.epoch, p.version)) || kept == Some(&(p.epoch, p.version))
+        });
+    }
+
+    /// Remembers which of `unit`'s checkpoints its job record points to.
+    pub(super) fn keep(&mut self, job: JobId, unit: UnitId, checkpoint: Option<(Epoch, u64)>) {
+        if let Some(checkpoint) = checkpoint {
+            self.kept.insert((job, unit), checkpoint);
+        }
     }
 
     pub(super) fn get(&self, job: JobId, unit: UnitId) -> Vec<Piece> {
@@ -124,6 +138,7 @@ impl<P> PieceStore<P> {
     fn forget_job(&mut self, job: JobId) {
         self.touched.remove(&job);
         self.pieces.retain(|(j, _), _| *j != job);
+        self.kept.retain(|(j, _), _| *j != job);
         self.persisting.retain(|(k, _, _), _| k.job != job);
     }
 }
@@ -760,8 +775,20 @@ impl<P: PeerKey> Jobs<P> {
             .cloned()
             .collect();
         let me = self.me.clone();
-        for (holder, id, piece) in pieces {
+        let committed = |id: UnitId| {
+            h.record
+                .units
+                .get(&id)
+                .and_then(|u| u.checkpoint.as_ref())
+                .map(|c| (c.epoch, c.version))
+        };
+        let pieces: Vec<(P, UnitId, Piece, Option<(Epoch, u64)>)> = pieces
+            .into_iter()
+            .map(|(holder, id, piece)| (holder, id, piece, committed(id)))
+            .collect();
+        for (holder, id, piece, keep) in pieces {
             if holder == me {
+                self.pieces.keep(job, id, keep);
                 self.store_piece_here(now, me.clone(), job, id, piece, durable);
             } else {
                 self.send(
@@ -771,6 +798,7 @@ impl<P: PeerKey> Jobs<P> {
                         unit: id,
                         piece,
                         durable,
+                        keep,
                     },
                     true,
                 );
