@@ -775,18 +775,16 @@ impl<P: PeerKey> Jobs<P> {
             .cloned()
             .collect();
         let me = self.me.clone();
-        let committed = |id: UnitId| {
-            h.record
-                .units
-                .get(&id)
-                .and_then(|u| u.checkpoint.as_ref())
-                .map(|c| (c.epoch, c.version))
-        };
-        let pieces: Vec<(P, UnitId, Piece, Option<(Epoch, u64)>)> = pieces
-            .into_iter()
-            .map(|(holder, id, piece)| (holder, id, piece, committed(id)))
+        // The checkpoint each unit's record points to, for the holders to keep.
+        let kept: BTreeMap<UnitId, (Epoch, u64)> = pieces
+            .iter()
+            .filter_map(|(_, id, _)| {
+                let c = h.record.units.get(id)?.checkpoint.as_ref()?;
+                Some((*id, (c.epoch, c.version)))
+            })
             .collect();
-        for (holder, id, piece, keep) in pieces {
+        for (holder, id, piece) in pieces {
+            let keep = kept.get(&id).copied();
             if holder == me {
                 self.pieces.keep(job, id, keep);
                 self.store_piece_here(now, me.clone(), job, id, piece, durable);
