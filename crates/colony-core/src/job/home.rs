@@ -498,6 +498,12 @@ impl<P: PeerKey> Jobs<P> {
         !self.is_live(holder) && (ft.checkpoints() || !self.suspects.contains(holder))
     }
 
+    /// Orders peers by the load average membership reports, lightest first.
+    fn by_load(&self, a: &P, b: &P) -> std::cmp::Ordering {
+        let load = |p: &P| self.loads.get(p).copied().unwrap_or(0.0);
+        load(a).total_cmp(&load(b))
+    }
+
     /// Whether a handed-out unit must be given up: its holder is lost, or
     /// it is this peer and does not run the unit any more (it restarted).
     fn unit_lost(&self, job: JobId, unit: UnitId, rec: &UnitRec<P>, ft: &FaultTolerance) -> bool {
@@ -1377,13 +1383,7 @@ impl<P: PeerKey> Jobs<P> {
         let donor = running
             .iter()
             .filter(|(p, n)| **n > asked(p))
-            .max_by(|a, b| {
-                a.1.cmp(b.1).then_with(|| {
-                    let la = self.loads.get(a.0).copied().unwrap_or(0.0);
-                    let lb = self.loads.get(b.0).copied().unwrap_or(0.0);
-                    lb.partial_cmp(&la).unwrap_or(std::cmp::Ordering::Equal)
-                })
-            })
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| self.by_load(b.0, a.0)))
             .map(|(p, _)| p.clone());
         let Some(donor) = donor else {
             self.send(
@@ -1466,13 +1466,7 @@ impl<P: PeerKey> Jobs<P> {
             let target = load
                 .iter()
                 .filter(|(p, _)| !pushed.contains(*p))
-                .min_by(|a, b| {
-                    a.1.cmp(b.1).then_with(|| {
-                        let la = self.loads.get(a.0).copied().unwrap_or(0.0);
-                        let lb = self.loads.get(b.0).copied().unwrap_or(0.0);
-                        la.partial_cmp(&lb).unwrap_or(std::cmp::Ordering::Equal)
-                    })
-                })
+                .min_by(|a, b| a.1.cmp(b.1).then_with(|| self.by_load(a.0, b.0)))
                 .map(|(p, _)| p.clone());
             let Some(to) = target else {
                 break;
