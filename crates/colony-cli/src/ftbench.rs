@@ -107,7 +107,7 @@ pub async fn run(instances: &[String], peers: usize, runs: usize, json: bool) ->
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "checkpoint (TTC 1 s, copies:2, home 3) against none on {} peers, {} pairs: overhead median {:+.1}% (min {:+.1}%, max {:+.1}%); mean checkpoint {:.0} bytes",
+            "checkpoint (TTC 1 s, copies:2, home of up to 3) against none on {} peers, {} pairs: overhead median {:+.1}% (min {:+.1}%, max {:+.1}%); mean checkpoint {:.0} bytes",
             report.peers,
             report.pairs.len(),
             report.overhead_pct_median,
