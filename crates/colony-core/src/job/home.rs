@@ -2416,7 +2416,6 @@ impl<P: PeerKey> Jobs<P> {
             .homes
             .get(&job)
             .is_some_and(|h| h.primary_present(now, &self.config, |p| self.is_live(p)));
-        let jitter = Duration::from_millis(self.rng.random_range(0..=stagger.as_millis() as u64));
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
@@ -2457,7 +2456,8 @@ impl<P: PeerKey> Jobs<P> {
             // Lost, or split: try again after the others had their turn.
             h.candidacy = None;
             let rank = live.iter().position(|m| *m == me).unwrap_or(live.len());
-            h.campaign_at = Some(now + stagger * (rank as u32 + 1) + jitter);
+            let jitter = self.rng.random_range(0..=stagger.as_millis() as u64);
+            h.campaign_at = Some(now + stagger * (rank as u32 + 1) + Duration::from_millis(jitter));
             return;
         }
         let rank = live.iter().position(|m| *m == me).unwrap_or(live.len());
