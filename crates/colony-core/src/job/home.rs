@@ -2437,19 +2437,8 @@ impl<P: PeerKey> Jobs<P> {
                         .into_iter()
                         .filter(|v| !c.votes.contains(v))
                         .collect();
-                    let (last_term, last_seq) = (h.term, h.seq);
-                    for to in missing {
-                        self.send(
-                            to,
-                            JobMsg::Vote {
-                                job,
-                                term,
-                                last_term,
-                                last_seq,
-                            },
-                            false,
-                        );
-                    }
+                    let last = (h.term, h.seq);
+                    self.ask_for_votes(job, term, last, missing);
                 }
                 return;
             }
@@ -2474,20 +2463,22 @@ impl<P: PeerKey> Jobs<P> {
             until: now + self.config.election_timeout,
             resend_at: now + stagger,
         });
-        let (last_term, last_seq) = (h.term, h.seq);
-        for to in h.voters(&me) {
-            self.send(
-                to,
-                JobMsg::Vote {
-                    job,
-                    term,
-                    last_term,
-                    last_seq,
-                },
-                false,
-            );
-        }
+        let last = (h.term, h.seq);
+        self.ask_for_votes(job, term, last, voters);
         self.count_votes(now, job);
+    }
+
+    fn ask_for_votes(&mut self, job: JobId, term: u64, last: (u64, u64), voters: Vec<P>) {
+        let (last_term, last_seq) = last;
+        for to in voters {
+            let msg = JobMsg::Vote {
+                job,
+                term,
+                last_term,
+                last_seq,
+            };
+            self.send(to, msg, false);
+        }
     }
 
     /// Becomes primary if the candidacy has a majority of both the
