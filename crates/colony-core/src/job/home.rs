@@ -1578,16 +1578,8 @@ impl<P: PeerKey> Jobs<P> {
             let (term, seq) = (h.term, h.seq);
             let backups: Vec<P> = h.acked.keys().cloned().collect();
             for to in backups {
-                self.outputs.push_back(JobOutput::Send {
-                    to,
-                    msg: JobMsg::Replica {
-                        job,
-                        term,
-                        seq,
-                        update: ReplicaUpdate::Delta(Box::new(delta.clone())),
-                    },
-                    bulk: true,
-                });
+                let update = ReplicaUpdate::Delta(Box::new(delta.clone()));
+                self.send_replica(to, job, (term, seq), update);
             }
         }
         let Some(h) = self.homes.get_mut(&job) else {
@@ -1712,29 +1704,12 @@ impl<P: PeerKey> Jobs<P> {
             .collect();
         let snapshot = (!fresh.is_empty()).then(|| h.snapshot(now));
         for to in &gone {
-            self.send(
-                to.clone(),
-                JobMsg::Replica {
-                    job,
-                    term,
-                    seq,
-                    update: ReplicaUpdate::Release,
-                },
-                false,
-            );
+            self.send_replica(to.clone(), job, (term, seq), ReplicaUpdate::Release);
         }
         if let Some(snapshot) = snapshot {
             for to in &fresh {
-                self.send(
-                    to.clone(),
-                    JobMsg::Replica {
-                        job,
-                        term,
-                        seq,
-                        update: ReplicaUpdate::Snapshot(Box::new(snapshot.clone())),
-                    },
-                    true,
-                );
+                let update = ReplicaUpdate::Snapshot(Box::new(snapshot.clone()));
+                self.send_replica(to.clone(), job, (term, seq), update);
             }
         }
         let Some(h) = self.homes.get_mut(&job) else {
@@ -2597,31 +2572,13 @@ impl<P: PeerKey> Jobs<P> {
         if home.contains(&from) || member {
             let (term, seq) = (h.term, h.seq);
             let snapshot = ReplicaUpdate::Snapshot(Box::new(h.snapshot(now)));
-            self.send(
-                from.clone(),
-                JobMsg::Replica {
-                    job,
-                    term,
-                    seq,
-                    update: snapshot,
-                },
-                true,
-            );
+            self.send_replica(from.clone(), job, (term, seq), snapshot);
             if let Some(h) = self.homes.get_mut(&job) {
                 h.acked.insert(from, 0);
             }
         } else {
             let (term, seq) = (h.term, h.seq);
-            self.send(
-                from.clone(),
-                JobMsg::Replica {
-                    job,
-                    term,
-                    seq,
-                    update: ReplicaUpdate::Release,
-                },
-                false,
-            );
+            self.send_replica(from.clone(), job, (term, seq), ReplicaUpdate::Release);
             if let Some(h) = self.homes.get_mut(&job) {
                 if h.acked.remove(&from).is_some() || h.record.members.contains(&from) {
                     h.record.members.retain(|m| *m != from);
@@ -2664,16 +2621,25 @@ impl<P: PeerKey> Jobs<P> {
         h.voted_for = Some(to.clone());
         h.handing_over = Some(to.clone());
         h.drop_primary_state();
-        self.send(
-            to,
-            JobMsg::Replica {
-                job,
-                term,
-                seq: 0,
-                update: ReplicaUpdate::Promote,
-            },
-            false,
-        );
+        self.send_replica(to, job, (term, 0), ReplicaUpdate::Promote);
+    }
+
+    /// Sends a replica update; records (snapshots, deltas) travel as bulk.
+    fn send_replica(
+        &mut self,
+        to: P,
+        job: JobId,
+        (term, seq): (u64, u64),
+        update: ReplicaUpdate<P>,
+    ) {
+        let bulk = matches!(update, ReplicaUpdate::Snapshot(_) | ReplicaUpdate::Delta(_));
+        let msg = JobMsg::Replica {
+            job,
+            term,
+            seq,
+            update,
+        };
+        self.send(to, msg, bulk);
     }
 
     pub(super) fn homes_handed_over(&self) -> bool {
@@ -2704,17 +2670,7 @@ impl<P: PeerKey> Jobs<P> {
                     let (term, seq) = (h.term, h.seq);
                     let backups: Vec<P> = h.acked.keys().cloned().collect();
                     for to in backups {
-                        let update = ReplicaUpdate::Heartbeat;
-                        self.send(
-                            to,
-                            JobMsg::Replica {
-                                job,
-                                term,
-                                seq,
-                                update,
-                            },
-                            false,
-                        );
+                        self.send_replica(to, job, (term, seq), ReplicaUpdate::Heartbeat);
                     }
                 }
             }
