@@ -12,6 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{http_get_json, NetworkArgs};
 
+/// Longest `--deadline` accepted: 30 days.
+const MAX_DEADLINE_S: f64 = 30.0 * 24.0 * 3600.0;
+
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
     #[command(flatten)]
@@ -46,6 +49,10 @@ pub(crate) struct RunArgs {
     /// verified) instead of text.
     #[arg(long)]
     json: bool,
+    /// Cancel the job if it runs longer than this many seconds; its
+    /// primary keeps watch, so this holds after this submitter is gone.
+    #[arg(long, value_name = "SECONDS")]
+    deadline: Option<f64>,
     /// The application: flowshop, nqueens or matmul.
     app: String,
     /// The application's arguments, e.g. `ta001`, `12`, `256 --seed 7`.
@@ -89,6 +96,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     ] {
         if !(value.is_finite() && value >= 0.0) {
             bail!("{name} must be a non-negative number of seconds");
+        }
+    }
+    if let Some(deadline) = args.deadline {
+        if !(deadline.is_finite() && deadline > 0.0 && deadline <= MAX_DEADLINE_S) {
+            bail!("--deadline must be a number of seconds in (0, {MAX_DEADLINE_S}]");
         }
     }
     // Read the descriptor before anything else: a bad one starts nothing.
@@ -225,7 +237,10 @@ fn describe(ft: &FaultTolerance) -> String {
 
 /// Submits the job protected by `ft` and follows it to the end.
 async fn submit_and_follow(peer: &Peer, args: &RunArgs, ft: FaultTolerance) -> Result<()> {
-    let mut handle = peer.submit_job_with(&args.app, &args.args, ft).await?;
+    let deadline = args.deadline.map(Duration::from_secs_f64);
+    let mut handle = peer
+        .submit_job_with(&args.app, &args.args, ft, deadline)
+        .await?;
     let id = handle.id();
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -237,8 +252,19 @@ async fn submit_and_follow(peer: &Peer, args: &RunArgs, ft: FaultTolerance) -> R
     }
     bar.enable_steady_tick(Duration::from_millis(120));
     eprintln!("job {id} submitted ({} {})", args.app, args.args.join(" "));
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let view = loop {
-        let Some(view) = handle.changed().await? else {
+        let changed = tokio::select! {
+            changed = handle.changed() => changed?,
+            _ = &mut interrupted => {
+                // The submitter gives up: nobody is left to want the result.
+                bar.finish_and_clear();
+                eprintln!("interrupted: cancelling job {id}");
+                peer.cancel_job(id).await?;
+                bail!("job {id} cancelled (interrupted)");
+            }
+        };
+        let Some(view) = changed else {
             continue;
         };
         let info = JobInfo::from_view(&view, peer.apps());
@@ -266,6 +292,11 @@ async fn submit_and_follow(peer: &Peer, args: &RunArgs, ft: FaultTolerance) -> R
     match (info.state.as_str(), info.verified) {
         ("failed", _) => bail!(
             "job {} failed: {}",
+            info.job_id,
+            info.error.unwrap_or_default()
+        ),
+        ("cancelled", _) => bail!(
+            "job {} was {}",
             info.job_id,
             info.error.unwrap_or_default()
         ),
@@ -312,6 +343,7 @@ fn print_result(info: &JobInfo, json: bool) -> Result<()> {
             }
         }
         "failed" => println!("failed: {}", info.error.as_deref().unwrap_or("")),
+        "cancelled" => println!("{}", info.error.as_deref().unwrap_or("cancelled")),
         _ => println!("still running"),
     }
     println!(
@@ -363,4 +395,22 @@ pub(crate) async fn result(args: ResultArgs) -> Result<()> {
         .await
         .with_context(|| format!("no result for job {id} from the peer at {}", args.api.api))?;
     print_result(&info, args.api.json)
+}
+
+/// Asks a peer's API to cancel a job.
+pub(crate) async fn cancel(args: ResultArgs) -> Result<()> {
+    let id: colony::JobId = args
+        .job_id
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let answer: serde_json::Value =
+        crate::http_post_json(args.api.api, &format!("/v1/jobs/{id}/cancel"))
+            .await
+            .with_context(|| format!("job {id} was not cancelled by the peer at {}", args.api.api))?;
+    if args.api.json {
+        println!("{answer}");
+    } else {
+        println!("job {id} cancelled");
+    }
+    Ok(())
 }

@@ -62,6 +62,10 @@ enum Command {
     Jobs(jobs::ApiArgs),
     /// Print the result of a job by id, from any peer of its network.
     Result(jobs::ResultArgs),
+    /// Cancel a job by id: its home stops handing out work and its workers
+    /// stop within a step. Allowed to the peer that submitted the job and to
+    /// the operator of the job's primary; refused to anyone else.
+    Cancel(jobs::ResultArgs),
     /// Measure Colony against a baseline run alongside it.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -96,6 +100,36 @@ struct NetworkArgs {
     /// Cores offered to Colony work, run at the lowest OS priority (default: all).
     #[arg(long)]
     cores: Option<u32>,
+    /// Who may submit jobs to this peer: `network` (any member of the
+    /// network; with --psk, holders of the key), `any` (any peer that can
+    /// connect), or a comma-separated list of peer ids. Refused submitters
+    /// get a clear error.
+    #[arg(long, value_name = "WHO", default_value = "network")]
+    accept_jobs_from: String,
+}
+
+/// Parses `--accept-jobs-from`.
+fn submit_policy(text: &str) -> Result<colony::SubmitPolicy<libp2p::PeerId>> {
+    match text.trim() {
+        "network" => Ok(colony::SubmitPolicy::Network),
+        "any" => Ok(colony::SubmitPolicy::Any),
+        list => {
+            let mut peers = std::collections::BTreeSet::new();
+            for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let peer = id.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--accept-jobs-from takes `network`, `any` or peer ids; {:?} is none of them",
+                        id.chars().take(80).collect::<String>()
+                    )
+                })?;
+                peers.insert(peer);
+            }
+            if peers.is_empty() {
+                bail!("--accept-jobs-from names no peer");
+            }
+            Ok(colony::SubmitPolicy::Peers(peers))
+        }
+    }
 }
 
 impl NetworkArgs {
@@ -123,6 +157,7 @@ impl NetworkArgs {
             bail!("--cores must be at least 1");
         }
         config.cores_offered = self.cores;
+        config.accept_jobs_from = submit_policy(&self.accept_jobs_from)?;
         config.apps = colony_apps::examples();
         Ok(config)
     }
@@ -282,6 +317,7 @@ fn run() -> Result<()> {
             Command::Run(args) => jobs::run(args).await,
             Command::Jobs(args) => jobs::list(args).await,
             Command::Result(args) => jobs::result(args).await,
+            Command::Cancel(args) => jobs::cancel(args).await,
             Command::Peers(args) => show_peers(args).await,
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
             Command::Bench(BenchCommand::Stealing(args)) => {
@@ -421,6 +457,25 @@ pub(crate) async fn http_get_json<T: serde::de::DeserializeOwned>(
         .send()
         .await?
         .error_for_status()?;
+    Ok(response.json().await?)
+}
+
+/// POSTs to the local API and returns the JSON answer; an error status
+/// becomes an error carrying the API's message.
+pub(crate) async fn http_post_json<T: serde::de::DeserializeOwned>(
+    api: SocketAddr,
+    path: &str,
+) -> Result<T> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .no_proxy()
+        .build()?;
+    let response = client.post(format!("http://{api}{path}")).send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        bail!("{status}: {}", text.chars().take(500).collect::<String>());
+    }
     Ok(response.json().await?)
 }
 

@@ -6,6 +6,8 @@
 //!   job; answers `{"job_id": ...}` or 400 with the reason.
 //! - `GET /v1/jobs` — jobs homed at this peer ([`JobInfo`]).
 //! - `GET /v1/jobs/{id}` — any job, asked of its home; 404 if none knows it.
+//! - `POST /v1/jobs/{id}/cancel` — cancels a job this peer submitted or is
+//!   the primary of; 403 with the primary's reason otherwise.
 //!
 //! [`StatusInfo`]: crate::StatusInfo
 //! [`MemberInfo`]: crate::MemberInfo
@@ -30,6 +32,7 @@ pub(crate) fn serve(listener: tokio::net::TcpListener, peer: Peer) {
         .route("/v1/peers", get(peers))
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/cancel", axum::routing::post(cancel_job))
         .with_state(peer);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -61,7 +64,13 @@ struct SubmitRequest {
     /// Fault tolerance; the default when absent.
     #[serde(default)]
     fault_tolerance: Option<FtRequest>,
+    /// Cancel the job if it runs longer than this many seconds.
+    #[serde(default)]
+    deadline_s: Option<f64>,
 }
+
+/// Longest deadline accepted: 30 days.
+const MAX_DEADLINE_S: f64 = 30.0 * 24.0 * 3600.0;
 
 /// Fault tolerance in a submission: `{"protocol": "checkpoint", "ttc_s": 1,
 /// "storage": "copies:2", "home_size": 3, "durable": false}`, every field
@@ -114,7 +123,22 @@ async fn submit_job(
         Ok(ft) => ft.unwrap_or_default(),
         Err(error) => return Err((StatusCode::BAD_REQUEST, error)),
     };
-    match peer.submit_job_with(&request.app, &request.args, ft).await {
+    let deadline = match request.deadline_s {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_DEADLINE_S => {
+            Some(Duration::from_secs_f64(s))
+        }
+        Some(s) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("deadline_s must be a number of seconds in (0, {MAX_DEADLINE_S}], got {s}"),
+            ))
+        }
+    };
+    match peer
+        .submit_job_with(&request.app, &request.args, ft, deadline)
+        .await
+    {
         Ok(handle) => Ok(Json(
             serde_json::json!({ "job_id": handle.id().to_string() }),
         )),
@@ -146,6 +170,24 @@ async fn job(
     match peer.job(id).await {
         Ok(Some(view)) => Ok(Json(JobInfo::from_view(&view, peer.apps()))),
         Ok(None) => Err((StatusCode::NOT_FOUND, format!("no peer knows job {id}"))),
+        Err(error) => Err((StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+    }
+}
+
+async fn cancel_job(
+    State(peer): State<Peer>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let id: colony_core::job::JobId = id
+        .parse()
+        .map_err(|e: String| (StatusCode::BAD_REQUEST, e))?;
+    match peer.cancel_job(id).await {
+        Ok(()) => Ok(Json(
+            serde_json::json!({ "job_id": id.to_string(), "state": "cancelled" }),
+        )),
+        Err(error @ crate::ColonyError::CancelRefused { .. }) => {
+            Err((StatusCode::FORBIDDEN, error.to_string()))
+        }
         Err(error) => Err((StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
     }
 }

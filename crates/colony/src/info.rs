@@ -163,6 +163,9 @@ impl JobInfo {
         let (state, error, result, summary, verified) = match &view.state {
             JobState::Running => ("running", None, None, None, None),
             JobState::Failed { reason } => ("failed", Some(reason.clone()), None, None, None),
+            JobState::Cancelled { reason } => {
+                ("cancelled", Some(reason.clone()), None, None, None)
+            }
             JobState::Done { result } => match &app {
                 Some(app) => (
                     "done",

@@ -44,7 +44,7 @@ mod peer;
 pub use colony_core::acquaintance::AcquaintanceConfig;
 pub use colony_core::divisible::{AppError, AppRegistry, Divisible};
 pub use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
-pub use colony_core::job::{JobConfig, JobId, JobState, JobView};
+pub use colony_core::job::{JobConfig, JobId, JobState, JobView, SubmitPolicy};
 pub use colony_core::membership::{MemberState, MembershipConfig, PeerStats};
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_net::{FaultConfig, NetConfig};
