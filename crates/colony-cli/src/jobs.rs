@@ -295,11 +295,7 @@ async fn submit_and_follow(peer: &Peer, args: &RunArgs, ft: FaultTolerance) -> R
             info.job_id,
             info.error.unwrap_or_default()
         ),
-        ("cancelled", _) => bail!(
-            "job {} was {}",
-            info.job_id,
-            info.error.unwrap_or_default()
-        ),
+        ("cancelled", _) => bail!("job {} was {}", info.job_id, info.error.unwrap_or_default()),
         (_, Some(false)) => bail!(
             "job {} finished but its result does not match the known answer",
             info.job_id
@@ -406,7 +402,9 @@ pub(crate) async fn cancel(args: ResultArgs) -> Result<()> {
     let answer: serde_json::Value =
         crate::http_post_json(args.api.api, &format!("/v1/jobs/{id}/cancel"))
             .await
-            .with_context(|| format!("job {id} was not cancelled by the peer at {}", args.api.api))?;
+            .with_context(|| {
+                format!("job {id} was not cancelled by the peer at {}", args.api.api)
+            })?;
     if args.api.json {
         println!("{answer}");
     } else {

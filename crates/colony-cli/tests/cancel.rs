@@ -78,7 +78,9 @@ async fn the_submitter_cancels_a_long_job_and_every_worker_stops_within_a_second
     .await;
 
     // A peer that is neither the submitter nor the primary is refused.
-    let info = job_info(submitter, &job_id).await.expect("the job's status");
+    let info = job_info(submitter, &job_id)
+        .await
+        .expect("the job's status");
     let other = peers
         .iter()
         .find(|p| p.info.peer_id != info.submitter && p.info.peer_id != info.home)
@@ -87,9 +89,14 @@ async fn the_submitter_cancels_a_long_job_and_every_worker_stops_within_a_second
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "another peer cancelled the job");
     assert!(stderr.contains("submitter"), "unclear refusal: {stderr}");
-    let info = job_info(submitter, &job_id).await.expect("the job's status");
+    let info = job_info(submitter, &job_id)
+        .await
+        .expect("the job's status");
     assert_eq!(info.state, "running");
-    assert!(pids.iter().all(|p| unit_threads(*p) > 0), "a worker stopped");
+    assert!(
+        pids.iter().all(|p| unit_threads(*p) > 0),
+        "a worker stopped"
+    );
 
     let asked = Instant::now();
     let cancelled = colony_cancel(submitter, &job_id);
@@ -112,7 +119,9 @@ async fn the_submitter_cancels_a_long_job_and_every_worker_stops_within_a_second
     let info = job_info(other, &job_id).await.expect("the job's status");
     assert_eq!(info.state, "cancelled");
     assert!(
-        info.error.as_deref().is_some_and(|e| e.contains("submitter")),
+        info.error
+            .as_deref()
+            .is_some_and(|e| e.contains("submitter")),
         "{:?}",
         info.error
     );

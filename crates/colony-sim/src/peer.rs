@@ -420,7 +420,9 @@ impl SimPeer {
         params: Vec<u8>,
         ft: FaultTolerance,
     ) -> u32 {
-        let home = self.jobs.submit(now, job, app.to_string(), params, ft, None);
+        let home = self
+            .jobs
+            .submit(now, job, app.to_string(), params, ft, None);
         self.flush(now);
         home
     }

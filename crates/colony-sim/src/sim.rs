@@ -1250,8 +1250,9 @@ impl World {
             }
             JobEvent::Refused { from, message, why } => {
                 let (from, message, why) = (*from, *message, *why);
-                self.trace
-                    .log(now, || format!("peer {id}: refused {message} from {from}: {why}"));
+                self.trace.log(now, || {
+                    format!("peer {id}: refused {message} from {from}: {why}")
+                });
             }
             JobEvent::CheckpointLost { unit, holders, .. } => {
                 self.trace.record(now, 14, &[u64::from(id), *unit]);

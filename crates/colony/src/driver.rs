@@ -728,6 +728,10 @@ impl Driver {
             net: self.frames.counters().snapshot(),
             pipes: self.pipes.stats().clone(),
             driver: self.counters.clone(),
+            jobs: crate::info::JobCounters {
+                running_units: self.jobs.running_units(),
+                refused_messages: self.jobs.refused_messages(),
+            },
         }
     }
 }

@@ -50,7 +50,7 @@ pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_net::{FaultConfig, NetConfig};
 pub use config::PeerConfig;
 pub use error::ColonyError;
-pub use info::{ContributionInfo, JobInfo, MemberInfo, PeerInfo, StatusInfo};
+pub use info::{ContributionInfo, JobCounters, JobInfo, MemberInfo, PeerInfo, StatusInfo};
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;
 pub use peer::{InboundMessage, JobHandle, Peer, PendingReceipt};

@@ -136,7 +136,11 @@ impl<P: PeerKey> Parked<P> {
     /// Takes the messages held past their patience.
     fn expired(&mut self, now: Instant) -> Vec<(P, JobMsg<P>)> {
         let mut out = Vec::new();
-        while self.queue.front().is_some_and(|(until, _, _)| *until <= now) {
+        while self
+            .queue
+            .front()
+            .is_some_and(|(until, _, _)| *until <= now)
+        {
             if let Some((_, from, msg)) = self.queue.pop_front() {
                 out.push((from, msg));
             }
@@ -218,7 +222,11 @@ impl<P: PeerKey> Jobs<P> {
         }
         let size = home_size
             .map(usize::from)
-            .or_else(|| self.homes.get(&job).map(|h| usize::from(h.record.ft.home_size)))
+            .or_else(|| {
+                self.homes
+                    .get(&job)
+                    .map(|h| usize::from(h.record.ft.home_size))
+            })
             .or_else(|| {
                 self.running
                     .iter()
@@ -328,14 +336,22 @@ impl<P: PeerKey> Jobs<P> {
         });
         match msg {
             JobMsg::Submit {
-                job, app, params, ft, ..
+                job,
+                app,
+                params,
+                ft,
+                ..
             } => {
                 let view = self.failed_view(from, *job, app, params, *ft, why.to_string());
                 self.send(from.clone(), JobMsg::Status { view }, false);
             }
             JobMsg::Cancel { job } => {
                 let refused = Some(why.to_string());
-                self.send(from.clone(), JobMsg::CancelReply { job: *job, refused }, false);
+                self.send(
+                    from.clone(),
+                    JobMsg::CancelReply { job: *job, refused },
+                    false,
+                );
             }
             _ => {}
         }
@@ -343,12 +359,7 @@ impl<P: PeerKey> Jobs<P> {
 
     /// Hands held messages of senders now in the view to their handlers.
     pub(super) fn release_parked(&mut self, now: Instant) {
-        let view: BTreeSet<P> = self
-            .members
-            .iter()
-            .chain(&self.suspects)
-            .cloned()
-            .collect();
+        let view: BTreeSet<P> = self.members.iter().chain(&self.suspects).cloned().collect();
         let released = self.parked.release(|p| view.contains(p));
         for (from, msg) in released {
             self.admit(now, from, msg);

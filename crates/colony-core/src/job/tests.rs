@@ -396,9 +396,14 @@ fn bad_jobs_fail_with_a_clear_reason_at_the_submitter() {
     ));
     let now = cluster.now;
     let job = JobId([9; 16]);
-    cluster.peers[0]
-        .core
-        .submit(now, job, "nope".into(), vec![], FaultTolerance::default(), None);
+    cluster.peers[0].core.submit(
+        now,
+        job,
+        "nope".into(),
+        vec![],
+        FaultTolerance::default(),
+        None,
+    );
     cluster.drain(0);
     cluster.run(Duration::from_secs(1), |c| c.final_status(job).is_some());
     match &cluster.final_status(job).unwrap().state {
@@ -847,7 +852,9 @@ fn assign_msg(cluster: &Cluster, job: JobId, unit: UnitId) -> JobMsg<u32> {
 /// Delivers `msg` from `from` to `to` now (a message a test forges).
 fn forge(cluster: &mut Cluster, from: u32, to: u32, msg: JobMsg<u32>) {
     let now = cluster.now;
-    cluster.peers[to as usize].core.handle_message(now, from, msg);
+    cluster.peers[to as usize]
+        .core
+        .handle_message(now, from, msg);
     cluster.drain(to);
 }
 
@@ -916,13 +923,29 @@ fn only_the_primary_assigns_and_stops_units() {
         .map(|((_, u), w)| (*u, w.epoch))
         .next()
         .expect("a running unit");
-    forge(&mut cluster, stranger, worker, JobMsg::Stale { job, unit, epoch });
-    assert!(runs_unit(&cluster, worker, unit), "a stranger stopped a unit");
+    forge(
+        &mut cluster,
+        stranger,
+        worker,
+        JobMsg::Stale { job, unit, epoch },
+    );
+    assert!(
+        runs_unit(&cluster, worker, unit),
+        "a stranger stopped a unit"
+    );
     assert_eq!(refusals(&cluster, worker, Refusal::NotThePrimary), 2);
 
     // The same notice from the primary is obeyed.
-    forge(&mut cluster, primary, worker, JobMsg::Stale { job, unit, epoch });
-    assert!(!runs_unit(&cluster, worker, unit), "the primary's stale ignored");
+    forge(
+        &mut cluster,
+        primary,
+        worker,
+        JobMsg::Stale { job, unit, epoch },
+    );
+    assert!(
+        !runs_unit(&cluster, worker, unit),
+        "the primary's stale ignored"
+    );
 }
 
 /// Work for a job a peer has never been told of is refused, even from a
@@ -970,11 +993,17 @@ fn reports_are_heard_only_from_the_units_holder() {
     };
     forge(&mut cluster, impostor, primary, report);
     cluster.run(Duration::from_millis(50), |_| false);
-    assert!(!cluster.merged_units().contains(&unit), "a forged result merged");
+    assert!(
+        !cluster.merged_units().contains(&unit),
+        "a forged result merged"
+    );
     assert!(runs_unit(&cluster, worker, unit));
     cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
     let n = 2_000_000u64;
-    assert_eq!(result_of(cluster.final_status(job).unwrap()), n * (n + 1) / 2);
+    assert_eq!(
+        result_of(cluster.final_status(job).unwrap()),
+        n * (n + 1) / 2
+    );
 }
 
 /// Replica traffic for a job is heard only from its home: a far member's
@@ -1076,7 +1105,10 @@ fn another_peer_cannot_cancel_a_job() {
         "{refused:?}"
     );
     cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
-    assert_eq!(result_of(cluster.final_status(job).unwrap()), 400_000 * 400_001 / 2);
+    assert_eq!(
+        result_of(cluster.final_status(job).unwrap()),
+        400_000 * 400_001 / 2
+    );
 }
 
 /// A job submitted with a deadline is cancelled by its primary once the
@@ -1101,7 +1133,10 @@ fn a_job_past_its_deadline_is_cancelled() {
     cluster.drain(0);
     cluster.run(Duration::from_secs(3), |c| c.final_status(job).is_some());
     let elapsed = cluster.now - now;
-    assert!(elapsed < Duration::from_millis(700), "cancelled after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(700),
+        "cancelled after {elapsed:?}"
+    );
     match &cluster.final_status(job).unwrap().state {
         JobState::Cancelled { reason } => assert!(reason.contains("deadline"), "{reason}"),
         other => panic!("{other:?}"),
