@@ -106,16 +106,16 @@ impl<P> Default for Parked<P> {
 
 impl<P: PeerKey> Parked<P> {
     /// Holds `msg`, unless the bounds are reached: then it is handed back.
-    fn park(&mut self, now: Instant, from: P, msg: JobMsg<P>) -> Result<(), JobMsg<P>> {
+    fn park(&mut self, now: Instant, from: P, msg: JobMsg<P>) -> Option<JobMsg<P>> {
         let from_peer = self.queue.iter().filter(|(_, p, _)| *p == from).count();
         if self.queue.len() >= MAX_PARKED
             || from_peer >= MAX_PARKED_PER_PEER
             || payload_bytes(&msg) > MAX_PARKED_MESSAGE_BYTES
         {
-            return Err(msg);
+            return Some(msg);
         }
         self.queue.push_back((now + PARK_PATIENCE, from, msg));
-        Ok(())
+        None
     }
 
     /// Takes the held messages of senders that `admitted` now accepts.
@@ -317,10 +317,11 @@ impl<P: PeerKey> Jobs<P> {
     pub(super) fn admit(&mut self, now: Instant, from: P, msg: JobMsg<P>) {
         match self.authorize(&from, &msg) {
             Verdict::Accept => self.dispatch(now, from, msg),
-            Verdict::Park => match self.parked.park(now, from.clone(), msg) {
-                Ok(()) => {}
-                Err(msg) => self.refuse(&from, &msg, Refusal::NotAMember),
-            },
+            Verdict::Park => {
+                if let Some(msg) = self.parked.park(now, from.clone(), msg) {
+                    self.refuse(&from, &msg, Refusal::NotAMember);
+                }
+            }
             Verdict::Refuse(why) => self.refuse(&from, &msg, why),
         }
     }
