@@ -304,13 +304,10 @@ impl CheckpointStore {
             |salvaged| {
                 Ok(format!(
                     "{} checkpoint pieces",
-                    salvaged.and_then(|s| s.as_ref()).map_or(0, Vec::len)
+                    salvaged.map_or(0, Vec::len)
                 ))
             },
-            |db, salvaged| {
-                let Some(pieces) = salvaged else {
-                    return Ok(());
-                };
+            |db, pieces| {
                 let txn = db.begin_write().map_err(|e| db_error(path, e))?;
                 {
                     let mut table = txn.open_table(PIECES).map_err(|e| db_error(path, e))?;

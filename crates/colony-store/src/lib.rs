@@ -191,7 +191,7 @@ impl PeerStore {
                 Some((meta, counters))
             },
             |salvaged| match salvaged {
-                Some(Some((meta, counters))) if meta.iter().any(|(k, _)| k == IDENTITY_KEY) => {
+                Some((meta, counters)) if meta.iter().any(|(k, _)| k == IDENTITY_KEY) => {
                     Ok(format!(
                         "the identity key, {} other entries and {} counters",
                         meta.len() - 1,
@@ -204,10 +204,7 @@ impl PeerStore {
                     "its identity key cannot be read back, so it cannot be repaired",
                 )),
             },
-            |db, salvaged| {
-                let Some((meta, counters)) = salvaged else {
-                    return Ok(());
-                };
+            |db, (meta, counters)| {
                 let err = |e: &dyn std::fmt::Display| StoreError::Database {
                     path: path.clone(),
                     message: e.to_string(),

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 
-use redb::{Database, DatabaseError, StorageError};
+use redb::{Database, DatabaseError, ReadableDatabase, StorageError};
 
 use crate::StoreError;
 
@@ -250,13 +250,13 @@ impl std::fmt::Display for RepairReport {
 
 /// Repairs the redb file at `path`: redb's own repair first (which may roll
 /// the latest commit back), else the file is moved aside and `salvage`
-/// reads what it can from the damaged copy (`None` if it cannot open it at
+/// reads what it can from the damaged copy (`None` if it cannot read it at
 /// all), `keep` decides whether that is enough (an error leaves the file
 /// where it was), and `restore` writes it into a new file.
 pub(crate) fn repair_file<S>(
     path: &Path,
     kind: Kind,
-    salvage: impl FnOnce(&Database) -> S,
+    salvage: impl Fn(&dyn ReadableDatabase) -> Option<S>,
     keep: impl FnOnce(Option<&S>) -> Result<String, StoreError>,
     restore: impl FnOnce(&Database, S) -> Result<(), StoreError>,
 ) -> Result<RepairReport, StoreError> {
@@ -281,14 +281,23 @@ pub(crate) fn repair_file<S>(
     name.push(format!(".damaged-{stamp}"));
     let aside = path.with_file_name(name);
     std::fs::rename(path, &aside).map_err(|e| io_error(path, e))?;
-    // A plain open trusts what it reads; every read of the damaged copy
-    // is guarded, and whatever fails is left behind.
+    // These opens trust what they read; every read of the damaged copy is
+    // guarded, and whatever fails is left behind. A read-only open needs
+    // less of the file; a writable one can recover after a crash.
     let salvaged = guarded(|| {
-        let db = Database::builder().open(&aside).ok()?;
-        guarded(|| salvage(&db)).ok()
+        let db = Database::builder().open_read_only(&aside).ok()?;
+        salvage(&db)
     })
     .ok()
-    .flatten();
+    .flatten()
+    .or_else(|| {
+        guarded(|| {
+            let db = Database::builder().open(&aside).ok()?;
+            salvage(&db)
+        })
+        .ok()
+        .flatten()
+    });
     let kept = match keep(salvaged.as_ref()) {
         Ok(kept) => kept,
         Err(e) => {
