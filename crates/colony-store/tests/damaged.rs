@@ -336,9 +336,13 @@ fn random_pages_of_peer_redb_after_a_clean_close() {
 fn random_pages_of_checkpoints_redb_after_a_clean_close() {
     let golden = golden("ckpt-clean");
     for (shift, seed) in [(0, 3), (1000, 4)] {
-        let tally = sweep(golden.path(), CHECKPOINTS_FILE, shift, seed, |path, t| {
-            check_checkpoints(&path.to_path_buf(), t)
-        });
+        let tally = sweep(
+            golden.path(),
+            CHECKPOINTS_FILE,
+            shift,
+            seed,
+            check_checkpoints,
+        );
         eprintln!("checkpoints.redb, clean close, shift {shift}: {tally:?}");
         assert!(tally.errors > 0, "no page held live data: {tally:?}");
     }
