@@ -712,7 +712,10 @@ impl Driver {
             live_members: self.membership.live_count(),
             net: self.frames.counters().snapshot(),
             pipes: self.pipes.stats().clone(),
-            driver: self.counters.clone(),
+            driver: DriverCounters {
+                checkpoint_pieces_corrupt: self.checkpoints.stats().pieces_corrupt,
+                ..self.counters.clone()
+            },
         }
     }
 }

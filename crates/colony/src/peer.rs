@@ -125,6 +125,11 @@ impl Peer {
                 reason: e.to_string(),
             })?;
         let peer_id = keypair.public().to_peer_id();
+        // Opened before anything is announced, so a damaged file stops the
+        // start with its error.
+        let checkpoints = colony_store::CheckpointStore::open(
+            &config.data_dir.join(colony_store::CHECKPOINTS_FILE),
+        )?;
         let incarnation = store.next_incarnation()?;
 
         let mut swarm = colony_net::build_swarm(keypair, &config.net)?;
@@ -224,8 +229,6 @@ impl Peer {
             "peer started"
         );
 
-        let checkpoints =
-            colony_store::CheckpointStore::open(&config.data_dir.join("checkpoints.redb"))?;
         let mut driver_jobs = jobs;
         crate::driver::restore_checkpoints(&mut driver_jobs, &checkpoints, Instant::now());
         let jobs = driver_jobs;
@@ -246,6 +249,21 @@ impl Peer {
         );
         tokio::spawn(driver.run());
         Ok(peer)
+    }
+
+    /// `colony peer --repair`: repairs the stores of `data_dir` before a
+    /// start, with redb's own repair (which may roll back a damaged latest
+    /// commit), or by moving a damaged file aside and keeping what can still
+    /// be read from it. Says what it did to each file. Fails, leaving the
+    /// file in place, if the identity cannot be read back: then restore
+    /// `peer.redb` from a backup, or use a new data directory.
+    pub fn repair(
+        data_dir: &std::path::Path,
+    ) -> Result<Vec<colony_store::RepairReport>, ColonyError> {
+        Ok(vec![
+            colony_store::PeerStore::repair(data_dir)?,
+            colony_store::CheckpointStore::repair(&data_dir.join(colony_store::CHECKPOINTS_FILE))?,
+        ])
     }
 
     /// This peer's id.
