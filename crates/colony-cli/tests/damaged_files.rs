@@ -241,7 +241,7 @@ async fn repair_keeps_the_identity_or_says_why_it_cannot() {
     let _serial = SERIAL.lock().await;
     let root = test_dir("repair");
     let (clean, peer_id) = golden(&root, "clean", "TERM");
-    let mut repaired = 0;
+    let mut repaired = std::collections::BTreeMap::new();
     for page in PAGES {
         for file in [PEER_FILE, CHECKPOINTS_FILE] {
             let dir = root.join(format!("{file}-{page}"));
@@ -258,7 +258,7 @@ async fn repair_keeps_the_identity_or_says_why_it_cannot() {
             match attempt(&dir, &["--repair"]) {
                 Outcome::Ran { peer_id: ran } => {
                     assert_eq!(ran, peer_id, "{case}: --repair changed the identity");
-                    repaired += 1;
+                    *repaired.entry(file).or_insert(0) += 1;
                     // Repaired for good: a plain start runs too.
                     let again = attempt(&dir, &[]);
                     assert!(!check(&again, file, &peer_id, &case), "{case}: {again:?}");
@@ -270,9 +270,14 @@ async fn repair_keeps_the_identity_or_says_why_it_cannot() {
             }
         }
     }
-    // A damaged checkpoint store can always be repaired (by starting it anew
-    // if nothing can be read).
-    assert!(repaired > 0, "--repair repaired nothing");
+    // A damaged checkpoint store can always be repaired (by starting it
+    // anew if nothing can be read); a damaged peer.redb whenever its identity
+    // key can still be found.
+    eprintln!("repaired: {repaired:?}");
+    assert!(
+        repaired.get(PEER_FILE).is_some() && repaired.get(CHECKPOINTS_FILE).is_some(),
+        "--repair repaired too little: {repaired:?}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -282,25 +282,7 @@ impl CheckpointStore {
         open::repair_file(
             path,
             Kind::Checkpoints,
-            |db| {
-                let txn = db.begin_read().ok()?;
-                let mut pieces = Vec::new();
-                if let Ok(table) = txn.open_table(PIECES) {
-                    let Ok(iter) = table.iter() else {
-                        return Some(pieces);
-                    };
-                    for entry in iter {
-                        // Stop at the first unreadable entry: what follows
-                        // it in the damaged tree cannot be trusted to end.
-                        let Ok((key, value)) = entry else { break };
-                        let key = key.value();
-                        if let Some(piece) = verified(key, value.value()) {
-                            pieces.push((key, piece));
-                        }
-                    }
-                }
-                Some(pieces)
-            },
+            |aside| open::read_damaged(aside, salvage_pieces),
             |salvaged| {
                 Ok(format!(
                     "{} checkpoint pieces",
@@ -445,6 +427,27 @@ impl std::fmt::Debug for CheckpointStore {
             .field("stats", &self.stats())
             .finish()
     }
+}
+
+/// The pieces that can be read from a damaged store and pass their checksum.
+fn salvage_pieces(db: &dyn ReadableDatabase) -> Option<Vec<(KeyTuple, StoredPiece)>> {
+    let txn = db.begin_read().ok()?;
+    let mut pieces = Vec::new();
+    if let Ok(table) = txn.open_table(PIECES) {
+        let Ok(iter) = table.iter() else {
+            return Some(pieces);
+        };
+        for entry in iter {
+            // Stop at the first unreadable entry: what follows
+            // it in the damaged tree cannot be trusted to end.
+            let Ok((key, value)) = entry else { break };
+            let key = key.value();
+            if let Some(piece) = verified(key, value.value()) {
+                pieces.push((key, piece));
+            }
+        }
+    }
+    Some(pieces)
 }
 
 fn piece_key((job, unit, holder_index): KeyTuple) -> PieceKey {

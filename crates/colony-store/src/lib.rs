@@ -167,44 +167,57 @@ impl PeerStore {
 
     /// `colony peer --repair`: repairs `DIR/peer.redb` with redb's own
     /// repair, or else moves it aside and keeps its identity, incarnation and
-    /// counters in a new file. Fails, leaving the file as it was, if the
-    /// identity cannot be read back.
-    pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
+    /// counters in a new file. If redb cannot read the identity back,
+    /// `find_identity` is given the damaged file's bytes to find a key in
+    /// that it can verify (e.g. a keypair whose public half matches its
+    /// secret); the incarnation then restarts from the clock, above any it
+    /// can have reached. Fails, leaving the file as it was, if no identity
+    /// is found.
+    pub fn repair(
+        dir: &Path,
+        find_identity: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<RepairReport, StoreError> {
         let path = dir.join(PEER_FILE);
         open::repair_file(
             &path,
             Kind::Peer,
-            |db| {
-                let txn = db.begin_read().ok()?;
-                let mut meta = Vec::new();
-                if let Ok(table) = txn.open_table(META) {
-                    for (key, value) in table.iter().ok()?.flatten() {
-                        meta.push((key.value().to_string(), value.value().to_vec()));
-                    }
-                }
-                let mut counters = Vec::new();
-                if let Ok(table) = txn.open_table(COUNTERS) {
-                    for (key, value) in table.iter().ok()?.flatten() {
-                        counters.push((key.value().to_string(), value.value()));
-                    }
-                }
-                Some((meta, counters))
+            |aside| {
+                let read = open::read_damaged(aside, salvage_peer)
+                    .filter(|s| s.meta.iter().any(|(k, _)| k == IDENTITY_KEY));
+                read.or_else(|| {
+                    // The file is small; a damaged one is read whole.
+                    let bytes = std::fs::read(aside).ok()?;
+                    let identity = find_identity(&bytes)?;
+                    let now_s = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    Some(PeerSalvage {
+                        meta: vec![(IDENTITY_KEY.to_string(), identity)],
+                        counters: vec![(INCARNATION_KEY.to_string(), now_s)],
+                        scanned: true,
+                    })
+                })
             },
-            |salvaged| match salvaged {
-                Some((meta, counters)) if meta.iter().any(|(k, _)| k == IDENTITY_KEY) => {
-                    Ok(format!(
-                        "the identity key, {} other entries and {} counters",
-                        meta.len() - 1,
-                        counters.len()
-                    ))
-                }
-                _ => Err(open::damaged(
+            |salvaged| {
+                match salvaged {
+                Some(s) if s.scanned => Ok(
+                    "the identity key, found by scanning the damaged file (the counters are lost; the incarnation restarts from the clock)"
+                        .to_string(),
+                ),
+                Some(s) => Ok(format!(
+                    "the identity key, {} other entries and {} counters",
+                    s.meta.len() - 1,
+                    s.counters.len()
+                )),
+                None => Err(open::damaged(
                     &path,
                     Kind::Peer,
                     "its identity key cannot be read back, so it cannot be repaired",
                 )),
+            }
             },
-            |db, (meta, counters)| {
+            |db, salvaged| {
                 let err = |e: &dyn std::fmt::Display| StoreError::Database {
                     path: path.clone(),
                     message: e.to_string(),
@@ -212,13 +225,13 @@ impl PeerStore {
                 let txn = db.begin_write().map_err(|e| err(&e))?;
                 {
                     let mut table = txn.open_table(META).map_err(|e| err(&e))?;
-                    for (key, value) in &meta {
+                    for (key, value) in &salvaged.meta {
                         table
                             .insert(key.as_str(), value.as_slice())
                             .map_err(|e| err(&e))?;
                     }
                     let mut table = txn.open_table(COUNTERS).map_err(|e| err(&e))?;
-                    for (key, value) in &counters {
+                    for (key, value) in &salvaged.counters {
                         table.insert(key.as_str(), *value).map_err(|e| err(&e))?;
                     }
                 }
@@ -318,6 +331,35 @@ impl PeerStore {
         }
         txn.commit().map_err(|e| self.err(e))
     }
+}
+
+/// What `--repair` could read from a damaged `peer.redb`.
+struct PeerSalvage {
+    meta: Vec<(String, Vec<u8>)>,
+    counters: Vec<(String, u64)>,
+    /// The identity was found by scanning the raw bytes.
+    scanned: bool,
+}
+
+fn salvage_peer(db: &dyn ReadableDatabase) -> Option<PeerSalvage> {
+    let txn = db.begin_read().ok()?;
+    let mut meta = Vec::new();
+    if let Ok(table) = txn.open_table(META) {
+        for (key, value) in table.iter().ok()?.map_while(Result::ok) {
+            meta.push((key.value().to_string(), value.value().to_vec()));
+        }
+    }
+    let mut counters = Vec::new();
+    if let Ok(table) = txn.open_table(COUNTERS) {
+        for (key, value) in table.iter().ok()?.map_while(Result::ok) {
+            counters.push((key.value().to_string(), value.value()));
+        }
+    }
+    Some(PeerSalvage {
+        meta,
+        counters,
+        scanned: false,
+    })
 }
 
 /// Fails with [`StoreError::IdentityLost`] if `dir` holds any of

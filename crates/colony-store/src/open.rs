@@ -248,15 +248,40 @@ impl std::fmt::Display for RepairReport {
     }
 }
 
+/// Reads what `read` can from the damaged redb file at `path`: with a
+/// read-only open (which needs less of the file), else a writable one (which
+/// can recover after a crash). These opens trust what they read, so every
+/// step is guarded; `None` if nothing could be read.
+pub(crate) fn read_damaged<S>(
+    path: &Path,
+    read: impl Fn(&dyn ReadableDatabase) -> Option<S>,
+) -> Option<S> {
+    guarded(|| {
+        let db = Database::builder().open_read_only(path).ok()?;
+        read(&db)
+    })
+    .ok()
+    .flatten()
+    .or_else(|| {
+        guarded(|| {
+            let db = Database::builder().open(path).ok()?;
+            read(&db)
+        })
+        .ok()
+        .flatten()
+    })
+}
+
 /// Repairs the redb file at `path`: redb's own repair first (which may roll
 /// the latest commit back), else the file is moved aside and `salvage`
-/// reads what it can from the damaged copy (`None` if it cannot read it at
-/// all), `keep` decides whether that is enough (an error leaves the file
-/// where it was), and `restore` writes it into a new file.
+/// reads what it can from the damaged copy at the path it is given (`None`
+/// if nothing), `keep` decides whether that is enough (an error moves the
+/// file back where it was) and describes it, and `restore` writes it into a
+/// new file.
 pub(crate) fn repair_file<S>(
     path: &Path,
     kind: Kind,
-    salvage: impl Fn(&dyn ReadableDatabase) -> Option<S>,
+    salvage: impl FnOnce(&Path) -> Option<S>,
     keep: impl FnOnce(Option<&S>) -> Result<String, StoreError>,
     restore: impl FnOnce(&Database, S) -> Result<(), StoreError>,
 ) -> Result<RepairReport, StoreError> {
@@ -281,27 +306,12 @@ pub(crate) fn repair_file<S>(
     name.push(format!(".damaged-{stamp}"));
     let aside = path.with_file_name(name);
     std::fs::rename(path, &aside).map_err(|e| io_error(path, e))?;
-    // These opens trust what they read; every read of the damaged copy is
-    // guarded, and whatever fails is left behind. A read-only open needs
-    // less of the file; a writable one can recover after a crash.
-    let salvaged = guarded(|| {
-        let db = Database::builder().open_read_only(&aside).ok()?;
-        salvage(&db)
-    })
-    .ok()
-    .flatten()
-    .or_else(|| {
-        guarded(|| {
-            let db = Database::builder().open(&aside).ok()?;
-            salvage(&db)
-        })
-        .ok()
-        .flatten()
-    });
+    let salvaged = salvage(&aside);
     let kept = match keep(salvaged.as_ref()) {
         Ok(kept) => kept,
         Err(e) => {
-            // Nothing worth a new file: leave the damaged one where it was.
+            // Nothing worth a new file: put the damaged one back, so that a
+            // backup can still be restored over it.
             let _ = std::fs::rename(&aside, path);
             return Err(e);
         }

@@ -261,7 +261,7 @@ impl Peer {
         data_dir: &std::path::Path,
     ) -> Result<Vec<colony_store::RepairReport>, ColonyError> {
         Ok(vec![
-            colony_store::PeerStore::repair(data_dir)?,
+            colony_store::PeerStore::repair(data_dir, find_keypair)?,
             colony_store::CheckpointStore::repair(&data_dir.join(colony_store::CHECKPOINTS_FILE))?,
         ])
     }
@@ -479,6 +479,18 @@ async fn wait_for_listeners(
         }
     }
     Ok(addrs)
+}
+
+/// An ed25519 identity key in the raw bytes of a damaged `peer.redb`: its
+/// protobuf encoding (key type 1, 64 bytes of secret and public key) whose
+/// public half matches its secret, so a damaged copy is never taken for it.
+fn find_keypair(bytes: &[u8]) -> Option<Vec<u8>> {
+    const PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x40];
+    bytes
+        .windows(PREFIX.len() + 64)
+        .filter(|w| w.starts_with(&PREFIX))
+        .find(|w| Keypair::from_protobuf_encoding(w).is_ok())
+        .map(<[u8]>::to_vec)
 }
 
 fn write_peer_json(config: &PeerConfig, info: &PeerInfo) -> Result<(), ColonyError> {
