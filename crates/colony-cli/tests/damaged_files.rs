@@ -275,7 +275,7 @@ async fn repair_keeps_the_identity_or_says_why_it_cannot() {
     // key can still be found.
     eprintln!("repaired: {repaired:?}");
     assert!(
-        repaired.get(PEER_FILE).is_some() && repaired.get(CHECKPOINTS_FILE).is_some(),
+        repaired.contains_key(PEER_FILE) && repaired.contains_key(CHECKPOINTS_FILE),
         "--repair repaired too little: {repaired:?}"
     );
     let _ = std::fs::remove_dir_all(&root);
