@@ -270,6 +270,19 @@ async fn repair_keeps_the_identity_or_says_why_it_cannot() {
             }
         }
     }
+    // An empty checkpoint store: --repair moves it aside and starts anew.
+    let dir = root.join("empty-checkpoints");
+    copy_dir(&clean, &dir);
+    std::fs::write(dir.join(CHECKPOINTS_FILE), b"").unwrap();
+    let case = "empty checkpoints.redb, --repair";
+    assert!(check(&attempt(&dir, &[]), CHECKPOINTS_FILE, &peer_id, case));
+    assert!(!check(
+        &attempt(&dir, &["--repair"]),
+        CHECKPOINTS_FILE,
+        &peer_id,
+        case
+    ));
+
     // A damaged checkpoint store can always be repaired (by starting it
     // anew if nothing can be read); a damaged peer.redb whenever its identity
     // key can still be found.

@@ -87,14 +87,14 @@ pub enum StoreError {
     /// A store file is damaged: redb refused it, or panicked reading it.
     #[error(
         "{path} is damaged: {reason}. Run `colony peer --repair` to keep what can still be read \
-         from it, restore it from a backup, or move it away to start afresh ({afresh})"
+         from it, restore it from a backup, {afresh}"
     )]
     Damaged {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
-        /// What starting afresh without it loses.
+        /// How to start afresh without it, and what that loses.
         afresh: &'static str,
     },
     /// The identity file is missing, empty or holds no identity, yet the data

@@ -123,11 +123,14 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// How to start without the file, and what that loses.
     pub(crate) fn afresh(self) -> &'static str {
         match self {
-            Kind::Peer => "the peer then starts with a new identity (a new peer id)",
+            Kind::Peer => {
+                "or start as a new peer, with a new peer id, in a new data directory"
+            }
             Kind::Checkpoints => {
-                "the checkpoint pieces it held are lost; the jobs' homes recover them from other copies where they have any"
+                "or move it away to start without its checkpoint pieces (the jobs' homes recover them from other copies where they have any)"
             }
         }
     }
@@ -203,7 +206,8 @@ pub(crate) fn open_checked(
 /// What `colony peer --repair` did to one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RepairOutcome {
-    /// There was no file (or an empty one) to repair.
+    /// There was no file to repair (or an empty identity file: nothing in
+    /// it can be recovered).
     Absent,
     /// The file passed every check; nothing was changed.
     Clean,
@@ -233,7 +237,7 @@ impl std::fmt::Display for RepairReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let path = self.path.display();
         match &self.outcome {
-            RepairOutcome::Absent => write!(f, "{path}: no file, nothing to repair"),
+            RepairOutcome::Absent => write!(f, "{path}: no file or an empty one, nothing to repair"),
             RepairOutcome::Clean => write!(f, "{path}: passed its integrity check, unchanged"),
             RepairOutcome::RolledBack => write!(
                 f,
@@ -272,6 +276,19 @@ pub(crate) fn read_damaged<S>(
     })
 }
 
+/// Renames `path` to `path.damaged-UNIX_SECONDS`, returning the new name.
+fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".damaged-{stamp}"));
+    let aside = path.with_file_name(name);
+    std::fs::rename(path, &aside).map_err(|e| io_error(path, e))?;
+    Ok(aside)
+}
+
 /// Repairs the redb file at `path`: redb's own repair first (which may roll
 /// the latest commit back), else the file is moved aside and `salvage`
 /// reads what it can from the damaged copy at the path it is given (`None`
@@ -289,8 +306,17 @@ pub(crate) fn repair_file<S>(
         path: path.to_path_buf(),
         outcome,
     };
-    if file_len(path)?.unwrap_or(0) == 0 {
-        return Ok(report(RepairOutcome::Absent));
+    match (file_len(path)?, kind) {
+        (None, _) | (Some(0), Kind::Peer) => return Ok(report(RepairOutcome::Absent)),
+        (Some(0), Kind::Checkpoints) => {
+            let aside = move_aside(path)?;
+            open_checked(path, kind, false)?;
+            return Ok(report(RepairOutcome::Salvaged {
+                moved_to: aside,
+                kept: "nothing: the file was empty".to_string(),
+            }));
+        }
+        (Some(_), _) => {}
     }
     match open_checked(path, kind, true) {
         Ok(opened) if opened.rolled_back => return Ok(report(RepairOutcome::RolledBack)),
@@ -298,14 +324,7 @@ pub(crate) fn repair_file<S>(
         Err(StoreError::Damaged { .. }) => {}
         Err(other) => return Err(other),
     }
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".damaged-{stamp}"));
-    let aside = path.with_file_name(name);
-    std::fs::rename(path, &aside).map_err(|e| io_error(path, e))?;
+    let aside = move_aside(path)?;
     let salvaged = salvage(&aside);
     let kept = match keep(salvaged.as_ref()) {
         Ok(kept) => kept,

@@ -491,18 +491,17 @@ fn an_empty_checkpoints_redb_is_an_error_not_an_empty_store() {
     assert_damaged(&error, CHECKPOINTS_FILE);
     assert!(error.to_string().contains("empty"), "{error}");
     assert_eq!(len(&path), 0, "the open wrote into it");
-    // --repair does not make the loss silent either: it says nothing was
-    // there, and then the file is started anew only by moving it away.
-    assert_eq!(
-        CheckpointStore::repair(&path).unwrap().outcome,
-        RepairOutcome::Absent
-    );
-    std::fs::remove_file(&path).unwrap();
-    assert!(CheckpointStore::open(&path)
-        .unwrap()
-        .all()
-        .unwrap()
-        .is_empty());
+    // --repair, asked explicitly, moves it aside and starts anew, saying so.
+    let report = CheckpointStore::repair(&path).unwrap();
+    match &report.outcome {
+        RepairOutcome::Salvaged { moved_to, kept } => {
+            assert!(kept.contains("empty"), "{report}");
+            assert_eq!(len(moved_to), 0);
+        }
+        other => panic!("expected Salvaged, got {other:?}"),
+    }
+    let store = CheckpointStore::open(&path).unwrap();
+    assert!(store.all().unwrap().is_empty());
 }
 
 #[test]
