@@ -100,7 +100,7 @@ pub enum StoreError {
     /// The identity file is missing, empty or holds no identity, yet the data
     /// directory holds a peer's state: the peer's identity was lost.
     #[error(
-        "{path} is {what}, but {dir} holds the state of a peer that ran there ({found}): its \
+        "{path} {what}, but {dir} holds the state of a peer that ran there ({found}): its \
          identity is lost. Restore {path} from a backup; to start as a new peer on purpose, \
          use a new data directory (or move {dir} away)"
     )]
@@ -109,7 +109,7 @@ pub enum StoreError {
         path: PathBuf,
         /// The data directory.
         dir: PathBuf,
-        /// "missing", "empty" or "without an identity".
+        /// "is missing", "is empty" or "holds no identity key".
         what: &'static str,
         /// The state found, e.g. "checkpoints.redb, peer.json".
         found: String,
@@ -143,8 +143,8 @@ impl PeerStore {
         open::create_dir(dir)?;
         let path = dir.join(PEER_FILE);
         let what = match open::file_len(&path)? {
-            None => Some("missing"),
-            Some(0) => Some("empty"),
+            None => Some("is missing"),
+            Some(0) => Some("is empty"),
             Some(_) => None,
         };
         if let Some(what) = what {
@@ -258,13 +258,13 @@ impl PeerStore {
             return Ok(bytes);
         }
         if self.existed {
-            check_no_state(&self.dir, &self.path, "without an identity")?;
+            check_no_state(&self.dir, &self.path, "holds no identity key")?;
         }
         if self.counter(INCARNATION_KEY)? > 0 {
             return Err(StoreError::IdentityLost {
                 path: self.path.clone(),
                 dir: self.dir.clone(),
-                what: "without an identity",
+                what: "holds no identity key",
                 found: format!("{PEER_FILE} records earlier sessions"),
             });
         }

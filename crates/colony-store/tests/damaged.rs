@@ -456,7 +456,7 @@ fn a_missing_peer_redb_in_a_used_data_dir_is_an_error() {
         matches!(
             error,
             StoreError::IdentityLost {
-                what: "missing",
+                what: "is missing",
                 ..
             }
         ),

@@ -260,9 +260,10 @@ impl Peer {
     pub fn repair(
         data_dir: &std::path::Path,
     ) -> Result<Vec<colony_store::RepairReport>, ColonyError> {
+        let checkpoints = data_dir.join(colony_store::CHECKPOINTS_FILE);
         Ok(vec![
             colony_store::PeerStore::repair(data_dir, find_keypair)?,
-            colony_store::CheckpointStore::repair(&data_dir.join(colony_store::CHECKPOINTS_FILE))?,
+            colony_store::CheckpointStore::repair(&checkpoints)?,
         ])
     }
 
