@@ -224,6 +224,8 @@ struct Tally {
     errors: usize,
     repaired: usize,
     unrepairable: usize,
+    /// Errors because redb would have fallen back to an older commit.
+    rollbacks_refused: usize,
 }
 
 /// Finds [`IDENTITY`] in the raw bytes of a damaged file, as the peer
@@ -249,6 +251,9 @@ fn check_peer(dir: &Path, tally: &mut Tally) {
         }
         Err(error) => {
             assert_damaged(&error, PEER_FILE);
+            if error.to_string().contains("latest commit") {
+                tally.rollbacks_refused += 1;
+            }
             tally.errors += 1;
         }
     }
@@ -295,6 +300,9 @@ fn check_checkpoints(path: &Path, tally: &mut Tally) {
         }
         Err(error) => {
             assert_damaged(&error, CHECKPOINTS_FILE);
+            if error.to_string().contains("latest commit") {
+                tally.rollbacks_refused += 1;
+            }
             tally.errors += 1;
         }
     }
@@ -393,6 +401,10 @@ fn a_damaged_tail_after_a_crash_loses_nothing_silently() {
             check(&target, &mut tally);
         }
         eprintln!("{file}, damaged tail after a crash: {tally:?}");
+        if file == CHECKPOINTS_FILE {
+            // Where redb would have dropped the last commit's pieces.
+            assert!(tally.rollbacks_refused > 0, "{tally:?}");
+        }
     }
 }
 
