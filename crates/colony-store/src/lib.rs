@@ -42,10 +42,11 @@ pub const PEER_FILE: &str = "peer.redb";
 /// The checkpoint store's file in a data directory.
 pub const CHECKPOINTS_FILE: &str = "checkpoints.redb";
 
-/// Files a peer writes in its data directory besides [`PEER_FILE`]: if any
-/// is there, a peer has run here, and a missing identity was lost rather
-/// than never made.
-pub const STATE_FILES: &[&str] = &[CHECKPOINTS_FILE, "peer.json", "api.token"];
+/// Files a peer writes in its data directory, at every start, once its
+/// identity is stored: if any is there, a peer has run here, and a missing
+/// identity was lost rather than never made. (Files that may be written
+/// before the identity, such as an API token, do not count.)
+pub const STATE_FILES: &[&str] = &[CHECKPOINTS_FILE, "peer.json"];
 
 /// Why the store could not do its job.
 #[derive(Debug, thiserror::Error)]
