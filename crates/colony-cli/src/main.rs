@@ -181,6 +181,11 @@ struct PeerArgs {
     /// TTU: how often, in seconds, the acquaintance count is checked.
     #[arg(long, default_value_t = 5.0)]
     ttu_s: f64,
+    /// Before starting, repair damaged store files in the data directory:
+    /// roll back a damaged last commit, or move the file aside and keep what
+    /// can still be read. Without it a damaged file stops the start.
+    #[arg(long)]
+    repair: bool,
 }
 
 #[derive(Args, Debug)]
@@ -356,6 +361,11 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
     }
     config.acquaintances.noa = args.noa;
     config.acquaintances.ttu = Duration::from_secs_f64(args.ttu_s);
+    if args.repair {
+        for report in Peer::repair(&args.data_dir)? {
+            eprintln!("repair: {report}");
+        }
+    }
 
     let peer = Peer::start(config).await?;
     let info = peer.info();

@@ -15,6 +15,11 @@
 //! A piece replaces the stored one for its key only if its `(epoch,
 //! version)` is newer, so writes are idempotent and safe to deliver out of
 //! order or twice.
+//!
+//! Every piece is stored with a CRC-32 of its key, epoch, version and bytes.
+//! Opening the store drops the pieces that fail it and names them
+//! ([`CheckpointStore::corrupt_pieces`]); reads never return one. The file as
+//! a whole is opened with redb's integrity check (see [`crate::open`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -25,16 +30,55 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::StoreError;
+use crate::open::{self, Kind};
+use crate::{RepairReport, StoreError};
 
 /// A piece's key on disk: (job, unit, holder_index), fixed width, so one
 /// job's pieces are one contiguous range.
 type KeyTuple = ([u8; 16], u64, u8);
 
-/// A piece on disk: (epoch, version, bytes).
-type ValueTuple<'a> = (u64, u64, &'a [u8]);
+/// A piece on disk: (epoch, version, checksum, bytes).
+type ValueTuple<'a> = (u64, u64, u32, &'a [u8]);
 
-const PIECES: TableDefinition<KeyTuple, ValueTuple> = TableDefinition::new("checkpoint_pieces");
+const PIECES: TableDefinition<KeyTuple, ValueTuple> = TableDefinition::new("checkpoint_pieces_v2");
+
+/// Pieces as stored before they carried a checksum: (epoch, version,
+/// bytes). Moved to [`PIECES`] when a store is opened.
+type LegacyValueTuple<'a> = (u64, u64, &'a [u8]);
+
+const LEGACY_PIECES: TableDefinition<KeyTuple, LegacyValueTuple> =
+    TableDefinition::new("checkpoint_pieces");
+
+/// Most corrupt pieces whose keys are kept for the caller to report.
+const MAX_CORRUPT_KEYS: usize = 1024;
+
+/// The checksum stored with a piece: CRC-32 of its key, epoch, version and
+/// bytes.
+fn checksum(key: KeyTuple, epoch: u64, version: u64, bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&key.0);
+    hasher.update(&key.1.to_le_bytes());
+    hasher.update(&[key.2]);
+    hasher.update(&epoch.to_le_bytes());
+    hasher.update(&version.to_le_bytes());
+    hasher.update(bytes);
+    hasher.finalize()
+}
+
+/// Whether the piece stored as `value` under `key` passes its checksum.
+fn intact(key: KeyTuple, (epoch, version, sum, bytes): ValueTuple<'_>) -> bool {
+    checksum(key, epoch, version, bytes) == sum
+}
+
+/// The piece stored as `value` under `key`, `None` if it fails its checksum.
+fn verified(key: KeyTuple, value: ValueTuple<'_>) -> Option<StoredPiece> {
+    let (epoch, version, _, bytes) = value;
+    intact(key, value).then(|| StoredPiece {
+        epoch,
+        version,
+        bytes: bytes.to_vec(),
+    })
+}
 
 /// Bytes a request counts for in a batch besides its payload.
 const REQUEST_OVERHEAD_BYTES: usize = 64;
@@ -118,6 +162,9 @@ pub struct GroupCommitStats {
     pub largest_batch: u64,
     /// Transactions that failed (each of their requests got the error).
     pub failed_batches: u64,
+    /// Pieces that failed their checksum, found when the store was opened
+    /// (and dropped) or when read.
+    pub pieces_corrupt: u64,
 }
 
 enum Request {
@@ -157,6 +204,7 @@ pub struct CheckpointStore {
     queue: Option<SyncSender<Request>>,
     writer: Option<JoinHandle<()>>,
     stats: Arc<Mutex<GroupCommitStats>>,
+    corrupt: Vec<PieceKey>,
 }
 
 impl CheckpointStore {
@@ -169,31 +217,38 @@ impl CheckpointStore {
     }
 
     /// Opens (creating) the store at `path` with the given limits.
+    ///
+    /// A damaged file (an empty one included: redb never leaves one) fails
+    /// with [`StoreError::Damaged`]; pieces that fail their checksum are
+    /// dropped and listed by [`CheckpointStore::corrupt_pieces`].
     pub fn open_with(
         path: &Path,
         config: CheckpointStoreConfig,
     ) -> Result<CheckpointStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+            open::create_dir(dir)?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::FileInUse {
-                path: path.to_path_buf(),
-            },
-            other => db_error(path, other),
-        })?;
-        // Create the table up front so readers never meet a missing one.
-        let txn = db.begin_write().map_err(|e| db_error(path, e))?;
-        txn.open_table(PIECES).map_err(|e| db_error(path, e))?;
-        txn.commit().map_err(|e| db_error(path, e))?;
+        if open::file_len(path)? == Some(0) {
+            return Err(open::damaged(
+                path,
+                Kind::Checkpoints,
+                "the file is empty (it was truncated)",
+            ));
+        }
+        let db = open::open_checked(path, Kind::Checkpoints, false)?.db;
+        let corrupt = open::guarded(|| drop_corrupt(&db))
+            .map_err(|panic| open::damaged(path, Kind::Checkpoints, panic))?
+            .map_err(|e| db_error(path, e))?;
 
         let db = Arc::new(db);
         let capacity = config.queue_capacity.max(1);
         let (queue, requests) = sync_channel(capacity);
-        let stats = Arc::new(Mutex::new(GroupCommitStats::default()));
+        let stats = Arc::new(Mutex::new(GroupCommitStats {
+            pieces_corrupt: corrupt.len() as u64,
+            ..GroupCommitStats::default()
+        }));
+        let mut corrupt = corrupt;
+        corrupt.truncate(MAX_CORRUPT_KEYS);
         let writer = Writer {
             db: db.clone(),
             path: path.to_path_buf(),
@@ -216,7 +271,48 @@ impl CheckpointStore {
             queue: Some(queue),
             writer: Some(writer),
             stats,
+            corrupt,
         })
+    }
+
+    /// `colony peer --repair`: repairs the store file at `path` with redb's
+    /// own repair, or else moves it aside and copies the pieces that can
+    /// still be read and pass their checksum into a new file.
+    pub fn repair(path: &Path) -> Result<RepairReport, StoreError> {
+        open::repair_file(
+            path,
+            Kind::Checkpoints,
+            |aside| open::read_damaged(aside, salvage_pieces),
+            |salvaged| {
+                Ok(format!(
+                    "{} checkpoint pieces",
+                    salvaged.map_or(0, Vec::len)
+                ))
+            },
+            |db, pieces| {
+                let txn = db.begin_write().map_err(|e| db_error(path, e))?;
+                {
+                    let mut table = txn.open_table(PIECES).map_err(|e| db_error(path, e))?;
+                    for (key, piece) in &pieces {
+                        let sum = checksum(*key, piece.epoch, piece.version, &piece.bytes);
+                        table
+                            .insert(
+                                *key,
+                                (piece.epoch, piece.version, sum, piece.bytes.as_slice()),
+                            )
+                            .map_err(|e| db_error(path, e))?;
+                    }
+                }
+                txn.commit().map_err(|e| db_error(path, e))
+            },
+        )
+    }
+
+    /// The pieces that failed their checksum when the store was opened, and
+    /// were dropped (at most 1024 keys; [`GroupCommitStats::pieces_corrupt`]
+    /// counts them all).
+    pub fn corrupt_pieces(&self) -> &[PieceKey] {
+        &self.corrupt
     }
 
     /// Queues a write of `piece` under `key`; it is applied only if `piece`
@@ -258,38 +354,40 @@ impl CheckpointStore {
     pub fn get(&self, key: &PieceKey) -> Result<Option<StoredPiece>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(PIECES).map_err(|e| self.err(e))?;
-        let value = table.get(key.tuple()).map_err(|e| self.err(e))?;
-        Ok(value.map(|v| {
-            let (epoch, version, bytes) = v.value();
-            StoredPiece {
-                epoch,
-                version,
-                bytes: bytes.to_vec(),
-            }
-        }))
+        let Some(value) = table.get(key.tuple()).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        let piece = verified(key.tuple(), value.value());
+        if piece.is_none() {
+            self.count_corrupt(1);
+        }
+        Ok(piece)
     }
 
-    /// Every stored piece, ordered by key (used after a restart).
+    fn count_corrupt(&self, n: u64) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pieces_corrupt += n;
+    }
+
+    /// Every stored piece that passes its checksum, ordered by key (used
+    /// after a restart).
     pub fn all(&self) -> Result<Vec<(PieceKey, StoredPiece)>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(PIECES).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
+        let mut corrupt = 0;
         for entry in table.iter().map_err(|e| self.err(e))? {
             let (key, value) = entry.map_err(|e| self.err(e))?;
-            let (job, unit, holder_index) = key.value();
-            let (epoch, version, bytes) = value.value();
-            out.push((
-                PieceKey {
-                    job,
-                    unit,
-                    holder_index,
-                },
-                StoredPiece {
-                    epoch,
-                    version,
-                    bytes: bytes.to_vec(),
-                },
-            ));
+            let key = key.value();
+            match verified(key, value.value()) {
+                Some(piece) => out.push((piece_key(key), piece)),
+                None => corrupt += 1,
+            }
+        }
+        if corrupt > 0 {
+            self.count_corrupt(corrupt);
         }
         Ok(out)
     }
@@ -329,6 +427,70 @@ impl std::fmt::Debug for CheckpointStore {
             .field("stats", &self.stats())
             .finish()
     }
+}
+
+/// The pieces that can be read from a damaged store and pass their checksum.
+fn salvage_pieces(db: &dyn ReadableDatabase) -> Option<Vec<(KeyTuple, StoredPiece)>> {
+    let txn = db.begin_read().ok()?;
+    let mut pieces = Vec::new();
+    if let Ok(table) = txn.open_table(PIECES) {
+        let Ok(iter) = table.iter() else {
+            return Some(pieces);
+        };
+        for entry in iter {
+            // Stop at the first unreadable entry: what follows
+            // it in the damaged tree cannot be trusted to end.
+            let Ok((key, value)) = entry else { break };
+            let key = key.value();
+            if let Some(piece) = verified(key, value.value()) {
+                pieces.push((key, piece));
+            }
+        }
+    }
+    Some(pieces)
+}
+
+fn piece_key((job, unit, holder_index): KeyTuple) -> PieceKey {
+    PieceKey {
+        job,
+        unit,
+        holder_index,
+    }
+}
+
+/// Moves pieces of the table without checksums into [`PIECES`], creates it
+/// if missing (so readers never meet a missing table), and deletes the
+/// pieces that fail their checksum, returning their keys.
+fn drop_corrupt(db: &Database) -> Result<Vec<PieceKey>, redb::Error> {
+    let txn = db.begin_write()?;
+    let mut corrupt = Vec::new();
+    {
+        let mut table = txn.open_table(PIECES)?;
+        match txn.open_table(LEGACY_PIECES) {
+            Ok(legacy) => {
+                for entry in legacy.iter()? {
+                    let (key, value) = entry?;
+                    let key = key.value();
+                    let (epoch, version, bytes) = value.value();
+                    let sum = checksum(key, epoch, version, bytes);
+                    table.insert(key, (epoch, version, sum, bytes))?;
+                }
+                drop(legacy);
+                txn.delete_table(LEGACY_PIECES)?;
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        table.retain(|key, value| {
+            let ok = intact(key, value);
+            if !ok {
+                corrupt.push(piece_key(key));
+            }
+            ok
+        })?;
+    }
+    txn.commit()?;
+    Ok(corrupt)
 }
 
 fn db_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -425,18 +587,22 @@ impl Writer {
             for request in batch {
                 match request {
                     Request::Put { key, piece, .. } => {
-                        let stored = table.get(key.tuple()).map_err(|e| e.to_string())?.map(|v| {
-                            let (epoch, version, _) = v.value();
-                            (epoch, version)
-                        });
+                        // A stored piece that fails its checksum is as good
+                        // as none: its epoch and version cannot be trusted.
+                        let stored = table
+                            .get(key.tuple())
+                            .map_err(|e| e.to_string())?
+                            .and_then(|v| verified(key.tuple(), v.value()))
+                            .map(|p| (p.epoch, p.version));
                         if stored.is_some_and(|s| s >= (piece.epoch, piece.version)) {
                             counts.stale += 1;
                             continue;
                         }
+                        let sum = checksum(key.tuple(), piece.epoch, piece.version, &piece.bytes);
                         table
                             .insert(
                                 key.tuple(),
-                                (piece.epoch, piece.version, piece.bytes.as_slice()),
+                                (piece.epoch, piece.version, sum, piece.bytes.as_slice()),
                             )
                             .map_err(|e| e.to_string())?;
                         counts.written += 1;

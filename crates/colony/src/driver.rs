@@ -727,7 +727,10 @@ impl Driver {
             live_members: self.membership.live_count(),
             net: self.frames.counters().snapshot(),
             pipes: self.pipes.stats().clone(),
-            driver: self.counters.clone(),
+            driver: DriverCounters {
+                checkpoint_pieces_corrupt: self.checkpoints.stats().pieces_corrupt,
+                ..self.counters.clone()
+            },
             jobs: crate::info::JobCounters {
                 running_units: self.jobs.running_units(),
                 refused_messages: self.jobs.refused_messages(),

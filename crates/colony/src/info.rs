@@ -61,6 +61,9 @@ pub struct DriverCounters {
     /// Checkpoint pieces that could not be written to disk.
     #[serde(default)]
     pub checkpoint_write_errors: u64,
+    /// Checkpoint pieces on disk that failed their checksum (dropped).
+    #[serde(default)]
+    pub checkpoint_pieces_corrupt: u64,
 }
 
 /// `GET /v1/status`: the peer and its counters.

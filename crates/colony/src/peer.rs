@@ -128,6 +128,11 @@ impl Peer {
                 reason: e.to_string(),
             })?;
         let peer_id = keypair.public().to_peer_id();
+        // Opened before anything is announced, so a damaged file stops the
+        // start with its error.
+        let checkpoints = colony_store::CheckpointStore::open(
+            &config.data_dir.join(colony_store::CHECKPOINTS_FILE),
+        )?;
         let incarnation = store.next_incarnation()?;
 
         let mut swarm = colony_net::build_swarm(keypair, &config.net)?;
@@ -228,8 +233,6 @@ impl Peer {
             "peer started"
         );
 
-        let checkpoints =
-            colony_store::CheckpointStore::open(&config.data_dir.join("checkpoints.redb"))?;
         let mut driver_jobs = jobs;
         crate::driver::restore_checkpoints(&mut driver_jobs, &checkpoints, Instant::now());
         let jobs = driver_jobs;
@@ -250,6 +253,22 @@ impl Peer {
         );
         tokio::spawn(driver.run());
         Ok(peer)
+    }
+
+    /// `colony peer --repair`: repairs the stores of `data_dir` before a
+    /// start, with redb's own repair (which may roll back a damaged latest
+    /// commit), or by moving a damaged file aside and keeping what can still
+    /// be read from it. Says what it did to each file. Fails, leaving the
+    /// file in place, if the identity cannot be read back: then restore
+    /// `peer.redb` from a backup, or use a new data directory.
+    pub fn repair(
+        data_dir: &std::path::Path,
+    ) -> Result<Vec<colony_store::RepairReport>, ColonyError> {
+        let checkpoints = data_dir.join(colony_store::CHECKPOINTS_FILE);
+        Ok(vec![
+            colony_store::PeerStore::repair(data_dir, find_keypair)?,
+            colony_store::CheckpointStore::repair(&checkpoints)?,
+        ])
     }
 
     /// This peer's id.
@@ -490,6 +509,18 @@ async fn wait_for_listeners(
         }
     }
     Ok(addrs)
+}
+
+/// An ed25519 identity key in the raw bytes of a damaged `peer.redb`: its
+/// protobuf encoding (key type 1, 64 bytes of secret and public key) whose
+/// public half matches its secret, so a damaged copy is never taken for it.
+fn find_keypair(bytes: &[u8]) -> Option<Vec<u8>> {
+    const PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x40];
+    bytes
+        .windows(PREFIX.len() + 64)
+        .filter(|w| w.starts_with(&PREFIX))
+        .find(|w| Keypair::from_protobuf_encoding(w).is_ok())
+        .map(<[u8]>::to_vec)
 }
 
 fn write_peer_json(config: &PeerConfig, info: &PeerInfo) -> Result<(), ColonyError> {

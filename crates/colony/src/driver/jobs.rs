@@ -489,6 +489,19 @@ pub(crate) fn restore_checkpoints(
             return;
         }
     };
+    // Dropped by the store for failing their checksum; the homes treat them
+    // as missing. Counted in the status (`checkpoint_pieces_corrupt`).
+    let corrupt = store.corrupt_pieces();
+    for key in corrupt.iter().take(16) {
+        warn!(job = %JobId(key.job), unit = key.unit, holder_index = key.holder_index,
+            file = %store.path().display(), "checkpoint piece failed its checksum; dropped");
+    }
+    if corrupt.len() > 16 {
+        warn!(
+            more = corrupt.len() - 16,
+            "more checkpoint pieces failed their checksum; dropped"
+        );
+    }
     let mut pieces = Vec::new();
     let mut local = Vec::new();
     for (key, stored) in stored {
