@@ -41,6 +41,7 @@ mod info;
 mod local;
 mod peer;
 
+pub use api::{read_api_token, API_TOKEN_FILE};
 pub use colony_core::acquaintance::AcquaintanceConfig;
 pub use colony_core::divisible::{AppError, AppRegistry, Divisible};
 pub use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
@@ -48,7 +49,7 @@ pub use colony_core::job::{JobConfig, JobId, JobState, JobView};
 pub use colony_core::membership::{MemberState, MembershipConfig, PeerStats};
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_net::{FaultConfig, NetConfig};
-pub use config::PeerConfig;
+pub use config::{ApiLimits, PeerConfig};
 pub use error::ColonyError;
 pub use info::{ContributionInfo, JobInfo, MemberInfo, PeerInfo, StatusInfo};
 pub use libp2p::{Multiaddr, PeerId};
