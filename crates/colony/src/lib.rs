@@ -24,7 +24,8 @@
 //!
 //! A peer keeps its identity and incarnation in `DATA_DIR/peer.redb` and
 //! writes `DATA_DIR/peer.json` (its id, addresses and API address) once it
-//! listens. Membership, pipes and acquaintance maintenance are the sans-IO
+//! listens; a peer serving the local API keeps the token the API asks for
+//! in `DATA_DIR/api.token` ([`API_TOKEN_FILE`], mode 0600). Membership, pipes and acquaintance maintenance are the sans-IO
 //! cores of `colony-core`; this crate feeds them events, timers and frames.
 
 #![warn(missing_docs)]
