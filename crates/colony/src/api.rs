@@ -318,7 +318,9 @@ async fn check_request(State(guard): State<Arc<Guard>>, request: Request, next: 
     let offered = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        .map(|v| v.as_bytes())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|v| &v[7..]);
     if !offered.is_some_and(|t| guard.token.matches(t)) {
         let mut response = error(
             StatusCode::UNAUTHORIZED,

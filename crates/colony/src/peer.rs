@@ -114,6 +114,10 @@ impl Peer {
     /// bootstrap list and serves the local API. Returns once listening, with
     /// `peer.json` written.
     pub async fn start(config: PeerConfig) -> Result<Peer, ColonyError> {
+        // Refuse an exposed API before anything starts.
+        if let Some(addr) = config.api {
+            crate::api::check_bind_addr(addr, config.api_allow_remote)?;
+        }
         let store = colony_store::PeerStore::open(&config.data_dir)?;
         let key_bytes = store.load_or_create_identity(|| {
             Keypair::generate_ed25519()
@@ -145,7 +149,6 @@ impl Peer {
 
         let (api_listener, api_token) = match config.api {
             Some(addr) => {
-                crate::api::check_bind_addr(addr, config.api_allow_remote)?;
                 let token = crate::api::load_or_create_token(&config.data_dir)?;
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
