@@ -358,6 +358,18 @@ async fn the_api_and_the_descriptor_refuse_the_same_fault_tolerance() {
         ),
         (1.0, 5, "shards:4+2", "k + m <= home_size"),
         (1.0, 0, "local", "home_size must be between 1 and 16, got 0"),
+        (
+            1.0,
+            300,
+            "local",
+            "home_size must be between 1 and 16, got 300",
+        ),
+        (
+            1.0,
+            3,
+            "copies",
+            "storage must be \"local\", \"copies:R\" or \"shards:K+M\", got \"copies\"",
+        ),
     ];
     for (ttc, home_size, storage, needle) in cases {
         let response = peer

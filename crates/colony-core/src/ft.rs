@@ -158,6 +158,15 @@ impl FaultTolerance {
         }
     }
 
+    /// A home size as given (an integer of any size), checked to be
+    /// between 1 and [`MAX_HOME_SIZE`].
+    pub fn home_size_from(n: i64) -> Result<u8, FtError> {
+        u8::try_from(n)
+            .ok()
+            .filter(|&h| (1..=MAX_HOME_SIZE).contains(&h))
+            .ok_or(FtError::HomeSize(n))
+    }
+
     /// A time to checkpoint given in seconds, as the descriptor (`ttc`) and
     /// the API (`ttc_s`) take it: positive, finite, at least [`MIN_TTC`].
     /// The one conversion every entry point uses, so they all refuse the
@@ -192,7 +201,7 @@ impl FaultTolerance {
             });
         }
         if self.home_size == 0 || self.home_size > MAX_HOME_SIZE {
-            return Err(FtError::HomeSize(self.home_size));
+            return Err(FtError::HomeSize(i64::from(self.home_size)));
         }
         match self.storage {
             CheckpointStorage::Local => {}
@@ -241,9 +250,9 @@ pub enum FtError {
     /// TTC beyond what a duration holds (the value as given, in seconds).
     #[error("ttc = {0} seconds is too large")]
     TtcTooLarge(String),
-    /// Home size out of range.
+    /// Home size out of range (as given, which may not fit a `u8`).
     #[error("home_size must be between 1 and {MAX_HOME_SIZE}, got {0}")]
-    HomeSize(u8),
+    HomeSize(i64),
     /// More copies than home members, or none.
     #[error("copies r = {r} must be between 1 and home_size = {home_size}")]
     Copies {
@@ -328,6 +337,21 @@ mod tests {
             FaultTolerance::ttc_from_secs(1e300),
             Err(FtError::TtcTooLarge(_))
         ));
+    }
+
+    #[test]
+    fn home_size_as_given_is_checked() {
+        assert_eq!(FaultTolerance::home_size_from(3), Ok(3));
+        for bad in [0, -1, 17, 300, i64::MAX] {
+            assert_eq!(
+                FaultTolerance::home_size_from(bad),
+                Err(FtError::HomeSize(bad))
+            );
+        }
+        assert_eq!(
+            FtError::HomeSize(300).to_string(),
+            "home_size must be between 1 and 16, got 300"
+        );
     }
 
     #[test]

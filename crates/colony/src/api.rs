@@ -482,7 +482,7 @@ struct FtRequest {
     protocol: Option<String>,
     ttc_s: Option<f64>,
     storage: Option<String>,
-    home_size: Option<u8>,
+    home_size: Option<i64>,
     durable: Option<bool>,
 }
 
@@ -505,7 +505,7 @@ impl FtRequest {
                 .map_err(|_| FtError::BadStorage(clip(&storage, MAX_QUOTED_CHARS)))?;
         }
         if let Some(home_size) = self.home_size {
-            ft.home_size = home_size;
+            ft.home_size = FaultTolerance::home_size_from(home_size)?;
         }
         if let Some(durable) = self.durable {
             ft.durable = durable;

@@ -265,15 +265,8 @@ impl TechnicalService for FaultToleranceService {
                             ))
                         }
                     };
-                    ft.home_size = u8::try_from(n).map_err(|_| {
-                        ServiceError::for_key(
-                            key,
-                            format!(
-                                "home_size must be between 1 and {}, got {n}",
-                                colony_core::ft::MAX_HOME_SIZE
-                            ),
-                        )
-                    })?;
+                    ft.home_size = FaultTolerance::home_size_from(n)
+                        .map_err(|e| ServiceError::for_key(key, e.to_string()))?;
                 }
                 "durable" => match value {
                     toml::Value::Boolean(b) => ft.durable = *b,
