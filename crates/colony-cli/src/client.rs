@@ -122,9 +122,23 @@ impl ApiClient {
 
     /// GET `path`, parsed as JSON; an error carries the peer's reason.
     pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(reqwest::Method::GET, path).await
+    }
+
+    /// POST to `path` (no body), the answer parsed as JSON; an error
+    /// carries the peer's reason.
+    pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(reqwest::Method::POST, path).await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<T> {
         let response = self
             .http
-            .get(format!("http://{}{path}", self.addr))
+            .request(method, format!("http://{}{path}", self.addr))
             .bearer_auth(&self.token)
             .send()
             .await

@@ -39,7 +39,7 @@ async fn solve(
 ) -> Result<(f64, u64, u64)> {
     let started = Instant::now();
     let handle = network.peers()[0]
-        .submit_job_with("flowshop", &[instance.to_string()], ft)
+        .submit_job_with("flowshop", &[instance.to_string()], ft, None)
         .await?;
     let view = handle.finished().await?;
     let elapsed = started.elapsed().as_secs_f64();

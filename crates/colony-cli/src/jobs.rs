@@ -12,6 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::client::ApiClientArgs;
 use crate::NetworkArgs;
 
+/// Longest `--deadline` accepted: 30 days.
+const MAX_DEADLINE_S: f64 = 30.0 * 24.0 * 3600.0;
+
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
     #[command(flatten)]
@@ -46,6 +49,10 @@ pub(crate) struct RunArgs {
     /// verified) instead of text.
     #[arg(long)]
     json: bool,
+    /// Cancel the job if it runs longer than this many seconds; its
+    /// primary keeps watch, so this holds after this submitter is gone.
+    #[arg(long, value_name = "SECONDS")]
+    deadline: Option<f64>,
     /// The application: flowshop, nqueens or matmul.
     app: String,
     /// The application's arguments, e.g. `ta001`, `12`, `256 --seed 7`.
@@ -107,6 +114,11 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
     ] {
         if !(value.is_finite() && value >= 0.0) {
             bail!("{name} must be a non-negative number of seconds");
+        }
+    }
+    if let Some(deadline) = args.deadline {
+        if !(deadline.is_finite() && deadline > 0.0 && deadline <= MAX_DEADLINE_S) {
+            bail!("--deadline must be a number of seconds in (0, {MAX_DEADLINE_S}]");
         }
     }
     // Read the descriptor before anything else: a bad one starts nothing.
@@ -275,7 +287,10 @@ async fn submit_and_follow(
     ft: FaultTolerance,
     reported: &mut bool,
 ) -> Result<()> {
-    let mut handle = peer.submit_job_with(&args.app, &args.args, ft).await?;
+    let deadline = args.deadline.map(Duration::from_secs_f64);
+    let mut handle = peer
+        .submit_job_with(&args.app, &args.args, ft, deadline)
+        .await?;
     let id = handle.id();
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -287,8 +302,19 @@ async fn submit_and_follow(
     }
     bar.enable_steady_tick(Duration::from_millis(120));
     eprintln!("job {id} submitted ({} {})", args.app, args.args.join(" "));
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let view = loop {
-        let Some(view) = handle.changed().await? else {
+        let changed = tokio::select! {
+            changed = handle.changed() => changed?,
+            _ = &mut interrupted => {
+                // The submitter gives up: nobody is left to want the result.
+                bar.finish_and_clear();
+                eprintln!("interrupted: cancelling job {id}");
+                peer.cancel_job(id).await?;
+                bail!("job {id} cancelled (interrupted)");
+            }
+        };
+        let Some(view) = changed else {
             continue;
         };
         let info = JobInfo::from_view(&view, peer.apps());
@@ -320,6 +346,7 @@ async fn submit_and_follow(
             info.job_id,
             info.error.unwrap_or_default()
         ),
+        ("cancelled", _) => bail!("job {} was {}", info.job_id, info.error.unwrap_or_default()),
         (_, Some(false)) => bail!(
             "job {} finished but its result does not match the known answer",
             info.job_id
@@ -363,6 +390,7 @@ fn print_result(info: &JobInfo, json: bool) -> Result<()> {
             }
         }
         "failed" => outln!("failed: {}", info.error.as_deref().unwrap_or(""))?,
+        "cancelled" => outln!("{}", info.error.as_deref().unwrap_or("cancelled"))?,
         _ => outln!("still running")?,
     }
     outln!(
@@ -426,4 +454,23 @@ pub(crate) async fn result(args: ResultArgs) -> Result<()> {
         .await
         .with_context(|| format!("no result for job {id} from the peer at {}", api.addr))?;
     print_result(&info, args.api.json)
+}
+
+/// Asks a peer's API to cancel a job.
+pub(crate) async fn cancel(args: ResultArgs) -> Result<()> {
+    let id: colony::JobId = args
+        .job_id
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let api = args.api.api.connect()?;
+    let answer: serde_json::Value = api
+        .post_json(&format!("/v1/jobs/{id}/cancel"))
+        .await
+        .with_context(|| format!("job {id} was not cancelled by the peer at {}", api.addr))?;
+    if args.api.json {
+        outln!("{answer}")?;
+    } else {
+        outln!("job {id} cancelled")?;
+    }
+    Ok(())
 }

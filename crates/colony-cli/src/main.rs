@@ -72,6 +72,10 @@ enum Command {
     Jobs(jobs::ApiArgs),
     /// Print the result of a job by id, from any peer of its network.
     Result(jobs::ResultArgs),
+    /// Cancel a job by id: its home stops handing out work and its workers
+    /// stop within a step. Allowed to the peer that submitted the job and to
+    /// the operator of the job's primary; refused to anyone else.
+    Cancel(jobs::ResultArgs),
     /// Measure Colony against a baseline run alongside it.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -106,6 +110,36 @@ struct NetworkArgs {
     /// Cores offered to Colony work, run at the lowest OS priority (default: all).
     #[arg(long)]
     cores: Option<u32>,
+    /// Who may submit jobs to this peer: `network` (any member of the
+    /// network; with --psk, holders of the key), `any` (any peer that can
+    /// connect), or a comma-separated list of peer ids. Refused submitters
+    /// get a clear error.
+    #[arg(long, value_name = "WHO", default_value = "network")]
+    accept_jobs_from: String,
+}
+
+/// Parses `--accept-jobs-from`.
+fn submit_policy(text: &str) -> Result<colony::SubmitPolicy<libp2p::PeerId>> {
+    match text.trim() {
+        "network" => Ok(colony::SubmitPolicy::Network),
+        "any" => Ok(colony::SubmitPolicy::Any),
+        list => {
+            let mut peers = std::collections::BTreeSet::new();
+            for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let peer = id.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--accept-jobs-from takes `network`, `any` or peer ids; {:?} is none of them",
+                        id.chars().take(80).collect::<String>()
+                    )
+                })?;
+                peers.insert(peer);
+            }
+            if peers.is_empty() {
+                bail!("--accept-jobs-from names no peer");
+            }
+            Ok(colony::SubmitPolicy::Peers(peers))
+        }
+    }
 }
 
 impl NetworkArgs {
@@ -133,6 +167,7 @@ impl NetworkArgs {
             bail!("--cores must be at least 1");
         }
         config.cores_offered = self.cores;
+        config.accept_jobs_from = submit_policy(&self.accept_jobs_from)?;
         config.apps = colony_apps::examples();
         Ok(config)
     }
@@ -315,6 +350,7 @@ fn run() -> Result<()> {
             Command::Run(args) => jobs::run(args).await,
             Command::Jobs(args) => jobs::list(args).await,
             Command::Result(args) => jobs::result(args).await,
+            Command::Cancel(args) => jobs::cancel(args).await,
             Command::Peers(args) => show_peers(args).await,
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
             Command::Bench(BenchCommand::Stealing(args)) => {

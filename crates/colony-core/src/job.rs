@@ -58,8 +58,11 @@ use crate::divisible::{AppError, AppRegistry, SharedVars};
 use crate::ft::{CheckpointStorage, FaultTolerance};
 use crate::PeerKey;
 
+mod authorize;
 mod home;
 
+use authorize::Parked;
+pub use authorize::{Refusal, SubmitPolicy};
 use home::HomeState;
 pub use home::{Piece, PieceData, PieceKey};
 
@@ -278,6 +281,12 @@ pub enum JobState {
         /// Why.
         reason: String,
     },
+    /// The job was cancelled (by its submitter, the operator of its
+    /// primary, or its deadline) before it finished.
+    Cancelled {
+        /// By whom, or why.
+        reason: String,
+    },
 }
 
 /// What a worker tells the primary about one of its units. Reports are
@@ -358,6 +367,9 @@ pub enum JobMsg<P> {
         params: Vec<u8>,
         /// Fault-tolerance settings.
         ft: FaultTolerance,
+        /// Cancel the job if it runs longer than this, in ms since
+        /// submission (`colony run --deadline`).
+        deadline_ms: Option<u64>,
     },
     /// Primary → everyone: a job needs workers.
     Advert {
@@ -594,6 +606,20 @@ pub enum JobMsg<P> {
         /// The pieces.
         pieces: Vec<Piece>,
     },
+    /// Submitter (or the primary's own operator) → primary: cancel the job.
+    /// The transport authenticates the sender, so its peer id proves who
+    /// asks.
+    Cancel {
+        /// The job.
+        job: JobId,
+    },
+    /// Primary → canceller: the answer to [`JobMsg::Cancel`].
+    CancelReply {
+        /// The job.
+        job: JobId,
+        /// Why it was refused; `None` once the job is cancelled.
+        refused: Option<String>,
+    },
 }
 
 /// What the driver must do for the job core.
@@ -666,6 +692,13 @@ pub enum JobOutput<P> {
         /// The job.
         job: JobId,
     },
+    /// The answer to [`Jobs::cancel`].
+    CancelAnswer {
+        /// The job.
+        job: JobId,
+        /// Why it was refused; `None` once the job is cancelled.
+        refused: Option<String>,
+    },
     /// Something worth logging and measuring happened.
     Event(JobEvent<P>),
 }
@@ -732,6 +765,16 @@ pub enum JobEvent<P> {
         job: JobId,
         /// Whether it succeeded.
         ok: bool,
+    },
+    /// A message was refused: its sender may not send it (see
+    /// [`Refusal`]). The driver logs these rate-limited per peer.
+    Refused {
+        /// The sender.
+        from: P,
+        /// The message's kind.
+        message: &'static str,
+        /// Why.
+        why: Refusal,
     },
 }
 
@@ -838,6 +881,12 @@ pub struct Jobs<P: PeerKey> {
     leaving: bool,
     outputs: VecDeque<JobOutput<P>>,
     next_tick: Instant,
+    /// Who may submit jobs here.
+    submit_policy: SubmitPolicy<P>,
+    /// Messages from senders not yet in the view.
+    parked: Parked<P>,
+    /// Messages refused so far.
+    refused_messages: u64,
 }
 
 impl<P: PeerKey> Jobs<P> {
@@ -872,7 +921,20 @@ impl<P: PeerKey> Jobs<P> {
             leaving: false,
             outputs: VecDeque::new(),
             next_tick: now,
+            submit_policy: SubmitPolicy::default(),
+            parked: Parked::default(),
+            refused_messages: 0,
         }
+    }
+
+    /// Sets who may submit jobs to this peer (default: members of the view).
+    pub fn set_submit_policy(&mut self, policy: SubmitPolicy<P>) {
+        self.submit_policy = policy;
+    }
+
+    /// Messages refused so far because their sender may not send them.
+    pub fn refused_messages(&self) -> u64 {
+        self.refused_messages
     }
 
     /// The applications this peer can run.
@@ -918,6 +980,7 @@ impl<P: PeerKey> Jobs<P> {
                 self.resend_reports(now, job, unit);
             }
         }
+        self.release_parked(now);
     }
 
     /// Members suspected now, not in [`Jobs::set_members`]'s list: units of
@@ -977,15 +1040,24 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
-    /// Handles a job message from `from`.
+    /// Handles a job message from `from`, once it is checked against who
+    /// may send it (see the `authorize` module); refused messages are
+    /// counted ([`Jobs::refused_messages`]) and reported as
+    /// [`JobEvent::Refused`].
     pub fn handle_message(&mut self, now: Instant, from: P, msg: JobMsg<P>) {
+        self.admit(now, from, msg);
+    }
+
+    /// Hands an admitted message to its handler.
+    fn dispatch(&mut self, now: Instant, from: P, msg: JobMsg<P>) {
         match msg {
             JobMsg::Submit {
                 job,
                 app,
                 params,
                 ft,
-            } => self.on_submit(now, from, job, app, params, ft),
+                deadline_ms,
+            } => self.on_submit(now, from, job, app, params, ft, deadline_ms),
             JobMsg::Advert {
                 job,
                 app,
@@ -1109,6 +1181,11 @@ impl<P: PeerKey> Jobs<P> {
                 self.send(from, JobMsg::Pieces { job, unit, pieces }, true);
             }
             JobMsg::Pieces { job, unit, pieces } => self.on_pieces(now, from, job, unit, pieces),
+            JobMsg::Cancel { job } => self.on_cancel(now, from, job),
+            JobMsg::CancelReply { job, refused } => {
+                self.outputs
+                    .push_back(JobOutput::CancelAnswer { job, refused });
+            }
         }
     }
 
@@ -1130,6 +1207,7 @@ impl<P: PeerKey> Jobs<P> {
         app: String,
         params: Vec<u8>,
         ft: FaultTolerance,
+        deadline: Option<Duration>,
     ) -> P {
         let home = self
             .home_of(job, usize::from(ft.home_size))
@@ -1143,10 +1221,19 @@ impl<P: PeerKey> Jobs<P> {
                 app,
                 params,
                 ft,
+                deadline_ms: deadline.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
             },
             false,
         );
         home
+    }
+
+    /// Asks `job`'s primary to cancel it. Only the job's submitter, or this
+    /// peer when it is the primary (its operator), may; the answer comes
+    /// as [`JobOutput::CancelAnswer`].
+    pub fn cancel(&mut self, job: JobId) {
+        let primary = self.primary_of(job);
+        self.send(primary, JobMsg::Cancel { job }, false);
     }
 
     /// Asks `to` for the status of `job`.
@@ -1181,8 +1268,25 @@ impl<P: PeerKey> Jobs<P> {
             // unit out again (from its last acknowledged checkpoint).
             self.running.remove(&(job, unit));
         }
-        if self.leaving || self.running.contains_key(&(job, unit)) {
-            // Leaving, or an old copy still stopping: hand it straight back.
+        // The cores this peer offers, plus the one unit a primary may push
+        // to a busy worker.
+        let active = self
+            .running
+            .values()
+            .filter(|w| w.stopping.is_none() && !w.finished())
+            .count();
+        let over_limit = active > self.config.cores as usize;
+        if over_limit {
+            self.refused_messages += 1;
+            self.event(JobEvent::Refused {
+                from: from.clone(),
+                message: "Assign",
+                why: Refusal::OverCoreLimit,
+            });
+        }
+        if self.leaving || over_limit || self.running.contains_key(&(job, unit)) {
+            // Leaving, over the core limit, or an old copy still stopping:
+            // hand it straight back.
             let unit_state = WorkerUnit::new(epoch, app, ft, now, &self.config);
             self.running.insert((job, unit), unit_state);
             self.report(now, job, unit, Report::HandBack { state });
@@ -1769,6 +1873,7 @@ impl<P: PeerKey> Jobs<P> {
     /// stale.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.next_tick = now + Duration::from_millis(20);
+        self.expire_parked(now);
         self.known.retain(|_, k| k.expires > now);
         // Worker: checkpoints due, reports to re-send.
         let keys: Vec<(JobId, UnitId)> = self.running.keys().copied().collect();
@@ -1840,6 +1945,10 @@ impl<P: PeerKey> Jobs<P> {
                 }
             }
             JobMsg::Query { job } => self.outputs.push_back(JobOutput::Unknown(job)),
+            JobMsg::Cancel { job } => self.outputs.push_back(JobOutput::CancelAnswer {
+                job,
+                refused: Some(format!("the job's primary {to:?} cannot be reached")),
+            }),
             // Reports stay queued and are re-sent to the next primary.
             _ => {}
         }

@@ -420,7 +420,9 @@ impl SimPeer {
         params: Vec<u8>,
         ft: FaultTolerance,
     ) -> u32 {
-        let home = self.jobs.submit(now, job, app.to_string(), params, ft);
+        let home = self
+            .jobs
+            .submit(now, job, app.to_string(), params, ft, None);
         self.flush(now);
         home
     }
@@ -994,6 +996,7 @@ impl SimPeer {
                 self.actions.push(Action::Status(view));
             }
             JobOutput::Unknown(job) => self.query_answered_no(now, job),
+            JobOutput::CancelAnswer { .. } => {}
             JobOutput::Persist { key, piece } => self.actions.push(Action::Persist { key, piece }),
             JobOutput::Forget { job } => self.actions.push(Action::Forget { job }),
             JobOutput::Event(event) => self.actions.push(Action::Job(event)),

@@ -362,6 +362,7 @@ fn state_name(state: &JobState) -> String {
         JobState::Running => "running".into(),
         JobState::Done { .. } => "done".into(),
         JobState::Failed { reason } => format!("failed ({reason})"),
+        JobState::Cancelled { reason } => format!("cancelled ({reason})"),
     }
 }
 
@@ -1247,6 +1248,12 @@ impl World {
                 self.trace
                     .log(now, || format!("peer {id}: job finished, ok = {ok}"));
             }
+            JobEvent::Refused { from, message, why } => {
+                let (from, message, why) = (*from, *message, *why);
+                self.trace.log(now, || {
+                    format!("peer {id}: refused {message} from {from}: {why}")
+                });
+            }
             JobEvent::CheckpointLost { unit, holders, .. } => {
                 self.trace.record(now, 14, &[u64::from(id), *unit]);
                 let crashed: Vec<u32> = holders
@@ -1367,7 +1374,7 @@ impl World {
                 j.query = QueryState::Idle;
                 self.schedule(self.now + QUERY_RETRY, Event::Query);
             }
-            JobState::Failed { reason } => {
+            JobState::Failed { reason } | JobState::Cancelled { reason } => {
                 j.query = QueryState::Answered;
                 self.violations.push(Violation::JobFailed {
                     reason: reason.clone(),

@@ -6,6 +6,8 @@
 //!   job; answers `{"job_id": ...}` or 400 with the reason.
 //! - `GET /v1/jobs` — jobs homed at this peer ([`JobInfo`]).
 //! - `GET /v1/jobs/{id}` — any job, asked of its home; 404 if none knows it.
+//! - `POST /v1/jobs/{id}/cancel` — cancels a job this peer submitted or is
+//!   the primary of; 403 with the primary's reason otherwise.
 //!
 //! Who may call: every request carries `Authorization: Bearer TOKEN`, the
 //! token in `DATA_DIR/api.token` (32 random bytes in hex, created at first
@@ -245,6 +247,7 @@ pub(crate) fn serve(
         .route("/v1/peers", get(peers))
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/cancel", axum::routing::post(cancel_job))
         .with_state(peer)
         .layer(axum::middleware::from_fn_with_state(guard, check_request));
     tokio::spawn(accept_loop(listener, app, limits));
@@ -471,7 +474,13 @@ struct SubmitRequest {
     /// Fault tolerance; the default when absent.
     #[serde(default)]
     fault_tolerance: Option<FtRequest>,
+    /// Cancel the job if it runs longer than this many seconds.
+    #[serde(default)]
+    deadline_s: Option<f64>,
 }
+
+/// Longest deadline accepted: 30 days.
+const MAX_DEADLINE_S: f64 = 30.0 * 24.0 * 3600.0;
 
 /// Fault tolerance in a submission: `{"protocol": "checkpoint", "ttc_s": 1,
 /// "storage": "copies:2", "home_size": 3, "durable": false}`, every field
@@ -530,7 +539,22 @@ async fn submit_job(
             ))
         }
     };
-    match peer.submit_job_with(&request.app, &request.args, ft).await {
+    let deadline = match request.deadline_s {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_DEADLINE_S => {
+            Some(Duration::from_secs_f64(s))
+        }
+        Some(s) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("deadline_s must be a number of seconds in (0, {MAX_DEADLINE_S}], got {s}"),
+            ))
+        }
+    };
+    match peer
+        .submit_job_with(&request.app, &request.args, ft, deadline)
+        .await
+    {
         Ok(handle) => Ok(Json(
             serde_json::json!({ "job_id": handle.id().to_string() }),
         )),
@@ -570,6 +594,27 @@ async fn job(
             StatusCode::NOT_FOUND,
             format!("no peer knows job {id}"),
         )),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+async fn cancel_job(
+    State(peer): State<Peer>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, Response> {
+    let id: colony_core::job::JobId = id.parse().map_err(|e: String| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad job id {}: {e}", quote(&id)),
+        )
+    })?;
+    match peer.cancel_job(id).await {
+        Ok(()) => Ok(Json(
+            serde_json::json!({ "job_id": id.to_string(), "state": "cancelled" }),
+        )),
+        Err(e @ ColonyError::CancelRefused { .. }) => {
+            Err(error(StatusCode::FORBIDDEN, e.to_string()))
+        }
         Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
 }

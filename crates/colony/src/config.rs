@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use colony_core::acquaintance::AcquaintanceConfig;
 use colony_core::divisible::AppRegistry;
-use colony_core::job::JobConfig;
+use colony_core::job::{JobConfig, SubmitPolicy};
 use colony_core::membership::MembershipConfig;
 use colony_core::pipe::PipeConfig;
 use colony_net::NetConfig;
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 
 /// Everything needed to run a peer. `PeerConfig::new(dir)` gives defaults
 /// that work for a small private network.
@@ -56,6 +56,9 @@ pub struct PeerConfig {
     /// Divisible jobs: advert lifetimes, stealing, retention. `cores` is
     /// set from `cores_offered` at start.
     pub jobs: JobConfig,
+    /// Who may submit jobs to this peer (`--accept-jobs-from`). Default:
+    /// members of the network.
+    pub accept_jobs_from: SubmitPolicy<PeerId>,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -95,6 +98,7 @@ impl PeerConfig {
             listen_timeout: Duration::from_secs(5),
             apps: AppRegistry::new(),
             jobs: JobConfig::default(),
+            accept_jobs_from: SubmitPolicy::default(),
         }
     }
 }

@@ -48,7 +48,12 @@ pub(crate) enum Command {
         app: String,
         args: Vec<String>,
         ft: colony_core::ft::FaultTolerance,
+        deadline: Option<Duration>,
         reply: oneshot::Sender<Result<JobTicket, colony_core::divisible::AppError>>,
+    },
+    CancelJob {
+        job: JobId,
+        reply: oneshot::Sender<Result<(), String>>,
     },
     QueryJob {
         job: JobId,
@@ -118,6 +123,11 @@ pub(crate) struct Driver {
     job_queries: HashMap<JobId, JobQuery>,
     /// Tokens of job messages in flight, for what to do if one fails.
     job_sends: HashMap<u64, JobSendKind>,
+    /// Cancellations waiting for the primary's answer.
+    job_cancels: HashMap<JobId, Vec<oneshot::Sender<Result<(), String>>>>,
+    /// Refused job messages: per sender, when the last line was logged and
+    /// how many were refused since (one line per peer per minute).
+    refusals_logged: HashMap<PeerId, (Instant, u64)>,
     /// Durable checkpoint pieces (group-committed).
     checkpoints: colony_store::CheckpointStore,
     persisted_tx: mpsc::UnboundedSender<jobs::Persisted>,
@@ -140,6 +150,7 @@ pub(crate) struct JobQuery {
 enum JobSendKind {
     WorkRequest { to: PeerId, job: JobId, free: u32 },
     Query { job: JobId },
+    Cancel { to: PeerId, job: JobId },
     Other,
 }
 
@@ -170,6 +181,8 @@ impl Driver {
             job_watchers: HashMap::new(),
             job_queries: HashMap::new(),
             job_sends: HashMap::new(),
+            job_cancels: HashMap::new(),
+            refusals_logged: HashMap::new(),
             checkpoints,
             persisted_tx,
             persisted_rx,
@@ -390,10 +403,12 @@ impl Driver {
                 app,
                 args,
                 ft,
+                deadline,
                 reply,
             } => {
-                let _ = reply.send(self.submit_job(app, args, ft));
+                let _ = reply.send(self.submit_job(app, args, ft, deadline));
             }
+            Command::CancelJob { job, reply } => self.cancel_job(job, reply),
             Command::QueryJob { job, reply } => self.query_job(now, job, reply),
             Command::ListJobs { reply } => {
                 let _ = reply.send(self.list_jobs(now));
@@ -725,6 +740,10 @@ impl Driver {
             net: self.frames.counters().snapshot(),
             pipes: self.pipes.stats().clone(),
             driver: self.counters.clone(),
+            jobs: crate::info::JobCounters {
+                running_units: self.jobs.running_units(),
+                refused_messages: self.jobs.refused_messages(),
+            },
         }
     }
 }

@@ -64,6 +64,14 @@ pub enum ColonyError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A job's primary refused to cancel it (or could not be reached).
+    #[error("job {job} was not cancelled: {reason}")]
+    CancelRefused {
+        /// The job.
+        job: colony_core::job::JobId,
+        /// The primary's reason.
+        reason: String,
+    },
     /// A message could not be delivered.
     #[error(transparent)]
     Pipe(#[from] colony_core::pipe::PipeError),

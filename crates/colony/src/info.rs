@@ -84,6 +84,19 @@ pub struct StatusInfo {
     pub pipes: PipeStats,
     /// Driver counters.
     pub driver: DriverCounters,
+    /// Divisible-job counters.
+    pub jobs: JobCounters,
+}
+
+/// What the job core of a peer is doing, and what it refused.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobCounters {
+    /// Units computing on this peer now.
+    pub running_units: usize,
+    /// Job messages refused because their sender may not send them
+    /// (not a member, not the job's primary, not its home, over the cores
+    /// offered, a submitter not accepted, a cancel by someone else).
+    pub refused_messages: u64,
 }
 
 /// One peer's part in a job, for display.
@@ -167,6 +180,9 @@ impl JobInfo {
         let (state, error, result, summary, verified) = match &view.state {
             JobState::Running => ("running", None, None, None, None),
             JobState::Failed { reason } => ("failed", Some(reason.clone()), None, None, None),
+            JobState::Cancelled { reason } => {
+                ("cancelled", Some(reason.clone()), None, None, None)
+            }
             JobState::Done { result } => match &app {
                 Some(app) => (
                     "done",

@@ -28,6 +28,9 @@ use crate::error::ColonyError;
 use crate::host;
 use crate::info::{MemberInfo, PeerInfo, StatusInfo};
 
+/// Longest wait for a job's primary to answer a cancellation.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A message handed to the application, exactly once and in order per
 /// sender and traffic class.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,7 +202,7 @@ impl Peer {
             Acquaintances::new(config.acquaintances.clone(), config.bootstrap.len(), now);
         let mut job_config = config.jobs.clone();
         job_config.cores = membership.local().stats.cores_offered.max(1);
-        let jobs = Jobs::new(
+        let mut jobs = Jobs::new(
             peer_id,
             job_config,
             config.apps.clone(),
@@ -207,6 +210,7 @@ impl Peer {
             rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
             crate::driver::overlay_key,
         );
+        jobs.set_submit_policy(config.accept_jobs_from.clone());
 
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity);
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity);
@@ -369,19 +373,21 @@ impl Peer {
     /// a home of three). Bad parameters or an unknown application are
     /// reported here, before anything runs.
     pub async fn submit_job(&self, app: &str, args: &[String]) -> Result<JobHandle, ColonyError> {
-        self.submit_job_with(app, args, FaultTolerance::default())
+        self.submit_job_with(app, args, FaultTolerance::default(), None)
             .await
     }
 
     /// Submits a job protected by `ft` (protocol, TTC, checkpoint storage,
-    /// home size), as chosen in a deployment descriptor. Incoherent settings,
-    /// bad parameters or an unknown application are reported here, before
-    /// anything runs.
+    /// home size), as chosen in a deployment descriptor, and cancelled if it
+    /// runs longer than `deadline` (its primary keeps watch, so this holds
+    /// after the submitter has gone). Incoherent settings, bad parameters or
+    /// an unknown application are reported here, before anything runs.
     pub async fn submit_job_with(
         &self,
         app: &str,
         args: &[String],
         ft: FaultTolerance,
+        deadline: Option<Duration>,
     ) -> Result<JobHandle, ColonyError> {
         ft.validate()?;
         let (reply, rx) = oneshot::channel();
@@ -390,6 +396,7 @@ impl Peer {
                 app: app.to_string(),
                 args: args.to_vec(),
                 ft,
+                deadline,
                 reply,
             })
             .await
@@ -414,6 +421,28 @@ impl Peer {
             Err(_) => Err(ColonyError::Timeout {
                 what: format!("the home of job {id} to answer"),
                 after: Duration::from_secs(10),
+            }),
+        }
+    }
+
+    /// Cancels a job: the home stops handing out work, its workers stop
+    /// their units within a step, and it ends `cancelled`. Only the job's
+    /// submitter (this peer, if it submitted the job) or the operator of its
+    /// primary (this peer, if it is the primary) may; others get
+    /// [`ColonyError::CancelRefused`] with the primary's reason.
+    pub async fn cancel_job(&self, id: JobId) -> Result<(), ColonyError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::CancelJob { job: id, reply })
+            .await
+            .map_err(|_| ColonyError::Stopped)?;
+        match tokio::time::timeout(CANCEL_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(ColonyError::CancelRefused { job: id, reason }),
+            Ok(Err(_)) => Err(ColonyError::Stopped),
+            Err(_) => Err(ColonyError::Timeout {
+                what: format!("the primary of job {id} to answer the cancellation"),
+                after: CANCEL_TIMEOUT,
             }),
         }
     }

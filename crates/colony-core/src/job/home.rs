@@ -181,6 +181,7 @@ pub(super) enum Phase {
     Running,
     Done,
     Failed(String),
+    Cancelled(String),
 }
 
 /// The replicated job record.
@@ -206,6 +207,8 @@ pub struct Record<P> {
     /// a partition can never both make progress.
     config: Vec<P>,
     elapsed_ms: u64,
+    /// Cancel the job once it has run this long (ms), if set.
+    deadline_ms: Option<u64>,
 }
 
 /// A change to the record, as the primary sends it to backups.
@@ -346,6 +349,11 @@ impl<P: PeerKey> HomeState<P> {
         self.role == Role::Primary
     }
 
+    /// Whether `peer` is among the record's members, latest or committed.
+    pub(super) fn has_member(&self, peer: &P) -> bool {
+        self.record.members.contains(peer) || self.record.config.contains(peer)
+    }
+
     /// The primary this member follows (itself when primary: `None` then).
     pub(super) fn primary(&self) -> Option<&P> {
         match &self.role {
@@ -355,7 +363,7 @@ impl<P: PeerKey> HomeState<P> {
     }
 
     fn new(record: Record<P>, role: Role<P>, term: u64, now: Instant) -> Self {
-        let started = now - Duration::from_millis(record.elapsed_ms);
+        let started = started_at(now, record.elapsed_ms);
         HomeState {
             record,
             role,
@@ -405,11 +413,20 @@ impl<P: PeerKey> HomeState<P> {
     }
 }
 
+/// When a job that has run for `elapsed_ms` (as a remote snapshot says)
+/// started, on this peer's clock: `now` if the claim reaches back before
+/// the clock's origin.
+fn started_at(now: Instant, elapsed_ms: u64) -> Instant {
+    now.checked_sub(Duration::from_millis(elapsed_ms))
+        .unwrap_or(now)
+}
+
 fn phase_of(state: &JobState) -> Phase {
     match state {
         JobState::Running => Phase::Running,
         JobState::Done { .. } => Phase::Done,
         JobState::Failed { reason } => Phase::Failed(reason.clone()),
+        JobState::Cancelled { reason } => Phase::Cancelled(reason.clone()),
     }
 }
 
@@ -516,6 +533,33 @@ impl<P: PeerKey> Jobs<P> {
         self.holder_lost(holder, ft)
     }
 
+    /// The view of a submission that failed before it became a job.
+    pub(super) fn failed_view(
+        &self,
+        submitter: &P,
+        job: JobId,
+        app: &str,
+        params: &[u8],
+        ft: FaultTolerance,
+        reason: String,
+    ) -> JobView<P> {
+        JobView {
+            job,
+            app: app.to_string(),
+            params: params.to_vec(),
+            home: self.me.clone(),
+            home_members: vec![self.me.clone()],
+            submitter: submitter.clone(),
+            ft,
+            state: JobState::Failed { reason },
+            stats: JobStats::default(),
+            contributions: Vec::new(),
+            shared: SharedVars::default(),
+            elapsed_s: 0.0,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_submit(
         &mut self,
         now: Instant,
@@ -524,26 +568,16 @@ impl<P: PeerKey> Jobs<P> {
         app_name: String,
         params: Vec<u8>,
         ft: FaultTolerance,
+        deadline_ms: Option<u64>,
     ) {
         if self.homes.contains_key(&job) {
             return; // a retransmitted submission
         }
-        let fail = |me: &P, reason: String| JobView {
-            job,
-            app: app_name.clone(),
-            params: params.clone(),
-            home: me.clone(),
-            home_members: vec![me.clone()],
-            submitter: from.clone(),
-            ft,
-            state: JobState::Failed { reason },
-            stats: JobStats::default(),
-            contributions: Vec::new(),
-            shared: SharedVars::default(),
-            elapsed_s: 0.0,
+        let fail = |jobs: &Self, reason: String| {
+            jobs.failed_view(&from, job, &app_name, &params, ft, reason)
         };
         if let Err(error) = ft.validate() {
-            let view = fail(&self.me, error.to_string());
+            let view = fail(self, error.to_string());
             self.send(from, JobMsg::Status { view }, false);
             return;
         }
@@ -554,7 +588,7 @@ impl<P: PeerKey> Jobs<P> {
             .count();
         if active >= self.config.max_active_jobs {
             let view = fail(
-                &self.me,
+                self,
                 format!("the home peer already holds {active} running jobs, its limit; try later"),
             );
             self.send(from, JobMsg::Status { view }, false);
@@ -568,7 +602,7 @@ impl<P: PeerKey> Jobs<P> {
         let (root, shared) = match prepared {
             Ok(ok) => ok,
             Err(error) => {
-                let view = fail(&self.me, error.to_string());
+                let view = fail(self, error.to_string());
                 self.send(from, JobMsg::Status { view }, false);
                 return;
             }
@@ -600,6 +634,7 @@ impl<P: PeerKey> Jobs<P> {
             members: vec![self.me.clone()],
             config: vec![self.me.clone()],
             elapsed_ms: 0,
+            deadline_ms,
         };
         let mut home = HomeState::new(record, Role::Primary, 1, now);
         home.seq = 1;
@@ -1543,6 +1578,91 @@ impl<P: PeerKey> Jobs<P> {
         self.commit(now, job, effects);
     }
 
+    /// A request to cancel `job` from `from`: granted to the job's
+    /// submitter and to this peer itself (the operator of the primary).
+    pub(super) fn on_cancel(&mut self, now: Instant, from: P, job: JobId) {
+        let reply = |refused: Option<String>| JobOutput::Send {
+            to: from.clone(),
+            msg: JobMsg::CancelReply { job, refused },
+            bulk: false,
+        };
+        let Some(h) = self.homes.get(&job) else {
+            let answer = reply(Some(super::Refusal::UnknownJob.to_string()));
+            self.outputs.push_back(answer);
+            return;
+        };
+        if !h.is_primary() {
+            let primary = h.primary().map(|p| format!("{p:?}")).unwrap_or_default();
+            let answer = reply(Some(format!(
+                "this peer is not the job's primary (that is {primary})"
+            )));
+            self.outputs.push_back(answer);
+            return;
+        }
+        if from != self.me && from != h.record.submitter {
+            let msg = JobMsg::Cancel { job };
+            self.refuse(&from, &msg, super::Refusal::NotTheSubmitter);
+            return;
+        }
+        match &h.record.state {
+            JobState::Running => {
+                let by = if from == self.me {
+                    "the operator of its primary".to_string()
+                } else {
+                    "its submitter".to_string()
+                };
+                self.cancel_job(now, job, format!("cancelled by {by}"), vec![reply(None)]);
+            }
+            JobState::Cancelled { .. } => self.commit(now, job, vec![reply(None)]),
+            JobState::Done { .. } | JobState::Failed { .. } => {
+                let answer = reply(Some("the job has already finished".to_string()));
+                self.outputs.push_back(answer);
+            }
+        }
+    }
+
+    /// Ends a running job as cancelled: no more work is handed out, and
+    /// once that is committed every worker is told its unit is stale (its
+    /// thread stops within a step), the submitter gets the final status,
+    /// and `effects` are released.
+    fn cancel_job(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        reason: String,
+        mut effects: Vec<JobOutput<P>>,
+    ) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if h.record.state != JobState::Running {
+            return;
+        }
+        h.record.state = JobState::Cancelled { reason };
+        h.ready.clear();
+        h.queued_since.clear();
+        h.pushed.clear();
+        h.steals.clear();
+        h.restoring.clear();
+        let holders: Vec<(UnitId, P, Epoch)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| u.status != UnitStatus::Done)
+            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, p, u.epoch)))
+            .collect();
+        h.touched.insert(0);
+        for (unit, to, epoch) in holders {
+            effects.push(JobOutput::Send {
+                to,
+                msg: JobMsg::Stale { job, unit, epoch },
+                bulk: false,
+            });
+        }
+        self.check_complete(now, job, &mut effects);
+        self.commit(now, job, effects);
+    }
+
     /// Sends the record's changes to every backup and holds `effects`
     /// until they confirm them.
     fn commit(&mut self, now: Instant, job: JobId, effects: Vec<JobOutput<P>>) {
@@ -1831,7 +1951,7 @@ impl<P: PeerKey> Jobs<P> {
                 match update {
                     ReplicaUpdate::Snapshot(record) => {
                         let finished = record.state != JobState::Running;
-                        h.started = now - Duration::from_millis(record.elapsed_ms);
+                        h.started = started_at(now, record.elapsed_ms);
                         h.record = *record;
                         h.term = term;
                         h.seq = seq;
@@ -1885,6 +2005,7 @@ impl<P: PeerKey> Jobs<P> {
                                 result: h.record.merged.clone(),
                             },
                             Phase::Failed(reason) => JobState::Failed { reason },
+                            Phase::Cancelled(reason) => JobState::Cancelled { reason },
                         };
                         if h.record.state != JobState::Running && h.finished.is_none() {
                             h.finished = Some(now);
@@ -2679,6 +2800,17 @@ impl<P: PeerKey> Jobs<P> {
             };
             if h.record.state != JobState::Running {
                 continue;
+            }
+            if let Some(deadline_ms) = h.record.deadline_ms {
+                let elapsed = now.saturating_duration_since(h.started);
+                if elapsed >= Duration::from_millis(deadline_ms) {
+                    let reason = format!(
+                        "cancelled: its deadline of {:.1} s passed",
+                        deadline_ms as f64 / 1000.0
+                    );
+                    self.cancel_job(now, job, reason, Vec::new());
+                    continue;
+                }
             }
             if h.next_advert_at <= now {
                 self.advertise(now, job);

@@ -25,6 +25,8 @@ struct Cluster {
     wire: Vec<(Instant, u32, u32, JobMsg<u32>)>,
     statuses: Vec<(u32, JobView<u32>)>,
     events: Vec<(u32, JobEvent<u32>)>,
+    /// Answers to cancellations: (peer asked, job, refusal).
+    cancel_answers: Vec<(u32, JobId, Option<String>)>,
     rng: SmallRng,
     /// Latest delivery time per (from, to, bulk) channel, for FIFO order.
     last_delivery: BTreeMap<(u32, u32, bool), Instant>,
@@ -73,6 +75,7 @@ impl Cluster {
             wire: Vec::new(),
             statuses: Vec::new(),
             events: Vec::new(),
+            cancel_answers: Vec::new(),
             rng: SmallRng::seed_from_u64(1),
             last_delivery: BTreeMap::new(),
         };
@@ -215,6 +218,9 @@ impl Cluster {
                     peer.core.persisted(now, key, epoch, version);
                 }
                 JobOutput::Event(event) => self.events.push((id, event)),
+                JobOutput::CancelAnswer { job, refused } => {
+                    self.cancel_answers.push((id, job, refused))
+                }
             }
         }
     }
@@ -269,7 +275,7 @@ impl Cluster {
         let now = self.now;
         self.peers[from as usize]
             .core
-            .submit(now, job, "sum".into(), params, ft);
+            .submit(now, job, "sum".into(), params, ft, None);
         self.drain(from);
         job
     }
@@ -390,9 +396,14 @@ fn bad_jobs_fail_with_a_clear_reason_at_the_submitter() {
     ));
     let now = cluster.now;
     let job = JobId([9; 16]);
-    cluster.peers[0]
-        .core
-        .submit(now, job, "nope".into(), vec![], FaultTolerance::default());
+    cluster.peers[0].core.submit(
+        now,
+        job,
+        "nope".into(),
+        vec![],
+        FaultTolerance::default(),
+        None,
+    );
     cluster.drain(0);
     cluster.run(Duration::from_secs(1), |c| c.final_status(job).is_some());
     match &cluster.final_status(job).unwrap().state {
@@ -410,6 +421,7 @@ fn bad_jobs_fail_with_a_clear_reason_at_the_submitter() {
         "sum".into(),
         postcard::to_stdvec(&10u64).unwrap(),
         zero_ttc,
+        None,
     );
     cluster.drain(0);
     cluster.run(Duration::from_secs(1), |c| c.final_status(job).is_some());
@@ -809,4 +821,360 @@ fn a_false_suspicion_does_not_fail_a_job_without_checkpoints() {
     cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
     let view = cluster.final_status(job).unwrap();
     assert_eq!(result_of(view), n * (n + 1) / 2, "{:?}", view.state);
+}
+
+// ---- who may send what (the `authorize` module) ----
+
+/// A unit state of the `sum` app, as a primary would assign it.
+fn sum_state(cluster: &Cluster, n: u64) -> Vec<u8> {
+    let core = &cluster.peers[0].core;
+    let params = core.prepare("sum", &[n.to_string()]).unwrap();
+    core.registry()
+        .get("sum")
+        .unwrap()
+        .init(&params)
+        .unwrap()
+        .checkpoint()
+}
+
+fn assign_msg(cluster: &Cluster, job: JobId, unit: UnitId) -> JobMsg<u32> {
+    JobMsg::Assign {
+        job,
+        unit,
+        epoch: 7,
+        app: "sum".into(),
+        state: sum_state(cluster, 1_000_000),
+        shared: SharedVars::default(),
+        ft: FaultTolerance::default(),
+    }
+}
+
+/// Delivers `msg` from `from` to `to` now (a message a test forges).
+fn forge(cluster: &mut Cluster, from: u32, to: u32, msg: JobMsg<u32>) {
+    let now = cluster.now;
+    cluster.peers[to as usize]
+        .core
+        .handle_message(now, from, msg);
+    cluster.drain(to);
+}
+
+fn refusals(cluster: &Cluster, at: u32, why: Refusal) -> usize {
+    cluster
+        .events
+        .iter()
+        .filter(|(id, e)| *id == at && matches!(e, JobEvent::Refused { why: w, .. } if *w == why))
+        .count()
+}
+
+fn runs_unit(cluster: &Cluster, peer: u32, unit: UnitId) -> bool {
+    cluster.peers[peer as usize]
+        .units
+        .iter()
+        .any(|(_, u, _)| *u == unit)
+}
+
+/// A peer that never joined the view cannot make anyone compute: its
+/// assignments are held briefly (a newcomer may be known a moment later)
+/// and then refused; nothing runs, and each refusal is counted.
+#[test]
+fn assignments_from_a_peer_outside_the_view_run_nothing() {
+    let mut cluster = Cluster::new(3, 1);
+    let job = cluster.submit(0, 2_000_000);
+    cluster.run(Duration::from_millis(300), |_| false);
+    let outsider = 99;
+    for unit in 0..50 {
+        let msg = assign_msg(&cluster, job, 1000 + unit);
+        forge(&mut cluster, outsider, 1, msg);
+    }
+    cluster.run(Duration::from_secs(4), |_| false);
+    assert!(
+        (1000..1050).all(|u| !runs_unit(&cluster, 1, u)),
+        "a forged unit runs"
+    );
+    assert_eq!(refusals(&cluster, 1, Refusal::NotAMember), 50);
+    assert_eq!(cluster.peers[1].core.refused_messages(), 50);
+}
+
+/// A member that is not (and could not be) the job's primary may not
+/// assign its units, nor tell a worker its unit is stale; the primary may.
+#[test]
+fn only_the_primary_assigns_and_stops_units() {
+    let mut cluster = Cluster::new(12, 1);
+    let job = cluster.submit(0, 3_000_000);
+    cluster.run(Duration::from_secs(2), |_| false);
+    let primary = cluster.primary(job);
+    let worker = (0..12)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    let plausible = cluster.peers[worker as usize].core.home_of(job, 6);
+    let stranger = (0..12)
+        .find(|p| !plausible.contains(p) && *p != worker)
+        .expect("a member far from the job's home");
+
+    let msg = assign_msg(&cluster, job, 4242);
+    forge(&mut cluster, stranger, worker, msg);
+    assert!(!runs_unit(&cluster, worker, 4242));
+    assert_eq!(refusals(&cluster, worker, Refusal::NotThePrimary), 1);
+
+    let (unit, epoch) = cluster.peers[worker as usize]
+        .core
+        .running
+        .iter()
+        .map(|((_, u), w)| (*u, w.epoch))
+        .next()
+        .expect("a running unit");
+    forge(
+        &mut cluster,
+        stranger,
+        worker,
+        JobMsg::Stale { job, unit, epoch },
+    );
+    assert!(
+        runs_unit(&cluster, worker, unit),
+        "a stranger stopped a unit"
+    );
+    assert_eq!(refusals(&cluster, worker, Refusal::NotThePrimary), 2);
+
+    // The same notice from the primary is obeyed.
+    forge(
+        &mut cluster,
+        primary,
+        worker,
+        JobMsg::Stale { job, unit, epoch },
+    );
+    assert!(
+        !runs_unit(&cluster, worker, unit),
+        "the primary's stale ignored"
+    );
+}
+
+/// Work for a job a peer has never been told of is refused, even from a
+/// peer that could be its primary.
+#[test]
+fn work_for_a_job_the_peer_cannot_see_is_refused() {
+    let mut cluster = Cluster::new(3, 1);
+    let unseen = JobId([77; 16]);
+    let msg = assign_msg(&cluster, unseen, 1);
+    forge(&mut cluster, 0, 1, msg);
+    cluster.run(Duration::from_millis(100), |_| false);
+    assert!(cluster.peers[1].units.is_empty());
+    assert_eq!(refusals(&cluster, 1, Refusal::UnknownJob), 1);
+}
+
+/// Reports are heard only from the unit's current holder: a forged
+/// "done" with the right epoch is answered "stale" and merges nothing.
+#[test]
+fn reports_are_heard_only_from_the_units_holder() {
+    let mut cluster = Cluster::new(3, 1);
+    let job = cluster.submit(0, 2_000_000);
+    cluster.run(Duration::from_millis(500), |_| false);
+    let primary = cluster.primary(job);
+    let (worker, unit, epoch) = (0..3u32)
+        .filter(|p| *p != primary)
+        .find_map(|p| {
+            cluster.peers[p as usize]
+                .core
+                .running
+                .iter()
+                .map(|((_, u), w)| (p, *u, w.epoch))
+                .next()
+        })
+        .expect("a worker of the job");
+    let impostor = (0..3).find(|p| *p != primary && *p != worker).unwrap();
+    let report = JobMsg::Report {
+        job,
+        unit,
+        epoch,
+        seq: 1_000,
+        after: 0,
+        report: Report::Done {
+            output: postcard::to_stdvec(&1u64).unwrap(),
+        },
+    };
+    forge(&mut cluster, impostor, primary, report);
+    cluster.run(Duration::from_millis(50), |_| false);
+    assert!(
+        !cluster.merged_units().contains(&unit),
+        "a forged result merged"
+    );
+    assert!(runs_unit(&cluster, worker, unit));
+    cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
+    let n = 2_000_000u64;
+    assert_eq!(
+        result_of(cluster.final_status(job).unwrap()),
+        n * (n + 1) / 2
+    );
+}
+
+/// Replica traffic for a job is heard only from its home: a far member's
+/// heartbeat cannot pose as the primary to a backup.
+#[test]
+fn replica_traffic_from_outside_the_home_is_refused() {
+    let mut cluster = Cluster::new(12, 1);
+    let job = cluster.submit(0, 2_000_000);
+    cluster.run(Duration::from_secs(1), |_| false);
+    let primary = cluster.primary(job);
+    let backup = (0..12)
+        .find(|p| *p != primary && cluster.peers[*p as usize].core.homes.contains_key(&job))
+        .expect("a backup");
+    let plausible = cluster.peers[backup as usize].core.home_of(job, 6);
+    let stranger = (0..12).find(|p| !plausible.contains(p)).unwrap();
+    let heartbeat = JobMsg::Replica {
+        job,
+        term: 1_000,
+        seq: 1,
+        update: home::ReplicaUpdate::Heartbeat,
+    };
+    forge(&mut cluster, stranger, backup, heartbeat);
+    assert_eq!(refusals(&cluster, backup, Refusal::NotAHomeMember), 1);
+}
+
+/// A worker runs at most its cores plus the one unit a primary may push;
+/// further assignments, even from the primary, are handed straight back.
+#[test]
+fn a_worker_runs_no_more_units_than_its_cores_plus_one() {
+    let mut cluster = Cluster::new(3, 1);
+    let job = cluster.submit(0, 2_000_000);
+    cluster.run(Duration::from_millis(300), |_| false);
+    let primary = cluster.primary(job);
+    let worker = (0..3).find(|p| *p != primary).unwrap();
+    for unit in 0..5 {
+        let msg = assign_msg(&cluster, job, 5000 + unit);
+        forge(&mut cluster, primary, worker, msg);
+    }
+    let running = cluster.peers[worker as usize]
+        .core
+        .running
+        .values()
+        .filter(|w| w.stopping.is_none() && !w.finished())
+        .count();
+    assert!(running <= 2, "{running} units on one core");
+    assert!(refusals(&cluster, worker, Refusal::OverCoreLimit) >= 3);
+}
+
+/// The submitter cancels: every worker stops within a step, no work is
+/// handed out any more, and the job ends `cancelled` at the submitter.
+#[test]
+fn the_submitter_cancels_and_every_unit_stops() {
+    let mut cluster = Cluster::new(3, 2);
+    let job = cluster.submit(0, 20_000_000);
+    cluster.run(Duration::from_secs(1), |_| false);
+    assert!(cluster.peers.iter().any(|p| !p.units.is_empty()));
+    cluster.peers[0].core.cancel(job);
+    cluster.drain(0);
+    let asked = cluster.now;
+    cluster.run(Duration::from_secs(2), |c| {
+        c.peers.iter().all(|p| p.units.is_empty()) && c.final_status(job).is_some()
+    });
+    assert!(
+        cluster.now - asked < Duration::from_millis(100),
+        "units still ran {:?} after the cancellation",
+        cluster.now - asked
+    );
+    assert!(cluster.cancel_answers.contains(&(0, job, None)));
+    match &cluster.final_status(job).unwrap().state {
+        JobState::Cancelled { reason } => assert!(reason.contains("submitter"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // Nobody gets work for it again.
+    cluster.run(Duration::from_secs(1), |_| false);
+    assert!(cluster.peers.iter().all(|p| p.units.is_empty()));
+}
+
+/// A peer that neither submitted the job nor is its primary cannot
+/// cancel it: it gets a clear refusal and the job runs on.
+#[test]
+fn another_peer_cannot_cancel_a_job() {
+    let mut cluster = Cluster::new(3, 1);
+    let job = cluster.submit(0, 400_000);
+    cluster.run(Duration::from_millis(300), |_| false);
+    let primary = cluster.primary(job);
+    let other = (0..3).find(|p| *p != 0 && *p != primary).unwrap();
+    cluster.peers[other as usize].core.cancel(job);
+    cluster.drain(other);
+    cluster.run(Duration::from_millis(100), |c| {
+        c.cancel_answers.iter().any(|(id, _, _)| *id == other)
+    });
+    let (_, _, refused) = cluster
+        .cancel_answers
+        .iter()
+        .find(|(id, _, _)| *id == other)
+        .expect("an answer");
+    assert!(
+        refused.as_deref().is_some_and(|r| r.contains("submitter")),
+        "{refused:?}"
+    );
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    assert_eq!(
+        result_of(cluster.final_status(job).unwrap()),
+        400_000 * 400_001 / 2
+    );
+}
+
+/// A job submitted with a deadline is cancelled by its primary once the
+/// deadline passes, whoever is left.
+#[test]
+fn a_job_past_its_deadline_is_cancelled() {
+    let mut cluster = Cluster::new(3, 1);
+    let params = cluster.peers[0]
+        .core
+        .prepare("sum", &["20000000".into()])
+        .unwrap();
+    let job = JobId([5; 16]);
+    let now = cluster.now;
+    cluster.peers[0].core.submit(
+        now,
+        job,
+        "sum".into(),
+        params,
+        FaultTolerance::default(),
+        Some(Duration::from_millis(500)),
+    );
+    cluster.drain(0);
+    cluster.run(Duration::from_secs(3), |c| c.final_status(job).is_some());
+    let elapsed = cluster.now - now;
+    assert!(
+        elapsed < Duration::from_millis(700),
+        "cancelled after {elapsed:?}"
+    );
+    match &cluster.final_status(job).unwrap().state {
+        JobState::Cancelled { reason } => assert!(reason.contains("deadline"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A peer that accepts jobs only from a list refuses other submitters
+/// with a clear reason.
+#[test]
+fn a_submit_policy_refuses_other_submitters() {
+    let mut cluster = Cluster::new(2, 1);
+    let job = JobId([1; 16]);
+    let home = cluster.peers[0].core.home_of(job, 1)[0];
+    let submitter = 1 - home;
+    cluster.peers[home as usize]
+        .core
+        .set_submit_policy(SubmitPolicy::Peers(BTreeSet::from([home])));
+    let params = postcard::to_stdvec(&10u64).unwrap();
+    let now = cluster.now;
+    cluster.peers[submitter as usize].core.submit(
+        now,
+        job,
+        "sum".into(),
+        params,
+        FaultTolerance {
+            home_size: 1,
+            storage: CheckpointStorage::Copies { r: 1 },
+            ..FaultTolerance::default()
+        },
+        None,
+    );
+    cluster.drain(submitter);
+    cluster.run(Duration::from_secs(1), |c| c.final_status(job).is_some());
+    match &cluster.final_status(job).expect("an answer").state {
+        JobState::Failed { reason } => {
+            assert!(reason.contains("does not accept jobs"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(refusals(&cluster, home, Refusal::SubmitterNotAccepted), 1);
 }

@@ -15,6 +15,11 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::{Driver, JobQuery, JobSendKind, JobTicket, TAG_JOBS};
+
+/// Refused job messages are logged at most once per peer per this interval.
+const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most peers whose refusals are tracked for rate-limiting at once.
+const MAX_REFUSERS_TRACKED: usize = 1024;
 use crate::compute::ComputeEvent;
 
 impl Driver {
@@ -42,6 +47,7 @@ impl Driver {
                         free: *free,
                     },
                     JobMsg::Query { job } => JobSendKind::Query { job: *job },
+                    JobMsg::Cancel { job } => JobSendKind::Cancel { to, job: *job },
                     _ => JobSendKind::Other,
                 };
                 if matches!(
@@ -112,7 +118,19 @@ impl Driver {
             }
             JobOutput::Persist { key, piece } => self.persist_piece(key, piece),
             JobOutput::Forget { job } => self.forget_pieces(job),
+            JobOutput::Event(JobEvent::Refused { from, message, why }) => {
+                self.log_refusal(now, from, message, why)
+            }
             JobOutput::Event(event) => log_job_event(&event),
+            JobOutput::CancelAnswer { job, refused } => {
+                let result = match refused {
+                    None => Ok(()),
+                    Some(reason) => Err(reason),
+                };
+                for reply in self.job_cancels.remove(&job).unwrap_or_default() {
+                    let _ = reply.send(result.clone());
+                }
+            }
             JobOutput::SharedChanged { job, vars } => self.compute.share(job, &vars),
             JobOutput::Status(view) => {
                 let job = view.job;
@@ -140,6 +158,9 @@ impl Driver {
                     .send_failed(now, to, JobMsg::WorkRequest { job, free })
             }
             JobSendKind::Query { job, .. } => self.query_answered_no(job),
+            JobSendKind::Cancel { to, job } => {
+                self.jobs.send_failed(now, to, JobMsg::Cancel { job })
+            }
             JobSendKind::Other => {}
         }
         debug!(%error, "job message not delivered");
@@ -211,6 +232,7 @@ impl Driver {
         app: String,
         args: Vec<String>,
         ft: FaultTolerance,
+        deadline: Option<std::time::Duration>,
     ) -> Result<JobTicket, AppError> {
         let params = self.jobs.prepare(&app, &args)?;
         let job = JobId(rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()));
@@ -218,9 +240,47 @@ impl Driver {
         self.job_watchers.insert(job, tx);
         let home = self
             .jobs
-            .submit(Instant::now(), job, app.clone(), params, ft);
+            .submit(Instant::now(), job, app.clone(), params, ft, deadline);
         info!(%job, %app, %home, protocol = ?ft.protocol, storage = %ft.storage, "submitting job");
         Ok(JobTicket { job, updates: rx })
+    }
+
+    /// Asks the job's primary to cancel it; the answer goes to `reply`.
+    pub(super) fn cancel_job(&mut self, job: JobId, reply: oneshot::Sender<Result<(), String>>) {
+        let waiting = self.job_cancels.entry(job).or_default();
+        waiting.push(reply);
+        if waiting.len() == 1 {
+            info!(%job, "asking the job's primary to cancel it");
+            self.jobs.cancel(job);
+        }
+    }
+
+    /// Logs a refused job message: the first from a peer at once, then one
+    /// line per peer per minute with the count since.
+    fn log_refusal(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        message: &'static str,
+        why: colony_core::job::Refusal,
+    ) {
+        if self.refusals_logged.len() >= MAX_REFUSERS_TRACKED
+            && !self.refusals_logged.contains_key(&from)
+        {
+            self.refusals_logged
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < REFUSAL_LOG_INTERVAL);
+            if self.refusals_logged.len() >= MAX_REFUSERS_TRACKED {
+                return; // counted by the core; too many peers to log each
+            }
+        }
+        let first = !self.refusals_logged.contains_key(&from);
+        let entry = self.refusals_logged.entry(from).or_insert((now, 0));
+        entry.1 += 1;
+        if first || now.saturating_duration_since(entry.0) >= REFUSAL_LOG_INTERVAL {
+            let refused = entry.1;
+            *entry = (now, 0);
+            warn!(peer = %from, message, %why, refused, "job message refused (at most one line per peer per minute)");
+        }
     }
 
     pub(super) fn query_job(
@@ -347,6 +407,7 @@ fn log_job_event(event: &JobEvent<PeerId>) {
             warn!(%job, unit, holders = holders.len(), "checkpoint lost")
         }
         JobEvent::Finished { job, ok } => info!(%job, ok, "job finished"),
+        JobEvent::Refused { .. } => {}
     }
 }
 
