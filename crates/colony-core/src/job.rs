@@ -381,6 +381,9 @@ pub enum JobMsg<P> {
         home: P,
         /// How long the advert stays valid, ms.
         lifetime_ms: u64,
+        /// Who submitted the job (a peer that accepts jobs only from some
+        /// peers works only for theirs).
+        submitter: P,
     },
     /// Worker → primary: I have `free` idle cores for this job.
     WorkRequest {
@@ -961,7 +964,7 @@ impl<P: PeerKey> Jobs<P> {
             .homes
             .iter()
             .filter(|(_, h)| h.is_primary() && h.record.state == JobState::Running)
-            .map(|(job, h)| self.advert(*job, &h.record.app))
+            .map(|(job, h)| self.advert(*job, &h.record.app, h.submitter()))
             .collect();
         for msg in adverts {
             for to in &newcomers {
@@ -1031,12 +1034,13 @@ impl<P: PeerKey> Jobs<P> {
             .unwrap_or_else(|| self.me.clone())
     }
 
-    fn advert(&self, job: JobId, app: &str) -> JobMsg<P> {
+    fn advert(&self, job: JobId, app: &str, submitter: &P) -> JobMsg<P> {
         JobMsg::Advert {
             job,
             app: app.to_string(),
             home: self.me.clone(),
             lifetime_ms: self.config.advert_lifetime.as_millis() as u64,
+            submitter: submitter.clone(),
         }
     }
 
@@ -1063,8 +1067,13 @@ impl<P: PeerKey> Jobs<P> {
                 app,
                 home,
                 lifetime_ms,
+                submitter,
             } => {
                 if self.finished_jobs.contains(&job) || self.registry.get(&app).is_err() {
+                    return;
+                }
+                if !self.works_for(&submitter) {
+                    // Not seen, so its assignments are refused too.
                     return;
                 }
                 if !self.known.contains_key(&job) && self.known.len() >= self.config.max_known_jobs

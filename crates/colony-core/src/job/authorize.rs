@@ -10,7 +10,9 @@
 //!   holds, or one of the peers closest to the job id — and work is taken
 //!   only for a job this peer can see (advertised to it, or homed here);
 //! - replica traffic comes only from the job's home;
-//! - submissions follow the peer's [`SubmitPolicy`].
+//! - submissions follow the peer's [`SubmitPolicy`], and so does the work
+//!   it takes: a peer that accepts jobs only from some peers ignores the
+//!   adverts of others' jobs, so their units are refused as unseen.
 //!
 //! Reports are checked further by the primary (only the unit's current
 //! holder, under its current epoch, is heard), votes by the voter (only
@@ -258,6 +260,17 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
+    /// Whether this peer computes units of jobs `submitter` submitted: all
+    /// of them, unless it accepts jobs only from a list of peers (a job
+    /// whose submitter has left must still finish, so `Network` does not
+    /// ask for a live submitter).
+    pub(super) fn works_for(&self, submitter: &P) -> bool {
+        match &self.submit_policy {
+            SubmitPolicy::Peers(peers) => *submitter == self.me || peers.contains(submitter),
+            SubmitPolicy::Any | SubmitPolicy::Network => true,
+        }
+    }
+
     /// Checks `msg` from `from` against who may send it.
     pub(super) fn authorize(&self, from: &P, msg: &JobMsg<P>) -> Verdict {
         if *from == self.me {
@@ -284,8 +297,11 @@ impl<P: PeerKey> Jobs<P> {
         match msg {
             JobMsg::Advert { home, .. } if home != from => Verdict::Refuse(Refusal::ForgedAdvert),
             JobMsg::Assign { job, ft, .. } => {
+                let submitter = self.homes.get(job).map(|h| h.submitter());
                 if !self.sees_job(*job) {
                     Verdict::Refuse(Refusal::UnknownJob)
+                } else if submitter.is_some_and(|s| !self.works_for(s)) {
+                    Verdict::Refuse(Refusal::SubmitterNotAccepted)
                 } else {
                     primary_only(*job, Some(ft.home_size))
                 }

@@ -349,6 +349,11 @@ impl<P: PeerKey> HomeState<P> {
         self.role == Role::Primary
     }
 
+    /// The peer that submitted the job.
+    pub(super) fn submitter(&self) -> &P {
+        &self.record.submitter
+    }
+
     /// Whether `peer` is among the record's members, latest or committed.
     pub(super) fn has_member(&self, peer: &P) -> bool {
         self.record.members.contains(peer) || self.record.config.contains(peer)
@@ -1758,7 +1763,10 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         h.next_advert_at = now + self.config.advert_interval;
-        let msg = self.advert(job, &self.homes[&job].record.app);
+        let msg = {
+            let h = &self.homes[&job];
+            self.advert(job, &h.record.app, h.submitter())
+        };
         for to in self.members.clone() {
             self.send(to, msg.clone(), false);
         }

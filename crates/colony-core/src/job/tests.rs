@@ -1178,3 +1178,23 @@ fn a_submit_policy_refuses_other_submitters() {
     }
     assert_eq!(refusals(&cluster, home, Refusal::SubmitterNotAccepted), 1);
 }
+
+/// A peer that accepts jobs only from a list computes only their jobs:
+/// others' jobs finish without it.
+#[test]
+fn a_peer_with_a_submitter_list_computes_only_their_jobs() {
+    let mut cluster = Cluster::new(3, 1);
+    cluster.peers[2]
+        .core
+        .set_submit_policy(SubmitPolicy::Peers(BTreeSet::from([2])));
+    let n = 600_000;
+    let job = cluster.submit(0, n);
+    cluster.run(Duration::from_secs(60), |c| {
+        assert!(c.peers[2].units.is_empty(), "peer 2 computes for peer 0");
+        c.final_status(job).is_some()
+    });
+    assert_eq!(
+        result_of(cluster.final_status(job).unwrap()),
+        n * (n + 1) / 2
+    );
+}
