@@ -18,9 +18,9 @@ pub async fn run(peers: usize, instance: &str, cores_per_peer: u32) -> Result<()
     }
     // Check the instance before starting anything.
     colony_apps::flowshop::instance(instance).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!(
+    outln!(
         "Starting an embedded network of {peers} peers ({cores_per_peer} core each) on loopback…"
-    );
+    )?;
     let network = LocalNetwork::start(peers, move |_, config| {
         config.apps = colony_apps::examples();
         config.cores_offered = Some(cores_per_peer);
@@ -37,7 +37,7 @@ async fn solve(network: &LocalNetwork, instance: &str) -> Result<()> {
     let mut handle = submitter
         .submit_job("flowshop", &[instance.to_string()])
         .await?;
-    println!("Submitted flow-shop {instance} as job {}", handle.id());
+    outln!("Submitted flow-shop {instance} as job {}", handle.id())?;
 
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>12} {msg}")
@@ -90,12 +90,17 @@ async fn solve(network: &LocalNetwork, instance: &str) -> Result<()> {
     bars.clear().ok();
     match (&view.state, info.summary) {
         (JobState::Done { .. }, Some(summary)) => {
-            println!("{summary}");
+            outln!("{summary}")?;
             let nodes_per_s = info.work as f64 / info.elapsed_s.max(1e-9);
-            println!(
+            outln!(
                 "Solved in {:.2} s by {} peers: {} units, {} steals, {} nodes ({:.0} nodes/s)",
-                info.elapsed_s, info.peers_used, info.units, info.steals, info.work, nodes_per_s
-            );
+                info.elapsed_s,
+                info.peers_used,
+                info.units,
+                info.steals,
+                info.work,
+                nodes_per_s
+            )?;
             match info.verified {
                 Some(true) => Ok(()),
                 Some(false) => bail!("the makespan does not match the published optimum"),

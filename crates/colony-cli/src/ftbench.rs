@@ -104,9 +104,9 @@ pub async fn run(instances: &[String], peers: usize, runs: usize, json: bool) ->
         pairs,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        outln!(
             "checkpoint (TTC 1 s, copies:2, home of up to 3) against none on {} peers, {} pairs: overhead median {:+.1}% (min {:+.1}%, max {:+.1}%); mean checkpoint {:.0} bytes",
             report.peers,
             report.pairs.len(),
@@ -114,7 +114,7 @@ pub async fn run(instances: &[String], peers: usize, runs: usize, json: bool) ->
             report.overhead_pct_min,
             report.overhead_pct_max,
             report.checkpoint_bytes_mean
-        );
+        )?;
     }
     Ok(())
 }

@@ -1,6 +1,5 @@
 //! `colony run`, `colony jobs`, `colony result`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,8 @@ use colony::deploy::{Descriptor, FaultTolerance, FtProtocol, ServiceRegistry};
 use colony::{JobInfo, JobState, Peer};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{http_get_json, NetworkArgs};
+use crate::client::ApiClientArgs;
+use crate::NetworkArgs;
 
 /// Longest `--deadline` accepted: 30 days.
 const MAX_DEADLINE_S: f64 = 30.0 * 24.0 * 3600.0;
@@ -40,7 +40,7 @@ pub(crate) struct RunArgs {
     /// acquisition): waits up to --acquire-timeout-s for them, then runs with
     /// whoever is there [default: 1, or what the descriptor's virtual node
     /// asks: nodes_asked, or its hosts and this peer].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     peers: Option<usize>,
     /// How long to wait for --peers before starting with fewer.
     #[arg(long, default_value_t = 5.0)]
@@ -62,9 +62,8 @@ pub(crate) struct RunArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct ApiArgs {
-    /// API address of the peer to ask.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
-    api: SocketAddr,
+    #[command(flatten)]
+    api: ApiClientArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -90,6 +89,25 @@ impl Drop for TempDir {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<()> {
+    let json = args.json;
+    let mut reported = false;
+    let outcome = run_job(args, &mut reported).await;
+    if let Err(error) = &outcome {
+        // Scripts read stdout: say why there, too, unless the job's own
+        // object already did.
+        if json && !reported && !crate::is_broken_pipe(error) {
+            let object = serde_json::json!({
+                "job_id": null,
+                "state": "failed",
+                "error": format!("{error:#}"),
+            });
+            outln!("{object}")?;
+        }
+    }
+    outcome
+}
+
+async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
     for (name, value) in [
         ("--join-timeout-s", args.join_timeout_s),
         ("--acquire-timeout-s", args.acquire_timeout_s),
@@ -176,10 +194,25 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "could not join the network within {} s",
-                    args.join_timeout_s
-                );
+                let foreign = peer
+                    .status()
+                    .await
+                    .ok()
+                    .and_then(|s| s.driver.last_foreign_protocol);
+                match foreign {
+                    Some(theirs) => bail!(
+                        "could not join the network within {} s: the bootstrap peer is {}, and \
+                         this peer is in network {:?}; pass --network (or fix the descriptor's \
+                         network)",
+                        args.join_timeout_s,
+                        describe_foreign(&theirs),
+                        peer.info().network
+                    ),
+                    None => bail!(
+                        "could not join the network within {} s",
+                        args.join_timeout_s
+                    ),
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -196,7 +229,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     let ft = deployment
         .map(|(_, node)| node.settings.fault_tolerance)
         .unwrap_or_default();
-    let outcome = submit_and_follow(&peer, &args, ft).await;
+    let outcome = submit_and_follow(&peer, &args, ft, reported).await;
     peer.shutdown().await;
     outcome
 }
@@ -223,6 +256,18 @@ async fn acquire(peer: &Peer, wanted: usize, within: Duration) -> Result<()> {
     }
 }
 
+/// A peer of another network, from its identify protocol: `a peer of
+/// network "x"`, or what it announced if not a Colony peer.
+fn describe_foreign(protocol: &str) -> String {
+    match protocol
+        .strip_prefix("/colony/")
+        .and_then(|rest| rest.rsplit_once('/'))
+    {
+        Some((network, _)) => format!("a peer of network {network:?}"),
+        None => format!("not a Colony peer (it speaks {protocol:?})"),
+    }
+}
+
 /// One line for people: what protects the job.
 fn describe(ft: &FaultTolerance) -> String {
     let durable = if ft.durable { ", durable" } else { "" };
@@ -236,7 +281,12 @@ fn describe(ft: &FaultTolerance) -> String {
 }
 
 /// Submits the job protected by `ft` and follows it to the end.
-async fn submit_and_follow(peer: &Peer, args: &RunArgs, ft: FaultTolerance) -> Result<()> {
+async fn submit_and_follow(
+    peer: &Peer,
+    args: &RunArgs,
+    ft: FaultTolerance,
+    reported: &mut bool,
+) -> Result<()> {
     let deadline = args.deadline.map(Duration::from_secs_f64);
     let mut handle = peer
         .submit_job_with(&args.app, &args.args, ft, deadline)
@@ -288,6 +338,7 @@ async fn submit_and_follow(peer: &Peer, args: &RunArgs, ft: FaultTolerance) -> R
     };
     bar.finish_and_clear();
     let info = JobInfo::from_view(&view, peer.apps());
+    *reported = true;
     print_result(&info, args.json)?;
     match (info.state.as_str(), info.verified) {
         ("failed", _) => bail!(
@@ -320,64 +371,74 @@ fn print_result(info: &JobInfo, json: bool) -> Result<()> {
             "work": info.work,
             "verified": info.verified,
         });
-        println!("{object}");
+        outln!("{object}")?;
         return Ok(());
     }
     match info.state.as_str() {
         "done" => {
-            println!(
+            outln!(
                 "{}",
                 info.summary
                     .as_deref()
                     .unwrap_or("(no summary: this peer lacks the app)")
-            );
+            )?;
             if let Some(verified) = info.verified {
-                println!(
+                outln!(
                     "matches the known answer: {}",
                     if verified { "yes" } else { "NO" }
-                );
+                )?;
             }
         }
-        "failed" => println!("failed: {}", info.error.as_deref().unwrap_or("")),
-        "cancelled" => println!("{}", info.error.as_deref().unwrap_or("cancelled")),
-        _ => println!("still running"),
+        "failed" => outln!("failed: {}", info.error.as_deref().unwrap_or(""))?,
+        "cancelled" => outln!("{}", info.error.as_deref().unwrap_or("cancelled"))?,
+        _ => outln!("still running")?,
     }
-    println!(
+    outln!(
         "job {} · {:.2} s · {} units · {} steals · {} peers · work {}",
-        info.job_id, info.elapsed_s, info.units, info.steals, info.peers_used, info.work
-    );
+        info.job_id,
+        info.elapsed_s,
+        info.units,
+        info.steals,
+        info.peers_used,
+        info.work
+    )?;
     for c in &info.contributions {
-        println!(
+        outln!(
             "  peer …{} units {} work {} donated {}",
             &c.peer_id[c.peer_id.len().saturating_sub(6)..],
             c.units_done,
             c.work,
             c.donated
-        );
+        )?;
     }
     Ok(())
 }
 
 pub(crate) async fn list(args: ApiArgs) -> Result<()> {
-    let jobs: Vec<JobInfo> = http_get_json(args.api, "/v1/jobs").await.with_context(|| {
-        format!(
-            "cannot query the peer API at {}; is `colony peer` running?",
-            args.api
-        )
-    })?;
+    let jobs: Vec<JobInfo> = args.api.connect()?.get_json("/v1/jobs").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        outln!("{}", serde_json::to_string_pretty(&jobs)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<32} {:<9} {:<8} {:>7} {:>7} {:>9}",
-        "JOB", "APP", "STATE", "UNITS", "STEALS", "ELAPSED_S"
-    );
+        "JOB",
+        "APP",
+        "STATE",
+        "UNITS",
+        "STEALS",
+        "ELAPSED_S"
+    )?;
     for j in &jobs {
-        println!(
+        outln!(
             "{:<32} {:<9} {:<8} {:>7} {:>7} {:>9.2}",
-            j.job_id, j.app, j.state, j.units, j.steals, j.elapsed_s
-        );
+            j.job_id,
+            j.app,
+            j.state,
+            j.units,
+            j.steals,
+            j.elapsed_s
+        )?;
     }
     Ok(())
 }
@@ -387,9 +448,11 @@ pub(crate) async fn result(args: ResultArgs) -> Result<()> {
         .job_id
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
-    let info: JobInfo = http_get_json(args.api.api, &format!("/v1/jobs/{id}"))
+    let api = args.api.api.connect()?;
+    let info: JobInfo = api
+        .get_json(&format!("/v1/jobs/{id}"))
         .await
-        .with_context(|| format!("no result for job {id} from the peer at {}", args.api.api))?;
+        .with_context(|| format!("no result for job {id} from the peer at {}", api.addr))?;
     print_result(&info, args.api.json)
 }
 
@@ -399,16 +462,15 @@ pub(crate) async fn cancel(args: ResultArgs) -> Result<()> {
         .job_id
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
-    let answer: serde_json::Value =
-        crate::http_post_json(args.api.api, &format!("/v1/jobs/{id}/cancel"))
-            .await
-            .with_context(|| {
-                format!("job {id} was not cancelled by the peer at {}", args.api.api)
-            })?;
+    let api = args.api.api.connect()?;
+    let answer: serde_json::Value = api
+        .post_json(&format!("/v1/jobs/{id}/cancel"))
+        .await
+        .with_context(|| format!("job {id} was not cancelled by the peer at {}", api.addr))?;
     if args.api.json {
-        println!("{answer}");
+        outln!("{answer}")?;
     } else {
-        println!("job {id} cancelled");
+        outln!("job {id} cancelled")?;
     }
     Ok(())
 }

@@ -6,9 +6,19 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use colony::{MemberInfo, Multiaddr, Peer, PeerConfig, PeerInfo};
+use colony::{MemberInfo, Multiaddr, Peer, PeerConfig};
 use tracing::info;
 
+/// `println!` that returns the error instead of panicking when stdout is
+/// closed (`colony result ID | head`); `main` then exits quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+mod client;
 mod demo;
 mod ftbench;
 mod jobs;
@@ -166,15 +176,22 @@ impl NetworkArgs {
 #[derive(Args, Debug)]
 struct PeerArgs {
     /// Data directory: identity (same PeerId across restarts), incarnation,
-    /// peer.json. Created if missing; one peer per directory.
-    #[arg(long)]
-    data_dir: PathBuf,
+    /// peer.json, and api.token, the secret the local API asks for (mode
+    /// 0600). Created if missing; one peer per directory [default:
+    /// $COLONY_DATA_DIR, else $XDG_DATA_HOME/colony or ~/.local/share/colony].
+    #[arg(long, value_name = "DIR", env = "COLONY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     network: NetworkArgs,
-    /// Local HTTP API address (GET /v1/peers, /v1/status, /v1/jobs). Use port
-    /// 0 for any free port; the chosen one is in peer.json.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
+    /// Local HTTP API address (GET /v1/peers, /v1/status, /v1/jobs), asking
+    /// for the token in DATA_DIR/api.token. Use port 0 for any free port;
+    /// the chosen one is in peer.json. Loopback only, unless --api-allow-remote.
+    #[arg(long, value_name = "ADDR", default_value = client::DEFAULT_API)]
     api: SocketAddr,
+    /// Allow an --api address other machines can reach (e.g. 0.0.0.0:7171):
+    /// anyone who reaches it with the token may submit jobs, over plain HTTP.
+    #[arg(long)]
+    api_allow_remote: bool,
     /// NOA: below this many live acquaintances the peer looks for more.
     #[arg(long, default_value_t = 6)]
     noa: usize,
@@ -191,7 +208,7 @@ struct PeerArgs {
 #[derive(Args, Debug)]
 struct DemoArgs {
     /// How many peers to start.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     peers: usize,
     /// Taillard instance to solve, ta001 to ta120 (20×5 ones take well under
     /// a second, 20×10 ones a few seconds; larger ones can take hours).
@@ -205,21 +222,26 @@ struct DemoArgs {
 #[derive(Args, Debug)]
 struct WatchArgs {
     /// How many peer processes to start.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     peers: usize,
 }
 
 #[derive(Args, Debug)]
 struct PeersArgs {
-    /// API address of the peer to ask.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
-    api: SocketAddr,
-    /// Ask the peer whose data directory this is (reads DIR/peer.json) instead of --api.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    api: client::ApiClientArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// A count of peers: 1 or more.
+pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (this peer counts as one)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,7 +268,7 @@ struct FtBenchArgs {
     /// Peers of the embedded network (1 core each) [default: this machine's
     /// cores, at least 2]. More peers than cores measures how the extra
     /// messages wait for a CPU, not what fault tolerance costs.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     peers: Option<usize>,
     /// Pairs of runs per instance.
     #[arg(long, default_value_t = 2)]
@@ -295,11 +317,22 @@ struct PipeBenchArgs {
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`colony result ID | head`): nothing to say.
+        Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` comes from writing to a closed pipe.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run() -> Result<()> {
@@ -351,8 +384,10 @@ fn init_logging(format: LogFormat, default_level: &str) {
 }
 
 async fn run_peer(args: PeerArgs) -> Result<()> {
-    let mut config = args.network.config(&args.data_dir)?;
+    let data_dir = client::data_dir_or_default(args.data_dir.as_deref())?;
+    let mut config = args.network.config(&data_dir)?;
     config.api = Some(args.api);
+    config.api_allow_remote = args.api_allow_remote;
     if !(args.ttu_s.is_finite() && args.ttu_s > 0.0) {
         bail!(
             "--ttu-s must be a positive number of seconds, got {}",
@@ -369,12 +404,16 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
 
     let peer = Peer::start(config).await?;
     let info = peer.info();
-    println!("peer id: {}", info.peer_id);
+    outln!("peer id: {}", info.peer_id)?;
     for addr in &info.listen_addrs {
-        println!("listening: {addr}");
+        outln!("listening: {addr}")?;
     }
     if let Some(api) = info.api_addr {
-        println!("api: http://{api}");
+        outln!("api: http://{api}")?;
+        outln!(
+            "api token: {}",
+            data_dir.join(colony::API_TOKEN_FILE).display()
+        )?;
     }
 
     wait_for_termination().await;
@@ -406,37 +445,30 @@ async fn wait_for_termination() {
 }
 
 async fn show_peers(args: PeersArgs) -> Result<()> {
-    let api = match &args.data_dir {
-        Some(dir) => {
-            let path = dir.join("peer.json");
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!("cannot read {}; is a peer running there?", path.display())
-            })?;
-            let info: PeerInfo = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a peer.json", path.display()))?;
-            info.api_addr
-                .with_context(|| format!("the peer in {} serves no API", dir.display()))?
-        }
-        None => args.api,
-    };
-    let members: Vec<MemberInfo> = http_get_json(api, "/v1/peers").await.with_context(|| {
-        format!("cannot query the peer API at {api}; is `colony peer` running with --api {api}?")
-    })?;
+    let api = args.api.connect()?;
+    let members: Vec<MemberInfo> = api.get_json("/v1/peers").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&members)?);
+        outln!("{}", serde_json::to_string_pretty(&members)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<54} {:<8} {:>4} {:>6} {:>6} {:>9} {:>8} {:>9}",
-        "PEER", "STATE", "INC", "CORES", "LOAD", "FREE_MIB", "UNITS", "HEARD_MS"
-    );
+        "PEER",
+        "STATE",
+        "INC",
+        "CORES",
+        "LOAD",
+        "FREE_MIB",
+        "UNITS",
+        "HEARD_MS"
+    )?;
     for m in &members {
         let id = if m.local {
             format!("{} (this)", m.peer_id)
         } else {
             m.peer_id.clone()
         };
-        println!(
+        outln!(
             "{:<54} {:<8} {:>4} {:>6} {:>6.2} {:>9} {:>8} {:>9}",
             id,
             format!("{:?}", m.state).to_lowercase(),
@@ -448,45 +480,9 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
             m.last_heard_ms_ago
                 .map(|ms| ms.to_string())
                 .unwrap_or_else(|| "-".into()),
-        );
+        )?;
     }
     Ok(())
-}
-
-/// GET `path` from a peer's local API, parsed as JSON.
-pub(crate) async fn http_get_json<T: serde::de::DeserializeOwned>(
-    api: SocketAddr,
-    path: &str,
-) -> Result<T> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()?;
-    let response = client
-        .get(format!("http://{api}{path}"))
-        .send()
-        .await?
-        .error_for_status()?;
-    Ok(response.json().await?)
-}
-
-/// POSTs to the local API and returns the JSON answer; an error status
-/// becomes an error carrying the API's message.
-pub(crate) async fn http_post_json<T: serde::de::DeserializeOwned>(
-    api: SocketAddr,
-    path: &str,
-) -> Result<T> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .no_proxy()
-        .build()?;
-    let response = client.post(format!("http://{api}{path}")).send().await?;
-    let status = response.status();
-    if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
-        bail!("{status}: {}", text.chars().take(500).collect::<String>());
-    }
-    Ok(response.json().await?)
 }
 
 async fn bench_pipe(args: PipeBenchArgs) -> Result<()> {
@@ -518,33 +514,37 @@ async fn bench_pipe(args: PipeBenchArgs) -> Result<()> {
     );
     let r = colony::bench::pipe(&options).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "faults: loss {:.1}%, duplication {:.1}%, delay {} ms, jitter {} ms",
         r.loss * 100.0,
         r.duplicate * 100.0,
         r.delay_ms,
         r.jitter_ms
-    );
-    println!("pipelined: {} messages, {} delivered, {} lost, {} duplicated at handler, {} out of order, {} failed", r.messages, r.delivered, r.lost, r.duplicated_at_handler, r.out_of_order, r.failed);
-    println!("throughput: {:.0} messages/s", r.messages_per_s);
-    println!(
+    )?;
+    outln!("pipelined: {} messages, {} delivered, {} lost, {} duplicated at handler, {} out of order, {} failed", r.messages, r.delivered, r.lost, r.duplicated_at_handler, r.out_of_order, r.failed)?;
+    outln!("throughput: {:.0} messages/s", r.messages_per_s)?;
+    outln!(
         "one-way latency (pipelined): p50 {:.0} µs, p99 {:.0} µs",
-        r.latency_us.p50, r.latency_us.p99
-    );
-    println!(
+        r.latency_us.p50,
+        r.latency_us.p99
+    )?;
+    outln!(
         "round trip, pipe:    p50 {:>8.1} µs, p99 {:>8.1} µs",
-        r.pipe_rtt_us.p50, r.pipe_rtt_us.p99
-    );
-    println!(
+        r.pipe_rtt_us.p50,
+        r.pipe_rtt_us.p99
+    )?;
+    outln!(
         "round trip, raw TCP: p50 {:>8.1} µs, p99 {:>8.1} µs (same run)",
-        r.tcp_rtt_us.p50, r.tcp_rtt_us.p99
-    );
-    println!(
+        r.tcp_rtt_us.p50,
+        r.tcp_rtt_us.p99
+    )?;
+    outln!(
         "ratio pipe/TCP: p50 {:.2}x, p99 {:.2}x",
-        r.rtt_ratio_p50, r.rtt_ratio_p99
-    );
+        r.rtt_ratio_p50,
+        r.rtt_ratio_p99
+    )?;
     Ok(())
 }

@@ -196,10 +196,10 @@ pub async fn run(instances: &[String], json: bool) -> Result<()> {
         instances: rows,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<7} {:>8} {:>8} {:>10} {:>8} {:>10} {:>8} {:>10} {:>6} {:>7}",
         "inst",
         "optimum",
@@ -211,9 +211,9 @@ pub async fn run(instances: &[String], json: bool) -> Result<()> {
         "2p_nodes",
         "steals",
         "speedup"
-    );
+    )?;
     for r in &report.instances {
-        println!(
+        outln!(
             "{:<7} {:>8} {:>8.3} {:>10} {:>8.3} {:>10} {:>8.3} {:>10} {:>6} {:>6.2}x",
             r.instance,
             r.makespan,
@@ -225,21 +225,24 @@ pub async fn run(instances: &[String], json: bool) -> Result<()> {
             r.two_peers_nodes,
             r.two_peers_steals,
             r.one_peer_s / r.two_peers_s
-        );
+        )?;
     }
     let r = &report;
-    println!("speedup of 2 peers over 1 (total time): {:.2}x; the 2-peer searches explored {:+.1}% nodes", r.speedup, r.search_overhead_pct);
-    println!(
+    outln!("speedup of 2 peers over 1 (total time): {:.2}x; the 2-peer searches explored {:+.1}% nodes", r.speedup, r.search_overhead_pct)?;
+    outln!(
         "runtime overhead: {:.0} nodes/s on 1 peer vs {:.0} for the plain solver: {:.1}% fewer",
-        r.one_peer_nodes_per_s, r.sequential_nodes_per_s, r.overhead_pct
-    );
-    println!(
+        r.one_peer_nodes_per_s,
+        r.sequential_nodes_per_s,
+        r.overhead_pct
+    )?;
+    outln!(
         "newcomer's first unit {:.0} ms after it started",
         r.newcomer_first_unit_ms
-    );
-    println!(
+    )?;
+    outln!(
         "unit transfer: median {} bytes, {:.2} ms",
-        r.unit_transfer_bytes_median, r.unit_transfer_latency_ms_median
-    );
+        r.unit_transfer_bytes_median,
+        r.unit_transfer_latency_ms_median
+    )?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use colony::{MemberInfo, MemberState, PeerInfo};
 
-use crate::http_get_json;
+use crate::client::ApiClient;
 
 struct DemoPeer {
     child: Option<Child>,
@@ -76,7 +76,8 @@ fn spawn_peer(dir: &Path, bootstrap: Option<&str>) -> Result<DemoPeer> {
 }
 
 async fn view(peer: &DemoPeer) -> Option<Vec<MemberInfo>> {
-    http_get_json(peer.info.api_addr?, "/v1/peers").await.ok()
+    let api = ApiClient::for_peer(&peer.dir, &peer.info).ok()?;
+    api.get_json("/v1/peers").await.ok()
 }
 
 fn short(id: &str) -> &str {
@@ -84,7 +85,7 @@ fn short(id: &str) -> &str {
 }
 
 /// Prints one line per peer: what it sees.
-async fn print_views(peers: &[DemoPeer]) {
+async fn print_views(peers: &[DemoPeer]) -> Result<()> {
     for peer in peers.iter().filter(|p| p.child.is_some()) {
         let Some(members) = view(peer).await else {
             continue;
@@ -100,12 +101,13 @@ async fn print_views(peers: &[DemoPeer]) {
                 )
             })
             .collect();
-        println!(
+        outln!(
             "  peer …{} sees {}",
             short(&peer.info.peer_id),
             line.join(" ")
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Waits until every running peer sees `want` for `target` (or for all).
@@ -151,10 +153,10 @@ pub async fn run(n: usize) -> Result<()> {
 }
 
 async fn run_in(root: &Path, n: usize) -> Result<()> {
-    println!(
+    outln!(
         "Starting {n} colony peers on loopback (real processes, data in {})…",
         root.display()
-    );
+    )?;
     let started = Instant::now();
     let mut peers = vec![spawn_peer(&root.join("peer0"), None)?];
     let seed_addr = peers[0].info.listen_addrs[0].to_string();
@@ -165,18 +167,18 @@ async fn run_in(root: &Path, n: usize) -> Result<()> {
         )?);
     }
     wait_for(&peers, None, MemberState::Alive, Duration::from_secs(20)).await?;
-    println!(
+    outln!(
         "All {n} peers see each other alive after {} ms:",
         started.elapsed().as_millis()
-    );
-    print_views(&peers).await;
+    )?;
+    print_views(&peers).await?;
 
     let victim = n - 1;
     let victim_id = peers[victim].info.peer_id.clone();
-    println!(
+    outln!(
         "\nSIGKILL peer …{} (no goodbye, as in a crash)…",
         short(&victim_id)
-    );
+    )?;
     if let Some(mut child) = peers[victim].child.take() {
         child.kill()?;
         child.wait()?;
@@ -188,18 +190,18 @@ async fn run_in(root: &Path, n: usize) -> Result<()> {
         Duration::from_secs(10),
     )
     .await?;
-    println!(
+    outln!(
         "Every survivor declared it dead after {} ms:",
         took.as_millis()
-    );
-    print_views(&peers).await;
+    )?;
+    print_views(&peers).await?;
 
-    println!("\nRestarting it on the same data directory (same PeerId, higher incarnation)…");
+    outln!("\nRestarting it on the same data directory (same PeerId, higher incarnation)…")?;
     let dir = peers[victim].dir.clone();
     peers[victim] = spawn_peer(&dir, Some(&seed_addr))?;
     let took = wait_for(&peers, None, MemberState::Alive, Duration::from_secs(20)).await?;
-    println!("Alive everywhere again after {} ms:", took.as_millis());
-    print_views(&peers).await;
-    println!("\nDone. `colony peer --help` shows how to run peers on several machines.");
+    outln!("Alive everywhere again after {} ms:", took.as_millis())?;
+    print_views(&peers).await?;
+    outln!("\nDone. `colony peer --help` shows how to run peers on several machines.")?;
     Ok(())
 }

@@ -24,10 +24,9 @@ fn unit_threads(pid: u32) -> usize {
 }
 
 async fn submit(peer: &PeerProc, app: &str, args: &[&str]) -> String {
-    let api = peer.info.api_addr.expect("an API");
     let body = serde_json::json!({ "app": app, "args": args });
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{api}/v1/jobs"))
+    let answer: serde_json::Value = peer
+        .request(reqwest::Method::POST, "/v1/jobs")
         .json(&body)
         .send()
         .await
@@ -39,19 +38,13 @@ async fn submit(peer: &PeerProc, app: &str, args: &[&str]) -> String {
 }
 
 async fn job_info(peer: &PeerProc, job_id: &str) -> Option<JobInfo> {
-    let api = peer.info.api_addr?;
-    reqwest::get(format!("http://{api}/v1/jobs/{job_id}"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    peer.get_json(&format!("/v1/jobs/{job_id}")).await
 }
 
 fn colony_cancel(peer: &PeerProc, job_id: &str) -> Output {
-    let api = peer.info.api_addr.expect("an API").to_string();
+    let dir = peer.dir.display().to_string();
     Command::new(env!("CARGO_BIN_EXE_colony"))
-        .args(["cancel", job_id, "--api", &api])
+        .args(["cancel", job_id, "--data-dir", &dir])
         .output()
         .expect("run colony cancel")
 }

@@ -16,14 +16,14 @@ use rand::{Rng, SeedableRng};
 /// peers at random moments while it runs.
 const INSTANCE: &str = "ta017";
 
-async fn submit(api: std::net::SocketAddr, instance: &str) -> String {
+async fn submit(peer: &PeerProc, instance: &str) -> String {
     let body = serde_json::json!({
         "app": "flowshop",
         "args": [instance],
         "fault_tolerance": {"protocol": "checkpoint", "ttc_s": 1, "storage": "copies:2", "home_size": 3},
     });
-    let reply: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{api}/v1/jobs"))
+    let reply: serde_json::Value = peer
+        .request(reqwest::Method::POST, "/v1/jobs")
         .json(&body)
         .send()
         .await
@@ -34,20 +34,15 @@ async fn submit(api: std::net::SocketAddr, instance: &str) -> String {
     reply["job_id"].as_str().expect("job id").to_string()
 }
 
-async fn job_info(api: std::net::SocketAddr, job_id: &str) -> Option<JobInfo> {
-    reqwest::get(format!("http://{api}/v1/jobs/{job_id}"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+async fn job_info(peer: &PeerProc, job_id: &str) -> Option<JobInfo> {
+    peer.get_json(&format!("/v1/jobs/{job_id}")).await
 }
 
 /// Waits until the job is over, as any live peer reports it.
 async fn wait_result(peers: &[PeerProc], job_id: &str, within: Duration) -> JobInfo {
     wait_until(within, "the job to finish", || async {
         for peer in peers.iter().filter(|p| p.is_running()) {
-            if let Some(info) = job_info(api(peer), job_id).await {
+            if let Some(info) = job_info(peer, job_id).await {
                 if info.state != "running" {
                     return Some(info);
                 }
@@ -56,11 +51,6 @@ async fn wait_result(peers: &[PeerProc], job_id: &str, within: Duration) -> JobI
         None
     })
     .await
-}
-
-/// The peer's HTTP API address.
-fn api(peer: &PeerProc) -> std::net::SocketAddr {
-    peer.info.api_addr.expect("the API is on")
 }
 
 fn five_peers(name: &str) -> Vec<PeerProc> {
@@ -149,7 +139,7 @@ fn first_logged_after(peers: &[PeerProc], needle: &str, after: SystemTime) -> Op
 /// The peer the job's record names as primary.
 async fn primary_index(peers: &[PeerProc], job_id: &str) -> usize {
     let info = wait_until(Duration::from_secs(10), "the job's record", || async {
-        job_info(api(&peers[0]), job_id).await
+        job_info(&peers[0], job_id).await
     })
     .await;
     peers
@@ -163,7 +153,7 @@ async fn two_workers_killed_at_random_moments_lose_nothing() {
     let _serial = SERIAL.lock().await;
     let mut peers = five_peers("ft-workers");
     formed(&peers).await;
-    let job = submit(api(&peers[0]), INSTANCE).await;
+    let job = submit(&peers[0], INSTANCE).await;
     let primary = primary_index(&peers, &job).await;
     let mut rng = SmallRng::from_os_rng();
     let started = Instant::now();
@@ -215,7 +205,7 @@ async fn the_primary_killed_mid_job_is_taken_over() {
     let mut peers = five_peers("ft-primary");
     formed(&peers).await;
     // Submitted from a peer that is not the primary, so it can watch.
-    let job = submit(api(&peers[0]), INSTANCE).await;
+    let job = submit(&peers[0], INSTANCE).await;
     let primary = primary_index(&peers, &job).await;
     tokio::time::sleep(Duration::from_secs(
         SmallRng::from_os_rng().random_range(3..10),
@@ -243,7 +233,7 @@ async fn a_killed_submitter_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let mut peers = five_peers("ft-submitter");
     formed(&peers).await;
-    let job = submit(api(&peers[4]), INSTANCE).await;
+    let job = submit(&peers[4], INSTANCE).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     eprintln!("killing the submitter");
     peers[4].kill();
@@ -255,7 +245,9 @@ async fn a_killed_submitter_loses_nothing() {
             "result",
             &job,
             "--api",
-            &api(&peers[1]).to_string(),
+            &peers[1].api().to_string(),
+            "--data-dir",
+            &peers[1].dir.display().to_string(),
             "--json",
         ])
         .output()

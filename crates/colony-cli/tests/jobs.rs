@@ -32,13 +32,8 @@ fn colony_run(
 }
 
 /// A job as a peer's API reports it, if it answers.
-async fn job_info(api: std::net::SocketAddr, job_id: &str) -> Option<JobInfo> {
-    reqwest::get(format!("http://{api}/v1/jobs/{job_id}"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+async fn job_info(peer: &PeerProc, job_id: &str) -> Option<JobInfo> {
+    peer.get_json(&format!("/v1/jobs/{job_id}")).await
 }
 
 fn three_workers(root: &std::path::Path) -> Vec<PeerProc> {
@@ -105,9 +100,9 @@ async fn nqueens_counts_and_matmul_product_are_right_on_three_peers() {
     }
     // The submitter has left; any peer finds the result by id through the home.
     for peer in &peers {
-        let api = peer.info.api_addr.expect("api").to_string();
+        let dir = peer.dir.display().to_string();
         let out = Command::new(env!("CARGO_BIN_EXE_colony"))
-            .args(["result", &last_job, "--api", &api, "--json"])
+            .args(["result", &last_job, "--data-dir", &dir, "--json"])
             .output()
             .expect("colony result");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -136,10 +131,8 @@ async fn a_peer_started_after_the_job_began_receives_work() {
     let peers = start_network(&root, 2, &["--cores".into(), "1".into()]);
     wait_formed(&peers).await;
     // Submit through the API of peer 0, so the test can watch the record.
-    let api = peers[0].info.api_addr.expect("api");
-    let client = reqwest::Client::new();
-    let submitted: serde_json::Value = client
-        .post(format!("http://{api}/v1/jobs"))
+    let submitted: serde_json::Value = peers[0]
+        .request(reqwest::Method::POST, "/v1/jobs")
         .json(&serde_json::json!({ "app": "nqueens", "args": ["16"] }))
         .send()
         .await
@@ -162,7 +155,7 @@ async fn a_peer_started_after_the_job_began_receives_work() {
         Duration::from_secs(20),
         "the late peer to get work",
         || async {
-            let info = job_info(api, &job_id).await?;
+            let info = job_info(&peers[0], &job_id).await?;
             let working = info
                 .contributions
                 .iter()
@@ -180,7 +173,7 @@ async fn a_peer_started_after_the_job_began_receives_work() {
         "the job was still running when the newcomer joined"
     );
     let done: JobInfo = wait_until(Duration::from_secs(60), "the job to finish", || async {
-        let info = job_info(api, &job_id).await?;
+        let info = job_info(&peers[0], &job_id).await?;
         (info.state == "done").then_some(info)
     })
     .await;
@@ -237,9 +230,8 @@ async fn bad_jobs_get_clear_errors_and_peers_keep_running() {
         );
     }
     // Through the API as well: 400 with the reason.
-    let api = peers[1].info.api_addr.expect("api");
-    let response = reqwest::Client::new()
-        .post(format!("http://{api}/v1/jobs"))
+    let response = peers[1]
+        .request(reqwest::Method::POST, "/v1/jobs")
         .json(&serde_json::json!({ "app": "tsp", "args": [] }))
         .send()
         .await
@@ -250,7 +242,12 @@ async fn bad_jobs_get_clear_errors_and_peers_keep_running() {
         .await
         .unwrap_or_default()
         .contains("no application"));
-    let unknown = reqwest::get(format!("http://{api}/v1/jobs/{}", "00".repeat(16)))
+    let unknown = peers[1]
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{}", "00".repeat(16)),
+        )
+        .send()
         .await
         .expect("get");
     assert_eq!(unknown.status(), 404);

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 /// Largest home a job may have.
 pub const MAX_HOME_SIZE: u8 = 16;
 
+/// Shortest time to checkpoint a job may ask for. Below it a worker would
+/// checkpoint after nearly every step and flood its home with pieces.
+pub const MIN_TTC: Duration = Duration::from_millis(10);
+
 /// The rollback-recovery protocol protecting a job's units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FtProtocol {
@@ -154,13 +158,50 @@ impl FaultTolerance {
         }
     }
 
-    /// Checks the settings are coherent.
+    /// A home size as given (an integer of any size), checked to be
+    /// between 1 and [`MAX_HOME_SIZE`].
+    pub fn home_size_from(n: i64) -> Result<u8, FtError> {
+        u8::try_from(n)
+            .ok()
+            .filter(|&h| (1..=MAX_HOME_SIZE).contains(&h))
+            .ok_or(FtError::HomeSize(n))
+    }
+
+    /// A time to checkpoint given in seconds, as the descriptor (`ttc`) and
+    /// the API (`ttc_s`) take it: positive, finite, at least [`MIN_TTC`].
+    /// The one conversion every entry point uses, so they all refuse the
+    /// same values with the same words.
+    pub fn ttc_from_secs(secs: f64) -> Result<Duration, FtError> {
+        if secs == 0.0 {
+            return Err(FtError::ZeroTtc);
+        }
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(FtError::TtcNotPositive(secs.to_string()));
+        }
+        if secs < MIN_TTC.as_secs_f64() {
+            return Err(FtError::TtcTooSmall {
+                got: format!("{secs} s"),
+            });
+        }
+        Duration::try_from_secs_f64(secs).map_err(|_| FtError::TtcTooLarge(format!("{secs:e}")))
+    }
+
+    /// Checks the settings are coherent: a TTC of at least [`MIN_TTC`], a
+    /// home of 1 to [`MAX_HOME_SIZE`] members, and checkpoint storage that
+    /// fits in the home (copies ≤ home size, data + parity shards ≤ home
+    /// size). The descriptor, the CLI, the API and the job's home all call
+    /// it, so they accept and refuse the same settings.
     pub fn validate(&self) -> Result<(), FtError> {
         if self.ttc.is_zero() {
             return Err(FtError::ZeroTtc);
         }
+        if self.ttc < MIN_TTC {
+            return Err(FtError::TtcTooSmall {
+                got: format!("{:?}", self.ttc),
+            });
+        }
         if self.home_size == 0 || self.home_size > MAX_HOME_SIZE {
-            return Err(FtError::HomeSize(self.home_size));
+            return Err(FtError::HomeSize(i64::from(self.home_size)));
         }
         match self.storage {
             CheckpointStorage::Local => {}
@@ -197,9 +238,21 @@ pub enum FtError {
     /// TTC of zero.
     #[error("ttc must be greater than zero")]
     ZeroTtc,
-    /// Home size out of range.
+    /// TTC negative, infinite or not a number (the value as given).
+    #[error("ttc must be a positive number of seconds, got {0}")]
+    TtcNotPositive(String),
+    /// TTC below [`MIN_TTC`].
+    #[error("ttc must be at least {MIN_TTC:?}, got {got}")]
+    TtcTooSmall {
+        /// The value as given.
+        got: String,
+    },
+    /// TTC beyond what a duration holds (the value as given, in seconds).
+    #[error("ttc = {0} seconds is too large")]
+    TtcTooLarge(String),
+    /// Home size out of range (as given, which may not fit a `u8`).
     #[error("home_size must be between 1 and {MAX_HOME_SIZE}, got {0}")]
-    HomeSize(u8),
+    HomeSize(i64),
     /// More copies than home members, or none.
     #[error("copies r = {r} must be between 1 and home_size = {home_size}")]
     Copies {
@@ -220,6 +273,9 @@ pub enum FtError {
         /// Home size.
         home_size: u8,
     },
+    /// Unknown protocol name (as given).
+    #[error("protocol must be \"none\" or \"checkpoint\", got {0:?}")]
+    BadProtocol(String),
     /// Unparsable storage.
     #[error("storage must be \"local\", \"copies:R\" or \"shards:K+M\", got {0:?}")]
     BadStorage(String),
@@ -238,6 +294,13 @@ mod tests {
             ..ok
         };
         assert_eq!(zero.validate(), Err(FtError::ZeroTtc));
+        let tiny = FaultTolerance {
+            ttc: Duration::from_nanos(1),
+            ..ok
+        };
+        assert!(matches!(tiny.validate(), Err(FtError::TtcTooSmall { .. })));
+        let floor = FaultTolerance { ttc: MIN_TTC, ..ok };
+        assert_eq!(floor.validate(), Ok(()));
         let too_many = FaultTolerance {
             storage: CheckpointStorage::Shards { k: 4, m: 2 },
             home_size: 5,
@@ -249,6 +312,46 @@ mod tests {
             ..ok
         };
         assert!(matches!(copies.validate(), Err(FtError::Copies { .. })));
+    }
+
+    #[test]
+    fn ttc_in_seconds_has_a_floor_and_a_ceiling() {
+        assert_eq!(
+            FaultTolerance::ttc_from_secs(0.5),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(FaultTolerance::ttc_from_secs(0.01), Ok(MIN_TTC));
+        assert_eq!(FaultTolerance::ttc_from_secs(0.0), Err(FtError::ZeroTtc));
+        let tiny = FaultTolerance::ttc_from_secs(1e-9).unwrap_err();
+        assert_eq!(
+            tiny.to_string(),
+            "ttc must be at least 10ms, got 0.000000001 s"
+        );
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                FaultTolerance::ttc_from_secs(bad),
+                Err(FtError::TtcNotPositive(_))
+            ));
+        }
+        assert!(matches!(
+            FaultTolerance::ttc_from_secs(1e300),
+            Err(FtError::TtcTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn home_size_as_given_is_checked() {
+        assert_eq!(FaultTolerance::home_size_from(3), Ok(3));
+        for bad in [0, -1, 17, 300, i64::MAX] {
+            assert_eq!(
+                FaultTolerance::home_size_from(bad),
+                Err(FtError::HomeSize(bad))
+            );
+        }
+        assert_eq!(
+            FtError::HomeSize(300).to_string(),
+            "home_size must be between 1 and 16, got 300"
+        );
     }
 
     #[test]

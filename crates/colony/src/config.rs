@@ -24,8 +24,15 @@ pub struct PeerConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Network layer: network name, pre-shared key, mDNS, limits, faults.
     pub net: NetConfig,
-    /// Local HTTP API address; `None` serves no API.
+    /// Local HTTP API address; `None` serves no API. Every request must
+    /// carry `Authorization: Bearer TOKEN`, the token kept in
+    /// `DATA_DIR/api.token` ([`crate::API_TOKEN_FILE`]).
     pub api: Option<SocketAddr>,
+    /// Whether the API may listen on an address other machines can reach
+    /// (not loopback). Off: such an address is refused at start.
+    pub api_allow_remote: bool,
+    /// Timeouts and limits of the API's connections.
+    pub api_limits: ApiLimits,
     /// Membership and failure detection.
     pub membership: MembershipConfig,
     /// Reliable pipes.
@@ -62,6 +69,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("bootstrap", &self.bootstrap)
             .field("net", &self.net)
             .field("api", &self.api)
+            .field("api_allow_remote", &self.api_allow_remote)
             .field("apps", &self.apps.names())
             .field("cores_offered", &self.cores_offered)
             .finish_non_exhaustive()
@@ -77,6 +85,8 @@ impl PeerConfig {
             bootstrap: Vec::new(),
             net: NetConfig::default(),
             api: None,
+            api_allow_remote: false,
+            api_limits: ApiLimits::default(),
             membership: MembershipConfig::default(),
             pipes: PipeConfig::default(),
             acquaintances: AcquaintanceConfig::default(),
@@ -89,6 +99,41 @@ impl PeerConfig {
             apps: AppRegistry::new(),
             jobs: JobConfig::default(),
             accept_jobs_from: SubmitPolicy::default(),
+        }
+    }
+}
+
+/// Bounds on the local HTTP API, so that slow or stalled clients cannot
+/// hold it: every connection gets a deadline for its headers, its body and
+/// its whole life, and only so many are served at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Time a client has to send a request's headers (also the longest an
+    /// idle kept-alive connection stays open).
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body, once its headers are in.
+    pub body_timeout: Duration,
+    /// Time a request has to be answered; longer ones get 503.
+    pub request_timeout: Duration,
+    /// Longest a connection stays open, whatever it does.
+    pub connection_lifetime: Duration,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for ApiLimits {
+    /// 5 s for headers and for a body, 30 s per request, 60 s per
+    /// connection, bodies up to 256 KiB, 64 connections.
+    fn default() -> Self {
+        ApiLimits {
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            connection_lifetime: Duration::from_secs(60),
+            max_body_bytes: 256 * 1024,
+            max_connections: 64,
         }
     }
 }

@@ -265,15 +265,8 @@ impl TechnicalService for FaultToleranceService {
                             ))
                         }
                     };
-                    ft.home_size = u8::try_from(n).map_err(|_| {
-                        ServiceError::for_key(
-                            key,
-                            format!(
-                                "home_size must be between 1 and {}, got {n}",
-                                colony_core::ft::MAX_HOME_SIZE
-                            ),
-                        )
-                    })?;
+                    ft.home_size = FaultTolerance::home_size_from(n)
+                        .map_err(|e| ServiceError::for_key(key, e.to_string()))?;
                 }
                 "durable" => match value {
                     toml::Value::Boolean(b) => ft.durable = *b,
@@ -296,10 +289,14 @@ impl TechnicalService for FaultToleranceService {
         }
         ft.validate().map_err(|e| {
             let candidates: &[&str] = match e {
-                FtError::ZeroTtc => &["ttc"],
+                FtError::ZeroTtc
+                | FtError::TtcNotPositive(_)
+                | FtError::TtcTooSmall { .. }
+                | FtError::TtcTooLarge(_) => &["ttc"],
                 FtError::HomeSize(_) => &["home_size"],
                 FtError::Copies { .. } | FtError::Shards { .. } => &["storage", "home_size"],
                 FtError::BadStorage(_) => &["storage"],
+                FtError::BadProtocol(_) => &["protocol"],
             };
             let mut message = e.to_string();
             if matches!(e, FtError::Copies { .. }) && !args.contains_key("storage") {
@@ -367,43 +364,27 @@ fn parse_protocol(value: &toml::Value) -> Result<FtProtocol, ServiceError> {
         }
         _ => Err(ServiceError::for_key(
             "protocol",
-            format!("protocol must be \"none\" or \"checkpoint\", got {text:?}"),
+            FtError::BadProtocol(text.to_string()).to_string(),
         )),
     }
 }
 
 fn parse_ttc(value: &toml::Value) -> Result<Duration, ServiceError> {
-    let bad = |message: String| ServiceError::for_key("ttc", message);
-    let ttc = match value {
-        toml::Value::Integer(0) => return Err(bad(FtError::ZeroTtc.to_string())),
-        toml::Value::Integer(n) if *n < 0 => {
-            return Err(bad(format!(
-                "ttc must be a positive number of seconds, got {n}"
-            )))
-        }
-        toml::Value::Integer(n) => Duration::from_secs(n.unsigned_abs()),
-        toml::Value::Float(f) if *f == 0.0 => return Err(bad(FtError::ZeroTtc.to_string())),
-        toml::Value::Float(f) if !(f.is_finite() && *f > 0.0) => {
-            return Err(bad(format!(
-                "ttc must be a positive number of seconds, got {f}"
-            )))
-        }
-        toml::Value::Float(f) => Duration::try_from_secs_f64(*f)
-            .map_err(|_| bad(format!("ttc = {f:e} seconds is too large")))?,
+    // Integers and floats go through the one conversion the API uses too.
+    let secs = match value {
+        toml::Value::Integer(n) => *n as f64,
+        toml::Value::Float(f) => *f,
         other => {
-            return Err(bad(format!(
-                "ttc must be a number of seconds (e.g. ttc = 1 or ttc = 0.5), got {}",
-                a_type(other)
-            )))
+            return Err(ServiceError::for_key(
+                "ttc",
+                format!(
+                    "ttc must be a number of seconds (e.g. ttc = 1 or ttc = 0.5), got {}",
+                    a_type(other)
+                ),
+            ))
         }
     };
-    if ttc.is_zero() {
-        return Err(bad(format!(
-            "{} (the value rounds to zero nanoseconds)",
-            FtError::ZeroTtc
-        )));
-    }
-    Ok(ttc)
+    FaultTolerance::ttc_from_secs(secs).map_err(|e| ServiceError::for_key("ttc", e.to_string()))
 }
 
 /// How the nodes of a virtual node are obtained.
@@ -1265,7 +1246,8 @@ mod tests {
             (with_ft("ttc = -1\n"), 7, "ttc must be a positive number of seconds, got -1"),
             (with_ft("ttc = nan\n"), 7, "ttc must be a positive number of seconds"),
             (with_ft("ttc = 1e300\n"), 7, "too large"),
-            (with_ft("ttc = 1e-12\n"), 7, "rounds to zero"),
+            (with_ft("ttc = 1e-12\n"), 7, "ttc must be at least 10ms"),
+            (with_ft("ttc = 1e-9\n"), 7, "ttc must be at least 10ms, got 0.000000001 s"),
             (with_ft("home_size = 3\nstorage = \"copies:9\"\n"), 8, "copies r = 9 must be between 1 and home_size = 3"),
             (with_ft("storage = \"shards:4+2\"\n"), 7, "k + m <= home_size"),
             (with_ft("home_size = 1\n"), 7, "storage defaults to copies:2"),

@@ -506,7 +506,19 @@ impl Driver {
                                 .handle(now, membership::Input::Contact { peer: *peer_id });
                         } else {
                             self.counters.foreign_peers += 1;
-                            info!(peer = %peer_id, version = %info.protocol_version, "peer of another network; disconnecting");
+                            let theirs: String = info.protocol_version.chars().take(100).collect();
+                            let p2p = libp2p::multiaddr::Protocol::P2p(*peer_id);
+                            if self
+                                .config
+                                .bootstrap
+                                .iter()
+                                .any(|a| a.iter().any(|p| p == p2p))
+                            {
+                                warn!(peer = %peer_id, theirs = %theirs, ours = %self.config.net.network, "bootstrap peer belongs to another network; disconnecting (check --network)");
+                            } else {
+                                info!(peer = %peer_id, version = %theirs, "peer of another network; disconnecting");
+                            }
+                            self.counters.last_foreign_protocol = Some(theirs);
                             let _ = self.swarm.disconnect_peer_id(*peer_id);
                         }
                     }

@@ -35,6 +35,27 @@ pub enum ColonyError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The local HTTP API was asked to listen where other machines can
+    /// reach it, without consent.
+    #[error(
+        "refusing to serve the local API on {addr}: it is reachable from other machines; \
+         use a loopback address such as 127.0.0.1:{port}, or pass --api-allow-remote \
+         (PeerConfig::api_allow_remote) if you mean it: anyone who can reach it with the \
+         token may submit jobs, over plain HTTP",
+        port = addr.port()
+    )]
+    ApiNotLoopback {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
+    /// The local API's token file cannot be used.
+    #[error("API token file {path}: {reason}")]
+    ApiToken {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// A file in the data directory could not be written.
     #[error("cannot write {path}: {source}")]
     Io {

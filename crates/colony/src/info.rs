@@ -58,6 +58,10 @@ pub struct DriverCounters {
     pub rejected_connections: u64,
     /// Peers of another network that connected and were dropped.
     pub foreign_peers: u64,
+    /// Identify protocol of the last of them, e.g. `/colony/other/1.0.0`
+    /// (cut to 100 characters): why a bootstrap peer did not let us join.
+    #[serde(default)]
+    pub last_foreign_protocol: Option<String>,
     /// Checkpoint pieces that could not be written to disk.
     #[serde(default)]
     pub checkpoint_write_errors: u64,

@@ -24,7 +24,8 @@
 //!
 //! A peer keeps its identity and incarnation in `DATA_DIR/peer.redb` and
 //! writes `DATA_DIR/peer.json` (its id, addresses and API address) once it
-//! listens. Membership, pipes and acquaintance maintenance are the sans-IO
+//! listens; a peer serving the local API keeps the token the API asks for
+//! in `DATA_DIR/api.token` ([`API_TOKEN_FILE`], mode 0600). Membership, pipes and acquaintance maintenance are the sans-IO
 //! cores of `colony-core`; this crate feeds them events, timers and frames.
 
 #![warn(missing_docs)]
@@ -41,6 +42,7 @@ mod info;
 mod local;
 mod peer;
 
+pub use api::{read_api_token, API_TOKEN_FILE};
 pub use colony_core::acquaintance::AcquaintanceConfig;
 pub use colony_core::divisible::{AppError, AppRegistry, Divisible};
 pub use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
@@ -48,7 +50,7 @@ pub use colony_core::job::{JobConfig, JobId, JobState, JobView, SubmitPolicy};
 pub use colony_core::membership::{MemberState, MembershipConfig, PeerStats};
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_net::{FaultConfig, NetConfig};
-pub use config::PeerConfig;
+pub use config::{ApiLimits, PeerConfig};
 pub use error::ColonyError;
 pub use info::{ContributionInfo, JobCounters, JobInfo, MemberInfo, PeerInfo, StatusInfo};
 pub use libp2p::{Multiaddr, PeerId};

@@ -109,6 +109,7 @@ pub struct Peer {
     peer_id: PeerId,
     inbox: Arc<Mutex<Option<mpsc::Receiver<InboundMessage>>>>,
     apps: AppRegistry,
+    api_token: Option<crate::api::ApiToken>,
 }
 
 impl Peer {
@@ -116,6 +117,10 @@ impl Peer {
     /// bootstrap list and serves the local API. Returns once listening, with
     /// `peer.json` written.
     pub async fn start(config: PeerConfig) -> Result<Peer, ColonyError> {
+        // Refuse an exposed API before anything starts.
+        if let Some(addr) = config.api {
+            crate::api::check_bind_addr(addr, config.api_allow_remote)?;
+        }
         let store = colony_store::PeerStore::open(&config.data_dir)?;
         let key_bytes = store.load_or_create_identity(|| {
             Keypair::generate_ed25519()
@@ -150,13 +155,15 @@ impl Peer {
         let control = swarm.behaviour().stream.new_control();
         let frames = colony_net::start_frames(control, &config.net, net_tx)?;
 
-        let api_listener = match config.api {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
+        let (api_listener, api_token) = match config.api {
+            Some(addr) => {
+                let token = crate::api::load_or_create_token(&config.data_dir)?;
+                let listener = tokio::net::TcpListener::bind(addr)
                     .await
-                    .map_err(|source| ColonyError::Api { addr, source })?,
-            ),
-            None => None,
+                    .map_err(|source| ColonyError::Api { addr, source })?;
+                (Some(listener), Some(token))
+            }
+            None => (None, None),
         };
         let api_addr = match &api_listener {
             Some(listener) => Some(listener.local_addr().map_err(|source| ColonyError::Api {
@@ -218,11 +225,18 @@ impl Peer {
             peer_id,
             inbox: Arc::new(Mutex::new(Some(inbox_rx))),
             apps: config.apps.clone(),
+            api_token: api_token.clone(),
         };
 
         write_peer_json(&config, &info)?;
-        if let Some(listener) = api_listener {
-            crate::api::serve(listener, peer.clone());
+        if let (Some(listener), Some(bound), Some(token)) = (api_listener, api_addr, api_token) {
+            crate::api::serve(
+                listener,
+                bound,
+                peer.clone(),
+                token,
+                config.api_limits.clone(),
+            );
         }
         info!(
             peer_id = %peer_id,
@@ -279,6 +293,12 @@ impl Peer {
     /// How to reach this peer (also in `peer.json`).
     pub fn info(&self) -> &PeerInfo {
         &self.info
+    }
+
+    /// The token its local HTTP API asks for (`Authorization: Bearer …`),
+    /// also in `DATA_DIR/api.token`; `None` if it serves no API.
+    pub fn api_token(&self) -> Option<&str> {
+        self.api_token.as_ref().map(|t| t.as_str())
     }
 
     /// The receiving end of this peer's inbox; `None` after the first call.

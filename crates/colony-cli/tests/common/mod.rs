@@ -148,12 +148,45 @@ impl PeerProc {
 
     /// The peer's membership view (its own row first).
     pub async fn members(&self) -> Option<Vec<MemberInfo>> {
-        get_json(&self.info, "/v1/peers").await
+        self.get_json("/v1/peers").await
     }
 
     /// The peer's status and counters.
     pub async fn status(&self) -> Option<StatusInfo> {
-        get_json(&self.info, "/v1/status").await
+        self.get_json("/v1/status").await
+    }
+
+    /// The peer's HTTP API address.
+    pub fn api(&self) -> std::net::SocketAddr {
+        self.info.api_addr.expect("the API is on")
+    }
+
+    /// The token its API asks for, from its data directory.
+    pub fn token(&self) -> String {
+        colony::read_api_token(&self.dir.join(colony::API_TOKEN_FILE)).expect("read api.token")
+    }
+
+    /// A request to its API carrying its token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .no_proxy()
+            .build()
+            .expect("http client")
+            .request(method, format!("http://{}{path}", self.api()))
+            .bearer_auth(self.token())
+    }
+
+    /// GET `path` from its API, parsed as JSON; `None` on any failure.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Option<T> {
+        self.info.api_addr?;
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
     }
 
     /// The state of `other` in this peer's view.
@@ -209,21 +242,6 @@ fn start(dir: &Path, args: &[String]) -> (Child, PeerInfo) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-async fn get_json<T: serde::de::DeserializeOwned>(info: &PeerInfo, path: &str) -> Option<T> {
-    let api = info.api_addr?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()
-        .ok()?;
-    let response = client
-        .get(format!("http://{api}{path}"))
-        .send()
-        .await
-        .ok()?;
-    response.json().await.ok()
 }
 
 /// A seed peer plus `n - 1` peers bootstrapped from it.
