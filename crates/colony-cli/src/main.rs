@@ -397,7 +397,7 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
     config.acquaintances.noa = args.noa;
     config.acquaintances.ttu = Duration::from_secs_f64(args.ttu_s);
     if args.repair {
-        for report in Peer::repair(&args.data_dir)? {
+        for report in Peer::repair(&data_dir)? {
             eprintln!("repair: {report}");
         }
     }

@@ -1611,10 +1611,10 @@ impl<P: PeerKey> Jobs<P> {
         }
         match &h.record.state {
             JobState::Running => {
-                let by = if from == self.me {
-                    "the operator of its primary".to_string()
+                let by = if from == h.record.submitter {
+                    "its submitter"
                 } else {
-                    "its submitter".to_string()
+                    "the operator of its primary"
                 };
                 self.cancel_job(now, job, format!("cancelled by {by}"), vec![reply(None)]);
             }
