@@ -18,14 +18,17 @@
 
 #![warn(missing_docs)]
 
+mod behaviours;
 mod config;
 mod counters;
 mod error;
 mod faults;
 mod frames;
 mod protocol;
+mod ratelimit;
 mod swarm;
 
+pub use behaviours::{IdentifyGate, QuietKad};
 pub use config::{
     frames_protocol, identify_protocol_version, kad_protocol, parse_psk, validate_network_name,
     NetConfig,
@@ -34,6 +37,7 @@ pub use counters::{NetCounters, NetCountersSnapshot};
 pub use error::NetError;
 pub use faults::FaultConfig;
 pub use frames::{start_frames, FrameSender, NetEvent, Priority};
+pub use ratelimit::{LogLimiter, DEFAULT_WARN_INTERVAL, DEFAULT_WARN_KEYS};
 pub use swarm::{build_swarm, feed_discovery, Behaviour, BehaviourEvent};
 
 /// Re-exported so callers use exactly the libp2p this crate was built with.
