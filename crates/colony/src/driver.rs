@@ -12,7 +12,9 @@ use colony_core::job::{JobId, JobView, Jobs};
 use colony_core::membership::{self, MemberState, Membership};
 use colony_core::pipe::{PipeError, PipeOutput, Pipes, Receipt, TrafficClass};
 use colony_core::wire::{self, Frame};
-use colony_net::{Behaviour, BehaviourEvent, FrameSender, NetEvent, Priority};
+use colony_net::{
+    Behaviour, BehaviourEvent, FrameSender, LogLimiter, NetEvent, Priority, DEFAULT_WARN_KEYS,
+};
 use colony_store::PeerStore;
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -109,6 +111,8 @@ pub(crate) struct Driver {
     next_token: u64,
     bootstrap_dials: HashMap<ConnectionId, usize>,
     counters: DriverCounters,
+    /// Warnings a remote peer can cause: one per peer (or cause) per interval.
+    warnings: LogLimiter<(Option<PeerId>, &'static str)>,
     next_stats_at: Instant,
     max_frame_bytes: usize,
     jobs: Jobs<PeerId>,
@@ -174,6 +178,7 @@ impl Driver {
             persisted_tx,
             persisted_rx,
             next_stats_at: Instant::now() + config.stats_interval,
+            warnings: LogLimiter::new(config.net.warn_interval, DEFAULT_WARN_KEYS),
             config,
             swarm,
             store,
@@ -331,7 +336,9 @@ impl Driver {
                 _ => {
                     if let Some(d) = self.pipes.pop_delivery() {
                         self.counters.malformed_frames += 1;
-                        warn!(peer = %d.from, "message with an unknown tag dropped");
+                        if let Some(suppressed) = self.may_warn(Some(d.from), "unknown tag") {
+                            warn!(peer = %d.from, suppressed, "message with an unknown tag dropped");
+                        }
                     }
                 }
             }
@@ -415,7 +422,9 @@ impl Driver {
                     Ok(Frame::Membership(msg)) => {
                         if msg.sender().peer != peer {
                             self.counters.forged_senders += 1;
-                            warn!(%peer, claimed = %msg.sender().peer, "membership message with a forged sender dropped");
+                            if let Some(suppressed) = self.may_warn(Some(peer), "forged sender") {
+                                warn!(%peer, claimed = %msg.sender().peer, suppressed, "membership message with a forged sender dropped");
+                            }
                             return;
                         }
                         self.membership
@@ -424,7 +433,9 @@ impl Driver {
                     Ok(Frame::Pipe(frame)) => self.pipes.handle_frame(now, peer, frame),
                     Err(error) => {
                         self.counters.malformed_frames += 1;
-                        warn!(%peer, %error, len = bytes.len(), "malformed frame dropped");
+                        if let Some(suppressed) = self.may_warn(Some(peer), "malformed frame") {
+                            warn!(%peer, %error, len = bytes.len(), suppressed, "malformed frame dropped");
+                        }
                     }
                 }
             }
@@ -434,6 +445,16 @@ impl Driver {
                     .handle(now, membership::Input::Unreachable { peer });
             }
         }
+    }
+
+    /// Whether a warning a remote peer caused may be logged now; `Some(n)`:
+    /// yes, and `n` like it were held back since the last one.
+    fn may_warn(&mut self, peer: Option<PeerId>, cause: &'static str) -> Option<u64> {
+        let verdict = self.warnings.check((peer, cause), Instant::now());
+        if verdict.is_none() {
+            self.counters.warnings_suppressed += 1;
+        }
+        verdict
     }
 
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -478,7 +499,11 @@ impl Driver {
                 ..
             } => {
                 self.counters.rejected_connections += 1;
-                warn!(from = %send_back_addr, %error, "rejected an incoming connection");
+                // Nothing proves who is behind a failed handshake: one line
+                // per interval for all of them.
+                if let Some(suppressed) = self.may_warn(None, "rejected connection") {
+                    warn!(from = %send_back_addr, %error, suppressed, "rejected an incoming connection");
+                }
             }
             SwarmEvent::Behaviour(event) => {
                 colony_net::feed_discovery(&mut self.swarm, &self.config.net.network, &event);
@@ -712,7 +737,10 @@ impl Driver {
             live_members: self.membership.live_count(),
             net: self.frames.counters().snapshot(),
             pipes: self.pipes.stats().clone(),
-            driver: self.counters.clone(),
+            driver: DriverCounters {
+                unidentified_peers: self.swarm.behaviour().identify.disconnected(),
+                ..self.counters.clone()
+            },
         }
     }
 }
