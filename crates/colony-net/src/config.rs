@@ -61,7 +61,9 @@ pub struct NetConfig {
     pub max_established: u32,
     /// Most yamux streams open at once on one connection (both directions).
     /// Each stream can buffer up to 256 KiB that its reader has not taken
-    /// yet, so this bounds the memory one connection can pin. Default 64.
+    /// yet, so this bounds the memory one connection can pin (32 MiB at the
+    /// default). A peer opening more has its connection closed by yamux.
+    /// Default 128.
     pub max_streams_per_connection: usize,
     /// Timeout of one Kademlia query. Default 10 s.
     pub kad_query_timeout: Duration,
@@ -119,7 +121,7 @@ impl Default for NetConfig {
             max_pending_outgoing: 64,
             max_established_per_peer: 4,
             max_established: 512,
-            max_streams_per_connection: 64,
+            max_streams_per_connection: 128,
             kad_query_timeout: Duration::from_secs(10),
             max_frame_bytes: 1024 * 1024 + 4 * 1024,
             writer_queue_frames: 16_384,

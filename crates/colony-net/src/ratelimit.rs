@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 /// Default interval between two lines for the same key: one minute.
 pub const DEFAULT_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Default number of keys remembered by a [`LogLimiter`].
-pub const DEFAULT_WARN_KEYS: usize = 1024;
+/// Default number of keys remembered by a [`LogLimiter`]. Many identities
+/// are cheap, so beyond this many keys logged within one interval the others
+/// share one line: at most 17 lines per interval however many peers attack.
+pub const DEFAULT_WARN_KEYS: usize = 16;
 
 /// Lets one log line per key (a peer, a cause) through per interval.
 ///
