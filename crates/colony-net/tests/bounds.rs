@@ -396,3 +396,53 @@ async fn half_open_connections_are_bounded() {
     connect(&mut honest, &mut victim).await;
     drop(conns);
 }
+
+/// Captures log lines of the current thread.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A peer starting a network alone does not warn that Kademlia has no
+/// known peers to bootstrap from.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lone_peer_does_not_warn_about_bootstrap() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut swarm = colony_net::build_swarm(
+        colony_net::libp2p::identity::Keypair::generate_ed25519(),
+        &config(),
+    )
+    .expect("swarm");
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+        .expect("listen");
+    // Kademlia bootstraps 500 ms after a new listen address when it has no
+    // connection; drive the swarm well past that.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut listening = false;
+    while let Ok(event) = tokio::time::timeout_at(until, swarm.select_next_some()).await {
+        listening |= matches!(event, SwarmEvent::NewListenAddr { .. });
+    }
+    assert!(listening);
+    let logs =
+        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    assert!(!logs.contains("bootstrap"), "{logs}");
+}
