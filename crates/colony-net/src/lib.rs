@@ -15,6 +15,15 @@
 //!
 //! Frames have datagram semantics: a frame may be dropped (queue full, peer
 //! unreachable, injected loss) and the reliable layer above retransmits.
+//!
+//! Every remote peer may be hostile, so everything a peer can make a node
+//! hold is bounded ([`NetConfig`] documents each limit): connections
+//! (pending, per peer, in total), yamux streams per connection, inbound frame
+//! streams per peer and in total, and bytes buffered by readers, which grow
+//! as bytes arrive rather than by what a length prefix announces. Streams that
+//! bring nothing are closed after an idle timeout, peers that do not identify
+//! as peers of the network are disconnected ([`IdentifyGate`]), and warnings
+//! a peer can cause are rate-limited ([`LogLimiter`]).
 
 #![warn(missing_docs)]
 
