@@ -238,6 +238,24 @@ impl NetConfig {
                 });
             }
         }
+        for (field, n) in [
+            ("max_inbound_streams", self.max_inbound_streams),
+            (
+                "max_inbound_buffered_bytes",
+                self.max_inbound_buffered_bytes,
+            ),
+        ] {
+            // Both are semaphores, which cannot hold more permits.
+            if n > tokio::sync::Semaphore::MAX_PERMITS {
+                return Err(NetError::InvalidConfig {
+                    field,
+                    reason: format!(
+                        "must be at most {}, got {n}",
+                        tokio::sync::Semaphore::MAX_PERMITS
+                    ),
+                });
+            }
+        }
         let least = self
             .max_frame_bytes
             .saturating_add(MIN_READER_HEADROOM_BYTES);
@@ -420,6 +438,34 @@ mod tests {
         assert!(shown.contains("fingerprint"));
         assert!(!shown.contains("abab"), "{shown}");
         assert!(!shown.contains("171, 171"), "{shown}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        for bad in [
+            NetConfig {
+                max_inbound_streams_per_peer: 0,
+                ..NetConfig::default()
+            },
+            NetConfig {
+                max_pending_incoming: 0,
+                ..NetConfig::default()
+            },
+            NetConfig {
+                max_inbound_buffered_bytes: usize::MAX,
+                ..NetConfig::default()
+            },
+            NetConfig {
+                max_inbound_buffered_bytes: 1024 * 1024,
+                ..NetConfig::default()
+            },
+            NetConfig {
+                identify_timeout: Duration::ZERO,
+                ..NetConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

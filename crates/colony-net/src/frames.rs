@@ -125,6 +125,7 @@ pub fn start_frames(
         idle_timeout: config.inbound_stream_idle_timeout,
         limits: Arc::new(InboundLimits {
             streams: Arc::new(Semaphore::new(config.max_inbound_streams)),
+            max_streams: config.max_inbound_streams,
             max_per_peer: config.max_inbound_streams_per_peer,
             per_peer: Mutex::new(HashMap::new()),
             buffered: Arc::new(Semaphore::new(config.max_inbound_buffered_bytes)),
@@ -560,6 +561,7 @@ struct ReaderCtx {
 struct InboundLimits {
     /// One permit per inbound stream, over all peers.
     streams: Arc<Semaphore>,
+    max_streams: usize,
     max_per_peer: usize,
     /// Inbound streams open per peer.
     per_peer: Mutex<HashMap<PeerId, usize>>,
@@ -680,7 +682,7 @@ async fn accept_streams(mut incoming: IncomingStreams, ctx: ReaderCtx) {
                 add(&ctx.counters.inbound_streams_refused, 1);
                 let (cause, limit) = match why {
                     Refused::PerPeer => ("streams per peer", ctx.limits.max_per_peer),
-                    Refused::Total => ("streams in total", 0),
+                    Refused::Total => ("streams in total", ctx.limits.max_streams),
                 };
                 if let Some(suppressed) = ctx.may_warn(peer, cause) {
                     warn!(%peer, limit, suppressed, "too many inbound frames streams ({cause}); refusing one");
