@@ -447,8 +447,9 @@ impl Driver {
         }
     }
 
-    /// Whether a warning a remote peer caused may be logged now; `Some(n)`:
-    /// yes, and `n` like it were held back since the last one.
+    /// Whether a log line a remote peer caused (a warning, or a notice it
+    /// can repeat at will) may be written now; `Some(n)`: yes, and `n` like
+    /// it were held back since the last one.
     fn may_warn(&mut self, peer: Option<PeerId>, cause: &'static str) -> Option<u64> {
         let verdict = self.warnings.check((peer, cause), Instant::now());
         if verdict.is_none() {
@@ -516,7 +517,10 @@ impl Driver {
                                 .handle(now, membership::Input::Contact { peer: *peer_id });
                         } else {
                             self.counters.foreign_peers += 1;
-                            info!(peer = %peer_id, version = %info.protocol_version, "peer of another network; disconnecting");
+                            // Identities are free: one line per interval for all.
+                            if let Some(suppressed) = self.may_warn(None, "foreign peer") {
+                                info!(peer = %peer_id, version = %info.protocol_version, suppressed, "peer of another network; disconnecting");
+                            }
                             let _ = self.swarm.disconnect_peer_id(*peer_id);
                         }
                     }
