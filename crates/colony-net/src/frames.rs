@@ -719,6 +719,7 @@ async fn read_frames(ctx: ReaderCtx, peer: PeerId, mut stream: Stream, _slot: St
     let opened = Instant::now();
     let mut last_byte = opened;
     let mut delivered_any = false;
+    let mut read_filled_room = false;
     loop {
         // Deliver every whole frame received.
         let mut pos = 0usize;
@@ -771,8 +772,15 @@ async fn read_frames(ctx: ReaderCtx, peer: PeerId, mut stream: Stream, _slot: St
 
         let room = buf.len() - filled;
         let frame_fits = next_total.is_some_and(|total| buf.len() >= total);
-        if room == 0 || (room < READ_MIN_ROOM_BYTES && !frame_fits) {
-            let target = grown_len(filled, next_total);
+        // A read that filled all the room means more is waiting: read more
+        // at a time (up to READ_CHUNK_BYTES), which is still growing by what
+        // arrives.
+        let busy = read_filled_room && buf.len() < READ_CHUNK_BYTES;
+        if room == 0 || (room < READ_MIN_ROOM_BYTES && !frame_fits) || busy {
+            let mut target = grown_len(filled, next_total);
+            if busy {
+                target = target.max((buf.len() * 2).min(READ_CHUNK_BYTES));
+            }
             let reserved = tokio::time::timeout(ctx.idle_timeout, budget.reserve_to(target)).await;
             if !matches!(reserved, Ok(Ok(()))) {
                 add(&ctx.counters.inbound_budget_closed, 1);
@@ -798,6 +806,7 @@ async fn read_frames(ctx: ReaderCtx, peer: PeerId, mut stream: Stream, _slot: St
         } else {
             None
         };
+        let room = buf.len() - filled;
         let read = stream.read(&mut buf[filled..]);
         let read = match deadline {
             Some(at) => match tokio::time::timeout_at(at, read).await {
@@ -820,6 +829,7 @@ async fn read_frames(ctx: ReaderCtx, peer: PeerId, mut stream: Stream, _slot: St
             Ok(n) => {
                 filled += n;
                 last_byte = Instant::now();
+                read_filled_room = n == room;
             }
             Err(e) => {
                 debug!(%peer, error = %e, "frames stream failed");
