@@ -86,7 +86,9 @@ pub struct NetConfig {
     /// Most inbound frame streams read at the same time from one peer. A
     /// peer opens one long-lived stream per direction (a new one after a
     /// failure), so a few suffice; further streams are refused (closed), so
-    /// one peer cannot take the slots of the others. Default 8.
+    /// one peer cannot take the slots of the others. This also bounds what
+    /// one peer can make readers hold: this many largest frames (about
+    /// 8 MiB at the defaults). Default 8.
     pub max_inbound_streams_per_peer: usize,
     /// Most bytes held by all inbound stream readers together (received but
     /// not yet a whole frame). Readers grow their buffers as bytes arrive,
