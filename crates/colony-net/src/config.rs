@@ -90,10 +90,13 @@ pub struct NetConfig {
     /// one peer can make readers hold: this many largest frames (about
     /// 8 MiB at the defaults). Default 8.
     pub max_inbound_streams_per_peer: usize,
-    /// Most bytes held by all inbound stream readers together (received but
-    /// not yet a whole frame). Readers grow their buffers as bytes arrive,
-    /// never by what a length prefix announces; a reader that needs more
-    /// than is left waits (and, through flow control, so does its sender).
+    /// Most bytes held by all inbound stream readers together: received but
+    /// not yet a whole frame, plus delivered frames larger than 4 KiB that
+    /// the receiver of the events has not dropped yet (smaller ones are
+    /// bounded by the capacity of the events channel). Readers grow their
+    /// buffers as bytes arrive, never by what a length prefix announces; a
+    /// reader that needs more than is left waits (and, through flow control,
+    /// so does its sender), for at most `inbound_stream_idle_timeout`.
     /// At least `max_frame_bytes` + 8 KiB. Default 64 MiB.
     pub max_inbound_buffered_bytes: usize,
     /// An inbound frames stream is closed when its first frame has not

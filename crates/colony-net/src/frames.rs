@@ -34,9 +34,12 @@ const BATCH_BUFFER_KEEP_BYTES: usize = 4 * BATCH_BYTES;
 /// A reader reads into at least this much free space, and grows its buffer
 /// by at least this much (at most doubling what it received).
 const READ_MIN_ROOM_BYTES: usize = 4 * 1024;
-/// A frame larger than this is handed over in the reader's own buffer
-/// rather than copied; a reader between frames keeps no more room than this.
+/// A reader between frames keeps no more room than this.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Delivered frames up to this size are copied out and bounded by the
+/// capacity of the events channel; larger ones keep their bytes in the
+/// inbound byte budget until the receiver drops them.
+const SMALL_FRAME_BYTES: usize = 4 * 1024;
 /// First wait before re-opening a stream to a peer that failed.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait before re-opening a stream to a peer that failed.
@@ -662,6 +665,20 @@ impl Drop for Budget {
     }
 }
 
+/// The bytes of a delivered frame larger than [`SMALL_FRAME_BYTES`]: they
+/// stay counted in the byte budget until the owner of the events channel
+/// drops the last reference to them.
+struct BudgetedFrame {
+    bytes: Vec<u8>,
+    _budget: Budget,
+}
+
+impl AsRef<[u8]> for BudgetedFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Accepts inbound frames streams and spawns a reader for each, within the
 /// per-peer and total stream limits.
 async fn accept_streams(mut incoming: IncomingStreams, ctx: ReaderCtx) {
@@ -726,17 +743,49 @@ async fn read_frames(ctx: ReaderCtx, peer: PeerId, mut stream: Stream, _slot: St
         let next_total = loop {
             match peek_header(&buf[pos..filled], ctx.max_frame_bytes) {
                 Header::Complete { total } => {
-                    let bytes = if pos == 0 && total == filled && total > READ_CHUNK_BYTES {
-                        // A large frame filling the buffer: hand the buffer
-                        // itself over rather than copy it.
-                        let mut whole = std::mem::take(&mut buf);
-                        whole.truncate(total);
-                        filled = 0;
-                        Bytes::from(whole).slice(HEADER_BYTES..)
-                    } else {
+                    let len = total - HEADER_BYTES;
+                    let bytes = if len <= SMALL_FRAME_BYTES {
                         let bytes = Bytes::copy_from_slice(&buf[pos + HEADER_BYTES..pos + total]);
                         pos += total;
                         bytes
+                    } else if pos == 0 {
+                        // Hand the buffer itself over, with the budget it
+                        // holds, rather than copy it; keep what follows.
+                        let mut whole = std::mem::take(&mut buf);
+                        buf = whole.split_off(total);
+                        buf.truncate(filled - total);
+                        filled -= total;
+                        let moved = budget.held.min(whole.capacity());
+                        budget.held -= moved;
+                        let owner = BudgetedFrame {
+                            bytes: whole,
+                            _budget: Budget {
+                                pool: budget.pool.clone(),
+                                held: moved,
+                            },
+                        };
+                        Bytes::from_owner(owner).slice(HEADER_BYTES..)
+                    } else {
+                        let mut frame_budget = Budget {
+                            pool: budget.pool.clone(),
+                            held: 0,
+                        };
+                        let reserved =
+                            tokio::time::timeout(ctx.idle_timeout, frame_budget.reserve_to(len))
+                                .await;
+                        if !matches!(reserved, Ok(Ok(()))) {
+                            add(&ctx.counters.inbound_budget_closed, 1);
+                            if let Some(suppressed) = ctx.may_warn(peer, "buffer budget") {
+                                warn!(%peer, waited = ?ctx.idle_timeout, suppressed, "no room in the inbound buffer budget; closing a frames stream");
+                            }
+                            return;
+                        }
+                        let owner = BudgetedFrame {
+                            bytes: buf[pos + HEADER_BYTES..pos + total].to_vec(),
+                            _budget: frame_budget,
+                        };
+                        pos += total;
+                        Bytes::from_owner(owner)
                     };
                     delivered_any = true;
                     add(&ctx.counters.frames_received, 1);

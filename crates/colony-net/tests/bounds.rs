@@ -77,6 +77,7 @@ async fn announced_lengths_cost_nothing_until_sent() {
     assert_eq!(from, honest.peer);
     assert_eq!(seq_of(&frame), 42);
     assert_eq!(frame.len(), 200_000);
+    drop(frame);
 
     // A largest frame, sent in full, is delivered too.
     let mut stream = raw_stream(&attacker, victim.peer).await;
@@ -145,6 +146,41 @@ async fn announced_lengths_do_not_raise_rss() {
         "RSS grew by {} MiB for 250 streams announcing 1 MiB each",
         grown / (1024 * 1024)
     );
+}
+
+/// Large frames delivered but not yet consumed stay in the byte budget: a
+/// receiver that falls behind slows its senders down instead of queueing
+/// without bound, and nothing is lost once it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unconsumed_large_frames_hold_the_budget() {
+    let mut victim = Node::start(NetConfig {
+        max_inbound_buffered_bytes: 2 * 1024 * 1024 + 16 * 1024,
+        ..config()
+    })
+    .await;
+    let mut sender = Node::start(config()).await;
+    connect(&mut sender, &mut victim).await;
+    const N: u64 = 10;
+    for i in 0..N {
+        sender
+            .sender
+            .send(victim.peer, Priority(1), numbered(i, 512 * 1024));
+    }
+    let counters = victim.sender.counters().clone();
+    wait_until("the budget to fill", || {
+        counters.frames_received.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = counters.frames_received.load(Ordering::Relaxed);
+    assert!(
+        held <= 4,
+        "{held} frames of 512 KiB delivered into a 2 MiB budget"
+    );
+    for i in 0..N {
+        assert_eq!(seq_of(&victim.next_frame().await.1), i);
+    }
+    assert_eq!(counters.snapshot().inbound_budget_closed, 0);
 }
 
 /// One peer gets at most `max_inbound_streams_per_peer` streams; the others
