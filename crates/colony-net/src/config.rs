@@ -13,6 +13,10 @@ use crate::faults::FaultConfig;
 /// Longest network name accepted by [`validate_network_name`].
 pub const MAX_NETWORK_NAME_BYTES: usize = 64;
 
+/// Room a reader needs beyond one largest frame; see
+/// [`NetConfig::max_inbound_buffered_bytes`].
+pub(crate) const MIN_READER_HEADROOM_BYTES: usize = 8 * 1024;
+
 /// Everything configurable about the network layer.
 ///
 /// The defaults suit a small private network on a LAN or loopback.
@@ -35,8 +39,32 @@ pub struct NetConfig {
     pub idle_connection_timeout: Duration,
     /// Time allowed for the pnet, noise and yamux handshakes of one new
     /// connection. A peer with a different pre-shared key is only noticed
-    /// when this runs out. Default 10 s.
+    /// when this runs out. A TCP connection that never handshakes holds a
+    /// file descriptor and a slot of `max_pending_incoming` this long.
+    /// Default 5 s.
     pub handshake_timeout: Duration,
+    /// A connected peer that has not identified itself as a peer of this
+    /// network (identify with [`identify_protocol_version`]) within this long
+    /// is disconnected: foreign libp2p peers and silent ones do not keep
+    /// connections open. Default 5 s.
+    pub identify_timeout: Duration,
+    /// Most incoming connections still handshaking at once; further ones are
+    /// closed at once. With `handshake_timeout` this bounds the file
+    /// descriptors that half-open TCP connections can take. Default 64.
+    pub max_pending_incoming: u32,
+    /// Most outgoing connections being dialed at once. Default 64.
+    pub max_pending_outgoing: u32,
+    /// Most established connections with one peer. Default 4.
+    pub max_established_per_peer: u32,
+    /// Most established connections in total. Default 512 (with the pending
+    /// limits, 640 file descriptors at most, under the usual limit of 1 024).
+    pub max_established: u32,
+    /// Most yamux streams open at once on one connection (both directions).
+    /// Each stream can buffer up to 256 KiB that its reader has not taken
+    /// yet, so this bounds the memory one connection can pin (32 MiB at the
+    /// default). A peer opening more has its connection closed by yamux.
+    /// Default 128.
+    pub max_streams_per_connection: usize,
     /// Timeout of one Kademlia query. Default 10 s.
     pub kad_query_timeout: Duration,
     /// Largest frame payload, in bytes. Larger frames are never written
@@ -53,8 +81,33 @@ pub struct NetConfig {
     /// dialing) before declaring it unreachable. Default 10 s.
     pub open_stream_timeout: Duration,
     /// Most inbound frame streams read at the same time, over all peers.
-    /// Further streams are refused (closed) with a warning. Default 4 096.
+    /// Further streams are refused (closed). Default 1 024.
     pub max_inbound_streams: usize,
+    /// Most inbound frame streams read at the same time from one peer. A
+    /// peer opens one long-lived stream per direction (a new one after a
+    /// failure), so a few suffice; further streams are refused (closed), so
+    /// one peer cannot take the slots of the others. This also bounds what
+    /// one peer can make readers hold: this many largest frames (about
+    /// 8 MiB at the defaults). Default 8.
+    pub max_inbound_streams_per_peer: usize,
+    /// Most bytes held by all inbound stream readers together: received but
+    /// not yet a whole frame, plus delivered frames larger than 4 KiB that
+    /// the receiver of the events has not dropped yet (smaller ones are
+    /// bounded by the capacity of the events channel). Readers grow their
+    /// buffers as bytes arrive, never by what a length prefix announces; a
+    /// reader that needs more than is left waits (and, through flow control,
+    /// so does its sender), for at most `inbound_stream_idle_timeout`.
+    /// At least `max_frame_bytes` + 8 KiB. Default 64 MiB.
+    pub max_inbound_buffered_bytes: usize,
+    /// An inbound frames stream is closed when its first frame has not
+    /// arrived this long after it opened, or when a frame has started and no
+    /// byte of it arrives for this long. A stream idle between frames stays
+    /// open. Default 10 s.
+    pub inbound_stream_idle_timeout: Duration,
+    /// Warnings a remote peer can cause (garbage frames, refused streams)
+    /// are logged at most once per peer and cause per this interval, with the
+    /// number held back. Default 60 s.
+    pub warn_interval: Duration,
     /// Sender-side fault injection. Default: no faults.
     pub faults: FaultConfig,
 }
@@ -67,12 +120,22 @@ impl Default for NetConfig {
             mdns: false,
             dns: true,
             idle_connection_timeout: Duration::from_secs(60),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            identify_timeout: Duration::from_secs(5),
+            max_pending_incoming: 64,
+            max_pending_outgoing: 64,
+            max_established_per_peer: 4,
+            max_established: 512,
+            max_streams_per_connection: 128,
             kad_query_timeout: Duration::from_secs(10),
             max_frame_bytes: 1024 * 1024 + 4 * 1024,
             writer_queue_frames: 16_384,
             open_stream_timeout: Duration::from_secs(10),
-            max_inbound_streams: 4_096,
+            max_inbound_streams: 1_024,
+            max_inbound_streams_per_peer: 8,
+            max_inbound_buffered_bytes: 64 * 1024 * 1024,
+            inbound_stream_idle_timeout: Duration::from_secs(10),
+            warn_interval: crate::ratelimit::DEFAULT_WARN_INTERVAL,
             faults: FaultConfig::default(),
         }
     }
@@ -90,11 +153,33 @@ impl fmt::Debug for NetConfig {
             .field("dns", &self.dns)
             .field("idle_connection_timeout", &self.idle_connection_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("identify_timeout", &self.identify_timeout)
+            .field("max_pending_incoming", &self.max_pending_incoming)
+            .field("max_pending_outgoing", &self.max_pending_outgoing)
+            .field("max_established_per_peer", &self.max_established_per_peer)
+            .field("max_established", &self.max_established)
+            .field(
+                "max_streams_per_connection",
+                &self.max_streams_per_connection,
+            )
             .field("kad_query_timeout", &self.kad_query_timeout)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("writer_queue_frames", &self.writer_queue_frames)
             .field("open_stream_timeout", &self.open_stream_timeout)
             .field("max_inbound_streams", &self.max_inbound_streams)
+            .field(
+                "max_inbound_streams_per_peer",
+                &self.max_inbound_streams_per_peer,
+            )
+            .field(
+                "max_inbound_buffered_bytes",
+                &self.max_inbound_buffered_bytes,
+            )
+            .field(
+                "inbound_stream_idle_timeout",
+                &self.inbound_stream_idle_timeout,
+            )
+            .field("warn_interval", &self.warn_interval)
             .field("faults", &self.faults)
             .finish()
     }
@@ -120,6 +205,11 @@ impl NetConfig {
             ("handshake_timeout", self.handshake_timeout),
             ("open_stream_timeout", self.open_stream_timeout),
             ("kad_query_timeout", self.kad_query_timeout),
+            ("identify_timeout", self.identify_timeout),
+            (
+                "inbound_stream_idle_timeout",
+                self.inbound_stream_idle_timeout,
+            ),
         ] {
             if d.is_zero() {
                 return Err(NetError::InvalidConfig {
@@ -128,10 +218,59 @@ impl NetConfig {
                 });
             }
         }
-        if self.max_inbound_streams == 0 {
+        for (field, n) in [
+            ("max_inbound_streams", self.max_inbound_streams),
+            (
+                "max_inbound_streams_per_peer",
+                self.max_inbound_streams_per_peer,
+            ),
+            (
+                "max_streams_per_connection",
+                self.max_streams_per_connection,
+            ),
+            ("max_pending_incoming", self.max_pending_incoming as usize),
+            ("max_pending_outgoing", self.max_pending_outgoing as usize),
+            (
+                "max_established_per_peer",
+                self.max_established_per_peer as usize,
+            ),
+            ("max_established", self.max_established as usize),
+        ] {
+            if n == 0 {
+                return Err(NetError::InvalidConfig {
+                    field,
+                    reason: "must be at least 1".to_owned(),
+                });
+            }
+        }
+        for (field, n) in [
+            ("max_inbound_streams", self.max_inbound_streams),
+            (
+                "max_inbound_buffered_bytes",
+                self.max_inbound_buffered_bytes,
+            ),
+        ] {
+            // Both are semaphores, which cannot hold more permits.
+            if n > tokio::sync::Semaphore::MAX_PERMITS {
+                return Err(NetError::InvalidConfig {
+                    field,
+                    reason: format!(
+                        "must be at most {}, got {n}",
+                        tokio::sync::Semaphore::MAX_PERMITS
+                    ),
+                });
+            }
+        }
+        let least = self
+            .max_frame_bytes
+            .saturating_add(MIN_READER_HEADROOM_BYTES);
+        if self.max_inbound_buffered_bytes < least {
             return Err(NetError::InvalidConfig {
-                field: "max_inbound_streams",
-                reason: "must be at least 1".to_owned(),
+                field: "max_inbound_buffered_bytes",
+                reason: format!(
+                    "must hold at least one largest frame plus 8 KiB ({least} bytes), got {}",
+                    self.max_inbound_buffered_bytes
+                ),
             });
         }
         self.faults.validate()
@@ -304,6 +443,34 @@ mod tests {
         assert!(shown.contains("fingerprint"));
         assert!(!shown.contains("abab"), "{shown}");
         assert!(!shown.contains("171, 171"), "{shown}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        for bad in [
+            NetConfig {
+                max_inbound_streams_per_peer: 0,
+                ..NetConfig::default()
+            },
+            NetConfig {
+                max_pending_incoming: 0,
+                ..NetConfig::default()
+            },
+            NetConfig {
+                max_inbound_buffered_bytes: usize::MAX,
+                ..NetConfig::default()
+            },
+            NetConfig {
+                max_inbound_buffered_bytes: 1024 * 1024,
+                ..NetConfig::default()
+            },
+            NetConfig {
+                identify_timeout: Duration::ZERO,
+                ..NetConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

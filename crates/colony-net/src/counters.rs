@@ -25,8 +25,18 @@ pub struct NetCounters {
     /// Frames dropped because their peer was unreachable (queued when the
     /// writer failed, sent during the reconnect backoff) or forgotten.
     pub unreachable_dropped: AtomicU64,
-    /// Inbound streams refused because `max_inbound_streams` were already open.
+    /// Inbound streams refused because `max_inbound_streams` (over all
+    /// peers) or `max_inbound_streams_per_peer` (from that peer) were
+    /// already open.
     pub inbound_streams_refused: AtomicU64,
+    /// Inbound streams closed because their first frame, or the rest of a
+    /// started frame, did not come within `inbound_stream_idle_timeout`.
+    pub inbound_streams_idle_closed: AtomicU64,
+    /// Inbound streams closed because their reader waited longer than
+    /// `inbound_stream_idle_timeout` for room in `max_inbound_buffered_bytes`.
+    pub inbound_budget_closed: AtomicU64,
+    /// Warning lines about remote peers held back by rate limiting.
+    pub warnings_suppressed: AtomicU64,
     /// Frames dropped by fault injection.
     pub injected_drops: AtomicU64,
     /// Extra copies enqueued by fault injection.
@@ -60,6 +70,15 @@ pub struct NetCountersSnapshot {
     pub unreachable_dropped: u64,
     /// See [`NetCounters::inbound_streams_refused`].
     pub inbound_streams_refused: u64,
+    /// See [`NetCounters::inbound_streams_idle_closed`].
+    #[serde(default)]
+    pub inbound_streams_idle_closed: u64,
+    /// See [`NetCounters::inbound_budget_closed`].
+    #[serde(default)]
+    pub inbound_budget_closed: u64,
+    /// See [`NetCounters::warnings_suppressed`].
+    #[serde(default)]
+    pub warnings_suppressed: u64,
     /// See [`NetCounters::injected_drops`].
     pub injected_drops: u64,
     /// See [`NetCounters::injected_duplicates`].
@@ -85,6 +104,9 @@ impl NetCounters {
             stream_errors: r(&self.stream_errors),
             unreachable_dropped: r(&self.unreachable_dropped),
             inbound_streams_refused: r(&self.inbound_streams_refused),
+            inbound_streams_idle_closed: r(&self.inbound_streams_idle_closed),
+            inbound_budget_closed: r(&self.inbound_budget_closed),
+            warnings_suppressed: r(&self.warnings_suppressed),
             injected_drops: r(&self.injected_drops),
             injected_duplicates: r(&self.injected_duplicates),
             injected_delays: r(&self.injected_delays),

@@ -11,7 +11,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams};
@@ -24,16 +24,22 @@ use crate::config::{frames_protocol, NetConfig};
 use crate::counters::{add, NetCounters};
 use crate::error::NetError;
 use crate::faults::{FaultInjector, FaultPlan};
-use crate::protocol::{decode_frame, encode_frame, Decoded};
+use crate::protocol::{encode_frame, peek_header, Header, HEADER_BYTES};
+use crate::ratelimit::{LogLimiter, DEFAULT_WARN_KEYS};
 
 /// A writer stops adding frames to a write once it holds this many bytes.
 const BATCH_BYTES: usize = 64 * 1024;
 /// A writer's batch buffer grown beyond this (by a large frame) is shrunk back.
 const BATCH_BUFFER_KEEP_BYTES: usize = 4 * BATCH_BYTES;
-/// A reader reads into at least this much free space…
+/// A reader reads into at least this much free space, and grows its buffer
+/// by at least this much (at most doubling what it received).
 const READ_MIN_ROOM_BYTES: usize = 4 * 1024;
-/// …and grows its buffer by this much when it needs room.
+/// A reader between frames keeps no more room than this.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Delivered frames up to this size are copied out and bounded by the
+/// capacity of the events channel; larger ones keep their bytes in the
+/// inbound byte budget until the receiver drops them.
+const SMALL_FRAME_BYTES: usize = 4 * 1024;
 /// First wait before re-opening a stream to a peer that failed.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait before re-opening a stream to a peer that failed.
@@ -119,9 +125,17 @@ pub fn start_frames(
         counters: counters.clone(),
         events: events.clone(),
         max_frame_bytes: config.max_frame_bytes,
+        idle_timeout: config.inbound_stream_idle_timeout,
+        limits: Arc::new(InboundLimits {
+            streams: Arc::new(Semaphore::new(config.max_inbound_streams)),
+            max_streams: config.max_inbound_streams,
+            max_per_peer: config.max_inbound_streams_per_peer,
+            per_peer: Mutex::new(HashMap::new()),
+            buffered: Arc::new(Semaphore::new(config.max_inbound_buffered_bytes)),
+            warnings: Mutex::new(LogLimiter::new(config.warn_interval, DEFAULT_WARN_KEYS)),
+        }),
     };
-    let limit = Arc::new(Semaphore::new(config.max_inbound_streams));
-    runtime.spawn(accept_streams(incoming, reader, limit));
+    runtime.spawn(accept_streams(incoming, reader));
 
     let inner = Inner {
         writer: WriterCtx {
@@ -542,10 +556,132 @@ struct ReaderCtx {
     counters: Arc<NetCounters>,
     events: mpsc::Sender<NetEvent>,
     max_frame_bytes: usize,
+    idle_timeout: Duration,
+    limits: Arc<InboundLimits>,
 }
 
-/// Accepts inbound frames streams and spawns a reader for each.
-async fn accept_streams(mut incoming: IncomingStreams, ctx: ReaderCtx, limit: Arc<Semaphore>) {
+/// The bounds shared by every inbound stream.
+struct InboundLimits {
+    /// One permit per inbound stream, over all peers.
+    streams: Arc<Semaphore>,
+    max_streams: usize,
+    max_per_peer: usize,
+    /// Inbound streams open per peer.
+    per_peer: Mutex<HashMap<PeerId, usize>>,
+    /// One permit per byte held by readers.
+    buffered: Arc<Semaphore>,
+    /// Warnings about remote peers, one per peer and cause per interval.
+    warnings: Mutex<LogLimiter<(PeerId, &'static str)>>,
+}
+
+/// Why an inbound stream was refused.
+enum Refused {
+    PerPeer,
+    Total,
+}
+
+impl InboundLimits {
+    /// Takes a stream slot for `peer`, or says why there is none.
+    fn admit(self: &Arc<Self>, peer: PeerId) -> Result<StreamSlot, Refused> {
+        let mut per_peer = lock(&self.per_peer);
+        let open = per_peer.get(&peer).copied().unwrap_or(0);
+        if open >= self.max_per_peer {
+            return Err(Refused::PerPeer);
+        }
+        let permit = self
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Total)?;
+        per_peer.insert(peer, open + 1);
+        Ok(StreamSlot {
+            limits: self.clone(),
+            peer,
+            _permit: permit,
+        })
+    }
+}
+
+/// An inbound stream's place in [`InboundLimits`], given back on drop.
+struct StreamSlot {
+    limits: Arc<InboundLimits>,
+    peer: PeerId,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut per_peer = lock(&self.limits.per_peer);
+        if let Some(open) = per_peer.get_mut(&self.peer) {
+            *open -= 1;
+            if *open == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl ReaderCtx {
+    /// Whether a warning about `peer` for `cause` may be logged now;
+    /// `Some(n)`: yes, and `n` were held back since the last one.
+    fn may_warn(&self, peer: PeerId, cause: &'static str) -> Option<u64> {
+        let verdict = lock(&self.limits.warnings).check((peer, cause), std::time::Instant::now());
+        if verdict.is_none() {
+            add(&self.counters.warnings_suppressed, 1);
+        }
+        verdict
+    }
+}
+
+/// Bytes of [`InboundLimits::buffered`] held by one reader.
+struct Budget {
+    pool: Arc<Semaphore>,
+    held: usize,
+}
+
+impl Budget {
+    /// Waits until this reader holds at least `bytes`.
+    async fn reserve_to(&mut self, bytes: usize) -> Result<(), tokio::sync::AcquireError> {
+        while self.held < bytes {
+            let want = u32::try_from(bytes - self.held).unwrap_or(u32::MAX);
+            self.pool.acquire_many(want).await?.forget();
+            self.held += want as usize;
+        }
+        Ok(())
+    }
+
+    /// Gives back what this reader holds beyond `bytes`.
+    fn release_to(&mut self, bytes: usize) {
+        if self.held > bytes {
+            self.pool.add_permits(self.held - bytes);
+            self.held = bytes;
+        }
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.release_to(0);
+    }
+}
+
+/// The bytes of a delivered frame larger than [`SMALL_FRAME_BYTES`]: they
+/// stay counted in the byte budget until the owner of the events channel
+/// drops the last reference to them.
+struct BudgetedFrame {
+    bytes: Vec<u8>,
+    _budget: Budget,
+}
+
+impl AsRef<[u8]> for BudgetedFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Accepts inbound frames streams and spawns a reader for each, within the
+/// per-peer and total stream limits.
+async fn accept_streams(mut incoming: IncomingStreams, ctx: ReaderCtx) {
     loop {
         let next = tokio::select! {
             next = incoming.next() => next,
@@ -555,33 +691,103 @@ async fn accept_streams(mut incoming: IncomingStreams, ctx: ReaderCtx, limit: Ar
             debug!("frames acceptor stopping");
             return;
         };
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                tokio::spawn(read_frames(ctx.clone(), peer, stream, permit));
+        match ctx.limits.admit(peer) {
+            Ok(slot) => {
+                tokio::spawn(read_frames(ctx.clone(), peer, stream, slot));
             }
-            Err(_) => {
-                warn!(%peer, "too many inbound frames streams; refusing one");
+            Err(why) => {
                 add(&ctx.counters.inbound_streams_refused, 1);
+                let (cause, limit) = match why {
+                    Refused::PerPeer => ("streams per peer", ctx.limits.max_per_peer),
+                    Refused::Total => ("streams in total", ctx.limits.max_streams),
+                };
+                if let Some(suppressed) = ctx.may_warn(peer, cause) {
+                    warn!(%peer, limit, suppressed, "too many inbound frames streams ({cause}); refusing one");
+                }
             }
         }
     }
 }
 
-/// Reads frames from one inbound stream until it ends, fails, or misbehaves.
-async fn read_frames(
-    ctx: ReaderCtx,
-    peer: PeerId,
-    mut stream: Stream,
-    _permit: OwnedSemaphorePermit,
-) {
+/// The room a reader with `filled` bytes received should grow its buffer to,
+/// `next_total` being the announced size of the frame being received.
+///
+/// Never more than twice what has arrived plus [`READ_MIN_ROOM_BYTES`]: what
+/// a peer announces costs nothing until it sends it.
+fn grown_len(filled: usize, next_total: Option<usize>) -> usize {
+    let doubled = filled + filled.max(READ_MIN_ROOM_BYTES);
+    match next_total {
+        Some(total) => doubled.min(total.max(filled + READ_MIN_ROOM_BYTES)),
+        None => filled + READ_MIN_ROOM_BYTES,
+    }
+}
+
+/// Reads frames from one inbound stream until it ends, fails, misbehaves or
+/// stays idle too long.
+async fn read_frames(ctx: ReaderCtx, peer: PeerId, mut stream: Stream, _slot: StreamSlot) {
     // `buf[..filled]` holds received bytes; `buf[filled..]` is initialised
-    // room for the next read (kept initialised so it is zeroed only once).
-    let mut buf = BytesMut::new();
+    // room for the next read. Its capacity is held in the byte budget.
+    let mut buf: Vec<u8> = Vec::new();
     let mut filled = 0usize;
+    let mut budget = Budget {
+        pool: ctx.limits.buffered.clone(),
+        held: 0,
+    };
+    let opened = Instant::now();
+    let mut last_byte = opened;
+    let mut delivered_any = false;
+    let mut read_filled_room = false;
     loop {
+        // Deliver every whole frame received.
+        let mut pos = 0usize;
         let next_total = loop {
-            match decode_frame(&mut buf, &mut filled, ctx.max_frame_bytes) {
-                Decoded::Frame(bytes) => {
+            match peek_header(&buf[pos..filled], ctx.max_frame_bytes) {
+                Header::Complete { total } => {
+                    let len = total - HEADER_BYTES;
+                    let bytes = if len <= SMALL_FRAME_BYTES {
+                        let bytes = Bytes::copy_from_slice(&buf[pos + HEADER_BYTES..pos + total]);
+                        pos += total;
+                        bytes
+                    } else if pos == 0 {
+                        // Hand the buffer itself over, with the budget it
+                        // holds, rather than copy it; keep what follows.
+                        let mut whole = std::mem::take(&mut buf);
+                        buf = whole.split_off(total);
+                        buf.truncate(filled - total);
+                        filled -= total;
+                        let moved = budget.held.min(whole.capacity());
+                        budget.held -= moved;
+                        let owner = BudgetedFrame {
+                            bytes: whole,
+                            _budget: Budget {
+                                pool: budget.pool.clone(),
+                                held: moved,
+                            },
+                        };
+                        Bytes::from_owner(owner).slice(HEADER_BYTES..)
+                    } else {
+                        let mut frame_budget = Budget {
+                            pool: budget.pool.clone(),
+                            held: 0,
+                        };
+                        let reserved =
+                            tokio::time::timeout(ctx.idle_timeout, frame_budget.reserve_to(len))
+                                .await;
+                        if !matches!(reserved, Ok(Ok(()))) {
+                            add(&ctx.counters.inbound_budget_closed, 1);
+                            if let Some(suppressed) = ctx.may_warn(peer, "buffer budget") {
+                                warn!(%peer, waited = ?ctx.idle_timeout, suppressed, "no room in the inbound buffer budget; closing a frames stream");
+                            }
+                            return;
+                        }
+                        let owner = BudgetedFrame {
+                            bytes: buf[pos + HEADER_BYTES..pos + total].to_vec(),
+                            _budget: frame_budget,
+                        };
+                        pos += total;
+                        Bytes::from_owner(owner)
+                    };
+                    delivered_any = true;
                     add(&ctx.counters.frames_received, 1);
                     add(&ctx.counters.bytes_received, bytes.len() as u64);
                     if ctx
@@ -593,30 +799,87 @@ async fn read_frames(
                         return;
                     }
                 }
-                Decoded::Incomplete { total } => break total,
-                Decoded::Rejected { len } => {
-                    warn!(%peer, size = len, max = ctx.max_frame_bytes, "peer sent an empty or oversized frame; closing its stream");
+                Header::Incomplete { total } => break total,
+                Header::Rejected { len } => {
                     add(&ctx.counters.oversized_rejected, 1);
+                    if let Some(suppressed) = ctx.may_warn(peer, "bad frame length") {
+                        warn!(%peer, size = len, max = ctx.max_frame_bytes, suppressed, "peer sent an empty or oversized frame; closing its stream");
+                    }
                     return;
                 }
             }
         };
-        let room = buf.len() - filled;
-        let fits = next_total.is_none_or(|total| buf.len() >= total);
-        if room < READ_MIN_ROOM_BYTES || !fits {
-            let target = (filled + READ_CHUNK_BYTES).max(next_total.unwrap_or(0));
-            buf.truncate(filled);
-            buf.reserve(target - filled);
-            buf.resize(target, 0);
+        if pos > 0 {
+            buf.copy_within(pos..filled, 0);
+            filled -= pos;
         }
-        match stream.read(&mut buf[filled..]).await {
+        if filled == 0 && buf.capacity() > READ_CHUNK_BYTES {
+            // Between frames: do not keep a large frame's room.
+            buf = Vec::new();
+        }
+        budget.release_to(buf.capacity());
+
+        let room = buf.len() - filled;
+        let frame_fits = next_total.is_some_and(|total| buf.len() >= total);
+        // A read that filled all the room means more is waiting: read more
+        // at a time (up to READ_CHUNK_BYTES), which is still growing by what
+        // arrives.
+        let busy = read_filled_room && buf.len() < READ_CHUNK_BYTES;
+        if room == 0 || (room < READ_MIN_ROOM_BYTES && !frame_fits) || busy {
+            let mut target = grown_len(filled, next_total);
+            if busy {
+                target = target.max((buf.len() * 2).min(READ_CHUNK_BYTES));
+            }
+            let reserved = tokio::time::timeout(ctx.idle_timeout, budget.reserve_to(target)).await;
+            if !matches!(reserved, Ok(Ok(()))) {
+                add(&ctx.counters.inbound_budget_closed, 1);
+                if let Some(suppressed) = ctx.may_warn(peer, "buffer budget") {
+                    warn!(%peer, waited = ?ctx.idle_timeout, suppressed, "no room in the inbound buffer budget; closing a frames stream");
+                }
+                return;
+            }
+            buf.reserve_exact(target - buf.len());
+            buf.resize(target, 0);
+            // The allocator may have given a little more than asked.
+            if budget.reserve_to(buf.capacity()).await.is_err() {
+                return;
+            }
+        }
+
+        // A stream must bring its first frame, and a started frame its
+        // next bytes, within the idle timeout; between frames it may rest.
+        let deadline = if !delivered_any {
+            Some(opened + ctx.idle_timeout)
+        } else if filled > 0 {
+            Some(last_byte + ctx.idle_timeout)
+        } else {
+            None
+        };
+        let room = buf.len() - filled;
+        let read = stream.read(&mut buf[filled..]);
+        let read = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    add(&ctx.counters.inbound_streams_idle_closed, 1);
+                    debug!(%peer, pending = filled, first_frame = !delivered_any, "inbound frames stream idle too long; closing it");
+                    return;
+                }
+            },
+            None => read.await,
+        };
+        match read {
             Ok(0) => {
                 if filled > 0 {
                     debug!(%peer, pending = filled, "frames stream ended inside a frame");
                 }
                 return;
             }
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                last_byte = Instant::now();
+                read_filled_room = n == room;
+            }
             Err(e) => {
                 debug!(%peer, error = %e, "frames stream failed");
                 add(&ctx.counters.stream_errors, 1);

@@ -1,8 +1,6 @@
 //! Wire format of a frames stream: each frame is a `u32` big-endian payload
 //! length followed by that many bytes of opaque payload.
 
-use bytes::{Buf, Bytes, BytesMut};
-
 /// Size of the length prefix.
 pub(crate) const HEADER_BYTES: usize = 4;
 
@@ -15,43 +13,38 @@ pub(crate) fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Outcome of trying to take one frame off the front of a read buffer.
+/// What the front of a read buffer holds.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Decoded {
-    /// A complete frame.
-    Frame(Bytes),
+pub(crate) enum Header {
+    /// A complete frame of `total` bytes, prefix included: the payload is
+    /// `buf[HEADER_BYTES..total]`.
+    Complete { total: usize },
     /// More bytes are needed; `total` is the size of the whole next frame
-    /// (prefix included) when already known.
+    /// (prefix included) when already known. It is only what the peer
+    /// announced: nothing may be allocated from it.
     Incomplete { total: Option<usize> },
     /// The announced payload length is zero or above the limit.
     Rejected { len: u64 },
 }
 
-/// Takes one frame off the front of `buf[..filled]`. On success the frame
-/// is split off `buf` (no copy) and `filled` is reduced accordingly.
-pub(crate) fn decode_frame(
-    buf: &mut BytesMut,
-    filled: &mut usize,
-    max_frame_bytes: usize,
-) -> Decoded {
-    if *filled < HEADER_BYTES {
-        return Decoded::Incomplete { total: None };
-    }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+/// Looks at the frame at the front of `buf` (the bytes received so far).
+pub(crate) fn peek_header(buf: &[u8], max_frame_bytes: usize) -> Header {
+    let Some(prefix) = buf.first_chunk::<HEADER_BYTES>() else {
+        return Header::Incomplete { total: None };
+    };
+    let len = u32::from_be_bytes(*prefix);
     let len_usize = len as usize;
     if len == 0 || len_usize > max_frame_bytes {
-        return Decoded::Rejected {
+        return Header::Rejected {
             len: u64::from(len),
         };
     }
     let total = HEADER_BYTES + len_usize;
-    if *filled < total {
-        return Decoded::Incomplete { total: Some(total) };
+    if buf.len() < total {
+        Header::Incomplete { total: Some(total) }
+    } else {
+        Header::Complete { total }
     }
-    let mut frame = buf.split_to(total);
-    frame.advance(HEADER_BYTES);
-    *filled -= total;
-    Decoded::Frame(frame.freeze())
 }
 
 #[cfg(test)]
@@ -63,48 +56,34 @@ mod tests {
         let mut out = Vec::new();
         encode_frame(&mut out, b"hello");
         encode_frame(&mut out, b"w");
-        let mut buf = BytesMut::from(&out[..]);
-        // Pretend only 7 bytes arrived.
-        let mut filled = 7;
         assert_eq!(
-            decode_frame(&mut buf, &mut filled, 100),
-            Decoded::Incomplete { total: Some(9) }
-        );
-        filled = out.len();
-        assert_eq!(
-            decode_frame(&mut buf, &mut filled, 100),
-            Decoded::Frame(Bytes::from_static(b"hello"))
+            peek_header(&out[..7], 100),
+            Header::Incomplete { total: Some(9) }
         );
         assert_eq!(
-            decode_frame(&mut buf, &mut filled, 100),
-            Decoded::Frame(Bytes::from_static(b"w"))
+            peek_header(&out[..3], 100),
+            Header::Incomplete { total: None }
         );
-        assert_eq!(filled, 0);
-        assert_eq!(
-            decode_frame(&mut buf, &mut filled, 100),
-            Decoded::Incomplete { total: None }
-        );
+        assert_eq!(peek_header(&out, 100), Header::Complete { total: 9 });
+        assert_eq!(&out[HEADER_BYTES..9], b"hello");
+        assert_eq!(peek_header(&out[9..], 100), Header::Complete { total: 5 });
+        assert_eq!(&out[9 + HEADER_BYTES..], b"w");
+        assert_eq!(peek_header(&[], 100), Header::Incomplete { total: None });
     }
 
     #[test]
     fn rejects_empty_and_oversized() {
-        let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
-        let mut filled = 4;
         assert_eq!(
-            decode_frame(&mut buf, &mut filled, 100),
-            Decoded::Rejected { len: 0 }
+            peek_header(&[0u8, 0, 0, 0], 100),
+            Header::Rejected { len: 0 }
         );
-        let mut buf = BytesMut::from(&101u32.to_be_bytes()[..]);
-        let mut filled = 4;
         assert_eq!(
-            decode_frame(&mut buf, &mut filled, 100),
-            Decoded::Rejected { len: 101 }
+            peek_header(&101u32.to_be_bytes(), 100),
+            Header::Rejected { len: 101 }
         );
-        let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
-        let mut filled = 4;
         assert_eq!(
-            decode_frame(&mut buf, &mut filled, usize::MAX),
-            Decoded::Incomplete {
+            peek_header(&u32::MAX.to_be_bytes(), usize::MAX),
+            Header::Incomplete {
                 total: Some(u32::MAX as usize + 4)
             }
         );

@@ -10,9 +10,13 @@ use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{dns, identify, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm, Transport};
+use libp2p::{
+    connection_limits, dns, identify, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm,
+    Transport,
+};
 use tracing::{debug, warn};
 
+use crate::behaviours::{IdentifyGate, QuietKad};
 use crate::config::{identify_protocol_version, kad_protocol, NetConfig};
 use crate::error::NetError;
 
@@ -23,10 +27,17 @@ const MAX_IDENTIFY_ADDRS: usize = 16;
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "BehaviourEvent")]
 pub struct Behaviour {
-    /// Kademlia, forced into server mode, under [`kad_protocol`] of the network.
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
-    /// Identify, announcing [`identify_protocol_version`] of the network.
-    pub identify: identify::Behaviour,
+    /// Connection limits ([`NetConfig::max_pending_incoming`] and the
+    /// others); first, so a connection over a limit is refused before any
+    /// other behaviour spends anything on it.
+    pub limits: connection_limits::Behaviour,
+    /// Kademlia, forced into server mode, under [`kad_protocol`] of the
+    /// network (dereferences to [`kad::Behaviour`]).
+    pub kad: QuietKad,
+    /// Identify, announcing [`identify_protocol_version`] of the network;
+    /// peers that do not identify with it within
+    /// [`NetConfig::identify_timeout`] are disconnected.
+    pub identify: IdentifyGate,
     /// mDNS discovery, present when [`NetConfig::mdns`] is set.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Raw streams; the frame plumbing ([`start_frames`](crate::start_frames)) runs on it.
@@ -64,6 +75,12 @@ impl From<mdns::Event> for BehaviourEvent {
     }
 }
 
+impl From<std::convert::Infallible> for BehaviourEvent {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl From<()> for BehaviourEvent {
     fn from((): ()) -> Self {
         Self::Stream
@@ -85,16 +102,30 @@ pub fn build_swarm(keypair: Keypair, config: &NetConfig) -> Result<Swarm<Behavio
     // Exploration is driven by the acquaintance core (NOA/TTU); kad's own
     // periodic bootstrap only warns when a peer starts a network alone.
     kad_config.set_periodic_bootstrap_interval(None);
-    let mut kad =
-        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    let mut kad = QuietKad::new(kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::new(peer_id),
+        kad_config,
+    ));
     // Small private networks have no public addresses to confirm; without
     // this every peer would stay a client and nobody would answer queries.
     kad.set_mode(Some(kad::Mode::Server));
 
-    let identify = identify::Behaviour::new(
-        identify::Config::new(identify_protocol_version(&config.network), keypair.public())
-            .with_agent_version(format!("colony-net/{}", env!("CARGO_PKG_VERSION")))
-            .with_push_listen_addr_updates(true),
+    let identify = IdentifyGate::new(
+        identify::Behaviour::new(
+            identify::Config::new(identify_protocol_version(&config.network), keypair.public())
+                .with_agent_version(format!("colony-net/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
+        ),
+        identify_protocol_version(&config.network),
+        config.identify_timeout,
+    );
+    let limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(config.max_pending_incoming))
+            .with_max_pending_outgoing(Some(config.max_pending_outgoing))
+            .with_max_established_per_peer(Some(config.max_established_per_peer))
+            .with_max_established(Some(config.max_established)),
     );
 
     let mdns = if config.mdns {
@@ -107,6 +138,7 @@ pub fn build_swarm(keypair: Keypair, config: &NetConfig) -> Result<Swarm<Behavio
     };
 
     let behaviour = Behaviour {
+        limits,
         kad,
         identify,
         mdns: Toggle::from(mdns),
@@ -125,7 +157,8 @@ fn build_transport(
     let upgraded = || -> Result<Boxed<(PeerId, StreamMuxerBox)>, NetError> {
         let tcp = tcp::tokio::Transport::new(tcp::Config::new().nodelay(true));
         let noise = noise::Config::new(keypair)?;
-        let yamux = yamux::Config::default();
+        let mut yamux = yamux::Config::default();
+        yamux.set_max_num_streams(config.max_streams_per_connection);
         Ok(match config.psk {
             Some(key) => {
                 let pnet = PnetConfig::new(PreSharedKey::new(key));

@@ -12,7 +12,9 @@ use colony_core::job::{JobId, JobView, Jobs};
 use colony_core::membership::{self, MemberState, Membership};
 use colony_core::pipe::{PipeError, PipeOutput, Pipes, Receipt, TrafficClass};
 use colony_core::wire::{self, Frame};
-use colony_net::{Behaviour, BehaviourEvent, FrameSender, NetEvent, Priority};
+use colony_net::{
+    Behaviour, BehaviourEvent, FrameSender, LogLimiter, NetEvent, Priority, DEFAULT_WARN_KEYS,
+};
 use colony_store::PeerStore;
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -114,6 +116,8 @@ pub(crate) struct Driver {
     next_token: u64,
     bootstrap_dials: HashMap<ConnectionId, usize>,
     counters: DriverCounters,
+    /// Warnings a remote peer can cause: one per peer (or cause) per interval.
+    warnings: LogLimiter<(Option<PeerId>, &'static str)>,
     next_stats_at: Instant,
     max_frame_bytes: usize,
     jobs: Jobs<PeerId>,
@@ -125,9 +129,6 @@ pub(crate) struct Driver {
     job_sends: HashMap<u64, JobSendKind>,
     /// Cancellations waiting for the primary's answer.
     job_cancels: HashMap<JobId, Vec<oneshot::Sender<Result<(), String>>>>,
-    /// Refused job messages: per sender, when the last line was logged and
-    /// how many were refused since (one line per peer per minute).
-    refusals_logged: HashMap<PeerId, (Instant, u64)>,
     /// Durable checkpoint pieces (group-committed).
     checkpoints: colony_store::CheckpointStore,
     persisted_tx: mpsc::UnboundedSender<jobs::Persisted>,
@@ -182,11 +183,11 @@ impl Driver {
             job_queries: HashMap::new(),
             job_sends: HashMap::new(),
             job_cancels: HashMap::new(),
-            refusals_logged: HashMap::new(),
             checkpoints,
             persisted_tx,
             persisted_rx,
             next_stats_at: Instant::now() + config.stats_interval,
+            warnings: LogLimiter::new(config.net.warn_interval, DEFAULT_WARN_KEYS),
             config,
             swarm,
             store,
@@ -344,7 +345,9 @@ impl Driver {
                 _ => {
                     if let Some(d) = self.pipes.pop_delivery() {
                         self.counters.malformed_frames += 1;
-                        warn!(peer = %d.from, "message with an unknown tag dropped");
+                        if let Some(suppressed) = self.may_warn(Some(d.from), "unknown tag") {
+                            warn!(peer = %d.from, suppressed, "message with an unknown tag dropped");
+                        }
                     }
                 }
             }
@@ -430,7 +433,9 @@ impl Driver {
                     Ok(Frame::Membership(msg)) => {
                         if msg.sender().peer != peer {
                             self.counters.forged_senders += 1;
-                            warn!(%peer, claimed = %msg.sender().peer, "membership message with a forged sender dropped");
+                            if let Some(suppressed) = self.may_warn(Some(peer), "forged sender") {
+                                warn!(%peer, claimed = %msg.sender().peer, suppressed, "membership message with a forged sender dropped");
+                            }
                             return;
                         }
                         self.membership
@@ -439,7 +444,9 @@ impl Driver {
                     Ok(Frame::Pipe(frame)) => self.pipes.handle_frame(now, peer, frame),
                     Err(error) => {
                         self.counters.malformed_frames += 1;
-                        warn!(%peer, %error, len = bytes.len(), "malformed frame dropped");
+                        if let Some(suppressed) = self.may_warn(Some(peer), "malformed frame") {
+                            warn!(%peer, %error, len = bytes.len(), suppressed, "malformed frame dropped");
+                        }
                     }
                 }
             }
@@ -449,6 +456,17 @@ impl Driver {
                     .handle(now, membership::Input::Unreachable { peer });
             }
         }
+    }
+
+    /// Whether a log line a remote peer caused (a warning, or a notice it
+    /// can repeat at will) may be written now; `Some(n)`: yes, and `n` like
+    /// it were held back since the last one.
+    fn may_warn(&mut self, peer: Option<PeerId>, cause: &'static str) -> Option<u64> {
+        let verdict = self.warnings.check((peer, cause), Instant::now());
+        if verdict.is_none() {
+            self.counters.warnings_suppressed += 1;
+        }
+        verdict
     }
 
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -493,7 +511,11 @@ impl Driver {
                 ..
             } => {
                 self.counters.rejected_connections += 1;
-                warn!(from = %send_back_addr, %error, "rejected an incoming connection");
+                // Nothing proves who is behind a failed handshake: one line
+                // per interval for all of them.
+                if let Some(suppressed) = self.may_warn(None, "rejected connection") {
+                    warn!(from = %send_back_addr, %error, suppressed, "rejected an incoming connection");
+                }
             }
             SwarmEvent::Behaviour(event) => {
                 colony_net::feed_discovery(&mut self.swarm, &self.config.net.network, &event);
@@ -515,8 +537,9 @@ impl Driver {
                                 .any(|a| a.iter().any(|p| p == p2p))
                             {
                                 warn!(peer = %peer_id, theirs = %theirs, ours = %self.config.net.network, "bootstrap peer belongs to another network; disconnecting (check --network)");
-                            } else {
-                                info!(peer = %peer_id, version = %theirs, "peer of another network; disconnecting");
+                            } else if let Some(suppressed) = self.may_warn(None, "foreign peer") {
+                                // Identities are free: one line per interval for all.
+                                info!(peer = %peer_id, version = %theirs, suppressed, "peer of another network; disconnecting");
                             }
                             self.counters.last_foreign_protocol = Some(theirs);
                             let _ = self.swarm.disconnect_peer_id(*peer_id);
@@ -741,6 +764,7 @@ impl Driver {
             pipes: self.pipes.stats().clone(),
             driver: DriverCounters {
                 checkpoint_pieces_corrupt: self.checkpoints.stats().pieces_corrupt,
+                unidentified_peers: self.swarm.behaviour().identify.disconnected(),
                 ..self.counters.clone()
             },
             jobs: crate::info::JobCounters {

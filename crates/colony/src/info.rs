@@ -68,6 +68,13 @@ pub struct DriverCounters {
     /// Checkpoint pieces on disk that failed their checksum (dropped).
     #[serde(default)]
     pub checkpoint_pieces_corrupt: u64,
+    /// Warning lines about remote peers held back by rate limiting.
+    #[serde(default)]
+    pub warnings_suppressed: u64,
+    /// Peers disconnected because they did not identify as peers of this
+    /// network within the identify timeout (or identified as another's).
+    #[serde(default)]
+    pub unidentified_peers: u64,
 }
 
 /// `GET /v1/status`: the peer and its counters.

@@ -15,11 +15,6 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::{Driver, JobQuery, JobSendKind, JobTicket, TAG_JOBS};
-
-/// Refused job messages are logged at most once per peer per this interval.
-const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-/// Most peers whose refusals are tracked for rate-limiting at once.
-const MAX_REFUSERS_TRACKED: usize = 1024;
 use crate::compute::ComputeEvent;
 
 impl Driver {
@@ -28,7 +23,9 @@ impl Driver {
             Ok(msg) => self.jobs.handle_message(now, from, msg),
             Err(error) => {
                 self.counters.malformed_frames += 1;
-                warn!(peer = %from, %error, "malformed job message dropped");
+                if let Some(suppressed) = self.may_warn(Some(from), "malformed job message") {
+                    warn!(peer = %from, %error, suppressed, "malformed job message dropped");
+                }
             }
         }
     }
@@ -119,7 +116,7 @@ impl Driver {
             JobOutput::Persist { key, piece } => self.persist_piece(key, piece),
             JobOutput::Forget { job } => self.forget_pieces(job),
             JobOutput::Event(JobEvent::Refused { from, message, why }) => {
-                self.log_refusal(now, from, message, why)
+                self.log_refusal(from, message, why)
             }
             JobOutput::Event(event) => log_job_event(&event),
             JobOutput::CancelAnswer { job, refused } => {
@@ -255,31 +252,11 @@ impl Driver {
         }
     }
 
-    /// Logs a refused job message: the first from a peer at once, then one
-    /// line per peer per minute with the count since.
-    fn log_refusal(
-        &mut self,
-        now: Instant,
-        from: PeerId,
-        message: &'static str,
-        why: colony_core::job::Refusal,
-    ) {
-        if self.refusals_logged.len() >= MAX_REFUSERS_TRACKED
-            && !self.refusals_logged.contains_key(&from)
-        {
-            self.refusals_logged
-                .retain(|_, (at, _)| now.saturating_duration_since(*at) < REFUSAL_LOG_INTERVAL);
-            if self.refusals_logged.len() >= MAX_REFUSERS_TRACKED {
-                return; // counted by the core; too many peers to log each
-            }
-        }
-        let first = !self.refusals_logged.contains_key(&from);
-        let entry = self.refusals_logged.entry(from).or_insert((now, 0));
-        entry.1 += 1;
-        if first || now.saturating_duration_since(entry.0) >= REFUSAL_LOG_INTERVAL {
-            let refused = entry.1;
-            *entry = (now, 0);
-            warn!(peer = %from, message, %why, refused, "job message refused (at most one line per peer per minute)");
+    /// Logs a refused job message: at most one line per peer per
+    /// `warn_interval` (a minute), with the count held back since.
+    fn log_refusal(&mut self, from: PeerId, message: &'static str, why: colony_core::job::Refusal) {
+        if let Some(suppressed) = self.may_warn(Some(from), "refused job message") {
+            warn!(peer = %from, message, %why, suppressed, "job message refused");
         }
     }
 
