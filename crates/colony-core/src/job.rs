@@ -101,6 +101,11 @@ impl std::str::FromStr for JobId {
 /// reports: beyond any its previous life could have sent.
 const RESTART_SEQ_GAP: u64 = 1 << 32;
 
+/// Longest wait between two checkpoints of a unit: a job's TTC comes from
+/// a peer, and a longer one (up to `Duration::MAX`) cannot be added to an
+/// `Instant`.
+const MAX_TTC: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A unit's id within its job, assigned by the primary.
 pub type UnitId = u64;
 
@@ -1222,7 +1227,7 @@ impl<P: PeerKey> Jobs<P> {
         let Some(w) = self.running.get_mut(&(job, unit)) else {
             return;
         };
-        w.seq += 1;
+        w.seq = w.seq.saturating_add(1);
         let seq = w.seq;
         let after = w.last_must;
         let skippable = matches!(
@@ -1329,7 +1334,7 @@ impl<P: PeerKey> Jobs<P> {
                 w.stopping = None;
                 w.seq = w.seq.max(seq);
                 w.checkpoint_asked = false;
-                w.next_checkpoint_at = now + w.ft.ttc;
+                w.next_checkpoint_at = now + w.ft.ttc.min(MAX_TTC);
             } else {
                 resumed = None;
             }
@@ -1473,7 +1478,7 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         w.checkpoint_asked = false;
-        w.next_checkpoint_at = now + ttc;
+        w.next_checkpoint_at = now + ttc.min(MAX_TTC);
         if w.stopping.is_some() || w.finished() {
             return;
         }
@@ -1871,7 +1876,7 @@ impl<P> WorkerUnit<P> {
             unacked: VecDeque::new(),
             last_must: 0,
             last_sent: now,
-            next_checkpoint_at: now + ft.ttc,
+            next_checkpoint_at: now + ft.ttc.min(MAX_TTC),
             checkpoint_asked: false,
             steals: VecDeque::new(),
             stopping: None,

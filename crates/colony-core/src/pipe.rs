@@ -567,7 +567,9 @@ impl<P: PeerKey> Pipes<P> {
             self.stats.duplicates_suppressed += 1;
             return;
         }
-        if seq >= channel.next_expected + window {
+        // The highest number is never taken: the receiver could not count
+        // past it.
+        if seq >= channel.next_expected.saturating_add(window) || seq == u64::MAX {
             self.stats.out_of_window_dropped += 1;
             return;
         }
