@@ -149,3 +149,6 @@ async fn job(
         Err(error) => Err((StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
     }
 }
+
+#[cfg(test)]
+mod decode_tests;
