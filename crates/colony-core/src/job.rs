@@ -1052,6 +1052,7 @@ impl<P: PeerKey> Jobs<P> {
             JobMsg::Status { view } => {
                 if !matches!(view.state, JobState::Running) {
                     self.finished_jobs.insert(view.job);
+                    self.trim_finished_jobs();
                 }
                 self.outputs.push_back(JobOutput::Status(view));
             }
@@ -1736,6 +1737,12 @@ impl<P: PeerKey> Jobs<P> {
     fn forget_job(&mut self, job: JobId) {
         self.known.remove(&job);
         self.finished_jobs.insert(job);
+        self.trim_finished_jobs();
+    }
+
+    /// Keeps at most `max_retained_results` finished jobs in mind: any
+    /// peer can announce one.
+    fn trim_finished_jobs(&mut self) {
         if self.finished_jobs.len() > self.config.max_retained_results {
             if let Some(first) = self.finished_jobs.iter().next().copied() {
                 self.finished_jobs.remove(&first);

@@ -1595,3 +1595,48 @@ fn a_promise_of_the_highest_term_does_not_panic() {
     ]);
     run_jobs(FaultTolerance::default(), actions);
 }
+
+/// Every job a `Status` message said was over was remembered, without
+/// bound: a peer could grow that set by sending statuses of made-up jobs.
+/// Now at most `max_retained_results` are kept (the lowest ids go first),
+/// so an advert for the first made-up job is taken again.
+#[test]
+fn statuses_of_made_up_jobs_are_remembered_within_bounds() {
+    let mut cluster = Cluster::new();
+    let max = JobConfig::default().max_retained_results;
+    for i in 0..=max as u32 {
+        let mut id = [0u8; 16];
+        id[12..].copy_from_slice(&i.to_be_bytes());
+        let view = JobView {
+            job: JobId(id),
+            app: "sum".into(),
+            params: Vec::new(),
+            home: 99,
+            home_members: vec![99],
+            submitter: 99,
+            ft: FaultTolerance::default(),
+            state: JobState::Failed {
+                reason: "made up".into(),
+            },
+            stats: JobStats::default(),
+            contributions: Vec::new(),
+            shared: SharedVars::default(),
+            elapsed_s: 0.0,
+        };
+        cluster.deliver(99, 0, JobMsg::Status { view });
+    }
+    cluster.deliver(
+        1,
+        0,
+        JobMsg::Advert {
+            job: JobId([0; 16]),
+            app: "sum".into(),
+            home: 1,
+            lifetime_ms: 3000,
+        },
+    );
+    assert!(cluster.cores[0]
+        .known_jobs()
+        .iter()
+        .any(|(job, _, _)| *job == JobId([0; 16])));
+}
