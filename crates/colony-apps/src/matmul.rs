@@ -195,6 +195,10 @@ fn block_order(x: &(u32, Vec<f64>), y: &(u32, Vec<f64>)) -> std::cmp::Ordering {
 /// Whether `blocks` hold every row of C exactly once, in order.
 fn covers_every_row_once(n: u32, blocks: &Blocks) -> bool {
     let side = n as usize;
+    if side == 0 {
+        // Parameters from a peer: no side, no rows to cover.
+        return false;
+    }
     let mut sorted: Vec<&(u32, Vec<f64>)> = blocks.iter().collect();
     sorted.sort_by(|x, y| block_order(x, y));
     let mut next = 0usize;

@@ -210,7 +210,7 @@ impl Divisible for NQueens {
             nodes += 1;
             if depth == last {
                 // Only for N = 1: the first row is the last.
-                self.solutions += 1;
+                self.solutions = self.solutions.saturating_add(1);
                 continue;
             }
             let cols = cols | bit;
@@ -224,7 +224,7 @@ impl Divisible for NQueens {
                 // Every safe square of the last row is a solution.
                 let placed = u64::from(untried.count_ones());
                 nodes += placed;
-                self.solutions += placed;
+                self.solutions = self.solutions.saturating_add(placed);
                 continue;
             }
             self.stack.push(Frame {
@@ -274,7 +274,8 @@ impl Divisible for NQueens {
     }
 
     fn merge(a: u64, b: u64) -> u64 {
-        a + b
+        // Counts may come from a hostile peer: saturate rather than panic.
+        a.saturating_add(b)
     }
 
     fn verify(params: &Params, output: &u64) -> Option<bool> {

@@ -104,6 +104,11 @@ impl std::str::FromStr for JobId {
 /// reports: beyond any its previous life could have sent.
 const RESTART_SEQ_GAP: u64 = 1 << 32;
 
+/// Longest wait between two checkpoints of a unit: a job's TTC comes from
+/// a peer, and a longer one (up to `Duration::MAX`) cannot be added to an
+/// `Instant`.
+const MAX_TTC: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A unit's id within its job, assigned by the primary.
 pub type UnitId = u64;
 
@@ -1128,6 +1133,7 @@ impl<P: PeerKey> Jobs<P> {
             JobMsg::Status { view } => {
                 if !matches!(view.state, JobState::Running) {
                     self.finished_jobs.insert(view.job);
+                    self.trim_finished_jobs();
                 }
                 self.outputs.push_back(JobOutput::Status(view));
             }
@@ -1335,7 +1341,7 @@ impl<P: PeerKey> Jobs<P> {
         let Some(w) = self.running.get_mut(&(job, unit)) else {
             return;
         };
-        w.seq += 1;
+        w.seq = w.seq.saturating_add(1);
         let seq = w.seq;
         let after = w.last_must;
         let skippable = matches!(
@@ -1442,7 +1448,7 @@ impl<P: PeerKey> Jobs<P> {
                 w.stopping = None;
                 w.seq = w.seq.max(seq);
                 w.checkpoint_asked = false;
-                w.next_checkpoint_at = now + w.ft.ttc;
+                w.next_checkpoint_at = now + w.ft.ttc.min(MAX_TTC);
             } else {
                 resumed = None;
             }
@@ -1586,7 +1592,7 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         w.checkpoint_asked = false;
-        w.next_checkpoint_at = now + ttc;
+        w.next_checkpoint_at = now + ttc.min(MAX_TTC);
         if w.stopping.is_some() || w.finished() {
             return;
         }
@@ -1844,6 +1850,12 @@ impl<P: PeerKey> Jobs<P> {
     fn forget_job(&mut self, job: JobId) {
         self.known.remove(&job);
         self.finished_jobs.insert(job);
+        self.trim_finished_jobs();
+    }
+
+    /// Keeps at most `max_retained_results` finished jobs in mind: any
+    /// peer can announce one.
+    fn trim_finished_jobs(&mut self) {
         if self.finished_jobs.len() > self.config.max_retained_results {
             if let Some(first) = self.finished_jobs.iter().next().copied() {
                 self.finished_jobs.remove(&first);
@@ -1989,7 +2001,7 @@ impl<P> WorkerUnit<P> {
             unacked: VecDeque::new(),
             last_must: 0,
             last_sent: now,
-            next_checkpoint_at: now + ft.ttc,
+            next_checkpoint_at: now + ft.ttc.min(MAX_TTC),
             checkpoint_asked: false,
             steals: VecDeque::new(),
             stopping: None,

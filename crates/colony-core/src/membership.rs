@@ -870,7 +870,7 @@ impl<P: PeerKey> Membership<P> {
             record.state != MemberState::Alive && record.incarnation >= self.me.incarnation;
         let outdated = record.incarnation > self.me.incarnation;
         if threatened || outdated {
-            self.me.incarnation = record.incarnation + 1;
+            self.me.incarnation = record.incarnation.saturating_add(1);
             self.me.version += 1;
             self.outputs
                 .push_back(Output::PersistIncarnation(self.me.incarnation));

@@ -63,6 +63,12 @@ pub struct PipeConfig {
     pub max_queued_messages: usize,
     /// How far ahead of the next expected number a receiver buffers.
     pub receive_window: usize,
+    /// Payload bytes held out of order, across all receive channels:
+    /// beyond it, data that cannot be delivered at once is dropped (the
+    /// sender retransmits it), so a peer sending only far-ahead numbers
+    /// cannot make the receiver hold `receive_window` full messages per
+    /// channel.
+    pub max_buffered_bytes: usize,
     /// Messages received in order but not yet taken by the application;
     /// beyond it the receiver stops acknowledging, which slows senders down.
     pub max_ready_messages: usize,
@@ -84,6 +90,7 @@ impl Default for PipeConfig {
             window_bytes: 4 << 20,
             max_queued_messages: 65_536,
             receive_window: 8192,
+            max_buffered_bytes: 64 << 20,
             max_ready_messages: 65_536,
             max_sack_ranges: 32,
             max_channels: 65_536,
@@ -322,6 +329,8 @@ pub struct Pipes<P: PeerKey> {
     ack_due: BTreeSet<ChannelKey<P>>,
     outputs: VecDeque<PipeOutput<P>>,
     stats: PipeStats,
+    /// Payload bytes in the receive channels' buffers.
+    buffered_bytes: usize,
 }
 
 impl<P: PeerKey> Pipes<P> {
@@ -340,6 +349,7 @@ impl<P: PeerKey> Pipes<P> {
             ack_due: BTreeSet::new(),
             outputs: VecDeque::new(),
             stats: PipeStats::default(),
+            buffered_bytes: 0,
         }
     }
 
@@ -521,7 +531,9 @@ impl<P: PeerKey> Pipes<P> {
                 .min_by_key(|(_, c)| c.last_active)
                 .map(|(k, _)| k.clone());
             if let Some(idlest) = idlest {
-                self.recv.remove(&idlest);
+                if let Some(gone) = self.recv.remove(&idlest) {
+                    self.buffered_bytes -= buffer_bytes(&gone);
+                }
             }
         }
         let channel = self.recv.entry(key.clone()).or_insert(RecvChannel {
@@ -537,6 +549,7 @@ impl<P: PeerKey> Pipes<P> {
             return None;
         }
         if session > channel.session {
+            self.buffered_bytes -= buffer_bytes(channel);
             *channel = fresh;
         }
         Some(channel)
@@ -567,10 +580,19 @@ impl<P: PeerKey> Pipes<P> {
             self.stats.duplicates_suppressed += 1;
             return;
         }
-        if seq >= channel.next_expected + window {
+        // The highest number is never taken: the receiver could not count
+        // past it.
+        if seq >= channel.next_expected.saturating_add(window) || seq == u64::MAX {
             self.stats.out_of_window_dropped += 1;
             return;
         }
+        let deliverable =
+            seq == channel.next_expected && self.ready.len() < self.config.max_ready_messages;
+        if !deliverable && self.buffered_bytes + payload.len() > self.config.max_buffered_bytes {
+            self.stats.out_of_window_dropped += 1;
+            return;
+        }
+        self.buffered_bytes += payload.len();
         channel.buffer.insert(seq, payload);
         self.advance(&key);
     }
@@ -606,6 +628,7 @@ impl<P: PeerKey> Pipes<P> {
             let Some(payload) = channel.buffer.remove(&channel.next_expected) else {
                 break;
             };
+            self.buffered_bytes -= payload.len();
             self.ready.push_back(Delivery {
                 from: key.0.clone(),
                 class: key.1,
@@ -956,6 +979,11 @@ impl<P: PeerKey> Pipes<P> {
         }
         None
     }
+}
+
+/// Payload bytes held in a receive channel's buffer.
+fn buffer_bytes(channel: &RecvChannel) -> usize {
+    channel.buffer.values().map(Vec::len).sum()
 }
 
 /// A transmission of message `seq` of channel `key`.

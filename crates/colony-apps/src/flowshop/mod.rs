@@ -112,7 +112,7 @@ impl Instance {
         self.jobs >= 1
             && self.machines >= 1
             && self.jobs <= usize::from(u16::MAX)
-            && self.times.len() == self.jobs * self.machines
+            && self.jobs.checked_mul(self.machines) == Some(self.times.len())
             && (0..self.jobs).all(|j| {
                 (0..self.machines).map(|k| self.time(k, j)).sum::<u32>() <= u32::from(u16::MAX)
             })

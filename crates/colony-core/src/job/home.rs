@@ -1108,11 +1108,8 @@ impl<P: PeerKey> Jobs<P> {
             // Back with its worker: no restore, no other worker.
             h.ready.remove(&unit);
             h.restoring.remove(&unit);
-            h.record
-                .contributions
-                .entry(from.clone())
-                .or_default()
-                .units_running += 1;
+            let c = h.record.contributions.entry(from.clone()).or_default();
+            c.units_running = c.units_running.saturating_add(1);
             if let Some(u) = h.unit(unit) {
                 u.status = UnitStatus::Running;
                 u.holder = Some(from.clone());
@@ -1137,30 +1134,31 @@ impl<P: PeerKey> Jobs<P> {
         }
         if was_assigned {
             h.assigned_at.remove(&unit);
-            h.record
-                .contributions
-                .entry(from.clone())
-                .or_default()
-                .units_running += 1;
+            let c = h.record.contributions.entry(from.clone()).or_default();
+            c.units_running = c.units_running.saturating_add(1);
             h.record.stats.peers_used = h
                 .record
                 .contributions
                 .values()
-                .filter(|c| c.units_running + c.units_done > 0)
+                .filter(|c| c.units_running > 0 || c.units_done > 0)
                 .count() as u64;
         }
         let mut improved = None;
         match report {
             Report::Started => {}
             Report::Checkpoint { state, shared } => {
-                h.record.stats.checkpoints += 1;
-                h.record.stats.checkpoint_bytes += state.len() as u64;
+                h.record.stats.checkpoints = h.record.stats.checkpoints.saturating_add(1);
+                h.record.stats.checkpoint_bytes = h
+                    .record
+                    .stats
+                    .checkpoint_bytes
+                    .saturating_add(state.len() as u64);
                 if h.record.shared.merge(&shared) {
                     improved = Some(h.record.shared.clone());
                 }
             }
             Report::LocalCheckpoint { shared, version } => {
-                h.record.stats.checkpoints += 1;
+                h.record.stats.checkpoints = h.record.stats.checkpoints.saturating_add(1);
                 if let Some(u) = h.unit(unit) {
                     set_local_checkpoint(u, epoch, version, &from);
                 }
@@ -1174,19 +1172,20 @@ impl<P: PeerKey> Jobs<P> {
                 remaining,
                 shared,
             } => {
-                h.record.stats.checkpoints += 1;
-                h.record.stats.checkpoint_bytes += (part.len() + remaining.len()) as u64;
+                h.record.stats.checkpoints = h.record.stats.checkpoints.saturating_add(1);
+                h.record.stats.checkpoint_bytes = h
+                    .record
+                    .stats
+                    .checkpoint_bytes
+                    .saturating_add((part.len() + remaining.len()) as u64);
                 if h.record.shared.merge(&shared) {
                     improved = Some(h.record.shared.clone());
                 }
                 let child = child_id(unit, epoch, seq);
-                h.record.stats.units += 1;
-                h.record.stats.steals += 1;
-                h.record
-                    .contributions
-                    .entry(from.clone())
-                    .or_default()
-                    .donated += 1;
+                h.record.stats.units = h.record.stats.units.saturating_add(1);
+                h.record.stats.steals = h.record.stats.steals.saturating_add(1);
+                let c = h.record.contributions.entry(from.clone()).or_default();
+                c.donated = c.donated.saturating_add(1);
                 let checkpoint = refs
                     .iter()
                     .find(|(id, _)| *id == child)
@@ -1248,9 +1247,9 @@ impl<P: PeerKey> Jobs<P> {
                     u.status = UnitStatus::Done;
                     u.holder = None;
                 }
-                h.record.stats.units_done += 1;
+                h.record.stats.units_done = h.record.stats.units_done.saturating_add(1);
                 let c = h.record.contributions.entry(from.clone()).or_default();
-                c.units_done += 1;
+                c.units_done = c.units_done.saturating_add(1);
                 c.units_running = c.units_running.saturating_sub(1);
                 self.event(JobEvent::Merged { job, unit });
             }
@@ -1263,7 +1262,11 @@ impl<P: PeerKey> Jobs<P> {
                 if let Some(u) = h.unit(unit) {
                     set_local_checkpoint(u, epoch, version, &from);
                 }
-                h.record.stats.checkpoint_bytes += state.len() as u64;
+                h.record.stats.checkpoint_bytes = h
+                    .record
+                    .stats
+                    .checkpoint_bytes
+                    .saturating_add(state.len() as u64);
                 if h.record.shared.merge(&shared) {
                     improved = Some(h.record.shared.clone());
                 }
@@ -1325,8 +1328,9 @@ impl<P: PeerKey> Jobs<P> {
 
     pub(super) fn on_progress(&mut self, from: P, job: JobId, work: u64) {
         if let Some(h) = self.homes.get_mut(&job).filter(|h| h.is_primary()) {
-            h.record.stats.work += work;
-            h.record.contributions.entry(from).or_default().work += work;
+            h.record.stats.work = h.record.stats.work.saturating_add(work);
+            let c = h.record.contributions.entry(from).or_default();
+            c.work = c.work.saturating_add(work);
         }
     }
 
@@ -1678,7 +1682,7 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         if !h.touched.is_empty() || !h.merges.is_empty() {
-            h.seq += 1;
+            h.seq = h.seq.saturating_add(1);
             let delta = Delta {
                 units: h
                     .touched
@@ -1975,7 +1979,7 @@ impl<P: PeerKey> Jobs<P> {
                         if term == h.term && seq <= h.seq {
                             return; // a duplicate
                         }
-                        if term != h.term || seq != h.seq + 1 {
+                        if term != h.term || Some(seq) != h.seq.checked_add(1) {
                             // An update was missed: resynchronise.
                             let my_term = h.term;
                             self.send(from, JobMsg::ReplicaNack { job, term: my_term }, false);
@@ -2124,7 +2128,11 @@ impl<P: PeerKey> Jobs<P> {
         h.drop_primary_state();
         h.record.members.retain(|m| *m != me);
         h.record.members.insert(0, me.clone());
-        h.record.stats.takeovers += u64::from(previous.is_none());
+        h.record.stats.takeovers = h
+            .record
+            .stats
+            .takeovers
+            .saturating_add(u64::from(previous.is_none()));
         for (id, u) in h.record.units.iter() {
             if u.status == UnitStatus::Assigned {
                 h.assigned_at.insert(*id, assign_grace);
@@ -2205,7 +2213,7 @@ impl<P: PeerKey> Jobs<P> {
             let c = h.record.contributions.entry(lost.clone()).or_default();
             c.units_running = c.units_running.saturating_sub(1);
         }
-        h.record.stats.reissued += 1;
+        h.record.stats.reissued = h.record.stats.reissued.saturating_add(1);
         self.event(JobEvent::Reissued {
             job,
             unit,
@@ -2559,7 +2567,10 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         h.campaign_at = None;
-        let term = h.term.max(h.promised).max(h.campaigned) + 1;
+        // Terms a peer sent may be the highest: no campaign beyond it.
+        let Some(term) = h.term.max(h.promised).max(h.campaigned).checked_add(1) else {
+            return;
+        };
         h.campaigned = term;
         h.candidacy = Some(Candidacy {
             term,
@@ -2741,7 +2752,9 @@ impl<P: PeerKey> Jobs<P> {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
-        let term = h.term.max(h.promised) + 1;
+        let Some(term) = h.term.max(h.promised).checked_add(1) else {
+            return;
+        };
         h.role = Role::Backup {
             primary: Some(to.clone()),
         };
