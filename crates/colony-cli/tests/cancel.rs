@@ -7,39 +7,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use colony::JobInfo;
 use common::*;
-
-/// Worker threads (`colony-unit-N`) a process runs now, as the kernel
-/// lists them.
-fn unit_threads(pid: u32) -> usize {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .filter(|name| name.starts_with("colony-unit"))
-        .count()
-}
-
-async fn submit(peer: &PeerProc, app: &str, args: &[&str]) -> String {
-    let body = serde_json::json!({ "app": app, "args": args });
-    let answer: serde_json::Value = peer
-        .request(reqwest::Method::POST, "/v1/jobs")
-        .json(&body)
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("a JSON answer");
-    answer["job_id"].as_str().expect("a job id").to_string()
-}
-
-async fn job_info(peer: &PeerProc, job_id: &str) -> Option<JobInfo> {
-    peer.get_json(&format!("/v1/jobs/{job_id}")).await
-}
 
 fn colony_cancel(peer: &PeerProc, job_id: &str) -> Output {
     let dir = peer.dir.display().to_string();
@@ -59,21 +27,20 @@ async fn the_submitter_cancels_a_long_job_and_every_worker_stops_within_a_second
         all_see_all_alive(&refs).await.then_some(())
     })
     .await;
-    let pids: Vec<u32> = peers.iter().map(|p| p.pid()).collect();
 
     // N-Queens 18 takes minutes on these cores: it is still running when
     // cancelled, on every peer.
     let submitter = &peers[0];
-    let job_id = submit(submitter, "nqueens", &["18"]).await;
+    let job_id = submitter
+        .submit(serde_json::json!({ "app": "nqueens", "args": ["18"] }))
+        .await;
     wait_until(Duration::from_secs(30), "every peer to compute", || async {
-        pids.iter().all(|p| unit_threads(*p) > 0).then_some(())
+        peers.iter().all(|p| p.unit_threads() > 0).then_some(())
     })
     .await;
 
     // A peer that is neither the submitter nor the primary is refused.
-    let info = job_info(submitter, &job_id)
-        .await
-        .expect("the job's status");
+    let info = submitter.job_info(&job_id).await.expect("the job's status");
     let other = peers
         .iter()
         .find(|p| p.info.peer_id != info.submitter && p.info.peer_id != info.home)
@@ -82,12 +49,10 @@ async fn the_submitter_cancels_a_long_job_and_every_worker_stops_within_a_second
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "another peer cancelled the job");
     assert!(stderr.contains("submitter"), "unclear refusal: {stderr}");
-    let info = job_info(submitter, &job_id)
-        .await
-        .expect("the job's status");
+    let info = submitter.job_info(&job_id).await.expect("the job's status");
     assert_eq!(info.state, "running");
     assert!(
-        pids.iter().all(|p| unit_threads(*p) > 0),
+        peers.iter().all(|p| p.unit_threads() > 0),
         "a worker stopped"
     );
 
@@ -99,8 +64,9 @@ async fn the_submitter_cancels_a_long_job_and_every_worker_stops_within_a_second
         String::from_utf8_lossy(&cancelled.stderr)
     );
     let stopped_after = wait_until(Duration::from_secs(5), "every worker to stop", || async {
-        pids.iter()
-            .all(|p| unit_threads(*p) == 0)
+        peers
+            .iter()
+            .all(|p| p.unit_threads() == 0)
             .then(|| asked.elapsed())
     })
     .await;
@@ -109,7 +75,7 @@ async fn the_submitter_cancels_a_long_job_and_every_worker_stops_within_a_second
         stopped_after <= Duration::from_secs(1),
         "workers still busy {stopped_after:?} after the cancellation"
     );
-    let info = job_info(other, &job_id).await.expect("the job's status");
+    let info = other.job_info(&job_id).await.expect("the job's status");
     assert_eq!(info.state, "cancelled");
     assert!(
         info.error

@@ -22,27 +22,14 @@ async fn submit(peer: &PeerProc, instance: &str) -> String {
         "args": [instance],
         "fault_tolerance": {"protocol": "checkpoint", "ttc_s": 1, "storage": "copies:2", "home_size": 3},
     });
-    let reply: serde_json::Value = peer
-        .request(reqwest::Method::POST, "/v1/jobs")
-        .json(&body)
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("submit reply");
-    reply["job_id"].as_str().expect("job id").to_string()
-}
-
-async fn job_info(peer: &PeerProc, job_id: &str) -> Option<JobInfo> {
-    peer.get_json(&format!("/v1/jobs/{job_id}")).await
+    peer.submit(body).await
 }
 
 /// Waits until the job is over, as any live peer reports it.
 async fn wait_result(peers: &[PeerProc], job_id: &str, within: Duration) -> JobInfo {
     wait_until(within, "the job to finish", || async {
         for peer in peers.iter().filter(|p| p.is_running()) {
-            if let Some(info) = job_info(peer, job_id).await {
+            if let Some(info) = peer.job_info(job_id).await {
                 if info.state != "running" {
                     return Some(info);
                 }
@@ -139,7 +126,7 @@ fn first_logged_after(peers: &[PeerProc], needle: &str, after: SystemTime) -> Op
 /// The peer the job's record names as primary.
 async fn primary_index(peers: &[PeerProc], job_id: &str) -> usize {
     let info = wait_until(Duration::from_secs(10), "the job's record", || async {
-        job_info(&peers[0], job_id).await
+        peers[0].job_info(job_id).await
     })
     .await;
     peers

@@ -31,11 +31,6 @@ fn colony_run(
     (out, json)
 }
 
-/// A job as a peer's API reports it, if it answers.
-async fn job_info(peer: &PeerProc, job_id: &str) -> Option<JobInfo> {
-    peer.get_json(&format!("/v1/jobs/{job_id}")).await
-}
-
 fn three_workers(root: &std::path::Path) -> Vec<PeerProc> {
     start_network(root, 3, &["--cores".into(), "1".into()])
 }
@@ -155,7 +150,7 @@ async fn a_peer_started_after_the_job_began_receives_work() {
         Duration::from_secs(20),
         "the late peer to get work",
         || async {
-            let info = job_info(&peers[0], &job_id).await?;
+            let info = peers[0].job_info(&job_id).await?;
             let working = info
                 .contributions
                 .iter()
@@ -173,7 +168,7 @@ async fn a_peer_started_after_the_job_began_receives_work() {
         "the job was still running when the newcomer joined"
     );
     let done: JobInfo = wait_until(Duration::from_secs(60), "the job to finish", || async {
-        let info = job_info(&peers[0], &job_id).await?;
+        let info = peers[0].job_info(&job_id).await?;
         (info.state == "done").then_some(info)
     })
     .await;

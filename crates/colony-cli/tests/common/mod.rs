@@ -189,6 +189,39 @@ impl PeerProc {
         response.json().await.ok()
     }
 
+    /// Submits a job through its API (`body` as `POST /v1/jobs` takes it);
+    /// returns the job id.
+    pub async fn submit(&self, body: serde_json::Value) -> String {
+        let reply: serde_json::Value = self
+            .request(reqwest::Method::POST, "/v1/jobs")
+            .json(&body)
+            .send()
+            .await
+            .expect("submit")
+            .json()
+            .await
+            .expect("a JSON answer");
+        reply["job_id"].as_str().expect("a job id").to_string()
+    }
+
+    /// A job as its API reports it, if it answers.
+    pub async fn job_info(&self, job_id: &str) -> Option<colony::JobInfo> {
+        self.get_json(&format!("/v1/jobs/{job_id}")).await
+    }
+
+    /// Worker threads (`colony-unit-N`) the process runs now, as the
+    /// kernel lists them.
+    pub fn unit_threads(&self) -> usize {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return 0;
+        };
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .filter(|name| name.starts_with("colony-unit"))
+            .count()
+    }
+
     /// The state of `other` in this peer's view.
     pub async fn state_of(&self, other: &PeerProc) -> Option<MemberInfo> {
         self.members()
