@@ -96,6 +96,16 @@ struct NetworkArgs {
     /// Cores offered to Colony work, run at the lowest OS priority (default: all).
     #[arg(long)]
     cores: Option<u32>,
+    /// Largest job result, in bytes, this peer merges, sends or accepts: a
+    /// job whose result grows past it fails with an error naming the limit
+    /// [default: 50331648, 48 MiB].
+    #[arg(long, value_name = "BYTES")]
+    max_result_bytes: Option<usize>,
+    /// Largest unit state (assignment, checkpoint), in bytes, this peer
+    /// sends or accepts: a job whose state grows past it fails [default:
+    /// 50331648, 48 MiB].
+    #[arg(long, value_name = "BYTES")]
+    max_state_bytes: Option<usize>,
 }
 
 impl NetworkArgs {
@@ -123,6 +133,25 @@ impl NetworkArgs {
             bail!("--cores must be at least 1");
         }
         config.cores_offered = self.cores;
+        let limits = &mut config.jobs.limits;
+        for (flag, value, field) in [
+            (
+                "--max-result-bytes",
+                self.max_result_bytes,
+                &mut limits.result_bytes,
+            ),
+            (
+                "--max-state-bytes",
+                self.max_state_bytes,
+                &mut limits.state_bytes,
+            ),
+        ] {
+            match value {
+                Some(0) => bail!("{flag} must be at least 1"),
+                Some(bytes) => *field = bytes,
+                None => {}
+            }
+        }
         config.apps = colony_apps::examples();
         Ok(config)
     }

@@ -59,9 +59,11 @@ use crate::ft::{CheckpointStorage, FaultTolerance};
 use crate::PeerKey;
 
 mod home;
+mod limits;
 
 use home::HomeState;
 pub use home::{Piece, PieceData, PieceKey};
+pub use limits::{MessageKind, MessageLimits, TooLarge};
 
 /// A job's id: 128 random bits, also its key in the overlay.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -167,6 +169,9 @@ pub struct JobConfig {
     pub max_known_jobs: usize,
     /// Most reports a worker keeps waiting for acknowledgement, per unit.
     pub max_unacked_reports: usize,
+    /// Largest job message of each kind; a job whose result outgrows
+    /// `limits.result_bytes` fails.
+    pub limits: MessageLimits,
 }
 
 impl Default for JobConfig {
@@ -192,6 +197,7 @@ impl Default for JobConfig {
             max_active_jobs: 64,
             max_known_jobs: 1024,
             max_unacked_reports: 64,
+            limits: MessageLimits::default(),
         }
     }
 }
@@ -593,6 +599,18 @@ pub enum JobMsg<P> {
         unit: UnitId,
         /// The pieces.
         pieces: Vec<Piece>,
+    },
+    /// Worker → primary: a report on this unit is over its size limit and
+    /// cannot be sent; the job fails with `reason`.
+    TooLarge {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The epoch the worker ran.
+        epoch: Epoch,
+        /// What was too large, with its size and the limit.
+        reason: String,
     },
 }
 
@@ -1109,6 +1127,12 @@ impl<P: PeerKey> Jobs<P> {
                 self.send(from, JobMsg::Pieces { job, unit, pieces }, true);
             }
             JobMsg::Pieces { job, unit, pieces } => self.on_pieces(now, from, job, unit, pieces),
+            JobMsg::TooLarge {
+                job,
+                unit,
+                epoch,
+                reason,
+            } => self.on_too_large(now, from, job, unit, epoch, reason),
         }
     }
 

@@ -104,8 +104,8 @@ pub struct PipeConfig {
 impl Default for PipeConfig {
     fn default() -> Self {
         PipeConfig {
-            max_message_bytes: 256 << 20,
-            fragment_bytes: 256 << 10,
+            max_message_bytes: 128 << 20,
+            fragment_bytes: 64 << 10,
             max_queued_bytes: 512 << 20,
             receive_window_bytes: 16 << 20,
             max_reassembly_bytes: 512 << 20,
@@ -113,7 +113,7 @@ impl Default for PipeConfig {
             min_rto: Duration::from_millis(10),
             max_rto: Duration::from_secs(1),
             window_messages: 4096,
-            window_bytes: 4 << 20,
+            window_bytes: 1 << 20,
             max_queued_messages: 65_536,
             receive_window: 8192,
             max_ready_messages: 65_536,
@@ -388,6 +388,10 @@ struct SendChannel {
     /// Smoothed RTT and its variation (RFC 6298), once measured.
     srtt: Option<(Duration, Duration)>,
     base_announce: Option<BaseAnnounce>,
+    /// When an acknowledgement last moved the cumulative number forward:
+    /// while acknowledgements keep coming, frames behind a queue are late,
+    /// not lost (RFC 6298 §5.3 restarts the timer on new acknowledgements).
+    last_progress: Option<Instant>,
 }
 
 impl SendChannel {
@@ -550,6 +554,7 @@ impl<P: PeerKey> Pipes<P> {
                     backlog_bytes: 0,
                     srtt: None,
                     base_announce: None,
+                    last_progress: None,
                 },
             );
         }
@@ -1072,6 +1077,9 @@ impl<P: PeerKey> Pipes<P> {
         // the receiver's reorder buffer is lost if the receiver crashes.
         let rest = channel.in_flight.split_off(&cumulative);
         let acked = std::mem::replace(&mut channel.in_flight, rest);
+        if !acked.is_empty() {
+            channel.last_progress = Some(now);
+        }
         for &(start, end) in sack.iter().take(self.config.max_sack_ranges) {
             if end <= start {
                 continue;
@@ -1205,6 +1213,18 @@ impl<P: PeerKey> Pipes<P> {
                 });
                 self.fail_message(now, &key, msg, PipeError::DeadlineExceeded { after });
                 self.admit(now, &key);
+                continue;
+            }
+            // Acknowledgements moved on since it was sent, and recently:
+            // it waits behind others (a big message), wait one more timeout
+            // from the last progress before sending it again.
+            if let Some(progress) = channel
+                .last_progress
+                .filter(|p| *p > frame.last_sent && now < *p + frame.rto)
+            {
+                frame.timer_at = (progress + frame.rto).min(frame.deadline);
+                self.timers
+                    .insert((frame.timer_at, key.0.clone(), key.1, seq));
                 continue;
             }
             frame.transmissions += 1;

@@ -61,6 +61,10 @@ pub struct DriverCounters {
     /// Checkpoint pieces that could not be written to disk.
     #[serde(default)]
     pub checkpoint_write_errors: u64,
+    /// Job messages over their size limit: not sent (their job failed), or
+    /// dropped on receipt.
+    #[serde(default)]
+    pub oversized_job_messages: u64,
 }
 
 /// `GET /v1/status`: the peer and its counters.
