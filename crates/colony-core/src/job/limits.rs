@@ -25,7 +25,8 @@ pub enum MessageKind {
     /// A unit's state: assignments, checkpoints, divides, hand-backs,
     /// checkpoint pieces.
     State,
-    /// A unit's partial result, or a job's status with its result.
+    /// A unit's partial result, or a finished job's status with its
+    /// result.
     Result,
     /// A job record as replicated on its home (snapshots, changes), or a
     /// submission with its parameters.
@@ -50,8 +51,10 @@ impl MessageKind {
             JobMsg::Report {
                 report: Report::Done { .. },
                 ..
+            } => MessageKind::Result,
+            JobMsg::Status { view } if matches!(view.state, JobState::Done { .. }) => {
+                MessageKind::Result
             }
-            | JobMsg::Status { .. } => MessageKind::Result,
             JobMsg::Replica { .. } | JobMsg::Submit { .. } => MessageKind::Record,
             _ => MessageKind::Control,
         }
