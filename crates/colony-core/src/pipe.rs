@@ -1215,12 +1215,15 @@ impl<P: PeerKey> Pipes<P> {
                 self.admit(now, &key);
                 continue;
             }
-            // Acknowledgements moved on since it was sent, and recently:
-            // it waits behind others (a big message), wait one more timeout
-            // from the last progress before sending it again.
+            // Frames before it are still unacknowledged, and
+            // acknowledgements moved on since it was sent, recently: it
+            // waits behind others (a big message), so wait one more
+            // timeout from the last progress before sending it again. The
+            // lowest unacknowledged frame, which holds everything up, is
+            // never kept waiting.
             if let Some(progress) = channel
                 .last_progress
-                .filter(|p| *p > frame.last_sent && now < *p + frame.rto)
+                .filter(|p| seq != base && *p > frame.last_sent && now < *p + frame.rto)
             {
                 frame.timer_at = (progress + frame.rto).min(frame.deadline);
                 self.timers
