@@ -388,10 +388,6 @@ struct SendChannel {
     /// Smoothed RTT and its variation (RFC 6298), once measured.
     srtt: Option<(Duration, Duration)>,
     base_announce: Option<BaseAnnounce>,
-    /// When an acknowledgement last moved the cumulative number forward:
-    /// while acknowledgements keep coming, frames behind a queue are late,
-    /// not lost (RFC 6298 §5.3 restarts the timer on new acknowledgements).
-    last_progress: Option<Instant>,
 }
 
 impl SendChannel {
@@ -554,7 +550,6 @@ impl<P: PeerKey> Pipes<P> {
                     backlog_bytes: 0,
                     srtt: None,
                     base_announce: None,
-                    last_progress: None,
                 },
             );
         }
@@ -1077,9 +1072,6 @@ impl<P: PeerKey> Pipes<P> {
         // the receiver's reorder buffer is lost if the receiver crashes.
         let rest = channel.in_flight.split_off(&cumulative);
         let acked = std::mem::replace(&mut channel.in_flight, rest);
-        if !acked.is_empty() {
-            channel.last_progress = Some(now);
-        }
         for &(start, end) in sack.iter().take(self.config.max_sack_ranges) {
             if end <= start {
                 continue;
@@ -1213,21 +1205,6 @@ impl<P: PeerKey> Pipes<P> {
                 });
                 self.fail_message(now, &key, msg, PipeError::DeadlineExceeded { after });
                 self.admit(now, &key);
-                continue;
-            }
-            // Frames before it are still unacknowledged, and
-            // acknowledgements moved on since it was sent, recently: it
-            // waits behind others (a big message), so wait one more
-            // timeout from the last progress before sending it again. The
-            // lowest unacknowledged frame, which holds everything up, is
-            // never kept waiting.
-            if let Some(progress) = channel
-                .last_progress
-                .filter(|p| seq != base && *p > frame.last_sent && now < *p + frame.rto)
-            {
-                frame.timer_at = (progress + frame.rto).min(frame.deadline);
-                self.timers
-                    .insert((frame.timer_at, key.0.clone(), key.1, seq));
                 continue;
             }
             frame.transmissions += 1;
