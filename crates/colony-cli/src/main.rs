@@ -116,6 +116,16 @@ struct NetworkArgs {
     /// get a clear error.
     #[arg(long, value_name = "WHO", default_value = "network")]
     accept_jobs_from: String,
+    /// Largest job result, in bytes, this peer merges, sends or accepts: a
+    /// job whose result grows past it fails with an error naming the limit
+    /// [default: 50331648, 48 MiB].
+    #[arg(long, value_name = "BYTES")]
+    max_result_bytes: Option<usize>,
+    /// Largest unit state (assignment, checkpoint), in bytes, this peer
+    /// sends or accepts: a job whose state grows past it fails [default:
+    /// 50331648, 48 MiB].
+    #[arg(long, value_name = "BYTES")]
+    max_state_bytes: Option<usize>,
 }
 
 /// Parses `--accept-jobs-from`.
@@ -168,6 +178,25 @@ impl NetworkArgs {
         }
         config.cores_offered = self.cores;
         config.accept_jobs_from = submit_policy(&self.accept_jobs_from)?;
+        let limits = &mut config.jobs.limits;
+        for (flag, value, field) in [
+            (
+                "--max-result-bytes",
+                self.max_result_bytes,
+                &mut limits.result_bytes,
+            ),
+            (
+                "--max-state-bytes",
+                self.max_state_bytes,
+                &mut limits.state_bytes,
+            ),
+        ] {
+            match value {
+                Some(0) => bail!("{flag} must be at least 1"),
+                Some(bytes) => *field = bytes,
+                None => {}
+            }
+        }
         config.apps = colony_apps::examples();
         Ok(config)
     }

@@ -60,11 +60,13 @@ use crate::PeerKey;
 
 mod authorize;
 mod home;
+mod limits;
 
 use authorize::Parked;
 pub use authorize::{Refusal, SubmitPolicy};
 use home::HomeState;
 pub use home::{Piece, PieceData, PieceKey};
+pub use limits::{MessageKind, MessageLimits, TooLarge};
 
 /// A job's id: 128 random bits, also its key in the overlay.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -175,6 +177,9 @@ pub struct JobConfig {
     pub max_known_jobs: usize,
     /// Most reports a worker keeps waiting for acknowledgement, per unit.
     pub max_unacked_reports: usize,
+    /// Largest job message of each kind; a job whose result outgrows
+    /// `limits.result_bytes` fails.
+    pub limits: MessageLimits,
 }
 
 impl Default for JobConfig {
@@ -200,6 +205,7 @@ impl Default for JobConfig {
             max_active_jobs: 64,
             max_known_jobs: 1024,
             max_unacked_reports: 64,
+            limits: MessageLimits::default(),
         }
     }
 }
@@ -627,6 +633,18 @@ pub enum JobMsg<P> {
         job: JobId,
         /// Why it was refused; `None` once the job is cancelled.
         refused: Option<String>,
+    },
+    /// Worker → primary: a report on this unit is over its size limit and
+    /// cannot be sent; the job fails with `reason`.
+    TooLarge {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The epoch the worker ran.
+        epoch: Epoch,
+        /// What was too large, with its size and the limit.
+        reason: String,
     },
 }
 
@@ -1201,6 +1219,12 @@ impl<P: PeerKey> Jobs<P> {
                 self.outputs
                     .push_back(JobOutput::CancelAnswer { job, refused });
             }
+            JobMsg::TooLarge {
+                job,
+                unit,
+                epoch,
+                reason,
+            } => self.on_too_large(now, from, job, unit, epoch, reason),
         }
     }
 

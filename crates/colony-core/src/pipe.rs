@@ -20,6 +20,16 @@
 //!   unacknowledged number (`base`), so a receiver that meets a session for
 //!   the first time knows where it starts, and skips numbers whose sender gave
 //!   up on them.
+//! - A message larger than [`PipeConfig::fragment_bytes`] travels as
+//!   fragments on consecutive numbers of its channel ([`PipeFrame::Fragment`]),
+//!   each retransmitted, acknowledged and flow-controlled like any other
+//!   number; the receiver reassembles them in order, checks the whole
+//!   message against its CRC-32 and hands it over once. Receipts and
+//!   failures are per message, never per fragment: a message the sender
+//!   gives up on part-way is never delivered in part. Reassembly is bounded:
+//!   one partial message per channel, buffers grown as fragments arrive
+//!   (never from an announced size), and a cap on the bytes all partial
+//!   messages together may claim.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -44,15 +54,33 @@ impl TrafficClass {
 /// Tuning of the pipe core.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PipeConfig {
-    /// Largest message payload accepted by `send`.
+    /// Largest message payload accepted by `send` (and reassembled on
+    /// receipt). Messages above `fragment_bytes` are fragmented.
     pub max_message_bytes: usize,
+    /// Largest payload of one data frame: messages above it are sent as
+    /// fragments of this size. Keep it well under the network's
+    /// `max_frame_bytes`, so a fragment plus its header always fits a frame.
+    pub fragment_bytes: usize,
+    /// Bytes of messages waiting for window space per channel; beyond it
+    /// `send` fails with [`PipeError::Backpressure`] (at least one message
+    /// is always accepted).
+    pub max_queued_bytes: usize,
+    /// Bytes a receiver buffers out of order per channel (the next expected
+    /// number is always taken).
+    pub receive_window_bytes: usize,
+    /// Bytes all partially received messages together may claim (by their
+    /// announced size, which is only counted, never allocated before the
+    /// bytes arrive); a message that would exceed it waits, unacknowledged,
+    /// until others complete (one is always let through).
+    pub max_reassembly_bytes: usize,
     /// Retransmission timeout before any round trip has been measured.
     pub initial_rto: Duration,
     /// Floor of the retransmission timeout.
     pub min_rto: Duration,
     /// Cap of the progressive (doubling) retransmission timeout.
     pub max_rto: Duration,
-    /// Messages in flight (sent, unacknowledged) per channel.
+    /// Data frames (messages or fragments) in flight (sent,
+    /// unacknowledged) per channel.
     pub window_messages: usize,
     /// Payload bytes in flight per channel (at least one message is always
     /// let through): bounds memory and keeps bulk traffic from flooding the
@@ -82,12 +110,16 @@ pub struct PipeConfig {
 impl Default for PipeConfig {
     fn default() -> Self {
         PipeConfig {
-            max_message_bytes: 1 << 20,
+            max_message_bytes: 128 << 20,
+            fragment_bytes: 64 << 10,
+            max_queued_bytes: 512 << 20,
+            receive_window_bytes: 16 << 20,
+            max_reassembly_bytes: 512 << 20,
             initial_rto: Duration::from_millis(100),
             min_rto: Duration::from_millis(10),
             max_rto: Duration::from_secs(1),
             window_messages: 4096,
-            window_bytes: 4 << 20,
+            window_bytes: 1 << 20,
             max_queued_messages: 65_536,
             receive_window: 8192,
             max_buffered_bytes: 64 << 20,
@@ -127,6 +159,24 @@ pub enum PipeFrame {
         /// Further received ranges, `[start, end)`.
         sack: Vec<(u64, u64)>,
     },
+    /// A fragment of a message larger than one frame: fragment `part` of
+    /// `parts`, on consecutive numbers of the channel. Everything but the
+    /// payload and `part` is the same in every fragment of a message.
+    Fragment {
+        /// Its traffic class.
+        class: TrafficClass,
+        /// The sender's session.
+        session: u64,
+        /// Its number in the channel.
+        seq: u64,
+        /// The lowest number the sender has not settled.
+        base: u64,
+        /// Which fragment of which message.
+        header: FragmentHeader,
+        /// This fragment's bytes.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// The sender gave up on numbers below `base`: stop waiting for them.
     Base {
         /// The channel's class.
@@ -136,6 +186,19 @@ pub enum PipeFrame {
         /// The new base.
         base: u64,
     },
+}
+
+/// Where a fragment belongs in its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragmentHeader {
+    /// This fragment's index, from 0.
+    pub part: u32,
+    /// How many fragments the message has (at least 2).
+    pub parts: u32,
+    /// The whole message's length in bytes.
+    pub len: u64,
+    /// CRC-32 (IEEE) of the whole message.
+    pub crc32: u32,
 }
 
 /// Why a message was not delivered. Every message ends in a [`Receipt`] or
@@ -246,6 +309,17 @@ pub struct PipeStats {
     pub stale_frames_dropped: u64,
     /// Acknowledgement frames sent.
     pub acks_sent: u64,
+    /// Fragments sent (first transmissions).
+    pub fragments_sent: u64,
+    /// Messages reassembled from fragments and handed over.
+    pub messages_reassembled: u64,
+    /// Partially received messages dropped: their sender gave up on a
+    /// fragment, restarted, or a fragment did not continue them.
+    pub partials_dropped: u64,
+    /// Reassembled messages dropped for failing their length or CRC check.
+    pub integrity_failures: u64,
+    /// Fragments dropped for a header no sender of ours would write.
+    pub malformed_fragments: u64,
 }
 
 type ChannelKey<P> = (P, TrafficClass);
@@ -256,9 +330,13 @@ const FAST_RETRANSMIT_BATCH: usize = 64;
 /// Marks the timer entry of a pending base announcement.
 const BASE_TIMER: u64 = u64::MAX;
 
+/// One data frame in flight: a whole message, or a fragment of one.
 struct InFlight {
     payload: Vec<u8>,
-    token: u64,
+    /// The message it belongs to: the number of its first data frame.
+    msg: u64,
+    /// Set for a fragment.
+    header: Option<FragmentHeader>,
     first_sent: Instant,
     last_sent: Instant,
     transmissions: u32,
@@ -271,10 +349,29 @@ struct InFlight {
     sacked: bool,
 }
 
+/// A message waiting for window space; a fragmented one stays at the front
+/// of the backlog until its last fragment is in flight.
 struct Queued {
     payload: Vec<u8>,
     token: u64,
     deadline: Instant,
+    /// How many data frames it takes.
+    parts: u32,
+    /// The next fragment to send.
+    next_part: u32,
+    crc32: u32,
+    /// The number of its first fragment, once that is in flight.
+    first_seq: Option<u64>,
+}
+
+/// A message with at least one data frame sent, not yet settled.
+struct Outstanding {
+    token: u64,
+    first_sent: Instant,
+    /// Data frames not yet acknowledged, those still to send included.
+    unacked: u32,
+    /// Most transmissions of any of its data frames.
+    transmissions: u32,
 }
 
 struct BaseAnnounce {
@@ -290,8 +387,11 @@ struct SendChannel {
     next_seq: u64,
     in_flight: BTreeMap<u64, InFlight>,
     in_flight_bytes: usize,
+    /// Messages with data frames sent, by the number of their first.
+    outstanding: BTreeMap<u64, Outstanding>,
     last_active: Instant,
     backlog: VecDeque<Queued>,
+    backlog_bytes: usize,
     /// Smoothed RTT and its variation (RFC 6298), once measured.
     srtt: Option<(Duration, Duration)>,
     base_announce: Option<BaseAnnounce>,
@@ -307,6 +407,23 @@ impl SendChannel {
     }
 }
 
+/// A data frame received out of order, waiting for the ones before it.
+struct Held {
+    header: Option<FragmentHeader>,
+    payload: Vec<u8>,
+}
+
+/// A message being reassembled from its fragments.
+struct Partial {
+    /// Number of its first fragment (the message's number).
+    first_seq: u64,
+    /// Every fragment repeats the header, but for `part`.
+    header: FragmentHeader,
+    /// The next fragment expected.
+    next_part: u32,
+    bytes: Vec<u8>,
+}
+
 struct RecvChannel {
     last_active: Instant,
     session: u64,
@@ -314,7 +431,23 @@ struct RecvChannel {
     /// The sender settled everything below this: missing numbers below it
     /// will never come and are skipped.
     floor: u64,
-    buffer: BTreeMap<u64, Vec<u8>>,
+    buffer: BTreeMap<u64, Held>,
+    buffered_bytes: usize,
+    partial: Option<Partial>,
+}
+
+impl RecvChannel {
+    fn new(now: Instant, session: u64, base: u64) -> Self {
+        RecvChannel {
+            last_active: now,
+            session,
+            next_expected: base,
+            floor: base,
+            buffer: BTreeMap::new(),
+            buffered_bytes: 0,
+            partial: None,
+        }
+    }
 }
 
 /// The reliable-pipe core of one peer. See the module docs.
@@ -329,8 +462,12 @@ pub struct Pipes<P: PeerKey> {
     ack_due: BTreeSet<ChannelKey<P>>,
     outputs: VecDeque<PipeOutput<P>>,
     stats: PipeStats,
-    /// Payload bytes in the receive channels' buffers.
+    /// Payload bytes held out of order in every receive channel's buffer
+    /// (bounded by `max_buffered_bytes`).
     buffered_bytes: usize,
+    /// Bytes claimed by partial messages of every channel (their announced
+    /// lengths).
+    reassembly_bytes: usize,
 }
 
 impl<P: PeerKey> Pipes<P> {
@@ -350,6 +487,7 @@ impl<P: PeerKey> Pipes<P> {
             outputs: VecDeque::new(),
             stats: PipeStats::default(),
             buffered_bytes: 0,
+            reassembly_bytes: 0,
         }
     }
 
@@ -367,7 +505,18 @@ impl<P: PeerKey> Pipes<P> {
     pub fn pending_messages(&self) -> usize {
         self.send
             .values()
-            .map(|c| c.in_flight.len() + c.backlog.len())
+            .map(|c| {
+                c.outstanding.len() + c.backlog.iter().filter(|q| q.first_seq.is_none()).count()
+            })
+            .sum()
+    }
+
+    /// Bytes held for partially received messages, across all channels.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.recv
+            .values()
+            .filter_map(|c| c.partial.as_ref())
+            .map(|p| p.bytes.capacity())
             .sum()
     }
 
@@ -388,6 +537,13 @@ impl<P: PeerKey> Pipes<P> {
                 max: self.config.max_message_bytes,
             });
         }
+        let fragment = self.config.fragment_bytes.max(1);
+        let parts = u32::try_from(payload.len().div_ceil(fragment).max(1)).map_err(|_| {
+            PipeError::MessageTooLarge {
+                size: payload.len(),
+                max: fragment.saturating_mul(u32::MAX as usize),
+            }
+        })?;
         let key = (to, class);
         if !self.send.contains_key(&key) {
             if self.send.len() >= self.config.max_channels {
@@ -399,8 +555,10 @@ impl<P: PeerKey> Pipes<P> {
                     next_seq: 0,
                     in_flight: BTreeMap::new(),
                     in_flight_bytes: 0,
+                    outstanding: BTreeMap::new(),
                     last_active: now,
                     backlog: VecDeque::new(),
+                    backlog_bytes: 0,
                     srtt: None,
                     base_announce: None,
                 },
@@ -409,71 +567,193 @@ impl<P: PeerKey> Pipes<P> {
         let Some(channel) = self.send.get_mut(&key) else {
             return Err(PipeError::Backpressure { queued: 0 });
         };
-        if channel.backlog.len() >= self.config.max_queued_messages {
+        if channel.backlog.len() >= self.config.max_queued_messages
+            || (!channel.backlog.is_empty()
+                && channel.backlog_bytes + payload.len() > self.config.max_queued_bytes)
+        {
             return Err(PipeError::Backpressure {
                 queued: channel.backlog.len(),
             });
         }
+        let crc32 = if parts > 1 {
+            crc32fast::hash(&payload)
+        } else {
+            0
+        };
+        channel.backlog_bytes += payload.len();
         channel.backlog.push_back(Queued {
             payload,
             token,
             deadline,
+            parts,
+            next_part: 0,
+            crc32,
+            first_seq: None,
         });
         self.stats.messages_sent += 1;
         self.admit(now, &key);
         Ok(())
     }
 
-    /// Moves queued messages of a channel into its window and transmits them.
+    /// Moves queued messages (or their next fragments) of a channel into its
+    /// window and transmits them.
     fn admit(&mut self, now: Instant, key: &ChannelKey<P>) {
-        let Some(channel) = self.send.get_mut(key) else {
-            return;
-        };
-        channel.last_active = now;
-        while channel.in_flight.len() < self.config.window_messages {
-            let fits = channel.backlog.front().is_some_and(|next| {
-                channel.in_flight.is_empty()
-                    || channel.in_flight_bytes + next.payload.len() <= self.config.window_bytes
-            });
-            if !fits {
-                break;
-            }
-            let Some(queued) = channel.backlog.pop_front() else {
-                break;
+        let fragment = self.config.fragment_bytes.max(1);
+        loop {
+            let Some(channel) = self.send.get_mut(key) else {
+                return;
             };
-            if queued.deadline <= now {
-                self.stats.messages_failed += 1;
-                self.outputs.push_back(PipeOutput::Failed {
-                    token: queued.token,
-                    error: PipeError::DeadlineExceeded {
-                        after: Duration::ZERO,
-                    },
-                });
+            channel.last_active = now;
+            if channel.in_flight.len() >= self.config.window_messages {
+                return;
+            }
+            let Some(next) = channel.backlog.front_mut() else {
+                return;
+            };
+            let offset = next.next_part as usize * fragment;
+            let len = next.payload.len().saturating_sub(offset).min(fragment);
+            if !channel.in_flight.is_empty()
+                && channel.in_flight_bytes + len > self.config.window_bytes
+            {
+                return;
+            }
+            if next.deadline <= now {
+                match next.first_seq {
+                    // Part of it is on its way: fail it as a whole.
+                    Some(msg) => self.fail_message(
+                        now,
+                        key,
+                        msg,
+                        PipeError::DeadlineExceeded {
+                            after: Duration::ZERO,
+                        },
+                    ),
+                    None => {
+                        let Some(queued) = channel.backlog.pop_front() else {
+                            return;
+                        };
+                        channel.backlog_bytes =
+                            channel.backlog_bytes.saturating_sub(queued.payload.len());
+                        self.stats.messages_failed += 1;
+                        self.outputs.push_back(PipeOutput::Failed {
+                            token: queued.token,
+                            error: PipeError::DeadlineExceeded {
+                                after: Duration::ZERO,
+                            },
+                        });
+                    }
+                }
                 continue;
             }
             let seq = channel.next_seq;
             channel.next_seq += 1;
+            let msg = *next.first_seq.get_or_insert(seq);
+            if next.next_part == 0 {
+                channel.outstanding.insert(
+                    seq,
+                    Outstanding {
+                        token: next.token,
+                        first_sent: now,
+                        unacked: next.parts,
+                        transmissions: 1,
+                    },
+                );
+            }
+            let deadline = next.deadline;
+            let (payload, header) = if next.parts == 1 {
+                (std::mem::take(&mut next.payload), None)
+            } else {
+                let header = FragmentHeader {
+                    part: next.next_part,
+                    parts: next.parts,
+                    len: next.payload.len() as u64,
+                    crc32: next.crc32,
+                };
+                self.stats.fragments_sent += 1;
+                (next.payload[offset..offset + len].to_vec(), Some(header))
+            };
+            next.next_part += 1;
+            if next.next_part >= next.parts {
+                if let Some(done) = channel.backlog.pop_front() {
+                    let size = if done.parts == 1 {
+                        payload.len()
+                    } else {
+                        done.payload.len()
+                    };
+                    channel.backlog_bytes = channel.backlog_bytes.saturating_sub(size);
+                }
+            }
             let rto = rto_of(channel.srtt, &self.config);
-            let timer_at = (now + rto).min(queued.deadline);
+            let timer_at = (now + rto).min(deadline);
             let base = channel.base().min(seq);
-            self.outputs
-                .push_back(transmit_data(key, self.session, seq, base, &queued.payload));
-            channel.in_flight_bytes += queued.payload.len();
+            self.outputs.push_back(transmit_data(
+                key,
+                self.session,
+                seq,
+                base,
+                header,
+                &payload,
+            ));
+            channel.in_flight_bytes += payload.len();
             channel.in_flight.insert(
                 seq,
                 InFlight {
-                    payload: queued.payload,
-                    token: queued.token,
+                    payload,
+                    msg,
+                    header,
                     first_sent: now,
                     last_sent: now,
                     transmissions: 1,
                     rto,
-                    deadline: queued.deadline,
+                    deadline,
                     timer_at,
                     sacked: false,
                 },
             );
             self.timers.insert((timer_at, key.0.clone(), key.1, seq));
+        }
+    }
+
+    /// Gives up on message `msg` of a channel as a whole: its data frames
+    /// in flight, and those not yet sent. Does not refill the window.
+    fn fail_message(&mut self, now: Instant, key: &ChannelKey<P>, msg: u64, error: PipeError) {
+        let Some(channel) = self.send.get_mut(key) else {
+            return;
+        };
+        let Some(outstanding) = channel.outstanding.remove(&msg) else {
+            return;
+        };
+        let frames: Vec<u64> = channel
+            .in_flight
+            .range(msg..)
+            .take_while(|(_, f)| f.msg == msg)
+            .map(|(seq, _)| *seq)
+            .collect();
+        let had_frames = !frames.is_empty();
+        for seq in frames {
+            if let Some(frame) = channel.in_flight.remove(&seq) {
+                channel.in_flight_bytes =
+                    channel.in_flight_bytes.saturating_sub(frame.payload.len());
+                self.timers
+                    .remove(&(frame.timer_at, key.0.clone(), key.1, seq));
+            }
+        }
+        if channel
+            .backlog
+            .front()
+            .is_some_and(|q| q.first_seq == Some(msg))
+        {
+            if let Some(rest) = channel.backlog.pop_front() {
+                channel.backlog_bytes = channel.backlog_bytes.saturating_sub(rest.payload.len());
+            }
+        }
+        self.stats.messages_failed += 1;
+        self.outputs.push_back(PipeOutput::Failed {
+            token: outstanding.token,
+            error,
+        });
+        if had_frames {
+            self.start_base_announce(now, key);
         }
     }
 
@@ -486,7 +766,31 @@ impl<P: PeerKey> Pipes<P> {
                 seq,
                 base,
                 payload,
-            } => self.on_data(now, from, class, session, seq, base, payload),
+            } => self.on_data(
+                now,
+                (from, class),
+                (session, seq, base),
+                Held {
+                    header: None,
+                    payload,
+                },
+            ),
+            PipeFrame::Fragment {
+                class,
+                session,
+                seq,
+                base,
+                header,
+                payload,
+            } => self.on_data(
+                now,
+                (from, class),
+                (session, seq, base),
+                Held {
+                    header: Some(header),
+                    payload,
+                },
+            ),
             PipeFrame::Ack {
                 class,
                 session,
@@ -517,13 +821,6 @@ impl<P: PeerKey> Pipes<P> {
         session: u64,
         base: u64,
     ) -> Option<&mut RecvChannel> {
-        let fresh = RecvChannel {
-            last_active: now,
-            session,
-            next_expected: base,
-            floor: base,
-            buffer: BTreeMap::new(),
-        };
         if !self.recv.contains_key(key) && self.recv.len() >= self.config.max_channels {
             let idlest = self
                 .recv
@@ -531,43 +828,54 @@ impl<P: PeerKey> Pipes<P> {
                 .min_by_key(|(_, c)| c.last_active)
                 .map(|(k, _)| k.clone());
             if let Some(idlest) = idlest {
-                if let Some(gone) = self.recv.remove(&idlest) {
-                    self.buffered_bytes -= buffer_bytes(&gone);
+                if let Some(mut gone) = self.recv.remove(&idlest) {
+                    self.buffered_bytes = self.buffered_bytes.saturating_sub(gone.buffered_bytes);
+                    self.drop_partial(&mut gone);
                 }
+                self.stalled.remove(&idlest);
             }
         }
-        let channel = self.recv.entry(key.clone()).or_insert(RecvChannel {
-            last_active: now,
-            session,
-            next_expected: base,
-            floor: base,
-            buffer: BTreeMap::new(),
-        });
+        let mut channel = self
+            .recv
+            .remove(key)
+            .unwrap_or_else(|| RecvChannel::new(now, session, base));
         channel.last_active = now;
         if session < channel.session {
             self.stats.stale_frames_dropped += 1;
+            self.recv.insert(key.clone(), channel);
             return None;
         }
         if session > channel.session {
-            self.buffered_bytes -= buffer_bytes(channel);
-            *channel = fresh;
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(channel.buffered_bytes);
+            self.drop_partial(&mut channel);
+            channel = RecvChannel::new(now, session, base);
         }
-        Some(channel)
+        Some(self.recv.entry(key.clone()).or_insert(channel))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Drops a channel's partial message, if any, releasing its claim.
+    fn drop_partial(&mut self, channel: &mut RecvChannel) {
+        if let Some(partial) = channel.partial.take() {
+            self.release(partial.header.len);
+            self.stats.partials_dropped += 1;
+        }
+    }
+
+    fn release(&mut self, len: u64) {
+        self.reassembly_bytes = self
+            .reassembly_bytes
+            .saturating_sub(usize::try_from(len).unwrap_or(usize::MAX));
+    }
+
     fn on_data(
         &mut self,
         now: Instant,
-        from: P,
-        class: TrafficClass,
-        session: u64,
-        seq: u64,
-        base: u64,
-        payload: Vec<u8>,
+        key: ChannelKey<P>,
+        (session, seq, base): (u64, u64, u64),
+        held: Held,
     ) {
-        let key = (from, class);
         let window = self.config.receive_window as u64;
+        let window_bytes = self.config.receive_window_bytes;
         let Some(channel) = self.recv_channel(now, &key, session, base) else {
             return;
         };
@@ -578,22 +886,28 @@ impl<P: PeerKey> Pipes<P> {
         };
         if seq < channel.next_expected || channel.buffer.contains_key(&seq) {
             self.stats.duplicates_suppressed += 1;
+            // A retransmission of what waits for room: try again.
+            if self.stalled.contains(&key) {
+                self.advance(&key);
+            }
             return;
         }
         // The highest number is never taken: the receiver could not count
-        // past it.
-        if seq >= channel.next_expected.saturating_add(window) || seq == u64::MAX {
+        // past it. Data that cannot be delivered at once is held only
+        // within the channel's and the whole core's byte bounds.
+        let len = held.payload.len();
+        if seq >= channel.next_expected.saturating_add(window)
+            || seq == u64::MAX
+            || (seq != channel.next_expected
+                && (channel.buffered_bytes + len > window_bytes
+                    || self.buffered_bytes + len > self.config.max_buffered_bytes))
+        {
             self.stats.out_of_window_dropped += 1;
             return;
         }
-        let deliverable =
-            seq == channel.next_expected && self.ready.len() < self.config.max_ready_messages;
-        if !deliverable && self.buffered_bytes + payload.len() > self.config.max_buffered_bytes {
-            self.stats.out_of_window_dropped += 1;
-            return;
-        }
-        self.buffered_bytes += payload.len();
-        channel.buffer.insert(seq, payload);
+        channel.buffered_bytes += len;
+        self.buffered_bytes += len;
+        channel.buffer.insert(seq, held);
         self.advance(&key);
     }
 
@@ -606,38 +920,150 @@ impl<P: PeerKey> Pipes<P> {
     }
 
     /// Moves the in-order prefix of a channel's buffer to the ready queue,
-    /// as far as the ready queue's bound allows.
+    /// reassembling fragmented messages, as far as the ready queue's bound
+    /// and the reassembly budget allow.
     fn advance(&mut self, key: &ChannelKey<P>) {
-        let Some(channel) = self.recv.get_mut(key) else {
+        let Some(mut channel) = self.recv.remove(key) else {
             return;
         };
+        let stalled = self.advance_channel(key, &mut channel);
+        self.recv.insert(key.clone(), channel);
+        if stalled {
+            self.stalled.insert(key.clone());
+        } else {
+            self.stalled.remove(key);
+        }
+    }
+
+    /// [`Pipes::advance`] on a channel taken out of the map; whether it
+    /// stalled.
+    fn advance_channel(&mut self, key: &ChannelKey<P>, channel: &mut RecvChannel) -> bool {
         loop {
-            if !channel.buffer.contains_key(&channel.next_expected) {
+            let Some(next) = channel.buffer.get(&channel.next_expected) else {
                 if channel.next_expected >= channel.floor {
-                    break;
+                    return false;
                 }
-                // A gap the sender gave up on: jump to what did arrive.
+                // A gap the sender gave up on: jump to what did arrive, and
+                // drop a message that lost fragments in it.
+                self.drop_partial(channel);
                 let next_arrived = channel.buffer.keys().next().copied();
                 channel.next_expected = next_arrived.unwrap_or(channel.floor).min(channel.floor);
                 continue;
-            }
-            if self.ready.len() >= self.config.max_ready_messages {
-                self.stalled.insert(key.clone());
-                return;
-            }
-            let Some(payload) = channel.buffer.remove(&channel.next_expected) else {
-                break;
             };
-            self.buffered_bytes -= payload.len();
-            self.ready.push_back(Delivery {
-                from: key.0.clone(),
-                class: key.1,
-                seq: channel.next_expected,
-                payload,
-            });
+            if self.ready.len() >= self.config.max_ready_messages {
+                return true;
+            }
+            let seq = channel.next_expected;
+            if let Some(header) = next.header.filter(|h| h.part == 0) {
+                // A new message claims its announced length (counted, not
+                // allocated); it waits, unacknowledged, while the claims of
+                // other channels leave no room for it.
+                let own = channel.partial.as_ref().map_or(0, |p| p.header.len);
+                let others = self
+                    .reassembly_bytes
+                    .saturating_sub(usize::try_from(own).unwrap_or(usize::MAX));
+                let len = usize::try_from(header.len).unwrap_or(usize::MAX);
+                if others > 0 && others.saturating_add(len) > self.config.max_reassembly_bytes {
+                    return true;
+                }
+            }
+            let Some(held) = channel.buffer.remove(&seq) else {
+                return false;
+            };
+            channel.buffered_bytes = channel.buffered_bytes.saturating_sub(held.payload.len());
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(held.payload.len());
             channel.next_expected += 1;
+            let Some(header) = held.header else {
+                // A whole message: any partial one before it lost its end.
+                self.drop_partial(channel);
+                self.ready.push_back(Delivery {
+                    from: key.0.clone(),
+                    class: key.1,
+                    seq,
+                    payload: held.payload,
+                });
+                continue;
+            };
+            if let Some(message) = self.reassemble(channel, seq, header, held.payload) {
+                self.stats.messages_reassembled += 1;
+                self.ready.push_back(Delivery {
+                    from: key.0.clone(),
+                    class: key.1,
+                    seq: message.0,
+                    payload: message.1,
+                });
+            }
         }
-        self.stalled.remove(key);
+    }
+
+    /// Adds fragment `seq` to the channel's partial message; the message's
+    /// number and bytes once it is complete and intact.
+    fn reassemble(
+        &mut self,
+        channel: &mut RecvChannel,
+        seq: u64,
+        header: FragmentHeader,
+        payload: Vec<u8>,
+    ) -> Option<(u64, Vec<u8>)> {
+        if header.part == 0 {
+            // A new message: one before it that did not finish never will.
+            self.drop_partial(channel);
+            let len = usize::try_from(header.len).unwrap_or(usize::MAX);
+            if header.parts < 2
+                || len > self.config.max_message_bytes
+                || u64::from(header.parts) > header.len
+            {
+                self.stats.malformed_fragments += 1;
+                return None;
+            }
+            self.reassembly_bytes = self.reassembly_bytes.saturating_add(len);
+            channel.partial = Some(Partial {
+                first_seq: seq,
+                header,
+                next_part: 0,
+                bytes: Vec::new(),
+            });
+        }
+        let continues = channel.partial.as_ref().is_some_and(|p| {
+            p.next_part == header.part
+                && p.first_seq + u64::from(header.part) == seq
+                && FragmentHeader {
+                    part: header.part,
+                    ..p.header
+                } == header
+        });
+        if !continues {
+            // Not the continuation of what we hold (its start was lost in a
+            // gap the sender gave up on): drop both.
+            self.drop_partial(channel);
+            return None;
+        }
+        let partial = channel.partial.as_mut()?;
+        let len = usize::try_from(header.len).unwrap_or(usize::MAX);
+        let have = partial.bytes.len() + payload.len();
+        if have > len || payload.is_empty() {
+            self.stats.malformed_fragments += 1;
+            self.drop_partial(channel);
+            return None;
+        }
+        // Grow by doubling, as the bytes arrive, never past the announced
+        // length.
+        if have > partial.bytes.capacity() {
+            let target = have.max(partial.bytes.capacity() * 2).min(len);
+            partial.bytes.reserve_exact(target - partial.bytes.len());
+        }
+        partial.bytes.extend_from_slice(&payload);
+        partial.next_part += 1;
+        if partial.next_part < header.parts {
+            return None;
+        }
+        let done = channel.partial.take()?;
+        self.release(done.header.len);
+        if done.bytes.len() != len || crc32fast::hash(&done.bytes) != done.header.crc32 {
+            self.stats.integrity_failures += 1;
+            return None;
+        }
+        Some((done.first_seq, done.bytes))
     }
 
     fn on_ack(
@@ -675,21 +1101,32 @@ impl<P: PeerKey> Pipes<P> {
                 msg.sacked = true;
             }
         }
-        for (seq, msg) in acked {
-            channel.in_flight_bytes = channel.in_flight_bytes.saturating_sub(msg.payload.len());
+        for (seq, frame) in acked {
+            channel.in_flight_bytes = channel.in_flight_bytes.saturating_sub(frame.payload.len());
             self.timers
-                .remove(&(msg.timer_at, key.0.clone(), key.1, seq));
-            let latency = now.saturating_duration_since(msg.first_sent);
-            if msg.transmissions == 1 {
+                .remove(&(frame.timer_at, key.0.clone(), key.1, seq));
+            let latency = now.saturating_duration_since(frame.first_sent);
+            if frame.transmissions == 1 {
                 channel.srtt = Some(update_srtt(channel.srtt, latency));
             }
+            let Some(message) = channel.outstanding.get_mut(&frame.msg) else {
+                continue;
+            };
+            message.unacked = message.unacked.saturating_sub(1);
+            message.transmissions = message.transmissions.max(frame.transmissions);
+            if message.unacked > 0 {
+                continue;
+            }
+            let Some(message) = channel.outstanding.remove(&frame.msg) else {
+                continue;
+            };
             self.stats.messages_acked += 1;
             self.outputs.push_back(PipeOutput::Delivered {
-                token: msg.token,
+                token: message.token,
                 receipt: Receipt {
-                    seq,
-                    latency,
-                    transmissions: msg.transmissions,
+                    seq: frame.msg,
+                    latency: now.saturating_duration_since(message.first_sent),
+                    transmissions: message.transmissions,
                 },
             });
         }
@@ -739,14 +1176,20 @@ impl<P: PeerKey> Pipes<P> {
             .take(FAST_RETRANSMIT_BATCH)
             .collect();
         for seq in holes {
-            let Some(msg) = channel.in_flight.get_mut(&seq) else {
+            let Some(frame) = channel.in_flight.get_mut(&seq) else {
                 continue;
             };
-            msg.transmissions += 1;
-            msg.last_sent = now;
+            frame.transmissions += 1;
+            frame.last_sent = now;
             self.stats.retransmissions += 1;
-            self.outputs
-                .push_back(transmit_data(key, self.session, seq, base, &msg.payload));
+            self.outputs.push_back(transmit_data(
+                key,
+                self.session,
+                seq,
+                base,
+                frame.header,
+                &frame.payload,
+            ));
         }
     }
 
@@ -773,32 +1216,33 @@ impl<P: PeerKey> Pipes<P> {
                 continue;
             };
             let base = channel.base();
-            let Some(msg) = channel.in_flight.get_mut(&seq) else {
+            let Some(frame) = channel.in_flight.get_mut(&seq) else {
                 continue;
             };
-            if msg.deadline <= now {
-                let after = now.saturating_duration_since(msg.first_sent);
-                let token = msg.token;
-                channel.in_flight_bytes = channel.in_flight_bytes.saturating_sub(msg.payload.len());
-                channel.in_flight.remove(&seq);
-                self.stats.messages_failed += 1;
-                self.outputs.push_back(PipeOutput::Failed {
-                    token,
-                    error: PipeError::DeadlineExceeded { after },
+            if frame.deadline <= now {
+                let msg = frame.msg;
+                let after = channel.outstanding.get(&msg).map_or(Duration::ZERO, |m| {
+                    now.saturating_duration_since(m.first_sent)
                 });
-                self.start_base_announce(now, &key);
+                self.fail_message(now, &key, msg, PipeError::DeadlineExceeded { after });
                 self.admit(now, &key);
                 continue;
             }
-            msg.transmissions += 1;
-            msg.last_sent = now;
-            msg.rto = (msg.rto * 2).min(self.config.max_rto);
-            msg.timer_at = (now + msg.rto).min(msg.deadline);
+            frame.transmissions += 1;
+            frame.last_sent = now;
+            frame.rto = (frame.rto * 2).min(self.config.max_rto);
+            frame.timer_at = (now + frame.rto).min(frame.deadline);
             self.timers
-                .insert((msg.timer_at, key.0.clone(), key.1, seq));
+                .insert((frame.timer_at, key.0.clone(), key.1, seq));
             self.stats.retransmissions += 1;
-            self.outputs
-                .push_back(transmit_data(&key, self.session, seq, base, &msg.payload));
+            self.outputs.push_back(transmit_data(
+                &key,
+                self.session,
+                seq,
+                base,
+                frame.header,
+                &frame.payload,
+            ));
         }
     }
 
@@ -865,24 +1309,30 @@ impl<P: PeerKey> Pipes<P> {
             let Some(channel) = self.send.get_mut(&key) else {
                 continue;
             };
-            for (seq, msg) in std::mem::take(&mut channel.in_flight) {
+            for (seq, frame) in std::mem::take(&mut channel.in_flight) {
                 self.timers
-                    .remove(&(msg.timer_at, key.0.clone(), key.1, seq));
-                self.stats.messages_failed += 1;
-                self.outputs.push_back(PipeOutput::Failed {
-                    token: msg.token,
-                    error: error.clone(),
-                });
+                    .remove(&(frame.timer_at, key.0.clone(), key.1, seq));
             }
             channel.in_flight_bytes = 0;
             if let Some(announce) = channel.base_announce.take() {
                 self.timers
                     .remove(&(announce.timer_at, key.0.clone(), key.1, BASE_TIMER));
             }
-            for msg in std::mem::take(&mut channel.backlog) {
+            let tokens: Vec<u64> = std::mem::take(&mut channel.outstanding)
+                .into_values()
+                .map(|m| m.token)
+                .chain(
+                    std::mem::take(&mut channel.backlog)
+                        .into_iter()
+                        .filter(|q| q.first_seq.is_none())
+                        .map(|q| q.token),
+                )
+                .collect();
+            channel.backlog_bytes = 0;
+            for token in tokens {
                 self.stats.messages_failed += 1;
                 self.outputs.push_back(PipeOutput::Failed {
-                    token: msg.token,
+                    token,
                     error: error.clone(),
                 });
             }
@@ -894,7 +1344,9 @@ impl<P: PeerKey> Pipes<P> {
         let idlest = self
             .send
             .iter()
-            .filter(|(_, c)| c.in_flight.is_empty() && c.backlog.is_empty())
+            .filter(|(_, c)| {
+                c.in_flight.is_empty() && c.backlog.is_empty() && c.outstanding.is_empty()
+            })
             .min_by_key(|(_, c)| c.last_active)
             .map(|(k, _)| k.clone());
         if let Some(idlest) = idlest {
@@ -905,11 +1357,13 @@ impl<P: PeerKey> Pipes<P> {
     /// Fails every pending message with [`PipeError::Shutdown`].
     pub fn shutdown(&mut self) {
         for (_, channel) in std::mem::take(&mut self.send) {
-            let tokens = channel
-                .in_flight
-                .into_values()
-                .map(|m| m.token)
-                .chain(channel.backlog.into_iter().map(|m| m.token));
+            let tokens = channel.outstanding.into_values().map(|m| m.token).chain(
+                channel
+                    .backlog
+                    .into_iter()
+                    .filter(|q| q.first_seq.is_none())
+                    .map(|q| q.token),
+            );
             for token in tokens {
                 self.outputs.push_back(PipeOutput::Failed {
                     token,
@@ -981,29 +1435,39 @@ impl<P: PeerKey> Pipes<P> {
     }
 }
 
-/// Payload bytes held in a receive channel's buffer.
-fn buffer_bytes(channel: &RecvChannel) -> usize {
-    channel.buffer.values().map(Vec::len).sum()
-}
-
-/// A transmission of message `seq` of channel `key`.
+/// A transmission of data frame `seq` of channel `key`: a whole message,
+/// or a fragment of one.
 fn transmit_data<P: Clone>(
     key: &ChannelKey<P>,
     session: u64,
     seq: u64,
     base: u64,
+    header: Option<FragmentHeader>,
     payload: &[u8],
 ) -> PipeOutput<P> {
-    PipeOutput::Transmit {
-        to: key.0.clone(),
-        class: key.1,
-        frame: PipeFrame::Data {
-            class: key.1,
+    let class = key.1;
+    let payload = payload.to_vec();
+    let frame = match header {
+        None => PipeFrame::Data {
+            class,
             session,
             seq,
             base,
-            payload: payload.to_vec(),
+            payload,
         },
+        Some(header) => PipeFrame::Fragment {
+            class,
+            session,
+            seq,
+            base,
+            header,
+            payload,
+        },
+    };
+    PipeOutput::Transmit {
+        to: key.0.clone(),
+        class,
+        frame,
     }
 }
 

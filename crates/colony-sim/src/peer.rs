@@ -13,11 +13,11 @@ use colony_core::acquaintance::{AcquaintanceConfig, AcquaintanceOutput, Acquaint
 use colony_core::divisible::{AppRegistry, SharedVars};
 use colony_core::ft::FaultTolerance;
 use colony_core::job::{
-    JobConfig, JobEvent, JobId, JobMsg, JobOutput, JobState, JobView, Jobs, LocalUnit, Piece,
-    PieceData, PieceKey,
+    JobConfig, JobEvent, JobId, JobMsg, JobOutput, JobState, JobView, Jobs, LocalUnit, MessageKind,
+    Piece, PieceData, PieceKey, TooLarge,
 };
 use colony_core::membership::{self, Event, MemberState, Membership, MembershipConfig, PeerStats};
-use colony_core::pipe::{PipeConfig, PipeOutput, Pipes, TrafficClass};
+use colony_core::pipe::{PipeConfig, PipeError, PipeOutput, Pipes, TrafficClass};
 use colony_core::wire::{self, Frame};
 
 use crate::exec::{ExecEvent, ExecSpeed, Executor};
@@ -689,8 +689,20 @@ impl SimPeer {
                 Some(TAG_JOBS) => {
                     match wire::decode::<JobMsg<u32>>(
                         &d.payload[1..],
-                        self.settings.max_frame_bytes,
+                        self.settings.pipes.max_message_bytes,
                     ) {
+                        Ok(msg)
+                            if !self
+                                .settings
+                                .jobs
+                                .limits
+                                .accepts(MessageKind::of(&msg), d.payload.len() - 1) =>
+                        {
+                            self.actions.push(Action::Malformed {
+                                from: d.from,
+                                error: "job message over its size limit".to_string(),
+                            })
+                        }
                         Ok(msg) => {
                             self.trace_msg("got from", d.from, &msg);
                             self.jobs.handle_message(now, d.from, msg)
@@ -916,14 +928,14 @@ impl SimPeer {
                     self.job_send_failed(now, kind);
                     return;
                 }
+                // As the driver: one byte of the pipe's limit is the tag's,
+                // and a message over its kind's limit fails its operation.
+                let ceiling = self.settings.pipes.max_message_bytes.saturating_sub(1);
                 let mut payload = vec![TAG_JOBS];
-                match wire::encode(&msg, self.settings.pipes.max_message_bytes) {
+                match self.settings.jobs.limits.encode(&msg, ceiling) {
                     Ok(bytes) => payload.extend_from_slice(&bytes),
                     Err(error) => {
-                        self.actions.push(Action::Malformed {
-                            from: self.id,
-                            error: format!("cannot encode a job message: {error}"),
-                        });
+                        self.jobs.send_too_large(now, to, msg, &error);
                         return;
                     }
                 }
@@ -939,6 +951,14 @@ impl SimPeer {
                     Ok(()) => {
                         self.sends.insert(token, kind);
                         self.unsettled.entry((to, class)).or_default().insert(token);
+                    }
+                    Err(PipeError::MessageTooLarge { size, max }) => {
+                        let error = TooLarge {
+                            kind: MessageKind::of(&msg),
+                            size,
+                            max,
+                        };
+                        self.jobs.send_too_large(now, to, msg, &error);
                     }
                     Err(_) => self.job_send_failed(now, kind),
                 }

@@ -663,7 +663,8 @@ impl Driver {
         match out {
             PipeOutput::Transmit { to, class, frame } => {
                 let priority = match frame {
-                    colony_core::pipe::PipeFrame::Data { .. } => Priority(class.0),
+                    colony_core::pipe::PipeFrame::Data { .. }
+                    | colony_core::pipe::PipeFrame::Fragment { .. } => Priority(class.0),
                     _ => Priority::CONTROL,
                 };
                 self.send_frame(to, priority, &Frame::Pipe(frame));

@@ -75,6 +75,10 @@ pub struct DriverCounters {
     /// network within the identify timeout (or identified as another's).
     #[serde(default)]
     pub unidentified_peers: u64,
+    /// Job messages over their size limit: not sent (their job failed), or
+    /// dropped on receipt.
+    #[serde(default)]
+    pub oversized_job_messages: u64,
 }
 
 /// `GET /v1/status`: the peer and its counters.

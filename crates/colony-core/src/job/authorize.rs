@@ -195,6 +195,7 @@ pub(super) fn kind_of<P>(msg: &JobMsg<P>) -> &'static str {
         JobMsg::Pieces { .. } => "Pieces",
         JobMsg::Cancel { .. } => "Cancel",
         JobMsg::CancelReply { .. } => "CancelReply",
+        JobMsg::TooLarge { .. } => "TooLarge",
     }
 }
 

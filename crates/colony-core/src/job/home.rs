@@ -1081,6 +1081,7 @@ impl<P: PeerKey> Jobs<P> {
             None => return,
         };
         let merge_fn = self.registry.get(&app);
+        let result_max = self.config.limits.result_bytes;
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
@@ -1231,6 +1232,12 @@ impl<P: PeerKey> Jobs<P> {
                     Ok(output.clone())
                 };
                 match merged {
+                    // Nobody could receive it: fail now, not at the end.
+                    Ok(m) if m.len() > result_max => {
+                        h.record.state = JobState::Failed {
+                            reason: super::limits::result_too_large(m.len(), result_max),
+                        };
+                    }
                     Ok(m) => {
                         h.record.merged = m;
                         h.record.has_merged = true;
@@ -1574,6 +1581,42 @@ impl<P: PeerKey> Jobs<P> {
             }
             effects.push(JobOutput::Event(JobEvent::Finished { job, ok }));
         }
+    }
+
+    /// A worker cannot send its report on `unit`: over a size limit. Only
+    /// the unit's current holder may say so.
+    pub(super) fn on_too_large(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+        reason: String,
+    ) {
+        let holds = self.homes.get(&job).is_some_and(|h| {
+            h.is_primary()
+                && h.record
+                    .units
+                    .get(&unit)
+                    .is_some_and(|u| u.holder.as_ref() == Some(&from) && u.epoch == epoch)
+        });
+        if holds {
+            self.fail_too_large(now, job, format!("unit {unit} on {from}: {reason}"));
+        }
+    }
+
+    /// A message of this primary's for `job` is over its size limit: the
+    /// job fails, and its partial result, which nobody will read, is
+    /// dropped so the record's snapshots stay small.
+    pub(super) fn fail_too_large(&mut self, now: Instant, job: JobId, reason: String) {
+        if let Some(h) = self.homes.get_mut(&job).filter(|h| h.is_primary()) {
+            if h.record.state == JobState::Running {
+                h.record.merged = Vec::new();
+                h.record.has_merged = false;
+            }
+        }
+        self.fail_job(now, job, reason);
     }
 
     fn fail_job(&mut self, now: Instant, job: JobId, reason: String) {

@@ -153,6 +153,12 @@ impl Cluster {
                         self.peers[id as usize].core.handle_message(now, id, msg);
                         continue;
                     }
+                    // As the drivers: a message over its limit fails its operation.
+                    let core = &mut self.peers[id as usize].core;
+                    if let Err(error) = core.config.limits.encode(&msg, usize::MAX) {
+                        core.send_too_large(now, to, msg, &error);
+                        continue;
+                    }
                     // Pipes deliver in order per sender, receiver and class.
                     let latency = Duration::from_micros(self.rng.random_range(100..3000));
                     let channel = (id, to, bulk);
@@ -1196,5 +1202,57 @@ fn a_peer_with_a_submitter_list_computes_only_their_jobs() {
     assert_eq!(
         result_of(cluster.final_status(job).unwrap()),
         n * (n + 1) / 2
+    );
+}
+
+#[test]
+fn a_result_over_its_limit_fails_the_job_naming_the_limit() {
+    let mut cluster = Cluster::new(3, 1);
+    for peer in &mut cluster.peers {
+        // A sum's result is 8 bytes; its reports carry it in some 40.
+        peer.core.config.limits.result_bytes = 4;
+    }
+    let job = cluster.submit(0, 200_000);
+    cluster.run(Duration::from_secs(10), |c| c.final_status(job).is_some());
+    let status = cluster.final_status(job).expect("the submitter hears");
+    match &status.state {
+        JobState::Failed { reason } => {
+            assert!(reason.contains("limit of 4 bytes"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Every worker let its units go: nothing retries the report.
+    cluster.run(Duration::from_secs(2), |_| false);
+    for peer in &cluster.peers {
+        assert_eq!(peer.core.running_units(), 0);
+    }
+}
+
+#[test]
+fn a_too_large_notice_counts_only_from_the_unit_s_holder() {
+    let mut cluster = Cluster::new(3, 1);
+    let job = cluster.submit(0, 2_000_000);
+    cluster.run(Duration::from_millis(300), |_| false);
+    let primary = cluster.primary(job);
+    let stranger = (0..3).find(|p| *p != primary).expect("another peer");
+    let now = cluster.now;
+    // Unit 0 with a made-up epoch: not what the stranger holds, if anything.
+    cluster.peers[primary as usize].core.handle_message(
+        now,
+        stranger,
+        JobMsg::TooLarge {
+            job,
+            unit: 0,
+            epoch: 12345,
+            reason: "forged".into(),
+        },
+    );
+    cluster.drain(primary);
+    cluster.run(Duration::from_secs(30), |c| c.final_status(job).is_some());
+    let status = cluster.final_status(job).expect("finished");
+    assert!(
+        matches!(status.state, JobState::Done { .. }),
+        "{:?}",
+        status.state
     );
 }

@@ -66,8 +66,11 @@ impl Pair {
                 self.delivered_to_b.push(d);
             }
             for frame in transmits {
-                let targeted =
-                    matches!(frame, PipeFrame::Data { seq, .. } if Some(seq) == self.drop_data_seq);
+                let targeted = matches!(
+                    frame,
+                    PipeFrame::Data { seq, .. } | PipeFrame::Fragment { seq, .. }
+                        if Some(seq) == self.drop_data_seq
+                );
                 if targeted || self.blackhole || self.rng.random_bool(self.loss) {
                     continue;
                 }
@@ -233,8 +236,21 @@ fn dead_peer_fails_pending_messages() {
 #[test]
 fn oversized_message_and_backpressure_are_errors() {
     let mut pair = Pair::new(5);
+    pair.a = Pipes::new(
+        PipeConfig {
+            max_message_bytes: 1 << 20,
+            ..PipeConfig::default()
+        },
+        1,
+    );
     let err = pair.send(0, vec![0; (1 << 20) + 1]).unwrap_err();
-    assert!(matches!(err, PipeError::MessageTooLarge { .. }));
+    assert!(matches!(
+        err,
+        PipeError::MessageTooLarge {
+            size: 1_048_577,
+            max: 1_048_576
+        }
+    ));
     let config = PipeConfig {
         window_messages: 2,
         max_queued_messages: 3,
@@ -374,4 +390,261 @@ fn the_byte_window_refills_as_messages_are_acknowledged() {
         took <= Duration::from_millis(20),
         "all acknowledged after {took:?}"
     );
+}
+
+/// Bytes that tell where they were cut: byte `i` of message `token` is a
+/// function of both, so a fragment out of place shows.
+fn big(token: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(token * 7) as u8)
+        .collect()
+}
+
+#[test]
+fn multi_mib_messages_arrive_intact_under_loss_duplication_and_reordering() {
+    for seed in 0..3 {
+        let mut pair = Pair::new(100 + seed);
+        pair.loss = 0.2;
+        pair.duplicate = 0.05;
+        pair.jitter_ms = 20;
+        let sizes = [5 << 20, 10, 3 << 20, 256 << 10, (256 << 10) + 1, 7];
+        for (token, len) in sizes.iter().enumerate() {
+            pair.send(token as u64, big(token as u64, *len)).unwrap();
+        }
+        pair.run(Duration::from_secs(120));
+        let got: Vec<Vec<u8>> = pair
+            .delivered_to_b
+            .iter()
+            .map(|d| d.payload.clone())
+            .collect();
+        let expected: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(t, len)| big(t as u64, *len))
+            .collect();
+        assert_eq!(got.len(), expected.len(), "seed {seed}: once each");
+        assert!(got == expected, "seed {seed}: intact and in order");
+        // One receipt per message, whatever its fragments went through.
+        assert_eq!(pair.outcomes.len(), sizes.len());
+        assert!(pair.outcomes.values().all(|o| o.is_ok()), "seed {seed}");
+        let a = pair.a.stats();
+        let b = pair.b.stats();
+        assert_eq!(a.messages_acked, sizes.len() as u64);
+        let fragment = PipeConfig::default().fragment_bytes;
+        let fragmented = sizes.iter().filter(|len| **len > fragment).count();
+        let fragments: usize = sizes
+            .iter()
+            .filter(|len| **len > fragment)
+            .map(|len| len.div_ceil(fragment))
+            .sum();
+        assert_eq!(
+            b.messages_reassembled, fragmented as u64,
+            "seed {seed}: {b:?}"
+        );
+        assert_eq!(b.integrity_failures, 0);
+        assert_eq!(a.fragments_sent, fragments as u64, "{a:?}");
+        assert!(a.retransmissions > 0 && b.duplicates_suppressed > 0);
+        assert_eq!(pair.b.reassembly_bytes(), 0, "nothing left half-built");
+        assert_eq!(pair.a.pending_messages(), 0);
+    }
+}
+
+#[test]
+fn small_messages_travel_as_before_in_one_data_frame() {
+    let mut pair = Pair::new(101);
+    let limit = PipeConfig::default().fragment_bytes;
+    pair.send(0, big(0, limit)).unwrap();
+    let frames: Vec<PipeFrame> = std::iter::from_fn(|| pair.a.poll())
+        .filter_map(|o| match o {
+            PipeOutput::Transmit { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(frames.as_slice(), [PipeFrame::Data { seq: 0, base: 0, payload, .. }] if payload.len() == limit),
+        "{} frames",
+        frames.len()
+    );
+    assert_eq!(pair.a.stats().fragments_sent, 0);
+}
+
+#[test]
+fn a_message_given_up_part_way_is_never_delivered_in_part() {
+    let mut pair = Pair::new(102);
+    // Message 0 is 4 fragments (numbers 0..4); its third never gets through.
+    pair.drop_data_seq = Some(2);
+    let fragment = PipeConfig::default().fragment_bytes;
+    let deadline = pair.now + Duration::from_millis(500);
+    pair.a
+        .send(
+            pair.now,
+            1,
+            TrafficClass::EVENTS,
+            big(0, 4 * fragment),
+            0,
+            deadline,
+        )
+        .unwrap();
+    pair.send(1, big(1, 2 * fragment + 5)).unwrap();
+    pair.send(2, payload(2)).unwrap();
+    pair.run(Duration::from_secs(10));
+    assert!(
+        matches!(pair.outcomes[&0], Err(PipeError::DeadlineExceeded { .. })),
+        "{:?}",
+        pair.outcomes.get(&0)
+    );
+    assert!(pair.outcomes[&1].is_ok() && pair.outcomes[&2].is_ok());
+    let got: Vec<Vec<u8>> = pair
+        .delivered_to_b
+        .iter()
+        .map(|d| d.payload.clone())
+        .collect();
+    assert_eq!(got, vec![big(1, 2 * fragment + 5), payload(2)]);
+    // Receipts name the message by its first number.
+    assert_eq!(pair.delivered_to_b[0].seq, 4);
+    assert_eq!(pair.b.stats().partials_dropped, 1);
+    assert_eq!(pair.b.reassembly_bytes(), 0);
+    assert_eq!(pair.a.stats().messages_failed, 1, "one failure, not four");
+}
+
+/// A fragment frame as a hostile or broken sender might write it.
+fn fragment(seq: u64, part: u32, parts: u32, len: u64, crc32: u32, bytes: &[u8]) -> PipeFrame {
+    PipeFrame::Fragment {
+        class: TrafficClass::BULK,
+        session: 1,
+        seq,
+        base: 0,
+        header: FragmentHeader {
+            part,
+            parts,
+            len,
+            crc32,
+        },
+        payload: bytes.to_vec(),
+    }
+}
+
+#[test]
+fn reassembly_memory_grows_with_the_bytes_not_the_announcement() {
+    let config = PipeConfig {
+        max_message_bytes: 64 << 20,
+        ..PipeConfig::default()
+    };
+    let mut b = Pipes::<u32>::new(config, 1);
+    let now = Instant::now();
+    // Announces 64 MiB, sends 1 KiB, then stops.
+    b.handle_frame(now, 0, fragment(0, 0, 65_536, 64 << 20, 0, &[1; 1024]));
+    assert!(b.reassembly_bytes() <= 2048, "{}", b.reassembly_bytes());
+    // Announcing more than the limit is refused outright.
+    b.handle_frame(now, 2, fragment(0, 0, 2, (64 << 20) + 1, 0, &[1; 1024]));
+    assert_eq!(b.stats().malformed_fragments, 1);
+    assert!(b.reassembly_bytes() <= 2048);
+    // A fragment that does not continue the partial message drops it.
+    b.handle_frame(now, 0, fragment(1, 5, 65_536, 64 << 20, 0, &[1; 1024]));
+    assert_eq!(b.stats().partials_dropped, 1);
+    assert_eq!(b.reassembly_bytes(), 0);
+    assert!(b.pop_delivery().is_none());
+    // Bytes past the announced length are refused.
+    b.handle_frame(now, 3, fragment(0, 0, 2, 1500, 0, &[1; 1024]));
+    b.handle_frame(now, 3, fragment(1, 1, 2, 1500, 0, &[1; 1024]));
+    assert_eq!(b.stats().malformed_fragments, 2);
+    assert!(b.pop_delivery().is_none());
+}
+
+#[test]
+fn a_damaged_message_fails_its_integrity_check() {
+    let mut b = Pipes::<u32>::new(PipeConfig::default(), 1);
+    let now = Instant::now();
+    let message = big(9, 2000);
+    let crc = crc32fast::hash(&message);
+    b.handle_frame(now, 0, fragment(0, 0, 2, 2000, crc, &message[..1000]));
+    let mut damaged = message[1000..].to_vec();
+    damaged[17] ^= 1;
+    b.handle_frame(now, 0, fragment(1, 1, 2, 2000, crc, &damaged));
+    assert!(b.pop_delivery().is_none());
+    assert_eq!(b.stats().integrity_failures, 1);
+    // The intact message, resent under new numbers, gets through.
+    b.handle_frame(now, 0, fragment(2, 0, 2, 2000, crc, &message[..1000]));
+    b.handle_frame(now, 0, fragment(3, 1, 2, 2000, crc, &message[1000..]));
+    let got = b.pop_delivery().expect("delivered");
+    assert_eq!((got.seq, got.payload), (2, message));
+}
+
+#[test]
+fn partial_messages_together_stay_within_the_reassembly_budget() {
+    let config = PipeConfig {
+        max_reassembly_bytes: 3000,
+        ..PipeConfig::default()
+    };
+    let mut b = Pipes::<u32>::new(config, 1);
+    let now = Instant::now();
+    let acks = |b: &mut Pipes<u32>| -> Vec<(u32, u64)> {
+        std::iter::from_fn(|| b.poll())
+            .filter_map(|o| match o {
+                PipeOutput::Transmit {
+                    to,
+                    frame: PipeFrame::Ack { cumulative, .. },
+                    ..
+                } => Some((to, cumulative)),
+                _ => None,
+            })
+            .collect()
+    };
+    let one = big(1, 2000);
+    let two = big(2, 2000);
+    b.handle_frame(
+        now,
+        0,
+        fragment(0, 0, 2, 2000, crc32fast::hash(&one), &one[..1000]),
+    );
+    // Peer 2's message would take the claims past the budget: it waits,
+    // unacknowledged, rather than being dropped.
+    b.handle_frame(
+        now,
+        2,
+        fragment(0, 0, 2, 2000, crc32fast::hash(&two), &two[..1000]),
+    );
+    let mut got = acks(&mut b);
+    got.sort();
+    assert_eq!(got, vec![(0, 1), (2, 0)]);
+    assert!(b.reassembly_bytes() <= 2000);
+    // Peer 0's message completes; the waiting one goes on at its next
+    // retransmission.
+    b.handle_frame(
+        now,
+        0,
+        fragment(1, 1, 2, 2000, crc32fast::hash(&one), &one[1000..]),
+    );
+    assert_eq!(b.pop_delivery().map(|d| d.payload), Some(one));
+    b.handle_frame(
+        now,
+        2,
+        fragment(0, 0, 2, 2000, crc32fast::hash(&two), &two[..1000]),
+    );
+    b.handle_frame(
+        now,
+        2,
+        fragment(1, 1, 2, 2000, crc32fast::hash(&two), &two[1000..]),
+    );
+    assert_eq!(b.pop_delivery().map(|d| d.payload), Some(two));
+    assert_eq!(b.reassembly_bytes(), 0);
+}
+
+#[test]
+fn a_dead_peer_fails_a_fragmented_message_once() {
+    let mut pair = Pair::new(103);
+    pair.blackhole = true;
+    pair.send(0, big(0, 3 << 20)).unwrap();
+    pair.send(1, payload(1)).unwrap();
+    pair.drain();
+    assert_eq!(pair.a.pending_messages(), 2);
+    pair.a.peer_dead(&1);
+    pair.drain();
+    assert_eq!(pair.outcomes.len(), 2);
+    assert!(pair
+        .outcomes
+        .values()
+        .all(|o| matches!(o, Err(PipeError::PeerDead { .. }))));
+    assert_eq!(pair.a.pending_messages(), 0);
+    assert_eq!(pair.a.poll_timeout(), None, "no timers left behind");
 }

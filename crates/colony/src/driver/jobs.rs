@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use colony_core::divisible::AppError;
 use colony_core::ft::FaultTolerance;
-use colony_core::job::{JobEvent, JobId, JobMsg, JobOutput, JobState, JobView, Piece, PieceKey};
+use colony_core::job::{
+    JobEvent, JobId, JobMsg, JobOutput, JobState, JobView, MessageKind, Piece, PieceKey, TooLarge,
+};
 use colony_core::membership::MemberState;
 use colony_core::pipe::{PipeError, TrafficClass};
 use colony_core::wire;
@@ -19,8 +21,16 @@ use crate::compute::ComputeEvent;
 
 impl Driver {
     pub(super) fn handle_job_payload(&mut self, now: Instant, from: PeerId, bytes: &[u8]) {
-        match wire::decode::<JobMsg<PeerId>>(bytes, self.max_frame_bytes) {
-            Ok(msg) => self.jobs.handle_message(now, from, msg),
+        match wire::decode::<JobMsg<PeerId>>(bytes, self.config.pipes.max_message_bytes) {
+            Ok(msg) => {
+                let kind = MessageKind::of(&msg);
+                if !self.config.jobs.limits.accepts(kind, bytes.len()) {
+                    self.counters.oversized_job_messages += 1;
+                    debug!(peer = %from, %kind, size = bytes.len(), "job message over its size limit dropped");
+                    return;
+                }
+                self.jobs.handle_message(now, from, msg)
+            }
             Err(error) => {
                 self.counters.malformed_frames += 1;
                 if let Some(suppressed) = self.may_warn(Some(from), "malformed job message") {
@@ -59,11 +69,13 @@ impl Driver {
                     );
                     return;
                 }
+                // One byte of the pipe's limit is the tag's.
+                let ceiling = self.config.pipes.max_message_bytes.saturating_sub(1);
                 let mut payload = vec![TAG_JOBS];
-                match wire::encode(&msg, self.config.pipes.max_message_bytes) {
+                match self.config.jobs.limits.encode(&msg, ceiling) {
                     Ok(bytes) => payload.extend_from_slice(&bytes),
                     Err(error) => {
-                        warn!(peer = %to, %error, "job message not sent");
+                        self.job_message_too_large(now, to, msg, &error);
                         return;
                     }
                 }
@@ -78,6 +90,14 @@ impl Driver {
                 match self.pipes.send(now, to, class, payload, token, deadline) {
                     Ok(()) => {
                         self.job_sends.insert(token, kind);
+                    }
+                    Err(PipeError::MessageTooLarge { size, max }) => {
+                        let error = TooLarge {
+                            kind: MessageKind::of(&msg),
+                            size,
+                            max,
+                        };
+                        self.job_message_too_large(now, to, msg, &error);
                     }
                     Err(error) => self.job_send_failed(kind, error),
                 }
@@ -145,6 +165,26 @@ impl Driver {
             }
             JobOutput::Unknown(job) => self.query_answered_no(job),
         }
+    }
+
+    /// A job message over its size limit: its operation fails (the job
+    /// ends `Failed` with the size and the limit in its reason); never
+    /// retried.
+    fn job_message_too_large(
+        &mut self,
+        now: Instant,
+        to: PeerId,
+        msg: JobMsg<PeerId>,
+        error: &TooLarge,
+    ) {
+        self.counters.oversized_job_messages += 1;
+        if matches!(msg, JobMsg::Status { .. }) {
+            // Answers to queries, which any member may ask: not logged each.
+            debug!(peer = %to, %error, "job status over its size limit; sent as a failure");
+        } else {
+            warn!(peer = %to, %error, "job message over its size limit; failing its job");
+        }
+        self.jobs.send_too_large(now, to, msg, error);
     }
 
     pub(super) fn job_send_failed(&mut self, kind: JobSendKind, error: PipeError) {
