@@ -102,6 +102,9 @@ impl std::str::FromStr for JobId {
     }
 }
 
+/// Most lost pieces remembered for reporting.
+const MAX_LOST_PIECES: usize = 1024;
+
 /// How far past the last report on its disk a restarted worker numbers its
 /// reports: beyond any its previous life could have sent.
 const RESTART_SEQ_GAP: u64 = 1 << 32;
@@ -634,6 +637,24 @@ pub enum JobMsg<P> {
         /// Why it was refused; `None` once the job is cancelled.
         refused: Option<String>,
     },
+    /// Holder → primary: after a restart, this peer's piece of the unit's
+    /// checkpoint failed its checksum and was dropped; have it stored again.
+    PiecesLost {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+    },
+    /// Primary → worker: checkpoint this unit now (a piece of its last
+    /// checkpoint was lost), rather than at the next TTC.
+    CheckpointNow {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The epoch the worker runs.
+        epoch: Epoch,
+    },
     /// Worker → primary: a report on this unit is over its size limit and
     /// cannot be sent; the job fails with `reason`.
     TooLarge {
@@ -913,6 +934,9 @@ pub struct Jobs<P: PeerKey> {
     parked: Parked<P>,
     /// Messages refused so far.
     refused_messages: u64,
+    /// Pieces this peer held that were found damaged on disk, to report to
+    /// their jobs' primaries once there is a view.
+    lost_pieces: Vec<PieceKey>,
 }
 
 impl<P: PeerKey> Jobs<P> {
@@ -950,6 +974,33 @@ impl<P: PeerKey> Jobs<P> {
             submit_policy: SubmitPolicy::default(),
             parked: Parked::default(),
             refused_messages: 0,
+            lost_pieces: Vec::new(),
+        }
+    }
+
+    /// Pieces this peer held that were lost (they failed their checksum on
+    /// disk): their primaries are told, once this peer sees the network, so
+    /// that the units' next checkpoints store them again at once.
+    pub fn pieces_lost(&mut self, keys: Vec<PieceKey>) {
+        self.lost_pieces.extend(keys);
+        self.lost_pieces.truncate(MAX_LOST_PIECES);
+        self.report_lost_pieces();
+    }
+
+    fn report_lost_pieces(&mut self) {
+        if self.members.is_empty() {
+            return;
+        }
+        let mut units: Vec<(JobId, UnitId)> = self
+            .lost_pieces
+            .drain(..)
+            .map(|k| (k.job, k.unit))
+            .collect();
+        units.sort_unstable();
+        units.dedup();
+        for (job, unit) in units {
+            let primary = self.primary_of(job);
+            self.send(primary, JobMsg::PiecesLost { job, unit }, false);
         }
     }
 
@@ -1007,6 +1058,7 @@ impl<P: PeerKey> Jobs<P> {
             }
         }
         self.release_parked(now);
+        self.report_lost_pieces();
     }
 
     /// Members suspected now, not in [`Jobs::set_members`]'s list: units of
@@ -1215,6 +1267,14 @@ impl<P: PeerKey> Jobs<P> {
             }
             JobMsg::Pieces { job, unit, pieces } => self.on_pieces(now, from, job, unit, pieces),
             JobMsg::Cancel { job } => self.on_cancel(now, from, job),
+            JobMsg::PiecesLost { job, unit } => self.on_pieces_lost(from, job, unit),
+            JobMsg::CheckpointNow { job, unit, epoch } => {
+                if let Some(w) = self.running.get_mut(&(job, unit)) {
+                    if w.epoch == epoch {
+                        w.next_checkpoint_at = now;
+                    }
+                }
+            }
             JobMsg::CancelReply { job, refused } => {
                 self.outputs
                     .push_back(JobOutput::CancelAnswer { job, refused });

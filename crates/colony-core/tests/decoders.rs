@@ -423,6 +423,20 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
             }
         ),
         job_id().prop_map(|job| JobMsg::Cancel { job }),
+        (job_id(), num()).prop_map(|(job, unit)| JobMsg::PiecesLost { job, unit }),
+        (job_id(), num(), num()).prop_map(|(job, unit, epoch)| JobMsg::CheckpointNow {
+            job,
+            unit,
+            epoch
+        }),
+        (job_id(), num(), num(), string()).prop_map(|(job, unit, epoch, reason)| {
+            JobMsg::TooLarge {
+                job,
+                unit,
+                epoch,
+                reason,
+            }
+        }),
         (job_id(), proptest::option::of(string()))
             .prop_map(|(job, refused)| JobMsg::CancelReply { job, refused }),
         (

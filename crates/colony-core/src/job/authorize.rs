@@ -196,6 +196,8 @@ pub(super) fn kind_of<P>(msg: &JobMsg<P>) -> &'static str {
         JobMsg::Cancel { .. } => "Cancel",
         JobMsg::CancelReply { .. } => "CancelReply",
         JobMsg::TooLarge { .. } => "TooLarge",
+        JobMsg::PiecesLost { .. } => "PiecesLost",
+        JobMsg::CheckpointNow { .. } => "CheckpointNow",
     }
 }
 
@@ -310,7 +312,8 @@ impl<P: PeerKey> Jobs<P> {
             JobMsg::Stale { job, .. }
             | JobMsg::Ack { job, .. }
             | JobMsg::Shared { job, .. }
-            | JobMsg::StealRequest { job, .. } => primary_only(*job, None),
+            | JobMsg::StealRequest { job, .. }
+            | JobMsg::CheckpointNow { job, .. } => primary_only(*job, None),
             JobMsg::StorePiece { job, .. } | JobMsg::FetchPieces { job, .. } => {
                 primary_only(*job, None)
             }

@@ -349,6 +349,14 @@ impl<P: PeerKey> HomeState<P> {
         self.role == Role::Primary
     }
 
+    /// Where `unit`'s last acknowledged checkpoint is: (epoch, version,
+    /// holders).
+    #[cfg(test)]
+    pub(super) fn checkpoint_of(&self, unit: UnitId) -> Option<(Epoch, u64, Vec<P>)> {
+        let c = self.record.units.get(&unit)?.checkpoint.as_ref()?;
+        Some((c.epoch, c.version, c.holders.clone()))
+    }
+
     /// The peer that submitted the job.
     pub(super) fn submitter(&self) -> &P {
         &self.record.submitter
@@ -1670,6 +1678,27 @@ impl<P: PeerKey> Jobs<P> {
                 let answer = reply(Some("the job has already finished".to_string()));
                 self.outputs.push_back(answer);
             }
+        }
+    }
+
+    /// A holder lost its piece of `unit`'s checkpoint (damaged on its disk):
+    /// the unit's worker checkpoints at once, which stores every piece anew
+    /// on the home's current members.
+    pub(super) fn on_pieces_lost(&mut self, from: P, job: JobId, unit: UnitId) {
+        let Some(h) = self.homes.get(&job).filter(|h| h.is_primary()) else {
+            return;
+        };
+        let Some(u) = h.record.units.get(&unit) else {
+            return;
+        };
+        let held_here = u
+            .checkpoint
+            .as_ref()
+            .is_some_and(|c| c.holders.contains(&from));
+        let running = matches!(u.status, UnitStatus::Assigned | UnitStatus::Running);
+        if let (true, true, Some(worker)) = (held_here, running, u.holder.clone()) {
+            let epoch = u.epoch;
+            self.send(worker, JobMsg::CheckpointNow { job, unit, epoch }, false);
         }
     }
 

@@ -1256,3 +1256,49 @@ fn a_too_large_notice_counts_only_from_the_unit_s_holder() {
         status.state
     );
 }
+
+/// A holder whose piece of a unit's checkpoint was found damaged after a
+/// restart tells the primary, and the unit is checkpointed again at once
+/// (not a whole TTC later), storing every piece anew.
+#[test]
+fn a_lost_piece_is_stored_again_at_once() {
+    let mut cluster = Cluster::new(3, 1);
+    let ft = FaultTolerance {
+        ttc: Duration::from_secs(10),
+        ..FaultTolerance::default()
+    };
+    let job = cluster.submit_ft(0, 20_000_000, ft);
+    // Every worker's first checkpoint (a divide) is acknowledged.
+    cluster.run(Duration::from_secs(2), |_| false);
+    let primary = cluster.primary(job);
+    // A unit running on some worker whose checkpoint has a piece away
+    // from the primary.
+    let checkpoint = |c: &Cluster| {
+        let home = &c.peers[primary as usize].core.homes[&job];
+        c.peers
+            .iter()
+            .flat_map(|p| p.core.running.keys())
+            .filter(|(j, _)| *j == job)
+            .filter_map(|(_, u)| home.checkpoint_of(*u).map(|cp| (*u, cp)))
+            .find(|(_, (_, _, holders))| holders.iter().any(|h| *h != primary))
+    };
+    let (unit, (epoch, version, holders)) = checkpoint(&cluster).expect("a checkpointed unit");
+    let holder = *holders.iter().find(|h| **h != primary).unwrap();
+    let lost = PieceKey {
+        job,
+        unit,
+        index: 0,
+    };
+    cluster.peers[holder as usize].core.pieces_lost(vec![lost]);
+    cluster.drain(holder);
+    let reported = cluster.now;
+    let home_of = |c: &Cluster| c.peers[primary as usize].core.homes[&job].checkpoint_of(unit);
+    cluster.run(Duration::from_secs(5), |c| {
+        home_of(c).is_some_and(|(e, v, _)| (e, v) != (epoch, version))
+    });
+    let after = cluster.now - reported;
+    assert!(
+        after < Duration::from_millis(500),
+        "stored again only after {after:?} (TTC 10 s)"
+    );
+}

@@ -519,6 +519,17 @@ pub(crate) fn restore_checkpoints(
             "more checkpoint pieces failed their checksum; dropped"
         );
     }
+    // Their primaries have the units checkpointed again at once.
+    jobs.pieces_lost(
+        corrupt
+            .iter()
+            .map(|key| PieceKey {
+                job: JobId(key.job),
+                unit: key.unit,
+                index: key.holder_index,
+            })
+            .collect(),
+    );
     let mut pieces = Vec::new();
     let mut local = Vec::new();
     for (key, stored) in stored {
