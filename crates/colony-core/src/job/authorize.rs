@@ -5,10 +5,11 @@
 //! - anything but a submission comes only from a member of the live view
 //!   (a peer that is still joining is held back briefly, see [`Parked`]);
 //! - assignments, stale notices, acknowledgements, shared bounds, steal
-//!   requests and checkpoint pieces come only from a plausible primary of
-//!   their job — the primary this peer knows of, a member of the record it
-//!   holds, or one of the peers closest to the job id — and work is taken
-//!   only for a job this peer can see (advertised to it, or homed here);
+//!   requests, checkpoint pieces and answers to cancellations come only
+//!   from a plausible primary of their job — the primary this peer knows
+//!   of, a member of the record it holds, or one of the peers closest to
+//!   the job id — and work is taken only for a job this peer can see
+//!   (advertised to it, or homed here);
 //! - replica traffic comes only from the job's home;
 //! - submissions follow the peer's [`SubmitPolicy`], and so does the work
 //!   it takes: a peer that accepts jobs only from some peers ignores the
@@ -313,7 +314,8 @@ impl<P: PeerKey> Jobs<P> {
             | JobMsg::Ack { job, .. }
             | JobMsg::Shared { job, .. }
             | JobMsg::StealRequest { job, .. }
-            | JobMsg::CheckpointNow { job, .. } => primary_only(*job, None),
+            | JobMsg::CheckpointNow { job, .. }
+            | JobMsg::CancelReply { job, .. } => primary_only(*job, None),
             JobMsg::StorePiece { job, .. } | JobMsg::FetchPieces { job, .. } => {
                 primary_only(*job, None)
             }
