@@ -12,9 +12,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::client::ApiClientArgs;
 use crate::NetworkArgs;
 
-/// Longest `--deadline` accepted: 30 days.
-const MAX_DEADLINE_S: f64 = 30.0 * 24.0 * 3600.0;
-
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
     #[command(flatten)]
@@ -116,10 +113,8 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
             bail!("{name} must be a non-negative number of seconds");
         }
     }
-    if let Some(deadline) = args.deadline {
-        if !(deadline.is_finite() && deadline > 0.0 && deadline <= MAX_DEADLINE_S) {
-            bail!("--deadline must be a number of seconds in (0, {MAX_DEADLINE_S}]");
-        }
+    if let Some(secs) = args.deadline {
+        colony::job_deadline_from_secs(secs).map_err(|e| anyhow::anyhow!("--deadline {e}"))?;
     }
     // Read the descriptor before anything else: a bad one starts nothing.
     let deployment = match &args.descriptor {

@@ -479,9 +479,6 @@ struct SubmitRequest {
     deadline_s: Option<f64>,
 }
 
-/// Longest deadline accepted: 30 days.
-const MAX_DEADLINE_S: f64 = 30.0 * 24.0 * 3600.0;
-
 /// Fault tolerance in a submission: `{"protocol": "checkpoint", "ttc_s": 1,
 /// "storage": "copies:2", "home_size": 3, "durable": false}`, every field
 /// optional.
@@ -539,17 +536,13 @@ async fn submit_job(
             ))
         }
     };
-    let deadline = match request.deadline_s {
-        None => None,
-        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_DEADLINE_S => {
-            Some(Duration::from_secs_f64(s))
-        }
-        Some(s) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("deadline_s must be a number of seconds in (0, {MAX_DEADLINE_S}], got {s}"),
-            ))
-        }
+    let deadline = match request
+        .deadline_s
+        .map(crate::job_deadline_from_secs)
+        .transpose()
+    {
+        Ok(deadline) => deadline,
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, format!("deadline_s {e}"))),
     };
     match peer
         .submit_job_with(&request.app, &request.args, ft, deadline)

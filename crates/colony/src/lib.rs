@@ -55,4 +55,6 @@ pub use error::ColonyError;
 pub use info::{ContributionInfo, JobCounters, JobInfo, MemberInfo, PeerInfo, StatusInfo};
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;
-pub use peer::{InboundMessage, JobHandle, Peer, PendingReceipt};
+pub use peer::{
+    job_deadline_from_secs, InboundMessage, JobHandle, Peer, PendingReceipt, MAX_JOB_DEADLINE,
+};

@@ -28,6 +28,22 @@ use crate::error::ColonyError;
 use crate::host;
 use crate::info::{MemberInfo, PeerInfo, StatusInfo};
 
+/// Longest job deadline accepted: 30 days.
+pub const MAX_JOB_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A job deadline given in seconds (`colony run --deadline`, the API's
+/// `deadline_s`): a finite number in (0, [`MAX_JOB_DEADLINE`]].
+pub fn job_deadline_from_secs(secs: f64) -> Result<Duration, String> {
+    let max = MAX_JOB_DEADLINE.as_secs_f64();
+    if secs.is_finite() && secs > 0.0 && secs <= max {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "must be a number of seconds in (0, {max}], got {secs}"
+        ))
+    }
+}
+
 /// Longest wait for a job's primary to answer a cancellation.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
