@@ -1078,13 +1078,7 @@ impl<P: PeerKey> Jobs<P> {
 
     /// The primary of `job` as this peer sees it now.
     fn primary_of(&self, job: JobId) -> P {
-        let size = self
-            .running
-            .iter()
-            .find(|((j, _), _)| *j == job)
-            .map(|(_, u)| u.ft.home_size)
-            .or_else(|| self.homes.get(&job).map(|h| h.record.ft.home_size))
-            .unwrap_or(1);
+        let size = self.home_size_of(job).unwrap_or(1);
         let live = |p: &P| *p == self.me || self.members.contains(p);
         // A home member's record names the primary it follows.
         if let Some(h) = self.homes.get(&job) {
@@ -1098,6 +1092,16 @@ impl<P: PeerKey> Jobs<P> {
         }
         let home = self.home_of(job, usize::from(size));
         home.into_iter().next().unwrap_or_else(|| self.me.clone())
+    }
+
+    /// `job`'s home size, as a unit of it running here or its record here
+    /// says.
+    fn home_size_of(&self, job: JobId) -> Option<u8> {
+        self.running
+            .iter()
+            .find(|((j, _), _)| *j == job)
+            .map(|(_, u)| u.ft.home_size)
+            .or_else(|| self.homes.get(&job).map(|h| h.record.ft.home_size))
     }
 
     /// Where to ask about `job` if no advert names its home: the live peer,
@@ -1376,12 +1380,7 @@ impl<P: PeerKey> Jobs<P> {
             .count();
         let over_limit = active > self.config.cores as usize;
         if over_limit {
-            self.refused_messages += 1;
-            self.event(JobEvent::Refused {
-                from: from.clone(),
-                message: "Assign",
-                why: Refusal::OverCoreLimit,
-            });
+            self.count_refusal(&from, "Assign", Refusal::OverCoreLimit);
         }
         if self.leaving || over_limit || self.running.contains_key(&(job, unit)) {
             // Leaving, over the core limit, or an old copy still stopping:

@@ -227,19 +227,8 @@ impl<P: PeerKey> Jobs<P> {
             }
         }
         let size = home_size
-            .map(usize::from)
-            .or_else(|| {
-                self.homes
-                    .get(&job)
-                    .map(|h| usize::from(h.record.ft.home_size))
-            })
-            .or_else(|| {
-                self.running
-                    .iter()
-                    .find(|((j, _), _)| *j == job)
-                    .map(|(_, w)| usize::from(w.ft.home_size))
-            })
-            .unwrap_or(ASSUMED_HOME_SIZE);
+            .or_else(|| self.home_size_of(job))
+            .map_or(ASSUMED_HOME_SIZE, usize::from);
         self.home_of(job, size.max(1) * PLAUSIBLE_HOME_FACTOR)
             .contains(peer)
     }
@@ -281,11 +270,13 @@ impl<P: PeerKey> Jobs<P> {
             return Verdict::Accept;
         }
         if let JobMsg::Submit { .. } = msg {
-            return match &self.submit_policy {
-                SubmitPolicy::Any => Verdict::Accept,
-                _ if self.accepts_submitter(from) => Verdict::Accept,
-                SubmitPolicy::Network => Verdict::Park,
-                SubmitPolicy::Peers(_) => Verdict::Refuse(Refusal::SubmitterNotAccepted),
+            return if self.accepts_submitter(from) {
+                Verdict::Accept
+            } else if self.submit_policy == SubmitPolicy::Network {
+                // Not in the view yet: it may be a moment from joining.
+                Verdict::Park
+            } else {
+                Verdict::Refuse(Refusal::SubmitterNotAccepted)
             };
         }
         if !self.in_view(from) {
@@ -351,12 +342,7 @@ impl<P: PeerKey> Jobs<P> {
     /// Counts and reports a refused message; a refused submission or
     /// cancellation is answered, so its sender fails clearly.
     pub(super) fn refuse(&mut self, from: &P, msg: &JobMsg<P>, why: Refusal) {
-        self.refused_messages += 1;
-        self.event(super::JobEvent::Refused {
-            from: from.clone(),
-            message: kind_of(msg),
-            why,
-        });
+        self.count_refusal(from, kind_of(msg), why);
         match msg {
             JobMsg::Submit {
                 job,
@@ -380,10 +366,21 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
+    /// Counts a refused message of kind `message` and reports it.
+    pub(super) fn count_refusal(&mut self, from: &P, message: &'static str, why: Refusal) {
+        self.refused_messages += 1;
+        self.event(super::JobEvent::Refused {
+            from: from.clone(),
+            message,
+            why,
+        });
+    }
+
     /// Hands held messages of senders now in the view to their handlers.
     pub(super) fn release_parked(&mut self, now: Instant) {
-        let view: BTreeSet<P> = self.members.iter().chain(&self.suspects).cloned().collect();
-        let released = self.parked.release(|p| view.contains(p));
+        let mut parked = std::mem::take(&mut self.parked);
+        let released = parked.release(|p| self.in_view(p));
+        self.parked = parked;
         for (from, msg) in released {
             self.admit(now, from, msg);
         }
