@@ -13,16 +13,12 @@ use colony::{JobId, StatusInfo};
 use colony_core::divisible::SharedVars;
 use colony_core::ft::FaultTolerance;
 use colony_core::job::JobMsg;
-use colony_core::pipe::{PipeFrame, TrafficClass};
-use colony_core::wire::{self, Frame};
 use colony_net::libp2p::futures::StreamExt;
 use colony_net::libp2p::identity::Keypair;
 use colony_net::libp2p::{Multiaddr, PeerId};
 use colony_net::{build_swarm, start_frames, NetConfig, Priority};
 use common::*;
 
-/// First byte of a pipe payload carrying a job message (the driver's tag).
-const TAG_JOBS: u8 = 1;
 /// Assignments the attacker pushes.
 const ASSIGNS: u64 = 200;
 
@@ -53,19 +49,11 @@ impl Attacker {
         Attacker { frames, session: 1 }
     }
 
-    /// Sends `msg` as message `seq` of a bulk pipe channel.
+    /// Sends `msg` as message `seq` of a pipe channel.
     fn send_job_msg(&self, to: PeerId, seq: u64, msg: &JobMsg<PeerId>) {
-        let mut payload = vec![TAG_JOBS];
-        payload.extend(postcard::to_stdvec(msg).expect("encode"));
-        let frame = Frame::<PeerId>::Pipe(PipeFrame::Data {
-            class: TrafficClass::BULK,
-            session: self.session,
-            seq,
-            base: 0,
-            payload,
-        });
-        let bytes = wire::encode(&frame, usize::MAX).expect("encode frame");
-        self.frames.send(to, Priority(1), Bytes::from(bytes));
+        let encoded = postcard::to_stdvec(msg).expect("encode");
+        let frame = pipe_frame_with_job_message(self.session, seq, &encoded);
+        self.frames.send(to, Priority(1), Bytes::from(frame));
     }
 }
 

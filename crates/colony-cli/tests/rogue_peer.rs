@@ -9,8 +9,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use colony::{MemberState, PeerInfo};
-use colony_core::pipe::{PipeFrame, TrafficClass};
-use colony_core::wire::{self, Frame};
 use colony_net::libp2p::futures::AsyncWriteExt;
 use colony_net::libp2p::identity::Keypair;
 use colony_net::libp2p::multiaddr::Protocol;
@@ -30,10 +28,6 @@ const RSS_BOUND_BYTES: u64 = 200 * 1024 * 1024;
 
 /// File-descriptor limit the victim runs under, as on a default Linux box.
 const VICTIM_NOFILE: u32 = 1024;
-
-/// First byte of a pipe payload carrying a job message (the driver's
-/// `TAG_JOBS`).
-const TAG_JOBS: u8 = 1;
 
 /// A libp2p peer of the victim's network, driven by its own task, that
 /// speaks identify and Kademlia (so it is not simply dropped as foreign) but
@@ -112,24 +106,6 @@ async fn write_frame(stream: &mut Stream, payload: &[u8]) -> std::io::Result<()>
     stream.write_all(&len.to_be_bytes()).await?;
     stream.write_all(payload).await?;
     stream.flush().await
-}
-
-/// The frame payload that carries `job_message` (a postcard-encoded job
-/// protocol message) as message `seq` of session `session` on the events
-/// channel of the reliable pipe, exactly as a Colony peer would send it.
-/// Send it with [`write_frame`].
-fn pipe_frame_with_job_message(session: u64, seq: u64, job_message: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(job_message.len() + 1);
-    payload.push(TAG_JOBS);
-    payload.extend_from_slice(job_message);
-    let frame: Frame<PeerId> = Frame::Pipe(PipeFrame::Data {
-        class: TrafficClass::EVENTS,
-        session,
-        seq,
-        base: seq,
-        payload,
-    });
-    wire::encode(&frame, usize::MAX).expect("encode pipe frame")
 }
 
 /// Resident set size of a process, from `/proc/PID/status`.
