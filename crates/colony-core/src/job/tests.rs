@@ -1302,3 +1302,67 @@ fn a_lost_piece_is_stored_again_at_once() {
         "stored again only after {after:?} (TTC 10 s)"
     );
 }
+
+/// The messages added for cancels and lost pieces are heard only from
+/// whom they may come: an answer to a cancellation and a "checkpoint now"
+/// only from the job's primary, a lost piece only from its holder.
+#[test]
+fn cancel_answers_and_checkpoint_requests_come_only_from_the_primary() {
+    let mut cluster = Cluster::new(12, 1);
+    let ft = FaultTolerance {
+        ttc: Duration::from_secs(10),
+        ..FaultTolerance::default()
+    };
+    let job = cluster.submit_ft(0, 3_000_000, ft);
+    cluster.run(Duration::from_secs(2), |_| false);
+    let primary = cluster.primary(job);
+    let worker = (0..12)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    let plausible = cluster.peers[worker as usize].core.home_of(job, 6);
+    let stranger = (0..12)
+        .find(|p| !plausible.contains(p) && *p != worker)
+        .expect("a member far from the job's home");
+
+    let refused = Some("forged".to_string());
+    forge(
+        &mut cluster,
+        stranger,
+        worker,
+        JobMsg::CancelReply { job, refused },
+    );
+    assert!(
+        cluster.cancel_answers.is_empty(),
+        "a stranger answered a cancel"
+    );
+
+    let (unit, epoch) = cluster.peers[worker as usize]
+        .core
+        .running
+        .iter()
+        .map(|((_, u), w)| (*u, w.epoch))
+        .next()
+        .expect("a running unit");
+    let now = cluster.now;
+    forge(
+        &mut cluster,
+        stranger,
+        worker,
+        JobMsg::CheckpointNow { job, unit, epoch },
+    );
+    let due = cluster.peers[worker as usize].core.running[&(job, unit)].next_checkpoint_at;
+    assert!(due > now, "a stranger made the worker checkpoint");
+    assert_eq!(refusals(&cluster, worker, Refusal::NotThePrimary), 2);
+
+    // A lost piece reported by a peer that holds none is ignored.
+    let before = cluster.peers[primary as usize].core.homes[&job].checkpoint_of(unit);
+    forge(
+        &mut cluster,
+        stranger,
+        primary,
+        JobMsg::PiecesLost { job, unit },
+    );
+    cluster.run(Duration::from_millis(300), |_| false);
+    let after = cluster.peers[primary as usize].core.homes[&job].checkpoint_of(unit);
+    assert_eq!(before, after, "a non-holder's report caused a checkpoint");
+}
