@@ -23,7 +23,11 @@
 //!   storage, home size), chosen at deployment.
 //! - [`erasure`]: Reed–Solomon coding of checkpoints into k + m shards.
 //! - [`phi`]: the phi-accrual failure detector used by membership.
-//! - [`wire`]: bounded encoding of core messages.
+//! - [`wire`]: bounded encoding of core messages, the versioned frame
+//!   header and the kinds of pipe payloads.
+//! - [`node`]: the cores above composed into one sans-IO node, with the
+//!   routing between them: what the runtime's driver and the simulator run.
+//! - [`runner`]: the step boundary of a running unit, for every executor.
 
 pub mod acquaintance;
 pub mod divisible;
@@ -31,8 +35,10 @@ pub mod erasure;
 pub mod ft;
 pub mod job;
 pub mod membership;
+pub mod node;
 pub mod phi;
 pub mod pipe;
+pub mod runner;
 #[cfg(test)]
 mod test_apps;
 pub mod wire;

@@ -1,12 +1,18 @@
 //! Bounded encoding of core messages (postcard). Every decode checks the size
 //! first and reports malformed input as an error, never a panic: the bytes
 //! come from remote peers.
+//!
+//! What travels between two peers is a [`Frame`] behind a two-byte header
+//! ([`FRAME_MAGIC`], then [`PROTOCOL_VERSION`]): a frame of another version
+//! is refused as [`WireError::Version`] before anything of it is parsed.
+//! The payload of a reliable-pipe message starts with its [`PayloadKind`].
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::membership::MembershipMsg;
 use crate::pipe::PipeFrame;
+use crate::PeerKey;
 
 /// Why bytes could not be turned into a message or back.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,6 +31,97 @@ pub enum WireError {
     /// The message could not be encoded.
     #[error("cannot encode message: {0}")]
     Encode(String),
+    /// The frame is a Colony frame of another protocol version.
+    #[error("frame of wire protocol version {theirs}; this peer speaks version {ours}")]
+    Version {
+        /// The version the frame announces.
+        theirs: u8,
+        /// The version this peer speaks ([`PROTOCOL_VERSION`]).
+        ours: u8,
+    },
+}
+
+/// First byte of every frame: says the bytes are a Colony frame at all.
+pub const FRAME_MAGIC: u8 = 0xC0;
+
+/// Version of the wire protocol, second byte of every frame. Raise it with
+/// any change to [`Frame`], the pipe frames, the membership or job
+/// messages, or [`PayloadKind`]: peers of different versions refuse each
+/// other's frames instead of misparsing them.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Length of the frame header (magic and version).
+pub const FRAME_HEADER_BYTES: usize = 2;
+
+/// Who a reliable-pipe message is for: its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PayloadKind {
+    /// An application message, for the peer's inbox.
+    App = 0,
+    /// A job protocol message ([`crate::job::JobMsg`]), for the job core.
+    Job = 1,
+}
+
+impl PayloadKind {
+    /// The kind a first byte names, if any.
+    pub fn from_byte(byte: u8) -> Option<PayloadKind> {
+        match byte {
+            0 => Some(PayloadKind::App),
+            1 => Some(PayloadKind::Job),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes of a pipe payload taken by its kind.
+pub const PAYLOAD_HEADER_BYTES: usize = 1;
+
+/// A pipe payload of `kind` carrying `body`.
+pub fn encode_payload(kind: PayloadKind, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + PAYLOAD_HEADER_BYTES);
+    out.push(kind as u8);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The kind and body of a pipe payload; `None` for an empty payload or an
+/// unknown kind.
+pub fn decode_payload(payload: &[u8]) -> Option<(PayloadKind, &[u8])> {
+    let (&first, body) = payload.split_first()?;
+    Some((PayloadKind::from_byte(first)?, body))
+}
+
+/// Encodes a frame with its header, refusing results above `max_bytes`.
+pub fn encode_frame<P: Serialize>(frame: &Frame<P>, max_bytes: usize) -> Result<Vec<u8>, WireError> {
+    let bytes = postcard::to_extend(frame, vec![FRAME_MAGIC, PROTOCOL_VERSION])
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    if bytes.len() > max_bytes {
+        return Err(WireError::FrameTooLarge {
+            size: bytes.len(),
+            max: max_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Decodes a frame with its header: refuses inputs above `max_bytes`,
+/// bytes that are no Colony frame, and frames of another version.
+pub fn decode_frame<P: PeerKey>(bytes: &[u8], max_bytes: usize) -> Result<Frame<P>, WireError> {
+    if bytes.len() > max_bytes {
+        return Err(WireError::FrameTooLarge {
+            size: bytes.len(),
+            max: max_bytes,
+        });
+    }
+    match bytes {
+        [FRAME_MAGIC, PROTOCOL_VERSION, body @ ..] => decode(body, max_bytes),
+        [FRAME_MAGIC, theirs, ..] => Err(WireError::Version {
+            theirs: *theirs,
+            ours: PROTOCOL_VERSION,
+        }),
+        _ => Err(WireError::Malformed("not a Colony frame".into())),
+    }
 }
 
 /// Everything one peer sends another over the datagram service.
@@ -78,6 +175,62 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode::<Frame<u64>>(&bytes, 1 << 20);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame::<u64>(&bytes, 1 << 20);
+        }
+    }
+
+    fn ping() -> Frame<u64> {
+        Frame::Pipe(PipeFrame::Ack {
+            class: crate::pipe::TrafficClass::EVENTS,
+            session: 7,
+            cumulative: 3,
+            sack: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_frame_round_trips_with_its_header() {
+        let bytes = encode_frame(&ping(), 1 << 20).unwrap();
+        assert_eq!(&bytes[..2], &[FRAME_MAGIC, PROTOCOL_VERSION]);
+        assert!(matches!(
+            decode_frame::<u64>(&bytes, 1 << 20),
+            Ok(Frame::Pipe(PipeFrame::Ack { session: 7, .. }))
+        ));
+    }
+
+    #[test]
+    fn another_version_is_refused_not_parsed() {
+        let mut bytes = encode_frame(&ping(), 1 << 20).unwrap();
+        bytes[1] = PROTOCOL_VERSION.wrapping_add(1);
+        assert_eq!(
+            decode_frame::<u64>(&bytes, 1 << 20).unwrap_err(),
+            WireError::Version {
+                theirs: PROTOCOL_VERSION.wrapping_add(1),
+                ours: PROTOCOL_VERSION
+            }
+        );
+        // An unversioned frame (what peers sent before the header) is no
+        // Colony frame.
+        let bare = encode(&ping(), 1 << 20).unwrap();
+        assert!(matches!(
+            decode_frame::<u64>(&bare, 1 << 20),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn payload_kinds_round_trip() {
+        for kind in [PayloadKind::App, PayloadKind::Job] {
+            let bytes = encode_payload(kind, b"body");
+            assert_eq!(decode_payload(&bytes), Some((kind, &b"body"[..])));
+        }
+        assert_eq!(decode_payload(&[]), None);
+        assert_eq!(decode_payload(&[9, 1, 2]), None);
     }
 
     #[test]

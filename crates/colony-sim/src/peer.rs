@@ -1,33 +1,27 @@
-//! One simulated peer: the real sans-IO cores glued together the way the
-//! runtime's driver (`crates/colony/src/driver.rs`, `driver/jobs.rs`) glues
-//! them — membership and pipe frames as [`wire::Frame`], job messages as
-//! pipe payloads behind a tag byte, membership events into the pipes, the
-//! acquaintances and the job core, pipe failures back into the job core,
-//! timers via `poll_timeout`. What the driver would do with sockets, disks
-//! and threads comes out as [`Action`]s for the simulated world.
+//! One simulated peer: colony-core's sans-IO [`Node`] — the same one the
+//! runtime's driver runs — and a simulated executor. What the driver does
+//! with sockets, disks and threads comes out as [`Action`]s for the
+//! simulated world; what is the simulator's own stays here: the executor in
+//! virtual time, the application traffic of the pipe checker, and the
+//! diagnostics.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use colony_core::acquaintance::{AcquaintanceConfig, AcquaintanceOutput, Acquaintances};
-use colony_core::divisible::{AppRegistry, SharedVars};
+use colony_core::acquaintance::{AcquaintanceConfig, Acquaintances};
+use colony_core::divisible::AppRegistry;
 use colony_core::ft::FaultTolerance;
 use colony_core::job::{
-    JobConfig, JobEvent, JobId, JobMsg, JobOutput, JobState, JobView, Jobs, LocalUnit, MessageKind,
-    Piece, PieceData, PieceKey, TooLarge,
+    JobConfig, JobEvent, JobId, JobMsg, JobState, JobView, Jobs, LocalUnit, Piece, PieceData,
+    PieceKey,
 };
-use colony_core::membership::{self, Event, MemberState, Membership, MembershipConfig, PeerStats};
-use colony_core::pipe::{PipeConfig, PipeError, PipeOutput, Pipes, TrafficClass};
-use colony_core::wire::{self, Frame};
+use colony_core::membership::{Event, MemberState, Membership, MembershipConfig, PeerStats};
+use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
+use colony_core::pipe::{Delivery, PipeConfig, Pipes, TrafficClass};
+use colony_core::runner::UnitEvent;
 
 use crate::exec::{ExecEvent, ExecSpeed, Executor};
 use crate::rng::{derive, splitmix64, SimRng};
-
-/// First byte of every pipe payload: application traffic (as the driver's
-/// `TAG_APP`).
-pub const TAG_APP: u8 = 0;
-/// First byte of job protocol payloads (as the driver's `TAG_JOBS`).
-pub const TAG_JOBS: u8 = 1;
 
 /// Settings shared by every simulated peer.
 #[derive(Clone)]
@@ -127,8 +121,7 @@ pub struct AppMsgId {
 
 impl AppMsgId {
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(29);
-        out.push(TAG_APP);
+        let mut out = Vec::with_capacity(28);
         out.extend_from_slice(&self.from.to_le_bytes());
         out.extend_from_slice(&self.session.to_le_bytes());
         out.extend_from_slice(&self.to.to_le_bytes());
@@ -161,7 +154,7 @@ pub enum Action {
     Frame {
         /// Destination.
         to: u32,
-        /// Encoded [`wire::Frame`].
+        /// Encoded [`colony_core::wire::Frame`].
         bytes: Vec<u8>,
     },
     /// Dial bootstrap entry `index` (the acquaintance core's request).
@@ -249,25 +242,6 @@ pub enum Action {
     },
 }
 
-/// What a pipe message in flight was, for what to do with its outcome
-/// (the driver's `JobSendKind`, plus the checker's application messages).
-#[derive(Clone, Copy, Debug)]
-enum SendKind {
-    App(AppMsgId),
-    WorkRequest { to: u32, job: JobId, free: u32 },
-    Query { job: JobId },
-    Other,
-}
-
-/// A question about a job, asked of its probable home first and, if that
-/// peer does not know it, of every other live member (the driver's
-/// `JobQuery`).
-struct JobQuery {
-    outstanding: usize,
-    fanned_out: bool,
-    asked: Vec<u32>,
-}
-
 /// Who a peer is when it (re)starts: what its disk and configuration say.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerStart {
@@ -287,36 +261,26 @@ pub struct PeerStart {
     pub speed: ExecSpeed,
 }
 
-/// A running simulated peer: its cores and the driver's bookkeeping.
+/// A running simulated peer: its node, its executor and the pipe checker's
+/// traffic.
 pub struct SimPeer {
     /// Peer id.
     pub id: u32,
     /// How many times this peer has started (0 for the first life).
     pub life: u32,
-    /// Membership and failure detection.
-    pub membership: Membership<u32>,
-    /// Reliable pipes.
-    pub pipes: Pipes<u32>,
-    /// Bootstrap failover and NOA/TTU.
-    pub acquaintances: Acquaintances,
-    /// Divisible jobs: homes, checkpoints, stealing, worker side.
-    pub jobs: Jobs<u32>,
+    /// The protocol cores and their routing.
+    pub node: Node<u32>,
     /// The units computing here.
     pub exec: Executor,
     /// The pipe session of this life.
     pub session: u64,
     settings: PeerSettings,
-    next_token: u64,
-    sends: BTreeMap<u64, SendKind>,
-    /// Every pipe message not yet settled, by destination and class.
-    unsettled: BTreeMap<(u32, TrafficClass), std::collections::BTreeSet<u64>>,
+    /// Application messages in flight, by pipe token.
+    app_sends: BTreeMap<u64, AppMsgId>,
     /// Pipe token of each application message sent in this life.
     app_tokens: BTreeMap<AppMsgId, u64>,
-    next_stats_at: Instant,
     next_traffic_at: Option<Instant>,
     traffic_no: BTreeMap<u32, u64>,
-    queries: BTreeMap<JobId, JobQuery>,
-    units_done: u64,
     rng: SimRng,
     /// What the world must do; drained by the world after every input.
     pub actions: Vec<Action>,
@@ -386,25 +350,25 @@ impl SimPeer {
         if !locals.is_empty() {
             jobs.restore_local(now, locals);
         }
+        let config = NodeConfig {
+            send_timeout: settings.send_timeout,
+            max_frame_bytes: settings.max_frame_bytes,
+            stats_interval: settings.stats_interval,
+            job_limits: settings.jobs.limits.clone(),
+            trace_job_messages: settings.trace_unit.is_some() || settings.trace_replicas,
+        };
+        let node = Node::new(config, membership, pipes, acquaintances, jobs, now);
         let exec = Executor::new(speed, settings.drop_parts);
         SimPeer {
             id,
             life,
-            membership,
-            pipes,
-            acquaintances,
-            jobs,
+            node,
             exec,
             session,
-            next_token: 0,
-            sends: BTreeMap::new(),
-            unsettled: BTreeMap::new(),
+            app_sends: BTreeMap::new(),
             app_tokens: BTreeMap::new(),
-            next_stats_at: now + settings.stats_interval,
             next_traffic_at,
             traffic_no: BTreeMap::new(),
-            queries: BTreeMap::new(),
-            units_done: 0,
             rng,
             settings,
             actions: Vec::new(),
@@ -421,7 +385,7 @@ impl SimPeer {
         ft: FaultTolerance,
     ) -> u32 {
         let home = self
-            .jobs
+            .node
             .submit(now, job, app.to_string(), params, ft, None);
         self.flush(now);
         home
@@ -431,161 +395,67 @@ impl SimPeer {
     /// its probable home, else every live member. The answer comes as
     /// [`Action::QueryAnswer`].
     pub fn query(&mut self, now: Instant, job: JobId) {
-        if let Some(view) = self.jobs.view(now, job) {
-            self.actions.push(Action::QueryAnswer {
-                job,
-                view: Some(Box::new(view)),
-            });
-            return;
-        }
-        let home = self
-            .jobs
-            .home_for(job)
-            .unwrap_or_else(|| self.jobs.probable_home(job));
-        if self.queries.contains_key(&job) {
-            return;
-        }
-        self.queries.insert(
-            job,
-            JobQuery {
-                outstanding: 0,
-                fanned_out: false,
-                asked: Vec::new(),
-            },
-        );
-        if home == self.id {
-            self.query_answered_no(now, job);
-        } else {
-            self.ask(job, vec![home]);
-        }
-        self.flush(now);
-    }
-
-    fn ask(&mut self, job: JobId, peers: Vec<u32>) {
-        if let Some(query) = self.queries.get_mut(&job) {
-            query.outstanding += peers.len();
-            query.asked.extend(peers.iter().copied());
-        }
-        for peer in peers {
-            self.jobs.query(job, peer);
-        }
-    }
-
-    /// A peer asked about `job` does not know it (or could not be reached):
-    /// once all have answered, ask everyone else, then give up.
-    fn query_answered_no(&mut self, now: Instant, job: JobId) {
-        let Some(query) = self.queries.get_mut(&job) else {
-            return;
-        };
-        query.outstanding = query.outstanding.saturating_sub(1);
-        if query.outstanding > 0 {
-            return;
-        }
-        if !query.fanned_out {
-            query.fanned_out = true;
-            let asked = query.asked.clone();
-            let others: Vec<u32> = self
-                .membership
-                .view(now)
-                .into_iter()
-                .filter(|m| m.record.state == MemberState::Alive)
-                .map(|m| m.record.peer)
-                .filter(|p| !asked.contains(p))
-                .collect();
-            if !others.is_empty() {
-                self.ask(job, others);
-                return;
-            }
-        }
-        if self.queries.remove(&job).is_some() {
-            self.actions.push(Action::QueryAnswer { job, view: None });
-        }
+        self.input(now, NodeInput::Query { job });
     }
 
     /// A piece written with [`Action::Persist`] is durable.
     pub fn handle_persisted(&mut self, now: Instant, key: PieceKey, epoch: u64, version: u64) {
-        self.jobs.persisted(now, key, epoch, version);
-        self.flush(now);
+        self.input(
+            now,
+            NodeInput::Persisted {
+                key,
+                epoch,
+                version,
+            },
+        );
     }
 
     /// When this peer next needs [`SimPeer::handle_timers`].
     pub fn next_wakeup(&self) -> Instant {
-        let mut at = self.membership.poll_timeout().min(self.next_stats_at);
-        if let Some(t) = self.pipes.poll_timeout() {
-            at = at.min(t);
-        }
-        if let Some(t) = self.acquaintances.poll_timeout() {
-            at = at.min(t);
-        }
-        if let Some(t) = self.next_traffic_at {
-            at = at.min(t);
-        }
-        if let Some(t) = self.exec.next_step_at() {
-            at = at.min(t);
-        }
-        at.min(self.jobs.poll_timeout())
+        [
+            self.node.poll_timeout(),
+            self.next_traffic_at,
+            self.exec.next_step_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| self.node.membership().poll_timeout())
     }
 
     /// Bytes arrived from `from` (the transport authenticates `from`).
     pub fn handle_frame(&mut self, now: Instant, from: u32, bytes: &[u8]) {
-        match wire::decode::<Frame<u32>>(bytes, self.settings.max_frame_bytes) {
-            Ok(Frame::Membership(msg)) => {
-                if msg.sender().peer != from {
-                    self.actions.push(Action::Malformed {
-                        from,
-                        error: "forged membership sender".into(),
-                    });
-                    return;
-                }
-                self.membership
-                    .handle(now, membership::Input::Message { from, msg });
-            }
-            Ok(Frame::Pipe(frame)) => self.pipes.handle_frame(now, from, frame),
-            Err(error) => self.actions.push(Action::Malformed {
-                from,
-                error: error.to_string(),
-            }),
-        }
+        self.node.handle_frame(now, from, bytes);
         self.flush(now);
     }
 
     /// The transport connected to `peer` (a dial or an exploration
     /// succeeded, identify ran).
     pub fn handle_contact(&mut self, now: Instant, peer: u32) {
-        self.membership
-            .handle(now, membership::Input::Contact { peer });
-        self.flush(now);
+        self.input(now, NodeInput::Contact { peer });
     }
 
     /// The transport could not reach `peer`.
     pub fn handle_unreachable(&mut self, now: Instant, peer: u32) {
-        self.membership
-            .handle(now, membership::Input::Unreachable { peer });
-        self.flush(now);
+        self.input(now, NodeInput::Unreachable { peer });
     }
 
     /// Bootstrap entry `index` could not be dialed.
     pub fn handle_dial_failed(&mut self, now: Instant, index: usize) {
-        self.acquaintances.dial_failed(now, index);
+        self.input(now, NodeInput::DialFailed { index });
+    }
+
+    fn input(&mut self, now: Instant, input: NodeInput<u32>) {
+        self.node.handle(now, input);
         self.flush(now);
     }
 
-    /// Runs the cores' timers due at `now`, and the driver's own.
+    /// Runs the node's timers due at `now`, the executor's step and the
+    /// checker's traffic.
     pub fn handle_timers(&mut self, now: Instant) {
-        self.membership.handle_timeout(now);
-        self.pipes.handle_timeout(now);
-        self.acquaintances.handle_timeout(now);
-        self.jobs.handle_timeout(now);
-        if now >= self.next_stats_at {
-            self.next_stats_at = now + self.settings.stats_interval;
-            let mut stats = self.membership.local().stats.clone();
-            // The host's load: the units computing here.
-            stats.load_avg_1m = self.exec.len() as f32;
-            self.membership
-                .handle(now, membership::Input::SetStats(stats));
-        }
+        self.node.handle_timeout(now);
+        self.flush(now);
         if self.exec.next_step_at().is_some_and(|t| t <= now) {
-            self.flush(now);
             let events = self.exec.tick(now);
             for event in events {
                 self.on_exec_event(now, event);
@@ -602,10 +472,11 @@ impl SimPeer {
     }
 
     /// Sends one application message to a random live member, the way
-    /// `Peer::send` does through the driver's `Command::Send`.
+    /// `Peer::send` does through the driver.
     fn send_app_traffic(&mut self, now: Instant) {
         let alive: Vec<u32> = self
-            .membership
+            .node
+            .membership()
             .view(now)
             .into_iter()
             .filter(|m| m.record.state == MemberState::Alive)
@@ -622,22 +493,14 @@ impl SimPeer {
             no: *no,
         };
         *no += 1;
-        let payload = id.encode();
-        let token = self.next_token;
-        self.next_token += 1;
-        let deadline = now + self.settings.send_timeout;
         self.actions.push(Action::AppSent(id));
         match self
-            .pipes
-            .send(now, to, TrafficClass::EVENTS, payload, token, deadline)
+            .node
+            .send_app(now, to, TrafficClass::EVENTS, &id.encode())
         {
-            Ok(()) => {
-                self.sends.insert(token, SendKind::App(id));
+            Ok(token) => {
+                self.app_sends.insert(token, id);
                 self.app_tokens.insert(id, token);
-                self.unsettled
-                    .entry((to, TrafficClass::EVENTS))
-                    .or_default()
-                    .insert(token);
             }
             Err(_) => self.actions.push(Action::AppOutcome {
                 id,
@@ -646,146 +509,149 @@ impl SimPeer {
         }
     }
 
-    /// Executes everything the cores asked for, until they are quiet (the
-    /// driver's `flush`).
+    /// Executes everything the node asks, until it is quiet.
     pub fn flush(&mut self, now: Instant) {
         loop {
-            let mut progressed = false;
-            while let Some(out) = self.membership.poll() {
-                progressed = true;
-                self.on_membership_output(now, out);
+            while let Some(out) = self.node.poll() {
+                self.on_output(now, out);
             }
-            while let Some(out) = self.pipes.poll() {
-                progressed = true;
-                self.on_pipe_output(now, out);
-            }
-            while let Some(out) = self.acquaintances.poll() {
-                progressed = true;
-                match out {
-                    AcquaintanceOutput::DialBootstrap { index } => {
-                        self.actions.push(Action::Dial { index })
-                    }
-                    AcquaintanceOutput::Explore => self.actions.push(Action::Explore),
-                }
-            }
-            while let Some(out) = self.jobs.poll() {
-                progressed = true;
-                self.on_job_output(now, out);
-            }
-            if self.pipes.has_delivery() {
-                progressed = true;
-                self.deliver(now);
-            }
-            if !progressed {
-                break;
+            match self.node.pop_app_message() {
+                Some(delivery) => self.on_app_message(delivery),
+                None => break,
             }
         }
     }
 
-    /// Hands delivered pipe messages to their owner by tag.
-    fn deliver(&mut self, now: Instant) {
-        while let Some(d) = self.pipes.pop_delivery() {
-            match d.payload.first().copied() {
-                Some(TAG_JOBS) => {
-                    match wire::decode::<JobMsg<u32>>(
-                        &d.payload[1..],
-                        self.settings.pipes.max_message_bytes,
-                    ) {
-                        Ok(msg)
-                            if !self
-                                .settings
-                                .jobs
-                                .limits
-                                .accepts(MessageKind::of(&msg), d.payload.len() - 1) =>
-                        {
-                            self.actions.push(Action::Malformed {
-                                from: d.from,
-                                error: "job message over its size limit".to_string(),
-                            })
-                        }
-                        Ok(msg) => {
-                            self.trace_msg("got from", d.from, &msg);
-                            self.jobs.handle_message(now, d.from, msg)
-                        }
-                        Err(error) => self.actions.push(Action::Malformed {
-                            from: d.from,
-                            error: format!("job message: {error}"),
-                        }),
-                    }
-                }
-                Some(TAG_APP) => match AppMsgId::decode(&d.payload[1..]) {
-                    Some(id) if id.from == d.from && id.to == self.id => {
-                        self.actions.push(Action::AppDelivered(id))
-                    }
-                    _ => self.actions.push(Action::Malformed {
-                        from: d.from,
-                        error: "bad application message".into(),
-                    }),
-                },
-                _ => self.actions.push(Action::Malformed {
-                    from: d.from,
-                    error: "unknown pipe payload tag".into(),
-                }),
+    fn on_app_message(&mut self, d: Delivery<u32>) {
+        match AppMsgId::decode(&d.payload) {
+            Some(id) if id.from == d.from && id.to == self.id => {
+                self.actions.push(Action::AppDelivered(id))
             }
-        }
-    }
-
-    fn send_frame(&mut self, to: u32, frame: &Frame<u32>) {
-        match wire::encode(frame, self.settings.max_frame_bytes) {
-            Ok(bytes) => self.actions.push(Action::Frame { to, bytes }),
-            Err(error) => self.actions.push(Action::Malformed {
-                from: self.id,
-                error: format!("cannot encode a frame: {error}"),
+            _ => self.actions.push(Action::Malformed {
+                from: d.from,
+                error: "bad application message".into(),
             }),
         }
     }
 
-    fn on_membership_output(&mut self, now: Instant, out: membership::Output<u32>) {
+    fn on_output(&mut self, now: Instant, out: NodeOutput<u32>) {
         match out {
-            membership::Output::Send { to, msg } => {
-                self.send_frame(to, &Frame::Membership(msg));
+            NodeOutput::Transmit { to, bytes, .. } => self.actions.push(Action::Frame { to, bytes }),
+            NodeOutput::Redial { .. } | NodeOutput::UnitsDone { .. } => {}
+            NodeOutput::DialBootstrap { index } => self.actions.push(Action::Dial { index }),
+            NodeOutput::Explore => self.actions.push(Action::Explore),
+            NodeOutput::PersistIncarnation(incarnation) => {
+                self.actions.push(Action::PersistIncarnation(incarnation))
             }
-            membership::Output::Event(event) => {
-                if matches!(event.to, MemberState::Dead | MemberState::Left) {
-                    self.pipes.peer_dead(&event.peer);
+            NodeOutput::Member(event) => self.actions.push(Action::Member(event)),
+            NodeOutput::SampleStats => {
+                let mut stats = self.node.membership().local().stats.clone();
+                // The host's load: the units computing here.
+                stats.load_avg_1m = self.exec.len() as f32;
+                self.node.handle(now, NodeInput::SetStats(stats));
+            }
+            NodeOutput::AppSettled { token, result } => {
+                if let Some(id) = self.app_sends.remove(&token) {
+                    self.actions.push(Action::AppOutcome {
+                        id,
+                        delivered: result.is_ok(),
+                    });
                 }
-                self.acquaintances
-                    .set_live_members(now, self.membership.live_count());
-                self.update_job_members(now);
-                self.actions.push(Action::Member(event));
             }
-            membership::Output::PersistIncarnation(incarnation) => {
-                self.actions.push(Action::PersistIncarnation(incarnation));
+            NodeOutput::Run {
+                job,
+                unit,
+                app,
+                state,
+                shared,
+            } => {
+                let started = self.exec.start(now, job, unit, &app.0, &state, shared);
+                self.actions.push(Action::Started { job, unit, state });
+                if let Err(failed) = started {
+                    if let UnitEvent::Failed { error, .. } = &failed {
+                        self.actions.push(Action::UnitFailed {
+                            job,
+                            unit,
+                            error: error.clone(),
+                        });
+                    }
+                    self.node.handle(now, NodeInput::Unit(failed));
+                }
+            }
+            NodeOutput::Unit { job, unit, request } => {
+                if !self.exec.request(job, unit, request.clone()) {
+                    if let Some(answer) = UnitEvent::not_running(job, unit, &request) {
+                        self.node.handle(now, NodeInput::Unit(answer));
+                    }
+                }
+            }
+            NodeOutput::Share { job, vars } => self.exec.share(job, &vars),
+            NodeOutput::Persist { key, piece } => self.actions.push(Action::Persist { key, piece }),
+            NodeOutput::Forget { job } => self.actions.push(Action::Forget { job }),
+            NodeOutput::Job(event) => self.actions.push(Action::Job(event)),
+            NodeOutput::Status(view) => self.actions.push(Action::Status(view)),
+            NodeOutput::QueryAnswer { job, view } => {
+                self.actions.push(Action::QueryAnswer { job, view })
+            }
+            NodeOutput::CancelAnswer { .. } => {}
+            NodeOutput::Notice(notice) => self.on_notice(notice),
+            NodeOutput::TraceJobMessage { sent, peer, msg } => {
+                let verb = if sent { "sends to" } else { "got from" };
+                self.trace_msg(verb, peer, &msg);
             }
         }
     }
 
-    fn on_pipe_output(&mut self, now: Instant, out: PipeOutput<u32>) {
-        match out {
-            PipeOutput::Transmit { to, frame, .. } => {
-                self.send_frame(to, &Frame::Pipe(frame));
+    /// What the node dropped: never expected in the simulator, so each is
+    /// a violation (a refusal is the job core's, and checked as such).
+    fn on_notice(&mut self, notice: Notice<u32>) {
+        let (from, error) = match notice {
+            Notice::Refused { from, message, why } => {
+                self.actions
+                    .push(Action::Job(JobEvent::Refused { from, message, why }));
+                return;
             }
-            PipeOutput::Delivered { token, .. } => {
-                self.settle(token);
-                if let Some(SendKind::App(id)) = self.sends.remove(&token) {
-                    self.actions.push(Action::AppOutcome {
-                        id,
-                        delivered: true,
-                    });
-                }
+            // An operation over its size limit fails its job, visibly.
+            Notice::TooLargeToSend { .. } => return,
+            Notice::UnitNotRunnable { job, unit, error } => {
+                self.actions.push(Action::UnitFailed { job, unit, error });
+                return;
             }
-            PipeOutput::Failed { token, .. } => {
-                self.settle(token);
-                match self.sends.remove(&token) {
-                    Some(SendKind::App(id)) => self.actions.push(Action::AppOutcome {
-                        id,
-                        delivered: false,
-                    }),
-                    Some(kind) => self.job_send_failed(now, kind),
-                    None => {}
-                }
+            Notice::Malformed { from, what, error } => (from, format!("{what}: {error}")),
+            Notice::WrongVersion { from, theirs, ours } => {
+                (from, format!("wire version {theirs}, ours {ours}"))
             }
+            Notice::ForgedSender { from, .. } => (from, "forged membership sender".into()),
+            Notice::Oversized { from, .. } => (from, "job message over its size limit".into()),
+            Notice::FrameNotSent { error, .. } => (self.id, format!("cannot encode a frame: {error}")),
+        };
+        self.actions.push(Action::Malformed { from, error });
+    }
+
+    /// Hands what a unit's "thread" reported to the node.
+    fn on_exec_event(&mut self, now: Instant, event: ExecEvent) {
+        match event {
+            ExecEvent::FinalState { job, unit, state } => {
+                self.actions.push(Action::Finished { job, unit, state })
+            }
+            ExecEvent::Unit(event) => self.input(now, NodeInput::Unit(event)),
         }
+    }
+
+    /// Whether an application message sent in this life still waits for
+    /// an earlier message on its channel (so its early receipt may yet be
+    /// followed by its delivery).
+    pub fn app_message_waiting(&self, id: &AppMsgId) -> bool {
+        let Some(token) = self.app_tokens.get(id) else {
+            return false;
+        };
+        self.node
+            .sent_before_in_flight(&id.to, TrafficClass::EVENTS, *token)
+    }
+
+    /// Whether a job's state is final in this peer's record.
+    pub fn job_state(&self, now: Instant, job: JobId) -> Option<JobState> {
+        self.node.jobs().view(now, job).map(|v| v.state)
     }
 }
 
@@ -871,214 +737,6 @@ impl SimPeer {
         self.actions.push(Action::Log(line));
     }
 
-    fn settle(&mut self, token: u64) {
-        for tokens in self.unsettled.values_mut() {
-            if tokens.remove(&token) {
-                break;
-            }
-        }
-    }
-
-    /// Whether an application message sent in this life still waits for
-    /// an earlier message on its channel (so its early receipt may yet be
-    /// followed by its delivery).
-    pub fn app_message_waiting(&self, id: &AppMsgId) -> bool {
-        let Some(token) = self.app_tokens.get(id) else {
-            return false;
-        };
-        self.unsettled
-            .get(&(id.to, TrafficClass::EVENTS))
-            .is_some_and(|t| t.range(..*token).next().is_some())
-    }
-
-    /// Tells the job core who is alive, with their loads.
-    fn update_job_members(&mut self, now: Instant) {
-        let members = self
-            .membership
-            .view(now)
-            .into_iter()
-            .filter(|m| m.record.state == MemberState::Alive)
-            .map(|m| (m.record.peer, m.record.stats.load_avg_1m))
-            .collect();
-        self.jobs.set_members(now, members);
-    }
-
-    /// Executes one job core output (the driver's `on_job_output`).
-    fn on_job_output(&mut self, now: Instant, out: JobOutput<u32>) {
-        match out {
-            JobOutput::Send { to, msg, bulk } => {
-                self.trace_msg("sends to", to, &msg);
-                if to == self.id {
-                    self.jobs.handle_message(now, to, msg);
-                    return;
-                }
-                let kind = match &msg {
-                    JobMsg::WorkRequest { job, free } => SendKind::WorkRequest {
-                        to,
-                        job: *job,
-                        free: *free,
-                    },
-                    JobMsg::Query { job } => SendKind::Query { job: *job },
-                    _ => SendKind::Other,
-                };
-                if matches!(
-                    self.membership.state_of(&to),
-                    Some(MemberState::Dead | MemberState::Left)
-                ) {
-                    self.job_send_failed(now, kind);
-                    return;
-                }
-                // As the driver: one byte of the pipe's limit is the tag's,
-                // and a message over its kind's limit fails its operation.
-                let ceiling = self.settings.pipes.max_message_bytes.saturating_sub(1);
-                let mut payload = vec![TAG_JOBS];
-                match self.settings.jobs.limits.encode(&msg, ceiling) {
-                    Ok(bytes) => payload.extend_from_slice(&bytes),
-                    Err(error) => {
-                        self.jobs.send_too_large(now, to, msg, &error);
-                        return;
-                    }
-                }
-                let class = if bulk {
-                    TrafficClass::BULK
-                } else {
-                    TrafficClass::EVENTS
-                };
-                let token = self.next_token;
-                self.next_token += 1;
-                let deadline = now + self.settings.send_timeout;
-                match self.pipes.send(now, to, class, payload, token, deadline) {
-                    Ok(()) => {
-                        self.sends.insert(token, kind);
-                        self.unsettled.entry((to, class)).or_default().insert(token);
-                    }
-                    Err(PipeError::MessageTooLarge { size, max }) => {
-                        let error = TooLarge {
-                            kind: MessageKind::of(&msg),
-                            size,
-                            max,
-                        };
-                        self.jobs.send_too_large(now, to, msg, &error);
-                    }
-                    Err(_) => self.job_send_failed(now, kind),
-                }
-            }
-            JobOutput::Run {
-                job,
-                unit,
-                app,
-                state,
-                shared,
-            } => {
-                let started = self
-                    .jobs
-                    .registry()
-                    .get(&app)
-                    .map_err(|e| e.to_string())
-                    .and_then(|app| self.exec.start(now, job, unit, &app, &state, shared));
-                self.actions.push(Action::Started {
-                    job,
-                    unit,
-                    state: state.clone(),
-                });
-                if let Err(error) = started {
-                    self.actions.push(Action::UnitFailed {
-                        job,
-                        unit,
-                        error: error.clone(),
-                    });
-                    self.jobs.unit_failed(now, job, unit, error);
-                }
-            }
-            JobOutput::Divide { job, unit } => {
-                if !self.exec.divide(job, unit) {
-                    self.jobs
-                        .divided(now, job, unit, None, Vec::new(), SharedVars::default());
-                }
-            }
-            JobOutput::Checkpoint { job, unit } => {
-                // A unit that already ended answers nothing.
-                self.exec.checkpoint(job, unit);
-            }
-            JobOutput::Stop { job, unit } => {
-                if !self.exec.stop(job, unit) {
-                    self.jobs.unit_stopped(now, job, unit, None);
-                }
-            }
-            JobOutput::SharedChanged { job, vars } => self.exec.share(job, &vars),
-            JobOutput::Status(view) => {
-                if self.queries.remove(&view.job).is_some() {
-                    self.actions.push(Action::QueryAnswer {
-                        job: view.job,
-                        view: Some(Box::new(view.clone())),
-                    });
-                }
-                self.actions.push(Action::Status(view));
-            }
-            JobOutput::Unknown(job) => self.query_answered_no(now, job),
-            JobOutput::CancelAnswer { .. } => {}
-            JobOutput::Persist { key, piece } => self.actions.push(Action::Persist { key, piece }),
-            JobOutput::Forget { job } => self.actions.push(Action::Forget { job }),
-            JobOutput::Event(event) => self.actions.push(Action::Job(event)),
-        }
-    }
-
-    /// A job message could not be delivered (the driver's `job_send_failed`).
-    fn job_send_failed(&mut self, now: Instant, kind: SendKind) {
-        match kind {
-            SendKind::WorkRequest { to, job, free } => {
-                self.jobs
-                    .send_failed(now, to, JobMsg::WorkRequest { job, free })
-            }
-            SendKind::Query { job } => self.query_answered_no(now, job),
-            SendKind::Other | SendKind::App(_) => {}
-        }
-    }
-
-    /// Hands what a unit's "thread" reported to the job core (the driver's
-    /// `handle_compute_event`).
-    fn on_exec_event(&mut self, now: Instant, event: ExecEvent) {
-        match event {
-            ExecEvent::Finished {
-                job,
-                unit,
-                output,
-                state,
-            } => {
-                self.actions.push(Action::Finished { job, unit, state });
-                self.jobs.unit_finished(now, job, unit, output);
-                self.units_done += 1;
-                let mut stats = self.membership.local().stats.clone();
-                stats.units_done_session = self.units_done;
-                stats.units_done_total += 1;
-                self.membership
-                    .handle(now, membership::Input::SetStats(stats));
-            }
-            ExecEvent::Divided {
-                job,
-                unit,
-                part,
-                remaining,
-                shared,
-            } => self.jobs.divided(now, job, unit, part, remaining, shared),
-            ExecEvent::Checkpointed {
-                job,
-                unit,
-                state,
-                shared,
-            } => self.jobs.checkpointed(now, job, unit, state, shared),
-            ExecEvent::Stopped { job, unit, state } => {
-                self.jobs.unit_stopped(now, job, unit, Some(state))
-            }
-            ExecEvent::Progress { job, work } => self.jobs.report_progress(job, work),
-        }
-        self.flush(now);
-    }
-
-    /// Whether a job's state is final in this peer's record.
-    pub fn job_state(&self, now: Instant, job: JobId) -> Option<JobState> {
-        self.jobs.view(now, job).map(|v| v.state)
-    }
 }
 
 /// A report's kind, for logs.

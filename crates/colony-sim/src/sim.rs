@@ -940,7 +940,7 @@ impl World {
             let Some(peer) = slot.peer.as_ref() else {
                 continue;
             };
-            if let Some(view) = peer.jobs.view(now, j.id) {
+            if let Some(view) = peer.node.jobs().view(now, j.id) {
                 parts.push(format!(
                     "peer {id} holds the record (primary {}, home {:?}): {}/{} units merged, {} reissued, {} takeovers, state {}",
                     view.home,
@@ -952,7 +952,7 @@ impl World {
                     state_name(&view.state)
                 ));
                 if view.home == id as u32 {
-                    for (unit, line) in peer.jobs.open_units(j.id) {
+                    for (unit, line) in peer.node.jobs().open_units(j.id) {
                         parts.push(format!("open unit {unit}: {line}"));
                     }
                 }
@@ -1732,7 +1732,7 @@ impl World {
                 if a == b {
                     continue;
                 }
-                let state = peer.membership.state_of(&b);
+                let state = peer.node.membership().state_of(&b);
                 if state != Some(MemberState::Alive) {
                     ok = false;
                     if record {

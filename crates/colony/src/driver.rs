@@ -1,17 +1,19 @@
-//! The driver: one tokio task per peer that owns the swarm and the protocol
-//! cores, feeds them frames, commands and timers, and executes what they ask.
-//! The cores never see a clock or a socket; this is the only place that does.
+//! The driver: one tokio task per peer that owns the swarm and runs the
+//! peer's sans-IO [`Node`] (colony-core): it feeds the node frames,
+//! commands, unit events and timers, and executes what it asks with
+//! sockets, threads, the disk and the real clock. The routing between the
+//! cores is the node's, the same the simulator runs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use colony_core::acquaintance::{AcquaintanceOutput, Acquaintances};
-use colony_core::job::{JobId, JobView, Jobs};
-use colony_core::membership::{self, MemberState, Membership};
-use colony_core::pipe::{PipeError, PipeOutput, Pipes, Receipt, TrafficClass};
-use colony_core::wire::{self, Frame};
+use colony_core::job::{JobId, JobView};
+use colony_core::membership::MemberState;
+use colony_core::node::{Node, NodeInput, NodeOutput, Notice};
+use colony_core::pipe::{PipeError, Receipt};
+use colony_core::runner::UnitEvent;
 use colony_net::{
     Behaviour, BehaviourEvent, FrameSender, LogLimiter, NetEvent, Priority, DEFAULT_WARN_KEYS,
 };
@@ -23,66 +25,18 @@ use libp2p::{identify, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::compute::{ComputeEvent, ComputePool};
+use crate::command::{Command, InboundMessage};
+use crate::compute::ComputePool;
 use crate::config::PeerConfig;
 use crate::host;
 use crate::info::{DriverCounters, MemberInfo, PeerInfo, StatusInfo};
-use crate::peer::InboundMessage;
-
-/// Requests from [`crate::Peer`] handles.
-pub(crate) enum Command {
-    Send {
-        to: PeerId,
-        class: TrafficClass,
-        payload: Vec<u8>,
-        reply: oneshot::Sender<Result<Receipt, PipeError>>,
-    },
-    Members {
-        reply: oneshot::Sender<Vec<MemberInfo>>,
-    },
-    Status {
-        reply: oneshot::Sender<StatusInfo>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
-    SubmitJob {
-        app: String,
-        args: Vec<String>,
-        ft: colony_core::ft::FaultTolerance,
-        deadline: Option<Duration>,
-        reply: oneshot::Sender<Result<JobTicket, colony_core::divisible::AppError>>,
-    },
-    CancelJob {
-        job: JobId,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    QueryJob {
-        job: JobId,
-        reply: oneshot::Sender<Option<JobView<PeerId>>>,
-    },
-    ListJobs {
-        reply: oneshot::Sender<Vec<JobView<PeerId>>>,
-    },
-}
-
-/// A submitted job: its id and a feed of its status.
-pub(crate) struct JobTicket {
-    pub(crate) job: JobId,
-    pub(crate) updates: tokio::sync::watch::Receiver<Option<JobView<PeerId>>>,
-}
-
-/// First byte of every pipe payload: who it is for.
-pub(crate) const TAG_APP: u8 = 0;
-/// Job protocol messages, handled by the peer itself.
-pub(crate) const TAG_JOBS: u8 = 1;
 
 /// What woke the driver.
 enum Wake {
     Command(Option<Command>),
     Net(Option<NetEvent>),
     Swarm(SwarmEvent<BehaviourEvent>),
-    Compute(Option<ComputeEvent>),
+    Compute(Option<UnitEvent>),
     Persisted(Option<jobs::Persisted>),
     InboxReady,
     Timer,
@@ -92,6 +46,16 @@ enum Wake {
 /// over before it leaves anyway.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Checkpoint writes in flight at most: their completions fit the bounded
+/// channel that brings them back, so a completion is never dropped; a
+/// write beyond it is refused before anything is acknowledged (the worker
+/// re-sends it).
+const PERSISTS_IN_FLIGHT: usize = 1024;
+
+/// Unit events waiting for the driver at most; a worker thread waits
+/// (at its step boundary) while the channel is full.
+const COMPUTE_EVENTS: usize = 1024;
+
 mod jobs;
 
 pub(crate) use jobs::{overlay_key, restore_checkpoints};
@@ -100,132 +64,141 @@ pub(crate) use jobs::{overlay_key, restore_checkpoints};
 /// of frames is acknowledged with one ack per channel.
 const BATCH: usize = 256;
 
+/// Everything a driver is built from: the network, the stores, the node
+/// and the channels to the peer's handles. Built by [`Driver::builder`].
+pub(crate) struct DriverBuilder {
+    config: PeerConfig,
+    swarm: Swarm<Behaviour>,
+    frames: FrameSender,
+    net_events: mpsc::Receiver<NetEvent>,
+    node: Node<PeerId>,
+    info: Arc<PeerInfo>,
+    store: Option<PeerStore>,
+    checkpoints: Option<colony_store::CheckpointStore>,
+    commands: Option<mpsc::Receiver<Command>>,
+    inbox: Option<mpsc::Sender<InboundMessage>>,
+}
+
+impl DriverBuilder {
+    /// The peer's identity and counter store.
+    pub(crate) fn store(mut self, store: PeerStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Where durable checkpoint pieces go.
+    pub(crate) fn checkpoints(mut self, checkpoints: colony_store::CheckpointStore) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// Where commands from the peer's handles arrive, and where application
+    /// messages go.
+    pub(crate) fn handles(
+        mut self,
+        commands: mpsc::Receiver<Command>,
+        inbox: mpsc::Sender<InboundMessage>,
+    ) -> Self {
+        self.commands = Some(commands);
+        self.inbox = Some(inbox);
+        self
+    }
+
+    /// The driver; `None` if a part is missing.
+    pub(crate) fn build(self) -> Option<Driver> {
+        let (persisted_tx, persisted_rx) = mpsc::channel(PERSISTS_IN_FLIGHT);
+        let (compute_tx, compute_events) = mpsc::channel(COMPUTE_EVENTS);
+        Some(Driver {
+            compute: ComputePool::new(compute_tx),
+            compute_events,
+            job_watchers: HashMap::new(),
+            job_queries: HashMap::new(),
+            job_cancels: HashMap::new(),
+            checkpoints: self.checkpoints?,
+            persisted_tx,
+            persisted_rx,
+            persists_in_flight: 0,
+            warnings: LogLimiter::new(self.config.net.warn_interval, DEFAULT_WARN_KEYS),
+            store: self.store?,
+            commands: self.commands?,
+            inbox: self.inbox?,
+            config: self.config,
+            swarm: self.swarm,
+            frames: self.frames,
+            node: self.node,
+            info: self.info,
+            net_events: self.net_events,
+            receipts: HashMap::new(),
+            bootstrap_dials: HashMap::new(),
+            counters: DriverCounters::default(),
+        })
+    }
+}
+
 pub(crate) struct Driver {
     config: PeerConfig,
     swarm: Swarm<Behaviour>,
     store: PeerStore,
     frames: FrameSender,
-    membership: Membership<PeerId>,
-    pipes: Pipes<PeerId>,
-    acquaintances: Acquaintances,
+    node: Node<PeerId>,
     info: Arc<PeerInfo>,
     commands: mpsc::Receiver<Command>,
     net_events: mpsc::Receiver<NetEvent>,
     inbox: mpsc::Sender<InboundMessage>,
+    /// Application messages in flight, by the node's token.
     receipts: HashMap<u64, oneshot::Sender<Result<Receipt, PipeError>>>,
-    next_token: u64,
     bootstrap_dials: HashMap<ConnectionId, usize>,
     counters: DriverCounters,
     /// Warnings a remote peer can cause: one per peer (or cause) per interval.
     warnings: LogLimiter<(Option<PeerId>, &'static str)>,
-    next_stats_at: Instant,
-    max_frame_bytes: usize,
-    jobs: Jobs<PeerId>,
     compute: ComputePool,
-    compute_events: mpsc::Receiver<ComputeEvent>,
+    compute_events: mpsc::Receiver<UnitEvent>,
     job_watchers: HashMap<JobId, tokio::sync::watch::Sender<Option<JobView<PeerId>>>>,
-    job_queries: HashMap<JobId, JobQuery>,
-    /// Tokens of job messages in flight, for what to do if one fails.
-    job_sends: HashMap<u64, JobSendKind>,
+    /// Queries from handles waiting for the node's answer.
+    job_queries: HashMap<JobId, Vec<oneshot::Sender<Option<JobView<PeerId>>>>>,
     /// Cancellations waiting for the primary's answer.
     job_cancels: HashMap<JobId, Vec<oneshot::Sender<Result<(), String>>>>,
     /// Durable checkpoint pieces (group-committed).
     checkpoints: colony_store::CheckpointStore,
-    persisted_tx: mpsc::UnboundedSender<jobs::Persisted>,
-    persisted_rx: mpsc::UnboundedReceiver<jobs::Persisted>,
-}
-
-/// A question about a job, asked of its probable home first and, if that
-/// peer does not know it, of every other live member.
-pub(crate) struct JobQuery {
-    waiters: Vec<oneshot::Sender<Option<JobView<PeerId>>>>,
-    /// Answers still awaited.
-    outstanding: usize,
-    /// Whether every member has been asked already.
-    fanned_out: bool,
-    asked: Vec<PeerId>,
-}
-
-/// What a job message in flight was, should its delivery fail.
-#[derive(Clone, Copy)]
-enum JobSendKind {
-    WorkRequest { to: PeerId, job: JobId, free: u32 },
-    Query { job: JobId },
-    Cancel { to: PeerId, job: JobId },
-    Other,
+    persisted_tx: mpsc::Sender<jobs::Persisted>,
+    persisted_rx: mpsc::Receiver<jobs::Persisted>,
+    /// Checkpoint writes whose completion has not come back yet.
+    persists_in_flight: usize,
 }
 
 impl Driver {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
+    /// Starts building the driver of `node` over `swarm`.
+    pub(crate) fn builder(
         config: PeerConfig,
         swarm: Swarm<Behaviour>,
-        store: PeerStore,
         frames: FrameSender,
-        membership: Membership<PeerId>,
-        pipes: Pipes<PeerId>,
-        acquaintances: Acquaintances,
-        info: Arc<PeerInfo>,
-        commands: mpsc::Receiver<Command>,
         net_events: mpsc::Receiver<NetEvent>,
-        inbox: mpsc::Sender<InboundMessage>,
-        jobs: Jobs<PeerId>,
-        checkpoints: colony_store::CheckpointStore,
-    ) -> Self {
-        let max_frame_bytes = config.net.max_frame_bytes;
-        let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
-        let (compute_tx, compute_events) = mpsc::channel(1024);
-        Driver {
-            jobs,
-            compute: ComputePool::new(compute_tx),
-            compute_events,
-            job_watchers: HashMap::new(),
-            job_queries: HashMap::new(),
-            job_sends: HashMap::new(),
-            job_cancels: HashMap::new(),
-            checkpoints,
-            persisted_tx,
-            persisted_rx,
-            next_stats_at: Instant::now() + config.stats_interval,
-            warnings: LogLimiter::new(config.net.warn_interval, DEFAULT_WARN_KEYS),
+        node: Node<PeerId>,
+        info: Arc<PeerInfo>,
+    ) -> DriverBuilder {
+        DriverBuilder {
             config,
             swarm,
-            store,
             frames,
-            membership,
-            pipes,
-            acquaintances,
-            info,
-            commands,
             net_events,
-            inbox,
-            receipts: HashMap::new(),
-            next_token: 0,
-            bootstrap_dials: HashMap::new(),
-            counters: DriverCounters::default(),
-            max_frame_bytes,
+            node,
+            info,
+            store: None,
+            checkpoints: None,
+            commands: None,
+            inbox: None,
         }
-    }
-
-    fn next_wakeup(&self) -> Instant {
-        let mut at = self.membership.poll_timeout().min(self.next_stats_at);
-        if let Some(t) = self.pipes.poll_timeout() {
-            at = at.min(t);
-        }
-        if let Some(t) = self.acquaintances.poll_timeout() {
-            at = at.min(t);
-        }
-        at.min(self.jobs.poll_timeout())
     }
 
     pub(crate) async fn run(mut self) {
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
         let mut leave_deadline: Option<Instant> = None;
         loop {
-            let wake_at = tokio::time::Instant::from_std(self.next_wakeup());
+            let next = self.node.poll_timeout().unwrap_or_else(Instant::now);
+            let wake_at = tokio::time::Instant::from_std(next);
             // Only application messages can wait for the inbox; job
             // messages are handled as they arrive.
-            let deliverable = self.pipes.has_delivery();
+            let deliverable = self.node.has_app_message();
             let woke = tokio::select! {
                 command = self.commands.recv() => Wake::Command(command),
                 event = self.net_events.recv() => Wake::Net(event),
@@ -249,8 +222,7 @@ impl Driver {
                 }
                 Wake::Command(None) => {
                     // Every handle dropped: leave quietly.
-                    self.membership
-                        .handle(Instant::now(), membership::Input::Leave);
+                    self.node.handle(Instant::now(), NodeInput::Leave);
                     self.flush();
                     break;
                 }
@@ -277,19 +249,21 @@ impl Driver {
                 Wake::Compute(None) => {}
                 Wake::Persisted(Some(done)) => self.on_persisted(done),
                 Wake::Persisted(None) => {}
-                Wake::InboxReady => self.deliver(),
-                Wake::Timer => self.handle_timers(),
+                Wake::InboxReady => {
+                    self.deliver();
+                }
+                Wake::Timer => self.node.handle_timeout(Instant::now()),
             }
             self.flush();
             if shutdown_reply.is_some() {
                 let deadline = *leave_deadline.get_or_insert(Instant::now() + HAND_OVER_TIMEOUT);
-                if self.jobs.has_left() || Instant::now() >= deadline {
-                    if !self.jobs.has_left() {
+                let handed_over = self.node.has_handed_over();
+                if handed_over || Instant::now() >= deadline {
+                    if !handed_over {
                         warn!("leaving before every unit was handed back");
                     }
                     info!(peer_id = %self.info.peer_id, "leaving the network");
-                    self.membership
-                        .handle(Instant::now(), membership::Input::Leave);
+                    self.node.handle(Instant::now(), NodeInput::Leave);
                     self.flush();
                     break;
                 }
@@ -303,7 +277,7 @@ impl Driver {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
-        self.pipes.shutdown();
+        self.node.handle(Instant::now(), NodeInput::Shutdown);
         self.flush();
         info!(peer_id = %self.info.peer_id, "peer stopped");
         if let Some(reply) = shutdown_reply {
@@ -311,47 +285,31 @@ impl Driver {
         }
     }
 
-    /// Hands ready messages over: job messages to the job core at once,
-    /// application messages to the inbox while it has room.
-    fn deliver(&mut self) {
-        let now = Instant::now();
-        while let Some(next) = self.pipes.peek_delivery() {
-            match next.payload.first().copied() {
-                Some(TAG_JOBS) => {
-                    if let Some(d) = self.pipes.pop_delivery() {
-                        self.handle_job_payload(now, d.from, &d.payload[1..]);
-                    }
+    /// Hands application messages to the inbox while it has room.
+    fn deliver(&mut self) -> bool {
+        let mut delivered = false;
+        while self.node.has_app_message() {
+            let permit = match self.inbox.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    // Nobody reads the inbox any more.
+                    self.node.pop_app_message();
+                    delivered = true;
+                    continue;
                 }
-                Some(TAG_APP) => {
-                    let permit = match self.inbox.try_reserve() {
-                        Ok(permit) => permit,
-                        Err(mpsc::error::TrySendError::Full(())) => break,
-                        Err(mpsc::error::TrySendError::Closed(())) => {
-                            // Nobody reads the inbox any more.
-                            self.pipes.pop_delivery();
-                            continue;
-                        }
-                    };
-                    if let Some(mut d) = self.pipes.pop_delivery() {
-                        d.payload.remove(0);
-                        permit.send(InboundMessage {
-                            from: d.from,
-                            class: d.class,
-                            seq: d.seq,
-                            payload: d.payload,
-                        });
-                    }
-                }
-                _ => {
-                    if let Some(d) = self.pipes.pop_delivery() {
-                        self.counters.malformed_frames += 1;
-                        if let Some(suppressed) = self.may_warn(Some(d.from), "unknown tag") {
-                            warn!(peer = %d.from, suppressed, "message with an unknown tag dropped");
-                        }
-                    }
-                }
+            };
+            if let Some(d) = self.node.pop_app_message() {
+                delivered = true;
+                permit.send(InboundMessage {
+                    from: d.from,
+                    class: d.class,
+                    seq: d.seq,
+                    payload: d.payload,
+                });
             }
         }
+        delivered
     }
 
     /// Handles one command; returns the reply channel of a shutdown.
@@ -363,39 +321,14 @@ impl Driver {
                 class,
                 payload,
                 reply,
-            } => {
-                if matches!(
-                    self.membership.state_of(&to),
-                    Some(MemberState::Dead | MemberState::Left)
-                ) {
-                    let _ = reply.send(Err(PipeError::PeerDead {
-                        peer: to.to_string(),
-                    }));
-                    return None;
+            } => match self.node.send_app(now, to, class, &payload) {
+                Ok(token) => {
+                    self.receipts.insert(token, reply);
                 }
-                let max = self.config.pipes.max_message_bytes.saturating_sub(1);
-                if payload.len() > max {
-                    let _ = reply.send(Err(PipeError::MessageTooLarge {
-                        size: payload.len(),
-                        max,
-                    }));
-                    return None;
+                Err(error) => {
+                    let _ = reply.send(Err(error));
                 }
-                let mut tagged = Vec::with_capacity(payload.len() + 1);
-                tagged.push(TAG_APP);
-                tagged.extend_from_slice(&payload);
-                let token = self.next_token;
-                self.next_token += 1;
-                let deadline = now + self.config.send_timeout;
-                match self.pipes.send(now, to, class, tagged, token, deadline) {
-                    Ok(()) => {
-                        self.receipts.insert(token, reply);
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
-                    }
-                }
-            }
+            },
             Command::Members { reply } => {
                 let _ = reply.send(self.members(now));
             }
@@ -414,11 +347,11 @@ impl Driver {
             Command::CancelJob { job, reply } => self.cancel_job(job, reply),
             Command::QueryJob { job, reply } => self.query_job(now, job, reply),
             Command::ListJobs { reply } => {
-                let _ = reply.send(self.list_jobs(now));
+                let _ = reply.send(self.node.jobs().homed_views(now));
             }
             Command::Shutdown { reply } => {
-                info!(peer_id = %self.info.peer_id, running_units = self.jobs.running_units(), "leaving: handing units and job records over");
-                self.jobs.leave(now);
+                info!(peer_id = %self.info.peer_id, running_units = self.node.jobs().running_units(), "leaving: handing units and job records over");
+                self.node.handle(now, NodeInput::HandOver);
                 return Some(reply);
             }
         }
@@ -428,32 +361,10 @@ impl Driver {
     fn handle_net_event(&mut self, event: NetEvent) {
         let now = Instant::now();
         match event {
-            NetEvent::Frame { peer, bytes } => {
-                match wire::decode::<Frame<PeerId>>(&bytes, self.max_frame_bytes) {
-                    Ok(Frame::Membership(msg)) => {
-                        if msg.sender().peer != peer {
-                            self.counters.forged_senders += 1;
-                            if let Some(suppressed) = self.may_warn(Some(peer), "forged sender") {
-                                warn!(%peer, claimed = %msg.sender().peer, suppressed, "membership message with a forged sender dropped");
-                            }
-                            return;
-                        }
-                        self.membership
-                            .handle(now, membership::Input::Message { from: peer, msg });
-                    }
-                    Ok(Frame::Pipe(frame)) => self.pipes.handle_frame(now, peer, frame),
-                    Err(error) => {
-                        self.counters.malformed_frames += 1;
-                        if let Some(suppressed) = self.may_warn(Some(peer), "malformed frame") {
-                            warn!(%peer, %error, len = bytes.len(), suppressed, "malformed frame dropped");
-                        }
-                    }
-                }
-            }
+            NetEvent::Frame { peer, bytes } => self.node.handle_frame(now, peer, &bytes),
             NetEvent::Unreachable { peer, reason } => {
                 debug!(%peer, %reason, "peer unreachable");
-                self.membership
-                    .handle(now, membership::Input::Unreachable { peer });
+                self.node.handle(now, NodeInput::Unreachable { peer });
             }
         }
     }
@@ -474,14 +385,13 @@ impl Driver {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 debug!(%address, "listening");
-                let mut addrs: Vec<String> = self.membership.local().addrs.clone();
+                let mut addrs: Vec<String> = self.node.membership().local().addrs.clone();
                 let full = address.with(libp2p::multiaddr::Protocol::P2p(
                     *self.swarm.local_peer_id(),
                 ));
                 if !addrs.contains(&full.to_string()) {
                     addrs.push(full.to_string());
-                    self.membership
-                        .handle(now, membership::Input::SetAddrs(addrs));
+                    self.node.handle(now, NodeInput::SetAddrs(addrs));
                 }
             }
             SwarmEvent::ConnectionEstablished {
@@ -500,7 +410,7 @@ impl Driver {
             } => {
                 if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
                     warn!(entry = index, addr = %self.config.bootstrap[index], %error, "bootstrap entry unreachable; failing over");
-                    self.acquaintances.dial_failed(now, index);
+                    self.node.handle(now, NodeInput::DialFailed { index });
                 } else if let Some(peer) = peer_id {
                     debug!(%peer, %error, "dial failed");
                 }
@@ -524,8 +434,8 @@ impl Driver {
                         if info.protocol_version
                             == colony_net::identify_protocol_version(&self.config.net.network)
                         {
-                            self.membership
-                                .handle(now, membership::Input::Contact { peer: *peer_id });
+                            self.node
+                                .handle(now, NodeInput::Contact { peer: *peer_id });
                         } else {
                             self.counters.foreign_peers += 1;
                             let theirs: String = info.protocol_version.chars().take(100).collect();
@@ -551,79 +461,51 @@ impl Driver {
         }
     }
 
-    fn handle_timers(&mut self) {
-        let now = Instant::now();
-        self.membership.handle_timeout(now);
-        self.pipes.handle_timeout(now);
-        self.acquaintances.handle_timeout(now);
-        self.jobs.handle_timeout(now);
-        if now >= self.next_stats_at {
-            self.next_stats_at = now + self.config.stats_interval;
-            let mut stats = self.membership.local().stats.clone();
-            host::sample(&mut stats, self.config.cores_offered);
-            self.membership
-                .handle(now, membership::Input::SetStats(stats));
-        }
-    }
-
-    /// Executes everything the cores asked for.
+    /// Executes everything the node asks, until it is quiet.
     fn flush(&mut self) {
         let now = Instant::now();
         loop {
-            let mut progressed = false;
-            while let Some(out) = self.membership.poll() {
-                progressed = true;
-                self.on_membership_output(now, out);
+            while let Some(out) = self.node.poll() {
+                self.on_output(now, out);
             }
-            while let Some(out) = self.pipes.poll() {
-                progressed = true;
-                self.on_pipe_output(out);
-            }
-            while let Some(out) = self.acquaintances.poll() {
-                progressed = true;
-                self.on_acquaintance_output(out);
-            }
-            while let Some(out) = self.jobs.poll() {
-                progressed = true;
-                self.on_job_output(now, out);
-            }
-            if self.pipes.has_delivery() {
-                let before = self.pipes.stats().messages_delivered;
-                self.deliver();
-                progressed |= self.pipes.stats().messages_delivered != before;
-            }
-            if !progressed {
+            if !self.node.has_app_message() || !self.deliver() {
                 break;
             }
         }
     }
 
-    fn send_frame(&mut self, to: PeerId, priority: Priority, frame: &Frame<PeerId>) {
-        match wire::encode(frame, self.max_frame_bytes) {
-            Ok(bytes) => self.frames.send(to, priority, Bytes::from(bytes)),
-            Err(error) => warn!(peer = %to, %error, "frame not sent"),
-        }
-    }
-
-    fn on_membership_output(&mut self, now: Instant, out: membership::Output<PeerId>) {
+    fn on_output(&mut self, now: Instant, out: NodeOutput<PeerId>) {
         match out {
-            membership::Output::Send { to, msg } => {
-                if self.membership.state_of(&to) == Some(MemberState::Dead) {
-                    // Finding out whether a dead member is back (a healed
-                    // partition): the dials that failed meanwhile may have
-                    // pruned its addresses from Kademlia, where the dialer
-                    // looks them up.
-                    let addrs = self.membership.addrs_of(&to).unwrap_or_default().to_vec();
-                    self.add_member_addrs(&to, &addrs);
-                }
-                self.send_frame(to, Priority::CONTROL, &Frame::Membership(msg));
+            NodeOutput::Transmit { to, class, bytes } => {
+                let priority = class.map_or(Priority::CONTROL, |c| Priority(c.0));
+                self.frames.send(to, priority, Bytes::from(bytes));
             }
-            membership::Output::Event(event) => {
+            // Finding out whether a dead member is back (a healed
+            // partition): the dials that failed meanwhile may have pruned
+            // its addresses from Kademlia, where the dialer looks them up.
+            NodeOutput::Redial { peer, addrs } => self.add_member_addrs(&peer, &addrs),
+            NodeOutput::DialBootstrap { index } => self.dial_bootstrap(now, index),
+            NodeOutput::Explore => {
+                debug!(
+                    live = self.node.membership().live_count(),
+                    noa = self.config.acquaintances.noa,
+                    "below NOA; exploring"
+                );
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_peers(PeerId::random());
+            }
+            NodeOutput::PersistIncarnation(incarnation) => {
+                if let Err(error) = self.store.record_incarnation(incarnation) {
+                    warn!(%error, "cannot persist incarnation");
+                }
+            }
+            NodeOutput::Member(event) => {
                 info!(peer = %event.peer, from = ?event.from, to = ?event.to, "membership change");
                 match event.to {
                     MemberState::Alive => self.add_member_addrs(&event.peer, &event.addrs),
                     MemberState::Dead | MemberState::Left => {
-                        self.pipes.peer_dead(&event.peer);
                         self.frames.forget(&event.peer);
                         // Its connections are dead too (a partition leaves
                         // TCP connections open but silent, behind long
@@ -634,14 +516,89 @@ impl Driver {
                     }
                     MemberState::Suspect => {}
                 }
-                self.acquaintances
-                    .set_live_members(now, self.membership.live_count());
-                self.update_job_members(now);
             }
-            membership::Output::PersistIncarnation(incarnation) => {
-                if let Err(error) = self.store.record_incarnation(incarnation) {
-                    warn!(%error, "cannot persist incarnation");
+            NodeOutput::SampleStats => {
+                let mut stats = self.node.membership().local().stats.clone();
+                host::sample(&mut stats, self.config.cores_offered);
+                self.node.handle(now, NodeInput::SetStats(stats));
+            }
+            NodeOutput::UnitsDone { total } => {
+                if let Err(error) = self.store.set_counter("units_done_total", total) {
+                    warn!(%error, "cannot record the unit counter");
                 }
+            }
+            NodeOutput::AppSettled { token, result } => {
+                if let Some(reply) = self.receipts.remove(&token) {
+                    let _ = reply.send(result);
+                }
+            }
+            NodeOutput::Notice(notice) => self.on_notice(notice),
+            NodeOutput::TraceJobMessage { .. } => {}
+            job => self.on_job_output(now, job),
+        }
+    }
+
+    /// Logs what the node dropped or refused: a line a remote peer can
+    /// cause is rate-limited (the node has counted it already).
+    fn on_notice(&mut self, notice: Notice<PeerId>) {
+        match notice {
+            Notice::Malformed { from, what, error } => {
+                let cause = match what {
+                    "frame" => "malformed frame",
+                    "job message" => "malformed job message",
+                    _ => "unknown payload kind",
+                };
+                if let Some(suppressed) = self.may_warn(Some(from), cause) {
+                    warn!(peer = %from, %error, suppressed, "malformed {what} dropped");
+                }
+            }
+            Notice::WrongVersion { from, theirs, ours } => {
+                if let Some(suppressed) = self.may_warn(Some(from), "wrong version") {
+                    warn!(peer = %from, theirs, ours, suppressed, "frame of another wire protocol version refused (upgrade the older peer)");
+                }
+            }
+            Notice::ForgedSender { from, claimed } => {
+                if let Some(suppressed) = self.may_warn(Some(from), "forged sender") {
+                    warn!(peer = %from, %claimed, suppressed, "membership message with a forged sender dropped");
+                }
+            }
+            Notice::Oversized { from, kind, size } => {
+                debug!(peer = %from, %kind, size, "job message over its size limit dropped");
+            }
+            Notice::TooLargeToSend { to, status, error } => {
+                if status {
+                    // Answers to queries, which any member may ask: not logged each.
+                    debug!(peer = %to, %error, "job status over its size limit; sent as a failure");
+                } else {
+                    warn!(peer = %to, %error, "job message over its size limit; failing its job");
+                }
+            }
+            Notice::FrameNotSent { to, error } => warn!(peer = %to, %error, "frame not sent"),
+            Notice::UnitNotRunnable { job, unit, error } => {
+                warn!(%job, unit, %error, "cannot run unit")
+            }
+            Notice::Refused { from, message, why } => {
+                if let Some(suppressed) = self.may_warn(Some(from), "refused job message") {
+                    warn!(peer = %from, message, %why, suppressed, "job message refused");
+                }
+            }
+        }
+    }
+
+    fn dial_bootstrap(&mut self, now: Instant, index: usize) {
+        let Some(addr) = self.config.bootstrap.get(index).cloned() else {
+            return;
+        };
+        let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+        let connection_id = opts.connection_id();
+        debug!(entry = index, %addr, "dialing bootstrap entry");
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.bootstrap_dials.insert(connection_id, index);
+            }
+            Err(error) => {
+                warn!(entry = index, %addr, %error, "cannot dial bootstrap entry; failing over");
+                self.node.handle(now, NodeInput::DialFailed { index });
             }
         }
     }
@@ -659,71 +616,12 @@ impl Driver {
         }
     }
 
-    fn on_pipe_output(&mut self, out: PipeOutput<PeerId>) {
-        match out {
-            PipeOutput::Transmit { to, class, frame } => {
-                let priority = match frame {
-                    colony_core::pipe::PipeFrame::Data { .. }
-                    | colony_core::pipe::PipeFrame::Fragment { .. } => Priority(class.0),
-                    _ => Priority::CONTROL,
-                };
-                self.send_frame(to, priority, &Frame::Pipe(frame));
-            }
-            PipeOutput::Delivered { token, receipt } => {
-                if let Some(reply) = self.receipts.remove(&token) {
-                    let _ = reply.send(Ok(receipt));
-                }
-                self.job_sends.remove(&token);
-            }
-            PipeOutput::Failed { token, error } => {
-                if let Some(reply) = self.receipts.remove(&token) {
-                    let _ = reply.send(Err(error));
-                } else if let Some(kind) = self.job_sends.remove(&token) {
-                    self.job_send_failed(kind, error);
-                }
-            }
-        }
-    }
-
-    fn on_acquaintance_output(&mut self, out: AcquaintanceOutput) {
-        let now = Instant::now();
-        match out {
-            AcquaintanceOutput::DialBootstrap { index } => {
-                let Some(addr) = self.config.bootstrap.get(index).cloned() else {
-                    return;
-                };
-                let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
-                let connection_id = opts.connection_id();
-                debug!(entry = index, %addr, "dialing bootstrap entry");
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
-                        self.bootstrap_dials.insert(connection_id, index);
-                    }
-                    Err(error) => {
-                        warn!(entry = index, %addr, %error, "cannot dial bootstrap entry; failing over");
-                        self.acquaintances.dial_failed(now, index);
-                    }
-                }
-            }
-            AcquaintanceOutput::Explore => {
-                debug!(
-                    live = self.membership.live_count(),
-                    noa = self.config.acquaintances.noa,
-                    "below NOA; exploring"
-                );
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_closest_peers(PeerId::random());
-            }
-        }
-    }
-
     fn members(&self, now: Instant) -> Vec<MemberInfo> {
         let now_ms = host::unix_now_ms();
         let to_unix_ms =
             |t: Instant| now_ms.saturating_sub(now.saturating_duration_since(t).as_millis() as u64);
-        let local = self.membership.local();
+        let membership = self.node.membership();
+        let local = membership.local();
         let mut out = vec![MemberInfo {
             peer_id: local.peer.to_string(),
             local: true,
@@ -736,7 +634,7 @@ impl Driver {
             times_declared_dead: 0,
             phi: None,
         }];
-        out.extend(self.membership.view(now).into_iter().map(|m| {
+        out.extend(membership.view(now).into_iter().map(|m| {
             MemberInfo {
                 peer_id: m.record.peer.to_string(),
                 local: false,
@@ -756,21 +654,27 @@ impl Driver {
     }
 
     fn status(&self) -> StatusInfo {
+        let node_counters = self.node.counters();
         StatusInfo {
             peer: (*self.info).clone(),
-            incarnation: self.membership.local().incarnation,
-            joined: self.acquaintances.joined(),
-            live_members: self.membership.live_count(),
+            incarnation: self.node.membership().local().incarnation,
+            joined: self.node.acquaintances().joined(),
+            live_members: self.node.membership().live_count(),
             net: self.frames.counters().snapshot(),
-            pipes: self.pipes.stats().clone(),
+            pipes: self.node.pipes().stats().clone(),
             driver: DriverCounters {
+                malformed_frames: node_counters.malformed_frames
+                    + node_counters.wrong_version_frames,
+                wrong_version_frames: node_counters.wrong_version_frames,
+                forged_senders: node_counters.forged_senders,
+                oversized_job_messages: node_counters.oversized_job_messages,
                 checkpoint_pieces_corrupt: self.checkpoints.stats().pieces_corrupt,
                 unidentified_peers: self.swarm.behaviour().identify.disconnected(),
                 ..self.counters.clone()
             },
             jobs: crate::info::JobCounters {
-                running_units: self.jobs.running_units(),
-                refused_messages: self.jobs.refused_messages(),
+                running_units: self.node.jobs().running_units(),
+                refused_messages: self.node.jobs().refused_messages(),
             },
         }
     }

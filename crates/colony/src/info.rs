@@ -52,6 +52,9 @@ pub struct MemberInfo {
 pub struct DriverCounters {
     /// Frames that did not decode (garbage, wrong version).
     pub malformed_frames: u64,
+    /// Of those, frames of another wire protocol version (refused unread).
+    #[serde(default)]
+    pub wrong_version_frames: u64,
     /// Membership messages whose sender record named another peer.
     pub forged_senders: u64,
     /// Incoming connections that failed (bad handshake, garbage bytes).

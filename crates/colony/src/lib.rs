@@ -32,6 +32,7 @@
 
 mod api;
 pub mod bench;
+mod command;
 mod compute;
 mod config;
 pub mod deploy;

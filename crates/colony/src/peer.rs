@@ -12,6 +12,7 @@ use colony_core::ft::FaultTolerance;
 use colony_core::job::Jobs;
 use colony_core::job::{JobId, JobState, JobView};
 use colony_core::membership::{MemberState, Membership, PeerStats};
+use colony_core::node::{Node, NodeConfig};
 use colony_core::pipe::{PipeError, Pipes, Receipt, TrafficClass};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
@@ -22,8 +23,10 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
+pub use crate::command::InboundMessage;
+use crate::command::Command;
 use crate::config::PeerConfig;
-use crate::driver::{Command, Driver};
+use crate::driver::Driver;
 use crate::error::ColonyError;
 use crate::host;
 use crate::info::{MemberInfo, PeerInfo, StatusInfo};
@@ -46,20 +49,6 @@ pub fn job_deadline_from_secs(secs: f64) -> Result<Duration, String> {
 
 /// Longest wait for a job's primary to answer a cancellation.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A message handed to the application, exactly once and in order per
-/// sender and traffic class.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InboundMessage {
-    /// Who sent it.
-    pub from: PeerId,
-    /// Its traffic class.
-    pub class: TrafficClass,
-    /// Its number in the sender's channel.
-    pub seq: u64,
-    /// The message.
-    pub payload: Vec<u8>,
-}
 
 /// A message accepted for sending; resolves to its [`Receipt`] or the error
 /// that ended it.
@@ -263,24 +252,21 @@ impl Peer {
             "peer started"
         );
 
-        let mut driver_jobs = jobs;
-        crate::driver::restore_checkpoints(&mut driver_jobs, &checkpoints, Instant::now());
-        let jobs = driver_jobs;
-        let driver = Driver::new(
-            config,
-            swarm,
-            store,
-            frames,
-            membership,
-            pipes,
-            acquaintances,
-            info,
-            cmd_rx,
-            net_rx,
-            inbox_tx,
-            jobs,
-            checkpoints,
-        );
+        crate::driver::restore_checkpoints(&mut jobs, &checkpoints, Instant::now());
+        let node_config = NodeConfig {
+            send_timeout: config.send_timeout,
+            max_frame_bytes: config.net.max_frame_bytes,
+            stats_interval: config.stats_interval,
+            job_limits: config.jobs.limits.clone(),
+            trace_job_messages: false,
+        };
+        let node = Node::new(node_config, membership, pipes, acquaintances, jobs, now);
+        let driver = Driver::builder(config, swarm, frames, net_rx, node, info)
+            .store(store)
+            .checkpoints(checkpoints)
+            .handles(cmd_rx, inbox_tx)
+            .build()
+            .ok_or(ColonyError::Stopped)?;
         tokio::spawn(driver.run());
         Ok(peer)
     }

@@ -313,24 +313,19 @@ pub fn p50_max(samples: &mut [u64]) -> (u64, u64) {
     (samples[samples.len() / 2], samples[samples.len() - 1])
 }
 
-/// First byte of a pipe payload carrying a job message (the driver's
-/// `TAG_JOBS`).
-pub const TAG_JOBS: u8 = 1;
-
 /// The frame payload that carries `job_message` (a postcard-encoded job
 /// protocol message) as message `seq` of session `session` on the events
-/// channel of the reliable pipe, exactly as a Colony peer would send it.
+/// channel of the reliable pipe, exactly as a Colony peer would send it:
+/// encoded by colony-core's own wire functions (versioned frame header,
+/// job payload kind).
 pub fn pipe_frame_with_job_message(session: u64, seq: u64, job_message: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(job_message.len() + 1);
-    payload.push(TAG_JOBS);
-    payload.extend_from_slice(job_message);
-    let frame: colony_core::wire::Frame<colony::PeerId> =
-        colony_core::wire::Frame::Pipe(colony_core::pipe::PipeFrame::Data {
-            class: colony_core::pipe::TrafficClass::EVENTS,
-            session,
-            seq,
-            base: seq,
-            payload,
-        });
-    colony_core::wire::encode(&frame, usize::MAX).expect("encode pipe frame")
+    use colony_core::wire::{encode_frame, encode_payload, Frame, PayloadKind};
+    let frame: Frame<colony::PeerId> = Frame::Pipe(colony_core::pipe::PipeFrame::Data {
+        class: colony_core::pipe::TrafficClass::EVENTS,
+        session,
+        seq,
+        base: seq,
+        payload: encode_payload(PayloadKind::Job, job_message),
+    });
+    encode_frame(&frame, usize::MAX).expect("encode pipe frame")
 }

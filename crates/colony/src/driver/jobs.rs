@@ -1,145 +1,52 @@
-//! The driver's side of divisible jobs: job messages on pipes, worker
-//! threads, submissions and queries from the API.
+//! The driver's side of divisible jobs: unit threads, durable checkpoint
+//! pieces, and the submissions, queries and cancellations of the peer's
+//! handles. What goes between the job core and the other cores is the
+//! node's.
 
 use std::time::Instant;
 
 use colony_core::divisible::AppError;
 use colony_core::ft::FaultTolerance;
-use colony_core::job::{
-    JobEvent, JobId, JobMsg, JobOutput, JobState, JobView, MessageKind, Piece, PieceKey, TooLarge,
-};
-use colony_core::membership::MemberState;
-use colony_core::pipe::{PipeError, TrafficClass};
+use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey};
+use colony_core::node::{NodeInput, NodeOutput};
+use colony_core::runner::UnitEvent;
 use colony_core::wire;
 use libp2p::PeerId;
 use rand::SeedableRng;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
-use super::{Driver, JobQuery, JobSendKind, JobTicket, TAG_JOBS};
-use crate::compute::ComputeEvent;
+use super::Driver;
+use crate::command::JobTicket;
 
 impl Driver {
-    pub(super) fn handle_job_payload(&mut self, now: Instant, from: PeerId, bytes: &[u8]) {
-        match wire::decode::<JobMsg<PeerId>>(bytes, self.config.pipes.max_message_bytes) {
-            Ok(msg) => {
-                let kind = MessageKind::of(&msg);
-                if !self.config.jobs.limits.accepts(kind, bytes.len()) {
-                    self.counters.oversized_job_messages += 1;
-                    debug!(peer = %from, %kind, size = bytes.len(), "job message over its size limit dropped");
-                    return;
-                }
-                self.jobs.handle_message(now, from, msg)
-            }
-            Err(error) => {
-                self.counters.malformed_frames += 1;
-                if let Some(suppressed) = self.may_warn(Some(from), "malformed job message") {
-                    warn!(peer = %from, %error, suppressed, "malformed job message dropped");
-                }
-            }
-        }
-    }
-
-    pub(super) fn on_job_output(&mut self, now: Instant, out: JobOutput<PeerId>) {
+    /// Executes a job output of the node.
+    pub(super) fn on_job_output(&mut self, now: Instant, out: NodeOutput<PeerId>) {
         match out {
-            JobOutput::Send { to, msg, bulk } => {
-                if to == *self.swarm.local_peer_id() {
-                    self.jobs.handle_message(now, to, msg);
-                    return;
-                }
-                let kind = match &msg {
-                    JobMsg::WorkRequest { job, free } => JobSendKind::WorkRequest {
-                        to,
-                        job: *job,
-                        free: *free,
-                    },
-                    JobMsg::Query { job } => JobSendKind::Query { job: *job },
-                    JobMsg::Cancel { job } => JobSendKind::Cancel { to, job: *job },
-                    _ => JobSendKind::Other,
-                };
-                if matches!(
-                    self.membership.state_of(&to),
-                    Some(MemberState::Dead | MemberState::Left)
-                ) {
-                    self.job_send_failed(
-                        kind,
-                        PipeError::PeerDead {
-                            peer: to.to_string(),
-                        },
-                    );
-                    return;
-                }
-                // One byte of the pipe's limit is the tag's.
-                let ceiling = self.config.pipes.max_message_bytes.saturating_sub(1);
-                let mut payload = vec![TAG_JOBS];
-                match self.config.jobs.limits.encode(&msg, ceiling) {
-                    Ok(bytes) => payload.extend_from_slice(&bytes),
-                    Err(error) => {
-                        self.job_message_too_large(now, to, msg, &error);
-                        return;
-                    }
-                }
-                let class = if bulk {
-                    TrafficClass::BULK
-                } else {
-                    TrafficClass::EVENTS
-                };
-                let token = self.next_token;
-                self.next_token += 1;
-                let deadline = now + self.config.send_timeout;
-                match self.pipes.send(now, to, class, payload, token, deadline) {
-                    Ok(()) => {
-                        self.job_sends.insert(token, kind);
-                    }
-                    Err(PipeError::MessageTooLarge { size, max }) => {
-                        let error = TooLarge {
-                            kind: MessageKind::of(&msg),
-                            size,
-                            max,
-                        };
-                        self.job_message_too_large(now, to, msg, &error);
-                    }
-                    Err(error) => self.job_send_failed(kind, error),
-                }
-            }
-            JobOutput::Run {
+            NodeOutput::Run {
                 job,
                 unit,
                 app,
                 state,
                 shared,
-            } => match self.jobs.registry().get(&app) {
-                Ok(app) => {
-                    debug!(%job, unit, "starting unit");
-                    self.compute.start(job, unit, app, state, shared);
-                }
-                Err(error) => {
-                    warn!(%job, unit, %error, "cannot run unit");
-                    self.jobs.unit_failed(now, job, unit, error.to_string());
-                }
-            },
-            JobOutput::Divide { job, unit } => {
-                if !self.compute.divide(job, unit) {
-                    self.jobs
-                        .divided(now, job, unit, None, Vec::new(), Default::default());
+            } => {
+                debug!(%job, unit, "starting unit");
+                self.compute.start(job, unit, app.0, state, shared);
+            }
+            NodeOutput::Unit { job, unit, request } => {
+                // A unit that already ended answers for itself: its result
+                // is on its way, or nothing is due.
+                if !self.compute.request(job, unit, request.clone()) {
+                    if let Some(answer) = UnitEvent::not_running(job, unit, &request) {
+                        self.node.handle(now, NodeInput::Unit(answer));
+                    }
                 }
             }
-            JobOutput::Checkpoint { job, unit } => {
-                // A unit that already ended answers nothing; its result is on its way.
-                self.compute.checkpoint(job, unit);
-            }
-            JobOutput::Stop { job, unit } => {
-                if !self.compute.stop(job, unit) {
-                    self.jobs.unit_stopped(now, job, unit, None);
-                }
-            }
-            JobOutput::Persist { key, piece } => self.persist_piece(key, piece),
-            JobOutput::Forget { job } => self.forget_pieces(job),
-            JobOutput::Event(JobEvent::Refused { from, message, why }) => {
-                self.log_refusal(from, message, why)
-            }
-            JobOutput::Event(event) => log_job_event(&event),
-            JobOutput::CancelAnswer { job, refused } => {
+            NodeOutput::Share { job, vars } => self.compute.share(job, &vars),
+            NodeOutput::Persist { key, piece } => self.persist_piece(key, piece),
+            NodeOutput::Forget { job } => self.forget_pieces(job),
+            NodeOutput::Job(event) => log_job_event(&event),
+            NodeOutput::CancelAnswer { job, refused } => {
                 let result = match refused {
                     None => Ok(()),
                     Some(reason) => Err(reason),
@@ -148,14 +55,8 @@ impl Driver {
                     let _ = reply.send(result.clone());
                 }
             }
-            JobOutput::SharedChanged { job, vars } => self.compute.share(job, &vars),
-            JobOutput::Status(view) => {
+            NodeOutput::Status(view) => {
                 let job = view.job;
-                if let Some(query) = self.job_queries.remove(&job) {
-                    for waiter in query.waiters {
-                        let _ = waiter.send(Some(view.clone()));
-                    }
-                }
                 if let Some(watcher) = self.job_watchers.get(&job) {
                     let _ = watcher.send(Some(view.clone()));
                 }
@@ -163,105 +64,29 @@ impl Driver {
                     self.job_watchers.remove(&job);
                 }
             }
-            JobOutput::Unknown(job) => self.query_answered_no(job),
-        }
-    }
-
-    /// A job message over its size limit: its operation fails (the job
-    /// ends `Failed` with the size and the limit in its reason); never
-    /// retried.
-    fn job_message_too_large(
-        &mut self,
-        now: Instant,
-        to: PeerId,
-        msg: JobMsg<PeerId>,
-        error: &TooLarge,
-    ) {
-        self.counters.oversized_job_messages += 1;
-        if matches!(msg, JobMsg::Status { .. }) {
-            // Answers to queries, which any member may ask: not logged each.
-            debug!(peer = %to, %error, "job status over its size limit; sent as a failure");
-        } else {
-            warn!(peer = %to, %error, "job message over its size limit; failing its job");
-        }
-        self.jobs.send_too_large(now, to, msg, error);
-    }
-
-    pub(super) fn job_send_failed(&mut self, kind: JobSendKind, error: PipeError) {
-        let now = Instant::now();
-        match kind {
-            JobSendKind::WorkRequest { to, job, free } => {
-                self.jobs
-                    .send_failed(now, to, JobMsg::WorkRequest { job, free })
-            }
-            JobSendKind::Query { job, .. } => self.query_answered_no(job),
-            JobSendKind::Cancel { to, job } => {
-                self.jobs.send_failed(now, to, JobMsg::Cancel { job })
-            }
-            JobSendKind::Other => {}
-        }
-        debug!(%error, "job message not delivered");
-    }
-
-    pub(super) fn handle_compute_event(&mut self, event: ComputeEvent) {
-        let now = Instant::now();
-        match event {
-            ComputeEvent::Finished { job, unit, output } => {
-                self.compute.finished(job, unit);
-                self.jobs.unit_finished(now, job, unit, output);
-                let mut stats = self.membership.local().stats.clone();
-                stats.units_done_session += 1;
-                stats.units_done_total += 1;
-                if let Err(error) = self
-                    .store
-                    .set_counter("units_done_total", stats.units_done_total)
-                {
-                    warn!(%error, "cannot record the unit counter");
+            NodeOutput::QueryAnswer { job, view } => {
+                for waiter in self.job_queries.remove(&job).unwrap_or_default() {
+                    let _ = waiter.send(view.as_deref().cloned());
                 }
-                self.membership
-                    .handle(now, colony_core::membership::Input::SetStats(stats));
             }
-            ComputeEvent::Divided {
-                job,
-                unit,
-                part,
-                remaining,
-                shared,
-            } => self.jobs.divided(now, job, unit, part, remaining, shared),
-            ComputeEvent::Checkpointed {
-                job,
-                unit,
-                state,
-                shared,
-            } => self.jobs.checkpointed(now, job, unit, state, shared),
-            ComputeEvent::Stopped { job, unit, state } => {
-                self.compute.finished(job, unit);
-                self.jobs.unit_stopped(now, job, unit, Some(state));
-            }
-            ComputeEvent::Progress { job, work } => self.jobs.report_progress(job, work),
-            ComputeEvent::Failed { job, unit, error } => {
-                self.compute.finished(job, unit);
-                warn!(%job, unit, %error, "unit failed");
-                self.jobs.unit_failed(now, job, unit, error);
-            }
+            _ => {}
         }
     }
 
-    /// Tells the job core who is alive, with their loads.
-    pub(super) fn update_job_members(&mut self, now: Instant) {
-        let view = self.membership.view(now);
-        let suspects = view
-            .iter()
-            .filter(|m| m.record.state == MemberState::Suspect)
-            .map(|m| m.record.peer)
-            .collect();
-        let members = view
-            .into_iter()
-            .filter(|m| m.record.state == MemberState::Alive)
-            .map(|m| (m.record.peer, m.record.stats.load_avg_1m))
-            .collect();
-        self.jobs.set_suspects(suspects);
-        self.jobs.set_members(now, members);
+    /// What a unit thread reported.
+    pub(super) fn handle_compute_event(&mut self, event: UnitEvent) {
+        let now = Instant::now();
+        match &event {
+            UnitEvent::Finished { job, unit, .. } | UnitEvent::Stopped { job, unit, .. } => {
+                self.compute.finished(*job, *unit)
+            }
+            UnitEvent::Failed { job, unit, error } => {
+                self.compute.finished(*job, *unit);
+                warn!(%job, unit, %error, "unit failed");
+            }
+            _ => {}
+        }
+        self.node.handle(now, NodeInput::Unit(event));
     }
 
     pub(super) fn submit_job(
@@ -271,12 +96,12 @@ impl Driver {
         ft: FaultTolerance,
         deadline: Option<std::time::Duration>,
     ) -> Result<JobTicket, AppError> {
-        let params = self.jobs.prepare(&app, &args)?;
+        let params = self.node.jobs().prepare(&app, &args)?;
         let job = JobId(rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()));
         let (tx, rx) = watch::channel(None);
         self.job_watchers.insert(job, tx);
         let home = self
-            .jobs
+            .node
             .submit(Instant::now(), job, app.clone(), params, ft, deadline);
         info!(%job, %app, %home, protocol = ?ft.protocol, storage = %ft.storage, "submitting job");
         Ok(JobTicket { job, updates: rx })
@@ -288,97 +113,19 @@ impl Driver {
         waiting.push(reply);
         if waiting.len() == 1 {
             info!(%job, "asking the job's primary to cancel it");
-            self.jobs.cancel(job);
+            self.node.handle(Instant::now(), NodeInput::Cancel { job });
         }
     }
 
-    /// Logs a refused job message: at most one line per peer per
-    /// `warn_interval` (a minute), with the count held back since.
-    fn log_refusal(&mut self, from: PeerId, message: &'static str, why: colony_core::job::Refusal) {
-        if let Some(suppressed) = self.may_warn(Some(from), "refused job message") {
-            warn!(peer = %from, message, %why, suppressed, "job message refused");
-        }
-    }
-
+    /// Asks the node about `job`; the answer goes to `reply`.
     pub(super) fn query_job(
         &mut self,
         now: Instant,
         job: JobId,
         reply: oneshot::Sender<Option<JobView<PeerId>>>,
     ) {
-        if let Some(view) = self.jobs.view(now, job) {
-            let _ = reply.send(Some(view));
-            return;
-        }
-        let home = self
-            .jobs
-            .home_for(job)
-            .unwrap_or_else(|| self.jobs.probable_home(job));
-        if let Some(query) = self.job_queries.get_mut(&job) {
-            query.waiters.push(reply);
-            return;
-        }
-        self.job_queries.insert(
-            job,
-            JobQuery {
-                waiters: vec![reply],
-                outstanding: 0,
-                fanned_out: false,
-                asked: Vec::new(),
-            },
-        );
-        if home == *self.swarm.local_peer_id() {
-            self.query_answered_no(job);
-        } else {
-            self.ask(job, vec![home]);
-        }
-    }
-
-    fn ask(&mut self, job: JobId, peers: Vec<PeerId>) {
-        if let Some(query) = self.job_queries.get_mut(&job) {
-            query.outstanding += peers.len();
-            query.asked.extend(peers.iter().copied());
-        }
-        for peer in peers {
-            self.jobs.query(job, peer);
-        }
-    }
-
-    /// A peer asked about `job` does not know it (or could not be reached):
-    /// once all have answered, ask everyone else, then give up.
-    fn query_answered_no(&mut self, job: JobId) {
-        let Some(query) = self.job_queries.get_mut(&job) else {
-            return;
-        };
-        query.outstanding = query.outstanding.saturating_sub(1);
-        if query.outstanding > 0 {
-            return;
-        }
-        if !query.fanned_out {
-            query.fanned_out = true;
-            let asked = query.asked.clone();
-            let others: Vec<PeerId> = self
-                .membership
-                .view(Instant::now())
-                .into_iter()
-                .filter(|m| m.record.state == MemberState::Alive)
-                .map(|m| m.record.peer)
-                .filter(|p| !asked.contains(p))
-                .collect();
-            if !others.is_empty() {
-                self.ask(job, others);
-                return;
-            }
-        }
-        if let Some(query) = self.job_queries.remove(&job) {
-            for waiter in query.waiters {
-                let _ = waiter.send(None);
-            }
-        }
-    }
-
-    pub(super) fn list_jobs(&self, now: Instant) -> Vec<JobView<PeerId>> {
-        self.jobs.homed_views(now)
+        self.job_queries.entry(job).or_default().push(reply);
+        self.node.handle(now, NodeInput::Query { job });
     }
 }
 
@@ -440,10 +187,27 @@ impl Driver {
     /// Writes a checkpoint piece to disk; the job core hears when it is
     /// durable (one fsync per group of writes).
     fn persist_piece(&mut self, key: PieceKey, piece: Piece) {
+        if self.persists_in_flight >= super::PERSISTS_IN_FLIGHT {
+            // Backpressure: not acknowledged, so nothing is lost; the
+            // primary keeps waiting and the worker re-sends.
+            self.counters.checkpoint_write_errors += 1;
+            if let Some(suppressed) = self.may_warn(None, "checkpoint writes backlogged") {
+                warn!(job = %key.job, unit = key.unit, suppressed, "checkpoint writes backlogged; piece not written");
+            }
+            return;
+        }
+        let bytes = match wire::encode(&piece, usize::MAX) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                self.counters.checkpoint_write_errors += 1;
+                warn!(%error, job = %key.job, unit = key.unit, "checkpoint piece not encoded; not written");
+                return;
+            }
+        };
         let stored = colony_store::StoredPiece {
             epoch: piece.epoch,
             version: piece.version,
-            bytes: wire::encode(&piece, usize::MAX).unwrap_or_default(),
+            bytes,
         };
         let store_key = colony_store::PieceKey {
             job: key.job.0,
@@ -455,8 +219,9 @@ impl Driver {
         let queued = self.checkpoints.put(
             store_key,
             stored,
+            // Never full: at most PERSISTS_IN_FLIGHT completions are due.
             Box::new(move |result| {
-                let _ = tx.send(Persisted {
+                let _ = tx.try_send(Persisted {
                     key,
                     epoch,
                     version,
@@ -464,18 +229,27 @@ impl Driver {
                 });
             }),
         );
-        if let Err(error) = queued {
-            // Not on disk: the primary keeps waiting and the worker re-sends.
-            self.counters.checkpoint_write_errors += 1;
-            warn!(%error, job = %key.job, unit = key.unit, "checkpoint piece not written");
+        match queued {
+            Ok(()) => self.persists_in_flight += 1,
+            Err(error) => {
+                // Not on disk: the primary keeps waiting and the worker re-sends.
+                self.counters.checkpoint_write_errors += 1;
+                warn!(%error, job = %key.job, unit = key.unit, "checkpoint piece not written");
+            }
         }
     }
 
     pub(super) fn on_persisted(&mut self, done: Persisted) {
+        self.persists_in_flight = self.persists_in_flight.saturating_sub(1);
         match done.result {
-            Ok(()) => self
-                .jobs
-                .persisted(Instant::now(), done.key, done.epoch, done.version),
+            Ok(()) => self.node.handle(
+                Instant::now(),
+                NodeInput::Persisted {
+                    key: done.key,
+                    epoch: done.epoch,
+                    version: done.version,
+                },
+            ),
             Err(error) => {
                 self.counters.checkpoint_write_errors += 1;
                 warn!(%error, job = %done.key.job, unit = done.key.unit, "checkpoint piece not written");

@@ -1,0 +1,1130 @@
+//! One peer's protocol cores composed into one sans-IO node: membership,
+//! pipes, acquaintances and jobs, and the routing between them. The tokio
+//! driver (`crates/colony/src/driver.rs`) and the simulator
+//! (`crates/colony-sim/src/peer.rs`) both run a [`Node`] and only execute
+//! what it asks: they own the sockets or the virtual network, the threads
+//! or the simulated executor, the disk, and the clock.
+//!
+//! The contract is the one of every core: apply an input
+//! ([`Node::handle`], [`Node::handle_frame`], [`Node::handle_timeout`]),
+//! then drain [`Node::poll`] until it returns `None`, and wake the node
+//! again at [`Node::poll_timeout`].
+//!
+//! What the node routes:
+//! - frames ([`wire::Frame`] behind the versioned header) to membership and
+//!   the pipes; a frame of another protocol version is refused and counted;
+//! - pipe messages by [`PayloadKind`]: job messages to the job core at once,
+//!   application messages to the caller when it has room
+//!   ([`Node::pop_app_message`]);
+//! - membership events into the pipes (a dead peer's pipes fail), the
+//!   acquaintances (how many are live) and the job core (who is alive with
+//!   their loads, and who is only suspected);
+//! - job messages out through the pipes, with their send tokens, and pipe
+//!   failures back into the job core;
+//! - job queries, asked of the probable home first and then of every live
+//!   member.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::acquaintance::{AcquaintanceOutput, Acquaintances};
+use crate::divisible::{App, SharedVars};
+use crate::ft::FaultTolerance;
+use crate::job::{
+    JobEvent, JobId, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits, Piece, PieceKey,
+    Refusal, TooLarge, UnitId,
+};
+use crate::membership::{self, Event, MemberState, Membership, PeerStats};
+use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
+use crate::runner::{UnitEvent, UnitRequest};
+use crate::wire::{self, Frame, PayloadKind, WireError};
+use crate::PeerKey;
+
+/// Settings of the node's own routing (each core has its own config).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// How long a pipe keeps retrying a message before it fails with
+    /// `DeadlineExceeded`.
+    pub send_timeout: Duration,
+    /// Largest encoded frame, in and out.
+    pub max_frame_bytes: usize,
+    /// How often this peer's statistics are sampled and republished
+    /// ([`NodeOutput::SampleStats`]).
+    pub stats_interval: Duration,
+    /// Size limits of job messages, by kind.
+    pub job_limits: MessageLimits,
+    /// Emit [`NodeOutput::TraceJobMessage`] for every job message sent or
+    /// received (verbose simulator runs; costs a copy of each).
+    pub trace_job_messages: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            send_timeout: Duration::from_secs(30),
+            max_frame_bytes: 1024 * 1024 + 4 * 1024,
+            stats_interval: Duration::from_secs(1),
+            job_limits: MessageLimits::default(),
+            trace_job_messages: false,
+        }
+    }
+}
+
+/// An input to the node, other than frames ([`Node::handle_frame`]).
+#[derive(Debug)]
+pub enum NodeInput<P> {
+    /// The transport connected to `peer`; start talking to it.
+    Contact {
+        /// The peer.
+        peer: P,
+    },
+    /// The transport could not reach `peer`.
+    Unreachable {
+        /// The peer.
+        peer: P,
+    },
+    /// Bootstrap entry `index` could not be dialed.
+    DialFailed {
+        /// Its position in the bootstrap list.
+        index: usize,
+    },
+    /// This peer's listen addresses changed.
+    SetAddrs(Vec<String>),
+    /// This peer's statistics were sampled (the answer to
+    /// [`NodeOutput::SampleStats`]).
+    SetStats(PeerStats),
+    /// A running unit reported, or the executor answers for a unit that
+    /// does not run ([`UnitEvent::not_running`]).
+    Unit(UnitEvent),
+    /// A piece written for [`NodeOutput::Persist`] is durable.
+    Persisted {
+        /// Where.
+        key: PieceKey,
+        /// Its epoch.
+        epoch: u64,
+        /// Its version.
+        version: u64,
+    },
+    /// Ask the job's primary to cancel it ([`NodeOutput::CancelAnswer`]).
+    Cancel {
+        /// The job.
+        job: JobId,
+    },
+    /// Find out a job's status ([`NodeOutput::QueryAnswer`]).
+    Query {
+        /// The job.
+        job: JobId,
+    },
+    /// Start leaving: hand units and job records over
+    /// ([`Node::has_handed_over`] says when it is done).
+    HandOver,
+    /// Tell everyone this peer leaves the network.
+    Leave,
+    /// Stop retransmitting: the peer is going away.
+    Shutdown,
+}
+
+/// What the node asks its driver to do, or tells it.
+#[derive(Debug)]
+pub enum NodeOutput<P> {
+    /// Put `bytes` on the wire to `to`.
+    Transmit {
+        /// Destination.
+        to: P,
+        /// The traffic class whose priority applies (`None`: control).
+        class: Option<TrafficClass>,
+        /// The encoded frame.
+        bytes: Vec<u8>,
+    },
+    /// `peer` is declared dead yet probed (has it come back?): make sure the
+    /// transport can find it at `addrs`.
+    Redial {
+        /// The peer.
+        peer: P,
+        /// Its listen addresses.
+        addrs: Vec<String>,
+    },
+    /// Dial bootstrap entry `index`.
+    DialBootstrap {
+        /// Its position in the bootstrap list.
+        index: usize,
+    },
+    /// Too few acquaintances: look for more.
+    Explore,
+    /// Persist the membership incarnation.
+    PersistIncarnation(u64),
+    /// A membership view change (already routed into the cores).
+    Member(Event<P>),
+    /// Time to sample this peer's statistics: answer with
+    /// [`NodeInput::SetStats`].
+    SampleStats,
+    /// One more unit finished here: the lifetime count, to persist.
+    UnitsDone {
+        /// Units done over every life of this peer.
+        total: u64,
+    },
+    /// An application message sent with [`Node::send_app`] is settled.
+    AppSettled {
+        /// The token `send_app` returned.
+        token: u64,
+        /// Its receipt, or why it failed.
+        result: Result<Receipt, PipeError>,
+    },
+    /// Start a unit.
+    Run {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Its application.
+        app: UnitApp,
+        /// Its state.
+        state: Vec<u8>,
+        /// The job's shared variables.
+        shared: SharedVars,
+    },
+    /// Pass a request to a running unit; if it does not run, answer with
+    /// [`UnitEvent::not_running`].
+    Unit {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The request (divide, checkpoint, stop).
+        request: UnitRequest,
+    },
+    /// Pass improved shared variables to every running unit of `job`.
+    Share {
+        /// The job.
+        job: JobId,
+        /// The variables.
+        vars: SharedVars,
+    },
+    /// Write a checkpoint piece durably; answer with
+    /// [`NodeInput::Persisted`].
+    Persist {
+        /// Where.
+        key: PieceKey,
+        /// What.
+        piece: Piece,
+    },
+    /// Delete a finished job's pieces.
+    Forget {
+        /// The job.
+        job: JobId,
+    },
+    /// A notable moment of the job protocol (refusals included: log them
+    /// rate-limited).
+    Job(JobEvent<P>),
+    /// A job's status reached this peer.
+    Status(JobView<P>),
+    /// The answer to [`NodeInput::Query`] (`None`: nobody knew the job).
+    QueryAnswer {
+        /// The job.
+        job: JobId,
+        /// Its status.
+        view: Option<Box<JobView<P>>>,
+    },
+    /// The primary's answer to [`NodeInput::Cancel`] (`None`: cancelled).
+    CancelAnswer {
+        /// The job.
+        job: JobId,
+        /// Why it was refused.
+        refused: Option<String>,
+    },
+    /// Something a remote peer sent was dropped, or something could not be
+    /// sent (already counted in [`NodeCounters`]; log it rate-limited).
+    Notice(Notice<P>),
+    /// A job message went out or came in (only with
+    /// [`NodeConfig::trace_job_messages`]).
+    TraceJobMessage {
+        /// Whether it was sent (else received).
+        sent: bool,
+        /// The other peer.
+        peer: P,
+        /// The message.
+        msg: Box<JobMsg<P>>,
+    },
+}
+
+/// The application of a unit to run.
+#[derive(Clone)]
+pub struct UnitApp(pub Arc<dyn App>);
+
+impl std::fmt::Debug for UnitApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
+/// Something dropped or refused, for the driver's log.
+#[derive(Debug)]
+pub enum Notice<P> {
+    /// Bytes that are not a frame, a pipe message of no known kind, or a
+    /// job message that does not decode.
+    Malformed {
+        /// Who sent them.
+        from: P,
+        /// What they were meant to be.
+        what: &'static str,
+        /// The error.
+        error: String,
+    },
+    /// A frame of another wire protocol version, refused unparsed.
+    WrongVersion {
+        /// Who sent it.
+        from: P,
+        /// Its version.
+        theirs: u8,
+        /// Ours.
+        ours: u8,
+    },
+    /// A membership message whose sender is not the peer it came from.
+    ForgedSender {
+        /// Who sent it.
+        from: P,
+        /// Who it claims to be from.
+        claimed: P,
+    },
+    /// A job message over the size limit of its kind.
+    Oversized {
+        /// Who sent it.
+        from: P,
+        /// Its kind.
+        kind: MessageKind,
+        /// Its size.
+        size: usize,
+    },
+    /// A job message this peer wanted to send is over its limit; what it
+    /// was for fails instead.
+    TooLargeToSend {
+        /// Its destination.
+        to: P,
+        /// Whether it was a status (an answer to a query any member may
+        /// ask, not worth a warning each).
+        status: bool,
+        /// Its size and the limit.
+        error: TooLarge,
+    },
+    /// A frame could not be encoded.
+    FrameNotSent {
+        /// Its destination.
+        to: P,
+        /// Why.
+        error: WireError,
+    },
+    /// A unit could not be started: its application is not installed here.
+    UnitNotRunnable {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Why.
+        error: String,
+    },
+    /// A job message was refused by the job core (who may send what).
+    Refused {
+        /// Who sent it.
+        from: P,
+        /// Its name.
+        message: &'static str,
+        /// Why.
+        why: Refusal,
+    },
+}
+
+/// What the node dropped, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Frames, pipe messages and job messages that did not decode.
+    pub malformed_frames: u64,
+    /// Frames of another wire protocol version.
+    pub wrong_version_frames: u64,
+    /// Membership messages with a forged sender.
+    pub forged_senders: u64,
+    /// Job messages over their size limit, in or out.
+    pub oversized_job_messages: u64,
+}
+
+/// What a message in flight was, for what to do with its outcome.
+#[derive(Clone, Copy, Debug)]
+enum SendKind<P> {
+    App,
+    WorkRequest { to: P, job: JobId, free: u32 },
+    Query { job: JobId },
+    Cancel { to: P, job: JobId },
+    Other,
+}
+
+/// A message in flight on a pipe.
+#[derive(Clone, Debug)]
+struct InFlight<P> {
+    to: P,
+    class: TrafficClass,
+    kind: SendKind<P>,
+}
+
+/// A question about a job, asked of its probable home first and, if that
+/// peer does not know it, of every other live member.
+#[derive(Debug)]
+struct JobQuery<P> {
+    /// Answers still awaited.
+    outstanding: usize,
+    /// Whether every member has been asked already.
+    fanned_out: bool,
+    asked: Vec<P>,
+}
+
+/// One peer's protocol cores and the routing between them.
+pub struct Node<P: PeerKey> {
+    me: P,
+    config: NodeConfig,
+    membership: Membership<P>,
+    pipes: Pipes<P>,
+    acquaintances: Acquaintances,
+    jobs: Jobs<P>,
+    /// The time of the last input, for routing done while polling.
+    now: Instant,
+    next_stats_at: Instant,
+    next_token: u64,
+    in_flight: BTreeMap<u64, InFlight<P>>,
+    queries: BTreeMap<JobId, JobQuery<P>>,
+    counters: NodeCounters,
+    outputs: VecDeque<NodeOutput<P>>,
+}
+
+impl<P: PeerKey> std::fmt::Debug for Node<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("me", &self.me)
+            .field("in_flight", &self.in_flight.len())
+            .field("queries", &self.queries.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UnitEvent {
+    /// The answer to `request` for a unit that does not run here (it
+    /// ended, or never started): `None` if none is due.
+    pub fn not_running(job: JobId, unit: UnitId, request: &UnitRequest) -> Option<UnitEvent> {
+        match request {
+            UnitRequest::Divide => Some(UnitEvent::Divided {
+                job,
+                unit,
+                part: None,
+                remaining: Vec::new(),
+                shared: SharedVars::default(),
+            }),
+            UnitRequest::Stop => Some(UnitEvent::Stopped {
+                job,
+                unit,
+                state: None,
+            }),
+            UnitRequest::Checkpoint | UnitRequest::Shared(_) => None,
+        }
+    }
+}
+
+impl<P: PeerKey> Node<P> {
+    /// A node of the given cores (built, and restored from disk, by the
+    /// driver), at `now`.
+    pub fn new(
+        config: NodeConfig,
+        membership: Membership<P>,
+        pipes: Pipes<P>,
+        acquaintances: Acquaintances,
+        jobs: Jobs<P>,
+        now: Instant,
+    ) -> Self {
+        Node {
+            me: membership.local().peer.clone(),
+            next_stats_at: now + config.stats_interval,
+            config,
+            membership,
+            pipes,
+            acquaintances,
+            jobs,
+            now,
+            next_token: 0,
+            in_flight: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            counters: NodeCounters::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// This peer.
+    pub fn me(&self) -> &P {
+        &self.me
+    }
+
+    /// The membership core (read only: inputs go through the node).
+    pub fn membership(&self) -> &Membership<P> {
+        &self.membership
+    }
+
+    /// The pipe core.
+    pub fn pipes(&self) -> &Pipes<P> {
+        &self.pipes
+    }
+
+    /// The acquaintance core.
+    pub fn acquaintances(&self) -> &Acquaintances {
+        &self.acquaintances
+    }
+
+    /// The job core.
+    pub fn jobs(&self) -> &Jobs<P> {
+        &self.jobs
+    }
+
+    /// What the node dropped, counted.
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
+    }
+
+    /// Whether every unit and job record has been handed over since
+    /// [`NodeInput::HandOver`].
+    pub fn has_handed_over(&self) -> bool {
+        self.jobs.has_left()
+    }
+
+    /// When the node next needs [`Node::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut at = self
+            .membership
+            .poll_timeout()
+            .min(self.next_stats_at)
+            .min(self.jobs.poll_timeout());
+        if let Some(t) = self.pipes.poll_timeout() {
+            at = at.min(t);
+        }
+        if let Some(t) = self.acquaintances.poll_timeout() {
+            at = at.min(t);
+        }
+        Some(at)
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.membership.handle_timeout(now);
+        self.pipes.handle_timeout(now);
+        self.acquaintances.handle_timeout(now);
+        self.jobs.handle_timeout(now);
+        if now >= self.next_stats_at {
+            self.next_stats_at = now + self.config.stats_interval;
+            self.outputs.push_back(NodeOutput::SampleStats);
+        }
+    }
+
+    /// Bytes arrived from `from` (authenticated by the transport).
+    pub fn handle_frame(&mut self, now: Instant, from: P, bytes: &[u8]) {
+        self.now = now;
+        match wire::decode_frame::<P>(bytes, self.config.max_frame_bytes) {
+            Ok(Frame::Membership(msg)) => {
+                if msg.sender().peer != from {
+                    self.counters.forged_senders += 1;
+                    let claimed = msg.sender().peer.clone();
+                    self.notice(Notice::ForgedSender { from, claimed });
+                    return;
+                }
+                self.membership
+                    .handle(now, membership::Input::Message { from, msg });
+            }
+            Ok(Frame::Pipe(frame)) => self.pipes.handle_frame(now, from, frame),
+            Err(WireError::Version { theirs, ours }) => {
+                self.counters.wrong_version_frames += 1;
+                self.notice(Notice::WrongVersion { from, theirs, ours });
+            }
+            Err(error) => {
+                self.counters.malformed_frames += 1;
+                self.notice(Notice::Malformed {
+                    from,
+                    what: "frame",
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Applies one input.
+    pub fn handle(&mut self, now: Instant, input: NodeInput<P>) {
+        self.now = now;
+        match input {
+            NodeInput::Contact { peer } => self
+                .membership
+                .handle(now, membership::Input::Contact { peer }),
+            NodeInput::Unreachable { peer } => self
+                .membership
+                .handle(now, membership::Input::Unreachable { peer }),
+            NodeInput::DialFailed { index } => self.acquaintances.dial_failed(now, index),
+            NodeInput::SetAddrs(addrs) => self
+                .membership
+                .handle(now, membership::Input::SetAddrs(addrs)),
+            NodeInput::SetStats(stats) => self
+                .membership
+                .handle(now, membership::Input::SetStats(stats)),
+            NodeInput::Unit(event) => self.on_unit_event(now, event),
+            NodeInput::Persisted {
+                key,
+                epoch,
+                version,
+            } => self.jobs.persisted(now, key, epoch, version),
+            NodeInput::Cancel { job } => self.jobs.cancel(job),
+            NodeInput::Query { job } => self.query(now, job),
+            NodeInput::HandOver => self.jobs.leave(now),
+            NodeInput::Leave => self.membership.handle(now, membership::Input::Leave),
+            NodeInput::Shutdown => self.pipes.shutdown(),
+        }
+    }
+
+    /// Submits a job from this peer; returns the primary it went to.
+    pub fn submit(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        app: String,
+        params: Vec<u8>,
+        ft: FaultTolerance,
+        deadline: Option<Duration>,
+    ) -> P {
+        self.now = now;
+        self.jobs.submit(now, job, app, params, ft, deadline)
+    }
+
+    /// Sends an application message to `to` on the pipe of `class`; its
+    /// outcome comes as [`NodeOutput::AppSettled`] with the token returned.
+    pub fn send_app(
+        &mut self,
+        now: Instant,
+        to: P,
+        class: TrafficClass,
+        payload: &[u8],
+    ) -> Result<u64, PipeError> {
+        self.now = now;
+        if matches!(
+            self.membership.state_of(&to),
+            Some(MemberState::Dead | MemberState::Left)
+        ) {
+            return Err(PipeError::PeerDead {
+                peer: to.to_string(),
+            });
+        }
+        let max = self.max_body_bytes();
+        if payload.len() > max {
+            return Err(PipeError::MessageTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let payload = wire::encode_payload(PayloadKind::App, payload);
+        self.send_payload(now, to, class, payload, SendKind::App)
+    }
+
+    /// Whether an application message is ready for [`Node::pop_app_message`].
+    pub fn has_app_message(&self) -> bool {
+        self.pipes
+            .peek_delivery()
+            .is_some_and(|d| wire::decode_payload(&d.payload).map(|(k, _)| k) == Some(PayloadKind::App))
+    }
+
+    /// The next application message, if one is first in line (job messages
+    /// queued behind it are handled at the next [`Node::poll`]).
+    pub fn pop_app_message(&mut self) -> Option<Delivery<P>> {
+        if !self.has_app_message() {
+            return None;
+        }
+        let mut delivery = self.pipes.pop_delivery()?;
+        delivery.payload.drain(..wire::PAYLOAD_HEADER_BYTES);
+        Some(delivery)
+    }
+
+    /// Whether an earlier message than `token` to `to` on `class` is still
+    /// in flight (so the message of `token` may yet be delivered after its
+    /// receipt came back).
+    pub fn sent_before_in_flight(&self, to: &P, class: TrafficClass, token: u64) -> bool {
+        self.in_flight
+            .range(..token)
+            .any(|(_, f)| f.to == *to && f.class == class)
+    }
+
+    /// The next thing to do, or `None` once every core is quiet.
+    pub fn poll(&mut self) -> Option<NodeOutput<P>> {
+        loop {
+            if let Some(out) = self.outputs.pop_front() {
+                return Some(out);
+            }
+            if !self.route() {
+                return None;
+            }
+        }
+    }
+
+    /// One round of routing between the cores; false if nothing moved.
+    fn route(&mut self) -> bool {
+        let now = self.now;
+        let mut progressed = false;
+        while let Some(out) = self.membership.poll() {
+            progressed = true;
+            self.on_membership_output(now, out);
+        }
+        while let Some(out) = self.pipes.poll() {
+            progressed = true;
+            self.on_pipe_output(now, out);
+        }
+        while let Some(out) = self.acquaintances.poll() {
+            progressed = true;
+            self.outputs.push_back(match out {
+                AcquaintanceOutput::DialBootstrap { index } => NodeOutput::DialBootstrap { index },
+                AcquaintanceOutput::Explore => NodeOutput::Explore,
+            });
+        }
+        while let Some(out) = self.jobs.poll() {
+            progressed = true;
+            self.on_job_output(now, out);
+        }
+        progressed | self.deliver_job_messages(now)
+    }
+
+    fn notice(&mut self, notice: Notice<P>) {
+        self.outputs.push_back(NodeOutput::Notice(notice));
+    }
+
+    /// What a pipe message may carry after its kind byte.
+    fn max_body_bytes(&self) -> usize {
+        self.pipes
+            .config()
+            .max_message_bytes
+            .saturating_sub(wire::PAYLOAD_HEADER_BYTES)
+    }
+
+    fn send_payload(
+        &mut self,
+        now: Instant,
+        to: P,
+        class: TrafficClass,
+        payload: Vec<u8>,
+        kind: SendKind<P>,
+    ) -> Result<u64, PipeError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let deadline = now + self.config.send_timeout;
+        self.pipes
+            .send(now, to.clone(), class, payload, token, deadline)?;
+        self.in_flight.insert(token, InFlight { to, class, kind });
+        Ok(token)
+    }
+
+    fn transmit(&mut self, to: P, class: Option<TrafficClass>, frame: &Frame<P>) {
+        match wire::encode_frame(frame, self.config.max_frame_bytes) {
+            Ok(bytes) => self
+                .outputs
+                .push_back(NodeOutput::Transmit { to, class, bytes }),
+            Err(error) => self.notice(Notice::FrameNotSent { to, error }),
+        }
+    }
+
+    fn on_membership_output(&mut self, now: Instant, out: membership::Output<P>) {
+        match out {
+            membership::Output::Send { to, msg } => {
+                if self.membership.state_of(&to) == Some(MemberState::Dead) {
+                    let addrs = self.membership.addrs_of(&to).unwrap_or_default().to_vec();
+                    self.outputs.push_back(NodeOutput::Redial {
+                        peer: to.clone(),
+                        addrs,
+                    });
+                }
+                self.transmit(to, None, &Frame::Membership(msg));
+            }
+            membership::Output::Event(event) => {
+                if matches!(event.to, MemberState::Dead | MemberState::Left) {
+                    self.pipes.peer_dead(&event.peer);
+                }
+                self.acquaintances
+                    .set_live_members(now, self.membership.live_count());
+                self.update_job_members(now);
+                self.outputs.push_back(NodeOutput::Member(event));
+            }
+            membership::Output::PersistIncarnation(incarnation) => self
+                .outputs
+                .push_back(NodeOutput::PersistIncarnation(incarnation)),
+        }
+    }
+
+    /// Tells the job core who is alive, with their loads, and who is only
+    /// suspected.
+    fn update_job_members(&mut self, now: Instant) {
+        let view = self.membership.view(now);
+        let suspects = view
+            .iter()
+            .filter(|m| m.record.state == MemberState::Suspect)
+            .map(|m| m.record.peer.clone())
+            .collect();
+        let members = view
+            .into_iter()
+            .filter(|m| m.record.state == MemberState::Alive)
+            .map(|m| (m.record.peer, m.record.stats.load_avg_1m))
+            .collect();
+        self.jobs.set_suspects(suspects);
+        self.jobs.set_members(now, members);
+    }
+
+    fn on_pipe_output(&mut self, now: Instant, out: PipeOutput<P>) {
+        match out {
+            PipeOutput::Transmit { to, class, frame } => {
+                let class = match frame {
+                    PipeFrame::Data { .. } | PipeFrame::Fragment { .. } => Some(class),
+                    _ => None,
+                };
+                self.transmit(to, class, &Frame::Pipe(frame));
+            }
+            PipeOutput::Delivered { token, receipt } => {
+                if let Some(InFlight {
+                    kind: SendKind::App,
+                    ..
+                }) = self.in_flight.remove(&token)
+                {
+                    self.outputs.push_back(NodeOutput::AppSettled {
+                        token,
+                        result: Ok(receipt),
+                    });
+                }
+            }
+            PipeOutput::Failed { token, error } => match self.in_flight.remove(&token) {
+                Some(InFlight {
+                    kind: SendKind::App,
+                    ..
+                }) => self.outputs.push_back(NodeOutput::AppSettled {
+                    token,
+                    result: Err(error),
+                }),
+                Some(sent) => self.job_send_failed(now, sent.kind),
+                None => {}
+            },
+        }
+    }
+
+    /// Hands the job messages first in line to the job core; stops at an
+    /// application message (the caller takes it when it has room).
+    fn deliver_job_messages(&mut self, now: Instant) -> bool {
+        let mut progressed = false;
+        while let Some(next) = self.pipes.peek_delivery() {
+            let kind = wire::decode_payload(&next.payload).map(|(kind, _)| kind);
+            if kind == Some(PayloadKind::App) {
+                break;
+            }
+            let Some(delivery) = self.pipes.pop_delivery() else {
+                break;
+            };
+            progressed = true;
+            match kind {
+                Some(PayloadKind::Job) => self.handle_job_payload(
+                    now,
+                    delivery.from,
+                    &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
+                ),
+                _ => {
+                    self.counters.malformed_frames += 1;
+                    self.notice(Notice::Malformed {
+                        from: delivery.from,
+                        what: "pipe message",
+                        error: "unknown payload kind".into(),
+                    });
+                }
+            }
+        }
+        progressed
+    }
+
+    fn handle_job_payload(&mut self, now: Instant, from: P, bytes: &[u8]) {
+        match wire::decode::<JobMsg<P>>(bytes, self.pipes.config().max_message_bytes) {
+            Ok(msg) => {
+                let kind = MessageKind::of(&msg);
+                if !self.config.job_limits.accepts(kind, bytes.len()) {
+                    self.counters.oversized_job_messages += 1;
+                    self.notice(Notice::Oversized {
+                        from,
+                        kind,
+                        size: bytes.len(),
+                    });
+                    return;
+                }
+                if self.config.trace_job_messages {
+                    self.outputs.push_back(NodeOutput::TraceJobMessage {
+                        sent: false,
+                        peer: from.clone(),
+                        msg: Box::new(msg.clone()),
+                    });
+                }
+                self.jobs.handle_message(now, from, msg)
+            }
+            Err(error) => {
+                self.counters.malformed_frames += 1;
+                self.notice(Notice::Malformed {
+                    from,
+                    what: "job message",
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+
+    fn on_job_output(&mut self, now: Instant, out: JobOutput<P>) {
+        match out {
+            JobOutput::Send { to, msg, bulk } => self.send_job_message(now, to, msg, bulk),
+            JobOutput::Run {
+                job,
+                unit,
+                app,
+                state,
+                shared,
+            } => match self.jobs.registry().get(&app) {
+                Ok(app) => self.outputs.push_back(NodeOutput::Run {
+                    job,
+                    unit,
+                    app: UnitApp(app),
+                    state,
+                    shared,
+                }),
+                Err(error) => {
+                    let error = error.to_string();
+                    self.notice(Notice::UnitNotRunnable {
+                        job,
+                        unit,
+                        error: error.clone(),
+                    });
+                    self.jobs.unit_failed(now, job, unit, error);
+                }
+            },
+            JobOutput::Divide { job, unit } => self.outputs.push_back(NodeOutput::Unit {
+                job,
+                unit,
+                request: UnitRequest::Divide,
+            }),
+            JobOutput::Checkpoint { job, unit } => self.outputs.push_back(NodeOutput::Unit {
+                job,
+                unit,
+                request: UnitRequest::Checkpoint,
+            }),
+            JobOutput::Stop { job, unit } => self.outputs.push_back(NodeOutput::Unit {
+                job,
+                unit,
+                request: UnitRequest::Stop,
+            }),
+            JobOutput::SharedChanged { job, vars } => {
+                self.outputs.push_back(NodeOutput::Share { job, vars })
+            }
+            JobOutput::Persist { key, piece } => {
+                self.outputs.push_back(NodeOutput::Persist { key, piece })
+            }
+            JobOutput::Forget { job } => self.outputs.push_back(NodeOutput::Forget { job }),
+            JobOutput::Event(JobEvent::Refused { from, message, why }) => {
+                self.notice(Notice::Refused { from, message, why })
+            }
+            JobOutput::Event(event) => self.outputs.push_back(NodeOutput::Job(event)),
+            JobOutput::CancelAnswer { job, refused } => self
+                .outputs
+                .push_back(NodeOutput::CancelAnswer { job, refused }),
+            JobOutput::Status(view) => {
+                if self.queries.remove(&view.job).is_some() {
+                    self.outputs.push_back(NodeOutput::QueryAnswer {
+                        job: view.job,
+                        view: Some(Box::new(view.clone())),
+                    });
+                }
+                self.outputs.push_back(NodeOutput::Status(view));
+            }
+            JobOutput::Unknown(job) => self.query_answered_no(now, job),
+        }
+    }
+
+    fn send_job_message(&mut self, now: Instant, to: P, msg: JobMsg<P>, bulk: bool) {
+        if self.config.trace_job_messages {
+            self.outputs.push_back(NodeOutput::TraceJobMessage {
+                sent: true,
+                peer: to.clone(),
+                msg: Box::new(msg.clone()),
+            });
+        }
+        if to == self.me {
+            self.jobs.handle_message(now, to, msg);
+            return;
+        }
+        let kind = match &msg {
+            JobMsg::WorkRequest { job, free } => SendKind::WorkRequest {
+                to: to.clone(),
+                job: *job,
+                free: *free,
+            },
+            JobMsg::Query { job } => SendKind::Query { job: *job },
+            JobMsg::Cancel { job } => SendKind::Cancel {
+                to: to.clone(),
+                job: *job,
+            },
+            _ => SendKind::Other,
+        };
+        if matches!(
+            self.membership.state_of(&to),
+            Some(MemberState::Dead | MemberState::Left)
+        ) {
+            self.job_send_failed(now, kind);
+            return;
+        }
+        let body = match self.config.job_limits.encode(&msg, self.max_body_bytes()) {
+            Ok(body) => body,
+            Err(error) => {
+                self.job_message_too_large(now, to, msg, error);
+                return;
+            }
+        };
+        let payload = wire::encode_payload(PayloadKind::Job, &body);
+        let class = if bulk {
+            TrafficClass::BULK
+        } else {
+            TrafficClass::EVENTS
+        };
+        match self.send_payload(now, to.clone(), class, payload, kind.clone()) {
+            Ok(_) => {}
+            Err(PipeError::MessageTooLarge { size, max }) => {
+                let error = TooLarge {
+                    kind: MessageKind::of(&msg),
+                    size,
+                    max,
+                };
+                self.job_message_too_large(now, to, msg, error);
+            }
+            Err(_) => self.job_send_failed(now, kind),
+        }
+    }
+
+    /// A job message over its size limit: its operation fails (the job
+    /// ends `Failed` with the size and the limit in its reason); never
+    /// retried.
+    fn job_message_too_large(&mut self, now: Instant, to: P, msg: JobMsg<P>, error: TooLarge) {
+        self.counters.oversized_job_messages += 1;
+        self.jobs.send_too_large(now, to.clone(), msg.clone(), &error);
+        let status = matches!(msg, JobMsg::Status { .. });
+        self.notice(Notice::TooLargeToSend { to, status, error });
+    }
+
+    /// A job message could not be delivered.
+    fn job_send_failed(&mut self, now: Instant, kind: SendKind<P>) {
+        match kind {
+            SendKind::WorkRequest { to, job, free } => {
+                self.jobs
+                    .send_failed(now, to, JobMsg::WorkRequest { job, free })
+            }
+            SendKind::Query { job } => self.query_answered_no(now, job),
+            SendKind::Cancel { to, job } => self.jobs.send_failed(now, to, JobMsg::Cancel { job }),
+            SendKind::App | SendKind::Other => {}
+        }
+    }
+
+    fn on_unit_event(&mut self, now: Instant, event: UnitEvent) {
+        match event {
+            UnitEvent::Finished { job, unit, output } => {
+                self.jobs.unit_finished(now, job, unit, output);
+                let mut stats = self.membership.local().stats.clone();
+                stats.units_done_session += 1;
+                stats.units_done_total += 1;
+                let total = stats.units_done_total;
+                self.membership
+                    .handle(now, membership::Input::SetStats(stats));
+                self.outputs.push_back(NodeOutput::UnitsDone { total });
+            }
+            UnitEvent::Divided {
+                job,
+                unit,
+                part,
+                remaining,
+                shared,
+            } => self.jobs.divided(now, job, unit, part, remaining, shared),
+            UnitEvent::Checkpointed {
+                job,
+                unit,
+                state,
+                shared,
+            } => self.jobs.checkpointed(now, job, unit, state, shared),
+            UnitEvent::Stopped { job, unit, state } => self.jobs.unit_stopped(now, job, unit, state),
+            UnitEvent::Progress { job, work } => self.jobs.report_progress(job, work),
+            UnitEvent::Failed { job, unit, error } => self.jobs.unit_failed(now, job, unit, error),
+        }
+    }
+
+    /// Asks about `job` the way `colony result` does: the local record,
+    /// else its probable home, else every live member.
+    fn query(&mut self, now: Instant, job: JobId) {
+        if let Some(view) = self.jobs.view(now, job) {
+            self.outputs.push_back(NodeOutput::QueryAnswer {
+                job,
+                view: Some(Box::new(view)),
+            });
+            return;
+        }
+        if self.queries.contains_key(&job) {
+            return;
+        }
+        let home = self
+            .jobs
+            .home_for(job)
+            .unwrap_or_else(|| self.jobs.probable_home(job));
+        self.queries.insert(
+            job,
+            JobQuery {
+                outstanding: 0,
+                fanned_out: false,
+                asked: Vec::new(),
+            },
+        );
+        if home == self.me {
+            self.query_answered_no(now, job);
+        } else {
+            self.ask(job, vec![home]);
+        }
+    }
+
+    fn ask(&mut self, job: JobId, peers: Vec<P>) {
+        if let Some(query) = self.queries.get_mut(&job) {
+            query.outstanding += peers.len();
+            query.asked.extend(peers.iter().cloned());
+        }
+        for peer in peers {
+            self.jobs.query(job, peer);
+        }
+    }
+
+    /// A peer asked about `job` does not know it (or could not be reached):
+    /// once all have answered, ask everyone else, then give up.
+    fn query_answered_no(&mut self, now: Instant, job: JobId) {
+        let Some(query) = self.queries.get_mut(&job) else {
+            return;
+        };
+        query.outstanding = query.outstanding.saturating_sub(1);
+        if query.outstanding > 0 {
+            return;
+        }
+        if !query.fanned_out {
+            query.fanned_out = true;
+            let asked = query.asked.clone();
+            let others: Vec<P> = self
+                .membership
+                .view(now)
+                .into_iter()
+                .filter(|m| m.record.state == MemberState::Alive)
+                .map(|m| m.record.peer)
+                .filter(|p| !asked.contains(p))
+                .collect();
+            if !others.is_empty() {
+                self.ask(job, others);
+                return;
+            }
+        }
+        if self.queries.remove(&job).is_some() {
+            self.outputs
+                .push_back(NodeOutput::QueryAnswer { job, view: None });
+        }
+    }
+}
