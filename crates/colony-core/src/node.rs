@@ -581,6 +581,20 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
+    /// The executor has no unit `unit` of `job` to pass `request` to (it
+    /// ended, or never started): answers for it what is due.
+    pub fn unit_not_running(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        unit: UnitId,
+        request: &UnitRequest,
+    ) {
+        if let Some(answer) = UnitEvent::not_running(job, unit, request) {
+            self.handle(now, NodeInput::Unit(answer));
+        }
+    }
+
     /// Submits a job from this peer; returns the primary it went to.
     pub fn submit(
         &mut self,
@@ -626,9 +640,9 @@ impl<P: PeerKey> Node<P> {
 
     /// Whether an application message is ready for [`Node::pop_app_message`].
     pub fn has_app_message(&self) -> bool {
-        self.pipes
-            .peek_delivery()
-            .is_some_and(|d| wire::decode_payload(&d.payload).map(|(k, _)| k) == Some(PayloadKind::App))
+        self.pipes.peek_delivery().is_some_and(|d| {
+            wire::decode_payload(&d.payload).map(|(k, _)| k) == Some(PayloadKind::App)
+        })
     }
 
     /// The next application message, if one is first in line (job messages
@@ -1005,7 +1019,8 @@ impl<P: PeerKey> Node<P> {
     /// retried.
     fn job_message_too_large(&mut self, now: Instant, to: P, msg: JobMsg<P>, error: TooLarge) {
         self.counters.oversized_job_messages += 1;
-        self.jobs.send_too_large(now, to.clone(), msg.clone(), &error);
+        self.jobs
+            .send_too_large(now, to.clone(), msg.clone(), &error);
         let status = matches!(msg, JobMsg::Status { .. });
         self.notice(Notice::TooLargeToSend { to, status, error });
     }
@@ -1048,7 +1063,9 @@ impl<P: PeerKey> Node<P> {
                 state,
                 shared,
             } => self.jobs.checkpointed(now, job, unit, state, shared),
-            UnitEvent::Stopped { job, unit, state } => self.jobs.unit_stopped(now, job, unit, state),
+            UnitEvent::Stopped { job, unit, state } => {
+                self.jobs.unit_stopped(now, job, unit, state)
+            }
             UnitEvent::Progress { job, work } => self.jobs.report_progress(job, work),
             UnitEvent::Failed { job, unit, error } => self.jobs.unit_failed(now, job, unit, error),
         }

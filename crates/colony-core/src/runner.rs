@@ -251,8 +251,15 @@ mod tests {
         let app = registry.get("sum").expect("test app");
         let params = app.parse_args(&["1000".into()]).expect("args");
         let state = app.init(&params).expect("init").checkpoint();
-        UnitRunner::start(now, JobId([1; 16]), 0, app.as_ref(), &state, SharedVars::default())
-            .expect("restores")
+        UnitRunner::start(
+            now,
+            JobId([1; 16]),
+            0,
+            app.as_ref(),
+            &state,
+            SharedVars::default(),
+        )
+        .expect("restores")
     }
 
     #[test]

@@ -93,7 +93,10 @@ pub fn decode_payload(payload: &[u8]) -> Option<(PayloadKind, &[u8])> {
 }
 
 /// Encodes a frame with its header, refusing results above `max_bytes`.
-pub fn encode_frame<P: Serialize>(frame: &Frame<P>, max_bytes: usize) -> Result<Vec<u8>, WireError> {
+pub fn encode_frame<P: Serialize>(
+    frame: &Frame<P>,
+    max_bytes: usize,
+) -> Result<Vec<u8>, WireError> {
     let bytes = postcard::to_extend(frame, vec![FRAME_MAGIC, PROTOCOL_VERSION])
         .map_err(|e| WireError::Encode(e.to_string()))?;
     if bytes.len() > max_bytes {

@@ -354,7 +354,7 @@ impl SimPeer {
             send_timeout: settings.send_timeout,
             max_frame_bytes: settings.max_frame_bytes,
             stats_interval: settings.stats_interval,
-            job_limits: settings.jobs.limits.clone(),
+            job_limits: settings.jobs.limits,
             trace_job_messages: settings.trace_unit.is_some() || settings.trace_replicas,
         };
         let node = Node::new(config, membership, pipes, acquaintances, jobs, now);
@@ -536,7 +536,9 @@ impl SimPeer {
 
     fn on_output(&mut self, now: Instant, out: NodeOutput<u32>) {
         match out {
-            NodeOutput::Transmit { to, bytes, .. } => self.actions.push(Action::Frame { to, bytes }),
+            NodeOutput::Transmit { to, bytes, .. } => {
+                self.actions.push(Action::Frame { to, bytes })
+            }
             NodeOutput::Redial { .. } | NodeOutput::UnitsDone { .. } => {}
             NodeOutput::DialBootstrap { index } => self.actions.push(Action::Dial { index }),
             NodeOutput::Explore => self.actions.push(Action::Explore),
@@ -580,9 +582,7 @@ impl SimPeer {
             }
             NodeOutput::Unit { job, unit, request } => {
                 if !self.exec.request(job, unit, request.clone()) {
-                    if let Some(answer) = UnitEvent::not_running(job, unit, &request) {
-                        self.node.handle(now, NodeInput::Unit(answer));
-                    }
+                    self.node.unit_not_running(now, job, unit, &request);
                 }
             }
             NodeOutput::Share { job, vars } => self.exec.share(job, &vars),
@@ -623,7 +623,9 @@ impl SimPeer {
             }
             Notice::ForgedSender { from, .. } => (from, "forged membership sender".into()),
             Notice::Oversized { from, .. } => (from, "job message over its size limit".into()),
-            Notice::FrameNotSent { error, .. } => (self.id, format!("cannot encode a frame: {error}")),
+            Notice::FrameNotSent { error, .. } => {
+                (self.id, format!("cannot encode a frame: {error}"))
+            }
         };
         self.actions.push(Action::Malformed { from, error });
     }
@@ -736,7 +738,6 @@ impl SimPeer {
         let line = format!("peer {} {verb} {other}: unit {traced} {text}", self.id);
         self.actions.push(Action::Log(line));
     }
-
 }
 
 /// A report's kind, for logs.

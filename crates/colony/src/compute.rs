@@ -105,14 +105,14 @@ fn run_unit(
     events: mpsc::Sender<UnitEvent>,
 ) {
     lower_priority();
-    let mut runner = match UnitRunner::start(Instant::now(), job, unit, app.as_ref(), &state, shared)
-    {
-        Ok(runner) => runner,
-        Err(failed) => {
-            let _ = events.blocking_send(failed);
-            return;
-        }
-    };
+    let mut runner =
+        match UnitRunner::start(Instant::now(), job, unit, app.as_ref(), &state, shared) {
+            Ok(runner) => runner,
+            Err(failed) => {
+                let _ = events.blocking_send(failed);
+                return;
+            }
+        };
     let mut budget: u64 = 256;
     let mut reported = Vec::new();
     loop {

@@ -434,8 +434,7 @@ impl Driver {
                         if info.protocol_version
                             == colony_net::identify_protocol_version(&self.config.net.network)
                         {
-                            self.node
-                                .handle(now, NodeInput::Contact { peer: *peer_id });
+                            self.node.handle(now, NodeInput::Contact { peer: *peer_id });
                         } else {
                             self.counters.foreign_peers += 1;
                             let theirs: String = info.protocol_version.chars().take(100).collect();

@@ -23,8 +23,8 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
-pub use crate::command::InboundMessage;
 use crate::command::Command;
+pub use crate::command::InboundMessage;
 use crate::config::PeerConfig;
 use crate::driver::Driver;
 use crate::error::ColonyError;
@@ -257,7 +257,7 @@ impl Peer {
             send_timeout: config.send_timeout,
             max_frame_bytes: config.net.max_frame_bytes,
             stats_interval: config.stats_interval,
-            job_limits: config.jobs.limits.clone(),
+            job_limits: config.jobs.limits,
             trace_job_messages: false,
         };
         let node = Node::new(node_config, membership, pipes, acquaintances, jobs, now);

@@ -33,14 +33,12 @@ impl Driver {
                 debug!(%job, unit, "starting unit");
                 self.compute.start(job, unit, app.0, state, shared);
             }
-            NodeOutput::Unit { job, unit, request } => {
-                // A unit that already ended answers for itself: its result
-                // is on its way, or nothing is due.
-                if !self.compute.request(job, unit, request.clone()) {
-                    if let Some(answer) = UnitEvent::not_running(job, unit, &request) {
-                        self.node.handle(now, NodeInput::Unit(answer));
-                    }
-                }
+            // A unit that already ended: its result is on its way, or the
+            // node answers for it.
+            NodeOutput::Unit { job, unit, request }
+                if !self.compute.request(job, unit, request.clone()) =>
+            {
+                self.node.unit_not_running(now, job, unit, &request);
             }
             NodeOutput::Share { job, vars } => self.compute.share(job, &vars),
             NodeOutput::Persist { key, piece } => self.persist_piece(key, piece),
