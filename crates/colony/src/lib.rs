@@ -35,6 +35,7 @@ pub mod bench;
 mod command;
 mod compute;
 mod config;
+mod daemon;
 pub mod deploy;
 mod driver;
 mod error;
