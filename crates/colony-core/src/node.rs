@@ -25,11 +25,10 @@
 //!   member.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::acquaintance::{AcquaintanceOutput, Acquaintances};
-use crate::divisible::{App, SharedVars};
+use crate::divisible::SharedVars;
 use crate::ft::FaultTolerance;
 use crate::job::{
     JobEvent, JobId, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits, Piece, PieceKey,
@@ -37,7 +36,7 @@ use crate::job::{
 };
 use crate::membership::{self, Event, MemberState, Membership, PeerStats};
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
-use crate::runner::{UnitEvent, UnitRequest};
+use crate::runner::{UnitEvent, UnitRequest, UnitStart};
 use crate::wire::{self, Frame, PayloadKind, WireError};
 use crate::PeerKey;
 
@@ -172,18 +171,7 @@ pub enum NodeOutput<P> {
         result: Result<Receipt, PipeError>,
     },
     /// Start a unit.
-    Run {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Its application.
-        app: UnitApp,
-        /// Its state.
-        state: Vec<u8>,
-        /// The job's shared variables.
-        shared: SharedVars,
-    },
+    Run(UnitStart),
     /// Pass a request to a running unit; if it does not run, answer with
     /// [`UnitEvent::not_running`].
     Unit {
@@ -246,16 +234,6 @@ pub enum NodeOutput<P> {
         /// The message.
         msg: Box<JobMsg<P>>,
     },
-}
-
-/// The application of a unit to run.
-#[derive(Clone)]
-pub struct UnitApp(pub Arc<dyn App>);
-
-impl std::fmt::Debug for UnitApp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.name())
-    }
 }
 
 /// Something dropped or refused, for the driver's log.
@@ -896,13 +874,13 @@ impl<P: PeerKey> Node<P> {
                 state,
                 shared,
             } => match self.jobs.registry().get(&app) {
-                Ok(app) => self.outputs.push_back(NodeOutput::Run {
+                Ok(app) => self.outputs.push_back(NodeOutput::Run(UnitStart {
                     job,
                     unit,
-                    app: UnitApp(app),
+                    app,
                     state,
                     shared,
-                }),
+                })),
                 Err(error) => {
                     let error = error.to_string();
                     self.notice(Notice::UnitNotRunnable {

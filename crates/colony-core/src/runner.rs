@@ -10,6 +10,7 @@
 //! ([`crate::node::NodeInput::Unit`]). How budgets are chosen, where the
 //! unit runs and how time passes are the executor's own.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::divisible::{App, SharedVars, Step, StepContext, Unit};
@@ -97,6 +98,32 @@ pub enum UnitEvent {
     },
 }
 
+/// A unit to start: what the node asks an executor to run.
+#[derive(Clone)]
+pub struct UnitStart {
+    /// The job.
+    pub job: JobId,
+    /// The unit.
+    pub unit: UnitId,
+    /// Its application.
+    pub app: Arc<dyn App>,
+    /// Its state.
+    pub state: Vec<u8>,
+    /// The job's shared variables.
+    pub shared: SharedVars,
+}
+
+impl std::fmt::Debug for UnitStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnitStart")
+            .field("job", &self.job)
+            .field("unit", &self.unit)
+            .field("app", &self.app.name())
+            .field("state_bytes", &self.state.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One unit running on this peer, between two step boundaries.
 pub struct UnitRunner {
     job: JobId,
@@ -118,6 +145,19 @@ impl std::fmt::Debug for UnitRunner {
 }
 
 impl UnitRunner {
+    /// Restores the unit `start` names; a state that does not restore is
+    /// the unit's [`UnitEvent::Failed`].
+    pub fn start_unit(now: Instant, start: UnitStart) -> Result<UnitRunner, UnitEvent> {
+        let UnitStart {
+            job,
+            unit,
+            app,
+            state,
+            shared,
+        } = start;
+        UnitRunner::start(now, job, unit, app.as_ref(), &state, shared)
+    }
+
     /// Restores `unit` of `job` from `state`; a state that does not restore
     /// is the unit's [`UnitEvent::Failed`].
     pub fn start(

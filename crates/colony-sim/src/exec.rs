@@ -8,12 +8,11 @@
 //! thread's channel.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colony_core::divisible::{App, SharedVars};
+use colony_core::divisible::SharedVars;
 use colony_core::job::{JobId, UnitId};
-use colony_core::runner::{UnitEvent, UnitRequest, UnitRunner};
+use colony_core::runner::{UnitEvent, UnitRequest, UnitRunner, UnitStart};
 
 /// What a unit's "thread" reports.
 #[derive(Debug)]
@@ -83,18 +82,11 @@ impl Executor {
 
     /// Restores and starts a unit (the runtime's `ComputePool::start`); a
     /// state that does not restore is the unit's `Failed` event.
-    pub fn start(
-        &mut self,
-        now: Instant,
-        job: JobId,
-        unit: UnitId,
-        app: &Arc<dyn App>,
-        state: &[u8],
-        shared: SharedVars,
-    ) -> Result<(), UnitEvent> {
-        let runner = UnitRunner::start(now, job, unit, app.as_ref(), state, shared)?;
+    pub fn start(&mut self, now: Instant, start: UnitStart) -> Result<(), UnitEvent> {
+        let key = (start.job, start.unit);
+        let runner = UnitRunner::start_unit(now, start)?;
         self.units.insert(
-            (job, unit),
+            key,
             Running {
                 runner,
                 inbox: VecDeque::new(),

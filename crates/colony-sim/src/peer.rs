@@ -83,13 +83,15 @@ impl Default for PeerSettings {
 
 impl std::fmt::Debug for PeerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerSettings")
-            .field("send_timeout", &self.send_timeout)
-            .field("traffic_interval", &self.traffic_interval)
-            .field("jobs", &self.jobs)
-            .field("apps", &AppsDebug(&self.registry))
-            .field("drop_parts", &self.drop_parts)
-            .finish_non_exhaustive()
+        write!(
+            f,
+            "PeerSettings {{ send_timeout: {:?}, traffic_interval: {:?}, jobs: {:?}, apps: {:?}, drop_parts: {}, .. }}",
+            self.send_timeout,
+            self.traffic_interval,
+            self.jobs,
+            AppsDebug(&self.registry),
+            self.drop_parts
+        )
     }
 }
 
@@ -560,14 +562,10 @@ impl SimPeer {
                     });
                 }
             }
-            NodeOutput::Run {
-                job,
-                unit,
-                app,
-                state,
-                shared,
-            } => {
-                let started = self.exec.start(now, job, unit, &app.0, &state, shared);
+            NodeOutput::Run(start) => {
+                let (job, unit) = (start.job, start.unit);
+                let state = start.state.clone();
+                let started = self.exec.start(now, start);
                 self.actions.push(Action::Started { job, unit, state });
                 if let Err(failed) = started {
                     if let UnitEvent::Failed { error, .. } = &failed {

@@ -9,12 +9,11 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colony_core::divisible::{App, SharedVars};
+use colony_core::divisible::SharedVars;
 use colony_core::job::{JobId, UnitId};
-use colony_core::runner::{UnitEvent, UnitRequest, UnitRunner};
+use colony_core::runner::{UnitEvent, UnitRequest, UnitRunner, UnitStart};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -35,21 +34,15 @@ impl ComputePool {
         }
     }
 
-    /// Starts a thread for `unit` from its serialised `state`.
-    pub(crate) fn start(
-        &mut self,
-        job: JobId,
-        unit: UnitId,
-        app: Arc<dyn App>,
-        state: Vec<u8>,
-        shared: SharedVars,
-    ) {
+    /// Starts a thread for a unit, from its serialised state.
+    pub(crate) fn start(&mut self, start: UnitStart) {
+        let (job, unit) = (start.job, start.unit);
         let (control_tx, control_rx) = std_mpsc::channel();
         self.units.insert((job, unit), control_tx);
         let events = self.events.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("colony-unit-{unit}"))
-            .spawn(move || run_unit(job, unit, app, state, shared, control_rx, events));
+            .spawn(move || run_unit(start, control_rx, events));
         if let Err(error) = spawned {
             warn!(%error, "cannot start a worker thread");
             let _ = self.events.try_send(UnitEvent::Failed {
@@ -96,23 +89,18 @@ fn lower_priority() {
 }
 
 fn run_unit(
-    job: JobId,
-    unit: UnitId,
-    app: Arc<dyn App>,
-    state: Vec<u8>,
-    shared: SharedVars,
+    start: UnitStart,
     control: std_mpsc::Receiver<UnitRequest>,
     events: mpsc::Sender<UnitEvent>,
 ) {
     lower_priority();
-    let mut runner =
-        match UnitRunner::start(Instant::now(), job, unit, app.as_ref(), &state, shared) {
-            Ok(runner) => runner,
-            Err(failed) => {
-                let _ = events.blocking_send(failed);
-                return;
-            }
-        };
+    let mut runner = match UnitRunner::start_unit(Instant::now(), start) {
+        Ok(runner) => runner,
+        Err(failed) => {
+            let _ = events.blocking_send(failed);
+            return;
+        }
+    };
     let mut budget: u64 = 256;
     let mut reported = Vec::new();
     loop {

@@ -23,15 +23,9 @@ impl Driver {
     /// Executes a job output of the node.
     pub(super) fn on_job_output(&mut self, now: Instant, out: NodeOutput<PeerId>) {
         match out {
-            NodeOutput::Run {
-                job,
-                unit,
-                app,
-                state,
-                shared,
-            } => {
-                debug!(%job, unit, "starting unit");
-                self.compute.start(job, unit, app.0, state, shared);
+            NodeOutput::Run(start) => {
+                debug!(job = %start.job, unit = start.unit, "starting unit");
+                self.compute.start(start);
             }
             // A unit that already ended: its result is on its way, or the
             // node answers for it.
