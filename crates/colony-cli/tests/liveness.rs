@@ -113,3 +113,43 @@ async fn a_worker_leaving_mid_unit_hands_its_state_back() {
     assert_eq!(info.reissued, 0, "{info:?}");
     assert_eq!(info.work, NQUEENS_16_WORK, "no work redone: {info:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_paused_and_resumed_never_stalls_its_job() {
+    let _serial = SERIAL.lock().await;
+    let peers = start_network(
+        &test_dir("pause-primary"),
+        4,
+        &["--cores".into(), "1".into()],
+    );
+    formed(&peers).await;
+    for run in 0..3 {
+        formed(&peers).await;
+        let job = submit_nqueens(&peers[run % peers.len()], 16, 1).await;
+        let info = wait_until(Duration::from_secs(10), "the job's record", || {
+            job_info(&peers, &job)
+        })
+        .await;
+        let primary = peers
+            .iter()
+            .position(|p| p.info.peer_id == info.home)
+            .expect("the primary is one of ours");
+        wait_until(Duration::from_secs(20), "units to run", || async {
+            let info = job_info(&peers, &job).await?;
+            (info.work > 0 && info.units >= 2).then_some(())
+        })
+        .await;
+        eprintln!("run {run}: SIGSTOP to the primary, peer {primary}, for 10 s");
+        peers[primary].signal("STOP");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        peers[primary].signal("CONT");
+        let info = wait_result(&peers, &job, Duration::from_secs(90)).await;
+        eprintln!(
+            "figure: run {run}: primary paused 10 s: {} in {:.1} s, {} units, {} reissued, {} takeovers",
+            info.state, info.elapsed_s, info.units, info.reissued, info.takeovers
+        );
+        assert_eq!(info.state, "done", "run {run}: {info:?}");
+        assert_eq!(info.verified, Some(true), "run {run}: {info:?}");
+        assert_eq!(info.units, info.units_done, "run {run}: {info:?}");
+    }
+}

@@ -169,6 +169,10 @@ pub struct JobConfig {
     pub restore_patience: Duration,
     /// How often the primary sends progress to the submitter.
     pub progress_interval: Duration,
+    /// How often the primary asks each worker the record names as running
+    /// a unit which units it holds; a unit the worker does not hold is
+    /// reissued from its last checkpoint.
+    pub holdings_interval: Duration,
     /// How long a finished job's result stays retrievable.
     pub result_retention: Duration,
     /// Most finished jobs retained.
@@ -203,6 +207,7 @@ impl Default for JobConfig {
             primary_silence: Duration::from_millis(1500),
             restore_patience: Duration::from_secs(30),
             progress_interval: Duration::from_millis(250),
+            holdings_interval: Duration::from_secs(2),
             result_retention: Duration::from_secs(3600),
             max_retained_results: 1000,
             max_active_jobs: 64,
@@ -666,6 +671,25 @@ pub enum JobMsg<P> {
         epoch: Epoch,
         /// What was too large, with its size and the limit.
         reason: String,
+    },
+    /// Primary → worker: which units of this job do you hold? Asked now
+    /// and then of every worker the record names as running a unit, so a
+    /// unit recorded on a live worker that no longer has it is found.
+    Holds {
+        /// The job.
+        job: JobId,
+        /// Token to quote in the answer.
+        token: u64,
+    },
+    /// Worker → primary: the answer to [`JobMsg::Holds`]: every unit of the
+    /// job this worker still has, with the epoch it runs.
+    Held {
+        /// The job.
+        job: JobId,
+        /// The question's token.
+        token: u64,
+        /// (unit, epoch) of each unit held.
+        units: Vec<(UnitId, Epoch)>,
     },
 }
 
@@ -1289,6 +1313,16 @@ impl<P: PeerKey> Jobs<P> {
                 epoch,
                 reason,
             } => self.on_too_large(now, from, job, unit, epoch, reason),
+            JobMsg::Holds { job, token } => {
+                let units = self
+                    .running
+                    .iter()
+                    .filter(|((j, _), _)| *j == job)
+                    .map(|((_, unit), w)| (*unit, w.epoch))
+                    .collect();
+                self.send(from, JobMsg::Held { job, token, units }, false);
+            }
+            JobMsg::Held { job, token, units } => self.on_held(now, from, job, token, units),
         }
     }
 

@@ -342,6 +342,11 @@ pub(super) struct HomeState<P> {
     /// Backup: when it last heard from its primary; primary: when it last
     /// sent its backups anything.
     heard_at: Instant,
+    /// Primary: workers asked which units they hold, with the question's
+    /// token and the (unit, epoch) the record had running on them then.
+    holds_asked: BTreeMap<P, (u64, BTreeSet<(UnitId, Epoch)>)>,
+    /// Primary: when to ask the workers again.
+    next_holds_at: Instant,
 }
 
 impl<P: PeerKey> HomeState<P> {
@@ -407,6 +412,8 @@ impl<P: PeerKey> HomeState<P> {
             candidacy: None,
             campaign_at: None,
             heard_at: now,
+            holds_asked: BTreeMap::new(),
+            next_holds_at: now,
         }
     }
 
@@ -2253,6 +2260,13 @@ impl<P: PeerKey> Jobs<P> {
 
     /// `unit`'s holder is gone: reissue it from its last checkpoint.
     fn lose_unit(&mut self, now: Instant, job: JobId, unit: UnitId, lost: P) {
+        self.reissue_unit(now, job, unit, lost, false);
+    }
+
+    /// Reissues `unit` of `job`, lost with `lost`; `unheld` when `lost` is
+    /// live and said it does not hold the unit (a local-storage unit is
+    /// then not waited for: no disk will offer it back).
+    fn reissue_unit(&mut self, now: Instant, job: JobId, unit: UnitId, lost: P, unheld: bool) {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
@@ -2266,6 +2280,7 @@ impl<P: PeerKey> Jobs<P> {
         if ft.checkpoints()
             && ft.storage == CheckpointStorage::Local
             && u.status == UnitStatus::Running
+            && !unheld
         {
             // Its state is on the lost peer's disk: wait for it to come back
             // and resume it. One only assigned may never have reached that
@@ -2312,6 +2327,86 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         self.restore_unit(now, job, unit);
+    }
+
+    /// Asks every worker the record names as running a unit of `job` which
+    /// units it holds, every `holdings_interval`: a unit recorded on a
+    /// live worker that no longer runs it (a lost hand-back, a thread that
+    /// failed to start) would otherwise wait forever.
+    fn ask_holders(&mut self, now: Instant, job: JobId) {
+        let interval = self.config.holdings_interval;
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        if !h.is_primary() || h.record.state != JobState::Running || h.next_holds_at > now {
+            return;
+        }
+        let mut running: BTreeMap<P, BTreeSet<(UnitId, Epoch)>> = BTreeMap::new();
+        for (id, u) in &h.record.units {
+            if let (UnitStatus::Running, Some(holder)) = (u.status, &u.holder) {
+                running
+                    .entry(holder.clone())
+                    .or_default()
+                    .insert((*id, u.epoch));
+            }
+        }
+        let mut asked = BTreeMap::new();
+        for (worker, units) in running {
+            let token = self.rng.random();
+            self.send(worker.clone(), JobMsg::Holds { job, token }, false);
+            asked.insert(worker, (token, units));
+        }
+        if let Some(h) = self.homes.get_mut(&job) {
+            h.next_holds_at = now + interval;
+            // An unanswered question is replaced: its answer is ignored.
+            h.holds_asked = asked;
+        }
+    }
+
+    /// A worker's answer to [`JobMsg::Holds`]: a unit the record had
+    /// running on it when asked, still does under the same epoch, and the
+    /// worker does not hold is reissued from its last checkpoint. (A unit
+    /// the worker dropped legitimately — finished, handed back, stale —
+    /// changed in the record before the worker could drop it.)
+    pub(super) fn on_held(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        token: u64,
+        units: Vec<(UnitId, Epoch)>,
+    ) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if !h.is_primary() || h.record.state != JobState::Running {
+            return;
+        }
+        if h.holds_asked.get(&from).is_none_or(|(t, _)| *t != token) {
+            return;
+        }
+        let Some((_, asked)) = h.holds_asked.remove(&from) else {
+            return;
+        };
+        let held: BTreeSet<(UnitId, Epoch)> = units.into_iter().collect();
+        let missing: Vec<UnitId> = asked
+            .difference(&held)
+            .filter(|(id, epoch)| {
+                h.record.units.get(id).is_some_and(|u| {
+                    u.status == UnitStatus::Running
+                        && u.epoch == *epoch
+                        && u.holder.as_ref() == Some(&from)
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        for unit in missing {
+            self.reissue_unit(now, job, unit, from.clone(), true);
+        }
+        self.commit(now, job, Vec::new());
     }
 
     /// Gets `unit`'s last checkpoint back from its holders, then queues it.
@@ -2968,6 +3063,7 @@ impl<P: PeerKey> Jobs<P> {
                 self.send_staged_pieces(now, job, unit);
             }
             self.push_queued(now, job);
+            self.ask_holders(now, job);
             if let Some(h) = self.homes.get_mut(&job) {
                 if h.next_progress_at <= now {
                     h.next_progress_at = now + self.config.progress_interval;

@@ -858,6 +858,37 @@ fn a_leaving_worker_waits_for_its_hand_back_to_be_acknowledged() {
 }
 
 #[test]
+fn a_unit_recorded_on_a_live_worker_that_lost_it_is_reissued() {
+    let mut cluster = Cluster::new(4, 1);
+    let n = 2_000_000;
+    let job = cluster.submit(0, n);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let worker = (1..4)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    // The worker loses its unit without a word (a hand-back lost with a
+    // primary that stepped down, a thread that never started): it stays
+    // in the view, and the record still names it as the unit's holder.
+    let peer = &mut cluster.peers[worker as usize];
+    let (_, unit, _) = peer.units.remove(0);
+    assert!(peer.core.running.remove(&(job, unit)).is_some());
+    let lost_at = cluster.now;
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("the job finishes").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2);
+    assert_eq!(view.stats.units, view.stats.units_done);
+    let reissued = cluster.events.iter().any(|(_, e)| {
+        matches!(e, JobEvent::Reissued { unit: u, lost, .. } if *u == unit && *lost == worker)
+    });
+    assert!(reissued, "unit {unit} reissued: {:?}", view.stats);
+    assert!(
+        cluster.now - lost_at < Duration::from_secs(30),
+        "found within a few holdings intervals"
+    );
+}
+
+#[test]
 fn a_false_suspicion_does_not_fail_a_job_without_checkpoints() {
     let mut cluster = Cluster::new(4, 1);
     let n = 2_000_000;
