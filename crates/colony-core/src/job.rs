@@ -169,6 +169,10 @@ pub struct JobConfig {
     pub restore_patience: Duration,
     /// How often the primary sends progress to the submitter.
     pub progress_interval: Duration,
+    /// How long a home member waits for a majority of its home's members
+    /// to be back in the view before it fails the job (no change can be
+    /// committed without them).
+    pub majority_patience: Duration,
     /// How often the primary asks each worker the record names as running
     /// a unit which units it holds; a unit the worker does not hold is
     /// reissued from its last checkpoint.
@@ -208,6 +212,7 @@ impl Default for JobConfig {
             restore_patience: Duration::from_secs(30),
             progress_interval: Duration::from_millis(250),
             holdings_interval: Duration::from_secs(2),
+            majority_patience: Duration::from_secs(30),
             result_retention: Duration::from_secs(3600),
             max_retained_results: 1000,
             max_active_jobs: 64,
@@ -836,6 +841,16 @@ pub enum JobEvent<P> {
         job: JobId,
         /// Whether it succeeded.
         ok: bool,
+    },
+    /// A majority of the job's home members left the view: nothing can be
+    /// committed until they return; the job fails after `fails_in`.
+    HomeMajorityLost {
+        /// The job.
+        job: JobId,
+        /// The members gone.
+        gone: Vec<P>,
+        /// How long until the job fails if they stay away.
+        fails_in: Duration,
     },
     /// A message was refused: its sender may not send it (see
     /// [`Refusal`]). The driver logs these rate-limited per peer.

@@ -347,6 +347,8 @@ pub(super) struct HomeState<P> {
     holds_asked: BTreeMap<P, (u64, BTreeSet<(UnitId, Epoch)>)>,
     /// Primary: when to ask the workers again.
     next_holds_at: Instant,
+    /// Since when a majority of the home's members is gone from the view.
+    majority_lost_since: Option<Instant>,
 }
 
 impl<P: PeerKey> HomeState<P> {
@@ -414,6 +416,7 @@ impl<P: PeerKey> HomeState<P> {
             heard_at: now,
             holds_asked: BTreeMap::new(),
             next_holds_at: now,
+            majority_lost_since: None,
         }
     }
 
@@ -2329,6 +2332,80 @@ impl<P: PeerKey> Jobs<P> {
         self.restore_unit(now, job, unit);
     }
 
+    /// Fails `job` here, with a reason naming the lost members, once a
+    /// majority of its home's members (latest or committed) has been gone
+    /// from the view for `majority_patience`: no update can commit and no
+    /// election can be won without them, so the job would wait forever.
+    /// The failure cannot be committed (that needs the majority): this
+    /// member ends the job on its own, stops its units and tells the
+    /// submitter; any peer asking about the job hears it from here.
+    fn watch_majority(&mut self, now: Instant, job: JobId) {
+        let patience = self.config.majority_patience;
+        let live = |p: &P| *p == self.me || self.members.contains(p);
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let lost_in = |set: &[P]| !set.is_empty() && !majority(set, live);
+        let lost = h.record.state == JobState::Running
+            && h.has_member(&self.me)
+            && (lost_in(&h.record.members) || lost_in(&h.record.config));
+        if !lost {
+            if let Some(h) = self.homes.get_mut(&job) {
+                h.majority_lost_since = None;
+            }
+            return;
+        }
+        let mut gone: Vec<P> = h
+            .record
+            .members
+            .iter()
+            .chain(&h.record.config)
+            .filter(|p| !live(p))
+            .cloned()
+            .collect();
+        gone.sort();
+        gone.dedup();
+        let members = h.record.members.len().max(h.record.config.len());
+        // Live holders of units out: told to stop once the job fails.
+        let holders: Vec<(UnitId, Epoch, P)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.status, UnitStatus::Assigned | UnitStatus::Running))
+            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, u.epoch, p)))
+            .filter(|(_, _, p)| live(p))
+            .collect();
+        let since = h.majority_lost_since;
+        let Some(since) = since else {
+            if let Some(h) = self.homes.get_mut(&job) {
+                h.majority_lost_since = Some(now);
+            }
+            self.event(JobEvent::HomeMajorityLost {
+                job,
+                gone,
+                fails_in: patience,
+            });
+            return;
+        };
+        if now.saturating_duration_since(since) < patience {
+            return;
+        }
+        let reason = format!(
+            "the job's home lost its majority: {} of its {members} members ({gone:?}) left the network and did not come back within {:.0} s, so no change to the job can be committed any more",
+            gone.len(),
+            patience.as_secs_f64()
+        );
+        if let Some(h) = self.homes.get_mut(&job) {
+            h.record.state = JobState::Failed { reason };
+        }
+        let mut effects = Vec::new();
+        self.check_complete(now, job, &mut effects);
+        for (unit, epoch, holder) in holders {
+            self.send(holder, JobMsg::Stale { job, unit, epoch }, false);
+        }
+        self.outputs.extend(effects);
+    }
+
     /// Asks every worker the record names as running a unit of `job` which
     /// units it holds, every `holdings_interval`: a unit recorded on a
     /// live worker that no longer runs it (a lost hand-back, a thread that
@@ -2962,6 +3039,7 @@ impl<P: PeerKey> Jobs<P> {
     pub(super) fn home_timeouts(&mut self, now: Instant) {
         let jobs: Vec<JobId> = self.homes.keys().copied().collect();
         for job in jobs {
+            self.watch_majority(now, job);
             let Some(h) = self.homes.get(&job) else {
                 continue;
             };

@@ -889,6 +889,66 @@ fn a_unit_recorded_on_a_live_worker_that_lost_it_is_reissued() {
 }
 
 #[test]
+fn a_home_that_lost_its_majority_fails_the_job_after_its_patience() {
+    let mut cluster = Cluster::new(5, 1);
+    let job = cluster.submit(0, 50_000_000);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let members = cluster.peers[primary as usize]
+        .core
+        .view(cluster.now, job)
+        .expect("the primary's view")
+        .home_members;
+    assert_eq!(members.len(), 3, "{members:?}");
+    let victims: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|p| *p != 0)
+        .take(2)
+        .collect();
+    let lost_at = cluster.now;
+    for victim in &victims {
+        cluster.crash(*victim);
+    }
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let failed_after = cluster.now - lost_at;
+    let view = cluster
+        .final_status(job)
+        .expect("the submitter hears the job end");
+    match &view.state {
+        JobState::Failed { reason } => {
+            assert!(reason.contains("lost its majority"), "{reason}");
+            assert!(reason.contains("2 of its 3 members"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let patience = JobConfig::default().majority_patience;
+    assert!(
+        failed_after >= patience && failed_after < patience + Duration::from_secs(2),
+        "failed after {failed_after:?}"
+    );
+    assert!(cluster.events.iter().any(|(_, e)| matches!(
+        e,
+        JobEvent::HomeMajorityLost { gone, .. } if gone.len() == 2
+    )));
+    // Every unit stops, and a query anywhere gets the failure.
+    cluster.run(Duration::from_millis(100), |_| false);
+    assert!(cluster
+        .peers
+        .iter()
+        .all(|p| !p.alive || p.units.iter().all(|(j, _, _)| *j != job)));
+    let survivor = *members.iter().find(|m| !victims.contains(m)).unwrap();
+    cluster.statuses.clear();
+    cluster.peers[0].core.query(job, survivor);
+    cluster.drain(0);
+    cluster.run(Duration::from_secs(1), |c| !c.statuses.is_empty());
+    assert!(matches!(
+        cluster.statuses[0].1.state,
+        JobState::Failed { .. }
+    ));
+}
+
+#[test]
 fn a_false_suspicion_does_not_fail_a_job_without_checkpoints() {
     let mut cluster = Cluster::new(4, 1);
     let n = 2_000_000;
