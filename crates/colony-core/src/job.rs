@@ -169,6 +169,14 @@ pub struct JobConfig {
     pub restore_patience: Duration,
     /// How often the primary sends progress to the submitter.
     pub progress_interval: Duration,
+    /// How long a home member waits for a majority of its home's members
+    /// to be back in the view before it fails the job (no change can be
+    /// committed without them).
+    pub majority_patience: Duration,
+    /// How often the primary asks each worker the record names as running
+    /// a unit which units it holds; a unit the worker does not hold is
+    /// reissued from its last checkpoint.
+    pub holdings_interval: Duration,
     /// How long a finished job's result stays retrievable.
     pub result_retention: Duration,
     /// Most finished jobs retained.
@@ -203,6 +211,8 @@ impl Default for JobConfig {
             primary_silence: Duration::from_millis(1500),
             restore_patience: Duration::from_secs(30),
             progress_interval: Duration::from_millis(250),
+            holdings_interval: Duration::from_secs(2),
+            majority_patience: Duration::from_secs(30),
             result_retention: Duration::from_secs(3600),
             max_retained_results: 1000,
             max_active_jobs: 64,
@@ -667,6 +677,25 @@ pub enum JobMsg<P> {
         /// What was too large, with its size and the limit.
         reason: String,
     },
+    /// Primary → worker: which units of this job do you hold? Asked now
+    /// and then of every worker the record names as running a unit, so a
+    /// unit recorded on a live worker that no longer has it is found.
+    Holds {
+        /// The job.
+        job: JobId,
+        /// Token to quote in the answer.
+        token: u64,
+    },
+    /// Worker → primary: the answer to [`JobMsg::Holds`]: every unit of the
+    /// job this worker still has, with the epoch it runs.
+    Held {
+        /// The job.
+        job: JobId,
+        /// The question's token.
+        token: u64,
+        /// (unit, epoch) of each unit held.
+        units: Vec<(UnitId, Epoch)>,
+    },
 }
 
 /// What the driver must do for the job core.
@@ -812,6 +841,16 @@ pub enum JobEvent<P> {
         job: JobId,
         /// Whether it succeeded.
         ok: bool,
+    },
+    /// A majority of the job's home members left the view: nothing can be
+    /// committed until they return; the job fails after `fails_in`.
+    HomeMajorityLost {
+        /// The job.
+        job: JobId,
+        /// The members gone.
+        gone: Vec<P>,
+        /// How long until the job fails if they stay away.
+        fails_in: Duration,
     },
     /// A message was refused: its sender may not send it (see
     /// [`Refusal`]). The driver logs these rate-limited per peer.
@@ -1289,6 +1328,16 @@ impl<P: PeerKey> Jobs<P> {
                 epoch,
                 reason,
             } => self.on_too_large(now, from, job, unit, epoch, reason),
+            JobMsg::Holds { job, token } => {
+                let units = self
+                    .running
+                    .iter()
+                    .filter(|((j, _), _)| *j == job)
+                    .map(|((_, unit), w)| (*unit, w.epoch))
+                    .collect();
+                self.send(from, JobMsg::Held { job, token, units }, false);
+            }
+            JobMsg::Held { job, token, units } => self.on_held(now, from, job, token, units),
         }
     }
 
@@ -1919,15 +1968,25 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// Whether a graceful leave is complete: every unit handed back and
-    /// acknowledged, every primary role handed over.
+    /// acknowledged, every primary role handed over. A unit being stopped
+    /// for the leave counts until the primary acknowledged its hand-back
+    /// (it is dropped then): leaving before its thread stopped would lose
+    /// the work done since its last checkpoint.
     pub fn has_left(&self) -> bool {
         self.leaving
-            && self
-                .running
-                .values()
-                .all(|w| w.stopping.is_some() && w.unacked.is_empty())
-            && self.running.values().all(|w| w.unacked.is_empty())
+            && self.running.values().all(|w| {
+                matches!(w.stopping, Some(StopReason::Stale | StopReason::Resuming))
+                    && w.unacked.is_empty()
+            })
             && self.homes_handed_over()
+    }
+
+    /// Units still to hand back before a graceful leave is complete.
+    pub fn units_to_hand_back(&self) -> usize {
+        self.running
+            .values()
+            .filter(|w| w.stopping == Some(StopReason::Leaving) || !w.unacked.is_empty())
+            .count()
     }
 
     fn forget_job(&mut self, job: JobId) {

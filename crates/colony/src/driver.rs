@@ -42,9 +42,10 @@ enum Wake {
     Timer,
 }
 
-/// Longest a leaving peer waits for its units and job records to be taken
-/// over before it leaves anyway.
-const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a leaving peer waits for its units' hand-backs to be
+/// acknowledged and its job records to be taken over before it leaves
+/// anyway (its units are then reissued from their last checkpoints).
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Checkpoint writes in flight at most: their completions fit the bounded
 /// channel that brings them back, so a completion is never dropped; a
@@ -260,7 +261,11 @@ impl Driver {
                 let handed_over = self.node.has_handed_over();
                 if handed_over || Instant::now() >= deadline {
                     if !handed_over {
-                        warn!("leaving before every unit was handed back");
+                        warn!(
+                            units_not_handed_back = self.node.jobs().units_to_hand_back(),
+                            waited_s = HAND_OVER_TIMEOUT.as_secs(),
+                            "leaving before every unit was handed back and every job record handed over: those units restart from their last checkpoints"
+                        );
                     }
                     info!(peer_id = %self.info.peer_id, "leaving the network");
                     self.node.handle(Instant::now(), NodeInput::Leave);

@@ -17,6 +17,10 @@ struct Peer {
     disk: BTreeMap<PieceKey, Piece>,
     /// Restarts so far.
     lives: u64,
+    /// Units told to stop whose threads have not stopped yet, with their
+    /// states: set to hold `Stop` answers back, as a real thread takes a
+    /// while to see the request.
+    stopping: Option<Vec<(JobId, UnitId, Vec<u8>)>>,
 }
 
 struct Cluster {
@@ -67,6 +71,7 @@ impl Cluster {
                 alive: true,
                 disk: BTreeMap::new(),
                 lives: 0,
+                stopping: None,
             })
             .collect();
         let mut cluster = Cluster {
@@ -210,7 +215,10 @@ impl Cluster {
                         .iter()
                         .position(|(j, u, _)| *j == job && *u == unit);
                     let state = pos.map(|i| peer.units.remove(i).2.checkpoint());
-                    peer.core.unit_stopped(now, job, unit, state);
+                    match (&mut peer.stopping, state) {
+                        (Some(later), Some(state)) => later.push((job, unit, state)),
+                        (_, state) => peer.core.unit_stopped(now, job, unit, state),
+                    }
                 }
                 JobOutput::SharedChanged { vars, .. } => {
                     self.peers[id as usize].shared.merge(&vars);
@@ -795,6 +803,149 @@ fn a_leaving_worker_hands_its_units_back() {
     let view = cluster.final_status(job).unwrap();
     assert_eq!(result_of(view), n * (n + 1) / 2);
     assert_eq!(view.stats.work, n, "no work redone after a graceful leave");
+}
+
+#[test]
+fn a_leaving_worker_waits_for_its_hand_back_to_be_acknowledged() {
+    let mut cluster = Cluster::new(4, 1);
+    let n = 2_000_000;
+    let ft = FaultTolerance {
+        ttc: Duration::from_secs(600),
+        ..FaultTolerance::default()
+    };
+    let job = cluster.submit_ft(0, n, ft);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let leaver = (1..4)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    // Its threads take a while to stop, as real ones do.
+    cluster.peers[leaver as usize].stopping = Some(Vec::new());
+    let now = cluster.now;
+    cluster.peers[leaver as usize].core.leave(now);
+    cluster.drain(leaver);
+    cluster.run(Duration::from_millis(50), |_| false);
+    let core = &cluster.peers[leaver as usize].core;
+    assert!(
+        !core.has_left(),
+        "a unit still stopping is not handed back yet"
+    );
+    assert_eq!(core.units_to_hand_back(), 1);
+    // The threads stop; their states go back to the primary.
+    let stopped = cluster.peers[leaver as usize].stopping.take().unwrap();
+    assert_eq!(stopped.len(), 1, "its unit was told to stop");
+    let now = cluster.now;
+    for (job, unit, state) in stopped {
+        cluster.peers[leaver as usize]
+            .core
+            .unit_stopped(now, job, unit, Some(state));
+    }
+    cluster.drain(leaver);
+    assert!(!cluster.peers[leaver as usize].core.has_left());
+    cluster.run(Duration::from_secs(10), |c| {
+        c.peers[leaver as usize].core.has_left()
+    });
+    assert!(cluster.peers[leaver as usize].core.has_left());
+    assert_eq!(cluster.peers[leaver as usize].core.units_to_hand_back(), 0);
+    cluster.crash(leaver);
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).unwrap();
+    assert_eq!(result_of(view), n * (n + 1) / 2);
+    // No checkpoint was due (TTC 600 s): only the handed-back state saves
+    // the leaver's work.
+    assert_eq!(view.stats.work, n, "no work redone after a graceful leave");
+    assert_eq!(view.stats.reissued, 0, "{:?}", view.stats);
+}
+
+#[test]
+fn a_unit_recorded_on_a_live_worker_that_lost_it_is_reissued() {
+    let mut cluster = Cluster::new(4, 1);
+    let n = 2_000_000;
+    let job = cluster.submit(0, n);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let worker = (1..4)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    // The worker loses its unit without a word (a hand-back lost with a
+    // primary that stepped down, a thread that never started): it stays
+    // in the view, and the record still names it as the unit's holder.
+    let peer = &mut cluster.peers[worker as usize];
+    let (_, unit, _) = peer.units.remove(0);
+    assert!(peer.core.running.remove(&(job, unit)).is_some());
+    let lost_at = cluster.now;
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("the job finishes").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2);
+    assert_eq!(view.stats.units, view.stats.units_done);
+    let reissued = cluster.events.iter().any(|(_, e)| {
+        matches!(e, JobEvent::Reissued { unit: u, lost, .. } if *u == unit && *lost == worker)
+    });
+    assert!(reissued, "unit {unit} reissued: {:?}", view.stats);
+    assert!(
+        cluster.now - lost_at < Duration::from_secs(30),
+        "found within a few holdings intervals"
+    );
+}
+
+#[test]
+fn a_home_that_lost_its_majority_fails_the_job_after_its_patience() {
+    let mut cluster = Cluster::new(5, 1);
+    let job = cluster.submit(0, 50_000_000);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let members = cluster.peers[primary as usize]
+        .core
+        .view(cluster.now, job)
+        .expect("the primary's view")
+        .home_members;
+    assert_eq!(members.len(), 3, "{members:?}");
+    let victims: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|p| *p != 0)
+        .take(2)
+        .collect();
+    let lost_at = cluster.now;
+    for victim in &victims {
+        cluster.crash(*victim);
+    }
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let failed_after = cluster.now - lost_at;
+    let view = cluster
+        .final_status(job)
+        .expect("the submitter hears the job end");
+    match &view.state {
+        JobState::Failed { reason } => {
+            assert!(reason.contains("lost its majority"), "{reason}");
+            assert!(reason.contains("2 of its 3 members"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let patience = JobConfig::default().majority_patience;
+    assert!(
+        failed_after >= patience && failed_after < patience + Duration::from_secs(2),
+        "failed after {failed_after:?}"
+    );
+    assert!(cluster.events.iter().any(|(_, e)| matches!(
+        e,
+        JobEvent::HomeMajorityLost { gone, .. } if gone.len() == 2
+    )));
+    // Every unit stops, and a query anywhere gets the failure.
+    cluster.run(Duration::from_millis(100), |_| false);
+    assert!(cluster
+        .peers
+        .iter()
+        .all(|p| !p.alive || p.units.iter().all(|(j, _, _)| *j != job)));
+    let survivor = *members.iter().find(|m| !victims.contains(m)).unwrap();
+    cluster.statuses.clear();
+    cluster.peers[0].core.query(job, survivor);
+    cluster.drain(0);
+    cluster.run(Duration::from_secs(1), |c| !c.statuses.is_empty());
+    assert!(matches!(
+        cluster.statuses[0].1.state,
+        JobState::Failed { .. }
+    ));
 }
 
 #[test]

@@ -163,6 +163,16 @@ fn log_job_event(event: &JobEvent<PeerId>) {
             warn!(%job, unit, holders = holders.len(), "checkpoint lost")
         }
         JobEvent::Finished { job, ok } => info!(%job, ok, "job finished"),
+        JobEvent::HomeMajorityLost {
+            job,
+            gone,
+            fails_in,
+        } => warn!(
+            %job,
+            gone = ?gone,
+            fails_in_s = fails_in.as_secs(),
+            "the job's home lost its majority: nothing can be committed until those members return; the job fails if they do not"
+        ),
         JobEvent::Refused { .. } => {}
     }
 }
