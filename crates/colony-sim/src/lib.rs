@@ -1,8 +1,7 @@
 //! A deterministic simulator for Colony: many peers in virtual time, each
-//! built from the same sans-IO protocol cores the runtime uses — membership,
-//! pipes, acquaintances, jobs — and glued together the way the runtime's
-//! driver (`crates/colony/src/driver.rs`, `driver/jobs.rs`) does it, on a
-//! simulated network that loses, duplicates, delays, reorders and
+//! running the same sans-IO node the runtime's driver runs
+//! (`colony_core::node::Node`: membership, pipes, acquaintances, jobs and
+//! the routing between them), on a simulated network that loses, duplicates, delays, reorders and
 //! partitions, with peers that crash (memory lost, disk kept) and restart
 //! with a higher incarnation, or stop (SIGSTOP) and resume. Everything comes
 //! from one seed, so a failing seed replays bit for bit.
@@ -17,13 +16,14 @@
 //!
 //! # How a run goes
 //!
-//! - **Peers** ([`peer::SimPeer`]): per peer a `Membership`, `Pipes`,
-//!   `Acquaintances` and `Jobs` core, and a compute [`exec::Executor`] that
-//!   steps `Box<dyn Unit>` values synchronously (a step costs virtual time).
-//!   Membership and pipe frames travel as encoded `wire::Frame`s; job
-//!   messages as pipe payloads behind a tag byte; membership events feed
-//!   `Pipes::peer_dead`, the acquaintances and `Jobs::set_members`; pipe
-//!   failures feed `Jobs::send_failed`; timers come from `poll_timeout`.
+//! - **Peers** ([`peer::SimPeer`]): per peer a `Node` and a compute
+//!   [`exec::Executor`] that steps units with colony-core's `UnitRunner`
+//!   synchronously (a step costs virtual time). The node does all the
+//!   routing the runtime does — versioned frames, job messages as pipe
+//!   payloads of their kind, membership events (suspects included) into
+//!   the pipes, acquaintances and job core, pipe failures back into the job
+//!   core; the peer only executes its outputs, and wakes it at its
+//!   `poll_timeout`.
 //! - **Disk**: the membership incarnation and pipe session rise across
 //!   restarts; checkpoint pieces (`JobOutput::Persist`) reach the disk after
 //!   a group-committed fsync of 4 virtual ms and are acknowledged with
