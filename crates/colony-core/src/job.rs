@@ -763,6 +763,17 @@ pub enum JobOutput<P> {
         /// What.
         piece: Piece,
     },
+    /// Delete this version of a piece from disk: a newer checkpoint
+    /// replaced it (pieces are stored under versioned keys, so a newer,
+    /// not yet committed piece never overwrites the committed one).
+    Unpersist {
+        /// Which piece.
+        key: PieceKey,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Its version.
+        version: u64,
+    },
     /// Delete every piece of this job from disk.
     Forget {
         /// The job.
@@ -1770,7 +1781,8 @@ impl<P: PeerKey> Jobs<P> {
             index: 0,
             data: PieceData::Copy(part),
         };
-        self.pieces.put(job, child, piece.clone());
+        let evicted = self.pieces.put(job, child, piece.clone());
+        self.unpersist(job, child, evicted);
         self.outputs.push_back(JobOutput::Persist {
             key: PieceKey {
                 job,
@@ -1818,7 +1830,8 @@ impl<P: PeerKey> Jobs<P> {
             data: PieceData::Local(bytes),
         };
         // Served to a primary restoring the unit (its worker then gone).
-        self.pieces.put(job, unit, piece.clone());
+        let evicted = self.pieces.put(job, unit, piece.clone());
+        self.unpersist(job, unit, evicted);
         self.outputs.push_back(JobOutput::Persist {
             key: PieceKey {
                 job,

@@ -25,7 +25,7 @@ pub(super) const LOCAL_INDEX: u8 = u8::MAX;
 const RESTORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Checkpoints of a unit a holder keeps.
-const KEPT_CHECKPOINTS: usize = 3;
+pub(super) const KEPT_CHECKPOINTS: usize = 3;
 
 /// Where a checkpoint piece lives on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -88,13 +88,17 @@ impl<P> Default for PieceStore<P> {
 }
 
 impl<P> PieceStore<P> {
-    pub(super) fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) {
+    /// Keeps `piece` of `unit`'s checkpoints; returns the pieces pushed out
+    /// (beyond the newest checkpoints and the one the record points to) as
+    /// (epoch, version, index), for their copies on disk to be deleted.
+    #[must_use]
+    pub(super) fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) -> Vec<(Epoch, u64, u8)> {
         let list = self.pieces.entry((job, unit)).or_default();
         if list
             .iter()
             .any(|p| p.epoch == piece.epoch && p.version == piece.version && p.index == piece.index)
         {
-            return;
+            return Vec::new();
         }
         list.push(piece);
         // Keep the pieces of the three newest checkpoints.
@@ -106,9 +110,16 @@ impl<P> PieceStore<P> {
         }
         groups.truncate(KEPT_CHECKPOINTS);
         let kept = self.kept.get(&(job, unit));
+        let mut evicted = Vec::new();
         list.retain(|p| {
-            groups.contains(&(p.epoch, p.version)) || kept == Some(&(p.epoch, p.version))
+            let keep =
+                groups.contains(&(p.epoch, p.version)) || kept == Some(&(p.epoch, p.version));
+            if !keep {
+                evicted.push((p.epoch, p.version, p.index));
+            }
+            keep
         });
+        evicted
     }
 
     /// Remembers which of `unit`'s checkpoints its job record points to.
@@ -878,9 +889,10 @@ impl<P: PeerKey> Jobs<P> {
         durable: bool,
     ) {
         let (epoch, version, index) = (piece.epoch, piece.version, piece.index);
-        self.pieces.put(job, unit, piece.clone());
+        let evicted = self.pieces.put(job, unit, piece.clone());
         self.pieces.touch(job, now);
         if durable {
+            self.unpersist(job, unit, evicted);
             let key = PieceKey { job, unit, index };
             self.pieces
                 .persisting
@@ -936,7 +948,19 @@ impl<P: PeerKey> Jobs<P> {
     /// units included: served to primaries that need them.
     pub fn load_pieces(&mut self, pieces: Vec<(PieceKey, Piece)>) {
         for (key, piece) in pieces {
-            self.pieces.put(key.job, key.unit, piece);
+            let evicted = self.pieces.put(key.job, key.unit, piece);
+            self.unpersist(key.job, key.unit, evicted);
+        }
+    }
+
+    /// Deletes from disk the pieces of `unit` no longer kept.
+    pub(super) fn unpersist(&mut self, job: JobId, unit: UnitId, evicted: Vec<(Epoch, u64, u8)>) {
+        for (epoch, version, index) in evicted {
+            self.outputs.push_back(JobOutput::Unpersist {
+                key: PieceKey { job, unit, index },
+                epoch,
+                version,
+            });
         }
     }
 

@@ -134,6 +134,11 @@ impl Driver {
                 }
             }
             JobOutput::Persist { key, piece } => self.persist_piece(key, piece),
+            JobOutput::Unpersist {
+                key,
+                epoch,
+                version,
+            } => self.unpersist_piece(key, epoch, version),
             JobOutput::Forget { job } => self.forget_pieces(job),
             JobOutput::Event(JobEvent::Refused { from, message, why }) => {
                 self.log_refusal(from, message, why)
@@ -493,6 +498,22 @@ impl Driver {
         }
     }
 
+    /// Deletes one version of a piece the job core no longer keeps.
+    fn unpersist_piece(&mut self, key: PieceKey, epoch: u64, version: u64) {
+        let store_key = colony_store::PieceKey {
+            job: key.job.0,
+            unit: key.unit,
+            holder_index: key.index,
+        };
+        if let Err(error) = self
+            .checkpoints
+            .remove(store_key, epoch, version, Box::new(|_| {}))
+        {
+            // Left on disk until the job's pieces are forgotten.
+            warn!(%error, job = %key.job, unit = key.unit, "old checkpoint piece not deleted");
+        }
+    }
+
     /// Deletes a finished job's pieces from disk.
     fn forget_pieces(&mut self, job: JobId) {
         if let Err(error) = self.checkpoints.remove_job(job.0, Box::new(|_| {})) {
@@ -541,7 +562,9 @@ pub(crate) fn restore_checkpoints(
             .collect(),
     );
     let mut pieces = Vec::new();
-    let mut local = Vec::new();
+    // Per unit, its newest local piece (the store lists versions oldest
+    // first).
+    let mut local = std::collections::BTreeMap::new();
     for (key, stored) in stored {
         let Ok(piece) = wire::decode::<Piece>(&stored.bytes, usize::MAX) else {
             warn!(unit = key.unit, "corrupt checkpoint piece skipped");
@@ -550,7 +573,9 @@ pub(crate) fn restore_checkpoints(
         match &piece.data {
             colony_core::job::PieceData::Local(bytes) => {
                 match wire::decode::<colony_core::job::LocalUnit>(bytes, usize::MAX) {
-                    Ok(unit) => local.push(unit),
+                    Ok(unit) => {
+                        local.insert((unit.job, unit.unit), unit);
+                    }
                     Err(_) => warn!(unit = key.unit, "corrupt local checkpoint skipped"),
                 }
             }
@@ -572,5 +597,5 @@ pub(crate) fn restore_checkpoints(
         );
     }
     jobs.load_pieces(pieces);
-    jobs.restore_local(now, local);
+    jobs.restore_local(now, local.into_values().collect());
 }
