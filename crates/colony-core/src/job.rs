@@ -666,7 +666,8 @@ pub enum JobMsg<P> {
         epoch: Epoch,
     },
     /// Worker → primary: a report on this unit is over its size limit and
-    /// cannot be sent; the job fails with `reason`.
+    /// cannot be sent, or the unit cannot run on the worker; the job fails
+    /// with `reason`.
     TooLarge {
         /// The job.
         job: JobId,
@@ -853,6 +854,16 @@ pub enum JobEvent<P> {
         /// Whether it succeeded.
         ok: bool,
     },
+    /// A unit's local checkpoint could not be encoded: nothing was written
+    /// (the next checkpoint tries again).
+    EncodeFailed {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The encoder's error.
+        error: String,
+    },
     /// A majority of the job's home members left the view: nothing can be
     /// committed until they return; the job fails after `fails_in`.
     HomeMajorityLost {
@@ -984,6 +995,8 @@ pub struct Jobs<P: PeerKey> {
     parked: Parked<P>,
     /// Messages refused so far.
     refused_messages: u64,
+    /// Local checkpoints that could not be encoded (and were not written).
+    encode_errors: u64,
     /// Pieces this peer held that were found damaged on disk, to report to
     /// their jobs' primaries once there is a view.
     lost_pieces: Vec<PieceKey>,
@@ -1024,6 +1037,7 @@ impl<P: PeerKey> Jobs<P> {
             submit_policy: SubmitPolicy::default(),
             parked: Parked::default(),
             refused_messages: 0,
+            encode_errors: 0,
             lost_pieces: Vec::new(),
         }
     }
@@ -1062,6 +1076,11 @@ impl<P: PeerKey> Jobs<P> {
     /// Messages refused so far because their sender may not send them.
     pub fn refused_messages(&self) -> u64 {
         self.refused_messages
+    }
+
+    /// Local checkpoints that could not be encoded, and so were not written.
+    pub fn encode_errors(&self) -> u64 {
+        self.encode_errors
     }
 
     /// The applications this peer can run.
@@ -1822,7 +1841,23 @@ impl<P: PeerKey> Jobs<P> {
             state,
             shared,
         };
-        let bytes = postcard::to_stdvec(&local).unwrap_or_default();
+        let bytes = match postcard::to_stdvec(&local) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // Nothing written: empty bytes on disk would be taken for
+                // the unit. The next checkpoint tries again.
+                w.local_inflight.pop_back();
+                w.local_version -= 1;
+                w.checkpoint_asked = false;
+                self.encode_errors += 1;
+                self.event(JobEvent::EncodeFailed {
+                    job,
+                    unit,
+                    error: error.to_string(),
+                });
+                return;
+            }
+        };
         let piece = Piece {
             epoch: w.epoch,
             version,
@@ -1948,9 +1983,26 @@ impl<P: PeerKey> Jobs<P> {
         self.backoff = self.config.request_backoff_initial;
     }
 
-    /// A unit could not run here (its state did not decode, no thread):
-    /// hand it back so it runs elsewhere.
-    pub fn unit_failed(&mut self, now: Instant, job: JobId, unit: UnitId, _error: String) {
+    /// A unit could not run here (its state did not decode, its app is
+    /// missing, no thread): the job fails with `error` as its reason (a
+    /// state that does not decode here will not decode elsewhere), rather
+    /// than the unit waiting on a peer that dropped it.
+    pub fn unit_failed(&mut self, now: Instant, job: JobId, unit: UnitId, error: String) {
+        if let Some(w) = self.running.get(&(job, unit)) {
+            let epoch = w.epoch;
+            let primary = self.primary_of(job);
+            let reason = format!("the unit could not run there: {error}");
+            self.send(
+                primary,
+                JobMsg::TooLarge {
+                    job,
+                    unit,
+                    epoch,
+                    reason,
+                },
+                false,
+            );
+        }
         self.drop_unit(job, unit);
         self.next_request_at = now + self.config.request_backoff_max;
     }

@@ -1873,10 +1873,10 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         h.next_advert_at = now + self.config.advert_interval;
-        let msg = {
-            let h = &self.homes[&job];
-            self.advert(job, &h.record.app, h.submitter())
+        let Some(h) = self.homes.get(&job) else {
+            return;
         };
+        let msg = self.advert(job, &h.record.app, h.submitter());
         for to in self.members.clone() {
             self.send(to, msg.clone(), false);
         }
@@ -2252,15 +2252,19 @@ impl<P: PeerKey> Jobs<P> {
             previous: previous_primary,
         });
         self.maintain(now, job);
-        // Units whose holders are gone, and queued ones, need their state.
-        let lost: Vec<(UnitId, Option<P>)> = self.homes[&job]
+        // Units whose holders are gone, and queued ones, need their state
+        // (the record may have gone with a hand-over).
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let lost: Vec<(UnitId, Option<P>)> = h
             .record
             .units
             .iter()
             .filter(|(id, u)| match u.status {
                 UnitStatus::Queued => true,
                 UnitStatus::Assigned | UnitStatus::Running => {
-                    u.holder.is_none() || self.unit_lost(job, **id, u, &self.homes[&job].record.ft)
+                    u.holder.is_none() || self.unit_lost(job, **id, u, &h.record.ft)
                 }
                 UnitStatus::Done => false,
             })
@@ -2272,7 +2276,13 @@ impl<P: PeerKey> Jobs<P> {
                 None => self.restore_unit(now, job, unit),
             }
         }
-        let finished = self.homes[&job].record.state != JobState::Running;
+        let Some(finished) = self
+            .homes
+            .get(&job)
+            .map(|h| h.record.state != JobState::Running)
+        else {
+            return;
+        };
         if finished {
             // The submitter may have missed the result.
             if let Some(view) = self.view(now, job) {
@@ -2341,7 +2351,10 @@ impl<P: PeerKey> Jobs<P> {
                     h.ready.insert(unit, state);
                 }
             }
-            let has_state = self.homes[&job].ready.contains_key(&unit);
+            let has_state = self
+                .homes
+                .get(&job)
+                .is_some_and(|h| h.ready.contains_key(&unit));
             if !has_state {
                 self.fail_job(
                     now,

@@ -1014,6 +1014,31 @@ fn durable_pieces_keep_the_committed_checkpoint_and_delete_evicted_ones() {
 }
 
 #[test]
+fn a_unit_that_cannot_run_fails_the_job_with_its_reason() {
+    let mut cluster = Cluster::new(3, 1);
+    let job = cluster.submit(0, 2_000_000);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let worker = (0..3)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    let peer = &mut cluster.peers[worker as usize];
+    let (_, unit, _) = peer.units.remove(0);
+    let now = cluster.now;
+    peer.core
+        .unit_failed(now, job, unit, "its state did not decode".into());
+    cluster.drain(worker);
+    cluster.run(Duration::from_secs(5), |c| c.final_status(job).is_some());
+    match &cluster.final_status(job).expect("the job ends").state {
+        JobState::Failed { reason } => {
+            assert!(reason.contains("its state did not decode"), "{reason}");
+            assert!(reason.contains(&format!("unit {unit}")), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_false_suspicion_does_not_fail_a_job_without_checkpoints() {
     let mut cluster = Cluster::new(4, 1);
     let n = 2_000_000;

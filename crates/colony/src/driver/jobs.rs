@@ -429,6 +429,9 @@ fn log_job_event(event: &JobEvent<PeerId>) {
             warn!(%job, unit, holders = holders.len(), "checkpoint lost")
         }
         JobEvent::Finished { job, ok } => info!(%job, ok, "job finished"),
+        JobEvent::EncodeFailed { job, unit, error } => {
+            warn!(%job, unit, %error, "local checkpoint not encoded; not written")
+        }
         JobEvent::HomeMajorityLost {
             job,
             gone,
@@ -455,10 +458,20 @@ impl Driver {
     /// Writes a checkpoint piece to disk; the job core hears when it is
     /// durable (one fsync per group of writes).
     fn persist_piece(&mut self, key: PieceKey, piece: Piece) {
+        let bytes = match wire::encode(&piece, usize::MAX) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // Empty bytes on disk would be taken for the piece: nothing
+                // is written, the primary keeps waiting and re-sends.
+                self.counters.checkpoint_write_errors += 1;
+                warn!(%error, job = %key.job, unit = key.unit, "checkpoint piece not encoded; not written");
+                return;
+            }
+        };
         let stored = colony_store::StoredPiece {
             epoch: piece.epoch,
             version: piece.version,
-            bytes: wire::encode(&piece, usize::MAX).unwrap_or_default(),
+            bytes,
         };
         let store_key = colony_store::PieceKey {
             job: key.job.0,
