@@ -666,7 +666,8 @@ pub enum JobMsg<P> {
         epoch: Epoch,
     },
     /// Worker → primary: a report on this unit is over its size limit and
-    /// cannot be sent; the job fails with `reason`.
+    /// cannot be sent, or the unit cannot run on the worker; the job fails
+    /// with `reason`.
     TooLarge {
         /// The job.
         job: JobId,
@@ -763,6 +764,17 @@ pub enum JobOutput<P> {
         /// What.
         piece: Piece,
     },
+    /// Delete this version of a piece from disk: a newer checkpoint
+    /// replaced it (pieces are stored under versioned keys, so a newer,
+    /// not yet committed piece never overwrites the committed one).
+    Unpersist {
+        /// Which piece.
+        key: PieceKey,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Its version.
+        version: u64,
+    },
     /// Delete every piece of this job from disk.
     Forget {
         /// The job.
@@ -841,6 +853,16 @@ pub enum JobEvent<P> {
         job: JobId,
         /// Whether it succeeded.
         ok: bool,
+    },
+    /// A unit's local checkpoint could not be encoded: nothing was written
+    /// (the next checkpoint tries again).
+    EncodeFailed {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The encoder's error.
+        error: String,
     },
     /// A majority of the job's home members left the view: nothing can be
     /// committed until they return; the job fails after `fails_in`.
@@ -973,6 +995,12 @@ pub struct Jobs<P: PeerKey> {
     parked: Parked<P>,
     /// Messages refused so far.
     refused_messages: u64,
+    /// Local checkpoints that could not be encoded (and were not written).
+    encode_errors: u64,
+    /// Durable job records on disk: the (term, update) of each.
+    records_on_disk: BTreeMap<JobId, (u64, u64)>,
+    /// When to write changed durable records next.
+    next_record_persist: Instant,
     /// Pieces this peer held that were found damaged on disk, to report to
     /// their jobs' primaries once there is a view.
     lost_pieces: Vec<PieceKey>,
@@ -1013,6 +1041,9 @@ impl<P: PeerKey> Jobs<P> {
             submit_policy: SubmitPolicy::default(),
             parked: Parked::default(),
             refused_messages: 0,
+            encode_errors: 0,
+            records_on_disk: BTreeMap::new(),
+            next_record_persist: now,
             lost_pieces: Vec::new(),
         }
     }
@@ -1051,6 +1082,11 @@ impl<P: PeerKey> Jobs<P> {
     /// Messages refused so far because their sender may not send them.
     pub fn refused_messages(&self) -> u64 {
         self.refused_messages
+    }
+
+    /// Local checkpoints that could not be encoded, and so were not written.
+    pub fn encode_errors(&self) -> u64 {
+        self.encode_errors
     }
 
     /// The applications this peer can run.
@@ -1770,7 +1806,8 @@ impl<P: PeerKey> Jobs<P> {
             index: 0,
             data: PieceData::Copy(part),
         };
-        self.pieces.put(job, child, piece.clone());
+        let evicted = self.pieces.put(job, child, piece.clone());
+        self.unpersist(job, child, evicted);
         self.outputs.push_back(JobOutput::Persist {
             key: PieceKey {
                 job,
@@ -1810,7 +1847,23 @@ impl<P: PeerKey> Jobs<P> {
             state,
             shared,
         };
-        let bytes = postcard::to_stdvec(&local).unwrap_or_default();
+        let bytes = match postcard::to_stdvec(&local) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // Nothing written: empty bytes on disk would be taken for
+                // the unit. The next checkpoint tries again.
+                w.local_inflight.pop_back();
+                w.local_version -= 1;
+                w.checkpoint_asked = false;
+                self.encode_errors += 1;
+                self.event(JobEvent::EncodeFailed {
+                    job,
+                    unit,
+                    error: error.to_string(),
+                });
+                return;
+            }
+        };
         let piece = Piece {
             epoch: w.epoch,
             version,
@@ -1818,7 +1871,8 @@ impl<P: PeerKey> Jobs<P> {
             data: PieceData::Local(bytes),
         };
         // Served to a primary restoring the unit (its worker then gone).
-        self.pieces.put(job, unit, piece.clone());
+        let evicted = self.pieces.put(job, unit, piece.clone());
+        self.unpersist(job, unit, evicted);
         self.outputs.push_back(JobOutput::Persist {
             key: PieceKey {
                 job,
@@ -1935,9 +1989,26 @@ impl<P: PeerKey> Jobs<P> {
         self.backoff = self.config.request_backoff_initial;
     }
 
-    /// A unit could not run here (its state did not decode, no thread):
-    /// hand it back so it runs elsewhere.
-    pub fn unit_failed(&mut self, now: Instant, job: JobId, unit: UnitId, _error: String) {
+    /// A unit could not run here (its state did not decode, its app is
+    /// missing, no thread): the job fails with `error` as its reason (a
+    /// state that does not decode here will not decode elsewhere), rather
+    /// than the unit waiting on a peer that dropped it.
+    pub fn unit_failed(&mut self, now: Instant, job: JobId, unit: UnitId, error: String) {
+        if let Some(w) = self.running.get(&(job, unit)) {
+            let epoch = w.epoch;
+            let primary = self.primary_of(job);
+            let reason = format!("the unit could not run there: {error}");
+            self.send(
+                primary,
+                JobMsg::TooLarge {
+                    job,
+                    unit,
+                    epoch,
+                    reason,
+                },
+                false,
+            );
+        }
         self.drop_unit(job, unit);
         self.next_request_at = now + self.config.request_backoff_max;
     }

@@ -197,6 +197,15 @@ pub enum NodeOutput<P> {
         /// What.
         piece: Piece,
     },
+    /// Delete this version of a piece (the job core no longer keeps it).
+    Unpersist {
+        /// Where.
+        key: PieceKey,
+        /// Its epoch.
+        epoch: u64,
+        /// Its version.
+        version: u64,
+    },
     /// Delete a finished job's pieces.
     Forget {
         /// The job.
@@ -912,6 +921,15 @@ impl<P: PeerKey> Node<P> {
             JobOutput::Persist { key, piece } => {
                 self.outputs.push_back(NodeOutput::Persist { key, piece })
             }
+            JobOutput::Unpersist {
+                key,
+                epoch,
+                version,
+            } => self.outputs.push_back(NodeOutput::Unpersist {
+                key,
+                epoch,
+                version,
+            }),
             JobOutput::Forget { job } => self.outputs.push_back(NodeOutput::Forget { job }),
             JobOutput::Event(JobEvent::Refused { from, message, why }) => {
                 self.notice(Notice::Refused { from, message, why })

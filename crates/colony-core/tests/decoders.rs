@@ -1262,6 +1262,7 @@ impl Cluster {
                 | JobOutput::CancelAnswer { .. }
                 | JobOutput::Unknown(_)
                 | JobOutput::Forget { .. }
+                | JobOutput::Unpersist { .. }
                 | JobOutput::Event(_) => {}
             }
         }

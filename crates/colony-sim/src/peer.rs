@@ -189,6 +189,15 @@ pub enum Action {
         /// What.
         piece: Piece,
     },
+    /// Delete this version of a piece from disk.
+    Unpersist {
+        /// Where.
+        key: PieceKey,
+        /// Its epoch.
+        epoch: u64,
+        /// Its version.
+        version: u64,
+    },
     /// Delete a job's pieces from disk.
     Forget {
         /// The job.
@@ -585,6 +594,15 @@ impl SimPeer {
             }
             NodeOutput::Share { job, vars } => self.exec.share(job, &vars),
             NodeOutput::Persist { key, piece } => self.actions.push(Action::Persist { key, piece }),
+            NodeOutput::Unpersist {
+                key,
+                epoch,
+                version,
+            } => self.actions.push(Action::Unpersist {
+                key,
+                epoch,
+                version,
+            }),
             NodeOutput::Forget { job } => self.actions.push(Action::Forget { job }),
             NodeOutput::Job(event) => self.actions.push(Action::Job(event)),
             NodeOutput::Status(view) => self.actions.push(Action::Status(view)),

@@ -1159,6 +1159,25 @@ impl World {
                     self.schedule(self.now + FSYNC, Event::Fsync { peer: id, life });
                 }
             }
+            Action::Unpersist {
+                key,
+                epoch,
+                version,
+            } => {
+                // The simulated disk keeps the last piece written per key:
+                // deleted if it is that version (a pending write of the key
+                // replaces it at the next sync anyway).
+                let disk = &mut self.slots[id as usize].disk;
+                let pending = disk.pending.iter().any(|(k, _)| *k == key);
+                if !pending
+                    && disk
+                        .pieces
+                        .get(&key)
+                        .is_some_and(|p| p.epoch == epoch && p.version == version)
+                {
+                    disk.pieces.remove(&key);
+                }
+            }
             Action::Forget { job } => {
                 // Writes queued before the delete still commit (and are
                 // acknowledged), then go with it.
@@ -1317,7 +1336,7 @@ impl World {
             JobEvent::CheckpointAcked { unit, seq, .. } => {
                 self.trace.record(now, 18, &[u64::from(id), *unit, *seq]);
             }
-            JobEvent::HomeMajorityLost { .. } => {}
+            JobEvent::HomeMajorityLost { .. } | JobEvent::EncodeFailed { .. } => {}
         }
     }
 

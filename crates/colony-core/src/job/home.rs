@@ -18,14 +18,33 @@ use crate::erasure::{self, Shard};
 use crate::ft::{CheckpointStorage, FaultTolerance};
 use crate::PeerKey;
 
+/// Where `job`'s record is on disk.
+fn record_key(job: JobId) -> PieceKey {
+    PieceKey {
+        job,
+        unit: RECORD_UNIT,
+        index: RECORD_INDEX,
+    }
+}
+
 /// Piece index of a checkpoint kept on the worker's own disk.
 pub(super) const LOCAL_INDEX: u8 = u8::MAX;
+
+/// Where a home member keeps a durable job's record on disk: this unit
+/// and piece index of the job, its term and update number as the piece's
+/// epoch and version.
+pub(super) const RECORD_UNIT: UnitId = u64::MAX;
+/// See [`RECORD_UNIT`].
+pub(super) const RECORD_INDEX: u8 = u8::MAX - 1;
+
+/// How often a home member writes a durable job's record when it changed.
+const RECORD_PERSIST_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often a restore waiting for holders asks again.
 const RESTORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Checkpoints of a unit a holder keeps.
-const KEPT_CHECKPOINTS: usize = 3;
+pub(super) const KEPT_CHECKPOINTS: usize = 3;
 
 /// Where a checkpoint piece lives on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -88,13 +107,17 @@ impl<P> Default for PieceStore<P> {
 }
 
 impl<P> PieceStore<P> {
-    pub(super) fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) {
+    /// Keeps `piece` of `unit`'s checkpoints; returns the pieces pushed out
+    /// (beyond the newest checkpoints and the one the record points to) as
+    /// (epoch, version, index), for their copies on disk to be deleted.
+    #[must_use]
+    pub(super) fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) -> Vec<(Epoch, u64, u8)> {
         let list = self.pieces.entry((job, unit)).or_default();
         if list
             .iter()
             .any(|p| p.epoch == piece.epoch && p.version == piece.version && p.index == piece.index)
         {
-            return;
+            return Vec::new();
         }
         list.push(piece);
         // Keep the pieces of the three newest checkpoints.
@@ -106,9 +129,16 @@ impl<P> PieceStore<P> {
         }
         groups.truncate(KEPT_CHECKPOINTS);
         let kept = self.kept.get(&(job, unit));
+        let mut evicted = Vec::new();
         list.retain(|p| {
-            groups.contains(&(p.epoch, p.version)) || kept == Some(&(p.epoch, p.version))
+            let keep =
+                groups.contains(&(p.epoch, p.version)) || kept == Some(&(p.epoch, p.version));
+            if !keep {
+                evicted.push((p.epoch, p.version, p.index));
+            }
+            keep
         });
+        evicted
     }
 
     /// Remembers which of `unit`'s checkpoints its job record points to.
@@ -349,6 +379,11 @@ pub(super) struct HomeState<P> {
     next_holds_at: Instant,
     /// Since when a majority of the home's members is gone from the view.
     majority_lost_since: Option<Instant>,
+    /// Read back from disk after a restart and not yet resynchronised by
+    /// a live primary: if this member becomes primary, every unit out is
+    /// reissued from its checkpoint (the record may miss the last changes
+    /// before the restart, so the workers' copies cannot be trusted).
+    restored: bool,
 }
 
 impl<P: PeerKey> HomeState<P> {
@@ -417,6 +452,7 @@ impl<P: PeerKey> HomeState<P> {
             holds_asked: BTreeMap::new(),
             next_holds_at: now,
             majority_lost_since: None,
+            restored: false,
         }
     }
 
@@ -878,9 +914,10 @@ impl<P: PeerKey> Jobs<P> {
         durable: bool,
     ) {
         let (epoch, version, index) = (piece.epoch, piece.version, piece.index);
-        self.pieces.put(job, unit, piece.clone());
+        let evicted = self.pieces.put(job, unit, piece.clone());
         self.pieces.touch(job, now);
         if durable {
+            self.unpersist(job, unit, evicted);
             let key = PieceKey { job, unit, index };
             self.pieces
                 .persisting
@@ -934,9 +971,159 @@ impl<P: PeerKey> Jobs<P> {
 
     /// Pieces read back from disk after a restart, this worker's local
     /// units included: served to primaries that need them.
-    pub fn load_pieces(&mut self, pieces: Vec<(PieceKey, Piece)>) {
+    /// Durable job records among them rejoin their homes (as backups
+    /// without a primary, which campaign); returns how many.
+    pub fn load_pieces(&mut self, pieces: Vec<(PieceKey, Piece)>) -> usize {
+        let mut records = 0;
         for (key, piece) in pieces {
-            self.pieces.put(key.job, key.unit, piece);
+            if key.unit == RECORD_UNIT && key.index == RECORD_INDEX {
+                records += usize::from(self.restore_record(key.job, piece));
+                continue;
+            }
+            let evicted = self.pieces.put(key.job, key.unit, piece);
+            self.unpersist(key.job, key.unit, evicted);
+        }
+        records
+    }
+
+    /// A durable job's record this member wrote before a restart: it
+    /// rejoins the home as a backup without a primary, and campaigns.
+    fn restore_record(&mut self, job: JobId, piece: Piece) -> bool {
+        let (term, seq) = (piece.epoch, piece.version);
+        let PieceData::Copy(bytes) = piece.data else {
+            return false;
+        };
+        let Ok(record) = postcard::from_bytes::<Record<P>>(&bytes) else {
+            return false;
+        };
+        let newer = self
+            .records_on_disk
+            .get(&job)
+            .is_none_or(|on_disk| *on_disk < (term, seq));
+        if !newer || self.homes.len() >= self.config.max_active_jobs {
+            return false;
+        }
+        let now = self.next_tick;
+        let mut state = HomeState::new(record, Role::Backup { primary: None }, term, now);
+        state.seq = seq;
+        state.restored = true;
+        if state.record.state != JobState::Running {
+            state.finished = Some(now);
+        }
+        self.homes.insert(job, state);
+        self.records_on_disk.insert(job, (term, seq));
+        true
+    }
+
+    /// Writes the record of every durable job homed here that changed
+    /// since it was last written (at most every 100 ms, so writes of many
+    /// commits share one fsync), and deletes the records of jobs no longer
+    /// homed here.
+    pub(super) fn persist_records(&mut self, now: Instant) {
+        if now < self.next_record_persist {
+            return;
+        }
+        self.next_record_persist = now + RECORD_PERSIST_INTERVAL;
+        let gone: Vec<JobId> = self
+            .records_on_disk
+            .keys()
+            .filter(|job| !self.homes.contains_key(job))
+            .copied()
+            .collect();
+        for job in gone {
+            if let Some((term, seq)) = self.records_on_disk.remove(&job) {
+                self.outputs.push_back(JobOutput::Unpersist {
+                    key: record_key(job),
+                    epoch: term,
+                    version: seq,
+                });
+            }
+        }
+        let changed: Vec<(JobId, u64, u64)> = self
+            .homes
+            .iter()
+            .filter(|(_, h)| h.record.ft.durable)
+            .filter(|(job, h)| self.records_on_disk.get(job) != Some(&(h.term, h.seq)))
+            .map(|(job, h)| (*job, h.term, h.seq))
+            .collect();
+        for (job, term, seq) in changed {
+            let Some(h) = self.homes.get(&job) else {
+                continue;
+            };
+            let bytes = match postcard::to_stdvec(&h.snapshot(now)) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    self.encode_errors += 1;
+                    self.event(JobEvent::EncodeFailed {
+                        job,
+                        unit: RECORD_UNIT,
+                        error: error.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let piece = Piece {
+                epoch: term,
+                version: seq,
+                index: RECORD_INDEX,
+                data: PieceData::Copy(bytes),
+            };
+            self.outputs.push_back(JobOutput::Persist {
+                key: record_key(job),
+                piece,
+            });
+            // The older version goes once the newer is queued before it.
+            if let Some((term, seq)) = self.records_on_disk.insert(job, (term, seq)) {
+                self.outputs.push_back(JobOutput::Unpersist {
+                    key: record_key(job),
+                    epoch: term,
+                    version: seq,
+                });
+            }
+        }
+    }
+
+    /// A record read back from disk: once this member follows a live
+    /// primary it is resynchronised; once it is the primary itself, every
+    /// unit out is reissued from its last checkpoint.
+    fn resume_restored(&mut self, now: Instant, job: JobId) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if !h.restored {
+            return;
+        }
+        if !h.is_primary() {
+            if h.primary().is_some() {
+                h.restored = false;
+            }
+            return;
+        }
+        h.restored = false;
+        if h.record.state != JobState::Running {
+            return;
+        }
+        let out: Vec<(UnitId, P)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.status, UnitStatus::Assigned | UnitStatus::Running))
+            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, p)))
+            .collect();
+        for (unit, holder) in out {
+            self.reissue_unit(now, job, unit, holder, true);
+        }
+        self.commit(now, job, Vec::new());
+    }
+
+    /// Deletes from disk the pieces of `unit` no longer kept.
+    pub(super) fn unpersist(&mut self, job: JobId, unit: UnitId, evicted: Vec<(Epoch, u64, u8)>) {
+        for (epoch, version, index) in evicted {
+            self.outputs.push_back(JobOutput::Unpersist {
+                key: PieceKey { job, unit, index },
+                epoch,
+                version,
+            });
         }
     }
 
@@ -1849,10 +2036,10 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         h.next_advert_at = now + self.config.advert_interval;
-        let msg = {
-            let h = &self.homes[&job];
-            self.advert(job, &h.record.app, h.submitter())
+        let Some(h) = self.homes.get(&job) else {
+            return;
         };
+        let msg = self.advert(job, &h.record.app, h.submitter());
         for to in self.members.clone() {
             self.send(to, msg.clone(), false);
         }
@@ -2228,15 +2415,19 @@ impl<P: PeerKey> Jobs<P> {
             previous: previous_primary,
         });
         self.maintain(now, job);
-        // Units whose holders are gone, and queued ones, need their state.
-        let lost: Vec<(UnitId, Option<P>)> = self.homes[&job]
+        // Units whose holders are gone, and queued ones, need their state
+        // (the record may have gone with a hand-over).
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let lost: Vec<(UnitId, Option<P>)> = h
             .record
             .units
             .iter()
             .filter(|(id, u)| match u.status {
                 UnitStatus::Queued => true,
                 UnitStatus::Assigned | UnitStatus::Running => {
-                    u.holder.is_none() || self.unit_lost(job, **id, u, &self.homes[&job].record.ft)
+                    u.holder.is_none() || self.unit_lost(job, **id, u, &h.record.ft)
                 }
                 UnitStatus::Done => false,
             })
@@ -2248,7 +2439,13 @@ impl<P: PeerKey> Jobs<P> {
                 None => self.restore_unit(now, job, unit),
             }
         }
-        let finished = self.homes[&job].record.state != JobState::Running;
+        let Some(finished) = self
+            .homes
+            .get(&job)
+            .map(|h| h.record.state != JobState::Running)
+        else {
+            return;
+        };
         if finished {
             // The submitter may have missed the result.
             if let Some(view) = self.view(now, job) {
@@ -2317,7 +2514,10 @@ impl<P: PeerKey> Jobs<P> {
                     h.ready.insert(unit, state);
                 }
             }
-            let has_state = self.homes[&job].ready.contains_key(&unit);
+            let has_state = self
+                .homes
+                .get(&job)
+                .is_some_and(|h| h.ready.contains_key(&unit));
             if !has_state {
                 self.fail_job(
                     now,
@@ -3038,8 +3238,10 @@ impl<P: PeerKey> Jobs<P> {
     /// that timed out, retention.
     pub(super) fn home_timeouts(&mut self, now: Instant) {
         let jobs: Vec<JobId> = self.homes.keys().copied().collect();
+        self.persist_records(now);
         for job in jobs {
             self.watch_majority(now, job);
+            self.resume_restored(now, job);
             let Some(h) = self.homes.get(&job) else {
                 continue;
             };

@@ -36,6 +36,11 @@ impl Driver {
             }
             NodeOutput::Share { job, vars } => self.compute.share(job, &vars),
             NodeOutput::Persist { key, piece } => self.persist_piece(key, piece),
+            NodeOutput::Unpersist {
+                key,
+                epoch,
+                version,
+            } => self.unpersist_piece(key, epoch, version),
             NodeOutput::Forget { job } => self.forget_pieces(job),
             NodeOutput::Job(event) => log_job_event(&event),
             NodeOutput::CancelAnswer { job, refused } => {
@@ -163,6 +168,9 @@ fn log_job_event(event: &JobEvent<PeerId>) {
             warn!(%job, unit, holders = holders.len(), "checkpoint lost")
         }
         JobEvent::Finished { job, ok } => info!(%job, ok, "job finished"),
+        JobEvent::EncodeFailed { job, unit, error } => {
+            warn!(%job, unit, %error, "local checkpoint not encoded; not written")
+        }
         JobEvent::HomeMajorityLost {
             job,
             gone,
@@ -201,6 +209,8 @@ impl Driver {
         let bytes = match wire::encode(&piece, usize::MAX) {
             Ok(bytes) => bytes,
             Err(error) => {
+                // Empty bytes on disk would be taken for the piece: nothing
+                // is written, the primary keeps waiting and re-sends.
                 self.counters.checkpoint_write_errors += 1;
                 warn!(%error, job = %key.job, unit = key.unit, "checkpoint piece not encoded; not written");
                 return;
@@ -259,6 +269,22 @@ impl Driver {
         }
     }
 
+    /// Deletes one version of a piece the job core no longer keeps.
+    fn unpersist_piece(&mut self, key: PieceKey, epoch: u64, version: u64) {
+        let store_key = colony_store::PieceKey {
+            job: key.job.0,
+            unit: key.unit,
+            holder_index: key.index,
+        };
+        if let Err(error) = self
+            .checkpoints
+            .remove(store_key, epoch, version, Box::new(|_| {}))
+        {
+            // Left on disk until the job's pieces are forgotten.
+            warn!(%error, job = %key.job, unit = key.unit, "old checkpoint piece not deleted");
+        }
+    }
+
     /// Deletes a finished job's pieces from disk.
     fn forget_pieces(&mut self, job: JobId) {
         if let Err(error) = self.checkpoints.remove_job(job.0, Box::new(|_| {})) {
@@ -307,7 +333,9 @@ pub(crate) fn restore_checkpoints(
             .collect(),
     );
     let mut pieces = Vec::new();
-    let mut local = Vec::new();
+    // Per unit, its newest local piece (the store lists versions oldest
+    // first).
+    let mut local = std::collections::BTreeMap::new();
     for (key, stored) in stored {
         let Ok(piece) = wire::decode::<Piece>(&stored.bytes, usize::MAX) else {
             warn!(unit = key.unit, "corrupt checkpoint piece skipped");
@@ -316,7 +344,9 @@ pub(crate) fn restore_checkpoints(
         match &piece.data {
             colony_core::job::PieceData::Local(bytes) => {
                 match wire::decode::<colony_core::job::LocalUnit>(bytes, usize::MAX) {
-                    Ok(unit) => local.push(unit),
+                    Ok(unit) => {
+                        local.insert((unit.job, unit.unit), unit);
+                    }
                     Err(_) => warn!(unit = key.unit, "corrupt local checkpoint skipped"),
                 }
             }
@@ -337,6 +367,12 @@ pub(crate) fn restore_checkpoints(
             "checkpoints found on disk"
         );
     }
-    jobs.load_pieces(pieces);
-    jobs.restore_local(now, local);
+    let records = jobs.load_pieces(pieces);
+    if records > 0 {
+        info!(
+            records,
+            "durable job records found on disk: rejoining their homes"
+        );
+    }
+    jobs.restore_local(now, local.into_values().collect());
 }
