@@ -356,8 +356,8 @@ pub struct Membership<P: PeerKey> {
     detectors: BTreeMap<P, PhiDetector>,
     /// Pending changes with the number of sends left.
     broadcasts: Broadcasts<P>,
-    /// See [`Membership::take_changed`].
-    changed: BTreeSet<P>,
+    /// See [`Membership::take_changed`]; `None` until it is first called.
+    changed: Option<BTreeSet<P>>,
     outputs: VecDeque<Output<P>>,
     rng: SmallRng,
     next_probe_no: u64,
@@ -396,7 +396,7 @@ impl<P: PeerKey> Membership<P> {
             gone: BTreeSet::new(),
             detectors: BTreeMap::new(),
             broadcasts: Broadcasts::default(),
-            changed: BTreeSet::new(),
+            changed: None,
             outputs: VecDeque::new(),
             rng,
             next_probe_no: 0,
@@ -462,12 +462,16 @@ impl<P: PeerKey> Membership<P> {
     }
 
     /// The members whose record was added, replaced or forgotten since the
-    /// last call, in peer order: a driver that keeps something derived
-    /// from the view (another core's member list) updates just these,
-    /// instead of rebuilding it from the whole view on every event. At
-    /// most one entry per member is held.
+    /// last call (the first call names every member), in peer order: a
+    /// driver that keeps something derived from the view (another core's
+    /// member list) updates just these, instead of rebuilding it from the
+    /// whole view on every event. Changes are only tracked once this has
+    /// been called, and then hold one entry per peer until the next call.
     pub fn take_changed(&mut self) -> BTreeSet<P> {
-        std::mem::take(&mut self.changed)
+        match self.changed.replace(BTreeSet::new()) {
+            Some(changed) => changed,
+            None => self.members.keys().cloned().collect(),
+        }
     }
 
     /// Applies one input.
@@ -687,7 +691,9 @@ impl<P: PeerKey> Membership<P> {
         self.members.remove(peer);
         self.gone.remove(peer);
         self.suspected.remove(peer);
-        self.changed.insert(peer.clone());
+        if let Some(changed) = self.changed.as_mut() {
+            changed.insert(peer.clone());
+        }
     }
 
     /// In debug builds: the indexes kept beside the view agree with it.
@@ -911,7 +917,9 @@ impl<P: PeerKey> Membership<P> {
             times_declared_dead: 0,
         });
         member.record = record.clone();
-        self.changed.insert(peer.clone());
+        if let Some(changed) = self.changed.as_mut() {
+            changed.insert(peer.clone());
+        }
         if state_changed {
             member.state_since = now;
             member.suspect_deadline =
