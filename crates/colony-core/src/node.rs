@@ -24,7 +24,7 @@
 //! - job queries, asked of the probable home first and then of every live
 //!   member.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::acquaintance::{AcquaintanceOutput, Acquaintances};
@@ -377,6 +377,8 @@ pub struct Node<P: PeerKey> {
     next_token: u64,
     in_flight: BTreeMap<u64, InFlight<P>>,
     queries: BTreeMap<JobId, JobQuery<P>>,
+    /// Members membership suspects now, kept change by change.
+    suspects: BTreeSet<P>,
     counters: NodeCounters,
     outputs: VecDeque<NodeOutput<P>>,
 }
@@ -437,6 +439,7 @@ impl<P: PeerKey> Node<P> {
             next_token: 0,
             in_flight: BTreeMap::new(),
             queries: BTreeMap::new(),
+            suspects: BTreeSet::new(),
             counters: NodeCounters::default(),
             outputs: VecDeque::new(),
         }
@@ -756,21 +759,32 @@ impl<P: PeerKey> Node<P> {
     }
 
     /// Tells the job core who is alive, with their loads, and who is only
-    /// suspected.
+    /// suspected: only the members whose record changed since the last
+    /// time, not the whole view (O(n) on each of O(n) events per peer).
     fn update_job_members(&mut self, now: Instant) {
-        let view = self.membership.view(now);
-        let suspects = view
-            .iter()
-            .filter(|m| m.record.state == MemberState::Suspect)
-            .map(|m| m.record.peer.clone())
-            .collect();
-        let members = view
-            .into_iter()
-            .filter(|m| m.record.state == MemberState::Alive)
-            .map(|m| (m.record.peer, m.record.stats.load_avg_1m))
-            .collect();
-        self.jobs.set_suspects(suspects);
-        self.jobs.set_members(now, members);
+        let mut suspects_changed = false;
+        for peer in self.membership.take_changed() {
+            let state = self
+                .membership
+                .record_of(&peer)
+                .map(|r| (r.state, r.stats.load_avg_1m));
+            let load = match state {
+                Some((MemberState::Alive, load)) => Some(load),
+                _ => None,
+            };
+            let suspect = matches!(state, Some((MemberState::Suspect, _)));
+            suspects_changed |= if suspect {
+                self.suspects.insert(peer.clone())
+            } else {
+                self.suspects.remove(&peer)
+            };
+            self.jobs.update_member(peer, load);
+        }
+        if suspects_changed {
+            self.jobs
+                .set_suspects(self.suspects.iter().cloned().collect());
+        }
+        self.jobs.refresh_members(now);
     }
 
     fn on_pipe_output(&mut self, now: Instant, out: PipeOutput<P>) {

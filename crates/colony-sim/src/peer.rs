@@ -488,10 +488,9 @@ impl SimPeer {
         let alive: Vec<u32> = self
             .node
             .membership()
-            .view(now)
-            .into_iter()
-            .filter(|m| m.record.state == MemberState::Alive)
-            .map(|m| m.record.peer)
+            .records()
+            .filter(|r| r.state == MemberState::Alive)
+            .map(|r| r.peer)
             .collect();
         let Some(&to) = self.rng.pick(&alive) else {
             return;
