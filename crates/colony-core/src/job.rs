@@ -1919,15 +1919,25 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// Whether a graceful leave is complete: every unit handed back and
-    /// acknowledged, every primary role handed over.
+    /// acknowledged, every primary role handed over. A unit being stopped
+    /// for the leave counts until the primary acknowledged its hand-back
+    /// (it is dropped then): leaving before its thread stopped would lose
+    /// the work done since its last checkpoint.
     pub fn has_left(&self) -> bool {
         self.leaving
-            && self
-                .running
-                .values()
-                .all(|w| w.stopping.is_some() && w.unacked.is_empty())
-            && self.running.values().all(|w| w.unacked.is_empty())
+            && self.running.values().all(|w| {
+                matches!(w.stopping, Some(StopReason::Stale | StopReason::Resuming))
+                    && w.unacked.is_empty()
+            })
             && self.homes_handed_over()
+    }
+
+    /// Units still to hand back before a graceful leave is complete.
+    pub fn units_to_hand_back(&self) -> usize {
+        self.running
+            .values()
+            .filter(|w| w.stopping == Some(StopReason::Leaving) || !w.unacked.is_empty())
+            .count()
     }
 
     fn forget_job(&mut self, job: JobId) {

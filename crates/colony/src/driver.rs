@@ -88,9 +88,10 @@ enum Wake {
     Timer,
 }
 
-/// Longest a leaving peer waits for its units and job records to be taken
-/// over before it leaves anyway.
-const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a leaving peer waits for its units' hand-backs to be
+/// acknowledged and its job records to be taken over before it leaves
+/// anyway (its units are then reissued from their last checkpoints).
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 mod jobs;
 
@@ -285,7 +286,11 @@ impl Driver {
                 let deadline = *leave_deadline.get_or_insert(Instant::now() + HAND_OVER_TIMEOUT);
                 if self.jobs.has_left() || Instant::now() >= deadline {
                     if !self.jobs.has_left() {
-                        warn!("leaving before every unit was handed back");
+                        warn!(
+                            units_not_handed_back = self.jobs.units_to_hand_back(),
+                            waited_s = HAND_OVER_TIMEOUT.as_secs(),
+                            "leaving before every unit was handed back and every job record handed over: those units restart from their last checkpoints"
+                        );
                     }
                     info!(peer_id = %self.info.peer_id, "leaving the network");
                     self.membership
