@@ -216,7 +216,18 @@ impl<K: Copy, P, Sn, D> HomeMsg<K, P, Sn, D> {
         }
     }
 
-    /// A short name of the message, for logs and traces.
+    /// The message's name, for refusal logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HomeMsg::Replica { .. } => "Replica",
+            HomeMsg::Ack { .. } => "ReplicaAck",
+            HomeMsg::Nack { .. } => "ReplicaNack",
+            HomeMsg::Vote { .. } => "Vote",
+            HomeMsg::VoteReply { .. } => "VoteReply",
+        }
+    }
+
+    /// A short description of the message, for logs and traces.
     pub fn describe(&self) -> String
     where
         P: Debug,
@@ -226,11 +237,11 @@ impl<K: Copy, P, Sn, D> HomeMsg<K, P, Sn, D> {
                 term, seq, update, ..
             } => {
                 let kind = match update {
-                    Update::Snapshot { .. } => "snapshot",
-                    Update::Delta { .. } => "delta",
-                    Update::Promote => "promote",
-                    Update::Release => "release",
-                    Update::Heartbeat => "heartbeat",
+                    Update::Snapshot { .. } => "Snapshot",
+                    Update::Delta { .. } => "Delta",
+                    Update::Promote => "Promote",
+                    Update::Release => "Release",
+                    Update::Heartbeat => "Heartbeat",
                 };
                 format!("Replica term {term} seq {seq} {kind}")
             }
@@ -406,11 +417,6 @@ pub struct Home<P, S: Replicated> {
     proposed: Option<(u64, Vec<P>)>,
     /// Primary: the member lists changed since the last update.
     members_dirty: bool,
-    /// Primary: the committed members before the last change, kept from
-    /// being released until a majority holds update `config_seq`, which
-    /// names the new ones.
-    retiring: Vec<P>,
-    config_seq: Option<u64>,
     /// Promoted a closer peer and waits for it to confirm.
     handing_over: Option<P>,
     /// Highest term this member voted for another member in, and whom.
@@ -451,8 +457,6 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
             pending: VecDeque::new(),
             proposed: None,
             members_dirty: false,
-            retiring: Vec::new(),
-            config_seq: None,
             handing_over: None,
             promised: term,
             voted_for: None,
@@ -534,8 +538,6 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
         self.pending.clear();
         self.proposed = None;
         self.members_dirty = false;
-        self.retiring.clear();
-        self.config_seq = None;
         self.state.clear_primary_state();
     }
 
@@ -690,6 +692,11 @@ where
     /// The homes held here.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &Home<P, S>)> {
         self.homes.iter()
+    }
+
+    /// The homes held here, without their keys.
+    pub fn values(&self) -> impl Iterator<Item = &Home<P, S>> {
+        self.homes.values()
     }
 
     /// The homes held here, to change their states.

@@ -64,9 +64,6 @@ where
         h.members_dirty = false;
         h.seq = h.seq.saturating_add(1);
         h.heard_at = now;
-        if !h.retiring.is_empty() && h.config_seq.is_none() {
-            h.config_seq = Some(h.seq);
-        }
         let (term, seq) = (h.term, h.seq);
         let members = h.members.clone();
         let config = h.config.clone();
@@ -83,7 +80,7 @@ where
     }
 
     /// Releases the effects whose updates a majority of the home confirmed.
-    pub(super) fn release(&mut self, now: Instant, key: K) {
+    pub(super) fn release(&mut self, _now: Instant, key: K) {
         let me = self.me.clone();
         let Some(h) = self.homes.get_mut(&key) else {
             return;
@@ -101,22 +98,13 @@ where
             }
         };
         let committed = majority_seq(&h.config, held).min(majority_seq(&h.members, held));
-        if h.config_seq.is_some_and(|s| s <= committed) {
-            // A majority knows the new committed members: the old ones
-            // are no longer needed by any election.
-            h.config_seq = None;
-            h.retiring.clear();
-        }
-        let mut config_changed = false;
         if let Some((_, members)) = h.proposed.take_if(|(seq, _)| *seq <= committed) {
-            // Members of the old list leave only once a majority has been
-            // told the new one: a backup that still counts them would
-            // otherwise wait for their votes forever if this primary died.
-            let old = std::mem::replace(&mut h.config, members);
-            h.retiring = old;
-            h.config_seq = None;
+            // Sent with the next update. (Members of the old list that are
+            // not in the new one may be released from now on: if this
+            // primary dies before a majority of backups heard of the new
+            // list, those backups still count the released member's vote.)
+            h.config = members;
             h.members_dirty = true;
-            config_changed = true;
         }
         let mut released = Vec::new();
         while h.pending.front().is_some_and(|p| p.seq <= committed) {
@@ -138,9 +126,6 @@ where
                 key,
                 effects: released,
             });
-        }
-        if config_changed {
-            self.send_delta(now, key);
         }
     }
 
@@ -189,11 +174,7 @@ where
         leaving.truncate(excess);
         let gone: Vec<P> = gone
             .into_iter()
-            .filter(|p| {
-                !h.config.contains(p)
-                    && !h.retiring.contains(p)
-                    && (leaving.contains(p) || !h.members.contains(p))
-            })
+            .filter(|p| !h.config.contains(p) && (leaving.contains(p) || !h.members.contains(p)))
             .collect();
         let snapshot = (!fresh.is_empty()).then(|| h.state.snapshot(now));
         let (members, config) = (h.members.clone(), h.config.clone());
