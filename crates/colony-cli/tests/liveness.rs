@@ -113,3 +113,121 @@ async fn a_worker_leaving_mid_unit_hands_its_state_back() {
     assert_eq!(info.reissued, 0, "{info:?}");
     assert_eq!(info.work, NQUEENS_16_WORK, "no work redone: {info:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_paused_and_resumed_never_stalls_its_job() {
+    let _serial = SERIAL.lock().await;
+    let peers = start_network(
+        &test_dir("pause-primary"),
+        4,
+        &["--cores".into(), "1".into()],
+    );
+    formed(&peers).await;
+    for run in 0..3 {
+        formed(&peers).await;
+        let job = submit_nqueens(&peers[run % peers.len()], 16, 1).await;
+        let info = wait_until(Duration::from_secs(10), "the job's record", || {
+            job_info(&peers, &job)
+        })
+        .await;
+        let primary = peers
+            .iter()
+            .position(|p| p.info.peer_id == info.home)
+            .expect("the primary is one of ours");
+        wait_until(Duration::from_secs(20), "units to run", || async {
+            let info = job_info(&peers, &job).await?;
+            (info.work > 0 && info.units >= 2).then_some(())
+        })
+        .await;
+        eprintln!("run {run}: SIGSTOP to the primary, peer {primary}, for 10 s");
+        peers[primary].signal("STOP");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        peers[primary].signal("CONT");
+        let info = wait_result(&peers, &job, Duration::from_secs(90)).await;
+        eprintln!(
+            "figure: run {run}: primary paused 10 s: {} in {:.1} s, {} units, {} reissued, {} takeovers",
+            info.state, info.elapsed_s, info.units, info.reissued, info.takeovers
+        );
+        assert_eq!(info.state, "done", "run {run}: {info:?}");
+        assert_eq!(info.verified, Some(true), "run {run}: {info:?}");
+        assert_eq!(info.units, info.units_done, "run {run}: {info:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_that_lost_its_majority_fails_the_job_clearly() {
+    let _serial = SERIAL.lock().await;
+    let mut peers = start_network(
+        &test_dir("lost-majority"),
+        4,
+        &["--cores".into(), "1".into()],
+    );
+    formed(&peers).await;
+    // Far too long to finish within the test.
+    let job = submit_nqueens(&peers[0], 18, 1).await;
+    let info = wait_until(
+        Duration::from_secs(20),
+        "the job's home to form",
+        || async {
+            let info = job_info(&peers, &job).await?;
+            (info.home_members.len() == 3 && info.units >= 2).then_some(info)
+        },
+    )
+    .await;
+    let victims: Vec<usize> = (1..peers.len())
+        .filter(|i| {
+            info.home_members
+                .contains(&peers[*i].info.peer_id.to_string())
+        })
+        .take(2)
+        .collect();
+    let survivor = (0..peers.len())
+        .find(|i| {
+            !victims.contains(i)
+                && info
+                    .home_members
+                    .contains(&peers[*i].info.peer_id.to_string())
+        })
+        .expect("a third member");
+    eprintln!("SIGKILL to home members {victims:?}; member {survivor} survives");
+    let killed = std::time::Instant::now();
+    for victim in &victims {
+        peers[*victim].kill();
+    }
+    // The submitter hears of the failure, with the reason, within the
+    // patience (30 s) plus the time to notice the deaths.
+    let failed = wait_until(Duration::from_secs(60), "the job to fail", || async {
+        let info = peers[0].job_info(&job).await?;
+        (info.state != "running").then_some(info)
+    })
+    .await;
+    eprintln!(
+        "figure: home majority lost: the job failed {:.1} s after the kill: {:?}",
+        killed.elapsed().as_secs_f64(),
+        failed.error
+    );
+    assert_eq!(failed.state, "failed", "{failed:?}");
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains("lost its majority"), "{error}");
+    assert!(error.contains("2 of its 3 members"), "{error}");
+    // The surviving member said so as soon as it saw the deaths.
+    let log = peers[survivor].log();
+    assert!(
+        log.contains("the job's home lost its majority"),
+        "the survivor warns: {log}"
+    );
+    // `colony result` from another peer fails with the reason.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args([
+            "result",
+            &job,
+            "--api",
+            &peers[0].api().to_string(),
+            "--data-dir",
+            &peers[0].dir.display().to_string(),
+        ])
+        .output()
+        .expect("colony result");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("lost its majority"), "{stdout}");
+}

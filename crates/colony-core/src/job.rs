@@ -169,6 +169,14 @@ pub struct JobConfig {
     pub restore_patience: Duration,
     /// How often the primary sends progress to the submitter.
     pub progress_interval: Duration,
+    /// How long a home member waits for a majority of its home's members
+    /// to be back in the view before it fails the job (no change can be
+    /// committed without them).
+    pub majority_patience: Duration,
+    /// How often the primary asks each worker the record names as running
+    /// a unit which units it holds; a unit the worker does not hold is
+    /// reissued from its last checkpoint.
+    pub holdings_interval: Duration,
     /// How long a finished job's result stays retrievable.
     pub result_retention: Duration,
     /// Most finished jobs retained.
@@ -203,6 +211,8 @@ impl Default for JobConfig {
             primary_silence: Duration::from_millis(1500),
             restore_patience: Duration::from_secs(30),
             progress_interval: Duration::from_millis(250),
+            holdings_interval: Duration::from_secs(2),
+            majority_patience: Duration::from_secs(30),
             result_retention: Duration::from_secs(3600),
             max_retained_results: 1000,
             max_active_jobs: 64,
@@ -599,7 +609,8 @@ pub enum JobMsg<P> {
         epoch: Epoch,
     },
     /// Worker → primary: a report on this unit is over its size limit and
-    /// cannot be sent; the job fails with `reason`.
+    /// cannot be sent, or the unit cannot run on the worker; the job fails
+    /// with `reason`.
     TooLarge {
         /// The job.
         job: JobId,
@@ -609,6 +620,25 @@ pub enum JobMsg<P> {
         epoch: Epoch,
         /// What was too large, with its size and the limit.
         reason: String,
+    },
+    /// Primary → worker: which units of this job do you hold? Asked now
+    /// and then of every worker the record names as running a unit, so a
+    /// unit recorded on a live worker that no longer has it is found.
+    Holds {
+        /// The job.
+        job: JobId,
+        /// Token to quote in the answer.
+        token: u64,
+    },
+    /// Worker → primary: the answer to [`JobMsg::Holds`]: every unit of the
+    /// job this worker still has, with the epoch it runs.
+    Held {
+        /// The job.
+        job: JobId,
+        /// The question's token.
+        token: u64,
+        /// (unit, epoch) of each unit held.
+        units: Vec<(UnitId, Epoch)>,
     },
 }
 
@@ -676,6 +706,17 @@ pub enum JobOutput<P> {
         key: PieceKey,
         /// What.
         piece: Piece,
+    },
+    /// Delete this version of a piece from disk: a newer checkpoint
+    /// replaced it (pieces are stored under versioned keys, so a newer,
+    /// not yet committed piece never overwrites the committed one).
+    Unpersist {
+        /// Which piece.
+        key: PieceKey,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Its version.
+        version: u64,
     },
     /// Delete every piece of this job from disk.
     Forget {
@@ -755,6 +796,26 @@ pub enum JobEvent<P> {
         job: JobId,
         /// Whether it succeeded.
         ok: bool,
+    },
+    /// A unit's local checkpoint could not be encoded: nothing was written
+    /// (the next checkpoint tries again).
+    EncodeFailed {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The encoder's error.
+        error: String,
+    },
+    /// A majority of the job's home members left the view: nothing can be
+    /// committed until they return; the job fails after `fails_in`.
+    HomeMajorityLost {
+        /// The job.
+        job: JobId,
+        /// The members gone.
+        gone: Vec<P>,
+        /// How long until the job fails if they stay away.
+        fails_in: Duration,
     },
     /// A message was refused: its sender may not send it (see
     /// [`Refusal`]). The driver logs these rate-limited per peer.
@@ -877,6 +938,8 @@ pub struct Jobs<P: PeerKey> {
     parked: Parked<P>,
     /// Messages refused so far.
     refused_messages: u64,
+    /// Local checkpoints that could not be encoded (and were not written).
+    encode_errors: u64,
     /// Pieces this peer held that were found damaged on disk, to report to
     /// their jobs' primaries once there is a view.
     lost_pieces: Vec<PieceKey>,
@@ -930,6 +993,7 @@ impl<P: PeerKey> Jobs<P> {
             submit_policy: SubmitPolicy::default(),
             parked: Parked::default(),
             refused_messages: 0,
+            encode_errors: 0,
             lost_pieces: Vec::new(),
         }
     }
@@ -968,6 +1032,11 @@ impl<P: PeerKey> Jobs<P> {
     /// Messages refused so far because their sender may not send them.
     pub fn refused_messages(&self) -> u64 {
         self.refused_messages
+    }
+
+    /// Local checkpoints that could not be encoded, and so were not written.
+    pub fn encode_errors(&self) -> u64 {
+        self.encode_errors
     }
 
     /// The applications this peer can run.
@@ -1218,6 +1287,16 @@ impl<P: PeerKey> Jobs<P> {
                 epoch,
                 reason,
             } => self.on_too_large(now, from, job, unit, epoch, reason),
+            JobMsg::Holds { job, token } => {
+                let units = self
+                    .running
+                    .iter()
+                    .filter(|((j, _), _)| *j == job)
+                    .map(|((_, unit), w)| (*unit, w.epoch))
+                    .collect();
+                self.send(from, JobMsg::Held { job, token, units }, false);
+            }
+            JobMsg::Held { job, token, units } => self.on_held(now, from, job, token, units),
         }
     }
 
@@ -1650,7 +1729,8 @@ impl<P: PeerKey> Jobs<P> {
             index: 0,
             data: PieceData::Copy(part),
         };
-        self.pieces.put(job, child, piece.clone());
+        let evicted = self.pieces.put(job, child, piece.clone());
+        self.unpersist(job, child, evicted);
         self.outputs.push_back(JobOutput::Persist {
             key: PieceKey {
                 job,
@@ -1690,7 +1770,23 @@ impl<P: PeerKey> Jobs<P> {
             state,
             shared,
         };
-        let bytes = postcard::to_stdvec(&local).unwrap_or_default();
+        let bytes = match postcard::to_stdvec(&local) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // Nothing written: empty bytes on disk would be taken for
+                // the unit. The next checkpoint tries again.
+                w.local_inflight.pop_back();
+                w.local_version -= 1;
+                w.checkpoint_asked = false;
+                self.encode_errors += 1;
+                self.event(JobEvent::EncodeFailed {
+                    job,
+                    unit,
+                    error: error.to_string(),
+                });
+                return;
+            }
+        };
         let piece = Piece {
             epoch: w.epoch,
             version,
@@ -1698,7 +1794,8 @@ impl<P: PeerKey> Jobs<P> {
             data: PieceData::Local(bytes),
         };
         // Served to a primary restoring the unit (its worker then gone).
-        self.pieces.put(job, unit, piece.clone());
+        let evicted = self.pieces.put(job, unit, piece.clone());
+        self.unpersist(job, unit, evicted);
         self.outputs.push_back(JobOutput::Persist {
             key: PieceKey {
                 job,
@@ -1815,9 +1912,26 @@ impl<P: PeerKey> Jobs<P> {
         self.backoff = self.config.request_backoff_initial;
     }
 
-    /// A unit could not run here (its state did not decode, no thread):
-    /// hand it back so it runs elsewhere.
-    pub fn unit_failed(&mut self, now: Instant, job: JobId, unit: UnitId, _error: String) {
+    /// A unit could not run here (its state did not decode, its app is
+    /// missing, no thread): the job fails with `error` as its reason (a
+    /// state that does not decode here will not decode elsewhere), rather
+    /// than the unit waiting on a peer that dropped it.
+    pub fn unit_failed(&mut self, now: Instant, job: JobId, unit: UnitId, error: String) {
+        if let Some(w) = self.running.get(&(job, unit)) {
+            let epoch = w.epoch;
+            let primary = self.primary_of(job);
+            let reason = format!("the unit could not run there: {error}");
+            self.send(
+                primary,
+                JobMsg::TooLarge {
+                    job,
+                    unit,
+                    epoch,
+                    reason,
+                },
+                false,
+            );
+        }
         self.drop_unit(job, unit);
         self.next_request_at = now + self.config.request_backoff_max;
     }

@@ -430,6 +430,13 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
             unit,
             epoch
         }),
+        (job_id(), num()).prop_map(|(job, token)| JobMsg::Holds { job, token }),
+        (
+            job_id(),
+            num(),
+            proptest::collection::vec((num(), num()), 0..8)
+        )
+            .prop_map(|(job, token, units)| JobMsg::Held { job, token, units }),
         (job_id(), num(), num(), string()).prop_map(|(job, unit, epoch, reason)| {
             JobMsg::TooLarge {
                 job,
@@ -1287,6 +1294,7 @@ impl Cluster {
                 | JobOutput::CancelAnswer { .. }
                 | JobOutput::Unknown(_)
                 | JobOutput::Forget { .. }
+                | JobOutput::Unpersist { .. }
                 | JobOutput::Event(_) => {}
             }
         }

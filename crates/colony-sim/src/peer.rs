@@ -991,6 +991,8 @@ impl SimPeer {
             JobOutput::Unknown(job) => self.query_answered_no(now, job),
             JobOutput::CancelAnswer { .. } => {}
             JobOutput::Persist { key, piece } => self.actions.push(Action::Persist { key, piece }),
+            // The simulated disk keeps only the newest piece of each key.
+            JobOutput::Unpersist { .. } => {}
             JobOutput::Forget { job } => self.actions.push(Action::Forget { job }),
             JobOutput::Event(event) => self.actions.push(Action::Job(event)),
         }

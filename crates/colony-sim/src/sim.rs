@@ -1317,6 +1317,7 @@ impl World {
             JobEvent::CheckpointAcked { unit, seq, .. } => {
                 self.trace.record(now, 18, &[u64::from(id), *unit, *seq]);
             }
+            JobEvent::HomeMajorityLost { .. } | JobEvent::EncodeFailed { .. } => {}
         }
     }
 

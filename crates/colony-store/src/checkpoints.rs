@@ -12,9 +12,13 @@
 //! once with [`StoreError::Backpressure`]. Reads go straight to the database
 //! and see every batch committed so far.
 //!
-//! A piece replaces the stored one for its key only if its `(epoch,
-//! version)` is newer, so writes are idempotent and safe to deliver out of
-//! order or twice.
+//! Pieces are stored under versioned keys, `(job, unit, holder_index,
+//! epoch, version)`: a newer piece is stored *beside* the older ones of its
+//! key, never over them, so the checkpoint a job record points to stays on
+//! disk while newer, not yet committed ones are written; the job core
+//! deletes the versions it no longer keeps ([`CheckpointStore::remove`]). A
+//! piece not newer than the newest stored for its key is skipped, so writes
+//! are idempotent and safe to deliver out of order or twice.
 //!
 //! Every piece is stored with a CRC-32 of its key, epoch, version and bytes.
 //! Opening the store drops the pieces that fail it and names them
@@ -33,14 +37,27 @@ use serde::{Deserialize, Serialize};
 use crate::open::{self, Kind};
 use crate::{RepairReport, StoreError};
 
-/// A piece's key on disk: (job, unit, holder_index), fixed width, so one
-/// job's pieces are one contiguous range.
+/// A piece's key without its version: (job, unit, holder_index).
 type KeyTuple = ([u8; 16], u64, u8);
 
-/// A piece on disk: (epoch, version, checksum, bytes).
+/// A piece's key on disk: (job, unit, holder_index, epoch, version), fixed
+/// width, so one job's pieces, and one key's versions, are contiguous
+/// ranges.
+type VersionedKey = ([u8; 16], u64, u8, u64, u64);
+
+/// A piece on disk: (checksum, bytes).
+type VersionedValue<'a> = (u32, &'a [u8]);
+
+const PIECES: TableDefinition<VersionedKey, VersionedValue> =
+    TableDefinition::new("checkpoint_pieces_v3");
+
+/// A piece on disk before keys were versioned: (epoch, version, checksum,
+/// bytes) under its [`KeyTuple`]. Moved to [`PIECES`] when a store is
+/// opened.
 type ValueTuple<'a> = (u64, u64, u32, &'a [u8]);
 
-const PIECES: TableDefinition<KeyTuple, ValueTuple> = TableDefinition::new("checkpoint_pieces_v2");
+const UNVERSIONED_PIECES: TableDefinition<KeyTuple, ValueTuple> =
+    TableDefinition::new("checkpoint_pieces_v2");
 
 /// Pieces as stored before they carried a checksum: (epoch, version,
 /// bytes). Moved to [`PIECES`] when a store is opened.
@@ -66,18 +83,43 @@ fn checksum(key: KeyTuple, epoch: u64, version: u64, bytes: &[u8]) -> u32 {
 }
 
 /// Whether the piece stored as `value` under `key` passes its checksum.
-fn intact(key: KeyTuple, (epoch, version, sum, bytes): ValueTuple<'_>) -> bool {
-    checksum(key, epoch, version, bytes) == sum
+fn intact(key: VersionedKey, (sum, bytes): VersionedValue<'_>) -> bool {
+    let (job, unit, index, epoch, version) = key;
+    checksum((job, unit, index), epoch, version, bytes) == sum
 }
 
 /// The piece stored as `value` under `key`, `None` if it fails its checksum.
-fn verified(key: KeyTuple, value: ValueTuple<'_>) -> Option<StoredPiece> {
-    let (epoch, version, _, bytes) = value;
+fn verified(key: VersionedKey, value: VersionedValue<'_>) -> Option<StoredPiece> {
+    let (_, _, _, epoch, version) = key;
     intact(key, value).then(|| StoredPiece {
         epoch,
         version,
-        bytes: bytes.to_vec(),
+        bytes: value.1.to_vec(),
     })
+}
+
+/// `key`'s piece of checkpoint (`epoch`, `version`) on disk.
+fn versioned((job, unit, index): KeyTuple, epoch: u64, version: u64) -> VersionedKey {
+    (job, unit, index, epoch, version)
+}
+
+/// Every version of `key`, oldest first.
+fn versions(key: KeyTuple) -> std::ops::RangeInclusive<VersionedKey> {
+    versioned(key, 0, 0)..=versioned(key, u64::MAX, u64::MAX)
+}
+
+/// The newest version of `key` in `table` that passes its checksum.
+fn newest(
+    table: &impl ReadableTable<VersionedKey, VersionedValue<'static>>,
+    key: KeyTuple,
+) -> Result<Option<StoredPiece>, redb::StorageError> {
+    for entry in table.range(versions(key))?.rev() {
+        let (k, v) = entry?;
+        if let Some(piece) = verified(k.value(), v.value()) {
+            return Ok(Some(piece));
+        }
+    }
+    Ok(None)
 }
 
 /// Bytes a request counts for in a batch besides its payload.
@@ -156,7 +198,7 @@ pub struct GroupCommitStats {
     pub pieces_written: u64,
     /// Puts skipped because the stored piece was as new or newer.
     pub pieces_stale: u64,
-    /// Pieces deleted by job removals.
+    /// Pieces deleted by job removals and piece removals.
     pub pieces_removed: u64,
     /// Most requests committed in one transaction.
     pub largest_batch: u64,
@@ -177,19 +219,27 @@ enum Request {
         job: [u8; 16],
         done: Done,
     },
+    Remove {
+        key: PieceKey,
+        epoch: u64,
+        version: u64,
+        done: Done,
+    },
 }
 
 impl Request {
     fn cost(&self) -> usize {
         match self {
             Request::Put { piece, .. } => piece.bytes.len() + REQUEST_OVERHEAD_BYTES,
-            Request::RemoveJob { .. } => REQUEST_OVERHEAD_BYTES,
+            Request::RemoveJob { .. } | Request::Remove { .. } => REQUEST_OVERHEAD_BYTES,
         }
     }
 
     fn into_done(self) -> Done {
         match self {
-            Request::Put { done, .. } | Request::RemoveJob { done, .. } => done,
+            Request::Put { done, .. }
+            | Request::RemoveJob { done, .. }
+            | Request::Remove { done, .. } => done,
         }
     }
 }
@@ -297,8 +347,8 @@ impl CheckpointStore {
                         let sum = checksum(*key, piece.epoch, piece.version, &piece.bytes);
                         table
                             .insert(
-                                *key,
-                                (piece.epoch, piece.version, sum, piece.bytes.as_slice()),
+                                versioned(*key, piece.epoch, piece.version),
+                                (sum, piece.bytes.as_slice()),
                             )
                             .map_err(|e| db_error(path, e))?;
                     }
@@ -315,10 +365,11 @@ impl CheckpointStore {
         &self.corrupt
     }
 
-    /// Queues a write of `piece` under `key`; it is applied only if `piece`
-    /// is newer (by `(epoch, version)`) than the stored one. `done` is
-    /// called once the batch holding it is durable — `Ok` also when the
-    /// piece was not newer, since the store then holds an equal or newer one.
+    /// Queues a write of `piece` under `key`, beside the older versions
+    /// stored for `key`; it is applied only if `piece` is newer (by
+    /// `(epoch, version)`) than the newest stored one. `done` is called
+    /// once the batch holding it is durable — `Ok` also when the piece was
+    /// not newer, since the store then holds an equal or newer one.
     /// Requests are applied in the order they were queued.
     ///
     /// Returns [`StoreError::Backpressure`] at once if the queue is full (or
@@ -332,6 +383,24 @@ impl CheckpointStore {
     /// `done` and errors as for [`CheckpointStore::put`].
     pub fn remove_job(&self, job: [u8; 16], done: Done) -> Result<(), StoreError> {
         self.enqueue(Request::RemoveJob { job, done })
+    }
+
+    /// Queues the deletion of version (`epoch`, `version`) of `key` (the
+    /// job core no longer keeps that checkpoint); `done` and errors as for
+    /// [`CheckpointStore::put`].
+    pub fn remove(
+        &self,
+        key: PieceKey,
+        epoch: u64,
+        version: u64,
+        done: Done,
+    ) -> Result<(), StoreError> {
+        self.enqueue(Request::Remove {
+            key,
+            epoch,
+            version,
+            done,
+        })
     }
 
     fn enqueue(&self, request: Request) -> Result<(), StoreError> {
@@ -350,18 +419,30 @@ impl CheckpointStore {
         }
     }
 
-    /// The stored piece for `key`, as of the last committed batch.
+    /// The newest stored piece for `key`, as of the last committed batch.
     pub fn get(&self, key: &PieceKey) -> Result<Option<StoredPiece>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(PIECES).map_err(|e| self.err(e))?;
-        let Some(value) = table.get(key.tuple()).map_err(|e| self.err(e))? else {
-            return Ok(None);
-        };
-        let piece = verified(key.tuple(), value.value());
-        if piece.is_none() {
-            self.count_corrupt(1);
+        let mut corrupt = 0;
+        let mut found = None;
+        for entry in table
+            .range(versions(key.tuple()))
+            .map_err(|e| self.err(e))?
+            .rev()
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            match verified(k.value(), v.value()) {
+                Some(piece) => {
+                    found = Some(piece);
+                    break;
+                }
+                None => corrupt += 1,
+            }
         }
-        Ok(piece)
+        if corrupt > 0 {
+            self.count_corrupt(corrupt);
+        }
+        Ok(found)
     }
 
     fn count_corrupt(&self, n: u64) {
@@ -371,8 +452,8 @@ impl CheckpointStore {
             .pieces_corrupt += n;
     }
 
-    /// Every stored piece that passes its checksum, ordered by key (used
-    /// after a restart).
+    /// Every stored piece that passes its checksum, every version of each
+    /// key, ordered by key, then oldest first (used after a restart).
     pub fn all(&self) -> Result<Vec<(PieceKey, StoredPiece)>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(PIECES).map_err(|e| self.err(e))?;
@@ -382,7 +463,7 @@ impl CheckpointStore {
             let (key, value) = entry.map_err(|e| self.err(e))?;
             let key = key.value();
             match verified(key, value.value()) {
-                Some(piece) => out.push((piece_key(key), piece)),
+                Some(piece) => out.push((piece_key(unversioned(key)), piece)),
                 None => corrupt += 1,
             }
         }
@@ -434,20 +515,45 @@ fn salvage_pieces(db: &dyn ReadableDatabase) -> Option<Vec<(KeyTuple, StoredPiec
     let txn = db.begin_read().ok()?;
     let mut pieces = Vec::new();
     if let Ok(table) = txn.open_table(PIECES) {
-        let Ok(iter) = table.iter() else {
-            return Some(pieces);
-        };
-        for entry in iter {
-            // Stop at the first unreadable entry: what follows
-            // it in the damaged tree cannot be trusted to end.
-            let Ok((key, value)) = entry else { break };
-            let key = key.value();
-            if let Some(piece) = verified(key, value.value()) {
-                pieces.push((key, piece));
+        if let Ok(iter) = table.iter() {
+            for entry in iter {
+                // Stop at the first unreadable entry: what follows
+                // it in the damaged tree cannot be trusted to end.
+                let Ok((key, value)) = entry else { break };
+                let key = key.value();
+                if let Some(piece) = verified(key, value.value()) {
+                    pieces.push((unversioned(key), piece));
+                }
+            }
+        }
+    }
+    // A store damaged before it was opened by this version.
+    if let Ok(table) = txn.open_table(UNVERSIONED_PIECES) {
+        if let Ok(iter) = table.iter() {
+            for entry in iter {
+                let Ok((key, value)) = entry else { break };
+                let key = key.value();
+                let (epoch, version, sum, bytes) = value.value();
+                if checksum(key, epoch, version, bytes) == sum {
+                    let bytes = bytes.to_vec();
+                    pieces.push((
+                        key,
+                        StoredPiece {
+                            epoch,
+                            version,
+                            bytes,
+                        },
+                    ));
+                }
             }
         }
     }
     Some(pieces)
+}
+
+/// A versioned key without its version.
+fn unversioned((job, unit, index, _, _): VersionedKey) -> KeyTuple {
+    (job, unit, index)
 }
 
 fn piece_key((job, unit, holder_index): KeyTuple) -> PieceKey {
@@ -458,9 +564,10 @@ fn piece_key((job, unit, holder_index): KeyTuple) -> PieceKey {
     }
 }
 
-/// Moves pieces of the table without checksums into [`PIECES`], creates it
-/// if missing (so readers never meet a missing table), and deletes the
-/// pieces that fail their checksum, returning their keys.
+/// Moves pieces of the tables without checksums or without versioned
+/// keys into [`PIECES`], creates it if missing (so readers never meet a
+/// missing table), and deletes the pieces that fail their checksum,
+/// returning their keys.
 fn drop_corrupt(db: &Database) -> Result<Vec<PieceKey>, redb::Error> {
     let txn = db.begin_write()?;
     let mut corrupt = Vec::new();
@@ -473,7 +580,7 @@ fn drop_corrupt(db: &Database) -> Result<Vec<PieceKey>, redb::Error> {
                     let key = key.value();
                     let (epoch, version, bytes) = value.value();
                     let sum = checksum(key, epoch, version, bytes);
-                    table.insert(key, (epoch, version, sum, bytes))?;
+                    table.insert(versioned(key, epoch, version), (sum, bytes))?;
                 }
                 drop(legacy);
                 txn.delete_table(LEGACY_PIECES)?;
@@ -481,10 +588,29 @@ fn drop_corrupt(db: &Database) -> Result<Vec<PieceKey>, redb::Error> {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        match txn.open_table(UNVERSIONED_PIECES) {
+            Ok(old) => {
+                // The checksum covers the same fields: copied as it is (a
+                // piece that fails it is dropped below). Written by an
+                // older version, it replaces its key's pieces, as it did
+                // there.
+                for entry in old.iter()? {
+                    let (key, value) = entry?;
+                    let key = key.value();
+                    let (epoch, version, sum, bytes) = value.value();
+                    table.retain_in(versions(key), |_, _| false)?;
+                    table.insert(versioned(key, epoch, version), (sum, bytes))?;
+                }
+                drop(old);
+                txn.delete_table(UNVERSIONED_PIECES)?;
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         table.retain(|key, value| {
             let ok = intact(key, value);
             if !ok {
-                corrupt.push(piece_key(key));
+                corrupt.push(piece_key(unversioned(key)));
             }
             ok
         })?;
@@ -589,10 +715,8 @@ impl Writer {
                     Request::Put { key, piece, .. } => {
                         // A stored piece that fails its checksum is as good
                         // as none: its epoch and version cannot be trusted.
-                        let stored = table
-                            .get(key.tuple())
+                        let stored = newest(&table, key.tuple())
                             .map_err(|e| e.to_string())?
-                            .and_then(|v| verified(key.tuple(), v.value()))
                             .map(|p| (p.epoch, p.version));
                         if stored.is_some_and(|s| s >= (piece.epoch, piece.version)) {
                             counts.stale += 1;
@@ -601,14 +725,28 @@ impl Writer {
                         let sum = checksum(key.tuple(), piece.epoch, piece.version, &piece.bytes);
                         table
                             .insert(
-                                key.tuple(),
-                                (piece.epoch, piece.version, sum, piece.bytes.as_slice()),
+                                versioned(key.tuple(), piece.epoch, piece.version),
+                                (sum, piece.bytes.as_slice()),
                             )
                             .map_err(|e| e.to_string())?;
                         counts.written += 1;
                     }
+                    Request::Remove {
+                        key,
+                        epoch,
+                        version,
+                        ..
+                    } => {
+                        let removed = table
+                            .remove(versioned(key.tuple(), *epoch, *version))
+                            .map_err(|e| e.to_string())?;
+                        if removed.is_some() {
+                            counts.removed += 1;
+                        }
+                    }
                     Request::RemoveJob { job, .. } => {
-                        let range = (*job, 0u64, 0u8)..=(*job, u64::MAX, u8::MAX);
+                        let range = (*job, 0u64, 0u8, 0u64, 0u64)
+                            ..=(*job, u64::MAX, u8::MAX, u64::MAX, u64::MAX);
                         table
                             .retain_in(range, |_, _| {
                                 counts.removed += 1;

@@ -387,3 +387,88 @@ fn group_commit_throughput() {
         grouped / single
     );
 }
+
+/// A newer piece (not yet committed by its job's home) is stored beside the
+/// committed one, never over it, so a restart finds both; the home deletes
+/// the versions it no longer keeps.
+#[test]
+fn a_newer_piece_is_kept_beside_the_older_until_that_is_removed() {
+    let dir = TempDir::new("versions");
+    let k = key(6, 4, 1);
+    {
+        let store = CheckpointStore::open(&dir.file()).unwrap();
+        put_sync(&store, k, piece(3, 1, 0x11, 16));
+        put_sync(&store, k, piece(3, 2, 0x22, 16));
+        put_sync(&store, k, piece(4, 0, 0x33, 16));
+        // Not newer than the newest: skipped.
+        put_sync(&store, k, piece(3, 5, 0x44, 16));
+        assert_eq!(store.get(&k).unwrap(), Some(piece(4, 0, 0x33, 16)));
+        assert_eq!(store.stats().pieces_stale, 1);
+    }
+    let store = CheckpointStore::open(&dir.file()).unwrap();
+    let all = store.all().unwrap();
+    assert_eq!(
+        all,
+        vec![
+            (k, piece(3, 1, 0x11, 16)),
+            (k, piece(3, 2, 0x22, 16)),
+            (k, piece(4, 0, 0x33, 16)),
+        ],
+        "every version survives a restart, oldest first"
+    );
+    let (tx, rx) = mpsc::channel();
+    store.remove(k, 3, 2, report(&tx, 1)).unwrap();
+    // Removing what is not there is no error.
+    store.remove(k, 9, 9, report(&tx, 2)).unwrap();
+    wait_ok(&rx, 2);
+    let all = store.all().unwrap();
+    assert_eq!(
+        all,
+        vec![(k, piece(3, 1, 0x11, 16)), (k, piece(4, 0, 0x33, 16))]
+    );
+    assert_eq!(store.stats().pieces_removed, 1);
+    // Removing the newest leaves the older as the key's newest.
+    store.remove(k, 4, 0, report(&tx, 3)).unwrap();
+    wait_ok(&rx, 1);
+    assert_eq!(store.get(&k).unwrap(), Some(piece(3, 1, 0x11, 16)));
+    store.remove_job([6; 16], report(&tx, 4)).unwrap();
+    wait_ok(&rx, 1);
+    assert!(store.all().unwrap().is_empty());
+}
+
+/// A store written before keys were versioned opens with its pieces.
+#[test]
+fn pieces_under_unversioned_keys_are_moved_when_opened() {
+    let dir = TempDir::new("unversioned");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    {
+        type Key = ([u8; 16], u64, u8);
+        type Value<'a> = (u64, u64, u32, &'a [u8]);
+        const TABLE: redb::TableDefinition<Key, Value> =
+            redb::TableDefinition::new("checkpoint_pieces_v2");
+        let db = redb::Database::create(dir.file()).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(TABLE).unwrap();
+            let bytes = [7u8; 12];
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&[2; 16]);
+            hasher.update(&9u64.to_le_bytes());
+            hasher.update(&[0]);
+            hasher.update(&5u64.to_le_bytes());
+            hasher.update(&6u64.to_le_bytes());
+            hasher.update(&bytes);
+            let sum = hasher.finalize();
+            table
+                .insert(([2; 16], 9, 0), (5, 6, sum, bytes.as_slice()))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = CheckpointStore::open(&dir.file()).unwrap();
+    assert!(store.corrupt_pieces().is_empty());
+    assert_eq!(
+        store.all().unwrap(),
+        vec![(key(2, 9, 0), piece(5, 6, 7, 12))]
+    );
+}

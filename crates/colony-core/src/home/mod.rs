@@ -924,7 +924,7 @@ where
 }
 
 /// Whether more than half of `set` satisfies `holds`.
-fn majority<P>(set: &[P], holds: impl Fn(&P) -> bool) -> bool {
+pub(crate) fn majority<P>(set: &[P], holds: impl Fn(&P) -> bool) -> bool {
     set.iter().filter(|m| holds(m)).count() * 2 > set.len()
 }
 

@@ -5,7 +5,8 @@
 //! - anything but a submission comes only from a member of the live view
 //!   (a peer that is still joining is held back briefly, see [`Parked`]);
 //! - assignments, stale notices, acknowledgements, shared bounds, steal
-//!   requests, checkpoint pieces and answers to cancellations come only
+//!   requests, checkpoint pieces, questions about the units a worker
+//!   holds and answers to cancellations come only
 //!   from a plausible primary of their job — the primary this peer knows
 //!   of, a member of the record it holds, or one of the peers closest to
 //!   the job id — and work is taken only for a job this peer can see
@@ -196,6 +197,8 @@ pub(super) fn kind_of<P>(msg: &JobMsg<P>) -> &'static str {
         JobMsg::TooLarge { .. } => "TooLarge",
         JobMsg::PiecesLost { .. } => "PiecesLost",
         JobMsg::CheckpointNow { .. } => "CheckpointNow",
+        JobMsg::Holds { .. } => "Holds",
+        JobMsg::Held { .. } => "Held",
     }
 }
 
@@ -303,6 +306,7 @@ impl<P: PeerKey> Jobs<P> {
             | JobMsg::Shared { job, .. }
             | JobMsg::StealRequest { job, .. }
             | JobMsg::CheckpointNow { job, .. }
+            | JobMsg::Holds { job, .. }
             | JobMsg::CancelReply { job, .. } => primary_only(*job, None),
             JobMsg::StorePiece { job, .. } | JobMsg::FetchPieces { job, .. } => {
                 primary_only(*job, None)

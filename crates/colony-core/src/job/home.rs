@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +17,7 @@ use super::{
 use crate::divisible::SharedVars;
 use crate::erasure::{self, Shard};
 use crate::ft::{CheckpointStorage, FaultTolerance};
-use crate::home::{HomeMsg, HomeOutput, Replicated, Role};
+use crate::home::{majority, HomeMsg, HomeOutput, Replicated, Role};
 use crate::PeerKey;
 
 /// Piece index of a checkpoint kept on the worker's own disk.
@@ -26,7 +27,7 @@ pub(super) const LOCAL_INDEX: u8 = u8::MAX;
 const RESTORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Checkpoints of a unit a holder keeps.
-const KEPT_CHECKPOINTS: usize = 3;
+pub(super) const KEPT_CHECKPOINTS: usize = 3;
 
 /// Where a checkpoint piece lives on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -89,13 +90,17 @@ impl<P> Default for PieceStore<P> {
 }
 
 impl<P> PieceStore<P> {
-    pub(super) fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) {
+    /// Keeps `piece` of `unit`'s checkpoints; returns the pieces pushed out
+    /// (beyond the newest checkpoints and the one the record points to) as
+    /// (epoch, version, index), for their copies on disk to be deleted.
+    #[must_use]
+    pub(super) fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) -> Vec<(Epoch, u64, u8)> {
         let list = self.pieces.entry((job, unit)).or_default();
         if list
             .iter()
             .any(|p| p.epoch == piece.epoch && p.version == piece.version && p.index == piece.index)
         {
-            return;
+            return Vec::new();
         }
         list.push(piece);
         // Keep the pieces of the three newest checkpoints.
@@ -107,9 +112,16 @@ impl<P> PieceStore<P> {
         }
         groups.truncate(KEPT_CHECKPOINTS);
         let kept = self.kept.get(&(job, unit));
+        let mut evicted = Vec::new();
         list.retain(|p| {
-            groups.contains(&(p.epoch, p.version)) || kept == Some(&(p.epoch, p.version))
+            let keep =
+                groups.contains(&(p.epoch, p.version)) || kept == Some(&(p.epoch, p.version));
+            if !keep {
+                evicted.push((p.epoch, p.version, p.index));
+            }
+            keep
         });
+        evicted
     }
 
     /// Remembers which of `unit`'s checkpoints its job record points to.
@@ -286,6 +298,13 @@ pub struct HomeState<P> {
     touched: BTreeSet<UnitId>,
     /// The merged result changed since the last update.
     merged_dirty: bool,
+    /// Primary: workers asked which units they hold, with the question's
+    /// token and the (unit, epoch) the record had running on them then.
+    holds_asked: BTreeMap<P, (u64, BTreeSet<(UnitId, Epoch)>)>,
+    /// Primary: when to ask the workers again.
+    next_holds_at: Instant,
+    /// Since when a majority of the home's members is gone from the view.
+    majority_lost_since: Option<Instant>,
 }
 
 impl<P: PeerKey> HomeState<P> {
@@ -322,6 +341,9 @@ impl<P: PeerKey> HomeState<P> {
             next_advert_at: now,
             touched: BTreeSet::new(),
             merged_dirty: false,
+            holds_asked: BTreeMap::new(),
+            next_holds_at: now,
+            majority_lost_since: None,
         }
     }
 
@@ -879,9 +901,10 @@ impl<P: PeerKey> Jobs<P> {
         durable: bool,
     ) {
         let (epoch, version, index) = (piece.epoch, piece.version, piece.index);
-        self.pieces.put(job, unit, piece.clone());
+        let evicted = self.pieces.put(job, unit, piece.clone());
         self.pieces.touch(job, now);
         if durable {
+            self.unpersist(job, unit, evicted);
             let key = PieceKey { job, unit, index };
             self.pieces
                 .persisting
@@ -937,7 +960,19 @@ impl<P: PeerKey> Jobs<P> {
     /// units included: served to primaries that need them.
     pub fn load_pieces(&mut self, pieces: Vec<(PieceKey, Piece)>) {
         for (key, piece) in pieces {
-            self.pieces.put(key.job, key.unit, piece);
+            let evicted = self.pieces.put(key.job, key.unit, piece);
+            self.unpersist(key.job, key.unit, evicted);
+        }
+    }
+
+    /// Deletes from disk the pieces of `unit` no longer kept.
+    pub(super) fn unpersist(&mut self, job: JobId, unit: UnitId, evicted: Vec<(Epoch, u64, u8)>) {
+        for (epoch, version, index) in evicted {
+            self.outputs.push_back(JobOutput::Unpersist {
+                key: PieceKey { job, unit, index },
+                epoch,
+                version,
+            });
         }
     }
 
@@ -1867,10 +1902,13 @@ impl<P: PeerKey> Jobs<P> {
                 None => self.restore_unit(now, job, unit),
             }
         }
-        let finished = self
+        let Some(finished) = self
             .homes
             .get(&job)
-            .is_some_and(|h| h.record.state != JobState::Running);
+            .map(|h| h.record.state != JobState::Running)
+        else {
+            return;
+        };
         if finished {
             // The submitter may have missed the result.
             if let Some(view) = self.view(now, job) {
@@ -1885,6 +1923,13 @@ impl<P: PeerKey> Jobs<P> {
 
     /// `unit`'s holder is gone: reissue it from its last checkpoint.
     fn lose_unit(&mut self, now: Instant, job: JobId, unit: UnitId, lost: P) {
+        self.reissue_unit(now, job, unit, lost, false);
+    }
+
+    /// Reissues `unit` of `job`, lost with `lost`; `unheld` when `lost` is
+    /// live and said it does not hold the unit (a local-storage unit is
+    /// then not waited for: no disk will offer it back).
+    fn reissue_unit(&mut self, now: Instant, job: JobId, unit: UnitId, lost: P, unheld: bool) {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
@@ -1898,6 +1943,7 @@ impl<P: PeerKey> Jobs<P> {
         if ft.checkpoints()
             && ft.storage == CheckpointStorage::Local
             && u.status == UnitStatus::Running
+            && !unheld
         {
             // Its state is on the lost peer's disk: wait for it to come back
             // and resume it. One only assigned may never have reached that
@@ -1947,6 +1993,159 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         self.restore_unit(now, job, unit);
+    }
+
+    /// Fails `job` here, with a reason naming the lost members, once a
+    /// majority of its home's members (latest or committed) has been gone
+    /// from the view for `majority_patience`: no update can commit and no
+    /// election can be won without them, so the job would wait forever.
+    /// The failure cannot be committed (that needs the majority): this
+    /// member ends the job on its own, stops its units and tells the
+    /// submitter; any peer asking about the job hears it from here.
+    fn watch_majority(&mut self, now: Instant, job: JobId) {
+        let patience = self.config.majority_patience;
+        let live = |p: &P| *p == self.me || self.members.contains(p);
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let lost_in = |set: &[P]| !set.is_empty() && !majority(set, live);
+        let lost = h.record.state == JobState::Running
+            && h.has_member(&self.me)
+            && (lost_in(h.members()) || lost_in(h.config()));
+        if !lost {
+            if let Some(h) = self.homes.get_mut(&job) {
+                h.majority_lost_since = None;
+            }
+            return;
+        }
+        let mut gone: Vec<P> = h
+            .members()
+            .iter()
+            .chain(h.config())
+            .filter(|p| !live(p))
+            .cloned()
+            .collect();
+        gone.sort();
+        gone.dedup();
+        let members = h.members().len().max(h.config().len());
+        // Live holders of units out: told to stop once the job fails.
+        let holders: Vec<(UnitId, Epoch, P)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.status, UnitStatus::Assigned | UnitStatus::Running))
+            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, u.epoch, p)))
+            .filter(|(_, _, p)| live(p))
+            .collect();
+        let since = h.majority_lost_since;
+        let Some(since) = since else {
+            if let Some(h) = self.homes.get_mut(&job) {
+                h.majority_lost_since = Some(now);
+            }
+            self.event(JobEvent::HomeMajorityLost {
+                job,
+                gone,
+                fails_in: patience,
+            });
+            return;
+        };
+        if now.saturating_duration_since(since) < patience {
+            return;
+        }
+        let reason = format!(
+            "the job's home lost its majority: {} of its {members} members ({gone:?}) left the network and did not come back within {:.0} s, so no change to the job can be committed any more",
+            gone.len(),
+            patience.as_secs_f64()
+        );
+        if let Some(h) = self.homes.get_mut(&job) {
+            h.record.state = JobState::Failed { reason };
+        }
+        let mut effects = Vec::new();
+        self.check_complete(now, job, &mut effects);
+        for (unit, epoch, holder) in holders {
+            self.send(holder, JobMsg::Stale { job, unit, epoch }, false);
+        }
+        self.outputs.extend(effects);
+    }
+
+    /// Asks every worker the record names as running a unit of `job` which
+    /// units it holds, every `holdings_interval`: a unit recorded on a
+    /// live worker that no longer runs it (a lost hand-back, a thread that
+    /// failed to start) would otherwise wait forever.
+    fn ask_holders(&mut self, now: Instant, job: JobId) {
+        let interval = self.config.holdings_interval;
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        if !h.is_primary() || h.record.state != JobState::Running || h.next_holds_at > now {
+            return;
+        }
+        let mut running: BTreeMap<P, BTreeSet<(UnitId, Epoch)>> = BTreeMap::new();
+        for (id, u) in &h.record.units {
+            if let (UnitStatus::Running, Some(holder)) = (u.status, &u.holder) {
+                running
+                    .entry(holder.clone())
+                    .or_default()
+                    .insert((*id, u.epoch));
+            }
+        }
+        let mut asked = BTreeMap::new();
+        for (worker, units) in running {
+            let token = self.rng.random();
+            self.send(worker.clone(), JobMsg::Holds { job, token }, false);
+            asked.insert(worker, (token, units));
+        }
+        if let Some(h) = self.homes.get_mut(&job) {
+            h.next_holds_at = now + interval;
+            // An unanswered question is replaced: its answer is ignored.
+            h.holds_asked = asked;
+        }
+    }
+
+    /// A worker's answer to [`JobMsg::Holds`]: a unit the record had
+    /// running on it when asked, still does under the same epoch, and the
+    /// worker does not hold is reissued from its last checkpoint. (A unit
+    /// the worker dropped legitimately — finished, handed back, stale —
+    /// changed in the record before the worker could drop it.)
+    pub(super) fn on_held(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        token: u64,
+        units: Vec<(UnitId, Epoch)>,
+    ) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if !h.is_primary() || h.record.state != JobState::Running {
+            return;
+        }
+        if h.holds_asked.get(&from).is_none_or(|(t, _)| *t != token) {
+            return;
+        }
+        let Some((_, asked)) = h.holds_asked.remove(&from) else {
+            return;
+        };
+        let held: BTreeSet<(UnitId, Epoch)> = units.into_iter().collect();
+        let missing: Vec<UnitId> = asked
+            .difference(&held)
+            .filter(|(id, epoch)| {
+                h.record.units.get(id).is_some_and(|u| {
+                    u.status == UnitStatus::Running
+                        && u.epoch == *epoch
+                        && u.holder.as_ref() == Some(&from)
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        for unit in missing {
+            self.reissue_unit(now, job, unit, from.clone(), true);
+        }
+        self.commit(now, job, Vec::new());
     }
 
     /// Gets `unit`'s last checkpoint back from its holders, then queues it.
@@ -2219,6 +2418,7 @@ impl<P: PeerKey> Jobs<P> {
         self.drain_homes(now);
         let jobs: Vec<JobId> = self.homes.keys().copied().collect();
         for job in jobs {
+            self.watch_majority(now, job);
             let Some(h) = self.homes.get(&job) else {
                 continue;
             };
@@ -2299,6 +2499,7 @@ impl<P: PeerKey> Jobs<P> {
                 self.send_staged_pieces(now, job, unit);
             }
             self.push_queued(now, job);
+            self.ask_holders(now, job);
             if let Some(h) = self.homes.get_mut(&job) {
                 if h.next_progress_at <= now {
                     h.next_progress_at = now + self.config.progress_interval;

@@ -13,8 +13,9 @@ struct Peer {
     units: Vec<(JobId, UnitId, Box<dyn Unit>)>,
     shared: SharedVars,
     alive: bool,
-    /// What survives a crash: pieces written with `Persist` (durable at once).
-    disk: BTreeMap<PieceKey, Piece>,
+    /// What survives a crash: pieces written with `Persist` (durable at
+    /// once), each version under its own key, until `Unpersist`.
+    disk: BTreeMap<(PieceKey, Epoch, u64), Piece>,
     /// Restarts so far.
     lives: u64,
     /// Units told to stop whose threads have not stopped yet, with their
@@ -132,15 +133,21 @@ impl Cluster {
             key_of,
         );
         peer.shared = SharedVars::default();
-        let pieces: Vec<(PieceKey, Piece)> =
-            peer.disk.iter().map(|(k, p)| (*k, p.clone())).collect();
-        let locals: Vec<LocalUnit> = pieces
+        let pieces: Vec<(PieceKey, Piece)> = peer
+            .disk
+            .iter()
+            .map(|((k, _, _), p)| (*k, p.clone()))
+            .collect();
+        // The newest local piece of each unit, as the driver reads them.
+        let locals: BTreeMap<(JobId, UnitId), LocalUnit> = pieces
             .iter()
             .filter_map(|(_, p)| match &p.data {
-                PieceData::Local(bytes) => postcard::from_bytes(bytes).ok(),
+                PieceData::Local(bytes) => postcard::from_bytes::<LocalUnit>(bytes).ok(),
                 _ => None,
             })
+            .map(|l| ((l.job, l.unit), l))
             .collect();
+        let locals: Vec<LocalUnit> = locals.into_values().collect();
         peer.core.load_pieces(pieces);
         peer.core.restore_local(now, locals);
         peer.alive = true;
@@ -224,11 +231,18 @@ impl Cluster {
                     self.peers[id as usize].shared.merge(&vars);
                 }
                 JobOutput::Status(view) => self.statuses.push((id, view)),
+                JobOutput::Unpersist {
+                    key,
+                    epoch,
+                    version,
+                } => {
+                    self.peers[id as usize].disk.remove(&(key, epoch, version));
+                }
                 JobOutput::Unknown(_) | JobOutput::Forget { .. } => {}
                 JobOutput::Persist { key, piece } => {
                     let peer = &mut self.peers[id as usize];
                     let (epoch, version) = (piece.epoch, piece.version);
-                    peer.disk.insert(key, piece);
+                    peer.disk.insert((key, epoch, version), piece);
                     peer.core.persisted(now, key, epoch, version);
                 }
                 JobOutput::Event(event) => self.events.push((id, event)),
@@ -855,6 +869,173 @@ fn a_leaving_worker_waits_for_its_hand_back_to_be_acknowledged() {
     // the leaver's work.
     assert_eq!(view.stats.work, n, "no work redone after a graceful leave");
     assert_eq!(view.stats.reissued, 0, "{:?}", view.stats);
+}
+
+#[test]
+fn a_unit_recorded_on_a_live_worker_that_lost_it_is_reissued() {
+    let mut cluster = Cluster::new(4, 1);
+    let n = 2_000_000;
+    let job = cluster.submit(0, n);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let worker = (1..4)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    // The worker loses its unit without a word (a hand-back lost with a
+    // primary that stepped down, a thread that never started): it stays
+    // in the view, and the record still names it as the unit's holder.
+    let peer = &mut cluster.peers[worker as usize];
+    let (_, unit, _) = peer.units.remove(0);
+    assert!(peer.core.running.remove(&(job, unit)).is_some());
+    let lost_at = cluster.now;
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("the job finishes").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2);
+    assert_eq!(view.stats.units, view.stats.units_done);
+    let reissued = cluster.events.iter().any(|(_, e)| {
+        matches!(e, JobEvent::Reissued { unit: u, lost, .. } if *u == unit && *lost == worker)
+    });
+    assert!(reissued, "unit {unit} reissued: {:?}", view.stats);
+    assert!(
+        cluster.now - lost_at < Duration::from_secs(30),
+        "found within a few holdings intervals"
+    );
+}
+
+#[test]
+fn a_home_that_lost_its_majority_fails_the_job_after_its_patience() {
+    let mut cluster = Cluster::new(5, 1);
+    let job = cluster.submit(0, 50_000_000);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let members = cluster.peers[primary as usize]
+        .core
+        .view(cluster.now, job)
+        .expect("the primary's view")
+        .home_members;
+    assert_eq!(members.len(), 3, "{members:?}");
+    let victims: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|p| *p != 0)
+        .take(2)
+        .collect();
+    let lost_at = cluster.now;
+    for victim in &victims {
+        cluster.crash(*victim);
+    }
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let failed_after = cluster.now - lost_at;
+    let view = cluster
+        .final_status(job)
+        .expect("the submitter hears the job end");
+    match &view.state {
+        JobState::Failed { reason } => {
+            assert!(reason.contains("lost its majority"), "{reason}");
+            assert!(reason.contains("2 of its 3 members"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let patience = JobConfig::default().majority_patience;
+    assert!(
+        failed_after >= patience && failed_after < patience + Duration::from_secs(2),
+        "failed after {failed_after:?}"
+    );
+    assert!(cluster.events.iter().any(|(_, e)| matches!(
+        e,
+        JobEvent::HomeMajorityLost { gone, .. } if gone.len() == 2
+    )));
+    // Every unit stops, and a query anywhere gets the failure.
+    cluster.run(Duration::from_millis(100), |_| false);
+    assert!(cluster
+        .peers
+        .iter()
+        .all(|p| !p.alive || p.units.iter().all(|(j, _, _)| *j != job)));
+    let survivor = *members.iter().find(|m| !victims.contains(m)).unwrap();
+    cluster.statuses.clear();
+    cluster.peers[0].core.query(job, survivor);
+    cluster.drain(0);
+    cluster.run(Duration::from_secs(1), |c| !c.statuses.is_empty());
+    assert!(matches!(
+        cluster.statuses[0].1.state,
+        JobState::Failed { .. }
+    ));
+}
+
+#[test]
+fn durable_pieces_keep_the_committed_checkpoint_and_delete_evicted_ones() {
+    let mut cluster = Cluster::new(4, 1);
+    let ft = FaultTolerance {
+        ttc: Duration::from_millis(100),
+        durable: true,
+        ..FaultTolerance::default()
+    };
+    let job = cluster.submit_ft(0, 5_000_000, ft);
+    let mut checked = 0;
+    for _ in 0..10 {
+        cluster.run(Duration::from_millis(700), |_| false);
+        assert!(cluster.final_status(job).is_none(), "job still running");
+        let primary = cluster.primary(job);
+        let core = &cluster.peers[primary as usize].core;
+        let home = core.homes.get(&job).unwrap();
+        for (unit, _) in core.open_units(job).iter() {
+            let Some((epoch, version, holders)) = home.checkpoint_of(*unit) else {
+                continue;
+            };
+            // The checkpoint the record points to is on every holder's disk.
+            for (index, holder) in holders.iter().enumerate() {
+                let key = PieceKey {
+                    job,
+                    unit: *unit,
+                    index: index as u8,
+                };
+                assert!(
+                    cluster.peers[*holder as usize]
+                        .disk
+                        .contains_key(&(key, epoch, version)),
+                    "unit {unit}: piece {index} of ({epoch}, {version}) on peer {holder}"
+                );
+                checked += 1;
+            }
+        }
+        // Evicted versions are deleted: a few per piece at most.
+        for peer in &cluster.peers {
+            let mut versions: BTreeMap<PieceKey, usize> = BTreeMap::new();
+            for (key, _, _) in peer.disk.keys() {
+                *versions.entry(*key).or_default() += 1;
+            }
+            assert!(
+                versions.values().all(|n| *n <= home::KEPT_CHECKPOINTS + 1),
+                "{versions:?}"
+            );
+        }
+    }
+    assert!(checked >= 10, "checked {checked} pieces");
+}
+
+#[test]
+fn a_unit_that_cannot_run_fails_the_job_with_its_reason() {
+    let mut cluster = Cluster::new(3, 1);
+    let job = cluster.submit(0, 2_000_000);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let worker = (0..3)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    let peer = &mut cluster.peers[worker as usize];
+    let (_, unit, _) = peer.units.remove(0);
+    let now = cluster.now;
+    peer.core
+        .unit_failed(now, job, unit, "its state did not decode".into());
+    cluster.drain(worker);
+    cluster.run(Duration::from_secs(5), |c| c.final_status(job).is_some());
+    match &cluster.final_status(job).expect("the job ends").state {
+        JobState::Failed { reason } => {
+            assert!(reason.contains("its state did not decode"), "{reason}");
+            assert!(reason.contains(&format!("unit {unit}")), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

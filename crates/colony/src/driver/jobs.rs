@@ -134,6 +134,11 @@ impl Driver {
                 }
             }
             JobOutput::Persist { key, piece } => self.persist_piece(key, piece),
+            JobOutput::Unpersist {
+                key,
+                epoch,
+                version,
+            } => self.unpersist_piece(key, epoch, version),
             JobOutput::Forget { job } => self.forget_pieces(job),
             JobOutput::Event(JobEvent::Refused { from, message, why }) => {
                 self.log_refusal(from, message, why)
@@ -424,6 +429,19 @@ fn log_job_event(event: &JobEvent<PeerId>) {
             warn!(%job, unit, holders = holders.len(), "checkpoint lost")
         }
         JobEvent::Finished { job, ok } => info!(%job, ok, "job finished"),
+        JobEvent::EncodeFailed { job, unit, error } => {
+            warn!(%job, unit, %error, "local checkpoint not encoded; not written")
+        }
+        JobEvent::HomeMajorityLost {
+            job,
+            gone,
+            fails_in,
+        } => warn!(
+            %job,
+            gone = ?gone,
+            fails_in_s = fails_in.as_secs(),
+            "the job's home lost its majority: nothing can be committed until those members return; the job fails if they do not"
+        ),
         JobEvent::Refused { .. } => {}
     }
 }
@@ -440,10 +458,20 @@ impl Driver {
     /// Writes a checkpoint piece to disk; the job core hears when it is
     /// durable (one fsync per group of writes).
     fn persist_piece(&mut self, key: PieceKey, piece: Piece) {
+        let bytes = match wire::encode(&piece, usize::MAX) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // Empty bytes on disk would be taken for the piece: nothing
+                // is written, the primary keeps waiting and re-sends.
+                self.counters.checkpoint_write_errors += 1;
+                warn!(%error, job = %key.job, unit = key.unit, "checkpoint piece not encoded; not written");
+                return;
+            }
+        };
         let stored = colony_store::StoredPiece {
             epoch: piece.epoch,
             version: piece.version,
-            bytes: wire::encode(&piece, usize::MAX).unwrap_or_default(),
+            bytes,
         };
         let store_key = colony_store::PieceKey {
             job: key.job.0,
@@ -480,6 +508,22 @@ impl Driver {
                 self.counters.checkpoint_write_errors += 1;
                 warn!(%error, job = %done.key.job, unit = done.key.unit, "checkpoint piece not written");
             }
+        }
+    }
+
+    /// Deletes one version of a piece the job core no longer keeps.
+    fn unpersist_piece(&mut self, key: PieceKey, epoch: u64, version: u64) {
+        let store_key = colony_store::PieceKey {
+            job: key.job.0,
+            unit: key.unit,
+            holder_index: key.index,
+        };
+        if let Err(error) = self
+            .checkpoints
+            .remove(store_key, epoch, version, Box::new(|_| {}))
+        {
+            // Left on disk until the job's pieces are forgotten.
+            warn!(%error, job = %key.job, unit = key.unit, "old checkpoint piece not deleted");
         }
     }
 
@@ -531,7 +575,9 @@ pub(crate) fn restore_checkpoints(
             .collect(),
     );
     let mut pieces = Vec::new();
-    let mut local = Vec::new();
+    // Per unit, its newest local piece (the store lists versions oldest
+    // first).
+    let mut local = std::collections::BTreeMap::new();
     for (key, stored) in stored {
         let Ok(piece) = wire::decode::<Piece>(&stored.bytes, usize::MAX) else {
             warn!(unit = key.unit, "corrupt checkpoint piece skipped");
@@ -540,7 +586,9 @@ pub(crate) fn restore_checkpoints(
         match &piece.data {
             colony_core::job::PieceData::Local(bytes) => {
                 match wire::decode::<colony_core::job::LocalUnit>(bytes, usize::MAX) {
-                    Ok(unit) => local.push(unit),
+                    Ok(unit) => {
+                        local.insert((unit.job, unit.unit), unit);
+                    }
                     Err(_) => warn!(unit = key.unit, "corrupt local checkpoint skipped"),
                 }
             }
@@ -562,5 +610,5 @@ pub(crate) fn restore_checkpoints(
         );
     }
     jobs.load_pieces(pieces);
-    jobs.restore_local(now, local);
+    jobs.restore_local(now, local.into_values().collect());
 }
