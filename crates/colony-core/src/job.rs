@@ -926,7 +926,13 @@ pub struct Jobs<P: PeerKey> {
     finished_jobs: BTreeSet<JobId>,
     /// Live members (not this peer) and their loads.
     loads: BTreeMap<P, f32>,
-    members: Vec<P>,
+    /// The same members, as a set: "is it live?" is asked for every unit,
+    /// steal and backup on every membership change, so it must not be a
+    /// scan of the whole view.
+    members: BTreeSet<P>,
+    /// Members added by [`Jobs::update_member`] since the last
+    /// [`Jobs::refresh_members`], in the order they came.
+    newcomers: Vec<P>,
     /// Members suspected but not yet declared dead.
     suspects: BTreeSet<P>,
     leaving: bool,
@@ -985,7 +991,8 @@ impl<P: PeerKey> Jobs<P> {
             next_request_at: now,
             finished_jobs: BTreeSet::new(),
             loads: BTreeMap::new(),
-            members: Vec::new(),
+            members: BTreeSet::new(),
+            newcomers: Vec::new(),
             suspects: BTreeSet::new(),
             leaving: false,
             outputs: VecDeque::new(),
@@ -1050,6 +1057,19 @@ impl<P: PeerKey> Jobs<P> {
     /// lost workers are reissued, and workers re-send unacknowledged
     /// reports to their job's new primary.
     pub fn set_members(&mut self, now: Instant, members: Vec<(P, f32)>) {
+        // A driver calls this on every membership event, often with the
+        // list it gave last time (a message brings many changes at once,
+        // one event each): then only the checks run again.
+        let unchanged = members.len() == self.loads.len()
+            && members
+                .iter()
+                .zip(&self.loads)
+                .all(|((p, load), (q, known))| p == q && load.to_bits() == known.to_bits());
+        if unchanged {
+            self.refresh_members(now);
+            return;
+        }
+        self.newcomers.clear();
         let newcomers: Vec<P> = members
             .iter()
             .map(|(p, _)| p.clone())
@@ -1057,6 +1077,44 @@ impl<P: PeerKey> Jobs<P> {
             .collect();
         self.members = members.iter().map(|(p, _)| p.clone()).collect();
         self.loads = members.into_iter().collect();
+        self.members_updated(now, newcomers);
+    }
+
+    /// One member's change, for a driver that follows the view change by
+    /// change ([`Membership::take_changed`](crate::membership::Membership::take_changed))
+    /// rather than passing the whole list: `load` is its load average if
+    /// it is alive, `None` if it is not (suspect, dead, gone). Takes effect
+    /// at the next [`Jobs::refresh_members`]; a sequence of these and then
+    /// that call does what [`Jobs::set_members`] with the resulting list
+    /// does, in O(changes) instead of O(members).
+    pub fn update_member(&mut self, peer: P, load: Option<f32>) {
+        if peer == self.me {
+            return;
+        }
+        match load {
+            Some(load) => {
+                if self.members.insert(peer.clone()) {
+                    self.newcomers.push(peer.clone());
+                }
+                self.loads.insert(peer, load);
+            }
+            None => {
+                self.members.remove(&peer);
+                self.loads.remove(&peer);
+                self.newcomers.retain(|p| *p != peer);
+            }
+        }
+    }
+
+    /// The members changed ([`Jobs::update_member`]) or may have: homes are
+    /// recomputed, as [`Jobs::set_members`] does.
+    pub fn refresh_members(&mut self, now: Instant) {
+        let newcomers = std::mem::take(&mut self.newcomers);
+        self.members_updated(now, newcomers);
+    }
+
+    /// What follows a change of the members: `newcomers` joined.
+    fn members_updated(&mut self, now: Instant, newcomers: Vec<P>) {
         self.reconcile_homes(now);
         // Tell newcomers about running jobs at once, so they get work fast.
         let adverts: Vec<JobMsg<P>> = self
@@ -1096,9 +1154,24 @@ impl<P: PeerKey> Jobs<P> {
 
     /// The live peers, this one included, XOR-closest to `job`: its home.
     pub fn home_of(&self, job: JobId, size: usize) -> Vec<P> {
-        let mut candidates: Vec<&P> = std::iter::once(&self.me).chain(&self.members).collect();
-        candidates.sort_by_key(|p| xor_distance(job, &(self.key_of)(p)));
-        candidates.into_iter().take(size.max(1)).cloned().collect()
+        let size = size.max(1);
+        // Each key is computed once, and only the `size` closest are
+        // sorted: this runs for every unit on every membership change.
+        // Ties (equal key prefixes) keep the view's order, as a stable
+        // sort of the whole view would.
+        let mut candidates: Vec<([u8; 16], usize, &P)> = std::iter::once(&self.me)
+            .chain(&self.members)
+            .enumerate()
+            .map(|(i, p)| (xor_distance(job, &(self.key_of)(p)), i, p))
+            .collect();
+        let by_distance =
+            |a: &([u8; 16], usize, &P), b: &([u8; 16], usize, &P)| (a.0, a.1).cmp(&(b.0, b.1));
+        if candidates.len() > size {
+            candidates.select_nth_unstable_by(size - 1, by_distance);
+            candidates.truncate(size);
+        }
+        candidates.sort_unstable_by(by_distance);
+        candidates.into_iter().map(|(_, _, p)| p.clone()).collect()
     }
 
     /// The primary of `job` as this peer sees it now.

@@ -41,6 +41,7 @@
 //!   answers and stays dead (a restarted one rejoins with a higher
 //!   incarnation anyway).
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -344,9 +345,19 @@ pub struct Membership<P: PeerKey> {
     config: MembershipConfig,
     me: MemberRecord<P>,
     members: BTreeMap<P, Member<P>>,
+    /// The members alive or suspect, sorted: kept as the view changes, so
+    /// that probing, gossip and synchronisation pick from it without
+    /// scanning the whole view each time.
+    live: Vec<P>,
+    /// The members with a suspicion deadline, and those dead or departed:
+    /// the periodic sweep looks at these rather than the whole view.
+    suspected: BTreeSet<P>,
+    gone: BTreeSet<P>,
     detectors: BTreeMap<P, PhiDetector>,
     /// Pending changes with the number of sends left.
-    broadcasts: BTreeMap<P, (MemberRecord<P>, u32)>,
+    broadcasts: Broadcasts<P>,
+    /// See [`Membership::take_changed`].
+    changed: BTreeSet<P>,
     outputs: VecDeque<Output<P>>,
     rng: SmallRng,
     next_probe_no: u64,
@@ -380,8 +391,12 @@ impl<P: PeerKey> Membership<P> {
                 stats,
             },
             members: BTreeMap::new(),
+            live: Vec::new(),
+            suspected: BTreeSet::new(),
+            gone: BTreeSet::new(),
             detectors: BTreeMap::new(),
-            broadcasts: BTreeMap::new(),
+            broadcasts: Broadcasts::default(),
+            changed: BTreeSet::new(),
             outputs: VecDeque::new(),
             rng,
             next_probe_no: 0,
@@ -416,10 +431,7 @@ impl<P: PeerKey> Membership<P> {
 
     /// Number of other members currently alive or suspect.
     pub fn live_count(&self) -> usize {
-        self.members
-            .values()
-            .filter(|m| m.record.state.is_live())
-            .count()
+        self.live.len()
     }
 
     /// The view: every known other member.
@@ -434,6 +446,28 @@ impl<P: PeerKey> Membership<P> {
                 phi: self.detectors.get(peer).map(|d| d.phi(now)),
             })
             .collect()
+    }
+
+    /// Every known other member's latest record, in peer order, without
+    /// copying anything: what a driver needs to pick peers or to tell other
+    /// cores who is alive ([`Membership::view`] clones every record and
+    /// computes phi levels, which costs O(n) allocations per call).
+    pub fn records(&self) -> impl Iterator<Item = &MemberRecord<P>> + '_ {
+        self.members.values().map(|m| &m.record)
+    }
+
+    /// The latest record of `peer`, if it is a known member.
+    pub fn record_of(&self, peer: &P) -> Option<&MemberRecord<P>> {
+        self.members.get(peer).map(|m| &m.record)
+    }
+
+    /// The members whose record was added, replaced or forgotten since the
+    /// last call, in peer order: a driver that keeps something derived
+    /// from the view (another core's member list) updates just these,
+    /// instead of rebuilding it from the whole view on every event. At
+    /// most one entry per member is held.
+    pub fn take_changed(&mut self) -> BTreeSet<P> {
+        std::mem::take(&mut self.changed)
     }
 
     /// Applies one input.
@@ -520,8 +554,7 @@ impl<P: PeerKey> Membership<P> {
         }
         if now >= self.next_sync_at {
             self.next_sync_at = now + self.config.sync_interval;
-            let live = self.live_peers();
-            if let Some(peer) = live.choose(&mut self.rng).cloned() {
+            if let Some(peer) = self.live.choose(&mut self.rng).cloned() {
                 self.send_sync(peer, false);
             }
         }
@@ -529,10 +562,14 @@ impl<P: PeerKey> Membership<P> {
             self.next_dead_probe_at =
                 now + jittered(&mut self.rng, self.config.dead_probe_interval);
             let dead: Vec<P> = self
-                .members
+                .gone
                 .iter()
-                .filter(|(_, m)| m.record.state == MemberState::Dead)
-                .map(|(p, _)| p.clone())
+                .filter(|p| {
+                    self.members
+                        .get(p)
+                        .is_some_and(|m| m.record.state == MemberState::Dead)
+                })
+                .cloned()
                 .collect();
             if let Some(peer) = dead.choose(&mut self.rng).cloned() {
                 self.send_sync(peer, false);
@@ -546,18 +583,14 @@ impl<P: PeerKey> Membership<P> {
     }
 
     fn live_peers(&self) -> Vec<P> {
-        self.members
-            .iter()
-            .filter(|(_, m)| m.record.state.is_live())
-            .map(|(p, _)| p.clone())
-            .collect()
+        self.live.clone()
     }
 
     /// The `monitors` live successors of this peer on the ring sorted by id.
     pub fn monitored(&self) -> Vec<P> {
-        let live = self.live_peers();
+        let live = &self.live;
         if live.len() <= self.config.monitors {
-            return live;
+            return live.clone();
         }
         let start = live.partition_point(|p| *p < self.me.peer);
         (0..self.config.monitors)
@@ -603,10 +636,14 @@ impl<P: PeerKey> Membership<P> {
             self.suspect(now, &peer, incarnation);
         }
         let expired: Vec<(P, u64)> = self
-            .members
+            .suspected
             .iter()
-            .filter(|(_, m)| m.suspect_deadline.is_some_and(|d| d <= now))
-            .map(|(p, m)| (p.clone(), m.record.incarnation))
+            .filter_map(|p| {
+                let m = self.members.get(p)?;
+                m.suspect_deadline
+                    .is_some_and(|d| d <= now)
+                    .then(|| (p.clone(), m.record.incarnation))
+            })
             .collect();
         for (peer, incarnation) in expired {
             if let Some(m) = self.members.get(&peer) {
@@ -617,21 +654,66 @@ impl<P: PeerKey> Membership<P> {
             }
         }
         let retention = self.config.dead_retention;
-        self.members.retain(|_, m| {
-            m.record.state.is_live() || now.saturating_duration_since(m.state_since) < retention
-        });
-        let gone = self.members.len() - self.live_count();
+        let forgotten: Vec<P> = self
+            .gone
+            .iter()
+            .filter(|p| {
+                self.members
+                    .get(p)
+                    .is_some_and(|m| now.saturating_duration_since(m.state_since) >= retention)
+            })
+            .cloned()
+            .collect();
+        for peer in forgotten {
+            self.forget(&peer);
+        }
+        self.debug_check_indexes();
+        let gone = self.gone.len();
         if gone > self.config.max_dead_members {
             let mut oldest: Vec<(Instant, P)> = self
-                .members
+                .gone
                 .iter()
-                .filter(|(_, m)| !m.record.state.is_live())
-                .map(|(p, m)| (m.state_since, p.clone()))
+                .filter_map(|p| self.members.get(p).map(|m| (m.state_since, p.clone())))
                 .collect();
             oldest.sort();
             for (_, peer) in oldest.into_iter().take(gone - self.config.max_dead_members) {
-                self.members.remove(&peer);
+                self.forget(&peer);
             }
+        }
+    }
+
+    /// Forgets a dead or departed member.
+    fn forget(&mut self, peer: &P) {
+        self.members.remove(peer);
+        self.gone.remove(peer);
+        self.suspected.remove(peer);
+        self.changed.insert(peer.clone());
+    }
+
+    /// In debug builds: the indexes kept beside the view agree with it.
+    fn debug_check_indexes(&self) {
+        if cfg!(debug_assertions) {
+            let live: Vec<P> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.record.state.is_live())
+                .map(|(p, _)| p.clone())
+                .collect();
+            let gone: BTreeSet<P> = self
+                .members
+                .iter()
+                .filter(|(_, m)| !m.record.state.is_live())
+                .map(|(p, _)| p.clone())
+                .collect();
+            let suspected: BTreeSet<P> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.suspect_deadline.is_some())
+                .map(|(p, _)| p.clone())
+                .collect();
+            debug_assert_eq!(self.live, live, "the live list follows the view");
+            debug_assert_eq!(self.gone, gone, "the gone set follows the view");
+            debug_assert_eq!(self.suspected, suspected, "the suspects follow the view");
         }
     }
 
@@ -648,18 +730,18 @@ impl<P: PeerKey> Membership<P> {
         if self.broadcasts.is_empty() {
             return;
         }
-        let live = self.live_peers();
-        if live.is_empty() {
+        if self.live.is_empty() {
             // Nobody left to tell (this peer is cut off, or the last one
             // standing): news about others would be stale by the time anyone
             // hears it again, and a stale death would kill members that never
             // lost touch with each other. Whoever comes back learns the view
             // by synchronisation instead, where deaths are only suspicions.
             let me = self.me.peer.clone();
-            self.broadcasts.retain(|peer, _| *peer == me);
+            self.broadcasts.retain_only(&me);
             return;
         }
-        let targets: Vec<P> = live
+        let targets: Vec<P> = self
+            .live
             .choose_multiple(&mut self.rng, self.config.gossip_fanout)
             .cloned()
             .collect();
@@ -701,33 +783,12 @@ impl<P: PeerKey> Membership<P> {
 
     fn queue_broadcast(&mut self, record: MemberRecord<P>) {
         let budget = self.retransmit_budget();
-        self.broadcasts
-            .insert(record.peer.clone(), (record, budget));
+        self.broadcasts.insert(record, budget);
     }
 
     /// Takes up to `max_piggyback` pending changes, most-needed first.
     fn take_piggyback(&mut self) -> Vec<MemberRecord<P>> {
-        if self.broadcasts.is_empty() {
-            return Vec::new();
-        }
-        let mut pending: Vec<(u32, P)> = self
-            .broadcasts
-            .iter()
-            .map(|(p, (_, left))| (*left, p.clone()))
-            .collect();
-        pending.sort_by_key(|p| std::cmp::Reverse(p.0));
-        pending.truncate(self.config.max_piggyback);
-        let mut out = Vec::with_capacity(pending.len());
-        for (_, peer) in pending {
-            if let Some((record, left)) = self.broadcasts.get_mut(&peer) {
-                out.push(record.clone());
-                *left -= 1;
-                if *left == 0 {
-                    self.broadcasts.remove(&peer);
-                }
-            }
-        }
-        out
+        self.broadcasts.take(self.config.max_piggyback)
     }
 
     fn handle_message(&mut self, now: Instant, from: P, msg: MembershipMsg<P>) {
@@ -826,6 +887,20 @@ impl<P: PeerKey> Membership<P> {
             }
         };
         let state_changed = previous != Some(record.state);
+        let was_live = previous.is_some_and(MemberState::is_live);
+        match (was_live, record.state.is_live()) {
+            (false, true) => {
+                if let Err(at) = self.live.binary_search(&record.peer) {
+                    self.live.insert(at, record.peer.clone());
+                }
+            }
+            (true, false) => {
+                if let Ok(at) = self.live.binary_search(&record.peer) {
+                    self.live.remove(at);
+                }
+            }
+            _ => {}
+        }
         let peer = record.peer.clone();
         let suspicion_timeout = self.config.suspicion_timeout;
         let member = self.members.entry(peer.clone()).or_insert_with(|| Member {
@@ -836,10 +911,21 @@ impl<P: PeerKey> Membership<P> {
             times_declared_dead: 0,
         });
         member.record = record.clone();
+        self.changed.insert(peer.clone());
         if state_changed {
             member.state_since = now;
             member.suspect_deadline =
                 (record.state == MemberState::Suspect).then(|| now + suspicion_timeout);
+            if member.suspect_deadline.is_some() {
+                self.suspected.insert(peer.clone());
+            } else {
+                self.suspected.remove(&peer);
+            }
+            if record.state.is_live() {
+                self.gone.remove(&peer);
+            } else {
+                self.gone.insert(peer.clone());
+            }
             if record.state == MemberState::Dead {
                 member.times_declared_dead += 1;
             }
@@ -876,6 +962,68 @@ impl<P: PeerKey> Membership<P> {
                 .push_back(Output::PersistIncarnation(self.me.incarnation));
             self.queue_broadcast(self.me.clone());
         }
+    }
+}
+
+/// Changes waiting to be disseminated, each with the number of sends left,
+/// indexed by that number so that the most-needed are found without
+/// sorting them all on every message.
+struct Broadcasts<P> {
+    records: BTreeMap<P, (MemberRecord<P>, u32)>,
+    /// `(sends left, peer)` of every record: most sends left first, then
+    /// by peer.
+    by_need: BTreeSet<(Reverse<u32>, P)>,
+}
+
+impl<P> Default for Broadcasts<P> {
+    fn default() -> Self {
+        Broadcasts {
+            records: BTreeMap::new(),
+            by_need: BTreeSet::new(),
+        }
+    }
+}
+
+impl<P: PeerKey> Broadcasts<P> {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Queues `record` to be sent `sends` times, replacing what was queued
+    /// about the same peer.
+    fn insert(&mut self, record: MemberRecord<P>, sends: u32) {
+        let peer = record.peer.clone();
+        if let Some((_, left)) = self.records.insert(peer.clone(), (record, sends)) {
+            self.by_need.remove(&(Reverse(left), peer.clone()));
+        }
+        self.by_need.insert((Reverse(sends), peer));
+    }
+
+    /// Drops everything but the news about `me`.
+    fn retain_only(&mut self, me: &P) {
+        self.records.retain(|peer, _| peer == me);
+        self.by_need.retain(|(_, peer)| peer == me);
+    }
+
+    /// Takes up to `max` records, those with the most sends left first (by
+    /// peer among equals), counting one send each.
+    fn take(&mut self, max: usize) -> Vec<MemberRecord<P>> {
+        let chosen: Vec<(Reverse<u32>, P)> = self.by_need.iter().take(max).cloned().collect();
+        let mut out = Vec::with_capacity(chosen.len());
+        for key in chosen {
+            self.by_need.remove(&key);
+            let peer = key.1;
+            if let Some((record, left)) = self.records.get_mut(&peer) {
+                out.push(record.clone());
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    self.records.remove(&peer);
+                } else {
+                    self.by_need.insert((Reverse(*left), peer));
+                }
+            }
+        }
+        out
     }
 }
 

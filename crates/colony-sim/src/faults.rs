@@ -9,7 +9,7 @@
 //! or may become members of its home — are down at once, each counted for a
 //! grace period after it comes back so replicas can be rebuilt.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -284,6 +284,8 @@ impl Schedule {
             return schedule;
         }
         let mut downs: Vec<Down> = Vec::new();
+        // The same outages by peer, for the one-fault-at-a-time rule.
+        let mut by_peer: BTreeMap<u32, Vec<(Duration, Duration)>> = BTreeMap::new();
         let window_ms = (limits.window_end - limits.window_start).as_millis() as u64;
         let episodes = rng.range(
             u64::from(limits.peers / 4).max(2),
@@ -322,14 +324,27 @@ impl Schedule {
                 candidates.insert(0, p);
             }
             let mut chosen: Vec<u32> = Vec::new();
+            // Whether the counts allow one more peer, unprotected / protected:
+            // that is all a candidate changes in them, so it is computed
+            // once per chosen set rather than once per candidate (with a
+            // thousand peers, most candidates of a busy window are refused).
+            let mut counts_allow: [Option<bool>; 2] = [None, None];
             for peer in candidates {
                 if chosen.len() == size {
                     break;
                 }
-                let mut trial = chosen.clone();
-                trial.push(peer);
-                if fits(&downs, &trial, from, to, limits, &protected) {
-                    chosen = trial;
+                if busy(&by_peer, peer, from, to) {
+                    continue;
+                }
+                let guarded = usize::from(protected.contains(&peer));
+                let allowed = *counts_allow[guarded].get_or_insert_with(|| {
+                    let mut trial = chosen.clone();
+                    trial.push(peer);
+                    counts_fit(&downs, &trial, from, to, limits, &protected)
+                });
+                if allowed {
+                    chosen.push(peer);
+                    counts_allow = [None, None];
                 }
             }
             if chosen.is_empty() {
@@ -341,6 +356,7 @@ impl Schedule {
                     from,
                     to,
                 });
+                by_peer.entry(*peer).or_default().push((from, to));
             }
             match kind {
                 Kind::Crash => {
@@ -382,8 +398,27 @@ impl Schedule {
     }
 }
 
-/// Whether taking `peers` down over `[from, to]` keeps every limit.
-fn fits(
+/// Whether `peer` is down (or settling from it) at some point of
+/// `[from, to]`: one fault at a time per peer, with a gap so restarts
+/// settle.
+fn busy(
+    by_peer: &BTreeMap<u32, Vec<(Duration, Duration)>>,
+    peer: u32,
+    from: Duration,
+    to: Duration,
+) -> bool {
+    let settle = Duration::from_millis(500);
+    by_peer.get(&peer).is_some_and(|outages| {
+        outages
+            .iter()
+            .any(|(f, t)| *f < to + settle && from < *t + settle)
+    })
+}
+
+/// Whether taking `peers` down over `[from, to]` keeps the limits on how
+/// many peers, and how many protected ones, are down at once (each of
+/// `peers` already free then, see [`busy`]).
+fn counts_fit(
     downs: &[Down],
     peers: &[u32],
     from: Duration,
@@ -392,13 +427,6 @@ fn fits(
     protected: &BTreeSet<u32>,
 ) -> bool {
     let grace = limits.protected_grace;
-    // One fault at a time per peer, with a gap so restarts settle.
-    let settle = Duration::from_millis(500);
-    for d in downs {
-        if peers.contains(&d.peer) && d.from < to + settle && from < d.to + settle {
-            return false;
-        }
-    }
     // Check the counts at every point where they can change: the start of
     // the new outage and the start of every overlapping one.
     let mut points: Vec<Duration> = vec![from];

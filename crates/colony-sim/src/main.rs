@@ -59,6 +59,11 @@ struct Cli {
     /// Print a line per seed, not only failures.
     #[arg(long)]
     each: bool,
+    /// While a seed runs longer than this many wall-clock seconds, print
+    /// a progress line to stderr every so often (virtual time, events,
+    /// live peers, the job's units); 0 turns it off.
+    #[arg(long, default_value_t = 5)]
+    progress_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
         config.broken = cli.broken;
         config.trace_unit = cli.trace_unit;
         config.trace_replicas = cli.trace_replicas;
+        config.progress = (cli.progress_secs > 0).then(|| Duration::from_secs(cli.progress_secs));
         if let Some(ms) = cli.fault_window_ms {
             config.fault_window = Duration::from_millis(ms);
         }
@@ -133,10 +139,14 @@ fn main() -> ExitCode {
             }
         } else if cli.each || verbose {
             println!(
-                "ok   seed {seed}: {:.1}s virtual, trace {:016x} ({} entries)",
+                "ok   seed {seed}: {:.1}s virtual, trace {:016x} ({} entries), {} events, {:.1} wake-ups per peer per virtual second",
                 report.virtual_time.as_secs_f64(),
                 report.trace_hash,
-                report.trace_entries
+                report.trace_entries,
+                report.events,
+                report.wakeups as f64
+                    / f64::from(cli.peers.max(1))
+                    / report.virtual_time.as_secs_f64().max(1e-9)
             );
         }
         if !verbose && (i + 1) % 50 == 0 {

@@ -606,10 +606,9 @@ impl SimPeer {
     fn send_app_traffic(&mut self, now: Instant) {
         let alive: Vec<u32> = self
             .membership
-            .view(now)
-            .into_iter()
-            .filter(|m| m.record.state == MemberState::Alive)
-            .map(|m| m.record.peer)
+            .records()
+            .filter(|r| r.state == MemberState::Alive)
+            .map(|r| r.peer)
             .collect();
         let Some(&to) = self.rng.pick(&alive) else {
             return;
@@ -866,14 +865,17 @@ impl SimPeer {
 
     /// Tells the job core who is alive, with their loads.
     fn update_job_members(&mut self, now: Instant) {
-        let members = self
-            .membership
-            .view(now)
-            .into_iter()
-            .filter(|m| m.record.state == MemberState::Alive)
-            .map(|m| (m.record.peer, m.record.stats.load_avg_1m))
-            .collect();
-        self.jobs.set_members(now, members);
+        // Only the members whose record changed since the last time, not
+        // the whole view (O(n) on each of O(n) events per peer).
+        for peer in self.membership.take_changed() {
+            let load = self
+                .membership
+                .record_of(&peer)
+                .filter(|r| r.state == MemberState::Alive)
+                .map(|r| r.stats.load_avg_1m);
+            self.jobs.update_member(peer, load);
+        }
+        self.jobs.refresh_members(now);
     }
 
     /// Executes one job core output (the driver's `on_job_output`).

@@ -5,7 +5,7 @@
 //! never read after the base is taken. Everything is ordered (BTreeMap,
 //! Vec; no HashMap iteration) so a seed replays bit for bit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::str::FromStr;
@@ -127,6 +127,10 @@ pub struct SimConfig {
     pub trace_unit: Option<u64>,
     /// Log every replica message of the job's home (with `verbose`).
     pub trace_replicas: bool,
+    /// Print a progress line to stderr this often (wall-clock time) while
+    /// the seed runs: virtual time, events, live peers, job progress. The
+    /// clock is only read to decide when to print; the run is the same.
+    pub progress: Option<Duration>,
 }
 
 impl SimConfig {
@@ -142,6 +146,7 @@ impl SimConfig {
             broken: None,
             trace_unit: None,
             trace_replicas: false,
+            progress: None,
         }
     }
 
@@ -229,6 +234,10 @@ pub struct Report {
     /// Checkpoints reported lost with more than the tolerated holders
     /// crashed (allowed).
     pub checkpoints_lost_allowed: u64,
+    /// Events handled (frames, contacts, faults, fsyncs, ...).
+    pub events: u64,
+    /// Times a peer's timers ran: what the cores' `poll_timeout`s cost.
+    pub wakeups: u64,
 }
 
 impl Report {
@@ -265,6 +274,8 @@ pub fn run(config: &SimConfig) -> Report {
                 job_stats: None,
                 merged_twice: 0,
                 checkpoints_lost_allowed: 0,
+                events: 0,
+                wakeups: 0,
             }
         }
     }
@@ -459,6 +470,8 @@ struct Slot {
     /// instant, to catch livelocks.
     last_wake: Option<Duration>,
     same_instant_wakes: u32,
+    /// Its key in [`World::ready`], if it is there.
+    ready_at: Option<Duration>,
 }
 
 /// A copy of a unit seen on a worker: when, where, and the `rangesum`
@@ -507,6 +520,43 @@ enum QueryState {
     Answered,
 }
 
+/// When to print the next progress line: the wall clock is read only
+/// every [`Progress::CHECK_EVERY`] steps.
+struct Progress {
+    every: Duration,
+    started: Instant,
+    next: Instant,
+    steps: u64,
+}
+
+impl Progress {
+    const CHECK_EVERY: u64 = 4096;
+
+    fn new(every: Duration) -> Progress {
+        let started = Instant::now();
+        Progress {
+            every,
+            started,
+            next: started + every,
+            steps: 0,
+        }
+    }
+
+    /// Whether a line is due now.
+    fn due(&mut self) -> bool {
+        self.steps += 1;
+        if !self.steps.is_multiple_of(Self::CHECK_EVERY) {
+            return false;
+        }
+        let now = Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.next = now + self.every;
+        true
+    }
+}
+
 /// Virtual time a group commit (fsync) takes.
 const FSYNC: Duration = Duration::from_millis(4);
 /// Wait before asking again when a query found the job still running.
@@ -524,6 +574,10 @@ struct World {
     queue: BTreeMap<(Duration, u64), Event>,
     seq: u64,
     slots: Vec<Slot>,
+    /// The peers whose timers can run (not paused; running, or not
+    /// started yet) by wake-up time: the next one to wake is the first,
+    /// found in O(log n) rather than by a scan of every slot per event.
+    ready: BTreeSet<(Duration, u32)>,
     net: NetParams,
     net_rng: SimRng,
     rng: SimRng,
@@ -541,6 +595,9 @@ struct World {
     converged: bool,
     end: Duration,
     job: Option<JobPlan>,
+    /// Events handled and peer wake-ups run so far.
+    events: u64,
+    wakeups: u64,
 }
 
 /// The fault-tolerance settings of a seed's job.
@@ -741,6 +798,7 @@ impl World {
                 last_unreachable: BTreeMap::new(),
                 last_wake: None,
                 same_instant_wakes: 0,
+                ready_at: None,
             })
             .collect();
         let faults_end = schedule.last_at().max(window_start);
@@ -750,6 +808,7 @@ impl World {
             queue: BTreeMap::new(),
             seq: 0,
             slots,
+            ready: BTreeSet::new(),
             net_rng: SimRng::new(derive(&[seed, 102])),
             rng,
             net,
@@ -767,6 +826,8 @@ impl World {
             job,
             settings,
             config,
+            events: 0,
+            wakeups: 0,
         };
         if let Some(j) = &world.job {
             world.end = world.end.max(j.deadline);
@@ -808,8 +869,25 @@ impl World {
                 Duration::from_millis(50 + world.rng.below(300))
             };
             world.slots[id as usize].wake = at;
+            world.reindex(id);
         }
         world
+    }
+
+    /// Puts peer `id` in [`World::ready`] at its wake-up time, or takes it
+    /// out, after its slot changed.
+    fn reindex(&mut self, id: u32) {
+        let slot = &mut self.slots[id as usize];
+        let want = (!slot.paused && (slot.peer.is_some() || !slot.started)).then_some(slot.wake);
+        if slot.ready_at != want {
+            if let Some(at) = slot.ready_at {
+                self.ready.remove(&(at, id));
+            }
+            if let Some(at) = want {
+                self.ready.insert((at, id));
+            }
+            slot.ready_at = want;
+        }
     }
 
     fn instant(&self, at: Duration) -> Instant {
@@ -822,15 +900,15 @@ impl World {
     }
 
     fn run(mut self) -> Report {
+        let mut progress = self.config.progress.map(Progress::new);
         loop {
+            if let Some(p) = progress.as_mut() {
+                if p.due() {
+                    eprintln!("{}", self.progress_line(p.started.elapsed()));
+                }
+            }
             let next_event = self.queue.first_key_value().map(|(k, _)| k.0);
-            let next_peer = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.paused && (s.peer.is_some() || !s.started))
-                .map(|(i, s)| (s.wake, i))
-                .min();
+            let next_peer = self.ready.first().copied();
             let take_event = match (next_event, next_peer) {
                 (Some(e), Some((p, _))) => e <= p,
                 (Some(_), None) => true,
@@ -848,10 +926,12 @@ impl World {
             self.now = at;
             if take_event {
                 if let Some((_, event)) = self.queue.pop_first() {
+                    self.events += 1;
                     self.handle_event(event);
                 }
             } else if let Some((_, id)) = next_peer {
-                self.wake_peer(id as u32);
+                self.wakeups += 1;
+                self.wake_peer(id);
             }
         }
         if !self.converged {
@@ -886,8 +966,44 @@ impl World {
                 j.merged.values().filter(|peers| peers.len() > 1).count() as u64
             }),
             checkpoints_lost_allowed: self.job.as_ref().map_or(0, |j| j.lost_allowed),
+            events: self.events,
+            wakeups: self.wakeups,
             config: self.config,
         }
+    }
+
+    /// One line on how far the run is, for `--progress`.
+    fn progress_line(&self, wall: Duration) -> String {
+        let live = self.slots.iter().filter(|s| s.peer.is_some()).count();
+        let job = match &self.job {
+            None => String::new(),
+            Some(j) => {
+                let state = match (j.finished_at, j.query) {
+                    (_, QueryState::Answered) => "answered".to_string(),
+                    (Some(at), _) => format!("finished at {:.1}s", at.as_secs_f64()),
+                    (None, _) if self.now < j.submit_at => "not submitted".to_string(),
+                    (None, _) => "running".to_string(),
+                };
+                format!(
+                    ", job: {} units assigned, {} merged, {state}",
+                    j.assigned.len(),
+                    j.merged.len()
+                )
+            }
+        };
+        format!(
+            "seed {}: {:.1}s virtual of at most {:.0}s after {:.0}s wall, {} events, {} wake-ups, {} frames, {live}/{} peers up{}{}",
+            self.config.seed,
+            self.now.as_secs_f64(),
+            self.end.as_secs_f64(),
+            wall.as_secs_f64(),
+            self.events,
+            self.wakeups,
+            self.frames,
+            self.config.peers,
+            if self.converged { ", views converged" } else { "" },
+            job
+        )
     }
 
     /// Whether everything the run waits for has happened.
@@ -1001,6 +1117,7 @@ impl World {
         if !slot.started {
             slot.started = true;
             self.start_peer(id);
+            self.reindex(id);
             return;
         }
         if slot.last_wake == Some(self.now) {
@@ -1016,6 +1133,7 @@ impl World {
             });
             slot.wake = self.now + Duration::from_millis(1);
             slot.same_instant_wakes = 0;
+            self.reindex(id);
             return;
         }
         if let Some(peer) = slot.peer.as_mut() {
@@ -1074,6 +1192,7 @@ impl World {
             .saturating_duration_since(self.base)
             .max(self.now);
         self.slots[id as usize].wake = wake;
+        self.reindex(id);
         for action in actions {
             self.execute(id, action);
         }
@@ -1679,6 +1798,7 @@ impl World {
                 slot.held.clear();
                 slot.life += 1;
                 slot.wake = Duration::MAX;
+                self.reindex(peer);
             }
             FaultAction::Restart { peer } => {
                 self.trace.record(self.now, 21, &[u64::from(peer)]);
@@ -1688,12 +1808,14 @@ impl World {
                 self.counts.pauses += 1;
                 self.trace.record(self.now, 22, &[u64::from(peer)]);
                 self.slots[peer as usize].paused = true;
+                self.reindex(peer);
             }
             FaultAction::Resume { peer } => {
                 self.trace.record(self.now, 23, &[u64::from(peer)]);
                 let slot = &mut self.slots[peer as usize];
                 slot.paused = false;
                 let held = std::mem::take(&mut slot.held);
+                self.reindex(peer);
                 // Late timers first (the process finds them overdue), then
                 // the frames that queued up in its socket.
                 self.wake_peer(peer);
