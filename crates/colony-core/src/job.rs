@@ -1076,6 +1076,7 @@ impl<P: PeerKey> Jobs<P> {
             .filter(|p| !self.members.contains(p))
             .collect();
         self.members = members.iter().map(|(p, _)| p.clone()).collect();
+        self.homes.set_live(self.members.iter().cloned());
         self.loads = members.into_iter().collect();
         self.members_updated(now, newcomers);
     }
@@ -1091,6 +1092,7 @@ impl<P: PeerKey> Jobs<P> {
         if peer == self.me {
             return;
         }
+        self.homes.update_member(peer.clone(), load.is_some());
         match load {
             Some(load) => {
                 if self.members.insert(peer.clone()) {

@@ -730,10 +730,24 @@ where
     }
 
     /// The live peers, this one included, closest to `key`: its home.
+    /// Ties keep the order this peer first, then the others in order.
     pub fn home_of(&self, key: &K, size: usize) -> Vec<P> {
-        let mut candidates: Vec<&P> = std::iter::once(&self.me).chain(&self.live).collect();
-        candidates.sort_by_cached_key(|p| (self.closeness)(key, p));
-        candidates.into_iter().take(size.max(1)).cloned().collect()
+        let size = size.max(1);
+        // Each distance is computed once, and only the `size` closest are
+        // sorted: this runs on every membership change of every home.
+        let mut candidates: Vec<(u128, usize, &P)> = std::iter::once(&self.me)
+            .chain(&self.live)
+            .enumerate()
+            .map(|(i, p)| ((self.closeness)(key, p), i, p))
+            .collect();
+        let by_distance =
+            |a: &(u128, usize, &P), b: &(u128, usize, &P)| (a.0, a.1).cmp(&(b.0, b.1));
+        if candidates.len() > size {
+            candidates.select_nth_unstable_by(size - 1, by_distance);
+            candidates.truncate(size);
+        }
+        candidates.sort_unstable_by(by_distance);
+        candidates.into_iter().map(|(_, _, p)| p.clone()).collect()
     }
 
     fn is_live(&self, peer: &P) -> bool {
@@ -745,7 +759,34 @@ where
     /// release those no longer in it and hand over to closer ones; backups
     /// whose primary is gone campaign.
     pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = P>) {
+        self.set_live(live);
+        self.refresh(now);
+    }
+
+    /// Replaces the live peers (this one apart) without looking at the
+    /// homes yet: [`Homes::refresh`] does.
+    pub fn set_live(&mut self, live: impl IntoIterator<Item = P>) {
         self.live = live.into_iter().filter(|p| *p != self.me).collect();
+    }
+
+    /// One peer's change, for a caller that follows the view change by
+    /// change: `alive` or not. Takes effect at the next
+    /// [`Homes::refresh`].
+    pub fn update_member(&mut self, peer: P, alive: bool) {
+        if peer == self.me {
+            return;
+        }
+        if alive {
+            self.live.insert(peer);
+        } else {
+            self.live.remove(&peer);
+        }
+    }
+
+    /// The live peers changed ([`Homes::set_live`],
+    /// [`Homes::update_member`]) or may have: every home adjusts, as in
+    /// [`Homes::set_members`].
+    pub fn refresh(&mut self, now: Instant) {
         let keys: Vec<K> = self.homes.keys().copied().collect();
         for key in keys {
             let Some(h) = self.homes.get_mut(&key) else {

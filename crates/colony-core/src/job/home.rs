@@ -2318,8 +2318,7 @@ impl<P: PeerKey> Jobs<P> {
     /// Membership changed: every record held here adjusts (the home core
     /// already replaced lost members and started elections).
     pub(super) fn reconcile_homes(&mut self, now: Instant) {
-        let live = self.members.clone();
-        self.homes.set_members(now, live);
+        self.homes.refresh(now);
         self.drain_homes(now);
         let jobs: Vec<JobId> = self.homes.keys().copied().collect();
         for job in jobs {
