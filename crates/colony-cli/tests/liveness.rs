@@ -231,3 +231,63 @@ async fn a_home_that_lost_its_majority_fails_the_job_clearly() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("lost its majority"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_job_survives_its_whole_home_restarting() {
+    let _serial = SERIAL.lock().await;
+    let mut peers = start_network(
+        &test_dir("durable-home"),
+        4,
+        &["--cores".into(), "1".into()],
+    );
+    formed(&peers).await;
+    let body = serde_json::json!({
+        "app": "nqueens",
+        "args": ["16"],
+        "fault_tolerance": {"protocol": "checkpoint", "ttc_s": 1, "storage": "copies:2", "home_size": 3, "durable": true},
+    });
+    let job = peers[0].submit(body).await;
+    let info = wait_until(
+        Duration::from_secs(20),
+        "the job to run a while",
+        || async {
+            let info = job_info(&peers, &job).await?;
+            (info.home_members.len() == 3 && info.work >= NQUEENS_16_WORK / 10).then_some(info)
+        },
+    )
+    .await;
+    let members: Vec<usize> = (0..peers.len())
+        .filter(|i| {
+            info.home_members
+                .contains(&peers[*i].info.peer_id.to_string())
+        })
+        .collect();
+    assert_eq!(members.len(), 3, "{info:?}");
+    let outsider = (0..peers.len())
+        .find(|i| !members.contains(i))
+        .expect("a peer outside the home");
+    eprintln!("SIGKILL to the whole home {members:?}, then a restart");
+    for m in &members {
+        peers[*m].kill();
+    }
+    // Restarted with their data dirs; they find the network through the
+    // peer that stayed.
+    let via = peers[outsider].addr();
+    for m in &members {
+        peers[*m].restart_with(&["--bootstrap".into(), via.clone()]);
+    }
+    let info = wait_result(&peers, &job, Duration::from_secs(120)).await;
+    eprintln!(
+        "figure: whole durable home restarted: {} in {:.1} s, {} units, {} reissued, {} takeovers",
+        info.state, info.elapsed_s, info.units, info.reissued, info.takeovers
+    );
+    assert_eq!(info.state, "done", "{info:?}");
+    assert_eq!(info.verified, Some(true), "{info:?}");
+    assert_eq!(info.units, info.units_done, "{info:?}");
+    let restored = members.iter().any(|m| {
+        peers[*m]
+            .log()
+            .contains("durable job records found on disk")
+    });
+    assert!(restored, "a restarted member read the record back");
+}

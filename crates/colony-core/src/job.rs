@@ -946,6 +946,10 @@ pub struct Jobs<P: PeerKey> {
     refused_messages: u64,
     /// Local checkpoints that could not be encoded (and were not written).
     encode_errors: u64,
+    /// Durable job records on disk: the (term, update) of each.
+    records_on_disk: BTreeMap<JobId, (u64, u64)>,
+    /// When to write changed durable records next.
+    next_record_persist: Instant,
     /// Pieces this peer held that were found damaged on disk, to report to
     /// their jobs' primaries once there is a view.
     lost_pieces: Vec<PieceKey>,
@@ -1001,6 +1005,8 @@ impl<P: PeerKey> Jobs<P> {
             parked: Parked::default(),
             refused_messages: 0,
             encode_errors: 0,
+            records_on_disk: BTreeMap::new(),
+            next_record_persist: now,
             lost_pieces: Vec::new(),
         }
     }

@@ -194,6 +194,15 @@ pub enum Action {
         /// What.
         piece: Piece,
     },
+    /// Delete this version of a piece from disk.
+    Unpersist {
+        /// Where.
+        key: PieceKey,
+        /// Its epoch.
+        epoch: u64,
+        /// Its version.
+        version: u64,
+    },
     /// Delete a job's pieces from disk.
     Forget {
         /// The job.
@@ -993,8 +1002,15 @@ impl SimPeer {
             JobOutput::Unknown(job) => self.query_answered_no(now, job),
             JobOutput::CancelAnswer { .. } => {}
             JobOutput::Persist { key, piece } => self.actions.push(Action::Persist { key, piece }),
-            // The simulated disk keeps only the newest piece of each key.
-            JobOutput::Unpersist { .. } => {}
+            JobOutput::Unpersist {
+                key,
+                epoch,
+                version,
+            } => self.actions.push(Action::Unpersist {
+                key,
+                epoch,
+                version,
+            }),
             JobOutput::Forget { job } => self.actions.push(Action::Forget { job }),
             JobOutput::Event(event) => self.actions.push(Action::Job(event)),
         }

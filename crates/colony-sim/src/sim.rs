@@ -1278,6 +1278,25 @@ impl World {
                     self.schedule(self.now + FSYNC, Event::Fsync { peer: id, life });
                 }
             }
+            Action::Unpersist {
+                key,
+                epoch,
+                version,
+            } => {
+                // The simulated disk keeps the last piece written per key:
+                // deleted if it is that version (a pending write of the key
+                // replaces it at the next sync anyway).
+                let disk = &mut self.slots[id as usize].disk;
+                let pending = disk.pending.iter().any(|(k, _)| *k == key);
+                if !pending
+                    && disk
+                        .pieces
+                        .get(&key)
+                        .is_some_and(|p| p.epoch == epoch && p.version == version)
+                {
+                    disk.pieces.remove(&key);
+                }
+            }
             Action::Forget { job } => {
                 // Writes queued before the delete still commit (and are
                 // acknowledged), then go with it.

@@ -20,8 +20,27 @@ use crate::ft::{CheckpointStorage, FaultTolerance};
 use crate::home::{majority, HomeMsg, HomeOutput, Replicated, Role};
 use crate::PeerKey;
 
+/// Where `job`'s record is on disk.
+fn record_key(job: JobId) -> PieceKey {
+    PieceKey {
+        job,
+        unit: RECORD_UNIT,
+        index: RECORD_INDEX,
+    }
+}
+
 /// Piece index of a checkpoint kept on the worker's own disk.
 pub(super) const LOCAL_INDEX: u8 = u8::MAX;
+
+/// Where a home member keeps a durable job's record on disk: this unit
+/// and piece index of the job, its term and update number as the piece's
+/// epoch and version.
+pub(super) const RECORD_UNIT: UnitId = u64::MAX;
+/// See [`RECORD_UNIT`].
+pub(super) const RECORD_INDEX: u8 = u8::MAX - 1;
+
+/// How often a home member writes a durable job's record when it changed.
+const RECORD_PERSIST_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often a restore waiting for holders asks again.
 const RESTORE_RETRY: Duration = Duration::from_secs(1);
@@ -305,6 +324,11 @@ pub struct HomeState<P> {
     next_holds_at: Instant,
     /// Since when a majority of the home's members is gone from the view.
     majority_lost_since: Option<Instant>,
+    /// Read back from disk after a restart and not yet resynchronised by
+    /// a live primary: if this member becomes primary, every unit out is
+    /// reissued from its checkpoint (the record may miss the last changes
+    /// before the restart, so the workers' copies cannot be trusted).
+    restored: bool,
 }
 
 impl<P: PeerKey> HomeState<P> {
@@ -344,6 +368,7 @@ impl<P: PeerKey> HomeState<P> {
             holds_asked: BTreeMap::new(),
             next_holds_at: now,
             majority_lost_since: None,
+            restored: false,
         }
     }
 
@@ -958,11 +983,149 @@ impl<P: PeerKey> Jobs<P> {
 
     /// Pieces read back from disk after a restart, this worker's local
     /// units included: served to primaries that need them.
-    pub fn load_pieces(&mut self, pieces: Vec<(PieceKey, Piece)>) {
+    /// Durable job records among them rejoin their homes (as backups
+    /// without a primary, which campaign); returns how many.
+    pub fn load_pieces(&mut self, pieces: Vec<(PieceKey, Piece)>) -> usize {
+        let mut records = 0;
         for (key, piece) in pieces {
+            if key.unit == RECORD_UNIT && key.index == RECORD_INDEX {
+                records += usize::from(self.restore_record(key.job, piece));
+                continue;
+            }
             let evicted = self.pieces.put(key.job, key.unit, piece);
             self.unpersist(key.job, key.unit, evicted);
         }
+        records
+    }
+
+    /// A durable job's record this member wrote before a restart: it
+    /// rejoins the home as a backup without a primary, and campaigns.
+    fn restore_record(&mut self, job: JobId, piece: Piece) -> bool {
+        let (term, seq) = (piece.epoch, piece.version);
+        let PieceData::Copy(bytes) = piece.data else {
+            return false;
+        };
+        let Ok(record) = postcard::from_bytes::<Record<P>>(&bytes) else {
+            return false;
+        };
+        let newer = self
+            .records_on_disk
+            .get(&job)
+            .is_none_or(|on_disk| *on_disk < (term, seq));
+        if !newer || self.homes.len() >= self.config.max_active_jobs {
+            return false;
+        }
+        let now = self.next_tick;
+        let mut state = HomeState::new(record, Role::Backup { primary: None }, term, now);
+        state.seq = seq;
+        state.restored = true;
+        if state.record.state != JobState::Running {
+            state.finished = Some(now);
+        }
+        self.homes.insert(job, state);
+        self.records_on_disk.insert(job, (term, seq));
+        true
+    }
+
+    /// Writes the record of every durable job homed here that changed
+    /// since it was last written (at most every 100 ms, so writes of many
+    /// commits share one fsync), and deletes the records of jobs no longer
+    /// homed here.
+    pub(super) fn persist_records(&mut self, now: Instant) {
+        if now < self.next_record_persist {
+            return;
+        }
+        self.next_record_persist = now + RECORD_PERSIST_INTERVAL;
+        let gone: Vec<JobId> = self
+            .records_on_disk
+            .keys()
+            .filter(|job| !self.homes.contains_key(job))
+            .copied()
+            .collect();
+        for job in gone {
+            if let Some((term, seq)) = self.records_on_disk.remove(&job) {
+                self.outputs.push_back(JobOutput::Unpersist {
+                    key: record_key(job),
+                    epoch: term,
+                    version: seq,
+                });
+            }
+        }
+        let changed: Vec<(JobId, u64, u64)> = self
+            .homes
+            .iter()
+            .filter(|(_, h)| h.record.ft.durable)
+            .filter(|(job, h)| self.records_on_disk.get(job) != Some(&(h.term, h.seq)))
+            .map(|(job, h)| (*job, h.term, h.seq))
+            .collect();
+        for (job, term, seq) in changed {
+            let Some(h) = self.homes.get(&job) else {
+                continue;
+            };
+            let bytes = match postcard::to_stdvec(&h.snapshot(now)) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    self.encode_errors += 1;
+                    self.event(JobEvent::EncodeFailed {
+                        job,
+                        unit: RECORD_UNIT,
+                        error: error.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let piece = Piece {
+                epoch: term,
+                version: seq,
+                index: RECORD_INDEX,
+                data: PieceData::Copy(bytes),
+            };
+            self.outputs.push_back(JobOutput::Persist {
+                key: record_key(job),
+                piece,
+            });
+            // The older version goes once the newer is queued before it.
+            if let Some((term, seq)) = self.records_on_disk.insert(job, (term, seq)) {
+                self.outputs.push_back(JobOutput::Unpersist {
+                    key: record_key(job),
+                    epoch: term,
+                    version: seq,
+                });
+            }
+        }
+    }
+
+    /// A record read back from disk: once this member follows a live
+    /// primary it is resynchronised; once it is the primary itself, every
+    /// unit out is reissued from its last checkpoint.
+    fn resume_restored(&mut self, now: Instant, job: JobId) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if !h.restored {
+            return;
+        }
+        if !h.is_primary() {
+            if h.primary().is_some() {
+                h.restored = false;
+            }
+            return;
+        }
+        h.restored = false;
+        if h.record.state != JobState::Running {
+            return;
+        }
+        let out: Vec<(UnitId, P)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.status, UnitStatus::Assigned | UnitStatus::Running))
+            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, p)))
+            .collect();
+        for (unit, holder) in out {
+            self.reissue_unit(now, job, unit, holder, true);
+        }
+        self.commit(now, job, Vec::new());
     }
 
     /// Deletes from disk the pieces of `unit` no longer kept.
@@ -2416,8 +2579,10 @@ impl<P: PeerKey> Jobs<P> {
         self.homes.handle_timeout(now);
         self.drain_homes(now);
         let jobs: Vec<JobId> = self.homes.keys().copied().collect();
+        self.persist_records(now);
         for job in jobs {
             self.watch_majority(now, job);
+            self.resume_restored(now, job);
             let Some(h) = self.homes.get(&job) else {
                 continue;
             };

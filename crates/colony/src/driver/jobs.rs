@@ -609,6 +609,12 @@ pub(crate) fn restore_checkpoints(
             "checkpoints found on disk"
         );
     }
-    jobs.load_pieces(pieces);
+    let records = jobs.load_pieces(pieces);
+    if records > 0 {
+        info!(
+            records,
+            "durable job records found on disk: rejoining their homes"
+        );
+    }
     jobs.restore_local(now, local.into_values().collect());
 }
