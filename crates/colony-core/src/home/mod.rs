@@ -669,6 +669,36 @@ where
         self.reschedule(now, key);
     }
 
+    /// A replica read back from this peer's disk after a restart: it
+    /// rejoins the home of `key` as a backup without a primary, and
+    /// campaigns once none is heard from. `false` if a home of `key` is
+    /// held already, the lists are unusable, or the homes are full.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_backup(
+        &mut self,
+        now: Instant,
+        key: K,
+        state: S,
+        size: u8,
+        members: Vec<P>,
+        config: Vec<P>,
+        (term, seq): (u64, u64),
+    ) -> bool {
+        if self.homes.contains_key(&key)
+            || self.homes.len() >= self.config.max_homes
+            || !valid_members(&members)
+            || !valid_members(&config)
+        {
+            return false;
+        }
+        let role = Role::Backup { primary: None };
+        let mut home = Home::new(state, usize::from(size), members, config, role, term, now);
+        home.seq = seq;
+        self.homes.insert(key, home);
+        self.reschedule(now, key);
+        true
+    }
+
     /// The home of `key` held here.
     pub fn get(&self, key: &K) -> Option<&Home<P, S>> {
         self.homes.get(key)

@@ -253,6 +253,16 @@ pub struct Delta<P> {
     phase: Phase,
 }
 
+/// A job record as a durable home member keeps it on disk: the record and
+/// the member lists it was replicated with.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned + Ord"))]
+struct DurableRecord<P> {
+    record: Record<P>,
+    members: Vec<P>,
+    config: Vec<P>,
+}
+
 /// The home messages of job records.
 pub type JobHomeMsg<P> = HomeMsg<JobId, P, Record<P>, Delta<P>>;
 
@@ -1005,9 +1015,14 @@ impl<P: PeerKey> Jobs<P> {
         let PieceData::Copy(bytes) = piece.data else {
             return false;
         };
-        let Ok(record) = postcard::from_bytes::<Record<P>>(&bytes) else {
+        let Ok(durable) = postcard::from_bytes::<DurableRecord<P>>(&bytes) else {
             return false;
         };
+        let DurableRecord {
+            record,
+            members,
+            config,
+        } = durable;
         let newer = self
             .records_on_disk
             .get(&job)
@@ -1016,13 +1031,18 @@ impl<P: PeerKey> Jobs<P> {
             return false;
         }
         let now = self.next_tick;
-        let mut state = HomeState::new(record, Role::Backup { primary: None }, term, now);
-        state.seq = seq;
+        let size = record.ft.home_size;
+        let mut state = HomeState::new(record, now);
         state.restored = true;
         if state.record.state != JobState::Running {
             state.finished = Some(now);
         }
-        self.homes.insert(job, state);
+        if !self
+            .homes
+            .restore_backup(now, job, state, size, members, config, (term, seq))
+        {
+            return false;
+        }
         self.records_on_disk.insert(job, (term, seq));
         true
     }
@@ -1055,14 +1075,19 @@ impl<P: PeerKey> Jobs<P> {
             .homes
             .iter()
             .filter(|(_, h)| h.record.ft.durable)
-            .filter(|(job, h)| self.records_on_disk.get(job) != Some(&(h.term, h.seq)))
-            .map(|(job, h)| (*job, h.term, h.seq))
+            .filter(|(job, h)| self.records_on_disk.get(job) != Some(&(h.term(), h.seq())))
+            .map(|(job, h)| (*job, h.term(), h.seq()))
             .collect();
         for (job, term, seq) in changed {
             let Some(h) = self.homes.get(&job) else {
                 continue;
             };
-            let bytes = match postcard::to_stdvec(&h.snapshot(now)) {
+            let durable = DurableRecord {
+                record: h.state().snapshot(now),
+                members: h.members().to_vec(),
+                config: h.config().to_vec(),
+            };
+            let bytes = match postcard::to_stdvec(&durable) {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     self.encode_errors += 1;
