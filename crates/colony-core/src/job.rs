@@ -65,7 +65,7 @@ mod limits;
 use authorize::Parked;
 pub use authorize::{Refusal, SubmitPolicy};
 use home::HomeState;
-pub use home::{Piece, PieceData, PieceKey};
+pub use home::{Delta, JobHomeMsg, Piece, PieceData, PieceKey, Record};
 pub use limits::{MessageKind, MessageLimits, TooLarge};
 
 /// A job's id: 128 random bits, also its key in the overlay.
@@ -529,66 +529,9 @@ pub enum JobMsg<P> {
         /// The job.
         job: JobId,
     },
-    /// Primary → backup: the record, whole or as a change.
-    Replica {
-        /// The job.
-        job: JobId,
-        /// Primary's term.
-        term: u64,
-        /// Number of this update within the term.
-        seq: u64,
-        /// The update.
-        update: home::ReplicaUpdate<P>,
-    },
-    /// Backup → primary: updates up to `seq` of `term` are applied.
-    ReplicaAck {
-        /// The job.
-        job: JobId,
-        /// The term.
-        term: u64,
-        /// Highest applied.
-        seq: u64,
-    },
-    /// Backup → primary: my replica is missing or behind (a restart, a
-    /// lost update): send me a snapshot, or release me if I am no longer
-    /// a member.
-    ReplicaNack {
-        /// The job.
-        job: JobId,
-        /// The term of the replica the sender holds (0 without one).
-        term: u64,
-    },
-    /// Home member without a live primary → the other members: elect me
-    /// primary for `term`. Granted only to a candidate whose replica is at
-    /// least as recent as the voter's, once per term.
-    Vote {
-        /// The job.
-        job: JobId,
-        /// The term the candidate asks for.
-        term: u64,
-        /// Term of the candidate's replica.
-        last_term: u64,
-        /// Last update of that term the candidate applied.
-        last_seq: u64,
-    },
-    /// Member → candidate: the answer to [`JobMsg::Vote`].
-    VoteReply {
-        /// The job.
-        job: JobId,
-        /// The term asked for.
-        term: u64,
-        /// Whether the vote is granted.
-        granted: bool,
-        /// The highest term the voter has voted in: a later candidacy must
-        /// ask for more.
-        promised: u64,
-        /// Term of the voter's replica.
-        log_term: u64,
-        /// Last update of that term the voter applied.
-        log_seq: u64,
-        /// The live primary the voter follows, if any.
-        primary: Option<P>,
-    },
+    /// Between the members of a job's home: replication of the job record
+    /// and elections (see [`crate::home`]).
+    Home(home::JobHomeMsg<P>),
     /// Primary → holder: keep this piece of a unit's checkpoint.
     StorePiece {
         /// The job.
@@ -970,7 +913,7 @@ pub struct Jobs<P: PeerKey> {
     key_of: fn(&P) -> [u8; 32],
     rng: SmallRng,
     /// Job records this peer holds, as primary or backup.
-    homes: BTreeMap<JobId, HomeState<P>>,
+    homes: crate::home::Homes<JobId, P, HomeState<P>>,
     /// Checkpoint pieces this peer holds for home primaries.
     pieces: home::PieceStore<P>,
     known: BTreeMap<JobId, KnownJob<P>>,
@@ -1024,6 +967,19 @@ impl<P: PeerKey> Jobs<P> {
         seed: u64,
         key_of: fn(&P) -> [u8; 32],
     ) -> Self {
+        let homes = crate::home::Homes::new(
+            me.clone(),
+            crate::home::HomeConfig {
+                election_stagger: config.election_stagger,
+                election_timeout: config.election_timeout,
+                heartbeat_interval: config.heartbeat_interval,
+                primary_silence: config.primary_silence,
+                recheck_interval: Duration::from_millis(20),
+                max_homes: config.max_active_jobs + config.max_retained_results,
+            },
+            Box::new(move |job: &JobId, p: &P| u128::from_be_bytes(xor_distance(*job, &key_of(p)))),
+            seed ^ 0x486f_6d65_7321,
+        );
         Jobs {
             me,
             backoff: config.request_backoff_initial,
@@ -1031,7 +987,7 @@ impl<P: PeerKey> Jobs<P> {
             registry,
             key_of,
             rng: SmallRng::seed_from_u64(seed),
-            homes: BTreeMap::new(),
+            homes,
             pieces: home::PieceStore::default(),
             known: BTreeMap::new(),
             running: BTreeMap::new(),
@@ -1126,6 +1082,7 @@ impl<P: PeerKey> Jobs<P> {
             .filter(|p| !self.members.contains(p))
             .collect();
         self.members = members.iter().map(|(p, _)| p.clone()).collect();
+        self.homes.set_live(self.members.iter().cloned());
         self.loads = members.into_iter().collect();
         self.members_updated(now, newcomers);
     }
@@ -1141,6 +1098,7 @@ impl<P: PeerKey> Jobs<P> {
         if peer == self.me {
             return;
         }
+        self.homes.update_member(peer.clone(), load.is_some());
         match load {
             Some(load) => {
                 if self.members.insert(peer.clone()) {
@@ -1364,37 +1322,10 @@ impl<P: PeerKey> Jobs<P> {
                 None => self.send(from, JobMsg::Unknown { job }, false),
             },
             JobMsg::Unknown { job } => self.outputs.push_back(JobOutput::Unknown(job)),
-            JobMsg::Replica {
-                job,
-                term,
-                seq,
-                update,
-            } => self.on_replica(now, from, job, term, seq, update),
-            JobMsg::ReplicaAck { job, term, seq } => self.on_replica_ack(now, from, job, term, seq),
-            JobMsg::ReplicaNack { job, term } => self.on_replica_nack(now, from, job, term),
-            JobMsg::Vote {
-                job,
-                term,
-                last_term,
-                last_seq,
-            } => self.on_vote(now, from, job, term, (last_term, last_seq)),
-            JobMsg::VoteReply {
-                job,
-                term,
-                granted,
-                promised,
-                log_term,
-                log_seq,
-                primary,
-            } => self.on_vote_reply(
-                now,
-                from,
-                job,
-                (term, promised),
-                granted,
-                (log_term, log_seq),
-                primary,
-            ),
+            JobMsg::Home(msg) => {
+                self.homes.handle(now, from, msg);
+                self.drain_homes(now);
+            }
             JobMsg::StorePiece {
                 job,
                 unit,

@@ -17,6 +17,9 @@
 //!   acquaintance maintenance.
 //! - [`divisible`]: the divisible programming model (step / divide / merge)
 //!   and the registry of applications.
+//! - [`home`]: the generic replicated home — a state kept on the k
+//!   closest live peers of a key, changed with a majority of them, with
+//!   elections, joint membership changes and hand-over.
 //! - [`job`]: divisible jobs across peers — homes, advertisements,
 //!   brokered work stealing, merging, results.
 //! - [`ft`]: a job's fault-tolerance settings (protocol, TTC, checkpoint
@@ -33,6 +36,7 @@ pub mod acquaintance;
 pub mod divisible;
 pub mod erasure;
 pub mod ft;
+pub mod home;
 pub mod job;
 pub mod membership;
 pub mod node;

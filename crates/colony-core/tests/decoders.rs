@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use colony_core::divisible::{AppError, AppRegistry, Divisible, SharedVars, Step, StepContext};
 use colony_core::erasure::{self, Shard};
 use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
+use colony_core::home::{HomeMsg, Update};
 use colony_core::job::{
     JobConfig, JobId, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs, Piece, PieceData,
     Report,
@@ -501,15 +502,19 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
         job_view().prop_map(|view| JobMsg::Status { view }),
         job_id().prop_map(|job| JobMsg::Query { job }),
         job_id().prop_map(|job| JobMsg::Unknown { job }),
-        (job_id(), num(), num()).prop_map(|(job, term, seq)| JobMsg::ReplicaAck { job, term, seq }),
-        (job_id(), num()).prop_map(|(job, term)| JobMsg::ReplicaNack { job, term }),
-        (job_id(), num(), num(), num()).prop_map(|(job, term, last_term, last_seq)| {
-            JobMsg::Vote {
-                job,
+        (job_id(), num(), num()).prop_map(|(key, term, seq)| JobMsg::Home(HomeMsg::Ack {
+            key,
+            term,
+            seq
+        })),
+        (job_id(), num()).prop_map(|(key, term)| JobMsg::Home(HomeMsg::Nack { key, term })),
+        (job_id(), num(), num(), num()).prop_map(|(key, term, last_term, last_seq)| {
+            JobMsg::Home(HomeMsg::Vote {
+                key,
                 term,
                 last_term,
                 last_seq,
-            }
+            })
         }),
         (
             job_id(),
@@ -521,16 +526,43 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
             proptest::option::of(peer())
         )
             .prop_map(
-                |(job, term, granted, promised, log_term, log_seq, primary)| JobMsg::VoteReply {
-                    job,
-                    term,
-                    granted,
-                    promised,
-                    log_term,
-                    log_seq,
-                    primary
+                |(key, term, granted, promised, log_term, log_seq, primary)| {
+                    JobMsg::Home(HomeMsg::VoteReply {
+                        key,
+                        term,
+                        granted,
+                        promised,
+                        log_term,
+                        log_seq,
+                        primary,
+                    })
                 }
             ),
+        (
+            job_id(),
+            num(),
+            num(),
+            prop_oneof![
+                Just(Update::Promote),
+                Just(Update::Release),
+                Just(Update::Heartbeat),
+                (
+                    proptest::collection::vec(peer(), 0..5),
+                    proptest::collection::vec(peer(), 0..5)
+                )
+                    .prop_map(|(members, config)| Update::Delta {
+                        members,
+                        config,
+                        delta: None,
+                    }),
+            ]
+        )
+            .prop_map(|(key, term, seq, update)| JobMsg::Home(HomeMsg::Replica {
+                key,
+                term,
+                seq,
+                update
+            })),
         (
             job_id(),
             unit_id(),
@@ -1496,16 +1528,17 @@ fn snapshot_with_elapsed(cluster: &Cluster, elapsed_ms: u64) -> (u64, u64, JobMs
         .seen
         .iter()
         .find(|(_, _, msg)| {
-            matches!(msg, JobMsg::Replica { .. })
-                && serde_json::to_value(msg)
-                    .ok()
-                    .is_some_and(|v| v.pointer("/Replica/update/Snapshot/elapsed_ms").is_some())
+            matches!(msg, JobMsg::Home(HomeMsg::Replica { .. }))
+                && serde_json::to_value(msg).ok().is_some_and(|v| {
+                    v.pointer("/Home/Replica/update/Snapshot/state/elapsed_ms")
+                        .is_some()
+                })
         })
         .cloned()
         .expect("the primary sent its backups a snapshot");
     let mut value = serde_json::to_value(&msg).expect("a message converts to JSON");
     *value
-        .pointer_mut("/Replica/update/Snapshot/elapsed_ms")
+        .pointer_mut("/Home/Replica/update/Snapshot/state/elapsed_ms")
         .expect("a snapshot has elapsed_ms") = serde_json::Value::from(elapsed_ms);
     let msg = serde_json::from_value(value).expect("the edited snapshot is well-typed");
     (from, to, msg)
@@ -1519,18 +1552,18 @@ fn a_remote_snapshot_with_a_huge_elapsed_time_does_not_panic() {
     cluster.deliver(from, to, msg.clone());
     // ...and to one that does not (it starts a backup from it).
     let stranger = (0..PEERS).find(|p| *p != from && *p != to).unwrap_or(0);
-    let JobMsg::Replica {
+    let JobMsg::Home(HomeMsg::Replica {
         term, seq, update, ..
-    } = msg
+    }) = msg
     else {
         unreachable!()
     };
-    let other = JobMsg::Replica {
-        job: JobId([9; 16]),
+    let other = JobMsg::Home(HomeMsg::Replica {
+        key: JobId([9; 16]),
         term,
         seq,
         update,
-    };
+    });
     cluster.deliver(from, stranger, other);
     cluster.advance(1000);
     for core in &cluster.cores {
@@ -1605,15 +1638,15 @@ fn progress_of_the_highest_amount_does_not_panic() {
 /// the highest term made the next candidacy ask for a term above it.
 #[test]
 fn a_promise_of_the_highest_term_does_not_panic() {
-    let reply = JobMsg::VoteReply {
-        job: JOB,
+    let reply = JobMsg::Home(HomeMsg::VoteReply {
+        key: JOB,
         term: 0,
         granted: false,
         promised: u64::MAX,
         log_term: 0,
         log_seq: 0,
         primary: None,
-    };
+    });
     let mut actions = Vec::new();
     for to in 0..PEERS {
         actions.push(JobAction::Inject(0, to, Box::new(reply.clone())));

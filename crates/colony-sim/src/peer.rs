@@ -677,34 +677,7 @@ impl SimPeer {
     fn trace_msg(&mut self, verb: &str, other: u32, msg: &JobMsg<u32>) {
         if self.settings.trace_replicas {
             let line = match msg {
-                JobMsg::Replica {
-                    term, seq, update, ..
-                } => {
-                    let kind = format!("{update:?}");
-                    let kind = kind.split(['(', ' ', '{']).next().unwrap_or("").to_string();
-                    Some(format!("Replica term {term} seq {seq} {kind}"))
-                }
-                JobMsg::ReplicaAck { term, seq, .. } => {
-                    Some(format!("ReplicaAck term {term} seq {seq}"))
-                }
-                JobMsg::ReplicaNack { term, .. } => Some(format!("ReplicaNack term {term}")),
-                JobMsg::Vote {
-                    term,
-                    last_term,
-                    last_seq,
-                    ..
-                } => Some(format!("Vote term {term} last {last_term}/{last_seq}")),
-                JobMsg::VoteReply {
-                    term,
-                    granted,
-                    promised,
-                    log_term,
-                    log_seq,
-                    primary,
-                    ..
-                } => Some(format!(
-                    "VoteReply term {term} granted {granted} promised {promised} log {log_term}/{log_seq} primary {primary:?}"
-                )),
+                JobMsg::Home(msg) => Some(msg.describe()),
                 _ => None,
             };
             if let Some(line) = line {

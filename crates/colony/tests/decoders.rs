@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use colony_core::divisible::SharedVars;
 use colony_core::ft::FaultTolerance;
+use colony_core::home::HomeMsg;
 use colony_core::job::{JobId, JobMsg, JobState, JobStats, JobView};
 use colony_core::membership::{MemberRecord, MemberState, MembershipMsg, PeerStats};
 use colony_core::pipe::{PipeFrame, TrafficClass};
@@ -125,15 +126,15 @@ fn job_messages() -> Vec<Vec<u8>> {
                 elapsed_s: 1.5,
             },
         },
-        JobMsg::VoteReply {
-            job,
+        JobMsg::Home(HomeMsg::VoteReply {
+            key: job,
             term: 4,
             granted: true,
             promised: u64::MAX,
             log_term: 3,
             log_seq: 9,
             primary: Some(b),
-        },
+        }),
     ];
     msgs.iter()
         .map(|m| wire::encode(m, MAX_FRAME).expect("encodes"))

@@ -26,6 +26,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{JobId, JobMsg, Jobs};
+use crate::home::{HomeMsg, Update};
 use crate::PeerKey;
 
 /// How many times the home size a plausible primary's distance may reach:
@@ -159,7 +160,7 @@ fn payload_bytes<P>(msg: &JobMsg<P>) -> usize {
         JobMsg::Submit { params, .. } => params.len(),
         JobMsg::Assign { state, .. } => state.len(),
         JobMsg::Report { .. }
-        | JobMsg::Replica { .. }
+        | JobMsg::Home(HomeMsg::Replica { .. })
         | JobMsg::StorePiece { .. }
         | JobMsg::Pieces { .. }
         | JobMsg::Status { .. } => usize::MAX,
@@ -186,11 +187,7 @@ pub(super) fn kind_of<P>(msg: &JobMsg<P>) -> &'static str {
         JobMsg::Status { .. } => "Status",
         JobMsg::Query { .. } => "Query",
         JobMsg::Unknown { .. } => "Unknown",
-        JobMsg::Replica { .. } => "Replica",
-        JobMsg::ReplicaAck { .. } => "ReplicaAck",
-        JobMsg::ReplicaNack { .. } => "ReplicaNack",
-        JobMsg::Vote { .. } => "Vote",
-        JobMsg::VoteReply { .. } => "VoteReply",
+        JobMsg::Home(msg) => msg.name(),
         JobMsg::StorePiece { .. } => "StorePiece",
         JobMsg::PieceStored { .. } => "PieceStored",
         JobMsg::FetchPieces { .. } => "FetchPieces",
@@ -314,9 +311,11 @@ impl<P: PeerKey> Jobs<P> {
             JobMsg::StorePiece { job, .. } | JobMsg::FetchPieces { job, .. } => {
                 primary_only(*job, None)
             }
-            JobMsg::Replica { job, update, .. } => {
+            JobMsg::Home(HomeMsg::Replica {
+                key: job, update, ..
+            }) => {
                 let size = match update {
-                    super::home::ReplicaUpdate::Snapshot(record) => Some(record.ft.home_size),
+                    Update::Snapshot { size, .. } => Some(*size),
                     _ => None,
                 };
                 if self.plausible_primary(*job, from, size) {

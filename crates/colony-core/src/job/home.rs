@@ -1,6 +1,7 @@
-//! The home side of the job core: the replicated job record (primary and
-//! backups, terms, differential updates), checkpoint pieces on holders,
-//! restoring and reissuing units, takeover and hand-over.
+//! The home side of the job core: the job record, replicated by the
+//! generic home core ([`crate::home`]) as its [`Replicated`] state,
+//! checkpoint pieces on holders, restoring and reissuing units, and what a
+//! new primary does when it takes a job over.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -10,12 +11,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Contribution, Epoch, JobConfig, JobEvent, JobId, JobMsg, JobOutput, JobState, JobStats,
-    JobView, Jobs, Report, UnitId,
+    Contribution, Epoch, JobEvent, JobId, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs,
+    Report, UnitId,
 };
 use crate::divisible::SharedVars;
 use crate::erasure::{self, Shard};
 use crate::ft::{CheckpointStorage, FaultTolerance};
+use crate::home::{majority, HomeMsg, HomeOutput, Replicated, Role};
 use crate::PeerKey;
 
 /// Where `job`'s record is on disk.
@@ -230,66 +232,39 @@ pub struct Record<P> {
     shared: SharedVars,
     stats: JobStats,
     contributions: BTreeMap<P, Contribution>,
-    /// Primary first, then the backups holding a replica.
-    members: Vec<P>,
-    /// The members as last committed: every update, and every election,
-    /// needs a majority of these as well as of `members`, so two sides of
-    /// a partition can never both make progress.
-    config: Vec<P>,
     elapsed_ms: u64,
     /// Cancel the job once it has run this long (ms), if set.
     deadline_ms: Option<u64>,
 }
 
-/// A change to the record, as the primary sends it to backups.
+/// A change to the record, as the primary sends it to backups: data only,
+/// applied without application code (the merged result travels as
+/// bytes, so a backup's result is the primary's).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound(deserialize = "P: DeserializeOwned"))]
 pub struct Delta<P> {
     units: Vec<(UnitId, UnitRec<P>)>,
-    merges: Vec<(UnitId, Vec<u8>)>,
+    /// The merged result, if it changed.
+    merged: Option<Vec<u8>>,
+    has_merged: bool,
     shared: SharedVars,
     stats: JobStats,
     contributions: Vec<(P, Contribution)>,
     phase: Phase,
+}
+
+/// A job record as a durable home member keeps it on disk: the record and
+/// the member lists it was replicated with.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned + Ord"))]
+struct DurableRecord<P> {
+    record: Record<P>,
     members: Vec<P>,
     config: Vec<P>,
 }
 
-/// What a primary sends its backups.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound(deserialize = "P: DeserializeOwned + Ord"))]
-pub enum ReplicaUpdate<P> {
-    /// The whole record (a new backup, or a new term).
-    Snapshot(Box<Record<P>>),
-    /// A change.
-    Delta(Box<Delta<P>>),
-    /// The receiver becomes primary (the sender hands over to a closer peer).
-    Promote,
-    /// The receiver is no longer a home member: drop the replica.
-    Release,
-    /// Nothing changed: the primary is there.
-    Heartbeat,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Role<P> {
-    Primary,
-    Backup { primary: Option<P> },
-}
-
-/// Effects held until a majority of the home has the update `seq`.
-struct Pending<P> {
-    seq: u64,
-    effects: Vec<JobOutput<P>>,
-}
-
-/// A member campaigning to become primary.
-struct Candidacy<P> {
-    term: u64,
-    votes: BTreeSet<P>,
-    until: Instant,
-    resend_at: Instant,
-}
+/// The home messages of job records.
+pub type JobHomeMsg<P> = HomeMsg<JobId, P, Record<P>, Delta<P>>;
 
 /// A report whose checkpoint pieces are being stored; it applies once
 /// every holder has its piece.
@@ -322,18 +297,12 @@ struct Steal<P> {
     since: Instant,
 }
 
-/// A record held here, with the volatile state of its role.
-pub(super) struct HomeState<P> {
+/// A record held here, with what its primary keeps beside it (not
+/// replicated: a new primary rebuilds it).
+pub struct HomeState<P> {
     pub(super) record: Record<P>,
-    role: Role<P>,
-    term: u64,
-    /// Primary: updates sent this term; backup: applied.
-    seq: u64,
     started: Instant,
     finished: Option<Instant>,
-    /// Primary: backups with their acknowledged update.
-    acked: BTreeMap<P, u64>,
-    pending: VecDeque<Pending<P>>,
     /// Primary: states of queued units, ready to hand out.
     ready: BTreeMap<UnitId, Vec<u8>>,
     /// Primary, protocol `none`: the state each unit out with a worker
@@ -356,22 +325,8 @@ pub(super) struct HomeState<P> {
     next_advert_at: Instant,
     /// Changes not yet sent to the backups.
     touched: BTreeSet<UnitId>,
-    merges: Vec<(UnitId, Vec<u8>)>,
-    /// Promoted a closer peer and waits for it to confirm.
-    handing_over: Option<P>,
-    /// Primary: members named in update `.0`, not yet committed.
-    proposed: Option<(u64, Vec<P>)>,
-    /// Highest term this member voted for another member in, and whom.
-    promised: u64,
-    voted_for: Option<P>,
-    /// Highest term this member campaigned for.
-    campaigned: u64,
-    candidacy: Option<Candidacy<P>>,
-    /// Backup without a live primary: when to campaign.
-    campaign_at: Option<Instant>,
-    /// Backup: when it last heard from its primary; primary: when it last
-    /// sent its backups anything.
-    heard_at: Instant,
+    /// The merged result changed since the last update.
+    merged_dirty: bool,
     /// Primary: workers asked which units they hold, with the question's
     /// token and the (unit, epoch) the record had running on them then.
     holds_asked: BTreeMap<P, (u64, BTreeSet<(UnitId, Epoch)>)>,
@@ -387,10 +342,6 @@ pub(super) struct HomeState<P> {
 }
 
 impl<P: PeerKey> HomeState<P> {
-    pub(super) fn is_primary(&self) -> bool {
-        self.role == Role::Primary
-    }
-
     /// Where `unit`'s last acknowledged checkpoint is: (epoch, version,
     /// holders).
     #[cfg(test)]
@@ -404,30 +355,13 @@ impl<P: PeerKey> HomeState<P> {
         &self.record.submitter
     }
 
-    /// Whether `peer` is among the record's members, latest or committed.
-    pub(super) fn has_member(&self, peer: &P) -> bool {
-        self.record.members.contains(peer) || self.record.config.contains(peer)
-    }
-
-    /// The primary this member follows (itself when primary: `None` then).
-    pub(super) fn primary(&self) -> Option<&P> {
-        match &self.role {
-            Role::Primary => self.record.members.first(),
-            Role::Backup { primary } => primary.as_ref(),
-        }
-    }
-
-    fn new(record: Record<P>, role: Role<P>, term: u64, now: Instant) -> Self {
+    fn new(record: Record<P>, now: Instant) -> Self {
         let started = started_at(now, record.elapsed_ms);
+        let finished = (record.state != JobState::Running).then_some(now);
         HomeState {
             record,
-            role,
-            term,
-            seq: 0,
             started,
-            finished: None,
-            acked: BTreeMap::new(),
-            pending: VecDeque::new(),
+            finished,
             ready: BTreeMap::new(),
             kept: BTreeMap::new(),
             restoring: BTreeMap::new(),
@@ -440,15 +374,7 @@ impl<P: PeerKey> HomeState<P> {
             next_progress_at: now,
             next_advert_at: now,
             touched: BTreeSet::new(),
-            merges: Vec::new(),
-            handing_over: None,
-            proposed: None,
-            promised: term,
-            voted_for: None,
-            campaigned: term,
-            candidacy: None,
-            campaign_at: None,
-            heard_at: now,
+            merged_dirty: false,
             holds_asked: BTreeMap::new(),
             next_holds_at: now,
             majority_lost_since: None,
@@ -461,7 +387,7 @@ impl<P: PeerKey> HomeState<P> {
         self.record.units.get_mut(&unit)
     }
 
-    fn snapshot(&self, now: Instant) -> Record<P> {
+    fn record_now(&self, now: Instant) -> Record<P> {
         let mut record = self.record.clone();
         record.elapsed_ms = self
             .finished
@@ -469,6 +395,105 @@ impl<P: PeerKey> HomeState<P> {
             .saturating_duration_since(self.started)
             .as_millis() as u64;
         record
+    }
+}
+
+/// The job record as the home core replicates it.
+impl<P: PeerKey> Replicated for HomeState<P> {
+    type Snapshot = Record<P>;
+    type Delta = Delta<P>;
+    type Effect = JobOutput<P>;
+
+    fn snapshot(&self, now: Instant) -> Record<P> {
+        self.record_now(now)
+    }
+
+    fn restore(now: Instant, record: Record<P>) -> Option<Self> {
+        Some(HomeState::new(record, now))
+    }
+
+    fn apply_snapshot(&mut self, now: Instant, record: Record<P>) -> bool {
+        let finished = record.state != JobState::Running;
+        self.started = started_at(now, record.elapsed_ms);
+        self.record = record;
+        if finished && self.finished.is_none() {
+            self.finished = Some(now);
+        }
+        true
+    }
+
+    fn take_delta(&mut self, force: bool) -> Option<Delta<P>> {
+        if self.touched.is_empty() && !self.merged_dirty && !force {
+            return None;
+        }
+        let record = &self.record;
+        let delta = Delta {
+            units: self
+                .touched
+                .iter()
+                .filter_map(|u| record.units.get(u).map(|r| (*u, r.clone())))
+                .collect(),
+            merged: self.merged_dirty.then(|| record.merged.clone()),
+            has_merged: record.has_merged,
+            shared: record.shared.clone(),
+            stats: record.stats.clone(),
+            contributions: record
+                .contributions
+                .iter()
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect(),
+            phase: phase_of(&record.state),
+        };
+        self.touched.clear();
+        self.merged_dirty = false;
+        Some(delta)
+    }
+
+    fn apply_delta(&mut self, now: Instant, delta: Delta<P>) -> bool {
+        let record = &mut self.record;
+        if let Some(merged) = delta.merged {
+            record.merged = merged;
+        }
+        record.has_merged = delta.has_merged;
+        for (unit, rec) in delta.units {
+            record.units.insert(unit, rec);
+        }
+        record.shared = delta.shared;
+        record.stats = delta.stats;
+        record.contributions = delta.contributions.into_iter().collect();
+        record.state = match delta.phase {
+            Phase::Running => JobState::Running,
+            Phase::Done => JobState::Done {
+                result: record.merged.clone(),
+            },
+            Phase::Failed(reason) => JobState::Failed { reason },
+            Phase::Cancelled(reason) => JobState::Cancelled { reason },
+        };
+        if record.state != JobState::Running && self.finished.is_none() {
+            self.finished = Some(now);
+        }
+        true
+    }
+
+    fn active(&self) -> bool {
+        self.record.state == JobState::Running
+    }
+
+    fn settled(&self) -> bool {
+        self.staging.is_empty() && self.restoring.is_empty()
+    }
+
+    fn clear_primary_state(&mut self) {
+        self.ready.clear();
+        self.kept.clear();
+        self.restoring.clear();
+        self.staging.clear();
+        self.steals.clear();
+        self.assigned_at.clear();
+        self.queued_since.clear();
+        self.pushed.clear();
+        self.touched.clear();
+        self.merged_dirty = false;
     }
 }
 
@@ -690,15 +715,12 @@ impl<P: PeerKey> Jobs<P> {
                 ..JobStats::default()
             },
             contributions: BTreeMap::new(),
-            members: vec![self.me.clone()],
-            config: vec![self.me.clone()],
             elapsed_ms: 0,
             deadline_ms,
         };
-        let mut home = HomeState::new(record, Role::Primary, 1, now);
-        home.seq = 1;
+        let mut home = HomeState::new(record, now);
         home.ready.insert(0, root.clone());
-        self.homes.insert(job, home);
+        self.homes.create(now, job, home, ft.home_size);
         self.event(JobEvent::Primary {
             job,
             previous: None,
@@ -711,7 +733,7 @@ impl<P: PeerKey> Jobs<P> {
                 expires: now + self.config.advert_lifetime,
             },
         );
-        self.maintain(now, job);
+        self.drain_homes(now);
         // The root's state is its first checkpoint.
         if ft.checkpoints() && ft.storage != CheckpointStorage::Local {
             let me = self.me.clone();
@@ -732,7 +754,7 @@ impl<P: PeerKey> Jobs<P> {
         let mut pieces = Vec::new();
         let mut holders = Vec::new();
         if let Some(h) = self.homes.get(&job) {
-            let members = &h.record.members;
+            let members = h.members();
             match h.record.ft.storage {
                 CheckpointStorage::Local => {}
                 CheckpointStorage::Copies { r } => {
@@ -993,9 +1015,14 @@ impl<P: PeerKey> Jobs<P> {
         let PieceData::Copy(bytes) = piece.data else {
             return false;
         };
-        let Ok(record) = postcard::from_bytes::<Record<P>>(&bytes) else {
+        let Ok(durable) = postcard::from_bytes::<DurableRecord<P>>(&bytes) else {
             return false;
         };
+        let DurableRecord {
+            record,
+            members,
+            config,
+        } = durable;
         let newer = self
             .records_on_disk
             .get(&job)
@@ -1004,13 +1031,18 @@ impl<P: PeerKey> Jobs<P> {
             return false;
         }
         let now = self.next_tick;
-        let mut state = HomeState::new(record, Role::Backup { primary: None }, term, now);
-        state.seq = seq;
+        let size = record.ft.home_size;
+        let mut state = HomeState::new(record, now);
         state.restored = true;
         if state.record.state != JobState::Running {
             state.finished = Some(now);
         }
-        self.homes.insert(job, state);
+        if !self
+            .homes
+            .restore_backup(now, job, state, size, members, config, (term, seq))
+        {
+            return false;
+        }
         self.records_on_disk.insert(job, (term, seq));
         true
     }
@@ -1043,14 +1075,19 @@ impl<P: PeerKey> Jobs<P> {
             .homes
             .iter()
             .filter(|(_, h)| h.record.ft.durable)
-            .filter(|(job, h)| self.records_on_disk.get(job) != Some(&(h.term, h.seq)))
-            .map(|(job, h)| (*job, h.term, h.seq))
+            .filter(|(job, h)| self.records_on_disk.get(job) != Some(&(h.term(), h.seq())))
+            .map(|(job, h)| (*job, h.term(), h.seq()))
             .collect();
         for (job, term, seq) in changed {
             let Some(h) = self.homes.get(&job) else {
                 continue;
             };
-            let bytes = match postcard::to_stdvec(&h.snapshot(now)) {
+            let durable = DurableRecord {
+                record: h.state().snapshot(now),
+                members: h.members().to_vec(),
+                config: h.config().to_vec(),
+            };
+            let bytes = match postcard::to_stdvec(&durable) {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     self.encode_errors += 1;
@@ -1453,7 +1490,8 @@ impl<P: PeerKey> Jobs<P> {
                         };
                     }
                 }
-                h.merges.push((unit, output));
+                h.merged_dirty = true;
+                let _ = output;
                 h.kept.remove(&unit);
                 if let Some(u) = h.unit(unit) {
                     u.status = UnitStatus::Done;
@@ -1683,6 +1721,7 @@ impl<P: PeerKey> Jobs<P> {
         if !h.is_primary() || h.record.state != JobState::Running {
             return;
         }
+        let h = h.state_mut();
         let held = |u: &UnitRec<P>| matches!(u.status, UnitStatus::Running | UnitStatus::Assigned);
         // Pushes end when their unit leaves the worker (merged, lost).
         let units = &h.record.units;
@@ -1819,6 +1858,7 @@ impl<P: PeerKey> Jobs<P> {
             if h.record.state == JobState::Running {
                 h.record.merged = Vec::new();
                 h.record.has_merged = false;
+                h.merged_dirty = true;
             }
         }
         self.fail_job(now, job, reason);
@@ -1942,93 +1982,47 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// Sends the record's changes to every backup and holds `effects`
-    /// until they confirm them.
+    /// until a majority of the home confirms them (nothing, if this peer
+    /// is not the primary).
     fn commit(&mut self, now: Instant, job: JobId, effects: Vec<JobOutput<P>>) {
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        if !h.is_primary() {
-            return;
-        }
-        if !h.touched.is_empty() || !h.merges.is_empty() {
-            h.seq = h.seq.saturating_add(1);
-            let delta = Delta {
-                units: h
-                    .touched
-                    .iter()
-                    .filter_map(|u| h.record.units.get(u).map(|r| (*u, r.clone())))
-                    .collect(),
-                merges: std::mem::take(&mut h.merges),
-                shared: h.record.shared.clone(),
-                stats: h.record.stats.clone(),
-                contributions: h
-                    .record
-                    .contributions
-                    .iter()
-                    .map(|(p, c)| (p.clone(), c.clone()))
-                    .collect(),
-                phase: phase_of(&h.record.state),
-                members: h.record.members.clone(),
-                config: h.record.config.clone(),
-            };
-            h.touched.clear();
-            h.heard_at = now;
-            let (term, seq) = (h.term, h.seq);
-            let backups: Vec<P> = h.acked.keys().cloned().collect();
-            for to in backups {
-                let update = ReplicaUpdate::Delta(Box::new(delta.clone()));
-                self.send_replica(to, job, (term, seq), update);
-            }
-        }
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        // New members are committed once a majority of both the old and
-        // the new members hold the update that named them.
-        if h.record.members != h.record.config
-            && h.proposed
-                .as_ref()
-                .is_none_or(|(_, m)| *m != h.record.members)
-        {
-            h.proposed = Some((h.seq, h.record.members.clone()));
-        }
-        if !effects.is_empty() {
-            h.pending.push_back(Pending {
-                seq: h.seq,
-                effects,
-            });
-        }
-        self.release(now, job);
+        let _ = self.homes.propose(now, job, effects);
+        self.drain_homes(now);
     }
 
-    /// Releases the effects whose updates a majority of the home confirmed.
-    fn release(&mut self, _now: Instant, job: JobId) {
-        let me = self.me.clone();
+    /// Carries out what the home core asks for.
+    pub(super) fn drain_homes(&mut self, now: Instant) {
+        while let Some(out) = self.homes.poll() {
+            match out {
+                HomeOutput::Send { to, msg, bulk } => self.send(to, JobMsg::Home(msg), bulk),
+                HomeOutput::Released { effects, .. } => self.outputs.extend(effects),
+                HomeOutput::BecamePrimary { key, previous } => self.took_over(now, key, previous),
+                HomeOutput::Left { key, peer } => self.holder_left(now, key, peer),
+                HomeOutput::Committed { .. }
+                | HomeOutput::SteppedDown { .. }
+                | HomeOutput::Dropped { .. } => {}
+            }
+        }
+    }
+
+    /// `peer` left the home of `job`: it drops the job's pieces, so stop
+    /// waiting for its confirmations (the checkpoint has fewer copies).
+    fn holder_left(&mut self, now: Instant, job: JobId, peer: P) {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
-        // The highest update a majority of the committed members, and of
-        // the latest ones, hold.
-        let held = |m: &P| {
-            if *m == me {
-                h.seq
-            } else {
-                h.acked.get(m).copied().unwrap_or(0)
-            }
-        };
-        let committed =
-            majority_seq(&h.record.config, held).min(majority_seq(&h.record.members, held));
-        if let Some((_, members)) = h.proposed.take_if(|(seq, _)| *seq <= committed) {
-            h.record.config = members;
-            h.touched.insert(0);
-        }
-        let mut released = Vec::new();
-        while h.pending.front().is_some_and(|p| p.seq <= committed) {
-            if let Some(p) = h.pending.pop_front() {
-                released.extend(p.effects);
+        let mut unblocked = Vec::new();
+        for (owner, queue) in h.staging.iter_mut() {
+            if let Some(front) = queue.front_mut() {
+                let before = front.waiting.len();
+                front.waiting.retain(|(holder, _, _)| *holder != peer);
+                if before > 0 && front.waiting.is_empty() {
+                    unblocked.push(*owner);
+                }
             }
         }
-        self.outputs.extend(released);
+        for owner in unblocked {
+            self.staged_done(now, job, owner);
+        }
     }
 
     pub(super) fn advertise(&mut self, now: Instant, job: JobId) {
@@ -2049,374 +2043,31 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
-    // ---- replication ----
-
-    /// Keeps `job`'s home in shape after any change: snapshots to members
-    /// without a replica, releases to those no longer in the home, hands
-    /// the primary role to a closer peer holding a replica.
-    fn maintain(&mut self, now: Instant, job: JobId) {
-        let Some(h) = self.homes.get(&job) else {
-            return;
-        };
-        if !h.is_primary() {
-            return;
-        }
-        let size = usize::from(h.record.ft.home_size);
-        let home = self.home_of(job, size);
-        let term = h.term;
-        let seq = h.seq;
-        // Every member, committed or not, gets the updates, and so do the
-        // peers now in the home.
-        let mut targets: BTreeSet<P> = home.iter().cloned().collect();
-        targets.extend(h.record.members.iter().cloned());
-        targets.extend(h.record.config.iter().cloned());
-        let fresh: Vec<P> = targets
-            .into_iter()
-            .filter(|p| *p != self.me && !h.acked.contains_key(p))
-            .collect();
-        let gone: Vec<P> = h
-            .acked
-            .keys()
-            .filter(|p| !home.contains(p))
-            .cloned()
-            .collect();
-        // Members no longer among the closest leave the members list once
-        // closer ones hold a replica, the farthest first; they are released
-        // only when members without them are committed, so the committed
-        // members keep a majority able to confirm updates meanwhile.
-        let excess = h.record.members.len().saturating_sub(size);
-        let mut leaving: Vec<P> = h
-            .record
-            .members
-            .iter()
-            .rev()
-            .filter(|m| gone.contains(m))
-            .cloned()
-            .collect();
-        // Lost members first (a stable sort keeps the farthest first).
-        leaving.sort_by_key(|m| self.members.contains(m));
-        leaving.truncate(excess);
-        let gone: Vec<P> = gone
-            .into_iter()
-            .filter(|p| {
-                !h.record.config.contains(p)
-                    && (leaving.contains(p) || !h.record.members.contains(p))
-            })
-            .collect();
-        let snapshot = (!fresh.is_empty()).then(|| h.snapshot(now));
-        for to in &gone {
-            self.send_replica(to.clone(), job, (term, seq), ReplicaUpdate::Release);
-        }
-        if let Some(snapshot) = snapshot {
-            for to in &fresh {
-                let update = ReplicaUpdate::Snapshot(Box::new(snapshot.clone()));
-                self.send_replica(to.clone(), job, (term, seq), update);
-            }
-        }
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        let mut members_changed = false;
-        // Holders that left the home drop the job's pieces: stop waiting
-        // for their confirmations (the checkpoint has fewer copies).
-        let mut unblocked = Vec::new();
-        for (owner, queue) in h.staging.iter_mut() {
-            if let Some(front) = queue.front_mut() {
-                let before = front.waiting.len();
-                front
-                    .waiting
-                    .retain(|(holder, _, _)| !gone.contains(holder));
-                if before > 0 && front.waiting.is_empty() {
-                    unblocked.push(*owner);
-                }
-            }
-        }
-        for to in gone {
-            h.acked.remove(&to);
-        }
-        for to in leaving {
-            h.record.members.retain(|m| *m != to);
-            members_changed = true;
-        }
-        for to in fresh {
-            // Counted as a backup from now on; a member once it confirms.
-            h.acked.insert(to, 0);
-        }
-        // Hand over to a closer peer that holds a replica.
-        let up_to_date = |b: &P| h.acked.get(b).is_some_and(|a| *a >= h.seq);
-        let closer = home
-            .first()
-            .filter(|b| {
-                **b != self.me && h.record.members.contains(b) && up_to_date(b) && h.state_settled()
-            })
-            .cloned();
-        if let Some(best) = closer {
-            self.promote(job, best);
-            return;
-        }
-        if members_changed {
-            h.touched.insert(0);
-        }
-        self.release(now, job);
-        if members_changed {
-            self.commit(now, job, Vec::new());
-        }
-        for owner in unblocked {
-            self.staged_done(now, job, owner);
-        }
-    }
-
-    pub(super) fn on_replica(
-        &mut self,
-        now: Instant,
-        from: P,
-        job: JobId,
-        term: u64,
-        seq: u64,
-        update: ReplicaUpdate<P>,
-    ) {
-        let closer = |a: &P, b: &P| {
-            xor_distance_of(job, &(self.key_of)(a)) < xor_distance_of(job, &(self.key_of)(b))
-        };
-        match self.homes.get_mut(&job) {
-            None => {
-                if let ReplicaUpdate::Snapshot(record) = update {
-                    if self.homes.len()
-                        >= self.config.max_active_jobs + self.config.max_retained_results
-                    {
-                        return;
-                    }
-                    let state = HomeState::new(
-                        *record,
-                        Role::Backup {
-                            primary: Some(from.clone()),
-                        },
-                        term,
-                        now,
-                    );
-                    let mut state = state;
-                    state.seq = seq;
-                    if state.record.state != JobState::Running {
-                        state.finished = Some(now);
-                    }
-                    self.homes.insert(job, state);
-                    self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
-                } else if let ReplicaUpdate::Delta(_) | ReplicaUpdate::Heartbeat = update {
-                    // A member that lost its replica (a restart).
-                    self.send(from, JobMsg::ReplicaNack { job, term: 0 }, false);
-                }
-            }
-            Some(h) => {
-                let outranked = term < h.term.max(h.promised)
-                    || (term == h.term && h.is_primary() && closer(&self.me, &from));
-                if outranked {
-                    let my_term = h.term.max(h.promised);
-                    self.send(
-                        from,
-                        JobMsg::ReplicaAck {
-                            job,
-                            term: my_term,
-                            seq: 0,
-                        },
-                        false,
-                    );
-                    return;
-                }
-                if h.is_primary() {
-                    h.drop_primary_state();
-                }
-                // A primary of this term exists: stop campaigning.
-                h.candidacy = None;
-                h.campaign_at = None;
-                h.heard_at = now;
-                match update {
-                    ReplicaUpdate::Snapshot(record) => {
-                        let finished = record.state != JobState::Running;
-                        h.started = started_at(now, record.elapsed_ms);
-                        h.record = *record;
-                        h.term = term;
-                        h.seq = seq;
-                        h.role = Role::Backup {
-                            primary: Some(from.clone()),
-                        };
-                        if finished && h.finished.is_none() {
-                            h.finished = Some(now);
-                        }
-                        self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
-                    }
-                    ReplicaUpdate::Delta(delta) => {
-                        if term == h.term && seq <= h.seq {
-                            return; // a duplicate
-                        }
-                        if term != h.term || Some(seq) != h.seq.checked_add(1) {
-                            // An update was missed: resynchronise.
-                            let my_term = h.term;
-                            self.send(from, JobMsg::ReplicaNack { job, term: my_term }, false);
-                            return;
-                        }
-                        h.role = Role::Backup {
-                            primary: Some(from.clone()),
-                        };
-                        let app = self.registry.get(&h.record.app);
-                        for (unit, output) in delta.merges {
-                            let merged = if h.record.has_merged {
-                                app.as_ref()
-                                    .map_err(|e| e.clone())
-                                    .and_then(|a| a.merge(&h.record.merged, &output))
-                            } else {
-                                Ok(output)
-                            };
-                            if let Ok(m) = merged {
-                                h.record.merged = m;
-                                h.record.has_merged = true;
-                            }
-                            let _ = unit;
-                        }
-                        for (unit, rec) in delta.units {
-                            h.record.units.insert(unit, rec);
-                        }
-                        h.record.shared = delta.shared;
-                        h.record.stats = delta.stats;
-                        h.record.contributions = delta.contributions.into_iter().collect();
-                        h.record.members = delta.members;
-                        h.record.config = delta.config;
-                        h.record.state = match delta.phase {
-                            Phase::Running => JobState::Running,
-                            Phase::Done => JobState::Done {
-                                result: h.record.merged.clone(),
-                            },
-                            Phase::Failed(reason) => JobState::Failed { reason },
-                            Phase::Cancelled(reason) => JobState::Cancelled { reason },
-                        };
-                        if h.record.state != JobState::Running && h.finished.is_none() {
-                            h.finished = Some(now);
-                        }
-                        h.seq = seq;
-                        self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
-                    }
-                    ReplicaUpdate::Promote => {
-                        h.term = term;
-                        h.seq = 1;
-                        self.send(
-                            from.clone(),
-                            JobMsg::ReplicaAck { job, term, seq: 0 },
-                            false,
-                        );
-                        self.become_primary(now, job, Some(from));
-                    }
-                    ReplicaUpdate::Heartbeat => {
-                        if term != h.term || seq > h.seq {
-                            // The snapshot of this term, or updates, were
-                            // missed (a pipe that gave up).
-                            let my_term = h.term;
-                            self.send(from, JobMsg::ReplicaNack { job, term: my_term }, false);
-                            return;
-                        }
-                        h.role = Role::Backup {
-                            primary: Some(from.clone()),
-                        };
-                        let seq = h.seq;
-                        self.send(from, JobMsg::ReplicaAck { job, term, seq }, false);
-                    }
-                    ReplicaUpdate::Release => {
-                        if term >= h.term {
-                            // The pieces stay: checkpoints placed while this
-                            // peer was a member still name it as a holder.
-                            // They go when the job has been quiet here for
-                            // the result retention.
-                            self.homes.remove(&job);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    pub(super) fn on_replica_ack(
-        &mut self,
-        now: Instant,
-        from: P,
-        job: JobId,
-        term: u64,
-        seq: u64,
-    ) {
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        if h.handing_over.as_ref() == Some(&from) && term == h.promised {
-            h.handing_over = None;
-            return;
-        }
-        if !h.is_primary() {
-            return;
-        }
-        if term > h.term {
-            // Someone follows a newer primary: step down; it will sync us.
-            h.role = Role::Backup { primary: None };
-            h.drop_primary_state();
-            return;
-        }
-        if term < h.term || !h.acked.contains_key(&from) {
-            return;
-        }
-        if let Some(a) = h.acked.get_mut(&from) {
-            *a = (*a).max(seq);
-        }
-        let (absent, size) = (
-            !h.record.members.contains(&from),
-            usize::from(h.record.ft.home_size),
-        );
-        let joins = absent && self.home_of(job, size).contains(&from);
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        if joins {
-            h.record.members.push(from);
-            // Order the members by closeness, primary first.
-            let me = self.me.clone();
-            let key_of = self.key_of;
-            h.record
-                .members
-                .sort_by_key(|p| (*p != me, xor_distance_of(job, &key_of(p))));
-            h.touched.insert(0);
-            self.commit(now, job, Vec::new());
-            self.maintain(now, job);
-        }
-        self.release(now, job);
-    }
-
-    /// This peer takes the primary role of `job` over (from a lost primary,
-    /// or handed over by `previous`).
-    fn become_primary(&mut self, now: Instant, job: JobId, previous: Option<P>) {
-        let me = self.me.clone();
+    /// This peer took the primary role of `job` over (from a lost primary,
+    /// or handed over by `previous`): units whose holders are gone are
+    /// reissued, queued ones restored, the submitter told.
+    fn took_over(&mut self, now: Instant, job: JobId, previous: Option<P>) {
         let assign_grace = now;
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
-        h.role = Role::Primary;
-        h.drop_primary_state();
-        h.record.members.retain(|m| *m != me);
-        h.record.members.insert(0, me.clone());
         h.record.stats.takeovers = h
             .record
             .stats
             .takeovers
             .saturating_add(u64::from(previous.is_none()));
-        for (id, u) in h.record.units.iter() {
-            if u.status == UnitStatus::Assigned {
-                h.assigned_at.insert(*id, assign_grace);
-            }
+        let assigned: Vec<UnitId> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| u.status == UnitStatus::Assigned)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in assigned {
+            h.assigned_at.insert(id, assign_grace);
         }
-        // Every other member gets the record under the new term.
-        h.acked.clear();
-        let previous_primary = previous.clone();
-        self.event(JobEvent::Primary {
-            job,
-            previous: previous_primary,
-        });
-        self.maintain(now, job);
-        // Units whose holders are gone, and queued ones, need their state
-        // (the record may have gone with a hand-over).
+        self.event(JobEvent::Primary { job, previous });
+        // Units whose holders are gone, and queued ones, need their state.
         let Some(h) = self.homes.get(&job) else {
             return;
         };
@@ -2548,7 +2199,7 @@ impl<P: PeerKey> Jobs<P> {
         let lost_in = |set: &[P]| !set.is_empty() && !majority(set, live);
         let lost = h.record.state == JobState::Running
             && h.has_member(&self.me)
-            && (lost_in(&h.record.members) || lost_in(&h.record.config));
+            && (lost_in(h.members()) || lost_in(h.config()));
         if !lost {
             if let Some(h) = self.homes.get_mut(&job) {
                 h.majority_lost_since = None;
@@ -2556,16 +2207,15 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         let mut gone: Vec<P> = h
-            .record
-            .members
+            .members()
             .iter()
-            .chain(&h.record.config)
+            .chain(h.config())
             .filter(|p| !live(p))
             .cloned()
             .collect();
         gone.sort();
         gone.dedup();
-        let members = h.record.members.len().max(h.record.config.len());
+        let members = h.members().len().max(h.config().len());
         // Live holders of units out: told to stop once the job fails.
         let holders: Vec<(UnitId, Epoch, P)> = h
             .record
@@ -2853,14 +2503,17 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
-    /// Membership changed: every record held here adjusts.
+    /// Membership changed: every record held here adjusts (the home core
+    /// already replaced lost members and started elections).
     pub(super) fn reconcile_homes(&mut self, now: Instant) {
+        self.homes.refresh(now);
+        self.drain_homes(now);
         let jobs: Vec<JobId> = self.homes.keys().copied().collect();
         for job in jobs {
             let Some(h) = self.homes.get(&job) else {
                 continue;
             };
-            match h.role.clone() {
+            match h.role().clone() {
                 Role::Primary => {
                     // Lost workers.
                     let lost: Vec<(UnitId, P)> = h
@@ -2885,18 +2538,6 @@ impl<P: PeerKey> Jobs<P> {
                         .flat_map(|(u, r)| r.asked.iter().map(move |p| (*u, p.clone())))
                         .filter(|(_, p)| !self.is_live(p))
                         .collect();
-                    // Lost backups stop counting.
-                    // Lost peers that were about to join: forget them.
-                    // Lost members stay until a replacement has joined
-                    // (`maintain`): they may only be cut off, and removing
-                    // them first would shrink the majority the home needs.
-                    let dead_backups: Vec<P> = h
-                        .acked
-                        .keys()
-                        .filter(|p| !self.is_live(p))
-                        .filter(|p| !h.record.members.contains(p) && !h.record.config.contains(p))
-                        .cloned()
-                        .collect();
                     // Pieces promised by lost holders will not come.
                     let dead_holders: Vec<(UnitId, P, UnitId, u8)> = h
                         .staging
@@ -2910,9 +2551,6 @@ impl<P: PeerKey> Jobs<P> {
                         .filter(|(_, p, _, _)| !self.is_live(p))
                         .collect();
                     if let Some(h) = self.homes.get_mut(&job) {
-                        for b in &dead_backups {
-                            h.acked.remove(b);
-                        }
                         for steal in dead_steals {
                             h.steals.remove(&steal);
                         }
@@ -2942,301 +2580,29 @@ impl<P: PeerKey> Jobs<P> {
                     for (unit, holder) in lost {
                         self.lose_unit(now, job, unit, holder);
                     }
-                    self.maintain(now, job);
                     self.commit(now, job, Vec::new());
                 }
-                Role::Backup { .. } => self.campaign(now, job),
-            }
-        }
-    }
-
-    // ---- elections ----
-
-    /// A backup whose primary is gone campaigns to replace it, the members
-    /// in the home's order one after the other (the first live one at once),
-    /// and again, later, if no one won.
-    fn campaign(&mut self, now: Instant, job: JobId) {
-        let me = self.me.clone();
-        let stagger = self.config.election_stagger;
-        let live: Vec<P> = match self.homes.get(&job) {
-            Some(h) => h
-                .record
-                .members
-                .iter()
-                .filter(|m| self.is_live(m))
-                .cloned()
-                .collect(),
-            None => return,
-        };
-        let primary_live = self
-            .homes
-            .get(&job)
-            .is_some_and(|h| h.primary_present(now, &self.config, |p| self.is_live(p)));
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        if h.is_primary() || h.leaving_member(&me) {
-            return;
-        }
-        if primary_live {
-            h.campaign_at = None;
-            h.candidacy = None;
-            return;
-        }
-        let voters = h.voters(&me);
-        if let Some(c) = &mut h.candidacy {
-            if now < c.until {
-                if now >= c.resend_at {
-                    c.resend_at = now + stagger;
-                    let term = c.term;
-                    let missing: Vec<P> = voters
-                        .into_iter()
-                        .filter(|v| !c.votes.contains(v))
-                        .collect();
-                    let last = (h.term, h.seq);
-                    self.ask_for_votes(job, term, last, missing);
-                }
-                return;
-            }
-            // Lost, or split: try again after the others had their turn.
-            h.candidacy = None;
-            let rank = live.iter().position(|m| *m == me).unwrap_or(live.len());
-            let jitter = self.rng.random_range(0..=stagger.as_millis() as u64);
-            h.campaign_at = Some(now + stagger * (rank as u32 + 1) + Duration::from_millis(jitter));
-            return;
-        }
-        let rank = live.iter().position(|m| *m == me).unwrap_or(live.len());
-        let at = *h.campaign_at.get_or_insert(now + stagger * rank as u32);
-        if now < at {
-            return;
-        }
-        h.campaign_at = None;
-        // Terms a peer sent may be the highest: no campaign beyond it.
-        let Some(term) = h.term.max(h.promised).max(h.campaigned).checked_add(1) else {
-            return;
-        };
-        h.campaigned = term;
-        h.candidacy = Some(Candidacy {
-            term,
-            votes: BTreeSet::from([me.clone()]),
-            until: now + self.config.election_timeout,
-            resend_at: now + stagger,
-        });
-        let last = (h.term, h.seq);
-        self.ask_for_votes(job, term, last, voters);
-        self.count_votes(now, job);
-    }
-
-    fn ask_for_votes(&mut self, job: JobId, term: u64, last: (u64, u64), voters: Vec<P>) {
-        let (last_term, last_seq) = last;
-        for to in voters {
-            let msg = JobMsg::Vote {
-                job,
-                term,
-                last_term,
-                last_seq,
-            };
-            self.send(to, msg, false);
-        }
-    }
-
-    /// Becomes primary if the candidacy has a majority of both the
-    /// committed and the latest members.
-    fn count_votes(&mut self, now: Instant, job: JobId) {
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        let Some(c) = &h.candidacy else {
-            return;
-        };
-        let voted = |m: &P| c.votes.contains(m);
-        if !(majority(&h.record.config, voted) && majority(&h.record.members, voted)) {
-            return;
-        }
-        h.term = c.term;
-        h.seq = 1;
-        h.candidacy = None;
-        self.become_primary(now, job, None);
-    }
-
-    pub(super) fn on_vote(
-        &mut self,
-        now: Instant,
-        from: P,
-        job: JobId,
-        term: u64,
-        last: (u64, u64),
-    ) {
-        let live = |p: &P| *p == self.me || self.members.contains(p);
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        let primary_live = h.primary() != Some(&from) && h.primary_present(now, &self.config, live);
-        let granted = term > h.term
-            && (term > h.promised || (term == h.promised && h.voted_for.as_ref() == Some(&from)))
-            && h.candidacy.as_ref().is_none_or(|c| c.term < term)
-            && last >= (h.term, h.seq)
-            && !primary_live
-            && (h.record.members.contains(&from) || h.record.config.contains(&from));
-        if granted {
-            h.promised = term;
-            h.voted_for = Some(from.clone());
-            h.candidacy = None;
-            // Give the candidate time to win before campaigning here.
-            h.campaign_at = Some(now + self.config.election_timeout);
-        }
-        let reply = JobMsg::VoteReply {
-            job,
-            term,
-            granted,
-            promised: h.promised,
-            log_term: h.term,
-            log_seq: h.seq,
-            primary: h.primary().filter(|p| primary_live && **p != from).cloned(),
-        };
-        self.send(from, reply, false);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_vote_reply(
-        &mut self,
-        now: Instant,
-        from: P,
-        job: JobId,
-        (term, promised): (u64, u64),
-        granted: bool,
-        log: (u64, u64),
-        primary: Option<P>,
-    ) {
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        // A later candidacy asks for a term no voter has promised yet.
-        h.campaigned = h.campaigned.max(promised);
-        let Some(c) = &mut h.candidacy else {
-            return;
-        };
-        if c.term != term {
-            return;
-        }
-        if granted {
-            c.votes.insert(from);
-            self.count_votes(now, job);
-            return;
-        }
-        if log > (h.term, h.seq) {
-            // A more recent member: not this candidate.
-            h.candidacy = None;
-            h.campaign_at = Some(now + self.config.election_timeout);
-            if let Some(p) = primary {
-                if log.0 > h.term {
-                    // This replica is of an older term: ask the primary
-                    // to bring it up to date, or release it.
-                    let my_term = h.term;
-                    h.role = Role::Backup {
-                        primary: Some(p.clone()),
-                    };
-                    self.send(p, JobMsg::ReplicaNack { job, term: my_term }, false);
-                }
-            }
-        }
-    }
-
-    /// A member's replica is missing or behind: a snapshot if it still
-    /// belongs to the home, else a release.
-    pub(super) fn on_replica_nack(&mut self, now: Instant, from: P, job: JobId, _term: u64) {
-        let Some(h) = self.homes.get(&job) else {
-            return;
-        };
-        if !h.is_primary() {
-            return;
-        }
-        let home = self.home_of(job, usize::from(h.record.ft.home_size));
-        let member = h.record.members.contains(&from) || h.record.config.contains(&from);
-        if home.contains(&from) || member {
-            let (term, seq) = (h.term, h.seq);
-            let snapshot = ReplicaUpdate::Snapshot(Box::new(h.snapshot(now)));
-            self.send_replica(from.clone(), job, (term, seq), snapshot);
-            if let Some(h) = self.homes.get_mut(&job) {
-                h.acked.insert(from, 0);
-            }
-        } else {
-            let (term, seq) = (h.term, h.seq);
-            self.send_replica(from.clone(), job, (term, seq), ReplicaUpdate::Release);
-            if let Some(h) = self.homes.get_mut(&job) {
-                if h.acked.remove(&from).is_some() || h.record.members.contains(&from) {
-                    h.record.members.retain(|m| *m != from);
-                    h.touched.insert(0);
-                    self.commit(now, job, Vec::new());
-                }
+                Role::Backup { .. } => {}
             }
         }
     }
 
     /// Leaving: every primary role goes to the next member.
-    pub(super) fn hand_over_homes(&mut self, _now: Instant) {
-        let jobs: Vec<JobId> = self.homes.keys().copied().collect();
-        for job in jobs {
-            let Some(h) = self.homes.get_mut(&job) else {
-                continue;
-            };
-            if !h.is_primary() {
-                continue;
-            }
-            let live = |p: &P| *p != self.me && self.members.contains(p);
-            if let Some(next) = h.record.members.iter().find(|p| live(p)).cloned() {
-                self.promote(job, next);
-            }
-        }
-    }
-
-    /// Hands the primary role of `job` to `to`, a member holding a replica,
-    /// under the next term; this peer follows it as a backup.
-    fn promote(&mut self, job: JobId, to: P) {
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        let Some(term) = h.term.max(h.promised).checked_add(1) else {
-            return;
-        };
-        h.role = Role::Backup {
-            primary: Some(to.clone()),
-        };
-        // The hand-over is this member's vote for `to` in the new term.
-        h.promised = term;
-        h.voted_for = Some(to.clone());
-        h.handing_over = Some(to.clone());
-        h.drop_primary_state();
-        self.send_replica(to, job, (term, 0), ReplicaUpdate::Promote);
-    }
-
-    /// Sends a replica update; records (snapshots, deltas) travel as bulk.
-    fn send_replica(
-        &mut self,
-        to: P,
-        job: JobId,
-        (term, seq): (u64, u64),
-        update: ReplicaUpdate<P>,
-    ) {
-        let bulk = matches!(update, ReplicaUpdate::Snapshot(_) | ReplicaUpdate::Delta(_));
-        let msg = JobMsg::Replica {
-            job,
-            term,
-            seq,
-            update,
-        };
-        self.send(to, msg, bulk);
+    pub(super) fn hand_over_homes(&mut self, now: Instant) {
+        self.homes.hand_over_all(now);
+        self.drain_homes(now);
     }
 
     pub(super) fn homes_handed_over(&self) -> bool {
-        self.homes
-            .values()
-            .all(|h| h.handing_over.is_none() && (!h.is_primary() || h.record.members.len() <= 1))
+        self.homes.handed_over()
     }
 
     /// Periodic work of homes: adverts, progress, steals and assignments
     /// that timed out, retention.
     pub(super) fn home_timeouts(&mut self, now: Instant) {
+        // Elections, heartbeats, members joining and leaving.
+        self.homes.handle_timeout(now);
+        self.drain_homes(now);
         let jobs: Vec<JobId> = self.homes.keys().copied().collect();
         self.persist_records(now);
         for job in jobs {
@@ -3245,28 +2611,7 @@ impl<P: PeerKey> Jobs<P> {
             let Some(h) = self.homes.get(&job) else {
                 continue;
             };
-            if !h.is_primary() {
-                self.campaign(now, job);
-                continue;
-            }
-            if h.acked.keys().any(|b| !h.record.members.contains(b)) {
-                // Members joining or leaving.
-                self.maintain(now, job);
-            }
-            if let Some(h) = self.homes.get_mut(&job) {
-                if now.saturating_duration_since(h.heard_at) >= self.config.heartbeat_interval {
-                    h.heard_at = now;
-                    let (term, seq) = (h.term, h.seq);
-                    let backups: Vec<P> = h.acked.keys().cloned().collect();
-                    for to in backups {
-                        self.send_replica(to, job, (term, seq), ReplicaUpdate::Heartbeat);
-                    }
-                }
-            }
-            let Some(h) = self.homes.get(&job) else {
-                continue;
-            };
-            if h.record.state != JobState::Running {
+            if !h.is_primary() || h.record.state != JobState::Running {
                 continue;
             }
             if let Some(deadline_ms) = h.record.deadline_ms {
@@ -3439,7 +2784,7 @@ impl<P: PeerKey> Jobs<P> {
             app: record.app.clone(),
             params: record.params.clone(),
             home: h.primary().cloned().unwrap_or_else(|| self.me.clone()),
-            home_members: record.members.clone(),
+            home_members: h.members().to_vec(),
             submitter: record.submitter.clone(),
             ft: record.ft,
             state: record.state.clone(),
@@ -3466,77 +2811,4 @@ impl<P: PeerKey> Jobs<P> {
             .filter_map(|(job, _)| self.view(now, *job))
             .collect()
     }
-}
-
-impl<P: PeerKey> HomeState<P> {
-    /// The members whose votes count, `me` apart: every member of the
-    /// latest and of the committed member lists.
-    fn voters(&self, me: &P) -> Vec<P> {
-        let mut all: BTreeSet<P> = self.record.members.iter().cloned().collect();
-        all.extend(self.record.config.iter().cloned());
-        all.remove(me);
-        all.into_iter().collect()
-    }
-
-    /// Whether this member's primary is there: itself, or heard from just
-    /// now, or live in the view and heard from within the silence limit
-    /// (a running job's primary sends heartbeats; a restarted peer is live
-    /// but has lost its role).
-    fn primary_present(&self, now: Instant, config: &JobConfig, live: impl Fn(&P) -> bool) -> bool {
-        if self.is_primary() {
-            return true;
-        }
-        let Some(primary) = self.primary() else {
-            return false;
-        };
-        if self.record.state != JobState::Running {
-            return live(primary);
-        }
-        let quiet = now.saturating_duration_since(self.heard_at);
-        quiet < config.heartbeat_interval * 2 || (live(primary) && quiet < config.primary_silence)
-    }
-
-    /// Whether `me` must not campaign: it is not among the latest members.
-    fn leaving_member(&self, me: &P) -> bool {
-        !self.record.members.contains(me)
-    }
-
-    /// Whether nothing is in flight that a hand-over would lose.
-    fn state_settled(&self) -> bool {
-        self.pending.is_empty() && self.staging.is_empty() && self.restoring.is_empty()
-    }
-
-    /// Forgets what only a primary keeps.
-    fn drop_primary_state(&mut self) {
-        self.acked.clear();
-        self.pending.clear();
-        self.proposed = None;
-        self.ready.clear();
-        self.kept.clear();
-        self.restoring.clear();
-        self.staging.clear();
-        self.steals.clear();
-        self.assigned_at.clear();
-        self.queued_since.clear();
-        self.pushed.clear();
-        self.touched.clear();
-        self.merges.clear();
-    }
-}
-
-/// Whether more than half of `set` satisfies `holds`.
-fn majority<P>(set: &[P], holds: impl Fn(&P) -> bool) -> bool {
-    set.iter().filter(|m| holds(m)).count() * 2 > set.len()
-}
-
-/// The highest update more than half of `set` holds, given what each
-/// member holds.
-fn majority_seq<P>(set: &[P], held: impl Fn(&P) -> u64) -> u64 {
-    let mut seqs: Vec<u64> = set.iter().map(held).collect();
-    seqs.sort_unstable_by(|a, b| b.cmp(a));
-    seqs.get(set.len() / 2).copied().unwrap_or(0)
-}
-
-fn xor_distance_of(job: JobId, key: &[u8; 32]) -> [u8; 16] {
-    super::xor_distance(job, key)
 }

@@ -55,7 +55,9 @@ impl MessageKind {
             JobMsg::Status { view } if matches!(view.state, JobState::Done { .. }) => {
                 MessageKind::Result
             }
-            JobMsg::Replica { .. } | JobMsg::Submit { .. } => MessageKind::Record,
+            JobMsg::Home(crate::home::HomeMsg::Replica { .. }) | JobMsg::Submit { .. } => {
+                MessageKind::Record
+            }
             _ => MessageKind::Control,
         }
     }
@@ -185,7 +187,9 @@ impl<P: PeerKey> Jobs<P> {
             }
             JobMsg::Assign { job, .. }
             | JobMsg::StorePiece { job, .. }
-            | JobMsg::Replica { job, .. } => self.fail_too_large(now, job, reason),
+            | JobMsg::Home(crate::home::HomeMsg::Replica { key: job, .. }) => {
+                self.fail_too_large(now, job, reason)
+            }
             JobMsg::Status { mut view } => {
                 if matches!(view.state, JobState::Done { .. }) {
                     view.state = JobState::Failed {

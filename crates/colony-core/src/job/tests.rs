@@ -1308,12 +1308,12 @@ fn replica_traffic_from_outside_the_home_is_refused() {
         .expect("a backup");
     let plausible = cluster.peers[backup as usize].core.home_of(job, 6);
     let stranger = (0..12).find(|p| !plausible.contains(p)).unwrap();
-    let heartbeat = JobMsg::Replica {
-        job,
+    let heartbeat = JobMsg::Home(crate::home::HomeMsg::Replica {
+        key: job,
         term: 1_000,
         seq: 1,
-        update: home::ReplicaUpdate::Heartbeat,
-    };
+        update: crate::home::Update::Heartbeat,
+    });
     forge(&mut cluster, stranger, backup, heartbeat);
     assert_eq!(refusals(&cluster, backup, Refusal::NotAHomeMember), 1);
 }
@@ -1557,7 +1557,11 @@ fn a_lost_piece_is_stored_again_at_once() {
     // A unit running on some worker whose checkpoint has a piece away
     // from the primary.
     let checkpoint = |c: &Cluster| {
-        let home = &c.peers[primary as usize].core.homes[&job];
+        let home = &c.peers[primary as usize]
+            .core
+            .homes
+            .get(&job)
+            .expect("the primary holds the record");
         c.peers
             .iter()
             .flat_map(|p| p.core.running.keys())
@@ -1575,7 +1579,14 @@ fn a_lost_piece_is_stored_again_at_once() {
     cluster.peers[holder as usize].core.pieces_lost(vec![lost]);
     cluster.drain(holder);
     let reported = cluster.now;
-    let home_of = |c: &Cluster| c.peers[primary as usize].core.homes[&job].checkpoint_of(unit);
+    let home_of = |c: &Cluster| {
+        c.peers[primary as usize]
+            .core
+            .homes
+            .get(&job)
+            .expect("the primary holds the record")
+            .checkpoint_of(unit)
+    };
     cluster.run(Duration::from_secs(5), |c| {
         home_of(c).is_some_and(|(e, v, _)| (e, v) != (epoch, version))
     });
@@ -1638,7 +1649,12 @@ fn cancel_answers_and_checkpoint_requests_come_only_from_the_primary() {
     assert_eq!(refusals(&cluster, worker, Refusal::NotThePrimary), 2);
 
     // A lost piece reported by a peer that holds none is ignored.
-    let before = cluster.peers[primary as usize].core.homes[&job].checkpoint_of(unit);
+    let before = cluster.peers[primary as usize]
+        .core
+        .homes
+        .get(&job)
+        .expect("the primary holds the record")
+        .checkpoint_of(unit);
     forge(
         &mut cluster,
         stranger,
@@ -1646,6 +1662,11 @@ fn cancel_answers_and_checkpoint_requests_come_only_from_the_primary() {
         JobMsg::PiecesLost { job, unit },
     );
     cluster.run(Duration::from_millis(300), |_| false);
-    let after = cluster.peers[primary as usize].core.homes[&job].checkpoint_of(unit);
+    let after = cluster.peers[primary as usize]
+        .core
+        .homes
+        .get(&job)
+        .expect("the primary holds the record")
+        .checkpoint_of(unit);
     assert_eq!(before, after, "a non-holder's report caused a checkpoint");
 }

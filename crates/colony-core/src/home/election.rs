@@ -1,0 +1,207 @@
+//! Elections: a backup whose primary is gone campaigns for the next term.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::{majority, Candidacy, HomeMsg, HomeMsgOf, Homes, Replicated, Role};
+use crate::PeerKey;
+
+impl<K, P, S> Homes<K, P, S>
+where
+    K: Copy + Ord + Debug,
+    P: PeerKey,
+    S: Replicated,
+{
+    /// A backup whose primary is gone campaigns to replace it, the members
+    /// in the home's order one after the other (the first live one at once),
+    /// and again, later, if no one won.
+    pub(super) fn campaign(&mut self, now: Instant, key: K) {
+        let me = self.me.clone();
+        let stagger = self.config.election_stagger;
+        let Some(h) = self.homes.get(&key) else {
+            return;
+        };
+        let live: Vec<P> = h
+            .members
+            .iter()
+            .filter(|m| self.is_live(m))
+            .cloned()
+            .collect();
+        let primary_live = h.primary_present(now, &self.config, |p| self.is_live(p));
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        if h.is_primary() || h.leaving_member(&me) {
+            return;
+        }
+        if primary_live {
+            h.campaign_at = None;
+            h.candidacy = None;
+            return;
+        }
+        let voters = h.voters(&me);
+        if let Some(c) = &mut h.candidacy {
+            if now < c.until {
+                if now >= c.resend_at {
+                    c.resend_at = now + stagger;
+                    let term = c.term;
+                    let missing: Vec<P> = voters
+                        .into_iter()
+                        .filter(|v| !c.votes.contains(v))
+                        .collect();
+                    let last = (h.term, h.seq);
+                    self.ask_for_votes(key, term, last, missing);
+                }
+                return;
+            }
+            // Lost, or split: try again after the others had their turn.
+            h.candidacy = None;
+            let rank = live.iter().position(|m| *m == me).unwrap_or(live.len());
+            let jitter = self
+                .rng
+                .random_range(0..=stagger.as_millis().min(u128::from(u64::MAX)) as u64);
+            let rank = u32::try_from(rank).unwrap_or(u32::MAX).saturating_add(1);
+            h.campaign_at =
+                Some(now + stagger.saturating_mul(rank) + Duration::from_millis(jitter));
+            return;
+        }
+        let rank = live.iter().position(|m| *m == me).unwrap_or(live.len());
+        let rank = u32::try_from(rank).unwrap_or(u32::MAX);
+        let at = *h
+            .campaign_at
+            .get_or_insert(now + stagger.saturating_mul(rank));
+        if now < at {
+            return;
+        }
+        h.campaign_at = None;
+        // Terms a peer sent may be the highest: no campaign beyond it.
+        let Some(term) = h.term.max(h.promised).max(h.campaigned).checked_add(1) else {
+            return;
+        };
+        h.campaigned = term;
+        h.candidacy = Some(Candidacy {
+            term,
+            votes: BTreeSet::from([me]),
+            until: now + self.config.election_timeout,
+            resend_at: now + stagger,
+        });
+        let last = (h.term, h.seq);
+        self.ask_for_votes(key, term, last, voters);
+        self.count_votes(now, key);
+    }
+
+    fn ask_for_votes(&mut self, key: K, term: u64, last: (u64, u64), voters: Vec<P>) {
+        let (last_term, last_seq) = last;
+        for to in voters {
+            let msg = HomeMsg::Vote {
+                key,
+                term,
+                last_term,
+                last_seq,
+            };
+            self.send(to, msg, false);
+        }
+    }
+
+    /// Becomes primary if the candidacy has a majority of both the
+    /// committed and the latest members.
+    fn count_votes(&mut self, now: Instant, key: K) {
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        let Some(c) = &h.candidacy else {
+            return;
+        };
+        let voted = |m: &P| c.votes.contains(m);
+        if !(majority(&h.config, voted) && majority(&h.members, voted)) {
+            return;
+        }
+        h.term = c.term;
+        h.seq = 1;
+        h.candidacy = None;
+        self.become_primary(now, key, None);
+    }
+
+    pub(super) fn on_vote(&mut self, now: Instant, from: P, key: K, term: u64, last: (u64, u64)) {
+        let live = |p: &P| *p == self.me || self.live.contains(p);
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        let primary_live = h.primary() != Some(&from) && h.primary_present(now, &self.config, live);
+        let granted = term > h.term
+            && (term > h.promised || (term == h.promised && h.voted_for.as_ref() == Some(&from)))
+            && h.candidacy.as_ref().is_none_or(|c| c.term < term)
+            && last >= (h.term, h.seq)
+            && !primary_live
+            && h.has_member(&from);
+        if granted {
+            h.promised = term;
+            h.voted_for = Some(from.clone());
+            h.candidacy = None;
+            // Give the candidate time to win before campaigning here.
+            h.campaign_at = Some(now + self.config.election_timeout);
+        }
+        let reply = HomeMsg::VoteReply {
+            key,
+            term,
+            granted,
+            promised: h.promised,
+            log_term: h.term,
+            log_seq: h.seq,
+            primary: h.primary().filter(|p| primary_live && **p != from).cloned(),
+        };
+        self.send(from, reply, false);
+    }
+
+    pub(super) fn on_vote_reply(&mut self, now: Instant, from: P, reply: HomeMsgOf<K, P, S>) {
+        let HomeMsg::VoteReply {
+            key,
+            term,
+            granted,
+            promised,
+            log_term,
+            log_seq,
+            primary,
+        } = reply
+        else {
+            return;
+        };
+        let log = (log_term, log_seq);
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        // A later candidacy asks for a term no voter has promised yet.
+        h.campaigned = h.campaigned.max(promised);
+        let Some(c) = &mut h.candidacy else {
+            return;
+        };
+        if c.term != term {
+            return;
+        }
+        if granted {
+            // Only members' votes count (`majority` looks members up).
+            c.votes.insert(from);
+            self.count_votes(now, key);
+            return;
+        }
+        if log > (h.term, h.seq) {
+            // A more recent member: not this candidate.
+            h.candidacy = None;
+            h.campaign_at = Some(now + self.config.election_timeout);
+            if let Some(p) = primary.filter(|p| *p != self.me) {
+                if log.0 > h.term {
+                    // This replica is of an older term: ask the primary
+                    // to bring it up to date, or release it.
+                    let my_term = h.term;
+                    h.role = Role::Backup {
+                        primary: Some(p.clone()),
+                    };
+                    self.send(p, HomeMsg::Nack { key, term: my_term }, false);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! Replication: updates from the primary to its backups, commitment by a
+//! majority of both member lists, member changes and hand-over.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::time::Instant;
+
+use super::{
+    majority_seq, valid_members, Home, HomeMsg, HomeOutput, Homes, NotPrimary, Pending, Replicated,
+    Role, Update,
+};
+use crate::PeerKey;
+
+impl<K, P, S> Homes<K, P, S>
+where
+    K: Copy + Ord + Debug,
+    P: PeerKey,
+    S: Replicated,
+{
+    /// Sends what changed in the state of `key` to every backup and holds
+    /// `effects` until a majority of both the committed and the latest
+    /// members confirm it ([`HomeOutput::Released`]). Returns the update
+    /// that carries the change (the current one if nothing changed).
+    pub fn propose(
+        &mut self,
+        now: Instant,
+        key: K,
+        effects: Vec<S::Effect>,
+    ) -> Result<u64, NotPrimary> {
+        let Some(h) = self.homes.get_mut(&key) else {
+            return Err(NotPrimary);
+        };
+        if !h.is_primary() {
+            return Err(NotPrimary);
+        }
+        self.send_delta(now, key);
+        let Some(h) = self.homes.get_mut(&key) else {
+            return Err(NotPrimary);
+        };
+        // New members are committed once a majority of both the old and
+        // the new members hold the update that named them.
+        if h.members != h.config && h.proposed.as_ref().is_none_or(|(_, m)| *m != h.members) {
+            h.proposed = Some((h.seq, h.members.clone()));
+        }
+        let seq = h.seq;
+        if !effects.is_empty() {
+            h.pending.push_back(Pending { seq, effects });
+        }
+        self.release(now, key);
+        self.reschedule(now, key);
+        Ok(seq)
+    }
+
+    /// Sends the backups what changed since the last update, if anything
+    /// did (the state, or the member lists).
+    fn send_delta(&mut self, now: Instant, key: K) {
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        let delta = h.state.take_delta(h.members_dirty);
+        if delta.is_none() && !h.members_dirty {
+            return;
+        }
+        h.members_dirty = false;
+        h.seq = h.seq.saturating_add(1);
+        h.heard_at = now;
+        let (term, seq) = (h.term, h.seq);
+        let members = h.members.clone();
+        let config = h.config.clone();
+        let delta = delta.map(Box::new);
+        let backups: Vec<P> = h.acked.keys().cloned().collect();
+        for to in backups {
+            let update = Update::Delta {
+                members: members.clone(),
+                config: config.clone(),
+                delta: delta.clone(),
+            };
+            self.send_replica(to, key, (term, seq), update);
+        }
+    }
+
+    /// Releases the effects whose updates a majority of the home confirmed.
+    pub(super) fn release(&mut self, _now: Instant, key: K) {
+        let me = self.me.clone();
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        if !h.is_primary() {
+            return;
+        }
+        // The highest update a majority of the committed members, and of
+        // the latest ones, hold.
+        let held = |m: &P| {
+            if *m == me {
+                h.seq
+            } else {
+                h.acked.get(m).copied().unwrap_or(0)
+            }
+        };
+        let committed = majority_seq(&h.config, held).min(majority_seq(&h.members, held));
+        if let Some((_, members)) = h.proposed.take_if(|(seq, _)| *seq <= committed) {
+            // Sent with the next update. (Members of the old list that are
+            // not in the new one may be released from now on: if this
+            // primary dies before a majority of backups heard of the new
+            // list, those backups still count the released member's vote.)
+            h.config = members;
+            h.members_dirty = true;
+        }
+        let mut released = Vec::new();
+        while h.pending.front().is_some_and(|p| p.seq <= committed) {
+            if let Some(p) = h.pending.pop_front() {
+                released.extend(p.effects);
+            }
+        }
+        if committed > h.committed {
+            h.committed = committed;
+            let term = h.term;
+            self.outputs.push_back(HomeOutput::Committed {
+                key,
+                term,
+                seq: committed,
+            });
+        }
+        if !released.is_empty() {
+            self.outputs.push_back(HomeOutput::Released {
+                key,
+                effects: released,
+            });
+        }
+    }
+
+    /// Keeps the home of `key` in shape after any change: snapshots to
+    /// members without a replica, releases to those no longer in the home,
+    /// hands the primary role to a closer peer holding a replica.
+    pub(super) fn maintain(&mut self, now: Instant, key: K) {
+        let Some(h) = self.homes.get(&key) else {
+            return;
+        };
+        if !h.is_primary() {
+            return;
+        }
+        let size = h.size;
+        let home = self.home_of(&key, size);
+        let (term, seq) = (h.term, h.seq);
+        // Every member, committed or not, gets the updates, and so do the
+        // peers now in the home.
+        let mut targets: BTreeSet<P> = home.iter().cloned().collect();
+        targets.extend(h.members.iter().cloned());
+        targets.extend(h.config.iter().cloned());
+        let fresh: Vec<P> = targets
+            .into_iter()
+            .filter(|p| *p != self.me && !h.acked.contains_key(p))
+            .collect();
+        let gone: Vec<P> = h
+            .acked
+            .keys()
+            .filter(|p| !home.contains(p))
+            .cloned()
+            .collect();
+        // Members no longer among the closest leave the members list once
+        // closer ones hold a replica, the farthest first; they are released
+        // only when members without them are committed, so the committed
+        // members keep a majority able to confirm updates meanwhile.
+        let excess = h.members.len().saturating_sub(size);
+        let mut leaving: Vec<P> = h
+            .members
+            .iter()
+            .rev()
+            .filter(|m| gone.contains(m))
+            .cloned()
+            .collect();
+        // Lost members first (a stable sort keeps the farthest first).
+        leaving.sort_by_key(|m| self.live.contains(m));
+        leaving.truncate(excess);
+        let gone: Vec<P> = gone
+            .into_iter()
+            .filter(|p| !h.config.contains(p) && (leaving.contains(p) || !h.members.contains(p)))
+            .collect();
+        let snapshot = (!fresh.is_empty()).then(|| h.state.snapshot(now));
+        let (members, config) = (h.members.clone(), h.config.clone());
+        let size_u8 = u8::try_from(h.size).unwrap_or(u8::MAX);
+        for to in &gone {
+            self.send_replica(to.clone(), key, (term, seq), Update::Release);
+        }
+        if let Some(snapshot) = snapshot {
+            for to in &fresh {
+                let update = Update::Snapshot {
+                    size: size_u8,
+                    members: members.clone(),
+                    config: config.clone(),
+                    state: Box::new(snapshot.clone()),
+                };
+                self.send_replica(to.clone(), key, (term, seq), update);
+            }
+        }
+        for peer in &gone {
+            self.outputs.push_back(HomeOutput::Left {
+                key,
+                peer: peer.clone(),
+            });
+        }
+        let me = self.me.clone();
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        let mut members_changed = false;
+        for to in gone {
+            h.acked.remove(&to);
+        }
+        for to in leaving {
+            h.members.retain(|m| *m != to);
+            members_changed = true;
+        }
+        for to in fresh {
+            // Counted as a backup from now on; a member once it confirms.
+            h.acked.insert(to, 0);
+        }
+        // Hand over to a closer peer that holds a replica.
+        let up_to_date = |b: &P| h.acked.get(b).is_some_and(|a| *a >= h.seq);
+        let closer = home
+            .first()
+            .filter(|b| **b != me && h.members.contains(b) && up_to_date(b) && h.settled())
+            .cloned();
+        if let Some(best) = closer {
+            self.promote(key, best);
+            return;
+        }
+        if members_changed {
+            h.members_dirty = true;
+        }
+        self.release(now, key);
+        if members_changed {
+            let _ = self.propose(now, key, Vec::new());
+        }
+    }
+
+    pub(super) fn on_replica(
+        &mut self,
+        now: Instant,
+        from: P,
+        key: K,
+        term: u64,
+        seq: u64,
+        update: Update<P, S::Snapshot, S::Delta>,
+    ) {
+        // Member lists that cannot be a home's are ignored whole.
+        let lists_ok = match &update {
+            Update::Snapshot {
+                members, config, ..
+            }
+            | Update::Delta {
+                members, config, ..
+            } => valid_members(members) && valid_members(config),
+            _ => true,
+        };
+        if !lists_ok {
+            return;
+        }
+        let closer = |a: &P, b: &P| (self.closeness)(&key, a) < (self.closeness)(&key, b);
+        let me_closer = closer(&self.me, &from);
+        let Some(h) = self.homes.get_mut(&key) else {
+            match update {
+                Update::Snapshot {
+                    size,
+                    members,
+                    config,
+                    state,
+                } => {
+                    if self.homes.len() >= self.config.max_homes {
+                        return;
+                    }
+                    let Some(state) = S::restore(now, *state) else {
+                        return;
+                    };
+                    let role = Role::Backup {
+                        primary: Some(from.clone()),
+                    };
+                    let mut home =
+                        Home::new(state, usize::from(size), members, config, role, term, now);
+                    home.seq = seq;
+                    self.homes.insert(key, home);
+                    self.send(from, HomeMsg::Ack { key, term, seq }, false);
+                }
+                Update::Delta { .. } | Update::Heartbeat => {
+                    // A member that lost its replica (a restart).
+                    self.send(from, HomeMsg::Nack { key, term: 0 }, false);
+                }
+                Update::Promote | Update::Release => {}
+            }
+            return;
+        };
+        let outranked =
+            term < h.term.max(h.promised) || (term == h.term && h.is_primary() && me_closer);
+        if outranked {
+            let my_term = h.term.max(h.promised);
+            let ack = HomeMsg::Ack {
+                key,
+                term: my_term,
+                seq: 0,
+            };
+            self.send(from, ack, false);
+            return;
+        }
+        let was_primary = h.is_primary();
+        if was_primary {
+            h.drop_primary_state();
+        }
+        // A primary of this term exists: stop campaigning.
+        h.candidacy = None;
+        h.campaign_at = None;
+        h.heard_at = now;
+        let backup = Role::Backup {
+            primary: Some(from.clone()),
+        };
+        match update {
+            Update::Snapshot {
+                size,
+                members,
+                config,
+                state,
+            } => {
+                if !h.state.apply_snapshot(now, *state) {
+                    return;
+                }
+                h.size = usize::from(size).max(1);
+                h.members = members;
+                h.config = config;
+                h.term = term;
+                h.seq = seq;
+                h.role = backup;
+                self.stepped_down(key, was_primary);
+                self.send(from, HomeMsg::Ack { key, term, seq }, false);
+            }
+            Update::Delta {
+                members,
+                config,
+                delta,
+            } => {
+                if term == h.term && seq <= h.seq {
+                    return; // a duplicate
+                }
+                let fits = term == h.term && Some(seq) == h.seq.checked_add(1);
+                let applied = fits && delta.is_none_or(|d| h.state.apply_delta(now, *d));
+                if !applied {
+                    // An update was missed: resynchronise.
+                    let my_term = h.term;
+                    self.send(from, HomeMsg::Nack { key, term: my_term }, false);
+                    return;
+                }
+                h.role = backup;
+                h.members = members;
+                h.config = config;
+                h.seq = seq;
+                self.stepped_down(key, was_primary);
+                self.send(from, HomeMsg::Ack { key, term, seq }, false);
+            }
+            Update::Promote => {
+                h.term = term;
+                h.seq = 1;
+                let ack = HomeMsg::Ack { key, term, seq: 0 };
+                self.send(from.clone(), ack, false);
+                self.become_primary(now, key, Some(from));
+            }
+            Update::Heartbeat => {
+                if term != h.term || seq > h.seq {
+                    // The snapshot of this term, or updates, were missed
+                    // (a pipe that gave up).
+                    let my_term = h.term;
+                    self.send(from, HomeMsg::Nack { key, term: my_term }, false);
+                    return;
+                }
+                h.role = backup;
+                let seq = h.seq;
+                self.stepped_down(key, was_primary);
+                self.send(from, HomeMsg::Ack { key, term, seq }, false);
+            }
+            Update::Release => {
+                if term >= h.term {
+                    self.remove(&key);
+                    self.outputs.push_back(HomeOutput::Dropped { key });
+                }
+            }
+        }
+    }
+
+    fn stepped_down(&mut self, key: K, was_primary: bool) {
+        if was_primary {
+            self.outputs.push_back(HomeOutput::SteppedDown { key });
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, now: Instant, from: P, key: K, term: u64, seq: u64) {
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        if h.handing_over.as_ref() == Some(&from) && term == h.promised {
+            h.handing_over = None;
+            return;
+        }
+        if !h.is_primary() {
+            return;
+        }
+        if term > h.term {
+            // Someone follows a newer primary: step down; it will sync us.
+            h.role = Role::Backup { primary: None };
+            h.drop_primary_state();
+            self.outputs.push_back(HomeOutput::SteppedDown { key });
+            return;
+        }
+        // An update from the future was never sent: a lie or a bug.
+        if term < h.term || seq > h.seq || !h.acked.contains_key(&from) {
+            return;
+        }
+        if let Some(a) = h.acked.get_mut(&from) {
+            *a = (*a).max(seq);
+        }
+        let (absent, size) = (!h.members.contains(&from), h.size);
+        let joins = absent && self.home_of(&key, size).contains(&from);
+        if joins {
+            let me = self.me.clone();
+            let closeness = &self.closeness;
+            if let Some(h) = self.homes.get_mut(&key) {
+                h.members.push(from);
+                // Order the members by closeness, primary first.
+                h.members
+                    .sort_by_cached_key(|p| (*p != me, closeness(&key, p)));
+                h.members_dirty = true;
+            }
+            let _ = self.propose(now, key, Vec::new());
+            self.maintain(now, key);
+        }
+        self.release(now, key);
+    }
+
+    /// A member's replica is missing or behind: a snapshot if it still
+    /// belongs to the home, else a release.
+    pub(super) fn on_nack(&mut self, now: Instant, from: P, key: K, _term: u64) {
+        let Some(h) = self.homes.get(&key) else {
+            return;
+        };
+        if !h.is_primary() {
+            return;
+        }
+        let home = self.home_of(&key, h.size);
+        let (term, seq) = (h.term, h.seq);
+        if home.contains(&from) || h.has_member(&from) {
+            let update = Update::Snapshot {
+                size: u8::try_from(h.size).unwrap_or(u8::MAX),
+                members: h.members.clone(),
+                config: h.config.clone(),
+                state: Box::new(h.state.snapshot(now)),
+            };
+            self.send_replica(from.clone(), key, (term, seq), update);
+            if let Some(h) = self.homes.get_mut(&key) {
+                h.acked.insert(from, 0);
+            }
+        } else {
+            self.send_replica(from.clone(), key, (term, seq), Update::Release);
+            if let Some(h) = self.homes.get_mut(&key) {
+                if h.acked.remove(&from).is_some() || h.members.contains(&from) {
+                    h.members.retain(|m| *m != from);
+                    h.members_dirty = true;
+                    let _ = self.propose(now, key, Vec::new());
+                }
+            }
+        }
+    }
+
+    /// This peer takes the primary role of `key` over (from a lost primary,
+    /// or handed over by `previous`).
+    pub(super) fn become_primary(&mut self, now: Instant, key: K, previous: Option<P>) {
+        let me = self.me.clone();
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        h.role = Role::Primary;
+        h.drop_primary_state();
+        h.members.retain(|m| *m != me);
+        h.members.insert(0, me);
+        h.committed = 0;
+        // Every other member gets the state under the new term.
+        h.acked.clear();
+        self.outputs
+            .push_back(HomeOutput::BecamePrimary { key, previous });
+        self.maintain(now, key);
+        let _ = self.propose(now, key, Vec::new());
+    }
+
+    /// Hands the primary role of `key` to `to`, a member holding a replica,
+    /// under the next term; this peer follows it as a backup.
+    pub(super) fn promote(&mut self, key: K, to: P) {
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        let Some(term) = h.term.max(h.promised).checked_add(1) else {
+            return;
+        };
+        let was_primary = h.is_primary();
+        h.role = Role::Backup {
+            primary: Some(to.clone()),
+        };
+        // The hand-over is this member's vote for `to` in the new term.
+        h.promised = term;
+        h.voted_for = Some(to.clone());
+        h.handing_over = Some(to.clone());
+        h.drop_primary_state();
+        self.stepped_down(key, was_primary);
+        self.send_replica(to, key, (term, 0), Update::Promote);
+    }
+
+    /// Sends a replica update; states (snapshots, deltas) travel as bulk.
+    pub(super) fn send_replica(
+        &mut self,
+        to: P,
+        key: K,
+        (term, seq): (u64, u64),
+        update: Update<P, S::Snapshot, S::Delta>,
+    ) {
+        let bulk = matches!(update, Update::Snapshot { .. } | Update::Delta { .. });
+        let msg = HomeMsg::Replica {
+            key,
+            term,
+            seq,
+            update,
+        };
+        self.send(to, msg, bulk);
+    }
+
+    pub(super) fn send(&mut self, to: P, msg: HomeMsg<K, P, S::Snapshot, S::Delta>, bulk: bool) {
+        self.outputs.push_back(HomeOutput::Send { to, msg, bulk });
+    }
+}

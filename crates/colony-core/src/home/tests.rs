@@ -1,0 +1,726 @@
+//! The home core in virtual time: a few cores exchange messages over a
+//! small network with a controllable clock, loss, partitions, pauses and
+//! crashes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+const KEY: u64 = 7;
+
+/// A replicated log of numbers: the smallest state that shows whether an
+/// update was lost.
+#[derive(Clone, Debug, Default)]
+struct Log {
+    entries: Vec<u64>,
+    /// Primary: entries already sent to the backups.
+    sent: usize,
+}
+
+impl Replicated for Log {
+    type Snapshot = Vec<u64>;
+    type Delta = (u64, Vec<u64>);
+    type Effect = u64;
+
+    fn snapshot(&self, _now: Instant) -> Vec<u64> {
+        self.entries.clone()
+    }
+
+    fn restore(_now: Instant, entries: Vec<u64>) -> Option<Self> {
+        Some(Log {
+            sent: entries.len(),
+            entries,
+        })
+    }
+
+    fn take_delta(&mut self, force: bool) -> Option<(u64, Vec<u64>)> {
+        if self.sent >= self.entries.len() && !force {
+            return None;
+        }
+        let start = self.sent.min(self.entries.len());
+        self.sent = self.entries.len();
+        Some((start as u64, self.entries[start..].to_vec()))
+    }
+
+    fn apply_delta(&mut self, _now: Instant, (start, entries): (u64, Vec<u64>)) -> bool {
+        let Ok(start) = usize::try_from(start) else {
+            return false;
+        };
+        if start > self.entries.len() {
+            return false;
+        }
+        self.entries.truncate(start);
+        self.entries.extend(entries);
+        self.sent = self.entries.len();
+        true
+    }
+
+    fn clear_primary_state(&mut self) {
+        self.sent = self.entries.len();
+    }
+}
+
+type Msg = HomeMsgOf<u64, u32, Log>;
+
+struct Node {
+    homes: Homes<u64, u32, Log>,
+    up: bool,
+    paused: bool,
+}
+
+fn new_homes(id: u32, seed: u64) -> Homes<u64, u32, Log> {
+    // Peer 0 is the closest to every key, then 1, and so on.
+    let closeness: Closeness<u64, u32> = Box::new(|_key, p| u128::from(*p));
+    Homes::new(id, HomeConfig::default(), closeness, seed)
+}
+
+/// N cores and the network between them.
+struct Net {
+    now: Instant,
+    nodes: Vec<Node>,
+    /// (delivery time, order) → (from, to, message).
+    queue: BTreeMap<(Instant, u64), (u32, u32, Msg)>,
+    next: u64,
+    rng: SmallRng,
+    loss: f64,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(u32, u32)>,
+    /// Values released, with the peer that released them.
+    released: Vec<(u32, u64)>,
+    /// (term, peer) of every commit.
+    commits: BTreeSet<(u64, u32)>,
+    /// (peer, previous) of every `BecamePrimary`.
+    became: Vec<(u32, Option<u32>)>,
+    stepped_down: Vec<u32>,
+    dropped: Vec<u32>,
+    snapshots_to: Vec<u32>,
+}
+
+impl Net {
+    fn new(n: u32, seed: u64) -> Net {
+        Net {
+            now: Instant::now(),
+            nodes: (0..n)
+                .map(|id| Node {
+                    homes: new_homes(id, seed ^ u64::from(id)),
+                    up: true,
+                    paused: false,
+                })
+                .collect(),
+            queue: BTreeMap::new(),
+            next: 0,
+            rng: SmallRng::seed_from_u64(seed),
+            loss: 0.0,
+            cut: BTreeSet::new(),
+            released: Vec::new(),
+            commits: BTreeSet::new(),
+            became: Vec::new(),
+            stepped_down: Vec::new(),
+            dropped: Vec::new(),
+            snapshots_to: Vec::new(),
+        }
+    }
+
+    fn node(&mut self, id: u32) -> &mut Homes<u64, u32, Log> {
+        &mut self.nodes[id as usize].homes
+    }
+
+    /// Every running peer sees exactly the peers in `live` (its side).
+    fn view(&mut self, sides: &[&[u32]]) {
+        let now = self.now;
+        for side in sides {
+            for &id in side.iter() {
+                let others: Vec<u32> = side.iter().copied().filter(|p| *p != id).collect();
+                if self.nodes[id as usize].up {
+                    self.node(id).set_members(now, others);
+                    self.drain(id);
+                }
+            }
+        }
+    }
+
+    /// Every peer up sees every other peer up.
+    fn view_all(&mut self) {
+        let up: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|id| self.nodes[*id as usize].up)
+            .collect();
+        self.view(&[&up]);
+    }
+
+    fn partition(&mut self, a: &[u32], b: &[u32]) {
+        for &x in a {
+            for &y in b {
+                self.cut.insert((x, y));
+                self.cut.insert((y, x));
+            }
+        }
+        self.view(&[a, b]);
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+        self.view_all();
+    }
+
+    fn create(&mut self, id: u32, size: u8) {
+        let now = self.now;
+        self.node(id).create(now, KEY, Log::default(), size);
+        self.drain(id);
+    }
+
+    /// The primary `id` appends `value`; `Err` if it is not the primary.
+    fn propose(&mut self, id: u32, value: u64) -> Result<u64, NotPrimary> {
+        let now = self.now;
+        let homes = self.node(id);
+        let h = homes.get_mut(&KEY).ok_or(NotPrimary)?;
+        if !h.is_primary() {
+            return Err(NotPrimary);
+        }
+        h.state_mut().entries.push(value);
+        let seq = homes.propose(now, KEY, vec![value]);
+        self.drain(id);
+        seq
+    }
+
+    fn crash(&mut self, id: u32) {
+        self.nodes[id as usize].up = false;
+        self.queue
+            .retain(|_, (from, to, _)| *from != id && *to != id);
+    }
+
+    fn restart(&mut self, id: u32, seed: u64) {
+        self.nodes[id as usize] = Node {
+            homes: new_homes(id, seed),
+            up: true,
+            paused: false,
+        };
+    }
+
+    fn drain(&mut self, id: u32) {
+        while let Some(out) = self.node(id).poll() {
+            match out {
+                HomeOutput::Send { to, msg, .. } => {
+                    if let HomeMsg::Replica {
+                        update: Update::Snapshot { .. },
+                        ..
+                    } = &msg
+                    {
+                        self.snapshots_to.push(to);
+                    }
+                    if self.cut.contains(&(id, to)) || self.rng.random_bool(self.loss) {
+                        continue;
+                    }
+                    let delay = Duration::from_micros(self.rng.random_range(500..3000));
+                    self.next += 1;
+                    self.queue
+                        .insert((self.now + delay, self.next), (id, to, msg));
+                }
+                HomeOutput::Committed { term, .. } => {
+                    self.commits.insert((term, id));
+                }
+                HomeOutput::Released { effects, .. } => {
+                    self.released.extend(effects.into_iter().map(|v| (id, v)));
+                }
+                HomeOutput::BecamePrimary { previous, .. } => self.became.push((id, previous)),
+                HomeOutput::SteppedDown { .. } => self.stepped_down.push(id),
+                HomeOutput::Dropped { .. } => self.dropped.push(id),
+                HomeOutput::Left { .. } => {}
+            }
+        }
+    }
+
+    /// Runs the network until `for_` has passed.
+    fn run(&mut self, for_: Duration) {
+        let end = self.now + for_;
+        loop {
+            let msg_at = self.queue.keys().next().map(|(at, _)| *at);
+            let timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.up && !n.paused)
+                .filter_map(|(i, n)| n.homes.poll_timeout().map(|at| (at, i as u32)))
+                .min();
+            let next = match (msg_at, timer) {
+                (Some(m), Some((t, _))) => m.min(t),
+                (Some(m), None) => m,
+                (None, Some((t, _))) => t,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            if msg_at == Some(next) {
+                let Some(((at, order), (from, to, msg))) = self.queue.pop_first() else {
+                    break;
+                };
+                let node = &self.nodes[to as usize];
+                if !node.up {
+                    continue;
+                }
+                if node.paused {
+                    // Held in the paused peer's socket buffer.
+                    self.queue
+                        .insert((at + Duration::from_millis(10), order), (from, to, msg));
+                    continue;
+                }
+                let now = self.now;
+                self.node(to).handle(now, from, msg);
+                self.drain(to);
+            } else if let Some((_, id)) = timer {
+                let now = self.now;
+                self.node(id).handle_timeout(now);
+                self.drain(id);
+            }
+        }
+        self.now = self.now.max(end);
+    }
+
+    fn primaries(&self) -> Vec<u32> {
+        (0..self.nodes.len() as u32)
+            .filter(|id| {
+                let n = &self.nodes[*id as usize];
+                n.up && !n.paused && n.homes.get(&KEY).is_some_and(|h| h.is_primary())
+            })
+            .collect()
+    }
+
+    fn entries(&self, id: u32) -> Vec<u64> {
+        self.nodes[id as usize]
+            .homes
+            .get(&KEY)
+            .map(|h| h.state().entries.clone())
+            .unwrap_or_default()
+    }
+
+    fn members(&self, id: u32) -> Vec<u32> {
+        self.nodes[id as usize]
+            .homes
+            .get(&KEY)
+            .map(|h| h.members().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Whether one crash cannot lose the home: a primary whose committed
+    /// and latest members are the same, each holding a replica of this
+    /// term that names them (perhaps missing the latest updates).
+    fn healthy(&self) -> bool {
+        let primaries = self.primaries();
+        let [p] = primaries.as_slice() else {
+            return false;
+        };
+        let Some(h) = self.nodes[*p as usize].homes.get(&KEY) else {
+            return false;
+        };
+        h.members() == h.config()
+            && h.members().len() == h.size()
+            && h.members().iter().all(|m| {
+                self.nodes[*m as usize]
+                    .homes
+                    .get(&KEY)
+                    .is_some_and(|r| r.term() == h.term() && r.config() == h.config())
+            })
+    }
+
+    fn was_released(&self, value: u64) -> bool {
+        self.released.iter().any(|(_, v)| *v == value)
+    }
+
+    /// No two peers committed in the same term.
+    fn assert_one_primary_per_term(&self) {
+        let mut by_term: BTreeMap<u64, u32> = BTreeMap::new();
+        for (term, id) in &self.commits {
+            if let Some(other) = by_term.insert(*term, *id) {
+                assert_eq!(other, *id, "two primaries committed in term {term}");
+            }
+        }
+    }
+
+    /// A home of `size` on peers `0..n`, all members, value 1 committed.
+    fn settled(n: u32, size: u8, seed: u64) -> Net {
+        let mut net = Net::new(n, seed);
+        net.view_all();
+        net.create(0, size);
+        net.run(Duration::from_secs(1));
+        assert_eq!(
+            net.members(0).len(),
+            usize::from(size),
+            "the home filled up"
+        );
+        net.propose(0, 1).expect("0 is primary");
+        net.run(Duration::from_millis(200));
+        assert!(net.was_released(1));
+        net
+    }
+}
+
+#[test]
+fn a_home_fills_up_and_commits_with_its_backups() {
+    let mut net = Net::settled(5, 3, 1);
+    assert_eq!(net.members(0), vec![0, 1, 2]);
+    for v in 2..10 {
+        net.propose(0, v).expect("primary");
+    }
+    net.run(Duration::from_millis(500));
+    for v in 1..10 {
+        assert!(net.was_released(v), "value {v} released");
+    }
+    assert_eq!(net.entries(1), net.entries(0));
+    assert_eq!(net.entries(2), net.entries(0));
+    assert!(net.entries(3).is_empty(), "peer 3 is not in the home");
+    net.assert_one_primary_per_term();
+}
+
+#[test]
+fn a_primary_on_the_minority_side_never_commits() {
+    let mut net = Net::settled(5, 5, 2);
+    net.partition(&[0, 1], &[2, 3, 4]);
+    net.propose(0, 100).expect("0 still believes it is primary");
+    net.run(Duration::from_secs(5));
+    assert!(!net.was_released(100), "the minority side committed");
+    // The majority side elected a primary of its own and commits.
+    let majority: Vec<u32> = net
+        .primaries()
+        .into_iter()
+        .filter(|p| [2, 3, 4].contains(p))
+        .collect();
+    assert_eq!(majority.len(), 1, "one primary on the majority side");
+    net.propose(majority[0], 200).expect("primary");
+    net.run(Duration::from_millis(500));
+    assert!(net.was_released(200), "the majority side commits");
+    // Healed: the minority's update is gone, the majority's stays.
+    net.heal();
+    net.run(Duration::from_secs(5));
+    let primaries = net.primaries();
+    assert_eq!(primaries.len(), 1, "one primary after healing");
+    let entries = net.entries(primaries[0]);
+    assert!(entries.contains(&200) && entries.contains(&1));
+    assert!(!entries.contains(&100));
+    for id in 0..5 {
+        assert_eq!(net.entries(id), entries, "replica of {id}");
+    }
+    net.assert_one_primary_per_term();
+}
+
+#[test]
+fn a_paused_primary_that_resumes_steps_down_without_committing_alone() {
+    let mut net = Net::settled(3, 3, 3);
+    // SIGSTOP: the view still shows it live (not yet declared dead).
+    net.nodes[0].paused = true;
+    net.run(Duration::from_secs(4));
+    let others = net.primaries();
+    assert_eq!(others.len(), 1, "a backup took over");
+    assert_ne!(others[0], 0);
+    net.propose(others[0], 10).expect("new primary");
+    net.run(Duration::from_millis(300));
+    assert!(net.was_released(10));
+    // SIGCONT: the old primary appends at once, before hearing anyone.
+    net.nodes[0].paused = false;
+    assert!(
+        net.propose(0, 11).is_ok(),
+        "it still believes it is primary"
+    );
+    net.run(Duration::from_secs(3));
+    assert!(!net.was_released(11), "a resumed primary committed alone");
+    assert!(
+        net.stepped_down.contains(&0),
+        "the resumed primary stepped down"
+    );
+    let primaries = net.primaries();
+    assert_eq!(primaries.len(), 1);
+    for id in 0..3 {
+        assert!(net.entries(id).contains(&10), "replica of {id} has 10");
+        assert!(!net.entries(id).contains(&11), "replica of {id} has 11");
+    }
+    net.assert_one_primary_per_term();
+}
+
+#[test]
+fn a_closer_newcomer_is_handed_the_primary_role() {
+    let mut net = Net::new(5, 4);
+    // Peer 0 is down at first: 1, 2, 3 form the home.
+    net.nodes[0].up = false;
+    net.view(&[&[1, 2, 3, 4]]);
+    net.create(1, 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.members(1), vec![1, 2, 3]);
+    net.propose(1, 5).expect("1 is primary");
+    net.run(Duration::from_millis(300));
+    assert!(net.was_released(5));
+    // Peer 0, the closest, joins.
+    net.nodes[0].up = true;
+    net.view_all();
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.primaries(), vec![0], "0 took the role over");
+    assert!(net.became.contains(&(0, Some(1))), "handed over by 1");
+    assert_eq!(net.members(0), vec![0, 1, 2]);
+    assert!(net.dropped.contains(&3), "3 was released");
+    assert!(net.nodes[3].homes.get(&KEY).is_none());
+    assert_eq!(net.entries(0), vec![5]);
+    net.propose(0, 6).expect("0 is primary");
+    net.run(Duration::from_millis(300));
+    assert!(net.was_released(6));
+    net.assert_one_primary_per_term();
+}
+
+#[test]
+fn a_snapshot_catches_a_lagging_backup_up() {
+    let mut net = Net::settled(3, 3, 5);
+    // Everything 0 sends 2 is lost (a pipe that gave up).
+    net.cut.insert((0, 2));
+    for v in 2..8 {
+        net.propose(0, v).expect("primary");
+    }
+    net.run(Duration::from_millis(500));
+    assert!(net.was_released(7), "0 and 1 are a majority");
+    assert_eq!(net.entries(2), vec![1], "2 missed the updates");
+    net.snapshots_to.clear();
+    net.cut.clear();
+    net.run(Duration::from_secs(1));
+    assert!(net.snapshots_to.contains(&2), "2 got a snapshot");
+    assert_eq!(net.entries(2), net.entries(0));
+    // And it follows the deltas after it.
+    net.propose(0, 8).expect("primary");
+    net.run(Duration::from_millis(300));
+    assert_eq!(net.entries(2), net.entries(0));
+}
+
+#[test]
+fn absurd_messages_are_ignored() {
+    let mut net = Net::settled(3, 3, 6);
+    // The backups' answers are lost: nothing can commit.
+    net.cut.insert((1, 0));
+    net.cut.insert((2, 0));
+    net.propose(0, 50).expect("primary");
+    net.run(Duration::from_millis(100));
+    let now = net.now;
+    let absurd: Vec<(u32, Msg)> = vec![
+        // An acknowledgement of an update never sent.
+        (
+            1,
+            HomeMsg::Ack {
+                key: KEY,
+                term: 1,
+                seq: u64::MAX,
+            },
+        ),
+        (
+            2,
+            HomeMsg::Ack {
+                key: KEY,
+                term: 1,
+                seq: 1_000_000,
+            },
+        ),
+        // A snapshot naming nobody, and a delta naming a peer twice.
+        (
+            1,
+            HomeMsg::Replica {
+                key: KEY,
+                term: u64::MAX,
+                seq: 0,
+                update: Update::Snapshot {
+                    size: 0,
+                    members: Vec::new(),
+                    config: Vec::new(),
+                    state: Box::new(vec![666]),
+                },
+            },
+        ),
+        (
+            2,
+            HomeMsg::Replica {
+                key: KEY,
+                term: u64::MAX,
+                seq: u64::MAX,
+                update: Update::Delta {
+                    members: vec![2, 2],
+                    config: vec![2],
+                    delta: Some(Box::new((u64::MAX, vec![666]))),
+                },
+            },
+        ),
+        // Replies to votes never asked for, about unknown homes too.
+        (
+            1,
+            HomeMsg::VoteReply {
+                key: KEY,
+                term: u64::MAX,
+                granted: true,
+                promised: u64::MAX,
+                log_term: u64::MAX,
+                log_seq: u64::MAX,
+                primary: Some(0),
+            },
+        ),
+        (
+            1,
+            HomeMsg::Nack {
+                key: 99,
+                term: u64::MAX,
+            },
+        ),
+        (
+            1,
+            HomeMsg::Ack {
+                key: 99,
+                term: u64::MAX,
+                seq: u64::MAX,
+            },
+        ),
+    ];
+    for (from, msg) in absurd {
+        net.node(0).handle(now, from, msg);
+        net.drain(0);
+    }
+    assert!(!net.was_released(50), "an absurd ack released an effect");
+    assert_eq!(net.primaries(), vec![0], "0 is still primary");
+    assert!(!net.entries(0).contains(&666));
+    assert!(net.nodes[0].homes.get(&99).is_none());
+    // A delta from the future on a backup: a nack, no change.
+    let delta: Msg = HomeMsg::Replica {
+        key: KEY,
+        term: 1,
+        seq: u64::MAX,
+        update: Update::Delta {
+            members: vec![0, 1, 2],
+            config: vec![0, 1, 2],
+            delta: Some(Box::new((0, vec![666]))),
+        },
+    };
+    net.node(1).handle(now, 0, delta);
+    let mut nacked = false;
+    while let Some(out) = net.node(1).poll() {
+        if let HomeOutput::Send {
+            msg: HomeMsg::Nack { .. },
+            ..
+        } = out
+        {
+            nacked = true;
+        }
+    }
+    assert!(nacked, "a delta from the future is answered with a nack");
+    assert!(!net.entries(1).contains(&666));
+    // Healed, the home commits again.
+    net.cut.clear();
+    net.run(Duration::from_secs(1));
+    assert!(net.was_released(50));
+}
+
+/// Crashes one peer at a time (a restarted peer has lost its replica),
+/// with message loss, while the primary keeps appending: the home's
+/// members change again and again (joint membership), yet no two peers
+/// commit in the same term and nothing committed is lost.
+#[test]
+fn joint_membership_changes_under_crashes_stay_safe() {
+    let mut takeovers = 0;
+    for seed in 0..40u64 {
+        let mut net = Net::new(7, 100 + seed);
+        net.loss = 0.15;
+        net.view_all();
+        net.create(0, 3);
+        net.run(Duration::from_secs(1));
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut value = 1000;
+        let mut down: Option<u32> = None;
+        for _ in 0..60 {
+            for _ in 0..rng.random_range(1..4) {
+                if let Some(p) = net.primaries().first().copied() {
+                    value += 1;
+                    let _ = net.propose(p, value);
+                }
+                net.run(Duration::from_millis(rng.random_range(1..30)));
+            }
+            if let Some(id) = down.take() {
+                net.restart(id, rng.random());
+                net.view_all();
+            } else if net.healthy() && rng.random_bool(0.7) {
+                // The primary, often, right after it appended.
+                let id = match net.primaries().first() {
+                    Some(p) if rng.random_bool(0.6) => *p,
+                    _ => rng.random_range(0..7),
+                };
+                net.crash(id);
+                net.view_all();
+                down = Some(id);
+            }
+            net.run(Duration::from_millis(rng.random_range(20..3000)));
+        }
+        if let Some(id) = down.take() {
+            net.restart(id, 1);
+        }
+        net.loss = 0.0;
+        net.view_all();
+        net.run(Duration::from_secs(5));
+        net.assert_one_primary_per_term();
+        let primaries = net.primaries();
+        if primaries.len() != 1 {
+            for id in 0..7u32 {
+                let h = net.nodes[id as usize].homes.get(&KEY);
+                eprintln!(
+                    "{id}: {:?}",
+                    h.map(|h| (
+                        h.role().clone(),
+                        h.term(),
+                        h.seq(),
+                        h.members().to_vec(),
+                        h.config().to_vec(),
+                        h.state().entries.len()
+                    ))
+                );
+            }
+        }
+        assert_eq!(primaries.len(), 1, "seed {seed}: one primary at the end");
+        let entries = net.entries(primaries[0]);
+        for (_, v) in &net.released {
+            assert!(entries.contains(v), "seed {seed}: committed {v} lost");
+        }
+        assert!(
+            net.released.len() > 20,
+            "seed {seed}: the home made progress"
+        );
+        takeovers += net.became.iter().filter(|(_, prev)| prev.is_none()).count();
+    }
+    assert!(takeovers > 100, "elections happened: {takeovers}");
+}
+
+/// Home {0, 1, 2}; a partition leaves 0 with newcomers 3 and 4, which
+/// join its member list: those new members are a majority of the latest
+/// list, but not of the committed one, so 0 must not commit — while 1 and
+/// 2, a majority of the committed list, elect a primary and commit.
+#[test]
+fn new_members_alone_do_not_commit_a_joint_change() {
+    let mut net = Net::settled(5, 3, 7);
+    assert_eq!(net.members(0), vec![0, 1, 2]);
+    net.partition(&[0, 3, 4], &[1, 2]);
+    net.run(Duration::from_secs(1));
+    assert_eq!(
+        net.members(0),
+        vec![0, 3, 4],
+        "3 and 4 joined, 1 and 2 left"
+    );
+    net.propose(0, 300).expect("0 is primary on its side");
+    net.run(Duration::from_secs(3));
+    assert!(!net.was_released(300), "committed without the old majority");
+    let other: Vec<u32> = net
+        .primaries()
+        .into_iter()
+        .filter(|p| [1, 2].contains(p))
+        .collect();
+    assert_eq!(other.len(), 1, "1 and 2 elected a primary");
+    net.propose(other[0], 400).expect("primary");
+    net.run(Duration::from_millis(500));
+    assert!(net.was_released(400), "the old majority commits");
+    net.heal();
+    net.run(Duration::from_secs(5));
+    let primaries = net.primaries();
+    assert_eq!(primaries.len(), 1);
+    let entries = net.entries(primaries[0]);
+    assert!(entries.contains(&400) && !entries.contains(&300));
+    net.assert_one_primary_per_term();
+}
