@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use colony_core::divisible::{AppError, AppRegistry, Divisible, SharedVars, Step, StepContext};
+use colony_core::divisible::{AppRegistry, SharedVars, Step, StepContext};
 use colony_core::erasure::{self, Shard};
 use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::home::{HomeMsg, Update};
@@ -28,7 +28,9 @@ use colony_core::pipe::{PipeConfig, PipeFrame, Pipes, TrafficClass};
 use colony_core::wire::{self, Frame};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use serde::{Deserialize, Serialize};
+
+mod common;
+use common::{key_of, Sum};
 
 // ---------------------------------------------------------------------------
 // Allocation guard: the largest single allocation the test binary made.
@@ -1066,79 +1068,6 @@ fn pipes_take_data_at_the_highest_numbers() {
 
 // ---------------------------------------------------------------------------
 // The job core.
-
-/// Sums `next..end`; every operation saturates, so its own arithmetic never
-/// stands in for the core's.
-#[derive(Serialize, Deserialize)]
-struct Sum {
-    next: u64,
-    end: u64,
-    acc: u64,
-}
-
-impl Divisible for Sum {
-    type Params = u64;
-    type Output = u64;
-    const NAME: &'static str = "sum";
-
-    fn parse_args(args: &[String]) -> Result<u64, AppError> {
-        args.first()
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| AppError::BadParams("usage: sum N".into()))
-    }
-
-    fn init(n: &u64) -> Result<Self, AppError> {
-        Ok(Sum {
-            next: 1,
-            end: n.saturating_add(1),
-            acc: 0,
-        })
-    }
-
-    fn step(&mut self, ctx: &mut StepContext<'_>) -> Step<u64> {
-        let stop = self.end.min(self.next.saturating_add(ctx.budget()));
-        while self.next < stop {
-            self.acc = self.acc.wrapping_add(self.next);
-            self.next += 1;
-        }
-        if self.next >= self.end {
-            Step::Done(self.acc)
-        } else {
-            Step::Continue
-        }
-    }
-
-    fn divide(&mut self) -> Option<Self> {
-        let left = self.end.checked_sub(self.next)?;
-        if left < 2 {
-            return None;
-        }
-        let mid = self.next + left / 2;
-        let part = Sum {
-            next: mid,
-            end: self.end,
-            acc: 0,
-        };
-        self.end = mid;
-        Some(part)
-    }
-
-    fn merge(a: u64, b: u64) -> u64 {
-        a.wrapping_add(b)
-    }
-}
-
-fn key_of(peer: &u64) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    let mut x = peer.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    for chunk in key.chunks_mut(8) {
-        x ^= x >> 31;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 29;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    key
-}
 
 /// Three job cores (peers 0, 1, 2) and peer 3 in their view, exchanging
 /// messages in virtual time; the harness plays the worker threads.

@@ -14,19 +14,10 @@ use colony_core::pipe::{PipeConfig, PipeFrame, Pipes, TrafficClass};
 use colony_core::wire::{self, Frame, PayloadKind, FRAME_MAGIC, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
-const MAX_FRAME: usize = 1 << 20;
+mod common;
+use common::key_of;
 
-fn key_of(peer: &u64) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    let mut x = peer.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    for chunk in key.chunks_mut(8) {
-        x ^= x >> 31;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 29;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    key
-}
+const MAX_FRAME: usize = 1 << 20;
 
 fn node(me: u64, now: Instant) -> Node<u64> {
     let membership = Membership::new(
