@@ -1670,3 +1670,27 @@ fn cancel_answers_and_checkpoint_requests_come_only_from_the_primary() {
         .checkpoint_of(unit);
     assert_eq!(before, after, "a non-holder's report caused a checkpoint");
 }
+
+/// A question about what a worker holds is heard only from a plausible
+/// primary of the job: a stranger's is refused.
+#[test]
+fn a_strangers_holdings_question_is_refused() {
+    let mut cluster = Cluster::new(12, 1);
+    let job = cluster.submit(0, 20_000_000);
+    cluster.run(Duration::from_secs(1), |_| false);
+    let primary = cluster.primary(job);
+    let worker = (0..12u32)
+        .find(|p| *p != primary && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy worker");
+    let plausible = cluster.peers[worker as usize].core.home_of(job, 6);
+    let stranger = (0..12)
+        .find(|p| !plausible.contains(p) && *p != worker)
+        .expect("a member far from the job's home");
+    forge(
+        &mut cluster,
+        stranger,
+        worker,
+        JobMsg::Holds { job, token: 7 },
+    );
+    assert_eq!(refusals(&cluster, worker, Refusal::NotThePrimary), 1);
+}
