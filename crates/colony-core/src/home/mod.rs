@@ -19,7 +19,10 @@
 //! - Membership: peers entering the home get a snapshot and join the member
 //!   list once they confirm it; members no longer among the closest leave it
 //!   (farthest, lost ones first) and are released once the members without
-//!   them are committed. A closer newcomer holding an up-to-date replica is
+//!   them are committed and a majority holds an update naming the lists
+//!   without them (Raft leaves the joint configuration the same way: only
+//!   once the new one is committed), so backups never wait for the vote
+//!   of a member that dropped its replica. A closer newcomer holding an up-to-date replica is
 //!   handed the primary role (`Promote`).
 //!
 //! The state plugs in through [`Replicated`]; backups apply deltas and
@@ -417,6 +420,12 @@ pub struct Home<P, S: Replicated> {
     proposed: Option<(u64, Vec<P>)>,
     /// Primary: the member lists changed since the last update.
     members_dirty: bool,
+    /// Primary: the update from which on every update carries the current
+    /// member lists (the first one sent after they last changed). A member
+    /// left out of both lists is released only once this update is
+    /// committed: until a majority holds lists without it, backups may
+    /// still need its vote to elect a primary.
+    lists_seq: u64,
     /// Promoted a closer peer and waits for it to confirm.
     handing_over: Option<P>,
     /// Highest term this member voted for another member in, and whom.
@@ -457,6 +466,7 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
             pending: VecDeque::new(),
             proposed: None,
             members_dirty: false,
+            lists_seq: 0,
             handing_over: None,
             promised: term,
             voted_for: None,

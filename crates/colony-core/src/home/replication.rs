@@ -61,8 +61,11 @@ where
         if delta.is_none() && !h.members_dirty {
             return;
         }
-        h.members_dirty = false;
         h.seq = h.seq.saturating_add(1);
+        if h.members_dirty {
+            h.lists_seq = h.seq;
+        }
+        h.members_dirty = false;
         h.heard_at = now;
         let (term, seq) = (h.term, h.seq);
         let members = h.members.clone();
@@ -80,7 +83,7 @@ where
     }
 
     /// Releases the effects whose updates a majority of the home confirmed.
-    pub(super) fn release(&mut self, _now: Instant, key: K) {
+    pub(super) fn release(&mut self, now: Instant, key: K) {
         let me = self.me.clone();
         let Some(h) = self.homes.get_mut(&key) else {
             return;
@@ -98,13 +101,16 @@ where
             }
         };
         let committed = majority_seq(&h.config, held).min(majority_seq(&h.members, held));
+        let mut config_changed = false;
         if let Some((_, members)) = h.proposed.take_if(|(seq, _)| *seq <= committed) {
-            // Sent with the next update. (Members of the old list that are
-            // not in the new one may be released from now on: if this
-            // primary dies before a majority of backups heard of the new
-            // list, those backups still count the released member's vote.)
+            // Sent at once (below). Members of the old list that are not in
+            // the new one are released only once that update is committed
+            // (`maintain`): if this primary died before a majority of
+            // backups heard of the new list, those backups would still
+            // count the released member's vote.
             h.config = members;
             h.members_dirty = true;
+            config_changed = true;
         }
         let mut released = Vec::new();
         while h.pending.front().is_some_and(|p| p.seq <= committed) {
@@ -126,6 +132,9 @@ where
                 key,
                 effects: released,
             });
+        }
+        if config_changed {
+            self.send_delta(now, key);
         }
     }
 
@@ -172,9 +181,12 @@ where
         // Lost members first (a stable sort keeps the farthest first).
         leaving.sort_by_key(|m| self.live.contains(m));
         leaving.truncate(excess);
+        // Released only once a majority holds lists without them (see
+        // `lists_seq`); until then they stay backups and get the updates.
+        let lists_committed = !h.members_dirty && h.committed >= h.lists_seq;
         let gone: Vec<P> = gone
             .into_iter()
-            .filter(|p| !h.config.contains(p) && (leaving.contains(p) || !h.members.contains(p)))
+            .filter(|p| !h.config.contains(p) && !h.members.contains(p) && lists_committed)
             .collect();
         let snapshot = (!fresh.is_empty()).then(|| h.state.snapshot(now));
         let (members, config) = (h.members.clone(), h.config.clone());
@@ -478,6 +490,9 @@ where
         h.members.retain(|m| *m != me);
         h.members.insert(0, me);
         h.committed = 0;
+        // Every update of the new term, from its snapshots on, carries
+        // this member's lists.
+        h.lists_seq = h.seq;
         // Every other member gets the state under the new term.
         h.acked.clear();
         self.outputs

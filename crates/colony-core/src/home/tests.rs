@@ -724,3 +724,45 @@ fn new_members_alone_do_not_commit_a_joint_change() {
     assert!(entries.contains(&400) && !entries.contains(&300));
     net.assert_one_primary_per_term();
 }
+
+/// Home {0, 1, 3} (2 was down); 2 comes back, closer than 3, joins, and 3
+/// leaves: once the change is committed 3 is released and drops its
+/// replica. If the primary then dies at once, the backups must still be
+/// able to elect one of them: a released member must not be one whose
+/// vote a majority of them still needs (the old member list is left only
+/// once a majority of the new one knows it is).
+#[test]
+fn a_primary_dying_right_after_releasing_an_old_member_is_replaced() {
+    for seed in 0..20u64 {
+        let mut net = Net::new(5, 300 + seed);
+        net.nodes[2].up = false;
+        net.view(&[&[0, 1, 3, 4]]);
+        net.create(0, 3);
+        net.run(Duration::from_secs(1));
+        assert_eq!(net.members(0), vec![0, 1, 3]);
+        net.propose(0, 1).expect("0 is primary");
+        net.run(Duration::from_millis(200));
+        assert!(net.was_released(1));
+        // 2 comes back: it joins, 3 leaves and is released.
+        net.nodes[2].up = true;
+        net.view_all();
+        let deadline = net.now + Duration::from_secs(5);
+        while !net.dropped.contains(&3) && net.now < deadline {
+            net.run(Duration::from_millis(1));
+        }
+        assert!(net.dropped.contains(&3), "seed {seed}: 3 was released");
+        // The primary dies right then.
+        net.crash(0);
+        net.view_all();
+        net.run(Duration::from_secs(10));
+        let primaries = net.primaries();
+        assert_eq!(primaries.len(), 1, "seed {seed}: a backup took over");
+        assert!([1, 2].contains(&primaries[0]), "seed {seed}");
+        let p = primaries[0];
+        net.propose(p, 2).expect("primary");
+        net.run(Duration::from_millis(500));
+        assert!(net.was_released(2), "seed {seed}: the new primary commits");
+        assert!(net.entries(p).contains(&1), "seed {seed}: 1 kept");
+        net.assert_one_primary_per_term();
+    }
+}
