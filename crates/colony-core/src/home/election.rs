@@ -153,6 +153,31 @@ where
             log_seq: h.seq,
             primary: h.primary().filter(|p| primary_live && **p != from).cloned(),
         };
+        // A candidate behind this replica cannot have this vote, and this
+        // member may be ranked after it: without a primary, campaign soon
+        // (after a short random delay, so that equally recent members do
+        // not split the vote), for a term above the one asked for, rather
+        // than wait for the stale candidates to take their turns.
+        let behind = last < (h.term, h.seq);
+        let may_campaign = !granted
+            && behind
+            && !primary_live
+            && !h.is_primary()
+            && !h.leaving_member(&self.me)
+            && h.state.active()
+            && h.has_member(&from);
+        if may_campaign {
+            h.campaigned = h.campaigned.max(term);
+            if h.candidacy.as_ref().is_some_and(|c| c.term <= term) {
+                h.candidacy = None;
+            }
+            if h.candidacy.is_none() {
+                let window = self.config.election_stagger.as_millis() / 2;
+                let window = u64::try_from(window).unwrap_or(u64::MAX);
+                let at = now + Duration::from_millis(self.rng.random_range(0..=window));
+                h.campaign_at = Some(h.campaign_at.map_or(at, |t| t.min(at)));
+            }
+        }
         self.send(from, reply, false);
     }
 

@@ -15,7 +15,9 @@
 //!   the members in the home's order one after the other (staggered); a vote
 //!   is granted once per term, only to a candidate whose replica is at least
 //!   as recent as the voter's, and only while the voter's own primary is not
-//!   present.
+//!   present. A member that refuses a candidate because its own replica is
+//!   more recent campaigns itself after a short random delay, so the most
+//!   recent replica wins even when it is ranked last.
 //! - Membership: peers entering the home get a snapshot and join the member
 //!   list once they confirm it; members no longer among the closest leave it
 //!   (farthest, lost ones first) and are released once the members without

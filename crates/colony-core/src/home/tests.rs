@@ -766,3 +766,100 @@ fn a_primary_dying_right_after_releasing_an_old_member_is_replaced() {
         net.assert_one_primary_per_term();
     }
 }
+
+/// The primary of a home of 5 is lost (crashed, or paused so the view
+/// still shows it) while its backups hold replicas of different ages —
+/// often the most recent one ranked last — with message loss: the
+/// backups, campaigning at about the same time, elect one of them and it
+/// commits within a bound of virtual time, on every seed.
+#[test]
+fn simultaneous_candidates_elect_a_primary_within_a_bound() {
+    let bound = Duration::from_secs(6);
+    let mut slowest = Duration::ZERO;
+    for seed in 0..300u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut net = Net::settled(5, 5, 1000 + seed);
+        // Backups miss the last updates, the later ranked ones the least.
+        for b in 1..5u32 {
+            if rng.random_bool(0.6) {
+                net.cut.insert((0, b));
+            }
+            for _ in 0..rng.random_range(0..3) {
+                let v = rng.random_range(10..1000);
+                net.propose(0, v).expect("primary");
+                net.run(Duration::from_millis(5));
+            }
+        }
+        net.run(Duration::from_millis(rng.random_range(1..300)));
+        net.cut.clear();
+        net.loss = rng.random_range(0.0..0.25);
+        let start = net.now;
+        let mut simultaneous = rng.random_bool(0.3);
+        if simultaneous {
+            // Each backup sees the primary and every member ranked before
+            // it gone (views still settling): all campaign at once.
+            net.crash(0);
+            let now = net.now;
+            for b in 1..5u32 {
+                net.node(b).set_members(now, b + 1..5);
+                net.drain(b);
+            }
+        } else if rng.random_bool(0.5) {
+            net.crash(0);
+            net.view_all();
+        } else {
+            net.nodes[0].paused = true;
+        }
+        let mut elected = None;
+        while net.now < start + bound * 2 {
+            net.run(Duration::from_millis(10));
+            if simultaneous && net.now >= start + Duration::from_millis(300) {
+                simultaneous = false;
+                net.view_all();
+            }
+            let primaries: Vec<u32> = net.primaries().into_iter().filter(|p| *p != 0).collect();
+            if let [p] = primaries.as_slice() {
+                elected = Some((*p, net.now - start));
+                break;
+            }
+        }
+        let Some((p, took)) = elected else {
+            for id in 0..5u32 {
+                let h = net.nodes[id as usize].homes.get(&KEY);
+                eprintln!(
+                    "{id}: {:?}",
+                    h.map(|h| (
+                        h.role().clone(),
+                        h.term(),
+                        h.seq(),
+                        h.members().to_vec(),
+                        h.config().to_vec(),
+                        h.promised,
+                        h.campaigned,
+                        h.candidacy.as_ref().map(|c| (c.term, c.votes.clone())),
+                        h.campaign_at.map(|a| a - net.now),
+                    ))
+                );
+            }
+            panic!("seed {seed}: no primary elected in {:?}", bound * 2);
+        };
+        slowest = slowest.max(took);
+        assert!(took <= bound, "seed {seed}: the election took {took:?}");
+        net.loss = 0.0;
+        // A candidate that did not hear of the winner in time may still
+        // win a later term (taking the uncommitted proposals with it):
+        // the home then settles on one primary, which commits.
+        let _ = p;
+        net.run(Duration::from_secs(2));
+        let primaries: Vec<u32> = net.primaries().into_iter().filter(|p| *p != 0).collect();
+        assert_eq!(primaries.len(), 1, "seed {seed}: one primary");
+        net.propose(primaries[0], 5000).expect("primary");
+        net.run(Duration::from_millis(500));
+        assert!(
+            net.was_released(5000),
+            "seed {seed}: the new primary commits"
+        );
+        net.assert_one_primary_per_term();
+    }
+    eprintln!("slowest election: {slowest:?}");
+}
