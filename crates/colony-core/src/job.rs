@@ -67,12 +67,14 @@ mod takeover;
 mod views;
 mod worker;
 
+use crate::pieces::PieceStore;
+pub use crate::pieces::{Piece, PieceData};
 use authorize::Parked;
 pub use authorize::{Refusal, SubmitPolicy};
 pub use limits::{MessageKind, MessageLimits, TooLarge};
 pub use messages::{JobEvent, JobMsg, JobOutput, Report};
-pub use pieces::{Piece, PieceData, PieceKey};
-use pieces::{PieceStore, Restoring, Staged, LOCAL_INDEX};
+pub use pieces::PieceKey;
+use pieces::{Restoring, Staged, LOCAL_INDEX};
 use record::{CheckpointRef, HomeState, UnitRec, UnitStatus, RECORD_INDEX, RECORD_UNIT};
 pub use record::{Delta, JobHomeMsg, Record};
 use scheduler::{child_id, Steal};
@@ -239,7 +241,7 @@ pub struct Jobs<P: PeerKey> {
     /// Job records this peer holds, as primary or backup.
     homes: crate::home::Homes<JobId, P, HomeState<P>>,
     /// Checkpoint pieces this peer holds for home primaries.
-    pieces: PieceStore<P>,
+    pieces: PieceStore<JobId, P>,
     known: BTreeMap<JobId, KnownJob<P>>,
     /// Units computing here.
     running: BTreeMap<(JobId, UnitId), WorkerUnit<P>>,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::erasure::{self, Shard};
+use crate::erasure;
 use crate::ft::CheckpointStorage;
 use crate::PeerKey;
 
@@ -22,9 +22,6 @@ pub(super) const LOCAL_INDEX: u8 = u8::MAX;
 /// How often a restore waiting for holders asks again.
 pub(super) const RESTORE_RETRY: Duration = Duration::from_secs(1);
 
-/// Checkpoints of a unit a holder keeps.
-pub(super) const KEPT_CHECKPOINTS: usize = 3;
-
 /// Where a checkpoint piece lives on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PieceKey {
@@ -34,122 +31,6 @@ pub struct PieceKey {
     pub unit: UnitId,
     /// Which piece (a shard's index, 0 for a copy, 255 for local).
     pub index: u8,
-}
-
-/// One piece of a unit's checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Piece {
-    /// The unit epoch whose worker made the checkpoint.
-    pub epoch: Epoch,
-    /// The report that carried it.
-    pub version: u64,
-    /// Which piece.
-    pub index: u8,
-    /// The data.
-    pub data: PieceData,
-}
-
-/// The data of a piece.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PieceData {
-    /// A whole copy of the state.
-    Copy(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// One erasure-coded shard.
-    Shard(Shard),
-    /// A [`super::LocalUnit`] on the worker's disk, serialised.
-    Local(#[serde(with = "serde_bytes")] Vec<u8>),
-}
-
-/// Pieces held for primaries: the newest checkpoints of each unit, so the
-/// one the record points to stays decodable while its successors are
-/// stored.
-pub(super) struct PieceStore<P> {
-    pub(super) pieces: BTreeMap<(JobId, UnitId), Vec<Piece>>,
-    /// Per unit, the checkpoint its job record points to, as the primary
-    /// last said: never dropped for newer ones.
-    pub(super) kept: BTreeMap<(JobId, UnitId), (Epoch, u64)>,
-    /// When each job's pieces were last stored or asked for.
-    pub(super) touched: BTreeMap<JobId, Instant>,
-    /// Durable writes in flight: who to answer once on disk.
-    pub(super) persisting: BTreeMap<(PieceKey, Epoch, u64), P>,
-}
-
-impl<P> Default for PieceStore<P> {
-    fn default() -> Self {
-        PieceStore {
-            pieces: BTreeMap::new(),
-            kept: BTreeMap::new(),
-            touched: BTreeMap::new(),
-            persisting: BTreeMap::new(),
-        }
-    }
-}
-
-impl<P> PieceStore<P> {
-    /// Keeps `piece` of `unit`'s checkpoints; returns the pieces pushed out
-    /// (beyond the newest checkpoints and the one the record points to) as
-    /// (epoch, version, index), for their copies on disk to be deleted.
-    #[must_use]
-    pub(super) fn put(&mut self, job: JobId, unit: UnitId, piece: Piece) -> Vec<(Epoch, u64, u8)> {
-        let list = self.pieces.entry((job, unit)).or_default();
-        if list
-            .iter()
-            .any(|p| p.epoch == piece.epoch && p.version == piece.version && p.index == piece.index)
-        {
-            return Vec::new();
-        }
-        list.push(piece);
-        // Keep the pieces of the three newest checkpoints.
-        let mut groups: Vec<(Epoch, u64)> = Vec::new();
-        for p in list.iter().rev() {
-            if !groups.contains(&(p.epoch, p.version)) {
-                groups.push((p.epoch, p.version));
-            }
-        }
-        groups.truncate(KEPT_CHECKPOINTS);
-        let kept = self.kept.get(&(job, unit));
-        let mut evicted = Vec::new();
-        list.retain(|p| {
-            let keep =
-                groups.contains(&(p.epoch, p.version)) || kept == Some(&(p.epoch, p.version));
-            if !keep {
-                evicted.push((p.epoch, p.version, p.index));
-            }
-            keep
-        });
-        evicted
-    }
-
-    /// Remembers which of `unit`'s checkpoints its job record points to.
-    pub(super) fn keep(&mut self, job: JobId, unit: UnitId, checkpoint: Option<(Epoch, u64)>) {
-        if let Some(checkpoint) = checkpoint {
-            self.kept.insert((job, unit), checkpoint);
-        }
-    }
-
-    pub(super) fn get(&self, job: JobId, unit: UnitId) -> Vec<Piece> {
-        self.pieces.get(&(job, unit)).cloned().unwrap_or_default()
-    }
-
-    pub(super) fn touch(&mut self, job: JobId, now: Instant) {
-        self.touched.insert(job, now);
-    }
-
-    /// Jobs whose pieces nobody stored or asked for since `before`.
-    pub(super) fn quiet_since(&self, before: Instant) -> Vec<JobId> {
-        self.touched
-            .iter()
-            .filter(|(_, t)| **t < before)
-            .map(|(job, _)| *job)
-            .collect()
-    }
-
-    pub(super) fn forget_job(&mut self, job: JobId) {
-        self.touched.remove(&job);
-        self.pieces.retain(|(j, _), _| *j != job);
-        self.kept.retain(|(j, _), _| *j != job);
-        self.persisting.retain(|(k, _, _), _| k.job != job);
-    }
 }
 
 /// A report whose checkpoint pieces are being stored; it applies once
@@ -430,9 +311,7 @@ impl<P: PeerKey> Jobs<P> {
         if durable {
             self.unpersist(job, unit, evicted);
             let key = PieceKey { job, unit, index };
-            self.pieces
-                .persisting
-                .insert((key, epoch, version), reply_to);
+            self.pieces.persisting(job, unit, &piece, reply_to);
             self.outputs.push_back(JobOutput::Persist { key, piece });
         } else {
             self.confirm_piece(now, reply_to, PieceKey { job, unit, index }, epoch, version);
@@ -446,7 +325,10 @@ impl<P: PeerKey> Jobs<P> {
         epoch: Epoch,
         version: u64,
     ) {
-        if let Some(reply_to) = self.pieces.persisting.remove(&(key, epoch, version)) {
+        if let Some(reply_to) = self
+            .pieces
+            .persisted(key.job, key.unit, key.index, epoch, version)
+        {
             self.confirm_piece(now, reply_to, key, epoch, version);
         }
     }

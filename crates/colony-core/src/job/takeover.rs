@@ -578,14 +578,14 @@ impl<P: PeerKey> Jobs<P> {
             .collect();
         for job in expired {
             self.homes.remove(&job);
-            self.pieces.forget_job(job);
+            self.pieces.forget(job);
             self.outputs.push_back(JobOutput::Forget { job });
         }
         // Pieces of jobs this peer no longer holds a record of.
         if let Some(before) = now.checked_sub(retention) {
             for job in self.pieces.quiet_since(before) {
                 if !self.homes.contains_key(&job) {
-                    self.pieces.forget_job(job);
+                    self.pieces.forget(job);
                     self.outputs.push_back(JobOutput::Forget { job });
                 }
             }
@@ -600,7 +600,7 @@ impl<P: PeerKey> Jobs<P> {
             match oldest {
                 Some(id) => {
                     self.homes.remove(&id);
-                    self.pieces.forget_job(id);
+                    self.pieces.forget(id);
                     self.outputs.push_back(JobOutput::Forget { job: id });
                 }
                 None => break,

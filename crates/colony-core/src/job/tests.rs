@@ -1007,7 +1007,7 @@ fn durable_pieces_keep_the_committed_checkpoint_and_delete_evicted_ones() {
             assert!(
                 versions
                     .values()
-                    .all(|n| *n <= pieces::KEPT_CHECKPOINTS + 1),
+                    .all(|n| *n <= crate::pieces::KEPT_CHECKPOINTS + 1),
                 "{versions:?}"
             );
         }
