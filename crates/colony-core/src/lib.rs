@@ -26,6 +26,8 @@
 //!   storage, home size), chosen at deployment.
 //! - [`erasure`]: Reed–Solomon coding of checkpoints into k + m shards.
 //! - [`phi`]: the phi-accrual failure detector used by membership.
+//! - [`pieces`]: checkpoint pieces held for the primaries of replicated
+//!   states (the job core is the first user).
 //! - [`wire`]: bounded encoding of core messages, the versioned frame
 //!   header and the kinds of pipe payloads.
 //! - [`node`]: the cores above composed into one sans-IO node, with the
@@ -41,6 +43,7 @@ pub mod job;
 pub mod membership;
 pub mod node;
 pub mod phi;
+pub mod pieces;
 pub mod pipe;
 pub mod runner;
 #[cfg(test)]

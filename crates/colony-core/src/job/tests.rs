@@ -2,7 +2,7 @@
 //! by the harness the way worker threads would, and with crashes.
 
 use super::*;
-use crate::divisible::{Step, StepContext, Unit};
+use crate::divisible::{SharedVars, Step, StepContext, Unit};
 use crate::ft::CheckpointStorage;
 use crate::test_apps::Sum;
 use rand::rngs::SmallRng;
@@ -1005,7 +1005,9 @@ fn durable_pieces_keep_the_committed_checkpoint_and_delete_evicted_ones() {
                 *versions.entry(*key).or_default() += 1;
             }
             assert!(
-                versions.values().all(|n| *n <= home::KEPT_CHECKPOINTS + 1),
+                versions
+                    .values()
+                    .all(|n| *n <= crate::pieces::KEPT_CHECKPOINTS + 1),
                 "{versions:?}"
             );
         }

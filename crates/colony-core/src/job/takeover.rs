@@ -1,0 +1,610 @@
+//! What a home does over time: taking a job over, reissuing lost units,
+//! watching the majority, reconciling what workers hold, handing homes
+//! over, and the home timers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::ft::CheckpointStorage;
+use crate::home::{majority, HomeOutput, Role};
+use crate::PeerKey;
+
+use super::*;
+
+impl<P: PeerKey> Jobs<P> {
+    /// Carries out what the home core asks for.
+    pub(super) fn drain_homes(&mut self, now: Instant) {
+        while let Some(out) = self.homes.poll() {
+            match out {
+                HomeOutput::Send { to, msg, bulk } => self.send(to, JobMsg::Home(msg), bulk),
+                HomeOutput::Released { effects, .. } => self.outputs.extend(effects),
+                HomeOutput::BecamePrimary { key, previous } => self.took_over(now, key, previous),
+                HomeOutput::Left { key, peer } => self.holder_left(now, key, peer),
+                HomeOutput::Committed { .. }
+                | HomeOutput::SteppedDown { .. }
+                | HomeOutput::Dropped { .. } => {}
+            }
+        }
+    }
+
+    /// `peer` left the home of `job`: it drops the job's pieces, so stop
+    /// waiting for its confirmations (the checkpoint has fewer copies).
+    pub(super) fn holder_left(&mut self, now: Instant, job: JobId, peer: P) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let mut unblocked = Vec::new();
+        for (owner, queue) in h.staging.iter_mut() {
+            if let Some(front) = queue.front_mut() {
+                let before = front.waiting.len();
+                front.waiting.retain(|(holder, _, _)| *holder != peer);
+                if before > 0 && front.waiting.is_empty() {
+                    unblocked.push(*owner);
+                }
+            }
+        }
+        for owner in unblocked {
+            self.staged_done(now, job, owner);
+        }
+    }
+
+    pub(super) fn advertise(&mut self, now: Instant, job: JobId) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        h.next_advert_at = now + self.config.advert_interval;
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let msg = self.advert(job, &h.record.app, h.submitter());
+        for to in self.members.clone() {
+            self.send(to, msg.clone(), false);
+        }
+        if let Some(k) = self.known.get_mut(&job) {
+            k.expires = now + self.config.advert_lifetime;
+            k.home = self.me.clone();
+        }
+    }
+
+    /// This peer took the primary role of `job` over (from a lost primary,
+    /// or handed over by `previous`): units whose holders are gone are
+    /// reissued, queued ones restored, the submitter told.
+    pub(super) fn took_over(&mut self, now: Instant, job: JobId, previous: Option<P>) {
+        let assign_grace = now;
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        h.record.stats.takeovers = h
+            .record
+            .stats
+            .takeovers
+            .saturating_add(u64::from(previous.is_none()));
+        let assigned: Vec<UnitId> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| u.status == UnitStatus::Assigned)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in assigned {
+            h.assigned_at.insert(id, assign_grace);
+        }
+        self.event(JobEvent::Primary { job, previous });
+        // Units whose holders are gone, and queued ones, need their state.
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let lost: Vec<(UnitId, Option<P>)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(id, u)| match u.status {
+                UnitStatus::Queued => true,
+                UnitStatus::Assigned | UnitStatus::Running => {
+                    u.holder.is_none() || self.unit_lost(job, **id, u, &h.record.ft)
+                }
+                UnitStatus::Done => false,
+            })
+            .map(|(id, u)| (*id, u.holder.clone()))
+            .collect();
+        for (unit, holder) in lost {
+            match holder {
+                Some(holder) => self.lose_unit(now, job, unit, holder),
+                None => self.restore_unit(now, job, unit),
+            }
+        }
+        let Some(finished) = self
+            .homes
+            .get(&job)
+            .map(|h| h.record.state != JobState::Running)
+        else {
+            return;
+        };
+        if finished {
+            // The submitter may have missed the result.
+            if let Some(view) = self.view(now, job) {
+                let to = view.submitter.clone();
+                self.send(to, JobMsg::Status { view }, true);
+            }
+        } else {
+            self.advertise(now, job);
+        }
+        self.commit(now, job, Vec::new());
+    }
+
+    /// `unit`'s holder is gone: reissue it from its last checkpoint.
+    pub(super) fn lose_unit(&mut self, now: Instant, job: JobId, unit: UnitId, lost: P) {
+        self.reissue_unit(now, job, unit, lost, false);
+    }
+
+    /// Reissues `unit` of `job`, lost with `lost`; `unheld` when `lost` is
+    /// live and said it does not hold the unit (a local-storage unit is
+    /// then not waited for: no disk will offer it back).
+    pub(super) fn reissue_unit(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        unit: UnitId,
+        lost: P,
+        unheld: bool,
+    ) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let ft = h.record.ft;
+        let Some(u) = h.record.units.get(&unit) else {
+            return;
+        };
+        if u.status == UnitStatus::Done {
+            return;
+        }
+        if ft.checkpoints()
+            && ft.storage == CheckpointStorage::Local
+            && u.status == UnitStatus::Running
+            && !unheld
+        {
+            // Its state is on the lost peer's disk: wait for it to come back
+            // and resume it. One only assigned may never have reached that
+            // disk: it restarts from its last checkpoint (and its worker, if
+            // it did store it, may still take it back until it is given out).
+            return;
+        }
+        let was_running = u.status == UnitStatus::Running;
+        if let Some(u) = h.unit(unit) {
+            u.status = UnitStatus::Queued;
+            u.holder = None;
+        }
+        h.assigned_at.remove(&unit);
+        // Reports of the lost copy still being stored must not apply.
+        h.staging.remove(&unit);
+        if was_running {
+            let c = h.record.contributions.entry(lost.clone()).or_default();
+            c.units_running = c.units_running.saturating_sub(1);
+        }
+        h.record.stats.reissued = h.record.stats.reissued.saturating_add(1);
+        self.event(JobEvent::Reissued {
+            job,
+            unit,
+            lost: lost.clone(),
+        });
+        if !ft.checkpoints() {
+            // It restarts from the state it was handed out with (or kept at
+            // its last divide); its worker's reports are stale from now on.
+            if let Some(h) = self.homes.get_mut(&job) {
+                if let Some(state) = h.kept.remove(&unit) {
+                    h.ready.insert(unit, state);
+                }
+            }
+            let has_state = self
+                .homes
+                .get(&job)
+                .is_some_and(|h| h.ready.contains_key(&unit));
+            if !has_state {
+                self.fail_job(
+                    now,
+                    job,
+                    format!(
+                        "unit {unit} was lost with peer {lost}, and the state it was handed out with was lost with the job's primary; the job's fault tolerance is \"none\", so nothing can restart it"
+                    ),
+                );
+            }
+            return;
+        }
+        self.restore_unit(now, job, unit);
+    }
+
+    /// Fails `job` here, with a reason naming the lost members, once a
+    /// majority of its home's members (latest or committed) has been gone
+    /// from the view for `majority_patience`: no update can commit and no
+    /// election can be won without them, so the job would wait forever.
+    /// The failure cannot be committed (that needs the majority): this
+    /// member ends the job on its own, stops its units and tells the
+    /// submitter; any peer asking about the job hears it from here.
+    pub(super) fn watch_majority(&mut self, now: Instant, job: JobId) {
+        let patience = self.config.majority_patience;
+        let live = |p: &P| *p == self.me || self.members.contains(p);
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let lost_in = |set: &[P]| !set.is_empty() && !majority(set, live);
+        let lost = h.record.state == JobState::Running
+            && h.has_member(&self.me)
+            && (lost_in(h.members()) || lost_in(h.config()));
+        if !lost {
+            if let Some(h) = self.homes.get_mut(&job) {
+                h.majority_lost_since = None;
+            }
+            return;
+        }
+        let mut gone: Vec<P> = h
+            .members()
+            .iter()
+            .chain(h.config())
+            .filter(|p| !live(p))
+            .cloned()
+            .collect();
+        gone.sort();
+        gone.dedup();
+        let members = h.members().len().max(h.config().len());
+        // Live holders of units out: told to stop once the job fails.
+        let holders: Vec<(UnitId, Epoch, P)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.status, UnitStatus::Assigned | UnitStatus::Running))
+            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, u.epoch, p)))
+            .filter(|(_, _, p)| live(p))
+            .collect();
+        let since = h.majority_lost_since;
+        let Some(since) = since else {
+            if let Some(h) = self.homes.get_mut(&job) {
+                h.majority_lost_since = Some(now);
+            }
+            self.event(JobEvent::HomeMajorityLost {
+                job,
+                gone,
+                fails_in: patience,
+            });
+            return;
+        };
+        if now.saturating_duration_since(since) < patience {
+            return;
+        }
+        let reason = format!(
+            "the job's home lost its majority: {} of its {members} members ({gone:?}) left the network and did not come back within {:.0} s, so no change to the job can be committed any more",
+            gone.len(),
+            patience.as_secs_f64()
+        );
+        if let Some(h) = self.homes.get_mut(&job) {
+            h.record.state = JobState::Failed { reason };
+        }
+        let mut effects = Vec::new();
+        self.check_complete(now, job, &mut effects);
+        for (unit, epoch, holder) in holders {
+            self.send(holder, JobMsg::Stale { job, unit, epoch }, false);
+        }
+        self.outputs.extend(effects);
+    }
+
+    /// Asks every worker the record names as running a unit of `job` which
+    /// units it holds, every `holdings_interval`: a unit recorded on a
+    /// live worker that no longer runs it (a lost hand-back, a thread that
+    /// failed to start) would otherwise wait forever.
+    pub(super) fn ask_holders(&mut self, now: Instant, job: JobId) {
+        let interval = self.config.holdings_interval;
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        if !h.is_primary() || h.record.state != JobState::Running || h.next_holds_at > now {
+            return;
+        }
+        let mut running: BTreeMap<P, BTreeSet<(UnitId, Epoch)>> = BTreeMap::new();
+        for (id, u) in &h.record.units {
+            if let (UnitStatus::Running, Some(holder)) = (u.status, &u.holder) {
+                running
+                    .entry(holder.clone())
+                    .or_default()
+                    .insert((*id, u.epoch));
+            }
+        }
+        let mut asked = BTreeMap::new();
+        for (worker, units) in running {
+            let token = self.rng.random();
+            self.send(worker.clone(), JobMsg::Holds { job, token }, false);
+            asked.insert(worker, (token, units));
+        }
+        if let Some(h) = self.homes.get_mut(&job) {
+            h.next_holds_at = now + interval;
+            // An unanswered question is replaced: its answer is ignored.
+            h.holds_asked = asked;
+        }
+    }
+
+    /// A worker's answer to [`JobMsg::Holds`]: a unit the record had
+    /// running on it when asked, still does under the same epoch, and the
+    /// worker does not hold is reissued from its last checkpoint. (A unit
+    /// the worker dropped legitimately — finished, handed back, stale —
+    /// changed in the record before the worker could drop it.)
+    pub(super) fn on_held(
+        &mut self,
+        now: Instant,
+        from: P,
+        job: JobId,
+        token: u64,
+        units: Vec<(UnitId, Epoch)>,
+    ) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if !h.is_primary() || h.record.state != JobState::Running {
+            return;
+        }
+        if h.holds_asked.get(&from).is_none_or(|(t, _)| *t != token) {
+            return;
+        }
+        let Some((_, asked)) = h.holds_asked.remove(&from) else {
+            return;
+        };
+        let held: BTreeSet<(UnitId, Epoch)> = units.into_iter().collect();
+        let missing: Vec<UnitId> = asked
+            .difference(&held)
+            .filter(|(id, epoch)| {
+                h.record.units.get(id).is_some_and(|u| {
+                    u.status == UnitStatus::Running
+                        && u.epoch == *epoch
+                        && u.holder.as_ref() == Some(&from)
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        for unit in missing {
+            self.reissue_unit(now, job, unit, from.clone(), true);
+        }
+        self.commit(now, job, Vec::new());
+    }
+
+    /// Membership changed: every record held here adjusts (the home core
+    /// already replaced lost members and started elections).
+    pub(super) fn reconcile_homes(&mut self, now: Instant) {
+        self.homes.refresh(now);
+        self.drain_homes(now);
+        let jobs: Vec<JobId> = self.homes.keys().copied().collect();
+        for job in jobs {
+            let Some(h) = self.homes.get(&job) else {
+                continue;
+            };
+            match h.role().clone() {
+                Role::Primary => {
+                    // Lost workers.
+                    let lost: Vec<(UnitId, P)> = h
+                        .record
+                        .units
+                        .iter()
+                        .filter(|(_, u)| {
+                            matches!(u.status, UnitStatus::Assigned | UnitStatus::Running)
+                        })
+                        .filter(|(id, u)| self.unit_lost(job, **id, u, &h.record.ft))
+                        .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, p)))
+                        .collect();
+                    let dead_steals: Vec<u64> = h
+                        .steals
+                        .iter()
+                        .filter(|(_, s)| !self.is_live(&s.donor) || !self.is_live(&s.requester))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let dead_asked: Vec<(UnitId, P)> = h
+                        .restoring
+                        .iter()
+                        .flat_map(|(u, r)| r.asked.iter().map(move |p| (*u, p.clone())))
+                        .filter(|(_, p)| !self.is_live(p))
+                        .collect();
+                    // Pieces promised by lost holders will not come.
+                    let dead_holders: Vec<(UnitId, P, UnitId, u8)> = h
+                        .staging
+                        .iter()
+                        .filter_map(|(owner, q)| q.front().map(|s| (owner, s)))
+                        .flat_map(|(owner, s)| {
+                            s.waiting
+                                .iter()
+                                .map(move |(p, id, i)| (*owner, p.clone(), *id, *i))
+                        })
+                        .filter(|(_, p, _, _)| !self.is_live(p))
+                        .collect();
+                    if let Some(h) = self.homes.get_mut(&job) {
+                        for steal in dead_steals {
+                            h.steals.remove(&steal);
+                        }
+                        for (unit, p) in &dead_asked {
+                            if let Some(r) = h.restoring.get_mut(unit) {
+                                r.asked.remove(p);
+                            }
+                        }
+                        let mut finished = Vec::new();
+                        for (owner, p, id, i) in dead_holders {
+                            if let Some(front) =
+                                h.staging.get_mut(&owner).and_then(|q| q.front_mut())
+                            {
+                                front.waiting.remove(&(p, id, i));
+                                if front.waiting.is_empty() {
+                                    finished.push(owner);
+                                }
+                            }
+                        }
+                        for owner in finished {
+                            self.staged_done(now, job, owner);
+                        }
+                    }
+                    for (unit, _) in dead_asked {
+                        self.try_restore(now, job, unit);
+                    }
+                    for (unit, holder) in lost {
+                        self.lose_unit(now, job, unit, holder);
+                    }
+                    self.commit(now, job, Vec::new());
+                }
+                Role::Backup { .. } => {}
+            }
+        }
+    }
+
+    /// Leaving: every primary role goes to the next member.
+    pub(super) fn hand_over_homes(&mut self, now: Instant) {
+        self.homes.hand_over_all(now);
+        self.drain_homes(now);
+    }
+
+    pub(super) fn homes_handed_over(&self) -> bool {
+        self.homes.handed_over()
+    }
+
+    /// Periodic work of homes: adverts, progress, steals and assignments
+    /// that timed out, retention.
+    pub(super) fn home_timeouts(&mut self, now: Instant) {
+        // Elections, heartbeats, members joining and leaving.
+        self.homes.handle_timeout(now);
+        self.drain_homes(now);
+        let jobs: Vec<JobId> = self.homes.keys().copied().collect();
+        self.persist_records(now);
+        for job in jobs {
+            self.watch_majority(now, job);
+            self.resume_restored(now, job);
+            let Some(h) = self.homes.get(&job) else {
+                continue;
+            };
+            if !h.is_primary() || h.record.state != JobState::Running {
+                continue;
+            }
+            if let Some(deadline_ms) = h.record.deadline_ms {
+                let elapsed = now.saturating_duration_since(h.started);
+                if elapsed >= Duration::from_millis(deadline_ms) {
+                    let reason = format!(
+                        "cancelled: its deadline of {:.1} s passed",
+                        deadline_ms as f64 / 1000.0
+                    );
+                    self.cancel_job(now, job, reason, Vec::new());
+                    continue;
+                }
+            }
+            if h.next_advert_at <= now {
+                self.advertise(now, job);
+            }
+            let Some(h) = self.homes.get(&job) else {
+                continue;
+            };
+            let stale_steals: Vec<u64> = h
+                .steals
+                .iter()
+                .filter(|(_, s)| now.saturating_duration_since(s.since) > self.config.steal_timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            let unconfirmed: Vec<(UnitId, P)> = h
+                .assigned_at
+                .iter()
+                .filter(|(_, at)| now.saturating_duration_since(**at) > self.config.assign_timeout)
+                .filter_map(|(id, _)| {
+                    h.record
+                        .units
+                        .get(id)
+                        .and_then(|u| u.holder.clone())
+                        .map(|p| (*id, p))
+                })
+                .collect();
+            // Queued units that have no state here yet (after a takeover).
+            let unready: Vec<UnitId> = h
+                .record
+                .units
+                .iter()
+                .filter(|(id, u)| {
+                    u.status == UnitStatus::Queued
+                        && !h.ready.contains_key(id)
+                        && !h.restoring.contains_key(id)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for steal in stale_steals {
+                self.on_steal_declined(now, job, steal);
+            }
+            for (unit, holder) in unconfirmed {
+                self.lose_unit(now, job, unit, holder);
+            }
+            for unit in unready {
+                self.restore_unit(now, job, unit);
+            }
+            self.retry_restores(now, job);
+            let resend: Vec<UnitId> = self.homes.get(&job).map_or(Vec::new(), |h| {
+                h.staging
+                    .iter()
+                    .filter(|(_, q)| {
+                        q.front().is_some_and(|s| {
+                            !s.waiting.is_empty()
+                                && now.saturating_duration_since(s.sent_at)
+                                    >= self.config.resend_interval
+                        })
+                    })
+                    .map(|(unit, _)| *unit)
+                    .collect()
+            });
+            for unit in resend {
+                self.send_staged_pieces(now, job, unit);
+            }
+            self.push_queued(now, job);
+            self.ask_holders(now, job);
+            if let Some(h) = self.homes.get_mut(&job) {
+                if h.next_progress_at <= now {
+                    h.next_progress_at = now + self.config.progress_interval;
+                    let submitter = h.record.submitter.clone();
+                    if let Some(view) = self.view(now, job) {
+                        self.send(submitter, JobMsg::Status { view }, false);
+                    }
+                }
+            }
+            self.commit(now, job, Vec::new());
+        }
+        // Drop finished records past their retention, and the oldest over the cap.
+        let retention = self.config.result_retention;
+        let expired: Vec<JobId> = self
+            .homes
+            .iter()
+            .filter(|(_, h)| {
+                h.finished
+                    .is_some_and(|f| now.saturating_duration_since(f) >= retention)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for job in expired {
+            self.homes.remove(&job);
+            self.pieces.forget(job);
+            self.outputs.push_back(JobOutput::Forget { job });
+        }
+        // Pieces of jobs this peer no longer holds a record of.
+        if let Some(before) = now.checked_sub(retention) {
+            for job in self.pieces.quiet_since(before) {
+                if !self.homes.contains_key(&job) {
+                    self.pieces.forget(job);
+                    self.outputs.push_back(JobOutput::Forget { job });
+                }
+            }
+        }
+        while self.homes.len() > self.config.max_retained_results {
+            let oldest = self
+                .homes
+                .iter()
+                .filter(|(_, h)| h.finished.is_some())
+                .min_by_key(|(_, h)| h.finished)
+                .map(|(id, _)| *id);
+            match oldest {
+                Some(id) => {
+                    self.homes.remove(&id);
+                    self.pieces.forget(id);
+                    self.outputs.push_back(JobOutput::Forget { job: id });
+                }
+                None => break,
+            }
+        }
+    }
+}

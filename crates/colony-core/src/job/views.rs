@@ -1,0 +1,200 @@
+//! What a job looks like from outside: statistics, contributions, states
+//! and the views built from a home's record.
+
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::divisible::SharedVars;
+use crate::ft::FaultTolerance;
+use crate::PeerKey;
+
+use super::*;
+
+/// Counters of one job, as the primary sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStats {
+    /// Units named so far (the root plus one per successful divide).
+    pub units: u64,
+    /// Units merged.
+    pub units_done: u64,
+    /// Successful steals.
+    pub steals: u64,
+    /// Work counted by the application (nodes explored, rows computed).
+    pub work: u64,
+    /// Peers that ran at least one unit.
+    pub peers_used: u64,
+    /// Checkpoints stored.
+    pub checkpoints: u64,
+    /// Bytes of checkpoint state received.
+    pub checkpoint_bytes: u64,
+    /// Units reissued after their holder was lost or left.
+    pub reissued: u64,
+    /// Times another home member took the primary role over.
+    pub takeovers: u64,
+}
+
+/// One peer's part in a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// Units it finished.
+    pub units_done: u64,
+    /// Units it is running now.
+    pub units_running: u64,
+    /// Work it reported.
+    pub work: u64,
+    /// Units it gave away to others.
+    pub donated: u64,
+}
+
+/// A snapshot of a job for progress display, `colony jobs` and results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned"))]
+pub struct JobView<P> {
+    /// The job.
+    pub job: JobId,
+    /// Its application.
+    pub app: String,
+    /// Its serialised parameters.
+    pub params: Vec<u8>,
+    /// Its primary, as the peer answering sees it.
+    pub home: P,
+    /// The home's members, primary first.
+    pub home_members: Vec<P>,
+    /// Who submitted it.
+    pub submitter: P,
+    /// Its fault-tolerance settings.
+    pub ft: FaultTolerance,
+    /// Running, done or failed.
+    pub state: JobState,
+    /// Counters.
+    pub stats: JobStats,
+    /// Each peer's part.
+    pub contributions: Vec<(P, Contribution)>,
+    /// Current shared variables.
+    pub shared: SharedVars,
+    /// Seconds since submission (or until completion).
+    pub elapsed_s: f64,
+}
+
+/// Where a job stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// Units are being computed.
+    Running,
+    /// Every unit is merged; the result is final.
+    Done {
+        /// The merged result, serialised by the application.
+        #[serde(with = "serde_bytes")]
+        result: Vec<u8>,
+    },
+    /// The job could not run.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The job was cancelled (by its submitter, the operator of its
+    /// primary, or its deadline) before it finished.
+    Cancelled {
+        /// By whom, or why.
+        reason: String,
+    },
+}
+
+impl<P: PeerKey> Jobs<P> {
+    /// The view of a submission that failed before it became a job.
+    pub(super) fn failed_view(
+        &self,
+        submitter: &P,
+        job: JobId,
+        app: &str,
+        params: &[u8],
+        ft: FaultTolerance,
+        reason: String,
+    ) -> JobView<P> {
+        JobView {
+            job,
+            app: app.to_string(),
+            params: params.to_vec(),
+            home: self.me.clone(),
+            home_members: vec![self.me.clone()],
+            submitter: submitter.clone(),
+            ft,
+            state: JobState::Failed { reason },
+            stats: JobStats::default(),
+            contributions: Vec::new(),
+            shared: SharedVars::default(),
+            elapsed_s: 0.0,
+        }
+    }
+
+    /// For diagnostics: the units of `job`'s record here that are not
+    /// done, each described in one line (status, holder, epoch, report
+    /// sequence, and whether the primary has its state or restores it).
+    pub fn open_units(&self, job: JobId) -> Vec<(UnitId, String)> {
+        let Some(h) = self.homes.get(&job) else {
+            return Vec::new();
+        };
+        h.record
+            .units
+            .iter()
+            .filter(|(_, u)| u.status != UnitStatus::Done)
+            .map(|(id, u)| {
+                let line = format!(
+                    "{:?} on {:?} epoch {} seq {} ready {} restoring {} staged {} (first waits for {:?})",
+                    u.status,
+                    u.holder,
+                    u.epoch,
+                    u.seq,
+                    h.ready.contains_key(id),
+                    h.restoring.contains_key(id),
+                    h.staging.get(id).map_or(0, |q| q.len()),
+                    h.staging
+                        .get(id)
+                        .and_then(|q| q.front())
+                        .map(|s| (s.seq, s.waiting.len())),
+                );
+                (*id, line)
+            })
+            .collect()
+    }
+
+    /// A job's snapshot, if this peer holds its record (as primary or
+    /// backup).
+    pub fn view(&self, now: Instant, job: JobId) -> Option<JobView<P>> {
+        let h = self.homes.get(&job)?;
+        let record = &h.record;
+        Some(JobView {
+            job,
+            app: record.app.clone(),
+            params: record.params.clone(),
+            home: h.primary().cloned().unwrap_or_else(|| self.me.clone()),
+            home_members: h.members().to_vec(),
+            submitter: record.submitter.clone(),
+            ft: record.ft,
+            state: record.state.clone(),
+            stats: record.stats.clone(),
+            contributions: record
+                .contributions
+                .iter()
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect(),
+            shared: record.shared.clone(),
+            elapsed_s: h
+                .finished
+                .unwrap_or(now)
+                .saturating_duration_since(h.started)
+                .as_secs_f64(),
+        })
+    }
+
+    /// Snapshots of every job whose primary is this peer.
+    pub fn homed_views(&self, now: Instant) -> Vec<JobView<P>> {
+        self.homes
+            .iter()
+            .filter(|(_, h)| h.is_primary())
+            .filter_map(|(job, _)| self.view(now, *job))
+            .collect()
+    }
+}
