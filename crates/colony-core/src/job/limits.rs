@@ -229,5 +229,7 @@ impl<P: PeerKey> Jobs<P> {
             // Nothing to retry either way.
             _ => {}
         }
+        self.homes_touched(now);
+        self.rearm(now);
     }
 }
