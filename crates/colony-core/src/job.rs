@@ -79,7 +79,7 @@ use pieces::{Restoring, Staged, LOCAL_INDEX};
 use record::{CheckpointRef, HomeState, UnitRec, UnitStatus, RECORD_INDEX, RECORD_UNIT};
 pub use record::{Delta, JobHomeMsg, Record};
 use scheduler::{child_id, Steal};
-use timers::{Timer, Timers};
+use timers::{HomeDue, Timer, Timers};
 pub use views::{Contribution, JobState, JobStats, JobView};
 pub use worker::LocalUnit;
 use worker::WorkerUnit;

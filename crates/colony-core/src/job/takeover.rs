@@ -509,36 +509,11 @@ impl<P: PeerKey> Jobs<P> {
         let Some(h) = self.homes.get(&job) else {
             return;
         };
-        let stale_steals: Vec<u64> = h
-            .steals
-            .iter()
-            .filter(|(_, s)| now.saturating_duration_since(s.since) > self.config.steal_timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        let unconfirmed: Vec<(UnitId, P)> = h
-            .assigned_at
-            .iter()
-            .filter(|(_, at)| now.saturating_duration_since(**at) > self.config.assign_timeout)
-            .filter_map(|(id, _)| {
-                h.record
-                    .units
-                    .get(id)
-                    .and_then(|u| u.holder.clone())
-                    .map(|p| (*id, p))
-            })
-            .collect();
-        // Queued units that have no state here yet (after a takeover).
-        let unready: Vec<UnitId> = h
-            .record
-            .units
-            .iter()
-            .filter(|(id, u)| {
-                u.status == UnitStatus::Queued
-                    && !h.ready.contains_key(id)
-                    && !h.restoring.contains_key(id)
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let HomeDue {
+            stale_steals,
+            unconfirmed,
+            unready,
+        } = h.due(now, &self.config);
         for steal in stale_steals {
             self.on_steal_declined(now, job, steal);
         }
@@ -549,19 +524,10 @@ impl<P: PeerKey> Jobs<P> {
             self.restore_unit(now, job, unit);
         }
         self.retry_restores(now, job);
-        let resend: Vec<UnitId> = self.homes.get(&job).map_or(Vec::new(), |h| {
-            h.staging
-                .iter()
-                .filter(|(_, q)| {
-                    q.front().is_some_and(|s| {
-                        !s.waiting.is_empty()
-                            && now.saturating_duration_since(s.sent_at)
-                                >= self.config.resend_interval
-                    })
-                })
-                .map(|(unit, _)| *unit)
-                .collect()
-        });
+        let resend = self
+            .homes
+            .get(&job)
+            .map_or(Vec::new(), |h| h.resend_due(now, &self.config));
         for unit in resend {
             self.send_staged_pieces(now, job, unit);
         }

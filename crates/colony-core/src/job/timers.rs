@@ -230,61 +230,138 @@ impl<P: PeerKey> Jobs<P> {
             .min()
     }
 
-    /// The next time-driven deadline of the home of `job`.
+    /// The next deadline of the home of `job`.
     fn home_deadline(&self, job: JobId) -> Option<Instant> {
         let h = self.homes.get(&job)?;
-        let c = &self.config;
-        let mut at = h.finished.map(|f| f + c.result_retention);
-        if let Some(since) = h.majority_lost_since {
+        h.deadline(h.is_primary(), self.clock, &self.config)
+    }
+}
+
+/// What a primary's pass finds due in its record ([`HomeState::due`]).
+pub(super) struct HomeDue<P> {
+    /// Steals unanswered past their timeout.
+    pub(super) stale_steals: Vec<u64>,
+    /// Units assigned and not confirmed in time, with their holders.
+    pub(super) unconfirmed: Vec<(UnitId, P)>,
+    /// Queued units with no state here yet (after a takeover).
+    pub(super) unready: Vec<UnitId>,
+}
+
+/// The timers of one home, read from its state: [`HomeState::deadline`]
+/// says when, [`HomeState::due`] and [`HomeState::resend_due`] what; the
+/// two read the same fields, so a timer never fires with nothing due.
+impl<P: PeerKey> HomeState<P> {
+    /// What of the primary's work with a timeout is due at `now`.
+    pub(super) fn due(&self, now: Instant, c: &JobConfig) -> HomeDue<P> {
+        let stale_steals = self
+            .steals
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.since) > c.steal_timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        let unconfirmed = self
+            .assigned_at
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) > c.assign_timeout)
+            .filter_map(|(id, _)| {
+                self.record
+                    .units
+                    .get(id)
+                    .and_then(|u| u.holder.clone())
+                    .map(|p| (*id, p))
+            })
+            .collect();
+        let unready = self.unready().collect();
+        HomeDue {
+            stale_steals,
+            unconfirmed,
+            unready,
+        }
+    }
+
+    /// Units whose staged pieces wait for holders past the re-send
+    /// interval.
+    pub(super) fn resend_due(&self, now: Instant, c: &JobConfig) -> Vec<UnitId> {
+        self.staging
+            .iter()
+            .filter(|(_, q)| {
+                q.front().is_some_and(|s| {
+                    !s.waiting.is_empty()
+                        && now.saturating_duration_since(s.sent_at) >= c.resend_interval
+                })
+            })
+            .map(|(unit, _)| *unit)
+            .collect()
+    }
+
+    /// Queued units with no state here yet.
+    fn unready(&self) -> impl Iterator<Item = UnitId> + '_ {
+        self.record
+            .units
+            .iter()
+            .filter(|(id, u)| {
+                u.status == UnitStatus::Queued
+                    && !self.ready.contains_key(id)
+                    && !self.restoring.contains_key(id)
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// When this home (its `primary` or a backup) next has something due by
+    /// time (`clock` is the latest time the core has seen): retention, a lost majority's
+    /// patience, a restored record to resume, and on a running primary its
+    /// deadline, adverts, holdings, progress, steals and assignments to
+    /// time out, restores to retry, pieces to re-send, queued units to push
+    /// or restore.
+    pub(super) fn deadline(&self, primary: bool, clock: Instant, c: &JobConfig) -> Option<Instant> {
+        let mut at = self.finished.map(|f| f + c.result_retention);
+        if let Some(since) = self.majority_lost_since {
             at = earliest(at, Some(since + c.majority_patience));
         }
-        if h.restored {
-            at = earliest(at, Some(self.clock + HOME_PASS_DELAY));
+        if self.restored {
+            at = earliest(at, Some(clock + HOME_PASS_DELAY));
         }
-        if !h.is_primary() || h.record.state != JobState::Running {
+        if !primary || self.record.state != JobState::Running {
             return at;
         }
-        if let Some(deadline_ms) = h.record.deadline_ms {
+        if let Some(deadline_ms) = self.record.deadline_ms {
             at = earliest(
                 at,
-                h.started.checked_add(Duration::from_millis(deadline_ms)),
+                self.started.checked_add(Duration::from_millis(deadline_ms)),
             );
         }
-        at = earliest(at, Some(h.next_advert_at));
-        at = earliest(at, Some(h.next_holds_at));
-        at = earliest(at, Some(h.next_progress_at));
-        let steals = h.steals.values().map(|s| s.since + c.steal_timeout + TICK);
-        let assigned = h.assigned_at.values().map(|t| *t + c.assign_timeout + TICK);
-        let restores = h.restoring.values().map(|r| r.retry_at);
-        let staged = h.staging.values().filter_map(|q| {
+        at = earliest(at, Some(self.next_advert_at));
+        at = earliest(at, Some(self.next_holds_at));
+        at = earliest(at, Some(self.next_progress_at));
+        let steals = self
+            .steals
+            .values()
+            .map(|s| s.since + c.steal_timeout + TICK);
+        let assigned = self
+            .assigned_at
+            .values()
+            .map(|t| *t + c.assign_timeout + TICK);
+        let restores = self.restoring.values().map(|r| r.retry_at);
+        let staged = self.staging.values().filter_map(|q| {
             q.front()
                 .filter(|s| !s.waiting.is_empty())
                 .map(|s| s.sent_at + c.resend_interval)
         });
-        let queued = h.ready.keys().filter_map(|id| {
-            let queued = h
+        let queued = self.ready.keys().filter_map(|id| {
+            let queued = self
                 .record
                 .units
                 .get(id)
                 .is_some_and(|u| u.status == UnitStatus::Queued);
             queued.then(|| {
-                h.queued_since
+                self.queued_since
                     .get(id)
-                    .map_or(self.clock + HOME_PASS_DELAY, |since| {
+                    .map_or(clock + HOME_PASS_DELAY, |since| {
                         *since + c.push_queued_after
                     })
             })
         });
-        let unready = h
-            .record
-            .units
-            .iter()
-            .any(|(id, u)| {
-                u.status == UnitStatus::Queued
-                    && !h.ready.contains_key(id)
-                    && !h.restoring.contains_key(id)
-            })
-            .then_some(self.clock + HOME_PASS_DELAY);
+        let unready = self.unready().next().map(|_| clock + HOME_PASS_DELAY);
         let timed = steals
             .chain(assigned)
             .chain(restores)
