@@ -861,6 +861,7 @@ impl<P: PeerKey> Jobs<P> {
                 epoch,
                 version,
             } => self.persisted(now, key, epoch, version),
+            JobInput::TooLarge { to, msg, error } => self.send_too_large(now, to, msg, &error),
             JobInput::Leave => self.leave(now),
         }
         self.homes_touched(now);

@@ -1046,8 +1046,14 @@ impl<P: PeerKey> Node<P> {
     /// retried.
     fn job_message_too_large(&mut self, now: Instant, to: P, msg: JobMsg<P>, error: TooLarge) {
         self.counters.oversized_job_messages += 1;
-        self.jobs
-            .send_too_large(now, to.clone(), msg.clone(), &error);
+        self.jobs.handle(
+            now,
+            JobInput::TooLarge {
+                to: to.clone(),
+                msg: msg.clone(),
+                error: error.clone(),
+            },
+        );
         let status = matches!(msg, JobMsg::Status { .. });
         self.notice(Notice::TooLargeToSend { to, status, error });
     }

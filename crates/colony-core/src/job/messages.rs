@@ -479,6 +479,16 @@ pub enum JobInput<P> {
         /// Its version.
         version: u64,
     },
+    /// A message for `to` is too large to send (the pipe refused it): what
+    /// it carried fails clearly (a report's unit, a submission's job).
+    TooLarge {
+        /// The peer it was for.
+        to: P,
+        /// The message.
+        msg: JobMsg<P>,
+        /// Its size and the limit.
+        error: TooLarge,
+    },
     /// This peer leaves: units are handed back, primary roles handed over
     /// ([`Jobs::has_left`] says when it is done).
     Leave,

@@ -172,7 +172,7 @@ impl Cluster {
                     // As the drivers: a message over its limit fails its operation.
                     let core = &mut self.peers[id as usize].core;
                     if let Err(error) = core.config.limits.encode(&msg, usize::MAX) {
-                        core.send_too_large(now, to, msg, &error);
+                        core.handle(now, JobInput::TooLarge { to, msg, error });
                         continue;
                     }
                     // Pipes deliver in order per sender, receiver and class.
