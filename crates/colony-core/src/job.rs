@@ -27,7 +27,7 @@
 //!   it.
 //! - **Checkpoints.** Every TTC, right after a divide, and before a better
 //!   shared bound spreads, a worker sends its unit's state to the primary,
-//!   which stores it per the job's [`CheckpointStorage`]: whole copies or
+//!   which stores it per the job's [`CheckpointStorage`](crate::ft::CheckpointStorage): whole copies or
 //!   Reed–Solomon shards on the home members (durable if asked), or only
 //!   on the worker's disk. The worker keeps what it sent until the primary
 //!   acknowledges it, and sends it again to a new primary.
@@ -43,7 +43,9 @@
 //!   anyone runs it; the primary then assigns it to the requester.
 //!
 //! Messages travel on reliable pipes; the driver passes them in with
-//! [`Jobs::handle_message`] and sends what [`Jobs::poll`] returns.
+//! [`Jobs::handle`] ([`JobInput`]) and sends what [`Jobs::poll`] returns;
+//! [`Jobs::poll_timeout`] says when to call [`Jobs::handle_timeout`], which
+//! runs only the timers due (see the `timers` module).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -258,8 +260,8 @@ pub struct Jobs<P: PeerKey> {
     /// steal and backup on every membership change, so it must not be a
     /// scan of the whole view.
     members: BTreeSet<P>,
-    /// Members added by [`Jobs::update_member`] since the last
-    /// [`Jobs::refresh_members`], in the order they came.
+    /// Members added by [`JobInput::Member`] since the last
+    /// [`JobInput::MembersChanged`], in the order they came.
     newcomers: Vec<P>,
     /// Members suspected but not yet declared dead.
     suspects: BTreeSet<P>,
@@ -400,8 +402,8 @@ impl<P: PeerKey> Jobs<P> {
     /// change ([`Membership::take_changed`](crate::membership::Membership::take_changed))
     /// rather than passing the whole list: `load` is its load average if
     /// it is alive, `None` if it is not (suspect, dead, gone). Takes effect
-    /// at the next [`Jobs::refresh_members`]; a sequence of these and then
-    /// that call does what [`Jobs::set_members`] with the resulting list
+    /// at the next [`JobInput::MembersChanged`]; a sequence of these and then
+    /// that input does what [`JobInput::Members`] with the resulting list
     /// does, in O(changes) instead of O(members).
     fn update_member(&mut self, peer: P, load: Option<f32>) {
         if peer == self.me {
@@ -423,8 +425,8 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
-    /// The members changed ([`Jobs::update_member`]) or may have: homes are
-    /// recomputed, as [`Jobs::set_members`] does.
+    /// The members changed ([`JobInput::Member`]) or may have: homes are
+    /// recomputed, as [`JobInput::Members`] does.
     fn refresh_members(&mut self, now: Instant) {
         let newcomers = std::mem::take(&mut self.newcomers);
         self.members_updated(now, newcomers);
@@ -461,7 +463,7 @@ impl<P: PeerKey> Jobs<P> {
         self.report_lost_pieces();
     }
 
-    /// Members suspected now, not in [`Jobs::set_members`]'s list: units of
+    /// Members suspected now, not in [`JobInput::Members`]' list: units of
     /// jobs without checkpoints stay with them until they are declared dead
     /// (reissuing would fail such a job on a false suspicion); everything
     /// else treats them as gone. Call before `set_members`.

@@ -1,6 +1,6 @@
 //! Following the view change by change (`Membership::take_changed`, then
-//! `Jobs::update_member` for each and `Jobs::refresh_members`) does exactly
-//! what `Jobs::set_members` with the whole list does: the same outputs, in
+//! `JobInput::Member` for each and `JobInput::MembersChanged`) does exactly
+//! what `JobInput::Members` with the whole list does: the same outputs, in
 //! the same order, the same view of the job. The simulator relies on it to
 //! avoid an O(n) list on each of the O(n) membership events of every peer.
 

@@ -520,21 +520,21 @@ pub enum JobOutput<P> {
         /// Shared variables to start from.
         shared: SharedVars,
     },
-    /// Divide a running unit; answer with [`Jobs::divided`].
+    /// Divide a running unit; answer with [`JobInput::Divided`].
     Divide {
         /// The job.
         job: JobId,
         /// The unit to divide.
         unit: UnitId,
     },
-    /// Serialise a running unit's state; answer with [`Jobs::checkpointed`].
+    /// Serialise a running unit's state; answer with [`JobInput::Checkpointed`].
     Checkpoint {
         /// The job.
         job: JobId,
         /// The unit.
         unit: UnitId,
     },
-    /// Stop a running unit; answer with [`Jobs::unit_stopped`].
+    /// Stop a running unit; answer with [`JobInput::Stopped`].
     Stop {
         /// The job.
         job: JobId,
@@ -552,7 +552,7 @@ pub enum JobOutput<P> {
     Status(JobView<P>),
     /// A query about a job this peer knows nothing of was answered "unknown".
     Unknown(JobId),
-    /// Write this piece to disk; call [`Jobs::persisted`] once durable.
+    /// Write this piece to disk; answer with [`JobInput::Persisted`] once durable.
     Persist {
         /// Where.
         key: PieceKey,
@@ -575,7 +575,7 @@ pub enum JobOutput<P> {
         /// The job.
         job: JobId,
     },
-    /// The answer to [`Jobs::cancel`].
+    /// The answer to [`JobInput::Cancel`].
     CancelAnswer {
         /// The job.
         job: JobId,

@@ -534,7 +534,7 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// Writes a running unit's state to this peer's disk (local storage),
-    /// with the divides not yet acknowledged; [`Jobs::persisted`] reports it.
+    /// with the divides not yet acknowledged; [`JobInput::Persisted`] reports it.
     pub(super) fn persist_local(
         &mut self,
         job: JobId,
