@@ -78,7 +78,7 @@ use pieces::{Restoring, Staged, LOCAL_INDEX};
 use record::{CheckpointRef, HomeState, UnitRec, UnitStatus, RECORD_INDEX, RECORD_UNIT};
 pub use record::{Delta, JobHomeMsg, Record};
 use scheduler::{child_id, Steal};
-pub use views::{Contribution, JobState, JobStats, JobView};
+pub use views::{Contribution, JobState, JobStats, JobView, MajorityLost};
 pub use worker::LocalUnit;
 use worker::WorkerUnit;
 

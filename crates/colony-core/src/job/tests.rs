@@ -962,6 +962,59 @@ fn a_home_that_lost_its_majority_fails_the_job_after_its_patience() {
     ));
 }
 
+/// While a home that lost its majority waits for its members, the job
+/// says so: the surviving member's view, the jobs it lists, and the
+/// submitter's progress carry `home_majority_lost`, counting down.
+#[test]
+fn a_home_that_lost_its_majority_says_so_while_it_waits() {
+    let mut cluster = Cluster::new(5, 1);
+    let job = cluster.submit(0, 50_000_000);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let view = cluster.peers[primary as usize]
+        .core
+        .view(cluster.now, job)
+        .expect("the primary's view");
+    assert_eq!(view.home_majority_lost, None);
+    let members = view.home_members;
+    let victims: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|p| *p != 0)
+        .take(2)
+        .collect();
+    let survivor = *members.iter().find(|m| !victims.contains(m)).unwrap();
+    for victim in &victims {
+        cluster.crash(*victim);
+    }
+    cluster.statuses.clear();
+    cluster.run(Duration::from_secs(10), |_| false);
+    let core = &cluster.peers[survivor as usize].core;
+    let lost = core
+        .view(cluster.now, job)
+        .and_then(|v| v.home_majority_lost)
+        .expect("the survivor's view says the majority is lost");
+    assert_eq!((lost.members_gone, lost.members), (2, 3), "{lost:?}");
+    let patience = JobConfig::default().majority_patience.as_secs_f64();
+    assert!(
+        lost.fails_in_s > 0.0 && lost.fails_in_s < patience,
+        "{lost:?}"
+    );
+    assert!(
+        core.homed_views(cluster.now)
+            .iter()
+            .any(|v| v.job == job && v.home_majority_lost.is_some()),
+        "the survivor lists the job"
+    );
+    assert!(
+        cluster.statuses.iter().any(|(p, v)| *p == 0
+            && v.state == JobState::Running
+            && v.home_majority_lost.is_some()),
+        "the submitter's progress says the job waits"
+    );
+    assert!(cluster.final_status(job).is_none(), "not failed yet");
+}
+
 #[test]
 fn durable_pieces_keep_the_committed_checkpoint_and_delete_evicted_ones() {
     let mut cluster = Cluster::new(4, 1);
