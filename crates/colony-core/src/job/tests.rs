@@ -54,6 +54,7 @@ impl Cluster {
         let now = Instant::now();
         let mut registry = AppRegistry::new();
         registry.register::<Sum>();
+        registry.register::<crate::test_apps::Panics>();
         let peers: Vec<Peer> = (0..n)
             .map(|id| Peer {
                 core: Jobs::new(
@@ -1091,6 +1092,45 @@ fn a_unit_that_cannot_run_fails_the_job_with_its_reason() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// An application whose merge panics fails its job with the panic's
+/// message; the primary keeps serving.
+#[test]
+fn a_merge_that_panics_fails_the_job_with_its_message() {
+    let mut cluster = Cluster::new(3, 1);
+    let job = JobId([9; 16]);
+    let params = cluster.peers[0]
+        .core
+        .prepare("panics", &["3000000".into(), "merge".into()])
+        .unwrap();
+    let now = cluster.now;
+    cluster.peers[0].core.submit(
+        now,
+        job,
+        "panics".into(),
+        params,
+        FaultTolerance::default(),
+        None,
+    );
+    cluster.drain(0);
+    cluster.run(Duration::from_secs(30), |c| c.final_status(job).is_some());
+    match &cluster.final_status(job).expect("the job ends").state {
+        JobState::Failed { reason } => {
+            assert!(
+                reason.contains("the application panicked in merge: merge of a broken application"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The peers still run jobs.
+    let next = cluster.submit(1, 100_000);
+    cluster.run(Duration::from_secs(30), |c| c.final_status(next).is_some());
+    assert!(matches!(
+        cluster.final_status(next).map(|v| &v.state),
+        Some(JobState::Done { .. })
+    ));
 }
 
 #[test]
