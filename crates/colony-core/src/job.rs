@@ -64,6 +64,7 @@ mod pieces;
 mod record;
 mod scheduler;
 mod takeover;
+mod timers;
 mod views;
 mod worker;
 
@@ -72,12 +73,13 @@ pub use crate::pieces::{Piece, PieceData};
 use authorize::Parked;
 pub use authorize::{Refusal, SubmitPolicy};
 pub use limits::{MessageKind, MessageLimits, TooLarge};
-pub use messages::{JobEvent, JobMsg, JobOutput, Report};
+pub use messages::{JobEvent, JobInput, JobMsg, JobOutput, Report};
 pub use pieces::PieceKey;
 use pieces::{Restoring, Staged, LOCAL_INDEX};
 use record::{CheckpointRef, HomeState, UnitRec, UnitStatus, RECORD_INDEX, RECORD_UNIT};
 pub use record::{Delta, JobHomeMsg, Record};
 use scheduler::{child_id, Steal};
+use timers::{HomeDue, Timer, Timers};
 pub use views::{Contribution, JobState, JobStats, JobView, MajorityLost};
 pub use worker::LocalUnit;
 use worker::WorkerUnit;
@@ -263,7 +265,12 @@ pub struct Jobs<P: PeerKey> {
     suspects: BTreeSet<P>,
     leaving: bool,
     outputs: VecDeque<JobOutput<P>>,
-    next_tick: Instant,
+    /// Deadlines: see the `timers` module.
+    timers: Timers,
+    /// Homes due for a pass soon (a state they depend on changed), when.
+    home_soon: BTreeMap<JobId, Instant>,
+    /// The latest time an input or timeout brought.
+    clock: Instant,
     /// Who may submit jobs here.
     submit_policy: SubmitPolicy<P>,
     /// Messages from senders not yet in the view.
@@ -326,7 +333,9 @@ impl<P: PeerKey> Jobs<P> {
             suspects: BTreeSet::new(),
             leaving: false,
             outputs: VecDeque::new(),
-            next_tick: now,
+            timers: Timers::default(),
+            home_soon: BTreeMap::new(),
+            clock: now,
             submit_policy: SubmitPolicy::default(),
             parked: Parked::default(),
             refused_messages: 0,
@@ -362,7 +371,7 @@ impl<P: PeerKey> Jobs<P> {
     /// closer newcomers, backups take over from lost primaries, units of
     /// lost workers are reissued, and workers re-send unacknowledged
     /// reports to their job's new primary.
-    pub fn set_members(&mut self, now: Instant, members: Vec<(P, f32)>) {
+    fn set_members(&mut self, now: Instant, members: Vec<(P, f32)>) {
         // A driver calls this on every membership event, often with the
         // list it gave last time (a message brings many changes at once,
         // one event each): then only the checks run again.
@@ -394,7 +403,7 @@ impl<P: PeerKey> Jobs<P> {
     /// at the next [`Jobs::refresh_members`]; a sequence of these and then
     /// that call does what [`Jobs::set_members`] with the resulting list
     /// does, in O(changes) instead of O(members).
-    pub fn update_member(&mut self, peer: P, load: Option<f32>) {
+    fn update_member(&mut self, peer: P, load: Option<f32>) {
         if peer == self.me {
             return;
         }
@@ -416,7 +425,7 @@ impl<P: PeerKey> Jobs<P> {
 
     /// The members changed ([`Jobs::update_member`]) or may have: homes are
     /// recomputed, as [`Jobs::set_members`] does.
-    pub fn refresh_members(&mut self, now: Instant) {
+    fn refresh_members(&mut self, now: Instant) {
         let newcomers = std::mem::take(&mut self.newcomers);
         self.members_updated(now, newcomers);
     }
@@ -456,7 +465,7 @@ impl<P: PeerKey> Jobs<P> {
     /// jobs without checkpoints stay with them until they are declared dead
     /// (reissuing would fail such a job on a false suspicion); everything
     /// else treats them as gone. Call before `set_members`.
-    pub fn set_suspects(&mut self, suspects: Vec<P>) {
+    fn set_suspects(&mut self, suspects: Vec<P>) {
         self.suspects = suspects.into_iter().collect();
     }
 
@@ -533,7 +542,7 @@ impl<P: PeerKey> Jobs<P> {
     /// may send it (see the `authorize` module); refused messages are
     /// counted ([`Jobs::refused_messages`]) and reported as
     /// [`JobEvent::Refused`].
-    pub fn handle_message(&mut self, now: Instant, from: P, msg: JobMsg<P>) {
+    fn handle_message(&mut self, now: Instant, from: P, msg: JobMsg<P>) {
         self.admit(now, from, msg);
     }
 
@@ -692,7 +701,7 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// Submits a job from this peer to its primary, which is returned.
-    pub fn submit(
+    fn submit(
         &mut self,
         _now: Instant,
         job: JobId,
@@ -701,11 +710,7 @@ impl<P: PeerKey> Jobs<P> {
         ft: FaultTolerance,
         deadline: Option<Duration>,
     ) -> P {
-        let home = self
-            .home_of(job, usize::from(ft.home_size))
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| self.me.clone());
+        let home = self.submit_home(job, &ft);
         self.send(
             home.clone(),
             JobMsg::Submit {
@@ -720,16 +725,25 @@ impl<P: PeerKey> Jobs<P> {
         home
     }
 
+    /// The peer a job submitted here with `ft` goes to: its primary as this
+    /// peer computes it.
+    pub fn submit_home(&self, job: JobId, ft: &FaultTolerance) -> P {
+        self.home_of(job, usize::from(ft.home_size))
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.me.clone())
+    }
+
     /// Asks `job`'s primary to cancel it. Only the job's submitter, or this
     /// peer when it is the primary (its operator), may; the answer comes
     /// as [`JobOutput::CancelAnswer`].
-    pub fn cancel(&mut self, job: JobId) {
+    fn cancel(&mut self, job: JobId) {
         let primary = self.primary_of(job);
         self.send(primary, JobMsg::Cancel { job }, false);
     }
 
     /// Asks `to` for the status of `job`.
-    pub fn query(&mut self, job: JobId, to: P) {
+    fn query(&mut self, job: JobId, to: P) {
         self.send(to, JobMsg::Query { job }, false);
     }
 
@@ -766,48 +780,97 @@ impl<P: PeerKey> Jobs<P> {
         self.known.get(&job).map(|k| k.home.clone())
     }
 
-    /// When the core next needs [`Jobs::handle_timeout`].
-    pub fn poll_timeout(&self) -> Instant {
-        self.next_tick
+    /// When the core next needs [`Jobs::handle_timeout`]: the earliest
+    /// deadline of its timer table, `None` when nothing is due ever (an
+    /// idle peer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
     }
 
-    /// Checkpoints, re-sends, advertises, requests work, expires what is
-    /// stale.
+    /// Runs the timers due at `now`, and only those: checkpoints and
+    /// re-sends of units, the home core's timers, each home's deadlines,
+    /// work requests, expiries.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.next_tick = now + Duration::from_millis(20);
-        self.expire_parked(now);
-        self.known.retain(|_, k| k.expires > now);
-        // Worker: checkpoints due, reports to re-send.
-        let keys: Vec<(JobId, UnitId)> = self.running.keys().copied().collect();
-        for (job, unit) in keys {
-            let Some(w) = self.running.get_mut(&(job, unit)) else {
-                continue;
-            };
-            if w.ft.checkpoints()
-                && !w.checkpoint_asked
-                && w.stopping.is_none()
-                && !w.finished()
-                && w.next_checkpoint_at <= now
-            {
-                w.checkpoint_asked = true;
-                self.outputs.push_back(JobOutput::Checkpoint { job, unit });
-            }
-            let Some(w) = self.running.get(&(job, unit)) else {
-                continue;
-            };
-            if !w.unacked.is_empty()
-                && now.saturating_duration_since(w.last_sent) >= self.config.resend_interval
-            {
-                self.resend_reports(now, job, unit);
+        self.clock = self.clock.max(now);
+        let due = self.timers.take_due(now);
+        for timer in &due {
+            match *timer {
+                Timer::Expiry => {
+                    self.expire_parked(now);
+                    self.known.retain(|_, k| k.expires > now);
+                }
+                Timer::Unit(job, unit) => self.unit_timeout(now, job, unit),
+                Timer::Homes => self.homes_timeout(now),
+                Timer::Home(job) => {
+                    self.home_soon.remove(&job);
+                    self.home_timeout(now, job);
+                }
+                Timer::WorkRequest => self.maybe_request_work(now),
             }
         }
-        self.home_timeouts(now);
-        self.maybe_request_work(now);
+        self.rearm(now);
+        // A timer that ran and is due again at once waits a pass delay:
+        // never a busy loop at one instant.
+        for timer in due {
+            if self.timers.deadline(timer).is_some_and(|at| at <= now) {
+                self.timers.set(timer, Some(now + timers::HOME_PASS_DELAY));
+            }
+        }
+    }
+
+    /// Applies one input; what it causes comes out of [`Jobs::poll`].
+    pub fn handle(&mut self, now: Instant, input: JobInput<P>) {
+        self.clock = self.clock.max(now);
+        match input {
+            JobInput::Message { from, msg } => self.handle_message(now, from, msg),
+            JobInput::SendFailed { to, msg } => self.send_failed(now, to, msg),
+            JobInput::Submit {
+                job,
+                app,
+                params,
+                ft,
+                deadline,
+            } => {
+                self.submit(now, job, app, params, ft, deadline);
+            }
+            JobInput::Cancel { job } => self.cancel(job),
+            JobInput::Query { job, to } => self.query(job, to),
+            JobInput::Members(members) => self.set_members(now, members),
+            JobInput::Member { peer, load } => self.update_member(peer, load),
+            JobInput::MembersChanged => self.refresh_members(now),
+            JobInput::Suspects(suspects) => self.set_suspects(suspects),
+            JobInput::Divided {
+                job,
+                unit,
+                part,
+                remaining,
+                shared,
+            } => self.divided(now, job, unit, part, remaining, shared),
+            JobInput::Checkpointed {
+                job,
+                unit,
+                state,
+                shared,
+            } => self.checkpointed(now, job, unit, state, shared),
+            JobInput::Stopped { job, unit, state } => self.unit_stopped(now, job, unit, state),
+            JobInput::Finished { job, unit, output } => self.unit_finished(now, job, unit, output),
+            JobInput::Failed { job, unit, error } => self.unit_failed(now, job, unit, error),
+            JobInput::Progress { job, work } => self.report_progress(job, work),
+            JobInput::Persisted {
+                key,
+                epoch,
+                version,
+            } => self.persisted(now, key, epoch, version),
+            JobInput::TooLarge { to, msg, error } => self.send_too_large(now, to, msg, &error),
+            JobInput::Leave => self.leave(now),
+        }
+        self.homes_touched(now);
+        self.rearm(now);
     }
 
     /// A message could not be delivered to `to` (it is dead or the pipe
     /// gave up).
-    pub fn send_failed(&mut self, now: Instant, to: P, msg: JobMsg<P>) {
+    fn send_failed(&mut self, now: Instant, to: P, msg: JobMsg<P>) {
         match msg {
             JobMsg::WorkRequest { job, .. } => {
                 self.next_request_at = now + self.config.request_backoff_max;

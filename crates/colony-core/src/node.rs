@@ -31,8 +31,8 @@ use crate::acquaintance::{AcquaintanceOutput, Acquaintances};
 use crate::divisible::SharedVars;
 use crate::ft::FaultTolerance;
 use crate::job::{
-    JobEvent, JobId, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits, Piece, PieceKey,
-    Refusal, TooLarge, UnitId,
+    JobEvent, JobId, JobInput, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits, Piece,
+    PieceKey, Refusal, TooLarge, UnitId,
 };
 use crate::membership::{self, Event, MemberState, Membership, PeerStats};
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
@@ -483,11 +483,10 @@ impl<P: PeerKey> Node<P> {
 
     /// When the node next needs [`Node::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut at = self
-            .membership
-            .poll_timeout()
-            .min(self.next_stats_at)
-            .min(self.jobs.poll_timeout());
+        let mut at = self.membership.poll_timeout().min(self.next_stats_at);
+        if let Some(t) = self.jobs.poll_timeout() {
+            at = at.min(t);
+        }
         if let Some(t) = self.pipes.poll_timeout() {
             at = at.min(t);
         }
@@ -562,10 +561,17 @@ impl<P: PeerKey> Node<P> {
                 key,
                 epoch,
                 version,
-            } => self.jobs.persisted(now, key, epoch, version),
-            NodeInput::Cancel { job } => self.jobs.cancel(job),
+            } => self.jobs.handle(
+                now,
+                JobInput::Persisted {
+                    key,
+                    epoch,
+                    version,
+                },
+            ),
+            NodeInput::Cancel { job } => self.jobs.handle(now, JobInput::Cancel { job }),
             NodeInput::Query { job } => self.query(now, job),
-            NodeInput::HandOver => self.jobs.leave(now),
+            NodeInput::HandOver => self.jobs.handle(now, JobInput::Leave),
             NodeInput::Leave => self.membership.handle(now, membership::Input::Leave),
             NodeInput::Shutdown => self.pipes.shutdown(),
         }
@@ -596,7 +602,18 @@ impl<P: PeerKey> Node<P> {
         deadline: Option<Duration>,
     ) -> P {
         self.now = now;
-        self.jobs.submit(now, job, app, params, ft, deadline)
+        let home = self.jobs.submit_home(job, &ft);
+        self.jobs.handle(
+            now,
+            JobInput::Submit {
+                job,
+                app,
+                params,
+                ft,
+                deadline,
+            },
+        );
+        home
     }
 
     /// Sends an application message to `to` on the pipe of `class`; its
@@ -778,13 +795,13 @@ impl<P: PeerKey> Node<P> {
             } else {
                 self.suspects.remove(&peer)
             };
-            self.jobs.update_member(peer, load);
+            self.jobs.handle(now, JobInput::Member { peer, load });
         }
         if suspects_changed {
-            self.jobs
-                .set_suspects(self.suspects.iter().cloned().collect());
+            let suspects = self.suspects.iter().cloned().collect();
+            self.jobs.handle(now, JobInput::Suspects(suspects));
         }
-        self.jobs.refresh_members(now);
+        self.jobs.handle(now, JobInput::MembersChanged);
     }
 
     fn on_pipe_output(&mut self, now: Instant, out: PipeOutput<P>) {
@@ -874,7 +891,7 @@ impl<P: PeerKey> Node<P> {
                         msg: Box::new(msg.clone()),
                     });
                 }
-                self.jobs.handle_message(now, from, msg)
+                self.jobs.handle(now, JobInput::Message { from, msg })
             }
             Err(error) => {
                 self.counters.malformed_frames += 1;
@@ -911,7 +928,7 @@ impl<P: PeerKey> Node<P> {
                         unit,
                         error: error.clone(),
                     });
-                    self.jobs.unit_failed(now, job, unit, error);
+                    self.jobs.handle(now, JobInput::Failed { job, unit, error });
                 }
             },
             JobOutput::Divide { job, unit } => self.outputs.push_back(NodeOutput::Unit {
@@ -974,7 +991,7 @@ impl<P: PeerKey> Node<P> {
             });
         }
         if to == self.me {
-            self.jobs.handle_message(now, to, msg);
+            self.jobs.handle(now, JobInput::Message { from: to, msg });
             return;
         }
         let kind = match &msg {
@@ -1029,8 +1046,14 @@ impl<P: PeerKey> Node<P> {
     /// retried.
     fn job_message_too_large(&mut self, now: Instant, to: P, msg: JobMsg<P>, error: TooLarge) {
         self.counters.oversized_job_messages += 1;
-        self.jobs
-            .send_too_large(now, to.clone(), msg.clone(), &error);
+        self.jobs.handle(
+            now,
+            JobInput::TooLarge {
+                to: to.clone(),
+                msg: msg.clone(),
+                error: error.clone(),
+            },
+        );
         let status = matches!(msg, JobMsg::Status { .. });
         self.notice(Notice::TooLargeToSend { to, status, error });
     }
@@ -1039,11 +1062,14 @@ impl<P: PeerKey> Node<P> {
     fn job_send_failed(&mut self, now: Instant, kind: SendKind<P>) {
         match kind {
             SendKind::WorkRequest { to, job, free } => {
-                self.jobs
-                    .send_failed(now, to, JobMsg::WorkRequest { job, free })
+                let msg = JobMsg::WorkRequest { job, free };
+                self.jobs.handle(now, JobInput::SendFailed { to, msg })
             }
             SendKind::Query { job } => self.query_answered_no(now, job),
-            SendKind::Cancel { to, job } => self.jobs.send_failed(now, to, JobMsg::Cancel { job }),
+            SendKind::Cancel { to, job } => {
+                let msg = JobMsg::Cancel { job };
+                self.jobs.handle(now, JobInput::SendFailed { to, msg })
+            }
             SendKind::App | SendKind::Other => {}
         }
     }
@@ -1051,7 +1077,8 @@ impl<P: PeerKey> Node<P> {
     fn on_unit_event(&mut self, now: Instant, event: UnitEvent) {
         match event {
             UnitEvent::Finished { job, unit, output } => {
-                self.jobs.unit_finished(now, job, unit, output);
+                self.jobs
+                    .handle(now, JobInput::Finished { job, unit, output });
                 let mut stats = self.membership.local().stats.clone();
                 stats.units_done_session += 1;
                 stats.units_done_total += 1;
@@ -1066,18 +1093,39 @@ impl<P: PeerKey> Node<P> {
                 part,
                 remaining,
                 shared,
-            } => self.jobs.divided(now, job, unit, part, remaining, shared),
+            } => self.jobs.handle(
+                now,
+                JobInput::Divided {
+                    job,
+                    unit,
+                    part,
+                    remaining,
+                    shared,
+                },
+            ),
             UnitEvent::Checkpointed {
                 job,
                 unit,
                 state,
                 shared,
-            } => self.jobs.checkpointed(now, job, unit, state, shared),
-            UnitEvent::Stopped { job, unit, state } => {
-                self.jobs.unit_stopped(now, job, unit, state)
+            } => self.jobs.handle(
+                now,
+                JobInput::Checkpointed {
+                    job,
+                    unit,
+                    state,
+                    shared,
+                },
+            ),
+            UnitEvent::Stopped { job, unit, state } => self
+                .jobs
+                .handle(now, JobInput::Stopped { job, unit, state }),
+            UnitEvent::Progress { job, work } => {
+                self.jobs.handle(now, JobInput::Progress { job, work })
             }
-            UnitEvent::Progress { job, work } => self.jobs.report_progress(job, work),
-            UnitEvent::Failed { job, unit, error } => self.jobs.unit_failed(now, job, unit, error),
+            UnitEvent::Failed { job, unit, error } => {
+                self.jobs.handle(now, JobInput::Failed { job, unit, error })
+            }
         }
     }
 
@@ -1119,7 +1167,8 @@ impl<P: PeerKey> Node<P> {
             query.asked.extend(peers.iter().cloned());
         }
         for peer in peers {
-            self.jobs.query(job, peer);
+            self.jobs
+                .handle(self.now, JobInput::Query { job, to: peer });
         }
     }
 

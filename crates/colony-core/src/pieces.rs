@@ -142,6 +142,11 @@ impl<K: Ord + Copy, P> PieceStore<K, P> {
             .collect()
     }
 
+    /// When each owner's pieces were last stored or asked for.
+    pub fn last_touched(&self) -> impl Iterator<Item = (K, Instant)> + '_ {
+        self.touched.iter().map(|(owner, at)| (*owner, *at))
+    }
+
     /// Drops everything held for `owner`.
     pub fn forget(&mut self, owner: K) {
         self.touched.remove(&owner);

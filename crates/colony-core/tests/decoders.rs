@@ -18,8 +18,8 @@ use colony_core::erasure::{self, Shard};
 use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::home::{HomeMsg, Update};
 use colony_core::job::{
-    JobConfig, JobId, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs, Piece, PieceData,
-    Report,
+    JobConfig, JobId, JobInput, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs, Piece,
+    PieceData, Report,
 };
 use colony_core::membership::{
     self, MemberRecord, MemberState, Membership, MembershipConfig, MembershipMsg, PeerStats,
@@ -1125,7 +1125,7 @@ impl Cluster {
                 .filter(|p| **p != id)
                 .map(|p| (*p, 0.0))
                 .collect();
-            self.cores[id as usize].set_members(self.now, others);
+            self.cores[id as usize].handle(self.now, JobInput::Members(others));
             self.drain(id);
         }
     }
@@ -1135,7 +1135,16 @@ impl Cluster {
     fn with_job(ft: FaultTolerance) -> Cluster {
         let mut cluster = Cluster::new();
         let params = postcard::to_stdvec(&1_000_000u64).unwrap_or_default();
-        cluster.cores[0].submit(cluster.now, JOB, "sum".into(), params, ft, None);
+        cluster.cores[0].handle(
+            cluster.now,
+            JobInput::Submit {
+                job: JOB,
+                app: "sum".into(),
+                params,
+                ft,
+                deadline: None,
+            },
+        );
         cluster.drain(0);
         // Until the units are out and have reported once.
         for _ in 0..30 {
@@ -1154,7 +1163,7 @@ impl Cluster {
                         if self.seen.len() < 256 {
                             self.seen.push((id, id, msg.clone()));
                         }
-                        self.cores[id as usize].handle_message(now, id, msg);
+                        self.cores[id as usize].handle(now, JobInput::Message { from: id, msg });
                     } else if to < PEERS && self.wire.len() < 10_000 {
                         self.wire.push_back((id, to, msg));
                     }
@@ -1173,12 +1182,14 @@ impl Cluster {
                         .find(|u| u.0 == id && u.1 == job && u.2 == unit)
                         .map(|u| u.3.clone());
                     if let Some(state) = state {
-                        self.cores[id as usize].checkpointed(
+                        self.cores[id as usize].handle(
                             now,
-                            job,
-                            unit,
-                            state,
-                            SharedVars::default(),
+                            JobInput::Checkpointed {
+                                job,
+                                unit,
+                                state,
+                                shared: SharedVars::default(),
+                            },
                         );
                     }
                 }
@@ -1202,22 +1213,38 @@ impl Cluster {
                         Err(_) => (None, held.3.clone()),
                     };
                     held.3 = remaining.clone();
-                    self.cores[id as usize].divided(
+                    self.cores[id as usize].handle(
                         now,
-                        job,
-                        unit,
-                        part,
-                        remaining,
-                        SharedVars::default(),
+                        JobInput::Divided {
+                            job,
+                            unit,
+                            part,
+                            remaining,
+                            shared: SharedVars::default(),
+                        },
                     );
                 }
                 JobOutput::Stop { job, unit } => {
                     self.units
                         .retain(|u| !(u.0 == id && u.1 == job && u.2 == unit));
-                    self.cores[id as usize].unit_stopped(now, job, unit, None);
+                    self.cores[id as usize].handle(
+                        now,
+                        JobInput::Stopped {
+                            job,
+                            unit,
+                            state: None,
+                        },
+                    );
                 }
                 JobOutput::Persist { key, piece } => {
-                    self.cores[id as usize].persisted(now, key, piece.epoch, piece.version);
+                    self.cores[id as usize].handle(
+                        now,
+                        JobInput::Persisted {
+                            key,
+                            epoch: piece.epoch,
+                            version: piece.version,
+                        },
+                    );
                 }
                 JobOutput::SharedChanged { .. }
                 | JobOutput::Status(_)
@@ -1237,7 +1264,7 @@ impl Cluster {
         if self.seen.len() < 256 {
             self.seen.push((from, to, msg.clone()));
         }
-        self.cores[to as usize].handle_message(self.now, from, msg);
+        self.cores[to as usize].handle(self.now, JobInput::Message { from, msg });
         self.drain(to);
     }
 
@@ -1255,7 +1282,7 @@ impl Cluster {
         self.now += Duration::from_millis(ms);
         for id in 0..PEERS {
             let due = self.cores[id as usize].poll_timeout();
-            if due <= self.now {
+            if due.is_some_and(|due| due <= self.now) {
                 self.cores[id as usize].handle_timeout(self.now);
             }
             self.drain(id);
@@ -1281,12 +1308,19 @@ impl Cluster {
                 }
             }
             Err(error) => {
-                self.cores[id as usize].unit_failed(self.now, job, unit, error.to_string());
+                self.cores[id as usize].handle(
+                    self.now,
+                    JobInput::Failed {
+                        job,
+                        unit,
+                        error: error.to_string(),
+                    },
+                );
                 self.drain(id);
                 return;
             }
         };
-        self.cores[id as usize].unit_finished(self.now, job, unit, output);
+        self.cores[id as usize].handle(self.now, JobInput::Finished { job, unit, output });
         self.drain(id);
     }
 }

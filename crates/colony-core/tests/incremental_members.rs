@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use colony_core::divisible::AppRegistry;
 use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
-use colony_core::job::{JobConfig, JobId, JobOutput, Jobs};
+use colony_core::job::{JobConfig, JobId, JobInput, JobOutput, Jobs};
 
 mod common;
 use common::{key_of, Sum};
@@ -67,11 +67,17 @@ fn run(seed: u64) {
     let list = |alive: &BTreeMap<u64, f32>| -> Vec<(u64, f32)> {
         alive.iter().map(|(p, l)| (*p, *l)).collect()
     };
-    whole.set_members(now0, list(&alive));
+    whole.handle(now0, JobInput::Members(list(&alive)));
     for (p, l) in &alive {
-        changes.update_member(*p, Some(*l));
+        changes.handle(
+            now0,
+            JobInput::Member {
+                peer: *p,
+                load: Some(*l),
+            },
+        );
     }
-    changes.refresh_members(now0);
+    changes.handle(now0, JobInput::MembersChanged);
     assert_eq!(drain(&mut whole), drain(&mut changes));
     let job = JobId([7; 16]);
     let ft = FaultTolerance {
@@ -84,13 +90,22 @@ fn run(seed: u64) {
     let params = postcard::to_stdvec(&1_000_000u64).unwrap_or_default();
     let mut outputs = Vec::new();
     for core in [&mut whole, &mut changes] {
-        core.submit(now0, job, "sum".into(), params.clone(), ft, None);
+        core.handle(
+            now0,
+            JobInput::Submit {
+                job,
+                app: "sum".into(),
+                params: params.clone(),
+                ft,
+                deadline: None,
+            },
+        );
         // The submission comes back to this peer (its own primary).
         let submitted: Vec<JobOutput<u64>> = std::iter::from_fn(|| core.poll()).collect();
         for o in submitted {
             if let JobOutput::Send { to, msg, .. } = o {
                 if to == me {
-                    core.handle_message(now0, me, msg);
+                    core.handle(now0, JobInput::Message { from: me, msg });
                 }
             }
         }
@@ -121,14 +136,20 @@ fn run(seed: u64) {
         }
         changed.sort_unstable();
         changed.dedup();
-        whole.set_members(now, list(&alive));
+        whole.handle(now, JobInput::Members(list(&alive)));
         for peer in changed {
-            changes.update_member(peer, alive.get(&peer).copied());
+            changes.handle(
+                now,
+                JobInput::Member {
+                    peer,
+                    load: alive.get(&peer).copied(),
+                },
+            );
         }
-        changes.refresh_members(now);
+        changes.handle(now, JobInput::MembersChanged);
         // A repeated event with nothing new, as drivers call it per event.
-        whole.set_members(now, list(&alive));
-        changes.refresh_members(now);
+        whole.handle(now, JobInput::Members(list(&alive)));
+        changes.handle(now, JobInput::MembersChanged);
         assert_eq!(drain(&mut whole), drain(&mut changes), "step {step}");
         if step % 10 == 0 {
             whole.handle_timeout(now);

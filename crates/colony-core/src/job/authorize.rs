@@ -138,6 +138,11 @@ impl<P: PeerKey> Parked<P> {
         out
     }
 
+    /// When the oldest held message runs out of patience.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.queue.front().map(|(until, _, _)| *until)
+    }
+
     /// Takes the messages held past their patience.
     fn expired(&mut self, now: Instant) -> Vec<(P, JobMsg<P>)> {
         let mut out = Vec::new();

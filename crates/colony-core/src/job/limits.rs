@@ -5,7 +5,7 @@
 //!
 //! Both drivers (the tokio one and the simulator) encode job messages with
 //! [`MessageLimits::encode`] and hand the ones that do not fit back to the
-//! core with [`Jobs::send_too_large`].
+//! core with [`JobInput::TooLarge`](super::JobInput::TooLarge).
 
 use std::fmt;
 use std::time::Instant;
@@ -167,7 +167,7 @@ impl<P: PeerKey> Jobs<P> {
     /// message) and stops the unit; a primary's assignment, checkpoint
     /// piece or replica update fails the job; a status carrying a result
     /// goes out as a failure naming the limit.
-    pub fn send_too_large(&mut self, now: Instant, to: P, msg: JobMsg<P>, error: &TooLarge) {
+    pub(super) fn send_too_large(&mut self, now: Instant, to: P, msg: JobMsg<P>, error: &TooLarge) {
         let reason = error.to_string();
         match msg {
             JobMsg::Report {

@@ -340,6 +340,160 @@ pub enum JobMsg<P> {
     },
 }
 
+/// An input to the job core ([`Jobs::handle`]): a message, a request of
+/// this peer's user, a unit's news from the executor, a membership change,
+/// a write that reached the disk.
+#[derive(Debug)]
+pub enum JobInput<P> {
+    /// A job message from `from` (authenticated by the transport); checked
+    /// against who may send it first (refusals come as
+    /// [`JobEvent::Refused`]).
+    Message {
+        /// The sender.
+        from: P,
+        /// The message.
+        msg: JobMsg<P>,
+    },
+    /// A message sent to `to` could not be delivered.
+    SendFailed {
+        /// The peer it was for.
+        to: P,
+        /// The message.
+        msg: JobMsg<P>,
+    },
+    /// Submit a job from this peer to its primary
+    /// ([`Jobs::submit_home`]).
+    Submit {
+        /// The job's id.
+        job: JobId,
+        /// Its application.
+        app: String,
+        /// Its parameters, as the application parses them.
+        params: Vec<u8>,
+        /// Its fault tolerance.
+        ft: FaultTolerance,
+        /// Cancelled when it runs longer than this.
+        deadline: Option<Duration>,
+    },
+    /// Ask `job`'s primary to cancel it. Only the job's submitter, or this
+    /// peer when it is the primary (its operator), may; the answer comes as
+    /// [`JobOutput::CancelAnswer`].
+    Cancel {
+        /// The job.
+        job: JobId,
+    },
+    /// Ask `to` for the status of `job`.
+    Query {
+        /// The job.
+        job: JobId,
+        /// Who to ask.
+        to: P,
+    },
+    /// The live members (not this peer) and their load averages, all at
+    /// once. Homes are recomputed: primaries hand over to closer
+    /// newcomers, backups take over from lost primaries, units of lost
+    /// workers are reissued, and workers re-send unacknowledged reports to
+    /// their job's new primary.
+    Members(Vec<(P, f32)>),
+    /// One member's change, for a driver that follows the view change by
+    /// change: `load` is its load average if it is alive, `None` if not
+    /// (suspect, dead, gone). Takes effect at the next
+    /// [`JobInput::MembersChanged`]; changes and then that input do what
+    /// [`JobInput::Members`] with the resulting list does, in O(changes).
+    Member {
+        /// The member.
+        peer: P,
+        /// Its load average, if it is alive.
+        load: Option<f32>,
+    },
+    /// The [`JobInput::Member`] changes given so far are complete.
+    MembersChanged,
+    /// The members suspected, not yet declared dead.
+    Suspects(Vec<P>),
+    /// A unit running here divided (see [`JobOutput::Divide`]): `part`
+    /// goes to the primary, `remaining` is the unit's own state.
+    Divided {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The part given away, if the unit could divide.
+        part: Option<Vec<u8>>,
+        /// The unit's remaining state.
+        remaining: Vec<u8>,
+        /// Its shared variables.
+        shared: SharedVars,
+    },
+    /// A unit running here checkpointed (see [`JobOutput::Checkpoint`]).
+    Checkpointed {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Its state.
+        state: Vec<u8>,
+        /// Its shared variables.
+        shared: SharedVars,
+    },
+    /// A unit running here stopped (see [`JobOutput::Stop`]), with its
+    /// state if it had one to hand back.
+    Stopped {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Its state.
+        state: Option<Vec<u8>>,
+    },
+    /// A unit running here finished with `output`.
+    Finished {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Its output.
+        output: Vec<u8>,
+    },
+    /// A unit running here failed.
+    Failed {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Why.
+        error: String,
+    },
+    /// Work done by the units of `job` here since the last report.
+    Progress {
+        /// The job.
+        job: JobId,
+        /// Work done.
+        work: u64,
+    },
+    /// A piece asked for with [`JobOutput::Persist`] is on disk.
+    Persisted {
+        /// Where.
+        key: PieceKey,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Its version.
+        version: u64,
+    },
+    /// A message for `to` is too large to send (the pipe refused it): what
+    /// it carried fails clearly (a report's unit, a submission's job).
+    TooLarge {
+        /// The peer it was for.
+        to: P,
+        /// The message.
+        msg: JobMsg<P>,
+        /// Its size and the limit.
+        error: TooLarge,
+    },
+    /// This peer leaves: units are handed back, primary roles handed over
+    /// ([`Jobs::has_left`] says when it is done).
+    Leave,
+}
+
 /// What the driver must do for the job core.
 #[derive(Clone, Debug)]
 pub enum JobOutput<P> {

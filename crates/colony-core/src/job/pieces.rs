@@ -376,6 +376,9 @@ impl<P: PeerKey> Jobs<P> {
             let evicted = self.pieces.put(key.job, key.unit, piece);
             self.unpersist(key.job, key.unit, evicted);
         }
+        let now = self.clock;
+        self.homes_touched(now);
+        self.rearm(now);
         records
     }
 

@@ -365,7 +365,7 @@ impl<P: PeerKey> Jobs<P> {
         if !newer || self.homes.len() >= self.config.max_active_jobs {
             return false;
         }
-        let now = self.next_tick;
+        let now = self.clock;
         let size = record.ft.home_size;
         let mut state = HomeState::new(record, now);
         state.restored = true;

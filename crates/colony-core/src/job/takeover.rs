@@ -485,108 +485,90 @@ impl<P: PeerKey> Jobs<P> {
 
     /// Periodic work of homes: adverts, progress, steals and assignments
     /// that timed out, retention.
-    pub(super) fn home_timeouts(&mut self, now: Instant) {
+    /// The home core's timers, durable records to write, records and
+    /// pieces past their retention.
+    pub(super) fn homes_timeout(&mut self, now: Instant) {
         // Elections, heartbeats, members joining and leaving.
         self.homes.handle_timeout(now);
         self.drain_homes(now);
-        let jobs: Vec<JobId> = self.homes.keys().copied().collect();
         self.persist_records(now);
-        for job in jobs {
-            self.watch_majority(now, job);
-            self.resume_restored(now, job);
-            let Some(h) = self.homes.get(&job) else {
-                continue;
-            };
-            if !h.is_primary() || h.record.state != JobState::Running {
-                continue;
-            }
-            if let Some(deadline_ms) = h.record.deadline_ms {
-                let elapsed = now.saturating_duration_since(h.started);
-                if elapsed >= Duration::from_millis(deadline_ms) {
-                    let reason = format!(
-                        "cancelled: its deadline of {:.1} s passed",
-                        deadline_ms as f64 / 1000.0
-                    );
-                    self.cancel_job(now, job, reason, Vec::new());
-                    continue;
-                }
-            }
-            if h.next_advert_at <= now {
-                self.advertise(now, job);
-            }
-            let Some(h) = self.homes.get(&job) else {
-                continue;
-            };
-            let stale_steals: Vec<u64> = h
-                .steals
-                .iter()
-                .filter(|(_, s)| now.saturating_duration_since(s.since) > self.config.steal_timeout)
-                .map(|(id, _)| *id)
-                .collect();
-            let unconfirmed: Vec<(UnitId, P)> = h
-                .assigned_at
-                .iter()
-                .filter(|(_, at)| now.saturating_duration_since(**at) > self.config.assign_timeout)
-                .filter_map(|(id, _)| {
-                    h.record
-                        .units
-                        .get(id)
-                        .and_then(|u| u.holder.clone())
-                        .map(|p| (*id, p))
-                })
-                .collect();
-            // Queued units that have no state here yet (after a takeover).
-            let unready: Vec<UnitId> = h
-                .record
-                .units
-                .iter()
-                .filter(|(id, u)| {
-                    u.status == UnitStatus::Queued
-                        && !h.ready.contains_key(id)
-                        && !h.restoring.contains_key(id)
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            for steal in stale_steals {
-                self.on_steal_declined(now, job, steal);
-            }
-            for (unit, holder) in unconfirmed {
-                self.lose_unit(now, job, unit, holder);
-            }
-            for unit in unready {
-                self.restore_unit(now, job, unit);
-            }
-            self.retry_restores(now, job);
-            let resend: Vec<UnitId> = self.homes.get(&job).map_or(Vec::new(), |h| {
-                h.staging
-                    .iter()
-                    .filter(|(_, q)| {
-                        q.front().is_some_and(|s| {
-                            !s.waiting.is_empty()
-                                && now.saturating_duration_since(s.sent_at)
-                                    >= self.config.resend_interval
-                        })
-                    })
-                    .map(|(unit, _)| *unit)
-                    .collect()
-            });
-            for unit in resend {
-                self.send_staged_pieces(now, job, unit);
-            }
-            self.push_queued(now, job);
-            self.ask_holders(now, job);
-            if let Some(h) = self.homes.get_mut(&job) {
-                if h.next_progress_at <= now {
-                    h.next_progress_at = now + self.config.progress_interval;
-                    let submitter = h.record.submitter.clone();
-                    if let Some(view) = self.view(now, job) {
-                        self.send(submitter, JobMsg::Status { view }, false);
-                    }
-                }
-            }
-            self.commit(now, job, Vec::new());
+        self.drop_retired(now);
+    }
+
+    /// What is due for the record of `job`: a lost majority, a restored
+    /// record to resume, and on its primary the deadline, adverts, steals
+    /// and assignments not confirmed, units to restore, push or reissue,
+    /// pieces to re-send, holdings to reconcile, progress to report.
+    pub(super) fn home_timeout(&mut self, now: Instant, job: JobId) {
+        self.home_pass(now, job);
+        self.drop_retired(now);
+    }
+
+    fn home_pass(&mut self, now: Instant, job: JobId) {
+        self.watch_majority(now, job);
+        self.resume_restored(now, job);
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        if !h.is_primary() || h.record.state != JobState::Running {
+            return;
         }
-        // Drop finished records past their retention, and the oldest over the cap.
+        if let Some(deadline_ms) = h.record.deadline_ms {
+            let elapsed = now.saturating_duration_since(h.started);
+            if elapsed >= Duration::from_millis(deadline_ms) {
+                let reason = format!(
+                    "cancelled: its deadline of {:.1} s passed",
+                    deadline_ms as f64 / 1000.0
+                );
+                self.cancel_job(now, job, reason, Vec::new());
+                return;
+            }
+        }
+        if h.next_advert_at <= now {
+            self.advertise(now, job);
+        }
+        let Some(h) = self.homes.get(&job) else {
+            return;
+        };
+        let HomeDue {
+            stale_steals,
+            unconfirmed,
+            unready,
+        } = h.due(now, &self.config);
+        for steal in stale_steals {
+            self.on_steal_declined(now, job, steal);
+        }
+        for (unit, holder) in unconfirmed {
+            self.lose_unit(now, job, unit, holder);
+        }
+        for unit in unready {
+            self.restore_unit(now, job, unit);
+        }
+        self.retry_restores(now, job);
+        let resend = self
+            .homes
+            .get(&job)
+            .map_or(Vec::new(), |h| h.resend_due(now, &self.config));
+        for unit in resend {
+            self.send_staged_pieces(now, job, unit);
+        }
+        self.push_queued(now, job);
+        self.ask_holders(now, job);
+        if let Some(h) = self.homes.get_mut(&job) {
+            if h.next_progress_at <= now {
+                h.next_progress_at = now + self.config.progress_interval;
+                let submitter = h.record.submitter.clone();
+                if let Some(view) = self.view(now, job) {
+                    self.send(submitter, JobMsg::Status { view }, false);
+                }
+            }
+        }
+        self.commit(now, job, Vec::new());
+    }
+
+    /// Drops finished records past their retention, the oldest over the
+    /// cap, and pieces of jobs this peer no longer holds a record of.
+    fn drop_retired(&mut self, now: Instant) {
         let retention = self.config.result_retention;
         let expired: Vec<JobId> = self
             .homes

@@ -102,7 +102,9 @@ impl Cluster {
                 .map(|o| (*o, 0.0))
                 .collect();
             let now = self.now;
-            self.peers[id as usize].core.set_members(now, others);
+            self.peers[id as usize]
+                .core
+                .handle(now, JobInput::Members(others));
             self.drain(id);
         }
     }
@@ -163,13 +165,15 @@ impl Cluster {
             match out {
                 JobOutput::Send { to, msg, bulk } => {
                     if to == id {
-                        self.peers[id as usize].core.handle_message(now, id, msg);
+                        self.peers[id as usize]
+                            .core
+                            .handle(now, JobInput::Message { from: id, msg });
                         continue;
                     }
                     // As the drivers: a message over its limit fails its operation.
                     let core = &mut self.peers[id as usize].core;
                     if let Err(error) = core.config.limits.encode(&msg, usize::MAX) {
-                        core.send_too_large(now, to, msg, &error);
+                        core.handle(now, JobInput::TooLarge { to, msg, error });
                         continue;
                     }
                     // Pipes deliver in order per sender, receiver and class.
@@ -201,7 +205,16 @@ impl Cluster {
                         .map(|(_, _, unit)| (unit.divide(), unit.checkpoint()));
                     let shared = peer.shared.clone();
                     if let Some((part, remaining)) = found {
-                        peer.core.divided(now, job, unit, part, remaining, shared);
+                        peer.core.handle(
+                            now,
+                            JobInput::Divided {
+                                job,
+                                unit,
+                                part,
+                                remaining,
+                                shared,
+                            },
+                        );
                     }
                 }
                 JobOutput::Checkpoint { job, unit } => {
@@ -213,7 +226,15 @@ impl Cluster {
                         .map(|(_, _, unit)| unit.checkpoint());
                     let shared = peer.shared.clone();
                     if let Some(state) = state {
-                        peer.core.checkpointed(now, job, unit, state, shared);
+                        peer.core.handle(
+                            now,
+                            JobInput::Checkpointed {
+                                job,
+                                unit,
+                                state,
+                                shared,
+                            },
+                        );
                     }
                 }
                 JobOutput::Stop { job, unit } => {
@@ -225,7 +246,9 @@ impl Cluster {
                     let state = pos.map(|i| peer.units.remove(i).2.checkpoint());
                     match (&mut peer.stopping, state) {
                         (Some(later), Some(state)) => later.push((job, unit, state)),
-                        (_, state) => peer.core.unit_stopped(now, job, unit, state),
+                        (_, state) => peer
+                            .core
+                            .handle(now, JobInput::Stopped { job, unit, state }),
                     }
                 }
                 JobOutput::SharedChanged { vars, .. } => {
@@ -244,7 +267,14 @@ impl Cluster {
                     let peer = &mut self.peers[id as usize];
                     let (epoch, version) = (piece.epoch, piece.version);
                     peer.disk.insert((key, epoch, version), piece);
-                    peer.core.persisted(now, key, epoch, version);
+                    peer.core.handle(
+                        now,
+                        JobInput::Persisted {
+                            key,
+                            epoch,
+                            version,
+                        },
+                    );
                 }
                 JobOutput::Event(event) => self.events.push((id, event)),
                 JobOutput::CancelAnswer { job, refused } => {
@@ -266,7 +296,9 @@ impl Cluster {
                 if !self.peers[to as usize].alive || !self.peers[from as usize].alive {
                     continue;
                 }
-                self.peers[to as usize].core.handle_message(now, from, msg);
+                self.peers[to as usize]
+                    .core
+                    .handle(now, JobInput::Message { from, msg });
                 self.drain(to);
             }
             for id in 0..self.peers.len() as u32 {
@@ -281,13 +313,21 @@ impl Cluster {
                         finished.push((i, *job, *unit, out));
                     }
                     let work = ctx.work();
-                    peer.core.report_progress(*job, work);
+                    peer.core
+                        .handle(now, JobInput::Progress { job: *job, work });
                 }
                 for (i, job, unit, out) in finished.into_iter().rev() {
                     peer.units.remove(i);
-                    peer.core.unit_finished(now, job, unit, out);
+                    peer.core.handle(
+                        now,
+                        JobInput::Finished {
+                            job,
+                            unit,
+                            output: out,
+                        },
+                    );
                 }
-                if peer.core.poll_timeout() <= now {
+                if peer.core.poll_timeout().is_some_and(|t| t <= now) {
                     peer.core.handle_timeout(now);
                 }
                 self.drain(id);
@@ -302,9 +342,16 @@ impl Cluster {
             .prepare("sum", &[n.to_string()])
             .unwrap();
         let now = self.now;
-        self.peers[from as usize]
-            .core
-            .submit(now, job, "sum".into(), params, ft, None);
+        self.peers[from as usize].core.handle(
+            now,
+            JobInput::Submit {
+                job,
+                app: "sum".into(),
+                params,
+                ft,
+                deadline: None,
+            },
+        );
         self.drain(from);
         job
     }
@@ -425,13 +472,15 @@ fn bad_jobs_fail_with_a_clear_reason_at_the_submitter() {
     ));
     let now = cluster.now;
     let job = JobId([9; 16]);
-    cluster.peers[0].core.submit(
+    cluster.peers[0].core.handle(
         now,
-        job,
-        "nope".into(),
-        vec![],
-        FaultTolerance::default(),
-        None,
+        JobInput::Submit {
+            job,
+            app: "nope".into(),
+            params: vec![],
+            ft: FaultTolerance::default(),
+            deadline: None,
+        },
     );
     cluster.drain(0);
     cluster.run(Duration::from_secs(1), |c| c.final_status(job).is_some());
@@ -444,13 +493,15 @@ fn bad_jobs_fail_with_a_clear_reason_at_the_submitter() {
         ttc: Duration::ZERO,
         ..FaultTolerance::default()
     };
-    cluster.peers[0].core.submit(
+    cluster.peers[0].core.handle(
         now,
-        job,
-        "sum".into(),
-        postcard::to_stdvec(&10u64).unwrap(),
-        zero_ttc,
-        None,
+        JobInput::Submit {
+            job,
+            app: "sum".into(),
+            params: postcard::to_stdvec(&10u64).unwrap(),
+            ft: zero_ttc,
+            deadline: None,
+        },
     );
     cluster.drain(0);
     cluster.run(Duration::from_secs(1), |c| c.final_status(job).is_some());
@@ -469,7 +520,9 @@ fn results_can_be_queried_from_any_home_member() {
     assert_eq!(view.home_members.len(), 3, "{view:?}");
     for member in &view.home_members {
         cluster.statuses.clear();
-        cluster.peers[0].core.query(job, *member);
+        cluster.peers[0]
+            .core
+            .handle(cluster.now, JobInput::Query { job, to: *member });
         cluster.drain(0);
         cluster.run(Duration::from_secs(1), |c| !c.statuses.is_empty());
         assert_eq!(result_of(&cluster.statuses[0].1), 5_000 * 5_001 / 2);
@@ -599,7 +652,9 @@ fn erasure_coded_checkpoints_survive_any_two_home_members() {
                     // The submitter was a victim: ask a survivor.
                     let asker = (0..8).find(|p| !victims.contains(p)).unwrap();
                     let primary = cluster.primary(job);
-                    cluster.peers[asker as usize].core.query(job, primary);
+                    cluster.peers[asker as usize]
+                        .core
+                        .handle(cluster.now, JobInput::Query { job, to: primary });
                     cluster.drain(asker);
                     cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
                     cluster.final_status(job).expect("job finished").clone()
@@ -680,7 +735,9 @@ fn protocol_none_survives_a_worker_wrongly_declared_dead() {
             .filter(|o| *o != id && *o != worker)
             .map(|o| (o, 0.0))
             .collect();
-        cluster.peers[id as usize].core.set_members(now, others);
+        cluster.peers[id as usize]
+            .core
+            .handle(now, JobInput::Members(others));
         cluster.drain(id);
     }
     cluster.run(Duration::from_millis(300), |_| false);
@@ -728,12 +785,14 @@ fn local_worker_restart(crash_primary: bool) -> (Cluster, JobView<u32>) {
     // It divides its unit just before it crashes (a steal the primary no
     // longer remembers: the part is queued).
     let now = cluster.now;
-    cluster.peers[worker as usize].core.handle_message(
+    cluster.peers[worker as usize].core.handle(
         now,
-        primary,
-        JobMsg::StealRequest {
-            job,
-            steal: 1 << 40,
+        JobInput::Message {
+            from: primary,
+            msg: JobMsg::StealRequest {
+                job,
+                steal: 1 << 40,
+            },
         },
     );
     cluster.drain(worker);
@@ -807,7 +866,9 @@ fn a_leaving_worker_hands_its_units_back() {
             )
         });
     let now = cluster.now;
-    cluster.peers[leaver as usize].core.leave(now);
+    cluster.peers[leaver as usize]
+        .core
+        .handle(now, JobInput::Leave);
     cluster.drain(leaver);
     cluster.run(Duration::from_secs(10), |c| {
         c.peers[leaver as usize].core.has_left()
@@ -837,7 +898,9 @@ fn a_leaving_worker_waits_for_its_hand_back_to_be_acknowledged() {
     // Its threads take a while to stop, as real ones do.
     cluster.peers[leaver as usize].stopping = Some(Vec::new());
     let now = cluster.now;
-    cluster.peers[leaver as usize].core.leave(now);
+    cluster.peers[leaver as usize]
+        .core
+        .handle(now, JobInput::Leave);
     cluster.drain(leaver);
     cluster.run(Duration::from_millis(50), |_| false);
     let core = &cluster.peers[leaver as usize].core;
@@ -851,9 +914,14 @@ fn a_leaving_worker_waits_for_its_hand_back_to_be_acknowledged() {
     assert_eq!(stopped.len(), 1, "its unit was told to stop");
     let now = cluster.now;
     for (job, unit, state) in stopped {
-        cluster.peers[leaver as usize]
-            .core
-            .unit_stopped(now, job, unit, Some(state));
+        cluster.peers[leaver as usize].core.handle(
+            now,
+            JobInput::Stopped {
+                job,
+                unit,
+                state: Some(state),
+            },
+        );
     }
     cluster.drain(leaver);
     assert!(!cluster.peers[leaver as usize].core.has_left());
@@ -954,7 +1022,9 @@ fn a_home_that_lost_its_majority_fails_the_job_after_its_patience() {
         .all(|p| !p.alive || p.units.iter().all(|(j, _, _)| *j != job)));
     let survivor = *members.iter().find(|m| !victims.contains(m)).unwrap();
     cluster.statuses.clear();
-    cluster.peers[0].core.query(job, survivor);
+    cluster.peers[0]
+        .core
+        .handle(cluster.now, JobInput::Query { job, to: survivor });
     cluster.drain(0);
     cluster.run(Duration::from_secs(1), |c| !c.statuses.is_empty());
     assert!(matches!(
@@ -1081,8 +1151,14 @@ fn a_unit_that_cannot_run_fails_the_job_with_its_reason() {
     let peer = &mut cluster.peers[worker as usize];
     let (_, unit, _) = peer.units.remove(0);
     let now = cluster.now;
-    peer.core
-        .unit_failed(now, job, unit, "its state did not decode".into());
+    peer.core.handle(
+        now,
+        JobInput::Failed {
+            job,
+            unit,
+            error: "its state did not decode".into(),
+        },
+    );
     cluster.drain(worker);
     cluster.run(Duration::from_secs(5), |c| c.final_status(job).is_some());
     match &cluster.final_status(job).expect("the job ends").state {
@@ -1193,13 +1269,15 @@ fn a_false_suspicion_does_not_fail_a_job_without_checkpoints() {
             .map(|o| (o, 0.0))
             .collect();
         let core = &mut cluster.peers[id as usize].core;
-        core.set_suspects(vec![suspect]);
-        core.set_members(now, others);
+        core.handle(now, JobInput::Suspects(vec![suspect]));
+        core.handle(now, JobInput::Members(others));
         cluster.drain(id);
     }
     cluster.run(Duration::from_millis(300), |_| false);
     for id in (0..4).filter(|p| *p != suspect) {
-        cluster.peers[id as usize].core.set_suspects(Vec::new());
+        cluster.peers[id as usize]
+            .core
+            .handle(now, JobInput::Suspects(Vec::new()));
     }
     cluster.update_members();
     cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
@@ -1238,7 +1316,7 @@ fn forge(cluster: &mut Cluster, from: u32, to: u32, msg: JobMsg<u32>) {
     let now = cluster.now;
     cluster.peers[to as usize]
         .core
-        .handle_message(now, from, msg);
+        .handle(now, JobInput::Message { from, msg });
     cluster.drain(to);
 }
 
@@ -1444,7 +1522,9 @@ fn the_submitter_cancels_and_every_unit_stops() {
     let job = cluster.submit(0, 20_000_000);
     cluster.run(Duration::from_secs(1), |_| false);
     assert!(cluster.peers.iter().any(|p| !p.units.is_empty()));
-    cluster.peers[0].core.cancel(job);
+    cluster.peers[0]
+        .core
+        .handle(cluster.now, JobInput::Cancel { job });
     cluster.drain(0);
     let asked = cluster.now;
     cluster.run(Duration::from_secs(2), |c| {
@@ -1474,7 +1554,9 @@ fn another_peer_cannot_cancel_a_job() {
     cluster.run(Duration::from_millis(300), |_| false);
     let primary = cluster.primary(job);
     let other = (0..3).find(|p| *p != 0 && *p != primary).unwrap();
-    cluster.peers[other as usize].core.cancel(job);
+    cluster.peers[other as usize]
+        .core
+        .handle(cluster.now, JobInput::Cancel { job });
     cluster.drain(other);
     cluster.run(Duration::from_millis(100), |c| {
         c.cancel_answers.iter().any(|(id, _, _)| *id == other)
@@ -1506,13 +1588,15 @@ fn a_job_past_its_deadline_is_cancelled() {
         .unwrap();
     let job = JobId([5; 16]);
     let now = cluster.now;
-    cluster.peers[0].core.submit(
+    cluster.peers[0].core.handle(
         now,
-        job,
-        "sum".into(),
-        params,
-        FaultTolerance::default(),
-        Some(Duration::from_millis(500)),
+        JobInput::Submit {
+            job,
+            app: "sum".into(),
+            params,
+            ft: FaultTolerance::default(),
+            deadline: Some(Duration::from_millis(500)),
+        },
     );
     cluster.drain(0);
     cluster.run(Duration::from_secs(3), |c| c.final_status(job).is_some());
@@ -1540,17 +1624,19 @@ fn a_submit_policy_refuses_other_submitters() {
         .set_submit_policy(SubmitPolicy::Peers(BTreeSet::from([home])));
     let params = postcard::to_stdvec(&10u64).unwrap();
     let now = cluster.now;
-    cluster.peers[submitter as usize].core.submit(
+    cluster.peers[submitter as usize].core.handle(
         now,
-        job,
-        "sum".into(),
-        params,
-        FaultTolerance {
-            home_size: 1,
-            storage: CheckpointStorage::Copies { r: 1 },
-            ..FaultTolerance::default()
+        JobInput::Submit {
+            job,
+            app: "sum".into(),
+            params,
+            ft: FaultTolerance {
+                home_size: 1,
+                storage: CheckpointStorage::Copies { r: 1 },
+                ..FaultTolerance::default()
+            },
+            deadline: None,
         },
-        None,
     );
     cluster.drain(submitter);
     cluster.run(Duration::from_secs(1), |c| c.final_status(job).is_some());
@@ -1615,14 +1701,16 @@ fn a_too_large_notice_counts_only_from_the_unit_s_holder() {
     let stranger = (0..3).find(|p| *p != primary).expect("another peer");
     let now = cluster.now;
     // Unit 0 with a made-up epoch: not what the stranger holds, if anything.
-    cluster.peers[primary as usize].core.handle_message(
+    cluster.peers[primary as usize].core.handle(
         now,
-        stranger,
-        JobMsg::TooLarge {
-            job,
-            unit: 0,
-            epoch: 12345,
-            reason: "forged".into(),
+        JobInput::Message {
+            from: stranger,
+            msg: JobMsg::TooLarge {
+                job,
+                unit: 0,
+                epoch: 12345,
+                reason: "forged".into(),
+            },
         },
     );
     cluster.drain(primary);
@@ -1788,4 +1876,35 @@ fn a_strangers_holdings_question_is_refused() {
         JobMsg::Holds { job, token: 7 },
     );
     assert_eq!(refusals(&cluster, worker, Refusal::NotThePrimary), 1);
+}
+
+/// The timer table: a peer with nothing to do sets no timer at all (it
+/// used to be woken every 20 ms), and once a job is over, peers outside its
+/// home go back to sleep.
+#[test]
+fn idle_peers_set_no_timer() {
+    let mut cluster = Cluster::new(6, 1);
+    for peer in &cluster.peers {
+        assert_eq!(peer.core.poll_timeout(), None, "no job: no timer");
+    }
+    let n = 100_000;
+    let job = cluster.submit(0, n);
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2);
+    // Adverts expire, acknowledgements settle.
+    cluster.run(Duration::from_secs(10), |_| false);
+    let outside: Vec<&Peer> = cluster
+        .peers
+        .iter()
+        .filter(|p| !p.core.homes.contains_key(&job))
+        .collect();
+    assert!(!outside.is_empty(), "some peers are not in the job's home");
+    for peer in outside {
+        assert_eq!(
+            peer.core.poll_timeout(),
+            None,
+            "a peer outside the home of a finished job sleeps"
+        );
+    }
 }

@@ -404,7 +404,7 @@ impl<P: PeerKey> Jobs<P> {
 
     /// The driver finished dividing `unit`: `part` (if any) is what it
     /// gives away, `remaining` its own state now, `shared` its variables.
-    pub fn divided(
+    pub(super) fn divided(
         &mut self,
         now: Instant,
         job: JobId,
@@ -461,7 +461,7 @@ impl<P: PeerKey> Jobs<P> {
     /// variables. Call it to answer [`JobOutput::Checkpoint`], and on its
     /// own after a step that improved a shared variable — the improvement
     /// spreads once the state that holds it is stored.
-    pub fn checkpointed(
+    pub(super) fn checkpointed(
         &mut self,
         now: Instant,
         job: JobId,
@@ -604,7 +604,7 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// A [`JobOutput::Persist`] is durable on disk.
-    pub fn persisted(&mut self, now: Instant, key: PieceKey, epoch: Epoch, version: u64) {
+    pub(super) fn persisted(&mut self, now: Instant, key: PieceKey, epoch: Epoch, version: u64) {
         if key.index != LOCAL_INDEX {
             self.piece_persisted(now, key, epoch, version);
             return;
@@ -677,11 +677,18 @@ impl<P: PeerKey> Jobs<P> {
                 },
             );
         }
+        self.rearm(now);
     }
 
     /// A unit's worker thread stopped after [`JobOutput::Stop`], with its
     /// last state.
-    pub fn unit_stopped(&mut self, now: Instant, job: JobId, unit: UnitId, state: Option<Vec<u8>>) {
+    pub(super) fn unit_stopped(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        unit: UnitId,
+        state: Option<Vec<u8>>,
+    ) {
         let Some(w) = self.running.get(&(job, unit)) else {
             return;
         };
@@ -694,7 +701,13 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// A unit finished on a worker thread.
-    pub fn unit_finished(&mut self, now: Instant, job: JobId, unit: UnitId, output: Vec<u8>) {
+    pub(super) fn unit_finished(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        unit: UnitId,
+        output: Vec<u8>,
+    ) {
         if let Some(w) = self.running.get_mut(&(job, unit)) {
             // Divide requests still queued get nothing.
             let steals: Vec<u64> = w.steals.drain(..).collect();
@@ -713,7 +726,7 @@ impl<P: PeerKey> Jobs<P> {
     /// missing, no thread): the job fails with `error` as its reason (a
     /// state that does not decode here will not decode elsewhere), rather
     /// than the unit waiting on a peer that dropped it.
-    pub fn unit_failed(&mut self, now: Instant, job: JobId, unit: UnitId, error: String) {
+    pub(super) fn unit_failed(&mut self, now: Instant, job: JobId, unit: UnitId, error: String) {
         if let Some(w) = self.running.get(&(job, unit)) {
             let epoch = w.epoch;
             let primary = self.primary_of(job);
@@ -734,7 +747,7 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// Work done by worker threads since the last report.
-    pub fn report_progress(&mut self, job: JobId, work: u64) {
+    pub(super) fn report_progress(&mut self, job: JobId, work: u64) {
         let primary = self.primary_of(job);
         // Same channel as results: a unit's last progress arrives first.
         self.send(primary, JobMsg::Progress { job, work }, true);
@@ -743,7 +756,7 @@ impl<P: PeerKey> Jobs<P> {
     /// This peer is leaving gracefully: stop asking for work, hand every
     /// running unit back and the primary role of every job to the next
     /// home member. Done when [`Jobs::has_left`] says so.
-    pub fn leave(&mut self, now: Instant) {
+    pub(super) fn leave(&mut self, now: Instant) {
         self.leaving = true;
         self.known.clear();
         let keys: Vec<(JobId, UnitId)> = self.running.keys().copied().collect();
