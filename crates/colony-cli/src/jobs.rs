@@ -298,6 +298,7 @@ async fn submit_and_follow(
     bar.enable_steady_tick(Duration::from_millis(120));
     eprintln!("job {id} submitted ({} {})", args.app, args.args.join(" "));
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut announced_waiting = false;
     let view = loop {
         let changed = tokio::select! {
             changed = handle.changed() => changed?,
@@ -319,14 +320,27 @@ async fn submit_and_follow(
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         bar.set_message(format!(
-            "units {}/{} · steals {} · peers {} · work {} {}",
+            "units {}/{} · steals {} · peers {} · work {} {}{}",
             info.units_done,
             info.units,
             info.steals,
             info.peers_used,
             info.work,
-            shared.join(" ")
+            shared.join(" "),
+            info.waiting()
+                .map(|w| format!(" · {w}"))
+                .unwrap_or_default()
         ));
+        if bar.is_hidden() {
+            // No bar to show it in: say it on stderr, once per change.
+            let waiting = info.waiting().is_some();
+            if waiting != announced_waiting {
+                announced_waiting = waiting;
+                if let Some(w) = info.waiting() {
+                    eprintln!("job {id}: {w}");
+                }
+            }
+        }
         if !matches!(view.state, JobState::Running) {
             break view;
         }
@@ -365,6 +379,7 @@ fn print_result(info: &JobInfo, json: bool) -> Result<()> {
             "peers_used": info.peers_used,
             "work": info.work,
             "verified": info.verified,
+            "home_majority_lost": info.home_majority_lost,
         });
         outln!("{object}")?;
         return Ok(());
@@ -386,7 +401,10 @@ fn print_result(info: &JobInfo, json: bool) -> Result<()> {
         }
         "failed" => outln!("failed: {}", info.error.as_deref().unwrap_or(""))?,
         "cancelled" => outln!("{}", info.error.as_deref().unwrap_or("cancelled"))?,
-        _ => outln!("still running")?,
+        _ => match info.waiting() {
+            Some(waiting) => outln!("still running; {waiting}")?,
+            None => outln!("still running")?,
+        },
     }
     outln!(
         "job {} · {:.2} s · {} units · {} steals · {} peers · work {}",
@@ -434,6 +452,9 @@ pub(crate) async fn list(args: ApiArgs) -> Result<()> {
             j.steals,
             j.elapsed_s
         )?;
+        if let Some(waiting) = j.waiting() {
+            outln!("  {waiting}")?;
+        }
     }
     Ok(())
 }

@@ -126,6 +126,25 @@ struct NetworkArgs {
     /// 50331648, 48 MiB].
     #[arg(long, value_name = "BYTES")]
     max_state_bytes: Option<usize>,
+    /// How long, in seconds, a job whose home lost its majority (most of
+    /// its home members gone at once) waits for them to come back before
+    /// this peer, as one of its home members, fails it with a clear error;
+    /// meanwhile `colony jobs` and the submitter say the job waits
+    /// [default: 30].
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    majority_patience_s: Option<f64>,
+}
+
+/// Parses a positive, finite number of seconds.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !value.is_finite() || value <= 0.0 || value > 1e9 {
+        return Err(format!("`{text}`: seconds must be above 0 and at most 1e9"));
+    }
+    Ok(value)
 }
 
 /// Parses `--accept-jobs-from`.
@@ -196,6 +215,9 @@ impl NetworkArgs {
                 Some(bytes) => *field = bytes,
                 None => {}
             }
+        }
+        if let Some(seconds) = self.majority_patience_s {
+            config.jobs.majority_patience = Duration::from_secs_f64(seconds);
         }
         config.apps = colony_apps::examples();
         Ok(config)

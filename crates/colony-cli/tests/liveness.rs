@@ -194,6 +194,50 @@ async fn a_home_that_lost_its_majority_fails_the_job_clearly() {
     for victim in &victims {
         peers[*victim].kill();
     }
+    // Before it fails, the job says it waits: `colony jobs --json` at the
+    // surviving member lists it running, with the lost majority and the
+    // time left, and so does the submitter's view of it.
+    let listed = wait_until(
+        Duration::from_secs(20),
+        "colony jobs to show the lost majority",
+        || async {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+                .args([
+                    "jobs",
+                    "--json",
+                    "--api",
+                    &peers[survivor].api().to_string(),
+                    "--data-dir",
+                    &peers[survivor].dir.display().to_string(),
+                ])
+                .output()
+                .ok()?;
+            let jobs: Vec<JobInfo> = serde_json::from_slice(&out.stdout).ok()?;
+            jobs.into_iter()
+                .find(|j| j.job_id == job && j.home_majority_lost.is_some())
+        },
+    )
+    .await;
+    let waited_s = killed.elapsed().as_secs_f64();
+    let lost = listed.home_majority_lost.clone().expect("set");
+    eprintln!(
+        "figure: home majority lost: shown by colony jobs {waited_s:.1} s after the kill: {lost:?}"
+    );
+    assert_eq!(listed.state, "running", "{listed:?}");
+    assert_eq!((lost.members_gone, lost.members), (2, 3), "{lost:?}");
+    assert!(lost.fails_in_s > 0.0 && lost.fails_in_s <= 30.0, "{lost:?}");
+    let waiting = listed.waiting().unwrap_or_default();
+    assert!(waiting.contains("lost its majority"), "{waiting}");
+    let seen = wait_until(
+        Duration::from_secs(10),
+        "the submitter to see the job wait",
+        || async {
+            let info = peers[0].job_info(&job).await?;
+            (info.state == "running" && info.home_majority_lost.is_some()).then_some(info)
+        },
+    )
+    .await;
+    assert!(seen.waiting().is_some(), "{seen:?}");
     // The submitter hears of the failure, with the reason, within the
     // patience (30 s) plus the time to notice the deaths.
     let failed = wait_until(Duration::from_secs(60), "the job to fail", || async {

@@ -82,7 +82,7 @@ use record::{CheckpointRef, HomeState, UnitRec, UnitStatus, RECORD_INDEX, RECORD
 pub use record::{Delta, JobHomeMsg, Record};
 use scheduler::{child_id, Steal};
 use timers::{HomeDue, Timer, Timers};
-pub use views::{Contribution, JobState, JobStats, JobView};
+pub use views::{Contribution, JobState, JobStats, JobView, MajorityLost};
 pub use worker::LocalUnit;
 use worker::WorkerUnit;
 

@@ -9,7 +9,14 @@
 //! [`UnitEvent`]s, which the executor hands to the node
 //! ([`crate::node::NodeInput::Unit`]). How budgets are chosen, where the
 //! unit runs and how time passes are the executor's own.
+//!
+//! Application code (restore, step, divide, checkpoint) runs inside
+//! [`catch_panic`]: a panic becomes the unit's [`UnitEvent::Failed`] with
+//! the panic's message, so the job fails with a clear reason and the peer
+//! keeps serving, instead of a unit thread ending without a word.
 
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +105,29 @@ pub enum UnitEvent {
     },
 }
 
+/// Runs application code `f`; a panic becomes `Err` with a sentence
+/// naming `what` was running and the panic's message. (The panic hook still
+/// prints the panic where the process sends its stderr.)
+pub fn catch_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        format!(
+            "the application panicked in {what}: {}",
+            panic_message(payload.as_ref())
+        )
+    })
+}
+
+/// The message of a panic, if it carried one.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "(no message)"
+    }
+}
+
 /// A unit to start: what the node asks an executor to run.
 #[derive(Clone)]
 pub struct UnitStart {
@@ -168,7 +198,9 @@ impl UnitRunner {
         state: &[u8],
         shared: SharedVars,
     ) -> Result<UnitRunner, UnitEvent> {
-        match app.restore(state) {
+        let restored = catch_panic("restore", || app.restore(state))
+            .and_then(|restored| restored.map_err(|error| error.to_string()));
+        match restored {
             Ok(restored) => Ok(UnitRunner {
                 job,
                 unit_id: unit,
@@ -177,11 +209,7 @@ impl UnitRunner {
                 work_unreported: 0,
                 last_report: now,
             }),
-            Err(error) => Err(UnitEvent::Failed {
-                job,
-                unit,
-                error: error.to_string(),
-            }),
+            Err(error) => Err(UnitEvent::Failed { job, unit, error }),
         }
     }
 
@@ -190,9 +218,26 @@ impl UnitRunner {
         self.unit.checkpoint()
     }
 
+    /// The unit's current state; `Err` (the panic, in words) if the
+    /// application panicked producing it.
+    fn try_checkpoint(&self) -> Result<Vec<u8>, String> {
+        catch_panic("checkpoint", || self.unit.checkpoint())
+    }
+
+    /// The unit's failure after a panic in its application code: it must
+    /// not run again.
+    fn failed(&self, error: String) -> UnitEvent {
+        UnitEvent::Failed {
+            job: self.job,
+            unit: self.unit_id,
+            error,
+        }
+    }
+
     /// Answers the requests that arrived since the last boundary, in
     /// order. True if the unit stopped (it must not be stepped again);
-    /// requests after a stop are left in `requests`.
+    /// requests after a stop are left in `requests`. A panic in the
+    /// application is the unit's [`UnitEvent::Failed`], and stops it.
     pub fn handle_requests(
         &mut self,
         requests: &mut dyn Iterator<Item = UnitRequest>,
@@ -202,31 +247,50 @@ impl UnitRunner {
         for request in requests {
             match request {
                 UnitRequest::Divide => {
-                    let part = self.unit.divide();
+                    let divided = catch_panic("divide", || {
+                        let part = self.unit.divide();
+                        (part, self.unit.checkpoint())
+                    });
+                    let (part, remaining) = match divided {
+                        Ok(divided) => divided,
+                        Err(error) => {
+                            events.push(self.failed(error));
+                            return true;
+                        }
+                    };
                     events.push(UnitEvent::Divided {
                         job,
                         unit,
                         part,
-                        remaining: self.unit.checkpoint(),
+                        remaining,
                         shared: self.shared.clone(),
                     });
                 }
-                UnitRequest::Checkpoint => events.push(UnitEvent::Checkpointed {
-                    job,
-                    unit,
-                    state: self.unit.checkpoint(),
-                    shared: self.shared.clone(),
-                }),
+                UnitRequest::Checkpoint => match self.try_checkpoint() {
+                    Ok(state) => events.push(UnitEvent::Checkpointed {
+                        job,
+                        unit,
+                        state,
+                        shared: self.shared.clone(),
+                    }),
+                    Err(error) => {
+                        events.push(self.failed(error));
+                        return true;
+                    }
+                },
                 UnitRequest::Stop => {
                     events.push(UnitEvent::Progress {
                         job,
                         work: self.work_unreported,
                     });
-                    events.push(UnitEvent::Stopped {
-                        job,
-                        unit,
-                        state: Some(self.unit.checkpoint()),
-                    });
+                    match self.try_checkpoint() {
+                        Ok(state) => events.push(UnitEvent::Stopped {
+                            job,
+                            unit,
+                            state: Some(state),
+                        }),
+                        Err(error) => events.push(self.failed(error)),
+                    }
                     return true;
                 }
                 UnitRequest::Shared(vars) => {
@@ -238,14 +302,25 @@ impl UnitRunner {
     }
 
     /// Runs one step with `budget`; true if the unit finished (its result
-    /// is in `events`). A step that improved a shared variable is followed
-    /// at once by a checkpoint, so the improvement spreads only with the
-    /// state that holds it; work is reported every [`PROGRESS_EVERY`].
+    /// is in `events`) or failed (a panic in the application: its
+    /// [`UnitEvent::Failed`] is in `events`; it must not run again). A
+    /// step that improved a shared variable is followed at once by a
+    /// checkpoint, so the improvement spreads only with the state that
+    /// holds it; work is reported every [`PROGRESS_EVERY`].
     pub fn step(&mut self, now: Instant, budget: u64, events: &mut Vec<UnitEvent>) -> bool {
         let (job, unit) = (self.job, self.unit_id);
-        let mut ctx = StepContext::new(&mut self.shared, budget);
-        let step = self.unit.step(&mut ctx);
-        let (work, improved) = (ctx.work(), ctx.improved());
+        let stepped = catch_panic("step", || {
+            let mut ctx = StepContext::new(&mut self.shared, budget);
+            let step = self.unit.step(&mut ctx);
+            (step, ctx.work(), ctx.improved())
+        });
+        let (step, work, improved) = match stepped {
+            Ok(stepped) => stepped,
+            Err(error) => {
+                events.push(self.failed(error));
+                return true;
+            }
+        };
         self.work_unreported += work;
         if let Step::Done(output) = step {
             events.push(UnitEvent::Progress {
@@ -256,12 +331,18 @@ impl UnitRunner {
             return true;
         }
         if improved {
-            events.push(UnitEvent::Checkpointed {
-                job,
-                unit,
-                state: self.unit.checkpoint(),
-                shared: self.shared.clone(),
-            });
+            match self.try_checkpoint() {
+                Ok(state) => events.push(UnitEvent::Checkpointed {
+                    job,
+                    unit,
+                    state,
+                    shared: self.shared.clone(),
+                }),
+                Err(error) => {
+                    events.push(self.failed(error));
+                    return true;
+                }
+            }
         }
         if now.saturating_duration_since(self.last_report) >= PROGRESS_EVERY {
             events.push(UnitEvent::Progress {
@@ -336,6 +417,67 @@ mod tests {
         }
         assert!(finished, "the unit never finished");
         assert!(matches!(events.last(), Some(UnitEvent::Finished { .. })));
+    }
+
+    fn panicking(now: Instant, at: &str) -> UnitRunner {
+        let mut registry = AppRegistry::new();
+        registry.register::<crate::test_apps::Panics>();
+        let app = registry.get("panics").expect("test app");
+        let params = app
+            .parse_args(&["1000000".into(), at.into()])
+            .expect("args");
+        let state = app.init(&params).expect("init").checkpoint();
+        UnitRunner::start(
+            now,
+            JobId([2; 16]),
+            5,
+            app.as_ref(),
+            &state,
+            SharedVars::default(),
+        )
+        .expect("restores")
+    }
+
+    #[test]
+    fn a_panic_in_a_step_is_the_units_failure_with_its_message() {
+        let now = Instant::now();
+        let mut r = panicking(now, "step");
+        let mut events = Vec::new();
+        let mut ended = false;
+        for _ in 0..10 {
+            if r.step(now, 64, &mut events) {
+                ended = true;
+                break;
+            }
+        }
+        assert!(ended, "the runner reports the unit ended");
+        match events.last() {
+            Some(UnitEvent::Failed { job, unit, error }) => {
+                assert_eq!((*job, *unit), (JobId([2; 16]), 5));
+                assert!(
+                    error.contains("panicked in step")
+                        && error.contains("step 3 of a broken application"),
+                    "{error}"
+                );
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_divide_is_the_units_failure_and_stops_it() {
+        let now = Instant::now();
+        let mut r = panicking(now, "divide");
+        let mut events = Vec::new();
+        assert!(!r.step(now, 64, &mut events));
+        events.clear();
+        let mut requests = vec![UnitRequest::Divide, UnitRequest::Checkpoint].into_iter();
+        assert!(r.handle_requests(&mut requests, &mut events), "stopped");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            matches!(&events[0], UnitEvent::Failed { error, .. } if error.contains("panicked in divide: divide of a broken application")),
+            "{events:?}"
+        );
     }
 
     #[test]

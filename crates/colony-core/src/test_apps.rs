@@ -76,3 +76,86 @@ impl Divisible for Sum {
         Some(*output == n * (n + 1) / 2)
     }
 }
+
+/// Where [`Panics`] panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum PanicAt {
+    Step,
+    Divide,
+    Merge,
+}
+
+/// A [`Sum`] whose application code panics at one place: a broken
+/// application, as a volunteer may be handed one.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Panics {
+    sum: Sum,
+    at: PanicAt,
+    /// Steps taken: it panics in its third step, not at once.
+    steps: u32,
+}
+
+impl Panics {
+    /// A unit of `1..=n` that panics at `at`.
+    pub(crate) fn new(n: u64, at: PanicAt) -> Panics {
+        Panics {
+            sum: Sum {
+                next: 1,
+                end: n + 1,
+                acc: 0,
+            },
+            at,
+            steps: 0,
+        }
+    }
+}
+
+impl Divisible for Panics {
+    type Params = (u64, PanicAt);
+    type Output = (u64, PanicAt);
+    const NAME: &'static str = "panics";
+
+    fn parse_args(args: &[String]) -> Result<(u64, PanicAt), AppError> {
+        let n = Sum::parse_args(&args[..args.len().min(1)])?;
+        let at = match args.get(1).map(String::as_str) {
+            Some("divide") => PanicAt::Divide,
+            Some("merge") => PanicAt::Merge,
+            _ => PanicAt::Step,
+        };
+        Ok((n, at))
+    }
+
+    fn init(&(n, at): &(u64, PanicAt)) -> Result<Self, AppError> {
+        Sum::init(&n)?;
+        Ok(Panics::new(n, at))
+    }
+
+    fn step(&mut self, ctx: &mut StepContext<'_>) -> Step<(u64, PanicAt)> {
+        self.steps += 1;
+        if self.at == PanicAt::Step && self.steps >= 3 {
+            panic!("step {} of a broken application", self.steps);
+        }
+        match self.sum.step(ctx) {
+            Step::Done(sum) => Step::Done((sum, self.at)),
+            Step::Continue => Step::Continue,
+        }
+    }
+
+    fn divide(&mut self) -> Option<Self> {
+        if self.at == PanicAt::Divide {
+            panic!("divide of a broken application");
+        }
+        self.sum.divide().map(|sum| Panics {
+            sum,
+            at: self.at,
+            steps: 0,
+        })
+    }
+
+    fn merge((a, at): (u64, PanicAt), (b, _): (u64, PanicAt)) -> (u64, PanicAt) {
+        if at == PanicAt::Merge {
+            panic!("merge of a broken application");
+        }
+        (a + b, at)
+    }
+}

@@ -395,6 +395,7 @@ fn job_view() -> BoxedStrategy<JobView<u64>> {
                 contributions: Vec::new(),
                 shared: SharedVars::default(),
                 elapsed_s,
+                home_majority_lost: None,
             },
         )
         .boxed()
@@ -1652,6 +1653,7 @@ fn statuses_of_made_up_jobs_are_remembered_within_bounds() {
             contributions: Vec::new(),
             shared: SharedVars::default(),
             elapsed_s: 0.0,
+            home_majority_lost: None,
         };
         cluster.deliver(99, 0, JobMsg::Status { view });
     }

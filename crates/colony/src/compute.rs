@@ -6,6 +6,10 @@
 //! simulator's executor shares) in slices of a few milliseconds, the budget
 //! adapted to the wall clock; between slices the runner answers divide,
 //! checkpoint and stop requests and takes in shared-variable updates.
+//! A panic in the application is caught by the runner at the step
+//! boundary and reported as the unit's `Failed` event (the job fails with
+//! the panic's message); one anywhere else in the thread is caught here
+//! and reported the same way, so a unit thread never ends without a word.
 
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
@@ -42,7 +46,16 @@ impl ComputePool {
         let events = self.events.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("colony-unit-{unit}"))
-            .spawn(move || run_unit(start, control_rx, events));
+            .spawn(move || {
+                let thread_events = events.clone();
+                let ran = colony_core::runner::catch_panic("its unit thread", || {
+                    run_unit(start, control_rx, thread_events)
+                });
+                if let Err(error) = ran {
+                    warn!(%job, unit, %error, "unit thread panicked");
+                    let _ = events.blocking_send(UnitEvent::Failed { job, unit, error });
+                }
+            });
         if let Err(error) = spawned {
             warn!(%error, "cannot start a worker thread");
             let _ = self.events.try_send(UnitEvent::Failed {

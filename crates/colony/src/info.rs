@@ -183,9 +183,27 @@ pub struct JobInfo {
     pub contributions: Vec<ContributionInfo>,
     /// Shared variables (e.g. the best makespan so far).
     pub shared: std::collections::BTreeMap<String, i64>,
+    /// Set while the job's home has lost its majority (the job is still
+    /// `running`): it waits for the lost members and fails once
+    /// `fails_in_s` has passed. See [`JobInfo::waiting`].
+    #[serde(default)]
+    pub home_majority_lost: Option<colony_core::job::MajorityLost>,
 }
 
 impl JobInfo {
+    /// What a running job waits for, in words, if it waits for anything
+    /// other than its units: a home that lost its majority.
+    pub fn waiting(&self) -> Option<String> {
+        if self.state != "running" {
+            return None;
+        }
+        let lost = self.home_majority_lost.as_ref()?;
+        Some(format!(
+            "waiting: the job's home lost its majority ({} of its {} members gone); it fails in {:.0} s unless they return",
+            lost.members_gone, lost.members, lost.fails_in_s
+        ))
+    }
+
     /// Builds the display form of `view`, describing and verifying a result
     /// with the application from `apps` when this peer has it.
     pub fn from_view(
@@ -266,6 +284,7 @@ impl JobInfo {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            home_majority_lost: view.home_majority_lost.as_deref().cloned(),
         }
     }
 }

@@ -124,6 +124,7 @@ fn job_messages() -> Vec<Vec<u8>> {
                 contributions: Vec::new(),
                 shared: SharedVars::default(),
                 elapsed_s: 1.5,
+                home_majority_lost: None,
             },
         },
         JobMsg::Home(HomeMsg::VoteReply {

@@ -101,6 +101,13 @@ pub trait Replicated: Sized {
     /// This member is no longer primary (or becomes primary afresh): forget
     /// what only a primary keeps outside the replicated state.
     fn clear_primary_state(&mut self) {}
+    /// Whether the state must be on disk at a majority before effects are
+    /// released: then every member counts an update as held only once its
+    /// driver confirms it durable ([`Homes::durable`]), so a home restarted
+    /// as a whole finds on disk everything it acknowledged.
+    fn durable(&self) -> bool {
+        false
+    }
 }
 
 /// Timing and limits of the home core.
@@ -415,6 +422,9 @@ pub struct Home<P, S: Replicated> {
     seq: u64,
     /// Primary: highest update committed this term.
     committed: u64,
+    /// Highest update of this term on this member's disk (a durable
+    /// state: [`Replicated::durable`]).
+    durable_seq: u64,
     /// Primary: backups with their acknowledged update.
     acked: BTreeMap<P, u64>,
     pending: VecDeque<Pending<S::Effect>>,
@@ -464,6 +474,7 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
             term,
             seq: 0,
             committed: 0,
+            durable_seq: 0,
             acked: BTreeMap::new(),
             pending: VecDeque::new(),
             proposed: None,
@@ -706,9 +717,32 @@ where
         let role = Role::Backup { primary: None };
         let mut home = Home::new(state, usize::from(size), members, config, role, term, now);
         home.seq = seq;
+        // Read back from disk: durable as it is.
+        home.durable_seq = seq;
         self.homes.insert(key, home);
         self.reschedule(now, key);
         true
+    }
+
+    /// The state of `key` as of update `seq` of `term` is on this
+    /// member's disk. With a durable state ([`Replicated::durable`]) a
+    /// backup acknowledges updates only up to there, and a primary counts
+    /// itself as holding them only up to there.
+    pub fn durable(&mut self, now: Instant, key: K, term: u64, seq: u64) {
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        let seq = seq.min(h.seq);
+        if term != h.term || seq <= h.durable_seq {
+            return;
+        }
+        h.durable_seq = seq;
+        if h.is_primary() {
+            self.release(now, key);
+        } else if let Some(primary) = h.primary().cloned() {
+            self.ack_held(primary, key);
+        }
+        self.reschedule(now, key);
     }
 
     /// The home of `key` held here.

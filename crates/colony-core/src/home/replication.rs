@@ -93,9 +93,14 @@ where
         }
         // The highest update a majority of the committed members, and of
         // the latest ones, hold.
+        let own = if h.state.durable() {
+            h.durable_seq
+        } else {
+            h.seq
+        };
         let held = |m: &P| {
             if *m == me {
-                h.seq
+                own
             } else {
                 h.acked.get(m).copied().unwrap_or(0)
             }
@@ -291,7 +296,7 @@ where
                         Home::new(state, usize::from(size), members, config, role, term, now);
                     home.seq = seq;
                     self.homes.insert(key, home);
-                    self.send(from, HomeMsg::Ack { key, term, seq }, false);
+                    self.ack_held(from, key);
                 }
                 Update::Delta { .. } | Update::Heartbeat => {
                     // A member that lost its replica (a restart).
@@ -337,11 +342,15 @@ where
                 h.size = usize::from(size).max(1);
                 h.members = members;
                 h.config = config;
+                if h.term != term {
+                    // Nothing of the new term is on disk yet.
+                    h.durable_seq = 0;
+                }
                 h.term = term;
                 h.seq = seq;
                 h.role = backup;
                 self.stepped_down(key, was_primary);
-                self.send(from, HomeMsg::Ack { key, term, seq }, false);
+                self.ack_held(from, key);
             }
             Update::Delta {
                 members,
@@ -364,7 +373,7 @@ where
                 h.config = config;
                 h.seq = seq;
                 self.stepped_down(key, was_primary);
-                self.send(from, HomeMsg::Ack { key, term, seq }, false);
+                self.ack_held(from, key);
             }
             Update::Promote => {
                 h.term = term;
@@ -382,9 +391,8 @@ where
                     return;
                 }
                 h.role = backup;
-                let seq = h.seq;
                 self.stepped_down(key, was_primary);
-                self.send(from, HomeMsg::Ack { key, term, seq }, false);
+                self.ack_held(from, key);
             }
             Update::Release => {
                 if term >= h.term {
@@ -393,6 +401,21 @@ where
                 }
             }
         }
+    }
+
+    /// Tells the primary `to` which updates of `key` this backup holds:
+    /// every applied one, or, for a durable state, those on its disk.
+    pub(super) fn ack_held(&mut self, to: P, key: K) {
+        let Some(h) = self.homes.get(&key) else {
+            return;
+        };
+        let seq = if h.state.durable() {
+            h.durable_seq.min(h.seq)
+        } else {
+            h.seq
+        };
+        let term = h.term;
+        self.send(to, HomeMsg::Ack { key, term, seq }, false);
     }
 
     fn stepped_down(&mut self, key: K, was_primary: bool) {
@@ -490,6 +513,8 @@ where
         h.members.retain(|m| *m != me);
         h.members.insert(0, me);
         h.committed = 0;
+        // Nothing of the new term is on disk yet.
+        h.durable_seq = 0;
         // Every update of the new term, from its snapshots on, carries
         // this member's lists.
         h.lists_seq = h.seq;

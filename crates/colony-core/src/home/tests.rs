@@ -62,7 +62,14 @@ impl Replicated for Log {
     fn clear_primary_state(&mut self) {
         self.sent = self.entries.len();
     }
+
+    fn durable(&self) -> bool {
+        self.entries.first() == Some(&DURABLE)
+    }
 }
+
+/// A [`Log`] whose first entry is this is durable.
+const DURABLE: u64 = u64::MAX;
 
 type Msg = HomeMsgOf<u64, u32, Log>;
 
@@ -862,4 +869,59 @@ fn simultaneous_candidates_elect_a_primary_within_a_bound() {
         net.assert_one_primary_per_term();
     }
     eprintln!("slowest election: {slowest:?}");
+}
+
+/// With a durable state, an effect is released only once a majority of the
+/// home has the update that made it on disk ([`Homes::durable`]), not when
+/// it is merely in memory: a home restarted as a whole then finds every
+/// acknowledged change on disk.
+#[test]
+fn a_durable_state_releases_effects_only_once_on_disk_at_a_majority() {
+    let mut net = Net::new(3, 11);
+    net.view_all();
+    let now = net.now;
+    let log = Log {
+        entries: vec![DURABLE],
+        sent: 0,
+    };
+    net.node(0).create(now, KEY, log, 3);
+    net.drain(0);
+    // Each member's disk catches up with its replica.
+    let persist = |net: &mut Net, ids: &[u32]| {
+        for &id in ids {
+            let now = net.now;
+            let held = net.nodes[id as usize]
+                .homes
+                .get(&KEY)
+                .map(|h| (h.term(), h.seq()));
+            if let Some((term, seq)) = held {
+                net.node(id).durable(now, KEY, term, seq);
+                net.drain(id);
+            }
+        }
+        net.run(Duration::from_millis(100));
+    };
+    net.run(Duration::from_secs(1));
+    for _ in 0..3 {
+        persist(&mut net, &[0, 1, 2]);
+    }
+    assert_eq!(net.members(0), vec![0, 1, 2]);
+    assert_eq!(
+        net.nodes[0].homes.get(&KEY).map(|h| h.config().len()),
+        Some(3)
+    );
+    net.propose(0, 5).expect("0 is primary");
+    net.run(Duration::from_millis(500));
+    assert!(
+        !net.was_released(5),
+        "released before anyone had it on disk"
+    );
+    persist(&mut net, &[0]);
+    assert!(
+        !net.was_released(5),
+        "released with one member of 3 on disk"
+    );
+    persist(&mut net, &[1]);
+    assert!(net.was_released(5), "two of 3 have it on disk");
+    assert_eq!(net.entries(2), vec![DURABLE, 5], "2 holds it in memory");
 }

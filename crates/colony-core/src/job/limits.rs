@@ -221,6 +221,7 @@ impl<P: PeerKey> Jobs<P> {
                     contributions: Vec::new(),
                     shared: Default::default(),
                     elapsed_s: 0.0,
+                    home_majority_lost: None,
                 };
                 self.outputs.push_back(super::JobOutput::Status(view));
             }

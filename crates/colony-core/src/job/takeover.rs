@@ -267,9 +267,11 @@ impl<P: PeerKey> Jobs<P> {
                 gone,
                 fails_in: patience,
             });
+            self.tell_majority_lost(now, job);
             return;
         };
         if now.saturating_duration_since(since) < patience {
+            self.tell_majority_lost(now, job);
             return;
         }
         let reason = format!(
@@ -286,6 +288,25 @@ impl<P: PeerKey> Jobs<P> {
             self.send(holder, JobMsg::Stale { job, unit, epoch }, false);
         }
         self.outputs.extend(effects);
+    }
+
+    /// While the home of `job` has lost its majority, a member that is not
+    /// the primary (the primary's progress already carries it) sends the
+    /// submitter the job's view every `progress_interval`, so it sees the
+    /// job waiting, and when it fails.
+    fn tell_majority_lost(&mut self, now: Instant, job: JobId) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        let first = h.next_progress_at <= now || h.majority_lost_since == Some(now);
+        if h.is_primary() || !first {
+            return;
+        }
+        h.next_progress_at = now + self.config.progress_interval;
+        let submitter = h.record.submitter.clone();
+        if let Some(view) = self.view(now, job) {
+            self.send(submitter, JobMsg::Status { view }, false);
+        }
     }
 
     /// Asks every worker the record names as running a unit of `job` which

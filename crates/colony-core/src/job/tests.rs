@@ -54,6 +54,7 @@ impl Cluster {
         let now = Instant::now();
         let mut registry = AppRegistry::new();
         registry.register::<Sum>();
+        registry.register::<crate::test_apps::Panics>();
         let peers: Vec<Peer> = (0..n)
             .map(|id| Peer {
                 core: Jobs::new(
@@ -1032,6 +1033,59 @@ fn a_home_that_lost_its_majority_fails_the_job_after_its_patience() {
     ));
 }
 
+/// While a home that lost its majority waits for its members, the job
+/// says so: the surviving member's view, the jobs it lists, and the
+/// submitter's progress carry `home_majority_lost`, counting down.
+#[test]
+fn a_home_that_lost_its_majority_says_so_while_it_waits() {
+    let mut cluster = Cluster::new(5, 1);
+    let job = cluster.submit(0, 50_000_000);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let view = cluster.peers[primary as usize]
+        .core
+        .view(cluster.now, job)
+        .expect("the primary's view");
+    assert_eq!(view.home_majority_lost, None);
+    let members = view.home_members;
+    let victims: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|p| *p != 0)
+        .take(2)
+        .collect();
+    let survivor = *members.iter().find(|m| !victims.contains(m)).unwrap();
+    for victim in &victims {
+        cluster.crash(*victim);
+    }
+    cluster.statuses.clear();
+    cluster.run(Duration::from_secs(10), |_| false);
+    let core = &cluster.peers[survivor as usize].core;
+    let lost = core
+        .view(cluster.now, job)
+        .and_then(|v| v.home_majority_lost)
+        .expect("the survivor's view says the majority is lost");
+    assert_eq!((lost.members_gone, lost.members), (2, 3), "{lost:?}");
+    let patience = JobConfig::default().majority_patience.as_secs_f64();
+    assert!(
+        lost.fails_in_s > 0.0 && lost.fails_in_s < patience,
+        "{lost:?}"
+    );
+    assert!(
+        core.homed_views(cluster.now)
+            .iter()
+            .any(|v| v.job == job && v.home_majority_lost.is_some()),
+        "the survivor lists the job"
+    );
+    assert!(
+        cluster.statuses.iter().any(|(p, v)| *p == 0
+            && v.state == JobState::Running
+            && v.home_majority_lost.is_some()),
+        "the submitter's progress says the job waits"
+    );
+    assert!(cluster.final_status(job).is_none(), "not failed yet");
+}
+
 #[test]
 fn durable_pieces_keep_the_committed_checkpoint_and_delete_evicted_ones() {
     let mut cluster = Cluster::new(4, 1);
@@ -1114,6 +1168,45 @@ fn a_unit_that_cannot_run_fails_the_job_with_its_reason() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// An application whose merge panics fails its job with the panic's
+/// message; the primary keeps serving.
+#[test]
+fn a_merge_that_panics_fails_the_job_with_its_message() {
+    let mut cluster = Cluster::new(3, 1);
+    let job = JobId([9; 16]);
+    let params = cluster.peers[0]
+        .core
+        .prepare("panics", &["3000000".into(), "merge".into()])
+        .unwrap();
+    let now = cluster.now;
+    cluster.peers[0].core.submit(
+        now,
+        job,
+        "panics".into(),
+        params,
+        FaultTolerance::default(),
+        None,
+    );
+    cluster.drain(0);
+    cluster.run(Duration::from_secs(30), |c| c.final_status(job).is_some());
+    match &cluster.final_status(job).expect("the job ends").state {
+        JobState::Failed { reason } => {
+            assert!(
+                reason.contains("the application panicked in merge: merge of a broken application"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The peers still run jobs.
+    let next = cluster.submit(1, 100_000);
+    cluster.run(Duration::from_secs(30), |c| c.final_status(next).is_some());
+    assert!(matches!(
+        cluster.final_status(next).map(|v| &v.state),
+        Some(JobState::Done { .. })
+    ));
 }
 
 #[test]

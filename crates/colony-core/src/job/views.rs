@@ -76,6 +76,25 @@ pub struct JobView<P> {
     pub shared: SharedVars,
     /// Seconds since submission (or until completion).
     pub elapsed_s: f64,
+    /// Set while the job's home has lost its majority, as the member
+    /// answering sees it: the job waits for the lost members and fails
+    /// once its patience is over. (Boxed: rarely set, and views travel in
+    /// enums.)
+    pub home_majority_lost: Option<Box<MajorityLost>>,
+}
+
+/// A job's home that lost its majority: nothing can be committed until the
+/// lost members return, and the job fails if they do not in time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MajorityLost {
+    /// Members of the home gone from the view.
+    pub members_gone: u32,
+    /// Members of the home (latest or committed list, the longer).
+    pub members: u32,
+    /// Seconds since the loss was noticed.
+    pub lost_for_s: f64,
+    /// Seconds until the job fails, unless the members return.
+    pub fails_in_s: f64,
 }
 
 /// Where a job stands.
@@ -126,6 +145,7 @@ impl<P: PeerKey> Jobs<P> {
             contributions: Vec::new(),
             shared: SharedVars::default(),
             elapsed_s: 0.0,
+            home_majority_lost: None,
         }
     }
 
@@ -186,14 +206,39 @@ impl<P: PeerKey> Jobs<P> {
                 .unwrap_or(now)
                 .saturating_duration_since(h.started)
                 .as_secs_f64(),
+            home_majority_lost: h.majority_lost_since.map(|since| {
+                let live = |p: &P| *p == self.me || self.members.contains(p);
+                let mut gone: Vec<&P> = h
+                    .members()
+                    .iter()
+                    .chain(h.config())
+                    .filter(|p| !live(p))
+                    .collect();
+                gone.sort();
+                gone.dedup();
+                let lost_for = now.saturating_duration_since(since);
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                Box::new(MajorityLost {
+                    members_gone: count(gone.len()),
+                    members: count(h.members().len().max(h.config().len())),
+                    lost_for_s: lost_for.as_secs_f64(),
+                    fails_in_s: self
+                        .config
+                        .majority_patience
+                        .saturating_sub(lost_for)
+                        .as_secs_f64(),
+                })
+            }),
         })
     }
 
-    /// Snapshots of every job whose primary is this peer.
+    /// Snapshots of every job whose primary is this peer, and of every
+    /// job whose home lost its majority with this peer among its members
+    /// (no primary can be elected: this member speaks for the job).
     pub fn homed_views(&self, now: Instant) -> Vec<JobView<P>> {
         self.homes
             .iter()
-            .filter(|(_, h)| h.is_primary())
+            .filter(|(_, h)| h.is_primary() || h.majority_lost_since.is_some())
             .filter_map(|(job, _)| self.view(now, *job))
             .collect()
     }
