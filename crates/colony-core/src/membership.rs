@@ -286,6 +286,9 @@ pub enum MembershipMsg<P> {
 /// exchange their views as a whole, bounded by `max_sync_records`.
 pub const SYNC_BUCKETS: usize = 64;
 
+/// Output-queue capacity kept once a burst of outputs is drained.
+const OUTPUTS_KEPT: usize = 64;
+
 impl<P> MembershipMsg<P> {
     /// The record of the peer that sent this message.
     pub fn sender(&self) -> &MemberRecord<P> {
@@ -633,7 +636,13 @@ impl<P: PeerKey> Membership<P> {
 
     /// The next thing the driver must do, if any.
     pub fn poll(&mut self) -> Option<Output<P>> {
-        self.outputs.pop_front()
+        let out = self.outputs.pop_front();
+        // A whole view learnt at once queues an event per member: do not
+        // keep that capacity (n outputs for each of n peers) once drained.
+        if out.is_none() && self.outputs.capacity() > OUTPUTS_KEPT {
+            self.outputs.shrink_to(OUTPUTS_KEPT);
+        }
+        out
     }
 
     fn live_peers(&self) -> Vec<P> {
@@ -952,7 +961,7 @@ impl<P: PeerKey> Membership<P> {
         }
         match msg {
             MembershipMsg::Ping { probe, updates, .. } => {
-                self.apply_hearsay(now, updates);
+                self.apply_hearsay(now, updates, Heard::News);
                 let msg = MembershipMsg::Ack {
                     probe,
                     sender: self.me.clone(),
@@ -964,11 +973,11 @@ impl<P: PeerKey> Membership<P> {
                 if let Some(detector) = self.detectors.get_mut(&from) {
                     detector.heartbeat(now);
                 }
-                self.apply_hearsay(now, updates);
+                self.apply_hearsay(now, updates, Heard::News);
             }
-            MembershipMsg::Gossip { updates, .. } => self.apply_hearsay(now, updates),
+            MembershipMsg::Gossip { updates, .. } => self.apply_hearsay(now, updates, Heard::News),
             MembershipMsg::Sync { view, reply, .. } => {
-                self.apply_hearsay(now, view);
+                self.apply_hearsay(now, view, Heard::View);
                 if !reply {
                     self.send_sync(from, true);
                 }
@@ -980,7 +989,7 @@ impl<P: PeerKey> Membership<P> {
                 reply,
                 ..
             } => {
-                self.apply_hearsay(now, records);
+                self.apply_hearsay(now, records, Heard::View);
                 if !reply {
                     // Only valid buckets, each once, in order.
                     let mut wanted = [false; SYNC_BUCKETS];
@@ -1009,7 +1018,13 @@ impl<P: PeerKey> Membership<P> {
     /// `suspicion_timeout` to refute. A member that really died does not
     /// refute, and is declared dead here when that runs out; most peers
     /// are suspecting it already by then, from the monitor's suspicion.
-    fn apply_hearsay(&mut self, now: Instant, records: Vec<MemberRecord<P>>) {
+    ///
+    /// A member first seen in a view (`Heard::View`) is not broadcast: the
+    /// peer that sent the view knows it, and so does everyone its joining
+    /// was gossiped to. Broadcasting it made every newcomer (and every
+    /// restarted peer) gossip its whole view `retransmit_mult · log2 n`
+    /// times over, O(n² log n) records for n peers starting.
+    fn apply_hearsay(&mut self, now: Instant, records: Vec<MemberRecord<P>>, heard: Heard) {
         for mut record in records {
             let live_here = self
                 .members
@@ -1018,13 +1033,18 @@ impl<P: PeerKey> Membership<P> {
             if record.state == MemberState::Dead && live_here {
                 record.state = MemberState::Suspect;
             }
-            self.apply(now, record);
+            self.apply_heard(now, record, heard);
         }
     }
 
     /// Merges one record into the view, emitting events and queueing the
     /// change for dissemination when it is news.
     fn apply(&mut self, now: Instant, record: MemberRecord<P>) {
+        self.apply_heard(now, record, Heard::News);
+    }
+
+    /// [`Membership::apply`], for a record heard as `heard`.
+    fn apply_heard(&mut self, now: Instant, record: MemberRecord<P>, heard: Heard) {
         if record.peer == self.me.peer {
             self.refute_if_needed(record);
             return;
@@ -1107,7 +1127,7 @@ impl<P: PeerKey> Membership<P> {
         }
         // Version-only refreshes (statistics) travel by sync and by the
         // sender records on every message; state changes are broadcast.
-        if state_changed {
+        if state_changed && !(previous.is_none() && heard == Heard::View) {
             self.queue_broadcast(record);
         }
     }
@@ -1129,6 +1149,15 @@ impl<P: PeerKey> Membership<P> {
             self.queue_broadcast(self.me.clone());
         }
     }
+}
+
+/// How a record reached this peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Heard {
+    /// Sent as news: piggybacked, gossiped, or a message's sender record.
+    News,
+    /// Part of a view or of a digest repair.
+    View,
 }
 
 /// Changes waiting to be disseminated, each with the number of sends left,
