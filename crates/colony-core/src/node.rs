@@ -40,6 +40,9 @@ use crate::runner::{UnitEvent, UnitRequest, UnitStart};
 use crate::wire::{self, Frame, PayloadKind, WireError};
 use crate::PeerKey;
 
+/// Output-queue capacity kept once a burst of outputs is drained.
+const OUTPUTS_KEPT: usize = 64;
+
 /// Settings of the node's own routing (each core has its own config).
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -679,6 +682,11 @@ impl<P: PeerKey> Node<P> {
                 return Some(out);
             }
             if !self.route() {
+                // A burst (a whole view learnt at once) can queue thousands
+                // of outputs; do not keep that capacity for the peer's life.
+                if self.outputs.capacity() > OUTPUTS_KEPT {
+                    self.outputs.shrink_to(OUTPUTS_KEPT);
+                }
                 return None;
             }
         }

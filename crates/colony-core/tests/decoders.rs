@@ -705,6 +705,22 @@ fn membership_msg_from(from: u64) -> BoxedStrategy<MembershipMsg<u64>> {
                 reply,
             }
         }),
+        // Digests of the right length and of absurd ones.
+        (sender(), proptest::collection::vec(any::<u64>(), 0..130))
+            .prop_map(|(sender, buckets)| MembershipMsg::Digest { sender, buckets }),
+        // Bucket lists out of range, repeated, or far too long.
+        (
+            sender(),
+            proptest::collection::vec(any::<u16>(), 0..300),
+            records(),
+            any::<bool>()
+        )
+            .prop_map(|(sender, buckets, records, reply)| MembershipMsg::Delta {
+                sender,
+                buckets,
+                records,
+                reply,
+            }),
     ]
     .boxed()
 }

@@ -29,7 +29,15 @@
 //!   `Jobs::refresh_members`), not the whole view per event; the next peer
 //!   to wake comes from an ordered set, not a scan of every slot;
 //!   `SimConfig::progress` (the CLI's `--progress-secs`) prints how far a
-//!   long seed is. One seed of 200 peers is in the tests (`tests/scale.rs`).
+//!   long seed is. Membership synchronises by digest, not whole views;
+//!   member records carry no addresses here (the virtual network routes
+//!   by id); fault schedules count outages by binary search.
+//!   `SimConfig::until_job` (`--until-job`) ends a seed once its job's
+//!   result is checked, without waiting out the fault window and the
+//!   views' convergence. `tests/scale.rs` runs one seed of 200 peers and
+//!   one of 1,000 (with `until_job`). What stays quadratic: every peer
+//!   keeps a full view, and faults scale with the peer count, so each of
+//!   O(n) changes is gossiped to n peers `3·log2 n` times.
 //! - **Disk**: the membership incarnation and pipe session rise across
 //!   restarts; checkpoint pieces (`JobOutput::Persist`) reach the disk after
 //!   a group-committed fsync of 4 virtual ms and are acknowledged with

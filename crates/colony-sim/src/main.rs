@@ -64,6 +64,11 @@ struct Cli {
     /// live peers, the job's units); 0 turns it off.
     #[arg(long, default_value_t = 5)]
     progress_secs: u64,
+    /// End each seed once its job's result is checked, without waiting
+    /// for the fault window to end and the views to converge (see
+    /// `SimConfig::until_job`): for 1,000 peers and more.
+    #[arg(long)]
+    until_job: bool,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
         config.trace_unit = cli.trace_unit;
         config.trace_replicas = cli.trace_replicas;
         config.progress = (cli.progress_secs > 0).then(|| Duration::from_secs(cli.progress_secs));
+        config.until_job = cli.until_job;
         if let Some(ms) = cli.fault_window_ms {
             config.fault_window = Duration::from_millis(ms);
         }

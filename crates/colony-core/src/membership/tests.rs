@@ -27,6 +27,10 @@ struct Net {
     seed: u64,
     rng: SmallRng,
     events: Vec<(Instant, u32, Event<u32>)>,
+    /// Records sent in view synchronisations (`Sync` and `Delta`), and
+    /// digests sent.
+    sync_records: u64,
+    digests: u64,
 }
 
 /// BinaryHeap needs Ord; messages are compared by their position only.
@@ -66,6 +70,8 @@ impl Net {
             seed,
             rng: SmallRng::seed_from_u64(seed),
             events: Vec::new(),
+            sync_records: 0,
+            digests: 0,
         };
         for id in 0..n {
             net.start_peer(id, 1);
@@ -111,6 +117,12 @@ impl Net {
             }
         }
         for (to, msg) in sends {
+            match &msg {
+                MembershipMsg::Sync { view, .. } => self.sync_records += view.len() as u64,
+                MembershipMsg::Delta { records, .. } => self.sync_records += records.len() as u64,
+                MembershipMsg::Digest { .. } => self.digests += 1,
+                _ => {}
+            }
             if self.rng.random_bool(self.loss) {
                 continue;
             }
@@ -473,6 +485,69 @@ fn defaults_hold_for_three_hundred_peers() {
         .filter(|(_, _, e)| e.to == MemberState::Dead && e.peer != victim)
         .count();
     assert_eq!(false_deaths, 0);
+}
+
+/// Once views agree, synchronisation costs a digest per peer and second and
+/// no records: it used to send each peer's whole view every second, O(n²)
+/// records a second over the network.
+#[test]
+fn agreeing_views_exchange_digests_only() {
+    let n = 60;
+    let mut net = Net::new(n, 12);
+    let ids: Vec<u32> = (0..n).collect();
+    assert!(
+        time_to_all_alive(&mut net, &ids, Duration::from_secs(5)).is_some(),
+        "{n} peers converge"
+    );
+    net.run_for(Duration::from_secs(2));
+    net.sync_records = 0;
+    net.digests = 0;
+    net.run_for(Duration::from_secs(5));
+    assert!(net.all_see_alive(&ids));
+    assert!(
+        net.digests >= u64::from(n) * 3,
+        "every peer sends a digest every second ({} sent)",
+        net.digests
+    );
+    assert_eq!(net.sync_records, 0, "no records sent while views agree");
+}
+
+/// A difference gossip did not carry (here, a statistics refresh, which is
+/// not gossiped) is found by digest and repaired by exchanging just the
+/// buckets that differ.
+#[test]
+fn a_digest_repairs_only_the_differing_buckets() {
+    let n = 60;
+    let mut net = Net::new(n, 13);
+    let ids: Vec<u32> = (0..n).collect();
+    assert!(time_to_all_alive(&mut net, &ids, Duration::from_secs(5)).is_some());
+    net.run_for(Duration::from_secs(2));
+    let now = net.now;
+    let stats = PeerStats {
+        cores: 64,
+        ..PeerStats::default()
+    };
+    net.cores
+        .get_mut(&7)
+        .unwrap()
+        .handle(now, Input::SetStats(stats));
+    net.sync_records = 0;
+    net.run_for(Duration::from_secs(8));
+    for observer in ids.iter().filter(|o| **o != 7) {
+        let record = net.cores[observer].record_of(&7).unwrap();
+        assert_eq!(
+            record.stats.cores, 64,
+            "peer {observer} has the new statistics"
+        );
+    }
+    // Each peer's repair carries the changed bucket's records (about
+    // n / SYNC_BUCKETS of them, both ways), not whole views.
+    let whole_views = u64::from(n) * u64::from(n);
+    assert!(
+        net.sync_records < whole_views / 4,
+        "{} records sent to repair one difference",
+        net.sync_records
+    );
 }
 
 /// Changes to `state` seen after `since`: (when, observer, peer).
