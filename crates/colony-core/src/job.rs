@@ -75,7 +75,7 @@ pub use crate::pieces::{Piece, PieceData};
 use authorize::Parked;
 pub use authorize::{Refusal, SubmitPolicy};
 pub use limits::{MessageKind, MessageLimits, TooLarge};
-pub use messages::{JobEvent, JobInput, JobMsg, JobOutput, Report};
+pub use messages::{JobEvent, JobInput, JobMsg, JobOutput, Report, UnitEvent};
 pub use pieces::PieceKey;
 use pieces::{Restoring, Staged, LOCAL_INDEX};
 use record::{CheckpointRef, HomeState, UnitRec, UnitStatus, RECORD_INDEX, RECORD_UNIT};
@@ -841,23 +841,7 @@ impl<P: PeerKey> Jobs<P> {
             JobInput::Member { peer, load } => self.update_member(peer, load),
             JobInput::MembersChanged => self.refresh_members(now),
             JobInput::Suspects(suspects) => self.set_suspects(suspects),
-            JobInput::Divided {
-                job,
-                unit,
-                part,
-                remaining,
-                shared,
-            } => self.divided(now, job, unit, part, remaining, shared),
-            JobInput::Checkpointed {
-                job,
-                unit,
-                state,
-                shared,
-            } => self.checkpointed(now, job, unit, state, shared),
-            JobInput::Stopped { job, unit, state } => self.unit_stopped(now, job, unit, state),
-            JobInput::Finished { job, unit, output } => self.unit_finished(now, job, unit, output),
-            JobInput::Failed { job, unit, error } => self.unit_failed(now, job, unit, error),
-            JobInput::Progress { job, work } => self.report_progress(job, work),
+            JobInput::Unit(event) => self.unit_event(now, event),
             JobInput::Persisted {
                 key,
                 epoch,
@@ -868,6 +852,29 @@ impl<P: PeerKey> Jobs<P> {
         }
         self.homes_touched(now);
         self.rearm(now);
+    }
+
+    /// What a unit running here reported, routed to the worker side.
+    fn unit_event(&mut self, now: Instant, event: UnitEvent) {
+        match event {
+            UnitEvent::Divided {
+                job,
+                unit,
+                part,
+                remaining,
+                shared,
+            } => self.divided(now, job, unit, part, remaining, shared),
+            UnitEvent::Checkpointed {
+                job,
+                unit,
+                state,
+                shared,
+            } => self.checkpointed(now, job, unit, state, shared),
+            UnitEvent::Stopped { job, unit, state } => self.unit_stopped(now, job, unit, state),
+            UnitEvent::Finished { job, unit, output } => self.unit_finished(now, job, unit, output),
+            UnitEvent::Failed { job, unit, error } => self.unit_failed(now, job, unit, error),
+            UnitEvent::Progress { job, work } => self.report_progress(job, work),
+        }
     }
 
     /// A message could not be delivered to `to` (it is dead or the pipe

@@ -936,7 +936,8 @@ impl<P: PeerKey> Node<P> {
                         unit,
                         error: error.clone(),
                     });
-                    self.jobs.handle(now, JobInput::Failed { job, unit, error });
+                    self.jobs
+                        .handle(now, JobInput::Unit(UnitEvent::Failed { job, unit, error }));
                 }
             },
             JobOutput::Divide { job, unit } => self.outputs.push_back(NodeOutput::Unit {
@@ -1083,57 +1084,16 @@ impl<P: PeerKey> Node<P> {
     }
 
     fn on_unit_event(&mut self, now: Instant, event: UnitEvent) {
-        match event {
-            UnitEvent::Finished { job, unit, output } => {
-                self.jobs
-                    .handle(now, JobInput::Finished { job, unit, output });
-                let mut stats = self.membership.local().stats.clone();
-                stats.units_done_session += 1;
-                stats.units_done_total += 1;
-                let total = stats.units_done_total;
-                self.membership
-                    .handle(now, membership::Input::SetStats(stats));
-                self.outputs.push_back(NodeOutput::UnitsDone { total });
-            }
-            UnitEvent::Divided {
-                job,
-                unit,
-                part,
-                remaining,
-                shared,
-            } => self.jobs.handle(
-                now,
-                JobInput::Divided {
-                    job,
-                    unit,
-                    part,
-                    remaining,
-                    shared,
-                },
-            ),
-            UnitEvent::Checkpointed {
-                job,
-                unit,
-                state,
-                shared,
-            } => self.jobs.handle(
-                now,
-                JobInput::Checkpointed {
-                    job,
-                    unit,
-                    state,
-                    shared,
-                },
-            ),
-            UnitEvent::Stopped { job, unit, state } => self
-                .jobs
-                .handle(now, JobInput::Stopped { job, unit, state }),
-            UnitEvent::Progress { job, work } => {
-                self.jobs.handle(now, JobInput::Progress { job, work })
-            }
-            UnitEvent::Failed { job, unit, error } => {
-                self.jobs.handle(now, JobInput::Failed { job, unit, error })
-            }
+        let finished = matches!(event, UnitEvent::Finished { .. });
+        self.jobs.handle(now, JobInput::Unit(event));
+        if finished {
+            let mut stats = self.membership.local().stats.clone();
+            stats.units_done_session += 1;
+            stats.units_done_total += 1;
+            let total = stats.units_done_total;
+            self.membership
+                .handle(now, membership::Input::SetStats(stats));
+            self.outputs.push_back(NodeOutput::UnitsDone { total });
         }
     }
 

@@ -39,71 +39,7 @@ pub enum UnitRequest {
     Shared(SharedVars),
 }
 
-/// What a unit (or its executor) reports to the node.
-#[derive(Clone, Debug)]
-pub enum UnitEvent {
-    /// The unit finished with this partial result.
-    Finished {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Its output.
-        output: Vec<u8>,
-    },
-    /// Answer to a divide request.
-    Divided {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// The part given away, if any.
-        part: Option<Vec<u8>>,
-        /// The unit's own state after dividing (empty if it does not run).
-        remaining: Vec<u8>,
-        /// Its shared variables.
-        shared: SharedVars,
-    },
-    /// A checkpoint: asked for, or after a step that improved a shared
-    /// variable.
-    Checkpointed {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Its state.
-        state: Vec<u8>,
-        /// Its shared variables.
-        shared: SharedVars,
-    },
-    /// The unit stopped on request, with its last state (`None`: it was
-    /// not running here).
-    Stopped {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Its state.
-        state: Option<Vec<u8>>,
-    },
-    /// Work done since the last report.
-    Progress {
-        /// The job.
-        job: JobId,
-        /// Work counted.
-        work: u64,
-    },
-    /// The unit could not run (its state did not restore, no thread could
-    /// be started for it).
-    Failed {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Why.
-        error: String,
-    },
-}
+pub use crate::job::UnitEvent;
 
 /// Runs application code `f`; a panic becomes `Err` with a sentence
 /// naming `what` was running and the panic's message. (The panic hook still

@@ -19,7 +19,7 @@ use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::home::{HomeMsg, Update};
 use colony_core::job::{
     JobConfig, JobId, JobInput, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs, Piece,
-    PieceData, Report,
+    PieceData, Report, UnitEvent,
 };
 use colony_core::membership::{
     self, MemberRecord, MemberState, Membership, MembershipConfig, MembershipMsg, PeerStats,
@@ -1200,12 +1200,12 @@ impl Cluster {
                     if let Some(state) = state {
                         self.cores[id as usize].handle(
                             now,
-                            JobInput::Checkpointed {
+                            JobInput::Unit(UnitEvent::Checkpointed {
                                 job,
                                 unit,
                                 state,
                                 shared: SharedVars::default(),
-                            },
+                            }),
                         );
                     }
                 }
@@ -1231,13 +1231,13 @@ impl Cluster {
                     held.3 = remaining.clone();
                     self.cores[id as usize].handle(
                         now,
-                        JobInput::Divided {
+                        JobInput::Unit(UnitEvent::Divided {
                             job,
                             unit,
                             part,
                             remaining,
                             shared: SharedVars::default(),
-                        },
+                        }),
                     );
                 }
                 JobOutput::Stop { job, unit } => {
@@ -1245,11 +1245,11 @@ impl Cluster {
                         .retain(|u| !(u.0 == id && u.1 == job && u.2 == unit));
                     self.cores[id as usize].handle(
                         now,
-                        JobInput::Stopped {
+                        JobInput::Unit(UnitEvent::Stopped {
                             job,
                             unit,
                             state: None,
-                        },
+                        }),
                     );
                 }
                 JobOutput::Persist { key, piece } => {
@@ -1326,17 +1326,20 @@ impl Cluster {
             Err(error) => {
                 self.cores[id as usize].handle(
                     self.now,
-                    JobInput::Failed {
+                    JobInput::Unit(UnitEvent::Failed {
                         job,
                         unit,
                         error: error.to_string(),
-                    },
+                    }),
                 );
                 self.drain(id);
                 return;
             }
         };
-        self.cores[id as usize].handle(self.now, JobInput::Finished { job, unit, output });
+        self.cores[id as usize].handle(
+            self.now,
+            JobInput::Unit(UnitEvent::Finished { job, unit, output }),
+        );
         self.drain(id);
     }
 }

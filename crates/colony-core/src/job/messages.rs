@@ -410,66 +410,9 @@ pub enum JobInput<P> {
     MembersChanged,
     /// The members suspected, not yet declared dead.
     Suspects(Vec<P>),
-    /// A unit running here divided (see [`JobOutput::Divide`]): `part`
-    /// goes to the primary, `remaining` is the unit's own state.
-    Divided {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// The part given away, if the unit could divide.
-        part: Option<Vec<u8>>,
-        /// The unit's remaining state.
-        remaining: Vec<u8>,
-        /// Its shared variables.
-        shared: SharedVars,
-    },
-    /// A unit running here checkpointed (see [`JobOutput::Checkpoint`]).
-    Checkpointed {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Its state.
-        state: Vec<u8>,
-        /// Its shared variables.
-        shared: SharedVars,
-    },
-    /// A unit running here stopped (see [`JobOutput::Stop`]), with its
-    /// state if it had one to hand back.
-    Stopped {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Its state.
-        state: Option<Vec<u8>>,
-    },
-    /// A unit running here finished with `output`.
-    Finished {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Its output.
-        output: Vec<u8>,
-    },
-    /// A unit running here failed.
-    Failed {
-        /// The job.
-        job: JobId,
-        /// The unit.
-        unit: UnitId,
-        /// Why.
-        error: String,
-    },
-    /// Work done by the units of `job` here since the last report.
-    Progress {
-        /// The job.
-        job: JobId,
-        /// Work done.
-        work: u64,
-    },
+    /// What a unit running here reported at its step boundary (divided,
+    /// checkpointed, stopped, finished, failed, progress).
+    Unit(UnitEvent),
     /// A piece asked for with [`JobOutput::Persist`] is on disk.
     Persisted {
         /// Where.
@@ -492,6 +435,73 @@ pub enum JobInput<P> {
     /// This peer leaves: units are handed back, primary roles handed over
     /// ([`Jobs::has_left`] says when it is done).
     Leave,
+}
+
+/// What a running unit (or its executor) reports at a step boundary; the
+/// node hands it to the job core as [`JobInput::Unit`].
+#[derive(Clone, Debug)]
+pub enum UnitEvent {
+    /// The unit finished with this partial result.
+    Finished {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Its output.
+        output: Vec<u8>,
+    },
+    /// Answer to a divide request.
+    Divided {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// The part given away, if any.
+        part: Option<Vec<u8>>,
+        /// The unit's own state after dividing (empty if it does not run).
+        remaining: Vec<u8>,
+        /// Its shared variables.
+        shared: SharedVars,
+    },
+    /// A checkpoint: asked for, or after a step that improved a shared
+    /// variable.
+    Checkpointed {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Its state.
+        state: Vec<u8>,
+        /// Its shared variables.
+        shared: SharedVars,
+    },
+    /// The unit stopped on request, with its last state (`None`: it was
+    /// not running here).
+    Stopped {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Its state.
+        state: Option<Vec<u8>>,
+    },
+    /// Work done since the last report.
+    Progress {
+        /// The job.
+        job: JobId,
+        /// Work counted.
+        work: u64,
+    },
+    /// The unit could not run (its state did not restore, no thread could
+    /// be started for it).
+    Failed {
+        /// The job.
+        job: JobId,
+        /// The unit.
+        unit: UnitId,
+        /// Why.
+        error: String,
+    },
 }
 
 /// What the driver must do for the job core.
@@ -520,21 +530,21 @@ pub enum JobOutput<P> {
         /// Shared variables to start from.
         shared: SharedVars,
     },
-    /// Divide a running unit; answer with [`JobInput::Divided`].
+    /// Divide a running unit; answer with [`UnitEvent::Divided`].
     Divide {
         /// The job.
         job: JobId,
         /// The unit to divide.
         unit: UnitId,
     },
-    /// Serialise a running unit's state; answer with [`JobInput::Checkpointed`].
+    /// Serialise a running unit's state; answer with [`UnitEvent::Checkpointed`].
     Checkpoint {
         /// The job.
         job: JobId,
         /// The unit.
         unit: UnitId,
     },
-    /// Stop a running unit; answer with [`JobInput::Stopped`].
+    /// Stop a running unit; answer with [`UnitEvent::Stopped`].
     Stop {
         /// The job.
         job: JobId,

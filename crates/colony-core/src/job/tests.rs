@@ -207,13 +207,13 @@ impl Cluster {
                     if let Some((part, remaining)) = found {
                         peer.core.handle(
                             now,
-                            JobInput::Divided {
+                            JobInput::Unit(UnitEvent::Divided {
                                 job,
                                 unit,
                                 part,
                                 remaining,
                                 shared,
-                            },
+                            }),
                         );
                     }
                 }
@@ -228,12 +228,12 @@ impl Cluster {
                     if let Some(state) = state {
                         peer.core.handle(
                             now,
-                            JobInput::Checkpointed {
+                            JobInput::Unit(UnitEvent::Checkpointed {
                                 job,
                                 unit,
                                 state,
                                 shared,
-                            },
+                            }),
                         );
                     }
                 }
@@ -248,7 +248,7 @@ impl Cluster {
                         (Some(later), Some(state)) => later.push((job, unit, state)),
                         (_, state) => peer
                             .core
-                            .handle(now, JobInput::Stopped { job, unit, state }),
+                            .handle(now, JobInput::Unit(UnitEvent::Stopped { job, unit, state })),
                     }
                 }
                 JobOutput::SharedChanged { vars, .. } => {
@@ -314,17 +314,17 @@ impl Cluster {
                     }
                     let work = ctx.work();
                     peer.core
-                        .handle(now, JobInput::Progress { job: *job, work });
+                        .handle(now, JobInput::Unit(UnitEvent::Progress { job: *job, work }));
                 }
                 for (i, job, unit, out) in finished.into_iter().rev() {
                     peer.units.remove(i);
                     peer.core.handle(
                         now,
-                        JobInput::Finished {
+                        JobInput::Unit(UnitEvent::Finished {
                             job,
                             unit,
                             output: out,
-                        },
+                        }),
                     );
                 }
                 if peer.core.poll_timeout().is_some_and(|t| t <= now) {
@@ -916,11 +916,11 @@ fn a_leaving_worker_waits_for_its_hand_back_to_be_acknowledged() {
     for (job, unit, state) in stopped {
         cluster.peers[leaver as usize].core.handle(
             now,
-            JobInput::Stopped {
+            JobInput::Unit(UnitEvent::Stopped {
                 job,
                 unit,
                 state: Some(state),
-            },
+            }),
         );
     }
     cluster.drain(leaver);
@@ -1153,11 +1153,11 @@ fn a_unit_that_cannot_run_fails_the_job_with_its_reason() {
     let now = cluster.now;
     peer.core.handle(
         now,
-        JobInput::Failed {
+        JobInput::Unit(UnitEvent::Failed {
             job,
             unit,
             error: "its state did not decode".into(),
-        },
+        }),
     );
     cluster.drain(worker);
     cluster.run(Duration::from_secs(5), |c| c.final_status(job).is_some());
