@@ -265,6 +265,10 @@ pub struct Jobs<P: PeerKey> {
     newcomers: Vec<P>,
     /// Members suspected but not yet declared dead.
     suspects: BTreeSet<P>,
+    /// The members or the suspects changed since the last
+    /// [`JobInput::MembersChanged`]: only then are homes and units checked
+    /// again (a load refresh changes neither).
+    members_dirty: bool,
     leaving: bool,
     outputs: VecDeque<JobOutput<P>>,
     /// Deadlines: see the `timers` module.
@@ -332,6 +336,7 @@ impl<P: PeerKey> Jobs<P> {
             loads: BTreeMap::new(),
             members: BTreeSet::new(),
             newcomers: Vec::new(),
+            members_dirty: false,
             suspects: BTreeSet::new(),
             leaving: false,
             outputs: VecDeque::new(),
@@ -414,22 +419,28 @@ impl<P: PeerKey> Jobs<P> {
             Some(load) => {
                 if self.members.insert(peer.clone()) {
                     self.newcomers.push(peer.clone());
+                    self.members_dirty = true;
                 }
                 self.loads.insert(peer, load);
             }
             None => {
-                self.members.remove(&peer);
+                if self.members.remove(&peer) {
+                    self.members_dirty = true;
+                    self.newcomers.retain(|p| *p != peer);
+                }
                 self.loads.remove(&peer);
-                self.newcomers.retain(|p| *p != peer);
             }
         }
     }
 
     /// The members changed ([`JobInput::Member`]) or may have: homes are
-    /// recomputed, as [`JobInput::Members`] does.
+    /// recomputed, as [`JobInput::Members`] does, if the members or the
+    /// suspects did change.
     fn refresh_members(&mut self, now: Instant) {
-        let newcomers = std::mem::take(&mut self.newcomers);
-        self.members_updated(now, newcomers);
+        if std::mem::take(&mut self.members_dirty) {
+            let newcomers = std::mem::take(&mut self.newcomers);
+            self.members_updated(now, newcomers);
+        }
     }
 
     /// What follows a change of the members: `newcomers` joined.
@@ -468,7 +479,11 @@ impl<P: PeerKey> Jobs<P> {
     /// (reissuing would fail such a job on a false suspicion); everything
     /// else treats them as gone. Call before `set_members`.
     fn set_suspects(&mut self, suspects: Vec<P>) {
-        self.suspects = suspects.into_iter().collect();
+        let suspects: BTreeSet<P> = suspects.into_iter().collect();
+        if suspects != self.suspects {
+            self.suspects = suspects;
+            self.members_dirty = true;
+        }
     }
 
     /// The live peers, this one included, XOR-closest to `job`: its home.
@@ -495,7 +510,6 @@ impl<P: PeerKey> Jobs<P> {
 
     /// The primary of `job` as this peer sees it now.
     fn primary_of(&self, job: JobId) -> P {
-        let size = self.home_size_of(job).unwrap_or(1);
         let live = |p: &P| *p == self.me || self.members.contains(p);
         // A home member's record names the primary it follows.
         if let Some(h) = self.homes.get(&job) {
@@ -507,8 +521,7 @@ impl<P: PeerKey> Jobs<P> {
         if let Some(k) = self.known.get(&job).filter(|k| live(&k.home)) {
             return k.home.clone();
         }
-        let home = self.home_of(job, usize::from(size));
-        home.into_iter().next().unwrap_or_else(|| self.me.clone())
+        self.probable_home(job)
     }
 
     /// `job`'s home size, as a unit of it running here or its record here
@@ -524,10 +537,13 @@ impl<P: PeerKey> Jobs<P> {
     /// Where to ask about `job` if no advert names its home: the live peer,
     /// this one included, closest to the job id now.
     pub fn probable_home(&self, job: JobId) -> P {
-        self.home_of(job, 1)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| self.me.clone())
+        // The first of `home_of(job, 1)`, by one scan that keeps nothing:
+        // it runs for every unit running here on every membership change.
+        std::iter::once(&self.me)
+            .chain(&self.members)
+            .enumerate()
+            .min_by_key(|(i, p)| (xor_distance(job, &(self.key_of)(p)), *i))
+            .map_or_else(|| self.me.clone(), |(_, p)| p.clone())
     }
 
     fn advert(&self, job: JobId, app: &str, submitter: &P) -> JobMsg<P> {

@@ -1026,12 +1026,14 @@ impl<P: PeerKey> Membership<P> {
     /// times over, O(n² log n) records for n peers starting.
     fn apply_hearsay(&mut self, now: Instant, records: Vec<MemberRecord<P>>, heard: Heard) {
         for mut record in records {
-            let live_here = self
-                .members
-                .get(&record.peer)
-                .is_some_and(|m| m.record.state.is_live());
-            if record.state == MemberState::Dead && live_here {
-                record.state = MemberState::Suspect;
+            if let Some(m) = self.members.get(&record.peer) {
+                if record.state == MemberState::Dead && m.record.state.is_live() {
+                    record.state = MemberState::Suspect;
+                }
+                // Most of what is heard is known already: one lookup.
+                if !record.supersedes(&m.record) {
+                    continue;
+                }
             }
             self.apply_heard(now, record, heard);
         }

@@ -696,9 +696,17 @@ impl<P: PeerKey> Node<P> {
     fn route(&mut self) -> bool {
         let now = self.now;
         let mut progressed = false;
+        let mut members_changed = false;
         while let Some(out) = self.membership.poll() {
             progressed = true;
-            self.on_membership_output(now, out);
+            members_changed |= matches!(out, membership::Output::Event(_));
+            self.on_membership_output(out);
+        }
+        // Once per batch: a message can bring a dozen changes, each an event.
+        if members_changed {
+            self.acquaintances
+                .set_live_members(now, self.membership.live_count());
+            self.update_job_members(now);
         }
         while let Some(out) = self.pipes.poll() {
             progressed = true;
@@ -756,7 +764,7 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    fn on_membership_output(&mut self, now: Instant, out: membership::Output<P>) {
+    fn on_membership_output(&mut self, out: membership::Output<P>) {
         match out {
             membership::Output::Send { to, msg } => {
                 if self.membership.state_of(&to) == Some(MemberState::Dead) {
@@ -772,9 +780,6 @@ impl<P: PeerKey> Node<P> {
                 if matches!(event.to, MemberState::Dead | MemberState::Left) {
                     self.pipes.peer_dead(&event.peer);
                 }
-                self.acquaintances
-                    .set_live_members(now, self.membership.live_count());
-                self.update_job_members(now);
                 self.outputs.push_back(NodeOutput::Member(event));
             }
             membership::Output::PersistIncarnation(incarnation) => self

@@ -145,8 +145,12 @@ fn main() -> ExitCode {
             }
         } else if cli.each || verbose {
             println!(
-                "ok   seed {seed}: {:.1}s virtual, trace {:016x} ({} entries), {} events, {:.1} wake-ups per peer per virtual second",
+                "ok   seed {seed}: {:.1}s virtual, job {}, trace {:016x} ({} entries), {} events, {:.1} wake-ups per peer per virtual second",
                 report.virtual_time.as_secs_f64(),
+                report.job_time.map_or_else(
+                    || "without a result".to_string(),
+                    |t| format!("done at {:.1}s", t.as_secs_f64())
+                ),
                 report.trace_hash,
                 report.trace_entries,
                 report.events,
