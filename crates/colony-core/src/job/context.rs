@@ -37,6 +37,10 @@ pub(super) struct HomeCtx<'a, P: PeerKey> {
     pub(super) registry: &'a AppRegistry,
     /// Live members, not this peer.
     pub(super) members: &'a BTreeSet<P>,
+    /// Members suspected but not yet declared dead.
+    pub(super) suspects: &'a BTreeSet<P>,
+    /// Units computing here.
+    pub(super) running: &'a BTreeMap<(JobId, UnitId), WorkerUnit<P>>,
     /// Live members' load averages.
     pub(super) loads: &'a BTreeMap<P, f32>,
     /// The core's random source (epochs, tokens).
@@ -56,6 +60,8 @@ impl<P: PeerKey> Jobs<P> {
             config: &self.config,
             registry: &self.registry,
             members: &self.members,
+            suspects: &self.suspects,
+            running: &self.running,
             loads: &self.loads,
             rng: &mut self.rng,
         })

@@ -327,19 +327,6 @@ impl<P: PeerKey> Jobs<P> {
         });
     }
 
-    /// Marks the job done once every unit is merged; the result goes to
-    /// the submitter with the update.
-    pub(super) fn check_complete(
-        &mut self,
-        now: Instant,
-        job: JobId,
-        effects: &mut Vec<JobOutput<P>>,
-    ) {
-        if let Some(mut h) = self.home_ctx(now, job) {
-            h.check_complete(effects);
-        }
-    }
-
     /// A worker cannot send its report on `unit`: over a size limit. Only
     /// the unit's current holder may say so.
     pub(super) fn on_too_large(
@@ -424,20 +411,6 @@ impl<P: PeerKey> Jobs<P> {
         if let Some(effects) = effects {
             self.commit(now, job, effects);
         }
-    }
-
-    /// Ends a running job as cancelled: no more work is handed out, and
-    /// once that is committed every worker is told its unit is stale (its
-    /// thread stops within a step), the submitter gets the final status,
-    /// and `effects` are released.
-    pub(super) fn cancel_job(
-        &mut self,
-        now: Instant,
-        job: JobId,
-        reason: String,
-        effects: Vec<JobOutput<P>>,
-    ) {
-        self.with_home(now, job, |h| h.cancel(reason, effects));
     }
 
     /// Sends the record's changes to every backup and holds `effects`
@@ -979,7 +952,10 @@ impl<P: PeerKey> HomeCtx<'_, P> {
         effects
     }
 
-    /// See [`Jobs::cancel_job`].
+    /// Ends a running job as cancelled: no more work is handed out, and
+    /// once that is committed every worker is told its unit is stale (its
+    /// thread stops within a step), the submitter gets the final status,
+    /// and `effects` are released. Returns what to commit.
     pub(super) fn cancel(&mut self, reason: String, mut effects: Vec<JobOutput<P>>) -> Commit<P> {
         let job = self.job;
         let h = &mut *self.home;
