@@ -43,6 +43,8 @@ pub(super) struct HomeCtx<'a, P: PeerKey> {
     pub(super) running: &'a BTreeMap<(JobId, UnitId), WorkerUnit<P>>,
     /// Live members' load averages.
     pub(super) loads: &'a BTreeMap<P, f32>,
+    /// Checkpoint pieces this peer holds.
+    pub(super) pieces: &'a PieceStore<JobId, P>,
     /// The core's random source (epochs, tokens).
     pub(super) rng: &'a mut SmallRng,
 }
@@ -63,6 +65,7 @@ impl<P: PeerKey> Jobs<P> {
             suspects: &self.suspects,
             running: &self.running,
             loads: &self.loads,
+            pieces: &self.pieces,
             rng: &mut self.rng,
         })
     }

@@ -264,25 +264,6 @@ impl<P: PeerKey> Jobs<P> {
         self.stage(now, job, unit, from, epoch, seq, report);
     }
 
-    /// Applies a worker's report to the record (its pieces, if any, are
-    /// stored) and commits it.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn apply_report(
-        &mut self,
-        now: Instant,
-        job: JobId,
-        unit: UnitId,
-        from: P,
-        epoch: Epoch,
-        seq: u64,
-        report: Report,
-        refs: Vec<(UnitId, CheckpointRef<P>)>,
-    ) {
-        self.with_home(now, job, |h| {
-            h.apply_report(unit, from, epoch, seq, report, refs)
-        });
-    }
-
     /// Protocol `none`: a worker's improved shared variables.
     pub(super) fn on_improved(&mut self, now: Instant, job: JobId, vars: SharedVars) {
         self.with_home(now, job, |h| h.on_improved(vars));
@@ -424,8 +405,7 @@ impl<P: PeerKey> Jobs<P> {
 
 impl<P: PeerKey> HomeCtx<'_, P> {
     /// Applies a worker's report to the record (its pieces, if any, are
-    /// stored) and commits it.
-    #[allow(clippy::too_many_arguments)]
+    /// stored); returns what to commit.
     pub(super) fn apply_report(
         &mut self,
         unit: UnitId,
