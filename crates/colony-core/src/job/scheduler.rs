@@ -73,31 +73,6 @@ impl<P: PeerKey> Jobs<P> {
         *peer == self.me || self.members.contains(peer)
     }
 
-    /// Whether a unit held by `holder` must be given up: its holder is out
-    /// of the view, and (for jobs without checkpoints, which cannot restart
-    /// a unit) declared dead rather than only suspected.
-    pub(super) fn holder_lost(&self, holder: &P, ft: &FaultTolerance) -> bool {
-        !self.is_live(holder) && (ft.checkpoints() || !self.suspects.contains(holder))
-    }
-
-    /// Whether a handed-out unit must be given up: its holder is lost, or
-    /// it is this peer and does not run the unit any more (it restarted).
-    pub(super) fn unit_lost(
-        &self,
-        job: JobId,
-        unit: UnitId,
-        rec: &UnitRec<P>,
-        ft: &FaultTolerance,
-    ) -> bool {
-        let Some(holder) = rec.holder.as_ref() else {
-            return false;
-        };
-        if *holder == self.me {
-            return rec.status == UnitStatus::Running && !self.running.contains_key(&(job, unit));
-        }
-        self.holder_lost(holder, ft)
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_submit(
         &mut self,

@@ -194,71 +194,20 @@ impl<P: PeerKey> Jobs<P> {
         self.drain_homes(now);
         let jobs: Vec<JobId> = self.homes.keys().copied().collect();
         for job in jobs {
-            let Some(h) = self.homes.get(&job) else {
+            let Some(mut h) = self.home_ctx(now, job) else {
                 continue;
             };
-            match h.role().clone() {
+            match h.home.role().clone() {
                 Role::Primary => {
-                    // Lost workers.
-                    let lost: Vec<(UnitId, P)> = h
-                        .record
-                        .units
-                        .iter()
-                        .filter(|(_, u)| {
-                            matches!(u.status, UnitStatus::Assigned | UnitStatus::Running)
-                        })
-                        .filter(|(id, u)| self.unit_lost(job, **id, u, &h.record.ft))
-                        .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, p)))
-                        .collect();
-                    let dead_steals: Vec<u64> = h
-                        .steals
-                        .iter()
-                        .filter(|(_, s)| !self.is_live(&s.donor) || !self.is_live(&s.requester))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    let dead_asked: Vec<(UnitId, P)> = h
-                        .restoring
-                        .iter()
-                        .flat_map(|(u, r)| r.asked.iter().map(move |p| (*u, p.clone())))
-                        .filter(|(_, p)| !self.is_live(p))
-                        .collect();
-                    // Pieces promised by lost holders will not come.
-                    let dead_holders: Vec<(UnitId, P, UnitId, u8)> = h
-                        .staging
-                        .iter()
-                        .filter_map(|(owner, q)| q.front().map(|s| (owner, s)))
-                        .flat_map(|(owner, s)| {
-                            s.waiting
-                                .iter()
-                                .map(move |(p, id, i)| (*owner, p.clone(), *id, *i))
-                        })
-                        .filter(|(_, p, _, _)| !self.is_live(p))
-                        .collect();
-                    if let Some(h) = self.homes.get_mut(&job) {
-                        for steal in dead_steals {
-                            h.steals.remove(&steal);
-                        }
-                        for (unit, p) in &dead_asked {
-                            if let Some(r) = h.restoring.get_mut(unit) {
-                                r.asked.remove(p);
-                            }
-                        }
-                        let mut finished = Vec::new();
-                        for (owner, p, id, i) in dead_holders {
-                            if let Some(front) =
-                                h.staging.get_mut(&owner).and_then(|q| q.front_mut())
-                            {
-                                front.waiting.remove(&(p, id, i));
-                                if front.waiting.is_empty() {
-                                    finished.push(owner);
-                                }
-                            }
-                        }
-                        for owner in finished {
-                            self.staged_done(now, job, owner);
-                        }
+                    let Reconciled {
+                        lost,
+                        dead_asked,
+                        staged,
+                    } = h.reconcile();
+                    for owner in staged {
+                        self.staged_done(now, job, owner);
                     }
-                    for (unit, _) in dead_asked {
+                    for unit in dead_asked {
                         self.try_restore(now, job, unit);
                     }
                     for (unit, holder) in lost {
@@ -417,8 +366,10 @@ enum Reissue {
 }
 
 impl<P: PeerKey> HomeCtx<'_, P> {
-    /// Whether a handed-out unit must be given up: its holder is lost, or
-    /// it is this peer and does not run the unit any more (it restarted).
+    /// Whether a handed-out unit must be given up: its holder is lost (out
+    /// of the view, and for jobs without checkpoints, which cannot restart
+    /// a unit, declared dead rather than only suspected), or it is this
+    /// peer and does not run the unit any more (it restarted).
     pub(super) fn unit_lost(&self, unit: UnitId, rec: &UnitRec<P>, ft: &FaultTolerance) -> bool {
         let Some(holder) = rec.holder.as_ref() else {
             return false;
@@ -653,6 +604,81 @@ impl<P: PeerKey> HomeCtx<'_, P> {
             let submitter = h.record.submitter.clone();
             let view = self.view();
             self.send(submitter, JobMsg::Status { view }, false);
+        }
+    }
+}
+
+/// What a primary's record must still do after a membership change.
+struct Reconciled<P> {
+    /// Units out with lost holders, to reissue.
+    lost: Vec<(UnitId, P)>,
+    /// Units being restored that lost a holder asked for pieces (once per
+    /// lost holder).
+    dead_asked: Vec<UnitId>,
+    /// Units whose head staged report waits for no piece any more.
+    staged: Vec<UnitId>,
+}
+
+impl<P: PeerKey> HomeCtx<'_, P> {
+    /// The primary's side of a membership change: steals and piece
+    /// requests involving lost peers are dropped; returns what must follow.
+    fn reconcile(&mut self) -> Reconciled<P> {
+        let h = &*self.home;
+        // Lost workers.
+        let lost: Vec<(UnitId, P)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.status, UnitStatus::Assigned | UnitStatus::Running))
+            .filter(|(id, u)| self.unit_lost(**id, u, &h.record.ft))
+            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, p)))
+            .collect();
+        let dead_steals: Vec<u64> = h
+            .steals
+            .iter()
+            .filter(|(_, s)| !self.is_live(&s.donor) || !self.is_live(&s.requester))
+            .map(|(id, _)| *id)
+            .collect();
+        let dead_asked: Vec<(UnitId, P)> = h
+            .restoring
+            .iter()
+            .flat_map(|(u, r)| r.asked.iter().map(move |p| (*u, p.clone())))
+            .filter(|(_, p)| !self.is_live(p))
+            .collect();
+        // Pieces promised by lost holders will not come.
+        let dead_holders: Vec<(UnitId, P, UnitId, u8)> = h
+            .staging
+            .iter()
+            .filter_map(|(owner, q)| q.front().map(|s| (owner, s)))
+            .flat_map(|(owner, s)| {
+                s.waiting
+                    .iter()
+                    .map(move |(p, id, i)| (*owner, p.clone(), *id, *i))
+            })
+            .filter(|(_, p, _, _)| !self.is_live(p))
+            .collect();
+        let h = &mut *self.home;
+        for steal in dead_steals {
+            h.steals.remove(&steal);
+        }
+        for (unit, p) in &dead_asked {
+            if let Some(r) = h.restoring.get_mut(unit) {
+                r.asked.remove(p);
+            }
+        }
+        let mut staged = Vec::new();
+        for (owner, p, id, i) in dead_holders {
+            if let Some(front) = h.staging.get_mut(&owner).and_then(|q| q.front_mut()) {
+                front.waiting.remove(&(p, id, i));
+                if front.waiting.is_empty() {
+                    staged.push(owner);
+                }
+            }
+        }
+        Reconciled {
+            lost,
+            dead_asked: dead_asked.into_iter().map(|(unit, _)| unit).collect(),
+            staged,
         }
     }
 }
