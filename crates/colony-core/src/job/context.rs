@@ -1,6 +1,11 @@
 //! The per-home context: one job's home and the parts of the core its
 //! handlers read or write, borrowed once per input. Handlers that work on
-//! one home run on it and write what they cause to the core's outbox.
+//! one home run on it and write what they cause to the core's outbox;
+//! effects that must wait for the change to be committed they return (a
+//! [`Commit`]), and the core commits them once the borrow ends: a commit
+//! runs the home core, which may act on any home. So a flow that commits
+//! and then goes on looks the home up again after the commit, and only
+//! then.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
