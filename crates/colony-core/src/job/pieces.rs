@@ -495,18 +495,24 @@ impl<P: PeerKey> Jobs<P> {
                 .into_iter()
                 .filter(|p| *p != me && self.is_live(p))
                 .collect();
-            if let Some(r) = self
-                .homes
-                .get_mut(&job)
-                .and_then(|h| h.restoring.get_mut(&unit))
-            {
+            // A failed restore commits, which may change the home: it is
+            // looked up once per unit.
+            let Some(mut h) = self.home_ctx(now, job) else {
+                for to in live {
+                    self.send(to, JobMsg::FetchPieces { job, unit }, false);
+                }
+                continue;
+            };
+            if let Some(r) = h.home.restoring.get_mut(&unit) {
                 r.retry_at = now + RESTORE_RETRY;
                 r.asked.clone_from(&live);
             }
             for to in live {
-                self.send(to, JobMsg::FetchPieces { job, unit }, false);
+                h.send(to, JobMsg::FetchPieces { job, unit }, false);
             }
-            self.try_restore(now, job, unit);
+            if let Some(reason) = h.try_restore(unit) {
+                self.fail_job(now, job, reason);
+            }
         }
     }
 }
