@@ -52,7 +52,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::divisible::{AppError, AppRegistry};
@@ -60,6 +60,7 @@ use crate::ft::FaultTolerance;
 use crate::PeerKey;
 
 mod authorize;
+mod context;
 mod limits;
 mod messages;
 mod pieces;
@@ -74,6 +75,7 @@ use crate::pieces::PieceStore;
 pub use crate::pieces::{Piece, PieceData};
 use authorize::Parked;
 pub use authorize::{Refusal, SubmitPolicy};
+use context::{Commit, HomeCtx};
 pub use limits::{MessageKind, MessageLimits, TooLarge};
 pub use messages::{JobEvent, JobInput, JobMsg, JobOutput, Report, UnitEvent};
 pub use pieces::PieceKey;
@@ -629,7 +631,7 @@ impl<P: PeerKey> Jobs<P> {
                 seq,
             } => self.on_ack(now, job, unit, epoch, seq),
             JobMsg::Stale { job, unit, epoch } => self.on_stale(job, unit, epoch),
-            JobMsg::Progress { job, work } => self.on_progress(from, job, work),
+            JobMsg::Progress { job, work } => self.on_progress(now, from, job, work),
             JobMsg::Shared { job, vars } => {
                 if self.running.keys().any(|(j, _)| *j == job) {
                     self.outputs
@@ -926,10 +928,6 @@ impl<P: PeerKey> Jobs<P> {
     /// unknown app or bad parameters).
     pub fn prepare(&self, app: &str, args: &[String]) -> Result<Vec<u8>, AppError> {
         self.registry.get(app)?.parse_args(args)
-    }
-
-    fn random_epoch(&mut self) -> Epoch {
-        self.rng.random()
     }
 }
 

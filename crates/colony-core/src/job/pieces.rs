@@ -112,67 +112,6 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
-    /// Splits `state` into pieces for the home's current members.
-    pub(super) fn pieces_for(
-        &self,
-        job: JobId,
-        unit: UnitId,
-        epoch: Epoch,
-        version: u64,
-        state: &[u8],
-    ) -> (CheckpointRef<P>, Vec<(P, UnitId, Piece)>) {
-        let mut pieces = Vec::new();
-        let mut holders = Vec::new();
-        if let Some(h) = self.homes.get(&job) {
-            let members = h.members();
-            match h.record.ft.storage {
-                CheckpointStorage::Local => {}
-                CheckpointStorage::Copies { r } => {
-                    for (i, holder) in members.iter().take(usize::from(r)).enumerate() {
-                        holders.push(holder.clone());
-                        pieces.push((
-                            holder.clone(),
-                            unit,
-                            Piece {
-                                epoch,
-                                version,
-                                index: i as u8,
-                                data: PieceData::Copy(state.to_vec()),
-                            },
-                        ));
-                    }
-                }
-                CheckpointStorage::Shards { k, m } => {
-                    if let Ok(shards) = erasure::encode(state, k, m) {
-                        for shard in shards {
-                            let slot = usize::from(shard.index) % members.len().max(1);
-                            let Some(holder) = members.get(slot).cloned() else {
-                                continue;
-                            };
-                            holders.push(holder.clone());
-                            pieces.push((
-                                holder,
-                                unit,
-                                Piece {
-                                    epoch,
-                                    version,
-                                    index: shard.index,
-                                    data: PieceData::Shard(shard),
-                                },
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        let checkpoint = CheckpointRef {
-            epoch,
-            version,
-            holders,
-        };
-        (checkpoint, pieces)
-    }
-
     /// Stores the checkpoints a report carries, then applies it; reports
     /// without state apply at once.
     #[allow(clippy::too_many_arguments)]
@@ -186,10 +125,10 @@ impl<P: PeerKey> Jobs<P> {
         seq: u64,
         report: Report,
     ) {
-        let Some(h) = self.homes.get(&job) else {
+        let Some(mut h) = self.home_ctx(now, job) else {
             return;
         };
-        let ft = h.record.ft;
+        let ft = h.home.record.ft;
         let stored = ft.checkpoints() && ft.storage != CheckpointStorage::Local;
         let states: Vec<(UnitId, Epoch, &[u8])> = match &report {
             Report::Checkpoint { state, .. }
@@ -203,9 +142,11 @@ impl<P: PeerKey> Jobs<P> {
             ],
             _ => Vec::new(),
         };
-        let busy = h.staging.get(&unit).is_some_and(|q| !q.is_empty());
+        let busy = h.home.staging.get(&unit).is_some_and(|q| !q.is_empty());
         if (!stored || states.is_empty()) && !busy {
-            self.apply_report(now, job, unit, from, epoch, seq, report, Vec::new());
+            if let Some(effects) = h.apply_report(unit, from, epoch, seq, report, Vec::new()) {
+                self.commit(now, job, effects);
+            }
             return;
         }
         let mut refs = Vec::new();
@@ -214,7 +155,7 @@ impl<P: PeerKey> Jobs<P> {
         let states = if stored { states } else { Vec::new() };
         for (id, e, state) in states {
             let version = if id == unit { seq } else { 0 };
-            let (checkpoint, p) = self.pieces_for(job, id, e, version, state);
+            let (checkpoint, p) = h.pieces_for(id, e, version, state);
             refs.push((id, checkpoint));
             pieces.extend(p);
         }
@@ -232,10 +173,7 @@ impl<P: PeerKey> Jobs<P> {
             pieces,
             sent_at: now,
         };
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        let queue = h.staging.entry(unit).or_default();
+        let queue = h.home.staging.entry(unit).or_default();
         queue.push_back(staged);
         if queue.len() == 1 {
             self.send_staged_pieces(now, job, unit);
@@ -435,17 +373,13 @@ impl<P: PeerKey> Jobs<P> {
     /// The head staged report of `unit` has every piece stored: apply it
     /// and start the next.
     pub(super) fn staged_done(&mut self, now: Instant, job: JobId, unit: UnitId) {
-        let Some(staged) = self
-            .homes
-            .get_mut(&job)
-            .and_then(|h| h.staging.get_mut(&unit))
-            .and_then(|q| q.pop_front())
-        else {
+        let Some(mut h) = self.home_ctx(now, job) else {
             return;
         };
-        self.apply_report(
-            now,
-            job,
+        let Some(staged) = h.home.staging.get_mut(&unit).and_then(|q| q.pop_front()) else {
+            return;
+        };
+        let commit = h.apply_report(
             unit,
             staged.from,
             staged.epoch,
@@ -453,14 +387,16 @@ impl<P: PeerKey> Jobs<P> {
             staged.report,
             staged.refs,
         );
-        let more = self
-            .homes
-            .get(&job)
-            .and_then(|h| h.staging.get(&unit))
-            .is_some_and(|q| !q.is_empty());
-        if more {
+        if let Some(effects) = commit {
+            self.commit(now, job, effects);
+        }
+        // The commit may have changed the home: look it up again.
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        if h.staging.get(&unit).is_some_and(|q| !q.is_empty()) {
             self.send_staged_pieces(now, job, unit);
-        } else if let Some(h) = self.homes.get_mut(&job) {
+        } else {
             h.staging.remove(&unit);
         }
     }
@@ -488,66 +424,15 @@ impl<P: PeerKey> Jobs<P> {
 
     /// Gets `unit`'s last checkpoint back from its holders, then queues it.
     pub(super) fn restore_unit(&mut self, now: Instant, job: JobId, unit: UnitId) {
-        let me = self.me.clone();
-        let Some(h) = self.homes.get(&job) else {
-            return;
-        };
-        if h.ready.contains_key(&unit) || h.restoring.contains_key(&unit) {
-            return;
-        }
-        let Some(checkpoint) = h.record.units.get(&unit).and_then(|u| u.checkpoint.clone()) else {
-            // Before any divide, the root restarts from the job's parameters.
-            let root = (unit == 0 && h.record.stats.units == 1)
-                .then(|| self.registry.get(&h.record.app).ok())
-                .flatten()
-                .and_then(|app| app.init(&h.record.params).ok())
-                .map(|root| root.checkpoint());
-            if let Some(state) = root {
-                if let Some(h) = self.homes.get_mut(&job) {
-                    h.ready.insert(unit, state);
-                }
-                return;
-            }
-            let reason = if h.record.ft.checkpoints() {
-                format!("unit {unit} has no checkpoint to restart from")
-            } else {
-                format!(
-                    "unit {unit} has no state to restart from: it was with the job's lost primary, and the job's fault tolerance is \"none\""
-                )
-            };
+        let failed = self
+            .home_ctx(now, job)
+            .and_then(|mut h| h.restore_unit(unit));
+        if let Some(reason) = failed {
             self.fail_job(now, job, reason);
-            return;
-        };
-        let own = self.pieces.get(job, unit);
-        if let Some(state) = decode_pieces(&checkpoint, &own) {
-            if let Some(h) = self.homes.get_mut(&job) {
-                h.ready.insert(unit, state);
-            }
-            return;
         }
-        let asked: BTreeSet<P> = checkpoint
-            .holders
-            .iter()
-            .filter(|p| **p != me && self.is_live(p))
-            .cloned()
-            .collect();
-        if let Some(h) = self.homes.get_mut(&job) {
-            h.restoring.insert(
-                unit,
-                Restoring {
-                    asked: asked.clone(),
-                    got: own,
-                    since: now,
-                    retry_at: now + RESTORE_RETRY,
-                },
-            );
-        }
-        for to in asked {
-            self.send(to, JobMsg::FetchPieces { job, unit }, false);
-        }
-        self.try_restore(now, job, unit);
     }
 
+    /// Pieces of `unit`'s checkpoint from `from`, asked for its restore.
     pub(super) fn on_pieces(
         &mut self,
         now: Instant,
@@ -556,56 +441,28 @@ impl<P: PeerKey> Jobs<P> {
         unit: UnitId,
         pieces: Vec<Piece>,
     ) {
-        let Some(r) = self
-            .homes
-            .get_mut(&job)
-            .and_then(|h| h.restoring.get_mut(&unit))
-        else {
+        let Some(mut h) = self.home_ctx(now, job) else {
+            return;
+        };
+        let Some(r) = h.home.restoring.get_mut(&unit) else {
             return;
         };
         if r.asked.remove(&from) {
             r.got.extend(pieces);
         }
-        self.try_restore(now, job, unit);
+        if let Some(reason) = h.try_restore(unit) {
+            self.fail_job(now, job, reason);
+        }
     }
 
+    /// Queues `unit` once enough pieces of its checkpoint are back, or fails
+    /// the job once its holders stayed away for the restore patience.
     pub(super) fn try_restore(&mut self, now: Instant, job: JobId, unit: UnitId) {
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        let Some(checkpoint) = h.record.units.get(&unit).and_then(|u| u.checkpoint.clone()) else {
-            return;
-        };
-        let Some(r) = h.restoring.get(&unit) else {
-            return;
-        };
-        if let Some(state) = decode_pieces(&checkpoint, &r.got) {
-            h.restoring.remove(&unit);
-            h.ready.insert(unit, state);
-            return;
-        }
-        if r.asked.is_empty() {
-            // Holders may only be suspected (a loaded machine, a partition):
-            // wait for them to come back, within the job's patience.
-            if now.saturating_duration_since(r.since) < self.config.restore_patience {
-                return;
-            }
-            h.restoring.remove(&unit);
-            let holders = checkpoint.holders.clone();
-            self.event(JobEvent::CheckpointLost {
-                job,
-                unit,
-                holders: holders.clone(),
-            });
-            let names: Vec<String> = holders.iter().map(|p| p.to_string()).collect();
-            self.fail_job(
-                now,
-                job,
-                format!(
-                    "the checkpoint of unit {unit} is lost: too few of its holders ({}) are alive",
-                    names.join(", ")
-                ),
-            );
+        let failed = self
+            .home_ctx(now, job)
+            .and_then(|mut h| h.try_restore(unit));
+        if let Some(reason) = failed {
+            self.fail_job(now, job, reason);
         }
     }
 
@@ -638,18 +495,178 @@ impl<P: PeerKey> Jobs<P> {
                 .into_iter()
                 .filter(|p| *p != me && self.is_live(p))
                 .collect();
-            if let Some(r) = self
-                .homes
-                .get_mut(&job)
-                .and_then(|h| h.restoring.get_mut(&unit))
-            {
+            // A failed restore commits, which may change the home: it is
+            // looked up once per unit.
+            let Some(mut h) = self.home_ctx(now, job) else {
+                for to in live {
+                    self.send(to, JobMsg::FetchPieces { job, unit }, false);
+                }
+                continue;
+            };
+            if let Some(r) = h.home.restoring.get_mut(&unit) {
                 r.retry_at = now + RESTORE_RETRY;
                 r.asked.clone_from(&live);
             }
             for to in live {
-                self.send(to, JobMsg::FetchPieces { job, unit }, false);
+                h.send(to, JobMsg::FetchPieces { job, unit }, false);
             }
-            self.try_restore(now, job, unit);
+            if let Some(reason) = h.try_restore(unit) {
+                self.fail_job(now, job, reason);
+            }
         }
+    }
+}
+
+impl<P: PeerKey> HomeCtx<'_, P> {
+    /// Splits `state` into pieces for the home's current members.
+    pub(super) fn pieces_for(
+        &self,
+        unit: UnitId,
+        epoch: Epoch,
+        version: u64,
+        state: &[u8],
+    ) -> (CheckpointRef<P>, Vec<(P, UnitId, Piece)>) {
+        let mut pieces = Vec::new();
+        let mut holders = Vec::new();
+        let h = &*self.home;
+        let members = h.members();
+        match h.record.ft.storage {
+            CheckpointStorage::Local => {}
+            CheckpointStorage::Copies { r } => {
+                for (i, holder) in members.iter().take(usize::from(r)).enumerate() {
+                    holders.push(holder.clone());
+                    pieces.push((
+                        holder.clone(),
+                        unit,
+                        Piece {
+                            epoch,
+                            version,
+                            index: i as u8,
+                            data: PieceData::Copy(state.to_vec()),
+                        },
+                    ));
+                }
+            }
+            CheckpointStorage::Shards { k, m } => {
+                if let Ok(shards) = erasure::encode(state, k, m) {
+                    for shard in shards {
+                        let slot = usize::from(shard.index) % members.len().max(1);
+                        let Some(holder) = members.get(slot).cloned() else {
+                            continue;
+                        };
+                        holders.push(holder.clone());
+                        pieces.push((
+                            holder,
+                            unit,
+                            Piece {
+                                epoch,
+                                version,
+                                index: shard.index,
+                                data: PieceData::Shard(shard),
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        let checkpoint = CheckpointRef {
+            epoch,
+            version,
+            holders,
+        };
+        (checkpoint, pieces)
+    }
+
+    /// Gets `unit`'s last checkpoint back from its holders, then queues it;
+    /// returns why the job fails, if it must.
+    pub(super) fn restore_unit(&mut self, unit: UnitId) -> Option<String> {
+        let (job, now) = (self.job, self.now);
+        let me = self.me.clone();
+        let h = &mut *self.home;
+        if h.ready.contains_key(&unit) || h.restoring.contains_key(&unit) {
+            return None;
+        }
+        let Some(checkpoint) = h.record.units.get(&unit).and_then(|u| u.checkpoint.clone()) else {
+            // Before any divide, the root restarts from the job's parameters.
+            let root = (unit == 0 && h.record.stats.units == 1)
+                .then(|| self.registry.get(&h.record.app).ok())
+                .flatten()
+                .and_then(|app| app.init(&h.record.params).ok())
+                .map(|root| root.checkpoint());
+            if let Some(state) = root {
+                h.ready.insert(unit, state);
+                return None;
+            }
+            let reason = if h.record.ft.checkpoints() {
+                format!("unit {unit} has no checkpoint to restart from")
+            } else {
+                format!(
+                    "unit {unit} has no state to restart from: it was with the job's lost primary, and the job's fault tolerance is \"none\""
+                )
+            };
+            return Some(reason);
+        };
+        let own = self.pieces.get(job, unit);
+        if let Some(state) = decode_pieces(&checkpoint, &own) {
+            h.ready.insert(unit, state);
+            return None;
+        }
+        let asked: BTreeSet<P> = checkpoint
+            .holders
+            .iter()
+            .filter(|p| **p != me && self.is_live(p))
+            .cloned()
+            .collect();
+        self.home.restoring.insert(
+            unit,
+            Restoring {
+                asked: asked.clone(),
+                got: own,
+                since: now,
+                retry_at: now + RESTORE_RETRY,
+            },
+        );
+        for to in asked {
+            self.send(to, JobMsg::FetchPieces { job, unit }, false);
+        }
+        self.try_restore(unit)
+    }
+
+    /// Queues `unit` once enough pieces of its checkpoint are back;
+    /// returns why the job fails, if its holders stayed away too long.
+    pub(super) fn try_restore(&mut self, unit: UnitId) -> Option<String> {
+        let (job, now) = (self.job, self.now);
+        let h = &mut *self.home;
+        let checkpoint = h
+            .record
+            .units
+            .get(&unit)
+            .and_then(|u| u.checkpoint.clone())?;
+        let r = h.restoring.get(&unit)?;
+        if let Some(state) = decode_pieces(&checkpoint, &r.got) {
+            h.restoring.remove(&unit);
+            h.ready.insert(unit, state);
+            return None;
+        }
+        if r.asked.is_empty() {
+            // Holders may only be suspected (a loaded machine, a partition):
+            // wait for them to come back, within the job's patience.
+            if now.saturating_duration_since(r.since) < self.config.restore_patience {
+                return None;
+            }
+            h.restoring.remove(&unit);
+            let holders = checkpoint.holders.clone();
+            self.event(JobEvent::CheckpointLost {
+                job,
+                unit,
+                holders: holders.clone(),
+            });
+            let names: Vec<String> = holders.iter().map(|p| p.to_string()).collect();
+            return Some(format!(
+                "the checkpoint of unit {unit} is lost: too few of its holders ({}) are alive",
+                names.join(", ")
+            ));
+        }
+        None
     }
 }

@@ -73,37 +73,6 @@ impl<P: PeerKey> Jobs<P> {
         *peer == self.me || self.members.contains(peer)
     }
 
-    /// Whether a unit held by `holder` must be given up: its holder is out
-    /// of the view, and (for jobs without checkpoints, which cannot restart
-    /// a unit) declared dead rather than only suspected.
-    pub(super) fn holder_lost(&self, holder: &P, ft: &FaultTolerance) -> bool {
-        !self.is_live(holder) && (ft.checkpoints() || !self.suspects.contains(holder))
-    }
-
-    /// Orders peers by the load average membership reports, lightest first.
-    pub(super) fn by_load(&self, a: &P, b: &P) -> std::cmp::Ordering {
-        let load = |p: &P| self.loads.get(p).copied().unwrap_or(0.0);
-        load(a).total_cmp(&load(b))
-    }
-
-    /// Whether a handed-out unit must be given up: its holder is lost, or
-    /// it is this peer and does not run the unit any more (it restarted).
-    pub(super) fn unit_lost(
-        &self,
-        job: JobId,
-        unit: UnitId,
-        rec: &UnitRec<P>,
-        ft: &FaultTolerance,
-    ) -> bool {
-        let Some(holder) = rec.holder.as_ref() else {
-            return false;
-        };
-        if *holder == self.me {
-            return rec.status == UnitStatus::Running && !self.running.contains_key(&(job, unit));
-        }
-        self.holder_lost(holder, ft)
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_submit(
         &mut self,
@@ -270,47 +239,176 @@ impl<P: PeerKey> Jobs<P> {
         self.stage(now, job, unit, from, epoch, seq, report);
     }
 
-    /// Applies a worker's report to the record (its pieces, if any, are
-    /// stored) and commits it.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn apply_report(
+    /// Protocol `none`: a worker's improved shared variables.
+    pub(super) fn on_improved(&mut self, now: Instant, job: JobId, vars: SharedVars) {
+        self.with_home(now, job, |h| h.on_improved(vars));
+    }
+
+    /// A worker's count of work done, for the job's statistics.
+    pub(super) fn on_progress(&mut self, now: Instant, from: P, job: JobId, work: u64) {
+        self.with_home(now, job, |h| {
+            h.on_progress(from, work);
+            None
+        });
+    }
+
+    /// An idle worker asks for work on `job`.
+    pub(super) fn on_work_request(&mut self, now: Instant, from: P, job: JobId, free: u32) {
+        let Some(mut h) = self.home_ctx(now, job) else {
+            let finished = self.finished_jobs.contains(&job);
+            self.send(from, JobMsg::NoWork { job, finished }, false);
+            return;
+        };
+        if let Some(effects) = h.on_work_request(from, free) {
+            self.commit(now, job, effects);
+        }
+    }
+
+    /// Queued units that no idle worker asked for within
+    /// `push_queued_after` go to the job's least-loaded worker, which runs
+    /// them besides its own: a lost unit restarts at once even when every
+    /// worker is busy (as a Dask scheduler hands a task to a busy worker's
+    /// queue), instead of waiting for some unit to finish. A worker holds at
+    /// most one pushed unit at a time, so the overload stays bounded, and it
+    /// asks for no more work until it is below its cores again.
+    pub(super) fn push_queued(&mut self, now: Instant, job: JobId) {
+        self.with_home(now, job, |h| h.push_queued());
+    }
+
+    /// A donor declined steal `steal` of `job`.
+    pub(super) fn on_steal_declined(&mut self, now: Instant, job: JobId, steal: u64) {
+        self.with_home(now, job, |h| {
+            h.on_steal_declined(steal);
+            None
+        });
+    }
+
+    /// A worker cannot send its report on `unit`: over a size limit. Only
+    /// the unit's current holder may say so.
+    pub(super) fn on_too_large(
         &mut self,
         now: Instant,
+        from: P,
         job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+        reason: String,
+    ) {
+        self.with_home(now, job, |h| h.on_too_large(from, unit, epoch, reason));
+    }
+
+    /// A message of this primary's for `job` is over its size limit: the
+    /// job fails, and its partial result, which nobody will read, is
+    /// dropped so the record's snapshots stay small.
+    pub(super) fn fail_too_large(&mut self, now: Instant, job: JobId, reason: String) {
+        let effects = self
+            .home_ctx(now, job)
+            .map(|mut h| h.fail_too_large(reason))
+            .unwrap_or_default();
+        self.commit(now, job, effects);
+    }
+
+    /// Fails `job`, if it runs here, and commits that.
+    pub(super) fn fail_job(&mut self, now: Instant, job: JobId, reason: String) {
+        let effects = self
+            .home_ctx(now, job)
+            .map(|mut h| h.fail(reason))
+            .unwrap_or_default();
+        self.commit(now, job, effects);
+    }
+
+    /// A request to cancel `job` from `from`: granted to the job's
+    /// submitter and to this peer itself (the operator of the primary).
+    pub(super) fn on_cancel(&mut self, now: Instant, from: P, job: JobId) {
+        let reply = |refused: Option<String>| JobOutput::Send {
+            to: from.clone(),
+            msg: JobMsg::CancelReply { job, refused },
+            bulk: false,
+        };
+        let Some(mut h) = self.home_ctx(now, job) else {
+            let answer = reply(Some(super::Refusal::UnknownJob.to_string()));
+            self.outputs.push_back(answer);
+            return;
+        };
+        if !h.home.is_primary() {
+            let primary = h
+                .home
+                .primary()
+                .map(|p| format!("{p:?}"))
+                .unwrap_or_default();
+            let answer = reply(Some(format!(
+                "this peer is not the job's primary (that is {primary})"
+            )));
+            h.out.push_back(answer);
+            return;
+        }
+        let submitter = &h.home.record.submitter;
+        if from != *h.me && from != *submitter {
+            let msg = JobMsg::Cancel { job };
+            self.refuse(&from, &msg, super::Refusal::NotTheSubmitter);
+            return;
+        }
+        let effects = match &h.home.record.state {
+            JobState::Running => {
+                let by = if from == *submitter {
+                    "its submitter"
+                } else {
+                    "the operator of its primary"
+                };
+                h.cancel(format!("cancelled by {by}"), vec![reply(None)])
+            }
+            JobState::Cancelled { .. } => Some(vec![reply(None)]),
+            JobState::Done { .. } | JobState::Failed { .. } => {
+                let answer = reply(Some("the job has already finished".to_string()));
+                h.out.push_back(answer);
+                None
+            }
+        };
+        if let Some(effects) = effects {
+            self.commit(now, job, effects);
+        }
+    }
+
+    /// Sends the record's changes to every backup and holds `effects`
+    /// until a majority of the home confirms them (nothing, if this peer
+    /// is not the primary).
+    pub(super) fn commit(&mut self, now: Instant, job: JobId, effects: Vec<JobOutput<P>>) {
+        let _ = self.homes.propose(now, job, effects);
+        self.drain_homes(now);
+    }
+}
+
+impl<P: PeerKey> HomeCtx<'_, P> {
+    /// Applies a worker's report to the record (its pieces, if any, are
+    /// stored); returns what to commit.
+    pub(super) fn apply_report(
+        &mut self,
         unit: UnitId,
         from: P,
         epoch: Epoch,
         seq: u64,
         report: Report,
         refs: Vec<(UnitId, CheckpointRef<P>)>,
-    ) {
+    ) -> Commit<P> {
+        let job = self.job;
         let me = self.me.clone();
-        let app = match self.homes.get(&job).map(|h| h.record.app.clone()) {
-            Some(app) => app,
-            None => return,
-        };
-        let merge_fn = self.registry.get(&app);
+        let merge_fn = self.registry.get(&self.home.record.app);
         let result_max = self.config.limits.result_bytes;
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
+        let h = &mut *self.home;
         if from == me && seq == 0 {
             // The root's initial checkpoint, stored at submission.
             if let Some(u) = h.unit(unit) {
                 u.checkpoint = refs.into_iter().next().map(|(_, c)| c);
             }
-            self.commit(now, job, Vec::new());
-            return;
+            return Some(Vec::new());
         }
-        let Some(u) = h.record.units.get(&unit) else {
-            return;
-        };
+        let u = h.record.units.get(&unit)?;
         let resuming = matches!(report, Report::Resume { .. });
         let holds = u.holder.as_ref() == Some(&from)
             || (resuming && u.holder.is_none() && u.status == UnitStatus::Queued);
         if u.status == UnitStatus::Done || u.epoch != epoch || seq <= u.seq || !holds {
             // Reissued (or finished) while its pieces were being stored.
-            return;
+            return None;
         }
         let mut effects = vec![ack(from.clone(), job, unit, epoch, seq)];
         let local = h.record.ft.checkpoints() && h.record.ft.storage == CheckpointStorage::Local;
@@ -325,9 +423,7 @@ impl<P: PeerKey> Jobs<P> {
                 u.holder = Some(from.clone());
             }
         }
-        let Some(u) = h.record.units.get(&unit) else {
-            return;
-        };
+        let u = h.record.units.get(&unit)?;
         let was_assigned = u.status == UnitStatus::Assigned;
         for (id, checkpoint) in &refs {
             if *id == unit {
@@ -428,7 +524,7 @@ impl<P: PeerKey> Jobs<P> {
                 let requester = h.steals.remove(&steal).map(|s| s.requester);
                 if let Some(requester) = requester.filter(|r| *r == me || self.members.contains(r))
                 {
-                    if let Some(assign) = self.assign(now, job, child, requester) {
+                    if let Some(assign) = self.assign(child, requester) {
                         effects.push(assign);
                     }
                 }
@@ -504,18 +600,17 @@ impl<P: PeerKey> Jobs<P> {
             }
         }
         if let Some(vars) = improved {
-            effects.extend(self.shared_broadcast(job, vars));
+            effects.extend(self.shared_broadcast(vars));
         }
-        self.check_complete(now, job, &mut effects);
-        self.commit(now, job, effects);
+        self.check_complete(&mut effects);
+        Some(effects)
     }
 
-    /// Messages giving `vars` to every worker of `job`.
-    pub(super) fn shared_broadcast(&self, job: JobId, vars: SharedVars) -> Vec<JobOutput<P>> {
-        let Some(h) = self.homes.get(&job) else {
-            return Vec::new();
-        };
-        let holders: BTreeSet<P> = h
+    /// Messages giving `vars` to every worker of the job.
+    pub(super) fn shared_broadcast(&self, vars: SharedVars) -> Vec<JobOutput<P>> {
+        let job = self.job;
+        let holders: BTreeSet<P> = self
+            .home
             .record
             .units
             .values()
@@ -536,19 +631,18 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     /// Protocol `none`: a worker's improved shared variables.
-    pub(super) fn on_improved(&mut self, now: Instant, job: JobId, vars: SharedVars) {
-        let Some(h) = self.homes.get_mut(&job).filter(|h| h.is_primary()) else {
-            return;
-        };
-        if h.record.shared.merge(&vars) {
-            let vars = h.record.shared.clone();
-            let effects = self.shared_broadcast(job, vars);
-            self.commit(now, job, effects);
+    pub(super) fn on_improved(&mut self, vars: SharedVars) -> Commit<P> {
+        if !self.home.is_primary() || !self.home.record.shared.merge(&vars) {
+            return None;
         }
+        let vars = self.home.record.shared.clone();
+        Some(self.shared_broadcast(vars))
     }
 
-    pub(super) fn on_progress(&mut self, from: P, job: JobId, work: u64) {
-        if let Some(h) = self.homes.get_mut(&job).filter(|h| h.is_primary()) {
+    /// A worker's count of work done, for the job's statistics.
+    pub(super) fn on_progress(&mut self, from: P, work: u64) {
+        let h = &mut *self.home;
+        if h.is_primary() {
             h.record.stats.work = h.record.stats.work.saturating_add(work);
             let c = h.record.contributions.entry(from).or_default();
             c.work = c.work.saturating_add(work);
@@ -557,15 +651,10 @@ impl<P: PeerKey> Jobs<P> {
 
     /// Assigns a queued unit whose state is ready to `to`; the message is
     /// returned, to be released with the update.
-    pub(super) fn assign(
-        &mut self,
-        now: Instant,
-        job: JobId,
-        unit: UnitId,
-        to: P,
-    ) -> Option<JobOutput<P>> {
+    pub(super) fn assign(&mut self, unit: UnitId, to: P) -> Option<JobOutput<P>> {
+        let (job, now) = (self.job, self.now);
         let epoch = self.random_epoch();
-        let h = self.homes.get_mut(&job)?;
+        let h = &mut *self.home;
         let state = h.ready.remove(&unit)?;
         h.queued_since.remove(&unit);
         if !h.record.ft.checkpoints() {
@@ -604,22 +693,15 @@ impl<P: PeerKey> Jobs<P> {
         })
     }
 
-    pub(super) fn on_work_request(&mut self, now: Instant, from: P, job: JobId, free: u32) {
-        let Some(h) = self.homes.get(&job) else {
-            self.send(
-                from,
-                JobMsg::NoWork {
-                    job,
-                    finished: self.finished_jobs.contains(&job),
-                },
-                false,
-            );
-            return;
-        };
+    /// An idle worker `from` asks for up to `free` units: queued ones are
+    /// assigned (and committed), else the busiest holder is asked to divide.
+    pub(super) fn on_work_request(&mut self, from: P, free: u32) -> Commit<P> {
+        let job = self.job;
+        let h = &*self.home;
         if !h.is_primary() || h.record.state != JobState::Running {
             let finished = h.record.state != JobState::Running;
             self.send(from, JobMsg::NoWork { job, finished }, false);
-            return;
+            return None;
         }
         let ready: Vec<UnitId> = h
             .ready
@@ -636,10 +718,9 @@ impl<P: PeerKey> Jobs<P> {
         if !ready.is_empty() {
             let mut effects = Vec::new();
             for unit in ready {
-                effects.extend(self.assign(now, job, unit, from.clone()));
+                effects.extend(self.assign(unit, from.clone()));
             }
-            self.commit(now, job, effects);
-            return;
+            return Some(effects);
         }
         // Steal: the holder with the most running units, then the lightest load.
         let mut running: BTreeMap<P, u32> = BTreeMap::new();
@@ -665,11 +746,9 @@ impl<P: PeerKey> Jobs<P> {
                 },
                 false,
             );
-            return;
+            return None;
         };
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
+        let h = &mut *self.home;
         let steal = h.next_steal;
         h.next_steal += 1;
         h.steals.insert(
@@ -677,28 +756,21 @@ impl<P: PeerKey> Jobs<P> {
             Steal {
                 requester: from,
                 donor: donor.clone(),
-                since: now,
+                since: self.now,
             },
         );
         self.send(donor, JobMsg::StealRequest { job, steal }, false);
+        None
     }
 
-    /// Queued units that no idle worker asked for within
-    /// `push_queued_after` go to the job's least-loaded worker, which runs
-    /// them besides its own: a lost unit restarts at once even when every
-    /// worker is busy (as a Dask scheduler hands a task to a busy worker's
-    /// queue), instead of waiting for some unit to finish. A worker holds at
-    /// most one pushed unit at a time, so the overload stays bounded, and it
-    /// asks for no more work until it is below its cores again.
-    pub(super) fn push_queued(&mut self, now: Instant, job: JobId) {
+    /// See [`Jobs::push_queued`].
+    pub(super) fn push_queued(&mut self) -> Commit<P> {
+        let now = self.now;
         let patience = self.config.push_queued_after;
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        if !h.is_primary() || h.record.state != JobState::Running {
-            return;
+        if !self.home.is_primary() || self.home.record.state != JobState::Running {
+            return None;
         }
-        let h = h.state_mut();
+        let h = self.home.state_mut();
         let held = |u: &UnitRec<P>| matches!(u.status, UnitStatus::Running | UnitStatus::Assigned);
         // Pushes end when their unit leaves the worker (merged, lost).
         let units = &h.record.units;
@@ -722,7 +794,7 @@ impl<P: PeerKey> Jobs<P> {
             }
         }
         if due.is_empty() {
-            return;
+            return None;
         }
         // The job's live workers, with the units each holds.
         let mut load: BTreeMap<P, usize> = BTreeMap::new();
@@ -743,26 +815,23 @@ impl<P: PeerKey> Jobs<P> {
             let Some(to) = target else {
                 break;
             };
-            if let Some(msg) = self.assign(now, job, unit, to.clone()) {
+            if let Some(msg) = self.assign(unit, to.clone()) {
                 effects.push(msg);
-                if let Some(h) = self.homes.get_mut(&job) {
-                    h.pushed.insert(unit, to.clone());
-                }
+                self.home.pushed.insert(unit, to.clone());
                 *load.entry(to.clone()).or_default() += 1;
                 pushed.insert(to);
             }
         }
-        self.commit(now, job, effects);
+        Some(effects)
     }
 
-    pub(super) fn on_steal_declined(&mut self, _now: Instant, job: JobId, steal: u64) {
-        let Some(s) = self
-            .homes
-            .get_mut(&job)
-            .and_then(|h| h.steals.remove(&steal))
-        else {
+    /// The donor of steal `steal` has nothing to give: its requester is
+    /// told there is no work.
+    pub(super) fn on_steal_declined(&mut self, steal: u64) {
+        let Some(s) = self.home.steals.remove(&steal) else {
             return;
         };
+        let job = self.job;
         self.send(
             s.requester,
             JobMsg::NoWork {
@@ -775,15 +844,8 @@ impl<P: PeerKey> Jobs<P> {
 
     /// Marks the job done once every unit is merged; the result goes to
     /// the submitter with the update.
-    pub(super) fn check_complete(
-        &mut self,
-        now: Instant,
-        job: JobId,
-        effects: &mut Vec<JobOutput<P>>,
-    ) {
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
+    pub(super) fn check_complete(&mut self, effects: &mut Vec<JobOutput<P>>) {
+        let h = &mut *self.home;
         if h.record.state == JobState::Running
             && h.record
                 .units
@@ -795,127 +857,65 @@ impl<P: PeerKey> Jobs<P> {
             };
         }
         if h.record.state != JobState::Running && h.finished.is_none() {
-            h.finished = Some(now);
+            h.finished = Some(self.now);
             let ok = matches!(h.record.state, JobState::Done { .. });
             let submitter = h.record.submitter.clone();
-            if let Some(view) = self.view(now, job) {
-                effects.push(JobOutput::Send {
-                    to: submitter,
-                    msg: JobMsg::Status { view },
-                    bulk: true,
-                });
-            }
-            effects.push(JobOutput::Event(JobEvent::Finished { job, ok }));
+            effects.push(JobOutput::Send {
+                to: submitter,
+                msg: JobMsg::Status { view: self.view() },
+                bulk: true,
+            });
+            effects.push(JobOutput::Event(JobEvent::Finished { job: self.job, ok }));
         }
     }
 
-    /// A worker cannot send its report on `unit`: over a size limit. Only
-    /// the unit's current holder may say so.
+    /// See [`Jobs::on_too_large`].
     pub(super) fn on_too_large(
         &mut self,
-        now: Instant,
         from: P,
-        job: JobId,
         unit: UnitId,
         epoch: Epoch,
         reason: String,
-    ) {
-        let holds = self.homes.get(&job).is_some_and(|h| {
-            h.is_primary()
-                && h.record
-                    .units
-                    .get(&unit)
-                    .is_some_and(|u| u.holder.as_ref() == Some(&from) && u.epoch == epoch)
-        });
-        if holds {
-            self.fail_too_large(now, job, format!("unit {unit} on {from}: {reason}"));
-        }
+    ) -> Commit<P> {
+        let h = &*self.home;
+        let holds = h.is_primary()
+            && h.record
+                .units
+                .get(&unit)
+                .is_some_and(|u| u.holder.as_ref() == Some(&from) && u.epoch == epoch);
+        holds.then(|| self.fail_too_large(format!("unit {unit} on {from}: {reason}")))
     }
 
-    /// A message of this primary's for `job` is over its size limit: the
-    /// job fails, and its partial result, which nobody will read, is
-    /// dropped so the record's snapshots stay small.
-    pub(super) fn fail_too_large(&mut self, now: Instant, job: JobId, reason: String) {
-        if let Some(h) = self.homes.get_mut(&job).filter(|h| h.is_primary()) {
-            if h.record.state == JobState::Running {
-                h.record.merged = Vec::new();
-                h.record.has_merged = false;
-                h.merged_dirty = true;
-            }
+    /// See [`Jobs::fail_too_large`]; returns what to commit.
+    pub(super) fn fail_too_large(&mut self, reason: String) -> Vec<JobOutput<P>> {
+        let h = &mut *self.home;
+        if h.is_primary() && h.record.state == JobState::Running {
+            h.record.merged = Vec::new();
+            h.record.has_merged = false;
+            h.merged_dirty = true;
         }
-        self.fail_job(now, job, reason);
+        self.fail(reason)
     }
 
-    pub(super) fn fail_job(&mut self, now: Instant, job: JobId, reason: String) {
-        if let Some(h) = self.homes.get_mut(&job) {
-            if h.record.state == JobState::Running {
-                h.record.state = JobState::Failed { reason };
-            }
+    /// Fails the job, if it runs; returns what to commit.
+    pub(super) fn fail(&mut self, reason: String) -> Vec<JobOutput<P>> {
+        if self.home.record.state == JobState::Running {
+            self.home.record.state = JobState::Failed { reason };
         }
         let mut effects = Vec::new();
-        self.check_complete(now, job, &mut effects);
-        self.commit(now, job, effects);
-    }
-
-    /// A request to cancel `job` from `from`: granted to the job's
-    /// submitter and to this peer itself (the operator of the primary).
-    pub(super) fn on_cancel(&mut self, now: Instant, from: P, job: JobId) {
-        let reply = |refused: Option<String>| JobOutput::Send {
-            to: from.clone(),
-            msg: JobMsg::CancelReply { job, refused },
-            bulk: false,
-        };
-        let Some(h) = self.homes.get(&job) else {
-            let answer = reply(Some(super::Refusal::UnknownJob.to_string()));
-            self.outputs.push_back(answer);
-            return;
-        };
-        if !h.is_primary() {
-            let primary = h.primary().map(|p| format!("{p:?}")).unwrap_or_default();
-            let answer = reply(Some(format!(
-                "this peer is not the job's primary (that is {primary})"
-            )));
-            self.outputs.push_back(answer);
-            return;
-        }
-        if from != self.me && from != h.record.submitter {
-            let msg = JobMsg::Cancel { job };
-            self.refuse(&from, &msg, super::Refusal::NotTheSubmitter);
-            return;
-        }
-        match &h.record.state {
-            JobState::Running => {
-                let by = if from == h.record.submitter {
-                    "its submitter"
-                } else {
-                    "the operator of its primary"
-                };
-                self.cancel_job(now, job, format!("cancelled by {by}"), vec![reply(None)]);
-            }
-            JobState::Cancelled { .. } => self.commit(now, job, vec![reply(None)]),
-            JobState::Done { .. } | JobState::Failed { .. } => {
-                let answer = reply(Some("the job has already finished".to_string()));
-                self.outputs.push_back(answer);
-            }
-        }
+        self.check_complete(&mut effects);
+        effects
     }
 
     /// Ends a running job as cancelled: no more work is handed out, and
     /// once that is committed every worker is told its unit is stale (its
     /// thread stops within a step), the submitter gets the final status,
-    /// and `effects` are released.
-    pub(super) fn cancel_job(
-        &mut self,
-        now: Instant,
-        job: JobId,
-        reason: String,
-        mut effects: Vec<JobOutput<P>>,
-    ) {
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
+    /// and `effects` are released. Returns what to commit.
+    pub(super) fn cancel(&mut self, reason: String, mut effects: Vec<JobOutput<P>>) -> Commit<P> {
+        let job = self.job;
+        let h = &mut *self.home;
         if h.record.state != JobState::Running {
-            return;
+            return None;
         }
         h.record.state = JobState::Cancelled { reason };
         h.ready.clear();
@@ -938,15 +938,7 @@ impl<P: PeerKey> Jobs<P> {
                 bulk: false,
             });
         }
-        self.check_complete(now, job, &mut effects);
-        self.commit(now, job, effects);
-    }
-
-    /// Sends the record's changes to every backup and holds `effects`
-    /// until a majority of the home confirms them (nothing, if this peer
-    /// is not the primary).
-    pub(super) fn commit(&mut self, now: Instant, job: JobId, effects: Vec<JobOutput<P>>) {
-        let _ = self.homes.propose(now, job, effects);
-        self.drain_homes(now);
+        self.check_complete(&mut effects);
+        Some(effects)
     }
 }

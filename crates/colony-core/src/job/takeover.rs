@@ -50,15 +50,19 @@ impl<P: PeerKey> Jobs<P> {
         }
     }
 
+    /// Advertises `job` to every member, and sets when to again.
     pub(super) fn advertise(&mut self, now: Instant, job: JobId) {
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };
         h.next_advert_at = now + self.config.advert_interval;
-        let Some(h) = self.homes.get(&job) else {
-            return;
+        let msg = JobMsg::Advert {
+            job,
+            app: h.record.app.clone(),
+            home: self.me.clone(),
+            lifetime_ms: self.config.advert_lifetime.as_millis() as u64,
+            submitter: h.submitter().clone(),
         };
-        let msg = self.advert(job, &h.record.app, h.submitter());
         for to in self.members.clone() {
             self.send(to, msg.clone(), false);
         }
@@ -72,62 +76,23 @@ impl<P: PeerKey> Jobs<P> {
     /// or handed over by `previous`): units whose holders are gone are
     /// reissued, queued ones restored, the submitter told.
     pub(super) fn took_over(&mut self, now: Instant, job: JobId, previous: Option<P>) {
-        let assign_grace = now;
-        let Some(h) = self.homes.get_mut(&job) else {
+        let Some(lost) = self.home_ctx(now, job).map(|mut h| h.took_over(previous)) else {
             return;
         };
-        h.record.stats.takeovers = h
-            .record
-            .stats
-            .takeovers
-            .saturating_add(u64::from(previous.is_none()));
-        let assigned: Vec<UnitId> = h
-            .record
-            .units
-            .iter()
-            .filter(|(_, u)| u.status == UnitStatus::Assigned)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in assigned {
-            h.assigned_at.insert(id, assign_grace);
-        }
-        self.event(JobEvent::Primary { job, previous });
-        // Units whose holders are gone, and queued ones, need their state.
-        let Some(h) = self.homes.get(&job) else {
-            return;
-        };
-        let lost: Vec<(UnitId, Option<P>)> = h
-            .record
-            .units
-            .iter()
-            .filter(|(id, u)| match u.status {
-                UnitStatus::Queued => true,
-                UnitStatus::Assigned | UnitStatus::Running => {
-                    u.holder.is_none() || self.unit_lost(job, **id, u, &h.record.ft)
-                }
-                UnitStatus::Done => false,
-            })
-            .map(|(id, u)| (*id, u.holder.clone()))
-            .collect();
         for (unit, holder) in lost {
             match holder {
                 Some(holder) => self.lose_unit(now, job, unit, holder),
                 None => self.restore_unit(now, job, unit),
             }
         }
-        let Some(finished) = self
-            .homes
-            .get(&job)
-            .map(|h| h.record.state != JobState::Running)
-        else {
+        let Some(mut h) = self.home_ctx(now, job) else {
             return;
         };
-        if finished {
+        if h.home.record.state != JobState::Running {
             // The submitter may have missed the result.
-            if let Some(view) = self.view(now, job) {
-                let to = view.submitter.clone();
-                self.send(to, JobMsg::Status { view }, true);
-            }
+            let view = h.view();
+            let to = view.submitter.clone();
+            h.send(to, JobMsg::Status { view }, true);
         } else {
             self.advertise(now, job);
         }
@@ -150,197 +115,30 @@ impl<P: PeerKey> Jobs<P> {
         lost: P,
         unheld: bool,
     ) {
-        let Some(h) = self.homes.get_mut(&job) else {
+        let Some(mut h) = self.home_ctx(now, job) else {
             return;
         };
-        let ft = h.record.ft;
-        let Some(u) = h.record.units.get(&unit) else {
-            return;
-        };
-        if u.status == UnitStatus::Done {
-            return;
+        match h.reissue(unit, lost, unheld) {
+            Reissue::Done => {}
+            Reissue::Restore => self.restore_unit(now, job, unit),
+            Reissue::Fail(reason) => self.fail_job(now, job, reason),
         }
-        if ft.checkpoints()
-            && ft.storage == CheckpointStorage::Local
-            && u.status == UnitStatus::Running
-            && !unheld
-        {
-            // Its state is on the lost peer's disk: wait for it to come back
-            // and resume it. One only assigned may never have reached that
-            // disk: it restarts from its last checkpoint (and its worker, if
-            // it did store it, may still take it back until it is given out).
-            return;
-        }
-        let was_running = u.status == UnitStatus::Running;
-        if let Some(u) = h.unit(unit) {
-            u.status = UnitStatus::Queued;
-            u.holder = None;
-        }
-        h.assigned_at.remove(&unit);
-        // Reports of the lost copy still being stored must not apply.
-        h.staging.remove(&unit);
-        if was_running {
-            let c = h.record.contributions.entry(lost.clone()).or_default();
-            c.units_running = c.units_running.saturating_sub(1);
-        }
-        h.record.stats.reissued = h.record.stats.reissued.saturating_add(1);
-        self.event(JobEvent::Reissued {
-            job,
-            unit,
-            lost: lost.clone(),
-        });
-        if !ft.checkpoints() {
-            // It restarts from the state it was handed out with (or kept at
-            // its last divide); its worker's reports are stale from now on.
-            if let Some(h) = self.homes.get_mut(&job) {
-                if let Some(state) = h.kept.remove(&unit) {
-                    h.ready.insert(unit, state);
-                }
-            }
-            let has_state = self
-                .homes
-                .get(&job)
-                .is_some_and(|h| h.ready.contains_key(&unit));
-            if !has_state {
-                self.fail_job(
-                    now,
-                    job,
-                    format!(
-                        "unit {unit} was lost with peer {lost}, and the state it was handed out with was lost with the job's primary; the job's fault tolerance is \"none\", so nothing can restart it"
-                    ),
-                );
-            }
-            return;
-        }
-        self.restore_unit(now, job, unit);
     }
 
-    /// Fails `job` here, with a reason naming the lost members, once a
-    /// majority of its home's members (latest or committed) has been gone
-    /// from the view for `majority_patience`: no update can commit and no
-    /// election can be won without them, so the job would wait forever.
-    /// The failure cannot be committed (that needs the majority): this
-    /// member ends the job on its own, stops its units and tells the
-    /// submitter; any peer asking about the job hears it from here.
+    /// See [`HomeCtx::watch_majority`].
     pub(super) fn watch_majority(&mut self, now: Instant, job: JobId) {
-        let patience = self.config.majority_patience;
-        let live = |p: &P| *p == self.me || self.members.contains(p);
-        let Some(h) = self.homes.get(&job) else {
-            return;
-        };
-        let lost_in = |set: &[P]| !set.is_empty() && !majority(set, live);
-        let lost = h.record.state == JobState::Running
-            && h.has_member(&self.me)
-            && (lost_in(h.members()) || lost_in(h.config()));
-        if !lost {
-            if let Some(h) = self.homes.get_mut(&job) {
-                h.majority_lost_since = None;
-            }
-            return;
-        }
-        let mut gone: Vec<P> = h
-            .members()
-            .iter()
-            .chain(h.config())
-            .filter(|p| !live(p))
-            .cloned()
-            .collect();
-        gone.sort();
-        gone.dedup();
-        let members = h.members().len().max(h.config().len());
-        // Live holders of units out: told to stop once the job fails.
-        let holders: Vec<(UnitId, Epoch, P)> = h
-            .record
-            .units
-            .iter()
-            .filter(|(_, u)| matches!(u.status, UnitStatus::Assigned | UnitStatus::Running))
-            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, u.epoch, p)))
-            .filter(|(_, _, p)| live(p))
-            .collect();
-        let since = h.majority_lost_since;
-        let Some(since) = since else {
-            if let Some(h) = self.homes.get_mut(&job) {
-                h.majority_lost_since = Some(now);
-            }
-            self.event(JobEvent::HomeMajorityLost {
-                job,
-                gone,
-                fails_in: patience,
-            });
-            self.tell_majority_lost(now, job);
-            return;
-        };
-        if now.saturating_duration_since(since) < patience {
-            self.tell_majority_lost(now, job);
-            return;
-        }
-        let reason = format!(
-            "the job's home lost its majority: {} of its {members} members ({gone:?}) left the network and did not come back within {:.0} s, so no change to the job can be committed any more",
-            gone.len(),
-            patience.as_secs_f64()
-        );
-        if let Some(h) = self.homes.get_mut(&job) {
-            h.record.state = JobState::Failed { reason };
-        }
-        let mut effects = Vec::new();
-        self.check_complete(now, job, &mut effects);
-        for (unit, epoch, holder) in holders {
-            self.send(holder, JobMsg::Stale { job, unit, epoch }, false);
-        }
-        self.outputs.extend(effects);
+        self.with_home(now, job, |h| {
+            h.watch_majority();
+            None
+        });
     }
 
-    /// While the home of `job` has lost its majority, a member that is not
-    /// the primary (the primary's progress already carries it) sends the
-    /// submitter the job's view every `progress_interval`, so it sees the
-    /// job waiting, and when it fails.
-    fn tell_majority_lost(&mut self, now: Instant, job: JobId) {
-        let Some(h) = self.homes.get_mut(&job) else {
-            return;
-        };
-        let first = h.next_progress_at <= now || h.majority_lost_since == Some(now);
-        if h.is_primary() || !first {
-            return;
-        }
-        h.next_progress_at = now + self.config.progress_interval;
-        let submitter = h.record.submitter.clone();
-        if let Some(view) = self.view(now, job) {
-            self.send(submitter, JobMsg::Status { view }, false);
-        }
-    }
-
-    /// Asks every worker the record names as running a unit of `job` which
-    /// units it holds, every `holdings_interval`: a unit recorded on a
-    /// live worker that no longer runs it (a lost hand-back, a thread that
-    /// failed to start) would otherwise wait forever.
+    /// See [`HomeCtx::ask_holders`].
     pub(super) fn ask_holders(&mut self, now: Instant, job: JobId) {
-        let interval = self.config.holdings_interval;
-        let Some(h) = self.homes.get(&job) else {
-            return;
-        };
-        if !h.is_primary() || h.record.state != JobState::Running || h.next_holds_at > now {
-            return;
-        }
-        let mut running: BTreeMap<P, BTreeSet<(UnitId, Epoch)>> = BTreeMap::new();
-        for (id, u) in &h.record.units {
-            if let (UnitStatus::Running, Some(holder)) = (u.status, &u.holder) {
-                running
-                    .entry(holder.clone())
-                    .or_default()
-                    .insert((*id, u.epoch));
-            }
-        }
-        let mut asked = BTreeMap::new();
-        for (worker, units) in running {
-            let token = self.rng.random();
-            self.send(worker.clone(), JobMsg::Holds { job, token }, false);
-            asked.insert(worker, (token, units));
-        }
-        if let Some(h) = self.homes.get_mut(&job) {
-            h.next_holds_at = now + interval;
-            // An unanswered question is replaced: its answer is ignored.
-            h.holds_asked = asked;
-        }
+        self.with_home(now, job, |h| {
+            h.ask_holders();
+            None
+        });
     }
 
     /// A worker's answer to [`JobMsg::Holds`]: a unit the record had
@@ -396,71 +194,20 @@ impl<P: PeerKey> Jobs<P> {
         self.drain_homes(now);
         let jobs: Vec<JobId> = self.homes.keys().copied().collect();
         for job in jobs {
-            let Some(h) = self.homes.get(&job) else {
+            let Some(mut h) = self.home_ctx(now, job) else {
                 continue;
             };
-            match h.role().clone() {
+            match h.home.role().clone() {
                 Role::Primary => {
-                    // Lost workers.
-                    let lost: Vec<(UnitId, P)> = h
-                        .record
-                        .units
-                        .iter()
-                        .filter(|(_, u)| {
-                            matches!(u.status, UnitStatus::Assigned | UnitStatus::Running)
-                        })
-                        .filter(|(id, u)| self.unit_lost(job, **id, u, &h.record.ft))
-                        .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, p)))
-                        .collect();
-                    let dead_steals: Vec<u64> = h
-                        .steals
-                        .iter()
-                        .filter(|(_, s)| !self.is_live(&s.donor) || !self.is_live(&s.requester))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    let dead_asked: Vec<(UnitId, P)> = h
-                        .restoring
-                        .iter()
-                        .flat_map(|(u, r)| r.asked.iter().map(move |p| (*u, p.clone())))
-                        .filter(|(_, p)| !self.is_live(p))
-                        .collect();
-                    // Pieces promised by lost holders will not come.
-                    let dead_holders: Vec<(UnitId, P, UnitId, u8)> = h
-                        .staging
-                        .iter()
-                        .filter_map(|(owner, q)| q.front().map(|s| (owner, s)))
-                        .flat_map(|(owner, s)| {
-                            s.waiting
-                                .iter()
-                                .map(move |(p, id, i)| (*owner, p.clone(), *id, *i))
-                        })
-                        .filter(|(_, p, _, _)| !self.is_live(p))
-                        .collect();
-                    if let Some(h) = self.homes.get_mut(&job) {
-                        for steal in dead_steals {
-                            h.steals.remove(&steal);
-                        }
-                        for (unit, p) in &dead_asked {
-                            if let Some(r) = h.restoring.get_mut(unit) {
-                                r.asked.remove(p);
-                            }
-                        }
-                        let mut finished = Vec::new();
-                        for (owner, p, id, i) in dead_holders {
-                            if let Some(front) =
-                                h.staging.get_mut(&owner).and_then(|q| q.front_mut())
-                            {
-                                front.waiting.remove(&(p, id, i));
-                                if front.waiting.is_empty() {
-                                    finished.push(owner);
-                                }
-                            }
-                        }
-                        for owner in finished {
-                            self.staged_done(now, job, owner);
-                        }
+                    let Reconciled {
+                        lost,
+                        dead_asked,
+                        staged,
+                    } = h.reconcile();
+                    for owner in staged {
+                        self.staged_done(now, job, owner);
                     }
-                    for (unit, _) in dead_asked {
+                    for unit in dead_asked {
                         self.try_restore(now, job, unit);
                     }
                     for (unit, holder) in lost {
@@ -507,34 +254,35 @@ impl<P: PeerKey> Jobs<P> {
     fn home_pass(&mut self, now: Instant, job: JobId) {
         self.watch_majority(now, job);
         self.resume_restored(now, job);
-        let Some(h) = self.homes.get(&job) else {
+        let Some(mut h) = self.home_ctx(now, job) else {
             return;
         };
-        if !h.is_primary() || h.record.state != JobState::Running {
+        if !h.home.is_primary() || h.home.record.state != JobState::Running {
             return;
         }
-        if let Some(deadline_ms) = h.record.deadline_ms {
-            let elapsed = now.saturating_duration_since(h.started);
+        if let Some(deadline_ms) = h.home.record.deadline_ms {
+            let elapsed = now.saturating_duration_since(h.home.started);
             if elapsed >= Duration::from_millis(deadline_ms) {
                 let reason = format!(
                     "cancelled: its deadline of {:.1} s passed",
                     deadline_ms as f64 / 1000.0
                 );
-                self.cancel_job(now, job, reason, Vec::new());
+                if let Some(effects) = h.cancel(reason, Vec::new()) {
+                    self.commit(now, job, effects);
+                }
                 return;
             }
         }
-        if h.next_advert_at <= now {
-            self.advertise(now, job);
-        }
-        let Some(h) = self.homes.get(&job) else {
-            return;
-        };
+        // What is due does not depend on the advert.
+        let advert_due = h.home.next_advert_at <= now;
         let HomeDue {
             stale_steals,
             unconfirmed,
             unready,
-        } = h.due(now, &self.config);
+        } = h.home.due(now, h.config);
+        if advert_due {
+            self.advertise(now, job);
+        }
         for steal in stale_steals {
             self.on_steal_declined(now, job, steal);
         }
@@ -554,15 +302,10 @@ impl<P: PeerKey> Jobs<P> {
         }
         self.push_queued(now, job);
         self.ask_holders(now, job);
-        if let Some(h) = self.homes.get_mut(&job) {
-            if h.next_progress_at <= now {
-                h.next_progress_at = now + self.config.progress_interval;
-                let submitter = h.record.submitter.clone();
-                if let Some(view) = self.view(now, job) {
-                    self.send(submitter, JobMsg::Status { view }, false);
-                }
-            }
-        }
+        self.with_home(now, job, |h| {
+            h.report_progress();
+            None
+        });
         self.commit(now, job, Vec::new());
     }
 
@@ -608,6 +351,334 @@ impl<P: PeerKey> Jobs<P> {
                 }
                 None => break,
             }
+        }
+    }
+}
+
+/// What follows a unit's reissue on its record.
+enum Reissue {
+    /// Nothing more.
+    Done,
+    /// Its last checkpoint must be restored.
+    Restore,
+    /// The job fails, for this reason.
+    Fail(String),
+}
+
+impl<P: PeerKey> HomeCtx<'_, P> {
+    /// Whether a handed-out unit must be given up: its holder is lost (out
+    /// of the view, and for jobs without checkpoints, which cannot restart
+    /// a unit, declared dead rather than only suspected), or it is this
+    /// peer and does not run the unit any more (it restarted).
+    pub(super) fn unit_lost(&self, unit: UnitId, rec: &UnitRec<P>, ft: &FaultTolerance) -> bool {
+        let Some(holder) = rec.holder.as_ref() else {
+            return false;
+        };
+        if *holder == *self.me {
+            return rec.status == UnitStatus::Running
+                && !self.running.contains_key(&(self.job, unit));
+        }
+        !self.is_live(holder) && (ft.checkpoints() || !self.suspects.contains(holder))
+    }
+
+    /// The primary role was taken over (from a lost primary, or handed
+    /// over by `previous`): returns the units to reissue (with their lost
+    /// holder) or restore (none).
+    pub(super) fn took_over(&mut self, previous: Option<P>) -> Vec<(UnitId, Option<P>)> {
+        let (job, now) = (self.job, self.now);
+        let assign_grace = now;
+        let h = &mut *self.home;
+        h.record.stats.takeovers = h
+            .record
+            .stats
+            .takeovers
+            .saturating_add(u64::from(previous.is_none()));
+        let assigned: Vec<UnitId> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| u.status == UnitStatus::Assigned)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in assigned {
+            h.assigned_at.insert(id, assign_grace);
+        }
+        self.event(JobEvent::Primary { job, previous });
+        // Units whose holders are gone, and queued ones, need their state.
+        let h = &*self.home;
+        h.record
+            .units
+            .iter()
+            .filter(|(id, u)| match u.status {
+                UnitStatus::Queued => true,
+                UnitStatus::Assigned | UnitStatus::Running => {
+                    u.holder.is_none() || self.unit_lost(**id, u, &h.record.ft)
+                }
+                UnitStatus::Done => false,
+            })
+            .map(|(id, u)| (*id, u.holder.clone()))
+            .collect()
+    }
+
+    /// Requeues `unit`, lost with `lost`, on the record; says what must
+    /// follow. See [`Jobs::reissue_unit`].
+    fn reissue(&mut self, unit: UnitId, lost: P, unheld: bool) -> Reissue {
+        let job = self.job;
+        let h = &mut *self.home;
+        let ft = h.record.ft;
+        let Some(u) = h.record.units.get(&unit) else {
+            return Reissue::Done;
+        };
+        if u.status == UnitStatus::Done {
+            return Reissue::Done;
+        }
+        if ft.checkpoints()
+            && ft.storage == CheckpointStorage::Local
+            && u.status == UnitStatus::Running
+            && !unheld
+        {
+            // Its state is on the lost peer's disk: wait for it to come back
+            // and resume it. One only assigned may never have reached that
+            // disk: it restarts from its last checkpoint (and its worker, if
+            // it did store it, may still take it back until it is given out).
+            return Reissue::Done;
+        }
+        let was_running = u.status == UnitStatus::Running;
+        if let Some(u) = h.unit(unit) {
+            u.status = UnitStatus::Queued;
+            u.holder = None;
+        }
+        h.assigned_at.remove(&unit);
+        // Reports of the lost copy still being stored must not apply.
+        h.staging.remove(&unit);
+        if was_running {
+            let c = h.record.contributions.entry(lost.clone()).or_default();
+            c.units_running = c.units_running.saturating_sub(1);
+        }
+        h.record.stats.reissued = h.record.stats.reissued.saturating_add(1);
+        self.event(JobEvent::Reissued {
+            job,
+            unit,
+            lost: lost.clone(),
+        });
+        if !ft.checkpoints() {
+            // It restarts from the state it was handed out with (or kept at
+            // its last divide); its worker's reports are stale from now on.
+            let h = &mut *self.home;
+            if let Some(state) = h.kept.remove(&unit) {
+                h.ready.insert(unit, state);
+            }
+            if !h.ready.contains_key(&unit) {
+                return Reissue::Fail(format!(
+                    "unit {unit} was lost with peer {lost}, and the state it was handed out with was lost with the job's primary; the job's fault tolerance is \"none\", so nothing can restart it"
+                ));
+            }
+            return Reissue::Done;
+        }
+        Reissue::Restore
+    }
+
+    /// Fails `job` here, with a reason naming the lost members, once a
+    /// majority of its home's members (latest or committed) has been gone
+    /// from the view for `majority_patience`: no update can commit and no
+    /// election can be won without them, so the job would wait forever.
+    /// The failure cannot be committed (that needs the majority): this
+    /// member ends the job on its own, stops its units and tells the
+    /// submitter; any peer asking about the job hears it from here.
+    pub(super) fn watch_majority(&mut self) {
+        let (job, now) = (self.job, self.now);
+        let patience = self.config.majority_patience;
+        let (me, members) = (self.me, self.members);
+        let live = |p: &P| *p == *me || members.contains(p);
+        let h = &mut *self.home;
+        let lost_in = |set: &[P]| !set.is_empty() && !majority(set, live);
+        let lost = h.record.state == JobState::Running
+            && h.has_member(me)
+            && (lost_in(h.members()) || lost_in(h.config()));
+        if !lost {
+            h.majority_lost_since = None;
+            return;
+        }
+        let mut gone: Vec<P> = h
+            .members()
+            .iter()
+            .chain(h.config())
+            .filter(|p| !live(p))
+            .cloned()
+            .collect();
+        gone.sort();
+        gone.dedup();
+        let members = h.members().len().max(h.config().len());
+        // Live holders of units out: told to stop once the job fails.
+        let holders: Vec<(UnitId, Epoch, P)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.status, UnitStatus::Assigned | UnitStatus::Running))
+            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, u.epoch, p)))
+            .filter(|(_, _, p)| live(p))
+            .collect();
+        let since = h.majority_lost_since;
+        let Some(since) = since else {
+            h.majority_lost_since = Some(now);
+            self.event(JobEvent::HomeMajorityLost {
+                job,
+                gone,
+                fails_in: patience,
+            });
+            self.tell_majority_lost();
+            return;
+        };
+        if now.saturating_duration_since(since) < patience {
+            self.tell_majority_lost();
+            return;
+        }
+        let reason = format!(
+            "the job's home lost its majority: {} of its {members} members ({gone:?}) left the network and did not come back within {:.0} s, so no change to the job can be committed any more",
+            gone.len(),
+            patience.as_secs_f64()
+        );
+        h.record.state = JobState::Failed { reason };
+        let mut effects = Vec::new();
+        self.check_complete(&mut effects);
+        for (unit, epoch, holder) in holders {
+            self.send(holder, JobMsg::Stale { job, unit, epoch }, false);
+        }
+        self.out.extend(effects);
+    }
+
+    /// While the home of `job` has lost its majority, a member that is not
+    /// the primary (the primary's progress already carries it) sends the
+    /// submitter the job's view every `progress_interval`, so it sees the
+    /// job waiting, and when it fails.
+    fn tell_majority_lost(&mut self) {
+        let now = self.now;
+        let h = &mut *self.home;
+        let first = h.next_progress_at <= now || h.majority_lost_since == Some(now);
+        if h.is_primary() || !first {
+            return;
+        }
+        h.next_progress_at = now + self.config.progress_interval;
+        let submitter = h.record.submitter.clone();
+        let view = self.view();
+        self.send(submitter, JobMsg::Status { view }, false);
+    }
+
+    /// Asks every worker the record names as running a unit of `job` which
+    /// units it holds, every `holdings_interval`: a unit recorded on a
+    /// live worker that no longer runs it (a lost hand-back, a thread that
+    /// failed to start) would otherwise wait forever.
+    pub(super) fn ask_holders(&mut self) {
+        let (job, now) = (self.job, self.now);
+        let interval = self.config.holdings_interval;
+        let h = &*self.home;
+        if !h.is_primary() || h.record.state != JobState::Running || h.next_holds_at > now {
+            return;
+        }
+        let mut running: BTreeMap<P, BTreeSet<(UnitId, Epoch)>> = BTreeMap::new();
+        for (id, u) in &h.record.units {
+            if let (UnitStatus::Running, Some(holder)) = (u.status, &u.holder) {
+                running
+                    .entry(holder.clone())
+                    .or_default()
+                    .insert((*id, u.epoch));
+            }
+        }
+        let mut asked = BTreeMap::new();
+        for (worker, units) in running {
+            let token = self.rng.random();
+            self.send(worker.clone(), JobMsg::Holds { job, token }, false);
+            asked.insert(worker, (token, units));
+        }
+        self.home.next_holds_at = now + interval;
+        // An unanswered question is replaced: its answer is ignored.
+        self.home.holds_asked = asked;
+    }
+
+    /// Sends the submitter the job's view, every `progress_interval`.
+    fn report_progress(&mut self) {
+        let now = self.now;
+        let h = &mut *self.home;
+        if h.next_progress_at <= now {
+            h.next_progress_at = now + self.config.progress_interval;
+            let submitter = h.record.submitter.clone();
+            let view = self.view();
+            self.send(submitter, JobMsg::Status { view }, false);
+        }
+    }
+}
+
+/// What a primary's record must still do after a membership change.
+struct Reconciled<P> {
+    /// Units out with lost holders, to reissue.
+    lost: Vec<(UnitId, P)>,
+    /// Units being restored that lost a holder asked for pieces (once per
+    /// lost holder).
+    dead_asked: Vec<UnitId>,
+    /// Units whose head staged report waits for no piece any more.
+    staged: Vec<UnitId>,
+}
+
+impl<P: PeerKey> HomeCtx<'_, P> {
+    /// The primary's side of a membership change: steals and piece
+    /// requests involving lost peers are dropped; returns what must follow.
+    fn reconcile(&mut self) -> Reconciled<P> {
+        let h = &*self.home;
+        // Lost workers.
+        let lost: Vec<(UnitId, P)> = h
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.status, UnitStatus::Assigned | UnitStatus::Running))
+            .filter(|(id, u)| self.unit_lost(**id, u, &h.record.ft))
+            .filter_map(|(id, u)| u.holder.clone().map(|p| (*id, p)))
+            .collect();
+        let dead_steals: Vec<u64> = h
+            .steals
+            .iter()
+            .filter(|(_, s)| !self.is_live(&s.donor) || !self.is_live(&s.requester))
+            .map(|(id, _)| *id)
+            .collect();
+        let dead_asked: Vec<(UnitId, P)> = h
+            .restoring
+            .iter()
+            .flat_map(|(u, r)| r.asked.iter().map(move |p| (*u, p.clone())))
+            .filter(|(_, p)| !self.is_live(p))
+            .collect();
+        // Pieces promised by lost holders will not come.
+        let dead_holders: Vec<(UnitId, P, UnitId, u8)> = h
+            .staging
+            .iter()
+            .filter_map(|(owner, q)| q.front().map(|s| (owner, s)))
+            .flat_map(|(owner, s)| {
+                s.waiting
+                    .iter()
+                    .map(move |(p, id, i)| (*owner, p.clone(), *id, *i))
+            })
+            .filter(|(_, p, _, _)| !self.is_live(p))
+            .collect();
+        let h = &mut *self.home;
+        for steal in dead_steals {
+            h.steals.remove(&steal);
+        }
+        for (unit, p) in &dead_asked {
+            if let Some(r) = h.restoring.get_mut(unit) {
+                r.asked.remove(p);
+            }
+        }
+        let mut staged = Vec::new();
+        for (owner, p, id, i) in dead_holders {
+            if let Some(front) = h.staging.get_mut(&owner).and_then(|q| q.front_mut()) {
+                front.waiting.remove(&(p, id, i));
+                if front.waiting.is_empty() {
+                    staged.push(owner);
+                }
+            }
+        }
+        Reconciled {
+            lost,
+            dead_asked: dead_asked.into_iter().map(|(unit, _)| unit).collect(),
+            staged,
         }
     }
 }

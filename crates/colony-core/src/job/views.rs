@@ -1,6 +1,7 @@
 //! What a job looks like from outside: statistics, contributions, states
 //! and the views built from a home's record.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::divisible::SharedVars;
 use crate::ft::FaultTolerance;
+use crate::home::Home;
 use crate::PeerKey;
 
 use super::*;
@@ -184,52 +186,7 @@ impl<P: PeerKey> Jobs<P> {
     /// backup).
     pub fn view(&self, now: Instant, job: JobId) -> Option<JobView<P>> {
         let h = self.homes.get(&job)?;
-        let record = &h.record;
-        Some(JobView {
-            job,
-            app: record.app.clone(),
-            params: record.params.clone(),
-            home: h.primary().cloned().unwrap_or_else(|| self.me.clone()),
-            home_members: h.members().to_vec(),
-            submitter: record.submitter.clone(),
-            ft: record.ft,
-            state: record.state.clone(),
-            stats: record.stats.clone(),
-            contributions: record
-                .contributions
-                .iter()
-                .map(|(p, c)| (p.clone(), c.clone()))
-                .collect(),
-            shared: record.shared.clone(),
-            elapsed_s: h
-                .finished
-                .unwrap_or(now)
-                .saturating_duration_since(h.started)
-                .as_secs_f64(),
-            home_majority_lost: h.majority_lost_since.map(|since| {
-                let live = |p: &P| *p == self.me || self.members.contains(p);
-                let mut gone: Vec<&P> = h
-                    .members()
-                    .iter()
-                    .chain(h.config())
-                    .filter(|p| !live(p))
-                    .collect();
-                gone.sort();
-                gone.dedup();
-                let lost_for = now.saturating_duration_since(since);
-                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-                Box::new(MajorityLost {
-                    members_gone: count(gone.len()),
-                    members: count(h.members().len().max(h.config().len())),
-                    lost_for_s: lost_for.as_secs_f64(),
-                    fails_in_s: self
-                        .config
-                        .majority_patience
-                        .saturating_sub(lost_for)
-                        .as_secs_f64(),
-                })
-            }),
-        })
+        Some(view_of(job, h, &self.me, &self.members, &self.config, now))
     }
 
     /// Snapshots of every job whose primary is this peer, and of every
@@ -241,5 +198,62 @@ impl<P: PeerKey> Jobs<P> {
             .filter(|(_, h)| h.is_primary() || h.majority_lost_since.is_some())
             .filter_map(|(job, _)| self.view(now, *job))
             .collect()
+    }
+}
+
+/// The snapshot of `job` from its home `h` here, as `me` sees it at `now`
+/// with the live `members`.
+pub(super) fn view_of<P: PeerKey>(
+    job: JobId,
+    h: &Home<P, HomeState<P>>,
+    me: &P,
+    members: &BTreeSet<P>,
+    config: &JobConfig,
+    now: Instant,
+) -> JobView<P> {
+    let record = &h.record;
+    JobView {
+        job,
+        app: record.app.clone(),
+        params: record.params.clone(),
+        home: h.primary().cloned().unwrap_or_else(|| me.clone()),
+        home_members: h.members().to_vec(),
+        submitter: record.submitter.clone(),
+        ft: record.ft,
+        state: record.state.clone(),
+        stats: record.stats.clone(),
+        contributions: record
+            .contributions
+            .iter()
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect(),
+        shared: record.shared.clone(),
+        elapsed_s: h
+            .finished
+            .unwrap_or(now)
+            .saturating_duration_since(h.started)
+            .as_secs_f64(),
+        home_majority_lost: h.majority_lost_since.map(|since| {
+            let live = |p: &P| *p == *me || members.contains(p);
+            let mut gone: Vec<&P> = h
+                .members()
+                .iter()
+                .chain(h.config())
+                .filter(|p| !live(p))
+                .collect();
+            gone.sort();
+            gone.dedup();
+            let lost_for = now.saturating_duration_since(since);
+            let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            Box::new(MajorityLost {
+                members_gone: count(gone.len()),
+                members: count(h.members().len().max(h.config().len())),
+                lost_for_s: lost_for.as_secs_f64(),
+                fails_in_s: config
+                    .majority_patience
+                    .saturating_sub(lost_for)
+                    .as_secs_f64(),
+            })
+        }),
     }
 }
