@@ -1908,3 +1908,77 @@ fn idle_peers_set_no_timer() {
         );
     }
 }
+
+/// A worker's answer about what it holds counts only if it quotes the
+/// token of the question the primary asked it: an answer with another
+/// token (forged, or to an older question) reissues nothing, while the
+/// same answer with the right token reissues every unit the worker says it
+/// does not hold. The question is taken off the wire so that the worker's
+/// genuine answer never arrives.
+#[test]
+fn a_holdings_answer_with_the_wrong_token_reissues_nothing() {
+    let mut cluster = Cluster::new(6, 1);
+    let job = cluster.submit(0, 2_000_000_000);
+    let asked = |c: &Cluster| {
+        c.wire
+            .iter()
+            .any(|w| matches!(w.3, JobMsg::Holds { job: j, .. } if j == job))
+    };
+    cluster.run(Duration::from_secs(10), asked);
+    let at = cluster
+        .wire
+        .iter()
+        .position(|w| matches!(w.3, JobMsg::Holds { job: j, .. } if j == job))
+        .expect("the primary asks its workers what they hold");
+    let (_, primary, worker, question) = cluster.wire.remove(at);
+    let JobMsg::Holds { token, .. } = question else {
+        unreachable!("matched above")
+    };
+    let running_on_worker = |c: &Cluster| -> BTreeSet<(UnitId, Epoch)> {
+        c.peers[primary as usize]
+            .core
+            .homes
+            .get(&job)
+            .expect("the primary holds the record")
+            .record
+            .units
+            .iter()
+            .filter(|(_, u)| u.status == UnitStatus::Running && u.holder == Some(worker))
+            .map(|(id, u)| (*id, u.epoch))
+            .collect()
+    };
+    let before = running_on_worker(&cluster);
+    assert!(!before.is_empty(), "the worker was asked about its units");
+
+    forge(
+        &mut cluster,
+        worker,
+        primary,
+        JobMsg::Held {
+            job,
+            token: token.wrapping_add(1),
+            units: Vec::new(),
+        },
+    );
+    assert_eq!(
+        running_on_worker(&cluster),
+        before,
+        "an answer quoting another token reissued units"
+    );
+
+    forge(
+        &mut cluster,
+        worker,
+        primary,
+        JobMsg::Held {
+            job,
+            token,
+            units: Vec::new(),
+        },
+    );
+    let after = running_on_worker(&cluster);
+    assert!(
+        before.iter().all(|u| !after.contains(u)),
+        "the answer with the question's token reissues what the worker lacks: {before:?} -> {after:?}"
+    );
+}
