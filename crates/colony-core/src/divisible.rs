@@ -69,6 +69,10 @@ pub enum AppError {
         /// Why it failed.
         reason: String,
     },
+    /// The application's own code panicked (the message says where and
+    /// why); the peer caught it and goes on.
+    #[error("{0}")]
+    Panicked(String),
 }
 
 /// The outcome of one [`Divisible::step`].
@@ -315,54 +319,77 @@ pub trait App: Send + Sync {
 
 struct TypedApp<A: Divisible>(std::marker::PhantomData<fn() -> A>);
 
+/// Runs application code, turning a panic into [`AppError::Panicked`]:
+/// every call into an application goes through here, so a bug in one
+/// fails its job, never the peer.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, AppError>) -> Result<T, AppError> {
+    crate::runner::catch_panic(what, f).unwrap_or_else(|message| Err(AppError::Panicked(message)))
+}
+
 impl<A: Divisible> App for TypedApp<A> {
     fn name(&self) -> &'static str {
         A::NAME
     }
 
     fn parse_args(&self, args: &[String]) -> Result<Vec<u8>, AppError> {
-        let params = A::parse_args(args)?;
-        // Validate eagerly so a bad job fails at submission.
-        A::init(&params)?;
-        Ok(encode(&params))
+        guarded("parse_args", || {
+            let params = A::parse_args(args)?;
+            // Validate eagerly so a bad job fails at submission.
+            A::init(&params)?;
+            Ok(encode(&params))
+        })
     }
 
     fn init(&self, params: &[u8]) -> Result<Box<dyn Unit>, AppError> {
-        let params: A::Params = decode(params, "job parameters")?;
-        Ok(Box::new(TypedUnit(A::init(&params)?)))
+        guarded("init", || {
+            let params: A::Params = decode(params, "job parameters")?;
+            Ok(Box::new(TypedUnit(A::init(&params)?)) as Box<dyn Unit>)
+        })
     }
 
     fn restore(&self, state: &[u8]) -> Result<Box<dyn Unit>, AppError> {
-        Ok(Box::new(TypedUnit(decode::<A>(state, "work unit")?)))
+        guarded("restore", || {
+            Ok(Box::new(TypedUnit(decode::<A>(state, "work unit")?)) as Box<dyn Unit>)
+        })
     }
 
     fn merge(&self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, AppError> {
-        let a: A::Output = decode(a, "partial result")?;
-        let b: A::Output = decode(b, "partial result")?;
-        Ok(encode(&A::merge(a, b)))
+        guarded("merge", || {
+            let a: A::Output = decode(a, "partial result")?;
+            let b: A::Output = decode(b, "partial result")?;
+            Ok(encode(&A::merge(a, b)))
+        })
     }
 
     fn initial_shared(&self, params: &[u8]) -> Result<SharedVars, AppError> {
-        Ok(A::initial_shared(&decode(params, "job parameters")?))
+        guarded("initial_shared", || {
+            Ok(A::initial_shared(&decode(params, "job parameters")?))
+        })
     }
 
     fn verify(&self, params: &[u8], output: &[u8]) -> Result<Option<bool>, AppError> {
-        let params: A::Params = decode(params, "job parameters")?;
-        let output: A::Output = decode(output, "result")?;
-        Ok(A::verify(&params, &output))
+        guarded("verify", || {
+            let params: A::Params = decode(params, "job parameters")?;
+            let output: A::Output = decode(output, "result")?;
+            Ok(A::verify(&params, &output))
+        })
     }
 
     fn describe(&self, params: &[u8], output: &[u8]) -> Result<String, AppError> {
-        let params: A::Params = decode(params, "job parameters")?;
-        let output: A::Output = decode(output, "result")?;
-        Ok(A::describe(&params, &output))
+        guarded("describe", || {
+            let params: A::Params = decode(params, "job parameters")?;
+            let output: A::Output = decode(output, "result")?;
+            Ok(A::describe(&params, &output))
+        })
     }
 
     fn output_json(&self, output: &[u8]) -> Result<serde_json::Value, AppError> {
-        let output: A::Output = decode(output, "result")?;
-        serde_json::to_value(&output).map_err(|e| AppError::Corrupt {
-            what: "result".into(),
-            reason: e.to_string(),
+        guarded("output_json", || {
+            let output: A::Output = decode(output, "result")?;
+            serde_json::to_value(&output).map_err(|e| AppError::Corrupt {
+                what: "result".into(),
+                reason: e.to_string(),
+            })
         })
     }
 }
@@ -483,5 +510,39 @@ mod tests {
         assert!(!b.clone().merge(&SharedVars::default()));
         assert!(b.merge(&a));
         assert_eq!(b.get("best"), Some(90));
+    }
+
+    /// Every call into an application is guarded: a panic in `init` at
+    /// submission, or in `describe` / `verify` where a result is shown,
+    /// comes back as [`AppError::Panicked`] naming the call, and the peer
+    /// goes on.
+    #[test]
+    fn an_application_that_panics_gives_an_error_not_a_dead_peer() {
+        use crate::test_apps::Panics;
+        let mut registry = AppRegistry::new();
+        registry.register::<Panics>();
+        let app = registry.get("panics").expect("registered");
+        let args = |at: &str| vec!["100".to_string(), at.to_string()];
+
+        let err = app.parse_args(&args("init")).expect_err("init panics");
+        assert!(
+            matches!(&err, AppError::Panicked(m) if m.contains("parse_args") && m.contains("init of a broken application")),
+            "{err}"
+        );
+
+        let params = app.parse_args(&args("describe")).expect("valid");
+        let (output, _) = run_sequential(app.as_ref(), &params, 1_000).expect("steps do not panic");
+        for (what, result) in [
+            ("describe", app.describe(&params, &output).map(|_| ())),
+            ("verify", app.verify(&params, &output).map(|_| ())),
+        ] {
+            let err = result.expect_err("it panics");
+            assert!(
+                matches!(&err, AppError::Panicked(m) if m.contains(what)),
+                "{what}: {err}"
+            );
+        }
+        // The same application still answers calls that do not panic.
+        assert!(app.output_json(&output).is_ok());
     }
 }

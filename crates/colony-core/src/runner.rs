@@ -10,8 +10,9 @@
 //! ([`crate::node::NodeInput::Unit`]). How budgets are chosen, where the
 //! unit runs and how time passes are the executor's own.
 //!
-//! Application code (restore, step, divide, checkpoint) runs inside
-//! [`catch_panic`]: a panic becomes the unit's [`UnitEvent::Failed`] with
+//! A unit's own code (step, divide, checkpoint) runs inside
+//! [`catch_panic`], as every call through [`App`] does (restore among
+//! them): a panic becomes the unit's [`UnitEvent::Failed`] with
 //! the panic's message, so the job fails with a clear reason and the peer
 //! keeps serving, instead of a unit thread ending without a word.
 
@@ -134,8 +135,7 @@ impl UnitRunner {
         state: &[u8],
         shared: SharedVars,
     ) -> Result<UnitRunner, UnitEvent> {
-        let restored = catch_panic("restore", || app.restore(state))
-            .and_then(|restored| restored.map_err(|error| error.to_string()));
+        let restored = app.restore(state).map_err(|error| error.to_string());
         match restored {
             Ok(restored) => Ok(UnitRunner {
                 job,

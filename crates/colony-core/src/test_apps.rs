@@ -83,6 +83,10 @@ pub(crate) enum PanicAt {
     Step,
     Divide,
     Merge,
+    /// In `init`, so at submission.
+    Init,
+    /// In `describe` and `verify`, where a result is shown.
+    Describe,
 }
 
 /// A [`Sum`] whose application code panics at one place: a broken
@@ -120,6 +124,8 @@ impl Divisible for Panics {
         let at = match args.get(1).map(String::as_str) {
             Some("divide") => PanicAt::Divide,
             Some("merge") => PanicAt::Merge,
+            Some("init") => PanicAt::Init,
+            Some("describe") => PanicAt::Describe,
             _ => PanicAt::Step,
         };
         Ok((n, at))
@@ -127,6 +133,9 @@ impl Divisible for Panics {
 
     fn init(&(n, at): &(u64, PanicAt)) -> Result<Self, AppError> {
         Sum::init(&n)?;
+        if at == PanicAt::Init {
+            panic!("init of a broken application");
+        }
         Ok(Panics::new(n, at))
     }
 
@@ -157,5 +166,19 @@ impl Divisible for Panics {
             panic!("merge of a broken application");
         }
         (a + b, at)
+    }
+
+    fn describe(_: &(u64, PanicAt), (_, at): &(u64, PanicAt)) -> String {
+        if *at == PanicAt::Describe {
+            panic!("describe of a broken application");
+        }
+        String::new()
+    }
+
+    fn verify(_: &(u64, PanicAt), (_, at): &(u64, PanicAt)) -> Option<bool> {
+        if *at == PanicAt::Describe {
+            panic!("verify of a broken application");
+        }
+        None
     }
 }

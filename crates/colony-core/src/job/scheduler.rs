@@ -532,11 +532,10 @@ impl<P: PeerKey> HomeCtx<'_, P> {
             }
             Report::Done { output } => {
                 let merged = if h.record.has_merged {
-                    // Application code: a panic fails the job, not the peer.
-                    merge_fn.map_err(|e| e.to_string()).and_then(|a| {
-                        crate::runner::catch_panic("merge", || a.merge(&h.record.merged, &output))
-                            .and_then(|merged| merged.map_err(|e| e.to_string()))
-                    })
+                    // A panic in the application's merge is an error here.
+                    merge_fn
+                        .and_then(|a| a.merge(&h.record.merged, &output))
+                        .map_err(|e| e.to_string())
                 } else {
                     Ok(output.clone())
                 };
