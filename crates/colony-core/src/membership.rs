@@ -1205,11 +1205,15 @@ impl<P: PeerKey> Broadcasts<P> {
     /// Takes up to `max` records, those with the most sends left first (by
     /// peer among equals), counting one send each.
     fn take(&mut self, max: usize) -> Vec<MemberRecord<P>> {
-        let chosen: Vec<(Reverse<u32>, P)> = self.by_need.iter().take(max).cloned().collect();
+        let mut chosen = Vec::with_capacity(max.min(self.by_need.len()));
+        while chosen.len() < max {
+            let Some((_, peer)) = self.by_need.pop_first() else {
+                break;
+            };
+            chosen.push(peer);
+        }
         let mut out = Vec::with_capacity(chosen.len());
-        for key in chosen {
-            self.by_need.remove(&key);
-            let peer = key.1;
+        for peer in chosen {
             if let Some((record, left)) = self.records.get_mut(&peer) {
                 out.push(record.clone());
                 *left = left.saturating_sub(1);
