@@ -12,10 +12,9 @@ use colony_core::acquaintance::{AcquaintanceConfig, Acquaintances};
 use colony_core::divisible::AppRegistry;
 use colony_core::ft::FaultTolerance;
 use colony_core::job::{
-    JobConfig, JobEvent, JobId, JobMsg, JobState, JobView, Jobs, LocalUnit, Piece, PieceData,
-    PieceKey,
+    JobConfig, JobEvent, JobId, JobMsg, JobState, Jobs, LocalUnit, Piece, PieceData, PieceKey,
 };
-use colony_core::membership::{Event, MemberState, Membership, MembershipConfig, PeerStats};
+use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
 use colony_core::pipe::{Delivery, PipeConfig, Pipes, TrafficClass};
 use colony_core::runner::UnitEvent;
@@ -149,27 +148,23 @@ impl AppMsgId {
 /// Trailer of application messages, so a corrupted one is noticed.
 const APP_MARKER: [u8; 4] = [0xA5; 4];
 
-/// What a peer asks of the simulated world.
-#[derive(Clone, Debug)]
+/// What a peer asks of the simulated world: the node's own outputs, which
+/// the world executes as the runtime's driver does, and what only the
+/// simulator has (the pipe checker's traffic, the executor's diagnostics).
+// As large as a `NodeOutput`, which the node already queues by value:
+// boxing it would add an allocation per frame for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
 pub enum Action {
-    /// Put these bytes on the wire to `to`.
-    Frame {
-        /// Destination.
-        to: u32,
-        /// Encoded [`colony_core::wire::Frame`].
-        bytes: Vec<u8>,
-    },
-    /// Dial bootstrap entry `index` (the acquaintance core's request).
-    Dial {
-        /// Position in the bootstrap list.
-        index: usize,
-    },
-    /// Too few acquaintances: look for more (a DHT random walk).
-    Explore,
-    /// Persist the membership incarnation on disk.
-    PersistIncarnation(u64),
-    /// A membership view change, for the trace.
-    Member(Event<u32>),
+    /// An output of the node for the world to execute: frames to put on the
+    /// wire, dials, explorations, disk writes and deletions, membership and
+    /// job events, status and query answers. The peer keeps for itself the
+    /// outputs its executor and checker answer (statistics samples, settled
+    /// application messages, units to run, unit requests, shared variables,
+    /// notices and traced job messages); a
+    /// [`NodeOutput::Persist`] is answered with [`SimPeer::handle_persisted`]
+    /// once durable.
+    Node(NodeOutput<u32>),
     /// An application message was handed to the pipes.
     AppSent(AppMsgId),
     /// The pipes settled an application message: delivered or failed.
@@ -181,40 +176,6 @@ pub enum Action {
     },
     /// An application message reached this peer's application.
     AppDelivered(AppMsgId),
-    /// Write a checkpoint piece to disk; answer with
-    /// [`SimPeer::handle_persisted`] once durable.
-    Persist {
-        /// Where.
-        key: PieceKey,
-        /// What.
-        piece: Piece,
-    },
-    /// Delete this version of a piece from disk.
-    Unpersist {
-        /// Where.
-        key: PieceKey,
-        /// Its epoch.
-        epoch: u64,
-        /// Its version.
-        version: u64,
-    },
-    /// Delete a job's pieces from disk.
-    Forget {
-        /// The job.
-        job: JobId,
-    },
-    /// A notable moment of the job protocol.
-    Job(JobEvent<u32>),
-    /// A job's status reached this peer.
-    Status(JobView<u32>),
-    /// A query started with [`SimPeer::query`] is answered (`None`: nobody
-    /// knew the job).
-    QueryAnswer {
-        /// The job.
-        job: JobId,
-        /// The answer.
-        view: Option<Box<JobView<u32>>>,
-    },
     /// A unit could not be restored.
     UnitFailed {
         /// The job.
@@ -244,9 +205,10 @@ pub enum Action {
         /// Its final state.
         state: Vec<u8>,
     },
-    /// Bytes from the wire did not decode (never expected in the sim).
+    /// Something the node dropped or could not decode (never expected in
+    /// the sim).
     Malformed {
-        /// Who sent them.
+        /// Who sent it.
         from: u32,
         /// The error.
         error: String,
@@ -408,12 +370,12 @@ impl SimPeer {
 
     /// Asks about `job` the way `colony result` does: the local record, else
     /// its probable home, else every live member. The answer comes as
-    /// [`Action::QueryAnswer`].
+    /// [`NodeOutput::QueryAnswer`] in an [`Action::Node`].
     pub fn query(&mut self, now: Instant, job: JobId) {
         self.input(now, NodeInput::Query { job });
     }
 
-    /// A piece written with [`Action::Persist`] is durable.
+    /// A piece written for [`NodeOutput::Persist`] is durable.
     pub fn handle_persisted(&mut self, now: Instant, key: PieceKey, epoch: u64, version: u64) {
         self.input(
             now,
@@ -550,16 +512,6 @@ impl SimPeer {
 
     fn on_output(&mut self, now: Instant, out: NodeOutput<u32>) {
         match out {
-            NodeOutput::Transmit { to, bytes, .. } => {
-                self.actions.push(Action::Frame { to, bytes })
-            }
-            NodeOutput::Redial { .. } | NodeOutput::UnitsDone { .. } => {}
-            NodeOutput::DialBootstrap { index } => self.actions.push(Action::Dial { index }),
-            NodeOutput::Explore => self.actions.push(Action::Explore),
-            NodeOutput::PersistIncarnation(incarnation) => {
-                self.actions.push(Action::PersistIncarnation(incarnation))
-            }
-            NodeOutput::Member(event) => self.actions.push(Action::Member(event)),
             NodeOutput::SampleStats => {
                 let mut stats = self.node.membership().local().stats.clone();
                 // The host's load: the units computing here.
@@ -596,28 +548,12 @@ impl SimPeer {
                 }
             }
             NodeOutput::Share { job, vars } => self.exec.share(job, &vars),
-            NodeOutput::Persist { key, piece } => self.actions.push(Action::Persist { key, piece }),
-            NodeOutput::Unpersist {
-                key,
-                epoch,
-                version,
-            } => self.actions.push(Action::Unpersist {
-                key,
-                epoch,
-                version,
-            }),
-            NodeOutput::Forget { job } => self.actions.push(Action::Forget { job }),
-            NodeOutput::Job(event) => self.actions.push(Action::Job(event)),
-            NodeOutput::Status(view) => self.actions.push(Action::Status(view)),
-            NodeOutput::QueryAnswer { job, view } => {
-                self.actions.push(Action::QueryAnswer { job, view })
-            }
-            NodeOutput::CancelAnswer { .. } => {}
             NodeOutput::Notice(notice) => self.on_notice(notice),
             NodeOutput::TraceJobMessage { sent, peer, msg } => {
                 let verb = if sent { "sends to" } else { "got from" };
                 self.trace_msg(verb, peer, &msg);
             }
+            other => self.actions.push(Action::Node(other)),
         }
     }
 
@@ -626,8 +562,8 @@ impl SimPeer {
     fn on_notice(&mut self, notice: Notice<u32>) {
         let (from, error) = match notice {
             Notice::Refused { from, message, why } => {
-                self.actions
-                    .push(Action::Job(JobEvent::Refused { from, message, why }));
+                let refused = JobEvent::Refused { from, message, why };
+                self.actions.push(Action::Node(NodeOutput::Job(refused)));
                 return;
             }
             // An operation over its size limit fails its job, visibly.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey};
 use colony_core::membership::MemberState;
+use colony_core::node::NodeOutput;
 
 use crate::app::{RangeParams, RangeSum};
 use crate::check::{PipeChecker, Violation};
@@ -1212,8 +1213,8 @@ impl World {
 
     fn execute(&mut self, id: u32, action: Action) {
         match action {
-            Action::Frame { to, bytes } => self.transmit(id, to, bytes),
-            Action::Dial { index } => {
+            Action::Node(NodeOutput::Transmit { to, bytes, .. }) => self.transmit(id, to, bytes),
+            Action::Node(NodeOutput::DialBootstrap { index }) => {
                 let Some(target) = self.bootstrap_entry(id, index) else {
                     return;
                 };
@@ -1221,7 +1222,7 @@ impl World {
                     .record(self.now, 2, &[u64::from(id), u64::from(target)]);
                 self.dial(id, target, Some(index));
             }
-            Action::Explore => {
+            Action::Node(NodeOutput::Explore) => {
                 let candidates: Vec<u32> = (0..self.config.peers)
                     .filter(|p| *p != id && self.reachable(id, *p) && self.running(*p))
                     .collect();
@@ -1231,11 +1232,11 @@ impl World {
                     self.dial(id, target, None);
                 }
             }
-            Action::PersistIncarnation(incarnation) => {
+            Action::Node(NodeOutput::PersistIncarnation(incarnation)) => {
                 let disk = &mut self.slots[id as usize].disk;
                 disk.incarnation = disk.incarnation.max(incarnation);
             }
-            Action::Member(event) => {
+            Action::Node(NodeOutput::Member(event)) => {
                 if event.to == MemberState::Dead {
                     self.pipes.declared_dead(id, event.peer, self.now);
                 }
@@ -1267,7 +1268,7 @@ impl World {
                 from: id,
                 error: format!("unit {unit} of job {job} did not restore: {error}"),
             }),
-            Action::Persist { key, piece } => {
+            Action::Node(NodeOutput::Persist { key, piece }) => {
                 self.trace.record(
                     self.now,
                     10,
@@ -1290,11 +1291,11 @@ impl World {
                     self.schedule(self.now + FSYNC, Event::Fsync { peer: id, life });
                 }
             }
-            Action::Unpersist {
+            Action::Node(NodeOutput::Unpersist {
                 key,
                 epoch,
                 version,
-            } => {
+            }) => {
                 // The simulated disk keeps the last piece written per key:
                 // deleted if it is that version (a pending write of the key
                 // replaces it at the next sync anyway).
@@ -1309,7 +1310,7 @@ impl World {
                     disk.pieces.remove(&key);
                 }
             }
-            Action::Forget { job } => {
+            Action::Node(NodeOutput::Forget { job }) => {
                 // Writes queued before the delete still commit (and are
                 // acknowledged), then go with it.
                 let disk = &mut self.slots[id as usize].disk;
@@ -1318,8 +1319,8 @@ impl World {
                     disk.forget_after_sync.push(job);
                 }
             }
-            Action::Job(event) => self.on_job_event(id, event),
-            Action::Status(view) => {
+            Action::Node(NodeOutput::Job(event)) => self.on_job_event(id, event),
+            Action::Node(NodeOutput::Status(view)) => {
                 self.trace
                     .record(self.now, 11, &[u64::from(id), view.stats.units_done]);
                 if !matches!(view.state, JobState::Running) {
@@ -1329,7 +1330,27 @@ impl World {
                     });
                 }
             }
-            Action::QueryAnswer { job, view } => self.on_query_answer(id, job, view),
+            Action::Node(NodeOutput::QueryAnswer { job, view }) => {
+                self.on_query_answer(id, job, view)
+            }
+            // The virtual network routes by peer id (nothing to redial), no
+            // lifetime count of units is kept, and nobody cancels.
+            Action::Node(
+                NodeOutput::Redial { .. }
+                | NodeOutput::UnitsDone { .. }
+                | NodeOutput::CancelAnswer { .. },
+            ) => {}
+            // The peer answers these itself (its executor, its checker's
+            // traffic, its diagnostics); they never reach the world.
+            Action::Node(
+                NodeOutput::SampleStats
+                | NodeOutput::AppSettled { .. }
+                | NodeOutput::Run(_)
+                | NodeOutput::Unit { .. }
+                | NodeOutput::Share { .. }
+                | NodeOutput::Notice(_)
+                | NodeOutput::TraceJobMessage { .. },
+            ) => {}
             Action::Log(line) => self.trace.log(self.now, || line),
             Action::Started { unit, state, .. } => {
                 if let Some(j) = self.job.as_mut() {

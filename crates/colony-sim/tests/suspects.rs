@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use colony_core::ft::{FaultTolerance, FtProtocol};
 use colony_core::job::{JobEvent, JobId};
 use colony_core::membership::MemberState;
+use colony_core::node::NodeOutput;
 use colony_sim::app::RangeSum;
 use colony_sim::exec::ExecSpeed;
 use colony_sim::peer::{Action, PeerSettings, PeerStart, SimPeer};
@@ -84,18 +85,14 @@ impl World {
             }
             for action in actions {
                 match action {
-                    Action::Frame { to, bytes } => {
+                    Action::Node(NodeOutput::Transmit { to, bytes, .. }) => {
                         self.next_frame_no += 1;
                         self.in_flight
                             .insert((self.now + LATENCY, self.next_frame_no), (id, to, bytes));
                     }
                     // Disks here are instant.
-                    Action::Persist { key, piece } => self.peers[id as usize].handle_persisted(
-                        self.now,
-                        key,
-                        piece.epoch,
-                        piece.version,
-                    ),
+                    Action::Node(NodeOutput::Persist { key, piece }) => self.peers[id as usize]
+                        .handle_persisted(self.now, key, piece.epoch, piece.version),
                     other => self.log.push((id, other)),
                 }
             }
@@ -219,7 +216,9 @@ fn a_suspected_worker_keeps_its_units_without_checkpoints() {
         let step = world.now + Duration::from_millis(200);
         world.run_until(step);
         finished = world.log.iter().find_map(|(id, a)| match a {
-            Action::Job(JobEvent::Finished { job: j, ok }) if *j == job && *id == primary => {
+            Action::Node(NodeOutput::Job(JobEvent::Finished { job: j, ok }))
+                if *j == job && *id == primary =>
+            {
                 Some(*ok)
             }
             _ => None,
@@ -229,7 +228,7 @@ fn a_suspected_worker_keeps_its_units_without_checkpoints() {
         .log
         .iter()
         .filter_map(|(id, a)| match a {
-            Action::Job(JobEvent::Reissued { unit, lost, .. }) => {
+            Action::Node(NodeOutput::Job(JobEvent::Reissued { unit, lost, .. })) => {
                 Some(format!("peer {id} reissued unit {unit} lost by {lost}"))
             }
             _ => None,
@@ -242,7 +241,7 @@ fn a_suspected_worker_keeps_its_units_without_checkpoints() {
     let died: Vec<&(u32, Action)> = world
         .log
         .iter()
-        .filter(|(_, a)| matches!(a, Action::Member(e) if e.peer == worker && e.to == MemberState::Dead))
+        .filter(|(_, a)| matches!(a, Action::Node(NodeOutput::Member(e)) if e.peer == worker && e.to == MemberState::Dead))
         .collect();
     assert!(died.is_empty(), "the worker was declared dead: {died:?}");
     assert_eq!(finished, Some(true), "the job finished correctly");
