@@ -383,7 +383,8 @@ impl<P: PeerKey> Jobs<P> {
     fn set_members(&mut self, now: Instant, members: Vec<(P, f32)>) {
         // A driver calls this on every membership event, often with the
         // list it gave last time (a message brings many changes at once,
-        // one event each): then only the checks run again.
+        // one event each): then the checks run again only if the suspects
+        // changed (`set_suspects` comes first).
         let unchanged = members.len() == self.loads.len()
             && members
                 .iter()
@@ -394,6 +395,7 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         self.newcomers.clear();
+        self.members_dirty = false;
         let newcomers: Vec<P> = members
             .iter()
             .map(|(p, _)| p.clone())
