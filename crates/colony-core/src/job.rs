@@ -80,7 +80,9 @@ pub use limits::{MessageKind, MessageLimits, TooLarge};
 pub use messages::{JobEvent, JobInput, JobMsg, JobOutput, Report, UnitEvent};
 pub use pieces::PieceKey;
 use pieces::{Restoring, Staged, LOCAL_INDEX};
-use record::{CheckpointRef, HomeState, UnitRec, UnitStatus, RECORD_INDEX, RECORD_UNIT};
+use record::{
+    Assignment, CheckpointRef, HomeState, UnitRec, UnitStatus, RECORD_INDEX, RECORD_UNIT,
+};
 pub use record::{Delta, JobHomeMsg, Record};
 use scheduler::{child_id, Steal};
 use timers::{HomeDue, Timer, Timers};
@@ -145,9 +147,13 @@ pub struct JobConfig {
     pub request_backoff_max: Duration,
     /// How long a primary waits for a donor to divide before giving up.
     pub steal_timeout: Duration,
-    /// How long an assigned unit may stay unconfirmed by its worker before
-    /// it is reissued.
+    /// How long an assigned unit may stay unconfirmed by its worker, once
+    /// the pipe delivered it, before it is reissued.
     pub assign_timeout: Duration,
+    /// How long an assignment the pipe has not settled (delivered or
+    /// failed) may stay so before its unit is reissued anyway: a backstop
+    /// longer than the pipe's own send deadline.
+    pub assign_transit_timeout: Duration,
     /// How long a queued unit (one reissued after its worker was lost, or
     /// handed back) waits for an idle worker to ask for it before the
     /// primary pushes it to the job's least-loaded worker, which runs it
@@ -211,6 +217,7 @@ impl Default for JobConfig {
             request_backoff_max: Duration::from_millis(100),
             steal_timeout: Duration::from_secs(2),
             assign_timeout: Duration::from_secs(3),
+            assign_transit_timeout: Duration::from_secs(60),
             push_queued_after: Duration::from_millis(150),
             resend_interval: Duration::from_millis(500),
             election_stagger: Duration::from_millis(200),
@@ -846,6 +853,13 @@ impl<P: PeerKey> Jobs<P> {
         match input {
             JobInput::Message { from, msg } => self.handle_message(now, from, msg),
             JobInput::SendFailed { to, msg } => self.send_failed(now, to, msg),
+            JobInput::AssignSettled {
+                to,
+                job,
+                unit,
+                epoch,
+                delivered,
+            } => self.assign_settled(now, to, job, unit, epoch, delivered),
             JobInput::Submit {
                 job,
                 app,

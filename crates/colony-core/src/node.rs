@@ -31,8 +31,8 @@ use crate::acquaintance::{AcquaintanceOutput, Acquaintances};
 use crate::divisible::SharedVars;
 use crate::ft::FaultTolerance;
 use crate::job::{
-    JobEvent, JobId, JobInput, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits, Piece,
-    PieceKey, Refusal, TooLarge, UnitId,
+    Epoch, JobEvent, JobId, JobInput, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits,
+    Piece, PieceKey, Refusal, TooLarge, UnitId,
 };
 use crate::membership::{self, Event, MemberState, Membership, PeerStats};
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
@@ -341,9 +341,24 @@ pub struct NodeCounters {
 #[derive(Clone, Copy, Debug)]
 enum SendKind<P> {
     App,
-    WorkRequest { to: P, job: JobId, free: u32 },
-    Query { job: JobId },
-    Cancel { to: P, job: JobId },
+    WorkRequest {
+        to: P,
+        job: JobId,
+        free: u32,
+    },
+    Query {
+        job: JobId,
+    },
+    Cancel {
+        to: P,
+        job: JobId,
+    },
+    Assign {
+        to: P,
+        job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+    },
     Other,
 }
 
@@ -826,18 +841,26 @@ impl<P: PeerKey> Node<P> {
                 };
                 self.transmit(to, class, &Frame::Pipe(frame));
             }
-            PipeOutput::Delivered { token, receipt } => {
-                if let Some(InFlight {
+            PipeOutput::Delivered { token, receipt } => match self.in_flight.remove(&token) {
+                Some(InFlight {
                     kind: SendKind::App,
                     ..
-                }) = self.in_flight.remove(&token)
-                {
-                    self.outputs.push_back(NodeOutput::AppSettled {
-                        token,
-                        result: Ok(receipt),
-                    });
-                }
-            }
+                }) => self.outputs.push_back(NodeOutput::AppSettled {
+                    token,
+                    result: Ok(receipt),
+                }),
+                Some(InFlight {
+                    kind:
+                        SendKind::Assign {
+                            to,
+                            job,
+                            unit,
+                            epoch,
+                        },
+                    ..
+                }) => self.assign_settled(now, to, job, unit, epoch, true),
+                _ => {}
+            },
             PipeOutput::Failed { token, error } => match self.in_flight.remove(&token) {
                 Some(InFlight {
                     kind: SendKind::App,
@@ -1004,10 +1027,6 @@ impl<P: PeerKey> Node<P> {
                 msg: Box::new(msg.clone()),
             });
         }
-        if to == self.me {
-            self.jobs.handle(now, JobInput::Message { from: to, msg });
-            return;
-        }
         let kind = match &msg {
             JobMsg::WorkRequest { job, free } => SendKind::WorkRequest {
                 to: to.clone(),
@@ -1019,8 +1038,29 @@ impl<P: PeerKey> Node<P> {
                 to: to.clone(),
                 job: *job,
             },
+            JobMsg::Assign {
+                job, unit, epoch, ..
+            } => SendKind::Assign {
+                to: to.clone(),
+                job: *job,
+                unit: *unit,
+                epoch: *epoch,
+            },
             _ => SendKind::Other,
         };
+        if to == self.me {
+            self.jobs.handle(now, JobInput::Message { from: to, msg });
+            if let SendKind::Assign {
+                to,
+                job,
+                unit,
+                epoch,
+            } = kind
+            {
+                self.assign_settled(now, to, job, unit, epoch, true);
+            }
+            return;
+        }
         if matches!(
             self.membership.state_of(&to),
             Some(MemberState::Dead | MemberState::Left)
@@ -1084,8 +1124,35 @@ impl<P: PeerKey> Node<P> {
                 let msg = JobMsg::Cancel { job };
                 self.jobs.handle(now, JobInput::SendFailed { to, msg })
             }
+            SendKind::Assign {
+                to,
+                job,
+                unit,
+                epoch,
+            } => self.assign_settled(now, to, job, unit, epoch, false),
             SendKind::App | SendKind::Other => {}
         }
+    }
+
+    fn assign_settled(
+        &mut self,
+        now: Instant,
+        to: P,
+        job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+        delivered: bool,
+    ) {
+        self.jobs.handle(
+            now,
+            JobInput::AssignSettled {
+                to,
+                job,
+                unit,
+                epoch,
+                delivered,
+            },
+        );
     }
 
     fn on_unit_event(&mut self, now: Instant, event: UnitEvent) {

@@ -86,6 +86,7 @@ pub enum JobMsg<P> {
         /// Application name.
         app: String,
         /// Serialised parameters.
+        #[serde(with = "serde_bytes")]
         params: Vec<u8>,
         /// Fault-tolerance settings.
         ft: FaultTolerance,
@@ -360,6 +361,20 @@ pub enum JobInput<P> {
         to: P,
         /// The message.
         msg: JobMsg<P>,
+    },
+    /// The pipe settled an assignment this peer sent as a job's primary:
+    /// `delivered`, or failed (deadline passed, worker dead).
+    AssignSettled {
+        /// The worker it was for.
+        to: P,
+        /// The job.
+        job: JobId,
+        /// The unit assigned.
+        unit: UnitId,
+        /// The epoch it was assigned with.
+        epoch: Epoch,
+        /// Whether the worker's peer received it.
+        delivered: bool,
     },
     /// Submit a job from this peer to its primary
     /// ([`Jobs::submit_home`]).

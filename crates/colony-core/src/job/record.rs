@@ -80,6 +80,7 @@ pub(super) enum Phase {
 #[serde(bound(deserialize = "P: DeserializeOwned + Ord"))]
 pub struct Record<P> {
     pub(super) app: String,
+    #[serde(with = "serde_bytes")]
     pub(super) params: Vec<u8>,
     pub(super) submitter: P,
     pub(super) ft: FaultTolerance,
@@ -104,6 +105,7 @@ pub struct Record<P> {
 pub struct Delta<P> {
     pub(super) units: Vec<(UnitId, UnitRec<P>)>,
     /// The merged result, if it changed.
+    #[serde(with = "serde_bytes")]
     pub(super) merged: Option<Vec<u8>>,
     pub(super) has_merged: bool,
     pub(super) shared: SharedVars,
@@ -125,6 +127,36 @@ pub(super) struct DurableRecord<P> {
 /// The home messages of job records.
 pub type JobHomeMsg<P> = HomeMsg<JobId, P, Record<P>, Delta<P>>;
 
+/// An assignment its worker has not confirmed yet.
+///
+/// Its confirmation clock starts when the pipe delivered it, not when it
+/// was queued: a unit state of megabytes on a slow or busy link may take
+/// longer than [`JobConfig::assign_timeout`] to arrive, and reissuing it
+/// then only queues another copy behind the first.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Assignment {
+    /// The epoch it was handed out with.
+    pub(super) epoch: Epoch,
+    /// When it was sent, or delivered once `delivered`.
+    pub(super) since: Instant,
+    /// Whether the pipe delivered it (or, after a takeover, may have).
+    pub(super) delivered: bool,
+}
+
+impl Assignment {
+    /// When the worker's silence about it makes the unit lost: the
+    /// confirmation timeout after delivery; before delivery, a backstop
+    /// past the pipe's own deadline, which settles every message first.
+    pub(super) fn expires(&self, c: &JobConfig) -> Instant {
+        let wait = if self.delivered {
+            c.assign_timeout
+        } else {
+            c.assign_transit_timeout
+        };
+        self.since + wait
+    }
+}
+
 /// A record held here, with what its primary keeps beside it (not
 /// replicated: a new primary rebuilds it).
 pub struct HomeState<P> {
@@ -141,7 +173,8 @@ pub struct HomeState<P> {
     pub(super) restoring: BTreeMap<UnitId, Restoring<P>>,
     /// Primary: reports waiting for their pieces, per unit, in order.
     pub(super) staging: BTreeMap<UnitId, VecDeque<Staged<P>>>,
-    pub(super) assigned_at: BTreeMap<UnitId, Instant>,
+    /// Primary: assignments their workers have not confirmed yet.
+    pub(super) assigned: BTreeMap<UnitId, Assignment>,
     /// Primary: since when each ready unit has waited for a worker to ask.
     pub(super) queued_since: BTreeMap<UnitId, Instant>,
     /// Primary: units pushed to a busy worker, beyond its cores, with that
@@ -194,7 +227,7 @@ impl<P: PeerKey> HomeState<P> {
             kept: BTreeMap::new(),
             restoring: BTreeMap::new(),
             staging: BTreeMap::new(),
-            assigned_at: BTreeMap::new(),
+            assigned: BTreeMap::new(),
             queued_since: BTreeMap::new(),
             pushed: BTreeMap::new(),
             steals: BTreeMap::new(),
@@ -317,7 +350,7 @@ impl<P: PeerKey> Replicated for HomeState<P> {
         self.restoring.clear();
         self.staging.clear();
         self.steals.clear();
-        self.assigned_at.clear();
+        self.assigned.clear();
         self.queued_since.clear();
         self.pushed.clear();
         self.touched.clear();

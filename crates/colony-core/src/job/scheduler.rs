@@ -439,7 +439,7 @@ impl<P: PeerKey> HomeCtx<'_, P> {
             }
         }
         if was_assigned {
-            h.assigned_at.remove(&unit);
+            h.assigned.remove(&unit);
             let c = h.record.contributions.entry(from.clone()).or_default();
             c.units_running = c.units_running.saturating_add(1);
             h.record.stats.peers_used = h
@@ -669,7 +669,14 @@ impl<P: PeerKey> HomeCtx<'_, P> {
         u.holder = Some(to.clone());
         u.epoch = epoch;
         u.seq = 0;
-        h.assigned_at.insert(unit, now);
+        h.assigned.insert(
+            unit,
+            Assignment {
+                epoch,
+                since: now,
+                delivered: false,
+            },
+        );
         let msg = JobMsg::Assign {
             job,
             unit,

@@ -104,6 +104,34 @@ impl<P: PeerKey> Jobs<P> {
         self.reissue_unit(now, job, unit, lost, false);
     }
 
+    /// The pipe settled the assignment of `unit` at `epoch` to `to`:
+    /// delivered, the worker's confirmation clock starts now; not
+    /// delivered, the unit is reissued.
+    pub(super) fn assign_settled(
+        &mut self,
+        now: Instant,
+        to: P,
+        job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+        delivered: bool,
+    ) {
+        let Some(h) = self.homes.get_mut(&job) else {
+            return;
+        };
+        // Confirmed, reissued or given out again since: nothing to do.
+        let Some(assignment) = h.assigned.get_mut(&unit).filter(|a| a.epoch == epoch) else {
+            return;
+        };
+        if delivered {
+            assignment.delivered = true;
+            assignment.since = now;
+        } else {
+            self.lose_unit(now, job, unit, to);
+            self.commit(now, job, Vec::new());
+        }
+    }
+
     /// Reissues `unit` of `job`, lost with `lost`; `unheld` when `lost` is
     /// live and said it does not hold the unit (a local-storage unit is
     /// then not waited for: no disk will offer it back).
@@ -386,22 +414,30 @@ impl<P: PeerKey> HomeCtx<'_, P> {
     /// holder) or restore (none).
     pub(super) fn took_over(&mut self, previous: Option<P>) -> Vec<(UnitId, Option<P>)> {
         let (job, now) = (self.job, self.now);
-        let assign_grace = now;
         let h = &mut *self.home;
         h.record.stats.takeovers = h
             .record
             .stats
             .takeovers
             .saturating_add(u64::from(previous.is_none()));
-        let assigned: Vec<UnitId> = h
+        // Whether the previous primary's assignments arrived is unknown
+        // here: their workers get the confirmation timeout from now.
+        let assigned: Vec<(UnitId, Epoch)> = h
             .record
             .units
             .iter()
             .filter(|(_, u)| u.status == UnitStatus::Assigned)
-            .map(|(id, _)| *id)
+            .map(|(id, u)| (*id, u.epoch))
             .collect();
-        for id in assigned {
-            h.assigned_at.insert(id, assign_grace);
+        for (id, epoch) in assigned {
+            h.assigned.insert(
+                id,
+                Assignment {
+                    epoch,
+                    since: now,
+                    delivered: true,
+                },
+            );
         }
         self.event(JobEvent::Primary { job, previous });
         // Units whose holders are gone, and queued ones, need their state.
@@ -448,7 +484,7 @@ impl<P: PeerKey> HomeCtx<'_, P> {
             u.status = UnitStatus::Queued;
             u.holder = None;
         }
-        h.assigned_at.remove(&unit);
+        h.assigned.remove(&unit);
         // Reports of the lost copy still being stored must not apply.
         h.staging.remove(&unit);
         if was_running {

@@ -35,6 +35,9 @@ struct Cluster {
     rng: SmallRng,
     /// Latest delivery time per (from, to, bulk) channel, for FIFO order.
     last_delivery: BTreeMap<(u32, u32, bool), Instant>,
+    /// Extra latency of bulk messages (unit states) to a peer: a slow
+    /// link that large messages take long to cross.
+    slow_to: BTreeMap<u32, Duration>,
 }
 
 fn key_of(peer: &u32) -> [u8; 32] {
@@ -85,6 +88,7 @@ impl Cluster {
             cancel_answers: Vec::new(),
             rng: SmallRng::seed_from_u64(1),
             last_delivery: BTreeMap::new(),
+            slow_to: BTreeMap::new(),
         };
         cluster.update_members();
         cluster
@@ -177,7 +181,10 @@ impl Cluster {
                         continue;
                     }
                     // Pipes deliver in order per sender, receiver and class.
-                    let latency = Duration::from_micros(self.rng.random_range(100..3000));
+                    let mut latency = Duration::from_micros(self.rng.random_range(100..3000));
+                    if bulk {
+                        latency += self.slow_to.get(&to).copied().unwrap_or_default();
+                    }
                     let channel = (id, to, bulk);
                     let last = self.last_delivery.get(&channel).copied();
                     let at = last.map_or(now + latency, |l| l.max(now + latency));
@@ -296,10 +303,20 @@ impl Cluster {
                 if !self.peers[to as usize].alive || !self.peers[from as usize].alive {
                     continue;
                 }
+                let assigned = match &msg {
+                    JobMsg::Assign {
+                        job, unit, epoch, ..
+                    } => Some((*job, *unit, *epoch)),
+                    _ => None,
+                };
                 self.peers[to as usize]
                     .core
                     .handle(now, JobInput::Message { from, msg });
                 self.drain(to);
+                // As the pipe: the sender learns its assignment arrived.
+                if let Some((job, unit, epoch)) = assigned {
+                    self.settle(from, to, job, unit, epoch, true);
+                }
             }
             for id in 0..self.peers.len() as u32 {
                 if !self.peers[id as usize].alive {
@@ -333,6 +350,30 @@ impl Cluster {
                 self.drain(id);
             }
         }
+    }
+
+    /// Tells `from` whether its assignment of `unit` to `to` arrived.
+    fn settle(
+        &mut self,
+        from: u32,
+        to: u32,
+        job: JobId,
+        unit: UnitId,
+        epoch: Epoch,
+        delivered: bool,
+    ) {
+        let now = self.now;
+        self.peers[from as usize].core.handle(
+            now,
+            JobInput::AssignSettled {
+                to,
+                job,
+                unit,
+                epoch,
+                delivered,
+            },
+        );
+        self.drain(from);
     }
 
     fn submit_ft(&mut self, from: u32, n: u64, ft: FaultTolerance) -> JobId {
@@ -969,6 +1010,73 @@ fn a_unit_recorded_on_a_live_worker_that_lost_it_is_reissued() {
         cluster.now - lost_at < Duration::from_secs(30),
         "found within a few holdings intervals"
     );
+}
+
+fn reissues_of(cluster: &Cluster, worker: u32) -> usize {
+    cluster
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, JobEvent::Reissued { lost, .. } if *lost == worker))
+        .count()
+}
+
+/// Was a livelock: a unit state that took longer than the confirmation
+/// timeout to cross a slow link was reissued while still in transit, and
+/// its next copy queued behind the first.
+#[test]
+fn an_assignment_slower_than_the_confirmation_timeout_is_not_reissued_in_transit() {
+    let mut cluster = Cluster::new(3, 1);
+    let slow = 2;
+    let transit = cluster.peers[0].core.config.assign_timeout * 3;
+    cluster.slow_to.insert(slow, transit);
+    let n = 2_000_000;
+    let job = cluster.submit(0, n);
+    cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("the job finishes").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2);
+    let assigned_to_slow = cluster
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, JobEvent::Assigned { to, .. } if *to == slow))
+        .count();
+    assert!(assigned_to_slow > 0, "the slow peer was given work");
+    assert_eq!(reissues_of(&cluster, slow), 0, "{:?}", view.stats);
+}
+
+/// An assignment the pipe could not deliver is reissued at once, not after
+/// the confirmation timeout.
+#[test]
+fn an_assignment_the_pipe_failed_to_deliver_is_reissued_at_once() {
+    let mut cluster = Cluster::new(3, 1);
+    let n = 2_000_000;
+    let job = cluster.submit(0, n);
+    // Catch the first assignment to another peer on the wire and lose it.
+    let (from, to, unit, epoch) = loop {
+        cluster.run(Duration::from_millis(1), |_| false);
+        let found = cluster
+            .wire
+            .iter()
+            .position(|(_, from, to, msg)| from != to && matches!(msg, JobMsg::Assign { .. }));
+        if let Some(i) = found {
+            let (_, from, to, msg) = cluster.wire.remove(i);
+            let JobMsg::Assign { unit, epoch, .. } = msg else {
+                unreachable!()
+            };
+            break (from, to, unit, epoch);
+        }
+        assert!(
+            cluster.final_status(job).is_none(),
+            "no assignment crossed the wire"
+        );
+    };
+    cluster.settle(from, to, job, unit, epoch, false);
+    let reissued = cluster.events.iter().any(
+        |(_, e)| matches!(e, JobEvent::Reissued { unit: u, lost, .. } if *u == unit && *lost == to),
+    );
+    assert!(reissued, "unit {unit} reissued when its assignment failed");
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("the job finishes").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2);
 }
 
 #[test]

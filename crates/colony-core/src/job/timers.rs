@@ -260,9 +260,9 @@ impl<P: PeerKey> HomeState<P> {
             .map(|(id, _)| *id)
             .collect();
         let unconfirmed = self
-            .assigned_at
+            .assigned
             .iter()
-            .filter(|(_, at)| now.saturating_duration_since(**at) > c.assign_timeout)
+            .filter(|(_, a)| now > a.expires(c))
             .filter_map(|(id, _)| {
                 self.record
                     .units
@@ -337,10 +337,7 @@ impl<P: PeerKey> HomeState<P> {
             .steals
             .values()
             .map(|s| s.since + c.steal_timeout + TICK);
-        let assigned = self
-            .assigned_at
-            .values()
-            .map(|t| *t + c.assign_timeout + TICK);
+        let assigned = self.assigned.values().map(|a| a.expires(c) + TICK);
         let restores = self.restoring.values().map(|r| r.retry_at);
         let staged = self.staging.values().filter_map(|q| {
             q.front()

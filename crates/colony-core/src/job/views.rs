@@ -59,6 +59,7 @@ pub struct JobView<P> {
     /// Its application.
     pub app: String,
     /// Its serialised parameters.
+    #[serde(with = "serde_bytes")]
     pub params: Vec<u8>,
     /// Its primary, as the peer answering sees it.
     pub home: P,
