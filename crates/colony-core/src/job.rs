@@ -77,7 +77,7 @@ use authorize::Parked;
 pub use authorize::{Refusal, SubmitPolicy};
 use context::{Commit, HomeCtx};
 pub use limits::{MessageKind, MessageLimits, TooLarge};
-pub use messages::{JobEvent, JobInput, JobMsg, JobOutput, Report, UnitEvent};
+pub use messages::{JobEvent, JobInput, JobMsg, JobOutput, Report, SentAssignment, UnitEvent};
 pub use pieces::PieceKey;
 use pieces::{Restoring, Staged, LOCAL_INDEX};
 use record::{
@@ -853,13 +853,9 @@ impl<P: PeerKey> Jobs<P> {
         match input {
             JobInput::Message { from, msg } => self.handle_message(now, from, msg),
             JobInput::SendFailed { to, msg } => self.send_failed(now, to, msg),
-            JobInput::AssignSettled {
-                to,
-                job,
-                unit,
-                epoch,
-                delivered,
-            } => self.assign_settled(now, to, job, unit, epoch, delivered),
+            JobInput::AssignSettled { sent, delivered } => {
+                self.assign_settled(now, sent, delivered)
+            }
             JobInput::Submit {
                 job,
                 app,

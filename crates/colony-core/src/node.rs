@@ -31,8 +31,8 @@ use crate::acquaintance::{AcquaintanceOutput, Acquaintances};
 use crate::divisible::SharedVars;
 use crate::ft::FaultTolerance;
 use crate::job::{
-    Epoch, JobEvent, JobId, JobInput, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits,
-    Piece, PieceKey, Refusal, TooLarge, UnitId,
+    JobEvent, JobId, JobInput, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits, Piece,
+    PieceKey, Refusal, SentAssignment, TooLarge, UnitId,
 };
 use crate::membership::{self, Event, MemberState, Membership, PeerStats};
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
@@ -341,24 +341,10 @@ pub struct NodeCounters {
 #[derive(Clone, Copy, Debug)]
 enum SendKind<P> {
     App,
-    WorkRequest {
-        to: P,
-        job: JobId,
-        free: u32,
-    },
-    Query {
-        job: JobId,
-    },
-    Cancel {
-        to: P,
-        job: JobId,
-    },
-    Assign {
-        to: P,
-        job: JobId,
-        unit: UnitId,
-        epoch: Epoch,
-    },
+    WorkRequest { to: P, job: JobId, free: u32 },
+    Query { job: JobId },
+    Cancel { to: P, job: JobId },
+    Assign(SentAssignment<P>),
     Other,
 }
 
@@ -850,15 +836,9 @@ impl<P: PeerKey> Node<P> {
                     result: Ok(receipt),
                 }),
                 Some(InFlight {
-                    kind:
-                        SendKind::Assign {
-                            to,
-                            job,
-                            unit,
-                            epoch,
-                        },
+                    kind: SendKind::Assign(sent),
                     ..
-                }) => self.assign_settled(now, to, job, unit, epoch, true),
+                }) => self.assign_settled(now, sent, true),
                 _ => {}
             },
             PipeOutput::Failed { token, error } => match self.in_flight.remove(&token) {
@@ -1038,26 +1018,15 @@ impl<P: PeerKey> Node<P> {
                 to: to.clone(),
                 job: *job,
             },
-            JobMsg::Assign {
-                job, unit, epoch, ..
-            } => SendKind::Assign {
-                to: to.clone(),
-                job: *job,
-                unit: *unit,
-                epoch: *epoch,
-            },
+            JobMsg::Assign { .. } => {
+                SentAssignment::of(&to, &msg).map_or(SendKind::Other, SendKind::Assign)
+            }
             _ => SendKind::Other,
         };
         if to == self.me {
             self.jobs.handle(now, JobInput::Message { from: to, msg });
-            if let SendKind::Assign {
-                to,
-                job,
-                unit,
-                epoch,
-            } = kind
-            {
-                self.assign_settled(now, to, job, unit, epoch, true);
+            if let SendKind::Assign(sent) = kind {
+                self.assign_settled(now, sent, true);
             }
             return;
         }
@@ -1124,35 +1093,14 @@ impl<P: PeerKey> Node<P> {
                 let msg = JobMsg::Cancel { job };
                 self.jobs.handle(now, JobInput::SendFailed { to, msg })
             }
-            SendKind::Assign {
-                to,
-                job,
-                unit,
-                epoch,
-            } => self.assign_settled(now, to, job, unit, epoch, false),
+            SendKind::Assign(sent) => self.assign_settled(now, sent, false),
             SendKind::App | SendKind::Other => {}
         }
     }
 
-    fn assign_settled(
-        &mut self,
-        now: Instant,
-        to: P,
-        job: JobId,
-        unit: UnitId,
-        epoch: Epoch,
-        delivered: bool,
-    ) {
-        self.jobs.handle(
-            now,
-            JobInput::AssignSettled {
-                to,
-                job,
-                unit,
-                epoch,
-                delivered,
-            },
-        );
+    fn assign_settled(&mut self, now: Instant, sent: SentAssignment<P>, delivered: bool) {
+        self.jobs
+            .handle(now, JobInput::AssignSettled { sent, delivered });
     }
 
     fn on_unit_event(&mut self, now: Instant, event: UnitEvent) {

@@ -341,6 +341,37 @@ pub enum JobMsg<P> {
     },
 }
 
+/// An assignment on its way: to whom, of which unit, at which epoch (what
+/// the driver keeps of a [`JobMsg::Assign`] until the pipe settles it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentAssignment<P> {
+    /// The worker.
+    pub to: P,
+    /// The job.
+    pub job: JobId,
+    /// The unit.
+    pub unit: UnitId,
+    /// The epoch it was assigned with.
+    pub epoch: Epoch,
+}
+
+impl<P: Clone> SentAssignment<P> {
+    /// What `msg` sent to `to` is, if it is an assignment.
+    pub fn of(to: &P, msg: &JobMsg<P>) -> Option<Self> {
+        match msg {
+            JobMsg::Assign {
+                job, unit, epoch, ..
+            } => Some(SentAssignment {
+                to: to.clone(),
+                job: *job,
+                unit: *unit,
+                epoch: *epoch,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// An input to the job core ([`Jobs::handle`]): a message, a request of
 /// this peer's user, a unit's news from the executor, a membership change,
 /// a write that reached the disk.
@@ -365,14 +396,8 @@ pub enum JobInput<P> {
     /// The pipe settled an assignment this peer sent as a job's primary:
     /// `delivered`, or failed (deadline passed, worker dead).
     AssignSettled {
-        /// The worker it was for.
-        to: P,
-        /// The job.
-        job: JobId,
-        /// The unit assigned.
-        unit: UnitId,
-        /// The epoch it was assigned with.
-        epoch: Epoch,
+        /// The assignment.
+        sent: SentAssignment<P>,
         /// Whether the worker's peer received it.
         delivered: bool,
     },

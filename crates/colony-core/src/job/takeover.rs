@@ -104,18 +104,20 @@ impl<P: PeerKey> Jobs<P> {
         self.reissue_unit(now, job, unit, lost, false);
     }
 
-    /// The pipe settled the assignment of `unit` at `epoch` to `to`:
-    /// delivered, the worker's confirmation clock starts now; not
-    /// delivered, the unit is reissued.
+    /// The pipe settled an assignment: delivered, the worker's
+    /// confirmation clock starts now; not delivered, the unit is reissued.
     pub(super) fn assign_settled(
         &mut self,
         now: Instant,
-        to: P,
-        job: JobId,
-        unit: UnitId,
-        epoch: Epoch,
+        sent: SentAssignment<P>,
         delivered: bool,
     ) {
+        let SentAssignment {
+            to,
+            job,
+            unit,
+            epoch,
+        } = sent;
         let Some(h) = self.homes.get_mut(&job) else {
             return;
         };

@@ -303,19 +303,14 @@ impl Cluster {
                 if !self.peers[to as usize].alive || !self.peers[from as usize].alive {
                     continue;
                 }
-                let assigned = match &msg {
-                    JobMsg::Assign {
-                        job, unit, epoch, ..
-                    } => Some((*job, *unit, *epoch)),
-                    _ => None,
-                };
+                let assigned = SentAssignment::of(&to, &msg);
                 self.peers[to as usize]
                     .core
                     .handle(now, JobInput::Message { from, msg });
                 self.drain(to);
                 // As the pipe: the sender learns its assignment arrived.
-                if let Some((job, unit, epoch)) = assigned {
-                    self.settle(from, to, job, unit, epoch, true);
+                if let Some(sent) = assigned {
+                    self.settle(from, sent, true);
                 }
             }
             for id in 0..self.peers.len() as u32 {
@@ -352,27 +347,12 @@ impl Cluster {
         }
     }
 
-    /// Tells `from` whether its assignment of `unit` to `to` arrived.
-    fn settle(
-        &mut self,
-        from: u32,
-        to: u32,
-        job: JobId,
-        unit: UnitId,
-        epoch: Epoch,
-        delivered: bool,
-    ) {
+    /// Tells `from` whether its assignment arrived.
+    fn settle(&mut self, from: u32, sent: SentAssignment<u32>, delivered: bool) {
         let now = self.now;
-        self.peers[from as usize].core.handle(
-            now,
-            JobInput::AssignSettled {
-                to,
-                job,
-                unit,
-                epoch,
-                delivered,
-            },
-        );
+        self.peers[from as usize]
+            .core
+            .handle(now, JobInput::AssignSettled { sent, delivered });
         self.drain(from);
     }
 
@@ -1051,7 +1031,7 @@ fn an_assignment_the_pipe_failed_to_deliver_is_reissued_at_once() {
     let n = 2_000_000;
     let job = cluster.submit(0, n);
     // Catch the first assignment to another peer on the wire and lose it.
-    let (from, to, unit, epoch) = loop {
+    let (from, sent) = loop {
         cluster.run(Duration::from_millis(1), |_| false);
         let found = cluster
             .wire
@@ -1059,17 +1039,16 @@ fn an_assignment_the_pipe_failed_to_deliver_is_reissued_at_once() {
             .position(|(_, from, to, msg)| from != to && matches!(msg, JobMsg::Assign { .. }));
         if let Some(i) = found {
             let (_, from, to, msg) = cluster.wire.remove(i);
-            let JobMsg::Assign { unit, epoch, .. } = msg else {
-                unreachable!()
-            };
-            break (from, to, unit, epoch);
+            let sent = SentAssignment::of(&to, &msg).expect("an assignment");
+            break (from, sent);
         }
         assert!(
             cluster.final_status(job).is_none(),
             "no assignment crossed the wire"
         );
     };
-    cluster.settle(from, to, job, unit, epoch, false);
+    let (unit, to) = (sent.unit, sent.to);
+    cluster.settle(from, sent, false);
     let reissued = cluster.events.iter().any(
         |(_, e)| matches!(e, JobEvent::Reissued { unit: u, lost, .. } if *u == unit && *lost == to),
     );
