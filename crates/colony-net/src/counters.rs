@@ -25,6 +25,8 @@ pub struct NetCounters {
     /// Frames dropped because their peer was unreachable (queued when the
     /// writer failed, sent during the reconnect backoff) or forgotten.
     pub unreachable_dropped: AtomicU64,
+    /// Inbound streams taken by the acceptor and given a reader.
+    pub inbound_streams_accepted: AtomicU64,
     /// Inbound streams refused because `max_inbound_streams` (over all
     /// peers) or `max_inbound_streams_per_peer` (from that peer) were
     /// already open.
@@ -68,6 +70,8 @@ pub struct NetCountersSnapshot {
     pub stream_errors: u64,
     /// See [`NetCounters::unreachable_dropped`].
     pub unreachable_dropped: u64,
+    /// See [`NetCounters::inbound_streams_accepted`].
+    pub inbound_streams_accepted: u64,
     /// See [`NetCounters::inbound_streams_refused`].
     pub inbound_streams_refused: u64,
     /// See [`NetCounters::inbound_streams_idle_closed`].
@@ -103,6 +107,7 @@ impl NetCounters {
             oversized_rejected: r(&self.oversized_rejected),
             stream_errors: r(&self.stream_errors),
             unreachable_dropped: r(&self.unreachable_dropped),
+            inbound_streams_accepted: r(&self.inbound_streams_accepted),
             inbound_streams_refused: r(&self.inbound_streams_refused),
             inbound_streams_idle_closed: r(&self.inbound_streams_idle_closed),
             inbound_budget_closed: r(&self.inbound_budget_closed),

@@ -693,6 +693,7 @@ async fn accept_streams(mut incoming: IncomingStreams, ctx: ReaderCtx) {
         };
         match ctx.limits.admit(peer) {
             Ok(slot) => {
+                add(&ctx.counters.inbound_streams_accepted, 1);
                 tokio::spawn(read_frames(ctx.clone(), peer, stream, slot));
             }
             Err(why) => {

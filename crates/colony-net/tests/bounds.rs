@@ -31,6 +31,22 @@ async fn raw_stream(from: &Node, to: PeerId) -> Stream {
     .expect("open raw frames stream")
 }
 
+/// Opens a raw frames stream from `from` to `to` and waits until `to`
+/// took it (accepted or refused it): libp2p-stream drops an inbound
+/// stream that arrives while its acceptor has not yet taken the previous
+/// one, so streams a test writes to are opened one at a time.
+async fn taken_raw_stream(from: &Node, to: &Node) -> Stream {
+    let counters = to.sender.counters().clone();
+    let taken = move || {
+        counters.inbound_streams_accepted.load(Ordering::Relaxed)
+            + counters.inbound_streams_refused.load(Ordering::Relaxed)
+    };
+    let before = taken();
+    let stream = raw_stream(from, to.peer).await;
+    wait_until("the victim to take the stream", || taken() > before).await;
+    stream
+}
+
 async fn write(stream: &mut Stream, bytes: &[u8]) {
     stream.write_all(bytes).await.expect("write");
     stream.flush().await.expect("flush");
@@ -297,11 +313,11 @@ async fn idle_inbound_streams_are_closed() {
     let mut attacker = Node::start(config()).await;
     connect(&mut attacker, &mut victim).await;
 
-    let _silent = raw_stream(&attacker, victim.peer).await;
-    let mut stalled = raw_stream(&attacker, victim.peer).await;
+    let _silent = taken_raw_stream(&attacker, &victim).await;
+    let mut stalled = taken_raw_stream(&attacker, &victim).await;
     write(&mut stalled, &prefix(1000)).await;
     write(&mut stalled, &[1u8; 10]).await;
-    let mut resting = raw_stream(&attacker, victim.peer).await;
+    let mut resting = taken_raw_stream(&attacker, &victim).await;
     let mut bytes = prefix(8).to_vec();
     bytes.extend_from_slice(&numbered(1, 8));
     write(&mut resting, &bytes).await;
