@@ -87,6 +87,19 @@ where
     .await
 }
 
+/// Sends `honest`'s numbered frames of `len` bytes to `victim` until one
+/// arrives (see [`deliver_retrying`]); returns it.
+async fn honest_frame(victim: &mut Node, honest: &Node, len: usize) -> Bytes {
+    let to = victim.peer;
+    let (from, frame) = deliver_retrying(victim, |attempt| {
+        honest.sender.send(to, Priority(1), numbered(attempt, len));
+        async {}
+    })
+    .await;
+    assert_eq!(from, honest.peer);
+    frame
+}
+
 /// Streams announcing 1 MiB frames and sending a few bytes must not take the
 /// buffer budget: with room for one largest frame and the small read room of
 /// each stream (far less than the 32 MiB announced), a real frame from
@@ -121,14 +134,7 @@ async fn announced_lengths_cost_nothing_until_sent() {
         streams.push(stream);
     }
 
-    let (from, frame) = deliver_retrying(&mut victim, |attempt| {
-        honest
-            .sender
-            .send(victim_peer, Priority(1), numbered(attempt, 200_000));
-        async {}
-    })
-    .await;
-    assert_eq!(from, honest.peer);
+    let frame = honest_frame(&mut victim, &honest, 200_000).await;
     assert_eq!(frame.len(), 200_000);
     drop(frame);
 
@@ -198,15 +204,7 @@ async fn announced_lengths_do_not_raise_rss() {
     }
     // Let the readers take what was sent (a real frame behind them proves
     // the victim has read its streams).
-    let victim_peer = victim.peer;
-    let (from, _) = deliver_retrying(&mut victim, |attempt| {
-        honest
-            .sender
-            .send(victim_peer, Priority(1), numbered(attempt, 8));
-        async {}
-    })
-    .await;
-    assert_eq!(from, honest.peer);
+    honest_frame(&mut victim, &honest, 8).await;
     let grown = rss_bytes().saturating_sub(before);
     assert!(
         grown < 64 * 1024 * 1024,
