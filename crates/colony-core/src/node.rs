@@ -1018,10 +1018,7 @@ impl<P: PeerKey> Node<P> {
                 to: to.clone(),
                 job: *job,
             },
-            JobMsg::Assign { .. } => {
-                SentAssignment::of(&to, &msg).map_or(SendKind::Other, SendKind::Assign)
-            }
-            _ => SendKind::Other,
+            _ => SentAssignment::of(&to, &msg).map_or(SendKind::Other, SendKind::Assign),
         };
         if to == self.me {
             self.jobs.handle(now, JobInput::Message { from: to, msg });

@@ -135,8 +135,6 @@ pub type JobHomeMsg<P> = HomeMsg<JobId, P, Record<P>, Delta<P>>;
 /// then only queues another copy behind the first.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Assignment {
-    /// The epoch it was handed out with.
-    pub(super) epoch: Epoch,
     /// When it was sent, or delivered once `delivered`.
     pub(super) since: Instant,
     /// Whether the pipe delivered it (or, after a takeover, may have).

@@ -672,7 +672,6 @@ impl<P: PeerKey> HomeCtx<'_, P> {
         h.assigned.insert(
             unit,
             Assignment {
-                epoch,
                 since: now,
                 delivered: false,
             },

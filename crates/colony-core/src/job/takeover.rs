@@ -122,7 +122,12 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         // Confirmed, reissued or given out again since: nothing to do.
-        let Some(assignment) = h.assigned.get_mut(&unit).filter(|a| a.epoch == epoch) else {
+        let current = h
+            .record
+            .units
+            .get(&unit)
+            .is_some_and(|u| u.status == UnitStatus::Assigned && u.epoch == epoch);
+        let Some(assignment) = h.assigned.get_mut(&unit).filter(|_| current) else {
             return;
         };
         if delivered {
@@ -424,18 +429,17 @@ impl<P: PeerKey> HomeCtx<'_, P> {
             .saturating_add(u64::from(previous.is_none()));
         // Whether the previous primary's assignments arrived is unknown
         // here: their workers get the confirmation timeout from now.
-        let assigned: Vec<(UnitId, Epoch)> = h
+        let assigned: Vec<UnitId> = h
             .record
             .units
             .iter()
             .filter(|(_, u)| u.status == UnitStatus::Assigned)
-            .map(|(id, u)| (*id, u.epoch))
+            .map(|(id, _)| *id)
             .collect();
-        for (id, epoch) in assigned {
+        for id in assigned {
             h.assigned.insert(
                 id,
                 Assignment {
-                    epoch,
                     since: now,
                     delivered: true,
                 },
