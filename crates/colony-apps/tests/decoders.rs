@@ -111,14 +111,14 @@ fn make_states(name: &str) -> Vec<Vec<u8>> {
         let Ok(mut unit) = app.init(&params) else {
             continue;
         };
-        states.push(unit.checkpoint());
+        states.push(unit.checkpoint().unwrap());
         let mut shared = app.initial_shared(&params).unwrap_or_default();
         let mut ctx = StepContext::new(&mut shared, 50);
         let _ = unit.step(&mut ctx);
-        states.push(unit.checkpoint());
-        if let Some(part) = unit.divide() {
+        states.push(unit.checkpoint().unwrap());
+        if let Some(part) = unit.divide().unwrap() {
             states.push(part);
-            states.push(unit.checkpoint());
+            states.push(unit.checkpoint().unwrap());
         }
     }
     states
@@ -149,7 +149,7 @@ fn run(unit: &mut Box<dyn Unit>, budget: u64, steps: usize) -> Option<Vec<u8>> {
     let mut shared = SharedVars::default();
     for _ in 0..steps {
         let mut ctx = StepContext::new(&mut shared, budget);
-        if let Step::Done(out) = unit.step(&mut ctx) {
+        if let Step::Done(out) = unit.step(&mut ctx).unwrap() {
             return Some(out);
         }
     }
@@ -165,12 +165,12 @@ fn exercise_state(name: &str, state: &[u8]) {
     };
     let done = run(&mut unit, 200, 3);
     if done.is_none() {
-        if let Some(part) = unit.divide() {
+        if let Some(part) = unit.divide().unwrap() {
             if let Ok(mut part) = app.restore(&part) {
                 let _ = run(&mut part, 200, 2);
             }
         }
-        let checkpoint = unit.checkpoint();
+        let checkpoint = unit.checkpoint().unwrap();
         if let Ok(mut again) = app.restore(&checkpoint) {
             let _ = run(&mut again, 200, 2);
         }

@@ -261,19 +261,19 @@ fn checkpoints_restore_mid_search() {
     let mut part = None;
     let output = loop {
         let mut ctx = StepContext::new(&mut shared, 200);
-        if let Step::Done(output) = unit.step(&mut ctx) {
+        if let Step::Done(output) = unit.step(&mut ctx).unwrap() {
             break output;
         }
         if part.is_none() {
-            part = unit.divide();
+            part = unit.divide().unwrap();
         }
         // Restart from the checkpoint after every step.
-        unit = app.restore(&unit.checkpoint()).unwrap();
+        unit = app.restore(&unit.checkpoint().unwrap()).unwrap();
     };
     let mut part = app.restore(&part.expect("ta005 divides")).unwrap();
     let other = loop {
         let mut ctx = StepContext::new(&mut shared, 200);
-        if let Step::Done(output) = part.step(&mut ctx) {
+        if let Step::Done(output) = part.step(&mut ctx).unwrap() {
             break output;
         }
     };

@@ -20,7 +20,7 @@ fn finish(unit: &mut Box<dyn Unit>, budget: u64) -> Vec<u8> {
     let mut shared = SharedVars::default();
     loop {
         let mut ctx = StepContext::new(&mut shared, budget);
-        if let Step::Done(out) = unit.step(&mut ctx) {
+        if let Step::Done(out) = unit.step(&mut ctx).unwrap() {
             return out;
         }
     }
@@ -35,9 +35,9 @@ fn split(app: &dyn App, params: &[u8], rounds: usize, budget: u64) -> Vec<Box<dy
         let mut next = Vec::new();
         for mut unit in units {
             let mut ctx = StepContext::new(&mut shared, budget);
-            match unit.step(&mut ctx) {
+            match unit.step(&mut ctx).unwrap() {
                 Step::Continue => {
-                    if let Some(part) = unit.divide() {
+                    if let Some(part) = unit.divide().unwrap() {
                         next.push(app.restore(&part).unwrap());
                     }
                     next.push(unit);
@@ -55,14 +55,14 @@ fn split(app: &dyn App, params: &[u8], rounds: usize, budget: u64) -> Vec<Box<dy
 struct Finished(Option<Vec<u8>>);
 
 impl Unit for Finished {
-    fn step(&mut self, _: &mut StepContext<'_>) -> Step<Vec<u8>> {
-        Step::Done(self.0.take().expect("stepped after done"))
+    fn step(&mut self, _: &mut StepContext<'_>) -> Result<Step<Vec<u8>>, AppError> {
+        Ok(Step::Done(self.0.take().expect("stepped after done")))
     }
-    fn divide(&mut self) -> Option<Vec<u8>> {
-        None
+    fn divide(&mut self) -> Result<Option<Vec<u8>>, AppError> {
+        Ok(None)
     }
-    fn checkpoint(&self) -> Vec<u8> {
-        Vec::new()
+    fn checkpoint(&mut self) -> Result<Vec<u8>, AppError> {
+        Ok(Vec::new())
     }
 }
 
@@ -150,12 +150,12 @@ fn nqueens_checkpoint_mid_search_then_finish() {
     let mut shared = SharedVars::default();
     for _ in 0..20 {
         let mut ctx = StepContext::new(&mut shared, 100);
-        assert_eq!(unit.step(&mut ctx), Step::Continue);
+        assert_eq!(unit.step(&mut ctx).unwrap(), Step::Continue);
     }
-    let saved = unit.checkpoint();
+    let saved = unit.checkpoint().unwrap();
     drop(unit);
     let mut restored = app.restore(&saved).unwrap();
-    assert_eq!(restored.checkpoint(), saved);
+    assert_eq!(restored.checkpoint().unwrap(), saved);
     let out = finish(&mut restored, 100);
     assert_eq!(count_of(app.as_ref(), &out), 352);
 }
@@ -251,7 +251,7 @@ fn matmul_through_the_registry_with_checkpoints() {
     // Checkpoint and restore every unit mid-way.
     let units: Vec<Box<dyn Unit>> = units
         .into_iter()
-        .map(|u| app.restore(&u.checkpoint()).unwrap_or(u))
+        .map(|mut u| app.restore(&u.checkpoint().unwrap()).unwrap_or(u))
         .collect();
     let total = run_all(app.as_ref(), units, 48 * 48 * 5);
     assert_eq!(app.verify(&params, &total).unwrap(), Some(true));

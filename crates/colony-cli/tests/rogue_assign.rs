@@ -72,7 +72,11 @@ async fn assignments_from_a_peer_outside_the_membership_run_nothing() {
     // Long N-Queens units, as the attack on the old code used.
     let app = colony_apps::examples().get("nqueens").expect("nqueens");
     let params = app.parse_args(&["32".into()]).expect("params");
-    let state = app.init(&params).expect("a unit").checkpoint();
+    let state = app
+        .init(&params)
+        .expect("a unit")
+        .checkpoint()
+        .expect("a state");
     let job = JobId([0x5a; 16]);
     for unit in 0..ASSIGNS {
         let assign = JobMsg::Assign {

@@ -73,6 +73,11 @@ pub enum AppError {
     /// why); the peer caught it and goes on.
     #[error("{0}")]
     Panicked(String),
+    /// A WebAssembly guest failed: it trapped, ran past its step deadline,
+    /// grew past its memory cap, broke the ABI, or reported an error. The
+    /// sandbox stopped it; the peer goes on.
+    #[error("guest module: {0}")]
+    Guest(String),
 }
 
 /// The outcome of one [`Divisible::step`].
@@ -142,6 +147,13 @@ impl SharedVars {
             .map(|(name, (_, value))| (name.as_str(), *value))
     }
 
+    /// Every variable with its kind and value.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Monotone, i64)> {
+        self.values
+            .iter()
+            .map(|(name, (kind, value))| (name.as_str(), *kind, *value))
+    }
+
     /// Whether no variable is set.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
@@ -181,6 +193,11 @@ impl<'a> StepContext<'a> {
     /// Operations counted so far in this step.
     pub fn work(&self) -> u64 {
         self.work
+    }
+
+    /// Every shared variable as this step sees it.
+    pub fn vars(&self) -> &SharedVars {
+        self.shared
     }
 
     /// The current value of a shared variable (cheap: a local copy kept
@@ -265,32 +282,34 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, AppError> 
     })
 }
 
-/// A unit of work with its type erased: what the runtime holds.
+/// A unit of work with its type erased: what the runtime holds. A native
+/// unit never fails these calls (a panic is caught around them); a guest
+/// unit fails when its sandbox stops it, and then must not run again.
 pub trait Unit: Send {
     /// Runs one step.
-    fn step(&mut self, ctx: &mut StepContext<'_>) -> Step<Vec<u8>>;
+    fn step(&mut self, ctx: &mut StepContext<'_>) -> Result<Step<Vec<u8>>, AppError>;
     /// Splits off part of the remaining work, serialised.
-    fn divide(&mut self) -> Option<Vec<u8>>;
+    fn divide(&mut self) -> Result<Option<Vec<u8>>, AppError>;
     /// The unit's state, serialised (a checkpoint).
-    fn checkpoint(&self) -> Vec<u8>;
+    fn checkpoint(&mut self) -> Result<Vec<u8>, AppError>;
 }
 
 struct TypedUnit<A: Divisible>(A);
 
 impl<A: Divisible> Unit for TypedUnit<A> {
-    fn step(&mut self, ctx: &mut StepContext<'_>) -> Step<Vec<u8>> {
-        match self.0.step(ctx) {
+    fn step(&mut self, ctx: &mut StepContext<'_>) -> Result<Step<Vec<u8>>, AppError> {
+        Ok(match self.0.step(ctx) {
             Step::Continue => Step::Continue,
             Step::Done(output) => Step::Done(encode(&output)),
-        }
+        })
     }
 
-    fn divide(&mut self) -> Option<Vec<u8>> {
-        self.0.divide().map(|part| encode(&part))
+    fn divide(&mut self) -> Result<Option<Vec<u8>>, AppError> {
+        Ok(self.0.divide().map(|part| encode(&part)))
     }
 
-    fn checkpoint(&self) -> Vec<u8> {
-        encode(&self.0)
+    fn checkpoint(&mut self) -> Result<Vec<u8>, AppError> {
+        Ok(encode(&self.0))
     }
 }
 
@@ -298,7 +317,7 @@ impl<A: Divisible> Unit for TypedUnit<A> {
 /// travel as bytes between peers.
 pub trait App: Send + Sync {
     /// The application's name.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// Parses arguments into serialised parameters.
     fn parse_args(&self, args: &[String]) -> Result<Vec<u8>, AppError>;
     /// The initial unit of a job.
@@ -327,7 +346,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, AppError>) -> Result<T, 
 }
 
 impl<A: Divisible> App for TypedApp<A> {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         A::NAME
     }
 
@@ -440,7 +459,7 @@ pub fn run_sequential(
     let mut work = 0;
     loop {
         let mut ctx = StepContext::new(&mut shared, budget);
-        let step = unit.step(&mut ctx);
+        let step = unit.step(&mut ctx)?;
         work += ctx.work();
         if let Step::Done(output) = step {
             return Ok((output, work));
@@ -462,14 +481,14 @@ mod tests {
         let mut shared = SharedVars::default();
         let mut first = app.init(&params).unwrap();
         let mut ctx = StepContext::new(&mut shared, 10);
-        assert_eq!(first.step(&mut ctx), Step::Continue);
-        let part = first.divide().unwrap();
+        assert_eq!(first.step(&mut ctx), Ok(Step::Continue));
+        let part = first.divide().unwrap().unwrap();
         // Checkpoint and restart the first unit mid-way.
-        let mut first = app.restore(&first.checkpoint()).unwrap();
+        let mut first = app.restore(&first.checkpoint().unwrap()).unwrap();
         let mut second = app.restore(&part).unwrap();
         let finish = |unit: &mut Box<dyn Unit>, shared: &mut SharedVars| loop {
             let mut ctx = StepContext::new(shared, 64);
-            if let Step::Done(out) = unit.step(&mut ctx) {
+            if let Ok(Step::Done(out)) = unit.step(&mut ctx) {
                 break out;
             }
         };

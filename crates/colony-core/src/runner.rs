@@ -149,15 +149,11 @@ impl UnitRunner {
         }
     }
 
-    /// The unit's current state.
-    pub fn checkpoint(&self) -> Vec<u8> {
-        self.unit.checkpoint()
-    }
-
-    /// The unit's current state; `Err` (the panic, in words) if the
-    /// application panicked producing it.
-    fn try_checkpoint(&self) -> Result<Vec<u8>, String> {
+    /// The unit's current state; `Err` (in words) if the application
+    /// panicked or its sandbox stopped it producing it.
+    pub fn checkpoint(&mut self) -> Result<Vec<u8>, String> {
         catch_panic("checkpoint", || self.unit.checkpoint())
+            .and_then(|state| state.map_err(|e| e.to_string()))
     }
 
     /// The unit's failure after a panic in its application code: it must
@@ -184,9 +180,14 @@ impl UnitRunner {
             match request {
                 UnitRequest::Divide => {
                     let divided = catch_panic("divide", || {
-                        let part = self.unit.divide();
-                        (part, self.unit.checkpoint())
-                    });
+                        let part = self.unit.divide()?;
+                        Ok((part, self.unit.checkpoint()?))
+                    })
+                    .and_then(
+                        |divided: Result<_, crate::divisible::AppError>| {
+                            divided.map_err(|e| e.to_string())
+                        },
+                    );
                     let (part, remaining) = match divided {
                         Ok(divided) => divided,
                         Err(error) => {
@@ -202,7 +203,7 @@ impl UnitRunner {
                         shared: self.shared.clone(),
                     });
                 }
-                UnitRequest::Checkpoint => match self.try_checkpoint() {
+                UnitRequest::Checkpoint => match self.checkpoint() {
                     Ok(state) => events.push(UnitEvent::Checkpointed {
                         job,
                         unit,
@@ -219,7 +220,7 @@ impl UnitRunner {
                         job,
                         work: self.work_unreported,
                     });
-                    match self.try_checkpoint() {
+                    match self.checkpoint() {
                         Ok(state) => events.push(UnitEvent::Stopped {
                             job,
                             unit,
@@ -248,8 +249,9 @@ impl UnitRunner {
         let stepped = catch_panic("step", || {
             let mut ctx = StepContext::new(&mut self.shared, budget);
             let step = self.unit.step(&mut ctx);
-            (step, ctx.work(), ctx.improved())
-        });
+            step.map(|step| (step, ctx.work(), ctx.improved()))
+        })
+        .and_then(|stepped| stepped.map_err(|e| e.to_string()));
         let (step, work, improved) = match stepped {
             Ok(stepped) => stepped,
             Err(error) => {
@@ -267,7 +269,7 @@ impl UnitRunner {
             return true;
         }
         if improved {
-            match self.try_checkpoint() {
+            match self.checkpoint() {
                 Ok(state) => events.push(UnitEvent::Checkpointed {
                     job,
                     unit,
@@ -307,7 +309,11 @@ mod tests {
         let registry = registry();
         let app = registry.get("sum").expect("test app");
         let params = app.parse_args(&["1000".into()]).expect("args");
-        let state = app.init(&params).expect("init").checkpoint();
+        let state = app
+            .init(&params)
+            .expect("init")
+            .checkpoint()
+            .expect("state");
         UnitRunner::start(
             now,
             JobId([1; 16]),
@@ -362,7 +368,11 @@ mod tests {
         let params = app
             .parse_args(&["1000000".into(), at.into()])
             .expect("args");
-        let state = app.init(&params).expect("init").checkpoint();
+        let state = app
+            .init(&params)
+            .expect("init")
+            .checkpoint()
+            .expect("state");
         UnitRunner::start(
             now,
             JobId([2; 16]),

@@ -1222,10 +1222,10 @@ impl Cluster {
                         .get("sum")
                         .and_then(|app| app.restore(&held.3))
                     {
-                        Ok(mut running) => {
-                            let part = running.divide();
-                            (part, running.checkpoint())
-                        }
+                        Ok(mut running) => match (running.divide(), running.checkpoint()) {
+                            (Ok(part), Ok(remaining)) => (part, remaining),
+                            _ => (None, held.3.clone()),
+                        },
                         Err(_) => (None, held.3.clone()),
                     };
                     held.3 = remaining.clone();
@@ -1319,8 +1319,8 @@ impl Cluster {
                 let mut shared = SharedVars::default();
                 let mut ctx = StepContext::new(&mut shared, u64::MAX);
                 match running.step(&mut ctx) {
-                    Step::Done(output) => output,
-                    Step::Continue => return,
+                    Ok(Step::Done(output)) => output,
+                    Ok(Step::Continue) | Err(_) => return,
                 }
             }
             Err(error) => {

@@ -152,13 +152,13 @@ mod tests {
         let mut shared = SharedVars::default();
         let mut a = app.init(&params).unwrap();
         let mut ctx = StepContext::new(&mut shared, 7);
-        assert_eq!(a.step(&mut ctx), Step::Continue);
-        let part = a.divide().unwrap();
-        let mut a = app.restore(&a.checkpoint()).unwrap();
+        assert_eq!(a.step(&mut ctx).unwrap(), Step::Continue);
+        let part = a.divide().unwrap().unwrap();
+        let mut a = app.restore(&a.checkpoint().unwrap()).unwrap();
         let mut b = app.restore(&part).unwrap();
         let mut finish = |u: &mut Box<dyn colony_core::divisible::Unit>| loop {
             let mut ctx = StepContext::new(&mut shared, 13);
-            if let Step::Done(out) = u.step(&mut ctx) {
+            if let Step::Done(out) = u.step(&mut ctx).unwrap() {
                 break out;
             }
         };

@@ -592,7 +592,7 @@ impl<P: PeerKey> HomeCtx<'_, P> {
                 .then(|| self.registry.get(&h.record.app).ok())
                 .flatten()
                 .and_then(|app| app.init(&h.record.params).ok())
-                .map(|root| root.checkpoint());
+                .and_then(|mut root| root.checkpoint().ok());
             if let Some(state) = root {
                 h.ready.insert(unit, state);
                 return None;

@@ -109,9 +109,9 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         let prepared = self.registry.get(&app_name).and_then(|app| {
-            let unit = app.init(&params)?;
+            let mut unit = app.init(&params)?;
             let shared = app.initial_shared(&params)?;
-            Ok((unit.checkpoint(), shared))
+            Ok((unit.checkpoint()?, shared))
         });
         let (root, shared) = match prepared {
             Ok(ok) => ok,

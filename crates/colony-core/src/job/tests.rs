@@ -209,7 +209,7 @@ impl Cluster {
                         .units
                         .iter_mut()
                         .find(|(j, u, _)| *j == job && *u == unit)
-                        .map(|(_, _, unit)| (unit.divide(), unit.checkpoint()));
+                        .map(|(_, _, unit)| (unit.divide().unwrap(), unit.checkpoint().unwrap()));
                     let shared = peer.shared.clone();
                     if let Some((part, remaining)) = found {
                         peer.core.handle(
@@ -228,9 +228,9 @@ impl Cluster {
                     let peer = &mut self.peers[id as usize];
                     let state = peer
                         .units
-                        .iter()
+                        .iter_mut()
                         .find(|(j, u, _)| *j == job && *u == unit)
-                        .map(|(_, _, unit)| unit.checkpoint());
+                        .map(|(_, _, unit)| unit.checkpoint().unwrap());
                     let shared = peer.shared.clone();
                     if let Some(state) = state {
                         peer.core.handle(
@@ -250,7 +250,7 @@ impl Cluster {
                         .units
                         .iter()
                         .position(|(j, u, _)| *j == job && *u == unit);
-                    let state = pos.map(|i| peer.units.remove(i).2.checkpoint());
+                    let state = pos.map(|i| peer.units.remove(i).2.checkpoint().unwrap());
                     match (&mut peer.stopping, state) {
                         (Some(later), Some(state)) => later.push((job, unit, state)),
                         (_, state) => peer
@@ -321,7 +321,7 @@ impl Cluster {
                 let mut finished = Vec::new();
                 for (i, (job, unit, state)) in peer.units.iter_mut().enumerate() {
                     let mut ctx = StepContext::new(&mut peer.shared, 50);
-                    if let Step::Done(out) = state.step(&mut ctx) {
+                    if let Step::Done(out) = state.step(&mut ctx).unwrap() {
                         finished.push((i, *job, *unit, out));
                     }
                     let work = ctx.work();
@@ -1384,6 +1384,7 @@ fn sum_state(cluster: &Cluster, n: u64) -> Vec<u8> {
         .init(&params)
         .unwrap()
         .checkpoint()
+        .unwrap()
 }
 
 fn assign_msg(cluster: &Cluster, job: JobId, unit: UnitId) -> JobMsg<u32> {
