@@ -1,0 +1,151 @@
+//! WebAssembly applications for Colony: a guest module built with the
+//! `colony-guest` SDK becomes an [`App`](colony_core::divisible::App) like
+//! any native application, so checkpoints, work stealing and recovery work
+//! unchanged, while wasmtime keeps it from harming the peer that runs it.
+//!
+//! The sandbox ([`Sandbox`]):
+//! - **No host access.** A module may import nothing: no clock, file,
+//!   network or environment; it sees only the bytes the ABI hands it
+//!   (`colony_guest::abi`).
+//! - **Memory cap** per instance ([`SandboxLimits::memory_bytes`]): a
+//!   growth past it traps, and the unit fails with the size it asked for.
+//! - **Preemption** by epoch interruption: a call that runs past
+//!   [`SandboxLimits::call_deadline`] is stopped, so a guest that never
+//!   returns fails its unit instead of holding a core.
+//! - **Failures are values.** A trap, an exhausted limit, a broken ABI or an
+//!   error the guest reports comes back as [`AppError::Guest`]; the peer
+//!   goes on.
+//!
+//! A module is identified by the BLAKE3 hash of its bytes ([`ModuleId`]);
+//! compiled modules are kept ([`Sandbox::load`]) so a second instantiation
+//! costs microseconds.
+
+mod guest;
+mod module_id;
+
+pub use guest::{GuestModule, GuestUnit};
+pub use module_id::ModuleId;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use colony_core::divisible::AppError;
+use wasmtime::{Config, Engine};
+
+/// How often the epoch ticks: the resolution of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Compiled modules a sandbox keeps before forgetting the oldest.
+const COMPILED_MODULES_KEPT: usize = 32;
+
+/// What a guest may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// The most linear memory one instance may have.
+    pub memory_bytes: usize,
+    /// The longest one call into a guest may run (a step is normally a few
+    /// milliseconds).
+    pub call_deadline: Duration,
+    /// The largest module accepted.
+    pub module_bytes: usize,
+    /// The most WebAssembly stack a call may use.
+    pub stack_bytes: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            memory_bytes: 256 << 20,
+            call_deadline: Duration::from_secs(2),
+            module_bytes: 16 << 20,
+            stack_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Compiles, caches and runs guest modules under one set of limits. One
+/// per peer; cheap to share behind an [`Arc`].
+pub struct Sandbox {
+    engine: Engine,
+    limits: SandboxLimits,
+    compiled: Mutex<CompiledModules>,
+}
+
+#[derive(Default)]
+struct CompiledModules {
+    modules: HashMap<ModuleId, Arc<GuestModule>>,
+    /// Load order, oldest first, for eviction.
+    order: Vec<ModuleId>,
+}
+
+impl Sandbox {
+    /// A sandbox with `limits`; starts the thread that ticks the epoch (it
+    /// ends when the sandbox is dropped).
+    pub fn new(limits: SandboxLimits) -> Result<Sandbox, AppError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(limits.stack_bytes);
+        let engine = Engine::new(&config)
+            .map_err(|e| AppError::Guest(format!("cannot start the WebAssembly engine: {e}")))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("colony-wasm-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })
+            .map_err(|e| AppError::Guest(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Sandbox {
+            engine,
+            limits,
+            compiled: Mutex::new(CompiledModules::default()),
+        })
+    }
+
+    /// The limits guests run under.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    /// The module with these bytes, compiled and checked (no imports, the
+    /// ABI's exports, a name) — or the one compiled before.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<GuestModule>, AppError> {
+        let id = ModuleId::of(bytes);
+        if let Some(module) = self.cached(&id) {
+            return Ok(module);
+        }
+        if bytes.len() > self.limits.module_bytes {
+            return Err(AppError::Guest(format!(
+                "module {id} is {} bytes, past the limit of {}",
+                bytes.len(),
+                self.limits.module_bytes
+            )));
+        }
+        let module = Arc::new(GuestModule::compile(&self.engine, &self.limits, id, bytes)?);
+        let mut compiled = self.lock();
+        if compiled.modules.insert(id, module.clone()).is_none() {
+            compiled.order.push(id);
+        }
+        while compiled.order.len() > COMPILED_MODULES_KEPT {
+            let oldest = compiled.order.remove(0);
+            compiled.modules.remove(&oldest);
+        }
+        Ok(module)
+    }
+
+    /// The compiled module `id`, if loaded and not forgotten.
+    pub fn cached(&self, id: &ModuleId) -> Option<Arc<GuestModule>> {
+        self.lock().modules.get(id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CompiledModules> {
+        // The map stays consistent whatever panicked while it was held.
+        self.compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
