@@ -427,8 +427,13 @@ impl AppRegistry {
 
     /// Registers application `A` under [`Divisible::NAME`].
     pub fn register<A: Divisible>(&mut self) -> &mut Self {
-        self.apps
-            .insert(A::NAME, Arc::new(TypedApp::<A>(std::marker::PhantomData)));
+        self.register_app(A::NAME, Arc::new(TypedApp::<A>(std::marker::PhantomData)))
+    }
+
+    /// Registers an application already type-erased (one written against
+    /// another model, such as the WebAssembly guest SDK's) under `name`.
+    pub fn register_app(&mut self, name: &'static str, app: Arc<dyn App>) -> &mut Self {
+        self.apps.insert(name, app);
         self
     }
 
