@@ -78,6 +78,9 @@ pub enum AppError {
     /// sandbox stopped it; the peer goes on.
     #[error("guest module: {0}")]
     Guest(String),
+    /// The application is a module this peer has not fetched yet (its id).
+    #[error("this peer does not hold module {0} yet")]
+    ModuleMissing(String),
 }
 
 /// The outcome of one [`Divisible::step`].
@@ -413,10 +416,21 @@ impl<A: Divisible> App for TypedApp<A> {
     }
 }
 
+/// Applications found by name at run time rather than registered up
+/// front: WebAssembly modules, named `wasm:<hash>`, loaded from a peer's
+/// module cache.
+pub trait AppSource: Send + Sync {
+    /// `None` if `name` is not one of this source's names; otherwise the
+    /// application, or why it cannot be had ([`AppError::ModuleMissing`]
+    /// if this peer does not hold it yet).
+    fn lookup(&self, name: &str) -> Option<Result<Arc<dyn App>, AppError>>;
+}
+
 /// The applications a peer can run, by name.
 #[derive(Clone, Default)]
 pub struct AppRegistry {
     apps: BTreeMap<&'static str, Arc<dyn App>>,
+    sources: Vec<Arc<dyn AppSource>>,
 }
 
 impl AppRegistry {
@@ -437,12 +451,22 @@ impl AppRegistry {
         self
     }
 
-    /// The application called `name`.
+    /// Adds a source of applications found by name at run time.
+    pub fn add_source(&mut self, source: Arc<dyn AppSource>) -> &mut Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// The application called `name`: a registered one, or one a source
+    /// finds.
     pub fn get(&self, name: &str) -> Result<Arc<dyn App>, AppError> {
-        self.apps
-            .get(name)
-            .cloned()
-            .ok_or_else(|| AppError::UnknownApp(name.to_string()))
+        if let Some(app) = self.apps.get(name) {
+            return Ok(app.clone());
+        }
+        self.sources
+            .iter()
+            .find_map(|source| source.lookup(name))
+            .unwrap_or_else(|| Err(AppError::UnknownApp(name.to_string())))
     }
 
     /// Names of every registered application.

@@ -22,15 +22,17 @@
 
 mod guest;
 mod module_id;
+mod store;
 
 pub use guest::{GuestModule, GuestUnit};
-pub use module_id::ModuleId;
+pub use module_id::{ModuleId, APP_PREFIX};
+pub use store::{ModuleStore, StoreError, StoredModule};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use colony_core::divisible::AppError;
+use colony_core::divisible::{App, AppError, AppSource};
 use wasmtime::{Config, Engine};
 
 /// How often the epoch ticks: the resolution of call deadlines.
@@ -147,5 +149,63 @@ impl Sandbox {
         self.compiled
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A peer's guest applications: modules in its [`ModuleStore`], compiled
+/// by its [`Sandbox`] when a job names them (`wasm:<id>`). Add it to the
+/// peer's registry with `AppRegistry::add_source`.
+pub struct GuestApps {
+    sandbox: Sandbox,
+    store: ModuleStore,
+}
+
+impl GuestApps {
+    /// Guest applications from `store`, run in `sandbox`.
+    pub fn new(sandbox: Sandbox, store: ModuleStore) -> GuestApps {
+        GuestApps { sandbox, store }
+    }
+
+    /// The module store.
+    pub fn store(&self) -> &ModuleStore {
+        &self.store
+    }
+
+    /// The sandbox.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Checks `bytes` is a guest this peer can run, stores it and returns
+    /// the loaded module.
+    pub fn publish(&self, bytes: &[u8]) -> Result<Arc<GuestModule>, AppError> {
+        let module = self.sandbox.load(bytes)?;
+        self.store
+            .put(bytes)
+            .map_err(|e| AppError::Guest(format!("cannot store module {}: {e}", module.id())))?;
+        Ok(module)
+    }
+
+    /// Module `id`, compiled, if this peer holds it.
+    pub fn module(&self, id: &ModuleId) -> Result<Arc<GuestModule>, AppError> {
+        if let Some(module) = self.sandbox.cached(id) {
+            return Ok(module);
+        }
+        match self.store.get(id) {
+            Ok(Some(bytes)) => self.sandbox.load(&bytes),
+            Ok(None) => Err(AppError::ModuleMissing(id.to_string())),
+            Err(e) => Err(AppError::Guest(format!("cannot read module {id}: {e}"))),
+        }
+    }
+}
+
+impl AppSource for GuestApps {
+    fn lookup(&self, name: &str) -> Option<Result<Arc<dyn App>, AppError>> {
+        let id = ModuleId::from_app_name(name)?;
+        Some(
+            id.map_err(AppError::UnknownApp)
+                .and_then(|id| self.module(&id))
+                .map(|module| module as Arc<dyn App>),
+        )
     }
 }
