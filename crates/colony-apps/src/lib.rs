@@ -6,20 +6,29 @@
 //! - [`nqueens`]: counts the solutions of the N-Queens problem.
 //! - [`matmul`]: multiplies seeded random matrices by row blocks.
 //!
-//! Each is one type implementing [`colony_core::divisible::Divisible`].
+//! `flowshop` and `nqueens` are written once, against the WebAssembly guest
+//! SDK ([`colony_guest::Divisible`], the crates in `guests/`): the binary
+//! runs them natively through [`native_guest`], and the same sources built
+//! for `wasm32` are their sandboxed modules. `matmul` is one type
+//! implementing [`colony_core::divisible::Divisible`].
 
-pub mod flowshop;
 pub mod matmul;
-pub mod nqueens;
+pub mod native_guest;
+
+/// The flow-shop branch-and-bound: the guest crate `colony-guest-flowshop`,
+/// run natively.
+pub use colony_guest_flowshop as flowshop;
+/// N-Queens: the guest crate `colony-guest-nqueens`, run natively.
+pub use colony_guest_nqueens as nqueens;
 
 use colony_core::divisible::AppRegistry;
+use native_guest::register_native_guest;
 
 /// Registers every example application.
 pub fn register_examples(registry: &mut AppRegistry) {
-    registry
-        .register::<flowshop::FlowShop>()
-        .register::<nqueens::NQueens>()
-        .register::<matmul::MatMul>();
+    register_native_guest::<flowshop::FlowShop>(registry);
+    register_native_guest::<nqueens::NQueens>(registry);
+    registry.register::<matmul::MatMul>();
 }
 
 /// A registry holding the examples.

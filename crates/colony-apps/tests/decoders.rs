@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use colony_core::divisible::{App, SharedVars, Step, StepContext, Unit};
+use colony_guest::codec::encode;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -259,8 +260,9 @@ fn app_name() -> impl Strategy<Value = &'static str> {
 }
 
 // ---------------------------------------------------------------------------
-// Well-typed states with extreme numbers, encoded the way postcard encodes
-// each app's state (its fields in order).
+// Well-typed states with extreme numbers, encoded the way each app encodes
+// its state (its fields in order): flowshop and nqueens in the guest codec,
+// matmul with postcard.
 
 fn num64() -> impl Strategy<Value = u64> {
     prop_oneof![
@@ -297,7 +299,7 @@ fn nqueens_state() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec((mask(), mask(), mask(), mask()), 0..40),
         num64(),
     )
-        .prop_map(|state| postcard::to_stdvec(&state).unwrap_or_default())
+        .prop_map(|state| encode(&state))
 }
 
 /// MatMul { n, seed, row_start, row_end, next_row, rows }. Sides stay
@@ -370,7 +372,7 @@ fn flowshop_state() -> impl Strategy<Value = Vec<u8>> {
             proptest::collection::vec(job, 0..25),
         ),
     )
-        .prop_map(|state| postcard::to_stdvec(&state).unwrap_or_default())
+        .prop_map(|state| encode(&state))
 }
 
 /// A flow-shop state that passes the unit's own checks (a well-formed
@@ -399,11 +401,11 @@ fn plausible_flowshop_state() -> impl Strategy<Value = Vec<u8>> {
             path.dedup_by_key(|p| p.0);
             open.sort_by_key(|o| o.0);
             let state = (
-                ("ta001", jobs as u64, machines as u64, times),
+                ("ta001".to_string(), jobs as u64, machines as u64, times),
                 (path, open),
                 best,
             );
-            postcard::to_stdvec(&state).unwrap_or_default()
+            encode(&state)
         })
 }
 
@@ -419,11 +421,7 @@ fn typed_state() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
 /// Parameters and outputs of each app with extreme numbers.
 fn typed_params_and_output() -> impl Strategy<Value = (&'static str, Vec<u8>, Vec<u8>)> {
     prop_oneof![
-        (num32(), num64()).prop_map(|(n, solutions)| (
-            "nqueens",
-            postcard::to_stdvec(&n).unwrap_or_default(),
-            postcard::to_stdvec(&solutions).unwrap_or_default()
-        )),
+        (num32(), num64()).prop_map(|(n, solutions)| ("nqueens", encode(&n), encode(&solutions))),
         (
             prop_oneof![0u32..40, Just(4097), Just(u32::MAX)],
             num64(),
@@ -444,8 +442,8 @@ fn typed_params_and_output() -> impl Strategy<Value = (&'static str, Vec<u8>, Ve
         )
             .prop_map(|(name, makespan, permutation)| (
                 "flowshop",
-                postcard::to_stdvec(&name).unwrap_or_default(),
-                postcard::to_stdvec(&(makespan, permutation)).unwrap_or_default()
+                encode(&name),
+                encode(&(makespan, permutation))
             )),
     ]
 }
@@ -529,10 +527,9 @@ proptest! {
 /// found already: counting the last one overflowed.
 #[test]
 fn nqueens_counts_saturate() {
-    let state =
-        postcard::to_stdvec(&(1u32, vec![(0u32, 0u32, 0u32, 1u32)], u64::MAX)).expect("encodes");
+    let state = encode(&(1u32, vec![(0u32, 0u32, 0u32, 1u32)], u64::MAX));
     exercise_state("nqueens", &state);
-    let max = postcard::to_stdvec(&u64::MAX).expect("encodes");
+    let max = encode(&u64::MAX);
     let merged = app("nqueens").merge(&max, &max).expect("two counts merge");
     assert_eq!(merged, max);
 }
@@ -552,11 +549,10 @@ fn matmul_describes_a_result_for_a_side_of_zero() {
 /// its size overflowed.
 #[test]
 fn flowshop_refuses_an_instance_of_impossible_size() {
-    let state = postcard::to_stdvec(&(
-        ("ta001", 2u64, u64::MAX, vec![1u16, 2]),
+    let state = encode(&(
+        ("ta001".to_string(), 2u64, u64::MAX, vec![1u16, 2]),
         (Vec::<(u16, bool)>::new(), vec![(0u16, (0u16, false), 0u32)]),
         (Some(5u32), vec![0u16, 1]),
-    ))
-    .expect("encodes");
+    ));
     exercise_state("flowshop", &state);
 }

@@ -1,10 +1,14 @@
 //! The flow-shop application against published data: Taillard's instances
 //! (regenerated), their best-known makespans, and the divisible contract.
 
+use std::sync::Arc;
+
 use colony_apps::flowshop::{self, taillard, Best, FlowShop, Instance, Pairs, Params};
+use colony_apps::native_guest::{decode, register_native_guest};
 use colony_core::divisible::{
-    run_sequential, AppError, AppRegistry, Divisible, SharedVars, Step, StepContext,
+    run_sequential, App, AppError, AppRegistry, SharedVars, Step, StepContext,
 };
+use colony_guest::Divisible;
 
 /// ta001 as published in Taillard's `tai20_5.txt` (one row per machine),
 /// e.g. github.com/natani3l/algorithm-generic, `flowshop/tai20_5.txt`.
@@ -32,6 +36,13 @@ fn ta(number: usize) -> Instance {
 
 fn params(name: &str) -> Params {
     FlowShop::parse_args(&[name.to_string()]).unwrap()
+}
+
+/// The flow-shop application as the runtime runs it (natively).
+fn app() -> Arc<dyn App> {
+    let mut registry = AppRegistry::new();
+    register_native_guest::<FlowShop>(&mut registry);
+    registry.get("flowshop").unwrap()
 }
 
 #[test]
@@ -181,9 +192,7 @@ fn sequential_solver_proves_the_20x5_optima() {
 
 #[test]
 fn erased_app_runs_ta001_to_its_optimum() {
-    let mut registry = AppRegistry::new();
-    registry.register::<FlowShop>();
-    let app = registry.get("flowshop").unwrap();
+    let app = app();
     let params = app.parse_args(&["ta001".into()]).unwrap();
     assert_eq!(
         app.initial_shared(&params)
@@ -210,25 +219,31 @@ fn erased_app_runs_ta001_to_its_optimum() {
 
 #[test]
 fn divided_units_sharing_the_bound_find_the_optimum() {
+    let app = app();
     for name in ["ta005", "ta010"] {
-        let params = params(name);
+        let params = app.parse_args(&[name.to_string()]).unwrap();
         let instance = flowshop::instance(name).unwrap();
         let optimum = flowshop::solve_sequential(&instance).0;
-        let mut shared = FlowShop::initial_shared(&params);
-        let mut units = vec![FlowShop::init(&params).unwrap()];
+        let mut shared = app.initial_shared(&params).unwrap();
+        let mut units = vec![app.init(&params).unwrap()];
         let mut results = Vec::new();
         let mut round = 0;
         while !units.is_empty() {
             round += 1;
             // Every few rounds, each unit hands half of its work to a new one.
             if round % 3 == 1 && units.len() < 16 {
-                let parts: Vec<FlowShop> = units.iter_mut().filter_map(Divisible::divide).collect();
+                let mut parts = Vec::new();
+                for unit in &mut units {
+                    if let Some(part) = unit.divide().unwrap() {
+                        parts.push(app.restore(&part).unwrap());
+                    }
+                }
                 units.extend(parts);
             }
             let mut still = Vec::new();
             for mut unit in units {
                 let mut ctx = StepContext::new(&mut shared, 25);
-                match unit.step(&mut ctx) {
+                match unit.step(&mut ctx).unwrap() {
                     Step::Continue => still.push(unit),
                     Step::Done(best) => results.push(best),
                 }
@@ -236,12 +251,21 @@ fn divided_units_sharing_the_bound_find_the_optimum() {
             units = still;
         }
         assert!(results.len() > 4, "{name}: the job was divided");
-        let merged = results.iter().cloned().reduce(FlowShop::merge).unwrap();
-        assert_eq!(merged.makespan, Some(optimum), "{name}");
-        assert_eq!(instance.makespan(&merged.permutation), optimum);
-        assert_eq!(FlowShop::verify(&params, &merged), Some(true));
+        let merged = results
+            .iter()
+            .cloned()
+            .reduce(|a, b| app.merge(&a, &b).unwrap())
+            .unwrap();
+        let best: Best = decode(&merged, "result").unwrap();
+        assert_eq!(best.makespan, Some(optimum), "{name}");
+        assert_eq!(instance.makespan(&best.permutation), optimum);
+        assert_eq!(app.verify(&params, &merged).unwrap(), Some(true));
         // Merging in another order gives the same result.
-        let reversed = results.into_iter().rev().reduce(FlowShop::merge).unwrap();
+        let reversed = results
+            .into_iter()
+            .rev()
+            .reduce(|a, b| app.merge(&a, &b).unwrap())
+            .unwrap();
         assert_eq!(reversed, merged);
         assert_eq!(
             shared.get(flowshop::SHARED_MAKESPAN),
@@ -252,9 +276,7 @@ fn divided_units_sharing_the_bound_find_the_optimum() {
 
 #[test]
 fn checkpoints_restore_mid_search() {
-    let mut registry = AppRegistry::new();
-    registry.register::<FlowShop>();
-    let app = registry.get("flowshop").unwrap();
+    let app = app();
     let params = app.parse_args(&["ta005".into()]).unwrap();
     let mut shared = app.initial_shared(&params).unwrap();
     let mut unit = app.init(&params).unwrap();
@@ -355,9 +377,10 @@ fn instance_names_are_parsed_and_bad_ones_rejected() {
         &["ta-1"],
         &["ta001", "ta002"],
     ];
+    let app = app();
     for args in bad_args {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        match FlowShop::parse_args(&args) {
+        match app.parse_args(&args) {
             Err(AppError::BadParams(message)) => {
                 assert!(
                     message.contains("ta001") && message.contains("ta120"),
@@ -367,19 +390,21 @@ fn instance_names_are_parsed_and_bad_ones_rejected() {
             other => panic!("{args:?}: {other:?}"),
         }
     }
-    assert!(matches!(
-        flowshop::instance("ta121"),
-        Err(AppError::BadParams(_))
-    ));
+    let unknown = flowshop::instance("ta121").unwrap_err();
+    assert!(
+        unknown.contains("\"ta121\"") && unknown.contains("ta001 … ta120"),
+        "{unknown}"
+    );
 }
 
 #[test]
 fn a_unit_offers_its_own_best_when_the_bound_was_not_seeded() {
-    let params = params("ta002");
-    let mut unit = FlowShop::init(&params).unwrap();
+    let app = app();
+    let params = app.parse_args(&["ta002".to_string()]).unwrap();
+    let mut unit = app.init(&params).unwrap();
     let mut shared = SharedVars::default();
     let mut ctx = StepContext::new(&mut shared, 1);
-    let _ = unit.step(&mut ctx);
+    let _ = unit.step(&mut ctx).unwrap();
     assert!(ctx.improved());
     assert!(shared.get(flowshop::SHARED_MAKESPAN).is_some());
 }
@@ -413,9 +438,7 @@ fn report_sequential_20x5() {
 #[test]
 #[ignore = "a report; run in release"]
 fn report_unit_overhead() {
-    let mut registry = AppRegistry::new();
-    registry.register::<FlowShop>();
-    let app = registry.get("flowshop").unwrap();
+    let app = app();
     for name in ["ta011", "ta012", "ta013", "ta016"] {
         let instance = flowshop::instance(name).unwrap();
         let start = std::time::Instant::now();

@@ -6,6 +6,7 @@ use colony_apps::nqueens::{self, NQueens};
 use colony_core::divisible::{
     run_sequential, App, AppError, Divisible, SharedVars, Step, StepContext, Unit,
 };
+use colony_guest::Divisible as GuestDivisible;
 
 fn app(name: &str) -> std::sync::Arc<dyn App> {
     colony_apps::examples().get(name).unwrap()
@@ -116,10 +117,10 @@ fn nqueens_every_way_of_dividing_once_adds_up() {
     let mut k = 0;
     loop {
         let mut unit = NQueens::init(&params).unwrap();
-        let mut shared = SharedVars::default();
         let mut done = None;
         for _ in 0..k {
-            if let Step::Done(c) = unit.step(&mut StepContext::new(&mut shared, 1)) {
+            let mut ctx = colony_guest::StepContext::new(1, Vec::new());
+            if let colony_guest::Step::Done(c) = unit.step(&mut ctx) {
                 done = Some(c);
                 break;
             }
@@ -131,7 +132,8 @@ fn nqueens_every_way_of_dividing_once_adds_up() {
         let mut total = 0;
         for mut u in std::iter::once(unit).chain(part) {
             total += loop {
-                if let Step::Done(c) = u.step(&mut StepContext::new(&mut shared, 97)) {
+                let mut ctx = colony_guest::StepContext::new(97, Vec::new());
+                if let colony_guest::Step::Done(c) = u.step(&mut ctx) {
                     break c;
                 }
             };
@@ -179,9 +181,11 @@ fn nqueens_bad_args_are_rejected() {
     }
     assert!(app.parse_args(&args(&["32"])).is_ok());
     assert!(app.restore(&[0xff; 3]).is_err());
-    // A well-formed state with an impossible board is refused too.
+    // A well-formed state with an impossible board is refused too:
+    // N = 0, no open row, no solution.
+    let no_board = colony_guest::codec::encode(&(0u32, Vec::<(u32, u32, u32, u32)>::new(), 0u64));
     assert!(matches!(
-        app.restore(&[0, 0, 0]),
+        app.restore(&no_board),
         Err(AppError::Corrupt { .. })
     ));
 }

@@ -17,7 +17,8 @@ pub async fn run(peers: usize, instance: &str, cores_per_peer: u32) -> Result<()
         bail!("--cores-per-peer must be at least 1");
     }
     // Check the instance before starting anything.
-    colony_apps::flowshop::instance(instance).map_err(|e| anyhow::anyhow!("{e}"))?;
+    colony_apps::flowshop::instance(instance)
+        .map_err(colony_core::divisible::AppError::BadParams)?;
     outln!(
         "Starting an embedded network of {peers} peers ({cores_per_peer} core each) on loopback…"
     )?;

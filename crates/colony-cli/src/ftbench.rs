@@ -52,7 +52,8 @@ async fn solve(
 /// Runs the comparison and prints it.
 pub async fn run(instances: &[String], peers: usize, runs: usize, json: bool) -> Result<()> {
     for name in instances {
-        colony_apps::flowshop::instance(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        colony_apps::flowshop::instance(name)
+            .map_err(colony_core::divisible::AppError::BadParams)?;
     }
     let network = LocalNetwork::start(peers, |_, config| {
         config.apps = colony_apps::examples();

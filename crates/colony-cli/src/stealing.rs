@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use colony::{JobState, LocalNetwork, TrafficClass};
-use colony_core::divisible::{Divisible, SharedVars, Step, StepContext};
+use colony_core::divisible::{AppError, Step, StepContext};
 use serde::Serialize;
 
 /// One instance's figures.
@@ -63,7 +63,7 @@ async fn solve_on(network: &LocalNetwork, instance: &str) -> Result<(f64, u64, u
         bail!("the job did not finish: {:?}", view.state);
     };
     let best: colony_apps::flowshop::Best =
-        postcard::from_bytes(result).context("decoding the result")?;
+        colony_apps::native_guest::decode(result, "result").context("decoding the result")?;
     Ok((
         elapsed,
         view.stats.work,
@@ -108,17 +108,18 @@ async fn newcomer_first_unit(instance: &str) -> Result<Duration> {
 /// Sizes of units divided off a running search, and the pipe latency of
 /// shipping that many bytes between two peers.
 async fn unit_transfer(instance: &str) -> Result<(usize, f64)> {
-    let params = colony_apps::flowshop::FlowShop::parse_args(&[instance.to_string()])?;
-    let mut unit = colony_apps::flowshop::FlowShop::init(&params)?;
-    let mut shared: SharedVars = colony_apps::flowshop::FlowShop::initial_shared(&params);
+    let app = colony_apps::examples().get("flowshop")?;
+    let params = app.parse_args(&[instance.to_string()])?;
+    let mut unit = app.init(&params)?;
+    let mut shared = app.initial_shared(&params)?;
     let mut sizes = Vec::new();
     for _ in 0..21 {
         let mut ctx = StepContext::new(&mut shared, 2000);
-        if let Step::Done(_) = unit.step(&mut ctx) {
+        if let Step::Done(_) = unit.step(&mut ctx)? {
             break;
         }
-        if let Some(part) = unit.divide() {
-            sizes.push(postcard::to_stdvec(&part)?.len());
+        if let Some(part) = unit.divide()? {
+            sizes.push(part.len());
         }
     }
     if sizes.is_empty() {
@@ -145,14 +146,14 @@ pub async fn run(instances: &[String], json: bool) -> Result<()> {
         bail!("name at least one instance");
     };
     for name in instances {
-        colony_apps::flowshop::instance(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        colony_apps::flowshop::instance(name).map_err(AppError::BadParams)?;
     }
     let one = LocalNetwork::start(1, network_config(1)).await?;
     let two = LocalNetwork::start(2, network_config(1)).await?;
     let mut rows = Vec::new();
     for name in instances {
         eprintln!("{name}: sequential solver, colony on 1 peer, colony on 2 peers…");
-        let problem = colony_apps::flowshop::instance(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let problem = colony_apps::flowshop::instance(name).map_err(AppError::BadParams)?;
         let started = Instant::now();
         let (makespan, _, sequential_nodes) = colony_apps::flowshop::solve_sequential(&problem);
         let sequential_s = started.elapsed().as_secs_f64();

@@ -135,7 +135,9 @@ impl Divisible for RangeSum {
 pub fn registry() -> AppRegistry {
     let mut registry = AppRegistry::new();
     registry.register::<RangeSum>();
-    registry.register::<colony_apps::nqueens::NQueens>();
+    colony_apps::native_guest::register_native_guest::<colony_apps::nqueens::NQueens>(
+        &mut registry,
+    );
     registry
 }
 

@@ -3,13 +3,12 @@
 //! the ProActive fault-tolerance paper (seed 000 §6.2), where the best
 //! makespan found so far is shared by every worker to prune the tree.
 //!
-//! A port of the native `colony_apps::flowshop` to the [`colony_guest`]
-//! SDK, so the job runs sandboxed on peers that never installed it. The
-//! instances, the bound, NEH, the search and its order, the division, the
-//! shared variable and the merge are the native ones, so the guest explores
-//! the same nodes and returns the same schedule; only the encoding (the
-//! [`colony_guest::codec`] bytes instead of serde) and the error type
-//! (`String`) differ.
+//! Written once, against the [`colony_guest`] SDK: `colony_apps::flowshop`
+//! is this crate, run natively in the `colony` binary (through
+//! `colony_apps::native_guest`), and the same source built for `wasm32` is
+//! the module that runs sandboxed on peers that never installed it. Both
+//! explore the same nodes, return the same schedule and exchange the same
+//! [`colony_guest::codec`] bytes.
 //!
 //! `n` jobs cross `m` machines in the same order; each machine runs one job
 //! at a time; find the job order (a permutation, the same on every machine)
@@ -57,8 +56,8 @@
 //! ```
 //!
 //! Natively (`cargo test -p colony-guest-flowshop`) the same crate builds
-//! without the exports, and its tests check it against the native
-//! application.
+//! without the exports, and its tests check it against Taillard's published
+//! instances and best-known makespans and against brute force.
 
 pub mod bound;
 pub mod neh;
@@ -405,8 +404,8 @@ impl Divisible for FlowShop {
         Ok(FlowShop::for_instance(instance(&params.instance)?))
     }
 
-    /// Refuses a decoded state the search cannot run on, as the native
-    /// unit's first step does: an instance whose sizes disagree with its
+    /// Refuses a decoded state the search cannot run on, as a unit's first
+    /// step checks again: an instance whose sizes disagree with its
     /// times or whose totals overflow the bounds' integers, or a tree that
     /// is not a search of it (jobs out of range or repeated on the path,
     /// open nodes deeper than the path or with depths decreasing).
@@ -544,8 +543,8 @@ impl Divisible for FlowShop {
         )
     }
 
-    /// `{"makespan":N,"permutation":[…]}`, with `null` for no schedule: the
-    /// native application's JSON.
+    /// `{"makespan":N,"permutation":[…]}`, with `null` for no schedule (what
+    /// the serde-based application wrote before it became this guest).
     fn output_json(output: &Best) -> String {
         let makespan = match output.makespan {
             Some(makespan) => makespan.to_string(),

@@ -1,16 +1,18 @@
-//! The guest checked against the native application (same instances, NEH,
-//! optimum, nodes, schedule and texts), and its handling of divided,
+//! The flow-shop application against published data (Taillard's
+//! instances and best-known makespans) and brute force: exactness of the
+//! search, validity of the bound on partial schedules, the open-node stack,
+//! the texts and errors users see, and the handling of divided,
 //! checkpointed and malformed states.
 
-use colony_apps::flowshop as native_app;
-use colony_core::divisible::{self as native, AppError, SharedVars};
 use colony_guest::codec::{decode, encode};
 use colony_guest::{run_sequential, Divisible, Monotone, SharedVar, Step, StepContext};
+use proptest::prelude::*;
 
-use super::search::{Open, Place};
+use super::search::{Engine, Incumbent, Open, Place, Tree};
 use super::*;
 
-type NativeFlowShop = native_app::FlowShop;
+/// What every error about an instance name ends with.
+const EXPECTED: &str = "expected one of Taillard's ta001 … ta120";
 
 fn params(name: &str) -> Params {
     Params {
@@ -18,35 +20,41 @@ fn params(name: &str) -> Params {
     }
 }
 
-fn native_params(name: &str) -> native_app::Params {
-    native_app::Params {
-        instance: name.to_string(),
+/// A random instance: Taillard's generator with an arbitrary seed.
+fn random_instance(jobs: usize, machines: usize, seed: i64) -> Instance {
+    let times = taillard::generate(jobs, machines, seed);
+    let rows: Vec<Vec<u16>> = times.chunks(jobs).map(<[u16]>::to_vec).collect();
+    Instance::new(format!("random-{seed}"), &rows).expect("a valid instance")
+}
+
+/// Calls `visit` with every ordering of `jobs`.
+fn for_each_order(jobs: &mut Vec<u16>, k: usize, visit: &mut impl FnMut(&[u16])) {
+    if k == jobs.len() {
+        visit(jobs);
+        return;
+    }
+    for i in k..jobs.len() {
+        jobs.swap(k, i);
+        for_each_order(jobs, k + 1, visit);
+        jobs.swap(k, i);
     }
 }
 
-fn native_best(best: &Best) -> native_app::Best {
-    native_app::Best {
-        makespan: best.makespan,
-        permutation: best.permutation.clone(),
-    }
-}
-
-/// Steps a native unit to the end with `budget` per step, reading and
-/// offering `shared` as the runtime would: its result and the work.
-fn finish_native(
-    unit: &mut NativeFlowShop,
-    shared: &mut SharedVars,
-    budget: u64,
-) -> (native_app::Best, u64) {
-    let mut work = 0;
-    loop {
-        let mut ctx = native::StepContext::new(shared, budget);
-        let step = native::Divisible::step(unit, &mut ctx);
-        work += ctx.work();
-        if let native::Step::Done(best) = step {
-            return (best, work);
-        }
-    }
+/// The smallest makespan of `prefix ++ (any order of the rest) ++ suffix`.
+fn best_completion(instance: &Instance, prefix: &[u16], suffix: &[u16]) -> u32 {
+    let mut middle: Vec<u16> = (0..instance.jobs() as u16)
+        .filter(|j| !prefix.contains(j) && !suffix.contains(j))
+        .collect();
+    let mut best = u32::MAX;
+    let mut schedule = Vec::with_capacity(instance.jobs());
+    for_each_order(&mut middle, 0, &mut |order| {
+        schedule.clear();
+        schedule.extend_from_slice(prefix);
+        schedule.extend_from_slice(order);
+        schedule.extend_from_slice(suffix);
+        best = best.min(instance.makespan(&schedule));
+    });
+    best
 }
 
 /// The unit after a checkpoint: encoded, decoded and validated as the
@@ -71,90 +79,108 @@ fn shared_makespan(shared: &[SharedVar]) -> Option<i64> {
     StepContext::new(0, shared.to_vec()).shared(SHARED_MAKESPAN)
 }
 
+/// The schedule of `best` as `describe` lists it (jobs from 1).
+fn listed(best: &Best) -> String {
+    let jobs: Vec<String> = best
+        .permutation
+        .iter()
+        .map(|j| (u32::from(*j) + 1).to_string())
+        .collect();
+    jobs.join(" ")
+}
+
 #[test]
-fn optimum_work_and_texts_match_the_native_application() {
-    let app = colony_apps::examples().get("flowshop").expect("registered");
+fn the_unit_reaches_the_published_optimum_with_the_plain_solvers_search() {
     for number in 1..=3 {
         let name = taillard::name(number);
-        let native_params = app.parse_args(std::slice::from_ref(&name)).expect("valid");
-        let (native_output, native_work) =
-            native::run_sequential(&*app, &native_params, 1000).expect("runs");
-
         let params = FlowShop::parse_args(std::slice::from_ref(&name)).expect("valid");
         let (best, work) = run_sequential::<FlowShop>(&params, 1000).expect("runs");
 
         let published = taillard::BEST_KNOWN[number - 1];
         assert_eq!(best.makespan, Some(published), "{name}");
         assert_eq!(FlowShop::verify(&params, &best), Some(true), "{name}");
-        assert_eq!(work, native_work, "{name}: the same nodes");
-        // The JSON holds the makespan and the schedule: the same as native.
+        // The unit explores exactly the tree of the plain solver, and
+        // returns its schedule, however the search is sliced.
+        let (makespan, permutation, nodes) = solve_sequential(&taillard::instance(number));
+        assert_eq!(
+            (makespan, &permutation, nodes),
+            (published, &best.permutation, work)
+        );
+        assert_eq!(
+            run_sequential::<FlowShop>(&params, 7),
+            Ok((best.clone(), work)),
+            "{name}"
+        );
+        let jobs: Vec<String> = best.permutation.iter().map(u16::to_string).collect();
         assert_eq!(
             FlowShop::output_json(&best),
-            app.output_json(&native_output).expect("json").to_string(),
+            format!(
+                "{{\"makespan\":{published},\"permutation\":[{}]}}",
+                jobs.join(",")
+            ),
             "{name}"
         );
         assert_eq!(
             FlowShop::describe(&params, &best),
-            app.describe(&native_params, &native_output)
-                .expect("describes"),
-            "{name}"
-        );
-        assert_eq!(
-            app.verify(&native_params, &native_output)
-                .expect("verifies"),
-            Some(true)
+            format!(
+                "{name} (20 jobs × 5 machines): makespan {published}, optimal (exhaustive search); \
+                 matches the published best known {published}; schedule (jobs from 1): {}",
+                listed(&best)
+            ),
         );
     }
 }
 
 #[test]
-fn plain_solver_and_bounds_match_the_native_ones() {
+fn plain_solver_reaches_the_published_optima_above_its_bounds() {
     for number in [1, 2, 3, 7, 10] {
         let instance = taillard::instance(number);
-        let native_instance = native_app::taillard::instance(number);
         let (makespan, permutation, nodes) = solve_sequential(&instance);
-        assert_eq!(
-            (makespan, permutation.clone(), nodes),
-            native_app::solve_sequential(&native_instance),
-            "ta{number:03}"
-        );
-        assert_eq!(makespan, taillard::BEST_KNOWN[number - 1]);
+        assert_eq!(makespan, taillard::BEST_KNOWN[number - 1], "ta{number:03}");
+        assert!(instance.is_permutation(&permutation));
         assert_eq!(instance.makespan(&permutation), makespan);
-        for cut in [0, 1, 5, 19, 20] {
-            let (prefix, suffix) = (&permutation[..cut / 2], &permutation[cut..]);
-            for pairs in [Pairs::All, Pairs::Adjacent] {
-                let native_pairs = match pairs {
-                    Pairs::All => native_app::Pairs::All,
-                    Pairs::Adjacent => native_app::Pairs::Adjacent,
-                };
+        assert!(nodes > 0);
+        for pairs in [Pairs::All, Pairs::Adjacent] {
+            // Any node on the way to the optimal schedule is bounded by it;
+            // a complete schedule's bound is its makespan.
+            assert!(lower_bound_with(&instance, &[], &[], pairs) <= makespan);
+            for cut in [0, 1, 5, 19, 20] {
+                let (prefix, suffix) = (&permutation[..cut / 2], &permutation[cut..]);
+                assert!(lower_bound_with(&instance, prefix, suffix, pairs) <= makespan);
+                let (prefix, suffix) = permutation.split_at(cut);
                 assert_eq!(
                     lower_bound_with(&instance, prefix, suffix, pairs),
-                    native_app::lower_bound_with(&native_instance, prefix, suffix, native_pairs)
+                    makespan,
+                    "ta{number:03} cut {cut} {pairs:?}"
                 );
             }
+            let (other, _, _) = solve_sequential_with(&instance, pairs);
+            assert_eq!(other, makespan, "ta{number:03} {pairs:?}");
         }
     }
-    // 20 × 10 uses neighbouring pairs only.
-    let instance = taillard::instance(11);
+    // 20 × 5 uses every pair; 20 × 10 neighbouring pairs only.
+    let instance = taillard::instance(1);
     assert_eq!(
         lower_bound(&instance, &[], &[]),
-        native_app::lower_bound(&native_app::taillard::instance(11), &[], &[])
+        lower_bound_with(&instance, &[], &[], Pairs::All)
+    );
+    let instance = taillard::instance(11);
+    assert_eq!(Pairs::default_for(instance.machines()), Pairs::Adjacent);
+    assert_eq!(
+        lower_bound(&instance, &[], &[]),
+        lower_bound_with(&instance, &[], &[], Pairs::Adjacent)
     );
 }
 
 #[test]
-fn neh_and_the_initial_shared_makespan_match_the_native_ones() {
+fn neh_gives_the_initial_shared_makespan_and_the_first_schedule() {
     for number in (1..=taillard::COUNT).step_by(10) {
         let name = taillard::name(number);
         let instance = taillard::instance(number);
         let (makespan, permutation) = neh(&instance);
-        assert_eq!(
-            (makespan, permutation),
-            native_app::neh(&native_app::taillard::instance(number)),
-            "{name}"
-        );
-        let native_shared =
-            <NativeFlowShop as native::Divisible>::initial_shared(&native_params(&name));
+        assert!(instance.is_permutation(&permutation), "{name}");
+        assert_eq!(instance.makespan(&permutation), makespan, "{name}");
+        assert!(makespan >= taillard::BEST_KNOWN[number - 1], "{name}");
         assert_eq!(
             FlowShop::initial_shared(&params(&name)),
             vec![SharedVar {
@@ -164,114 +190,110 @@ fn neh_and_the_initial_shared_makespan_match_the_native_ones() {
             }],
             "{name}"
         );
-        assert_eq!(
-            native_shared.get(SHARED_MAKESPAN),
-            Some(i64::from(makespan))
-        );
         // The first unit starts from the NEH schedule.
         let unit = FlowShop::init(&params(&name)).expect("valid");
         assert_eq!(unit.best.makespan, Some(makespan));
+        assert_eq!(unit.best.permutation, permutation);
     }
     assert!(FlowShop::initial_shared(&params("ta121")).is_empty());
-    assert!(
-        <NativeFlowShop as native::Divisible>::initial_shared(&native_params("ta121")).is_empty()
-    );
 }
 
 #[test]
-fn generated_instances_match_the_native_generator() {
-    assert_eq!(taillard::SEEDS, native_app::taillard::SEEDS);
-    assert_eq!(taillard::BEST_KNOWN, native_app::taillard::BEST_KNOWN);
+fn generated_instances_are_taillards() {
+    assert_eq!(taillard::SEEDS.len(), taillard::COUNT);
+    // Taillard's published upper bounds, first and last.
+    assert_eq!(taillard::BEST_KNOWN[0], 1278);
+    assert_eq!(taillard::BEST_KNOWN[119], 26457);
+    // ta001 as published in Taillard's `tai20_5.txt`: its first machine.
+    assert_eq!(
+        taillard::instance(1).machine_times(0),
+        [54, 83, 15, 71, 77, 36, 53, 38, 27, 87, 76, 91, 14, 29, 12, 77, 32, 87, 68, 94]
+    );
+    assert_eq!(taillard::instance(1).time(4, 19), 28);
     for number in [1, 2, 11, 23, 37, 60, 75, 89, 100, 104, 120] {
         let (jobs, machines) = taillard::size(number);
-        assert_eq!(
-            (jobs, machines),
-            native_app::taillard::size(number),
-            "ta{number:03}"
-        );
-        let seed = taillard::SEEDS[number - 1];
-        let times = taillard::generate(jobs, machines, seed);
-        assert_eq!(
-            times,
-            native_app::taillard::generate(jobs, machines, seed),
-            "ta{number:03}"
-        );
         let instance = taillard::instance(number);
-        let native_instance = native_app::taillard::instance(number);
-        assert_eq!(instance.name(), native_instance.name());
+        assert_eq!(instance.name(), format!("ta{number:03}"));
+        assert_eq!((instance.jobs(), instance.machines()), (jobs, machines));
+        let times = taillard::generate(jobs, machines, taillard::SEEDS[number - 1]);
+        assert_eq!(times.len(), jobs * machines);
+        assert!(times.iter().all(|t| (1..=99).contains(t)), "ta{number:03}");
         for machine in 0..machines {
             assert_eq!(
                 instance.machine_times(machine),
-                native_instance.machine_times(machine)
+                &times[machine * jobs..(machine + 1) * jobs]
             );
         }
     }
-    // Taillard's first time of ta001 (his paper's listing).
-    assert_eq!(taillard::instance(1).time(0, 0), 54);
-    let (mut seed, mut native_seed) = (12345, 12345);
+    let mut seed = 12345;
     for _ in 0..1000 {
-        assert_eq!(
-            taillard::unif(&mut seed, 1, 99),
-            native_app::taillard::unif(&mut native_seed, 1, 99)
-        );
+        assert!((1..=99).contains(&taillard::unif(&mut seed, 1, 99)));
     }
 }
 
 #[test]
-fn argument_errors_and_names_are_the_native_ones() {
-    let app = colony_apps::examples().get("flowshop").expect("registered");
-    let native_parse = |args: &[String]| match app.parse_args(args) {
-        Err(AppError::BadParams(message)) => Err(message),
-        Err(other) => panic!("{args:?}: native answered {other:?}"),
-        Ok(_) => Ok(<NativeFlowShop as native::Divisible>::parse_args(args)
-            .expect("valid")
-            .instance),
-    };
-    for text in [
-        "ta001", "ta1", "TA001", " ta010 ", "ta120", "ta0", "ta121", "ta0001", "tb001", "ta",
-        "ta-1", "ta+1", "ta1.0", "1",
+fn argument_errors_and_names_say_what_is_wrong() {
+    for (text, number) in [
+        ("ta001", 1),
+        ("ta1", 1),
+        ("TA001", 1),
+        ("Ta01", 1),
+        (" ta010 ", 10),
+        ("ta120", 120),
     ] {
-        let args = vec![text.to_string()];
         assert_eq!(
-            FlowShop::parse_args(&args).map(|p| p.instance),
-            native_parse(&args),
+            FlowShop::parse_args(&[text.to_string()]),
+            Ok(params(&taillard::name(number))),
             "{text:?}"
         );
     }
+    for text in [
+        "ta0", "ta000", "ta121", "ta0001", "tb001", "ta", "ta-1", "ta+1", "ta1.0", "1", "foo",
+    ] {
+        assert_eq!(
+            FlowShop::parse_args(&[text.to_string()]),
+            Err(format!("unknown flow-shop instance {text:?}: {EXPECTED}")),
+            "{text:?}"
+        );
+    }
+    let usage = "usage: flowshop INSTANCE, where INSTANCE is one of Taillard's ta001 … ta120";
     for args in [vec![], vec!["ta001".to_string(), "ta002".to_string()]] {
         assert_eq!(
-            FlowShop::parse_args(&args).map(|p| p.instance),
-            native_parse(&args),
+            FlowShop::parse_args(&args),
+            Err(usage.to_string()),
             "{args:?}"
         );
     }
+    let unknown = format!("unknown flow-shop instance \"ta999\": {EXPECTED}");
     assert_eq!(
         FlowShop::init(&params("ta999")).err(),
-        native_app::instance("ta999").err().map(|e| match e {
-            AppError::BadParams(message) => message,
-            other => other.to_string(),
-        })
+        Some(unknown.clone())
     );
+    assert_eq!(instance("ta999"), Err(unknown));
 }
 
 #[test]
-fn results_merge_and_read_as_the_native_ones() {
+fn results_merge_read_and_verify() {
     let instance = taillard::instance(1);
     let (neh_makespan, neh_order) = neh(&instance);
     let (optimum, optimal_order, _) = solve_sequential(&instance);
+    assert_eq!(optimum, 1278);
+    assert!(neh_makespan > optimum, "NEH is not optimal on ta001");
     let mut swapped = optimal_order.clone();
     swapped.swap(0, 1);
     let swapped_makespan = instance.makespan(&swapped);
+    let neh_best = Best {
+        makespan: Some(neh_makespan),
+        permutation: neh_order,
+    };
+    let optimal = Best {
+        makespan: Some(optimum),
+        permutation: optimal_order.clone(),
+    };
     let candidates = vec![
         Best::none(),
-        Best {
-            makespan: Some(neh_makespan),
-            permutation: neh_order,
-        },
-        Best {
-            makespan: Some(optimum),
-            permutation: optimal_order.clone(),
-        },
+        neh_best.clone(),
+        optimal.clone(),
         Best {
             makespan: Some(swapped_makespan),
             permutation: swapped,
@@ -290,30 +312,70 @@ fn results_merge_and_read_as_the_native_ones() {
             permutation: vec![7, 99],
         },
     ];
-    for name in ["ta001", "ta002", "ta500"] {
-        for a in &candidates {
-            assert_eq!(
-                FlowShop::describe(&params(name), a),
-                <NativeFlowShop as native::Divisible>::describe(
-                    &native_params(name),
-                    &native_best(a)
-                ),
-                "{name} {a:?}"
-            );
+    let head = "ta001 (20 jobs × 5 machines)";
+    assert_eq!(
+        FlowShop::describe(&params("ta001"), &Best::none()),
+        format!("{head}: no schedule found")
+    );
+    assert_eq!(
+        FlowShop::describe(&params("ta001"), &neh_best),
+        format!(
+            "{head}: makespan {neh_makespan}, optimal (exhaustive search); DOES NOT match the \
+             published best known 1278; schedule (jobs from 1): {}",
+            listed(&neh_best)
+        )
+    );
+    assert_eq!(
+        FlowShop::describe(&params("ta001"), &optimal),
+        format!(
+            "{head}: makespan 1278, optimal (exhaustive search); matches the published best \
+             known 1278; schedule (jobs from 1): {}",
+            listed(&optimal)
+        )
+    );
+    for claim in &candidates[4..] {
+        assert_eq!(
+            FlowShop::describe(&params("ta001"), claim),
+            format!(
+                "{head}: makespan {} claimed, but the schedule is invalid or does not achieve it",
+                claim.makespan.expect("a claim")
+            )
+        );
+    }
+    let ta002_head = "ta002 (20 jobs × 5 machines): ";
+    // Better first: a smaller makespan, then the smaller permutation; no
+    // schedule last.
+    let key = |best: &Best| match best.makespan {
+        Some(makespan) => (false, makespan, best.permutation.clone()),
+        None => (true, 0, Vec::new()),
+    };
+    for a in &candidates {
+        // Only the optimal schedule of ta001, for ta001: the candidates'
+        // makespans are ta001's, none is ta002's published one.
+        let expected = |name: &str| a == &optimal && name == "ta001";
+        for name in ["ta001", "ta002"] {
             assert_eq!(
                 FlowShop::verify(&params(name), a),
-                <NativeFlowShop as native::Divisible>::verify(
-                    &native_params(name),
-                    &native_best(a)
-                ),
+                Some(expected(name)),
                 "{name} {a:?}"
             );
-            for b in &candidates {
-                let merged = FlowShop::merge(a.clone(), b.clone());
-                assert_eq!(merged, FlowShop::merge(b.clone(), a.clone()), "commutes");
+        }
+        assert!(FlowShop::describe(&params("ta002"), a).starts_with(ta002_head));
+        assert_eq!(FlowShop::verify(&params("ta500"), a), None);
+        assert_eq!(
+            FlowShop::describe(&params("ta500"), a),
+            "ta500: unknown instance"
+        );
+        for b in &candidates {
+            let merged = FlowShop::merge(a.clone(), b.clone());
+            assert_eq!(merged, FlowShop::merge(b.clone(), a.clone()), "commutes");
+            let better = if key(b) < key(a) { b } else { a };
+            assert_eq!(&merged, better, "{a:?} {b:?}");
+            for c in &candidates {
                 assert_eq!(
-                    native_best(&merged),
-                    <NativeFlowShop as native::Divisible>::merge(native_best(a), native_best(b))
+                    FlowShop::merge(merged.clone(), c.clone()),
+                    FlowShop::merge(a.clone(), FlowShop::merge(b.clone(), c.clone())),
+                    "associates"
                 );
             }
         }
@@ -332,67 +394,70 @@ fn results_merge_and_read_as_the_native_ones() {
 }
 
 #[test]
-fn divided_and_checkpointed_parts_match_the_native_ones() {
-    // Step both implementations alike, divide up to three times, and
-    // finish the parts in the same order, checkpointing and restoring every
-    // guest unit after every step (its engine rebuilt each time): each
-    // guest part returns what its native twin returns, with the same work,
-    // and the merge is the optimum.
+fn checkpointed_parts_do_what_parts_never_encoded_do() {
+    // Step two identical units alike, divide each up to three times, and
+    // finish the parts in the same order: one side checkpointed and
+    // restored after every step (its engine rebuilt each time), the other
+    // never encoded. Each part returns what its twin returns, with the
+    // same work and the same shared bound, and the merge is the optimum.
     let mut divisions = 0;
     for (number, first_budget) in [(1, 1u64), (1, 7), (2, 30), (3, 60), (5, 3)] {
         let name = taillard::name(number);
         let mut shared = FlowShop::initial_shared(&params(&name));
-        let mut native_shared =
-            <NativeFlowShop as native::Divisible>::initial_shared(&native_params(&name));
+        let mut twin_shared = shared.clone();
         let mut unit = FlowShop::init(&params(&name)).expect("valid");
-        let mut native_unit =
-            <NativeFlowShop as native::Divisible>::init(&native_params(&name)).expect("valid");
+        let mut twin = FlowShop::init(&params(&name)).expect("valid");
 
-        let mut ctx = StepContext::new(first_budget, shared.clone());
-        assert_eq!(unit.step(&mut ctx), Step::Continue, "{name}");
-        shared = ctx.into_shared();
-        let mut native_ctx = native::StepContext::new(&mut native_shared, first_budget);
-        native::Divisible::step(&mut native_unit, &mut native_ctx);
+        for (unit, shared) in [(&mut unit, &mut shared), (&mut twin, &mut twin_shared)] {
+            let mut ctx = StepContext::new(first_budget, shared.clone());
+            assert_eq!(unit.step(&mut ctx), Step::Continue, "{name}");
+            *shared = ctx.into_shared();
+        }
 
         let mut units = Vec::new();
         for _ in 0..3 {
             let part = unit.divide();
-            let native_part = native::Divisible::divide(&mut native_unit);
+            let twin_part = twin.divide();
             assert_eq!(
                 part.as_ref().map(FlowShop::open_nodes),
-                native_part.as_ref().map(NativeFlowShop::open_nodes),
+                twin_part.as_ref().map(FlowShop::open_nodes),
                 "{name}"
             );
             unit = restore(&unit);
-            match (part, native_part) {
-                (Some(part), Some(native_part)) => units.push((restore(&part), native_part)),
+            match (part, twin_part) {
+                (Some(part), Some(twin_part)) => units.push((restore(&part), twin_part)),
                 _ => break,
             }
         }
         assert!(!units.is_empty(), "{name}: the first division");
         divisions += units.len();
-        units.push((unit, native_unit));
+        units.push((unit, twin));
 
         let mut results = Vec::new();
-        for (mut guest, mut native) in units {
-            let mut work = 0;
-            let best = loop {
-                let mut ctx = StepContext::new(25, shared.clone());
-                let step = guest.step(&mut ctx);
-                work += ctx.work();
-                shared = ctx.into_shared();
-                match step {
-                    Step::Done(best) => break best,
-                    Step::Continue => guest = restore(&guest),
+        for (mut unit, mut twin) in units {
+            let run = |unit: &mut FlowShop, shared: &mut Vec<SharedVar>, checkpoint: bool| {
+                let mut work = 0;
+                loop {
+                    let mut ctx = StepContext::new(25, shared.clone());
+                    let step = unit.step(&mut ctx);
+                    work += ctx.work();
+                    *shared = ctx.into_shared();
+                    match step {
+                        Step::Done(best) => break (best, work),
+                        Step::Continue if checkpoint => *unit = restore(unit),
+                        Step::Continue => {}
+                    }
                 }
             };
-            let (native_best_found, native_work) =
-                finish_native(&mut native, &mut native_shared, 25);
-            assert_eq!(native_best(&best), native_best_found, "{name}");
-            assert_eq!(work, native_work, "{name}");
+            let (best, work) = run(&mut unit, &mut shared, true);
+            assert_eq!(
+                run(&mut twin, &mut twin_shared, false),
+                (best.clone(), work),
+                "{name}"
+            );
             assert_eq!(
                 shared_makespan(&shared),
-                native_shared.get(SHARED_MAKESPAN),
+                shared_makespan(&twin_shared),
                 "{name}"
             );
             results.push(best);
@@ -404,6 +469,10 @@ fn divided_and_checkpointed_parts_match_the_native_ones() {
             "{name}"
         );
         assert_eq!(FlowShop::verify(&params(&name), &merged), Some(true));
+        assert_eq!(
+            shared_makespan(&shared),
+            Some(i64::from(taillard::BEST_KNOWN[number - 1]))
+        );
     }
     assert!(divisions > 5, "{divisions} divisions in all");
 }
@@ -574,7 +643,8 @@ fn malformed_trees_are_refused() {
 
 #[test]
 fn a_malformed_unit_that_was_not_validated_finishes_with_what_it_has() {
-    // As native: the first step checks again, and a malformed unit ends
+    // A unit stepped without the restore's check: its first step checks
+    // again, and a malformed unit ends
     // with its best schedule rather than panicking.
     let mut unit = mid_search_unit();
     unit.tree.path = vec![Place {
@@ -643,4 +713,158 @@ fn mangled_checkpoints_never_panic() {
         }
     }
     assert!(accepted > 0, "some mangled states are still valid searches");
+}
+
+// ---------------------------------------------------------------------------
+// The search's internals against brute force.
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The branch-and-bound is exact: on random 7-job instances it finds the
+    /// brute-force optimum, and its schedule achieves it.
+    #[test]
+    fn branch_and_bound_equals_brute_force(seed in 1i64..2_000_000_000, machines in 2usize..7) {
+        let instance = random_instance(7, machines, seed);
+        let optimum = best_completion(&instance, &[], &[]);
+        for pairs in [Pairs::All, Pairs::Adjacent] {
+            let (makespan, permutation, _) = solve_sequential_with(&instance, pairs);
+            prop_assert_eq!(makespan, optimum);
+            prop_assert!(instance.is_permutation(&permutation));
+            prop_assert_eq!(instance.makespan(&permutation), optimum);
+        }
+    }
+
+    /// The bound of any node (a fixed prefix and suffix) never exceeds the
+    /// makespan of the node's best completion, and is exact on complete
+    /// schedules.
+    #[test]
+    fn bound_never_exceeds_a_completion(
+        seed in 1i64..2_000_000_000,
+        jobs in 2usize..8,
+        machines in 1usize..7,
+        shuffle in any::<u64>(),
+        cut in any::<(u8, u8)>(),
+    ) {
+        let instance = random_instance(jobs, machines, seed);
+        let mut order: Vec<u16> = (0..jobs as u16).collect();
+        // A cheap deterministic shuffle from `shuffle`.
+        let mut state = shuffle | 1;
+        for i in (1..jobs).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            order.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let fixed_front = usize::from(cut.0) % (jobs + 1);
+        let fixed_back = usize::from(cut.1) % (jobs - fixed_front + 1);
+        let prefix = &order[..fixed_front];
+        let suffix = &order[jobs - fixed_back..];
+        let best = best_completion(&instance, prefix, suffix);
+        for pairs in [Pairs::All, Pairs::Adjacent] {
+            let bound = lower_bound_with(&instance, prefix, suffix, pairs);
+            prop_assert!(bound <= best, "bound {} > best completion {} ({:?})", bound, best, pairs);
+            if fixed_front + fixed_back == jobs {
+                prop_assert_eq!(bound, instance.makespan(&order));
+            }
+        }
+    }
+
+    /// Splitting the open stack partitions it, and both halves are
+    /// well-formed trees over the same path.
+    #[test]
+    fn split_partitions_the_open_nodes(seed in 1i64..1_000_000, budget in 1u64..40) {
+        let instance = random_instance(9, 3, seed);
+        let mut engine = Engine::new(&instance, Pairs::All);
+        let mut tree = Tree::root();
+        let mut incumbent = Incumbent::new(u32::MAX);
+        engine.explore(&mut tree, &mut incumbent, budget);
+        let before = tree.open.clone();
+        match tree.split() {
+            None => prop_assert!(before.len() < 2),
+            Some(given) => {
+                prop_assert!(tree.is_consistent(9) && given.is_consistent(9));
+                prop_assert_eq!(tree.open.len() + given.open.len(), before.len());
+                prop_assert!(given.open.len() >= tree.open.len());
+                prop_assert_eq!(given.open[0], before[0]);
+                // The bottom of the stack (explored last by the donor) goes;
+                // the donor keeps the nodes it was about to explore.
+                prop_assert_eq!(&given.open[..], &before[..given.open.len()]);
+                prop_assert_eq!(&tree.open[..], &before[given.open.len()..]);
+                prop_assert!(given.path.len() <= tree.path.len());
+                prop_assert_eq!(&tree.path[..given.path.len()], &given.path[..]);
+            }
+        }
+    }
+}
+
+#[test]
+fn splitting_repeatedly_loses_no_solution() {
+    // Every unit, whatever the division, finds nothing better than the
+    // optimum and the union of units finds it (no incoming bound).
+    let instance = random_instance(8, 4, 42);
+    let optimum = best_completion(&instance, &[], &[]);
+    let mut engine = Engine::new(&instance, Pairs::All);
+    let mut units = vec![Tree::root()];
+    let mut best = u32::MAX;
+    while let Some(mut tree) = units.pop() {
+        let mut incumbent = Incumbent::new(u32::MAX);
+        engine.explore(&mut tree, &mut incumbent, 3);
+        if let Some((makespan, permutation)) = incumbent.found {
+            assert_eq!(instance.makespan(&permutation), makespan);
+            assert!(makespan >= optimum);
+            best = best.min(makespan);
+        }
+        if let Some(part) = tree.split() {
+            units.push(part);
+        }
+        if !tree.is_finished() {
+            units.push(tree);
+        }
+    }
+    assert_eq!(best, optimum);
+}
+
+#[test]
+fn consistency_rejects_malformed_trees() {
+    let place = |job, back| Place { job, back };
+    let open = |depth, job| Open {
+        depth,
+        place: place(job, false),
+        lb: 0,
+    };
+    assert!(Tree::root().is_consistent(3));
+    let good = Tree {
+        path: vec![place(2, true)],
+        open: vec![open(1, 0), open(2, 1)],
+    };
+    assert!(good.is_consistent(3));
+    let cases = [
+        // A job out of range on the path, or twice.
+        Tree {
+            path: vec![place(3, false)],
+            open: vec![],
+        },
+        Tree {
+            path: vec![place(1, false), place(1, true)],
+            open: vec![],
+        },
+        // An entry too deep for the path, or repeating a path job.
+        Tree {
+            path: vec![],
+            open: vec![open(2, 0)],
+        },
+        Tree {
+            path: vec![place(0, false)],
+            open: vec![open(2, 0)],
+        },
+        // Depths decreasing up the stack.
+        Tree {
+            path: vec![place(0, false)],
+            open: vec![open(2, 1), open(1, 2)],
+        },
+    ];
+    for tree in cases {
+        assert!(!tree.is_consistent(3), "{tree:?}");
+    }
 }

@@ -2,8 +2,8 @@
 //! crate's build script: their bytes, and the paths of their `.wasm` files
 //! for process tests that pass them to `colony run --wasm`.
 //!
-//! - `nqueens`, `flowshop`: the native examples of `colony-apps`, ported
-//!   to the guest SDK;
+//! - `nqueens`, `flowshop`: the examples of `colony-apps`, written once
+//!   against the guest SDK (`colony-apps` runs the same crates natively);
 //! - `hostile`: misbehaves on request (spins, hogs memory, panics), for
 //!   the sandbox's tests.
 

@@ -1,11 +1,11 @@
 //! N-Queens as a Colony WebAssembly guest: counts every way to place N
 //! queens on an N×N board so that no two share a row, column or diagonal.
 //!
-//! A port of the native `colony_apps::nqueens` to the [`colony_guest`] SDK,
-//! so the job runs sandboxed on peers that never installed it. The
-//! algorithm, the divide policy, the step budget and the checks on decoded
-//! states are the native ones; only the encoding (the [`colony_guest::codec`]
-//! bytes instead of serde) and the error type (`String`) differ.
+//! Written once, against the [`colony_guest`] SDK: `colony_apps::nqueens`
+//! is this crate, run natively in the `colony` binary (through
+//! `colony_apps::native_guest`), and the same source built for `wasm32` is
+//! the module that runs sandboxed on peers that never installed it. Both
+//! exchange the same [`colony_guest::codec`] bytes.
 //!
 //! The search is the classic bitmask backtracking, one row at a time, kept on
 //! an explicit stack so a [`step`](Divisible::step) can stop after about
@@ -30,8 +30,7 @@
 //! ```
 //!
 //! Natively (`cargo test -p colony-guest-nqueens`) the same crate builds
-//! without the exports, and its tests check it against the native
-//! application.
+//! without the exports, and its tests check it against OEIS A000170.
 
 use colony_guest::{codec_struct, Divisible, Step, StepContext};
 

@@ -1,14 +1,13 @@
-//! The guest checked against the native application (same counts, same
-//! work, same texts), and its handling of divided, checkpointed and hostile
-//! states.
+//! The counts checked against OEIS A000170 (and brute force), the texts
+//! and errors users see, the work of divided parts against the undivided
+//! search, and the handling of divided, checkpointed and hostile states.
 
-use colony_core::divisible::{self as native, AppError, SharedVars};
 use colony_guest::codec::{decode, encode};
 use colony_guest::{run_sequential, Divisible, Step, StepContext};
 
 use super::*;
 
-type NativeNQueens = colony_apps::nqueens::NQueens;
+const USAGE: &str = "usage: colony run nqueens N   (N = board size, 1 to 32, e.g. 12)";
 
 /// Steps `unit` to the end with `budget` per step: its count and the work.
 fn finish(unit: &mut NQueens, budget: u64) -> (u64, u64) {
@@ -23,18 +22,29 @@ fn finish(unit: &mut NQueens, budget: u64) -> (u64, u64) {
     }
 }
 
-/// The same for a native unit.
-fn finish_native(unit: &mut NativeNQueens, budget: u64) -> (u64, u64) {
-    let mut shared = SharedVars::default();
-    let mut work = 0;
-    loop {
-        let mut ctx = native::StepContext::new(&mut shared, budget);
-        let step = native::Divisible::step(unit, &mut ctx);
-        work += ctx.work();
-        if let native::Step::Done(count) = step {
-            return (count, work);
+/// The number of solutions of an `n`×`n` board by brute force: every
+/// placement of one queen per row, checked pair by pair.
+fn brute_force(n: usize) -> u64 {
+    fn place(n: usize, columns: &mut Vec<usize>) -> u64 {
+        if columns.len() == n {
+            return 1;
         }
+        let row = columns.len();
+        let mut count = 0;
+        for column in 0..n {
+            let safe = columns
+                .iter()
+                .enumerate()
+                .all(|(r, &c)| c != column && row - r != c.abs_diff(column));
+            if safe {
+                columns.push(column);
+                count += place(n, columns);
+                columns.pop();
+            }
+        }
+        count
     }
+    place(n, &mut Vec::new())
 }
 
 /// The state after an encode/decode round trip, validated as the host's
@@ -51,57 +61,75 @@ fn args(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn counts_work_and_texts_match_the_native_application() {
-    let app = colony_apps::examples().get("nqueens").expect("registered");
+fn counts_match_the_table_and_brute_force() {
     for n in 1..=12u32 {
-        let native_params = app.parse_args(&[n.to_string()]).expect("valid N");
-        let (native_output, native_work) =
-            native::run_sequential(&*app, &native_params, 1000).expect("runs");
-
         let params = NQueens::parse_args(&[n.to_string()]).expect("valid N");
+        assert_eq!(params, Params { n });
         let (count, work) = run_sequential::<NQueens>(&params, 1000).expect("runs");
-
         assert_eq!(Some(count), known_count(n), "N = {n}");
-        assert_eq!(work, native_work, "N = {n}: the same nodes");
-        assert_eq!(
-            NQueens::output_json(&count),
-            app.output_json(&native_output).expect("json").to_string(),
-            "N = {n}"
-        );
+        if n <= 8 {
+            assert_eq!(count, brute_force(n as usize), "N = {n}");
+        }
+        // The nodes explored do not depend on how the search is sliced.
+        for budget in [1, 7, 1 << 20] {
+            assert_eq!(
+                run_sequential::<NQueens>(&params, budget),
+                Ok((count, work)),
+                "N = {n}, budget {budget}"
+            );
+        }
+        assert!(work >= count, "N = {n}: every solution is a node");
+        assert_eq!(NQueens::verify(&params, &count), Some(true));
+        assert_eq!(NQueens::output_json(&count), count.to_string());
         assert_eq!(
             NQueens::describe(&params, &count),
-            app.describe(&native_params, &native_output)
-                .expect("describes"),
-            "N = {n}"
+            format!("{count} solutions to {n}-Queens on a {n}×{n} board; matches OEIS A000170"),
         );
-        assert_eq!(NQueens::verify(&params, &count), Some(true));
     }
+    assert_eq!(KNOWN_COUNTS[17], 666_090_624);
+    assert_eq!(known_count(0), None);
+    assert_eq!(known_count(19), None);
 }
 
 #[test]
 fn a_wrong_count_is_reported() {
     let params = Params { n: 8 };
     assert_eq!(NQueens::verify(&params, &91), Some(false));
-    assert!(NQueens::describe(&params, &91).contains("DOES NOT match OEIS A000170 (92)"));
+    assert_eq!(
+        NQueens::describe(&params, &91),
+        "91 solutions to 8-Queens on a 8×8 board; DOES NOT match OEIS A000170 (92)"
+    );
     assert_eq!(NQueens::verify(&Params { n: 20 }, &1), None);
+    assert_eq!(
+        NQueens::describe(&Params { n: 20 }, &1),
+        "1 solutions to 20-Queens on a 20×20 board; no tabulated count to check against"
+    );
 }
 
 #[test]
-fn argument_errors_are_the_native_ones() {
-    let app = colony_apps::examples().get("nqueens").expect("registered");
-    for bad in ["", "0", "33", "-1", "twelve", "8 8", "1.5"] {
-        let native_message = match app.parse_args(&args(bad)) {
-            Err(AppError::BadParams(message)) => message,
-            other => panic!("{bad:?}: native answered {other:?}"),
-        };
+fn argument_errors_say_what_is_wrong() {
+    let cases = [
+        ("", "missing N".to_string()),
+        ("0", "N must be between 1 and 32, got 0".to_string()),
+        ("33", "N must be between 1 and 32, got 33".to_string()),
+        ("-1", "N is not a whole number: \"-1\"".to_string()),
+        ("twelve", "N is not a whole number: \"twelve\"".to_string()),
+        ("1.5", "N is not a whole number: \"1.5\"".to_string()),
+        ("8 8", "expected one argument, got 2".to_string()),
+    ];
+    for (bad, message) in cases {
         assert_eq!(
             NQueens::parse_args(&args(bad)),
-            Err(native_message),
+            Err(format!("{message}; {USAGE}")),
             "{bad:?}"
         );
     }
     assert_eq!(NQueens::parse_args(&args(" 12 ")), Ok(Params { n: 12 }));
-    assert!(NQueens::init(&Params { n: 0 }).is_err());
+    assert_eq!(NQueens::parse_args(&args("32")), Ok(Params { n: 32 }));
+    assert_eq!(
+        NQueens::init(&Params { n: 0 }),
+        Err("N must be between 1 and 32, got 0".to_string())
+    );
     assert!(NQueens::init(&Params { n: 33 }).is_err());
 }
 
@@ -153,45 +181,33 @@ fn largest_board_is_accepted_and_divides() {
 }
 
 #[test]
-fn divided_and_checkpointed_parts_match_the_native_ones() {
-    // Step both implementations the same way, divide, checkpoint and
-    // restore both parts, finish them: every part counts what its native
-    // twin counts, with the same work, and the parts add up.
+fn divided_and_checkpointed_parts_add_up_to_the_whole_search() {
+    // Step, divide, checkpoint and restore both parts, divide once more,
+    // finish them: the parts count what the whole board has, and together
+    // explore exactly the nodes of the undivided search; each restored part
+    // does what its never-encoded copy does.
     for (n, first_budget) in [(10u32, 37u64), (11, 500), (12, 5000)] {
+        let (_, whole_work) = run_sequential::<NQueens>(&Params { n }, 1000).expect("runs");
         let mut unit = NQueens::init(&Params { n }).expect("valid N");
-        let mut native_unit =
-            <NativeNQueens as native::Divisible>::init(&colony_apps::nqueens::Params { n })
-                .expect("valid N");
         let mut ctx = StepContext::new(first_budget, Vec::new());
         assert_eq!(unit.step(&mut ctx), Step::Continue);
-        let mut shared = SharedVars::default();
-        let mut native_ctx = native::StepContext::new(&mut shared, first_budget);
-        native::Divisible::step(&mut native_unit, &mut native_ctx);
-        assert_eq!(ctx.work(), native_ctx.work());
+        let first_work = ctx.work();
 
-        let mut part = restore(&unit.divide().expect("divides"));
-        let mut native_part = native::Divisible::divide(&mut native_unit).expect("divides");
+        let part = unit.divide().expect("divides");
         let mut unit = restore(&unit);
         // Divide the rest once more, mid-way, to cover a deeper split.
-        let mut second = restore(&unit.divide().expect("divides again"));
-        let mut native_second = native::Divisible::divide(&mut native_unit).expect("divides");
-
-        let counts = [
-            (finish(&mut unit, 300), finish_native(&mut native_unit, 300)),
-            (finish(&mut part, 300), finish_native(&mut native_part, 300)),
-            (
-                finish(&mut second, 300),
-                finish_native(&mut native_second, 300),
-            ),
-        ];
-        for (guest, native) in counts {
-            assert_eq!(guest, native, "N = {n}");
+        let second = unit.divide().expect("divides again");
+        let parts = [unit, part, second];
+        let mut total = 0;
+        let mut work = first_work;
+        for part in &parts {
+            let restored = finish(&mut restore(part), 300);
+            assert_eq!(restored, finish(&mut part.clone(), 300), "N = {n}");
+            total = NQueens::merge(total, restored.0);
+            work += restored.1;
         }
-        let total = counts
-            .iter()
-            .map(|(guest, _)| guest.0)
-            .fold(0, NQueens::merge);
         assert_eq!(Some(total), known_count(n), "N = {n}");
+        assert_eq!(work, whole_work, "N = {n}: no node lost or explored twice");
     }
 }
 
