@@ -50,8 +50,17 @@ pub(crate) struct RunArgs {
     /// primary keeps watch, so this holds after this submitter is gone.
     #[arg(long, value_name = "SECONDS")]
     deadline: Option<f64>,
-    /// The application: flowshop, nqueens or matmul.
-    app: String,
+    /// Run a WebAssembly module (built with the colony-guest SDK) instead
+    /// of a native application: this peer keeps it, peers fetch it from
+    /// here on first use, and those that trust this network (`colony peer
+    /// --trust-network`) run it sandboxed. Every positional argument is the
+    /// module's.
+    #[arg(long, value_name = "FILE")]
+    wasm: Option<PathBuf>,
+    /// The application: flowshop, nqueens or matmul (with --wasm, the
+    /// module's first argument).
+    #[arg(required_unless_present = "wasm")]
+    app: Option<String>,
     /// The application's arguments, e.g. `ta001`, `12`, `256 --seed 7`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
@@ -171,13 +180,45 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
         );
     }
     // Fail fast on a bad job, before joining anything.
-    config
-        .apps
-        .get(&args.app)
-        .and_then(|app| app.parse_args(&args.args))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let module = match &args.wasm {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --wasm {}: {e}", path.display()))?;
+            config.guests.get_or_insert_with(Default::default);
+            Some(bytes)
+        }
+        None => None,
+    };
+    let (mut app, app_args) = match &module {
+        Some(_) => (
+            String::new(),
+            args.app.iter().chain(&args.args).cloned().collect(),
+        ),
+        None => (args.app.clone().unwrap_or_default(), args.args.clone()),
+    };
+    if module.is_none() {
+        config
+            .apps
+            .get(&app)
+            .and_then(|app| app.parse_args(&app_args))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let joining = !config.bootstrap.is_empty() || config.net.mdns;
     let peer = Peer::start(config).await?;
+    if let Some(bytes) = module {
+        let checked = async {
+            app = peer.publish_module(bytes).await?;
+            peer.apps()
+                .get(&app)
+                .and_then(|module| module.parse_args(&app_args))
+                .map_err(colony::ColonyError::from)
+        };
+        if let Err(error) = checked.await {
+            peer.shutdown().await;
+            bail!("{error}");
+        }
+        eprintln!("module {app} kept by this peer for the others to fetch");
+    }
     if joining {
         let deadline = Instant::now() + Duration::from_secs_f64(args.join_timeout_s);
         loop {
@@ -224,7 +265,7 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
     let ft = deployment
         .map(|(_, node)| node.settings.fault_tolerance)
         .unwrap_or_default();
-    let outcome = submit_and_follow(&peer, &args, ft, reported).await;
+    let outcome = submit_and_follow(&peer, (&app, &app_args), &args, ft, reported).await;
     peer.shutdown().await;
     outcome
 }
@@ -278,14 +319,13 @@ fn describe(ft: &FaultTolerance) -> String {
 /// Submits the job protected by `ft` and follows it to the end.
 async fn submit_and_follow(
     peer: &Peer,
+    (app, app_args): (&str, &[String]),
     args: &RunArgs,
     ft: FaultTolerance,
     reported: &mut bool,
 ) -> Result<()> {
     let deadline = args.deadline.map(Duration::from_secs_f64);
-    let mut handle = peer
-        .submit_job_with(&args.app, &args.args, ft, deadline)
-        .await?;
+    let mut handle = peer.submit_job_with(app, app_args, ft, deadline).await?;
     let id = handle.id();
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -296,7 +336,7 @@ async fn submit_and_follow(
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.enable_steady_tick(Duration::from_millis(120));
-    eprintln!("job {id} submitted ({} {})", args.app, args.args.join(" "));
+    eprintln!("job {id} submitted ({app} {})", app_args.join(" "));
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let mut announced_waiting = false;
     let view = loop {
@@ -487,6 +527,26 @@ pub(crate) async fn cancel(args: ResultArgs) -> Result<()> {
         outln!("{answer}")?;
     } else {
         outln!("job {id} cancelled")?;
+    }
+    Ok(())
+}
+
+/// `colony apps`: the native applications and guest modules of a peer.
+pub(crate) async fn show_apps(args: ApiArgs) -> Result<()> {
+    let api = args.api.connect()?;
+    let apps: colony::AppsInfo = api.get_json("/v1/apps").await?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&apps)?)?;
+        return Ok(());
+    }
+    for name in &apps.native {
+        outln!("{name:<72} native")?;
+    }
+    if !apps.guests_enabled {
+        outln!("(this peer runs native applications only)")?;
+    }
+    for module in &apps.modules {
+        outln!("{:<72} {} bytes", module.app, module.size_bytes)?;
     }
     Ok(())
 }

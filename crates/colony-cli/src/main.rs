@@ -63,6 +63,9 @@ enum Command {
     /// Print the membership view of a running peer: who is alive, suspect,
     /// dead, with their statistics.
     Peers(PeersArgs),
+    /// Print what a running peer can run: its native applications and the
+    /// WebAssembly modules it holds (fetched, or kept as a submitter).
+    Apps(jobs::ApiArgs),
     /// Join a network as a peer, submit a job, show its progress and print
     /// the result. Apps: flowshop taNNN | nqueens N | matmul N [--seed S].
     /// With --descriptor FILE, where it runs and its fault tolerance come
@@ -254,6 +257,12 @@ struct PeerArgs {
     /// can still be read. Without it a damaged file stops the start.
     #[arg(long)]
     repair: bool,
+    /// Run WebAssembly guests submitted by any member of this network
+    /// (fine with --psk: members hold the key): fetched on first use,
+    /// checked against their hash, cached in DATA_DIR/modules and run
+    /// sandboxed. Without it the peer runs native applications only.
+    #[arg(long)]
+    trust_network: bool,
 }
 
 #[derive(Args, Debug)]
@@ -408,6 +417,7 @@ fn run() -> Result<()> {
             Command::Result(args) => jobs::result(args).await,
             Command::Cancel(args) => jobs::cancel(args).await,
             Command::Peers(args) => show_peers(args).await,
+            Command::Apps(args) => jobs::show_apps(args).await,
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
             Command::Bench(BenchCommand::Stealing(args)) => {
                 stealing::run(&args.instances, args.json).await
@@ -447,6 +457,9 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
     }
     config.acquaintances.noa = args.noa;
     config.acquaintances.ttu = Duration::from_secs_f64(args.ttu_s);
+    if args.trust_network {
+        config.guests = Some(colony::GuestConfig::default());
+    }
     if args.repair {
         for report in Peer::repair(&data_dir)? {
             eprintln!("repair: {report}");
@@ -503,7 +516,7 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
         return Ok(());
     }
     outln!(
-        "{:<54} {:<8} {:>4} {:>6} {:>6} {:>9} {:>8} {:>9}",
+        "{:<54} {:<8} {:>4} {:>6} {:>6} {:>9} {:>8} {:>9} {:>7}",
         "PEER",
         "STATE",
         "INC",
@@ -511,7 +524,8 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
         "LOAD",
         "FREE_MIB",
         "UNITS",
-        "HEARD_MS"
+        "HEARD_MS",
+        "GUESTS"
     )?;
     for m in &members {
         let id = if m.local {
@@ -520,7 +534,7 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
             m.peer_id.clone()
         };
         outln!(
-            "{:<54} {:<8} {:>4} {:>6} {:>6.2} {:>9} {:>8} {:>9}",
+            "{:<54} {:<8} {:>4} {:>6} {:>6.2} {:>9} {:>8} {:>9} {:>7}",
             id,
             format!("{:?}", m.state).to_lowercase(),
             m.incarnation,
@@ -531,6 +545,7 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
             m.last_heard_ms_ago
                 .map(|ms| ms.to_string())
                 .unwrap_or_else(|| "-".into()),
+            if m.stats.runs_guests { "yes" } else { "no" },
         )?;
     }
     Ok(())

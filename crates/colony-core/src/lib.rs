@@ -41,6 +41,7 @@ pub mod ft;
 pub mod home;
 pub mod job;
 pub mod membership;
+pub mod modules;
 pub mod node;
 pub mod phi;
 pub mod pieces;

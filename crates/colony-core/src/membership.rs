@@ -176,6 +176,9 @@ pub struct PeerStats {
     pub units_done_session: u64,
     /// Work units completed over the peer's whole life.
     pub units_done_total: u64,
+    /// Whether the peer runs WebAssembly guests of this network
+    /// (`--trust-network`): jobs of a guest are homed at peers that do.
+    pub runs_guests: bool,
 }
 
 /// A member's presence record, as gossiped.

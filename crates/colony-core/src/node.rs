@@ -28,13 +28,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::acquaintance::{AcquaintanceOutput, Acquaintances};
-use crate::divisible::SharedVars;
+use crate::divisible::{AppError, SharedVars};
 use crate::ft::FaultTolerance;
 use crate::job::{
     JobEvent, JobId, JobInput, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits, Piece,
     PieceKey, Refusal, SentAssignment, TooLarge, UnitId,
 };
 use crate::membership::{self, Event, MemberState, Membership, PeerStats};
+use crate::modules::{self, FetchConfig, FetchOutput, ModuleFetcher, ModuleMsg};
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
 use crate::runner::{UnitEvent, UnitRequest, UnitStart};
 use crate::wire::{self, Frame, PayloadKind, WireError};
@@ -59,6 +60,8 @@ pub struct NodeConfig {
     /// Emit [`NodeOutput::TraceJobMessage`] for every job message sent or
     /// received (verbose simulator runs; costs a copy of each).
     pub trace_job_messages: bool,
+    /// Bounds of fetching guest modules on demand.
+    pub module_fetch: FetchConfig,
 }
 
 impl Default for NodeConfig {
@@ -69,6 +72,7 @@ impl Default for NodeConfig {
             stats_interval: Duration::from_secs(1),
             job_limits: MessageLimits::default(),
             trace_job_messages: false,
+            module_fetch: FetchConfig::default(),
         }
     }
 }
@@ -107,6 +111,26 @@ pub enum NodeInput<P> {
         epoch: u64,
         /// Its version.
         version: u64,
+    },
+    /// The answer to [`NodeOutput::ModuleReceived`]: the module was
+    /// verified against its id and stored (`Ok`), or why not.
+    ModuleStored {
+        /// The module.
+        id: String,
+        /// Who sent it.
+        from: P,
+        /// Stored, or why not.
+        result: Result<(), String>,
+    },
+    /// The answer to [`NodeOutput::ServeModule`]: the module's bytes, or
+    /// `None` if this peer does not hold it.
+    SendModule {
+        /// Who asked.
+        to: P,
+        /// The module.
+        id: String,
+        /// Its bytes.
+        bytes: Option<Vec<u8>>,
     },
     /// Ask the job's primary to cancel it ([`NodeOutput::CancelAnswer`]).
     Cancel {
@@ -233,6 +257,25 @@ pub enum NodeOutput<P> {
         /// Why it was refused.
         refused: Option<String>,
     },
+    /// `to` asked for guest module `id`: read it from the module store and
+    /// answer with [`NodeInput::SendModule`].
+    ServeModule {
+        /// Who asked.
+        to: P,
+        /// The module.
+        id: String,
+    },
+    /// Guest module `id` arrived from `from`, as asked, and its bytes hash
+    /// to `id`: store it (checking it is a guest this peer can run), and
+    /// answer with [`NodeInput::ModuleStored`].
+    ModuleReceived {
+        /// Who sent it.
+        from: P,
+        /// The module.
+        id: String,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
     /// Something a remote peer sent was dropped, or something could not be
     /// sent (already counted in [`NodeCounters`]; log it rate-limited).
     Notice(Notice<P>),
@@ -313,6 +356,20 @@ pub enum Notice<P> {
         /// Why.
         error: String,
     },
+    /// No peer asked could give a guest module; the job messages waiting
+    /// for it went on to the job core, which refuses them.
+    ModuleUnavailable {
+        /// The module.
+        id: String,
+        /// What each peer asked answered.
+        why: String,
+    },
+    /// A module message nobody asked for, or about a module not asked of
+    /// its sender.
+    UnsolicitedModule {
+        /// Who sent it.
+        from: P,
+    },
     /// A job message was refused by the job core (who may send what).
     Refused {
         /// Who sent it.
@@ -335,6 +392,12 @@ pub struct NodeCounters {
     pub forged_senders: u64,
     /// Job messages over their size limit, in or out.
     pub oversized_job_messages: u64,
+    /// Guest modules fetched from another peer and stored.
+    pub modules_fetched: u64,
+    /// Guest modules sent to peers that asked.
+    pub modules_served: u64,
+    /// Module messages nobody asked for.
+    pub unsolicited_modules: u64,
 }
 
 /// What a message in flight was, for what to do with its outcome.
@@ -342,6 +405,7 @@ pub struct NodeCounters {
 enum SendKind<P> {
     App,
     WorkRequest { to: P, job: JobId, free: u32 },
+    ModuleWant { to: P },
     Query { job: JobId },
     Cancel { to: P, job: JobId },
     Assign(SentAssignment<P>),
@@ -375,6 +439,8 @@ pub struct Node<P: PeerKey> {
     pipes: Pipes<P>,
     acquaintances: Acquaintances,
     jobs: Jobs<P>,
+    /// Job messages waiting for a guest module, and its fetch.
+    modules: ModuleFetcher<P>,
     /// The time of the last input, for routing done while polling.
     now: Instant,
     next_stats_at: Instant,
@@ -434,6 +500,7 @@ impl<P: PeerKey> Node<P> {
         Node {
             me: membership.local().peer.clone(),
             next_stats_at: now + config.stats_interval,
+            modules: ModuleFetcher::new(config.module_fetch.clone()),
             config,
             membership,
             pipes,
@@ -497,6 +564,9 @@ impl<P: PeerKey> Node<P> {
         if let Some(t) = self.acquaintances.poll_timeout() {
             at = at.min(t);
         }
+        if let Some(t) = self.modules.poll_timeout() {
+            at = at.min(t);
+        }
         Some(at)
     }
 
@@ -507,6 +577,8 @@ impl<P: PeerKey> Node<P> {
         self.pipes.handle_timeout(now);
         self.acquaintances.handle_timeout(now);
         self.jobs.handle_timeout(now);
+        self.modules.handle_timeout(now);
+        self.drain_modules(now);
         if now >= self.next_stats_at {
             self.next_stats_at = now + self.config.stats_interval;
             self.outputs.push_back(NodeOutput::SampleStats);
@@ -573,6 +645,26 @@ impl<P: PeerKey> Node<P> {
                     version,
                 },
             ),
+            NodeInput::ModuleStored { id, from, result } => {
+                match result {
+                    Ok(()) => {
+                        self.counters.modules_fetched += 1;
+                        self.modules.stored(&id);
+                    }
+                    Err(why) => self.modules.failed(now, &id, &from, why),
+                }
+                self.drain_modules(now);
+            }
+            NodeInput::SendModule { to, id, bytes } => {
+                let msg = match bytes {
+                    Some(bytes) => {
+                        self.counters.modules_served += 1;
+                        ModuleMsg::Module { id, bytes }
+                    }
+                    None => ModuleMsg::Missing { id },
+                };
+                self.send_module_msg(now, to, msg, SendKind::Other);
+            }
             NodeInput::Cancel { job } => self.jobs.handle(now, JobInput::Cancel { job }),
             NodeInput::Query { job } => self.query(now, job),
             NodeInput::HandOver => self.jobs.handle(now, JobInput::Leave),
@@ -874,6 +966,11 @@ impl<P: PeerKey> Node<P> {
                     delivery.from,
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
                 ),
+                Some(PayloadKind::Module) => self.handle_module_payload(
+                    now,
+                    delivery.from,
+                    &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
+                ),
                 _ => {
                     self.counters.malformed_frames += 1;
                     self.notice(Notice::Malformed {
@@ -907,7 +1004,7 @@ impl<P: PeerKey> Node<P> {
                         msg: Box::new(msg.clone()),
                     });
                 }
-                self.jobs.handle(now, JobInput::Message { from, msg })
+                self.job_message_in(now, from, msg)
             }
             Err(error) => {
                 self.counters.malformed_frames += 1;
@@ -1091,7 +1188,123 @@ impl<P: PeerKey> Node<P> {
                 self.jobs.handle(now, JobInput::SendFailed { to, msg })
             }
             SendKind::Assign(sent) => self.assign_settled(now, sent, false),
+            SendKind::ModuleWant { to } => {
+                self.modules
+                    .unreachable(now, &to, format!("{to} could not be reached"));
+                self.drain_modules(now);
+            }
             SendKind::App | SendKind::Other => {}
+        }
+    }
+
+    /// A job message for the job core, unless its job waits for a guest
+    /// module: then it is held, in order, until the module is here.
+    fn job_message_in(&mut self, now: Instant, from: P, msg: JobMsg<P>) {
+        let Some(job) = modules::job_of(&msg) else {
+            return self.jobs.handle(now, JobInput::Message { from, msg });
+        };
+        let msg = if self.modules.holds(job) {
+            match self.modules.hold_more(job, from.clone(), msg) {
+                None => return,
+                Some(msg) => {
+                    // Too many held: let the job core see them, in order.
+                    for (held_from, held) in self.modules.release_job(job) {
+                        self.jobs.handle(
+                            now,
+                            JobInput::Message {
+                                from: held_from,
+                                msg: held,
+                            },
+                        );
+                    }
+                    msg
+                }
+            }
+        } else {
+            match modules::app_of(&msg).map(|app| self.jobs.registry().get(app)) {
+                Some(Err(AppError::ModuleMissing(id))) => {
+                    match self.modules.hold(now, job, id, from.clone(), msg) {
+                        None => return self.drain_modules(now),
+                        Some(msg) => msg,
+                    }
+                }
+                _ => msg,
+            }
+        };
+        self.jobs.handle(now, JobInput::Message { from, msg })
+    }
+
+    fn drain_modules(&mut self, now: Instant) {
+        while let Some(out) = self.modules.poll() {
+            match out {
+                FetchOutput::Want { to, id } => {
+                    let kind = SendKind::ModuleWant { to: to.clone() };
+                    self.send_module_msg(now, to, ModuleMsg::Want { id }, kind);
+                }
+                FetchOutput::Release(messages) => {
+                    for (from, msg) in messages {
+                        self.jobs.handle(now, JobInput::Message { from, msg });
+                    }
+                }
+                FetchOutput::GaveUp { id, why } => {
+                    self.notice(Notice::ModuleUnavailable { id, why })
+                }
+            }
+        }
+    }
+
+    fn send_module_msg(&mut self, now: Instant, to: P, msg: ModuleMsg, kind: SendKind<P>) {
+        let class = match msg {
+            ModuleMsg::Module { .. } => TrafficClass::BULK,
+            _ => TrafficClass::EVENTS,
+        };
+        let sent = wire::encode(&msg, self.pipes.config().max_message_bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|body| {
+                let payload = wire::encode_payload(PayloadKind::Module, &body);
+                self.send_payload(now, to.clone(), class, payload, kind.clone())
+                    .map_err(|e| e.to_string())
+            });
+        if sent.is_err() {
+            self.job_send_failed(now, kind);
+        }
+    }
+
+    fn handle_module_payload(&mut self, now: Instant, from: P, bytes: &[u8]) {
+        let msg = match wire::decode::<ModuleMsg>(bytes, self.pipes.config().max_message_bytes) {
+            Ok(msg) => msg,
+            Err(error) => {
+                self.counters.malformed_frames += 1;
+                return self.notice(Notice::Malformed {
+                    from,
+                    what: "module message",
+                    error: error.to_string(),
+                });
+            }
+        };
+        match msg {
+            ModuleMsg::Want { id } => self
+                .outputs
+                .push_back(NodeOutput::ServeModule { to: from, id }),
+            ModuleMsg::Module { id, bytes } if self.modules.is_asking(&id, &from) => {
+                if modules::module_id(&bytes) == id {
+                    self.outputs
+                        .push_back(NodeOutput::ModuleReceived { from, id, bytes })
+                } else {
+                    let why = format!("{from} sent bytes that do not hash to the module's id");
+                    self.modules.failed(now, &id, &from, why);
+                    self.drain_modules(now);
+                }
+            }
+            ModuleMsg::Missing { id } if self.modules.is_asking(&id, &from) => {
+                let why = format!("{from} does not hold it");
+                self.modules.failed(now, &id, &from, why);
+                self.drain_modules(now);
+            }
+            ModuleMsg::Module { .. } | ModuleMsg::Missing { .. } => {
+                self.counters.unsolicited_modules += 1;
+                self.notice(Notice::UnsolicitedModule { from });
+            }
         }
     }
 

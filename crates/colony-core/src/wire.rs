@@ -48,7 +48,7 @@ pub const FRAME_MAGIC: u8 = 0xC0;
 /// any change to [`Frame`], the pipe frames, the membership or job
 /// messages, or [`PayloadKind`]: peers of different versions refuse each
 /// other's frames instead of misparsing them.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Length of the frame header (magic and version).
 pub const FRAME_HEADER_BYTES: usize = 2;
@@ -61,6 +61,9 @@ pub enum PayloadKind {
     App = 0,
     /// A job protocol message ([`crate::job::JobMsg`]), for the job core.
     Job = 1,
+    /// A module message ([`crate::modules::ModuleMsg`]): guest modules
+    /// asked for and sent.
+    Module = 2,
 }
 
 impl PayloadKind {
@@ -69,6 +72,7 @@ impl PayloadKind {
         match byte {
             0 => Some(PayloadKind::App),
             1 => Some(PayloadKind::Job),
+            2 => Some(PayloadKind::Module),
             _ => None,
         }
     }

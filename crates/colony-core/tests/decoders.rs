@@ -624,6 +624,7 @@ fn stats() -> BoxedStrategy<PeerStats> {
                 jobs_done_total: 0,
                 units_done_session: u64::MAX,
                 units_done_total: u64::MAX,
+                runs_guests: cores % 2 == 0,
             }
         ),
     ]

@@ -3,23 +3,60 @@
 //! no bytes a remote peer can send — any frame, any pipe payload, any job
 //! message — make the node panic.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use colony_core::acquaintance::{AcquaintanceConfig, Acquaintances};
-use colony_core::divisible::AppRegistry;
+use colony_core::divisible::{App, AppError, AppRegistry, AppSource};
+use colony_core::ft::FaultTolerance;
 use colony_core::job::{JobConfig, JobId, Jobs};
 use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
+use colony_core::modules::module_id;
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
 use colony_core::pipe::{PipeConfig, PipeFrame, Pipes, TrafficClass};
 use colony_core::wire::{self, Frame, PayloadKind, FRAME_MAGIC, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 mod common;
-use common::key_of;
+use common::{key_of, Sum};
+
+/// A peer's module store as the registry sees it: `wasm:<id>` is the `sum`
+/// app once `id` is held, missing before.
+#[derive(Clone, Default)]
+struct HeldModules(Arc<Mutex<BTreeMap<String, Vec<u8>>>>);
+
+impl HeldModules {
+    fn hold(&self, id: &str, bytes: Vec<u8>) {
+        self.0.lock().unwrap().insert(id.to_string(), bytes);
+    }
+
+    fn get(&self, id: &str) -> Option<Vec<u8>> {
+        self.0.lock().unwrap().get(id).cloned()
+    }
+}
+
+impl AppSource for HeldModules {
+    fn lookup(&self, name: &str) -> Option<Result<Arc<dyn App>, AppError>> {
+        let id = name.strip_prefix("wasm:")?;
+        Some(match self.get(id) {
+            Some(_) => {
+                let mut sum = AppRegistry::new();
+                sum.register::<Sum>();
+                sum.get("sum")
+            }
+            None => Err(AppError::ModuleMissing(id.to_string())),
+        })
+    }
+}
 
 const MAX_FRAME: usize = 1 << 20;
 
 fn node(me: u64, now: Instant) -> Node<u64> {
+    node_with(me, now, AppRegistry::new())
+}
+
+fn node_with(me: u64, now: Instant, apps: AppRegistry) -> Node<u64> {
     let membership = Membership::new(
         me,
         1,
@@ -31,14 +68,7 @@ fn node(me: u64, now: Instant) -> Node<u64> {
     );
     let pipes = Pipes::new(PipeConfig::default(), 1000 + me);
     let acquaintances = Acquaintances::new(AcquaintanceConfig::default(), 0, now);
-    let jobs = Jobs::new(
-        me,
-        JobConfig::default(),
-        AppRegistry::new(),
-        now,
-        me,
-        key_of,
-    );
+    let jobs = Jobs::new(me, JobConfig::default(), apps, now, me, key_of);
     Node::new(
         NodeConfig::default(),
         membership,
@@ -58,6 +88,10 @@ struct Pair {
     notices: Vec<Notice<u64>>,
     /// Query answers each node produced: (job, whether a status came).
     answers: [Vec<(JobId, bool)>; 2],
+    /// Each node's guest modules.
+    modules: [HeldModules; 2],
+    /// Modules each node received from the other.
+    fetched: [Vec<String>; 2],
 }
 
 impl Pair {
@@ -69,7 +103,21 @@ impl Pair {
             received: [Vec::new(), Vec::new()],
             notices: Vec::new(),
             answers: [Vec::new(), Vec::new()],
+            modules: Default::default(),
+            fetched: Default::default(),
         }
+    }
+
+    /// Two nodes whose registries find `wasm:<id>` apps in their module
+    /// stores.
+    fn with_modules() -> Pair {
+        let mut pair = Pair::new();
+        for i in 0..2 {
+            let mut apps = AppRegistry::new();
+            apps.add_source(Arc::new(pair.modules[i].clone()));
+            pair.nodes[i] = node_with(i as u64, pair.now, apps);
+        }
+        pair
     }
 
     /// Drains both nodes, carrying frames across, until both are quiet.
@@ -91,6 +139,21 @@ impl Pair {
                         NodeOutput::Notice(notice) => self.notices.push(notice),
                         NodeOutput::QueryAnswer { job, view } => {
                             self.answers[i].push((job, view.is_some()))
+                        }
+                        NodeOutput::ServeModule { to, id } => {
+                            let bytes = self.modules[i].get(&id);
+                            let input = NodeInput::SendModule { to, id, bytes };
+                            self.nodes[i].handle(self.now, input);
+                        }
+                        NodeOutput::ModuleReceived { from, id, bytes } => {
+                            self.modules[i].hold(&id, bytes);
+                            self.fetched[i].push(id.clone());
+                            let input = NodeInput::ModuleStored {
+                                id,
+                                from,
+                                result: Ok(()),
+                            };
+                            self.nodes[i].handle(self.now, input);
                         }
                         _ => {}
                     }
@@ -153,6 +216,113 @@ fn two_nodes_meet_and_carry_an_application_message() {
         "the message is settled"
     );
     assert!(pair.notices.is_empty(), "{:?}", pair.notices);
+}
+
+/// Node 1 submits a job of module `id` to node 0, its primary.
+fn submit_module_job(pair: &mut Pair, id: &str) -> JobId {
+    pair.nodes[0].handle(pair.now, NodeInput::Contact { peer: 1 });
+    pair.run_for(Duration::from_secs(3));
+    let params = pair.nodes[1]
+        .jobs()
+        .prepare("sum", &["100".to_string()])
+        .or_else(|_| {
+            let mut sum = AppRegistry::new();
+            sum.register::<Sum>();
+            sum.get("sum")?.parse_args(&["100".to_string()])
+        })
+        .expect("params");
+    let job = (0u8..=255)
+        .map(|b| JobId([b; 16]))
+        .find(|job| {
+            pair.nodes[1]
+                .jobs()
+                .submit_home(*job, &FaultTolerance::default())
+                == 0
+        })
+        .expect("some job id is homed at node 0");
+    let now = pair.now;
+    pair.nodes[1].submit(
+        now,
+        job,
+        format!("wasm:{id}"),
+        params,
+        FaultTolerance::default(),
+        None,
+    );
+    pair.run_for(Duration::from_secs(2));
+    job
+}
+
+#[test]
+fn a_job_of_a_module_the_primary_lacks_waits_for_it_from_the_submitter() {
+    let mut pair = Pair::with_modules();
+    let id = module_id(b"module m");
+    pair.modules[1].hold(&id, b"module m".to_vec());
+    let job = submit_module_job(&mut pair, &id);
+    assert_eq!(pair.fetched[0], vec![id.clone()]);
+    assert_eq!(pair.modules[0].get(&id), Some(b"module m".to_vec()));
+    assert_eq!(pair.nodes[0].counters().modules_fetched, 1);
+    assert_eq!(pair.nodes[1].counters().modules_served, 1);
+    assert!(
+        pair.nodes[0].jobs().home_for(job).is_some(),
+        "the primary took the job once the module was here"
+    );
+}
+
+#[test]
+fn a_module_nobody_holds_fails_the_job_with_the_reason() {
+    let mut pair = Pair::with_modules();
+    let id = module_id(b"module m");
+    let job = submit_module_job(&mut pair, &id);
+    assert!(pair.fetched[0].is_empty());
+    assert!(pair.nodes[0].jobs().home_for(job).is_none());
+    let why = unavailable(&pair, &id);
+    assert!(why.contains("1 does not hold it"), "{why}");
+}
+
+/// Why node 0 could not get module `id`.
+fn unavailable(pair: &Pair, wanted: &str) -> String {
+    pair.notices
+        .iter()
+        .find_map(|n| match n {
+            Notice::ModuleUnavailable { id, why } if id == wanted => Some(why.clone()),
+            _ => None,
+        })
+        .expect("a notice says why")
+}
+
+#[test]
+fn a_source_sending_other_bytes_than_the_module_is_not_believed() {
+    let mut pair = Pair::with_modules();
+    let id = module_id(b"module m");
+    // Node 1 answers for `id` with bytes of another module.
+    pair.modules[1].hold(&id, b"a trojan".to_vec());
+    let job = submit_module_job(&mut pair, &id);
+    assert!(pair.fetched[0].is_empty(), "nothing was stored");
+    assert!(pair.modules[0].get(&id).is_none());
+    assert!(pair.nodes[0].jobs().home_for(job).is_none());
+    let why = unavailable(&pair, &id);
+    assert!(why.contains("do not hash to the module's id"), "{why}");
+}
+
+#[test]
+fn a_module_nobody_asked_for_is_dropped_and_counted() {
+    let mut pair = Pair::with_modules();
+    pair.nodes[0].handle(pair.now, NodeInput::Contact { peer: 1 });
+    pair.run_for(Duration::from_secs(3));
+    let now = pair.now;
+    pair.nodes[1].handle(
+        now,
+        NodeInput::SendModule {
+            to: 0,
+            id: module_id(b"pushed"),
+            bytes: Some(b"pushed".to_vec()),
+        },
+    );
+    pair.run_for(Duration::from_secs(1));
+    assert!(pair.fetched[0].is_empty());
+    assert_eq!(pair.nodes[0].counters().unsolicited_modules, 1);
+    assert!(pair.modules[0].get(&module_id(b"pushed")).is_none());
 }
 
 #[test]

@@ -333,6 +333,7 @@ impl SimPeer {
             stats_interval: settings.stats_interval,
             job_limits: settings.jobs.limits,
             trace_job_messages: settings.trace_unit.is_some() || settings.trace_replicas,
+            module_fetch: Default::default(),
         };
         let node = Node::new(config, membership, pipes, acquaintances, jobs, now);
         let exec = Executor::new(speed, settings.drop_parts);
@@ -553,6 +554,21 @@ impl SimPeer {
                 let verb = if sent { "sends to" } else { "got from" };
                 self.trace_msg(verb, peer, &msg);
             }
+            // The simulator's applications are native: it holds no guest
+            // modules, and takes none.
+            NodeOutput::ServeModule { to, id } => {
+                let answer = NodeInput::SendModule {
+                    to,
+                    id,
+                    bytes: None,
+                };
+                self.node.handle(now, answer);
+            }
+            NodeOutput::ModuleReceived { from, id, .. } => {
+                let result = Err("the simulator holds no modules".to_string());
+                let answer = NodeInput::ModuleStored { id, from, result };
+                self.node.handle(now, answer);
+            }
             other => self.actions.push(Action::Node(other)),
         }
     }
@@ -581,6 +597,10 @@ impl SimPeer {
             Notice::FrameNotSent { error, .. } => {
                 (self.id, format!("cannot encode a frame: {error}"))
             }
+            Notice::ModuleUnavailable { id, why } => {
+                (self.id, format!("module {id} unavailable: {why}"))
+            }
+            Notice::UnsolicitedModule { from } => (from, "a module nobody asked for".into()),
         };
         self.actions.push(Action::Malformed { from, error });
     }

@@ -1216,6 +1216,8 @@ impl World {
     fn execute(&mut self, id: u32, action: Action) {
         match action {
             Action::Node(NodeOutput::Transmit { to, bytes, .. }) => self.transmit(id, to, bytes),
+            // Answered by the simulated peer itself (it holds no modules).
+            Action::Node(NodeOutput::ServeModule { .. } | NodeOutput::ModuleReceived { .. }) => {}
             Action::Node(NodeOutput::DialBootstrap { index }) => {
                 let Some(target) = self.bootstrap_entry(id, index) else {
                     return;

@@ -14,7 +14,7 @@ pub const APP_PREFIX: &str = "wasm:";
 impl ModuleId {
     /// The id of a module with these bytes.
     pub fn of(bytes: &[u8]) -> ModuleId {
-        ModuleId(*blake3::hash(bytes).as_bytes())
+        ModuleId(colony_core::modules::content_hash(bytes))
     }
 
     /// The application name jobs use for this module.

@@ -245,6 +245,7 @@ pub(crate) fn serve(
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
+        .route("/v1/apps", get(apps))
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", axum::routing::post(cancel_job))
@@ -463,6 +464,10 @@ async fn peers(State(peer): State<Peer>) -> Result<Json<Vec<MemberInfo>>, Status
         .await
         .map(Json)
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+}
+
+async fn apps(State(peer): State<Peer>) -> Json<crate::info::AppsInfo> {
+    Json(peer.apps_info())
 }
 
 /// Body of `POST /v1/jobs`.

@@ -59,6 +59,28 @@ pub struct PeerConfig {
     /// Who may submit jobs to this peer (`--accept-jobs-from`). Default:
     /// members of the network.
     pub accept_jobs_from: SubmitPolicy<PeerId>,
+    /// WebAssembly guests: `None` (the default) runs native applications
+    /// only; `Some` runs the modules of any member of the network
+    /// (`--trust-network`), fetching them on first use.
+    pub guests: Option<GuestConfig>,
+}
+
+/// How this peer runs WebAssembly guests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestConfig {
+    /// What each guest may use.
+    pub limits: colony_wasm::SandboxLimits,
+    /// Disk given to cached modules (`DATA_DIR/modules`).
+    pub store_bytes: u64,
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        GuestConfig {
+            limits: colony_wasm::SandboxLimits::default(),
+            store_bytes: 1 << 30,
+        }
+    }
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -99,6 +121,7 @@ impl PeerConfig {
             apps: AppRegistry::new(),
             jobs: JobConfig::default(),
             accept_jobs_from: SubmitPolicy::default(),
+            guests: None,
         }
     }
 }

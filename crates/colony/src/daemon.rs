@@ -27,11 +27,14 @@ use crate::host;
 use crate::info::PeerInfo;
 use crate::peer::Peer;
 
+/// Where a peer keeps the guest modules it holds, in its data directory.
+pub const MODULES_DIR: &str = "modules";
+
 impl Peer {
     /// Opens the data directory, starts listening, joins through the
     /// bootstrap list and serves the local API. Returns once listening, with
     /// `peer.json` written.
-    pub async fn start(config: PeerConfig) -> Result<Peer, ColonyError> {
+    pub async fn start(mut config: PeerConfig) -> Result<Peer, ColonyError> {
         // Refuse an exposed API before anything starts.
         if let Some(addr) = config.api {
             crate::api::check_bind_addr(addr, config.api_allow_remote)?;
@@ -101,6 +104,7 @@ impl Peer {
             session_start_unix_s: host::unix_now_s(),
             units_done_total: store.counter("units_done_total")?,
             jobs_done_total: store.counter("jobs_done_total")?,
+            runs_guests: config.guests.is_some(),
             ..PeerStats::default()
         };
         host::sample(&mut stats, config.cores_offered);
@@ -120,6 +124,20 @@ impl Peer {
         );
         let acquaintances =
             Acquaintances::new(config.acquaintances.clone(), config.bootstrap.len(), now);
+        let guests = match &config.guests {
+            Some(guests) => {
+                let sandbox = colony_wasm::Sandbox::new(guests.limits.clone())?;
+                let store = colony_wasm::ModuleStore::open(
+                    config.data_dir.join(MODULES_DIR),
+                    guests.store_bytes,
+                )
+                .map_err(|e| colony_core::divisible::AppError::Guest(e.to_string()))?;
+                let apps = Arc::new(colony_wasm::GuestApps::new(sandbox, store));
+                config.apps.add_source(apps.clone());
+                Some(apps)
+            }
+            None => None,
+        };
         let mut job_config = config.jobs.clone();
         job_config.cores = membership.local().stats.cores_offered.max(1);
         let mut jobs = Jobs::new(
@@ -140,6 +158,7 @@ impl Peer {
             peer_id,
             inbox: Arc::new(Mutex::new(Some(inbox_rx))),
             apps: config.apps.clone(),
+            guests: guests.clone(),
             api_token: api_token.as_ref().map(|t| Arc::from(t.as_str())),
         };
 
@@ -169,11 +188,13 @@ impl Peer {
             stats_interval: config.stats_interval,
             job_limits: config.jobs.limits,
             trace_job_messages: false,
+            module_fetch: Default::default(),
         };
         let node = Node::new(node_config, membership, pipes, acquaintances, jobs, now);
         let driver = Driver::builder(config, swarm, frames, net_rx, node, info)
             .store(store)
             .checkpoints(checkpoints)
+            .guests(guests)
             .handles(cmd_rx, inbox_tx)
             .build()
             .ok_or(ColonyError::Stopped)?;

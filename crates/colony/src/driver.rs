@@ -38,6 +38,7 @@ enum Wake {
     Swarm(SwarmEvent<BehaviourEvent>),
     Compute(Option<UnitEvent>),
     Persisted(Option<jobs::Persisted>),
+    Module(Option<NodeInput<PeerId>>),
     InboxReady,
     Timer,
 }
@@ -58,6 +59,7 @@ const PERSISTS_IN_FLIGHT: usize = 1024;
 const COMPUTE_EVENTS: usize = 1024;
 
 mod jobs;
+mod modules;
 
 pub(crate) use jobs::{overlay_key, restore_checkpoints};
 
@@ -76,6 +78,7 @@ pub(crate) struct DriverBuilder {
     info: Arc<PeerInfo>,
     store: Option<PeerStore>,
     checkpoints: Option<colony_store::CheckpointStore>,
+    guests: Option<Arc<colony_wasm::GuestApps>>,
     commands: Option<mpsc::Receiver<Command>>,
     inbox: Option<mpsc::Sender<InboundMessage>>,
 }
@@ -90,6 +93,12 @@ impl DriverBuilder {
     /// Where durable checkpoint pieces go.
     pub(crate) fn checkpoints(mut self, checkpoints: colony_store::CheckpointStore) -> Self {
         self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// The peer's WebAssembly guests, if it runs any.
+    pub(crate) fn guests(mut self, guests: Option<Arc<colony_wasm::GuestApps>>) -> Self {
+        self.guests = guests;
         self
     }
 
@@ -109,7 +118,12 @@ impl DriverBuilder {
     pub(crate) fn build(self) -> Option<Driver> {
         let (persisted_tx, persisted_rx) = mpsc::channel(PERSISTS_IN_FLIGHT);
         let (compute_tx, compute_events) = mpsc::channel(COMPUTE_EVENTS);
+        let (module_tx, module_rx) = mpsc::channel(modules::MODULE_TASKS);
         Some(Driver {
+            guests: self.guests,
+            module_tx,
+            module_rx,
+            module_tasks: 0,
             compute: ComputePool::new(compute_tx),
             compute_events,
             job_watchers: HashMap::new(),
@@ -165,6 +179,13 @@ pub(crate) struct Driver {
     persisted_rx: mpsc::Receiver<jobs::Persisted>,
     /// Checkpoint writes whose completion has not come back yet.
     persists_in_flight: usize,
+    /// The peer's WebAssembly guests, if it runs any.
+    guests: Option<Arc<colony_wasm::GuestApps>>,
+    /// Answers of module reads and stores, for the node.
+    module_tx: mpsc::Sender<NodeInput<PeerId>>,
+    module_rx: mpsc::Receiver<NodeInput<PeerId>>,
+    /// Module reads and stores running.
+    module_tasks: usize,
 }
 
 impl Driver {
@@ -186,6 +207,7 @@ impl Driver {
             info,
             store: None,
             checkpoints: None,
+            guests: None,
             commands: None,
             inbox: None,
         }
@@ -206,6 +228,7 @@ impl Driver {
                 event = self.swarm.select_next_some() => Wake::Swarm(event),
                 event = self.compute_events.recv() => Wake::Compute(event),
                 done = self.persisted_rx.recv() => Wake::Persisted(done),
+                done = self.module_rx.recv() => Wake::Module(done),
                 // The permit is released at once; the slot it proved free is
                 // taken again below with try_reserve (only this task sends).
                 _ = self.inbox.reserve(), if deliverable => Wake::InboxReady,
@@ -250,6 +273,8 @@ impl Driver {
                 Wake::Compute(None) => {}
                 Wake::Persisted(Some(done)) => self.on_persisted(done),
                 Wake::Persisted(None) => {}
+                Wake::Module(Some(answer)) => self.on_module_done(answer),
+                Wake::Module(None) => {}
                 Wake::InboxReady => {
                     self.deliver();
                 }
@@ -538,6 +563,9 @@ impl Driver {
             }
             NodeOutput::Notice(notice) => self.on_notice(notice),
             NodeOutput::TraceJobMessage { .. } => {}
+            out @ (NodeOutput::ServeModule { .. } | NodeOutput::ModuleReceived { .. }) => {
+                self.on_module_output(out)
+            }
             job => self.on_job_output(now, job),
         }
     }
@@ -580,6 +608,14 @@ impl Driver {
             Notice::FrameNotSent { to, error } => warn!(peer = %to, %error, "frame not sent"),
             Notice::UnitNotRunnable { job, unit, error } => {
                 warn!(%job, unit, %error, "cannot run unit")
+            }
+            Notice::ModuleUnavailable { id, why } => {
+                warn!(module = %id, %why, "no peer could give a guest module; its jobs fail here")
+            }
+            Notice::UnsolicitedModule { from } => {
+                if let Some(suppressed) = self.may_warn(Some(from), "unsolicited module") {
+                    warn!(peer = %from, suppressed, "module message nobody asked for dropped");
+                }
             }
             Notice::Refused { from, message, why } => {
                 if let Some(suppressed) = self.may_warn(Some(from), "refused job message") {
@@ -679,6 +715,17 @@ impl Driver {
             jobs: crate::info::JobCounters {
                 running_units: self.node.jobs().running_units(),
                 refused_messages: self.node.jobs().refused_messages(),
+            },
+            modules: crate::info::ModuleCounters {
+                guests_enabled: self.guests.is_some(),
+                fetched: node_counters.modules_fetched,
+                served: node_counters.modules_served,
+                unsolicited: node_counters.unsolicited_modules,
+                held: self
+                    .guests
+                    .as_ref()
+                    .and_then(|g| g.store().list().ok())
+                    .map_or(0, |l| l.len()),
             },
         }
     }

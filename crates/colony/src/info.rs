@@ -84,6 +84,41 @@ pub struct DriverCounters {
     pub oversized_job_messages: u64,
 }
 
+/// `GET /v1/apps`: what this peer can run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppsInfo {
+    /// Native applications, compiled into the peer.
+    pub native: Vec<String>,
+    /// Whether the peer runs WebAssembly guests (`--trust-network`).
+    pub guests_enabled: bool,
+    /// Guest modules it holds, most recently used first.
+    pub modules: Vec<ModuleInfo>,
+}
+
+/// A guest module a peer holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// The application name jobs use: `wasm:<BLAKE3 of its bytes>`.
+    pub app: String,
+    /// Its size.
+    pub size_bytes: u64,
+}
+
+/// Guest modules fetched and served by this peer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModuleCounters {
+    /// Whether this peer runs WebAssembly guests (`--trust-network`).
+    pub guests_enabled: bool,
+    /// Modules fetched from other peers (verified and stored).
+    pub fetched: u64,
+    /// Modules sent to peers that asked.
+    pub served: u64,
+    /// Module messages nobody asked for (dropped).
+    pub unsolicited: u64,
+    /// Modules held in this peer's module store.
+    pub held: usize,
+}
+
 /// `GET /v1/status`: the peer and its counters.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StatusInfo {
@@ -103,6 +138,9 @@ pub struct StatusInfo {
     pub driver: DriverCounters,
     /// Divisible-job counters.
     pub jobs: JobCounters,
+    /// Guest-module counters.
+    #[serde(default)]
+    pub modules: ModuleCounters,
 }
 
 /// What the job core of a peer is doing, and what it refused.

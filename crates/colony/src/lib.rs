@@ -52,9 +52,11 @@ pub use colony_core::job::{JobConfig, JobId, JobState, JobView, SubmitPolicy};
 pub use colony_core::membership::{MemberState, MembershipConfig, PeerStats};
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_net::{FaultConfig, NetConfig};
-pub use config::{ApiLimits, PeerConfig};
+pub use config::{ApiLimits, GuestConfig, PeerConfig};
 pub use error::ColonyError;
-pub use info::{ContributionInfo, JobCounters, JobInfo, MemberInfo, PeerInfo, StatusInfo};
+pub use info::{
+    AppsInfo, ContributionInfo, JobCounters, JobInfo, MemberInfo, ModuleInfo, PeerInfo, StatusInfo,
+};
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;
 pub use peer::{

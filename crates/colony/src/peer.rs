@@ -104,6 +104,8 @@ pub struct Peer {
     pub(crate) peer_id: PeerId,
     pub(crate) inbox: Arc<Mutex<Option<mpsc::Receiver<InboundMessage>>>>,
     pub(crate) apps: AppRegistry,
+    /// Its WebAssembly guests, if it runs any.
+    pub(crate) guests: Option<Arc<colony_wasm::GuestApps>>,
     /// The token of its local API, if it serves one.
     pub(crate) api_token: Option<Arc<str>>,
 }
@@ -209,6 +211,43 @@ impl Peer {
     /// The applications this peer runs.
     pub fn apps(&self) -> &AppRegistry {
         &self.apps
+    }
+
+    /// Checks a WebAssembly module is a guest this peer can run, keeps it in
+    /// its module store (where peers that need it fetch it from), and
+    /// returns the application name jobs use for it (`wasm:<id>`). Fails if
+    /// this peer runs native applications only.
+    pub async fn publish_module(&self, bytes: Vec<u8>) -> Result<String, ColonyError> {
+        let guests = self.guests.clone().ok_or_else(|| {
+            ColonyError::App(colony_core::divisible::AppError::Guest(
+                "this peer runs native applications only (start it with guests enabled)".into(),
+            ))
+        })?;
+        let module = tokio::task::spawn_blocking(move || guests.publish(&bytes))
+            .await
+            .map_err(|_| ColonyError::Stopped)??;
+        Ok(colony_core::divisible::App::name(module.as_ref()).to_string())
+    }
+
+    /// What this peer can run: its native applications and the guest
+    /// modules it holds.
+    pub fn apps_info(&self) -> crate::info::AppsInfo {
+        let modules = self
+            .guests
+            .as_ref()
+            .and_then(|guests| guests.store().list().ok())
+            .unwrap_or_default();
+        crate::info::AppsInfo {
+            native: self.apps.names().into_iter().map(String::from).collect(),
+            guests_enabled: self.guests.is_some(),
+            modules: modules
+                .into_iter()
+                .map(|m| crate::info::ModuleInfo {
+                    app: m.id.app_name(),
+                    size_bytes: m.size,
+                })
+                .collect(),
+        }
     }
 
     /// Submits a job: `app` with command-line style `args`, protected by

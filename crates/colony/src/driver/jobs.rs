@@ -19,6 +19,9 @@ use tracing::{debug, info, warn};
 use super::Driver;
 use crate::command::JobTicket;
 
+/// Job ids drawn at most to home a guest's job at a peer running guests.
+const GUEST_HOME_DRAWS: usize = 256;
+
 impl Driver {
     /// Executes a job output of the node.
     pub(super) fn on_job_output(&mut self, now: Instant, out: NodeOutput<PeerId>) {
@@ -94,7 +97,7 @@ impl Driver {
         deadline: Option<std::time::Duration>,
     ) -> Result<JobTicket, AppError> {
         let params = self.node.jobs().prepare(&app, &args)?;
-        let job = JobId(rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()));
+        let job = self.new_job_id(&app, &ft)?;
         let (tx, rx) = watch::channel(None);
         self.job_watchers.insert(job, tx);
         let home = self
@@ -102,6 +105,34 @@ impl Driver {
             .submit(Instant::now(), job, app.clone(), params, ft, deadline);
         info!(%job, %app, %home, protocol = ?ft.protocol, storage = %ft.storage, "submitting job");
         Ok(JobTicket { job, updates: rx })
+    }
+
+    /// A fresh job id. A guest's job must be homed at a peer that runs
+    /// guests (it builds the first unit and merges results): ids are drawn
+    /// until the job's primary would be one.
+    fn new_job_id(&self, app: &str, ft: &FaultTolerance) -> Result<JobId, AppError> {
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        if !app.starts_with(colony_wasm::APP_PREFIX) {
+            return Ok(JobId(rand::Rng::random(&mut rng)));
+        }
+        let membership = self.node.membership();
+        for _ in 0..GUEST_HOME_DRAWS {
+            let job = JobId(rand::Rng::random(&mut rng));
+            let home = self.node.jobs().submit_home(job, ft);
+            let record = if home == *self.node.me() {
+                Some(membership.local())
+            } else {
+                membership.record_of(&home)
+            };
+            if record.is_some_and(|record| record.stats.runs_guests) {
+                return Ok(job);
+            }
+        }
+        Err(AppError::Guest(
+            "no live peer of this network runs WebAssembly guests to be the job's home \
+             (start peers with --trust-network)"
+                .into(),
+        ))
     }
 
     /// Asks the job's primary to cancel it; the answer goes to `reply`.

@@ -1,0 +1,223 @@
+//! WebAssembly guests on real `colony peer` processes that never had them:
+//! `colony run --wasm FILE` keeps the module at the submitter, every peer
+//! that trusts the network fetches it once on first use (and from its
+//! cache after), runs it sandboxed, and gets the native answers; a peer
+//! that runs native applications only takes no part; hostile guests fail
+//! their job with a clear error and the peers keep serving.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use colony_guest_modules::{FLOWSHOP_PATH, HOSTILE_PATH, NQUEENS_PATH};
+use common::*;
+
+/// Runs `colony run --json --wasm MODULE ARGS…` as a submitting peer.
+fn run_wasm(
+    bootstrap: &str,
+    peers: usize,
+    module: &str,
+    args: &[&str],
+) -> (Output, serde_json::Value) {
+    let peers = peers.to_string();
+    let mut argv = vec![
+        "run",
+        "--cores",
+        "1",
+        "--json",
+        "--peers",
+        &peers,
+        "--acquire-timeout-s",
+        "10",
+        "--bootstrap",
+        bootstrap,
+        "--wasm",
+        module,
+    ];
+    argv.extend_from_slice(args);
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(&argv)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run colony");
+    let json = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON from colony run; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    (out, json)
+}
+
+fn trusting_workers(root: &std::path::Path, n: usize) -> Vec<PeerProc> {
+    start_network(
+        root,
+        n,
+        &["--cores".into(), "1".into(), "--trust-network".into()],
+    )
+}
+
+async fn wait_formed(peers: &[PeerProc]) {
+    let refs: Vec<&PeerProc> = peers.iter().collect();
+    wait_until(Duration::from_secs(10), "the network to form", || async {
+        all_see_all_alive(&refs).await.then_some(())
+    })
+    .await;
+}
+
+/// Each peer's (modules fetched, modules held).
+async fn module_counts(peers: &[PeerProc]) -> Vec<(u64, usize)> {
+    let mut counts = Vec::new();
+    for peer in peers {
+        let status = peer.status().await.expect("status");
+        assert!(status.modules.guests_enabled);
+        counts.push((status.modules.fetched, status.modules.held));
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_no_peer_had_runs_on_three_peers_fetched_once_then_cached() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("wasm-nqueens");
+    let peers = trusting_workers(&root, 3);
+    wait_formed(&peers).await;
+    assert_eq!(
+        module_counts(&peers).await,
+        vec![(0, 0); 3],
+        "nobody had it"
+    );
+
+    let (out, json) = run_wasm(&peers[0].addr(), 4, NQUEENS_PATH, &["15"]);
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["result"], 2_279_184, "{json}");
+    assert_eq!(json["verified"], true, "{json}");
+    assert!(json["peers_used"].as_u64() >= Some(2), "{json}");
+    let first = module_counts(&peers).await;
+    let fetched: u64 = first.iter().map(|c| c.0).sum();
+    assert!(fetched >= 2, "the workers fetched it: {first:?}");
+    assert!(
+        first.iter().all(|c| c.0 <= 1 && c.1 == c.0 as usize),
+        "{first:?}"
+    );
+
+    // `colony apps` lists it beside the native applications.
+    let dir = peers[0].dir.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["apps", "--json", "--data-dir", &dir])
+        .output()
+        .expect("colony apps");
+    let apps: colony::AppsInfo = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(apps.guests_enabled && apps.native.contains(&"nqueens".to_string()));
+    let module = json["app"].as_str().expect("the job's app");
+    assert_eq!(
+        apps.modules
+            .iter()
+            .map(|m| m.app.as_str())
+            .collect::<Vec<_>>(),
+        if first[0].1 == 1 {
+            vec![module]
+        } else {
+            vec![]
+        },
+        "{apps:?}"
+    );
+
+    // The second run finds it in the caches: nobody fetches again.
+    let (out, json) = run_wasm(&peers[1].addr(), 4, NQUEENS_PATH, &["15"]);
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["result"], 2_279_184, "{json}");
+    assert!(json["peers_used"].as_u64() >= Some(2), "{json}");
+    assert_eq!(module_counts(&peers).await, first, "served from the caches");
+
+    // The flow-shop guest reaches Taillard's published optimum.
+    let (out, json) = run_wasm(&peers[2].addr(), 4, FLOWSHOP_PATH, &["ta005"]);
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["verified"], true, "{json}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_running_native_apps_only_neither_fetches_nor_runs_guests() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("wasm-native-only");
+    let trusting = PeerProc::spawn(
+        &root.join("trusting"),
+        &["--cores".into(), "1".into(), "--trust-network".into()],
+    );
+    let native = PeerProc::spawn(
+        &root.join("native"),
+        &[
+            "--cores".into(),
+            "1".into(),
+            "--bootstrap".into(),
+            trusting.addr(),
+        ],
+    );
+    let peers = vec![trusting, native];
+    wait_formed(&peers).await;
+    // Several jobs: a random id is homed at the native peer one time in
+    // three, and there the job would fail ("no application named wasm:…")
+    // had the submitter not drawn ids homed at a peer that runs guests.
+    for _ in 0..8 {
+        let (out, json) = run_wasm(&peers[0].addr(), 3, NQUEENS_PATH, &["15"]);
+        assert!(out.status.success(), "{json}");
+        assert_eq!(json["result"], 2_279_184, "{json}");
+        assert!(
+            json["peers_used"].as_u64() <= Some(2),
+            "only the submitter and the trusting peer compute: {json}"
+        );
+    }
+    let native = peers[1].status().await.expect("status");
+    assert!(!native.modules.guests_enabled);
+    assert_eq!((native.modules.fetched, native.modules.held), (0, 0));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_fail_their_jobs_clearly_and_the_peers_keep_serving() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("wasm-hostile");
+    let peers = trusting_workers(&root, 2);
+    wait_formed(&peers).await;
+    let cases: [(&[&str], &str); 3] = [
+        (&["spin"], "ran past its deadline"),
+        (&["hog", "64"], "past its cap"),
+        (&["panic"], "panics on purpose"),
+    ];
+    for (args, expected) in cases {
+        let (out, json) = run_wasm(&peers[0].addr(), 3, HOSTILE_PATH, args);
+        assert!(!out.status.success(), "{args:?}: {json}");
+        assert_eq!(json["state"], "failed", "{args:?}: {json}");
+        let error = json["error"].as_str().unwrap_or_default();
+        assert!(error.contains(expected), "{args:?}: {error}");
+    }
+    // A module that is not WebAssembly is refused before anything starts.
+    let garbage = root.join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm but not really").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["run", "--bootstrap", &peers[0].addr(), "--wasm"])
+        .arg(&garbage)
+        .output()
+        .expect("run colony");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a valid WebAssembly module"),
+        "{stderr}"
+    );
+
+    // Every peer is still there and still computes.
+    for peer in &peers {
+        assert!(peer.is_running(), "{}", peer.log());
+    }
+    let (out, json) = run_wasm(&peers[1].addr(), 3, HOSTILE_PATH, &["sum", "100000"]);
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["result"], 5_000_050_000u64, "{json}");
+    let _ = std::fs::remove_dir_all(&root);
+}
