@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use colony_guest_modules::{FLOWSHOP_PATH, HOSTILE_PATH, NQUEENS_PATH};
@@ -219,5 +219,74 @@ async fn hostile_guests_fail_their_jobs_clearly_and_the_peers_keep_serving() {
     let (out, json) = run_wasm(&peers[1].addr(), 3, HOSTILE_PATH, &["sum", "100000"]);
     assert!(out.status.success(), "{json}");
     assert_eq!(json["result"], 5_000_050_000u64, "{json}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_job_survives_a_worker_killed_mid_run() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("wasm-kill");
+    let mut peers = trusting_workers(&root, 3);
+    wait_formed(&peers).await;
+    let mut run = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args([
+            "run",
+            "--cores",
+            "1",
+            "--json",
+            "--peers",
+            "4",
+            "--acquire-timeout-s",
+            "10",
+            "--bootstrap",
+            &peers[0].addr(),
+            "--wasm",
+            NQUEENS_PATH,
+            "16",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run colony");
+    // SIGKILL a worker computing a unit of the guest that is not a member
+    // of the job's home (it homes no job).
+    let victim = wait_until(
+        Duration::from_secs(60),
+        "a worker to run a unit",
+        || async {
+            for (i, peer) in peers.iter().enumerate() {
+                let running = peer
+                    .status()
+                    .await
+                    .is_some_and(|s| s.jobs.running_units > 0);
+                let homed: Option<Vec<colony::JobInfo>> = peer.get_json("/v1/jobs").await;
+                if running && homed.is_some_and(|jobs| jobs.is_empty()) {
+                    return Some(i);
+                }
+            }
+            None
+        },
+    )
+    .await;
+    peers[victim].kill();
+    let finished = wait_until(Duration::from_secs(120), "the job to end", || {
+        let done = run.try_wait().ok().flatten();
+        async move { done }
+    })
+    .await;
+    let out = run.wait_with_output().expect("its output");
+    let json: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON ({finished}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(finished.success(), "{json}");
+    assert_eq!(json["result"], 14_772_512, "{json}");
+    assert_eq!(json["verified"], true, "{json}");
     let _ = std::fs::remove_dir_all(&root);
 }

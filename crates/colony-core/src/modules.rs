@@ -356,6 +356,29 @@ pub fn job_of<P>(msg: &JobMsg<P>) -> Option<JobId> {
     }
 }
 
+/// Whether a message of a held job must wait for its module: the messages
+/// that make this peer run the job's code (a submission, an advert, an
+/// assignment) and those about units they start (steals, checkpoints,
+/// acknowledgements, shared variables), which must not overtake them. The
+/// rest (checkpoint pieces, reports, queries, cancellations) never run the
+/// job's code and go on at once: holding them would delay the storage of
+/// other peers' checkpoints and lose them if their worker then dies.
+pub fn waits_for_module<P>(msg: &JobMsg<P>) -> bool {
+    matches!(
+        msg,
+        JobMsg::Submit { .. }
+            | JobMsg::Advert { .. }
+            | JobMsg::Assign { .. }
+            | JobMsg::NoWork { .. }
+            | JobMsg::StealRequest { .. }
+            | JobMsg::CheckpointNow { .. }
+            | JobMsg::Ack { .. }
+            | JobMsg::Stale { .. }
+            | JobMsg::Shared { .. }
+            | JobMsg::Improved { .. }
+    )
+}
+
 /// The application a message asks this peer to run or serve, for the
 /// messages that carry one.
 pub fn app_of<P>(msg: &JobMsg<P>) -> Option<&str> {

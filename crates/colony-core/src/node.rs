@@ -1198,12 +1198,13 @@ impl<P: PeerKey> Node<P> {
     }
 
     /// A job message for the job core, unless its job waits for a guest
-    /// module: then it is held, in order, until the module is here.
+    /// module and the message needs it ([`modules::waits_for_module`]):
+    /// then it is held, in order, until the module is here.
     fn job_message_in(&mut self, now: Instant, from: P, msg: JobMsg<P>) {
         let Some(job) = modules::job_of(&msg) else {
             return self.jobs.handle(now, JobInput::Message { from, msg });
         };
-        let msg = if self.modules.holds(job) {
+        let msg = if self.modules.holds(job) && modules::waits_for_module(&msg) {
             match self.modules.hold_more(job, from.clone(), msg) {
                 None => return,
                 Some(msg) => {
