@@ -26,9 +26,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use colony_core::divisible::{
-    App, AppError, AppRegistry, Monotone, SharedVars, Step, StepContext, Unit,
-};
+use colony_core::divisible::{App, AppError, AppRegistry, SharedVars, Step, StepContext, Unit};
 use colony_core::runner::catch_panic;
 use colony_guest::codec::{Decode, Encode};
 use colony_guest::Divisible;
@@ -84,35 +82,15 @@ pub fn register_native_guest<A: Divisible + Send + 'static>(registry: &mut AppRe
 /// A unit of a guest application run natively: its live state.
 pub struct NativeGuestUnit<A>(A);
 
-fn guest_monotone(kind: Monotone) -> colony_guest::Monotone {
-    match kind {
-        Monotone::Min => colony_guest::Monotone::Min,
-        Monotone::Max => colony_guest::Monotone::Max,
-    }
-}
-
 impl<A: Divisible + Send> Unit for NativeGuestUnit<A> {
     fn step(&mut self, ctx: &mut StepContext<'_>) -> Result<Step<Vec<u8>>, AppError> {
-        let shared = ctx
-            .vars()
-            .entries()
-            .map(|(name, kind, value)| colony_guest::SharedVar {
-                name: name.to_string(),
-                kind: guest_monotone(kind),
-                value,
-            })
-            .collect();
+        let shared = ctx.vars().to_guest();
         let mut guest_ctx = colony_guest::StepContext::new(ctx.budget(), shared);
         let step = guarded("step", || Ok(self.0.step(&mut guest_ctx)))?;
         ctx.count(guest_ctx.work());
         // A variable changed only if an offer improved it.
         if guest_ctx.improved() {
-            for var in guest_ctx.into_shared() {
-                match var.kind {
-                    colony_guest::Monotone::Min => ctx.offer_min(&var.name, var.value),
-                    colony_guest::Monotone::Max => ctx.offer_max(&var.name, var.value),
-                };
-            }
+            ctx.offer_guest(guest_ctx.into_shared());
         }
         Ok(match step {
             colony_guest::Step::Continue => Step::Continue,
@@ -172,15 +150,9 @@ impl<A: Divisible + Send + 'static> App for NativeGuest<A> {
 
     fn initial_shared(&self, params: &[u8]) -> Result<SharedVars, AppError> {
         guarded("initial_shared", || {
-            let mut shared = SharedVars::default();
-            for var in A::initial_shared(&params_of::<A>(params)?) {
-                let kind = match var.kind {
-                    colony_guest::Monotone::Min => Monotone::Min,
-                    colony_guest::Monotone::Max => Monotone::Max,
-                };
-                shared.offer(&var.name, kind, var.value);
-            }
-            Ok(shared)
+            Ok(SharedVars::from_guest(A::initial_shared(&params_of::<A>(
+                params,
+            )?)))
         })
     }
 
@@ -407,8 +379,8 @@ mod tests {
         let params = app.parse_args(&args("100")).expect("valid");
         let mut unit = app.init(&params).expect("init");
         let mut shared = SharedVars::default();
-        shared.offer("start", Monotone::Min, -5);
-        shared.offer("partial", Monotone::Max, i64::MAX);
+        shared.offer("start", colony_core::divisible::Monotone::Min, -5);
+        shared.offer("partial", colony_core::divisible::Monotone::Max, i64::MAX);
         let before = shared.clone();
         let mut ctx = StepContext::new(&mut shared, 10);
         assert_eq!(unit.step(&mut ctx), Ok(Step::Continue));

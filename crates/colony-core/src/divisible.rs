@@ -161,6 +161,44 @@ impl SharedVars {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+
+    /// The variables as a WebAssembly guest sees them (`colony_guest`).
+    pub fn to_guest(&self) -> Vec<colony_guest::SharedVar> {
+        self.entries()
+            .map(|(name, kind, value)| colony_guest::SharedVar {
+                name: name.to_string(),
+                kind: kind.into(),
+                value,
+            })
+            .collect()
+    }
+
+    /// Variables a guest reported.
+    pub fn from_guest(vars: Vec<colony_guest::SharedVar>) -> SharedVars {
+        let mut shared = SharedVars::default();
+        for var in vars {
+            shared.offer(&var.name, var.kind.into(), var.value);
+        }
+        shared
+    }
+}
+
+impl From<Monotone> for colony_guest::Monotone {
+    fn from(kind: Monotone) -> Self {
+        match kind {
+            Monotone::Min => colony_guest::Monotone::Min,
+            Monotone::Max => colony_guest::Monotone::Max,
+        }
+    }
+}
+
+impl From<colony_guest::Monotone> for Monotone {
+    fn from(kind: colony_guest::Monotone) -> Self {
+        match kind {
+            colony_guest::Monotone::Min => Monotone::Min,
+            colony_guest::Monotone::Max => Monotone::Max,
+        }
+    }
 }
 
 /// What a step can see and do besides its own state.
@@ -221,6 +259,14 @@ impl<'a> StepContext<'a> {
         let better = self.shared.offer(name, Monotone::Max, value);
         self.improved |= better;
         better
+    }
+
+    /// Offers every variable a guest's step reported, each by its kind.
+    pub fn offer_guest(&mut self, vars: Vec<colony_guest::SharedVar>) {
+        for var in vars {
+            let better = self.shared.offer(&var.name, var.kind.into(), var.value);
+            self.improved |= better;
+        }
     }
 
     /// Whether this step improved a shared variable (to be propagated).

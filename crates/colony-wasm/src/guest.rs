@@ -1,10 +1,10 @@
 //! One guest module and its units: the host side of the ABI in
 //! `colony_guest::abi`.
 
-use colony_core::divisible::{App, AppError, Monotone, SharedVars, Step, StepContext, Unit};
+use colony_core::divisible::{App, AppError, SharedVars, Step, StepContext, Unit};
 use colony_guest::abi::{StepReport, ERROR, OK};
 use colony_guest::codec::{decode, encode, Decode};
-use colony_guest::{Monotone as GuestMonotone, SharedVar};
+use colony_guest::SharedVar;
 use wasmtime::{
     Engine, Instance, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap,
 };
@@ -240,11 +240,7 @@ impl App for GuestModule {
             .call_once("initial_shared", "colony_initial_shared", params)?
             .map_err(AppError::BadParams)?;
         let vars = decode_answer::<Vec<SharedVar>>("initial_shared", &answer)?;
-        let mut shared = SharedVars::default();
-        for var in checked_vars(vars)? {
-            shared.offer(&var.name, host_monotone(var.kind), var.value);
-        }
-        Ok(shared)
+        Ok(SharedVars::from_guest(checked_vars(vars)?))
     }
 
     fn verify(&self, params: &[u8], output: &[u8]) -> Result<Option<bool>, AppError> {
@@ -290,30 +286,14 @@ pub struct GuestUnit {
 
 impl Unit for GuestUnit {
     fn step(&mut self, ctx: &mut StepContext<'_>) -> Result<Step<Vec<u8>>, AppError> {
-        let shared: Vec<SharedVar> = ctx
-            .vars()
-            .entries()
-            .map(|(name, kind, value)| SharedVar {
-                name: name.to_string(),
-                kind: match kind {
-                    Monotone::Min => GuestMonotone::Min,
-                    Monotone::Max => GuestMonotone::Max,
-                },
-                value,
-            })
-            .collect();
+        let shared = ctx.vars().to_guest();
         let budget = i64::try_from(ctx.budget()).unwrap_or(i64::MAX);
         let answer =
             self.instance
                 .call("step", "colony_step", Some(budget), Some(&encode(&shared)))?;
         let report = decode_answer::<StepReport>("step", &answer)?;
         ctx.count(report.work);
-        for var in checked_vars(report.shared)? {
-            match var.kind {
-                GuestMonotone::Min => ctx.offer_min(&var.name, var.value),
-                GuestMonotone::Max => ctx.offer_max(&var.name, var.value),
-            };
-        }
+        ctx.offer_guest(checked_vars(report.shared)?);
         Ok(match report.done {
             Some(output) => Step::Done(output),
             None => Step::Continue,
@@ -328,13 +308,6 @@ impl Unit for GuestUnit {
     fn checkpoint(&mut self) -> Result<Vec<u8>, AppError> {
         self.instance
             .call("checkpoint", "colony_checkpoint", None, None)
-    }
-}
-
-fn host_monotone(kind: GuestMonotone) -> Monotone {
-    match kind {
-        GuestMonotone::Min => Monotone::Min,
-        GuestMonotone::Max => Monotone::Max,
     }
 }
 
