@@ -131,23 +131,44 @@ impl ApiClient {
         self.call(reqwest::Method::POST, path).await
     }
 
+    /// POST `body` to `path`, the answer parsed as JSON; an error carries
+    /// the peer's reason.
+    pub(crate) async fn post_bytes<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T> {
+        self.call_with(reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
     ) -> Result<T> {
-        let response = self
+        self.call_with(method, path, None).await
+    }
+
+    async fn call_with<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        let mut request = self
             .http
             .request(method, format!("http://{}{path}", self.addr))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the peer API at {}; is `colony peer` running there?",
-                    self.addr
-                )
-            })?;
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the peer API at {}; is `colony peer` running there?",
+                self.addr
+            )
+        })?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             bail!(

@@ -51,12 +51,13 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     deadline: Option<f64>,
     /// Run a WebAssembly module (built with the colony-guest SDK) instead
-    /// of a native application: this peer keeps it, peers fetch it from
-    /// here on first use, and those that trust this network (`colony peer
-    /// --trust-network`) run it sandboxed. Every positional argument is the
-    /// module's.
-    #[arg(long, value_name = "FILE")]
-    wasm: Option<PathBuf>,
+    /// of a native application: a file, or the id `colony app publish`
+    /// printed. This peer signs it, publishes it to its home (where peers
+    /// fetch it on first use), and the peers that trust this network or
+    /// this peer (`colony peer --trust-network | --trust ID`) run it
+    /// sandboxed. Every positional argument is the module's.
+    #[arg(long, value_name = "FILE|ID")]
+    wasm: Option<String>,
     /// The application: flowshop, nqueens or matmul (with --wasm, the
     /// module's first argument).
     #[arg(required_unless_present = "wasm")]
@@ -181,11 +182,9 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
     }
     // Fail fast on a bad job, before joining anything.
     let module = match &args.wasm {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("cannot read --wasm {}: {e}", path.display()))?;
+        Some(wasm) => {
             config.guests.get_or_insert_with(Default::default);
-            Some(bytes)
+            Some(ModuleSource::read(wasm)?)
         }
         None => None,
     };
@@ -205,9 +204,12 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
     }
     let joining = !config.bootstrap.is_empty() || config.net.mdns;
     let peer = Peer::start(config).await?;
-    if let Some(bytes) = module {
+    // A module file is checked (and kept, signed) before joining; its home
+    // is only known once joined, so it is published after.
+    if let Some(ModuleSource::File(bytes)) = &module {
         let checked = async {
-            app = peer.publish_module(bytes).await?;
+            let published = peer.publish_module(bytes.clone(), Duration::ZERO).await?;
+            app = published.app;
             peer.apps()
                 .get(&app)
                 .and_then(|module| module.parse_args(&app_args))
@@ -217,7 +219,6 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
             peer.shutdown().await;
             bail!("{error}");
         }
-        eprintln!("module {app} kept by this peer for the others to fetch");
     }
     if joining {
         let deadline = Instant::now() + Duration::from_secs_f64(args.join_timeout_s);
@@ -261,6 +262,29 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
         Duration::from_secs_f64(args.acquire_timeout_s),
     )
     .await?;
+    if let Some(module) = module {
+        let published = match module {
+            ModuleSource::File(bytes) => peer.publish_module(bytes, PUBLISH_WAIT).await,
+            ModuleSource::Id(id) => peer.publish_module_by_id(&id, PUBLISH_WAIT).await,
+        };
+        let published = match published {
+            Ok(published) => published,
+            Err(error) => {
+                peer.shutdown().await;
+                bail!("{error}");
+            }
+        };
+        app = published.app.clone();
+        if let Err(error) = peer
+            .apps()
+            .get(&app)
+            .and_then(|module| module.parse_args(&app_args))
+        {
+            peer.shutdown().await;
+            bail!("{error}");
+        }
+        eprintln!("{}", describe_publication(&published));
+    }
     // The descriptor's fault tolerance, or the default one.
     let ft = deployment
         .map(|(_, node)| node.settings.fault_tolerance)
@@ -527,6 +551,75 @@ pub(crate) async fn cancel(args: ResultArgs) -> Result<()> {
         outln!("{answer}")?;
     } else {
         outln!("job {id} cancelled")?;
+    }
+    Ok(())
+}
+
+/// How long `colony run --wasm` waits for the module's home to store it.
+const PUBLISH_WAIT: Duration = Duration::from_secs(10);
+
+/// What `colony run --wasm` names: a module file, or a published module's
+/// id.
+enum ModuleSource {
+    File(Vec<u8>),
+    Id(String),
+}
+
+impl ModuleSource {
+    /// A file if `wasm` names one; else a module id (`wasm:<id>` or the
+    /// bare 64-digit hash); else an error.
+    fn read(wasm: &str) -> Result<ModuleSource> {
+        match std::fs::read(wasm) {
+            Ok(bytes) => Ok(ModuleSource::File(bytes)),
+            Err(e) => {
+                let id = wasm.strip_prefix("wasm:").unwrap_or(wasm);
+                if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(ModuleSource::Id(id.to_ascii_lowercase()))
+                } else {
+                    bail!("--wasm {wasm}: neither a readable module file ({e}) nor a module id")
+                }
+            }
+        }
+    }
+}
+
+/// One line on where a published module went.
+fn describe_publication(published: &colony::PublishedModule) -> String {
+    if published.home.is_empty() {
+        return format!(
+            "module {} kept by this peer only (no other peer runs guests to hold it)",
+            published.id
+        );
+    }
+    format!(
+        "module {} published: stored by {} of its {} home peers",
+        published.id,
+        published.stored_by.len(),
+        published.home.len()
+    )
+}
+
+/// Arguments of `colony app publish`.
+#[derive(Args, Debug)]
+pub(crate) struct PublishArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The module (built with the colony-guest SDK).
+    file: PathBuf,
+}
+
+/// `colony app publish FILE`: publishes a module through a running peer
+/// and prints its id.
+pub(crate) async fn publish(args: PublishArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let api = args.api.api.connect()?;
+    let published: colony::PublishedModule = api.post_bytes("/v1/modules", bytes).await?;
+    if args.api.json {
+        outln!("{}", serde_json::to_string(&published)?)?;
+    } else {
+        eprintln!("{}", describe_publication(&published));
+        outln!("{}", published.id)?;
     }
     Ok(())
 }

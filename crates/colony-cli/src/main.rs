@@ -66,6 +66,9 @@ enum Command {
     /// Print what a running peer can run: its native applications and the
     /// WebAssembly modules it holds (fetched, or kept as a submitter).
     Apps(jobs::ApiArgs),
+    /// Publish WebAssembly applications to the network.
+    #[command(subcommand)]
+    App(AppCommand),
     /// Join a network as a peer, submit a job, show its progress and print
     /// the result. Apps: flowshop taNNN | nqueens N | matmul N [--seed S].
     /// With --descriptor FILE, where it runs and its fault tolerance come
@@ -82,6 +85,15 @@ enum Command {
     /// Measure Colony against a baseline run alongside it.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AppCommand {
+    /// Publish a guest module through a running peer: it checks the
+    /// module, signs its id with its key and pushes it to the module's home
+    /// (the peers closest to its hash that run guests). Prints the module's
+    /// id, for `colony run --wasm ID`.
+    Publish(jobs::PublishArgs),
 }
 
 /// The network joined when neither `--network` nor a descriptor names one.
@@ -260,9 +272,15 @@ struct PeerArgs {
     /// Run WebAssembly guests submitted by any member of this network
     /// (fine with --psk: members hold the key): fetched on first use,
     /// checked against their hash, cached in DATA_DIR/modules and run
-    /// sandboxed. Without it the peer runs native applications only.
-    #[arg(long)]
+    /// sandboxed. Without it (or --trust) the peer runs native applications
+    /// only.
+    #[arg(long, conflicts_with = "trust")]
     trust_network: bool,
+    /// Run WebAssembly guests signed by this peer (repeatable): a peer id,
+    /// or a file holding one or a peer's public key (its DATA_DIR/peer.pub).
+    /// Jobs of other submitters' modules are refused, and they are told why.
+    #[arg(long, value_name = "PEER_ID|KEY_FILE")]
+    trust: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -418,6 +436,7 @@ fn run() -> Result<()> {
             Command::Cancel(args) => jobs::cancel(args).await,
             Command::Peers(args) => show_peers(args).await,
             Command::Apps(args) => jobs::show_apps(args).await,
+            Command::App(AppCommand::Publish(args)) => jobs::publish(args).await,
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
             Command::Bench(BenchCommand::Stealing(args)) => {
                 stealing::run(&args.instances, args.json).await
@@ -459,6 +478,11 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
     config.acquaintances.ttu = Duration::from_secs_f64(args.ttu_s);
     if args.trust_network {
         config.guests = Some(colony::GuestConfig::default());
+    } else if !args.trust.is_empty() {
+        config.guests = Some(colony::GuestConfig {
+            trust: colony::GuestTrust::signers(&args.trust).map_err(|e| anyhow::anyhow!(e))?,
+            ..colony::GuestConfig::default()
+        });
     }
     if args.repair {
         for report in Peer::repair(&data_dir)? {

@@ -1,9 +1,11 @@
 //! WebAssembly guests on real `colony peer` processes that never had them:
-//! `colony run --wasm FILE` keeps the module at the submitter, every peer
-//! that trusts the network fetches it once on first use (and from its
+//! `colony run --wasm FILE` signs the module and publishes it to its home
+//! (the peers closest to its hash that run guests), every peer that trusts
+//! the submitter fetches it once on first use (from its home, and from its
 //! cache after), runs it sandboxed, and gets the native answers; a peer
-//! that runs native applications only takes no part; hostile guests fail
-//! their job with a clear error and the peers keep serving.
+//! that runs native applications only, or only code signed by others,
+//! takes no part; hostile guests fail their job with a clear error and the
+//! peers keep serving.
 
 mod common;
 
@@ -20,7 +22,20 @@ fn run_wasm(
     module: &str,
     args: &[&str],
 ) -> (Output, serde_json::Value) {
+    run_wasm_as(None, bootstrap, peers, module, args)
+}
+
+/// [`run_wasm`] as the submitter whose data directory is `dir` (its
+/// identity and module cache last across runs), or a fresh one.
+fn run_wasm_as(
+    dir: Option<&std::path::Path>,
+    bootstrap: &str,
+    peers: usize,
+    module: &str,
+    args: &[&str],
+) -> (Output, serde_json::Value) {
     let peers = peers.to_string();
+    let dir = dir.map(|d| d.display().to_string());
     let mut argv = vec![
         "run",
         "--cores",
@@ -35,6 +50,9 @@ fn run_wasm(
         "--wasm",
         module,
     ];
+    if let Some(dir) = &dir {
+        argv.extend(["--data-dir", dir]);
+    }
     argv.extend_from_slice(args);
     let out = Command::new(env!("CARGO_BIN_EXE_colony"))
         .args(&argv)
@@ -98,12 +116,12 @@ async fn a_guest_no_peer_had_runs_on_three_peers_fetched_once_then_cached() {
     assert_eq!(json["verified"], true, "{json}");
     assert!(json["peers_used"].as_u64() >= Some(2), "{json}");
     let first = module_counts(&peers).await;
-    let fetched: u64 = first.iter().map(|c| c.0).sum();
-    assert!(fetched >= 2, "the workers fetched it: {first:?}");
+    let held: usize = first.iter().map(|c| c.1).sum();
     assert!(
-        first.iter().all(|c| c.0 <= 1 && c.1 == c.0 as usize),
-        "{first:?}"
+        held >= 2,
+        "the workers hold it (pushed to its home or fetched): {first:?}"
     );
+    assert!(first.iter().all(|c| c.0 <= 1 && c.1 <= 1), "{first:?}");
 
     // `colony apps` lists it beside the native applications.
     let dir = peers[0].dir.display().to_string();
@@ -288,5 +306,188 @@ async fn a_guest_job_survives_a_worker_killed_mid_run() {
     assert!(finished.success(), "{json}");
     assert_eq!(json["result"], 14_772_512, "{json}");
     assert_eq!(json["verified"], true, "{json}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `colony app publish FILE --json` through `peer`'s API.
+fn publish(peer: &PeerProc, module: &str) -> colony::PublishedModule {
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["app", "publish", "--json", "--data-dir"])
+        .arg(&peer.dir)
+        .arg(module)
+        .output()
+        .expect("colony app publish");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Modules the peers served to others, in all.
+async fn served(peers: &[&PeerProc]) -> u64 {
+    let mut served = 0;
+    for peer in peers {
+        served += peer.status().await.expect("status").modules.served;
+    }
+    served
+}
+
+/// Units `peer` finished in this session, from its own membership record.
+async fn units_done(peer: &PeerProc) -> u64 {
+    let members = peer.members().await.expect("members");
+    members
+        .iter()
+        .find(|m| m.local)
+        .map(|m| m.stats.units_done_session)
+        .expect("its own record")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_module_is_fetched_from_its_home_then_from_the_cache() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("wasm-home");
+    let mut peers = trusting_workers(&root, 4);
+    wait_formed(&peers).await;
+    let published = publish(&peers[0], NQUEENS_PATH);
+    assert!(published.home.len() >= 2, "{published:?}");
+    assert_eq!(
+        published.stored_by.len(),
+        published.home.len(),
+        "{published:?}"
+    );
+    assert_eq!(published.app, format!("wasm:{}", published.id));
+
+    // The publisher goes: the module lives on in its home.
+    peers[0].kill();
+    let rest: Vec<&PeerProc> = peers[1..].iter().collect();
+    let before = served(&rest).await;
+    let submitter = root.join("submitter");
+    let (out, json) = run_wasm_as(
+        Some(&submitter),
+        &peers[1].addr(),
+        4,
+        &published.id,
+        &["14"],
+    );
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["result"], 365_596, "{json}");
+    let first = served(&rest).await;
+    assert!(
+        first > before,
+        "the submitter, which never had the module, got it from its home"
+    );
+    assert!(submitter
+        .join("modules")
+        .join(format!("{}.wasm", published.id))
+        .exists());
+
+    // The same submitter again: from its cache, and the workers from theirs.
+    let (out, json) = run_wasm_as(
+        Some(&submitter),
+        &peers[1].addr(),
+        4,
+        &published.id,
+        &["14"],
+    );
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["result"], 365_596, "{json}");
+    assert_eq!(served(&rest).await, first, "nobody served the module again");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_runs_only_modules_signed_by_peers_it_trusts() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("wasm-trust");
+    let alice = PeerProc::spawn(
+        &root.join("alice"),
+        &["--cores".into(), "1".into(), "--trust-network".into()],
+    );
+    // Bob runs only what Alice vouches for; he names her by her key file.
+    let alice_key = root.join("alice").join(colony::PUBLIC_KEY_FILE);
+    let bob = PeerProc::spawn(
+        &root.join("bob"),
+        &[
+            "--cores".into(),
+            "1".into(),
+            "--trust".into(),
+            alice_key.display().to_string(),
+            "--bootstrap".into(),
+            alice.addr(),
+        ],
+    );
+    let mut peers = vec![alice, bob];
+    wait_formed(&peers).await;
+
+    // A stranger's module: Alice runs it, Bob does not.
+    let (out, json) = run_wasm(&peers[0].addr(), 3, NQUEENS_PATH, &["15"]);
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["result"], 2_279_184, "{json}");
+    assert_eq!(units_done(&peers[1]).await, 0, "Bob ran a stranger's code");
+
+    // Alice vouches for the same module: a stranger's job of it runs on Bob.
+    let published = publish(&peers[0], NQUEENS_PATH);
+    let (out, json) = run_wasm(&peers[0].addr(), 3, &published.id, &["15"]);
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["result"], 2_279_184, "{json}");
+    assert!(units_done(&peers[1]).await > 0, "Bob ran code Alice signed");
+
+    // Without Alice, a stranger's new module runs only on the stranger's
+    // own peer: Bob still refuses it.
+    peers[0].kill();
+    let alice_id = peers[0].info.peer_id.clone();
+    wait_until(Duration::from_secs(20), "Bob to see Alice gone", || async {
+        let members = peers[1].members().await?;
+        let alice = members.iter().find(|m| m.peer_id == alice_id)?;
+        (alice.state != colony::MemberState::Alive).then_some(())
+    })
+    .await;
+    let before = units_done(&peers[1]).await;
+    let (out, json) = run_wasm(&peers[1].addr(), 2, HOSTILE_PATH, &["sum", "2000000000"]);
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["peers_used"], 1, "{json}");
+    assert_eq!(
+        units_done(&peers[1]).await,
+        before,
+        "Bob ran a stranger's code"
+    );
+    assert!(peers[1].is_running());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_job_survives_its_primary_killed_in_its_first_second() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("wasm-primary");
+    let mut peers = trusting_workers(&root, 4);
+    wait_formed(&peers).await;
+    let published = publish(&peers[1], NQUEENS_PATH);
+    let job = peers[1]
+        .submit(serde_json::json!({ "app": published.app, "args": ["16"] }))
+        .await;
+    // Kill the job's primary as soon as it is found: its backups hold the
+    // record, and must get the module (from its home) to restart the root.
+    let primary = wait_until(Duration::from_secs(5), "the job's primary", || async {
+        for (i, peer) in peers.iter().enumerate() {
+            let homed: Option<Vec<colony::JobInfo>> = peer.get_json("/v1/jobs").await;
+            if homed.is_some_and(|jobs| jobs.iter().any(|j| j.job_id == job)) {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    peers[primary].kill();
+    let asked = (primary + 1) % peers.len();
+    let info = wait_until(Duration::from_secs(120), "the job to end", || async {
+        let info = peers[asked].job_info(&job).await?;
+        (info.state != "running").then_some(info)
+    })
+    .await;
+    assert_eq!(info.state, "done", "{info:?}");
+    assert_eq!(info.result, Some(serde_json::json!(14_772_512)), "{info:?}");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -81,6 +81,10 @@ pub enum AppError {
     /// The application is a module this peer has not fetched yet (its id).
     #[error("this peer does not hold module {0} yet")]
     ModuleMissing(String),
+    /// The module is here, but no signer this peer trusts vouches for it
+    /// (the sentence says who signed it and whom the peer trusts).
+    #[error("{1}")]
+    Untrusted(String, String),
 }
 
 /// The outcome of one [`Divisible::step`].

@@ -179,6 +179,9 @@ pub struct PeerStats {
     /// Whether the peer runs WebAssembly guests of this network
     /// (`--trust-network`): jobs of a guest are homed at peers that do.
     pub runs_guests: bool,
+    /// The peers whose signed modules it runs, if it runs only theirs
+    /// (`--trust`); empty when it runs any member's (`--trust-network`).
+    pub guest_signers: Vec<String>,
 }
 
 /// A member's presence record, as gossiped.

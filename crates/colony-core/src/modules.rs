@@ -8,8 +8,17 @@
 //! released in order; if no source has it, they are released anyway and
 //! the job core refuses them as it refuses any app it cannot run.
 //!
+//! A module also has a home: the [`MODULE_HOME_SIZE`] live peers that run
+//! guests closest to its hash. Publishing pushes it there
+//! ([`ModuleMsg::Store`]), and a fetch asks the home before anyone else, so
+//! a module outlives the peer that published it. Modules travel with the
+//! signatures of the submitters that vouch for them
+//! ([`ModuleSignature`]): each host checks them against whom it trusts
+//! (the driver's part: this core carries them, bounded, and never
+//! interprets them).
+//!
 //! Everything is bounded: jobs held, messages held per job, sources per
-//! module, and the time each source gets to answer.
+//! module, signatures per module, and the time each source gets to answer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -32,6 +41,71 @@ pub fn module_id(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// How many peers hold a published module: its home.
+pub const MODULE_HOME_SIZE: usize = 3;
+/// Most signatures kept and carried per module.
+pub const MAX_SIGNATURES: usize = 8;
+/// Largest encoded public key a signature may carry.
+pub const MAX_SIGNER_KEY_BYTES: usize = 128;
+/// Largest signature accepted.
+pub const MAX_SIGNATURE_BYTES: usize = 128;
+
+/// A submitter's signature over a module id: it vouches for the code.
+/// `key` is the signer's public key and `signature` its signature over
+/// [`signed_bytes`], both in the transport's identity encoding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleSignature {
+    /// The signer's public key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The signature.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// What a signer signs for module `id`: a domain tag, then the id.
+pub fn signed_bytes(id: &str) -> Vec<u8> {
+    [b"colony module v1 ".as_slice(), id.as_bytes()].concat()
+}
+
+/// Whether `signatures` keeps within the bounds ([`MAX_SIGNATURES`], key
+/// and signature sizes).
+pub fn signatures_in_bounds(signatures: &[ModuleSignature]) -> bool {
+    signatures.len() <= MAX_SIGNATURES
+        && signatures.iter().all(|s| {
+            s.key.len() <= MAX_SIGNER_KEY_BYTES && s.signature.len() <= MAX_SIGNATURE_BYTES
+        })
+}
+
+/// `old` with the signatures of `new` it lacks, keeping at most
+/// [`MAX_SIGNATURES`] (one per key; the newest signature of a key wins).
+pub fn merge_signatures(
+    old: Vec<ModuleSignature>,
+    new: &[ModuleSignature],
+) -> Vec<ModuleSignature> {
+    let mut merged: Vec<ModuleSignature> = new.to_vec();
+    for s in old {
+        if !merged.iter().any(|m| m.key == s.key) {
+            merged.push(s);
+        }
+    }
+    merged.truncate(MAX_SIGNATURES);
+    merged
+}
+
+/// The position of module `id` in the overlay's key space (its hash), if
+/// `id` is a module id.
+pub fn module_key(id: &str) -> Option<[u8; 32]> {
+    if id.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
 /// Messages between peers about modules (pipe payload kind `Module`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ModuleMsg {
@@ -40,16 +114,35 @@ pub enum ModuleMsg {
         /// The module.
         id: String,
     },
-    /// Module `id`: its bytes (the receiver checks they hash to `id`).
+    /// Module `id`: its bytes (the receiver checks they hash to `id`) and
+    /// the signatures the sender holds for it.
     Module {
         /// The module.
         id: String,
         /// Its bytes.
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
+        /// Who vouches for it.
+        signatures: Vec<ModuleSignature>,
     },
     /// I do not hold module `id`.
     Missing {
+        /// The module.
+        id: String,
+    },
+    /// Publisher → a member of the module's home: keep module `id` (and
+    /// these signatures) for the peers that will fetch it.
+    Store {
+        /// The module.
+        id: String,
+        /// Its bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        /// Who vouches for it.
+        signatures: Vec<ModuleSignature>,
+    },
+    /// Home member → publisher: module `id` is stored here.
+    Stored {
         /// The module.
         id: String,
     },
@@ -150,14 +243,15 @@ impl<P: Clone + PartialEq> ModuleFetcher<P> {
     }
 
     /// Holds `msg` of `job` from `from`, which names module `id` this peer
-    /// lacks, and starts fetching it (or adds `from` as a source). Gives
-    /// the message back if the fetcher is full: the caller hands it on and
-    /// it fails as an unknown app.
+    /// lacks, and starts fetching it: from the peers `first` (its home),
+    /// then from `from`. Gives the message back if the fetcher is full:
+    /// the caller hands it on and it fails as an unknown app.
     pub fn hold(
         &mut self,
         now: Instant,
         job: JobId,
         id: String,
+        first: &[P],
         from: P,
         msg: JobMsg<P>,
     ) -> Option<JobMsg<P>> {
@@ -174,19 +268,42 @@ impl<P: Clone + PartialEq> ModuleFetcher<P> {
                 messages: VecDeque::from([(from.clone(), msg)]),
             },
         );
+        self.add_sources(&id, first.iter().cloned().chain([from]));
+        self.ask_next(now, &id);
+        None
+    }
+
+    /// Fetches module `id` with no message waiting for it (a backup of a
+    /// guest's job readying a takeover, or a submission naming a module
+    /// by id): asks `sources` in turn. False if too many fetches run.
+    pub fn prefetch(&mut self, now: Instant, id: String, sources: Vec<P>) -> bool {
+        if !self.fetches.contains_key(&id) && self.fetches.len() >= self.config.max_jobs_held {
+            return false;
+        }
+        self.add_sources(&id, sources);
+        self.ask_next(now, &id);
+        true
+    }
+
+    /// Whether module `id` is being fetched.
+    pub fn is_fetching(&self, id: &str) -> bool {
+        self.fetches.contains_key(id)
+    }
+
+    fn add_sources(&mut self, id: &str, sources: impl IntoIterator<Item = P>) {
         let max_sources = self.config.max_sources;
-        let fetch = self.fetches.entry(id.clone()).or_insert_with(|| Fetch {
+        let fetch = self.fetches.entry(id.to_string()).or_insert_with(|| Fetch {
             sources: VecDeque::new(),
             asking: None,
             answers: Vec::new(),
             known: Vec::new(),
         });
-        if !fetch.known.contains(&from) && fetch.known.len() < max_sources {
-            fetch.known.push(from.clone());
-            fetch.sources.push_back(from);
+        for source in sources {
+            if !fetch.known.contains(&source) && fetch.known.len() < max_sources {
+                fetch.known.push(source.clone());
+                fetch.sources.push_back(source);
+            }
         }
-        self.ask_next(now, &id);
-        None
     }
 
     /// Holds a later message of a job already held (to keep its order).
@@ -410,7 +527,7 @@ mod tests {
     fn held_messages_wait_for_the_module_and_come_out_in_order() {
         let now = Instant::now();
         let mut f = ModuleFetcher::new(FetchConfig::default());
-        f.hold(now, job(1), "m".into(), 7, query(1))
+        f.hold(now, job(1), "m".into(), &[], 7, query(1))
             .map_or(Ok(()), |_| Err("not held"))
             .expect("held");
         assert!(f.holds(job(1)));
@@ -419,7 +536,7 @@ mod tests {
             .expect("held");
         // A second job on the same module adds its sender as a source but
         // asks nobody new while 7 is asked.
-        f.hold(now, job(2), "m".into(), 9, query(2))
+        f.hold(now, job(2), "m".into(), &[], 9, query(2))
             .map_or(Ok(()), |_| Err("not held"))
             .expect("held");
         let out = drain(&mut f);
@@ -444,10 +561,10 @@ mod tests {
         let config = FetchConfig::default();
         let timeout = config.source_timeout;
         let mut f = ModuleFetcher::new(config);
-        f.hold(now, job(1), "m".into(), 7, query(1))
+        f.hold(now, job(1), "m".into(), &[], 7, query(1))
             .map_or(Ok(()), |_| Err("not held"))
             .expect("held");
-        f.hold(now, job(2), "m".into(), 9, query(2))
+        f.hold(now, job(2), "m".into(), &[], 9, query(2))
             .map_or(Ok(()), |_| Err("not held"))
             .expect("held");
         drain(&mut f);
@@ -477,6 +594,33 @@ mod tests {
     }
 
     #[test]
+    fn module_keys_are_the_hash_and_anything_else_is_none() {
+        let id = module_id(b"m");
+        assert_eq!(module_key(&id), Some(content_hash(b"m")));
+        assert_eq!(module_key("xyz"), None);
+        assert_eq!(module_key(&"g".repeat(64)), None);
+        assert_eq!(module_key(&"é".repeat(32)), None);
+    }
+
+    #[test]
+    fn signatures_merge_one_per_key_and_bounded() {
+        let sig = |key: u8, s: u8| ModuleSignature {
+            key: vec![key],
+            signature: vec![s],
+        };
+        let merged = merge_signatures(vec![sig(1, 1), sig(2, 2)], &[sig(2, 9), sig(3, 3)]);
+        assert_eq!(merged, vec![sig(2, 9), sig(3, 3), sig(1, 1)]);
+        let many: Vec<ModuleSignature> = (0..20).map(|k| sig(k, k)).collect();
+        assert_eq!(merge_signatures(many.clone(), &[]).len(), MAX_SIGNATURES);
+        assert!(!signatures_in_bounds(&many));
+        let fat = ModuleSignature {
+            key: vec![0; MAX_SIGNER_KEY_BYTES + 1],
+            signature: Vec::new(),
+        };
+        assert!(!signatures_in_bounds(&[fat]));
+    }
+
+    #[test]
     fn the_fetcher_is_bounded() {
         let now = Instant::now();
         let mut f = ModuleFetcher::new(FetchConfig {
@@ -484,10 +628,10 @@ mod tests {
             max_messages_per_job: 2,
             ..FetchConfig::default()
         });
-        f.hold(now, job(1), "m".into(), 7, query(1))
+        f.hold(now, job(1), "m".into(), &[], 7, query(1))
             .map_or(Ok(()), |_| Err("not held"))
             .expect("held");
-        assert!(f.hold(now, job(2), "m".into(), 7, query(2)).is_some());
+        assert!(f.hold(now, job(2), "m".into(), &[], 7, query(2)).is_some());
         f.hold_more(job(1), 7, query(1))
             .map_or(Ok(()), |_| Err("not held"))
             .expect("second");

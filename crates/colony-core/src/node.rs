@@ -35,7 +35,7 @@ use crate::job::{
     PieceKey, Refusal, SentAssignment, TooLarge, UnitId,
 };
 use crate::membership::{self, Event, MemberState, Membership, PeerStats};
-use crate::modules::{self, FetchConfig, FetchOutput, ModuleFetcher, ModuleMsg};
+use crate::modules::{self, FetchConfig, FetchOutput, ModuleFetcher, ModuleMsg, ModuleSignature};
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
 use crate::runner::{UnitEvent, UnitRequest, UnitStart};
 use crate::wire::{self, Frame, PayloadKind, WireError};
@@ -43,6 +43,8 @@ use crate::PeerKey;
 
 /// Output-queue capacity kept once a burst of outputs is drained.
 const OUTPUTS_KEPT: usize = 64;
+/// Modules and senders remembered as asked for signatures.
+const MAX_SIGNATURE_ASKS: usize = 256;
 
 /// Settings of the node's own routing (each core has its own config).
 #[derive(Clone, Debug)]
@@ -119,18 +121,37 @@ pub enum NodeInput<P> {
         id: String,
         /// Who sent it.
         from: P,
+        /// Whether `from` pushed it here as a home member (then it hears
+        /// back [`ModuleMsg::Stored`]) rather than answering a fetch.
+        pushed: bool,
         /// Stored, or why not.
         result: Result<(), String>,
     },
-    /// The answer to [`NodeOutput::ServeModule`]: the module's bytes, or
-    /// `None` if this peer does not hold it.
+    /// The answer to [`NodeOutput::ServeModule`]: the module's bytes and
+    /// signatures, or `None` if this peer does not hold it.
     SendModule {
         /// Who asked.
         to: P,
         /// The module.
         id: String,
+        /// Its bytes and who vouches for it.
+        module: Option<(Vec<u8>, Vec<ModuleSignature>)>,
+    },
+    /// Push module `id` (stored here already) to its home, the peers that
+    /// will serve it ([`Notice::ModuleHeld`] for each that stored it).
+    PublishModule {
+        /// The module.
+        id: String,
         /// Its bytes.
-        bytes: Option<Vec<u8>>,
+        bytes: Vec<u8>,
+        /// Who vouches for it.
+        signatures: Vec<ModuleSignature>,
+    },
+    /// Fetch module `id` from its home ([`Notice::ModuleReady`] or
+    /// [`Notice::ModuleUnavailable`]).
+    FetchModule {
+        /// The module.
+        id: String,
     },
     /// Ask the job's primary to cancel it ([`NodeOutput::CancelAnswer`]).
     Cancel {
@@ -265,9 +286,10 @@ pub enum NodeOutput<P> {
         /// The module.
         id: String,
     },
-    /// Guest module `id` arrived from `from`, as asked, and its bytes hash
-    /// to `id`: store it (checking it is a guest this peer can run), and
-    /// answer with [`NodeInput::ModuleStored`].
+    /// Guest module `id` arrived from `from` (asked for, or pushed to this
+    /// home member) and its bytes hash to `id`: store it with its
+    /// signatures (checking it is a guest this peer can run), and answer
+    /// with [`NodeInput::ModuleStored`].
     ModuleReceived {
         /// Who sent it.
         from: P,
@@ -275,6 +297,10 @@ pub enum NodeOutput<P> {
         id: String,
         /// Its bytes.
         bytes: Vec<u8>,
+        /// Who vouches for it (within [`modules::MAX_SIGNATURES`]).
+        signatures: Vec<ModuleSignature>,
+        /// Pushed by a publisher, not fetched.
+        pushed: bool,
     },
     /// Something a remote peer sent was dropped, or something could not be
     /// sent (already counted in [`NodeCounters`]; log it rate-limited).
@@ -365,10 +391,23 @@ pub enum Notice<P> {
         why: String,
     },
     /// A module message nobody asked for, or about a module not asked of
-    /// its sender.
+    /// its sender, or a module pushed to a peer outside its home.
     UnsolicitedModule {
         /// Who sent it.
         from: P,
+    },
+    /// Module `id` is stored here now (fetched, or pushed to this home
+    /// member).
+    ModuleReady {
+        /// The module.
+        id: String,
+    },
+    /// Home member `by` stored module `id` this peer published.
+    ModuleHeld {
+        /// The module.
+        id: String,
+        /// The home member.
+        by: P,
     },
     /// A job message was refused by the job core (who may send what).
     Refused {
@@ -394,6 +433,10 @@ pub struct NodeCounters {
     pub oversized_job_messages: u64,
     /// Guest modules fetched from another peer and stored.
     pub modules_fetched: u64,
+    /// Of those, modules fetched from a member of the module's home.
+    pub modules_fetched_from_home: u64,
+    /// Guest modules stored here as a member of their home.
+    pub modules_homed: u64,
     /// Guest modules sent to peers that asked.
     pub modules_served: u64,
     /// Module messages nobody asked for.
@@ -441,6 +484,8 @@ pub struct Node<P: PeerKey> {
     jobs: Jobs<P>,
     /// Job messages waiting for a guest module, and its fetch.
     modules: ModuleFetcher<P>,
+    /// Modules and senders already asked for signatures ([`AppError::Untrusted`]).
+    signature_asks: VecDeque<(String, P)>,
     /// The time of the last input, for routing done while polling.
     now: Instant,
     next_stats_at: Instant,
@@ -501,6 +546,7 @@ impl<P: PeerKey> Node<P> {
             me: membership.local().peer.clone(),
             next_stats_at: now + config.stats_interval,
             modules: ModuleFetcher::new(config.module_fetch.clone()),
+            signature_asks: VecDeque::new(),
             config,
             membership,
             pipes,
@@ -582,6 +628,7 @@ impl<P: PeerKey> Node<P> {
         if now >= self.next_stats_at {
             self.next_stats_at = now + self.config.stats_interval;
             self.outputs.push_back(NodeOutput::SampleStats);
+            self.prefetch_for_backups(now);
         }
     }
 
@@ -645,26 +692,67 @@ impl<P: PeerKey> Node<P> {
                     version,
                 },
             ),
-            NodeInput::ModuleStored { id, from, result } => {
+            NodeInput::ModuleStored {
+                id,
+                from,
+                pushed: true,
+                result,
+            } => {
+                if result.is_ok() {
+                    self.counters.modules_homed += 1;
+                    self.notice(Notice::ModuleReady { id: id.clone() });
+                    self.send_module_msg(now, from, ModuleMsg::Stored { id }, SendKind::Other);
+                }
+            }
+            NodeInput::ModuleStored {
+                id,
+                from,
+                pushed: false,
+                result,
+            } => {
                 match result {
                     Ok(()) => {
                         self.counters.modules_fetched += 1;
+                        if self.module_home(&id).contains(&from) {
+                            self.counters.modules_fetched_from_home += 1;
+                        }
                         self.modules.stored(&id);
+                        self.notice(Notice::ModuleReady { id: id.clone() });
                     }
                     Err(why) => self.modules.failed(now, &id, &from, why),
                 }
                 self.drain_modules(now);
             }
-            NodeInput::SendModule { to, id, bytes } => {
-                let msg = match bytes {
-                    Some(bytes) => {
+            NodeInput::SendModule { to, id, module } => {
+                let msg = match module {
+                    Some((bytes, signatures)) => {
                         self.counters.modules_served += 1;
-                        ModuleMsg::Module { id, bytes }
+                        ModuleMsg::Module {
+                            id,
+                            bytes,
+                            signatures,
+                        }
                     }
                     None => ModuleMsg::Missing { id },
                 };
                 self.send_module_msg(now, to, msg, SendKind::Other);
             }
+            NodeInput::PublishModule {
+                id,
+                bytes,
+                signatures,
+            } => {
+                let me = self.membership.local().peer.clone();
+                for to in self.module_home(&id).into_iter().filter(|p| *p != me) {
+                    let msg = ModuleMsg::Store {
+                        id: id.clone(),
+                        bytes: bytes.clone(),
+                        signatures: signatures.clone(),
+                    };
+                    self.send_module_msg(now, to, msg, SendKind::Other);
+                }
+            }
+            NodeInput::FetchModule { id } => self.prefetch_module(now, id, None),
             NodeInput::Cancel { job } => self.jobs.handle(now, JobInput::Cancel { job }),
             NodeInput::Query { job } => self.query(now, job),
             NodeInput::HandOver => self.jobs.handle(now, JobInput::Leave),
@@ -1224,7 +1312,23 @@ impl<P: PeerKey> Node<P> {
         } else {
             match modules::app_of(&msg).map(|app| self.jobs.registry().get(app)) {
                 Some(Err(AppError::ModuleMissing(id))) => {
-                    match self.modules.hold(now, job, id, from.clone(), msg) {
+                    let me = self.membership.local().peer.clone();
+                    let home: Vec<P> = self
+                        .module_home(&id)
+                        .into_iter()
+                        .filter(|p| *p != me && *p != from)
+                        .collect();
+                    match self.modules.hold(now, job, id, &home, from.clone(), msg) {
+                        None => return self.drain_modules(now),
+                        Some(msg) => msg,
+                    }
+                }
+                // The module is here, but without a signature this peer
+                // trusts: the sender may hold the submitter's (it had to,
+                // to submit or assign it). Asked once per module and
+                // sender; what comes back is merged and judged again.
+                Some(Err(AppError::Untrusted(id, _))) if self.ask_signatures_of(&id, &from) => {
+                    match self.modules.hold(now, job, id, &[], from.clone(), msg) {
                         None => return self.drain_modules(now),
                         Some(msg) => msg,
                     }
@@ -1233,6 +1337,124 @@ impl<P: PeerKey> Node<P> {
             }
         };
         self.jobs.handle(now, JobInput::Message { from, msg })
+    }
+
+    /// Whether to ask `from` for the signatures it holds for module `id`
+    /// (once per module and sender, remembering a bounded number).
+    fn ask_signatures_of(&mut self, id: &str, from: &P) -> bool {
+        if self
+            .signature_asks
+            .iter()
+            .any(|(asked, of)| asked == id && of == from)
+        {
+            return false;
+        }
+        if self.signature_asks.len() >= MAX_SIGNATURE_ASKS {
+            self.signature_asks.pop_front();
+        }
+        self.signature_asks
+            .push_back((id.to_string(), from.clone()));
+        true
+    }
+
+    /// Module `id`'s home as this peer sees it: the live peers that run
+    /// guests (this one included) XOR-closest to its hash.
+    pub fn module_home(&self, id: &str) -> Vec<P> {
+        let Some(key) = modules::module_key(id) else {
+            return Vec::new();
+        };
+        let distance = |peer: &P| {
+            let theirs = self.jobs.key_of(peer);
+            let mut d = [0u8; 32];
+            for (i, byte) in d.iter_mut().enumerate() {
+                *byte = key[i] ^ theirs[i];
+            }
+            d
+        };
+        let mut candidates: Vec<([u8; 32], &P)> = std::iter::once(self.membership.local())
+            .chain(
+                self.membership
+                    .records()
+                    .filter(|r| matches!(r.state, MemberState::Alive | MemberState::Suspect)),
+            )
+            .filter(|r| r.stats.runs_guests)
+            .map(|r| (distance(&r.peer), &r.peer))
+            .collect();
+        candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        candidates
+            .into_iter()
+            .take(modules::MODULE_HOME_SIZE)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// Whether this peer could be in module `id`'s home, allowing for views
+    /// that differ for a while after joins: among the twice as many peers
+    /// closest to it.
+    fn module_home_plausibly_here(&self, id: &str) -> bool {
+        if !self.membership.local().stats.runs_guests {
+            return false;
+        }
+        let Some(key) = modules::module_key(id) else {
+            return false;
+        };
+        let me = self.jobs.key_of(&self.membership.local().peer);
+        let mine: Vec<u8> = key.iter().zip(me).map(|(a, b)| a ^ b).collect();
+        let closer = self
+            .membership
+            .records()
+            .filter(|r| matches!(r.state, MemberState::Alive | MemberState::Suspect))
+            .filter(|r| r.stats.runs_guests)
+            .filter(|r| {
+                let theirs = self.jobs.key_of(&r.peer);
+                let d: Vec<u8> = key.iter().zip(theirs).map(|(a, b)| a ^ b).collect();
+                d < mine
+            })
+            .count();
+        closer < 2 * modules::MODULE_HOME_SIZE
+    }
+
+    /// Starts fetching module `id` with nothing waiting for it: from its
+    /// home, then from `also` (a job's primary).
+    fn prefetch_module(&mut self, now: Instant, id: String, also: Option<P>) {
+        let me = self.membership.local().peer.clone();
+        let mut sources: Vec<P> = self
+            .module_home(&id)
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect();
+        sources.extend(also.filter(|p| *p != me));
+        if sources.is_empty() {
+            let why = "no other live peer runs guests to hold it".to_string();
+            return self.notice(Notice::ModuleUnavailable { id, why });
+        }
+        if !self.modules.prefetch(now, id.clone(), sources) {
+            let why = "too many modules are being fetched".to_string();
+            return self.notice(Notice::ModuleUnavailable { id, why });
+        }
+        self.drain_modules(now);
+    }
+
+    /// A backup of a guest's job must be able to take over and restart its
+    /// units: it fetches the job's module as soon as it holds the record,
+    /// while the primary and the module's home are there to give it (and a
+    /// peer that took over without it fetches it from the home).
+    fn prefetch_for_backups(&mut self, now: Instant) {
+        let missing: Vec<(String, Option<P>)> = self
+            .jobs
+            .homed_apps()
+            .filter_map(|(_, app, primary)| match self.jobs.registry().get(app) {
+                Err(AppError::ModuleMissing(id)) if !self.modules.is_fetching(&id) => {
+                    Some((id, primary.cloned()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (id, primary) in missing {
+            if !self.modules.is_fetching(&id) {
+                self.prefetch_module(now, id, primary);
+            }
+        }
     }
 
     fn drain_modules(&mut self, now: Instant) {
@@ -1256,7 +1478,7 @@ impl<P: PeerKey> Node<P> {
 
     fn send_module_msg(&mut self, now: Instant, to: P, msg: ModuleMsg, kind: SendKind<P>) {
         let class = match msg {
-            ModuleMsg::Module { .. } => TrafficClass::BULK,
+            ModuleMsg::Module { .. } | ModuleMsg::Store { .. } => TrafficClass::BULK,
             _ => TrafficClass::EVENTS,
         };
         let sent = wire::encode(&msg, self.pipes.config().max_message_bytes)
@@ -1287,22 +1509,53 @@ impl<P: PeerKey> Node<P> {
             ModuleMsg::Want { id } => self
                 .outputs
                 .push_back(NodeOutput::ServeModule { to: from, id }),
-            ModuleMsg::Module { id, bytes } if self.modules.is_asking(&id, &from) => {
-                if modules::module_id(&bytes) == id {
-                    self.outputs
-                        .push_back(NodeOutput::ModuleReceived { from, id, bytes })
-                } else {
+            ModuleMsg::Module {
+                id,
+                bytes,
+                signatures,
+            } if self.modules.is_asking(&id, &from) => {
+                if modules::module_id(&bytes) != id {
                     let why = format!("{from} sent bytes that do not hash to the module's id");
                     self.modules.failed(now, &id, &from, why);
                     self.drain_modules(now);
+                } else if !modules::signatures_in_bounds(&signatures) {
+                    let why = format!("{from} sent more or larger signatures than allowed");
+                    self.modules.failed(now, &id, &from, why);
+                    self.drain_modules(now);
+                } else {
+                    self.outputs.push_back(NodeOutput::ModuleReceived {
+                        from,
+                        id,
+                        bytes,
+                        signatures,
+                        pushed: false,
+                    })
                 }
             }
+            ModuleMsg::Store {
+                id,
+                bytes,
+                signatures,
+            } if self.membership.record_of(&from).is_some()
+                && self.module_home_plausibly_here(&id)
+                && modules::module_id(&bytes) == id
+                && modules::signatures_in_bounds(&signatures) =>
+            {
+                self.outputs.push_back(NodeOutput::ModuleReceived {
+                    from,
+                    id,
+                    bytes,
+                    signatures,
+                    pushed: true,
+                })
+            }
+            ModuleMsg::Stored { id } => self.notice(Notice::ModuleHeld { id, by: from }),
             ModuleMsg::Missing { id } if self.modules.is_asking(&id, &from) => {
                 let why = format!("{from} does not hold it");
                 self.modules.failed(now, &id, &from, why);
                 self.drain_modules(now);
             }
-            ModuleMsg::Module { .. } | ModuleMsg::Missing { .. } => {
+            ModuleMsg::Module { .. } | ModuleMsg::Missing { .. } | ModuleMsg::Store { .. } => {
                 self.counters.unsolicited_modules += 1;
                 self.notice(Notice::UnsolicitedModule { from });
             }

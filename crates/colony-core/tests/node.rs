@@ -57,11 +57,15 @@ fn node(me: u64, now: Instant) -> Node<u64> {
 }
 
 fn node_with(me: u64, now: Instant, apps: AppRegistry) -> Node<u64> {
+    node_with_stats(me, now, apps, PeerStats::default())
+}
+
+fn node_with_stats(me: u64, now: Instant, apps: AppRegistry, stats: PeerStats) -> Node<u64> {
     let membership = Membership::new(
         me,
         1,
         vec![format!("/test/{me}")],
-        PeerStats::default(),
+        stats,
         MembershipConfig::default(),
         me,
         now,
@@ -120,6 +124,24 @@ impl Pair {
         pair
     }
 
+    /// Two nodes that run guests, or (`runs_guests` false for node 0) one
+    /// that does not.
+    fn with_guest_runners(runs_guests: [bool; 2]) -> Pair {
+        let mut pair = Pair::new();
+        for i in 0..2 {
+            let mut apps = AppRegistry::new();
+            apps.add_source(Arc::new(pair.modules[i].clone()));
+            let stats = PeerStats {
+                runs_guests: runs_guests[i],
+                ..PeerStats::default()
+            };
+            pair.nodes[i] = node_with_stats(i as u64, pair.now, apps, stats);
+        }
+        pair.nodes[0].handle(pair.now, NodeInput::Contact { peer: 1 });
+        pair.run_for(Duration::from_secs(3));
+        pair
+    }
+
     /// Drains both nodes, carrying frames across, until both are quiet.
     fn settle(&mut self) {
         loop {
@@ -141,16 +163,23 @@ impl Pair {
                             self.answers[i].push((job, view.is_some()))
                         }
                         NodeOutput::ServeModule { to, id } => {
-                            let bytes = self.modules[i].get(&id);
-                            let input = NodeInput::SendModule { to, id, bytes };
+                            let module = self.modules[i].get(&id).map(|b| (b, Vec::new()));
+                            let input = NodeInput::SendModule { to, id, module };
                             self.nodes[i].handle(self.now, input);
                         }
-                        NodeOutput::ModuleReceived { from, id, bytes } => {
+                        NodeOutput::ModuleReceived {
+                            from,
+                            id,
+                            bytes,
+                            pushed,
+                            ..
+                        } => {
                             self.modules[i].hold(&id, bytes);
                             self.fetched[i].push(id.clone());
                             let input = NodeInput::ModuleStored {
                                 id,
                                 from,
+                                pushed,
                                 result: Ok(()),
                             };
                             self.nodes[i].handle(self.now, input);
@@ -316,7 +345,7 @@ fn a_module_nobody_asked_for_is_dropped_and_counted() {
         NodeInput::SendModule {
             to: 0,
             id: module_id(b"pushed"),
-            bytes: Some(b"pushed".to_vec()),
+            module: Some((b"pushed".to_vec(), Vec::new())),
         },
     );
     pair.run_for(Duration::from_secs(1));
@@ -446,4 +475,66 @@ proptest! {
         bytes.extend_from_slice(&body);
         feed(&bytes);
     }
+}
+
+#[test]
+fn a_published_module_is_stored_by_its_home_which_says_so() {
+    let mut pair = Pair::with_guest_runners([true, true]);
+    let bytes = b"module p".to_vec();
+    let id = module_id(&bytes);
+    assert_eq!(
+        pair.nodes[1].module_home(&id).len(),
+        2,
+        "both peers run guests: both are in the home"
+    );
+    pair.modules[1].hold(&id, bytes.clone());
+    let now = pair.now;
+    pair.nodes[1].handle(
+        now,
+        NodeInput::PublishModule {
+            id: id.clone(),
+            bytes: bytes.clone(),
+            signatures: Vec::new(),
+        },
+    );
+    pair.run_for(Duration::from_secs(1));
+    assert_eq!(pair.modules[0].get(&id), Some(bytes));
+    assert_eq!(pair.nodes[0].counters().modules_homed, 1);
+    assert!(pair
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::ModuleHeld { id: held, by: 0 } if *held == id)));
+    assert!(pair
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::ModuleReady { id: ready } if *ready == id)));
+}
+
+#[test]
+fn a_module_pushed_to_a_peer_that_runs_no_guests_is_dropped() {
+    let mut pair = Pair::with_guest_runners([false, true]);
+    let bytes = b"module q".to_vec();
+    let id = module_id(&bytes);
+    assert_eq!(pair.nodes[1].module_home(&id), vec![1]);
+    // Node 1 pushes anyway, as a hostile or confused peer would.
+    let store = colony_core::modules::ModuleMsg::Store {
+        id: id.clone(),
+        bytes,
+        signatures: Vec::new(),
+    };
+    let body = wire::encode(&store, MAX_FRAME).expect("encodes");
+    let frame: Frame<u64> = Frame::Pipe(PipeFrame::Data {
+        class: TrafficClass::BULK,
+        session: u64::MAX / 2,
+        seq: 0,
+        base: 0,
+        payload: wire::encode_payload(PayloadKind::Module, &body),
+    });
+    let now = pair.now;
+    let bytes = wire::encode_frame(&frame, MAX_FRAME).expect("encodes");
+    pair.nodes[0].handle_frame(now, 1, &bytes);
+    pair.run_for(Duration::from_secs(1));
+    assert!(pair.modules[0].get(&id).is_none());
+    assert_eq!(pair.nodes[0].counters().unsolicited_modules, 1);
+    assert_eq!(pair.nodes[0].counters().modules_homed, 0);
 }

@@ -560,13 +560,20 @@ impl SimPeer {
                 let answer = NodeInput::SendModule {
                     to,
                     id,
-                    bytes: None,
+                    module: None,
                 };
                 self.node.handle(now, answer);
             }
-            NodeOutput::ModuleReceived { from, id, .. } => {
+            NodeOutput::ModuleReceived {
+                from, id, pushed, ..
+            } => {
                 let result = Err("the simulator holds no modules".to_string());
-                let answer = NodeInput::ModuleStored { id, from, result };
+                let answer = NodeInput::ModuleStored {
+                    id,
+                    from,
+                    pushed,
+                    result,
+                };
                 self.node.handle(now, answer);
             }
             other => self.actions.push(Action::Node(other)),
@@ -597,6 +604,8 @@ impl SimPeer {
             Notice::FrameNotSent { error, .. } => {
                 (self.id, format!("cannot encode a frame: {error}"))
             }
+            // Never raised: the simulator's peers run no guests.
+            Notice::ModuleReady { .. } | Notice::ModuleHeld { .. } => return,
             Notice::ModuleUnavailable { id, why } => {
                 (self.id, format!("module {id} unavailable: {why}"))
             }

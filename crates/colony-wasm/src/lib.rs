@@ -26,7 +26,7 @@ mod store;
 
 pub use guest::{GuestModule, GuestUnit};
 pub use module_id::{ModuleId, APP_PREFIX};
-pub use store::{ModuleStore, StoreError, StoredModule};
+pub use store::{ModuleStore, StoreError, StoredModule, MAX_SIGNATURES_BYTES};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -152,18 +152,67 @@ impl Sandbox {
     }
 }
 
+/// Decides whether this peer runs module `id`, given the signatures kept
+/// for it (as [`ModuleStore::signatures`] returns them): `Err` says why
+/// not, naming who signed it and whom the peer trusts.
+pub type Admission = dyn Fn(&ModuleId, &[u8]) -> Result<(), String> + Send + Sync;
+
+/// Admission verdicts remembered before they are all forgotten.
+const VERDICTS_KEPT: usize = 1024;
+
 /// A peer's guest applications: modules in its [`ModuleStore`], compiled
-/// by its [`Sandbox`] when a job names them (`wasm:<id>`). Add it to the
-/// peer's registry with `AppRegistry::add_source`.
+/// by its [`Sandbox`] when a job names them (`wasm:<id>`) and its
+/// admission allows them. Add it to the peer's registry with
+/// `AppRegistry::add_source`.
 pub struct GuestApps {
     sandbox: Sandbox,
     store: ModuleStore,
+    admission: Box<Admission>,
+    verdicts: Mutex<HashMap<ModuleId, Result<(), String>>>,
 }
 
 impl GuestApps {
-    /// Guest applications from `store`, run in `sandbox`.
-    pub fn new(sandbox: Sandbox, store: ModuleStore) -> GuestApps {
-        GuestApps { sandbox, store }
+    /// Guest applications from `store`, run in `sandbox` when `admission`
+    /// allows them.
+    pub fn new(sandbox: Sandbox, store: ModuleStore, admission: Box<Admission>) -> GuestApps {
+        GuestApps {
+            sandbox,
+            store,
+            admission,
+            verdicts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replaces the signatures kept for module `id` and judges it again.
+    pub fn set_signatures(&self, id: &ModuleId, signatures: &[u8]) -> Result<(), StoreError> {
+        self.store.put_signatures(id, signatures)?;
+        self.lock_verdicts().remove(id);
+        Ok(())
+    }
+
+    /// Whether this peer's admission allows module `id`, as judged from its
+    /// kept signatures (remembered until they change).
+    pub fn admitted(&self, id: &ModuleId) -> Result<(), String> {
+        if let Some(verdict) = self.lock_verdicts().get(id) {
+            return verdict.clone();
+        }
+        let verdict = match self.store.signatures(id) {
+            Ok(signatures) => (self.admission)(id, &signatures),
+            Err(e) => Err(format!("cannot read the signatures of module {id}: {e}")),
+        };
+        let mut verdicts = self.lock_verdicts();
+        if verdicts.len() >= VERDICTS_KEPT {
+            verdicts.clear();
+        }
+        verdicts.insert(*id, verdict.clone());
+        verdict
+    }
+
+    fn lock_verdicts(&self) -> std::sync::MutexGuard<'_, HashMap<ModuleId, Result<(), String>>> {
+        // A map of verdicts stays consistent whatever panicked while held.
+        self.verdicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The module store.
@@ -186,13 +235,19 @@ impl GuestApps {
         Ok(module)
     }
 
-    /// Module `id`, compiled, if this peer holds it.
+    /// Module `id`, compiled, if this peer holds it and its admission
+    /// allows it.
     pub fn module(&self, id: &ModuleId) -> Result<Arc<GuestModule>, AppError> {
+        let untrusted = |why| AppError::Untrusted(id.to_string(), why);
         if let Some(module) = self.sandbox.cached(id) {
+            self.admitted(id).map_err(untrusted)?;
             return Ok(module);
         }
         match self.store.get(id) {
-            Ok(Some(bytes)) => self.sandbox.load(&bytes),
+            Ok(Some(bytes)) => {
+                self.admitted(id).map_err(untrusted)?;
+                self.sandbox.load(&bytes)
+            }
             Ok(None) => Err(AppError::ModuleMissing(id.to_string())),
             Err(e) => Err(AppError::Guest(format!("cannot read module {id}: {e}"))),
         }

@@ -1,5 +1,6 @@
 //! A peer's cache of module bytes on disk: `DIR/<id>.wasm`, checked against
-//! its id every time it is read, bounded in total size.
+//! its id every time it is read, bounded in total size; beside each, the
+//! signatures of those who vouch for it (`DIR/<id>.sig`, opaque here).
 
 use std::fs;
 use std::io::{self, Write};
@@ -28,6 +29,9 @@ pub enum StoreError {
         max: u64,
     },
 }
+
+/// The largest signature file the store keeps for a module.
+pub const MAX_SIGNATURES_BYTES: usize = 4096;
 
 /// A module held by the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +81,45 @@ impl ModuleStore {
 
     fn path(&self, id: &ModuleId) -> PathBuf {
         self.dir.join(format!("{id}.wasm"))
+    }
+
+    fn signatures_path(&self, id: &ModuleId) -> PathBuf {
+        self.dir.join(format!("{id}.sig"))
+    }
+
+    /// Keeps `signatures` (encoded by the caller, at most
+    /// [`MAX_SIGNATURES_BYTES`]) for module `id`, replacing what was kept.
+    pub fn put_signatures(&self, id: &ModuleId, signatures: &[u8]) -> Result<(), StoreError> {
+        if signatures.len() > MAX_SIGNATURES_BYTES {
+            return Err(StoreError::TooLarge {
+                size: signatures.len() as u64,
+                max: MAX_SIGNATURES_BYTES as u64,
+            });
+        }
+        let aside = self.dir.join(format!("{id}.sig.partial"));
+        let write = || -> io::Result<()> {
+            let mut file = fs::File::create(&aside)?;
+            file.write_all(signatures)?;
+            fs::rename(&aside, self.signatures_path(id))
+        };
+        write().map_err(|e| self.io(e))
+    }
+
+    /// The signatures kept for module `id` (empty if none, or if the file
+    /// is larger than any the store writes).
+    pub fn signatures(&self, id: &ModuleId) -> Result<Vec<u8>, StoreError> {
+        let path = self.signatures_path(id);
+        match fs::metadata(&path) {
+            Ok(meta) if meta.len() > MAX_SIGNATURES_BYTES as u64 => return Ok(Vec::new()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(e)),
+        }
+        match fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.io(e)),
+        }
     }
 
     /// Stores `bytes` (atomically: written aside, then renamed) and returns
@@ -161,6 +204,7 @@ impl ModuleStore {
             total += size;
             if total > self.max_bytes && id != *keep {
                 fs::remove_file(self.path(&id)).map_err(|e| self.io(e))?;
+                let _ = fs::remove_file(self.signatures_path(&id));
                 total -= size;
             }
         }
@@ -214,6 +258,30 @@ mod tests {
         // Unrelated files are ignored.
         fs::write(dir.join("notes.txt"), b"hi").expect("write");
         assert_eq!(store.list().expect("lists").len(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn signatures_are_kept_beside_their_module_bounded_and_evicted_with_it() {
+        let dir = temp_dir("signatures");
+        let store = ModuleStore::open(&dir, 100).expect("opens");
+        let a = store.put(&[1; 60]).expect("fits");
+        assert_eq!(store.signatures(&a).expect("reads"), Vec::<u8>::new());
+        store.put_signatures(&a, b"signed").expect("kept");
+        assert_eq!(store.signatures(&a).expect("reads"), b"signed".to_vec());
+        let too_many = vec![0; MAX_SIGNATURES_BYTES + 1];
+        assert!(store.put_signatures(&a, &too_many).is_err());
+        // A file grown past the bound on disk reads as no signatures.
+        fs::write(dir.join(format!("{a}.sig")), &too_many).expect("grow");
+        assert_eq!(store.signatures(&a).expect("reads"), Vec::<u8>::new());
+        store.put_signatures(&a, b"signed").expect("kept");
+        // Evicting the module takes its signatures too.
+        let ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::open(dir.join(format!("{a}.wasm")))
+            .and_then(|f| f.set_modified(ago))
+            .expect("touch");
+        store.put(&[2; 60]).expect("fits");
+        assert!(!dir.join(format!("{a}.sig")).exists());
         let _ = fs::remove_dir_all(&dir);
     }
 }

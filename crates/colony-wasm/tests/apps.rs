@@ -17,7 +17,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 fn apps(dir: &std::path::Path) -> Arc<GuestApps> {
     let sandbox = Sandbox::new(SandboxLimits::default()).expect("sandbox");
     let store = ModuleStore::open(dir, 64 << 20).expect("store");
-    Arc::new(GuestApps::new(sandbox, store))
+    Arc::new(GuestApps::new(sandbox, store, Box::new(|_, _| Ok(()))))
 }
 
 #[test]
@@ -75,5 +75,41 @@ fn a_module_that_is_not_a_guest_is_not_published() {
     let apps = apps(&dir);
     assert!(matches!(apps.publish(b"not wasm"), Err(AppError::Guest(_))));
     assert!(apps.store().list().expect("lists").is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_module_runs_only_once_its_admission_allows_it() {
+    let dir = temp_dir("admission");
+    let sandbox = Sandbox::new(SandboxLimits::default()).expect("sandbox");
+    let store = ModuleStore::open(&dir, 64 << 20).expect("store");
+    // Admits a module whose kept signatures say "trusted".
+    let admission = Box::new(|id: &ModuleId, signatures: &[u8]| {
+        if signatures == b"trusted" {
+            Ok(())
+        } else {
+            Err(format!("nobody this peer trusts signed {id}"))
+        }
+    });
+    let apps = Arc::new(GuestApps::new(sandbox, store, admission));
+    let mut registry = AppRegistry::new();
+    registry.add_source(apps.clone());
+    let id = ModuleId::of(NQUEENS);
+    apps.publish(NQUEENS).expect("publishes");
+    match registry.get(&id.app_name()) {
+        Err(AppError::Untrusted(module, why)) => {
+            assert_eq!(module, id.to_string());
+            assert!(why.contains("nobody this peer trusts"), "{why}");
+        }
+        other => panic!("{:?}", other.map(|a| a.name().to_string())),
+    }
+    // New signatures are judged again: the verdict is not stale.
+    apps.set_signatures(&id, b"trusted").expect("kept");
+    assert!(registry.get(&id.app_name()).is_ok());
+    apps.set_signatures(&id, b"someone else").expect("kept");
+    assert!(matches!(
+        registry.get(&id.app_name()),
+        Err(AppError::Untrusted(..))
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }

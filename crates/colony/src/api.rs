@@ -246,6 +246,7 @@ pub(crate) fn serve(
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/apps", get(apps))
+        .route("/v1/modules", axum::routing::post(publish_module))
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", axum::routing::post(cancel_job))
@@ -344,7 +345,11 @@ async fn check_request(State(guard): State<Arc<Guard>>, request: Request, next: 
         );
         return response;
     }
-    let max = guard.limits.max_body_bytes;
+    let max = if request.uri().path() == "/v1/modules" {
+        guard.limits.max_module_bytes
+    } else {
+        guard.limits.max_body_bytes
+    };
     let announced = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -469,6 +474,22 @@ async fn peers(State(peer): State<Peer>) -> Result<Json<Vec<MemberInfo>>, Status
 async fn apps(State(peer): State<Peer>) -> Json<crate::info::AppsInfo> {
     Json(peer.apps_info())
 }
+
+/// `POST /v1/modules` (body: the module's bytes): publishes a guest module
+/// under this peer's signature and pushes it to its home.
+async fn publish_module(
+    State(peer): State<Peer>,
+    body: axum::body::Bytes,
+) -> Result<Json<crate::PublishedModule>, Response> {
+    match peer.publish_module(body.to_vec(), PUBLISH_WAIT).await {
+        Ok(published) => Ok(Json(published)),
+        Err(e @ ColonyError::App(_)) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// How long `POST /v1/modules` waits for the module's home to store it.
+const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 /// Body of `POST /v1/jobs`.
 #[derive(serde::Deserialize)]

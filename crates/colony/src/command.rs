@@ -7,6 +7,7 @@ use std::time::Duration;
 use colony_core::divisible::AppError;
 use colony_core::ft::FaultTolerance;
 use colony_core::job::{JobId, JobView};
+use colony_core::modules::ModuleSignature;
 use colony_core::pipe::{PipeError, Receipt, TrafficClass};
 use libp2p::PeerId;
 use tokio::sync::{oneshot, watch};
@@ -47,6 +48,24 @@ pub(crate) enum Command {
     },
     ListJobs {
         reply: oneshot::Sender<Vec<JobView<PeerId>>>,
+    },
+    /// Push a stored module to its home; the reply names the home members
+    /// it was pushed to.
+    PublishModule {
+        id: String,
+        bytes: Vec<u8>,
+        signatures: Vec<ModuleSignature>,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    /// The home members that said they stored module `id`.
+    ModuleHolders {
+        id: String,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    /// Fetch module `id` from its home.
+    FetchModule {
+        id: String,
+        reply: oneshot::Sender<Result<(), String>>,
     },
 }
 

@@ -60,8 +60,9 @@ pub struct PeerConfig {
     /// members of the network.
     pub accept_jobs_from: SubmitPolicy<PeerId>,
     /// WebAssembly guests: `None` (the default) runs native applications
-    /// only; `Some` runs the modules of any member of the network
-    /// (`--trust-network`), fetching them on first use.
+    /// only; `Some` runs the modules its trust admits (any member's with
+    /// `--trust-network`, or those signed by `--trust` peers), fetching
+    /// them on first use.
     pub guests: Option<GuestConfig>,
 }
 
@@ -72,6 +73,8 @@ pub struct GuestConfig {
     pub limits: colony_wasm::SandboxLimits,
     /// Disk given to cached modules (`DATA_DIR/modules`).
     pub store_bytes: u64,
+    /// Whose modules this peer runs.
+    pub trust: crate::GuestTrust,
 }
 
 impl Default for GuestConfig {
@@ -79,6 +82,7 @@ impl Default for GuestConfig {
         GuestConfig {
             limits: colony_wasm::SandboxLimits::default(),
             store_bytes: 1 << 30,
+            trust: crate::GuestTrust::Network,
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct ApiLimits {
     pub connection_lifetime: Duration,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// Largest module `POST /v1/modules` accepts.
+    pub max_module_bytes: usize,
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
 }
@@ -156,6 +162,7 @@ impl Default for ApiLimits {
             request_timeout: Duration::from_secs(30),
             connection_lifetime: Duration::from_secs(60),
             max_body_bytes: 256 * 1024,
+            max_module_bytes: 16 << 20,
             max_connections: 64,
         }
     }

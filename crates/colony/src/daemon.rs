@@ -51,6 +51,12 @@ impl Peer {
                 reason: e.to_string(),
             })?;
         let peer_id = keypair.public().to_peer_id();
+        // Others name this peer in --trust by this file; a failure to write
+        // it only means they must use the peer id.
+        if let Err(error) = crate::trust::write_public_key(&config.data_dir, &keypair) {
+            tracing::warn!(%error, "cannot write the public key file");
+        }
+        let signer = keypair.clone();
         // Opened before anything is announced, so a damaged file stops the
         // start with its error.
         let checkpoints = colony_store::CheckpointStore::open(
@@ -105,6 +111,11 @@ impl Peer {
             units_done_total: store.counter("units_done_total")?,
             jobs_done_total: store.counter("jobs_done_total")?,
             runs_guests: config.guests.is_some(),
+            guest_signers: config
+                .guests
+                .as_ref()
+                .map(|g| g.trust.gossiped())
+                .unwrap_or_default(),
             ..PeerStats::default()
         };
         host::sample(&mut stats, config.cores_offered);
@@ -132,7 +143,8 @@ impl Peer {
                     guests.store_bytes,
                 )
                 .map_err(|e| colony_core::divisible::AppError::Guest(e.to_string()))?;
-                let apps = Arc::new(colony_wasm::GuestApps::new(sandbox, store));
+                let admission = crate::trust::admission(guests.trust.clone());
+                let apps = Arc::new(colony_wasm::GuestApps::new(sandbox, store, admission));
                 config.apps.add_source(apps.clone());
                 Some(apps)
             }
@@ -159,6 +171,7 @@ impl Peer {
             inbox: Arc::new(Mutex::new(Some(inbox_rx))),
             apps: config.apps.clone(),
             guests: guests.clone(),
+            signer: Arc::new(signer),
             api_token: api_token.as_ref().map(|t| Arc::from(t.as_str())),
         };
 

@@ -4,7 +4,7 @@
 //! sockets, threads, the disk and the real clock. The routing between the
 //! cores is the node's, the same the simulator runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,7 @@ mod jobs;
 mod modules;
 
 pub(crate) use jobs::{overlay_key, restore_checkpoints};
+pub(crate) use modules::store_module;
 
 /// Most inputs of one kind handled before outputs are drained, so a burst
 /// of frames is acknowledged with one ack per channel.
@@ -124,6 +125,8 @@ impl DriverBuilder {
             module_tx,
             module_rx,
             module_tasks: 0,
+            module_holders: BTreeMap::new(),
+            module_waiters: BTreeMap::new(),
             compute: ComputePool::new(compute_tx),
             compute_events,
             job_watchers: HashMap::new(),
@@ -186,6 +189,11 @@ pub(crate) struct Driver {
     module_rx: mpsc::Receiver<NodeInput<PeerId>>,
     /// Module reads and stores running.
     module_tasks: usize,
+    /// Home members that stored modules this peer published, by module
+    /// (bounded: [`modules::PUBLISHES_KEPT`]).
+    module_holders: BTreeMap<String, Vec<PeerId>>,
+    /// Callers waiting for a module to be fetched.
+    module_waiters: BTreeMap<String, Vec<oneshot::Sender<Result<(), String>>>>,
 }
 
 impl Driver {
@@ -379,6 +387,19 @@ impl Driver {
             Command::ListJobs { reply } => {
                 let _ = reply.send(self.node.jobs().homed_views(now));
             }
+            Command::PublishModule {
+                id,
+                bytes,
+                signatures,
+                reply,
+            } => {
+                let _ = reply.send(self.publish_module(now, id, bytes, signatures));
+            }
+            Command::ModuleHolders { id, reply } => {
+                let holders = self.module_holders.get(&id).cloned().unwrap_or_default();
+                let _ = reply.send(holders);
+            }
+            Command::FetchModule { id, reply } => self.fetch_module(now, id, reply),
             Command::Shutdown { reply } => {
                 info!(peer_id = %self.info.peer_id, running_units = self.node.jobs().running_units(), "leaving: handing units and job records over");
                 self.node.handle(now, NodeInput::HandOver);
@@ -610,8 +631,11 @@ impl Driver {
                 warn!(%job, unit, %error, "cannot run unit")
             }
             Notice::ModuleUnavailable { id, why } => {
-                warn!(module = %id, %why, "no peer could give a guest module; its jobs fail here")
+                warn!(module = %id, %why, "no peer could give a guest module; its jobs fail here");
+                self.module_fetched(&id, Err(why));
             }
+            Notice::ModuleReady { id } => self.module_fetched(&id, Ok(())),
+            Notice::ModuleHeld { id, by } => self.module_held(id, by),
             Notice::UnsolicitedModule { from } => {
                 if let Some(suppressed) = self.may_warn(Some(from), "unsolicited module") {
                     warn!(peer = %from, suppressed, "module message nobody asked for dropped");
@@ -719,6 +743,8 @@ impl Driver {
             modules: crate::info::ModuleCounters {
                 guests_enabled: self.guests.is_some(),
                 fetched: node_counters.modules_fetched,
+                fetched_from_home: node_counters.modules_fetched_from_home,
+                homed: node_counters.modules_homed,
                 served: node_counters.modules_served,
                 unsolicited: node_counters.unsolicited_modules,
                 held: self

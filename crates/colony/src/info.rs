@@ -107,10 +107,16 @@ pub struct ModuleInfo {
 /// Guest modules fetched and served by this peer.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ModuleCounters {
-    /// Whether this peer runs WebAssembly guests (`--trust-network`).
+    /// Whether this peer runs WebAssembly guests (`--trust-network` or
+    /// `--trust`).
     pub guests_enabled: bool,
     /// Modules fetched from other peers (verified and stored).
     pub fetched: u64,
+    /// Of those, modules fetched from a member of the module's home.
+    pub fetched_from_home: u64,
+    /// Modules stored here as a member of their home (pushed by their
+    /// publisher).
+    pub homed: u64,
     /// Modules sent to peers that asked.
     pub served: u64,
     /// Module messages nobody asked for (dropped).

@@ -43,6 +43,7 @@ mod host;
 mod info;
 mod local;
 mod peer;
+mod trust;
 
 pub use api::{read_api_token, API_TOKEN_FILE};
 pub use colony_core::acquaintance::AcquaintanceConfig;
@@ -60,5 +61,7 @@ pub use info::{
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;
 pub use peer::{
-    job_deadline_from_secs, InboundMessage, JobHandle, Peer, PendingReceipt, MAX_JOB_DEADLINE,
+    job_deadline_from_secs, InboundMessage, JobHandle, Peer, PendingReceipt, PublishedModule,
+    MAX_JOB_DEADLINE,
 };
+pub use trust::{GuestTrust, PUBLIC_KEY_FILE};

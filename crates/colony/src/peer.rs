@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use colony_core::divisible::AppRegistry;
+use colony_core::divisible::{AppError, AppRegistry};
 use colony_core::ft::FaultTolerance;
 use colony_core::job::{JobId, JobState, JobView};
 use colony_core::membership::MemberState;
@@ -95,6 +95,19 @@ impl JobHandle {
     }
 }
 
+/// A module published by [`Peer::publish_module`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedModule {
+    /// The application name jobs use: `wasm:<id>`.
+    pub app: String,
+    /// The module's id (BLAKE3 of its bytes, in hex).
+    pub id: String,
+    /// The module's home as this peer saw it (other peers only).
+    pub home: Vec<PeerId>,
+    /// The home members that said they stored it in time.
+    pub stored_by: Vec<PeerId>,
+}
+
 /// A running peer. Cheap to clone; the peer runs until [`Peer::shutdown`]
 /// or until every clone is dropped.
 #[derive(Clone)]
@@ -106,6 +119,8 @@ pub struct Peer {
     pub(crate) apps: AppRegistry,
     /// Its WebAssembly guests, if it runs any.
     pub(crate) guests: Option<Arc<colony_wasm::GuestApps>>,
+    /// Its identity, to sign the modules it publishes.
+    pub(crate) signer: Arc<libp2p::identity::Keypair>,
     /// The token of its local API, if it serves one.
     pub(crate) api_token: Option<Arc<str>>,
 }
@@ -213,20 +228,119 @@ impl Peer {
         &self.apps
     }
 
-    /// Checks a WebAssembly module is a guest this peer can run, keeps it in
-    /// its module store (where peers that need it fetch it from), and
-    /// returns the application name jobs use for it (`wasm:<id>`). Fails if
-    /// this peer runs native applications only.
-    pub async fn publish_module(&self, bytes: Vec<u8>) -> Result<String, ColonyError> {
-        let guests = self.guests.clone().ok_or_else(|| {
-            ColonyError::App(colony_core::divisible::AppError::Guest(
+    /// Publishes a WebAssembly module: checks it is a guest this peer can
+    /// run, keeps it in its module store, signs its id with this peer's key
+    /// (vouching for the code, for hosts that trust this peer), and pushes
+    /// module and signature to the module's home, the peers closest to its
+    /// hash that run guests, waiting up to `wait` for them to store it.
+    /// Fails if this peer runs native applications only.
+    pub async fn publish_module(
+        &self,
+        bytes: Vec<u8>,
+        wait: Duration,
+    ) -> Result<PublishedModule, ColonyError> {
+        let guests = self.guests()?;
+        let signer = self.signer.clone();
+        let (app, id, bytes, signatures) = tokio::task::spawn_blocking(move || {
+            let module = guests.publish(&bytes)?;
+            let id = module.id().to_string();
+            let signature = crate::trust::sign(&signer, &id).map_err(AppError::Guest)?;
+            let signatures = crate::driver::store_module(&guests, &bytes, &[signature])
+                .map_err(AppError::Guest)?;
+            let app = colony_core::divisible::App::name(module.as_ref()).to_string();
+            Ok::<_, AppError>((app, id, bytes, signatures))
+        })
+        .await
+        .map_err(|_| ColonyError::Stopped)??;
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::PublishModule {
+            id: id.clone(),
+            bytes,
+            signatures,
+            reply,
+        })
+        .await?;
+        let home = answer.await.map_err(|_| ColonyError::Stopped)?;
+        let deadline = Instant::now() + wait;
+        let stored_by = loop {
+            let (reply, answer) = oneshot::channel();
+            self.command(Command::ModuleHolders {
+                id: id.clone(),
+                reply,
+            })
+            .await?;
+            let holders = answer.await.map_err(|_| ColonyError::Stopped)?;
+            if holders.len() >= home.len() || Instant::now() >= deadline {
+                break holders;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Ok(PublishedModule {
+            app,
+            id,
+            home,
+            stored_by,
+        })
+    }
+
+    /// Publishes module `id` (`wasm:<id>` or the bare hash) under this
+    /// peer's signature, fetching it from its home first if this peer does
+    /// not hold it: what running someone else's published module takes.
+    pub async fn publish_module_by_id(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<PublishedModule, ColonyError> {
+        let guests = self.guests()?;
+        let module = id
+            .strip_prefix(colony_wasm::APP_PREFIX)
+            .unwrap_or(id)
+            .parse::<colony_wasm::ModuleId>()
+            .map_err(|e| ColonyError::App(AppError::UnknownApp(e)))?;
+        let read = |guests: Arc<colony_wasm::GuestApps>| async move {
+            tokio::task::spawn_blocking(move || guests.store().get(&module))
+                .await
+                .map_err(|_| ColonyError::Stopped)?
+                .map_err(|e| ColonyError::App(AppError::Guest(e.to_string())))
+        };
+        let bytes = match read(guests.clone()).await? {
+            Some(bytes) => bytes,
+            None => {
+                let (reply, answer) = oneshot::channel();
+                self.command(Command::FetchModule {
+                    id: module.to_string(),
+                    reply,
+                })
+                .await?;
+                answer
+                    .await
+                    .map_err(|_| ColonyError::Stopped)?
+                    .map_err(|why| {
+                        ColonyError::App(AppError::Guest(format!(
+                            "cannot fetch module {module} from its home: {why}"
+                        )))
+                    })?;
+                read(guests)
+                    .await?
+                    .ok_or_else(|| ColonyError::App(AppError::ModuleMissing(module.to_string())))?
+            }
+        };
+        self.publish_module(bytes, wait).await
+    }
+
+    async fn command(&self, command: Command) -> Result<(), ColonyError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ColonyError::Stopped)
+    }
+
+    fn guests(&self) -> Result<Arc<colony_wasm::GuestApps>, ColonyError> {
+        self.guests.clone().ok_or_else(|| {
+            ColonyError::App(AppError::Guest(
                 "this peer runs native applications only (start it with guests enabled)".into(),
             ))
-        })?;
-        let module = tokio::task::spawn_blocking(move || guests.publish(&bytes))
-            .await
-            .map_err(|_| ColonyError::Stopped)??;
-        Ok(colony_core::divisible::App::name(module.as_ref()).to_string())
+        })
     }
 
     /// What this peer can run: its native applications and the guest

@@ -587,17 +587,10 @@ impl<P: PeerKey> HomeCtx<'_, P> {
             return None;
         }
         let Some(checkpoint) = h.record.units.get(&unit).and_then(|u| u.checkpoint.clone()) else {
-            // Before any divide, the root restarts from the job's parameters.
-            let root = (unit == 0 && h.record.stats.units == 1)
-                .then(|| self.registry.get(&h.record.app).ok())
-                .flatten()
-                .and_then(|app| app.init(&h.record.params).ok())
-                .and_then(|mut root| root.checkpoint().ok());
-            if let Some(state) = root {
-                h.ready.insert(unit, state);
-                return None;
+            if let Some(restarted) = self.restart_root(unit) {
+                return restarted;
             }
-            let reason = if h.record.ft.checkpoints() {
+            let reason = if self.home.record.ft.checkpoints() {
                 format!("unit {unit} has no checkpoint to restart from")
             } else {
                 format!(
@@ -617,6 +610,14 @@ impl<P: PeerKey> HomeCtx<'_, P> {
             .filter(|p| **p != me && self.is_live(p))
             .cloned()
             .collect();
+        if asked.is_empty() {
+            // The root's only checkpoint was with a lost peer (the primary
+            // that ran it, in the job's first second): before any divide,
+            // the parameters are as good.
+            if let Some(restarted) = self.restart_root(unit) {
+                return restarted;
+            }
+        }
         self.home.restoring.insert(
             unit,
             Restoring {
@@ -630,6 +631,42 @@ impl<P: PeerKey> HomeCtx<'_, P> {
             self.send(to, JobMsg::FetchPieces { job, unit }, false);
         }
         self.try_restore(unit)
+    }
+
+    /// Before any divide, the root unit restarts from the job's parameters:
+    /// `Some` if `unit` is that root (`Some(None)` once queued or while its
+    /// module is being fetched, `Some(Some(why))` if it cannot restart),
+    /// `None` for any other unit.
+    fn restart_root(&mut self, unit: UnitId) -> Option<Option<String>> {
+        let now = self.now;
+        let h = &mut *self.home;
+        if unit != 0 || h.record.stats.units != 1 {
+            return None;
+        }
+        let app = match self.registry.get(&h.record.app) {
+            Ok(app) => app,
+            Err(AppError::ModuleMissing(module)) => {
+                // A guest's job taken over before this peer had its module:
+                // the node is fetching it for the homes here; the unit
+                // waits, for the restore patience at most.
+                let since = *h.queued_since.entry(unit).or_insert(now);
+                let patience = self.config.restore_patience;
+                if now.saturating_duration_since(since) < patience {
+                    return Some(None);
+                }
+                return Some(Some(format!(
+                    "unit {unit} cannot restart: its module {module} did not arrive within {patience:?}"
+                )));
+            }
+            Err(_) => return None,
+        };
+        let state = app
+            .init(&h.record.params)
+            .and_then(|mut root| root.checkpoint())
+            .ok()?;
+        h.restoring.remove(&unit);
+        h.ready.insert(unit, state);
+        Some(None)
     }
 
     /// Queues `unit` once enough pieces of its checkpoint are back;

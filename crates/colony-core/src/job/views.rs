@@ -193,6 +193,20 @@ impl<P: PeerKey> Jobs<P> {
     /// Snapshots of every job whose primary is this peer, and of every
     /// job whose home lost its majority with this peer among its members
     /// (no primary can be elected: this member speaks for the job).
+    /// The jobs whose record this peer holds (as primary or backup), with
+    /// their application and the primary it knows of: what this peer must
+    /// be able to run to take over, or to restart a unit once it has.
+    pub fn homed_apps(&self) -> impl Iterator<Item = (JobId, &str, Option<&P>)> + '_ {
+        self.homes
+            .iter()
+            .map(|(job, h)| (*job, h.record.app.as_str(), h.primary()))
+    }
+
+    /// A peer's position in the overlay's key space.
+    pub fn key_of(&self, peer: &P) -> [u8; 32] {
+        (self.key_of)(peer)
+    }
+
     pub fn homed_views(&self, now: Instant) -> Vec<JobView<P>> {
         self.homes
             .iter()

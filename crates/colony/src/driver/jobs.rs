@@ -108,14 +108,20 @@ impl Driver {
     }
 
     /// A fresh job id. A guest's job must be homed at a peer that runs
-    /// guests (it builds the first unit and merges results): ids are drawn
-    /// until the job's primary would be one.
+    /// this submitter's guests (it builds the first unit and merges
+    /// results): ids are drawn until the job's primary would be one. If no
+    /// live peer would, the error says what each refuses.
     fn new_job_id(&self, app: &str, ft: &FaultTolerance) -> Result<JobId, AppError> {
         let mut rng = rand::rngs::StdRng::from_os_rng();
         if !app.starts_with(colony_wasm::APP_PREFIX) {
             return Ok(JobId(rand::Rng::random(&mut rng)));
         }
         let membership = self.node.membership();
+        let me = self.info.peer_id.to_string();
+        let runs_mine = |stats: &colony_core::membership::PeerStats| {
+            stats.runs_guests
+                && (stats.guest_signers.is_empty() || stats.guest_signers.contains(&me))
+        };
         for _ in 0..GUEST_HOME_DRAWS {
             let job = JobId(rand::Rng::random(&mut rng));
             let home = self.node.jobs().submit_home(job, ft);
@@ -124,15 +130,36 @@ impl Driver {
             } else {
                 membership.record_of(&home)
             };
-            if record.is_some_and(|record| record.stats.runs_guests) {
+            if record.is_some_and(|record| runs_mine(&record.stats)) {
                 return Ok(job);
             }
         }
-        Err(AppError::Guest(
-            "no live peer of this network runs WebAssembly guests to be the job's home \
-             (start peers with --trust-network)"
-                .into(),
-        ))
+        let refusals: Vec<String> = std::iter::once(membership.local())
+            .chain(membership.records().filter(|r| {
+                matches!(
+                    r.state,
+                    colony_core::membership::MemberState::Alive
+                        | colony_core::membership::MemberState::Suspect
+                )
+            }))
+            .filter(|r| !runs_mine(&r.stats))
+            .map(|r| {
+                let why = if !r.stats.runs_guests {
+                    "runs native applications only".to_string()
+                } else {
+                    format!(
+                        "runs only code signed by {}",
+                        r.stats.guest_signers.join(", ")
+                    )
+                };
+                format!("{} {why}", r.peer)
+            })
+            .collect();
+        Err(AppError::Guest(format!(
+            "no live peer of this network runs WebAssembly guests signed by this peer ({me}) \
+             to be the job's home: {}",
+            refusals.join("; ")
+        )))
     }
 
     /// Asks the job's primary to cancel it; the answer goes to `reply`.
