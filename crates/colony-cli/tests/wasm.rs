@@ -2,7 +2,8 @@
 //! `colony run --wasm FILE` keeps the module at the submitter, every peer
 //! that trusts the network fetches it once on first use (and from its
 //! cache after), runs it sandboxed, and gets the native answers; a peer
-//! that runs native applications only takes no part; hostile guests fail
+//! that runs native applications only takes no part, and the submitter
+//! hears from it that it refused and why; hostile guests fail
 //! their job with a clear error and the peers keep serving.
 
 mod common;
@@ -162,8 +163,12 @@ async fn a_peer_running_native_apps_only_neither_fetches_nor_runs_guests() {
     let peers = vec![trusting, native];
     wait_formed(&peers).await;
     // Several jobs: a random id is homed at the native peer one time in
-    // three, and there the job would fail ("no application named wasm:…")
-    // had the submitter not drawn ids homed at a peer that runs guests.
+    // three, and there the job would fail ("runs native applications
+    // only") had the submitter not drawn ids homed at a peer that runs
+    // guests.
+    let native_id = peers[1].info.peer_id.clone();
+    let refused =
+        format!("peer {native_id} refused the job: this peer runs native applications only");
     for _ in 0..8 {
         let (out, json) = run_wasm(&peers[0].addr(), 3, NQUEENS_PATH, &["15"]);
         assert!(out.status.success(), "{json}");
@@ -171,6 +176,18 @@ async fn a_peer_running_native_apps_only_neither_fetches_nor_runs_guests() {
         assert!(
             json["peers_used"].as_u64() <= Some(2),
             "only the submitter and the trusting peer compute: {json}"
+        );
+        // The native peer said why it stayed out: `colony run` printed it
+        // once as it came, and the job's final view lists it.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.matches(&refused).count(), 1, "{stderr}");
+        let declined = json["declined"].as_array().cloned().unwrap_or_default();
+        assert!(
+            declined.iter().any(|d| d["peer_id"] == native_id.as_str()
+                && d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("not the WebAssembly module"))),
+            "{json}"
         );
     }
     let native = peers[1].status().await.expect("status");
