@@ -363,6 +363,7 @@ async fn submit_and_follow(
     eprintln!("job {id} submitted ({app} {})", app_args.join(" "));
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let mut announced_waiting = false;
+    let mut refusals = Refusals::default();
     let view = loop {
         let changed = tokio::select! {
             changed = handle.changed() => changed?,
@@ -395,6 +396,13 @@ async fn submit_and_follow(
                 .map(|w| format!(" · {w}"))
                 .unwrap_or_default()
         ));
+        for line in refusals.new_lines(&info) {
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
         if bar.is_hidden() {
             // No bar to show it in: say it on stderr, once per change.
             let waiting = info.waiting().is_some();
@@ -415,9 +423,12 @@ async fn submit_and_follow(
     print_result(&info, args.json)?;
     match (info.state.as_str(), info.verified) {
         ("failed", _) => bail!(
-            "job {} failed: {}",
+            "job {} failed: {}{}",
             info.job_id,
-            info.error.unwrap_or_default()
+            info.error.as_deref().unwrap_or_default(),
+            info.refusals()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ),
         ("cancelled", _) => bail!("job {} was {}", info.job_id, info.error.unwrap_or_default()),
         (_, Some(false)) => bail!(
@@ -425,6 +436,36 @@ async fn submit_and_follow(
             info.job_id
         ),
         _ => Ok(()),
+    }
+}
+
+/// The refusals of a job `colony run` has printed so far: each peer's
+/// once, as it appears.
+#[derive(Default)]
+struct Refusals {
+    /// Peers whose refusal was printed (at most what a view lists).
+    told: std::collections::BTreeSet<String>,
+    /// The unlisted count last printed.
+    unlisted: u64,
+}
+
+impl Refusals {
+    /// Lines for the refusals in `info` not printed before.
+    fn new_lines(&mut self, info: &JobInfo) -> Vec<String> {
+        let mut lines = Vec::new();
+        for d in &info.declined {
+            if self.told.insert(d.peer_id.clone()) {
+                lines.push(format!("peer {} refused the job: {}", d.peer_id, d.reason));
+            }
+        }
+        if info.declined_unlisted > self.unlisted {
+            self.unlisted = info.declined_unlisted;
+            lines.push(format!(
+                "{} more peers refused the job (not listed)",
+                info.declined_unlisted
+            ));
+        }
+        lines
     }
 }
 
@@ -444,6 +485,8 @@ fn print_result(info: &JobInfo, json: bool) -> Result<()> {
             "work": info.work,
             "verified": info.verified,
             "home_majority_lost": info.home_majority_lost,
+            "declined": info.declined,
+            "declined_unlisted": info.declined_unlisted,
         });
         outln!("{object}")?;
         return Ok(());
@@ -488,8 +531,20 @@ fn print_result(info: &JobInfo, json: bool) -> Result<()> {
             c.donated
         )?;
     }
+    for d in &info.declined {
+        outln!("  peer {} refused the job: {}", d.peer_id, d.reason)?;
+    }
+    if info.declined_unlisted > 0 {
+        outln!(
+            "  {} more peers refused the job (not listed)",
+            info.declined_unlisted
+        )?;
+    }
     Ok(())
 }
+
+/// Refusals `colony jobs` shows per job; `colony result` shows them all.
+const LISTED_REFUSALS: usize = 3;
 
 pub(crate) async fn list(args: ApiArgs) -> Result<()> {
     let jobs: Vec<JobInfo> = args.api.connect()?.get_json("/v1/jobs").await?;
@@ -518,6 +573,17 @@ pub(crate) async fn list(args: ApiArgs) -> Result<()> {
         )?;
         if let Some(waiting) = j.waiting() {
             outln!("  {waiting}")?;
+        }
+        for d in j.declined.iter().take(LISTED_REFUSALS) {
+            outln!("  peer {} refused the job: {}", d.peer_id, d.reason)?;
+        }
+        let more = (j.declined.len().saturating_sub(LISTED_REFUSALS) as u64)
+            .saturating_add(j.declined_unlisted);
+        if more > 0 {
+            outln!(
+                "  {more} more peers refused the job (see colony result {})",
+                j.job_id
+            )?;
         }
     }
     Ok(())

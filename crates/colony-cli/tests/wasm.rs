@@ -4,8 +4,9 @@
 //! the submitter fetches it once on first use (from its home, and from its
 //! cache after), runs it sandboxed, and gets the native answers; a peer
 //! that runs native applications only, or only code signed by others,
-//! takes no part; hostile guests fail their job with a clear error and the
-//! peers keep serving.
+//! takes no part, and the submitter hears from it that it refused and why;
+//! hostile guests fail their job with a clear error and the peers keep
+//! serving.
 
 mod common;
 
@@ -180,8 +181,12 @@ async fn a_peer_running_native_apps_only_neither_fetches_nor_runs_guests() {
     let peers = vec![trusting, native];
     wait_formed(&peers).await;
     // Several jobs: a random id is homed at the native peer one time in
-    // three, and there the job would fail ("no application named wasm:…")
-    // had the submitter not drawn ids homed at a peer that runs guests.
+    // three, and there the job would fail ("runs native applications
+    // only") had the submitter not drawn ids homed at a peer that runs
+    // guests.
+    let native_id = peers[1].info.peer_id.clone();
+    let refused =
+        format!("peer {native_id} refused the job: this peer runs native applications only");
     for _ in 0..8 {
         let (out, json) = run_wasm(&peers[0].addr(), 3, NQUEENS_PATH, &["15"]);
         assert!(out.status.success(), "{json}");
@@ -189,6 +194,18 @@ async fn a_peer_running_native_apps_only_neither_fetches_nor_runs_guests() {
         assert!(
             json["peers_used"].as_u64() <= Some(2),
             "only the submitter and the trusting peer compute: {json}"
+        );
+        // The native peer said why it stayed out: `colony run` printed it
+        // once as it came, and the job's final view lists it.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.matches(&refused).count(), 1, "{stderr}");
+        let declined = json["declined"].as_array().cloned().unwrap_or_default();
+        assert!(
+            declined.iter().any(|d| d["peer_id"] == native_id.as_str()
+                && d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("not the WebAssembly module"))),
+            "{json}"
         );
     }
     let native = peers[1].status().await.expect("status");
@@ -427,6 +444,17 @@ async fn a_host_runs_only_modules_signed_by_peers_it_trusts() {
     assert!(out.status.success(), "{json}");
     assert_eq!(json["result"], 2_279_184, "{json}");
     assert_eq!(units_done(&peers[1]).await, 0, "Bob ran a stranger's code");
+    // The stranger hears why: Bob trusts only Alice's signature.
+    let bob_id = peers[1].info.peer_id.clone();
+    let alice_id = peers[0].info.peer_id.clone();
+    let declined = json["declined"].as_array().cloned().unwrap_or_default();
+    assert!(
+        declined.iter().any(|d| d["peer_id"] == bob_id.as_str()
+            && d["reason"].as_str().is_some_and(|r| {
+                r.contains("this peer runs only code signed by") && r.contains(&alice_id)
+            })),
+        "{json}"
+    );
 
     // Alice vouches for the same module: a stranger's job of it runs on Bob.
     let published = publish(&peers[0], NQUEENS_PATH);
@@ -438,7 +466,6 @@ async fn a_host_runs_only_modules_signed_by_peers_it_trusts() {
     // Without Alice, a stranger's new module runs only on the stranger's
     // own peer: Bob still refuses it.
     peers[0].kill();
-    let alice_id = peers[0].info.peer_id.clone();
     wait_until(Duration::from_secs(20), "Bob to see Alice gone", || async {
         let members = peers[1].members().await?;
         let alice = members.iter().find(|m| m.peer_id == alice_id)?;

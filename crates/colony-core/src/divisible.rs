@@ -58,8 +58,10 @@ pub enum AppError {
     /// The job's parameters are invalid (unknown instance, N = 0, ...).
     #[error("bad job parameters: {0}")]
     BadParams(String),
-    /// No application of this name on this peer.
-    #[error("this peer has no application named {0:?}")]
+    /// No application of this name on this peer. For a guest's name
+    /// (`wasm:<id>`) on a peer with no source of guests, it says the peer
+    /// runs native applications only.
+    #[error("{}", unknown_app(.0))]
     UnknownApp(String),
     /// A serialised state or result did not decode.
     #[error("corrupt {what}: {reason}")]
@@ -85,6 +87,21 @@ pub enum AppError {
     /// (the sentence says who signed it and whom the peer trusts).
     #[error("{1}")]
     Untrusted(String, String),
+}
+
+/// The prefix of a WebAssembly guest's application name: `wasm:<id>`.
+pub const GUEST_APP_PREFIX: &str = "wasm:";
+
+/// What [`AppError::UnknownApp`] says about `name`.
+fn unknown_app(name: &str) -> String {
+    if name.starts_with(GUEST_APP_PREFIX) {
+        format!(
+            "this peer runs native applications only, not the WebAssembly module {name:?} \
+             (its operator has not allowed guests)"
+        )
+    } else {
+        format!("this peer has no application named {name:?}")
+    }
 }
 
 /// The outcome of one [`Divisible::step`].
@@ -591,6 +608,14 @@ mod tests {
         ));
         assert!(matches!(app.parse_args(&[]), Err(AppError::BadParams(_))));
         assert!(matches!(registry.get("nope"), Err(AppError::UnknownApp(_))));
+        // A guest's name on a peer without guests says why.
+        let guest = registry.get("wasm:00ff").err().map(|e| e.to_string());
+        assert!(
+            guest
+                .as_deref()
+                .is_some_and(|e| e.contains("runs native applications only")),
+            "{guest:?}"
+        );
         assert!(matches!(
             app.restore(&[0xff, 0xff]),
             Err(AppError::Corrupt { .. })

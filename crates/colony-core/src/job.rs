@@ -61,6 +61,7 @@ use crate::PeerKey;
 
 mod authorize;
 mod context;
+mod decline;
 mod limits;
 mod messages;
 mod pieces;
@@ -76,6 +77,7 @@ pub use crate::pieces::{Piece, PieceData};
 use authorize::Parked;
 pub use authorize::{Refusal, SubmitPolicy};
 use context::{Commit, HomeCtx};
+use decline::{DeclinedJobs, Declines};
 pub use limits::{MessageKind, MessageLimits, TooLarge};
 pub use messages::{JobEvent, JobInput, JobMsg, JobOutput, Report, SentAssignment, UnitEvent};
 pub use pieces::PieceKey;
@@ -86,7 +88,7 @@ use record::{
 pub use record::{Delta, JobHomeMsg, Record};
 use scheduler::{child_id, Steal};
 use timers::{HomeDue, Timer, Timers};
-pub use views::{Contribution, JobState, JobStats, JobView, MajorityLost};
+pub use views::{Contribution, Declined, JobState, JobStats, JobView, MajorityLost};
 pub use worker::LocalUnit;
 use worker::WorkerUnit;
 
@@ -301,6 +303,8 @@ pub struct Jobs<P: PeerKey> {
     /// Pieces this peer held that were found damaged on disk, to report to
     /// their jobs' primaries once there is a view.
     lost_pieces: Vec<PieceKey>,
+    /// Jobs this peer refused to work on, with the primary it told.
+    declined_jobs: DeclinedJobs<P>,
 }
 
 impl<P: PeerKey> Jobs<P> {
@@ -359,6 +363,7 @@ impl<P: PeerKey> Jobs<P> {
             records_on_disk: BTreeMap::new(),
             next_record_persist: now,
             lost_pieces: Vec::new(),
+            declined_jobs: DeclinedJobs::default(),
         }
     }
 
@@ -592,10 +597,10 @@ impl<P: PeerKey> Jobs<P> {
                 lifetime_ms,
                 submitter,
             } => {
-                if self.finished_jobs.contains(&job) || self.registry.get(&app).is_err() {
+                if self.finished_jobs.contains(&job) {
                     return;
                 }
-                if !self.works_for(&submitter) {
+                if self.refuses_advert(job, &app, &home, &submitter) {
                     // Not seen, so its assignments are refused too.
                     return;
                 }
@@ -716,6 +721,7 @@ impl<P: PeerKey> Jobs<P> {
                 self.send(from, JobMsg::Held { job, token, units }, false);
             }
             JobMsg::Held { job, token, units } => self.on_held(now, from, job, token, units),
+            JobMsg::Declined { job, reason } => self.on_declined(from, job, &reason),
         }
     }
 

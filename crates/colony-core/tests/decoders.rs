@@ -18,8 +18,8 @@ use colony_core::erasure::{self, Shard};
 use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::home::{HomeMsg, Update};
 use colony_core::job::{
-    JobConfig, JobId, JobInput, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs, Piece,
-    PieceData, Report, UnitEvent,
+    Declined, JobConfig, JobId, JobInput, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs,
+    Piece, PieceData, Report, UnitEvent,
 };
 use colony_core::membership::{
     self, MemberRecord, MemberState, Membership, MembershipConfig, MembershipMsg, PeerStats,
@@ -380,9 +380,10 @@ fn job_view() -> BoxedStrategy<JobView<u64>> {
             Just(-1.0),
             any::<f64>()
         ],
+        proptest::option::of((proptest::collection::vec((peer(), string()), 0..4), num())),
     )
         .prop_map(
-            |(job, app, home, home_members, ft, state, elapsed_s)| JobView {
+            |(job, app, home, home_members, ft, state, elapsed_s, declined)| JobView {
                 job,
                 app,
                 params: Vec::new(),
@@ -396,6 +397,7 @@ fn job_view() -> BoxedStrategy<JobView<u64>> {
                 shared: SharedVars::default(),
                 elapsed_s,
                 home_majority_lost: None,
+                declined: declined.map(|(peers, unlisted)| Box::new(Declined { peers, unlisted })),
             },
         )
         .boxed()
@@ -434,6 +436,7 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
             epoch
         }),
         (job_id(), num()).prop_map(|(job, token)| JobMsg::Holds { job, token }),
+        (job_id(), string()).prop_map(|(job, reason)| JobMsg::Declined { job, reason }),
         (
             job_id(),
             num(),
@@ -1674,6 +1677,7 @@ fn statuses_of_made_up_jobs_are_remembered_within_bounds() {
             shared: SharedVars::default(),
             elapsed_s: 0.0,
             home_majority_lost: None,
+            declined: None,
         };
         cluster.deliver(99, 0, JobMsg::Status { view });
     }

@@ -9,7 +9,7 @@ use std::str::FromStr;
 pub struct ModuleId(pub [u8; 32]);
 
 /// The prefix of a guest application's name in a job.
-pub const APP_PREFIX: &str = "wasm:";
+pub const APP_PREFIX: &str = colony_core::divisible::GUEST_APP_PREFIX;
 
 impl ModuleId {
     /// The id of a module with these bytes.

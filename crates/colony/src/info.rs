@@ -175,6 +175,16 @@ pub struct ContributionInfo {
     pub donated: u64,
 }
 
+/// A peer that refused to work on a job, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeclineInfo {
+    /// The peer.
+    pub peer_id: String,
+    /// Why, as it said (it cannot run the application, does not run the
+    /// guest's code, or does not accept jobs from the submitter).
+    pub reason: String,
+}
+
 /// Results larger than this (serialised) are not shown in full.
 const MAX_JSON_RESULT_BYTES: usize = 16 * 1024;
 
@@ -232,6 +242,14 @@ pub struct JobInfo {
     /// `fails_in_s` has passed. See [`JobInfo::waiting`].
     #[serde(default)]
     pub home_majority_lost: Option<colony_core::job::MajorityLost>,
+    /// Peers that refused to work on the job, and why, as its primary
+    /// heard them (at most 64; a primary that took over lists only those
+    /// it heard itself).
+    #[serde(default)]
+    pub declined: Vec<DeclineInfo>,
+    /// Refusals heard beyond those listed in `declined`.
+    #[serde(default)]
+    pub declined_unlisted: u64,
 }
 
 impl JobInfo {
@@ -246,6 +264,27 @@ impl JobInfo {
             "waiting: the job's home lost its majority ({} of its {} members gone); it fails in {:.0} s unless they return",
             lost.members_gone, lost.members, lost.fails_in_s
         ))
+    }
+
+    /// The refusals in one line ("refused by peer X: why; peer Y: why"),
+    /// if any peer refused the job.
+    pub fn refusals(&self) -> Option<String> {
+        if self.declined.is_empty() && self.declined_unlisted == 0 {
+            return None;
+        }
+        let mut line = self
+            .declined
+            .iter()
+            .map(|d| format!("peer {}: {}", d.peer_id, d.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.declined_unlisted > 0 {
+            if !line.is_empty() {
+                line.push_str("; ");
+            }
+            line.push_str(&format!("{} more peers", self.declined_unlisted));
+        }
+        Some(format!("refused by {line}"))
     }
 
     /// Builds the display form of `view`, describing and verifying a result
@@ -329,6 +368,16 @@ impl JobInfo {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             home_majority_lost: view.home_majority_lost.as_deref().cloned(),
+            declined: view
+                .declined
+                .iter()
+                .flat_map(|d| &d.peers)
+                .map(|(peer, reason)| DeclineInfo {
+                    peer_id: peer.to_string(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            declined_unlisted: view.declined.as_ref().map_or(0, |d| d.unlisted),
         }
     }
 }

@@ -56,7 +56,8 @@ pub use colony_net::{FaultConfig, NetConfig};
 pub use config::{ApiLimits, GuestConfig, PeerConfig};
 pub use error::ColonyError;
 pub use info::{
-    AppsInfo, ContributionInfo, JobCounters, JobInfo, MemberInfo, ModuleInfo, PeerInfo, StatusInfo,
+    AppsInfo, ContributionInfo, DeclineInfo, JobCounters, JobInfo, MemberInfo, ModuleInfo,
+    PeerInfo, StatusInfo,
 };
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;

@@ -125,6 +125,7 @@ fn job_messages() -> Vec<Vec<u8>> {
                 shared: SharedVars::default(),
                 elapsed_s: 1.5,
                 home_majority_lost: None,
+                declined: None,
             },
         },
         JobMsg::Home(HomeMsg::VoteReply {

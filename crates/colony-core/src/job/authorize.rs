@@ -14,7 +14,9 @@
 //! - replica traffic comes only from the job's home;
 //! - submissions follow the peer's [`SubmitPolicy`], and so does the work
 //!   it takes: a peer that accepts jobs only from some peers ignores the
-//!   adverts of others' jobs, so their units are refused as unseen.
+//!   adverts of others' jobs, so their units are refused as unseen;
+//! - a refusal to work on a job ([`JobMsg::Declined`]) comes from any
+//!   member, and is kept only by a primary of that job while it runs.
 //!
 //! Reports are checked further by the primary (only the unit's current
 //! holder, under its current epoch, is heard), votes by the voter (only
@@ -204,6 +206,7 @@ pub(super) fn kind_of<P>(msg: &JobMsg<P>) -> &'static str {
         JobMsg::CheckpointNow { .. } => "CheckpointNow",
         JobMsg::Holds { .. } => "Holds",
         JobMsg::Held { .. } => "Held",
+        JobMsg::Declined { .. } => "Declined",
     }
 }
 

@@ -222,6 +222,7 @@ impl<P: PeerKey> Jobs<P> {
                     shared: Default::default(),
                     elapsed_s: 0.0,
                     home_majority_lost: None,
+                    declined: None,
                 };
                 self.outputs.push_back(super::JobOutput::Status(view));
             }

@@ -339,6 +339,16 @@ pub enum JobMsg<P> {
         /// (unit, epoch) of each unit held.
         units: Vec<(UnitId, Epoch)>,
     },
+    /// Worker → primary, once per advertised job it will not work on: it
+    /// cannot run the job's application (none of that name, a guest it does
+    /// not run) or does not accept jobs from its submitter. The primary
+    /// lists it in the job's view ([`JobView::declined`]).
+    Declined {
+        /// The job.
+        job: JobId,
+        /// Why, in a sentence (at most 200 characters are kept).
+        reason: String,
+    },
 }
 
 /// An assignment on its way: to whom, of which unit, at which epoch (what

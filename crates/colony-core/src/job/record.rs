@@ -198,6 +198,9 @@ pub struct HomeState<P> {
     /// reissued from its checkpoint (the record may miss the last changes
     /// before the restart, so the workers' copies cannot be trusted).
     pub(super) restored: bool,
+    /// Primary: the peers that refused to work on the job, and why (see
+    /// the `decline` module). Not replicated: lost on a takeover.
+    pub(super) declines: Declines<P>,
 }
 
 impl<P: PeerKey> HomeState<P> {
@@ -238,6 +241,7 @@ impl<P: PeerKey> HomeState<P> {
             next_holds_at: now,
             majority_lost_since: None,
             restored: false,
+            declines: Declines::default(),
         }
     }
 
@@ -353,6 +357,7 @@ impl<P: PeerKey> Replicated for HomeState<P> {
         self.pushed.clear();
         self.touched.clear();
         self.merged_dirty = false;
+        self.declines.clear();
     }
 }
 

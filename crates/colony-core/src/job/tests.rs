@@ -38,6 +38,8 @@ struct Cluster {
     /// Extra latency of bulk messages (unit states) to a peer: a slow
     /// link that large messages take long to cross.
     slow_to: BTreeMap<u32, Duration>,
+    /// Refusals sent: (from, to, job, reason).
+    declines_sent: Vec<(u32, u32, JobId, String)>,
 }
 
 fn key_of(peer: &u32) -> [u8; 32] {
@@ -89,6 +91,7 @@ impl Cluster {
             rng: SmallRng::seed_from_u64(1),
             last_delivery: BTreeMap::new(),
             slow_to: BTreeMap::new(),
+            declines_sent: Vec::new(),
         };
         cluster.update_members();
         cluster
@@ -111,6 +114,15 @@ impl Cluster {
                 .handle(now, JobInput::Members(others));
             self.drain(id);
         }
+    }
+
+    /// Gives peer `id` (before any job) these applications instead.
+    fn set_registry(&mut self, id: u32, registry: AppRegistry) {
+        let now = self.now;
+        let peer = &mut self.peers[id as usize];
+        let config = peer.core.config.clone();
+        peer.core = Jobs::new(id, config, registry, now, u64::from(id), key_of);
+        self.update_members();
     }
 
     fn crash(&mut self, id: u32) {
@@ -168,6 +180,9 @@ impl Cluster {
         while let Some(out) = self.peers[id as usize].core.poll() {
             match out {
                 JobOutput::Send { to, msg, bulk } => {
+                    if let JobMsg::Declined { job, reason } = &msg {
+                        self.declines_sent.push((id, to, *job, reason.clone()));
+                    }
                     if to == id {
                         self.peers[id as usize]
                             .core
@@ -1751,9 +1766,16 @@ fn a_peer_with_a_submitter_list_computes_only_their_jobs() {
         assert!(c.peers[2].units.is_empty(), "peer 2 computes for peer 0");
         c.final_status(job).is_some()
     });
-    assert_eq!(
-        result_of(cluster.final_status(job).unwrap()),
-        n * (n + 1) / 2
+    let view = cluster.final_status(job).unwrap();
+    assert_eq!(result_of(view), n * (n + 1) / 2);
+    // The submitter learns why peer 2 stayed out.
+    assert!(
+        view.declined.as_ref().is_some_and(|d| d
+            .peers
+            .iter()
+            .any(|(peer, why)| *peer == 2 && why.contains("accepts jobs only from"))),
+        "{:?}",
+        view.declined
     );
 }
 
@@ -2068,5 +2090,99 @@ fn a_holdings_answer_with_the_wrong_token_reissues_nothing() {
     assert!(
         before.iter().all(|u| !after.contains(u)),
         "the answer with the question's token reissues what the worker lacks: {before:?} -> {after:?}"
+    );
+}
+
+/// An application source whose modules are always still being fetched.
+struct Fetching;
+
+impl crate::divisible::AppSource for Fetching {
+    fn lookup(
+        &self,
+        name: &str,
+    ) -> Option<Result<std::sync::Arc<dyn crate::divisible::App>, AppError>> {
+        Some(Err(AppError::ModuleMissing(name.to_string())))
+    }
+}
+
+/// A worker that cannot run a job's application tells the job's primary
+/// once, and why; the primary lists it in the job's view, which reaches
+/// the submitter. A module still being fetched is no refusal, a refusal
+/// is kept only by the job's primary, and one from outside the view is
+/// not heard.
+#[test]
+fn a_worker_that_cannot_run_the_app_declines_once_and_the_submitter_sees_why() {
+    let mut cluster = Cluster::new(5, 1);
+    let job = JobId([1; 16]); // what `submit(0, …)` draws
+    let home = cluster.peers[0].core.home_of(job, 3);
+    let primary = home[0];
+    let mut others = (1..5).filter(|p| *p != primary);
+    let (refuser, fetcher) = (others.next().unwrap(), others.next().unwrap());
+    let mut native = AppRegistry::new();
+    native.register::<crate::test_apps::Panics>();
+    cluster.set_registry(refuser, native);
+    let mut fetching = AppRegistry::new();
+    fetching.add_source(std::sync::Arc::new(Fetching));
+    cluster.set_registry(fetcher, fetching);
+    assert_eq!(cluster.submit(0, 6_000_000), job);
+
+    let listed = |c: &Cluster| {
+        c.peers[primary as usize]
+            .core
+            .view(c.now, job)
+            .and_then(|v| v.declined)
+            .map(|d| d.peers)
+            .unwrap_or_default()
+    };
+    cluster.run(Duration::from_secs(5), |c| !listed(c).is_empty());
+    let declined = listed(&cluster);
+    assert_eq!(declined.len(), 1, "{declined:?}");
+    assert_eq!(declined[0].0, refuser);
+    assert!(
+        declined[0].1.contains("no application named \"sum\""),
+        "{declined:?}"
+    );
+
+    // Adverts go on every half second: the refusal is not sent again, and
+    // the peer still fetching its module refuses nothing.
+    cluster.run(Duration::from_secs(3), |_| false);
+    let sent: Vec<_> = cluster
+        .declines_sent
+        .iter()
+        .map(|(from, to, j, _)| (*from, *to, *j))
+        .collect();
+    assert_eq!(sent, vec![(refuser, primary, job)]);
+    // The submitter sees it in the job's progress.
+    let (_, progress) = cluster
+        .statuses
+        .iter()
+        .rev()
+        .find(|(at, v)| *at == 0 && v.job == job)
+        .expect("progress at the submitter");
+    assert_eq!(progress.state, JobState::Running);
+    let seen = progress
+        .declined
+        .as_deref()
+        .expect("refusals at the submitter");
+    assert_eq!((&seen.peers, seen.unlisted), (&declined, 0));
+
+    // A backup keeps no refusals; a stranger's is refused and not listed.
+    let backup = home[1];
+    let forged = |reason: &str| JobMsg::Declined {
+        job,
+        reason: reason.into(),
+    };
+    forge(&mut cluster, refuser, backup, forged("to a backup"));
+    assert!(cluster.peers[backup as usize]
+        .core
+        .view(cluster.now, job)
+        .is_some_and(|v| v.declined.is_none()));
+    forge(&mut cluster, 99, primary, forged("a stranger refuses"));
+    cluster.run(Duration::from_secs(4), |_| false);
+    assert_eq!(refusals(&cluster, primary, Refusal::NotAMember), 1);
+    assert_eq!(listed(&cluster), declined);
+    assert!(
+        cluster.final_status(job).is_none(),
+        "the job still ran when the stranger's refusal was judged"
     );
 }

@@ -84,6 +84,22 @@ pub struct JobView<P> {
     /// once its patience is over. (Boxed: rarely set, and views travel in
     /// enums.)
     pub home_majority_lost: Option<Box<MajorityLost>>,
+    /// Set once a peer refused to work on the job (it cannot run its
+    /// application, does not run the guest's code, or does not accept jobs
+    /// from its submitter), as the job's primary heard it. Not replicated:
+    /// a new primary lists only the refusals it heard itself. (Boxed:
+    /// rarely set, and views travel in enums.)
+    pub declined: Option<Box<Declined<P>>>,
+}
+
+/// The peers that refused to work on a job, as its primary heard them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned"))]
+pub struct Declined<P> {
+    /// Each peer and why, in a sentence: at most 64, by peer.
+    pub peers: Vec<(P, String)>,
+    /// Refusals heard beyond those listed.
+    pub unlisted: u64,
 }
 
 /// A job's home that lost its majority: nothing can be committed until the
@@ -149,6 +165,7 @@ impl<P: PeerKey> Jobs<P> {
             shared: SharedVars::default(),
             elapsed_s: 0.0,
             home_majority_lost: None,
+            declined: None,
         }
     }
 
@@ -270,5 +287,6 @@ pub(super) fn view_of<P: PeerKey>(
                     .as_secs_f64(),
             })
         }),
+        declined: h.declines.view(),
     }
 }
