@@ -225,12 +225,57 @@ async fn hostile_guests_fail_their_jobs_clearly_and_the_peers_keep_serving() {
         (&["hog", "64"], "past its cap"),
         (&["panic"], "panics on purpose"),
     ];
+    // Every peer's memory stays bounded while guests misbehave: a guest
+    // past its cap (256 MiB) traps, and its memory is given back.
+    let idle_rss: Vec<u64> = peers.iter().map(|p| rss_bytes(p.pid())).collect();
+    let (stop, sampler) = watch_peak_rss(peers.iter().map(|p| p.pid()).collect());
     for (args, expected) in cases {
         let (out, json) = run_wasm(&peers[0].addr(), 3, HOSTILE_PATH, args);
         assert!(!out.status.success(), "{args:?}: {json}");
         assert_eq!(json["state"], "failed", "{args:?}: {json}");
         let error = json["error"].as_str().unwrap_or_default();
         assert!(error.contains(expected), "{args:?}: {error}");
+    }
+    // The hog again, submitted at a worker so that the workers (whose
+    // memory is watched) run it, not a submitting process.
+    let published = publish(&peers[0], HOSTILE_PATH);
+    let job = peers[0]
+        .submit(serde_json::json!({ "app": published.app, "args": ["hog", "64"] }))
+        .await;
+    let info = wait_until(Duration::from_secs(60), "the hog's job to end", || async {
+        let info = peers[0].job_info(&job).await?;
+        (info.state != "running").then_some(info)
+    })
+    .await;
+    assert_eq!(info.state, "failed", "{info:?}");
+    assert!(
+        info.error
+            .as_deref()
+            .is_some_and(|e| e.contains("past its cap")),
+        "{info:?}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().expect("sampler");
+    let after: Vec<u64> = peers.iter().map(|p| rss_bytes(p.pid())).collect();
+    eprintln!(
+        "peer RSS: idle {:?} MiB, peak {} MiB, after {:?} MiB",
+        idle_rss.iter().map(|b| b >> 20).collect::<Vec<_>>(),
+        peak >> 20,
+        after.iter().map(|b| b >> 20).collect::<Vec<_>>()
+    );
+    assert!(
+        peak > idle_rss.iter().max().copied().unwrap_or(0) + (128 << 20),
+        "the hog ran on a watched peer and grew it past 128 MiB: peak {} MiB",
+        peak >> 20
+    );
+    assert!(peak < 512 << 20, "a peer grew to {} MiB", peak >> 20);
+    for (idle, after) in idle_rss.iter().zip(&after) {
+        assert!(
+            *after < idle + (64 << 20),
+            "a hostile guest's memory was not given back: {} MiB idle, {} MiB after",
+            idle >> 20,
+            after >> 20
+        );
     }
     // A module that is not WebAssembly is refused before anything starts.
     let garbage = root.join("garbage.wasm");

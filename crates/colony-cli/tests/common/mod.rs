@@ -329,3 +329,37 @@ pub fn pipe_frame_with_job_message(session: u64, seq: u64, job_message: &[u8]) -
     });
     encode_frame(&frame, usize::MAX).expect("encode pipe frame")
 }
+
+/// Resident set size of a process, from `/proc/PID/status` (0 if gone).
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Samples the largest resident set of processes `pids` every 10 ms
+/// until the returned flag is set; the thread's result is that peak.
+pub fn watch_peak_rss(
+    pids: Vec<u32>,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            for pid in &pids {
+                peak = peak.max(rss_bytes(*pid));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    });
+    (stop, sampler)
+}
