@@ -335,6 +335,27 @@ enum BenchCommand {
     /// protocol `none` and with `checkpoint` (TTC 1 s), alternating, in the
     /// same run.
     Ft(FtBenchArgs),
+    /// Fetching a guest module from its home on an embedded network of 5
+    /// peers, against sending the same bytes over raw TCP on loopback in the
+    /// same run. The module is grown to --size bytes with a custom section
+    /// (a fresh one each run, so every fetch is a first one).
+    Modules(ModuleBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct ModuleBenchArgs {
+    /// A guest module (built with the colony-guest SDK).
+    #[arg(long, value_name = "FILE")]
+    module: PathBuf,
+    /// Size of each module fetched, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    size: usize,
+    /// Modules fetched.
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
+    runs: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -441,6 +462,7 @@ fn run() -> Result<()> {
             Command::Bench(BenchCommand::Stealing(args)) => {
                 stealing::run(&args.instances, args.json).await
             }
+            Command::Bench(BenchCommand::Modules(args)) => bench_modules(args).await,
             Command::Bench(BenchCommand::Ft(args)) => {
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
                 let peers = args.peers.unwrap_or(cores.max(2));
@@ -572,6 +594,50 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
             if m.stats.runs_guests { "yes" } else { "no" },
         )?;
     }
+    Ok(())
+}
+
+async fn bench_modules(args: ModuleBenchArgs) -> Result<()> {
+    let module = std::fs::read(&args.module)
+        .with_context(|| format!("cannot read --module {}", args.module.display()))?;
+    if args.size > colony::GuestConfig::default().limits.module_bytes {
+        bail!(
+            "--size {} is past the largest module peers accept",
+            args.size
+        );
+    }
+    eprintln!(
+        "running: {} fetches of a {}-byte module from its home, raw TCP alongside…",
+        args.runs, args.size
+    );
+    let r = colony::bench::modules(&module, args.size, args.runs).await?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&r)?)?;
+        return Ok(());
+    }
+    let ms = |us: f64| us / 1e3;
+    outln!(
+        "module of {} bytes, {} fetches from its home",
+        r.module_bytes,
+        r.runs
+    )?;
+    outln!(
+        "  fetch:   p50 {:8.2} ms  p99 {:8.2} ms  max {:8.2} ms",
+        ms(r.fetch_us.p50),
+        ms(r.fetch_us.p99),
+        ms(r.fetch_us.max)
+    )?;
+    outln!(
+        "  compile: p50 {:8.2} ms  p99 {:8.2} ms  (part of every fetch)",
+        ms(r.compile_us.p50),
+        ms(r.compile_us.p99)
+    )?;
+    outln!(
+        "  raw TCP: p50 {:8.2} ms  p99 {:8.2} ms  (same bytes, loopback)",
+        ms(r.tcp_us.p50),
+        ms(r.tcp_us.p99)
+    )?;
+    outln!("  fetch / raw TCP (p50): {:.1}x", r.fetch_over_tcp_p50)?;
     Ok(())
 }
 

@@ -1380,7 +1380,7 @@ impl<P: PeerKey> Node<P> {
             .filter(|r| r.stats.runs_guests)
             .map(|r| (distance(&r.peer), &r.peer))
             .collect();
-        candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        candidates.sort_unstable_by_key(|c| c.0);
         candidates
             .into_iter()
             .take(modules::MODULE_HOME_SIZE)

@@ -628,6 +628,11 @@ fn stats() -> BoxedStrategy<PeerStats> {
                 units_done_session: u64::MAX,
                 units_done_total: u64::MAX,
                 runs_guests: cores % 2 == 0,
+                guest_signers: if cores % 3 == 0 {
+                    vec!["12D3KooWsigner".into(); 2]
+                } else {
+                    Vec::new()
+                },
             }
         ),
     ]
@@ -875,7 +880,7 @@ proptest! {
 
 #[derive(Clone, Debug)]
 enum MemberAction {
-    Message(u64, MembershipMsg<u64>),
+    Message(u64, Box<MembershipMsg<u64>>),
     Contact(u64),
     Unreachable(u64),
     Advance(u64),
@@ -883,7 +888,7 @@ enum MemberAction {
 
 fn member_action() -> impl Strategy<Value = MemberAction> {
     prop_oneof![
-        6 => membership_msg().prop_map(|(from, msg)| MemberAction::Message(from, msg)),
+        6 => membership_msg().prop_map(|(from, msg)| MemberAction::Message(from, Box::new(msg))),
         1 => member().prop_map(MemberAction::Contact),
         1 => member().prop_map(MemberAction::Unreachable),
         2 => prop_oneof![0u64..50, 0u64..5000].prop_map(MemberAction::Advance),
@@ -904,7 +909,7 @@ fn run_membership(actions: Vec<MemberAction>) {
     for action in actions {
         match action {
             MemberAction::Message(from, msg) => {
-                core.handle(now, membership::Input::Message { from, msg })
+                core.handle(now, membership::Input::Message { from, msg: *msg })
             }
             MemberAction::Contact(peer) => core.handle(now, membership::Input::Contact { peer }),
             MemberAction::Unreachable(peer) => {
@@ -957,17 +962,17 @@ fn membership_refutes_a_record_at_the_highest_incarnation() {
     run_membership(vec![
         MemberAction::Message(
             1,
-            MembershipMsg::Gossip {
+            Box::new(MembershipMsg::Gossip {
                 sender: sender.clone(),
                 updates: vec![me_dead.clone()],
-            },
+            }),
         ),
         MemberAction::Message(
             1,
-            MembershipMsg::Gossip {
+            Box::new(MembershipMsg::Gossip {
                 sender,
                 updates: vec![me_dead],
-            },
+            }),
         ),
         MemberAction::Advance(1000),
     ]);

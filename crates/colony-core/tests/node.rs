@@ -128,11 +128,11 @@ impl Pair {
     /// that does not.
     fn with_guest_runners(runs_guests: [bool; 2]) -> Pair {
         let mut pair = Pair::new();
-        for i in 0..2 {
+        for (i, runs_guests) in runs_guests.into_iter().enumerate() {
             let mut apps = AppRegistry::new();
             apps.add_source(Arc::new(pair.modules[i].clone()));
             let stats = PeerStats {
-                runs_guests: runs_guests[i],
+                runs_guests,
                 ..PeerStats::default()
             };
             pair.nodes[i] = node_with_stats(i as u64, pair.now, apps, stats);

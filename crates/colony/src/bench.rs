@@ -256,12 +256,16 @@ fn parse_payload(payload: &[u8]) -> (u64, u64) {
     (word(0..8), word(8..16))
 }
 
-/// Round trips of a `len`-byte ping-pong over a loopback TCP socket.
-async fn raw_tcp_round_trips(count: usize, len: usize) -> Result<LatencyUs, ColonyError> {
-    let io_err = |source: std::io::Error| ColonyError::Io {
+/// An error of the raw TCP baseline.
+fn io_err(source: std::io::Error) -> ColonyError {
+    ColonyError::Io {
         path: PathBuf::from("tcp://127.0.0.1 (raw TCP baseline)"),
         source,
-    };
+    }
+}
+
+/// Round trips of a `len`-byte ping-pong over a loopback TCP socket.
+async fn raw_tcp_round_trips(count: usize, len: usize) -> Result<LatencyUs, ColonyError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io_err)?;
@@ -290,4 +294,128 @@ async fn raw_tcp_round_trips(count: usize, len: usize) -> Result<LatencyUs, Colo
     drop(client);
     let _ = echo.await;
     Ok(LatencyUs::of(&mut samples))
+}
+
+/// What `colony bench modules` measured: fetching a guest module of a
+/// given size from its home, against sending the same bytes over raw TCP
+/// on loopback in the same run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModuleBenchReport {
+    /// Size of each module fetched.
+    pub module_bytes: usize,
+    /// Fetches measured (each of a module nobody fetched before).
+    pub runs: usize,
+    /// Time from asking to holding the module (asked of its home, sent,
+    /// hash checked, compiled, stored), in microseconds.
+    pub fetch_us: LatencyUs,
+    /// Compiling the same module alone (part of every fetch: a peer keeps
+    /// only modules that are guests it can run), in microseconds.
+    pub compile_us: LatencyUs,
+    /// Sending the same bytes over a raw loopback TCP socket and reading a
+    /// one-byte answer, in microseconds.
+    pub tcp_us: LatencyUs,
+    /// Fetch p50 over raw TCP p50.
+    pub fetch_over_tcp_p50: f64,
+}
+
+/// `module` grown to `size` bytes by a custom section holding `salt` (so
+/// each run's module has its own id): still the same guest.
+pub fn padded_module(module: &[u8], size: usize, salt: u64) -> Vec<u8> {
+    let name = b"colony-bench-padding";
+    let fixed = module.len() + 1 + 5 + 1 + name.len() + 8;
+    let padding = size.saturating_sub(fixed);
+    let content = 1 + name.len() + 8 + padding;
+    let mut out = module.to_vec();
+    out.push(0); // custom section
+                 // A 5-byte LEB128, so the module's size does not depend on `content`.
+    let len = content as u32;
+    for i in 0..5 {
+        let more = if i < 4 { 0x80 } else { 0 };
+        out.push(((len >> (7 * i)) & 0x7f) as u8 | more);
+    }
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&salt.to_le_bytes());
+    out.resize(out.len() + padding, 0);
+    out
+}
+
+/// Runs the module fetch benchmark: `runs` modules of `size` bytes grown
+/// from `module`, each published at one peer of an embedded network of 5
+/// and fetched by a peer outside its home.
+pub async fn modules(
+    module: &[u8],
+    size: usize,
+    runs: usize,
+) -> Result<ModuleBenchReport, ColonyError> {
+    let network = LocalNetwork::start(5, |_, config| {
+        config.guests = Some(crate::GuestConfig::default());
+    })
+    .await?;
+    let sandbox = colony_wasm::Sandbox::new(colony_wasm::SandboxLimits::default())?;
+    let (mut fetches, mut compiles, mut tcp) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let bytes = padded_module(module, size, run as u64 + 1);
+        tcp.push(raw_tcp_transfer(&bytes).await?);
+        let compile = Instant::now();
+        sandbox.load(&bytes)?;
+        compiles.push(compile.elapsed());
+        let publisher = &network.peers()[run % 5];
+        let published = publisher
+            .publish_module(bytes, Duration::from_secs(10))
+            .await?;
+        let Some(fetcher) = network
+            .peers()
+            .iter()
+            .find(|p| !p.holds_module(&published.id))
+        else {
+            continue;
+        };
+        let start = Instant::now();
+        fetcher.fetch_module(&published.id).await?;
+        fetches.push(start.elapsed());
+    }
+    network.shutdown().await;
+    let (fetch_us, compile_us, tcp_us) = (
+        LatencyUs::of(&mut fetches),
+        LatencyUs::of(&mut compiles),
+        LatencyUs::of(&mut tcp),
+    );
+    Ok(ModuleBenchReport {
+        module_bytes: size,
+        runs: fetches.len(),
+        fetch_over_tcp_p50: fetch_us.p50 / tcp_us.p50.max(1.0),
+        fetch_us,
+        compile_us,
+        tcp_us,
+    })
+}
+
+/// Sends `bytes` over a fresh loopback TCP connection and waits for a
+/// one-byte answer.
+async fn raw_tcp_transfer(bytes: &[u8]) -> Result<Duration, ColonyError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io_err)?;
+    let addr = listener.local_addr().map_err(io_err)?;
+    let len = bytes.len();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await?;
+        let mut buf = vec![0u8; len];
+        socket.read_exact(&mut buf).await?;
+        socket.write_all(&[1]).await?;
+        Ok::<_, std::io::Error>(())
+    });
+    let start = Instant::now();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.map_err(io_err)?;
+    socket.set_nodelay(true).map_err(io_err)?;
+    socket.write_all(bytes).await.map_err(io_err)?;
+    let mut answer = [0u8; 1];
+    socket.read_exact(&mut answer).await.map_err(io_err)?;
+    let elapsed = start.elapsed();
+    server
+        .await
+        .map_err(|_| ColonyError::Stopped)?
+        .map_err(io_err)?;
+    Ok(elapsed)
 }

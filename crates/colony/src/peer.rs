@@ -306,26 +306,41 @@ impl Peer {
         let bytes = match read(guests.clone()).await? {
             Some(bytes) => bytes,
             None => {
-                let (reply, answer) = oneshot::channel();
-                self.command(Command::FetchModule {
-                    id: module.to_string(),
-                    reply,
-                })
-                .await?;
-                answer
-                    .await
-                    .map_err(|_| ColonyError::Stopped)?
-                    .map_err(|why| {
-                        ColonyError::App(AppError::Guest(format!(
-                            "cannot fetch module {module} from its home: {why}"
-                        )))
-                    })?;
+                self.fetch_module(&module.to_string()).await?;
                 read(guests)
                     .await?
                     .ok_or_else(|| ColonyError::App(AppError::ModuleMissing(module.to_string())))?
             }
         };
         self.publish_module(bytes, wait).await
+    }
+
+    /// Fetches module `id` (its bare hash) from its home into this peer's
+    /// module store, verified and checked to be a guest; an error says what
+    /// each home member answered.
+    pub async fn fetch_module(&self, id: &str) -> Result<(), ColonyError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::FetchModule {
+            id: id.to_string(),
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| ColonyError::Stopped)?
+            .map_err(|why| {
+                ColonyError::App(AppError::Guest(format!(
+                    "cannot fetch module {id} from its home: {why}"
+                )))
+            })
+    }
+
+    /// Whether this peer's module store holds module `id`.
+    pub fn holds_module(&self, id: &str) -> bool {
+        let (Some(guests), Ok(module)) = (&self.guests, id.parse::<colony_wasm::ModuleId>()) else {
+            return false;
+        };
+        guests.store().get(&module).ok().flatten().is_some()
     }
 
     async fn command(&self, command: Command) -> Result<(), ColonyError> {

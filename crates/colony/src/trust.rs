@@ -180,7 +180,7 @@ mod tests {
             .is_ok());
 
         let refused = trust
-            .admits(ID, &[by_mallory.clone()])
+            .admits(ID, std::slice::from_ref(&by_mallory))
             .expect_err("refused");
         assert!(
             refused.contains(&mallory.public().to_peer_id().to_string())
@@ -194,7 +194,9 @@ mod tests {
         // A signature over another module, or with another key, is no
         // signature: Mallory cannot reuse Alice's for her own module.
         let other = ID.replace('5', "6");
-        assert!(trust.admits(&other, &[by_alice.clone()]).is_err());
+        assert!(trust
+            .admits(&other, std::slice::from_ref(&by_alice))
+            .is_err());
         let forged = ModuleSignature {
             key: alice.public().encode_protobuf(),
             signature: by_mallory.signature,
@@ -225,7 +227,7 @@ mod tests {
         let junk = dir.join("junk");
         std::fs::write(&junk, b"\xff\x00 not a key").expect("writes");
         for bad in [junk.display().to_string(), "no-such-file".to_string()] {
-            let error = GuestTrust::signers(&[bad.clone()]).expect_err("refused");
+            let error = GuestTrust::signers(std::slice::from_ref(&bad)).expect_err("refused");
             assert!(error.contains(&bad), "{error}");
         }
         let too_many: Vec<String> = (0..=MAX_TRUSTED_SIGNERS)
