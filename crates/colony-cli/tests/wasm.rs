@@ -563,3 +563,38 @@ async fn a_guest_job_survives_its_primary_killed_in_its_first_second() {
     assert_eq!(info.result, Some(serde_json::json!(14_772_512)), "{info:?}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_fetch_bench_reports_fetches_against_raw_tcp() {
+    let _serial = SERIAL.lock().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args([
+            "bench", "modules", "--json", "--runs", "2", "--size", "200000",
+        ])
+        .args(["--module", NQUEENS_PATH])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("colony bench modules");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: colony::bench::ModuleBenchReport = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        (report.runs, report.module_bytes),
+        (2, 200_000),
+        "{report:?}"
+    );
+    assert!(
+        report.fetch_us.p50 > 0.0 && report.tcp_us.p50 > 0.0,
+        "{report:?}"
+    );
+    // A module that is not a guest is refused before anything is measured.
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["bench", "modules", "--runs", "1", "--module", "Cargo.toml"])
+        .output()
+        .expect("colony bench modules");
+    assert!(!out.status.success());
+}
