@@ -425,6 +425,23 @@ async fn a_published_module_is_fetched_from_its_home_then_from_the_cache() {
     // The publisher goes: the module lives on in its home.
     peers[0].kill();
     let rest: Vec<&PeerProc> = peers[1..].iter().collect();
+    // One holder's copy is damaged on disk: it reads as missing, is never
+    // served, and the others serve the module.
+    let damaged = rest
+        .iter()
+        .position(|p| {
+            p.dir
+                .join("modules")
+                .join(format!("{}.wasm", published.id))
+                .exists()
+        })
+        .expect("a live home member holds the module");
+    let damaged_file = rest[damaged]
+        .dir
+        .join("modules")
+        .join(format!("{}.wasm", published.id));
+    std::fs::write(&damaged_file, b"\0asm tampered with").expect("damage");
+    let damaged_served = rest[damaged].status().await.expect("status").modules.served;
     let before = served(&rest).await;
     let submitter = root.join("submitter");
     let (out, json) = run_wasm_as(
@@ -441,6 +458,30 @@ async fn a_published_module_is_fetched_from_its_home_then_from_the_cache() {
         first > before,
         "the submitter, which never had the module, got it from its home"
     );
+    let status = rest[damaged].status().await.expect("status");
+    assert_eq!(
+        status.modules.served, damaged_served,
+        "the damaged copy was never served"
+    );
+    // A job of the module submitted at the damaged holder: it drops its copy
+    // (its hash is wrong), fetches a good one from the home, and runs.
+    let job = rest[damaged]
+        .submit(serde_json::json!({ "app": published.app, "args": ["12"] }))
+        .await;
+    let info = wait_until(Duration::from_secs(60), "the job to end", || async {
+        let info = rest[damaged].job_info(&job).await?;
+        (info.state != "running").then_some(info)
+    })
+    .await;
+    assert_eq!(info.result, Some(serde_json::json!(14_200)), "{info:?}");
+    let good = std::fs::read(NQUEENS_PATH).expect("module");
+    let held = std::fs::read(&damaged_file).expect("fetched again");
+    assert_eq!(
+        colony_core::modules::module_id(&held),
+        published.id,
+        "the damaged copy was replaced by the module"
+    );
+    assert_eq!(held, good);
     assert!(submitter
         .join("modules")
         .join(format!("{}.wasm", published.id))

@@ -81,7 +81,10 @@ pub enum AppError {
     #[error("guest module: {0}")]
     Guest(String),
     /// The application is a module this peer has not fetched yet (its id).
-    #[error("this peer does not hold module {0} yet")]
+    #[error(
+        "this peer does not hold module {0}: neither the module's home nor the peer that \
+         sent the job gave it (or gave bytes of another module)"
+    )]
     ModuleMissing(String),
     /// The module is here, but no signer this peer trusts vouches for it
     /// (the sentence says who signed it and whom the peer trusts).

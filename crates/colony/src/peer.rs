@@ -401,18 +401,27 @@ impl Peer {
         deadline: Option<Duration>,
     ) -> Result<JobHandle, ColonyError> {
         ft.validate()?;
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::SubmitJob {
+        let submit = || async {
+            let (reply, rx) = oneshot::channel();
+            self.command(Command::SubmitJob {
                 app: app.to_string(),
                 args: args.to_vec(),
                 ft,
                 deadline,
                 reply,
             })
-            .await
-            .map_err(|_| ColonyError::Stopped)?;
-        let ticket = rx.await.map_err(|_| ColonyError::Stopped)??;
+            .await?;
+            rx.await.map_err(|_| ColonyError::Stopped)
+        };
+        let ticket = match submit().await? {
+            // A published module this peer does not hold (or held damaged):
+            // fetched from its home, then submitted.
+            Err(AppError::ModuleMissing(id)) => {
+                self.fetch_module(&id).await?;
+                submit().await??
+            }
+            answer => answer?,
+        };
         Ok(JobHandle {
             id: ticket.job,
             updates: ticket.updates,
