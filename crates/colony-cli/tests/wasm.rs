@@ -72,6 +72,23 @@ fn run_wasm_as(
     (out, json)
 }
 
+/// A peer that runs any member's guests, on one core.
+fn trusting_peer(dir: &std::path::Path) -> PeerProc {
+    PeerProc::spawn(
+        dir,
+        &["--cores".into(), "1".into(), "--trust-network".into()],
+    )
+}
+
+/// The job's final view, asked of `peer` until it is not running.
+async fn job_end(peer: &PeerProc, job: &str) -> colony::JobInfo {
+    wait_until(Duration::from_secs(120), "the job to end", || async {
+        let info = peer.job_info(job).await?;
+        (info.state != "running").then_some(info)
+    })
+    .await
+}
+
 fn trusting_workers(root: &std::path::Path, n: usize) -> Vec<PeerProc> {
     start_network(
         root,
@@ -165,10 +182,7 @@ async fn a_guest_no_peer_had_runs_on_three_peers_fetched_once_then_cached() {
 async fn a_peer_running_native_apps_only_neither_fetches_nor_runs_guests() {
     let _serial = SERIAL.lock().await;
     let root = test_dir("wasm-native-only");
-    let trusting = PeerProc::spawn(
-        &root.join("trusting"),
-        &["--cores".into(), "1".into(), "--trust-network".into()],
-    );
+    let trusting = trusting_peer(&root.join("trusting"));
     let native = PeerProc::spawn(
         &root.join("native"),
         &[
@@ -242,11 +256,7 @@ async fn hostile_guests_fail_their_jobs_clearly_and_the_peers_keep_serving() {
     let job = peers[0]
         .submit(serde_json::json!({ "app": published.app, "args": ["hog", "64"] }))
         .await;
-    let info = wait_until(Duration::from_secs(60), "the hog's job to end", || async {
-        let info = peers[0].job_info(&job).await?;
-        (info.state != "running").then_some(info)
-    })
-    .await;
+    let info = job_end(&peers[0], &job).await;
     assert_eq!(info.state, "failed", "{info:?}");
     assert!(
         info.error
@@ -487,11 +497,7 @@ async fn a_published_module_is_fetched_from_its_home_then_from_the_cache() {
     let job = peers[damaged]
         .submit(serde_json::json!({ "app": published.app, "args": ["12"] }))
         .await;
-    let info = wait_until(Duration::from_secs(60), "the job to end", || async {
-        let info = peers[damaged].job_info(&job).await?;
-        (info.state != "running").then_some(info)
-    })
-    .await;
+    let info = job_end(&peers[damaged], &job).await;
     assert_eq!(info.result, Some(serde_json::json!(14_200)), "{info:?}");
     let good = std::fs::read(NQUEENS_PATH).expect("module");
     let held = std::fs::read(&damaged_file).expect("fetched again");
@@ -508,10 +514,7 @@ async fn a_published_module_is_fetched_from_its_home_then_from_the_cache() {
 async fn a_host_runs_only_modules_signed_by_peers_it_trusts() {
     let _serial = SERIAL.lock().await;
     let root = test_dir("wasm-trust");
-    let alice = PeerProc::spawn(
-        &root.join("alice"),
-        &["--cores".into(), "1".into(), "--trust-network".into()],
-    );
+    let alice = trusting_peer(&root.join("alice"));
     // Bob runs only what Alice vouches for; he names her by her key file.
     let alice_key = root.join("alice").join(colony::PUBLIC_KEY_FILE);
     let bob = PeerProc::spawn(
@@ -598,11 +601,7 @@ async fn a_guest_job_survives_its_primary_killed_in_its_first_second() {
     .await;
     peers[primary].kill();
     let asked = (primary + 1) % peers.len();
-    let info = wait_until(Duration::from_secs(120), "the job to end", || async {
-        let info = peers[asked].job_info(&job).await?;
-        (info.state != "running").then_some(info)
-    })
-    .await;
+    let info = job_end(&peers[asked], &job).await;
     assert_eq!(info.state, "done", "{info:?}");
     assert_eq!(info.result, Some(serde_json::json!(14_772_512)), "{info:?}");
     let _ = std::fs::remove_dir_all(&root);
