@@ -61,7 +61,8 @@ enum Command {
     /// gracefully). Writes DIR/peer.json with its id and addresses.
     Peer(PeerArgs),
     /// Print the membership view of a running peer: who is alive, suspect,
-    /// dead, with their statistics.
+    /// dead, with their statistics, when each computes (WHEN: always or
+    /// idle) and what it does now (NOW: computing, ready, or paused and why).
     Peers(PeersArgs),
     /// Print what a running peer can run: its native applications and the
     /// WebAssembly modules it holds (fetched, or kept as a submitter).
@@ -281,7 +282,121 @@ struct PeerArgs {
     /// Jobs of other submitters' modules are refused, and they are told why.
     #[arg(long, value_name = "PEER_ID|KEY_FILE")]
     trust: Vec<String>,
+    /// Most memory, in MiB, one WebAssembly guest unit may use (with
+    /// --trust-network or --trust); a guest growing past it fails its job
+    /// with a clear error [default: 256].
+    #[arg(long, value_name = "MIB")]
+    max_guest_memory_mib: Option<u64>,
+    #[command(flatten)]
+    volunteer: VolunteerArgs,
 }
+
+/// When a peer computes: its owner's preferences (volunteer hosts).
+#[derive(Args, Debug)]
+struct VolunteerArgs {
+    /// When this peer computes. Either way units run at the lowest OS
+    /// priority and on at most --cores cores; `colony peers` shows each
+    /// peer's choice and whether it computes now.
+    #[arg(long, value_enum, default_value_t = When::Always)]
+    when: When,
+    /// With --when idle: pause as soon as other processes (anything but
+    /// Colony) use more than this share of the host's CPU, in percent of
+    /// all its cores together [default: 25].
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    idle_cpu: Option<f64>,
+    /// With --when idle: how long, in seconds, other processes' CPU use
+    /// must stay at or below --idle-cpu before this peer computes (again)
+    /// [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = non_negative_seconds)]
+    idle_secs: Option<f64>,
+    /// Most hours per day (UTC) units may run on this peer, counted across
+    /// restarts; once they are used it pauses until midnight UTC [default:
+    /// no limit].
+    #[arg(long, value_name = "HOURS", value_parser = hours_per_day)]
+    max_hours_per_day: Option<f64>,
+}
+
+/// `--when`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum When {
+    /// Compute whenever there is work.
+    Always,
+    /// Compute only while the host is idle (see --idle-cpu, --idle-secs):
+    /// when other processes' load returns, running units stop within a
+    /// second and go back to their jobs, which carry on at other peers;
+    /// computing resumes once the host is idle again.
+    Idle,
+}
+
+impl VolunteerArgs {
+    /// The owner's preferences, checked.
+    fn config(&self) -> Result<colony::VolunteerConfig> {
+        let mut config = colony::VolunteerConfig::default();
+        match self.when {
+            When::Always => {
+                for (flag, given) in [
+                    ("--idle-cpu", self.idle_cpu.is_some()),
+                    ("--idle-secs", self.idle_secs.is_some()),
+                ] {
+                    if given {
+                        bail!("{flag} applies with --when idle only");
+                    }
+                }
+            }
+            When::Idle => config.when = colony::ComputeWhen::Idle,
+        }
+        if let Some(percent) = self.idle_cpu {
+            config.idle_cpu = percent / 100.0;
+        }
+        if let Some(seconds) = self.idle_secs {
+            config.idle_after = Duration::from_secs_f64(seconds);
+        }
+        config.max_per_day = self
+            .max_hours_per_day
+            .map(|hours| Duration::from_secs_f64(hours * 3600.0));
+        Ok(config)
+    }
+}
+
+/// Parses a percentage above 0 and at most 100.
+fn percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{text}` is not a percentage"))?;
+    if !(value > 0.0 && value <= 100.0) {
+        return Err(format!("`{text}`: a percentage above 0 and at most 100"));
+    }
+    Ok(value)
+}
+
+/// Parses a number of seconds, 0 or more (at most a day).
+fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&value) {
+        return Err(format!("`{text}`: seconds from 0 to 86400"));
+    }
+    Ok(value)
+}
+
+/// Parses hours per day: above 0, at most 24.
+fn hours_per_day(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of hours"))?;
+    if !(value > 0.0 && value <= 24.0) {
+        return Err(format!("`{text}`: hours above 0 and at most 24"));
+    }
+    Ok(value)
+}
+
+/// Largest --max-guest-memory-mib: all a 32-bit WebAssembly guest can address.
+const MAX_GUEST_MEMORY_MIB: u64 = 4096;
 
 #[derive(Args, Debug)]
 struct DemoArgs {
@@ -506,6 +621,19 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
             ..colony::GuestConfig::default()
         });
     }
+    if let Some(mib) = args.max_guest_memory_mib {
+        let Some(guests) = config.guests.as_mut() else {
+            bail!(
+                "--max-guest-memory-mib applies to WebAssembly guests: add --trust-network or --trust"
+            );
+        };
+        if mib == 0 || mib > MAX_GUEST_MEMORY_MIB {
+            bail!("--max-guest-memory-mib must be from 1 to {MAX_GUEST_MEMORY_MIB}, got {mib}");
+        }
+        guests.limits.memory_bytes = usize::try_from(mib << 20)
+            .context("--max-guest-memory-mib is more than this machine can address")?;
+    }
+    config.volunteer = args.volunteer.config()?;
     if args.repair {
         for report in Peer::repair(&data_dir)? {
             eprintln!("repair: {report}");
@@ -562,7 +690,7 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
         return Ok(());
     }
     outln!(
-        "{:<54} {:<8} {:>4} {:>6} {:>6} {:>9} {:>8} {:>9} {:>7}",
+        "{:<54} {:<8} {:>4} {:>6} {:>6} {:>9} {:>8} {:>9} {:>7} {:<6} {}",
         "PEER",
         "STATE",
         "INC",
@@ -571,7 +699,9 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
         "FREE_MIB",
         "UNITS",
         "HEARD_MS",
-        "GUESTS"
+        "GUESTS",
+        "WHEN",
+        "NOW"
     )?;
     for m in &members {
         let id = if m.local {
@@ -579,8 +709,13 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
         } else {
             m.peer_id.clone()
         };
+        let now = match (m.stats.paused, m.stats.computing) {
+            (Some(reason), _) => format!("paused ({reason})"),
+            (None, true) => "computing".to_string(),
+            (None, false) => "ready".to_string(),
+        };
         outln!(
-            "{:<54} {:<8} {:>4} {:>6} {:>6.2} {:>9} {:>8} {:>9} {:>7}",
+            "{:<54} {:<8} {:>4} {:>6} {:>6.2} {:>9} {:>8} {:>9} {:>7} {:<6} {}",
             id,
             format!("{:?}", m.state).to_lowercase(),
             m.incarnation,
@@ -592,6 +727,8 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
                 .map(|ms| ms.to_string())
                 .unwrap_or_else(|| "-".into()),
             if m.stats.runs_guests { "yes" } else { "no" },
+            m.stats.when,
+            now,
         )?;
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Small things a user meets at the command line: a closed pipe, a
-//! nonsense peer count, and a bootstrap peer of another network.
+//! nonsense peer count or computing preference, and a bootstrap peer of
+//! another network.
 
 mod common;
 
@@ -50,6 +51,57 @@ fn zero_peers_is_refused() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("must be at least 1"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn bad_computing_preferences_are_refused_with_the_flag_named() {
+    let root = test_dir("volunteer-flags");
+    let dir = root.display().to_string();
+    for (args, says) in [
+        (vec!["--when", "sometimes"], "--when"),
+        (vec!["--when", "idle", "--idle-cpu", "0"], "above 0"),
+        (vec!["--when", "idle", "--idle-cpu", "150"], "at most 100"),
+        (
+            vec!["--when", "idle", "--idle-cpu", "lots"],
+            "not a percentage",
+        ),
+        (vec!["--when", "idle", "--idle-secs=-1"], "from 0 to 86400"),
+        (
+            vec!["--when", "idle", "--idle-secs", "NaN"],
+            "from 0 to 86400",
+        ),
+        (
+            vec!["--idle-cpu", "30"],
+            "--idle-cpu applies with --when idle",
+        ),
+        (
+            vec!["--idle-secs", "3"],
+            "--idle-secs applies with --when idle",
+        ),
+        (vec!["--max-hours-per-day", "0"], "above 0"),
+        (vec!["--max-hours-per-day", "25"], "at most 24"),
+        (vec!["--max-guest-memory-mib", "64"], "add --trust-network"),
+        (
+            vec!["--trust-network", "--max-guest-memory-mib", "0"],
+            "from 1 to 4096",
+        ),
+        (
+            vec!["--trust-network", "--max-guest-memory-mib", "5000"],
+            "from 1 to 4096",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+            .args(["peer", "--data-dir", &dir, "--api", "127.0.0.1:0"])
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run colony peer");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started a peer");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

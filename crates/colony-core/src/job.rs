@@ -281,6 +281,8 @@ pub struct Jobs<P: PeerKey> {
     /// again (a load refresh changes neither).
     members_dirty: bool,
     leaving: bool,
+    /// Computing paused ([`JobInput::Pause`]): no units run here.
+    paused: bool,
     outputs: VecDeque<JobOutput<P>>,
     /// Deadlines: see the `timers` module.
     timers: Timers,
@@ -352,6 +354,7 @@ impl<P: PeerKey> Jobs<P> {
             members_dirty: false,
             suspects: BTreeSet::new(),
             leaving: false,
+            paused: false,
             outputs: VecDeque::new(),
             timers: Timers::default(),
             home_soon: BTreeMap::new(),
@@ -885,6 +888,8 @@ impl<P: PeerKey> Jobs<P> {
             } => self.persisted(now, key, epoch, version),
             JobInput::TooLarge { to, msg, error } => self.send_too_large(now, to, msg, &error),
             JobInput::Leave => self.leave(now),
+            JobInput::Pause => self.pause(),
+            JobInput::Resume => self.resume(now),
         }
         self.homes_touched(now);
         self.rearm(now);

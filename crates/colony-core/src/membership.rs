@@ -182,6 +182,56 @@ pub struct PeerStats {
     /// The peers whose signed modules it runs, if it runs only theirs
     /// (`--trust`); empty when it runs any member's (`--trust-network`).
     pub guest_signers: Vec<String>,
+    /// When the peer computes: its owner's policy (`colony peer --when`).
+    pub when: ComputeWhen,
+    /// Why the peer takes no work now, if it is paused.
+    pub paused: Option<PauseReason>,
+    /// Whether the peer runs at least one unit now.
+    pub computing: bool,
+}
+
+/// When a peer computes: its owner's choice (G2:P2P's volunteer hosts,
+/// seed 004 §3.1; BOINC's computing preferences).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeWhen {
+    /// Whenever there is work (its units still run at the lowest OS
+    /// priority).
+    #[default]
+    Always,
+    /// Only while the host is idle: other processes' CPU use has stayed low
+    /// for a while; it stops as soon as the owner's load returns.
+    Idle,
+}
+
+impl std::fmt::Display for ComputeWhen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComputeWhen::Always => "always",
+            ComputeWhen::Idle => "idle",
+        })
+    }
+}
+
+/// Why a peer takes no work now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// Other processes use the host's CPU, or did too recently
+    /// (`--when idle`).
+    OwnerBusy,
+    /// The hours of computing allowed per day are used up
+    /// (`--max-hours-per-day`); it resumes after midnight UTC.
+    DailyLimit,
+}
+
+impl std::fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PauseReason::OwnerBusy => "owner busy",
+            PauseReason::DailyLimit => "daily limit",
+        })
+    }
 }
 
 /// A member's presence record, as gossiped.

@@ -168,6 +168,13 @@ pub enum NodeInput<P> {
     HandOver,
     /// Tell everyone this peer leaves the network.
     Leave,
+    /// Stop computing (the host's owner needs it, or its daily hours are
+    /// used up): running units are stopped and handed back to their jobs'
+    /// primaries, and no work is taken until [`NodeInput::Resume`]. The
+    /// peer stays a member and keeps its part in every home.
+    Pause,
+    /// Compute again after [`NodeInput::Pause`].
+    Resume,
     /// Stop retransmitting: the peer is going away.
     Shutdown,
 }
@@ -757,6 +764,8 @@ impl<P: PeerKey> Node<P> {
             NodeInput::Query { job } => self.query(now, job),
             NodeInput::HandOver => self.jobs.handle(now, JobInput::Leave),
             NodeInput::Leave => self.membership.handle(now, membership::Input::Leave),
+            NodeInput::Pause => self.jobs.handle(now, JobInput::Pause),
+            NodeInput::Resume => self.jobs.handle(now, JobInput::Resume),
             NodeInput::Shutdown => self.pipes.shutdown(),
         }
     }

@@ -22,7 +22,8 @@ use colony_core::job::{
     Piece, PieceData, Report, UnitEvent,
 };
 use colony_core::membership::{
-    self, MemberRecord, MemberState, Membership, MembershipConfig, MembershipMsg, PeerStats,
+    self, ComputeWhen, MemberRecord, MemberState, Membership, MembershipConfig, MembershipMsg,
+    PauseReason, PeerStats,
 };
 use colony_core::pipe::{PipeConfig, PipeFrame, Pipes, TrafficClass};
 use colony_core::wire::{self, Frame};
@@ -633,6 +634,17 @@ fn stats() -> BoxedStrategy<PeerStats> {
                 } else {
                     Vec::new()
                 },
+                when: if cores % 3 == 0 {
+                    ComputeWhen::Idle
+                } else {
+                    ComputeWhen::Always
+                },
+                paused: match cores_offered % 3 {
+                    0 => None,
+                    1 => Some(PauseReason::OwnerBusy),
+                    _ => Some(PauseReason::DailyLimit),
+                },
+                computing: cores_offered % 2 == 0,
             }
         ),
     ]

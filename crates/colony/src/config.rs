@@ -12,6 +12,8 @@ use colony_core::pipe::PipeConfig;
 use colony_net::NetConfig;
 use libp2p::{Multiaddr, PeerId};
 
+pub use crate::volunteer::VolunteerConfig;
+
 /// Everything needed to run a peer. `PeerConfig::new(dir)` gives defaults
 /// that work for a small private network.
 #[derive(Clone)]
@@ -64,6 +66,9 @@ pub struct PeerConfig {
     /// `--trust-network`, or those signed by `--trust` peers), fetching
     /// them on first use.
     pub guests: Option<GuestConfig>,
+    /// When this peer computes (`--when`, `--idle-cpu`, `--idle-secs`,
+    /// `--max-hours-per-day`). Default: always, no daily limit.
+    pub volunteer: VolunteerConfig,
 }
 
 /// How this peer runs WebAssembly guests.
@@ -98,6 +103,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("api_allow_remote", &self.api_allow_remote)
             .field("apps", &self.apps.names())
             .field("cores_offered", &self.cores_offered)
+            .field("volunteer", &self.volunteer)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +132,7 @@ impl PeerConfig {
             jobs: JobConfig::default(),
             accept_jobs_from: SubmitPolicy::default(),
             guests: None,
+            volunteer: VolunteerConfig::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use colony_core::acquaintance::Acquaintances;
 use colony_core::job::Jobs;
 use colony_core::membership::{Membership, PeerStats};
-use colony_core::node::{Node, NodeConfig};
+use colony_core::node::{Node, NodeConfig, NodeInput};
 use colony_core::pipe::Pipes;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
@@ -116,8 +116,13 @@ impl Peer {
                 .as_ref()
                 .map(|g| g.trust.gossiped())
                 .unwrap_or_default(),
+            when: config.volunteer.when,
             ..PeerStats::default()
         };
+        let volunteer = crate::driver::Volunteer::start(&config.volunteer, &store, now)?;
+        stats.paused = volunteer
+            .as_ref()
+            .and_then(crate::driver::Volunteer::paused);
         host::sample(&mut stats, config.cores_offered);
         let membership = Membership::new(
             peer_id,
@@ -203,11 +208,21 @@ impl Peer {
             trace_job_messages: false,
             module_fetch: Default::default(),
         };
-        let node = Node::new(node_config, membership, pipes, acquaintances, jobs, now);
+        let mut node = Node::new(node_config, membership, pipes, acquaintances, jobs, now);
+        if let Some(reason) = volunteer
+            .as_ref()
+            .and_then(crate::driver::Volunteer::paused)
+        {
+            // `--when idle` waits for the host to be idle; a daily limit
+            // may be used up already.
+            info!(%reason, "not computing yet");
+            node.handle(Instant::now(), NodeInput::Pause);
+        }
         let driver = Driver::builder(config, swarm, frames, net_rx, node, info)
             .store(store)
             .checkpoints(checkpoints)
             .guests(guests)
+            .volunteer(volunteer)
             .handles(cmd_rx, inbox_tx)
             .build()
             .ok_or(ColonyError::Stopped)?;

@@ -39,6 +39,7 @@ enum Wake {
     Compute(Option<UnitEvent>),
     Persisted(Option<jobs::Persisted>),
     Module(Option<NodeInput<PeerId>>),
+    Load(Option<crate::volunteer::LoadSample>),
     InboxReady,
     Timer,
 }
@@ -60,9 +61,11 @@ const COMPUTE_EVENTS: usize = 1024;
 
 mod jobs;
 mod modules;
+mod volunteer;
 
 pub(crate) use jobs::{overlay_key, restore_checkpoints};
 pub(crate) use modules::store_module;
+pub(crate) use volunteer::Volunteer;
 
 /// Most inputs of one kind handled before outputs are drained, so a burst
 /// of frames is acknowledged with one ack per channel.
@@ -82,9 +85,16 @@ pub(crate) struct DriverBuilder {
     guests: Option<Arc<colony_wasm::GuestApps>>,
     commands: Option<mpsc::Receiver<Command>>,
     inbox: Option<mpsc::Sender<InboundMessage>>,
+    volunteer: Option<Volunteer>,
 }
 
 impl DriverBuilder {
+    /// The owner's computing preferences at work, if anything is watched.
+    pub(crate) fn volunteer(mut self, volunteer: Option<Volunteer>) -> Self {
+        self.volunteer = volunteer;
+        self
+    }
+
     /// The peer's identity and counter store.
     pub(crate) fn store(mut self, store: PeerStore) -> Self {
         self.store = Some(store);
@@ -133,6 +143,7 @@ impl DriverBuilder {
             job_queries: HashMap::new(),
             job_cancels: HashMap::new(),
             checkpoints: self.checkpoints?,
+            volunteer: self.volunteer,
             persisted_tx,
             persisted_rx,
             persists_in_flight: 0,
@@ -194,6 +205,9 @@ pub(crate) struct Driver {
     module_holders: BTreeMap<String, Vec<PeerId>>,
     /// Callers waiting for a module to be fetched.
     module_waiters: BTreeMap<String, Vec<oneshot::Sender<Result<(), String>>>>,
+    /// The owner's computing preferences at work (`--when idle`, a daily
+    /// limit); `None` computes always.
+    volunteer: Option<Volunteer>,
 }
 
 impl Driver {
@@ -218,6 +232,7 @@ impl Driver {
             guests: None,
             commands: None,
             inbox: None,
+            volunteer: None,
         }
     }
 
@@ -237,6 +252,7 @@ impl Driver {
                 event = self.compute_events.recv() => Wake::Compute(event),
                 done = self.persisted_rx.recv() => Wake::Persisted(done),
                 done = self.module_rx.recv() => Wake::Module(done),
+                sample = Volunteer::next_sample(&mut self.volunteer) => Wake::Load(sample),
                 // The permit is released at once; the slot it proved free is
                 // taken again below with try_reserve (only this task sends).
                 _ = self.inbox.reserve(), if deliverable => Wake::InboxReady,
@@ -283,6 +299,7 @@ impl Driver {
                 Wake::Persisted(None) => {}
                 Wake::Module(Some(answer)) => self.on_module_done(answer),
                 Wake::Module(None) => {}
+                Wake::Load(sample) => self.on_load_sample(sample),
                 Wake::InboxReady => {
                     self.deliver();
                 }
@@ -567,11 +584,7 @@ impl Driver {
                     MemberState::Suspect => {}
                 }
             }
-            NodeOutput::SampleStats => {
-                let mut stats = self.node.membership().local().stats.clone();
-                host::sample(&mut stats, self.config.cores_offered);
-                self.node.handle(now, NodeInput::SetStats(stats));
-            }
+            NodeOutput::SampleStats => self.sample_stats(now),
             NodeOutput::UnitsDone { total } => {
                 if let Err(error) = self.store.set_counter("units_done_total", total) {
                     warn!(%error, "cannot record the unit counter");
@@ -680,6 +693,17 @@ impl Driver {
         }
     }
 
+    /// Samples the host into this peer's published statistics, with its
+    /// computing policy and whether it computes now.
+    fn sample_stats(&mut self, now: Instant) {
+        let mut stats = self.node.membership().local().stats.clone();
+        host::sample(&mut stats, self.config.cores_offered);
+        stats.when = self.config.volunteer.when;
+        stats.paused = self.volunteer.as_ref().and_then(Volunteer::paused);
+        stats.computing = self.node.jobs().computing();
+        self.node.handle(now, NodeInput::SetStats(stats));
+    }
+
     fn members(&self, now: Instant) -> Vec<MemberInfo> {
         let now_ms = host::unix_now_ms();
         let to_unix_ms =
@@ -753,6 +777,7 @@ impl Driver {
                     .and_then(|g| g.store().list().ok())
                     .map_or(0, |l| l.len()),
             },
+            compute: self.compute_info(),
         }
     }
 }

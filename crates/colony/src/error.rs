@@ -92,4 +92,7 @@ pub enum ColonyError {
     /// The peer has shut down.
     #[error("the peer has shut down")]
     Stopped,
+    /// The owner's computing preferences cannot be followed here.
+    #[error("cannot compute as asked: {0}")]
+    Volunteer(String),
 }

@@ -147,6 +147,34 @@ pub struct StatusInfo {
     /// Guest-module counters.
     #[serde(default)]
     pub modules: ModuleCounters,
+    /// When this peer computes, and whether it does now.
+    #[serde(default)]
+    pub compute: ComputeInfo,
+}
+
+/// This peer as a volunteer host: its owner's policy and what it does now.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ComputeInfo {
+    /// When it computes (`--when`).
+    pub when: colony_core::membership::ComputeWhen,
+    /// Why it takes no work now, if it is paused.
+    pub paused: Option<colony_core::membership::PauseReason>,
+    /// Whether a unit runs here now.
+    pub computing: bool,
+    /// Other processes' share of the host's CPU at the last sample, in
+    /// percent of all cores (`--when idle` only).
+    pub other_cpu_percent: Option<f64>,
+    /// The share above which it pauses (`--idle-cpu`), with `--when idle`.
+    pub idle_cpu_percent: Option<f64>,
+    /// How long other processes' share must stay below it before computing
+    /// again (`--idle-secs`), with `--when idle`.
+    pub idle_secs: Option<f64>,
+    /// Seconds units ran here today (UTC), when a daily limit is set.
+    pub computed_today_s: Option<u64>,
+    /// The daily limit (`--max-hours-per-day`), in hours.
+    pub max_hours_per_day: Option<f64>,
+    /// Times it paused since it started (a unit running or not).
+    pub pauses: u64,
 }
 
 /// What the job core of a peer is doing, and what it refused.

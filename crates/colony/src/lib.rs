@@ -44,20 +44,23 @@ mod info;
 mod local;
 mod peer;
 mod trust;
+mod volunteer;
 
 pub use api::{read_api_token, API_TOKEN_FILE};
 pub use colony_core::acquaintance::AcquaintanceConfig;
 pub use colony_core::divisible::{AppError, AppRegistry, Divisible};
 pub use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 pub use colony_core::job::{JobConfig, JobId, JobState, JobView, SubmitPolicy};
-pub use colony_core::membership::{MemberState, MembershipConfig, PeerStats};
+pub use colony_core::membership::{
+    ComputeWhen, MemberState, MembershipConfig, PauseReason, PeerStats,
+};
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_net::{FaultConfig, NetConfig};
-pub use config::{ApiLimits, GuestConfig, PeerConfig};
+pub use config::{ApiLimits, GuestConfig, PeerConfig, VolunteerConfig};
 pub use error::ColonyError;
 pub use info::{
-    AppsInfo, ContributionInfo, DeclineInfo, JobCounters, JobInfo, MemberInfo, ModuleInfo,
-    PeerInfo, StatusInfo,
+    AppsInfo, ComputeInfo, ContributionInfo, DeclineInfo, JobCounters, JobInfo, MemberInfo,
+    ModuleInfo, PeerInfo, StatusInfo,
 };
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;

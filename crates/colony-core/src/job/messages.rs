@@ -485,6 +485,16 @@ pub enum JobInput<P> {
     /// This peer leaves: units are handed back, primary roles handed over
     /// ([`Jobs::has_left`] says when it is done).
     Leave,
+    /// This peer stops computing (its owner needs the host, or its daily
+    /// hours are used up): every running unit is stopped and its state
+    /// handed back to its job's primary, and no work is asked for or
+    /// accepted until [`JobInput::Resume`]. Unlike [`JobInput::Leave`] the
+    /// peer stays a member and keeps its place in every home: it goes on
+    /// holding job records and checkpoint pieces.
+    Pause,
+    /// This peer computes again after [`JobInput::Pause`]: it asks for work
+    /// at once.
+    Resume,
 }
 
 /// What a running unit (or its executor) reports at a step boundary; the

@@ -976,6 +976,85 @@ fn a_leaving_worker_waits_for_its_hand_back_to_be_acknowledged() {
     assert_eq!(view.stats.reissued, 0, "{:?}", view.stats);
 }
 
+/// A volunteer whose owner needs the host pauses: its unit is stopped
+/// and its state handed back (no work lost, nothing reissued), the job
+/// goes on at the other peers, the paused peer takes no work — not even a
+/// unit its primary pushes to it — yet stays in the job's home; resumed,
+/// it computes again.
+#[test]
+fn a_paused_worker_hands_its_unit_back_takes_no_work_and_resumes() {
+    let mut cluster = Cluster::new(4, 1);
+    let n = 3_000_000;
+    // No checkpoint falls due: only the handed-back state saves its work.
+    let ft = FaultTolerance {
+        ttc: Duration::from_secs(600),
+        ..FaultTolerance::default()
+    };
+    let job = cluster.submit_ft(0, n, ft);
+    cluster.run(Duration::from_millis(1500), |_| false);
+    let primary = cluster.primary(job);
+    let home = cluster.peers[0]
+        .core
+        .home_of(job, usize::from(ft.home_size));
+    // A backup of the job's home that computes: pausing must not touch
+    // its part in the home.
+    let volunteer = (0..4)
+        .find(|p| *p != primary && home.contains(p) && !cluster.peers[*p as usize].units.is_empty())
+        .expect("a busy backup");
+    assert!(cluster.peers[volunteer as usize]
+        .core
+        .homes
+        .contains_key(&job));
+
+    let now = cluster.now;
+    let v = volunteer as usize;
+    cluster.peers[v].core.handle(now, JobInput::Pause);
+    cluster.drain(volunteer);
+    assert!(cluster.peers[v].core.is_paused());
+    assert!(cluster.peers[v].units.is_empty(), "its unit was stopped");
+    cluster.run(Duration::from_millis(200), |c| {
+        c.peers[v].core.running_units() == 0 && c.peers[v].core.units_to_hand_back() == 0
+    });
+    assert_eq!(
+        cluster.peers[v].core.units_to_hand_back(),
+        0,
+        "the hand-back was acknowledged"
+    );
+
+    // Paused for a while: no unit runs there, the job goes on elsewhere.
+    assert!(cluster.peers[v].core.running.is_empty());
+    cluster.run(Duration::from_secs(2), |c| !c.peers[v].units.is_empty());
+    assert!(cluster.peers[v].units.is_empty(), "a paused peer computes");
+    let elsewhere: usize = (0..4)
+        .filter(|p| *p != volunteer)
+        .map(|p| cluster.peers[p as usize].units.len())
+        .sum();
+    assert!(elsewhere >= 3, "the job goes on at the other peers");
+    // A unit pushed to it anyway goes straight back.
+    let msg = assign_msg(&cluster, job, 9000);
+    forge(&mut cluster, primary, volunteer, msg);
+    assert!(!runs_unit(&cluster, volunteer, 9000), "a pushed unit runs");
+    // It is still a home member, as before the pause.
+    assert!(cluster.peers[v].core.homes.contains_key(&job));
+    assert!(cluster.final_status(job).is_none(), "the job ended early");
+
+    let now = cluster.now;
+    cluster.peers[v].core.handle(now, JobInput::Resume);
+    cluster.drain(volunteer);
+    assert!(!cluster.peers[v].core.is_paused());
+    cluster.run(Duration::from_secs(3), |c| !c.peers[v].units.is_empty());
+    assert!(
+        !cluster.peers[v].units.is_empty(),
+        "resumed, it computes again"
+    );
+
+    cluster.run(Duration::from_secs(60), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("the job finished");
+    assert_eq!(result_of(view), n * (n + 1) / 2);
+    assert_eq!(view.stats.work, n, "no work redone after the pause");
+    assert_eq!(view.stats.reissued, 0, "{:?}", view.stats);
+}
+
 #[test]
 fn a_unit_recorded_on_a_live_worker_that_lost_it_is_reissued() {
     let mut cluster = Cluster::new(4, 1);

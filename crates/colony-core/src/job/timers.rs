@@ -196,7 +196,7 @@ impl<P: PeerKey> Jobs<P> {
 
     /// When this peer may next ask for work, if it would.
     fn work_request_deadline(&self) -> Option<Instant> {
-        if self.leaving || self.config.cores <= self.running.len() as u32 {
+        if self.leaving || self.paused || self.config.cores <= self.running.len() as u32 {
             return None;
         }
         let target = match self.current_job {

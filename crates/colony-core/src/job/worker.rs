@@ -1,5 +1,5 @@
 //! The worker side: units this peer runs, their reports, acknowledgements,
-//! checkpoints, hand-back and leaving.
+//! checkpoints, hand-back, leaving and pausing.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -56,8 +56,8 @@ pub(super) struct WorkerUnit<P> {
 pub(super) enum StopReason {
     /// The primary said the copy is stale: drop it.
     Stale,
-    /// The peer is leaving: hand the state back.
-    Leaving,
+    /// The peer is leaving, or pausing its computing: hand the state back.
+    HandBack,
     /// Found on disk after a restart and offered to the primary with
     /// [`Report::Resume`]; no thread runs it until the primary acknowledges.
     Resuming,
@@ -174,9 +174,9 @@ impl<P: PeerKey> Jobs<P> {
         if over_limit {
             self.count_refusal(&from, "Assign", Refusal::OverCoreLimit);
         }
-        if self.leaving || over_limit || self.running.contains_key(&(job, unit)) {
-            // Leaving, over the core limit, or an old copy still stopping:
-            // hand it straight back.
+        if self.leaving || self.paused || over_limit || self.running.contains_key(&(job, unit)) {
+            // Leaving, paused, over the core limit, or an old copy still
+            // stopping: hand it straight back.
             let unit_state = WorkerUnit::new(epoch, app, ft, now, &self.config);
             self.running.insert((job, unit), unit_state);
             self.report(now, job, unit, Report::HandBack { state });
@@ -342,6 +342,12 @@ impl<P: PeerKey> Jobs<P> {
             self.drop_unit(job, unit);
         }
         if let Some((state, shared)) = resumed {
+            if self.paused {
+                // Taken back while this peer computes nothing: it goes on
+                // elsewhere.
+                self.report(now, job, unit, Report::HandBack { state });
+                return;
+            }
             let app = self
                 .running
                 .get(&(job, unit))
@@ -693,7 +699,7 @@ impl<P: PeerKey> Jobs<P> {
             return;
         };
         match (w.stopping, state) {
-            (Some(StopReason::Leaving), Some(state)) => {
+            (Some(StopReason::HandBack), Some(state)) => {
                 self.report(now, job, unit, Report::HandBack { state });
             }
             _ => self.drop_unit(job, unit),
@@ -763,12 +769,55 @@ impl<P: PeerKey> Jobs<P> {
         for (job, unit) in keys {
             if let Some(w) = self.running.get_mut(&(job, unit)) {
                 if w.stopping.is_none() && !w.finished() {
-                    w.stopping = Some(StopReason::Leaving);
+                    w.stopping = Some(StopReason::HandBack);
                     self.outputs.push_back(JobOutput::Stop { job, unit });
                 }
             }
         }
         self.hand_over_homes(now);
+    }
+
+    /// This peer stops computing: every unit running here is stopped and
+    /// its state handed back to its job's primary (as on a graceful leave,
+    /// so no work is lost), and no work is asked for or accepted until
+    /// [`Jobs::resume`]. Membership and homes are untouched: the peer still
+    /// holds job records and checkpoint pieces.
+    pub(super) fn pause(&mut self) {
+        if self.paused {
+            return;
+        }
+        self.paused = true;
+        let keys: Vec<(JobId, UnitId)> = self.running.keys().copied().collect();
+        for (job, unit) in keys {
+            if let Some(w) = self.running.get_mut(&(job, unit)) {
+                if w.stopping.is_none() && !w.finished() {
+                    w.stopping = Some(StopReason::HandBack);
+                    self.outputs.push_back(JobOutput::Stop { job, unit });
+                }
+            }
+        }
+    }
+
+    /// This peer computes again after [`Jobs::pause`]: it asks for work at
+    /// once.
+    pub(super) fn resume(&mut self, now: Instant) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        self.next_request_at = now;
+        self.backoff = self.config.request_backoff_initial;
+    }
+
+    /// Whether computing is paused ([`JobInput::Pause`]).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Whether this peer computes now: a unit runs here and computing is
+    /// not paused (units still stopping after a pause do not count).
+    pub fn computing(&self) -> bool {
+        !self.paused && self.running_units() > 0
     }
 
     /// Whether a graceful leave is complete: every unit handed back and
@@ -789,7 +838,7 @@ impl<P: PeerKey> Jobs<P> {
     pub fn units_to_hand_back(&self) -> usize {
         self.running
             .values()
-            .filter(|w| w.stopping == Some(StopReason::Leaving) || !w.unacked.is_empty())
+            .filter(|w| w.stopping == Some(StopReason::HandBack) || !w.unacked.is_empty())
             .count()
     }
 
@@ -799,7 +848,7 @@ impl<P: PeerKey> Jobs<P> {
     }
 
     pub(super) fn maybe_request_work(&mut self, now: Instant) {
-        if self.leaving {
+        if self.leaving || self.paused {
             return;
         }
         let free = self.config.cores.saturating_sub(self.running.len() as u32);
