@@ -714,6 +714,12 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
             (None, true) => "computing".to_string(),
             (None, false) => "ready".to_string(),
         };
+        // Whose guests it runs: anyone's, some signers', or none.
+        let guests = match (m.stats.runs_guests, m.stats.guest_signers.len()) {
+            (false, _) => "no".to_string(),
+            (true, 0) => "any".to_string(),
+            (true, n) => format!("{n} keys"),
+        };
         outln!(
             "{:<54} {:<8} {:>4} {:>6} {:>6.2} {:>9} {:>8} {:>9} {:>7} {:<6} {}",
             id,
@@ -726,7 +732,7 @@ async fn show_peers(args: PeersArgs) -> Result<()> {
             m.last_heard_ms_ago
                 .map(|ms| ms.to_string())
                 .unwrap_or_else(|| "-".into()),
-            if m.stats.runs_guests { "yes" } else { "no" },
+            guests,
             m.stats.when,
             now,
         )?;
