@@ -765,16 +765,22 @@ impl<P: PeerKey> Jobs<P> {
     pub(super) fn leave(&mut self, now: Instant) {
         self.leaving = true;
         self.known.clear();
-        let keys: Vec<(JobId, UnitId)> = self.running.keys().copied().collect();
-        for (job, unit) in keys {
-            if let Some(w) = self.running.get_mut(&(job, unit)) {
-                if w.stopping.is_none() && !w.finished() {
-                    w.stopping = Some(StopReason::HandBack);
-                    self.outputs.push_back(JobOutput::Stop { job, unit });
-                }
+        self.hand_back_running();
+        self.hand_over_homes(now);
+    }
+
+    /// Stops every unit running here that is not stopping or finished
+    /// already; each hands its state back to its job's primary.
+    fn hand_back_running(&mut self) {
+        for ((job, unit), w) in self.running.iter_mut() {
+            if w.stopping.is_none() && !w.finished() {
+                w.stopping = Some(StopReason::HandBack);
+                self.outputs.push_back(JobOutput::Stop {
+                    job: *job,
+                    unit: *unit,
+                });
             }
         }
-        self.hand_over_homes(now);
     }
 
     /// This peer stops computing: every unit running here is stopped and
@@ -787,15 +793,7 @@ impl<P: PeerKey> Jobs<P> {
             return;
         }
         self.paused = true;
-        let keys: Vec<(JobId, UnitId)> = self.running.keys().copied().collect();
-        for (job, unit) in keys {
-            if let Some(w) = self.running.get_mut(&(job, unit)) {
-                if w.stopping.is_none() && !w.finished() {
-                    w.stopping = Some(StopReason::HandBack);
-                    self.outputs.push_back(JobOutput::Stop { job, unit });
-                }
-            }
-        }
+        self.hand_back_running();
     }
 
     /// This peer computes again after [`Jobs::pause`]: it asks for work at
