@@ -1369,6 +1369,22 @@ impl<P: PeerKey> Node<P> {
     /// Module `id`'s home as this peer sees it: the live peers that run
     /// guests (this one included) XOR-closest to its hash.
     pub fn module_home(&self, id: &str) -> Vec<P> {
+        self.closest_guest_runners(id, modules::MODULE_HOME_SIZE)
+    }
+
+    /// Whether this peer could be in module `id`'s home, allowing for views
+    /// that differ for a while after joins: among the twice as many peers
+    /// closest to it.
+    fn module_home_plausibly_here(&self, id: &str) -> bool {
+        let me = &self.membership.local().peer;
+        self.closest_guest_runners(id, 2 * modules::MODULE_HOME_SIZE)
+            .contains(me)
+    }
+
+    /// The `size` live peers that run guests (this one included, if it
+    /// does) XOR-closest to module `id`'s hash, closest first; none if `id`
+    /// is not a module id.
+    fn closest_guest_runners(&self, id: &str, size: usize) -> Vec<P> {
         let Some(key) = modules::module_key(id) else {
             return Vec::new();
         };
@@ -1392,35 +1408,9 @@ impl<P: PeerKey> Node<P> {
         candidates.sort_unstable_by_key(|c| c.0);
         candidates
             .into_iter()
-            .take(modules::MODULE_HOME_SIZE)
+            .take(size)
             .map(|(_, p)| p.clone())
             .collect()
-    }
-
-    /// Whether this peer could be in module `id`'s home, allowing for views
-    /// that differ for a while after joins: among the twice as many peers
-    /// closest to it.
-    fn module_home_plausibly_here(&self, id: &str) -> bool {
-        if !self.membership.local().stats.runs_guests {
-            return false;
-        }
-        let Some(key) = modules::module_key(id) else {
-            return false;
-        };
-        let me = self.jobs.key_of(&self.membership.local().peer);
-        let mine: Vec<u8> = key.iter().zip(me).map(|(a, b)| a ^ b).collect();
-        let closer = self
-            .membership
-            .records()
-            .filter(|r| matches!(r.state, MemberState::Alive | MemberState::Suspect))
-            .filter(|r| r.stats.runs_guests)
-            .filter(|r| {
-                let theirs = self.jobs.key_of(&r.peer);
-                let d: Vec<u8> = key.iter().zip(theirs).map(|(a, b)| a ^ b).collect();
-                d < mine
-            })
-            .count();
-        closer < 2 * modules::MODULE_HOME_SIZE
     }
 
     /// Starts fetching module `id` with nothing waiting for it: from its
