@@ -184,20 +184,14 @@ impl Peer {
     /// The membership view, this peer first.
     pub async fn members(&self) -> Result<Vec<MemberInfo>, ColonyError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Members { reply })
-            .await
-            .map_err(|_| ColonyError::Stopped)?;
+        self.command(Command::Members { reply }).await?;
         rx.await.map_err(|_| ColonyError::Stopped)
     }
 
     /// The peer's status and counters.
     pub async fn status(&self) -> Result<StatusInfo, ColonyError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Status { reply })
-            .await
-            .map_err(|_| ColonyError::Stopped)?;
+        self.command(Command::Status { reply }).await?;
         rx.await.map_err(|_| ColonyError::Stopped)
     }
 
@@ -431,10 +425,7 @@ impl Peer {
     /// The status of any job, asked of its home; `None` if no home knows it.
     pub async fn job(&self, id: JobId) -> Result<Option<JobView<PeerId>>, ColonyError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::QueryJob { job: id, reply })
-            .await
-            .map_err(|_| ColonyError::Stopped)?;
+        self.command(Command::QueryJob { job: id, reply }).await?;
         match tokio::time::timeout(Duration::from_secs(10), rx).await {
             Ok(Ok(view)) => Ok(view),
             Ok(Err(_)) => Err(ColonyError::Stopped),
@@ -452,10 +443,7 @@ impl Peer {
     /// [`ColonyError::CancelRefused`] with the primary's reason.
     pub async fn cancel_job(&self, id: JobId) -> Result<(), ColonyError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::CancelJob { job: id, reply })
-            .await
-            .map_err(|_| ColonyError::Stopped)?;
+        self.command(Command::CancelJob { job: id, reply }).await?;
         match tokio::time::timeout(CANCEL_TIMEOUT, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(reason))) => Err(ColonyError::CancelRefused { job: id, reason }),
@@ -470,10 +458,7 @@ impl Peer {
     /// Jobs whose home is this peer.
     pub async fn homed_jobs(&self) -> Result<Vec<JobView<PeerId>>, ColonyError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::ListJobs { reply })
-            .await
-            .map_err(|_| ColonyError::Stopped)?;
+        self.command(Command::ListJobs { reply }).await?;
         rx.await.map_err(|_| ColonyError::Stopped)
     }
 
