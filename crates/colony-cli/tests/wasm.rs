@@ -26,8 +26,31 @@ fn run_wasm(
     run_wasm_as(None, bootstrap, peers, module, args)
 }
 
-/// [`run_wasm`] as the submitter whose data directory is `dir` (its
-/// identity and module cache last across runs), or a fresh one.
+/// `colony run --json --wasm MODULE ARGS…` as the submitter whose data
+/// directory is `dir` (its identity and module cache last across runs), or
+/// a fresh one, ready to run.
+fn wasm_command(
+    dir: Option<&std::path::Path>,
+    bootstrap: &str,
+    peers: usize,
+    module: &str,
+    args: &[&str],
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_colony"));
+    command
+        .args(["run", "--cores", "1", "--json", "--peers"])
+        .arg(peers.to_string())
+        .args(["--acquire-timeout-s", "10", "--bootstrap", bootstrap])
+        .args(["--wasm", module]);
+    if let Some(dir) = dir {
+        command.arg("--data-dir").arg(dir);
+    }
+    command.args(args).env("RUST_LOG", "warn");
+    command
+}
+
+/// [`run_wasm`] as the submitter whose data directory is `dir`, or a fresh
+/// one.
 fn run_wasm_as(
     dir: Option<&std::path::Path>,
     bootstrap: &str,
@@ -35,29 +58,7 @@ fn run_wasm_as(
     module: &str,
     args: &[&str],
 ) -> (Output, serde_json::Value) {
-    let peers = peers.to_string();
-    let dir = dir.map(|d| d.display().to_string());
-    let mut argv = vec![
-        "run",
-        "--cores",
-        "1",
-        "--json",
-        "--peers",
-        &peers,
-        "--acquire-timeout-s",
-        "10",
-        "--bootstrap",
-        bootstrap,
-        "--wasm",
-        module,
-    ];
-    if let Some(dir) = &dir {
-        argv.extend(["--data-dir", dir]);
-    }
-    argv.extend_from_slice(args);
-    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
-        .args(&argv)
-        .env("RUST_LOG", "warn")
+    let out = wasm_command(dir, bootstrap, peers, module, args)
         .output()
         .expect("run colony");
     let json = String::from_utf8_lossy(&out.stdout)
@@ -324,23 +325,7 @@ async fn a_guest_job_survives_a_worker_killed_mid_run() {
     let root = test_dir("wasm-kill");
     let mut peers = trusting_workers(&root, 3);
     wait_formed(&peers).await;
-    let mut run = Command::new(env!("CARGO_BIN_EXE_colony"))
-        .args([
-            "run",
-            "--cores",
-            "1",
-            "--json",
-            "--peers",
-            "4",
-            "--acquire-timeout-s",
-            "10",
-            "--bootstrap",
-            &peers[0].addr(),
-            "--wasm",
-            NQUEENS_PATH,
-            "16",
-        ])
-        .env("RUST_LOG", "warn")
+    let mut run = wasm_command(None, &peers[0].addr(), 4, NQUEENS_PATH, &["16"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
