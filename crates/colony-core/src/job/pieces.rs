@@ -692,6 +692,11 @@ impl<P: PeerKey> HomeCtx<'_, P> {
                 return None;
             }
             h.restoring.remove(&unit);
+            // The root's holders were only suspected when the restore began
+            // and never came back: before any divide, the parameters serve.
+            if let Some(restarted) = self.restart_root(unit) {
+                return restarted;
+            }
             let holders = checkpoint.holders.clone();
             self.event(JobEvent::CheckpointLost {
                 job,
