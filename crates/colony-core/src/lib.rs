@@ -30,6 +30,9 @@
 //!   states (the job core is the first user).
 //! - [`wire`]: bounded encoding of core messages, the versioned frame
 //!   header and the kinds of pipe payloads.
+//! - [`space`]: P³'s object space — named objects in namespaces, kept in
+//!   partitions on the generic home, with linearizable get/set/CAS and
+//!   leased read/write locks with fencing tokens.
 //! - [`node`]: the cores above composed into one sans-IO node, with the
 //!   routing between them: what the runtime's driver and the simulator run.
 //! - [`runner`]: the step boundary of a running unit, for every executor.
@@ -47,6 +50,7 @@ pub mod phi;
 pub mod pieces;
 pub mod pipe;
 pub mod runner;
+pub mod space;
 #[cfg(test)]
 mod test_apps;
 pub mod wire;

@@ -1,0 +1,516 @@
+//! This peer's own space requests: resolving a namespace's generation,
+//! finding the partition's primary (redirects, retries with backoff),
+//! resending unanswered requests under the same id (a retried write is
+//! answered from the home's reply table, not applied twice), deadlines,
+//! and renewing the leases of the locks this peer holds.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::{
+    namespace_partition, ObjectKey, PartitionId, RequestId, SpaceError, SpaceOp, SpaceReply, GLOBAL,
+};
+
+/// Settings of this peer's requests.
+#[derive(Clone, Debug)]
+pub struct SpaceClientConfig {
+    /// Requests waiting for an answer at once; more are refused with
+    /// [`SpaceError::Busy`].
+    pub max_pending: usize,
+    /// A request unanswered this long is sent again (same id).
+    pub resend_after: Duration,
+    /// First wait before retrying a home that cannot answer now; doubles up
+    /// to `backoff_max`.
+    pub backoff_initial: Duration,
+    /// Longest wait between retries.
+    pub backoff_max: Duration,
+    /// Redirects followed in a row before backing off.
+    pub max_redirects: u32,
+    /// Namespace generations remembered.
+    pub max_cached_namespaces: usize,
+    /// Locks held here whose leases are renewed.
+    pub max_held_locks: usize,
+}
+
+impl Default for SpaceClientConfig {
+    fn default() -> Self {
+        SpaceClientConfig {
+            max_pending: 4096,
+            resend_after: Duration::from_secs(2),
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(400),
+            max_redirects: 8,
+            max_cached_namespaces: 1024,
+            max_held_locks: 4096,
+        }
+    }
+}
+
+/// A lock this peer held and lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockLost {
+    /// The object.
+    pub key: ObjectKey,
+    /// The grant's token.
+    pub token: u64,
+    /// Why it was lost.
+    pub why: SpaceError,
+}
+
+/// What the client side wants done.
+#[derive(Debug)]
+pub(super) enum ClientOutput<P> {
+    /// Send a request to `to`, or to the closest peer of `partition` when
+    /// `None`.
+    Send {
+        partition: PartitionId,
+        to: Option<P>,
+        id: RequestId,
+        generation: u64,
+        op: SpaceOp,
+    },
+    /// A request of the caller is answered.
+    Answer {
+        id: RequestId,
+        result: Result<SpaceReply, SpaceError>,
+    },
+    /// A held lock's renewal was refused.
+    LockLost(LockLost),
+}
+
+/// Where a request is.
+#[derive(Clone, Debug)]
+enum Stage {
+    /// Asking the namespace's home for its generation.
+    Resolve,
+    /// The operation itself, under this generation.
+    Op(u64),
+}
+
+/// Who wants the answer.
+#[derive(Clone, Debug)]
+enum Caller {
+    /// The caller of [`Client::request`].
+    User,
+    /// This client, renewing the lock with this token.
+    Renewal(u64),
+    /// This client, purging one partition for the destruction of a
+    /// namespace the caller asked with this id.
+    Purge(RequestId),
+}
+
+struct Pending<P> {
+    caller: Caller,
+    op: SpaceOp,
+    stage: Stage,
+    /// Id of the current stage on the wire (kept across resends).
+    wire: RequestId,
+    deadline: Instant,
+    started: Instant,
+    /// When to send again.
+    retry_at: Instant,
+    target: Option<P>,
+    redirects: u32,
+    backoff: Duration,
+}
+
+/// A lock held here.
+struct Held {
+    key: ObjectKey,
+    lease: Duration,
+    renew_at: Instant,
+    renewing: bool,
+}
+
+/// This peer's requests.
+pub(super) struct Client<P> {
+    config: SpaceClientConfig,
+    session: u64,
+    next_seq: u64,
+    pending: BTreeMap<RequestId, Pending<P>>,
+    /// Wire id → the request's id.
+    by_wire: BTreeMap<RequestId, RequestId>,
+    generations: BTreeMap<String, u64>,
+    held: BTreeMap<u64, Held>,
+    /// Destructions waiting for their purges: partitions left, and the
+    /// answer so far.
+    purges: BTreeMap<RequestId, (u16, Result<SpaceReply, SpaceError>)>,
+    outputs: VecDeque<ClientOutput<P>>,
+}
+
+impl<P: Clone + PartialEq> Client<P> {
+    pub(super) fn new(config: SpaceClientConfig, session: u64) -> Self {
+        Client {
+            config,
+            session,
+            next_seq: 1,
+            pending: BTreeMap::new(),
+            by_wire: BTreeMap::new(),
+            generations: BTreeMap::new(),
+            held: BTreeMap::new(),
+            purges: BTreeMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn next_id(&mut self) -> RequestId {
+        let id = RequestId {
+            session: self.session,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        id
+    }
+
+    pub(super) fn request(
+        &mut self,
+        now: Instant,
+        op: SpaceOp,
+        timeout: Duration,
+    ) -> Result<RequestId, SpaceError> {
+        if self.pending.len() >= self.config.max_pending {
+            return Err(SpaceError::Busy {
+                max: self.config.max_pending,
+            });
+        }
+        let id = self.next_id();
+        self.start(now, id, Caller::User, op, timeout);
+        Ok(id)
+    }
+
+    fn start(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        caller: Caller,
+        op: SpaceOp,
+        timeout: Duration,
+    ) {
+        let stage = match op.object_namespace() {
+            Some(GLOBAL) => Stage::Op(0),
+            Some(ns) => match self.generations.get(ns) {
+                Some(generation) => Stage::Op(*generation),
+                None => Stage::Resolve,
+            },
+            None => Stage::Op(0),
+        };
+        let wire = self.next_id();
+        self.by_wire.insert(wire, id);
+        self.pending.insert(
+            id,
+            Pending {
+                caller,
+                op,
+                stage,
+                wire,
+                deadline: now + timeout,
+                started: now,
+                retry_at: now,
+                target: None,
+                redirects: 0,
+                backoff: self.config.backoff_initial,
+            },
+        );
+        self.send(now, id);
+    }
+
+    /// Sends (again) the current stage of request `id`.
+    fn send(&mut self, now: Instant, id: RequestId) {
+        let resend = self.config.resend_after;
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        p.retry_at = now + resend;
+        let (partition, generation, op) = match &p.stage {
+            Stage::Resolve => {
+                let name = p.op.object_namespace().unwrap_or(GLOBAL).to_string();
+                (namespace_partition(&name), 0, SpaceOp::Namespace { name })
+            }
+            Stage::Op(generation) => (p.op.partition(), *generation, p.op.clone()),
+        };
+        self.outputs.push_back(ClientOutput::Send {
+            partition,
+            to: p.target.clone(),
+            id: p.wire,
+            generation,
+            op,
+        });
+    }
+
+    /// The request with wire id `wire` went to `to`.
+    pub(super) fn sent(&mut self, wire: RequestId, to: P) {
+        if let Some(p) = self
+            .by_wire
+            .get(&wire)
+            .and_then(|id| self.pending.get_mut(id))
+        {
+            p.target = Some(to);
+        }
+    }
+
+    /// Retries request `id` after its backoff, at the closest peer.
+    fn back_off(&mut self, now: Instant, id: RequestId) {
+        let max = self.config.backoff_max;
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.retry_at = now + p.backoff;
+            p.backoff = (p.backoff * 2).min(max);
+            p.target = None;
+            p.redirects = 0;
+        }
+    }
+
+    pub(super) fn redirect(&mut self, now: Instant, from: &P, wire: RequestId, primary: Option<P>) {
+        let Some(&id) = self.by_wire.get(&wire) else {
+            return;
+        };
+        let max_redirects = self.config.max_redirects;
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        match primary {
+            Some(primary) if primary != *from && p.redirects < max_redirects => {
+                p.redirects += 1;
+                p.target = Some(primary);
+                self.send(now, id);
+            }
+            _ => self.back_off(now, id),
+        }
+    }
+
+    pub(super) fn send_failed(&mut self, now: Instant, wire: RequestId, to: &P) {
+        let Some(&id) = self.by_wire.get(&wire) else {
+            return;
+        };
+        if self
+            .pending
+            .get(&id)
+            .is_some_and(|p| p.target.as_ref() == Some(to))
+        {
+            self.back_off(now, id);
+        }
+    }
+
+    pub(super) fn reply(
+        &mut self,
+        now: Instant,
+        _from: &P,
+        wire: RequestId,
+        result: Result<SpaceReply, SpaceError>,
+    ) {
+        let Some(&id) = self.by_wire.get(&wire) else {
+            return;
+        };
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        if let Err(SpaceError::Unavailable(_)) = result {
+            return self.back_off(now, id);
+        }
+        match (&p.stage, result) {
+            (Stage::Resolve, Ok(SpaceReply::Namespace { generation })) => {
+                let name = p.op.object_namespace().unwrap_or(GLOBAL).to_string();
+                self.remember_generation(name, generation);
+                let new_wire = self.next_id();
+                self.by_wire.remove(&wire);
+                self.by_wire.insert(new_wire, id);
+                if let Some(p) = self.pending.get_mut(&id) {
+                    p.stage = Stage::Op(generation);
+                    p.wire = new_wire;
+                    p.target = None;
+                    p.redirects = 0;
+                }
+                self.send(now, id);
+            }
+            (Stage::Resolve, Ok(other)) => self.finish(
+                id,
+                Err(SpaceError::Unavailable(format!(
+                    "the namespace's home answered {other:?}"
+                ))),
+            ),
+            (_, result) => self.finish(id, result),
+        }
+    }
+
+    fn remember_generation(&mut self, name: String, generation: u64) {
+        if self.generations.len() >= self.config.max_cached_namespaces {
+            self.generations.pop_first();
+        }
+        self.generations.insert(name, generation);
+    }
+
+    /// Request `id` has its answer.
+    fn finish(&mut self, id: RequestId, result: Result<SpaceReply, SpaceError>) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        self.by_wire.remove(&p.wire);
+        if let (Some(ns), Err(SpaceError::UnknownNamespace(_))) = (p.op.object_namespace(), &result)
+        {
+            self.generations.remove(ns);
+        }
+        if let (SpaceOp::CreateNamespace { name } | SpaceOp::DestroyNamespace { name }, _) =
+            (&p.op, &result)
+        {
+            self.generations.remove(name);
+            if let (SpaceOp::CreateNamespace { .. }, Ok(SpaceReply::Namespace { generation })) =
+                (&p.op, &result)
+            {
+                self.remember_generation(name.clone(), *generation);
+            }
+        }
+        match p.caller {
+            Caller::User => {
+                match (&p.op, &result) {
+                    (SpaceOp::Lock { key, .. }, Ok(SpaceReply::Granted { token, lease_ms }))
+                        if self.held.len() < self.config.max_held_locks =>
+                    {
+                        let lease = Duration::from_millis(*lease_ms);
+                        // Renewed at a third of the lease, measured from
+                        // when the request was first sent.
+                        self.held.insert(
+                            *token,
+                            Held {
+                                key: key.clone(),
+                                lease,
+                                renew_at: p.started + lease / 3,
+                                renewing: false,
+                            },
+                        );
+                    }
+                    (SpaceOp::Unlock { token, .. }, _) => {
+                        self.held.remove(token);
+                    }
+                    (
+                        SpaceOp::DestroyNamespace { name },
+                        Ok(SpaceReply::Namespace { generation }),
+                    ) => {
+                        // Answered once every partition dropped the
+                        // objects: a client still holding the old
+                        // generation is then refused everywhere.
+                        let timeout = p.deadline.saturating_duration_since(p.started);
+                        self.purges
+                            .insert(id, (super::PARTITIONS, Ok(SpaceReply::Done)));
+                        for partition in 0..super::PARTITIONS {
+                            let op = SpaceOp::Purge {
+                                namespace: name.clone(),
+                                partition,
+                                generation: *generation,
+                            };
+                            let purge = self.next_id();
+                            self.start(p.started, purge, Caller::Purge(id), op, timeout);
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
+                self.outputs.push_back(ClientOutput::Answer { id, result });
+            }
+            Caller::Purge(parent) => {
+                let Some((left, answer)) = self.purges.get_mut(&parent) else {
+                    return;
+                };
+                *left -= 1;
+                if let (Ok(_), Err(error)) = (&answer, result) {
+                    *answer = Err(error);
+                }
+                if *left == 0 {
+                    if let Some((_, result)) = self.purges.remove(&parent) {
+                        self.outputs
+                            .push_back(ClientOutput::Answer { id: parent, result });
+                    }
+                }
+            }
+            Caller::Renewal(token) => match result {
+                Ok(_) => {
+                    if let Some(h) = self.held.get_mut(&token) {
+                        h.renewing = false;
+                        h.renew_at = p.started + h.lease / 3;
+                    }
+                }
+                Err(why) => {
+                    if let Some(h) = self.held.remove(&token) {
+                        self.outputs.push_back(ClientOutput::LockLost(LockLost {
+                            key: h.key,
+                            token,
+                            why,
+                        }));
+                    }
+                }
+            },
+        }
+    }
+
+    pub(super) fn forget_lock(&mut self, token: u64) {
+        self.held.remove(&token);
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<(RequestId, Duration)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, p)| (*id, now.saturating_duration_since(p.started)))
+            .collect();
+        for (id, waited) in expired {
+            let why = match self.pending.get(&id).map(|p| &p.stage) {
+                Some(Stage::Resolve) => "resolving the namespace",
+                _ => "the partition's primary did not answer",
+            };
+            self.finish(
+                id,
+                Err(SpaceError::Timeout {
+                    waited_ms: waited.as_millis() as u64,
+                    why: why.into(),
+                }),
+            );
+        }
+        let due: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.retry_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.send(now, id);
+        }
+        let renew: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| !h.renewing && h.renew_at <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in renew {
+            let Some(h) = self.held.get_mut(&token) else {
+                continue;
+            };
+            h.renewing = true;
+            let op = SpaceOp::Renew {
+                key: h.key.clone(),
+                token,
+            };
+            // A renewal that cannot be answered within half the lease is
+            // too late to be of use.
+            let timeout = h.lease / 2;
+            let id = self.next_id();
+            self.start(now, id, Caller::Renewal(token), op, timeout);
+        }
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let requests = self.pending.values().map(|p| p.retry_at.min(p.deadline));
+        let renewals = self
+            .held
+            .values()
+            .filter(|h| !h.renewing)
+            .map(|h| h.renew_at);
+        requests.chain(renewals).min()
+    }
+
+    pub(super) fn poll(&mut self) -> Option<ClientOutput<P>> {
+        self.outputs.pop_front()
+    }
+}

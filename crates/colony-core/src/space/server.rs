@@ -1,0 +1,752 @@
+//! The space core of one peer: the partitions homed here (their
+//! replication, the operations their primary applies, lock waiters and
+//! lease expiry, creation of a partition's first home) and, through
+//! [`super::client`], this peer's own requests.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::client::{Client, SpaceClientConfig};
+use super::partition::{Applied, Partition, Unpersisted, Waiters};
+use super::{
+    partition_point, LockLost, PartitionId, RequestId, SpaceError, SpaceMsg, SpaceOp, SpaceReply,
+};
+use crate::home::{HomeConfig, HomeMsgOf, HomeOutput, Homes, Role};
+use crate::PeerKey;
+
+/// What a partition's primary answers once the update holding it is
+/// committed (the effect of [`Partition`]).
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The request.
+    pub id: RequestId,
+    /// What happened.
+    pub result: Result<SpaceReply, SpaceError>,
+}
+
+/// Settings of the space core.
+#[derive(Clone, Debug)]
+pub struct SpaceConfig {
+    /// Peers per partition home.
+    pub home_size: u8,
+    /// Largest object value accepted.
+    pub max_object_bytes: usize,
+    /// Bytes of object values this peer holds at most (its share of the
+    /// space); a primary at its limit refuses new writes with
+    /// [`SpaceError::Full`].
+    pub capacity_bytes: u64,
+    /// Requests waiting for locks per partition.
+    pub max_waiters: usize,
+    /// How long a peer waits for the answers to its probe before it gives
+    /// up creating a partition's home (it probes again on the next request).
+    pub probe_timeout: Duration,
+    /// Replication timing.
+    pub home: HomeConfig,
+    /// This peer's own requests.
+    pub client: SpaceClientConfig,
+}
+
+impl Default for SpaceConfig {
+    fn default() -> Self {
+        SpaceConfig {
+            home_size: 3,
+            max_object_bytes: 16 << 20,
+            capacity_bytes: 1 << 30,
+            max_waiters: 1024,
+            probe_timeout: Duration::from_secs(2),
+            home: HomeConfig {
+                max_homes: usize::from(super::PARTITIONS),
+                ..HomeConfig::default()
+            },
+            client: SpaceClientConfig::default(),
+        }
+    }
+}
+
+/// An input to the space core.
+#[derive(Debug)]
+pub enum SpaceInput<P> {
+    /// A space message from `from`.
+    Message {
+        /// The sender.
+        from: P,
+        /// The message.
+        msg: SpaceMsg<P>,
+    },
+    /// A message to `to` could not be delivered (its pipe failed).
+    SendFailed {
+        /// The peer.
+        to: P,
+        /// The request it carried, if it was one.
+        id: Option<RequestId>,
+    },
+    /// The state of `partition` up to update `seq` of `term` is on disk.
+    Durable {
+        /// The partition.
+        partition: PartitionId,
+        /// The term.
+        term: u64,
+        /// The update.
+        seq: u64,
+    },
+}
+
+/// What the space core wants done, or tells.
+#[derive(Debug)]
+pub enum SpaceOutput<P> {
+    /// Send `msg` to `to`; `bulk` for snapshots and large values.
+    Send {
+        /// The receiver.
+        to: P,
+        /// The message.
+        msg: SpaceMsg<P>,
+        /// Whether it is large.
+        bulk: bool,
+    },
+    /// Write what changed in `partition` to disk, then answer with
+    /// [`SpaceInput::Durable`] for (`term`, `seq`).
+    Persist {
+        /// The partition.
+        partition: PartitionId,
+        /// The home's term.
+        term: u64,
+        /// Its update.
+        seq: u64,
+        /// How many peers the home has.
+        size: u8,
+        /// The members, primary first.
+        members: Vec<P>,
+        /// The members as last committed.
+        config: Vec<P>,
+        /// What to write.
+        data: Unpersisted,
+    },
+    /// This peer no longer holds `partition`: delete it from disk.
+    Unpersist {
+        /// The partition.
+        partition: PartitionId,
+    },
+    /// The answer to a request made with [`Space::request`].
+    Answer {
+        /// The request.
+        id: RequestId,
+        /// What happened.
+        result: Result<SpaceReply, SpaceError>,
+    },
+    /// A lock this peer held was lost (its renewal was refused): writes
+    /// with its token will be refused.
+    LockLost(LockLost),
+}
+
+/// A request waiting for a lock at its primary.
+#[derive(Clone, Debug)]
+struct Waiter<P> {
+    from: P,
+    id: RequestId,
+    generation: u64,
+    op: SpaceOp,
+}
+
+/// A partition this peer is about to create, waiting for its probes.
+struct Creation<P> {
+    asked: BTreeSet<P>,
+    until: Instant,
+}
+
+/// Counters of the space core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpaceCounters {
+    /// Operations applied by primaries here.
+    pub applied: u64,
+    /// Requests redirected to another member.
+    pub redirected: u64,
+    /// Requests refused as malformed or out of bounds.
+    pub refused: u64,
+    /// Partition homes created here.
+    pub created: u64,
+    /// Leases that ran out.
+    pub expired_leases: u64,
+}
+
+/// The space core of one peer.
+pub struct Space<P: PeerKey> {
+    me: P,
+    config: SpaceConfig,
+    homes: Homes<PartitionId, P, Partition>,
+    /// Who asked each request a primary here is answering.
+    askers: BTreeMap<RequestId, (PartitionId, P)>,
+    waiters: BTreeMap<PartitionId, Waiters<Waiter<P>>>,
+    creating: BTreeMap<PartitionId, Creation<P>>,
+    /// Partitions on this peer's disk, with the (term, update) written.
+    on_disk: BTreeMap<PartitionId, (u64, u64)>,
+    live: BTreeSet<P>,
+    client: Client<P>,
+    counters: SpaceCounters,
+    outputs: VecDeque<SpaceOutput<P>>,
+}
+
+impl<P: PeerKey> Space<P> {
+    /// The space core of peer `me`; `key_of` gives a peer's position in the
+    /// overlay's key space, `session` names this peer's client session
+    /// (random per start), `seed` seeds election jitter.
+    pub fn new(
+        me: P,
+        config: SpaceConfig,
+        key_of: fn(&P) -> [u8; 32],
+        session: u64,
+        seed: u64,
+    ) -> Self {
+        let closeness = Box::new(move |partition: &PartitionId, p: &P| {
+            let point = partition_point(*partition);
+            let key = key_of(p);
+            let mut d = [0u8; 16];
+            for (i, byte) in d.iter_mut().enumerate() {
+                *byte = point[i] ^ key[i];
+            }
+            u128::from_be_bytes(d)
+        });
+        Space {
+            homes: Homes::new(me.clone(), config.home.clone(), closeness, seed),
+            client: Client::new(config.client.clone(), session),
+            me,
+            config,
+            askers: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            creating: BTreeMap::new(),
+            on_disk: BTreeMap::new(),
+            live: BTreeSet::new(),
+            counters: SpaceCounters::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The partitions held here.
+    pub fn homes(&self) -> &Homes<PartitionId, P, Partition> {
+        &self.homes
+    }
+
+    /// What the core counted.
+    pub fn counters(&self) -> SpaceCounters {
+        self.counters
+    }
+
+    /// Requests of this peer still waiting for an answer.
+    pub fn pending_requests(&self) -> usize {
+        self.client.pending()
+    }
+
+    /// Bytes of object values held here, over every partition.
+    pub fn stored_bytes(&self) -> u64 {
+        self.homes.values().map(|h| h.stored_bytes()).sum()
+    }
+
+    /// A partition read back from this peer's disk after a restart: it
+    /// rejoins its home as a backup.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        partition: Partition,
+        size: u8,
+        members: Vec<P>,
+        config: Vec<P>,
+        (term, seq): (u64, u64),
+    ) -> bool {
+        let id = partition.id();
+        let restored =
+            self.homes
+                .restore_backup(now, id, partition, size, members, config, (term, seq));
+        if restored {
+            self.on_disk.insert(id, (term, seq));
+        }
+        restored
+    }
+
+    /// The live peers that offer room to the space (this one apart)
+    /// changed.
+    pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = P>) {
+        self.live = live.into_iter().filter(|p| *p != self.me).collect();
+        self.homes.set_live(self.live.iter().cloned());
+        self.homes.refresh(now);
+        self.drain_homes(now);
+        self.flush_persist();
+    }
+
+    /// Asks the space to apply `op` on this peer's behalf; the answer comes
+    /// as [`SpaceOutput::Answer`] with the returned id, by `timeout` at the
+    /// latest.
+    pub fn request(
+        &mut self,
+        now: Instant,
+        op: SpaceOp,
+        timeout: Duration,
+    ) -> Result<RequestId, SpaceError> {
+        op.check(self.config.max_object_bytes)?;
+        let id = self.client.request(now, op, timeout)?;
+        self.drive_client(now);
+        Ok(id)
+    }
+
+    /// Forgets a lock this peer released or gave up (no more renewals).
+    pub fn forget_lock(&mut self, token: u64) {
+        self.client.forget_lock(token);
+    }
+
+    /// Applies an input.
+    pub fn handle(&mut self, now: Instant, input: SpaceInput<P>) {
+        match input {
+            SpaceInput::Message { from, msg } => self.on_message(now, from, msg),
+            SpaceInput::SendFailed { to, id } => {
+                if let Some(id) = id {
+                    self.client.send_failed(now, id, &to);
+                }
+            }
+            SpaceInput::Durable {
+                partition,
+                term,
+                seq,
+            } => self.homes.durable(now, partition, term, seq),
+        }
+        self.drain_homes(now);
+        self.drive_client(now);
+        self.flush_persist();
+    }
+
+    /// Leases, elections, heartbeats, probes and client retries that are
+    /// due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.homes.handle_timeout(now);
+        let primaries: Vec<PartitionId> = self
+            .homes
+            .iter()
+            .filter(|(_, h)| h.is_primary() && h.next_expiry().is_some_and(|at| at <= now))
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in primaries {
+            let freed = match self.homes.get_mut(&partition) {
+                Some(h) => h.state_mut().expire_leases(now),
+                None => continue,
+            };
+            self.counters.expired_leases += freed.len() as u64;
+            let _ = self.homes.propose(now, partition, Vec::new());
+            for key in freed {
+                self.grant_waiters(now, partition, &key);
+            }
+        }
+        self.creating.retain(|_, c| c.until > now);
+        self.drain_homes(now);
+        self.client.handle_timeout(now);
+        self.drive_client(now);
+        self.flush_persist();
+    }
+
+    /// When [`Space::handle_timeout`] is next needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let leases = self
+            .homes
+            .values()
+            .filter(|h| h.is_primary())
+            .filter_map(|h| h.next_expiry());
+        let probes = self.creating.values().map(|c| c.until);
+        [self.homes.poll_timeout(), self.client.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .chain(leases)
+            .chain(probes)
+            .min()
+    }
+
+    /// The next thing to do.
+    pub fn poll(&mut self) -> Option<SpaceOutput<P>> {
+        self.outputs.pop_front()
+    }
+
+    /// Leaving: hands every primary role over.
+    pub fn hand_over_all(&mut self, now: Instant) {
+        self.homes.hand_over_all(now);
+        self.drain_homes(now);
+    }
+
+    fn send(&mut self, to: P, msg: SpaceMsg<P>, bulk: bool) {
+        self.outputs.push_back(SpaceOutput::Send { to, msg, bulk });
+    }
+
+    fn on_message(&mut self, now: Instant, from: P, msg: SpaceMsg<P>) {
+        match msg {
+            SpaceMsg::Request { id, generation, op } => {
+                self.on_request(now, from, id, generation, op)
+            }
+            SpaceMsg::Reply { id, result } => self.client.reply(now, &from, id, result),
+            SpaceMsg::Redirect { id, primary } => self.client.redirect(now, &from, id, primary),
+            SpaceMsg::Probe { partition } => {
+                let (holds, primary) = match self.homes.get(&partition) {
+                    Some(h) => (true, h.primary().cloned()),
+                    None => (false, None),
+                };
+                self.send(
+                    from,
+                    SpaceMsg::ProbeReply {
+                        partition,
+                        holds,
+                        primary,
+                    },
+                    false,
+                );
+            }
+            SpaceMsg::ProbeReply {
+                partition,
+                holds,
+                primary,
+            } => self.on_probe_reply(now, from, partition, holds, primary),
+            SpaceMsg::Home(msg) => self.homes.handle(now, from, msg),
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, from: P, id: RequestId, generation: u64, op: SpaceOp) {
+        if let Err(error) = op.check(self.config.max_object_bytes) {
+            self.counters.refused += 1;
+            return self.reply(now, from, id, Err(error));
+        }
+        let partition = op.partition();
+        let Some(h) = self.homes.get(&partition) else {
+            return self.no_home(now, from, id, generation, op);
+        };
+        match h.role() {
+            Role::Backup { primary } => {
+                let primary = primary.clone();
+                self.counters.redirected += 1;
+                return self.send(from, SpaceMsg::Redirect { id, primary }, false);
+            }
+            Role::Primary => {}
+        }
+        // A home still forming holds too few replicas to commit safely.
+        let reachable = (self.live.len() + 1).min(h.size());
+        if h.config().len() < reachable {
+            return self.reply(
+                now,
+                from,
+                id,
+                Err(SpaceError::Unavailable(
+                    "the partition's home is forming".into(),
+                )),
+            );
+        }
+        if let SpaceOp::Put { value, .. } = &op {
+            let held = self.stored_bytes();
+            if held.saturating_add(value.len() as u64) > self.config.capacity_bytes
+                && h.kept_reply(id).is_none()
+            {
+                return self.reply(
+                    now,
+                    from,
+                    id,
+                    Err(SpaceError::Full(format!(
+                        "peer {} holds {held} of the {} bytes it gives the space",
+                        self.me, self.config.capacity_bytes
+                    ))),
+                );
+            }
+        }
+        self.apply(now, partition, from, id, generation, op);
+    }
+
+    /// Applies a request at this primary, or keeps it waiting for its lock.
+    fn apply(
+        &mut self,
+        now: Instant,
+        partition: PartitionId,
+        from: P,
+        id: RequestId,
+        generation: u64,
+        op: SpaceOp,
+    ) {
+        let Some(h) = self.homes.get_mut(&partition) else {
+            return;
+        };
+        match h.state_mut().apply(now, id, generation, &op) {
+            Applied::Reply(result) => {
+                self.counters.applied += 1;
+                let unlocked = matches!(
+                    (&op, &result),
+                    (SpaceOp::Unlock { .. }, Ok(SpaceReply::Released))
+                );
+                self.askers.insert(id, (partition, from));
+                let _ = self
+                    .homes
+                    .propose(now, partition, vec![Answer { id, result }]);
+                if unlocked {
+                    if let SpaceOp::Unlock { key, .. } = &op {
+                        let key = key.clone();
+                        self.grant_waiters(now, partition, &key);
+                    }
+                }
+            }
+            Applied::Wait => {
+                let SpaceOp::Lock { key, .. } = &op else {
+                    return;
+                };
+                let key = key.clone();
+                let max = self.config.max_waiters;
+                let waiting = self.waiters.entry(partition).or_default();
+                let count: usize = waiting.values().map(VecDeque::len).sum();
+                let queue = waiting.entry(key).or_default();
+                if queue.iter().any(|w| w.id == id) {
+                    return;
+                }
+                if count >= max {
+                    return self.reply(now, from, id, Err(SpaceError::Busy { max }));
+                }
+                queue.push_back(Waiter {
+                    from,
+                    id,
+                    generation,
+                    op,
+                });
+            }
+        }
+    }
+
+    /// The lock of `key` changed: grants waiting requests in order while
+    /// they can be granted.
+    fn grant_waiters(&mut self, now: Instant, partition: PartitionId, key: &super::ObjectKey) {
+        loop {
+            let Some(waiter) = self
+                .waiters
+                .get_mut(&partition)
+                .and_then(|w| w.get_mut(key))
+                .and_then(VecDeque::pop_front)
+            else {
+                break;
+            };
+            let Some(h) = self.homes.get_mut(&partition) else {
+                break;
+            };
+            match h
+                .state_mut()
+                .apply(now, waiter.id, waiter.generation, &waiter.op)
+            {
+                Applied::Reply(result) => {
+                    self.counters.applied += 1;
+                    self.askers.insert(waiter.id, (partition, waiter.from));
+                    let answer = Answer {
+                        id: waiter.id,
+                        result,
+                    };
+                    let _ = self.homes.propose(now, partition, vec![answer]);
+                }
+                Applied::Wait => {
+                    if let Some(queue) = self
+                        .waiters
+                        .get_mut(&partition)
+                        .and_then(|w| w.get_mut(key))
+                    {
+                        queue.push_front(waiter);
+                    }
+                    break;
+                }
+            }
+        }
+        if let Some(w) = self.waiters.get_mut(&partition) {
+            if w.get(key).is_some_and(VecDeque::is_empty) {
+                w.remove(key);
+            }
+        }
+    }
+
+    /// A request for a partition with no home here: if this peer is the
+    /// closest to it, it probes the closest peers and creates the home
+    /// once none holds it; otherwise the client asks the closest.
+    fn no_home(&mut self, now: Instant, from: P, id: RequestId, generation: u64, op: SpaceOp) {
+        let partition = op.partition();
+        let size = usize::from(self.config.home_size);
+        let closest = self.homes.home_of(&partition, size);
+        if closest.first() != Some(&self.me) {
+            self.counters.redirected += 1;
+            let primary = closest.first().cloned();
+            return self.send(from, SpaceMsg::Redirect { id, primary }, false);
+        }
+        if !self.creating.contains_key(&partition) {
+            let asked: BTreeSet<P> = self
+                .homes
+                .home_of(&partition, 2 * size)
+                .into_iter()
+                .filter(|p| *p != self.me)
+                .collect();
+            if asked.is_empty() {
+                // Alone in the network: nobody else can hold it.
+                self.create(now, partition);
+                return self.on_request(now, from, id, generation, op);
+            }
+            for to in &asked {
+                self.send(to.clone(), SpaceMsg::Probe { partition }, false);
+            }
+            let until = now + self.config.probe_timeout;
+            self.creating.insert(partition, Creation { asked, until });
+        }
+        self.reply(
+            now,
+            from,
+            id,
+            Err(SpaceError::Unavailable(
+                "the partition's home is being created".into(),
+            )),
+        );
+    }
+
+    fn on_probe_reply(
+        &mut self,
+        now: Instant,
+        from: P,
+        partition: PartitionId,
+        holds: bool,
+        primary: Option<P>,
+    ) {
+        let Some(creation) = self.creating.get_mut(&partition) else {
+            return;
+        };
+        if holds {
+            // The home exists: the primary will hand it over to this closer
+            // peer, or clients find it through the redirect.
+            let _ = primary;
+            self.creating.remove(&partition);
+            return;
+        }
+        creation.asked.remove(&from);
+        if creation.asked.is_empty() {
+            self.creating.remove(&partition);
+            if !self.homes.contains_key(&partition) {
+                self.create(now, partition);
+            }
+        }
+    }
+
+    fn create(&mut self, now: Instant, partition: PartitionId) {
+        self.counters.created += 1;
+        self.homes.create(
+            now,
+            partition,
+            Partition::new(partition),
+            self.config.home_size,
+        );
+    }
+
+    fn reply(
+        &mut self,
+        now: Instant,
+        to: P,
+        id: RequestId,
+        result: Result<SpaceReply, SpaceError>,
+    ) {
+        if to == self.me {
+            self.client.reply(now, &to, id, result);
+        } else {
+            self.send(to, SpaceMsg::Reply { id, result }, false);
+        }
+    }
+
+    fn drain_homes(&mut self, now: Instant) {
+        while let Some(out) = self.homes.poll() {
+            match out {
+                HomeOutput::Send { to, msg, bulk } => self.send_home(to, msg, bulk),
+                HomeOutput::Released { effects, .. } => {
+                    for Answer { id, result } in effects {
+                        if let Some((_, to)) = self.askers.remove(&id) {
+                            let bulk = matches!(&result, Ok(SpaceReply::Value(Some(o))) if o.value.len() > 64 << 10);
+                            if to == self.me {
+                                self.client.reply(now, &to, id, result);
+                            } else {
+                                self.send(to, SpaceMsg::Reply { id, result }, bulk);
+                            }
+                        }
+                    }
+                }
+                HomeOutput::SteppedDown { key } => {
+                    self.waiters.remove(&key);
+                    self.askers.retain(|_, (p, _)| *p != key);
+                }
+                HomeOutput::Dropped { key } => {
+                    self.waiters.remove(&key);
+                    self.askers.retain(|_, (p, _)| *p != key);
+                    if self.on_disk.remove(&key).is_some() {
+                        self.outputs
+                            .push_back(SpaceOutput::Unpersist { partition: key });
+                    }
+                }
+                HomeOutput::BecamePrimary { .. }
+                | HomeOutput::Committed { .. }
+                | HomeOutput::Left { .. } => {}
+            }
+        }
+    }
+
+    fn send_home(&mut self, to: P, msg: HomeMsgOf<PartitionId, P, Partition>, bulk: bool) {
+        self.send(to, SpaceMsg::Home(msg), bulk);
+    }
+
+    /// Emits a write for every partition that changed since it was last
+    /// written (its state, or only its term, update or members: every
+    /// update must be on disk before it counts as held).
+    fn flush_persist(&mut self) {
+        let changed: Vec<PartitionId> = self
+            .homes
+            .iter()
+            .filter(|(p, h)| {
+                h.has_unpersisted() || self.on_disk.get(p) != Some(&(h.term(), h.seq()))
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in changed {
+            let Some(h) = self.homes.get_mut(&partition) else {
+                continue;
+            };
+            let data = h
+                .state_mut()
+                .take_unpersisted()
+                .unwrap_or(Unpersisted::Changes(Vec::new()));
+            self.on_disk.insert(partition, (h.term(), h.seq()));
+            self.outputs.push_back(SpaceOutput::Persist {
+                partition,
+                term: h.term(),
+                seq: h.seq(),
+                size: u8::try_from(h.size()).unwrap_or(u8::MAX),
+                members: h.members().to_vec(),
+                config: h.config().to_vec(),
+                data,
+            });
+        }
+    }
+
+    /// Sends what the client side wants sent.
+    fn drive_client(&mut self, now: Instant) {
+        let size = usize::from(self.config.home_size);
+        while let Some(out) = self.client.poll() {
+            match out {
+                super::client::ClientOutput::Send {
+                    partition,
+                    to,
+                    id,
+                    generation,
+                    op,
+                } => {
+                    let to = to.or_else(|| self.homes.home_of(&partition, size).first().cloned());
+                    let Some(to) = to else { continue };
+                    let msg = SpaceMsg::Request { id, generation, op };
+                    if to == self.me {
+                        self.client.sent(id, to.clone());
+                        self.on_message(now, to, msg);
+                        self.drain_homes(now);
+                    } else {
+                        self.client.sent(id, to.clone());
+                        self.send(to, msg, false);
+                    }
+                }
+                super::client::ClientOutput::Answer { id, result } => {
+                    self.outputs.push_back(SpaceOutput::Answer { id, result })
+                }
+                super::client::ClientOutput::LockLost(lost) => {
+                    self.outputs.push_back(SpaceOutput::LockLost(lost))
+                }
+            }
+        }
+    }
+}

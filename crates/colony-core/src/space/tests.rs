@@ -1,0 +1,665 @@
+//! The space core in virtual time: a few cores on a small network with a
+//! controllable clock, crashes (memory lost, disk kept) and restarts.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::partition::{Change, Unpersisted};
+use super::*;
+
+fn key_of(p: &u32) -> [u8; 32] {
+    *blake3::hash(&p.to_le_bytes()).as_bytes()
+}
+
+/// What a peer wrote to disk for one partition.
+#[derive(Clone, Default)]
+struct DiskPartition {
+    term: u64,
+    seq: u64,
+    size: u8,
+    members: Vec<u32>,
+    config: Vec<u32>,
+    changes: Vec<Change>,
+}
+
+struct Peer {
+    space: Option<Space<u32>>,
+    disk: BTreeMap<PartitionId, DiskPartition>,
+    restarts: u64,
+}
+
+struct Net {
+    now: Instant,
+    began: Instant,
+    peers: Vec<Peer>,
+    /// (delivery time, order) → (from, to, message).
+    queue: BTreeMap<(Instant, u64), (u32, u32, SpaceMsg<u32>)>,
+    order: u64,
+    answers: BTreeMap<(u32, RequestId), Result<SpaceReply, SpaceError>>,
+    lost: Vec<(u32, LockLost)>,
+    latency: Duration,
+}
+
+fn config() -> SpaceConfig {
+    SpaceConfig {
+        max_object_bytes: 1024,
+        ..SpaceConfig::default()
+    }
+}
+
+impl Net {
+    fn new(n: u32) -> Net {
+        let now = Instant::now();
+        let mut net = Net {
+            now,
+            began: now,
+            peers: (0..n)
+                .map(|id| Peer {
+                    space: Some(Space::new(id, config(), key_of, 1000 + u64::from(id), 7)),
+                    disk: BTreeMap::new(),
+                    restarts: 0,
+                })
+                .collect(),
+            queue: BTreeMap::new(),
+            order: 0,
+            answers: BTreeMap::new(),
+            lost: Vec::new(),
+            latency: Duration::from_millis(1),
+        };
+        net.views();
+        net
+    }
+
+    fn start_time(&self) -> Instant {
+        self.began
+    }
+
+    fn up(&self) -> Vec<u32> {
+        (0..self.peers.len() as u32)
+            .filter(|p| self.peers[*p as usize].space.is_some())
+            .collect()
+    }
+
+    /// Every running peer sees every other running peer.
+    fn views(&mut self) {
+        let up = self.up();
+        let now = self.now;
+        for p in &up {
+            if let Some(space) = self.peers[*p as usize].space.as_mut() {
+                space.set_members(now, up.iter().copied());
+            }
+        }
+        for p in up {
+            self.drain(p);
+        }
+    }
+
+    fn drain(&mut self, p: u32) {
+        let now = self.now;
+        while let Some(out) = self.peers[p as usize].space.as_mut().and_then(Space::poll) {
+            match out {
+                SpaceOutput::Send { to, msg, .. } => {
+                    if std::env::var("SPACE_TRACE").is_ok() {
+                        eprintln!("{:?} {p}->{to} {}", now - self.start_time(), describe(&msg));
+                    }
+                    self.order += 1;
+                    self.queue
+                        .insert((now + self.latency, self.order), (p, to, msg));
+                }
+                SpaceOutput::Persist {
+                    partition,
+                    term,
+                    seq,
+                    size,
+                    members,
+                    config,
+                    data,
+                } => {
+                    let disk = self.peers[p as usize].disk.entry(partition).or_default();
+                    match data {
+                        Unpersisted::Whole(changes) => disk.changes = changes,
+                        Unpersisted::Changes(changes) => disk.changes.extend(changes),
+                    }
+                    (disk.term, disk.seq, disk.size) = (term, seq, size);
+                    (disk.members, disk.config) = (members, config);
+                    if let Some(space) = self.peers[p as usize].space.as_mut() {
+                        space.handle(
+                            now,
+                            SpaceInput::Durable {
+                                partition,
+                                term,
+                                seq,
+                            },
+                        );
+                    }
+                }
+                SpaceOutput::Unpersist { partition } => {
+                    self.peers[p as usize].disk.remove(&partition);
+                }
+                SpaceOutput::Answer { id, result } => {
+                    self.answers.insert((p, id), result);
+                }
+                SpaceOutput::LockLost(lost) => self.lost.push((p, lost)),
+            }
+        }
+    }
+
+    /// Runs one event (a delivery or a timer); `false` if nothing is left.
+    fn step(&mut self, until: Instant) -> bool {
+        let next_msg = self.queue.keys().next().map(|(at, _)| *at);
+        let next_timer = self
+            .peers
+            .iter()
+            .filter_map(|p| p.space.as_ref().and_then(Space::poll_timeout))
+            .min();
+        let Some(at) = [next_msg, next_timer].into_iter().flatten().min() else {
+            return false;
+        };
+        if at > until {
+            return false;
+        }
+        self.now = self.now.max(at);
+        if next_msg == Some(at) {
+            let Some((_, (from, to, msg))) = self.queue.pop_first() else {
+                return false;
+            };
+            let now = self.now;
+            if let Some(space) = self.peers[to as usize].space.as_mut() {
+                space.handle(now, SpaceInput::Message { from, msg });
+                self.drain(to);
+            } else if let SpaceMsg::Request { id, .. } = msg {
+                // The transport tells the sender the peer is gone.
+                if let Some(space) = self.peers[from as usize].space.as_mut() {
+                    space.handle(now, SpaceInput::SendFailed { to, id: Some(id) });
+                    self.drain(from);
+                }
+            }
+        } else {
+            for p in self.up() {
+                let now = self.now;
+                let due = self.peers[p as usize]
+                    .space
+                    .as_ref()
+                    .and_then(Space::poll_timeout)
+                    .is_some_and(|t| t <= now);
+                if due {
+                    if let Some(space) = self.peers[p as usize].space.as_mut() {
+                        space.handle_timeout(now);
+                    }
+                    self.drain(p);
+                }
+            }
+        }
+        true
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.step(until) {}
+        self.now = until;
+    }
+
+    /// Asks `op` at peer `p` and runs until it is answered (virtual 60 s at
+    /// most).
+    fn call(&mut self, p: u32, op: SpaceOp) -> Result<SpaceReply, SpaceError> {
+        let id = self.start(p, op, Duration::from_secs(30));
+        self.wait(p, id)
+    }
+
+    fn start(&mut self, p: u32, op: SpaceOp, timeout: Duration) -> RequestId {
+        let now = self.now;
+        let id = self.peers[p as usize]
+            .space
+            .as_mut()
+            .expect("peer up")
+            .request(now, op, timeout)
+            .expect("request accepted");
+        self.drain(p);
+        id
+    }
+
+    fn wait(&mut self, p: u32, id: RequestId) -> Result<SpaceReply, SpaceError> {
+        let until = self.now + Duration::from_secs(60);
+        while !self.answers.contains_key(&(p, id)) {
+            assert!(self.step(until), "request {id} at peer {p} never answered");
+        }
+        self.answers.remove(&(p, id)).expect("answered")
+    }
+
+    fn crash(&mut self, p: u32) {
+        self.peers[p as usize].space = None;
+        self.queue.retain(|_, (from, to, _)| *from != p && *to != p);
+        self.views();
+    }
+
+    /// Restarts `p` from its disk.
+    fn restart(&mut self, p: u32) {
+        let peer = &mut self.peers[p as usize];
+        peer.restarts += 1;
+        let mut space = Space::new(p, config(), key_of, 5000 + peer.restarts, 9);
+        for (partition, disk) in &peer.disk {
+            let state = Partition::from_changes(self.now, *partition, disk.changes.clone())
+                .expect("disk state is consistent");
+            assert!(space.restore(
+                self.now,
+                state,
+                disk.size,
+                disk.members.clone(),
+                disk.config.clone(),
+                (disk.term, disk.seq),
+            ));
+        }
+        peer.space = Some(space);
+        self.views();
+    }
+
+    fn primary_of(&self, partition: PartitionId) -> Option<u32> {
+        self.up().into_iter().find(|p| {
+            self.peers[*p as usize]
+                .space
+                .as_ref()
+                .and_then(|s| s.homes().get(&partition))
+                .is_some_and(|h| h.is_primary())
+        })
+    }
+}
+
+fn put(key: &ObjectKey, value: &[u8]) -> SpaceOp {
+    SpaceOp::Put {
+        key: key.clone(),
+        value: value.to_vec(),
+        tags: Tags::new(),
+        condition: Condition::Always,
+        token: None,
+    }
+}
+
+fn get(key: &ObjectKey) -> SpaceOp {
+    SpaceOp::Get { key: key.clone() }
+}
+
+fn value_of(reply: Result<SpaceReply, SpaceError>) -> Option<Vec<u8>> {
+    match reply {
+        Ok(SpaceReply::Value(object)) => object.map(|o| o.value),
+        other => panic!("expected a value, got {other:?}"),
+    }
+}
+
+fn lock(key: &ObjectKey, mode: LockMode, lease_ms: u64) -> SpaceOp {
+    SpaceOp::Lock {
+        key: key.clone(),
+        mode,
+        lease_ms,
+    }
+}
+
+fn token_of(reply: Result<SpaceReply, SpaceError>) -> u64 {
+    match reply {
+        Ok(SpaceReply::Granted { token, .. }) => token,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+#[test]
+fn objects_are_written_read_compared_and_deleted_from_any_peer() {
+    let mut net = Net::new(4);
+    let a = ObjectKey::new(GLOBAL, "a");
+    assert_eq!(
+        net.call(0, put(&a, b"one")),
+        Ok(SpaceReply::Written { version: 1 })
+    );
+    assert_eq!(value_of(net.call(3, get(&a))), Some(b"one".to_vec()));
+    let cas = |expected, value: &[u8]| SpaceOp::Put {
+        key: a.clone(),
+        value: value.to_vec(),
+        tags: Tags::new(),
+        condition: Condition::Version(expected),
+        token: None,
+    };
+    assert_eq!(
+        net.call(2, cas(1, b"two")),
+        Ok(SpaceReply::Written { version: 2 })
+    );
+    assert_eq!(
+        net.call(1, cas(1, b"three")),
+        Err(SpaceError::VersionMismatch { current: 2 })
+    );
+    assert_eq!(value_of(net.call(1, get(&a))), Some(b"two".to_vec()));
+    let delete = SpaceOp::Delete {
+        key: a.clone(),
+        condition: Condition::Always,
+        token: None,
+    };
+    assert_eq!(net.call(3, delete), Ok(SpaceReply::Written { version: 3 }));
+    assert_eq!(value_of(net.call(0, get(&a))), None);
+    // Every partition home has three members and one primary.
+    let partition = a.partition();
+    let holders = net
+        .up()
+        .into_iter()
+        .filter(|p| {
+            net.peers[*p as usize]
+                .space
+                .as_ref()
+                .is_some_and(|s| s.homes().contains_key(&partition))
+        })
+        .count();
+    assert_eq!(holders, 3);
+}
+
+#[test]
+fn a_namespace_lists_its_objects_and_its_destruction_hides_them() {
+    let mut net = Net::new(3);
+    let x = ObjectKey::new("results", "x");
+    assert_eq!(
+        net.call(0, put(&x, b"1")),
+        Err(SpaceError::UnknownNamespace("results".into()))
+    );
+    let create = SpaceOp::CreateNamespace {
+        name: "results".into(),
+    };
+    assert_eq!(
+        net.call(1, create.clone()),
+        Ok(SpaceReply::Namespace { generation: 1 })
+    );
+    assert_eq!(
+        net.call(2, create.clone()),
+        Err(SpaceError::NamespaceExists("results".into()))
+    );
+    for name in ["x", "y", "z"] {
+        let key = ObjectKey::new("results", name);
+        assert!(net.call(0, put(&key, name.as_bytes())).is_ok());
+    }
+    // The same name in another namespace is another object.
+    assert!(net.call(0, put(&ObjectKey::new(GLOBAL, "x"), b"g")).is_ok());
+    let mut names = Vec::new();
+    for partition in 0..PARTITIONS {
+        let list = SpaceOp::List {
+            namespace: "results".into(),
+            partition,
+        };
+        match net.call(2, list) {
+            Ok(SpaceReply::Listed { entries, .. }) => {
+                names.extend(entries.into_iter().map(|e| e.name))
+            }
+            other => panic!("listing failed: {other:?}"),
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["x", "y", "z"]);
+    let destroy = SpaceOp::DestroyNamespace {
+        name: "results".into(),
+    };
+    assert!(net.call(1, destroy).is_ok());
+    // A peer that knew the old generation is told the namespace is gone.
+    assert_eq!(
+        net.call(0, get(&x)),
+        Err(SpaceError::UnknownNamespace("results".into()))
+    );
+    assert_eq!(
+        net.call(0, create),
+        Ok(SpaceReply::Namespace { generation: 2 })
+    );
+    assert_eq!(
+        value_of(net.call(0, get(&x))),
+        None,
+        "old objects stay hidden"
+    );
+    assert_eq!(
+        value_of(net.call(0, get(&ObjectKey::new(GLOBAL, "x")))),
+        Some(b"g".to_vec())
+    );
+}
+
+#[test]
+fn a_write_lock_excludes_writers_and_its_token_fences_writes() {
+    let mut net = Net::new(3);
+    let c = ObjectKey::new(GLOBAL, "counter");
+    let t1 = token_of(net.call(0, lock(&c, LockMode::Write, 5_000)));
+    // A second writer waits.
+    let waiting = net.start(1, lock(&c, LockMode::Write, 5_000), Duration::from_secs(30));
+    net.run_for(Duration::from_millis(500));
+    assert!(!net.answers.contains_key(&(1, waiting)));
+    // Writes without the token are refused while it is held.
+    assert_eq!(net.call(2, put(&c, b"x")), Err(SpaceError::Locked));
+    let with = |token| SpaceOp::Put {
+        key: c.clone(),
+        value: b"v".to_vec(),
+        tags: Tags::new(),
+        condition: Condition::Always,
+        token: Some(token),
+    };
+    assert!(net.call(0, with(t1)).is_ok());
+    let unlock = |token| SpaceOp::Unlock {
+        key: c.clone(),
+        token,
+    };
+    assert_eq!(net.call(0, unlock(t1)), Ok(SpaceReply::Released));
+    let t2 = token_of(net.wait(1, waiting));
+    assert!(t2 > t1, "fencing tokens rise");
+    assert_eq!(
+        net.call(0, with(t1)),
+        Err(SpaceError::StaleToken { token: t1 })
+    );
+    assert_eq!(
+        net.call(0, unlock(t1)),
+        Err(SpaceError::NotHeld { token: t1 })
+    );
+    assert!(net.call(1, with(t2)).is_ok());
+    // Readers share; a writer waits for them.
+    assert_eq!(net.call(1, unlock(t2)), Ok(SpaceReply::Released));
+    let r1 = token_of(net.call(0, lock(&c, LockMode::Read, 5_000)));
+    let r2 = token_of(net.call(2, lock(&c, LockMode::Read, 5_000)));
+    assert_ne!(r1, r2);
+    let writer = net.start(1, lock(&c, LockMode::Write, 5_000), Duration::from_secs(30));
+    net.run_for(Duration::from_millis(200));
+    assert!(!net.answers.contains_key(&(1, writer)));
+    assert!(net.call(0, unlock(r1)).is_ok());
+    assert!(net.call(2, unlock(r2)).is_ok());
+    assert!(token_of(net.wait(1, writer)) > r2);
+}
+
+#[test]
+fn a_crashed_holders_lock_is_granted_again_after_its_lease() {
+    let mut net = Net::new(4);
+    let c = ObjectKey::new(GLOBAL, "job-lock");
+    let partition = c.partition();
+    // The holder is a peer outside the partition's home, so its crash does
+    // not also cost the home its primary.
+    net.call(0, get(&c)).ok();
+    let home: Vec<u32> = net
+        .up()
+        .into_iter()
+        .filter(|p| {
+            net.peers[*p as usize]
+                .space
+                .as_ref()
+                .is_some_and(|s| s.homes().contains_key(&partition))
+        })
+        .collect();
+    let holder = (0..4).find(|p| !home.contains(p)).expect("a peer outside");
+    let other = home[0];
+    let t1 = token_of(net.call(holder, lock(&c, LockMode::Write, 1_000)));
+    // Renewals keep it while the holder lives.
+    net.run_for(Duration::from_secs(5));
+    let waiting = net.start(
+        other,
+        lock(&c, LockMode::Write, 1_000),
+        Duration::from_secs(30),
+    );
+    net.run_for(Duration::from_secs(2));
+    assert!(
+        !net.answers.contains_key(&(other, waiting)),
+        "renewed lease held"
+    );
+    let crashed_at = net.now;
+    net.crash(holder);
+    let t2 = token_of(net.wait(other, waiting));
+    assert!(t2 > t1);
+    let waited = net.now - crashed_at;
+    assert!(
+        waited <= Duration::from_millis(1_100),
+        "re-granted after {waited:?}"
+    );
+    assert!(net.lost.is_empty());
+}
+
+#[test]
+fn a_paused_holder_loses_its_lock_and_its_late_write_is_refused() {
+    let mut net = Net::new(3);
+    let c = ObjectKey::new(GLOBAL, "paused");
+    let t1 = token_of(net.call(0, lock(&c, LockMode::Write, 500)));
+    // The holder stops renewing (as if paused): forget the lock locally.
+    net.peers[0].space.as_mut().expect("up").forget_lock(t1);
+    let t2 = token_of(net.call(1, lock(&c, LockMode::Write, 500)));
+    assert!(t2 > t1);
+    let late = SpaceOp::Put {
+        key: c.clone(),
+        value: b"late".to_vec(),
+        tags: Tags::new(),
+        condition: Condition::Always,
+        token: Some(t1),
+    };
+    assert_eq!(net.call(0, late), Err(SpaceError::StaleToken { token: t1 }));
+    assert_eq!(value_of(net.call(2, get(&c))), None);
+}
+
+#[test]
+fn acknowledged_writes_survive_the_crash_of_a_minority_and_restarts() {
+    let mut net = Net::new(5);
+    let keys: Vec<ObjectKey> = (0..40)
+        .map(|i| ObjectKey::new(GLOBAL, format!("k{i}")))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        let at = (i % 5) as u32;
+        assert!(net.call(at, put(key, format!("v{i}").as_bytes())).is_ok());
+    }
+    // Crash the primary of the first key's partition: a minority of its home.
+    let primary = net.primary_of(keys[0].partition()).expect("a primary");
+    net.crash(primary);
+    let reader = (primary + 1) % 5;
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(
+            value_of(net.call(reader, get(key))),
+            Some(format!("v{i}").into_bytes()),
+            "{key} lost after the crash of {primary}"
+        );
+    }
+    // Every peer restarted, one after the other, from its own disk.
+    net.restart(primary);
+    for p in 0..5 {
+        net.crash(p);
+        net.restart(p);
+        net.run_for(Duration::from_secs(3));
+    }
+    // And all of them at once.
+    for p in 0..5 {
+        net.peers[p].space = None;
+    }
+    net.queue.clear();
+    for p in 0..5 {
+        net.restart(p);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(
+            value_of(net.call(3, get(key))),
+            Some(format!("v{i}").into_bytes()),
+            "{key} lost after restarts"
+        );
+    }
+}
+
+#[test]
+fn a_write_delivered_twice_is_applied_once() {
+    let mut net = Net::new(3);
+    let c = ObjectKey::new(GLOBAL, "once");
+    assert!(net.call(0, put(&c, b"0")).is_ok());
+    let cas = SpaceOp::Put {
+        key: c.clone(),
+        value: b"1".to_vec(),
+        tags: Tags::new(),
+        condition: Condition::Version(1),
+        token: None,
+    };
+    let id = net.start(1, cas, Duration::from_secs(30));
+    // Copy the request in flight, as a duplicating network would.
+    let copies: Vec<(u32, u32, SpaceMsg<u32>)> = net
+        .queue
+        .values()
+        .filter(|(_, _, m)| matches!(m, SpaceMsg::Request { .. }))
+        .cloned()
+        .collect();
+    assert!(!copies.is_empty());
+    for (from, to, msg) in copies {
+        net.order += 1;
+        let at = net.now + Duration::from_millis(5);
+        net.queue.insert((at, net.order), (from, to, msg));
+    }
+    assert_eq!(net.wait(1, id), Ok(SpaceReply::Written { version: 2 }));
+    net.run_for(Duration::from_millis(100));
+    match net.call(2, get(&c)) {
+        Ok(SpaceReply::Value(Some(o))) => assert_eq!(o.version, 2),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_requests_are_refused_with_clear_errors() {
+    let mut net = Net::new(2);
+    let space = net.peers[0].space.as_mut().expect("up");
+    let now = net.now;
+    let big = put(&ObjectKey::new(GLOBAL, "big"), &[0u8; 2048]);
+    assert_eq!(
+        space.request(now, big, Duration::from_secs(1)),
+        Err(SpaceError::TooLarge {
+            size: 2048,
+            max: 1024
+        })
+    );
+    let empty = get(&ObjectKey::new(GLOBAL, ""));
+    assert!(matches!(
+        space.request(now, empty, Duration::from_secs(1)),
+        Err(SpaceError::InvalidName(_))
+    ));
+    let forever = lock(&ObjectKey::new(GLOBAL, "l"), LockMode::Write, 10_000_000);
+    assert!(matches!(
+        space.request(now, forever, Duration::from_secs(1)),
+        Err(SpaceError::InvalidLease { .. })
+    ));
+    let global = SpaceOp::DestroyNamespace {
+        name: GLOBAL.into(),
+    };
+    assert_eq!(
+        space.request(now, global, Duration::from_secs(1)),
+        Err(SpaceError::GlobalNamespace)
+    );
+    // A peer that skips the client's checks is refused by the home.
+    let attacker_id = RequestId { session: 1, seq: 1 };
+    let big = put(&ObjectKey::new(GLOBAL, "big"), &[0u8; 4096]);
+    let msg = SpaceMsg::Request {
+        id: attacker_id,
+        generation: 0,
+        op: big,
+    };
+    space.handle(now, SpaceInput::Message { from: 1, msg });
+    let reply = std::iter::from_fn(|| space.poll()).find_map(|o| match o {
+        SpaceOutput::Send {
+            msg: SpaceMsg::Reply { result, .. },
+            ..
+        } => Some(result),
+        _ => None,
+    });
+    assert!(matches!(reply, Some(Err(SpaceError::TooLarge { .. }))));
+    // Nothing was stored.
+    assert_eq!(
+        value_of(net.call(1, get(&ObjectKey::new(GLOBAL, "big")))),
+        None
+    );
+}
+
+fn describe(msg: &SpaceMsg<u32>) -> String {
+    match msg {
+        SpaceMsg::Home(h) => h.describe(),
+        other => format!("{other:?}").chars().take(160).collect(),
+    }
+}
