@@ -188,6 +188,9 @@ pub struct PeerStats {
     pub paused: Option<PauseReason>,
     /// Whether the peer runs at least one unit now.
     pub computing: bool,
+    /// Bytes the peer still gives the object space (0: it offers none, or
+    /// it is full): only peers with room hold partitions.
+    pub space_free_bytes: u64,
 }
 
 /// When a peer computes: its owner's choice (G2:P2P's volunteer hosts,

@@ -38,6 +38,10 @@ use crate::membership::{self, Event, MemberState, Membership, PeerStats};
 use crate::modules::{self, FetchConfig, FetchOutput, ModuleFetcher, ModuleMsg, ModuleSignature};
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
 use crate::runner::{UnitEvent, UnitRequest, UnitStart};
+use crate::space::{
+    LockLost, PartitionId, RequestId, Space, SpaceError, SpaceInput, SpaceMsg, SpaceOp,
+    SpaceOutput, SpaceReply, Unpersisted,
+};
 use crate::wire::{self, Frame, PayloadKind, WireError};
 use crate::PeerKey;
 
@@ -168,6 +172,16 @@ pub enum NodeInput<P> {
     HandOver,
     /// Tell everyone this peer leaves the network.
     Leave,
+    /// The space partition written for [`NodeOutput::PersistSpace`] is on
+    /// disk up to update `seq` of `term`.
+    SpaceDurable {
+        /// The partition.
+        partition: PartitionId,
+        /// The home's term.
+        term: u64,
+        /// Its update.
+        seq: u64,
+    },
     /// Stop computing (the host's owner needs it, or its daily hours are
     /// used up): running units are stopped and handed back to their jobs'
     /// primaries, and no work is taken until [`NodeInput::Resume`]. The
@@ -312,6 +326,39 @@ pub enum NodeOutput<P> {
     /// Something a remote peer sent was dropped, or something could not be
     /// sent (already counted in [`NodeCounters`]; log it rate-limited).
     Notice(Notice<P>),
+    /// Write what changed in a space partition held here, then answer with
+    /// [`NodeInput::SpaceDurable`].
+    PersistSpace {
+        /// The partition.
+        partition: PartitionId,
+        /// The home's term.
+        term: u64,
+        /// Its update.
+        seq: u64,
+        /// How many peers the home has.
+        size: u8,
+        /// The members, primary first.
+        members: Vec<P>,
+        /// The members as last committed.
+        config: Vec<P>,
+        /// What to write.
+        data: Unpersisted,
+    },
+    /// This peer no longer holds a space partition: delete it from disk.
+    UnpersistSpace {
+        /// The partition.
+        partition: PartitionId,
+    },
+    /// The answer to [`Node::space_request`].
+    SpaceAnswer {
+        /// The request.
+        id: RequestId,
+        /// What happened.
+        result: Result<SpaceReply, SpaceError>,
+    },
+    /// A lock this peer held in the space was lost (its lease could not be
+    /// renewed): writes with its token will be refused.
+    SpaceLockLost(LockLost),
     /// A job message went out or came in (only with
     /// [`NodeConfig::trace_job_messages`]).
     TraceJobMessage {
@@ -459,6 +506,7 @@ enum SendKind<P> {
     Query { job: JobId },
     Cancel { to: P, job: JobId },
     Assign(SentAssignment<P>),
+    Space { to: P, request: Option<RequestId> },
     Other,
 }
 
@@ -489,6 +537,9 @@ pub struct Node<P: PeerKey> {
     pipes: Pipes<P>,
     acquaintances: Acquaintances,
     jobs: Jobs<P>,
+    /// The partitions of the object space homed here, and this peer's
+    /// requests to it.
+    space: Space<P>,
     /// Job messages waiting for a guest module, and its fetch.
     modules: ModuleFetcher<P>,
     /// Modules and senders already asked for signatures ([`AppError::Untrusted`]).
@@ -547,9 +598,11 @@ impl<P: PeerKey> Node<P> {
         pipes: Pipes<P>,
         acquaintances: Acquaintances,
         jobs: Jobs<P>,
+        space: Space<P>,
         now: Instant,
     ) -> Self {
         Node {
+            space,
             me: membership.local().peer.clone(),
             next_stats_at: now + config.stats_interval,
             modules: ModuleFetcher::new(config.module_fetch.clone()),
@@ -599,10 +652,49 @@ impl<P: PeerKey> Node<P> {
         &self.counters
     }
 
+    /// The object space core (read only: requests go through
+    /// [`Node::space_request`]).
+    pub fn space(&self) -> &Space<P> {
+        &self.space
+    }
+
+    /// Asks the object space to apply `op`; the answer comes as
+    /// [`NodeOutput::SpaceAnswer`] with the returned id, within `timeout`.
+    pub fn space_request(
+        &mut self,
+        now: Instant,
+        op: SpaceOp,
+        timeout: Duration,
+    ) -> Result<RequestId, SpaceError> {
+        self.now = now;
+        self.space.request(now, op, timeout)
+    }
+
+    /// Stops renewing the space lock with this token (its holder gave it up).
+    pub fn space_forget_lock(&mut self, token: u64) {
+        self.space.forget_lock(token);
+    }
+
+    /// A space partition read back from this peer's disk: it rejoins its
+    /// home as a backup. `false` if it cannot be used.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_space(
+        &mut self,
+        now: Instant,
+        partition: crate::space::Partition,
+        size: u8,
+        members: Vec<P>,
+        config: Vec<P>,
+        update: (u64, u64),
+    ) -> bool {
+        self.space
+            .restore(now, partition, size, members, config, update)
+    }
+
     /// Whether every unit and job record has been handed over since
     /// [`NodeInput::HandOver`].
     pub fn has_handed_over(&self) -> bool {
-        self.jobs.has_left()
+        self.jobs.has_left() && self.space.homes().handed_over()
     }
 
     /// When the node next needs [`Node::handle_timeout`].
@@ -620,6 +712,9 @@ impl<P: PeerKey> Node<P> {
         if let Some(t) = self.modules.poll_timeout() {
             at = at.min(t);
         }
+        if let Some(t) = self.space.poll_timeout() {
+            at = at.min(t);
+        }
         Some(at)
     }
 
@@ -632,8 +727,10 @@ impl<P: PeerKey> Node<P> {
         self.jobs.handle_timeout(now);
         self.modules.handle_timeout(now);
         self.drain_modules(now);
+        self.space.handle_timeout(now);
         if now >= self.next_stats_at {
             self.next_stats_at = now + self.config.stats_interval;
+            self.refresh_space_members(now);
             self.outputs.push_back(NodeOutput::SampleStats);
             self.prefetch_for_backups(now);
         }
@@ -683,9 +780,11 @@ impl<P: PeerKey> Node<P> {
             NodeInput::SetAddrs(addrs) => self
                 .membership
                 .handle(now, membership::Input::SetAddrs(addrs)),
-            NodeInput::SetStats(stats) => self
-                .membership
-                .handle(now, membership::Input::SetStats(stats)),
+            NodeInput::SetStats(mut stats) => {
+                stats.space_free_bytes = self.space.free_bytes();
+                self.membership
+                    .handle(now, membership::Input::SetStats(stats))
+            }
             NodeInput::Unit(event) => self.on_unit_event(now, event),
             NodeInput::Persisted {
                 key,
@@ -762,7 +861,22 @@ impl<P: PeerKey> Node<P> {
             NodeInput::FetchModule { id } => self.prefetch_module(now, id, None),
             NodeInput::Cancel { job } => self.jobs.handle(now, JobInput::Cancel { job }),
             NodeInput::Query { job } => self.query(now, job),
-            NodeInput::HandOver => self.jobs.handle(now, JobInput::Leave),
+            NodeInput::HandOver => {
+                self.jobs.handle(now, JobInput::Leave);
+                self.space.hand_over_all(now);
+            }
+            NodeInput::SpaceDurable {
+                partition,
+                term,
+                seq,
+            } => self.space.handle(
+                now,
+                SpaceInput::Durable {
+                    partition,
+                    term,
+                    seq,
+                },
+            ),
             NodeInput::Leave => self.membership.handle(now, membership::Input::Leave),
             NodeInput::Pause => self.jobs.handle(now, JobInput::Pause),
             NodeInput::Resume => self.jobs.handle(now, JobInput::Resume),
@@ -913,6 +1027,10 @@ impl<P: PeerKey> Node<P> {
             progressed = true;
             self.on_job_output(now, out);
         }
+        while let Some(out) = self.space.poll() {
+            progressed = true;
+            self.on_space_output(now, out);
+        }
         progressed | self.deliver_job_messages(now)
     }
 
@@ -984,10 +1102,11 @@ impl<P: PeerKey> Node<P> {
     fn update_job_members(&mut self, now: Instant) {
         let mut suspects_changed = false;
         for peer in self.membership.take_changed() {
-            let state = self
-                .membership
-                .record_of(&peer)
-                .map(|r| (r.state, r.stats.load_avg_1m));
+            let record = self.membership.record_of(&peer);
+            let state = record.map(|r| (r.state, r.stats.load_avg_1m));
+            let alive = record.is_some_and(|r| r.state == MemberState::Alive);
+            let offers_space = record.is_some_and(|r| r.stats.space_free_bytes > 0);
+            self.space.update_member(peer.clone(), alive, offers_space);
             let load = match state {
                 Some((MemberState::Alive, load)) => Some(load),
                 _ => None,
@@ -1005,6 +1124,19 @@ impl<P: PeerKey> Node<P> {
             self.jobs.handle(now, JobInput::Suspects(suspects));
         }
         self.jobs.handle(now, JobInput::MembersChanged);
+        self.space.refresh_members(now);
+    }
+
+    /// Tells the space who offers it room: published with the peers'
+    /// statistics, whose changes raise no membership event.
+    fn refresh_space_members(&mut self, now: Instant) {
+        let members: Vec<(P, bool)> = self
+            .membership
+            .records()
+            .filter(|r| r.state == MemberState::Alive && r.peer != self.me)
+            .map(|r| (r.peer.clone(), r.stats.space_free_bytes > 0))
+            .collect();
+        self.space.set_members(now, members);
     }
 
     fn on_pipe_output(&mut self, now: Instant, out: PipeOutput<P>) {
@@ -1064,6 +1196,11 @@ impl<P: PeerKey> Node<P> {
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
                 ),
                 Some(PayloadKind::Module) => self.handle_module_payload(
+                    now,
+                    delivery.from,
+                    &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
+                ),
+                Some(PayloadKind::Space) => self.handle_space_payload(
                     now,
                     delivery.from,
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
@@ -1273,6 +1410,80 @@ impl<P: PeerKey> Node<P> {
     }
 
     /// A job message could not be delivered.
+    fn handle_space_payload(&mut self, now: Instant, from: P, bytes: &[u8]) {
+        match wire::decode::<SpaceMsg<P>>(bytes, self.pipes.config().max_message_bytes) {
+            Ok(msg) => self.space.handle(now, SpaceInput::Message { from, msg }),
+            Err(error) => {
+                self.counters.malformed_frames += 1;
+                self.notice(Notice::Malformed {
+                    from,
+                    what: "space message",
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+
+    fn on_space_output(&mut self, now: Instant, out: SpaceOutput<P>) {
+        match out {
+            SpaceOutput::Send { to, msg, bulk } => {
+                let request = match &msg {
+                    SpaceMsg::Request { id, .. } => Some(*id),
+                    _ => None,
+                };
+                let kind = SendKind::Space {
+                    to: to.clone(),
+                    request,
+                };
+                if matches!(
+                    self.membership.state_of(&to),
+                    Some(MemberState::Dead | MemberState::Left)
+                ) {
+                    return self.job_send_failed(now, kind);
+                }
+                let class = if bulk {
+                    TrafficClass::BULK
+                } else {
+                    TrafficClass::EVENTS
+                };
+                let sent = wire::encode(&msg, self.max_body_bytes())
+                    .map_err(|e| e.to_string())
+                    .and_then(|body| {
+                        let payload = wire::encode_payload(PayloadKind::Space, &body);
+                        self.send_payload(now, to, class, payload, kind.clone())
+                            .map_err(|e| e.to_string())
+                    });
+                if sent.is_err() {
+                    self.job_send_failed(now, kind);
+                }
+            }
+            SpaceOutput::Persist {
+                partition,
+                term,
+                seq,
+                size,
+                members,
+                config,
+                data,
+            } => self.outputs.push_back(NodeOutput::PersistSpace {
+                partition,
+                term,
+                seq,
+                size,
+                members,
+                config,
+                data,
+            }),
+            SpaceOutput::Unpersist { partition } => self
+                .outputs
+                .push_back(NodeOutput::UnpersistSpace { partition }),
+            SpaceOutput::Answer { id, result } => self
+                .outputs
+                .push_back(NodeOutput::SpaceAnswer { id, result }),
+            SpaceOutput::LockLost(lost) => self.outputs.push_back(NodeOutput::SpaceLockLost(lost)),
+        }
+    }
+
     fn job_send_failed(&mut self, now: Instant, kind: SendKind<P>) {
         match kind {
             SendKind::WorkRequest { to, job, free } => {
@@ -1290,6 +1501,9 @@ impl<P: PeerKey> Node<P> {
                     .unreachable(now, &to, format!("{to} could not be reached"));
                 self.drain_modules(now);
             }
+            SendKind::Space { to, request } => self
+                .space
+                .handle(now, SpaceInput::SendFailed { to, id: request }),
             SendKind::App | SendKind::Other => {}
         }
     }

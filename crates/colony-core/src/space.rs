@@ -41,8 +41,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use client::{LockLost, SpaceClientConfig};
-pub use partition::Partition;
-pub use server::{Space, SpaceConfig, SpaceInput, SpaceOutput};
+pub use partition::{Change, Partition, Unpersisted};
+pub use server::{Space, SpaceConfig, SpaceCounters, SpaceInput, SpaceOutput};
 
 /// How many partitions the key space of objects is cut into: a constant of
 /// the protocol (every peer must agree on it).

@@ -48,7 +48,7 @@ pub const FRAME_MAGIC: u8 = 0xC0;
 /// any change to [`Frame`], the pipe frames, the membership or job
 /// messages, or [`PayloadKind`]: peers of different versions refuse each
 /// other's frames instead of misparsing them.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// Length of the frame header (magic and version).
 pub const FRAME_HEADER_BYTES: usize = 2;
@@ -64,6 +64,9 @@ pub enum PayloadKind {
     /// A module message ([`crate::modules::ModuleMsg`]): guest modules
     /// asked for and sent.
     Module = 2,
+    /// An object space message ([`crate::space::SpaceMsg`]): requests,
+    /// replies and the partitions' replication.
+    Space = 3,
 }
 
 impl PayloadKind {
@@ -73,6 +76,7 @@ impl PayloadKind {
             0 => Some(PayloadKind::App),
             1 => Some(PayloadKind::Job),
             2 => Some(PayloadKind::Module),
+            3 => Some(PayloadKind::Space),
             _ => None,
         }
     }

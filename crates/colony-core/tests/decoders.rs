@@ -645,6 +645,7 @@ fn stats() -> BoxedStrategy<PeerStats> {
                     _ => Some(PauseReason::DailyLimit),
                 },
                 computing: cores_offered % 2 == 0,
+                space_free_bytes: free_memory_bytes,
             }
         ),
     ]

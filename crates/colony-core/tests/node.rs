@@ -15,6 +15,9 @@ use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerSta
 use colony_core::modules::module_id;
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
 use colony_core::pipe::{PipeConfig, PipeFrame, Pipes, TrafficClass};
+use colony_core::space::{
+    ObjectKey, RequestId, Space, SpaceConfig, SpaceError, SpaceOp, SpaceReply, Tags, GLOBAL,
+};
 use colony_core::wire::{self, Frame, PayloadKind, FRAME_MAGIC, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
@@ -73,12 +76,14 @@ fn node_with_stats(me: u64, now: Instant, apps: AppRegistry, stats: PeerStats) -
     let pipes = Pipes::new(PipeConfig::default(), 1000 + me);
     let acquaintances = Acquaintances::new(AcquaintanceConfig::default(), 0, now);
     let jobs = Jobs::new(me, JobConfig::default(), apps, now, me, key_of);
+    let space = Space::new(me, SpaceConfig::default(), key_of, 1000 + me, me);
     Node::new(
         NodeConfig::default(),
         membership,
         pipes,
         acquaintances,
         jobs,
+        space,
         now,
     )
 }
@@ -96,6 +101,8 @@ struct Pair {
     modules: [HeldModules; 2],
     /// Modules each node received from the other.
     fetched: [Vec<String>; 2],
+    /// Object space answers each node produced.
+    space_answers: [Vec<(RequestId, Result<SpaceReply, SpaceError>)>; 2],
 }
 
 impl Pair {
@@ -109,6 +116,7 @@ impl Pair {
             answers: [Vec::new(), Vec::new()],
             modules: Default::default(),
             fetched: Default::default(),
+            space_answers: Default::default(),
         }
     }
 
@@ -159,6 +167,22 @@ impl Pair {
                             self.nodes[i].handle(self.now, NodeInput::SetStats(stats));
                         }
                         NodeOutput::Notice(notice) => self.notices.push(notice),
+                        NodeOutput::PersistSpace {
+                            partition,
+                            term,
+                            seq,
+                            ..
+                        } => {
+                            let input = NodeInput::SpaceDurable {
+                                partition,
+                                term,
+                                seq,
+                            };
+                            self.nodes[i].handle(self.now, input);
+                        }
+                        NodeOutput::SpaceAnswer { id, result } => {
+                            self.space_answers[i].push((id, result))
+                        }
                         NodeOutput::QueryAnswer { job, view } => {
                             self.answers[i].push((job, view.is_some()))
                         }
@@ -465,6 +489,18 @@ proptest! {
         feed(&pipe_data(wire::encode_payload(PayloadKind::Job, &message)));
     }
 
+    /// Any object space message: every variant tag of `SpaceMsg`, then
+    /// arbitrary bytes, decoded and handled by the space core.
+    #[test]
+    fn any_space_message_never_panics(
+        variant in 0u8..8,
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut message = vec![variant];
+        message.extend_from_slice(&body);
+        feed(&pipe_data(wire::encode_payload(PayloadKind::Space, &message)));
+    }
+
     /// Any membership message: every variant tag, then arbitrary bytes.
     #[test]
     fn any_membership_message_never_panics(
@@ -537,4 +573,62 @@ fn a_module_pushed_to_a_peer_that_runs_no_guests_is_dropped() {
     assert!(pair.modules[0].get(&id).is_none());
     assert_eq!(pair.nodes[0].counters().unsolicited_modules, 1);
     assert_eq!(pair.nodes[0].counters().modules_homed, 0);
+}
+
+/// Asks `op` of node `at`'s space and runs until it is answered.
+fn space_call(pair: &mut Pair, at: usize, op: SpaceOp) -> Result<SpaceReply, SpaceError> {
+    let now = pair.now;
+    let id = pair.nodes[at]
+        .space_request(now, op, Duration::from_secs(10))
+        .expect("accepted");
+    for _ in 0..200 {
+        if let Some(i) = pair.space_answers[at].iter().position(|(a, _)| *a == id) {
+            return pair.space_answers[at].remove(i).1;
+        }
+        pair.run_for(Duration::from_millis(100));
+    }
+    panic!("space request {id} never answered");
+}
+
+#[test]
+fn two_nodes_share_an_object_through_the_space() {
+    let mut pair = Pair::new();
+    pair.nodes[0].handle(pair.now, NodeInput::Contact { peer: 1 });
+    // Long enough for both to publish the room they give the space.
+    pair.run_for(Duration::from_secs(3));
+    let key = ObjectKey::new(GLOBAL, "shared");
+    let put = SpaceOp::Put {
+        key: key.clone(),
+        value: b"from node 0".to_vec(),
+        tags: Tags::new(),
+        condition: colony_core::space::Condition::Always,
+        token: None,
+    };
+    assert_eq!(
+        space_call(&mut pair, 0, put),
+        Ok(SpaceReply::Written { version: 1 })
+    );
+    match space_call(&mut pair, 1, SpaceOp::Get { key }) {
+        Ok(SpaceReply::Value(Some(object))) => assert_eq!(object.value, b"from node 0"),
+        other => panic!("node 1 read {other:?}"),
+    }
+    // Both hold the partition (a home of up to three on two peers).
+    let partition = ObjectKey::new(GLOBAL, "shared").partition();
+    for node in &pair.nodes {
+        assert!(node.space().homes().contains_key(&partition));
+    }
+    // A space message that does not decode is counted, not acted on.
+    let before = pair.nodes[0].counters().malformed_frames;
+    let frame: Frame<u64> = Frame::Pipe(PipeFrame::Data {
+        class: TrafficClass::EVENTS,
+        session: u64::MAX / 2,
+        seq: 0,
+        base: 0,
+        payload: wire::encode_payload(PayloadKind::Space, &[0xff; 9]),
+    });
+    let now = pair.now;
+    let bytes = wire::encode_frame(&frame, MAX_FRAME).expect("encodes");
+    pair.nodes[0].handle_frame(now, 1, &bytes);
+    pair.run_for(Duration::from_millis(500));
+    assert_eq!(pair.nodes[0].counters().malformed_frames, before + 1);
 }

@@ -18,6 +18,7 @@ use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerSta
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
 use colony_core::pipe::{Delivery, PipeConfig, Pipes, TrafficClass};
 use colony_core::runner::UnitEvent;
+use colony_core::space::{Space, SpaceConfig};
 
 use crate::exec::{ExecEvent, ExecSpeed, Executor};
 use crate::rng::{derive, splitmix64, SimRng};
@@ -335,7 +336,19 @@ impl SimPeer {
             trace_job_messages: settings.trace_unit.is_some() || settings.trace_replicas,
             module_fetch: Default::default(),
         };
-        let node = Node::new(config, membership, pipes, acquaintances, jobs, now);
+        // The simulated disk keeps no space partitions yet: these peers
+        // offer the space no room.
+        let space = Space::new(
+            id,
+            SpaceConfig {
+                capacity_bytes: 0,
+                ..SpaceConfig::default()
+            },
+            key_of,
+            derive(&[seed, 4, u64::from(id), u64::from(life)]),
+            derive(&[seed, 5, u64::from(id), u64::from(life)]),
+        );
+        let node = Node::new(config, membership, pipes, acquaintances, jobs, space, now);
         let exec = Executor::new(speed, settings.drop_parts);
         SimPeer {
             id,

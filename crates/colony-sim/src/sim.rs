@@ -1338,11 +1338,16 @@ impl World {
                 self.on_query_answer(id, job, view)
             }
             // The virtual network routes by peer id (nothing to redial), no
-            // lifetime count of units is kept, and nobody cancels.
+            // lifetime count of units is kept, and nobody cancels. Peers
+            // offer the object space no room and ask nothing of it.
             Action::Node(
                 NodeOutput::Redial { .. }
                 | NodeOutput::UnitsDone { .. }
-                | NodeOutput::CancelAnswer { .. },
+                | NodeOutput::CancelAnswer { .. }
+                | NodeOutput::PersistSpace { .. }
+                | NodeOutput::UnpersistSpace { .. }
+                | NodeOutput::SpaceAnswer { .. }
+                | NodeOutput::SpaceLockLost(_),
             ) => {}
             // The peer answers these itself (its executor, its checker's
             // traffic, its diagnostics); they never reach the world.

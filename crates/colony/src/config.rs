@@ -9,6 +9,7 @@ use colony_core::divisible::AppRegistry;
 use colony_core::job::{JobConfig, SubmitPolicy};
 use colony_core::membership::MembershipConfig;
 use colony_core::pipe::PipeConfig;
+use colony_core::space::SpaceConfig;
 use colony_net::NetConfig;
 use libp2p::{Multiaddr, PeerId};
 
@@ -58,6 +59,9 @@ pub struct PeerConfig {
     /// Divisible jobs: advert lifetimes, stealing, retention. `cores` is
     /// set from `cores_offered` at start.
     pub jobs: JobConfig,
+    /// The object space: the room this peer gives it (`--space-mib`),
+    /// object size limit, home size.
+    pub space: SpaceConfig,
     /// Who may submit jobs to this peer (`--accept-jobs-from`). Default:
     /// members of the network.
     pub accept_jobs_from: SubmitPolicy<PeerId>,
@@ -130,6 +134,7 @@ impl PeerConfig {
             listen_timeout: Duration::from_secs(5),
             apps: AppRegistry::new(),
             jobs: JobConfig::default(),
+            space: SpaceConfig::default(),
             accept_jobs_from: SubmitPolicy::default(),
             guests: None,
             volunteer: VolunteerConfig::default(),

@@ -11,6 +11,7 @@ use colony_core::job::Jobs;
 use colony_core::membership::{Membership, PeerStats};
 use colony_core::node::{Node, NodeConfig, NodeInput};
 use colony_core::pipe::Pipes;
+use colony_core::space::{Space, SpaceConfig};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -208,7 +209,26 @@ impl Peer {
             trace_job_messages: false,
             module_fetch: Default::default(),
         };
-        let mut node = Node::new(node_config, membership, pipes, acquaintances, jobs, now);
+        let space = Space::new(
+            peer_id,
+            SpaceConfig {
+                // Until the driver persists partitions, this peer holds none.
+                capacity_bytes: 0,
+                ..config.space.clone()
+            },
+            crate::driver::overlay_key,
+            rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
+            rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
+        );
+        let mut node = Node::new(
+            node_config,
+            membership,
+            pipes,
+            acquaintances,
+            jobs,
+            space,
+            now,
+        );
         if let Some(reason) = volunteer
             .as_ref()
             .and_then(crate::driver::Volunteer::paused)

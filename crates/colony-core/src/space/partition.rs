@@ -126,6 +126,39 @@ pub enum Change {
     NextToken(u64),
 }
 
+impl Change {
+    /// This change as a row of its partition on disk: the row's key, and
+    /// its bytes (`None`: the row is deleted). Rows read back with
+    /// [`Change::from_row`] and replayed in any order rebuild the
+    /// partition ([`Partition::from_changes`]).
+    pub fn row(&self) -> Result<(Vec<u8>, Option<Vec<u8>>), postcard::Error> {
+        let (kind, name, present) = match self {
+            Change::Object(key, stored) => (0u8, postcard::to_stdvec(key)?, stored.is_some()),
+            Change::Lock(key, lock) => (1, postcard::to_stdvec(key)?, lock.is_some()),
+            Change::Namespace(name, _) => (2, name.as_bytes().to_vec(), true),
+            Change::Purged(name, _) => (3, name.as_bytes().to_vec(), true),
+            Change::Session(session, replies) => {
+                (4, session.to_be_bytes().to_vec(), replies.is_some())
+            }
+            Change::NextToken(_) => (5, Vec::new(), true),
+        };
+        let mut key = Vec::with_capacity(1 + name.len());
+        key.push(kind);
+        key.extend_from_slice(&name);
+        let value = if present {
+            Some(postcard::to_stdvec(self)?)
+        } else {
+            None
+        };
+        Ok((key, value))
+    }
+
+    /// A change read back from a row's bytes; `None` if they do not decode.
+    pub fn from_row(bytes: &[u8]) -> Option<Change> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
 /// What names a change, so a key changed twice is sent once.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Dirty {

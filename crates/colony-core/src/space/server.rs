@@ -177,6 +177,12 @@ pub struct Space<P: PeerKey> {
     askers: BTreeMap<RequestId, (PartitionId, P)>,
     waiters: BTreeMap<PartitionId, Waiters<Waiter<P>>>,
     creating: BTreeMap<PartitionId, Creation<P>>,
+    /// The primary a probe answer named, per partition with no home here.
+    hints: BTreeMap<PartitionId, P>,
+    /// Every live member (this peer apart), offering room or not: probes
+    /// go to the closest of them.
+    members: BTreeSet<P>,
+    key_of: fn(&P) -> [u8; 32],
     /// Partitions on this peer's disk, with the (term, update) written.
     on_disk: BTreeMap<PartitionId, (u64, u64)>,
     live: BTreeSet<P>,
@@ -196,15 +202,8 @@ impl<P: PeerKey> Space<P> {
         session: u64,
         seed: u64,
     ) -> Self {
-        let closeness = Box::new(move |partition: &PartitionId, p: &P| {
-            let point = partition_point(*partition);
-            let key = key_of(p);
-            let mut d = [0u8; 16];
-            for (i, byte) in d.iter_mut().enumerate() {
-                *byte = point[i] ^ key[i];
-            }
-            u128::from_be_bytes(d)
-        });
+        let closeness =
+            Box::new(move |partition: &PartitionId, p: &P| distance(*partition, &key_of(p)));
         Space {
             homes: Homes::new(me.clone(), config.home.clone(), closeness, seed),
             client: Client::new(config.client.clone(), session),
@@ -213,6 +212,9 @@ impl<P: PeerKey> Space<P> {
             askers: BTreeMap::new(),
             waiters: BTreeMap::new(),
             creating: BTreeMap::new(),
+            hints: BTreeMap::new(),
+            members: BTreeSet::new(),
+            key_of,
             on_disk: BTreeMap::new(),
             live: BTreeSet::new(),
             counters: SpaceCounters::default(),
@@ -262,14 +264,55 @@ impl<P: PeerKey> Space<P> {
         restored
     }
 
-    /// The live peers that offer room to the space (this one apart)
-    /// changed.
-    pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = P>) {
-        self.live = live.into_iter().filter(|p| *p != self.me).collect();
-        self.homes.set_live(self.live.iter().cloned());
+    /// The live peers (this one apart), and whether each offers room to
+    /// the space, changed: partition homes follow.
+    pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = (P, bool)>) {
+        for peer in std::mem::take(&mut self.members) {
+            self.update_member(peer, false, false);
+        }
+        for (peer, offers_space) in live {
+            self.update_member(peer, true, offers_space);
+        }
+        self.refresh_members(now);
+    }
+
+    /// One peer's change, for a caller that follows the view change by
+    /// change: whether it is alive, and whether it offers room to the
+    /// space (only those hold partitions). Takes effect at the next
+    /// [`Space::refresh_members`].
+    pub fn update_member(&mut self, peer: P, alive: bool, offers_space: bool) {
+        if peer == self.me {
+            return;
+        }
+        if alive {
+            self.members.insert(peer.clone());
+        } else {
+            self.members.remove(&peer);
+        }
+        let holder = alive && offers_space;
+        if holder {
+            self.live.insert(peer.clone());
+        } else {
+            self.live.remove(&peer);
+        }
+        self.homes.update_member(peer, holder);
+    }
+
+    /// The members changed ([`Space::update_member`]): partition homes
+    /// follow, as with [`Space::set_members`].
+    pub fn refresh_members(&mut self, now: Instant) {
         self.homes.refresh(now);
         self.drain_homes(now);
+        self.drive_client(now);
         self.flush_persist();
+    }
+
+    /// Bytes this peer still gives the space (0 when it offers none or is
+    /// full).
+    pub fn free_bytes(&self) -> u64 {
+        self.config
+            .capacity_bytes
+            .saturating_sub(self.stored_bytes())
     }
 
     /// Asks the space to apply `op` on this peer's behalf; the answer comes
@@ -381,6 +424,18 @@ impl<P: PeerKey> Space<P> {
             SpaceMsg::Probe { partition } => {
                 let (holds, primary) = match self.homes.get(&partition) {
                     Some(h) => (true, h.primary().cloned()),
+                    // Two peers creating the same partition at once: the
+                    // one closer to it goes on, the other gives up.
+                    None if self.creating.contains_key(&partition) => {
+                        let mine = distance(partition, &(self.key_of)(&self.me));
+                        let theirs = distance(partition, &(self.key_of)(&from));
+                        if mine < theirs {
+                            (true, Some(self.me.clone()))
+                        } else {
+                            self.creating.remove(&partition);
+                            (false, None)
+                        }
+                    }
                     None => (false, None),
                 };
                 self.send(
@@ -559,19 +614,29 @@ impl<P: PeerKey> Space<P> {
     fn no_home(&mut self, now: Instant, from: P, id: RequestId, generation: u64, op: SpaceOp) {
         let partition = op.partition();
         let size = usize::from(self.config.home_size);
-        let closest = self.homes.home_of(&partition, size);
-        if closest.first() != Some(&self.me) {
+        let mut closest = self.homes.home_of(&partition, size + 1);
+        if self.config.capacity_bytes == 0 {
+            // This peer offers no room: it never holds a partition.
+            closest.retain(|p| *p != self.me);
+        }
+        let hint = self
+            .hints
+            .get(&partition)
+            .filter(|p| self.members.contains(*p))
+            .cloned();
+        if hint.is_some() || closest.first() != Some(&self.me) {
             self.counters.redirected += 1;
-            let primary = closest.first().cloned();
+            let primary = hint.or_else(|| closest.first().cloned());
             return self.send(from, SpaceMsg::Redirect { id, primary }, false);
         }
         if !self.creating.contains_key(&partition) {
-            let asked: BTreeSet<P> = self
-                .homes
-                .home_of(&partition, 2 * size)
-                .into_iter()
-                .filter(|p| *p != self.me)
-                .collect();
+            // Every live member close to the partition is asked, offering
+            // room or not: this peer's view of who offers room may lag.
+            let point = partition;
+            let key_of = self.key_of;
+            let mut nearby: Vec<&P> = self.members.iter().collect();
+            nearby.sort_by_key(|p| distance(point, &key_of(p)));
+            let asked: BTreeSet<P> = nearby.into_iter().take(2 * size).cloned().collect();
             if asked.is_empty() {
                 // Alone in the network: nobody else can hold it.
                 self.create(now, partition);
@@ -605,10 +670,16 @@ impl<P: PeerKey> Space<P> {
             return;
         };
         if holds {
-            // The home exists: the primary will hand it over to this closer
-            // peer, or clients find it through the redirect.
-            let _ = primary;
+            // The home exists (or a closer peer creates it): clients are
+            // sent to its primary, which hands the role over to this peer
+            // if it is closer.
             self.creating.remove(&partition);
+            if let Some(primary) = primary {
+                if self.hints.len() >= usize::from(super::PARTITIONS) {
+                    self.hints.pop_first();
+                }
+                self.hints.insert(partition, primary);
+            }
             return;
         }
         creation.asked.remove(&from);
@@ -622,6 +693,7 @@ impl<P: PeerKey> Space<P> {
 
     fn create(&mut self, now: Instant, partition: PartitionId) {
         self.counters.created += 1;
+        self.hints.remove(&partition);
         self.homes.create(
             now,
             partition,
@@ -749,4 +821,15 @@ impl<P: PeerKey> Space<P> {
             }
         }
     }
+}
+
+/// How far a peer with overlay key `key` is from a partition (XOR of the
+/// first 16 bytes): smaller is closer.
+fn distance(partition: PartitionId, key: &[u8; 32]) -> u128 {
+    let point = partition_point(partition);
+    let mut d = [0u8; 16];
+    for (i, byte) in d.iter_mut().enumerate() {
+        *byte = point[i] ^ key[i];
+    }
+    u128::from_be_bytes(d)
 }

@@ -86,7 +86,7 @@ impl Net {
         let now = self.now;
         for p in &up {
             if let Some(space) = self.peers[*p as usize].space.as_mut() {
-                space.set_members(now, up.iter().copied());
+                space.set_members(now, up.iter().map(|p| (*p, true)));
             }
         }
         for p in up {
@@ -662,4 +662,71 @@ fn describe(msg: &SpaceMsg<u32>) -> String {
         SpaceMsg::Home(h) => h.describe(),
         other => format!("{other:?}").chars().take(160).collect(),
     }
+}
+
+#[test]
+fn changes_written_as_rows_rebuild_the_partition() {
+    let now = Instant::now();
+    let mut net = Net::new(1);
+    let key = ObjectKey::new(GLOBAL, "row");
+    assert!(net.call(0, put(&key, b"v1")).is_ok());
+    assert!(net.call(0, put(&key, b"v2")).is_ok());
+    let t = token_of(net.call(0, lock(&key, LockMode::Read, 1_000)));
+    let partition = key.partition();
+    // Rows keyed as on disk: a later change of a row replaces it.
+    let mut rows: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for change in &net.peers[0].disk[&partition].changes {
+        let (row, value) = change.row().expect("encodes");
+        match value {
+            Some(bytes) => rows.insert(row, bytes),
+            None => rows.remove(&row),
+        };
+    }
+    let changes: Vec<Change> = rows
+        .values()
+        .map(|b| Change::from_row(b).expect("decodes"))
+        .collect();
+    let rebuilt = Partition::from_changes(now, partition, changes).expect("consistent");
+    assert_eq!(rebuilt.object_count(), 1);
+    assert_eq!(rebuilt.lock_count(), 1);
+    assert_eq!(rebuilt.stored_bytes(), 2);
+    assert!(rebuilt
+        .kept_reply(RequestId {
+            session: 1000,
+            seq: 1
+        })
+        .is_none());
+    assert!(Change::from_row(&[0xff, 0xff, 0xff]).is_none());
+    let _ = t;
+}
+
+#[test]
+fn two_peers_creating_one_partition_at_once_create_it_once() {
+    let mut net = Net::new(2);
+    // Neither has heard yet that the other offers room.
+    let now = net.now;
+    for p in 0..2u32 {
+        let other = 1 - p;
+        let space = net.peers[p as usize].space.as_mut().expect("up");
+        space.set_members(now, [(other, false)]);
+    }
+    let key = ObjectKey::new(GLOBAL, "race");
+    let a = net.start(0, put(&key, b"from 0"), Duration::from_secs(30));
+    let b = net.start(1, put(&key, b"from 1"), Duration::from_secs(30));
+    let (ra, rb) = (net.wait(0, a), net.wait(1, b));
+    assert!(ra.is_ok() && rb.is_ok(), "{ra:?} {rb:?}");
+    let created: u64 = net
+        .peers
+        .iter()
+        .filter_map(|p| p.space.as_ref())
+        .map(|s| s.counters().created)
+        .sum();
+    assert_eq!(created, 1, "one home for the partition");
+    // Both writes went to the one home: versions 1 and 2, in some order.
+    let mut versions = [ra, rb].map(|r| match r {
+        Ok(SpaceReply::Written { version }) => version,
+        other => panic!("{other:?}"),
+    });
+    versions.sort_unstable();
+    assert_eq!(versions, [1, 2]);
 }
