@@ -69,6 +69,13 @@
 //! the pipes delivered application messages at most once per receiver life,
 //! in order, skipping only messages their sender was told failed.
 //!
+//! # Linearizability ([`linearizability`])
+//!
+//! A checker of recorded histories (Wing & Gong / Lowe's algorithm with
+//! memoisation, as Porcupine; histories partitioned by key) and a model of
+//! one object of the P³ object space (values, versions, compare-and-set,
+//! read/write locks with fencing tokens and leases).
+//!
 //! # Findings
 //!
 //! Every seed of the 500-seed all-faults job batch in `tests/seeds.rs`
@@ -119,6 +126,7 @@ pub mod app;
 pub mod check;
 pub mod exec;
 pub mod faults;
+pub mod linearizability;
 pub mod peer;
 pub mod rng;
 pub mod sim;
