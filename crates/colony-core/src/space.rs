@@ -30,6 +30,7 @@
 
 mod client;
 mod partition;
+mod query;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{LockLost, SpaceClientConfig};
 pub use partition::{Change, Partition, Unpersisted};
+pub use query::{Predicate, Query, Test, MAX_PREDICATES};
 pub use server::{Space, SpaceConfig, SpaceCounters, SpaceInput, SpaceOutput};
 
 /// How many partitions the key space of objects is cut into: a constant of
@@ -294,7 +296,17 @@ pub enum SpaceOp {
         /// The partition asked.
         partition: PartitionId,
     },
-    /// Take a lock on an object, waiting for it while `wait` is set.
+    /// The objects of a namespace held in one partition whose tags match a
+    /// query.
+    Search {
+        /// The namespace.
+        namespace: String,
+        /// The partition asked.
+        partition: PartitionId,
+        /// What the objects' tags must satisfy.
+        query: Query,
+    },
+    /// Take a lock on an object, waiting until it is free.
     Lock {
         /// Which.
         key: ObjectKey,
@@ -355,9 +367,9 @@ impl SpaceOp {
             | SpaceOp::Lock { key, .. }
             | SpaceOp::Renew { key, .. }
             | SpaceOp::Unlock { key, .. } => key.partition(),
-            SpaceOp::List { partition, .. } | SpaceOp::Purge { partition, .. } => {
-                *partition % PARTITIONS
-            }
+            SpaceOp::List { partition, .. }
+            | SpaceOp::Search { partition, .. }
+            | SpaceOp::Purge { partition, .. } => *partition % PARTITIONS,
             SpaceOp::CreateNamespace { name }
             | SpaceOp::DestroyNamespace { name }
             | SpaceOp::Namespace { name } => namespace_partition(name),
@@ -374,7 +386,7 @@ impl SpaceOp {
             | SpaceOp::Lock { key, .. }
             | SpaceOp::Renew { key, .. }
             | SpaceOp::Unlock { key, .. } => Some(&key.namespace),
-            SpaceOp::List { namespace, .. } => Some(namespace),
+            SpaceOp::List { namespace, .. } | SpaceOp::Search { namespace, .. } => Some(namespace),
             _ => None,
         }
     }
@@ -384,7 +396,10 @@ impl SpaceOp {
     pub fn writes(&self) -> bool {
         !matches!(
             self,
-            SpaceOp::Get { .. } | SpaceOp::List { .. } | SpaceOp::Namespace { .. }
+            SpaceOp::Get { .. }
+                | SpaceOp::List { .. }
+                | SpaceOp::Search { .. }
+                | SpaceOp::Namespace { .. }
         )
     }
 
@@ -421,6 +436,12 @@ impl SpaceOp {
             }
             SpaceOp::List { namespace, .. } | SpaceOp::Purge { namespace, .. } => {
                 check_name("namespace", namespace)
+            }
+            SpaceOp::Search {
+                namespace, query, ..
+            } => {
+                check_name("namespace", namespace)?;
+                query.check()
             }
             SpaceOp::CreateNamespace { name } | SpaceOp::DestroyNamespace { name } => {
                 check_name("namespace", name)?;
@@ -489,6 +510,9 @@ pub enum SpaceError {
     /// Tags out of bounds.
     #[error("invalid tags: {0}")]
     InvalidTags(String),
+    /// A search query that does not parse or is out of bounds.
+    #[error("malformed search predicate {0}")]
+    InvalidQuery(String),
     /// A lease outside [`LEASE_RANGE`].
     #[error("a lease of {lease_ms} ms is outside the range the space grants (100 ms to 600 s)")]
     InvalidLease {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Condition, Listed, LockMode, Object, ObjectKey, PartitionId, RequestId, SpaceError, SpaceOp,
-    SpaceReply, GLOBAL, MAX_LIST_ENTRIES, PARTITIONS,
+    Condition, Listed, LockMode, Object, ObjectKey, PartitionId, Predicate, Query, RequestId,
+    SpaceError, SpaceOp, SpaceReply, TagValue, Test, GLOBAL, MAX_LIST_ENTRIES, PARTITIONS,
 };
 use crate::home::Replicated;
 
@@ -217,6 +217,9 @@ pub struct Partition {
     next_token: u64,
     uses: u64,
     stored_bytes: u64,
+    /// Names of the objects by (namespace, tag, value): derived from the
+    /// objects (never replicated), so a search is a range scan.
+    index: BTreeMap<(String, String, TagValue), BTreeSet<String>>,
     /// Changed since the last delta.
     dirty: BTreeSet<Dirty>,
     /// A read waits for the next update to be committed.
@@ -240,6 +243,7 @@ impl Partition {
             next_token: 1,
             uses: 0,
             stored_bytes: 0,
+            index: BTreeMap::new(),
             dirty: BTreeSet::new(),
             barrier: false,
             unpersisted: BTreeSet::new(),
@@ -379,9 +383,11 @@ impl Partition {
             Change::Object(key, stored) => {
                 if let Some(old) = self.objects.remove(&key) {
                     self.stored_bytes -= old.object.value.len() as u64;
+                    self.unindex(&key, &old.object.tags);
                 }
                 if let Some(stored) = stored {
                     self.stored_bytes += stored.object.value.len() as u64;
+                    self.reindex(&key, &stored.object.tags);
                     self.objects.insert(key.clone(), stored);
                 }
                 Dirty::Object(key)
@@ -462,7 +468,9 @@ impl Partition {
                 Err(SpaceError::UnknownNamespace(key.namespace.clone()))
             }
             SpaceOp::Get { key } => Ok(SpaceReply::Value(self.visible(key, generation).cloned())),
-            SpaceOp::List { namespace, .. } if self.destroyed(namespace, generation) => {
+            SpaceOp::List { namespace, .. } | SpaceOp::Search { namespace, .. }
+                if self.destroyed(namespace, generation) =>
+            {
                 Err(SpaceError::UnknownNamespace(namespace.clone()))
             }
             SpaceOp::Put {
@@ -484,6 +492,9 @@ impl Partition {
                 token,
             } => self.write(now, key, generation, *condition, *token, |_| None),
             SpaceOp::List { namespace, .. } => Ok(self.list(namespace, generation)),
+            SpaceOp::Search {
+                namespace, query, ..
+            } => Ok(self.search(namespace, generation, query)),
             SpaceOp::Lock {
                 key,
                 mode,
@@ -560,6 +571,109 @@ impl Partition {
         if let Some(dirty) = self.apply_change(now, change) {
             self.mark(dirty);
         }
+    }
+
+    fn reindex(&mut self, key: &ObjectKey, tags: &super::Tags) {
+        for (tag, value) in tags {
+            self.index
+                .entry((key.namespace.clone(), tag.clone(), value.clone()))
+                .or_default()
+                .insert(key.name.clone());
+        }
+    }
+
+    fn unindex(&mut self, key: &ObjectKey, tags: &super::Tags) {
+        for (tag, value) in tags {
+            let entry = (key.namespace.clone(), tag.clone(), value.clone());
+            if let Some(names) = self.index.get_mut(&entry) {
+                names.remove(&key.name);
+                if names.is_empty() {
+                    self.index.remove(&entry);
+                }
+            }
+        }
+    }
+
+    /// The names the index gives for one predicate, if it narrows the
+    /// search (a presence test does not).
+    fn indexed(&self, namespace: &str, predicate: &Predicate) -> Option<BTreeSet<String>> {
+        use std::ops::Bound;
+        let at = |v: &TagValue| (namespace.to_string(), predicate.tag.clone(), v.clone());
+        let (low, high) = match &predicate.test {
+            Test::Exists => return None,
+            Test::Eq(v) => (Bound::Included(at(v)), Bound::Included(at(v))),
+            Test::Prefix(p) => (
+                Bound::Included(at(&TagValue::Text(p.clone()))),
+                Bound::Unbounded,
+            ),
+            Test::Range { min, max } => {
+                let map = |b: &Bound<TagValue>| match b {
+                    Bound::Included(v) => Bound::Included(at(v)),
+                    Bound::Excluded(v) => Bound::Excluded(at(v)),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                (map(min), map(max))
+            }
+        };
+        let mut names = BTreeSet::new();
+        for ((ns, tag, value), found) in self.index.range((low, high)) {
+            if ns != namespace || *tag != predicate.tag || !predicate.test.passes(Some(value)) {
+                // Past the tag (or, for a prefix, past the texts that
+                // start with it): the index is sorted, nothing follows.
+                if ns != namespace
+                    || *tag != predicate.tag
+                    || matches!(predicate.test, Test::Prefix(_))
+                {
+                    break;
+                }
+                continue;
+            }
+            names.extend(found.iter().cloned());
+        }
+        Some(names)
+    }
+
+    fn search(&self, namespace: &str, generation: u64, query: &Query) -> SpaceReply {
+        let candidates = query
+            .predicates
+            .iter()
+            .find_map(|p| self.indexed(namespace, p));
+        let Some(names) = candidates else {
+            // Nothing to narrow by: scan the namespace.
+            let SpaceReply::Listed { entries, truncated } = self.list(namespace, generation) else {
+                return SpaceReply::Listed {
+                    entries: Vec::new(),
+                    truncated: false,
+                };
+            };
+            let entries: Vec<Listed> = entries
+                .into_iter()
+                .filter(|e| query.matches(&e.tags))
+                .collect();
+            return SpaceReply::Listed { entries, truncated };
+        };
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        for name in names {
+            let key = ObjectKey::new(namespace, name);
+            let Some(object) = self.visible(&key, generation) else {
+                continue;
+            };
+            if !query.matches(&object.tags) {
+                continue;
+            }
+            if entries.len() == MAX_LIST_ENTRIES {
+                truncated = true;
+                break;
+            }
+            entries.push(Listed {
+                name: key.name,
+                version: object.version,
+                size: object.value.len() as u64,
+                tags: object.tags.clone(),
+            });
+        }
+        SpaceReply::Listed { entries, truncated }
     }
 
     fn list(&self, namespace: &str, generation: u64) -> SpaceReply {

@@ -730,3 +730,103 @@ fn two_peers_creating_one_partition_at_once_create_it_once() {
     versions.sort_unstable();
     assert_eq!(versions, [1, 2]);
 }
+
+/// Every partition's answer to `query` in `namespace`, names sorted.
+fn search_all(net: &mut Net, at: u32, namespace: &str, query: &Query) -> Vec<String> {
+    let mut names = Vec::new();
+    for partition in 0..PARTITIONS {
+        let op = SpaceOp::Search {
+            namespace: namespace.into(),
+            partition,
+            query: query.clone(),
+        };
+        match net.call(at, op) {
+            Ok(SpaceReply::Listed { entries, .. }) => {
+                names.extend(entries.into_iter().map(|e| e.name))
+            }
+            other => panic!("search failed: {other:?}"),
+        }
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn search_finds_objects_by_tags_and_follows_their_changes() {
+    let mut net = Net::new(3);
+    for row in 0..12i64 {
+        let mut tags = Tags::new();
+        tags.insert("type".into(), TagValue::Text("row".into()));
+        tags.insert("index".into(), TagValue::Int(row));
+        let op = SpaceOp::Put {
+            key: ObjectKey::new(GLOBAL, format!("A-{row:02}")),
+            value: vec![0; 4],
+            tags,
+            condition: Condition::Always,
+            token: None,
+        };
+        assert!(net.call((row % 3) as u32, op).is_ok());
+    }
+    let mut other = Tags::new();
+    other.insert("type".into(), TagValue::Text("column".into()));
+    let op = SpaceOp::Put {
+        key: ObjectKey::new(GLOBAL, "B-00"),
+        value: Vec::new(),
+        tags: other,
+        condition: Condition::Always,
+        token: None,
+    };
+    assert!(net.call(0, op).is_ok());
+    let query = Query::parse("type=row index>=3 index<6").expect("parses");
+    assert_eq!(
+        search_all(&mut net, 1, GLOBAL, &query),
+        ["A-03", "A-04", "A-05"]
+    );
+    let by_prefix = Query::parse("type^=col").expect("parses");
+    assert_eq!(search_all(&mut net, 2, GLOBAL, &by_prefix), ["B-00"]);
+    let present = Query::parse("index?").expect("parses");
+    assert_eq!(search_all(&mut net, 2, GLOBAL, &present).len(), 12);
+    // A changed tag moves the object in the index; a deleted one leaves it.
+    let mut moved = Tags::new();
+    moved.insert("type".into(), TagValue::Text("row".into()));
+    moved.insert("index".into(), TagValue::Int(100));
+    let op = SpaceOp::Put {
+        key: ObjectKey::new(GLOBAL, "A-04"),
+        value: Vec::new(),
+        tags: moved,
+        condition: Condition::Always,
+        token: None,
+    };
+    assert!(net.call(0, op).is_ok());
+    let delete = SpaceOp::Delete {
+        key: ObjectKey::new(GLOBAL, "A-05"),
+        condition: Condition::Always,
+        token: None,
+    };
+    assert!(net.call(0, delete).is_ok());
+    assert_eq!(search_all(&mut net, 1, GLOBAL, &query), ["A-03"]);
+    // A backup that takes over answers from its own index, built from the
+    // replicated objects.
+    let primary = net
+        .primary_of(ObjectKey::new(GLOBAL, "A-03").partition())
+        .expect("primary");
+    net.crash(primary);
+    let reader = (primary + 1) % 3;
+    assert_eq!(search_all(&mut net, reader, GLOBAL, &query), ["A-03"]);
+    // A malformed query never leaves the client.
+    let space = net.peers[reader as usize].space.as_mut().expect("up");
+    let bad = SpaceOp::Search {
+        namespace: GLOBAL.into(),
+        partition: 0,
+        query: Query {
+            predicates: vec![Predicate {
+                tag: String::new(),
+                test: Test::Exists,
+            }],
+        },
+    };
+    assert!(matches!(
+        space.request(net.now, bad, Duration::from_secs(1)),
+        Err(SpaceError::InvalidQuery(_))
+    ));
+}
