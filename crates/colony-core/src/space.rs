@@ -265,6 +265,21 @@ pub enum SpaceOp {
         /// Which.
         key: ObjectKey,
     },
+    /// Read an object from whichever replica receives the request, without
+    /// the round that proves the answer current (a "cached" read: it may
+    /// miss the latest writes, never invents one).
+    ReadReplica {
+        /// Which.
+        key: ObjectKey,
+    },
+    /// Whether an object is still at `version` (a cached copy's check):
+    /// answered [`SpaceReply::Unchanged`] if it is, with the object if not.
+    Validate {
+        /// Which.
+        key: ObjectKey,
+        /// The version the asker holds (0: absent).
+        version: u64,
+    },
     /// Write an object (create or replace), if `condition` holds, and, with
     /// a `token`, only while that token holds the object's write lock.
     Put {
@@ -362,6 +377,8 @@ impl SpaceOp {
     pub fn partition(&self) -> PartitionId {
         match self {
             SpaceOp::Get { key }
+            | SpaceOp::ReadReplica { key }
+            | SpaceOp::Validate { key, .. }
             | SpaceOp::Put { key, .. }
             | SpaceOp::Delete { key, .. }
             | SpaceOp::Lock { key, .. }
@@ -381,6 +398,8 @@ impl SpaceOp {
     pub fn object_namespace(&self) -> Option<&str> {
         match self {
             SpaceOp::Get { key }
+            | SpaceOp::ReadReplica { key }
+            | SpaceOp::Validate { key, .. }
             | SpaceOp::Put { key, .. }
             | SpaceOp::Delete { key, .. }
             | SpaceOp::Lock { key, .. }
@@ -397,6 +416,8 @@ impl SpaceOp {
         !matches!(
             self,
             SpaceOp::Get { .. }
+                | SpaceOp::ReadReplica { .. }
+                | SpaceOp::Validate { .. }
                 | SpaceOp::List { .. }
                 | SpaceOp::Search { .. }
                 | SpaceOp::Namespace { .. }
@@ -408,6 +429,8 @@ impl SpaceOp {
     pub fn check(&self, max_object_bytes: usize) -> Result<(), SpaceError> {
         match self {
             SpaceOp::Get { key }
+            | SpaceOp::ReadReplica { key }
+            | SpaceOp::Validate { key, .. }
             | SpaceOp::Delete { key, .. }
             | SpaceOp::Renew { key, .. }
             | SpaceOp::Unlock { key, .. } => key.check(),
@@ -479,6 +502,8 @@ pub enum SpaceReply {
         /// The lease, from the grant.
         lease_ms: u64,
     },
+    /// The object is still at the version the asker holds.
+    Unchanged,
     /// The lease was extended.
     Renewed,
     /// The lock was released.

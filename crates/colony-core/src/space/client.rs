@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::{
-    namespace_partition, ObjectKey, PartitionId, RequestId, SpaceError, SpaceOp, SpaceReply, GLOBAL,
+    namespace_partition, Object, ObjectKey, PartitionId, RequestId, SpaceError, SpaceOp,
+    SpaceReply, GLOBAL,
 };
 
 /// Settings of this peer's requests.
@@ -30,6 +31,14 @@ pub struct SpaceClientConfig {
     pub max_cached_namespaces: usize,
     /// Locks held here whose leases are renewed.
     pub max_held_locks: usize,
+    /// Bytes of object copies kept for cached reads; the least recently
+    /// used go first.
+    pub cache_bytes: u64,
+    /// Object copies kept at most.
+    pub max_cached_objects: usize,
+    /// A copy older than this is checked against its home (in the
+    /// background) when it is read.
+    pub revalidate_after: Duration,
 }
 
 impl Default for SpaceClientConfig {
@@ -42,6 +51,9 @@ impl Default for SpaceClientConfig {
             max_redirects: 8,
             max_cached_namespaces: 1024,
             max_held_locks: 4096,
+            cache_bytes: 64 << 20,
+            max_cached_objects: 16_384,
+            revalidate_after: Duration::from_millis(100),
         }
     }
 }
@@ -97,6 +109,27 @@ enum Caller {
     /// This client, purging one partition for the destruction of a
     /// namespace the caller asked with this id.
     Purge(RequestId),
+    /// This client, checking its copy of an object against the home.
+    Revalidate,
+}
+
+/// A copy of an object kept for cached reads.
+struct Cached {
+    /// The object as last seen (`None`: absent).
+    object: Option<Object>,
+    /// The namespace generation it was read under.
+    generation: u64,
+    /// When the home last confirmed it (or sent it).
+    checked: Instant,
+    /// Its key in the use order.
+    used: u64,
+    validating: bool,
+}
+
+impl Cached {
+    fn bytes(&self) -> u64 {
+        self.object.as_ref().map_or(0, |o| o.value.len() as u64) + 64
+    }
 }
 
 struct Pending<P> {
@@ -135,6 +168,11 @@ pub(super) struct Client<P> {
     /// Destructions waiting for their purges: partitions left, and the
     /// answer so far.
     purges: BTreeMap<RequestId, (u16, Result<SpaceReply, SpaceError>)>,
+    /// Copies of objects for cached reads, and their use order.
+    cache: BTreeMap<ObjectKey, Cached>,
+    cache_order: BTreeMap<u64, ObjectKey>,
+    cache_used: u64,
+    cached_bytes: u64,
     outputs: VecDeque<ClientOutput<P>>,
 }
 
@@ -149,6 +187,10 @@ impl<P: Clone + PartialEq> Client<P> {
             generations: BTreeMap::new(),
             held: BTreeMap::new(),
             purges: BTreeMap::new(),
+            cache: BTreeMap::new(),
+            cache_order: BTreeMap::new(),
+            cache_used: 0,
+            cached_bytes: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -180,6 +222,149 @@ impl<P: Clone + PartialEq> Client<P> {
         let id = self.next_id();
         self.start(now, id, Caller::User, op, timeout);
         Ok(id)
+    }
+
+    /// A cached read of `key`: answered at once from the copy kept here
+    /// (`true`), else asked of any replica (`false`).
+    pub(super) fn read_cached(
+        &mut self,
+        now: Instant,
+        key: ObjectKey,
+        timeout: Duration,
+    ) -> Result<(RequestId, bool), SpaceError> {
+        if self.pending.len() >= self.config.max_pending {
+            return Err(SpaceError::Busy {
+                max: self.config.max_pending,
+            });
+        }
+        let id = self.next_id();
+        let generation = match key.namespace.as_str() {
+            GLOBAL => Some(0),
+            ns => self.generations.get(ns).copied(),
+        };
+        let copy = self
+            .cache
+            .get(&key)
+            .filter(|c| Some(c.generation) == generation);
+        let Some(copy) = copy else {
+            self.start(now, id, Caller::User, SpaceOp::ReadReplica { key }, timeout);
+            return Ok((id, false));
+        };
+        let result = Ok(SpaceReply::Value(copy.object.clone()));
+        let stale = now.saturating_duration_since(copy.checked) >= self.config.revalidate_after;
+        let version = copy.object.as_ref().map_or(0, |o| o.version);
+        let validating = copy.validating;
+        self.touch(&key);
+        self.outputs.push_back(ClientOutput::Answer { id, result });
+        if stale && !validating {
+            if let Some(c) = self.cache.get_mut(&key) {
+                c.validating = true;
+            }
+            let check = self.next_id();
+            let op = SpaceOp::Validate { key, version };
+            self.start(
+                now,
+                check,
+                Caller::Revalidate,
+                op,
+                self.config.resend_after * 2,
+            );
+        }
+        Ok((id, true))
+    }
+
+    /// Marks a copy as just used.
+    fn touch(&mut self, key: &ObjectKey) {
+        self.cache_used += 1;
+        if let Some(c) = self.cache.get_mut(key) {
+            self.cache_order.remove(&c.used);
+            c.used = self.cache_used;
+            self.cache_order.insert(c.used, key.clone());
+        }
+    }
+
+    /// Keeps a copy of `key` as the home confirmed it at `checked`.
+    fn keep_copy(
+        &mut self,
+        key: ObjectKey,
+        object: Option<Object>,
+        generation: u64,
+        checked: Instant,
+    ) {
+        self.drop_copy(&key);
+        let copy = Cached {
+            object,
+            generation,
+            checked,
+            used: 0,
+            validating: false,
+        };
+        if copy.bytes() > self.config.cache_bytes / 4 {
+            return;
+        }
+        self.cached_bytes += copy.bytes();
+        self.cache.insert(key.clone(), copy);
+        self.touch(&key);
+        while self.cached_bytes > self.config.cache_bytes
+            || self.cache.len() > self.config.max_cached_objects
+        {
+            let Some((_, oldest)) = self.cache_order.pop_first() else {
+                break;
+            };
+            if let Some(c) = self.cache.remove(&oldest) {
+                self.cached_bytes -= c.bytes();
+            }
+        }
+    }
+
+    pub(super) fn drop_copy(&mut self, key: &ObjectKey) {
+        if let Some(c) = self.cache.remove(key) {
+            self.cached_bytes -= c.bytes();
+            self.cache_order.remove(&c.used);
+        }
+    }
+
+    /// Copies of objects kept here, and their bytes.
+    pub(super) fn cached(&self) -> (usize, u64) {
+        (self.cache.len(), self.cached_bytes)
+    }
+
+    /// What an answer to a caller's request says about the object, kept as
+    /// the copy for cached reads.
+    fn learn(
+        &mut self,
+        op: &SpaceOp,
+        generation: u64,
+        checked: Instant,
+        result: &Result<SpaceReply, SpaceError>,
+    ) {
+        match (op, result) {
+            (
+                SpaceOp::Get { key } | SpaceOp::ReadReplica { key },
+                Ok(SpaceReply::Value(object)),
+            ) => self.keep_copy(key.clone(), object.clone(), generation, checked),
+            (
+                SpaceOp::Put {
+                    key, value, tags, ..
+                },
+                Ok(SpaceReply::Written { version }),
+            ) => {
+                let object = Object {
+                    value: value.clone(),
+                    version: *version,
+                    tags: tags.clone(),
+                };
+                self.keep_copy(key.clone(), Some(object), generation, checked)
+            }
+            (SpaceOp::Delete { key, .. }, Ok(SpaceReply::Written { .. })) => {
+                self.keep_copy(key.clone(), None, generation, checked)
+            }
+            (SpaceOp::Put { key, .. } | SpaceOp::Delete { key, .. }, Err(_)) => {
+                // It may or may not have been applied.
+                self.drop_copy(key)
+            }
+            _ => {}
+        }
     }
 
     fn start(
@@ -362,7 +547,31 @@ impl<P: Clone + PartialEq> Client<P> {
                 self.remember_generation(name.clone(), *generation);
             }
         }
+        let generation = match p.stage {
+            Stage::Op(generation) => generation,
+            Stage::Resolve => 0,
+        };
+        if matches!(p.caller, Caller::User) && matches!(p.stage, Stage::Op(_)) {
+            self.learn(&p.op, generation, p.started, &result);
+        }
         match p.caller {
+            Caller::Revalidate => {
+                let SpaceOp::Validate { key, .. } = &p.op else {
+                    return;
+                };
+                match result {
+                    Ok(SpaceReply::Unchanged) => {
+                        if let Some(c) = self.cache.get_mut(key) {
+                            c.checked = c.checked.max(p.started);
+                            c.validating = false;
+                        }
+                    }
+                    Ok(SpaceReply::Value(object)) => {
+                        self.keep_copy(key.clone(), object, generation, p.started)
+                    }
+                    _ => self.drop_copy(key),
+                }
+            }
             Caller::User => {
                 match (&p.op, &result) {
                     (SpaceOp::Lock { key, .. }, Ok(SpaceReply::Granted { token, lease_ms }))

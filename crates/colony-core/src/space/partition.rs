@@ -452,6 +452,15 @@ impl Partition {
             .cloned()
     }
 
+    /// Answers a read from this replica as it is, without a barrier (a
+    /// cached read, on any member).
+    pub fn read_replica(&self, key: &ObjectKey, generation: u64) -> Result<SpaceReply, SpaceError> {
+        if self.destroyed(&key.namespace, generation) {
+            return Err(SpaceError::UnknownNamespace(key.namespace.clone()));
+        }
+        Ok(SpaceReply::Value(self.visible(key, generation).cloned()))
+    }
+
     /// Applies `op` (already checked) under namespace `generation` on the
     /// primary. A write's reply is kept for its session.
     pub fn apply(&mut self, now: Instant, id: RequestId, generation: u64, op: &SpaceOp) -> Applied {
@@ -464,10 +473,22 @@ impl Partition {
             self.barrier();
         }
         let result = match op {
-            SpaceOp::Get { key } if self.destroyed(&key.namespace, generation) => {
+            SpaceOp::Get { key } | SpaceOp::ReadReplica { key } | SpaceOp::Validate { key, .. }
+                if self.destroyed(&key.namespace, generation) =>
+            {
                 Err(SpaceError::UnknownNamespace(key.namespace.clone()))
             }
-            SpaceOp::Get { key } => Ok(SpaceReply::Value(self.visible(key, generation).cloned())),
+            SpaceOp::Get { key } | SpaceOp::ReadReplica { key } => {
+                Ok(SpaceReply::Value(self.visible(key, generation).cloned()))
+            }
+            SpaceOp::Validate { key, version } => {
+                let current = self.visible(key, generation);
+                if current.map_or(0, |o| o.version) == *version {
+                    Ok(SpaceReply::Unchanged)
+                } else {
+                    Ok(SpaceReply::Value(current.cloned()))
+                }
+            }
             SpaceOp::List { namespace, .. } | SpaceOp::Search { namespace, .. }
                 if self.destroyed(namespace, generation) =>
             {

@@ -166,6 +166,10 @@ pub struct SpaceCounters {
     pub created: u64,
     /// Leases that ran out.
     pub expired_leases: u64,
+    /// Cached reads answered from this peer's replicas.
+    pub replica_reads: u64,
+    /// Cached reads answered from this peer's own cache.
+    pub cache_hits: u64,
 }
 
 /// The space core of one peer.
@@ -188,6 +192,8 @@ pub struct Space<P: PeerKey> {
     live: BTreeSet<P>,
     client: Client<P>,
     counters: SpaceCounters,
+    /// Turns of the round-robin over replicas for cached reads.
+    spread: usize,
     outputs: VecDeque<SpaceOutput<P>>,
 }
 
@@ -218,6 +224,7 @@ impl<P: PeerKey> Space<P> {
             on_disk: BTreeMap::new(),
             live: BTreeSet::new(),
             counters: SpaceCounters::default(),
+            spread: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -235,6 +242,17 @@ impl<P: PeerKey> Space<P> {
     /// Requests of this peer still waiting for an answer.
     pub fn pending_requests(&self) -> usize {
         self.client.pending()
+    }
+
+    /// Drops this peer's copy of `key`: its next cached read asks a
+    /// replica.
+    pub fn drop_cached(&mut self, key: &super::ObjectKey) {
+        self.client.drop_copy(key);
+    }
+
+    /// Copies of objects kept for cached reads, and their bytes.
+    pub fn cached_copies(&self) -> (usize, u64) {
+        self.client.cached()
     }
 
     /// Bytes of object values held here, over every partition.
@@ -326,6 +344,26 @@ impl<P: PeerKey> Space<P> {
     ) -> Result<RequestId, SpaceError> {
         op.check(self.config.max_object_bytes)?;
         let id = self.client.request(now, op, timeout)?;
+        self.drive_client(now);
+        Ok(id)
+    }
+
+    /// Reads `key` the cached way: from this peer's copy if it has one
+    /// (answered at once, and checked against the home in the background
+    /// once older than [`SpaceClientConfig::revalidate_after`]), else from
+    /// any replica of its home, kept as a copy. The answer may miss the
+    /// latest writes; it never shows one that was not made.
+    pub fn read_cached(
+        &mut self,
+        now: Instant,
+        key: super::ObjectKey,
+        timeout: Duration,
+    ) -> Result<RequestId, SpaceError> {
+        key.check()?;
+        let (id, hit) = self.client.read_cached(now, key, timeout)?;
+        if hit {
+            self.counters.cache_hits += 1;
+        }
         self.drive_client(now);
         Ok(id)
     }
@@ -466,6 +504,12 @@ impl<P: PeerKey> Space<P> {
         let Some(h) = self.homes.get(&partition) else {
             return self.no_home(now, from, id, generation, op);
         };
+        if let SpaceOp::ReadReplica { key } = &op {
+            // Any replica answers a cached read, at once.
+            self.counters.replica_reads += 1;
+            let result = h.read_replica(key, generation);
+            return self.reply(now, from, id, result);
+        }
         match h.role() {
             Role::Backup { primary } => {
                 let primary = primary.clone();
@@ -800,7 +844,16 @@ impl<P: PeerKey> Space<P> {
                     generation,
                     op,
                 } => {
-                    let to = to.or_else(|| self.homes.home_of(&partition, size).first().cloned());
+                    let to = to.or_else(|| {
+                        let home = self.homes.home_of(&partition, size);
+                        if matches!(op, SpaceOp::ReadReplica { .. }) && !home.is_empty() {
+                            // Cached reads spread over the replicas.
+                            self.spread = self.spread.wrapping_add(1);
+                            home.get(self.spread % home.len()).cloned()
+                        } else {
+                            home.first().cloned()
+                        }
+                    });
                     let Some(to) = to else { continue };
                     let msg = SpaceMsg::Request { id, generation, op };
                     if to == self.me {

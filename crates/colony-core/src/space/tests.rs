@@ -830,3 +830,71 @@ fn search_finds_objects_by_tags_and_follows_their_changes() {
         Err(SpaceError::InvalidQuery(_))
     ));
 }
+
+impl Net {
+    fn call_cached(&mut self, p: u32, key: &ObjectKey) -> Result<SpaceReply, SpaceError> {
+        let now = self.now;
+        let id = self.peers[p as usize]
+            .space
+            .as_mut()
+            .expect("peer up")
+            .read_cached(now, key.clone(), Duration::from_secs(30))
+            .expect("accepted");
+        self.drain(p);
+        self.wait(p, id)
+    }
+
+    fn counters(&self, p: u32) -> SpaceCounters {
+        self.peers[p as usize]
+            .space
+            .as_ref()
+            .map(Space::counters)
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn cached_reads_answer_from_a_copy_and_catch_up_with_the_home() {
+    let mut net = Net::new(4);
+    let key = ObjectKey::new(GLOBAL, "hot");
+    assert!(net.call(0, put(&key, b"v1")).is_ok());
+    // Peer 3 has no copy: a replica answers, and the copy is kept.
+    assert_eq!(value_of(net.call_cached(3, &key)), Some(b"v1".to_vec()));
+    assert_eq!(net.counters(3).cache_hits, 0);
+    let asked_at = net.now;
+    assert_eq!(value_of(net.call_cached(3, &key)), Some(b"v1".to_vec()));
+    assert_eq!(net.now, asked_at, "a hit is answered at once");
+    assert_eq!(net.counters(3).cache_hits, 1);
+    // Another peer writes; peer 3's copy may lag, but only until its
+    // background check against the home.
+    assert!(net.call(1, put(&key, b"v2")).is_ok());
+    net.run_for(Duration::from_millis(150));
+    let maybe_old = value_of(net.call_cached(3, &key));
+    assert!(maybe_old == Some(b"v1".to_vec()) || maybe_old == Some(b"v2".to_vec()));
+    net.run_for(Duration::from_millis(50));
+    assert_eq!(value_of(net.call_cached(3, &key)), Some(b"v2".to_vec()));
+    // Its own writes are seen by its cached reads at once.
+    assert!(net.call(3, put(&key, b"v3")).is_ok());
+    assert_eq!(value_of(net.call_cached(3, &key)), Some(b"v3".to_vec()));
+    let (copies, bytes) = net.peers[3].space.as_ref().expect("up").cached_copies();
+    assert_eq!((copies, bytes), (1, 2 + 64));
+}
+
+#[test]
+fn cached_reads_of_many_peers_spread_over_the_replicas() {
+    let mut net = Net::new(5);
+    let key = ObjectKey::new(GLOBAL, "spread");
+    assert!(net.call(0, put(&key, b"x")).is_ok());
+    for reader in 0..5 {
+        for _ in 0..3 {
+            // Each peer forgets its copy: every read goes to a replica.
+            let space = net.peers[reader as usize].space.as_mut().expect("up");
+            space.drop_cached(&key);
+            assert_eq!(value_of(net.call_cached(reader, &key)), Some(b"x".to_vec()));
+        }
+    }
+    let serving = (0..5)
+        .filter(|p| net.counters(*p).replica_reads > 0)
+        .count();
+    assert!(serving >= 2, "replica reads served by {serving} peers");
+}
