@@ -29,6 +29,7 @@
 //! primaries, retries, deadlines, lease renewals).
 
 mod client;
+mod hot;
 mod partition;
 mod query;
 mod server;
@@ -42,6 +43,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use client::{LockLost, SpaceClientConfig};
+pub use hot::HotConfig;
 pub use partition::{Change, Partition, Unpersisted};
 pub use query::{Predicate, Query, Test, MAX_PREDICATES};
 pub use server::{Space, SpaceConfig, SpaceCounters, SpaceInput, SpaceOutput};
@@ -663,6 +665,24 @@ pub enum SpaceMsg<P> {
         holds: bool,
         /// The primary it follows, if any.
         primary: Option<P>,
+    },
+    /// A hot object's primary → a peer beyond its home: keep this copy and
+    /// answer cached reads of it for a while ([`HotConfig::hold_for`]).
+    HotCopy {
+        /// The object.
+        key: ObjectKey,
+        /// Its namespace's generation.
+        generation: u64,
+        /// The object (`None`: absent).
+        object: Option<Object>,
+    },
+    /// A hot object's primary → a reader: copies of it are also at these
+    /// peers.
+    HotHolders {
+        /// The object.
+        key: ObjectKey,
+        /// The peers holding copies.
+        holders: Vec<P>,
     },
     /// A partition's home message (replication, elections).
     Home(crate::home::HomeMsgOf<PartitionId, P, Partition>),

@@ -12,6 +12,9 @@ use super::{
     SpaceReply, GLOBAL,
 };
 
+/// Hot objects whose extra holders a client remembers.
+const MAX_HOT_HOLDERS: usize = 256;
+
 /// Settings of this peer's requests.
 #[derive(Clone, Debug)]
 pub struct SpaceClientConfig {
@@ -124,6 +127,9 @@ struct Cached {
     /// Its key in the use order.
     used: u64,
     validating: bool,
+    /// A hot copy pushed by the object's primary: until when this peer
+    /// answers other peers' cached reads with it.
+    serves_until: Option<Instant>,
 }
 
 impl Cached {
@@ -173,6 +179,8 @@ pub(super) struct Client<P> {
     cache_order: BTreeMap<u64, ObjectKey>,
     cache_used: u64,
     cached_bytes: u64,
+    /// Where hot objects have copies besides their homes, until when.
+    hot_holders: BTreeMap<ObjectKey, (Vec<P>, Instant)>,
     outputs: VecDeque<ClientOutput<P>>,
 }
 
@@ -191,6 +199,7 @@ impl<P: Clone + PartialEq> Client<P> {
             cache_order: BTreeMap::new(),
             cache_used: 0,
             cached_bytes: 0,
+            hot_holders: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -298,6 +307,7 @@ impl<P: Clone + PartialEq> Client<P> {
             checked,
             used: 0,
             validating: false,
+            serves_until: None,
         };
         if copy.bytes() > self.config.cache_bytes / 4 {
             return;
@@ -322,6 +332,52 @@ impl<P: Clone + PartialEq> Client<P> {
             self.cached_bytes -= c.bytes();
             self.cache_order.remove(&c.used);
         }
+    }
+
+    /// Keeps a hot copy its primary pushed here, answering other peers'
+    /// cached reads with it until `until`.
+    pub(super) fn keep_hot_copy(
+        &mut self,
+        key: ObjectKey,
+        object: Option<Object>,
+        generation: u64,
+        now: Instant,
+        until: Instant,
+    ) {
+        self.keep_copy(key.clone(), object, generation, now);
+        if let Some(c) = self.cache.get_mut(&key) {
+            c.serves_until = Some(until);
+        }
+    }
+
+    /// The hot copy of `key` this peer may answer others with, if any.
+    pub(super) fn hot_copy(
+        &self,
+        key: &ObjectKey,
+        generation: u64,
+        now: Instant,
+    ) -> Option<Option<Object>> {
+        self.cache
+            .get(key)
+            .filter(|c| c.generation == generation && c.serves_until.is_some_and(|u| u > now))
+            .map(|c| c.object.clone())
+    }
+
+    /// Copies of hot object `key` are also at `holders` until `until`.
+    pub(super) fn hot_holders(&mut self, key: ObjectKey, holders: Vec<P>, until: Instant) {
+        if self.hot_holders.len() >= MAX_HOT_HOLDERS && !self.hot_holders.contains_key(&key) {
+            self.hot_holders.pop_first();
+        }
+        self.hot_holders.insert(key, (holders, until));
+    }
+
+    /// The peers holding hot copies of `key` besides its home, if known.
+    pub(super) fn holders_of(&self, key: &ObjectKey, now: Instant) -> Vec<P> {
+        self.hot_holders
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(h, _)| h.clone())
+            .unwrap_or_default()
     }
 
     /// Copies of objects kept here, and their bytes.

@@ -452,6 +452,11 @@ impl Partition {
             .cloned()
     }
 
+    /// The stored object at `key` with its generation, visible or not.
+    pub fn stored(&self, key: &ObjectKey) -> Option<&Stored> {
+        self.objects.get(key)
+    }
+
     /// Answers a read from this replica as it is, without a barrier (a
     /// cached read, on any member).
     pub fn read_replica(&self, key: &ObjectKey, generation: u64) -> Result<SpaceReply, SpaceError> {

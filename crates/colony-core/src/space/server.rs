@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::client::{Client, SpaceClientConfig};
+use super::hot::{HotConfig, HotTracker};
 use super::partition::{Applied, Partition, Unpersisted, Waiters};
 use super::{
     partition_point, LockLost, PartitionId, RequestId, SpaceError, SpaceMsg, SpaceOp, SpaceReply,
@@ -44,6 +45,8 @@ pub struct SpaceConfig {
     pub home: HomeConfig,
     /// This peer's own requests.
     pub client: SpaceClientConfig,
+    /// Copying hot objects beyond their homes.
+    pub hot: HotConfig,
 }
 
 impl Default for SpaceConfig {
@@ -59,6 +62,7 @@ impl Default for SpaceConfig {
                 ..HomeConfig::default()
             },
             client: SpaceClientConfig::default(),
+            hot: HotConfig::default(),
         }
     }
 }
@@ -170,6 +174,10 @@ pub struct SpaceCounters {
     pub replica_reads: u64,
     /// Cached reads answered from this peer's own cache.
     pub cache_hits: u64,
+    /// Cached reads answered from hot copies held here for other homes.
+    pub hot_reads: u64,
+    /// Hot copies sent to peers beyond their homes.
+    pub hot_copies_sent: u64,
 }
 
 /// The space core of one peer.
@@ -194,6 +202,7 @@ pub struct Space<P: PeerKey> {
     counters: SpaceCounters,
     /// Turns of the round-robin over replicas for cached reads.
     spread: usize,
+    hot: HotTracker<P>,
     outputs: VecDeque<SpaceOutput<P>>,
 }
 
@@ -210,6 +219,7 @@ impl<P: PeerKey> Space<P> {
     ) -> Self {
         let closeness =
             Box::new(move |partition: &PartitionId, p: &P| distance(*partition, &key_of(p)));
+        let hot = config.hot.clone();
         Space {
             homes: Homes::new(me.clone(), config.home.clone(), closeness, seed),
             client: Client::new(config.client.clone(), session),
@@ -225,6 +235,7 @@ impl<P: PeerKey> Space<P> {
             live: BTreeSet::new(),
             counters: SpaceCounters::default(),
             spread: 0,
+            hot: HotTracker::new(hot),
             outputs: VecDeque::new(),
         }
     }
@@ -248,6 +259,15 @@ impl<P: PeerKey> Space<P> {
     /// replica.
     pub fn drop_cached(&mut self, key: &super::ObjectKey) {
         self.client.drop_copy(key);
+    }
+
+    /// The hot objects whose primary is here, with the peers holding their
+    /// copies beyond the home.
+    pub fn hot_objects(&self) -> Vec<(super::ObjectKey, Vec<P>)> {
+        self.hot
+            .hot()
+            .map(|(k, h)| (k.clone(), h.to_vec()))
+            .collect()
     }
 
     /// Copies of objects kept for cached reads, and their bytes.
@@ -415,6 +435,9 @@ impl<P: PeerKey> Space<P> {
             }
         }
         self.creating.retain(|_, c| c.until > now);
+        for key in self.hot.tick(now) {
+            self.copy_hot(now, &key);
+        }
         self.drain_homes(now);
         self.client.handle_timeout(now);
         self.drive_client(now);
@@ -429,12 +452,16 @@ impl<P: PeerKey> Space<P> {
             .filter(|h| h.is_primary())
             .filter_map(|h| h.next_expiry());
         let probes = self.creating.values().map(|c| c.until);
-        [self.homes.poll_timeout(), self.client.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .chain(leases)
-            .chain(probes)
-            .min()
+        [
+            self.homes.poll_timeout(),
+            self.client.poll_timeout(),
+            self.hot.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(leases)
+        .chain(probes)
+        .min()
     }
 
     /// The next thing to do.
@@ -491,6 +518,39 @@ impl<P: PeerKey> Space<P> {
                 holds,
                 primary,
             } => self.on_probe_reply(now, from, partition, holds, primary),
+            SpaceMsg::HotCopy {
+                key,
+                generation,
+                object,
+            } => {
+                // Only from a plausible primary of the object's home.
+                let size = usize::from(self.config.home_size);
+                if self
+                    .homes
+                    .home_of(&key.partition(), size + 1)
+                    .contains(&from)
+                    && object
+                        .as_ref()
+                        .is_none_or(|o| o.value.len() <= self.config.max_object_bytes)
+                {
+                    let until = now + self.config.hot.hold_for;
+                    self.client
+                        .keep_hot_copy(key, object, generation, now, until);
+                }
+            }
+            SpaceMsg::HotHolders { key, holders } => {
+                let size = usize::from(self.config.home_size);
+                if self
+                    .homes
+                    .home_of(&key.partition(), size + 1)
+                    .contains(&from)
+                {
+                    let until = now + self.config.hot.hold_for;
+                    let copies = self.config.hot.copies;
+                    self.client
+                        .hot_holders(key, holders.into_iter().take(copies).collect(), until);
+                }
+            }
             SpaceMsg::Home(msg) => self.homes.handle(now, from, msg),
         }
     }
@@ -502,14 +562,32 @@ impl<P: PeerKey> Space<P> {
         }
         let partition = op.partition();
         let Some(h) = self.homes.get(&partition) else {
+            if let SpaceOp::ReadReplica { key } = &op {
+                if let Some(object) = self.client.hot_copy(key, generation, now) {
+                    self.counters.hot_reads += 1;
+                    return self.reply(now, from, id, Ok(SpaceReply::Value(object)));
+                }
+            }
             return self.no_home(now, from, id, generation, op);
         };
         if let SpaceOp::ReadReplica { key } = &op {
             // Any replica answers a cached read, at once.
             self.counters.replica_reads += 1;
             let result = h.read_replica(key, generation);
+            if h.is_primary() {
+                let key = key.clone();
+                self.count_read(now, &from, &key);
+            }
             return self.reply(now, from, id, result);
         }
+        if let (SpaceOp::Get { key } | SpaceOp::Validate { key, .. }, true) = (&op, h.is_primary())
+        {
+            let key = key.clone();
+            self.count_read(now, &from, &key);
+        }
+        let Some(h) = self.homes.get(&partition) else {
+            return;
+        };
         match h.role() {
             Role::Backup { primary } => {
                 let primary = primary.clone();
@@ -603,6 +681,63 @@ impl<P: PeerKey> Space<P> {
                 });
             }
         }
+    }
+
+    /// A read of `key` served by its primary here: counted, and a reader of
+    /// a hot object is told where its copies are.
+    fn count_read(&mut self, now: Instant, reader: &P, key: &super::ObjectKey) {
+        self.hot.count(now, key);
+        if let Some(holders) = self.hot.announce(key, reader) {
+            let msg = SpaceMsg::HotHolders {
+                key: key.clone(),
+                holders,
+            };
+            if *reader == self.me {
+                self.on_message(now, reader.clone(), msg);
+            } else {
+                self.send(reader.clone(), msg, false);
+            }
+        }
+    }
+
+    /// Sends fresh copies of a hot object to the peers closest to it
+    /// beyond its home (replacing holders that left).
+    fn copy_hot(&mut self, now: Instant, key: &super::ObjectKey) {
+        let partition = key.partition();
+        let Some(h) = self.homes.get(&partition).filter(|h| h.is_primary()) else {
+            self.hot.forget(partition);
+            return;
+        };
+        let Some(stored) = h.stored(key) else {
+            return;
+        };
+        let (generation, object) = (stored.generation, Some(stored.object.clone()));
+        let members = h.members().to_vec();
+        let point = key_point(key);
+        let key_of = self.key_of;
+        let mut beyond: Vec<&P> = self
+            .members
+            .iter()
+            .filter(|p| !members.contains(*p))
+            .collect();
+        beyond.sort_by_key(|p| distance_to(&point, &key_of(p)));
+        let holders: Vec<P> = beyond
+            .into_iter()
+            .take(self.hot.config().copies)
+            .cloned()
+            .collect();
+        for to in &holders {
+            self.counters.hot_copies_sent += 1;
+            let msg = SpaceMsg::HotCopy {
+                key: key.clone(),
+                generation,
+                object: object.clone(),
+            };
+            let bulk = object.as_ref().is_some_and(|o| o.value.len() > 64 << 10);
+            self.send(to.clone(), msg, bulk);
+        }
+        self.hot.set_holders(key, holders);
+        let _ = now;
     }
 
     /// The lock of `key` changed: grants waiting requests in order while
@@ -777,6 +912,7 @@ impl<P: PeerKey> Space<P> {
                     }
                 }
                 HomeOutput::SteppedDown { key } => {
+                    self.hot.forget(key);
                     self.waiters.remove(&key);
                     self.askers.retain(|_, (p, _)| *p != key);
                 }
@@ -845,7 +981,10 @@ impl<P: PeerKey> Space<P> {
                     op,
                 } => {
                     let to = to.or_else(|| {
-                        let home = self.homes.home_of(&partition, size);
+                        let mut home = self.homes.home_of(&partition, size);
+                        if let SpaceOp::ReadReplica { key } = &op {
+                            home.extend(self.client.holders_of(key, now));
+                        }
                         if matches!(op, SpaceOp::ReadReplica { .. }) && !home.is_empty() {
                             // Cached reads spread over the replicas.
                             self.spread = self.spread.wrapping_add(1);
@@ -879,7 +1018,27 @@ impl<P: PeerKey> Space<P> {
 /// How far a peer with overlay key `key` is from a partition (XOR of the
 /// first 16 bytes): smaller is closer.
 fn distance(partition: PartitionId, key: &[u8; 32]) -> u128 {
-    let point = partition_point(partition);
+    distance_to(&partition_point(partition), key)
+}
+
+/// An object's own point in the key space (where its hot copies go).
+fn key_point(key: &super::ObjectKey) -> [u8; 16] {
+    let hash = blake3::hash(
+        &[
+            b"colony-space-object".as_slice(),
+            key.namespace.as_bytes(),
+            &[0],
+            key.name.as_bytes(),
+        ]
+        .concat(),
+    );
+    let mut point = [0u8; 16];
+    point.copy_from_slice(&hash.as_bytes()[..16]);
+    point
+}
+
+/// XOR distance between a point and a peer's overlay key.
+fn distance_to(point: &[u8; 16], key: &[u8; 32]) -> u128 {
     let mut d = [0u8; 16];
     for (i, byte) in d.iter_mut().enumerate() {
         *byte = point[i] ^ key[i];

@@ -898,3 +898,75 @@ fn cached_reads_of_many_peers_spread_over_the_replicas() {
         .count();
     assert!(serving >= 2, "replica reads served by {serving} peers");
 }
+
+#[test]
+fn a_hot_object_is_copied_beyond_its_home_and_recopied_when_a_holder_leaves() {
+    let mut net = Net::new(7);
+    let key = ObjectKey::new(GLOBAL, "popular");
+    assert!(net.call(0, put(&key, b"hot!")).is_ok());
+    let primary = net.primary_of(key.partition()).expect("primary");
+    let home: Vec<u32> = (0..7)
+        .filter(|p| {
+            net.peers[*p as usize]
+                .space
+                .as_ref()
+                .is_some_and(|s| s.homes().contains_key(&key.partition()))
+        })
+        .collect();
+    let reader = (0..7)
+        .find(|p| !home.contains(p))
+        .expect("a peer outside the home");
+    // Hundreds of reads in a second make it hot.
+    for _ in 0..260 {
+        assert_eq!(
+            value_of(net.call(reader, get(&key))),
+            Some(b"hot!".to_vec())
+        );
+    }
+    net.run_for(Duration::from_millis(1100));
+    let hot = net.peers[primary as usize]
+        .space
+        .as_ref()
+        .expect("up")
+        .hot_objects();
+    assert_eq!(hot.len(), 1);
+    let holders = hot[0].1.clone();
+    assert_eq!(holders.len(), 3);
+    assert!(
+        holders.iter().all(|h| !home.contains(h)),
+        "{holders:?} vs home {home:?}"
+    );
+    // The reader was told: its cached reads now reach the holders too.
+    for _ in 0..40 {
+        let space = net.peers[reader as usize].space.as_mut().expect("up");
+        space.drop_cached(&key);
+        assert_eq!(
+            value_of(net.call_cached(reader, &key)),
+            Some(b"hot!".to_vec())
+        );
+    }
+    let served: u64 = holders.iter().map(|h| net.counters(*h).hot_reads).sum();
+    assert!(served > 0, "no cached read reached a holder");
+    // A holder leaves: the next refresh copies to another peer instead.
+    let gone = holders[0];
+    net.crash(gone);
+    let reader = (0..7)
+        .find(|p| *p != gone && net.peers[*p as usize].space.is_some())
+        .expect("a live reader");
+    for _ in 0..260 {
+        assert!(net.call(reader, get(&key)).is_ok());
+    }
+    net.run_for(Duration::from_millis(1100));
+    let hot = net.peers[primary as usize]
+        .space
+        .as_ref()
+        .expect("up")
+        .hot_objects();
+    let now_holders = &hot[0].1;
+    assert_eq!(now_holders.len(), 3, "{now_holders:?}");
+    assert!(!now_holders.contains(&gone));
+    // Once reads stop, it cools and the copies lapse.
+    net.run_for(Duration::from_secs(8));
+    let space = net.peers[primary as usize].space.as_ref().expect("up");
+    assert!(space.hot_objects().is_empty());
+}
