@@ -5,6 +5,8 @@
 //!   Taillard's instances, with the best makespan shared across peers.
 //! - [`nqueens`]: counts the solutions of the N-Queens problem.
 //! - [`matmul`]: multiplies seeded random matrices by row blocks.
+//! - [`matmul_space`]: the same product through the object space: A and B
+//!   stored in the job's namespace, each unit binding the rows it needs.
 //!
 //! `flowshop` and `nqueens` are written once, against the WebAssembly guest
 //! SDK ([`colony_guest::Divisible`], the crates in `guests/`): the binary
@@ -13,6 +15,7 @@
 //! implementing [`colony_core::divisible::Divisible`].
 
 pub mod matmul;
+pub mod matmul_space;
 pub mod native_guest;
 
 /// The flow-shop branch-and-bound: the guest crate `colony-guest-flowshop`,
@@ -29,6 +32,7 @@ pub fn register_examples(registry: &mut AppRegistry) {
     register_native_guest::<flowshop::FlowShop>(registry);
     register_native_guest::<nqueens::NQueens>(registry);
     registry.register::<matmul::MatMul>();
+    registry.register::<matmul_space::MatMulSpace>();
 }
 
 /// A registry holding the examples.

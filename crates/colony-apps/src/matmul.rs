@@ -43,7 +43,7 @@ pub type Blocks = Vec<(u32, Vec<f64>)>;
 
 /// Which matrix a generated row belongs to.
 #[derive(Clone, Copy)]
-enum Matrix {
+pub(crate) enum Matrix {
     A = 1,
     B = 2,
 }
@@ -57,7 +57,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// Row `row` of matrix `which`, `n` entries uniform in [-1, 1).
-fn generate_row(n: u32, seed: u64, which: Matrix, row: u32, out: &mut Vec<f64>) {
+pub(crate) fn generate_row(n: u32, seed: u64, which: Matrix, row: u32, out: &mut Vec<f64>) {
     let stream = ((which as u64) << 32) | u64::from(row);
     let mut rng = SmallRng::seed_from_u64(mix(seed ^ mix(stream)));
     out.clear();
@@ -79,7 +79,7 @@ fn generate_b(n: u32, seed: u64) -> Vec<f64> {
 /// `c_row = a_row · B`, summing over k in increasing order (i-k-j). Both
 /// the units and [`verify`](Divisible::verify) use this, so equal inputs
 /// give bit-identical rows.
-fn multiply_row(a_row: &[f64], b: &[f64], c_row: &mut [f64]) {
+pub(crate) fn multiply_row(a_row: &[f64], b: &[f64], c_row: &mut [f64]) {
     let n = c_row.len();
     c_row.fill(0.0);
     for (&a_ik, b_row) in a_row.iter().zip(b.chunks_exact(n)) {
@@ -102,12 +102,62 @@ pub fn sequential_product(params: &Params) -> Vec<f64> {
     c
 }
 
-fn check_n(n: u32) -> Result<(), String> {
+pub(crate) fn check_n(n: u32) -> Result<(), String> {
     if n == 0 || n > MAX_N {
         Err(format!("n must be between 1 and {MAX_N}, got {n}"))
     } else {
         Ok(())
     }
+}
+
+/// Parses `N [--seed S]` for the matrix applications named `app`.
+pub(crate) fn parse_args(app: &str, args: &[String]) -> Result<Params, AppError> {
+    let usage = format!(
+        "usage: colony run {app} N [--seed S]   (N = matrix side, 1 to {MAX_N}; \
+         S = seed of the random matrices, default 1)"
+    );
+    let bad = |what: String| AppError::BadParams(format!("{what}; {usage}"));
+    let mut n = None;
+    let mut seed = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        // `--seed S` or `--seed=S`.
+        let seed_value = if arg == "--seed" {
+            Some(
+                args.next()
+                    .map(String::as_str)
+                    .ok_or_else(|| bad("--seed needs a value".into()))?,
+            )
+        } else {
+            arg.strip_prefix("--seed=")
+        };
+        if let Some(value) = seed_value {
+            if seed.is_some() {
+                return Err(bad("--seed given twice".into()));
+            }
+            let value = value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| bad(format!("the seed is not a whole number: {value:?}")))?;
+            seed = Some(value);
+        } else if arg.starts_with("--") {
+            return Err(bad(format!("unknown option {arg:?}")));
+        } else if n.is_some() {
+            return Err(bad(format!("unexpected extra argument {arg:?}")));
+        } else {
+            let value = arg
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| bad(format!("N is not a whole number: {arg:?}")))?;
+            check_n(value).map_err(bad)?;
+            n = Some(value);
+        }
+    }
+    let n = n.ok_or_else(|| bad("missing N".into()))?;
+    Ok(Params {
+        n,
+        seed: seed.unwrap_or(DEFAULT_SEED),
+    })
 }
 
 /// A unit of matrix multiply work: rows `row_start..row_end` of C, of which
@@ -183,7 +233,7 @@ impl MatMul {
 
 /// Orders blocks by first row, then (only for duplicates, which
 /// [`Divisible::verify`] rejects) by content, so merging is commutative.
-fn block_order(x: &(u32, Vec<f64>), y: &(u32, Vec<f64>)) -> std::cmp::Ordering {
+pub(crate) fn block_order(x: &(u32, Vec<f64>), y: &(u32, Vec<f64>)) -> std::cmp::Ordering {
     x.0.cmp(&y.0)
         .then_with(|| x.1.len().cmp(&y.1.len()))
         .then_with(|| {
@@ -218,50 +268,7 @@ impl Divisible for MatMul {
     const NAME: &'static str = "matmul";
 
     fn parse_args(args: &[String]) -> Result<Params, AppError> {
-        let usage = "usage: colony run matmul N [--seed S]   (N = matrix side, 1 to 4096; \
-                     S = seed of the random matrices, default 1)";
-        let bad = |what: String| AppError::BadParams(format!("{what}; {usage}"));
-        let mut n = None;
-        let mut seed = None;
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            // `--seed S` or `--seed=S`.
-            let seed_value = if arg == "--seed" {
-                Some(
-                    args.next()
-                        .map(String::as_str)
-                        .ok_or_else(|| bad("--seed needs a value".into()))?,
-                )
-            } else {
-                arg.strip_prefix("--seed=")
-            };
-            if let Some(value) = seed_value {
-                if seed.is_some() {
-                    return Err(bad("--seed given twice".into()));
-                }
-                let value = value
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|_| bad(format!("the seed is not a whole number: {value:?}")))?;
-                seed = Some(value);
-            } else if arg.starts_with("--") {
-                return Err(bad(format!("unknown option {arg:?}")));
-            } else if n.is_some() {
-                return Err(bad(format!("unexpected extra argument {arg:?}")));
-            } else {
-                let value = arg
-                    .trim()
-                    .parse::<u32>()
-                    .map_err(|_| bad(format!("N is not a whole number: {arg:?}")))?;
-                check_n(value).map_err(bad)?;
-                n = Some(value);
-            }
-        }
-        let n = n.ok_or_else(|| bad("missing N".into()))?;
-        Ok(Params {
-            n,
-            seed: seed.unwrap_or(DEFAULT_SEED),
-        })
+        parse_args(Self::NAME, args)
     }
 
     fn init(params: &Params) -> Result<Self, AppError> {

@@ -90,6 +90,38 @@ pub enum AppError {
     /// (the sentence says who signed it and whom the peer trusts).
     #[error("{1}")]
     Untrusted(String, String),
+    /// The application uses the object space and this executor offers
+    /// none, or the space failed it (the sentence says which).
+    #[error("object space: {0}")]
+    Space(String),
+}
+
+/// The outcome of a [`Binding`]: the object's bytes for a read (`None`
+/// if it does not exist), `None` for a write, or why it failed.
+pub type BindingOutcome = Result<Option<Vec<u8>>, crate::space::SpaceError>;
+
+/// A read or write a unit started in the object space: its outcome is
+/// collected with [`UnitSpace::poll`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Binding(pub u64);
+
+/// What a running unit can do with the object space (P³'s `p3bind` and
+/// `p3send`, seed 002 §3.2): start reading or writing objects of its job's
+/// namespace, go on computing, and collect the outcomes later. The
+/// executor provides it ([`StepContext::space`]); units must not assume
+/// an outcome arrives within one step.
+pub trait UnitSpace: Send {
+    /// The job's namespace (created on first use, destroyed with the job).
+    fn namespace(&self) -> &str;
+    /// Starts reading object `name` of the job's namespace.
+    fn bind(&mut self, name: &str) -> Binding;
+    /// Starts writing object `name` of the job's namespace.
+    fn send(&mut self, name: &str, value: Vec<u8>) -> Binding;
+    /// The outcome of `binding` once it arrived (`None` while in flight,
+    /// after waiting at most `patience`): the object's bytes (`None` if it
+    /// does not exist) for a read, `None` for a write. A binding's outcome
+    /// is returned once.
+    fn poll(&mut self, binding: Binding, patience: std::time::Duration) -> Option<BindingOutcome>;
 }
 
 /// The prefix of a WebAssembly guest's application name: `wasm:<id>`.
@@ -231,6 +263,8 @@ pub struct StepContext<'a> {
     budget: u64,
     work: u64,
     improved: bool,
+    space: Option<&'a mut dyn UnitSpace>,
+    failure: Option<AppError>,
 }
 
 impl<'a> StepContext<'a> {
@@ -241,7 +275,36 @@ impl<'a> StepContext<'a> {
             budget,
             work: 0,
             improved: false,
+            space: None,
+            failure: None,
         }
+    }
+
+    /// Fails the unit (and so its job) with `error`: what a step returns
+    /// is then ignored. For failures the unit cannot work around, such as
+    /// an object it needs that the space cannot give.
+    pub fn fail(&mut self, error: AppError) {
+        self.failure.get_or_insert(error);
+    }
+
+    /// The failure a step reported with [`StepContext::fail`], if any
+    /// (what an executor checks after each step).
+    pub fn take_failure(&mut self) -> Option<AppError> {
+        self.failure.take()
+    }
+
+    /// The same context, with the object space the executor offers.
+    pub fn with_space(mut self, space: &'a mut dyn UnitSpace) -> Self {
+        self.space = Some(space);
+        self
+    }
+
+    /// The object space, for applications that use it
+    /// ([`Divisible::USES_SPACE`]); an error if this executor offers none.
+    pub fn space(&mut self) -> Result<&mut (dyn UnitSpace + 'a), AppError> {
+        self.space
+            .as_deref_mut()
+            .ok_or_else(|| AppError::Space("this executor offers no object space".into()))
     }
 
     /// Roughly how many elementary operations (nodes, rows, cells) this
@@ -309,6 +372,10 @@ pub trait Divisible: Sized + Serialize + DeserializeOwned + Send + 'static {
     /// The application's name in `colony run <name>`.
     const NAME: &'static str;
 
+    /// Whether its units use the object space ([`StepContext::space`]):
+    /// the job's namespace is then destroyed when the job ends.
+    const USES_SPACE: bool = false;
+
     /// Parses command-line arguments into parameters, with a clear error.
     fn parse_args(args: &[String]) -> Result<Self::Params, AppError>;
 
@@ -371,7 +438,11 @@ struct TypedUnit<A: Divisible>(A);
 
 impl<A: Divisible> Unit for TypedUnit<A> {
     fn step(&mut self, ctx: &mut StepContext<'_>) -> Result<Step<Vec<u8>>, AppError> {
-        Ok(match self.0.step(ctx) {
+        let step = self.0.step(ctx);
+        if let Some(error) = ctx.take_failure() {
+            return Err(error);
+        }
+        Ok(match step {
             Step::Continue => Step::Continue,
             Step::Done(output) => Step::Done(encode(&output)),
         })
@@ -407,6 +478,10 @@ pub trait App: Send + Sync {
     fn describe(&self, params: &[u8], output: &[u8]) -> Result<String, AppError>;
     /// The result as JSON (for `--json` output).
     fn output_json(&self, output: &[u8]) -> Result<serde_json::Value, AppError>;
+    /// Whether its units use the object space.
+    fn uses_space(&self) -> bool {
+        false
+    }
 }
 
 struct TypedApp<A: Divisible>(std::marker::PhantomData<fn() -> A>);
@@ -421,6 +496,10 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, AppError>) -> Result<T, 
 impl<A: Divisible> App for TypedApp<A> {
     fn name(&self) -> &str {
         A::NAME
+    }
+
+    fn uses_space(&self) -> bool {
+        A::USES_SPACE
     }
 
     fn parse_args(&self, args: &[String]) -> Result<Vec<u8>, AppError> {

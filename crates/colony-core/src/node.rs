@@ -49,6 +49,8 @@ use crate::PeerKey;
 const OUTPUTS_KEPT: usize = 64;
 /// Modules and senders remembered as asked for signatures.
 const MAX_SIGNATURE_ASKS: usize = 256;
+/// Space requests of the node's own in flight (namespace destructions).
+const MAX_OWN_SPACE_REQUESTS: usize = 1024;
 
 /// Settings of the node's own routing (each core has its own config).
 #[derive(Clone, Debug)]
@@ -374,6 +376,14 @@ pub enum NodeOutput<P> {
 /// Something dropped or refused, for the driver's log.
 #[derive(Debug)]
 pub enum Notice<P> {
+    /// The namespace of a finished job that used the object space could
+    /// not be destroyed (its objects stay until destroyed by name).
+    JobNamespaceKept {
+        /// The job.
+        job: JobId,
+        /// Why.
+        error: String,
+    },
     /// Bytes that are not a frame, a pipe message of no known kind, or a
     /// job message that does not decode.
     Malformed {
@@ -552,6 +562,9 @@ pub struct Node<P: PeerKey> {
     queries: BTreeMap<JobId, JobQuery<P>>,
     /// Members membership suspects now, kept change by change.
     suspects: BTreeSet<P>,
+    /// Space requests the node made itself (destroying the namespaces of
+    /// finished jobs), with their job.
+    own_space_requests: BTreeMap<RequestId, JobId>,
     counters: NodeCounters,
     outputs: VecDeque<NodeOutput<P>>,
 }
@@ -617,6 +630,7 @@ impl<P: PeerKey> Node<P> {
             in_flight: BTreeMap::new(),
             queries: BTreeMap::new(),
             suspects: BTreeSet::new(),
+            own_space_requests: BTreeMap::new(),
             counters: NodeCounters::default(),
             outputs: VecDeque::new(),
         }
@@ -1313,7 +1327,12 @@ impl<P: PeerKey> Node<P> {
             JobOutput::Event(JobEvent::Refused { from, message, why }) => {
                 self.notice(Notice::Refused { from, message, why })
             }
-            JobOutput::Event(event) => self.outputs.push_back(NodeOutput::Job(event)),
+            JobOutput::Event(event) => {
+                if let JobEvent::Finished { job, .. } = &event {
+                    self.destroy_job_namespace(now, *job);
+                }
+                self.outputs.push_back(NodeOutput::Job(event))
+            }
             JobOutput::CancelAnswer { job, refused } => self
                 .outputs
                 .push_back(NodeOutput::CancelAnswer { job, refused }),
@@ -1410,6 +1429,35 @@ impl<P: PeerKey> Node<P> {
     }
 
     /// A job message could not be delivered.
+    /// A job ended at this primary: if its application uses the object
+    /// space, its namespace goes with it.
+    fn destroy_job_namespace(&mut self, now: Instant, job: JobId) {
+        let uses_space = self
+            .jobs
+            .homed_apps()
+            .find(|(id, _, _)| *id == job)
+            .and_then(|(_, app, _)| self.jobs.registry().get(app).ok())
+            .is_some_and(|app| app.uses_space());
+        if !uses_space {
+            return;
+        }
+        let op = SpaceOp::DestroyNamespace {
+            name: crate::space::job_namespace(job),
+        };
+        match self.space.request(now, op, self.config.send_timeout) {
+            Ok(id) => {
+                if self.own_space_requests.len() >= MAX_OWN_SPACE_REQUESTS {
+                    self.own_space_requests.pop_first();
+                }
+                self.own_space_requests.insert(id, job);
+            }
+            Err(error) => self.notice(Notice::JobNamespaceKept {
+                job,
+                error: error.to_string(),
+            }),
+        }
+    }
+
     fn handle_space_payload(&mut self, now: Instant, from: P, bytes: &[u8]) {
         match wire::decode::<SpaceMsg<P>>(bytes, self.pipes.config().max_message_bytes) {
             Ok(msg) => self.space.handle(now, SpaceInput::Message { from, msg }),
@@ -1477,9 +1525,19 @@ impl<P: PeerKey> Node<P> {
             SpaceOutput::Unpersist { partition } => self
                 .outputs
                 .push_back(NodeOutput::UnpersistSpace { partition }),
-            SpaceOutput::Answer { id, result } => self
-                .outputs
-                .push_back(NodeOutput::SpaceAnswer { id, result }),
+            SpaceOutput::Answer { id, result } => match self.own_space_requests.remove(&id) {
+                Some(job) => match result {
+                    // A job that never wrote to the space has no namespace.
+                    Ok(_) | Err(SpaceError::UnknownNamespace(_)) => {}
+                    Err(error) => self.notice(Notice::JobNamespaceKept {
+                        job,
+                        error: error.to_string(),
+                    }),
+                },
+                None => self
+                    .outputs
+                    .push_back(NodeOutput::SpaceAnswer { id, result }),
+            },
             SpaceOutput::LockLost(lost) => self.outputs.push_back(NodeOutput::SpaceLockLost(lost)),
         }
     }

@@ -111,6 +111,12 @@ impl fmt::Display for ObjectKey {
     }
 }
 
+/// The namespace of a job (P³'s local namespace): created on first use by
+/// its units, destroyed when the job ends.
+pub fn job_namespace(job: crate::job::JobId) -> String {
+    format!("job-{job}")
+}
+
 /// The partition holding the record of namespace `name`.
 pub fn namespace_partition(name: &str) -> PartitionId {
     partition_of(&[b"namespace", name.as_bytes()])

@@ -617,8 +617,12 @@ impl SimPeer {
             Notice::FrameNotSent { error, .. } => {
                 (self.id, format!("cannot encode a frame: {error}"))
             }
-            // Never raised: the simulator's peers run no guests.
+            // Never raised: the simulator's peers run no guests, and no
+            // application of theirs uses the object space.
             Notice::ModuleReady { .. } | Notice::ModuleHeld { .. } => return,
+            Notice::JobNamespaceKept { job, error } => {
+                (self.id, format!("namespace of job {job} kept: {error}"))
+            }
             Notice::ModuleUnavailable { id, why } => {
                 (self.id, format!("module {id} unavailable: {why}"))
             }

@@ -608,6 +608,9 @@ impl Driver {
     /// cause is rate-limited (the node has counted it already).
     fn on_notice(&mut self, notice: Notice<PeerId>) {
         match notice {
+            Notice::JobNamespaceKept { job, error } => {
+                warn!(%job, %error, "the finished job's namespace could not be destroyed; its objects stay");
+            }
             Notice::Malformed { from, what, error } => {
                 let cause = match what {
                     "frame" => "malformed frame",
