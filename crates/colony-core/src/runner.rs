@@ -21,7 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::divisible::{App, SharedVars, Step, StepContext, Unit};
+use crate::divisible::{App, SharedVars, Step, StepContext, Unit, UnitSpace};
 use crate::job::{JobId, UnitId};
 
 /// How often a running unit reports the work it did.
@@ -99,6 +99,8 @@ pub struct UnitRunner {
     shared: SharedVars,
     work_unreported: u64,
     last_report: Instant,
+    /// The object space the executor offers the unit, if any.
+    space: Option<Box<dyn UnitSpace>>,
 }
 
 impl std::fmt::Debug for UnitRunner {
@@ -112,6 +114,11 @@ impl std::fmt::Debug for UnitRunner {
 }
 
 impl UnitRunner {
+    /// Offers the unit the executor's object space ([`StepContext::space`]).
+    pub fn set_space(&mut self, space: Box<dyn UnitSpace>) {
+        self.space = Some(space);
+    }
+
     /// Restores the unit `start` names; a state that does not restore is
     /// the unit's [`UnitEvent::Failed`].
     pub fn start_unit(now: Instant, start: UnitStart) -> Result<UnitRunner, UnitEvent> {
@@ -144,6 +151,7 @@ impl UnitRunner {
                 shared,
                 work_unreported: 0,
                 last_report: now,
+                space: None,
             }),
             Err(error) => Err(UnitEvent::Failed { job, unit, error }),
         }
@@ -248,6 +256,9 @@ impl UnitRunner {
         let (job, unit) = (self.job, self.unit_id);
         let stepped = catch_panic("step", || {
             let mut ctx = StepContext::new(&mut self.shared, budget);
+            if let Some(space) = self.space.as_deref_mut() {
+                ctx = ctx.with_space(space);
+            }
             let step = self.unit.step(&mut ctx);
             step.map(|step| (step, ctx.work(), ctx.improved()))
         })

@@ -548,7 +548,8 @@ impl<P: Clone + PartialEq> Client<P> {
         let Some(p) = self.pending.get(&id) else {
             return;
         };
-        if let Err(SpaceError::Unavailable(_)) = result {
+        if let Err(SpaceError::Unavailable(_) | SpaceError::Busy { .. }) = result {
+            // The home cannot take it now: asked again until the deadline.
             return self.back_off(now, id);
         }
         match (&p.stage, result) {

@@ -38,6 +38,9 @@ pub struct SpaceConfig {
     pub capacity_bytes: u64,
     /// Requests waiting for locks per partition.
     pub max_waiters: usize,
+    /// Requests applied here and not yet committed (answered); more are
+    /// refused with [`SpaceError::Busy`] until the home catches up.
+    pub max_uncommitted: usize,
     /// How long a peer waits for the answers to its probe before it gives
     /// up creating a partition's home (it probes again on the next request).
     pub probe_timeout: Duration,
@@ -56,6 +59,7 @@ impl Default for SpaceConfig {
             max_object_bytes: 16 << 20,
             capacity_bytes: 1 << 30,
             max_waiters: 1024,
+            max_uncommitted: 65_536,
             probe_timeout: Duration::from_secs(2),
             home: HomeConfig {
                 max_homes: usize::from(super::PARTITIONS),
@@ -596,6 +600,13 @@ impl<P: PeerKey> Space<P> {
             }
             Role::Primary => {}
         }
+        if self.askers.len() >= self.config.max_uncommitted {
+            let max = self.config.max_uncommitted;
+            return self.reply(now, from, id, Err(SpaceError::Busy { max }));
+        }
+        let Some(h) = self.homes.get(&partition) else {
+            return;
+        };
         // A home still forming holds too few replicas to commit safely.
         let reachable = (self.live.len() + 1).min(h.size());
         if h.config().len() < reachable {
