@@ -189,6 +189,7 @@ impl Peer {
                 peer.clone(),
                 token,
                 config.api_limits.clone(),
+                config.space.max_object_bytes,
             );
         }
         info!(
