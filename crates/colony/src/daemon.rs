@@ -118,6 +118,11 @@ impl Peer {
                 .map(|g| g.trust.gossiped())
                 .unwrap_or_default(),
             when: config.volunteer.when,
+            // Published from the first record on, so that the peers it
+            // joins count it among the space's holders at once: a home
+            // created while its creator believes it is alone is committed
+            // by one copy only.
+            space_free_bytes: config.space.capacity_bytes,
             ..PeerStats::default()
         };
         let volunteer = crate::driver::Volunteer::start(&config.volunteer, &store, now)?;
