@@ -187,8 +187,14 @@ pub struct SpaceInfo {
     pub pending_requests: usize,
     /// Partition writes waiting for the disk.
     pub writes_in_flight: usize,
-    /// Partitions whose writes wait for room behind them.
+    /// Partitions whose writes wait for room behind them now.
     pub writes_backlogged: usize,
+    /// Times a partition's write had to wait for room (merged with the
+    /// writes after it), since the peer started.
+    pub writes_delayed: u64,
+    /// Changes not written because an earlier write of their partition
+    /// failed (the disk keeps the last state written in full).
+    pub writes_skipped: u64,
     /// Partition writes that could not be made (encoding or disk errors).
     pub write_errors: u64,
     /// Partitions this peer no longer confirms updates of, after a failed
@@ -198,6 +204,9 @@ pub struct SpaceInfo {
     pub partitions_corrupt: u64,
     /// Locks this peer held and lost (a renewal refused).
     pub locks_lost: u64,
+    /// Locks granted after their asker had stopped waiting, released at
+    /// once.
+    pub unclaimed_grants_released: u64,
 }
 
 /// This peer as a volunteer host: its owner's policy and what it does now.

@@ -12,8 +12,8 @@
 //! is bounded by what the partitions hold), and go out in order as earlier
 //! ones complete. Nothing is lost and nothing is acknowledged early: an
 //! update is confirmed durable only once the write holding it is. A write
-//! that fails stops this peer from confirming anything more of that
-//! partition until it is written whole again (the store keeps the last
+//! that fails stops this peer from writing or confirming anything more of
+//! that partition until it is written whole again (the disk keeps the last
 //! state written in full, never later changes without the failed ones).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -53,7 +53,7 @@ const MAX_WATCHED_LOCKS: usize = 4096;
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A partition's meta row: what the home needs besides the rows to rejoin.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct PartitionMeta {
     term: u64,
     seq: u64,
@@ -143,6 +143,9 @@ struct Waiter {
 #[derive(Default)]
 pub(crate) struct SpaceIoCounters {
     pub(crate) write_errors: u64,
+    /// Changes not written because an earlier write of their partition
+    /// failed.
+    pub(crate) writes_skipped: u64,
     pub(crate) writes_backlogged: u64,
     pub(crate) locks_lost: u64,
     pub(crate) abandoned_grants: u64,
@@ -210,6 +213,14 @@ impl Driver {
                 data,
             } => {
                 debug!(partition, term, seq, "space partition to write");
+                if self.space.failed.contains(&partition) && matches!(data, Unpersisted::Changes(_))
+                {
+                    // Changes without the ones that failed would make the
+                    // disk claim an update it lacks: the disk keeps the last
+                    // state written in full until a whole one comes.
+                    self.space.counters.writes_skipped += 1;
+                    return;
+                }
                 let meta = PartitionMeta {
                     term,
                     seq,
@@ -490,10 +501,13 @@ impl Driver {
             pending_requests: space.pending_requests(),
             writes_in_flight,
             writes_backlogged,
+            writes_delayed: self.space.counters.writes_backlogged,
+            writes_skipped: self.space.counters.writes_skipped,
             write_errors: self.space.counters.write_errors,
             partitions_not_persisted: self.space.failed(),
             partitions_corrupt: self.checkpoints.stats().space_partitions_corrupt,
             locks_lost: self.space.counters.locks_lost,
+            unclaimed_grants_released: self.space.counters.abandoned_grants,
         }
     }
 }
@@ -594,4 +608,132 @@ pub(crate) fn restore_space(
         );
     }
     restored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(pairs: &[(&str, Option<&str>)]) -> Vec<Row> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    fn write(whole: bool, meta: &str, pairs: &[(&str, Option<&str>)], seq: u64) -> Pending {
+        let write = SpaceWrite {
+            partition: 3,
+            whole,
+            meta: meta.as_bytes().to_vec(),
+            rows: rows(pairs),
+        };
+        Pending::write(write, Some((1, seq)))
+    }
+
+    /// A row as the tests write it.
+    type Row = (Vec<u8>, Option<Vec<u8>>);
+
+    /// What a pending write holds: whole, meta, rows, update confirmed.
+    type Shape = (bool, Option<String>, Vec<Row>, Option<u64>);
+
+    fn shape(p: &Pending) -> Shape {
+        (
+            p.whole,
+            p.meta
+                .as_ref()
+                .map(|m| String::from_utf8_lossy(m).into_owned()),
+            p.rows.clone().into_iter().collect(),
+            p.durable.map(|(_, seq)| seq),
+        )
+    }
+
+    #[test]
+    fn waiting_writes_merge_into_what_the_disk_must_hold_after_all_of_them() {
+        // Changes then changes: row by row, the later wins; the later
+        // update is the one confirmed.
+        let mut p = write(false, "m1", &[("a", Some("1")), ("b", Some("1"))], 1);
+        p.merge(write(false, "m2", &[("b", None), ("c", Some("2"))], 2));
+        assert_eq!(
+            shape(&p),
+            (
+                false,
+                Some("m2".into()),
+                rows(&[("a", Some("1")), ("b", None), ("c", Some("2"))]),
+                Some(2)
+            )
+        );
+        // A whole write replaces everything before it, and stays whole.
+        p.merge(write(true, "m3", &[("z", Some("3"))], 3));
+        p.merge(write(false, "m4", &[("y", Some("4"))], 4));
+        assert_eq!(
+            shape(&p),
+            (
+                true,
+                Some("m4".into()),
+                rows(&[("y", Some("4")), ("z", Some("3"))]),
+                Some(4)
+            )
+        );
+        // A removal drops what waited; changes after it start from nothing.
+        p.merge(Pending::removal());
+        assert_eq!(shape(&p), (true, None, Vec::new(), None));
+        p.merge(write(false, "m5", &[("x", Some("5"))], 5));
+        assert_eq!(
+            shape(&p),
+            (true, Some("m5".into()), rows(&[("x", Some("5"))]), Some(5))
+        );
+        assert_eq!(p.bytes(), "m5".len() + "x".len() + "5".len());
+    }
+
+    #[test]
+    fn a_partition_read_back_must_decode_whole_and_consistent() {
+        let now = Instant::now();
+        let peer = PeerId::random();
+        let meta = PartitionMeta {
+            term: 4,
+            seq: 9,
+            size: 3,
+            members: vec![peer],
+            config: vec![peer],
+        };
+        let changes = vec![
+            Change::NextToken(5),
+            Change::Purged("job-1".into(), 2),
+            Change::Purged("job-2".into(), 7),
+        ];
+        let write = encode_write(11, &meta, Unpersisted::Whole(changes)).expect("encoded");
+        assert!(write.whole);
+        let stored = colony_store::StoredPartition {
+            partition: 11,
+            meta: write.meta.clone(),
+            rows: write
+                .rows
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().expect("written rows")))
+                .collect(),
+        };
+        let (partition, read) = decode_partition(now, stored.clone()).expect("usable");
+        assert_eq!(partition.id(), 11);
+        assert_eq!((read.term, read.seq, read.size), (4, 9, 3));
+        assert_eq!(read.members, vec![peer]);
+
+        // A row under another row's key, a row or a meta row that does not
+        // decode: the partition is not used.
+        let mut swapped = stored.clone();
+        let first = swapped.rows[0].1.clone();
+        swapped.rows[0].1 = swapped.rows[1].1.clone();
+        swapped.rows[1].1 = first;
+        assert!(decode_partition(now, swapped)
+            .unwrap_err()
+            .contains("another key"));
+        let mut garbage = stored.clone();
+        garbage.rows[0].1 = vec![0xff; 3];
+        assert!(decode_partition(now, garbage).is_err());
+        let mut bad_meta = stored;
+        bad_meta.meta = vec![1, 2];
+        assert!(decode_partition(now, bad_meta)
+            .unwrap_err()
+            .contains("meta row"));
+    }
 }
