@@ -142,6 +142,48 @@ impl ApiClient {
             .await
     }
 
+    /// Sends `method` to `path` with `headers` and `body`, and returns the
+    /// peer's answer whatever its status; an error if the peer cannot be
+    /// reached (within `timeout`, else the client's 15 s) or refuses the
+    /// token.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .request(method, format!("http://{}{path}", self.addr))
+            .bearer_auth(&self.token);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the peer API at {}; is `colony peer` running there?",
+                self.addr
+            )
+        })?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            bail!(
+                "the peer at {} refused the API token from {}: it is another peer's; pass \
+                 the --data-dir or --token-file of the peer at that address",
+                self.addr,
+                self.token_file.display()
+            );
+        }
+        Ok(response)
+    }
+
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,

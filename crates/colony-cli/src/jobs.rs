@@ -149,6 +149,9 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
         }
     };
     let mut config = args.network.config(&data_dir)?;
+    // A submitting peer lives as long as its job: it holds no partitions of
+    // the object space (it can still use it).
+    config.space.capacity_bytes = 0;
     let mut peers = args.peers.unwrap_or(1);
     if let Some((descriptor, node)) = &deployment {
         if args.network.network.is_none() {

@@ -22,6 +22,7 @@ mod client;
 mod demo;
 mod ftbench;
 mod jobs;
+mod space;
 mod stealing;
 mod watch;
 
@@ -83,6 +84,11 @@ enum Command {
     /// stop within a step. Allowed to the peer that submitted the job and to
     /// the operator of the job's primary; refused to anyone else.
     Cancel(jobs::ResultArgs),
+    /// Use the object space through a running peer: named objects in
+    /// namespaces, shared by every peer of the network, with versions,
+    /// compare-and-set and read/write locks with fencing tokens.
+    #[command(subcommand)]
+    Space(space::SpaceCommand),
     /// Measure Colony against a baseline run alongside it.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -287,6 +293,16 @@ struct PeerArgs {
     /// with a clear error [default: 256].
     #[arg(long, value_name = "MIB")]
     max_guest_memory_mib: Option<u64>,
+    /// Room, in MiB of object values, this peer gives the object space: it
+    /// holds replicas of the partitions closest to it, on disk in
+    /// DATA_DIR/checkpoints.redb. 0: it holds none (it can still use the
+    /// space through its API).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    space_mib: u64,
+    /// Largest object value, in MiB, this peer accepts into the space (give
+    /// every peer of a network the same) [default: 16].
+    #[arg(long, value_name = "MIB")]
+    max_object_mib: Option<u64>,
     #[command(flatten)]
     volunteer: VolunteerArgs,
 }
@@ -397,6 +413,13 @@ fn hours_per_day(text: &str) -> Result<f64, String> {
 
 /// Largest --max-guest-memory-mib: all a 32-bit WebAssembly guest can address.
 const MAX_GUEST_MEMORY_MIB: u64 = 4096;
+
+/// Largest --space-mib: 1 PiB.
+const MAX_SPACE_MIB: u64 = 1 << 30;
+
+/// Largest --max-object-mib: an object travels in one message, well within
+/// the largest a pipe carries (128 MiB).
+const MAX_OBJECT_MIB: u64 = 64;
 
 #[derive(Args, Debug)]
 struct DemoArgs {
@@ -573,6 +596,7 @@ fn run() -> Result<()> {
             Command::Peers(args) => show_peers(args).await,
             Command::Apps(args) => jobs::show_apps(args).await,
             Command::App(AppCommand::Publish(args)) => jobs::publish(args).await,
+            Command::Space(command) => space::run(command).await,
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
             Command::Bench(BenchCommand::Stealing(args)) => {
                 stealing::run(&args.instances, args.json).await
@@ -632,6 +656,23 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
         }
         guests.limits.memory_bytes = usize::try_from(mib << 20)
             .context("--max-guest-memory-mib is more than this machine can address")?;
+    }
+    config.space.capacity_bytes = args
+        .space_mib
+        .checked_mul(1 << 20)
+        .filter(|_| args.space_mib <= MAX_SPACE_MIB)
+        .with_context(|| {
+            format!(
+                "--space-mib must be at most {MAX_SPACE_MIB}, got {}",
+                args.space_mib
+            )
+        })?;
+    if let Some(mib) = args.max_object_mib {
+        if mib == 0 || mib > MAX_OBJECT_MIB {
+            bail!("--max-object-mib must be from 1 to {MAX_OBJECT_MIB}, got {mib}");
+        }
+        config.space.max_object_bytes = usize::try_from(mib << 20)
+            .context("--max-object-mib is more than this machine can address")?;
     }
     config.volunteer = args.volunteer.config()?;
     if args.repair {

@@ -1,7 +1,9 @@
 //! Durable checkpoint pieces: the whole copies or erasure-coded shards of
 //! unit checkpoints that a job's home members and workers keep on disk
 //! (G2:P2P scenarios 2 and 3, seed 004 §4.2–4.3), in a redb file of their
-//! own so checkpoint traffic never contends with the peer database.
+//! own so checkpoint traffic never contends with the peer database. The
+//! partitions of the object space held here live in the same file and are
+//! written by the same thread ([`crate::space`]).
 //!
 //! One fsync costs milliseconds, and checkpoints arrive from many units at
 //! once, so writes are **group-committed**: a dedicated writer thread owns
@@ -35,6 +37,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::open::{self, Kind};
+use crate::space::{SpaceCounts, SpaceTables, SpaceWrite, StoredPartition};
 use crate::{RepairReport, StoreError};
 
 /// A piece's key without its version: (job, unit, holder_index).
@@ -207,6 +210,20 @@ pub struct GroupCommitStats {
     /// Pieces that failed their checksum, found when the store was opened
     /// (and dropped) or when read.
     pub pieces_corrupt: u64,
+    /// Writes of object-space partitions committed.
+    pub space_writes: u64,
+    /// Partition rows written.
+    pub space_rows_written: u64,
+    /// Partition rows deleted (by changes, whole writes and removals).
+    pub space_rows_deleted: u64,
+    /// Partitions removed.
+    pub space_partitions_removed: u64,
+    /// Partition writes refused because an earlier write of the same
+    /// partition failed (only a whole write or a removal is taken then).
+    pub space_writes_refused: u64,
+    /// Partitions dropped whole because a row failed its checksum, found
+    /// when the store was opened or when read back.
+    pub space_partitions_corrupt: u64,
 }
 
 enum Request {
@@ -225,13 +242,26 @@ enum Request {
         version: u64,
         done: Done,
     },
+    SpacePut {
+        write: SpaceWrite,
+        done: Done,
+    },
+    SpaceRemove {
+        partition: u16,
+        done: Done,
+    },
 }
 
 impl Request {
     fn cost(&self) -> usize {
         match self {
             Request::Put { piece, .. } => piece.bytes.len() + REQUEST_OVERHEAD_BYTES,
-            Request::RemoveJob { .. } | Request::Remove { .. } => REQUEST_OVERHEAD_BYTES,
+            Request::SpacePut { write, .. } => {
+                write.bytes() + REQUEST_OVERHEAD_BYTES * (1 + write.rows.len())
+            }
+            Request::RemoveJob { .. } | Request::Remove { .. } | Request::SpaceRemove { .. } => {
+                REQUEST_OVERHEAD_BYTES
+            }
         }
     }
 
@@ -239,8 +269,40 @@ impl Request {
         match self {
             Request::Put { done, .. }
             | Request::RemoveJob { done, .. }
-            | Request::Remove { done, .. } => done,
+            | Request::Remove { done, .. }
+            | Request::SpacePut { done, .. }
+            | Request::SpaceRemove { done, .. } => done,
         }
+    }
+
+    /// The space partition this request writes, if any.
+    fn partition(&self) -> Option<u16> {
+        match self {
+            Request::SpacePut { write, .. } => Some(write.partition),
+            Request::SpaceRemove { partition, .. } => Some(*partition),
+            _ => None,
+        }
+    }
+}
+
+/// A partition write the store did not queue, handed back with the reason
+/// (so that the caller can queue it again later, losing nothing).
+pub struct NotQueued {
+    /// Why it was not queued: [`StoreError::Backpressure`] or
+    /// [`StoreError::WriterStopped`].
+    pub error: StoreError,
+    /// The write.
+    pub write: SpaceWrite,
+    /// Its completion callback, never called.
+    pub done: Done,
+}
+
+impl std::fmt::Debug for NotQueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotQueued")
+            .field("error", &self.error)
+            .field("partition", &self.write.partition)
+            .finish_non_exhaustive()
     }
 }
 
@@ -255,6 +317,7 @@ pub struct CheckpointStore {
     writer: Option<JoinHandle<()>>,
     stats: Arc<Mutex<GroupCommitStats>>,
     corrupt: Vec<PieceKey>,
+    corrupt_space: Vec<u16>,
 }
 
 impl CheckpointStore {
@@ -270,7 +333,9 @@ impl CheckpointStore {
     ///
     /// A damaged file (an empty one included: redb never leaves one) fails
     /// with [`StoreError::Damaged`]; pieces that fail their checksum are
-    /// dropped and listed by [`CheckpointStore::corrupt_pieces`].
+    /// dropped and listed by [`CheckpointStore::corrupt_pieces`], and space
+    /// partitions with any row failing it are dropped whole and listed by
+    /// [`CheckpointStore::corrupt_space_partitions`].
     pub fn open_with(
         path: &Path,
         config: CheckpointStoreConfig,
@@ -286,7 +351,7 @@ impl CheckpointStore {
             ));
         }
         let db = open::open_checked(path, Kind::Checkpoints, false)?.db;
-        let corrupt = open::guarded(|| drop_corrupt(&db))
+        let (corrupt, corrupt_space) = open::guarded(|| drop_corrupt(&db))
             .map_err(|panic| open::damaged(path, Kind::Checkpoints, panic))?
             .map_err(|e| db_error(path, e))?;
 
@@ -295,6 +360,7 @@ impl CheckpointStore {
         let (queue, requests) = sync_channel(capacity);
         let stats = Arc::new(Mutex::new(GroupCommitStats {
             pieces_corrupt: corrupt.len() as u64,
+            space_partitions_corrupt: corrupt_space.len() as u64,
             ..GroupCommitStats::default()
         }));
         let mut corrupt = corrupt;
@@ -306,6 +372,7 @@ impl CheckpointStore {
             stats: stats.clone(),
             max_batch_bytes: config.max_batch_bytes.max(1),
             max_batch_requests: config.max_batch_requests.max(1),
+            failed_partitions: std::collections::BTreeSet::new(),
         };
         let writer = std::thread::Builder::new()
             .name("colony-checkpoints".into())
@@ -322,12 +389,16 @@ impl CheckpointStore {
             writer: Some(writer),
             stats,
             corrupt,
+            corrupt_space,
         })
     }
 
     /// `colony peer --repair`: repairs the store file at `path` with redb's
     /// own repair, or else moves it aside and copies the pieces that can
-    /// still be read and pass their checksum into a new file.
+    /// still be read and pass their checksum into a new file. Space
+    /// partitions are not copied from a damaged file: rows that cannot be
+    /// read would go unnoticed and leave a partial replica, and their homes
+    /// bring a peer without them up to date.
     pub fn repair(path: &Path) -> Result<RepairReport, StoreError> {
         open::repair_file(
             path,
@@ -377,12 +448,14 @@ impl CheckpointStore {
     /// never called.
     pub fn put(&self, key: PieceKey, piece: StoredPiece, done: Done) -> Result<(), StoreError> {
         self.enqueue(Request::Put { key, piece, done })
+            .map_err(|refused| refused.0)
     }
 
     /// Queues the deletion of every piece of `job` (the job has finished);
     /// `done` and errors as for [`CheckpointStore::put`].
     pub fn remove_job(&self, job: [u8; 16], done: Done) -> Result<(), StoreError> {
         self.enqueue(Request::RemoveJob { job, done })
+            .map_err(|refused| refused.0)
     }
 
     /// Queues the deletion of version (`epoch`, `version`) of `key` (the
@@ -401,15 +474,83 @@ impl CheckpointStore {
             version,
             done,
         })
+        .map_err(|refused| refused.0)
     }
 
-    fn enqueue(&self, request: Request) -> Result<(), StoreError> {
-        let queue = self.queue.as_ref().ok_or_else(|| self.stopped())?;
-        queue.try_send(request).map_err(|e| match e {
-            TrySendError::Full(_) => StoreError::Backpressure {
-                capacity: self.capacity,
-            },
-            TrySendError::Disconnected(_) => self.stopped(),
+    /// The space partitions that failed their checksum when the store was
+    /// opened, and were dropped whole
+    /// ([`GroupCommitStats::space_partitions_corrupt`] counts them).
+    pub fn corrupt_space_partitions(&self) -> &[u16] {
+        &self.corrupt_space
+    }
+
+    /// Queues a write of one space partition ([`SpaceWrite`]): its meta row
+    /// and rows, or (with `whole`) everything stored for it. Writes are
+    /// applied in the order they were queued, with the checkpoint pieces'
+    /// writes, and `done` is called once the batch holding it is durable.
+    ///
+    /// Once a write of a partition has failed, its later writes fail too
+    /// (without touching the disk) until one is `whole` or the partition is
+    /// removed: the disk then keeps the last state written in full, never
+    /// later changes without the failed ones.
+    ///
+    /// If the queue is full ([`StoreError::Backpressure`]) or the writer is
+    /// gone, nothing is queued and the write comes back in [`NotQueued`].
+    pub fn put_space(&self, write: SpaceWrite, done: Done) -> Result<(), Box<NotQueued>> {
+        let Err(refused) = self.enqueue(Request::SpacePut { write, done }) else {
+            return Ok(());
+        };
+        match *refused {
+            (error, Request::SpacePut { write, done }) => {
+                Err(Box::new(NotQueued { error, write, done }))
+            }
+            // Not reached: the queue hands back the request it was given.
+            // Its callback hears of the failure all the same.
+            (error, other) => {
+                let done = other.into_done();
+                let _ = catch_unwind(AssertUnwindSafe(move || done(Err(error))));
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues the deletion of everything stored for space `partition`;
+    /// `done` and errors as for [`CheckpointStore::put`].
+    pub fn remove_space(&self, partition: u16, done: Done) -> Result<(), StoreError> {
+        self.enqueue(Request::SpaceRemove { partition, done })
+            .map_err(|refused| refused.0)
+    }
+
+    /// Every space partition stored whole and intact, by partition, as of
+    /// the last committed batch (used after a restart). A partition with a
+    /// row failing its checksum is left out (and counted).
+    pub fn space_partitions(&self) -> Result<Vec<StoredPartition>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let (partitions, bad) = crate::space::read_all(&txn).map_err(|e| self.err(e))?;
+        if !bad.is_empty() {
+            self.stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .space_partitions_corrupt += bad.len() as u64;
+        }
+        Ok(partitions)
+    }
+
+    /// Queues `request`; if it cannot be, hands it back with the reason.
+    fn enqueue(&self, request: Request) -> Result<(), Box<(StoreError, Request)>> {
+        let Some(queue) = self.queue.as_ref() else {
+            return Err(Box::new((self.stopped(), request)));
+        };
+        queue.try_send(request).map_err(|e| {
+            Box::new(match e {
+                TrySendError::Full(request) => (
+                    StoreError::Backpressure {
+                        capacity: self.capacity,
+                    },
+                    request,
+                ),
+                TrySendError::Disconnected(request) => (self.stopped(), request),
+            })
         })
     }
 
@@ -565,12 +706,14 @@ fn piece_key((job, unit, holder_index): KeyTuple) -> PieceKey {
 }
 
 /// Moves pieces of the tables without checksums or without versioned
-/// keys into [`PIECES`], creates it if missing (so readers never meet a
-/// missing table), and deletes the pieces that fail their checksum,
-/// returning their keys.
-fn drop_corrupt(db: &Database) -> Result<Vec<PieceKey>, redb::Error> {
+/// keys into [`PIECES`], creates it and the space tables if missing (so
+/// readers never meet a missing table), deletes the pieces that fail their
+/// checksum and the space partitions with any row that does, returning the
+/// pieces' keys and the partitions.
+fn drop_corrupt(db: &Database) -> Result<(Vec<PieceKey>, Vec<u16>), redb::Error> {
     let txn = db.begin_write()?;
     let mut corrupt = Vec::new();
+    let corrupt_space = SpaceTables::open(&txn)?.drop_corrupt()?;
     {
         let mut table = txn.open_table(PIECES)?;
         match txn.open_table(LEGACY_PIECES) {
@@ -616,7 +759,7 @@ fn drop_corrupt(db: &Database) -> Result<Vec<PieceKey>, redb::Error> {
         })?;
     }
     txn.commit()?;
-    Ok(corrupt)
+    Ok((corrupt, corrupt_space))
 }
 
 fn db_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -632,6 +775,8 @@ struct BatchCounts {
     written: u64,
     stale: u64,
     removed: u64,
+    space_writes: u64,
+    space: SpaceCounts,
 }
 
 /// The write side, owned by the writer thread.
@@ -642,10 +787,49 @@ struct Writer {
     stats: Arc<Mutex<GroupCommitStats>>,
     max_batch_bytes: usize,
     max_batch_requests: usize,
+    /// Space partitions whose last write failed: their later writes are
+    /// refused until a whole write or a removal.
+    failed_partitions: std::collections::BTreeSet<u16>,
+}
+
+/// Why a space write is refused without touching the disk.
+fn refusal(partition: u16) -> String {
+    format!(
+        "an earlier write of space partition {partition} failed; its later changes are \
+         refused until it is written whole, so the disk never claims an update it lacks"
+    )
+}
+
+/// Splits `batch` into the requests to commit and the space writes refused
+/// because an earlier write of their partition failed (`failed`, updated
+/// as a whole write or a removal would leave it if committed).
+fn admit(
+    batch: Vec<Request>,
+    failed: &mut std::collections::BTreeSet<u16>,
+) -> (Vec<Request>, Vec<Request>) {
+    let mut admitted = Vec::with_capacity(batch.len());
+    let mut refused = Vec::new();
+    for request in batch {
+        match &request {
+            Request::SpacePut { write, .. } if write.whole => {
+                failed.remove(&write.partition);
+                admitted.push(request);
+            }
+            Request::SpacePut { write, .. } if failed.contains(&write.partition) => {
+                refused.push(request);
+            }
+            Request::SpaceRemove { partition, .. } => {
+                failed.remove(partition);
+                admitted.push(request);
+            }
+            _ => admitted.push(request),
+        }
+    }
+    (admitted, refused)
 }
 
 impl Writer {
-    fn run(self) {
+    fn run(mut self) {
         let mut carried: Option<Request> = None;
         loop {
             // Block for the first request; the queue closing ends the loop
@@ -674,29 +858,58 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
+            let mut failed = self.failed_partitions.clone();
+            let (batch, refused) = admit(batch, &mut failed);
             let result = self.commit(&batch);
+            match &result {
+                Ok(_) => self.failed_partitions = failed,
+                // Nothing of the batch is on disk: its partitions are now
+                // behind what their callers asked.
+                Err(_) => self
+                    .failed_partitions
+                    .extend(batch.iter().filter_map(Request::partition)),
+            }
             {
                 let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+                stats.space_writes_refused += refused.len() as u64;
                 match &result {
+                    Ok(_) if batch.is_empty() => {}
                     Ok(counts) => {
                         stats.batches += 1;
                         stats.requests += batch.len() as u64;
                         stats.pieces_written += counts.written;
                         stats.pieces_stale += counts.stale;
                         stats.pieces_removed += counts.removed;
+                        stats.space_writes += counts.space_writes;
+                        stats.space_rows_written += counts.space.rows_written;
+                        stats.space_rows_deleted += counts.space.rows_deleted;
+                        stats.space_partitions_removed += counts.space.partitions_removed;
                         stats.largest_batch = stats.largest_batch.max(batch.len() as u64);
                     }
                     Err(_) => stats.failed_batches += 1,
                 }
             }
-            for request in batch {
-                let outcome = match &result {
-                    Ok(_) => Ok(()),
-                    Err(message) => Err(StoreError::Database {
+            let outcomes = batch
+                .into_iter()
+                .map(|request| {
+                    let outcome = match &result {
+                        Ok(_) => Ok(()),
+                        Err(message) => Err(StoreError::Database {
+                            path: self.path.clone(),
+                            message: message.clone(),
+                        }),
+                    };
+                    (request, outcome)
+                })
+                .chain(refused.into_iter().map(|request| {
+                    let message = refusal(request.partition().unwrap_or_default());
+                    let outcome = Err(StoreError::Database {
                         path: self.path.clone(),
-                        message: message.clone(),
-                    }),
-                };
+                        message,
+                    });
+                    (request, outcome)
+                }));
+            for (request, outcome) in outcomes {
                 let done = request.into_done();
                 // A panicking callback must not take the writer down.
                 let _ = catch_unwind(AssertUnwindSafe(move || done(outcome)));
@@ -707,9 +920,13 @@ impl Writer {
     /// Applies a batch in one write transaction (one fsync).
     fn commit(&self, batch: &[Request]) -> Result<BatchCounts, String> {
         let mut counts = BatchCounts::default();
+        if batch.is_empty() {
+            return Ok(counts);
+        }
         let txn = self.db.begin_write().map_err(|e| e.to_string())?;
         {
             let mut table = txn.open_table(PIECES).map_err(|e| e.to_string())?;
+            let mut space = SpaceTables::open(&txn).map_err(|e| e.to_string())?;
             for request in batch {
                 match request {
                     Request::Put { key, piece, .. } => {
@@ -754,10 +971,73 @@ impl Writer {
                             })
                             .map_err(|e| e.to_string())?;
                     }
+                    Request::SpacePut { write, .. } => {
+                        space
+                            .write(write, &mut counts.space)
+                            .map_err(|e| e.to_string())?;
+                        counts.space_writes += 1;
+                    }
+                    Request::SpaceRemove { partition, .. } => {
+                        space
+                            .remove(*partition, &mut counts.space)
+                            .map_err(|e| e.to_string())?;
+                    }
                 }
             }
         }
         txn.commit().map_err(|e| e.to_string())?;
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space_put(partition: u16, whole: bool) -> Request {
+        Request::SpacePut {
+            write: SpaceWrite {
+                partition,
+                whole,
+                meta: Vec::new(),
+                rows: Vec::new(),
+            },
+            done: Box::new(|_| {}),
+        }
+    }
+
+    fn shape(requests: &[Request]) -> Vec<(u16, bool)> {
+        requests
+            .iter()
+            .map(|r| match r {
+                Request::SpacePut { write, .. } => (write.partition, write.whole),
+                Request::SpaceRemove { partition, .. } => (*partition, true),
+                _ => (u16::MAX, false),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn after_a_failed_write_only_a_whole_write_or_a_removal_is_taken() {
+        let mut failed = std::collections::BTreeSet::from([1, 2]);
+        let batch = vec![
+            space_put(1, false),
+            space_put(3, false),
+            space_put(1, true),
+            space_put(1, false),
+            space_put(2, false),
+            Request::SpaceRemove {
+                partition: 2,
+                done: Box::new(|_| {}),
+            },
+            space_put(2, false),
+        ];
+        let (admitted, refused) = admit(batch, &mut failed);
+        assert_eq!(
+            shape(&admitted),
+            vec![(3, false), (1, true), (1, false), (2, true), (2, false)]
+        );
+        assert_eq!(shape(&refused), vec![(1, false), (2, false)]);
+        assert!(failed.is_empty());
     }
 }

@@ -14,15 +14,19 @@
 //! new peer. Files are created readable by their owner only.
 //!
 //! Checkpoint pieces live in a [`CheckpointStore`] of their own, written by a
-//! group-committing thread ([`checkpoints`]).
+//! group-committing thread ([`checkpoints`]); the object-space partitions
+//! this peer holds share its file and its writer ([`space`]).
 
 pub mod checkpoints;
 pub mod open;
+pub mod space;
 
 pub use checkpoints::{
-    CheckpointStore, CheckpointStoreConfig, Done, GroupCommitStats, PieceKey, StoredPiece,
+    CheckpointStore, CheckpointStoreConfig, Done, GroupCommitStats, NotQueued, PieceKey,
+    StoredPiece,
 };
 pub use open::{RepairOutcome, RepairReport};
+pub use space::{SpaceWrite, StoredPartition};
 
 use std::path::{Path, PathBuf};
 

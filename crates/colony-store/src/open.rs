@@ -130,7 +130,7 @@ impl Kind {
                 "or start as a new peer, with a new peer id, in a new data directory"
             }
             Kind::Checkpoints => {
-                "or move it away to start without its checkpoint pieces (the jobs' homes recover them from other copies where they have any)"
+                "or move it away to start without its checkpoint pieces and object-space partitions (the jobs' and partitions' homes recover them from other copies where they have any)"
             }
         }
     }

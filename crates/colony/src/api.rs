@@ -8,6 +8,8 @@
 //! - `GET /v1/jobs/{id}` — any job, asked of its home; 404 if none knows it.
 //! - `POST /v1/jobs/{id}/cancel` — cancels a job this peer submitted or is
 //!   the primary of; 403 with the primary's reason otherwise.
+//! - `/v1/space/…` — the object space: objects, namespaces and locks (see
+//!   `api/space.rs`); object bodies may be as large as the space accepts.
 //!
 //! Who may call: every request carries `Authorization: Bearer TOKEN`, the
 //! token in `DATA_DIR/api.token` (32 random bytes in hex, created at first
@@ -227,6 +229,8 @@ struct Guard {
     token: ApiToken,
     bound: SocketAddr,
     limits: ApiLimits,
+    /// Largest body of a `/v1/space/` request: an object value.
+    max_object_bytes: usize,
 }
 
 /// Serves the API on `listener` until the process ends.
@@ -236,11 +240,13 @@ pub(crate) fn serve(
     peer: Peer,
     token: ApiToken,
     limits: ApiLimits,
+    max_object_bytes: usize,
 ) {
     let guard = Arc::new(Guard {
         token,
         bound,
         limits: limits.clone(),
+        max_object_bytes: max_object_bytes.max(limits.max_body_bytes),
     });
     let app = Router::new()
         .route("/v1/status", get(status))
@@ -250,6 +256,26 @@ pub(crate) fn serve(
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", axum::routing::post(cancel_job))
+        .route(
+            "/v1/space/{namespace}",
+            get(space::list)
+                .post(space::create_namespace)
+                .delete(space::destroy_namespace),
+        )
+        .route(
+            "/v1/space/{namespace}/{name}",
+            get(space::get_object)
+                .put(space::put_object)
+                .delete(space::delete_object),
+        )
+        .route(
+            "/v1/space/{namespace}/{name}/lock",
+            axum::routing::post(space::lock),
+        )
+        .route(
+            "/v1/space/{namespace}/{name}/unlock",
+            axum::routing::post(space::unlock),
+        )
         .with_state(peer)
         .layer(axum::middleware::from_fn_with_state(guard, check_request));
     tokio::spawn(accept_loop(listener, app, limits));
@@ -345,8 +371,11 @@ async fn check_request(State(guard): State<Arc<Guard>>, request: Request, next: 
         );
         return response;
     }
-    let max = if request.uri().path() == "/v1/modules" {
+    let path = request.uri().path();
+    let max = if path == "/v1/modules" {
         guard.limits.max_module_bytes
+    } else if path.starts_with("/v1/space/") {
+        guard.max_object_bytes
     } else {
         guard.limits.max_body_bytes
     };
@@ -732,3 +761,4 @@ mod tests {
 
 #[cfg(test)]
 mod decode_tests;
+mod space;

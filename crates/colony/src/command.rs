@@ -9,6 +9,7 @@ use colony_core::ft::FaultTolerance;
 use colony_core::job::{JobId, JobView};
 use colony_core::modules::ModuleSignature;
 use colony_core::pipe::{PipeError, Receipt, TrafficClass};
+use colony_core::space::{LockLost, ObjectKey, SpaceError, SpaceOp, SpaceReply};
 use libp2p::PeerId;
 use tokio::sync::{oneshot, watch};
 
@@ -67,6 +68,29 @@ pub(crate) enum Command {
         id: String,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Apply `op` to the object space, answered within `timeout`. A lock
+    /// granted is watched for its guard (`keep: None`), or kept for a
+    /// holder outside this process: renewed until unlocked by token
+    /// (`Some(true)`) or left to run out at its lease (`Some(false)`).
+    Space {
+        op: SpaceOp,
+        timeout: Duration,
+        keep: Option<bool>,
+        reply: oneshot::Sender<SpaceAnswer>,
+    },
+    /// Stop renewing the lock `token` on `key` and release it (its guard
+    /// was dropped).
+    SpaceRelease {
+        key: ObjectKey,
+        token: u64,
+    },
+}
+
+/// The answer to [`Command::Space`]: what the space said, and for a lock
+/// granted, where its loss will be told.
+pub(crate) struct SpaceAnswer {
+    pub(crate) result: Result<SpaceReply, SpaceError>,
+    pub(crate) lost: Option<watch::Receiver<Option<LockLost>>>,
 }
 
 /// A submitted job: its id and a feed of its status.

@@ -11,7 +11,7 @@ use colony_core::job::Jobs;
 use colony_core::membership::{Membership, PeerStats};
 use colony_core::node::{Node, NodeConfig, NodeInput};
 use colony_core::pipe::Pipes;
-use colony_core::space::{Space, SpaceConfig};
+use colony_core::space::Space;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -118,6 +118,11 @@ impl Peer {
                 .map(|g| g.trust.gossiped())
                 .unwrap_or_default(),
             when: config.volunteer.when,
+            // Published from the first record on, so that the peers it
+            // joins count it among the space's holders at once: a home
+            // created while its creator believes it is alone is committed
+            // by one copy only.
+            space_free_bytes: config.space.capacity_bytes,
             ..PeerStats::default()
         };
         let volunteer = crate::driver::Volunteer::start(&config.volunteer, &store, now)?;
@@ -189,6 +194,7 @@ impl Peer {
                 peer.clone(),
                 token,
                 config.api_limits.clone(),
+                config.space.max_object_bytes,
             );
         }
         info!(
@@ -211,11 +217,7 @@ impl Peer {
         };
         let space = Space::new(
             peer_id,
-            SpaceConfig {
-                // Until the driver persists partitions, this peer holds none.
-                capacity_bytes: 0,
-                ..config.space.clone()
-            },
+            config.space.clone(),
             crate::driver::overlay_key,
             rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
             rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
@@ -229,6 +231,8 @@ impl Peer {
             space,
             now,
         );
+        // The partitions held before a restart rejoin their homes.
+        crate::driver::restore_space(&mut node, &checkpoints, Instant::now());
         if let Some(reason) = volunteer
             .as_ref()
             .and_then(crate::driver::Volunteer::paused)

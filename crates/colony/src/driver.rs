@@ -38,6 +38,7 @@ enum Wake {
     Swarm(SwarmEvent<BehaviourEvent>),
     Compute(Option<UnitEvent>),
     Persisted(Option<jobs::Persisted>),
+    SpaceWritten(Option<space::Written>),
     Module(Option<NodeInput<PeerId>>),
     Load(Option<crate::volunteer::LoadSample>),
     InboxReady,
@@ -61,10 +62,12 @@ const COMPUTE_EVENTS: usize = 1024;
 
 mod jobs;
 mod modules;
+mod space;
 mod volunteer;
 
 pub(crate) use jobs::{overlay_key, restore_checkpoints};
 pub(crate) use modules::store_module;
+pub(crate) use space::restore_space;
 pub(crate) use volunteer::Volunteer;
 
 /// Most inputs of one kind handled before outputs are drained, so a burst
@@ -147,6 +150,7 @@ impl DriverBuilder {
             persisted_tx,
             persisted_rx,
             persists_in_flight: 0,
+            space: space::SpaceIo::new(),
             warnings: LogLimiter::new(self.config.net.warn_interval, DEFAULT_WARN_KEYS),
             store: self.store?,
             commands: self.commands?,
@@ -193,6 +197,9 @@ pub(crate) struct Driver {
     persisted_rx: mpsc::Receiver<jobs::Persisted>,
     /// Checkpoint writes whose completion has not come back yet.
     persists_in_flight: usize,
+    /// Space partitions on their way to disk, and the handles' space
+    /// requests and locks.
+    space: space::SpaceIo,
     /// The peer's WebAssembly guests, if it runs any.
     guests: Option<Arc<colony_wasm::GuestApps>>,
     /// Answers of module reads and stores, for the node.
@@ -251,6 +258,7 @@ impl Driver {
                 event = self.swarm.select_next_some() => Wake::Swarm(event),
                 event = self.compute_events.recv() => Wake::Compute(event),
                 done = self.persisted_rx.recv() => Wake::Persisted(done),
+                done = self.space.written_rx.recv() => Wake::SpaceWritten(done),
                 done = self.module_rx.recv() => Wake::Module(done),
                 sample = Volunteer::next_sample(&mut self.volunteer) => Wake::Load(sample),
                 // The permit is released at once; the slot it proved free is
@@ -297,6 +305,16 @@ impl Driver {
                 Wake::Compute(None) => {}
                 Wake::Persisted(Some(done)) => self.on_persisted(done),
                 Wake::Persisted(None) => {}
+                Wake::SpaceWritten(Some(done)) => {
+                    self.on_space_written(done);
+                    for _ in 0..BATCH {
+                        let Ok(done) = self.space.written_rx.try_recv() else {
+                            break;
+                        };
+                        self.on_space_written(done);
+                    }
+                }
+                Wake::SpaceWritten(None) => {}
                 Wake::Module(Some(answer)) => self.on_module_done(answer),
                 Wake::Module(None) => {}
                 Wake::Load(sample) => self.on_load_sample(sample),
@@ -306,6 +324,8 @@ impl Driver {
                 Wake::Timer => self.node.handle_timeout(Instant::now()),
             }
             self.flush();
+            // Writes that waited for room in a full store queue.
+            self.drain_space_backlog();
             if shutdown_reply.is_some() {
                 let deadline = *leave_deadline.get_or_insert(Instant::now() + HAND_OVER_TIMEOUT);
                 let handed_over = self.node.has_handed_over();
@@ -417,6 +437,13 @@ impl Driver {
                 let _ = reply.send(holders);
             }
             Command::FetchModule { id, reply } => self.fetch_module(now, id, reply),
+            Command::Space {
+                op,
+                timeout,
+                keep,
+                reply,
+            } => self.space_request(now, op, timeout, keep, reply),
+            Command::SpaceRelease { key, token } => self.release_space_lock(now, key, token),
             Command::Shutdown { reply } => {
                 info!(peer_id = %self.info.peer_id, running_units = self.node.jobs().running_units(), "leaving: handing units and job records over");
                 self.node.handle(now, NodeInput::HandOver);
@@ -597,6 +624,10 @@ impl Driver {
             }
             NodeOutput::Notice(notice) => self.on_notice(notice),
             NodeOutput::TraceJobMessage { .. } => {}
+            out @ (NodeOutput::PersistSpace { .. }
+            | NodeOutput::UnpersistSpace { .. }
+            | NodeOutput::SpaceAnswer { .. }
+            | NodeOutput::SpaceLockLost(_)) => self.on_space_output(now, out),
             out @ (NodeOutput::ServeModule { .. } | NodeOutput::ModuleReceived { .. }) => {
                 self.on_module_output(out)
             }
@@ -781,6 +812,7 @@ impl Driver {
                     .map_or(0, |l| l.len()),
             },
             compute: self.compute_info(),
+            space: self.space_info(),
         }
     }
 }

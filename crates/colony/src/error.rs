@@ -95,4 +95,7 @@ pub enum ColonyError {
     /// The owner's computing preferences cannot be followed here.
     #[error("cannot compute as asked: {0}")]
     Volunteer(String),
+    /// The object space refused or could not answer an operation.
+    #[error(transparent)]
+    Space(#[from] colony_core::space::SpaceError),
 }

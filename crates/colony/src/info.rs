@@ -150,6 +150,63 @@ pub struct StatusInfo {
     /// When this peer computes, and whether it does now.
     #[serde(default)]
     pub compute: ComputeInfo,
+    /// The object space: what this peer holds of it, and what it did.
+    #[serde(default)]
+    pub space: SpaceInfo,
+}
+
+/// This peer's part in the object space.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SpaceInfo {
+    /// Bytes of object values this peer gives the space (`--space-mib`);
+    /// 0: it holds no partitions.
+    pub capacity_bytes: u64,
+    /// Largest object value accepted (`--max-object-mib`).
+    pub max_object_bytes: u64,
+    /// Partitions held here (primary or backup).
+    pub partitions: usize,
+    /// Of those, the partitions this peer is the primary of.
+    pub primary_of: Vec<u16>,
+    /// Objects held here, over every partition.
+    pub objects: u64,
+    /// Bytes of object values held here.
+    pub bytes: u64,
+    /// Objects locked in the partitions held here.
+    pub locks: u64,
+    /// Operations applied by the primaries here.
+    pub requests_applied: u64,
+    /// Requests sent on to another member.
+    pub requests_redirected: u64,
+    /// Requests refused as malformed or out of bounds.
+    pub requests_refused: u64,
+    /// Partition homes created here.
+    pub partitions_created: u64,
+    /// Lock leases that ran out at the primaries here.
+    pub expired_leases: u64,
+    /// This peer's requests waiting for an answer.
+    pub pending_requests: usize,
+    /// Partition writes waiting for the disk.
+    pub writes_in_flight: usize,
+    /// Partitions whose writes wait for room behind them now.
+    pub writes_backlogged: usize,
+    /// Times a partition's write had to wait for room (merged with the
+    /// writes after it), since the peer started.
+    pub writes_delayed: u64,
+    /// Changes not written because an earlier write of their partition
+    /// failed (the disk keeps the last state written in full).
+    pub writes_skipped: u64,
+    /// Partition writes that could not be made (encoding or disk errors).
+    pub write_errors: u64,
+    /// Partitions this peer no longer confirms updates of, after a failed
+    /// write.
+    pub partitions_not_persisted: usize,
+    /// Partitions on disk dropped whole for failing their checksum.
+    pub partitions_corrupt: u64,
+    /// Locks this peer held and lost (a renewal refused).
+    pub locks_lost: u64,
+    /// Locks granted after their asker had stopped waiting, released at
+    /// once.
+    pub unclaimed_grants_released: u64,
 }
 
 /// This peer as a volunteer host: its owner's policy and what it does now.

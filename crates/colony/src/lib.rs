@@ -43,6 +43,7 @@ mod host;
 mod info;
 mod local;
 mod peer;
+mod space;
 mod trust;
 mod volunteer;
 
@@ -55,12 +56,16 @@ pub use colony_core::membership::{
     ComputeWhen, MemberState, MembershipConfig, PauseReason, PeerStats,
 };
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
+pub use colony_core::space::{
+    Condition, Listed, LockLost, LockMode, Object, ObjectKey, SpaceConfig, SpaceError, SpaceOp,
+    SpaceReply, TagValue, Tags, GLOBAL, PARTITIONS,
+};
 pub use colony_net::{FaultConfig, NetConfig};
 pub use config::{ApiLimits, GuestConfig, PeerConfig, VolunteerConfig};
 pub use error::ColonyError;
 pub use info::{
     AppsInfo, ComputeInfo, ContributionInfo, DeclineInfo, JobCounters, JobInfo, MemberInfo,
-    ModuleInfo, PeerInfo, StatusInfo,
+    ModuleInfo, PeerInfo, SpaceInfo, StatusInfo,
 };
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;
@@ -68,4 +73,5 @@ pub use peer::{
     job_deadline_from_secs, InboundMessage, JobHandle, Peer, PendingReceipt, PublishedModule,
     MAX_JOB_DEADLINE,
 };
+pub use space::{Listing, LockGuard, SPACE_TIMEOUT};
 pub use trust::{GuestTrust, PUBLIC_KEY_FILE};

@@ -596,7 +596,7 @@ impl<P: PeerKey> Space<P> {
             Role::Backup { primary } => {
                 let primary = primary.clone();
                 self.counters.redirected += 1;
-                return self.send(from, SpaceMsg::Redirect { id, primary }, false);
+                return self.redirect(now, from, id, primary);
             }
             Role::Primary => {}
         }
@@ -817,7 +817,7 @@ impl<P: PeerKey> Space<P> {
         if hint.is_some() || closest.first() != Some(&self.me) {
             self.counters.redirected += 1;
             let primary = hint.or_else(|| closest.first().cloned());
-            return self.send(from, SpaceMsg::Redirect { id, primary }, false);
+            return self.redirect(now, from, id, primary);
         }
         if !self.creating.contains_key(&partition) {
             // Every live member close to the partition is asked, offering
@@ -890,6 +890,16 @@ impl<P: PeerKey> Space<P> {
             Partition::new(partition),
             self.config.home_size,
         );
+    }
+
+    /// Sends the asker of `id` to `primary`: this peer's own client at
+    /// once (a message to oneself never reaches the network's other end).
+    fn redirect(&mut self, now: Instant, to: P, id: RequestId, primary: Option<P>) {
+        if to == self.me {
+            self.client.redirect(now, &to, id, primary);
+        } else {
+            self.send(to, SpaceMsg::Redirect { id, primary }, false);
+        }
     }
 
     fn reply(

@@ -99,6 +99,9 @@ impl Net {
         while let Some(out) = self.peers[p as usize].space.as_mut().and_then(Space::poll) {
             match out {
                 SpaceOutput::Send { to, msg, .. } => {
+                    // The network does not carry a peer's messages to
+                    // itself: the core must handle them in place.
+                    assert_ne!(to, p, "peer {p} sent itself {}", describe(&msg));
                     if std::env::var("SPACE_TRACE").is_ok() {
                         eprintln!("{:?} {p}->{to} {}", now - self.start_time(), describe(&msg));
                     }

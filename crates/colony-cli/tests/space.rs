@@ -1,0 +1,685 @@
+//! The object space on real `colony peer` processes: the CLI from one peer
+//! to another, clear refusals that change nothing, locks that outlive
+//! neither a SIGKILLed nor a SIGSTOPped holder, exactly-once increments
+//! under a lock through a peer's crash and restart, and acknowledged
+//! objects that survive restarts of every peer and the loss of a minority.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Three peers, each offering the space room, objects up to 1 MiB.
+fn three_peers(name: &str) -> (std::path::PathBuf, Vec<PeerProc>) {
+    let root = test_dir(name);
+    let peers = start_network(&root, 3, &["--max-object-mib".into(), "1".into()]);
+    (root, peers)
+}
+
+async fn formed(peers: &[&PeerProc]) {
+    wait_until(Duration::from_secs(20), "the network to form", || async {
+        all_see_all_alive(peers).await.then_some(())
+    })
+    .await;
+}
+
+/// `colony space ARGS --data-dir DIR-of-peer`.
+fn cli(peer: &PeerProc, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_colony"))
+        .arg("space")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&peer.dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run colony space")
+}
+
+/// Runs the CLI and expects success; returns its standard output.
+fn cli_ok(peer: &PeerProc, args: &[&str]) -> String {
+    let out = cli(peer, args);
+    assert!(
+        out.status.success(),
+        "colony space {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the CLI and expects a refusal: a non-zero exit and one line on
+/// stderr that contains `says`. Returns that line.
+fn cli_refused(peer: &PeerProc, args: &[&str], says: &str) -> String {
+    let out = cli(peer, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "colony space {args:?} succeeded");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line for {args:?}: {stderr}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(says),
+        "{args:?}: expected {says:?} in {stderr}"
+    );
+    eprintln!("refused as it should be: {}", lines[0]);
+    lines[0].to_string()
+}
+
+/// Why an API call failed.
+#[derive(Debug)]
+enum Failure {
+    /// No answer (the peer is down, the connection broke).
+    Transport(String),
+    /// The peer answered with a refusal of this kind.
+    Refused {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transport(why) => write!(f, "no answer: {why}"),
+            Failure::Refused {
+                status,
+                kind,
+                message,
+            } => write!(f, "{status} {kind}: {message}"),
+        }
+    }
+}
+
+impl Failure {
+    fn kind(&self) -> &str {
+        match self {
+            Failure::Refused { kind, .. } => kind,
+            Failure::Transport(_) => "transport",
+        }
+    }
+}
+
+/// A tiny client of a peer's space API.
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn of(peer: &PeerProc) -> Api {
+        Api {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .no_proxy()
+                .build()
+                .expect("http client"),
+            base: format!("http://{}/v1/space/global", peer.api()),
+            token: peer.token(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, Failure> {
+        let mut request = self
+            .http
+            .request(method, format!("{}/{path}", self.base))
+            .bearer_auth(&self.token);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(e.to_string()))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let kind = response
+            .headers()
+            .get("colony-error")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let message = response.text().await.unwrap_or_default();
+        Err(Failure::Refused {
+            status,
+            kind,
+            message,
+        })
+    }
+
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<serde_json::Value, Failure> {
+        self.call(method, path, headers, body)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Failure::Transport(e.to_string()))
+    }
+
+    /// The value and version of `name`, `None` if absent.
+    async fn get(&self, name: &str) -> Result<Option<(Vec<u8>, u64)>, Failure> {
+        match self.call(reqwest::Method::GET, name, &[], None).await {
+            Ok(response) => {
+                let version = response
+                    .headers()
+                    .get("colony-version")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let value = response
+                    .bytes()
+                    .await
+                    .map_err(|e| Failure::Transport(e.to_string()))?;
+                Ok(Some((value.to_vec(), version)))
+            }
+            Err(Failure::Refused { kind, .. }) if kind == "no_object" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put(&self, name: &str, value: &[u8], token: Option<u64>) -> Result<u64, Failure> {
+        let path = match token {
+            Some(t) => format!("{name}?token={t}"),
+            None => name.to_string(),
+        };
+        let written = self
+            .json(reqwest::Method::PUT, &path, &[], Some(value.to_vec()))
+            .await?;
+        Ok(written["version"].as_u64().unwrap_or(0))
+    }
+
+    async fn lock(&self, name: &str, lease_ms: u64, wait_ms: u64) -> Result<u64, Failure> {
+        let path = format!("{name}/lock?mode=write&lease_ms={lease_ms}&wait_ms={wait_ms}");
+        let granted = self.json(reqwest::Method::POST, &path, &[], None).await?;
+        granted["token"]
+            .as_u64()
+            .ok_or_else(|| Failure::Transport(format!("no token in {granted}")))
+    }
+
+    async fn unlock(&self, name: &str, token: u64) -> Result<(), Failure> {
+        let path = format!("{name}/unlock?token={token}");
+        self.json(reqwest::Method::POST, &path, &[], None)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Retries `op` while the space cannot answer yet (homes forming or
+/// changing, a peer down), for at most `within`.
+async fn retried<T, F, Fut>(within: Duration, what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) if matches!(e.kind(), "unavailable" | "timeout" | "transport" | "busy") => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: still failing after {within:?}: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// Whether `peer` is the primary of `name`'s partition (global
+/// namespace), as its status says.
+async fn is_primary_of(peer: &PeerProc, name: &str) -> bool {
+    let partition = colony::ObjectKey::new("global", name).partition();
+    peer.status()
+        .await
+        .is_some_and(|s| s.space.primary_of.contains(&partition))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_at_one_peer_what_another_wrote_and_refuses_bad_input_cleanly() {
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let (root, peers) = three_peers("space-cli");
+    let [a, b, c] = [&peers[0], &peers[1], &peers[2]];
+    formed(&[a, b, c]).await;
+    let file = root.join("value.txt");
+    std::fs::write(&file, "the best bound is 1049\n").unwrap();
+    let file = file.display().to_string();
+    // The first write waits for the partition's home to form.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cli(a, &["put", "bound", &file, "--tag", "instance=ta017"]);
+        if out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("version 1"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(cli_ok(b, &["get", "bound"]), "the best bound is 1049\n");
+    let copy = root.join("copy.txt");
+    cli_ok(c, &["get", "bound", "-o", &copy.display().to_string()]);
+    assert_eq!(
+        std::fs::read_to_string(&copy).unwrap(),
+        "the best bound is 1049\n"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&cli_ok(c, &["ls", "--json"])).unwrap();
+    assert_eq!(listed["entries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["entries"][0]["name"], "bound");
+    assert_eq!(listed["entries"][0]["tags"]["instance"], "ta017");
+    assert!(cli_ok(b, &["ls"]).contains("bound"));
+
+    // Bad input: a clear sentence, a non-zero exit, and nothing changed.
+    cli_refused(
+        b,
+        &["put", "--namespace", "no-such-ns", "bound", &file],
+        "namespace \"no-such-ns\" does not exist",
+    );
+    let big = root.join("big");
+    std::fs::write(&big, vec![7u8; (1 << 20) + 1]).unwrap();
+    cli_refused(
+        c,
+        &["put", "bound", &big.display().to_string()],
+        "larger than 1048576 bytes",
+    );
+    cli_refused(
+        a,
+        &["unlock", "bound", "--token", "424242"],
+        "no lock with token 424242 is held",
+    );
+    let stale = cli_ok(b, &["lock", "bound", "--write", "--lease-ms", "5000"]);
+    let stale = stale.trim();
+    cli_ok(b, &["unlock", "bound", "--token", stale]);
+    let token = cli_ok(c, &["lock", "bound", "--write", "--lease-ms", "5000"]);
+    let token = token.trim();
+    assert!(token.parse::<u64>().unwrap() > stale.parse::<u64>().unwrap());
+    cli_refused(
+        a,
+        &["put", "bound", &file, "--token", stale],
+        &format!("fencing token {stale} does not hold the write lock"),
+    );
+    cli_refused(a, &["put", "bound", &file], "locked by another holder");
+    cli_refused(
+        a,
+        &["put", "bound", &file, "--if-version", "7"],
+        "locked by another holder",
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&cli_ok(a, &["get", "bound", "--json"])).unwrap();
+    assert_eq!(meta["version"], 1, "nothing was written: {meta}");
+    assert_eq!(meta["value_utf8"], "the best bound is 1049\n");
+
+    // The holder of the token writes, compare-and-set included.
+    std::fs::write(root.join("new.txt"), "1047").unwrap();
+    let new = root.join("new.txt").display().to_string();
+    cli_refused(
+        a,
+        &["put", "bound", &new, "--token", token, "--if-version", "5"],
+        "is at version 1, not the one expected",
+    );
+    assert!(cli_ok(
+        a,
+        &["put", "bound", &new, "--token", token, "--if-version", "1"]
+    )
+    .contains("version 2"));
+    cli_ok(b, &["unlock", "bound", "--token", token]);
+    cli_refused(
+        b,
+        &["unlock", "bound", "--token", token],
+        &format!("no lock with token {token}"),
+    );
+
+    cli_ok(b, &["rm", "bound"]);
+    cli_refused(a, &["get", "bound"], "no object \"global/bound\"");
+    assert!(!cli_ok(c, &["ls"]).contains("bound"));
+
+    // Namespaces.
+    cli_ok(a, &["ns-create", "job-1"]);
+    cli_refused(b, &["ns-create", "job-1"], "exists already");
+    cli_ok(b, &["put", "-n", "job-1", "row/1", &new]);
+    assert_eq!(cli_ok(c, &["get", "-n", "job-1", "row/1"]), "1047");
+    cli_ok(c, &["ns-rm", "job-1"]);
+    cli_refused(
+        a,
+        &["get", "-n", "job-1", "row/1"],
+        "namespace \"job-1\" does not exist",
+    );
+    eprintln!(
+        "figure: space CLI test took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(peers);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_lock_holders_lock_goes_to_a_waiter_within_its_lease() {
+    let _serial = SERIAL.lock().await;
+    let (root, mut peers) = three_peers("space-kill-holder");
+    formed(&[&peers[0], &peers[1], &peers[2]]).await;
+    let (holder, waiter) = (Api::of(&peers[0]), Api::of(&peers[1]));
+    let lease = Duration::from_millis(2000);
+    let lease_ms = lease.as_millis() as u64;
+    let token = retried(Duration::from_secs(30), "first lock", || {
+        holder.lock("job-queue", lease_ms, 1000)
+    })
+    .await;
+    // The holder's peer renews the lease: past it, its token still holds
+    // the lock (a token is a capability: any peer may present it).
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    waiter
+        .put("job-queue", b"held", Some(token))
+        .await
+        .expect("the renewed lock is still held past its first lease");
+    let holder_was_primary = is_primary_of(&peers[0], "job-queue").await;
+    let waiting = tokio::spawn({
+        let waiter = waiter.clone();
+        async move {
+            let result = waiter.lock("job-queue", lease_ms, 20_000).await;
+            (result, Instant::now())
+        }
+    });
+    // The waiter's request is queued at the primary before the kill.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = Instant::now();
+    peers[0].kill();
+    let (granted, at) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiter hears back")
+        .expect("waiter task");
+    let second = granted.expect("the waiter gets the lock");
+    let took = at.duration_since(killed_at);
+    eprintln!(
+        "figure: lock of a SIGKILLed holder granted to the waiter {:.2} s after the kill \
+         (lease {:.1} s; the holder was {}the partition's primary)",
+        took.as_secs_f64(),
+        lease.as_secs_f64(),
+        if holder_was_primary { "" } else { "not " }
+    );
+    assert!(second > token);
+    assert!(
+        took < lease + Duration::from_secs(5),
+        "granted {took:?} after the kill"
+    );
+    // The new holder writes; the dead holder's token is stale.
+    waiter
+        .put("job-queue", b"taken", Some(second))
+        .await
+        .expect("the new holder writes");
+    match Api::of(&peers[2]).put("job-queue", b"x", Some(token)).await {
+        Err(Failure::Refused { kind, .. }) if kind == "stale_token" => {}
+        other => panic!("expected a stale token, got {other:?}"),
+    }
+    drop(peers);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_paused_past_its_lease_cannot_write_with_its_old_token() {
+    let _serial = SERIAL.lock().await;
+    let (root, peers) = three_peers("space-pause-holder");
+    formed(&[&peers[0], &peers[1], &peers[2]]).await;
+    let (paused, other) = (Api::of(&peers[0]), Api::of(&peers[1]));
+    let lease_ms = 1000;
+    retried(Duration::from_secs(30), "first write", || {
+        paused.put("ledger", b"v1", None)
+    })
+    .await;
+    let old = retried(Duration::from_secs(10), "lock", || {
+        paused.lock("ledger", lease_ms, 1000)
+    })
+    .await;
+    let was_primary = is_primary_of(&peers[0], "ledger").await;
+    peers[0].signal("STOP");
+    let paused_at = Instant::now();
+    let new = retried(Duration::from_secs(30), "the other's lock", || {
+        other.lock("ledger", lease_ms, 20_000)
+    })
+    .await;
+    eprintln!(
+        "figure: lock of a SIGSTOPped holder granted to another {:.2} s after the pause \
+         (lease {} ms; the holder was {}the partition's primary)",
+        paused_at.elapsed().as_secs_f64(),
+        lease_ms,
+        if was_primary { "" } else { "not " }
+    );
+    assert!(new > old, "new token {new}, old {old}");
+    other
+        .put("ledger", b"written by the new holder", Some(new))
+        .await
+        .expect("the new holder writes");
+    peers[0].signal("CONT");
+    // Its late write with the old token is refused, whichever peer's
+    // primary answers (a resumed primary must first learn it is stale).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match paused
+            .put("ledger", b"late write of the paused holder", Some(old))
+            .await
+        {
+            Err(Failure::Refused { kind, .. }) if kind == "stale_token" => break,
+            Err(e) if matches!(e.kind(), "unavailable" | "timeout" | "transport") => {
+                assert!(Instant::now() < deadline, "no answer after resuming: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("the old token must be refused: {other:?}"),
+        }
+    }
+    for api in [&paused, &other] {
+        let (value, _) = retried(Duration::from_secs(10), "read", || api.get("ledger"))
+            .await
+            .expect("present");
+        assert_eq!(value, b"written by the new holder");
+    }
+    drop(peers);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The counter as "c0,c1,c2": how many increments each client made. Its
+/// sum is the counter; per-client counts let a client whose write's
+/// outcome it never heard (its peer was killed) find out whether the write
+/// took, so retried increments are counted once.
+fn parse_counts(value: &[u8]) -> [u64; 3] {
+    let text = String::from_utf8_lossy(value);
+    let mut counts = [0u64; 3];
+    for (i, part) in text.split(',').enumerate().take(3) {
+        counts[i] = part
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad counter {text:?}"));
+    }
+    counts
+}
+
+/// One increment by client `me` to reach its `n`-th, under the lock; the
+/// peer it goes through is `api`. `Ok(true)` if it took now, `Ok(false)`
+/// if it had already (an earlier attempt whose answer was lost).
+async fn increment(api: &Api, me: usize, n: u64) -> Result<bool, Failure> {
+    let token = api.lock("counter", 2000, 10_000).await?;
+    let outcome = async {
+        let (value, _) = api.get("counter").await?.unwrap_or((b"0,0,0".to_vec(), 0));
+        let mut counts = parse_counts(&value);
+        if counts[me] >= n {
+            return Ok(false);
+        }
+        assert_eq!(counts[me], n - 1, "client {me} skipped an increment");
+        counts[me] += 1;
+        let text = format!("{},{},{}", counts[0], counts[1], counts[2]);
+        api.put("counter", text.as_bytes(), Some(token)).await?;
+        Ok(true)
+    }
+    .await;
+    // Released whatever happened (a lock lost meanwhile is no longer held).
+    let _ = api.unlock("counter", token).await;
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_count_to_3000_under_a_lock_through_a_peer_crash_and_restart() {
+    const EACH: u64 = 1000;
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let (root, mut peers) = three_peers("space-counter");
+    formed(&[&peers[0], &peers[1], &peers[2]]).await;
+    let first = Api::of(&peers[0]);
+    retried(Duration::from_secs(30), "counter creation", || {
+        first.put("counter", b"0,0,0", None)
+    })
+    .await;
+    // Every client's view of where each peer's API is (it moves when a
+    // peer restarts).
+    let apis: Arc<std::sync::Mutex<Vec<Api>>> =
+        Arc::new(std::sync::Mutex::new(peers.iter().map(Api::of).collect()));
+    let done = Arc::new(AtomicU64::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for me in 0..3usize {
+        let (apis, done, retries) = (apis.clone(), done.clone(), retries.clone());
+        clients.push(tokio::spawn(async move {
+            let mut via = me;
+            for n in 1..=EACH {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let api = apis.lock().unwrap()[via].clone();
+                    match increment(&api, me, n).await {
+                        Ok(_) => break,
+                        Err(e) => {
+                            retries.fetch_add(1, Ordering::Relaxed);
+                            assert!(Instant::now() < deadline, "client {me}, increment {n}: {e}");
+                            // Another peer if this one is unreachable.
+                            if matches!(e, Failure::Transport(_)) {
+                                via = (via + 1) % 3;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                via = me;
+            }
+        }));
+    }
+    // Midway, one peer is SIGKILLed and restarted on its data directory.
+    wait_until(
+        Duration::from_secs(90),
+        "half of the increments",
+        || async { (done.load(Ordering::Relaxed) >= 3 * EACH / 2).then_some(()) },
+    )
+    .await;
+    let killed_at = done.load(Ordering::Relaxed);
+    peers[2].kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    peers[2].restart_with(&[]);
+    apis.lock().unwrap()[2] = Api::of(&peers[2]);
+    eprintln!(
+        "peer 2 SIGKILLed after {killed_at} increments and restarted ({:.1} s in)",
+        started.elapsed().as_secs_f64()
+    );
+    for client in clients {
+        tokio::time::timeout(Duration::from_secs(150), client)
+            .await
+            .expect("the clients finish")
+            .expect("client task");
+    }
+    let last = Api::of(&peers[2]);
+    let (value, version) = retried(Duration::from_secs(10), "final read", || {
+        last.get("counter")
+    })
+    .await
+    .expect("the counter exists");
+    let counts = parse_counts(&value);
+    eprintln!(
+        "figure: 3 clients x {EACH} increments under a write lock: counter {:?} = {}, version {version}, {} retried attempts, {:.1} s",
+        counts,
+        counts.iter().sum::<u64>(),
+        retries.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(counts, [EACH; 3]);
+    assert_eq!(counts.iter().sum::<u64>(), 3000);
+    assert_eq!(version, 1 + 3 * EACH, "one write per increment, no more");
+    drop(peers);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_objects_survive_restarts_of_every_peer_and_a_minority_loss() {
+    const OBJECTS: usize = 30;
+    let _serial = SERIAL.lock().await;
+    let (root, mut peers) = three_peers("space-durable");
+    formed(&[&peers[0], &peers[1], &peers[2]]).await;
+    let value = |i: usize| format!("value of object {i}").into_bytes();
+    for i in 0..OBJECTS {
+        let api = Api::of(&peers[i % 3]);
+        let (name, bytes) = (format!("object-{i}"), value(i));
+        retried(Duration::from_secs(30), "put", || {
+            api.put(&name, &bytes, None)
+        })
+        .await;
+    }
+    // Every peer SIGKILLed, then restarted on its data directory: what
+    // they hold comes back from disk only.
+    for peer in peers.iter_mut() {
+        peer.kill();
+    }
+    peers[0].restart_with(&[]);
+    let seed = peers[0].addr();
+    for peer in &mut peers[1..] {
+        peer.restart_with(&["--bootstrap".into(), seed.clone()]);
+    }
+    formed(&[&peers[0], &peers[1], &peers[2]]).await;
+    for peer in &peers {
+        assert!(
+            peer.log().contains("space partitions found on disk"),
+            "{}",
+            peer.log()
+        );
+    }
+    let check_all = |apis: Vec<Api>| async move {
+        for (n, api) in apis.iter().enumerate() {
+            for i in 0..OBJECTS {
+                let name = format!("object-{i}");
+                let got = retried(Duration::from_secs(30), "read after restart", || {
+                    api.get(&name)
+                })
+                .await;
+                assert_eq!(got, Some((value(i), 1)), "object {i} read through peer {n}");
+            }
+        }
+    };
+    check_all(peers.iter().map(Api::of).collect()).await;
+    // One of three is a minority of every home: nothing is lost.
+    peers[1].kill();
+    check_all(vec![Api::of(&peers[0]), Api::of(&peers[2])]).await;
+    let survivor = Api::of(&peers[2]);
+    retried(Duration::from_secs(30), "a write without peer 1", || {
+        survivor.put("object-0", b"rewritten", None)
+    })
+    .await;
+    drop(peers);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1,0 +1,195 @@
+//! The object space through the library API of embedded peers: writes from
+//! one peer read from another, compare-and-set, locks with fencing tokens
+//! and guards, listings across partitions, namespaces, and partitions
+//! written to disk and confirmed.
+
+use std::time::{Duration, Instant};
+
+use colony::{
+    ColonyError, Condition, LocalNetwork, LockMode, ObjectKey, SpaceError, TagValue, Tags,
+};
+
+mod common;
+
+async fn three_peers() -> LocalNetwork {
+    common::init_tracing();
+    LocalNetwork::start(3, |_, _| {}).await.expect("start")
+}
+
+/// Retries `op` while the space answers that it cannot yet (homes forming
+/// right after the network did), for at most 30 s.
+async fn settled<T, F, Fut>(what: &str, mut op: F) -> Result<T, ColonyError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ColonyError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match op().await {
+            Err(ColonyError::Space(SpaceError::Timeout { .. } | SpaceError::Unavailable(_)))
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => {
+                if let Err(e) = &other {
+                    eprintln!("{what}: {e}");
+                }
+                return other;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_written_at_one_peer_are_read_at_another() {
+    let network = three_peers().await;
+    let [a, b, c] = [0, 1, 2].map(|i| network.peers()[i].clone());
+    let key = ObjectKey::new("global", "bound");
+    let mut tags = Tags::new();
+    tags.insert("instance".into(), TagValue::Text("ta017".into()));
+    let v1 = settled("first put", || {
+        a.space_put(&key, b"1049".to_vec(), tags.clone())
+    })
+    .await
+    .expect("put");
+    assert_eq!(v1, 1);
+    let object = b.space_get(&key).await.expect("get").expect("present");
+    assert_eq!(object.value, b"1049");
+    assert_eq!(object.version, 1);
+    assert_eq!(object.tags, tags);
+
+    // Compare-and-set: the stale version is refused and names the current.
+    let v2 = c
+        .space_cas(&key, 1, b"1047".to_vec(), Tags::new())
+        .await
+        .expect("cas");
+    assert_eq!(v2, 2);
+    match a.space_cas(&key, 1, b"1000".to_vec(), Tags::new()).await {
+        Err(ColonyError::Space(SpaceError::VersionMismatch { current: 2 })) => {}
+        other => panic!("expected a version mismatch, got {other:?}"),
+    }
+    assert_eq!(
+        b.space_get(&key)
+            .await
+            .expect("get")
+            .expect("present")
+            .value,
+        b"1047"
+    );
+
+    // The listing gathers every partition, sorted.
+    for name in ["c", "a", "b"] {
+        let key = ObjectKey::new("global", name);
+        settled("put", || b.space_put(&key, name.into(), Tags::new()))
+            .await
+            .expect("put");
+    }
+    let listing = settled("list", || c.space_list("global"))
+        .await
+        .expect("list");
+    let names: Vec<&str> = listing.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "bound", "c"]);
+    assert!(!listing.truncated);
+
+    a.space_delete(&key, Condition::Version(2))
+        .await
+        .expect("delete");
+    assert_eq!(c.space_get(&key).await.expect("get"), None);
+
+    // What the primaries applied was confirmed on disk.
+    let mut persisted = 0;
+    for peer in network.peers() {
+        let status = peer.status().await.expect("status");
+        assert_eq!(status.space.write_errors, 0);
+        persisted += status.space.partitions;
+    }
+    assert!(persisted >= 3, "partitions held: {persisted}");
+    network.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_fences_writers_and_its_guard_releases_it() {
+    let network = three_peers().await;
+    let [a, b] = [0, 1].map(|i| network.peers()[i].clone());
+    let key = ObjectKey::new("global", "counter");
+    settled("put", || a.space_put(&key, b"0".to_vec(), Tags::new()))
+        .await
+        .expect("put");
+    let lease = Duration::from_secs(2);
+    let guard = a
+        .space_lock(&key, LockMode::Write, lease)
+        .await
+        .expect("lock");
+    // Another writer without the token is refused while it is held.
+    match b.space_put(&key, b"x".to_vec(), Tags::new()).await {
+        Err(ColonyError::Space(SpaceError::Locked)) => {}
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    a.space_put_fenced(&key, b"1".to_vec(), Tags::new(), guard.token())
+        .await
+        .expect("fenced write");
+    // Held past its lease: this peer renews it.
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    assert_eq!(guard.lost(), None);
+    let token = guard.token();
+    a.space_put_fenced(&key, b"2".to_vec(), Tags::new(), token)
+        .await
+        .expect("still held after the lease, renewed");
+    // Dropping the guard releases the lock: another peer gets it at once
+    // (well within a lease), and the old token is stale.
+    drop(guard);
+    let started = Instant::now();
+    let second = b
+        .space_lock_within(&key, LockMode::Write, lease, Duration::from_secs(1))
+        .await
+        .expect("granted once the guard is dropped");
+    assert!(started.elapsed() < lease, "{:?}", started.elapsed());
+    assert!(second.token() > token);
+    match a
+        .space_put_fenced(&key, b"3".to_vec(), Tags::new(), token)
+        .await
+    {
+        Err(ColonyError::Space(SpaceError::StaleToken { token: t })) if t == token => {}
+        other => panic!("expected StaleToken, got {other:?}"),
+    }
+    second.unlock().await.expect("unlock");
+    assert_eq!(
+        b.space_get(&key)
+            .await
+            .expect("get")
+            .expect("present")
+            .value,
+        b"2"
+    );
+    // Unlocking a lock not held says so.
+    match a.space_unlock(&key, token).await {
+        Err(ColonyError::Space(SpaceError::NotHeld { .. })) => {}
+        other => panic!("expected NotHeld, got {other:?}"),
+    }
+    network.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_created_used_and_destroyed() {
+    let network = three_peers().await;
+    let [a, b] = [0, 1].map(|i| network.peers()[i].clone());
+    let key = ObjectKey::new("job-7", "row-1");
+    match settled("put", || a.space_put(&key, b"x".to_vec(), Tags::new())).await {
+        Err(ColonyError::Space(SpaceError::UnknownNamespace(ns))) if ns == "job-7" => {}
+        other => panic!("expected UnknownNamespace, got {other:?}"),
+    }
+    settled("create", || a.space_create_namespace("job-7"))
+        .await
+        .expect("create");
+    b.space_put(&key, b"x".to_vec(), Tags::new())
+        .await
+        .expect("put in the new namespace");
+    assert_eq!(b.space_list("job-7").await.expect("list").entries.len(), 1);
+    a.space_destroy_namespace("job-7").await.expect("destroy");
+    match b.space_get(&key).await {
+        Err(ColonyError::Space(SpaceError::UnknownNamespace(_))) => {}
+        other => panic!("expected UnknownNamespace after destruction, got {other:?}"),
+    }
+    network.shutdown().await;
+}
