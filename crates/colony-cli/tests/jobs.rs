@@ -255,3 +255,54 @@ async fn bad_jobs_get_clear_errors_and_peers_keep_running() {
     assert_eq!(row.state, MemberState::Alive);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// P³'s listing across processes: the first unit stores A and B in the
+/// job's namespace, every unit binds the rows it needs, and the product
+/// equals the sequential one; the namespace goes with the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matmul_through_the_object_space_is_right_on_three_peers_and_cleans_up() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("matmul-space");
+    let peers = three_workers(&root);
+    wait_formed(&peers).await;
+    let started = Instant::now();
+    let (out, json) = colony_run(
+        &peers[0].addr(),
+        &[],
+        &["matmul-space", "96", "--seed", "3"],
+    );
+    let json = json.unwrap_or_else(|| panic!("no JSON: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "{json}");
+    assert_eq!(
+        json["verified"], true,
+        "the product must equal the sequential one: {json}"
+    );
+    eprintln!(
+        "figure: matmul-space 96 in {:.2} s ({} units, {} peers)",
+        started.elapsed().as_secs_f64(),
+        json["units"],
+        json["peers_used"]
+    );
+    let job = json["job_id"].as_str().expect("job id").to_string();
+    let namespace = format!("job-{job}");
+    wait_until(
+        Duration::from_secs(20),
+        "the job's namespace to be destroyed",
+        || {
+            let namespace = namespace.clone();
+            let dir = peers[1].dir.clone();
+            async move {
+                let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+                    .args(["space", "ls", "--namespace", &namespace, "--data-dir"])
+                    .arg(&dir)
+                    .env("RUST_LOG", "warn")
+                    .output()
+                    .expect("colony space ls");
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                (!out.status.success() && stderr.contains("does not exist")).then_some(())
+            }
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -21,19 +21,28 @@ use colony_core::runner::{UnitEvent, UnitRequest, UnitRunner, UnitStart};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::command::Command;
+use crate::unit_space::RuntimeUnitSpace;
+
 /// Target duration of one step, so divide requests are answered promptly.
 const STEP_TARGET: Duration = Duration::from_millis(4);
 
 /// The running units of this peer.
 pub(crate) struct ComputePool {
     events: mpsc::Sender<UnitEvent>,
+    /// Where units that use the object space send their requests.
+    space_requests: mpsc::Sender<Command>,
     units: HashMap<(JobId, UnitId), std_mpsc::Sender<UnitRequest>>,
 }
 
 impl ComputePool {
-    pub(crate) fn new(events: mpsc::Sender<UnitEvent>) -> Self {
+    pub(crate) fn new(
+        events: mpsc::Sender<UnitEvent>,
+        space_requests: mpsc::Sender<Command>,
+    ) -> Self {
         ComputePool {
             events,
+            space_requests,
             units: HashMap::new(),
         }
     }
@@ -44,12 +53,16 @@ impl ComputePool {
         let (control_tx, control_rx) = std_mpsc::channel();
         self.units.insert((job, unit), control_tx);
         let events = self.events.clone();
+        let space = start.app.uses_space().then(|| {
+            let namespace = colony_core::space::job_namespace(job);
+            RuntimeUnitSpace::new(namespace, self.space_requests.clone())
+        });
         let spawned = std::thread::Builder::new()
             .name(format!("colony-unit-{unit}"))
             .spawn(move || {
                 let thread_events = events.clone();
                 let ran = colony_core::runner::catch_panic("its unit thread", || {
-                    run_unit(start, control_rx, thread_events)
+                    run_unit(start, space, control_rx, thread_events)
                 });
                 if let Err(error) = ran {
                     warn!(%job, unit, %error, "unit thread panicked");
@@ -103,6 +116,7 @@ fn lower_priority() {
 
 fn run_unit(
     start: UnitStart,
+    space: Option<RuntimeUnitSpace>,
     control: std_mpsc::Receiver<UnitRequest>,
     events: mpsc::Sender<UnitEvent>,
 ) {
@@ -114,6 +128,9 @@ fn run_unit(
             return;
         }
     };
+    if let Some(space) = space {
+        runner.set_space(Box::new(space));
+    }
     let mut budget: u64 = 256;
     let mut reported = Vec::new();
     loop {

@@ -34,6 +34,8 @@ use crate::info::{DriverCounters, MemberInfo, PeerInfo, StatusInfo};
 /// What woke the driver.
 enum Wake {
     Command(Option<Command>),
+    /// An object-space request of a running unit.
+    UnitSpace(Option<Command>),
     Net(Option<NetEvent>),
     Swarm(SwarmEvent<BehaviourEvent>),
     Compute(Option<UnitEvent>),
@@ -59,6 +61,9 @@ const PERSISTS_IN_FLIGHT: usize = 1024;
 /// Unit events waiting for the driver at most; a worker thread waits
 /// (at its step boundary) while the channel is full.
 const COMPUTE_EVENTS: usize = 1024;
+/// Object-space requests of running units waiting for the driver; a unit
+/// whose request finds the queue full is told the space is unavailable.
+const UNIT_SPACE_REQUESTS: usize = 4096;
 
 mod jobs;
 mod modules;
@@ -132,6 +137,7 @@ impl DriverBuilder {
     pub(crate) fn build(self) -> Option<Driver> {
         let (persisted_tx, persisted_rx) = mpsc::channel(PERSISTS_IN_FLIGHT);
         let (compute_tx, compute_events) = mpsc::channel(COMPUTE_EVENTS);
+        let (unit_space_tx, unit_space_rx) = mpsc::channel(UNIT_SPACE_REQUESTS);
         let (module_tx, module_rx) = mpsc::channel(modules::MODULE_TASKS);
         Some(Driver {
             guests: self.guests,
@@ -140,8 +146,9 @@ impl DriverBuilder {
             module_tasks: 0,
             module_holders: BTreeMap::new(),
             module_waiters: BTreeMap::new(),
-            compute: ComputePool::new(compute_tx),
+            compute: ComputePool::new(compute_tx, unit_space_tx),
             compute_events,
+            unit_space_rx,
             job_watchers: HashMap::new(),
             job_queries: HashMap::new(),
             job_cancels: HashMap::new(),
@@ -186,6 +193,8 @@ pub(crate) struct Driver {
     warnings: LogLimiter<(Option<PeerId>, &'static str)>,
     compute: ComputePool,
     compute_events: mpsc::Receiver<UnitEvent>,
+    /// Object-space requests of running units (only `Command::Space`).
+    unit_space_rx: mpsc::Receiver<Command>,
     job_watchers: HashMap<JobId, tokio::sync::watch::Sender<Option<JobView<PeerId>>>>,
     /// Queries from handles waiting for the node's answer.
     job_queries: HashMap<JobId, Vec<oneshot::Sender<Option<JobView<PeerId>>>>>,
@@ -257,6 +266,7 @@ impl Driver {
                 event = self.net_events.recv() => Wake::Net(event),
                 event = self.swarm.select_next_some() => Wake::Swarm(event),
                 event = self.compute_events.recv() => Wake::Compute(event),
+                request = self.unit_space_rx.recv() => Wake::UnitSpace(request),
                 done = self.persisted_rx.recv() => Wake::Persisted(done),
                 done = self.space.written_rx.recv() => Wake::SpaceWritten(done),
                 done = self.module_rx.recv() => Wake::Module(done),
@@ -276,6 +286,17 @@ impl Driver {
                         shutdown_reply = shutdown_reply.or(self.handle_command(command));
                     }
                 }
+                Wake::UnitSpace(Some(request)) => {
+                    // Units send only space requests: never a shutdown.
+                    let _ = self.handle_command(request);
+                    for _ in 0..BATCH {
+                        let Ok(request) = self.unit_space_rx.try_recv() else {
+                            break;
+                        };
+                        let _ = self.handle_command(request);
+                    }
+                }
+                Wake::UnitSpace(None) => {}
                 Wake::Command(None) => {
                     // Every handle dropped: leave quietly.
                     self.node.handle(Instant::now(), NodeInput::Leave);

@@ -45,6 +45,7 @@ mod local;
 mod peer;
 mod space;
 mod trust;
+mod unit_space;
 mod volunteer;
 
 pub use api::{read_api_token, API_TOKEN_FILE};

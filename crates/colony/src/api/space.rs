@@ -94,6 +94,7 @@ fn status_of(e: &SpaceError) -> (StatusCode, &'static str) {
         SpaceError::GlobalNamespace => (StatusCode::BAD_REQUEST, "global_namespace"),
         SpaceError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
         SpaceError::InvalidTags(_) => (StatusCode::BAD_REQUEST, "invalid_tags"),
+        SpaceError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
         SpaceError::InvalidLease { .. } => (StatusCode::BAD_REQUEST, "invalid_lease"),
         SpaceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         SpaceError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
