@@ -318,7 +318,11 @@ impl Driver {
                 Ok(())
             }
             Err((error, pending)) => {
-                debug!(partition, %error, "space partition write waits for room in the store's queue");
+                if matches!(error, colony_store::StoreError::Backpressure { .. }) {
+                    debug!(partition, %error, "space partition write waits for room in the store's queue");
+                } else if let Some(suppressed) = self.may_warn(None, "space writes stopped") {
+                    warn!(partition, %error, suppressed, "space partition writes wait: the store cannot take them");
+                }
                 Err(pending)
             }
         }
