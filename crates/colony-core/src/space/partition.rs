@@ -458,10 +458,7 @@ impl Partition {
             self.barrier();
         }
         let result = match op {
-            SpaceOp::Get { key } if self.destroyed(&key.namespace, generation) => {
-                Err(SpaceError::UnknownNamespace(key.namespace.clone()))
-            }
-            SpaceOp::Get { key } => Ok(SpaceReply::Value(self.visible(key, generation).cloned())),
+            SpaceOp::Get { key } => self.read(key, generation),
             SpaceOp::List { namespace, .. } if self.destroyed(namespace, generation) => {
                 Err(SpaceError::UnknownNamespace(namespace.clone()))
             }
@@ -507,6 +504,16 @@ impl Partition {
             self.keep_reply(now, id, result.clone());
         }
         Applied::Reply(result)
+    }
+
+    /// The object `key` as this replica holds it under namespace
+    /// `generation` (no barrier: the caller decides whether the answer may
+    /// be released).
+    pub(super) fn read(&self, key: &ObjectKey, generation: u64) -> Result<SpaceReply, SpaceError> {
+        if self.destroyed(&key.namespace, generation) {
+            return Err(SpaceError::UnknownNamespace(key.namespace.clone()));
+        }
+        Ok(SpaceReply::Value(self.visible(key, generation).cloned()))
     }
 
     /// Whether `generation` of `namespace` was destroyed here.

@@ -44,6 +44,13 @@ pub struct SpaceConfig {
     pub home: HomeConfig,
     /// This peer's own requests.
     pub client: SpaceClientConfig,
+    /// Deliberately broken, for checker self-tests only: every member of a
+    /// partition's home answers a read from its own replica at once,
+    /// without the round that proves a primary still leads (and a backup
+    /// without redirecting), so reads can be stale. Never set it outside a
+    /// test of a checker.
+    #[doc(hidden)]
+    pub unsafe_local_reads: bool,
 }
 
 impl Default for SpaceConfig {
@@ -59,6 +66,7 @@ impl Default for SpaceConfig {
                 ..HomeConfig::default()
             },
             client: SpaceClientConfig::default(),
+            unsafe_local_reads: false,
         }
     }
 }
@@ -466,6 +474,10 @@ impl<P: PeerKey> Space<P> {
         let Some(h) = self.homes.get(&partition) else {
             return self.no_home(now, from, id, generation, op);
         };
+        if let (true, SpaceOp::Get { key }) = (self.config.unsafe_local_reads, &op) {
+            let result = h.state().read(key, generation);
+            return self.reply(now, from, id, result);
+        }
         match h.role() {
             Role::Backup { primary } => {
                 let primary = primary.clone();
