@@ -130,6 +130,7 @@ pub mod linearizability;
 pub mod peer;
 pub mod rng;
 pub mod sim;
+pub mod space;
 pub mod trace;
 
 pub use check::Violation;
