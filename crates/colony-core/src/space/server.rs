@@ -157,7 +157,10 @@ struct Waiter<P> {
 
 /// A partition this peer is about to create, waiting for its probes.
 struct Creation<P> {
+    /// Probed peers yet to answer.
     asked: BTreeSet<P>,
+    /// Probed peers that answered they hold no replica.
+    answered: BTreeSet<P>,
     until: Instant,
 }
 
@@ -190,6 +193,11 @@ pub struct Space<P: PeerKey> {
     /// Every live member (this peer apart), offering room or not: probes
     /// go to the closest of them.
     members: BTreeSet<P>,
+    /// Every peer (this one apart) that offers room, alive or declared
+    /// dead but not yet forgotten by membership: a partition's home is
+    /// created only if a majority of the closest of them deny holding it
+    /// ([`Space::creation_quorum`]).
+    known: BTreeSet<P>,
     key_of: fn(&P) -> [u8; 32],
     /// Partitions on this peer's disk, with the (term, update) written.
     on_disk: BTreeMap<PartitionId, (u64, u64)>,
@@ -222,6 +230,7 @@ impl<P: PeerKey> Space<P> {
             creating: BTreeMap::new(),
             hints: BTreeMap::new(),
             members: BTreeSet::new(),
+            known: BTreeSet::new(),
             key_of,
             on_disk: BTreeMap::new(),
             live: BTreeSet::new(),
@@ -274,9 +283,13 @@ impl<P: PeerKey> Space<P> {
 
     /// The live peers (this one apart), and whether each offers room to
     /// the space, changed: partition homes follow.
+    ///
+    /// Peers left out are no longer alive, but still known to offer room
+    /// (as dead members are) until [`Space::update_member`] says otherwise.
     pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = (P, bool)>) {
         for peer in std::mem::take(&mut self.members) {
-            self.update_member(peer, false, false);
+            self.live.remove(&peer);
+            self.homes.update_member(peer, false);
         }
         for (peer, offers_space) in live {
             self.update_member(peer, true, offers_space);
@@ -286,11 +299,17 @@ impl<P: PeerKey> Space<P> {
 
     /// One peer's change, for a caller that follows the view change by
     /// change: whether it is alive, and whether it offers room to the
-    /// space (only those hold partitions). Takes effect at the next
-    /// [`Space::refresh_members`].
+    /// space (only those hold partitions; for a dead peer, whether it did
+    /// when last heard of, so that it still counts against creating a home
+    /// it may hold). Takes effect at the next [`Space::refresh_members`].
     pub fn update_member(&mut self, peer: P, alive: bool, offers_space: bool) {
         if peer == self.me {
             return;
+        }
+        if offers_space {
+            self.known.insert(peer.clone());
+        } else {
+            self.known.remove(&peer);
         }
         if alive {
             self.members.insert(peer.clone());
@@ -644,21 +663,39 @@ impl<P: PeerKey> Space<P> {
         if !self.creating.contains_key(&partition) {
             // Every live member close to the partition is asked, offering
             // room or not: this peer's view of who offers room may lag.
+            // So is every live peer of the zone that must deny holding it.
             let point = partition;
             let key_of = self.key_of;
             let mut nearby: Vec<&P> = self.members.iter().collect();
             nearby.sort_by_key(|p| distance(point, &key_of(p)));
-            let asked: BTreeSet<P> = nearby.into_iter().take(2 * size).cloned().collect();
+            let mut asked: BTreeSet<P> = nearby.into_iter().take(2 * size).cloned().collect();
+            asked.extend(
+                self.creation_zone(partition)
+                    .into_iter()
+                    .filter(|p| self.members.contains(p)),
+            );
             if asked.is_empty() {
-                // Alone in the network: nobody else can hold it.
-                self.create(now, partition);
-                return self.on_request(now, from, id, generation, op);
+                if self.creation_quorum(partition, &BTreeSet::new()) {
+                    // Alone in the network as far as it ever knew: nobody
+                    // else can hold it.
+                    self.create(now, partition);
+                    return self.on_request(now, from, id, generation, op);
+                }
+                return self.reply(now, from, id, Err(cut_off()));
             }
             for to in &asked {
                 self.send(to.clone(), SpaceMsg::Probe { partition }, false);
             }
             let until = now + self.config.probe_timeout;
-            self.creating.insert(partition, Creation { asked, until });
+            let answered = BTreeSet::new();
+            self.creating.insert(
+                partition,
+                Creation {
+                    asked,
+                    answered,
+                    until,
+                },
+            );
         }
         self.reply(
             now,
@@ -695,12 +732,42 @@ impl<P: PeerKey> Space<P> {
             return;
         }
         creation.asked.remove(&from);
+        creation.answered.insert(from);
         if creation.asked.is_empty() {
-            self.creating.remove(&partition);
-            if !self.homes.contains_key(&partition) {
+            let Some(creation) = self.creating.remove(&partition) else {
+                return;
+            };
+            if !self.homes.contains_key(&partition)
+                && self.creation_quorum(partition, &creation.answered)
+            {
                 self.create(now, partition);
             }
         }
+    }
+
+    /// The peers a home of `partition` would have been created on had
+    /// every peer this one knows to offer room been alive: the
+    /// `home_size` closest of them, this peer included if it offers room.
+    fn creation_zone(&self, partition: PartitionId) -> Vec<P> {
+        let me = (self.config.capacity_bytes > 0).then_some(&self.me);
+        let mut zone: Vec<&P> = self.known.iter().chain(me).collect();
+        zone.sort_by_key(|p| distance(partition, &(self.key_of)(p)));
+        zone.truncate(usize::from(self.config.home_size).max(1));
+        zone.into_iter().cloned().collect()
+    }
+
+    /// Whether this peer and the peers that denied holding `partition`
+    /// (`denied`) make a majority of its creation zone. A peer cut off
+    /// from the rest sees them dead, not gone: without that majority it
+    /// could create a second home of a partition whose home is out of
+    /// its reach, which would commit on its own.
+    fn creation_quorum(&self, partition: PartitionId, denied: &BTreeSet<P>) -> bool {
+        let zone = self.creation_zone(partition);
+        let votes = zone
+            .iter()
+            .filter(|p| **p == self.me || denied.contains(*p))
+            .count();
+        2 * votes > zone.len()
     }
 
     fn create(&mut self, now: Instant, partition: PartitionId) {
@@ -833,6 +900,14 @@ impl<P: PeerKey> Space<P> {
             }
         }
     }
+}
+
+/// Why a partition's home cannot be created now: too few of the peers
+/// that could hold it are reachable to be sure it does not exist.
+fn cut_off() -> SpaceError {
+    SpaceError::Unavailable(
+        "too few of the peers closest to the partition are reachable to create its home".into(),
+    )
 }
 
 /// How far a peer with overlay key `key` is from a partition (XOR of the

@@ -730,3 +730,46 @@ fn two_peers_creating_one_partition_at_once_create_it_once() {
     versions.sort_unstable();
     assert_eq!(versions, [1, 2]);
 }
+
+/// A peer cut off from the rest sees every other peer dead. It must not
+/// create a second home for a partition whose home is on the other side:
+/// it would grant tokens and acknowledge writes alone, and its home would
+/// clash with the real one when the network heals (found by the
+/// simulator's linearizability check, `--workload space --seed 93`).
+#[test]
+fn a_peer_cut_off_from_the_rest_does_not_create_a_second_home() {
+    let mut net = Net::new(5);
+    let key = ObjectKey::new(GLOBAL, "split");
+    assert_eq!(
+        net.call(0, put(&key, b"before")),
+        Ok(SpaceReply::Written { version: 1 })
+    );
+    let partition = key.partition();
+    let outside = (0..5u32)
+        .find(|p| {
+            !net.peers[*p as usize]
+                .space
+                .as_ref()
+                .is_some_and(|s| s.homes().contains_key(&partition))
+        })
+        .expect("a peer outside the home");
+    // Its view: every other peer dead (they offered room when last seen).
+    let now = net.now;
+    let space = net.peers[outside as usize].space.as_mut().expect("up");
+    for p in (0..5u32).filter(|p| *p != outside) {
+        space.update_member(p, false, true);
+    }
+    space.refresh_members(now);
+    net.drain(outside);
+    let id = net.start(outside, put(&key, b"alone"), Duration::from_secs(2));
+    let answer = net.wait(outside, id);
+    assert!(
+        matches!(answer, Err(SpaceError::Timeout { .. })),
+        "the cut-off peer answered {answer:?}"
+    );
+    let created = net.peers[outside as usize]
+        .space
+        .as_ref()
+        .map_or(0, |s| s.counters().created);
+    assert_eq!(created, 0, "a second home was created");
+}
