@@ -40,6 +40,11 @@ pub struct SpaceConfig {
     /// How long a peer waits for the answers to its probe before it gives
     /// up creating a partition's home (it probes again on the next request).
     pub probe_timeout: Duration,
+    /// How long after this peer starts (its space core first sees the
+    /// time) it may create a partition's home: its view of the network
+    /// must have formed first. A restarted peer knows nobody at first, and
+    /// would take itself for alone, or judge from the few peers it met.
+    pub create_after_start: Duration,
     /// Replication timing.
     pub home: HomeConfig,
     /// This peer's own requests.
@@ -61,6 +66,7 @@ impl Default for SpaceConfig {
             capacity_bytes: 1 << 30,
             max_waiters: 1024,
             probe_timeout: Duration::from_secs(2),
+            create_after_start: Duration::from_secs(5),
             home: HomeConfig {
                 max_homes: usize::from(super::PARTITIONS),
                 ..HomeConfig::default()
@@ -202,6 +208,9 @@ pub struct Space<P: PeerKey> {
     /// Partitions on this peer's disk, with the (term, update) written.
     on_disk: BTreeMap<PartitionId, (u64, u64)>,
     live: BTreeSet<P>,
+    /// When this core first saw the time (see
+    /// [`SpaceConfig::create_after_start`]).
+    started: Option<Instant>,
     client: Client<P>,
     counters: SpaceCounters,
     outputs: VecDeque<SpaceOutput<P>>,
@@ -234,6 +243,7 @@ impl<P: PeerKey> Space<P> {
             key_of,
             on_disk: BTreeMap::new(),
             live: BTreeSet::new(),
+            started: None,
             counters: SpaceCounters::default(),
             outputs: VecDeque::new(),
         }
@@ -271,6 +281,7 @@ impl<P: PeerKey> Space<P> {
         config: Vec<P>,
         (term, seq): (u64, u64),
     ) -> bool {
+        self.started.get_or_insert(now);
         let id = partition.id();
         let restored =
             self.homes
@@ -328,6 +339,7 @@ impl<P: PeerKey> Space<P> {
     /// The members changed ([`Space::update_member`]): partition homes
     /// follow, as with [`Space::set_members`].
     pub fn refresh_members(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
         self.homes.refresh(now);
         self.drain_homes(now);
         self.drive_client(now);
@@ -351,6 +363,7 @@ impl<P: PeerKey> Space<P> {
         op: SpaceOp,
         timeout: Duration,
     ) -> Result<RequestId, SpaceError> {
+        self.started.get_or_insert(now);
         op.check(self.config.max_object_bytes)?;
         let id = self.client.request(now, op, timeout)?;
         self.drive_client(now);
@@ -364,6 +377,7 @@ impl<P: PeerKey> Space<P> {
 
     /// Applies an input.
     pub fn handle(&mut self, now: Instant, input: SpaceInput<P>) {
+        self.started.get_or_insert(now);
         match input {
             SpaceInput::Message { from, msg } => self.on_message(now, from, msg),
             SpaceInput::SendFailed { to, id } => {
@@ -385,6 +399,7 @@ impl<P: PeerKey> Space<P> {
     /// Leases, elections, heartbeats, probes and client retries that are
     /// due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
         self.homes.handle_timeout(now);
         let primaries: Vec<PartitionId> = self
             .homes
@@ -659,6 +674,13 @@ impl<P: PeerKey> Space<P> {
             self.counters.redirected += 1;
             let primary = hint.or_else(|| closest.first().cloned());
             return self.send(from, SpaceMsg::Redirect { id, primary }, false);
+        }
+        let settled = self
+            .started
+            .is_some_and(|at| now >= at + self.config.create_after_start);
+        if !settled {
+            let why = "this peer started too recently to know whether the partition's home exists";
+            return self.reply(now, from, id, Err(SpaceError::Unavailable(why.into())));
         }
         if !self.creating.contains_key(&partition) {
             // Every live member close to the partition is asked, offering

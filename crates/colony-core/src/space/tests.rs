@@ -67,6 +67,8 @@ impl Net {
             latency: Duration::from_millis(1),
         };
         net.views();
+        // Homes are created only once a peer's view has formed.
+        net.run_for(config().create_after_start);
         net
     }
 
@@ -772,4 +774,47 @@ fn a_peer_cut_off_from_the_rest_does_not_create_a_second_home() {
         .as_ref()
         .map_or(0, |s| s.counters().created);
     assert_eq!(created, 0, "a second home was created");
+}
+
+/// A peer restarted with nothing of a partition on its disk knows nobody
+/// at first. It must not take itself for alone and create the partition
+/// afresh (found by the simulator, `--workload space --seed 248 --peers
+/// 8`: a delete answered as if the object had never been written).
+#[test]
+fn a_restarted_peer_does_not_create_a_home_before_its_view_forms() {
+    let mut net = Net::new(5);
+    let key = ObjectKey::new(GLOBAL, "restart");
+    assert_eq!(
+        net.call(0, put(&key, b"before")),
+        Ok(SpaceReply::Written { version: 1 })
+    );
+    let partition = key.partition();
+    let outside = (0..5u32)
+        .find(|p| {
+            !net.peers[*p as usize]
+                .space
+                .as_ref()
+                .is_some_and(|s| s.homes().contains_key(&partition))
+        })
+        .expect("a peer outside the home");
+    net.crash(outside);
+    // Started again, and asked at once, before membership told it of
+    // anyone.
+    net.peers[outside as usize].space = Some(Space::new(outside, config(), key_of, 77, 9));
+    let id = net.start(outside, put(&key, b"fresh"), Duration::from_secs(2));
+    let answer = net.wait(outside, id);
+    assert!(
+        matches!(answer, Err(SpaceError::Timeout { .. })),
+        "the restarted peer answered {answer:?}"
+    );
+    // Once it knows the others, its requests reach the real home.
+    net.views();
+    net.run_for(config().create_after_start);
+    assert_eq!(
+        net.call(outside, get(&key)).map(|r| match r {
+            SpaceReply::Value(Some(o)) => o.version,
+            _ => 0,
+        }),
+        Ok(1)
+    );
 }
