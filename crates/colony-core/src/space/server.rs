@@ -194,8 +194,15 @@ pub struct Space<P: PeerKey> {
     askers: BTreeMap<RequestId, (PartitionId, P)>,
     waiters: BTreeMap<PartitionId, Waiters<Waiter<P>>>,
     creating: BTreeMap<PartitionId, Creation<P>>,
-    /// The primary a probe answer named, per partition with no home here.
-    hints: BTreeMap<PartitionId, P>,
+    /// Per partition with no home here, the creator this peer denied
+    /// holding it to, and until when: meanwhile it denies no other creator
+    /// and creates none itself, so two creators cannot both count it.
+    promises: BTreeMap<PartitionId, (P, Instant)>,
+    /// The primary (or creator) a probe answer named, per partition with
+    /// no home here, and until when it is believed: a creator may fail, and
+    /// a primary may be deposed, so a hint that outlived them would send
+    /// requests back and forth for ever.
+    hints: BTreeMap<PartitionId, (P, Instant)>,
     /// Every live member (this peer apart), offering room or not: probes
     /// go to the closest of them.
     members: BTreeSet<P>,
@@ -237,6 +244,7 @@ impl<P: PeerKey> Space<P> {
             askers: BTreeMap::new(),
             waiters: BTreeMap::new(),
             creating: BTreeMap::new(),
+            promises: BTreeMap::new(),
             hints: BTreeMap::new(),
             members: BTreeSet::new(),
             known: BTreeSet::new(),
@@ -419,6 +427,7 @@ impl<P: PeerKey> Space<P> {
             }
         }
         self.creating.retain(|_, c| c.until > now);
+        self.promises.retain(|_, (_, until)| *until > now);
         self.drain_homes(now);
         self.client.handle_timeout(now);
         self.drive_client(now);
@@ -464,21 +473,26 @@ impl<P: PeerKey> Space<P> {
             SpaceMsg::Reply { id, result } => self.client.reply(now, &from, id, result),
             SpaceMsg::Redirect { id, primary } => self.client.redirect(now, &from, id, primary),
             SpaceMsg::Probe { partition } => {
+                let promised = self.promised_to(now, partition).cloned();
                 let (holds, primary) = match self.homes.get(&partition) {
                     Some(h) => (true, h.primary().cloned()),
+                    // Denied to another creator a moment ago: this one is
+                    // sent to it.
+                    None if promised.as_ref().is_some_and(|p| *p != from) => (true, promised),
                     // Two peers creating the same partition at once: the
                     // one closer to it goes on, the other gives up.
-                    None if self.creating.contains_key(&partition) => {
-                        let mine = distance(partition, &(self.key_of)(&self.me));
-                        let theirs = distance(partition, &(self.key_of)(&from));
-                        if mine < theirs {
-                            (true, Some(self.me.clone()))
-                        } else {
-                            self.creating.remove(&partition);
-                            (false, None)
-                        }
+                    None if self.creating.contains_key(&partition)
+                        && distance(partition, &(self.key_of)(&self.me))
+                            < distance(partition, &(self.key_of)(&from)) =>
+                    {
+                        (true, Some(self.me.clone()))
                     }
-                    None => (false, None),
+                    None => {
+                        self.creating.remove(&partition);
+                        let until = now + 2 * self.config.probe_timeout;
+                        self.promises.insert(partition, (from.clone(), until));
+                        (false, None)
+                    }
                 };
                 self.send(
                     from,
@@ -668,8 +682,8 @@ impl<P: PeerKey> Space<P> {
         let hint = self
             .hints
             .get(&partition)
-            .filter(|p| self.members.contains(*p))
-            .cloned();
+            .filter(|(p, until)| *until > now && self.members.contains(p))
+            .map(|(p, _)| p.clone());
         if hint.is_some() || closest.first() != Some(&self.me) {
             self.counters.redirected += 1;
             let primary = hint.or_else(|| closest.first().cloned());
@@ -681,6 +695,12 @@ impl<P: PeerKey> Space<P> {
         if !settled {
             let why = "this peer started too recently to know whether the partition's home exists";
             return self.reply(now, from, id, Err(SpaceError::Unavailable(why.into())));
+        }
+        if let Some(creator) = self.promised_to(now, partition).cloned() {
+            // Another peer is creating it: clients are sent there.
+            let why = format!("the partition's home is being created by {creator}");
+            self.hint(now, partition, creator);
+            return self.reply(now, from, id, Err(SpaceError::Unavailable(why)));
         }
         if !self.creating.contains_key(&partition) {
             // Every live member close to the partition is asked, offering
@@ -740,16 +760,19 @@ impl<P: PeerKey> Space<P> {
         let Some(creation) = self.creating.get_mut(&partition) else {
             return;
         };
+        if creation.until <= now {
+            // Answers this late (this peer was paused, say) may have been
+            // followed by promises to another creator.
+            self.creating.remove(&partition);
+            return;
+        }
         if holds {
             // The home exists (or a closer peer creates it): clients are
             // sent to its primary, which hands the role over to this peer
             // if it is closer.
             self.creating.remove(&partition);
             if let Some(primary) = primary {
-                if self.hints.len() >= usize::from(super::PARTITIONS) {
-                    self.hints.pop_first();
-                }
-                self.hints.insert(partition, primary);
+                self.hint(now, partition, primary);
             }
             return;
         }
@@ -765,6 +788,24 @@ impl<P: PeerKey> Space<P> {
                 self.create(now, partition);
             }
         }
+    }
+
+    /// Sends requests for `partition` to `primary` for a while.
+    fn hint(&mut self, now: Instant, partition: PartitionId, primary: P) {
+        if self.hints.len() >= usize::from(super::PARTITIONS) {
+            self.hints.pop_first();
+        }
+        let until = now + 2 * self.config.probe_timeout;
+        self.hints.insert(partition, (primary, until));
+    }
+
+    /// The creator this peer promised to deny no other, for `partition`,
+    /// if the promise still holds.
+    fn promised_to(&self, now: Instant, partition: PartitionId) -> Option<&P> {
+        self.promises
+            .get(&partition)
+            .filter(|(_, until)| *until > now)
+            .map(|(creator, _)| creator)
     }
 
     /// The peers a home of `partition` would have been created on had
@@ -934,7 +975,7 @@ fn cut_off() -> SpaceError {
 
 /// How far a peer with overlay key `key` is from a partition (XOR of the
 /// first 16 bytes): smaller is closer.
-fn distance(partition: PartitionId, key: &[u8; 32]) -> u128 {
+pub(super) fn distance(partition: PartitionId, key: &[u8; 32]) -> u128 {
     let point = partition_point(partition);
     let mut d = [0u8; 16];
     for (i, byte) in d.iter_mut().enumerate() {

@@ -818,3 +818,72 @@ fn a_restarted_peer_does_not_create_a_home_before_its_view_forms() {
         Ok(1)
     );
 }
+
+/// Two peers create the same partition when each gathers its majority of
+/// denials at a different time: the first is paused (SIGSTOP) with its
+/// last answer in flight, the second, taking it for gone, asks the same
+/// peers and creates the home; the first then resumes, counts its old
+/// answers and creates a second one (simulator, `--workload space --seed
+/// 342 --peers 8 --faults crash,pause --space-clients 8 --space-faults
+/// any`). A denial is now a promise: the peer that gave it denies no other
+/// creator, and does not create the partition itself, for a while.
+#[test]
+fn a_paused_creator_and_a_second_one_do_not_both_create_a_home() {
+    let mut net = Net::new(3);
+    let key = ObjectKey::new(GLOBAL, "race-after-pause");
+    let partition = key.partition();
+    let mut order: Vec<u32> = (0..3).collect();
+    order.sort_by_key(|p| super::server::distance(partition, &key_of(p)));
+    let (first, second) = (order[0], order[1]);
+    // The closest asks first; the others' denials reach its socket, but
+    // it is paused before it reads them.
+    let a = net.start(first, put(&key, b"first"), Duration::from_secs(30));
+    let mut held = Vec::new();
+    let until = net.now + Duration::from_millis(50);
+    while net.now < until {
+        let to_first: Vec<(Instant, u64)> = net
+            .queue
+            .iter()
+            .filter(|(_, (_, to, _))| *to == first)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in to_first {
+            held.extend(net.queue.remove(&k));
+        }
+        if !net.step(until) {
+            break;
+        }
+    }
+    assert!(!held.is_empty(), "the denials were held");
+    // The second no longer sees the first alive, and creates on its own
+    // majority of denials.
+    let now = net.now;
+    let space = net.peers[second as usize].space.as_mut().expect("up");
+    space.update_member(first, false, true);
+    space.refresh_members(now);
+    net.drain(second);
+    let b = net.start(second, put(&key, b"second"), Duration::from_secs(3));
+    let until = net.now + Duration::from_secs(1);
+    while net.now < until {
+        net.queue.retain(|_, (_, to, _)| *to != first);
+        if !net.step(until) {
+            break;
+        }
+    }
+    // The first resumes and reads what waited in its socket.
+    for (from, to, msg) in held {
+        net.order += 1;
+        let at = net.now + net.latency;
+        net.queue.insert((at, net.order), (from, to, msg));
+    }
+    net.views();
+    net.run_for(Duration::from_secs(5));
+    let created: u64 = net
+        .peers
+        .iter()
+        .filter_map(|p| p.space.as_ref())
+        .map(|s| s.counters().created)
+        .sum();
+    assert_eq!(created, 1, "homes created for one partition");
+    let _ = (a, b);
+}
