@@ -633,6 +633,12 @@ pub struct Homes<K, P: PeerKey, S: Replicated> {
     /// Live members of the view, not this peer.
     live: BTreeSet<P>,
     homes: BTreeMap<K, Home<P, S>>,
+    /// The term of each home this peer was released from (at most
+    /// `max_homes` of them): it takes no replica of an older term of that
+    /// home again. Having dropped its replica, it would otherwise take a
+    /// cut-off primary of the term it left for a new home, and be the
+    /// majority that primary needs.
+    left: BTreeMap<K, u64>,
     /// (deadline, key) of every home that has one.
     timers: BTreeSet<(Instant, K)>,
     outputs: VecDeque<HomeOutput<K, P, S>>,
@@ -655,6 +661,7 @@ where
             rng: SmallRng::seed_from_u64(seed),
             live: BTreeSet::new(),
             homes: BTreeMap::new(),
+            left: BTreeMap::new(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
@@ -788,6 +795,26 @@ where
     /// Whether no home is held here.
     pub fn is_empty(&self) -> bool {
         self.homes.is_empty()
+    }
+
+    /// Drops the replica of `key` here because its primary of `term`
+    /// released this peer, remembering the term it left in.
+    pub(crate) fn leave(&mut self, key: &K, term: u64) {
+        let Some(h) = self.homes.get(key) else {
+            return;
+        };
+        let term = term.max(h.term).max(h.promised);
+        self.remove(key);
+        if self.left.len() >= self.config.max_homes && !self.left.contains_key(key) {
+            self.left.pop_first();
+        }
+        self.left.insert(*key, term);
+    }
+
+    /// The term this peer was released from the home of `key` in, if it
+    /// remembers one.
+    pub(crate) fn left_in(&self, key: &K) -> Option<u64> {
+        self.left.get(key).copied()
     }
 
     /// Drops the home of `key` here (its retention is over), without a word

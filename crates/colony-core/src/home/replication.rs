@@ -275,7 +275,19 @@ where
         }
         let closer = |a: &P, b: &P| (self.closeness)(&key, a) < (self.closeness)(&key, b);
         let me_closer = closer(&self.me, &from);
+        let left_in = self.left_in(&key);
         let Some(h) = self.homes.get_mut(&key) else {
+            if let Some(left) = left_in.filter(|left| term < *left) {
+                // A primary of a term this peer has seen the home leave:
+                // tell it, so it steps down.
+                let ack = HomeMsg::Ack {
+                    key,
+                    term: left,
+                    seq: 0,
+                };
+                self.send(from, ack, false);
+                return;
+            }
             match update {
                 Update::Snapshot {
                     size,
@@ -396,7 +408,7 @@ where
             }
             Update::Release => {
                 if term >= h.term {
-                    self.remove(&key);
+                    self.leave(&key, term);
                     self.outputs.push_back(HomeOutput::Dropped { key });
                 }
             }
