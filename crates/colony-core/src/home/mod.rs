@@ -745,7 +745,11 @@ where
         }
         h.durable_seq = seq;
         if h.is_primary() {
+            let growing = h.members.len() < h.size;
             self.release(now, key);
+            if growing {
+                self.maintain(now, key);
+            }
         } else if let Some(primary) = h.primary().cloned() {
             self.ack_held(primary, key);
         }

@@ -153,6 +153,13 @@ where
         if !h.is_primary() {
             return;
         }
+        if h.state.durable() && h.config == [self.me.clone()] && h.durable_seq == 0 {
+            // A durable home created here, not yet on this peer's disk, is
+            // handed to nobody: if this peer crashed now, they would follow
+            // a primary without a replica, the only member that could
+            // elect another. `Homes::durable` grows it.
+            return;
+        }
         let size = h.size;
         let home = self.home_of(&key, size);
         let (term, seq) = (h.term, h.seq);

@@ -972,3 +972,34 @@ fn a_released_member_does_not_rejoin_an_older_term() {
     );
     net.assert_one_primary_per_term();
 }
+
+/// The peer that creates a durable home handed replicas to the closest
+/// peers at once; it crashed before its own disk held the home, so they
+/// followed a primary that had none, and could never elect another: it
+/// was the only member the home had committed (simulator, `--workload
+/// space --seed 90 --peers 8 --space-clients 8 --space-faults any`). The
+/// creator now invites others only once the home is on its disk.
+#[test]
+fn a_new_durable_home_grows_only_once_on_its_creators_disk() {
+    let mut net = Net::new(3, 12);
+    net.view_all();
+    let now = net.now;
+    let log = Log {
+        entries: vec![DURABLE],
+        sent: 0,
+    };
+    net.node(0).create(now, KEY, log, 3);
+    net.drain(0);
+    net.run(Duration::from_secs(1));
+    assert!(
+        net.nodes[1].homes.get(&KEY).is_none() && net.nodes[2].homes.get(&KEY).is_none(),
+        "replicas handed out before the creator's disk held the home"
+    );
+    // On disk now: the home grows.
+    let now = net.now;
+    net.node(0).durable(now, KEY, 1, 1);
+    net.drain(0);
+    net.run(Duration::from_secs(1));
+    assert!(net.nodes[1].homes.get(&KEY).is_some());
+    assert!(net.nodes[2].homes.get(&KEY).is_some());
+}
