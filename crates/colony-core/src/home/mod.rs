@@ -195,6 +195,9 @@ pub enum HomeMsg<K, P, Sn, D> {
         last_term: u64,
         /// Last update of that term the candidate applied.
         last_seq: u64,
+        /// The primary that handed the candidate the role, if it did: its
+        /// backups vote although they heard from it lately.
+        handed_over_by: Option<P>,
     },
     /// Member → candidate: the answer to [`HomeMsg::Vote`].
     VoteReply {
@@ -263,8 +266,11 @@ impl<K: Copy, P, Sn, D> HomeMsg<K, P, Sn, D> {
                 term,
                 last_term,
                 last_seq,
+                handed_over_by,
                 ..
-            } => format!("Vote term {term} last {last_term}/{last_seq}"),
+            } => format!(
+                "Vote term {term} last {last_term}/{last_seq} handed over by {handed_over_by:?}"
+            ),
             HomeMsg::VoteReply {
                 term,
                 granted,
@@ -403,6 +409,9 @@ struct Candidacy<P> {
     votes: BTreeSet<P>,
     until: Instant,
     resend_at: Instant,
+    /// The primary that handed this member the role (and gave it its
+    /// vote), if it did.
+    handed_over_by: Option<P>,
 }
 
 /// One home held here: the state and the replication around it.
@@ -937,8 +946,9 @@ where
                 term,
                 last_term,
                 last_seq,
+                handed_over_by,
                 ..
-            } => self.on_vote(now, from, key, term, (last_term, last_seq)),
+            } => self.on_vote(now, from, key, term, (last_term, last_seq), handed_over_by),
             reply @ HomeMsg::VoteReply { .. } => self.on_vote_reply(now, from, reply),
         }
         self.reschedule(now, key);

@@ -395,11 +395,10 @@ where
                 self.ack_held(from, key);
             }
             Update::Promote => {
-                h.term = term;
-                h.seq = 1;
+                // Confirms the hand-over; the role itself takes a majority.
                 let ack = HomeMsg::Ack { key, term, seq: 0 };
                 self.send(from.clone(), ack, false);
-                self.become_primary(now, key, Some(from));
+                self.campaign_handed_over(now, key, term, from);
             }
             Update::Heartbeat => {
                 if term != h.term || seq > h.seq {

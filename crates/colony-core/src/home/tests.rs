@@ -1003,3 +1003,60 @@ fn a_new_durable_home_grows_only_once_on_its_creators_disk() {
     assert!(net.nodes[1].homes.get(&KEY).is_some());
     assert!(net.nodes[2].homes.get(&KEY).is_some());
 }
+
+/// A primary cut off with a closer newcomer handed it the role, and the
+/// newcomer took the next term on that one vote, while the other side
+/// elected a primary of the same term by majority: two primaries of one
+/// term, the handed-over one (closer) refusing the other's updates for
+/// good, its clients waiting on a primary that could never commit
+/// (simulator, `--workload space --seed 205 --peers 8 --space-clients 8
+/// --space-faults any`). A hand-over is now a candidacy that still needs
+/// a majority, in which the old primary's backups vote although they
+/// heard from it lately.
+#[test]
+fn a_hand_over_cut_off_from_the_majority_makes_no_second_primary_of_a_term() {
+    let mut net = Net::new(4, 13);
+    // Peer 0, the closest, is not around at first: 1, 2, 3 form the home.
+    net.view(&[&[1, 2, 3], &[0]]);
+    net.create(1, 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.members(1), vec![1, 2, 3]);
+    net.propose(1, 1).expect("1 is primary");
+    net.run(Duration::from_millis(300));
+    assert!(net.was_released(1));
+    // 0 appears on the side of 1 only, cut off from 2 and 3.
+    net.partition(&[0, 1], &[2, 3]);
+    net.run(Duration::from_secs(6));
+    let primaries: Vec<(u32, u64)> = net
+        .primaries()
+        .into_iter()
+        .filter_map(|p| net.nodes[p as usize].homes.get(&KEY).map(|h| (p, h.term())))
+        .collect();
+    let terms: BTreeSet<u64> = primaries.iter().map(|(_, t)| *t).collect();
+    assert_eq!(
+        terms.len(),
+        primaries.len(),
+        "two primaries of one term: {primaries:?}"
+    );
+    // Healed, one primary serves, with what the majority committed.
+    let majority = primaries
+        .iter()
+        .find(|(p, _)| [2, 3].contains(p))
+        .map(|(p, _)| *p);
+    if let Some(p) = majority {
+        net.propose(p, 2).expect("primary");
+        net.run(Duration::from_millis(300));
+        assert!(net.was_released(2));
+    }
+    net.heal();
+    net.run(Duration::from_secs(6));
+    let primaries = net.primaries();
+    assert_eq!(primaries.len(), 1, "one primary after healing");
+    net.propose(primaries[0], 3).expect("primary");
+    net.run(Duration::from_millis(500));
+    assert!(net.was_released(3), "the healed home commits");
+    let entries = net.entries(primaries[0]);
+    assert!(entries.contains(&1));
+    assert_eq!(entries.contains(&2), majority.is_some());
+    net.assert_one_primary_per_term();
+}
