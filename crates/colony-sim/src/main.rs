@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use colony_sim::{run, Broken, FaultCounts, FaultKinds, SimConfig, Workload};
+use colony_sim::{run, Broken, FaultCounts, FaultKinds, SimConfig, SpaceFaults, Workload};
 
 /// Deterministic simulation of Colony peers in virtual time: the real
 /// protocol cores on a seeded faulty network, with invariants checked on
@@ -51,6 +51,12 @@ struct Cli {
     /// sequences), before the final read of every object.
     #[arg(long, default_value_t = 40)]
     space_calls: u32,
+    /// With --workload space: "minority" (at most a minority of each used
+    /// partition's home down at once, as for a job's home) or "any" (only
+    /// the quarter-of-the-peers limit: whole homes may go down, and every
+    /// acknowledged answer must still hold).
+    #[arg(long, default_value = "minority")]
+    space_faults: SpaceFaults,
     /// How long faults go on, in virtual milliseconds.
     #[arg(long)]
     fault_window_ms: Option<u64>,
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
         config.until_job = cli.until_job;
         config.space_clients = cli.space_clients;
         config.space_calls = cli.space_calls;
+        config.space_faults = cli.space_faults;
         if let Some(ms) = cli.fault_window_ms {
             config.fault_window = Duration::from_millis(ms);
         }

@@ -176,7 +176,8 @@ pub enum Action {
     /// application messages, units to run, unit requests, shared variables,
     /// notices and traced job messages); a
     /// [`NodeOutput::Persist`] is answered with [`SimPeer::handle_persisted`]
-    /// once durable.
+    /// once durable, a [`NodeOutput::PersistSpace`] with
+    /// [`SimPeer::handle_space_durable`].
     Node(NodeOutput<u32>),
     /// An application message was handed to the pipes.
     AppSent(AppMsgId),
@@ -863,4 +864,43 @@ fn report_name(report: &colony_core::job::Report) -> &'static str {
 /// `interval` scaled by a random factor in [0.5, 1.5).
 fn jittered(interval: Duration, rng: &mut SimRng) -> Duration {
     interval.mul_f64(0.5 + rng.unit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows are replaced by a later write of the same row, a whole write
+    /// replaces them all, and what is stored reads back as a partition.
+    #[test]
+    fn stored_partitions_keep_the_latest_row_and_read_back() {
+        let now = Instant::now();
+        let mut stored = StoredPartition::default();
+        let whole = Unpersisted::Whole(vec![
+            Change::NextToken(3),
+            Change::Purged("a".into(), 1),
+            Change::Purged("b".into(), 1),
+        ]);
+        stored
+            .write((1, 1), 3, &[1, 2], &[1], &whole)
+            .expect("encodes");
+        assert_eq!(stored.rows.len(), 3);
+        let changes =
+            Unpersisted::Changes(vec![Change::NextToken(9), Change::Purged("a".into(), 2)]);
+        stored
+            .write((1, 2), 3, &[1, 2, 3], &[1, 2, 3], &changes)
+            .expect("encodes");
+        assert_eq!(stored.rows.len(), 3, "rows replaced, not added");
+        assert_eq!((stored.term, stored.seq), (1, 2));
+        assert_eq!(stored.members, vec![1, 2, 3]);
+        assert!(stored.read(now, 7).is_some());
+        let whole = Unpersisted::Whole(vec![Change::NextToken(10)]);
+        stored
+            .write((2, 1), 3, &[2], &[2], &whole)
+            .expect("encodes");
+        assert_eq!(stored.rows.len(), 1, "a whole write replaces everything");
+        // A row that does not decode makes the partition unreadable.
+        stored.rows.insert(vec![9], vec![0xff; 3]);
+        assert!(stored.read(now, 7).is_none());
+    }
 }

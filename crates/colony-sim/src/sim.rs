@@ -70,6 +70,43 @@ impl FromStr for Workload {
     }
 }
 
+/// How the space workload's faults are limited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpaceFaults {
+    /// As for a job's home: at most a minority of the home zone of each
+    /// partition the clients use (its home and the next peer) down at once,
+    /// each counted for a grace period after it is back.
+    Minority,
+    /// Only the limits every run has (a quarter of the peers down at once):
+    /// a whole home may be down. Every acknowledged answer must still hold,
+    /// since partitions are durable; only availability may suffer until the
+    /// faults end.
+    Any,
+}
+
+impl fmt::Display for SpaceFaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpaceFaults::Minority => write!(f, "minority"),
+            SpaceFaults::Any => write!(f, "any"),
+        }
+    }
+}
+
+impl FromStr for SpaceFaults {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "minority" => Ok(SpaceFaults::Minority),
+            "any" => Ok(SpaceFaults::Any),
+            other => Err(format!(
+                "unknown space fault limit {other:?}; use minority or any"
+            )),
+        }
+    }
+}
+
 /// A deliberately broken configuration, to show the checker catches what
 /// it should: each one must produce violations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +196,8 @@ pub struct SimConfig {
     /// With [`Workload::Space`]: about how many calls each client makes
     /// over the fault window (a sequence begun is finished).
     pub space_calls: u32,
+    /// With [`Workload::Space`]: how peer faults are limited.
+    pub space_faults: SpaceFaults,
 }
 
 impl SimConfig {
@@ -178,6 +217,7 @@ impl SimConfig {
             until_job: false,
             space_clients: 3,
             space_calls: 40,
+            space_faults: SpaceFaults::Minority,
         }
     }
 
@@ -201,8 +241,8 @@ impl SimConfig {
         }
         if self.workload == Workload::Space {
             line.push_str(&format!(
-                " --space-clients {} --space-calls {}",
-                self.space_clients, self.space_calls
+                " --space-clients {} --space-calls {} --space-faults {}",
+                self.space_clients, self.space_calls, self.space_faults
             ));
         }
         line
@@ -428,6 +468,13 @@ const SETTLE_MIN: Duration = Duration::from_secs(3);
 const SETTLE_MAX: Duration = Duration::from_secs(25);
 /// How often convergence is checked while settling.
 const SETTLE_CHECK: Duration = Duration::from_millis(500);
+/// Space clients start this long after peers may create partition homes
+/// (`SpaceConfig::create_after_start`, counted from a peer's start, and
+/// the last peer starts 350 ms in).
+const SPACE_START_MARGIN: Duration = Duration::from_millis(400);
+/// Space clients start sequences for at least this long, however short the
+/// fault window.
+const SPACE_MIN_CALLING: Duration = Duration::from_secs(5);
 /// How long a dial to an unreachable or stopped peer takes to fail.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The network layer reports a peer unreachable at most this often.
@@ -824,11 +871,14 @@ impl World {
                 })
             }
         };
+        // Space clients call once peers may create partition homes (their
+        // views formed), until the fault window closes.
+        let space_start = WARMUP.max(settings.space.create_after_start + SPACE_START_MARGIN);
+        let space_stop = window_end.max(space_start + SPACE_MIN_CALLING);
         let space = (config.workload == Workload::Space).then(|| {
             // A sequence takes 1.5 calls on average.
-            let think = config
-                .fault_window
-                .mul_f64(1.5 / f64::from(config.space_calls.max(1)));
+            let think =
+                (space_stop - space_start).mul_f64(1.5 / f64::from(config.space_calls.max(1)));
             SpaceWorkload::new(
                 derive(&[seed, 104]),
                 config.peers,
@@ -862,6 +912,9 @@ impl World {
                     .collect();
                 protected.sort_unstable();
                 protected.dedup();
+                if config.space_faults == SpaceFaults::Any {
+                    protected.clear();
+                }
                 (protected, limit)
             }
             (None, None) => (Vec::new(), 0),
@@ -959,7 +1012,7 @@ impl World {
             end: faults_end + SETTLE_MAX,
             job,
             space,
-            space_stop: window_end,
+            space_stop,
             settings,
             config,
             events: 0,
@@ -988,7 +1041,10 @@ impl World {
                     .map(|w| w.first_pause())
                     .unwrap_or_default();
                 let life = 0;
-                world.schedule(WARMUP + pause, Event::SpaceClient { client, peer, life });
+                world.schedule(
+                    space_start + pause,
+                    Event::SpaceClient { client, peer, life },
+                );
             }
         }
         world.trace.log(Duration::ZERO, || {
@@ -1108,7 +1164,23 @@ impl World {
         let mut violations = std::mem::take(&mut self.violations);
         violations.append(&mut self.pipes.violations);
         if let Some(w) = self.space.as_mut() {
-            violations.extend(w.finish());
+            let found = w.finish();
+            if !found.is_empty() {
+                // The whole history, for a verbose replay.
+                for (i, op) in w.history().iter().enumerate() {
+                    self.trace.log(self.now, || {
+                        let ret = match &op.ret {
+                            Some((at, out)) => format!("{at}] -> {out:?}"),
+                            None => "no answer] -> ?".into(),
+                        };
+                        format!(
+                            "space history #{i}: client {} [{}, {ret} {}: {:?}",
+                            op.client, op.call, op.input.key.name, op.input.input
+                        )
+                    });
+                }
+            }
+            violations.extend(found);
         }
         Report {
             violations,
@@ -1338,6 +1410,22 @@ impl World {
             .collect();
         let mut peer = SimPeer::start(start, self.settings.clone(), disk, now);
         peer.restore_space(now, &slot.disk.space);
+        if !slot.disk.space.is_empty() {
+            let held: Vec<String> = slot
+                .disk
+                .space
+                .iter()
+                .map(|(p, s)| {
+                    format!(
+                        "{p} (term {} update {}, members {:?})",
+                        s.term, s.seq, s.members
+                    )
+                })
+                .collect();
+            self.trace.log(self.now, || {
+                format!("peer {id} restores space partitions {}", held.join(", "))
+            });
+        }
         slot.peer = Some(peer);
         self.trace
             .record(self.now, 1, &[u64::from(id), u64::from(slot.life)]);
@@ -1458,6 +1546,15 @@ impl World {
                     15,
                     &[u64::from(id), u64::from(partition), term, seq],
                 );
+                self.trace.log(self.now, || {
+                    let what = match &data {
+                        Unpersisted::Whole(c) => format!("all of it ({} changes)", c.len()),
+                        Unpersisted::Changes(c) => format!("{} changes", c.len()),
+                    };
+                    format!(
+                        "peer {id} writes space partition {partition}: {what}, term {term} update {seq}, members {members:?}, committed {config:?}"
+                    )
+                });
                 let write = SpaceWrite::Persist {
                     partition,
                     term,
@@ -1473,6 +1570,9 @@ impl World {
             Action::Node(NodeOutput::UnpersistSpace { partition }) => {
                 self.trace
                     .record(self.now, 16, &[u64::from(id), u64::from(partition)]);
+                self.trace.log(self.now, || {
+                    format!("peer {id} deletes space partition {partition}")
+                });
                 let delete = SpaceWrite::Delete { partition };
                 self.slots[id as usize].disk.space_pending.push(delete);
                 self.schedule_fsync(id);
@@ -1483,6 +1583,9 @@ impl World {
             }) => {
                 self.trace
                     .record(self.now, 31, &[u64::from(id), request.session, request.seq]);
+                self.trace.log(self.now, || {
+                    format!("peer {id} answers space request {request}: {result:?}")
+                });
                 if let Some(w) = self.space.as_mut() {
                     let next = w.answered(id, request, result, self.now);
                     self.follow_space(next);
@@ -1646,6 +1749,9 @@ impl World {
         };
         self.trace
             .record(self.now, 30, &[u64::from(peer), client as u64, key as u64]);
+        self.trace.log(self.now, || {
+            format!("space client {client} on peer {peer} calls {call:?} on k{key}")
+        });
         match p.space_request(now, op, CALL_TIMEOUT) {
             Ok(id) => w.called(client, key, call, id, self.now),
             Err(error) => {
