@@ -515,14 +515,17 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
             seq
         })),
         (job_id(), num()).prop_map(|(key, term)| JobMsg::Home(HomeMsg::Nack { key, term })),
-        (job_id(), num(), num(), num()).prop_map(|(key, term, last_term, last_seq)| {
-            JobMsg::Home(HomeMsg::Vote {
-                key,
-                term,
-                last_term,
-                last_seq,
-            })
-        }),
+        (job_id(), num(), num(), num(), proptest::option::of(peer())).prop_map(
+            |(key, term, last_term, last_seq, handed_over_by)| {
+                JobMsg::Home(HomeMsg::Vote {
+                    key,
+                    term,
+                    last_term,
+                    last_seq,
+                    handed_over_by,
+                })
+            }
+        ),
         (
             job_id(),
             num(),

@@ -127,6 +127,43 @@ pub enum Violation {
         /// When.
         at: Duration,
     },
+    /// The object space's history has no linearization: some answer
+    /// contradicts every order of the calls (a stale read, a lost write,
+    /// a lock granted twice, ...).
+    SpaceNotLinearizable {
+        /// The checker's report: the longest order found and the calls
+        /// none of which could come next.
+        report: String,
+    },
+    /// The linearizability search ran out of budget: no verdict, which is
+    /// not a pass (shorten the workload).
+    SpaceCheckUndecided {
+        /// The checker's report.
+        report: String,
+    },
+    /// A fencing token went backwards in real time: a grant not above an
+    /// earlier one, or a write accepted with an older token than one
+    /// granted before it.
+    SpaceFencing {
+        /// Which object and operations.
+        error: String,
+    },
+    /// A call got an answer it cannot get (a reply of the wrong kind, an
+    /// error the workload never provokes).
+    SpaceUnexpectedAnswer {
+        /// The workload's client.
+        client: u64,
+        /// The call and what it got.
+        answer: String,
+    },
+    /// Once faults were over and the network healed, an object could not
+    /// be read within the attempts allowed.
+    SpaceFinalReadUnanswered {
+        /// The object.
+        key: String,
+        /// What the last attempt got.
+        answer: String,
+    },
 }
 
 impl Violation {
@@ -148,6 +185,11 @@ impl Violation {
             Violation::PipeTwoOutcomes { .. } => "pipe-two-outcomes",
             Violation::Malformed { .. } => "malformed",
             Violation::TimerLivelock { .. } => "timer-livelock",
+            Violation::SpaceNotLinearizable { .. } => "space-not-linearizable",
+            Violation::SpaceCheckUndecided { .. } => "space-check-undecided",
+            Violation::SpaceFencing { .. } => "space-fencing",
+            Violation::SpaceUnexpectedAnswer { .. } => "space-unexpected-answer",
+            Violation::SpaceFinalReadUnanswered { .. } => "space-final-read-unanswered",
         }
     }
 }
@@ -203,6 +245,16 @@ impl fmt::Display for Violation {
             Violation::TimerLivelock { peer, at } => {
                 write!(f, "peer {peer} keeps asking to be woken at {at:?}")
             }
+            Violation::SpaceNotLinearizable { report } => write!(f, "object space: {report}"),
+            Violation::SpaceCheckUndecided { report } => write!(f, "object space: {report}"),
+            Violation::SpaceFencing { error } => write!(f, "object space fencing: {error}"),
+            Violation::SpaceUnexpectedAnswer { client, answer } => {
+                write!(f, "object space client {client}: {answer}")
+            }
+            Violation::SpaceFinalReadUnanswered { key, answer } => write!(
+                f,
+                "object {key} could not be read after the faults ended: {answer}"
+            ),
         }
     }
 }

@@ -814,7 +814,8 @@ pub enum SpaceCall {
         /// The new value.
         value: u64,
     },
-    /// Remove the value (a write: the version still counts up).
+    /// Remove the object (its reply counts the version up, but the object
+    /// is absent afterwards, at version 0).
     Delete,
     /// Take the write lock.
     WriteLock,
@@ -839,7 +840,8 @@ pub enum SpaceRet {
     Value {
         /// The value.
         value: Option<u64>,
-        /// How many successful writes the object has had.
+        /// How many successful writes the object has had since it was
+        /// last absent (0 when absent).
         version: u64,
     },
     /// The write was applied; the object's version is now `version`.
@@ -865,9 +867,15 @@ pub enum SpaceRet {
 
 /// The model of one object of the space.
 ///
-/// Versions count successful writes: a fresh object has version 0 and no
-/// value; every successful set, compare-and-set and delete adds one (a
-/// delete leaves no value).
+/// Versions count the successful writes of an object's current life, as
+/// the space core numbers them: an absent object (never written, or
+/// deleted) has no value and version 0, which is the version a
+/// compare-and-set that creates it expects; every successful set and
+/// compare-and-set adds one. A successful delete answers the version it
+/// would have made (one more than the object's), and leaves the object
+/// absent, at version 0 again: the core drops a deleted object with its
+/// count (`colony_core::space::Condition::Version(0)` means "absent"), so
+/// a recreated object counts from 1 anew.
 ///
 /// Locks are leases that expire at moments the model cannot see, so the
 /// model keeps a lock as held until an operation proves it had expired,
@@ -904,7 +912,8 @@ pub struct ObjectModel;
 pub struct ObjectState {
     /// The value; None when never written or deleted.
     pub value: Option<u64>,
-    /// How many successful writes the object has had.
+    /// How many successful writes the object has had since it was last
+    /// absent (0 when absent).
     pub version: u64,
     /// The greatest token granted so far, None before the first grant.
     pub highest_token: Option<u64>,
@@ -984,12 +993,13 @@ impl ObjectState {
         }
     }
 
-    /// This state with `value` written, as the reply `version` says, and
-    /// the lock as `lock`; None if `version` is not the next one.
+    /// This state with `value` written (None: deleted, so back at version
+    /// 0), as the reply `version` says, and the lock as `lock`; None if
+    /// `version` is not the next one.
     fn written(&self, value: Option<u64>, version: u64, lock: LockState) -> Option<Self> {
         (self.version.checked_add(1) == Some(version)).then_some(ObjectState {
             value,
-            version,
+            version: if value.is_some() { version } else { 0 },
             highest_token: self.highest_token,
             lock,
         })
@@ -1515,10 +1525,40 @@ mod tests {
                 SpaceRet::Released,
             ),
             op(1, 18, 19, SpaceCall::Delete, written(4)),
-            op(2, 20, 21, SpaceCall::Get, read(None, 4)),
+            op(2, 20, 21, SpaceCall::Get, read(None, 0)),
+            op(
+                2,
+                22,
+                23,
+                SpaceCall::CompareAndSet {
+                    expected_version: 0,
+                    value: 15,
+                },
+                written(1),
+            ),
         ];
         assert_eq!(check(&ObjectModel, &history), Ok(()));
         assert_eq!(fencing_monotonic(&history), Ok(()));
+    }
+
+    /// A deleted object is absent at version 0, as the core keeps it: a
+    /// read that still counts the delete is refused, and a recreation
+    /// counts from 1 again.
+    #[test]
+    fn a_deleted_object_is_back_at_version_zero() {
+        let deleted = |seen: SpaceRet| {
+            vec![
+                op(1, 0, 1, set(10), written(1)),
+                op(1, 2, 3, SpaceCall::Delete, written(2)),
+                op(2, 4, 5, SpaceCall::Get, seen),
+            ]
+        };
+        assert_eq!(check(&ObjectModel, &deleted(read(None, 0))), Ok(()));
+        assert!(check(&ObjectModel, &deleted(read(None, 2))).is_err());
+        let mut again = deleted(read(None, 0));
+        again.push(op(2, 6, 7, set(11), written(1)));
+        again.push(op(1, 8, 9, SpaceCall::Get, read(Some(11), 1)));
+        assert_eq!(check(&ObjectModel, &again), Ok(()));
     }
 
     #[test]
@@ -1777,7 +1817,11 @@ mod tests {
                         SpaceRet::Refused
                     }
                 }
-                SpaceCall::Delete => write(self, None),
+                SpaceCall::Delete => {
+                    let reply = write(self, None);
+                    self.version = 0;
+                    reply
+                }
                 SpaceCall::Set {
                     value,
                     token: Some(token),

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use colony_sim::{run, Broken, FaultCounts, FaultKinds, SimConfig, Workload};
+use colony_sim::{run, Broken, FaultCounts, FaultKinds, SimConfig, SpaceFaults, Workload};
 
 /// Deterministic simulation of Colony peers in virtual time: the real
 /// protocol cores on a seeded faulty network, with invariants checked on
@@ -37,9 +37,26 @@ struct Cli {
     faults: FaultKinds,
     /// What the peers do: "job" (a rangesum job checked against the direct
     /// sum), "nqueens" (colony-apps' N-Queens, checked against the known
-    /// count) or "pipes" (membership and application messages only).
+    /// count), "pipes" (membership and application messages only) or
+    /// "space" (clients calling the object space, their history checked
+    /// for linearizability, fencing and durability).
     #[arg(long, default_value = "job")]
     workload: Workload,
+    /// With --workload space: how many clients call the space, each on a
+    /// peer of its own while there are enough.
+    #[arg(long, default_value_t = 3)]
+    space_clients: u32,
+    /// With --workload space: about how many calls each client makes over
+    /// the fault window (reads, writes, compare-and-sets, deletes, lock
+    /// sequences), before the final read of every object.
+    #[arg(long, default_value_t = 40)]
+    space_calls: u32,
+    /// With --workload space: "minority" (at most a minority of each used
+    /// partition's home down at once, as for a job's home) or "any" (only
+    /// the quarter-of-the-peers limit: whole homes may go down, and every
+    /// acknowledged answer must still hold).
+    #[arg(long, default_value = "minority")]
+    space_faults: SpaceFaults,
     /// How long faults go on, in virtual milliseconds.
     #[arg(long)]
     fault_window_ms: Option<u64>,
@@ -47,7 +64,8 @@ struct Cli {
     /// "never-heal" (partitions stay), "home-overkill" (the whole home
     /// crashes at once), "drop-parts" (divided parts are lost),
     /// "no-checkpoints" (protocol none while workers and the job's primary
-    /// crash).
+    /// crash), "local-reads" (space homes answer reads from any replica,
+    /// without the leadership round: stale reads).
     #[arg(long)]
     broken: Option<Broken>,
     /// With --seed: also log every job message about this unit.
@@ -84,6 +102,9 @@ fn main() -> ExitCode {
         config.trace_replicas = cli.trace_replicas;
         config.progress = (cli.progress_secs > 0).then(|| Duration::from_secs(cli.progress_secs));
         config.until_job = cli.until_job;
+        config.space_clients = cli.space_clients;
+        config.space_calls = cli.space_calls;
+        config.space_faults = cli.space_faults;
         if let Some(ms) = cli.fault_window_ms {
             config.fault_window = Duration::from_millis(ms);
         }
@@ -104,6 +125,8 @@ fn main() -> ExitCode {
     let mut early_lost = 0u64;
     let mut jobs = (0u64, Duration::ZERO, 0u64, 0u64, 0u64, 0u64);
     let mut early_example: Option<String> = None;
+    let mut space = colony_sim::space::SpaceStats::default();
+    let mut space_seeds = 0u64;
     let mut by_kind: std::collections::BTreeMap<&'static str, (u64, String)> =
         std::collections::BTreeMap::new();
     let total = seeds.len();
@@ -121,6 +144,15 @@ fn main() -> ExitCode {
             jobs.1 += time;
             jobs.2 += stats.reissued;
             jobs.3 += stats.takeovers;
+        }
+        if let Some(stats) = &report.space {
+            space_seeds += 1;
+            space.calls += stats.calls;
+            space.unanswered += stats.unanswered;
+            space.written += stats.written;
+            space.refused += stats.refused;
+            space.granted += stats.granted;
+            space.final_reads += stats.final_reads;
         }
         jobs.4 += report.merged_twice;
         jobs.5 += report.checkpoints_lost_allowed;
@@ -147,10 +179,14 @@ fn main() -> ExitCode {
             println!(
                 "ok   seed {seed}: {:.1}s virtual, job {}, trace {:016x} ({} entries), {} events, {:.1} wake-ups per peer per virtual second",
                 report.virtual_time.as_secs_f64(),
-                report.job_time.map_or_else(
-                    || "without a result".to_string(),
-                    |t| format!("done at {:.1}s", t.as_secs_f64())
-                ),
+                match (&report.space, report.job_time) {
+                    (Some(space), _) => format!(
+                        "none; space: {} calls ({} without answer), {} final reads",
+                        space.calls, space.unanswered, space.final_reads
+                    ),
+                    (None, Some(t)) => format!("done at {:.1}s", t.as_secs_f64()),
+                    (None, None) => "without a result".to_string(),
+                },
                 report.trace_hash,
                 report.trace_entries,
                 report.events,
@@ -194,6 +230,17 @@ fn main() -> ExitCode {
             jobs.3,
             jobs.4,
             jobs.5
+        );
+    }
+    if space_seeds > 0 {
+        println!(
+            "space: {} calls over {space_seeds} seeds ({} without answer), {} writes applied, {} refused, {} locks granted, {} final reads",
+            space.calls,
+            space.unanswered,
+            space.written,
+            space.refused,
+            space.granted,
+            space.final_reads
         );
     }
     if !by_kind.is_empty() {

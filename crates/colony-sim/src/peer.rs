@@ -18,7 +18,9 @@ use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerSta
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
 use colony_core::pipe::{Delivery, PipeConfig, Pipes, TrafficClass};
 use colony_core::runner::UnitEvent;
-use colony_core::space::{Space, SpaceConfig};
+use colony_core::space::{
+    Change, Partition, PartitionId, RequestId, Space, SpaceConfig, SpaceError, SpaceOp, Unpersisted,
+};
 
 use crate::exec::{ExecEvent, ExecSpeed, Executor};
 use crate::rng::{derive, splitmix64, SimRng};
@@ -52,6 +54,8 @@ pub struct PeerSettings {
     pub trace_unit: Option<u64>,
     /// Log every replica message (verbose runs).
     pub trace_replicas: bool,
+    /// The object space core's settings (every peer offers it room).
+    pub space: SpaceConfig,
 }
 
 impl std::fmt::Debug for AppsDebug<'_> {
@@ -77,9 +81,17 @@ impl Default for PeerSettings {
             drop_parts: false,
             trace_unit: None,
             trace_replicas: false,
+            space: SpaceConfig {
+                capacity_bytes: SPACE_CAPACITY_BYTES,
+                ..SpaceConfig::default()
+            },
         }
     }
 }
+
+/// Bytes of object values each simulated peer gives the space: far more
+/// than a workload stores, so no write is refused as `Full`.
+pub const SPACE_CAPACITY_BYTES: u64 = 1 << 20;
 
 impl std::fmt::Debug for PeerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,7 +176,8 @@ pub enum Action {
     /// application messages, units to run, unit requests, shared variables,
     /// notices and traced job messages); a
     /// [`NodeOutput::Persist`] is answered with [`SimPeer::handle_persisted`]
-    /// once durable.
+    /// once durable, a [`NodeOutput::PersistSpace`] with
+    /// [`SimPeer::handle_space_durable`].
     Node(NodeOutput<u32>),
     /// An application message was handed to the pipes.
     AppSent(AppMsgId),
@@ -214,6 +227,69 @@ pub enum Action {
         /// The error.
         error: String,
     },
+}
+
+/// One space partition as the simulated disk holds it: its rows (one per
+/// object, lock, namespace, session and the token counter, keyed as
+/// [`Change::row`] keys them, a later write of a row replacing it) and
+/// where its home stood when last written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredPartition {
+    /// The home's term.
+    pub term: u64,
+    /// Its update.
+    pub seq: u64,
+    /// How many peers the home has.
+    pub size: u8,
+    /// The members, primary first.
+    pub members: Vec<u32>,
+    /// The members as last committed.
+    pub config: Vec<u32>,
+    /// Encoded changes by row key.
+    pub rows: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl StoredPartition {
+    /// Writes what a [`NodeOutput::PersistSpace`] carries (the caller
+    /// applies writes in the order the node made them); `Err` if a change
+    /// does not encode.
+    pub fn write(
+        &mut self,
+        (term, seq): (u64, u64),
+        size: u8,
+        members: &[u32],
+        config: &[u32],
+        data: &Unpersisted,
+    ) -> Result<(), String> {
+        let changes = match data {
+            Unpersisted::Whole(changes) => {
+                self.rows.clear();
+                changes
+            }
+            Unpersisted::Changes(changes) => changes,
+        };
+        for change in changes {
+            let (key, value) = change
+                .row()
+                .map_err(|e| format!("a space change does not encode: {e}"))?;
+            match value {
+                Some(bytes) => self.rows.insert(key, bytes),
+                None => self.rows.remove(&key),
+            };
+        }
+        (self.term, self.seq, self.size) = (term, seq, size);
+        self.members = members.to_vec();
+        self.config = config.to_vec();
+        Ok(())
+    }
+
+    /// The partition read back, as a restarted peer rebuilds it; `None` if
+    /// a row does not decode or the rows are inconsistent.
+    pub fn read(&self, now: Instant, id: PartitionId) -> Option<Partition> {
+        let changes: Option<Vec<Change>> =
+            self.rows.values().map(|b| Change::from_row(b)).collect();
+        Partition::from_changes(now, id, changes?)
+    }
 }
 
 /// Who a peer is when it (re)starts: what its disk and configuration say.
@@ -336,14 +412,11 @@ impl SimPeer {
             trace_job_messages: settings.trace_unit.is_some() || settings.trace_replicas,
             module_fetch: Default::default(),
         };
-        // The simulated disk keeps no space partitions yet: these peers
-        // offer the space no room.
+        // The partitions on disk are restored by the world
+        // (`SimPeer::restore_space`) before the first input.
         let space = Space::new(
             id,
-            SpaceConfig {
-                capacity_bytes: 0,
-                ..SpaceConfig::default()
-            },
+            settings.space.clone(),
             key_of,
             derive(&[seed, 4, u64::from(id), u64::from(life)]),
             derive(&[seed, 5, u64::from(id), u64::from(life)]),
@@ -397,6 +470,70 @@ impl SimPeer {
                 key,
                 epoch,
                 version,
+            },
+        );
+    }
+
+    /// The space partitions this peer's disk holds rejoin their homes as
+    /// backups (right after [`SimPeer::start`], before any input). A
+    /// partition that cannot be read back or restored is reported as
+    /// [`Action::Malformed`]: the disk only ever holds what the node wrote.
+    pub fn restore_space(&mut self, now: Instant, disk: &BTreeMap<PartitionId, StoredPartition>) {
+        for (id, stored) in disk {
+            let restored = match stored.read(now, *id) {
+                Some(partition) => self.node.restore_space(
+                    now,
+                    partition,
+                    stored.size,
+                    stored.members.clone(),
+                    stored.config.clone(),
+                    (stored.term, stored.seq),
+                ),
+                None => false,
+            };
+            if !restored {
+                self.actions.push(Action::Malformed {
+                    from: self.id,
+                    error: format!(
+                        "space partition {id} on disk (term {}, update {}, {} rows) could not be restored",
+                        stored.term,
+                        stored.seq,
+                        stored.rows.len()
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Asks the object space to apply `op` on behalf of an application of
+    /// this peer; the answer comes as [`NodeOutput::SpaceAnswer`] in an
+    /// [`Action::Node`], within `timeout`.
+    pub fn space_request(
+        &mut self,
+        now: Instant,
+        op: SpaceOp,
+        timeout: Duration,
+    ) -> Result<RequestId, SpaceError> {
+        let id = self.node.space_request(now, op, timeout);
+        self.flush(now);
+        id
+    }
+
+    /// A space partition written for [`NodeOutput::PersistSpace`] is
+    /// durable up to update `seq` of `term`.
+    pub fn handle_space_durable(
+        &mut self,
+        now: Instant,
+        partition: PartitionId,
+        term: u64,
+        seq: u64,
+    ) {
+        self.input(
+            now,
+            NodeInput::SpaceDurable {
+                partition,
+                term,
+                seq,
             },
         );
     }
@@ -731,4 +868,43 @@ fn report_name(report: &colony_core::job::Report) -> &'static str {
 /// `interval` scaled by a random factor in [0.5, 1.5).
 fn jittered(interval: Duration, rng: &mut SimRng) -> Duration {
     interval.mul_f64(0.5 + rng.unit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows are replaced by a later write of the same row, a whole write
+    /// replaces them all, and what is stored reads back as a partition.
+    #[test]
+    fn stored_partitions_keep_the_latest_row_and_read_back() {
+        let now = Instant::now();
+        let mut stored = StoredPartition::default();
+        let whole = Unpersisted::Whole(vec![
+            Change::NextToken(3),
+            Change::Purged("a".into(), 1),
+            Change::Purged("b".into(), 1),
+        ]);
+        stored
+            .write((1, 1), 3, &[1, 2], &[1], &whole)
+            .expect("encodes");
+        assert_eq!(stored.rows.len(), 3);
+        let changes =
+            Unpersisted::Changes(vec![Change::NextToken(9), Change::Purged("a".into(), 2)]);
+        stored
+            .write((1, 2), 3, &[1, 2, 3], &[1, 2, 3], &changes)
+            .expect("encodes");
+        assert_eq!(stored.rows.len(), 3, "rows replaced, not added");
+        assert_eq!((stored.term, stored.seq), (1, 2));
+        assert_eq!(stored.members, vec![1, 2, 3]);
+        assert!(stored.read(now, 7).is_some());
+        let whole = Unpersisted::Whole(vec![Change::NextToken(10)]);
+        stored
+            .write((2, 1), 3, &[2], &[2], &whole)
+            .expect("encodes");
+        assert_eq!(stored.rows.len(), 1, "a whole write replaces everything");
+        // A row that does not decode makes the partition unreadable.
+        stored.rows.insert(vec![9], vec![0xff; 3]);
+        assert!(stored.read(now, 7).is_none());
+    }
 }

@@ -16,13 +16,15 @@ use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey};
 use colony_core::membership::MemberState;
 use colony_core::node::NodeOutput;
+use colony_core::space::{partition_point, PartitionId, SpaceOp, Unpersisted};
 
 use crate::app::{RangeParams, RangeSum};
 use crate::check::{PipeChecker, Violation};
 use crate::exec::ExecSpeed;
 use crate::faults::{FaultAction, FaultKinds, NetParams, Schedule, ScheduleLimits};
-use crate::peer::{key_of, Action, PeerSettings, PeerStart, SimPeer};
+use crate::peer::{key_of, Action, PeerSettings, PeerStart, SimPeer, StoredPartition};
 use crate::rng::{derive, SimRng};
+use crate::space::{SpaceStats, SpaceWorkload, CALL_TIMEOUT, FINAL_ATTEMPTS, FINAL_TIMEOUT};
 use crate::trace::{fnv1a, Trace};
 
 /// What the simulated peers do besides keeping up membership (they always
@@ -35,6 +37,10 @@ pub enum Workload {
     NQueens,
     /// Membership and application messages on the pipes only.
     Pipes,
+    /// Clients on some peers call the object space (reads, writes,
+    /// compare-and-sets, deletes, locks); the history is checked for
+    /// linearizability and durability ([`crate::space`]).
+    Space,
 }
 
 impl fmt::Display for Workload {
@@ -43,6 +49,7 @@ impl fmt::Display for Workload {
             Workload::Job => write!(f, "job"),
             Workload::NQueens => write!(f, "nqueens"),
             Workload::Pipes => write!(f, "pipes"),
+            Workload::Space => write!(f, "space"),
         }
     }
 }
@@ -55,8 +62,46 @@ impl FromStr for Workload {
             "job" => Ok(Workload::Job),
             "nqueens" => Ok(Workload::NQueens),
             "pipes" => Ok(Workload::Pipes),
+            "space" => Ok(Workload::Space),
             other => Err(format!(
-                "unknown workload {other:?}; use job, nqueens or pipes"
+                "unknown workload {other:?}; use job, nqueens, pipes or space"
+            )),
+        }
+    }
+}
+
+/// How the space workload's faults are limited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpaceFaults {
+    /// As for a job's home: at most a minority of the home zone of each
+    /// partition the clients use (its home and the next peer) down at once,
+    /// each counted for a grace period after it is back.
+    Minority,
+    /// Only the limits every run has (a quarter of the peers down at once):
+    /// a whole home may be down. Every acknowledged answer must still hold,
+    /// since partitions are durable; only availability may suffer until the
+    /// faults end.
+    Any,
+}
+
+impl fmt::Display for SpaceFaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpaceFaults::Minority => write!(f, "minority"),
+            SpaceFaults::Any => write!(f, "any"),
+        }
+    }
+}
+
+impl FromStr for SpaceFaults {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "minority" => Ok(SpaceFaults::Minority),
+            "any" => Ok(SpaceFaults::Any),
+            other => Err(format!(
+                "unknown space fault limit {other:?}; use minority or any"
             )),
         }
     }
@@ -78,6 +123,10 @@ pub enum Broken {
     /// crash, and its primary crashes too: a unit lost with its worker after
     /// the primary that handed it out cannot restart.
     NoCheckpoints,
+    /// Every member of a space partition's home answers reads from its own
+    /// replica, without the round that proves a primary still leads
+    /// (`SpaceConfig::unsafe_local_reads`): reads can be stale.
+    LocalReads,
 }
 
 impl fmt::Display for Broken {
@@ -87,6 +136,7 @@ impl fmt::Display for Broken {
             Broken::HomeOverkill => write!(f, "home-overkill"),
             Broken::DropParts => write!(f, "drop-parts"),
             Broken::NoCheckpoints => write!(f, "no-checkpoints"),
+            Broken::LocalReads => write!(f, "local-reads"),
         }
     }
 }
@@ -100,8 +150,9 @@ impl FromStr for Broken {
             "home-overkill" => Ok(Broken::HomeOverkill),
             "drop-parts" => Ok(Broken::DropParts),
             "no-checkpoints" => Ok(Broken::NoCheckpoints),
+            "local-reads" => Ok(Broken::LocalReads),
             other => Err(format!(
-                "unknown breakage {other:?}; use never-heal, home-overkill, drop-parts or no-checkpoints"
+                "unknown breakage {other:?}; use never-heal, home-overkill, drop-parts, no-checkpoints or local-reads"
             )),
         }
     }
@@ -140,6 +191,13 @@ pub struct SimConfig {
     /// always. For runs too large to wait out the whole fault window and
     /// the settling after it (1,000 peers and more).
     pub until_job: bool,
+    /// With [`Workload::Space`]: how many clients call the space.
+    pub space_clients: u32,
+    /// With [`Workload::Space`]: about how many calls each client makes
+    /// over the fault window (a sequence begun is finished).
+    pub space_calls: u32,
+    /// With [`Workload::Space`]: how peer faults are limited.
+    pub space_faults: SpaceFaults,
 }
 
 impl SimConfig {
@@ -157,6 +215,9 @@ impl SimConfig {
             trace_replicas: false,
             progress: None,
             until_job: false,
+            space_clients: 3,
+            space_calls: 40,
+            space_faults: SpaceFaults::Minority,
         }
     }
 
@@ -177,6 +238,12 @@ impl SimConfig {
         }
         if self.until_job {
             line.push_str(" --until-job");
+        }
+        if self.workload == Workload::Space {
+            line.push_str(&format!(
+                " --space-clients {} --space-calls {} --space-faults {}",
+                self.space_clients, self.space_calls, self.space_faults
+            ));
         }
         line
     }
@@ -251,6 +318,8 @@ pub struct Report {
     pub events: u64,
     /// Times a peer's timers ran: what the cores' `poll_timeout`s cost.
     pub wakeups: u64,
+    /// What the space workload did, if it ran.
+    pub space: Option<SpaceStats>,
 }
 
 impl Report {
@@ -289,6 +358,7 @@ pub fn run(config: &SimConfig) -> Report {
                 checkpoints_lost_allowed: 0,
                 events: 0,
                 wakeups: 0,
+                space: None,
             }
         }
     }
@@ -398,6 +468,13 @@ const SETTLE_MIN: Duration = Duration::from_secs(3);
 const SETTLE_MAX: Duration = Duration::from_secs(25);
 /// How often convergence is checked while settling.
 const SETTLE_CHECK: Duration = Duration::from_millis(500);
+/// Space clients start this long after peers may create partition homes
+/// (`SpaceConfig::create_after_start`, counted from a peer's start, and
+/// the last peer starts 350 ms in).
+const SPACE_START_MARGIN: Duration = Duration::from_millis(400);
+/// Space clients start sequences for at least this long, however short the
+/// fault window.
+const SPACE_MIN_CALLING: Duration = Duration::from_secs(5);
 /// How long a dial to an unreachable or stopped peer takes to fail.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The network layer reports a peer unreachable at most this often.
@@ -437,6 +514,14 @@ enum Event {
         life: u32,
     },
     Query,
+    /// A space client on `peer` (in that life) makes its next call.
+    SpaceClient {
+        client: usize,
+        peer: u32,
+        life: u32,
+    },
+    /// The final reads of the space workload are due (or due again).
+    SpaceFinal,
 }
 
 impl Event {
@@ -447,14 +532,37 @@ impl Event {
             Event::Contact { peer, life, .. }
             | Event::DialFailed { peer, life, .. }
             | Event::Unreachable { peer, life, .. }
-            | Event::Fsync { peer, life } => Some((*peer, *life)),
-            Event::Fault(_) | Event::CheckViews | Event::Submit | Event::Query => None,
+            | Event::Fsync { peer, life }
+            | Event::SpaceClient { peer, life, .. } => Some((*peer, *life)),
+            Event::Fault(_)
+            | Event::CheckViews
+            | Event::Submit
+            | Event::Query
+            | Event::SpaceFinal => None,
         }
     }
 }
 
+/// A write of a space partition waiting for the group commit.
+#[derive(Clone, Debug)]
+enum SpaceWrite {
+    /// What changed (`NodeOutput::PersistSpace`).
+    Persist {
+        partition: PartitionId,
+        term: u64,
+        seq: u64,
+        size: u8,
+        members: Vec<u32>,
+        config: Vec<u32>,
+        data: Unpersisted,
+    },
+    /// The partition is no longer held (`NodeOutput::UnpersistSpace`).
+    Delete { partition: PartitionId },
+}
+
 /// What survives a crash: the incarnation and session counters, and the
-/// checkpoint pieces that reached the disk (an fsync completed).
+/// checkpoint pieces and space partitions that reached the disk (an fsync
+/// completed).
 #[derive(Clone, Debug, Default)]
 struct Disk {
     incarnation: u64,
@@ -465,6 +573,11 @@ struct Disk {
     /// Jobs deleted while some of their writes were pending: deleted again
     /// once those are committed.
     forget_after_sync: Vec<JobId>,
+    /// Space partitions held here.
+    space: BTreeMap<PartitionId, StoredPartition>,
+    /// Space writes and deletions waiting for the next group commit, in
+    /// the order the node asked them; lost in a crash.
+    space_pending: Vec<SpaceWrite>,
     fsync_scheduled: bool,
 }
 
@@ -608,6 +721,10 @@ struct World {
     converged: bool,
     end: Duration,
     job: Option<JobPlan>,
+    /// The space workload, if it runs.
+    space: Option<SpaceWorkload>,
+    /// Space clients start no new sequence from then on.
+    space_stop: Duration,
     /// Events handled and peer wake-ups run so far.
     events: u64,
     wakeups: u64,
@@ -648,6 +765,22 @@ fn tolerated(ft: &FaultTolerance) -> usize {
     }
 }
 
+/// Peers ordered by XOR distance of their key to a space partition's point
+/// (as the space core orders a partition's home).
+fn by_partition_distance(partition: PartitionId, peers: u32) -> Vec<u32> {
+    let point = partition_point(partition);
+    let mut all: Vec<u32> = (0..peers).collect();
+    all.sort_by_key(|p| {
+        let key = key_of(p);
+        let mut d = [0u8; 16];
+        for (i, byte) in d.iter_mut().enumerate() {
+            *byte = key[i] ^ point[i];
+        }
+        d
+    });
+    all
+}
+
 /// Peers ordered by XOR distance of their key to the job id (as the job
 /// core orders a home).
 fn by_distance(job: JobId, peers: u32) -> Vec<u32> {
@@ -674,11 +807,12 @@ impl World {
         };
         settings.trace_unit = config.trace_unit.filter(|_| config.verbose);
         settings.trace_replicas = config.trace_replicas && config.verbose;
+        settings.space.unsafe_local_reads = config.broken == Some(Broken::LocalReads);
         settings.jobs.cores = rng.range(1, 2) as u32;
         let window_start = WARMUP + Duration::from_millis(300);
         let window_end = WARMUP + config.fault_window;
         let job = match config.workload {
-            Workload::Pipes => None,
+            Workload::Pipes | Workload::Space => None,
             workload => {
                 let mut id = [0u8; 16];
                 for chunk in id.chunks_mut(8) {
@@ -737,14 +871,53 @@ impl World {
                 })
             }
         };
-        let (protected, protected_limit) = match &job {
-            Some(j) => {
+        // Space clients call once peers may create partition homes (their
+        // views formed), until the fault window closes.
+        let space_start = WARMUP.max(settings.space.create_after_start + SPACE_START_MARGIN);
+        let space_stop = window_end.max(space_start + SPACE_MIN_CALLING);
+        let space = (config.workload == Workload::Space).then(|| {
+            // A sequence takes 1.5 calls on average.
+            let think =
+                (space_stop - space_start).mul_f64(1.5 / f64::from(config.space_calls.max(1)));
+            SpaceWorkload::new(
+                derive(&[seed, 104]),
+                config.peers,
+                config.space_clients,
+                config.space_calls,
+                think,
+            )
+        });
+        let (protected, protected_limit) = match (&job, &space) {
+            (Some(j), _) => {
                 let limit = tolerated(&j.ft);
                 let zone = usize::from(j.ft.home_size) + limit;
                 let order = by_distance(j.id, config.peers);
                 (order.into_iter().take(zone).collect(), limit)
             }
-            None => (Vec::new(), 0),
+            (None, Some(w)) => {
+                // The homes of the workload's partitions, and the next
+                // peer of each (it joins when a member is lost): at most
+                // a minority of a home down at once, as for a job's home.
+                let size = settings.space.home_size;
+                let limit = usize::from(size.saturating_sub(1) / 2);
+                let zone = usize::from(size) + limit;
+                let mut protected: Vec<u32> = w
+                    .keys()
+                    .iter()
+                    .flat_map(|k| {
+                        by_partition_distance(k.partition(), config.peers)
+                            .into_iter()
+                            .take(zone)
+                    })
+                    .collect();
+                protected.sort_unstable();
+                protected.dedup();
+                if config.space_faults == SpaceFaults::Any {
+                    protected.clear();
+                }
+                (protected, limit)
+            }
+            (None, None) => (Vec::new(), 0),
         };
         let overkill = config.broken == Some(Broken::HomeOverkill);
         // Protocol `none` restarts a lost unit only from its primary's
@@ -838,6 +1011,8 @@ impl World {
             converged: false,
             end: faults_end + SETTLE_MAX,
             job,
+            space,
+            space_stop,
             settings,
             config,
             events: 0,
@@ -845,6 +1020,32 @@ impl World {
         };
         if let Some(j) = &world.job {
             world.end = world.end.max(j.deadline);
+        }
+        if world.space.is_some() {
+            // Clients call until the fault window closes and finish their
+            // sequences; then each object is read, with retries, once
+            // faults are over.
+            let finals = world.faults_end.max(world.space_stop) + SETTLE_MIN;
+            let last = finals + CALL_TIMEOUT + FINAL_TIMEOUT * (FINAL_ATTEMPTS + 1);
+            world.end = world.end.max(last);
+            world.schedule(finals, Event::SpaceFinal);
+            let clients: Vec<(usize, u32)> = world
+                .space
+                .as_ref()
+                .map(|w| w.client_peers().collect())
+                .unwrap_or_default();
+            for (client, peer) in clients {
+                let pause = world
+                    .space
+                    .as_mut()
+                    .map(|w| w.first_pause())
+                    .unwrap_or_default();
+                let life = 0;
+                world.schedule(
+                    space_start + pause,
+                    Event::SpaceClient { client, peer, life },
+                );
+            }
         }
         world.trace.log(Duration::ZERO, || {
             format!(
@@ -962,6 +1163,25 @@ impl World {
         });
         let mut violations = std::mem::take(&mut self.violations);
         violations.append(&mut self.pipes.violations);
+        if let Some(w) = self.space.as_mut() {
+            let found = w.finish();
+            if !found.is_empty() {
+                // The whole history, for a verbose replay.
+                for (i, op) in w.history().iter().enumerate() {
+                    self.trace.log(self.now, || {
+                        let ret = match &op.ret {
+                            Some((at, out)) => format!("{at}] -> {out:?}"),
+                            None => "no answer] -> ?".into(),
+                        };
+                        format!(
+                            "space history #{i}: client {} [{}, {ret} {}: {:?}",
+                            op.client, op.call, op.input.key.name, op.input.input
+                        )
+                    });
+                }
+            }
+            violations.extend(found);
+        }
         Report {
             violations,
             virtual_time: self.now,
@@ -983,6 +1203,7 @@ impl World {
             checkpoints_lost_allowed: self.job.as_ref().map_or(0, |j| j.lost_allowed),
             events: self.events,
             wakeups: self.wakeups,
+            space: self.space.as_ref().map(SpaceWorkload::stats),
             config: self.config,
         }
     }
@@ -1028,6 +1249,10 @@ impl World {
                 .job
                 .as_ref()
                 .is_none_or(|j| j.query == QueryState::Answered)
+            && self
+                .space
+                .as_ref()
+                .is_none_or(|w| self.now >= self.space_stop && w.finals_over())
     }
 
     /// The job's invariants that only the end can judge.
@@ -1183,7 +1408,24 @@ impl World {
             .iter()
             .map(|(k, p)| (*k, p.clone()))
             .collect();
-        let peer = SimPeer::start(start, self.settings.clone(), disk, now);
+        let mut peer = SimPeer::start(start, self.settings.clone(), disk, now);
+        peer.restore_space(now, &slot.disk.space);
+        if !slot.disk.space.is_empty() {
+            let held: Vec<String> = slot
+                .disk
+                .space
+                .iter()
+                .map(|(p, s)| {
+                    format!(
+                        "{p} (term {} update {}, members {:?})",
+                        s.term, s.seq, s.members
+                    )
+                })
+                .collect();
+            self.trace.log(self.now, || {
+                format!("peer {id} restores space partitions {}", held.join(", "))
+            });
+        }
         slot.peer = Some(peer);
         self.trace
             .record(self.now, 1, &[u64::from(id), u64::from(slot.life)]);
@@ -1287,13 +1529,75 @@ impl World {
                         )
                     });
                 }
-                let life = self.slots[id as usize].life;
-                let disk = &mut self.slots[id as usize].disk;
-                disk.pending.push((key, piece));
-                if !disk.fsync_scheduled {
-                    disk.fsync_scheduled = true;
-                    self.schedule(self.now + FSYNC, Event::Fsync { peer: id, life });
+                self.slots[id as usize].disk.pending.push((key, piece));
+                self.schedule_fsync(id);
+            }
+            Action::Node(NodeOutput::PersistSpace {
+                partition,
+                term,
+                seq,
+                size,
+                members,
+                config,
+                data,
+            }) => {
+                self.trace.record(
+                    self.now,
+                    15,
+                    &[u64::from(id), u64::from(partition), term, seq],
+                );
+                self.trace.log(self.now, || {
+                    let what = match &data {
+                        Unpersisted::Whole(c) => format!("all of it ({} changes)", c.len()),
+                        Unpersisted::Changes(c) => format!("{} changes", c.len()),
+                    };
+                    format!(
+                        "peer {id} writes space partition {partition}: {what}, term {term} update {seq}, members {members:?}, committed {config:?}"
+                    )
+                });
+                let write = SpaceWrite::Persist {
+                    partition,
+                    term,
+                    seq,
+                    size,
+                    members,
+                    config,
+                    data,
+                };
+                self.slots[id as usize].disk.space_pending.push(write);
+                self.schedule_fsync(id);
+            }
+            Action::Node(NodeOutput::UnpersistSpace { partition }) => {
+                self.trace
+                    .record(self.now, 16, &[u64::from(id), u64::from(partition)]);
+                self.trace.log(self.now, || {
+                    format!("peer {id} deletes space partition {partition}")
+                });
+                let delete = SpaceWrite::Delete { partition };
+                self.slots[id as usize].disk.space_pending.push(delete);
+                self.schedule_fsync(id);
+            }
+            Action::Node(NodeOutput::SpaceAnswer {
+                id: request,
+                result,
+            }) => {
+                self.trace
+                    .record(self.now, 31, &[u64::from(id), request.session, request.seq]);
+                self.trace.log(self.now, || {
+                    format!("peer {id} answers space request {request}: {result:?}")
+                });
+                if let Some(w) = self.space.as_mut() {
+                    let next = w.answered(id, request, result, self.now);
+                    self.follow_space(next);
                 }
+            }
+            Action::Node(NodeOutput::SpaceLockLost(lost)) => {
+                self.trace.log(self.now, || {
+                    format!(
+                        "peer {id} lost its lock on {} (token {}): {}",
+                        lost.key, lost.token, lost.why
+                    )
+                });
             }
             Action::Node(NodeOutput::Unpersist {
                 key,
@@ -1338,16 +1642,11 @@ impl World {
                 self.on_query_answer(id, job, view)
             }
             // The virtual network routes by peer id (nothing to redial), no
-            // lifetime count of units is kept, and nobody cancels. Peers
-            // offer the object space no room and ask nothing of it.
+            // lifetime count of units is kept, and nobody cancels.
             Action::Node(
                 NodeOutput::Redial { .. }
                 | NodeOutput::UnitsDone { .. }
-                | NodeOutput::CancelAnswer { .. }
-                | NodeOutput::PersistSpace { .. }
-                | NodeOutput::UnpersistSpace { .. }
-                | NodeOutput::SpaceAnswer { .. }
-                | NodeOutput::SpaceLockLost(_),
+                | NodeOutput::CancelAnswer { .. },
             ) => {}
             // The peer answers these itself (its executor, its checker's
             // traffic, its diagnostics); they never reach the world.
@@ -1399,6 +1698,108 @@ impl World {
                         .push((self.now, id, covered));
                 }
             }
+        }
+    }
+
+    /// A group commit of `id`'s disk is due in [`FSYNC`], unless one is
+    /// already.
+    fn schedule_fsync(&mut self, id: u32) {
+        let slot = &mut self.slots[id as usize];
+        if !slot.disk.fsync_scheduled {
+            slot.disk.fsync_scheduled = true;
+            let life = slot.life;
+            self.schedule(self.now + FSYNC, Event::Fsync { peer: id, life });
+        }
+    }
+
+    /// Does what the space workload asks after an answer.
+    fn follow_space(&mut self, next: crate::space::Next) {
+        match next {
+            crate::space::Next::Client { client, after } => {
+                let Some((_, peer)) = self
+                    .space
+                    .as_ref()
+                    .and_then(|w| w.client_peers().nth(client))
+                else {
+                    return;
+                };
+                let life = self.slots[peer as usize].life;
+                self.schedule(self.now + after, Event::SpaceClient { client, peer, life });
+            }
+            crate::space::Next::RetryFinal { .. } => {
+                self.schedule(self.now + Duration::from_millis(200), Event::SpaceFinal)
+            }
+            crate::space::Next::Nothing => {}
+        }
+    }
+
+    /// Space client `client` on `peer` makes its next call, if it has one.
+    fn space_call(&mut self, client: usize, peer: u32) {
+        let start_new = self.now < self.space_stop;
+        let now = self.instant(self.now);
+        let Some(w) = self.space.as_mut() else {
+            return;
+        };
+        let Some((key, call)) = w.next_call(client, start_new) else {
+            return;
+        };
+        let op = crate::space::request(&w.keys()[key], &call);
+        let Some(p) = self.slots[peer as usize].peer.as_mut() else {
+            return;
+        };
+        self.trace
+            .record(self.now, 30, &[u64::from(peer), client as u64, key as u64]);
+        self.trace.log(self.now, || {
+            format!("space client {client} on peer {peer} calls {call:?} on k{key}")
+        });
+        match p.space_request(now, op, CALL_TIMEOUT) {
+            Ok(id) => w.called(client, key, call, id, self.now),
+            Err(error) => {
+                let next = w.not_taken(client, call, error);
+                self.follow_space(next);
+            }
+        }
+        self.after_input(peer);
+    }
+
+    /// Once every client is done, reads each object not yet read back, each
+    /// attempt from a random running peer.
+    fn space_final_reads(&mut self) {
+        let Some(w) = self.space.as_ref() else {
+            return;
+        };
+        if self.now < self.space_stop || !w.clients_idle() {
+            self.schedule(self.now + SETTLE_CHECK, Event::SpaceFinal);
+            return;
+        }
+        let due = w.finals_due();
+        let live: Vec<u32> = (0..self.config.peers)
+            .filter(|p| self.running(*p) && !self.slots[*p as usize].paused)
+            .collect();
+        let now = self.instant(self.now);
+        for key in due {
+            let Some(&peer) = self.rng.pick(&live) else {
+                break;
+            };
+            let (Some(w), Some(p)) = (self.space.as_mut(), self.slots[peer as usize].peer.as_mut())
+            else {
+                continue;
+            };
+            let op = SpaceOp::Get {
+                key: w.keys()[key].clone(),
+            };
+            let id = p.space_request(now, op, FINAL_TIMEOUT);
+            w.final_called(key, peer, id, self.now);
+            self.trace
+                .record(self.now, 32, &[u64::from(peer), key as u64]);
+            self.after_input(peer);
+        }
+        if self
+            .space
+            .as_ref()
+            .is_some_and(|w| !w.finals_due().is_empty())
+        {
+            self.schedule(self.now + Duration::from_millis(200), Event::SpaceFinal);
         }
     }
 
@@ -1812,8 +2213,49 @@ impl World {
                 for job in std::mem::take(&mut disk.forget_after_sync) {
                     disk.pieces.retain(|k, _| k.job != job);
                 }
-                self.trace
-                    .record(self.now, 26, &[u64::from(peer), written.len() as u64]);
+                // Space writes, in the order they were asked: a partition
+                // dropped and then held again is written afresh.
+                let mut durable = Vec::new();
+                let mut failed = Vec::new();
+                for write in std::mem::take(&mut disk.space_pending) {
+                    match write {
+                        SpaceWrite::Persist {
+                            partition,
+                            term,
+                            seq,
+                            size,
+                            members,
+                            config,
+                            data,
+                        } => {
+                            let stored = disk.space.entry(partition).or_default();
+                            match stored.write((term, seq), size, &members, &config, &data) {
+                                Ok(()) => durable.push((partition, term, seq)),
+                                Err(error) => failed.push(error),
+                            }
+                        }
+                        SpaceWrite::Delete { partition } => {
+                            disk.space.remove(&partition);
+                        }
+                    }
+                }
+                for error in failed {
+                    self.violations.push(Violation::Malformed {
+                        peer,
+                        from: peer,
+                        error,
+                    });
+                }
+                self.trace.record(
+                    self.now,
+                    26,
+                    &[u64::from(peer), written.len() as u64, durable.len() as u64],
+                );
+                for (partition, term, seq) in durable {
+                    if let Some(p) = self.slots[peer as usize].peer.as_mut() {
+                        p.handle_space_durable(now, partition, term, seq);
+                    }
+                }
                 for (key, piece) in written {
                     if self.config.trace_unit == Some(key.unit) {
                         let (epoch, version) = (piece.epoch, piece.version);
@@ -1830,6 +2272,8 @@ impl World {
                 }
                 self.after_input(peer);
             }
+            Event::SpaceClient { client, peer, .. } => self.space_call(client, peer),
+            Event::SpaceFinal => self.space_final_reads(),
             Event::Query => {
                 let Some(j) = self.job.as_ref() else {
                     return;
@@ -1859,9 +2303,15 @@ impl World {
                 if let Some(j) = self.job.as_mut() {
                     j.crashes.entry(peer).or_default().push(self.now);
                 }
+                if let Some(w) = self.space.as_mut() {
+                    if !w.crashed(peer).is_empty() {
+                        self.schedule(self.now, Event::SpaceFinal);
+                    }
+                }
                 let slot = &mut self.slots[peer as usize];
                 slot.disk.pending.clear();
                 slot.disk.forget_after_sync.clear();
+                slot.disk.space_pending.clear();
                 slot.disk.fsync_scheduled = false;
                 slot.peer = None;
                 slot.paused = false;
@@ -1873,6 +2323,26 @@ impl World {
             FaultAction::Restart { peer } => {
                 self.trace.record(self.now, 21, &[u64::from(peer)]);
                 self.start_peer(peer);
+                // Its space clients go on in the new life.
+                let clients: Vec<usize> = self
+                    .space
+                    .as_ref()
+                    .map(|w| {
+                        w.client_peers()
+                            .filter(|(_, p)| *p == peer)
+                            .map(|(c, _)| c)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for client in clients {
+                    let after = self
+                        .space
+                        .as_mut()
+                        .map(|w| w.first_pause())
+                        .unwrap_or_default();
+                    let next = crate::space::Next::Client { client, after };
+                    self.follow_space(next);
+                }
             }
             FaultAction::Pause { peer } => {
                 self.counts.pauses += 1;

@@ -42,6 +42,16 @@ fn nqueens_replays_too() {
 }
 
 #[test]
+fn space_workload_replays_too() {
+    let mut config = SimConfig::new(8);
+    config.workload = Workload::Space;
+    config.peers = 8;
+    let a = run(&config);
+    assert_replays(&config);
+    assert!(a.space.is_some_and(|s| s.calls > 50), "the clients called");
+}
+
+#[test]
 fn different_seeds_differ() {
     let a = run(&SimConfig::new(1));
     let b = run(&SimConfig::new(2));

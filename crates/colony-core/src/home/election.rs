@@ -53,7 +53,8 @@ where
                         .filter(|v| !c.votes.contains(v))
                         .collect();
                     let last = (h.term, h.seq);
-                    self.ask_for_votes(key, term, last, missing);
+                    let by = c.handed_over_by.clone();
+                    self.ask_for_votes(key, term, last, missing, by);
                 }
                 return;
             }
@@ -87,13 +88,52 @@ where
             votes: BTreeSet::from([me]),
             until: now + self.config.election_timeout,
             resend_at: now + stagger,
+            handed_over_by: None,
         });
         let last = (h.term, h.seq);
-        self.ask_for_votes(key, term, last, voters);
+        self.ask_for_votes(key, term, last, voters, None);
         self.count_votes(now, key);
     }
 
-    fn ask_for_votes(&mut self, key: K, term: u64, last: (u64, u64), voters: Vec<P>) {
+    /// The primary `by` handed this member the role for `term`: it
+    /// campaigns for that term with `by`'s vote. It becomes primary only
+    /// with a majority, as any candidate: handed over while cut off from
+    /// most of the home, it would otherwise be a primary of a term the
+    /// other side may elect one of too.
+    pub(super) fn campaign_handed_over(&mut self, now: Instant, key: K, term: u64, by: P) {
+        let me = self.me.clone();
+        let stagger = self.config.election_stagger;
+        let timeout = self.config.election_timeout;
+        let Some(h) = self.homes.get_mut(&key) else {
+            return;
+        };
+        if h.is_primary() || term <= h.term.max(h.promised) || term <= h.campaigned {
+            return;
+        }
+        h.role = Role::Backup { primary: None };
+        h.campaigned = term;
+        h.campaign_at = None;
+        h.candidacy = Some(Candidacy {
+            term,
+            votes: BTreeSet::from([me.clone(), by.clone()]),
+            until: now + timeout,
+            resend_at: now + stagger,
+            handed_over_by: Some(by.clone()),
+        });
+        let voters: Vec<P> = h.voters(&me).into_iter().filter(|v| *v != by).collect();
+        let last = (h.term, h.seq);
+        self.ask_for_votes(key, term, last, voters, Some(by));
+        self.count_votes(now, key);
+    }
+
+    fn ask_for_votes(
+        &mut self,
+        key: K,
+        term: u64,
+        last: (u64, u64),
+        voters: Vec<P>,
+        handed_over_by: Option<P>,
+    ) {
         let (last_term, last_seq) = last;
         for to in voters {
             let msg = HomeMsg::Vote {
@@ -101,6 +141,7 @@ where
                 term,
                 last_term,
                 last_seq,
+                handed_over_by: handed_over_by.clone(),
             };
             self.send(to, msg, false);
         }
@@ -121,16 +162,30 @@ where
         }
         h.term = c.term;
         h.seq = 1;
+        let previous = c.handed_over_by.clone();
         h.candidacy = None;
-        self.become_primary(now, key, None);
+        self.become_primary(now, key, previous);
     }
 
-    pub(super) fn on_vote(&mut self, now: Instant, from: P, key: K, term: u64, last: (u64, u64)) {
+    pub(super) fn on_vote(
+        &mut self,
+        now: Instant,
+        from: P,
+        key: K,
+        term: u64,
+        last: (u64, u64),
+        handed_over_by: Option<P>,
+    ) {
         let live = |p: &P| *p == self.me || self.live.contains(p);
         let Some(h) = self.homes.get_mut(&key) else {
             return;
         };
-        let primary_live = h.primary() != Some(&from) && h.primary_present(now, &self.config, live);
+        // A candidate the primary handed the role to needs no wait for
+        // that primary to fall silent.
+        let handed_over = handed_over_by.is_some() && h.primary() == handed_over_by.as_ref();
+        let primary_live = h.primary() != Some(&from)
+            && !handed_over
+            && h.primary_present(now, &self.config, live);
         let granted = term > h.term
             && (term > h.promised || (term == h.promised && h.voted_for.as_ref() == Some(&from)))
             && h.candidacy.as_ref().is_none_or(|c| c.term < term)

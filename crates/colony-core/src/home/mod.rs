@@ -195,6 +195,9 @@ pub enum HomeMsg<K, P, Sn, D> {
         last_term: u64,
         /// Last update of that term the candidate applied.
         last_seq: u64,
+        /// The primary that handed the candidate the role, if it did: its
+        /// backups vote although they heard from it lately.
+        handed_over_by: Option<P>,
     },
     /// Member → candidate: the answer to [`HomeMsg::Vote`].
     VoteReply {
@@ -263,8 +266,11 @@ impl<K: Copy, P, Sn, D> HomeMsg<K, P, Sn, D> {
                 term,
                 last_term,
                 last_seq,
+                handed_over_by,
                 ..
-            } => format!("Vote term {term} last {last_term}/{last_seq}"),
+            } => format!(
+                "Vote term {term} last {last_term}/{last_seq} handed over by {handed_over_by:?}"
+            ),
             HomeMsg::VoteReply {
                 term,
                 granted,
@@ -403,6 +409,9 @@ struct Candidacy<P> {
     votes: BTreeSet<P>,
     until: Instant,
     resend_at: Instant,
+    /// The primary that handed this member the role (and gave it its
+    /// vote), if it did.
+    handed_over_by: Option<P>,
 }
 
 /// One home held here: the state and the replication around it.
@@ -633,6 +642,12 @@ pub struct Homes<K, P: PeerKey, S: Replicated> {
     /// Live members of the view, not this peer.
     live: BTreeSet<P>,
     homes: BTreeMap<K, Home<P, S>>,
+    /// The term of each home this peer was released from (at most
+    /// `max_homes` of them): it takes no replica of an older term of that
+    /// home again. Having dropped its replica, it would otherwise take a
+    /// cut-off primary of the term it left for a new home, and be the
+    /// majority that primary needs.
+    left: BTreeMap<K, u64>,
     /// (deadline, key) of every home that has one.
     timers: BTreeSet<(Instant, K)>,
     outputs: VecDeque<HomeOutput<K, P, S>>,
@@ -655,6 +670,7 @@ where
             rng: SmallRng::seed_from_u64(seed),
             live: BTreeSet::new(),
             homes: BTreeMap::new(),
+            left: BTreeMap::new(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
@@ -738,7 +754,11 @@ where
         }
         h.durable_seq = seq;
         if h.is_primary() {
+            let growing = h.members.len() < h.size;
             self.release(now, key);
+            if growing {
+                self.maintain(now, key);
+            }
         } else if let Some(primary) = h.primary().cloned() {
             self.ack_held(primary, key);
         }
@@ -788,6 +808,26 @@ where
     /// Whether no home is held here.
     pub fn is_empty(&self) -> bool {
         self.homes.is_empty()
+    }
+
+    /// Drops the replica of `key` here because its primary of `term`
+    /// released this peer, remembering the term it left in.
+    pub(crate) fn leave(&mut self, key: &K, term: u64) {
+        let Some(h) = self.homes.get(key) else {
+            return;
+        };
+        let term = term.max(h.term).max(h.promised);
+        self.remove(key);
+        if self.left.len() >= self.config.max_homes && !self.left.contains_key(key) {
+            self.left.pop_first();
+        }
+        self.left.insert(*key, term);
+    }
+
+    /// The term this peer was released from the home of `key` in, if it
+    /// remembers one.
+    pub(crate) fn left_in(&self, key: &K) -> Option<u64> {
+        self.left.get(key).copied()
     }
 
     /// Drops the home of `key` here (its retention is over), without a word
@@ -906,8 +946,9 @@ where
                 term,
                 last_term,
                 last_seq,
+                handed_over_by,
                 ..
-            } => self.on_vote(now, from, key, term, (last_term, last_seq)),
+            } => self.on_vote(now, from, key, term, (last_term, last_seq), handed_over_by),
             reply @ HomeMsg::VoteReply { .. } => self.on_vote_reply(now, from, reply),
         }
         self.reschedule(now, key);

@@ -153,6 +153,13 @@ where
         if !h.is_primary() {
             return;
         }
+        if h.state.durable() && h.config == [self.me.clone()] && h.durable_seq == 0 {
+            // A durable home created here, not yet on this peer's disk, is
+            // handed to nobody: if this peer crashed now, they would follow
+            // a primary without a replica, the only member that could
+            // elect another. `Homes::durable` grows it.
+            return;
+        }
         let size = h.size;
         let home = self.home_of(&key, size);
         let (term, seq) = (h.term, h.seq);
@@ -275,7 +282,19 @@ where
         }
         let closer = |a: &P, b: &P| (self.closeness)(&key, a) < (self.closeness)(&key, b);
         let me_closer = closer(&self.me, &from);
+        let left_in = self.left_in(&key);
         let Some(h) = self.homes.get_mut(&key) else {
+            if let Some(left) = left_in.filter(|left| term < *left) {
+                // A primary of a term this peer has seen the home leave:
+                // tell it, so it steps down.
+                let ack = HomeMsg::Ack {
+                    key,
+                    term: left,
+                    seq: 0,
+                };
+                self.send(from, ack, false);
+                return;
+            }
             match update {
                 Update::Snapshot {
                     size,
@@ -376,11 +395,10 @@ where
                 self.ack_held(from, key);
             }
             Update::Promote => {
-                h.term = term;
-                h.seq = 1;
+                // Confirms the hand-over; the role itself takes a majority.
                 let ack = HomeMsg::Ack { key, term, seq: 0 };
                 self.send(from.clone(), ack, false);
-                self.become_primary(now, key, Some(from));
+                self.campaign_handed_over(now, key, term, from);
             }
             Update::Heartbeat => {
                 if term != h.term || seq > h.seq {
@@ -396,7 +414,7 @@ where
             }
             Update::Release => {
                 if term >= h.term {
-                    self.remove(&key);
+                    self.leave(&key, term);
                     self.outputs.push_back(HomeOutput::Dropped { key });
                 }
             }

@@ -925,3 +925,138 @@ fn a_durable_state_releases_effects_only_once_on_disk_at_a_majority() {
     assert!(net.was_released(5), "two of 3 have it on disk");
     assert_eq!(net.entries(2), vec![DURABLE, 5], "2 holds it in memory");
 }
+
+/// A member released after the home moved on to a newer term forgot the
+/// home with its replica; a primary of the old term, cut off meanwhile,
+/// then sent it a snapshot, it accepted it as a fresh backup, and the old
+/// primary committed with it as its majority: an update acknowledged in a
+/// term the home had left, lost when the old primary learnt of the new
+/// one (simulator, `--workload space --seed 265 --peers 12 --faults
+/// loss,dup,reorder,partition,pause --space-clients 12 --space-faults
+/// any`). A released member now remembers the term it left in.
+#[test]
+fn a_released_member_does_not_rejoin_an_older_term() {
+    let mut net = Net::new(5, 11);
+    // Peers 1 and 3 are not around yet: the home is 0, 2 and 4.
+    net.view(&[&[0, 2, 4], &[1, 3]]);
+    net.create(0, 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.members(0), vec![0, 2, 4]);
+    net.propose(0, 1).expect("0 is primary");
+    net.run(Duration::from_millis(200));
+    assert!(net.was_released(1));
+    // 0 is cut off; the others see each other: a new term takes over,
+    // and 1 and 3, closer than 4, replace it.
+    net.partition(&[0], &[1, 2, 3, 4]);
+    net.run(Duration::from_secs(6));
+    assert!(net.nodes[4].homes.get(&KEY).is_none(), "4 was released");
+    let newer = net
+        .primaries()
+        .into_iter()
+        .find(|p| *p != 0)
+        .expect("a new primary");
+    let newer_term = net.nodes[newer as usize].homes.get(&KEY).map(|h| h.term());
+    assert!(newer_term > Some(1));
+    // 0 reaches 4 again, not yet the others, and still sees only 2 and 4.
+    net.cut
+        .retain(|(a, b)| (*a == 0 && *b != 4) || (*b == 0 && *a != 4));
+    let now = net.now;
+    net.node(0).set_members(now, [2, 4]);
+    net.drain(0);
+    if net.propose(0, 99).is_ok() {
+        net.run(Duration::from_secs(2));
+    }
+    assert!(
+        !net.was_released(99),
+        "a primary of an older term committed through a released member"
+    );
+    net.assert_one_primary_per_term();
+}
+
+/// The peer that creates a durable home handed replicas to the closest
+/// peers at once; it crashed before its own disk held the home, so they
+/// followed a primary that had none, and could never elect another: it
+/// was the only member the home had committed (simulator, `--workload
+/// space --seed 90 --peers 8 --space-clients 8 --space-faults any`). The
+/// creator now invites others only once the home is on its disk.
+#[test]
+fn a_new_durable_home_grows_only_once_on_its_creators_disk() {
+    let mut net = Net::new(3, 12);
+    net.view_all();
+    let now = net.now;
+    let log = Log {
+        entries: vec![DURABLE],
+        sent: 0,
+    };
+    net.node(0).create(now, KEY, log, 3);
+    net.drain(0);
+    net.run(Duration::from_secs(1));
+    assert!(
+        net.nodes[1].homes.get(&KEY).is_none() && net.nodes[2].homes.get(&KEY).is_none(),
+        "replicas handed out before the creator's disk held the home"
+    );
+    // On disk now: the home grows.
+    let now = net.now;
+    net.node(0).durable(now, KEY, 1, 1);
+    net.drain(0);
+    net.run(Duration::from_secs(1));
+    assert!(net.nodes[1].homes.get(&KEY).is_some());
+    assert!(net.nodes[2].homes.get(&KEY).is_some());
+}
+
+/// A primary cut off with a closer newcomer handed it the role, and the
+/// newcomer took the next term on that one vote, while the other side
+/// elected a primary of the same term by majority: two primaries of one
+/// term, the handed-over one (closer) refusing the other's updates for
+/// good, its clients waiting on a primary that could never commit
+/// (simulator, `--workload space --seed 205 --peers 8 --space-clients 8
+/// --space-faults any`). A hand-over is now a candidacy that still needs
+/// a majority, in which the old primary's backups vote although they
+/// heard from it lately.
+#[test]
+fn a_hand_over_cut_off_from_the_majority_makes_no_second_primary_of_a_term() {
+    let mut net = Net::new(4, 13);
+    // Peer 0, the closest, is not around at first: 1, 2, 3 form the home.
+    net.view(&[&[1, 2, 3], &[0]]);
+    net.create(1, 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.members(1), vec![1, 2, 3]);
+    net.propose(1, 1).expect("1 is primary");
+    net.run(Duration::from_millis(300));
+    assert!(net.was_released(1));
+    // 0 appears on the side of 1 only, cut off from 2 and 3.
+    net.partition(&[0, 1], &[2, 3]);
+    net.run(Duration::from_secs(6));
+    let primaries: Vec<(u32, u64)> = net
+        .primaries()
+        .into_iter()
+        .filter_map(|p| net.nodes[p as usize].homes.get(&KEY).map(|h| (p, h.term())))
+        .collect();
+    let terms: BTreeSet<u64> = primaries.iter().map(|(_, t)| *t).collect();
+    assert_eq!(
+        terms.len(),
+        primaries.len(),
+        "two primaries of one term: {primaries:?}"
+    );
+    // Healed, one primary serves, with what the majority committed.
+    let majority = primaries
+        .iter()
+        .find(|(p, _)| [2, 3].contains(p))
+        .map(|(p, _)| *p);
+    if let Some(p) = majority {
+        net.propose(p, 2).expect("primary");
+        net.run(Duration::from_millis(300));
+        assert!(net.was_released(2));
+    }
+    net.heal();
+    net.run(Duration::from_secs(6));
+    let primaries = net.primaries();
+    assert_eq!(primaries.len(), 1, "one primary after healing");
+    net.propose(primaries[0], 3).expect("primary");
+    net.run(Duration::from_millis(500));
+    assert!(net.was_released(3), "the healed home commits");
+    let entries = net.entries(primaries[0]);
+    assert!(entries.contains(&1));
+    assert_eq!(entries.contains(&2), majority.is_some());
+    net.assert_one_primary_per_term();
+}

@@ -44,12 +44,24 @@ pub struct SpaceConfig {
     /// How long a peer waits for the answers to its probe before it gives
     /// up creating a partition's home (it probes again on the next request).
     pub probe_timeout: Duration,
+    /// How long after this peer starts (its space core first sees the
+    /// time) it may create a partition's home: its view of the network
+    /// must have formed first. A restarted peer knows nobody at first, and
+    /// would take itself for alone, or judge from the few peers it met.
+    pub create_after_start: Duration,
     /// Replication timing.
     pub home: HomeConfig,
     /// This peer's own requests.
     pub client: SpaceClientConfig,
     /// Copying hot objects beyond their homes.
     pub hot: HotConfig,
+    /// Deliberately broken, for checker self-tests only: every member of a
+    /// partition's home answers a read from its own replica at once,
+    /// without the round that proves a primary still leads (and a backup
+    /// without redirecting), so reads can be stale. Never set it outside a
+    /// test of a checker.
+    #[doc(hidden)]
+    pub unsafe_local_reads: bool,
 }
 
 impl Default for SpaceConfig {
@@ -61,12 +73,14 @@ impl Default for SpaceConfig {
             max_waiters: 1024,
             max_uncommitted: 65_536,
             probe_timeout: Duration::from_secs(2),
+            create_after_start: Duration::from_secs(5),
             home: HomeConfig {
                 max_homes: usize::from(super::PARTITIONS),
                 ..HomeConfig::default()
             },
             client: SpaceClientConfig::default(),
             hot: HotConfig::default(),
+            unsafe_local_reads: false,
         }
     }
 }
@@ -157,7 +171,10 @@ struct Waiter<P> {
 
 /// A partition this peer is about to create, waiting for its probes.
 struct Creation<P> {
+    /// Probed peers yet to answer.
     asked: BTreeSet<P>,
+    /// Probed peers that answered they hold no replica.
+    answered: BTreeSet<P>,
     until: Instant,
 }
 
@@ -193,15 +210,30 @@ pub struct Space<P: PeerKey> {
     askers: BTreeMap<RequestId, (PartitionId, P)>,
     waiters: BTreeMap<PartitionId, Waiters<Waiter<P>>>,
     creating: BTreeMap<PartitionId, Creation<P>>,
-    /// The primary a probe answer named, per partition with no home here.
-    hints: BTreeMap<PartitionId, P>,
+    /// Per partition with no home here, the creator this peer denied
+    /// holding it to, and until when: meanwhile it denies no other creator
+    /// and creates none itself, so two creators cannot both count it.
+    promises: BTreeMap<PartitionId, (P, Instant)>,
+    /// The primary (or creator) a probe answer named, per partition with
+    /// no home here, and until when it is believed: a creator may fail, and
+    /// a primary may be deposed, so a hint that outlived them would send
+    /// requests back and forth for ever.
+    hints: BTreeMap<PartitionId, (P, Instant)>,
     /// Every live member (this peer apart), offering room or not: probes
     /// go to the closest of them.
     members: BTreeSet<P>,
+    /// Every peer (this one apart) that offers room, alive or declared
+    /// dead but not yet forgotten by membership: a partition's home is
+    /// created only if a majority of the closest of them deny holding it
+    /// ([`Space::creation_quorum`]).
+    known: BTreeSet<P>,
     key_of: fn(&P) -> [u8; 32],
     /// Partitions on this peer's disk, with the (term, update) written.
     on_disk: BTreeMap<PartitionId, (u64, u64)>,
     live: BTreeSet<P>,
+    /// When this core first saw the time (see
+    /// [`SpaceConfig::create_after_start`]).
+    started: Option<Instant>,
     client: Client<P>,
     counters: SpaceCounters,
     /// Turns of the round-robin over replicas for cached reads.
@@ -232,11 +264,14 @@ impl<P: PeerKey> Space<P> {
             askers: BTreeMap::new(),
             waiters: BTreeMap::new(),
             creating: BTreeMap::new(),
+            promises: BTreeMap::new(),
             hints: BTreeMap::new(),
             members: BTreeSet::new(),
+            known: BTreeSet::new(),
             key_of,
             on_disk: BTreeMap::new(),
             live: BTreeSet::new(),
+            started: None,
             counters: SpaceCounters::default(),
             spread: 0,
             hot: HotTracker::new(hot),
@@ -296,6 +331,7 @@ impl<P: PeerKey> Space<P> {
         config: Vec<P>,
         (term, seq): (u64, u64),
     ) -> bool {
+        self.started.get_or_insert(now);
         let id = partition.id();
         let restored =
             self.homes
@@ -308,9 +344,13 @@ impl<P: PeerKey> Space<P> {
 
     /// The live peers (this one apart), and whether each offers room to
     /// the space, changed: partition homes follow.
+    ///
+    /// Peers left out are no longer alive, but still known to offer room
+    /// (as dead members are) until [`Space::update_member`] says otherwise.
     pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = (P, bool)>) {
         for peer in std::mem::take(&mut self.members) {
-            self.update_member(peer, false, false);
+            self.live.remove(&peer);
+            self.homes.update_member(peer, false);
         }
         for (peer, offers_space) in live {
             self.update_member(peer, true, offers_space);
@@ -320,11 +360,17 @@ impl<P: PeerKey> Space<P> {
 
     /// One peer's change, for a caller that follows the view change by
     /// change: whether it is alive, and whether it offers room to the
-    /// space (only those hold partitions). Takes effect at the next
-    /// [`Space::refresh_members`].
+    /// space (only those hold partitions; for a dead peer, whether it did
+    /// when last heard of, so that it still counts against creating a home
+    /// it may hold). Takes effect at the next [`Space::refresh_members`].
     pub fn update_member(&mut self, peer: P, alive: bool, offers_space: bool) {
         if peer == self.me {
             return;
+        }
+        if offers_space {
+            self.known.insert(peer.clone());
+        } else {
+            self.known.remove(&peer);
         }
         if alive {
             self.members.insert(peer.clone());
@@ -343,6 +389,7 @@ impl<P: PeerKey> Space<P> {
     /// The members changed ([`Space::update_member`]): partition homes
     /// follow, as with [`Space::set_members`].
     pub fn refresh_members(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
         self.homes.refresh(now);
         self.drain_homes(now);
         self.drive_client(now);
@@ -366,6 +413,7 @@ impl<P: PeerKey> Space<P> {
         op: SpaceOp,
         timeout: Duration,
     ) -> Result<RequestId, SpaceError> {
+        self.started.get_or_insert(now);
         op.check(self.config.max_object_bytes)?;
         let id = self.client.request(now, op, timeout)?;
         self.drive_client(now);
@@ -399,6 +447,7 @@ impl<P: PeerKey> Space<P> {
 
     /// Applies an input.
     pub fn handle(&mut self, now: Instant, input: SpaceInput<P>) {
+        self.started.get_or_insert(now);
         match input {
             SpaceInput::Message { from, msg } => self.on_message(now, from, msg),
             SpaceInput::SendFailed { to, id } => {
@@ -420,6 +469,7 @@ impl<P: PeerKey> Space<P> {
     /// Leases, elections, heartbeats, probes and client retries that are
     /// due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
         self.homes.handle_timeout(now);
         let primaries: Vec<PartitionId> = self
             .homes
@@ -442,6 +492,7 @@ impl<P: PeerKey> Space<P> {
         for key in self.hot.tick(now) {
             self.copy_hot(now, &key);
         }
+        self.promises.retain(|_, (_, until)| *until > now);
         self.drain_homes(now);
         self.client.handle_timeout(now);
         self.drive_client(now);
@@ -491,21 +542,26 @@ impl<P: PeerKey> Space<P> {
             SpaceMsg::Reply { id, result } => self.client.reply(now, &from, id, result),
             SpaceMsg::Redirect { id, primary } => self.client.redirect(now, &from, id, primary),
             SpaceMsg::Probe { partition } => {
+                let promised = self.promised_to(now, partition).cloned();
                 let (holds, primary) = match self.homes.get(&partition) {
                     Some(h) => (true, h.primary().cloned()),
+                    // Denied to another creator a moment ago: this one is
+                    // sent to it.
+                    None if promised.as_ref().is_some_and(|p| *p != from) => (true, promised),
                     // Two peers creating the same partition at once: the
                     // one closer to it goes on, the other gives up.
-                    None if self.creating.contains_key(&partition) => {
-                        let mine = distance(partition, &(self.key_of)(&self.me));
-                        let theirs = distance(partition, &(self.key_of)(&from));
-                        if mine < theirs {
-                            (true, Some(self.me.clone()))
-                        } else {
-                            self.creating.remove(&partition);
-                            (false, None)
-                        }
+                    None if self.creating.contains_key(&partition)
+                        && distance(partition, &(self.key_of)(&self.me))
+                            < distance(partition, &(self.key_of)(&from)) =>
+                    {
+                        (true, Some(self.me.clone()))
                     }
-                    None => (false, None),
+                    None => {
+                        self.creating.remove(&partition);
+                        let until = now + 2 * self.config.probe_timeout;
+                        self.promises.insert(partition, (from.clone(), until));
+                        (false, None)
+                    }
                 };
                 self.send(
                     from,
@@ -574,6 +630,10 @@ impl<P: PeerKey> Space<P> {
             }
             return self.no_home(now, from, id, generation, op);
         };
+        if let (true, SpaceOp::Get { key }) = (self.config.unsafe_local_reads, &op) {
+            let result = h.state().read_replica(key, generation);
+            return self.reply(now, from, id, result);
+        }
         if let SpaceOp::ReadReplica { key } = &op {
             // Any replica answers a cached read, at once.
             self.counters.replica_reads += 1;
@@ -812,31 +872,62 @@ impl<P: PeerKey> Space<P> {
         let hint = self
             .hints
             .get(&partition)
-            .filter(|p| self.members.contains(*p))
-            .cloned();
+            .filter(|(p, until)| *until > now && self.members.contains(p))
+            .map(|(p, _)| p.clone());
         if hint.is_some() || closest.first() != Some(&self.me) {
             self.counters.redirected += 1;
             let primary = hint.or_else(|| closest.first().cloned());
             return self.redirect(now, from, id, primary);
         }
+        let settled = self
+            .started
+            .is_some_and(|at| now >= at + self.config.create_after_start);
+        if !settled {
+            let why = "this peer started too recently to know whether the partition's home exists";
+            return self.reply(now, from, id, Err(SpaceError::Unavailable(why.into())));
+        }
+        if let Some(creator) = self.promised_to(now, partition).cloned() {
+            // Another peer is creating it: clients are sent there.
+            let why = format!("the partition's home is being created by {creator}");
+            self.hint(now, partition, creator);
+            return self.reply(now, from, id, Err(SpaceError::Unavailable(why)));
+        }
         if !self.creating.contains_key(&partition) {
             // Every live member close to the partition is asked, offering
             // room or not: this peer's view of who offers room may lag.
+            // So is every live peer of the zone that must deny holding it.
             let point = partition;
             let key_of = self.key_of;
             let mut nearby: Vec<&P> = self.members.iter().collect();
             nearby.sort_by_key(|p| distance(point, &key_of(p)));
-            let asked: BTreeSet<P> = nearby.into_iter().take(2 * size).cloned().collect();
+            let mut asked: BTreeSet<P> = nearby.into_iter().take(2 * size).cloned().collect();
+            asked.extend(
+                self.creation_zone(partition)
+                    .into_iter()
+                    .filter(|p| self.members.contains(p)),
+            );
             if asked.is_empty() {
-                // Alone in the network: nobody else can hold it.
-                self.create(now, partition);
-                return self.on_request(now, from, id, generation, op);
+                if self.creation_quorum(partition, &BTreeSet::new()) {
+                    // Alone in the network as far as it ever knew: nobody
+                    // else can hold it.
+                    self.create(now, partition);
+                    return self.on_request(now, from, id, generation, op);
+                }
+                return self.reply(now, from, id, Err(cut_off()));
             }
             for to in &asked {
                 self.send(to.clone(), SpaceMsg::Probe { partition }, false);
             }
             let until = now + self.config.probe_timeout;
-            self.creating.insert(partition, Creation { asked, until });
+            let answered = BTreeSet::new();
+            self.creating.insert(
+                partition,
+                Creation {
+                    asked,
+                    answered,
+                    until,
+                },
+            );
         }
         self.reply(
             now,
@@ -859,26 +950,77 @@ impl<P: PeerKey> Space<P> {
         let Some(creation) = self.creating.get_mut(&partition) else {
             return;
         };
+        if creation.until <= now {
+            // Answers this late (this peer was paused, say) may have been
+            // followed by promises to another creator.
+            self.creating.remove(&partition);
+            return;
+        }
         if holds {
             // The home exists (or a closer peer creates it): clients are
             // sent to its primary, which hands the role over to this peer
             // if it is closer.
             self.creating.remove(&partition);
             if let Some(primary) = primary {
-                if self.hints.len() >= usize::from(super::PARTITIONS) {
-                    self.hints.pop_first();
-                }
-                self.hints.insert(partition, primary);
+                self.hint(now, partition, primary);
             }
             return;
         }
         creation.asked.remove(&from);
+        creation.answered.insert(from);
         if creation.asked.is_empty() {
-            self.creating.remove(&partition);
-            if !self.homes.contains_key(&partition) {
+            let Some(creation) = self.creating.remove(&partition) else {
+                return;
+            };
+            if !self.homes.contains_key(&partition)
+                && self.creation_quorum(partition, &creation.answered)
+            {
                 self.create(now, partition);
             }
         }
+    }
+
+    /// Sends requests for `partition` to `primary` for a while.
+    fn hint(&mut self, now: Instant, partition: PartitionId, primary: P) {
+        if self.hints.len() >= usize::from(super::PARTITIONS) {
+            self.hints.pop_first();
+        }
+        let until = now + 2 * self.config.probe_timeout;
+        self.hints.insert(partition, (primary, until));
+    }
+
+    /// The creator this peer promised to deny no other, for `partition`,
+    /// if the promise still holds.
+    fn promised_to(&self, now: Instant, partition: PartitionId) -> Option<&P> {
+        self.promises
+            .get(&partition)
+            .filter(|(_, until)| *until > now)
+            .map(|(creator, _)| creator)
+    }
+
+    /// The peers a home of `partition` would have been created on had
+    /// every peer this one knows to offer room been alive: the
+    /// `home_size` closest of them, this peer included if it offers room.
+    fn creation_zone(&self, partition: PartitionId) -> Vec<P> {
+        let me = (self.config.capacity_bytes > 0).then_some(&self.me);
+        let mut zone: Vec<&P> = self.known.iter().chain(me).collect();
+        zone.sort_by_key(|p| distance(partition, &(self.key_of)(p)));
+        zone.truncate(usize::from(self.config.home_size).max(1));
+        zone.into_iter().cloned().collect()
+    }
+
+    /// Whether this peer and the peers that denied holding `partition`
+    /// (`denied`) make a majority of its creation zone. A peer cut off
+    /// from the rest sees them dead, not gone: without that majority it
+    /// could create a second home of a partition whose home is out of
+    /// its reach, which would commit on its own.
+    fn creation_quorum(&self, partition: PartitionId, denied: &BTreeSet<P>) -> bool {
+        let zone = self.creation_zone(partition);
+        let votes = zone
+            .iter()
+            .filter(|p| **p == self.me || denied.contains(*p))
+            .count();
+        2 * votes > zone.len()
     }
 
     fn create(&mut self, now: Instant, partition: PartitionId) {
@@ -1036,9 +1178,17 @@ impl<P: PeerKey> Space<P> {
     }
 }
 
+/// Why a partition's home cannot be created now: too few of the peers
+/// that could hold it are reachable to be sure it does not exist.
+fn cut_off() -> SpaceError {
+    SpaceError::Unavailable(
+        "too few of the peers closest to the partition are reachable to create its home".into(),
+    )
+}
+
 /// How far a peer with overlay key `key` is from a partition (XOR of the
 /// first 16 bytes): smaller is closer.
-fn distance(partition: PartitionId, key: &[u8; 32]) -> u128 {
+pub(super) fn distance(partition: PartitionId, key: &[u8; 32]) -> u128 {
     distance_to(&partition_point(partition), key)
 }
 

@@ -67,6 +67,8 @@ impl Net {
             latency: Duration::from_millis(1),
         };
         net.views();
+        // Homes are created only once a peer's view has formed.
+        net.run_for(config().create_after_start);
         net
     }
 
@@ -732,6 +734,161 @@ fn two_peers_creating_one_partition_at_once_create_it_once() {
     });
     versions.sort_unstable();
     assert_eq!(versions, [1, 2]);
+}
+
+/// A peer cut off from the rest sees every other peer dead. It must not
+/// create a second home for a partition whose home is on the other side:
+/// it would grant tokens and acknowledge writes alone, and its home would
+/// clash with the real one when the network heals (found by the
+/// simulator's linearizability check, `--workload space --seed 93`).
+#[test]
+fn a_peer_cut_off_from_the_rest_does_not_create_a_second_home() {
+    let mut net = Net::new(5);
+    let key = ObjectKey::new(GLOBAL, "split");
+    assert_eq!(
+        net.call(0, put(&key, b"before")),
+        Ok(SpaceReply::Written { version: 1 })
+    );
+    let partition = key.partition();
+    let outside = (0..5u32)
+        .find(|p| {
+            !net.peers[*p as usize]
+                .space
+                .as_ref()
+                .is_some_and(|s| s.homes().contains_key(&partition))
+        })
+        .expect("a peer outside the home");
+    // Its view: every other peer dead (they offered room when last seen).
+    let now = net.now;
+    let space = net.peers[outside as usize].space.as_mut().expect("up");
+    for p in (0..5u32).filter(|p| *p != outside) {
+        space.update_member(p, false, true);
+    }
+    space.refresh_members(now);
+    net.drain(outside);
+    let id = net.start(outside, put(&key, b"alone"), Duration::from_secs(2));
+    let answer = net.wait(outside, id);
+    assert!(
+        matches!(answer, Err(SpaceError::Timeout { .. })),
+        "the cut-off peer answered {answer:?}"
+    );
+    let created = net.peers[outside as usize]
+        .space
+        .as_ref()
+        .map_or(0, |s| s.counters().created);
+    assert_eq!(created, 0, "a second home was created");
+}
+
+/// A peer restarted with nothing of a partition on its disk knows nobody
+/// at first. It must not take itself for alone and create the partition
+/// afresh (found by the simulator, `--workload space --seed 248 --peers
+/// 8`: a delete answered as if the object had never been written).
+#[test]
+fn a_restarted_peer_does_not_create_a_home_before_its_view_forms() {
+    let mut net = Net::new(5);
+    let key = ObjectKey::new(GLOBAL, "restart");
+    assert_eq!(
+        net.call(0, put(&key, b"before")),
+        Ok(SpaceReply::Written { version: 1 })
+    );
+    let partition = key.partition();
+    let outside = (0..5u32)
+        .find(|p| {
+            !net.peers[*p as usize]
+                .space
+                .as_ref()
+                .is_some_and(|s| s.homes().contains_key(&partition))
+        })
+        .expect("a peer outside the home");
+    net.crash(outside);
+    // Started again, and asked at once, before membership told it of
+    // anyone.
+    net.peers[outside as usize].space = Some(Space::new(outside, config(), key_of, 77, 9));
+    let id = net.start(outside, put(&key, b"fresh"), Duration::from_secs(2));
+    let answer = net.wait(outside, id);
+    assert!(
+        matches!(answer, Err(SpaceError::Timeout { .. })),
+        "the restarted peer answered {answer:?}"
+    );
+    // Once it knows the others, its requests reach the real home.
+    net.views();
+    net.run_for(config().create_after_start);
+    assert_eq!(
+        net.call(outside, get(&key)).map(|r| match r {
+            SpaceReply::Value(Some(o)) => o.version,
+            _ => 0,
+        }),
+        Ok(1)
+    );
+}
+
+/// Two peers create the same partition when each gathers its majority of
+/// denials at a different time: the first is paused (SIGSTOP) with its
+/// last answer in flight, the second, taking it for gone, asks the same
+/// peers and creates the home; the first then resumes, counts its old
+/// answers and creates a second one (simulator, `--workload space --seed
+/// 342 --peers 8 --faults crash,pause --space-clients 8 --space-faults
+/// any`). A denial is now a promise: the peer that gave it denies no other
+/// creator, and does not create the partition itself, for a while.
+#[test]
+fn a_paused_creator_and_a_second_one_do_not_both_create_a_home() {
+    let mut net = Net::new(3);
+    let key = ObjectKey::new(GLOBAL, "race-after-pause");
+    let partition = key.partition();
+    let mut order: Vec<u32> = (0..3).collect();
+    order.sort_by_key(|p| super::server::distance(partition, &key_of(p)));
+    let (first, second) = (order[0], order[1]);
+    // The closest asks first; the others' denials reach its socket, but
+    // it is paused before it reads them.
+    let a = net.start(first, put(&key, b"first"), Duration::from_secs(30));
+    let mut held = Vec::new();
+    let until = net.now + Duration::from_millis(50);
+    while net.now < until {
+        let to_first: Vec<(Instant, u64)> = net
+            .queue
+            .iter()
+            .filter(|(_, (_, to, _))| *to == first)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in to_first {
+            held.extend(net.queue.remove(&k));
+        }
+        if !net.step(until) {
+            break;
+        }
+    }
+    assert!(!held.is_empty(), "the denials were held");
+    // The second no longer sees the first alive, and creates on its own
+    // majority of denials.
+    let now = net.now;
+    let space = net.peers[second as usize].space.as_mut().expect("up");
+    space.update_member(first, false, true);
+    space.refresh_members(now);
+    net.drain(second);
+    let b = net.start(second, put(&key, b"second"), Duration::from_secs(3));
+    let until = net.now + Duration::from_secs(1);
+    while net.now < until {
+        net.queue.retain(|_, (_, to, _)| *to != first);
+        if !net.step(until) {
+            break;
+        }
+    }
+    // The first resumes and reads what waited in its socket.
+    for (from, to, msg) in held {
+        net.order += 1;
+        let at = net.now + net.latency;
+        net.queue.insert((at, net.order), (from, to, msg));
+    }
+    net.views();
+    net.run_for(Duration::from_secs(5));
+    let created: u64 = net
+        .peers
+        .iter()
+        .filter_map(|p| p.space.as_ref())
+        .map(|s| s.counters().created)
+        .sum();
+    assert_eq!(created, 1, "homes created for one partition");
+    let _ = (a, b);
 }
 
 /// Every partition's answer to `query` in `namespace`, names sorted.
