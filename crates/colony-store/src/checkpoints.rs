@@ -923,7 +923,12 @@ impl Writer {
         if batch.is_empty() {
             return Ok(counts);
         }
-        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        let mut txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        // A process killed in the middle of a commit must leave the commit
+        // before it in place, not a latest commit that fails its checksums
+        // (which opening refuses as damage): the commit slot is switched
+        // only once the new pages are on disk.
+        txn.set_two_phase_commit(true);
         {
             let mut table = txn.open_table(PIECES).map_err(|e| e.to_string())?;
             let mut space = SpaceTables::open(&txn).map_err(|e| e.to_string())?;
