@@ -132,7 +132,7 @@ fn local_reads_config(seed: u64, broken: Option<Broken>) -> SimConfig {
 /// catches stale reads.
 #[test]
 fn stale_local_reads_are_caught() {
-    let seeds = 0..40;
+    let seeds = 0..80;
     run_seeds(seeds.clone(), |seed| local_reads_config(seed, None));
     let mut caught = Vec::new();
     for seed in seeds {
