@@ -569,9 +569,12 @@ async fn a_guest_job_survives_its_primary_killed_in_its_first_second() {
     let mut peers = trusting_workers(&root, 4);
     wait_formed(&peers).await;
     let published = publish(&peers[1], NQUEENS_PATH);
-    let job = peers[1]
-        .submit(serde_json::json!({ "app": published.app, "args": ["16"] }))
+    let (job, replicated) = peers[1]
+        .submit_answer(serde_json::json!({ "app": published.app, "args": ["16"] }))
         .await;
+    // The submission is acknowledged once a majority of the job's home
+    // holds it: from then on the primary's death loses nothing.
+    assert!(replicated, "job {job} acknowledged before its home held it");
     // Kill the job's primary as soon as it is found: its backups hold the
     // record, and must get the module (from its home) to restart the root.
     let primary = wait_until(Duration::from_secs(5), "the job's primary", || async {

@@ -604,7 +604,7 @@ async fn submit_job(
         .await
     {
         Ok(handle) => Ok(Json(
-            serde_json::json!({ "job_id": handle.id().to_string() }),
+            serde_json::json!({ "job_id": handle.id().to_string(), "replicated": handle.replicated() }),
         )),
         Err(e @ (ColonyError::App(_) | ColonyError::FaultTolerance(_))) => {
             Err(error(StatusCode::BAD_REQUEST, e.to_string()))

@@ -335,6 +335,11 @@ pub struct JobInfo {
     /// Refusals heard beyond those listed in `declined`.
     #[serde(default)]
     pub declined_unlisted: u64,
+    /// Whether the peer answering, as the job's primary, knows a majority
+    /// of the job's full home to hold it (it then survives the loss of
+    /// any minority of the home, its primary included).
+    #[serde(default)]
+    pub replicated: bool,
 }
 
 impl JobInfo {
@@ -463,6 +468,7 @@ impl JobInfo {
                 })
                 .collect(),
             declined_unlisted: view.declined.as_ref().map_or(0, |d| d.unlisted),
+            replicated: view.replicated,
         }
     }
 }

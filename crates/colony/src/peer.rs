@@ -39,6 +39,8 @@ pub fn job_deadline_from_secs(secs: f64) -> Result<Duration, String> {
 
 /// Longest wait for a job's primary to answer a cancellation.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a submission waits for the job's home to confirm holding it.
+const ACKNOWLEDGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A message accepted for sending; resolves to its [`Receipt`] or the error
 /// that ended it.
@@ -71,6 +73,13 @@ impl JobHandle {
     /// The latest status received, if any.
     pub fn latest(&self) -> Option<JobView<PeerId>> {
         self.updates.borrow().clone()
+    }
+
+    /// Whether a majority of the job's home is known to hold it, so that
+    /// it survives the loss of any minority of its home, its primary
+    /// included ([`JobView::replicated`]).
+    pub fn replicated(&self) -> bool {
+        self.updates.borrow().as_ref().is_some_and(|v| v.replicated)
     }
 
     /// Waits for the next status update.
@@ -416,10 +425,29 @@ impl Peer {
             }
             answer => answer?,
         };
-        Ok(JobHandle {
+        let mut handle = JobHandle {
             id: ticket.job,
             updates: ticket.updates,
-        })
+        };
+        // Acknowledged once a majority of its home holds it: a crash of its
+        // primary (this peer, often) then loses nothing.
+        let acknowledged = async {
+            while !handle.replicated()
+                && handle.latest().is_none_or(|v| v.state == JobState::Running)
+            {
+                handle.changed().await?;
+            }
+            Ok::<_, ColonyError>(())
+        };
+        match tokio::time::timeout(ACKNOWLEDGE_TIMEOUT, acknowledged).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!(
+                job = %handle.id,
+                "the job's home did not confirm holding it within {} s: it runs, but a crash of its primary now would lose it",
+                ACKNOWLEDGE_TIMEOUT.as_secs()
+            ),
+        }
+        Ok(handle)
     }
 
     /// The status of any job, asked of its home; `None` if no home knows it.

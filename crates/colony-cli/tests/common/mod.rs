@@ -192,6 +192,12 @@ impl PeerProc {
     /// Submits a job through its API (`body` as `POST /v1/jobs` takes it);
     /// returns the job id.
     pub async fn submit(&self, body: serde_json::Value) -> String {
+        self.submit_answer(body).await.0
+    }
+
+    /// Submits a job through the API: its id, and whether the answer says
+    /// a majority of the job's home holds it.
+    pub async fn submit_answer(&self, body: serde_json::Value) -> (String, bool) {
         let reply: serde_json::Value = self
             .request(reqwest::Method::POST, "/v1/jobs")
             .json(&body)
@@ -201,7 +207,8 @@ impl PeerProc {
             .json()
             .await
             .expect("a JSON answer");
-        reply["job_id"].as_str().expect("a job id").to_string()
+        let id = reply["job_id"].as_str().expect("a job id").to_string();
+        (id, reply["replicated"] == true)
     }
 
     /// A job as its API reports it, if it answers.

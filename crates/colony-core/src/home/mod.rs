@@ -539,6 +539,20 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
         &self.config
     }
 
+    /// Primary: whether a majority of a full home holds the state and
+    /// knows that home as committed, so that losing any minority of it,
+    /// this primary included, loses nothing. Full means `size` members, or
+    /// every one of the `peers` the network has (this one counted) when it
+    /// has fewer.
+    pub fn replicated(&self, peers: usize) -> bool {
+        self.is_primary()
+            && self.members == self.config
+            && self.proposed.is_none()
+            && !self.members_dirty
+            && self.committed >= self.lists_seq.max(1)
+            && self.config.len() >= self.size.min(peers.max(1))
+    }
+
     /// Whether `peer` is among the members, latest or committed.
     pub fn has_member(&self, peer: &P) -> bool {
         self.members.contains(peer) || self.config.contains(peer)

@@ -223,6 +223,7 @@ impl<P: PeerKey> Jobs<P> {
                     elapsed_s: 0.0,
                     home_majority_lost: None,
                     declined: None,
+                    replicated: false,
                 };
                 self.outputs.push_back(super::JobOutput::Status(view));
             }

@@ -201,6 +201,9 @@ pub struct HomeState<P> {
     /// Primary: the peers that refused to work on the job, and why (see
     /// the `decline` module). Not replicated: lost on a takeover.
     pub(super) declines: Declines<P>,
+    /// Primary: the submitter has been told the job is replicated (see
+    /// [`JobView::replicated`](super::JobView)).
+    pub(super) told_replicated: bool,
 }
 
 impl<P: PeerKey> HomeState<P> {
@@ -242,6 +245,7 @@ impl<P: PeerKey> HomeState<P> {
             majority_lost_since: None,
             restored: false,
             declines: Declines::default(),
+            told_replicated: false,
         }
     }
 

@@ -22,9 +22,11 @@ impl<P: PeerKey> Jobs<P> {
                 HomeOutput::Released { effects, .. } => self.outputs.extend(effects),
                 HomeOutput::BecamePrimary { key, previous } => self.took_over(now, key, previous),
                 HomeOutput::Left { key, peer } => self.holder_left(now, key, peer),
-                HomeOutput::Committed { .. }
-                | HomeOutput::SteppedDown { .. }
-                | HomeOutput::Dropped { .. } => {}
+                HomeOutput::Committed { key, .. } => self.with_home(now, key, |h| {
+                    h.report_replicated();
+                    None
+                }),
+                HomeOutput::SteppedDown { .. } | HomeOutput::Dropped { .. } => {}
             }
         }
     }
@@ -635,6 +637,20 @@ impl<P: PeerKey> HomeCtx<'_, P> {
         self.home.next_holds_at = now + interval;
         // An unanswered question is replaced: its answer is ignored.
         self.home.holds_asked = asked;
+    }
+
+    /// Tells the submitter, once, as soon as a majority of the job's full
+    /// home holds it: its submission is acknowledged then.
+    fn report_replicated(&mut self) {
+        if self.home.told_replicated || !self.home.is_primary() {
+            return;
+        }
+        let view = self.view();
+        if view.replicated {
+            self.home.told_replicated = true;
+            let submitter = self.home.record.submitter.clone();
+            self.send(submitter, JobMsg::Status { view }, false);
+        }
     }
 
     /// Sends the submitter the job's view, every `progress_interval`.

@@ -583,6 +583,37 @@ fn crash_mid_job(
     (cluster, view)
 }
 
+/// The submitter is told, once, when a majority of the job's full home
+/// holds it; killing the primary the moment it hears that loses nothing.
+#[test]
+fn a_job_is_acknowledged_once_its_home_holds_it_and_then_survives_its_primary() {
+    let mut cluster = Cluster::new(5, 1);
+    let n = 3_000_000;
+    let job = cluster.submit(0, n);
+    let acknowledged = |c: &Cluster| {
+        c.statuses
+            .iter()
+            .any(|(at, v)| *at == 0 && v.job == job && v.replicated)
+    };
+    cluster.run(Duration::from_secs(5), acknowledged);
+    assert!(acknowledged(&cluster), "no acknowledgement in 5 s");
+    let primary = cluster.primary(job);
+    let holders = (0..5u32)
+        .filter(|p| *p != primary && cluster.peers[*p as usize].core.homes.contains_key(&job))
+        .count();
+    assert!(holders >= 2, "acknowledged with {holders} backups");
+    cluster.crash(primary);
+    cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2, "{:?}", view.stats);
+    let told = cluster
+        .statuses
+        .iter()
+        .filter(|(_, v)| v.job == job && v.replicated)
+        .count();
+    assert!(told >= 1, "the acknowledgement is in the views");
+}
+
 #[test]
 fn a_crashed_worker_s_units_restart_from_their_checkpoints() {
     let (_, view) = crash_mid_job(FaultTolerance::default(), |c, job| {

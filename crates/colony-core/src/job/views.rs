@@ -90,6 +90,11 @@ pub struct JobView<P> {
     /// a new primary lists only the refusals it heard itself. (Boxed:
     /// rarely set, and views travel in enums.)
     pub declined: Option<Box<Declined<P>>>,
+    /// Whether the job's primary (the peer answering) knows a majority of
+    /// the job's full home to hold it: from then on the job survives the
+    /// loss of any minority of its home, its primary included. A
+    /// submission is acknowledged once it is.
+    pub replicated: bool,
 }
 
 /// The peers that refused to work on a job, as its primary heard them.
@@ -166,6 +171,7 @@ impl<P: PeerKey> Jobs<P> {
             elapsed_s: 0.0,
             home_majority_lost: None,
             declined: None,
+            replicated: false,
         }
     }
 
@@ -288,5 +294,6 @@ pub(super) fn view_of<P: PeerKey>(
             })
         }),
         declined: h.declines.view(),
+        replicated: h.replicated(members.len() + usize::from(!members.contains(me))),
     }
 }
