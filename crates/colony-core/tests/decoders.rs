@@ -399,6 +399,7 @@ fn job_view() -> BoxedStrategy<JobView<u64>> {
                 elapsed_s,
                 home_majority_lost: None,
                 declined: declined.map(|(peers, unlisted)| Box::new(Declined { peers, unlisted })),
+                replicated: false,
             },
         )
         .boxed()
@@ -1699,6 +1700,7 @@ fn statuses_of_made_up_jobs_are_remembered_within_bounds() {
             elapsed_s: 0.0,
             home_majority_lost: None,
             declined: None,
+            replicated: false,
         };
         cluster.deliver(99, 0, JobMsg::Status { view });
     }
