@@ -425,19 +425,29 @@ impl Peer {
             }
             answer => answer?,
         };
-        let mut handle = JobHandle {
+        let handle = JobHandle {
             id: ticket.job,
             updates: ticket.updates,
         };
         // Acknowledged once a majority of its home holds it: a crash of its
-        // primary (this peer, often) then loses nothing.
+        // primary (this peer, often) then loses nothing. Watched through a
+        // copy of the receiver, so the caller's `changed` still sees every
+        // view this wait saw.
+        let mut watching = handle.updates.clone();
         let acknowledged = async {
-            while !handle.replicated()
-                && handle.latest().is_none_or(|v| v.state == JobState::Running)
-            {
-                handle.changed().await?;
+            loop {
+                let settled = watching
+                    .borrow_and_update()
+                    .as_ref()
+                    .is_some_and(|v| v.replicated || v.state != JobState::Running);
+                if settled {
+                    return Ok::<_, ColonyError>(());
+                }
+                watching
+                    .changed()
+                    .await
+                    .map_err(|_| ColonyError::Stopped)?;
             }
-            Ok::<_, ColonyError>(())
         };
         match tokio::time::timeout(ACKNOWLEDGE_TIMEOUT, acknowledged).await {
             Ok(result) => result?,
@@ -502,5 +512,14 @@ impl Peer {
         {
             let _ = rx.await;
         }
+    }
+
+    /// Stops this peer at once without a word to anyone, as a killed
+    /// process would: its connections drop, nothing is handed over, and
+    /// the others find it dead through their failure detectors. For
+    /// benchmarks and tests of what survives a crash in one process.
+    pub async fn crash(&self) {
+        let _ = self.commands.send(Command::Crash).await;
+        self.commands.closed().await;
     }
 }
