@@ -13,12 +13,13 @@ use crate::client::{ApiClient, ApiClientArgs};
 pub(crate) enum SpaceCommand {
     /// List the objects of a namespace: name, version, size and tags.
     Ls(LsArgs),
-    /// List the objects of a namespace whose tags match a query: terms
-    /// separated by spaces, all of which must hold — tag=value,
-    /// tag^=prefix, tag>=v, tag>v, tag<=v, tag<v, or tag? (present). A
-    /// whole number compares as a number, anything else as text ("..."
-    /// makes a text of anything). Example: 'type=row index>=3 index<6
-    /// owner^=al done?'.
+    /// List the objects of a namespace whose tags match a query.
+    ///
+    /// The query's terms are separated by spaces and must all hold:
+    /// tag=value, tag^=prefix, tag>=v, tag>v, tag<=v, tag<v, or tag?
+    /// (present). A whole number compares as a number, anything else as
+    /// text ("..." makes a text of anything). Example: 'type=row index>=3
+    /// index<6 owner^=al done?'.
     Search(SearchArgs),
     /// Print an object's value (or write it to a file with -o).
     Get(GetArgs),
