@@ -13,6 +13,14 @@ use crate::client::{ApiClient, ApiClientArgs};
 pub(crate) enum SpaceCommand {
     /// List the objects of a namespace: name, version, size and tags.
     Ls(LsArgs),
+    /// List the objects of a namespace whose tags match a query.
+    ///
+    /// The query's terms are separated by spaces and must all hold:
+    /// tag=value, tag^=prefix, tag>=v, tag>v, tag<=v, tag<v, or tag?
+    /// (present). A whole number compares as a number, anything else as
+    /// text ("..." makes a text of anything). Example: 'type=row index>=3
+    /// index<6 owner^=al done?'.
+    Search(SearchArgs),
     /// Print an object's value (or write it to a file with -o).
     Get(GetArgs),
     /// Write an object from a file, or from standard input with `-`.
@@ -52,6 +60,14 @@ pub(crate) struct LsArgs {
 }
 
 #[derive(Args, Debug)]
+pub(crate) struct SearchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The query, quoted as one argument, e.g. 'type=row index>=3'.
+    query: String,
+}
+
+#[derive(Args, Debug)]
 pub(crate) struct GetArgs {
     #[command(flatten)]
     common: Common,
@@ -60,6 +76,12 @@ pub(crate) struct GetArgs {
     /// Write the value to this file instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Read the cached way: from the peer's copy, else from any replica.
+    /// Cheaper, but may miss the latest writes (never shows one not
+    /// made). Default: a linearizable read, answered by the object's
+    /// primary once a majority of its home confirms it.
+    #[arg(long)]
+    cached: bool,
 }
 
 #[derive(Args, Debug)]
@@ -250,6 +272,7 @@ fn print_json(value: &serde_json::Value) -> Result<()> {
 pub(crate) async fn run(command: SpaceCommand) -> Result<()> {
     match command {
         SpaceCommand::Ls(args) => ls(args).await,
+        SpaceCommand::Search(args) => search(args).await,
         SpaceCommand::Get(args) => get(args).await,
         SpaceCommand::Put(args) => put(args).await,
         SpaceCommand::Rm(args) => rm(args).await,
@@ -272,6 +295,30 @@ async fn ls(args: LsArgs) -> Result<()> {
     if c.json {
         return print_json(&listing);
     }
+    print_listing(&listing)
+}
+
+async fn search(args: SearchArgs) -> Result<()> {
+    let c = args.common;
+    let api = c.api.connect()?;
+    let what = format!("cannot search namespace {:?}", c.namespace);
+    let path = format!(
+        "/v1/space/{}?search={}",
+        segment(&c.namespace),
+        segment(&args.query)
+    );
+    let response = api
+        .send(reqwest::Method::GET, &path, &[], None, None)
+        .await?;
+    let listing = json_answer(response, &what).await?;
+    if c.json {
+        return print_json(&listing);
+    }
+    print_listing(&listing)
+}
+
+/// A listing's entries as a table: name, version, size and tags.
+fn print_listing(listing: &serde_json::Value) -> Result<()> {
     outln!("{:<40} {:>8} {:>10}  TAGS", "NAME", "VERSION", "SIZE")?;
     let entries = listing["entries"].as_array().cloned().unwrap_or_default();
     for e in &entries {
@@ -295,7 +342,10 @@ async fn get(args: GetArgs) -> Result<()> {
     let c = args.common;
     let api = c.api.connect()?;
     let what = format!("cannot get {}/{}", c.namespace, args.name);
-    let path = object_path(&c.namespace, &args.name);
+    let mut path = object_path(&c.namespace, &args.name);
+    if args.cached {
+        path.push_str("?read=cached");
+    }
     let response = api
         .send(reqwest::Method::GET, &path, &[], None, None)
         .await?;

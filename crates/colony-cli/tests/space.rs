@@ -368,6 +368,148 @@ async fn the_cli_reads_at_one_peer_what_another_wrote_and_refuses_bad_input_clea
         &["get", "-n", "job-1", "row/1"],
         "namespace \"job-1\" does not exist",
     );
+
+    // Search by tags: written at one peer, searched at another; exactly
+    // the objects whose tags pass every term, in text and in JSON.
+    let rows: [(&str, &[&str]); 6] = [
+        ("row-1", &["type=row", "index=1", "owner=alice"]),
+        (
+            "row-3",
+            &["type=row", "index=3", "owner=albert", "done=yes"],
+        ),
+        ("row-4", &["type=row", "index=4", "owner=alma"]),
+        ("row-5", &["type=row", "index=5", "owner=bob", "done=yes"]),
+        ("row-7", &["type=row", "index=7", "owner=alba"]),
+        ("col-4", &["type=col", "index=4", "owner=alice", "done=yes"]),
+    ];
+    for (name, tags) in rows {
+        let mut args = vec!["put", name, new.as_str()];
+        for tag in tags {
+            args.extend(["--tag", tag]);
+        }
+        cli_ok(a, &args);
+    }
+    let found = |peer: &PeerProc, args: &[&str]| -> Vec<String> {
+        let text = cli_ok(peer, &[&["search"], args].concat());
+        let mut lines = text.lines();
+        assert!(
+            lines.next().is_some_and(|h| h.starts_with("NAME")),
+            "{text}"
+        );
+        let names: Vec<String> = lines
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        let json: serde_json::Value =
+            serde_json::from_str(&cli_ok(peer, &[&["search", "--json"], args].concat())).unwrap();
+        let json_names: Vec<String> = json["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no entries in {json}"))
+            .iter()
+            .map(|e| e["name"].as_str().unwrap_or("?").to_string())
+            .collect();
+        assert_eq!(names, json_names, "text and JSON agree for {args:?}");
+        assert_eq!(json["truncated"], false);
+        names
+    };
+    assert_eq!(
+        found(b, &["type=row index>=3 index<6 owner^=al"]),
+        ["row-3", "row-4"]
+    );
+    assert_eq!(
+        found(b, &["type=row index>=3 index<6 owner^=al done?"]),
+        ["row-3"]
+    );
+    assert_eq!(found(c, &["done?"]), ["col-4", "row-3", "row-5"]);
+    assert_eq!(found(c, &["index>6"]), ["row-7"]);
+    assert_eq!(found(b, &["owner=carol"]), Vec::<String>::new());
+    // --namespace searches that namespace only.
+    cli_ok(a, &["ns-create", "tables"]);
+    cli_ok(
+        a,
+        &["put", "-n", "tables", "t-3", &new, "--tag", "type=row"],
+    );
+    assert_eq!(found(c, &["-n", "tables", "type=row"]), ["t-3"]);
+    // A malformed query is refused, naming its bad term, by the CLI and by
+    // the HTTP API (400, invalid_query).
+    cli_refused(
+        b,
+        &["search", "type=row index"],
+        "malformed search predicate \"index\"",
+    );
+    cli_refused(
+        b,
+        &["search", "owner^="],
+        "malformed search predicate \"owner^=\"",
+    );
+    cli_refused(
+        b,
+        &["search", "-n", "no-such-ns", "type=row"],
+        "namespace \"no-such-ns\" does not exist",
+    );
+    let refused = b
+        .request(
+            reqwest::Method::GET,
+            "/v1/space/global?search=type%3Drow%20index%3C%3D",
+        )
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(refused.status().as_u16(), 400);
+    assert_eq!(
+        refused
+            .headers()
+            .get("colony-error")
+            .and_then(|v| v.to_str().ok()),
+        Some("invalid_query")
+    );
+    let body = refused.text().await.unwrap_or_default();
+    assert!(body.contains("\"index<=\""), "{body}");
+
+    // Cached reads at a third peer: the value; after an overwrite, the old
+    // value or the new one (never anything else), and the new one soon.
+    assert_eq!(cli_ok(c, &["get", "row-3", "--cached"]), "1047");
+    assert_eq!(cli_ok(c, &["get", "row-3", "--cached"]), "1047");
+    let hits = c.status().await.expect("status").space.cache_hits;
+    assert!(
+        hits >= 1,
+        "the second cached read was not served from the copy"
+    );
+    std::fs::write(root.join("newer.txt"), "1046").unwrap();
+    let newer = root.join("newer.txt").display().to_string();
+    cli_ok(a, &["put", "row-3", &newer]);
+    let overwritten = Instant::now();
+    let mut old_reads = 0;
+    loop {
+        match cli_ok(c, &["get", "row-3", "--cached"]).as_str() {
+            "1046" => break,
+            "1047" => old_reads += 1,
+            other => panic!("a cached read invented {other:?}"),
+        }
+        assert!(
+            overwritten.elapsed() < Duration::from_secs(10),
+            "cached reads still show the old value {:?} after the overwrite",
+            overwritten.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "figure: cached reads showed the overwritten value {old_reads} time(s), the new one {:.2} s after the write",
+        overwritten.elapsed().as_secs_f64()
+    );
+    // A linearizable read right after is the new value, and an unknown
+    // read mode is refused.
+    assert_eq!(cli_ok(b, &["get", "row-3"]), "1046");
+    let refused = c
+        .request(
+            reqwest::Method::GET,
+            "/v1/space/global/row-3?read=sometimes",
+        )
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(refused.status().as_u16(), 400);
+
     eprintln!(
         "figure: space CLI test took {:.1} s",
         started.elapsed().as_secs_f64()

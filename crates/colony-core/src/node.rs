@@ -351,7 +351,8 @@ pub enum NodeOutput<P> {
         /// The partition.
         partition: PartitionId,
     },
-    /// The answer to [`Node::space_request`].
+    /// The answer to [`Node::space_request`] or
+    /// [`Node::space_read_cached`].
     SpaceAnswer {
         /// The request.
         id: RequestId,
@@ -682,6 +683,21 @@ impl<P: PeerKey> Node<P> {
     ) -> Result<RequestId, SpaceError> {
         self.now = now;
         self.space.request(now, op, timeout)
+    }
+
+    /// Reads `key` the cached way ([`Space::read_cached`]): from this
+    /// peer's copy if it has one, else from any replica of its home. The
+    /// answer may miss the latest writes but never shows one that was not
+    /// made; it comes as [`NodeOutput::SpaceAnswer`] with the returned id,
+    /// within `timeout`.
+    pub fn space_read_cached(
+        &mut self,
+        now: Instant,
+        key: crate::space::ObjectKey,
+        timeout: Duration,
+    ) -> Result<RequestId, SpaceError> {
+        self.now = now;
+        self.space.read_cached(now, key, timeout)
     }
 
     /// Stops renewing the space lock with this token (its holder gave it up).

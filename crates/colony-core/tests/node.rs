@@ -632,3 +632,82 @@ fn two_nodes_share_an_object_through_the_space() {
     pair.run_for(Duration::from_millis(500));
     assert_eq!(pair.nodes[0].counters().malformed_frames, before + 1);
 }
+
+/// Reads `key` the cached way at node `at` and runs until it is answered.
+fn cached_read(pair: &mut Pair, at: usize, key: &ObjectKey) -> Result<SpaceReply, SpaceError> {
+    let now = pair.now;
+    let id = pair.nodes[at]
+        .space_read_cached(now, key.clone(), Duration::from_secs(10))
+        .expect("accepted");
+    for _ in 0..200 {
+        if let Some(i) = pair.space_answers[at].iter().position(|(a, _)| *a == id) {
+            return pair.space_answers[at].remove(i).1;
+        }
+        pair.run_for(Duration::from_millis(100));
+    }
+    panic!("cached read {id} never answered");
+}
+
+/// The value a read answered, `None` if the object is absent.
+fn value_of(reply: Result<SpaceReply, SpaceError>) -> Option<Vec<u8>> {
+    match reply {
+        Ok(SpaceReply::Value(object)) => object.map(|o| o.value),
+        other => panic!("a read answered {other:?}"),
+    }
+}
+
+#[test]
+fn a_cached_read_through_the_node_is_served_from_its_copy_and_catches_up() {
+    let mut pair = Pair::new();
+    pair.nodes[0].handle(pair.now, NodeInput::Contact { peer: 1 });
+    pair.run_for(Duration::from_secs(3));
+    let key = ObjectKey::new(GLOBAL, "cached");
+    let put = |value: &[u8]| SpaceOp::Put {
+        key: key.clone(),
+        value: value.to_vec(),
+        tags: Tags::new(),
+        condition: colony_core::space::Condition::Always,
+        token: None,
+    };
+    assert_eq!(
+        space_call(&mut pair, 0, put(b"old")),
+        Ok(SpaceReply::Written { version: 1 })
+    );
+    // The first cached read at node 1 asks a replica; the second is
+    // answered from the copy it kept.
+    assert_eq!(pair.nodes[1].space().counters().cache_hits, 0);
+    assert_eq!(
+        value_of(cached_read(&mut pair, 1, &key)),
+        Some(b"old".to_vec())
+    );
+    assert_eq!(pair.nodes[1].space().counters().cache_hits, 0);
+    assert_eq!(
+        value_of(cached_read(&mut pair, 1, &key)),
+        Some(b"old".to_vec())
+    );
+    assert_eq!(pair.nodes[1].space().counters().cache_hits, 1);
+    // Overwritten at node 0: node 1's cached reads show the old value or
+    // the new one, nothing else, and the new one once its copy is checked.
+    assert_eq!(
+        space_call(&mut pair, 0, put(b"new")),
+        Ok(SpaceReply::Written { version: 2 })
+    );
+    let mut reads = 0;
+    loop {
+        let read = value_of(cached_read(&mut pair, 1, &key));
+        reads += 1;
+        match read.as_deref() {
+            Some(b"new") => break,
+            Some(b"old") => {}
+            other => panic!("a cached read invented {other:?}"),
+        }
+        assert!(reads < 50, "still the old value after {reads} cached reads");
+        pair.run_for(Duration::from_millis(50));
+    }
+    // A malformed key is refused at once.
+    let now = pair.now;
+    assert!(matches!(
+        pair.nodes[1].space_read_cached(now, ObjectKey::new(GLOBAL, ""), Duration::from_secs(1)),
+        Err(SpaceError::InvalidName(_))
+    ));
+}

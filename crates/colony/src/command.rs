@@ -78,6 +78,13 @@ pub(crate) enum Command {
         keep: Option<bool>,
         reply: oneshot::Sender<SpaceAnswer>,
     },
+    /// Read `key` the cached way (from this peer's copy, else from any
+    /// replica), answered within `timeout`.
+    SpaceReadCached {
+        key: ObjectKey,
+        timeout: Duration,
+        reply: oneshot::Sender<SpaceAnswer>,
+    },
     /// Stop renewing the lock `token` on `key` and release it (its guard
     /// was dropped).
     SpaceRelease {

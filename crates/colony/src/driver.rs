@@ -464,6 +464,11 @@ impl Driver {
                 keep,
                 reply,
             } => self.space_request(now, op, timeout, keep, reply),
+            Command::SpaceReadCached {
+                key,
+                timeout,
+                reply,
+            } => self.space_read_cached(now, key, timeout, reply),
             Command::SpaceRelease { key, token } => self.release_space_lock(now, key, token),
             Command::Shutdown { reply } => {
                 info!(peer_id = %self.info.peer_id, running_units = self.node.jobs().running_units(), "leaving: handing units and job records over");

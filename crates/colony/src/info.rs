@@ -207,6 +207,23 @@ pub struct SpaceInfo {
     /// Locks granted after their asker had stopped waiting, released at
     /// once.
     pub unclaimed_grants_released: u64,
+    /// Cached reads of this peer answered from its own copies (P³'s
+    /// level-1 cache), without asking any other peer.
+    #[serde(default)]
+    pub cache_hits: u64,
+    /// Cached reads of any peer answered from the replicas held here.
+    #[serde(default)]
+    pub replica_reads: u64,
+    /// Cached reads of any peer answered from hot copies held here for
+    /// other partitions' homes.
+    #[serde(default)]
+    pub hot_reads: u64,
+    /// Copies of objects this peer keeps for its cached reads.
+    #[serde(default)]
+    pub cached_objects: usize,
+    /// Bytes of those copies.
+    #[serde(default)]
+    pub cached_bytes: u64,
 }
 
 /// This peer as a volunteer host: its owner's policy and what it does now.

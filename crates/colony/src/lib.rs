@@ -58,8 +58,8 @@ pub use colony_core::membership::{
 };
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_core::space::{
-    Condition, Listed, LockLost, LockMode, Object, ObjectKey, SpaceConfig, SpaceError, SpaceOp,
-    SpaceReply, TagValue, Tags, GLOBAL, PARTITIONS,
+    Condition, Listed, LockLost, LockMode, Object, ObjectKey, Query, SpaceConfig, SpaceError,
+    SpaceOp, SpaceReply, TagValue, Tags, GLOBAL, PARTITIONS,
 };
 pub use colony_net::{FaultConfig, NetConfig};
 pub use config::{ApiLimits, GuestConfig, PeerConfig, VolunteerConfig};

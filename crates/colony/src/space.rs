@@ -22,13 +22,16 @@
 //! once a majority of its home holds the outcome, so answers are
 //! linearizable; each one waits at most [`SPACE_TIMEOUT`] (or the timeout
 //! given to [`Peer::space_request`]) and fails with
-//! [`ColonyError::Space`] carrying the space's reason.
+//! [`ColonyError::Space`] carrying the space's reason. Reads may opt out:
+//! [`Peer::space_get_cached`] answers from this peer's copy or any replica,
+//! which may miss the latest writes but never shows one that was not made.
+//! [`Peer::space_search`] finds the objects of a namespace by their tags.
 
 use std::time::Duration;
 
 use colony_core::space::{
-    Condition, Listed, LockLost, LockMode, Object, ObjectKey, SpaceError, SpaceOp, SpaceReply,
-    Tags, PARTITIONS,
+    check_name, Condition, Listed, LockLost, LockMode, Object, ObjectKey, PartitionId, Query,
+    SpaceError, SpaceOp, SpaceReply, Tags, PARTITIONS,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -97,6 +100,31 @@ impl Peer {
             .space_request(SpaceOp::Get { key: key.clone() }, SPACE_TIMEOUT)
             .await?
         {
+            SpaceReply::Value(object) => Ok(object),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The object at `key` read the cached way (P³'s level-1 cache): from
+    /// this peer's copy if it has one (checked against the object's home in
+    /// the background once it is older than
+    /// [`colony_core::space::SpaceClientConfig::revalidate_after`]), else
+    /// from any replica of its home, kept as this peer's copy. Cheaper than
+    /// [`Peer::space_get`] and answered even by a home busy electing, but
+    /// the answer may be older than the latest write acknowledged; it is
+    /// never a value that was not written. `None` if there was no object.
+    pub async fn space_get_cached(&self, key: &ObjectKey) -> Result<Option<Object>, ColonyError> {
+        key.check()?;
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::SpaceReadCached {
+                key: key.clone(),
+                timeout: SPACE_TIMEOUT,
+                reply,
+            })
+            .await
+            .map_err(|_| ColonyError::Stopped)?;
+        match answer.await.map_err(|_| ColonyError::Stopped)?.result? {
             SpaceReply::Value(object) => Ok(object),
             other => Err(unexpected(other)),
         }
@@ -199,13 +227,45 @@ impl Peer {
     /// The objects of `namespace`: every partition is asked at once, and
     /// the answers merged and sorted by name.
     pub async fn space_list(&self, namespace: &str) -> Result<Listing, ColonyError> {
-        let asks = (0..PARTITIONS).map(|partition| {
-            let op = SpaceOp::List {
-                namespace: namespace.to_string(),
-                partition,
-            };
-            self.space_request(op, SPACE_TIMEOUT)
-        });
+        self.space_gather(|partition| SpaceOp::List {
+            namespace: namespace.to_string(),
+            partition,
+        })
+        .await
+    }
+
+    /// The objects of `namespace` whose tags satisfy every predicate of
+    /// `query` (parse one with [`Query::parse`], e.g. `type=row index>=3
+    /// index<6 owner^=al done?`), sorted by name. Every partition is asked
+    /// at once and answers from its tag index, linearizably like
+    /// [`Peer::space_list`]. A query out of bounds is refused before
+    /// anything is sent ([`SpaceError::InvalidQuery`]); an unknown
+    /// namespace with [`SpaceError::UnknownNamespace`].
+    pub async fn space_search(
+        &self,
+        namespace: &str,
+        query: &Query,
+    ) -> Result<Listing, ColonyError> {
+        check_name("namespace", namespace)?;
+        query.check()?;
+        self.space_gather(|partition| SpaceOp::Search {
+            namespace: namespace.to_string(),
+            partition,
+            query: query.clone(),
+        })
+        .await
+    }
+
+    /// Asks every partition `op_for(partition)` at once (64 requests, well
+    /// within what the space core and the driver take in flight) and
+    /// merges their listings, sorted by name; the first failure fails the
+    /// whole.
+    async fn space_gather(
+        &self,
+        op_for: impl Fn(PartitionId) -> SpaceOp,
+    ) -> Result<Listing, ColonyError> {
+        let asks =
+            (0..PARTITIONS).map(|partition| self.space_request(op_for(partition), SPACE_TIMEOUT));
         let mut listing = Listing::default();
         for answer in futures::future::join_all(asks).await {
             match answer? {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use colony::{
-    ColonyError, Condition, LocalNetwork, LockMode, ObjectKey, SpaceError, TagValue, Tags,
+    ColonyError, Condition, LocalNetwork, LockMode, ObjectKey, Query, SpaceError, TagValue, Tags,
 };
 
 mod common;
@@ -91,6 +91,53 @@ async fn objects_written_at_one_peer_are_read_at_another() {
     let names: Vec<&str> = listing.entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["a", "b", "bound", "c"]);
     assert!(!listing.truncated);
+
+    // A search gathers, from every partition, the objects whose tags
+    // pass every predicate.
+    for (name, index) in [("row-2", 2), ("row-3", 3), ("row-9", 9)] {
+        let mut tags = Tags::new();
+        tags.insert("type".into(), TagValue::Text("row".into()));
+        tags.insert("index".into(), TagValue::Int(index));
+        a.space_put(&ObjectKey::new("global", name), b"r".to_vec(), tags)
+            .await
+            .expect("put a row");
+    }
+    let query = Query::parse("type=row index>=3").expect("parses");
+    let found = c.space_search("global", &query).await.expect("search");
+    let names: Vec<&str> = found.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["row-3", "row-9"]);
+    let query = Query::parse("index<3 type^=ro").expect("parses");
+    let found = b.space_search("global", &query).await.expect("search");
+    let names: Vec<&str> = found.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["row-2"]);
+    match Query::parse("type=row index") {
+        Err(SpaceError::InvalidQuery(why)) => assert!(why.contains("\"index\""), "{why}"),
+        other => panic!("expected InvalidQuery, got {other:?}"),
+    }
+    match b.space_search("no-such-ns", &Query::default()).await {
+        Err(ColonyError::Space(SpaceError::UnknownNamespace(ns))) if ns == "no-such-ns" => {}
+        other => panic!("expected UnknownNamespace, got {other:?}"),
+    }
+
+    // A cached read at a peer that holds no copy yet is the value; a
+    // second is answered from the copy it kept.
+    let cached = c.space_get_cached(&key).await.expect("cached get");
+    assert_eq!(cached.map(|o| o.value), Some(b"1047".to_vec()));
+    let before = c.status().await.expect("status").space.cache_hits;
+    let cached = c.space_get_cached(&key).await.expect("cached get");
+    assert_eq!(cached.map(|o| o.value), Some(b"1047".to_vec()));
+    let after = c.status().await.expect("status").space.cache_hits;
+    assert_eq!(
+        after,
+        before + 1,
+        "the second cached read came from the copy"
+    );
+    assert_eq!(
+        c.space_get_cached(&ObjectKey::new("global", "never-written"))
+            .await
+            .expect("cached get of an absent object"),
+        None
+    );
 
     a.space_delete(&key, Condition::Version(2))
         .await

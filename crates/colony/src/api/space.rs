@@ -1,13 +1,20 @@
 //! The object space over the local HTTP API:
 //!
-//! - `GET /v1/space/{namespace}` — its objects, from every partition:
-//!   `{"namespace", "entries": [{"name", "version", "size", "tags"}],
-//!   "truncated"}`.
+//! - `GET /v1/space/{namespace}[?search=QUERY]` — its objects, from every
+//!   partition: `{"namespace", "entries": [{"name", "version", "size",
+//!   "tags"}], "truncated"}`. With `search`, only those whose tags satisfy
+//!   every term of the (percent-encoded) query, e.g. `type=row index>=3
+//!   index<6 owner^=al done?`; the answer then also carries `"search"`, and
+//!   a malformed query is refused (400, `invalid_query`) naming the term.
 //! - `POST /v1/space/{namespace}` — creates it: `{"namespace", "generation"}`.
 //! - `DELETE /v1/space/{namespace}` — destroys it (its objects go with it).
-//! - `GET /v1/space/{namespace}/{name}` — the value as the body, its version
-//!   in `ETag` and `colony-version`, its tags in `colony-tags` (a JSON
-//!   object of texts and integers, non-ASCII escaped); 404 if absent.
+//! - `GET /v1/space/{namespace}/{name}[?read=cached|linearizable]` — the
+//!   value as the body, its version in `ETag` and `colony-version`, its
+//!   tags in `colony-tags` (a JSON object of texts and integers, non-ASCII
+//!   escaped); 404 if absent. Reads are linearizable unless
+//!   `read=cached`: then the peer answers from its copy or any replica,
+//!   which may miss the latest writes but never shows one not made
+//!   (`colony-read` says which was done).
 //! - `PUT /v1/space/{namespace}/{name}[?token=T]` — writes the body, with
 //!   the tags of a `colony-tags` header; `If-Match: V` writes only over
 //!   version V (compare-and-set), `If-None-Match: *` only if absent;
@@ -34,7 +41,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use colony_core::space::{Condition, LockMode, ObjectKey, SpaceError, TagValue, Tags};
+use colony_core::space::{Condition, LockMode, ObjectKey, Query, SpaceError, TagValue, Tags};
 
 use super::{error, quote};
 use crate::error::ColonyError;
@@ -48,6 +55,9 @@ pub(crate) const VERSION_HEADER: &str = "colony-version";
 
 /// Header naming the kind of a refusal.
 pub(crate) const ERROR_HEADER: &str = "colony-error";
+
+/// Header saying how a read was made: `linearizable` or `cached`.
+pub(crate) const READ_HEADER: &str = "colony-read";
 
 /// Longest a lock request may wait for the lock.
 const MAX_WAIT_MS: u64 = 60_000;
@@ -170,6 +180,32 @@ fn number(params: &[(&str, &str)], name: &str) -> Result<Option<u64>, Refusal> {
         .transpose()
 }
 
+/// A query parameter's value with its percent-encoding undone (`+` is a
+/// space, as in forms); refused if it does not decode to UTF-8.
+fn decoded(name: &str, value: &str) -> Result<String, Refusal> {
+    let bad = || bad_request(format!("{name} is not percent-encoded UTF-8"));
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .ok_or_else(bad)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                i += 2;
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
 /// The fencing token of a write, if given.
 fn token(uri: &Uri) -> Result<Option<u64>, Refusal> {
     number(&query(uri, &["token"])?, "token")
@@ -274,13 +310,25 @@ fn ascii_json(value: &serde_json::Value) -> String {
     out
 }
 
-/// `GET /v1/space/{namespace}`.
+/// `GET /v1/space/{namespace}[?search=QUERY]`.
 pub(super) async fn list(
     State(peer): State<Peer>,
     Path(namespace): Path<String>,
+    uri: Uri,
 ) -> Result<Json<serde_json::Value>, Refusal> {
     colony_core::space::check_name("namespace", &namespace).map_err(|e| failed(e.into()))?;
-    let listing = peer.space_list(&namespace).await.map_err(failed)?;
+    let params = query(&uri, &["search"])?;
+    let search = param(&params, "search")
+        .map(|text| decoded("search", text))
+        .transpose()?;
+    let listing = match &search {
+        Some(text) => {
+            let parsed = Query::parse(text).map_err(|e| failed(e.into()))?;
+            peer.space_search(&namespace, &parsed).await
+        }
+        None => peer.space_list(&namespace).await,
+    }
+    .map_err(failed)?;
     let entries: Vec<serde_json::Value> = listing
         .entries
         .iter()
@@ -293,11 +341,15 @@ pub(super) async fn list(
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({
+    let mut answer = serde_json::json!({
         "namespace": namespace,
         "entries": entries,
         "truncated": listing.truncated,
-    })))
+    });
+    if let Some(text) = search {
+        answer["search"] = serde_json::Value::from(text);
+    }
+    Ok(Json(answer))
 }
 
 /// `POST /v1/space/{namespace}`.
@@ -329,13 +381,30 @@ pub(super) async fn destroy_namespace(
     })))
 }
 
-/// `GET /v1/space/{namespace}/{name}`.
+/// `GET /v1/space/{namespace}/{name}[?read=cached|linearizable]`.
 pub(super) async fn get_object(
     State(peer): State<Peer>,
     Path((namespace, name)): Path<(String, String)>,
+    uri: Uri,
 ) -> Result<Response, Refusal> {
     let key = key(namespace, name)?;
-    let Some(object) = peer.space_get(&key).await.map_err(failed)? else {
+    let params = query(&uri, &["read"])?;
+    let cached = match param(&params, "read") {
+        None | Some("linearizable") => false,
+        Some("cached") => true,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "read must be cached or linearizable, not {}",
+                quote(other)
+            )))
+        }
+    };
+    let read = if cached {
+        peer.space_get_cached(&key).await
+    } else {
+        peer.space_get(&key).await
+    };
+    let Some(object) = read.map_err(failed)? else {
         return Err(refusal(
             StatusCode::NOT_FOUND,
             "no_object",
@@ -352,6 +421,10 @@ pub(super) async fn get_object(
         (header::ETAG.as_str(), format!("\"{}\"", object.version)),
         (VERSION_HEADER, object.version.to_string()),
         (TAGS_HEADER, ascii_json(&tags_json(&object.tags))),
+        (
+            READ_HEADER,
+            if cached { "cached" } else { "linearizable" }.to_string(),
+        ),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
             if let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) {
@@ -526,6 +599,23 @@ mod tests {
         assert!(with(header::IF_MATCH, "*").is_err());
         assert!(with(header::IF_MATCH, "seven").is_err());
         assert!(with(header::IF_NONE_MATCH, "\"3\"").is_err());
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            decoded(
+                "search",
+                "type%3Drow+index%3E%3D3%20owner%5E%3Dal%20done%3F"
+            )
+            .unwrap(),
+            "type=row index>=3 owner^=al done?"
+        );
+        assert_eq!(decoded("search", "a%2Bb").unwrap(), "a+b");
+        assert_eq!(decoded("search", "caf%C3%A9").unwrap(), "café");
+        for bad in ["%", "%4", "%zz", "%+1", "%FF", "a%C3"] {
+            assert!(decoded("search", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

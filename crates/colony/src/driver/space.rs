@@ -402,20 +402,55 @@ impl Driver {
             SpaceOp::Unlock { token, .. } => Some(*token),
             _ => None,
         };
-        match self.node.space_request(now, op, timeout) {
+        let asked = self.node.space_request(now, op, timeout);
+        self.space_wait(
+            asked,
+            Waiter {
+                reply,
+                lock,
+                keep,
+                unlock,
+            },
+        );
+    }
+
+    /// A handle reads `key` the cached way: the answer goes to `reply`.
+    pub(super) fn space_read_cached(
+        &mut self,
+        now: Instant,
+        key: ObjectKey,
+        timeout: Duration,
+        reply: oneshot::Sender<SpaceAnswer>,
+    ) {
+        if self.space.waiters.len() >= MAX_WAITERS {
+            let _ = reply.send(SpaceAnswer {
+                result: Err(SpaceError::Busy { max: MAX_WAITERS }),
+                lost: None,
+            });
+            return;
+        }
+        let asked = self.node.space_read_cached(now, key, timeout);
+        self.space_wait(
+            asked,
+            Waiter {
+                reply,
+                lock: None,
+                keep: None,
+                unlock: None,
+            },
+        );
+    }
+
+    /// Files `waiter` under the id of the request the node accepted (its
+    /// answer comes as [`NodeOutput::SpaceAnswer`], even one the node has
+    /// at once), or tells it why the node refused the request.
+    fn space_wait(&mut self, asked: Result<RequestId, SpaceError>, waiter: Waiter) {
+        match asked {
             Ok(id) => {
-                self.space.waiters.insert(
-                    id,
-                    Waiter {
-                        reply,
-                        lock,
-                        keep,
-                        unlock,
-                    },
-                );
+                self.space.waiters.insert(id, waiter);
             }
             Err(error) => {
-                let _ = reply.send(SpaceAnswer {
+                let _ = waiter.reply.send(SpaceAnswer {
                     result: Err(error),
                     lost: None,
                 });
@@ -485,6 +520,7 @@ impl Driver {
         let counters = space.counters();
         let homes = space.homes();
         let (writes_in_flight, writes_backlogged) = self.space.writes();
+        let (cached_objects, cached_bytes) = space.cached_copies();
         crate::info::SpaceInfo {
             capacity_bytes: self.config.space.capacity_bytes,
             max_object_bytes: self.config.space.max_object_bytes as u64,
@@ -512,6 +548,11 @@ impl Driver {
             partitions_corrupt: self.checkpoints.stats().space_partitions_corrupt,
             locks_lost: self.space.counters.locks_lost,
             unclaimed_grants_released: self.space.counters.abandoned_grants,
+            cache_hits: counters.cache_hits,
+            replica_reads: counters.replica_reads,
+            hot_reads: counters.hot_reads,
+            cached_objects,
+            cached_bytes,
         }
     }
 }
