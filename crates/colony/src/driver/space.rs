@@ -512,6 +512,10 @@ impl Driver {
             partitions_corrupt: self.checkpoints.stats().space_partitions_corrupt,
             locks_lost: self.space.counters.locks_lost,
             unclaimed_grants_released: self.space.counters.abandoned_grants,
+            // Filled in by `Peer::status`, which holds them.
+            max_value_bytes: 0,
+            chunked_writes: 0,
+            chunk_cleanup_failures: 0,
         }
     }
 }
