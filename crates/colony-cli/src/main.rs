@@ -303,6 +303,11 @@ struct PeerArgs {
     /// every peer of a network the same) [default: 16].
     #[arg(long, value_name = "MIB")]
     max_object_mib: Option<u64>,
+    /// Largest value, in MiB, this peer's API and `colony space put` take
+    /// into the space (at most 4096): values longer than 1 MiB are stored as several objects, and the
+    /// peer holds a value whole in memory while it writes or reads it.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    max_value_mib: u64,
     #[command(flatten)]
     volunteer: VolunteerArgs,
 }
@@ -420,6 +425,10 @@ const MAX_SPACE_MIB: u64 = 1 << 30;
 /// Largest --max-object-mib: an object travels in one message, well within
 /// the largest a pipe carries (128 MiB).
 const MAX_OBJECT_MIB: u64 = 64;
+
+/// Largest --max-value-mib: a value is held whole in memory while it is
+/// written or read.
+const MAX_VALUE_MIB: u64 = 4096;
 
 #[derive(Args, Debug)]
 struct DemoArgs {
@@ -674,6 +683,13 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
         config.space.max_object_bytes = usize::try_from(mib << 20)
             .context("--max-object-mib is more than this machine can address")?;
     }
+    if args.max_value_mib == 0 || args.max_value_mib > MAX_VALUE_MIB {
+        bail!(
+            "--max-value-mib must be from 1 to {MAX_VALUE_MIB}, got {}",
+            args.max_value_mib
+        );
+    }
+    config.max_value_bytes = args.max_value_mib << 20;
     config.volunteer = args.volunteer.config()?;
     if args.repair {
         for report in Peer::repair(&data_dir)? {

@@ -21,9 +21,12 @@ pub(crate) enum SpaceCommand {
     /// text ("..." makes a text of anything). Example: 'type=row index>=3
     /// index<6 owner^=al done?'.
     Search(SearchArgs),
-    /// Print an object's value (or write it to a file with -o).
+    /// Print an object's value (or write it to a file with -o), as it
+    /// arrives.
     Get(GetArgs),
-    /// Write an object from a file, or from standard input with `-`.
+    /// Write an object from a file, or from standard input with `-`; up to
+    /// the peer's --max-value-mib (1 GiB by default), read whole into
+    /// memory first.
     Put(PutArgs),
     /// Delete an object.
     Rm(RmArgs),
@@ -264,6 +267,14 @@ fn with_token(path: String, token: Option<u64>) -> String {
     }
 }
 
+/// How long to wait for a peer to take or give a value of `bytes`: the
+/// client's usual 15 s, plus the time the peer allows for the value to
+/// travel both ways ([`colony::SPACE_MIN_BYTES_PER_SEC`]) and a margin.
+fn transfer_timeout(bytes: u64) -> Duration {
+    let travel = bytes.saturating_mul(2000) / colony::SPACE_MIN_BYTES_PER_SEC;
+    Duration::from_secs(25) + Duration::from_millis(travel)
+}
+
 fn print_json(value: &serde_json::Value) -> Result<()> {
     outln!("{value}")?;
     Ok(())
@@ -346,10 +357,12 @@ async fn get(args: GetArgs) -> Result<()> {
     if args.cached {
         path.push_str("?read=cached");
     }
+    // The size is not known before the answer: allow for the largest.
+    let timeout = transfer_timeout(colony::DEFAULT_MAX_VALUE_BYTES);
     let response = api
-        .send(reqwest::Method::GET, &path, &[], None, None)
+        .send(reqwest::Method::GET, &path, &[], None, Some(timeout))
         .await?;
-    let response = answer(response, &what).await?;
+    let mut response = answer(response, &what).await?;
     let header = |name: &str| {
         response
             .headers()
@@ -363,36 +376,55 @@ async fn get(args: GetArgs) -> Result<()> {
     let tags: serde_json::Value = header("colony-tags")
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_else(|| serde_json::json!({}));
-    let value = response
-        .bytes()
-        .await
-        .with_context(|| format!("{what}: the value was cut off"))?;
-    if let Some(file) = &args.output {
-        std::fs::write(file, &value)
-            .with_context(|| format!("{what}: cannot write {}", file.display()))?;
-    }
-    if c.json {
+    if c.json && args.output.is_none() {
+        let value = response
+            .bytes()
+            .await
+            .with_context(|| format!("{what}: the value was cut off"))?;
         return print_json(&serde_json::json!({
             "namespace": c.namespace,
             "name": args.name,
             "version": version,
             "size": value.len(),
             "tags": tags,
-            "value_utf8": if args.output.is_none() {
-                std::str::from_utf8(&value).ok()
-            } else {
-                None
-            },
+            "value_utf8": std::str::from_utf8(&value).ok(),
         }));
     }
-    if args.output.is_none() {
-        std::io::stdout().lock().write_all(&value)?;
-    } else {
+    // The value goes out as it arrives, never whole in memory here.
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(file) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(file)
+                .with_context(|| format!("{what}: cannot create {}", file.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut size: u64 = 0;
+    while let Some(piece) = response
+        .chunk()
+        .await
+        .with_context(|| format!("{what}: the value was cut off"))?
+    {
+        out.write_all(&piece)
+            .with_context(|| format!("{what}: cannot write the value"))?;
+        size += piece.len() as u64;
+    }
+    out.flush()
+        .with_context(|| format!("{what}: cannot write the value"))?;
+    drop(out);
+    if c.json {
+        return print_json(&serde_json::json!({
+            "namespace": c.namespace,
+            "name": args.name,
+            "version": version,
+            "size": size,
+            "tags": tags,
+            "value_utf8": serde_json::Value::Null,
+        }));
+    }
+    if args.output.is_some() {
         eprintln!(
-            "{}/{}: version {version}, {} bytes",
-            c.namespace,
-            args.name,
-            value.len()
+            "{}/{}: version {version}, {size} bytes",
+            c.namespace, args.name
         );
     }
     Ok(())
@@ -413,9 +445,31 @@ async fn put(args: PutArgs) -> Result<()> {
     };
     let headers = conditions(args.if_version, tags_json(&args.tags)?);
     let api = c.api.connect()?;
+    // A value the peer would refuse is not sent at all (a peer refusing a
+    // body it has not read may close the connection before the client
+    // hears why).
+    if value.len() > colony::CHUNK_BYTES {
+        let status: colony::StatusInfo = api.get_json("/v1/status").await?;
+        let max = status.space.max_value_bytes;
+        if max > 0 && value.len() as u64 > max {
+            bail!(
+                "{what}: the value has {} bytes, larger than {max} bytes, the most the peer \
+                 at {} takes (its --max-value-mib)",
+                value.len(),
+                api.addr
+            );
+        }
+    }
     let path = with_token(object_path(&c.namespace, &args.name), args.token);
+    let timeout = transfer_timeout(value.len() as u64);
     let response = api
-        .send(reqwest::Method::PUT, &path, &headers, Some(value), None)
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            &headers,
+            Some(value),
+            Some(timeout),
+        )
         .await?;
     let written = json_answer(response, &what).await?;
     if c.json {

@@ -13,10 +13,20 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Three peers, each offering the space room, objects up to 1 MiB.
+/// Three peers, each offering the space room, objects up to 1 MiB (so
+/// values past 1 MiB are stored in chunks), values up to 24 MiB.
 fn three_peers(name: &str) -> (std::path::PathBuf, Vec<PeerProc>) {
     let root = test_dir(name);
-    let peers = start_network(&root, 3, &["--max-object-mib".into(), "1".into()]);
+    let peers = start_network(
+        &root,
+        3,
+        &[
+            "--max-object-mib".into(),
+            "1".into(),
+            "--max-value-mib".into(),
+            "24".into(),
+        ],
+    );
     (root, peers)
 }
 
@@ -299,13 +309,14 @@ async fn the_cli_reads_at_one_peer_what_another_wrote_and_refuses_bad_input_clea
         &["put", "--namespace", "no-such-ns", "bound", &file],
         "namespace \"no-such-ns\" does not exist",
     );
-    let big = root.join("big");
-    std::fs::write(&big, vec![7u8; (1 << 20) + 1]).unwrap();
+    let too_big = root.join("too-big");
+    std::fs::write(&too_big, vec![7u8; (24 << 20) + 1]).unwrap();
     cli_refused(
         c,
-        &["put", "bound", &big.display().to_string()],
-        "larger than 1048576 bytes",
+        &["put", "bound", &too_big.display().to_string()],
+        "larger than 25165824 bytes",
     );
+    let _ = std::fs::remove_file(&too_big);
     cli_refused(
         a,
         &["unlock", "bound", "--token", "424242"],
@@ -509,6 +520,72 @@ async fn the_cli_reads_at_one_peer_what_another_wrote_and_refuses_bad_input_clea
         .await
         .expect("the API answers");
     assert_eq!(refused.status().as_u16(), 400);
+
+    // A value of 20 MiB, stored as 1 MiB chunks: put at one peer, read
+    // back byte for byte at another, listed whole, deleted with its chunks.
+    let large: Vec<u8> = (0..20u64 << 20)
+        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+        .collect();
+    let large_file = root.join("large.bin");
+    std::fs::write(&large_file, &large).unwrap();
+    let put_started = Instant::now();
+    cli_ok(
+        a,
+        &[
+            "put",
+            "large",
+            &large_file.display().to_string(),
+            "--tag",
+            "kind=blob",
+        ],
+    );
+    let put_took = put_started.elapsed();
+    let large_copy = root.join("large.copy");
+    let get_started = Instant::now();
+    cli_ok(
+        b,
+        &["get", "large", "-o", &large_copy.display().to_string()],
+    );
+    let get_took = get_started.elapsed();
+    assert!(
+        std::fs::read(&large_copy).unwrap() == large,
+        "the copy differs"
+    );
+    eprintln!(
+        "figure: 20 MiB value through the CLI: put {:.2} s, get at another peer {:.2} s",
+        put_took.as_secs_f64(),
+        get_took.as_secs_f64()
+    );
+    let listed: serde_json::Value = serde_json::from_str(&cli_ok(c, &["ls", "--json"])).unwrap();
+    let entries = listed["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "no chunk is listed: {listed}");
+    assert_eq!(entries[0]["name"], "large");
+    assert_eq!(entries[0]["size"], 20u64 << 20);
+    assert_eq!(entries[0]["tags"], serde_json::json!({"kind": "blob"}));
+    cli_refused(
+        a,
+        &["get", ".colony-chunk/x/0"],
+        "reserved for the chunks of large values",
+    );
+    cli_ok(c, &["rm", "large"]);
+    cli_refused(b, &["get", "large"], "no object \"global/large\"");
+    let status = a.status().await.expect("status");
+    assert_eq!(status.space.chunked_writes, 1);
+    assert_eq!(status.space.chunk_cleanup_failures, 0);
+    // Every replica lets go of the chunks (backups apply deletions a
+    // moment after the primaries answer).
+    wait_until(
+        Duration::from_secs(10),
+        "every replica to hold no object",
+        || async {
+            let mut held = 0;
+            for peer in [a, b, c] {
+                held += peer.status().await?.space.objects;
+            }
+            (held == 0).then_some(())
+        },
+    )
+    .await;
 
     eprintln!(
         "figure: space CLI test took {:.1} s",

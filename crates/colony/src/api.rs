@@ -9,7 +9,9 @@
 //! - `POST /v1/jobs/{id}/cancel` — cancels a job this peer submitted or is
 //!   the primary of; 403 with the primary's reason otherwise.
 //! - `/v1/space/…` — the object space: objects, namespaces and locks (see
-//!   `api/space.rs`); object bodies may be as large as the space accepts.
+//!   `api/space.rs`); object bodies may be as large as the peer's
+//!   `max_value_bytes` (413 beyond), and get more time for their body and
+//!   answer in proportion to their size ([`SPACE_MIN_BYTES_PER_SEC`]).
 //!
 //! Who may call: every request carries `Authorization: Bearer TOKEN`, the
 //! token in `DATA_DIR/api.token` (32 random bytes in hex, created at first
@@ -59,6 +61,16 @@ const MAX_QUOTED_CHARS: usize = 100;
 
 /// Longest error message returned.
 const MAX_ERROR_CHARS: usize = 1000;
+
+/// The slowest transfer an object value is given time for: a space
+/// request's body deadline, answer deadline and connection lifetime grow
+/// by the time its value takes at this rate (1 GiB: 128 s).
+pub const SPACE_MIN_BYTES_PER_SEC: u64 = 8 << 20;
+
+/// How long `bytes` take at [`SPACE_MIN_BYTES_PER_SEC`].
+fn transfer_time(bytes: u64) -> Duration {
+    Duration::from_millis(bytes.saturating_mul(1000) / SPACE_MIN_BYTES_PER_SEC)
+}
 
 /// How often, at most, a refused connection or a failed accept is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -230,7 +242,7 @@ struct Guard {
     bound: SocketAddr,
     limits: ApiLimits,
     /// Largest body of a `/v1/space/` request: an object value.
-    max_object_bytes: usize,
+    max_value_bytes: usize,
 }
 
 /// Serves the API on `listener` until the process ends.
@@ -240,13 +252,14 @@ pub(crate) fn serve(
     peer: Peer,
     token: ApiToken,
     limits: ApiLimits,
-    max_object_bytes: usize,
+    max_value_bytes: usize,
 ) {
+    let max_value_bytes = max_value_bytes.max(limits.max_body_bytes);
     let guard = Arc::new(Guard {
         token,
         bound,
         limits: limits.clone(),
-        max_object_bytes: max_object_bytes.max(limits.max_body_bytes),
+        max_value_bytes,
     });
     let app = Router::new()
         .route("/v1/status", get(status))
@@ -277,13 +290,25 @@ pub(crate) fn serve(
             axum::routing::post(space::unlock),
         )
         .with_state(peer)
+        // `check_request` has bounded the body already; without this, axum
+        // would cut bodies at its default of 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            max_value_bytes.max(limits.max_module_bytes),
+        ))
         .layer(axum::middleware::from_fn_with_state(guard, check_request));
-    tokio::spawn(accept_loop(listener, app, limits));
+    // A connection may carry the largest value both ways.
+    let lifetime = limits.connection_lifetime + 2 * transfer_time(max_value_bytes as u64);
+    tokio::spawn(accept_loop(listener, app, limits, lifetime));
 }
 
 /// Accepts connections, at most `max_connections` served at once, each
 /// with a header deadline and a lifetime.
-async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: ApiLimits) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ApiLimits,
+    lifetime: Duration,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut last_refusal_log: Option<Instant> = None;
     let mut refused = 0u64;
@@ -327,7 +352,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Api
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(limits.connection_lifetime, connection).await;
+            let _ = tokio::time::timeout(lifetime, connection).await;
             drop(permit);
         });
     }
@@ -372,10 +397,11 @@ async fn check_request(State(guard): State<Arc<Guard>>, request: Request, next: 
         return response;
     }
     let path = request.uri().path();
+    let space = path.starts_with("/v1/space/");
     let max = if path == "/v1/modules" {
         guard.limits.max_module_bytes
-    } else if path.starts_with("/v1/space/") {
-        guard.max_object_bytes
+    } else if space {
+        guard.max_value_bytes
     } else {
         guard.limits.max_body_bytes
     };
@@ -385,18 +411,34 @@ async fn check_request(State(guard): State<Arc<Guard>>, request: Request, next: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > max as u64) {
-        return error(
+        let mut response = error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {max} bytes"),
         );
+        response.headers_mut().insert(
+            space::ERROR_HEADER,
+            header::HeaderValue::from_static("too_large"),
+        );
+        return response;
     }
+    // A value gets time in proportion to its size: to arrive, and (a read
+    // of one as large as allowed, or a write) to be stored or fetched.
+    let (body_timeout, request_timeout) = if space {
+        let sent = announced.unwrap_or(0).min(max as u64);
+        let answered = if request.method() == axum::http::Method::GET {
+            max as u64
+        } else {
+            sent
+        };
+        (
+            guard.limits.body_timeout + transfer_time(sent),
+            guard.limits.request_timeout + transfer_time(answered),
+        )
+    } else {
+        (guard.limits.body_timeout, guard.limits.request_timeout)
+    };
     let (parts, body) = request.into_parts();
-    let body = match tokio::time::timeout(
-        guard.limits.body_timeout,
-        axum::body::to_bytes(body, max),
-    )
-    .await
-    {
+    let body = match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, max)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => {
             return error(
@@ -407,22 +449,16 @@ async fn check_request(State(guard): State<Arc<Guard>>, request: Request, next: 
         Err(_) => {
             return error(
                 StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "request body not received within {:?}",
-                    guard.limits.body_timeout
-                ),
+                format!("request body not received within {body_timeout:?}"),
             )
         }
     };
     let request = Request::from_parts(parts, axum::body::Body::from(body));
-    match tokio::time::timeout(guard.limits.request_timeout, next.run(request)).await {
+    match tokio::time::timeout(request_timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the peer did not answer within {:?}",
-                guard.limits.request_timeout
-            ),
+            format!("the peer did not answer within {request_timeout:?}"),
         ),
     }
 }

@@ -62,6 +62,12 @@ pub struct PeerConfig {
     /// The object space: the room this peer gives it (`--space-mib`),
     /// object size limit, home size.
     pub space: SpaceConfig,
+    /// Largest value this peer's library calls and API take into the
+    /// object space (`--max-value-mib`): values larger than a chunk
+    /// ([`crate::CHUNK_BYTES`], or `space.max_object_bytes` if smaller) are
+    /// stored as several objects. Default: 1 GiB
+    /// ([`crate::DEFAULT_MAX_VALUE_BYTES`]).
+    pub max_value_bytes: u64,
     /// Who may submit jobs to this peer (`--accept-jobs-from`). Default:
     /// members of the network.
     pub accept_jobs_from: SubmitPolicy<PeerId>,
@@ -135,6 +141,7 @@ impl PeerConfig {
             apps: AppRegistry::new(),
             jobs: JobConfig::default(),
             space: SpaceConfig::default(),
+            max_value_bytes: crate::DEFAULT_MAX_VALUE_BYTES,
             accept_jobs_from: SubmitPolicy::default(),
             guests: None,
             volunteer: VolunteerConfig::default(),

@@ -184,6 +184,10 @@ impl Peer {
             guests: guests.clone(),
             signer: Arc::new(signer),
             api_token: api_token.as_ref().map(|t| Arc::from(t.as_str())),
+            values: Arc::new(crate::space::Values::new(
+                config.max_value_bytes,
+                config.space.max_object_bytes,
+            )),
         };
 
         write_peer_json(&config, &info)?;
@@ -194,7 +198,7 @@ impl Peer {
                 peer.clone(),
                 token,
                 config.api_limits.clone(),
-                config.space.max_object_bytes,
+                usize::try_from(config.max_value_bytes).unwrap_or(usize::MAX),
             );
         }
         info!(

@@ -98,4 +98,14 @@ pub enum ColonyError {
     /// The object space refused or could not answer an operation.
     #[error(transparent)]
     Space(#[from] colony_core::space::SpaceError),
+    /// A value stored in chunks cannot be put back together: a chunk is
+    /// missing, or its size or BLAKE3 differs from what the value's
+    /// manifest says, or the manifest itself does not parse.
+    #[error("the value of {key} is damaged: {reason}")]
+    DamagedValue {
+        /// The object (`namespace/name`).
+        key: String,
+        /// What is wrong, naming the chunk.
+        reason: String,
+    },
 }

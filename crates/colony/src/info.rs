@@ -224,6 +224,18 @@ pub struct SpaceInfo {
     /// Bytes of those copies.
     #[serde(default)]
     pub cached_bytes: u64,
+    /// Largest value this peer's calls and API take (`--max-value-mib`);
+    /// longer than a chunk, values are stored in chunks.
+    #[serde(default)]
+    pub max_value_bytes: u64,
+    /// Values written in chunks through this peer.
+    #[serde(default)]
+    pub chunked_writes: u64,
+    /// Chunks of replaced, deleted or refused values this peer could not
+    /// delete (or may have left: it could not tell what a write
+    /// replaced); they remain, tagged `.colony-chunk-of`.
+    #[serde(default)]
+    pub chunk_cleanup_failures: u64,
 }
 
 /// This peer as a volunteer host: its owner's policy and what it does now.

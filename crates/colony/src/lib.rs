@@ -48,7 +48,7 @@ mod trust;
 mod unit_space;
 mod volunteer;
 
-pub use api::{read_api_token, API_TOKEN_FILE};
+pub use api::{read_api_token, API_TOKEN_FILE, SPACE_MIN_BYTES_PER_SEC};
 pub use colony_core::acquaintance::AcquaintanceConfig;
 pub use colony_core::divisible::{AppError, AppRegistry, Divisible};
 pub use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
@@ -74,5 +74,8 @@ pub use peer::{
     job_deadline_from_secs, InboundMessage, JobHandle, Peer, PendingReceipt, PublishedModule,
     MAX_JOB_DEADLINE,
 };
-pub use space::{Listing, LockGuard, SPACE_TIMEOUT};
+pub use space::{
+    Listing, LockGuard, CHUNKS_IN_FLIGHT, CHUNK_BYTES, CHUNK_OF_TAG, CHUNK_PREFIX,
+    DEFAULT_MAX_VALUE_BYTES, RESERVED_PREFIX, SIZE_TAG, SPACE_TIMEOUT,
+};
 pub use trust::{GuestTrust, PUBLIC_KEY_FILE};

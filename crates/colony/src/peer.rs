@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -132,6 +133,8 @@ pub struct Peer {
     pub(crate) signer: Arc<libp2p::identity::Keypair>,
     /// The token of its local API, if it serves one.
     pub(crate) api_token: Option<Arc<str>>,
+    /// Limits and counters of values stored in chunks.
+    pub(crate) values: Arc<crate::space::Values>,
 }
 
 impl Peer {
@@ -201,7 +204,12 @@ impl Peer {
     pub async fn status(&self) -> Result<StatusInfo, ColonyError> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Status { reply }).await?;
-        rx.await.map_err(|_| ColonyError::Stopped)
+        let mut status = rx.await.map_err(|_| ColonyError::Stopped)?;
+        let values = &self.values;
+        status.space.max_value_bytes = values.max_value_bytes;
+        status.space.chunked_writes = values.chunked_writes.load(Ordering::Relaxed);
+        status.space.chunk_cleanup_failures = values.cleanup_failures.load(Ordering::Relaxed);
+        Ok(status)
     }
 
     /// Waits until `peer` is alive in this peer's view.

@@ -22,9 +22,19 @@
 //! once a majority of its home holds the outcome, so answers are
 //! linearizable; each one waits at most [`SPACE_TIMEOUT`] (or the timeout
 //! given to [`Peer::space_request`]) and fails with
-//! [`ColonyError::Space`] carrying the space's reason. Reads may opt out:
-//! [`Peer::space_get_cached`] answers from this peer's copy or any replica,
-//! which may miss the latest writes but never shows one that was not made.
+//! [`ColonyError::Space`] carrying the space's reason.
+//!
+//! Values of any size up to [`crate::PeerConfig::max_value_bytes`] (1 GiB
+//! by default) go through the same calls: longer than a chunk
+//! ([`CHUNK_BYTES`]), they are stored as several objects behind a small
+//! manifest at the object's name, and read back whole (see
+//! [`chunked`](self::chunked) for how, and for what a crash mid-write can
+//! leave). Names and tag names starting with [`RESERVED_PREFIX`] are
+//! reserved for this.
+//!
+//! Reads may opt out of linearizability: [`Peer::space_get_cached`]
+//! answers from this peer's copy or any replica, which may miss the
+//! latest writes but never shows one that was not made.
 //! [`Peer::space_search`] finds the objects of a namespace by their tags.
 
 use std::time::Duration;
@@ -34,6 +44,14 @@ use colony_core::space::{
     SpaceError, SpaceOp, SpaceReply, Tags, PARTITIONS,
 };
 use tokio::sync::{oneshot, watch};
+
+mod chunked;
+
+pub(crate) use chunked::{check_user_key, Values};
+pub use chunked::{
+    CHUNKS_IN_FLIGHT, CHUNK_BYTES, CHUNK_OF_TAG, CHUNK_PREFIX, DEFAULT_MAX_VALUE_BYTES,
+    RESERVED_PREFIX, SIZE_TAG,
+};
 
 use crate::command::{Command, SpaceAnswer};
 use crate::error::ColonyError;
@@ -63,7 +81,9 @@ fn unexpected(reply: SpaceReply) -> ColonyError {
 
 impl Peer {
     /// Applies `op` to the object space, waiting up to `timeout` for the
-    /// answer (the space core enforces it: this never waits longer).
+    /// answer (the space core enforces it: this never waits longer). This
+    /// is the low level: objects as stored, one at a time, reserved names
+    /// included — a value stored in chunks reads as its manifest.
     pub async fn space_request(
         &self,
         op: SpaceOp,
@@ -94,15 +114,11 @@ impl Peer {
         answer.await.map_err(|_| ColonyError::Stopped)
     }
 
-    /// The object at `key`, or `None` if there is none.
+    /// The object at `key`, or `None` if there is none; a value stored in
+    /// chunks is put back together and checked
+    /// ([`ColonyError::DamagedValue`] if it cannot be).
     pub async fn space_get(&self, key: &ObjectKey) -> Result<Option<Object>, ColonyError> {
-        match self
-            .space_request(SpaceOp::Get { key: key.clone() }, SPACE_TIMEOUT)
-            .await?
-        {
-            SpaceReply::Value(object) => Ok(object),
-            other => Err(unexpected(other)),
-        }
+        self.read_value(key).await
     }
 
     /// The object at `key` read the cached way (P³'s level-1 cache): from
@@ -125,14 +141,19 @@ impl Peer {
             .await
             .map_err(|_| ColonyError::Stopped)?;
         match answer.await.map_err(|_| ColonyError::Stopped)?.result? {
-            SpaceReply::Value(object) => Ok(object),
+            SpaceReply::Value(None) => Ok(None),
+            SpaceReply::Value(Some(object)) => self.user_object(key, object).await,
             other => Err(unexpected(other)),
         }
     }
 
     /// Writes `value` with `tags` at `key` (creating or replacing it) if
     /// `condition` holds and, with a `token`, only while that token holds
-    /// the object's write lock; returns the object's new version.
+    /// the object's write lock; returns the object's new version. A value
+    /// longer than [`CHUNK_BYTES`] is stored in chunks; the condition and
+    /// the token apply to the write that commits it. Values longer than
+    /// [`crate::PeerConfig::max_value_bytes`] are refused with
+    /// [`SpaceError::TooLarge`].
     pub async fn space_write(
         &self,
         key: &ObjectKey,
@@ -141,17 +162,7 @@ impl Peer {
         condition: Condition,
         token: Option<u64>,
     ) -> Result<u64, ColonyError> {
-        let op = SpaceOp::Put {
-            key: key.clone(),
-            value,
-            tags,
-            condition,
-            token,
-        };
-        match self.space_request(op, SPACE_TIMEOUT).await? {
-            SpaceReply::Written { version } => Ok(version),
-            other => Err(unexpected(other)),
-        }
+        self.write_value(key, value, tags, condition, token).await
     }
 
     /// Writes `value` with `tags` at `key`, whatever is there; returns the
@@ -206,26 +217,20 @@ impl Peer {
     }
 
     /// Deletes the object at `key` if `condition` holds and, with a
-    /// `token`, only while that token holds its write lock.
+    /// `token`, only while that token holds its write lock (and then the
+    /// chunks of its value, if stored in chunks).
     pub async fn space_delete_fenced(
         &self,
         key: &ObjectKey,
         condition: Condition,
         token: Option<u64>,
     ) -> Result<u64, ColonyError> {
-        let op = SpaceOp::Delete {
-            key: key.clone(),
-            condition,
-            token,
-        };
-        match self.space_request(op, SPACE_TIMEOUT).await? {
-            SpaceReply::Written { version } => Ok(version),
-            other => Err(unexpected(other)),
-        }
+        self.delete_value(key, condition, token).await
     }
 
     /// The objects of `namespace`: every partition is asked at once, and
-    /// the answers merged and sorted by name.
+    /// the answers merged and sorted by name. Chunks of large values are
+    /// not listed; a value stored in chunks is listed with its whole size.
     pub async fn space_list(&self, namespace: &str) -> Result<Listing, ColonyError> {
         self.space_gather(|partition| SpaceOp::List {
             namespace: namespace.to_string(),
@@ -270,7 +275,9 @@ impl Peer {
         for answer in futures::future::join_all(asks).await {
             match answer? {
                 SpaceReply::Listed { entries, truncated } => {
-                    listing.entries.extend(entries);
+                    listing
+                        .entries
+                        .extend(entries.into_iter().filter_map(chunked::user_entry));
                     listing.truncated |= truncated;
                 }
                 other => return Err(unexpected(other)),
@@ -323,6 +330,7 @@ impl Peer {
         lease: Duration,
         wait: Duration,
     ) -> Result<LockGuard, ColonyError> {
+        chunked::check_user_key(key)?;
         let op = SpaceOp::Lock {
             key: key.clone(),
             mode,
@@ -358,6 +366,7 @@ impl Peer {
         wait: Duration,
         renew: bool,
     ) -> Result<(u64, Duration), ColonyError> {
+        chunked::check_user_key(key)?;
         let op = SpaceOp::Lock {
             key: key.clone(),
             mode,

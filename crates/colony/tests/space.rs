@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use colony::{
-    ColonyError, Condition, LocalNetwork, LockMode, ObjectKey, Query, SpaceError, TagValue, Tags,
+    ColonyError, Condition, LocalNetwork, LockMode, ObjectKey, Query, SpaceError, SpaceOp,
+    SpaceReply, TagValue, Tags,
 };
 
 mod common;
@@ -238,5 +239,224 @@ async fn namespaces_are_created_used_and_destroyed() {
         Err(ColonyError::Space(SpaceError::UnknownNamespace(_))) => {}
         other => panic!("expected UnknownNamespace after destruction, got {other:?}"),
     }
+    network.shutdown().await;
+}
+
+/// The names of the chunk objects in `namespace`, through the low-level
+/// listing of every partition (which hides nothing).
+async fn chunk_objects(peer: &colony::Peer, namespace: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for partition in 0..colony::PARTITIONS {
+        let op = SpaceOp::List {
+            namespace: namespace.to_string(),
+            partition,
+        };
+        match peer.space_request(op, colony::SPACE_TIMEOUT).await {
+            Ok(SpaceReply::Listed { entries, .. }) => names.extend(
+                entries
+                    .into_iter()
+                    .map(|e| e.name)
+                    .filter(|n| n.starts_with(colony::CHUNK_PREFIX)),
+            ),
+            other => panic!("list partition {partition}: {other:?}"),
+        }
+    }
+    names.sort();
+    names
+}
+
+/// `len` pseudo-random bytes (a fixed seed per value).
+fn random_value(seed: u64, len: usize) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut value = vec![0u8; len];
+    rand::rngs::SmallRng::seed_from_u64(seed).fill_bytes(&mut value);
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_larger_than_an_object_are_chunked_read_whole_and_cleaned_up() {
+    const MIB: usize = 1 << 20;
+    common::init_tracing();
+    let network = LocalNetwork::start(3, |_, config| {
+        config.space.max_object_bytes = 16 * MIB;
+        config.max_value_bytes = 64 << 20;
+    })
+    .await
+    .expect("start");
+    let [a, b, c] = [0, 1, 2].map(|i| network.peers()[i].clone());
+    let key = ObjectKey::new("global", "matrix");
+    let mut tags = Tags::new();
+    tags.insert("kind".into(), TagValue::Text("matrix".into()));
+
+    // 40 MiB, written at one peer, read whole at another.
+    let first = random_value(1, 40 * MIB);
+    let started = Instant::now();
+    let v1 = settled("large put", || {
+        a.space_put(&key, first.clone(), tags.clone())
+    })
+    .await
+    .expect("large put");
+    let put_took = started.elapsed();
+    assert_eq!(v1, 1);
+    let started = Instant::now();
+    let read = b.space_get(&key).await.expect("get").expect("present");
+    let get_took = started.elapsed();
+    eprintln!(
+        "figure: 40 MiB value put in {:.2} s, read back at another peer in {:.2} s",
+        put_took.as_secs_f64(),
+        get_took.as_secs_f64()
+    );
+    assert!(read.value == first, "the value read differs");
+    assert_eq!(read.version, 1);
+    assert_eq!(read.tags, tags, "the user's tags, and only them");
+    // Forty chunks of 1 MiB, hidden from listings, which show the whole
+    // size.
+    assert_eq!(chunk_objects(&c, "global").await.len(), 40);
+    let listing = c.space_list("global").await.expect("list");
+    assert_eq!(listing.entries.len(), 1, "{:?}", listing.entries);
+    assert_eq!(listing.entries[0].name, "matrix");
+    assert_eq!(listing.entries[0].size, 40 * MIB as u64);
+    assert_eq!(listing.entries[0].tags, tags);
+
+    // Compare-and-set on the version read: the old chunks go; a stale one
+    // is refused and leaves no chunk behind.
+    let second = random_value(2, 9 * MIB + 7);
+    let v2 = c
+        .space_cas(&key, read.version, second.clone(), Tags::new())
+        .await
+        .expect("cas");
+    assert_eq!(v2, 2);
+    match a
+        .space_cas(&key, 1, random_value(3, 5 * MIB), Tags::new())
+        .await
+    {
+        Err(ColonyError::Space(SpaceError::VersionMismatch { current: 2 })) => {}
+        other => panic!("expected a version mismatch, got {other:?}"),
+    }
+    assert_eq!(chunk_objects(&b, "global").await.len(), 10);
+    let read = a.space_get(&key).await.expect("get").expect("present");
+    assert!(read.value == second);
+    assert_eq!(read.tags, Tags::new());
+
+    // Fencing tokens apply to the commit too.
+    let guard = b
+        .space_lock(&key, LockMode::Write, Duration::from_secs(5))
+        .await
+        .expect("lock");
+    match a
+        .space_put(&key, random_value(4, 5 * MIB), Tags::new())
+        .await
+    {
+        Err(ColonyError::Space(SpaceError::Locked)) => {}
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let third = random_value(5, 6 * MIB);
+    let v3 = b
+        .space_put_fenced(&key, third.clone(), Tags::new(), guard.token())
+        .await
+        .expect("fenced large write");
+    assert_eq!(v3, 3);
+    guard.unlock().await.expect("unlock");
+    let chunks = chunk_objects(&a, "global").await;
+    assert_eq!(chunks.len(), 6, "{chunks:?}");
+    assert!(
+        c.space_get(&key)
+            .await
+            .expect("get")
+            .expect("present")
+            .value
+            == third
+    );
+
+    // A chunk deleted or altered underneath: a clear error naming the
+    // object and the chunk, never a wrong value.
+    let chunk = |name: &str| ObjectKey::new("global", name);
+    let op = SpaceOp::Put {
+        key: chunk(&chunks[1]),
+        value: vec![0u8; MIB],
+        tags: Tags::new(),
+        condition: Condition::Always,
+        token: None,
+    };
+    a.space_request(op, colony::SPACE_TIMEOUT)
+        .await
+        .expect("alter a chunk");
+    match b.space_get(&key).await {
+        Err(e @ ColonyError::DamagedValue { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("global/matrix") && text.contains("does not match its BLAKE3"),
+                "{text}"
+            );
+        }
+        other => panic!("expected a damaged value, got {other:?}"),
+    }
+    let op = SpaceOp::Delete {
+        key: chunk(&chunks[0]),
+        condition: Condition::Always,
+        token: None,
+    };
+    a.space_request(op, colony::SPACE_TIMEOUT)
+        .await
+        .expect("delete a chunk");
+    match c.space_get(&key).await {
+        Err(e @ ColonyError::DamagedValue { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("global/matrix") && text.contains("is missing"),
+                "{text}"
+            );
+            eprintln!("refused as it should be: {text}");
+        }
+        other => panic!("expected a missing chunk, got {other:?}"),
+    }
+
+    // Deleting the object deletes its chunks.
+    a.space_delete(&key, Condition::Always)
+        .await
+        .expect("delete");
+    assert_eq!(b.space_get(&key).await.expect("get"), None);
+    assert_eq!(chunk_objects(&c, "global").await, Vec::<String>::new());
+    assert!(c
+        .space_list("global")
+        .await
+        .expect("list")
+        .entries
+        .is_empty());
+
+    // Reserved names and tags, and the bound on values, are refused.
+    match a
+        .space_put(&chunk(&chunks[0]), b"x".to_vec(), Tags::new())
+        .await
+    {
+        Err(ColonyError::Space(SpaceError::InvalidName(why))) => {
+            assert!(why.contains("reserved"), "{why}")
+        }
+        other => panic!("expected a reserved name, got {other:?}"),
+    }
+    let mut reserved = Tags::new();
+    reserved.insert(colony::SIZE_TAG.into(), TagValue::Int(5));
+    match a.space_put(&key, b"x".to_vec(), reserved).await {
+        Err(ColonyError::Space(SpaceError::InvalidTags(why))) => {
+            assert!(why.contains("reserved"), "{why}")
+        }
+        other => panic!("expected a reserved tag, got {other:?}"),
+    }
+    match a
+        .space_put(&key, vec![1u8; 64 * MIB + 1], Tags::new())
+        .await
+    {
+        Err(ColonyError::Space(SpaceError::TooLarge { size, max })) => {
+            assert_eq!((size, max), (64 * MIB as u64 + 1, 64 * MIB as u64))
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let mut written = 0;
+    for peer in network.peers() {
+        let status = peer.status().await.expect("status");
+        assert_eq!(status.space.chunk_cleanup_failures, 0);
+        written += status.space.chunked_writes;
+    }
+    assert_eq!(written, 3);
     network.shutdown().await;
 }

@@ -9,13 +9,16 @@
 //! - `POST /v1/space/{namespace}` — creates it: `{"namespace", "generation"}`.
 //! - `DELETE /v1/space/{namespace}` — destroys it (its objects go with it).
 //! - `GET /v1/space/{namespace}/{name}[?read=cached|linearizable]` — the
-//!   value as the body, its version in `ETag` and `colony-version`, its
-//!   tags in `colony-tags` (a JSON object of texts and integers, non-ASCII
-//!   escaped); 404 if absent. Reads are linearizable unless
-//!   `read=cached`: then the peer answers from its copy or any replica,
-//!   which may miss the latest writes but never shows one not made
-//!   (`colony-read` says which was done).
-//! - `PUT /v1/space/{namespace}/{name}[?token=T]` — writes the body, with
+//!   value as the body (a value stored in chunks put back together and
+//!   checked; 500 `damaged_value` if it cannot be), its version in `ETag`
+//!   and `colony-version`, its tags in `colony-tags` (a JSON object of
+//!   texts and integers, non-ASCII escaped); 404 if absent. Reads are
+//!   linearizable unless `read=cached`: then the peer answers from its copy
+//!   or any replica, which may miss the latest writes but never shows one
+//!   not made (`colony-read` says which was done).
+//! - `PUT /v1/space/{namespace}/{name}[?token=T]` — writes the body (up to
+//!   the peer's `max_value_bytes`, 413 `too_large` beyond; stored in
+//!   chunks if longer than one), with
 //!   the tags of a `colony-tags` header; `If-Match: V` writes only over
 //!   version V (compare-and-set), `If-None-Match: *` only if absent;
 //!   `token` is the fencing token of a write lock held. Answers
@@ -125,6 +128,11 @@ fn failed(e: ColonyError) -> Refusal {
             let (status, kind) = status_of(space);
             refusal(status, kind, e.to_string())
         }
+        ColonyError::DamagedValue { .. } => refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "damaged_value",
+            e.to_string(),
+        ),
         _ => refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -136,7 +144,7 @@ fn failed(e: ColonyError) -> Refusal {
 /// The key named by a path, checked.
 fn key(namespace: String, name: String) -> Result<ObjectKey, Refusal> {
     let key = ObjectKey::new(namespace, name);
-    key.check().map_err(|e| failed(e.into()))?;
+    crate::space::check_user_key(&key).map_err(failed)?;
     Ok(key)
 }
 
@@ -448,7 +456,7 @@ pub(super) async fn put_object(
     let condition = condition(&headers)?;
     let tags = tags(&headers)?;
     let version = peer
-        .space_write(&key, body.to_vec(), tags, condition, token)
+        .space_write(&key, Vec::from(body), tags, condition, token)
         .await
         .map_err(failed)?;
     Ok(Json(serde_json::json!({

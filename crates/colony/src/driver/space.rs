@@ -553,6 +553,10 @@ impl Driver {
             hot_reads: counters.hot_reads,
             cached_objects,
             cached_bytes,
+            // Filled in by `Peer::status`, which holds them.
+            max_value_bytes: 0,
+            chunked_writes: 0,
+            chunk_cleanup_failures: 0,
         }
     }
 }
