@@ -23,6 +23,7 @@ mod demo;
 mod ftbench;
 mod jobs;
 mod space;
+mod spacebench;
 mod stealing;
 mod watch;
 
@@ -487,6 +488,12 @@ enum BenchCommand {
     /// same run. The module is grown to --size bytes with a custom section
     /// (a fresh one each run, so every fetch is a first one).
     Modules(ModuleBenchArgs),
+    /// The object space on an embedded network of 3 peers (homes of 3):
+    /// set, get (linearizable and cached) and lock latency against a raw TCP
+    /// round trip measured in the same run, pipelined sets and gets, lock
+    /// re-grant after a holder crashes, and skewed reads with hot-object
+    /// replication off and on.
+    Space(spacebench::SpaceBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -611,6 +618,7 @@ fn run() -> Result<()> {
                 stealing::run(&args.instances, args.json).await
             }
             Command::Bench(BenchCommand::Modules(args)) => bench_modules(args).await,
+            Command::Bench(BenchCommand::Space(args)) => spacebench::run(args).await,
             Command::Bench(BenchCommand::Ft(args)) => {
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
                 let peers = args.peers.unwrap_or(cores.max(2));

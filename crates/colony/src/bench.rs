@@ -21,6 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{ColonyError, FaultConfig, LocalNetwork, TrafficClass};
 
+mod space;
+pub use space::{space, SkewedReads, SpaceBenchOptions, SpaceBenchReport};
+
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct PipeBenchOptions {

@@ -32,6 +32,8 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Stop at once, telling nobody, as a killed process would.
+    Crash,
     SubmitJob {
         app: String,
         args: Vec<String>,

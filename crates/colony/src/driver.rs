@@ -171,6 +171,7 @@ impl DriverBuilder {
             receipts: HashMap::new(),
             bootstrap_dials: HashMap::new(),
             counters: DriverCounters::default(),
+            crashed: false,
         })
     }
 }
@@ -224,6 +225,8 @@ pub(crate) struct Driver {
     /// The owner's computing preferences at work (`--when idle`, a daily
     /// limit); `None` computes always.
     volunteer: Option<Volunteer>,
+    /// Asked to stop as a crash would ([`Command::Crash`]).
+    crashed: bool,
 }
 
 impl Driver {
@@ -343,6 +346,12 @@ impl Driver {
                     self.deliver();
                 }
                 Wake::Timer => self.node.handle_timeout(Instant::now()),
+            }
+            if self.crashed {
+                // Nothing more leaves this peer: its connections drop with
+                // the swarm, and the others find it dead as after a kill.
+                warn!(peer_id = %self.info.peer_id, "crashed on request");
+                return;
             }
             self.flush();
             // Writes that waited for room in a full store queue.
@@ -470,6 +479,7 @@ impl Driver {
                 reply,
             } => self.space_read_cached(now, key, timeout, reply),
             Command::SpaceRelease { key, token } => self.release_space_lock(now, key, token),
+            Command::Crash => self.crashed = true,
             Command::Shutdown { reply } => {
                 info!(peer_id = %self.info.peer_id, running_units = self.node.jobs().running_units(), "leaving: handing units and job records over");
                 self.node.handle(now, NodeInput::HandOver);

@@ -236,6 +236,9 @@ pub struct SpaceInfo {
     /// replaced); they remain, tagged `.colony-chunk-of`.
     #[serde(default)]
     pub chunk_cleanup_failures: u64,
+    /// Hot copies this peer's primaries sent beyond their homes.
+    #[serde(default)]
+    pub hot_copies_sent: u64,
 }
 
 /// This peer as a volunteer host: its owner's policy and what it does now.

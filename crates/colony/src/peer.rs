@@ -451,10 +451,7 @@ impl Peer {
                 if settled {
                     return Ok::<_, ColonyError>(());
                 }
-                watching
-                    .changed()
-                    .await
-                    .map_err(|_| ColonyError::Stopped)?;
+                watching.changed().await.map_err(|_| ColonyError::Stopped)?;
             }
         };
         match tokio::time::timeout(ACKNOWLEDGE_TIMEOUT, acknowledged).await {

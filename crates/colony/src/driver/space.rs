@@ -557,6 +557,7 @@ impl Driver {
             max_value_bytes: 0,
             chunked_writes: 0,
             chunk_cleanup_failures: 0,
+            hot_copies_sent: counters.hot_copies_sent,
         }
     }
 }

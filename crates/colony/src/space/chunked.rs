@@ -360,7 +360,6 @@ impl Peer {
         }))
     }
 
-
     /// The object at a user's `key`, a chunked value put back together.
     pub(crate) async fn read_value(&self, key: &ObjectKey) -> Result<Option<Object>, ColonyError> {
         check_user_key(key)?;
