@@ -382,9 +382,10 @@ fn job_view() -> BoxedStrategy<JobView<u64>> {
             any::<f64>()
         ],
         proptest::option::of((proptest::collection::vec((peer(), string()), 0..4), num())),
+        any::<bool>(),
     )
         .prop_map(
-            |(job, app, home, home_members, ft, state, elapsed_s, declined)| JobView {
+            |(job, app, home, home_members, ft, state, elapsed_s, declined, replicated)| JobView {
                 job,
                 app,
                 params: Vec::new(),
@@ -399,6 +400,7 @@ fn job_view() -> BoxedStrategy<JobView<u64>> {
                 elapsed_s,
                 home_majority_lost: None,
                 declined: declined.map(|(peers, unlisted)| Box::new(Declined { peers, unlisted })),
+                replicated,
             },
         )
         .boxed()
@@ -1699,6 +1701,7 @@ fn statuses_of_made_up_jobs_are_remembered_within_bounds() {
             elapsed_s: 0.0,
             home_majority_lost: None,
             declined: None,
+            replicated: false,
         };
         cluster.deliver(99, 0, JobMsg::Status { view });
     }

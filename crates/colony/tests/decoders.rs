@@ -126,6 +126,7 @@ fn job_messages() -> Vec<Vec<u8>> {
                 elapsed_s: 1.5,
                 home_majority_lost: None,
                 declined: None,
+                replicated: true,
             },
         },
         JobMsg::Home(HomeMsg::VoteReply {
