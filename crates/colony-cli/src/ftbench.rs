@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use colony::{FaultTolerance, JobState, LocalNetwork};
+use colony::{FaultTolerance, JobState, LocalNetwork, SubmitOptions};
 use serde::Serialize;
 
 /// One pair of runs.
@@ -39,7 +39,12 @@ async fn solve(
 ) -> Result<(f64, u64, u64)> {
     let started = Instant::now();
     let handle = network.peers()[0]
-        .submit_job_with("flowshop", &[instance.to_string()], ft, None)
+        .submit_job_with(
+            "flowshop",
+            &[instance.to_string()],
+            ft,
+            SubmitOptions::default(),
+        )
         .await?;
     let view = handle.finished().await?;
     let elapsed = started.elapsed().as_secs_f64();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use colony::deploy::{Descriptor, FaultTolerance, FtProtocol, ServiceRegistry};
-use colony::{JobInfo, JobState, Peer};
+use colony::{JobInfo, JobState, Peer, SubmitOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::ApiClientArgs;
@@ -50,6 +50,12 @@ pub(crate) struct RunArgs {
     /// primary keeps watch, so this holds after this submitter is gone.
     #[arg(long, value_name = "SECONDS")]
     deadline: Option<f64>,
+    /// Keep the job's namespace in the object space (job-<id>) when it
+    /// ends, instead of destroying it with the job: its objects stay
+    /// readable (`colony space ls --namespace job-<id>`) until someone
+    /// runs `colony space ns-rm job-<id>`.
+    #[arg(long)]
+    keep_namespace: bool,
     /// Run a WebAssembly module (built with the colony-guest SDK) instead
     /// of a native application: a file, or the id `colony app publish`
     /// printed. This peer signs it, publishes it to its home (where peers
@@ -351,8 +357,11 @@ async fn submit_and_follow(
     ft: FaultTolerance,
     reported: &mut bool,
 ) -> Result<()> {
-    let deadline = args.deadline.map(Duration::from_secs_f64);
-    let mut handle = peer.submit_job_with(app, app_args, ft, deadline).await?;
+    let options = SubmitOptions {
+        deadline: args.deadline.map(Duration::from_secs_f64),
+        keep_namespace: args.keep_namespace,
+    };
+    let mut handle = peer.submit_job_with(app, app_args, ft, options).await?;
     let id = handle.id();
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -490,6 +499,7 @@ fn print_result(info: &JobInfo, json: bool) -> Result<()> {
             "home_majority_lost": info.home_majority_lost,
             "declined": info.declined,
             "declined_unlisted": info.declined_unlisted,
+            "keep_namespace": info.keep_namespace,
         });
         outln!("{object}")?;
         return Ok(());
@@ -541,6 +551,12 @@ fn print_result(info: &JobInfo, json: bool) -> Result<()> {
         outln!(
             "  {} more peers refused the job (not listed)",
             info.declined_unlisted
+        )?;
+    }
+    if info.keep_namespace && info.state != "running" {
+        let namespace = format!("job-{}", info.job_id);
+        outln!(
+            "  namespace {namespace} kept: see it with `colony space ls --namespace {namespace}`, remove it with `colony space ns-rm {namespace}`"
         )?;
     }
     Ok(())

@@ -17,12 +17,22 @@ fn colony_run(
     extra: &[&str],
     app_args: &[&str],
 ) -> (Output, Option<serde_json::Value>) {
+    colony_run_logging(bootstrap, extra, app_args, "warn")
+}
+
+/// [`colony_run`], its log on stderr at `log_level`.
+fn colony_run_logging(
+    bootstrap: &str,
+    extra: &[&str],
+    app_args: &[&str],
+    log_level: &str,
+) -> (Output, Option<serde_json::Value>) {
     let mut args = vec!["run", "--cores", "1", "--json", "--bootstrap", bootstrap];
     args.extend_from_slice(extra);
     args.extend_from_slice(app_args);
     let out = Command::new(env!("CARGO_BIN_EXE_colony"))
         .args(&args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log_level)
         .output()
         .expect("run colony");
     let json = String::from_utf8_lossy(&out.stdout)
@@ -256,9 +266,23 @@ async fn bad_jobs_get_clear_errors_and_peers_keep_running() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// `colony space <args> --data-dir <dir>`, quietly.
+fn colony_space(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_colony"))
+        .arg("space")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("colony space")
+}
+
 /// P³'s listing across processes: the first unit stores A and B in the
 /// job's namespace, every unit binds the rows it needs, and the product
-/// equals the sequential one; the namespace goes with the job.
+/// equals the sequential one; the namespace goes with the job, unless its
+/// submitter asked to keep it (`--keep-namespace`): then its rows stay
+/// until `colony space ns-rm`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matmul_through_the_object_space_is_right_on_three_peers_and_cleans_up() {
     let _serial = SERIAL.lock().await;
@@ -289,20 +313,74 @@ async fn matmul_through_the_object_space_is_right_on_three_peers_and_cleans_up()
         Duration::from_secs(20),
         "the job's namespace to be destroyed",
         || {
-            let namespace = namespace.clone();
-            let dir = peers[1].dir.clone();
-            async move {
-                let out = Command::new(env!("CARGO_BIN_EXE_colony"))
-                    .args(["space", "ls", "--namespace", &namespace, "--data-dir"])
-                    .arg(&dir)
-                    .env("RUST_LOG", "warn")
-                    .output()
-                    .expect("colony space ls");
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                (!out.status.success() && stderr.contains("does not exist")).then_some(())
-            }
+            let out = colony_space(&peers[1].dir, &["ls", "--namespace", &namespace]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let gone = !out.status.success() && stderr.contains("does not exist");
+            async move { gone.then_some(()) }
         },
     )
     .await;
+
+    // Kept: a small product, its namespace left in place as asked.
+    let n = 12;
+    let (out, json) = colony_run_logging(
+        &peers[0].addr(),
+        &["--keep-namespace"],
+        &["matmul-space", &n.to_string(), "--seed", "5"],
+        "info",
+    );
+    let run_log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = json.unwrap_or_else(|| panic!("no JSON: {run_log}"));
+    assert!(out.status.success(), "{json}");
+    assert_eq!(json["verified"], true, "{json}");
+    assert_eq!(json["keep_namespace"], true, "{json}");
+    let job = json["job_id"].as_str().expect("job id").to_string();
+    let namespace = format!("job-{job}");
+    // The job's primary (one of the peers, or the submitter that has just
+    // exited) says it kept the namespace instead of destroying it.
+    let kept_line = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("namespace is kept") && l.contains(&namespace))
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the job's primary to say it kept the namespace",
+        || {
+            let said = kept_line(&run_log) || peers.iter().any(|p| kept_line(&p.log()));
+            async move { said.then_some(()) }
+        },
+    )
+    .await;
+    let out = colony_space(&peers[1].dir, &["ls", "--namespace", &namespace, "--json"]);
+    assert!(
+        out.status.success(),
+        "the kept namespace lists: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the listing is JSON");
+    let mut names: Vec<&str> = listing["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    let mut rows: Vec<String> = (0..n)
+        .flat_map(|i| [format!("A/{i}"), format!("B/{i}")])
+        .collect();
+    rows.sort_unstable();
+    assert_eq!(names, rows, "every row of A and B stays: {listing}");
+    let out = colony_space(&peers[1].dir, &["ns-rm", &namespace]);
+    assert!(
+        out.status.success(),
+        "ns-rm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = colony_space(&peers[1].dir, &["ls", "--namespace", &namespace]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "the namespace is gone after ns-rm"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -79,7 +79,9 @@ pub use authorize::{Refusal, SubmitPolicy};
 use context::{Commit, HomeCtx};
 use decline::{DeclinedJobs, Declines};
 pub use limits::{MessageKind, MessageLimits, TooLarge};
-pub use messages::{JobEvent, JobInput, JobMsg, JobOutput, Report, SentAssignment, UnitEvent};
+pub use messages::{
+    JobEvent, JobInput, JobMsg, JobOutput, Report, SentAssignment, SubmitOptions, UnitEvent,
+};
 pub use pieces::PieceKey;
 use pieces::{Restoring, Staged, LOCAL_INDEX};
 use record::{
@@ -592,7 +594,8 @@ impl<P: PeerKey> Jobs<P> {
                 params,
                 ft,
                 deadline_ms,
-            } => self.on_submit(now, from, job, app, params, ft, deadline_ms),
+                keep_namespace,
+            } => self.on_submit(now, from, job, app, params, ft, deadline_ms, keep_namespace),
             JobMsg::Advert {
                 job,
                 app,
@@ -746,9 +749,13 @@ impl<P: PeerKey> Jobs<P> {
         app: String,
         params: Vec<u8>,
         ft: FaultTolerance,
-        deadline: Option<Duration>,
+        options: SubmitOptions,
     ) -> P {
         let home = self.submit_home(job, &ft);
+        let SubmitOptions {
+            deadline,
+            keep_namespace,
+        } = options;
         self.send(
             home.clone(),
             JobMsg::Submit {
@@ -757,6 +764,7 @@ impl<P: PeerKey> Jobs<P> {
                 params,
                 ft,
                 deadline_ms: deadline.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+                keep_namespace,
             },
             false,
         );
@@ -870,9 +878,9 @@ impl<P: PeerKey> Jobs<P> {
                 app,
                 params,
                 ft,
-                deadline,
+                options,
             } => {
-                self.submit(now, job, app, params, ft, deadline);
+                self.submit(now, job, app, params, ft, options);
             }
             JobInput::Cancel { job } => self.cancel(job),
             JobInput::Query { job, to } => self.query(job, to),

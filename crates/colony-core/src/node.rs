@@ -32,7 +32,7 @@ use crate::divisible::{AppError, SharedVars};
 use crate::ft::FaultTolerance;
 use crate::job::{
     JobEvent, JobId, JobInput, JobMsg, JobOutput, JobView, Jobs, MessageKind, MessageLimits, Piece,
-    PieceKey, Refusal, SentAssignment, TooLarge, UnitId,
+    PieceKey, Refusal, SentAssignment, SubmitOptions, TooLarge, UnitId,
 };
 use crate::membership::{self, Event, MemberState, Membership, PeerStats};
 use crate::modules::{self, FetchConfig, FetchOutput, ModuleFetcher, ModuleMsg, ModuleSignature};
@@ -374,16 +374,36 @@ pub enum NodeOutput<P> {
     },
 }
 
+/// Why a finished job's namespace was kept ([`Notice::JobNamespaceKept`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceKept {
+    /// Its submitter asked for it
+    /// ([`SubmitOptions::keep_namespace`](crate::job::SubmitOptions::keep_namespace)).
+    SubmitterAsked,
+    /// Destroying it failed with this error.
+    DestroyFailed(String),
+}
+
+impl std::fmt::Display for NamespaceKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamespaceKept::SubmitterAsked => f.write_str("its submitter asked to keep it"),
+            NamespaceKept::DestroyFailed(error) => write!(f, "it could not be destroyed: {error}"),
+        }
+    }
+}
+
 /// Something dropped or refused, for the driver's log.
 #[derive(Debug)]
 pub enum Notice<P> {
-    /// The namespace of a finished job that used the object space could
-    /// not be destroyed (its objects stay until destroyed by name).
+    /// The namespace of a finished job that used the object space was not
+    /// destroyed: its objects stay until someone destroys it by name
+    /// (`colony space ns-rm job-<id>`, see [`crate::space::job_namespace`]).
     JobNamespaceKept {
         /// The job.
         job: JobId,
-        /// Why.
-        error: String,
+        /// Why it was kept.
+        because: NamespaceKept,
     },
     /// Bytes that are not a frame, a pipe message of no known kind, or a
     /// job message that does not decode.
@@ -936,7 +956,7 @@ impl<P: PeerKey> Node<P> {
         app: String,
         params: Vec<u8>,
         ft: FaultTolerance,
-        deadline: Option<Duration>,
+        options: SubmitOptions,
     ) -> P {
         self.now = now;
         let home = self.jobs.submit_home(job, &ft);
@@ -947,7 +967,7 @@ impl<P: PeerKey> Node<P> {
                 app,
                 params,
                 ft,
-                deadline,
+                options,
             },
         );
         home
@@ -1444,9 +1464,9 @@ impl<P: PeerKey> Node<P> {
         self.notice(Notice::TooLargeToSend { to, status, error });
     }
 
-    /// A job message could not be delivered.
     /// A job ended at this primary: if its application uses the object
-    /// space, its namespace goes with it.
+    /// space, its namespace goes with it, unless its submitter asked to
+    /// keep it.
     fn destroy_job_namespace(&mut self, now: Instant, job: JobId) {
         let uses_space = self
             .jobs
@@ -1456,6 +1476,12 @@ impl<P: PeerKey> Node<P> {
             .is_some_and(|app| app.uses_space());
         if !uses_space {
             return;
+        }
+        if self.jobs.keeps_namespace(job) {
+            return self.notice(Notice::JobNamespaceKept {
+                job,
+                because: NamespaceKept::SubmitterAsked,
+            });
         }
         let op = SpaceOp::DestroyNamespace {
             name: crate::space::job_namespace(job),
@@ -1469,7 +1495,7 @@ impl<P: PeerKey> Node<P> {
             }
             Err(error) => self.notice(Notice::JobNamespaceKept {
                 job,
-                error: error.to_string(),
+                because: NamespaceKept::DestroyFailed(error.to_string()),
             }),
         }
     }
@@ -1547,7 +1573,7 @@ impl<P: PeerKey> Node<P> {
                     Ok(_) | Err(SpaceError::UnknownNamespace(_)) => {}
                     Err(error) => self.notice(Notice::JobNamespaceKept {
                         job,
-                        error: error.to_string(),
+                        because: NamespaceKept::DestroyFailed(error.to_string()),
                     }),
                 },
                 None => self
@@ -1558,6 +1584,7 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
+    /// A job message could not be delivered.
     fn job_send_failed(&mut self, now: Instant, kind: SendKind<P>) {
         match kind {
             SendKind::WorkRequest { to, job, free } => {

@@ -19,7 +19,7 @@ use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::home::{HomeMsg, Update};
 use colony_core::job::{
     Declined, JobConfig, JobId, JobInput, JobMsg, JobOutput, JobState, JobStats, JobView, Jobs,
-    Piece, PieceData, Report, UnitEvent,
+    Piece, PieceData, Report, SubmitOptions, UnitEvent,
 };
 use colony_core::membership::{
     self, ComputeWhen, MemberRecord, MemberState, Membership, MembershipConfig, MembershipMsg,
@@ -382,24 +382,30 @@ fn job_view() -> BoxedStrategy<JobView<u64>> {
             any::<f64>()
         ],
         proptest::option::of((proptest::collection::vec((peer(), string()), 0..4), num())),
+        any::<(bool, bool)>(),
     )
         .prop_map(
-            |(job, app, home, home_members, ft, state, elapsed_s, declined)| JobView {
-                job,
-                app,
-                params: Vec::new(),
-                home,
-                home_members,
-                submitter: home,
-                ft,
-                state,
-                stats: JobStats::default(),
-                contributions: Vec::new(),
-                shared: SharedVars::default(),
-                elapsed_s,
-                home_majority_lost: None,
-                declined: declined.map(|(peers, unlisted)| Box::new(Declined { peers, unlisted })),
-                replicated: false,
+            |(job, app, home, home_members, ft, state, elapsed_s, declined, flags)| {
+                let (keep_namespace, replicated) = flags;
+                JobView {
+                    job,
+                    app,
+                    params: Vec::new(),
+                    home,
+                    home_members,
+                    submitter: home,
+                    ft,
+                    keep_namespace,
+                    state,
+                    stats: JobStats::default(),
+                    contributions: Vec::new(),
+                    shared: SharedVars::default(),
+                    elapsed_s,
+                    home_majority_lost: None,
+                    declined: declined
+                        .map(|(peers, unlisted)| Box::new(Declined { peers, unlisted })),
+                    replicated,
+                }
             },
         )
         .boxed()
@@ -412,14 +418,18 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
             string(),
             state_bytes(),
             fault_tolerance(),
-            proptest::option::of(num())
+            proptest::option::of(num()),
+            any::<bool>()
         )
-            .prop_map(|(job, app, params, ft, deadline_ms)| JobMsg::Submit {
-                job,
-                app,
-                params,
-                ft,
-                deadline_ms,
+            .prop_map(|(job, app, params, ft, deadline_ms, keep_namespace)| {
+                JobMsg::Submit {
+                    job,
+                    app,
+                    params,
+                    ft,
+                    deadline_ms,
+                    keep_namespace,
+                }
             }),
         (job_id(), string(), peer(), num(), peer()).prop_map(
             |(job, app, home, lifetime_ms, submitter)| JobMsg::Advert {
@@ -1184,7 +1194,7 @@ impl Cluster {
                 app: "sum".into(),
                 params,
                 ft,
-                deadline: None,
+                options: SubmitOptions::default(),
             },
         );
         cluster.drain(0);
@@ -1691,6 +1701,7 @@ fn statuses_of_made_up_jobs_are_remembered_within_bounds() {
             home_members: vec![99],
             submitter: 99,
             ft: FaultTolerance::default(),
+            keep_namespace: false,
             state: JobState::Failed {
                 reason: "made up".into(),
             },

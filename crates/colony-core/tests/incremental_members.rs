@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use colony_core::divisible::AppRegistry;
 use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
-use colony_core::job::{JobConfig, JobId, JobInput, JobOutput, Jobs};
+use colony_core::job::{JobConfig, JobId, JobInput, JobOutput, Jobs, SubmitOptions};
 
 mod common;
 use common::{key_of, Sum};
@@ -97,7 +97,7 @@ fn run(seed: u64) {
                 app: "sum".into(),
                 params: params.clone(),
                 ft,
-                deadline: None,
+                options: SubmitOptions::default(),
             },
         );
         // The submission comes back to this peer (its own primary).

@@ -1,5 +1,6 @@
 //! The sans-IO node: two nodes in virtual time find each other and talk
-//! through it; a frame of another wire version is refused and counted; and
+//! through it; a frame of another wire version is refused and counted; a
+//! finished job's namespace is destroyed unless its submitter kept it; and
 //! no bytes a remote peer can send — any frame, any pipe payload, any job
 //! message — make the node panic.
 
@@ -8,15 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use colony_core::acquaintance::{AcquaintanceConfig, Acquaintances};
-use colony_core::divisible::{App, AppError, AppRegistry, AppSource};
+use colony_core::divisible::{App, AppError, AppRegistry, AppSource, Divisible, Step, StepContext};
 use colony_core::ft::FaultTolerance;
-use colony_core::job::{JobConfig, JobId, Jobs};
+use colony_core::job::{JobConfig, JobId, JobState, Jobs, SubmitOptions};
 use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
 use colony_core::modules::module_id;
-use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
+use colony_core::node::{NamespaceKept, Node, NodeConfig, NodeInput, NodeOutput, Notice};
 use colony_core::pipe::{PipeConfig, PipeFrame, Pipes, TrafficClass};
 use colony_core::space::{
-    ObjectKey, RequestId, Space, SpaceConfig, SpaceError, SpaceOp, SpaceReply, Tags, GLOBAL,
+    job_namespace, ObjectKey, RequestId, Space, SpaceConfig, SpaceError, SpaceOp, SpaceReply, Tags,
+    GLOBAL,
 };
 use colony_core::wire::{self, Frame, PayloadKind, FRAME_MAGIC, PROTOCOL_VERSION};
 use proptest::prelude::*;
@@ -300,7 +302,7 @@ fn submit_module_job(pair: &mut Pair, id: &str) -> JobId {
         format!("wasm:{id}"),
         params,
         FaultTolerance::default(),
-        None,
+        SubmitOptions::default(),
     );
     pair.run_for(Duration::from_secs(2));
     job
@@ -710,4 +712,141 @@ fn a_cached_read_through_the_node_is_served_from_its_copy_and_catches_up() {
         pair.nodes[1].space_read_cached(now, ObjectKey::new(GLOBAL, ""), Duration::from_secs(1)),
         Err(SpaceError::InvalidName(_))
     ));
+}
+
+/// [`Sum`] as an application that uses the object space: its job's
+/// namespace is destroyed when the job ends, unless kept.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpaceSum(Sum);
+
+impl Divisible for SpaceSum {
+    type Params = u64;
+    type Output = u64;
+    const NAME: &'static str = "space-sum";
+    const USES_SPACE: bool = true;
+
+    fn parse_args(args: &[String]) -> Result<u64, AppError> {
+        Sum::parse_args(args)
+    }
+
+    fn init(n: &u64) -> Result<Self, AppError> {
+        Sum::init(n).map(SpaceSum)
+    }
+
+    fn step(&mut self, ctx: &mut StepContext<'_>) -> Step<u64> {
+        self.0.step(ctx)
+    }
+
+    fn divide(&mut self) -> Option<Self> {
+        self.0.divide().map(SpaceSum)
+    }
+
+    fn merge(a: u64, b: u64) -> u64 {
+        Sum::merge(a, b)
+    }
+}
+
+/// Node 1 submits a `space-sum` job with `options` to node 0, its
+/// primary; an object is written to the job's namespace; node 1 cancels
+/// the job (the pair runs no units, so it would never end by itself).
+/// Returns the pair, the job, and what reading the object gives then.
+fn end_a_job_with_an_object_in_its_namespace(
+    options: SubmitOptions,
+) -> (Pair, JobId, Result<SpaceReply, SpaceError>) {
+    let mut pair = Pair::new();
+    for i in 0..2 {
+        let mut apps = AppRegistry::new();
+        apps.register::<SpaceSum>();
+        pair.nodes[i] = node_with(i as u64, pair.now, apps);
+    }
+    pair.nodes[0].handle(pair.now, NodeInput::Contact { peer: 1 });
+    pair.run_for(Duration::from_secs(3));
+    let params = pair.nodes[1]
+        .jobs()
+        .prepare("space-sum", &["1000000000".to_string()])
+        .expect("params");
+    let ft = FaultTolerance::default();
+    let job = (0u8..=255)
+        .map(|b| JobId([b; 16]))
+        .find(|job| pair.nodes[1].jobs().submit_home(*job, &ft) == 0)
+        .expect("some job id is homed at node 0");
+    let now = pair.now;
+    pair.nodes[1].submit(now, job, "space-sum".into(), params, ft, options);
+    pair.run_for(Duration::from_secs(1));
+    let namespace = job_namespace(job);
+    let create = SpaceOp::CreateNamespace {
+        name: namespace.clone(),
+    };
+    assert!(
+        matches!(
+            space_call(&mut pair, 1, create),
+            Ok(SpaceReply::Namespace { .. })
+        ),
+        "namespace created"
+    );
+    let key = ObjectKey::new(namespace, "row-0");
+    let put = SpaceOp::Put {
+        key: key.clone(),
+        value: b"a row".to_vec(),
+        tags: Tags::new(),
+        condition: colony_core::space::Condition::Always,
+        token: None,
+    };
+    assert_eq!(
+        space_call(&mut pair, 1, put),
+        Ok(SpaceReply::Written { version: 1 })
+    );
+    pair.nodes[1].handle(pair.now, NodeInput::Cancel { job });
+    let ended = |pair: &Pair| {
+        pair.nodes[0]
+            .jobs()
+            .view(pair.now, job)
+            .is_some_and(|v| matches!(v.state, JobState::Cancelled { .. }))
+    };
+    for _ in 0..50 {
+        if ended(&pair) {
+            break;
+        }
+        pair.run_for(Duration::from_millis(100));
+    }
+    assert!(ended(&pair), "the job was not cancelled within 5 s");
+    // Time for the primary's destroy request to be answered.
+    pair.run_for(Duration::from_secs(1));
+    let read = space_call(&mut pair, 1, SpaceOp::Get { key });
+    (pair, job, read)
+}
+
+fn kept_notices(pair: &Pair, job: JobId) -> Vec<&NamespaceKept> {
+    pair.notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::JobNamespaceKept { job: j, because } if *j == job => Some(because),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_finished_job_s_namespace_is_destroyed_by_default() {
+    let (pair, job, read) = end_a_job_with_an_object_in_its_namespace(SubmitOptions::default());
+    assert_eq!(read, Err(SpaceError::UnknownNamespace(job_namespace(job))));
+    assert!(kept_notices(&pair, job).is_empty(), "{:?}", pair.notices);
+}
+
+#[test]
+fn a_finished_job_s_namespace_is_kept_when_its_submitter_asked() {
+    let keep = SubmitOptions {
+        keep_namespace: true,
+        ..SubmitOptions::default()
+    };
+    let (pair, job, read) = end_a_job_with_an_object_in_its_namespace(keep);
+    match read {
+        Ok(SpaceReply::Value(Some(object))) => assert_eq!(object.value, b"a row"),
+        other => panic!("the kept namespace's object reads {other:?}"),
+    }
+    assert_eq!(
+        kept_notices(&pair, job),
+        vec![&NamespaceKept::SubmitterAsked],
+        "the primary says it kept it"
+    );
 }

@@ -13,6 +13,7 @@ use colony_core::divisible::AppRegistry;
 use colony_core::ft::FaultTolerance;
 use colony_core::job::{
     JobConfig, JobEvent, JobId, JobMsg, JobState, Jobs, LocalUnit, Piece, PieceData, PieceKey,
+    SubmitOptions,
 };
 use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
@@ -448,9 +449,14 @@ impl SimPeer {
         params: Vec<u8>,
         ft: FaultTolerance,
     ) -> u32 {
-        let home = self
-            .node
-            .submit(now, job, app.to_string(), params, ft, None);
+        let home = self.node.submit(
+            now,
+            job,
+            app.to_string(),
+            params,
+            ft,
+            SubmitOptions::default(),
+        );
         self.flush(now);
         home
     }
@@ -757,8 +763,8 @@ impl SimPeer {
             // Never raised: the simulator's peers run no guests, and no
             // application of theirs uses the object space.
             Notice::ModuleReady { .. } | Notice::ModuleHeld { .. } => return,
-            Notice::JobNamespaceKept { job, error } => {
-                (self.id, format!("namespace of job {job} kept: {error}"))
+            Notice::JobNamespaceKept { job, because } => {
+                (self.id, format!("namespace of job {job} kept: {because}"))
             }
             Notice::ModuleUnavailable { id, why } => {
                 (self.id, format!("module {id} unavailable: {why}"))

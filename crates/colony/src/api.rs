@@ -40,6 +40,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use colony_core::ft::{FaultTolerance, FtError, FtProtocol};
+use colony_core::job::SubmitOptions;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
@@ -568,6 +569,10 @@ struct SubmitRequest {
     /// Cancel the job if it runs longer than this many seconds.
     #[serde(default)]
     deadline_s: Option<f64>,
+    /// Keep the job's namespace in the object space (`job-<id>`) when it
+    /// ends, instead of destroying it; false when absent.
+    #[serde(default)]
+    keep_namespace: bool,
 }
 
 /// Fault tolerance in a submission: `{"protocol": "checkpoint", "ttc_s": 1,
@@ -635,8 +640,12 @@ async fn submit_job(
         Ok(deadline) => deadline,
         Err(e) => return Err(error(StatusCode::BAD_REQUEST, format!("deadline_s {e}"))),
     };
+    let options = SubmitOptions {
+        deadline,
+        keep_namespace: request.keep_namespace,
+    };
     match peer
-        .submit_job_with(&request.app, &request.args, ft, deadline)
+        .submit_job_with(&request.app, &request.args, ft, options)
         .await
     {
         Ok(handle) => Ok(Json(
@@ -740,6 +749,16 @@ mod tests {
         let any: SocketAddr = "0.0.0.0:7171".parse().unwrap();
         assert_eq!(check_host(&host("10.0.0.6:7171"), any), Ok(()));
         assert!(check_host(&host("rebound.example:7171"), any).is_err());
+    }
+
+    #[test]
+    fn a_submission_keeps_its_namespace_only_when_it_asks() {
+        let parse = |body: &str| serde_json::from_str::<SubmitRequest>(body);
+        let asked = parse(r#"{"app": "matmul-space", "keep_namespace": true}"#).unwrap();
+        assert!(asked.keep_namespace);
+        let silent = parse(r#"{"app": "matmul-space"}"#).unwrap();
+        assert!(!silent.keep_namespace);
+        assert!(parse(r#"{"app": "matmul-space", "keep_namespace": "yes"}"#).is_err());
     }
 
     #[test]

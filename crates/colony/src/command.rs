@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use colony_core::divisible::AppError;
 use colony_core::ft::FaultTolerance;
-use colony_core::job::{JobId, JobView};
+use colony_core::job::{JobId, JobView, SubmitOptions};
 use colony_core::modules::ModuleSignature;
 use colony_core::pipe::{PipeError, Receipt, TrafficClass};
 use colony_core::space::{LockLost, ObjectKey, SpaceError, SpaceOp, SpaceReply};
@@ -38,7 +38,7 @@ pub(crate) enum Command {
         app: String,
         args: Vec<String>,
         ft: FaultTolerance,
-        deadline: Option<Duration>,
+        options: SubmitOptions,
         reply: oneshot::Sender<Result<JobTicket, AppError>>,
     },
     CancelJob {

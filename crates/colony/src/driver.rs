@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use colony_core::job::{JobId, JobView};
 use colony_core::membership::MemberState;
-use colony_core::node::{Node, NodeInput, NodeOutput, Notice};
+use colony_core::node::{NamespaceKept, Node, NodeInput, NodeOutput, Notice};
 use colony_core::pipe::{PipeError, Receipt};
 use colony_core::runner::UnitEvent;
 use colony_net::{
@@ -444,10 +444,10 @@ impl Driver {
                 app,
                 args,
                 ft,
-                deadline,
+                options,
                 reply,
             } => {
-                let _ = reply.send(self.submit_job(app, args, ft, deadline));
+                let _ = reply.send(self.submit_job(app, args, ft, options));
             }
             Command::CancelJob { job, reply } => self.cancel_job(job, reply),
             Command::QueryJob { job, reply } => self.query_job(now, job, reply),
@@ -675,8 +675,17 @@ impl Driver {
     /// cause is rate-limited (the node has counted it already).
     fn on_notice(&mut self, notice: Notice<PeerId>) {
         match notice {
-            Notice::JobNamespaceKept { job, error } => {
-                warn!(%job, %error, "the finished job's namespace could not be destroyed; its objects stay");
+            Notice::JobNamespaceKept { job, because } => {
+                let namespace = colony_core::space::job_namespace(job);
+                let remove = format!("remove it with `colony space ns-rm {namespace}`");
+                match because {
+                    NamespaceKept::SubmitterAsked => {
+                        info!(%job, %namespace, "the finished job's namespace is kept, as its submitter asked; {remove}")
+                    }
+                    NamespaceKept::DestroyFailed(error) => {
+                        warn!(%job, %namespace, %error, "the finished job's namespace could not be destroyed, so its objects stay; {remove}")
+                    }
+                }
             }
             Notice::Malformed { from, what, error } => {
                 let cause = match what {

@@ -372,6 +372,11 @@ pub struct JobInfo {
     /// any minority of the home, its primary included).
     #[serde(default)]
     pub replicated: bool,
+    /// Whether its submitter asked to keep its namespace in the object
+    /// space (`job-<id>`) when it ends; remove a kept one with
+    /// `colony space ns-rm job-<id>`.
+    #[serde(default)]
+    pub keep_namespace: bool,
 }
 
 impl JobInfo {
@@ -501,6 +506,7 @@ impl JobInfo {
                 .collect(),
             declined_unlisted: view.declined.as_ref().map_or(0, |d| d.unlisted),
             replicated: view.replicated,
+            keep_namespace: view.keep_namespace,
         }
     }
 }

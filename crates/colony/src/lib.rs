@@ -52,7 +52,7 @@ pub use api::{read_api_token, API_TOKEN_FILE, SPACE_MIN_BYTES_PER_SEC};
 pub use colony_core::acquaintance::AcquaintanceConfig;
 pub use colony_core::divisible::{AppError, AppRegistry, Divisible};
 pub use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
-pub use colony_core::job::{JobConfig, JobId, JobState, JobView, SubmitPolicy};
+pub use colony_core::job::{JobConfig, JobId, JobState, JobView, SubmitOptions, SubmitPolicy};
 pub use colony_core::membership::{
     ComputeWhen, MemberState, MembershipConfig, PauseReason, PeerStats,
 };

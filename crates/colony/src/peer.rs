@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use colony_core::divisible::{AppError, AppRegistry};
 use colony_core::ft::FaultTolerance;
-use colony_core::job::{JobId, JobState, JobView};
+use colony_core::job::{JobId, JobState, JobView, SubmitOptions};
 use colony_core::membership::MemberState;
 use colony_core::pipe::{PipeError, Receipt, TrafficClass};
 use libp2p::PeerId;
@@ -392,24 +392,32 @@ impl Peer {
 
     /// Submits a job: `app` with command-line style `args`, protected by
     /// the default fault tolerance (checkpoints every second, two copies on
-    /// a home of three). Bad parameters or an unknown application are
-    /// reported here, before anything runs.
+    /// a home of three), with no deadline, its namespace in the object
+    /// space destroyed when it ends. Bad parameters or an unknown
+    /// application are reported here, before anything runs.
     pub async fn submit_job(&self, app: &str, args: &[String]) -> Result<JobHandle, ColonyError> {
-        self.submit_job_with(app, args, FaultTolerance::default(), None)
-            .await
+        self.submit_job_with(
+            app,
+            args,
+            FaultTolerance::default(),
+            SubmitOptions::default(),
+        )
+        .await
     }
 
     /// Submits a job protected by `ft` (protocol, TTC, checkpoint storage,
-    /// home size), as chosen in a deployment descriptor, and cancelled if it
-    /// runs longer than `deadline` (its primary keeps watch, so this holds
-    /// after the submitter has gone). Incoherent settings, bad parameters or
-    /// an unknown application are reported here, before anything runs.
+    /// home size), as chosen in a deployment descriptor, with `options`: a
+    /// deadline past which it is cancelled (its primary keeps watch, so
+    /// this holds after the submitter has gone), and whether its namespace
+    /// in the object space (`job-<id>`) is kept when it ends. Incoherent
+    /// settings, bad parameters or an unknown application are reported
+    /// here, before anything runs.
     pub async fn submit_job_with(
         &self,
         app: &str,
         args: &[String],
         ft: FaultTolerance,
-        deadline: Option<Duration>,
+        options: SubmitOptions,
     ) -> Result<JobHandle, ColonyError> {
         ft.validate()?;
         let submit = || async {
@@ -418,7 +426,7 @@ impl Peer {
                 app: app.to_string(),
                 args: args.to_vec(),
                 ft,
-                deadline,
+                options,
                 reply,
             })
             .await?;

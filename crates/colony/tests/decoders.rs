@@ -119,6 +119,7 @@ fn job_messages() -> Vec<Vec<u8>> {
                 home_members: vec![a, b],
                 submitter: b,
                 ft: FaultTolerance::default(),
+                keep_namespace: true,
                 state: JobState::Done { result: vec![0; 8] },
                 stats: JobStats::default(),
                 contributions: Vec::new(),
@@ -126,7 +127,7 @@ fn job_messages() -> Vec<Vec<u8>> {
                 elapsed_s: 1.5,
                 home_majority_lost: None,
                 declined: None,
-                replicated: false,
+                replicated: true,
             },
         },
         JobMsg::Home(HomeMsg::VoteReply {

@@ -203,6 +203,7 @@ impl<P: PeerKey> Jobs<P> {
                 app,
                 params,
                 ft,
+                keep_namespace,
                 ..
             } => {
                 // The submitter is this peer: tell its watcher.
@@ -214,6 +215,7 @@ impl<P: PeerKey> Jobs<P> {
                     home_members: vec![to],
                     submitter: self.me.clone(),
                     ft,
+                    keep_namespace,
                     state: JobState::Failed {
                         reason: format!("cannot submit the job: {reason}"),
                     },

@@ -93,6 +93,9 @@ pub enum JobMsg<P> {
         /// Cancel the job if it runs longer than this, in ms since
         /// submission (`colony run --deadline`).
         deadline_ms: Option<u64>,
+        /// Keep the job's object-space namespace (`job-<id>`) when it
+        /// ends, instead of destroying it (`colony run --keep-namespace`).
+        keep_namespace: bool,
     },
     /// Primary → everyone: a job needs workers.
     Advert {
@@ -382,6 +385,20 @@ impl<P: Clone> SentAssignment<P> {
     }
 }
 
+/// What a submitter asks of its job besides the application, its
+/// parameters and its fault tolerance; the default asks nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubmitOptions {
+    /// Cancel the job if it runs longer than this since submission (its
+    /// primary keeps watch, so this holds after the submitter has gone).
+    pub deadline: Option<Duration>,
+    /// Keep the job's namespace in the object space (`job-<id>`, see
+    /// [`crate::space::job_namespace`]) when the job ends, instead of
+    /// destroying it: its objects stay readable until someone destroys it
+    /// by name (`colony space ns-rm job-<id>`).
+    pub keep_namespace: bool,
+}
+
 /// An input to the job core ([`Jobs::handle`]): a message, a request of
 /// this peer's user, a unit's news from the executor, a membership change,
 /// a write that reached the disk.
@@ -422,8 +439,8 @@ pub enum JobInput<P> {
         params: Vec<u8>,
         /// Its fault tolerance.
         ft: FaultTolerance,
-        /// Cancelled when it runs longer than this.
-        deadline: Option<Duration>,
+        /// Its deadline, and what happens to its namespace.
+        options: SubmitOptions,
     },
     /// Ask `job`'s primary to cancel it. Only the job's submitter, or this
     /// peer when it is the primary (its operator), may; the answer comes as

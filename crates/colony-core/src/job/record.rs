@@ -95,6 +95,9 @@ pub struct Record<P> {
     pub(super) elapsed_ms: u64,
     /// Cancel the job once it has run this long (ms), if set.
     pub(super) deadline_ms: Option<u64>,
+    /// Its submitter asked to keep its object-space namespace when it
+    /// ends (replicated, so a primary that takes over keeps it too).
+    pub(super) keep_namespace: bool,
 }
 
 /// A change to the record, as the primary sends it to backups: data only,

@@ -83,6 +83,7 @@ impl<P: PeerKey> Jobs<P> {
         params: Vec<u8>,
         ft: FaultTolerance,
         deadline_ms: Option<u64>,
+        keep_namespace: bool,
     ) {
         if self.homes.contains_key(&job) {
             return; // a retransmitted submission
@@ -147,6 +148,7 @@ impl<P: PeerKey> Jobs<P> {
             contributions: BTreeMap::new(),
             elapsed_ms: 0,
             deadline_ms,
+            keep_namespace,
         };
         let mut home = HomeState::new(record, now);
         home.ready.insert(0, root.clone());

@@ -372,6 +372,16 @@ impl Cluster {
     }
 
     fn submit_ft(&mut self, from: u32, n: u64, ft: FaultTolerance) -> JobId {
+        self.submit_with(from, n, ft, SubmitOptions::default())
+    }
+
+    fn submit_with(
+        &mut self,
+        from: u32,
+        n: u64,
+        ft: FaultTolerance,
+        options: SubmitOptions,
+    ) -> JobId {
         let job = JobId([from as u8 + 1; 16]);
         let params = self.peers[from as usize]
             .core
@@ -385,7 +395,7 @@ impl Cluster {
                 app: "sum".into(),
                 params,
                 ft,
-                deadline: None,
+                options,
             },
         );
         self.drain(from);
@@ -515,7 +525,7 @@ fn bad_jobs_fail_with_a_clear_reason_at_the_submitter() {
             app: "nope".into(),
             params: vec![],
             ft: FaultTolerance::default(),
-            deadline: None,
+            options: SubmitOptions::default(),
         },
     );
     cluster.drain(0);
@@ -536,7 +546,7 @@ fn bad_jobs_fail_with_a_clear_reason_at_the_submitter() {
             app: "sum".into(),
             params: postcard::to_stdvec(&10u64).unwrap(),
             ft: zero_ttc,
-            deadline: None,
+            options: SubmitOptions::default(),
         },
     );
     cluster.drain(0);
@@ -612,6 +622,37 @@ fn a_job_is_acknowledged_once_its_home_holds_it_and_then_survives_its_primary() 
         .filter(|(_, v)| v.job == job && v.replicated)
         .count();
     assert!(told >= 1, "the acknowledgement is in the views");
+}
+
+/// A submitter's wish to keep the job's namespace travels in the
+/// replicated record: the primary that takes over from a crashed one
+/// holds it too, and the job's views say so.
+#[test]
+fn keeping_the_namespace_survives_a_takeover() {
+    let mut cluster = Cluster::new(5, 1);
+    let n = 3_000_000;
+    let keep = SubmitOptions {
+        keep_namespace: true,
+        ..SubmitOptions::default()
+    };
+    let job = cluster.submit_with(0, n, FaultTolerance::default(), keep);
+    let acknowledged = |c: &Cluster| {
+        c.statuses
+            .iter()
+            .any(|(at, v)| *at == 0 && v.job == job && v.replicated)
+    };
+    cluster.run(Duration::from_secs(5), acknowledged);
+    assert!(acknowledged(&cluster), "no acknowledgement in 5 s");
+    let primary = cluster.primary(job);
+    cluster.crash(primary);
+    cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
+    let view = cluster.final_status(job).expect("job finished").clone();
+    assert_eq!(result_of(&view), n * (n + 1) / 2, "{:?}", view.stats);
+    assert!(view.stats.takeovers >= 1, "{:?}", view.stats);
+    assert!(view.keep_namespace, "the final view says it is kept");
+    let successor = cluster.primary(job);
+    assert_ne!(successor, primary);
+    assert!(cluster.peers[successor as usize].core.keeps_namespace(job));
 }
 
 #[test]
@@ -1399,7 +1440,7 @@ fn a_merge_that_panics_fails_the_job_with_its_message() {
         "panics".into(),
         params,
         FaultTolerance::default(),
-        None,
+        SubmitOptions::default(),
     );
     cluster.drain(0);
     cluster.run(Duration::from_secs(30), |c| c.final_status(job).is_some());
@@ -1808,7 +1849,10 @@ fn a_job_past_its_deadline_is_cancelled() {
             app: "sum".into(),
             params,
             ft: FaultTolerance::default(),
-            deadline: Some(Duration::from_millis(500)),
+            options: SubmitOptions {
+                deadline: Some(Duration::from_millis(500)),
+                ..SubmitOptions::default()
+            },
         },
     );
     cluster.drain(0);
@@ -1848,7 +1892,7 @@ fn a_submit_policy_refuses_other_submitters() {
                 storage: CheckpointStorage::Copies { r: 1 },
                 ..FaultTolerance::default()
             },
-            deadline: None,
+            options: SubmitOptions::default(),
         },
     );
     cluster.drain(submitter);

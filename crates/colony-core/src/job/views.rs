@@ -69,6 +69,12 @@ pub struct JobView<P> {
     pub submitter: P,
     /// Its fault-tolerance settings.
     pub ft: FaultTolerance,
+    /// Whether its submitter asked to keep its namespace in the object
+    /// space when it ends ([`SubmitOptions::keep_namespace`]); false for a
+    /// submission refused before it became a job.
+    ///
+    /// [`SubmitOptions::keep_namespace`]: super::SubmitOptions::keep_namespace
+    pub keep_namespace: bool,
     /// Running, done or failed.
     pub state: JobState,
     /// Counters.
@@ -164,6 +170,7 @@ impl<P: PeerKey> Jobs<P> {
             home_members: vec![self.me.clone()],
             submitter: submitter.clone(),
             ft,
+            keep_namespace: false,
             state: JobState::Failed { reason },
             stats: JobStats::default(),
             contributions: Vec::new(),
@@ -225,6 +232,15 @@ impl<P: PeerKey> Jobs<P> {
             .map(|(job, h)| (*job, h.record.app.as_str(), h.primary()))
     }
 
+    /// Whether `job`'s submitter asked to keep its namespace in the object
+    /// space when it ends; false for a job whose record this peer does not
+    /// hold.
+    pub fn keeps_namespace(&self, job: JobId) -> bool {
+        self.homes
+            .get(&job)
+            .is_some_and(|h| h.record.keep_namespace)
+    }
+
     /// A peer's position in the overlay's key space.
     pub fn key_of(&self, peer: &P) -> [u8; 32] {
         (self.key_of)(peer)
@@ -258,6 +274,7 @@ pub(super) fn view_of<P: PeerKey>(
         home_members: h.members().to_vec(),
         submitter: record.submitter.clone(),
         ft: record.ft,
+        keep_namespace: record.keep_namespace,
         state: record.state.clone(),
         stats: record.stats.clone(),
         contributions: record

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use colony_core::divisible::AppError;
 use colony_core::ft::FaultTolerance;
-use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey};
+use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey, SubmitOptions};
 use colony_core::node::{NodeInput, NodeOutput};
 use colony_core::runner::UnitEvent;
 use colony_core::wire;
@@ -94,7 +94,7 @@ impl Driver {
         app: String,
         args: Vec<String>,
         ft: FaultTolerance,
-        deadline: Option<std::time::Duration>,
+        options: SubmitOptions,
     ) -> Result<JobTicket, AppError> {
         let params = self.node.jobs().prepare(&app, &args)?;
         let job = self.new_job_id(&app, &ft)?;
@@ -102,8 +102,8 @@ impl Driver {
         self.job_watchers.insert(job, tx);
         let home = self
             .node
-            .submit(Instant::now(), job, app.clone(), params, ft, deadline);
-        info!(%job, %app, %home, protocol = ?ft.protocol, storage = %ft.storage, "submitting job");
+            .submit(Instant::now(), job, app.clone(), params, ft, options);
+        info!(%job, %app, %home, protocol = ?ft.protocol, storage = %ft.storage, keep_namespace = options.keep_namespace, "submitting job");
         Ok(JobTicket { job, updates: rx })
     }
 
