@@ -902,3 +902,82 @@ async fn acknowledged_objects_survive_restarts_of_every_peer_and_a_minority_loss
     drop(peers);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `colony bench space` runs end to end at a small size and reports every
+/// figure: raw TCP and the space measured in the same run, a crashed
+/// holder's lock re-granted within its lease plus detection, and the
+/// skewed reads served by the peers.
+#[test]
+fn the_space_bench_reports_every_figure_against_raw_tcp() {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args([
+            "bench",
+            "space",
+            "--json",
+            "--ops",
+            "20",
+            "--pipelined",
+            "200",
+            "--window",
+            "32",
+            "--regrants",
+            "1",
+            "--hot-peers",
+            "4",
+            "--hot-secs",
+            "0.5",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("colony bench space");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: colony::bench::SpaceBenchReport = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!((r.peers, r.ops, r.pipelined), (3, 20, 200), "{r:?}");
+    for (name, l) in [
+        ("tcp", &r.tcp_rtt_us),
+        ("set", &r.set_us),
+        ("get", &r.get_us),
+        ("cached get", &r.cached_get_us),
+        ("lock", &r.lock_us),
+        ("unlock", &r.unlock_us),
+    ] {
+        assert!(l.p50 > 0.0 && l.p50 <= l.p99, "{name}: {l:?}");
+    }
+    assert!(
+        r.sets_per_s_spread > 0.0 && r.sets_per_s_one_key > 0.0,
+        "{r:?}"
+    );
+    // Re-granted once the crashed holder's lease ran out, not before it
+    // and not much after (detection and a renewal period at most).
+    let regrant_ms = r.regrant_us.p50 / 1e3;
+    assert!(
+        regrant_ms > 0.0 && regrant_ms < r.lease_ms as f64 * 2.0 + 2000.0,
+        "{r:?}"
+    );
+    assert_eq!(r.skewed.len(), 2, "{r:?}");
+    for s in &r.skewed {
+        assert!(s.reads > 0, "{s:?}");
+        assert!(
+            s.served_by_home + s.served_by_hot_copies > 0,
+            "cached reads were served by no replica: {s:?}"
+        );
+    }
+    assert_eq!(r.skewed[0].served_by_hot_copies, 0, "hot copies while off");
+    eprintln!(
+        "figure: colony bench space (small) took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Bad flags are refused before anything starts.
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["bench", "space", "--hot-secs", "0"])
+        .output()
+        .expect("colony bench space");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hot-secs"));
+}
