@@ -406,6 +406,18 @@ impl Cluster {
         self.submit_ft(from, n, FaultTolerance::default())
     }
 
+    /// Runs until the submitter `at` hears that `job` is replicated (its
+    /// submission acknowledged); fails past 5 s.
+    fn run_until_acknowledged(&mut self, at: u32, job: JobId) {
+        let acknowledged = |c: &Cluster| {
+            c.statuses
+                .iter()
+                .any(|(to, v)| *to == at && v.job == job && v.replicated)
+        };
+        self.run(Duration::from_secs(5), acknowledged);
+        assert!(acknowledged(self), "no acknowledgement in 5 s");
+    }
+
     fn final_status(&self, job: JobId) -> Option<&JobView<u32>> {
         self.statuses
             .iter()
@@ -600,13 +612,7 @@ fn a_job_is_acknowledged_once_its_home_holds_it_and_then_survives_its_primary() 
     let mut cluster = Cluster::new(5, 1);
     let n = 3_000_000;
     let job = cluster.submit(0, n);
-    let acknowledged = |c: &Cluster| {
-        c.statuses
-            .iter()
-            .any(|(at, v)| *at == 0 && v.job == job && v.replicated)
-    };
-    cluster.run(Duration::from_secs(5), acknowledged);
-    assert!(acknowledged(&cluster), "no acknowledgement in 5 s");
+    cluster.run_until_acknowledged(0, job);
     let primary = cluster.primary(job);
     let holders = (0..5u32)
         .filter(|p| *p != primary && cluster.peers[*p as usize].core.homes.contains_key(&job))
@@ -636,13 +642,7 @@ fn keeping_the_namespace_survives_a_takeover() {
         ..SubmitOptions::default()
     };
     let job = cluster.submit_with(0, n, FaultTolerance::default(), keep);
-    let acknowledged = |c: &Cluster| {
-        c.statuses
-            .iter()
-            .any(|(at, v)| *at == 0 && v.job == job && v.replicated)
-    };
-    cluster.run(Duration::from_secs(5), acknowledged);
-    assert!(acknowledged(&cluster), "no acknowledgement in 5 s");
+    cluster.run_until_acknowledged(0, job);
     let primary = cluster.primary(job);
     cluster.crash(primary);
     cluster.run(Duration::from_secs(120), |c| c.final_status(job).is_some());
