@@ -495,6 +495,10 @@ pub enum SpaceReply {
     Written {
         /// The new version.
         version: u64,
+        /// The tags of the object the write replaced or deleted (empty if
+        /// there was none, or it had none): a layer above learns what it
+        /// replaced without reading first (etcd's `prev_kv`, tags only).
+        replaced: Tags,
     },
     /// A listing of one partition.
     Listed {

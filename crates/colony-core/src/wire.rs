@@ -48,7 +48,7 @@ pub const FRAME_MAGIC: u8 = 0xC0;
 /// any change to [`Frame`], the pipe frames, the membership or job
 /// messages, or [`PayloadKind`]: peers of different versions refuse each
 /// other's frames instead of misparsing them.
-pub const PROTOCOL_VERSION: u8 = 8;
+pub const PROTOCOL_VERSION: u8 = 9;
 
 /// Length of the frame header (magic and version).
 pub const FRAME_HEADER_BYTES: usize = 2;

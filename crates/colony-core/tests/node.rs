@@ -608,7 +608,10 @@ fn two_nodes_share_an_object_through_the_space() {
     };
     assert_eq!(
         space_call(&mut pair, 0, put),
-        Ok(SpaceReply::Written { version: 1 })
+        Ok(SpaceReply::Written {
+            version: 1,
+            replaced: Default::default()
+        })
     );
     match space_call(&mut pair, 1, SpaceOp::Get { key }) {
         Ok(SpaceReply::Value(Some(object))) => assert_eq!(object.value, b"from node 0"),
@@ -673,7 +676,10 @@ fn a_cached_read_through_the_node_is_served_from_its_copy_and_catches_up() {
     };
     assert_eq!(
         space_call(&mut pair, 0, put(b"old")),
-        Ok(SpaceReply::Written { version: 1 })
+        Ok(SpaceReply::Written {
+            version: 1,
+            replaced: Default::default()
+        })
     );
     // The first cached read at node 1 asks a replica; the second is
     // answered from the copy it kept.
@@ -692,7 +698,10 @@ fn a_cached_read_through_the_node_is_served_from_its_copy_and_catches_up() {
     // the new one, nothing else, and the new one once its copy is checked.
     assert_eq!(
         space_call(&mut pair, 0, put(b"new")),
-        Ok(SpaceReply::Written { version: 2 })
+        Ok(SpaceReply::Written {
+            version: 2,
+            replaced: Default::default()
+        })
     );
     let mut reads = 0;
     loop {
@@ -794,7 +803,10 @@ fn end_a_job_with_an_object_in_its_namespace(
     };
     assert_eq!(
         space_call(&mut pair, 1, put),
-        Ok(SpaceReply::Written { version: 1 })
+        Ok(SpaceReply::Written {
+            version: 1,
+            replaced: Default::default()
+        })
     );
     pair.nodes[1].handle(pair.now, NodeInput::Cancel { job });
     let ended = |pair: &Pair| {

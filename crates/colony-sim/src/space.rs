@@ -133,7 +133,7 @@ pub fn outcome(
         }
         (
             C::Set { .. } | C::CompareAndSet { .. } | C::Delete,
-            Ok(SpaceReply::Written { version }),
+            Ok(SpaceReply::Written { version, .. }),
         ) => SpaceRet::Written { version: *version },
         (
             C::Set { token: None, .. } | C::CompareAndSet { .. } | C::Delete,
@@ -756,7 +756,10 @@ mod tests {
             ),
             (
                 set.clone(),
-                Ok(SpaceReply::Written { version: 1 }),
+                Ok(SpaceReply::Written {
+                    version: 1,
+                    replaced: Default::default(),
+                }),
                 Some(SpaceRet::Written { version: 1 }),
             ),
             (
@@ -804,7 +807,13 @@ mod tests {
         }
         // Answers a call cannot get are reported, not guessed at.
         for (call, result) in [
-            (SpaceCall::Get, Ok(SpaceReply::Written { version: 1 })),
+            (
+                SpaceCall::Get,
+                Ok(SpaceReply::Written {
+                    version: 1,
+                    replaced: Default::default(),
+                }),
+            ),
             (SpaceCall::Get, object(b"short", 1)),
             (set, Err(SpaceError::StaleToken { token: 1 })),
             (fenced, Err(SpaceError::Locked)),

@@ -403,7 +403,7 @@ impl<P: Clone + PartialEq> Client<P> {
                 SpaceOp::Put {
                     key, value, tags, ..
                 },
-                Ok(SpaceReply::Written { version }),
+                Ok(SpaceReply::Written { version, .. }),
             ) => {
                 let object = Object {
                     value: value.clone(),

@@ -579,7 +579,9 @@ impl Partition {
         } else if let Some(token) = token {
             return Err(SpaceError::StaleToken { token });
         }
-        let current = self.visible(key, generation).map_or(0, |o| o.version);
+        let (current, replaced) = self
+            .visible(key, generation)
+            .map_or((0, super::Tags::new()), |o| (o.version, o.tags.clone()));
         if let Condition::Version(expected) = condition {
             if expected != current {
                 return Err(SpaceError::VersionMismatch { current });
@@ -588,7 +590,7 @@ impl Partition {
         let version = current + 1;
         let stored = new(version).map(|object| Stored { object, generation });
         self.change(now, Change::Object(key.clone(), stored));
-        Ok(SpaceReply::Written { version })
+        Ok(SpaceReply::Written { version, replaced })
     }
 
     /// Applies a change made on the primary, marking it for the delta and

@@ -311,7 +311,10 @@ fn objects_are_written_read_compared_and_deleted_from_any_peer() {
     let a = ObjectKey::new(GLOBAL, "a");
     assert_eq!(
         net.call(0, put(&a, b"one")),
-        Ok(SpaceReply::Written { version: 1 })
+        Ok(SpaceReply::Written {
+            version: 1,
+            replaced: Default::default()
+        })
     );
     assert_eq!(value_of(net.call(3, get(&a))), Some(b"one".to_vec()));
     let cas = |expected, value: &[u8]| SpaceOp::Put {
@@ -323,7 +326,10 @@ fn objects_are_written_read_compared_and_deleted_from_any_peer() {
     };
     assert_eq!(
         net.call(2, cas(1, b"two")),
-        Ok(SpaceReply::Written { version: 2 })
+        Ok(SpaceReply::Written {
+            version: 2,
+            replaced: Default::default()
+        })
     );
     assert_eq!(
         net.call(1, cas(1, b"three")),
@@ -335,7 +341,13 @@ fn objects_are_written_read_compared_and_deleted_from_any_peer() {
         condition: Condition::Always,
         token: None,
     };
-    assert_eq!(net.call(3, delete), Ok(SpaceReply::Written { version: 3 }));
+    assert_eq!(
+        net.call(3, delete),
+        Ok(SpaceReply::Written {
+            version: 3,
+            replaced: Default::default()
+        })
+    );
     assert_eq!(value_of(net.call(0, get(&a))), None);
     // Every partition home has three members and one primary.
     let partition = a.partition();
@@ -600,7 +612,13 @@ fn a_write_delivered_twice_is_applied_once() {
         let at = net.now + Duration::from_millis(5);
         net.queue.insert((at, net.order), (from, to, msg));
     }
-    assert_eq!(net.wait(1, id), Ok(SpaceReply::Written { version: 2 }));
+    assert_eq!(
+        net.wait(1, id),
+        Ok(SpaceReply::Written {
+            version: 2,
+            replaced: Default::default()
+        })
+    );
     net.run_for(Duration::from_millis(100));
     match net.call(2, get(&c)) {
         Ok(SpaceReply::Value(Some(o))) => assert_eq!(o.version, 2),
@@ -729,7 +747,7 @@ fn two_peers_creating_one_partition_at_once_create_it_once() {
     assert_eq!(created, 1, "one home for the partition");
     // Both writes went to the one home: versions 1 and 2, in some order.
     let mut versions = [ra, rb].map(|r| match r {
-        Ok(SpaceReply::Written { version }) => version,
+        Ok(SpaceReply::Written { version, .. }) => version,
         other => panic!("{other:?}"),
     });
     versions.sort_unstable();
@@ -747,7 +765,10 @@ fn a_peer_cut_off_from_the_rest_does_not_create_a_second_home() {
     let key = ObjectKey::new(GLOBAL, "split");
     assert_eq!(
         net.call(0, put(&key, b"before")),
-        Ok(SpaceReply::Written { version: 1 })
+        Ok(SpaceReply::Written {
+            version: 1,
+            replaced: Default::default()
+        })
     );
     let partition = key.partition();
     let outside = (0..5u32)
@@ -789,7 +810,10 @@ fn a_restarted_peer_does_not_create_a_home_before_its_view_forms() {
     let key = ObjectKey::new(GLOBAL, "restart");
     assert_eq!(
         net.call(0, put(&key, b"before")),
-        Ok(SpaceReply::Written { version: 1 })
+        Ok(SpaceReply::Written {
+            version: 1,
+            replaced: Default::default()
+        })
     );
     let partition = key.partition();
     let outside = (0..5u32)

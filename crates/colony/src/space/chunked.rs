@@ -14,15 +14,16 @@
 //!   fencing tokens apply to it, so they keep their meaning; a refused
 //!   manifest write deletes the chunks just written.
 //! - **Replaced and deleted values' chunks are deleted** once the
-//!   manifest changed. To know exactly what it replaces, every write and
-//!   delete through [`Peer`] reads the object first and makes its write
-//!   conditional on the version read (retrying if another writer came in
-//!   between), one more round per write. Deleting chunks is best effort: a
-//!   failure is logged and counted ([`crate::SpaceInfo::chunk_cleanup_failures`]).
-//!   A crash in the middle of a write leaves orphan chunks; every chunk
-//!   carries the tag [`CHUNK_OF_TAG`] naming its object, so a sweep can
-//!   find them (search the namespace for that tag and keep the chunks the
-//!   current manifest names).
+//!   manifest changed. A manifest also carries the reserved tag
+//!   [`CHUNKS_TAG`] (its write id and chunk count), and the space answers
+//!   every write with the tags of the object it replaced, so a writer
+//!   knows exactly which chunks it orphaned without reading first.
+//!   Deleting chunks is best effort: a failure is logged and counted
+//!   ([`crate::SpaceInfo::chunk_cleanup_failures`]). A crash in the middle
+//!   of a write leaves orphan chunks; every chunk carries the tag
+//!   [`CHUNK_OF_TAG`] naming its object, so a sweep can find them (search
+//!   the namespace for that tag and keep the chunks the current manifest
+//!   names).
 //! - **Reads put values back together** transparently, fetching at most
 //!   [`CHUNKS_IN_FLIGHT`] chunks at once and checking every chunk's size
 //!   and BLAKE3 and the whole value's BLAKE3; a missing or damaged chunk is
@@ -63,6 +64,11 @@ pub const CHUNK_PREFIX: &str = ".colony-chunk/";
 /// bytes (listings show it as the object's size and hide the tag).
 pub const SIZE_TAG: &str = ".colony-size";
 
+/// The tag a chunked value's manifest carries naming its chunks:
+/// `WRITE/COUNT`, the write id (32 hex digits) and the number of chunks,
+/// which are `.colony-chunk/WRITE/0` to `.colony-chunk/WRITE/COUNT-1`.
+pub const CHUNKS_TAG: &str = ".colony-chunks";
+
 /// The tag every chunk object carries: the name of the object it belongs
 /// to, for sweeps of orphan chunks.
 pub const CHUNK_OF_TAG: &str = ".colony-chunk-of";
@@ -84,10 +90,13 @@ pub const CHUNKS_IN_FLIGHT: usize = 4;
 /// The format a manifest declares.
 const MANIFEST_FORMAT: &str = "colony-chunked/1";
 
-/// Reads of the current object before a conditional write gives up on
-/// knowing exactly what it replaces (other writers kept coming in
-/// between) and writes unconditionally.
-const WRITE_ATTEMPTS: usize = 16;
+/// Tags of a chunked value that are the library's own
+/// ([`SIZE_TAG`], [`CHUNKS_TAG`]).
+const RESERVED_TAGS: usize = 2;
+
+/// Most chunks one value can have: a bound on what a replaced object's
+/// [`CHUNKS_TAG`] may ask to delete.
+const MAX_CHUNKS: u64 = 1 << 24;
 
 /// Times a read starts again because the value was replaced while its
 /// chunks were being fetched.
@@ -133,6 +142,16 @@ struct StoredChunk {
     name: String,
     size: u64,
     blake3: String,
+}
+
+/// A value's chunks, written and not yet committed.
+struct Chunked {
+    /// The manifest to write at the user's key.
+    manifest: Vec<u8>,
+    /// Its [`CHUNKS_TAG`].
+    tag: TagValue,
+    /// The chunks' names.
+    names: Vec<String>,
 }
 
 /// A manifest read and checked.
@@ -225,18 +244,34 @@ fn manifest_of(key: &ObjectKey, object: &Object) -> Result<Option<Manifest>, Col
     }))
 }
 
-/// The chunk names of the value `object` holds (none if it is not
-/// chunked, or its manifest is damaged: those are left, and logged).
-fn chunk_names(key: &ObjectKey, object: Option<&Object>) -> Vec<String> {
-    let Some(object) = object else {
+/// The name of chunk `index` of the write `write_id`.
+fn chunk_name(write_id: u128, index: u64) -> String {
+    format!("{CHUNK_PREFIX}{write_id:032x}/{index}")
+}
+
+/// The [`CHUNKS_TAG`] of a value written as `count` chunks by `write_id`.
+fn chunks_tag(write_id: u128, count: u64) -> TagValue {
+    TagValue::Text(format!("{write_id:032x}/{count}"))
+}
+
+/// The chunk names a replaced object's tags name (none if it was not
+/// chunked; a malformed [`CHUNKS_TAG`] is logged and names none).
+fn chunks_named(key: &ObjectKey, tags: &Tags) -> Vec<String> {
+    let Some(tag) = tags.get(CHUNKS_TAG) else {
         return Vec::new();
     };
-    match manifest_of(key, object) {
-        Ok(manifest) => manifest
-            .map(|m| m.chunks.into_iter().map(|c| c.name).collect())
-            .unwrap_or_default(),
-        Err(e) => {
-            warn!(error = %e, "replacing a damaged manifest; its chunks, if any, remain");
+    let parsed = match tag {
+        TagValue::Text(text) => text.split_once('/').and_then(|(id, count)| {
+            let id = (id.len() == 32).then(|| u128::from_str_radix(id, 16).ok())??;
+            let count = count.parse::<u64>().ok().filter(|c| *c <= MAX_CHUNKS)?;
+            Some((id, count))
+        }),
+        _ => None,
+    };
+    match parsed {
+        Some((id, count)) => (0..count).map(|i| chunk_name(id, i)).collect(),
+        None => {
+            warn!(object = %key, tag = %tag, "replaced a value whose {CHUNKS_TAG} tag is malformed; its chunks, if any, remain");
             Vec::new()
         }
     }
@@ -287,32 +322,6 @@ pub(crate) fn user_entry(mut entry: Listed) -> Option<Listed> {
     Some(entry)
 }
 
-/// A write to commit at a user's key: a new object, or a deletion.
-enum Change {
-    Put { value: Vec<u8>, tags: Tags },
-    Delete,
-}
-
-impl Change {
-    /// The operation that makes this change at `key`.
-    fn op(&self, key: &ObjectKey, condition: Condition, token: Option<u64>) -> SpaceOp {
-        match self {
-            Change::Put { value, tags } => SpaceOp::Put {
-                key: key.clone(),
-                value: value.clone(),
-                tags: tags.clone(),
-                condition,
-                token,
-            },
-            Change::Delete => SpaceOp::Delete {
-                key: key.clone(),
-                condition,
-                token,
-            },
-        }
-    }
-}
-
 impl Peer {
     /// The object stored at `key`, as stored (a manifest for a chunked
     /// value).
@@ -326,22 +335,24 @@ impl Peer {
         }
     }
 
-    /// Applies `op` (a write) as stored; the object's new version.
-    async fn store(&self, op: SpaceOp) -> Result<u64, ColonyError> {
+    /// Applies `op` (a write) as stored; the object's new version and the
+    /// tags of the object it replaced.
+    async fn store(&self, op: SpaceOp) -> Result<(u64, Tags), ColonyError> {
         match self.space_request(op, SPACE_TIMEOUT).await? {
-            SpaceReply::Written { version } => Ok(version),
+            SpaceReply::Written { version, replaced } => Ok((version, replaced)),
             other => Err(unexpected(other)),
         }
     }
 
     /// Deletes an object as stored, whatever is there.
-    async fn remove(&self, key: ObjectKey) -> Result<u64, ColonyError> {
+    async fn remove(&self, key: ObjectKey) -> Result<(), ColonyError> {
         self.store(SpaceOp::Delete {
             key,
             condition: Condition::Always,
             token: None,
         })
         .await
+        .map(drop)
     }
     /// `object`, read at `key` the cached way, as users see it: a value
     /// stored in chunks is read back whole (linearizably, chunks checked),
@@ -472,29 +483,39 @@ impl Peer {
             .into());
         }
         if value.len() <= self.values.chunk_bytes {
-            let change = Change::Put { value, tags };
-            return self.commit(key, change, condition, token).await;
+            let op = SpaceOp::Put {
+                key: key.clone(),
+                value,
+                tags,
+                condition,
+                token,
+            };
+            return self.commit(key, op).await;
         }
-        if tags.len() >= MAX_TAGS {
+        if tags.len() + RESERVED_TAGS > MAX_TAGS {
             return Err(SpaceError::InvalidTags(format!(
                 "{} tags; a value of more than {} bytes (stored in chunks) takes at most {}",
                 tags.len(),
                 self.values.chunk_bytes,
-                MAX_TAGS - 1
+                MAX_TAGS - RESERVED_TAGS
             ))
             .into());
         }
-        let (manifest, written) = self.write_chunks(key, value).await?;
+        let written = self.write_chunks(key, value).await?;
         let mut tags = tags;
         tags.insert(
             SIZE_TAG.to_string(),
             TagValue::Int(i64::try_from(size).unwrap_or(i64::MAX)),
         );
-        let change = Change::Put {
-            value: manifest,
+        tags.insert(CHUNKS_TAG.to_string(), written.tag.clone());
+        let op = SpaceOp::Put {
+            key: key.clone(),
+            value: written.manifest,
             tags,
+            condition,
+            token,
         };
-        match self.commit(key, change, condition, token).await {
+        match self.commit(key, op).await {
             Ok(version) => {
                 self.values.chunked_writes.fetch_add(1, Ordering::Relaxed);
                 Ok(version)
@@ -505,9 +526,7 @@ impl Peer {
                 let committed = match &e {
                     ColonyError::Space(SpaceError::Timeout { .. } | SpaceError::Unavailable(_)) => {
                         match self.stored(key).await {
-                            Ok(Some(object)) => chunk_names(key, Some(&object))
-                                .first()
-                                .is_some_and(|first| written.first() == Some(first)),
+                            Ok(Some(object)) => object.tags.get(CHUNKS_TAG) == Some(&written.tag),
                             // Cannot tell: keep them (a sweep finds them).
                             Ok(None) => false,
                             Err(_) => true,
@@ -516,7 +535,7 @@ impl Peer {
                     _ => false,
                 };
                 if !committed {
-                    self.delete_chunks(key, written).await;
+                    self.delete_chunks(key, written.names).await;
                 }
                 Err(e)
             }
@@ -531,24 +550,24 @@ impl Peer {
         token: Option<u64>,
     ) -> Result<u64, ColonyError> {
         check_user_key(key)?;
-        self.commit(key, Change::Delete, condition, token).await
+        let op = SpaceOp::Delete {
+            key: key.clone(),
+            condition,
+            token,
+        };
+        self.commit(key, op).await
     }
 
     /// Writes the chunks of `value` under a fresh write id; returns the
-    /// manifest to commit and the chunks' names. On failure, deletes the
-    /// chunks written.
-    async fn write_chunks(
-        &self,
-        key: &ObjectKey,
-        value: Vec<u8>,
-    ) -> Result<(Vec<u8>, Vec<String>), ColonyError> {
+    /// manifest to commit. On failure, deletes the chunks written.
+    async fn write_chunks(&self, key: &ObjectKey, value: Vec<u8>) -> Result<Chunked, ColonyError> {
         let write_id: u128 = rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng());
         let mut chunk_tags = Tags::new();
         chunk_tags.insert(CHUNK_OF_TAG.to_string(), TagValue::Text(key.name.clone()));
         let pieces: Vec<(String, &[u8])> = value
             .chunks(self.values.chunk_bytes)
             .enumerate()
-            .map(|(i, piece)| (format!("{CHUNK_PREFIX}{write_id:032x}/{i}"), piece))
+            .map(|(i, piece)| (chunk_name(write_id, i as u64), piece))
             .collect();
         let names: Vec<String> = pieces.iter().map(|(name, _)| name.clone()).collect();
         let mut manifest = StoredManifest {
@@ -601,7 +620,11 @@ impl Peer {
                 "cannot encode the manifest of {key}: {e}"
             )))
         })?;
-        Ok((manifest, names))
+        Ok(Chunked {
+            tag: chunks_tag(write_id, names.len() as u64),
+            manifest,
+            names,
+        })
     }
 
     /// Deletes chunk objects of `key`'s values, a few at once; failures
@@ -636,51 +659,11 @@ impl Peer {
         }
     }
 
-    /// Applies `change` at `key` if `condition` holds (and `token` holds
-    /// its lock), first reading what it replaces so that the chunks of a
-    /// replaced value are deleted after.
-    async fn commit(
-        &self,
-        key: &ObjectKey,
-        change: Change,
-        condition: Condition,
-        token: Option<u64>,
-    ) -> Result<u64, ColonyError> {
-        // Only if absent: nothing can be replaced.
-        if condition == Condition::Version(0) {
-            return self.store(change.op(key, condition, token)).await;
-        }
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let current = self.stored(key).await?;
-            let read = current.as_ref().map_or(0, |o| o.version);
-            let replaced = chunk_names(key, current.as_ref());
-            drop(current);
-            let asked = match condition {
-                Condition::Version(_) => condition,
-                Condition::Always if attempts < WRITE_ATTEMPTS => Condition::Version(read),
-                Condition::Always => Condition::Always,
-            };
-            match self.store(change.op(key, asked, token)).await {
-                Ok(version) => {
-                    if asked == Condition::Version(read) {
-                        self.delete_chunks(key, replaced).await;
-                    } else if asked == Condition::Always {
-                        // What was replaced is not known for sure.
-                        self.values.cleanup_failures.fetch_add(1, Ordering::Relaxed);
-                        warn!(
-                            object = %key,
-                            "written without knowing the value replaced (other writers kept \
-                             coming in between); its chunks, if any, remain"
-                        );
-                    }
-                    return Ok(version);
-                }
-                Err(ColonyError::Space(SpaceError::VersionMismatch { .. }))
-                    if condition == Condition::Always => {}
-                Err(e) => return Err(e),
-            }
-        }
+    /// Applies `op`, a write at a user's `key`, then deletes the chunks of
+    /// the value it replaced, if that was chunked.
+    async fn commit(&self, key: &ObjectKey, op: SpaceOp) -> Result<u64, ColonyError> {
+        let (version, replaced) = self.store(op).await?;
+        self.delete_chunks(key, chunks_named(key, &replaced)).await;
+        Ok(version)
     }
 }
