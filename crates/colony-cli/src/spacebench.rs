@@ -23,7 +23,7 @@ pub(crate) struct SpaceBenchArgs {
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     value_bytes: usize,
     /// Lease of the locks whose holders crash, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 10000)]
     lease_ms: u64,
     /// Lock holders crashed, one after the other (0: none).
     #[arg(long, default_value_t = 3)]

@@ -807,20 +807,30 @@ impl Partition {
     /// Revokes every lease that ran out by `now`; returns the objects whose
     /// locks changed (their waiters may now be granted).
     pub fn expire_leases(&mut self, now: Instant) -> Vec<ObjectKey> {
-        let expired: Vec<ObjectKey> = self
+        self.revoke(now, |g| g.expired(now))
+    }
+
+    /// Revokes every grant held by one of `sessions` (their peer was
+    /// declared dead); returns the objects whose locks changed.
+    pub fn revoke_sessions(&mut self, now: Instant, sessions: &BTreeSet<u64>) -> Vec<ObjectKey> {
+        self.revoke(now, |g| sessions.contains(&g.session))
+    }
+
+    fn revoke(&mut self, now: Instant, doomed: impl Fn(&Grant) -> bool) -> Vec<ObjectKey> {
+        let changed: Vec<ObjectKey> = self
             .locks
             .iter()
-            .filter(|(_, l)| l.writer.iter().chain(&l.readers).any(|g| g.expired(now)))
+            .filter(|(_, l)| l.writer.iter().chain(&l.readers).any(&doomed))
             .map(|(k, _)| k.clone())
             .collect();
-        for key in &expired {
+        for key in &changed {
             if let Some(mut lock) = self.locks.get(key).cloned() {
-                lock.writer = lock.writer.filter(|g| !g.expired(now));
-                lock.readers.retain(|g| !g.expired(now));
+                lock.writer = lock.writer.filter(|g| !doomed(g));
+                lock.readers.retain(|g| !doomed(g));
                 self.change(now, Change::Lock(key.clone(), Some(lock)));
             }
         }
-        expired
+        changed
     }
 
     /// When the next lease runs out, if any lock is held.

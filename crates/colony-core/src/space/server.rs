@@ -191,6 +191,9 @@ pub struct SpaceCounters {
     pub created: u64,
     /// Leases that ran out.
     pub expired_leases: u64,
+    /// Locks revoked at once because their holder's peer was declared
+    /// dead (before their leases ran out).
+    pub revoked_locks: u64,
     /// Cached reads answered from this peer's replicas.
     pub replica_reads: u64,
     /// Cached reads answered from this peer's own cache.
@@ -239,8 +242,22 @@ pub struct Space<P: PeerKey> {
     /// Turns of the round-robin over replicas for cached reads.
     spread: usize,
     hot: HotTracker<P>,
+    /// The client sessions that asked this peer's primaries for locks, by
+    /// peer: when a peer is declared dead, its sessions' locks held here
+    /// are revoked at once instead of when their leases run out. Soft
+    /// state (a new primary falls back on the leases); bounded by
+    /// [`MAX_LOCK_PEERS`] and [`MAX_LOCK_SESSIONS`].
+    lock_sessions: BTreeMap<P, BTreeSet<u64>>,
+    /// Members declared dead since the last [`Space::refresh_members`].
+    departed: BTreeSet<P>,
     outputs: VecDeque<SpaceOutput<P>>,
 }
+
+/// Peers whose lock sessions a primary remembers.
+pub const MAX_LOCK_PEERS: usize = 4096;
+
+/// Lock sessions a primary remembers per peer (a peer has one per start).
+pub const MAX_LOCK_SESSIONS: usize = 8;
 
 impl<P: PeerKey> Space<P> {
     /// The space core of peer `me`; `key_of` gives a peer's position in the
@@ -275,6 +292,8 @@ impl<P: PeerKey> Space<P> {
             counters: SpaceCounters::default(),
             spread: 0,
             hot: HotTracker::new(hot),
+            lock_sessions: BTreeMap::new(),
+            departed: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -348,13 +367,16 @@ impl<P: PeerKey> Space<P> {
     /// Peers left out are no longer alive, but still known to offer room
     /// (as dead members are) until [`Space::update_member`] says otherwise.
     pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = (P, bool)>) {
-        for peer in std::mem::take(&mut self.members) {
-            self.live.remove(&peer);
-            self.homes.update_member(peer, false);
+        let before = std::mem::take(&mut self.members);
+        for peer in &before {
+            self.live.remove(peer);
+            self.homes.update_member(peer.clone(), false);
         }
         for (peer, offers_space) in live {
             self.update_member(peer, true, offers_space);
         }
+        let departed: Vec<P> = before.difference(&self.members).cloned().collect();
+        self.departed.extend(departed);
         self.refresh_members(now);
     }
 
@@ -374,8 +396,9 @@ impl<P: PeerKey> Space<P> {
         }
         if alive {
             self.members.insert(peer.clone());
-        } else {
-            self.members.remove(&peer);
+            self.departed.remove(&peer);
+        } else if self.members.remove(&peer) {
+            self.departed.insert(peer.clone());
         }
         let holder = alive && offers_space;
         if holder {
@@ -391,6 +414,7 @@ impl<P: PeerKey> Space<P> {
     pub fn refresh_members(&mut self, now: Instant) {
         self.started.get_or_insert(now);
         self.homes.refresh(now);
+        self.revoke_departed(now);
         self.drain_homes(now);
         self.drive_client(now);
         self.flush_persist();
@@ -708,6 +732,9 @@ impl<P: PeerKey> Space<P> {
         generation: u64,
         op: SpaceOp,
     ) {
+        if matches!(op, SpaceOp::Lock { .. }) {
+            self.note_lock_session(&from, id.session);
+        }
         let Some(h) = self.homes.get_mut(&partition) else {
             return;
         };
@@ -750,6 +777,72 @@ impl<P: PeerKey> Space<P> {
                     generation,
                     op,
                 });
+            }
+        }
+    }
+
+    /// Remembers that `from` asks for locks under `session`.
+    fn note_lock_session(&mut self, from: &P, session: u64) {
+        if !self.lock_sessions.contains_key(from) && self.lock_sessions.len() >= MAX_LOCK_PEERS {
+            return;
+        }
+        let sessions = self.lock_sessions.entry(from.clone()).or_default();
+        if sessions.insert(session) && sessions.len() > MAX_LOCK_SESSIONS {
+            // Sessions are random: this forgets an arbitrary other one,
+            // whose locks then last until their leases run out.
+            let other = sessions.iter().copied().find(|s| *s != session);
+            if let Some(other) = other {
+                sessions.remove(&other);
+            }
+        }
+    }
+
+    /// Revokes, in the partitions this peer is primary of, the locks held
+    /// by sessions of peers declared dead since the last call; their
+    /// waiters are granted. A holder wrongly declared dead (paused, cut
+    /// off) loses its locks as it would when its lease ran out: its
+    /// fencing token is then stale and its writes are refused.
+    fn revoke_departed(&mut self, now: Instant) {
+        let departed = std::mem::take(&mut self.departed);
+        if departed.is_empty() {
+            return;
+        }
+        // Their waiting lock requests go first: granting one would hold
+        // the lock for a dead peer until its lease ran out.
+        for waiting in self.waiters.values_mut() {
+            for queue in waiting.values_mut() {
+                queue.retain(|w| !departed.contains(&w.from));
+            }
+            waiting.retain(|_, queue| !queue.is_empty());
+        }
+        self.waiters.retain(|_, waiting| !waiting.is_empty());
+        let mut sessions = BTreeSet::new();
+        for peer in &departed {
+            if let Some(of_peer) = self.lock_sessions.remove(peer) {
+                sessions.extend(of_peer);
+            }
+        }
+        if sessions.is_empty() {
+            return;
+        }
+        let primaries: Vec<PartitionId> = self
+            .homes
+            .iter()
+            .filter(|(_, h)| h.is_primary() && h.state().lock_count() > 0)
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in primaries {
+            let revoked = match self.homes.get_mut(&partition) {
+                Some(h) => h.state_mut().revoke_sessions(now, &sessions),
+                None => continue,
+            };
+            if revoked.is_empty() {
+                continue;
+            }
+            self.counters.revoked_locks += revoked.len() as u64;
+            let _ = self.homes.propose(now, partition, Vec::new());
+            for key in revoked {
+                self.grant_waiters(now, partition, &key);
             }
         }
     }

@@ -477,12 +477,12 @@ fn a_write_lock_excludes_writers_and_its_token_fences_writes() {
 }
 
 #[test]
-fn a_crashed_holders_lock_is_granted_again_after_its_lease() {
-    let mut net = Net::new(4);
+fn a_crashed_holders_lock_is_granted_again_once_it_is_declared_dead() {
+    let mut net = Net::new(5);
     let c = ObjectKey::new(GLOBAL, "job-lock");
     let partition = c.partition();
-    // The holder is a peer outside the partition's home, so its crash does
-    // not also cost the home its primary.
+    // The peers that crash are outside the partition's home, so their
+    // crash does not also cost the home its primary.
     net.call(0, get(&c)).ok();
     let home: Vec<u32> = net
         .up()
@@ -494,29 +494,57 @@ fn a_crashed_holders_lock_is_granted_again_after_its_lease() {
                 .is_some_and(|s| s.homes().contains_key(&partition))
         })
         .collect();
-    let holder = (0..4).find(|p| !home.contains(p)).expect("a peer outside");
-    let other = home[0];
-    let t1 = token_of(net.call(holder, lock(&c, LockMode::Write, 1_000)));
-    // Renewals keep it while the holder lives.
-    net.run_for(Duration::from_secs(5));
+    let outside: Vec<u32> = (0..5).filter(|p| !home.contains(p)).collect();
+    let (holder, waiter_to_die) = (outside[0], outside[1]);
+    let (other, last) = (home[0], home[1]);
+    // Leases far longer than the test: only the death declarations free
+    // the lock.
+    let lease = 60_000;
+    let t1 = token_of(net.call(holder, lock(&c, LockMode::Write, lease)));
     let waiting = net.start(
         other,
-        lock(&c, LockMode::Write, 1_000),
+        lock(&c, LockMode::Write, lease),
         Duration::from_secs(30),
     );
     net.run_for(Duration::from_secs(2));
-    assert!(
-        !net.answers.contains_key(&(other, waiting)),
-        "renewed lease held"
-    );
+    assert!(!net.answers.contains_key(&(other, waiting)), "lease held");
     let crashed_at = net.now;
     net.crash(holder);
     let t2 = token_of(net.wait(other, waiting));
     assert!(t2 > t1);
     let waited = net.now - crashed_at;
     assert!(
-        waited <= Duration::from_millis(1_100),
+        waited <= Duration::from_millis(100),
         "re-granted after {waited:?}"
+    );
+    // A waiter whose peer dies is dropped from the queue: the lock goes to
+    // the next one when released.
+    let doomed = net.start(
+        waiter_to_die,
+        lock(&c, LockMode::Write, lease),
+        Duration::from_secs(30),
+    );
+    net.run_for(Duration::from_millis(100));
+    net.crash(waiter_to_die);
+    let _ = doomed;
+    let next = net.start(
+        last,
+        lock(&c, LockMode::Write, lease),
+        Duration::from_secs(30),
+    );
+    net.run_for(Duration::from_millis(100));
+    let released = net.now;
+    let unlock = SpaceOp::Unlock {
+        key: c.clone(),
+        token: t2,
+    };
+    assert_eq!(net.call(other, unlock), Ok(SpaceReply::Released));
+    let t3 = token_of(net.wait(last, next));
+    assert!(t3 > t2);
+    let waited = net.now - released;
+    assert!(
+        waited <= Duration::from_millis(100),
+        "granted after {waited:?}"
     );
     assert!(net.lost.is_empty());
 }

@@ -56,7 +56,7 @@ impl Default for SpaceBenchOptions {
             pipelined: 10_000,
             window: 512,
             value_bytes: 64,
-            lease: Duration::from_secs(2),
+            lease: Duration::from_secs(10),
             regrants: 3,
             hot_peers: 6,
             hot_for: Duration::from_secs(3),

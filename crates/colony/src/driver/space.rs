@@ -538,6 +538,7 @@ impl Driver {
             requests_refused: counters.refused,
             partitions_created: counters.created,
             expired_leases: counters.expired_leases,
+            revoked_locks: counters.revoked_locks,
             pending_requests: space.pending_requests(),
             writes_in_flight,
             writes_backlogged,
