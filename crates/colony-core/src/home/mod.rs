@@ -87,6 +87,12 @@ pub trait Replicated: Sized {
     /// `false` if it does not fit this replica (a snapshot is then asked
     /// for).
     fn apply_delta(&mut self, now: Instant, delta: Self::Delta) -> bool;
+    /// Whether `delta` changes nothing (a read barrier: an update round
+    /// that only confirms the primary still leads). Such an update needs
+    /// no disk: a durable member holding every update before it holds it.
+    fn changes_nothing(_delta: &Self::Delta) -> bool {
+        false
+    }
     /// Whether the state still changes: a backup of an inactive state (a
     /// finished job) only replaces its primary once membership declares it
     /// gone, not on silence, since nothing needs to be committed.

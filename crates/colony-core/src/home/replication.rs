@@ -61,6 +61,12 @@ where
         if delta.is_none() && !h.members_dirty {
             return;
         }
+        // An update that changes nothing (a read barrier) needs no disk:
+        // if every update before it is durable here, so is it.
+        let barrier = !h.members_dirty && delta.as_ref().is_none_or(S::changes_nothing);
+        if barrier && h.durable_seq == h.seq {
+            h.durable_seq = h.seq.saturating_add(1);
+        }
         h.seq = h.seq.saturating_add(1);
         if h.members_dirty {
             h.lists_seq = h.seq;
@@ -379,6 +385,12 @@ where
                 if term == h.term && seq <= h.seq {
                     return; // a duplicate
                 }
+                // (An update that changes nothing, a read barrier, needs
+                // no disk: acknowledged at once if everything before it is
+                // durable here.)
+                let barrier = delta.as_deref().is_none_or(S::changes_nothing)
+                    && members == h.members
+                    && config == h.config;
                 let fits = term == h.term && Some(seq) == h.seq.checked_add(1);
                 let applied = fits && delta.is_none_or(|d| h.state.apply_delta(now, *d));
                 if !applied {
@@ -386,6 +398,9 @@ where
                     let my_term = h.term;
                     self.send(from, HomeMsg::Nack { key, term: my_term }, false);
                     return;
+                }
+                if barrier && h.durable_seq == h.seq {
+                    h.durable_seq = seq;
                 }
                 h.role = backup;
                 h.members = members;

@@ -974,6 +974,10 @@ impl Replicated for Partition {
         })
     }
 
+    fn changes_nothing(delta: &PartitionDelta) -> bool {
+        delta.changes.is_empty()
+    }
+
     fn apply_delta(&mut self, now: Instant, delta: PartitionDelta) -> bool {
         // Checked first: a delta is applied whole or not at all.
         let backwards = delta

@@ -38,6 +38,9 @@ struct Net {
     answers: BTreeMap<(u32, RequestId), Result<SpaceReply, SpaceError>>,
     lost: Vec<(u32, LockLost)>,
     latency: Duration,
+    /// While set, writes reach the peers' disks but are never confirmed
+    /// durable: the confirmations wait here.
+    stalled_disks: Option<Vec<(u32, PartitionId, u64, u64)>>,
 }
 
 fn config() -> SpaceConfig {
@@ -65,6 +68,7 @@ impl Net {
             answers: BTreeMap::new(),
             lost: Vec::new(),
             latency: Duration::from_millis(1),
+            stalled_disks: None,
         };
         net.views();
         // Homes are created only once a peer's view has formed.
@@ -127,7 +131,9 @@ impl Net {
                     }
                     (disk.term, disk.seq, disk.size) = (term, seq, size);
                     (disk.members, disk.config) = (members, config);
-                    if let Some(space) = self.peers[p as usize].space.as_mut() {
+                    if let Some(stalled) = self.stalled_disks.as_mut() {
+                        stalled.push((p, partition, term, seq));
+                    } else if let Some(space) = self.peers[p as usize].space.as_mut() {
                         space.handle(
                             now,
                             SpaceInput::Durable {
@@ -229,6 +235,23 @@ impl Net {
             assert!(self.step(until), "request {id} at peer {p} never answered");
         }
         self.answers.remove(&(p, id)).expect("answered")
+    }
+
+    /// Confirms the writes held while the disks were stalled, and stops
+    /// holding them.
+    fn unstall_disks(&mut self) {
+        let now = self.now;
+        for (p, partition, term, seq) in self.stalled_disks.take().unwrap_or_default() {
+            if let Some(space) = self.peers[p as usize].space.as_mut() {
+                let durable = SpaceInput::Durable {
+                    partition,
+                    term,
+                    seq,
+                };
+                space.handle(now, durable);
+            }
+            self.drain(p);
+        }
     }
 
     fn crash(&mut self, p: u32) {
@@ -547,6 +570,29 @@ fn a_crashed_holders_lock_is_granted_again_once_it_is_declared_dead() {
         "granted after {waited:?}"
     );
     assert!(net.lost.is_empty());
+}
+
+/// A linearizable read takes an update round (the primary must still
+/// lead), but one that changes nothing: members hold it without writing it
+/// to disk, so reads do not wait for the disk. Writes still do.
+#[test]
+fn a_linearizable_read_does_not_wait_for_the_disk() {
+    let mut net = Net::new(3);
+    let a = ObjectKey::new(GLOBAL, "a");
+    assert!(net.call(0, put(&a, b"v1")).is_ok());
+    net.stalled_disks = Some(Vec::new());
+    for at in 0..3 {
+        assert_eq!(value_of(net.call(at, get(&a))), Some(b"v1".to_vec()));
+    }
+    let write = net.start(1, put(&a, b"v2"), Duration::from_secs(30));
+    net.run_for(Duration::from_secs(1));
+    assert!(
+        !net.answers.contains_key(&(1, write)),
+        "a write answered before it was on any disk"
+    );
+    net.unstall_disks();
+    assert!(net.wait(1, write).is_ok());
+    assert_eq!(value_of(net.call(2, get(&a))), Some(b"v2".to_vec()));
 }
 
 #[test]
