@@ -250,6 +250,15 @@ pub struct Space<P: PeerKey> {
     lock_sessions: BTreeMap<P, BTreeSet<u64>>,
     /// Members declared dead since the last [`Space::refresh_members`].
     departed: BTreeSet<P>,
+    /// Answers applied since the outputs were last polled, by partition,
+    /// with the time of the first: proposed when [`Space::poll`] is next
+    /// called, so that every request handled in between shares one update
+    /// round, one delta per backup and one disk write per partition.
+    batched: BTreeMap<PartitionId, Vec<Answer>>,
+    batched_since: Option<Instant>,
+    /// Whether a message was handled since the partitions were last
+    /// written out ([`Space::flush_persist`], done when polled).
+    unflushed: bool,
     outputs: VecDeque<SpaceOutput<P>>,
 }
 
@@ -294,6 +303,9 @@ impl<P: PeerKey> Space<P> {
             hot: HotTracker::new(hot),
             lock_sessions: BTreeMap::new(),
             departed: BTreeSet::new(),
+            batched: BTreeMap::new(),
+            batched_since: None,
+            unflushed: false,
             outputs: VecDeque::new(),
         }
     }
@@ -487,7 +499,8 @@ impl<P: PeerKey> Space<P> {
         }
         self.drain_homes(now);
         self.drive_client(now);
-        self.flush_persist();
+        // Proposals and disk writes wait for the next poll (a batch).
+        self.unflushed = true;
     }
 
     /// Leases, elections, heartbeats, probes and client retries that are
@@ -543,9 +556,37 @@ impl<P: PeerKey> Space<P> {
         .min()
     }
 
-    /// The next thing to do.
+    /// The next thing to do. Proposes what the messages handled since the
+    /// last call applied, one update round per partition, first.
     pub fn poll(&mut self) -> Option<SpaceOutput<P>> {
+        if self.outputs.is_empty() {
+            self.propose_batched();
+        }
         self.outputs.pop_front()
+    }
+
+    /// Proposes the batched answers, one update per partition, and writes
+    /// out what changed.
+    fn propose_batched(&mut self) {
+        if let Some(now) = self.batched_since.take() {
+            for (partition, answers) in std::mem::take(&mut self.batched) {
+                // Not primary any more (deposed within the batch): the
+                // askers retry, and a retried write finds its kept reply.
+                let _ = self.homes.propose(now, partition, answers);
+            }
+            self.drain_homes(now);
+            self.unflushed = true;
+        }
+        if std::mem::take(&mut self.unflushed) {
+            self.flush_persist();
+        }
+    }
+
+    /// Answers `answer` once the update that holds what it applied is
+    /// committed (proposed with the batch, [`Space::poll`]).
+    fn answer_when_committed(&mut self, now: Instant, partition: PartitionId, answer: Answer) {
+        self.batched.entry(partition).or_default().push(answer);
+        self.batched_since.get_or_insert(now);
     }
 
     /// Leaving: hands every primary role over.
@@ -746,9 +787,7 @@ impl<P: PeerKey> Space<P> {
                     (SpaceOp::Unlock { .. }, Ok(SpaceReply::Released))
                 );
                 self.askers.insert(id, (partition, from));
-                let _ = self
-                    .homes
-                    .propose(now, partition, vec![Answer { id, result }]);
+                self.answer_when_committed(now, partition, Answer { id, result });
                 if unlocked {
                     if let SpaceOp::Unlock { key, .. } = &op {
                         let key = key.clone();
@@ -930,7 +969,7 @@ impl<P: PeerKey> Space<P> {
                         id: waiter.id,
                         result,
                     };
-                    let _ = self.homes.propose(now, partition, vec![answer]);
+                    self.answer_when_committed(now, partition, answer);
                 }
                 Applied::Wait => {
                     if let Some(queue) = self
