@@ -15,6 +15,14 @@ use super::{
 /// Hot objects whose extra holders a client remembers.
 const MAX_HOT_HOLDERS: usize = 256;
 
+/// Hot copies a peer keeps for other peers' reads.
+pub const MAX_HOT_COPIES: usize = 256;
+
+/// Bytes of hot copies a peer keeps for other peers' reads (apart from
+/// its own cache: a peer that caches nothing for itself still serves the
+/// copies a primary asked it to hold).
+pub const HOT_COPY_BYTES: u64 = 64 << 20;
+
 /// Settings of this peer's requests.
 #[derive(Clone, Debug)]
 pub struct SpaceClientConfig {
@@ -127,9 +135,20 @@ struct Cached {
     /// Its key in the use order.
     used: u64,
     validating: bool,
-    /// A hot copy pushed by the object's primary: until when this peer
-    /// answers other peers' cached reads with it.
-    serves_until: Option<Instant>,
+}
+
+/// A copy of a hot object its primary pushed here, answering other peers'
+/// cached reads until it lapses.
+struct HotCopy {
+    object: Option<Object>,
+    generation: u64,
+    until: Instant,
+}
+
+impl HotCopy {
+    fn bytes(&self) -> u64 {
+        self.object.as_ref().map_or(0, |o| o.value.len() as u64) + 64
+    }
 }
 
 impl Cached {
@@ -181,6 +200,9 @@ pub(super) struct Client<P> {
     cached_bytes: u64,
     /// Where hot objects have copies besides their homes, until when.
     hot_holders: BTreeMap<ObjectKey, (Vec<P>, Instant)>,
+    /// Hot copies held here for other peers, and their bytes.
+    hot_copies: BTreeMap<ObjectKey, HotCopy>,
+    hot_copy_bytes: u64,
     outputs: VecDeque<ClientOutput<P>>,
 }
 
@@ -200,6 +222,8 @@ impl<P: Clone + PartialEq> Client<P> {
             cache_used: 0,
             cached_bytes: 0,
             hot_holders: BTreeMap::new(),
+            hot_copies: BTreeMap::new(),
+            hot_copy_bytes: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -307,7 +331,6 @@ impl<P: Clone + PartialEq> Client<P> {
             checked,
             used: 0,
             validating: false,
-            serves_until: None,
         };
         if copy.bytes() > self.config.cache_bytes / 4 {
             return;
@@ -344,10 +367,38 @@ impl<P: Clone + PartialEq> Client<P> {
         now: Instant,
         until: Instant,
     ) {
-        self.keep_copy(key.clone(), object, generation, now);
-        if let Some(c) = self.cache.get_mut(&key) {
-            c.serves_until = Some(until);
+        self.keep_copy(key.clone(), object.clone(), generation, now);
+        if let Some(old) = self.hot_copies.remove(&key) {
+            self.hot_copy_bytes -= old.bytes();
         }
+        let copy = HotCopy {
+            object,
+            generation,
+            until,
+        };
+        if self.hot_copies.len() >= MAX_HOT_COPIES
+            || self.hot_copy_bytes + copy.bytes() > HOT_COPY_BYTES
+        {
+            // Make room from lapsed copies only: live ones were promised.
+            let lapsed: Vec<ObjectKey> = self
+                .hot_copies
+                .iter()
+                .filter(|(_, c)| c.until <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in lapsed {
+                if let Some(c) = self.hot_copies.remove(&k) {
+                    self.hot_copy_bytes -= c.bytes();
+                }
+            }
+            if self.hot_copies.len() >= MAX_HOT_COPIES
+                || self.hot_copy_bytes + copy.bytes() > HOT_COPY_BYTES
+            {
+                return;
+            }
+        }
+        self.hot_copy_bytes += copy.bytes();
+        self.hot_copies.insert(key, copy);
     }
 
     /// The hot copy of `key` this peer may answer others with, if any.
@@ -357,9 +408,9 @@ impl<P: Clone + PartialEq> Client<P> {
         generation: u64,
         now: Instant,
     ) -> Option<Option<Object>> {
-        self.cache
+        self.hot_copies
             .get(key)
-            .filter(|c| c.generation == generation && c.serves_until.is_some_and(|u| u > now))
+            .filter(|c| c.generation == generation && c.until > now)
             .map(|c| c.object.clone())
     }
 

@@ -52,13 +52,23 @@ fn config() -> SpaceConfig {
 
 impl Net {
     fn new(n: u32) -> Net {
+        Net::with_config(n, config())
+    }
+
+    fn with_config(n: u32, config: SpaceConfig) -> Net {
         let now = Instant::now();
         let mut net = Net {
             now,
             began: now,
             peers: (0..n)
                 .map(|id| Peer {
-                    space: Some(Space::new(id, config(), key_of, 1000 + u64::from(id), 7)),
+                    space: Some(Space::new(
+                        id,
+                        config.clone(),
+                        key_of,
+                        1000 + u64::from(id),
+                        7,
+                    )),
                     disk: BTreeMap::new(),
                     restarts: 0,
                 })
@@ -72,7 +82,7 @@ impl Net {
         };
         net.views();
         // Homes are created only once a peer's view has formed.
-        net.run_for(config().create_after_start);
+        net.run_for(config.create_after_start);
         net
     }
 
@@ -1159,7 +1169,11 @@ fn cached_reads_of_many_peers_spread_over_the_replicas() {
 
 #[test]
 fn a_hot_object_is_copied_beyond_its_home_and_recopied_when_a_holder_leaves() {
-    let mut net = Net::new(7);
+    // No peer caches anything for itself: holding hot copies for others
+    // does not depend on it.
+    let mut no_cache = config();
+    no_cache.client.cache_bytes = 0;
+    let mut net = Net::with_config(7, no_cache);
     let key = ObjectKey::new(GLOBAL, "popular");
     assert!(net.call(0, put(&key, b"hot!")).is_ok());
     let primary = net.primary_of(key.partition()).expect("primary");
