@@ -86,8 +86,9 @@ fn print_report(r: &SpaceBenchReport) -> Result<()> {
         )
     };
     outln!(
-        "object space: {} peers, homes of 3, {}-byte values; first write answered {:.1} s after the network formed",
-        r.peers, r.value_bytes, r.first_write_s
+        "object space: {} peers, homes of 3, {}-byte values; first write answered {:.1} s after the network formed; \
+         every partition's home created {:.2} s later",
+        r.peers, r.value_bytes, r.first_write_s, r.all_homes_created_s
     )?;
     outln!("one at a time ({} each):", r.ops)?;
     outln!("{}", line("raw TCP round trip", &r.tcp_rtt_us))?;

@@ -5,7 +5,8 @@
 //!    replicated write on this machine.
 //! 2. One operation at a time from one peer: set (distinct keys, spread over
 //!    the partitions), linearizable get, cached get, write-lock acquire and
-//!    release of a free lock.
+//!    release of a free lock. Every partition's home is created first (one
+//!    write to each, timed apart), so these are steady-state figures.
 //! 3. Pipelined sets, `window` in flight: on one key, and spread over many.
 //! 4. Re-grant: a holder (a peer holding no partitions) takes a write lock
 //!    and crashes; another peer waits for the lock. Time from the crash to
@@ -16,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use colony_core::space::{LockMode, ObjectKey, Tags};
+use colony_core::space::{LockMode, ObjectKey, Tags, PARTITIONS};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -100,6 +101,9 @@ pub struct SpaceBenchReport {
     /// From the network formed to the first write answered (partition
     /// homes are created once a peer's view has formed).
     pub first_write_s: f64,
+    /// From the first write answered to every partition's home created
+    /// (one write to each partition, one after the other).
+    pub all_homes_created_s: f64,
     /// Raw TCP ping-pong of `value_bytes` on loopback, same run.
     pub tcp_rtt_us: LatencyUs,
     /// Set of a fresh key, one at a time (on disk at a majority).
@@ -155,6 +159,7 @@ async fn main_phases(
     let formed = Instant::now();
     first_write(&peer, &key("first".into()), &value).await?;
     let first_write_s = formed.elapsed().as_secs_f64();
+    let all_homes_created_s = create_every_home(&peer, &value).await?;
 
     let (mut sets, mut gets, mut cached) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..options.ops {
@@ -223,6 +228,7 @@ async fn main_phases(
         pipelined: options.pipelined,
         window: options.window,
         first_write_s,
+        all_homes_created_s,
         set_over_tcp_p50: set_us.p50 / tcp.p50.max(1e-3),
         tcp_rtt_us: tcp,
         set_us,
@@ -275,6 +281,22 @@ where
         }
     }
     Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Writes one object in each partition of namespace `bench`, so that
+/// every partition's home exists; returns how long that took.
+async fn create_every_home(peer: &Peer, value: &[u8]) -> Result<f64, ColonyError> {
+    let started = Instant::now();
+    let mut created = std::collections::BTreeSet::new();
+    let mut i = 0u64;
+    while created.len() < usize::from(PARTITIONS) {
+        let key = ObjectKey::new("bench", format!("home-{i}"));
+        i += 1;
+        if created.insert(key.partition()) {
+            peer.space_put(&key, value.to_vec(), Tags::new()).await?;
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// One re-grant: a new peer holding no partitions (so its crash costs no
