@@ -529,16 +529,41 @@ pub struct NodeCounters {
 }
 
 /// What a message in flight was, for what to do with its outcome.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum SendKind<P> {
     App,
-    WorkRequest { to: P, job: JobId, free: u32 },
-    ModuleWant { to: P },
-    Query { job: JobId },
-    Cancel { to: P, job: JobId },
+    WorkRequest {
+        to: P,
+        job: JobId,
+        free: u32,
+    },
+    ModuleWant {
+        to: P,
+    },
+    Query {
+        job: JobId,
+    },
+    Cancel {
+        to: P,
+        job: JobId,
+    },
     Assign(SentAssignment<P>),
-    Space { to: P, request: Option<RequestId> },
+    /// Space messages (one, or a batch), with the requests they carry.
+    Space {
+        to: P,
+        requests: Vec<RequestId>,
+    },
     Other,
+}
+
+/// Encoded space messages for one peer and lane, not sent yet.
+#[derive(Debug, Default)]
+struct SpaceBatch {
+    bodies: Vec<Vec<u8>>,
+    /// Their bytes in a batch ([`wire::BATCH_ENTRY_BYTES`] each included).
+    bytes: usize,
+    /// The requests among them (told to the space core if the send fails).
+    requests: Vec<RequestId>,
 }
 
 /// A message in flight on a pipe.
@@ -586,6 +611,9 @@ pub struct Node<P: PeerKey> {
     /// Space requests the node made itself (destroying the namespaces of
     /// finished jobs), with their job.
     own_space_requests: BTreeMap<RequestId, JobId>,
+    /// Space messages produced since the space core was last polled dry,
+    /// by destination and lane: sent as one pipe message each.
+    space_batches: BTreeMap<(P, bool), SpaceBatch>,
     counters: NodeCounters,
     outputs: VecDeque<NodeOutput<P>>,
 }
@@ -652,6 +680,7 @@ impl<P: PeerKey> Node<P> {
             queries: BTreeMap::new(),
             suspects: BTreeSet::new(),
             own_space_requests: BTreeMap::new(),
+            space_batches: BTreeMap::new(),
             counters: NodeCounters::default(),
             outputs: VecDeque::new(),
         }
@@ -1081,6 +1110,7 @@ impl<P: PeerKey> Node<P> {
             progressed = true;
             self.on_space_output(now, out);
         }
+        self.flush_space(now);
         progressed | self.deliver_job_messages(now)
     }
 
@@ -1251,6 +1281,11 @@ impl<P: PeerKey> Node<P> {
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
                 ),
                 Some(PayloadKind::Space) => self.handle_space_payload(
+                    now,
+                    delivery.from,
+                    &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
+                ),
+                Some(PayloadKind::SpaceBatch) => self.handle_space_batch(
                     now,
                     delivery.from,
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
@@ -1500,6 +1535,24 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
+    fn handle_space_batch(&mut self, now: Instant, from: P, bytes: &[u8]) {
+        match wire::decode_batch(bytes) {
+            Ok(bodies) => {
+                for body in bodies {
+                    self.handle_space_payload(now, from.clone(), body);
+                }
+            }
+            Err(error) => {
+                self.counters.malformed_frames += 1;
+                self.notice(Notice::Malformed {
+                    from,
+                    what: "space batch",
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+
     fn handle_space_payload(&mut self, now: Instant, from: P, bytes: &[u8]) {
         match wire::decode::<SpaceMsg<P>>(bytes, self.pipes.config().max_message_bytes) {
             Ok(msg) => self.space.handle(now, SpaceInput::Message { from, msg }),
@@ -1514,37 +1567,83 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
+    /// Queues an encoded space message for `to`; the queue goes out as one
+    /// pipe message when the space core is quiet ([`Node::flush_space`])
+    /// or the batch is full.
+    fn batch_space(
+        &mut self,
+        now: Instant,
+        to: P,
+        bulk: bool,
+        body: Vec<u8>,
+        requests: Vec<RequestId>,
+    ) {
+        let max = self.max_body_bytes();
+        let entry = body.len() + wire::BATCH_ENTRY_BYTES;
+        let key = (to, bulk);
+        let full = self
+            .space_batches
+            .get(&key)
+            .is_some_and(|b| b.bodies.len() >= wire::MAX_BATCH_MESSAGES || b.bytes + entry > max);
+        if full {
+            if let Some(batch) = self.space_batches.remove(&key) {
+                self.send_space_batch(now, key.0.clone(), key.1, batch);
+            }
+        }
+        let batch = self.space_batches.entry(key).or_default();
+        batch.bytes += entry;
+        batch.bodies.push(body);
+        batch.requests.extend(requests);
+    }
+
+    /// Sends every queued space batch.
+    fn flush_space(&mut self, now: Instant) {
+        for ((to, bulk), batch) in std::mem::take(&mut self.space_batches) {
+            self.send_space_batch(now, to, bulk, batch);
+        }
+    }
+
+    /// Sends one batch: a lone message as itself. (A batch of several
+    /// fits in a pipe message: [`Node::batch_space`] sends a batch before
+    /// a message that would overflow it.)
+    fn send_space_batch(&mut self, now: Instant, to: P, bulk: bool, batch: SpaceBatch) {
+        let class = if bulk {
+            TrafficClass::BULK
+        } else {
+            TrafficClass::EVENTS
+        };
+        let payload = match batch.bodies.as_slice() {
+            [one] => wire::encode_payload(PayloadKind::Space, one),
+            many => wire::encode_payload(PayloadKind::SpaceBatch, &wire::encode_batch(many)),
+        };
+        let kind = SendKind::Space {
+            to: to.clone(),
+            requests: batch.requests,
+        };
+        if self
+            .send_payload(now, to, class, payload, kind.clone())
+            .is_err()
+        {
+            self.job_send_failed(now, kind);
+        }
+    }
+
     fn on_space_output(&mut self, now: Instant, out: SpaceOutput<P>) {
         match out {
             SpaceOutput::Send { to, msg, bulk } => {
-                let request = match &msg {
-                    SpaceMsg::Request { id, .. } => Some(*id),
-                    _ => None,
-                };
-                let kind = SendKind::Space {
-                    to: to.clone(),
-                    request,
+                let requests: Vec<RequestId> = match &msg {
+                    SpaceMsg::Request { id, .. } => vec![*id],
+                    _ => Vec::new(),
                 };
                 if matches!(
                     self.membership.state_of(&to),
                     Some(MemberState::Dead | MemberState::Left)
                 ) {
-                    return self.job_send_failed(now, kind);
+                    return self.job_send_failed(now, SendKind::Space { to, requests });
                 }
-                let class = if bulk {
-                    TrafficClass::BULK
-                } else {
-                    TrafficClass::EVENTS
-                };
-                let sent = wire::encode(&msg, self.max_body_bytes())
-                    .map_err(|e| e.to_string())
-                    .and_then(|body| {
-                        let payload = wire::encode_payload(PayloadKind::Space, &body);
-                        self.send_payload(now, to, class, payload, kind.clone())
-                            .map_err(|e| e.to_string())
-                    });
-                if sent.is_err() {
-                    self.job_send_failed(now, kind);
+                match wire::encode(&msg, self.max_body_bytes()) {
+                    Ok(body) => self.batch_space(now, to, bulk, body, requests),
+                    Err(_) => self.job_send_failed(now, SendKind::Space { to, requests }),
                 }
             }
             SpaceOutput::Persist {
@@ -1602,9 +1701,15 @@ impl<P: PeerKey> Node<P> {
                     .unreachable(now, &to, format!("{to} could not be reached"));
                 self.drain_modules(now);
             }
-            SendKind::Space { to, request } => self
-                .space
-                .handle(now, SpaceInput::SendFailed { to, id: request }),
+            SendKind::Space { to, requests } => {
+                for id in requests {
+                    let failed = SpaceInput::SendFailed {
+                        to: to.clone(),
+                        id: Some(id),
+                    };
+                    self.space.handle(now, failed);
+                }
+            }
             SendKind::App | SendKind::Other => {}
         }
     }

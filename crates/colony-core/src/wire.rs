@@ -67,6 +67,9 @@ pub enum PayloadKind {
     /// An object space message ([`crate::space::SpaceMsg`]): requests,
     /// replies and the partitions' replication.
     Space = 3,
+    /// Several object space messages to one peer, produced together
+    /// ([`encode_batch`]): one pipe message instead of one each.
+    SpaceBatch = 4,
 }
 
 impl PayloadKind {
@@ -77,6 +80,7 @@ impl PayloadKind {
             1 => Some(PayloadKind::Job),
             2 => Some(PayloadKind::Module),
             3 => Some(PayloadKind::Space),
+            4 => Some(PayloadKind::SpaceBatch),
             _ => None,
         }
     }
@@ -98,6 +102,52 @@ pub fn encode_payload(kind: PayloadKind, body: &[u8]) -> Vec<u8> {
 pub fn decode_payload(payload: &[u8]) -> Option<(PayloadKind, &[u8])> {
     let (&first, body) = payload.split_first()?;
     Some((PayloadKind::from_byte(first)?, body))
+}
+
+/// Bytes a batch spends on each message it carries (its length).
+pub const BATCH_ENTRY_BYTES: usize = 4;
+
+/// Messages one batch may carry.
+pub const MAX_BATCH_MESSAGES: usize = 1024;
+
+/// A batch of encoded messages: each as its length (`u32`, little-endian)
+/// and its bytes.
+pub fn encode_batch(bodies: &[Vec<u8>]) -> Vec<u8> {
+    let total = bodies.iter().map(|b| b.len() + BATCH_ENTRY_BYTES).sum();
+    let mut out = Vec::with_capacity(total);
+    for body in bodies {
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// The messages of a batch ([`encode_batch`]); an error if a length runs
+/// past the end or the batch carries more than [`MAX_BATCH_MESSAGES`].
+pub fn decode_batch(mut bytes: &[u8]) -> Result<Vec<&[u8]>, WireError> {
+    let mut bodies = Vec::new();
+    while !bytes.is_empty() {
+        if bodies.len() >= MAX_BATCH_MESSAGES {
+            return Err(WireError::Malformed(format!(
+                "a batch of more than {MAX_BATCH_MESSAGES} messages"
+            )));
+        }
+        let Some((len, rest)) = bytes.split_first_chunk::<BATCH_ENTRY_BYTES>() else {
+            return Err(WireError::Malformed("a batch cut inside a length".into()));
+        };
+        let len = usize::try_from(u32::from_le_bytes(*len)).unwrap_or(usize::MAX);
+        if len > rest.len() {
+            return Err(WireError::Malformed(format!(
+                "a batch entry of {len} bytes with {} left",
+                rest.len()
+            )));
+        }
+        let (body, rest) = rest.split_at(len);
+        bodies.push(body);
+        bytes = rest;
+    }
+    Ok(bodies)
 }
 
 /// Encodes a frame with its header, refusing results above `max_bytes`.
@@ -180,6 +230,27 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max_bytes: usize) -> Result<T, 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn batches_round_trip_and_damaged_ones_are_refused() {
+        let bodies = vec![b"one".to_vec(), Vec::new(), vec![7u8; 300]];
+        let bytes = encode_batch(&bodies);
+        let decoded = decode_batch(&bytes).expect("a well-formed batch");
+        assert_eq!(
+            decoded,
+            bodies.iter().map(Vec::as_slice).collect::<Vec<_>>()
+        );
+        assert_eq!(decode_batch(&[]).expect("empty"), Vec::<&[u8]>::new());
+        // Cut inside a length, and a length past the end.
+        assert!(decode_batch(&bytes[..2]).is_err());
+        assert!(decode_batch(&bytes[..bytes.len() - 1]).is_err());
+        let mut lying = bytes.clone();
+        lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_batch(&lying).is_err());
+        // Too many entries (empty ones cost 4 bytes each).
+        let many = encode_batch(&vec![Vec::new(); MAX_BATCH_MESSAGES + 1]);
+        assert!(decode_batch(&many).is_err());
+    }
 
     proptest! {
         #[test]
