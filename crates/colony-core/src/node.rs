@@ -1399,8 +1399,15 @@ impl<P: PeerKey> Node<P> {
                 self.notice(Notice::Refused { from, message, why })
             }
             JobOutput::Event(event) => {
-                if let JobEvent::Finished { job, .. } = &event {
-                    self.destroy_job_namespace(now, *job);
+                match &event {
+                    JobEvent::Finished { job, .. } => self.destroy_job_namespace(now, *job),
+                    // The primary it ended at may have left (or died)
+                    // before its namespace was destroyed: the successor
+                    // destroys it again (an unknown namespace is no error).
+                    JobEvent::Primary { job, .. } if self.jobs.has_ended(*job) => {
+                        self.destroy_job_namespace(now, *job)
+                    }
+                    _ => {}
                 }
                 self.outputs.push_back(NodeOutput::Job(event))
             }

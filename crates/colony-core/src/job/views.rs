@@ -241,6 +241,14 @@ impl<P: PeerKey> Jobs<P> {
             .is_some_and(|h| h.record.keep_namespace)
     }
 
+    /// Whether `job`, whose record this peer holds, has ended (done,
+    /// failed or cancelled).
+    pub fn has_ended(&self, job: JobId) -> bool {
+        self.homes
+            .get(&job)
+            .is_some_and(|h| !matches!(h.record.state, JobState::Running))
+    }
+
     /// A peer's position in the overlay's key space.
     pub fn key_of(&self, peer: &P) -> [u8; 32] {
         (self.key_of)(peer)
