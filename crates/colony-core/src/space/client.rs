@@ -145,15 +145,21 @@ struct HotCopy {
     until: Instant,
 }
 
+/// Bytes a kept copy of `object` is counted for (the value and a fixed
+/// overhead).
+fn copy_bytes(object: &Option<Object>) -> u64 {
+    object.as_ref().map_or(0, |o| o.value.len() as u64) + 64
+}
+
 impl HotCopy {
     fn bytes(&self) -> u64 {
-        self.object.as_ref().map_or(0, |o| o.value.len() as u64) + 64
+        copy_bytes(&self.object)
     }
 }
 
 impl Cached {
     fn bytes(&self) -> u64 {
-        self.object.as_ref().map_or(0, |o| o.value.len() as u64) + 64
+        copy_bytes(&self.object)
     }
 }
 
@@ -376,9 +382,11 @@ impl<P: Clone + PartialEq> Client<P> {
             generation,
             until,
         };
-        if self.hot_copies.len() >= MAX_HOT_COPIES
-            || self.hot_copy_bytes + copy.bytes() > HOT_COPY_BYTES
-        {
+        let no_room = |client: &Self| {
+            client.hot_copies.len() >= MAX_HOT_COPIES
+                || client.hot_copy_bytes + copy.bytes() > HOT_COPY_BYTES
+        };
+        if no_room(self) {
             // Make room from lapsed copies only: live ones were promised.
             let lapsed: Vec<ObjectKey> = self
                 .hot_copies
@@ -391,9 +399,7 @@ impl<P: Clone + PartialEq> Client<P> {
                     self.hot_copy_bytes -= c.bytes();
                 }
             }
-            if self.hot_copies.len() >= MAX_HOT_COPIES
-                || self.hot_copy_bytes + copy.bytes() > HOT_COPY_BYTES
-            {
+            if no_room(self) {
                 return;
             }
         }

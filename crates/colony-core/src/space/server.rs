@@ -515,15 +515,8 @@ impl<P: PeerKey> Space<P> {
             .map(|(p, _)| *p)
             .collect();
         for partition in primaries {
-            let freed = match self.homes.get_mut(&partition) {
-                Some(h) => h.state_mut().expire_leases(now),
-                None => continue,
-            };
-            self.counters.expired_leases += freed.len() as u64;
-            let _ = self.homes.propose(now, partition, Vec::new());
-            for key in freed {
-                self.grant_waiters(now, partition, &key);
-            }
+            let freed = self.revoke_locks(now, partition, |p| p.expire_leases(now));
+            self.counters.expired_leases += freed;
         }
         self.creating.retain(|_, c| c.until > now);
         for key in self.hot.tick(now) {
@@ -871,19 +864,32 @@ impl<P: PeerKey> Space<P> {
             .map(|(p, _)| *p)
             .collect();
         for partition in primaries {
-            let revoked = match self.homes.get_mut(&partition) {
-                Some(h) => h.state_mut().revoke_sessions(now, &sessions),
-                None => continue,
-            };
-            if revoked.is_empty() {
-                continue;
-            }
-            self.counters.revoked_locks += revoked.len() as u64;
-            let _ = self.homes.propose(now, partition, Vec::new());
-            for key in revoked {
-                self.grant_waiters(now, partition, &key);
-            }
+            let revoked = self.revoke_locks(now, partition, |p| p.revoke_sessions(now, &sessions));
+            self.counters.revoked_locks += revoked;
         }
+    }
+
+    /// Revokes grants of `partition` (a primary here) with `revoke`,
+    /// replicates the change and grants the waiters of the objects freed;
+    /// returns how many objects' locks changed.
+    fn revoke_locks(
+        &mut self,
+        now: Instant,
+        partition: PartitionId,
+        revoke: impl FnOnce(&mut Partition) -> Vec<super::ObjectKey>,
+    ) -> u64 {
+        let Some(h) = self.homes.get_mut(&partition) else {
+            return 0;
+        };
+        let freed = revoke(h.state_mut());
+        if freed.is_empty() {
+            return 0;
+        }
+        let _ = self.homes.propose(now, partition, Vec::new());
+        for key in &freed {
+            self.grant_waiters(now, partition, key);
+        }
+        freed.len() as u64
     }
 
     /// A read of `key` served by its primary here: counted, and a reader of
