@@ -107,6 +107,11 @@ pub(crate) struct PutArgs {
     /// lock`); refused if it no longer holds it.
     #[arg(long, value_name = "T")]
     token: Option<u64>,
+    /// Store the value erasure-coded: K data and M parity shards on K + M
+    /// distinct peers, any K of which restore it (costs (K + M) / K times
+    /// the value instead of a copy per home member). Default: replicated.
+    #[arg(long, value_name = "K+M")]
+    erasure: Option<colony::Storage>,
 }
 
 #[derive(Args, Debug)]
@@ -460,7 +465,11 @@ async fn put(args: PutArgs) -> Result<()> {
             );
         }
     }
-    let path = with_token(object_path(&c.namespace, &args.name), args.token);
+    let mut path = with_token(object_path(&c.namespace, &args.name), args.token);
+    if let Some(colony::Storage::Coded { k, m }) = args.erasure {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        path = format!("{path}{sep}erasure={k}%2B{m}");
+    }
     let timeout = transfer_timeout(value.len() as u64);
     let response = api
         .send(

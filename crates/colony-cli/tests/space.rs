@@ -1006,3 +1006,170 @@ fn the_space_bench_reports_every_figure_against_raw_tcp() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--hot-secs"));
 }
+
+/// The shards every running peer holds, and their bytes.
+async fn shards_held(peers: &[&PeerProc]) -> Vec<(usize, u64)> {
+    let mut held = Vec::new();
+    for peer in peers {
+        let status = peer.status().await.expect("status");
+        held.push((status.space.shards, status.space.shard_bytes));
+    }
+    held
+}
+
+/// A value written erasure-coded 2+2 through the CLI costs twice its size
+/// over four distinct peers (not a copy per home member), reads back whole
+/// at another peer, drops its shards when replaced or deleted, and stays
+/// readable with two of its four holders SIGKILLed; a holder restarted on
+/// its data directory holds its shards again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_coded_value_survives_the_loss_of_m_holders() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("space-erasure");
+    let mut peers = start_network(
+        &root,
+        5,
+        &[
+            "--max-object-mib".into(),
+            "1".into(),
+            "--max-value-mib".into(),
+            "24".into(),
+        ],
+    );
+    let all: Vec<&PeerProc> = peers.iter().collect();
+    formed(&all).await;
+    // 3 MiB: two stripes of 2 MiB (k = 2 shards of 1 MiB each).
+    let value: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let file = root.join("value.bin");
+    std::fs::write(&file, &value).expect("write the value's file");
+    let file = file.to_string_lossy().into_owned();
+    let put = |peer: &PeerProc| {
+        cli_ok(peer, &["put", "coded", &file, "--erasure", "2+2", "--json"]);
+    };
+    put(&peers[0]);
+    let held = shards_held(&all).await;
+    let holders: Vec<usize> = (0..5).filter(|i| held[*i].0 > 0).collect();
+    assert_eq!(holders.len(), 4, "four distinct holders: {held:?}");
+    for i in &holders {
+        assert_eq!(
+            held[*i].0, 2,
+            "one shard of each stripe per holder: {held:?}"
+        );
+    }
+    let stored: u64 = held.iter().map(|(_, bytes)| bytes).sum();
+    let size = value.len() as u64;
+    assert!(
+        stored >= 2 * size && stored <= 2 * size + 4096,
+        "2+2 stores twice the value, {stored} bytes for {size}"
+    );
+    let out = root.join("read.bin");
+    let out_path = out.to_string_lossy().into_owned();
+    cli_ok(&peers[4], &["get", "coded", "--output", &out_path]);
+    assert!(
+        std::fs::read(&out).expect("read back") == value,
+        "the value read back differs"
+    );
+    let listed = cli_ok(&peers[3], &["ls", "--json"]);
+    assert!(
+        listed.contains("\"coded\"") && listed.contains(&size.to_string()),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(".colony-shards"),
+        "reserved tags are hidden: {listed}"
+    );
+    // Replaced: the old write's shards go; deleted: all go.
+    put(&peers[1]);
+    wait_until(
+        Duration::from_secs(10),
+        "the replaced write's shards to go",
+        || async {
+            let total: usize = shards_held(&all).await.iter().map(|(n, _)| n).sum();
+            (total == 8).then_some(())
+        },
+    )
+    .await;
+    cli_ok(&peers[2], &["rm", "coded"]);
+    wait_until(
+        Duration::from_secs(10),
+        "a deleted value's shards to go",
+        || async {
+            let total: usize = shards_held(&all).await.iter().map(|(n, _)| n).sum();
+            (total == 0).then_some(())
+        },
+    )
+    .await;
+    put(&peers[0]);
+    let held = shards_held(&all).await;
+    let holders: Vec<usize> = (0..5).filter(|i| held[*i].0 > 0).collect();
+    assert_eq!(holders.len(), 4, "{held:?}");
+    // Two holders die, at most one of them a member of the manifest's
+    // home (so the manifest stays readable: its home keeps a majority).
+    let partition = colony::ObjectKey::new("global", "coded").partition();
+    let mut in_home = Vec::new();
+    for i in &holders {
+        let status = peers[*i].status().await.expect("status");
+        in_home.push(status.space.held.contains(&partition));
+    }
+    let outside = holders
+        .iter()
+        .zip(&in_home)
+        .find(|(_, home)| !**home)
+        .map(|(i, _)| *i)
+        .expect("four holders of five peers: one is outside a home of three");
+    let other = *holders
+        .iter()
+        .find(|i| **i != outside)
+        .expect("another holder");
+    let reader = (0..5)
+        .find(|i| *i != outside && *i != other)
+        .expect("a reader");
+    peers[outside].kill();
+    peers[other].kill();
+    let api = Api::of(&peers[reader]);
+    let got = retried(
+        Duration::from_secs(60),
+        "read with two holders dead",
+        || api.get("coded"),
+    )
+    .await;
+    assert!(
+        got.is_some_and(|(v, _)| v == value),
+        "the value read with two holders dead differs"
+    );
+    // Through the CLI too, once the deaths are declared.
+    let _ = std::fs::remove_file(&out);
+    cli_ok(&peers[reader], &["get", "coded", "--output", &out_path]);
+    assert!(std::fs::read(&out).expect("read back") == value);
+    // A holder restarted on its data directory holds its shards again.
+    let seed = peers[reader].addr();
+    peers[outside].restart_with(&["--bootstrap".into(), seed]);
+    wait_until(
+        Duration::from_secs(20),
+        "the restarted holder's shards",
+        || async {
+            let status = peers[outside].status().await?;
+            (status.space.shards == 2).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        peers[outside].log().contains("shards found on disk"),
+        "{}",
+        peers[outside].log()
+    );
+    // A coding the space cannot place is a clear error.
+    let refused = cli_refused(
+        &peers[reader],
+        &["put", "wide", &file, "--erasure", "4+2"],
+        "full",
+    );
+    assert!(refused.contains("6 shards need 6 peers"), "{refused}");
+    let bad = cli(&peers[reader], &["put", "bad", &file, "--erasure", "0+2"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("k must be at least 1"));
+    drop(peers);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -184,6 +184,11 @@ pub enum NodeInput<P> {
         /// Its update.
         seq: u64,
     },
+    /// The shard written for [`NodeOutput::PersistShard`] is on disk.
+    ShardDurable {
+        /// Which.
+        id: crate::space::ShardId,
+    },
     /// Stop computing (the host's owner needs it, or its daily hours are
     /// used up): running units are stopped and handed back to their jobs'
     /// primaries, and no work is taken until [`NodeInput::Resume`]. The
@@ -345,6 +350,21 @@ pub enum NodeOutput<P> {
         config: Vec<P>,
         /// What to write.
         data: Unpersisted,
+    },
+    /// Write an erasure-coded shard this peer now holds, then answer with
+    /// [`NodeInput::ShardDurable`].
+    PersistShard {
+        /// The object it is part of.
+        key: crate::space::ObjectKey,
+        /// Which shard.
+        id: crate::space::ShardId,
+        /// The shard.
+        shard: crate::space::Shard,
+    },
+    /// Delete these shards from disk.
+    UnpersistShards {
+        /// Which.
+        ids: Vec<crate::space::ShardId>,
     },
     /// This peer no longer holds a space partition: delete it from disk.
     UnpersistSpace {
@@ -749,6 +769,30 @@ impl<P: PeerKey> Node<P> {
         self.space.read_cached(now, key, timeout)
     }
 
+    /// Asks peer `to` itself to apply `op`, a shard operation
+    /// ([`Space::request_at`]); the answer comes as
+    /// [`NodeOutput::SpaceAnswer`] with the returned id, within `timeout`.
+    pub fn space_request_at(
+        &mut self,
+        now: Instant,
+        to: P,
+        op: SpaceOp,
+        timeout: Duration,
+    ) -> Result<RequestId, SpaceError> {
+        self.now = now;
+        self.space.request_at(now, to, op, timeout)
+    }
+
+    /// An erasure-coded shard read back from this peer's disk.
+    pub fn restore_shard(
+        &mut self,
+        key: crate::space::ObjectKey,
+        id: crate::space::ShardId,
+        shard: crate::space::Shard,
+    ) {
+        self.space.restore_shard(key, id, shard);
+    }
+
     /// Stops renewing the space lock with this token (its holder gave it up).
     pub fn space_forget_lock(&mut self, token: u64) {
         self.space.forget_lock(token);
@@ -956,6 +1000,9 @@ impl<P: PeerKey> Node<P> {
                     seq,
                 },
             ),
+            NodeInput::ShardDurable { id } => {
+                self.space.handle(now, SpaceInput::ShardDurable { id })
+            }
             NodeInput::Leave => self.membership.handle(now, membership::Input::Leave),
             NodeInput::Pause => self.jobs.handle(now, JobInput::Pause),
             NodeInput::Resume => self.jobs.handle(now, JobInput::Resume),
@@ -1673,6 +1720,12 @@ impl<P: PeerKey> Node<P> {
             SpaceOutput::Unpersist { partition } => self
                 .outputs
                 .push_back(NodeOutput::UnpersistSpace { partition }),
+            SpaceOutput::PersistShard { key, id, shard } => self
+                .outputs
+                .push_back(NodeOutput::PersistShard { key, id, shard }),
+            SpaceOutput::UnpersistShards { ids } => {
+                self.outputs.push_back(NodeOutput::UnpersistShards { ids })
+            }
             SpaceOutput::Answer { id, result } => match self.own_space_requests.remove(&id) {
                 Some(job) => match result {
                     // A job that never wrote to the space has no namespace.

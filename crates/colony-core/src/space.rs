@@ -33,6 +33,7 @@ mod hot;
 mod partition;
 mod query;
 mod server;
+mod shards;
 #[cfg(test)]
 mod tests;
 
@@ -42,11 +43,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::erasure::Shard;
+
 pub use client::{LockLost, SpaceClientConfig};
 pub use hot::HotConfig;
 pub use partition::{Change, Partition, Unpersisted};
 pub use query::{Predicate, Query, Test, MAX_PREDICATES};
 pub use server::{Space, SpaceConfig, SpaceCounters, SpaceInput, SpaceOutput};
+pub use shards::{HeldWrite, ShardStore, MAX_HELD_SHARDS};
 
 /// How many partitions the key space of objects is cut into: a constant of
 /// the protocol (every peer must agree on it).
@@ -368,6 +372,32 @@ pub enum SpaceOp {
         /// Its name.
         name: String,
     },
+    /// Keep one erasure-coded shard of a value, durably, on the peer the
+    /// request is sent to (a shard holder, not the object's home): see
+    /// [`ShardId`].
+    PutShard {
+        /// The object whose value the shard is part of.
+        key: ObjectKey,
+        /// Which shard.
+        id: ShardId,
+        /// The shard (its index is `id.index`).
+        shard: Shard,
+    },
+    /// The shard `id` of `key`'s value, if the receiving peer holds it.
+    GetShard {
+        /// The object.
+        key: ObjectKey,
+        /// Which shard.
+        id: ShardId,
+    },
+    /// Forget every shard of the write `write` of `key` the receiving peer
+    /// holds (the value was replaced, deleted or never committed).
+    DropShards {
+        /// The object.
+        key: ObjectKey,
+        /// The write whose shards go.
+        write: u128,
+    },
     /// Drop the objects of a destroyed generation of a namespace held in
     /// one partition (reclaims space; reads ignore them already).
     Purge {
@@ -391,7 +421,10 @@ impl SpaceOp {
             | SpaceOp::Delete { key, .. }
             | SpaceOp::Lock { key, .. }
             | SpaceOp::Renew { key, .. }
-            | SpaceOp::Unlock { key, .. } => key.partition(),
+            | SpaceOp::Unlock { key, .. }
+            | SpaceOp::PutShard { key, .. }
+            | SpaceOp::GetShard { key, .. }
+            | SpaceOp::DropShards { key, .. } => key.partition(),
             SpaceOp::List { partition, .. }
             | SpaceOp::Search { partition, .. }
             | SpaceOp::Purge { partition, .. } => *partition % PARTITIONS,
@@ -441,7 +474,25 @@ impl SpaceOp {
             | SpaceOp::Validate { key, .. }
             | SpaceOp::Delete { key, .. }
             | SpaceOp::Renew { key, .. }
-            | SpaceOp::Unlock { key, .. } => key.check(),
+            | SpaceOp::Unlock { key, .. }
+            | SpaceOp::GetShard { key, .. }
+            | SpaceOp::DropShards { key, .. } => key.check(),
+            SpaceOp::PutShard { key, id, shard } => {
+                key.check()?;
+                if shard.index != id.index || shard.index >= shard.k.saturating_add(shard.m) {
+                    return Err(SpaceError::InvalidShard(format!(
+                        "shard {} of {}+{} sent as shard {}",
+                        shard.index, shard.k, shard.m, id.index
+                    )));
+                }
+                if shard.bytes.len() > max_object_bytes {
+                    return Err(SpaceError::TooLarge {
+                        size: shard.bytes.len() as u64,
+                        max: max_object_bytes as u64,
+                    });
+                }
+                Ok(())
+            }
             SpaceOp::Put {
                 key, value, tags, ..
             } => {
@@ -527,6 +578,29 @@ pub enum SpaceReply {
     },
     /// Done (a namespace destroyed, a partition purged).
     Done,
+    /// The shard is on the holder's disk.
+    ShardKept,
+    /// The shard asked for, or `None` if the holder has none.
+    Shard(Option<Shard>),
+    /// Shards dropped by a [`SpaceOp::DropShards`].
+    ShardsDropped {
+        /// How many the holder had.
+        count: u32,
+    },
+}
+
+/// Which erasure-coded shard: a value written with erasure coding is cut
+/// into stripes, each coded into `k + m` shards; shard `index` of every
+/// stripe is kept by the same holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShardId {
+    /// The write that made it (random per write, so two writes of one
+    /// object never share shards).
+    pub write: u128,
+    /// The stripe of the value.
+    pub stripe: u32,
+    /// The shard's position among the stripe's `k + m`.
+    pub index: u8,
 }
 
 /// Why a space operation failed.
@@ -593,6 +667,10 @@ pub enum SpaceError {
     /// full.
     #[error("the space is full: {0}")]
     Full(String),
+    /// A shard that is malformed, or differs from the one held under its
+    /// id.
+    #[error("invalid shard: {0}")]
+    InvalidShard(String),
     /// The request did not get an answer in time.
     #[error("no answer within {waited_ms} ms: {why}")]
     Timeout {

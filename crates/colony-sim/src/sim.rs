@@ -1577,6 +1577,9 @@ impl World {
                 self.slots[id as usize].disk.space_pending.push(delete);
                 self.schedule_fsync(id);
             }
+            // The simulated workloads write no erasure-coded values, so no
+            // peer holds shards (the process tests cover them).
+            Action::Node(NodeOutput::PersistShard { .. } | NodeOutput::UnpersistShards { .. }) => {}
             Action::Node(NodeOutput::SpaceAnswer {
                 id: request,
                 result,

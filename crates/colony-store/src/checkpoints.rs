@@ -224,6 +224,13 @@ pub struct GroupCommitStats {
     /// Partitions dropped whole because a row failed its checksum, found
     /// when the store was opened or when read back.
     pub space_partitions_corrupt: u64,
+    /// Erasure-coded shards written.
+    pub shards_written: u64,
+    /// Shards deleted.
+    pub shards_removed: u64,
+    /// Shards that failed their checksum, found when the store was opened
+    /// (and dropped) or when read back.
+    pub shards_corrupt: u64,
 }
 
 enum Request {
@@ -250,6 +257,15 @@ enum Request {
         partition: u16,
         done: Done,
     },
+    ShardPut {
+        id: Vec<u8>,
+        bytes: Vec<u8>,
+        done: Done,
+    },
+    ShardRemove {
+        ids: Vec<Vec<u8>>,
+        done: Done,
+    },
 }
 
 impl Request {
@@ -259,6 +275,8 @@ impl Request {
             Request::SpacePut { write, .. } => {
                 write.bytes() + REQUEST_OVERHEAD_BYTES * (1 + write.rows.len())
             }
+            Request::ShardPut { id, bytes, .. } => id.len() + bytes.len() + REQUEST_OVERHEAD_BYTES,
+            Request::ShardRemove { ids, .. } => REQUEST_OVERHEAD_BYTES * (1 + ids.len()),
             Request::RemoveJob { .. } | Request::Remove { .. } | Request::SpaceRemove { .. } => {
                 REQUEST_OVERHEAD_BYTES
             }
@@ -271,7 +289,9 @@ impl Request {
             | Request::RemoveJob { done, .. }
             | Request::Remove { done, .. }
             | Request::SpacePut { done, .. }
-            | Request::SpaceRemove { done, .. } => done,
+            | Request::SpaceRemove { done, .. }
+            | Request::ShardPut { done, .. }
+            | Request::ShardRemove { done, .. } => done,
         }
     }
 
@@ -351,7 +371,7 @@ impl CheckpointStore {
             ));
         }
         let db = open::open_checked(path, Kind::Checkpoints, false)?.db;
-        let (corrupt, corrupt_space) = open::guarded(|| drop_corrupt(&db))
+        let (corrupt, corrupt_space, corrupt_shards) = open::guarded(|| drop_corrupt(&db))
             .map_err(|panic| open::damaged(path, Kind::Checkpoints, panic))?
             .map_err(|e| db_error(path, e))?;
 
@@ -361,6 +381,7 @@ impl CheckpointStore {
         let stats = Arc::new(Mutex::new(GroupCommitStats {
             pieces_corrupt: corrupt.len() as u64,
             space_partitions_corrupt: corrupt_space.len() as u64,
+            shards_corrupt: corrupt_shards,
             ..GroupCommitStats::default()
         }));
         let mut corrupt = corrupt;
@@ -519,6 +540,35 @@ impl CheckpointStore {
     pub fn remove_space(&self, partition: u16, done: Done) -> Result<(), StoreError> {
         self.enqueue(Request::SpaceRemove { partition, done })
             .map_err(|refused| refused.0)
+    }
+
+    /// Queues the write of an erasure-coded shard held for a writer, under
+    /// `id` (opaque to the store; a shard already stored under it is
+    /// replaced); `done` and errors as for [`CheckpointStore::put`].
+    pub fn put_shard(&self, id: Vec<u8>, bytes: Vec<u8>, done: Done) -> Result<(), StoreError> {
+        self.enqueue(Request::ShardPut { id, bytes, done })
+            .map_err(|refused| refused.0)
+    }
+
+    /// Queues the deletion of the shards stored under `ids`.
+    pub fn remove_shards(&self, ids: Vec<Vec<u8>>, done: Done) -> Result<(), StoreError> {
+        self.enqueue(Request::ShardRemove { ids, done })
+            .map_err(|refused| refused.0)
+    }
+
+    /// Every stored shard that passes its checksum, as (id, bytes), as of
+    /// the last committed batch (used after a restart); those that fail it
+    /// are left out and counted.
+    pub fn shards(&self) -> Result<Vec<crate::space::StoredShard>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let (shards, bad) = crate::space::read_shards(&txn).map_err(|e| self.err(e))?;
+        if bad > 0 {
+            self.stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .shards_corrupt += bad;
+        }
+        Ok(shards)
     }
 
     /// Every space partition stored whole and intact, by partition, as of
@@ -710,10 +760,14 @@ fn piece_key((job, unit, holder_index): KeyTuple) -> PieceKey {
 /// readers never meet a missing table), deletes the pieces that fail their
 /// checksum and the space partitions with any row that does, returning the
 /// pieces' keys and the partitions.
-fn drop_corrupt(db: &Database) -> Result<(Vec<PieceKey>, Vec<u16>), redb::Error> {
+#[allow(clippy::type_complexity)]
+fn drop_corrupt(db: &Database) -> Result<(Vec<PieceKey>, Vec<u16>, u64), redb::Error> {
     let txn = db.begin_write()?;
     let mut corrupt = Vec::new();
-    let corrupt_space = SpaceTables::open(&txn)?.drop_corrupt()?;
+    let mut space = SpaceTables::open(&txn)?;
+    let corrupt_space = space.drop_corrupt()?;
+    let corrupt_shards = space.drop_corrupt_shards()?;
+    drop(space);
     {
         let mut table = txn.open_table(PIECES)?;
         match txn.open_table(LEGACY_PIECES) {
@@ -759,7 +813,7 @@ fn drop_corrupt(db: &Database) -> Result<(Vec<PieceKey>, Vec<u16>), redb::Error>
         })?;
     }
     txn.commit()?;
-    Ok((corrupt, corrupt_space))
+    Ok((corrupt, corrupt_space, corrupt_shards))
 }
 
 fn db_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -884,6 +938,8 @@ impl Writer {
                         stats.space_rows_written += counts.space.rows_written;
                         stats.space_rows_deleted += counts.space.rows_deleted;
                         stats.space_partitions_removed += counts.space.partitions_removed;
+                        stats.shards_written += counts.space.shards_written;
+                        stats.shards_removed += counts.space.shards_removed;
                         stats.largest_batch = stats.largest_batch.max(batch.len() as u64);
                     }
                     Err(_) => stats.failed_batches += 1,
@@ -985,6 +1041,16 @@ impl Writer {
                     Request::SpaceRemove { partition, .. } => {
                         space
                             .remove(*partition, &mut counts.space)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Request::ShardPut { id, bytes, .. } => {
+                        space
+                            .put_shard(id, bytes, &mut counts.space)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Request::ShardRemove { ids, .. } => {
+                        space
+                            .remove_shards(ids, &mut counts.space)
                             .map_err(|e| e.to_string())?;
                     }
                 }

@@ -29,6 +29,25 @@ pub(crate) const SPACE_META: TableDefinition<u16, Checked> = TableDefinition::ne
 pub(crate) const SPACE_ROWS: TableDefinition<RowKey, Checked> =
     TableDefinition::new("space_rows_v1");
 
+/// Erasure-coded shards held for writers, by shard id (opaque bytes to the
+/// store): each row stands alone, so a row that fails its checksum is
+/// dropped by itself.
+pub(crate) const SPACE_SHARDS: TableDefinition<&[u8], Checked> =
+    TableDefinition::new("space_shards_v1");
+
+/// A shard row read back: (id, bytes).
+pub type StoredShard = (Vec<u8>, Vec<u8>);
+
+/// The checksum of a shard row: its id and bytes.
+pub(crate) fn shard_checksum(id: &[u8], bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(b"space shard");
+    hasher.update(&(id.len() as u64).to_le_bytes());
+    hasher.update(id);
+    hasher.update(bytes);
+    hasher.finalize()
+}
+
 /// What to write for one partition of the object space, in one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpaceWrite {
@@ -106,12 +125,15 @@ pub(crate) struct SpaceCounts {
     pub(crate) rows_written: u64,
     pub(crate) rows_deleted: u64,
     pub(crate) partitions_removed: u64,
+    pub(crate) shards_written: u64,
+    pub(crate) shards_removed: u64,
 }
 
 /// The space tables of a write transaction.
 pub(crate) struct SpaceTables<'txn> {
     meta: Table<'txn, u16, Checked<'static>>,
     rows: Table<'txn, RowKey<'static>, Checked<'static>>,
+    shards: Table<'txn, &'static [u8], Checked<'static>>,
 }
 
 impl<'txn> SpaceTables<'txn> {
@@ -120,7 +142,48 @@ impl<'txn> SpaceTables<'txn> {
         Ok(SpaceTables {
             meta: txn.open_table(SPACE_META)?,
             rows: txn.open_table(SPACE_ROWS)?,
+            shards: txn.open_table(SPACE_SHARDS)?,
         })
+    }
+
+    /// Writes one shard row.
+    pub(crate) fn put_shard(
+        &mut self,
+        id: &[u8],
+        bytes: &[u8],
+        counts: &mut SpaceCounts,
+    ) -> Result<(), redb::StorageError> {
+        let sum = shard_checksum(id, bytes);
+        self.shards.insert(id, (sum, bytes))?;
+        counts.shards_written += 1;
+        Ok(())
+    }
+
+    /// Deletes shard rows.
+    pub(crate) fn remove_shards(
+        &mut self,
+        ids: &[Vec<u8>],
+        counts: &mut SpaceCounts,
+    ) -> Result<(), redb::StorageError> {
+        for id in ids {
+            if self.shards.remove(id.as_slice())?.is_some() {
+                counts.shards_removed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every shard row that fails its checksum; returns how many.
+    pub(crate) fn drop_corrupt_shards(&mut self) -> Result<u64, redb::StorageError> {
+        let mut dropped = 0;
+        self.shards.retain(|id, (sum, bytes)| {
+            let ok = shard_checksum(id, bytes) == sum;
+            if !ok {
+                dropped += 1;
+            }
+            ok
+        })?;
+        Ok(dropped)
     }
 
     /// Applies one write.
@@ -214,6 +277,25 @@ fn damaged_partitions(
 
 /// Every partition that is whole and intact, by partition, and the
 /// partitions skipped because they are not.
+/// Every shard row that passes its checksum, and how many did not.
+pub(crate) fn read_shards(
+    txn: &redb::ReadTransaction,
+) -> Result<(Vec<StoredShard>, u64), redb::Error> {
+    let table = txn.open_table(SPACE_SHARDS)?;
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for entry in table.iter()? {
+        let (id, value) = entry?;
+        let (sum, bytes) = value.value();
+        if shard_checksum(id.value(), bytes) == sum {
+            out.push((id.value().to_vec(), bytes.to_vec()));
+        } else {
+            bad += 1;
+        }
+    }
+    Ok((out, bad))
+}
+
 pub(crate) fn read_all(
     txn: &redb::ReadTransaction,
 ) -> Result<(Vec<StoredPartition>, Vec<u16>), redb::Error> {
@@ -472,6 +554,48 @@ mod tests {
         let store = CheckpointStore::open(&dir.file()).unwrap();
         assert!(store.corrupt_space_partitions().is_empty());
         assert_eq!(contents(&store).len(), 1);
+    }
+
+    /// Waits for a queued request's completion.
+    fn completed(
+        queue: impl FnOnce(crate::Done) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        queue(Box::new(move |r| drop(tx.send(r))))?;
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("a completion within 30 s")
+    }
+
+    #[test]
+    fn shards_survive_reopen_are_removed_and_a_damaged_one_is_dropped_alone() {
+        let dir = TempDir::new("shards");
+        {
+            let store = CheckpointStore::open(&dir.file()).unwrap();
+            for (id, bytes) in [(b"s1", b"one"), (b"s2", b"two"), (b"s3", b"tri")] {
+                completed(|done| store.put_shard(id.to_vec(), bytes.to_vec(), done)).unwrap();
+            }
+            completed(|done| store.remove_shards(vec![b"s3".to_vec()], done)).unwrap();
+            assert_eq!(store.stats().shards_written, 3);
+            assert_eq!(store.stats().shards_removed, 1);
+        }
+        {
+            let db = redb::Database::create(dir.file()).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut shards = txn.open_table(SPACE_SHARDS).unwrap();
+                let sum = shard_checksum(b"s2", b"two");
+                shards
+                    .insert(b"s2".as_slice(), (sum, b"TWO".as_slice()))
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = CheckpointStore::open(&dir.file()).unwrap();
+        assert_eq!(store.stats().shards_corrupt, 1);
+        assert_eq!(
+            store.shards().unwrap(),
+            vec![(b"s1".to_vec(), b"one".to_vec())]
+        );
     }
 
     #[test]

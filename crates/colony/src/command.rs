@@ -80,6 +80,21 @@ pub(crate) enum Command {
         keep: Option<bool>,
         reply: oneshot::Sender<SpaceAnswer>,
     },
+    /// Apply `op`, a shard operation, at peer `to` itself, answered
+    /// within `timeout`.
+    SpaceAt {
+        to: libp2p::PeerId,
+        op: SpaceOp,
+        timeout: Duration,
+        reply: oneshot::Sender<SpaceAnswer>,
+    },
+    /// The peers that may hold the shards of write `write`, best first, at
+    /// most `max`.
+    ShardHolders {
+        write: u128,
+        max: usize,
+        reply: oneshot::Sender<Vec<libp2p::PeerId>>,
+    },
     /// Read `key` the cached way (from this peer's copy, else from any
     /// replica), answered within `timeout`.
     SpaceReadCached {

@@ -41,6 +41,7 @@ enum Wake {
     Compute(Option<UnitEvent>),
     Persisted(Option<jobs::Persisted>),
     SpaceWritten(Option<space::Written>),
+    ShardWritten(Option<shards::ShardWritten>),
     Module(Option<NodeInput<PeerId>>),
     Load(Option<crate::volunteer::LoadSample>),
     InboxReady,
@@ -67,11 +68,13 @@ const UNIT_SPACE_REQUESTS: usize = 4096;
 
 mod jobs;
 mod modules;
+mod shards;
 mod space;
 mod volunteer;
 
 pub(crate) use jobs::{overlay_key, restore_checkpoints};
 pub(crate) use modules::store_module;
+pub(crate) use shards::restore_shards;
 pub(crate) use space::restore_space;
 pub(crate) use volunteer::Volunteer;
 
@@ -158,6 +161,7 @@ impl DriverBuilder {
             persisted_rx,
             persists_in_flight: 0,
             space: space::SpaceIo::new(),
+            shards: shards::ShardIo::new(),
             warnings: LogLimiter::new(self.config.net.warn_interval, DEFAULT_WARN_KEYS),
             store: self.store?,
             commands: self.commands?,
@@ -210,6 +214,7 @@ pub(crate) struct Driver {
     /// Space partitions on their way to disk, and the handles' space
     /// requests and locks.
     space: space::SpaceIo,
+    shards: shards::ShardIo,
     /// The peer's WebAssembly guests, if it runs any.
     guests: Option<Arc<colony_wasm::GuestApps>>,
     /// Answers of module reads and stores, for the node.
@@ -272,6 +277,7 @@ impl Driver {
                 request = self.unit_space_rx.recv() => Wake::UnitSpace(request),
                 done = self.persisted_rx.recv() => Wake::Persisted(done),
                 done = self.space.written_rx.recv() => Wake::SpaceWritten(done),
+                done = self.shards.done_rx.recv() => Wake::ShardWritten(done),
                 done = self.module_rx.recv() => Wake::Module(done),
                 sample = Volunteer::next_sample(&mut self.volunteer) => Wake::Load(sample),
                 // The permit is released at once; the slot it proved free is
@@ -339,6 +345,8 @@ impl Driver {
                     }
                 }
                 Wake::SpaceWritten(None) => {}
+                Wake::ShardWritten(Some(done)) => self.on_shard_written(done),
+                Wake::ShardWritten(None) => {}
                 Wake::Module(Some(answer)) => self.on_module_done(answer),
                 Wake::Module(None) => {}
                 Wake::Load(sample) => self.on_load_sample(sample),
@@ -473,6 +481,15 @@ impl Driver {
                 keep,
                 reply,
             } => self.space_request(now, op, timeout, keep, reply),
+            Command::SpaceAt {
+                to,
+                op,
+                timeout,
+                reply,
+            } => self.space_request_at(now, to, op, timeout, reply),
+            Command::ShardHolders { write, max, reply } => {
+                let _ = reply.send(self.node.space().shard_holders(write, max));
+            }
             Command::SpaceReadCached {
                 key,
                 timeout,
@@ -660,6 +677,9 @@ impl Driver {
             }
             NodeOutput::Notice(notice) => self.on_notice(notice),
             NodeOutput::TraceJobMessage { .. } => {}
+            out @ (NodeOutput::PersistShard { .. } | NodeOutput::UnpersistShards { .. }) => {
+                self.on_shard_output(out)
+            }
             out @ (NodeOutput::PersistSpace { .. }
             | NodeOutput::UnpersistSpace { .. }
             | NodeOutput::SpaceAnswer { .. }

@@ -167,6 +167,9 @@ pub struct SpaceInfo {
     pub partitions: usize,
     /// Of those, the partitions this peer is the primary of.
     pub primary_of: Vec<u16>,
+    /// Every partition held here (primary or backup).
+    #[serde(default)]
+    pub held: Vec<u16>,
     /// Objects held here, over every partition.
     pub objects: u64,
     /// Bytes of object values held here.
@@ -242,6 +245,24 @@ pub struct SpaceInfo {
     /// Hot copies this peer's primaries sent beyond their homes.
     #[serde(default)]
     pub hot_copies_sent: u64,
+    /// Erasure-coded shards held here for writers.
+    #[serde(default)]
+    pub shards: usize,
+    /// Bytes of those shards (counted against `capacity_bytes`).
+    #[serde(default)]
+    pub shard_bytes: u64,
+    /// Shards asked of this peer that it did not hold.
+    #[serde(default)]
+    pub shards_missing: u64,
+    /// Shard writes or deletions on this peer's disk that failed.
+    #[serde(default)]
+    pub shard_write_errors: u64,
+    /// Shards on disk dropped for failing their checksum.
+    #[serde(default)]
+    pub shards_corrupt: u64,
+    /// Values written erasure-coded through this peer.
+    #[serde(default)]
+    pub coded_writes: u64,
 }
 
 /// This peer as a volunteer host: its owner's policy and what it does now.

@@ -208,6 +208,7 @@ impl Peer {
         let values = &self.values;
         status.space.max_value_bytes = values.max_value_bytes;
         status.space.chunked_writes = values.chunked_writes.load(Ordering::Relaxed);
+        status.space.coded_writes = values.coded_writes.load(Ordering::Relaxed);
         status.space.chunk_cleanup_failures = values.cleanup_failures.load(Ordering::Relaxed);
         Ok(status)
     }

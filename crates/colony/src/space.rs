@@ -46,12 +46,14 @@ use colony_core::space::{
 use tokio::sync::{oneshot, watch};
 
 mod chunked;
+mod coded;
 
 pub(crate) use chunked::{check_user_key, Values};
 pub use chunked::{
     CHUNKS_IN_FLIGHT, CHUNK_BYTES, CHUNK_OF_TAG, CHUNK_PREFIX, DEFAULT_MAX_VALUE_BYTES,
     RESERVED_PREFIX, SIZE_TAG,
 };
+pub use coded::{Storage, SHARDS_TAG, SHARD_TIMEOUT};
 
 use crate::command::{Command, SpaceAnswer};
 use crate::error::ColonyError;
@@ -162,7 +164,26 @@ impl Peer {
         condition: Condition,
         token: Option<u64>,
     ) -> Result<u64, ColonyError> {
-        self.write_value(key, value, tags, condition, token).await
+        self.space_write_stored(key, value, tags, condition, token, Storage::Replicated)
+            .await
+    }
+
+    /// [`Peer::space_write`], storing the value as `storage` says:
+    /// replicated by the object's home, or erasure-coded `k + m` on
+    /// distinct peers (any `k` of them restore it; see
+    /// [`coded`](self::coded)). The condition and the token apply to the
+    /// write that commits it, whatever the storage.
+    pub async fn space_write_stored(
+        &self,
+        key: &ObjectKey,
+        value: Vec<u8>,
+        tags: Tags,
+        condition: Condition,
+        token: Option<u64>,
+        storage: Storage,
+    ) -> Result<u64, ColonyError> {
+        self.write_value(key, value, tags, condition, token, storage)
+            .await
     }
 
     /// Writes `value` with `tags` at `key`, whatever is there; returns the

@@ -174,6 +174,9 @@ struct Pending<P> {
     /// When to send again.
     retry_at: Instant,
     target: Option<P>,
+    /// The peer every send goes to, whatever the partition (a shard
+    /// holder).
+    pinned: Option<P>,
     redirects: u32,
     backoff: Duration,
 }
@@ -260,6 +263,25 @@ impl<P: Clone + PartialEq> Client<P> {
         }
         let id = self.next_id();
         self.start(now, id, Caller::User, op, timeout);
+        Ok(id)
+    }
+
+    /// A request of the caller sent to `to` itself, resent there until its
+    /// deadline (a shard operation).
+    pub(super) fn request_at(
+        &mut self,
+        now: Instant,
+        to: P,
+        op: SpaceOp,
+        timeout: Duration,
+    ) -> Result<RequestId, SpaceError> {
+        if self.pending.len() >= self.config.max_pending {
+            return Err(SpaceError::Busy {
+                max: self.config.max_pending,
+            });
+        }
+        let id = self.next_id();
+        self.start_pinned(now, id, Caller::User, op, timeout, Some(to));
         Ok(id)
     }
 
@@ -488,6 +510,18 @@ impl<P: Clone + PartialEq> Client<P> {
         op: SpaceOp,
         timeout: Duration,
     ) {
+        self.start_pinned(now, id, caller, op, timeout, None);
+    }
+
+    fn start_pinned(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        caller: Caller,
+        op: SpaceOp,
+        timeout: Duration,
+        pinned: Option<P>,
+    ) {
         let stage = match op.object_namespace() {
             Some(GLOBAL) => Stage::Op(0),
             Some(ns) => match self.generations.get(ns) {
@@ -509,6 +543,7 @@ impl<P: Clone + PartialEq> Client<P> {
                 started: now,
                 retry_at: now,
                 target: None,
+                pinned,
                 redirects: 0,
                 backoff: self.config.backoff_initial,
             },
@@ -532,7 +567,7 @@ impl<P: Clone + PartialEq> Client<P> {
         };
         self.outputs.push_back(ClientOutput::Send {
             partition,
-            to: p.target.clone(),
+            to: p.pinned.clone().or_else(|| p.target.clone()),
             id: p.wire,
             generation,
             op,
@@ -583,11 +618,15 @@ impl<P: Clone + PartialEq> Client<P> {
         let Some(&id) = self.by_wire.get(&wire) else {
             return;
         };
-        if self
-            .pending
-            .get(&id)
-            .is_some_and(|p| p.target.as_ref() == Some(to))
-        {
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        if p.pinned.as_ref() == Some(to) {
+            // Only that peer can answer, and it is gone.
+            let why = "the peer asked is unreachable (dead, or left)".to_string();
+            return self.finish(id, Err(SpaceError::Unavailable(why)));
+        }
+        if p.target.as_ref() == Some(to) {
             self.back_off(now, id);
         }
     }

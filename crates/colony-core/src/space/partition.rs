@@ -486,6 +486,11 @@ impl Partition {
             SpaceOp::Get { key } | SpaceOp::ReadReplica { key } => {
                 Ok(SpaceReply::Value(self.visible(key, generation).cloned()))
             }
+            SpaceOp::PutShard { .. } | SpaceOp::GetShard { .. } | SpaceOp::DropShards { .. } => {
+                Err(SpaceError::InvalidShard(
+                    "shards are kept by their holders, not by a partition".into(),
+                ))
+            }
             SpaceOp::Validate { key, version } => {
                 let current = self.visible(key, generation);
                 if current.map_or(0, |o| o.version) == *version {

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use super::client::{Client, SpaceClientConfig};
 use super::hot::{HotConfig, HotTracker};
 use super::partition::{Applied, Partition, Unpersisted, Waiters};
+use super::shards::{HeldWrite, ShardStore, MAX_HELD_SHARDS};
 use super::{
-    partition_point, LockLost, PartitionId, RequestId, SpaceError, SpaceMsg, SpaceOp, SpaceReply,
+    partition_point, LockLost, ObjectKey, PartitionId, RequestId, Shard, ShardId, SpaceError,
+    SpaceMsg, SpaceOp, SpaceReply,
 };
 use crate::home::{HomeConfig, HomeMsgOf, HomeOutput, Homes, Role};
 use crate::PeerKey;
@@ -102,6 +104,11 @@ pub enum SpaceInput<P> {
         /// The request it carried, if it was one.
         id: Option<RequestId>,
     },
+    /// The shard written for [`SpaceOutput::PersistShard`] is on disk.
+    ShardDurable {
+        /// Which.
+        id: ShardId,
+    },
     /// The state of `partition` up to update `seq` of `term` is on disk.
     Durable {
         /// The partition.
@@ -142,6 +149,21 @@ pub enum SpaceOutput<P> {
         config: Vec<P>,
         /// What to write.
         data: Unpersisted,
+    },
+    /// Write a shard this peer now holds to disk, then answer with
+    /// [`SpaceInput::ShardDurable`].
+    PersistShard {
+        /// The object it is part of.
+        key: ObjectKey,
+        /// Which shard.
+        id: ShardId,
+        /// The shard.
+        shard: Shard,
+    },
+    /// Delete these shards from disk.
+    UnpersistShards {
+        /// Which.
+        ids: Vec<ShardId>,
     },
     /// This peer no longer holds `partition`: delete it from disk.
     Unpersist {
@@ -202,6 +224,10 @@ pub struct SpaceCounters {
     pub hot_reads: u64,
     /// Hot copies sent to peers beyond their homes.
     pub hot_copies_sent: u64,
+    /// Erasure-coded shards stored here for writers.
+    pub shards_stored: u64,
+    /// Shards asked of this peer that it did not hold.
+    pub shards_missing: u64,
 }
 
 /// The space core of one peer.
@@ -259,8 +285,15 @@ pub struct Space<P: PeerKey> {
     /// Whether a message was handled since the partitions were last
     /// written out ([`Space::flush_persist`], done when polled).
     unflushed: bool,
+    /// Erasure-coded shards held here for writers.
+    shards: ShardStore,
+    /// Who waits for each shard being written to disk.
+    shard_askers: BTreeMap<ShardId, Vec<(P, RequestId)>>,
     outputs: VecDeque<SpaceOutput<P>>,
 }
+
+/// Askers remembered per shard being written (a writer resending).
+const MAX_SHARD_ASKERS: usize = 4;
 
 /// Peers whose lock sessions a primary remembers.
 pub const MAX_LOCK_PEERS: usize = 4096;
@@ -306,6 +339,8 @@ impl<P: PeerKey> Space<P> {
             batched: BTreeMap::new(),
             batched_since: None,
             unflushed: false,
+            shards: ShardStore::default(),
+            shard_askers: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -348,6 +383,62 @@ impl<P: PeerKey> Space<P> {
     /// Bytes of object values held here, over every partition.
     pub fn stored_bytes(&self) -> u64 {
         self.homes.values().map(|h| h.stored_bytes()).sum()
+    }
+
+    /// Erasure-coded shards held here, and their bytes.
+    pub fn held_shards(&self) -> (usize, u64) {
+        (self.shards.len(), self.shards.bytes())
+    }
+
+    /// The writes whose shards are held here, in write order after the
+    /// cursor `after`, at most `max` (see [`ShardStore::writes`]).
+    pub fn held_shard_writes(&self, after: Option<u128>, max: usize) -> Vec<HeldWrite> {
+        self.shards.writes(after, max)
+    }
+
+    /// A shard read back from this peer's disk after a restart.
+    pub fn restore_shard(&mut self, key: ObjectKey, id: ShardId, shard: Shard) {
+        if self.shards.len() < MAX_HELD_SHARDS {
+            self.shards.insert(key, id, shard);
+        }
+    }
+
+    /// The peers that may hold the shards of write `write`, best first: the
+    /// live peers offering room to the space (this one included, if it
+    /// does), closest to the write's point in the key space first, at most
+    /// `max`. A writer tries them in order and passes over a full one.
+    pub fn shard_holders(&self, write: u128, max: usize) -> Vec<P> {
+        let point: [u8; 16] = write.to_be_bytes();
+        let me = (self.config.capacity_bytes > 0).then_some(&self.me);
+        let mut ranked: Vec<(u128, &P)> = self
+            .live
+            .iter()
+            .chain(me)
+            .map(|p| (distance_to(&point, &(self.key_of)(p)), p))
+            .collect();
+        ranked.sort();
+        ranked
+            .into_iter()
+            .take(max)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// Asks peer `to` itself to apply `op` (a shard operation: holders are
+    /// chosen by the writer, not found by the object's partition); the
+    /// answer comes as [`SpaceOutput::Answer`], by `timeout` at the latest.
+    pub fn request_at(
+        &mut self,
+        now: Instant,
+        to: P,
+        op: SpaceOp,
+        timeout: Duration,
+    ) -> Result<RequestId, SpaceError> {
+        self.started.get_or_insert(now);
+        op.check(self.config.max_object_bytes)?;
+        let id = self.client.request_at(now, to, op, timeout)?;
+        self.drive_client(now);
+        Ok(id)
     }
 
     /// A partition read back from this peer's disk after a restart: it
@@ -435,9 +526,12 @@ impl<P: PeerKey> Space<P> {
     /// Bytes this peer still gives the space (0 when it offers none or is
     /// full).
     pub fn free_bytes(&self) -> u64 {
-        self.config
-            .capacity_bytes
-            .saturating_sub(self.stored_bytes())
+        self.config.capacity_bytes.saturating_sub(self.used_bytes())
+    }
+
+    /// Bytes of the space's room in use here: object values and shards.
+    fn used_bytes(&self) -> u64 {
+        self.stored_bytes().saturating_add(self.shards.bytes())
     }
 
     /// Asks the space to apply `op` on this peer's behalf; the answer comes
@@ -496,6 +590,11 @@ impl<P: PeerKey> Space<P> {
                 term,
                 seq,
             } => self.homes.durable(now, partition, term, seq),
+            SpaceInput::ShardDurable { id } => {
+                for (to, request) in self.shard_askers.remove(&id).unwrap_or_default() {
+                    self.reply(now, to, request, Ok(SpaceReply::ShardKept));
+                }
+            }
         }
         self.drain_homes(now);
         self.drive_client(now);
@@ -678,6 +777,11 @@ impl<P: PeerKey> Space<P> {
             self.counters.refused += 1;
             return self.reply(now, from, id, Err(error));
         }
+        if let SpaceOp::PutShard { .. } | SpaceOp::GetShard { .. } | SpaceOp::DropShards { .. } =
+            &op
+        {
+            return self.on_shard_request(now, from, id, op);
+        }
         let partition = op.partition();
         let Some(h) = self.homes.get(&partition) else {
             if let SpaceOp::ReadReplica { key } = &op {
@@ -738,7 +842,7 @@ impl<P: PeerKey> Space<P> {
             );
         }
         if let SpaceOp::Put { value, .. } = &op {
-            let held = self.stored_bytes();
+            let held = self.used_bytes();
             if held.saturating_add(value.len() as u64) > self.config.capacity_bytes
                 && h.kept_reply(id).is_none()
             {
@@ -754,6 +858,86 @@ impl<P: PeerKey> Space<P> {
             }
         }
         self.apply(now, partition, from, id, generation, op);
+    }
+
+    /// A shard operation, answered by this peer as a shard holder.
+    fn on_shard_request(&mut self, now: Instant, from: P, id: RequestId, op: SpaceOp) {
+        match op {
+            SpaceOp::PutShard {
+                key,
+                id: shard_id,
+                shard,
+            } => {
+                match self.shards.check(&key, &shard_id, &shard) {
+                    Err(why) => {
+                        self.counters.refused += 1;
+                        return self.reply(now, from, id, Err(SpaceError::InvalidShard(why)));
+                    }
+                    Ok(false) => {
+                        // Held already: answered once it is on disk.
+                        match self.shard_askers.get_mut(&shard_id) {
+                            Some(askers) => {
+                                if !askers.iter().any(|(p, r)| *p == from && *r == id)
+                                    && askers.len() < MAX_SHARD_ASKERS
+                                {
+                                    askers.push((from, id));
+                                }
+                            }
+                            None => self.reply(now, from, id, Ok(SpaceReply::ShardKept)),
+                        }
+                        return;
+                    }
+                    Ok(true) => {}
+                }
+                let held = self.used_bytes();
+                let size = shard.bytes.len() as u64;
+                if held.saturating_add(size) > self.config.capacity_bytes
+                    || self.shards.len() >= MAX_HELD_SHARDS
+                {
+                    let why = format!(
+                        "peer {} holds {held} of the {} bytes it gives the space",
+                        self.me, self.config.capacity_bytes
+                    );
+                    return self.reply(now, from, id, Err(SpaceError::Full(why)));
+                }
+                self.counters.shards_stored += 1;
+                self.shards.insert(key.clone(), shard_id, shard.clone());
+                self.shard_askers.insert(shard_id, vec![(from, id)]);
+                self.outputs.push_back(SpaceOutput::PersistShard {
+                    key,
+                    id: shard_id,
+                    shard,
+                });
+            }
+            SpaceOp::GetShard { key, id: shard_id } => {
+                let shard = self.shards.get(&key, &shard_id).cloned();
+                if shard.is_none() {
+                    self.counters.shards_missing += 1;
+                }
+                let bulk = shard.as_ref().is_some_and(|s| s.bytes.len() > 64 << 10);
+                let result = Ok(SpaceReply::Shard(shard));
+                if from == self.me {
+                    self.client.reply(now, &from, id, result);
+                } else {
+                    self.send(from, SpaceMsg::Reply { id, result }, bulk);
+                }
+            }
+            SpaceOp::DropShards { key, write } => {
+                let ids = self.shards.drop_write(&key, write);
+                for shard_id in &ids {
+                    self.shard_askers.remove(shard_id);
+                }
+                let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+                if !ids.is_empty() {
+                    self.outputs.push_back(SpaceOutput::UnpersistShards { ids });
+                }
+                self.reply(now, from, id, Ok(SpaceReply::ShardsDropped { count }));
+            }
+            other => {
+                let error = SpaceError::InvalidShard(format!("{other:?} is no shard operation"));
+                self.reply(now, from, id, Err(error));
+            }
+        }
     }
 
     /// Applies a request at this primary, or keeps it waiting for its lock.

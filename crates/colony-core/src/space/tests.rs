@@ -25,6 +25,7 @@ struct DiskPartition {
 struct Peer {
     space: Option<Space<u32>>,
     disk: BTreeMap<PartitionId, DiskPartition>,
+    shards_on_disk: BTreeMap<ShardId, (ObjectKey, Shard)>,
     restarts: u64,
 }
 
@@ -70,6 +71,7 @@ impl Net {
                         7,
                     )),
                     disk: BTreeMap::new(),
+                    shards_on_disk: BTreeMap::new(),
                     restarts: 0,
                 })
                 .collect(),
@@ -157,6 +159,18 @@ impl Net {
                 SpaceOutput::Unpersist { partition } => {
                     self.peers[p as usize].disk.remove(&partition);
                 }
+                SpaceOutput::PersistShard { key, id, shard } => {
+                    let peer = &mut self.peers[p as usize];
+                    peer.shards_on_disk.insert(id, (key, shard));
+                    if let Some(space) = peer.space.as_mut() {
+                        space.handle(now, SpaceInput::ShardDurable { id });
+                    }
+                }
+                SpaceOutput::UnpersistShards { ids } => {
+                    for id in ids {
+                        self.peers[p as usize].shards_on_disk.remove(&id);
+                    }
+                }
                 SpaceOutput::Answer { id, result } => {
                     self.answers.insert((p, id), result);
                 }
@@ -239,6 +253,20 @@ impl Net {
         id
     }
 
+    /// Asks `op` of peer `to` itself, from peer `p`, and runs until it is
+    /// answered.
+    fn call_at(&mut self, p: u32, to: u32, op: SpaceOp) -> Result<SpaceReply, SpaceError> {
+        let now = self.now;
+        let id = self.peers[p as usize]
+            .space
+            .as_mut()
+            .expect("peer up")
+            .request_at(now, to, op, Duration::from_secs(5))
+            .expect("request accepted");
+        self.drain(p);
+        self.wait(p, id)
+    }
+
     fn wait(&mut self, p: u32, id: RequestId) -> Result<SpaceReply, SpaceError> {
         let until = self.now + Duration::from_secs(60);
         while !self.answers.contains_key(&(p, id)) {
@@ -286,6 +314,9 @@ impl Net {
                 disk.config.clone(),
                 (disk.term, disk.seq),
             ));
+        }
+        for (id, (key, shard)) in &peer.shards_on_disk {
+            space.restore_shard(key.clone(), *id, shard.clone());
         }
         peer.space = Some(space);
         self.views();
@@ -1241,4 +1272,140 @@ fn a_hot_object_is_copied_beyond_its_home_and_recopied_when_a_holder_leaves() {
     net.run_for(Duration::from_secs(8));
     let space = net.peers[primary as usize].space.as_ref().expect("up");
     assert!(space.hot_objects().is_empty());
+}
+
+/// Shards are kept by the peer a writer sends them to, on its disk (a
+/// restart keeps them), refused when another shard holds their id or the
+/// peer is full, dropped on request; a request to a dead holder ends in an
+/// error by its deadline.
+#[test]
+fn a_holder_keeps_the_shards_sent_to_it_until_they_are_dropped() {
+    let mut net = Net::with_config(
+        4,
+        SpaceConfig {
+            capacity_bytes: 64 << 10,
+            ..config()
+        },
+    );
+    let a = ObjectKey::new(GLOBAL, "a");
+    let shards = crate::erasure::encode(&[7u8; 600], 2, 2).expect("codes");
+    let id = |index: u8| ShardId {
+        write: 42,
+        stripe: 0,
+        index,
+    };
+    let put = |index: u8, shard: &Shard| SpaceOp::PutShard {
+        key: a.clone(),
+        id: id(index),
+        shard: shard.clone(),
+    };
+    let get = |index: u8| SpaceOp::GetShard {
+        key: a.clone(),
+        id: id(index),
+    };
+    assert_eq!(
+        net.call_at(0, 2, put(0, &shards[0])),
+        Ok(SpaceReply::ShardKept)
+    );
+    assert_eq!(
+        net.call_at(0, 2, put(1, &shards[1])),
+        Ok(SpaceReply::ShardKept)
+    );
+    // Sent again (a retry): the same answer, kept once.
+    assert_eq!(
+        net.call_at(0, 2, put(0, &shards[0])),
+        Ok(SpaceReply::ShardKept)
+    );
+    // A peer keeps shards for itself too, without the network.
+    assert_eq!(
+        net.call_at(3, 3, put(3, &shards[3])),
+        Ok(SpaceReply::ShardKept)
+    );
+    assert_eq!(net.peers[2].shards_on_disk.len(), 2);
+    // Another shard under a held id is refused, and so is a shard whose
+    // index is not its id's.
+    let mut altered = shards[0].clone();
+    altered.bytes[0] ^= 1;
+    assert!(matches!(
+        net.call_at(1, 2, put(0, &altered)),
+        Err(SpaceError::InvalidShard(_))
+    ));
+    let now = net.now;
+    let misnumbered = net.peers[1]
+        .space
+        .as_mut()
+        .map(|s| s.request_at(now, 2, put(1, &shards[0]), Duration::from_secs(5)));
+    assert!(matches!(
+        misnumbered,
+        Some(Err(SpaceError::InvalidShard(_)))
+    ));
+    assert_eq!(
+        net.call_at(1, 2, get(1)),
+        Ok(SpaceReply::Shard(Some(shards[1].clone())))
+    );
+    assert_eq!(net.call_at(1, 2, get(3)), Ok(SpaceReply::Shard(None)));
+    // Under another object's name, nothing.
+    let b = ObjectKey::new(GLOBAL, "b");
+    let other = SpaceOp::GetShard { key: b, id: id(1) };
+    assert_eq!(net.call_at(1, 2, other), Ok(SpaceReply::Shard(None)));
+    assert_eq!(net.counters(2).shards_missing, 2);
+    // A restart keeps them.
+    net.crash(2);
+    net.restart(2);
+    assert_eq!(
+        net.peers[2]
+            .space
+            .as_ref()
+            .map(Space::held_shards)
+            .map(|h| h.0),
+        Some(2)
+    );
+    assert_eq!(
+        net.call_at(1, 2, get(0)),
+        Ok(SpaceReply::Shard(Some(shards[0].clone())))
+    );
+    // Full: the peer gives the space 64 KiB.
+    let big = crate::erasure::encode(&[1u8; 1000], 1, 0).expect("codes");
+    let mut full = None;
+    for stripe in 1..100 {
+        let op = SpaceOp::PutShard {
+            key: a.clone(),
+            id: ShardId {
+                write: 43,
+                stripe,
+                index: 0,
+            },
+            shard: big[0].clone(),
+        };
+        if let Err(e) = net.call_at(0, 1, op) {
+            full = Some((stripe, e));
+            break;
+        }
+    }
+    let (stripe, error) = full.expect("the peer fills up");
+    assert!(matches!(error, SpaceError::Full(_)), "{error}");
+    assert!(stripe > 40, "full after {stripe} shards");
+    let held = net.peers[1].space.as_ref().map(Space::free_bytes);
+    assert!(held.is_some_and(|free| free < 1100), "{held:?} bytes free");
+    // Dropped: from memory and disk.
+    let drop = SpaceOp::DropShards {
+        key: a.clone(),
+        write: 42,
+    };
+    assert_eq!(
+        net.call_at(0, 2, drop),
+        Ok(SpaceReply::ShardsDropped { count: 2 })
+    );
+    assert!(net.peers[2].shards_on_disk.is_empty());
+    assert_eq!(net.call_at(1, 2, get(0)), Ok(SpaceReply::Shard(None)));
+    // A dead holder: an error by the deadline.
+    net.crash(2);
+    assert!(net.call_at(0, 2, get(0)).is_err());
+    // Holders are the live peers offering room, closest to the write
+    // first; the same for every asker.
+    let holders = net.peers[0].space.as_ref().map(|s| s.shard_holders(42, 8));
+    let from_3 = net.peers[3].space.as_ref().map(|s| s.shard_holders(42, 8));
+    assert_eq!(holders.as_ref().map(Vec::len), Some(3));
+    assert!(holders.as_ref().is_some_and(|h| !h.contains(&2)));
+    assert_eq!(holders, from_3);
 }

@@ -16,9 +16,11 @@
 //!   linearizable unless `read=cached`: then the peer answers from its copy
 //!   or any replica, which may miss the latest writes but never shows one
 //!   not made (`colony-read` says which was done).
-//! - `PUT /v1/space/{namespace}/{name}[?token=T]` — writes the body (up to
-//!   the peer's `max_value_bytes`, 413 `too_large` beyond; stored in
-//!   chunks if longer than one), with
+//! - `PUT /v1/space/{namespace}/{name}[?token=T][&erasure=K+M]` — writes
+//!   the body (up to the peer's `max_value_bytes`, 413 `too_large` beyond;
+//!   stored in chunks if longer than one, or erasure-coded into `K` data and
+//!   `M` parity shards on `K + M` peers with `erasure`; `+` may be sent as
+//!   `%2B`), with
 //!   the tags of a `colony-tags` header; `If-Match: V` writes only over
 //!   version V (compare-and-set), `If-None-Match: *` only if absent;
 //!   `token` is the fencing token of a write lock held. Answers
@@ -49,6 +51,7 @@ use colony_core::space::{Condition, LockMode, ObjectKey, Query, SpaceError, TagV
 use super::{error, quote};
 use crate::error::ColonyError;
 use crate::peer::Peer;
+use crate::space::Storage;
 
 /// Header carrying an object's tags (JSON), both ways.
 pub(crate) const TAGS_HEADER: &str = "colony-tags";
@@ -109,6 +112,7 @@ fn status_of(e: &SpaceError) -> (StatusCode, &'static str) {
         SpaceError::InvalidTags(_) => (StatusCode::BAD_REQUEST, "invalid_tags"),
         SpaceError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
         SpaceError::InvalidLease { .. } => (StatusCode::BAD_REQUEST, "invalid_lease"),
+        SpaceError::InvalidShard(_) => (StatusCode::BAD_REQUEST, "invalid_shard"),
         SpaceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         SpaceError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
         SpaceError::Locked => (StatusCode::LOCKED, "locked"),
@@ -452,11 +456,20 @@ pub(super) async fn put_object(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Refusal> {
     let key = key(namespace, name)?;
-    let token = token(&uri)?;
+    let params = query(&uri, &["token", "erasure"])?;
+    let token = number(&params, "token")?;
+    let storage = match param(&params, "erasure") {
+        None => Storage::Replicated,
+        Some(coding) => coding
+            .replace("%2B", "+")
+            .replace("%2b", "+")
+            .parse::<Storage>()
+            .map_err(|e| bad_request(format!("erasure: {e}")))?,
+    };
     let condition = condition(&headers)?;
     let tags = tags(&headers)?;
     let version = peer
-        .space_write(&key, Vec::from(body), tags, condition, token)
+        .space_write_stored(&key, Vec::from(body), tags, condition, token, storage)
         .await
         .map_err(failed)?;
     Ok(Json(serde_json::json!({

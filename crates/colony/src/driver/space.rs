@@ -414,6 +414,35 @@ impl Driver {
         );
     }
 
+    /// A handle asks peer `to` itself (a shard holder): the answer goes to
+    /// `reply`.
+    pub(super) fn space_request_at(
+        &mut self,
+        now: Instant,
+        to: PeerId,
+        op: SpaceOp,
+        timeout: Duration,
+        reply: oneshot::Sender<SpaceAnswer>,
+    ) {
+        if self.space.waiters.len() >= MAX_WAITERS {
+            let _ = reply.send(SpaceAnswer {
+                result: Err(SpaceError::Busy { max: MAX_WAITERS }),
+                lost: None,
+            });
+            return;
+        }
+        let asked = self.node.space_request_at(now, to, op, timeout);
+        self.space_wait(
+            asked,
+            Waiter {
+                reply,
+                lock: None,
+                keep: None,
+                unlock: None,
+            },
+        );
+    }
+
     /// A handle reads `key` the cached way: the answer goes to `reply`.
     pub(super) fn space_read_cached(
         &mut self,
@@ -530,6 +559,7 @@ impl Driver {
                 .filter(|(_, h)| h.is_primary())
                 .map(|(p, _)| *p)
                 .collect(),
+            held: homes.keys().copied().collect(),
             objects: homes.values().map(|h| h.object_count() as u64).sum(),
             bytes: space.stored_bytes(),
             locks: homes.values().map(|h| h.lock_count() as u64).sum(),
@@ -559,6 +589,12 @@ impl Driver {
             chunked_writes: 0,
             chunk_cleanup_failures: 0,
             hot_copies_sent: counters.hot_copies_sent,
+            shards: space.held_shards().0,
+            shard_bytes: space.held_shards().1,
+            shards_missing: counters.shards_missing,
+            shard_write_errors: self.shards.errors,
+            shards_corrupt: self.checkpoints.stats().shards_corrupt,
+            coded_writes: 0,
         }
     }
 }

@@ -48,6 +48,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::coded::{coded_of, Storage, SHARDS_TAG};
 use super::{unexpected, SPACE_TIMEOUT};
 use crate::error::ColonyError;
 use crate::peer::Peer;
@@ -114,6 +115,8 @@ pub(crate) struct Values {
     pub(crate) cleanup_failures: AtomicU64,
     /// Values written in chunks.
     pub(crate) chunked_writes: AtomicU64,
+    /// Values written erasure-coded.
+    pub(crate) coded_writes: AtomicU64,
 }
 
 impl Values {
@@ -124,6 +127,7 @@ impl Values {
             chunk_bytes: CHUNK_BYTES.min(max_object_bytes).max(1),
             cleanup_failures: AtomicU64::new(0),
             chunked_writes: AtomicU64::new(0),
+            coded_writes: AtomicU64::new(0),
         }
     }
 }
@@ -169,7 +173,7 @@ struct Chunk {
     hash: blake3::Hash,
 }
 
-fn damaged(key: &ObjectKey, reason: impl Into<String>) -> ColonyError {
+pub(super) fn damaged(key: &ObjectKey, reason: impl Into<String>) -> ColonyError {
     ColonyError::DamagedValue {
         key: key.to_string(),
         reason: reason.into(),
@@ -182,6 +186,10 @@ fn manifest_of(key: &ObjectKey, object: &Object) -> Result<Option<Manifest>, Col
     let Some(size_tag) = object.tags.get(SIZE_TAG) else {
         return Ok(None);
     };
+    if object.tags.contains_key(SHARDS_TAG) {
+        // Erasure-coded: see `coded`.
+        return Ok(None);
+    }
     let stored: StoredManifest = serde_json::from_slice(&object.value)
         .map_err(|e| damaged(key, format!("its manifest does not parse: {e}")))?;
     if stored.format != MANIFEST_FORMAT {
@@ -362,7 +370,7 @@ impl Peer {
         key: &ObjectKey,
         object: Object,
     ) -> Result<Option<Object>, ColonyError> {
-        if manifest_of(key, &object)?.is_some() {
+        if manifest_of(key, &object)?.is_some() || coded_of(key, &object)?.is_some() {
             return self.read_value(key).await;
         }
         Ok(Some(Object {
@@ -380,13 +388,17 @@ impl Peer {
             let Some(object) = self.stored(key).await? else {
                 return Ok(None);
             };
-            let Some(manifest) = manifest_of(key, &object)? else {
+            let assembled = if let Some(coded) = coded_of(key, &object)? {
+                self.assemble_coded(key, &coded).await
+            } else if let Some(manifest) = manifest_of(key, &object)? {
+                self.assemble(key, &manifest).await
+            } else {
                 return Ok(Some(Object {
                     tags: user_tags(object.tags),
                     ..object
                 }));
             };
-            match self.assemble(key, &manifest).await {
+            match assembled {
                 Ok(value) => {
                     return Ok(Some(Object {
                         value,
@@ -395,7 +407,8 @@ impl Peer {
                     }))
                 }
                 Err(e @ ColonyError::DamagedValue { .. }) => {
-                    // Replaced (and its chunks deleted) while being read?
+                    // Replaced (and its chunks or shards dropped) while
+                    // being read?
                     let now = self.stored(key).await?;
                     let replaced = now.is_none_or(|o| o.value != object.value);
                     if !replaced || attempts >= READ_ATTEMPTS {
@@ -462,8 +475,9 @@ impl Peer {
         Ok(value)
     }
 
-    /// Writes `value` at a user's `key`, in chunks if it is long; see the
-    /// module's documentation.
+    /// Writes `value` at a user's `key` as `storage` says: replicated (in
+    /// chunks if it is long; see the module's documentation) or
+    /// erasure-coded (see `coded`).
     pub(crate) async fn write_value(
         &self,
         key: &ObjectKey,
@@ -471,6 +485,7 @@ impl Peer {
         tags: Tags,
         condition: Condition,
         token: Option<u64>,
+        storage: Storage,
     ) -> Result<u64, ColonyError> {
         check_user_key(key)?;
         check_user_tags(&tags)?;
@@ -481,6 +496,11 @@ impl Peer {
                 max: self.values.max_value_bytes,
             }
             .into());
+        }
+        if let Storage::Coded { k, m } = storage {
+            return self
+                .write_coded(key, value, tags, condition, token, (k, m))
+                .await;
         }
         if value.len() <= self.values.chunk_bytes {
             let op = SpaceOp::Put {
@@ -523,22 +543,85 @@ impl Peer {
             Err(e) => {
                 // Refused (or unknown: a timeout) — the chunks go, unless
                 // the manifest did commit, which a read tells.
-                let committed = match &e {
-                    ColonyError::Space(SpaceError::Timeout { .. } | SpaceError::Unavailable(_)) => {
-                        match self.stored(key).await {
-                            Ok(Some(object)) => object.tags.get(CHUNKS_TAG) == Some(&written.tag),
-                            // Cannot tell: keep them (a sweep finds them).
-                            Ok(None) => false,
-                            Err(_) => true,
-                        }
-                    }
-                    _ => false,
-                };
-                if !committed {
+                if !self
+                    .committed_anyway(key, &e, CHUNKS_TAG, &written.tag)
+                    .await
+                {
                     self.delete_chunks(key, written.names).await;
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Writes `value` erasure-coded `k + m` at a user's `key`: the shards
+    /// first, then the manifest (the commit point).
+    async fn write_coded(
+        &self,
+        key: &ObjectKey,
+        value: Vec<u8>,
+        mut tags: Tags,
+        condition: Condition,
+        token: Option<u64>,
+        (k, m): (u8, u8),
+    ) -> Result<u64, ColonyError> {
+        if tags.len() + RESERVED_TAGS > MAX_TAGS {
+            return Err(SpaceError::InvalidTags(format!(
+                "{} tags; an erasure-coded value takes at most {}",
+                tags.len(),
+                MAX_TAGS - RESERVED_TAGS
+            ))
+            .into());
+        }
+        let written = self.write_shards(key, &value, k, m).await?;
+        let size = i64::try_from(value.len()).unwrap_or(i64::MAX);
+        drop(value);
+        tags.insert(SIZE_TAG.to_string(), TagValue::Int(size));
+        tags.insert(SHARDS_TAG.to_string(), written.tag.clone());
+        let op = SpaceOp::Put {
+            key: key.clone(),
+            value: written.manifest,
+            tags,
+            condition,
+            token,
+        };
+        match self.commit(key, op).await {
+            Ok(version) => {
+                self.values.coded_writes.fetch_add(1, Ordering::Relaxed);
+                Ok(version)
+            }
+            Err(e) => {
+                if !self
+                    .committed_anyway(key, &e, SHARDS_TAG, &written.tag)
+                    .await
+                {
+                    self.drop_shards_at(key, written.write, &written.holders)
+                        .await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a manifest write that failed with `e` committed all the same
+    /// (a timeout: a read tells whether `tag` is at `key`); `true` when it
+    /// cannot be told, so that nothing it may name is deleted.
+    async fn committed_anyway(
+        &self,
+        key: &ObjectKey,
+        e: &ColonyError,
+        tag_name: &str,
+        tag: &TagValue,
+    ) -> bool {
+        match e {
+            ColonyError::Space(SpaceError::Timeout { .. } | SpaceError::Unavailable(_)) => {
+                match self.stored(key).await {
+                    Ok(Some(object)) => object.tags.get(tag_name) == Some(tag),
+                    Ok(None) => false,
+                    Err(_) => true,
+                }
+            }
+            _ => false,
         }
     }
 
@@ -664,6 +747,7 @@ impl Peer {
     async fn commit(&self, key: &ObjectKey, op: SpaceOp) -> Result<u64, ColonyError> {
         let (version, replaced) = self.store(op).await?;
         self.delete_chunks(key, chunks_named(key, &replaced)).await;
+        self.drop_replaced_shards(key, &replaced).await;
         Ok(version)
     }
 }
