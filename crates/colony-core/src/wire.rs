@@ -45,10 +45,11 @@ pub enum WireError {
 pub const FRAME_MAGIC: u8 = 0xC0;
 
 /// Version of the wire protocol, second byte of every frame. Raise it with
-/// any change to [`Frame`], the pipe frames, the membership or job
-/// messages, or [`PayloadKind`]: peers of different versions refuse each
-/// other's frames instead of misparsing them.
-pub const PROTOCOL_VERSION: u8 = 9;
+/// any change to [`Frame`], the pipe frames, the membership, job or space
+/// messages (the replicated states they carry included), or
+/// [`PayloadKind`]: peers of different versions refuse each other's frames
+/// instead of misparsing them.
+pub const PROTOCOL_VERSION: u8 = 10;
 
 /// Length of the frame header (magic and version).
 pub const FRAME_HEADER_BYTES: usize = 2;

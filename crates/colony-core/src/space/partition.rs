@@ -34,6 +34,12 @@ pub struct Stored {
 /// A lock grant.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Grant {
+    /// The holder's peer, by its position in the overlay's key space (the
+    /// space core's `key_of`; fixed in size, whatever the peer type).
+    /// Replicated with the grant, so that whichever member is primary when
+    /// that peer is declared dead, or when the role changes hands, knows
+    /// whose lock it is.
+    pub holder: [u8; 32],
     /// The holder's client session.
     pub session: u64,
     /// The fencing token.
@@ -49,7 +55,8 @@ pub struct Grant {
 
 impl PartialEq for Grant {
     fn eq(&self, other: &Self) -> bool {
-        (self.session, self.token, self.lease_ms) == (other.session, other.token, other.lease_ms)
+        let fields = |g: &Grant| (g.holder, g.session, g.token, g.lease_ms);
+        fields(self) == fields(other)
     }
 }
 
@@ -83,6 +90,10 @@ pub struct Lock {
 impl Lock {
     fn is_free(&self) -> bool {
         self.writer.is_none() && self.readers.is_empty()
+    }
+
+    fn grant_count(&self) -> usize {
+        usize::from(self.writer.is_some()) + self.readers.len()
     }
 
     fn grants_mut(&mut self) -> impl Iterator<Item = &mut Grant> {
@@ -194,6 +205,15 @@ pub enum Unpersisted {
     Whole(Vec<Change>),
     /// Apply these changes.
     Changes(Vec<Change>),
+}
+
+/// What a revocation of grants did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// The objects whose locks changed (their waiters may now be granted).
+    pub objects: Vec<ObjectKey>,
+    /// The grants revoked (each reader of an object counts).
+    pub grants: u64,
 }
 
 /// The outcome of applying an operation on the primary.
@@ -466,9 +486,17 @@ impl Partition {
         Ok(SpaceReply::Value(self.visible(key, generation).cloned()))
     }
 
-    /// Applies `op` (already checked) under namespace `generation` on the
-    /// primary. A write's reply is kept for its session.
-    pub fn apply(&mut self, now: Instant, id: RequestId, generation: u64, op: &SpaceOp) -> Applied {
+    /// Applies `op` (already checked), asked by the peer at overlay key
+    /// `asker`, under namespace `generation` on the primary: a lock granted
+    /// is held by `asker`. A write's reply is kept for its session.
+    pub fn apply(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        asker: [u8; 32],
+        generation: u64,
+        op: &SpaceOp,
+    ) -> Applied {
         if op.writes() {
             if let Some(kept) = self.kept_reply(id) {
                 self.barrier();
@@ -530,7 +558,7 @@ impl Partition {
                 key,
                 mode,
                 lease_ms,
-            } => match self.lock(now, key, *mode, id.session, *lease_ms) {
+            } => match self.lock(now, key, *mode, (asker, id.session), *lease_ms) {
                 Some(reply) => Ok(reply),
                 None => return Applied::Wait,
             },
@@ -736,13 +764,14 @@ impl Partition {
         SpaceReply::Listed { entries, truncated }
     }
 
-    /// Grants a lock if it is free in that mode (`None`: wait).
+    /// Grants a lock to (`holder`, `session`) if it is free in that mode
+    /// (`None`: wait).
     fn lock(
         &mut self,
         now: Instant,
         key: &ObjectKey,
         mode: LockMode,
-        session: u64,
+        (holder, session): ([u8; 32], u64),
         lease_ms: u64,
     ) -> Option<SpaceReply> {
         let mut lock = self.locks.get(key).cloned().unwrap_or_default();
@@ -756,6 +785,7 @@ impl Partition {
         let token = self.next_token;
         self.change(now, Change::NextToken(token + 1));
         let grant = Grant {
+            holder,
             session,
             token,
             lease_ms,
@@ -809,33 +839,36 @@ impl Partition {
         Ok(SpaceReply::Released)
     }
 
-    /// Revokes every lease that ran out by `now`; returns the objects whose
-    /// locks changed (their waiters may now be granted).
-    pub fn expire_leases(&mut self, now: Instant) -> Vec<ObjectKey> {
+    /// Revokes every lease that ran out by `now`.
+    pub fn expire_leases(&mut self, now: Instant) -> Revoked {
         self.revoke(now, |g| g.expired(now))
     }
 
-    /// Revokes every grant held by one of `sessions` (their peer was
-    /// declared dead); returns the objects whose locks changed.
-    pub fn revoke_sessions(&mut self, now: Instant, sessions: &BTreeSet<u64>) -> Vec<ObjectKey> {
-        self.revoke(now, |g| sessions.contains(&g.session))
+    /// Revokes every grant whose holder (its peer's overlay key) `dead`
+    /// names: a peer declared dead, or one a new primary does not know
+    /// alive.
+    pub fn revoke_held_by(&mut self, now: Instant, dead: impl Fn(&[u8; 32]) -> bool) -> Revoked {
+        self.revoke(now, |g| dead(&g.holder))
     }
 
-    fn revoke(&mut self, now: Instant, doomed: impl Fn(&Grant) -> bool) -> Vec<ObjectKey> {
-        let changed: Vec<ObjectKey> = self
+    fn revoke(&mut self, now: Instant, doomed: impl Fn(&Grant) -> bool) -> Revoked {
+        let objects: Vec<ObjectKey> = self
             .locks
             .iter()
             .filter(|(_, l)| l.writer.iter().chain(&l.readers).any(&doomed))
             .map(|(k, _)| k.clone())
             .collect();
-        for key in &changed {
+        let mut grants = 0;
+        for key in &objects {
             if let Some(mut lock) = self.locks.get(key).cloned() {
+                let held = lock.grant_count();
                 lock.writer = lock.writer.filter(|g| !doomed(g));
                 lock.readers.retain(|g| !doomed(g));
+                grants += held.saturating_sub(lock.grant_count()) as u64;
                 self.change(now, Change::Lock(key.clone(), Some(lock)));
             }
         }
-        changed
+        Revoked { objects, grants }
     }
 
     /// When the next lease runs out, if any lock is held.

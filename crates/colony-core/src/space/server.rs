@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::client::{Client, SpaceClientConfig};
 use super::hot::{HotConfig, HotTracker};
-use super::partition::{Applied, Partition, Unpersisted, Waiters};
+use super::partition::{Applied, Partition, Revoked, Unpersisted, Waiters};
 use super::shards::{HeldWrite, ShardStore, MAX_HELD_SHARDS};
 use super::{
     partition_point, LockLost, ObjectKey, PartitionId, RequestId, Shard, ShardId, SpaceError,
@@ -50,6 +50,9 @@ pub struct SpaceConfig {
     /// time) it may create a partition's home: its view of the network
     /// must have formed first. A restarted peer knows nobody at first, and
     /// would take itself for alone, or judge from the few peers it met.
+    /// For as long, a primary role it takes over leaves the locks of peers
+    /// it has not heard of to their leases (it would take them all for
+    /// dead).
     pub create_after_start: Duration,
     /// Replication timing.
     pub home: HomeConfig,
@@ -211,10 +214,11 @@ pub struct SpaceCounters {
     pub refused: u64,
     /// Partition homes created here.
     pub created: u64,
-    /// Leases that ran out.
+    /// Lock grants whose leases ran out.
     pub expired_leases: u64,
-    /// Locks revoked at once because their holder's peer was declared
-    /// dead (before their leases ran out).
+    /// Lock grants revoked before their leases ran out because their
+    /// holder's peer was declared dead, or was not a live member in this
+    /// peer's view when it took a partition's primary role over.
     pub revoked_locks: u64,
     /// Cached reads answered from this peer's replicas.
     pub replica_reads: u64,
@@ -268,12 +272,6 @@ pub struct Space<P: PeerKey> {
     /// Turns of the round-robin over replicas for cached reads.
     spread: usize,
     hot: HotTracker<P>,
-    /// The client sessions that asked this peer's primaries for locks, by
-    /// peer: when a peer is declared dead, its sessions' locks held here
-    /// are revoked at once instead of when their leases run out. Soft
-    /// state (a new primary falls back on the leases); bounded by
-    /// [`MAX_LOCK_PEERS`] and [`MAX_LOCK_SESSIONS`].
-    lock_sessions: BTreeMap<P, BTreeSet<u64>>,
     /// Members declared dead since the last [`Space::refresh_members`].
     departed: BTreeSet<P>,
     /// Answers applied since the outputs were last polled, by partition,
@@ -294,12 +292,6 @@ pub struct Space<P: PeerKey> {
 
 /// Askers remembered per shard being written (a writer resending).
 const MAX_SHARD_ASKERS: usize = 4;
-
-/// Peers whose lock sessions a primary remembers.
-pub const MAX_LOCK_PEERS: usize = 4096;
-
-/// Lock sessions a primary remembers per peer (a peer has one per start).
-pub const MAX_LOCK_SESSIONS: usize = 8;
 
 impl<P: PeerKey> Space<P> {
     /// The space core of peer `me`; `key_of` gives a peer's position in the
@@ -334,7 +326,6 @@ impl<P: PeerKey> Space<P> {
             counters: SpaceCounters::default(),
             spread: 0,
             hot: HotTracker::new(hot),
-            lock_sessions: BTreeMap::new(),
             departed: BTreeSet::new(),
             batched: BTreeMap::new(),
             batched_since: None,
@@ -614,8 +605,8 @@ impl<P: PeerKey> Space<P> {
             .map(|(p, _)| *p)
             .collect();
         for partition in primaries {
-            let freed = self.revoke_locks(now, partition, |p| p.expire_leases(now));
-            self.counters.expired_leases += freed;
+            let expired = self.revoke_locks(now, partition, |p| p.expire_leases(now));
+            self.counters.expired_leases += expired;
         }
         self.creating.retain(|_, c| c.until > now);
         for key in self.hot.tick(now) {
@@ -950,13 +941,11 @@ impl<P: PeerKey> Space<P> {
         generation: u64,
         op: SpaceOp,
     ) {
-        if matches!(op, SpaceOp::Lock { .. }) {
-            self.note_lock_session(&from, id.session);
-        }
+        let asker = (self.key_of)(&from);
         let Some(h) = self.homes.get_mut(&partition) else {
             return;
         };
-        match h.state_mut().apply(now, id, generation, &op) {
+        match h.state_mut().apply(now, id, asker, generation, &op) {
             Applied::Reply(result) => {
                 self.counters.applied += 1;
                 let unlocked = matches!(
@@ -997,27 +986,14 @@ impl<P: PeerKey> Space<P> {
         }
     }
 
-    /// Remembers that `from` asks for locks under `session`.
-    fn note_lock_session(&mut self, from: &P, session: u64) {
-        if !self.lock_sessions.contains_key(from) && self.lock_sessions.len() >= MAX_LOCK_PEERS {
-            return;
-        }
-        let sessions = self.lock_sessions.entry(from.clone()).or_default();
-        if sessions.insert(session) && sessions.len() > MAX_LOCK_SESSIONS {
-            // Sessions are random: this forgets an arbitrary other one,
-            // whose locks then last until their leases run out.
-            let other = sessions.iter().copied().find(|s| *s != session);
-            if let Some(other) = other {
-                sessions.remove(&other);
-            }
-        }
-    }
-
     /// Revokes, in the partitions this peer is primary of, the locks held
-    /// by sessions of peers declared dead since the last call; their
+    /// by peers declared dead since the last call (whichever primary
+    /// granted them: the holder is part of the replicated grant); their
     /// waiters are granted. A holder wrongly declared dead (paused, cut
     /// off) loses its locks as it would when its lease ran out: its
-    /// fencing token is then stale and its writes are refused.
+    /// fencing token is then stale and its writes are refused. A member
+    /// that becomes primary later revokes them then
+    /// ([`Space::revoke_absent_holders`]).
     fn revoke_departed(&mut self, now: Instant) {
         let departed = std::mem::take(&mut self.departed);
         if departed.is_empty() {
@@ -1032,15 +1008,7 @@ impl<P: PeerKey> Space<P> {
             waiting.retain(|_, queue| !queue.is_empty());
         }
         self.waiters.retain(|_, waiting| !waiting.is_empty());
-        let mut sessions = BTreeSet::new();
-        for peer in &departed {
-            if let Some(of_peer) = self.lock_sessions.remove(peer) {
-                sessions.extend(of_peer);
-            }
-        }
-        if sessions.is_empty() {
-            return;
-        }
+        let dead: BTreeSet<[u8; 32]> = departed.iter().map(self.key_of).collect();
         let primaries: Vec<PartitionId> = self
             .homes
             .iter()
@@ -1048,32 +1016,73 @@ impl<P: PeerKey> Space<P> {
             .map(|(p, _)| *p)
             .collect();
         for partition in primaries {
-            let revoked = self.revoke_locks(now, partition, |p| p.revoke_sessions(now, &sessions));
+            let revoked = self.revoke_locks(now, partition, |p| {
+                p.revoke_held_by(now, |holder| dead.contains(holder))
+            });
             self.counters.revoked_locks += revoked;
         }
     }
 
+    /// This peer took the primary role of `partition` over: it revokes the
+    /// grants whose holder is not a live member in its view. The primary
+    /// that granted them may have been that holder, or have died before it
+    /// heard of the holder's death; either way no peer revokes them but
+    /// this one. A holder this peer has never heard of counts as dead: if
+    /// it is in fact alive, it loses its lock as it would when its lease
+    /// ran out (its fencing token is stale, its writes are refused). Until
+    /// this peer's view has formed ([`SpaceConfig::create_after_start`])
+    /// every holder would look unknown, so it leaves them to their leases.
+    fn revoke_absent_holders(&mut self, now: Instant, partition: PartitionId) {
+        if !self.view_formed(now) {
+            return;
+        }
+        let held = self
+            .homes
+            .get(&partition)
+            .is_some_and(|h| h.is_primary() && h.state().lock_count() > 0);
+        if !held {
+            return;
+        }
+        let live: BTreeSet<[u8; 32]> = self
+            .members
+            .iter()
+            .chain([&self.me])
+            .map(self.key_of)
+            .collect();
+        let revoked = self.revoke_locks(now, partition, |p| {
+            p.revoke_held_by(now, |holder| !live.contains(holder))
+        });
+        self.counters.revoked_locks += revoked;
+    }
+
     /// Revokes grants of `partition` (a primary here) with `revoke`,
     /// replicates the change and grants the waiters of the objects freed;
-    /// returns how many objects' locks changed.
+    /// returns how many grants were revoked.
     fn revoke_locks(
         &mut self,
         now: Instant,
         partition: PartitionId,
-        revoke: impl FnOnce(&mut Partition) -> Vec<super::ObjectKey>,
+        revoke: impl FnOnce(&mut Partition) -> Revoked,
     ) -> u64 {
         let Some(h) = self.homes.get_mut(&partition) else {
             return 0;
         };
-        let freed = revoke(h.state_mut());
-        if freed.is_empty() {
+        let revoked = revoke(h.state_mut());
+        if revoked.objects.is_empty() {
             return 0;
         }
         let _ = self.homes.propose(now, partition, Vec::new());
-        for key in &freed {
+        for key in &revoked.objects {
             self.grant_waiters(now, partition, key);
         }
-        freed.len() as u64
+        revoked.grants
+    }
+
+    /// Whether this peer's view of the network has had time to form since
+    /// it started ([`SpaceConfig::create_after_start`]).
+    fn view_formed(&self, now: Instant) -> bool {
+        self.started
+            .is_some_and(|at| now >= at + self.config.create_after_start)
     }
 
     /// A read of `key` served by its primary here: counted, and a reader of
@@ -1148,9 +1157,10 @@ impl<P: PeerKey> Space<P> {
             let Some(h) = self.homes.get_mut(&partition) else {
                 break;
             };
+            let asker = (self.key_of)(&waiter.from);
             match h
                 .state_mut()
-                .apply(now, waiter.id, waiter.generation, &waiter.op)
+                .apply(now, waiter.id, asker, waiter.generation, &waiter.op)
             {
                 Applied::Reply(result) => {
                     self.counters.applied += 1;
@@ -1201,10 +1211,7 @@ impl<P: PeerKey> Space<P> {
             let primary = hint.or_else(|| closest.first().cloned());
             return self.redirect(now, from, id, primary);
         }
-        let settled = self
-            .started
-            .is_some_and(|at| now >= at + self.config.create_after_start);
-        if !settled {
+        if !self.view_formed(now) {
             let why = "this peer started too recently to know whether the partition's home exists";
             return self.reply(now, from, id, Err(SpaceError::Unavailable(why.into())));
         }
@@ -1409,9 +1416,8 @@ impl<P: PeerKey> Space<P> {
                             .push_back(SpaceOutput::Unpersist { partition: key });
                     }
                 }
-                HomeOutput::BecamePrimary { .. }
-                | HomeOutput::Committed { .. }
-                | HomeOutput::Left { .. } => {}
+                HomeOutput::BecamePrimary { key, .. } => self.revoke_absent_holders(now, key),
+                HomeOutput::Committed { .. } | HomeOutput::Left { .. } => {}
             }
         }
     }

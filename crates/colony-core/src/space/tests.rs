@@ -613,6 +613,84 @@ fn a_crashed_holders_lock_is_granted_again_once_it_is_declared_dead() {
     assert!(net.lost.is_empty());
 }
 
+/// The holder's own peer is the partition's primary, so no surviving
+/// primary saw the lock asked for: the grant is replicated with its holder,
+/// and the member that takes the primary role over revokes it as it is
+/// elected instead of waiting for the lease.
+#[test]
+fn a_crashed_primarys_own_lock_is_granted_again_once_a_new_primary_is_elected() {
+    let mut net = Net::new(5);
+    let c = ObjectKey::new(GLOBAL, "job-lock");
+    let partition = c.partition();
+    net.call(0, get(&c)).ok();
+    let holder = net.primary_of(partition).expect("a primary");
+    let home: Vec<u32> = net
+        .up()
+        .into_iter()
+        .filter(|p| {
+            net.peers[*p as usize]
+                .space
+                .as_ref()
+                .is_some_and(|s| s.homes().contains_key(&partition))
+        })
+        .collect();
+    // The waiter is outside the home: whichever backup is elected, the
+    // waiter's grant comes from that new primary.
+    let waiter = (0..5).find(|p| !home.contains(p)).expect("a peer outside");
+    // Leases far longer than the test: only revocation frees the lock.
+    let lease = 60_000;
+    let t1 = token_of(net.call(holder, lock(&c, LockMode::Write, lease)));
+    let waiting = net.start(
+        waiter,
+        lock(&c, LockMode::Write, lease),
+        Duration::from_secs(30),
+    );
+    net.run_for(Duration::from_secs(2));
+    assert!(!net.answers.contains_key(&(waiter, waiting)), "lease held");
+    let crashed_at = net.now;
+    net.crash(holder);
+    // The harness declares the crashed peer dead at once: what remains is
+    // the election, and the new primary revokes the grant as it wins it.
+    let successor = loop {
+        if let Some(primary) = net.primary_of(partition) {
+            break primary;
+        }
+        assert!(
+            net.step(crashed_at + Duration::from_secs(10)),
+            "no new primary elected"
+        );
+    };
+    let elected = net.now - crashed_at;
+    let space = net.peers[successor as usize].space.as_ref().expect("up");
+    let locks = space
+        .homes()
+        .get(&partition)
+        .map(|h| h.state().lock_count());
+    assert_eq!(locks, Some(0), "grant kept by the new primary");
+    assert_eq!(space.counters().revoked_locks, 1);
+    // The waiter's request, lost with the crashed primary, is sent again
+    // within the client's resend interval (2 s) and granted at once.
+    let t2 = token_of(net.wait(waiter, waiting));
+    assert!(t2 > t1);
+    let waited = net.now - crashed_at;
+    assert!(
+        waited <= Duration::from_secs(3),
+        "re-granted after {waited:?} (new primary elected after {elected:?})"
+    );
+    // The crashed holder's token is fenced off.
+    let late = SpaceOp::Put {
+        key: c.clone(),
+        value: b"late".to_vec(),
+        tags: Tags::new(),
+        condition: Condition::Always,
+        token: Some(t1),
+    };
+    assert_eq!(
+        net.call(waiter, late),
+        Err(SpaceError::StaleToken { token: t1 })
+    );
+}
+
 /// A linearizable read takes an update round (the primary must still
 /// lead), but one that changes nothing: members hold it without writing it
 /// to disk, so reads do not wait for the disk. Writes still do.
