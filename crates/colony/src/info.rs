@@ -186,8 +186,9 @@ pub struct SpaceInfo {
     pub partitions_created: u64,
     /// Lock leases that ran out at the primaries here.
     pub expired_leases: u64,
-    /// Locks revoked at the primaries here because their holder's peer was
-    /// declared dead (before their leases ran out).
+    /// Grants revoked at the primaries here because their holder's peer was
+    /// declared dead, or was not alive when this peer took the partition
+    /// over (before their leases ran out).
     pub revoked_locks: u64,
     /// This peer's requests waiting for an answer.
     pub pending_requests: usize,

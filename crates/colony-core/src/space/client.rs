@@ -614,6 +614,21 @@ impl<P: Clone + PartialEq> Client<P> {
         }
     }
 
+    /// `peer` was declared dead: requests waiting at it are asked again at
+    /// once (of the partition's closest live peer, which knows or learns
+    /// its new primary), and those pinned to it fail.
+    pub(super) fn peer_gone(&mut self, now: Instant, peer: &P) {
+        let waiting: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.target.as_ref() == Some(peer) || p.pinned.as_ref() == Some(peer))
+            .map(|(_, p)| p.wire)
+            .collect();
+        for wire in waiting {
+            self.send_failed(now, wire, peer);
+        }
+    }
+
     pub(super) fn send_failed(&mut self, now: Instant, wire: RequestId, to: &P) {
         let Some(&id) = self.by_wire.get(&wire) else {
             return;

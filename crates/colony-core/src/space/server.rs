@@ -999,6 +999,11 @@ impl<P: PeerKey> Space<P> {
         if departed.is_empty() {
             return;
         }
+        // This peer's own requests waiting at them are asked again of the
+        // partitions' new primaries now, not after the resend interval.
+        for peer in &departed {
+            self.client.peer_gone(now, peer);
+        }
         // Their waiting lock requests go first: granting one would hold
         // the lock for a dead peer until its lease ran out.
         for waiting in self.waiters.values_mut() {

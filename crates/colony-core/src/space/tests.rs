@@ -668,13 +668,15 @@ fn a_crashed_primarys_own_lock_is_granted_again_once_a_new_primary_is_elected() 
         .map(|h| h.state().lock_count());
     assert_eq!(locks, Some(0), "grant kept by the new primary");
     assert_eq!(space.counters().revoked_locks, 1);
-    // The waiter's request, lost with the crashed primary, is sent again
-    // within the client's resend interval (2 s) and granted at once.
+    // The waiter's request, waiting at the crashed primary, is sent again
+    // as soon as the crash is declared (not after the client's 2 s resend
+    // interval) and granted once the new primary is elected.
     let t2 = token_of(net.wait(waiter, waiting));
     assert!(t2 > t1);
     let waited = net.now - crashed_at;
+    eprintln!("re-granted after {waited:?}, new primary elected after {elected:?}");
     assert!(
-        waited <= Duration::from_secs(3),
+        waited <= elected + Duration::from_millis(500),
         "re-granted after {waited:?} (new primary elected after {elected:?})"
     );
     // The crashed holder's token is fenced off.
