@@ -95,6 +95,13 @@ pub(crate) enum Command {
         max: usize,
         reply: oneshot::Sender<Vec<libp2p::PeerId>>,
     },
+    /// The writes whose shards this peer holds, after the cursor `after`,
+    /// at most `max`.
+    HeldShardWrites {
+        after: Option<u128>,
+        max: usize,
+        reply: oneshot::Sender<Vec<colony_core::space::HeldWrite>>,
+    },
     /// Read `key` the cached way (from this peer's copy, else from any
     /// replica), answered within `timeout`.
     SpaceReadCached {

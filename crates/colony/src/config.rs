@@ -68,6 +68,9 @@ pub struct PeerConfig {
     /// stored as several objects. Default: 1 GiB
     /// ([`crate::DEFAULT_MAX_VALUE_BYTES`]).
     pub max_value_bytes: u64,
+    /// How the erasure-coded shards this peer holds are looked after:
+    /// repaired when a holder dies, dropped when no value names them.
+    pub shard_keeping: crate::ShardKeeping,
     /// Who may submit jobs to this peer (`--accept-jobs-from`). Default:
     /// members of the network.
     pub accept_jobs_from: SubmitPolicy<PeerId>,
@@ -142,6 +145,7 @@ impl PeerConfig {
             jobs: JobConfig::default(),
             space: SpaceConfig::default(),
             max_value_bytes: crate::DEFAULT_MAX_VALUE_BYTES,
+            shard_keeping: crate::ShardKeeping::default(),
             accept_jobs_from: SubmitPolicy::default(),
             guests: None,
             volunteer: VolunteerConfig::default(),

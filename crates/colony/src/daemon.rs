@@ -247,6 +247,7 @@ impl Peer {
             info!(%reason, "not computing yet");
             node.handle(Instant::now(), NodeInput::Pause);
         }
+        let shard_keeping = config.shard_keeping.clone();
         let driver = Driver::builder(config, swarm, frames, net_rx, node, info)
             .store(store)
             .checkpoints(checkpoints)
@@ -256,6 +257,7 @@ impl Peer {
             .build()
             .ok_or(ColonyError::Stopped)?;
         tokio::spawn(driver.run());
+        tokio::spawn(crate::space::keep_shards(peer.downgrade(), shard_keeping));
         Ok(peer)
     }
 

@@ -490,6 +490,9 @@ impl Driver {
             Command::ShardHolders { write, max, reply } => {
                 let _ = reply.send(self.node.space().shard_holders(write, max));
             }
+            Command::HeldShardWrites { after, max, reply } => {
+                let _ = reply.send(self.node.space().held_shard_writes(after, max));
+            }
             Command::SpaceReadCached {
                 key,
                 timeout,

@@ -264,6 +264,14 @@ pub struct SpaceInfo {
     /// Values written erasure-coded through this peer.
     #[serde(default)]
     pub coded_writes: u64,
+    /// Erasure-coded values this peer repaired: shards of dead holders
+    /// rebuilt and placed on new ones.
+    #[serde(default)]
+    pub shard_repairs: u64,
+    /// Writes whose shards this peer dropped because no committed value
+    /// named them here.
+    #[serde(default)]
+    pub shard_orphans_dropped: u64,
 }
 
 /// This peer as a volunteer host: its owner's policy and what it does now.

@@ -58,8 +58,8 @@ pub use colony_core::membership::{
 };
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_core::space::{
-    Condition, Listed, LockLost, LockMode, Object, ObjectKey, Query, SpaceConfig, SpaceError,
-    SpaceOp, SpaceReply, TagValue, Tags, GLOBAL, PARTITIONS,
+    Condition, Listed, LockLost, LockMode, Object, ObjectKey, Query, Shard, ShardId, SpaceConfig,
+    SpaceError, SpaceOp, SpaceReply, TagValue, Tags, GLOBAL, PARTITIONS,
 };
 pub use colony_net::{FaultConfig, NetConfig};
 pub use config::{ApiLimits, GuestConfig, PeerConfig, VolunteerConfig};
@@ -75,7 +75,8 @@ pub use peer::{
     MAX_JOB_DEADLINE,
 };
 pub use space::{
-    Listing, LockGuard, Storage, CHUNKS_IN_FLIGHT, CHUNK_BYTES, CHUNK_OF_TAG, CHUNK_PREFIX,
-    DEFAULT_MAX_VALUE_BYTES, RESERVED_PREFIX, SHARDS_TAG, SHARD_TIMEOUT, SIZE_TAG, SPACE_TIMEOUT,
+    Listing, LockGuard, ShardKeeping, Storage, CHUNKS_IN_FLIGHT, CHUNK_BYTES, CHUNK_OF_TAG,
+    CHUNK_PREFIX, DEFAULT_MAX_VALUE_BYTES, RESERVED_PREFIX, SHARDS_TAG, SHARD_TIMEOUT, SIZE_TAG,
+    SPACE_TIMEOUT,
 };
 pub use trust::{GuestTrust, PUBLIC_KEY_FILE};

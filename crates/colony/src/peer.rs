@@ -137,7 +137,52 @@ pub struct Peer {
     pub(crate) values: Arc<crate::space::Values>,
 }
 
+/// A handle that does not keep its peer running: background tasks of the
+/// library hold one, and end once every [`Peer`] is dropped.
+pub(crate) struct WeakPeer {
+    commands: mpsc::WeakSender<Command>,
+    info: Arc<PeerInfo>,
+    peer_id: PeerId,
+    inbox: Arc<Mutex<Option<mpsc::Receiver<InboundMessage>>>>,
+    apps: AppRegistry,
+    guests: Option<Arc<colony_wasm::GuestApps>>,
+    signer: Arc<libp2p::identity::Keypair>,
+    api_token: Option<Arc<str>>,
+    values: Arc<crate::space::Values>,
+}
+
+impl WeakPeer {
+    /// The peer, while some handle keeps it running.
+    pub(crate) fn upgrade(&self) -> Option<Peer> {
+        Some(Peer {
+            commands: self.commands.upgrade()?,
+            info: self.info.clone(),
+            peer_id: self.peer_id,
+            inbox: self.inbox.clone(),
+            apps: self.apps.clone(),
+            guests: self.guests.clone(),
+            signer: self.signer.clone(),
+            api_token: self.api_token.clone(),
+            values: self.values.clone(),
+        })
+    }
+}
+
 impl Peer {
+    /// A handle to this peer that does not keep it running.
+    pub(crate) fn downgrade(&self) -> WeakPeer {
+        WeakPeer {
+            commands: self.commands.downgrade(),
+            info: self.info.clone(),
+            peer_id: self.peer_id,
+            inbox: self.inbox.clone(),
+            apps: self.apps.clone(),
+            guests: self.guests.clone(),
+            signer: self.signer.clone(),
+            api_token: self.api_token.clone(),
+            values: self.values.clone(),
+        }
+    }
     /// This peer's id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
@@ -209,6 +254,8 @@ impl Peer {
         status.space.max_value_bytes = values.max_value_bytes;
         status.space.chunked_writes = values.chunked_writes.load(Ordering::Relaxed);
         status.space.coded_writes = values.coded_writes.load(Ordering::Relaxed);
+        status.space.shard_repairs = values.shard_repairs.load(Ordering::Relaxed);
+        status.space.shard_orphans_dropped = values.orphans_dropped.load(Ordering::Relaxed);
         status.space.chunk_cleanup_failures = values.cleanup_failures.load(Ordering::Relaxed);
         Ok(status)
     }

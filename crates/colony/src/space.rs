@@ -53,7 +53,8 @@ pub use chunked::{
     CHUNKS_IN_FLIGHT, CHUNK_BYTES, CHUNK_OF_TAG, CHUNK_PREFIX, DEFAULT_MAX_VALUE_BYTES,
     RESERVED_PREFIX, SIZE_TAG,
 };
-pub use coded::{Storage, SHARDS_TAG, SHARD_TIMEOUT};
+pub(crate) use coded::keep_shards;
+pub use coded::{ShardKeeping, Storage, SHARDS_TAG, SHARD_TIMEOUT};
 
 use crate::command::{Command, SpaceAnswer};
 use crate::error::ColonyError;

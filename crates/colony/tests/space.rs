@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use colony::{
-    ColonyError, Condition, LocalNetwork, LockMode, ObjectKey, Query, SpaceError, SpaceOp,
-    SpaceReply, TagValue, Tags,
+    ColonyError, Condition, LocalNetwork, LockMode, ObjectKey, Query, ShardKeeping, SpaceError,
+    SpaceOp, SpaceReply, Storage, TagValue, Tags,
 };
 
 mod common;
@@ -458,5 +458,182 @@ async fn values_larger_than_an_object_are_chunked_read_whole_and_cleaned_up() {
         written += status.space.chunked_writes;
     }
     assert_eq!(written, 3);
+    network.shutdown().await;
+}
+
+/// The holders named by the erasure-coded value at `key`'s manifest, and
+/// its version.
+async fn shard_holders_of(peer: &colony::Peer, key: &ObjectKey) -> (Vec<String>, u64) {
+    let reply = settled("raw manifest", || {
+        peer.space_request(SpaceOp::Get { key: key.clone() }, Duration::from_secs(10))
+    })
+    .await
+    .expect("the manifest is read");
+    let SpaceReply::Value(Some(object)) = reply else {
+        panic!("no manifest: {reply:?}");
+    };
+    assert!(
+        object.tags.contains_key(colony::SHARDS_TAG),
+        "{:?}",
+        object.tags
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&object.value).expect("the manifest is JSON");
+    let holders = manifest["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .map(|h| h.as_str().expect("a peer id").to_string())
+        .collect();
+    (holders, object.version)
+}
+
+/// Shards held over `peers`.
+async fn shards_over(peers: &[&colony::Peer]) -> usize {
+    let mut total = 0;
+    for peer in peers {
+        total += peer.status().await.expect("status").space.shards;
+    }
+    total
+}
+
+/// An erasure-coded value (2+1) is read back from its parity when the
+/// holder of a data shard is gone; its first live holder then rebuilds the
+/// lost shards on a new peer and commits the manifest naming it, so the
+/// value survives a second holder leaving (2+1 alone tolerates one); and a
+/// shard no committed value names is dropped after the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_coded_value_is_read_from_parity_and_repaired_when_a_holder_goes() {
+    common::init_tracing();
+    let network = LocalNetwork::start(5, |_, config| {
+        config.shard_keeping = ShardKeeping {
+            interval: Duration::from_millis(300),
+            orphan_grace: Duration::from_secs(2),
+        };
+    })
+    .await
+    .expect("start");
+    let peers: Vec<colony::Peer> = network.peers().to_vec();
+    let by_id = |id: &str| {
+        peers
+            .iter()
+            .find(|p| p.peer_id().to_string() == id)
+            .expect("a holder is one of the peers")
+    };
+    let key = ObjectKey::new("global", "coded");
+    // Two stripes of 2 MiB (the chunk is 1 MiB, k = 2).
+    let value = random_value(11, (2 << 20) + 12_345);
+    let coded = Storage::Coded { k: 2, m: 1 };
+    settled("coded put", || {
+        peers[0].space_write_stored(
+            &key,
+            value.clone(),
+            Tags::new(),
+            Condition::Always,
+            None,
+            coded,
+        )
+    })
+    .await
+    .expect("put");
+    let (holders, version) = shard_holders_of(&peers[0], &key).await;
+    assert_eq!(holders.len(), 3);
+    assert!(holders[0] != holders[1] && holders[1] != holders[2] && holders[0] != holders[2]);
+    let all: Vec<&colony::Peer> = peers.iter().collect();
+    assert_eq!(
+        shards_over(&all).await,
+        6,
+        "three holders of two stripes' shards"
+    );
+    // The holder of data shard 0 leaves: reads decode from shard 1 and
+    // the parity.
+    by_id(&holders[0]).shutdown().await;
+    let reader = peers
+        .iter()
+        .find(|p| !holders.contains(&p.peer_id().to_string()))
+        .expect("a peer holding nothing");
+    let got = settled("read without data shard 0", || reader.space_get(&key))
+        .await
+        .expect("read")
+        .expect("present");
+    assert!(got.value == value, "the value read from parity differs");
+    // Repaired: a live peer holds column 0 now.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let repaired = loop {
+        let (now, v) = shard_holders_of(reader, &key).await;
+        if now[0] != holders[0] {
+            assert!(v > version, "the repair committed a new version");
+            break now;
+        }
+        assert!(Instant::now() < deadline, "not repaired: {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(repaired[1..], holders[1..], "only the lost column moved");
+    assert!(!holders.contains(&repaired[0]));
+    let repairs: u64 = {
+        let mut n = 0;
+        for p in peers
+            .iter()
+            .filter(|p| p.peer_id().to_string() != holders[0])
+        {
+            n += p.status().await.expect("status").space.shard_repairs;
+        }
+        n
+    };
+    assert_eq!(repairs, 1, "one peer repaired it, once");
+    // A second original holder leaves: without the repair, one shard of
+    // three would be left; with it, two.
+    by_id(&holders[1]).shutdown().await;
+    let reader = peers
+        .iter()
+        .find(|p| !holders.contains(&p.peer_id().to_string()))
+        .expect("a reader");
+    let got = settled("read with two original holders gone", || {
+        reader.space_get(&key)
+    })
+    .await
+    .expect("read")
+    .expect("present");
+    assert!(got.value == value, "the repaired value differs");
+    // A shard no manifest names (a writer that crashed before its
+    // manifest) is dropped once it has been an orphan for the grace.
+    let up: Vec<&colony::Peer> = peers
+        .iter()
+        .filter(|p| p.peer_id().to_string() != holders[0] && p.peer_id().to_string() != holders[1])
+        .collect();
+    // Column 1 is rebuilt in turn: three live columns of two stripes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shards_over(&up).await != 6 {
+        assert!(Instant::now() < deadline, "column 1 not rebuilt");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = 6;
+    let shard = colony::Shard {
+        index: 0,
+        k: 1,
+        m: 0,
+        len: 4,
+        bytes: b"lost".to_vec(),
+    };
+    let orphan = SpaceOp::PutShard {
+        key: ObjectKey::new("global", "never-committed"),
+        id: colony::ShardId {
+            write: 99,
+            stripe: 0,
+            index: 0,
+        },
+        shard,
+    };
+    let kept = settled("an orphan shard", || {
+        reader.space_request(orphan.clone(), Duration::from_secs(10))
+    })
+    .await;
+    assert!(matches!(kept, Ok(SpaceReply::ShardKept)), "{kept:?}");
+    assert_eq!(shards_over(&up).await, before + 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shards_over(&up).await != before {
+        assert!(Instant::now() < deadline, "the orphan shard stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     network.shutdown().await;
 }

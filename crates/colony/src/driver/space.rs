@@ -595,6 +595,8 @@ impl Driver {
             shard_write_errors: self.shards.errors,
             shards_corrupt: self.checkpoints.stats().shards_corrupt,
             coded_writes: 0,
+            shard_repairs: 0,
+            shard_orphans_dropped: 0,
         }
     }
 }

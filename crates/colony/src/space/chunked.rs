@@ -117,6 +117,10 @@ pub(crate) struct Values {
     pub(crate) chunked_writes: AtomicU64,
     /// Values written erasure-coded.
     pub(crate) coded_writes: AtomicU64,
+    /// Erasure-coded values this peer repaired (lost shards placed anew).
+    pub(crate) shard_repairs: AtomicU64,
+    /// Orphan writes whose shards this peer dropped.
+    pub(crate) orphans_dropped: AtomicU64,
 }
 
 impl Values {
@@ -128,6 +132,8 @@ impl Values {
             cleanup_failures: AtomicU64::new(0),
             chunked_writes: AtomicU64::new(0),
             coded_writes: AtomicU64::new(0),
+            shard_repairs: AtomicU64::new(0),
+            orphans_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -333,7 +339,7 @@ pub(crate) fn user_entry(mut entry: Listed) -> Option<Listed> {
 impl Peer {
     /// The object stored at `key`, as stored (a manifest for a chunked
     /// value).
-    async fn stored(&self, key: &ObjectKey) -> Result<Option<Object>, ColonyError> {
+    pub(super) async fn stored(&self, key: &ObjectKey) -> Result<Option<Object>, ColonyError> {
         match self
             .space_request(SpaceOp::Get { key: key.clone() }, SPACE_TIMEOUT)
             .await?
@@ -345,7 +351,7 @@ impl Peer {
 
     /// Applies `op` (a write) as stored; the object's new version and the
     /// tags of the object it replaced.
-    async fn store(&self, op: SpaceOp) -> Result<(u64, Tags), ColonyError> {
+    pub(super) async fn store(&self, op: SpaceOp) -> Result<(u64, Tags), ColonyError> {
         match self.space_request(op, SPACE_TIMEOUT).await? {
             SpaceReply::Written { version, replaced } => Ok((version, replaced)),
             other => Err(unexpected(other)),

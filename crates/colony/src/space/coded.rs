@@ -27,15 +27,27 @@
 //!   the write id is in its [`SHARDS_TAG`]). Best effort, like chunk
 //!   deletion: failures are counted.
 //!
-//! Holders that die are not replaced by this layer: a value stays readable
-//! while at most `m` of its holders are lost, and writing it again places
-//! fresh shards.
+//! - **Holders look after their shards** ([`ShardKeeping`]): every
+//!   interval each peer checks the writes it holds shards of against the
+//!   committed manifests. When a manifest names a holder that is no longer
+//!   alive, its first live holder rebuilds the lost columns from any `k`
+//!   shards, stores them on new peers and commits the manifest naming them
+//!   (a compare-and-set on the version it read: a concurrent write wins, and
+//!   the repair's shards are dropped); the object's version moves on. Shards
+//!   no committed manifest names (a writer that crashed mid-write, a
+//!   namespace destroyed, a holder replaced while it was away) are dropped
+//!   once they have been orphans for [`ShardKeeping::orphan_grace`].
+//!
+//! So a value survives the loss of any `m` holders at once, and of more
+//! over time as long as repairs keep up.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use colony_core::erasure::{self, MAX_SHARDS};
+use colony_core::space::{Condition, HeldWrite};
 use colony_core::space::{
     Object, ObjectKey, Shard, ShardId, SpaceError, SpaceOp, SpaceReply, TagValue, Tags,
 };
@@ -44,13 +56,13 @@ use libp2p::PeerId;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use super::chunked::{damaged, SIZE_TAG};
 use super::unexpected;
 use crate::command::Command;
 use crate::error::ColonyError;
-use crate::peer::Peer;
+use crate::peer::{Peer, WeakPeer};
 
 /// The tag an erasure-coded value's manifest carries: `WRITE/K+M`, the
 /// write id (32 hex digits) and the coding.
@@ -69,6 +81,36 @@ const SPARE_HOLDERS: usize = 8;
 /// Peers asked to drop the shards of a replaced write, beyond its `k + m`
 /// (holders may have changed since it was placed).
 const DROP_SPREAD: usize = 4;
+
+/// Writes whose shards are checked per request to the driver.
+const SWEEP_PAGE: usize = 64;
+
+/// Orphan writes whose first sighting a peer remembers.
+const MAX_TRACKED_ORPHANS: usize = 16_384;
+
+/// Live peers asked for when a repair looks for dead holders.
+const MAX_LIVE: usize = 4096;
+
+/// How a peer looks after the shards it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardKeeping {
+    /// How often the shards held are checked against their manifests.
+    /// Default: 30 s.
+    pub interval: Duration,
+    /// How long shards that no committed manifest names are kept before
+    /// they are dropped: longer than any write takes (a writer commits its
+    /// manifest last). Default: 10 min.
+    pub orphan_grace: Duration,
+}
+
+impl Default for ShardKeeping {
+    fn default() -> Self {
+        ShardKeeping {
+            interval: Duration::from_secs(30),
+            orphan_grace: Duration::from_secs(600),
+        }
+    }
+}
 
 /// How a value is stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -128,6 +170,7 @@ struct StoredCoded {
 #[derive(Debug)]
 pub(super) struct Coded {
     size: u64,
+    stripe_bytes: usize,
     hash: blake3::Hash,
     k: u8,
     m: u8,
@@ -218,6 +261,7 @@ pub(super) fn coded_of(key: &ObjectKey, object: &Object) -> Result<Option<Coded>
     }
     Ok(Some(Coded {
         size: stored.size,
+        stripe_bytes: usize::try_from(stored.stripe_bytes).unwrap_or(usize::MAX),
         hash: hash(&stored.blake3)?,
         k,
         m,
@@ -227,13 +271,226 @@ pub(super) fn coded_of(key: &ObjectKey, object: &Object) -> Result<Option<Coded>
     }))
 }
 
+/// The shards of `value`'s stripes coded `k + m`, and the BLAKE3 of each.
+#[allow(clippy::type_complexity)]
+fn encode_stripes(
+    value: &[u8],
+    k: u8,
+    m: u8,
+    stripe_bytes: usize,
+) -> Result<(Vec<Vec<Shard>>, Vec<Vec<String>>), ColonyError> {
+    let stripes: Vec<&[u8]> = if value.is_empty() {
+        vec![value]
+    } else {
+        value.chunks(stripe_bytes.max(1)).collect()
+    };
+    let mut coded = Vec::with_capacity(stripes.len());
+    let mut hashes = Vec::with_capacity(stripes.len());
+    for stripe in stripes {
+        let shards = erasure::encode(stripe, k, m)
+            .map_err(|e| ColonyError::Space(SpaceError::InvalidShard(e.to_string())))?;
+        hashes.push(
+            shards
+                .iter()
+                .map(|s| blake3::hash(&s.bytes).to_hex().to_string())
+                .collect(),
+        );
+        coded.push(shards);
+    }
+    Ok((coded, hashes))
+}
+
+/// A manifest as stored.
+fn encode_manifest(key: &ObjectKey, manifest: &StoredCoded) -> Result<Vec<u8>, ColonyError> {
+    serde_json::to_vec(manifest).map_err(|e| {
+        ColonyError::Space(SpaceError::InvalidShard(format!(
+            "cannot encode the manifest of {key}: {e}"
+        )))
+    })
+}
+
 /// Stripes of a value of `size` bytes cut every `stripe_bytes` (an empty
 /// value has one, empty).
 fn stripes_of(size: u64, stripe_bytes: u64) -> u64 {
     size.div_ceil(stripe_bytes.max(1)).max(1)
 }
 
+/// What a held write is to its holder.
+enum Held {
+    /// A committed manifest names this peer as one of its holders.
+    Named,
+    /// No committed manifest names it here.
+    Orphan,
+}
+
+/// Looks after the shards `peer` holds every [`ShardKeeping::interval`],
+/// until the peer stops.
+pub(crate) async fn keep_shards(peer: WeakPeer, keeping: ShardKeeping) {
+    let mut orphans: HashMap<(ObjectKey, u128), Instant> = HashMap::new();
+    loop {
+        tokio::time::sleep(keeping.interval).await;
+        let Some(peer) = peer.upgrade() else { return };
+        match peer.sweep_shards(&keeping, &mut orphans).await {
+            Ok(()) => {}
+            Err(ColonyError::Stopped) => return,
+            Err(e) => {
+                debug!(error = %e, "shard sweep cut short; next one in {:?}", keeping.interval)
+            }
+        }
+    }
+}
+
 impl Peer {
+    /// The writes whose shards this peer holds, after `after`.
+    async fn held_shard_writes(
+        &self,
+        after: Option<u128>,
+        max: usize,
+    ) -> Result<Vec<HeldWrite>, ColonyError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::HeldShardWrites { after, max, reply })
+            .await
+            .map_err(|_| ColonyError::Stopped)?;
+        answer.await.map_err(|_| ColonyError::Stopped)
+    }
+
+    /// One pass over the shards held here: repairs, and orphans dropped.
+    async fn sweep_shards(
+        &self,
+        keeping: &ShardKeeping,
+        orphans: &mut HashMap<(ObjectKey, u128), Instant>,
+    ) -> Result<(), ColonyError> {
+        let mut seen: HashSet<(ObjectKey, u128)> = HashSet::new();
+        let mut cursor = None;
+        loop {
+            let page = self.held_shard_writes(cursor, SWEEP_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.write);
+            for held in page {
+                let id = (held.key.clone(), held.write);
+                seen.insert(id.clone());
+                match self.check_held(&held).await {
+                    Ok(Held::Named) => {
+                        orphans.remove(&id);
+                    }
+                    Ok(Held::Orphan) => {
+                        let now = Instant::now();
+                        if !orphans.contains_key(&id) && orphans.len() >= MAX_TRACKED_ORPHANS {
+                            continue;
+                        }
+                        let since = *orphans.entry(id.clone()).or_insert(now);
+                        if now.duration_since(since) >= keeping.orphan_grace {
+                            orphans.remove(&id);
+                            self.drop_shards_at(&held.key, held.write, &[self.peer_id])
+                                .await;
+                            self.values.orphans_dropped.fetch_add(1, Ordering::Relaxed);
+                            info!(object = %held.key, write = format!("{:032x}", held.write), shards = held.shards, "dropped shards no committed value names");
+                        }
+                    }
+                    Err(ColonyError::Stopped) => return Err(ColonyError::Stopped),
+                    Err(e) => {
+                        debug!(object = %held.key, error = %e, "shards not checked; checked again next sweep")
+                    }
+                }
+            }
+        }
+        orphans.retain(|id, _| seen.contains(id));
+        Ok(())
+    }
+
+    /// Whether a committed manifest names this peer as a holder of
+    /// `held`'s write; if it does and names dead holders, repairs them
+    /// when this peer is the first live one.
+    async fn check_held(&self, held: &HeldWrite) -> Result<Held, ColonyError> {
+        let object = match self.stored(&held.key).await {
+            Ok(object) => object,
+            // Destroyed with its namespace.
+            Err(ColonyError::Space(SpaceError::UnknownNamespace(_))) => return Ok(Held::Orphan),
+            Err(e) => return Err(e),
+        };
+        let Some(object) = object else {
+            return Ok(Held::Orphan);
+        };
+        let coded = coded_of(&held.key, &object).ok().flatten();
+        let Some(coded) =
+            coded.filter(|c| c.write == held.write && c.holders.contains(&self.peer_id))
+        else {
+            return Ok(Held::Orphan);
+        };
+        self.repair_holders(&held.key, &object, &coded).await?;
+        Ok(Held::Named)
+    }
+
+    /// Replaces the dead holders of `coded` (the value at `key`, stored as
+    /// `object`), if this peer is its first live holder.
+    async fn repair_holders(
+        &self,
+        key: &ObjectKey,
+        object: &Object,
+        coded: &Coded,
+    ) -> Result<(), ColonyError> {
+        let live: HashSet<PeerId> = self
+            .shard_candidates(coded.write, MAX_LIVE)
+            .await?
+            .into_iter()
+            .collect();
+        let dead: Vec<usize> = (0..coded.holders.len())
+            .filter(|i| !live.contains(&coded.holders[*i]))
+            .collect();
+        if dead.is_empty() || coded.holders.iter().find(|h| live.contains(h)) != Some(&self.peer_id)
+        {
+            return Ok(());
+        }
+        let value = self.assemble_coded(key, coded).await?;
+        let (shards, _) = encode_stripes(&value, coded.k, coded.m, coded.stripe_bytes)?;
+        drop(value);
+        let width = coded.holders.len();
+        let spare: Vec<PeerId> = self
+            .shard_candidates(coded.write, 2 * width + SPARE_HOLDERS)
+            .await?
+            .into_iter()
+            .filter(|p| !coded.holders.contains(p))
+            .collect();
+        if spare.len() < dead.len() {
+            warn!(object = %key, dead = dead.len(), spare = spare.len(), "too few live peers offering room to replace the dead holders of an erasure-coded value");
+            return Ok(());
+        }
+        let (first, rest) = spare.split_at(dead.len());
+        let mut holders = coded.holders.clone();
+        for (index, peer) in dead.iter().zip(first) {
+            holders[*index] = *peer;
+        }
+        let placed = self
+            .place_columns(key, coded.write, &shards, &dead, &mut holders, rest)
+            .await;
+        let new: Vec<PeerId> = dead.iter().map(|i| holders[*i]).collect();
+        placed?;
+        let mut stored: StoredCoded = serde_json::from_slice(&object.value)
+            .map_err(|e| damaged(key, format!("its manifest does not parse: {e}")))?;
+        stored.holders = holders.iter().map(ToString::to_string).collect();
+        let op = SpaceOp::Put {
+            key: key.clone(),
+            value: encode_manifest(key, &stored)?,
+            tags: object.tags.clone(),
+            condition: Condition::Version(object.version),
+            token: None,
+        };
+        match self.store(op).await {
+            Ok(_) => {
+                self.values.shard_repairs.fetch_add(1, Ordering::Relaxed);
+                let replaced: Vec<String> =
+                    dead.iter().map(|i| coded.holders[*i].to_string()).collect();
+                info!(object = %key, ?replaced, ?new, "repaired an erasure-coded value: its lost shards are on new holders");
+                Ok(())
+            }
+            Err(e) => {
+                self.drop_shards_at(key, coded.write, &new).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Sends `op` (a shard operation) to `to` itself.
     async fn shard_request(&self, to: PeerId, op: SpaceOp) -> Result<SpaceReply, ColonyError> {
         let (reply, answer) = oneshot::channel();
@@ -273,24 +530,7 @@ impl Peer {
         let write: u128 = rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng());
         let width = usize::from(k) + usize::from(m);
         let stripe_bytes = (self.values.chunk_bytes * usize::from(k)).max(1);
-        let mut coded: Vec<Vec<Shard>> = Vec::new();
-        let mut hashes: Vec<Vec<String>> = Vec::new();
-        let stripes: Vec<&[u8]> = if value.is_empty() {
-            vec![value]
-        } else {
-            value.chunks(stripe_bytes).collect()
-        };
-        for stripe in stripes {
-            let shards = erasure::encode(stripe, k, m)
-                .map_err(|e| ColonyError::Space(SpaceError::InvalidShard(e.to_string())))?;
-            hashes.push(
-                shards
-                    .iter()
-                    .map(|s| blake3::hash(&s.bytes).to_hex().to_string())
-                    .collect(),
-            );
-            coded.push(shards);
-        }
+        let (coded, hashes) = encode_stripes(value, k, m, stripe_bytes)?;
         let candidates = self.shard_candidates(write, width + SPARE_HOLDERS).await?;
         if candidates.len() < width {
             return Err(SpaceError::Full(format!(
@@ -299,49 +539,13 @@ impl Peer {
             ))
             .into());
         }
-        // Holder i gets shard i of every stripe; a holder that refuses is
-        // replaced by the next candidate.
-        let mut next = width;
-        let mut holders: Vec<PeerId> = candidates[..width].to_vec();
-        let mut pending: Vec<usize> = (0..width).collect();
-        let mut failure: Option<ColonyError> = None;
-        while !pending.is_empty() {
-            let puts: Vec<_> = pending
-                .iter()
-                .map(|&index| {
-                    let holder = holders[index];
-                    let coded = &coded;
-                    async move {
-                        (
-                            index,
-                            self.put_column(key, write, holder, coded, index).await,
-                        )
-                    }
-                })
-                .collect();
-            let results: Vec<(usize, Result<(), ColonyError>)> = futures::stream::iter(puts)
-                .buffer_unordered(width)
-                .collect()
-                .await;
-            pending.clear();
-            for (index, result) in results {
-                let Err(e) = result else { continue };
-                warn!(object = %key, holder = %holders[index], error = %e, "a shard holder refused; trying the next peer");
-                self.drop_shards_at(key, write, &[holders[index]]).await;
-                match candidates.get(next) {
-                    Some(peer) => {
-                        holders[index] = *peer;
-                        next += 1;
-                        pending.push(index);
-                    }
-                    None => failure = Some(e),
-                }
-            }
-            if failure.is_some() {
-                break;
-            }
-        }
-        if let Some(e) = failure {
+        let (first, spare) = candidates.split_at(width);
+        let mut holders = first.to_vec();
+        let all: Vec<usize> = (0..width).collect();
+        if let Err(e) = self
+            .place_columns(key, write, &coded, &all, &mut holders, spare)
+            .await
+        {
             self.drop_shards_at(key, write, &holders).await;
             return Err(e);
         }
@@ -356,17 +560,56 @@ impl Peer {
             holders: holders.iter().map(ToString::to_string).collect(),
             shards: hashes,
         };
-        let manifest = serde_json::to_vec(&manifest).map_err(|e| {
-            ColonyError::Space(SpaceError::InvalidShard(format!(
-                "cannot encode the manifest of {key}: {e}"
-            )))
-        })?;
         Ok(CodedWrite {
-            manifest,
+            manifest: encode_manifest(key, &manifest)?,
             tag: shards_tag(write, k, m),
             write,
             holders,
         })
+    }
+
+    /// Stores the shards of columns `columns` (shard indexes) at
+    /// `holders[index]`; a holder that refuses is replaced by the next of
+    /// `spare` (and `holders` updated). Fails when the spares run out.
+    async fn place_columns(
+        &self,
+        key: &ObjectKey,
+        write: u128,
+        coded: &[Vec<Shard>],
+        columns: &[usize],
+        holders: &mut [PeerId],
+        spare: &[PeerId],
+    ) -> Result<(), ColonyError> {
+        let mut spare = spare.iter();
+        let mut pending: Vec<usize> = columns.to_vec();
+        while !pending.is_empty() {
+            let puts: Vec<_> = pending
+                .iter()
+                .map(|&index| {
+                    let holder = holders[index];
+                    async move {
+                        let placed = self.put_column(key, write, holder, coded, index).await;
+                        (index, placed)
+                    }
+                })
+                .collect();
+            let results: Vec<(usize, Result<(), ColonyError>)> = futures::stream::iter(puts)
+                .buffer_unordered(pending.len())
+                .collect()
+                .await;
+            pending.clear();
+            for (index, result) in results {
+                let Err(e) = result else { continue };
+                warn!(object = %key, holder = %holders[index], error = %e, "a shard holder refused; trying the next peer");
+                self.drop_shards_at(key, write, &[holders[index]]).await;
+                let Some(next) = spare.next() else {
+                    return Err(e);
+                };
+                holders[index] = *next;
+                pending.push(index);
+            }
+        }
+        Ok(())
     }
 
     /// Stores shard `index` of every stripe at `holder`.
