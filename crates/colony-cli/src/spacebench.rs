@@ -34,6 +34,13 @@ pub(crate) struct SpaceBenchArgs {
     /// Seconds every peer reads the hot object, per setting.
     #[arg(long, default_value_t = 3.0)]
     hot_secs: f64,
+    /// Size of the large values written replicated and erasure-coded, in
+    /// MiB.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    large_mib: u32,
+    /// Large values written and read per storage.
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+    large_values: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -65,9 +72,11 @@ pub(crate) async fn run(args: SpaceBenchArgs) -> Result<()> {
         regrants: args.regrants,
         hot_peers: args.hot_peers,
         hot_for: Duration::from_secs_f64(args.hot_secs),
+        large_value_bytes: (args.large_mib as usize) << 20,
+        large_values: args.large_values,
     };
     eprintln!(
-        "running: raw TCP, then 3 peers (homes of 3): {} sets, gets, cached gets and locks one at a time, {} pipelined sets and gets, {} crashed lock holders, then skewed reads on {} peers with hot replication off and on…",
+        "running: raw TCP, then 3 peers (homes of 3): {} sets, gets, cached gets and locks one at a time, {} pipelined sets and gets, large values replicated and erasure-coded, {} crashed lock holders and one crashed primary holding a lock, then skewed reads on {} peers with hot replication off and on…",
         options.ops, options.pipelined, options.regrants, options.hot_peers
     );
     let r = colony::bench::space(&options).await?;
@@ -107,6 +116,23 @@ fn print_report(r: &SpaceBenchReport) -> Result<()> {
         r.lease_ms,
         r.regrant_us.p50 / 1e3,
         r.regrant_us.max / 1e3
+    )?;
+    outln!(
+        "  when the holder was its lock's partition primary (one round): {:.0} ms",
+        r.regrant_of_primary_us / 1e3
+    )?;
+    let l = &r.large;
+    let mib = l.value_bytes as f64 / f64::from(1 << 20);
+    outln!(
+        "large values ({mib:.0} MiB, {} each), p50: replicated put {:.1} ms, get {:.1} ms, \
+         {:.2} bytes held per byte; erasure-coded 2+1 put {:.1} ms, get {:.1} ms, {:.2} bytes held per byte",
+        l.values,
+        l.replicated_put_us.p50 / 1e3,
+        l.replicated_get_us.p50 / 1e3,
+        l.replicated_stored_per_byte,
+        l.coded_put_us.p50 / 1e3,
+        l.coded_get_us.p50 / 1e3,
+        l.coded_stored_per_byte
     )?;
     for s in &r.skewed {
         outln!(

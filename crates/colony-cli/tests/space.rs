@@ -972,6 +972,10 @@ fn the_space_bench_reports_every_figure_against_raw_tcp() {
             "5",
             "--hot-secs",
             "2",
+            "--large-mib",
+            "2",
+            "--large-values",
+            "2",
         ])
         .env("RUST_LOG", "error")
         .output()
@@ -1003,6 +1007,26 @@ fn the_space_bench_reports_every_figure_against_raw_tcp() {
     let regrant_ms = r.regrant_us.p50 / 1e3;
     assert!(r.lease_ms >= 10_000, "{r:?}");
     assert!(regrant_ms > 0.0 && regrant_ms < 5_000.0, "{r:?}");
+    // Also when the holder was its partition's primary.
+    let regrant_of_primary_ms = r.regrant_of_primary_us / 1e3;
+    assert!(
+        regrant_of_primary_ms > 0.0 && regrant_of_primary_ms < 5_000.0,
+        "{r:?}"
+    );
+    // Erasure-coded 2+1 holds 1.5 bytes per byte, replicated 3 (a home of
+    // three), both read back whole (checked by the bench).
+    let l = &r.large;
+    assert_eq!((l.value_bytes, l.values), (2 << 20, 2), "{l:?}");
+    assert!((1.45..1.6).contains(&l.coded_stored_per_byte), "{l:?}");
+    assert!((2.9..3.1).contains(&l.replicated_stored_per_byte), "{l:?}");
+    for lat in [
+        &l.replicated_put_us,
+        &l.replicated_get_us,
+        &l.coded_put_us,
+        &l.coded_get_us,
+    ] {
+        assert!(lat.p50 > 0.0, "{l:?}");
+    }
     assert!(r.all_homes_created_s > 0.0, "{r:?}");
     assert_eq!(r.skewed.len(), 2, "{r:?}");
     for s in &r.skewed {

@@ -17,13 +17,13 @@
 
 use std::time::{Duration, Instant};
 
-use colony_core::space::{LockMode, ObjectKey, Tags, PARTITIONS};
+use colony_core::space::{Condition, LockMode, ObjectKey, Tags, PARTITIONS};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{raw_tcp_round_trips, LatencyUs};
-use crate::{ColonyError, LocalNetwork, Peer, PeerConfig};
+use crate::{ColonyError, LocalNetwork, Peer, PeerConfig, Storage};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -47,6 +47,10 @@ pub struct SpaceBenchOptions {
     pub hot_peers: usize,
     /// How long every peer reads the hot object, per setting.
     pub hot_for: Duration,
+    /// Size of the large values written replicated and erasure-coded.
+    pub large_value_bytes: usize,
+    /// Large values written and read per storage.
+    pub large_values: usize,
 }
 
 impl Default for SpaceBenchOptions {
@@ -61,6 +65,8 @@ impl Default for SpaceBenchOptions {
             regrants: 3,
             hot_peers: 6,
             hot_for: Duration::from_secs(3),
+            large_value_bytes: 4 << 20,
+            large_values: 5,
         }
     }
 }
@@ -128,8 +134,35 @@ pub struct SpaceBenchReport {
     pub lease_ms: u64,
     /// From a holder's crash to the lock granted to a waiter.
     pub regrant_us: LatencyUs,
+    /// The same when the holder was its lock's partition primary (one
+    /// round: a member of the network crashes), µs.
+    pub regrant_of_primary_us: f64,
+    /// Large values, replicated and erasure-coded 2+1.
+    pub large: LargeValues,
     /// Skewed reads with hot replication off, then on.
     pub skewed: Vec<SkewedReads>,
+}
+
+/// Large values written and read replicated (a copy per home member) and
+/// erasure-coded 2+1 (three shards of half the value), same network.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LargeValues {
+    /// Size of each value.
+    pub value_bytes: usize,
+    /// Values per storage.
+    pub values: usize,
+    /// Replicated write (chunked), one at a time.
+    pub replicated_put_us: LatencyUs,
+    /// Replicated linearizable read.
+    pub replicated_get_us: LatencyUs,
+    /// Erasure-coded 2+1 write.
+    pub coded_put_us: LatencyUs,
+    /// Erasure-coded 2+1 read.
+    pub coded_get_us: LatencyUs,
+    /// Bytes the peers hold per byte of value, replicated.
+    pub replicated_stored_per_byte: f64,
+    /// Bytes the peers hold per byte of value, erasure-coded.
+    pub coded_stored_per_byte: f64,
 }
 
 /// Runs the object-space benchmark.
@@ -215,10 +248,13 @@ async fn main_phases(
         unlocks.push(t.elapsed());
     }
 
+    let large = large_values(network, options).await?;
     let mut regrants = Vec::new();
     for round in 0..options.regrants {
         regrants.push(regrant(network, &peer, options.lease, round).await?);
     }
+    // Last: it crashes a member of the network.
+    let regrant_of_primary = regrant_of_primary(network, options.lease).await?;
 
     let set_us = LatencyUs::of(&mut sets);
     Ok(SpaceBenchReport {
@@ -241,6 +277,8 @@ async fn main_phases(
         unlock_us: LatencyUs::of(&mut unlocks),
         lease_ms: u64::try_from(options.lease.as_millis()).unwrap_or(u64::MAX),
         regrant_us: LatencyUs::of(&mut regrants),
+        regrant_of_primary_us: regrant_of_primary.as_secs_f64() * 1e6,
+        large,
         skewed: Vec::new(),
     })
 }
@@ -335,6 +373,112 @@ async fn regrant(
     granted.unlock().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(took)
+}
+
+/// One re-grant where the holder is the primary of its lock's partition:
+/// the primary that granted dies with it. Crashes a member of `network`
+/// (peer 1 of 3: the others still form a majority of every home).
+async fn regrant_of_primary(
+    network: &LocalNetwork,
+    lease: Duration,
+) -> Result<Duration, ColonyError> {
+    let (waiter, holder) = (&network.peers()[0], &network.peers()[1]);
+    let primary_of = holder.status().await?.space.primary_of;
+    let key = (0..100_000)
+        .map(|i| ObjectKey::new("bench", format!("primary-lock-{i}")))
+        .find(|k| primary_of.contains(&k.partition()))
+        .ok_or_else(|| ColonyError::Timeout {
+            what: "a partition peer 1 is primary of".into(),
+            after: Duration::ZERO,
+        })?;
+    let guard = holder.space_lock(&key, LockMode::Write, lease).await?;
+    let patience = lease * 10 + Duration::from_secs(20);
+    let wait = tokio::spawn({
+        let (waiter, key) = (waiter.clone(), key.clone());
+        async move {
+            waiter
+                .space_lock_within(&key, LockMode::Write, lease, patience)
+                .await
+        }
+    });
+    // The waiter's request is queued at the primary first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let crashed = Instant::now();
+    holder.crash().await;
+    drop(guard);
+    let granted = wait.await.map_err(|_| ColonyError::Stopped)??;
+    let took = crashed.elapsed();
+    granted.unlock().await?;
+    Ok(took)
+}
+
+/// Writes and reads `options.large_values` values of
+/// `options.large_value_bytes`, replicated then erasure-coded 2+1, and
+/// what the peers hold for them.
+async fn large_values(
+    network: &LocalNetwork,
+    options: &SpaceBenchOptions,
+) -> Result<LargeValues, ColonyError> {
+    let peer = &network.peers()[0];
+    let value = vec![0xa5; options.large_value_bytes.max(1)];
+    let count = options.large_values.max(1);
+    let mut figures = LargeValues {
+        value_bytes: value.len(),
+        values: count,
+        ..LargeValues::default()
+    };
+    for storage in [Storage::Replicated, Storage::Coded { k: 2, m: 1 }] {
+        let before = held_bytes(network).await?;
+        let (mut puts, mut gets) = (Vec::new(), Vec::new());
+        for i in 0..count {
+            let key = ObjectKey::new("bench", format!("large-{storage:?}-{i}"));
+            let t = Instant::now();
+            peer.space_write_stored(
+                &key,
+                value.clone(),
+                Tags::new(),
+                Condition::Always,
+                None,
+                storage,
+            )
+            .await?;
+            puts.push(t.elapsed());
+            let t = Instant::now();
+            let read = peer.space_get(&key).await?;
+            gets.push(t.elapsed());
+            if read.is_none_or(|o| o.value.len() != value.len()) {
+                return Err(ColonyError::Timeout {
+                    what: format!("the large value {key} read back whole"),
+                    after: Duration::ZERO,
+                });
+            }
+        }
+        let stored = held_bytes(network).await?.saturating_sub(before) as f64;
+        let per_byte = stored / (count * value.len()) as f64;
+        match storage {
+            Storage::Replicated => {
+                figures.replicated_put_us = LatencyUs::of(&mut puts);
+                figures.replicated_get_us = LatencyUs::of(&mut gets);
+                figures.replicated_stored_per_byte = per_byte;
+            }
+            Storage::Coded { .. } => {
+                figures.coded_put_us = LatencyUs::of(&mut puts);
+                figures.coded_get_us = LatencyUs::of(&mut gets);
+                figures.coded_stored_per_byte = per_byte;
+            }
+        }
+    }
+    Ok(figures)
+}
+
+/// Bytes of object values and shards over every peer of `network`.
+async fn held_bytes(network: &LocalNetwork) -> Result<u64, ColonyError> {
+    let mut sum = 0;
+    for peer in network.peers() {
+        let space = peer.status().await?.space;
+        sum += space.bytes + space.shard_bytes;
+    }
+    Ok(sum)
 }
 
 /// Starts a peer that offers the space no room, joined through `first`.
