@@ -78,14 +78,9 @@ pub(crate) enum Command {
         op: SpaceOp,
         timeout: Duration,
         keep: Option<bool>,
-        reply: oneshot::Sender<SpaceAnswer>,
-    },
-    /// Apply `op`, a shard operation, at peer `to` itself, answered
-    /// within `timeout`.
-    SpaceAt {
-        to: libp2p::PeerId,
-        op: SpaceOp,
-        timeout: Duration,
+        /// The peer asked itself (a shard holder), instead of the object's
+        /// home.
+        to: Option<libp2p::PeerId>,
         reply: oneshot::Sender<SpaceAnswer>,
     },
     /// The peers that may hold the shards of write `write`, best first, at

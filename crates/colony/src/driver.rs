@@ -479,14 +479,9 @@ impl Driver {
                 op,
                 timeout,
                 keep,
-                reply,
-            } => self.space_request(now, op, timeout, keep, reply),
-            Command::SpaceAt {
                 to,
-                op,
-                timeout,
                 reply,
-            } => self.space_request_at(now, to, op, timeout, reply),
+            } => self.space_request(now, op, timeout, keep, to, reply),
             Command::ShardHolders { write, max, reply } => {
                 let _ = reply.send(self.node.space().shard_holders(write, max));
             }

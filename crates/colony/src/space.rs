@@ -110,6 +110,7 @@ impl Peer {
                 op,
                 timeout,
                 keep,
+                to: None,
                 reply,
             })
             .await

@@ -70,6 +70,7 @@ impl RuntimeUnitSpace {
             op,
             timeout: REQUEST_TIMEOUT,
             keep: None,
+            to: None,
             reply,
         };
         self.driver.try_send(command).ok()?;

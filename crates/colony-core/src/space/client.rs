@@ -250,39 +250,30 @@ impl<P: Clone + PartialEq> Client<P> {
         id
     }
 
+    /// A request of the caller: sent to the partition's primary, or with
+    /// `to`, to that peer itself and resent there until its deadline (a
+    /// shard operation).
     pub(super) fn request(
         &mut self,
         now: Instant,
         op: SpaceOp,
         timeout: Duration,
+        to: Option<P>,
     ) -> Result<RequestId, SpaceError> {
-        if self.pending.len() >= self.config.max_pending {
-            return Err(SpaceError::Busy {
-                max: self.config.max_pending,
-            });
-        }
+        self.admit()?;
         let id = self.next_id();
-        self.start(now, id, Caller::User, op, timeout);
+        self.start(now, id, Caller::User, op, timeout, to);
         Ok(id)
     }
 
-    /// A request of the caller sent to `to` itself, resent there until its
-    /// deadline (a shard operation).
-    pub(super) fn request_at(
-        &mut self,
-        now: Instant,
-        to: P,
-        op: SpaceOp,
-        timeout: Duration,
-    ) -> Result<RequestId, SpaceError> {
+    /// Refuses a new request while [`SpaceClientConfig::max_pending`] wait.
+    fn admit(&self) -> Result<(), SpaceError> {
         if self.pending.len() >= self.config.max_pending {
             return Err(SpaceError::Busy {
                 max: self.config.max_pending,
             });
         }
-        let id = self.next_id();
-        self.start_pinned(now, id, Caller::User, op, timeout, Some(to));
-        Ok(id)
+        Ok(())
     }
 
     /// A cached read of `key`: answered at once from the copy kept here
@@ -293,11 +284,7 @@ impl<P: Clone + PartialEq> Client<P> {
         key: ObjectKey,
         timeout: Duration,
     ) -> Result<(RequestId, bool), SpaceError> {
-        if self.pending.len() >= self.config.max_pending {
-            return Err(SpaceError::Busy {
-                max: self.config.max_pending,
-            });
-        }
+        self.admit()?;
         let id = self.next_id();
         let generation = match key.namespace.as_str() {
             GLOBAL => Some(0),
@@ -308,7 +295,14 @@ impl<P: Clone + PartialEq> Client<P> {
             .get(&key)
             .filter(|c| Some(c.generation) == generation);
         let Some(copy) = copy else {
-            self.start(now, id, Caller::User, SpaceOp::ReadReplica { key }, timeout);
+            self.start(
+                now,
+                id,
+                Caller::User,
+                SpaceOp::ReadReplica { key },
+                timeout,
+                None,
+            );
             return Ok((id, false));
         };
         let result = Ok(SpaceReply::Value(copy.object.clone()));
@@ -329,6 +323,7 @@ impl<P: Clone + PartialEq> Client<P> {
                 Caller::Revalidate,
                 op,
                 self.config.resend_after * 2,
+                None,
             );
         }
         Ok((id, true))
@@ -503,17 +498,6 @@ impl<P: Clone + PartialEq> Client<P> {
     }
 
     fn start(
-        &mut self,
-        now: Instant,
-        id: RequestId,
-        caller: Caller,
-        op: SpaceOp,
-        timeout: Duration,
-    ) {
-        self.start_pinned(now, id, caller, op, timeout, None);
-    }
-
-    fn start_pinned(
         &mut self,
         now: Instant,
         id: RequestId,
@@ -778,7 +762,7 @@ impl<P: Clone + PartialEq> Client<P> {
                                 generation: *generation,
                             };
                             let purge = self.next_id();
-                            self.start(p.started, purge, Caller::Purge(id), op, timeout);
+                            self.start(p.started, purge, Caller::Purge(id), op, timeout, None);
                         }
                         return;
                     }
@@ -873,7 +857,7 @@ impl<P: Clone + PartialEq> Client<P> {
             // too late to be of use.
             let timeout = h.lease / 2;
             let id = self.next_id();
-            self.start(now, id, Caller::Renewal(token), op, timeout);
+            self.start(now, id, Caller::Renewal(token), op, timeout, None);
         }
     }
 

@@ -425,11 +425,7 @@ impl<P: PeerKey> Space<P> {
         op: SpaceOp,
         timeout: Duration,
     ) -> Result<RequestId, SpaceError> {
-        self.started.get_or_insert(now);
-        op.check(self.config.max_object_bytes)?;
-        let id = self.client.request_at(now, to, op, timeout)?;
-        self.drive_client(now);
-        Ok(id)
+        self.ask(now, op, timeout, Some(to))
     }
 
     /// A partition read back from this peer's disk after a restart: it
@@ -534,9 +530,20 @@ impl<P: PeerKey> Space<P> {
         op: SpaceOp,
         timeout: Duration,
     ) -> Result<RequestId, SpaceError> {
+        self.ask(now, op, timeout, None)
+    }
+
+    /// [`Space::request`] and [`Space::request_at`].
+    fn ask(
+        &mut self,
+        now: Instant,
+        op: SpaceOp,
+        timeout: Duration,
+        to: Option<P>,
+    ) -> Result<RequestId, SpaceError> {
         self.started.get_or_insert(now);
         op.check(self.config.max_object_bytes)?;
-        let id = self.client.request(now, op, timeout)?;
+        let id = self.client.request(now, op, timeout, to)?;
         self.drive_client(now);
         Ok(id)
     }

@@ -354,7 +354,20 @@ async fn regrant(
     ));
     let holder = start_holder(first, dir.clone()).await?;
     let key = ObjectKey::new("bench", format!("regrant-{round}"));
-    let guard = holder.space_lock(&key, LockMode::Write, lease).await?;
+    let took = granted_after_crash(&holder, waiter, &key, lease).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    took
+}
+
+/// `holder` takes a write lock on `key`, `waiter` asks for it, and the
+/// holder crashes; returns the time from the crash to the grant.
+async fn granted_after_crash(
+    holder: &Peer,
+    waiter: &Peer,
+    key: &ObjectKey,
+    lease: Duration,
+) -> Result<Duration, ColonyError> {
+    let guard = holder.space_lock(key, LockMode::Write, lease).await?;
     let patience = lease * 10 + Duration::from_secs(20);
     let wait = tokio::spawn({
         let (waiter, key) = (waiter.clone(), key.clone());
@@ -364,6 +377,8 @@ async fn regrant(
                 .await
         }
     });
+    // The waiter's request is queued at the primary first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let crashed = Instant::now();
     holder.crash().await;
     // Its release has nowhere to go now.
@@ -371,7 +386,6 @@ async fn regrant(
     let granted = wait.await.map_err(|_| ColonyError::Stopped)??;
     let took = crashed.elapsed();
     granted.unlock().await?;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(took)
 }
 
@@ -391,25 +405,7 @@ async fn regrant_of_primary(
             what: "a partition peer 1 is primary of".into(),
             after: Duration::ZERO,
         })?;
-    let guard = holder.space_lock(&key, LockMode::Write, lease).await?;
-    let patience = lease * 10 + Duration::from_secs(20);
-    let wait = tokio::spawn({
-        let (waiter, key) = (waiter.clone(), key.clone());
-        async move {
-            waiter
-                .space_lock_within(&key, LockMode::Write, lease, patience)
-                .await
-        }
-    });
-    // The waiter's request is queued at the primary first.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let crashed = Instant::now();
-    holder.crash().await;
-    drop(guard);
-    let granted = wait.await.map_err(|_| ColonyError::Stopped)??;
-    let took = crashed.elapsed();
-    granted.unlock().await?;
-    Ok(took)
+    granted_after_crash(holder, waiter, &key, lease).await
 }
 
 /// Writes and reads `options.large_values` values of

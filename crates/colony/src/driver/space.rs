@@ -378,22 +378,20 @@ impl Driver {
         self.drain_space_backlog();
     }
 
-    /// A handle asks the space: the answer goes to `reply`.
+    /// A handle asks the space (or peer `to` itself, a shard holder): the
+    /// answer goes to `reply`.
     pub(super) fn space_request(
         &mut self,
         now: Instant,
         op: SpaceOp,
         timeout: Duration,
         keep: Option<bool>,
+        to: Option<PeerId>,
         reply: oneshot::Sender<SpaceAnswer>,
     ) {
-        if self.space.waiters.len() >= MAX_WAITERS {
-            let _ = reply.send(SpaceAnswer {
-                result: Err(SpaceError::Busy { max: MAX_WAITERS }),
-                lost: None,
-            });
+        let Some(reply) = self.refuse_if_busy(reply) else {
             return;
-        }
+        };
         let lock = match &op {
             SpaceOp::Lock { key, .. } => Some(key.clone()),
             _ => None,
@@ -402,7 +400,10 @@ impl Driver {
             SpaceOp::Unlock { token, .. } => Some(*token),
             _ => None,
         };
-        let asked = self.node.space_request(now, op, timeout);
+        let asked = match to {
+            Some(to) => self.node.space_request_at(now, to, op, timeout),
+            None => self.node.space_request(now, op, timeout),
+        };
         self.space_wait(
             asked,
             Waiter {
@@ -410,35 +411,6 @@ impl Driver {
                 lock,
                 keep,
                 unlock,
-            },
-        );
-    }
-
-    /// A handle asks peer `to` itself (a shard holder): the answer goes to
-    /// `reply`.
-    pub(super) fn space_request_at(
-        &mut self,
-        now: Instant,
-        to: PeerId,
-        op: SpaceOp,
-        timeout: Duration,
-        reply: oneshot::Sender<SpaceAnswer>,
-    ) {
-        if self.space.waiters.len() >= MAX_WAITERS {
-            let _ = reply.send(SpaceAnswer {
-                result: Err(SpaceError::Busy { max: MAX_WAITERS }),
-                lost: None,
-            });
-            return;
-        }
-        let asked = self.node.space_request_at(now, to, op, timeout);
-        self.space_wait(
-            asked,
-            Waiter {
-                reply,
-                lock: None,
-                keep: None,
-                unlock: None,
             },
         );
     }
@@ -451,13 +423,9 @@ impl Driver {
         timeout: Duration,
         reply: oneshot::Sender<SpaceAnswer>,
     ) {
-        if self.space.waiters.len() >= MAX_WAITERS {
-            let _ = reply.send(SpaceAnswer {
-                result: Err(SpaceError::Busy { max: MAX_WAITERS }),
-                lost: None,
-            });
+        let Some(reply) = self.refuse_if_busy(reply) else {
             return;
-        }
+        };
         let asked = self.node.space_read_cached(now, key, timeout);
         self.space_wait(
             asked,
@@ -468,6 +436,22 @@ impl Driver {
                 unlock: None,
             },
         );
+    }
+
+    /// `reply`, unless [`MAX_WAITERS`] requests wait already: then it is
+    /// answered busy.
+    fn refuse_if_busy(
+        &self,
+        reply: oneshot::Sender<SpaceAnswer>,
+    ) -> Option<oneshot::Sender<SpaceAnswer>> {
+        if self.space.waiters.len() < MAX_WAITERS {
+            return Some(reply);
+        }
+        let _ = reply.send(SpaceAnswer {
+            result: Err(SpaceError::Busy { max: MAX_WAITERS }),
+            lost: None,
+        });
+        None
     }
 
     /// Files `waiter` under the id of the request the node accepted (its

@@ -52,6 +52,7 @@ use super::coded::{coded_of, Storage, SHARDS_TAG};
 use super::{unexpected, SPACE_TIMEOUT};
 use crate::error::ColonyError;
 use crate::peer::Peer;
+use libp2p::PeerId;
 
 /// Object names and tag names starting with this are the library's own
 /// (chunks of large values, their bookkeeping tags); the public calls
@@ -503,12 +504,7 @@ impl Peer {
             }
             .into());
         }
-        if let Storage::Coded { k, m } = storage {
-            return self
-                .write_coded(key, value, tags, condition, token, (k, m))
-                .await;
-        }
-        if value.len() <= self.values.chunk_bytes {
+        if storage == Storage::Replicated && value.len() <= self.values.chunk_bytes {
             let op = SpaceOp::Put {
                 key: key.clone(),
                 value,
@@ -520,93 +516,87 @@ impl Peer {
         }
         if tags.len() + RESERVED_TAGS > MAX_TAGS {
             return Err(SpaceError::InvalidTags(format!(
-                "{} tags; a value of more than {} bytes (stored in chunks) takes at most {}",
+                "{} tags; a value stored behind a manifest (longer than {} bytes, or \
+                 erasure-coded) takes at most {}",
                 tags.len(),
                 self.values.chunk_bytes,
                 MAX_TAGS - RESERVED_TAGS
             ))
             .into());
         }
-        let written = self.write_chunks(key, value).await?;
+        // What the manifest names, deleted if it does not commit.
+        enum Named {
+            Chunks(Vec<String>),
+            Shards { write: u128, holders: Vec<PeerId> },
+        }
+        let (manifest, tag_name, tag, named) = match storage {
+            Storage::Replicated => {
+                let written = self.write_chunks(key, value).await?;
+                let named = Named::Chunks(written.names);
+                (written.manifest, CHUNKS_TAG, written.tag, named)
+            }
+            Storage::Coded { k, m } => {
+                let written = self.write_shards(key, &value, k, m).await?;
+                drop(value);
+                let named = Named::Shards {
+                    write: written.write,
+                    holders: written.holders,
+                };
+                (written.manifest, SHARDS_TAG, written.tag, named)
+            }
+        };
         let mut tags = tags;
         tags.insert(
             SIZE_TAG.to_string(),
             TagValue::Int(i64::try_from(size).unwrap_or(i64::MAX)),
         );
-        tags.insert(CHUNKS_TAG.to_string(), written.tag.clone());
+        tags.insert(tag_name.to_string(), tag.clone());
         let op = SpaceOp::Put {
             key: key.clone(),
-            value: written.manifest,
+            value: manifest,
             tags,
             condition,
             token,
         };
         match self.commit(key, op).await {
             Ok(version) => {
-                self.values.chunked_writes.fetch_add(1, Ordering::Relaxed);
+                let written = match storage {
+                    Storage::Replicated => &self.values.chunked_writes,
+                    Storage::Coded { .. } => &self.values.coded_writes,
+                };
+                written.fetch_add(1, Ordering::Relaxed);
                 Ok(version)
             }
             Err(e) => {
-                // Refused (or unknown: a timeout) — the chunks go, unless
-                // the manifest did commit, which a read tells.
-                if !self
-                    .committed_anyway(key, &e, CHUNKS_TAG, &written.tag)
-                    .await
-                {
-                    self.delete_chunks(key, written.names).await;
+                // Refused (or unknown: a timeout) — what the manifest names
+                // goes, unless it did commit, which a read tells.
+                if !self.committed_anyway(key, &e, tag_name, &tag).await {
+                    match named {
+                        Named::Chunks(names) => self.delete_chunks(key, names).await,
+                        Named::Shards { write, holders } => {
+                            self.drop_shards_at(key, write, &holders).await
+                        }
+                    }
                 }
                 Err(e)
             }
         }
     }
 
-    /// Writes `value` erasure-coded `k + m` at a user's `key`: the shards
-    /// first, then the manifest (the commit point).
-    async fn write_coded(
+    /// Deletes the object at a user's `key` (and its chunks or shards).
+    pub(crate) async fn delete_value(
         &self,
         key: &ObjectKey,
-        value: Vec<u8>,
-        mut tags: Tags,
         condition: Condition,
         token: Option<u64>,
-        (k, m): (u8, u8),
     ) -> Result<u64, ColonyError> {
-        if tags.len() + RESERVED_TAGS > MAX_TAGS {
-            return Err(SpaceError::InvalidTags(format!(
-                "{} tags; an erasure-coded value takes at most {}",
-                tags.len(),
-                MAX_TAGS - RESERVED_TAGS
-            ))
-            .into());
-        }
-        let written = self.write_shards(key, &value, k, m).await?;
-        let size = i64::try_from(value.len()).unwrap_or(i64::MAX);
-        drop(value);
-        tags.insert(SIZE_TAG.to_string(), TagValue::Int(size));
-        tags.insert(SHARDS_TAG.to_string(), written.tag.clone());
-        let op = SpaceOp::Put {
+        check_user_key(key)?;
+        let op = SpaceOp::Delete {
             key: key.clone(),
-            value: written.manifest,
-            tags,
             condition,
             token,
         };
-        match self.commit(key, op).await {
-            Ok(version) => {
-                self.values.coded_writes.fetch_add(1, Ordering::Relaxed);
-                Ok(version)
-            }
-            Err(e) => {
-                if !self
-                    .committed_anyway(key, &e, SHARDS_TAG, &written.tag)
-                    .await
-                {
-                    self.drop_shards_at(key, written.write, &written.holders)
-                        .await;
-                }
-                Err(e)
-            }
-        }
+        self.commit(key, op).await
     }
 
     /// Whether a manifest write that failed with `e` committed all the same
@@ -629,22 +619,6 @@ impl Peer {
             }
             _ => false,
         }
-    }
-
-    /// Deletes the object at a user's `key` (and its chunks).
-    pub(crate) async fn delete_value(
-        &self,
-        key: &ObjectKey,
-        condition: Condition,
-        token: Option<u64>,
-    ) -> Result<u64, ColonyError> {
-        check_user_key(key)?;
-        let op = SpaceOp::Delete {
-            key: key.clone(),
-            condition,
-            token,
-        };
-        self.commit(key, op).await
     }
 
     /// Writes the chunks of `value` under a fresh write id; returns the

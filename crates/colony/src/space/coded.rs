@@ -495,10 +495,11 @@ impl Peer {
     async fn shard_request(&self, to: PeerId, op: SpaceOp) -> Result<SpaceReply, ColonyError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::SpaceAt {
-                to,
+            .send(Command::Space {
                 op,
                 timeout: SHARD_TIMEOUT,
+                keep: None,
+                to: Some(to),
                 reply,
             })
             .await
