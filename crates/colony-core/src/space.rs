@@ -667,10 +667,6 @@ pub enum SpaceError {
     /// full.
     #[error("the space is full: {0}")]
     Full(String),
-    /// A shard that is malformed, or differs from the one held under its
-    /// id.
-    #[error("invalid shard: {0}")]
-    InvalidShard(String),
     /// The request did not get an answer in time.
     #[error("no answer within {waited_ms} ms: {why}")]
     Timeout {
@@ -689,6 +685,10 @@ pub enum SpaceError {
     /// retries until its deadline.
     #[error("the partition's home cannot answer now: {0}")]
     Unavailable(String),
+    /// A shard that is malformed, or differs from the one held under its
+    /// id. (Last: replies kept on disk keep their encoding.)
+    #[error("invalid shard: {0}")]
+    InvalidShard(String),
 }
 
 /// Identifies one request of one client session, for replies and for
