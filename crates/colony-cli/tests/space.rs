@@ -1221,3 +1221,121 @@ async fn an_erasure_coded_value_survives_the_loss_of_m_holders() {
     drop(peers);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Rewrites every shard `peer` (stopped) holds with its last byte flipped
+/// and a checksum that matches: a holder that answers altered shards, as a
+/// hostile or broken peer would.
+fn alter_shards_on_disk(peer: &PeerProc) -> usize {
+    let store = colony_store::CheckpointStore::open(&peer.dir.join("checkpoints.redb"))
+        .expect("open the holder's store");
+    let shards = store.shards().expect("read its shards");
+    for (id, mut bytes) in shards.clone() {
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 0xff;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        store
+            .put_shard(id, bytes, Box::new(move |r| drop(tx.send(r))))
+            .expect("queued");
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("written")
+            .expect("written without error");
+    }
+    shards.len()
+}
+
+/// A holder answering altered shards never makes a read return a wrong
+/// value: each shard's BLAKE3 is checked against the manifest, the altered
+/// ones are set aside for parity, and with too few intact shards left the
+/// read fails naming the damaged shard instead of decoding garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_answering_altered_shards_is_caught_by_their_hashes() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("space-altered-shards");
+    let mut peers = start_network(&root, 4, &["--max-object-mib".into(), "1".into()]);
+    let all: Vec<&PeerProc> = peers.iter().collect();
+    formed(&all).await;
+    let value: Vec<u8> = (0..(1u32 << 20) + 999)
+        .map(|i| (i.wrapping_mul(40_503) >> 11) as u8)
+        .collect();
+    let file = root.join("value.bin");
+    std::fs::write(&file, &value).expect("write the value's file");
+    let file = file.to_string_lossy().into_owned();
+    cli_ok(&peers[0], &["put", "guarded", &file, "--erasure", "2+1"]);
+    let held = shards_held(&all).await;
+    let holders: Vec<usize> = (0..4).filter(|i| held[*i].0 > 0).collect();
+    assert_eq!(holders.len(), 3, "{held:?}");
+    // The holder that is not the manifest's partition primary turns bad
+    // (the manifest stays readable while it restarts).
+    let partition = colony::ObjectKey::new("global", "guarded").partition();
+    let mut bad = None;
+    for i in &holders {
+        let status = peers[*i].status().await.expect("status");
+        if !status.space.primary_of.contains(&partition) {
+            bad = Some(*i);
+            break;
+        }
+    }
+    let bad = bad.expect("a holder that is not the primary");
+    let seed = peers[(bad + 1) % 4].addr();
+    peers[bad].kill();
+    assert_eq!(alter_shards_on_disk(&peers[bad]), held[bad].0);
+    peers[bad].restart_with(&["--bootstrap".into(), seed]);
+    let reader = (0..4)
+        .find(|i| !holders.contains(i))
+        .expect("a peer holding nothing");
+    wait_until(
+        Duration::from_secs(30),
+        "the bad holder back with its shards",
+        || async {
+            let status = peers[bad].status().await?;
+            let back = status.space.shards == held[bad].0;
+            let seen = all_see_all_alive(&peers.iter().collect::<Vec<_>>()).await;
+            (back && seen).then_some(())
+        },
+    )
+    .await;
+    // Two intact shards of three: the value reads whole, whichever two.
+    let api = Api::of(&peers[reader]);
+    let got = retried(
+        Duration::from_secs(30),
+        "read past the altered shards",
+        || api.get("guarded"),
+    )
+    .await;
+    assert!(
+        got.is_some_and(|(v, _)| v == value),
+        "a wrong value was read"
+    );
+    // A good holder dies: one intact shard is left, and the altered one
+    // must not be decoded with it.
+    let mut good = None;
+    for i in holders.iter().copied().filter(|i| *i != bad) {
+        let status = peers[i].status().await.expect("status");
+        if !status.space.primary_of.contains(&partition) {
+            good = Some(i);
+        }
+    }
+    // (Or the primary: the home re-elects, the read waits for it.)
+    let good = good.unwrap_or_else(|| holders.iter().copied().find(|i| *i != bad).unwrap_or(bad));
+    peers[good].kill();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        match api.get("guarded").await {
+            Err(Failure::Refused { kind, message, .. }) if kind == "damaged_value" => {
+                break message
+            }
+            Err(e) if matches!(e.kind(), "unavailable" | "timeout" | "transport" | "busy") => {}
+            Ok(got) => panic!(
+                "read {} bytes with one intact shard of the two needed",
+                got.map_or(0, |(v, _)| v.len())
+            ),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "no damaged_value answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(refused.contains("is damaged"), "{refused}");
+    drop(peers);
+    let _ = std::fs::remove_dir_all(&root);
+}

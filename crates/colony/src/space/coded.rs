@@ -26,7 +26,6 @@
 //!   the replaced write's shards were placed (a replaced or deleted value:
 //!   the write id is in its [`SHARDS_TAG`]). Best effort, like chunk
 //!   deletion: failures are counted.
-//!
 //! - **Holders look after their shards** ([`ShardKeeping`]): every
 //!   interval each peer checks the writes it holds shards of against the
 //!   committed manifests. When a manifest names a holder that is no longer
@@ -47,9 +46,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use colony_core::erasure::{self, MAX_SHARDS};
-use colony_core::space::{Condition, HeldWrite};
 use colony_core::space::{
-    Object, ObjectKey, Shard, ShardId, SpaceError, SpaceOp, SpaceReply, TagValue, Tags,
+    Condition, HeldWrite, Object, ObjectKey, Shard, ShardId, SpaceError, SpaceOp, SpaceReply,
+    TagValue, Tags,
 };
 use futures::StreamExt;
 use libp2p::PeerId;
