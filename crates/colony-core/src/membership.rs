@@ -253,6 +253,9 @@ pub struct MemberRecord<P> {
     pub addrs: Vec<String>,
     /// The member's published statistics.
     pub stats: PeerStats,
+    /// The member is leaving gracefully: it still answers, but takes on
+    /// nothing new, and the homes it belongs to go on without it.
+    pub draining: bool,
 }
 
 impl<P> MemberRecord<P> {
@@ -388,6 +391,9 @@ pub enum Input<P> {
     SetStats(PeerStats),
     /// This peer's listen addresses changed.
     SetAddrs(Vec<String>),
+    /// This peer is about to leave gracefully: tell everyone at once, so
+    /// the homes it belongs to go on without it before it is gone.
+    Drain,
     /// This peer is shutting down gracefully: tell everyone.
     Leave,
 }
@@ -469,6 +475,8 @@ pub struct Membership<P: PeerKey> {
     bucket_hashes: Vec<u64>,
     /// See [`Membership::take_changed`]; `None` until it is first called.
     changed: Option<BTreeSet<P>>,
+    /// See [`Membership::take_draining_news`].
+    draining_news: bool,
     outputs: VecDeque<Output<P>>,
     rng: SmallRng,
     next_probe_no: u64,
@@ -500,6 +508,7 @@ impl<P: PeerKey> Membership<P> {
                 version: 0,
                 addrs,
                 stats,
+                draining: false,
             },
             members: BTreeMap::new(),
             live: Vec::new(),
@@ -509,6 +518,7 @@ impl<P: PeerKey> Membership<P> {
             broadcasts: Broadcasts::default(),
             bucket_hashes: vec![0; SYNC_BUCKETS],
             changed: None,
+            draining_news: false,
             outputs: VecDeque::new(),
             rng,
             next_probe_no: 0,
@@ -573,6 +583,13 @@ impl<P: PeerKey> Membership<P> {
         self.members.get(peer).map(|m| &m.record)
     }
 
+    /// Whether a member started or stopped draining (leaving gracefully)
+    /// since the last call: such a change raises no membership event, yet
+    /// homes must follow it at once.
+    pub fn take_draining_news(&mut self) -> bool {
+        std::mem::take(&mut self.draining_news)
+    }
+
     /// The members whose record was added, replaced or forgotten since the
     /// last call (the first call names every member), in peer order: a
     /// driver that keeps something derived from the view (another core's
@@ -621,20 +638,34 @@ impl<P: PeerKey> Membership<P> {
                     self.queue_broadcast(self.me.clone());
                 }
             }
+            Input::Drain => {
+                if !self.me.draining {
+                    self.me.draining = true;
+                    self.me.version += 1;
+                    // Directly, and by gossip for the messages lost.
+                    self.tell_everyone();
+                    self.queue_broadcast(self.me.clone());
+                }
+            }
             Input::Leave => {
                 self.me.state = MemberState::Left;
                 self.me.version += 1;
-                let targets: Vec<P> = self.live_peers();
-                for to in targets {
-                    self.outputs.push_back(Output::Send {
-                        to,
-                        msg: MembershipMsg::Gossip {
-                            sender: self.me.clone(),
-                            updates: Vec::new(),
-                        },
-                    });
-                }
+                self.tell_everyone();
             }
+        }
+    }
+
+    /// Sends this peer's record to every live peer now, not by gossip.
+    fn tell_everyone(&mut self) {
+        let targets: Vec<P> = self.live_peers();
+        for to in targets {
+            self.outputs.push_back(Output::Send {
+                to,
+                msg: MembershipMsg::Gossip {
+                    sender: self.me.clone(),
+                    updates: Vec::new(),
+                },
+            });
         }
     }
 
@@ -1112,12 +1143,16 @@ impl<P: PeerKey> Membership<P> {
         }
         let previous = match self.members.get(&record.peer) {
             Some(m) if !record.supersedes(&m.record) => return,
-            Some(m) => Some(m.record.state),
+            Some(m) => {
+                self.draining_news |= m.record.draining != record.draining;
+                Some(m.record.state)
+            }
             None => {
                 // A peer first heard of as dead or departed is not worth tracking.
                 if !record.state.is_live() || self.members.len() >= self.config.max_members {
                     return;
                 }
+                self.draining_news |= record.draining;
                 None
             }
         };

@@ -815,9 +815,10 @@ impl<P: PeerKey> Node<P> {
     }
 
     /// Whether every unit and job record has been handed over since
-    /// [`NodeInput::HandOver`].
+    /// [`NodeInput::HandOver`], and every space partition shared with
+    /// others goes on without this peer.
     pub fn has_handed_over(&self) -> bool {
-        self.jobs.has_left() && self.space.homes().handed_over()
+        self.jobs.has_left() && self.space.homes().released()
     }
 
     /// When the node next needs [`Node::handle_timeout`].
@@ -985,6 +986,9 @@ impl<P: PeerKey> Node<P> {
             NodeInput::Cancel { job } => self.jobs.handle(now, JobInput::Cancel { job }),
             NodeInput::Query { job } => self.query(now, job),
             NodeInput::HandOver => {
+                // First, so that the peers taking roles over already count
+                // this one out of their homes.
+                self.membership.handle(now, membership::Input::Drain);
                 self.jobs.handle(now, JobInput::Leave);
                 self.space.hand_over_all(now);
             }
@@ -1132,6 +1136,7 @@ impl<P: PeerKey> Node<P> {
             members_changed |= matches!(out, membership::Output::Event(_));
             self.on_membership_output(out);
         }
+        members_changed |= self.membership.take_draining_news();
         // Once per batch: a message can bring a dozen changes, each an event.
         if members_changed {
             self.acquaintances
@@ -1232,8 +1237,14 @@ impl<P: PeerKey> Node<P> {
             let record = self.membership.record_of(&peer);
             let state = record.map(|r| (r.state, r.stats.load_avg_1m));
             let alive = record.is_some_and(|r| r.state == MemberState::Alive);
-            let offers_space = record.is_some_and(|r| r.stats.space_free_bytes > 0);
-            self.space.update_member(peer.clone(), alive, offers_space);
+            // A peer that left gracefully was released from its partition
+            // homes first: unlike a dead one, it holds none that a new home
+            // of the partition could duplicate.
+            let offers_space = record
+                .is_some_and(|r| r.stats.space_free_bytes > 0 && r.state != MemberState::Left);
+            let draining = record.is_some_and(|r| r.draining);
+            self.space
+                .update_member(peer.clone(), alive, offers_space, draining);
             let load = match state {
                 Some((MemberState::Alive, load)) => Some(load),
                 _ => None,
@@ -1257,11 +1268,11 @@ impl<P: PeerKey> Node<P> {
     /// Tells the space who offers it room: published with the peers'
     /// statistics, whose changes raise no membership event.
     fn refresh_space_members(&mut self, now: Instant) {
-        let members: Vec<(P, bool)> = self
+        let members: Vec<(P, bool, bool)> = self
             .membership
             .records()
             .filter(|r| r.state == MemberState::Alive && r.peer != self.me)
-            .map(|r| (r.peer.clone(), r.stats.space_free_bytes > 0))
+            .map(|r| (r.peer.clone(), r.stats.space_free_bytes > 0, r.draining))
             .collect();
         self.space.set_members(now, members);
     }

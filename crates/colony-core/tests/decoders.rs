@@ -679,15 +679,17 @@ fn record_of(peer: impl Strategy<Value = u64> + 'static) -> BoxedStrategy<Member
         num(),
         proptest::collection::vec(string(), 0..3),
         stats(),
+        any::<bool>(),
     )
         .prop_map(
-            |(peer, state, incarnation, version, addrs, stats)| MemberRecord {
+            |(peer, state, incarnation, version, addrs, stats, draining)| MemberRecord {
                 peer,
                 state,
                 incarnation,
                 version,
                 addrs,
                 stats,
+                draining,
             },
         )
         .boxed()
@@ -706,6 +708,7 @@ fn records() -> BoxedStrategy<Vec<MemberRecord<u64>>> {
                     version: 0,
                     addrs: Vec::new(),
                     stats: PeerStats::default(),
+                    draining: false,
                 })
                 .collect()
         }),
@@ -977,6 +980,7 @@ fn membership_refutes_a_record_at_the_highest_incarnation() {
         version: 0,
         addrs: Vec::new(),
         stats: PeerStats::default(),
+        draining: false,
     };
     let sender = MemberRecord {
         peer: 1u64,
@@ -985,6 +989,7 @@ fn membership_refutes_a_record_at_the_highest_incarnation() {
         version: 0,
         addrs: Vec::new(),
         stats: PeerStats::default(),
+        draining: false,
     };
     run_membership(vec![
         MemberAction::Message(

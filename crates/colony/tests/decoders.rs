@@ -48,6 +48,7 @@ fn record(p: PeerId) -> MemberRecord<PeerId> {
         version: 3,
         addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
         stats: PeerStats::default(),
+        draining: false,
     }
 }
 

@@ -497,6 +497,47 @@ async fn shards_over(peers: &[&colony::Peer]) -> usize {
     total
 }
 
+/// Two of three peers stop gracefully one right after the other: each is
+/// dropped from the homes it was in before it goes (there is no peer to
+/// replace it), so the last one holds every object alone and reads them;
+/// and, the peers that left holding nothing, it creates the home of a new
+/// key although they were of its creation zone. Before, the second leave
+/// took the majority of every home with it, and a new key could not be
+/// written until the departed were forgotten ten minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_leaving_one_after_the_other_take_nothing_with_them() {
+    let network = three_peers().await;
+    let peers: Vec<colony::Peer> = network.peers().to_vec();
+    let keys: Vec<ObjectKey> = (0..8)
+        .map(|i| ObjectKey::new("global", format!("kept-{i}")))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        settled("put", || {
+            peers[i % 3].space_put(key, vec![i as u8; 100], Tags::new())
+        })
+        .await
+        .expect("put");
+    }
+    peers[1].shutdown().await;
+    peers[2].shutdown().await;
+    let survivor = &peers[0];
+    for (i, key) in keys.iter().enumerate() {
+        let object = settled("get after the leaves", || survivor.space_get(key))
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{key} lost"));
+        assert_eq!(object.value, vec![i as u8; 100], "{key}");
+    }
+    let new = ObjectKey::new("global", "written-after");
+    let version = settled("put of a new key", || {
+        survivor.space_put(&new, b"after".to_vec(), Tags::new())
+    })
+    .await
+    .expect("a new key's home is created");
+    assert_eq!(version, 1);
+    network.shutdown().await;
+}
+
 /// An erasure-coded value (2+1) is read back from its parity when the
 /// holder of a data shard is gone; its first live holder then rebuilds the
 /// lost shards on a new peer and commits the manifest naming it, so the

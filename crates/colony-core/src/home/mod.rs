@@ -661,6 +661,9 @@ pub struct Homes<K, P: PeerKey, S: Replicated> {
     rng: SmallRng,
     /// Live members of the view, not this peer.
     live: BTreeSet<P>,
+    /// Peers leaving gracefully (not in `live`, still answering): their
+    /// homes go on without them, with no replacement if none is left.
+    draining: BTreeSet<P>,
     homes: BTreeMap<K, Home<P, S>>,
     /// The term of each home this peer was released from (at most
     /// `max_homes` of them): it takes no replica of an older term of that
@@ -689,6 +692,7 @@ where
             closeness,
             rng: SmallRng::seed_from_u64(seed),
             live: BTreeSet::new(),
+            draining: BTreeSet::new(),
             homes: BTreeMap::new(),
             left: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -919,6 +923,21 @@ where
         }
     }
 
+    /// Whether `peer` is leaving gracefully: it is no home's candidate
+    /// ([`Homes::update_member`] with `alive` false) but still answers, so
+    /// primaries drop it from their member lists even with no peer to take
+    /// its place, while it can still confirm the lists without it (a home
+    /// of three whose members leave one after the other then never waits
+    /// for a majority that is gone). Takes effect at the next
+    /// [`Homes::refresh`].
+    pub fn set_draining(&mut self, peer: P, draining: bool) {
+        if draining && peer != self.me {
+            self.draining.insert(peer);
+        } else {
+            self.draining.remove(&peer);
+        }
+    }
+
     /// The live peers changed ([`Homes::set_live`],
     /// [`Homes::update_member`]) or may have: every home adjusts, as in
     /// [`Homes::set_members`].
@@ -1053,6 +1072,17 @@ where
         self.homes
             .values()
             .all(|h| h.handing_over.is_none() && (!h.is_primary() || h.members.len() <= 1))
+    }
+
+    /// Whether no home needs this peer any more: it was handed over and
+    /// released from every home it shared with others, so leaving takes
+    /// no member a home counts on.
+    pub fn released(&self) -> bool {
+        self.homes.values().all(|h| {
+            h.handing_over.is_none()
+                && h.is_primary()
+                && h.members.iter().chain(&h.config).all(|m| *m == self.me)
+        })
     }
 
     /// Puts the home of `key` in the timer table at its next deadline.

@@ -199,6 +199,13 @@ where
         // Lost members first (a stable sort keeps the farthest first).
         leaving.sort_by_key(|m| self.live.contains(m));
         leaving.truncate(excess);
+        // Members leaving gracefully go with or without a replacement:
+        // they still confirm the lists without them.
+        for m in h.members.iter().filter(|m| self.draining.contains(*m)) {
+            if !leaving.contains(m) {
+                leaving.push(m.clone());
+            }
+        }
         // Released only once a majority holds lists without them (see
         // `lists_seq`); until then they stay backups and get the updates.
         let lists_committed = !h.members_dirty && h.committed >= h.lists_seq;

@@ -334,6 +334,24 @@ impl Net {
             })
     }
 
+    /// Peer `id` starts leaving gracefully: the others learn it drains
+    /// (it answers, but is no candidate) and it hands its primary roles
+    /// over.
+    fn start_draining(&mut self, id: u32) {
+        let now = self.now;
+        for other in 0..self.nodes.len() as u32 {
+            if other != id && self.nodes[other as usize].up {
+                let homes = self.node(other);
+                homes.set_draining(id, true);
+                homes.update_member(id, false);
+                homes.refresh(now);
+                self.drain(other);
+            }
+        }
+        self.node(id).hand_over_all(now);
+        self.drain(id);
+    }
+
     fn was_released(&self, value: u64) -> bool {
         self.released.iter().any(|(_, v)| *v == value)
     }
@@ -412,6 +430,43 @@ fn a_primary_on_the_minority_side_never_commits() {
         assert_eq!(net.entries(id), entries, "replica of {id}");
     }
     net.assert_one_primary_per_term();
+}
+
+/// Members of a home of three leave gracefully one after the other, with
+/// no peer left to replace them: each is dropped from the member list while
+/// it can still confirm the list without it, so the last one commits alone
+/// instead of waiting for a majority that is gone.
+#[test]
+fn members_leaving_one_after_the_other_never_take_the_majority_with_them() {
+    for seed in 0..20 {
+        let mut net = Net::settled(3, 3, seed);
+        // A backup, then the primary.
+        for (leaving, value) in [(1, 10), (0, 20)] {
+            net.start_draining(leaving);
+            net.run(Duration::from_secs(2));
+            assert!(
+                net.nodes[leaving as usize].homes.released(),
+                "seed {seed}: {leaving} not released"
+            );
+            net.crash(leaving);
+            let primaries = net.primaries();
+            let [primary] = primaries.as_slice() else {
+                panic!("seed {seed}: primaries {primaries:?} after {leaving} left");
+            };
+            assert!(
+                !net.members(*primary).contains(&leaving),
+                "seed {seed}: {leaving} is still a member"
+            );
+            net.propose(*primary, value).expect("primary");
+            net.run(Duration::from_millis(500));
+            assert!(
+                net.was_released(value),
+                "seed {seed}: {value} not committed after {leaving} left"
+            );
+        }
+        assert_eq!(net.entries(2), vec![1, 10, 20]);
+        net.assert_one_primary_per_term();
+    }
 }
 
 #[test]

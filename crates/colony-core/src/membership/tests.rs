@@ -434,6 +434,7 @@ fn forged_sender_is_ignored() {
         version: 0,
         addrs: vec![],
         stats: PeerStats::default(),
+        draining: false,
     };
     net.cores.get_mut(&0).unwrap().handle(
         now,

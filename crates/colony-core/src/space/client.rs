@@ -179,7 +179,14 @@ struct Pending<P> {
     pinned: Option<P>,
     redirects: u32,
     backoff: Duration,
+    /// Why the home last said it could not answer, for the error at the
+    /// deadline.
+    refused: Option<String>,
 }
+
+/// Longest reason of a refusal kept for the timeout's message (the text
+/// comes from another peer).
+const MAX_REFUSAL_CHARS: usize = 200;
 
 /// A lock held here.
 struct Held {
@@ -530,6 +537,7 @@ impl<P: Clone + PartialEq> Client<P> {
                 pinned,
                 redirects: 0,
                 backoff: self.config.backoff_initial,
+                refused: None,
             },
         );
         self.send(now, id);
@@ -640,11 +648,18 @@ impl<P: Clone + PartialEq> Client<P> {
         let Some(&id) = self.by_wire.get(&wire) else {
             return;
         };
-        let Some(p) = self.pending.get(&id) else {
+        let Some(p) = self.pending.get_mut(&id) else {
             return;
         };
-        if let Err(SpaceError::Unavailable(_) | SpaceError::Busy { .. }) = result {
+        if let Err(refusal @ (SpaceError::Unavailable(_) | SpaceError::Busy { .. })) = &result {
             // The home cannot take it now: asked again until the deadline.
+            p.refused = Some(
+                refusal
+                    .to_string()
+                    .chars()
+                    .take(MAX_REFUSAL_CHARS)
+                    .collect(),
+            );
             return self.back_off(now, id);
         }
         match (&p.stage, result) {
@@ -817,15 +832,16 @@ impl<P: Clone + PartialEq> Client<P> {
             .map(|(id, p)| (*id, now.saturating_duration_since(p.started)))
             .collect();
         for (id, waited) in expired {
-            let why = match self.pending.get(&id).map(|p| &p.stage) {
-                Some(Stage::Resolve) => "resolving the namespace",
-                _ => "the partition's primary did not answer",
+            let why = match self.pending.get(&id).map(|p| (&p.stage, &p.refused)) {
+                Some((_, Some(refused))) => format!("last answer: {refused}"),
+                Some((Stage::Resolve, None)) => "resolving the namespace".to_string(),
+                _ => "the partition's primary did not answer".to_string(),
             };
             self.finish(
                 id,
                 Err(SpaceError::Timeout {
                     waited_ms: waited.as_millis() as u64,
-                    why: why.into(),
+                    why,
                 }),
             );
         }

@@ -451,19 +451,21 @@ impl<P: PeerKey> Space<P> {
         restored
     }
 
-    /// The live peers (this one apart), and whether each offers room to
-    /// the space, changed: partition homes follow.
+    /// The live peers (this one apart), whether each offers room to the
+    /// space, and whether it is leaving gracefully, changed: partition
+    /// homes follow.
     ///
     /// Peers left out are no longer alive, but still known to offer room
     /// (as dead members are) until [`Space::update_member`] says otherwise.
-    pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = (P, bool)>) {
+    pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = (P, bool, bool)>) {
         let before = std::mem::take(&mut self.members);
         for peer in &before {
             self.live.remove(peer);
             self.homes.update_member(peer.clone(), false);
+            self.homes.set_draining(peer.clone(), false);
         }
-        for (peer, offers_space) in live {
-            self.update_member(peer, true, offers_space);
+        for (peer, offers_space, draining) in live {
+            self.update_member(peer, true, offers_space, draining);
         }
         let departed: Vec<P> = before.difference(&self.members).cloned().collect();
         self.departed.extend(departed);
@@ -474,8 +476,10 @@ impl<P: PeerKey> Space<P> {
     /// change: whether it is alive, and whether it offers room to the
     /// space (only those hold partitions; for a dead peer, whether it did
     /// when last heard of, so that it still counts against creating a home
-    /// it may hold). Takes effect at the next [`Space::refresh_members`].
-    pub fn update_member(&mut self, peer: P, alive: bool, offers_space: bool) {
+    /// it may hold), and whether it is leaving gracefully (then it holds
+    /// nothing new and the homes it is in go on without it). Takes effect
+    /// at the next [`Space::refresh_members`].
+    pub fn update_member(&mut self, peer: P, alive: bool, offers_space: bool, draining: bool) {
         if peer == self.me {
             return;
         }
@@ -490,12 +494,13 @@ impl<P: PeerKey> Space<P> {
         } else if self.members.remove(&peer) {
             self.departed.insert(peer.clone());
         }
-        let holder = alive && offers_space;
+        let holder = alive && offers_space && !draining;
         if holder {
             self.live.insert(peer.clone());
         } else {
             self.live.remove(&peer);
         }
+        self.homes.set_draining(peer.clone(), alive && draining);
         self.homes.update_member(peer, holder);
     }
 

@@ -104,7 +104,7 @@ impl Net {
         let now = self.now;
         for p in &up {
             if let Some(space) = self.peers[*p as usize].space.as_mut() {
-                space.set_members(now, up.iter().map(|p| (*p, true)));
+                space.set_members(now, up.iter().map(|p| (*p, true, false)));
             }
         }
         for p in up {
@@ -926,7 +926,7 @@ fn two_peers_creating_one_partition_at_once_create_it_once() {
     for p in 0..2u32 {
         let other = 1 - p;
         let space = net.peers[p as usize].space.as_mut().expect("up");
-        space.set_members(now, [(other, false)]);
+        space.set_members(now, [(other, false, false)]);
     }
     let key = ObjectKey::new(GLOBAL, "race");
     let a = net.start(0, put(&key, b"from 0"), Duration::from_secs(30));
@@ -978,7 +978,7 @@ fn a_peer_cut_off_from_the_rest_does_not_create_a_second_home() {
     let now = net.now;
     let space = net.peers[outside as usize].space.as_mut().expect("up");
     for p in (0..5u32).filter(|p| *p != outside) {
-        space.update_member(p, false, true);
+        space.update_member(p, false, true, false);
     }
     space.refresh_members(now);
     net.drain(outside);
@@ -1081,7 +1081,7 @@ fn a_paused_creator_and_a_second_one_do_not_both_create_a_home() {
     // majority of denials.
     let now = net.now;
     let space = net.peers[second as usize].space.as_mut().expect("up");
-    space.update_member(first, false, true);
+    space.update_member(first, false, true, false);
     space.refresh_members(now);
     net.drain(second);
     let b = net.start(second, put(&key, b"second"), Duration::from_secs(3));
