@@ -412,6 +412,13 @@ pub enum Output<P> {
     Event(Event<P>),
     /// This peer's incarnation rose; persist it so a restart continues above it.
     PersistIncarnation(u64),
+    /// A record about this peer that it never published (at its own
+    /// incarnation, with a version it never reached or other contents)
+    /// was heard and refuted by raising the incarnation.
+    ForgeryRefuted {
+        /// The forged record's version.
+        version: u64,
+    },
 }
 
 /// A change in the view.
@@ -1229,7 +1236,9 @@ impl<P: PeerKey> Membership<P> {
     }
 
     /// Someone says something about us: if it is suspicion or death at our
-    /// incarnation or above, rise above it and announce we are alive.
+    /// incarnation or above, or a record we never published (a hostile
+    /// member's "it is draining" or false addresses), rise above it and
+    /// announce what we are.
     fn refute_if_needed(&mut self, record: MemberRecord<P>) {
         if self.me.state == MemberState::Left {
             return;
@@ -1237,7 +1246,18 @@ impl<P: PeerKey> Membership<P> {
         let threatened =
             record.state != MemberState::Alive && record.incarnation >= self.me.incarnation;
         let outdated = record.incarnation > self.me.incarnation;
-        if threatened || outdated {
+        // Only this peer raises its version: a newer one is not its own,
+        // nor is one at its version saying something else.
+        let forged = record.incarnation == self.me.incarnation
+            && (record.version > self.me.version
+                || (record.version == self.me.version
+                    && (record.draining != self.me.draining || record.addrs != self.me.addrs)));
+        if forged {
+            self.outputs.push_back(Output::ForgeryRefuted {
+                version: record.version,
+            });
+        }
+        if threatened || outdated || forged {
             self.me.incarnation = record.incarnation.saturating_add(1);
             self.me.version += 1;
             self.outputs

@@ -451,6 +451,13 @@ pub enum Notice<P> {
         /// Who it claims to be from.
         claimed: P,
     },
+    /// A record about this peer that it never published was gossiped to
+    /// it (a hostile member's "it is draining", or false addresses):
+    /// refuted with a higher incarnation.
+    ForgedRecordRefuted {
+        /// The forged record's version.
+        version: u64,
+    },
     /// A job message over the size limit of its kind.
     Oversized {
         /// Who sent it.
@@ -534,6 +541,8 @@ pub struct NodeCounters {
     pub wrong_version_frames: u64,
     /// Membership messages with a forged sender.
     pub forged_senders: u64,
+    /// Records about this peer it never published, refuted.
+    pub forged_records_refuted: u64,
     /// Job messages over their size limit, in or out.
     pub oversized_job_messages: u64,
     /// Guest modules fetched from another peer and stored.
@@ -1225,6 +1234,10 @@ impl<P: PeerKey> Node<P> {
             membership::Output::PersistIncarnation(incarnation) => self
                 .outputs
                 .push_back(NodeOutput::PersistIncarnation(incarnation)),
+            membership::Output::ForgeryRefuted { version } => {
+                self.counters.forged_records_refuted += 1;
+                self.notice(Notice::ForgedRecordRefuted { version });
+            }
         }
     }
 

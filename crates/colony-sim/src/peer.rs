@@ -756,6 +756,10 @@ impl SimPeer {
                 (from, format!("wire version {theirs}, ours {ours}"))
             }
             Notice::ForgedSender { from, .. } => (from, "forged membership sender".into()),
+            Notice::ForgedRecordRefuted { version } => (
+                self.id,
+                format!("refuted a forged record of version {version}"),
+            ),
             Notice::Oversized { from, .. } => (from, "job message over its size limit".into()),
             Notice::FrameNotSent { error, .. } => {
                 (self.id, format!("cannot encode a frame: {error}"))

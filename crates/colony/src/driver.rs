@@ -725,6 +725,11 @@ impl Driver {
                     warn!(peer = %from, %claimed, suppressed, "membership message with a forged sender dropped");
                 }
             }
+            Notice::ForgedRecordRefuted { version } => {
+                if let Some(suppressed) = self.may_warn(None, "forged record") {
+                    warn!(version, suppressed, "a record about this peer that it never published was gossiped (forged, or left by an earlier run that kept no incarnation); refuted with a higher incarnation");
+                }
+            }
             Notice::Oversized { from, kind, size } => {
                 debug!(peer = %from, %kind, size, "job message over its size limit dropped");
             }
@@ -852,6 +857,7 @@ impl Driver {
                     + node_counters.wrong_version_frames,
                 wrong_version_frames: node_counters.wrong_version_frames,
                 forged_senders: node_counters.forged_senders,
+                forged_records_refuted: node_counters.forged_records_refuted,
                 oversized_job_messages: node_counters.oversized_job_messages,
                 checkpoint_pieces_corrupt: self.checkpoints.stats().pieces_corrupt,
                 unidentified_peers: self.swarm.behaviour().identify.disconnected(),

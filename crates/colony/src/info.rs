@@ -57,6 +57,10 @@ pub struct DriverCounters {
     pub wrong_version_frames: u64,
     /// Membership messages whose sender record named another peer.
     pub forged_senders: u64,
+    /// Records about this peer that it never published (gossiped by a
+    /// hostile or broken member), refuted with a higher incarnation.
+    #[serde(default)]
+    pub forged_records_refuted: u64,
     /// Incoming connections that failed (bad handshake, garbage bytes).
     pub rejected_connections: u64,
     /// Peers of another network that connected and were dropped.

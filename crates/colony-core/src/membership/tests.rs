@@ -113,7 +113,7 @@ impl Net {
             match out {
                 Output::Send { to, msg } => sends.push((to, msg)),
                 Output::Event(e) => self.events.push((self.now, id, e)),
-                Output::PersistIncarnation(_) => {}
+                Output::PersistIncarnation(_) | Output::ForgeryRefuted { .. } => {}
             }
         }
         for (to, msg) in sends {
@@ -447,6 +447,49 @@ fn forged_sender_is_ignored() {
         },
     );
     assert_eq!(net.state(0, 2), Some(MemberState::Alive));
+}
+
+/// A hostile member gossips that peer 2 is draining, at 2's incarnation
+/// and a version above 2's own: whoever believed it would drop 2 from
+/// every home it belongs to. Peer 2 hears the forgery and rises above it,
+/// so every peer ends seeing it as it is.
+#[test]
+fn a_forged_record_about_a_live_peer_is_refuted_by_that_peer() {
+    let mut net = Net::new(5, 12);
+    net.run_for(Duration::from_secs(2));
+    let real = net.cores[&2].local().clone();
+    let forged = MemberRecord {
+        draining: true,
+        version: real.version + 5,
+        addrs: vec!["/memory/attacker".into()],
+        ..real.clone()
+    };
+    let now = net.now;
+    let sender = net.cores[&1].local().clone();
+    net.cores.get_mut(&0).unwrap().handle(
+        now,
+        Input::Message {
+            from: 1,
+            msg: MembershipMsg::Gossip {
+                sender,
+                updates: vec![forged],
+            },
+        },
+    );
+    net.drain(0);
+    assert!(
+        net.cores[&0].record_of(&2).unwrap().draining,
+        "the forgery is believed at first"
+    );
+    net.run_for(Duration::from_secs(3));
+    let refuted = net.cores[&2].local().clone();
+    assert!(refuted.incarnation > real.incarnation, "{refuted:?}");
+    for observer in [0, 1, 3, 4] {
+        let seen = net.cores[&observer].record_of(&2).unwrap();
+        assert!(!seen.draining, "{observer} sees {seen:?}");
+        assert_eq!(seen.addrs, real.addrs, "{observer}");
+        assert_eq!(seen.state, MemberState::Alive, "{observer}");
+    }
 }
 
 #[test]
