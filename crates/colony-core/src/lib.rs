@@ -33,6 +33,8 @@
 //! - [`space`]: P³'s object space — named objects in namespaces, kept in
 //!   partitions on the generic home, with linearizable get/set/CAS and
 //!   leased read/write locks with fencing tokens.
+//! - [`object`]: distributed objects — GUIDs and `colony://` URIs, typed
+//!   references, the active-object model and its deterministic activation.
 //! - [`node`]: the cores above composed into one sans-IO node, with the
 //!   routing between them: what the runtime's driver and the simulator run.
 //! - [`runner`]: the step boundary of a running unit, for every executor.
@@ -46,6 +48,7 @@ pub mod job;
 pub mod membership;
 pub mod modules;
 pub mod node;
+pub mod object;
 pub mod phi;
 pub mod pieces;
 pub mod pipe;

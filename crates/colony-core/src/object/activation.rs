@@ -1,0 +1,299 @@
+//! One live object: its state, its call counter, and the results of the
+//! calls it served, kept by call identifier so that a call delivered again
+//! (a retransmission, a caller's retry after a failover, a replaying
+//! caller's repeat) is answered from the cache instead of executed twice
+//! (seed 004 §4.3: results cached on the callee's side). Deterministic:
+//! the same deliveries from the same checkpoint give the same state, the
+//! same replies and the same outgoing calls.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::id::{CallId, Guid, ObjectUri};
+use super::model::{CallError, Instance, ObjectContext, ObjectTypes, Outgoing};
+
+/// Results kept per caller beyond what it acknowledged; older ones are
+/// forgotten (a repeat of one is answered [`CallError::Forgotten`]).
+pub const MAX_RESULTS_PER_CALLER: usize = 256;
+
+/// Callers whose executed calls an object remembers. Past it, the caller
+/// seen longest ago is forgotten: a repeat of one of its calls would then
+/// run again, so it is sized far above the callers an object has at once.
+pub const MAX_CALLERS: usize = 65_536;
+
+/// Calls an object may have made and not yet had answered; a call past it
+/// is answered at once with an error, delivered as any reply.
+pub const MAX_AWAITING: usize = 4_096;
+
+/// Something delivered to an object, in the order it is served (the order
+/// logged under `pml`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delivery {
+    /// A request.
+    Call {
+        /// Who calls, and which of its calls this is.
+        id: CallId,
+        /// Every call of this caller numbered below this has had its reply:
+        /// their results need not be kept.
+        acked_below: u64,
+        /// The encoded request.
+        request: Vec<u8>,
+    },
+    /// The reply to a call this object made.
+    Reply {
+        /// The call.
+        call: CallId,
+        /// Its outcome.
+        reply: Result<Vec<u8>, CallError>,
+    },
+}
+
+/// What serving one delivery did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// The reply to send back, for a call (executed now, or from the cache
+    /// for a repeat).
+    pub reply: Option<Result<Vec<u8>, CallError>>,
+    /// Calls and creations made, to release once the delivery is safe.
+    pub outgoing: Vec<Outgoing>,
+    /// Calls refused at once (over [`MAX_AWAITING`]), not in `outgoing`:
+    /// deliver each back to this object as a [`Delivery::Reply`].
+    pub bounced: Vec<(CallId, CallError)>,
+    /// Whether the delivery was a repeat, served without running the
+    /// object's code.
+    pub repeat: bool,
+}
+
+/// What an object remembers of one caller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct CallerResults {
+    /// The highest call number executed: a caller's calls reach an object
+    /// in the order it made them, so every lower one was executed too.
+    executed_upto: u64,
+    /// Results not yet acknowledged, by call number.
+    kept: BTreeMap<u64, Result<Vec<u8>, CallError>>,
+    /// When this caller was last heard of, in deliveries served.
+    last_seen: u64,
+}
+
+/// Everything needed to bring an object back exactly as it was: its state
+/// and what it knows of calls, made and served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectCheckpoint {
+    /// Its type.
+    pub object_type: String,
+    /// The object's own state, encoded by its type.
+    pub state: Vec<u8>,
+    /// The number of its last call made.
+    pub next_seq: u64,
+    /// Deliveries served.
+    pub served: u64,
+    results: BTreeMap<Guid, CallerResults>,
+    awaiting: BTreeSet<CallId>,
+}
+
+/// A live object. See the module docs.
+pub struct Activation {
+    uri: ObjectUri,
+    object_type: String,
+    instance: Box<dyn Instance>,
+    next_seq: u64,
+    served: u64,
+    results: BTreeMap<Guid, CallerResults>,
+    awaiting: BTreeSet<CallId>,
+}
+
+impl Activation {
+    /// Creates the object at `uri` from encoded `params`; what creating it
+    /// made is returned with it.
+    pub fn create(
+        types: &ObjectTypes,
+        uri: ObjectUri,
+        object_type: &str,
+        params: &[u8],
+    ) -> Result<(Activation, Served), CallError> {
+        let kind = types.get(object_type)?;
+        let mut next_seq = 0;
+        let mut ctx = ObjectContext::new(&uri, &mut next_seq);
+        let instance = kind.create(&mut ctx, params)?;
+        let mut outgoing = ctx.take_outgoing();
+        let mut activation = Activation {
+            uri,
+            object_type: object_type.to_string(),
+            instance,
+            next_seq,
+            served: 0,
+            results: BTreeMap::new(),
+            awaiting: BTreeSet::new(),
+        };
+        let bounced = activation.await_replies(&mut outgoing);
+        Ok((
+            activation,
+            Served {
+                outgoing,
+                bounced,
+                ..Served::default()
+            },
+        ))
+    }
+
+    /// The object at `uri` as `checkpoint` left it.
+    pub fn restore(
+        types: &ObjectTypes,
+        uri: ObjectUri,
+        checkpoint: ObjectCheckpoint,
+    ) -> Result<Activation, CallError> {
+        let kind = types.get(&checkpoint.object_type)?;
+        let instance = kind.restore(&checkpoint.state)?;
+        Ok(Activation {
+            uri,
+            object_type: checkpoint.object_type,
+            instance,
+            next_seq: checkpoint.next_seq,
+            served: checkpoint.served,
+            results: checkpoint.results,
+            awaiting: checkpoint.awaiting,
+        })
+    }
+
+    /// The object's state and call bookkeeping now.
+    pub fn checkpoint(&self) -> ObjectCheckpoint {
+        ObjectCheckpoint {
+            object_type: self.object_type.clone(),
+            state: self.instance.checkpoint(),
+            next_seq: self.next_seq,
+            served: self.served,
+            results: self.results.clone(),
+            awaiting: self.awaiting.clone(),
+        }
+    }
+
+    /// Where the object is.
+    pub fn uri(&self) -> &ObjectUri {
+        &self.uri
+    }
+
+    /// Its type.
+    pub fn object_type(&self) -> &str {
+        &self.object_type
+    }
+
+    /// Deliveries served, repeats excepted.
+    pub fn served(&self) -> u64 {
+        self.served
+    }
+
+    /// Calls it made that have had no reply yet.
+    pub fn awaiting(&self) -> usize {
+        self.awaiting.len()
+    }
+
+    /// Serves one delivery.
+    pub fn deliver(&mut self, delivery: Delivery) -> Served {
+        match delivery {
+            Delivery::Call {
+                id,
+                acked_below,
+                request,
+            } => self.serve_call(id, acked_below, &request),
+            Delivery::Reply { call, reply } => self.serve_reply(call, reply),
+        }
+    }
+
+    fn serve_call(&mut self, id: CallId, acked_below: u64, request: &[u8]) -> Served {
+        let served_before = self.served;
+        let caller = self.results.entry(id.caller).or_default();
+        caller.last_seen = served_before;
+        caller.kept.retain(|seq, _| *seq >= acked_below);
+        if id.seq <= caller.executed_upto {
+            let reply = caller
+                .kept
+                .get(&id.seq)
+                .cloned()
+                .unwrap_or(Err(CallError::Forgotten(id)));
+            return Served {
+                reply: Some(reply),
+                repeat: true,
+                ..Served::default()
+            };
+        }
+        let mut ctx = ObjectContext::new(&self.uri, &mut self.next_seq);
+        let reply = self.instance.handle(&mut ctx, request);
+        let mut outgoing = ctx.take_outgoing();
+        self.served += 1;
+        if let Some(caller) = self.results.get_mut(&id.caller) {
+            caller.executed_upto = id.seq;
+            caller.kept.insert(id.seq, reply.clone());
+            while caller.kept.len() > MAX_RESULTS_PER_CALLER {
+                caller.kept.pop_first();
+            }
+        }
+        self.forget_old_callers();
+        let bounced = self.await_replies(&mut outgoing);
+        Served {
+            reply: Some(reply),
+            outgoing,
+            bounced,
+            repeat: false,
+        }
+    }
+
+    fn serve_reply(&mut self, call: CallId, reply: Result<Vec<u8>, CallError>) -> Served {
+        if !self.awaiting.remove(&call) {
+            // Answered before (a retransmission), or never made here.
+            return Served {
+                repeat: true,
+                ..Served::default()
+            };
+        }
+        let mut ctx = ObjectContext::new(&self.uri, &mut self.next_seq);
+        // A panic in `on_reply` leaves the state as the handler left it;
+        // there is nobody to tell but the logs, and the object goes on.
+        let _ = self.instance.on_reply(&mut ctx, call, reply);
+        let mut outgoing = ctx.take_outgoing();
+        self.served += 1;
+        let bounced = self.await_replies(&mut outgoing);
+        Served {
+            outgoing,
+            bounced,
+            ..Served::default()
+        }
+    }
+
+    /// Records the calls in `outgoing` as awaiting replies. Those made
+    /// past [`MAX_AWAITING`] are taken out of `outgoing` and bounced (still
+    /// awaited, so their error reply is served like any: the limit is
+    /// passed by at most one delivery's calls).
+    fn await_replies(&mut self, outgoing: &mut Vec<Outgoing>) -> Vec<(CallId, CallError)> {
+        let mut bounced = Vec::new();
+        let limit = MAX_AWAITING;
+        outgoing.retain(|out| {
+            let Outgoing::Call { id, .. } = out else {
+                return true;
+            };
+            let over = self.awaiting.len() >= limit;
+            self.awaiting.insert(*id);
+            if over {
+                let why = format!("the object has {limit} calls awaiting replies, its limit");
+                bounced.push((*id, CallError::Handler(why)));
+            }
+            !over
+        });
+        bounced
+    }
+
+    fn forget_old_callers(&mut self) {
+        while self.results.len() > MAX_CALLERS {
+            let oldest = self
+                .results
+                .iter()
+                .min_by_key(|(_, c)| c.last_seen)
+                .map(|(guid, _)| *guid);
+            match oldest {
+                Some(guid) => self.results.remove(&guid),
+                None => break,
+            };
+        }
+    }
+}

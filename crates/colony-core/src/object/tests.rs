@@ -1,0 +1,352 @@
+use serde::{Deserialize, Serialize};
+
+use super::activation::{MAX_AWAITING, MAX_RESULTS_PER_CALLER};
+use super::*;
+
+#[derive(Serialize, Deserialize)]
+struct Counter {
+    value: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+enum CounterRequest {
+    Add(u64),
+    Get,
+    Fail,
+    Panic,
+}
+
+impl ActiveObject for Counter {
+    type Params = u64;
+    type Request = CounterRequest;
+    type Reply = u64;
+    const TYPE: &'static str = "counter";
+
+    fn create(_ctx: &mut ObjectContext<'_>, start: u64) -> Result<Self, String> {
+        Ok(Counter { value: start })
+    }
+
+    fn handle(
+        &mut self,
+        _ctx: &mut ObjectContext<'_>,
+        request: CounterRequest,
+    ) -> Result<u64, String> {
+        match request {
+            CounterRequest::Add(n) => {
+                self.value += n;
+                Ok(self.value)
+            }
+            CounterRequest::Get => Ok(self.value),
+            CounterRequest::Fail => {
+                self.value += 1000;
+                Err("asked to fail".into())
+            }
+            CounterRequest::Panic => panic!("asked to panic"),
+        }
+    }
+}
+
+/// Creates counters, then spreads additions over them at random (from a
+/// generator in its state) and sums the replies.
+#[derive(Serialize, Deserialize)]
+struct Fanout {
+    counters: Vec<Ref<Counter>>,
+    rng: u64,
+    replies: u64,
+    sum: u64,
+    failures: u64,
+}
+
+impl ActiveObject for Fanout {
+    type Params = (u32, u64);
+    type Request = u32;
+    type Reply = u64;
+    const TYPE: &'static str = "fanout";
+
+    fn create(ctx: &mut ObjectContext<'_>, (n, seed): (u32, u64)) -> Result<Self, String> {
+        let counters = (0..n)
+            .map(|i| ctx.create::<Counter>(&u64::from(i)))
+            .collect();
+        Ok(Fanout {
+            counters,
+            rng: seed,
+            replies: 0,
+            sum: 0,
+            failures: 0,
+        })
+    }
+
+    fn handle(&mut self, ctx: &mut ObjectContext<'_>, calls: u32) -> Result<u64, String> {
+        for _ in 0..calls {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let to = &self.counters[(self.rng % self.counters.len() as u64) as usize];
+            ctx.call(to, &CounterRequest::Add(self.rng % 10));
+        }
+        Ok(self.replies)
+    }
+
+    fn on_reply(
+        &mut self,
+        _ctx: &mut ObjectContext<'_>,
+        _call: CallId,
+        reply: Result<Vec<u8>, CallError>,
+    ) {
+        self.replies += 1;
+        match reply.and_then(|bytes| decode_reply::<Counter>(&bytes)) {
+            Ok(value) => self.sum = self.sum.wrapping_add(value),
+            Err(_) => self.failures += 1,
+        }
+    }
+}
+
+fn types() -> ObjectTypes {
+    let mut types = ObjectTypes::new();
+    types.register::<Counter>().register::<Fanout>();
+    types
+}
+
+fn uri(guid: u128) -> ObjectUri {
+    ObjectUri::new("test", Guid(guid)).unwrap()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).unwrap()
+}
+
+fn counter(start: u64) -> Activation {
+    let (activation, served) =
+        Activation::create(&types(), uri(1), "counter", &encode(&start)).unwrap();
+    assert_eq!(served, Served::default());
+    activation
+}
+
+fn call(caller: u128, seq: u64, acked_below: u64, request: &CounterRequest) -> Delivery {
+    Delivery::Call {
+        id: CallId {
+            caller: Guid(caller),
+            seq,
+        },
+        acked_below,
+        request: encode(request),
+    }
+}
+
+fn value(served: &Served) -> Result<u64, CallError> {
+    served
+        .reply
+        .clone()
+        .expect("a call is answered")
+        .and_then(|bytes| decode_reply::<Counter>(&bytes))
+}
+
+#[test]
+fn a_repeated_call_is_answered_from_the_cache_and_not_run_again() {
+    let mut object = counter(0);
+    assert_eq!(
+        value(&object.deliver(call(7, 1, 0, &CounterRequest::Add(5)))),
+        Ok(5)
+    );
+    assert_eq!(
+        value(&object.deliver(call(7, 2, 0, &CounterRequest::Add(5)))),
+        Ok(10)
+    );
+    // Call 1 again (its reply was lost): the same answer, nothing added.
+    let repeat = object.deliver(call(7, 1, 0, &CounterRequest::Add(5)));
+    assert!(repeat.repeat);
+    assert_eq!(value(&repeat), Ok(5));
+    assert_eq!(object.served(), 2);
+    // Another caller's call 1 is another call.
+    assert_eq!(
+        value(&object.deliver(call(8, 1, 0, &CounterRequest::Add(1)))),
+        Ok(11)
+    );
+    // Caller 7 has had the replies to 1 and 2: a repeat of 2 is refused,
+    // never run again.
+    let after_ack = object.deliver(call(7, 3, 3, &CounterRequest::Get));
+    assert_eq!(value(&after_ack), Ok(11));
+    let forgotten = object.deliver(call(7, 2, 3, &CounterRequest::Add(5)));
+    let id = CallId {
+        caller: Guid(7),
+        seq: 2,
+    };
+    assert_eq!(forgotten.reply, Some(Err(CallError::Forgotten(id))));
+    assert_eq!(
+        value(&object.deliver(call(7, 4, 3, &CounterRequest::Get))),
+        Ok(11)
+    );
+}
+
+#[test]
+fn a_caller_that_never_acknowledges_is_kept_to_a_bounded_cache() {
+    let mut object = counter(0);
+    let calls = MAX_RESULTS_PER_CALLER as u64 + 10;
+    for seq in 1..=calls {
+        object.deliver(call(7, seq, 0, &CounterRequest::Add(1)));
+    }
+    let checkpoint = object.checkpoint();
+    let encoded = encode(&checkpoint);
+    assert!(
+        encoded.len() < 16 * MAX_RESULTS_PER_CALLER,
+        "{}",
+        encoded.len()
+    );
+    // The newest are kept, the oldest forgotten, none run again.
+    let newest = object.deliver(call(7, calls, 0, &CounterRequest::Add(1)));
+    assert_eq!(value(&newest), Ok(calls));
+    let oldest = object.deliver(call(7, 1, 0, &CounterRequest::Add(1)));
+    assert!(matches!(oldest.reply, Some(Err(CallError::Forgotten(_)))));
+    assert_eq!(
+        value(&object.deliver(call(7, calls + 1, 0, &CounterRequest::Get))),
+        Ok(calls)
+    );
+}
+
+#[test]
+fn a_failing_or_panicking_handler_fails_its_call_and_the_object_goes_on() {
+    let mut object = counter(1);
+    let failed = object.deliver(call(7, 1, 0, &CounterRequest::Fail));
+    assert_eq!(
+        failed.reply,
+        Some(Err(CallError::Handler("asked to fail".into())))
+    );
+    let panicked = object.deliver(call(7, 2, 0, &CounterRequest::Panic));
+    let Some(Err(CallError::Handler(message))) = panicked.reply else {
+        panic!("{panicked:?}");
+    };
+    assert!(message.contains("asked to panic"), "{message}");
+    // What the failing handler changed before failing stays.
+    assert_eq!(
+        value(&object.deliver(call(7, 3, 0, &CounterRequest::Get))),
+        Ok(1001)
+    );
+    // A repeat of the failed call gets the same error, not a second run.
+    let repeat = object.deliver(call(7, 1, 0, &CounterRequest::Fail));
+    assert!(repeat.repeat);
+    assert!(matches!(repeat.reply, Some(Err(CallError::Handler(_)))));
+}
+
+#[test]
+fn bad_requests_and_unknown_types_are_errors() {
+    let mut object = counter(0);
+    let garbage = object.deliver(Delivery::Call {
+        id: CallId {
+            caller: Guid(7),
+            seq: 1,
+        },
+        acked_below: 0,
+        request: vec![0xff; 9],
+    });
+    assert!(
+        matches!(garbage.reply, Some(Err(CallError::BadMessage(_)))),
+        "{garbage:?}"
+    );
+    assert_eq!(
+        value(&object.deliver(call(7, 2, 0, &CounterRequest::Get))),
+        Ok(0)
+    );
+
+    let unknown = Activation::create(&types(), uri(2), "no-such-type", &[]);
+    assert!(matches!(unknown, Err(CallError::UnknownType(ref t)) if t == "no-such-type"));
+    let bad_params = Activation::create(&types(), uri(2), "counter", &[]);
+    assert!(matches!(bad_params, Err(CallError::BadMessage(_))));
+    let mut checkpoint = object.checkpoint();
+    checkpoint.state = vec![0xff; 11];
+    assert!(matches!(
+        Activation::restore(&types(), uri(1), checkpoint),
+        Err(CallError::BadMessage(_))
+    ));
+}
+
+/// What a run of deliveries produced, to compare a replay against.
+fn run(object: &mut Activation, deliveries: &[Delivery]) -> Vec<Served> {
+    deliveries
+        .iter()
+        .map(|d| object.deliver(d.clone()))
+        .collect()
+}
+
+/// Six calls asking a fanout to spread three additions each.
+fn spread_calls() -> Vec<Delivery> {
+    (1..=6)
+        .map(|seq| Delivery::Call {
+            id: CallId {
+                caller: Guid(99),
+                seq,
+            },
+            acked_below: 0,
+            request: encode(&3u32),
+        })
+        .collect()
+}
+
+#[test]
+fn replaying_from_a_checkpoint_rebuilds_the_same_state_and_the_same_calls() {
+    let types = types();
+    let (mut original, creation) =
+        Activation::create(&types, uri(5), "fanout", &encode(&(4u32, 12345u64))).unwrap();
+    assert_eq!(creation.outgoing.len(), 4);
+    // Created again from the same parameters: the same objects, not others.
+    let (_, again) =
+        Activation::create(&types, uri(5), "fanout", &encode(&(4u32, 12345u64))).unwrap();
+    assert_eq!(again.outgoing, creation.outgoing);
+
+    let calls = spread_calls();
+    let first = run(&mut original, &calls[..2]);
+    // Replies to the first spread's calls, one of them a failure.
+    let mut replies = Vec::new();
+    for (i, out) in first.iter().flat_map(|s| &s.outgoing).enumerate() {
+        let Outgoing::Call { id, .. } = out else {
+            panic!("{out:?}");
+        };
+        let reply = if i == 1 {
+            Err(CallError::DeadlinePassed { after_ms: 5 })
+        } else {
+            Ok(encode(&(i as u64)))
+        };
+        replies.push(Delivery::Reply { call: *id, reply });
+    }
+    let mut rest: Vec<Delivery> = replies;
+    rest.extend_from_slice(&calls[2..]);
+    let checkpoint = original.checkpoint();
+    let served = run(&mut original, &rest);
+
+    let mut replayed = Activation::restore(&types, uri(5), checkpoint).unwrap();
+    let served_again = run(&mut replayed, &rest);
+    assert_eq!(served_again, served);
+    assert_eq!(replayed.checkpoint(), original.checkpoint());
+    let state: Fanout = postcard::from_bytes(&replayed.checkpoint().state).unwrap();
+    assert_eq!((state.replies, state.failures), (6, 1));
+    // Every call it made is awaited but those answered.
+    assert_eq!(replayed.awaiting(), 6 * 3 - 6);
+    // A reply delivered twice is served once.
+    let twice = replayed.deliver(rest[0].clone());
+    assert!(twice.repeat);
+}
+
+#[test]
+fn calls_past_the_awaiting_limit_are_bounced_back_not_sent() {
+    let types = types();
+    let (mut fanout, _) =
+        Activation::create(&types, uri(5), "fanout", &encode(&(2u32, 1u64))).unwrap();
+    let served = fanout.deliver(Delivery::Call {
+        id: CallId {
+            caller: Guid(99),
+            seq: 1,
+        },
+        acked_below: 0,
+        request: encode(&(MAX_AWAITING as u32 + 5)),
+    });
+    assert_eq!(served.outgoing.len(), MAX_AWAITING);
+    assert_eq!(served.bounced.len(), 5);
+    // A bounced call's error is served as its reply.
+    let (id, error) = served.bounced[0].clone();
+    let bounced = fanout.deliver(Delivery::Reply {
+        call: id,
+        reply: Err(error),
+    });
+    assert!(!bounced.repeat);
+    let state: Fanout = postcard::from_bytes(&fanout.checkpoint().state).unwrap();
+    assert_eq!(state.failures, 1);
+}
