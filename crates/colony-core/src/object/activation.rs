@@ -202,22 +202,23 @@ impl Activation {
     }
 
     fn serve_call(&mut self, id: CallId, acked_below: u64, request: &[u8]) -> Served {
+        // A repeat changes nothing (it is not logged, so a replay would
+        // not repeat the change).
+        if let Some(caller) = self.results.get(&id.caller) {
+            if id.seq <= caller.executed_upto {
+                let kept = caller.kept.get(&id.seq).filter(|_| id.seq >= acked_below);
+                let reply = kept.cloned().unwrap_or(Err(CallError::Forgotten(id)));
+                return Served {
+                    reply: Some(reply),
+                    repeat: true,
+                    ..Served::default()
+                };
+            }
+        }
         let served_before = self.served;
         let caller = self.results.entry(id.caller).or_default();
         caller.last_seen = served_before;
         caller.kept.retain(|seq, _| *seq >= acked_below);
-        if id.seq <= caller.executed_upto {
-            let reply = caller
-                .kept
-                .get(&id.seq)
-                .cloned()
-                .unwrap_or(Err(CallError::Forgotten(id)));
-            return Served {
-                reply: Some(reply),
-                repeat: true,
-                ..Served::default()
-            };
-        }
         let mut ctx = ObjectContext::new(&self.uri, &mut self.next_seq);
         let reply = self.instance.handle(&mut ctx, request);
         let mut outgoing = ctx.take_outgoing();

@@ -9,10 +9,13 @@
 //! - [`activation`]: one live object serving deliveries deterministically,
 //!   with the callee-side result cache that makes a repeated call answer
 //!   from the cache instead of running again.
+//! - [`record`]: an object as its home keeps it — checkpoint and message
+//!   log — replicated by the generic home, and its recovery by replay.
 
 pub mod activation;
 pub mod id;
 pub mod model;
+pub mod record;
 #[cfg(test)]
 mod tests;
 
@@ -22,3 +25,4 @@ pub use model::{
     decode_reply, ActiveObject, CallError, Instance, ObjectContext, ObjectKind, ObjectTypes,
     Outgoing,
 };
+pub use record::{ObjectChange, ObjectEffect, ObjectProtocol, ObjectRecord, ObjectSnapshot};
