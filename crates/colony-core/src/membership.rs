@@ -74,6 +74,12 @@ pub struct MembershipConfig {
     pub phi: PhiConfig,
     /// How long a suspect has to refute before it is declared dead.
     pub suspicion_timeout: Duration,
+    /// How long a member must have been alive here before the driver's
+    /// "unreachable" hint makes it suspect at once. A first contact often
+    /// fails while the newcomer's addresses spread or its listener starts;
+    /// such a failure is left to the failure detector, which suspects a
+    /// member that stays silent anyway.
+    pub unreachable_grace: Duration,
     /// How often pending changes are pushed to random members.
     pub gossip_interval: Duration,
     /// How many random members each gossip round reaches.
@@ -110,6 +116,7 @@ impl Default for MembershipConfig {
             phi_threshold: 8.0,
             phi: PhiConfig::default(),
             suspicion_timeout: Duration::from_millis(1000),
+            unreachable_grace: Duration::from_millis(1000),
             gossip_interval: Duration::from_millis(100),
             gossip_fanout: 3,
             retransmit_mult: 3,
@@ -626,8 +633,14 @@ impl<P: PeerKey> Membership<P> {
                 }
             }
             Input::Unreachable { peer } => {
+                let grace = self.config.unreachable_grace;
                 let incarnation = match self.members.get(&peer) {
-                    Some(m) if m.record.state == MemberState::Alive => m.record.incarnation,
+                    Some(m)
+                        if m.record.state == MemberState::Alive
+                            && now.saturating_duration_since(m.state_since) >= grace =>
+                    {
+                        m.record.incarnation
+                    }
                     _ => return,
                 };
                 self.suspect(now, &peer, incarnation);

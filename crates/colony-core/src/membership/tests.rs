@@ -292,6 +292,43 @@ fn crashed_peer_is_declared_dead_by_every_survivor_within_two_seconds() {
     }
 }
 
+/// A first contact that fails (a newcomer whose listener or addresses are
+/// not ready yet) does not make it suspect: on a job's start, that cost a
+/// worker's unit, reissued from its checkpoint and computed twice.
+#[test]
+fn a_newcomer_unreachable_at_first_contact_is_left_to_the_detector() {
+    let mut net = Net::new(4, 13);
+    net.run_for(Duration::from_secs(2));
+    net.start_peer(4, 1);
+    net.contact(4, 0);
+    net.run_for(Duration::from_millis(300));
+    assert_eq!(net.state(1, 4), Some(MemberState::Alive));
+    let hinted_at = net.now;
+    net.cores
+        .get_mut(&1)
+        .unwrap()
+        .handle(hinted_at, Input::Unreachable { peer: 4 });
+    net.drain(1);
+    net.run_for(Duration::from_secs(2));
+    for observer in 0..4 {
+        assert_eq!(
+            net.first_event(observer, 4, MemberState::Suspect, hinted_at),
+            None,
+            "{observer}"
+        );
+    }
+    // Once it has been a member a while, the hint counts at once.
+    let now = net.now;
+    net.cores
+        .get_mut(&1)
+        .unwrap()
+        .handle(now, Input::Unreachable { peer: 4 });
+    assert_eq!(
+        net.cores[&1].record_of(&4).map(|r| r.state),
+        Some(MemberState::Suspect)
+    );
+}
+
 #[test]
 fn unreachable_hint_speeds_up_detection() {
     let mut net = Net::new(5, 9);
