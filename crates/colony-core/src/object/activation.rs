@@ -6,7 +6,7 @@
 //! the same deliveries from the same checkpoint give the same state, the
 //! same replies and the same outgoing calls.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -65,13 +65,15 @@ pub struct Served {
     pub repeat: bool,
 }
 
-/// What an object remembers of one caller.
+/// What an object remembers of one caller. Calls may arrive out of order
+/// (one was redirected, another went straight to the primary), so every
+/// call at or above the floor that ran is kept; one below it is never run
+/// (its caller acknowledged it, or its result had to be evicted).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct CallerResults {
-    /// The highest call number executed: a caller's calls reach an object
-    /// in the order it made them, so every lower one was executed too.
-    executed_upto: u64,
-    /// Results not yet acknowledged, by call number.
+    /// Calls numbered below are answered [`CallError::Forgotten`].
+    floor: u64,
+    /// Results of the calls run at or above the floor, by call number.
     kept: BTreeMap<u64, Result<Vec<u8>, CallError>>,
     /// When this caller was last heard of, in deliveries served.
     last_seen: u64,
@@ -90,7 +92,7 @@ pub struct ObjectCheckpoint {
     /// Deliveries served.
     pub served: u64,
     results: BTreeMap<Guid, CallerResults>,
-    awaiting: BTreeSet<CallId>,
+    awaiting: BTreeMap<CallId, Outgoing>,
 }
 
 /// A live object. See the module docs.
@@ -101,7 +103,9 @@ pub struct Activation {
     next_seq: u64,
     served: u64,
     results: BTreeMap<Guid, CallerResults>,
-    awaiting: BTreeSet<CallId>,
+    /// Calls made and not yet answered, as sent: a member that takes the
+    /// object over sends them again.
+    awaiting: BTreeMap<CallId, Outgoing>,
 }
 
 impl Activation {
@@ -125,7 +129,7 @@ impl Activation {
             next_seq,
             served: 0,
             results: BTreeMap::new(),
-            awaiting: BTreeSet::new(),
+            awaiting: BTreeMap::new(),
         };
         let bounced = activation.await_replies(&mut outgoing);
         Ok((
@@ -189,6 +193,11 @@ impl Activation {
         self.awaiting.len()
     }
 
+    /// The calls it made that have had no reply yet, as they were sent.
+    pub fn awaiting_calls(&self) -> impl Iterator<Item = &Outgoing> {
+        self.awaiting.values()
+    }
+
     /// Serves one delivery.
     pub fn deliver(&mut self, delivery: Delivery) -> Served {
         match delivery {
@@ -205,9 +214,12 @@ impl Activation {
         // A repeat changes nothing (it is not logged, so a replay would
         // not repeat the change).
         if let Some(caller) = self.results.get(&id.caller) {
-            if id.seq <= caller.executed_upto {
-                let kept = caller.kept.get(&id.seq).filter(|_| id.seq >= acked_below);
-                let reply = kept.cloned().unwrap_or(Err(CallError::Forgotten(id)));
+            let repeat = if id.seq < caller.floor {
+                Some(Err(CallError::Forgotten(id)))
+            } else {
+                caller.kept.get(&id.seq).cloned()
+            };
+            if let Some(reply) = repeat {
                 return Served {
                     reply: Some(reply),
                     repeat: true,
@@ -218,16 +230,20 @@ impl Activation {
         let served_before = self.served;
         let caller = self.results.entry(id.caller).or_default();
         caller.last_seen = served_before;
-        caller.kept.retain(|seq, _| *seq >= acked_below);
+        // The call itself is unanswered, so never below its own floor.
+        caller.floor = caller.floor.max(acked_below.min(id.seq));
+        let floor = caller.floor;
+        caller.kept.retain(|seq, _| *seq >= floor);
         let mut ctx = ObjectContext::new(&self.uri, &mut self.next_seq);
         let reply = self.instance.handle(&mut ctx, request);
         let mut outgoing = ctx.take_outgoing();
         self.served += 1;
         if let Some(caller) = self.results.get_mut(&id.caller) {
-            caller.executed_upto = id.seq;
             caller.kept.insert(id.seq, reply.clone());
             while caller.kept.len() > MAX_RESULTS_PER_CALLER {
-                caller.kept.pop_first();
+                if let Some((evicted, _)) = caller.kept.pop_first() {
+                    caller.floor = caller.floor.max(evicted + 1);
+                }
             }
         }
         self.forget_old_callers();
@@ -241,7 +257,7 @@ impl Activation {
     }
 
     fn serve_reply(&mut self, call: CallId, reply: Result<Vec<u8>, CallError>) -> Served {
-        if !self.awaiting.remove(&call) {
+        if self.awaiting.remove(&call).is_none() {
             // Answered before (a retransmission), or never made here.
             return Served {
                 repeat: true,
@@ -274,7 +290,7 @@ impl Activation {
                 return true;
             };
             let over = self.awaiting.len() >= limit;
-            self.awaiting.insert(*id);
+            self.awaiting.insert(*id, out.clone());
             if over {
                 let why = format!("the object has {limit} calls awaiting replies, its limit");
                 bounced.push((*id, CallError::Handler(why)));

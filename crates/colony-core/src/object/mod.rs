@@ -9,16 +9,23 @@
 //! - [`activation`]: one live object serving deliveries deterministically,
 //!   with the callee-side result cache that makes a repeated call answer
 //!   from the cache instead of running again.
+//! - [`core`]: the objects of one peer — homes, live activations, and
+//!   calls resent under one identifier until answered or past deadline.
 //! - [`record`]: an object as its home keeps it — checkpoint and message
 //!   log — replicated by the generic home, and its recovery by replay.
 
 pub mod activation;
+pub mod core;
 pub mod id;
 pub mod model;
 pub mod record;
 #[cfg(test)]
 mod tests;
 
+pub use self::core::{
+    ObjectAnswer, ObjectInfo, ObjectMsg, ObjectOutput, ObjectRequest, ObjectStats, Objects,
+    ObjectsConfig,
+};
 pub use activation::{Activation, Delivery, ObjectCheckpoint, Served};
 pub use id::{CallId, Guid, ObjectUri, Ref, UriError};
 pub use model::{

@@ -1,0 +1,1042 @@
+//! The objects of one peer, sans IO: the homes of the objects it holds
+//! (their records on the generic home, and the live activations where it
+//! is primary), and the calls it makes — for its clients and for its
+//! objects — each resent under the same call identifier until a reply or
+//! its deadline, so that a call crossing a crash or a move runs once.
+//!
+//! Routing: a request goes to the live peer closest to the object's GUID
+//! (the primary of its home in a settled network). A member that is not
+//! the primary answers `NotHere` naming the primary it follows; a peer
+//! that holds no record answers `NotHere` with no hint, and the caller
+//! tries again until its deadline (then: no such object).
+//!
+//! Exactly once under `pml`: a delivery is logged by a majority of the
+//! object's home before its reply and the calls it made leave (they are
+//! the update's effects); a member that takes over rebuilds the object by
+//! replaying the log, and answers retried calls from the result cache.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::activation::{Activation, Delivery};
+use super::id::{CallId, Guid, ObjectUri};
+use super::model::{CallError, ObjectTypes, Outgoing};
+use super::record::{ObjectEffect, ObjectProtocol, ObjectRecord, ObjectSnapshot};
+use crate::home::{HomeConfig, HomeMsgOf, HomeOutput, Homes, Replicated};
+use crate::PeerKey;
+
+/// Timing and limits of the objects core.
+#[derive(Clone, Debug)]
+pub struct ObjectsConfig {
+    /// Peers in an object's home (protocols other than `none`).
+    pub home_size: u8,
+    /// How long a call is tried before it fails, unless the caller says.
+    pub call_timeout: Duration,
+    /// How often an unanswered request is sent again.
+    pub resend_interval: Duration,
+    /// Calls in flight from this peer (its clients' and its objects').
+    pub max_pending_calls: usize,
+    /// Largest request, reply or parameters, in bytes.
+    pub max_message_bytes: usize,
+    /// The objects' homes.
+    pub home: HomeConfig,
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        ObjectsConfig {
+            home_size: 3,
+            call_timeout: Duration::from_secs(30),
+            resend_interval: Duration::from_millis(500),
+            max_pending_calls: 65_536,
+            max_message_bytes: 1 << 20,
+            home: HomeConfig::default(),
+        }
+    }
+}
+
+/// Messages between the objects cores of peers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned"))]
+pub enum ObjectMsg<P> {
+    /// Create the object at `uri`.
+    Create {
+        /// The creating call.
+        id: CallId,
+        /// The new object.
+        uri: ObjectUri,
+        /// Its type.
+        object_type: String,
+        /// Its encoded parameters.
+        params: Vec<u8>,
+        /// Its fault tolerance.
+        protocol: ObjectProtocol,
+    },
+    /// Call the object at `to`.
+    Call {
+        /// The call.
+        id: CallId,
+        /// Every call of the caller numbered below this has had its reply.
+        acked_below: u64,
+        /// The callee.
+        to: ObjectUri,
+        /// The type the caller takes it for.
+        object_type: String,
+        /// The encoded request.
+        request: Vec<u8>,
+    },
+    /// Delete the object at `uri`.
+    Delete {
+        /// The deleting call.
+        id: CallId,
+        /// The object.
+        uri: ObjectUri,
+    },
+    /// The outcome of a create, call or delete.
+    Reply {
+        /// The call answered.
+        id: CallId,
+        /// Its outcome (empty bytes for a create or delete).
+        reply: Result<Vec<u8>, CallError>,
+    },
+    /// This peer is not the object's primary: try `primary`, or again
+    /// later if none is known.
+    NotHere {
+        /// The call.
+        id: CallId,
+        /// The primary this peer follows for the object, if any.
+        primary: Option<P>,
+    },
+    /// Between the members of an object's home.
+    Home(HomeMsgOf<Guid, P, ObjectRecord>),
+}
+
+/// What a client asks its peer's objects core.
+#[derive(Clone, Debug)]
+pub enum ObjectRequest {
+    /// Create an object of `object_type` from `params`.
+    Create {
+        /// Its type.
+        object_type: String,
+        /// Its encoded parameters.
+        params: Vec<u8>,
+        /// Its fault tolerance.
+        protocol: ObjectProtocol,
+    },
+    /// Call the object at `to`.
+    Call {
+        /// The object.
+        to: ObjectUri,
+        /// The type the caller takes it for.
+        object_type: String,
+        /// The encoded request.
+        request: Vec<u8>,
+    },
+    /// Delete the object at `uri`.
+    Delete {
+        /// The object.
+        uri: ObjectUri,
+    },
+}
+
+/// A successful answer to an [`ObjectRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectAnswer {
+    /// The object was created there.
+    Created(ObjectUri),
+    /// The call's encoded reply.
+    Replied(Vec<u8>),
+    /// The object was deleted.
+    Deleted,
+}
+
+/// What the core wants done.
+#[derive(Debug)]
+pub enum ObjectOutput<P> {
+    /// Send `msg` to `to`; `bulk` for home snapshots and deltas.
+    Send {
+        /// The receiver.
+        to: P,
+        /// The message.
+        msg: ObjectMsg<P>,
+        /// Whether it is large.
+        bulk: bool,
+    },
+    /// The answer to the client request `token`.
+    Answer {
+        /// The request's token.
+        token: u64,
+        /// Its outcome.
+        result: Result<ObjectAnswer, CallError>,
+    },
+    /// Write the record of `guid` to disk, then confirm with
+    /// [`Objects::durable`] for (`term`, `seq`).
+    Persist {
+        /// The object.
+        guid: Guid,
+        /// Its home's term.
+        term: u64,
+        /// Its update.
+        seq: u64,
+        /// How many peers its home has.
+        size: u8,
+        /// The home's members, primary first.
+        members: Vec<P>,
+        /// The members as last committed.
+        config: Vec<P>,
+        /// The record.
+        snapshot: ObjectSnapshot,
+    },
+}
+
+/// Who made a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A client of this peer, by its request token.
+    Client(u64),
+    /// An object whose primary is this peer.
+    Object(Guid),
+}
+
+/// A request this peer sends until it is answered or its deadline passes.
+#[derive(Debug)]
+struct Pending<P> {
+    msg: ObjectMsg<P>,
+    target: Guid,
+    origin: Origin,
+    deadline: Instant,
+    next_send: Instant,
+    /// The primary named by the last `NotHere`.
+    redirect: Option<P>,
+    /// Whether any answer other than "not here, no idea" came.
+    found: bool,
+    /// The deadline, for the error.
+    timeout: Duration,
+}
+
+/// What the core counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectStats {
+    /// Deliveries served by primaries here (repeats excluded).
+    pub served: u64,
+    /// Calls answered from the result cache.
+    pub repeats: u64,
+    /// Requests sent again (no answer yet, or redirected).
+    pub resent: u64,
+    /// Calls that failed at their deadline.
+    pub timed_out: u64,
+    /// Objects rebuilt here by replaying their log.
+    pub recovered: u64,
+    /// Requests refused: over a size limit, or too many in flight.
+    pub refused: u64,
+}
+
+/// One object as `colony objects` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// The object.
+    pub uri: ObjectUri,
+    /// Its type.
+    pub object_type: String,
+    /// Its fault tolerance.
+    pub protocol: ObjectProtocol,
+    /// Deliveries it served.
+    pub served: u64,
+    /// Deliveries logged since its last checkpoint.
+    pub logged: usize,
+}
+
+/// The objects core of one peer. See the module docs.
+pub struct Objects<P: PeerKey> {
+    me: P,
+    network: String,
+    config: ObjectsConfig,
+    types: ObjectTypes,
+    homes: Homes<Guid, P, ObjectRecord>,
+    live: BTreeMap<Guid, Activation>,
+    /// When each live object checkpoints next.
+    checkpoints: BTreeSet<(Instant, Guid)>,
+    checkpoint_at: BTreeMap<Guid, Instant>,
+    rng: SmallRng,
+    /// This peer's client session: the caller of its clients' calls.
+    session: Guid,
+    next_seq: u64,
+    pending: BTreeMap<CallId, Pending<P>>,
+    resends: BTreeSet<(Instant, CallId)>,
+    /// Primary: where to send the reply of a call it serves.
+    routes: BTreeMap<CallId, P>,
+    on_disk: BTreeMap<Guid, (u64, u64)>,
+    outputs: VecDeque<ObjectOutput<P>>,
+    stats: ObjectStats,
+}
+
+/// How close a peer's key is to an object's: the XOR of the first 16
+/// bytes (smaller is closer).
+fn distance(guid: &Guid, peer_key: &[u8; 32]) -> u128 {
+    let key = guid.key();
+    let mut a = [0u8; 16];
+    let mut b = [0u8; 16];
+    a.copy_from_slice(&key[..16]);
+    b.copy_from_slice(&peer_key[..16]);
+    u128::from_be_bytes(a) ^ u128::from_be_bytes(b)
+}
+
+impl<P: PeerKey> Objects<P> {
+    /// The objects core of peer `me` in `network`, hosting `types`;
+    /// `key_of` places peers in the key space, `seed` seeds GUIDs and
+    /// election jitter.
+    pub fn new(
+        me: P,
+        network: &str,
+        config: ObjectsConfig,
+        types: ObjectTypes,
+        key_of: fn(&P) -> [u8; 32],
+        seed: u64,
+    ) -> Objects<P> {
+        let closeness = Box::new(move |guid: &Guid, p: &P| distance(guid, &key_of(p)));
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let session = Guid::from_random(rng.random());
+        Objects {
+            homes: Homes::new(me.clone(), config.home.clone(), closeness, seed ^ 0x5eed),
+            me,
+            network: network.to_string(),
+            config,
+            types,
+            live: BTreeMap::new(),
+            checkpoints: BTreeSet::new(),
+            checkpoint_at: BTreeMap::new(),
+            rng,
+            session,
+            next_seq: 0,
+            pending: BTreeMap::new(),
+            resends: BTreeSet::new(),
+            routes: BTreeMap::new(),
+            on_disk: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            stats: ObjectStats::default(),
+        }
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn pending_calls(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// What was counted.
+    pub fn stats(&self) -> &ObjectStats {
+        &self.stats
+    }
+
+    /// The objects whose primary is this peer.
+    pub fn objects(&self) -> Vec<ObjectInfo> {
+        self.live
+            .iter()
+            .filter_map(|(guid, live)| {
+                let record = self.homes.get(guid)?;
+                Some(ObjectInfo {
+                    uri: live.uri().clone(),
+                    object_type: live.object_type().to_string(),
+                    protocol: record.protocol(),
+                    served: live.served(),
+                    logged: record.logged(),
+                })
+            })
+            .collect()
+    }
+
+    /// Membership changed: the live peers, this one apart.
+    pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = P>) {
+        self.homes.set_members(now, live);
+        self.drain_homes(now);
+    }
+
+    /// A client's request; answered by [`ObjectOutput::Answer`] with
+    /// `token`, within `timeout` (or the configured call timeout).
+    pub fn request(
+        &mut self,
+        now: Instant,
+        token: u64,
+        request: ObjectRequest,
+        timeout: Option<Duration>,
+    ) {
+        self.next_seq += 1;
+        let id = CallId {
+            caller: self.session,
+            seq: self.next_seq,
+        };
+        let (msg, target) = match request {
+            ObjectRequest::Create {
+                object_type,
+                params,
+                protocol,
+            } => {
+                let guid = Guid::from_random(self.rng.random());
+                let uri = ObjectUri {
+                    network: self.network.clone(),
+                    guid,
+                };
+                let msg = ObjectMsg::Create {
+                    id,
+                    uri,
+                    object_type,
+                    params,
+                    protocol,
+                };
+                (msg, guid)
+            }
+            ObjectRequest::Call {
+                to,
+                object_type,
+                request,
+            } => {
+                let guid = to.guid;
+                let msg = ObjectMsg::Call {
+                    id,
+                    acked_below: 0,
+                    to,
+                    object_type,
+                    request,
+                };
+                (msg, guid)
+            }
+            ObjectRequest::Delete { uri } => (
+                ObjectMsg::Delete {
+                    id,
+                    uri: uri.clone(),
+                },
+                uri.guid,
+            ),
+        };
+        let timeout = timeout.unwrap_or(self.config.call_timeout);
+        if let Err(error) = self.check_request(&msg) {
+            self.stats.refused += 1;
+            self.outputs.push_back(ObjectOutput::Answer {
+                token,
+                result: Err(error),
+            });
+            return;
+        }
+        self.start(now, id, msg, target, Origin::Client(token), timeout);
+        self.drain_homes(now);
+    }
+
+    /// Whether a request may be sent: its network, its size, room.
+    fn check_request(&self, msg: &ObjectMsg<P>) -> Result<(), CallError> {
+        let (uri, bytes) = match msg {
+            ObjectMsg::Create { uri, params, .. } => (uri, params.len()),
+            ObjectMsg::Call { to, request, .. } => (to, request.len()),
+            ObjectMsg::Delete { uri, .. } => (uri, 0),
+            _ => return Ok(()),
+        };
+        if uri.network != self.network {
+            return Err(CallError::NoSuchObject(uri.clone()));
+        }
+        if bytes > self.config.max_message_bytes {
+            return Err(CallError::TooLarge {
+                what: "request".into(),
+                size: bytes,
+                max: self.config.max_message_bytes,
+            });
+        }
+        if self.pending.len() >= self.config.max_pending_calls {
+            return Err(CallError::Handler(format!(
+                "this peer has {} calls in flight, its limit",
+                self.pending.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        msg: ObjectMsg<P>,
+        target: Guid,
+        origin: Origin,
+        timeout: Duration,
+    ) {
+        let pending = Pending {
+            msg,
+            target,
+            origin,
+            deadline: now + timeout,
+            next_send: now,
+            redirect: None,
+            found: false,
+            timeout,
+        };
+        if let Some(old) = self.pending.insert(id, pending) {
+            self.resends.remove(&(old.next_send.min(old.deadline), id));
+        }
+        self.send_pending(now, id);
+    }
+
+    /// Sends (again) the request of call `id` to the object's primary as
+    /// this peer sees it.
+    fn send_pending(&mut self, now: Instant, id: CallId) {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        self.resends.remove(&(p.next_send.min(p.deadline), id));
+        let to = p
+            .redirect
+            .take()
+            .or_else(|| self.homes.home_of(&p.target, 1).into_iter().next())
+            .unwrap_or_else(|| self.me.clone());
+        p.next_send = now + self.config.resend_interval;
+        self.resends.insert((p.next_send.min(p.deadline), id));
+        let mut msg = p.msg.clone();
+        if let ObjectMsg::Call { acked_below, .. } = &mut msg {
+            *acked_below = self.acked_below(id.caller);
+        }
+        self.deliver_or_send(now, to, msg);
+    }
+
+    /// Every call of `caller` below the lowest still pending here has its
+    /// reply.
+    fn acked_below(&self, caller: Guid) -> u64 {
+        let from = CallId { caller, seq: 0 };
+        self.pending
+            .range(from..)
+            .next()
+            .filter(|(id, _)| id.caller == caller)
+            .map_or(u64::MAX, |(id, _)| id.seq)
+    }
+
+    fn deliver_or_send(&mut self, now: Instant, to: P, msg: ObjectMsg<P>) {
+        if to == self.me {
+            let me = self.me.clone();
+            self.on_message(now, me, msg);
+        } else {
+            let bulk = matches!(msg, ObjectMsg::Home(_));
+            self.outputs.push_back(ObjectOutput::Send { to, msg, bulk });
+        }
+    }
+
+    fn answer(&mut self, now: Instant, to: P, id: CallId, reply: Result<Vec<u8>, CallError>) {
+        self.deliver_or_send(now, to, ObjectMsg::Reply { id, reply });
+    }
+
+    /// A message from `from` (this peer itself for local delivery). Every
+    /// field is untrusted.
+    pub fn handle(&mut self, now: Instant, from: P, msg: ObjectMsg<P>) {
+        self.on_message(now, from, msg);
+        self.drain_homes(now);
+    }
+
+    fn on_message(&mut self, now: Instant, from: P, msg: ObjectMsg<P>) {
+        match msg {
+            ObjectMsg::Create {
+                id,
+                uri,
+                object_type,
+                params,
+                protocol,
+            } => self.on_create(now, from, id, uri, &object_type, &params, protocol),
+            ObjectMsg::Call {
+                id,
+                acked_below,
+                to,
+                object_type,
+                request,
+            } => self.on_call(now, from, id, acked_below, to, &object_type, request),
+            ObjectMsg::Delete { id, uri } => self.on_delete(now, from, id, uri),
+            ObjectMsg::Reply { id, reply } => self.on_reply(now, id, reply),
+            ObjectMsg::NotHere { id, primary } => self.on_not_here(now, id, primary),
+            ObjectMsg::Home(msg) => self.homes.handle(now, from, msg),
+        }
+    }
+
+    /// Whether this peer may serve `uri` now: `Ok` as its primary, else
+    /// the `NotHere` to answer.
+    fn route(&self, uri: &ObjectUri) -> Result<(), Option<P>> {
+        match self.homes.get(&uri.guid) {
+            Some(h) if h.is_primary() && self.live.contains_key(&uri.guid) => Ok(()),
+            Some(h) => Err(h.primary().filter(|p| **p != self.me).cloned()),
+            None => Err(None),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_create(
+        &mut self,
+        now: Instant,
+        from: P,
+        id: CallId,
+        uri: ObjectUri,
+        object_type: &str,
+        params: &[u8],
+        protocol: ObjectProtocol,
+    ) {
+        let guid = uri.guid;
+        if self.homes.contains_key(&guid) {
+            // A retry: answered once the record is committed.
+            match self.route(&uri) {
+                Ok(()) => self.release_after_commit(now, guid, from, id),
+                Err(primary) => self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary }),
+            }
+            return;
+        }
+        let closest = self.homes.home_of(&guid, 1).into_iter().next();
+        if closest.as_ref().is_some_and(|c| *c != self.me) {
+            self.deliver_or_send(
+                now,
+                from,
+                ObjectMsg::NotHere {
+                    id,
+                    primary: closest,
+                },
+            );
+            return;
+        }
+        if uri.network != self.network || params.len() > self.config.max_message_bytes {
+            self.stats.refused += 1;
+            self.answer(now, from, id, Err(CallError::NoSuchObject(uri)));
+            return;
+        }
+        let (live, served) = match Activation::create(&self.types, uri.clone(), object_type, params)
+        {
+            Ok(created) => created,
+            Err(error) => {
+                self.answer(now, from, id, Err(error));
+                return;
+            }
+        };
+        let record = ObjectRecord::new(uri, protocol, live.checkpoint());
+        let size = match protocol {
+            ObjectProtocol::None => 1,
+            _ => self.config.home_size,
+        };
+        self.homes.create(now, guid, record, size);
+        self.live.insert(guid, live);
+        self.schedule_checkpoint(now, guid, protocol);
+        let mut effects: Vec<ObjectEffect> = served
+            .outgoing
+            .into_iter()
+            .map(ObjectEffect::Send)
+            .collect();
+        effects.extend(
+            served
+                .bounced
+                .into_iter()
+                .map(|(call, error)| ObjectEffect::Bounced { call, error }),
+        );
+        effects.push(ObjectEffect::Reply {
+            call: id,
+            reply: Ok(Vec::new()),
+        });
+        self.routes.insert(id, from);
+        let _ = self.homes.propose(now, guid, effects);
+    }
+
+    /// Answers `id` with success once everything proposed in the home of
+    /// `guid` so far is committed.
+    fn release_after_commit(&mut self, now: Instant, guid: Guid, from: P, id: CallId) {
+        self.routes.insert(id, from);
+        let effects = vec![ObjectEffect::Reply {
+            call: id,
+            reply: Ok(Vec::new()),
+        }];
+        let _ = self.homes.propose(now, guid, effects);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_call(
+        &mut self,
+        now: Instant,
+        from: P,
+        id: CallId,
+        acked_below: u64,
+        to: ObjectUri,
+        object_type: &str,
+        request: Vec<u8>,
+    ) {
+        if let Err(primary) = self.route(&to) {
+            self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary });
+            return;
+        }
+        let guid = to.guid;
+        let Some(h) = self.homes.get_mut(&guid) else {
+            return;
+        };
+        let Some(live) = self.live.get_mut(&guid) else {
+            return;
+        };
+        let refusal = if h.deleted() {
+            Some(CallError::NoSuchObject(to.clone()))
+        } else if live.object_type() != object_type {
+            Some(CallError::BadMessage(format!(
+                "{to} is a {:?}, called as a {:?}",
+                live.object_type(),
+                object_type.chars().take(80).collect::<String>()
+            )))
+        } else if request.len() > self.config.max_message_bytes {
+            Some(CallError::TooLarge {
+                what: "request".into(),
+                size: request.len(),
+                max: self.config.max_message_bytes,
+            })
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            self.answer(now, from, id, Err(error));
+            return;
+        }
+        let delivery = Delivery::Call {
+            id,
+            acked_below,
+            request,
+        };
+        let before = live.served();
+        let effects = h.state_mut().serve(live, delivery);
+        if live.served() == before {
+            self.stats.repeats += 1;
+        } else {
+            self.stats.served += 1;
+        }
+        let log_full = h.log_full();
+        self.routes.insert(id, from);
+        if log_full {
+            self.checkpoint(now, guid);
+        }
+        let _ = self.homes.propose(now, guid, effects);
+    }
+
+    fn on_delete(&mut self, now: Instant, from: P, id: CallId, uri: ObjectUri) {
+        if let Err(primary) = self.route(&uri) {
+            self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary });
+            return;
+        }
+        if let Some(h) = self.homes.get_mut(&uri.guid) {
+            if !h.deleted() {
+                h.state_mut().delete();
+            }
+        }
+        self.release_after_commit(now, uri.guid, from, id);
+    }
+
+    fn on_reply(&mut self, now: Instant, id: CallId, reply: Result<Vec<u8>, CallError>) {
+        let Some(p) = self.pending.remove(&id) else {
+            return; // answered already, or not ours
+        };
+        self.resends.remove(&(p.next_send.min(p.deadline), id));
+        self.finish(now, id, p, reply);
+    }
+
+    /// Hands the outcome of call `id` to whoever made it.
+    fn finish(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        p: Pending<P>,
+        reply: Result<Vec<u8>, CallError>,
+    ) {
+        match p.origin {
+            Origin::Client(token) => {
+                let result = reply.map(|bytes| match p.msg {
+                    ObjectMsg::Create { uri, .. } => ObjectAnswer::Created(uri),
+                    ObjectMsg::Delete { .. } => ObjectAnswer::Deleted,
+                    _ => ObjectAnswer::Replied(bytes),
+                });
+                self.outputs
+                    .push_back(ObjectOutput::Answer { token, result });
+            }
+            Origin::Object(guid) => {
+                // Replies to a creation are not the object's: it holds the
+                // reference already.
+                if !matches!(p.msg, ObjectMsg::Call { .. }) {
+                    return;
+                }
+                self.serve_locally(now, guid, Delivery::Reply { call: id, reply });
+            }
+        }
+    }
+
+    /// Serves a delivery that arose here (a reply, a bounced call) on the
+    /// live object `guid`, if this peer still is its primary.
+    fn serve_locally(&mut self, now: Instant, guid: Guid, delivery: Delivery) {
+        let (Some(h), Some(live)) = (self.homes.get_mut(&guid), self.live.get_mut(&guid)) else {
+            return;
+        };
+        if !h.is_primary() {
+            return;
+        }
+        let effects = h.state_mut().serve(live, delivery);
+        self.stats.served += 1;
+        let _ = self.homes.propose(now, guid, effects);
+    }
+
+    fn on_not_here(&mut self, now: Instant, id: CallId, primary: Option<P>) {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        match primary {
+            Some(primary) if primary != self.me => {
+                p.found = true;
+                p.redirect = Some(primary);
+                self.stats.resent += 1;
+                self.send_pending(now, id);
+            }
+            // Try again at the next resend: the home may be forming, or
+            // the view of who is closest settling.
+            _ => {}
+        }
+    }
+
+    fn schedule_checkpoint(&mut self, now: Instant, guid: Guid, protocol: ObjectProtocol) {
+        let ttc = match protocol {
+            ObjectProtocol::None => return,
+            ObjectProtocol::Checkpoint { ttc_ms } | ObjectProtocol::Pml { ttc_ms } => ttc_ms,
+        };
+        let at = now + Duration::from_millis(ttc.max(100));
+        if let Some(old) = self.checkpoint_at.insert(guid, at) {
+            self.checkpoints.remove(&(old, guid));
+        }
+        self.checkpoints.insert((at, guid));
+    }
+
+    fn checkpoint(&mut self, now: Instant, guid: Guid) {
+        let (Some(h), Some(live)) = (self.homes.get_mut(&guid), self.live.get(&guid)) else {
+            return;
+        };
+        if !h.is_primary() || h.deleted() {
+            return;
+        }
+        h.state_mut().checkpoint(live);
+        let protocol = h.protocol();
+        let _ = self.homes.propose(now, guid, Vec::new());
+        self.schedule_checkpoint(now, guid, protocol);
+    }
+
+    /// Executes what the homes want done, and releases committed effects.
+    fn drain_homes(&mut self, now: Instant) {
+        while let Some(out) = self.homes.poll() {
+            match out {
+                HomeOutput::Send { to, msg, bulk } => self.outputs.push_back(ObjectOutput::Send {
+                    to,
+                    msg: ObjectMsg::Home(msg),
+                    bulk,
+                }),
+                HomeOutput::Released { key, effects } => {
+                    for effect in effects {
+                        self.release(now, key, effect);
+                    }
+                }
+                HomeOutput::BecamePrimary { key, .. } => self.recover(now, key),
+                HomeOutput::SteppedDown { key } | HomeOutput::Dropped { key } => {
+                    self.live.remove(&key);
+                    if let Some(at) = self.checkpoint_at.remove(&key) {
+                        self.checkpoints.remove(&(at, key));
+                    }
+                }
+                HomeOutput::Committed { .. } | HomeOutput::Left { .. } => {}
+            }
+        }
+        self.flush_persist(now);
+    }
+
+    fn release(&mut self, now: Instant, guid: Guid, effect: ObjectEffect) {
+        match effect {
+            ObjectEffect::Reply { call, reply } => {
+                if let Some(to) = self.routes.remove(&call) {
+                    self.answer(now, to, call, reply);
+                }
+            }
+            ObjectEffect::Send(out) => self.send_outgoing(now, guid, out),
+            ObjectEffect::Bounced { call, error } => self.serve_locally(
+                now,
+                guid,
+                Delivery::Reply {
+                    call,
+                    reply: Err(error),
+                },
+            ),
+        }
+    }
+
+    /// Sends a call or creation object `guid` made.
+    fn send_outgoing(&mut self, now: Instant, guid: Guid, out: Outgoing) {
+        let timeout = self.config.call_timeout;
+        match out {
+            Outgoing::Call {
+                id,
+                to,
+                object_type,
+                request,
+            } => {
+                let target = to.guid;
+                let msg = ObjectMsg::Call {
+                    id,
+                    acked_below: 0,
+                    to,
+                    object_type,
+                    request,
+                };
+                self.start(now, id, msg, target, Origin::Object(guid), timeout);
+            }
+            Outgoing::Create {
+                uri,
+                object_type,
+                params,
+            } => {
+                // Identified by the new object's GUID: a replay's repeat
+                // finds it created.
+                let id = CallId {
+                    caller: uri.guid,
+                    seq: 0,
+                };
+                let target = uri.guid;
+                let msg = ObjectMsg::Create {
+                    id,
+                    uri,
+                    object_type,
+                    params,
+                    protocol: self
+                        .homes
+                        .get(&guid)
+                        .map_or(ObjectProtocol::None, |h| h.protocol()),
+                };
+                self.start(now, id, msg, target, Origin::Object(guid), timeout);
+            }
+        }
+    }
+
+    /// This peer became the primary of `guid`: the object is rebuilt from
+    /// its record, and the calls it awaits are sent again.
+    fn recover(&mut self, now: Instant, guid: Guid) {
+        let Some(h) = self.homes.get(&guid) else {
+            return;
+        };
+        let protocol = h.protocol();
+        match h.state().recover(&self.types) {
+            Ok((live, replayed)) => {
+                self.stats.recovered += 1;
+                let awaiting: Vec<Outgoing> = live.awaiting_calls().cloned().collect();
+                self.live.insert(guid, live);
+                self.schedule_checkpoint(now, guid, protocol);
+                for out in awaiting {
+                    self.send_outgoing(now, guid, out);
+                }
+                // Creations the replay made again: a repeat finds them made.
+                for effect in replayed {
+                    if let ObjectEffect::Send(out @ Outgoing::Create { .. }) = effect {
+                        self.send_outgoing(now, guid, out);
+                    }
+                }
+            }
+            Err(_) => {
+                // Unknown type here, or a damaged checkpoint: calls are
+                // answered "not here" until a member that can run it
+                // takes over, or they pass their deadline.
+                self.live.remove(&guid);
+            }
+        }
+    }
+
+    /// Asks for every durable record whose update moved to be written.
+    fn flush_persist(&mut self, now: Instant) {
+        let changed: Vec<Guid> = self
+            .homes
+            .iter()
+            .filter(|(g, h)| h.durable() && self.on_disk.get(g) != Some(&(h.term(), h.seq())))
+            .map(|(g, _)| *g)
+            .collect();
+        for guid in changed {
+            let Some(h) = self.homes.get(&guid) else {
+                continue;
+            };
+            let (term, seq) = (h.term(), h.seq());
+            let persist = ObjectOutput::Persist {
+                guid,
+                term,
+                seq,
+                size: u8::try_from(h.size()).unwrap_or(u8::MAX),
+                members: h.members().to_vec(),
+                config: h.config().to_vec(),
+                snapshot: h.state().snapshot(now),
+            };
+            self.on_disk.insert(guid, (term, seq));
+            self.outputs.push_back(persist);
+        }
+    }
+
+    /// The record of `guid` is on disk up to (`term`, `seq`).
+    pub fn durable(&mut self, now: Instant, guid: Guid, term: u64, seq: u64) {
+        self.homes.durable(now, guid, term, seq);
+        self.drain_homes(now);
+    }
+
+    /// Calls whose resend or deadline is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.homes.handle_timeout(now);
+        while let Some(&(at, id)) = self.resends.first() {
+            if at > now {
+                break;
+            }
+            self.resends.remove(&(at, id));
+            let Some(p) = self.pending.get(&id) else {
+                continue;
+            };
+            if p.deadline <= now {
+                if let Some(p) = self.pending.remove(&id) {
+                    self.stats.timed_out += 1;
+                    let error = if p.found || matches!(p.msg, ObjectMsg::Create { .. }) {
+                        CallError::DeadlinePassed {
+                            after_ms: p.timeout.as_millis() as u64,
+                        }
+                    } else {
+                        CallError::NoSuchObject(ObjectUri {
+                            network: self.network.clone(),
+                            guid: p.target,
+                        })
+                    };
+                    self.finish(now, id, p, Err(error));
+                }
+            } else if p.next_send <= now {
+                // An object's call goes on only while this peer is its
+                // primary; its next primary sends it again.
+                if let Origin::Object(guid) = p.origin {
+                    if !self.live.contains_key(&guid) {
+                        self.pending.remove(&id);
+                        continue;
+                    }
+                }
+                self.stats.resent += 1;
+                self.send_pending(now, id);
+            }
+        }
+        while let Some(&(at, guid)) = self.checkpoints.first() {
+            if at > now {
+                break;
+            }
+            self.checkpoints.remove(&(at, guid));
+            self.checkpoint_at.remove(&guid);
+            self.checkpoint(now, guid);
+        }
+        self.drain_homes(now);
+    }
+
+    /// When [`Objects::handle_timeout`] is next needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.homes.poll_timeout(),
+            self.resends.first().map(|(at, _)| *at),
+            self.checkpoints.first().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next thing to do.
+    pub fn poll(&mut self) -> Option<ObjectOutput<P>> {
+        self.outputs.pop_front()
+    }
+}
