@@ -36,6 +36,10 @@ use crate::job::{
 };
 use crate::membership::{self, Event, MemberState, Membership, PeerStats};
 use crate::modules::{self, FetchConfig, FetchOutput, ModuleFetcher, ModuleMsg, ModuleSignature};
+use crate::object::CallError;
+use crate::object::{
+    Guid, ObjectAnswer, ObjectMsg, ObjectOutput, ObjectRequest, ObjectSnapshot, Objects,
+};
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
 use crate::runner::{UnitEvent, UnitRequest, UnitStart};
 use crate::space::{
@@ -180,6 +184,16 @@ pub enum NodeInput<P> {
         /// The partition.
         partition: PartitionId,
         /// The home's term.
+        term: u64,
+        /// Its update.
+        seq: u64,
+    },
+    /// The object record written for [`NodeOutput::PersistObject`] is on
+    /// disk up to update `seq` of `term`.
+    ObjectDurable {
+        /// The object.
+        guid: Guid,
+        /// Its home's term.
         term: u64,
         /// Its update.
         seq: u64,
@@ -333,6 +347,31 @@ pub enum NodeOutput<P> {
     /// Something a remote peer sent was dropped, or something could not be
     /// sent (already counted in [`NodeCounters`]; log it rate-limited).
     Notice(Notice<P>),
+    /// The answer to [`Node::object_request`] with this token.
+    ObjectAnswer {
+        /// The request's token.
+        token: u64,
+        /// Its outcome.
+        result: Result<ObjectAnswer, CallError>,
+    },
+    /// Write the record of an object held here, then answer with
+    /// [`NodeInput::ObjectDurable`].
+    PersistObject {
+        /// The object.
+        guid: Guid,
+        /// Its home's term.
+        term: u64,
+        /// Its update.
+        seq: u64,
+        /// How many peers its home has.
+        size: u8,
+        /// The home's members, primary first.
+        members: Vec<P>,
+        /// The members as last committed.
+        config: Vec<P>,
+        /// The record.
+        snapshot: ObjectSnapshot,
+    },
     /// Write what changed in a space partition held here, then answer with
     /// [`NodeInput::SpaceDurable`].
     PersistSpace {
@@ -637,6 +676,8 @@ pub struct Node<P: PeerKey> {
     queries: BTreeMap<JobId, JobQuery<P>>,
     /// Members membership suspects now, kept change by change.
     suspects: BTreeSet<P>,
+    /// The distributed objects homed here, and the calls this peer makes.
+    objects: Objects<P>,
     /// Space requests the node made itself (destroying the namespaces of
     /// finished jobs), with their job.
     own_space_requests: BTreeMap<RequestId, JobId>,
@@ -683,6 +724,7 @@ impl UnitEvent {
 impl<P: PeerKey> Node<P> {
     /// A node of the given cores (built, and restored from disk, by the
     /// driver), at `now`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: NodeConfig,
         membership: Membership<P>,
@@ -690,10 +732,12 @@ impl<P: PeerKey> Node<P> {
         acquaintances: Acquaintances,
         jobs: Jobs<P>,
         space: Space<P>,
+        objects: Objects<P>,
         now: Instant,
     ) -> Self {
         Node {
             space,
+            objects,
             me: membership.local().peer.clone(),
             next_stats_at: now + config.stats_interval,
             modules: ModuleFetcher::new(config.module_fetch.clone()),
@@ -743,6 +787,41 @@ impl<P: PeerKey> Node<P> {
     /// What the node dropped, counted.
     pub fn counters(&self) -> &NodeCounters {
         &self.counters
+    }
+
+    /// The objects core (read only: requests go through
+    /// [`Node::object_request`]).
+    pub fn objects(&self) -> &Objects<P> {
+        &self.objects
+    }
+
+    /// Creates, calls or deletes an object; the answer comes as
+    /// [`NodeOutput::ObjectAnswer`] with `token`, within `timeout` (or the
+    /// configured call timeout).
+    pub fn object_request(
+        &mut self,
+        now: Instant,
+        token: u64,
+        request: ObjectRequest,
+        timeout: Option<Duration>,
+    ) {
+        self.now = now;
+        self.objects.request(now, token, request, timeout);
+    }
+
+    /// An object record read back from this peer's disk: it rejoins its
+    /// home as a backup. `false` if it cannot.
+    pub fn restore_object(
+        &mut self,
+        now: Instant,
+        snapshot: ObjectSnapshot,
+        size: u8,
+        members: Vec<P>,
+        config: Vec<P>,
+        update: (u64, u64),
+    ) -> bool {
+        self.objects
+            .restore(now, snapshot, size, members, config, update)
     }
 
     /// The object space core (read only: requests go through
@@ -827,7 +906,7 @@ impl<P: PeerKey> Node<P> {
     /// [`NodeInput::HandOver`], and every space partition shared with
     /// others goes on without this peer.
     pub fn has_handed_over(&self) -> bool {
-        self.jobs.has_left() && self.space.homes().released()
+        self.jobs.has_left() && self.space.homes().released() && self.objects.released()
     }
 
     /// When the node next needs [`Node::handle_timeout`].
@@ -848,6 +927,9 @@ impl<P: PeerKey> Node<P> {
         if let Some(t) = self.space.poll_timeout() {
             at = at.min(t);
         }
+        if let Some(t) = self.objects.poll_timeout() {
+            at = at.min(t);
+        }
         Some(at)
     }
 
@@ -861,6 +943,9 @@ impl<P: PeerKey> Node<P> {
         self.modules.handle_timeout(now);
         self.drain_modules(now);
         self.space.handle_timeout(now);
+        if self.objects.poll_timeout().is_some_and(|at| at <= now) {
+            self.objects.handle_timeout(now);
+        }
         if now >= self.next_stats_at {
             self.next_stats_at = now + self.config.stats_interval;
             self.refresh_space_members(now);
@@ -1000,6 +1085,7 @@ impl<P: PeerKey> Node<P> {
                 self.membership.handle(now, membership::Input::Drain);
                 self.jobs.handle(now, JobInput::Leave);
                 self.space.hand_over_all(now);
+                self.objects.hand_over_all(now);
             }
             NodeInput::SpaceDurable {
                 partition,
@@ -1013,6 +1099,9 @@ impl<P: PeerKey> Node<P> {
                     seq,
                 },
             ),
+            NodeInput::ObjectDurable { guid, term, seq } => {
+                self.objects.durable(now, guid, term, seq)
+            }
             NodeInput::ShardDurable { id } => {
                 self.space.handle(now, SpaceInput::ShardDurable { id })
             }
@@ -1171,6 +1260,10 @@ impl<P: PeerKey> Node<P> {
             progressed = true;
             self.on_space_output(now, out);
         }
+        while let Some(out) = self.objects.poll() {
+            progressed = true;
+            self.on_object_output(now, out);
+        }
         self.flush_space(now);
         progressed | self.deliver_job_messages(now)
     }
@@ -1276,6 +1369,14 @@ impl<P: PeerKey> Node<P> {
         }
         self.jobs.handle(now, JobInput::MembersChanged);
         self.space.refresh_members(now);
+        let me = self.me.clone();
+        let live: Vec<P> = self
+            .membership
+            .records()
+            .filter(|r| r.state == MemberState::Alive && r.peer != me && !r.draining)
+            .map(|r| r.peer.clone())
+            .collect();
+        self.objects.set_members(now, live);
     }
 
     /// Tells the space who offers it room: published with the peers'
@@ -1352,6 +1453,11 @@ impl<P: PeerKey> Node<P> {
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
                 ),
                 Some(PayloadKind::Space) => self.handle_space_payload(
+                    now,
+                    delivery.from,
+                    &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
+                ),
+                Some(PayloadKind::Object) => self.handle_object_payload(
                     now,
                     delivery.from,
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
@@ -1628,6 +1734,63 @@ impl<P: PeerKey> Node<P> {
                     error: error.to_string(),
                 });
             }
+        }
+    }
+
+    fn handle_object_payload(&mut self, now: Instant, from: P, bytes: &[u8]) {
+        match wire::decode::<ObjectMsg<P>>(bytes, self.pipes.config().max_message_bytes) {
+            Ok(msg) => self.objects.handle(now, from, msg),
+            Err(error) => {
+                self.counters.malformed_frames += 1;
+                self.notice(Notice::Malformed {
+                    from,
+                    what: "object message",
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+
+    fn on_object_output(&mut self, now: Instant, out: ObjectOutput<P>) {
+        match out {
+            ObjectOutput::Send { to, msg, bulk } => {
+                let body = match wire::encode(&msg, self.max_body_bytes()) {
+                    Ok(body) => body,
+                    Err(error) => {
+                        // The caller resends, then fails at its deadline.
+                        self.notice(Notice::FrameNotSent { to, error });
+                        return;
+                    }
+                };
+                let class = if bulk {
+                    TrafficClass::BULK
+                } else {
+                    TrafficClass::EVENTS
+                };
+                let payload = wire::encode_payload(PayloadKind::Object, &body);
+                // A send that fails is resent by the objects core.
+                let _ = self.send_payload(now, to, class, payload, SendKind::Other);
+            }
+            ObjectOutput::Answer { token, result } => self
+                .outputs
+                .push_back(NodeOutput::ObjectAnswer { token, result }),
+            ObjectOutput::Persist {
+                guid,
+                term,
+                seq,
+                size,
+                members,
+                config,
+                snapshot,
+            } => self.outputs.push_back(NodeOutput::PersistObject {
+                guid,
+                term,
+                seq,
+                size,
+                members,
+                config,
+                snapshot,
+            }),
         }
     }
 

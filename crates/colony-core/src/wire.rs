@@ -49,7 +49,7 @@ pub const FRAME_MAGIC: u8 = 0xC0;
 /// messages (the replicated states they carry included), or
 /// [`PayloadKind`]: peers of different versions refuse each other's frames
 /// instead of misparsing them.
-pub const PROTOCOL_VERSION: u8 = 11;
+pub const PROTOCOL_VERSION: u8 = 12;
 
 /// Length of the frame header (magic and version).
 pub const FRAME_HEADER_BYTES: usize = 2;
@@ -71,6 +71,9 @@ pub enum PayloadKind {
     /// Several object space messages to one peer, produced together
     /// ([`encode_batch`]): one pipe message instead of one each.
     SpaceBatch = 4,
+    /// A distributed-object message ([`crate::object::ObjectMsg`]):
+    /// creations, calls, replies and the objects' homes.
+    Object = 5,
 }
 
 impl PayloadKind {
@@ -82,6 +85,7 @@ impl PayloadKind {
             2 => Some(PayloadKind::Module),
             3 => Some(PayloadKind::Space),
             4 => Some(PayloadKind::SpaceBatch),
+            5 => Some(PayloadKind::Object),
             _ => None,
         }
     }

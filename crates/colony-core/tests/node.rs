@@ -15,6 +15,7 @@ use colony_core::job::{JobConfig, JobId, JobState, Jobs, SubmitOptions};
 use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
 use colony_core::modules::module_id;
 use colony_core::node::{NamespaceKept, Node, NodeConfig, NodeInput, NodeOutput, Notice};
+use colony_core::object::{ObjectTypes, Objects, ObjectsConfig};
 use colony_core::pipe::{PipeConfig, PipeFrame, Pipes, TrafficClass};
 use colony_core::space::{
     job_namespace, ObjectKey, RequestId, Space, SpaceConfig, SpaceError, SpaceOp, SpaceReply, Tags,
@@ -79,6 +80,14 @@ fn node_with_stats(me: u64, now: Instant, apps: AppRegistry, stats: PeerStats) -
     let acquaintances = Acquaintances::new(AcquaintanceConfig::default(), 0, now);
     let jobs = Jobs::new(me, JobConfig::default(), apps, now, me, key_of);
     let space = Space::new(me, SpaceConfig::default(), key_of, 1000 + me, me);
+    let objects = Objects::new(
+        me,
+        "test",
+        ObjectsConfig::default(),
+        ObjectTypes::new(),
+        key_of,
+        2000 + me,
+    );
     Node::new(
         NodeConfig::default(),
         membership,
@@ -86,6 +95,7 @@ fn node_with_stats(me: u64, now: Instant, apps: AppRegistry, stats: PeerStats) -
         acquaintances,
         jobs,
         space,
+        objects,
         now,
     )
 }

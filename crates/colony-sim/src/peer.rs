@@ -17,6 +17,7 @@ use colony_core::job::{
 };
 use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
+use colony_core::object::{Guid, ObjectSnapshot, ObjectTypes, Objects, ObjectsConfig};
 use colony_core::pipe::{Delivery, PipeConfig, Pipes, TrafficClass};
 use colony_core::runner::UnitEvent;
 use colony_core::space::{
@@ -57,6 +58,10 @@ pub struct PeerSettings {
     pub trace_replicas: bool,
     /// The object space core's settings (every peer offers it room).
     pub space: SpaceConfig,
+    /// Distributed objects: home size, call timeout, limits.
+    pub objects: ObjectsConfig,
+    /// Object types every peer hosts.
+    pub object_types: ObjectTypes,
 }
 
 impl std::fmt::Debug for AppsDebug<'_> {
@@ -86,8 +91,27 @@ impl Default for PeerSettings {
                 capacity_bytes: SPACE_CAPACITY_BYTES,
                 ..SpaceConfig::default()
             },
+            objects: ObjectsConfig::default(),
+            object_types: ObjectTypes::new(),
         }
     }
+}
+
+/// An object record as a simulated disk holds it.
+#[derive(Clone, Debug)]
+pub struct StoredObject {
+    /// Its home's term.
+    pub term: u64,
+    /// Its update.
+    pub seq: u64,
+    /// How many peers its home has.
+    pub size: u8,
+    /// The home's members.
+    pub members: Vec<u32>,
+    /// The members as last committed.
+    pub config: Vec<u32>,
+    /// The record.
+    pub snapshot: ObjectSnapshot,
 }
 
 /// Bytes of object values each simulated peer gives the space: far more
@@ -422,7 +446,24 @@ impl SimPeer {
             derive(&[seed, 4, u64::from(id), u64::from(life)]),
             derive(&[seed, 5, u64::from(id), u64::from(life)]),
         );
-        let node = Node::new(config, membership, pipes, acquaintances, jobs, space, now);
+        let objects = Objects::new(
+            id,
+            "sim",
+            settings.objects.clone(),
+            settings.object_types.clone(),
+            key_of,
+            derive(&[seed, 6, u64::from(id), u64::from(life)]),
+        );
+        let node = Node::new(
+            config,
+            membership,
+            pipes,
+            acquaintances,
+            jobs,
+            space,
+            objects,
+            now,
+        );
         let exec = Executor::new(speed, settings.drop_parts);
         SimPeer {
             id,
@@ -509,6 +550,37 @@ impl SimPeer {
                 });
             }
         }
+    }
+
+    /// The object records this peer's disk holds rejoin their homes as
+    /// backups (right after [`SimPeer::start`], before any input); one that
+    /// cannot be restored is reported as [`Action::Malformed`].
+    pub fn restore_objects(&mut self, now: Instant, disk: &BTreeMap<Guid, StoredObject>) {
+        for (guid, stored) in disk {
+            let restored = self.node.restore_object(
+                now,
+                stored.snapshot.clone(),
+                stored.size,
+                stored.members.clone(),
+                stored.config.clone(),
+                (stored.term, stored.seq),
+            );
+            if !restored {
+                self.actions.push(Action::Malformed {
+                    from: self.id,
+                    error: format!(
+                        "object {guid} on disk (term {}, update {}) could not be restored",
+                        stored.term, stored.seq
+                    ),
+                });
+            }
+        }
+    }
+
+    /// An object record written for [`NodeOutput::PersistObject`] is
+    /// durable up to update `seq` of `term`.
+    pub fn handle_object_durable(&mut self, now: Instant, guid: Guid, term: u64, seq: u64) {
+        self.input(now, NodeInput::ObjectDurable { guid, term, seq });
     }
 
     /// Asks the object space to apply `op` on behalf of an application of

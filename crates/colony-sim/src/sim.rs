@@ -16,13 +16,16 @@ use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey};
 use colony_core::membership::MemberState;
 use colony_core::node::NodeOutput;
+use colony_core::object::Guid;
 use colony_core::space::{partition_point, PartitionId, SpaceOp, Unpersisted};
 
 use crate::app::{RangeParams, RangeSum};
 use crate::check::{PipeChecker, Violation};
 use crate::exec::ExecSpeed;
 use crate::faults::{FaultAction, FaultKinds, NetParams, Schedule, ScheduleLimits};
-use crate::peer::{key_of, Action, PeerSettings, PeerStart, SimPeer, StoredPartition};
+use crate::peer::{
+    key_of, Action, PeerSettings, PeerStart, SimPeer, StoredObject, StoredPartition,
+};
 use crate::rng::{derive, SimRng};
 use crate::space::{SpaceStats, SpaceWorkload, CALL_TIMEOUT, FINAL_ATTEMPTS, FINAL_TIMEOUT};
 use crate::trace::{fnv1a, Trace};
@@ -578,6 +581,11 @@ struct Disk {
     /// Space writes and deletions waiting for the next group commit, in
     /// the order the node asked them; lost in a crash.
     space_pending: Vec<SpaceWrite>,
+    /// Object records held here.
+    objects: BTreeMap<Guid, StoredObject>,
+    /// Object record writes waiting for the next group commit; lost in a
+    /// crash.
+    objects_pending: Vec<(Guid, StoredObject)>,
     fsync_scheduled: bool,
 }
 
@@ -1410,6 +1418,7 @@ impl World {
             .collect();
         let mut peer = SimPeer::start(start, self.settings.clone(), disk, now);
         peer.restore_space(now, &slot.disk.space);
+        peer.restore_objects(now, &slot.disk.objects);
         if !slot.disk.space.is_empty() {
             let held: Vec<String> = slot
                 .disk
@@ -1567,6 +1576,31 @@ impl World {
                 self.slots[id as usize].disk.space_pending.push(write);
                 self.schedule_fsync(id);
             }
+            Action::Node(NodeOutput::PersistObject {
+                guid,
+                term,
+                seq,
+                size,
+                members,
+                config,
+                snapshot,
+            }) => {
+                let stored = StoredObject {
+                    term,
+                    seq,
+                    size,
+                    members,
+                    config,
+                    snapshot,
+                };
+                self.slots[id as usize]
+                    .disk
+                    .objects_pending
+                    .push((guid, stored));
+                self.schedule_fsync(id);
+            }
+            // No simulated workload asks for objects yet: no answer comes.
+            Action::Node(NodeOutput::ObjectAnswer { .. }) => {}
             Action::Node(NodeOutput::UnpersistSpace { partition }) => {
                 self.trace
                     .record(self.now, 16, &[u64::from(id), u64::from(partition)]);
@@ -2242,6 +2276,16 @@ impl World {
                         }
                     }
                 }
+                let mut objects_durable = Vec::new();
+                for (guid, stored) in std::mem::take(&mut disk.objects_pending) {
+                    objects_durable.push((guid, stored.term, stored.seq));
+                    disk.objects.insert(guid, stored);
+                }
+                for (guid, term, seq) in objects_durable {
+                    if let Some(p) = self.slots[peer as usize].peer.as_mut() {
+                        p.handle_object_durable(now, guid, term, seq);
+                    }
+                }
                 for error in failed {
                     self.violations.push(Violation::Malformed {
                         peer,
@@ -2315,6 +2359,7 @@ impl World {
                 slot.disk.pending.clear();
                 slot.disk.forget_after_sync.clear();
                 slot.disk.space_pending.clear();
+                slot.disk.objects_pending.clear();
                 slot.disk.fsync_scheduled = false;
                 slot.peer = None;
                 slot.paused = false;

@@ -8,6 +8,7 @@ use colony_core::acquaintance::AcquaintanceConfig;
 use colony_core::divisible::AppRegistry;
 use colony_core::job::{JobConfig, SubmitPolicy};
 use colony_core::membership::MembershipConfig;
+use colony_core::object::{ObjectTypes, ObjectsConfig};
 use colony_core::pipe::PipeConfig;
 use colony_core::space::SpaceConfig;
 use colony_net::NetConfig;
@@ -56,6 +57,10 @@ pub struct PeerConfig {
     pub listen_timeout: Duration,
     /// Applications this peer can run (and merge results of, as a home).
     pub apps: AppRegistry,
+    /// Object types this peer can host (distributed objects).
+    pub object_types: ObjectTypes,
+    /// Distributed objects: home size, call timeout, limits.
+    pub objects: ObjectsConfig,
     /// Divisible jobs: advert lifetimes, stealing, retention. `cores` is
     /// set from `cores_offered` at start.
     pub jobs: JobConfig,
@@ -142,6 +147,8 @@ impl PeerConfig {
             stats_interval: Duration::from_secs(1),
             listen_timeout: Duration::from_secs(5),
             apps: AppRegistry::new(),
+            object_types: ObjectTypes::new(),
+            objects: ObjectsConfig::default(),
             jobs: JobConfig::default(),
             space: SpaceConfig::default(),
             max_value_bytes: crate::DEFAULT_MAX_VALUE_BYTES,

@@ -226,6 +226,14 @@ impl Peer {
             rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
             rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
         );
+        let objects = colony_core::object::Objects::new(
+            peer_id,
+            &config.net.network,
+            config.objects.clone(),
+            config.object_types.clone(),
+            crate::driver::overlay_key,
+            rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
+        );
         let mut node = Node::new(
             node_config,
             membership,
@@ -233,6 +241,7 @@ impl Peer {
             acquaintances,
             jobs,
             space,
+            objects,
             now,
         );
         // The partitions held before a restart rejoin their homes.

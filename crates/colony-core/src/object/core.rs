@@ -349,6 +349,43 @@ impl<P: PeerKey> Objects<P> {
             .collect()
     }
 
+    /// An object record read back from this peer's disk after a restart:
+    /// it rejoins its home as a backup, and campaigns if no primary is
+    /// heard from. `false` if the record is unusable or already held.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        snapshot: ObjectSnapshot,
+        size: u8,
+        members: Vec<P>,
+        config: Vec<P>,
+        update: (u64, u64),
+    ) -> bool {
+        let guid = snapshot.uri.guid;
+        let Some(record) = ObjectRecord::restore(now, snapshot) else {
+            return false;
+        };
+        // What it holds is on disk: no need to write it again.
+        self.on_disk.insert(guid, update);
+        let restored = self
+            .homes
+            .restore_backup(now, guid, record, size, members, config, update);
+        self.drain_homes(now);
+        restored
+    }
+
+    /// Leaving gracefully: every object whose primary is here moves to the
+    /// next member of its home ([`Objects::released`] says when done).
+    pub fn hand_over_all(&mut self, now: Instant) {
+        self.homes.hand_over_all(now);
+        self.drain_homes(now);
+    }
+
+    /// Whether no object's home counts on this peer any more.
+    pub fn released(&self) -> bool {
+        self.homes.released()
+    }
+
     /// Membership changed: the live peers, this one apart.
     pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = P>) {
         self.homes.set_members(now, live);
