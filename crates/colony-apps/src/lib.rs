@@ -7,6 +7,8 @@
 //! - [`matmul`]: multiplies seeded random matrices by row blocks.
 //! - [`matmul_space`]: the same product through the object space: A and B
 //!   stored in the job's namespace, each unit binding the rows it needs.
+//! - [`tsp`]: the symmetric TSP on TSPLIB instances by an island genetic
+//!   algorithm with 2-opt and Or-opt (the sequential core of its islands).
 //!
 //! `flowshop` and `nqueens` are written once, against the WebAssembly guest
 //! SDK ([`colony_guest::Divisible`], the crates in `guests/`): the binary
@@ -17,6 +19,7 @@
 pub mod matmul;
 pub mod matmul_space;
 pub mod native_guest;
+pub mod tsp;
 
 /// The flow-shop branch-and-bound: the guest crate `colony-guest-flowshop`,
 /// run natively.
