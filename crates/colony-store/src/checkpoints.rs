@@ -3,7 +3,9 @@
 //! (G2:P2P scenarios 2 and 3, seed 004 §4.2–4.3), in a redb file of their
 //! own so checkpoint traffic never contends with the peer database. The
 //! partitions of the object space held here live in the same file and are
-//! written by the same thread ([`crate::space`]).
+//! written by the same thread ([`crate::space`]), and so are the records of
+//! objects ([`CheckpointStore::put_object`]): an object's record must be on
+//! disk at a majority of its home before its calls are answered.
 //!
 //! One fsync costs milliseconds, and checkpoints arrive from many units at
 //! once, so writes are **group-committed**: a dedicated writer thread owns
@@ -37,7 +39,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::open::{self, Kind};
-use crate::space::{SpaceCounts, SpaceTables, SpaceWrite, StoredPartition};
+use crate::space::{read_keyed, Keyed, SpaceCounts, SpaceTables, SpaceWrite, StoredPartition};
 use crate::{RepairReport, StoreError};
 
 /// A piece's key without its version: (job, unit, holder_index).
@@ -231,6 +233,13 @@ pub struct GroupCommitStats {
     /// Shards that failed their checksum, found when the store was opened
     /// (and dropped) or when read back.
     pub shards_corrupt: u64,
+    /// Object records written.
+    pub objects_written: u64,
+    /// Object records deleted.
+    pub objects_removed: u64,
+    /// Object records that failed their checksum, found when the store was
+    /// opened (and dropped) or when read back.
+    pub objects_corrupt: u64,
 }
 
 enum Request {
@@ -266,6 +275,15 @@ enum Request {
         ids: Vec<Vec<u8>>,
         done: Done,
     },
+    ObjectPut {
+        id: [u8; 16],
+        bytes: Vec<u8>,
+        done: Done,
+    },
+    ObjectRemove {
+        id: [u8; 16],
+        done: Done,
+    },
 }
 
 impl Request {
@@ -277,9 +295,11 @@ impl Request {
             }
             Request::ShardPut { id, bytes, .. } => id.len() + bytes.len() + REQUEST_OVERHEAD_BYTES,
             Request::ShardRemove { ids, .. } => REQUEST_OVERHEAD_BYTES * (1 + ids.len()),
-            Request::RemoveJob { .. } | Request::Remove { .. } | Request::SpaceRemove { .. } => {
-                REQUEST_OVERHEAD_BYTES
-            }
+            Request::ObjectPut { id, bytes, .. } => id.len() + bytes.len() + REQUEST_OVERHEAD_BYTES,
+            Request::RemoveJob { .. }
+            | Request::Remove { .. }
+            | Request::SpaceRemove { .. }
+            | Request::ObjectRemove { .. } => REQUEST_OVERHEAD_BYTES,
         }
     }
 
@@ -291,7 +311,9 @@ impl Request {
             | Request::SpacePut { done, .. }
             | Request::SpaceRemove { done, .. }
             | Request::ShardPut { done, .. }
-            | Request::ShardRemove { done, .. } => done,
+            | Request::ShardRemove { done, .. }
+            | Request::ObjectPut { done, .. }
+            | Request::ObjectRemove { done, .. } => done,
         }
     }
 
@@ -371,9 +393,10 @@ impl CheckpointStore {
             ));
         }
         let db = open::open_checked(path, Kind::Checkpoints, false)?.db;
-        let (corrupt, corrupt_space, corrupt_shards) = open::guarded(|| drop_corrupt(&db))
-            .map_err(|panic| open::damaged(path, Kind::Checkpoints, panic))?
-            .map_err(|e| db_error(path, e))?;
+        let (corrupt, corrupt_space, corrupt_shards, corrupt_objects) =
+            open::guarded(|| drop_corrupt(&db))
+                .map_err(|panic| open::damaged(path, Kind::Checkpoints, panic))?
+                .map_err(|e| db_error(path, e))?;
 
         let db = Arc::new(db);
         let capacity = config.queue_capacity.max(1);
@@ -382,6 +405,7 @@ impl CheckpointStore {
             pieces_corrupt: corrupt.len() as u64,
             space_partitions_corrupt: corrupt_space.len() as u64,
             shards_corrupt: corrupt_shards,
+            objects_corrupt: corrupt_objects,
             ..GroupCommitStats::default()
         }));
         let mut corrupt = corrupt;
@@ -561,7 +585,7 @@ impl CheckpointStore {
     /// are left out and counted.
     pub fn shards(&self) -> Result<Vec<crate::space::StoredShard>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let (shards, bad) = crate::space::read_shards(&txn).map_err(|e| self.err(e))?;
+        let (shards, bad) = read_keyed(&txn, Keyed::Shards).map_err(|e| self.err(e))?;
         if bad > 0 {
             self.stats
                 .lock()
@@ -569,6 +593,45 @@ impl CheckpointStore {
                 .shards_corrupt += bad;
         }
         Ok(shards)
+    }
+
+    /// Queues the write of the record of the object `id` (its GUID; the
+    /// bytes are opaque to the store, a record already stored under it is
+    /// replaced), applied in order with the other writes; `done` and errors
+    /// as for [`CheckpointStore::put`].
+    pub fn put_object(&self, id: [u8; 16], bytes: Vec<u8>, done: Done) -> Result<(), StoreError> {
+        self.enqueue(Request::ObjectPut { id, bytes, done })
+            .map_err(|refused| refused.0)
+    }
+
+    /// Queues the deletion of the record of the object `id`; `done` and
+    /// errors as for [`CheckpointStore::put`].
+    pub fn remove_object(&self, id: [u8; 16], done: Done) -> Result<(), StoreError> {
+        self.enqueue(Request::ObjectRemove { id, done })
+            .map_err(|refused| refused.0)
+    }
+
+    /// Every stored object record that passes its checksum, as (GUID,
+    /// bytes), as of the last committed batch (used after a restart); those
+    /// that fail it are left out and counted.
+    pub fn objects(&self) -> Result<Vec<crate::space::StoredObject>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let (rows, mut bad) = read_keyed(&txn, Keyed::Objects).map_err(|e| self.err(e))?;
+        let mut objects = Vec::with_capacity(rows.len());
+        for (id, bytes) in rows {
+            // Intact rows have 16-byte ids; counted, never a panic.
+            match <[u8; 16]>::try_from(id.as_slice()) {
+                Ok(id) => objects.push((id, bytes)),
+                Err(_) => bad += 1,
+            }
+        }
+        if bad > 0 {
+            self.stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .objects_corrupt += bad;
+        }
+        Ok(objects)
     }
 
     /// Every space partition stored whole and intact, by partition, as of
@@ -758,15 +821,17 @@ fn piece_key((job, unit, holder_index): KeyTuple) -> PieceKey {
 /// Moves pieces of the tables without checksums or without versioned
 /// keys into [`PIECES`], creates it and the space tables if missing (so
 /// readers never meet a missing table), deletes the pieces that fail their
-/// checksum and the space partitions with any row that does, returning the
-/// pieces' keys and the partitions.
+/// checksum, the space partitions with any row that does and the shards
+/// and object records that do, returning the pieces' keys, the partitions
+/// and how many shards and records.
 #[allow(clippy::type_complexity)]
-fn drop_corrupt(db: &Database) -> Result<(Vec<PieceKey>, Vec<u16>, u64), redb::Error> {
+fn drop_corrupt(db: &Database) -> Result<(Vec<PieceKey>, Vec<u16>, u64, u64), redb::Error> {
     let txn = db.begin_write()?;
     let mut corrupt = Vec::new();
     let mut space = SpaceTables::open(&txn)?;
     let corrupt_space = space.drop_corrupt()?;
-    let corrupt_shards = space.drop_corrupt_shards()?;
+    let corrupt_shards = space.drop_corrupt_keyed(Keyed::Shards)?;
+    let corrupt_objects = space.drop_corrupt_keyed(Keyed::Objects)?;
     drop(space);
     {
         let mut table = txn.open_table(PIECES)?;
@@ -813,7 +878,7 @@ fn drop_corrupt(db: &Database) -> Result<(Vec<PieceKey>, Vec<u16>, u64), redb::E
         })?;
     }
     txn.commit()?;
-    Ok((corrupt, corrupt_space, corrupt_shards))
+    Ok((corrupt, corrupt_space, corrupt_shards, corrupt_objects))
 }
 
 fn db_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -938,8 +1003,10 @@ impl Writer {
                         stats.space_rows_written += counts.space.rows_written;
                         stats.space_rows_deleted += counts.space.rows_deleted;
                         stats.space_partitions_removed += counts.space.partitions_removed;
-                        stats.shards_written += counts.space.shards_written;
-                        stats.shards_removed += counts.space.shards_removed;
+                        stats.shards_written += counts.space.shards.written;
+                        stats.shards_removed += counts.space.shards.removed;
+                        stats.objects_written += counts.space.objects.written;
+                        stats.objects_removed += counts.space.objects.removed;
                         stats.largest_batch = stats.largest_batch.max(batch.len() as u64);
                     }
                     Err(_) => stats.failed_batches += 1,
@@ -1045,12 +1112,26 @@ impl Writer {
                     }
                     Request::ShardPut { id, bytes, .. } => {
                         space
-                            .put_shard(id, bytes, &mut counts.space)
+                            .put_keyed(Keyed::Shards, id, bytes, &mut counts.space)
                             .map_err(|e| e.to_string())?;
                     }
                     Request::ShardRemove { ids, .. } => {
                         space
-                            .remove_shards(ids, &mut counts.space)
+                            .remove_keyed(
+                                Keyed::Shards,
+                                ids.iter().map(Vec::as_slice),
+                                &mut counts.space,
+                            )
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Request::ObjectPut { id, bytes, .. } => {
+                        space
+                            .put_keyed(Keyed::Objects, id, bytes, &mut counts.space)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Request::ObjectRemove { id, .. } => {
+                        space
+                            .remove_keyed(Keyed::Objects, [id.as_slice()], &mut counts.space)
                             .map_err(|e| e.to_string())?;
                     }
                 }

@@ -26,7 +26,7 @@ pub use checkpoints::{
     StoredPiece,
 };
 pub use open::{RepairOutcome, RepairReport};
-pub use space::{SpaceWrite, StoredPartition, StoredShard};
+pub use space::{SpaceWrite, StoredObject, StoredPartition, StoredShard};
 
 use std::path::{Path, PathBuf};
 

@@ -35,17 +35,70 @@ pub(crate) const SPACE_ROWS: TableDefinition<RowKey, Checked> =
 pub(crate) const SPACE_SHARDS: TableDefinition<&[u8], Checked> =
     TableDefinition::new("space_shards_v1");
 
+/// Object records (opaque bytes to the store), by the object's 16-byte
+/// GUID: each row stands alone, like a shard.
+pub(crate) const OBJECT_RECORDS: TableDefinition<&[u8], Checked> =
+    TableDefinition::new("object_records_v1");
+
 /// A shard row read back: (id, bytes).
 pub type StoredShard = (Vec<u8>, Vec<u8>);
 
+/// An object record read back: (object GUID, bytes).
+pub type StoredObject = ([u8; 16], Vec<u8>);
+
+/// A table of rows that each stand alone under an opaque key, with a
+/// checksum of key and bytes: a row failing it is dropped by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keyed {
+    /// [`SPACE_SHARDS`].
+    Shards,
+    /// [`OBJECT_RECORDS`].
+    Objects,
+}
+
+impl Keyed {
+    /// The table's definition.
+    pub(crate) fn table(self) -> TableDefinition<'static, &'static [u8], Checked<'static>> {
+        match self {
+            Keyed::Shards => SPACE_SHARDS,
+            Keyed::Objects => OBJECT_RECORDS,
+        }
+    }
+
+    /// What the checksum starts with, so that a row of one table never
+    /// passes as a row of another.
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Keyed::Shards => b"space shard",
+            Keyed::Objects => b"object record",
+        }
+    }
+
+    /// The checksum of a row: its id and bytes.
+    pub(crate) fn checksum(self, id: &[u8], bytes: &[u8]) -> u32 {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(self.domain());
+        hasher.update(&(id.len() as u64).to_le_bytes());
+        hasher.update(id);
+        hasher.update(bytes);
+        hasher.finalize()
+    }
+
+    /// Whether a stored row is intact: its id has the table's shape and
+    /// the checksum matches.
+    fn intact(self, id: &[u8], sum: u32, bytes: &[u8]) -> bool {
+        let shaped = match self {
+            Keyed::Shards => true,
+            Keyed::Objects => id.len() == 16,
+        };
+        shaped && self.checksum(id, bytes) == sum
+    }
+}
+
 /// The checksum of a shard row: its id and bytes.
+#[cfg(test)]
 pub(crate) fn shard_checksum(id: &[u8], bytes: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(b"space shard");
-    hasher.update(&(id.len() as u64).to_le_bytes());
-    hasher.update(id);
-    hasher.update(bytes);
-    hasher.finalize()
+    Keyed::Shards.checksum(id, bytes)
 }
 
 /// What to write for one partition of the object space, in one request.
@@ -125,8 +178,24 @@ pub(crate) struct SpaceCounts {
     pub(crate) rows_written: u64,
     pub(crate) rows_deleted: u64,
     pub(crate) partitions_removed: u64,
-    pub(crate) shards_written: u64,
-    pub(crate) shards_removed: u64,
+    pub(crate) shards: KeyedCounts,
+    pub(crate) objects: KeyedCounts,
+}
+
+/// What one applied request did to a [`Keyed`] table.
+#[derive(Default)]
+pub(crate) struct KeyedCounts {
+    pub(crate) written: u64,
+    pub(crate) removed: u64,
+}
+
+impl SpaceCounts {
+    fn keyed(&mut self, keyed: Keyed) -> &mut KeyedCounts {
+        match keyed {
+            Keyed::Shards => &mut self.shards,
+            Keyed::Objects => &mut self.objects,
+        }
+    }
 }
 
 /// The space tables of a write transaction.
@@ -134,6 +203,7 @@ pub(crate) struct SpaceTables<'txn> {
     meta: Table<'txn, u16, Checked<'static>>,
     rows: Table<'txn, RowKey<'static>, Checked<'static>>,
     shards: Table<'txn, &'static [u8], Checked<'static>>,
+    objects: Table<'txn, &'static [u8], Checked<'static>>,
 }
 
 impl<'txn> SpaceTables<'txn> {
@@ -142,42 +212,52 @@ impl<'txn> SpaceTables<'txn> {
         Ok(SpaceTables {
             meta: txn.open_table(SPACE_META)?,
             rows: txn.open_table(SPACE_ROWS)?,
-            shards: txn.open_table(SPACE_SHARDS)?,
+            shards: txn.open_table(Keyed::Shards.table())?,
+            objects: txn.open_table(Keyed::Objects.table())?,
         })
     }
 
-    /// Writes one shard row.
-    pub(crate) fn put_shard(
+    fn keyed(&mut self, keyed: Keyed) -> &mut Table<'txn, &'static [u8], Checked<'static>> {
+        match keyed {
+            Keyed::Shards => &mut self.shards,
+            Keyed::Objects => &mut self.objects,
+        }
+    }
+
+    /// Writes one row of `keyed`, replacing any under `id`.
+    pub(crate) fn put_keyed(
         &mut self,
+        keyed: Keyed,
         id: &[u8],
         bytes: &[u8],
         counts: &mut SpaceCounts,
     ) -> Result<(), redb::StorageError> {
-        let sum = shard_checksum(id, bytes);
-        self.shards.insert(id, (sum, bytes))?;
-        counts.shards_written += 1;
+        let sum = keyed.checksum(id, bytes);
+        self.keyed(keyed).insert(id, (sum, bytes))?;
+        counts.keyed(keyed).written += 1;
         Ok(())
     }
 
-    /// Deletes shard rows.
-    pub(crate) fn remove_shards(
+    /// Deletes rows of `keyed`.
+    pub(crate) fn remove_keyed<'a>(
         &mut self,
-        ids: &[Vec<u8>],
+        keyed: Keyed,
+        ids: impl IntoIterator<Item = &'a [u8]>,
         counts: &mut SpaceCounts,
     ) -> Result<(), redb::StorageError> {
         for id in ids {
-            if self.shards.remove(id.as_slice())?.is_some() {
-                counts.shards_removed += 1;
+            if self.keyed(keyed).remove(id)?.is_some() {
+                counts.keyed(keyed).removed += 1;
             }
         }
         Ok(())
     }
 
-    /// Deletes every shard row that fails its checksum; returns how many.
-    pub(crate) fn drop_corrupt_shards(&mut self) -> Result<u64, redb::StorageError> {
+    /// Deletes every row of `keyed` that is not intact; returns how many.
+    pub(crate) fn drop_corrupt_keyed(&mut self, keyed: Keyed) -> Result<u64, redb::StorageError> {
         let mut dropped = 0;
-        self.shards.retain(|id, (sum, bytes)| {
-            let ok = shard_checksum(id, bytes) == sum;
+        self.keyed(keyed).retain(|id, (sum, bytes)| {
+            let ok = keyed.intact(id, sum, bytes);
             if !ok {
                 dropped += 1;
             }
@@ -275,19 +355,22 @@ fn damaged_partitions(
     Ok(bad.into_iter().collect())
 }
 
-/// Every partition that is whole and intact, by partition, and the
-/// partitions skipped because they are not.
-/// Every shard row that passes its checksum, and how many did not.
-pub(crate) fn read_shards(
+/// A row of a [`Keyed`] table read back: (id, bytes).
+pub(crate) type KeyedRow = (Vec<u8>, Vec<u8>);
+
+/// Every row of `keyed` that is intact, as (id, bytes), and how many were
+/// not.
+pub(crate) fn read_keyed(
     txn: &redb::ReadTransaction,
-) -> Result<(Vec<StoredShard>, u64), redb::Error> {
-    let table = txn.open_table(SPACE_SHARDS)?;
+    keyed: Keyed,
+) -> Result<(Vec<KeyedRow>, u64), redb::Error> {
+    let table = txn.open_table(keyed.table())?;
     let mut out = Vec::new();
     let mut bad = 0;
     for entry in table.iter()? {
         let (id, value) = entry?;
         let (sum, bytes) = value.value();
-        if shard_checksum(id.value(), bytes) == sum {
+        if keyed.intact(id.value(), sum, bytes) {
             out.push((id.value().to_vec(), bytes.to_vec()));
         } else {
             bad += 1;
@@ -296,6 +379,8 @@ pub(crate) fn read_shards(
     Ok((out, bad))
 }
 
+/// Every partition that is whole and intact, by partition, and the
+/// partitions skipped because they are not.
 pub(crate) fn read_all(
     txn: &redb::ReadTransaction,
 ) -> Result<(Vec<StoredPartition>, Vec<u16>), redb::Error> {
@@ -596,6 +681,61 @@ mod tests {
             store.shards().unwrap(),
             vec![(b"s1".to_vec(), b"one".to_vec())]
         );
+    }
+
+    #[test]
+    fn object_records_survive_reopen_are_replaced_removed_and_a_damaged_one_is_dropped_alone() {
+        let dir = TempDir::new("objects");
+        let (a, b, c) = ([1u8; 16], [2u8; 16], [3u8; 16]);
+        {
+            let store = CheckpointStore::open(&dir.file()).unwrap();
+            for (id, bytes) in [(a, b"one"), (b, b"two"), (c, b"tri")] {
+                completed(|done| store.put_object(id, bytes.to_vec(), done)).unwrap();
+            }
+            completed(|done| store.put_object(a, b"ONE!".to_vec(), done)).unwrap();
+            completed(|done| store.remove_object(c, done)).unwrap();
+            completed(|done| store.remove_object([9; 16], done)).unwrap();
+            assert_eq!(store.stats().objects_written, 4);
+            assert_eq!(store.stats().objects_removed, 1);
+            assert_eq!(store.stats().shards_written, 0);
+            assert_eq!(
+                store.objects().unwrap(),
+                vec![(a, b"ONE!".to_vec()), (b, b"two".to_vec())]
+            );
+        }
+        {
+            // Reopened: everything committed is there.
+            let store = CheckpointStore::open(&dir.file()).unwrap();
+            assert_eq!(store.stats().objects_corrupt, 0);
+            assert_eq!(
+                store.objects().unwrap(),
+                vec![(a, b"ONE!".to_vec()), (b, b"two".to_vec())]
+            );
+            // A shard under the same bytes is another table.
+            assert!(store.shards().unwrap().is_empty());
+        }
+        {
+            let db = redb::Database::create(dir.file()).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut objects = txn.open_table(OBJECT_RECORDS).unwrap();
+                let sum = Keyed::Objects.checksum(&b, b"two");
+                objects
+                    .insert(b.as_slice(), (sum, b"TWO".as_slice()))
+                    .unwrap();
+                // A shard's checksum does not pass for an object record.
+                let sum = shard_checksum(&c, b"tri");
+                objects
+                    .insert(c.as_slice(), (sum, b"tri".as_slice()))
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = CheckpointStore::open(&dir.file()).unwrap();
+        assert_eq!(store.stats().objects_corrupt, 2);
+        assert_eq!(store.stats().shards_corrupt, 0);
+        assert_eq!(store.objects().unwrap(), vec![(a, b"ONE!".to_vec())]);
+        assert_eq!(store.stats().objects_corrupt, 2);
     }
 
     #[test]
