@@ -1370,11 +1370,11 @@ impl<P: PeerKey> Node<P> {
         self.jobs.handle(now, JobInput::MembersChanged);
         self.space.refresh_members(now);
         let me = self.me.clone();
-        let live: Vec<P> = self
+        let live: Vec<(P, bool)> = self
             .membership
             .records()
-            .filter(|r| r.state == MemberState::Alive && r.peer != me && !r.draining)
-            .map(|r| r.peer.clone())
+            .filter(|r| r.state == MemberState::Alive && r.peer != me)
+            .map(|r| (r.peer.clone(), r.draining))
             .collect();
         self.objects.set_members(now, live);
     }

@@ -83,6 +83,18 @@ pub(crate) enum Command {
         to: Option<libp2p::PeerId>,
         reply: oneshot::Sender<SpaceAnswer>,
     },
+    /// The objects whose primary is this peer.
+    Objects {
+        reply: oneshot::Sender<Vec<colony_core::object::ObjectInfo>>,
+    },
+    /// Create, call or delete an object.
+    Object {
+        request: colony_core::object::ObjectRequest,
+        timeout: Option<Duration>,
+        reply: oneshot::Sender<
+            Result<colony_core::object::ObjectAnswer, colony_core::object::CallError>,
+        >,
+    },
     /// The peers that may hold the shards of write `write`, best first, at
     /// most `max`.
     ShardHolders {

@@ -247,6 +247,7 @@ impl Peer {
         // The partitions held before a restart rejoin their homes.
         crate::driver::restore_space(&mut node, &checkpoints, Instant::now());
         crate::driver::restore_shards(&mut node, &checkpoints);
+        crate::driver::restore_objects(&mut node, &checkpoints);
         if let Some(reason) = volunteer
             .as_ref()
             .and_then(crate::driver::Volunteer::paused)

@@ -42,6 +42,7 @@ enum Wake {
     Persisted(Option<jobs::Persisted>),
     SpaceWritten(Option<space::Written>),
     ShardWritten(Option<shards::ShardWritten>),
+    ObjectWritten(Option<objects::ObjectWritten>),
     Module(Option<NodeInput<PeerId>>),
     Load(Option<crate::volunteer::LoadSample>),
     InboxReady,
@@ -68,12 +69,14 @@ const UNIT_SPACE_REQUESTS: usize = 4096;
 
 mod jobs;
 mod modules;
+mod objects;
 mod shards;
 mod space;
 mod volunteer;
 
 pub(crate) use jobs::{overlay_key, restore_checkpoints};
 pub(crate) use modules::store_module;
+pub(crate) use objects::restore_objects;
 pub(crate) use shards::restore_shards;
 pub(crate) use space::restore_space;
 pub(crate) use volunteer::Volunteer;
@@ -162,6 +165,7 @@ impl DriverBuilder {
             persists_in_flight: 0,
             space: space::SpaceIo::new(),
             shards: shards::ShardIo::new(),
+            objects: objects::ObjectIo::new(),
             warnings: LogLimiter::new(self.config.net.warn_interval, DEFAULT_WARN_KEYS),
             store: self.store?,
             commands: self.commands?,
@@ -215,6 +219,8 @@ pub(crate) struct Driver {
     /// requests and locks.
     space: space::SpaceIo,
     shards: shards::ShardIo,
+    /// Object requests in flight and object records being written.
+    objects: objects::ObjectIo,
     /// The peer's WebAssembly guests, if it runs any.
     guests: Option<Arc<colony_wasm::GuestApps>>,
     /// Answers of module reads and stores, for the node.
@@ -278,6 +284,7 @@ impl Driver {
                 done = self.persisted_rx.recv() => Wake::Persisted(done),
                 done = self.space.written_rx.recv() => Wake::SpaceWritten(done),
                 done = self.shards.done_rx.recv() => Wake::ShardWritten(done),
+                done = self.objects.done_rx.recv() => Wake::ObjectWritten(done),
                 done = self.module_rx.recv() => Wake::Module(done),
                 sample = Volunteer::next_sample(&mut self.volunteer) => Wake::Load(sample),
                 // The permit is released at once; the slot it proved free is
@@ -347,6 +354,8 @@ impl Driver {
                 Wake::SpaceWritten(None) => {}
                 Wake::ShardWritten(Some(done)) => self.on_shard_written(done),
                 Wake::ShardWritten(None) => {}
+                Wake::ObjectWritten(Some(done)) => self.on_object_written(done),
+                Wake::ObjectWritten(None) => {}
                 Wake::Module(Some(answer)) => self.on_module_done(answer),
                 Wake::Module(None) => {}
                 Wake::Load(sample) => self.on_load_sample(sample),
@@ -482,6 +491,14 @@ impl Driver {
                 to,
                 reply,
             } => self.space_request(now, op, timeout, keep, to, reply),
+            Command::Objects { reply } => {
+                let _ = reply.send(self.node.objects().objects());
+            }
+            Command::Object {
+                request,
+                timeout,
+                reply,
+            } => self.object_request(now, request, timeout, reply),
             Command::ShardHolders { write, max, reply } => {
                 let _ = reply.send(self.node.space().shard_holders(write, max));
             }
@@ -682,6 +699,9 @@ impl Driver {
             | NodeOutput::UnpersistSpace { .. }
             | NodeOutput::SpaceAnswer { .. }
             | NodeOutput::SpaceLockLost(_)) => self.on_space_output(now, out),
+            out @ (NodeOutput::ObjectAnswer { .. } | NodeOutput::PersistObject { .. }) => {
+                self.on_object_output(out)
+            }
             out @ (NodeOutput::ServeModule { .. } | NodeOutput::ModuleReceived { .. }) => {
                 self.on_module_output(out)
             }

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 /// Why a peer could not start or an operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ColonyError {
+    /// An object could not be created, called or deleted: why, as the
+    /// objects core answered.
+    #[error(transparent)]
+    Object(#[from] colony_core::object::CallError),
     /// The peer's durable store failed (or is in use by another peer).
     #[error(transparent)]
     Store(#[from] colony_store::StoreError),

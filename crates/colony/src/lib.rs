@@ -42,6 +42,7 @@ mod error;
 mod host;
 mod info;
 mod local;
+mod objects;
 mod peer;
 mod space;
 mod trust;
@@ -55,6 +56,10 @@ pub use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 pub use colony_core::job::{JobConfig, JobId, JobState, JobView, SubmitOptions, SubmitPolicy};
 pub use colony_core::membership::{
     ComputeWhen, MemberState, MembershipConfig, PauseReason, PeerStats,
+};
+pub use colony_core::object::{
+    ActiveObject, CallError, Guid, ObjectContext, ObjectInfo, ObjectProtocol, ObjectTypes,
+    ObjectUri, ObjectsConfig, Ref,
 };
 pub use colony_core::pipe::{PipeConfig, PipeError, Receipt, TrafficClass};
 pub use colony_core::space::{

@@ -386,9 +386,19 @@ impl<P: PeerKey> Objects<P> {
         self.homes.released()
     }
 
-    /// Membership changed: the live peers, this one apart.
-    pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = P>) {
-        self.homes.set_members(now, live);
+    /// Membership changed: the live peers, this one apart, each with
+    /// whether it is leaving gracefully (draining: no object's home any
+    /// more, dropped from the homes it is in while it can still confirm
+    /// the lists without it).
+    pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = (P, bool)>) {
+        let mut candidates = Vec::new();
+        for (peer, draining) in live {
+            self.homes.set_draining(peer.clone(), draining);
+            if !draining {
+                candidates.push(peer);
+            }
+        }
+        self.homes.set_members(now, candidates);
         self.drain_homes(now);
     }
 

@@ -29,7 +29,7 @@ pub use self::core::{
 pub use activation::{Activation, Delivery, ObjectCheckpoint, Served};
 pub use id::{CallId, Guid, ObjectUri, Ref, UriError};
 pub use model::{
-    decode_reply, ActiveObject, CallError, Instance, ObjectContext, ObjectKind, ObjectTypes,
-    Outgoing,
+    decode_reply, encode, ActiveObject, CallError, Instance, ObjectContext, ObjectKind,
+    ObjectTypes, Outgoing,
 };
 pub use record::{ObjectChange, ObjectEffect, ObjectProtocol, ObjectRecord, ObjectSnapshot};

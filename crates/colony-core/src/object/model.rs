@@ -213,7 +213,8 @@ pub fn decode_reply<T: ActiveObject>(bytes: &[u8]) -> Result<T::Reply, CallError
     decode(bytes, "reply")
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// Encodes parameters, a request or a reply as objects exchange them.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising plain data into a Vec cannot fail for these types.
     postcard::to_stdvec(value).unwrap_or_default()
 }

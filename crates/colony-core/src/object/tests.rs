@@ -623,7 +623,10 @@ mod cores {
             let now = self.now;
             for p in &up {
                 if let Some(core) = self.peers[*p as usize].as_mut() {
-                    core.set_members(now, up.iter().copied().filter(|q| q != p));
+                    core.set_members(
+                        now,
+                        up.iter().copied().filter(|q| q != p).map(|q| (q, false)),
+                    );
                 }
             }
             for p in up {

@@ -1,0 +1,251 @@
+//! The driver's side of distributed objects: requests from [`crate::Peer`]
+//! handles answered when the node's objects core answers them, and the
+//! records of the objects this peer holds written to disk (group-committed
+//! with everything else the store writes) before the node counts them as
+//! held, then read back after a restart.
+//!
+//! At most [`OBJECT_WRITES_IN_FLIGHT`] writes wait for the disk at once.
+//! Past that, an object's newer record replaces its older one still waiting
+//! (the disk only ever needs the newest), so the backlog holds at most one
+//! record per object held here.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use colony_core::node::{Node, NodeInput, NodeOutput};
+use colony_core::object::{CallError, Guid, ObjectAnswer, ObjectRequest, ObjectSnapshot};
+use colony_core::wire;
+use colony_store::{CheckpointStore, StoreError};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::Driver;
+
+/// Object record writes waiting for the disk at most; their completions fit
+/// the bounded channel that brings them back.
+pub(crate) const OBJECT_WRITES_IN_FLIGHT: usize = 64;
+
+/// An object's record as written to disk.
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    term: u64,
+    seq: u64,
+    size: u8,
+    members: Vec<PeerId>,
+    config: Vec<PeerId>,
+    snapshot: ObjectSnapshot,
+}
+
+/// A record write finished.
+pub(crate) struct ObjectWritten {
+    guid: Guid,
+    term: u64,
+    seq: u64,
+    result: Result<(), StoreError>,
+}
+
+/// The driver's state for objects.
+pub(crate) struct ObjectIo {
+    done_tx: mpsc::Sender<ObjectWritten>,
+    pub(crate) done_rx: mpsc::Receiver<ObjectWritten>,
+    in_flight: usize,
+    /// Objects whose newest record waits, in the order they first did.
+    backlog: VecDeque<Guid>,
+    waiting: HashMap<Guid, StoredRecord>,
+    /// Requests of handles waiting for the node's answer, by token.
+    answers: HashMap<u64, oneshot::Sender<Result<ObjectAnswer, CallError>>>,
+    next_token: u64,
+    /// Record writes that failed.
+    pub(crate) errors: u64,
+}
+
+impl ObjectIo {
+    pub(crate) fn new() -> ObjectIo {
+        let (done_tx, done_rx) = mpsc::channel(OBJECT_WRITES_IN_FLIGHT);
+        ObjectIo {
+            done_tx,
+            done_rx,
+            in_flight: 0,
+            backlog: VecDeque::new(),
+            waiting: HashMap::new(),
+            answers: HashMap::new(),
+            next_token: 0,
+            errors: 0,
+        }
+    }
+}
+
+impl Driver {
+    /// A handle's object request: answered on `reply` when the node's
+    /// objects core answers (every request is answered, at the latest at
+    /// its deadline).
+    pub(super) fn object_request(
+        &mut self,
+        now: Instant,
+        request: ObjectRequest,
+        timeout: Option<Duration>,
+        reply: oneshot::Sender<Result<ObjectAnswer, CallError>>,
+    ) {
+        self.objects.next_token += 1;
+        let token = self.objects.next_token;
+        self.objects.answers.insert(token, reply);
+        self.node.object_request(now, token, request, timeout);
+    }
+
+    /// Executes an object output of the node.
+    pub(super) fn on_object_output(&mut self, out: NodeOutput<PeerId>) {
+        match out {
+            NodeOutput::ObjectAnswer { token, result } => {
+                if let Some(reply) = self.objects.answers.remove(&token) {
+                    // The handle may have stopped waiting.
+                    let _ = reply.send(result);
+                }
+            }
+            NodeOutput::PersistObject {
+                guid,
+                term,
+                seq,
+                size,
+                members,
+                config,
+                snapshot,
+            } => {
+                let record = StoredRecord {
+                    term,
+                    seq,
+                    size,
+                    members,
+                    config,
+                    snapshot,
+                };
+                if self.objects.waiting.insert(guid, record).is_none() {
+                    self.objects.backlog.push_back(guid);
+                }
+                self.drain_object_backlog();
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands waiting record writes to the store while there is room.
+    pub(super) fn drain_object_backlog(&mut self) {
+        while self.objects.in_flight < OBJECT_WRITES_IN_FLIGHT {
+            let Some(guid) = self.objects.backlog.pop_front() else {
+                return;
+            };
+            let Some(record) = self.objects.waiting.remove(&guid) else {
+                continue;
+            };
+            let (term, seq) = (record.term, record.seq);
+            let bytes = match wire::encode(&record, usize::MAX) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    // Not written, never confirmed: the home does not count
+                    // this peer as holding it.
+                    self.objects.errors += 1;
+                    warn!(%guid, %error, "object record not encoded; not written");
+                    continue;
+                }
+            };
+            let tx = self.objects.done_tx.clone();
+            // Never full: at most OBJECT_WRITES_IN_FLIGHT completions are due.
+            let done: colony_store::Done = Box::new(move |result| {
+                let _ = tx.try_send(ObjectWritten {
+                    guid,
+                    term,
+                    seq,
+                    result,
+                });
+            });
+            match self
+                .checkpoints
+                .put_object(guid.0.to_be_bytes(), bytes, done)
+            {
+                Ok(()) => self.objects.in_flight += 1,
+                Err(StoreError::Backpressure { .. }) => {
+                    // Tried again when a write completes (a newer record of
+                    // the object may replace it meanwhile).
+                    self.objects.waiting.entry(guid).or_insert(record);
+                    self.objects.backlog.push_front(guid);
+                    return;
+                }
+                Err(error) => {
+                    self.objects.errors += 1;
+                    if let Some(suppressed) = self.may_warn(None, "object writes stopped") {
+                        warn!(%error, suppressed, "object record not written: the store cannot take it");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A record write finished: the node is told it is durable.
+    pub(super) fn on_object_written(&mut self, done: ObjectWritten) {
+        self.objects.in_flight = self.objects.in_flight.saturating_sub(1);
+        match done.result {
+            Ok(()) => self.node.handle(
+                Instant::now(),
+                NodeInput::ObjectDurable {
+                    guid: done.guid,
+                    term: done.term,
+                    seq: done.seq,
+                },
+            ),
+            Err(error) => {
+                self.objects.errors += 1;
+                warn!(guid = %done.guid, %error, "object record write failed; this peer no longer confirms it");
+            }
+        }
+        self.drain_object_backlog();
+    }
+}
+
+/// Reads the object records a previous run left on disk and gives them back
+/// to the node (each rejoins its home as a backup). Returns how many.
+pub(crate) fn restore_objects(node: &mut Node<PeerId>, store: &CheckpointStore) -> usize {
+    let stored = match store.objects() {
+        Ok(stored) => stored,
+        Err(error) => {
+            warn!(%error, "cannot read the object records on disk; starting without them");
+            return 0;
+        }
+    };
+    let corrupt = store.stats().objects_corrupt;
+    if corrupt > 0 {
+        warn!(
+            corrupt,
+            "object records failed their checksum and were dropped; their homes' other members hold them"
+        );
+    }
+    let now = Instant::now();
+    let mut restored = 0;
+    for (id, bytes) in stored {
+        let record = wire::decode::<StoredRecord>(&bytes, usize::MAX)
+            .ok()
+            .filter(|r| r.snapshot.uri.guid.0.to_be_bytes() == id);
+        let ok = record.is_some_and(|r| {
+            node.restore_object(
+                now,
+                r.snapshot,
+                r.size,
+                r.members,
+                r.config,
+                (r.term, r.seq),
+            )
+        });
+        if ok {
+            restored += 1;
+        } else {
+            warn!(guid = %Guid(u128::from_be_bytes(id)), "object record on disk unusable; deleted");
+            if let Err(error) = store.remove_object(id, Box::new(|_| {})) {
+                warn!(%error, "object record not deleted");
+            }
+        }
+    }
+    if restored > 0 {
+        info!(restored, "object records restored from disk");
+    }
+    restored
+}
