@@ -18,6 +18,7 @@ macro_rules! outln {
     }};
 }
 
+mod callsbench;
 mod client;
 mod demo;
 mod ftbench;
@@ -494,6 +495,11 @@ enum BenchCommand {
     /// re-grant after a holder crashes, and skewed reads with hot-object
     /// replication off and on.
     Space(spacebench::SpaceBenchArgs),
+    /// Distributed-object calls on an embedded network of 3 peers: a call's
+    /// latency against a raw TCP round trip measured in the same run, and
+    /// calls per second one at a time and pipelined, for each protocol
+    /// (none, checkpoint, pml).
+    Calls(callsbench::CallsBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -619,6 +625,7 @@ fn run() -> Result<()> {
             }
             Command::Bench(BenchCommand::Modules(args)) => bench_modules(args).await,
             Command::Bench(BenchCommand::Space(args)) => spacebench::run(args).await,
+            Command::Bench(BenchCommand::Calls(args)) => callsbench::run(args).await,
             Command::Bench(BenchCommand::Ft(args)) => {
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
                 let peers = args.peers.unwrap_or(cores.max(2));

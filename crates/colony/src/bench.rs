@@ -21,7 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{ColonyError, FaultConfig, LocalNetwork, TrafficClass};
 
+mod calls;
 mod space;
+pub use calls::{calls, CallsBenchOptions, CallsBenchReport, ProtocolCalls};
 pub use space::{space, SkewedReads, SpaceBenchOptions, SpaceBenchReport};
 
 /// What to measure.
