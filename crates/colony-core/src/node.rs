@@ -38,7 +38,7 @@ use crate::membership::{self, Event, MemberState, Membership, PeerStats};
 use crate::modules::{self, FetchConfig, FetchOutput, ModuleFetcher, ModuleMsg, ModuleSignature};
 use crate::object::CallError;
 use crate::object::{
-    Guid, ObjectAnswer, ObjectMsg, ObjectOutput, ObjectRequest, ObjectSnapshot, Objects,
+    Guid, ObjectAnswer, ObjectMsg, ObjectOutput, ObjectRequest, Objects, StoredObject,
 };
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
 use crate::runner::{UnitEvent, UnitRequest, UnitStart};
@@ -354,24 +354,9 @@ pub enum NodeOutput<P> {
         /// Its outcome.
         result: Result<ObjectAnswer, CallError>,
     },
-    /// Write the record of an object held here, then answer with
-    /// [`NodeInput::ObjectDurable`].
-    PersistObject {
-        /// The object.
-        guid: Guid,
-        /// Its home's term.
-        term: u64,
-        /// Its update.
-        seq: u64,
-        /// How many peers its home has.
-        size: u8,
-        /// The home's members, primary first.
-        members: Vec<P>,
-        /// The members as last committed.
-        config: Vec<P>,
-        /// The record.
-        snapshot: ObjectSnapshot,
-    },
+    /// Write the record of an object held here (replacing its previous
+    /// one), then answer with [`NodeInput::ObjectDurable`].
+    PersistObject(StoredObject<P>),
     /// Write what changed in a space partition held here, then answer with
     /// [`NodeInput::SpaceDurable`].
     PersistSpace {
@@ -811,17 +796,8 @@ impl<P: PeerKey> Node<P> {
 
     /// An object record read back from this peer's disk: it rejoins its
     /// home as a backup. `false` if it cannot.
-    pub fn restore_object(
-        &mut self,
-        now: Instant,
-        snapshot: ObjectSnapshot,
-        size: u8,
-        members: Vec<P>,
-        config: Vec<P>,
-        update: (u64, u64),
-    ) -> bool {
-        self.objects
-            .restore(now, snapshot, size, members, config, update)
+    pub fn restore_object(&mut self, now: Instant, stored: StoredObject<P>) -> bool {
+        self.objects.restore(now, stored)
     }
 
     /// The object space core (read only: requests go through
@@ -974,12 +950,7 @@ impl<P: PeerKey> Node<P> {
                 self.notice(Notice::WrongVersion { from, theirs, ours });
             }
             Err(error) => {
-                self.counters.malformed_frames += 1;
-                self.notice(Notice::Malformed {
-                    from,
-                    what: "frame",
-                    error: error.to_string(),
-                });
+                self.malformed(from, "frame", error.to_string());
             }
         }
     }
@@ -1272,6 +1243,12 @@ impl<P: PeerKey> Node<P> {
         self.outputs.push_back(NodeOutput::Notice(notice));
     }
 
+    /// Counts and reports something from `from` that did not decode.
+    fn malformed(&mut self, from: P, what: &'static str, error: String) {
+        self.counters.malformed_frames += 1;
+        self.notice(Notice::Malformed { from, what, error });
+    }
+
     /// What a pipe message may carry after its kind byte.
     fn max_body_bytes(&self) -> usize {
         self.pipes
@@ -1468,12 +1445,7 @@ impl<P: PeerKey> Node<P> {
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
                 ),
                 _ => {
-                    self.counters.malformed_frames += 1;
-                    self.notice(Notice::Malformed {
-                        from: delivery.from,
-                        what: "pipe message",
-                        error: "unknown payload kind".into(),
-                    });
+                    self.malformed(delivery.from, "pipe message", "unknown payload kind".into());
                 }
             }
         }
@@ -1503,12 +1475,7 @@ impl<P: PeerKey> Node<P> {
                 self.job_message_in(now, from, msg)
             }
             Err(error) => {
-                self.counters.malformed_frames += 1;
-                self.notice(Notice::Malformed {
-                    from,
-                    what: "job message",
-                    error: error.to_string(),
-                });
+                self.malformed(from, "job message", error.to_string());
             }
         }
     }
@@ -1727,12 +1694,7 @@ impl<P: PeerKey> Node<P> {
                 }
             }
             Err(error) => {
-                self.counters.malformed_frames += 1;
-                self.notice(Notice::Malformed {
-                    from,
-                    what: "space batch",
-                    error: error.to_string(),
-                });
+                self.malformed(from, "space batch", error.to_string());
             }
         }
     }
@@ -1741,12 +1703,7 @@ impl<P: PeerKey> Node<P> {
         match wire::decode::<ObjectMsg<P>>(bytes, self.pipes.config().max_message_bytes) {
             Ok(msg) => self.objects.handle(now, from, msg),
             Err(error) => {
-                self.counters.malformed_frames += 1;
-                self.notice(Notice::Malformed {
-                    from,
-                    what: "object message",
-                    error: error.to_string(),
-                });
+                self.malformed(from, "object message", error.to_string());
             }
         }
     }
@@ -1774,23 +1731,9 @@ impl<P: PeerKey> Node<P> {
             ObjectOutput::Answer { token, result } => self
                 .outputs
                 .push_back(NodeOutput::ObjectAnswer { token, result }),
-            ObjectOutput::Persist {
-                guid,
-                term,
-                seq,
-                size,
-                members,
-                config,
-                snapshot,
-            } => self.outputs.push_back(NodeOutput::PersistObject {
-                guid,
-                term,
-                seq,
-                size,
-                members,
-                config,
-                snapshot,
-            }),
+            ObjectOutput::Persist(stored) => {
+                self.outputs.push_back(NodeOutput::PersistObject(stored))
+            }
         }
     }
 
@@ -1798,12 +1741,7 @@ impl<P: PeerKey> Node<P> {
         match wire::decode::<SpaceMsg<P>>(bytes, self.pipes.config().max_message_bytes) {
             Ok(msg) => self.space.handle(now, SpaceInput::Message { from, msg }),
             Err(error) => {
-                self.counters.malformed_frames += 1;
-                self.notice(Notice::Malformed {
-                    from,
-                    what: "space message",
-                    error: error.to_string(),
-                });
+                self.malformed(from, "space message", error.to_string());
             }
         }
     }
@@ -2162,14 +2100,7 @@ impl<P: PeerKey> Node<P> {
     fn handle_module_payload(&mut self, now: Instant, from: P, bytes: &[u8]) {
         let msg = match wire::decode::<ModuleMsg>(bytes, self.pipes.config().max_message_bytes) {
             Ok(msg) => msg,
-            Err(error) => {
-                self.counters.malformed_frames += 1;
-                return self.notice(Notice::Malformed {
-                    from,
-                    what: "module message",
-                    error: error.to_string(),
-                });
-            }
+            Err(error) => return self.malformed(from, "module message", error.to_string()),
         };
         match msg {
             ModuleMsg::Want { id } => self

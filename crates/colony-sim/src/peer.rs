@@ -17,7 +17,7 @@ use colony_core::job::{
 };
 use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
-use colony_core::object::{Guid, ObjectSnapshot, ObjectTypes, Objects, ObjectsConfig};
+use colony_core::object::{Guid, ObjectTypes, Objects, ObjectsConfig, StoredObject};
 use colony_core::pipe::{Delivery, PipeConfig, Pipes, TrafficClass};
 use colony_core::runner::UnitEvent;
 use colony_core::space::{
@@ -95,23 +95,6 @@ impl Default for PeerSettings {
             object_types: ObjectTypes::new(),
         }
     }
-}
-
-/// An object record as a simulated disk holds it.
-#[derive(Clone, Debug)]
-pub struct StoredObject {
-    /// Its home's term.
-    pub term: u64,
-    /// Its update.
-    pub seq: u64,
-    /// How many peers its home has.
-    pub size: u8,
-    /// The home's members.
-    pub members: Vec<u32>,
-    /// The members as last committed.
-    pub config: Vec<u32>,
-    /// The record.
-    pub snapshot: ObjectSnapshot,
 }
 
 /// Bytes of object values each simulated peer gives the space: far more
@@ -555,17 +538,9 @@ impl SimPeer {
     /// The object records this peer's disk holds rejoin their homes as
     /// backups (right after [`SimPeer::start`], before any input); one that
     /// cannot be restored is reported as [`Action::Malformed`].
-    pub fn restore_objects(&mut self, now: Instant, disk: &BTreeMap<Guid, StoredObject>) {
+    pub fn restore_objects(&mut self, now: Instant, disk: &BTreeMap<Guid, StoredObject<u32>>) {
         for (guid, stored) in disk {
-            let restored = self.node.restore_object(
-                now,
-                stored.snapshot.clone(),
-                stored.size,
-                stored.members.clone(),
-                stored.config.clone(),
-                (stored.term, stored.seq),
-            );
-            if !restored {
+            if !self.node.restore_object(now, stored.clone()) {
                 self.actions.push(Action::Malformed {
                     from: self.id,
                     error: format!(

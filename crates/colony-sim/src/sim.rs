@@ -16,16 +16,14 @@ use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey};
 use colony_core::membership::MemberState;
 use colony_core::node::NodeOutput;
-use colony_core::object::Guid;
+use colony_core::object::{Guid, StoredObject};
 use colony_core::space::{partition_point, PartitionId, SpaceOp, Unpersisted};
 
 use crate::app::{RangeParams, RangeSum};
 use crate::check::{PipeChecker, Violation};
 use crate::exec::ExecSpeed;
 use crate::faults::{FaultAction, FaultKinds, NetParams, Schedule, ScheduleLimits};
-use crate::peer::{
-    key_of, Action, PeerSettings, PeerStart, SimPeer, StoredObject, StoredPartition,
-};
+use crate::peer::{key_of, Action, PeerSettings, PeerStart, SimPeer, StoredPartition};
 use crate::rng::{derive, SimRng};
 use crate::space::{SpaceStats, SpaceWorkload, CALL_TIMEOUT, FINAL_ATTEMPTS, FINAL_TIMEOUT};
 use crate::trace::{fnv1a, Trace};
@@ -582,10 +580,10 @@ struct Disk {
     /// the order the node asked them; lost in a crash.
     space_pending: Vec<SpaceWrite>,
     /// Object records held here.
-    objects: BTreeMap<Guid, StoredObject>,
+    objects: BTreeMap<Guid, StoredObject<u32>>,
     /// Object record writes waiting for the next group commit; lost in a
     /// crash.
-    objects_pending: Vec<(Guid, StoredObject)>,
+    objects_pending: Vec<StoredObject<u32>>,
     fsync_scheduled: bool,
 }
 
@@ -1576,27 +1574,8 @@ impl World {
                 self.slots[id as usize].disk.space_pending.push(write);
                 self.schedule_fsync(id);
             }
-            Action::Node(NodeOutput::PersistObject {
-                guid,
-                term,
-                seq,
-                size,
-                members,
-                config,
-                snapshot,
-            }) => {
-                let stored = StoredObject {
-                    term,
-                    seq,
-                    size,
-                    members,
-                    config,
-                    snapshot,
-                };
-                self.slots[id as usize]
-                    .disk
-                    .objects_pending
-                    .push((guid, stored));
+            Action::Node(NodeOutput::PersistObject(stored)) => {
+                self.slots[id as usize].disk.objects_pending.push(stored);
                 self.schedule_fsync(id);
             }
             // No simulated workload asks for objects yet: no answer comes.
@@ -2277,7 +2256,8 @@ impl World {
                     }
                 }
                 let mut objects_durable = Vec::new();
-                for (guid, stored) in std::mem::take(&mut disk.objects_pending) {
+                for stored in std::mem::take(&mut disk.objects_pending) {
+                    let guid = stored.snapshot.uri.guid;
                     objects_durable.push((guid, stored.term, stored.seq));
                     disk.objects.insert(guid, stored);
                 }

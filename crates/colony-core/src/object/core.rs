@@ -174,24 +174,28 @@ pub enum ObjectOutput<P> {
         /// Its outcome.
         result: Result<ObjectAnswer, CallError>,
     },
-    /// Write the record of `guid` to disk, then confirm with
-    /// [`Objects::durable`] for (`term`, `seq`).
-    Persist {
-        /// The object.
-        guid: Guid,
-        /// Its home's term.
-        term: u64,
-        /// Its update.
-        seq: u64,
-        /// How many peers its home has.
-        size: u8,
-        /// The home's members, primary first.
-        members: Vec<P>,
-        /// The members as last committed.
-        config: Vec<P>,
-        /// The record.
-        snapshot: ObjectSnapshot,
-    },
+    /// Write this record to disk (replacing the object's previous one),
+    /// then confirm with [`Objects::durable`] for its (`term`, `seq`).
+    Persist(StoredObject<P>),
+}
+
+/// An object's record as a peer keeps it on disk: the record, and where its
+/// home stood when it was written.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: DeserializeOwned"))]
+pub struct StoredObject<P> {
+    /// The home's term.
+    pub term: u64,
+    /// Its update.
+    pub seq: u64,
+    /// How many peers the home has.
+    pub size: u8,
+    /// The home's members, primary first.
+    pub members: Vec<P>,
+    /// The members as last committed.
+    pub config: Vec<P>,
+    /// The record (the object's GUID is in its URI).
+    pub snapshot: ObjectSnapshot,
 }
 
 /// Who made a call.
@@ -275,6 +279,17 @@ pub struct Objects<P: PeerKey> {
     stats: ObjectStats,
 }
 
+/// The message of call `id` (its `acked_below` is set when it is sent).
+fn call_msg<P>(id: CallId, to: ObjectUri, object_type: String, request: Vec<u8>) -> ObjectMsg<P> {
+    ObjectMsg::Call {
+        id,
+        acked_below: 0,
+        to,
+        object_type,
+        request,
+    }
+}
+
 /// How close a peer's key is to an object's: the XOR of the first 16
 /// bytes (smaller is closer).
 fn distance(guid: &Guid, peer_key: &[u8; 32]) -> u128 {
@@ -352,24 +367,23 @@ impl<P: PeerKey> Objects<P> {
     /// An object record read back from this peer's disk after a restart:
     /// it rejoins its home as a backup, and campaigns if no primary is
     /// heard from. `false` if the record is unusable or already held.
-    pub fn restore(
-        &mut self,
-        now: Instant,
-        snapshot: ObjectSnapshot,
-        size: u8,
-        members: Vec<P>,
-        config: Vec<P>,
-        update: (u64, u64),
-    ) -> bool {
-        let guid = snapshot.uri.guid;
-        let Some(record) = ObjectRecord::restore(now, snapshot) else {
+    pub fn restore(&mut self, now: Instant, stored: StoredObject<P>) -> bool {
+        let guid = stored.snapshot.uri.guid;
+        let update = (stored.term, stored.seq);
+        let Some(record) = ObjectRecord::restore(now, stored.snapshot) else {
             return false;
         };
         // What it holds is on disk: no need to write it again.
         self.on_disk.insert(guid, update);
-        let restored = self
-            .homes
-            .restore_backup(now, guid, record, size, members, config, update);
+        let restored = self.homes.restore_backup(
+            now,
+            guid,
+            record,
+            stored.size,
+            stored.members,
+            stored.config,
+            update,
+        );
         self.drain_homes(now);
         restored
     }
@@ -416,7 +430,7 @@ impl<P: PeerKey> Objects<P> {
             caller: self.session,
             seq: self.next_seq,
         };
-        let (msg, target) = match request {
+        let (target, msg) = match request {
             ObjectRequest::Create {
                 object_type,
                 params,
@@ -434,30 +448,14 @@ impl<P: PeerKey> Objects<P> {
                     params,
                     protocol,
                 };
-                (msg, guid)
+                (guid, msg)
             }
             ObjectRequest::Call {
                 to,
                 object_type,
                 request,
-            } => {
-                let guid = to.guid;
-                let msg = ObjectMsg::Call {
-                    id,
-                    acked_below: 0,
-                    to,
-                    object_type,
-                    request,
-                };
-                (msg, guid)
-            }
-            ObjectRequest::Delete { uri } => (
-                ObjectMsg::Delete {
-                    id,
-                    uri: uri.clone(),
-                },
-                uri.guid,
-            ),
+            } => (to.guid, call_msg(id, to, object_type, request)),
+            ObjectRequest::Delete { uri } => (uri.guid, ObjectMsg::Delete { id, uri }),
         };
         let timeout = timeout.unwrap_or(self.config.call_timeout);
         if let Err(error) = self.check_request(&msg) {
@@ -919,13 +917,7 @@ impl<P: PeerKey> Objects<P> {
                 request,
             } => {
                 let target = to.guid;
-                let msg = ObjectMsg::Call {
-                    id,
-                    acked_below: 0,
-                    to,
-                    object_type,
-                    request,
-                };
+                let msg = call_msg(id, to, object_type, request);
                 self.start(now, id, msg, target, Origin::Object(guid), timeout);
             }
             Outgoing::Create {
@@ -999,18 +991,16 @@ impl<P: PeerKey> Objects<P> {
             let Some(h) = self.homes.get(&guid) else {
                 continue;
             };
-            let (term, seq) = (h.term(), h.seq());
-            let persist = ObjectOutput::Persist {
-                guid,
-                term,
-                seq,
+            let stored = StoredObject {
+                term: h.term(),
+                seq: h.seq(),
                 size: u8::try_from(h.size()).unwrap_or(u8::MAX),
                 members: h.members().to_vec(),
                 config: h.config().to_vec(),
                 snapshot: h.state().snapshot(now),
             };
-            self.on_disk.insert(guid, (term, seq));
-            self.outputs.push_back(persist);
+            self.on_disk.insert(guid, (stored.term, stored.seq));
+            self.outputs.push_back(ObjectOutput::Persist(stored));
         }
     }
 

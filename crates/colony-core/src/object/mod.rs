@@ -24,7 +24,7 @@ mod tests;
 
 pub use self::core::{
     ObjectAnswer, ObjectInfo, ObjectMsg, ObjectOutput, ObjectRequest, ObjectStats, Objects,
-    ObjectsConfig,
+    ObjectsConfig, StoredObject,
 };
 pub use activation::{Activation, Delivery, ObjectCheckpoint, Served};
 pub use id::{CallId, Guid, ObjectUri, Ref, UriError};

@@ -655,9 +655,9 @@ mod cores {
                                 "answered twice"
                             );
                         }
-                        ObjectOutput::Persist {
-                            guid, term, seq, ..
-                        } => durable.push((guid, term, seq)),
+                        ObjectOutput::Persist(stored) => {
+                            durable.push((stored.snapshot.uri.guid, stored.term, stored.seq))
+                        }
                     }
                 }
                 if durable.is_empty() {

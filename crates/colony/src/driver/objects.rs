@@ -13,11 +13,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use colony_core::node::{Node, NodeInput, NodeOutput};
-use colony_core::object::{CallError, Guid, ObjectAnswer, ObjectRequest, ObjectSnapshot};
+use colony_core::object::{CallError, Guid, ObjectAnswer, ObjectRequest, StoredObject};
 use colony_core::wire;
 use colony_store::{CheckpointStore, StoreError};
 use libp2p::PeerId;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -26,17 +25,6 @@ use super::Driver;
 /// Object record writes waiting for the disk at most; their completions fit
 /// the bounded channel that brings them back.
 pub(crate) const OBJECT_WRITES_IN_FLIGHT: usize = 64;
-
-/// An object's record as written to disk.
-#[derive(Serialize, Deserialize)]
-struct StoredRecord {
-    term: u64,
-    seq: u64,
-    size: u8,
-    members: Vec<PeerId>,
-    config: Vec<PeerId>,
-    snapshot: ObjectSnapshot,
-}
 
 /// A record write finished.
 pub(crate) struct ObjectWritten {
@@ -53,7 +41,7 @@ pub(crate) struct ObjectIo {
     in_flight: usize,
     /// Objects whose newest record waits, in the order they first did.
     backlog: VecDeque<Guid>,
-    waiting: HashMap<Guid, StoredRecord>,
+    waiting: HashMap<Guid, StoredObject<PeerId>>,
     /// Requests of handles waiting for the node's answer, by token.
     answers: HashMap<u64, oneshot::Sender<Result<ObjectAnswer, CallError>>>,
     next_token: u64,
@@ -103,23 +91,8 @@ impl Driver {
                     let _ = reply.send(result);
                 }
             }
-            NodeOutput::PersistObject {
-                guid,
-                term,
-                seq,
-                size,
-                members,
-                config,
-                snapshot,
-            } => {
-                let record = StoredRecord {
-                    term,
-                    seq,
-                    size,
-                    members,
-                    config,
-                    snapshot,
-                };
+            NodeOutput::PersistObject(record) => {
+                let guid = record.snapshot.uri.guid;
                 if self.objects.waiting.insert(guid, record).is_none() {
                     self.objects.backlog.push_back(guid);
                 }
@@ -222,19 +195,10 @@ pub(crate) fn restore_objects(node: &mut Node<PeerId>, store: &CheckpointStore) 
     let now = Instant::now();
     let mut restored = 0;
     for (id, bytes) in stored {
-        let record = wire::decode::<StoredRecord>(&bytes, usize::MAX)
+        let record = wire::decode::<StoredObject<PeerId>>(&bytes, usize::MAX)
             .ok()
             .filter(|r| r.snapshot.uri.guid.0.to_be_bytes() == id);
-        let ok = record.is_some_and(|r| {
-            node.restore_object(
-                now,
-                r.snapshot,
-                r.size,
-                r.members,
-                r.config,
-                (r.term, r.seq),
-            )
-        });
+        let ok = record.is_some_and(|r| node.restore_object(now, r));
         if ok {
             restored += 1;
         } else {
