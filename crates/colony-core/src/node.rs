@@ -879,10 +879,16 @@ impl<P: PeerKey> Node<P> {
     }
 
     /// Whether every unit and job record has been handed over since
-    /// [`NodeInput::HandOver`], and every space partition shared with
-    /// others goes on without this peer.
+    /// [`NodeInput::HandOver`], every space partition and object home
+    /// shared with others goes on without this peer, and the namespaces of
+    /// jobs that ended here are destroyed (a primary that leaves as its job
+    /// ends, as a submitting peer does once it has the result, is the only
+    /// one that would destroy it).
     pub fn has_handed_over(&self) -> bool {
-        self.jobs.has_left() && self.space.homes().released() && self.objects.released()
+        self.jobs.has_left()
+            && self.space.homes().released()
+            && self.objects.released()
+            && self.own_space_requests.is_empty()
     }
 
     /// When the node next needs [`Node::handle_timeout`].

@@ -115,6 +115,8 @@ struct Pair {
     fetched: [Vec<String>; 2],
     /// Object space answers each node produced.
     space_answers: [Vec<(RequestId, Result<SpaceReply, SpaceError>)>; 2],
+    /// Nodes that have stopped (left): they get nothing and do nothing.
+    stopped: [bool; 2],
 }
 
 impl Pair {
@@ -129,6 +131,7 @@ impl Pair {
             modules: Default::default(),
             fetched: Default::default(),
             space_answers: Default::default(),
+            stopped: [false; 2],
         }
     }
 
@@ -166,13 +169,15 @@ impl Pair {
     fn settle(&mut self) {
         loop {
             let mut moved = false;
-            for i in 0..2 {
+            for i in (0..2).filter(|i| !self.stopped[*i]) {
                 while let Some(out) = self.nodes[i].poll() {
                     moved = true;
                     match out {
                         NodeOutput::Transmit { to, bytes, .. } => {
                             let to = to as usize;
-                            self.nodes[to].handle_frame(self.now, i as u64, &bytes);
+                            if !self.stopped[to] {
+                                self.nodes[to].handle_frame(self.now, i as u64, &bytes);
+                            }
                         }
                         NodeOutput::SampleStats => {
                             let stats = self.nodes[i].membership().local().stats.clone();
@@ -239,10 +244,13 @@ impl Pair {
         let end = self.now + span;
         loop {
             self.settle();
+            let stopped = self.stopped;
             let next = self
                 .nodes
                 .iter()
-                .filter_map(|n| n.poll_timeout())
+                .zip(stopped)
+                .filter(|(_, stopped)| !stopped)
+                .filter_map(|(n, _)| n.poll_timeout())
                 .min()
                 .unwrap_or(end);
             if next > end {
@@ -250,8 +258,10 @@ impl Pair {
                 return;
             }
             self.now = next.max(self.now);
-            for n in &mut self.nodes {
-                n.handle_timeout(self.now);
+            for (n, stopped) in self.nodes.iter_mut().zip(stopped) {
+                if !stopped {
+                    n.handle_timeout(self.now);
+                }
             }
         }
     }
@@ -771,6 +781,7 @@ impl Divisible for SpaceSum {
 /// Returns the pair, the job, and what reading the object gives then.
 fn end_a_job_with_an_object_in_its_namespace(
     options: SubmitOptions,
+    primary_leaves: bool,
 ) -> (Pair, JobId, Result<SpaceReply, SpaceError>) {
     let mut pair = Pair::new();
     for i in 0..2 {
@@ -825,13 +836,34 @@ fn end_a_job_with_an_object_in_its_namespace(
             .view(pair.now, job)
             .is_some_and(|v| matches!(v.state, JobState::Cancelled { .. }))
     };
-    for _ in 0..50 {
+    for _ in 0..5000 {
         if ended(&pair) {
             break;
         }
-        pair.run_for(Duration::from_millis(100));
+        pair.run_for(Duration::from_millis(1));
     }
     assert!(ended(&pair), "the job was not cancelled within 5 s");
+    if primary_leaves {
+        // The primary leaves the moment its job ends, as a submitting peer
+        // does once it has the result: nobody else would destroy the
+        // namespace.
+        let now = pair.now;
+        pair.nodes[0].handle(now, NodeInput::HandOver);
+        for _ in 0..5000 {
+            if pair.nodes[0].has_handed_over() {
+                break;
+            }
+            pair.run_for(Duration::from_millis(1));
+        }
+        assert!(
+            pair.nodes[0].has_handed_over(),
+            "not handed over within 5 s"
+        );
+        let now = pair.now;
+        pair.nodes[0].handle(now, NodeInput::Leave);
+        pair.settle();
+        pair.stopped[0] = true;
+    }
     // Time for the primary's destroy request to be answered.
     pair.run_for(Duration::from_secs(1));
     let read = space_call(&mut pair, 1, SpaceOp::Get { key });
@@ -850,7 +882,19 @@ fn kept_notices(pair: &Pair, job: JobId) -> Vec<&NamespaceKept> {
 
 #[test]
 fn a_finished_job_s_namespace_is_destroyed_by_default() {
-    let (pair, job, read) = end_a_job_with_an_object_in_its_namespace(SubmitOptions::default());
+    let (pair, job, read) =
+        end_a_job_with_an_object_in_its_namespace(SubmitOptions::default(), false);
+    assert_eq!(read, Err(SpaceError::UnknownNamespace(job_namespace(job))));
+    assert!(kept_notices(&pair, job).is_empty(), "{:?}", pair.notices);
+}
+
+/// CI once timed out waiting for a finished job's namespace to go: the
+/// job's primary was the submitting peer, which left as soon as it had the
+/// result, its destroy request still in flight.
+#[test]
+fn a_primary_leaving_as_its_job_ends_destroys_the_namespace_first() {
+    let (pair, job, read) =
+        end_a_job_with_an_object_in_its_namespace(SubmitOptions::default(), true);
     assert_eq!(read, Err(SpaceError::UnknownNamespace(job_namespace(job))));
     assert!(kept_notices(&pair, job).is_empty(), "{:?}", pair.notices);
 }
@@ -861,7 +905,7 @@ fn a_finished_job_s_namespace_is_kept_when_its_submitter_asked() {
         keep_namespace: true,
         ..SubmitOptions::default()
     };
-    let (pair, job, read) = end_a_job_with_an_object_in_its_namespace(keep);
+    let (pair, job, read) = end_a_job_with_an_object_in_its_namespace(keep, false);
     match read {
         Ok(SpaceReply::Value(Some(object))) => assert_eq!(object.value, b"a row"),
         other => panic!("the kept namespace's object reads {other:?}"),
