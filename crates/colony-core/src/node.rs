@@ -1334,6 +1334,7 @@ impl<P: PeerKey> Node<P> {
             let draining = record.is_some_and(|r| r.draining);
             self.space
                 .update_member(peer.clone(), alive, offers_space, draining);
+            self.objects.update_member(peer.clone(), alive, draining);
             let load = match state {
                 Some((MemberState::Alive, load)) => Some(load),
                 _ => None,
@@ -1352,14 +1353,7 @@ impl<P: PeerKey> Node<P> {
         }
         self.jobs.handle(now, JobInput::MembersChanged);
         self.space.refresh_members(now);
-        let me = self.me.clone();
-        let live: Vec<(P, bool)> = self
-            .membership
-            .records()
-            .filter(|r| r.state == MemberState::Alive && r.peer != me)
-            .map(|r| (r.peer.clone(), r.draining))
-            .collect();
-        self.objects.set_members(now, live);
+        self.objects.refresh_members(now);
     }
 
     /// Tells the space who offers it room: published with the peers'

@@ -400,6 +400,21 @@ impl<P: PeerKey> Objects<P> {
         self.homes.released()
     }
 
+    /// One peer's change, for a caller that follows the view change by
+    /// change: `alive` or not, leaving gracefully or not. Takes effect at
+    /// [`Objects::refresh_members`].
+    pub fn update_member(&mut self, peer: P, alive: bool, draining: bool) {
+        self.homes.set_draining(peer.clone(), alive && draining);
+        self.homes.update_member(peer, alive && !draining);
+    }
+
+    /// The changes given by [`Objects::update_member`] take effect: every
+    /// home adjusts.
+    pub fn refresh_members(&mut self, now: Instant) {
+        self.homes.refresh(now);
+        self.drain_homes(now);
+    }
+
     /// Membership changed: the live peers, this one apart, each with
     /// whether it is leaving gracefully (draining: no object's home any
     /// more, dropped from the homes it is in while it can still confirm
