@@ -415,22 +415,6 @@ impl<P: PeerKey> Objects<P> {
         self.drain_homes(now);
     }
 
-    /// Membership changed: the live peers, this one apart, each with
-    /// whether it is leaving gracefully (draining: no object's home any
-    /// more, dropped from the homes it is in while it can still confirm
-    /// the lists without it).
-    pub fn set_members(&mut self, now: Instant, live: impl IntoIterator<Item = (P, bool)>) {
-        let mut candidates = Vec::new();
-        for (peer, draining) in live {
-            self.homes.set_draining(peer.clone(), draining);
-            if !draining {
-                candidates.push(peer);
-            }
-        }
-        self.homes.set_members(now, candidates);
-        self.drain_homes(now);
-    }
-
     /// A client's request; answered by [`ObjectOutput::Answer`] with
     /// `token`, within `timeout` (or the configured call timeout).
     pub fn request(

@@ -620,13 +620,14 @@ mod cores {
         /// has declared the crashed ones dead).
         fn views(&mut self) {
             let up = self.up();
+            let all = self.peers.len() as u32;
             let now = self.now;
             for p in &up {
                 if let Some(core) = self.peers[*p as usize].as_mut() {
-                    core.set_members(
-                        now,
-                        up.iter().copied().filter(|q| q != p).map(|q| (q, false)),
-                    );
+                    for q in (0..all).filter(|q| q != p) {
+                        core.update_member(q, up.contains(&q), false);
+                    }
+                    core.refresh_members(now);
                 }
             }
             for p in up {
