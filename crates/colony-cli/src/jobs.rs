@@ -346,6 +346,10 @@ fn describe(ft: &FaultTolerance) -> String {
             "checkpoint every {:?}, storage {} on a home of {}{durable}",
             ft.ttc, ft.storage, ft.home_size
         ),
+        FtProtocol::Pml => format!(
+            "message logging (objects), checkpoint every {:?}, home of {}",
+            ft.ttc, ft.home_size
+        ),
     }
 }
 

@@ -31,6 +31,28 @@ pub enum FtProtocol {
     /// Units checkpoint every TTC and after each divide; a lost unit
     /// restarts elsewhere from its last checkpoint.
     Checkpoint,
+    /// Pessimistic message logging, for distributed objects only: every
+    /// call an object serves is logged at a majority of its home before its
+    /// effects leave, so a crash replays it and a call answered ran exactly
+    /// once. Jobs refuse it ([`FaultTolerance::validate_for_job`]).
+    Pml,
+}
+
+impl FtProtocol {
+    /// Its name in descriptors and the API: `none`, `checkpoint`, `pml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FtProtocol::None => "none",
+            FtProtocol::Checkpoint => "checkpoint",
+            FtProtocol::Pml => "pml",
+        }
+    }
+}
+
+impl fmt::Display for FtProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Where unit checkpoints are kept.
@@ -226,6 +248,17 @@ impl FaultTolerance {
         Ok(())
     }
 
+    /// [`FaultTolerance::validate`], and a protocol that protects a
+    /// divisible job's units: `none` or `checkpoint`. The submitting peer,
+    /// the API and the job's home all call it.
+    pub fn validate_for_job(&self) -> Result<(), FtError> {
+        self.validate()?;
+        match self.protocol {
+            FtProtocol::None | FtProtocol::Checkpoint => Ok(()),
+            FtProtocol::Pml => Err(FtError::ObjectsOnly(self.protocol)),
+        }
+    }
+
     /// Whether units checkpoint.
     pub fn checkpoints(&self) -> bool {
         self.protocol == FtProtocol::Checkpoint
@@ -274,8 +307,13 @@ pub enum FtError {
         home_size: u8,
     },
     /// Unknown protocol name (as given).
-    #[error("protocol must be \"none\" or \"checkpoint\", got {0:?}")]
+    #[error("protocol must be \"none\", \"checkpoint\" or \"pml\", got {0:?}")]
     BadProtocol(String),
+    /// A protocol for objects given to a job.
+    #[error(
+        "protocol {0} protects distributed objects, not jobs: a job's units use \"none\" or \"checkpoint\""
+    )]
+    ObjectsOnly(FtProtocol),
     /// Unparsable storage.
     #[error("storage must be \"local\", \"copies:R\" or \"shards:K+M\", got {0:?}")]
     BadStorage(String),

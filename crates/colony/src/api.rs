@@ -596,6 +596,7 @@ impl FtRequest {
         match self.protocol.as_deref() {
             None | Some("checkpoint") => {}
             Some("none") => ft.protocol = FtProtocol::None,
+            Some("pml") => ft.protocol = FtProtocol::Pml,
             Some(other) => return Err(FtError::BadProtocol(clip(other, MAX_QUOTED_CHARS))),
         }
         if let Some(ttc) = self.ttc_s {
@@ -612,7 +613,7 @@ impl FtRequest {
         if let Some(durable) = self.durable {
             ft.durable = durable;
         }
-        ft.validate()?;
+        ft.validate_for_job()?;
         Ok(ft)
     }
 }

@@ -296,7 +296,7 @@ impl TechnicalService for FaultToleranceService {
                 FtError::HomeSize(_) => &["home_size"],
                 FtError::Copies { .. } | FtError::Shards { .. } => &["storage", "home_size"],
                 FtError::BadStorage(_) => &["storage"],
-                FtError::BadProtocol(_) => &["protocol"],
+                FtError::BadProtocol(_) | FtError::ObjectsOnly(_) => &["protocol"],
             };
             let mut message = e.to_string();
             if matches!(e, FtError::Copies { .. }) && !args.contains_key("storage") {
@@ -345,20 +345,16 @@ fn string_arg<'a>(
 }
 
 fn parse_protocol(value: &toml::Value) -> Result<FtProtocol, ServiceError> {
-    let text = string_arg("protocol", value, "\"none\" or \"checkpoint\"")?;
+    let text = string_arg("protocol", value, "\"none\", \"checkpoint\" or \"pml\"")?;
     match text {
         "none" => Ok(FtProtocol::None),
         "checkpoint" => Ok(FtProtocol::Checkpoint),
-        _ if matches!(
-            text.to_ascii_lowercase().as_str(),
-            "pml" | "cic" | "replicate"
-        ) =>
-        {
+        "pml" => Ok(FtProtocol::Pml),
+        _ if matches!(text.to_ascii_lowercase().as_str(), "cic" | "replicate") => {
             Err(ServiceError::for_key(
                 "protocol",
                 format!(
-                    "protocol {text:?} is not supported yet: pml and cic rollback-recovery \
-                     (and replicate) come with distributed objects; use \"none\" or \"checkpoint\""
+                    "protocol {text:?} is not supported yet: use \"none\", \"checkpoint\" or \"pml\""
                 ),
             ))
         }
@@ -1047,6 +1043,7 @@ fn list(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use colony_core::object::ObjectProtocol;
     use proptest::prelude::*;
 
     const FLOWSHOP: &str = include_str!("../../../examples/deploy/flowshop.toml");
@@ -1188,6 +1185,37 @@ mod tests {
     }
 
     /// A node and a service around `args` (the service's lines start at 5).
+    #[test]
+    fn pml_protects_the_objects_of_its_virtual_node_and_jobs_refuse_it() {
+        let d = parse(&with_ft("protocol = \"pml\"\nttc = 2.5\n")).unwrap();
+        let ft = d.virtual_node("master").unwrap().settings.fault_tolerance;
+        assert_eq!(ft.protocol, FtProtocol::Pml);
+        assert_eq!(
+            ObjectProtocol::from(&ft),
+            ObjectProtocol::Pml { ttc_ms: 2_500 }
+        );
+        let refused = ft.validate_for_job().unwrap_err().to_string();
+        assert!(refused.contains("not jobs"), "{refused}");
+        let checkpoint = parse(&with_ft("protocol = \"checkpoint\"\nttc = 1\n")).unwrap();
+        let ft = checkpoint
+            .virtual_node("master")
+            .unwrap()
+            .settings
+            .fault_tolerance;
+        assert_eq!(ft.validate_for_job(), Ok(()));
+        assert_eq!(
+            ObjectProtocol::from(&ft),
+            ObjectProtocol::Checkpoint { ttc_ms: 1_000 }
+        );
+        let none = parse(&with_ft("protocol = \"none\"\n")).unwrap();
+        let ft = none
+            .virtual_node("master")
+            .unwrap()
+            .settings
+            .fault_tolerance;
+        assert_eq!(ObjectProtocol::from(&ft), ObjectProtocol::None);
+    }
+
     fn with_ft(args: &str) -> String {
         format!(
             "[virtual_nodes.master]\nacquire = \"local\"\nservice = \"ft\"\n\n\
@@ -1254,9 +1282,8 @@ mod tests {
             (with_ft("home_size = 300\n"), 7, "home_size must be between 1 and 16, got 300"),
             (with_ft("home_size = 0\n"), 7, "home_size must be between 1 and 16, got 0"),
             (with_ft("storage = \"copies\"\n"), 7, "storage must be \"local\""),
-            (with_ft("protocol = \"pml\"\n"), 7, "not supported yet"),
-            (with_ft("\nprotocol = \"CIC\"\n"), 8, "come with distributed objects"),
-            (with_ft("protocol = \"optimistic\"\n"), 7, "protocol must be \"none\" or \"checkpoint\""),
+            (with_ft("\nprotocol = \"CIC\"\n"), 8, "not supported yet"),
+            (with_ft("protocol = \"optimistic\"\n"), 7, "protocol must be \"none\", \"checkpoint\" or \"pml\""),
             // Acquisition.
             ("[virtual_nodes.m]\nacquire = \"cloud\"\n".into(), 2, "acquire must be \"local\", \"network\" or \"hosts\""),
             ("[virtual_nodes.m]\nacquire = \"network\"\n".into(), 2, "needs nodes_asked"),

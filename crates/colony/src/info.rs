@@ -501,10 +501,7 @@ impl JobInfo {
             home_members: view.home_members.iter().map(|p| p.to_string()).collect(),
             fault_tolerance: format!(
                 "{} ttc={:?} {} home={}{}",
-                match view.ft.protocol {
-                    colony_core::ft::FtProtocol::None => "none",
-                    colony_core::ft::FtProtocol::Checkpoint => "checkpoint",
-                },
+                view.ft.protocol,
                 view.ft.ttc,
                 view.ft.storage,
                 view.ft.home_size,

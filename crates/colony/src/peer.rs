@@ -467,7 +467,7 @@ impl Peer {
         ft: FaultTolerance,
         options: SubmitOptions,
     ) -> Result<JobHandle, ColonyError> {
-        ft.validate()?;
+        ft.validate_for_job()?;
         let submit = || async {
             let (reply, rx) = oneshot::channel();
             self.command(Command::SubmitJob {

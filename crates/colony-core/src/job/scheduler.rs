@@ -91,7 +91,7 @@ impl<P: PeerKey> Jobs<P> {
         let fail = |jobs: &Self, reason: String| {
             jobs.failed_view(&from, job, &app_name, &params, ft, reason)
         };
-        if let Err(error) = ft.validate() {
+        if let Err(error) = ft.validate_for_job() {
             let view = fail(self, error.to_string());
             self.send(from, JobMsg::Status { view }, false);
             return;

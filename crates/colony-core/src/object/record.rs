@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::activation::{Activation, Delivery, ObjectCheckpoint, Served};
 use super::id::{CallId, ObjectUri};
 use super::model::{CallError, ObjectTypes, Outgoing};
+use crate::ft::{FaultTolerance, FtProtocol};
 use crate::home::Replicated;
 
 /// Deliveries logged before the primary checkpoints, so that the log, a
@@ -44,6 +45,22 @@ pub enum ObjectProtocol {
         /// Milliseconds between checkpoints.
         ttc_ms: u64,
     },
+}
+
+impl From<&FaultTolerance> for ObjectProtocol {
+    /// The protocol a virtual node's fault-tolerance service gives the
+    /// objects created there (seed 000 §6.1: chosen at deployment): its
+    /// `protocol` (`none`, `checkpoint`, `pml`) with its TTC. Storage and
+    /// home size are the objects core's (whole copies on a home of
+    /// [`ObjectsConfig::home_size`](super::ObjectsConfig::home_size)).
+    fn from(ft: &FaultTolerance) -> ObjectProtocol {
+        let ttc_ms = u64::try_from(ft.ttc.as_millis()).unwrap_or(u64::MAX);
+        match ft.protocol {
+            FtProtocol::None => ObjectProtocol::None,
+            FtProtocol::Checkpoint => ObjectProtocol::Checkpoint { ttc_ms },
+            FtProtocol::Pml => ObjectProtocol::Pml { ttc_ms },
+        }
+    }
 }
 
 impl ObjectProtocol {
