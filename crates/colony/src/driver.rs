@@ -492,7 +492,7 @@ impl Driver {
                 reply,
             } => self.space_request(now, op, timeout, keep, to, reply),
             Command::Objects { reply } => {
-                let _ = reply.send(self.node.objects().objects());
+                let _ = reply.send(self.node.objects().objects(now));
             }
             Command::Object {
                 request,

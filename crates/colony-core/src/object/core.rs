@@ -114,6 +114,24 @@ pub enum ObjectMsg<P> {
     },
     /// Between the members of an object's home.
     Home(HomeMsgOf<Guid, P, ObjectRecord>),
+    /// What is the object at `uri`? Answered by its primary with an
+    /// encoded [`ObjectFound`].
+    Lookup {
+        /// The looking-up call.
+        id: CallId,
+        /// The object.
+        uri: ObjectUri,
+    },
+}
+
+/// What a lookup finds: enough to call the object without knowing its
+/// type beforehand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectFound {
+    /// Its type.
+    pub object_type: String,
+    /// Its fault tolerance.
+    pub protocol: ObjectProtocol,
 }
 
 /// What a client asks its peer's objects core.
@@ -142,6 +160,11 @@ pub enum ObjectRequest {
         /// The object.
         uri: ObjectUri,
     },
+    /// Look the object at `uri` up: its type and protocol.
+    Lookup {
+        /// The object.
+        uri: ObjectUri,
+    },
 }
 
 /// A successful answer to an [`ObjectRequest`].
@@ -153,6 +176,8 @@ pub enum ObjectAnswer {
     Replied(Vec<u8>),
     /// The object was deleted.
     Deleted,
+    /// The object exists: its type and protocol.
+    Found(ObjectFound),
 }
 
 /// What the core wants done.
@@ -253,6 +278,11 @@ pub struct ObjectInfo {
     pub served: u64,
     /// Deliveries logged since its last checkpoint.
     pub logged: usize,
+    /// Deliveries its last checkpoint includes.
+    pub checkpoint_covers: u64,
+    /// Milliseconds since that checkpoint was taken (or the object was
+    /// created or rebuilt here).
+    pub checkpoint_age_ms: u64,
 }
 
 /// The objects core of one peer. See the module docs.
@@ -266,6 +296,8 @@ pub struct Objects<P: PeerKey> {
     /// When each live object checkpoints next.
     checkpoints: BTreeSet<(Instant, Guid)>,
     checkpoint_at: BTreeMap<Guid, Instant>,
+    /// When each live object last checkpointed, was created or rebuilt.
+    checkpointed: BTreeMap<Guid, Instant>,
     rng: SmallRng,
     /// This peer's client session: the caller of its clients' calls.
     session: Guid,
@@ -325,6 +357,7 @@ impl<P: PeerKey> Objects<P> {
             live: BTreeMap::new(),
             checkpoints: BTreeSet::new(),
             checkpoint_at: BTreeMap::new(),
+            checkpointed: BTreeMap::new(),
             rng,
             session,
             next_seq: 0,
@@ -348,17 +381,23 @@ impl<P: PeerKey> Objects<P> {
     }
 
     /// The objects whose primary is this peer.
-    pub fn objects(&self) -> Vec<ObjectInfo> {
+    pub fn objects(&self, now: Instant) -> Vec<ObjectInfo> {
         self.live
             .iter()
             .filter_map(|(guid, live)| {
                 let record = self.homes.get(guid)?;
+                let age = self
+                    .checkpointed
+                    .get(guid)
+                    .map_or(Duration::ZERO, |at| now.saturating_duration_since(*at));
                 Some(ObjectInfo {
                     uri: live.uri().clone(),
                     object_type: live.object_type().to_string(),
                     protocol: record.protocol(),
                     served: live.served(),
                     logged: record.logged(),
+                    checkpoint_covers: record.covers(),
+                    checkpoint_age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
                 })
             })
             .collect()
@@ -455,6 +494,7 @@ impl<P: PeerKey> Objects<P> {
                 request,
             } => (to.guid, call_msg(id, to, object_type, request)),
             ObjectRequest::Delete { uri } => (uri.guid, ObjectMsg::Delete { id, uri }),
+            ObjectRequest::Lookup { uri } => (uri.guid, ObjectMsg::Lookup { id, uri }),
         };
         let timeout = timeout.unwrap_or(self.config.call_timeout);
         if let Err(error) = self.check_request(&msg) {
@@ -474,7 +514,7 @@ impl<P: PeerKey> Objects<P> {
         let (uri, bytes) = match msg {
             ObjectMsg::Create { uri, params, .. } => (uri, params.len()),
             ObjectMsg::Call { to, request, .. } => (to, request.len()),
-            ObjectMsg::Delete { uri, .. } => (uri, 0),
+            ObjectMsg::Delete { uri, .. } | ObjectMsg::Lookup { uri, .. } => (uri, 0),
             _ => return Ok(()),
         };
         if uri.network != self.network {
@@ -594,6 +634,7 @@ impl<P: PeerKey> Objects<P> {
             ObjectMsg::Reply { id, reply } => self.on_reply(now, id, reply),
             ObjectMsg::NotHere { id, primary } => self.on_not_here(now, id, primary),
             ObjectMsg::Home(msg) => self.homes.handle(now, from, msg),
+            ObjectMsg::Lookup { id, uri } => self.on_lookup(now, from, id, uri),
         }
     }
 
@@ -659,6 +700,7 @@ impl<P: PeerKey> Objects<P> {
         };
         self.homes.create(now, guid, record, size);
         self.live.insert(guid, live);
+        self.checkpointed.insert(guid, now);
         self.schedule_checkpoint(now, guid, protocol);
         let mut effects: Vec<ObjectEffect> = served
             .outgoing
@@ -766,6 +808,23 @@ impl<P: PeerKey> Objects<P> {
         self.release_after_commit(now, uri.guid, from, id);
     }
 
+    /// Answered at once: a lookup changes nothing, so nothing waits for a
+    /// commit.
+    fn on_lookup(&mut self, now: Instant, from: P, id: CallId, uri: ObjectUri) {
+        if let Err(primary) = self.route(&uri) {
+            self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary });
+            return;
+        }
+        let found = match (self.homes.get(&uri.guid), self.live.get(&uri.guid)) {
+            (Some(h), Some(live)) if !h.deleted() => Ok(super::model::encode(&ObjectFound {
+                object_type: live.object_type().to_string(),
+                protocol: h.protocol(),
+            })),
+            _ => Err(CallError::NoSuchObject(uri)),
+        };
+        self.answer(now, from, id, found);
+    }
+
     fn on_reply(&mut self, now: Instant, id: CallId, reply: Result<Vec<u8>, CallError>) {
         let Some(p) = self.pending.remove(&id) else {
             return; // answered already, or not ours
@@ -784,10 +843,13 @@ impl<P: PeerKey> Objects<P> {
     ) {
         match p.origin {
             Origin::Client(token) => {
-                let result = reply.map(|bytes| match p.msg {
-                    ObjectMsg::Create { uri, .. } => ObjectAnswer::Created(uri),
-                    ObjectMsg::Delete { .. } => ObjectAnswer::Deleted,
-                    _ => ObjectAnswer::Replied(bytes),
+                let result = reply.and_then(|bytes| match p.msg {
+                    ObjectMsg::Create { uri, .. } => Ok(ObjectAnswer::Created(uri)),
+                    ObjectMsg::Delete { .. } => Ok(ObjectAnswer::Deleted),
+                    ObjectMsg::Lookup { .. } => postcard::from_bytes(&bytes)
+                        .map(ObjectAnswer::Found)
+                        .map_err(|e| CallError::BadMessage(format!("lookup answer: {e}"))),
+                    _ => Ok(ObjectAnswer::Replied(bytes)),
                 });
                 self.outputs
                     .push_back(ObjectOutput::Answer { token, result });
@@ -854,6 +916,7 @@ impl<P: PeerKey> Objects<P> {
             return;
         }
         h.state_mut().checkpoint(live);
+        self.checkpointed.insert(guid, now);
         let protocol = h.protocol();
         let _ = self.homes.propose(now, guid, Vec::new());
         self.schedule_checkpoint(now, guid, protocol);
@@ -876,6 +939,7 @@ impl<P: PeerKey> Objects<P> {
                 HomeOutput::BecamePrimary { key, .. } => self.recover(now, key),
                 HomeOutput::SteppedDown { key } | HomeOutput::Dropped { key } => {
                     self.live.remove(&key);
+                    self.checkpointed.remove(&key);
                     if let Some(at) = self.checkpoint_at.remove(&key) {
                         self.checkpoints.remove(&(at, key));
                     }
@@ -958,6 +1022,7 @@ impl<P: PeerKey> Objects<P> {
                 self.stats.recovered += 1;
                 let awaiting: Vec<Outgoing> = live.awaiting_calls().cloned().collect();
                 self.live.insert(guid, live);
+                self.checkpointed.insert(guid, now);
                 self.schedule_checkpoint(now, guid, protocol);
                 for out in awaiting {
                     self.send_outgoing(now, guid, out);

@@ -289,6 +289,23 @@ pub trait ObjectKind: Send + Sync {
     ) -> Result<Box<dyn Instance>, CallError>;
     /// An object restored from a checkpoint.
     fn restore(&self, state: &[u8]) -> Result<Box<dyn Instance>, CallError>;
+    /// Parameters given as JSON (by the CLI or the HTTP API), encoded.
+    fn params_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, CallError>;
+    /// A request given as JSON, encoded.
+    fn request_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, CallError>;
+    /// An encoded reply, as JSON.
+    fn reply_to_json(&self, reply: &[u8]) -> Result<serde_json::Value, CallError>;
+}
+
+/// `json` read as a `T`, encoded; a mismatch names `what` and the type.
+fn from_json<T: Serialize + DeserializeOwned>(
+    json: serde_json::Value,
+    what: &str,
+    type_name: &str,
+) -> Result<Vec<u8>, CallError> {
+    let value: T = serde_json::from_value(json)
+        .map_err(|e| CallError::BadMessage(format!("{what} of a {type_name:?}: {e}")))?;
+    Ok(encode(&value))
 }
 
 struct TypedKind<T: ActiveObject>(std::marker::PhantomData<fn() -> T>);
@@ -313,6 +330,20 @@ impl<T: ActiveObject> ObjectKind for TypedKind<T> {
     fn restore(&self, state: &[u8]) -> Result<Box<dyn Instance>, CallError> {
         let object: T = decode(state, "object state")?;
         Ok(Box::new(Typed(object)))
+    }
+
+    fn params_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, CallError> {
+        from_json::<T::Params>(json, "parameters", T::TYPE)
+    }
+
+    fn request_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, CallError> {
+        from_json::<T::Request>(json, "request", T::TYPE)
+    }
+
+    fn reply_to_json(&self, reply: &[u8]) -> Result<serde_json::Value, CallError> {
+        let reply: T::Reply = decode(reply, "reply")?;
+        serde_json::to_value(reply)
+            .map_err(|e| CallError::BadMessage(format!("reply of a {:?}: {e}", T::TYPE)))
     }
 }
 

@@ -196,6 +196,11 @@ impl ObjectRecord {
         self.covers + self.log.len() as u64
     }
 
+    /// Deliveries the last checkpoint includes.
+    pub fn covers(&self) -> u64 {
+        self.covers
+    }
+
     /// Deliveries logged since the last checkpoint.
     pub fn logged(&self) -> usize {
         self.log.len()

@@ -804,7 +804,7 @@ mod cores {
             self.up().into_iter().find(|p| {
                 self.peers[*p as usize]
                     .as_ref()
-                    .is_some_and(|c| c.objects().iter().any(|o| o.uri == *uri))
+                    .is_some_and(|c| c.objects(self.now).iter().any(|o| o.uri == *uri))
             })
         }
     }
@@ -972,6 +972,15 @@ mod cores {
             Err(CallError::TooLarge { .. })
         ));
 
+        let lookup = net.request(2, ObjectRequest::Lookup { uri: uri.clone() }, None);
+        assert_eq!(
+            net.wait(lookup, Duration::from_secs(30)),
+            Ok(ObjectAnswer::Found(ObjectFound {
+                object_type: "counter".into(),
+                protocol: PML,
+            }))
+        );
+
         let delete = net.request(1, ObjectRequest::Delete { uri: uri.clone() }, None);
         assert_eq!(
             net.wait(delete, Duration::from_secs(30)),
@@ -980,6 +989,11 @@ mod cores {
         let after = net.call_counter(2, &uri, &CounterRequest::Get);
         assert_eq!(
             net.wait(after, Duration::from_secs(30)),
+            Err(CallError::NoSuchObject(uri.clone()))
+        );
+        let lookup = net.request(0, ObjectRequest::Lookup { uri: uri.clone() }, None);
+        assert_eq!(
+            net.wait(lookup, Duration::from_secs(30)),
             Err(CallError::NoSuchObject(uri))
         );
     }
@@ -1007,4 +1021,28 @@ mod cores {
             Err(CallError::NoSuchObject(uri))
         );
     }
+}
+
+#[test]
+fn json_parameters_requests_and_replies_go_through_the_type() {
+    let mut types = ObjectTypes::new();
+    types.register::<Counter>();
+    let kind = types.get("counter").unwrap();
+    let params = kind.params_from_json(serde_json::json!(7)).unwrap();
+    assert_eq!(params, encode(&7u64));
+    let request = kind
+        .request_from_json(serde_json::json!({ "Add": 5 }))
+        .unwrap();
+    assert_eq!(request, encode(&CounterRequest::Add(5)));
+    assert_eq!(
+        kind.reply_to_json(&encode(&12u64)).unwrap(),
+        serde_json::json!(12)
+    );
+    let wrong = kind
+        .request_from_json(serde_json::json!({ "Multiply": 5 }))
+        .unwrap_err()
+        .to_string();
+    assert!(wrong.contains("request of a \"counter\""), "{wrong}");
+    assert!(kind.params_from_json(serde_json::json!("seven")).is_err());
+    assert!(kind.reply_to_json(&[0xff; 11]).is_err());
 }
