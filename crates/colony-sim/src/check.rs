@@ -164,6 +164,47 @@ pub enum Violation {
         /// What the last attempt got.
         answer: String,
     },
+    /// Distributed objects: acknowledged additions that no single history
+    /// of the object explains (one position given twice, or an addition
+    /// acknowledged before another was asked placed after it): a rollback
+    /// answered as if nothing happened, or two primaries committing apart.
+    ObjectHistory {
+        /// The object.
+        object: String,
+        /// What contradicts.
+        what: String,
+    },
+    /// Distributed objects: the final state has a token twice, one never
+    /// asked, or (under `pml`) lacks an acknowledged one or has it at
+    /// another position than its caller was told.
+    ObjectExactlyOnce {
+        /// The object.
+        object: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// Distributed objects: two peers' live activations of one object
+    /// executed deliveries over overlapping spans of time.
+    ObjectDoubleActivation {
+        /// The object.
+        object: String,
+        /// The two activations.
+        what: String,
+    },
+    /// Distributed objects: an answer of a kind the call cannot get.
+    ObjectUnexpectedAnswer {
+        /// The call and what it got.
+        answer: String,
+    },
+    /// Distributed objects: once faults were over and the network healed,
+    /// an object could not be read within the attempts allowed (or was
+    /// never created).
+    ObjectFinalReadUnanswered {
+        /// The object.
+        object: String,
+        /// What the last attempt got.
+        answer: String,
+    },
 }
 
 impl Violation {
@@ -190,6 +231,11 @@ impl Violation {
             Violation::SpaceFencing { .. } => "space-fencing",
             Violation::SpaceUnexpectedAnswer { .. } => "space-unexpected-answer",
             Violation::SpaceFinalReadUnanswered { .. } => "space-final-read-unanswered",
+            Violation::ObjectHistory { .. } => "object-history",
+            Violation::ObjectExactlyOnce { .. } => "object-exactly-once",
+            Violation::ObjectDoubleActivation { .. } => "object-double-activation",
+            Violation::ObjectUnexpectedAnswer { .. } => "object-unexpected-answer",
+            Violation::ObjectFinalReadUnanswered { .. } => "object-final-read-unanswered",
         }
     }
 }
@@ -254,6 +300,20 @@ impl fmt::Display for Violation {
             Violation::SpaceFinalReadUnanswered { key, answer } => write!(
                 f,
                 "object {key} could not be read after the faults ended: {answer}"
+            ),
+            Violation::ObjectHistory { object, what } => {
+                write!(f, "object {object}: no single history: {what}")
+            }
+            Violation::ObjectExactlyOnce { object, what } => {
+                write!(f, "object {object}: not exactly once: {what}")
+            }
+            Violation::ObjectDoubleActivation { object, what } => {
+                write!(f, "object {object}: two activations executing at once: {what}")
+            }
+            Violation::ObjectUnexpectedAnswer { answer } => write!(f, "objects: {answer}"),
+            Violation::ObjectFinalReadUnanswered { object, answer } => write!(
+                f,
+                "object {object} could not be read after the faults ended: {answer}"
             ),
         }
     }

@@ -177,6 +177,7 @@ pub mod check;
 pub mod exec;
 pub mod faults;
 pub mod linearizability;
+pub mod objects;
 pub mod peer;
 pub mod rng;
 pub mod sim;
@@ -185,4 +186,5 @@ pub mod trace;
 
 pub use check::Violation;
 pub use faults::FaultKinds;
+pub use objects::ProtocolChoice;
 pub use sim::{run, Broken, FaultCounts, Report, SimConfig, SpaceFaults, Workload};

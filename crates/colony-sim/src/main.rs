@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use colony_sim::{run, Broken, FaultCounts, FaultKinds, SimConfig, SpaceFaults, Workload};
+use colony_sim::{
+    run, Broken, FaultCounts, FaultKinds, ProtocolChoice, SimConfig, SpaceFaults, Workload,
+};
 
 /// Deterministic simulation of Colony peers in virtual time: the real
 /// protocol cores on a seeded faulty network, with invariants checked on
@@ -39,7 +41,9 @@ struct Cli {
     /// sum), "nqueens" (colony-apps' N-Queens, checked against the known
     /// count), "pipes" (membership and application messages only) or
     /// "space" (clients calling the object space, their history checked
-    /// for linearizability, fencing and durability).
+    /// for linearizability, fencing and durability) or "objects" (clients
+    /// creating and calling distributed objects, checked for exactly-once
+    /// execution, one activation at a time and liveness after the faults).
     #[arg(long, default_value = "job")]
     workload: Workload,
     /// With --workload space: how many clients call the space, each on a
@@ -57,6 +61,19 @@ struct Cli {
     /// acknowledged answer must still hold).
     #[arg(long, default_value = "minority")]
     space_faults: SpaceFaults,
+    /// With --workload objects: how many clients call the objects, each on
+    /// a peer of its own while there are enough.
+    #[arg(long, default_value_t = 3)]
+    object_clients: u32,
+    /// With --workload objects: about how many additions each client makes
+    /// over the fault window, one at a time, before the final reads.
+    #[arg(long, default_value_t = 40)]
+    object_calls: u32,
+    /// With --workload objects: the objects' fault tolerance, "pml" (every
+    /// acknowledged call exactly once), "checkpoint" or "none" (failures
+    /// must be errors, never wrong answers).
+    #[arg(long, default_value = "pml")]
+    object_protocol: ProtocolChoice,
     /// How long faults go on, in virtual milliseconds.
     #[arg(long)]
     fault_window_ms: Option<u64>,
@@ -65,7 +82,10 @@ struct Cli {
     /// crashes at once), "drop-parts" (divided parts are lost),
     /// "no-checkpoints" (protocol none while workers and the job's primary
     /// crash), "local-reads" (space homes answer reads from any replica,
-    /// without the leadership round: stale reads).
+    /// without the leadership round: stale reads), "objects-no-log" (the
+    /// objects run under checkpoint but are checked as pml),
+    /// "objects-solo-homes" (a restarted peer makes itself the only member
+    /// of its objects' homes: two primaries).
     #[arg(long)]
     broken: Option<Broken>,
     /// With --seed: also log every job message about this unit.
@@ -105,6 +125,9 @@ fn main() -> ExitCode {
         config.space_clients = cli.space_clients;
         config.space_calls = cli.space_calls;
         config.space_faults = cli.space_faults;
+        config.object_clients = cli.object_clients;
+        config.object_calls = cli.object_calls;
+        config.object_protocol = cli.object_protocol;
         if let Some(ms) = cli.fault_window_ms {
             config.fault_window = Duration::from_millis(ms);
         }
@@ -127,6 +150,8 @@ fn main() -> ExitCode {
     let mut early_example: Option<String> = None;
     let mut space = colony_sim::space::SpaceStats::default();
     let mut space_seeds = 0u64;
+    let mut objects = colony_sim::objects::ObjectStats::default();
+    let mut object_seeds = 0u64;
     let mut by_kind: std::collections::BTreeMap<&'static str, (u64, String)> =
         std::collections::BTreeMap::new();
     let total = seeds.len();
@@ -154,6 +179,10 @@ fn main() -> ExitCode {
             space.granted += stats.granted;
             space.final_reads += stats.final_reads;
         }
+        if let Some(stats) = &report.objects {
+            object_seeds += 1;
+            objects.add(stats);
+        }
         jobs.4 += report.merged_twice;
         jobs.5 += report.checkpoints_lost_allowed;
         if report.early_receipts_lost > 0 && early_example.is_none() {
@@ -180,6 +209,13 @@ fn main() -> ExitCode {
                 "ok   seed {seed}: {:.1}s virtual, job {}, trace {:016x} ({} entries), {} events, {:.1} wake-ups per peer per virtual second",
                 report.virtual_time.as_secs_f64(),
                 match (&report.space, report.job_time) {
+                    (_, _) if report.objects.is_some() => {
+                        let o = report.objects.clone().unwrap_or_default();
+                        format!(
+                            "none; objects: {} additions ({} acknowledged, {} failed, {} without answer), {} final reads",
+                            o.calls, o.acked, o.failed, o.unanswered, o.final_reads
+                        )
+                    }
                     (Some(space), _) => format!(
                         "none; space: {} calls ({} without answer), {} final reads",
                         space.calls, space.unanswered, space.final_reads
@@ -241,6 +277,18 @@ fn main() -> ExitCode {
             space.refused,
             space.granted,
             space.final_reads
+        );
+    }
+    if object_seeds > 0 {
+        println!(
+            "objects: {} additions over {object_seeds} seeds ({} acknowledged, {} failed with an error, {} without answer), {} final reads; {} executions over {} activations sampled",
+            objects.calls,
+            objects.acked,
+            objects.failed,
+            objects.unanswered,
+            objects.final_reads,
+            objects.executions,
+            objects.activations
         );
     }
     if !by_kind.is_empty() {

@@ -558,6 +558,31 @@ impl SimPeer {
         self.input(now, NodeInput::ObjectDurable { guid, term, seq });
     }
 
+    /// Creates, calls or deletes an object on behalf of an application of
+    /// this peer; the answer comes as [`NodeOutput::ObjectAnswer`] with
+    /// `token` in an [`Action::Node`], within `timeout`.
+    pub fn object_request(
+        &mut self,
+        now: Instant,
+        token: u64,
+        request: colony_core::object::ObjectRequest,
+        timeout: Duration,
+    ) {
+        self.node.object_request(now, token, request, Some(timeout));
+        self.flush(now);
+    }
+
+    /// The objects this peer serves as primary, with the deliveries each
+    /// executed (`Objects::objects`), for the activation sampler.
+    pub fn live_objects(&self) -> BTreeMap<Guid, u64> {
+        self.node
+            .objects()
+            .objects()
+            .into_iter()
+            .map(|o| (o.uri.guid, o.served))
+            .collect()
+    }
+
     /// Asks the object space to apply `op` on behalf of an application of
     /// this peer; the answer comes as [`NodeOutput::SpaceAnswer`] in an
     /// [`Action::Node`], within `timeout`.

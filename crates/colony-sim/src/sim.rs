@@ -23,6 +23,7 @@ use crate::app::{RangeParams, RangeSum};
 use crate::check::{PipeChecker, Violation};
 use crate::exec::ExecSpeed;
 use crate::faults::{FaultAction, FaultKinds, NetParams, Schedule, ScheduleLimits};
+use crate::objects::{ObjectStats, ObjectsWorkload, ProtocolChoice};
 use crate::peer::{key_of, Action, PeerSettings, PeerStart, SimPeer, StoredPartition};
 use crate::rng::{derive, SimRng};
 use crate::space::{SpaceStats, SpaceWorkload, CALL_TIMEOUT, FINAL_ATTEMPTS, FINAL_TIMEOUT};
@@ -42,6 +43,11 @@ pub enum Workload {
     /// compare-and-sets, deletes, locks); the history is checked for
     /// linearizability and durability ([`crate::space`]).
     Space,
+    /// Clients on some peers create a few distributed objects and call
+    /// them; their answers and the objects' final states are checked for
+    /// exactly-once execution, one activation at a time and liveness
+    /// ([`crate::objects`]).
+    Objects,
 }
 
 impl fmt::Display for Workload {
@@ -51,6 +57,7 @@ impl fmt::Display for Workload {
             Workload::NQueens => write!(f, "nqueens"),
             Workload::Pipes => write!(f, "pipes"),
             Workload::Space => write!(f, "space"),
+            Workload::Objects => write!(f, "objects"),
         }
     }
 }
@@ -64,8 +71,9 @@ impl FromStr for Workload {
             "nqueens" => Ok(Workload::NQueens),
             "pipes" => Ok(Workload::Pipes),
             "space" => Ok(Workload::Space),
+            "objects" => Ok(Workload::Objects),
             other => Err(format!(
-                "unknown workload {other:?}; use job, nqueens, pipes or space"
+                "unknown workload {other:?}; use job, nqueens, pipes, space or objects"
             )),
         }
     }
@@ -128,6 +136,14 @@ pub enum Broken {
     /// replica, without the round that proves a primary still leads
     /// (`SpaceConfig::unsafe_local_reads`): reads can be stale.
     LocalReads,
+    /// The objects workload creates its objects under `checkpoint` (no
+    /// message log) but checks them as `pml`: acknowledged calls are lost
+    /// in a crash, and answered again from an older state.
+    ObjectsNoLog,
+    /// A restarted peer reads its object records back as homes of its
+    /// own (itself their only member): it elects itself and serves the
+    /// object beside the real home, two primaries committing apart.
+    ObjectsSoloHomes,
 }
 
 impl fmt::Display for Broken {
@@ -138,6 +154,8 @@ impl fmt::Display for Broken {
             Broken::DropParts => write!(f, "drop-parts"),
             Broken::NoCheckpoints => write!(f, "no-checkpoints"),
             Broken::LocalReads => write!(f, "local-reads"),
+            Broken::ObjectsNoLog => write!(f, "objects-no-log"),
+            Broken::ObjectsSoloHomes => write!(f, "objects-solo-homes"),
         }
     }
 }
@@ -152,8 +170,10 @@ impl FromStr for Broken {
             "drop-parts" => Ok(Broken::DropParts),
             "no-checkpoints" => Ok(Broken::NoCheckpoints),
             "local-reads" => Ok(Broken::LocalReads),
+            "objects-no-log" => Ok(Broken::ObjectsNoLog),
+            "objects-solo-homes" => Ok(Broken::ObjectsSoloHomes),
             other => Err(format!(
-                "unknown breakage {other:?}; use never-heal, home-overkill, drop-parts, no-checkpoints or local-reads"
+                "unknown breakage {other:?}; use never-heal, home-overkill, drop-parts, no-checkpoints, local-reads, objects-no-log or objects-solo-homes"
             )),
         }
     }
@@ -199,6 +219,13 @@ pub struct SimConfig {
     pub space_calls: u32,
     /// With [`Workload::Space`]: how peer faults are limited.
     pub space_faults: SpaceFaults,
+    /// With [`Workload::Objects`]: how many clients call the objects.
+    pub object_clients: u32,
+    /// With [`Workload::Objects`]: about how many additions each client
+    /// makes over the fault window.
+    pub object_calls: u32,
+    /// With [`Workload::Objects`]: the objects' fault tolerance.
+    pub object_protocol: ProtocolChoice,
 }
 
 impl SimConfig {
@@ -219,6 +246,9 @@ impl SimConfig {
             space_clients: 3,
             space_calls: 40,
             space_faults: SpaceFaults::Minority,
+            object_clients: 3,
+            object_calls: 40,
+            object_protocol: ProtocolChoice::Pml,
         }
     }
 
@@ -244,6 +274,12 @@ impl SimConfig {
             line.push_str(&format!(
                 " --space-clients {} --space-calls {} --space-faults {}",
                 self.space_clients, self.space_calls, self.space_faults
+            ));
+        }
+        if self.workload == Workload::Objects {
+            line.push_str(&format!(
+                " --object-clients {} --object-calls {} --object-protocol {}",
+                self.object_clients, self.object_calls, self.object_protocol
             ));
         }
         line
@@ -321,6 +357,8 @@ pub struct Report {
     pub wakeups: u64,
     /// What the space workload did, if it ran.
     pub space: Option<SpaceStats>,
+    /// What the objects workload did, if it ran.
+    pub objects: Option<ObjectStats>,
 }
 
 impl Report {
@@ -360,6 +398,7 @@ pub fn run(config: &SimConfig) -> Report {
                 events: 0,
                 wakeups: 0,
                 space: None,
+                objects: None,
             }
         }
     }
@@ -523,6 +562,14 @@ enum Event {
     },
     /// The final reads of the space workload are due (or due again).
     SpaceFinal,
+    /// An objects client on `peer` (in that life) makes its next call.
+    ObjectClient {
+        client: usize,
+        peer: u32,
+        life: u32,
+    },
+    /// The final reads of the objects workload are due (or due again).
+    ObjectFinal,
 }
 
 impl Event {
@@ -534,12 +581,14 @@ impl Event {
             | Event::DialFailed { peer, life, .. }
             | Event::Unreachable { peer, life, .. }
             | Event::Fsync { peer, life }
-            | Event::SpaceClient { peer, life, .. } => Some((*peer, *life)),
+            | Event::SpaceClient { peer, life, .. }
+            | Event::ObjectClient { peer, life, .. } => Some((*peer, *life)),
             Event::Fault(_)
             | Event::CheckViews
             | Event::Submit
             | Event::Query
-            | Event::SpaceFinal => None,
+            | Event::SpaceFinal
+            | Event::ObjectFinal => None,
         }
     }
 }
@@ -731,6 +780,8 @@ struct World {
     space: Option<SpaceWorkload>,
     /// Space clients start no new sequence from then on.
     space_stop: Duration,
+    /// The objects workload, if it runs.
+    objects: Option<ObjectsWorkload>,
     /// Events handled and peer wake-ups run so far.
     events: u64,
     wakeups: u64,
@@ -818,7 +869,7 @@ impl World {
         let window_start = WARMUP + Duration::from_millis(300);
         let window_end = WARMUP + config.fault_window;
         let job = match config.workload {
-            Workload::Pipes | Workload::Space => None,
+            Workload::Pipes | Workload::Space | Workload::Objects => None,
             workload => {
                 let mut id = [0u8; 16];
                 for chunk in id.chunks_mut(8) {
@@ -893,6 +944,28 @@ impl World {
                 think,
             )
         });
+        let objects = (config.workload == Workload::Objects).then(|| {
+            let think =
+                (space_stop - space_start).mul_f64(1.0 / f64::from(config.object_calls.max(1)));
+            let (protocol, expect) = match config.broken {
+                Some(Broken::ObjectsNoLog) => (ProtocolChoice::Checkpoint, ProtocolChoice::Pml),
+                _ => (config.object_protocol, config.object_protocol),
+            };
+            ObjectsWorkload::new(
+                derive(&[seed, 105]),
+                config.peers,
+                config.object_clients,
+                config.object_calls,
+                think,
+                protocol,
+                expect,
+            )
+        });
+        if objects.is_some() {
+            settings.object_types.register::<crate::objects::Tally>();
+        }
+        // The objects workload protects no peer: `pml` records are on
+        // disk, and every crashed peer restarts.
         let (protected, protected_limit) = match (&job, &space) {
             (Some(j), _) => {
                 let limit = tolerated(&j.ft);
@@ -1019,6 +1092,7 @@ impl World {
             job,
             space,
             space_stop,
+            objects,
             settings,
             config,
             events: 0,
@@ -1050,6 +1124,31 @@ impl World {
                 world.schedule(
                     space_start + pause,
                     Event::SpaceClient { client, peer, life },
+                );
+            }
+        }
+        if world.objects.is_some() {
+            let finals = world.faults_end.max(world.space_stop) + SETTLE_MIN;
+            let last = finals
+                + crate::objects::CALL_TIMEOUT
+                + crate::objects::FINAL_TIMEOUT * (crate::objects::FINAL_ATTEMPTS + 1);
+            world.end = world.end.max(last);
+            world.schedule(finals, Event::ObjectFinal);
+            let clients: Vec<(usize, u32)> = world
+                .objects
+                .as_ref()
+                .map(|w| w.client_peers().collect())
+                .unwrap_or_default();
+            for (client, peer) in clients {
+                let pause = world
+                    .objects
+                    .as_mut()
+                    .map(|w| w.pause())
+                    .unwrap_or_default();
+                let life = 0;
+                world.schedule(
+                    space_start + pause / 4,
+                    Event::ObjectClient { client, peer, life },
                 );
             }
         }
@@ -1188,6 +1287,9 @@ impl World {
             }
             violations.extend(found);
         }
+        if let Some(w) = self.objects.as_mut() {
+            violations.extend(w.finish());
+        }
         Report {
             violations,
             virtual_time: self.now,
@@ -1210,6 +1312,7 @@ impl World {
             events: self.events,
             wakeups: self.wakeups,
             space: self.space.as_ref().map(SpaceWorkload::stats),
+            objects: self.objects.as_ref().map(ObjectsWorkload::stats),
             config: self.config,
         }
     }
@@ -1259,6 +1362,10 @@ impl World {
                 .space
                 .as_ref()
                 .is_none_or(|w| self.now >= self.space_stop && w.finals_over())
+            && self
+                .objects
+                .as_ref()
+                .is_none_or(|w| self.now >= self.space_stop && !w.creating() && w.finals_over())
     }
 
     /// The job's invariants that only the end can judge.
@@ -1416,7 +1523,23 @@ impl World {
             .collect();
         let mut peer = SimPeer::start(start, self.settings.clone(), disk, now);
         peer.restore_space(now, &slot.disk.space);
-        peer.restore_objects(now, &slot.disk.objects);
+        if self.config.broken == Some(Broken::ObjectsSoloHomes) {
+            let solo: BTreeMap<Guid, StoredObject<u32>> = slot
+                .disk
+                .objects
+                .iter()
+                .map(|(guid, stored)| {
+                    let mut stored = stored.clone();
+                    stored.members = vec![id];
+                    stored.config = vec![id];
+                    stored.term += 1;
+                    (*guid, stored)
+                })
+                .collect();
+            peer.restore_objects(now, &solo);
+        } else {
+            peer.restore_objects(now, &slot.disk.objects);
+        }
         if !slot.disk.space.is_empty() {
             let held: Vec<String> = slot
                 .disk
@@ -1447,9 +1570,17 @@ impl World {
 
     /// Drains what a peer asked for and refreshes its wake-up time.
     fn after_input(&mut self, id: u32) {
+        let life = self.slots[id as usize].life;
         let Some(peer) = self.slots[id as usize].peer.as_mut() else {
             return;
         };
+        if let Some(w) = self.objects.as_mut() {
+            let watched = w.guids();
+            if !watched.is_empty() {
+                let live = peer.live_objects();
+                w.activations.sample(id, life, self.now, &live, &watched);
+            }
+        }
         let actions = std::mem::take(&mut peer.actions);
         let wake = peer
             .next_wakeup()
@@ -1578,8 +1709,16 @@ impl World {
                 self.slots[id as usize].disk.objects_pending.push(stored);
                 self.schedule_fsync(id);
             }
-            // No simulated workload asks for objects yet: no answer comes.
-            Action::Node(NodeOutput::ObjectAnswer { .. }) => {}
+            Action::Node(NodeOutput::ObjectAnswer { token, result }) => {
+                self.trace.record(self.now, 33, &[u64::from(id), token]);
+                self.trace.log(self.now, || {
+                    format!("peer {id} answers object request {token}: {result:?}")
+                });
+                if let Some(w) = self.objects.as_mut() {
+                    let next = w.answered(id, token, result, self.now);
+                    self.follow_objects(next);
+                }
+            }
             Action::Node(NodeOutput::UnpersistSpace { partition }) => {
                 self.trace
                     .record(self.now, 16, &[u64::from(id), u64::from(partition)]);
@@ -1746,6 +1885,99 @@ impl World {
                 self.schedule(self.now + Duration::from_millis(200), Event::SpaceFinal)
             }
             crate::space::Next::Nothing => {}
+        }
+    }
+
+    /// Does what the objects workload asks after an answer.
+    fn follow_objects(&mut self, next: crate::objects::Next) {
+        match next {
+            crate::objects::Next::Client { client, after } => {
+                let Some((_, peer)) = self
+                    .objects
+                    .as_ref()
+                    .and_then(|w| w.client_peers().nth(client))
+                else {
+                    return;
+                };
+                let life = self.slots[peer as usize].life;
+                self.schedule(self.now + after, Event::ObjectClient { client, peer, life });
+            }
+            crate::objects::Next::RetryFinal => {
+                self.schedule(self.now + Duration::from_millis(200), Event::ObjectFinal)
+            }
+            crate::objects::Next::Nothing => {}
+        }
+    }
+
+    /// Objects client `client` on `peer` makes its next call, if it has one.
+    fn object_call(&mut self, client: usize, peer: u32) {
+        let start_new = self.now < self.space_stop;
+        let now = self.instant(self.now);
+        let Some(w) = self.objects.as_mut() else {
+            return;
+        };
+        if self.slots[peer as usize].peer.is_none() {
+            return;
+        }
+        let Some((token, request)) = w.next_call(client, start_new, self.now) else {
+            // Nothing to call yet: the objects are being created.
+            if w.creating() && start_new {
+                let life = self.slots[peer as usize].life;
+                let at = self.now + Duration::from_millis(100);
+                self.schedule(at, Event::ObjectClient { client, peer, life });
+            }
+            return;
+        };
+        let timeout = match request {
+            colony_core::object::ObjectRequest::Create { .. } => crate::objects::CREATE_TIMEOUT,
+            _ => crate::objects::CALL_TIMEOUT,
+        };
+        self.trace
+            .record(self.now, 34, &[u64::from(peer), client as u64, token]);
+        self.trace.log(self.now, || {
+            format!("objects client {client} on peer {peer} asks {request:?} as request {token}")
+        });
+        if let Some(p) = self.slots[peer as usize].peer.as_mut() {
+            p.object_request(now, token, request, timeout);
+        }
+        self.after_input(peer);
+    }
+
+    /// Once every client is done, reads each object not yet read back,
+    /// each attempt from a random running peer.
+    fn object_final_reads(&mut self) {
+        let Some(w) = self.objects.as_ref() else {
+            return;
+        };
+        if self.now < self.space_stop || !w.clients_idle() || w.creating() {
+            self.schedule(self.now + SETTLE_CHECK, Event::ObjectFinal);
+            return;
+        }
+        let due = w.finals_due();
+        let live: Vec<u32> = (0..self.config.peers)
+            .filter(|p| self.running(*p) && !self.slots[*p as usize].paused)
+            .collect();
+        let now = self.instant(self.now);
+        for object in due {
+            let Some(&peer) = self.rng.pick(&live) else {
+                break;
+            };
+            let Some((token, request)) = self
+                .objects
+                .as_mut()
+                .and_then(|w| w.final_call(object, peer))
+            else {
+                continue;
+            };
+            self.trace
+                .record(self.now, 35, &[u64::from(peer), object as u64]);
+            self.trace.log(self.now, || {
+                format!("peer {peer} reads object #{object} back as request {token}")
+            });
+            if let Some(p) = self.slots[peer as usize].peer.as_mut() {
+                p.object_request(now, token, request, crate::objects::FINAL_TIMEOUT);
+            }
+            self.after_input(peer);
         }
     }
 
@@ -2301,6 +2533,8 @@ impl World {
             }
             Event::SpaceClient { client, peer, .. } => self.space_call(client, peer),
             Event::SpaceFinal => self.space_final_reads(),
+            Event::ObjectClient { client, peer, .. } => self.object_call(client, peer),
+            Event::ObjectFinal => self.object_final_reads(),
             Event::Query => {
                 let Some(j) = self.job.as_ref() else {
                     return;
@@ -2333,6 +2567,12 @@ impl World {
                 if let Some(w) = self.space.as_mut() {
                     if !w.crashed(peer).is_empty() {
                         self.schedule(self.now, Event::SpaceFinal);
+                    }
+                }
+                if let Some(w) = self.objects.as_mut() {
+                    w.activations.crashed(peer, self.now);
+                    if w.crashed(peer) {
+                        self.schedule(self.now, Event::ObjectFinal);
                     }
                 }
                 let slot = &mut self.slots[peer as usize];
@@ -2370,6 +2610,21 @@ impl World {
                         .unwrap_or_default();
                     let next = crate::space::Next::Client { client, after };
                     self.follow_space(next);
+                }
+                let clients: Vec<usize> = self
+                    .objects
+                    .as_ref()
+                    .map(|w| {
+                        w.client_peers()
+                            .filter(|(_, p)| *p == peer)
+                            .map(|(c, _)| c)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for client in clients {
+                    let after = self.objects.as_mut().map(|w| w.pause()).unwrap_or_default();
+                    let next = crate::objects::Next::Client { client, after };
+                    self.follow_objects(next);
                 }
             }
             FaultAction::Pause { peer } => {
