@@ -243,6 +243,9 @@ pub struct ObjectStats {
     /// Activations seen (an object live on a peer, from when it appears
     /// to when it goes).
     pub activations: u64,
+    /// Pairs of activations whose executions overlapped (a failure only
+    /// with [`Activations::strict`]; see there).
+    pub overlapping: u64,
 }
 
 impl ObjectStats {
@@ -255,6 +258,7 @@ impl ObjectStats {
         self.final_reads += other.final_reads;
         self.executions += other.executions;
         self.activations += other.activations;
+        self.overlapping += other.overlapping;
     }
 }
 
@@ -572,6 +576,7 @@ impl ObjectsWorkload {
             final_reads: self.finals.iter().filter(|f| f.tokens.is_some()).count() as u64,
             executions: self.activations.executions,
             activations: self.activations.count(),
+            overlapping: self.activations.overlaps.len() as u64,
             ..ObjectStats::default()
         };
         for op in &self.history {
@@ -587,7 +592,9 @@ impl ObjectsWorkload {
     /// The checks of the end of the seed (see the module docs).
     pub fn finish(&mut self) -> Vec<Violation> {
         let mut violations = std::mem::take(&mut self.violations);
-        violations.append(&mut self.activations.violations);
+        if self.activations.strict {
+            violations.extend(self.activations.overlaps.iter().cloned());
+        }
         let issued: BTreeSet<u64> = self.history.iter().map(|op| op.token).collect();
         for object in 0..OBJECTS {
             let Some(uri) = self.objects[object].clone() else {
@@ -721,12 +728,22 @@ struct Activation {
 /// (first to last execution) that overlap — whether or not the deliveries
 /// they executed were ever committed or answered. Whether two primaries
 /// *committed* apart is the workload's `object-history` check.
+///
+/// Overlaps are counted, and fail the seed only when `strict` (the CLI's
+/// `--strict-activations`): the generic home has no leases, so a primary
+/// cut off by a partition, or paused, goes on executing the calls that
+/// reach it until it hears of its successor's term. Those executions are
+/// never committed (under `pml` their replies and calls are withheld, and
+/// `object-history` / `object-exactly-once` hold), but Orleans-style single
+/// activation is not what the home gives.
 #[derive(Clone, Debug, Default)]
 pub struct Activations {
+    /// Whether overlaps are violations.
+    pub strict: bool,
     by_object: BTreeMap<Guid, Vec<Activation>>,
     executions: u64,
     reported: BTreeSet<(Guid, usize, usize)>,
-    violations: Vec<Violation>,
+    overlaps: Vec<Violation>,
 }
 
 impl Activations {
@@ -820,7 +837,7 @@ impl Activations {
                     a.last_exec.unwrap_or_default()
                 )
             };
-            self.violations.push(Violation::ObjectDoubleActivation {
+            self.overlaps.push(Violation::ObjectDoubleActivation {
                 object: guid.to_string(),
                 what: format!("{}; {}", show(other), show(me)),
             });
@@ -937,16 +954,13 @@ mod tests {
         a.sample(1, 0, ms(2), &gone, &[g]);
         a.sample(2, 0, ms(3), &live(1), &[g]);
         a.sample(2, 0, ms(4), &live(2), &[g]);
-        assert!(a.violations.is_empty());
+        assert!(a.overlaps.is_empty());
         // Peer 1 is live again and executes while peer 2 still does.
         a.sample(1, 0, ms(5), &live(1), &[g]);
         a.sample(1, 0, ms(6), &live(2), &[g]);
-        assert!(
-            a.violations.is_empty(),
-            "peer 2's last execution came first"
-        );
+        assert!(a.overlaps.is_empty(), "peer 2's last execution came first");
         a.sample(2, 0, ms(7), &live(3), &[g]);
-        assert_eq!(a.violations.len(), 1, "{:?}", a.violations);
+        assert_eq!(a.overlaps.len(), 1, "{:?}", a.overlaps);
         assert_eq!(a.executions, 4);
     }
 }

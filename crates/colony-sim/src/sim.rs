@@ -226,6 +226,10 @@ pub struct SimConfig {
     pub object_calls: u32,
     /// With [`Workload::Objects`]: the objects' fault tolerance.
     pub object_protocol: ProtocolChoice,
+    /// With [`Workload::Objects`]: two activations executing over
+    /// overlapping spans fail the seed (otherwise they are counted; see
+    /// [`crate::objects::Activations`]).
+    pub strict_activations: bool,
 }
 
 impl SimConfig {
@@ -249,6 +253,7 @@ impl SimConfig {
             object_clients: 3,
             object_calls: 40,
             object_protocol: ProtocolChoice::Pml,
+            strict_activations: false,
         }
     }
 
@@ -281,6 +286,9 @@ impl SimConfig {
                 " --object-clients {} --object-calls {} --object-protocol {}",
                 self.object_clients, self.object_calls, self.object_protocol
             ));
+            if self.strict_activations {
+                line.push_str(" --strict-activations");
+            }
         }
         line
     }
@@ -951,7 +959,7 @@ impl World {
                 Some(Broken::ObjectsNoLog) => (ProtocolChoice::Checkpoint, ProtocolChoice::Pml),
                 _ => (config.object_protocol, config.object_protocol),
             };
-            ObjectsWorkload::new(
+            let mut w = ObjectsWorkload::new(
                 derive(&[seed, 105]),
                 config.peers,
                 config.object_clients,
@@ -959,7 +967,9 @@ impl World {
                 think,
                 protocol,
                 expect,
-            )
+            );
+            w.activations.strict = config.strict_activations;
+            w
         });
         if objects.is_some() {
             settings.object_types.register::<crate::objects::Tally>();
