@@ -574,10 +574,10 @@ impl SimPeer {
 
     /// The objects this peer serves as primary, with the deliveries each
     /// executed (`Objects::objects`), for the activation sampler.
-    pub fn live_objects(&self) -> BTreeMap<Guid, u64> {
+    pub fn live_objects(&self, now: Instant) -> BTreeMap<Guid, u64> {
         self.node
             .objects()
-            .objects()
+            .objects(now)
             .into_iter()
             .map(|o| (o.uri.guid, o.served))
             .collect()

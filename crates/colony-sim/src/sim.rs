@@ -1581,13 +1581,14 @@ impl World {
     /// Drains what a peer asked for and refreshes its wake-up time.
     fn after_input(&mut self, id: u32) {
         let life = self.slots[id as usize].life;
+        let now = self.instant(self.now);
         let Some(peer) = self.slots[id as usize].peer.as_mut() else {
             return;
         };
         if let Some(w) = self.objects.as_mut() {
             let watched = w.guids();
             if !watched.is_empty() {
-                let live = peer.live_objects();
+                let live = peer.live_objects(now);
                 w.activations.sample(id, life, self.now, &live, &watched);
             }
         }
