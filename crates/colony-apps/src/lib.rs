@@ -8,7 +8,8 @@
 //! - [`matmul_space`]: the same product through the object space: A and B
 //!   stored in the job's namespace, each unit binding the rows it needs.
 //! - [`tsp`]: the symmetric TSP on TSPLIB instances by an island genetic
-//!   algorithm with 2-opt and Or-opt (the sequential core of its islands).
+//!   algorithm with 2-opt and Or-opt; its islands are distributed objects
+//!   ([`tsp::IslandObject`]), driven by `colony run tsp`.
 //!
 //! `flowshop` and `nqueens` are written once, against the WebAssembly guest
 //! SDK ([`colony_guest::Divisible`], the crates in `guests/`): the binary
@@ -28,6 +29,7 @@ pub use colony_guest_flowshop as flowshop;
 pub use colony_guest_nqueens as nqueens;
 
 use colony_core::divisible::AppRegistry;
+use colony_core::object::ObjectTypes;
 use native_guest::register_native_guest;
 
 /// Registers every example application.
@@ -43,4 +45,16 @@ pub fn examples() -> AppRegistry {
     let mut registry = AppRegistry::new();
     register_examples(&mut registry);
     registry
+}
+
+/// Registers every example object type (the TSP islands).
+pub fn register_example_objects(types: &mut ObjectTypes) {
+    types.register::<tsp::IslandObject>();
+}
+
+/// A registry holding the example object types.
+pub fn example_objects() -> ObjectTypes {
+    let mut types = ObjectTypes::new();
+    register_example_objects(&mut types);
+    types
 }

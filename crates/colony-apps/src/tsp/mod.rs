@@ -1,6 +1,5 @@
 //! The symmetric travelling salesman problem by an island genetic
-//! algorithm — its sequential core, to be wrapped into distributed objects
-//! (one object per island).
+//! algorithm — its sequential core, and its islands as distributed objects.
 //!
 //! - [`Instance`]: a TSPLIB `EUC_2D` instance, parsed with clear errors,
 //!   with its distance matrix and nearest-neighbour lists.
@@ -10,6 +9,9 @@
 //! - [`Island`]: a population evolving by order crossover, double-bridge
 //!   kicks and local search. Its whole state, random generator included,
 //!   serialises: the same state given the same calls gives the same tours.
+//! - [`IslandObject`]: an island as a distributed object (`tsp-island`),
+//!   evolving by bounded calls and sending its best tours to its
+//!   neighbour islands by calling them.
 //! - [`solve_islands_sequential`]: several islands round-robin in one
 //!   thread with ring migration, the baseline for the distributed version.
 //!
@@ -18,6 +20,7 @@
 
 mod instance;
 mod island;
+mod object;
 mod rng;
 mod solve;
 mod tour;
@@ -28,6 +31,10 @@ pub use instance::{
 pub use island::{
     Island, IslandConfig, IslandError, MigrationReport, MAX_OFFSPRING_PER_GENERATION,
     MAX_POPULATION, MAX_TOURNAMENT_SIZE,
+};
+pub use object::{
+    IslandObject, IslandParams, IslandProgress, IslandReply, IslandRequest,
+    MAX_GENERATIONS_PER_CALL, MAX_MIGRANTS, MAX_NEIGHBOURS, MAX_OBJECT_CITIES,
 };
 pub use rng::SplitMix64;
 pub use solve::{
