@@ -244,6 +244,7 @@ impl NetworkArgs {
             config.jobs.majority_patience = Duration::from_secs_f64(seconds);
         }
         config.apps = colony_apps::examples();
+        config.object_types = colony_apps::example_objects();
         Ok(config)
     }
 }

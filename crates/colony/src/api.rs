@@ -8,6 +8,8 @@
 //! - `GET /v1/jobs/{id}` — any job, asked of its home; 404 if none knows it.
 //! - `POST /v1/jobs/{id}/cancel` — cancels a job this peer submitted or is
 //!   the primary of; 403 with the primary's reason otherwise.
+//! - `GET /v1/objects` — the distributed objects whose primary is this
+//!   peer ([`ObjectInfo`]).
 //! - `/v1/space/…` — the object space: objects, namespaces and locks (see
 //!   `api/space.rs`); object bodies may be as large as the peer's
 //!   `max_value_bytes` (413 beyond), and get more time for their body and
@@ -24,6 +26,7 @@
 //! [`StatusInfo`]: crate::StatusInfo
 //! [`MemberInfo`]: crate::MemberInfo
 //! [`JobInfo`]: crate::JobInfo
+//! [`ObjectInfo`]: crate::ObjectInfo
 //! [`ApiLimits`]: crate::ApiLimits
 
 use std::fmt;
@@ -266,6 +269,7 @@ pub(crate) fn serve(
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/apps", get(apps))
+        .route("/v1/objects", get(objects))
         .route("/v1/modules", axum::routing::post(publish_module))
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(job))
@@ -539,6 +543,13 @@ async fn peers(State(peer): State<Peer>) -> Result<Json<Vec<MemberInfo>>, Status
 
 async fn apps(State(peer): State<Peer>) -> Json<crate::info::AppsInfo> {
     Json(peer.apps_info())
+}
+
+async fn objects(State(peer): State<Peer>) -> Result<Json<Vec<crate::ObjectInfo>>, StatusCode> {
+    peer.objects()
+        .await
+        .map(Json)
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
 }
 
 /// `POST /v1/modules` (body: the module's bytes): publishes a guest module

@@ -380,12 +380,13 @@ impl<P: PeerKey> Objects<P> {
         &self.stats
     }
 
-    /// The objects whose primary is this peer.
+    /// The objects whose primary is this peer (not those deleted, whose
+    /// record stays a while to answer late calls).
     pub fn objects(&self, now: Instant) -> Vec<ObjectInfo> {
         self.live
             .iter()
             .filter_map(|(guid, live)| {
-                let record = self.homes.get(guid)?;
+                let record = self.homes.get(guid).filter(|record| !record.deleted())?;
                 let age = self
                     .checkpointed
                     .get(guid)
