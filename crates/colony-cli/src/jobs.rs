@@ -10,6 +10,7 @@ use colony::{JobInfo, JobState, Peer, SubmitOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::ApiClientArgs;
+use crate::tsp::{object_protocol, TspRun, TSP};
 use crate::NetworkArgs;
 
 #[derive(Args, Debug)]
@@ -64,8 +65,9 @@ pub(crate) struct RunArgs {
     /// sandboxed. Every positional argument is the module's.
     #[arg(long, value_name = "FILE|ID")]
     wasm: Option<String>,
-    /// The application: flowshop, nqueens or matmul (with --wasm, the
-    /// module's first argument).
+    /// The application: flowshop, nqueens, matmul, or tsp (islands as
+    /// distributed objects: `colony run tsp FILE.tsp --islands N`, see
+    /// `colony run tsp --help`); with --wasm, the module's first argument.
     #[arg(required_unless_present = "wasm")]
     app: Option<String>,
     /// The application's arguments, e.g. `ta001`, `12`, `256 --seed 7`.
@@ -102,7 +104,9 @@ impl Drop for TempDir {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<()> {
-    let json = args.json;
+    // `colony run tsp FILE --json` takes --json among its own arguments.
+    let json = args.json
+        || (args.app.as_deref() == Some(TSP) && args.args.iter().any(|arg| arg == "--json"));
     let mut reported = false;
     let outcome = run_job(args, &mut reported).await;
     if let Err(error) = &outcome {
@@ -204,7 +208,12 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
         ),
         None => (args.app.clone().unwrap_or_default(), args.args.clone()),
     };
-    if module.is_none() {
+    // The TSP islands are objects, not a divisible job: their own path.
+    let tsp = match module {
+        None if app == TSP => Some(TspRun::prepare(&app_args)?),
+        _ => None,
+    };
+    if module.is_none() && tsp.is_none() {
         config
             .apps
             .get(&app)
@@ -295,10 +304,14 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
         eprintln!("{}", describe_publication(&published));
     }
     // The descriptor's fault tolerance, or the default one.
-    let ft = deployment
-        .map(|(_, node)| node.settings.fault_tolerance)
-        .unwrap_or_default();
-    let outcome = submit_and_follow(&peer, (&app, &app_args), &args, ft, reported).await;
+    let ft = deployment.map(|(_, node)| node.settings.fault_tolerance);
+    let outcome = match tsp {
+        Some(tsp) => crate::tsp::run(&peer, tsp, object_protocol(ft.as_ref())).await,
+        None => {
+            let ft = ft.unwrap_or_default();
+            submit_and_follow(&peer, (&app, &app_args), &args, ft, reported).await
+        }
+    };
     peer.shutdown().await;
     outcome
 }

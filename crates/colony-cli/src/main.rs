@@ -26,6 +26,7 @@ mod jobs;
 mod space;
 mod spacebench;
 mod stealing;
+mod tsp;
 mod watch;
 
 /// Colony: a peer-to-peer runtime for fault-tolerant parallel computing on

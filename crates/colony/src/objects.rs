@@ -93,18 +93,40 @@ impl Peer {
         }
     }
 
-    /// Calls the object `to` and waits for its reply.
+    /// Calls the object `to` and waits for its reply, at most the peer's
+    /// call timeout.
     pub async fn call_object<T: ActiveObject>(
         &self,
         to: &Ref<T>,
         request: &T::Request,
+    ) -> Result<T::Reply, ColonyError> {
+        self.call_object_timed(to, request, None).await
+    }
+
+    /// Calls the object `to` and waits for its reply at most `timeout`
+    /// (then [`CallError::DeadlinePassed`]): for callers with a deadline of
+    /// their own.
+    pub async fn call_object_within<T: ActiveObject>(
+        &self,
+        to: &Ref<T>,
+        request: &T::Request,
+        timeout: Duration,
+    ) -> Result<T::Reply, ColonyError> {
+        self.call_object_timed(to, request, Some(timeout)).await
+    }
+
+    async fn call_object_timed<T: ActiveObject>(
+        &self,
+        to: &Ref<T>,
+        request: &T::Request,
+        timeout: Option<Duration>,
     ) -> Result<T::Reply, ColonyError> {
         let request = ObjectRequest::Call {
             to: to.uri().clone(),
             object_type: T::TYPE.to_string(),
             request: encode(request),
         };
-        match self.object_request(request, None).await? {
+        match self.object_request(request, timeout).await? {
             ObjectAnswer::Replied(bytes) => decode_reply::<T>(&bytes).map_err(ColonyError::Object),
             other => Err(unexpected(other)),
         }

@@ -1,0 +1,192 @@
+//! `colony run tsp` on real processes: four island objects over three
+//! `colony peer` processes and the running one, a peer hosting an island
+//! SIGKILLed while they evolve, and the run still ending at berlin52's
+//! optimum with every island answering (under pml the island is replayed
+//! by a surviving member of its home). A bad TSPLIB file fails fast.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use colony::ObjectInfo;
+use common::*;
+
+fn berlin52() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../colony-apps/tests/data/berlin52.tsp")
+}
+
+/// The islands (`tsp-island` objects) whose primary is `peer`.
+async fn islands_at(peer: &PeerProc) -> Vec<ObjectInfo> {
+    peer.get_json::<Vec<ObjectInfo>>("/v1/objects")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|object| object.object_type == "tsp-island")
+        .collect()
+}
+
+/// Waits for `child` to exit, at most `within`; kills it past that.
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("colony run did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn islands_survive_a_killed_peer_and_reach_the_optimum() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("tsp-kill");
+    let mut peers = start_network(&root, 3, &[]);
+    let refs: Vec<&PeerProc> = peers.iter().collect();
+    wait_until(
+        Duration::from_secs(20),
+        "the peers to see each other",
+        || async { all_see_all_alive(&refs).await.then_some(()) },
+    )
+    .await;
+    let (out, err) = (root.join("run.out"), root.join("run.err"));
+    let started = Instant::now();
+    // --keep-going: berlin52's optimum often turns up within the first
+    // call; the islands must still be evolving when their peer dies.
+    let mut run = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["run", "--bootstrap", &peers[0].addr(), "--peers", "4"])
+        .args(["tsp", &berlin52().display().to_string(), "--islands", "4"])
+        .args(["--seconds", "12", "--keep-going", "--json"])
+        .stdout(std::fs::File::create(&out).expect("out file"))
+        .stderr(std::fs::File::create(&err).expect("err file"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("colony run");
+    wait_until(Duration::from_secs(20), "the islands to run", || async {
+        let log = std::fs::read_to_string(&err).unwrap_or_default();
+        log.contains("islands of berlin52").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The victim: a peer that is the primary of at least one island (the
+    // run's own peer may hold some, or, rarely, all of them).
+    let mut victim = None;
+    for (index, peer) in peers.iter().enumerate() {
+        let held = islands_at(peer).await;
+        if !held.is_empty() {
+            victim = Some((index, held));
+            break;
+        }
+    }
+    let moved = match victim {
+        Some((index, held)) => {
+            eprintln!("killing peer {index}, primary of {} islands", held.len());
+            peers[index].kill();
+            // The run's own peer may be the member of their homes that
+            // takes them over, and it has no API: the islands' progress at
+            // the end tells that they were served after the kill.
+            let log = std::fs::read_to_string(&err).unwrap_or_default();
+            held.iter()
+                .map(|object| {
+                    let index = log
+                        .lines()
+                        .find_map(|line| {
+                            let rest = line.strip_prefix("tsp: island ")?;
+                            let (index, uri) = rest.split_once(" is ")?;
+                            (uri == object.uri.to_string()).then(|| index.parse::<usize>().ok())?
+                        })
+                        .expect("the run names its islands");
+                    (index, object.served)
+                })
+                .collect::<Vec<_>>()
+        }
+        None => {
+            eprintln!("every island is at the running peer: nothing to kill this time");
+            Vec::new()
+        }
+    };
+    let status = wait_exit(&mut run, Duration::from_secs(40));
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(json["best"], 7542, "{json}");
+    assert_eq!(json["gap_percent"], 0.0, "{json}");
+    assert_eq!(json["lost_islands"], 0, "{json}");
+    assert_eq!(json["tour"].as_array().map(Vec::len), Some(52), "{json}");
+    // Every island answered at the end, the moved ones included.
+    let generations = json["generations"].as_array().expect("generations");
+    assert!(
+        generations
+            .iter()
+            .all(|g| g.as_u64().is_some_and(|g| g > 0)),
+        "{json}"
+    );
+    for &(index, served_before) in &moved {
+        // Ten generations per evolve call; every delivery before the kill
+        // counted, evolve calls or not.
+        let evolved = generations[index].as_u64().unwrap_or(0) / 10;
+        assert!(
+            evolved > served_before + 20,
+            "island {index}: {evolved} evolve calls in all, {served_before} deliveries before the kill"
+        );
+    }
+    let moved = moved.len();
+    eprintln!(
+        "figure: run with {moved} islands moved: {:.1} s wall, {} calls, {} failed",
+        started.elapsed().as_secs_f64(),
+        json["calls"],
+        json["failed_calls"]
+    );
+    // The islands are deleted at the end.
+    assert!(!stderr.contains("not deleted"), "{stderr}");
+    let survivors: Vec<&PeerProc> = peers.iter().filter(|p| p.is_running()).collect();
+    wait_until(
+        Duration::from_secs(5),
+        "the islands to be deleted",
+        || async {
+            for peer in &survivors {
+                if !islands_at(peer).await.is_empty() {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
+#[test]
+fn a_bad_tsp_file_is_a_clear_error_before_joining() {
+    let root = test_dir("tsp-bad");
+    let bad = root.join("bad.tsp");
+    std::fs::write(&bad, "NAME: bad\nTYPE: TSP\nDIMENSION: 3\nEDGE_WEIGHT_TYPE: EUC_2D\nNODE_COORD_SECTION\n1 0 0\n2 x 1\n").unwrap();
+    let missing = root.join("missing.tsp");
+    for (file, expected) in [(&bad, "line 7"), (&missing, "cannot read")] {
+        let started = Instant::now();
+        // A bootstrap address nobody listens at: the file is read first.
+        let output = Command::new(env!("CARGO_BIN_EXE_colony"))
+            .args(["run", "--bootstrap", "/ip4/127.0.0.1/tcp/9", "tsp"])
+            .arg(file)
+            .output()
+            .expect("colony run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{stderr}");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["run", "tsp"])
+        .arg(berlin52())
+        .args(["--islands", "0"])
+        .output()
+        .expect("colony run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("--islands"), "{stderr}");
+}
