@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use colony::{CallError, ColonyError, FaultTolerance, FtProtocol, ObjectProtocol, Peer, Ref};
+use colony::{CallError, ColonyError, FaultTolerance, ObjectProtocol, Peer, Ref};
 use colony_apps::tsp::{
     tour_length, Instance, IslandObject, IslandParams, IslandReply, IslandRequest, SplitMix64,
     MAX_GENERATIONS_PER_CALL,
@@ -125,18 +125,10 @@ impl TspRun {
 }
 
 /// The fault tolerance of the islands: the descriptor's virtual node's
-/// (`none`, or `checkpoint` every TTC), else pessimistic message logging,
-/// so that an island survives its peer's crash with nothing lost.
+/// (`none`, `checkpoint` or `pml`, with its TTC), else pessimistic message
+/// logging, so that an island survives its peer's crash with nothing lost.
 pub(crate) fn object_protocol(ft: Option<&FaultTolerance>) -> ObjectProtocol {
-    match ft {
-        None => ObjectProtocol::Pml { ttc_ms: 2_000 },
-        Some(ft) => match ft.protocol {
-            FtProtocol::None => ObjectProtocol::None,
-            FtProtocol::Checkpoint => ObjectProtocol::Checkpoint {
-                ttc_ms: u64::try_from(ft.ttc.as_millis()).unwrap_or(u64::MAX),
-            },
-        },
-    }
+    ft.map_or(ObjectProtocol::Pml { ttc_ms: 2_000 }, ObjectProtocol::from)
 }
 
 /// What a finished run found.
