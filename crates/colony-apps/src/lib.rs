@@ -7,6 +7,7 @@
 //! - [`matmul`]: multiplies seeded random matrices by row blocks.
 //! - [`matmul_space`]: the same product through the object space: A and B
 //!   stored in the job's namespace, each unit binding the rows it needs.
+//! - [`counter`]: a counter, the smallest distributed object.
 //! - [`tsp`]: the symmetric TSP on TSPLIB instances by an island genetic
 //!   algorithm with 2-opt and Or-opt; its islands are distributed objects
 //!   ([`tsp::IslandObject`]), driven by `colony run tsp`.
@@ -17,6 +18,7 @@
 //! for `wasm32` are their sandboxed modules. `matmul` is one type
 //! implementing [`colony_core::divisible::Divisible`].
 
+pub mod counter;
 pub mod matmul;
 pub mod matmul_space;
 pub mod native_guest;
@@ -47,8 +49,9 @@ pub fn examples() -> AppRegistry {
     registry
 }
 
-/// Registers every example object type (the TSP islands).
+/// Registers every example object type (the counter, the TSP islands).
 pub fn register_example_objects(types: &mut ObjectTypes) {
+    types.register::<counter::Counter>();
     types.register::<tsp::IslandObject>();
 }
 

@@ -184,6 +184,30 @@ impl ApiClient {
         Ok(response)
     }
 
+    /// Sends `method` to `path` with a JSON `body`, waiting up to `timeout`
+    /// (else the client's 15 s), the answer parsed as JSON (none for 204);
+    /// an error carries the peer's reason.
+    pub(crate) async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Option<Duration>,
+    ) -> Result<serde_json::Value> {
+        let headers = [("content-type", "application/json".to_string())];
+        let body = body.map(serde_json::to_vec).transpose()?;
+        let response = self.send(method, path, &headers, body, timeout).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let reason = response.text().await.unwrap_or_default();
+            bail!("the peer at {} answered {status}: {reason}", self.addr);
+        }
+        if status == reqwest::StatusCode::NO_CONTENT {
+            return Ok(serde_json::Value::Null);
+        }
+        Ok(response.json().await?)
+    }
+
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,

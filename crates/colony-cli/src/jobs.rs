@@ -78,10 +78,10 @@ pub(crate) struct RunArgs {
 #[derive(Args, Debug)]
 pub(crate) struct ApiArgs {
     #[command(flatten)]
-    api: ApiClientArgs,
+    pub(crate) api: ApiClientArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args, Debug)]

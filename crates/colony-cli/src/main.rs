@@ -23,6 +23,7 @@ mod client;
 mod demo;
 mod ftbench;
 mod jobs;
+mod objects;
 mod space;
 mod spacebench;
 mod stealing;
@@ -92,6 +93,14 @@ enum Command {
     /// compare-and-set and read/write locks with fencing tokens.
     #[command(subcommand)]
     Space(space::SpaceCommand),
+    /// List the distributed objects whose primary is a running peer: type,
+    /// fault tolerance, calls served and last checkpoint.
+    Objects(jobs::ApiArgs),
+    /// Create, call, look up and delete distributed objects through a
+    /// running peer (e.g. `colony object create counter 0 --protocol pml`,
+    /// then `colony object call URI '{"add": 1}'`).
+    #[command(subcommand)]
+    Object(objects::ObjectCommand),
     /// Measure Colony against a baseline run alongside it.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -621,6 +630,8 @@ fn run() -> Result<()> {
             Command::Apps(args) => jobs::show_apps(args).await,
             Command::App(AppCommand::Publish(args)) => jobs::publish(args).await,
             Command::Space(command) => space::run(command).await,
+            Command::Objects(args) => objects::list(args).await,
+            Command::Object(command) => objects::run(command).await,
             Command::Bench(BenchCommand::Pipe(args)) => bench_pipe(args).await,
             Command::Bench(BenchCommand::Stealing(args)) => {
                 stealing::run(&args.instances, args.json).await

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use colony::ObjectInfo;
+use colony::ObjectSummary;
 use common::*;
 
 fn berlin52() -> PathBuf {
@@ -18,8 +18,8 @@ fn berlin52() -> PathBuf {
 }
 
 /// The islands (`tsp-island` objects) whose primary is `peer`.
-async fn islands_at(peer: &PeerProc) -> Vec<ObjectInfo> {
-    peer.get_json::<Vec<ObjectInfo>>("/v1/objects")
+async fn islands_at(peer: &PeerProc) -> Vec<ObjectSummary> {
+    peer.get_json::<Vec<ObjectSummary>>("/v1/objects")
         .await
         .unwrap_or_default()
         .into_iter()
@@ -98,7 +98,7 @@ async fn islands_survive_a_killed_peer_and_reach_the_optimum() {
                         .find_map(|line| {
                             let rest = line.strip_prefix("tsp: island ")?;
                             let (index, uri) = rest.split_once(" is ")?;
-                            (uri == object.uri.to_string()).then(|| index.parse::<usize>().ok())?
+                            (uri == object.uri).then(|| index.parse::<usize>().ok())?
                         })
                         .expect("the run names its islands");
                     (index, object.served)

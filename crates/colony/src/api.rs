@@ -8,8 +8,9 @@
 //! - `GET /v1/jobs/{id}` — any job, asked of its home; 404 if none knows it.
 //! - `POST /v1/jobs/{id}/cancel` — cancels a job this peer submitted or is
 //!   the primary of; 403 with the primary's reason otherwise.
-//! - `GET /v1/objects` — the distributed objects whose primary is this
-//!   peer ([`ObjectInfo`]).
+//! - `/v1/objects…`, `/v1/calls` — distributed objects: list those whose
+//!   primary is this peer, create, look up, call, delete (see
+//!   `api/objects.rs`).
 //! - `/v1/space/…` — the object space: objects, namespaces and locks (see
 //!   `api/space.rs`); object bodies may be as large as the peer's
 //!   `max_value_bytes` (413 beyond), and get more time for their body and
@@ -26,7 +27,6 @@
 //! [`StatusInfo`]: crate::StatusInfo
 //! [`MemberInfo`]: crate::MemberInfo
 //! [`JobInfo`]: crate::JobInfo
-//! [`ObjectInfo`]: crate::ObjectInfo
 //! [`ApiLimits`]: crate::ApiLimits
 
 use std::fmt;
@@ -269,7 +269,12 @@ pub(crate) fn serve(
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/apps", get(apps))
-        .route("/v1/objects", get(objects))
+        .route("/v1/objects", get(objects::list).post(objects::create))
+        .route(
+            "/v1/objects/{guid}",
+            get(objects::lookup).delete(objects::delete),
+        )
+        .route("/v1/calls", axum::routing::post(objects::call))
         .route("/v1/modules", axum::routing::post(publish_module))
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(job))
@@ -545,13 +550,6 @@ async fn apps(State(peer): State<Peer>) -> Json<crate::info::AppsInfo> {
     Json(peer.apps_info())
 }
 
-async fn objects(State(peer): State<Peer>) -> Result<Json<Vec<crate::ObjectInfo>>, StatusCode> {
-    peer.objects()
-        .await
-        .map(Json)
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
-}
-
 /// `POST /v1/modules` (body: the module's bytes): publishes a guest module
 /// under this peer's signature and pushes it to its home.
 async fn publish_module(
@@ -591,7 +589,7 @@ struct SubmitRequest {
 /// optional.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FtRequest {
+pub(crate) struct FtRequest {
     protocol: Option<String>,
     ttc_s: Option<f64>,
     storage: Option<String>,
@@ -600,9 +598,16 @@ struct FtRequest {
 }
 
 impl FtRequest {
+    /// A job's settings: [`FtRequest::settings`], and a protocol jobs use.
+    fn resolve(self) -> Result<FaultTolerance, FtError> {
+        let ft = self.settings()?;
+        ft.validate_for_job()?;
+        Ok(ft)
+    }
+
     /// The settings, checked by the conversions and the validation the
     /// descriptor uses, so both refuse the same values with the same words.
-    fn resolve(self) -> Result<FaultTolerance, FtError> {
+    pub(crate) fn settings(self) -> Result<FaultTolerance, FtError> {
         let mut ft = FaultTolerance::default();
         match self.protocol.as_deref() {
             None | Some("checkpoint") => {}
@@ -624,7 +629,7 @@ impl FtRequest {
         if let Some(durable) = self.durable {
             ft.durable = durable;
         }
-        ft.validate_for_job()?;
+        ft.validate()?;
         Ok(ft)
     }
 }
@@ -828,4 +833,5 @@ mod tests {
 
 #[cfg(test)]
 mod decode_tests;
+mod objects;
 mod space;

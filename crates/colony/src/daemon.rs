@@ -181,6 +181,7 @@ impl Peer {
             peer_id,
             inbox: Arc::new(Mutex::new(Some(inbox_rx))),
             apps: config.apps.clone(),
+            object_types: config.object_types.clone(),
             guests: guests.clone(),
             signer: Arc::new(signer),
             api_token: api_token.as_ref().map(|t| Arc::from(t.as_str())),

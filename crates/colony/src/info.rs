@@ -544,3 +544,56 @@ impl JobInfo {
         }
     }
 }
+
+/// One distributed object, as `GET /v1/objects` and `colony objects` show
+/// it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectSummary {
+    /// Its URI, `colony://<network>/<guid>`.
+    pub uri: String,
+    /// Its type.
+    pub object_type: String,
+    /// Its fault tolerance: `none`, `checkpoint` or `pml`.
+    pub protocol: String,
+    /// Its time to checkpoint in milliseconds (none under `none`).
+    pub ttc_ms: Option<u64>,
+    /// Calls and replies it served.
+    pub served: u64,
+    /// Deliveries logged since its last checkpoint (`pml`).
+    pub logged: usize,
+    /// Deliveries its last checkpoint includes.
+    pub checkpoint_covers: u64,
+    /// Milliseconds since that checkpoint (or since it was created or
+    /// rebuilt here).
+    pub checkpoint_age_ms: u64,
+}
+
+impl ObjectSummary {
+    /// A protocol's name and time to checkpoint, as shown.
+    pub(crate) fn protocol_fields(
+        protocol: colony_core::object::ObjectProtocol,
+    ) -> (&'static str, Option<u64>) {
+        use colony_core::object::ObjectProtocol;
+        match protocol {
+            ObjectProtocol::None => ("none", None),
+            ObjectProtocol::Checkpoint { ttc_ms } => ("checkpoint", Some(ttc_ms)),
+            ObjectProtocol::Pml { ttc_ms } => ("pml", Some(ttc_ms)),
+        }
+    }
+}
+
+impl From<&colony_core::object::ObjectInfo> for ObjectSummary {
+    fn from(info: &colony_core::object::ObjectInfo) -> ObjectSummary {
+        let (protocol, ttc_ms) = ObjectSummary::protocol_fields(info.protocol);
+        ObjectSummary {
+            uri: info.uri.to_string(),
+            object_type: info.object_type.clone(),
+            protocol: protocol.to_string(),
+            ttc_ms,
+            served: info.served,
+            logged: info.logged,
+            checkpoint_covers: info.checkpoint_covers,
+            checkpoint_age_ms: info.checkpoint_age_ms,
+        }
+    }
+}

@@ -71,7 +71,7 @@ pub use config::{ApiLimits, GuestConfig, PeerConfig, VolunteerConfig};
 pub use error::ColonyError;
 pub use info::{
     AppsInfo, ComputeInfo, ContributionInfo, DeclineInfo, JobCounters, JobInfo, MemberInfo,
-    ModuleInfo, PeerInfo, SpaceInfo, StatusInfo,
+    ModuleInfo, ObjectSummary, PeerInfo, SpaceInfo, StatusInfo,
 };
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;

@@ -32,9 +32,11 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use colony_core::object::{
-    decode_reply, encode, ActiveObject, CallError, ObjectAnswer, ObjectInfo, ObjectProtocol,
-    ObjectRequest, ObjectUri, Ref,
+    decode_reply, encode, ActiveObject, CallError, ObjectAnswer, ObjectFound, ObjectInfo,
+    ObjectProtocol, ObjectRequest, ObjectUri, Ref,
 };
 use tokio::sync::oneshot;
 
@@ -140,6 +142,88 @@ impl Peer {
             ObjectAnswer::Deleted => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// Largest batch of calls [`Peer::call_objects_json`] takes at once.
+pub const MAX_CALL_BATCH: usize = 10_000;
+
+impl Peer {
+    /// Looks the object at `uri` up: its type and protocol, asked of its
+    /// primary.
+    pub async fn lookup_object(&self, uri: &ObjectUri) -> Result<ObjectFound, ColonyError> {
+        let request = ObjectRequest::Lookup { uri: uri.clone() };
+        match self.object_request(request, None).await? {
+            ObjectAnswer::Found(found) => Ok(found),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates an object of the registered type `object_type` from
+    /// parameters given as JSON (the CLI's and the HTTP API's way).
+    pub async fn create_object_json(
+        &self,
+        object_type: &str,
+        params: serde_json::Value,
+        protocol: ObjectProtocol,
+    ) -> Result<ObjectUri, ColonyError> {
+        let kind = self.object_types.get(object_type)?;
+        let request = ObjectRequest::Create {
+            object_type: object_type.to_string(),
+            params: kind.params_from_json(params)?,
+            protocol,
+        };
+        match self.object_request(request, None).await? {
+            ObjectAnswer::Created(uri) => Ok(uri),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Calls objects with requests given as JSON, all at once, and waits
+    /// for every reply (as JSON), each within `timeout` (the peer's call
+    /// timeout if `None`); replies come in the order of `calls`. Each
+    /// object's type is looked up once. At most [`MAX_CALL_BATCH`] calls.
+    pub async fn call_objects_json(
+        &self,
+        calls: Vec<(ObjectUri, serde_json::Value)>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Result<serde_json::Value, ColonyError>>, ColonyError> {
+        if calls.len() > MAX_CALL_BATCH {
+            return Err(ColonyError::Object(CallError::TooLarge {
+                what: "batch of calls".into(),
+                size: calls.len(),
+                max: MAX_CALL_BATCH,
+            }));
+        }
+        let mut types: BTreeMap<ObjectUri, Result<String, CallError>> = BTreeMap::new();
+        for (uri, _) in &calls {
+            if !types.contains_key(uri) {
+                let found = match self.lookup_object(uri).await {
+                    Ok(found) => Ok(found.object_type),
+                    Err(ColonyError::Object(error)) => Err(error),
+                    Err(other) => return Err(other),
+                };
+                types.insert(uri.clone(), found);
+            }
+        }
+        let calls = calls.into_iter().map(|(to, request)| {
+            let object_type = types.get(&to).cloned();
+            async move {
+                let object_type =
+                    object_type.unwrap_or_else(|| Err(CallError::NoSuchObject(to.clone())))?;
+                let kind = self.object_types.get(&object_type)?;
+                let request = ObjectRequest::Call {
+                    to,
+                    object_type,
+                    request: kind.request_from_json(request)?,
+                };
+                match self.object_request(request, timeout).await? {
+                    ObjectAnswer::Replied(bytes) => Ok(kind.reply_to_json(&bytes)?),
+                    other => Err(unexpected(other)),
+                }
+            }
+        });
+        Ok(futures::future::join_all(calls).await)
     }
 }
 

@@ -127,6 +127,8 @@ pub struct Peer {
     pub(crate) peer_id: PeerId,
     pub(crate) inbox: Arc<Mutex<Option<mpsc::Receiver<InboundMessage>>>>,
     pub(crate) apps: AppRegistry,
+    /// The object types it hosts, to read and write their calls as JSON.
+    pub(crate) object_types: colony_core::object::ObjectTypes,
     /// Its WebAssembly guests, if it runs any.
     pub(crate) guests: Option<Arc<colony_wasm::GuestApps>>,
     /// Its identity, to sign the modules it publishes.
@@ -145,6 +147,7 @@ pub(crate) struct WeakPeer {
     peer_id: PeerId,
     inbox: Arc<Mutex<Option<mpsc::Receiver<InboundMessage>>>>,
     apps: AppRegistry,
+    object_types: colony_core::object::ObjectTypes,
     guests: Option<Arc<colony_wasm::GuestApps>>,
     signer: Arc<libp2p::identity::Keypair>,
     api_token: Option<Arc<str>>,
@@ -160,6 +163,7 @@ impl WeakPeer {
             peer_id: self.peer_id,
             inbox: self.inbox.clone(),
             apps: self.apps.clone(),
+            object_types: self.object_types.clone(),
             guests: self.guests.clone(),
             signer: self.signer.clone(),
             api_token: self.api_token.clone(),
@@ -177,6 +181,7 @@ impl Peer {
             peer_id: self.peer_id,
             inbox: self.inbox.clone(),
             apps: self.apps.clone(),
+            object_types: self.object_types.clone(),
             guests: self.guests.clone(),
             signer: self.signer.clone(),
             api_token: self.api_token.clone(),

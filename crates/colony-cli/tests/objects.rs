@@ -1,0 +1,324 @@
+//! Distributed objects across real `colony peer` processes: the CLI's
+//! commands, and exactly-once calls under `pml` across a SIGKILL of the
+//! object's peer.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use colony::ObjectSummary;
+use common::{all_see_all_alive, start_network, test_dir, wait_until, PeerProc, SERIAL};
+
+/// Runs `colony ARGS` against the peer in `peer`'s data directory.
+fn colony(peer: &PeerProc, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_colony"));
+    command.args(args).arg("--data-dir").arg(&peer.dir);
+    command.output().expect("run colony")
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// The objects whose primary is `peer`, by its API.
+async fn objects_at(peer: &PeerProc) -> Vec<ObjectSummary> {
+    peer.get_json::<Vec<ObjectSummary>>("/v1/objects")
+        .await
+        .unwrap_or_default()
+}
+
+async fn settled(peers: &[PeerProc]) {
+    let all: Vec<&PeerProc> = peers.iter().collect();
+    wait_until(
+        Duration::from_secs(20),
+        "every peer to see every other",
+        || {
+            let all = all.clone();
+            async move { all_see_all_alive(&all).await.then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// A peer's API, for tasks that outlive a borrow of its process.
+#[derive(Clone)]
+struct Api {
+    addr: std::net::SocketAddr,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn of(peer: &PeerProc) -> Api {
+        Api {
+            addr: peer.api(),
+            token: peer.token(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("http client"),
+        }
+    }
+}
+
+/// `POST /v1/calls` of `calls` counter requests to `uri` through `api`:
+/// the replies, or the failures' texts.
+async fn call_batch(
+    api: &Api,
+    uri: &str,
+    request: serde_json::Value,
+    calls: usize,
+) -> Result<Vec<i64>, String> {
+    let body = serde_json::json!({
+        "calls": vec![serde_json::json!({ "uri": uri, "request": request }); calls],
+        "timeout_s": 30,
+    });
+    let response = api
+        .http
+        .post(format!("http://{}/v1/calls", api.addr))
+        .bearer_auth(&api.token)
+        .timeout(Duration::from_secs(45))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {answer}"));
+    }
+    let replies = answer["replies"].as_array().ok_or("no replies")?;
+    let mut values = Vec::with_capacity(replies.len());
+    for reply in replies {
+        match reply["ok"].as_i64() {
+            Some(value) => values.push(value),
+            None => return Err(reply.to_string()),
+        }
+    }
+    Ok(values)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_object_commands_create_call_list_look_up_and_delete() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("object-cli");
+    let peers = start_network(&root, 3, &[]);
+    settled(&peers).await;
+    let [a, b, c] = [&peers[0], &peers[1], &peers[2]];
+
+    let created = colony(
+        a,
+        &[
+            "object",
+            "create",
+            "counter",
+            "5",
+            "--protocol",
+            "pml",
+            "--ttc-s",
+            "2",
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let uri = stdout(&created);
+    assert!(uri.starts_with("colony://"), "{uri}");
+
+    let added = colony(b, &["object", "call", &uri, r#"{"add": 2}"#]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert_eq!(stdout(&added), "7");
+    let many = colony(
+        c,
+        &["object", "call", &uri, r#"{"add": 1}"#, "--repeat", "10"],
+    );
+    assert!(many.status.success(), "{}", stderr(&many));
+    let values: BTreeSet<i64> = stdout(&many).lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(values, (8..=17).collect(), "ten additions, each once");
+
+    let got = colony(c, &["object", "get", &uri]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(stdout(&got), format!("{uri} counter pml ttc=2s"));
+
+    // Exactly one peer lists it, with the calls it served.
+    let mut listed = Vec::new();
+    for peer in &peers {
+        let out = colony(peer, &["objects", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let objects: Vec<ObjectSummary> = serde_json::from_str(&stdout(&out)).unwrap();
+        listed.extend(objects.into_iter().filter(|o| o.uri == uri));
+    }
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].protocol.as_str(), listed[0].served), ("pml", 11));
+    let table = colony(a, &["objects"]);
+    assert!(stdout(&table).starts_with("OBJECT"), "{}", stdout(&table));
+
+    // Bad input: clear errors, nothing sent for what cannot be right.
+    let bad_uri = colony(a, &["object", "call", "colony:/nope", "\"get\""]);
+    assert!(!bad_uri.status.success());
+    assert!(
+        stderr(&bad_uri).contains("is not an object URI"),
+        "{}",
+        stderr(&bad_uri)
+    );
+    let bad_json = colony(a, &["object", "call", &uri, "get"]);
+    assert!(
+        stderr(&bad_json).contains("must be JSON"),
+        "{}",
+        stderr(&bad_json)
+    );
+    let wrong_request = colony(a, &["object", "call", &uri, r#"{"multiply": 2}"#]);
+    assert!(!wrong_request.status.success());
+    assert!(
+        stderr(&wrong_request).contains("request of a \"counter\""),
+        "{}",
+        stderr(&wrong_request)
+    );
+    let unknown = colony(a, &["object", "create", "no-such-type", "0"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no object type"),
+        "{}",
+        stderr(&unknown)
+    );
+    let jobs_only = colony(
+        a,
+        &["object", "create", "counter", "0", "--protocol", "paxos"],
+    );
+    assert!(
+        stderr(&jobs_only).contains("protocol must be"),
+        "{}",
+        stderr(&jobs_only)
+    );
+
+    let removed = colony(b, &["object", "rm", &uri]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let after = colony(a, &["object", "call", &uri, "\"get\""]);
+    assert!(!after.status.success());
+    assert!(stderr(&after).contains("no object"), "{}", stderr(&after));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The issue's figure: 3 callers × 10,000 additions under `pml`, the
+/// object's peer SIGKILLed a third of the way: every addition acknowledged
+/// exactly once (the replies are exactly 1..=30,000), the counter ends at
+/// 30,000, and the first call after the kill succeeds from the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_thousand_calls_run_exactly_once_across_a_sigkill_of_the_objects_peer() {
+    const CALLERS: usize = 3;
+    const CALLS_EACH: usize = 10_000;
+    const BATCH: usize = 250;
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("object-kill");
+    let mut peers = start_network(&root, 4, &[]);
+    settled(&peers).await;
+
+    let created = colony(
+        &peers[0],
+        &["object", "create", "counter", "0", "--protocol", "pml"],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let uri = stdout(&created);
+    let victim = wait_until(Duration::from_secs(10), "the counter's primary", || {
+        let peers = &peers;
+        let uri = uri.clone();
+        async move {
+            for (i, peer) in peers.iter().enumerate() {
+                if objects_at(peer).await.iter().any(|o| o.uri == uri) {
+                    return Some(i);
+                }
+            }
+            None
+        }
+    })
+    .await;
+    let callers: Vec<usize> = (0..peers.len()).filter(|i| *i != victim).collect();
+
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for &caller in &callers {
+        let peer = Api::of(&peers[caller]);
+        let uri = uri.clone();
+        let acknowledged = acknowledged.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut values = Vec::with_capacity(CALLS_EACH);
+            while values.len() < CALLS_EACH {
+                let n = BATCH.min(CALLS_EACH - values.len());
+                let batch = call_batch(&peer, &uri, serde_json::json!({ "add": 1 }), n).await?;
+                acknowledged.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
+                values.extend(batch);
+            }
+            Ok::<Vec<i64>, String>(values)
+        }));
+    }
+
+    wait_until(Duration::from_secs(60), "a third of the calls", || {
+        let done = acknowledged.load(std::sync::atomic::Ordering::Relaxed);
+        async move { (done >= CALLERS * CALLS_EACH / 3).then_some(()) }
+    })
+    .await;
+    peers[victim].kill();
+    let killed_at = Instant::now();
+    let probe = &Api::of(&peers[callers[0]]);
+    let first = loop {
+        if call_batch(probe, &uri, serde_json::json!("get"), 1)
+            .await
+            .is_ok()
+        {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "no call succeeded after the kill"
+        );
+    };
+    eprintln!(
+        "first successful call {} ms after the SIGKILL",
+        first.as_millis()
+    );
+
+    let mut replies = BTreeSet::new();
+    let mut total = 0;
+    for task in tasks {
+        let values = task
+            .await
+            .expect("caller task")
+            .expect("every call answered");
+        assert_eq!(values.len(), CALLS_EACH);
+        total += values.len();
+        replies.extend(values);
+    }
+    let expected = i64::try_from(CALLERS * CALLS_EACH).unwrap();
+    assert_eq!(total, CALLERS * CALLS_EACH);
+    assert_eq!(
+        replies,
+        (1..=expected).collect::<BTreeSet<i64>>(),
+        "each acknowledged addition ran once: the replies are 1..=30000"
+    );
+    let value = call_batch(probe, &uri, serde_json::json!("get"), 1)
+        .await
+        .unwrap();
+    let additions = call_batch(probe, &uri, serde_json::json!("additions"), 1)
+        .await
+        .unwrap();
+    assert_eq!((value[0], additions[0]), (expected, expected));
+    let now_at = wait_until(Duration::from_secs(10), "the counter's new primary", || {
+        let peers = &peers;
+        let uri = uri.clone();
+        async move {
+            for (i, peer) in peers.iter().enumerate().filter(|(i, _)| *i != victim) {
+                if objects_at(peer).await.iter().any(|o| o.uri == uri) {
+                    return Some(i);
+                }
+            }
+            None
+        }
+    })
+    .await;
+    assert_ne!(now_at, victim);
+    let _ = std::fs::remove_dir_all(&root);
+}
