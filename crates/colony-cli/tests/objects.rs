@@ -140,6 +140,31 @@ async fn the_object_commands_create_call_list_look_up_and_delete() {
     let values: BTreeSet<i64> = stdout(&many).lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(values, (8..=17).collect(), "ten additions, each once");
 
+    let descriptor = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/deploy/objects.toml"
+    );
+    let deployed = colony(
+        b,
+        &[
+            "object",
+            "create",
+            "counter",
+            "0",
+            "--descriptor",
+            descriptor,
+            "--virtual-node",
+            "master",
+        ],
+    );
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    let deployed = colony(a, &["object", "get", &stdout(&deployed)]);
+    assert!(
+        stdout(&deployed).ends_with("counter pml ttc=30s"),
+        "{}",
+        stdout(&deployed)
+    );
+
     let got = colony(c, &["object", "get", &uri]);
     assert!(got.status.success(), "{}", stderr(&got));
     assert_eq!(stdout(&got), format!("{uri} counter pml ttc=2s"));

@@ -1048,6 +1048,7 @@ mod tests {
 
     const FLOWSHOP: &str = include_str!("../../../examples/deploy/flowshop.toml");
     const SHARDS: &str = include_str!("../../../examples/deploy/shards.toml");
+    const OBJECTS: &str = include_str!("../../../examples/deploy/objects.toml");
     const PEER: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
 
     fn parse(text: &str) -> Result<Descriptor, DescriptorError> {
@@ -1185,6 +1186,21 @@ mod tests {
     }
 
     /// A node and a service around `args` (the service's lines start at 5).
+    #[test]
+    fn the_objects_example_logs_the_master_and_checkpoints_the_islands() {
+        let d = parse(OBJECTS).expect("objects.toml parses");
+        let master = d.virtual_node("master").unwrap().settings.fault_tolerance;
+        assert_eq!(
+            ObjectProtocol::from(&master),
+            ObjectProtocol::Pml { ttc_ms: 30_000 }
+        );
+        let islands = d.virtual_node("islands").unwrap().settings.fault_tolerance;
+        assert_eq!(
+            ObjectProtocol::from(&islands),
+            ObjectProtocol::Checkpoint { ttc_ms: 2_000 }
+        );
+    }
+
     #[test]
     fn pml_protects_the_objects_of_its_virtual_node_and_jobs_refuse_it() {
         let d = parse(&with_ft("protocol = \"pml\"\nttc = 2.5\n")).unwrap();
