@@ -625,6 +625,22 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
         quiet < config.heartbeat_interval * 2 || (live(primary) && quiet < config.primary_silence)
     }
 
+    /// Whether this member takes an update of its own term from `from`,
+    /// whose history in that term runs to `seq`. A term has one primary,
+    /// elected by a majority; only creation makes homes of term 1 without
+    /// a vote, so two of them can meet. Then a backup stays with the
+    /// primary it follows (another one's snapshot would replace what its
+    /// own primary committed), and a primary gives way only to a longer
+    /// history (ties to the closer one): a populated home never yields to
+    /// an empty one.
+    fn yields_in_term(&self, from: &P, seq: u64, me_closer: bool) -> bool {
+        match &self.role {
+            Role::Primary => seq > self.seq || (seq == self.seq && !me_closer),
+            Role::Backup { primary: Some(p) } => p == from,
+            Role::Backup { primary: None } => true,
+        }
+    }
+
     /// Whether `me` must not campaign: it is not among the latest members.
     fn leaving_member(&self, me: &P) -> bool {
         !self.members.contains(me)

@@ -338,8 +338,8 @@ where
             }
             return;
         };
-        let outranked =
-            term < h.term.max(h.promised) || (term == h.term && h.is_primary() && me_closer);
+        let outranked = term < h.term.max(h.promised)
+            || (term == h.term && !h.yields_in_term(&from, seq, me_closer));
         if outranked {
             let my_term = h.term.max(h.promised);
             let ack = HomeMsg::Ack {

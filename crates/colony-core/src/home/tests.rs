@@ -1115,3 +1115,37 @@ fn a_hand_over_cut_off_from_the_majority_makes_no_second_primary_of_a_term() {
     assert_eq!(entries.contains(&2), majority.is_some());
     net.assert_one_primary_per_term();
 }
+
+/// Two homes of one key at term 1 (a creation that arrived late, at a
+/// peer that held no record): the populated one, with committed values,
+/// and an empty one on the closest peer. When they meet, the empty one
+/// gives way, and no backup of the populated one takes the empty one's
+/// snapshot: what was committed stays.
+#[test]
+fn an_empty_home_of_the_same_term_never_replaces_a_populated_one() {
+    let mut net = Net::new(5, 17);
+    // Peer 0, the closest, is away: 1, 2, 3 form the home.
+    net.view(&[&[1, 2, 3, 4], &[0]]);
+    net.create(1, 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.members(1), vec![1, 2, 3]);
+    for v in 1..=5 {
+        net.propose(1, v).expect("1 is primary");
+    }
+    net.run(Duration::from_millis(300));
+    assert!((1..=5).all(|v| net.was_released(v)));
+    // 0 makes a second home of the key, alone, at term 1.
+    net.create(0, 3);
+    net.heal();
+    net.run(Duration::from_secs(6));
+    let primaries = net.primaries();
+    assert_eq!(primaries.len(), 1, "one primary: {primaries:?}");
+    let p = primaries[0];
+    assert_eq!(net.entries(p), vec![1, 2, 3, 4, 5], "primary {p}");
+    net.propose(p, 6).expect("primary");
+    net.run(Duration::from_millis(500));
+    assert!(net.was_released(6), "the home still commits");
+    for m in net.members(p) {
+        assert_eq!(net.entries(m), vec![1, 2, 3, 4, 5, 6], "member {m}");
+    }
+}
