@@ -1,4 +1,5 @@
-//! Elections: a backup whose primary is gone campaigns for the next term.
+//! Elections: a backup whose primary is gone campaigns for the next term,
+//! and a peer that would create a home first wins term 1 ([`Homes::found`]).
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -6,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::{majority, Candidacy, HomeMsg, HomeMsgOf, Homes, Replicated, Role};
+use super::{
+    majority, Candidacy, Founding, HomeMsg, HomeMsgOf, HomeOutput, Homes, Replicated, Role,
+};
 use crate::PeerKey;
 
 impl<K, P, S> Homes<K, P, S>
@@ -15,6 +18,164 @@ where
     P: PeerKey,
     S: Replicated,
 {
+    /// Creation as an election for term 1: asks the would-be home of `key`
+    /// (its `size` closest live peers, this one included) to promise term
+    /// 1 to this peer. A member of an existing home refuses and names its
+    /// primary; a peer that promised another creator a moment ago refuses
+    /// and names it. With a majority of promises [`HomeOutput::Founded`]
+    /// follows (then [`Homes::create`]), else [`HomeOutput::NotFounded`],
+    /// at the latest after `election_timeout`. Asked again while it runs,
+    /// it asks those that have not answered again.
+    pub fn found(&mut self, now: Instant, key: K, size: u8) {
+        if let Some(f) = self.founding.get(&key) {
+            let missing: Vec<P> = f
+                .voters
+                .iter()
+                .filter(|v| !f.granted.contains(*v) && !f.refused.contains(*v))
+                .cloned()
+                .collect();
+            self.ask_for_votes(key, 1, (0, 0), missing, None);
+            return;
+        }
+        if let Some(h) = self.homes.get(&key) {
+            let primary = h.primary().filter(|p| **p != self.me).cloned();
+            self.outputs
+                .push_back(HomeOutput::NotFounded { key, primary });
+            return;
+        }
+        if let Some(other) = self.promised_to(now, &key) {
+            let primary = Some(other.clone());
+            self.outputs
+                .push_back(HomeOutput::NotFounded { key, primary });
+            return;
+        }
+        if self.left_in(&key).is_some() || self.founding.len() >= self.config.max_homes {
+            self.outputs
+                .push_back(HomeOutput::NotFounded { key, primary: None });
+            return;
+        }
+        let voters = self.home_of(&key, usize::from(size));
+        let until = now + self.config.election_timeout;
+        let others: Vec<P> = voters.iter().filter(|v| **v != self.me).cloned().collect();
+        self.founding.insert(
+            key,
+            Founding {
+                voters,
+                granted: BTreeSet::from([self.me.clone()]),
+                refused: BTreeSet::new(),
+                hint: None,
+                until,
+            },
+        );
+        self.timers.insert((until, key));
+        self.ask_for_votes(key, 1, (0, 0), others, None);
+        self.count_promises(key);
+    }
+
+    /// The creator this peer promised term 1 of `key` to, if the promise
+    /// still holds.
+    fn promised_to(&self, now: Instant, key: &K) -> Option<&P> {
+        self.promises
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(creator, _)| creator)
+    }
+
+    /// Ends the creation of `key` here with a majority of promises, or
+    /// without once a majority is out of reach.
+    fn count_promises(&mut self, key: K) {
+        let Some(f) = self.founding.get(&key) else {
+            return;
+        };
+        if majority(&f.voters, |v| f.granted.contains(v)) {
+            if let Some(f) = self.founding.remove(&key) {
+                self.timers.remove(&(f.until, key));
+            }
+            self.outputs.push_back(HomeOutput::Founded { key });
+        } else if !majority(&f.voters, |v| !f.refused.contains(v)) {
+            let hint = f.hint.clone();
+            self.not_founded(key, hint);
+        }
+    }
+
+    /// Gives the creation of `key` here up.
+    pub(super) fn not_founded(&mut self, key: K, primary: Option<P>) {
+        if let Some(f) = self.founding.remove(&key) {
+            self.timers.remove(&(f.until, key));
+            let primary = primary.filter(|p| *p != self.me);
+            self.outputs
+                .push_back(HomeOutput::NotFounded { key, primary });
+        }
+    }
+
+    /// A creator asks for term 1 of `key`, of which this peer holds no
+    /// home: promised unless this peer left that home, promised it to
+    /// another creator, or creates it itself and is closer.
+    fn on_founding_vote(&mut self, now: Instant, from: P, key: K) {
+        let closer = (self.closeness)(&key, &from) < (self.closeness)(&key, &self.me);
+        let (granted, primary, log_term) = if let Some(left) = self.left_in(&key) {
+            // The home exists, or did: no new one.
+            (false, None, left)
+        } else if let Some(other) = self.promised_to(now, &key).filter(|p| **p != from) {
+            (false, Some(other.clone()), 0)
+        } else if self.founding.contains_key(&key) && !closer {
+            // Creating it here too: the closer creator goes on.
+            (false, Some(self.me.clone()), 0)
+        } else {
+            self.promises.retain(|_, (_, until)| *until > now);
+            if self.promises.len() >= self.config.max_homes && !self.promises.contains_key(&key) {
+                // No room to remember a promise: none is made.
+                (false, None, 0)
+            } else {
+                // A closer creator: this one gives way to it.
+                self.not_founded(key, Some(from.clone()));
+                let until = now + 2 * self.config.election_timeout;
+                self.promises.insert(key, (from.clone(), until));
+                (true, None, 0)
+            }
+        };
+        let reply = HomeMsg::VoteReply {
+            key,
+            term: 1,
+            granted,
+            promised: 1,
+            log_term,
+            log_seq: 0,
+            primary,
+        };
+        self.send(from, reply, false);
+    }
+
+    /// An answer to this peer's creation of `key`: a voter that holds a
+    /// replica (its log has a term) ends it at once.
+    fn on_founding_reply(
+        &mut self,
+        from: P,
+        key: K,
+        granted: bool,
+        log_term: u64,
+        primary: Option<P>,
+    ) {
+        let Some(f) = self.founding.get_mut(&key) else {
+            return;
+        };
+        if !f.voters.contains(&from) {
+            return;
+        }
+        if granted {
+            f.granted.insert(from);
+        } else if log_term > 0 {
+            self.not_founded(key, primary);
+            return;
+        } else {
+            f.refused.insert(from);
+            if primary.is_some() {
+                f.hint = primary;
+            }
+        }
+        self.count_promises(key);
+    }
+
     /// A backup whose primary is gone campaigns to replace it, the members
     /// in the home's order one after the other (the first live one at once),
     /// and again, later, if no one won.
@@ -176,6 +337,12 @@ where
         last: (u64, u64),
         handed_over_by: Option<P>,
     ) {
+        if !self.homes.contains_key(&key) {
+            if term == 1 && last == (0, 0) && handed_over_by.is_none() {
+                self.on_founding_vote(now, from, key);
+            }
+            return;
+        }
         let live = |p: &P| *p == self.me || self.live.contains(p);
         let Some(h) = self.homes.get_mut(&key) else {
             return;
@@ -250,6 +417,10 @@ where
             return;
         };
         let log = (log_term, log_seq);
+        if term == 1 && self.founding.contains_key(&key) {
+            self.on_founding_reply(from, key, granted, log_term, primary);
+            return;
+        }
         let Some(h) = self.homes.get_mut(&key) else {
             return;
         };

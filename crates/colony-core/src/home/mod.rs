@@ -18,6 +18,12 @@
 //!   present. A member that refuses a candidate because its own replica is
 //!   more recent campaigns itself after a short random delay, so the most
 //!   recent replica wins even when it is ranked last.
+//! - Creation: [`Homes::create`] makes a home of term 1 without a vote, so
+//!   a peer that may not be the only one creating a key first asks its
+//!   would-be home to promise term 1 ([`Homes::found`]); members of an
+//!   existing home refuse. Should two primaries of one term still meet, a
+//!   backup stays with its own and a primary yields only to a longer
+//!   history.
 //! - Membership: peers entering the home get a snapshot and join the member
 //!   list once they confirm it; members no longer among the closest leave it
 //!   (farthest, lost ones first) and are released once the members without
@@ -384,6 +390,21 @@ pub enum HomeOutput<K, P, S: Replicated> {
         /// The home.
         key: K,
     },
+    /// A majority of the would-be home of `key` promised term 1 to this
+    /// peer ([`Homes::found`]): [`Homes::create`] may make the home now.
+    Founded {
+        /// The home.
+        key: K,
+    },
+    /// The would-be home of `key` did not promise term 1 to this peer: a
+    /// home exists (its primary, if a member named it), another peer
+    /// creates it (that peer), or the answers did not come in time.
+    NotFounded {
+        /// The home.
+        key: K,
+        /// Where the home is, or is being made, if known.
+        primary: Option<P>,
+    },
 }
 
 /// [`Homes::propose`] on a member that is not the primary.
@@ -418,6 +439,20 @@ struct Candidacy<P> {
     /// The primary that handed this member the role (and gave it its
     /// vote), if it did.
     handed_over_by: Option<P>,
+}
+
+/// A creation in progress ([`Homes::found`]): an election for term 1
+/// among the peers the home would have.
+struct Founding<P> {
+    /// The would-be home, this peer included.
+    voters: Vec<P>,
+    /// Those that promised term 1 to this peer (this peer included).
+    granted: BTreeSet<P>,
+    /// Those that promised it to another creator.
+    refused: BTreeSet<P>,
+    /// The other creator named by a refusal.
+    hint: Option<P>,
+    until: Instant,
 }
 
 /// One home held here: the state and the replication around it.
@@ -687,7 +722,14 @@ pub struct Homes<K, P: PeerKey, S: Replicated> {
     /// cut-off primary of the term it left for a new home, and be the
     /// majority that primary needs.
     left: BTreeMap<K, u64>,
-    /// (deadline, key) of every home that has one.
+    /// Creations in progress here (at most `max_homes`).
+    founding: BTreeMap<K, Founding<P>>,
+    /// Term 1 promised to a creator, for keys of which this peer holds no
+    /// home, until when (at most `max_homes`; soft state: once the
+    /// creator's snapshot arrives the home itself refuses others).
+    promises: BTreeMap<K, (P, Instant)>,
+    /// (deadline, key) of every home that has one, and of every creation
+    /// in progress.
     timers: BTreeSet<(Instant, K)>,
     outputs: VecDeque<HomeOutput<K, P, S>>,
 }
@@ -711,6 +753,8 @@ where
             draining: BTreeSet::new(),
             homes: BTreeMap::new(),
             left: BTreeMap::new(),
+            founding: BTreeMap::new(),
+            promises: BTreeMap::new(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
@@ -727,7 +771,10 @@ where
     }
 
     /// A new home for `key` with this peer as its only member and primary
-    /// (term 1); it grows to the `size` closest live peers.
+    /// (term 1); it grows to the `size` closest live peers. Unless the key
+    /// is fresh (made here), ask the would-be home first with
+    /// [`Homes::found`]: a peer that creates a home another peer holds
+    /// already makes a second primary of term 1.
     pub fn create(&mut self, now: Instant, key: K, state: S, size: u8) {
         if self.homes.contains_key(&key) {
             return;
@@ -1016,6 +1063,10 @@ where
                 break;
             }
             self.timers.remove(&(at, key));
+            if self.founding.get(&key).is_some_and(|f| f.until == at) {
+                self.not_founded(key, None);
+                continue;
+            }
             if let Some(h) = self.homes.get_mut(&key) {
                 h.deadline = None;
             }

@@ -328,6 +328,10 @@ where
                         Home::new(state, usize::from(size), members, config, role, term, now);
                     home.seq = seq;
                     self.homes.insert(key, home);
+                    // The home exists: a creation here is over, and the
+                    // replica refuses other creators from now on.
+                    self.not_founded(key, Some(from.clone()));
+                    self.promises.remove(&key);
                     self.ack_held(from, key);
                 }
                 Update::Delta { .. } | Update::Heartbeat => {

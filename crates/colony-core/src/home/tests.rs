@@ -105,6 +105,8 @@ struct Net {
     stepped_down: Vec<u32>,
     dropped: Vec<u32>,
     snapshots_to: Vec<u32>,
+    /// (peer, outcome) of every creation asked for with `found`.
+    founded: Vec<(u32, Result<(), Option<u32>>)>,
 }
 
 impl Net {
@@ -129,6 +131,7 @@ impl Net {
             stepped_down: Vec::new(),
             dropped: Vec::new(),
             snapshots_to: Vec::new(),
+            founded: Vec::new(),
         }
     }
 
@@ -235,6 +238,8 @@ impl Net {
                 HomeOutput::BecamePrimary { previous, .. } => self.became.push((id, previous)),
                 HomeOutput::SteppedDown { .. } => self.stepped_down.push(id),
                 HomeOutput::Dropped { .. } => self.dropped.push(id),
+                HomeOutput::Founded { .. } => self.founded.push((id, Ok(()))),
+                HomeOutput::NotFounded { primary, .. } => self.founded.push((id, Err(primary))),
                 HomeOutput::Left { .. } => {}
             }
         }
@@ -1148,4 +1153,34 @@ fn an_empty_home_of_the_same_term_never_replaces_a_populated_one() {
     for m in net.members(p) {
         assert_eq!(net.entries(m), vec![1, 2, 3, 4, 5, 6], "member {m}");
     }
+}
+
+/// Creation as an election for term 1: the members of an existing home
+/// refuse a late creator and name their primary; a fresh key is promised
+/// by a majority of its would-be home; of two creators at once, the one
+/// that a majority promised first goes on, the other is sent to it.
+#[test]
+fn a_creation_needs_the_promise_of_a_majority_of_the_would_be_home() {
+    let mut net = Net::settled(5, 3, 23);
+    // Peer 3 holds no record of the home on 0, 1, 2: it may not make one.
+    let now = net.now;
+    net.node(3).found(now, KEY, 3);
+    net.drain(3);
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.founded, vec![(3, Err(Some(0)))]);
+    assert!(net.node(3).get(&KEY).is_none());
+    // A fresh key: promised by 0, 1, 2 (3 itself is not in its home).
+    net.founded.clear();
+    let fresh = KEY + 1;
+    net.node(3).found(now, fresh, 3);
+    net.drain(3);
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.founded, vec![(3, Ok(()))]);
+    // Another creator of it now is refused, sent to the first one.
+    net.founded.clear();
+    let now = net.now;
+    net.node(4).found(now, fresh, 3);
+    net.drain(4);
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.founded, vec![(4, Err(Some(3)))]);
 }

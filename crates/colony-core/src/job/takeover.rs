@@ -26,7 +26,10 @@ impl<P: PeerKey> Jobs<P> {
                     h.report_replicated();
                     None
                 }),
-                HomeOutput::SteppedDown { .. } | HomeOutput::Dropped { .. } => {}
+                HomeOutput::SteppedDown { .. }
+                | HomeOutput::Dropped { .. }
+                | HomeOutput::Founded { .. }
+                | HomeOutput::NotFounded { .. } => {}
             }
         }
     }

@@ -285,6 +285,19 @@ pub struct ObjectInfo {
     pub checkpoint_age_ms: u64,
 }
 
+/// An object created here, waiting for its would-be home to promise term 1
+/// ([`Homes::found`]) before it exists.
+struct Creating<P> {
+    /// Who asked, and its call.
+    from: P,
+    id: CallId,
+    size: u8,
+    live: Activation,
+    record: ObjectRecord,
+    /// The creation's effects, its reply last.
+    effects: Vec<ObjectEffect>,
+}
+
 /// The objects core of one peer. See the module docs.
 pub struct Objects<P: PeerKey> {
     me: P,
@@ -306,6 +319,9 @@ pub struct Objects<P: PeerKey> {
     resends: BTreeSet<(Instant, CallId)>,
     /// Primary: where to send the reply of a call it serves.
     routes: BTreeMap<CallId, P>,
+    /// Objects whose home is being founded here (at most the homes'
+    /// `max_homes`).
+    creating: BTreeMap<Guid, Creating<P>>,
     on_disk: BTreeMap<Guid, (u64, u64)>,
     outputs: VecDeque<ObjectOutput<P>>,
     stats: ObjectStats,
@@ -364,6 +380,7 @@ impl<P: PeerKey> Objects<P> {
             pending: BTreeMap::new(),
             resends: BTreeSet::new(),
             routes: BTreeMap::new(),
+            creating: BTreeMap::new(),
             on_disk: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: ObjectStats::default(),
@@ -686,6 +703,24 @@ impl<P: PeerKey> Objects<P> {
             self.answer(now, from, id, Err(CallError::NoSuchObject(uri)));
             return;
         }
+        if let Some(c) = self.creating.get_mut(&guid) {
+            // The home is being founded: a resend asks again those that
+            // have not answered; another creator of the GUID tries later.
+            if c.id == id {
+                c.from = from;
+                let size = c.size;
+                self.homes.found(now, guid, size);
+            } else {
+                let primary = None;
+                self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary });
+            }
+            return;
+        }
+        if self.creating.len() >= self.config.home.max_homes {
+            let primary = None;
+            self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary });
+            return;
+        }
         let (live, served) = match Activation::create(&self.types, uri.clone(), object_type, params)
         {
             Ok(created) => created,
@@ -699,10 +734,6 @@ impl<P: PeerKey> Objects<P> {
             ObjectProtocol::None => 1,
             _ => self.config.home_size,
         };
-        self.homes.create(now, guid, record, size);
-        self.live.insert(guid, live);
-        self.checkpointed.insert(guid, now);
-        self.schedule_checkpoint(now, guid, protocol);
         let mut effects: Vec<ObjectEffect> = served
             .outgoing
             .into_iter()
@@ -718,8 +749,53 @@ impl<P: PeerKey> Objects<P> {
             call: id,
             reply: Ok(Vec::new()),
         });
-        self.routes.insert(id, from);
-        let _ = self.homes.propose(now, guid, effects);
+        // Holding no record is no proof that no home exists: this Create
+        // may have waited in a paused peer's socket while the creator's
+        // resend made the home on the next peer. The would-be home is
+        // asked first; the object exists only with a majority of it.
+        let creating = Creating {
+            from,
+            id,
+            size,
+            live,
+            record,
+            effects,
+        };
+        self.creating.insert(guid, creating);
+        self.homes.found(now, guid, size);
+    }
+
+    /// The would-be home of `guid` promised it to this peer: the object
+    /// created here exists now.
+    fn founded(&mut self, now: Instant, guid: Guid) {
+        let Some(c) = self.creating.remove(&guid) else {
+            return;
+        };
+        if self.homes.contains_key(&guid) {
+            let primary = self
+                .homes
+                .get(&guid)
+                .and_then(|h| h.primary().filter(|p| **p != self.me).cloned());
+            let id = c.id;
+            self.deliver_or_send(now, c.from, ObjectMsg::NotHere { id, primary });
+            return;
+        }
+        let protocol = c.record.protocol();
+        self.homes.create(now, guid, c.record, c.size);
+        self.live.insert(guid, c.live);
+        self.checkpointed.insert(guid, now);
+        self.schedule_checkpoint(now, guid, protocol);
+        self.routes.insert(c.id, c.from);
+        let _ = self.homes.propose(now, guid, c.effects);
+    }
+
+    /// The would-be home of `guid` did not promise it: the object is not
+    /// created here; its creator is sent to `primary`, or tries again.
+    fn not_founded(&mut self, now: Instant, guid: Guid, primary: Option<P>) {
+        if let Some(c) = self.creating.remove(&guid) {
+            let id = c.id;
+            self.deliver_or_send(now, c.from, ObjectMsg::NotHere { id, primary });
+        }
     }
 
     /// Answers `id` with success once everything proposed in the home of
@@ -945,6 +1021,8 @@ impl<P: PeerKey> Objects<P> {
                         self.checkpoints.remove(&(at, key));
                     }
                 }
+                HomeOutput::Founded { key } => self.founded(now, key),
+                HomeOutput::NotFounded { key, primary } => self.not_founded(now, key, primary),
                 HomeOutput::Committed { .. } | HomeOutput::Left { .. } => {}
             }
         }

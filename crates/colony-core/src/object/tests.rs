@@ -1048,10 +1048,10 @@ mod cores {
     /// peer — the closest to the new object, declared dead meanwhile, so the
     /// creator's resend made the home elsewhere — reaches it when it resumes;
     /// holding no record and closest again, it makes a second, empty home of
-    /// the same object, which wins: acknowledged calls are lost. Ignored until
-    /// creation is promised by a majority of the closest peers.
+    /// the same object, which wins: acknowledged calls were lost. Creation is
+    /// now an election for term 1 among the closest peers, which the members
+    /// of the existing home refuse.
     #[test]
-    #[ignore = "open: a late Create makes a second home (see colony-sim lib.rs)"]
     fn a_late_creation_does_not_make_a_second_home() {
         let mut net = Net::new(5);
         let pml = ObjectProtocol::Pml { ttc_ms: 2_000 };

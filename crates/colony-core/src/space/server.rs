@@ -1434,7 +1434,10 @@ impl<P: PeerKey> Space<P> {
                     }
                 }
                 HomeOutput::BecamePrimary { key, .. } => self.revoke_absent_holders(now, key),
-                HomeOutput::Committed { .. } | HomeOutput::Left { .. } => {}
+                HomeOutput::Committed { .. }
+                | HomeOutput::Left { .. }
+                | HomeOutput::Founded { .. }
+                | HomeOutput::NotFounded { .. } => {}
             }
         }
     }
