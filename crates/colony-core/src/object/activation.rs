@@ -5,6 +5,17 @@
 //! (seed 004 §4.3: results cached on the callee's side). Deterministic:
 //! the same deliveries from the same checkpoint give the same state, the
 //! same replies and the same outgoing calls.
+//!
+//! Rollback detection (`checkpoint`, and `none` moved without its latest
+//! state): the object numbers the calls it runs for each caller, and each
+//! reply carries its number ([`Served::ordinal`]). A caller sends with
+//! every call the highest number it has heard from the object (`known`).
+//! An object whose count for that caller is lower was restarted from a
+//! state that lacks calls whose replies the caller had: it answers
+//! [`CallError::RolledBack`] instead of running the call, and takes the
+//! caller's number so that the loss is reported once. Exact whatever the
+//! order calls arrive in: executions are counted in the order they
+//! happen, so a state that lacks one lacks every later number too.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +48,9 @@ pub enum Delivery {
         /// Every call of this caller numbered below this has had its reply:
         /// their results need not be kept.
         acked_below: u64,
+        /// The highest [`Served::ordinal`] the caller has had in replies
+        /// from this object (0: none, or it does not know).
+        known: u64,
         /// The encoded request.
         request: Vec<u8>,
     },
@@ -63,6 +77,10 @@ pub struct Served {
     /// Whether the delivery was a repeat, served without running the
     /// object's code.
     pub repeat: bool,
+    /// For a call: how many of its caller's calls the object had run with
+    /// this one (the same for a repeat), for the caller to send back as
+    /// `known`; 0 otherwise.
+    pub ordinal: u64,
 }
 
 /// What an object remembers of one caller. Calls may arrive out of order
@@ -73,8 +91,11 @@ pub struct Served {
 struct CallerResults {
     /// Calls numbered below are answered [`CallError::Forgotten`].
     floor: u64,
-    /// Results of the calls run at or above the floor, by call number.
-    kept: BTreeMap<u64, Result<Vec<u8>, CallError>>,
+    /// Results of the calls run at or above the floor, by call number,
+    /// with their ordinals.
+    kept: BTreeMap<u64, (Result<Vec<u8>, CallError>, u64)>,
+    /// Calls of this caller run (or taken as run after a rollback).
+    executed: u64,
     /// When this caller was last heard of, in deliveries served.
     last_seen: u64,
 }
@@ -93,6 +114,7 @@ pub struct ObjectCheckpoint {
     pub served: u64,
     results: BTreeMap<Guid, CallerResults>,
     awaiting: BTreeMap<CallId, Outgoing>,
+    forgot_callers: bool,
 }
 
 /// A live object. See the module docs.
@@ -106,6 +128,9 @@ pub struct Activation {
     /// Calls made and not yet answered, as sent: a member that takes the
     /// object over sends them again.
     awaiting: BTreeMap<CallId, Outgoing>,
+    /// Whether callers were forgotten ([`MAX_CALLERS`]): an unknown
+    /// caller's `known` then proves nothing.
+    forgot_callers: bool,
 }
 
 impl Activation {
@@ -130,6 +155,7 @@ impl Activation {
             served: 0,
             results: BTreeMap::new(),
             awaiting: BTreeMap::new(),
+            forgot_callers: false,
         };
         let bounced = activation.await_replies(&mut outgoing);
         Ok((
@@ -158,6 +184,7 @@ impl Activation {
             served: checkpoint.served,
             results: checkpoint.results,
             awaiting: checkpoint.awaiting,
+            forgot_callers: checkpoint.forgot_callers,
         })
     }
 
@@ -170,6 +197,7 @@ impl Activation {
             served: self.served,
             results: self.results.clone(),
             awaiting: self.awaiting.clone(),
+            forgot_callers: self.forgot_callers,
         }
     }
 
@@ -204,48 +232,75 @@ impl Activation {
             Delivery::Call {
                 id,
                 acked_below,
+                known,
                 request,
-            } => self.serve_call(id, acked_below, &request),
+            } => self.serve_call(id, acked_below, known, &request),
             Delivery::Reply { call, reply } => self.serve_reply(call, reply),
         }
     }
 
-    fn serve_call(&mut self, id: CallId, acked_below: u64, request: &[u8]) -> Served {
+    fn serve_call(&mut self, id: CallId, acked_below: u64, known: u64, request: &[u8]) -> Served {
         // A repeat changes nothing (it is not logged, so a replay would
         // not repeat the change).
         if let Some(caller) = self.results.get(&id.caller) {
             let repeat = if id.seq < caller.floor {
-                Some(Err(CallError::Forgotten(id)))
+                Some((Err(CallError::Forgotten(id)), 0))
             } else {
                 caller.kept.get(&id.seq).cloned()
             };
-            if let Some(reply) = repeat {
+            if let Some((reply, ordinal)) = repeat {
                 return Served {
                     reply: Some(reply),
                     repeat: true,
+                    ordinal,
                     ..Served::default()
                 };
             }
         }
         let served_before = self.served;
+        let unknown = !self.results.contains_key(&id.caller);
         let caller = self.results.entry(id.caller).or_default();
         caller.last_seen = served_before;
         // The call itself is unanswered, so never below its own floor.
         caller.floor = caller.floor.max(acked_below.min(id.seq));
         let floor = caller.floor;
         caller.kept.retain(|seq, _| *seq >= floor);
+        if known > caller.executed {
+            // The caller had replies to calls this state never ran: it was
+            // rolled back. Reported once: the caller's count is taken.
+            let lost = known - caller.executed;
+            caller.executed = known;
+            let reply = if unknown && self.forgot_callers {
+                None
+            } else {
+                Some(Err(CallError::RolledBack {
+                    uri: self.uri.clone(),
+                    lost,
+                }))
+            };
+            if let Some(reply) = reply {
+                self.served += 1;
+                self.keep(id, reply.clone(), known);
+                self.forget_old_callers();
+                return Served {
+                    reply: Some(reply),
+                    ordinal: known,
+                    ..Served::default()
+                };
+            }
+        }
         let mut ctx = ObjectContext::new(&self.uri, &mut self.next_seq);
         let reply = self.instance.handle(&mut ctx, request);
         let mut outgoing = ctx.take_outgoing();
         self.served += 1;
-        if let Some(caller) = self.results.get_mut(&id.caller) {
-            caller.kept.insert(id.seq, reply.clone());
-            while caller.kept.len() > MAX_RESULTS_PER_CALLER {
-                if let Some((evicted, _)) = caller.kept.pop_first() {
-                    caller.floor = caller.floor.max(evicted + 1);
-                }
+        let ordinal = match self.results.get_mut(&id.caller) {
+            Some(caller) => {
+                caller.executed += 1;
+                caller.executed
             }
-        }
+            None => 0,
+        };
+        self.keep(id, reply.clone(), ordinal);
         self.forget_old_callers();
         let bounced = self.await_replies(&mut outgoing);
         Served {
@@ -253,6 +308,19 @@ impl Activation {
             outgoing,
             bounced,
             repeat: false,
+            ordinal,
+        }
+    }
+
+    /// Keeps the result of call `id` for its repeats.
+    fn keep(&mut self, id: CallId, reply: Result<Vec<u8>, CallError>, ordinal: u64) {
+        if let Some(caller) = self.results.get_mut(&id.caller) {
+            caller.kept.insert(id.seq, (reply, ordinal));
+            while caller.kept.len() > MAX_RESULTS_PER_CALLER {
+                if let Some((evicted, _)) = caller.kept.pop_first() {
+                    caller.floor = caller.floor.max(evicted + 1);
+                }
+            }
         }
     }
 
@@ -311,6 +379,7 @@ impl Activation {
                 Some(guid) => self.results.remove(&guid),
                 None => break,
             };
+            self.forgot_callers = true;
         }
     }
 }

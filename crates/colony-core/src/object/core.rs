@@ -83,6 +83,9 @@ pub enum ObjectMsg<P> {
         id: CallId,
         /// Every call of the caller numbered below this has had its reply.
         acked_below: u64,
+        /// The highest ordinal the caller has had in replies from the
+        /// callee: a callee that ran fewer of its calls was rolled back.
+        known: u64,
         /// The callee.
         to: ObjectUri,
         /// The type the caller takes it for.
@@ -103,6 +106,9 @@ pub enum ObjectMsg<P> {
         id: CallId,
         /// Its outcome (empty bytes for a create or delete).
         reply: Result<Vec<u8>, CallError>,
+        /// For a call the object ran: how many of the caller's calls it had
+        /// run with this one (0 otherwise).
+        ordinal: u64,
     },
     /// This peer is not the object's primary: try `primary`, or again
     /// later if none is known.
@@ -323,15 +329,23 @@ pub struct Objects<P: PeerKey> {
     /// `max_homes`).
     creating: BTreeMap<Guid, Creating<P>>,
     on_disk: BTreeMap<Guid, (u64, u64)>,
+    /// Caller side, by (caller, callee): the highest ordinal a reply of
+    /// the callee carried, sent back as `known` with the next calls.
+    known: BTreeMap<(Guid, Guid), u64>,
     outputs: VecDeque<ObjectOutput<P>>,
     stats: ObjectStats,
 }
+
+/// (caller, callee) pairs whose ordinals a peer remembers; past it, one is
+/// forgotten (its caller then cannot tell a rollback of that callee).
+pub const MAX_KNOWN: usize = 65_536;
 
 /// The message of call `id` (its `acked_below` is set when it is sent).
 fn call_msg<P>(id: CallId, to: ObjectUri, object_type: String, request: Vec<u8>) -> ObjectMsg<P> {
     ObjectMsg::Call {
         id,
         acked_below: 0,
+        known: 0,
         to,
         object_type,
         request,
@@ -382,6 +396,7 @@ impl<P: PeerKey> Objects<P> {
             routes: BTreeMap::new(),
             creating: BTreeMap::new(),
             on_disk: BTreeMap::new(),
+            known: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: ObjectStats::default(),
         }
@@ -448,6 +463,11 @@ impl<P: PeerKey> Objects<P> {
     /// Leaving gracefully: every object whose primary is here moves to the
     /// next member of its home ([`Objects::released`] says when done).
     pub fn hand_over_all(&mut self, now: Instant) {
+        // The record is what moves: it takes the live state along.
+        let live: Vec<Guid> = self.live.keys().copied().collect();
+        for guid in live {
+            self.checkpoint_unlogged(now, guid);
+        }
         self.homes.hand_over_all(now);
         self.drain_homes(now);
     }
@@ -468,6 +488,17 @@ impl<P: PeerKey> Objects<P> {
     /// The changes given by [`Objects::update_member`] take effect: every
     /// home adjusts.
     pub fn refresh_members(&mut self, now: Instant) {
+        // A closer peer takes over once it holds the latest update: the
+        // record it gets must have the live state.
+        let moving: Vec<Guid> = self
+            .live
+            .keys()
+            .filter(|guid| self.moving(guid))
+            .copied()
+            .collect();
+        for guid in moving {
+            self.checkpoint_unlogged(now, guid);
+        }
         self.homes.refresh(now);
         self.drain_homes(now);
     }
@@ -593,9 +624,14 @@ impl<P: PeerKey> Objects<P> {
             .unwrap_or_else(|| self.me.clone());
         p.next_send = now + self.config.resend_interval;
         self.resends.insert((p.next_send.min(p.deadline), id));
+        let target = p.target;
         let mut msg = p.msg.clone();
-        if let ObjectMsg::Call { acked_below, .. } = &mut msg {
+        if let ObjectMsg::Call {
+            acked_below, known, ..
+        } = &mut msg
+        {
             *acked_below = self.acked_below(id.caller);
+            *known = self.known.get(&(id.caller, target)).copied().unwrap_or(0);
         }
         self.deliver_or_send(now, to, msg);
     }
@@ -622,7 +658,21 @@ impl<P: PeerKey> Objects<P> {
     }
 
     fn answer(&mut self, now: Instant, to: P, id: CallId, reply: Result<Vec<u8>, CallError>) {
-        self.deliver_or_send(now, to, ObjectMsg::Reply { id, reply });
+        self.answer_ran(now, to, id, reply, 0);
+    }
+
+    /// Answers call `id`, which ran as its caller's `ordinal`-th (0: it
+    /// did not run).
+    fn answer_ran(
+        &mut self,
+        now: Instant,
+        to: P,
+        id: CallId,
+        reply: Result<Vec<u8>, CallError>,
+        ordinal: u64,
+    ) {
+        let msg = ObjectMsg::Reply { id, reply, ordinal };
+        self.deliver_or_send(now, to, msg);
     }
 
     /// A message from `from` (this peer itself for local delivery). Every
@@ -644,12 +694,16 @@ impl<P: PeerKey> Objects<P> {
             ObjectMsg::Call {
                 id,
                 acked_below,
+                known,
                 to,
                 object_type,
                 request,
-            } => self.on_call(now, from, id, acked_below, to, &object_type, request),
+            } => {
+                let seen = (acked_below, known);
+                self.on_call(now, from, id, seen, to, &object_type, request)
+            }
             ObjectMsg::Delete { id, uri } => self.on_delete(now, from, id, uri),
-            ObjectMsg::Reply { id, reply } => self.on_reply(now, id, reply),
+            ObjectMsg::Reply { id, reply, ordinal } => self.on_reply(now, id, reply, ordinal),
             ObjectMsg::NotHere { id, primary } => self.on_not_here(now, id, primary),
             ObjectMsg::Home(msg) => self.homes.handle(now, from, msg),
             ObjectMsg::Lookup { id, uri } => self.on_lookup(now, from, id, uri),
@@ -748,6 +802,7 @@ impl<P: PeerKey> Objects<P> {
         effects.push(ObjectEffect::Reply {
             call: id,
             reply: Ok(Vec::new()),
+            ordinal: 0,
         });
         // Holding no record is no proof that no home exists: this Create
         // may have waited in a paused peer's socket while the creator's
@@ -805,6 +860,7 @@ impl<P: PeerKey> Objects<P> {
         let effects = vec![ObjectEffect::Reply {
             call: id,
             reply: Ok(Vec::new()),
+            ordinal: 0,
         }];
         let _ = self.homes.propose(now, guid, effects);
     }
@@ -815,7 +871,7 @@ impl<P: PeerKey> Objects<P> {
         now: Instant,
         from: P,
         id: CallId,
-        acked_below: u64,
+        (acked_below, known): (u64, u64),
         to: ObjectUri,
         object_type: &str,
         request: Vec<u8>,
@@ -855,6 +911,7 @@ impl<P: PeerKey> Objects<P> {
         let delivery = Delivery::Call {
             id,
             acked_below,
+            known,
             request,
         };
         let before = live.served();
@@ -868,6 +925,8 @@ impl<P: PeerKey> Objects<P> {
         self.routes.insert(id, from);
         if log_full {
             self.checkpoint(now, guid);
+        } else if self.moving(&guid) {
+            self.checkpoint_unlogged(now, guid);
         }
         let _ = self.homes.propose(now, guid, effects);
     }
@@ -902,10 +961,25 @@ impl<P: PeerKey> Objects<P> {
         self.answer(now, from, id, found);
     }
 
-    fn on_reply(&mut self, now: Instant, id: CallId, reply: Result<Vec<u8>, CallError>) {
+    fn on_reply(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        reply: Result<Vec<u8>, CallError>,
+        ordinal: u64,
+    ) {
         let Some(p) = self.pending.remove(&id) else {
             return; // answered already, or not ours
         };
+        if ordinal > 0 && matches!(p.msg, ObjectMsg::Call { .. }) {
+            let key = (id.caller, p.target);
+            if !self.known.contains_key(&key) && self.known.len() >= MAX_KNOWN {
+                // Forgetting one only weakens its rollback check.
+                self.known.pop_first();
+            }
+            let known = self.known.entry(key).or_default();
+            *known = (*known).max(ordinal);
+        }
         self.resends.remove(&(p.next_send.min(p.deadline), id));
         self.finish(now, id, p, reply);
     }
@@ -953,6 +1027,9 @@ impl<P: PeerKey> Objects<P> {
         }
         let effects = h.state_mut().serve(live, delivery);
         self.stats.served += 1;
+        if self.moving(&guid) {
+            self.checkpoint_unlogged(now, guid);
+        }
         let _ = self.homes.propose(now, guid, effects);
     }
 
@@ -999,6 +1076,22 @@ impl<P: PeerKey> Objects<P> {
         self.schedule_checkpoint(now, guid, protocol);
     }
 
+    /// Whether a closer live peer is to take object `guid` over from this
+    /// peer (its home hands over once that peer holds the latest update).
+    fn moving(&self, guid: &Guid) -> bool {
+        let closest = self.homes.home_of(guid, 1).into_iter().next();
+        closest.is_some_and(|c| c != self.me)
+    }
+
+    /// Checkpoints `guid` now unless its protocol logs (`pml` loses
+    /// nothing it served): before a planned hand-over, so that the object
+    /// moves with its state instead of restarting from an older one.
+    fn checkpoint_unlogged(&mut self, now: Instant, guid: Guid) {
+        if self.homes.get(&guid).is_some_and(|h| !h.protocol().logs()) {
+            self.checkpoint(now, guid);
+        }
+    }
+
     /// Executes what the homes want done, and releases committed effects.
     fn drain_homes(&mut self, now: Instant) {
         while let Some(out) = self.homes.poll() {
@@ -1016,6 +1109,16 @@ impl<P: PeerKey> Objects<P> {
                 HomeOutput::BecamePrimary { key, .. } => self.recover(now, key),
                 HomeOutput::SteppedDown { key } | HomeOutput::Dropped { key } => {
                     self.live.remove(&key);
+                    // What it heard as a caller goes with it.
+                    let mine: Vec<(Guid, Guid)> = self
+                        .known
+                        .range((key, Guid(0))..)
+                        .take_while(|((caller, _), _)| *caller == key)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in mine {
+                        self.known.remove(&k);
+                    }
                     self.checkpointed.remove(&key);
                     if let Some(at) = self.checkpoint_at.remove(&key) {
                         self.checkpoints.remove(&(at, key));
@@ -1031,9 +1134,13 @@ impl<P: PeerKey> Objects<P> {
 
     fn release(&mut self, now: Instant, guid: Guid, effect: ObjectEffect) {
         match effect {
-            ObjectEffect::Reply { call, reply } => {
+            ObjectEffect::Reply {
+                call,
+                reply,
+                ordinal,
+            } => {
                 if let Some(to) = self.routes.remove(&call) {
-                    self.answer(now, to, call, reply);
+                    self.answer_ran(now, to, call, reply, ordinal);
                 }
             }
             ObjectEffect::Send(out) => self.send_outgoing(now, guid, out),

@@ -43,6 +43,19 @@ pub enum CallError {
         /// What happened.
         why: String,
     },
+    /// The object restarted from a checkpoint older than some of this
+    /// caller's calls it had answered (`checkpoint`, or a `none` object
+    /// moved without its latest state): their effects are gone. This call
+    /// did not run; calling again runs it on the restored state. Reported
+    /// once per loss, to the caller's first call that reaches the object
+    /// after it.
+    #[error("object {uri} restarted from an older checkpoint: {lost} of this caller's answered calls to it were lost, and this call did not run (call again to run it on the restored state)")]
+    RolledBack {
+        /// The object.
+        uri: ObjectUri,
+        /// How many of this caller's answered calls the object lost.
+        lost: u64,
+    },
     /// No reply within the caller's deadline.
     #[error("no reply within {after_ms} ms")]
     DeadlinePassed {

@@ -119,6 +119,8 @@ pub enum ObjectEffect {
         call: CallId,
         /// Its outcome.
         reply: Result<Vec<u8>, CallError>,
+        /// Its [`Served::ordinal`] (0 for a creation or deletion).
+        ordinal: u64,
     },
     /// A call or creation the object made.
     Send(Outgoing),
@@ -291,7 +293,11 @@ impl ObjectRecord {
 fn effects_of(call: Option<CallId>, served: Served) -> Vec<ObjectEffect> {
     let mut effects = Vec::new();
     if let (Some(call), Some(reply)) = (call, served.reply) {
-        effects.push(ObjectEffect::Reply { call, reply });
+        effects.push(ObjectEffect::Reply {
+            call,
+            reply,
+            ordinal: served.ordinal,
+        });
     }
     effects.extend(served.outgoing.into_iter().map(ObjectEffect::Send));
     effects.extend(

@@ -129,6 +129,7 @@ fn call(caller: u128, seq: u64, acked_below: u64, request: &CounterRequest) -> D
             seq,
         },
         acked_below,
+        known: 0,
         request: encode(request),
     }
 }
@@ -139,6 +140,111 @@ fn value(served: &Served) -> Result<u64, CallError> {
         .clone()
         .expect("a call is answered")
         .and_then(|bytes| decode_reply::<Counter>(&bytes))
+}
+
+fn call_knowing(caller: u128, seq: u64, known: u64, request: &CounterRequest) -> Delivery {
+    match call(caller, seq, 0, request) {
+        Delivery::Call {
+            id,
+            acked_below,
+            request,
+            ..
+        } => Delivery::Call {
+            id,
+            acked_below,
+            known,
+            request,
+        },
+        other => other,
+    }
+}
+
+/// Seed 004 §4 under `checkpoint`: an object restarted from a checkpoint
+/// older than calls it answered must tell their caller, never answer it
+/// from the older state as if nothing happened (`colony-sim --workload
+/// objects --peers 8 --seed 0 --object-protocol checkpoint`: one client
+/// was told position 22 twice).
+#[test]
+fn a_rollback_is_reported_once_to_a_caller_that_lost_answered_calls() {
+    let mut object = counter(0);
+    let first = object.deliver(call_knowing(7, 1, 0, &CounterRequest::Add(5)));
+    assert_eq!((value(&first), first.ordinal), (Ok(5), 1));
+    let checkpoint = object.checkpoint();
+    let second = object.deliver(call_knowing(7, 2, 1, &CounterRequest::Add(5)));
+    assert_eq!((value(&second), second.ordinal), (Ok(10), 2));
+    // The primary crashes; its successor restarts from the checkpoint.
+    let mut object = Activation::restore(&types(), uri(1), checkpoint).unwrap();
+    let lost = object.deliver(call_knowing(7, 3, 2, &CounterRequest::Add(5)));
+    assert_eq!(
+        lost.reply,
+        Some(Err(CallError::RolledBack {
+            uri: uri(1),
+            lost: 1
+        }))
+    );
+    assert!(!lost.repeat, "the error changes what the object knows");
+    assert_eq!(object.served(), 2, "the call did not run");
+    // A resend of that call gets the same answer; nothing runs.
+    let again = object.deliver(call_knowing(7, 3, 2, &CounterRequest::Add(5)));
+    assert!(again.repeat);
+    assert_eq!(again.reply, lost.reply);
+    // Reported once: the caller's next call runs on the restored state,
+    // numbered after what it had heard.
+    let next = object.deliver(call_knowing(7, 4, 2, &CounterRequest::Add(5)));
+    assert_eq!((value(&next), next.ordinal), (Ok(10), 3));
+    // A caller that lost nothing is not bothered.
+    let other = object.deliver(call_knowing(8, 1, 0, &CounterRequest::Get));
+    assert_eq!(value(&other), Ok(10));
+}
+
+/// Calls run out of order are counted in the order they ran: a state
+/// that lacks a later-run call is caught even if the caller's highest
+/// call number survived.
+#[test]
+fn a_rollback_of_a_call_that_ran_out_of_order_is_caught() {
+    let mut object = counter(0);
+    // Call 2 overtook call 1; the checkpoint has 2 only.
+    let two = object.deliver(call_knowing(7, 2, 0, &CounterRequest::Add(1)));
+    let checkpoint = object.checkpoint();
+    let one = object.deliver(call_knowing(7, 1, 0, &CounterRequest::Add(1)));
+    assert_eq!((two.ordinal, one.ordinal), (1, 2));
+    let mut object = Activation::restore(&types(), uri(1), checkpoint).unwrap();
+    let next = object.deliver(call_knowing(7, 3, 2, &CounterRequest::Get));
+    assert_eq!(
+        next.reply,
+        Some(Err(CallError::RolledBack {
+            uri: uri(1),
+            lost: 1
+        }))
+    );
+}
+
+/// Under `pml` nothing rolls back: a successor rebuilt by replay knows
+/// every call it answered, and no caller hears of a loss.
+#[test]
+fn a_replayed_object_reports_no_rollback() {
+    let mut primary = counter(0);
+    let mut record = ObjectRecord::new(
+        uri(1),
+        ObjectProtocol::Pml { ttc_ms: 1000 },
+        primary.checkpoint(),
+    );
+    let mut known = 0;
+    for seq in 1..=3 {
+        let effects = record.serve(
+            &mut primary,
+            call_knowing(7, seq, known, &CounterRequest::Add(1)),
+        );
+        for effect in effects {
+            if let ObjectEffect::Reply { ordinal, .. } = effect {
+                known = known.max(ordinal);
+            }
+        }
+    }
+    assert_eq!(known, 3);
+    let (mut successor, _) = record.recover(&types()).unwrap();
+    let next = successor.deliver(call_knowing(7, 4, known, &CounterRequest::Get));
+    assert_eq!(value(&next), Ok(3));
 }
 
 #[test]
@@ -261,6 +367,7 @@ fn bad_requests_and_unknown_types_are_errors() {
             seq: 1,
         },
         acked_below: 0,
+        known: 0,
         request: vec![0xff; 9],
     });
     assert!(
@@ -301,6 +408,7 @@ fn spread_calls() -> Vec<Delivery> {
                 seq,
             },
             acked_below: 0,
+            known: 0,
             request: encode(&3u32),
         })
         .collect()
@@ -361,6 +469,7 @@ fn calls_past_the_awaiting_limit_are_bounced_back_not_sent() {
             seq: 1,
         },
         acked_below: 0,
+        known: 0,
         request: encode(&(MAX_AWAITING as u32 + 5)),
     });
     assert_eq!(served.outgoing.len(), MAX_AWAITING);
