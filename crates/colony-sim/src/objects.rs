@@ -11,7 +11,12 @@
 //!   addition acknowledged before another was asked took a lower one
 //!   (`object-history`): a rollback or two primaries committing apart shows
 //!   here, under every protocol — under `none` and `checkpoint` a failure
-//!   must be an error, never a wrong answer.
+//!   must be an error, never a wrong answer. Under `none` and `checkpoint`
+//!   an acknowledged token missing from the final read was lost by a
+//!   rollback: the history is checked over the tokens the final read holds
+//!   (the object's one surviving history), and a lost token must be
+//!   reported — its client's next answered call to the object is an error,
+//!   not a success from the restored state (`object-history`).
 //! - **Exactly once** (`pml`): the final read holds every acknowledged
 //!   token, at the position its caller was told, and no token twice
 //!   (`object-exactly-once`); a call without an answer may be in it once or
@@ -109,6 +114,48 @@ impl ActiveObject for Tally {
             TallyRequest::Read => TallyReply::Tokens(self.tokens.clone()),
         })
     }
+}
+
+/// Under `none` and `checkpoint`: each acknowledged addition to `object`
+/// that the final read lacks (a rollback lost it) must be reported to its
+/// client — the client's next answered call to the object fails — before
+/// the client hears a success that the final read holds.
+fn unreported_losses(
+    history: &[Op],
+    object: usize,
+    name: &str,
+    final_tokens: &[u64],
+) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let clients: BTreeSet<usize> = history.iter().map(|op| op.client).collect();
+    for client in clients {
+        let mut lost: Option<&Op> = None;
+        for op in history
+            .iter()
+            .filter(|op| op.client == client && op.object == object)
+        {
+            match &op.answer {
+                Some((_, Ok(_))) if !final_tokens.contains(&op.token) => {
+                    lost = lost.or(Some(op));
+                }
+                Some((at, Ok(position))) => {
+                    if let Some(gone) = lost.take() {
+                        violations.push(Violation::ObjectHistory {
+                            object: name.to_string(),
+                            what: format!(
+                                "token {:#x} (client {client}) was acknowledged, then lost by a rollback, and the client's next call was answered (position {position}, at {at:?}) with no error telling it",
+                                gone.token
+                            ),
+                        });
+                    }
+                }
+                // An error reports the loss (or may have: a deadline); no
+                // answer means the client's peer crashed and forgot.
+                Some((_, Err(_))) | None => lost = None,
+            }
+        }
+    }
+    violations
 }
 
 /// Which protocol the workload's objects get.
@@ -605,7 +652,7 @@ impl ObjectsWorkload {
                 continue;
             };
             let name = uri.to_string();
-            let acked: Vec<(&Op, Duration, u64)> = self
+            let mut acked: Vec<(&Op, Duration, u64)> = self
                 .history
                 .iter()
                 .filter(|op| op.object == object)
@@ -614,6 +661,14 @@ impl ObjectsWorkload {
                     _ => None,
                 })
                 .collect();
+            let f = &self.finals[object];
+            if self.expect != ProtocolChoice::Pml {
+                if let Some(tokens) = &f.tokens {
+                    violations.extend(unreported_losses(&self.history, object, &name, tokens));
+                    // Rolled-back additions are not in the one history.
+                    acked.retain(|(op, _, _)| tokens.contains(&op.token));
+                }
+            }
             // One history: no position given twice, and real-time order.
             let mut by_position: BTreeMap<u64, &Op> = BTreeMap::new();
             for (op, _, position) in &acked {
@@ -641,7 +696,6 @@ impl ObjectsWorkload {
                     }
                 }
             }
-            let f = &self.finals[object];
             let Some(tokens) = &f.tokens else {
                 let gone_allowed = self.expect == ProtocolChoice::None && f.error.is_some();
                 if !gone_allowed {
