@@ -119,7 +119,9 @@ impl ActiveObject for Tally {
 /// Under `none` and `checkpoint`: each acknowledged addition to `object`
 /// that the final read lacks (a rollback lost it) must be reported to its
 /// client — the client's next answered call to the object fails — before
-/// the client hears a success that the final read holds.
+/// the client hears a success that the final read holds. Unless the
+/// client's peer crashed in between: a caller's core keeps what it heard
+/// in memory only, and a restarted one cannot tell.
 fn unreported_losses(
     history: &[Op],
     object: usize,
@@ -134,6 +136,9 @@ fn unreported_losses(
             .iter()
             .filter(|op| op.client == client && op.object == object)
         {
+            if lost.is_some_and(|gone| gone.crashes != op.crashes) {
+                lost = None;
+            }
             match &op.answer {
                 Some((_, Ok(_))) if !final_tokens.contains(&op.token) => {
                     lost = lost.or(Some(op));
@@ -221,6 +226,8 @@ struct Op {
     object: usize,
     token: u64,
     asked: Duration,
+    /// How many times the client's peer had crashed when it was asked.
+    crashes: u32,
     /// When and what came back: a position, or an error.
     answer: Option<(Duration, Result<u64, CallError>)>,
 }
@@ -260,6 +267,8 @@ struct Client {
     busy: bool,
     calls: u32,
     next_token: u64,
+    /// Times its peer crashed (and its core forgot what it had heard).
+    crashes: u32,
 }
 
 /// The final read of one object.
@@ -352,6 +361,7 @@ impl ObjectsWorkload {
                 busy: false,
                 calls: 0,
                 next_token: 0,
+                crashes: 0,
             })
             .collect();
         ObjectsWorkload {
@@ -435,12 +445,14 @@ impl ObjectsWorkload {
         c.calls += 1;
         c.busy = true;
         let value = ((client as u64 + 1) << 32) | c.next_token;
+        let crashes = c.crashes;
         let index = self.history.len();
         self.history.push(Op {
             client,
             object,
             token: value,
             asked: at,
+            crashes,
             answer: None,
         });
         let token = self.request_token();
@@ -551,6 +563,9 @@ impl ObjectsWorkload {
     /// `peer` crashed: what its clients waited for stays without answer,
     /// and its final reads are tried again elsewhere.
     pub fn crashed(&mut self, peer: u32) -> bool {
+        for c in self.clients.iter_mut().filter(|c| c.peer == peer) {
+            c.crashes += 1;
+        }
         let lost: Vec<(u32, u64)> = self
             .waiting
             .range((peer, 0)..=(peer, u64::MAX))
