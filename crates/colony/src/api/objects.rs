@@ -16,8 +16,10 @@
 //!   calls, once every one is answered.
 //!
 //! A refusal is a plain-text sentence with a status that fits it: 400 for a
-//! malformed URI, body or request, 404 for no such object, 413 over a size
-//! limit, 422 when the object's handler failed, 504 past the deadline.
+//! malformed URI, body or request, 404 for no such object, 409 when the
+//! object rolled back past calls this peer had answers to (call again),
+//! 410 when it is lost, 413 over a size limit, 422 when the object's
+//! handler failed, 504 past the deadline.
 
 use std::time::Duration;
 
@@ -174,6 +176,7 @@ fn kind(error: &ColonyError) -> &'static str {
             CallError::BadMessage(_) => "bad_message",
             CallError::NoSuchObject(_) => "no_such_object",
             CallError::ObjectLost { .. } => "object_lost",
+            CallError::RolledBack { .. } => "rolled_back",
             CallError::DeadlinePassed { .. } => "deadline",
             CallError::Forgotten(_) => "forgotten",
             CallError::TooLarge { .. } => "too_large",
@@ -190,6 +193,7 @@ fn refused(e: ColonyError) -> Response {
             CallError::UnknownType(_) | CallError::BadMessage(_) => StatusCode::BAD_REQUEST,
             CallError::NoSuchObject(_) => StatusCode::NOT_FOUND,
             CallError::ObjectLost { .. } | CallError::Forgotten(_) => StatusCode::GONE,
+            CallError::RolledBack { .. } => StatusCode::CONFLICT,
             CallError::DeadlinePassed { .. } => StatusCode::GATEWAY_TIMEOUT,
             CallError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         },
