@@ -198,6 +198,12 @@ pub enum NodeInput<P> {
         /// Its update.
         seq: u64,
     },
+    /// The object record of [`NodeOutput::PersistObject`] could not be
+    /// written (the next update of the object is asked for instead).
+    ObjectNotWritten {
+        /// The object.
+        guid: Guid,
+    },
     /// The shard written for [`NodeOutput::PersistShard`] is on disk.
     ShardDurable {
         /// Which.
@@ -355,7 +361,9 @@ pub enum NodeOutput<P> {
         result: Result<ObjectAnswer, CallError>,
     },
     /// Write the record of an object held here (replacing its previous
-    /// one), then answer with [`NodeInput::ObjectDurable`].
+    /// one), then answer with [`NodeInput::ObjectDurable`], or
+    /// [`NodeInput::ObjectNotWritten`] if it failed: the object's next
+    /// record waits for that answer.
     PersistObject(StoredObject<P>),
     /// Write what changed in a space partition held here, then answer with
     /// [`NodeInput::SpaceDurable`].
@@ -1079,6 +1087,7 @@ impl<P: PeerKey> Node<P> {
             NodeInput::ObjectDurable { guid, term, seq } => {
                 self.objects.durable(now, guid, term, seq)
             }
+            NodeInput::ObjectNotWritten { guid } => self.objects.not_written(now, guid),
             NodeInput::ShardDurable { id } => {
                 self.space.handle(now, SpaceInput::ShardDurable { id })
             }

@@ -332,6 +332,9 @@ pub struct Objects<P: PeerKey> {
     /// Caller side, by (caller, callee): the highest ordinal a reply of
     /// the callee carried, sent back as `known` with the next calls.
     known: BTreeMap<(Guid, Guid), u64>,
+    /// Objects whose record is being written: the next write waits for
+    /// it, and takes every update made meanwhile (group commit).
+    writing: BTreeSet<Guid>,
     outputs: VecDeque<ObjectOutput<P>>,
     stats: ObjectStats,
 }
@@ -397,6 +400,7 @@ impl<P: PeerKey> Objects<P> {
             creating: BTreeMap::new(),
             on_disk: BTreeMap::new(),
             known: BTreeMap::new(),
+            writing: BTreeSet::new(),
             outputs: VecDeque::new(),
             stats: ObjectStats::default(),
         }
@@ -1229,12 +1233,19 @@ impl<P: PeerKey> Objects<P> {
         }
     }
 
-    /// Asks for every durable record whose update moved to be written.
+    /// Asks for every durable record whose update moved to be written, one
+    /// write per object at a time: the updates made while a write is in
+    /// flight go together in the next, so a pipelined caller's deliveries
+    /// share the disk's flushes instead of queueing one snapshot each.
     fn flush_persist(&mut self, now: Instant) {
         let changed: Vec<Guid> = self
             .homes
             .iter()
-            .filter(|(g, h)| h.durable() && self.on_disk.get(g) != Some(&(h.term(), h.seq())))
+            .filter(|(g, h)| {
+                h.durable()
+                    && !self.writing.contains(g)
+                    && self.on_disk.get(g) != Some(&(h.term(), h.seq()))
+            })
             .map(|(g, _)| *g)
             .collect();
         for guid in changed {
@@ -1250,13 +1261,23 @@ impl<P: PeerKey> Objects<P> {
                 snapshot: h.state().snapshot(now),
             };
             self.on_disk.insert(guid, (stored.term, stored.seq));
+            self.writing.insert(guid);
             self.outputs.push_back(ObjectOutput::Persist(stored));
         }
     }
 
     /// The record of `guid` is on disk up to (`term`, `seq`).
     pub fn durable(&mut self, now: Instant, guid: Guid, term: u64, seq: u64) {
+        self.writing.remove(&guid);
         self.homes.durable(now, guid, term, seq);
+        self.drain_homes(now);
+    }
+
+    /// The last record of `guid` asked for could not be written: this peer
+    /// does not confirm it, and writes the object's next update when it
+    /// comes.
+    pub fn not_written(&mut self, now: Instant, guid: Guid) {
+        self.writing.remove(&guid);
         self.drain_homes(now);
     }
 

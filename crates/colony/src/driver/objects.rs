@@ -31,7 +31,8 @@ pub(crate) struct ObjectWritten {
     guid: Guid,
     term: u64,
     seq: u64,
-    result: Result<(), StoreError>,
+    /// Why it failed, if it did.
+    result: Result<(), String>,
 }
 
 /// The driver's state for objects.
@@ -112,24 +113,33 @@ impl Driver {
                 continue;
             };
             let (term, seq) = (record.term, record.seq);
+            let tx = self.objects.done_tx.clone();
+            // A failure is answered like a completion, through the channel:
+            // the node waits for one answer per record asked for.
+            let fail_tx = tx.clone();
+            let failed = move |error: String| {
+                let _ = fail_tx.try_send(ObjectWritten {
+                    guid,
+                    term,
+                    seq,
+                    result: Err(error),
+                });
+            };
             let bytes = match wire::encode(&record, usize::MAX) {
                 Ok(bytes) => bytes,
                 Err(error) => {
-                    // Not written, never confirmed: the home does not count
-                    // this peer as holding it.
-                    self.objects.errors += 1;
-                    warn!(%guid, %error, "object record not encoded; not written");
+                    self.objects.in_flight += 1;
+                    failed(format!("object record not encoded: {error}"));
                     continue;
                 }
             };
-            let tx = self.objects.done_tx.clone();
             // Never full: at most OBJECT_WRITES_IN_FLIGHT completions are due.
             let done: colony_store::Done = Box::new(move |result| {
                 let _ = tx.try_send(ObjectWritten {
                     guid,
                     term,
                     seq,
-                    result,
+                    result: result.map_err(|e| e.to_string()),
                 });
             });
             match self
@@ -145,10 +155,8 @@ impl Driver {
                     return;
                 }
                 Err(error) => {
-                    self.objects.errors += 1;
-                    if let Some(suppressed) = self.may_warn(None, "object writes stopped") {
-                        warn!(%error, suppressed, "object record not written: the store cannot take it");
-                    }
+                    self.objects.in_flight += 1;
+                    failed(format!("the store cannot take it: {error}"));
                 }
             }
         }
@@ -168,7 +176,13 @@ impl Driver {
             ),
             Err(error) => {
                 self.objects.errors += 1;
-                warn!(guid = %done.guid, %error, "object record write failed; this peer no longer confirms it");
+                if let Some(suppressed) = self.may_warn(None, "object record writes failing") {
+                    warn!(guid = %done.guid, %error, suppressed, "object record not written; this peer does not confirm it");
+                }
+                self.node.handle(
+                    Instant::now(),
+                    NodeInput::ObjectNotWritten { guid: done.guid },
+                );
             }
         }
         self.drain_object_backlog();
