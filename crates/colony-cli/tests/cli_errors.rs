@@ -128,8 +128,10 @@ async fn a_bootstrap_peer_of_another_network_is_named_as_the_cause() {
             "--cores",
             "1",
             "--json",
+            // Long enough for a loaded machine to dial and hear the
+            // foreign network (3 s once was not, with tests in parallel).
             "--join-timeout-s",
-            "3",
+            "10",
             "--bootstrap",
             &other.addr(),
             "nqueens",

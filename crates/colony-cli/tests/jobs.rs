@@ -227,7 +227,7 @@ async fn bad_jobs_get_clear_errors_and_peers_keep_running() {
     for (app_args, needle) in [
         (vec!["flowshop", "ta999"], "ta001"),
         (vec!["nqueens", "0"], "N must be"),
-        (vec!["tsp", "berlin52"], "no application named \"tsp\""),
+        (vec!["knapsack", "7"], "no application named \"knapsack\""),
     ] {
         let (out, _) = colony_run(&peers[0].addr(), &[], &app_args);
         assert!(!out.status.success(), "{app_args:?} must fail");

@@ -43,12 +43,13 @@ const KNOWN_OPTIMA: &[(&str, usize, u64)] = &[
 #[derive(Debug, Error)]
 pub enum TspError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the system said.
-        source: std::io::Error,
+        /// What the system said (in the message, not as a source, so a
+        /// chain of causes says it once).
+        reason: std::io::Error,
     },
     /// The file is larger than [`MAX_FILE_BYTES`].
     #[error("{path} has {bytes} bytes, more than the {max} a TSPLIB file may have here")]
@@ -306,9 +307,9 @@ impl Instance {
     /// Reads and parses a TSPLIB file (see [`Instance::parse`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Instance, TspError> {
         let path = path.as_ref();
-        let io_error = |source| TspError::Io {
+        let io_error = |reason| TspError::Io {
             path: path.to_path_buf(),
-            source,
+            reason,
         };
         let bytes = std::fs::metadata(path).map_err(io_error)?.len();
         if bytes > MAX_FILE_BYTES {
