@@ -363,6 +363,10 @@ fn describe(ft: &FaultTolerance) -> String {
             "message logging (objects), checkpoint every {:?}, home of {}",
             ft.ttc, ft.home_size
         ),
+        FtProtocol::Cic => format!(
+            "communication-induced checkpoints (objects), at least every {:?}, home of {}",
+            ft.ttc, ft.home_size
+        ),
     }
 }
 

@@ -36,16 +36,39 @@ pub enum FtProtocol {
     /// effects leave, so a crash replays it and a call answered ran exactly
     /// once. Jobs refuse it ([`FaultTolerance::validate_for_job`]).
     Pml,
+    /// Communication-induced checkpointing, for distributed objects only:
+    /// each object checkpoints at least every TTC, checkpoint indexes ride
+    /// on its messages and force a checkpoint before a delivery that would
+    /// otherwise cross a recovery line, so the latest checkpoints always
+    /// form a consistent global state; a crash rolls every object that
+    /// depends on the lost state back to it. Jobs refuse it.
+    Cic,
 }
 
 impl FtProtocol {
-    /// Its name in descriptors and the API: `none`, `checkpoint`, `pml`.
+    /// Every protocol, in the order descriptors list them.
+    pub const ALL: [FtProtocol; 4] = [
+        FtProtocol::None,
+        FtProtocol::Checkpoint,
+        FtProtocol::Pml,
+        FtProtocol::Cic,
+    ];
+
+    /// Its name in descriptors and the API: `none`, `checkpoint`, `pml`,
+    /// `cic`.
     pub fn name(self) -> &'static str {
         match self {
             FtProtocol::None => "none",
             FtProtocol::Checkpoint => "checkpoint",
             FtProtocol::Pml => "pml",
+            FtProtocol::Cic => "cic",
         }
+    }
+
+    /// The protocol called `name` (exactly as [`FtProtocol::name`] spells
+    /// it).
+    pub fn from_name(name: &str) -> Option<FtProtocol> {
+        FtProtocol::ALL.into_iter().find(|p| p.name() == name)
     }
 }
 
@@ -255,7 +278,7 @@ impl FaultTolerance {
         self.validate()?;
         match self.protocol {
             FtProtocol::None | FtProtocol::Checkpoint => Ok(()),
-            FtProtocol::Pml => Err(FtError::ObjectsOnly(self.protocol)),
+            FtProtocol::Pml | FtProtocol::Cic => Err(FtError::ObjectsOnly(self.protocol)),
         }
     }
 
@@ -307,7 +330,7 @@ pub enum FtError {
         home_size: u8,
     },
     /// Unknown protocol name (as given).
-    #[error("protocol must be \"none\", \"checkpoint\" or \"pml\", got {0:?}")]
+    #[error("protocol must be \"none\", \"checkpoint\", \"pml\" or \"cic\", got {0:?}")]
     BadProtocol(String),
     /// A protocol for objects given to a job.
     #[error(

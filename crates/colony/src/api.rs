@@ -609,11 +609,9 @@ impl FtRequest {
     /// descriptor uses, so both refuse the same values with the same words.
     pub(crate) fn settings(self) -> Result<FaultTolerance, FtError> {
         let mut ft = FaultTolerance::default();
-        match self.protocol.as_deref() {
-            None | Some("checkpoint") => {}
-            Some("none") => ft.protocol = FtProtocol::None,
-            Some("pml") => ft.protocol = FtProtocol::Pml,
-            Some(other) => return Err(FtError::BadProtocol(clip(other, MAX_QUOTED_CHARS))),
+        if let Some(name) = self.protocol.as_deref() {
+            ft.protocol = FtProtocol::from_name(name)
+                .ok_or_else(|| FtError::BadProtocol(clip(name, MAX_QUOTED_CHARS)))?;
         }
         if let Some(ttc) = self.ttc_s {
             ft.ttc = FaultTolerance::ttc_from_secs(ttc)?;

@@ -345,20 +345,15 @@ fn string_arg<'a>(
 }
 
 fn parse_protocol(value: &toml::Value) -> Result<FtProtocol, ServiceError> {
-    let text = string_arg("protocol", value, "\"none\", \"checkpoint\" or \"pml\"")?;
-    match text {
-        "none" => Ok(FtProtocol::None),
-        "checkpoint" => Ok(FtProtocol::Checkpoint),
-        "pml" => Ok(FtProtocol::Pml),
-        _ if matches!(text.to_ascii_lowercase().as_str(), "cic" | "replicate") => {
-            Err(ServiceError::for_key(
-                "protocol",
-                format!(
-                    "protocol {text:?} is not supported yet: use \"none\", \"checkpoint\" or \"pml\""
-                ),
-            ))
-        }
-        _ => Err(ServiceError::for_key(
+    const EXPECTED: &str = "\"none\", \"checkpoint\", \"pml\" or \"cic\"";
+    let text = string_arg("protocol", value, EXPECTED)?;
+    match FtProtocol::from_name(text) {
+        Some(protocol) => Ok(protocol),
+        None if text.eq_ignore_ascii_case("replicate") => Err(ServiceError::for_key(
+            "protocol",
+            format!("protocol {text:?} is not supported yet: use {EXPECTED}"),
+        )),
+        None => Err(ServiceError::for_key(
             "protocol",
             FtError::BadProtocol(text.to_string()).to_string(),
         )),
@@ -1202,7 +1197,7 @@ mod tests {
     }
 
     #[test]
-    fn pml_protects_the_objects_of_its_virtual_node_and_jobs_refuse_it() {
+    fn pml_and_cic_protect_the_objects_of_their_virtual_node_and_jobs_refuse_them() {
         let d = parse(&with_ft("protocol = \"pml\"\nttc = 2.5\n")).unwrap();
         let ft = d.virtual_node("master").unwrap().settings.fault_tolerance;
         assert_eq!(ft.protocol, FtProtocol::Pml);
@@ -1230,6 +1225,14 @@ mod tests {
             .settings
             .fault_tolerance;
         assert_eq!(ObjectProtocol::from(&ft), ObjectProtocol::None);
+        let cic = parse(&with_ft("protocol = \"cic\"\nttc = 3\n")).unwrap();
+        let ft = cic.virtual_node("master").unwrap().settings.fault_tolerance;
+        assert_eq!(
+            ObjectProtocol::from(&ft),
+            ObjectProtocol::Cic { ttc_ms: 3_000 }
+        );
+        let refused = ft.validate_for_job().unwrap_err().to_string();
+        assert!(refused.contains("protocol cic"), "{refused}");
     }
 
     fn with_ft(args: &str) -> String {
@@ -1298,8 +1301,8 @@ mod tests {
             (with_ft("home_size = 300\n"), 7, "home_size must be between 1 and 16, got 300"),
             (with_ft("home_size = 0\n"), 7, "home_size must be between 1 and 16, got 0"),
             (with_ft("storage = \"copies\"\n"), 7, "storage must be \"local\""),
-            (with_ft("\nprotocol = \"CIC\"\n"), 8, "not supported yet"),
-            (with_ft("protocol = \"optimistic\"\n"), 7, "protocol must be \"none\", \"checkpoint\" or \"pml\""),
+            (with_ft("\nprotocol = \"replicate\"\n"), 8, "not supported yet"),
+            (with_ft("protocol = \"optimistic\"\n"), 7, "protocol must be \"none\", \"checkpoint\", \"pml\" or \"cic\""),
             // Acquisition.
             ("[virtual_nodes.m]\nacquire = \"cloud\"\n".into(), 2, "acquire must be \"local\", \"network\" or \"hosts\""),
             ("[virtual_nodes.m]\nacquire = \"network\"\n".into(), 2, "needs nodes_asked"),

@@ -568,23 +568,9 @@ pub struct ObjectSummary {
     pub checkpoint_age_ms: u64,
 }
 
-impl ObjectSummary {
-    /// A protocol's name and time to checkpoint, as shown.
-    pub(crate) fn protocol_fields(
-        protocol: colony_core::object::ObjectProtocol,
-    ) -> (&'static str, Option<u64>) {
-        use colony_core::object::ObjectProtocol;
-        match protocol {
-            ObjectProtocol::None => ("none", None),
-            ObjectProtocol::Checkpoint { ttc_ms } => ("checkpoint", Some(ttc_ms)),
-            ObjectProtocol::Pml { ttc_ms } => ("pml", Some(ttc_ms)),
-        }
-    }
-}
-
 impl From<&colony_core::object::ObjectInfo> for ObjectSummary {
     fn from(info: &colony_core::object::ObjectInfo) -> ObjectSummary {
-        let (protocol, ttc_ms) = ObjectSummary::protocol_fields(info.protocol);
+        let (protocol, ttc_ms) = (info.protocol.name(), info.protocol.ttc_ms());
         ObjectSummary {
             uri: info.uri.to_string(),
             object_type: info.object_type.clone(),

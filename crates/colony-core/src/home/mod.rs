@@ -619,6 +619,14 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
         self.handing_over.is_some()
     }
 
+    /// Primary: drops the effects still waiting for a commit (the state
+    /// that made them was discarded); how many.
+    pub fn discard_effects(&mut self) -> usize {
+        let dropped = self.pending.iter().map(|p| p.effects.len()).sum();
+        self.pending.clear();
+        dropped
+    }
+
     /// Forgets what only a primary keeps.
     fn drop_primary_state(&mut self) {
         self.acked.clear();

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use super::activation::{Activation, Delivery};
 use super::id::{CallId, Guid, ObjectUri};
 use super::model::{CallError, ObjectTypes, Outgoing};
-use super::record::{ObjectEffect, ObjectProtocol, ObjectRecord, ObjectSnapshot};
+use super::record::{
+    rollbacks_missing, CicStamp, ObjectEffect, ObjectProtocol, ObjectRecord, ObjectSnapshot,
+};
 use crate::home::{HomeConfig, HomeMsgOf, HomeOutput, Homes, Replicated};
 use crate::PeerKey;
 
@@ -76,6 +78,8 @@ pub enum ObjectMsg<P> {
         params: Vec<u8>,
         /// Its fault tolerance.
         protocol: ObjectProtocol,
+        /// `cic`: the creating object's stamp.
+        cic: Option<CicStamp>,
     },
     /// Call the object at `to`.
     Call {
@@ -92,6 +96,8 @@ pub enum ObjectMsg<P> {
         object_type: String,
         /// The encoded request.
         request: Vec<u8>,
+        /// `cic`: the calling object's stamp.
+        cic: Option<CicStamp>,
     },
     /// Delete the object at `uri`.
     Delete {
@@ -109,6 +115,8 @@ pub enum ObjectMsg<P> {
         /// For a call the object ran: how many of the caller's calls it had
         /// run with this one (0 otherwise).
         ordinal: u64,
+        /// `cic`: the answering object's stamp.
+        cic: Option<CicStamp>,
     },
     /// This peer is not the object's primary: try `primary`, or again
     /// later if none is known.
@@ -127,6 +135,21 @@ pub enum ObjectMsg<P> {
         id: CallId,
         /// The object.
         uri: ObjectUri,
+    },
+    /// `cic`: roll the object at `to` back to recovery line `line` of
+    /// rollback `epoch` (an object `from` met rolled back). Answered with
+    /// an empty reply once applied.
+    Rollback {
+        /// The notice, as a call.
+        id: CallId,
+        /// The object to roll back.
+        to: ObjectUri,
+        /// The object that sends the notice (not sent it back).
+        from: Guid,
+        /// The rollback.
+        epoch: u64,
+        /// Its recovery line.
+        line: u64,
     },
 }
 
@@ -236,6 +259,9 @@ enum Origin {
     Client(u64),
     /// An object whose primary is this peer.
     Object(Guid),
+    /// A rollback notice this peer sends for an object: nobody waits for
+    /// its answer.
+    Notice,
 }
 
 /// A request this peer sends until it is answered or its deadline passes.
@@ -269,6 +295,18 @@ pub struct ObjectStats {
     pub recovered: u64,
     /// Requests refused: over a size limit, or too many in flight.
     pub refused: u64,
+    /// `cic`: checkpoints forced by a message from a sender with a higher
+    /// index.
+    pub forced_checkpoints: u64,
+    /// `cic`: recoveries that lost served deliveries and started a
+    /// rollback of the application.
+    pub rollbacks_started: u64,
+    /// `cic`: rollbacks applied to objects here that took their state
+    /// back.
+    pub rolled_back: u64,
+    /// `cic`: messages dropped because their sender had not yet applied a
+    /// rollback the receiver had (they came from a discarded state).
+    pub stale_dropped: u64,
 }
 
 /// One object as `colony objects` lists it.
@@ -352,6 +390,7 @@ fn call_msg<P>(id: CallId, to: ObjectUri, object_type: String, request: Vec<u8>)
         to,
         object_type,
         request,
+        cic: None,
     }
 }
 
@@ -538,6 +577,7 @@ impl<P: PeerKey> Objects<P> {
                     object_type,
                     params,
                     protocol,
+                    cic: None,
                 };
                 (guid, msg)
             }
@@ -629,15 +669,32 @@ impl<P: PeerKey> Objects<P> {
         p.next_send = now + self.config.resend_interval;
         self.resends.insert((p.next_send.min(p.deadline), id));
         let target = p.target;
+        let origin = p.origin;
         let mut msg = p.msg.clone();
-        if let ObjectMsg::Call {
-            acked_below, known, ..
-        } = &mut msg
-        {
-            *acked_below = self.acked_below(id.caller);
-            *known = self.known.get(&(id.caller, target)).copied().unwrap_or(0);
+        let stamp = match origin {
+            Origin::Object(guid) => self.stamp_of(&guid),
+            Origin::Client(_) | Origin::Notice => None,
+        };
+        match &mut msg {
+            ObjectMsg::Call {
+                acked_below,
+                known,
+                cic,
+                ..
+            } => {
+                *acked_below = self.acked_below(id.caller);
+                *known = self.known.get(&(id.caller, target)).copied().unwrap_or(0);
+                *cic = stamp;
+            }
+            ObjectMsg::Create { cic, .. } => *cic = stamp,
+            _ => {}
         }
         self.deliver_or_send(now, to, msg);
+    }
+
+    /// `cic`: the stamp of object `guid`'s messages, as of now.
+    fn stamp_of(&self, guid: &Guid) -> Option<CicStamp> {
+        self.homes.get(guid).and_then(|h| h.state().stamp())
     }
 
     /// Every call of `caller` below the lowest still pending here has its
@@ -662,11 +719,11 @@ impl<P: PeerKey> Objects<P> {
     }
 
     fn answer(&mut self, now: Instant, to: P, id: CallId, reply: Result<Vec<u8>, CallError>) {
-        self.answer_ran(now, to, id, reply, 0);
+        self.answer_ran(now, to, id, reply, 0, None);
     }
 
     /// Answers call `id`, which ran as its caller's `ordinal`-th (0: it
-    /// did not run).
+    /// did not run), stamped `cic` by a `cic` object.
     fn answer_ran(
         &mut self,
         now: Instant,
@@ -674,8 +731,14 @@ impl<P: PeerKey> Objects<P> {
         id: CallId,
         reply: Result<Vec<u8>, CallError>,
         ordinal: u64,
+        cic: Option<CicStamp>,
     ) {
-        let msg = ObjectMsg::Reply { id, reply, ordinal };
+        let msg = ObjectMsg::Reply {
+            id,
+            reply,
+            ordinal,
+            cic,
+        };
         self.deliver_or_send(now, to, msg);
     }
 
@@ -694,7 +757,11 @@ impl<P: PeerKey> Objects<P> {
                 object_type,
                 params,
                 protocol,
-            } => self.on_create(now, from, id, uri, &object_type, &params, protocol),
+                cic,
+            } => {
+                let made = (protocol, cic);
+                self.on_create(now, from, id, uri, &object_type, &params, made)
+            }
             ObjectMsg::Call {
                 id,
                 acked_below,
@@ -702,12 +769,25 @@ impl<P: PeerKey> Objects<P> {
                 to,
                 object_type,
                 request,
+                cic,
             } => {
-                let seen = (acked_below, known);
+                let seen = (acked_below, known, cic);
                 self.on_call(now, from, id, seen, to, &object_type, request)
             }
             ObjectMsg::Delete { id, uri } => self.on_delete(now, from, id, uri),
-            ObjectMsg::Reply { id, reply, ordinal } => self.on_reply(now, id, reply, ordinal),
+            ObjectMsg::Reply {
+                id,
+                reply,
+                ordinal,
+                cic,
+            } => self.on_reply(now, id, reply, ordinal, cic),
+            ObjectMsg::Rollback {
+                id,
+                to,
+                from: sender,
+                epoch,
+                line,
+            } => self.on_rollback(now, from, id, to, sender, (epoch, line)),
             ObjectMsg::NotHere { id, primary } => self.on_not_here(now, id, primary),
             ObjectMsg::Home(msg) => self.homes.handle(now, from, msg),
             ObjectMsg::Lookup { id, uri } => self.on_lookup(now, from, id, uri),
@@ -733,7 +813,7 @@ impl<P: PeerKey> Objects<P> {
         uri: ObjectUri,
         object_type: &str,
         params: &[u8],
-        protocol: ObjectProtocol,
+        (protocol, stamp): (ObjectProtocol, Option<CicStamp>),
     ) {
         let guid = uri.guid;
         if self.homes.contains_key(&guid) {
@@ -787,7 +867,8 @@ impl<P: PeerKey> Objects<P> {
                 return;
             }
         };
-        let record = ObjectRecord::new(uri, protocol, live.checkpoint());
+        let stamp = stamp.filter(|_| protocol.cic());
+        let record = ObjectRecord::new_from(uri, protocol, live.checkpoint(), stamp.as_ref());
         let size = match protocol {
             ObjectProtocol::None => 1,
             _ => self.config.home_size,
@@ -875,7 +956,7 @@ impl<P: PeerKey> Objects<P> {
         now: Instant,
         from: P,
         id: CallId,
-        (acked_below, known): (u64, u64),
+        (acked_below, known, stamp): (u64, u64, Option<CicStamp>),
         to: ObjectUri,
         object_type: &str,
         request: Vec<u8>,
@@ -912,6 +993,14 @@ impl<P: PeerKey> Objects<P> {
             self.answer(now, from, id, Err(error));
             return;
         }
+        if let Some(stamp) = stamp.filter(|_| h.protocol().cic()) {
+            if !self.admit_cic(now, guid, &stamp, false) {
+                return;
+            }
+        }
+        let (Some(h), Some(live)) = (self.homes.get_mut(&guid), self.live.get_mut(&guid)) else {
+            return;
+        };
         let delivery = Delivery::Call {
             id,
             acked_below,
@@ -971,9 +1060,21 @@ impl<P: PeerKey> Objects<P> {
         id: CallId,
         reply: Result<Vec<u8>, CallError>,
         ordinal: u64,
+        stamp: Option<CicStamp>,
     ) {
-        let Some(p) = self.pending.remove(&id) else {
+        let Some(p) = self.pending.get(&id) else {
             return; // answered already, or not ours
+        };
+        if let (Origin::Object(guid), Some(stamp)) = (p.origin, stamp) {
+            // Checked before the call is taken as answered: a stale reply
+            // leaves it pending (resent), and a rollback it brings cancels
+            // it with the rest of the discarded state's calls.
+            if !self.admit_cic(now, guid, &stamp, true) {
+                return;
+            }
+        }
+        let Some(p) = self.pending.remove(&id) else {
+            return;
         };
         if ordinal > 0 && matches!(p.msg, ObjectMsg::Call { .. }) {
             let key = (id.caller, p.target);
@@ -1009,6 +1110,7 @@ impl<P: PeerKey> Objects<P> {
                 self.outputs
                     .push_back(ObjectOutput::Answer { token, result });
             }
+            Origin::Notice => {}
             Origin::Object(guid) => {
                 // Replies to a creation are not the object's: it holds the
                 // reference already.
@@ -1055,9 +1157,8 @@ impl<P: PeerKey> Objects<P> {
     }
 
     fn schedule_checkpoint(&mut self, now: Instant, guid: Guid, protocol: ObjectProtocol) {
-        let ttc = match protocol {
-            ObjectProtocol::None => return,
-            ObjectProtocol::Checkpoint { ttc_ms } | ObjectProtocol::Pml { ttc_ms } => ttc_ms,
+        let Some(ttc) = protocol.ttc_ms() else {
+            return;
         };
         let at = now + Duration::from_millis(ttc.max(100));
         if let Some(old) = self.checkpoint_at.insert(guid, at) {
@@ -1113,16 +1214,7 @@ impl<P: PeerKey> Objects<P> {
                 HomeOutput::BecamePrimary { key, .. } => self.recover(now, key),
                 HomeOutput::SteppedDown { key } | HomeOutput::Dropped { key } => {
                     self.live.remove(&key);
-                    // What it heard as a caller goes with it.
-                    let mine: Vec<(Guid, Guid)> = self
-                        .known
-                        .range((key, Guid(0))..)
-                        .take_while(|((caller, _), _)| *caller == key)
-                        .map(|(k, _)| *k)
-                        .collect();
-                    for k in mine {
-                        self.known.remove(&k);
-                    }
+                    self.forget_known(key);
                     self.checkpointed.remove(&key);
                     if let Some(at) = self.checkpoint_at.remove(&key) {
                         self.checkpoints.remove(&(at, key));
@@ -1144,7 +1236,8 @@ impl<P: PeerKey> Objects<P> {
                 ordinal,
             } => {
                 if let Some(to) = self.routes.remove(&call) {
-                    self.answer_ran(now, to, call, reply, ordinal);
+                    let stamp = self.stamp_of(&guid);
+                    self.answer_ran(now, to, call, reply, ordinal, stamp);
                 }
             }
             ObjectEffect::Send(out) => self.send_outgoing(now, guid, out),
@@ -1194,6 +1287,7 @@ impl<P: PeerKey> Objects<P> {
                         .homes
                         .get(&guid)
                         .map_or(ObjectProtocol::None, |h| h.protocol()),
+                    cic: None,
                 };
                 self.start(now, id, msg, target, Origin::Object(guid), timeout);
             }
@@ -1207,6 +1301,14 @@ impl<P: PeerKey> Objects<P> {
             return;
         };
         let protocol = h.protocol();
+        // cic: the state lost since the last checkpoint had effects others
+        // may hold; everything that depends on it rolls back to the line
+        // of that checkpoint, a new epoch.
+        let line = h
+            .state()
+            .cic()
+            .filter(|_| h.state().dirty())
+            .map(|c| (c.rollbacks.keys().last().map_or(1, |e| e + 1), c.index));
         match h.state().recover(&self.types) {
             Ok((live, replayed)) => {
                 self.stats.recovered += 1;
@@ -1214,6 +1316,12 @@ impl<P: PeerKey> Objects<P> {
                 self.live.insert(guid, live);
                 self.checkpointed.insert(guid, now);
                 self.schedule_checkpoint(now, guid, protocol);
+                if let Some(rollback) = line {
+                    self.stats.rollbacks_started += 1;
+                    // Restores the same checkpoint, and resends its calls.
+                    self.apply_rollbacks(now, guid, &[rollback], None);
+                    return;
+                }
                 for out in awaiting {
                     self.send_outgoing(now, guid, out);
                 }
@@ -1231,6 +1339,186 @@ impl<P: PeerKey> Objects<P> {
                 self.live.remove(&guid);
             }
         }
+    }
+
+    /// `cic`: whether a message stamped `stamp` may be delivered to object
+    /// `guid` (a call, or the reply to one of its calls if `reply`). A
+    /// message from a state a rollback discarded is dropped, and its
+    /// sender told of the rollback; a rollback the message brings is
+    /// applied first (a reply is then dropped: the call it answers was
+    /// the discarded state's); a sender ahead in index forces a
+    /// checkpoint first.
+    fn admit_cic(&mut self, now: Instant, guid: Guid, stamp: &CicStamp, reply: bool) -> bool {
+        let Some(ours) = self
+            .homes
+            .get(&guid)
+            .and_then(|h| h.state().cic())
+            .map(|c| c.rollbacks.clone())
+        else {
+            return true;
+        };
+        let unheard = rollbacks_missing(&stamp.rollbacks, &ours);
+        if !unheard.is_empty() {
+            self.stats.stale_dropped += 1;
+            let told = self.pending.values().any(
+                |p| matches!(&p.msg, ObjectMsg::Rollback { to, .. } if to.guid == stamp.sender),
+            );
+            if !told {
+                for rollback in unheard {
+                    self.notify_rollback(now, guid, stamp.sender, rollback);
+                }
+            }
+            return false;
+        }
+        let brought = rollbacks_missing(&ours, &stamp.rollbacks);
+        if self.apply_rollbacks(now, guid, &brought, Some(stamp.sender)) && reply {
+            return false;
+        }
+        let (Some(h), Some(live)) = (self.homes.get_mut(&guid), self.live.get(&guid)) else {
+            return false;
+        };
+        if h.state_mut().admit(live, stamp) {
+            self.stats.forced_checkpoints += 1;
+            self.checkpointed.insert(guid, now);
+        }
+        true
+    }
+
+    /// `cic`: applies `rollbacks` (epoch, line) to object `guid`, which
+    /// this peer is primary of, and passes those it had not applied on to
+    /// every object it met but `from`. If its state goes back, the live
+    /// object restarts from the checkpoint on the line, what the discarded
+    /// state was about to send is dropped, and its calls awaiting replies
+    /// are sent again. Whether the state went back.
+    fn apply_rollbacks(
+        &mut self,
+        now: Instant,
+        guid: Guid,
+        rollbacks: &[(u64, u64)],
+        from: Option<Guid>,
+    ) -> bool {
+        let Some(h) = self
+            .homes
+            .get_mut(&guid)
+            .filter(|h| h.is_primary() && h.protocol().cic())
+        else {
+            return false;
+        };
+        let mut fresh = Vec::new();
+        let mut restore = None;
+        for &(epoch, line) in rollbacks {
+            if h.state().knows_rollback(epoch, line) {
+                continue;
+            }
+            fresh.push((epoch, line));
+            if let Some(checkpoint) = h.state_mut().roll_back(epoch, line) {
+                restore = Some(checkpoint);
+            }
+        }
+        if fresh.is_empty() {
+            return false;
+        }
+        let met: Vec<Guid> = h
+            .state()
+            .cic()
+            .map(|c| c.met.iter().copied().filter(|g| Some(*g) != from).collect())
+            .unwrap_or_default();
+        let uri = h.state().uri().clone();
+        let rolled = restore.is_some();
+        if let Some(checkpoint) = restore {
+            self.stats.rolled_back += 1;
+            h.discard_effects();
+            self.checkpointed.insert(guid, now);
+            let stale: Vec<CallId> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.origin == Origin::Object(guid))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in stale {
+                if let Some(p) = self.pending.remove(&id) {
+                    self.resends.remove(&(p.next_send.min(p.deadline), id));
+                }
+            }
+            self.forget_known(guid);
+            match Activation::restore(&self.types, uri, checkpoint) {
+                Ok(live) => {
+                    let awaiting: Vec<Outgoing> = live.awaiting_calls().cloned().collect();
+                    self.live.insert(guid, live);
+                    for out in awaiting {
+                        self.send_outgoing(now, guid, out);
+                    }
+                }
+                Err(_) => {
+                    self.live.remove(&guid);
+                }
+            }
+        }
+        for to in met {
+            for &rollback in &fresh {
+                self.notify_rollback(now, guid, to, rollback);
+            }
+        }
+        let _ = self.homes.propose(now, guid, Vec::new());
+        rolled
+    }
+
+    /// Forgets what object `caller` heard in replies: it goes with the
+    /// live object (stepping down, or rolled back to a state that had not
+    /// heard it).
+    fn forget_known(&mut self, caller: Guid) {
+        let heard: Vec<(Guid, Guid)> = self
+            .known
+            .range((caller, Guid(0))..)
+            .take_while(|((c, _), _)| *c == caller)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in heard {
+            self.known.remove(&k);
+        }
+    }
+
+    /// `cic`: tells object `to` (by a notice resent until answered or past
+    /// the call timeout) of rollback (`epoch`, `line`) that object `from`
+    /// applied.
+    fn notify_rollback(&mut self, now: Instant, from: Guid, to: Guid, (epoch, line): (u64, u64)) {
+        self.next_seq += 1;
+        let id = CallId {
+            caller: self.session,
+            seq: self.next_seq,
+        };
+        let to_uri = ObjectUri {
+            network: self.network.clone(),
+            guid: to,
+        };
+        let msg = ObjectMsg::Rollback {
+            id,
+            to: to_uri,
+            from,
+            epoch,
+            line,
+        };
+        let timeout = self.config.call_timeout;
+        self.start(now, id, msg, to, Origin::Notice, timeout);
+    }
+
+    /// `cic`: an object `sender` met rolled back; so does object `to` if
+    /// it is `cic` and has not yet.
+    fn on_rollback(
+        &mut self,
+        now: Instant,
+        from: P,
+        id: CallId,
+        to: ObjectUri,
+        sender: Guid,
+        rollback: (u64, u64),
+    ) {
+        if let Err(primary) = self.route(&to) {
+            self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary });
+            return;
+        }
+        self.apply_rollbacks(now, to.guid, &[rollback], Some(sender));
+        self.answer(now, from, id, Ok(Vec::new()));
     }
 
     /// Asks for every durable record whose update moved to be written, one

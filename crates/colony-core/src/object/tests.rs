@@ -101,9 +101,93 @@ impl ActiveObject for Fanout {
     }
 }
 
+/// Creates a counter, then adds to it `total` numbers drawn from a
+/// generator in its state, a few per step, and counts the replies: once
+/// every call is answered, the counter holds `sent` exactly when every
+/// call ran once in a state consistent with the feeder's.
+#[derive(Serialize, Deserialize)]
+struct Feeder {
+    counter: Ref<Counter>,
+    rng: u64,
+    total: u64,
+    made: u64,
+    sent: u64,
+    answered: u64,
+    failures: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+enum FeederRequest {
+    Step(u64),
+    Status,
+}
+
+/// (numbers added, replies had, failed replies, sum of what was sent,
+/// the counter).
+type FeederStatus = (u64, u64, u64, u64, Ref<Counter>);
+
+impl ActiveObject for Feeder {
+    type Params = (u64, u64);
+    type Request = FeederRequest;
+    type Reply = FeederStatus;
+    const TYPE: &'static str = "feeder";
+
+    fn create(ctx: &mut ObjectContext<'_>, (total, seed): (u64, u64)) -> Result<Self, String> {
+        Ok(Feeder {
+            counter: ctx.create::<Counter>(&0),
+            rng: seed | 1,
+            total,
+            made: 0,
+            sent: 0,
+            answered: 0,
+            failures: 0,
+        })
+    }
+
+    fn handle(
+        &mut self,
+        ctx: &mut ObjectContext<'_>,
+        request: FeederRequest,
+    ) -> Result<FeederStatus, String> {
+        if let FeederRequest::Step(n) = request {
+            for _ in 0..n.min(self.total - self.made) {
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                let x = self.rng % 10 + 1;
+                self.made += 1;
+                self.sent += x;
+                ctx.call(&self.counter, &CounterRequest::Add(x));
+            }
+        }
+        Ok((
+            self.made,
+            self.answered,
+            self.failures,
+            self.sent,
+            self.counter.clone(),
+        ))
+    }
+
+    fn on_reply(
+        &mut self,
+        _ctx: &mut ObjectContext<'_>,
+        _call: CallId,
+        reply: Result<Vec<u8>, CallError>,
+    ) {
+        self.answered += 1;
+        if reply.is_err() {
+            self.failures += 1;
+        }
+    }
+}
+
 fn types() -> ObjectTypes {
     let mut types = ObjectTypes::new();
-    types.register::<Counter>().register::<Fanout>();
+    types
+        .register::<Counter>()
+        .register::<Fanout>()
+        .register::<Feeder>();
     types
 }
 
@@ -490,7 +574,10 @@ mod records {
 
     use super::*;
     use crate::home::Replicated;
-    use crate::object::record::MAX_LOG_ENTRIES;
+    use crate::object::record::{
+        rollbacks_missing, CicStamp, Rollbacks, MAX_LINE_CHECKPOINTS, MAX_LOG_ENTRIES,
+        MAX_ROLLBACKS_KEPT,
+    };
 
     const PML: ObjectProtocol = ObjectProtocol::Pml { ttc_ms: 60_000 };
 
@@ -581,6 +668,7 @@ mod records {
         let forged = vec![ObjectChange::Checkpointed {
             covers: 99,
             checkpoint: live.checkpoint(),
+            index: 0,
         }];
         assert!(!backup.apply_delta(now, forged));
         assert!(backup.apply_snapshot(now, record.snapshot(now)));
@@ -616,6 +704,95 @@ mod records {
         let entry = huge.log[0].clone();
         huge.log.resize(2 * MAX_LOG_ENTRIES + 1, entry);
         assert!(ObjectRecord::restore(now, huge).is_none());
+    }
+
+    const CIC: ObjectProtocol = ObjectProtocol::Cic { ttc_ms: 1_000 };
+
+    fn stamp(sender: u128, index: u64, rollbacks: &[(u64, u64)]) -> CicStamp {
+        CicStamp {
+            sender: Guid(sender),
+            index,
+            rollbacks: rollbacks.iter().copied().collect(),
+        }
+    }
+
+    /// cic: indexes go up by one per basic checkpoint and jump to a
+    /// sender's; a rollback restores the first checkpoint kept at or past
+    /// its line, and a backup that applied the same updates lands on the
+    /// same state; a rollback known already changes nothing.
+    #[test]
+    fn a_cic_record_forces_checkpoints_and_rolls_back_to_the_line() {
+        let now = Instant::now();
+        let (mut live, mut record) = primary(CIC);
+        let mut backup = backup_of(&mut record);
+        assert_eq!(record.stamp().map(|s| s.index), Some(0));
+        record.serve(&mut live, call(7, 1, 0, &CounterRequest::Add(1)));
+        assert!(record.dirty(), "served since its checkpoint");
+        record.checkpoint(&live); // index 1, value 1
+        assert!(!record.dirty());
+        record.serve(&mut live, call(7, 2, 0, &CounterRequest::Add(1)));
+        // A message from an object at index 5 forces checkpoint 5 first.
+        assert!(record.admit(&live, &stamp(9, 5, &[])));
+        assert!(!record.admit(&live, &stamp(9, 5, &[])), "not twice");
+        record.serve(&mut live, call(7, 3, 0, &CounterRequest::Add(1)));
+        record.checkpoint(&live); // index 6, value 3
+        record.serve(&mut live, call(7, 4, 0, &CounterRequest::Add(1)));
+        let cic = record.cic().unwrap();
+        let indexes: Vec<u64> = cic.line.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indexes, vec![0, 1, 5, 6]);
+        assert!(cic.met.contains(&Guid(9)));
+        assert!(backup.apply_delta(now, record.take_delta(false).unwrap()));
+        // Line 2: the first checkpoint at or past it is index 5 (value 2).
+        let restored = record.roll_back(1, 2).expect("the state goes back");
+        let value_of = |checkpoint: ObjectCheckpoint| {
+            let mut object = Activation::restore(&types(), uri(1), checkpoint).unwrap();
+            value(&object.deliver(call(8, 1, 0, &CounterRequest::Get))).unwrap()
+        };
+        assert_eq!(value_of(restored.clone()), 2);
+        assert_eq!(record.stamp(), Some(stamp(1, 5, &[(1, 2)])));
+        assert_eq!(record.roll_back(1, 2), None, "applied once");
+        assert_eq!(record.roll_back(1, 4), None, "a higher line of it too");
+        assert!(backup.apply_delta(now, record.take_delta(false).unwrap()));
+        assert_eq!(backup.stamp(), record.stamp());
+        let (rebuilt, _) = backup.recover(&types()).unwrap();
+        assert_eq!(rebuilt.checkpoint(), restored);
+        // A line past every checkpoint it kept leaves the state alone.
+        assert_eq!(record.roll_back(2, 50), None);
+        assert_eq!(record.stamp().unwrap().rollbacks.len(), 2);
+    }
+
+    #[test]
+    fn missing_rollbacks_are_those_unheard_or_heard_with_a_higher_line() {
+        let ours: Rollbacks = [(1, 5), (2, 7)].into_iter().collect();
+        let theirs: Rollbacks = [(1, 3), (2, 7), (3, 9)].into_iter().collect();
+        assert_eq!(rollbacks_missing(&ours, &theirs), vec![(1, 3), (3, 9)]);
+        assert_eq!(rollbacks_missing(&theirs, &ours), vec![]);
+        // Past what either keeps, old epochs count as known to both.
+        let many: Rollbacks = (10..10 + MAX_ROLLBACKS_KEPT as u64)
+            .map(|e| (e, 1))
+            .collect();
+        assert_eq!(rollbacks_missing(&many, &ours), vec![]);
+    }
+
+    #[test]
+    fn a_cic_snapshot_without_its_checkpoints_or_over_bounds_is_refused() {
+        let now = Instant::now();
+        let (_, record) = primary(CIC);
+        let good = record.snapshot(now);
+        assert!(ObjectRecord::restore(now, good.clone()).is_some());
+        let mut bare = good.clone();
+        bare.cic = None;
+        assert!(ObjectRecord::restore(now, bare).is_none());
+        let mut empty = good.clone();
+        empty.cic.as_mut().unwrap().line.clear();
+        assert!(ObjectRecord::restore(now, empty).is_none());
+        let mut long = good.clone();
+        let first = long.cic.as_ref().unwrap().line[0].clone();
+        long.cic.as_mut().unwrap().line = vec![first; MAX_LINE_CHECKPOINTS + 1];
+        assert!(ObjectRecord::restore(now, long).is_none());
+        let mut not_cic = good;
+        not_cic.protocol = PML;
+        assert!(ObjectRecord::restore(now, not_cic).is_none());
     }
 
     proptest::proptest! {
@@ -672,6 +849,8 @@ mod cores {
     };
 
     const PML: ObjectProtocol = ObjectProtocol::Pml { ttc_ms: 2_000 };
+    const CIC: ObjectProtocol = ObjectProtocol::Cic { ttc_ms: 300 };
+    const CHECKPOINT: ObjectProtocol = ObjectProtocol::Checkpoint { ttc_ms: 300 };
 
     fn key_of(p: &u32) -> [u8; 32] {
         *blake3::hash(&p.to_le_bytes()).as_bytes()
@@ -985,6 +1164,133 @@ mod cores {
                 .sum();
             assert!(recovered >= 1, "seed {seed}");
         }
+    }
+
+    /// The feeder's status, asked at peer `at`.
+    fn feeder_status(net: &mut Net, at: u32, feeder: &ObjectUri) -> Option<FeederStatus> {
+        let call = net.request(
+            at,
+            ObjectRequest::Call {
+                to: feeder.clone(),
+                object_type: "feeder".into(),
+                request: encode(&FeederRequest::Status),
+            },
+            None,
+        );
+        match net.wait(call, Duration::from_secs(30)) {
+            Ok(ObjectAnswer::Replied(bytes)) => Some(decode_reply::<Feeder>(&bytes).unwrap()),
+            Err(CallError::RolledBack { .. }) => None,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A feeder of `protocol` adds 300 numbers to its counter, stepped by
+    /// a client on peer 0; the counter's peer crashes once 120 are made.
+    /// The counter's final value and the feeder's status once quiet.
+    fn feed_across_a_crash(protocol: ObjectProtocol, seed: u64) -> (u64, FeederStatus, Net) {
+        let mut net = Net::new(6);
+        // A feeder and counter on two peers, neither the client's: the
+        // crash takes the counter alone.
+        let (feeder, counter) = (0..20)
+            .find_map(|_| {
+                let feeder = net.create(0, "feeder", encode(&(300u64, seed)), protocol);
+                net.run_for(Duration::from_millis(50));
+                let counter = feeder_status(&mut net, 0, &feeder)?.4.uri().clone();
+                let (f, c) = (net.primary_of(&feeder)?, net.primary_of(&counter)?);
+                (f != c && f != 0 && c != 0).then_some((feeder, counter))
+            })
+            .expect("a feeder and its counter on two peers");
+        let mut crashed = false;
+        let deadline = net.now + Duration::from_secs(120);
+        loop {
+            assert!(net.now < deadline, "the feeder never finished");
+            let step = net.request(
+                0,
+                ObjectRequest::Call {
+                    to: feeder.clone(),
+                    object_type: "feeder".into(),
+                    request: encode(&FeederRequest::Step(4)),
+                },
+                None,
+            );
+            let status = match net.wait(step, Duration::from_secs(30)) {
+                Ok(ObjectAnswer::Replied(bytes)) => decode_reply::<Feeder>(&bytes).unwrap(),
+                // The feeder rolled back: the client's step is lost.
+                Err(CallError::RolledBack { .. }) => continue,
+                other => panic!("{other:?}"),
+            };
+            net.run_for(Duration::from_millis(7 + seed % 5));
+            if !crashed && status.0 >= 120 {
+                let victim = net.primary_of(&counter).expect("the counter lives");
+                assert_ne!(victim, 0, "the client's peer stays");
+                net.crash(victim);
+                net.run_for(Duration::from_millis(200));
+                net.views();
+                crashed = true;
+            }
+            if status.0 == 300 && status.1 == 300 {
+                break;
+            }
+        }
+        net.run_for(Duration::from_secs(2));
+        let status = feeder_status(&mut net, 0, &feeder).expect("no rollback since");
+        let value = net.counter_value(0, &counter);
+        (value, status, net)
+    }
+
+    /// cic (seed 000 §6.1): the counter's crash loses additions the
+    /// feeder had replies for; the feeder rolls back with it to a
+    /// consistent line and goes on, so the run ends as a fault-free one
+    /// would: every number added once, the sum of what the feeder drew.
+    #[test]
+    fn a_cic_application_rolls_back_together_and_reaches_the_fault_free_answer() {
+        for seed in 1..=8u64 {
+            let mut quiet = Net::new(6);
+            let feeder = quiet.create(0, "feeder", encode(&(300u64, seed)), CIC);
+            while quiet_status(&mut quiet, &feeder).1 < 300 {}
+            let fault_free = quiet_status(&mut quiet, &feeder).3;
+
+            let (value, (made, answered, failures, sent, _), net) = feed_across_a_crash(CIC, seed);
+            assert_eq!((made, answered, failures), (300, 300, 0), "seed {seed}");
+            assert_eq!(sent, fault_free, "seed {seed}: the same numbers drawn");
+            assert_eq!(value, sent, "seed {seed}: every number added once");
+            let stats = |f: fn(&ObjectStats) -> u64| -> u64 {
+                net.peers.iter().flatten().map(|c| f(c.stats())).sum()
+            };
+            assert!(stats(|s| s.rollbacks_started) >= 1, "seed {seed}");
+            assert!(stats(|s| s.rolled_back) >= 2, "seed {seed}: both objects");
+            assert!(stats(|s| s.forced_checkpoints) >= 1, "seed {seed}");
+        }
+    }
+
+    /// What the cic test checks is lost without cic: under `checkpoint`
+    /// the counter restarts alone from an older state, and the feeder's
+    /// answered additions are gone from it.
+    #[test]
+    fn without_cic_the_same_crash_leaves_an_inconsistent_application() {
+        let (value, (_, _, failures, sent, _), _) = feed_across_a_crash(CHECKPOINT, 1);
+        assert!(
+            value != sent || failures > 0,
+            "{value} == {sent} with no failure"
+        );
+    }
+
+    fn quiet_status(net: &mut Net, feeder: &ObjectUri) -> FeederStatus {
+        let step = net.request(
+            0,
+            ObjectRequest::Call {
+                to: feeder.clone(),
+                object_type: "feeder".into(),
+                request: encode(&FeederRequest::Step(4)),
+            },
+            None,
+        );
+        let status = match net.wait(step, Duration::from_secs(30)) {
+            Ok(ObjectAnswer::Replied(bytes)) => decode_reply::<Feeder>(&bytes).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        net.run_for(Duration::from_millis(7));
+        status
     }
 
     #[test]

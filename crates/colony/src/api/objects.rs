@@ -84,7 +84,7 @@ pub(super) async fn lookup(
 ) -> Result<Json<serde_json::Value>, Response> {
     let uri = uri_of(&peer, &guid).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     let found = peer.lookup_object(&uri).await.map_err(refused)?;
-    let (protocol, ttc_ms) = ObjectSummary::protocol_fields(found.protocol);
+    let (protocol, ttc_ms) = (found.protocol.name(), found.protocol.ttc_ms());
     Ok(Json(serde_json::json!({
         "uri": uri.to_string(),
         "type": found.object_type,
