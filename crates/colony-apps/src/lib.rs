@@ -7,6 +7,9 @@
 //! - [`matmul`]: multiplies seeded random matrices by row blocks.
 //! - [`matmul_space`]: the same product through the object space: A and B
 //!   stored in the job's namespace, each unit binding the rows it needs.
+//! - [`flowshop_objects`]: the same branch-and-bound as a master object
+//!   and slave objects (seed 000 §6.2, Fig. 5), driven by
+//!   `colony run flowshop taNNN --objects`.
 //! - [`counter`]: a counter, the smallest distributed object.
 //! - [`tsp`]: the symmetric TSP on TSPLIB instances by an island genetic
 //!   algorithm with 2-opt and Or-opt; its islands are distributed objects
@@ -19,6 +22,7 @@
 //! implementing [`colony_core::divisible::Divisible`].
 
 pub mod counter;
+pub mod flowshop_objects;
 pub mod matmul;
 pub mod matmul_space;
 pub mod native_guest;
@@ -49,9 +53,12 @@ pub fn examples() -> AppRegistry {
     registry
 }
 
-/// Registers every example object type (the counter, the TSP islands).
+/// Registers every example object type (the counter, the TSP islands, the
+/// flow-shop master and slaves).
 pub fn register_example_objects(types: &mut ObjectTypes) {
     types.register::<counter::Counter>();
+    types.register::<flowshop_objects::FlowShopMaster>();
+    types.register::<flowshop_objects::FlowShopSlave>();
     types.register::<tsp::IslandObject>();
 }
 

@@ -340,6 +340,13 @@ impl FlowShop {
         &self.instance
     }
 
+    /// The best schedule this unit found (or started with), as soon as it
+    /// is found: a master that shares the bound also needs the schedule,
+    /// or losing the unit that found it would lose the schedule too.
+    pub fn best(&self) -> &Best {
+        &self.best
+    }
+
     /// How many nodes are open (waiting to be explored) in this unit.
     pub fn open_nodes(&self) -> usize {
         self.tree.open.len()
