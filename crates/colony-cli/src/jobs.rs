@@ -10,6 +10,7 @@ use colony::{JobInfo, JobState, Peer, SubmitOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::ApiClientArgs;
+use crate::flowshop_objects::FlowShopObjectsRun;
 use crate::tsp::{object_protocol, TspRun, TSP};
 use crate::NetworkArgs;
 
@@ -67,7 +68,10 @@ pub(crate) struct RunArgs {
     wasm: Option<String>,
     /// The application: flowshop, nqueens, matmul, or tsp (islands as
     /// distributed objects: `colony run tsp FILE.tsp --islands N`, see
-    /// `colony run tsp --help`); with --wasm, the module's first argument.
+    /// `colony run tsp --help`); `flowshop taNNN --objects` runs the
+    /// flow-shop as a master object and slave objects (see `colony run
+    /// flowshop --objects --help`); with --wasm, the module's first
+    /// argument.
     #[arg(required_unless_present = "wasm")]
     app: Option<String>,
     /// The application's arguments, e.g. `ta001`, `12`, `256 --seed 7`.
@@ -104,9 +108,11 @@ impl Drop for TempDir {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<()> {
-    // `colony run tsp FILE --json` takes --json among its own arguments.
-    let json = args.json
-        || (args.app.as_deref() == Some(TSP) && args.args.iter().any(|arg| arg == "--json"));
+    // `colony run tsp FILE --json` and `colony run flowshop taNNN --objects
+    // --json` take --json among their own arguments.
+    let own_json = args.app.as_deref() == Some(TSP)
+        || crate::flowshop_objects::wanted(args.app.as_deref(), &args.args);
+    let json = args.json || (own_json && args.args.iter().any(|arg| arg == "--json"));
     let mut reported = false;
     let outcome = run_job(args, &mut reported).await;
     if let Err(error) = &outcome {
@@ -136,13 +142,27 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
     if let Some(secs) = args.deadline {
         colony::job_deadline_from_secs(secs).map_err(|e| anyhow::anyhow!("--deadline {e}"))?;
     }
+    // The flow-shop master and slaves are objects on two virtual nodes:
+    // their own path.
+    let mut flowshop_objects =
+        match crate::flowshop_objects::wanted(args.app.as_deref(), &args.args) {
+            true if args.wasm.is_none() => Some(FlowShopObjectsRun::prepare(&args.args)?),
+            _ => None,
+        };
     // Read the descriptor before anything else: a bad one starts nothing.
     let deployment = match &args.descriptor {
         Some(path) => {
             let descriptor = Descriptor::load(path, &ServiceRegistry::with_builtins())?;
-            let node = descriptor
-                .pick_virtual_node(args.virtual_node.as_deref())?
-                .clone();
+            // The flow-shop objects wait for the peers of their slaves'
+            // virtual node unless told otherwise.
+            let wanted = args
+                .virtual_node
+                .as_deref()
+                .or(flowshop_objects.as_ref().map(|run| run.slaves_node()));
+            let node = descriptor.pick_virtual_node(wanted)?.clone();
+            if let Some(run) = &mut flowshop_objects {
+                run.deploy(&descriptor)?;
+            }
             Some((descriptor, node))
         }
         None => None,
@@ -213,7 +233,7 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
         None if app == TSP => Some(TspRun::prepare(&app_args)?),
         _ => None,
     };
-    if module.is_none() && tsp.is_none() {
+    if module.is_none() && tsp.is_none() && flowshop_objects.is_none() {
         config
             .apps
             .get(&app)
@@ -305,9 +325,10 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
     }
     // The descriptor's fault tolerance, or the default one.
     let ft = deployment.map(|(_, node)| node.settings.fault_tolerance);
-    let outcome = match tsp {
-        Some(tsp) => crate::tsp::run(&peer, tsp, object_protocol(ft.as_ref())).await,
-        None => {
+    let outcome = match (tsp, flowshop_objects) {
+        (Some(tsp), _) => crate::tsp::run(&peer, tsp, object_protocol(ft.as_ref())).await,
+        (None, Some(run)) => crate::flowshop_objects::run(&peer, run).await,
+        (None, None) => {
             let ft = ft.unwrap_or_default();
             submit_and_follow(&peer, (&app, &app_args), &args, ft, reported).await
         }

@@ -21,6 +21,7 @@ macro_rules! outln {
 mod callsbench;
 mod client;
 mod demo;
+mod flowshop_objects;
 mod ftbench;
 mod jobs;
 mod objects;
@@ -76,7 +77,8 @@ enum Command {
     #[command(subcommand)]
     App(AppCommand),
     /// Join a network as a peer, submit a job, show its progress and print
-    /// the result. Apps: flowshop taNNN | nqueens N | matmul N [--seed S].
+    /// the result. Apps: flowshop taNNN [--objects] | nqueens N | matmul N
+    /// [--seed S] | tsp FILE.
     /// With --descriptor FILE, where it runs and its fault tolerance come
     /// from a deployment descriptor (see examples/deploy/).
     Run(jobs::RunArgs),
