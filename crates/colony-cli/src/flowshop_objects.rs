@@ -38,6 +38,11 @@ const MAX_CREATED_FACTOR: usize = 4;
 /// objects recovered (or found lost) well within it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest a work call is waited for. A call to a slave that died
+/// with its peer (`none`) fails once its deadline passes, so this is also
+/// how long a lost slave takes to be noticed; a slow one is called again.
+const WORK_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Pause before a call that failed is tried again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -165,8 +170,9 @@ struct Outcome {
 
 /// Creates the master and slaves on the network `peer` has joined, drives
 /// them until the search is over, prints the best schedule, and deletes
-/// the objects.
-pub(crate) async fn run(peer: &Peer, run: FlowShopObjectsRun) -> Result<()> {
+/// the objects. `reported` is set once the outcome is printed (with
+/// `--json`, a failure is then not printed twice).
+pub(crate) async fn run(peer: &Peer, run: FlowShopObjectsRun, reported: &mut bool) -> Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(run.args.seconds);
     let mut created: Vec<Ref<FlowShopSlave>> = Vec::new();
@@ -195,7 +201,9 @@ pub(crate) async fn run(peer: &Peer, run: FlowShopObjectsRun) -> Result<()> {
             Err(_) => {}
         }
     }
-    print(&run, &outcome?)
+    let outcome = outcome?;
+    *reported = true;
+    print(&run, &outcome)
 }
 
 /// Whether a failed call is worth trying again: the object may come back
@@ -250,9 +258,8 @@ impl Driver<'_> {
         let deadline = self.deadline;
         self.events.spawn(async move {
             tokio::time::sleep(pause).await;
-            let reply = peer
-                .call_object_within(&slave, &request, call_timeout(deadline))
-                .await;
+            let timeout = WORK_CALL_TIMEOUT.min(call_timeout(deadline));
+            let reply = peer.call_object_within(&slave, &request, timeout).await;
             Event::Worked(index, reply)
         });
     }
@@ -415,6 +422,8 @@ async fn drive(
                         started.elapsed().as_secs_f64(),
                         slave.uri()
                     );
+                    // Gone with its peer: nothing to delete at the end.
+                    created.retain(|other| other.uri() != slave.uri());
                     driver.slave_lost(index, &slave, Duration::ZERO);
                 } else {
                     bail!("slave {index} failed: {error}");

@@ -327,7 +327,7 @@ async fn run_job(args: RunArgs, reported: &mut bool) -> Result<()> {
     let ft = deployment.map(|(_, node)| node.settings.fault_tolerance);
     let outcome = match (tsp, flowshop_objects) {
         (Some(tsp), _) => crate::tsp::run(&peer, tsp, object_protocol(ft.as_ref())).await,
-        (None, Some(run)) => crate::flowshop_objects::run(&peer, run).await,
+        (None, Some(run)) => crate::flowshop_objects::run(&peer, run, reported).await,
         (None, None) => {
             let ft = ft.unwrap_or_default();
             submit_and_follow(&peer, (&app, &app_args), &args, ft, reported).await
