@@ -125,7 +125,7 @@ impl TspRun {
 }
 
 /// The fault tolerance of the islands: the descriptor's virtual node's
-/// (`none`, `checkpoint` or `pml`, with its TTC), else pessimistic message
+/// (`none`, `checkpoint`, `pml` or `cic`, with its TTC), else pessimistic message
 /// logging, so that an island survives its peer's crash with nothing lost.
 pub(crate) fn object_protocol(ft: Option<&FaultTolerance>) -> ObjectProtocol {
     ft.map_or(ObjectProtocol::Pml { ttc_ms: 2_000 }, ObjectProtocol::from)
@@ -231,9 +231,14 @@ async fn create_islands(
 }
 
 /// Whether a failed call is worth trying again: the island may come back
-/// (its peer died and its home is recovering it, or the call timed out).
+/// (its peer died and its home is recovering it, or the call timed out),
+/// or it restarted from a checkpoint (`checkpoint`, `cic`) and did not run
+/// the call.
 fn transient(error: &ColonyError) -> bool {
-    matches!(error, ColonyError::Object(CallError::DeadlinePassed { .. }))
+    matches!(
+        error,
+        ColonyError::Object(CallError::DeadlinePassed { .. } | CallError::RolledBack { .. })
+    )
 }
 
 /// Drives every island with evolve calls, several in flight each, until

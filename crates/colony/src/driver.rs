@@ -902,6 +902,7 @@ impl Driver {
             },
             compute: self.compute_info(),
             space: self.space_info(),
+            objects: self.node.objects().stats().clone(),
         }
     }
 }

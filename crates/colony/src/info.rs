@@ -157,6 +157,10 @@ pub struct StatusInfo {
     /// The object space: what this peer holds of it, and what it did.
     #[serde(default)]
     pub space: SpaceInfo,
+    /// What this peer's distributed objects did: calls served, resent,
+    /// recovered, and under `cic` checkpoints forced and rollbacks.
+    #[serde(default)]
+    pub objects: colony_core::object::ObjectStats,
 }
 
 /// This peer's part in the object space.

@@ -281,7 +281,7 @@ struct Pending<P> {
 }
 
 /// What the core counted.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectStats {
     /// Deliveries served by primaries here (repeats excluded).
     pub served: u64,
