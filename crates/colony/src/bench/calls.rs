@@ -26,7 +26,7 @@ pub struct CallsBenchOptions {
 /// Figures of one protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProtocolCalls {
-    /// `none`, `checkpoint` or `pml`.
+    /// `none`, `checkpoint`, `pml` or `cic`.
     pub protocol: String,
     /// Latency of a call made alone, from a peer other than the object's.
     pub sync: LatencyUs,
@@ -78,6 +78,7 @@ pub async fn calls(options: &CallsBenchOptions) -> Result<CallsBenchReport, Colo
         ("none", ObjectProtocol::None),
         ("checkpoint", ObjectProtocol::Checkpoint { ttc_ms: 60_000 }),
         ("pml", ObjectProtocol::Pml { ttc_ms: 60_000 }),
+        ("cic", ObjectProtocol::Cic { ttc_ms: 60_000 }),
     ] {
         match measure(network.peers(), name, protocol, options).await {
             Ok(figures) => protocols.push(figures),
