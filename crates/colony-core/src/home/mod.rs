@@ -723,6 +723,11 @@ pub struct Homes<K, P: PeerKey, S: Replicated> {
     /// Peers leaving gracefully (not in `live`, still answering): their
     /// homes go on without them, with no replacement if none is left.
     draining: BTreeSet<P>,
+    /// This peer is leaving gracefully ([`Homes::hand_over_all`]): it is
+    /// no longer among the closest peers of any key while another live
+    /// peer can take its place, so even a home it is the only member of
+    /// moves.
+    leaving: bool,
     homes: BTreeMap<K, Home<P, S>>,
     /// The term of each home this peer was released from (at most
     /// `max_homes` of them): it takes no replica of an older term of that
@@ -759,6 +764,7 @@ where
             rng: SmallRng::seed_from_u64(seed),
             live: BTreeSet::new(),
             draining: BTreeSet::new(),
+            leaving: false,
             homes: BTreeMap::new(),
             left: BTreeMap::new(),
             founding: BTreeMap::new(),
@@ -941,12 +947,15 @@ where
     }
 
     /// The live peers, this one included, closest to `key`: its home.
-    /// Ties keep the order this peer first, then the others in order.
+    /// Ties keep the order this peer first, then the others in order. A
+    /// peer leaving gracefully counts itself out while others are live.
     pub fn home_of(&self, key: &K, size: usize) -> Vec<P> {
         let size = size.max(1);
+        let me = (!self.leaving || self.live.is_empty()).then_some(&self.me);
         // Each distance is computed once, and only the `size` closest are
         // sorted: this runs on every membership change of every home.
-        let mut candidates: Vec<(u128, usize, &P)> = std::iter::once(&self.me)
+        let mut candidates: Vec<(u128, usize, &P)> = me
+            .into_iter()
             .chain(&self.live)
             .enumerate()
             .map(|(i, p)| ((self.closeness)(key, p), i, p))
@@ -1119,25 +1128,21 @@ where
         self.outputs.pop_front()
     }
 
-    /// Leaving: every primary role goes to the next live member.
+    /// Leaving: every primary role goes to the closest live peer once it
+    /// holds the latest update (a peer not yet in the home gets a snapshot
+    /// first, so a home this peer alone holds moves too). Handing over to
+    /// a member that has not confirmed the latest update would make it
+    /// campaign with what it has: the role's message may overtake the
+    /// update (they travel on different traffic classes), and the
+    /// update, a planned move's checkpoint included, would be lost.
     pub fn hand_over_all(&mut self, now: Instant) {
+        self.leaving = true;
         let keys: Vec<K> = self.homes.keys().copied().collect();
         for key in keys {
-            let Some(h) = self.homes.get(&key) else {
-                continue;
-            };
-            if !h.is_primary() {
-                continue;
+            if self.homes.get(&key).is_some_and(|h| h.is_primary()) {
+                self.maintain(now, key);
+                self.reschedule(now, key);
             }
-            let next = h
-                .members
-                .iter()
-                .find(|p| **p != self.me && self.live.contains(p))
-                .cloned();
-            if let Some(next) = next {
-                self.promote(key, next);
-            }
-            self.reschedule(now, key);
         }
     }
 
@@ -1151,12 +1156,15 @@ where
 
     /// Whether no home needs this peer any more: it was handed over and
     /// released from every home it shared with others, so leaving takes
-    /// no member a home counts on.
+    /// no member a home counts on; a home it alone holds counts only if no
+    /// live peer could take it.
     pub fn released(&self) -> bool {
+        let nobody_to_take_it = !self.leaving || self.live.is_empty();
         self.homes.values().all(|h| {
             h.handing_over.is_none()
                 && h.is_primary()
                 && h.members.iter().chain(&h.config).all(|m| *m == self.me)
+                && nobody_to_take_it
         })
     }
 

@@ -494,7 +494,13 @@ where
             *a = (*a).max(seq);
         }
         let (absent, size) = (!h.members.contains(&from), h.size);
-        let joins = absent && self.home_of(&key, size).contains(&from);
+        let home = self.home_of(&key, size);
+        let joins = absent && home.contains(&from);
+        // The peer this home is to move to (closer than this one, or this
+        // one leaving) may now hold the latest update: hand over then.
+        // Nothing else looks again once it has joined, when this primary
+        // is the member to go (a home of one, or this peer leaving).
+        let moves_to_it = !absent && home.first() == Some(&from);
         if joins {
             let me = self.me.clone();
             let closeness = &self.closeness;
@@ -506,6 +512,8 @@ where
                 h.members_dirty = true;
             }
             let _ = self.propose(now, key, Vec::new());
+            self.maintain(now, key);
+        } else if moves_to_it {
             self.maintain(now, key);
         }
         self.release(now, key);

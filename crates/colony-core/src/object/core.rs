@@ -373,6 +373,9 @@ pub struct Objects<P: PeerKey> {
     /// Objects whose record is being written: the next write waits for
     /// it, and takes every update made meanwhile (group commit).
     writing: BTreeSet<Guid>,
+    /// This peer is leaving ([`Objects::hand_over_all`]): its objects
+    /// serve no new call.
+    leaving: bool,
     outputs: VecDeque<ObjectOutput<P>>,
     stats: ObjectStats,
 }
@@ -440,6 +443,7 @@ impl<P: PeerKey> Objects<P> {
             on_disk: BTreeMap::new(),
             known: BTreeMap::new(),
             writing: BTreeSet::new(),
+            leaving: false,
             outputs: VecDeque::new(),
             stats: ObjectStats::default(),
         }
@@ -506,6 +510,7 @@ impl<P: PeerKey> Objects<P> {
     /// Leaving gracefully: every object whose primary is here moves to the
     /// next member of its home ([`Objects::released`] says when done).
     pub fn hand_over_all(&mut self, now: Instant) {
+        self.leaving = true;
         // The record is what moves: it takes the live state along.
         let live: Vec<Guid> = self.live.keys().copied().collect();
         for guid in live {
@@ -798,6 +803,10 @@ impl<P: PeerKey> Objects<P> {
     /// the `NotHere` to answer.
     fn route(&self, uri: &ObjectUri) -> Result<(), Option<P>> {
         match self.homes.get(&uri.guid) {
+            // Leaving, no call starts here (seed 004 §3.4): the object
+            // moves once those in flight are committed, with no new one
+            // racing the hand-over; callers try again meanwhile.
+            Some(h) if h.is_primary() && self.leaving => Err(None),
             Some(h) if h.is_primary() && self.live.contains_key(&uri.guid) => Ok(()),
             Some(h) => Err(h.primary().filter(|p| **p != self.me).cloned()),
             None => Err(None),

@@ -1509,6 +1509,64 @@ mod cores {
         net.run_for(Duration::from_secs(3));
         assert_eq!(net.counter_value(caller, &uri), 5);
     }
+
+    impl Net {
+        /// Peer `p` leaves gracefully: it hands its objects over, the
+        /// others count it out of every home (it drains), and it goes once
+        /// no home needs it (at most `limit` of virtual time).
+        fn leave(&mut self, p: u32, limit: Duration) {
+            let now = self.now;
+            if let Some(core) = self.peers[p as usize].as_mut() {
+                core.hand_over_all(now);
+            }
+            self.drain(p);
+            for q in self.up().into_iter().filter(|q| *q != p) {
+                if let Some(core) = self.peers[q as usize].as_mut() {
+                    core.update_member(p, true, true);
+                    core.refresh_members(now);
+                }
+                self.drain(q);
+            }
+            let until = self.now + limit;
+            while !self.peers[p as usize]
+                .as_ref()
+                .is_some_and(|core| core.released())
+            {
+                assert!(self.step(until), "peer {p} not released within {limit:?}");
+            }
+            self.crash(p);
+            self.views();
+        }
+    }
+
+    /// Seed 004 §4.1: a peer leaving gracefully migrates its objects first,
+    /// whatever their protocol — `none` included, whose home is the
+    /// leaving peer alone: the object moves with its live state.
+    #[test]
+    fn a_peer_leaving_gracefully_hands_every_object_over_with_its_state() {
+        for protocol in [
+            ObjectProtocol::None,
+            ObjectProtocol::Checkpoint { ttc_ms: 600_000 },
+            ObjectProtocol::Pml { ttc_ms: 600_000 },
+        ] {
+            let mut net = Net::new(4);
+            let uri = net.create(0, "counter", encode(&0u64), protocol);
+            let primary = net.primary_of(&uri).unwrap();
+            let caller = (0..4).find(|p| *p != primary).unwrap();
+            for _ in 0..5 {
+                let c = net.call_counter(caller, &uri, &CounterRequest::Add(1));
+                net.wait(c, Duration::from_secs(10)).unwrap();
+            }
+            net.leave(primary, Duration::from_secs(10));
+            assert_eq!(
+                net.counter_value(caller, &uri),
+                5,
+                "{protocol:?}: the object moved with its state"
+            );
+            let now_at = net.primary_of(&uri);
+            assert!(now_at.is_some_and(|p| p != primary), "{protocol:?}");
+        }
+    }
 }
 
 #[test]
