@@ -1539,6 +1539,41 @@ mod cores {
         }
     }
 
+    /// How close peer `p` is to `uri` (as the core measures it).
+    fn distance(uri: &ObjectUri, p: u32) -> u128 {
+        let first = |key: [u8; 32]| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&key[..16]);
+            u128::from_be_bytes(b)
+        };
+        first(uri.guid.key()) ^ first(key_of(&p))
+    }
+
+    /// Seed 004 §2: a peer joining closer to an object than its primary
+    /// takes it over with its state — a `none` object too, whose home is
+    /// its primary alone, so no other member's ack would make the primary
+    /// look again once the newcomer is up to date.
+    #[test]
+    fn a_closer_newcomer_takes_a_home_of_one_over_with_its_state() {
+        let mut net = Net::new(4);
+        let newcomer = 3;
+        let away = net.peers[newcomer as usize].take();
+        net.views();
+        let uri = (0..64)
+            .map(|_| net.create(0, "counter", encode(&0u64), ObjectProtocol::None))
+            .find(|uri| (0..3).all(|p| distance(uri, newcomer) < distance(uri, p)))
+            .expect("an object closest to the newcomer");
+        for _ in 0..5 {
+            let c = net.call_counter(1, &uri, &CounterRequest::Add(1));
+            net.wait(c, Duration::from_secs(10)).unwrap();
+        }
+        net.peers[newcomer as usize] = away;
+        net.views();
+        net.run_for(Duration::from_secs(5));
+        assert_eq!(net.primary_of(&uri), Some(newcomer), "it moved");
+        assert_eq!(net.counter_value(1, &uri), 5, "with its state");
+    }
+
     /// Seed 004 §4.1: a peer leaving gracefully migrates its objects first,
     /// whatever their protocol — `none` included, whose home is the
     /// leaving peer alone: the object moves with its live state.
