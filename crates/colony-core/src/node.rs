@@ -553,6 +553,15 @@ pub enum Notice<P> {
         /// The home member.
         by: P,
     },
+    /// An object message from a peer this one does not know as a member
+    /// (a stranger to its membership view): dropped unread, since it could
+    /// plant or take over an object's home.
+    ObjectRefused {
+        /// Who sent it.
+        from: P,
+        /// Its kind.
+        message: &'static str,
+    },
     /// A job message was refused by the job core (who may send what).
     Refused {
         /// Who sent it.
@@ -587,6 +596,8 @@ pub struct NodeCounters {
     pub modules_served: u64,
     /// Module messages nobody asked for.
     pub unsolicited_modules: u64,
+    /// Object messages from peers outside the membership view, dropped.
+    pub refused_object_messages: u64,
 }
 
 /// What a message in flight was, for what to do with its outcome.
@@ -1710,6 +1721,15 @@ impl<P: PeerKey> Node<P> {
 
     fn handle_object_payload(&mut self, now: Instant, from: P, bytes: &[u8]) {
         match wire::decode::<ObjectMsg<P>>(bytes, self.pipes.config().max_message_bytes) {
+            // Objects are created, called and homed by members only: a peer
+            // the view has never heard of could otherwise found homes here
+            // or outrank an object's primary with a forged replica. A
+            // member not yet known here resends until it is.
+            Ok(msg) if self.membership.state_of(&from).is_none() => {
+                self.counters.refused_object_messages += 1;
+                let message = object_msg_name(&msg);
+                self.notice(Notice::ObjectRefused { from, message });
+            }
             Ok(msg) => self.objects.handle(now, from, msg),
             Err(error) => {
                 self.malformed(from, "object message", error.to_string());
@@ -2260,5 +2280,18 @@ impl<P: PeerKey> Node<P> {
             self.outputs
                 .push_back(NodeOutput::QueryAnswer { job, view: None });
         }
+    }
+}
+
+/// The name of an object message's kind, for logs.
+fn object_msg_name<P>(msg: &ObjectMsg<P>) -> &'static str {
+    match msg {
+        ObjectMsg::Create { .. } => "create",
+        ObjectMsg::Call { .. } => "call",
+        ObjectMsg::Delete { .. } => "delete",
+        ObjectMsg::Reply { .. } => "reply",
+        ObjectMsg::NotHere { .. } => "not here",
+        ObjectMsg::Home(_) => "home",
+        ObjectMsg::Lookup { .. } => "lookup",
     }
 }

@@ -443,6 +443,51 @@ fn a_frame_of_another_version_is_refused_and_counted() {
     assert_eq!(n.membership().state_of(&9), None, "nothing of it was used");
 }
 
+/// Object messages from a peer the membership view has never heard of
+/// are dropped unread, counted and reported: before, a stranger's call was
+/// served (answered "not here") and its forged replica could found or take
+/// over an object's home.
+#[test]
+fn object_messages_from_a_stranger_are_refused_and_counted() {
+    use colony_core::object::{CallId, Guid, ObjectMsg, ObjectUri};
+    let now = Instant::now();
+    let mut n = node(0, now);
+    let lookup: ObjectMsg<u64> = ObjectMsg::Lookup {
+        id: CallId {
+            caller: Guid(7),
+            seq: 1,
+        },
+        uri: ObjectUri::new("test", Guid(42)).expect("a URI"),
+    };
+    let body = wire::encode(&lookup, MAX_FRAME).expect("encodes");
+    n.handle_frame(
+        now,
+        9,
+        &pipe_data(wire::encode_payload(PayloadKind::Object, &body)),
+    );
+    let outputs: Vec<_> = std::iter::from_fn(|| n.poll()).collect();
+    let answered = outputs.iter().any(|o| match o {
+        NodeOutput::Transmit { to: 9, bytes, .. } => matches!(
+            wire::decode_frame::<u64>(bytes, MAX_FRAME),
+            Ok(Frame::Pipe(PipeFrame::Data { .. }))
+        ),
+        _ => false,
+    });
+    assert!(!answered, "a stranger's lookup was answered: {outputs:?}");
+    assert!(
+        outputs.iter().any(|o| matches!(
+            o,
+            NodeOutput::Notice(Notice::ObjectRefused {
+                from: 9,
+                message: "lookup"
+            })
+        )),
+        "{outputs:?}"
+    );
+    assert_eq!(n.counters().refused_object_messages, 1);
+    assert_eq!(n.counters().malformed_frames, 0);
+}
+
 /// A pipe data frame from a fresh session: delivered at once, so its
 /// payload reaches the node's routing.
 fn pipe_data(payload: Vec<u8>) -> Vec<u8> {
@@ -521,6 +566,18 @@ proptest! {
         let mut message = vec![variant];
         message.extend_from_slice(&body);
         feed(&pipe_data(wire::encode_payload(PayloadKind::Space, &message)));
+    }
+
+    /// Any distributed-object message: every variant tag of `ObjectMsg`,
+    /// then arbitrary bytes, decoded and refused or handled.
+    #[test]
+    fn any_object_message_never_panics(
+        variant in 0u8..8,
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut message = vec![variant];
+        message.extend_from_slice(&body);
+        feed(&pipe_data(wire::encode_payload(PayloadKind::Object, &message)));
     }
 
     /// Any membership message: every variant tag, then arbitrary bytes.

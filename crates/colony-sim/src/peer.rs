@@ -819,6 +819,8 @@ impl SimPeer {
             }
             // An operation over its size limit fails its job, visibly.
             Notice::TooLargeToSend { .. } => return,
+            // A peer not yet (or no longer) in the view: its sender resends.
+            Notice::ObjectRefused { .. } => return,
             Notice::UnitNotRunnable { job, unit, error } => {
                 self.actions.push(Action::UnitFailed { job, unit, error });
                 return;

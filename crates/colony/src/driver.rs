@@ -776,6 +776,11 @@ impl Driver {
                     warn!(peer = %from, suppressed, "module message nobody asked for dropped");
                 }
             }
+            Notice::ObjectRefused { from, message } => {
+                if let Some(suppressed) = self.may_warn(Some(from), "refused object message") {
+                    warn!(peer = %from, message, suppressed, "object message from a peer outside the membership refused");
+                }
+            }
             Notice::Refused { from, message, why } => {
                 if let Some(suppressed) = self.may_warn(Some(from), "refused job message") {
                     warn!(peer = %from, message, %why, suppressed, "job message refused");
@@ -879,6 +884,7 @@ impl Driver {
                 forged_senders: node_counters.forged_senders,
                 forged_records_refuted: node_counters.forged_records_refuted,
                 oversized_job_messages: node_counters.oversized_job_messages,
+                refused_object_messages: node_counters.refused_object_messages,
                 checkpoint_pieces_corrupt: self.checkpoints.stats().pieces_corrupt,
                 unidentified_peers: self.swarm.behaviour().identify.disconnected(),
                 ..self.counters.clone()

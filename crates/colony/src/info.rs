@@ -86,6 +86,10 @@ pub struct DriverCounters {
     /// dropped on receipt.
     #[serde(default)]
     pub oversized_job_messages: u64,
+    /// Object messages from peers outside the membership view, dropped
+    /// unread.
+    #[serde(default)]
+    pub refused_object_messages: u64,
 }
 
 /// `GET /v1/apps`: what this peer can run.

@@ -1002,7 +1002,8 @@ mod cores {
                 let Some((_, (from, to, msg))) = self.queue.pop_first() else {
                     return false;
                 };
-                if let Some(core) = self.peers[to as usize].as_mut() {
+                // Messages to a peer outside the net (a hostile one) are lost.
+                if let Some(core) = self.peers.get_mut(to as usize).and_then(Option::as_mut) {
                     core.handle(now, from, msg);
                     self.drain(to);
                 }
@@ -1537,6 +1538,152 @@ mod cores {
             self.crash(p);
             self.views();
         }
+    }
+
+    /// What a hostile peer (`from`, not one of the net's) sends an honest
+    /// one: every kind of object message, malformed, oversized, or about
+    /// calls and objects that are none of its business.
+    fn hostile_messages(honest: &ObjectUri, round: u64) -> Vec<ObjectMsg<u32>> {
+        use crate::home::{HomeMsg, Replicated, Update};
+        let id = |seq| CallId {
+            caller: Guid(0xbad0 + u128::from(round)),
+            seq,
+        };
+        let stranger = uri(0xfeed_0000 + u128::from(round));
+        let huge = vec![0x5a; ObjectsConfig::default().max_message_bytes + 1];
+        let garbage = vec![0xff, 0x00, 0x13, 0x37];
+        let call = |seq, object_type: &str, request: Vec<u8>, acked_below, known| ObjectMsg::Call {
+            id: id(seq),
+            acked_below,
+            known,
+            to: honest.clone(),
+            object_type: object_type.into(),
+            request,
+        };
+        let record = ObjectRecord::new(stranger.clone(), PML, counter(1_000).checkpoint());
+        vec![
+            ObjectMsg::Lookup {
+                id: id(1),
+                uri: honest.clone(),
+            },
+            ObjectMsg::Lookup {
+                id: id(2),
+                uri: stranger.clone(),
+            },
+            ObjectMsg::Create {
+                id: id(3),
+                uri: stranger.clone(),
+                object_type: "no-such-type".into(),
+                params: Vec::new(),
+                protocol: PML,
+            },
+            ObjectMsg::Create {
+                id: id(4),
+                uri: honest.clone(),
+                object_type: "counter".into(),
+                params: encode(&999u64),
+                protocol: ObjectProtocol::None,
+            },
+            ObjectMsg::Create {
+                id: id(5),
+                uri: uri(0xc0ffee),
+                object_type: "counter".into(),
+                params: huge.clone(),
+                protocol: PML,
+            },
+            call(6, "counter", garbage.clone(), 0, 0),
+            call(7, "counter", huge.clone(), 0, 0),
+            call(8, "not-a-counter", encode(&CounterRequest::Add(1)), 0, 0),
+            call(
+                9,
+                "counter",
+                encode(&CounterRequest::Panic),
+                u64::MAX,
+                u64::MAX,
+            ),
+            ObjectMsg::Delete {
+                id: id(10),
+                uri: stranger.clone(),
+            },
+            ObjectMsg::Reply {
+                id: id(11),
+                reply: Ok(encode(&7u64)),
+                ordinal: u64::MAX,
+            },
+            ObjectMsg::Reply {
+                id: CallId {
+                    caller: Guid(1),
+                    seq: 1,
+                },
+                reply: Err(CallError::Handler("forged".into())),
+                ordinal: 1,
+            },
+            ObjectMsg::NotHere {
+                id: id(12),
+                primary: Some(99),
+            },
+            ObjectMsg::Home(HomeMsg::Replica {
+                key: honest.guid,
+                term: 0,
+                seq: u64::MAX,
+                update: Update::Delta {
+                    members: vec![99],
+                    config: vec![99],
+                    delta: None,
+                },
+            }),
+            ObjectMsg::Home(HomeMsg::Replica {
+                key: stranger.guid,
+                term: 3,
+                seq: 1,
+                update: Update::Snapshot {
+                    size: 3,
+                    members: vec![99, 99],
+                    config: vec![99],
+                    state: Box::new(record.snapshot(Instant::now())),
+                },
+            }),
+            ObjectMsg::Home(HomeMsg::Ack {
+                key: honest.guid,
+                term: 0,
+                seq: u64::MAX,
+            }),
+            ObjectMsg::Home(HomeMsg::Nack {
+                key: stranger.guid,
+                term: 0,
+            }),
+            ObjectMsg::Home(HomeMsg::Vote {
+                key: stranger.guid,
+                term: 1,
+                last_term: 0,
+                last_seq: 0,
+                handed_over_by: None,
+            }),
+        ]
+    }
+
+    /// A hostile member sends every kind of object message to every
+    /// honest peer, again and again, while a caller adds to a pml counter:
+    /// nothing panics, nothing hangs, and every addition answers once.
+    #[test]
+    fn hostile_object_messages_leave_honest_calls_answered_once() {
+        let mut net = Net::new(4);
+        let uri = net.create(0, "counter", encode(&0u64), PML);
+        let caller = 1;
+        let mut replies = Vec::new();
+        for round in 0..20u64 {
+            for to in net.up() {
+                for msg in hostile_messages(&uri, round) {
+                    net.order += 1;
+                    net.queue.insert((net.now, net.order), (99, to, msg));
+                }
+            }
+            let c = net.call_counter(caller, &uri, &CounterRequest::Add(1));
+            replies.push(replied(&net.wait(c, Duration::from_secs(10))));
+        }
+        assert_eq!(replies, (1..=20).collect::<Vec<u64>>());
+        net.run_for(Duration::from_secs(5));
+        assert_eq!(net.counter_value(2, &uri), 20);
     }
 
     /// How close peer `p` is to `uri` (as the core measures it).
