@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use colony::ObjectSummary;
 use colony_core::home::{HomeMsg, Update};
-use colony_core::object::{CallError, CallId, Guid, ObjectMsg, ObjectProtocol, ObjectUri};
+use colony_core::object::{
+    CallError, CallId, CicStamp, Guid, ObjectMsg, ObjectProtocol, ObjectUri,
+};
 use colony_core::wire::{encode_frame, encode_payload, Frame, PayloadKind};
 use colony_net::libp2p::futures::StreamExt;
 use colony_net::libp2p::identity::Keypair;
@@ -92,6 +94,12 @@ fn hostile_messages(honest: &ObjectUri, attacker: PeerId, round: u64) -> Vec<Obj
         to: honest.clone(),
         object_type: object_type.into(),
         request,
+        // A cic stamp claiming every rollback and the highest index.
+        cic: Some(CicStamp {
+            sender: stranger.guid,
+            index: u64::MAX,
+            rollbacks: (0..64).map(|e| (u64::MAX - e, 0)).collect(),
+        }),
     };
     vec![
         ObjectMsg::Lookup {
@@ -104,6 +112,14 @@ fn hostile_messages(honest: &ObjectUri, attacker: PeerId, round: u64) -> Vec<Obj
             object_type: "no-such-type".into(),
             params: Vec::new(),
             protocol: ObjectProtocol::Pml { ttc_ms: 1 },
+            cic: None,
+        },
+        ObjectMsg::Rollback {
+            id: id(9),
+            to: honest.clone(),
+            from: stranger.guid,
+            epoch: u64::MAX,
+            line: 0,
         },
         call(3, "counter", vec![0xff, 0x00, 0x13]),
         call(4, "counter", vec![0x5a; 900 * 1024]),
@@ -116,6 +132,7 @@ fn hostile_messages(honest: &ObjectUri, attacker: PeerId, round: u64) -> Vec<Obj
             id: id(7),
             reply: Err(CallError::Handler("forged".into())),
             ordinal: u64::MAX,
+            cic: None,
         },
         ObjectMsg::NotHere {
             id: id(8),

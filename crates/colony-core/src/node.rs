@@ -2293,5 +2293,6 @@ fn object_msg_name<P>(msg: &ObjectMsg<P>) -> &'static str {
         ObjectMsg::NotHere { .. } => "not here",
         ObjectMsg::Home(_) => "home",
         ObjectMsg::Lookup { .. } => "lookup",
+        ObjectMsg::Rollback { .. } => "rollback",
     }
 }

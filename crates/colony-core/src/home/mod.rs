@@ -490,6 +490,11 @@ pub struct Home<P, S: Replicated> {
     lists_seq: u64,
     /// Promoted a closer peer and waits for it to confirm.
     handing_over: Option<P>,
+    /// Primary: the peer that handed it the role in this term, if one
+    /// did. Not handed back on that peer's acks: it let go of the role
+    /// (it may be leaving, which this peer may not know yet), and handing
+    /// it straight back would bounce the role between them.
+    handed_by: Option<P>,
     /// Highest term this member voted for another member in, and whom.
     promised: u64,
     voted_for: Option<P>,
@@ -531,6 +536,7 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
             members_dirty: false,
             lists_seq: 0,
             handing_over: None,
+            handed_by: None,
             promised: term,
             voted_for: None,
             campaigned: term,

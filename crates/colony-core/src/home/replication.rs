@@ -494,13 +494,14 @@ where
             *a = (*a).max(seq);
         }
         let (absent, size) = (!h.members.contains(&from), h.size);
+        let handed_by_it = h.handed_by.as_ref() == Some(&from);
         let home = self.home_of(&key, size);
         let joins = absent && home.contains(&from);
         // The peer this home is to move to (closer than this one, or this
         // one leaving) may now hold the latest update: hand over then.
         // Nothing else looks again once it has joined, when this primary
         // is the member to go (a home of one, or this peer leaving).
-        let moves_to_it = !absent && home.first() == Some(&from);
+        let moves_to_it = !absent && home.first() == Some(&from) && !handed_by_it;
         if joins {
             let me = self.me.clone();
             let closeness = &self.closeness;
@@ -562,6 +563,7 @@ where
         };
         h.role = Role::Primary;
         h.drop_primary_state();
+        h.handed_by = previous.clone();
         h.members.retain(|m| *m != me);
         h.members.insert(0, me);
         h.committed = 0;

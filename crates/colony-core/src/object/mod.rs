@@ -32,4 +32,6 @@ pub use model::{
     decode_reply, encode, ActiveObject, CallError, Instance, ObjectContext, ObjectKind,
     ObjectTypes, Outgoing,
 };
-pub use record::{ObjectChange, ObjectEffect, ObjectProtocol, ObjectRecord, ObjectSnapshot};
+pub use record::{
+    CicStamp, ObjectChange, ObjectEffect, ObjectProtocol, ObjectRecord, ObjectSnapshot,
+};

@@ -1559,6 +1559,11 @@ mod cores {
             to: honest.clone(),
             object_type: object_type.into(),
             request,
+            cic: Some(CicStamp {
+                sender: stranger.guid,
+                index: u64::MAX,
+                rollbacks: [(u64::MAX, 0)].into_iter().collect(),
+            }),
         };
         let record = ObjectRecord::new(stranger.clone(), PML, counter(1_000).checkpoint());
         vec![
@@ -1576,6 +1581,7 @@ mod cores {
                 object_type: "no-such-type".into(),
                 params: Vec::new(),
                 protocol: PML,
+                cic: None,
             },
             ObjectMsg::Create {
                 id: id(4),
@@ -1583,6 +1589,7 @@ mod cores {
                 object_type: "counter".into(),
                 params: encode(&999u64),
                 protocol: ObjectProtocol::None,
+                cic: None,
             },
             ObjectMsg::Create {
                 id: id(5),
@@ -1590,6 +1597,7 @@ mod cores {
                 object_type: "counter".into(),
                 params: huge.clone(),
                 protocol: PML,
+                cic: None,
             },
             call(6, "counter", garbage.clone(), 0, 0),
             call(7, "counter", huge.clone(), 0, 0),
@@ -1609,6 +1617,7 @@ mod cores {
                 id: id(11),
                 reply: Ok(encode(&7u64)),
                 ordinal: u64::MAX,
+                cic: None,
             },
             ObjectMsg::Reply {
                 id: CallId {
@@ -1617,6 +1626,14 @@ mod cores {
                 },
                 reply: Err(CallError::Handler("forged".into())),
                 ordinal: 1,
+                cic: None,
+            },
+            ObjectMsg::Rollback {
+                id: id(13),
+                to: honest.clone(),
+                from: stranger.guid,
+                epoch: u64::MAX,
+                line: 0,
             },
             ObjectMsg::NotHere {
                 id: id(12),
