@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colony::ObjectSummary;
 use colony_core::object::ObjectUri;
-use common::{all_see_all_alive, start_network, test_dir, wait_until, PeerProc, SERIAL};
+use common::{
+    all_see_all_alive, objects_at, start_network, test_dir, wait_until, ObjectApi, PeerProc, SERIAL,
+};
 
 /// The protocols a planned move must lose no call under, as the API names
 /// them (long TTCs: only the move itself may checkpoint).
@@ -21,92 +22,6 @@ const PROTOCOLS: [&str; 3] = ["pml", "checkpoint", "none"];
 
 /// Calls per `POST /v1/calls` of one caller.
 const BATCH: usize = 10;
-
-/// A peer's API, for tasks that outlive a borrow of its process.
-#[derive(Clone)]
-struct Api {
-    addr: std::net::SocketAddr,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn of(peer: &PeerProc) -> Api {
-        Api {
-            addr: peer.api(),
-            token: peer.token(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("http client"),
-        }
-    }
-
-    /// `POST /v1/objects`: a counter from 0 under `protocol`; its URI.
-    async fn create_counter(&self, protocol: &str) -> String {
-        let body = serde_json::json!({
-            "type": "counter",
-            "params": 0,
-            "fault_tolerance": { "protocol": protocol, "ttc_s": 600 },
-        });
-        let answer: serde_json::Value = self
-            .http
-            .post(format!("http://{}/v1/objects", self.addr))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30))
-            .json(&body)
-            .send()
-            .await
-            .expect("create an object")
-            .json()
-            .await
-            .expect("a JSON answer");
-        answer["uri"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no URI in {answer}"))
-            .to_string()
-    }
-
-    /// `POST /v1/calls` of `calls` counter requests to `uri`: the replies,
-    /// or the first failure's text.
-    async fn call(
-        &self,
-        uri: &str,
-        request: serde_json::Value,
-        calls: usize,
-    ) -> Result<Vec<i64>, String> {
-        let body = serde_json::json!({
-            "calls": vec![serde_json::json!({ "uri": uri, "request": request }); calls],
-            "timeout_s": 20,
-        });
-        let response = self
-            .http
-            .post(format!("http://{}/v1/calls", self.addr))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let answer: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{status}: {answer}"));
-        }
-        let replies = answer["replies"].as_array().ok_or("no replies")?;
-        replies
-            .iter()
-            .map(|reply| reply["ok"].as_i64().ok_or_else(|| reply.to_string()))
-            .collect()
-    }
-}
-
-/// The objects whose primary is `peer`, by its API.
-async fn objects_at(peer: &PeerProc) -> Vec<ObjectSummary> {
-    peer.get_json::<Vec<ObjectSummary>>("/v1/objects")
-        .await
-        .unwrap_or_default()
-}
 
 /// Which of `peers` (by index, skipping `None`) lists `uri` as its primary.
 async fn primary_of(peers: &[Option<&PeerProc>], uri: &str) -> Option<usize> {
@@ -147,7 +62,7 @@ impl Callers {
         let mut tasks = Vec::new();
         for peer in from {
             for uri in uris {
-                let api = Api::of(peer);
+                let api = ObjectApi::of(peer);
                 let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
                 let uri = uri.clone();
                 let key = uri.clone();
@@ -204,7 +119,7 @@ impl Callers {
 
 /// Every answered addition ran exactly once: the replies to `uri` are
 /// exactly 1..=N, and the counter (asked through `api`) holds N.
-async fn assert_exactly_once(api: &Api, uri: &str, protocol: &str, mut replies: Vec<i64>) {
+async fn assert_exactly_once(api: &ObjectApi, uri: &str, protocol: &str, mut replies: Vec<i64>) {
     replies.sort_unstable();
     let n = replies.len();
     let expected: Vec<i64> = (1..=i64::try_from(n).unwrap_or(i64::MAX)).collect();
@@ -257,7 +172,7 @@ fn object_position(uri: &str) -> u128 {
 /// by creating counters until some peer is primary of one of each: their
 /// URIs (in [`PROTOCOLS`] order) and that peer.
 async fn objects_on_one_peer(peers: &[&PeerProc]) -> (Vec<String>, usize) {
-    let creator = Api::of(peers[0]);
+    let creator = ObjectApi::of(peers[0]);
     let all: Vec<Option<&PeerProc>> = peers.iter().copied().map(Some).collect();
     let mut held: BTreeMap<usize, BTreeMap<&str, String>> = BTreeMap::new();
     for round in 0..40 {
@@ -330,7 +245,7 @@ async fn a_peer_leaving_gracefully_hands_its_objects_over_losing_no_call() {
         .wait_for_more(uris.len() * 4 * BATCH, "calls after the leave")
         .await;
     let replies = callers.stop().await;
-    let probe = Api::of(&peers[others[2]]);
+    let probe = ObjectApi::of(&peers[others[2]]);
     for (uri, protocol) in uris.iter().zip(PROTOCOLS) {
         let replies = replies.get(uri).cloned().unwrap_or_default();
         eprintln!("{protocol}: {} calls answered", replies.len());
@@ -361,7 +276,7 @@ async fn a_closer_newcomer_takes_the_objects_over_losing_no_call() {
         .iter()
         .map(|p| peer_position(&p.info.peer_id))
         .collect();
-    let creator = Api::of(&peers[0]);
+    let creator = ObjectApi::of(&peers[0]);
     let mut uris = Vec::new();
     for protocol in PROTOCOLS {
         let mut found = None;
@@ -415,7 +330,7 @@ async fn a_closer_newcomer_takes_the_objects_over_losing_no_call() {
         .wait_for_more(uris.len() * 4 * BATCH, "calls after the join")
         .await;
     let replies = callers.stop().await;
-    let probe = Api::of(&peers[0]);
+    let probe = ObjectApi::of(&peers[0]);
     for (uri, protocol) in uris.iter().zip(PROTOCOLS) {
         assert!(
             !objects_at(&peers[0]).await.iter().any(|o| o.uri == *uri)

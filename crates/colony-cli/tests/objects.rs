@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use colony::ObjectSummary;
-use common::{all_see_all_alive, start_network, test_dir, wait_until, PeerProc, SERIAL};
+use common::{
+    all_see_all_alive, objects_at, start_network, test_dir, wait_until, ObjectApi, PeerProc, SERIAL,
+};
 
 /// Runs `colony ARGS` against the peer in `peer`'s data directory.
 fn colony(peer: &PeerProc, args: &[&str]) -> std::process::Output {
@@ -26,13 +28,6 @@ fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
 
-/// The objects whose primary is `peer`, by its API.
-async fn objects_at(peer: &PeerProc) -> Vec<ObjectSummary> {
-    peer.get_json::<Vec<ObjectSummary>>("/v1/objects")
-        .await
-        .unwrap_or_default()
-}
-
 async fn settled(peers: &[PeerProc]) {
     let all: Vec<&PeerProc> = peers.iter().collect();
     wait_until(
@@ -44,64 +39,6 @@ async fn settled(peers: &[PeerProc]) {
         },
     )
     .await;
-}
-
-/// A peer's API, for tasks that outlive a borrow of its process.
-#[derive(Clone)]
-struct Api {
-    addr: std::net::SocketAddr,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn of(peer: &PeerProc) -> Api {
-        Api {
-            addr: peer.api(),
-            token: peer.token(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("http client"),
-        }
-    }
-}
-
-/// `POST /v1/calls` of `calls` counter requests to `uri` through `api`:
-/// the replies, or the failures' texts.
-async fn call_batch(
-    api: &Api,
-    uri: &str,
-    request: serde_json::Value,
-    calls: usize,
-) -> Result<Vec<i64>, String> {
-    let body = serde_json::json!({
-        "calls": vec![serde_json::json!({ "uri": uri, "request": request }); calls],
-        "timeout_s": 30,
-    });
-    let response = api
-        .http
-        .post(format!("http://{}/v1/calls", api.addr))
-        .bearer_auth(&api.token)
-        .timeout(Duration::from_secs(45))
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {answer}"));
-    }
-    let replies = answer["replies"].as_array().ok_or("no replies")?;
-    let mut values = Vec::with_capacity(replies.len());
-    for reply in replies {
-        match reply["ok"].as_i64() {
-            Some(value) => values.push(value),
-            None => return Err(reply.to_string()),
-        }
-    }
-    Ok(values)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,14 +203,14 @@ async fn thirty_thousand_calls_run_exactly_once_across_a_sigkill_of_the_objects_
     let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for &caller in &callers {
-        let peer = Api::of(&peers[caller]);
+        let peer = ObjectApi::of(&peers[caller]);
         let uri = uri.clone();
         let acknowledged = acknowledged.clone();
         tasks.push(tokio::spawn(async move {
             let mut values = Vec::with_capacity(CALLS_EACH);
             while values.len() < CALLS_EACH {
                 let n = BATCH.min(CALLS_EACH - values.len());
-                let batch = call_batch(&peer, &uri, serde_json::json!({ "add": 1 }), n).await?;
+                let batch = peer.call(&uri, serde_json::json!({ "add": 1 }), n).await?;
                 acknowledged.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
                 values.extend(batch);
             }
@@ -288,12 +225,9 @@ async fn thirty_thousand_calls_run_exactly_once_across_a_sigkill_of_the_objects_
     .await;
     peers[victim].kill();
     let killed_at = Instant::now();
-    let probe = &Api::of(&peers[callers[0]]);
+    let probe = &ObjectApi::of(&peers[callers[0]]);
     let first = loop {
-        if call_batch(probe, &uri, serde_json::json!("get"), 1)
-            .await
-            .is_ok()
-        {
+        if probe.call(&uri, serde_json::json!("get"), 1).await.is_ok() {
             break killed_at.elapsed();
         }
         assert!(
@@ -327,10 +261,9 @@ async fn thirty_thousand_calls_run_exactly_once_across_a_sigkill_of_the_objects_
         "each acknowledged addition ran once: the replies must be 1..={expected} \
          (missing values, repeated values, highest value)"
     );
-    let value = call_batch(probe, &uri, serde_json::json!("get"), 1)
-        .await
-        .unwrap();
-    let additions = call_batch(probe, &uri, serde_json::json!("additions"), 1)
+    let value = probe.call(&uri, serde_json::json!("get"), 1).await.unwrap();
+    let additions = probe
+        .call(&uri, serde_json::json!("additions"), 1)
         .await
         .unwrap();
     assert_eq!((value[0], additions[0]), (expected, expected));

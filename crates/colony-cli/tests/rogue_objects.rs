@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use colony::ObjectSummary;
 use colony_core::home::{HomeMsg, Update};
 use colony_core::object::{
     CallError, CallId, CicStamp, Guid, ObjectMsg, ObjectProtocol, ObjectUri,
@@ -159,44 +158,6 @@ fn hostile_messages(honest: &ObjectUri, attacker: PeerId, round: u64) -> Vec<Obj
     ]
 }
 
-async fn objects_at(peer: &PeerProc) -> Vec<ObjectSummary> {
-    peer.get_json::<Vec<ObjectSummary>>("/v1/objects")
-        .await
-        .unwrap_or_default()
-}
-
-/// `POST /v1/calls` of `n` additions to `uri` through `peer`'s API.
-async fn add(
-    http: &reqwest::Client,
-    api: (std::net::SocketAddr, &str),
-    uri: &str,
-    n: usize,
-) -> Result<Vec<i64>, String> {
-    let body = serde_json::json!({
-        "calls": vec![serde_json::json!({ "uri": uri, "request": { "add": 1 } }); n],
-        "timeout_s": 20,
-    });
-    let response = http
-        .post(format!("http://{}/v1/calls", api.0))
-        .bearer_auth(api.1)
-        .timeout(Duration::from_secs(30))
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {answer}"));
-    }
-    answer["replies"]
-        .as_array()
-        .ok_or("no replies")?
-        .iter()
-        .map(|r| r["ok"].as_i64().ok_or_else(|| r.to_string()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_messages_from_outside_the_membership_are_refused_and_calls_go_on() {
     let _serial = SERIAL.lock().await;
@@ -208,10 +169,6 @@ async fn object_messages_from_outside_the_membership_are_refused_and_calls_go_on
         all_see_all_alive(&all).await.then_some(())
     })
     .await;
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("http client");
     let created: serde_json::Value = peers[0]
         .request(reqwest::Method::POST, "/v1/objects")
         .json(&serde_json::json!({ "type": "counter", "params": 0 }))
@@ -242,17 +199,11 @@ async fn object_messages_from_outside_the_membership_are_refused_and_calls_go_on
     // An honest caller adds, batch after batch, during the whole attack.
     let stop = Arc::new(AtomicBool::new(false));
     let honest = {
-        let (http, addr, token, uri, stop) = (
-            http.clone(),
-            caller.api(),
-            caller.token(),
-            uri.clone(),
-            stop.clone(),
-        );
+        let (api, uri, stop) = (ObjectApi::of(caller), uri.clone(), stop.clone());
         tokio::spawn(async move {
             let mut values = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                values.extend(add(&http, (addr, &token), &uri, 10).await?);
+                values.extend(api.call(&uri, serde_json::json!({ "add": 1 }), 10).await?);
             }
             Ok::<Vec<i64>, String>(values)
         })
@@ -298,7 +249,8 @@ async fn object_messages_from_outside_the_membership_are_refused_and_calls_go_on
         .expect("caller task")
         .unwrap_or_else(|e| panic!("every honest call is answered: {e}"));
     replies.extend(
-        add(&http, (caller.api(), &caller.token()), &uri, 10)
+        ObjectApi::of(caller)
+            .call(&uri, serde_json::json!({ "add": 1 }), 10)
             .await
             .expect("calls after the attack"),
     );

@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use colony::ObjectSummary;
@@ -27,21 +27,6 @@ async fn islands_at(peer: &PeerProc) -> Vec<ObjectSummary> {
         .into_iter()
         .filter(|object| object.object_type == "tsp-island")
         .collect()
-}
-
-/// Waits for `child` to exit, at most `within`; kills it past that.
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("colony run did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

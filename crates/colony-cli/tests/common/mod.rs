@@ -370,3 +370,106 @@ pub fn watch_peak_rss(
     });
     (stop, sampler)
 }
+
+/// The objects whose primary is `peer` (`GET /v1/objects`).
+pub async fn objects_at(peer: &PeerProc) -> Vec<colony::ObjectSummary> {
+    peer.get_json::<Vec<colony::ObjectSummary>>("/v1/objects")
+        .await
+        .unwrap_or_default()
+}
+
+/// A peer's object API, for tasks that outlive a borrow of its process.
+#[derive(Clone)]
+pub struct ObjectApi {
+    addr: std::net::SocketAddr,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ObjectApi {
+    /// The API of `peer`.
+    pub fn of(peer: &PeerProc) -> ObjectApi {
+        ObjectApi {
+            addr: peer.api(),
+            token: peer.token(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// `POST /v1/objects`: a counter from 0 under `protocol`; its URI.
+    pub async fn create_counter(&self, protocol: &str) -> String {
+        let body = serde_json::json!({
+            "type": "counter",
+            "params": 0,
+            "fault_tolerance": { "protocol": protocol, "ttc_s": 600 },
+        });
+        let answer: serde_json::Value = self
+            .http
+            .post(format!("http://{}/v1/objects", self.addr))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(30))
+            .json(&body)
+            .send()
+            .await
+            .expect("create an object")
+            .json()
+            .await
+            .expect("a JSON answer");
+        answer["uri"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no URI in {answer}"))
+            .to_string()
+    }
+
+    /// `POST /v1/calls` of `calls` counter requests to `uri`: the replies,
+    /// or the first failure's text.
+    pub async fn call(
+        &self,
+        uri: &str,
+        request: serde_json::Value,
+        calls: usize,
+    ) -> Result<Vec<i64>, String> {
+        let body = serde_json::json!({
+            "calls": vec![serde_json::json!({ "uri": uri, "request": request }); calls],
+            "timeout_s": 30,
+        });
+        let response = self
+            .http
+            .post(format!("http://{}/v1/calls", self.addr))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(45))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {answer}"));
+        }
+        let replies = answer["replies"].as_array().ok_or("no replies")?;
+        replies
+            .iter()
+            .map(|reply| reply["ok"].as_i64().ok_or_else(|| reply.to_string()))
+            .collect()
+    }
+}
+
+/// Waits for `child` (a `colony run`) to exit, at most `within`; kills it
+/// and fails the test past that.
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("colony run did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

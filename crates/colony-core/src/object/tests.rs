@@ -1205,20 +1205,11 @@ mod cores {
         let deadline = net.now + Duration::from_secs(120);
         loop {
             assert!(net.now < deadline, "the feeder never finished");
-            let step = net.request(
-                0,
-                ObjectRequest::Call {
-                    to: feeder.clone(),
-                    object_type: "feeder".into(),
-                    request: encode(&FeederRequest::Step(4)),
-                },
-                None,
-            );
-            let status = match net.wait(step, Duration::from_secs(30)) {
-                Ok(ObjectAnswer::Replied(bytes)) => decode_reply::<Feeder>(&bytes).unwrap(),
+            let status = match step_feeder(&mut net, &feeder) {
+                Ok(status) => status,
                 // The feeder rolled back: the client's step is lost.
                 Err(CallError::RolledBack { .. }) => continue,
-                other => panic!("{other:?}"),
+                Err(other) => panic!("{other:?}"),
             };
             net.run_for(Duration::from_millis(7 + seed % 5));
             if !crashed && status.0 >= 120 {
@@ -1276,7 +1267,8 @@ mod cores {
         );
     }
 
-    fn quiet_status(net: &mut Net, feeder: &ObjectUri) -> FeederStatus {
+    /// One step of 4 numbers, asked by the client on peer 0.
+    fn step_feeder(net: &mut Net, feeder: &ObjectUri) -> Result<FeederStatus, CallError> {
         let step = net.request(
             0,
             ObjectRequest::Call {
@@ -1286,10 +1278,14 @@ mod cores {
             },
             None,
         );
-        let status = match net.wait(step, Duration::from_secs(30)) {
-            Ok(ObjectAnswer::Replied(bytes)) => decode_reply::<Feeder>(&bytes).unwrap(),
+        match net.wait(step, Duration::from_secs(30))? {
+            ObjectAnswer::Replied(bytes) => Ok(decode_reply::<Feeder>(&bytes).unwrap()),
             other => panic!("{other:?}"),
-        };
+        }
+    }
+
+    fn quiet_status(net: &mut Net, feeder: &ObjectUri) -> FeederStatus {
+        let status = step_feeder(net, feeder).unwrap();
         net.run_for(Duration::from_millis(7));
         status
     }
