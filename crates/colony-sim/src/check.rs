@@ -205,6 +205,22 @@ pub enum Violation {
         /// What the last attempt got.
         answer: String,
     },
+    /// Distributed objects under `cic`: once faults were over and the
+    /// network healed, the application did not finish within the run.
+    ObjectAppUnfinished {
+        /// The object driving it.
+        object: String,
+        /// How far it got.
+        state: String,
+    },
+    /// Distributed objects under `cic`: the application's answer is not
+    /// the fault-free one, or its objects' states do not match.
+    ObjectWrongAnswer {
+        /// The object.
+        object: String,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 impl Violation {
@@ -236,6 +252,8 @@ impl Violation {
             Violation::ObjectDoubleActivation { .. } => "object-double-activation",
             Violation::ObjectUnexpectedAnswer { .. } => "object-unexpected-answer",
             Violation::ObjectFinalReadUnanswered { .. } => "object-final-read-unanswered",
+            Violation::ObjectAppUnfinished { .. } => "object-app-unfinished",
+            Violation::ObjectWrongAnswer { .. } => "object-wrong-answer",
         }
     }
 }
@@ -315,6 +333,13 @@ impl fmt::Display for Violation {
                 f,
                 "object {object} could not be read after the faults ended: {answer}"
             ),
+            Violation::ObjectAppUnfinished { object, state } => write!(
+                f,
+                "the application of {object} did not finish after the faults ended: {state}"
+            ),
+            Violation::ObjectWrongAnswer { object, what } => {
+                write!(f, "object {object}: not the fault-free answer: {what}")
+            }
         }
     }
 }

@@ -238,6 +238,7 @@
 
 pub mod app;
 pub mod check;
+pub mod cic;
 pub mod exec;
 pub mod faults;
 pub mod linearizability;

@@ -71,7 +71,8 @@ struct Cli {
     object_calls: u32,
     /// With --workload objects: the objects' fault tolerance, "pml" (every
     /// acknowledged call exactly once), "checkpoint" or "none" (failures
-    /// must be errors, never wrong answers).
+    /// must be errors, never wrong answers), or "cic" (clients drive an
+    /// application of objects, which must reach its fault-free answer).
     #[arg(long, default_value = "pml")]
     object_protocol: ProtocolChoice,
     /// With --workload objects: fail a seed where two peers' activations of

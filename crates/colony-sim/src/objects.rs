@@ -31,6 +31,10 @@
 //!   [`FINAL_ATTEMPTS`] attempts of [`FINAL_TIMEOUT`]
 //!   (`object-final-read-unanswered`); under `none` the object may be gone,
 //!   and the read must then fail with an error.
+//!
+//! Under `cic` the clients drive an application instead (feeders adding
+//! numbers to counters they created), and the check is that it reaches
+//! the fault-free answer: see [`crate::cic`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -44,6 +48,7 @@ use colony_core::object::{
 use serde::{Deserialize, Serialize};
 
 use crate::check::Violation;
+use crate::cic::CicApp;
 use crate::rng::SimRng;
 
 /// How many objects the clients share: few, so their calls collide.
@@ -65,7 +70,7 @@ pub const FINAL_ATTEMPTS: u32 = 3;
 pub const TTC_MS: u64 = 500;
 
 /// How long a client waits after a call that failed or got no answer.
-const FAILED_BACKOFF: Duration = Duration::from_millis(500);
+pub(crate) const FAILED_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The object the clients call: the tokens added to it, in order.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -172,6 +177,9 @@ pub enum ProtocolChoice {
     Checkpoint,
     /// Every object under `none`.
     None,
+    /// Every object under `cic`; the clients drive an application whose
+    /// answer is checked instead ([`crate::cic`]).
+    Cic,
 }
 
 impl ProtocolChoice {
@@ -181,6 +189,7 @@ impl ProtocolChoice {
             ProtocolChoice::Pml => ObjectProtocol::Pml { ttc_ms: TTC_MS },
             ProtocolChoice::Checkpoint => ObjectProtocol::Checkpoint { ttc_ms: TTC_MS },
             ProtocolChoice::None => ObjectProtocol::None,
+            ProtocolChoice::Cic => ObjectProtocol::Cic { ttc_ms: TTC_MS },
         }
     }
 }
@@ -191,6 +200,7 @@ impl fmt::Display for ProtocolChoice {
             ProtocolChoice::Pml => write!(f, "pml"),
             ProtocolChoice::Checkpoint => write!(f, "checkpoint"),
             ProtocolChoice::None => write!(f, "none"),
+            ProtocolChoice::Cic => write!(f, "cic"),
         }
     }
 }
@@ -203,8 +213,9 @@ impl FromStr for ProtocolChoice {
             "pml" => Ok(ProtocolChoice::Pml),
             "checkpoint" => Ok(ProtocolChoice::Checkpoint),
             "none" => Ok(ProtocolChoice::None),
+            "cic" => Ok(ProtocolChoice::Cic),
             other => Err(format!(
-                "unknown object protocol {other:?}; use pml, checkpoint or none"
+                "unknown object protocol {other:?}; use pml, checkpoint, none or cic"
             )),
         }
     }
@@ -302,6 +313,9 @@ pub struct ObjectStats {
     /// Pairs of activations whose executions overlapped (a failure only
     /// with [`Activations::strict`]; see there).
     pub overlapping: u64,
+    /// `cic`: rollbacks a client saw (a step answered `RolledBack`, or a
+    /// feeder less far than a step before had it).
+    pub rollbacks_seen: u64,
 }
 
 impl ObjectStats {
@@ -315,6 +329,7 @@ impl ObjectStats {
         self.executions += other.executions;
         self.activations += other.activations;
         self.overlapping += other.overlapping;
+        self.rollbacks_seen += other.rollbacks_seen;
     }
 }
 
@@ -334,6 +349,8 @@ pub struct ObjectsWorkload {
     finals: Vec<FinalRead>,
     rng: SimRng,
     violations: Vec<Violation>,
+    /// The application the clients drive under `cic`.
+    cic: Option<CicApp>,
     /// The activation sampler.
     pub activations: Activations,
 }
@@ -355,7 +372,7 @@ impl ObjectsWorkload {
         let mut rng = SimRng::new(seed);
         let mut hosts: Vec<u32> = (0..peers).collect();
         rng.shuffle(&mut hosts);
-        let clients = (0..clients.max(1) as usize)
+        let clients: Vec<Client> = (0..clients.max(1) as usize)
             .map(|i| Client {
                 peer: hosts[i % hosts.len().max(1)],
                 busy: false,
@@ -364,6 +381,15 @@ impl ObjectsWorkload {
                 crashes: 0,
             })
             .collect();
+        let cic = (protocol == ProtocolChoice::Cic).then(|| {
+            let peers: Vec<u32> = clients.iter().map(|c| c.peer).collect();
+            let seeds: Vec<u64> = peers.iter().map(|_| rng.next_u64()).collect();
+            CicApp::new(
+                &peers,
+                &seeds,
+                u64::from(calls_per_client) * crate::cic::STEP,
+            )
+        });
         ObjectsWorkload {
             protocol,
             expect,
@@ -377,6 +403,7 @@ impl ObjectsWorkload {
             finals: vec![FinalRead::default(); OBJECTS],
             rng,
             violations: Vec::new(),
+            cic,
             activations: Activations::default(),
         }
     }
@@ -388,6 +415,9 @@ impl ObjectsWorkload {
 
     /// The GUIDs of the objects created so far.
     pub fn guids(&self) -> Vec<Guid> {
+        if let Some(app) = &self.cic {
+            return app.guids();
+        }
         self.objects.iter().flatten().map(|u| u.guid).collect()
     }
 
@@ -412,6 +442,9 @@ impl ObjectsWorkload {
         start_new: bool,
         at: Duration,
     ) -> Option<(u64, ObjectRequest)> {
+        if let Some(app) = self.cic.as_mut() {
+            return app.next_call(client, start_new, self.protocol.protocol());
+        }
         let c = self.clients.get(client)?;
         if c.busy {
             return None;
@@ -463,6 +496,9 @@ impl ObjectsWorkload {
 
     /// Whether the client waits for a creation (the world retries it soon).
     pub fn creating(&self) -> bool {
+        if let Some(app) = &self.cic {
+            return app.creating();
+        }
         self.objects.iter().any(Option::is_none)
     }
 
@@ -474,6 +510,13 @@ impl ObjectsWorkload {
         result: Result<ObjectAnswer, CallError>,
         at: Duration,
     ) -> Next {
+        if self.cic.is_some() {
+            let pause = self.pause();
+            return match self.cic.as_mut() {
+                Some(app) => app.answered(peer, token, result, pause),
+                None => Next::Nothing,
+            };
+        }
         let Some(waiter) = self.waiting.remove(&(peer, token)) else {
             return Next::Nothing;
         };
@@ -566,6 +609,9 @@ impl ObjectsWorkload {
         for c in self.clients.iter_mut().filter(|c| c.peer == peer) {
             c.crashes += 1;
         }
+        if let Some(app) = self.cic.as_mut() {
+            return app.crashed(peer);
+        }
         let lost: Vec<(u32, u64)> = self
             .waiting
             .range((peer, 0)..=(peer, u64::MAX))
@@ -587,12 +633,18 @@ impl ObjectsWorkload {
 
     /// Whether no client waits for an answer.
     pub fn clients_idle(&self) -> bool {
+        if let Some(app) = &self.cic {
+            return app.clients_idle();
+        }
         self.clients.iter().all(|c| !c.busy)
     }
 
     /// The objects whose final read is due: created, not read, not being
     /// read, attempts left.
     pub fn finals_due(&self) -> Vec<usize> {
+        if let Some(app) = &self.cic {
+            return app.finals_due();
+        }
         let reading: BTreeSet<usize> = self
             .waiting
             .values()
@@ -614,6 +666,9 @@ impl ObjectsWorkload {
 
     /// Whether every final read is done or out of attempts.
     pub fn finals_over(&self) -> bool {
+        if let Some(app) = &self.cic {
+            return app.finals_over();
+        }
         self.finals_due().is_empty()
             && !self
                 .waiting
@@ -624,6 +679,9 @@ impl ObjectsWorkload {
     /// The final read of `object`, to ask of `peer`: the node's token and
     /// the request.
     pub fn final_call(&mut self, object: usize, peer: u32) -> Option<(u64, ObjectRequest)> {
+        if let Some(app) = self.cic.as_mut() {
+            return app.final_call(object, peer);
+        }
         let uri = self.objects.get(object)?.clone()?;
         self.finals[object].attempts += 1;
         let token = self.request_token();
@@ -633,6 +691,14 @@ impl ObjectsWorkload {
 
     /// What the workload did.
     pub fn stats(&self) -> ObjectStats {
+        if let Some(app) = &self.cic {
+            return ObjectStats {
+                executions: self.activations.executions,
+                activations: self.activations.count(),
+                overlapping: self.activations.overlaps.len() as u64,
+                ..app.stats()
+            };
+        }
         let mut stats = ObjectStats {
             calls: self.history.len() as u64,
             final_reads: self.finals.iter().filter(|f| f.tokens.is_some()).count() as u64,
@@ -656,6 +722,11 @@ impl ObjectsWorkload {
         let mut violations = std::mem::take(&mut self.violations);
         if self.activations.strict {
             violations.extend(self.activations.overlaps.iter().cloned());
+        }
+        if let Some(app) = self.cic.as_mut() {
+            violations.extend(app.finish());
+            violations.truncate(20);
+            return violations;
         }
         let issued: BTreeSet<u64> = self.history.iter().map(|op| op.token).collect();
         for object in 0..OBJECTS {

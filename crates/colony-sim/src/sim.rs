@@ -972,7 +972,11 @@ impl World {
             w
         });
         if objects.is_some() {
-            settings.object_types.register::<crate::objects::Tally>();
+            settings
+                .object_types
+                .register::<crate::objects::Tally>()
+                .register::<crate::cic::Feeder>()
+                .register::<crate::cic::Counter>();
         }
         // The objects workload protects no peer: `pml` records are on
         // disk, and every crashed peer restarts.
