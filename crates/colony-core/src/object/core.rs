@@ -1149,11 +1149,19 @@ impl<P: PeerKey> Objects<P> {
     }
 
     fn on_not_here(&mut self, now: Instant, id: CallId, primary: Option<P>) {
+        // Named primary: this peer itself, when the caller's closest peer
+        // is a backup of an object this peer serves (after a failover,
+        // until the home hands over): served here, or it never would be.
+        let serving = self
+            .pending
+            .get(&id)
+            .is_some_and(|p| self.homes.get(&p.target).is_some_and(|h| h.is_primary()))
+            && primary.as_ref() == Some(&self.me);
         let Some(p) = self.pending.get_mut(&id) else {
             return;
         };
         match primary {
-            Some(primary) if primary != self.me => {
+            Some(primary) if primary != self.me || serving => {
                 p.found = true;
                 p.redirect = Some(primary);
                 self.stats.resent += 1;
