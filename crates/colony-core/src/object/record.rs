@@ -497,8 +497,14 @@ impl ObjectRecord {
 
     /// Primary: replaces the checkpoint by the live object's state (which
     /// includes every delivery served so far) and drops the log. Under
-    /// `cic` a basic checkpoint: the next index.
+    /// `cic` a basic checkpoint: the next index, and none if nothing was
+    /// served since the last (the same state under a new index would push
+    /// the checkpoints a rollback to an older line needs out of the
+    /// [`MAX_LINE_CHECKPOINTS`] kept: an idle object fills them in 8 s).
     pub fn checkpoint(&mut self, live: &Activation) {
+        if self.cic.as_ref().is_some_and(|c| !c.dirty) {
+            return;
+        }
         let index = self.cic.as_ref().map_or(0, |c| c.index + 1);
         self.take_checkpoint(live, index);
     }

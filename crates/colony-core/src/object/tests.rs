@@ -761,6 +761,29 @@ mod records {
         assert_eq!(record.stamp().unwrap().rollbacks.len(), 2);
     }
 
+    /// cic: an idle object takes no basic checkpoints, so that the line a
+    /// rollback needs stays among the checkpoints kept: a counter that
+    /// served one addition from a feeder at index 1 and then sat idle for
+    /// longer than [`MAX_LINE_CHECKPOINTS`] checkpoint periods still rolls
+    /// back to before it (it restored a later state, keeping the addition
+    /// its feeder's rollback discarded).
+    #[test]
+    fn an_idle_cic_object_keeps_the_checkpoint_an_older_line_needs() {
+        let (mut live, mut record) = primary(CIC);
+        assert!(
+            record.admit(&live, &stamp(9, 1, &[])),
+            "forced checkpoint 1"
+        );
+        record.serve(&mut live, call(9, 1, 0, &CounterRequest::Add(1)));
+        for _ in 0..2 * MAX_LINE_CHECKPOINTS {
+            record.checkpoint(&live);
+        }
+        let restored = record.roll_back(1, 1).expect("the state goes back");
+        let mut object = Activation::restore(&types(), uri(1), restored).unwrap();
+        let value = value(&object.deliver(call(8, 1, 0, &CounterRequest::Get)));
+        assert_eq!(value, Ok(0), "the addition after line 1 is undone");
+    }
+
     #[test]
     fn missing_rollbacks_are_those_unheard_or_heard_with_a_higher_line() {
         let ours: Rollbacks = [(1, 5), (2, 7)].into_iter().collect();
