@@ -53,13 +53,7 @@ async fn killing_the_masters_peer_still_ends_at_the_optimum() {
     let root = test_dir("flowshop-objects-kill");
     let network = ["--network".to_string(), "flowshop".to_string()];
     let mut peers = start_network(&root, 3, &network);
-    let refs: Vec<&PeerProc> = peers.iter().collect();
-    wait_until(
-        Duration::from_secs(20),
-        "the peers to see each other",
-        || async { all_see_all_alive(&refs).await.then_some(()) },
-    )
-    .await;
+    settled(&peers.iter().collect::<Vec<_>>()).await;
     let started = Instant::now();
     // The master lives at the peer closest to its random GUID: the running
     // peer (which has no API and cannot be killed without ending the run)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use colony_core::object::ObjectUri;
 use common::{
-    all_see_all_alive, objects_at, start_network, test_dir, wait_until, ObjectApi, PeerProc, SERIAL,
+    objects_at, settled, start_network, test_dir, wait_until, ObjectApi, PeerProc, SERIAL,
 };
 
 /// The protocols a planned move must lose no call under, as the API names
@@ -33,15 +33,6 @@ async fn primary_of(peers: &[Option<&PeerProc>], uri: &str) -> Option<usize> {
         }
     }
     None
-}
-
-async fn settled(peers: &[&PeerProc]) {
-    wait_until(
-        Duration::from_secs(20),
-        "every peer to see every other",
-        || async { all_see_all_alive(peers).await.then_some(()) },
-    )
-    .await;
 }
 
 /// One caller's loop: the replies it had, or why a call failed.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use colony::ObjectSummary;
 use common::{
-    all_see_all_alive, objects_at, start_network, test_dir, wait_until, ObjectApi, PeerProc, SERIAL,
+    objects_at, settled, start_network, test_dir, wait_until, ObjectApi, PeerProc, SERIAL,
 };
 
 /// Runs `colony ARGS` against the peer in `peer`'s data directory.
@@ -28,25 +28,12 @@ fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
 
-async fn settled(peers: &[PeerProc]) {
-    let all: Vec<&PeerProc> = peers.iter().collect();
-    wait_until(
-        Duration::from_secs(20),
-        "every peer to see every other",
-        || {
-            let all = all.clone();
-            async move { all_see_all_alive(&all).await.then_some(()) }
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_object_commands_create_call_list_look_up_and_delete() {
     let _serial = SERIAL.lock().await;
     let root = test_dir("object-cli");
     let peers = start_network(&root, 3, &[]);
-    settled(&peers).await;
+    settled(&peers.iter().collect::<Vec<_>>()).await;
     let [a, b, c] = [&peers[0], &peers[1], &peers[2]];
 
     let created = colony(
@@ -177,7 +164,7 @@ async fn thirty_thousand_calls_run_exactly_once_across_a_sigkill_of_the_objects_
     let _serial = SERIAL.lock().await;
     let root = test_dir("object-kill");
     let mut peers = start_network(&root, 4, &[]);
-    settled(&peers).await;
+    settled(&peers.iter().collect::<Vec<_>>()).await;
 
     let created = colony(
         &peers[0],

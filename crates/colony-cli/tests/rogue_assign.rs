@@ -13,10 +13,8 @@ use colony::{JobId, StatusInfo};
 use colony_core::divisible::SharedVars;
 use colony_core::ft::FaultTolerance;
 use colony_core::job::JobMsg;
-use colony_net::libp2p::futures::StreamExt;
-use colony_net::libp2p::identity::Keypair;
 use colony_net::libp2p::{Multiaddr, PeerId};
-use colony_net::{build_swarm, start_frames, NetConfig, Priority};
+use colony_net::Priority;
 use common::*;
 
 /// Assignments the attacker pushes.
@@ -31,22 +29,10 @@ struct Attacker {
 
 impl Attacker {
     async fn connect(victim: &Multiaddr) -> Attacker {
-        let config = NetConfig::default();
-        let mut swarm = build_swarm(Keypair::generate_ed25519(), &config).expect("attacker swarm");
-        let (events, mut inbound) = tokio::sync::mpsc::channel(1024);
-        let frames = start_frames(swarm.behaviour().stream.new_control(), &config, events)
-            .expect("attacker frames");
-        swarm.dial(victim.clone()).expect("dial the victim");
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = swarm.select_next_some() => {}
-                    // Acknowledgements and anything else the victim says.
-                    _ = inbound.recv() => {}
-                }
-            }
-        });
-        Attacker { frames, session: 1 }
+        Attacker {
+            frames: attacker_frames(victim),
+            session: 1,
+        }
     }
 
     /// Sends `msg` as message `seq` of a pipe channel.

@@ -21,10 +21,8 @@ use colony_core::object::{
     CallError, CallId, CicStamp, Guid, ObjectMsg, ObjectProtocol, ObjectUri,
 };
 use colony_core::wire::{encode_frame, encode_payload, Frame, PayloadKind};
-use colony_net::libp2p::futures::StreamExt;
-use colony_net::libp2p::identity::Keypair;
 use colony_net::libp2p::{Multiaddr, PeerId};
-use colony_net::{build_swarm, start_frames, NetConfig, Priority};
+use colony_net::Priority;
 use common::*;
 
 /// Rounds of every hostile message.
@@ -39,22 +37,8 @@ struct Attacker {
 
 impl Attacker {
     async fn connect(victim: &Multiaddr) -> Attacker {
-        let config = NetConfig::default();
-        let mut swarm = build_swarm(Keypair::generate_ed25519(), &config).expect("attacker swarm");
-        let (events, mut inbound) = tokio::sync::mpsc::channel(1024);
-        let frames = start_frames(swarm.behaviour().stream.new_control(), &config, events)
-            .expect("attacker frames");
-        swarm.dial(victim.clone()).expect("dial the victim");
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = swarm.select_next_some() => {}
-                    _ = inbound.recv() => {}
-                }
-            }
-        });
         Attacker {
-            frames,
+            frames: attacker_frames(victim),
             next_seq: 0,
         }
     }

@@ -77,13 +77,7 @@ async fn islands_under_cic_roll_back_together_and_reach_the_optimum() {
 async fn kill_a_peer_during_a_run(name: &str, run_args: &[&str]) -> Vec<PeerProc> {
     let root = test_dir(name);
     let mut peers = start_network(&root, 3, &[]);
-    let refs: Vec<&PeerProc> = peers.iter().collect();
-    wait_until(
-        Duration::from_secs(20),
-        "the peers to see each other",
-        || async { all_see_all_alive(&refs).await.then_some(()) },
-    )
-    .await;
+    settled(&peers.iter().collect::<Vec<_>>()).await;
     let (out, err) = (root.join("run.out"), root.join("run.err"));
     let started = Instant::now();
     // --keep-going: berlin52's optimum often turns up within the first

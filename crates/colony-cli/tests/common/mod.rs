@@ -473,3 +473,37 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatu
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A fresh libp2p identity dialling `victim`, for attacker tests: the
+/// sender of its pipe frames. What the victim sends back is read and
+/// dropped.
+pub fn attacker_frames(victim: &colony_net::libp2p::Multiaddr) -> colony_net::FrameSender {
+    use colony_net::libp2p::futures::StreamExt;
+    let config = colony_net::NetConfig::default();
+    let keypair = colony_net::libp2p::identity::Keypair::generate_ed25519();
+    let mut swarm = colony_net::build_swarm(keypair, &config).expect("attacker swarm");
+    let (events, mut inbound) = tokio::sync::mpsc::channel(1024);
+    let frames = colony_net::start_frames(swarm.behaviour().stream.new_control(), &config, events)
+        .expect("attacker frames");
+    swarm.dial(victim.clone()).expect("dial the victim");
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = swarm.select_next_some() => {}
+                // Acknowledgements and anything else the victim says.
+                _ = inbound.recv() => {}
+            }
+        }
+    });
+    frames
+}
+
+/// Waits (20 s at most) until each of `peers` sees every other alive.
+pub async fn settled(peers: &[&PeerProc]) {
+    wait_until(
+        Duration::from_secs(20),
+        "every peer to see every other",
+        || async { all_see_all_alive(peers).await.then_some(()) },
+    )
+    .await;
+}
