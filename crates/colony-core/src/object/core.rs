@@ -1329,19 +1329,16 @@ impl<P: PeerKey> Objects<P> {
         match h.state().recover(&self.types) {
             Ok((live, replayed)) => {
                 self.stats.recovered += 1;
-                let awaiting: Vec<Outgoing> = live.awaiting_calls().cloned().collect();
-                self.live.insert(guid, live);
                 self.checkpointed.insert(guid, now);
                 self.schedule_checkpoint(now, guid, protocol);
                 if let Some(rollback) = line {
                     self.stats.rollbacks_started += 1;
-                    // Restores the same checkpoint, and resends its calls.
+                    // Restores the same checkpoint and goes live from it.
+                    self.live.insert(guid, live);
                     self.apply_rollbacks(now, guid, &[rollback], None);
                     return;
                 }
-                for out in awaiting {
-                    self.send_outgoing(now, guid, out);
-                }
+                self.go_live(now, guid, live);
                 // Creations the replay made again: a repeat finds them made.
                 for effect in replayed {
                     if let ObjectEffect::Send(out @ Outgoing::Create { .. }) = effect {
@@ -1355,6 +1352,17 @@ impl<P: PeerKey> Objects<P> {
                 // takes over, or they pass their deadline.
                 self.live.remove(&guid);
             }
+        }
+    }
+
+    /// `live` serves object `guid` here from now on; the calls it awaits
+    /// replies to are sent again (their callees answer repeats from their
+    /// caches).
+    fn go_live(&mut self, now: Instant, guid: Guid, live: Activation) {
+        let awaiting: Vec<Outgoing> = live.awaiting_calls().cloned().collect();
+        self.live.insert(guid, live);
+        for out in awaiting {
+            self.send_outgoing(now, guid, out);
         }
     }
 
@@ -1459,13 +1467,7 @@ impl<P: PeerKey> Objects<P> {
             }
             self.forget_known(guid);
             match Activation::restore(&self.types, uri, checkpoint) {
-                Ok(live) => {
-                    let awaiting: Vec<Outgoing> = live.awaiting_calls().cloned().collect();
-                    self.live.insert(guid, live);
-                    for out in awaiting {
-                        self.send_outgoing(now, guid, out);
-                    }
-                }
+                Ok(live) => self.go_live(now, guid, live),
                 Err(_) => {
                     self.live.remove(&guid);
                 }
