@@ -910,6 +910,38 @@ impl<P: PeerKey> Node<P> {
             && self.own_space_requests.is_empty()
     }
 
+    /// What still holds a leaving peer ([`Node::has_handed_over`] false),
+    /// one line each, for the log of a leave that ran out of time.
+    pub fn not_handed_over(&self) -> Vec<String> {
+        let mut held = Vec::new();
+        if !self.jobs.has_left() {
+            held.push(format!(
+                "{} units to hand back, job records not handed over",
+                self.jobs.units_to_hand_back()
+            ));
+        }
+        held.extend(
+            self.space
+                .homes()
+                .unreleased()
+                .into_iter()
+                .map(|h| format!("space partition {h}")),
+        );
+        held.extend(
+            self.objects
+                .unreleased()
+                .into_iter()
+                .map(|h| format!("object {h}")),
+        );
+        if !self.own_space_requests.is_empty() {
+            held.push(format!(
+                "{} namespaces of finished jobs not yet destroyed",
+                self.own_space_requests.len()
+            ));
+        }
+        held
+    }
+
     /// When the node next needs [`Node::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut at = self.membership.poll_timeout().min(self.next_stats_at);

@@ -379,7 +379,7 @@ impl Driver {
                 if handed_over || Instant::now() >= deadline {
                     if !handed_over {
                         warn!(
-                            units_not_handed_back = self.node.jobs().units_to_hand_back(),
+                            still_held = ?self.node.not_handed_over(),
                             waited_s = HAND_OVER_TIMEOUT.as_secs(),
                             "leaving before every unit was handed back and every job record handed over: those units restart from their last checkpoints"
                         );

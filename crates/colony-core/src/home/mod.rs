@@ -1037,13 +1037,20 @@ where
                 // Lost peers that were about to join: forget them. Lost
                 // members stay until a replacement has joined (`maintain`):
                 // they may only be cut off, and removing them first would
-                // shrink the majority the home needs.
+                // shrink the majority the home needs. Peers leaving
+                // gracefully stay until `maintain` releases them: they wait
+                // for that word to leave.
                 let live = &self.live;
+                let draining = &self.draining;
                 let me = &self.me;
                 let members = &h.members;
                 let config = &h.config;
                 h.acked.retain(|p, _| {
-                    p == me || live.contains(p) || members.contains(p) || config.contains(p)
+                    p == me
+                        || live.contains(p)
+                        || draining.contains(p)
+                        || members.contains(p)
+                        || config.contains(p)
                 });
                 self.maintain(now, key);
                 let _ = self.propose(now, key, Vec::new());
@@ -1174,19 +1181,43 @@ where
         })
     }
 
+    /// What keeps [`Homes::released`] false, for the log of a leave that
+    /// ran out of time: each home still held here, with this peer's role,
+    /// the members, the committed members and the peer a hand-over waits
+    /// for.
+    pub fn unreleased(&self) -> Vec<String> {
+        if self.released() {
+            return Vec::new();
+        }
+        self.homes
+            .iter()
+            .map(|(key, h)| {
+                format!(
+                    "{key:?}: {:?} term {} members {:?} committed {:?} handing over to {:?}",
+                    h.role, h.term, h.members, h.config, h.handing_over
+                )
+            })
+            .collect()
+    }
+
     /// Puts the home of `key` in the timer table at its next deadline.
     fn reschedule(&mut self, now: Instant, key: K) {
         let Some(h) = self.homes.get_mut(&key) else {
             return;
         };
-        if let Some(at) = h.deadline.take() {
+        let armed = h.deadline.take();
+        if let Some(at) = armed {
             self.timers.remove(&(at, key));
         }
         let config = &self.config;
         let next = if h.is_primary() {
             let mut at = h.heard_at + config.heartbeat_interval;
             if h.acked.keys().any(|b| !h.members.contains(b)) {
-                at = at.min(now + config.recheck_interval);
+                // A recheck already armed keeps its time: updates streaming
+                // in faster than the interval would otherwise push it away
+                // for as long as they last.
+                let recheck = now + config.recheck_interval;
+                at = at.min(armed.map_or(recheck, |armed| armed.min(recheck)));
             }
             Some(at)
         } else if h.leaving_member(&self.me) {

@@ -487,7 +487,18 @@ where
             return;
         }
         // An update from the future was never sent: a lie or a bug.
-        if term < h.term || seq > h.seq || !h.acked.contains_key(&from) {
+        if term < h.term || seq > h.seq {
+            return;
+        }
+        if !h.acked.contains_key(&from) {
+            // A replica this primary does not count: a snapshot sent before
+            // its release (releases overtake bulk) founded it again. Release
+            // it again, unless it is to join.
+            let (term, seq, size) = (h.term, h.seq, h.size);
+            let counted = h.has_member(&from) || self.home_of(&key, size).contains(&from);
+            if !counted {
+                self.send_replica(from, key, (term, seq), Update::Release);
+            }
             return;
         }
         if let Some(a) = h.acked.get_mut(&from) {

@@ -474,6 +474,95 @@ fn members_leaving_one_after_the_other_never_take_the_majority_with_them() {
     }
 }
 
+/// A backup leaving gracefully is released even when the primary's view
+/// keeps changing meanwhile (other peers' news): dropping it from the
+/// member lists must not make the primary forget the peer it still owes
+/// a release, or the leaving peer waits out its deadline.
+#[test]
+fn a_draining_backup_is_released_while_the_view_keeps_changing() {
+    for seed in 0..20 {
+        let mut net = Net::settled(4, 3, seed);
+        net.start_draining(1);
+        let deadline = net.now + Duration::from_secs(2);
+        while net.now < deadline && !net.nodes[1].homes.released() {
+            net.run(Duration::from_millis(1));
+            let now = net.now;
+            net.node(0).refresh(now);
+            net.drain(0);
+        }
+        assert!(
+            net.nodes[1].homes.released(),
+            "seed {seed}: 1 still holds {:?}",
+            net.nodes[1].homes.unreleased()
+        );
+        assert!(
+            !net.members(0).contains(&1),
+            "seed {seed}: 1 still a member"
+        );
+    }
+}
+
+/// A backup leaving gracefully while the primary commits a steady stream
+/// of updates, faster than it rechecks its members: every update must not
+/// push that recheck away, or the leaving peer is never released.
+#[test]
+fn a_draining_backup_is_released_while_updates_stream_in() {
+    for seed in 0..10 {
+        let mut net = Net::settled(4, 3, seed);
+        net.start_draining(1);
+        let deadline = net.now + Duration::from_secs(2);
+        let mut value = 100;
+        while net.now < deadline && !net.nodes[1].homes.released() {
+            net.propose(0, value).expect("0 stays primary");
+            value += 1;
+            net.run(Duration::from_millis(5));
+        }
+        assert!(
+            net.nodes[1].homes.released(),
+            "seed {seed}: 1 still holds {:?}",
+            net.nodes[1].homes.unreleased()
+        );
+    }
+}
+
+/// A release travels ahead of snapshots (they are bulk): a snapshot sent
+/// before it may arrive after it and found the home again at a peer the
+/// primary no longer counts. That peer's acknowledgement gets it released
+/// again, or a leaving peer would wait out its deadline for nothing.
+#[test]
+fn a_replica_founded_by_a_late_snapshot_is_released_again() {
+    let mut net = Net::settled(4, 3, 5);
+    net.start_draining(1);
+    net.run(Duration::from_secs(1));
+    assert!(net.nodes[1].homes.released(), "1 released");
+    let primary = &net.nodes[0].homes;
+    let h = primary.get(&KEY).expect("0 holds the home");
+    let late = HomeMsg::Replica {
+        key: KEY,
+        term: h.term(),
+        seq: h.seq(),
+        update: Update::Snapshot {
+            size: 3,
+            members: h.members().to_vec(),
+            config: h.config().to_vec(),
+            state: Box::new(h.state().entries.clone()),
+        },
+    };
+    let now = net.now;
+    net.node(1).handle(now, 0, late);
+    net.drain(1);
+    assert!(
+        !net.nodes[1].homes.released(),
+        "the late snapshot founded it"
+    );
+    net.run(Duration::from_secs(1));
+    assert!(
+        net.nodes[1].homes.released(),
+        "1 still holds {:?}",
+        net.nodes[1].homes.unreleased()
+    );
+}
+
 #[test]
 fn a_paused_primary_that_resumes_steps_down_without_committing_alone() {
     let mut net = Net::settled(3, 3, 3);

@@ -525,6 +525,11 @@ impl<P: PeerKey> Objects<P> {
         self.homes.released()
     }
 
+    /// The object homes that keep [`Objects::released`] false.
+    pub fn unreleased(&self) -> Vec<String> {
+        self.homes.unreleased()
+    }
+
     /// One peer's change, for a caller that follows the view change by
     /// change: `alive` or not, leaving gracefully or not. Takes effect at
     /// [`Objects::refresh_members`].
