@@ -49,7 +49,7 @@ pub const FRAME_MAGIC: u8 = 0xC0;
 /// messages (the replicated states they carry included), or
 /// [`PayloadKind`]: peers of different versions refuse each other's frames
 /// instead of misparsing them.
-pub const PROTOCOL_VERSION: u8 = 15;
+pub const PROTOCOL_VERSION: u8 = 16;
 
 /// Length of the frame header (magic and version).
 pub const FRAME_HEADER_BYTES: usize = 2;

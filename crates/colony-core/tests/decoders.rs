@@ -520,11 +520,14 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
         job_view().prop_map(|view| JobMsg::Status { view }),
         job_id().prop_map(|job| JobMsg::Query { job }),
         job_id().prop_map(|job| JobMsg::Unknown { job }),
-        (job_id(), num(), num()).prop_map(|(key, term, seq)| JobMsg::Home(HomeMsg::Ack {
-            key,
-            term,
-            seq
-        })),
+        (job_id(), num(), num(), num()).prop_map(|(key, term, seq, round)| {
+            JobMsg::Home(HomeMsg::Ack {
+                key,
+                term,
+                seq,
+                round,
+            })
+        }),
         (job_id(), num()).prop_map(|(key, term)| JobMsg::Home(HomeMsg::Nack { key, term })),
         (job_id(), num(), num(), num(), proptest::option::of(peer())).prop_map(
             |(key, term, last_term, last_seq, handed_over_by)| {
@@ -579,6 +582,7 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
             ]
         )
             .prop_map(|(key, term, seq, update)| JobMsg::Home(HomeMsg::Replica {
+                round: 0,
                 key,
                 term,
                 seq,
@@ -1583,6 +1587,7 @@ fn a_remote_snapshot_with_a_huge_elapsed_time_does_not_panic() {
         unreachable!()
     };
     let other = JobMsg::Home(HomeMsg::Replica {
+        round: 0,
         key: JobId([9; 16]),
         term,
         seq,

@@ -305,7 +305,7 @@ fn main() -> ExitCode {
     }
     if let Some(example) = overlap_example {
         println!(
-            "known home issue: {} pairs of activations executed over overlapping spans (no leases: a cut-off or paused primary executes what it cannot commit; --strict-activations fails them), e.g. {example}",
+            "{} pairs of activations executed over overlapping spans (a primary executing past its lease; --strict-activations fails them), e.g. {example}",
             objects.overlapping
         );
     }

@@ -144,6 +144,9 @@ pub enum Broken {
     /// own (itself their only member): it elects itself and serves the
     /// object beside the real home, two primaries committing apart.
     ObjectsSoloHomes,
+    /// Object primaries whose lease never ends: a primary cut off or
+    /// paused goes on executing beside its successor.
+    ObjectsNoLease,
 }
 
 impl fmt::Display for Broken {
@@ -156,6 +159,7 @@ impl fmt::Display for Broken {
             Broken::LocalReads => write!(f, "local-reads"),
             Broken::ObjectsNoLog => write!(f, "objects-no-log"),
             Broken::ObjectsSoloHomes => write!(f, "objects-solo-homes"),
+            Broken::ObjectsNoLease => write!(f, "objects-no-lease"),
         }
     }
 }
@@ -172,8 +176,9 @@ impl FromStr for Broken {
             "local-reads" => Ok(Broken::LocalReads),
             "objects-no-log" => Ok(Broken::ObjectsNoLog),
             "objects-solo-homes" => Ok(Broken::ObjectsSoloHomes),
+            "objects-no-lease" => Ok(Broken::ObjectsNoLease),
             other => Err(format!(
-                "unknown breakage {other:?}; use never-heal, home-overkill, drop-parts, no-checkpoints, local-reads, objects-no-log or objects-solo-homes"
+                "unknown breakage {other:?}; use never-heal, home-overkill, drop-parts, no-checkpoints, local-reads, objects-no-log, objects-solo-homes or objects-no-lease"
             )),
         }
     }
@@ -873,6 +878,9 @@ impl World {
         settings.trace_unit = config.trace_unit.filter(|_| config.verbose);
         settings.trace_replicas = config.trace_replicas && config.verbose;
         settings.space.unsafe_local_reads = config.broken == Some(Broken::LocalReads);
+        if config.broken == Some(Broken::ObjectsNoLease) {
+            settings.objects.home.lease = Duration::from_secs(3600);
+        }
         settings.jobs.cores = rng.range(1, 2) as u32;
         let window_start = WARMUP + Duration::from_millis(300);
         let window_end = WARMUP + config.fault_window;

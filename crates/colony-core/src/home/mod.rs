@@ -145,6 +145,12 @@ pub struct HomeConfig {
     /// Most homes held here (primary or backup); snapshots for more are
     /// ignored.
     pub max_homes: usize,
+    /// How long after sending a message a primary may still act alone on
+    /// it once a majority acknowledged it ([`Homes::has_lease`]). Must be
+    /// shorter than twice `heartbeat_interval`, the time a backup refuses
+    /// every vote after hearing from its primary; the difference absorbs
+    /// clock rate drift between peers.
+    pub lease: Duration,
 }
 
 impl Default for HomeConfig {
@@ -156,6 +162,7 @@ impl Default for HomeConfig {
             primary_silence: Duration::from_millis(1500),
             recheck_interval: Duration::from_millis(20),
             max_homes: 1064,
+            lease: Duration::from_millis(375),
         }
     }
 }
@@ -175,6 +182,9 @@ pub enum HomeMsg<K, P, Sn, D> {
         term: u64,
         /// Number of this update within the term.
         seq: u64,
+        /// The primary's lease round when it sent this: echoed in acks, so
+        /// the primary knows since when a backup refuses other candidates.
+        round: u64,
         /// The update.
         update: Update<P, Sn, D>,
     },
@@ -186,6 +196,8 @@ pub enum HomeMsg<K, P, Sn, D> {
         term: u64,
         /// Highest applied.
         seq: u64,
+        /// Highest lease round heard from the primary of `term` (0: none).
+        round: u64,
     },
     /// Backup → primary: my replica is missing or behind (a restart, a
     /// lost update): send me a snapshot, or release me if I am no longer
@@ -490,6 +502,15 @@ pub struct Home<P, S: Replicated> {
     lists_seq: u64,
     /// Promoted a closer peer and waits for it to confirm.
     handing_over: Option<P>,
+    /// Primary: the last lease round sent; backup: the highest heard from
+    /// the primary of this term.
+    round: u64,
+    /// Primary: when each recent round was first sent, oldest first.
+    rounds: VecDeque<(u64, Instant)>,
+    /// Primary: the highest round each backup acknowledged this term.
+    round_acked: BTreeMap<P, u64>,
+    /// Backup: the highest round heard from a primary, with its term.
+    round_heard: (u64, u64),
     /// Primary: the peer that handed it the role in this term, if one
     /// did. Not handed back on that peer's acks: it let go of the role
     /// (it may be leaving, which this peer may not know yet), and handing
@@ -536,6 +557,10 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
             members_dirty: false,
             lists_seq: 0,
             handing_over: None,
+            round: 0,
+            rounds: VecDeque::new(),
+            round_acked: BTreeMap::new(),
+            round_heard: (0, 0),
             handed_by: None,
             promised: term,
             voted_for: None,
@@ -636,6 +661,8 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
     /// Forgets what only a primary keeps.
     fn drop_primary_state(&mut self) {
         self.acked.clear();
+        self.rounds.clear();
+        self.round_acked.clear();
         self.pending.clear();
         self.proposed = None;
         self.members_dirty = false;
@@ -1070,9 +1097,15 @@ where
         let key = msg.key();
         match msg {
             HomeMsg::Replica {
-                term, seq, update, ..
-            } => self.on_replica(now, from, key, term, seq, update),
-            HomeMsg::Ack { term, seq, .. } => self.on_ack(now, from, key, term, seq),
+                term,
+                seq,
+                round,
+                update,
+                ..
+            } => self.on_replica(now, from, key, (term, seq, round), update),
+            HomeMsg::Ack {
+                term, seq, round, ..
+            } => self.on_ack(now, from, key, term, (seq, round)),
             HomeMsg::Nack { term, .. } => self.on_nack(now, from, key, term),
             HomeMsg::Vote {
                 term,
@@ -1125,7 +1158,7 @@ where
                 let (term, seq) = (h.term, h.seq);
                 let backups: Vec<P> = h.acked.keys().cloned().collect();
                 for to in backups {
-                    self.send_replica(to, key, (term, seq), Update::Heartbeat);
+                    self.send_replica(now, to, key, (term, seq), Update::Heartbeat);
                 }
             }
         }

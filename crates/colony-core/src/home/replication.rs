@@ -3,13 +3,18 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{
     majority_seq, valid_members, Home, HomeMsg, HomeOutput, Homes, NotPrimary, Pending, Replicated,
     Role, Update,
 };
 use crate::PeerKey;
+
+/// Messages a primary sends within this of a lease round's start carry
+/// that round: a busy home starts a few hundred rounds a lease, not one a
+/// message.
+pub(super) const ROUND_GRANULARITY: Duration = Duration::from_millis(5);
 
 impl<K, P, S> Homes<K, P, S>
 where
@@ -84,7 +89,7 @@ where
                 config: config.clone(),
                 delta: delta.clone(),
             };
-            self.send_replica(to, key, (term, seq), update);
+            self.send_replica(now, to, key, (term, seq), update);
         }
     }
 
@@ -217,7 +222,7 @@ where
         let (members, config) = (h.members.clone(), h.config.clone());
         let size_u8 = u8::try_from(h.size).unwrap_or(u8::MAX);
         for to in &gone {
-            self.send_replica(to.clone(), key, (term, seq), Update::Release);
+            self.send_replica(now, to.clone(), key, (term, seq), Update::Release);
         }
         if let Some(snapshot) = snapshot {
             for to in &fresh {
@@ -227,7 +232,7 @@ where
                     config: config.clone(),
                     state: Box::new(snapshot.clone()),
                 };
-                self.send_replica(to.clone(), key, (term, seq), update);
+                self.send_replica(now, to.clone(), key, (term, seq), update);
             }
         }
         for peer in &gone {
@@ -259,7 +264,7 @@ where
             .filter(|b| **b != me && h.members.contains(b) && up_to_date(b) && h.settled())
             .cloned();
         if let Some(best) = closer {
-            self.promote(key, best);
+            self.promote(now, key, best);
             return;
         }
         if members_changed {
@@ -276,8 +281,7 @@ where
         now: Instant,
         from: P,
         key: K,
-        term: u64,
-        seq: u64,
+        (term, seq, round): (u64, u64, u64),
         update: Update<P, S::Snapshot, S::Delta>,
     ) {
         // Member lists that cannot be a home's are ignored whole.
@@ -304,6 +308,7 @@ where
                     key,
                     term: left,
                     seq: 0,
+                    round: 0,
                 };
                 self.send(from, ack, false);
                 return;
@@ -327,6 +332,7 @@ where
                     let mut home =
                         Home::new(state, usize::from(size), members, config, role, term, now);
                     home.seq = seq;
+                    home.round_heard = (term, round);
                     self.homes.insert(key, home);
                     // The home exists: a creation here is over, and the
                     // replica refuses other creators from now on.
@@ -350,6 +356,7 @@ where
                 key,
                 term: my_term,
                 seq: 0,
+                round: 0,
             };
             self.send(from, ack, false);
             return;
@@ -362,6 +369,17 @@ where
         h.candidacy = None;
         h.campaign_at = None;
         h.heard_at = now;
+        // Echoed in acks: this member now refuses other candidates for a
+        // while (`primary_present`), which the primary's lease counts on.
+        let (heard_term, heard) = h.round_heard;
+        h.round_heard = (
+            term,
+            if heard_term == term {
+                heard.max(round)
+            } else {
+                round
+            },
+        );
         let backup = Role::Backup {
             primary: Some(from.clone()),
         };
@@ -422,7 +440,12 @@ where
             }
             Update::Promote => {
                 // Confirms the hand-over; the role itself takes a majority.
-                let ack = HomeMsg::Ack { key, term, seq: 0 };
+                let ack = HomeMsg::Ack {
+                    key,
+                    term,
+                    seq: 0,
+                    round: 0,
+                };
                 self.send(from.clone(), ack, false);
                 self.campaign_handed_over(now, key, term, from);
             }
@@ -459,7 +482,21 @@ where
             h.seq
         };
         let term = h.term;
-        self.send(to, HomeMsg::Ack { key, term, seq }, false);
+        let round = if h.round_heard.0 == term {
+            h.round_heard.1
+        } else {
+            0
+        };
+        self.send(
+            to,
+            HomeMsg::Ack {
+                key,
+                term,
+                seq,
+                round,
+            },
+            false,
+        );
     }
 
     fn stepped_down(&mut self, key: K, was_primary: bool) {
@@ -468,7 +505,14 @@ where
         }
     }
 
-    pub(super) fn on_ack(&mut self, now: Instant, from: P, key: K, term: u64, seq: u64) {
+    pub(super) fn on_ack(
+        &mut self,
+        now: Instant,
+        from: P,
+        key: K,
+        term: u64,
+        (seq, round): (u64, u64),
+    ) {
         let Some(h) = self.homes.get_mut(&key) else {
             return;
         };
@@ -497,12 +541,17 @@ where
             let (term, seq, size) = (h.term, h.seq, h.size);
             let counted = h.has_member(&from) || self.home_of(&key, size).contains(&from);
             if !counted {
-                self.send_replica(from, key, (term, seq), Update::Release);
+                self.send_replica(now, from, key, (term, seq), Update::Release);
             }
             return;
         }
         if let Some(a) = h.acked.get_mut(&from) {
             *a = (*a).max(seq);
+        }
+        // A round never sent is a lie or a bug.
+        if round <= h.round {
+            let acked = h.round_acked.entry(from.clone()).or_default();
+            *acked = (*acked).max(round);
         }
         let (absent, size) = (!h.members.contains(&from), h.size);
         let handed_by_it = h.handed_by.as_ref() == Some(&from);
@@ -549,12 +598,12 @@ where
                 config: h.config.clone(),
                 state: Box::new(h.state.snapshot(now)),
             };
-            self.send_replica(from.clone(), key, (term, seq), update);
+            self.send_replica(now, from.clone(), key, (term, seq), update);
             if let Some(h) = self.homes.get_mut(&key) {
                 h.acked.insert(from, 0);
             }
         } else {
-            self.send_replica(from.clone(), key, (term, seq), Update::Release);
+            self.send_replica(now, from.clone(), key, (term, seq), Update::Release);
             if let Some(h) = self.homes.get_mut(&key) {
                 if h.acked.remove(&from).is_some() || h.members.contains(&from) {
                     h.members.retain(|m| *m != from);
@@ -593,7 +642,7 @@ where
 
     /// Hands the primary role of `key` to `to`, a member holding a replica,
     /// under the next term; this peer follows it as a backup.
-    pub(super) fn promote(&mut self, key: K, to: P) {
+    pub(super) fn promote(&mut self, now: Instant, key: K, to: P) {
         let Some(h) = self.homes.get_mut(&key) else {
             return;
         };
@@ -610,25 +659,93 @@ where
         h.handing_over = Some(to.clone());
         h.drop_primary_state();
         self.stepped_down(key, was_primary);
-        self.send_replica(to, key, (term, 0), Update::Promote);
+        self.send_replica(now, to, key, (term, 0), Update::Promote);
     }
 
     /// Sends a replica update; states (snapshots, deltas) travel as bulk.
     pub(super) fn send_replica(
         &mut self,
+        now: Instant,
         to: P,
         key: K,
         (term, seq): (u64, u64),
         update: Update<P, S::Snapshot, S::Delta>,
     ) {
         let bulk = matches!(update, Update::Snapshot { .. } | Update::Delta { .. });
+        let round = self.lease_round(now, key);
         let msg = HomeMsg::Replica {
             key,
             term,
             seq,
+            round,
             update,
         };
         self.send(to, msg, bulk);
+    }
+
+    /// The lease round a primary's message sent now carries: a new one
+    /// unless the last began within [`ROUND_GRANULARITY`] (reusing it
+    /// dates the lease a little earlier than it could be, never later).
+    /// Rounds older than a lease are forgotten. 0 from a backup.
+    fn lease_round(&mut self, now: Instant, key: K) -> u64 {
+        let lease = self.config.lease;
+        let Some(h) = self.homes.get_mut(&key) else {
+            return 0;
+        };
+        if !h.is_primary() {
+            return 0;
+        }
+        let recent = h
+            .rounds
+            .back()
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < ROUND_GRANULARITY);
+        if !recent {
+            h.round += 1;
+            h.rounds.push_back((h.round, now));
+        }
+        while h
+            .rounds
+            .front()
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) > lease)
+            && h.rounds.len() > 1
+        {
+            h.rounds.pop_front();
+        }
+        h.round
+    }
+
+    /// Whether the primary of `key` may act alone now: a majority of both
+    /// member lists acknowledged a message it sent less than a lease ago,
+    /// so none of them votes for another candidate before the lease ends
+    /// (they refuse votes for twice the heartbeat interval after hearing
+    /// from it). A home of one always holds it.
+    pub fn has_lease(&self, now: Instant, key: &K) -> bool {
+        let Some(h) = self.homes.get(key) else {
+            return false;
+        };
+        if !h.is_primary() {
+            return false;
+        }
+        let round_of = |m: &P| {
+            if *m == self.me {
+                h.round
+            } else {
+                h.round_acked.get(m).copied().unwrap_or(0)
+            }
+        };
+        let lists = [&h.config, &h.members];
+        let Some(round) = lists.iter().map(|l| majority_seq(l, round_of)).min() else {
+            return false;
+        };
+        if lists.iter().all(|l| l.iter().all(|m| *m == self.me)) {
+            return true;
+        }
+        let Ok(i) = h.rounds.binary_search_by_key(&round, |(r, _)| *r) else {
+            return false;
+        };
+        h.rounds
+            .get(i)
+            .is_some_and(|(_, sent)| now.saturating_duration_since(*sent) < self.config.lease)
     }
 
     pub(super) fn send(&mut self, to: P, msg: HomeMsg<K, P, S::Snapshot, S::Delta>, bulk: bool) {

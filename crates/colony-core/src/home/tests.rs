@@ -525,6 +525,42 @@ fn a_draining_backup_is_released_while_updates_stream_in() {
     }
 }
 
+/// A primary holds a lease while a majority acknowledges it; cut off, it
+/// loses the lease before the other side can elect a successor, so the
+/// two never both act alone (the heartbeats of an idle home renew it).
+#[test]
+fn a_cut_off_primary_loses_its_lease_before_a_successor_is_elected() {
+    for seed in 0..10 {
+        let mut net = Net::settled(3, 3, seed);
+        net.run(Duration::from_secs(2));
+        assert!(
+            net.nodes[0].homes.has_lease(net.now, &KEY),
+            "seed {seed}: idle home leased"
+        );
+        net.partition(&[0], &[1, 2]);
+        let cut_at = net.now;
+        let (mut lease_lost, mut successor) = (None, None);
+        while net.now < cut_at + Duration::from_secs(5) && successor.is_none() {
+            net.run(Duration::from_millis(1));
+            if lease_lost.is_none() && !net.nodes[0].homes.has_lease(net.now, &KEY) {
+                lease_lost = Some(net.now);
+            }
+            if net.primaries().iter().any(|p| *p != 0) {
+                successor = Some(net.now);
+            }
+        }
+        let (Some(lost), Some(elected)) = (lease_lost, successor) else {
+            panic!("seed {seed}: lease lost at {lease_lost:?}, successor at {successor:?}");
+        };
+        assert!(lost < elected, "seed {seed}: lease held past the election");
+        assert!(
+            lost.duration_since(cut_at) <= HomeConfig::default().lease,
+            "seed {seed}: lease held {:?} after the cut",
+            lost.duration_since(cut_at)
+        );
+    }
+}
+
 /// A release travels ahead of snapshots (they are bulk): a snapshot sent
 /// before it may arrive after it and found the home again at a peer the
 /// primary no longer counts. That peer's acknowledgement gets it released
@@ -538,6 +574,7 @@ fn a_replica_founded_by_a_late_snapshot_is_released_again() {
     let primary = &net.nodes[0].homes;
     let h = primary.get(&KEY).expect("0 holds the home");
     let late = HomeMsg::Replica {
+        round: 0,
         key: KEY,
         term: h.term(),
         seq: h.seq(),
@@ -660,6 +697,7 @@ fn absurd_messages_are_ignored() {
         (
             1,
             HomeMsg::Ack {
+                round: 0,
                 key: KEY,
                 term: 1,
                 seq: u64::MAX,
@@ -668,6 +706,7 @@ fn absurd_messages_are_ignored() {
         (
             2,
             HomeMsg::Ack {
+                round: 0,
                 key: KEY,
                 term: 1,
                 seq: 1_000_000,
@@ -677,6 +716,7 @@ fn absurd_messages_are_ignored() {
         (
             1,
             HomeMsg::Replica {
+                round: 0,
                 key: KEY,
                 term: u64::MAX,
                 seq: 0,
@@ -691,6 +731,7 @@ fn absurd_messages_are_ignored() {
         (
             2,
             HomeMsg::Replica {
+                round: 0,
                 key: KEY,
                 term: u64::MAX,
                 seq: u64::MAX,
@@ -724,6 +765,7 @@ fn absurd_messages_are_ignored() {
         (
             1,
             HomeMsg::Ack {
+                round: 0,
                 key: 99,
                 term: u64::MAX,
                 seq: u64::MAX,
@@ -740,6 +782,7 @@ fn absurd_messages_are_ignored() {
     assert!(net.nodes[0].homes.get(&99).is_none());
     // A delta from the future on a backup: a nack, no change.
     let delta: Msg = HomeMsg::Replica {
+        round: 0,
         key: KEY,
         term: 1,
         seq: u64::MAX,

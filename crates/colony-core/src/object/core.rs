@@ -153,6 +153,26 @@ pub enum ObjectMsg<P> {
     },
 }
 
+impl<P> ObjectMsg<P> {
+    /// The call a message is about, if it is about one.
+    fn call_id(&self) -> Option<CallId> {
+        match self {
+            ObjectMsg::Create { id, .. }
+            | ObjectMsg::Call { id, .. }
+            | ObjectMsg::Delete { id, .. }
+            | ObjectMsg::Reply { id, .. }
+            | ObjectMsg::NotHere { id, .. }
+            | ObjectMsg::Lookup { id, .. }
+            | ObjectMsg::Rollback { id, .. } => Some(*id),
+            ObjectMsg::Home(_) => None,
+        }
+    }
+}
+
+/// Requests held for objects whose primary here awaits its lease, at most
+/// (beyond it they are refused and their callers send again).
+pub const MAX_HELD: usize = 4_096;
+
 /// What a lookup finds: enough to call the object without knowing its
 /// type beforehand.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,6 +383,13 @@ pub struct Objects<P: PeerKey> {
     resends: BTreeSet<(Instant, CallId)>,
     /// Primary: where to send the reply of a call it serves.
     routes: BTreeMap<CallId, P>,
+    /// Primary without a lease yet ([`Homes::has_lease`]): the requests
+    /// for each object, in arrival order, with when they came; served once
+    /// it holds one, sent elsewhere if it stops being primary, refused
+    /// after `resend_interval` (the caller sends again by then).
+    held: BTreeMap<Guid, VecDeque<(Instant, P, ObjectMsg<P>)>>,
+    /// Messages in `held`, at most [`MAX_HELD`].
+    held_count: usize,
     /// Objects whose home is being founded here (at most the homes'
     /// `max_homes`).
     creating: BTreeMap<Guid, Creating<P>>,
@@ -439,6 +466,8 @@ impl<P: PeerKey> Objects<P> {
             pending: BTreeMap::new(),
             resends: BTreeSet::new(),
             routes: BTreeMap::new(),
+            held: BTreeMap::new(),
+            held_count: 0,
             creating: BTreeMap::new(),
             on_disk: BTreeMap::new(),
             known: BTreeMap::new(),
@@ -757,9 +786,107 @@ impl<P: PeerKey> Objects<P> {
     pub fn handle(&mut self, now: Instant, from: P, msg: ObjectMsg<P>) {
         self.on_message(now, from, msg);
         self.drain_homes(now);
+        self.serve_held(now);
+    }
+
+    /// Holds `msg` if it asks an object this peer is primary of to run,
+    /// change or tell something while this peer holds no lease on it: a
+    /// primary cut off or paused past its lease may already have a
+    /// successor, and two activations must never both execute (the lease
+    /// comes back with the next acknowledged update or heartbeat).
+    /// Returns the message when it may be served now.
+    fn hold_without_lease(
+        &mut self,
+        now: Instant,
+        from: P,
+        msg: ObjectMsg<P>,
+    ) -> Option<(P, ObjectMsg<P>)> {
+        let guid = match &msg {
+            ObjectMsg::Call { to, .. } | ObjectMsg::Rollback { to, .. } => to.guid,
+            ObjectMsg::Delete { uri, .. } | ObjectMsg::Lookup { uri, .. } => uri.guid,
+            // A reply runs the calling object's handler.
+            ObjectMsg::Reply { id, .. } => match self.pending.get(id).map(|p| &p.origin) {
+                Some(Origin::Object(guid)) => *guid,
+                _ => return Some((from, msg)),
+            },
+            _ => return Some((from, msg)),
+        };
+        let serving =
+            self.homes.get(&guid).is_some_and(|h| h.is_primary()) && self.live.contains_key(&guid);
+        if !serving {
+            return Some((from, msg));
+        }
+        if self.homes.has_lease(now, &guid) && !self.held.contains_key(&guid) {
+            return Some((from, msg));
+        }
+        if self.held_count >= MAX_HELD {
+            // The caller sends again.
+            if matches!(msg, ObjectMsg::Reply { .. }) {
+                return None;
+            }
+            let id = msg.call_id()?;
+            self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary: None });
+            return None;
+        }
+        self.held_count += 1;
+        self.held
+            .entry(guid)
+            .or_default()
+            .push_back((now, from, msg));
+        None
+    }
+
+    /// Serves the held requests of objects whose lease came, sends those
+    /// of objects this peer no longer serves to their primary, and refuses
+    /// those held too long.
+    fn serve_held(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            return;
+        }
+        let guids: Vec<Guid> = self.held.keys().copied().collect();
+        for guid in guids {
+            let serving = self.homes.get(&guid).is_some_and(|h| h.is_primary())
+                && self.live.contains_key(&guid);
+            let leased = serving && self.homes.has_lease(now, &guid);
+            let Some(queue) = self.held.remove(&guid) else {
+                continue;
+            };
+            let mut kept = VecDeque::new();
+            for (at, from, msg) in queue {
+                self.held_count = self.held_count.saturating_sub(1);
+                if leased {
+                    self.dispatch(now, from, msg);
+                } else if serving && now.saturating_duration_since(at) < self.config.resend_interval
+                {
+                    kept.push_back((at, from, msg));
+                } else if matches!(msg, ObjectMsg::Reply { .. }) {
+                    // Its call is sent again, by this peer or the next
+                    // primary, and answered again from the callee's cache.
+                } else if let Some(id) = msg.call_id() {
+                    let primary = self
+                        .homes
+                        .get(&guid)
+                        .and_then(|h| h.primary())
+                        .filter(|p| **p != self.me)
+                        .cloned();
+                    self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary });
+                }
+            }
+            if !kept.is_empty() {
+                self.held_count += kept.len();
+                self.held.insert(guid, kept);
+            }
+        }
+        self.drain_homes(now);
     }
 
     fn on_message(&mut self, now: Instant, from: P, msg: ObjectMsg<P>) {
+        if let Some((from, msg)) = self.hold_without_lease(now, from, msg) {
+            self.dispatch(now, from, msg);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, from: P, msg: ObjectMsg<P>) {
         match msg {
             ObjectMsg::Create {
                 id,
@@ -1596,6 +1723,7 @@ impl<P: PeerKey> Objects<P> {
     /// Calls whose resend or deadline is due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.homes.handle_timeout(now);
+        self.serve_held(now);
         while let Some(&(at, id)) = self.resends.first() {
             if at > now {
                 break;
@@ -1645,7 +1773,14 @@ impl<P: PeerKey> Objects<P> {
 
     /// When [`Objects::handle_timeout`] is next needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let held_expires = self
+            .held
+            .values()
+            .filter_map(|q| q.front())
+            .map(|(at, _, _)| *at + self.config.resend_interval)
+            .min();
         [
+            held_expires,
             self.homes.poll_timeout(),
             self.resends.first().map(|(at, _)| *at),
             self.checkpoints.first().map(|(at, _)| *at),

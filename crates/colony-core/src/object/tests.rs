@@ -1711,6 +1711,7 @@ mod cores {
                 primary: Some(99),
             },
             ObjectMsg::Home(HomeMsg::Replica {
+                round: 0,
                 key: honest.guid,
                 term: 0,
                 seq: u64::MAX,
@@ -1721,6 +1722,7 @@ mod cores {
                 },
             }),
             ObjectMsg::Home(HomeMsg::Replica {
+                round: 0,
                 key: stranger.guid,
                 term: 3,
                 seq: 1,
@@ -1732,6 +1734,7 @@ mod cores {
                 },
             }),
             ObjectMsg::Home(HomeMsg::Ack {
+                round: 0,
                 key: honest.guid,
                 term: 0,
                 seq: u64::MAX,
