@@ -1386,7 +1386,9 @@ impl<P: PeerKey> Node<P> {
             let draining = record.is_some_and(|r| r.draining);
             self.space
                 .update_member(peer.clone(), alive, offers_space, draining);
-            self.objects.update_member(peer.clone(), alive, draining);
+            let suspected = record.is_some_and(|r| r.state == MemberState::Suspect);
+            self.objects
+                .update_member(peer.clone(), alive, draining, suspected);
             let load = match state {
                 Some((MemberState::Alive, load)) => Some(load),
                 _ => None,

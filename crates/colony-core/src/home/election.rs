@@ -54,7 +54,11 @@ where
                 .push_back(HomeOutput::NotFounded { key, primary: None });
             return;
         }
-        let voters = self.home_of(&key, usize::from(size));
+        // Suspected peers are asked too: a peer back from a pause suspects
+        // those it has not heard from yet, and a would-be home of only the
+        // peers it still sees may miss every member of a home founded
+        // meanwhile, and found a second one beside it.
+        let voters = self.closest(&key, usize::from(size), true);
         let until = now + self.config.election_timeout;
         let others: Vec<P> = voters.iter().filter(|v| **v != self.me).cloned().collect();
         self.founding.insert(

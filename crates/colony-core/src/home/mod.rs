@@ -756,6 +756,8 @@ pub struct Homes<K, P: PeerKey, S: Replicated> {
     /// Peers leaving gracefully (not in `live`, still answering): their
     /// homes go on without them, with no replacement if none is left.
     draining: BTreeSet<P>,
+    /// Peers suspected, not yet declared dead ([`Homes::set_suspected`]).
+    suspected: BTreeSet<P>,
     /// This peer is leaving gracefully ([`Homes::hand_over_all`]): it is
     /// no longer among the closest peers of any key while another live
     /// peer can take its place, so even a home it is the only member of
@@ -797,6 +799,7 @@ where
             rng: SmallRng::seed_from_u64(seed),
             live: BTreeSet::new(),
             draining: BTreeSet::new(),
+            suspected: BTreeSet::new(),
             leaving: false,
             homes: BTreeMap::new(),
             left: BTreeMap::new(),
@@ -983,13 +986,22 @@ where
     /// Ties keep the order this peer first, then the others in order. A
     /// peer leaving gracefully counts itself out while others are live.
     pub fn home_of(&self, key: &K, size: usize) -> Vec<P> {
+        self.closest(key, size, false)
+    }
+
+    /// The `size` peers closest to `key` among this one (unless leaving),
+    /// the live ones and, with `suspected`, those suspected but not yet
+    /// declared dead.
+    fn closest(&self, key: &K, size: usize, suspected: bool) -> Vec<P> {
         let size = size.max(1);
         let me = (!self.leaving || self.live.is_empty()).then_some(&self.me);
+        let suspected = self.suspected.iter().filter(|_| suspected);
         // Each distance is computed once, and only the `size` closest are
         // sorted: this runs on every membership change of every home.
         let mut candidates: Vec<(u128, usize, &P)> = me
             .into_iter()
             .chain(&self.live)
+            .chain(suspected)
             .enumerate()
             .map(|(i, p)| ((self.closeness)(key, p), i, p))
             .collect();
@@ -1033,6 +1045,17 @@ where
             self.live.insert(peer);
         } else {
             self.live.remove(&peer);
+        }
+    }
+
+    /// Whether `peer` is suspected (not live, not yet declared dead): a
+    /// home being founded still asks it ([`Homes::found`]), since it may
+    /// hold the home already. Takes effect at the next founding.
+    pub fn set_suspected(&mut self, peer: P, suspected: bool) {
+        if suspected && peer != self.me {
+            self.suspected.insert(peer);
+        } else {
+            self.suspected.remove(&peer);
         }
     }
 

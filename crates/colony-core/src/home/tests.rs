@@ -1287,6 +1287,38 @@ fn an_empty_home_of_the_same_term_never_replaces_a_populated_one() {
     }
 }
 
+/// A peer back from a pause suspects the peers it has not heard from yet.
+/// A late creation it then handles must still ask them: a would-be home of
+/// only the peers it sees (here none of the existing home's members)
+/// would promise it a second home of the key beside the first.
+#[test]
+fn a_creator_that_suspects_the_home_members_still_asks_them() {
+    let mut net = Net::new(5, 31);
+    // Peer 0 is paused: the others found the home without it.
+    net.view(&[&[1, 2, 3, 4]]);
+    net.nodes[0].paused = true;
+    net.create(1, 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.members(1), vec![1, 2, 3]);
+    // Back, it sees only peer 4 yet and suspects the rest.
+    net.nodes[0].paused = false;
+    let now = net.now;
+    let homes = net.node(0);
+    homes.set_members(now, [4]);
+    for p in [1, 2, 3] {
+        homes.set_suspected(p, true);
+    }
+    homes.found(now, KEY, 3);
+    net.drain(0);
+    net.run(Duration::from_secs(2));
+    assert!(
+        net.founded.iter().all(|(p, f)| *p != 0 || f.is_err()),
+        "{:?}",
+        net.founded
+    );
+    assert_eq!(net.primaries(), vec![1]);
+}
+
 /// Creation as an election for term 1: the members of an existing home
 /// refuse a late creator and name their primary; a fresh key is promised
 /// by a majority of its would-be home; of two creators at once, the one

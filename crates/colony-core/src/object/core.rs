@@ -560,9 +560,11 @@ impl<P: PeerKey> Objects<P> {
     }
 
     /// One peer's change, for a caller that follows the view change by
-    /// change: `alive` or not, leaving gracefully or not. Takes effect at
+    /// change: `alive` or not, leaving gracefully or not, suspected (not
+    /// alive, not yet dead) or not. Takes effect at
     /// [`Objects::refresh_members`].
-    pub fn update_member(&mut self, peer: P, alive: bool, draining: bool) {
+    pub fn update_member(&mut self, peer: P, alive: bool, draining: bool, suspected: bool) {
+        self.homes.set_suspected(peer.clone(), !alive && suspected);
         self.homes.set_draining(peer.clone(), alive && draining);
         self.homes.update_member(peer, alive && !draining);
     }

@@ -936,7 +936,7 @@ mod cores {
             for p in &up {
                 if let Some(core) = self.peers[*p as usize].as_mut() {
                     for q in (0..all).filter(|q| q != p) {
-                        core.update_member(q, up.contains(&q), false);
+                        core.update_member(q, up.contains(&q), false, false);
                     }
                     core.refresh_members(now);
                 }
@@ -1498,7 +1498,7 @@ mod cores {
             let counter = net.create(0, "counter", encode(&5u64), PML);
             let now = net.now;
             if let Some(core) = net.peers[0].as_mut() {
-                core.update_member(1, true, false);
+                core.update_member(1, true, false, false);
                 core.refresh_members(now);
             }
             net.drain(0);
@@ -1594,7 +1594,7 @@ mod cores {
             self.drain(p);
             for q in self.up().into_iter().filter(|q| *q != p) {
                 if let Some(core) = self.peers[q as usize].as_mut() {
-                    core.update_member(p, true, true);
+                    core.update_member(p, true, true, false);
                     core.refresh_members(now);
                 }
                 self.drain(q);
