@@ -22,15 +22,19 @@ where
     /// (its `size` closest live peers, this one included) to promise term
     /// 1 to this peer. A member of an existing home refuses and names its
     /// primary; a peer that promised another creator a moment ago refuses
-    /// and names it. With a majority of promises [`HomeOutput::Founded`]
-    /// follows (then [`Homes::create`]), else [`HomeOutput::NotFounded`],
-    /// at the latest after `election_timeout`. Asked again while it runs,
-    /// it asks those that have not answered again.
+    /// and names it. Suspected peers that would be in the home are asked
+    /// too; their refusal stops the creation, their promise does not
+    /// count. Once every peer asked has answered with a majority of the
+    /// would-be home's promises (or at `election_timeout`, without those
+    /// still silent) [`HomeOutput::Founded`] follows (then
+    /// [`Homes::create`]), else [`HomeOutput::NotFounded`]. Asked again
+    /// while it runs, it asks those that have not answered again.
     pub fn found(&mut self, now: Instant, key: K, size: u8) {
         if let Some(f) = self.founding.get(&key) {
             let missing: Vec<P> = f
                 .voters
                 .iter()
+                .chain(&f.suspects)
                 .filter(|v| !f.granted.contains(*v) && !f.refused.contains(*v))
                 .cloned()
                 .collect();
@@ -58,13 +62,24 @@ where
         // those it has not heard from yet, and a would-be home of only the
         // peers it still sees may miss every member of a home founded
         // meanwhile, and found a second one beside it.
-        let voters = self.closest(&key, usize::from(size), true);
+        let voters = self.home_of(&key, usize::from(size));
+        let suspects: Vec<P> = self
+            .closest(&key, usize::from(size), true)
+            .into_iter()
+            .filter(|p| !voters.contains(p))
+            .collect();
         let until = now + self.config.election_timeout;
-        let others: Vec<P> = voters.iter().filter(|v| **v != self.me).cloned().collect();
+        let others: Vec<P> = voters
+            .iter()
+            .chain(&suspects)
+            .filter(|v| **v != self.me)
+            .cloned()
+            .collect();
         self.founding.insert(
             key,
             Founding {
                 voters,
+                suspects,
                 granted: BTreeSet::from([self.me.clone()]),
                 refused: BTreeSet::new(),
                 hint: None,
@@ -73,7 +88,7 @@ where
         );
         self.timers.insert((until, key));
         self.ask_for_votes(key, 1, (0, 0), others, None);
-        self.count_promises(key);
+        self.count_promises(key, false);
     }
 
     /// The creator this peer promised term 1 of `key` to, if the promise
@@ -85,13 +100,18 @@ where
             .map(|(creator, _)| creator)
     }
 
-    /// Ends the creation of `key` here with a majority of promises, or
-    /// without once a majority is out of reach.
-    fn count_promises(&mut self, key: K) {
+    /// Ends the creation of `key` here with a majority of promises once
+    /// every peer asked has answered (or, `at_deadline`, without those still
+    /// silent), or without once a majority is out of reach. Waiting for
+    /// all keeps a late refusal from a member of an existing home from
+    /// being overtaken by a majority of peers that know nothing of it.
+    pub(super) fn count_promises(&mut self, key: K, at_deadline: bool) {
         let Some(f) = self.founding.get(&key) else {
             return;
         };
-        if majority(&f.voters, |v| f.granted.contains(v)) {
+        let answered = |v: &P| f.granted.contains(v) || f.refused.contains(v);
+        let all_answered = f.voters.iter().chain(&f.suspects).all(answered);
+        if majority(&f.voters, |v| f.granted.contains(v)) && (all_answered || at_deadline) {
             if let Some(f) = self.founding.remove(&key) {
                 self.timers.remove(&(f.until, key));
             }
@@ -163,12 +183,13 @@ where
         let Some(f) = self.founding.get_mut(&key) else {
             return;
         };
-        if !f.voters.contains(&from) {
+        let suspect = f.suspects.contains(&from);
+        if !f.voters.contains(&from) && !suspect {
             return;
         }
         if granted {
             f.granted.insert(from);
-        } else if log_term > 0 {
+        } else if log_term > 0 || suspect {
             self.not_founded(key, primary);
             return;
         } else {
@@ -177,7 +198,7 @@ where
                 f.hint = primary;
             }
         }
-        self.count_promises(key);
+        self.count_promises(key, false);
     }
 
     /// A backup whose primary is gone campaigns to replace it, the members

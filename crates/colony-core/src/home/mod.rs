@@ -458,6 +458,10 @@ struct Candidacy<P> {
 struct Founding<P> {
     /// The would-be home, this peer included.
     voters: Vec<P>,
+    /// Suspected peers that would be in it: their promises do not count,
+    /// but one that holds the home, or promised it to another, stops the
+    /// creation (it is waited for until the deadline).
+    suspects: Vec<P>,
     /// Those that promised term 1 to this peer (this peer included).
     granted: BTreeSet<P>,
     /// Those that promised it to another creator.
@@ -1150,6 +1154,9 @@ where
             }
             self.timers.remove(&(at, key));
             if self.founding.get(&key).is_some_and(|f| f.until == at) {
+                // Those still silent are taken as gone: a majority of
+                // promises from the would-be home founds it.
+                self.count_promises(key, true);
                 self.not_founded(key, None);
                 continue;
             }
