@@ -1365,6 +1365,7 @@ impl<P: PeerKey> Objects<P> {
                 HomeOutput::BecamePrimary { key, .. } => self.recover(now, key),
                 HomeOutput::SteppedDown { key } | HomeOutput::Dropped { key } => {
                     self.live.remove(&key);
+                    self.drop_calls_of(key);
                     self.forget_known(key);
                     self.checkpointed.remove(&key);
                     if let Some(at) = self.checkpoint_at.remove(&key) {
@@ -1493,10 +1494,33 @@ impl<P: PeerKey> Objects<P> {
     /// replies to are sent again (their callees answer repeats from their
     /// caches).
     fn go_live(&mut self, now: Instant, guid: Guid, live: Activation) {
+        self.drop_calls_of(guid);
         let awaiting: Vec<Outgoing> = live.awaiting_calls().cloned().collect();
         self.live.insert(guid, live);
         for out in awaiting {
             self.send_outgoing(now, guid, out);
+        }
+    }
+
+    /// Drops the calls object `guid` made from an earlier activation here:
+    /// the one going live sends those it awaits itself, and a call of a
+    /// state a rollback discarded, or of a primary that lost the role,
+    /// must not reach its callee now (a pause or partition can outlast
+    /// its resend, and the object be back here by then).
+    fn drop_calls_of(&mut self, guid: Guid) {
+        let calls: Vec<CallId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.origin == Origin::Object(guid))
+            // A creation is not awaited by the object, so no activation
+            // would make it again; a repeat of it finds the object made.
+            .filter(|(_, p)| !matches!(p.msg, ObjectMsg::Create { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in calls {
+            if let Some(p) = self.pending.remove(&id) {
+                self.resends.remove(&(p.next_send.min(p.deadline), id));
+            }
         }
     }
 
@@ -1588,17 +1612,6 @@ impl<P: PeerKey> Objects<P> {
             self.stats.rolled_back += 1;
             h.discard_effects();
             self.checkpointed.insert(guid, now);
-            let stale: Vec<CallId> = self
-                .pending
-                .iter()
-                .filter(|(_, p)| p.origin == Origin::Object(guid))
-                .map(|(id, _)| *id)
-                .collect();
-            for id in stale {
-                if let Some(p) = self.pending.remove(&id) {
-                    self.resends.remove(&(p.next_send.min(p.deadline), id));
-                }
-            }
             self.forget_known(guid);
             match Activation::restore(&self.types, uri, checkpoint) {
                 Ok(live) => self.go_live(now, guid, live),
