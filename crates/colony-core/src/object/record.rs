@@ -712,6 +712,6 @@ impl Replicated for ObjectRecord {
     }
 
     fn durable(&self) -> bool {
-        self.protocol.logs()
+        self.protocol.logs() || self.protocol.cic()
     }
 }
