@@ -813,9 +813,7 @@ impl<P: PeerKey> Objects<P> {
             },
             _ => return Some((from, msg)),
         };
-        let serving =
-            self.homes.get(&guid).is_some_and(|h| h.is_primary()) && self.live.contains_key(&guid);
-        if !serving {
+        if !self.serves(&guid) {
             return Some((from, msg));
         }
         if self.homes.has_lease(now, &guid) && !self.held.contains_key(&guid) {
@@ -838,6 +836,11 @@ impl<P: PeerKey> Objects<P> {
         None
     }
 
+    /// Whether this peer is the primary of `guid` with its object live.
+    fn serves(&self, guid: &Guid) -> bool {
+        self.homes.get(guid).is_some_and(|h| h.is_primary()) && self.live.contains_key(guid)
+    }
+
     /// Serves the held requests of objects whose lease came, sends those
     /// of objects this peer no longer serves to their primary, and refuses
     /// those held too long.
@@ -847,8 +850,7 @@ impl<P: PeerKey> Objects<P> {
         }
         let guids: Vec<Guid> = self.held.keys().copied().collect();
         for guid in guids {
-            let serving = self.homes.get(&guid).is_some_and(|h| h.is_primary())
-                && self.live.contains_key(&guid);
+            let serving = self.serves(&guid);
             let leased = serving && self.homes.has_lease(now, &guid);
             let Some(queue) = self.held.remove(&guid) else {
                 continue;
@@ -941,7 +943,7 @@ impl<P: PeerKey> Objects<P> {
             // moves once those in flight are committed, with no new one
             // racing the hand-over; callers try again meanwhile.
             Some(h) if h.is_primary() && self.leaving => Err(None),
-            Some(h) if h.is_primary() && self.live.contains_key(&uri.guid) => Ok(()),
+            Some(_) if self.serves(&uri.guid) => Ok(()),
             Some(h) => Err(h.primary().filter(|p| **p != self.me).cloned()),
             None => Err(None),
         }
