@@ -143,7 +143,7 @@ struct NetworkArgs {
     /// Discover peers on the local network with mDNS.
     #[arg(long)]
     mdns: bool,
-    /// Cores offered to Colony work, run at the lowest OS priority (default: all).
+    /// Cores offered to Colony work, run at the priority of --nice (default: all).
     #[arg(long)]
     cores: Option<u32>,
     /// Who may submit jobs to this peer: `network` (any member of the
@@ -330,8 +330,8 @@ struct PeerArgs {
 /// When a peer computes: its owner's preferences (volunteer hosts).
 #[derive(Args, Debug)]
 struct VolunteerArgs {
-    /// When this peer computes. Either way units run at the lowest OS
-    /// priority and on at most --cores cores; `colony peers` shows each
+    /// When this peer computes. Either way units run at the OS priority
+    /// of --nice and on at most --cores cores; `colony peers` shows each
     /// peer's choice and whether it computes now.
     #[arg(long, value_enum, default_value_t = When::Always)]
     when: When,
@@ -350,6 +350,12 @@ struct VolunteerArgs {
     /// no limit].
     #[arg(long, value_name = "HOURS", value_parser = hours_per_day)]
     max_hours_per_day: Option<f64>,
+    /// OS priority (Unix nice value, 0–19) units run at: 19 lets every
+    /// other process of the host come first (a volunteer's desktop); 0
+    /// competes with them as an equal (a node that is there to compute).
+    #[arg(long, value_name = "NICE", env = "COLONY_NICE", default_value_t = colony::LOWEST_NICE,
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(colony::LOWEST_NICE)))]
+    nice: u8,
 }
 
 /// `--when`.
@@ -390,6 +396,7 @@ impl VolunteerArgs {
         config.max_per_day = self
             .max_hours_per_day
             .map(|hours| Duration::from_secs_f64(hours * 3600.0));
+        config.nice = self.nice;
         Ok(config)
     }
 }

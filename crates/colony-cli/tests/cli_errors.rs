@@ -80,6 +80,8 @@ fn bad_computing_preferences_are_refused_with_the_flag_named() {
         ),
         (vec!["--max-hours-per-day", "0"], "above 0"),
         (vec!["--max-hours-per-day", "25"], "at most 24"),
+        (vec!["--nice", "20"], "20 is not in 0..=19"),
+        (vec!["--nice=-1"], "--nice"),
         (vec!["--max-guest-memory-mib", "64"], "add --trust-network"),
         (
             vec!["--trust-network", "--max-guest-memory-mib", "0"],

@@ -106,13 +106,28 @@ async fn an_idle_volunteer_pauses_within_a_second_of_a_foreign_load_and_resumes_
         ("17", 95_815_104u64)
     };
     let root = test_dir("idle");
+    // Volunteers' desktops: units at the lowest priority, whatever
+    // COLONY_NICE says, or the owner's load would not get the CPU it
+    // is measured by.
+    let lowest = colony::LOWEST_NICE.to_string();
     // Two peers compute always; the third only while the host is idle.
-    let always = start_network(&root, 2, &["--cores".into(), "1".into()]);
+    let always = start_network(
+        &root,
+        2,
+        &[
+            "--cores".into(),
+            "1".into(),
+            "--nice".into(),
+            lowest.clone(),
+        ],
+    );
     let volunteer = PeerProc::spawn(
         &root.join("volunteer"),
         &[
             "--cores".into(),
             "1".into(),
+            "--nice".into(),
+            lowest,
             "--bootstrap".into(),
             always[0].addr(),
             "--when".into(),
@@ -258,5 +273,57 @@ async fn an_idle_volunteer_pauses_within_a_second_of_a_foreign_load_and_resumes_
         pauses.iter().all(|d| *d < PAUSE_BOUND),
         "a pause took {max} ms (bound {PAUSE_BOUND:?}): {ms:?}"
     );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Each host picks the OS priority its units run at (`--nice`, else
+/// `$COLONY_NICE`, else the lowest): two peers sharing a job, one left at
+/// its default and one told otherwise on its command line, run their units
+/// at the nice values the kernel reports for their threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_run_at_the_nice_value_each_host_chose() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("nice");
+    // `scripts/test` sets COLONY_NICE for every peer it starts.
+    let default_nice = match std::env::var("COLONY_NICE") {
+        Ok(value) => value.parse().expect("COLONY_NICE is a number"),
+        Err(_) => i64::from(colony::LOWEST_NICE),
+    };
+    let chosen_nice = 7;
+    let volunteer = PeerProc::spawn(&root.join("volunteer"), &["--cores".into(), "1".into()]);
+    let node = PeerProc::spawn(
+        &root.join("node"),
+        &[
+            "--cores".into(),
+            "1".into(),
+            "--nice".into(),
+            chosen_nice.to_string(),
+            "--bootstrap".into(),
+            volunteer.addr(),
+        ],
+    );
+    wait_until(Duration::from_secs(10), "the network to form", || async {
+        all_see_all_alive(&[&volunteer, &node]).await.then_some(())
+    })
+    .await;
+    volunteer
+        .submit(serde_json::json!({ "app": "nqueens", "args": ["17"] }))
+        .await;
+    let (by_default, chosen) =
+        wait_until(Duration::from_secs(60), "both peers to compute", || async {
+            let v = volunteer.unit_thread_nices();
+            let n = node.unit_thread_nices();
+            (!v.is_empty() && !n.is_empty()).then_some((v, n))
+        })
+        .await;
+    assert!(
+        by_default.iter().all(|&nice| nice == default_nice),
+        "units of the peer left at its default ({default_nice}): {by_default:?}"
+    );
+    assert!(
+        chosen.iter().all(|&nice| nice == chosen_nice),
+        "units of the peer run with --nice {chosen_nice}: {chosen:?}"
+    );
+    drop((volunteer, node));
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -1,7 +1,8 @@
 //! Worker threads that run units of work: one OS thread per running unit,
 //! at most `cores` of them plus one unit a primary pushed to restart it at
-//! once (the job core enforces it), each at the lowest
-//! OS priority (`nice 19`) so a volunteer's own work comes first. A thread
+//! once (the job core enforces it), each at the OS priority the host chose
+//! (`--nice`; by default the lowest, 19, so a volunteer's own work comes
+//! first). A thread
 //! steps its unit with colony-core's [`UnitRunner`] (the step boundary the
 //! simulator's executor shares) in slices of a few milliseconds, the budget
 //! adapted to the wall clock; between slices the runner answers divide,
@@ -33,17 +34,21 @@ pub(crate) struct ComputePool {
     /// Where units that use the object space send their requests.
     space_requests: mpsc::Sender<Command>,
     units: HashMap<(JobId, UnitId), std_mpsc::Sender<UnitRequest>>,
+    /// The nice value unit threads run at.
+    nice: u8,
 }
 
 impl ComputePool {
     pub(crate) fn new(
         events: mpsc::Sender<UnitEvent>,
         space_requests: mpsc::Sender<Command>,
+        nice: u8,
     ) -> Self {
         ComputePool {
             events,
             space_requests,
             units: HashMap::new(),
+            nice,
         }
     }
 
@@ -53,6 +58,7 @@ impl ComputePool {
         let (control_tx, control_rx) = std_mpsc::channel();
         self.units.insert((job, unit), control_tx);
         let events = self.events.clone();
+        let nice = self.nice;
         let space = start.app.uses_space().then(|| {
             let namespace = colony_core::space::job_namespace(job);
             RuntimeUnitSpace::new(namespace, self.space_requests.clone())
@@ -62,7 +68,7 @@ impl ComputePool {
             .spawn(move || {
                 let thread_events = events.clone();
                 let ran = colony_core::runner::catch_panic("its unit thread", || {
-                    run_unit(start, space, control_rx, thread_events)
+                    run_unit(start, space, nice, control_rx, thread_events)
                 });
                 if let Err(error) = ran {
                     warn!(%job, unit, %error, "unit thread panicked");
@@ -103,24 +109,28 @@ impl ComputePool {
     }
 }
 
-fn lower_priority() {
+/// Sets the calling thread's nice value (Linux threads are tasks).
+fn set_thread_nice(nice: u8) {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority only reads its integer arguments; with `who = 0`
-    // it changes the calling thread's nice value (Linux threads are tasks).
+    // it changes the calling thread's nice value.
     unsafe {
-        if libc::setpriority(libc::PRIO_PROCESS, 0, 19) != 0 {
-            debug!("cannot lower the worker thread's priority");
+        if libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) != 0 {
+            debug!(nice, "cannot set the worker thread's priority");
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 fn run_unit(
     start: UnitStart,
     space: Option<RuntimeUnitSpace>,
+    nice: u8,
     control: std_mpsc::Receiver<UnitRequest>,
     events: mpsc::Sender<UnitEvent>,
 ) {
-    lower_priority();
+    set_thread_nice(nice);
     let mut runner = match UnitRunner::start_unit(Instant::now(), start) {
         Ok(runner) => runner,
         Err(failed) => {

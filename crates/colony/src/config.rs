@@ -14,7 +14,7 @@ use colony_core::space::SpaceConfig;
 use colony_net::NetConfig;
 use libp2p::{Multiaddr, PeerId};
 
-pub use crate::volunteer::VolunteerConfig;
+pub use crate::volunteer::{VolunteerConfig, LOWEST_NICE};
 
 /// Everything needed to run a peer. `PeerConfig::new(dir)` gives defaults
 /// that work for a small private network.

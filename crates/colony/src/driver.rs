@@ -152,7 +152,7 @@ impl DriverBuilder {
             module_tasks: 0,
             module_holders: BTreeMap::new(),
             module_waiters: BTreeMap::new(),
-            compute: ComputePool::new(compute_tx, unit_space_tx),
+            compute: ComputePool::new(compute_tx, unit_space_tx, self.config.volunteer.nice),
             compute_events,
             unit_space_rx,
             job_watchers: HashMap::new(),

@@ -67,7 +67,7 @@ pub use colony_core::space::{
     SpaceError, SpaceOp, SpaceReply, TagValue, Tags, GLOBAL, PARTITIONS,
 };
 pub use colony_net::{FaultConfig, NetConfig};
-pub use config::{ApiLimits, GuestConfig, PeerConfig, VolunteerConfig};
+pub use config::{ApiLimits, GuestConfig, PeerConfig, VolunteerConfig, LOWEST_NICE};
 pub use error::ColonyError;
 pub use info::{
     AppsInfo, ComputeInfo, ContributionInfo, DeclineInfo, JobCounters, JobInfo, MemberInfo,

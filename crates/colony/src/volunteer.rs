@@ -2,8 +2,8 @@
 //! when this peer may compute, as its owner set it.
 //!
 //! - `--when always` computes whenever there is work; units run at the
-//!   lowest OS priority (`nice 19`, see `compute.rs`), so the owner's own
-//!   work comes first.
+//!   lowest OS priority (`nice 19`, see `compute.rs`) unless the owner
+//!   chose another (`--nice`), so the owner's own work comes first.
 //! - `--when idle` computes only while the host is idle: other processes'
 //!   CPU use (the host's busy time minus the CPU of every Colony process,
 //!   BOINC's "non-BOINC CPU usage", as a fraction of all cores) has stayed
@@ -43,12 +43,19 @@ pub struct VolunteerConfig {
     /// How often the host's CPU use is sampled (`--when idle`); a load
     /// spike is seen within about one interval.
     pub sample_interval: Duration,
+    /// The OS priority (Unix nice value, 0–19) units run at. 19, the
+    /// default, lets every other process of the host come first; 0 competes
+    /// with them as an equal, for a node that is there to compute.
+    pub nice: u8,
 }
+
+/// The lowest OS priority, which units run at unless told otherwise.
+pub const LOWEST_NICE: u8 = 19;
 
 impl Default for VolunteerConfig {
     /// Always computes; `--when idle` pauses above 25 % of the host's CPU
     /// used by other processes and resumes after 5 s below; sampled every
-    /// 100 ms; no daily limit.
+    /// 100 ms; no daily limit; units at the lowest priority (nice 19).
     fn default() -> Self {
         VolunteerConfig {
             when: ComputeWhen::Always,
@@ -56,6 +63,7 @@ impl Default for VolunteerConfig {
             idle_after: Duration::from_secs(5),
             max_per_day: None,
             sample_interval: Duration::from_millis(100),
+            nice: LOWEST_NICE,
         }
     }
 }

@@ -219,14 +219,28 @@ impl PeerProc {
     /// Worker threads (`colony-unit-N`) the process runs now, as the
     /// kernel lists them.
     pub fn unit_threads(&self) -> usize {
+        self.unit_thread_nices().len()
+    }
+
+    /// The nice value of each thread of this peer running a unit, from the
+    /// kernel (`/proc/PID/task/TID/stat`).
+    pub fn unit_thread_nices(&self) -> Vec<i64> {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
-            return 0;
+            return Vec::new();
         };
         tasks
             .filter_map(Result::ok)
-            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-            .filter(|name| name.starts_with("colony-unit"))
-            .count()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+            .filter_map(|stat| {
+                // "TID (NAME) STATE PPID …": the name may hold spaces, the
+                // fields after it do not; nice is the 19th field.
+                let (head, fields) = stat.rsplit_once(')')?;
+                if !head.contains("(colony-unit") {
+                    return None;
+                }
+                fields.split_whitespace().nth(16)?.parse().ok()
+            })
+            .collect()
     }
 
     /// The state of `other` in this peer's view.
