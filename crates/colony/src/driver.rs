@@ -793,6 +793,16 @@ impl Driver {
         let Some(addr) = self.config.bootstrap.get(index).cloned() else {
             return;
         };
+        let named = addr.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        });
+        if named.is_some_and(|peer| self.swarm.is_connected(&peer)) {
+            // Another connection to a peer this one is connected to finds
+            // nobody new, and piles up against the per-peer limit.
+            debug!(entry = index, %addr, "bootstrap entry connected already; not dialing it");
+            return;
+        }
         let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
         let connection_id = opts.connection_id();
         debug!(entry = index, %addr, "dialing bootstrap entry");
