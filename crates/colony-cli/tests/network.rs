@@ -47,6 +47,43 @@ async fn bootstrap_fails_over_past_two_dead_entries() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A peer short of acquaintances (NOA 6 in a network of 2) explores every
+/// TTU, but does not dial its bootstrap entry again while connected to it:
+/// each dial was one more connection to the same peer, refused past the
+/// per-peer limit of 4 and logged on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_short_of_acquaintances_does_not_redial_a_connected_bootstrap_peer() {
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("redial");
+    let ttu = Duration::from_millis(200);
+    let fast_ttu = ["--ttu-s".to_string(), ttu.as_secs_f64().to_string()];
+    let seed = PeerProc::spawn(&root.join("seed"), &fast_ttu);
+    let mut args = fast_ttu.to_vec();
+    args.extend(["--bootstrap".to_string(), seed.addr()]);
+    let joiner = PeerProc::spawn(&root.join("joiner"), &args);
+    wait_until(Duration::from_secs(10), "the network to form", || async {
+        all_see_all_alive(&[&seed, &joiner]).await.then_some(())
+    })
+    .await;
+    // Ten explorations: the old behaviour hit the limit at the fifth.
+    tokio::time::sleep(ttu * 10).await;
+    let status = seed.status().await.expect("the seed's status");
+    assert_eq!(
+        status.driver.rejected_connections,
+        0,
+        "the seed refused connections: {:?}\n{}",
+        status.driver,
+        seed.log()
+    );
+    let log = joiner.log();
+    assert_eq!(
+        log.matches("connected to bootstrap peer").count(),
+        1,
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn networks_with_different_names_or_keys_never_see_each_other() {
     let _serial = SERIAL.lock().await;
