@@ -125,8 +125,8 @@ pub struct Activation {
     next_seq: u64,
     served: u64,
     results: BTreeMap<Guid, CallerResults>,
-    /// Calls made and not yet answered, as sent: a member that takes the
-    /// object over sends them again.
+    /// Calls and creations made and not yet answered, as sent: a member
+    /// that takes the object over sends them again.
     awaiting: BTreeMap<CallId, Outgoing>,
     /// Whether callers were forgotten ([`MAX_CALLERS`]): an unknown
     /// caller's `known` then proves nothing.
@@ -216,12 +216,13 @@ impl Activation {
         self.served
     }
 
-    /// Calls it made that have had no reply yet.
+    /// Calls and creations it made that have had no answer yet.
     pub fn awaiting(&self) -> usize {
         self.awaiting.len()
     }
 
-    /// The calls it made that have had no reply yet, as they were sent.
+    /// The calls and creations it made that have had no answer yet, as
+    /// they were sent.
     pub fn awaiting_calls(&self) -> impl Iterator<Item = &Outgoing> {
         self.awaiting.values()
     }
@@ -325,12 +326,18 @@ impl Activation {
     }
 
     fn serve_reply(&mut self, call: CallId, reply: Result<Vec<u8>, CallError>) -> Served {
-        if self.awaiting.remove(&call).is_none() {
+        match self.awaiting.remove(&call) {
             // Answered before (a retransmission), or never made here.
-            return Served {
-                repeat: true,
-                ..Served::default()
-            };
+            None => {
+                return Served {
+                    repeat: true,
+                    ..Served::default()
+                }
+            }
+            // The object holds the reference already; the answer only
+            // ends the creation's resends, and runs none of its code.
+            Some(Outgoing::Create { .. }) => return Served::default(),
+            Some(Outgoing::Call { .. }) => {}
         }
         let mut ctx = ObjectContext::new(&self.uri, &mut self.next_seq);
         // A panic in `on_reply` leaves the state as the handler left it;
@@ -346,22 +353,25 @@ impl Activation {
         }
     }
 
-    /// Records the calls in `outgoing` as awaiting replies. Those made
-    /// past [`MAX_AWAITING`] are taken out of `outgoing` and bounced (still
-    /// awaited, so their error reply is served like any: the limit is
-    /// passed by at most one delivery's calls).
+    /// Records the calls and creations in `outgoing` as awaiting answers.
+    /// Calls made past [`MAX_AWAITING`] are taken out of `outgoing` and
+    /// bounced (still awaited, so their error reply is served like any:
+    /// the limit is passed by at most one delivery's calls). A creation is
+    /// never bounced: the object holds its reference already.
     fn await_replies(&mut self, outgoing: &mut Vec<Outgoing>) -> Vec<(CallId, CallError)> {
         let mut bounced = Vec::new();
         let limit = MAX_AWAITING;
         outgoing.retain(|out| {
-            let Outgoing::Call { id, .. } = out else {
+            let id = out.id();
+            if matches!(out, Outgoing::Create { .. }) {
+                self.awaiting.insert(id, out.clone());
                 return true;
-            };
+            }
             let over = self.awaiting.len() >= limit;
-            self.awaiting.insert(*id, out.clone());
+            self.awaiting.insert(id, out.clone());
             if over {
                 let why = format!("the object has {limit} calls awaiting replies, its limit");
-                bounced.push((*id, CallError::Handler(why)));
+                bounced.push((id, CallError::Handler(why)));
             }
             !over
         });

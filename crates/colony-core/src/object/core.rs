@@ -1257,9 +1257,7 @@ impl<P: PeerKey> Objects<P> {
             }
             Origin::Notice => {}
             Origin::Object(guid) => {
-                // Replies to a creation are not the object's: it holds the
-                // reference already.
-                if !matches!(p.msg, ObjectMsg::Call { .. }) {
+                if !matches!(p.msg, ObjectMsg::Call { .. } | ObjectMsg::Create { .. }) {
                     return;
                 }
                 self.serve_locally(now, guid, Delivery::Reply { call: id, reply });
@@ -1409,12 +1407,13 @@ impl<P: PeerKey> Objects<P> {
     /// Sends a call or creation object `guid` made.
     fn send_outgoing(&mut self, now: Instant, guid: Guid, out: Outgoing) {
         let timeout = self.config.call_timeout;
+        let id = out.id();
         match out {
             Outgoing::Call {
-                id,
                 to,
                 object_type,
                 request,
+                ..
             } => {
                 let target = to.guid;
                 let msg = call_msg(id, to, object_type, request);
@@ -1427,10 +1426,6 @@ impl<P: PeerKey> Objects<P> {
             } => {
                 // Identified by the new object's GUID: a replay's repeat
                 // finds it created.
-                let id = CallId {
-                    caller: uri.guid,
-                    seq: 0,
-                };
                 let target = uri.guid;
                 let msg = ObjectMsg::Create {
                     id,
@@ -1464,7 +1459,7 @@ impl<P: PeerKey> Objects<P> {
             .filter(|_| h.state().dirty())
             .map(|c| (c.rollbacks.keys().last().map_or(1, |e| e + 1), c.index));
         match h.state().recover(&self.types) {
-            Ok((live, replayed)) => {
+            Ok((live, _)) => {
                 self.stats.recovered += 1;
                 self.checkpointed.insert(guid, now);
                 self.schedule_checkpoint(now, guid, protocol);
@@ -1475,13 +1470,9 @@ impl<P: PeerKey> Objects<P> {
                     self.apply_rollbacks(now, guid, &[rollback], None);
                     return;
                 }
+                // The calls and creations the replay made again are among
+                // those it awaits, sent again.
                 self.go_live(now, guid, live);
-                // Creations the replay made again: a repeat finds them made.
-                for effect in replayed {
-                    if let ObjectEffect::Send(out @ Outgoing::Create { .. }) = effect {
-                        self.send_outgoing(now, guid, out);
-                    }
-                }
             }
             Err(_) => {
                 // Unknown type here, or a damaged checkpoint: calls are
@@ -1514,9 +1505,6 @@ impl<P: PeerKey> Objects<P> {
             .pending
             .iter()
             .filter(|(_, p)| p.origin == Origin::Object(guid))
-            // A creation is not awaited by the object, so no activation
-            // would make it again; a repeat of it finds the object made.
-            .filter(|(_, p)| !matches!(p.msg, ObjectMsg::Create { .. }))
             .map(|(id, _)| *id)
             .collect();
         for id in calls {

@@ -109,6 +109,21 @@ pub enum Outgoing {
     },
 }
 
+impl Outgoing {
+    /// The identifier its answer comes back with: a call's own; for a
+    /// creation, the new object's GUID with number 0, the same on every
+    /// replay and every resend by whichever primary sends it.
+    pub fn id(&self) -> CallId {
+        match self {
+            Outgoing::Call { id, .. } => *id,
+            Outgoing::Create { uri, .. } => CallId {
+                caller: uri.guid,
+                seq: 0,
+            },
+        }
+    }
+}
+
 /// What an object's code may do besides changing its own state: who it is,
 /// and calls and creations that leave once the message being served is
 /// safe.
