@@ -33,8 +33,8 @@ pub const MAX_RESULTS_PER_CALLER: usize = 256;
 /// run again, so it is sized far above the callers an object has at once.
 pub const MAX_CALLERS: usize = 65_536;
 
-/// Calls an object may have made and not yet had answered; a call past it
-/// is answered at once with an error, delivered as any reply.
+/// Calls and creations an object may have made and not yet had answered;
+/// one past it is answered at once with an error, delivered as any reply.
 pub const MAX_AWAITING: usize = 4_096;
 
 /// Something delivered to an object, in the order it is served (the order
@@ -71,7 +71,7 @@ pub struct Served {
     pub reply: Option<Result<Vec<u8>, CallError>>,
     /// Calls and creations made, to release once the delivery is safe.
     pub outgoing: Vec<Outgoing>,
-    /// Calls refused at once (over [`MAX_AWAITING`]), not in `outgoing`:
+    /// Calls and creations refused at once (over [`MAX_AWAITING`]), not in `outgoing`:
     /// deliver each back to this object as a [`Delivery::Reply`].
     pub bounced: Vec<(CallId, CallError)>,
     /// Whether the delivery was a repeat, served without running the
@@ -354,23 +354,21 @@ impl Activation {
     }
 
     /// Records the calls and creations in `outgoing` as awaiting answers.
-    /// Calls made past [`MAX_AWAITING`] are taken out of `outgoing` and
-    /// bounced (still awaited, so their error reply is served like any:
-    /// the limit is passed by at most one delivery's calls). A creation is
-    /// never bounced: the object holds its reference already.
+    /// Those made past [`MAX_AWAITING`] are taken out of `outgoing` and
+    /// bounced (still awaited, so their error answer is served like any:
+    /// the limit is passed by at most one delivery's). A bounced creation
+    /// makes no object: calls to it fail as calls to no object.
     fn await_replies(&mut self, outgoing: &mut Vec<Outgoing>) -> Vec<(CallId, CallError)> {
         let mut bounced = Vec::new();
         let limit = MAX_AWAITING;
         outgoing.retain(|out| {
             let id = out.id();
-            if matches!(out, Outgoing::Create { .. }) {
-                self.awaiting.insert(id, out.clone());
-                return true;
-            }
             let over = self.awaiting.len() >= limit;
             self.awaiting.insert(id, out.clone());
             if over {
-                let why = format!("the object has {limit} calls awaiting replies, its limit");
+                let why = format!(
+                    "the object has {limit} calls and creations awaiting answers, its limit"
+                );
                 bounced.push((id, CallError::Handler(why)));
             }
             !over
