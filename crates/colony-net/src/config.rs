@@ -85,11 +85,10 @@ pub struct NetConfig {
     pub max_inbound_streams: usize,
     /// Most inbound frame streams read at the same time from one peer. A
     /// peer opens one long-lived stream per direction (a new one after a
-    /// failure), so a few suffice; a stream past it closes that peer's
-    /// oldest, so one peer cannot take the slots of the others, and a peer
-    /// whose old streams went silent without a reset (a cut link) is not
-    /// shut out. This also bounds what one peer can make readers hold:
-    /// this many largest frames (about 8 MiB at the defaults). Default 8.
+    /// failure), so a few suffice; further streams are refused (closed), so
+    /// one peer cannot take the slots of the others. This also bounds what
+    /// one peer can make readers hold: this many largest frames (about
+    /// 8 MiB at the defaults). Default 8.
     pub max_inbound_streams_per_peer: usize,
     /// Most bytes held by all inbound stream readers together: received but
     /// not yet a whole frame, plus delivered frames larger than 4 KiB that

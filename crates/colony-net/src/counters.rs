@@ -28,11 +28,9 @@ pub struct NetCounters {
     /// Inbound streams taken by the acceptor and given a reader.
     pub inbound_streams_accepted: AtomicU64,
     /// Inbound streams refused because `max_inbound_streams` (over all
-    /// peers) were already open.
+    /// peers) or `max_inbound_streams_per_peer` (from that peer) were
+    /// already open.
     pub inbound_streams_refused: AtomicU64,
-    /// Inbound streams closed because their peer opened another past
-    /// `max_inbound_streams_per_peer`: the oldest of its streams goes.
-    pub inbound_streams_displaced: AtomicU64,
     /// Inbound streams closed because their first frame, or the rest of a
     /// started frame, did not come within `inbound_stream_idle_timeout`.
     pub inbound_streams_idle_closed: AtomicU64,
@@ -76,9 +74,6 @@ pub struct NetCountersSnapshot {
     pub inbound_streams_accepted: u64,
     /// See [`NetCounters::inbound_streams_refused`].
     pub inbound_streams_refused: u64,
-    /// See [`NetCounters::inbound_streams_displaced`].
-    #[serde(default)]
-    pub inbound_streams_displaced: u64,
     /// See [`NetCounters::inbound_streams_idle_closed`].
     #[serde(default)]
     pub inbound_streams_idle_closed: u64,
@@ -114,7 +109,6 @@ impl NetCounters {
             unreachable_dropped: r(&self.unreachable_dropped),
             inbound_streams_accepted: r(&self.inbound_streams_accepted),
             inbound_streams_refused: r(&self.inbound_streams_refused),
-            inbound_streams_displaced: r(&self.inbound_streams_displaced),
             inbound_streams_idle_closed: r(&self.inbound_streams_idle_closed),
             inbound_budget_closed: r(&self.inbound_budget_closed),
             warnings_suppressed: r(&self.warnings_suppressed),

@@ -8,7 +8,6 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -132,7 +131,6 @@ pub fn start_frames(
             max_streams: config.max_inbound_streams,
             max_per_peer: config.max_inbound_streams_per_peer,
             per_peer: Mutex::new(HashMap::new()),
-            next_stream: AtomicU64::new(0),
             buffered: Arc::new(Semaphore::new(config.max_inbound_buffered_bytes)),
             warnings: Mutex::new(LogLimiter::new(config.warn_interval, DEFAULT_WARN_KEYS)),
         }),
@@ -568,69 +566,39 @@ struct InboundLimits {
     streams: Arc<Semaphore>,
     max_streams: usize,
     max_per_peer: usize,
-    /// The inbound streams open per peer, oldest first.
-    per_peer: Mutex<HashMap<PeerId, VecDeque<OpenStream>>>,
-    /// Numbers inbound streams.
-    next_stream: AtomicU64,
+    /// Inbound streams open per peer.
+    per_peer: Mutex<HashMap<PeerId, usize>>,
     /// One permit per byte held by readers.
     buffered: Arc<Semaphore>,
     /// Warnings about remote peers, one per peer and cause per interval.
     warnings: Mutex<LogLimiter<(PeerId, &'static str)>>,
 }
 
-/// An inbound stream open: its number, and what stops its reader (once
-/// spawned).
-type OpenStream = (u64, Option<AbortHandle>);
-
-/// An inbound stream refused: `max_inbound_streams` are open already.
-struct TooManyStreams;
+/// Why an inbound stream was refused.
+enum Refused {
+    PerPeer,
+    Total,
+}
 
 impl InboundLimits {
-    /// Takes a stream slot for `peer`. A peer at its limit has its oldest
-    /// stream's reader returned, to stop: an honest peer writes on one
-    /// stream at a time and opens another only once the last failed on its
-    /// side, which the reader here may never hear of (a link cut without a
-    /// reset), so its newest stream is the one that counts; a hostile one
-    /// gains no more than its limit.
-    fn admit(
-        self: &Arc<Self>,
-        peer: PeerId,
-    ) -> Result<(StreamSlot, Option<AbortHandle>), TooManyStreams> {
+    /// Takes a stream slot for `peer`, or says why there is none.
+    fn admit(self: &Arc<Self>, peer: PeerId) -> Result<StreamSlot, Refused> {
+        let mut per_peer = lock(&self.per_peer);
+        let open = per_peer.get(&peer).copied().unwrap_or(0);
+        if open >= self.max_per_peer {
+            return Err(Refused::PerPeer);
+        }
         let permit = self
             .streams
             .clone()
             .try_acquire_owned()
-            .map_err(|_| TooManyStreams)?;
-        let mut per_peer = lock(&self.per_peer);
-        let open = per_peer.entry(peer).or_default();
-        let displaced = if open.len() >= self.max_per_peer {
-            open.pop_front().and_then(|(_, reader)| reader)
-        } else {
-            None
-        };
-        let id = self.next_stream.fetch_add(1, AtomicOrdering::Relaxed);
-        open.push_back((id, None));
-        Ok((
-            StreamSlot {
-                limits: self.clone(),
-                peer,
-                id,
-                _permit: permit,
-            },
-            displaced,
-        ))
-    }
-
-    /// Records what stops the reader of stream `id` of `peer`, if it is
-    /// still open.
-    fn started(&self, peer: PeerId, id: u64, reader: AbortHandle) {
-        let mut per_peer = lock(&self.per_peer);
-        if let Some(slot) = per_peer
-            .get_mut(&peer)
-            .and_then(|open| open.iter_mut().find(|(open_id, _)| *open_id == id))
-        {
-            slot.1 = Some(reader);
-        }
+            .map_err(|_| Refused::Total)?;
+        per_peer.insert(peer, open + 1);
+        Ok(StreamSlot {
+            limits: self.clone(),
+            peer,
+            _permit: permit,
+        })
     }
 }
 
@@ -638,7 +606,6 @@ impl InboundLimits {
 struct StreamSlot {
     limits: Arc<InboundLimits>,
     peer: PeerId,
-    id: u64,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -646,8 +613,8 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut per_peer = lock(&self.limits.per_peer);
         if let Some(open) = per_peer.get_mut(&self.peer) {
-            open.retain(|(id, _)| *id != self.id);
-            if open.is_empty() {
+            *open -= 1;
+            if *open == 0 {
                 per_peer.remove(&self.peer);
             }
         }
@@ -713,8 +680,7 @@ impl AsRef<[u8]> for BudgetedFrame {
 }
 
 /// Accepts inbound frames streams and spawns a reader for each, within the
-/// total stream limit; past the per-peer limit a peer's oldest stream is
-/// closed (see [`InboundLimits::admit`]).
+/// per-peer and total stream limits.
 async fn accept_streams(mut incoming: IncomingStreams, ctx: ReaderCtx) {
     loop {
         let next = tokio::select! {
@@ -726,22 +692,17 @@ async fn accept_streams(mut incoming: IncomingStreams, ctx: ReaderCtx) {
             return;
         };
         match ctx.limits.admit(peer) {
-            Ok((slot, displaced)) => {
+            Ok(slot) => {
                 add(&ctx.counters.inbound_streams_accepted, 1);
-                if let Some(oldest) = displaced {
-                    add(&ctx.counters.inbound_streams_displaced, 1);
-                    debug!(%peer, limit = ctx.limits.max_per_peer, "a new frames stream past the per-peer limit; closing the peer's oldest");
-                    oldest.abort();
-                }
-                let id = slot.id;
-                let reader = tokio::spawn(read_frames(ctx.clone(), peer, stream, slot));
-                ctx.limits.started(peer, id, reader.abort_handle());
+                tokio::spawn(read_frames(ctx.clone(), peer, stream, slot));
             }
-            Err(TooManyStreams) => {
+            Err(why) => {
                 add(&ctx.counters.inbound_streams_refused, 1);
-                let cause = "streams in total";
+                let (cause, limit) = match why {
+                    Refused::PerPeer => ("streams per peer", ctx.limits.max_per_peer),
+                    Refused::Total => ("streams in total", ctx.limits.max_streams),
+                };
                 if let Some(suppressed) = ctx.may_warn(peer, cause) {
-                    let limit = ctx.limits.max_streams;
                     warn!(%peer, limit, suppressed, "too many inbound frames streams ({cause}); refusing one");
                 }
             }

@@ -11,7 +11,7 @@ use colony_net::libp2p::swarm::{dummy, SwarmEvent};
 use colony_net::libp2p::{noise, tcp, yamux, Multiaddr, PeerId, Stream, SwarmBuilder};
 use colony_net::{frames_protocol, NetConfig, NetEvent, Priority};
 use common::{connect, numbered, seq_of, wait_until, within, Node, Observed};
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncWriteExt, StreamExt};
 
 fn config() -> NetConfig {
     NetConfig {
@@ -248,9 +248,7 @@ async fn unconsumed_large_frames_hold_the_budget() {
     assert_eq!(counters.snapshot().inbound_budget_closed, 0);
 }
 
-/// One peer gets at most `max_inbound_streams_per_peer` streams: each new
-/// one past it closes its oldest (an honest peer opens another only when
-/// its last one failed, perhaps silently for the reader), and the others
+/// One peer gets at most `max_inbound_streams_per_peer` streams; the others
 /// keep theirs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inbound_streams_are_capped_per_peer() {
@@ -264,8 +262,8 @@ async fn inbound_streams_are_capped_per_peer() {
     connect(&mut attacker, &mut victim).await;
     connect(&mut honest, &mut victim).await;
 
-    // One stream at a time, each carrying one frame: every stream is read
-    // (its frame counted), none refused.
+    // One stream at a time, each carrying one frame: every stream is either
+    // read (its frame counted) or refused (counted).
     let counters = victim.sender.counters().clone();
     let outcomes = || {
         counters.frames_received.load(Ordering::Relaxed)
@@ -276,21 +274,15 @@ async fn inbound_streams_are_capped_per_peer() {
         let mut stream = raw_stream(&attacker, victim.peer).await;
         let mut bytes = prefix(8).to_vec();
         bytes.extend_from_slice(&numbered(i, 8));
-        stream.write_all(&bytes).await.expect("write a frame");
+        // Refused streams may fail to write; that is the point.
+        let _ = stream.write_all(&bytes).await;
         let _ = stream.flush().await;
         streams.push(stream);
         wait_until("the stream read or refused", || outcomes() == i + 1).await;
     }
     let c = counters.snapshot();
-    assert_eq!(c.frames_received, 12, "{c:?}");
-    assert_eq!(c.inbound_streams_refused, 0, "{c:?}");
-    assert_eq!(c.inbound_streams_displaced, 8, "{c:?}");
-    // The 8 oldest were closed: their ends see it; the 4 newest stay open.
-    for (i, stream) in streams.iter_mut().enumerate().take(8) {
-        let mut byte = [0u8; 1];
-        let read = within("a displaced stream to close", stream.read(&mut byte)).await;
-        assert!(matches!(read, Ok(0) | Err(_)), "stream {i}: {read:?}");
-    }
+    assert_eq!(c.frames_received, 4, "{c:?}");
+    assert_eq!(c.inbound_streams_refused, 8, "{c:?}");
 
     honest
         .sender
@@ -302,6 +294,8 @@ async fn inbound_streams_are_capped_per_peer() {
             break;
         }
     }
+    // The refusals were logged at most once (rate limited) and counted.
+    assert!(counters.warnings_suppressed.load(Ordering::Relaxed) >= 7);
 }
 
 /// A stream that brings nothing, or stops inside a frame, is closed after the
