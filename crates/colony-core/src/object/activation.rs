@@ -223,7 +223,7 @@ impl Activation {
 
     /// The calls and creations it made that have had no answer yet, as
     /// they were sent.
-    pub fn awaiting_calls(&self) -> impl Iterator<Item = &Outgoing> {
+    pub fn awaited(&self) -> impl Iterator<Item = &Outgoing> {
         self.awaiting.values()
     }
 

@@ -1488,17 +1488,17 @@ impl<P: PeerKey> Objects<P> {
     /// caches).
     fn go_live(&mut self, now: Instant, guid: Guid, live: Activation) {
         self.drop_calls_of(guid);
-        let awaiting: Vec<Outgoing> = live.awaiting_calls().cloned().collect();
+        let awaiting: Vec<Outgoing> = live.awaited().cloned().collect();
         self.live.insert(guid, live);
         for out in awaiting {
             self.send_outgoing(now, guid, out);
         }
     }
 
-    /// Drops the calls object `guid` made from an earlier activation here:
-    /// the one going live sends those it awaits itself, and a call of a
-    /// state a rollback discarded, or of a primary that lost the role,
-    /// must not reach its callee now (a pause or partition can outlast
+    /// Drops the calls and creations object `guid` made from an earlier
+    /// activation here: the one going live sends those it awaits itself,
+    /// and one of a state a rollback discarded, or of a primary that lost
+    /// the role, must not reach its callee now (a pause or partition can outlast
     /// its resend, and the object be back here by then).
     fn drop_calls_of(&mut self, guid: Guid) {
         let calls: Vec<CallId> = self
