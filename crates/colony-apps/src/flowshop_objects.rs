@@ -38,8 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::flowshop::{self, taillard, FlowShop, Instance, SHARED_MAKESPAN};
 
-/// The most nodes one [`SlaveRequest::Work`] call expands: a call runs on
-/// its peer's event loop and must stay within milliseconds.
+/// The most nodes one [`SlaveRequest::Work`] call expands: the slave serves
+/// nothing else while it works, and a call must end well within its
+/// deadline.
 pub const MAX_NODES_PER_CALL: u32 = 20_000;
 
 /// The most pieces a slave splits off in one work call.

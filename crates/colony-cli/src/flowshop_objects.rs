@@ -70,8 +70,8 @@ pub(crate) struct FlowShopObjectsArgs {
     /// Slave objects to create, placed over the network's peers.
     #[arg(long, default_value_t = 3, value_parser = slaves)]
     slaves: usize,
-    /// Nodes a slave expands per work call: keep a call within a few
-    /// milliseconds, as it runs on its peer's event loop.
+    /// Nodes a slave expands per work call: a short call lets the master
+    /// hand out work and update bounds often.
     #[arg(long, default_value_t = 500, value_parser = nodes)]
     nodes_per_call: u32,
     /// Fail if the search is not over within this many seconds from the

@@ -93,13 +93,14 @@ pub(crate) async fn list(args: ApiArgs) -> Result<()> {
         return Ok(());
     }
     outln!(
-        "{:<58} {:<12} {:<16} {:>8} {:>7} {:>18}",
+        "{:<58} {:<12} {:<16} {:>8} {:>7} {:>18} {:>9}",
         "OBJECT",
         "TYPE",
         "PROTOCOL",
         "SERVED",
         "LOGGED",
-        "LAST_CHECKPOINT"
+        "LAST_CHECKPOINT",
+        "RUNNING"
     )?;
     for o in &objects {
         let protocol = match o.ttc_ms {
@@ -111,14 +112,19 @@ pub(crate) async fn list(args: ApiArgs) -> Result<()> {
             o.checkpoint_covers,
             o.checkpoint_age_ms as f64 / 1000.0
         );
+        let running = o.running_ms.map_or_else(
+            || "-".to_string(),
+            |ms| format!("{:.1}s", ms as f64 / 1000.0),
+        );
         outln!(
-            "{:<58} {:<12} {:<16} {:>8} {:>7} {:>18}",
+            "{:<58} {:<12} {:<16} {:>8} {:>7} {:>18} {:>9}",
             o.uri,
             o.object_type,
             protocol,
             o.served,
             o.logged,
-            checkpoint
+            checkpoint,
+            running
         )?;
     }
     Ok(())

@@ -59,8 +59,8 @@ pub(crate) struct TspArgs {
     /// Seed of the run: each island's seed is drawn from it.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Generations an island breeds per call: keep a call within tens of
-    /// milliseconds, as it runs on its peer's event loop.
+    /// Generations an island breeds per call: an island takes immigrants
+    /// only between calls, so short calls let migrants in sooner.
     #[arg(long, default_value_t = 10, value_parser = generations)]
     generations_per_call: u32,
     /// Evolve calls between two migrations of an island's best tours to

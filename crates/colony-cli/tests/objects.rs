@@ -270,3 +270,91 @@ async fn thirty_thousand_calls_run_exactly_once_across_a_sigkill_of_the_objects_
     assert_ne!(now_at, victim);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// An object's handler runs away from its peer's event loop: while an
+/// island evolves for seconds, the same peer lists it as running and
+/// serves calls to another object through its API, and the island's call
+/// still completes. (With handlers on the event loop, the peer answered
+/// nothing until the island was done.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_handler_leaves_its_peer_serving_other_calls() {
+    use colony_apps::tsp::{Instance, IslandParams};
+
+    let _serial = SERIAL.lock().await;
+    let root = test_dir("object-long-handler");
+    let peers = start_network(&root, 2, &[]);
+    settled(&peers.iter().collect::<Vec<_>>()).await;
+    // 1,000 cities: each generation's local search takes milliseconds; a
+    // population of 2 keeps the creation (which runs on the event loop)
+    // short.
+    let mut state = 7u64;
+    let cities = (0..1_000)
+        .map(|_| {
+            let mut next = || {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (state >> 33) as f64 % 10_000.0
+            };
+            [next(), next()]
+        })
+        .collect();
+    let instance = Instance::from_coordinates("random1000", cities).expect("an instance");
+    let mut params = IslandParams::new(&instance, 0, 7);
+    params.config.population_size = 2;
+    params.config.offspring_per_generation = 40;
+    let params = serde_json::to_value(params).unwrap();
+    let island = ObjectApi::of(&peers[0])
+        .create("tsp-island", params, "none")
+        .await;
+    let host = wait_until(Duration::from_secs(20), "the island to be listed", || {
+        let peers = &peers;
+        let island = &island;
+        async move {
+            for peer in peers {
+                if objects_at(peer).await.iter().any(|o| &o.uri == island) {
+                    return Some(peer);
+                }
+            }
+            None
+        }
+    })
+    .await;
+    let api = ObjectApi::of(host);
+    let counter = api.create_counter("none").await;
+
+    let evolving = {
+        let api = api.clone();
+        let island = island.clone();
+        tokio::spawn(async move {
+            let evolve = serde_json::json!({ "Evolve": { "generations": 1000 } });
+            api.call_any(&island, evolve, 1).await
+        })
+    };
+    let running_at = |listed: Vec<ObjectSummary>| {
+        listed
+            .into_iter()
+            .find(|o| o.uri == island)
+            .and_then(|o| o.running_ms)
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the island to be listed as running",
+        || async { running_at(objects_at(host).await) },
+    )
+    .await;
+    let added = api
+        .call(&counter, serde_json::json!({ "add": 1 }), 20)
+        .await
+        .expect("calls to the counter while the island runs");
+    assert_eq!(
+        added.iter().copied().collect::<BTreeSet<i64>>(),
+        (1..=20).collect(),
+        "every addition ran once"
+    );
+    assert!(
+        running_at(objects_at(host).await).is_some() && !evolving.is_finished(),
+        "the counter's calls were served while the island ran"
+    );
+    let evolved = evolving.await.expect("the evolve task");
+    assert!(evolved.is_ok(), "the island's call failed: {evolved:?}");
+    let _ = std::fs::remove_dir_all(&root);
+}

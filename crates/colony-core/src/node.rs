@@ -38,7 +38,7 @@ use crate::membership::{self, Event, MemberState, Membership, PeerStats};
 use crate::modules::{self, FetchConfig, FetchOutput, ModuleFetcher, ModuleMsg, ModuleSignature};
 use crate::object::CallError;
 use crate::object::{
-    Guid, ObjectAnswer, ObjectMsg, ObjectOutput, ObjectRequest, Objects, StoredObject,
+    Guid, ObjectAnswer, ObjectMsg, ObjectOutput, ObjectRequest, ObjectRun, Objects, StoredObject,
 };
 use crate::pipe::{Delivery, PipeError, PipeFrame, PipeOutput, Pipes, Receipt, TrafficClass};
 use crate::runner::{UnitEvent, UnitRequest, UnitStart};
@@ -204,6 +204,8 @@ pub enum NodeInput<P> {
         /// The object.
         guid: Guid,
     },
+    /// The [`NodeOutput::RunObject`] is done.
+    ObjectRan(Box<ObjectRun>),
     /// The shard written for [`NodeOutput::PersistShard`] is on disk.
     ShardDurable {
         /// Which.
@@ -365,6 +367,10 @@ pub enum NodeOutput<P> {
     /// [`NodeInput::ObjectNotWritten`] if it failed: the object's next
     /// record waits for that answer.
     PersistObject(StoredObject<P>),
+    /// Run an object's code ([`ObjectRun::run`]) away from the thread
+    /// that drives the node, then give it back with
+    /// [`NodeInput::ObjectRan`].
+    RunObject(ObjectRun),
     /// Write what changed in a space partition held here, then answer with
     /// [`NodeInput::SpaceDurable`].
     PersistSpace {
@@ -1131,6 +1137,7 @@ impl<P: PeerKey> Node<P> {
                 self.objects.durable(now, guid, term, seq)
             }
             NodeInput::ObjectNotWritten { guid } => self.objects.not_written(now, guid),
+            NodeInput::ObjectRan(run) => self.objects.ran(now, *run),
             NodeInput::ShardDurable { id } => {
                 self.space.handle(now, SpaceInput::ShardDurable { id })
             }
@@ -1797,6 +1804,7 @@ impl<P: PeerKey> Node<P> {
             ObjectOutput::Persist(stored) => {
                 self.outputs.push_back(NodeOutput::PersistObject(stored))
             }
+            ObjectOutput::Run(run) => self.outputs.push_back(NodeOutput::RunObject(run)),
         }
     }
 

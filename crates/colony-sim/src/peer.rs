@@ -558,6 +558,11 @@ impl SimPeer {
         self.input(now, NodeInput::ObjectDurable { guid, term, seq });
     }
 
+    /// An object run of [`NodeOutput::RunObject`] is done.
+    pub fn handle_object_ran(&mut self, now: Instant, run: colony_core::object::ObjectRun) {
+        self.input(now, NodeInput::ObjectRan(Box::new(run)));
+    }
+
     /// Creates, calls or deletes an object on behalf of an application of
     /// this peer; the answer comes as [`NodeOutput::ObjectAnswer`] with
     /// `token` in an [`Action::Node`], within `timeout`.

@@ -583,6 +583,13 @@ enum Event {
     },
     /// The final reads of the objects workload are due (or due again).
     ObjectFinal,
+    /// Object run `run` (in [`World::object_runs`]) is done on `peer` in
+    /// that life (stale if it restarted since).
+    ObjectRan {
+        peer: u32,
+        life: u32,
+        run: u64,
+    },
 }
 
 impl Event {
@@ -601,7 +608,9 @@ impl Event {
             | Event::Submit
             | Event::Query
             | Event::SpaceFinal
-            | Event::ObjectFinal => None,
+            | Event::ObjectFinal
+            // Checked where it is handled, which drops a stale run too.
+            | Event::ObjectRan { .. } => None,
         }
     }
 }
@@ -753,6 +762,9 @@ impl Progress {
 
 /// Virtual time a group commit (fsync) takes.
 const FSYNC: Duration = Duration::from_millis(4);
+/// Longest an object run takes in virtual time (drawn from 0 to it): long
+/// enough that messages for a running object arrive and wait.
+const OBJECT_RUN_MAX_US: u64 = 5_000;
 /// Wait before asking again when a query found the job still running.
 const QUERY_RETRY: Duration = Duration::from_secs(1);
 /// A query with no answer for this long is asked again elsewhere.
@@ -775,6 +787,12 @@ struct World {
     net: NetParams,
     net_rng: SimRng,
     rng: SimRng,
+    /// How long object runs take (apart, so that runs do not change the
+    /// faults a seed draws).
+    run_rng: SimRng,
+    /// Object runs out (`NodeOutput::RunObject`), by number.
+    object_runs: BTreeMap<u64, colony_core::object::ObjectRun>,
+    object_runs_started: u64,
     /// Partition of each cut-off peer (absent: the main side).
     groups: BTreeMap<u32, u32>,
     partitions: BTreeMap<u32, Vec<u32>>,
@@ -1098,6 +1116,9 @@ impl World {
             slots,
             ready: BTreeSet::new(),
             net_rng: SimRng::new(derive(&[seed, 102])),
+            run_rng: SimRng::new(derive(&[seed, 103])),
+            object_runs: BTreeMap::new(),
+            object_runs_started: 0,
             rng,
             net,
             groups: BTreeMap::new(),
@@ -1727,6 +1748,22 @@ impl World {
                 };
                 self.slots[id as usize].disk.space_pending.push(write);
                 self.schedule_fsync(id);
+            }
+            Action::Node(NodeOutput::RunObject(mut run)) => {
+                // Runs now, done after up to OBJECT_RUN_MAX: meanwhile the
+                // peer goes on, as when the handler runs on another thread.
+                run.run();
+                self.object_runs_started += 1;
+                let number = self.object_runs_started;
+                self.object_runs.insert(number, run);
+                let took = Duration::from_micros(self.run_rng.below(OBJECT_RUN_MAX_US));
+                let life = self.slots[id as usize].life;
+                let ran = Event::ObjectRan {
+                    peer: id,
+                    life,
+                    run: number,
+                };
+                self.schedule(self.now + took, ran);
             }
             Action::Node(NodeOutput::PersistObject(stored)) => {
                 self.slots[id as usize].disk.objects_pending.push(stored);
@@ -2558,6 +2595,19 @@ impl World {
             Event::SpaceFinal => self.space_final_reads(),
             Event::ObjectClient { client, peer, .. } => self.object_call(client, peer),
             Event::ObjectFinal => self.object_final_reads(),
+            Event::ObjectRan { peer, life, run } => {
+                let Some(run) = self.object_runs.remove(&run) else {
+                    return;
+                };
+                if self.slots[peer as usize].life != life {
+                    return;
+                }
+                let now = self.instant(self.now);
+                if let Some(p) = self.slots[peer as usize].peer.as_mut() {
+                    p.handle_object_ran(now, run);
+                }
+                self.after_input(peer);
+            }
             Event::Query => {
                 let Some(j) = self.job.as_ref() else {
                     return;

@@ -11,6 +11,10 @@
 //! boundary and reported as the unit's `Failed` event (the job fails with
 //! the panic's message); one anywhere else in the thread is caught here
 //! and reported the same way, so a unit thread never ends without a word.
+//!
+//! Objects' handlers run on a second, fixed set of threads
+//! ([`ObjectRunner`], one per core, at the same priority), one delivery at
+//! a time per object, handed over by the objects core and given back to it.
 
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use colony_core::divisible::SharedVars;
 use colony_core::job::{JobId, UnitId};
+use colony_core::object::ObjectRun;
 use colony_core::runner::{UnitEvent, UnitRequest, UnitRunner, UnitStart};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -162,6 +167,87 @@ fn run_unit(
             let _ = events.blocking_send(event);
         }
         if stopped || finished {
+            return;
+        }
+    }
+}
+
+/// Threads that run objects' handlers ([`ObjectRun`]), so that a long one
+/// stalls neither the peer's event loop (membership, pipes, homes) nor the
+/// objects on other threads. The objects core sends out one run per object
+/// at a time, so the queue holds at most one run per object this peer is
+/// primary of (bounded by the homes' `max_homes`).
+pub(crate) struct ObjectRunner {
+    runs: Option<std_mpsc::Sender<ObjectRun>>,
+    /// Runs lost to a failed thread, given back unserved.
+    ran: mpsc::Sender<ObjectRun>,
+}
+
+/// Completed runs waiting for the event loop, at most (a thread that finds
+/// it full waits).
+pub(crate) const OBJECT_RUNS_DONE: usize = 256;
+
+impl ObjectRunner {
+    /// `threads` threads at `nice`, giving runs back on `ran`.
+    pub(crate) fn new(threads: usize, nice: u8, ran: mpsc::Sender<ObjectRun>) -> ObjectRunner {
+        let (tx, rx) = std_mpsc::channel::<ObjectRun>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let mut started = 0;
+        for index in 0..threads.max(1) {
+            let rx = rx.clone();
+            let done = ran.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("colony-objects-{index}"))
+                .spawn(move || run_objects(&rx, nice, &done));
+            match spawned {
+                Ok(_) => started += 1,
+                Err(error) => warn!(%error, "cannot start an object thread"),
+            }
+        }
+        ObjectRunner {
+            runs: (started > 0).then_some(tx),
+            ran,
+        }
+    }
+
+    /// Runs `run` on the next free thread. With no thread left, it comes
+    /// back unserved at once (its object is rebuilt from its record).
+    pub(crate) fn submit(&self, run: ObjectRun) {
+        let refused = match &self.runs {
+            Some(runs) => match runs.send(run) {
+                Ok(()) => return,
+                Err(std_mpsc::SendError(run)) => run,
+            },
+            None => run,
+        };
+        warn!(guid = %refused.guid(), "no object thread runs; the object is rebuilt from its record");
+        if self.ran.try_send(refused).is_err() {
+            warn!("the event loop takes no object run back");
+        }
+    }
+}
+
+fn run_objects(
+    runs: &std::sync::Mutex<std_mpsc::Receiver<ObjectRun>>,
+    nice: u8,
+    done: &mpsc::Sender<ObjectRun>,
+) {
+    set_thread_nice(nice);
+    loop {
+        // The lock is held only to take the next run, never while running.
+        let next = match runs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(mut run) = next else {
+            return; // the peer stopped
+        };
+        // A panic past the handler's own guard leaves the run unserved,
+        // and the core rebuilds the object from its record.
+        if let Err(error) = colony_core::runner::catch_panic("an object run", || run.run()) {
+            warn!(guid = %run.guid(), %error, "an object run panicked");
+        }
+        if done.blocking_send(run).is_err() {
             return;
         }
     }

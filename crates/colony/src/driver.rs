@@ -43,6 +43,7 @@ enum Wake {
     SpaceWritten(Option<space::Written>),
     ShardWritten(Option<shards::ShardWritten>),
     ObjectWritten(Option<objects::ObjectWritten>),
+    ObjectRan(Option<colony_core::object::ObjectRun>),
     Module(Option<NodeInput<PeerId>>),
     Load(Option<crate::volunteer::LoadSample>),
     InboxReady,
@@ -165,7 +166,10 @@ impl DriverBuilder {
             persists_in_flight: 0,
             space: space::SpaceIo::new(),
             shards: shards::ShardIo::new(),
-            objects: objects::ObjectIo::new(),
+            objects: objects::ObjectIo::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                self.config.volunteer.nice,
+            ),
             warnings: LogLimiter::new(self.config.net.warn_interval, DEFAULT_WARN_KEYS),
             store: self.store?,
             commands: self.commands?,
@@ -285,6 +289,7 @@ impl Driver {
                 done = self.space.written_rx.recv() => Wake::SpaceWritten(done),
                 done = self.shards.done_rx.recv() => Wake::ShardWritten(done),
                 done = self.objects.done_rx.recv() => Wake::ObjectWritten(done),
+                run = self.objects.ran_rx.recv() => Wake::ObjectRan(run),
                 done = self.module_rx.recv() => Wake::Module(done),
                 sample = Volunteer::next_sample(&mut self.volunteer) => Wake::Load(sample),
                 // The permit is released at once; the slot it proved free is
@@ -356,6 +361,16 @@ impl Driver {
                 Wake::ShardWritten(None) => {}
                 Wake::ObjectWritten(Some(done)) => self.on_object_written(done),
                 Wake::ObjectWritten(None) => {}
+                Wake::ObjectRan(Some(run)) => {
+                    self.on_object_ran(run);
+                    for _ in 0..BATCH {
+                        let Ok(run) = self.objects.ran_rx.try_recv() else {
+                            break;
+                        };
+                        self.on_object_ran(run);
+                    }
+                }
+                Wake::ObjectRan(None) => {}
                 Wake::Module(Some(answer)) => self.on_module_done(answer),
                 Wake::Module(None) => {}
                 Wake::Load(sample) => self.on_load_sample(sample),
@@ -699,9 +714,9 @@ impl Driver {
             | NodeOutput::UnpersistSpace { .. }
             | NodeOutput::SpaceAnswer { .. }
             | NodeOutput::SpaceLockLost(_)) => self.on_space_output(now, out),
-            out @ (NodeOutput::ObjectAnswer { .. } | NodeOutput::PersistObject { .. }) => {
-                self.on_object_output(out)
-            }
+            out @ (NodeOutput::ObjectAnswer { .. }
+            | NodeOutput::PersistObject { .. }
+            | NodeOutput::RunObject(_)) => self.on_object_output(out),
             out @ (NodeOutput::ServeModule { .. } | NodeOutput::ModuleReceived { .. }) => {
                 self.on_module_output(out)
             }

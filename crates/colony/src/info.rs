@@ -574,6 +574,10 @@ pub struct ObjectSummary {
     /// Milliseconds since that checkpoint (or since it was created or
     /// rebuilt here).
     pub checkpoint_age_ms: u64,
+    /// Milliseconds its handler has been running the current call or
+    /// reply, if one runs now.
+    #[serde(default)]
+    pub running_ms: Option<u64>,
 }
 
 impl From<&colony_core::object::ObjectInfo> for ObjectSummary {
@@ -588,6 +592,7 @@ impl From<&colony_core::object::ObjectInfo> for ObjectSummary {
             logged: info.logged,
             checkpoint_covers: info.checkpoint_covers,
             checkpoint_age_ms: info.checkpoint_age_ms,
+            running_ms: info.running_ms,
         }
     }
 }

@@ -22,8 +22,9 @@ use super::tour::validate_tour;
 /// local searches inline, on the peer's driver.
 pub const MAX_OBJECT_CITIES: usize = 1_000;
 
-/// The most generations one [`IslandRequest::Evolve`] breeds: a call runs
-/// on its peer's driver and must stay short.
+/// The most generations one [`IslandRequest::Evolve`] breeds: the island
+/// serves nothing else while it breeds, and a call must end well within
+/// its deadline.
 pub const MAX_GENERATIONS_PER_CALL: u32 = 1_000;
 
 /// The most tours one [`IslandRequest::Immigrate`] carries, and the most

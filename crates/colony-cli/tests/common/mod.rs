@@ -415,9 +415,20 @@ impl ObjectApi {
 
     /// `POST /v1/objects`: a counter from 0 under `protocol`; its URI.
     pub async fn create_counter(&self, protocol: &str) -> String {
+        self.create("counter", serde_json::json!(0), protocol).await
+    }
+
+    /// `POST /v1/objects`: an `object_type` made from `params` under
+    /// `protocol`; its URI.
+    pub async fn create(
+        &self,
+        object_type: &str,
+        params: serde_json::Value,
+        protocol: &str,
+    ) -> String {
         let body = serde_json::json!({
-            "type": "counter",
-            "params": 0,
+            "type": object_type,
+            "params": params,
             "fault_tolerance": { "protocol": protocol, "ttc_s": 600 },
         });
         let answer: serde_json::Value = self
@@ -446,6 +457,21 @@ impl ObjectApi {
         request: serde_json::Value,
         calls: usize,
     ) -> Result<Vec<i64>, String> {
+        self.call_any(uri, request, calls)
+            .await?
+            .iter()
+            .map(|reply| reply.as_i64().ok_or_else(|| reply.to_string()))
+            .collect()
+    }
+
+    /// `POST /v1/calls` of `calls` requests to `uri`, whatever its type:
+    /// the replies as JSON, or the first failure's text.
+    pub async fn call_any(
+        &self,
+        uri: &str,
+        request: serde_json::Value,
+        calls: usize,
+    ) -> Result<Vec<serde_json::Value>, String> {
         let body = serde_json::json!({
             "calls": vec![serde_json::json!({ "uri": uri, "request": request }); calls],
             "timeout_s": 30,
@@ -467,7 +493,10 @@ impl ObjectApi {
         let replies = answer["replies"].as_array().ok_or("no replies")?;
         replies
             .iter()
-            .map(|reply| reply["ok"].as_i64().ok_or_else(|| reply.to_string()))
+            .map(|reply| match reply.get("ok") {
+                Some(ok) => Ok(ok.clone()),
+                None => Err(reply.to_string()),
+            })
             .collect()
     }
 }

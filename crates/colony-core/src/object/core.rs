@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::activation::{Activation, Delivery};
+use super::activation::{Activation, Delivery, Served};
 use super::id::{CallId, Guid, ObjectUri};
 use super::model::{CallError, ObjectTypes, Outgoing};
 use super::record::{
@@ -251,6 +251,63 @@ pub enum ObjectOutput<P> {
     /// Write this record to disk (replacing the object's previous one),
     /// then confirm with [`Objects::durable`] for its (`term`, `seq`).
     Persist(StoredObject<P>),
+    /// Run this object's code ([`ObjectRun::run`], on any thread; it may
+    /// take long), then give it back with [`Objects::ran`]. The object
+    /// serves nothing else meanwhile.
+    Run(ObjectRun),
+}
+
+/// One delivery an object is to serve, with the object itself taken out of
+/// the core so that its code runs away from the thread that drives the
+/// peer (a long handler must not stall membership or other objects).
+pub struct ObjectRun {
+    guid: Guid,
+    /// Which run of the core this is: one given back after its object
+    /// stepped down (and maybe came back) is stale.
+    run: u64,
+    live: Activation,
+    delivery: Delivery,
+    served: Option<Served>,
+}
+
+impl ObjectRun {
+    /// The object.
+    pub fn guid(&self) -> Guid {
+        self.guid
+    }
+
+    /// Serves the delivery: runs the object's handler (a panic in it is
+    /// the call's error). Deterministic, like every delivery.
+    pub fn run(&mut self) {
+        if self.served.is_none() {
+            self.served = Some(self.live.deliver(self.delivery.clone()));
+        }
+    }
+}
+
+impl std::fmt::Debug for ObjectRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectRun")
+            .field("guid", &self.guid)
+            .field("run", &self.run)
+            .field("delivery", &self.delivery)
+            .field("ran", &self.served.is_some())
+            .finish()
+    }
+}
+
+/// An object out on an [`ObjectRun`].
+struct Running<P> {
+    run: u64,
+    /// For a call: where its reply goes.
+    route: Option<(CallId, P)>,
+    /// Its type and deliveries served when it left, for listings.
+    object_type: String,
+    served: u64,
+    /// When it left.
+    started: Instant,
+    /// A checkpoint fell due while it ran.
+    checkpoint_due: bool,
 }
 
 /// An object's record as a peer keeps it on disk: the record, and where its
@@ -347,6 +404,9 @@ pub struct ObjectInfo {
     /// Milliseconds since that checkpoint was taken (or the object was
     /// created or rebuilt here).
     pub checkpoint_age_ms: u64,
+    /// Milliseconds its handler has been running the current delivery, if
+    /// one runs now.
+    pub running_ms: Option<u64>,
 }
 
 /// An object created here, waiting for its would-be home to promise term 1
@@ -369,7 +429,15 @@ pub struct Objects<P: PeerKey> {
     config: ObjectsConfig,
     types: ObjectTypes,
     homes: Homes<Guid, P, ObjectRecord>,
+    /// The objects this peer is primary of, but those out running.
     live: BTreeMap<Guid, Activation>,
+    /// The objects out running ([`ObjectOutput::Run`]).
+    running: BTreeMap<Guid, Running<P>>,
+    /// Runs started, numbering them.
+    runs: u64,
+    /// Deliveries that arose here (replies, bounced calls) for objects out
+    /// running, served when they are back.
+    local: BTreeMap<Guid, VecDeque<Delivery>>,
     /// When each live object checkpoints next.
     checkpoints: BTreeSet<(Instant, Guid)>,
     checkpoint_at: BTreeMap<Guid, Instant>,
@@ -457,6 +525,9 @@ impl<P: PeerKey> Objects<P> {
             config,
             types,
             live: BTreeMap::new(),
+            running: BTreeMap::new(),
+            runs: 0,
+            local: BTreeMap::new(),
             checkpoints: BTreeSet::new(),
             checkpoint_at: BTreeMap::new(),
             checkpointed: BTreeMap::new(),
@@ -491,22 +562,31 @@ impl<P: PeerKey> Objects<P> {
     /// The objects whose primary is this peer (not those deleted, whose
     /// record stays a while to answer late calls).
     pub fn objects(&self, now: Instant) -> Vec<ObjectInfo> {
-        self.live
+        let live = self
+            .live
             .iter()
-            .filter_map(|(guid, live)| {
+            .map(|(guid, live)| (guid, live.object_type(), live.served(), None));
+        let running = self.running.iter().map(|(guid, r)| {
+            let ran = now.saturating_duration_since(r.started);
+            (guid, r.object_type.as_str(), r.served, Some(ran))
+        });
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        live.chain(running)
+            .filter_map(|(guid, object_type, served, running)| {
                 let record = self.homes.get(guid).filter(|record| !record.deleted())?;
                 let age = self
                     .checkpointed
                     .get(guid)
                     .map_or(Duration::ZERO, |at| now.saturating_duration_since(*at));
                 Some(ObjectInfo {
-                    uri: live.uri().clone(),
-                    object_type: live.object_type().to_string(),
+                    uri: record.state().uri().clone(),
+                    object_type: object_type.to_string(),
                     protocol: record.protocol(),
-                    served: live.served(),
+                    served,
                     logged: record.logged(),
                     checkpoint_covers: record.covers(),
-                    checkpoint_age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+                    checkpoint_age_ms: ms(age),
+                    running_ms: running.map(ms),
                 })
             })
             .collect()
@@ -795,9 +875,10 @@ impl<P: PeerKey> Objects<P> {
     /// change or tell something while this peer holds no lease on it: a
     /// primary cut off or paused past its lease may already have a
     /// successor, and two activations must never both execute (the lease
-    /// comes back with the next acknowledged update or heartbeat).
+    /// comes back with the next acknowledged update or heartbeat), or
+    /// while the object is out running (it serves one message at a time).
     /// Returns the message when it may be served now.
-    fn hold_without_lease(
+    fn hold_until_servable(
         &mut self,
         now: Instant,
         from: P,
@@ -816,7 +897,9 @@ impl<P: PeerKey> Objects<P> {
         if !self.serves(&guid) {
             return Some((from, msg));
         }
-        if self.homes.has_lease(now, &guid) && !self.held.contains_key(&guid) {
+        // An object out running takes the next message once it is back.
+        let idle = !self.running.contains_key(&guid);
+        if idle && self.homes.has_lease(now, &guid) && !self.held.contains_key(&guid) {
             return Some((from, msg));
         }
         if self.held_count >= MAX_HELD {
@@ -838,26 +921,41 @@ impl<P: PeerKey> Objects<P> {
 
     /// Whether this peer is the primary of `guid` with its object live.
     fn serves(&self, guid: &Guid) -> bool {
-        self.homes.get(guid).is_some_and(|h| h.is_primary()) && self.live.contains_key(guid)
+        self.homes.get(guid).is_some_and(|h| h.is_primary()) && self.activated(guid)
     }
 
-    /// Serves the held requests of objects whose lease came, sends those
-    /// of objects this peer no longer serves to their primary, and refuses
-    /// those held too long.
+    /// Whether object `guid` is live here, serving or out running.
+    fn activated(&self, guid: &Guid) -> bool {
+        self.live.contains_key(guid) || self.running.contains_key(guid)
+    }
+
+    /// Serves the held requests of objects whose lease came (in order,
+    /// until one sends its object out running), sends those of objects
+    /// this peer no longer serves to their primary, and refuses those held
+    /// too long without a lease.
     fn serve_held(&mut self, now: Instant) {
         if self.held.is_empty() {
             return;
         }
         let guids: Vec<Guid> = self.held.keys().copied().collect();
         for guid in guids {
+            if self.running.contains_key(&guid) {
+                continue;
+            }
             let serving = self.serves(&guid);
             let leased = serving && self.homes.has_lease(now, &guid);
-            let Some(queue) = self.held.remove(&guid) else {
+            let Some(mut queue) = self.held.remove(&guid) else {
                 continue;
             };
+            self.held_count = self.held_count.saturating_sub(queue.len());
             let mut kept = VecDeque::new();
-            for (at, from, msg) in queue {
-                self.held_count = self.held_count.saturating_sub(1);
+            while let Some((at, from, msg)) = queue.pop_front() {
+                if leased && self.running.contains_key(&guid) {
+                    // Out running now: the rest waits, in order.
+                    queue.push_front((at, from, msg));
+                    kept = queue;
+                    break;
+                }
                 if leased {
                     self.dispatch(now, from, msg);
                 } else if serving && now.saturating_duration_since(at) < self.config.resend_interval
@@ -878,6 +976,10 @@ impl<P: PeerKey> Objects<P> {
             }
             if !kept.is_empty() {
                 self.held_count += kept.len();
+                // Dispatching may have held newer messages behind these.
+                if let Some(newer) = self.held.remove(&guid) {
+                    kept.extend(newer);
+                }
                 self.held.insert(guid, kept);
             }
         }
@@ -885,7 +987,7 @@ impl<P: PeerKey> Objects<P> {
     }
 
     fn on_message(&mut self, now: Instant, from: P, msg: ObjectMsg<P>) {
-        if let Some((from, msg)) = self.hold_without_lease(now, from, msg) {
+        if let Some((from, msg)) = self.hold_until_servable(now, from, msg) {
             self.dispatch(now, from, msg);
         }
     }
@@ -1143,30 +1245,102 @@ impl<P: PeerKey> Objects<P> {
                 return;
             }
         }
-        let (Some(h), Some(live)) = (self.homes.get_mut(&guid), self.live.get_mut(&guid)) else {
-            return;
-        };
         let delivery = Delivery::Call {
             id,
             acked_below,
             known,
             request,
         };
-        let before = live.served();
-        let effects = h.state_mut().serve(live, delivery);
-        if live.served() == before {
+        self.start_run(now, guid, delivery, Some((id, from)));
+    }
+
+    /// Sends live object `guid` out to serve `delivery`
+    /// ([`ObjectOutput::Run`]); a call's reply goes by `route`.
+    fn start_run(
+        &mut self,
+        now: Instant,
+        guid: Guid,
+        delivery: Delivery,
+        route: Option<(CallId, P)>,
+    ) {
+        let Some(live) = self.live.remove(&guid) else {
+            return;
+        };
+        self.runs += 1;
+        let run = self.runs;
+        self.running.insert(
+            guid,
+            Running {
+                run,
+                route,
+                object_type: live.object_type().to_string(),
+                served: live.served(),
+                started: now,
+                checkpoint_due: false,
+            },
+        );
+        self.outputs.push_back(ObjectOutput::Run(ObjectRun {
+            guid,
+            run,
+            live,
+            delivery,
+            served: None,
+        }));
+    }
+
+    /// An [`ObjectRun`] is back: its object is live again, what it served
+    /// is recorded (under `pml`, logged before anything it made leaves),
+    /// and it takes its next delivery. A run whose object stopped being
+    /// primary here meanwhile is dropped (none of it left; its caller
+    /// tries the next primary). One given back unserved (its thread
+    /// failed) rebuilds the object from its record.
+    pub fn ran(&mut self, now: Instant, run: ObjectRun) {
+        let ObjectRun {
+            guid,
+            run,
+            live,
+            delivery,
+            served,
+        } = run;
+        if self.running.get(&guid).is_none_or(|r| r.run != run) {
+            return;
+        }
+        let Some(running) = self.running.remove(&guid) else {
+            return;
+        };
+        let Some(h) = self.homes.get_mut(&guid).filter(|h| h.is_primary()) else {
+            return;
+        };
+        let Some(served) = served else {
+            self.recover(now, guid);
+            self.drain_homes(now);
+            return;
+        };
+        if served.repeat {
             self.stats.repeats += 1;
         } else {
             self.stats.served += 1;
         }
+        let effects = h.state_mut().record(delivery, served);
         let log_full = h.log_full();
-        self.routes.insert(id, from);
-        if log_full {
+        if let Some((id, from)) = running.route {
+            self.routes.insert(id, from);
+        }
+        self.live.insert(guid, live);
+        if log_full || running.checkpoint_due {
             self.checkpoint(now, guid);
-        } else if self.moving(&guid) {
+        } else if self.moving(&guid) || self.leaving {
             self.checkpoint_unlogged(now, guid);
         }
         let _ = self.homes.propose(now, guid, effects);
+        if let Some(next) = self.local.get_mut(&guid).and_then(|q| q.pop_front()) {
+            self.start_run(now, guid, next, None);
+        }
+        if self.local.get(&guid).is_some_and(|q| q.is_empty()) {
+            self.local.remove(&guid);
+        }
+        self.drain_homes(now);
+        self.serve_held(now);
     }
 
     fn on_delete(&mut self, now: Instant, from: P, id: CallId, uri: ObjectUri) {
@@ -1268,18 +1442,15 @@ impl<P: PeerKey> Objects<P> {
     /// Serves a delivery that arose here (a reply, a bounced call) on the
     /// live object `guid`, if this peer still is its primary.
     fn serve_locally(&mut self, now: Instant, guid: Guid, delivery: Delivery) {
-        let (Some(h), Some(live)) = (self.homes.get_mut(&guid), self.live.get_mut(&guid)) else {
-            return;
-        };
-        if !h.is_primary() {
+        if !self.serves(&guid) {
             return;
         }
-        let effects = h.state_mut().serve(live, delivery);
-        self.stats.served += 1;
-        if self.moving(&guid) {
-            self.checkpoint_unlogged(now, guid);
+        if self.running.contains_key(&guid) {
+            // Bounded: one per call the object awaits, and per bounced one.
+            self.local.entry(guid).or_default().push_back(delivery);
+            return;
         }
-        let _ = self.homes.propose(now, guid, effects);
+        self.start_run(now, guid, delivery, None);
     }
 
     fn on_not_here(&mut self, now: Instant, id: CallId, primary: Option<P>) {
@@ -1319,6 +1490,10 @@ impl<P: PeerKey> Objects<P> {
     }
 
     fn checkpoint(&mut self, now: Instant, guid: Guid) {
+        if let Some(running) = self.running.get_mut(&guid) {
+            running.checkpoint_due = true;
+            return;
+        }
         let (Some(h), Some(live)) = (self.homes.get_mut(&guid), self.live.get(&guid)) else {
             return;
         };
@@ -1364,7 +1539,10 @@ impl<P: PeerKey> Objects<P> {
                 }
                 HomeOutput::BecamePrimary { key, .. } => self.recover(now, key),
                 HomeOutput::SteppedDown { key } | HomeOutput::Dropped { key } => {
+                    // A run out now is dropped when it comes back.
                     self.live.remove(&key);
+                    self.running.remove(&key);
+                    self.local.remove(&key);
                     self.drop_calls_of(key);
                     self.forget_known(key);
                     self.checkpointed.remove(&key);
@@ -1756,7 +1934,7 @@ impl<P: PeerKey> Objects<P> {
                 // An object's call goes on only while this peer is its
                 // primary; its next primary sends it again.
                 if let Origin::Object(guid) = p.origin {
-                    if !self.live.contains_key(&guid) {
+                    if !self.activated(&guid) {
                         self.pending.remove(&id);
                         continue;
                     }
@@ -1780,8 +1958,9 @@ impl<P: PeerKey> Objects<P> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let held_expires = self
             .held
-            .values()
-            .filter_map(|q| q.front())
+            .iter()
+            .filter(|(guid, _)| !self.running.contains_key(guid))
+            .filter_map(|(_, q)| q.front())
             .map(|(at, _, _)| *at + self.config.resend_interval)
             .min();
         [

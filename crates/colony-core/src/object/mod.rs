@@ -23,8 +23,8 @@ pub mod record;
 mod tests;
 
 pub use self::core::{
-    ObjectAnswer, ObjectFound, ObjectInfo, ObjectMsg, ObjectOutput, ObjectRequest, ObjectStats,
-    Objects, ObjectsConfig, StoredObject,
+    ObjectAnswer, ObjectFound, ObjectInfo, ObjectMsg, ObjectOutput, ObjectRequest, ObjectRun,
+    ObjectStats, Objects, ObjectsConfig, StoredObject,
 };
 pub use activation::{Activation, Delivery, ObjectCheckpoint, Served};
 pub use id::{CallId, Guid, ObjectUri, Ref, UriError};

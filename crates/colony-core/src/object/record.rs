@@ -459,12 +459,19 @@ impl ObjectRecord {
     /// Primary: serves `delivery` on the live object and records it as the
     /// protocol asks; what must leave once the record is replicated.
     pub fn serve(&mut self, live: &mut Activation, delivery: Delivery) -> Vec<ObjectEffect> {
-        let logged = self.protocol.logs().then(|| delivery.clone());
+        let served = live.deliver(delivery.clone());
+        self.record(delivery, served)
+    }
+
+    /// Primary: records `delivery`, which the live object served as
+    /// `served` (on another thread: [`crate::object::ObjectRun`]), as the
+    /// protocol asks; what must leave once the record is replicated.
+    pub fn record(&mut self, delivery: Delivery, served: Served) -> Vec<ObjectEffect> {
         let call = match &delivery {
             Delivery::Call { id, .. } => Some(*id),
             Delivery::Reply { .. } => None,
         };
-        let served = live.deliver(delivery);
+        let logged = self.protocol.logs().then_some(delivery);
         if let Some(cic) = self.cic.as_mut().filter(|_| !served.repeat) {
             if !cic.dirty {
                 cic.dirty = true;

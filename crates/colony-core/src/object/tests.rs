@@ -984,6 +984,7 @@ mod cores {
             let now = self.now;
             loop {
                 let mut durable = Vec::new();
+                let mut ran = Vec::new();
                 let Some(core) = self.peers[p as usize].as_mut() else {
                     return;
                 };
@@ -1004,10 +1005,17 @@ mod cores {
                         ObjectOutput::Persist(stored) => {
                             durable.push((stored.snapshot.uri.guid, stored.term, stored.seq))
                         }
+                        ObjectOutput::Run(mut run) => {
+                            run.run();
+                            ran.push(run);
+                        }
                     }
                 }
-                if durable.is_empty() {
+                if durable.is_empty() && ran.is_empty() {
                     return;
+                }
+                for run in ran {
+                    core.ran(now, run);
                 }
                 for (guid, term, seq) in durable {
                     core.durable(now, guid, term, seq);

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use colony_core::node::{Node, NodeInput, NodeOutput};
-use colony_core::object::{CallError, Guid, ObjectAnswer, ObjectRequest, StoredObject};
+use colony_core::object::{CallError, Guid, ObjectAnswer, ObjectRequest, ObjectRun, StoredObject};
 use colony_core::wire;
 use colony_store::{CheckpointStore, StoreError};
 use libp2p::PeerId;
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::Driver;
+use crate::compute::{ObjectRunner, OBJECT_RUNS_DONE};
 
 /// Object record writes waiting for the disk at most; their completions fit
 /// the bounded channel that brings them back.
@@ -48,12 +49,20 @@ pub(crate) struct ObjectIo {
     next_token: u64,
     /// Record writes that failed.
     pub(crate) errors: u64,
+    /// The threads that run objects' handlers.
+    runner: ObjectRunner,
+    /// Runs coming back from them.
+    pub(crate) ran_rx: mpsc::Receiver<ObjectRun>,
 }
 
 impl ObjectIo {
-    pub(crate) fn new() -> ObjectIo {
+    /// With `threads` threads running handlers at `nice`.
+    pub(crate) fn new(threads: usize, nice: u8) -> ObjectIo {
         let (done_tx, done_rx) = mpsc::channel(OBJECT_WRITES_IN_FLIGHT);
+        let (ran_tx, ran_rx) = mpsc::channel(OBJECT_RUNS_DONE);
         ObjectIo {
+            runner: ObjectRunner::new(threads, nice, ran_tx),
+            ran_rx,
             done_tx,
             done_rx,
             in_flight: 0,
@@ -92,6 +101,7 @@ impl Driver {
                     let _ = reply.send(result);
                 }
             }
+            NodeOutput::RunObject(run) => self.objects.runner.submit(run),
             NodeOutput::PersistObject(record) => {
                 let guid = record.snapshot.uri.guid;
                 if self.objects.waiting.insert(guid, record).is_none() {
@@ -160,6 +170,12 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// An object's run is back from its thread.
+    pub(super) fn on_object_ran(&mut self, run: ObjectRun) {
+        self.node
+            .handle(Instant::now(), NodeInput::ObjectRan(Box::new(run)));
     }
 
     /// A record write finished: the node is told it is durable.
