@@ -533,6 +533,10 @@ pub struct Home<P, S: Replicated> {
     heard_at: Instant,
     /// When this home next needs `handle_timeout`, as in the timer table.
     deadline: Option<Instant>,
+    /// Primary: part of the state is away for a moment (an object's
+    /// handler runs on another thread): the role stays here until it is
+    /// back ([`Home::set_pinned`]).
+    pinned: bool,
 }
 
 impl<P: PeerKey, S: Replicated> Home<P, S> {
@@ -573,6 +577,7 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
             campaign_at: None,
             heard_at: now,
             deadline: None,
+            pinned: false,
         }
     }
 
@@ -654,6 +659,15 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
         self.handing_over.is_some()
     }
 
+    /// Primary: keeps the role here (`true`) while part of the state is
+    /// away, so that no planned hand-over (to a closer peer, or on
+    /// leaving) moves a state that lacks it; once unpinned, the next
+    /// acknowledgement from the closer member hands over as usual. A
+    /// failure still elects a successor.
+    pub fn set_pinned(&mut self, pinned: bool) {
+        self.pinned = pinned;
+    }
+
     /// Primary: drops the effects still waiting for a commit (the state
     /// that made them was discarded); how many.
     pub fn discard_effects(&mut self) -> usize {
@@ -664,6 +678,7 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
 
     /// Forgets what only a primary keeps.
     fn drop_primary_state(&mut self) {
+        self.pinned = false;
         self.acked.clear();
         self.rounds.clear();
         self.round_acked.clear();

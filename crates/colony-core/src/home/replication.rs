@@ -261,7 +261,9 @@ where
         let up_to_date = |b: &P| h.acked.get(b).is_some_and(|a| *a >= h.seq);
         let closer = home
             .first()
-            .filter(|b| **b != me && h.members.contains(b) && up_to_date(b) && h.settled())
+            .filter(|b| {
+                **b != me && h.members.contains(b) && up_to_date(b) && h.settled() && !h.pinned
+            })
             .cloned();
         if let Some(best) = closer {
             self.promote(now, key, best);

@@ -1266,6 +1266,10 @@ impl<P: PeerKey> Objects<P> {
         let Some(live) = self.live.remove(&guid) else {
             return;
         };
+        // Its record lacks what the run changes: no planned move now.
+        if let Some(h) = self.homes.get_mut(&guid) {
+            h.set_pinned(true);
+        }
         self.runs += 1;
         let run = self.runs;
         self.running.insert(
@@ -1311,6 +1315,7 @@ impl<P: PeerKey> Objects<P> {
         let Some(h) = self.homes.get_mut(&guid).filter(|h| h.is_primary()) else {
             return;
         };
+        h.set_pinned(false);
         let Some(served) = served else {
             self.recover(now, guid);
             self.drain_homes(now);

@@ -921,6 +921,9 @@ mod cores {
         answers: BTreeMap<(u32, u64), Result<ObjectAnswer, CallError>>,
         next_token: u64,
         latency: Duration,
+        /// Object runs kept out (their handlers "still running") instead
+        /// of completed at once, while `Some`.
+        runs_out: Option<Vec<(u32, ObjectRun)>>,
     }
 
     impl Net {
@@ -950,6 +953,7 @@ mod cores {
                 answers: BTreeMap::new(),
                 next_token: 0,
                 latency: Duration::from_millis(1),
+                runs_out: None,
             };
             net.views();
             net
@@ -1005,10 +1009,13 @@ mod cores {
                         ObjectOutput::Persist(stored) => {
                             durable.push((stored.snapshot.uri.guid, stored.term, stored.seq))
                         }
-                        ObjectOutput::Run(mut run) => {
-                            run.run();
-                            ran.push(run);
-                        }
+                        ObjectOutput::Run(mut run) => match self.runs_out.as_mut() {
+                            Some(out) => out.push((p, run)),
+                            None => {
+                                run.run();
+                                ran.push(run);
+                            }
+                        },
                     }
                 }
                 if durable.is_empty() && ran.is_empty() {
@@ -1924,6 +1931,70 @@ mod cores {
         net.run_for(Duration::from_secs(5));
         assert_eq!(net.primary_of(&uri), Some(newcomer), "it moved");
         assert_eq!(net.counter_value(1, &uri), 5, "with its state");
+    }
+
+    /// A handler still running when its peer starts leaving: the object
+    /// moves only once the run is back, with what it did (without the
+    /// pin, the home handed over a record lacking every call since the
+    /// last checkpoint).
+    #[test]
+    fn an_object_moves_only_once_its_running_handler_is_back() {
+        let mut net = Net::new(4);
+        let checkpointed = ObjectProtocol::Checkpoint { ttc_ms: 600_000 };
+        let uri = net.create(0, "counter", encode(&0u64), checkpointed);
+        let primary = net.primary_of(&uri).unwrap();
+        let caller = (0..4).find(|p| *p != primary).unwrap();
+        for _ in 0..5 {
+            let c = net.call_counter(caller, &uri, &CounterRequest::Add(1));
+            net.wait(c, Duration::from_secs(10)).unwrap();
+        }
+        net.runs_out = Some(Vec::new());
+        let sixth = net.call_counter(caller, &uri, &CounterRequest::Add(1));
+        let until = net.now + Duration::from_secs(5);
+        while net.runs_out.as_ref().is_some_and(Vec::is_empty) {
+            assert!(net.step(until), "the sixth call never ran");
+        }
+        let now = net.now;
+        if let Some(core) = net.peers[primary as usize].as_mut() {
+            core.hand_over_all(now);
+        }
+        net.drain(primary);
+        for q in net.up().into_iter().filter(|q| *q != primary) {
+            if let Some(core) = net.peers[q as usize].as_mut() {
+                core.update_member(primary, true, true, false);
+                core.refresh_members(now);
+            }
+            net.drain(q);
+        }
+        net.run_for(Duration::from_secs(3));
+        assert_eq!(net.primary_of(&uri), Some(primary), "moved while running");
+        let runs = net.runs_out.take().unwrap_or_default();
+        for (p, mut run) in runs {
+            run.run();
+            let now = net.now;
+            if let Some(core) = net.peers[p as usize].as_mut() {
+                core.ran(now, run);
+            }
+            net.drain(p);
+        }
+        assert_eq!(
+            net.wait(sixth, Duration::from_secs(10)),
+            Ok(ObjectAnswer::Replied(encode(&6u64)))
+        );
+        let until = net.now + Duration::from_secs(10);
+        while !net.peers[primary as usize]
+            .as_ref()
+            .is_some_and(|core| core.released())
+        {
+            assert!(net.step(until), "the leaving peer was never released");
+        }
+        net.crash(primary);
+        net.views();
+        assert_eq!(
+            net.counter_value(caller, &uri),
+            6,
+            "it moved with its state"
+        );
     }
 
     /// Seed 004 §4.1: a peer leaving gracefully migrates its objects first,
