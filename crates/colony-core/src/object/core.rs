@@ -257,18 +257,24 @@ pub enum ObjectOutput<P> {
     Run(ObjectRun),
 }
 
-/// One delivery an object is to serve, with the object itself taken out of
-/// the core so that its code runs away from the thread that drives the
-/// peer (a long handler must not stall membership or other objects).
+/// Deliveries an object is to serve, in order, with the object itself
+/// taken out of the core so that its code runs away from the thread that
+/// drives the peer (a long handler must not stall membership or other
+/// objects). The deliveries that arrived together go out together (at
+/// most [`MAX_RUN_DELIVERIES`]), and are recorded together when the run is
+/// back: one replication round for all of them.
 pub struct ObjectRun {
     guid: Guid,
     /// Which run of the core this is: one given back after its object
     /// stepped down (and maybe came back) is stale.
     run: u64,
     live: Activation,
-    delivery: Delivery,
-    served: Option<Served>,
+    deliveries: Vec<Delivery>,
+    served: Vec<Served>,
 }
+
+/// Deliveries one [`ObjectRun`] takes at most.
+pub const MAX_RUN_DELIVERIES: usize = 256;
 
 impl ObjectRun {
     /// The object.
@@ -276,11 +282,12 @@ impl ObjectRun {
         self.guid
     }
 
-    /// Serves the delivery: runs the object's handler (a panic in it is
-    /// the call's error). Deterministic, like every delivery.
+    /// Serves the deliveries in order: runs the object's handler (a panic
+    /// in it is that call's error). Deterministic, like every delivery.
     pub fn run(&mut self) {
-        if self.served.is_none() {
-            self.served = Some(self.live.deliver(self.delivery.clone()));
+        while let Some(delivery) = self.deliveries.get(self.served.len()) {
+            let served = self.live.deliver(delivery.clone());
+            self.served.push(served);
         }
     }
 }
@@ -290,17 +297,20 @@ impl std::fmt::Debug for ObjectRun {
         f.debug_struct("ObjectRun")
             .field("guid", &self.guid)
             .field("run", &self.run)
-            .field("delivery", &self.delivery)
-            .field("ran", &self.served.is_some())
+            .field("deliveries", &self.deliveries.len())
+            .field("served", &self.served.len())
             .finish()
     }
 }
 
-/// An object out on an [`ObjectRun`].
+/// An object out on an [`ObjectRun`], or about to go.
 struct Running<P> {
     run: u64,
-    /// For a call: where its reply goes.
-    route: Option<(CallId, P)>,
+    /// Per delivery, for a call: where its reply goes.
+    routes: Vec<Option<(CallId, P)>>,
+    /// The object and its deliveries while the run still takes more (it
+    /// goes out at the next [`Objects::poll`]); `None` once out.
+    forming: Option<(Activation, Vec<Delivery>)>,
     /// Its type and deliveries served when it left, for listings.
     object_type: String,
     served: u64,
@@ -898,7 +908,7 @@ impl<P: PeerKey> Objects<P> {
             return Some((from, msg));
         }
         // An object out running takes the next message once it is back.
-        let idle = !self.running.contains_key(&guid);
+        let idle = !self.busy(&guid);
         if idle && self.homes.has_lease(now, &guid) && !self.held.contains_key(&guid) {
             return Some((from, msg));
         }
@@ -929,6 +939,19 @@ impl<P: PeerKey> Objects<P> {
         self.live.contains_key(guid) || self.running.contains_key(guid)
     }
 
+    /// Whether object `guid` is out running (not just gathering a run).
+    fn busy(&self, guid: &Guid) -> bool {
+        self.running.get(guid).is_some_and(|r| r.forming.is_none())
+    }
+
+    /// The type of the object `guid` live here.
+    fn type_of(&self, guid: &Guid) -> Option<&str> {
+        match self.live.get(guid) {
+            Some(live) => Some(live.object_type()),
+            None => self.running.get(guid).map(|r| r.object_type.as_str()),
+        }
+    }
+
     /// Serves the held requests of objects whose lease came (in order,
     /// until one sends its object out running), sends those of objects
     /// this peer no longer serves to their primary, and refuses those held
@@ -939,7 +962,7 @@ impl<P: PeerKey> Objects<P> {
         }
         let guids: Vec<Guid> = self.held.keys().copied().collect();
         for guid in guids {
-            if self.running.contains_key(&guid) {
+            if self.busy(&guid) {
                 continue;
             }
             let serving = self.serves(&guid);
@@ -950,7 +973,7 @@ impl<P: PeerKey> Objects<P> {
             self.held_count = self.held_count.saturating_sub(queue.len());
             let mut kept = VecDeque::new();
             while let Some((at, from, msg)) = queue.pop_front() {
-                if leased && self.running.contains_key(&guid) {
+                if leased && self.busy(&guid) {
                     // Out running now: the rest waits, in order.
                     queue.push_front((at, from, msg));
                     kept = queue;
@@ -1213,18 +1236,15 @@ impl<P: PeerKey> Objects<P> {
             return;
         }
         let guid = to.guid;
-        let Some(h) = self.homes.get_mut(&guid) else {
-            return;
-        };
-        let Some(live) = self.live.get_mut(&guid) else {
+        let (Some(h), Some(its_type)) = (self.homes.get(&guid), self.type_of(&guid)) else {
             return;
         };
         let refusal = if h.deleted() {
             Some(CallError::NoSuchObject(to.clone()))
-        } else if live.object_type() != object_type {
+        } else if its_type != object_type {
             Some(CallError::BadMessage(format!(
                 "{to} is a {:?}, called as a {:?}",
-                live.object_type(),
+                its_type,
                 object_type.chars().take(80).collect::<String>()
             )))
         } else if request.len() > self.config.max_message_bytes {
@@ -1254,8 +1274,11 @@ impl<P: PeerKey> Objects<P> {
         self.start_run(now, guid, delivery, Some((id, from)));
     }
 
-    /// Sends live object `guid` out to serve `delivery`
-    /// ([`ObjectOutput::Run`]); a call's reply goes by `route`.
+    /// Gives `delivery` to live object `guid`: the first one takes the
+    /// object out of `live` into a run that goes out at the next
+    /// [`Objects::poll`] ([`ObjectOutput::Run`]) and takes the deliveries
+    /// dispatched meanwhile; a call's reply goes by `route`. Not for an
+    /// object already out (its deliveries wait: `held`, `local`).
     fn start_run(
         &mut self,
         now: Instant,
@@ -1263,32 +1286,59 @@ impl<P: PeerKey> Objects<P> {
         delivery: Delivery,
         route: Option<(CallId, P)>,
     ) {
+        if let Some(forming) = self.running.get_mut(&guid) {
+            if let Some((_, deliveries)) = forming.forming.as_mut() {
+                deliveries.push(delivery);
+                forming.routes.push(route);
+                if deliveries.len() >= MAX_RUN_DELIVERIES {
+                    self.send_run(guid);
+                }
+            }
+            return;
+        }
         let Some(live) = self.live.remove(&guid) else {
             return;
         };
         // Its record lacks what the run changes: no planned move now.
+        let mut cic = false;
         if let Some(h) = self.homes.get_mut(&guid) {
             h.set_pinned(true);
+            cic = h.protocol().cic();
         }
         self.runs += 1;
-        let run = self.runs;
         self.running.insert(
             guid,
             Running {
-                run,
-                route,
+                run: self.runs,
+                routes: vec![route],
                 object_type: live.object_type().to_string(),
                 served: live.served(),
                 started: now,
                 checkpoint_due: false,
+                forming: Some((live, vec![delivery])),
             },
         );
+        // cic: a message may force a checkpoint before it is delivered,
+        // which needs the object here: one delivery per run.
+        if cic {
+            self.send_run(guid);
+        }
+    }
+
+    /// Sends the run `guid` is gathering out.
+    fn send_run(&mut self, guid: Guid) {
+        let Some(running) = self.running.get_mut(&guid) else {
+            return;
+        };
+        let Some((live, deliveries)) = running.forming.take() else {
+            return;
+        };
         self.outputs.push_back(ObjectOutput::Run(ObjectRun {
             guid,
-            run,
+            run: running.run,
             live,
-            delivery,
-            served: None,
+            deliveries,
+            served: Vec::new(),
         }));
     }
 
@@ -1303,10 +1353,10 @@ impl<P: PeerKey> Objects<P> {
             guid,
             run,
             live,
-            delivery,
+            deliveries,
             served,
         } = run;
-        if self.running.get(&guid).is_none_or(|r| r.run != run) {
+        if !self.busy(&guid) || self.running.get(&guid).is_none_or(|r| r.run != run) {
             return;
         }
         let Some(running) = self.running.remove(&guid) else {
@@ -1316,21 +1366,25 @@ impl<P: PeerKey> Objects<P> {
             return;
         };
         h.set_pinned(false);
-        let Some(served) = served else {
+        if served.len() != deliveries.len() {
             self.recover(now, guid);
             self.drain_homes(now);
             return;
-        };
-        if served.repeat {
-            self.stats.repeats += 1;
-        } else {
-            self.stats.served += 1;
         }
-        let effects = h.state_mut().record(delivery, served);
+        let mut effects = Vec::new();
+        let served = deliveries.into_iter().zip(served).zip(running.routes);
+        for ((delivery, served), route) in served {
+            if served.repeat {
+                self.stats.repeats += 1;
+            } else {
+                self.stats.served += 1;
+            }
+            effects.extend(h.state_mut().record(delivery, served));
+            if let Some((id, from)) = route {
+                self.routes.insert(id, from);
+            }
+        }
         let log_full = h.log_full();
-        if let Some((id, from)) = running.route {
-            self.routes.insert(id, from);
-        }
         self.live.insert(guid, live);
         if log_full || running.checkpoint_due {
             self.checkpoint(now, guid);
@@ -1338,11 +1392,13 @@ impl<P: PeerKey> Objects<P> {
             self.checkpoint_unlogged(now, guid);
         }
         let _ = self.homes.propose(now, guid, effects);
-        if let Some(next) = self.local.get_mut(&guid).and_then(|q| q.pop_front()) {
-            self.start_run(now, guid, next, None);
-        }
-        if self.local.get(&guid).is_some_and(|q| q.is_empty()) {
-            self.local.remove(&guid);
+        for next in self.local.remove(&guid).unwrap_or_default() {
+            if self.busy(&guid) {
+                // The run filled up: the rest waits for its return.
+                self.local.entry(guid).or_default().push_back(next);
+            } else {
+                self.start_run(now, guid, next, None);
+            }
         }
         self.drain_homes(now);
         self.serve_held(now);
@@ -1368,11 +1424,13 @@ impl<P: PeerKey> Objects<P> {
             self.deliver_or_send(now, from, ObjectMsg::NotHere { id, primary });
             return;
         }
-        let found = match (self.homes.get(&uri.guid), self.live.get(&uri.guid)) {
-            (Some(h), Some(live)) if !h.deleted() => Ok(super::model::encode(&ObjectFound {
-                object_type: live.object_type().to_string(),
-                protocol: h.protocol(),
-            })),
+        let found = match (self.homes.get(&uri.guid), self.type_of(&uri.guid)) {
+            (Some(h), Some(object_type)) if !h.deleted() => {
+                Ok(super::model::encode(&ObjectFound {
+                    object_type: object_type.to_string(),
+                    protocol: h.protocol(),
+                }))
+            }
             _ => Err(CallError::NoSuchObject(uri)),
         };
         self.answer(now, from, id, found);
@@ -1450,7 +1508,7 @@ impl<P: PeerKey> Objects<P> {
         if !self.serves(&guid) {
             return;
         }
-        if self.running.contains_key(&guid) {
+        if self.busy(&guid) {
             // Bounded: one per call the object awaits, and per bounced one.
             self.local.entry(guid).or_default().push_back(delivery);
             return;
@@ -1964,7 +2022,7 @@ impl<P: PeerKey> Objects<P> {
         let held_expires = self
             .held
             .iter()
-            .filter(|(guid, _)| !self.running.contains_key(guid))
+            .filter(|(guid, _)| !self.busy(guid))
             .filter_map(|(_, q)| q.front())
             .map(|(at, _, _)| *at + self.config.resend_interval)
             .min();
@@ -1981,6 +2039,15 @@ impl<P: PeerKey> Objects<P> {
 
     /// The next thing to do.
     pub fn poll(&mut self) -> Option<ObjectOutput<P>> {
+        let forming: Vec<Guid> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.forming.is_some())
+            .map(|(guid, _)| *guid)
+            .collect();
+        for guid in forming {
+            self.send_run(guid);
+        }
         self.outputs.pop_front()
     }
 }
