@@ -61,7 +61,7 @@ pub(crate) struct TspArgs {
     seed: u64,
     /// Generations an island breeds per call: an island takes immigrants
     /// only between calls, so short calls let migrants in sooner.
-    #[arg(long, default_value_t = 10, value_parser = generations)]
+    #[arg(long, default_value_t = 100, value_parser = generations)]
     generations_per_call: u32,
     /// Evolve calls between two migrations of an island's best tours to
     /// the next island of the ring (0: never).
