@@ -907,8 +907,9 @@ impl<P: PeerKey> Objects<P> {
         if !self.serves(&guid) {
             return Some((from, msg));
         }
-        // An object out running takes the next message once it is back.
-        let idle = !self.busy(&guid);
+        // An object out running takes the next message once it is back;
+        // one about to move takes none (calls wait for its next primary).
+        let idle = !self.busy(&guid) && !self.moving_soon(&guid);
         if idle && self.homes.has_lease(now, &guid) && !self.held.contains_key(&guid) {
             return Some((from, msg));
         }
@@ -939,6 +940,19 @@ impl<P: PeerKey> Objects<P> {
         self.live.contains_key(guid) || self.running.contains_key(guid)
     }
 
+    /// Whether object `guid` moves as soon as it stops changing: a closer
+    /// peer is a member of its home already, and takes over once it holds
+    /// the latest update. No run starts for a call meanwhile: under steady
+    /// calls the object would be out at every acknowledgement that could
+    /// hand it over, and never move.
+    fn moving_soon(&self, guid: &Guid) -> bool {
+        let Some(h) = self.homes.get(guid) else {
+            return false;
+        };
+        let closest = self.homes.home_of(guid, 1).into_iter().next();
+        closest.is_some_and(|c| c != self.me && h.members().contains(&c))
+    }
+
     /// Whether object `guid` is out running (not just gathering a run).
     fn busy(&self, guid: &Guid) -> bool {
         self.running.get(guid).is_some_and(|r| r.forming.is_none())
@@ -966,7 +980,7 @@ impl<P: PeerKey> Objects<P> {
                 continue;
             }
             let serving = self.serves(&guid);
-            let leased = serving && self.homes.has_lease(now, &guid);
+            let leased = serving && self.homes.has_lease(now, &guid) && !self.moving_soon(&guid);
             let Some(mut queue) = self.held.remove(&guid) else {
                 continue;
             };

@@ -1708,6 +1708,13 @@ mod cores {
         /// others count it out of every home (it drains), and it goes once
         /// no home needs it (at most `limit` of virtual time).
         fn leave(&mut self, p: u32, limit: Duration) {
+            self.start_leaving(p);
+            self.finish_leaving(p, limit);
+        }
+
+        /// Peer `p` starts leaving: it hands its objects over, and the
+        /// others count it out of every home (it drains).
+        fn start_leaving(&mut self, p: u32) {
             let now = self.now;
             if let Some(core) = self.peers[p as usize].as_mut() {
                 core.hand_over_all(now);
@@ -1720,6 +1727,11 @@ mod cores {
                 }
                 self.drain(q);
             }
+        }
+
+        /// Peer `p`, leaving, goes once no home needs it (at most `limit`
+        /// of virtual time).
+        fn finish_leaving(&mut self, p: u32, limit: Duration) {
             let until = self.now + limit;
             while !self.peers[p as usize]
                 .as_ref()
@@ -1954,18 +1966,7 @@ mod cores {
         while net.runs_out.as_ref().is_some_and(Vec::is_empty) {
             assert!(net.step(until), "the sixth call never ran");
         }
-        let now = net.now;
-        if let Some(core) = net.peers[primary as usize].as_mut() {
-            core.hand_over_all(now);
-        }
-        net.drain(primary);
-        for q in net.up().into_iter().filter(|q| *q != primary) {
-            if let Some(core) = net.peers[q as usize].as_mut() {
-                core.update_member(primary, true, true, false);
-                core.refresh_members(now);
-            }
-            net.drain(q);
-        }
+        net.start_leaving(primary);
         net.run_for(Duration::from_secs(3));
         assert_eq!(net.primary_of(&uri), Some(primary), "moved while running");
         let runs = net.runs_out.take().unwrap_or_default();
@@ -1981,15 +1982,7 @@ mod cores {
             net.wait(sixth, Duration::from_secs(10)),
             Ok(ObjectAnswer::Replied(encode(&6u64)))
         );
-        let until = net.now + Duration::from_secs(10);
-        while !net.peers[primary as usize]
-            .as_ref()
-            .is_some_and(|core| core.released())
-        {
-            assert!(net.step(until), "the leaving peer was never released");
-        }
-        net.crash(primary);
-        net.views();
+        net.finish_leaving(primary, Duration::from_secs(10));
         assert_eq!(
             net.counter_value(caller, &uri),
             6,
