@@ -448,6 +448,9 @@ pub struct Objects<P: PeerKey> {
     /// Deliveries that arose here (replies, bounced calls) for objects out
     /// running, served when they are back.
     local: BTreeMap<Guid, VecDeque<Delivery>>,
+    /// Objects gathering a run, sent out at the next [`Objects::poll`]
+    /// (one that stepped down meanwhile is skipped there).
+    forming: BTreeSet<Guid>,
     /// When each live object checkpoints next.
     checkpoints: BTreeSet<(Instant, Guid)>,
     checkpoint_at: BTreeMap<Guid, Instant>,
@@ -538,6 +541,7 @@ impl<P: PeerKey> Objects<P> {
             running: BTreeMap::new(),
             runs: 0,
             local: BTreeMap::new(),
+            forming: BTreeSet::new(),
             checkpoints: BTreeSet::new(),
             checkpoint_at: BTreeMap::new(),
             checkpointed: BTreeMap::new(),
@@ -1336,6 +1340,8 @@ impl<P: PeerKey> Objects<P> {
         // which needs the object here: one delivery per run.
         if cic {
             self.send_run(guid);
+        } else {
+            self.forming.insert(guid);
         }
     }
 
@@ -1370,7 +1376,7 @@ impl<P: PeerKey> Objects<P> {
             deliveries,
             served,
         } = run;
-        if !self.busy(&guid) || self.running.get(&guid).is_none_or(|r| r.run != run) {
+        if self.running.get(&guid).is_none_or(|r| r.run != run) {
             return;
         }
         let Some(running) = self.running.remove(&guid) else {
@@ -2053,13 +2059,7 @@ impl<P: PeerKey> Objects<P> {
 
     /// The next thing to do.
     pub fn poll(&mut self) -> Option<ObjectOutput<P>> {
-        let forming: Vec<Guid> = self
-            .running
-            .iter()
-            .filter(|(_, r)| r.forming.is_some())
-            .map(|(guid, _)| *guid)
-            .collect();
-        for guid in forming {
+        while let Some(guid) = self.forming.pop_first() {
             self.send_run(guid);
         }
         self.outputs.pop_front()
