@@ -124,6 +124,7 @@ fn hostile_messages(honest: &ObjectUri, attacker: PeerId, round: u64) -> Vec<Obj
         // A primary of a later term, as far as the victim could tell.
         ObjectMsg::Home(HomeMsg::Replica {
             round: 0,
+            committed: 0,
             key: honest.guid,
             term: 1_000 + round,
             seq: 1,

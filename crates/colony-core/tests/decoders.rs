@@ -583,6 +583,7 @@ fn job_msg() -> BoxedStrategy<JobMsg<u64>> {
         )
             .prop_map(|(key, term, seq, update)| JobMsg::Home(HomeMsg::Replica {
                 round: 0,
+                committed: 0,
                 key,
                 term,
                 seq,
@@ -1588,6 +1589,7 @@ fn a_remote_snapshot_with_a_huge_elapsed_time_does_not_panic() {
     };
     let other = JobMsg::Home(HomeMsg::Replica {
         round: 0,
+        committed: 0,
         key: JobId([9; 16]),
         term,
         seq,

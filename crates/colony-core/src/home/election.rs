@@ -9,6 +9,7 @@ use rand::Rng;
 
 use super::{
     majority, Candidacy, Founding, HomeMsg, HomeMsgOf, HomeOutput, Homes, Replicated, Role,
+    MIN_FOUNDING_VOTERS,
 };
 use crate::PeerKey;
 
@@ -19,22 +20,21 @@ where
     S: Replicated,
 {
     /// Creation as an election for term 1: asks the would-be home of `key`
-    /// (its `size` closest live peers, this one included) to promise term
-    /// 1 to this peer. A member of an existing home refuses and names its
-    /// primary; a peer that promised another creator a moment ago refuses
-    /// and names it. Suspected peers that would be in the home are asked
-    /// too; their refusal stops the creation, their promise does not
-    /// count. Once every peer asked has answered with a majority of the
-    /// would-be home's promises (or at `election_timeout`, without those
-    /// still silent) [`HomeOutput::Founded`] follows (then
-    /// [`Homes::create`]), else [`HomeOutput::NotFounded`]. Asked again
-    /// while it runs, it asks those that have not answered again.
+    /// (its `size` closest peers not declared dead, at least three, this
+    /// one included, suspected ones too) to promise term 1 to this peer;
+    /// those peers are then the home's members. A member of an existing
+    /// home refuses and names its primary; a peer that promised another
+    /// creator a moment ago refuses and names it. Once every peer asked
+    /// has answered with a majority of the would-be home's promises (or
+    /// at `election_timeout`, without those still silent)
+    /// [`HomeOutput::Founded`] follows (then [`Homes::create`]), else
+    /// [`HomeOutput::NotFounded`]. Asked again while it runs, it asks
+    /// those that have not answered again.
     pub fn found(&mut self, now: Instant, key: K, size: u8) {
         if let Some(f) = self.founding.get(&key) {
             let missing: Vec<P> = f
                 .voters
                 .iter()
-                .chain(&f.suspects)
                 .filter(|v| !f.granted.contains(*v) && !f.refused.contains(*v))
                 .cloned()
                 .collect();
@@ -58,28 +58,20 @@ where
                 .push_back(HomeOutput::NotFounded { key, primary: None });
             return;
         }
-        // Suspected peers are asked too: a peer back from a pause suspects
-        // those it has not heard from yet, and a would-be home of only the
-        // peers it still sees may miss every member of a home founded
-        // meanwhile, and found a second one beside it.
-        let voters = self.home_of(&key, usize::from(size));
-        let suspects: Vec<P> = self
-            .closest(&key, usize::from(size), true)
-            .into_iter()
-            .filter(|p| !voters.contains(p))
-            .collect();
+        // Suspected peers are voters too: a peer back from a pause or a
+        // partition suspects those it has not heard from yet, and a
+        // would-be home of only the peers it still sees may miss every
+        // member of a home founded meanwhile, and found a second one
+        // beside it. Cut off with a minority, it founds nothing.
+        let asked = usize::from(size).max(MIN_FOUNDING_VOTERS);
+        let voters = self.closest(&key, asked, true);
         let until = now + self.config.election_timeout;
-        let others: Vec<P> = voters
-            .iter()
-            .chain(&suspects)
-            .filter(|v| **v != self.me)
-            .cloned()
-            .collect();
+        let others: Vec<P> = voters.iter().filter(|v| **v != self.me).cloned().collect();
         self.founding.insert(
             key,
             Founding {
+                size,
                 voters,
-                suspects,
                 granted: BTreeSet::from([self.me.clone()]),
                 refused: BTreeSet::new(),
                 hint: None,
@@ -100,6 +92,17 @@ where
             .map(|(creator, _)| creator)
     }
 
+    /// Whether a replica of `term` of `key`, of which this peer holds no
+    /// home, from `from` is one of term 1 from a creator other than the
+    /// one this peer last promised it to (lapsed or not).
+    pub(super) fn promised_another(&self, key: &K, from: &P, term: u64) -> bool {
+        term == 1
+            && self
+                .promises
+                .get(key)
+                .is_some_and(|(creator, _)| creator != from)
+    }
+
     /// Ends the creation of `key` here with a majority of promises once
     /// every peer asked has answered (or, `at_deadline`, without those still
     /// silent), or without once a majority is out of reach. Waiting for
@@ -110,10 +113,18 @@ where
             return;
         };
         let answered = |v: &P| f.granted.contains(v) || f.refused.contains(v);
-        let all_answered = f.voters.iter().chain(&f.suspects).all(answered);
+        let all_answered = f.voters.iter().all(answered);
         if majority(&f.voters, |v| f.granted.contains(v)) && (all_answered || at_deadline) {
             if let Some(f) = self.founding.remove(&key) {
                 self.timers.remove(&(f.until, key));
+                // The would-be home, this peer first, are its members.
+                let mut members = vec![self.me.clone()];
+                members.extend(f.voters.into_iter().filter(|v| *v != self.me));
+                members.truncate(usize::from(f.size).max(1));
+                if self.founded.len() >= self.config.max_homes {
+                    self.founded.pop_first();
+                }
+                self.founded.insert(key, members);
             }
             self.outputs.push_back(HomeOutput::Founded { key });
         } else if !majority(&f.voters, |v| !f.refused.contains(v)) {
@@ -146,8 +157,7 @@ where
             // Creating it here too: the closer creator goes on.
             (false, Some(self.me.clone()), 0)
         } else {
-            self.promises.retain(|_, (_, until)| *until > now);
-            if self.promises.len() >= self.config.max_homes && !self.promises.contains_key(&key) {
+            if !self.room_for_promise(now, &key) {
                 // No room to remember a promise: none is made.
                 (false, None, 0)
             } else {
@@ -170,6 +180,23 @@ where
         self.send(from, reply, false);
     }
 
+    /// Whether a promise about `key` can be remembered: one is already, or
+    /// there is room, made if need be by forgetting the promise that
+    /// lapsed longest ago (lapsed ones are kept to refuse replicas, see
+    /// [`Homes::promised_another`]).
+    fn room_for_promise(&mut self, now: Instant, key: &K) -> bool {
+        if self.promises.contains_key(key) || self.promises.len() < self.config.max_homes {
+            return true;
+        }
+        let oldest = self
+            .promises
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .min_by_key(|(_, (_, until))| *until)
+            .map(|(k, _)| *k);
+        oldest.is_some_and(|k| self.promises.remove(&k).is_some())
+    }
+
     /// An answer to this peer's creation of `key`: a voter that holds a
     /// replica (its log has a term) ends it at once.
     fn on_founding_reply(
@@ -183,13 +210,12 @@ where
         let Some(f) = self.founding.get_mut(&key) else {
             return;
         };
-        let suspect = f.suspects.contains(&from);
-        if !f.voters.contains(&from) && !suspect {
+        if !f.voters.contains(&from) {
             return;
         }
         if granted {
             f.granted.insert(from);
-        } else if log_term > 0 || suspect {
+        } else if log_term > 0 {
             self.not_founded(key, primary);
             return;
         } else {
@@ -442,7 +468,7 @@ where
             return;
         };
         let log = (log_term, log_seq);
-        if term == 1 && self.founding.contains_key(&key) {
+        if term == 1 && self.founding.contains_key(&key) && !self.homes.contains_key(&key) {
             self.on_founding_reply(from, key, granted, log_term, primary);
             return;
         }

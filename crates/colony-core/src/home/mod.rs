@@ -182,6 +182,10 @@ pub enum HomeMsg<K, P, Sn, D> {
         term: u64,
         /// Number of this update within the term.
         seq: u64,
+        /// The highest update of the term the primary knows committed: of
+        /// two primaries of one term (two creators whose would-be homes
+        /// did not meet), the one with fewer committed updates gives way.
+        committed: u64,
         /// The primary's lease round when it sent this: echoed in acks, so
         /// the primary knows since when a backup refuses other candidates.
         round: u64,
@@ -453,15 +457,18 @@ struct Candidacy<P> {
     handed_over_by: Option<P>,
 }
 
+/// Peers asked to promise a creation, however few members the home
+/// keeps: a home of one founded on one peer's word alone is founded again
+/// by the next creator whose view of the closest peer differs.
+const MIN_FOUNDING_VOTERS: usize = 3;
+
 /// A creation in progress ([`Homes::found`]): an election for term 1
 /// among the peers the home would have.
 struct Founding<P> {
+    /// How many members the home keeps.
+    size: u8,
     /// The would-be home, this peer included.
     voters: Vec<P>,
-    /// Suspected peers that would be in it: their promises do not count,
-    /// but one that holds the home, or promised it to another, stops the
-    /// creation (it is waited for until the deadline).
-    suspects: Vec<P>,
     /// Those that promised term 1 to this peer (this peer included).
     granted: BTreeSet<P>,
     /// Those that promised it to another creator.
@@ -721,16 +728,21 @@ impl<P: PeerKey, S: Replicated> Home<P, S> {
     }
 
     /// Whether this member takes an update of its own term from `from`,
-    /// whose history in that term runs to `seq`. A term has one primary,
-    /// elected by a majority; only creation makes homes of term 1 without
-    /// a vote, so two of them can meet. Then a backup stays with the
-    /// primary it follows (another one's snapshot would replace what its
-    /// own primary committed), and a primary gives way only to a longer
-    /// history (ties to the closer one): a populated home never yields to
-    /// an empty one.
-    fn yields_in_term(&self, from: &P, seq: u64, me_closer: bool) -> bool {
+    /// whose history in that term runs to `seq`, `committed` of it known
+    /// committed. A term has one primary, elected by a majority; only
+    /// creation makes homes of term 1 without a vote, so two of them can
+    /// meet. Then a backup stays with the primary it follows (another
+    /// one's snapshot would replace what its own primary committed), and a
+    /// primary gives way only to a history with more committed, or as
+    /// much and longer (ties to the closer one): a populated home never
+    /// yields to an empty one, nor a committed one to a creator's that a
+    /// majority never held.
+    fn yields_in_term(&self, from: &P, (seq, committed): (u64, u64), me_closer: bool) -> bool {
         match &self.role {
-            Role::Primary => seq > self.seq || (seq == self.seq && !me_closer),
+            Role::Primary => {
+                (committed, seq) > (self.committed, self.seq)
+                    || ((committed, seq) == (self.committed, self.seq) && !me_closer)
+            }
             Role::Backup { primary: Some(p) } => p == from,
             Role::Backup { primary: None } => true,
         }
@@ -792,9 +804,15 @@ pub struct Homes<K, P: PeerKey, S: Replicated> {
     /// Creations in progress here (at most `max_homes`).
     founding: BTreeMap<K, Founding<P>>,
     /// Term 1 promised to a creator, for keys of which this peer holds no
-    /// home, until when (at most `max_homes`; soft state: once the
-    /// creator's snapshot arrives the home itself refuses others).
+    /// home, until when (at most `max_homes`). Until it lapses no other
+    /// creator gets a promise, and whether or not it lapsed, no replica of
+    /// term 1 is taken from another creator: one cut off after its
+    /// election cannot commit its home beside the one a later creator
+    /// founded with this peer's promise.
     promises: BTreeMap<K, (P, Instant)>,
+    /// The members of each home founded here and not yet created
+    /// ([`Homes::create`] takes them).
+    founded: BTreeMap<K, Vec<P>>,
     /// (deadline, key) of every home that has one, and of every creation
     /// in progress.
     timers: BTreeSet<(Instant, K)>,
@@ -824,6 +842,7 @@ where
             left: BTreeMap::new(),
             founding: BTreeMap::new(),
             promises: BTreeMap::new(),
+            founded: BTreeMap::new(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
@@ -839,8 +858,11 @@ where
         &self.config
     }
 
-    /// A new home for `key` with this peer as its only member and primary
-    /// (term 1); it grows to the `size` closest live peers. Unless the key
+    /// A new home for `key` with this peer as its primary (term 1); it
+    /// grows to the `size` closest live peers. Founded here
+    /// ([`HomeOutput::Founded`]), its members are the would-be home, so
+    /// that nothing commits before a majority of them holds it; otherwise
+    /// this peer is its only member. Unless the key
     /// is fresh (made here), ask the would-be home first with
     /// [`Homes::found`]: a peer that creates a home another peer holds
     /// already makes a second primary of term 1.
@@ -848,12 +870,15 @@ where
         if self.homes.contains_key(&key) {
             return;
         }
-        let me = vec![self.me.clone()];
+        let members = self
+            .founded
+            .remove(&key)
+            .unwrap_or_else(|| vec![self.me.clone()]);
         let mut home = Home::new(
             state,
             usize::from(size),
-            me.clone(),
-            me,
+            members.clone(),
+            members,
             Role::Primary,
             1,
             now,
@@ -1014,7 +1039,10 @@ where
     fn closest(&self, key: &K, size: usize, suspected: bool) -> Vec<P> {
         let size = size.max(1);
         let me = (!self.leaving || self.live.is_empty()).then_some(&self.me);
-        let suspected = self.suspected.iter().filter(|_| suspected);
+        let suspected = self
+            .suspected
+            .iter()
+            .filter(|p| suspected && !self.live.contains(*p));
         // Each distance is computed once, and only the `size` closest are
         // sorted: this runs on every membership change of every home.
         let mut candidates: Vec<(u128, usize, &P)> = me
@@ -1141,10 +1169,11 @@ where
             HomeMsg::Replica {
                 term,
                 seq,
+                committed,
                 round,
                 update,
                 ..
-            } => self.on_replica(now, from, key, (term, seq, round), update),
+            } => self.on_replica(now, from, key, (term, seq, committed, round), update),
             HomeMsg::Ack {
                 term, seq, round, ..
             } => self.on_ack(now, from, key, term, (seq, round)),

@@ -283,7 +283,7 @@ where
         now: Instant,
         from: P,
         key: K,
-        (term, seq, round): (u64, u64, u64),
+        (term, seq, committed, round): (u64, u64, u64, u64),
         update: Update<P, S::Snapshot, S::Delta>,
     ) {
         // Member lists that cannot be a home's are ignored whole.
@@ -302,7 +302,14 @@ where
         let closer = |a: &P, b: &P| (self.closeness)(&key, a) < (self.closeness)(&key, b);
         let me_closer = closer(&self.me, &from);
         let left_in = self.left_in(&key);
+        let promised_another = self.promised_another(&key, &from, term);
         let Some(h) = self.homes.get_mut(&key) else {
+            if promised_another {
+                // A creator whose promises lapsed: this peer promised the
+                // home to another since, and must not be the majority of
+                // a second home beside that one's.
+                return;
+            }
             if let Some(left) = left_in.filter(|left| term < *left) {
                 // A primary of a term this peer has seen the home leave:
                 // tell it, so it steps down.
@@ -351,7 +358,7 @@ where
             return;
         };
         let outranked = term < h.term.max(h.promised)
-            || (term == h.term && !h.yields_in_term(&from, seq, me_closer));
+            || (term == h.term && !h.yields_in_term(&from, (seq, committed), me_closer));
         if outranked {
             let my_term = h.term.max(h.promised);
             let ack = HomeMsg::Ack {
@@ -675,10 +682,12 @@ where
     ) {
         let bulk = matches!(update, Update::Snapshot { .. } | Update::Delta { .. });
         let round = self.lease_round(now, key);
+        let committed = self.homes.get(&key).map_or(0, |h| h.committed);
         let msg = HomeMsg::Replica {
             key,
             term,
             seq,
+            committed,
             round,
             update,
         };

@@ -575,6 +575,7 @@ fn a_replica_founded_by_a_late_snapshot_is_released_again() {
     let h = primary.get(&KEY).expect("0 holds the home");
     let late = HomeMsg::Replica {
         round: 0,
+        committed: h.committed,
         key: KEY,
         term: h.term(),
         seq: h.seq(),
@@ -717,6 +718,7 @@ fn absurd_messages_are_ignored() {
             1,
             HomeMsg::Replica {
                 round: 0,
+                committed: u64::MAX,
                 key: KEY,
                 term: u64::MAX,
                 seq: 0,
@@ -732,6 +734,7 @@ fn absurd_messages_are_ignored() {
             2,
             HomeMsg::Replica {
                 round: 0,
+                committed: u64::MAX,
                 key: KEY,
                 term: u64::MAX,
                 seq: u64::MAX,
@@ -783,6 +786,7 @@ fn absurd_messages_are_ignored() {
     // A delta from the future on a backup: a nack, no change.
     let delta: Msg = HomeMsg::Replica {
         round: 0,
+        committed: 0,
         key: KEY,
         term: 1,
         seq: u64::MAX,
@@ -1347,4 +1351,49 @@ fn a_creation_needs_the_promise_of_a_majority_of_the_would_be_home() {
     net.drain(4);
     net.run(Duration::from_millis(100));
     assert_eq!(net.founded, vec![(4, Err(Some(3)))]);
+}
+
+/// A creator cut off right after its election founds its home with the
+/// would-be home as members, so it commits nothing alone; once the
+/// promises to it lapse, a creator on the other side founds the home, and
+/// back, the first creator's replicas are refused by the peers that
+/// promised the second: it steps down, and only the second home ever
+/// released anything.
+#[test]
+fn a_creator_cut_off_after_its_election_commits_nothing_beside_a_later_one() {
+    let mut net = Net::new(5, 37);
+    net.view_all();
+    let now = net.now;
+    net.node(0).found(now, KEY, 3);
+    net.drain(0);
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.founded, vec![(0, Ok(()))]);
+    net.partition(&[0], &[1, 2, 3, 4]);
+    net.create(0, 3);
+    assert_eq!(net.members(0), vec![0, 1, 2]);
+    assert!(net.propose(0, 1).is_ok());
+    net.run(Duration::from_secs(1));
+    assert!(net.released.is_empty(), "{:?}", net.released);
+    // The promises lapse; peer 1 (now the closest it sees) founds again.
+    net.run(Duration::from_secs(5));
+    net.founded.clear();
+    let now = net.now;
+    net.node(1).found(now, KEY, 3);
+    net.drain(1);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.founded, vec![(1, Ok(()))]);
+    net.create(1, 3);
+    assert!(net.propose(1, 2).is_ok());
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.released, vec![(1, 2)]);
+    net.heal();
+    net.run(Duration::from_secs(3));
+    assert!(net.stepped_down.contains(&0), "{:?}", net.stepped_down);
+    assert_eq!(net.released, vec![(1, 2)]);
+    assert_eq!(net.entries(1), vec![2]);
+    assert!(
+        net.primaries().iter().all(|p| net.entries(*p) == vec![2]),
+        "{:?}",
+        net.primaries()
+    );
 }

@@ -1737,6 +1737,7 @@ fn replica_traffic_from_outside_the_home_is_refused() {
     let stranger = (0..12).find(|p| !plausible.contains(p)).unwrap();
     let heartbeat = JobMsg::Home(crate::home::HomeMsg::Replica {
         round: 0,
+        committed: 0,
         key: job,
         term: 1_000,
         seq: 1,

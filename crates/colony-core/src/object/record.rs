@@ -719,6 +719,8 @@ impl Replicated for ObjectRecord {
     }
 
     fn durable(&self) -> bool {
-        self.protocol.logs() || self.protocol.cic()
+        // Only `none` lives in memory alone: a checkpoint on the disks of
+        // the home survives the home's peers crashing together.
+        self.protocol != ObjectProtocol::None
     }
 }

@@ -714,15 +714,18 @@ mod records {
     }
 
     #[test]
-    fn only_pml_logs_and_asks_for_disk() {
+    fn only_pml_logs_and_only_none_stays_off_disk() {
         let (mut live, mut record) = primary(ObjectProtocol::Checkpoint { ttc_ms: 1000 });
         record.take_delta(false);
         record.serve(&mut live, call(7, 1, 0, &CounterRequest::Add(1)));
         assert_eq!(record.logged(), 0);
-        assert!(!record.durable());
+        // Its checkpoints go to disk, its calls change nothing there.
+        assert!(record.durable());
         assert_eq!(record.take_delta(false), None);
         let (_, pml) = primary(PML);
         assert!(pml.durable());
+        let (_, none) = primary(ObjectProtocol::None);
+        assert!(!none.durable());
     }
 
     #[test]
@@ -1845,6 +1848,7 @@ mod cores {
             },
             ObjectMsg::Home(HomeMsg::Replica {
                 round: 0,
+                committed: 0,
                 key: honest.guid,
                 term: 0,
                 seq: u64::MAX,
@@ -1856,6 +1860,7 @@ mod cores {
             }),
             ObjectMsg::Home(HomeMsg::Replica {
                 round: 0,
+                committed: 0,
                 key: stranger.guid,
                 term: 3,
                 seq: 1,
