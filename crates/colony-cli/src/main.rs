@@ -25,6 +25,7 @@ mod flowshop_objects;
 mod ftbench;
 mod jobs;
 mod objects;
+mod recoverybench;
 mod space;
 mod spacebench;
 mod stealing;
@@ -520,6 +521,11 @@ enum BenchCommand {
     /// calls per second one at a time and pipelined, for each protocol
     /// (none, checkpoint, pml).
     Calls(callsbench::CallsBenchArgs),
+    /// Recovery of a distributed object: real peer processes on loopback,
+    /// the peer serving a counter SIGKILLed again and again; the time from
+    /// each kill to the first call that succeeds, beside a call's latency
+    /// with every peer up.
+    Recovery(recoverybench::RecoveryBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -648,6 +654,7 @@ fn run() -> Result<()> {
             Command::Bench(BenchCommand::Modules(args)) => bench_modules(args).await,
             Command::Bench(BenchCommand::Space(args)) => spacebench::run(args).await,
             Command::Bench(BenchCommand::Calls(args)) => callsbench::run(args).await,
+            Command::Bench(BenchCommand::Recovery(args)) => recoverybench::run(args).await,
             Command::Bench(BenchCommand::Ft(args)) => {
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
                 let peers = args.peers.unwrap_or(cores.max(2));

@@ -11,10 +11,11 @@ use colony::{MemberInfo, MemberState, PeerInfo};
 
 use crate::client::ApiClient;
 
-struct DemoPeer {
-    child: Option<Child>,
-    dir: PathBuf,
-    info: PeerInfo,
+/// A `colony peer` process this command started; killed when dropped.
+pub(crate) struct DemoPeer {
+    pub(crate) child: Option<Child>,
+    pub(crate) dir: PathBuf,
+    pub(crate) info: PeerInfo,
 }
 
 impl Drop for DemoPeer {
@@ -26,7 +27,9 @@ impl Drop for DemoPeer {
     }
 }
 
-fn spawn_peer(dir: &Path, bootstrap: Option<&str>) -> Result<DemoPeer> {
+/// Starts `colony peer` in `dir` on loopback, bootstrapping from
+/// `bootstrap`; returns once it wrote its `peer.json`.
+pub(crate) fn spawn_peer(dir: &Path, bootstrap: Option<&str>) -> Result<DemoPeer> {
     std::fs::create_dir_all(dir)?;
     let json = dir.join("peer.json");
     let _ = std::fs::remove_file(&json);
@@ -111,7 +114,7 @@ async fn print_views(peers: &[DemoPeer]) -> Result<()> {
 }
 
 /// Waits until every running peer sees `want` for `target` (or for all).
-async fn wait_for(
+pub(crate) async fn wait_for(
     peers: &[DemoPeer],
     target: Option<&str>,
     want: MemberState,

@@ -358,3 +358,45 @@ async fn a_long_handler_leaves_its_peer_serving_other_calls() {
     assert!(evolved.is_ok(), "the island's call failed: {evolved:?}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `colony bench recovery` SIGKILLs the peer serving a `pml` counter,
+/// twice, and reports the time from each kill to the next successful
+/// call beside a call's latency with every peer up; every acknowledged
+/// increment is in the counter once (and a call that failed during a
+/// recovery at most once).
+#[test]
+fn the_recovery_bench_kills_the_serving_peer_and_times_the_next_call() {
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["bench", "recovery", "--kills", "2", "--json"])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("colony bench recovery");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let recoveries = report["recoveries_ms"].as_array().expect("recoveries");
+    assert_eq!(recoveries.len(), 2, "{report}");
+    // A failover outlasts any call made with every peer up (the killed
+    // primary's lease must run out first): the kill happened.
+    let call_max = report["call_max_ms"].as_f64().expect("call max");
+    for ms in recoveries {
+        let ms = ms.as_f64().expect("a number");
+        assert!(ms > call_max && ms < 30_000.0, "{report}");
+    }
+    assert!(
+        report["call_p50_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{report}"
+    );
+    let acknowledged = report["acknowledged"].as_i64().expect("acknowledged");
+    let failed = report["failed"].as_i64().expect("failed");
+    let value = report["final_value"].as_i64().expect("final value");
+    assert!(acknowledged > 50, "{report}");
+    assert!(
+        (acknowledged..=acknowledged + failed).contains(&value),
+        "{report}"
+    );
+}

@@ -1,0 +1,301 @@
+//! `colony bench recovery`: real `colony peer` processes on loopback; the
+//! peer serving a counter object is SIGKILLed, again and again, and the
+//! time from the kill to the first call that succeeds is measured, beside
+//! the latency of a call with every peer up, measured in the same run.
+//! Every increment acknowledged must be in the counter once.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use colony::{MemberState, ObjectSummary};
+use serde::Serialize;
+
+use crate::at_least_one;
+use crate::client::ApiClient;
+use crate::watch::{spawn_peer, wait_for, DemoPeer};
+
+/// Longest a recovery may take before the bench fails.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Args, Debug)]
+pub(crate) struct RecoveryBenchArgs {
+    /// Peer processes (the object's home is 3 of them).
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
+    peers: usize,
+    /// Kills, each of the peer serving the object at the time.
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+    kills: usize,
+    /// The object's fault tolerance: `pml` or `checkpoint`.
+    #[arg(long, default_value = "pml")]
+    protocol: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the bench measured, in milliseconds.
+#[derive(Serialize)]
+struct RecoveryReport {
+    protocol: String,
+    peers: usize,
+    /// A call with every peer up (the baseline): median and highest.
+    call_p50_ms: f64,
+    call_max_ms: f64,
+    /// SIGKILL of the serving peer → first successful call, per kill.
+    recoveries_ms: Vec<f64>,
+    recovery_p50_ms: f64,
+    recovery_min_ms: f64,
+    recovery_max_ms: f64,
+    /// Increments acknowledged, calls that failed while the object
+    /// recovered (each may or may not have run), and the counter's final
+    /// value: under `pml` from `acknowledged` to `acknowledged + failed`.
+    acknowledged: u64,
+    failed: u64,
+    final_value: i64,
+}
+
+pub(crate) async fn run(args: RecoveryBenchArgs) -> Result<()> {
+    if !matches!(args.protocol.as_str(), "pml" | "checkpoint") {
+        bail!(
+            "--protocol must be pml or checkpoint (a none object dies with its peer), got {}",
+            args.protocol
+        );
+    }
+    if args.peers < 4 {
+        bail!(
+            "--peers must be at least 4: a home of 3 and a peer to call from, got {}",
+            args.peers
+        );
+    }
+    let root = std::env::temp_dir().join(format!("colony-recovery-{}", std::process::id()));
+    let result = run_in(&root, &args).await;
+    let _ = std::fs::remove_dir_all(&root);
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} peers, a {} counter: call p50 {:.1} ms (max {:.1}) with every peer up",
+            report.peers, report.protocol, report.call_p50_ms, report.call_max_ms
+        );
+        println!(
+            "SIGKILL of the serving peer → first successful call: p50 {:.0} ms, min {:.0}, max {:.0} over {} kills ({})",
+            report.recovery_p50_ms,
+            report.recovery_min_ms,
+            report.recovery_max_ms,
+            report.recoveries_ms.len(),
+            report
+                .recoveries_ms
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "{} increments acknowledged ({} failed during recoveries), counter at {}",
+            report.acknowledged, report.failed, report.final_value
+        );
+    }
+    let (low, high) = (report.acknowledged, report.acknowledged + report.failed);
+    let exact = u64::try_from(report.final_value).is_ok_and(|v| (low..=high).contains(&v));
+    if args.protocol == "pml" && !exact {
+        bail!(
+            "the counter holds {} after {low} acknowledged increments and {} failed calls: not exactly once",
+            report.final_value,
+            report.failed
+        );
+    }
+    Ok(())
+}
+
+async fn run_in(root: &Path, args: &RecoveryBenchArgs) -> Result<RecoveryReport> {
+    eprintln!(
+        "starting {} peer processes on loopback (data in {})…",
+        args.peers,
+        root.display()
+    );
+    let mut peers = vec![spawn_peer(&root.join("peer0"), None)?];
+    let seed = peers[0].info.listen_addrs[0].to_string();
+    for i in 1..args.peers {
+        peers.push(spawn_peer(&root.join(format!("peer{i}")), Some(&seed))?);
+    }
+    wait_for(&peers, None, MemberState::Alive, Duration::from_secs(30)).await?;
+    let body = serde_json::json!({
+        "type": "counter",
+        "params": 0,
+        "fault_tolerance": { "protocol": args.protocol, "ttc_s": 600 },
+    });
+    let created = api(&peers[0])?
+        .json(
+            reqwest::Method::POST,
+            "/v1/objects",
+            Some(&body),
+            Some(Duration::from_secs(30)),
+        )
+        .await?;
+    let uri = created["uri"]
+        .as_str()
+        .context("the peer answered a creation without a URI")?
+        .to_string();
+    let (mut acknowledged, mut failed) = (0u64, 0u64);
+    let mut calls = Vec::new();
+    for _ in 0..50 {
+        let caller = caller_of(&peers, &uri).await?;
+        let started = Instant::now();
+        add_one(caller, &uri, Duration::from_secs(10)).await?;
+        calls.push(ms(started.elapsed()));
+        acknowledged += 1;
+    }
+    let mut recoveries = Vec::new();
+    for kill in 0..args.kills {
+        let holder = holder_of(&peers, &uri).await?;
+        let mut victim = peers.remove(holder);
+        // Any other peer calls: none of them serves the object.
+        let caller = &peers[0];
+        if let Some(mut child) = victim.child.take() {
+            // SIGKILL: no goodbye, as in a crash.
+            child.kill()?;
+            let _ = child.wait();
+        }
+        let killed = Instant::now();
+        loop {
+            match add_one(caller, &uri, Duration::from_secs(2)).await {
+                Ok(_) => break,
+                Err(error) if killed.elapsed() > RECOVERY_DEADLINE => {
+                    bail!(
+                        "kill {}: no call succeeded within {RECOVERY_DEADLINE:?} of the kill: {error:#}",
+                        kill + 1
+                    );
+                }
+                Err(_) => {
+                    failed += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        recoveries.push(ms(killed.elapsed()));
+        acknowledged += 1;
+        eprintln!(
+            "kill {}: first call succeeded {:.0} ms after it",
+            kill + 1,
+            ms(killed.elapsed())
+        );
+        // A new peer takes the place of the killed one, so that the home
+        // can have three members again before the next kill.
+        let seed = peers[0].info.listen_addrs[0].to_string();
+        let dir = root.join(format!("peer{}", args.peers + kill));
+        let fresh = spawn_peer(&dir, Some(&seed))?;
+        let id = fresh.info.peer_id.clone();
+        let within = Duration::from_secs(30);
+        wait_for(&peers, Some(&id), MemberState::Alive, within).await?;
+        peers.push(fresh);
+        // Calls keep going while the home takes the newcomer in.
+        for _ in 0..20 {
+            let caller = caller_of(&peers, &uri).await?;
+            add_one(caller, &uri, Duration::from_secs(10)).await?;
+            acknowledged += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let final_value = get(&peers[0], &uri).await?;
+    calls.sort_by(f64::total_cmp);
+    let mut sorted = recoveries.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(RecoveryReport {
+        protocol: args.protocol.clone(),
+        peers: args.peers,
+        call_p50_ms: median(&calls),
+        call_max_ms: calls.last().copied().unwrap_or(0.0),
+        recovery_p50_ms: median(&sorted),
+        recovery_min_ms: sorted.first().copied().unwrap_or(0.0),
+        recovery_max_ms: sorted.last().copied().unwrap_or(0.0),
+        recoveries_ms: recoveries,
+        acknowledged,
+        failed,
+        final_value,
+    })
+}
+
+fn api(peer: &DemoPeer) -> Result<ApiClient> {
+    ApiClient::for_peer(&peer.dir, &peer.info)
+}
+
+/// Index of the peer that lists `uri` among the objects it serves.
+async fn holder_of(peers: &[DemoPeer], uri: &str) -> Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut last_error = None;
+        for (i, peer) in peers.iter().enumerate() {
+            match api(peer)?
+                .get_json::<Vec<ObjectSummary>>("/v1/objects")
+                .await
+            {
+                Ok(listed) if listed.iter().any(|o| o.uri == uri) => return Ok(i),
+                Ok(_) => {}
+                Err(error) => last_error = Some(error),
+            }
+        }
+        if Instant::now() > deadline {
+            match last_error {
+                Some(error) => bail!("no peer lists {uri} as served there: {error:#}"),
+                None => bail!("no peer lists {uri} as served there"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A peer that does not serve `uri`: every call it makes crosses the
+/// network.
+async fn caller_of<'a>(peers: &'a [DemoPeer], uri: &str) -> Result<&'a DemoPeer> {
+    let holder = holder_of(peers, uri).await?;
+    peers
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i != holder)
+        .map(|(_, p)| p)
+        .context("no peer to call from")
+}
+
+/// One increment of the counter at `uri`, called from `peer`.
+async fn add_one(peer: &DemoPeer, uri: &str, timeout: Duration) -> Result<i64> {
+    call(peer, uri, serde_json::json!({ "add": 1 }), timeout).await
+}
+
+async fn get(peer: &DemoPeer, uri: &str) -> Result<i64> {
+    call(peer, uri, serde_json::json!("get"), Duration::from_secs(10)).await
+}
+
+async fn call(
+    peer: &DemoPeer,
+    uri: &str,
+    request: serde_json::Value,
+    timeout: Duration,
+) -> Result<i64> {
+    let body = serde_json::json!({
+        "calls": [{ "uri": uri, "request": request }],
+        "timeout_s": timeout.as_secs().max(1),
+    });
+    let answer = api(peer)?
+        .json(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(&body),
+            Some(timeout + Duration::from_secs(5)),
+        )
+        .await?;
+    let reply = &answer["replies"][0];
+    reply["ok"]
+        .as_i64()
+        .with_context(|| format!("the call failed: {reply}"))
+}
+
+fn ms(elapsed: Duration) -> f64 {
+    elapsed.as_secs_f64() * 1000.0
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
