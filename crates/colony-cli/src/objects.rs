@@ -173,20 +173,26 @@ async fn create(args: CreateArgs) -> Result<()> {
     if let Some(ft) = fault_tolerance {
         body["fault_tolerance"] = ft;
     }
-    let client = args.api.connect()?;
+    let uri = create_through(&args.api.connect()?, &body).await?;
+    outln!("{uri}")?;
+    Ok(())
+}
+
+/// `POST /v1/objects` of `body` (`type`, `params`, `fault_tolerance`)
+/// through `client`: the new object's URI.
+pub(crate) async fn create_through(client: &ApiClient, body: &serde_json::Value) -> Result<String> {
     let answer = client
         .json(
             reqwest::Method::POST,
             "/v1/objects",
-            Some(&body),
+            Some(body),
             Some(Duration::from_secs(40)),
         )
         .await?;
     let uri = answer["uri"]
         .as_str()
         .context("the peer's answer names no uri")?;
-    outln!("{uri}")?;
-    Ok(())
+    Ok(uri.to_string())
 }
 
 async fn call(args: CallArgs) -> Result<()> {

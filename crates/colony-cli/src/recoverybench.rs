@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::at_least_one;
 use crate::client::ApiClient;
+use crate::objects::create_through;
 use crate::watch::{spawn_peer, wait_for, DemoPeer};
 
 /// Longest a recovery may take before the bench fails.
@@ -127,22 +128,11 @@ async fn run_in(root: &Path, args: &RecoveryBenchArgs) -> Result<RecoveryReport>
         "params": 0,
         "fault_tolerance": { "protocol": args.protocol, "ttc_s": 600 },
     });
-    let created = api(&peers[0])?
-        .json(
-            reqwest::Method::POST,
-            "/v1/objects",
-            Some(&body),
-            Some(Duration::from_secs(30)),
-        )
-        .await?;
-    let uri = created["uri"]
-        .as_str()
-        .context("the peer answered a creation without a URI")?
-        .to_string();
+    let uri = create_through(&api(&peers[0])?, &body).await?;
     let (mut acknowledged, mut failed) = (0u64, 0u64);
     let mut calls = Vec::new();
+    let caller = caller_of(&peers, &uri).await?;
     for _ in 0..50 {
-        let caller = caller_of(&peers, &uri).await?;
         let started = Instant::now();
         add_one(caller, &uri, Duration::from_secs(10)).await?;
         calls.push(ms(started.elapsed()));
