@@ -333,6 +333,7 @@ impl<P: PeerKey> Jobs<P> {
                 recheck_interval: Duration::from_millis(20),
                 max_homes: config.max_active_jobs + config.max_retained_results,
                 lease: config.heartbeat_interval * 3 / 2,
+                ..crate::home::HomeConfig::default()
             },
             Box::new(move |job: &JobId, p: &P| u128::from_be_bytes(xor_distance(*job, &key_of(p)))),
             seed ^ 0x486f_6d65_7321,

@@ -1393,9 +1393,8 @@ impl<P: PeerKey> Node<P> {
             let draining = record.is_some_and(|r| r.draining);
             self.space
                 .update_member(peer.clone(), alive, offers_space, draining);
-            let suspected = record.is_some_and(|r| r.state == MemberState::Suspect);
             self.objects
-                .update_member(peer.clone(), alive, draining, suspected);
+                .update_member(now, peer.clone(), record.map(|r| r.state), draining);
             let load = match state {
                 Some((MemberState::Alive, load)) => Some(load),
                 _ => None,

@@ -20,8 +20,9 @@ where
     S: Replicated,
 {
     /// Creation as an election for term 1: asks the would-be home of `key`
-    /// (its `size` closest peers not declared dead, at least three, this
-    /// one included, suspected ones too) to promise term 1 to this peer;
+    /// (its `size` closest peers, at least three, this one included,
+    /// suspected ones and those declared dead less than `founding_memory`
+    /// ago too) to promise term 1 to this peer;
     /// those peers are then the home's members. A member of an existing
     /// home refuses and names its primary; a peer that promised another
     /// creator a moment ago refuses and names it. Once every peer asked
@@ -64,7 +65,7 @@ where
         // member of a home founded meanwhile, and found a second one
         // beside it. Cut off with a minority, it founds nothing.
         let asked = usize::from(size).max(MIN_FOUNDING_VOTERS);
-        let voters = self.closest(&key, asked, true);
+        let voters = self.closest(&key, asked, Some(now));
         let until = now + self.config.election_timeout;
         let others: Vec<P> = voters.iter().filter(|v| **v != self.me).cloned().collect();
         self.founding.insert(
@@ -92,11 +93,22 @@ where
             .map(|(creator, _)| creator)
     }
 
-    /// Whether a replica of `term` of `key`, of which this peer holds no
-    /// home, from `from` is one of term 1 from a creator other than the
-    /// one this peer last promised it to (lapsed or not).
-    pub(super) fn promised_another(&self, key: &K, from: &P, term: u64) -> bool {
+    /// Whether a replica of `key`, of which this peer holds no home, from
+    /// `from`, of `term` with updates up to `committed` held by a majority,
+    /// is one of term 1 from a creator other than the one this peer last
+    /// promised it to (lapsed or not) that has committed nothing. A creator
+    /// that has committed was promised by a majority of its would-be home
+    /// and reached it: that home is joined (should another of its term be
+    /// alive, the two settle it when they meet), or the peer closest to
+    /// the key would stay out of it for good.
+    pub(super) fn promised_another(
+        &self,
+        key: &K,
+        from: &P,
+        (term, committed): (u64, u64),
+    ) -> bool {
         term == 1
+            && committed == 0
             && self
                 .promises
                 .get(key)

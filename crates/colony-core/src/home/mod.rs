@@ -60,6 +60,10 @@ use crate::PeerKey;
 /// network are ignored.
 pub const MAX_MEMBERS: usize = 256;
 
+/// Most peers declared dead that are remembered as founding voters
+/// ([`Homes::set_lost`]).
+pub const MAX_LOST: usize = 1024;
+
 /// A state replicated by a home.
 pub trait Replicated: Sized {
     /// The whole state as sent to a new backup.
@@ -151,6 +155,12 @@ pub struct HomeConfig {
     /// every vote after hearing from its primary; the difference absorbs
     /// clock rate drift between peers.
     pub lease: Duration,
+    /// How long a peer declared dead still counts as a voter when a home
+    /// is founded ([`Homes::set_lost`]): two creators on either side of a
+    /// partition each declare the other side dead, and would otherwise ask
+    /// would-be homes with no peer in common and found the key twice. A
+    /// partition longer than this can still split a creation.
+    pub founding_memory: Duration,
 }
 
 impl Default for HomeConfig {
@@ -163,6 +173,7 @@ impl Default for HomeConfig {
             recheck_interval: Duration::from_millis(20),
             max_homes: 1064,
             lease: Duration::from_millis(375),
+            founding_memory: Duration::from_secs(60),
         }
     }
 }
@@ -789,6 +800,9 @@ pub struct Homes<K, P: PeerKey, S: Replicated> {
     draining: BTreeSet<P>,
     /// Peers suspected, not yet declared dead ([`Homes::set_suspected`]).
     suspected: BTreeSet<P>,
+    /// Peers declared dead, since when ([`Homes::set_lost`]); at most
+    /// [`MAX_LOST`], the longest lost forgotten first.
+    lost: BTreeMap<P, Instant>,
     /// This peer is leaving gracefully ([`Homes::hand_over_all`]): it is
     /// no longer among the closest peers of any key while another live
     /// peer can take its place, so even a home it is the only member of
@@ -837,6 +851,7 @@ where
             live: BTreeSet::new(),
             draining: BTreeSet::new(),
             suspected: BTreeSet::new(),
+            lost: BTreeMap::new(),
             leaving: false,
             homes: BTreeMap::new(),
             left: BTreeMap::new(),
@@ -1030,19 +1045,29 @@ where
     /// Ties keep the order this peer first, then the others in order. A
     /// peer leaving gracefully counts itself out while others are live.
     pub fn home_of(&self, key: &K, size: usize) -> Vec<P> {
-        self.closest(key, size, false)
+        self.closest(key, size, None)
     }
 
     /// The `size` peers closest to `key` among this one (unless leaving),
-    /// the live ones and, with `suspected`, those suspected but not yet
-    /// declared dead.
-    fn closest(&self, key: &K, size: usize, suspected: bool) -> Vec<P> {
+    /// the live ones and, with `absent_at`, those suspected but not yet
+    /// declared dead and those declared dead less than `founding_memory`
+    /// before it.
+    fn closest(&self, key: &K, size: usize, absent_at: Option<Instant>) -> Vec<P> {
         let size = size.max(1);
         let me = (!self.leaving || self.live.is_empty()).then_some(&self.me);
+        let memory = self.config.founding_memory;
+        let lost = self
+            .lost
+            .iter()
+            .filter(move |(_, since)| absent_at.is_some_and(|now| now < **since + memory))
+            .map(|(p, _)| p);
         let suspected = self
             .suspected
             .iter()
-            .filter(|p| suspected && !self.live.contains(*p));
+            .filter(|_| absent_at.is_some())
+            .chain(lost)
+            .filter(|p| !self.live.contains(*p) && **p != self.me)
+            .collect::<BTreeSet<_>>();
         // Each distance is computed once, and only the `size` closest are
         // sorted: this runs on every membership change of every home.
         let mut candidates: Vec<(u128, usize, &P)> = me
@@ -1103,6 +1128,29 @@ where
             self.suspected.insert(peer);
         } else {
             self.suspected.remove(&peer);
+        }
+    }
+
+    /// Whether `peer` was declared dead (`Some(when)`) or not (`None`): a
+    /// home founded less than `founding_memory` after still asks it
+    /// ([`Homes::found`]), since a peer only cut off may hold the home
+    /// already, or promise it to a creator on its side. The earliest time
+    /// given while it stays dead counts.
+    pub fn set_lost(&mut self, peer: P, since: Option<Instant>) {
+        match since {
+            Some(since) if peer != self.me => {
+                self.lost.entry(peer).or_insert(since);
+                while self.lost.len() > MAX_LOST {
+                    let oldest = self.lost.iter().min_by_key(|(_, t)| **t);
+                    let Some(p) = oldest.map(|(p, _)| p.clone()) else {
+                        break;
+                    };
+                    self.lost.remove(&p);
+                }
+            }
+            _ => {
+                self.lost.remove(&peer);
+            }
         }
     }
 

@@ -302,7 +302,7 @@ where
         let closer = |a: &P, b: &P| (self.closeness)(&key, a) < (self.closeness)(&key, b);
         let me_closer = closer(&self.me, &from);
         let left_in = self.left_in(&key);
-        let promised_another = self.promised_another(&key, &from, term);
+        let promised_another = self.promised_another(&key, &from, (term, committed));
         let Some(h) = self.homes.get_mut(&key) else {
             if promised_another {
                 // A creator whose promises lapsed: this peer promised the

@@ -1397,3 +1397,85 @@ fn a_creator_cut_off_after_its_election_commits_nothing_beside_a_later_one() {
         net.primaries()
     );
 }
+
+/// Two creators on either side of a partition have each declared the other
+/// side dead. Peers declared dead a moment ago still vote, so only the side
+/// holding a majority of the would-be home founds it; once they have been
+/// dead longer than `founding_memory`, they no longer hold creations up.
+#[test]
+fn creators_on_both_sides_of_a_partition_found_one_home() {
+    let mut net = Net::new(5, 41);
+    net.view_all();
+    net.partition(&[0, 1], &[2, 3, 4]);
+    let now = net.now;
+    let sides: [(&[u32], &[u32]); 2] = [(&[0, 1], &[2, 3, 4]), (&[2, 3, 4], &[0, 1])];
+    for (side, other) in sides {
+        for &p in side {
+            for &q in other {
+                net.node(p).set_lost(q, Some(now));
+            }
+        }
+    }
+    for creator in [2, 0] {
+        net.node(creator).found(now, KEY, 3);
+        net.drain(creator);
+    }
+    net.run(Duration::from_secs(2));
+    let founded: Vec<u32> = net
+        .founded
+        .iter()
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(founded, vec![0], "{:?}", net.founded);
+    // Peers 0 and 1 stay gone: past the memory, the rest found without them.
+    net.founded.clear();
+    net.nodes[0].up = false;
+    net.nodes[1].up = false;
+    net.run(HomeConfig::default().founding_memory);
+    let fresh = KEY + 1;
+    let now = net.now;
+    net.node(2).found(now, fresh, 3);
+    net.drain(2);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.founded, vec![(2, Ok(()))]);
+}
+
+/// A peer that promised a creator which never made its home (it crashed
+/// after its election), and was cut off while another creator founded the
+/// home without it, joins that home once back: the home has committed, so
+/// it is no second home beside the one promised.
+#[test]
+fn a_peer_that_promised_a_vanished_creator_joins_the_home_founded_since() {
+    let mut net = Net::new(5, 43);
+    net.view_all();
+    let now = net.now;
+    net.node(0).found(now, KEY, 3);
+    net.drain(0);
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.founded, vec![(0, Ok(()))]);
+    // Peer 0 crashes before it makes the home; peer 1 is cut off.
+    net.nodes[0].up = false;
+    net.partition(&[1], &[2, 3, 4]);
+    let now = net.now;
+    for p in [2, 3, 4] {
+        net.node(p).set_lost(0, Some(now));
+        net.node(p).set_lost(1, Some(now));
+    }
+    net.run(HomeConfig::default().founding_memory);
+    net.founded.clear();
+    let now = net.now;
+    net.node(2).found(now, KEY, 3);
+    net.drain(2);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.founded, vec![(2, Ok(()))]);
+    net.create(2, 3);
+    assert!(net.propose(2, 7).is_ok());
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.released, vec![(2, 7)]);
+    // Back, peer 1 is among the three closest live peers again.
+    net.heal();
+    net.run(Duration::from_secs(3));
+    assert_eq!(net.primaries(), vec![1]);
+    assert_eq!(net.entries(1), vec![7]);
+}

@@ -30,6 +30,7 @@ use super::record::{
     rollbacks_missing, CicStamp, ObjectEffect, ObjectProtocol, ObjectRecord, ObjectSnapshot,
 };
 use crate::home::{HomeConfig, HomeMsgOf, HomeOutput, Homes, Replicated};
+use crate::membership::MemberState;
 use crate::PeerKey;
 
 /// Timing and limits of the objects core.
@@ -654,11 +655,21 @@ impl<P: PeerKey> Objects<P> {
     }
 
     /// One peer's change, for a caller that follows the view change by
-    /// change: `alive` or not, leaving gracefully or not, suspected (not
-    /// alive, not yet dead) or not. Takes effect at
+    /// change: its state in this peer's view (`None`: unknown), and
+    /// whether it is leaving gracefully. Takes effect at
     /// [`Objects::refresh_members`].
-    pub fn update_member(&mut self, peer: P, alive: bool, draining: bool, suspected: bool) {
-        self.homes.set_suspected(peer.clone(), !alive && suspected);
+    pub fn update_member(
+        &mut self,
+        now: Instant,
+        peer: P,
+        state: Option<MemberState>,
+        draining: bool,
+    ) {
+        let alive = state == Some(MemberState::Alive);
+        let dead = state == Some(MemberState::Dead);
+        self.homes
+            .set_suspected(peer.clone(), state == Some(MemberState::Suspect));
+        self.homes.set_lost(peer.clone(), dead.then_some(now));
         self.homes.set_draining(peer.clone(), alive && draining);
         self.homes.update_member(peer, alive && !draining);
     }

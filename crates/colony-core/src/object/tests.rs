@@ -904,6 +904,7 @@ mod cores {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::membership::MemberState;
     use crate::object::core::{
         ObjectAnswer, ObjectMsg, ObjectOutput, ObjectRequest, Objects, ObjectsConfig,
     };
@@ -977,7 +978,12 @@ mod cores {
             for p in &up {
                 if let Some(core) = self.peers[*p as usize].as_mut() {
                     for q in (0..all).filter(|q| q != p) {
-                        core.update_member(q, up.contains(&q), false, false);
+                        let state = if up.contains(&q) {
+                            MemberState::Alive
+                        } else {
+                            MemberState::Dead
+                        };
+                        core.update_member(now, q, Some(state), false);
                     }
                     core.refresh_members(now);
                 }
@@ -1614,15 +1620,21 @@ mod cores {
         loop {
             tried += 1;
             assert!(tried < 40, "no counter had peer 1 closer than peer 0");
-            // Peer 0 alone makes the home; then it sees peer 1 (which does
-            // not run: what reaches it is lost), closer to some counters.
+            // Peer 0 alone makes the home, before it has met peer 1; then
+            // it sees peer 1 (which does not run: what reaches it is
+            // lost), closer to some counters.
             let mut net = Net::new(2);
             net.crash(1);
             net.views();
+            let now = net.now;
+            if let Some(core) = net.peers[0].as_mut() {
+                core.update_member(now, 1, None, false);
+                core.refresh_members(now);
+            }
             let counter = net.create(0, "counter", encode(&5u64), PML);
             let now = net.now;
             if let Some(core) = net.peers[0].as_mut() {
-                core.update_member(1, true, false, false);
+                core.update_member(now, 1, Some(MemberState::Alive), false);
                 core.refresh_members(now);
             }
             net.drain(0);
@@ -1725,7 +1737,7 @@ mod cores {
             self.drain(p);
             for q in self.up().into_iter().filter(|q| *q != p) {
                 if let Some(core) = self.peers[q as usize].as_mut() {
-                    core.update_member(p, true, true, false);
+                    core.update_member(now, p, Some(MemberState::Alive), true);
                     core.refresh_members(now);
                 }
                 self.drain(q);
