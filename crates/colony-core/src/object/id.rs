@@ -16,9 +16,34 @@ pub const MAX_NETWORK_CHARS: usize = 64;
 
 /// A location-independent object identifier: 128 random bits, written as 32
 /// lowercase hex digits. Where an object lives follows from it
-/// ([`Guid::key`]), never the other way round.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// ([`Guid::key`]), never the other way round. In human-readable formats
+/// (JSON) it is those digits, a string: JSON numbers stop at 64 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Guid(pub u128);
+
+impl Serialize for Guid {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_newtype_struct("Guid", &self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Guid {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Guid, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            #[derive(Deserialize)]
+            #[serde(rename = "Guid")]
+            struct Bits(u128);
+            Bits::deserialize(deserializer).map(|bits| Guid(bits.0))
+        }
+    }
+}
 
 impl Guid {
     /// A new identifier from 16 random bytes (the caller's generator, so
@@ -92,13 +117,49 @@ fn truncated(s: &str) -> String {
 }
 
 /// Where an object is: `colony://<network>/<guid>`. Printed and parsed;
-/// parsing accepts uppercase hex and prints lowercase.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// parsing accepts uppercase hex and prints lowercase. In human-readable
+/// formats (JSON) it is that string; decoding checks the network name in
+/// every format.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectUri {
     /// The Colony network the object belongs to.
     pub network: String,
     /// The object.
     pub guid: Guid,
+}
+
+/// [`ObjectUri`] in binary formats.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "ObjectUri")]
+struct UriParts<N> {
+    network: N,
+    guid: Guid,
+}
+
+impl Serialize for ObjectUri {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            UriParts {
+                network: self.network.as_str(),
+                guid: self.guid,
+            }
+            .serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectUri {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ObjectUri, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            let parts = UriParts::<String>::deserialize(deserializer)?;
+            ObjectUri::new(&parts.network, parts.guid).map_err(serde::de::Error::custom)
+        }
+    }
 }
 
 impl ObjectUri {
@@ -244,6 +305,32 @@ impl fmt::Display for CallId {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// JSON numbers stop at 64 bits: in JSON a URI (and a reference holding
+    /// one) is its string, so an API client can pass references in calls;
+    /// the binary form on the wire is the two fields, and a network name
+    /// that is not one is refused in both.
+    #[test]
+    fn a_uri_is_a_string_in_json_and_two_fields_on_the_wire() {
+        let uri = ObjectUri::new("lab", Guid(u128::MAX - 1)).unwrap();
+        let json = serde_json::to_value(Ref::<()>::new(uri.clone())).unwrap();
+        assert_eq!(json, serde_json::json!(uri.to_string()));
+        let back: Ref<()> = serde_json::from_value(json).unwrap();
+        assert_eq!(back.uri(), &uri);
+        let guid_json = serde_json::to_value(uri.guid).unwrap();
+        assert_eq!(
+            guid_json,
+            serde_json::json!("fffffffffffffffffffffffffffffffe")
+        );
+        assert!(serde_json::from_value::<ObjectUri>(serde_json::json!("colony://a b/00")).is_err());
+
+        let bytes = postcard::to_stdvec(&uri).unwrap();
+        let fields = postcard::to_stdvec(&("lab", u128::MAX - 1)).unwrap();
+        assert_eq!(bytes, fields);
+        assert_eq!(postcard::from_bytes::<ObjectUri>(&bytes).unwrap(), uri);
+        let bad = postcard::to_stdvec(&("a b", 7u128)).unwrap();
+        assert!(postcard::from_bytes::<ObjectUri>(&bad).is_err());
+    }
 
     #[test]
     fn a_uri_prints_and_parses_back() {
