@@ -524,7 +524,8 @@ enum BenchCommand {
     /// Recovery of a distributed object: real peer processes on loopback,
     /// the peer serving a counter SIGKILLed again and again; the time from
     /// each kill to the first call that succeeds, beside a call's latency
-    /// with every peer up.
+    /// with every peer up (with --protocol cic, a ring of TSP islands, and
+    /// the time until the whole application has rolled back).
     Recovery(recoverybench::RecoveryBenchArgs),
 }
 

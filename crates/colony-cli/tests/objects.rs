@@ -400,3 +400,40 @@ fn the_recovery_bench_kills_the_serving_peer_and_times_the_next_call() {
         "{report}"
     );
 }
+
+/// `colony bench recovery --protocol cic` kills the peer of one island of
+/// a ring that exchanges migrants: the dead island's lost state rolls its
+/// neighbours back with it, and the bench times the first call to it and
+/// the last island restored.
+#[test]
+fn the_cic_recovery_bench_times_the_whole_applications_rollback() {
+    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args([
+            "bench",
+            "recovery",
+            "--protocol",
+            "cic",
+            "--kills",
+            "1",
+            "--json",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("colony bench recovery");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let call_max = report["call_max_ms"].as_f64().expect("call max");
+    let first = report["recoveries_ms"][0].as_f64().expect("a recovery");
+    assert!(first > call_max && first < 30_000.0, "{report}");
+    // The island served a call after its last checkpoint and had sent
+    // migrants: it and at least the neighbour that took them roll back.
+    let restored = report["islands_rolled_back"][0].as_u64().expect("a count");
+    assert!(restored >= 2, "{report}");
+    let rollback = report["rollbacks_ms"][0].as_f64().expect("a rollback");
+    assert!(rollback > call_max && rollback < 30_000.0, "{report}");
+}
