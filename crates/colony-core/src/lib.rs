@@ -35,6 +35,10 @@
 //!   leased read/write locks with fencing tokens.
 //! - [`object`]: distributed objects — GUIDs and `colony://` URIs, typed
 //!   references, the active-object model and its deterministic activation.
+//! - [`mesh`]: seed 001's streaming mesh — CellIds, traffic classes and
+//!   FT policies, cell records on the generic home, the super-peer data
+//!   plane with in-cell replication and takeover, sensors and clients with
+//!   fast and slow rebind.
 //! - [`node`]: the cores above composed into one sans-IO node, with the
 //!   routing between them: what the runtime's driver and the simulator run.
 //! - [`runner`]: the step boundary of a running unit, for every executor.
@@ -46,6 +50,7 @@ pub mod ft;
 pub mod home;
 pub mod job;
 pub mod membership;
+pub mod mesh;
 pub mod modules;
 pub mod node;
 pub mod object;

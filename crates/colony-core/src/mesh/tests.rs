@@ -1,0 +1,1 @@
+//! Mesh tests in virtual time.
