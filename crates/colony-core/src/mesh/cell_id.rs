@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn order_is_breadth_first() {
-        let mut cells = vec![cell("011"), cell("02"), cell("0"), cell("01"), cell("021")];
+        let mut cells = [cell("011"), cell("02"), cell("0"), cell("01"), cell("021")];
         cells.sort();
         let printed: Vec<String> = cells.iter().map(ToString::to_string).collect();
         assert_eq!(printed, ["0", "01", "02", "011", "021"]);

@@ -216,7 +216,7 @@ impl<P: PeerKey> Relay<P> {
                     self.complete(&id);
                 }
             }
-            MeshMsg::Ack(id) if self.from_parent_side(&from) => {
+            MeshMsg::Ack(id) if self.is_parent_side(&from) => {
                 if self.pending.contains_key(&id) {
                     self.complete(&id);
                 }
@@ -246,7 +246,7 @@ impl<P: PeerKey> Relay<P> {
         *peer != self.me && self.members.contains(peer)
     }
 
-    fn from_parent_side(&self, peer: &P) -> bool {
+    fn is_parent_side(&self, peer: &P) -> bool {
         self.uplink.as_ref().is_some_and(|u| u.is_parent_side(peer))
     }
 

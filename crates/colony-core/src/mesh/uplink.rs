@@ -159,7 +159,11 @@ impl<P: PeerKey> Uplink<P> {
         let LinkState::Binding { to, kind, .. } = &self.state else {
             return None;
         };
-        if to != from || members.len() > MAX_PEERS_PER_CELL || !members.contains(from) {
+        // A late acceptance from a member asked before (its answer took
+        // longer than the bind timeout) is as good as the one awaited:
+        // waiting only for the latest would never bind on a slow link.
+        let asked = to == from || self.members.contains(from);
+        if !asked || members.len() > MAX_PEERS_PER_CELL || !members.contains(from) {
             return None;
         }
         let kind = *kind;
