@@ -141,6 +141,8 @@ struct Mesh {
     bound: Vec<BoundSeen>,
     took_over: Vec<(Peer, Peer, usize)>,
     send_errors: u64,
+    /// Frames each super-peer received from a child (`Up`), with when.
+    received: BTreeMap<Peer, Vec<(Instant, FrameId<Peer>)>>,
     /// Directory: the cells and their super-peers as first placed.
     cells: BTreeMap<CellId, Vec<Peer>>,
 }
@@ -187,6 +189,7 @@ impl Mesh {
             bound: Vec::new(),
             took_over: Vec::new(),
             send_errors: 0,
+            received: BTreeMap::new(),
             cells: BTreeMap::new(),
         };
         for (index, name) in CELLS.iter().enumerate() {
@@ -238,9 +241,11 @@ impl Mesh {
         self.happenings.insert((at, self.order), happening);
     }
 
-    /// Crashes `peer` at `at_ms` after the start.
+    /// Crashes `peer` half a millisecond after `at_ms` after the start:
+    /// half-way through a hop, so what it sent last is still in flight
+    /// (and lost with it).
     fn kill_at(&mut self, at_ms: u64, peer: Peer) {
-        let at = self.at(ms(at_ms));
+        let at = self.at(ms(at_ms) + Duration::from_micros(500));
         self.schedule(at, Happening::Kill(peer));
     }
 
@@ -343,6 +348,11 @@ impl Mesh {
                     continue;
                 };
                 if let Some(core) = self.cores.get_mut(&to) {
+                    if let (Core::Relay(_), MeshMsg::Up(frame)) = (&*core, &msg) {
+                        if let Some(id) = frame.id() {
+                            self.received.entry(to).or_default().push((now, id));
+                        }
+                    }
                     core.handle(now, from, msg);
                 }
             } else if happening == Some(next) {
@@ -566,6 +576,72 @@ fn ft_all_loses_nothing_with_one_fault_per_level_in_turn() {
 }
 
 #[test]
+fn a_dead_super_peers_frames_survive_in_its_cell_when_their_sensor_dies_too() {
+    // The first super-peer of 01 crashes at 700 ms: its child, the first
+    // super-peer of 011, keeps the frames it forwards in vain until the
+    // failure is detected. At 720 ms that child crashes with sensor 100,
+    // its only sensor, before it could rebind and send them again: no
+    // child is left to send them either, so only the copies in cell 011
+    // can bring them to the client.
+    let mut mesh = Mesh::new(FtPolicy::FtAll, STREAM_MS);
+    let relay = first_peer_of("011");
+    mesh.kill_at(700, first_peer_of("01"));
+    mesh.kill_at(720, relay);
+    mesh.kill_at(720, FIRST_SENSOR);
+    mesh.run_until(SETTLE_MS);
+    // What the relay received up to a hop before its crash (its copies
+    // had reached its sibling).
+    let copied_by = mesh.at(ms(720)) - mesh.latency;
+    let received: Vec<FrameId<Peer>> = mesh.received[&relay]
+        .iter()
+        .filter(|(at, id)| *at <= copied_by && id.origin == FIRST_SENSOR)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert!(received.len() > 40);
+    for id in received {
+        let got = mesh
+            .delivered
+            .get(&(id.origin, id.class))
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            got.contains(&id.seq),
+            "{id:?} reached the dead relay, not the client"
+        );
+    }
+    mesh.assert_no_duplicates();
+    assert!(mesh
+        .took_over
+        .iter()
+        .any(|(_, failed, frames)| *failed == relay && *frames > 0));
+}
+
+#[test]
+fn a_cell_dying_while_its_parent_is_lost_loses_nothing() {
+    // The first super-peer of 01 crashes; before its failure is even
+    // detected, the whole of cell 011 below it crashes too, holding the
+    // frames it could not forward. Its sensors still hold them (nothing
+    // is acknowledged before the client has it) and send them again
+    // after a slow rebind.
+    let mut mesh = Mesh::new(FtPolicy::FtAll, STREAM_MS);
+    mesh.kill_at(700, first_peer_of("01"));
+    for peer in peers_of(index_of("011")) {
+        mesh.kill_at(720, peer);
+    }
+    mesh.run_until(SETTLE_MS);
+    let lost = mesh.lost();
+    assert!(lost.values().all(|l| *l == 0), "lost {lost:?}");
+    mesh.assert_no_duplicates();
+    let slow: BTreeSet<Peer> = mesh
+        .bound
+        .iter()
+        .filter(|b| b.kind == RebindKind::Slow)
+        .map(|b| b.child)
+        .collect();
+    assert_eq!(slow, [FIRST_SENSOR, FIRST_SENSOR + 1].into());
+}
+
+#[test]
 fn without_ft_a_super_peers_death_loses_frames() {
     for name in ["0", "01", "011"] {
         let mut mesh = Mesh::new(FtPolicy::NoFt, STREAM_MS);
@@ -752,6 +828,65 @@ fn a_relay_copies_to_its_cell_before_forwarding_up() {
     relay.handle(t0(), 3, MeshMsg::Ack(id.clone()));
     assert_eq!(sends(&mut relay), [(6, "FtReply"), (100, "Ack")]);
     assert_eq!(relay.pending_frames(), 0);
+}
+
+#[test]
+fn only_the_first_surviving_member_takes_a_failed_members_frames_over() {
+    // Cell 011 of three: 5, 6, 7 in join order; 5 owns a frame that 6 and
+    // 7 hold copies of. When 5 fails, 6 forwards it; 7 only records 6 as
+    // the owner and drops its copy on 6's FT reply.
+    let now = t0();
+    let cell_members = vec![5, 6, 7];
+    let mut relays: Vec<Relay<Peer>> = cell_members
+        .iter()
+        .map(|me| {
+            let mut relay = Relay::new(
+                *me,
+                MeshConfig::default(),
+                FtPolicy::FtAll,
+                cell("011"),
+                cell_members.clone(),
+            );
+            relay.bind(now, vec![3, 4], 0);
+            relay.handle(
+                now,
+                3,
+                MeshMsg::Bound {
+                    cell: cell("01"),
+                    members: vec![3, 4],
+                },
+            );
+            let _ = sends(&mut relay);
+            relay
+        })
+        .collect();
+    relays[0].handle(now, 100, MeshMsg::Bind);
+    let _ = sends(&mut relays[0]);
+    let up = frame(100, StreamClass::Audio.code(), 0, 10);
+    relays[0].handle(now, 100, MeshMsg::Up(up.clone()));
+    for relay in &mut relays[1..] {
+        relay.handle(
+            now,
+            5,
+            MeshMsg::FtCopy {
+                frame: up.clone(),
+                ack_to: vec![100],
+            },
+        );
+        assert_eq!(relay.copy_frames(), 1);
+    }
+    for relay in &mut relays[1..] {
+        relay.peer_failed(now, &5);
+    }
+    assert_eq!(sends(&mut relays[1]), [(3, "Up")]);
+    assert_eq!(relays[1].pending_frames(), 1);
+    assert_eq!(sends(&mut relays[2]), []);
+    assert_eq!(relays[2].copy_frames(), 1);
+    let id = up.id().unwrap();
+    relays[1].handle(now, 3, MeshMsg::Ack(id.clone()));
+    assert_eq!(sends(&mut relays[1]), [(7, "FtReply"), (100, "Ack")]);
+    relays[2].handle(now, 6, MeshMsg::FtReply(id));
+    assert_eq!(relays[2].copy_frames(), 0);
 }
 
 #[test]
