@@ -389,4 +389,101 @@ mod tests {
             assert!(postcard::from_bytes::<CellSnapshot<u32>>(&bytes[..cut]).is_err());
         }
     }
+
+    /// The record on the generic home core: three peers keep cell 01's
+    /// membership under its key; joins are released once committed, the
+    /// backups hold the same order, and a new primary after the first
+    /// one's crash still has it.
+    #[test]
+    fn the_record_lives_on_a_home() {
+        use std::collections::BTreeMap;
+        use std::time::Duration;
+
+        use crate::home::{Closeness, HomeConfig, HomeOutput, Homes};
+
+        type CellHomes = Homes<[u8; 32], u32, CellRecord<u32>>;
+        let key = "01".parse::<CellId>().unwrap().key();
+        let mut now = Instant::now();
+        let mut homes: BTreeMap<u32, CellHomes> = (0..3u32)
+            .map(|id| {
+                let closeness: Closeness<[u8; 32], u32> = Box::new(|_key, p| u128::from(*p));
+                (
+                    id,
+                    Homes::new(id, HomeConfig::default(), closeness, u64::from(id)),
+                )
+            })
+            .collect();
+        let view = |homes: &mut BTreeMap<u32, CellHomes>, now: Instant| {
+            let live: Vec<u32> = homes.keys().copied().collect();
+            for (id, h) in homes.iter_mut() {
+                h.set_members(now, live.iter().copied().filter(|p| p != id));
+            }
+        };
+        // Moves messages at once and jumps to timers for `for_ms`.
+        let run = |homes: &mut BTreeMap<u32, CellHomes>,
+                   now: &mut Instant,
+                   for_ms: u64,
+                   released: &mut Vec<CellEffect<u32>>| {
+            let end = *now + Duration::from_millis(for_ms);
+            loop {
+                let mut queue = Vec::new();
+                for (id, h) in homes.iter_mut() {
+                    while let Some(out) = h.poll() {
+                        match out {
+                            HomeOutput::Send { to, msg, .. } => queue.push((*id, to, msg)),
+                            HomeOutput::Released { effects, .. } => released.extend(effects),
+                            _ => {}
+                        }
+                    }
+                }
+                if !queue.is_empty() {
+                    for (from, to, msg) in queue {
+                        if let Some(h) = homes.get_mut(&to) {
+                            h.handle(*now, from, msg);
+                        }
+                    }
+                    continue;
+                }
+                match homes.values().filter_map(|h| h.poll_timeout()).min() {
+                    Some(at) if at <= end => {
+                        *now = (*now).max(at);
+                        for h in homes.values_mut() {
+                            h.handle_timeout(*now);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            *now = end;
+        };
+        let mut released = Vec::new();
+        view(&mut homes, now);
+        let record = CellRecord::new("01".parse().unwrap(), 2);
+        homes.get_mut(&0).unwrap().create(now, key, record, 3);
+        run(&mut homes, &mut now, 500, &mut released);
+        let mut effects = Vec::new();
+        for peer in [7, 8] {
+            let home = homes.get_mut(&0).unwrap().get_mut(&key).unwrap();
+            effects.push(home.state_mut().join(peer).unwrap());
+        }
+        homes
+            .get_mut(&0)
+            .unwrap()
+            .propose(now, key, effects)
+            .unwrap();
+        run(&mut homes, &mut now, 500, &mut released);
+        assert_eq!(released.len(), 2, "{released:?}");
+        for h in homes.values() {
+            assert_eq!(h.get(&key).unwrap().state().members(), [7, 8]);
+        }
+        // The primary crashes: a backup takes the role with the record.
+        homes.remove(&0);
+        view(&mut homes, now);
+        run(&mut homes, &mut now, 5_000, &mut released);
+        let primary = homes
+            .values()
+            .find(|h| h.get(&key).is_some_and(|home| home.is_primary()))
+            .expect("a new primary");
+        assert_eq!(primary.get(&key).unwrap().state().members(), [7, 8]);
+    }
 }

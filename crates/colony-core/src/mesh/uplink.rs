@@ -221,11 +221,7 @@ impl<P: PeerKey> Uplink<P> {
         };
         if lost {
             self.since.get_or_insert(now);
-            let kind = if self.members.is_empty() {
-                RebindKind::Slow
-            } else {
-                kind
-            };
+            // With no member left this asks for a new cell: a slow rebind.
             self.try_next(now, config, kind, out);
         }
         lost
