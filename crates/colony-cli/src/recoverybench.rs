@@ -127,17 +127,7 @@ pub(crate) async fn run(args: RecoveryBenchArgs) -> Result<()> {
 }
 
 async fn run_in(root: &Path, args: &RecoveryBenchArgs) -> Result<RecoveryReport> {
-    eprintln!(
-        "starting {} peer processes on loopback (data in {})…",
-        args.peers,
-        root.display()
-    );
-    let mut peers = vec![spawn_peer(&root.join("peer0"), None)?];
-    let seed = peers[0].info.listen_addrs[0].to_string();
-    for i in 1..args.peers {
-        peers.push(spawn_peer(&root.join(format!("peer{i}")), Some(&seed))?);
-    }
-    wait_for(&peers, None, MemberState::Alive, Duration::from_secs(30)).await?;
+    let mut peers = start_peers(root, args.peers).await?;
     let body = serde_json::json!({
         "type": "counter",
         "params": 0,
@@ -189,13 +179,7 @@ async fn run_in(root: &Path, args: &RecoveryBenchArgs) -> Result<RecoveryReport>
         );
         // A new peer takes the place of the killed one, so that the home
         // can have three members again before the next kill.
-        let seed = peers[0].info.listen_addrs[0].to_string();
-        let dir = root.join(format!("peer{}", args.peers + kill));
-        let fresh = spawn_peer(&dir, Some(&seed))?;
-        let id = fresh.info.peer_id.clone();
-        let within = Duration::from_secs(30);
-        wait_for(&peers, Some(&id), MemberState::Alive, within).await?;
-        peers.push(fresh);
+        add_peer(root, &mut peers, args.peers + kill).await?;
         // Calls keep going while the home takes the newcomer in.
         for _ in 0..20 {
             let caller = caller_of(&peers, &uri).await?;
@@ -221,6 +205,38 @@ async fn run_in(root: &Path, args: &RecoveryBenchArgs) -> Result<RecoveryReport>
         failed,
         final_value,
     })
+}
+
+/// `count` peer processes on loopback, all alive in each other's view.
+async fn start_peers(root: &Path, count: usize) -> Result<Vec<DemoPeer>> {
+    eprintln!(
+        "starting {count} peer processes on loopback (data in {})…",
+        root.display()
+    );
+    let mut peers = vec![spawn_peer(&root.join("peer0"), None)?];
+    let seed = peers[0].info.listen_addrs[0].to_string();
+    for i in 1..count {
+        peers.push(spawn_peer(&root.join(format!("peer{i}")), Some(&seed))?);
+    }
+    wait_for(&peers, None, MemberState::Alive, Duration::from_secs(30)).await?;
+    Ok(peers)
+}
+
+/// A new peer process (number `number`, for its directory) that the
+/// others see alive, added to `peers`: it takes a killed one's place.
+async fn add_peer(root: &Path, peers: &mut Vec<DemoPeer>, number: usize) -> Result<()> {
+    let seed = peers[0].info.listen_addrs[0].to_string();
+    let fresh = spawn_peer(&root.join(format!("peer{number}")), Some(&seed))?;
+    let id = fresh.info.peer_id.clone();
+    wait_for(
+        peers,
+        Some(&id),
+        MemberState::Alive,
+        Duration::from_secs(30),
+    )
+    .await?;
+    peers.push(fresh);
+    Ok(())
 }
 
 fn api(peer: &DemoPeer) -> Result<ApiClient> {
@@ -415,17 +431,7 @@ async fn rolled_back(peers: &[ApiClient]) -> u64 {
 }
 
 async fn run_cic_in(root: &Path, args: &RecoveryBenchArgs) -> Result<CicRecoveryReport> {
-    eprintln!(
-        "starting {} peer processes on loopback (data in {})…",
-        args.peers,
-        root.display()
-    );
-    let mut peers = vec![spawn_peer(&root.join("peer0"), None)?];
-    let seed = peers[0].info.listen_addrs[0].to_string();
-    for i in 1..args.peers {
-        peers.push(spawn_peer(&root.join(format!("peer{i}")), Some(&seed))?);
-    }
-    wait_for(&peers, None, MemberState::Alive, Duration::from_secs(30)).await?;
+    let mut peers = start_peers(root, args.peers).await?;
     let islands = create_ring(&peers[0], args.islands).await?;
     let mut calls = Vec::new();
     for _ in 0..10 {
@@ -492,20 +498,7 @@ async fn run_cic_in(root: &Path, args: &RecoveryBenchArgs) -> Result<CicRecovery
             recoveries[kill],
             rollbacks[kill]
         );
-        let seed = peers[0].info.listen_addrs[0].to_string();
-        let fresh = spawn_peer(
-            &root.join(format!("peer{}", args.peers + kill)),
-            Some(&seed),
-        )?;
-        let id = fresh.info.peer_id.clone();
-        wait_for(
-            &peers,
-            Some(&id),
-            MemberState::Alive,
-            Duration::from_secs(30),
-        )
-        .await?;
-        peers.push(fresh);
+        add_peer(root, &mut peers, args.peers + kill).await?;
         // The islands breed and migrate again before the next kill.
         for _ in 0..4 {
             for uri in &islands {

@@ -366,18 +366,7 @@ async fn a_long_handler_leaves_its_peer_serving_other_calls() {
 /// recovery at most once).
 #[test]
 fn the_recovery_bench_kills_the_serving_peer_and_times_the_next_call() {
-    let out = Command::new(env!("CARGO_BIN_EXE_colony"))
-        .args(["bench", "recovery", "--kills", "2", "--json"])
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("colony bench recovery");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let report = bench_recovery(&["--kills", "2"]);
     let recoveries = report["recoveries_ms"].as_array().expect("recoveries");
     assert_eq!(recoveries.len(), 2, "{report}");
     // A failover outlasts any call made with every peer up (the killed
@@ -401,22 +390,12 @@ fn the_recovery_bench_kills_the_serving_peer_and_times_the_next_call() {
     );
 }
 
-/// `colony bench recovery --protocol cic` kills the peer of one island of
-/// a ring that exchanges migrants: the dead island's lost state rolls its
-/// neighbours back with it, and the bench times the first call to it and
-/// the last island restored.
-#[test]
-fn the_cic_recovery_bench_times_the_whole_applications_rollback() {
+/// The JSON report of `colony bench recovery` with `args`, which must
+/// succeed.
+fn bench_recovery(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_colony"))
-        .args([
-            "bench",
-            "recovery",
-            "--protocol",
-            "cic",
-            "--kills",
-            "1",
-            "--json",
-        ])
+        .args(["bench", "recovery", "--json"])
+        .args(args)
         .env("RUST_LOG", "error")
         .output()
         .expect("colony bench recovery");
@@ -425,8 +404,17 @@ fn the_cic_recovery_bench_times_the_whole_applications_rollback() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `colony bench recovery --protocol cic` kills the peer of one island of
+/// a ring that exchanges migrants: the dead island's lost state rolls its
+/// neighbours back with it, and the bench times the first call to it and
+/// the last island restored.
+#[test]
+fn the_cic_recovery_bench_times_the_whole_applications_rollback() {
+    let report = bench_recovery(&["--protocol", "cic", "--kills", "1"]);
     let call_max = report["call_max_ms"].as_f64().expect("call max");
     let first = report["recoveries_ms"][0].as_f64().expect("a recovery");
     assert!(first > call_max && first < 30_000.0, "{report}");
