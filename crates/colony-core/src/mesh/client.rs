@@ -60,6 +60,11 @@ pub struct Client<P> {
     config: MeshConfig,
     /// The root super-peers it subscribed at.
     roots: Vec<P>,
+    /// Those that answered the subscription (`Bound`).
+    confirmed: BTreeSet<P>,
+    /// When to subscribe again at the roots that have not answered (the
+    /// subscription or its answer was lost).
+    resubscribe_at: Option<Instant>,
     classes: Vec<StreamClass>,
     streams: BTreeMap<(P, StreamClass), Window>,
     outputs: VecDeque<MeshOutput<P>>,
@@ -72,6 +77,8 @@ impl<P: PeerKey> Client<P> {
         Client {
             config,
             roots: Vec::new(),
+            confirmed: BTreeSet::new(),
+            resubscribe_at: None,
             classes,
             streams: BTreeMap::new(),
             outputs: VecDeque::new(),
@@ -79,13 +86,25 @@ impl<P: PeerKey> Client<P> {
         }
     }
 
-    /// Subscribes at the root cell's super-peers `roots`.
-    pub fn subscribe(&mut self, roots: Vec<P>) {
-        let classes: Vec<u8> = self.classes.iter().map(|c| c.code()).collect();
+    /// Subscribes at the root cell's super-peers `roots`, again every
+    /// [`MeshConfig::resend_after`] at those that have not answered.
+    pub fn subscribe(&mut self, now: Instant, roots: Vec<P>) {
         for root in &roots {
             if !self.roots.contains(root) {
                 self.roots.push(root.clone());
             }
+        }
+        self.send_subscriptions(now, &roots);
+    }
+
+    fn send_subscriptions(&mut self, now: Instant, roots: &[P]) {
+        let classes: Vec<u8> = self.classes.iter().map(|c| c.code()).collect();
+        self.resubscribe_at = None;
+        for root in roots {
+            if self.confirmed.contains(root) {
+                continue;
+            }
+            self.resubscribe_at = Some(now + self.config.resend_after);
             self.outputs.push_back(MeshOutput::Send {
                 to: root.clone(),
                 msg: MeshMsg::Subscribe {
@@ -108,7 +127,10 @@ impl<P: PeerKey> Client<P> {
         }
         let (frame, ack) = match msg {
             MeshMsg::Deliver { frame, ack } => (frame, ack),
-            MeshMsg::Bound { .. } => return,
+            MeshMsg::Bound { .. } => {
+                self.confirmed.insert(from);
+                return;
+            }
             _ => {
                 self.stats.from_stranger += 1;
                 return;
@@ -150,15 +172,22 @@ impl<P: PeerKey> Client<P> {
     /// Membership declared `peer` failed: it is no longer subscribed at.
     pub fn peer_failed(&mut self, _now: Instant, peer: &P) {
         self.roots.retain(|r| r != peer);
+        self.confirmed.remove(peer);
     }
 
-    /// The client has no timers.
+    /// When to call [`Client::handle_timeout`]: while a root has not
+    /// answered the subscription.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.resubscribe_at
     }
 
-    /// Nothing happens on time.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    /// Subscribes again at the roots that have not answered.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.resubscribe_at.is_some_and(|t| t <= now) {
+            let roots = self.roots.clone();
+            self.send_subscriptions(now, &roots);
+        }
+    }
 
     /// The next thing to do.
     pub fn poll(&mut self) -> Option<MeshOutput<P>> {

@@ -98,6 +98,10 @@ pub struct MeshConfig {
     /// How long an unacknowledged frame waits before it is sent again (to
     /// the same parent: a lost message). Default 250 ms.
     pub resend_after: Duration,
+    /// How long a super-peer keeps an FT copy without its owner's FT
+    /// reply (lost on the way). Longer than a frame normally stays
+    /// pending at its owner, slow rebinds included. Default 5 s.
+    pub copy_ttl: Duration,
     /// How long a child waits for a super-peer to accept it before it
     /// tries the next one. Default 500 ms.
     pub bind_timeout: Duration,
@@ -122,6 +126,7 @@ impl Default for MeshConfig {
             max_streams: 4096,
             dedup_window_frames: 4096,
             resend_after: Duration::from_millis(250),
+            copy_ttl: Duration::from_secs(5),
             bind_timeout: Duration::from_millis(500),
             discovery_timeout: Duration::from_secs(1),
         }

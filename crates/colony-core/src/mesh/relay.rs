@@ -55,6 +55,8 @@ pub struct RelayStats {
     pub pending_full: u64,
     /// Copies dropped because the copy table was full.
     pub copies_full: u64,
+    /// Copies dropped after [`MeshConfig::copy_ttl`] without an FT reply.
+    pub copies_expired: u64,
     /// Frames of unreplicated classes dropped for want of a parent.
     pub dropped_unbound: u64,
     /// Children or clients refused because there were too many.
@@ -79,6 +81,10 @@ struct Copy<P> {
     owner: P,
     payload: Vec<u8>,
     ack_to: Vec<P>,
+    /// When it is dropped if no FT reply came (the reply was lost): the
+    /// owner's children still hold the frame until it is acknowledged,
+    /// so a copy dropped too early costs a resend, never the frame.
+    expires_at: Instant,
 }
 
 /// One super-peer's data plane. See the module docs.
@@ -205,7 +211,7 @@ impl<P: PeerKey> Relay<P> {
             MeshMsg::Bind => self.on_bind(from),
             MeshMsg::Subscribe { classes } => self.on_subscribe(from, classes),
             MeshMsg::Up(frame) => self.on_up(now, from, frame),
-            MeshMsg::FtCopy { frame, ack_to } => self.on_copy(from, frame, ack_to),
+            MeshMsg::FtCopy { frame, ack_to } => self.on_copy(now, from, frame, ack_to),
             MeshMsg::FtReply(id) if self.is_sibling(&from) => self.drop_copy(&id),
             MeshMsg::ClientAck(id) if self.clients.contains_key(&from) => {
                 let done = match self.pending.get_mut(&id) {
@@ -429,7 +435,7 @@ impl<P: PeerKey> Relay<P> {
         }
     }
 
-    fn on_copy(&mut self, from: P, frame: Frame<P>, mut ack_to: Vec<P>) {
+    fn on_copy(&mut self, now: Instant, from: P, frame: Frame<P>, mut ack_to: Vec<P>) {
         if !self.is_sibling(&from) {
             self.stats.from_stranger += 1;
             return;
@@ -458,6 +464,7 @@ impl<P: PeerKey> Relay<P> {
                 owner: from,
                 payload: frame.payload,
                 ack_to,
+                expires_at: now + self.config.copy_ttl,
             },
         );
     }
@@ -622,7 +629,8 @@ impl<P: PeerKey> Relay<P> {
             .then(|| self.pending.values().map(|o| o.resend_at).min())
             .flatten();
         let uplink = self.uplink.as_ref().and_then(Uplink::poll_timeout);
-        [resend, uplink].into_iter().flatten().min()
+        let expiry = self.copies.values().map(|c| c.expires_at).min();
+        [resend, uplink, expiry].into_iter().flatten().min()
     }
 
     /// Moves unanswered binds on and sends late frames again.
@@ -631,6 +639,16 @@ impl<P: PeerKey> Relay<P> {
             uplink.handle_timeout(now, &self.config, &mut self.outputs);
         }
         self.resend(now, false);
+        let expired: Vec<FrameId<P>> = self
+            .copies
+            .iter()
+            .filter(|(_, c)| c.expires_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.stats.copies_expired += expired.len() as u64;
+        for id in expired {
+            self.drop_copy(&id);
+        }
     }
 
     /// The next thing to do.

@@ -220,7 +220,7 @@ impl Mesh {
             }
         }
         let mut client = Client::new(config, StreamClass::DATA.to_vec());
-        client.subscribe(peers_of(0));
+        client.subscribe(start, peers_of(0));
         mesh.cores.insert(CLIENT, Core::Client(client));
         mesh
     }
@@ -1026,7 +1026,7 @@ fn sensors_and_clients_refuse_bad_input() {
     assert_eq!(sensor.stats().from_stranger, 2);
 
     let mut client = Client::new(config, StreamClass::DATA.to_vec());
-    client.subscribe(vec![1]);
+    client.subscribe(now, vec![1]);
     client.handle(
         now,
         9,

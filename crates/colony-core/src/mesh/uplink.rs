@@ -11,6 +11,11 @@ use super::cell::MAX_PEERS_PER_CELL;
 use super::{CellId, MeshConfig, MeshEvent, MeshMsg, MeshOutput, RebindKind};
 use crate::PeerKey;
 
+/// Unanswered binds per known member before a child gives its parent's
+/// cell up and asks for a new one (a slow rebind): a lost `Bind` or
+/// `Bound` must not turn a fast rebind into a slow one.
+const BIND_ATTEMPTS: usize = 4;
+
 /// Where the link stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum LinkState<P> {
@@ -22,6 +27,8 @@ enum LinkState<P> {
         to: P,
         kind: RebindKind,
         deadline: Instant,
+        /// Binds of this round that went unanswered so far.
+        unanswered: usize,
     },
     /// Bound to its parent.
     Bound { parent: P },
@@ -110,16 +117,18 @@ impl<P: PeerKey> Uplink<P> {
             let first = preferred % self.members.len();
             self.members.rotate_left(first);
         }
-        self.try_next(now, config, kind, out);
+        self.try_next(now, config, kind, 0, out);
     }
 
     /// Asks the first known member to take this child, or asks the driver
-    /// for a new cell if none is left.
+    /// for a new cell if none is left; `unanswered` binds of this round
+    /// went unanswered before.
     fn try_next(
         &mut self,
         now: Instant,
         config: &MeshConfig,
         kind: RebindKind,
+        unanswered: usize,
         out: &mut VecDeque<MeshOutput<P>>,
     ) {
         match self.members.first() {
@@ -132,6 +141,7 @@ impl<P: PeerKey> Uplink<P> {
                     to: to.clone(),
                     kind,
                     deadline: now + config.bind_timeout,
+                    unanswered,
                 };
             }
             None => {
@@ -198,7 +208,7 @@ impl<P: PeerKey> Uplink<P> {
             if to == from {
                 let kind = *kind;
                 self.members.retain(|m| m != from);
-                self.try_next(now, config, kind, out);
+                self.try_next(now, config, kind, 0, out);
             }
         }
     }
@@ -222,7 +232,7 @@ impl<P: PeerKey> Uplink<P> {
         if lost {
             self.since.get_or_insert(now);
             // With no member left this asks for a new cell: a slow rebind.
-            self.try_next(now, config, kind, out);
+            self.try_next(now, config, kind, 0, out);
         }
         lost
     }
@@ -243,7 +253,7 @@ impl<P: PeerKey> Uplink<P> {
         self.cell = Some(cell);
         self.members = members;
         self.members.truncate(MAX_PEERS_PER_CELL);
-        self.try_next(now, config, RebindKind::Slow, out);
+        self.try_next(now, config, RebindKind::Slow, 0, out);
     }
 
     /// When [`Uplink::handle_timeout`] has something to do.
@@ -265,19 +275,27 @@ impl<P: PeerKey> Uplink<P> {
         out: &mut VecDeque<MeshOutput<P>>,
     ) {
         match self.state.clone() {
-            LinkState::Binding { to, kind, deadline } if deadline <= now => {
-                // Tried again last, after the others; alone, it is given
-                // up and a new cell is asked for.
+            LinkState::Binding {
+                to,
+                kind,
+                deadline,
+                unanswered,
+            } if deadline <= now => {
+                // Tried again last, after the others; once every member
+                // went unanswered `BIND_ATTEMPTS` times, the cell is given
+                // up and a new one is asked for.
+                let unanswered = unanswered + 1;
                 self.members.retain(|m| *m != to);
-                if self.members.is_empty() {
-                    self.try_next(now, config, RebindKind::Slow, out);
+                if unanswered >= BIND_ATTEMPTS * (self.members.len() + 1) {
+                    self.members.clear();
+                    self.try_next(now, config, RebindKind::Slow, 0, out);
                 } else {
                     self.members.push(to);
-                    self.try_next(now, config, kind, out);
+                    self.try_next(now, config, kind, unanswered, out);
                 }
             }
             LinkState::Discovering { deadline } if deadline <= now => {
-                self.try_next(now, config, RebindKind::Slow, out);
+                self.try_next(now, config, RebindKind::Slow, 0, out);
             }
             _ => {}
         }
