@@ -221,6 +221,13 @@ pub enum Violation {
         /// What is wrong.
         what: String,
     },
+    /// The mesh workload broke one of its invariants ([`crate::mesh`]).
+    Mesh {
+        /// The invariant's name (`mesh-duplicate`, `mesh-lost`, ...).
+        invariant: &'static str,
+        /// What happened.
+        what: String,
+    },
 }
 
 impl Violation {
@@ -254,6 +261,7 @@ impl Violation {
             Violation::ObjectFinalReadUnanswered { .. } => "object-final-read-unanswered",
             Violation::ObjectAppUnfinished { .. } => "object-app-unfinished",
             Violation::ObjectWrongAnswer { .. } => "object-wrong-answer",
+            Violation::Mesh { invariant, .. } => invariant,
         }
     }
 }
@@ -340,6 +348,7 @@ impl fmt::Display for Violation {
             Violation::ObjectWrongAnswer { object, what } => {
                 write!(f, "object {object}: not the fault-free answer: {what}")
             }
+            Violation::Mesh { what, .. } => write!(f, "{what}"),
         }
     }
 }

@@ -275,6 +275,7 @@ pub mod cic;
 pub mod exec;
 pub mod faults;
 pub mod linearizability;
+pub mod mesh;
 pub mod objects;
 pub mod peer;
 pub mod rng;

@@ -43,7 +43,9 @@ struct Cli {
     /// "space" (clients calling the object space, their history checked
     /// for linearizability, fencing and durability) or "objects" (clients
     /// creating and calling distributed objects, checked for exactly-once
-    /// execution, one activation at a time and liveness after the faults).
+    /// execution, one activation at a time and liveness after the faults)
+    /// or "mesh" (seed 001's streaming mesh of super-peers, sensors and a
+    /// client, checked for duplicates, loss, rebinds and healing).
     #[arg(long, default_value = "job")]
     workload: Workload,
     /// With --workload space: how many clients call the space, each on a
@@ -81,6 +83,26 @@ struct Cli {
     /// counted.
     #[arg(long)]
     strict_activations: bool,
+    /// With --workload mesh: the fault-tolerance policy, "ft_all" (every
+    /// class replicated), "ft_event_video", "ft_event" or "no_ft".
+    #[arg(long, default_value = "ft_all")]
+    ft_policy: colony_core::mesh::FtPolicy,
+    /// With --workload mesh: children per cell in the tree of cells.
+    #[arg(long, default_value_t = 2)]
+    mesh_span: u8,
+    /// With --workload mesh: levels of cells, the root's included.
+    #[arg(long, default_value_t = 3)]
+    mesh_levels: usize,
+    /// With --workload mesh: super-peers per cell.
+    #[arg(long, default_value_t = 2)]
+    mesh_cell_size: u32,
+    /// With --workload mesh: sensors per leaf cell.
+    #[arg(long, default_value_t = 2)]
+    mesh_sensors: u32,
+    /// With --workload mesh: the seed's frame rates (events 25/s, audio
+    /// 38/s, video 24/s) are divided by this, so a seed runs fast.
+    #[arg(long, default_value_t = 4)]
+    mesh_rate_divisor: u32,
     /// How long faults go on, in virtual milliseconds.
     #[arg(long)]
     fault_window_ms: Option<u64>,
@@ -136,6 +158,12 @@ fn main() -> ExitCode {
         config.object_calls = cli.object_calls;
         config.object_protocol = cli.object_protocol;
         config.strict_activations = cli.strict_activations;
+        config.mesh_policy = cli.ft_policy;
+        config.mesh_span = cli.mesh_span;
+        config.mesh_levels = cli.mesh_levels;
+        config.mesh_cell_size = cli.mesh_cell_size;
+        config.mesh_sensors = cli.mesh_sensors;
+        config.mesh_rate_divisor = cli.mesh_rate_divisor;
         if let Some(ms) = cli.fault_window_ms {
             config.fault_window = Duration::from_millis(ms);
         }

@@ -15,6 +15,7 @@ use colony_apps::native_guest::{decode, encode};
 use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey};
 use colony_core::membership::MemberState;
+use colony_core::mesh::FtPolicy;
 use colony_core::node::NodeOutput;
 use colony_core::object::{Guid, StoredObject};
 use colony_core::space::{partition_point, PartitionId, SpaceOp, Unpersisted};
@@ -48,6 +49,10 @@ pub enum Workload {
     /// exactly-once execution, one activation at a time and liveness
     /// ([`crate::objects`]).
     Objects,
+    /// The streaming mesh of seed 001: sensors stream through cells of
+    /// super-peers to a client; checked for duplicates, loss in
+    /// replicated classes, rebinds and healing ([`crate::mesh`]).
+    Mesh,
 }
 
 impl fmt::Display for Workload {
@@ -58,6 +63,7 @@ impl fmt::Display for Workload {
             Workload::Pipes => write!(f, "pipes"),
             Workload::Space => write!(f, "space"),
             Workload::Objects => write!(f, "objects"),
+            Workload::Mesh => write!(f, "mesh"),
         }
     }
 }
@@ -72,6 +78,7 @@ impl FromStr for Workload {
             "pipes" => Ok(Workload::Pipes),
             "space" => Ok(Workload::Space),
             "objects" => Ok(Workload::Objects),
+            "mesh" => Ok(Workload::Mesh),
             other => Err(format!(
                 "unknown workload {other:?}; use job, nqueens, pipes, space or objects"
             )),
@@ -235,6 +242,18 @@ pub struct SimConfig {
     /// overlapping spans fail the seed (otherwise they are counted; see
     /// [`crate::objects::Activations`]).
     pub strict_activations: bool,
+    /// With [`Workload::Mesh`]: which classes are replicated.
+    pub mesh_policy: FtPolicy,
+    /// With [`Workload::Mesh`]: the tree's span (children per cell).
+    pub mesh_span: u8,
+    /// With [`Workload::Mesh`]: levels of cells, the root's included.
+    pub mesh_levels: usize,
+    /// With [`Workload::Mesh`]: super-peers per cell.
+    pub mesh_cell_size: u32,
+    /// With [`Workload::Mesh`]: sensors per leaf cell.
+    pub mesh_sensors: u32,
+    /// With [`Workload::Mesh`]: the seed's frame rates are divided by this.
+    pub mesh_rate_divisor: u32,
 }
 
 impl SimConfig {
@@ -259,6 +278,12 @@ impl SimConfig {
             object_calls: 40,
             object_protocol: ProtocolChoice::Pml,
             strict_activations: false,
+            mesh_policy: FtPolicy::FtAll,
+            mesh_span: 2,
+            mesh_levels: 3,
+            mesh_cell_size: 2,
+            mesh_sensors: 2,
+            mesh_rate_divisor: 4,
         }
     }
 
@@ -294,6 +319,17 @@ impl SimConfig {
             if self.strict_activations {
                 line.push_str(" --strict-activations");
             }
+        }
+        if self.workload == Workload::Mesh {
+            line.push_str(&format!(
+                " --ft-policy {} --mesh-span {} --mesh-levels {} --mesh-cell-size {} --mesh-sensors {} --mesh-rate-divisor {}",
+                self.mesh_policy,
+                self.mesh_span,
+                self.mesh_levels,
+                self.mesh_cell_size,
+                self.mesh_sensors,
+                self.mesh_rate_divisor
+            ));
         }
         line
     }
@@ -384,7 +420,13 @@ impl Report {
 /// Runs one seed; a panic anywhere (a core, the simulator) becomes a
 /// [`Violation::Panic`] in the report.
 pub fn run(config: &SimConfig) -> Report {
-    let outcome = catch_unwind(AssertUnwindSafe(|| World::new(config.clone()).run()));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        if config.workload == Workload::Mesh {
+            crate::mesh::run(config)
+        } else {
+            World::new(config.clone()).run()
+        }
+    }));
     match outcome {
         Ok(report) => report,
         Err(payload) => {
@@ -903,7 +945,7 @@ impl World {
         let window_start = WARMUP + Duration::from_millis(300);
         let window_end = WARMUP + config.fault_window;
         let job = match config.workload {
-            Workload::Pipes | Workload::Space | Workload::Objects => None,
+            Workload::Pipes | Workload::Space | Workload::Objects | Workload::Mesh => None,
             workload => {
                 let mut id = [0u8; 16];
                 for chunk in id.chunks_mut(8) {
