@@ -114,7 +114,8 @@ struct Cli {
     /// without the leadership round: stale reads), "objects-no-log" (the
     /// objects run under checkpoint but are checked as pml),
     /// "objects-solo-homes" (a restarted peer makes itself the only member
-    /// of its objects' homes: two primaries).
+    /// of its objects' homes: two primaries), "mesh-no-ft" (the mesh's
+    /// cores run under no_ft and are checked as ft_all).
     #[arg(long)]
     broken: Option<Broken>,
     /// With --seed: also log every job message about this unit.

@@ -67,7 +67,7 @@ use colony_core::mesh::{
 use crate::check::Violation;
 use crate::faults::{FaultAction, NetParams, Schedule, ScheduleLimits};
 use crate::rng::{derive, SimRng};
-use crate::sim::{FaultCounts, Report, SimConfig};
+use crate::sim::{Broken, FaultCounts, Report, SimConfig};
 
 type Peer = u32;
 
@@ -195,7 +195,11 @@ fn payload(origin: Peer, class: StreamClass, seq: u64) -> Vec<u8> {
 
 struct MeshWorld {
     config: SimConfig,
+    /// The cores' policy.
     policy: FtPolicy,
+    /// The policy the run is checked against (FT_ALL under
+    /// `--broken mesh-no-ft`, the cores' otherwise).
+    checked: FtPolicy,
     rng: SimRng,
     net: NetParams,
     start: Instant,
@@ -269,8 +273,14 @@ impl MeshWorld {
             cells.insert(cell.clone(), members);
         }
         let super_peers = next_id;
+        let (policy, checked) = if config.broken == Some(Broken::MeshNoFt) {
+            (FtPolicy::NoFt, FtPolicy::FtAll)
+        } else {
+            (config.mesh_policy, config.mesh_policy)
+        };
         let mut world = MeshWorld {
-            policy: config.mesh_policy,
+            policy,
+            checked,
             rng,
             net,
             start,
@@ -879,7 +889,7 @@ impl MeshWorld {
         let end = self.now;
         // Loss of replicated classes from covered sensors.
         for ((sensor, class), sent) in &self.sent {
-            if !self.policy.replicates(*class) {
+            if !self.checked.replicates(*class) {
                 continue;
             }
             let Some(leaf) = self.sensor_cell.get(sensor) else {
@@ -898,7 +908,7 @@ impl MeshWorld {
                     format!(
                         "{} of {sent} {class} frames of sensor {sensor} never reached the client under {} (first {:?}), though every cell on its path kept a live super-peer",
                         missing.len(),
-                        self.policy,
+                        self.checked,
                         &missing[..missing.len().min(5)]
                     ),
                 ));

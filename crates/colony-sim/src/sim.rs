@@ -154,6 +154,10 @@ pub enum Broken {
     /// Object primaries whose lease never ends: a primary cut off or
     /// paused goes on executing beside its successor.
     ObjectsNoLease,
+    /// The mesh's cores run under NO_FT (nothing replicated, nothing kept
+    /// by the sensors) while the run is checked as FT_ALL: crashes must
+    /// show lost frames.
+    MeshNoFt,
 }
 
 impl fmt::Display for Broken {
@@ -167,6 +171,7 @@ impl fmt::Display for Broken {
             Broken::ObjectsNoLog => write!(f, "objects-no-log"),
             Broken::ObjectsSoloHomes => write!(f, "objects-solo-homes"),
             Broken::ObjectsNoLease => write!(f, "objects-no-lease"),
+            Broken::MeshNoFt => write!(f, "mesh-no-ft"),
         }
     }
 }
@@ -184,8 +189,9 @@ impl FromStr for Broken {
             "objects-no-log" => Ok(Broken::ObjectsNoLog),
             "objects-solo-homes" => Ok(Broken::ObjectsSoloHomes),
             "objects-no-lease" => Ok(Broken::ObjectsNoLease),
+            "mesh-no-ft" => Ok(Broken::MeshNoFt),
             other => Err(format!(
-                "unknown breakage {other:?}; use never-heal, home-overkill, drop-parts, no-checkpoints, local-reads, objects-no-log, objects-solo-homes or objects-no-lease"
+                "unknown breakage {other:?}; use never-heal, home-overkill, drop-parts, no-checkpoints, local-reads, objects-no-log, objects-solo-homes, objects-no-lease or mesh-no-ft"
             )),
         }
     }
