@@ -407,12 +407,10 @@ impl MeshWorld {
                 true
             };
             match &f.action {
-                FaultAction::Crash { peer } => {
-                    if silence(self, *peer, &mut deaths) {
-                        self.counts.crashes += 1;
-                        self.schedule(at, Happening::Silence(*peer));
-                        last = last.max(f.at + self.detect);
-                    }
+                FaultAction::Crash { peer } if silence(self, *peer, &mut deaths) => {
+                    self.counts.crashes += 1;
+                    self.schedule(at, Happening::Silence(*peer));
+                    last = last.max(f.at + self.detect);
                 }
                 FaultAction::Pause { peer } => {
                     let end = ends.get(&(*peer, true)).copied().unwrap_or(f.at);
