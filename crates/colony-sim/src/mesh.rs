@@ -60,8 +60,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use colony_core::mesh::{
-    CellId, Client, FtPolicy, MeshConfig, MeshEvent, MeshMsg, MeshOutput, RebindKind, Relay,
-    Sensor, StreamClass,
+    CellId, Client, FtPolicy, MeshConfig, MeshEvent, MeshMsg, MeshOutput, MeshRole, RebindKind,
+    Relay, Sensor, StreamClass,
 };
 
 use crate::check::Violation;
@@ -90,70 +90,7 @@ const DISCOVERY: Duration = Duration::from_millis(20);
 /// Messages held for a paused peer, at most (older ones are dropped).
 const MAX_HELD: usize = 100_000;
 
-enum Core {
-    Relay(Box<Relay<Peer>>),
-    Sensor(Box<Sensor<Peer>>),
-    Client(Box<Client<Peer>>),
-}
-
-impl Core {
-    fn handle(&mut self, now: Instant, from: Peer, msg: MeshMsg<Peer>) {
-        match self {
-            Core::Relay(c) => c.handle(now, from, msg),
-            Core::Sensor(c) => c.handle(now, from, msg),
-            Core::Client(c) => c.handle(now, from, msg),
-        }
-    }
-
-    fn poll(&mut self) -> Option<MeshOutput<Peer>> {
-        match self {
-            Core::Relay(c) => c.poll(),
-            Core::Sensor(c) => c.poll(),
-            Core::Client(c) => c.poll(),
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        match self {
-            Core::Relay(c) => c.poll_timeout(),
-            Core::Sensor(c) => c.poll_timeout(),
-            Core::Client(c) => c.poll_timeout(),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Core::Relay(c) => c.handle_timeout(now),
-            Core::Sensor(c) => c.handle_timeout(now),
-            Core::Client(c) => c.handle_timeout(now),
-        }
-    }
-
-    fn peer_failed(&mut self, now: Instant, peer: Peer) {
-        match self {
-            Core::Relay(c) => c.peer_failed(now, &peer),
-            Core::Sensor(c) => c.peer_failed(now, &peer),
-            Core::Client(c) => c.peer_failed(now, &peer),
-        }
-    }
-
-    fn parent_found(&mut self, now: Instant, cell: CellId, members: Vec<Peer>) {
-        match self {
-            Core::Relay(c) => c.parent_found(now, cell, members),
-            Core::Sensor(c) => c.parent_found(now, cell, members),
-            Core::Client(_) => {}
-        }
-    }
-
-    /// Its parent, for a child.
-    fn parent(&self) -> Option<Peer> {
-        match self {
-            Core::Relay(c) => c.uplink().and_then(|u| u.parent().copied()),
-            Core::Sensor(c) => c.uplink().parent().copied(),
-            Core::Client(_) => None,
-        }
-    }
-}
+type Core = MeshRole<Peer>;
 
 /// Something scheduled besides messages and timers.
 #[derive(Clone, Debug)]
@@ -648,8 +585,8 @@ impl MeshWorld {
                         continue;
                     };
                     let was_parent =
-                        core.parent() == Some(peer) || self.parent_of.get(&id) == Some(&peer);
-                    core.peer_failed(now, peer);
+                        core.parent() == Some(&peer) || self.parent_of.get(&id) == Some(&peer);
+                    core.peer_failed(now, &peer);
                     if was_parent && !self.orphans.contains_key(&id) {
                         self.orphan(id, peer);
                     }
@@ -926,7 +863,7 @@ impl MeshWorld {
             if !self.chain_survives(&cell, end) {
                 continue;
             }
-            match core.parent() {
+            match core.parent().copied() {
                 Some(p) if self.live(p) => {}
                 other => not_healed.push(format!("{peer} has parent {other:?}")),
             }

@@ -17,6 +17,7 @@
 //!   fails, the first surviving member in the cell's order takes its
 //!   copies over and forwards them (`OnFail`). Frames of other classes are
 //!   only forwarded.
+//! - [`role`]: one peer's core whatever its role, as a driver holds it.
 //! - [`sensor`], [`client`] and [`uplink`]: the child side. A sensor keeps
 //!   the frames of replicated classes its parent has not acknowledged and
 //!   sends them again once rebound, so a parent's death loses none of them
@@ -40,6 +41,7 @@ pub mod cell_id;
 pub mod class;
 pub mod client;
 pub mod relay;
+pub mod role;
 pub mod sensor;
 #[cfg(test)]
 mod tests;
@@ -54,6 +56,7 @@ pub use cell_id::{place_super_peer, CellId, CellIdError};
 pub use class::{ClassError, FtPolicy, StreamClass};
 pub use client::Client;
 pub use relay::Relay;
+pub use role::MeshRole;
 pub use sensor::Sensor;
 
 /// Limits and timing of the mesh cores, with defaults for the seed's

@@ -40,61 +40,7 @@ fn index_of(name: &str) -> usize {
     CELLS.iter().position(|c| *c == name).unwrap()
 }
 
-enum Core {
-    Relay(Relay<Peer>),
-    Sensor(Sensor<Peer>),
-    Client(Client<Peer>),
-}
-
-impl Core {
-    fn handle(&mut self, now: Instant, from: Peer, msg: MeshMsg<Peer>) {
-        match self {
-            Core::Relay(c) => c.handle(now, from, msg),
-            Core::Sensor(c) => c.handle(now, from, msg),
-            Core::Client(c) => c.handle(now, from, msg),
-        }
-    }
-
-    fn poll(&mut self) -> Option<MeshOutput<Peer>> {
-        match self {
-            Core::Relay(c) => c.poll(),
-            Core::Sensor(c) => c.poll(),
-            Core::Client(c) => c.poll(),
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        match self {
-            Core::Relay(c) => c.poll_timeout(),
-            Core::Sensor(c) => c.poll_timeout(),
-            Core::Client(c) => c.poll_timeout(),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Core::Relay(c) => c.handle_timeout(now),
-            Core::Sensor(c) => c.handle_timeout(now),
-            Core::Client(c) => c.handle_timeout(now),
-        }
-    }
-
-    fn peer_failed(&mut self, now: Instant, peer: Peer) {
-        match self {
-            Core::Relay(c) => c.peer_failed(now, &peer),
-            Core::Sensor(c) => c.peer_failed(now, &peer),
-            Core::Client(c) => c.peer_failed(now, &peer),
-        }
-    }
-
-    fn parent_found(&mut self, now: Instant, cell: CellId, members: Vec<Peer>) {
-        match self {
-            Core::Relay(c) => c.parent_found(now, cell, members),
-            Core::Sensor(c) => c.parent_found(now, cell, members),
-            Core::Client(_) => {}
-        }
-    }
-}
+type Core = MeshRole<Peer>;
 
 /// Something scheduled besides messages.
 #[derive(Clone, Debug)]
@@ -203,7 +149,7 @@ impl Mesh {
                     let parents = peers_of(index_of(&parent.to_string()));
                     relay.bind(start, parents, rank);
                 }
-                mesh.cores.insert(*peer, Core::Relay(relay));
+                mesh.cores.insert(*peer, Core::Relay(Box::new(relay)));
             }
         }
         for (leaf, name) in CELLS[3..].iter().enumerate() {
@@ -211,7 +157,7 @@ impl Mesh {
                 let me = FIRST_SENSOR + 2 * leaf as Peer + j as Peer;
                 let mut sensor = Sensor::new(me, config.clone(), policy);
                 sensor.bind(start, cell(name), peers_of(index_of(name)), j);
-                mesh.cores.insert(me, Core::Sensor(sensor));
+                mesh.cores.insert(me, Core::Sensor(Box::new(sensor)));
                 for class in StreamClass::DATA {
                     // Sensors start a few ms apart.
                     let at = start + mesh.stream_from + ms(u64::from(me - FIRST_SENSOR));
@@ -221,7 +167,7 @@ impl Mesh {
         }
         let mut client = Client::new(config, StreamClass::DATA.to_vec());
         client.subscribe(start, peers_of(0));
-        mesh.cores.insert(CLIENT, Core::Client(client));
+        mesh.cores.insert(CLIENT, Core::Client(Box::new(client)));
         mesh
     }
 
@@ -386,7 +332,7 @@ impl Mesh {
             }
             Happening::Failed(peer) => {
                 for core in self.cores.values_mut() {
-                    core.peer_failed(now, peer);
+                    core.peer_failed(now, &peer);
                 }
             }
             Happening::Found { who, lost } => {
@@ -468,7 +414,7 @@ impl Mesh {
 
     fn relays(&self) -> impl Iterator<Item = (&Peer, &Relay<Peer>)> {
         self.cores.iter().filter_map(|(p, c)| match c {
-            Core::Relay(r) => Some((p, r)),
+            Core::Relay(r) => Some((p, &**r)),
             _ => None,
         })
     }
