@@ -421,6 +421,25 @@ impl Report {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// For a failed run, its replay line and its first violations, one per
+    /// indented line (what a batch of seeds lists per failing seed).
+    pub fn failure(&self) -> Option<String> {
+        if self.passed() {
+            return None;
+        }
+        let found: Vec<String> = self
+            .violations
+            .iter()
+            .take(3)
+            .map(|v| format!("{}: {v}", v.kind()))
+            .collect();
+        Some(format!(
+            "{}\n    {}",
+            self.config.replay_line(),
+            found.join("\n    ")
+        ))
+    }
 }
 
 /// Runs one seed; a panic anywhere (a core, the simulator) becomes a

@@ -30,19 +30,7 @@ fn all_pass(seeds: std::ops::Range<u64>, faults: &str) {
     for seed in seeds {
         let config = config(seed, faults);
         let report = run(&config);
-        if !report.passed() {
-            let found: Vec<String> = report
-                .violations
-                .iter()
-                .take(3)
-                .map(|v| format!("{}: {v}", v.kind()))
-                .collect();
-            failures.push(format!(
-                "{}\n    {}",
-                config.replay_line(),
-                found.join("\n    ")
-            ));
-        }
+        failures.extend(report.failure());
     }
     assert!(
         failures.is_empty(),

@@ -11,19 +11,7 @@ fn run_seeds(seeds: impl Iterator<Item = u64>, workload: Workload, faults: Fault
         config.workload = workload;
         config.faults = faults;
         let report = run(&config);
-        if !report.passed() {
-            let found: Vec<String> = report
-                .violations
-                .iter()
-                .take(3)
-                .map(|v| format!("{}: {v}", v.kind()))
-                .collect();
-            failures.push(format!(
-                "{}\n    {}",
-                config.replay_line(),
-                found.join("\n    ")
-            ));
-        }
+        failures.extend(report.failure());
     }
     assert!(
         failures.is_empty(),

@@ -40,19 +40,7 @@ fn run_seeds(
             stats.granted += s.granted;
             stats.final_reads += s.final_reads;
         }
-        if !report.passed() {
-            let found: Vec<String> = report
-                .violations
-                .iter()
-                .take(3)
-                .map(|v| format!("{}: {v}", v.kind()))
-                .collect();
-            failures.push(format!(
-                "{}\n    {}",
-                config.replay_line(),
-                found.join("\n    ")
-            ));
-        }
+        failures.extend(report.failure());
     }
     assert!(
         failures.is_empty(),
