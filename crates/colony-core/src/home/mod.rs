@@ -1055,25 +1055,29 @@ where
     fn closest(&self, key: &K, size: usize, absent_at: Option<Instant>) -> Vec<P> {
         let size = size.max(1);
         let me = (!self.leaving || self.live.is_empty()).then_some(&self.me);
-        let memory = self.config.founding_memory;
-        let lost = self
-            .lost
-            .iter()
-            .filter(move |(_, since)| absent_at.is_some_and(|now| now < **since + memory))
-            .map(|(p, _)| p);
-        let suspected = self
-            .suspected
-            .iter()
-            .filter(|_| absent_at.is_some())
-            .chain(lost)
-            .filter(|p| !self.live.contains(*p) && **p != self.me)
-            .collect::<BTreeSet<_>>();
+        // Only a founding counts absent peers: `home_of`, on every
+        // membership change of every home, skips them whole.
+        let mut absent = BTreeSet::new();
+        if let Some(now) = absent_at {
+            let memory = self.config.founding_memory;
+            let lost = self
+                .lost
+                .iter()
+                .filter(|(_, since)| now < **since + memory)
+                .map(|(p, _)| p);
+            absent = self
+                .suspected
+                .iter()
+                .chain(lost)
+                .filter(|p| !self.live.contains(*p) && **p != self.me)
+                .collect();
+        }
         // Each distance is computed once, and only the `size` closest are
         // sorted: this runs on every membership change of every home.
         let mut candidates: Vec<(u128, usize, &P)> = me
             .into_iter()
             .chain(&self.live)
-            .chain(suspected)
+            .chain(absent)
             .enumerate()
             .map(|(i, p)| ((self.closeness)(key, p), i, p))
             .collect();
