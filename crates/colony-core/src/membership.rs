@@ -106,6 +106,13 @@ pub struct MembershipConfig {
     pub max_dead_members: usize,
     /// Most members tracked; records about further peers are ignored.
     pub max_members: usize,
+    /// How long after a first contact its view synchronisation is sent
+    /// again if the peer has not been heard from; each further wait doubles.
+    /// A lost first exchange would otherwise leave two peers that only know
+    /// each other alone for good: neither has a member to probe or gossip to.
+    pub contact_retry: Duration,
+    /// How many times a first contact is retried before it is given up.
+    pub contact_attempts: u32,
 }
 
 impl Default for MembershipConfig {
@@ -127,6 +134,8 @@ impl Default for MembershipConfig {
             dead_retention: Duration::from_secs(600),
             max_dead_members: 256,
             max_members: 4096,
+            contact_retry: Duration::from_millis(200),
+            contact_attempts: 8,
         }
     }
 }
@@ -358,6 +367,17 @@ pub const SYNC_BUCKETS: usize = 64;
 /// Output-queue capacity kept once a burst of outputs is drained.
 const OUTPUTS_KEPT: usize = 64;
 
+/// Most first contacts waiting for an answer; further ones are sent once.
+const MAX_PENDING_CONTACTS: usize = 256;
+
+/// A first contact not answered yet: when to send it again, and how many
+/// sends it has had.
+#[derive(Clone, Copy, Debug)]
+struct PendingContact {
+    retry_at: Instant,
+    sends: u32,
+}
+
 impl<P> MembershipMsg<P> {
     /// The record of the peer that sent this message.
     pub fn sender(&self) -> &MemberRecord<P> {
@@ -499,6 +519,8 @@ pub struct Membership<P: PeerKey> {
     next_sync_at: Instant,
     next_sweep_at: Instant,
     next_dead_probe_at: Instant,
+    /// First contacts not answered yet, retried with backoff.
+    contacts: BTreeMap<P, PendingContact>,
 }
 
 impl<P: PeerKey> Membership<P> {
@@ -541,6 +563,7 @@ impl<P: PeerKey> Membership<P> {
             next_sync_at: now + config.sync_interval,
             next_sweep_at: now + config.probe_interval,
             next_dead_probe_at,
+            contacts: BTreeMap::new(),
             config,
         }
     }
@@ -628,7 +651,14 @@ impl<P: PeerKey> Membership<P> {
                         .get(&peer)
                         .is_some_and(|m| m.record.state.is_live());
                     if !known_live {
-                        self.send_sync(peer, false);
+                        self.send_sync(peer.clone(), false);
+                        if self.contacts.len() < MAX_PENDING_CONTACTS
+                            || self.contacts.contains_key(&peer)
+                        {
+                            let retry_at = now + self.config.contact_retry;
+                            self.contacts
+                                .insert(peer, PendingContact { retry_at, sends: 1 });
+                        }
                     }
                 }
             }
@@ -696,6 +726,9 @@ impl<P: PeerKey> Membership<P> {
             .min(self.next_sync_at)
             .min(self.next_sweep_at)
             .min(self.next_dead_probe_at);
+        if let Some(retry_at) = self.contacts.values().map(|c| c.retry_at).min() {
+            at = at.min(retry_at);
+        }
         if !self.broadcasts.is_empty() {
             at = at.min(self.next_gossip_at);
         }
@@ -741,6 +774,35 @@ impl<P: PeerKey> Membership<P> {
             if let Some(peer) = dead.choose(&mut self.rng).cloned() {
                 self.send_digest(peer);
             }
+        }
+        self.retry_contacts(now);
+    }
+
+    /// Sends again the first contacts that are due and still unanswered;
+    /// forgets those answered or out of attempts.
+    fn retry_contacts(&mut self, now: Instant) {
+        let due: Vec<P> = self
+            .contacts
+            .iter()
+            .filter(|(_, c)| c.retry_at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in due {
+            let answered = self
+                .members
+                .get(&peer)
+                .is_some_and(|m| m.record.state.is_live());
+            let Some(contact) = self.contacts.get_mut(&peer) else {
+                continue;
+            };
+            if answered || contact.sends >= self.config.contact_attempts {
+                self.contacts.remove(&peer);
+                continue;
+            }
+            contact.sends += 1;
+            contact.retry_at =
+                now + self.config.contact_retry * 2u32.saturating_pow(contact.sends - 1);
+            self.send_sync(peer, false);
         }
     }
 

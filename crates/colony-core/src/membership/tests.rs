@@ -31,6 +31,8 @@ struct Net {
     /// digests sent.
     sync_records: u64,
     digests: u64,
+    /// Whole-view synchronisations (`Sync`) sent.
+    syncs: u64,
 }
 
 /// BinaryHeap needs Ord; messages are compared by their position only.
@@ -72,6 +74,7 @@ impl Net {
             events: Vec::new(),
             sync_records: 0,
             digests: 0,
+            syncs: 0,
         };
         for id in 0..n {
             net.start_peer(id, 1);
@@ -118,7 +121,10 @@ impl Net {
         }
         for (to, msg) in sends {
             match &msg {
-                MembershipMsg::Sync { view, .. } => self.sync_records += view.len() as u64,
+                MembershipMsg::Sync { view, .. } => {
+                    self.syncs += 1;
+                    self.sync_records += view.len() as u64;
+                }
                 MembershipMsg::Delta { records, .. } => self.sync_records += records.len() as u64,
                 MembershipMsg::Digest { .. } => self.digests += 1,
                 _ => {}
@@ -795,4 +801,45 @@ fn dead_members_kept_are_bounded() {
         .collect();
     // The longest dead (7) is forgotten first.
     assert_eq!(dead, vec![5, 6]);
+}
+
+#[test]
+fn two_peers_whose_first_exchange_is_lost_still_find_each_other() {
+    let mut net = Net::new(0, 12);
+    net.start_peer(0, 1);
+    net.start_peer(1, 1);
+    // Both first view synchronisations are lost: neither peer knows a member
+    // to probe or gossip to, so only a retried contact can join them.
+    net.loss = 1.0;
+    net.contact(1, 0);
+    net.contact(0, 1);
+    net.run_for(Duration::from_millis(50));
+    net.loss = 0.0;
+    let healed = net.now;
+    let joined = time_to_all_alive(&mut net, &[0, 1], Duration::from_secs(5));
+    assert!(
+        joined.is_some(),
+        "the peers never saw each other after their first exchange was lost"
+    );
+    assert!(net.now - healed < Duration::from_secs(1));
+}
+
+#[test]
+fn an_unanswered_contact_is_retried_a_bounded_number_of_times() {
+    let mut net = Net::new(0, 13);
+    net.start_peer(0, 1);
+    net.start_peer(1, 1);
+    net.loss = 1.0;
+    net.contact(0, 1);
+    net.run_for(Duration::from_secs(600));
+    assert_eq!(
+        net.syncs,
+        u64::from(MembershipConfig::default().contact_attempts),
+        "one synchronisation per attempt, then silence"
+    );
+    assert!(
+        net.cores[&0].contacts.is_empty(),
+        "the contact was given up"
+    );
+    assert_eq!(net.state(0, 1), None);
 }
