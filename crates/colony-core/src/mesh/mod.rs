@@ -18,6 +18,10 @@
 //!   copies over and forwards them (`OnFail`). Frames of other classes are
 //!   only forwarded.
 //! - [`role`]: one peer's core whatever its role, as a driver holds it.
+//! - [`peer`]: one peer of the mesh with the join protocol (Listings
+//!   1–3): super-peers admitted to cells breadth-first by the primaries
+//!   of the cell records, sensors and clients finding their cells the
+//!   same way, slow rebinds to the nearest live cell above.
 //! - [`sensor`], [`client`] and [`uplink`]: the child side. A sensor keeps
 //!   the frames of replicated classes its parent has not acknowledged and
 //!   sends them again once rebound, so a parent's death loses none of them
@@ -40,6 +44,9 @@ pub mod cell;
 pub mod cell_id;
 pub mod class;
 pub mod client;
+pub mod peer;
+#[cfg(test)]
+mod peer_tests;
 pub mod relay;
 pub mod role;
 pub mod sensor;
@@ -55,6 +62,7 @@ pub use cell::{CellChange, CellEffect, CellRecord, CellSnapshot};
 pub use cell_id::{place_super_peer, CellId, CellIdError};
 pub use class::{ClassError, FtPolicy, StreamClass};
 pub use client::Client;
+pub use peer::{MeshPeer, MeshPeerConfig, MeshPeerError, MeshPeerMsg, MeshPeerOutput};
 pub use relay::Relay;
 pub use role::MeshRole;
 pub use sensor::Sensor;

@@ -1,0 +1,434 @@
+//! The join protocol in virtual time: mesh peers that find their cells
+//! through the cell records on their homes, over a network with latency
+//! and optional loss, with crashes reported by a membership stand-in
+//! after a detection delay.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::peer::{next_breadth_first, MeshPeer, MeshPeerConfig, MeshPeerMsg, MeshPeerOutput};
+use super::*;
+
+type Peer = u32;
+
+const LATENCY: Duration = Duration::from_millis(1);
+const DETECTION: Duration = Duration::from_millis(200);
+
+fn key_of(p: &Peer) -> [u8; 32] {
+    *blake3::hash(&p.to_le_bytes()).as_bytes()
+}
+
+fn cell(s: &str) -> CellId {
+    s.parse().unwrap()
+}
+
+/// Something besides a message: a crash reported to the survivors.
+#[derive(Clone, Debug)]
+enum Happening {
+    Deliver(Peer, Peer, MeshPeerMsg<Peer>),
+    Failed(Peer),
+}
+
+struct Net {
+    now: Instant,
+    peers: BTreeMap<Peer, MeshPeer<Peer>>,
+    dead: BTreeSet<Peer>,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    happenings: BTreeMap<u64, Happening>,
+    order: u64,
+    loss: f64,
+    rng: SmallRng,
+    in_cell: BTreeMap<Peer, CellId>,
+    bound: BTreeMap<Peer, (RebindKind, Peer)>,
+    delivered: BTreeMap<(Peer, u8), BTreeSet<u64>>,
+    duplicates: u64,
+}
+
+impl Net {
+    fn new(ids: impl IntoIterator<Item = Peer>, seed: u64) -> Net {
+        let now = Instant::now();
+        let ids: Vec<Peer> = ids.into_iter().collect();
+        let mut peers = BTreeMap::new();
+        for id in &ids {
+            let mut peer = MeshPeer::new(
+                *id,
+                MeshPeerConfig::default(),
+                key_of,
+                seed + u64::from(*id),
+            );
+            for other in &ids {
+                if other != id {
+                    peer.peer_alive(now, *other);
+                }
+            }
+            peers.insert(*id, peer);
+        }
+        Net {
+            now,
+            peers,
+            dead: BTreeSet::new(),
+            queue: BinaryHeap::new(),
+            happenings: BTreeMap::new(),
+            order: 0,
+            loss: 0.0,
+            rng: SmallRng::seed_from_u64(seed),
+            in_cell: BTreeMap::new(),
+            bound: BTreeMap::new(),
+            delivered: BTreeMap::new(),
+            duplicates: 0,
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, happening: Happening) {
+        self.order += 1;
+        self.happenings.insert(self.order, happening);
+        self.queue.push(Reverse((at, self.order)));
+    }
+
+    fn peer(&mut self, id: Peer) -> &mut MeshPeer<Peer> {
+        self.peers.get_mut(&id).unwrap()
+    }
+
+    fn drain(&mut self, id: Peer) {
+        let mut outs = Vec::new();
+        if let Some(peer) = self.peers.get_mut(&id) {
+            while let Some(out) = peer.poll() {
+                outs.push(out);
+            }
+        }
+        for out in outs {
+            match out {
+                MeshPeerOutput::Send { to, msg, .. } => {
+                    if self.loss > 0.0 && self.rng.random_bool(self.loss) {
+                        continue;
+                    }
+                    let at = self.now + LATENCY;
+                    self.schedule(at, Happening::Deliver(id, to, msg));
+                }
+                MeshPeerOutput::InCell { cell, .. } => {
+                    self.in_cell.insert(id, cell);
+                }
+                MeshPeerOutput::NoCell => {}
+                MeshPeerOutput::Event(MeshEvent::Bound { kind, parent, .. }) => {
+                    self.bound.insert(id, (kind, parent));
+                }
+                MeshPeerOutput::Event(MeshEvent::Delivered(frame)) => {
+                    if !self
+                        .delivered
+                        .entry((frame.origin, frame.class))
+                        .or_default()
+                        .insert(frame.seq)
+                    {
+                        self.duplicates += 1;
+                    }
+                }
+                MeshPeerOutput::Event(_) => {}
+            }
+        }
+    }
+
+    fn drain_all(&mut self) {
+        let ids: Vec<Peer> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.drain(id);
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        loop {
+            self.drain_all();
+            let next_message = self.queue.peek().map(|Reverse((at, _))| *at);
+            let next_timer = self
+                .peers
+                .iter()
+                .filter(|(id, _)| !self.dead.contains(id))
+                .filter_map(|(_, p)| p.poll_timeout())
+                .min();
+            let next = [next_message, next_timer].into_iter().flatten().min();
+            let Some(next) = next.filter(|n| *n <= until) else {
+                self.now = until;
+                return;
+            };
+            self.now = self.now.max(next);
+            if next_message == Some(next) {
+                let Some(Reverse((_, order))) = self.queue.pop() else {
+                    continue;
+                };
+                let Some(happening) = self.happenings.remove(&order) else {
+                    continue;
+                };
+                let now = self.now;
+                match happening {
+                    Happening::Deliver(from, to, msg) => {
+                        if self.dead.contains(&to) || self.dead.contains(&from) {
+                            continue;
+                        }
+                        self.peer(to).handle(now, from, msg);
+                        self.drain(to);
+                    }
+                    Happening::Failed(victim) => {
+                        let ids: Vec<Peer> = self.peers.keys().copied().collect();
+                        for id in ids {
+                            if !self.dead.contains(&id) {
+                                self.peer(id).peer_failed(now, victim);
+                                self.drain(id);
+                            }
+                        }
+                    }
+                }
+            } else {
+                let now = self.now;
+                let due: Vec<Peer> = self
+                    .peers
+                    .iter()
+                    .filter(|(id, p)| {
+                        !self.dead.contains(id) && p.poll_timeout().is_some_and(|t| t <= now)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
+                    self.peer(id).handle_timeout(now);
+                    self.drain(id);
+                }
+            }
+        }
+    }
+
+    fn kill(&mut self, victim: Peer) {
+        self.dead.insert(victim);
+        let at = self.now + DETECTION;
+        self.schedule(at, Happening::Failed(victim));
+    }
+
+    fn members_of(&self, name: &str) -> Vec<Peer> {
+        let c = cell(name);
+        self.in_cell
+            .iter()
+            .filter(|(p, cell)| **cell == c && !self.dead.contains(p))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// The record of `name` as its live primary holds it.
+    fn record_members(&self, name: &str) -> Option<Vec<Peer>> {
+        let c = cell(name);
+        self.peers
+            .iter()
+            .filter(|(id, _)| !self.dead.contains(id))
+            .filter_map(|(_, p)| p.record(&c).map(|r| r.members().to_vec()))
+            .max_by_key(Vec::len)
+    }
+}
+
+const CELLS: [&str; 7] = ["0", "01", "02", "011", "012", "021", "022"];
+
+#[test]
+fn breadth_first_order_follows_the_span_rule() {
+    let mut at = CellId::root();
+    let mut seen = vec![at.to_string()];
+    while let Some(next) = next_breadth_first(&at, 2) {
+        if next.level() > 2 {
+            break;
+        }
+        seen.push(next.to_string());
+        at = next;
+    }
+    assert_eq!(seen, CELLS);
+    assert_eq!(
+        next_breadth_first(&cell("0333"), 3).unwrap().to_string(),
+        "01111"
+    );
+}
+
+/// Fourteen super-peers joining one after the other fill the seed's tree
+/// of span 2 with two per cell, breadth-first; each below the root binds
+/// to a member of its parent cell.
+#[test]
+fn super_peers_joining_one_by_one_fill_the_tree_breadth_first() {
+    let mut net = Net::new(1..=14, 1);
+    for id in 1..=14 {
+        let now = net.now;
+        net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
+        net.run_for(Duration::from_millis(300));
+    }
+    net.run_for(Duration::from_secs(2));
+    for (index, name) in CELLS.iter().enumerate() {
+        let first = 2 * index as Peer + 1;
+        assert_eq!(
+            net.members_of(name),
+            vec![first, first + 1],
+            "cell {name}: {:?}",
+            net.in_cell
+        );
+        assert_eq!(net.record_members(name).unwrap(), vec![first, first + 1]);
+    }
+    for id in 3..=14 {
+        let own = net.in_cell[&id].clone();
+        let (_, parent) = net
+            .bound
+            .get(&id)
+            .unwrap_or_else(|| panic!("{id} never bound"));
+        assert_eq!(
+            Some(net.in_cell[parent].clone()),
+            own.parent(),
+            "{id}'s parent"
+        );
+    }
+    assert!(!net.bound.contains_key(&1) && !net.bound.contains_key(&2));
+}
+
+/// All at once, over a lossy network: no cell ever holds more than two,
+/// and every super-peer finds a place in the tree.
+#[test]
+fn super_peers_joining_at_once_over_a_lossy_network_never_overfill_a_cell() {
+    for seed in 0..20 {
+        let mut net = Net::new(1..=14, 100 + seed);
+        net.loss = 0.1;
+        let now = net.now;
+        for id in 1..=14 {
+            net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
+        }
+        net.run_for(Duration::from_secs(20));
+        assert_eq!(net.in_cell.len(), 14, "seed {seed}: {:?}", net.in_cell);
+        for name in CELLS {
+            assert_eq!(
+                net.members_of(name).len(),
+                2,
+                "seed {seed}: cell {name} in {:?}",
+                net.in_cell
+            );
+        }
+    }
+}
+
+/// The whole data path through the join protocol: sensors bound under the
+/// leaves and a client at the root; every frame arrives once.
+#[test]
+fn sensors_stream_to_the_client_through_cells_they_found() {
+    let sensors: Vec<Peer> = (20..28).collect();
+    let client: Peer = 30;
+    let ids = (1..=14).chain(sensors.iter().copied()).chain([client]);
+    let mut net = Net::new(ids, 7);
+    let now = net.now;
+    for id in 1..=14 {
+        net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
+    }
+    net.run_for(Duration::from_secs(5));
+    let now = net.now;
+    for (i, sensor) in sensors.iter().enumerate() {
+        let leaf = cell(CELLS[3 + i / 2]);
+        net.peer(*sensor)
+            .start_sensor(now, FtPolicy::FtAll, leaf, i % 2)
+            .unwrap();
+    }
+    net.peer(client)
+        .start_client(now, StreamClass::DATA.to_vec())
+        .unwrap();
+    net.run_for(Duration::from_secs(2));
+    for round in 0..20u8 {
+        for sensor in &sensors {
+            for class in StreamClass::DATA {
+                let now = net.now;
+                net.peer(*sensor)
+                    .send_frame(now, class, vec![round; 100])
+                    .unwrap();
+            }
+        }
+        net.run_for(Duration::from_millis(40));
+    }
+    net.run_for(Duration::from_secs(3));
+    for sensor in &sensors {
+        for class in StreamClass::DATA {
+            let got = net
+                .delivered
+                .get(&(*sensor, class.code()))
+                .map_or(0, BTreeSet::len);
+            assert_eq!(got, 20, "sensor {sensor} class {class}");
+        }
+    }
+    assert_eq!(net.duplicates, 0);
+}
+
+/// A member declared failed leaves its cell's record; the survivor's
+/// children rebind to it fast, and a newcomer takes the free place.
+#[test]
+fn a_failed_member_leaves_its_record_and_a_newcomer_takes_its_place() {
+    let mut net = Net::new(1..=15, 3);
+    for id in 1..=14 {
+        let now = net.now;
+        net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
+        net.run_for(Duration::from_millis(300));
+    }
+    net.run_for(Duration::from_secs(1));
+    let victim = net.members_of("01")[0];
+    net.kill(victim);
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.record_members("01").unwrap().len(), 1);
+    for child in net
+        .members_of("011")
+        .into_iter()
+        .chain(net.members_of("012"))
+    {
+        let (kind, parent) = net.bound[&child];
+        assert_ne!(parent, victim);
+        if kind != RebindKind::Initial {
+            assert_eq!(kind, RebindKind::Fast, "{child}");
+        }
+    }
+    let now = net.now;
+    net.peer(15).start_super_peer(now, FtPolicy::FtAll).unwrap();
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.in_cell[&15], cell("01"));
+    assert_eq!(net.record_members("01").unwrap().len(), 2);
+}
+
+/// Requests about cells outside the tree are counted and refused; a
+/// second role and a bad class are errors, never a panic.
+#[test]
+fn bad_cells_and_commands_are_errors() {
+    let mut net = Net::new(1..=3, 5);
+    let now = net.now;
+    let deep = cell("0111111111");
+    net.peer(1)
+        .handle(now, 2, MeshPeerMsg::JoinCell { cell: deep.clone() });
+    net.peer(1)
+        .handle(now, 2, MeshPeerMsg::GetCell { cell: cell("03") });
+    assert_eq!(net.peer(1).stats().bad_cells, 2);
+    let err = net
+        .peer(2)
+        .start_sensor(now, FtPolicy::FtAll, deep, 0)
+        .unwrap_err();
+    assert!(err.to_string().contains("not in a tree"), "{err}");
+    net.peer(2).start_super_peer(now, FtPolicy::FtAll).unwrap();
+    let err = net
+        .peer(2)
+        .start_client(now, vec![StreamClass::Event])
+        .unwrap_err();
+    assert!(err.to_string().contains("super-peer already"), "{err}");
+    let err = net
+        .peer(3)
+        .start_client(now, vec![StreamClass::Mesh])
+        .unwrap_err();
+    assert!(err.to_string().contains("carries no stream"), "{err}");
+    let err = net
+        .peer(3)
+        .send_frame(now, StreamClass::Event, vec![1])
+        .unwrap_err();
+    assert!(err.to_string().contains("only a sensor"), "{err}");
+    // Forged answers change nothing.
+    net.peer(3).handle(
+        now,
+        1,
+        MeshPeerMsg::CellJoined {
+            cell: cell("0"),
+            members: vec![3],
+        },
+    );
+    assert!(net.peer(3).cell().is_none());
+    assert_eq!(net.peer(3).stats().unexpected_answers, 1);
+}
