@@ -2,7 +2,7 @@
 //! shared by every peer, kept on the peers' disks with no coordinator.
 //!
 //! - **Where an object lives.** Its key, (namespace, name), hashes to one
-//!   of [`PARTITIONS`] partitions; a partition is a [`Replicated`] state
+//!   of [`PARTITIONS`] partitions; a partition is a [`Replicated`](crate::home::Replicated) state
 //!   (`partition::Partition`) on the generic home: the k live peers closest
 //!   to the partition's point in the key space, one of them primary.
 //!   Namespaces are records in the partition of their name.
