@@ -24,6 +24,7 @@ mod demo;
 mod flowshop_objects;
 mod ftbench;
 mod jobs;
+mod mesh;
 mod objects;
 mod recoverybench;
 mod space;
@@ -287,6 +288,8 @@ struct PeerArgs {
     /// TTU: how often, in seconds, the acquaintance count is checked.
     #[arg(long, default_value_t = 5.0)]
     ttu_s: f64,
+    #[command(flatten)]
+    mesh: mesh::MeshArgs,
     /// Before starting, repair damaged store files in the data directory:
     /// roll back a damaged last commit, or move the file aside and keep what
     /// can still be read. Without it a damaged file stops the start.
@@ -736,6 +739,7 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
     }
     config.max_value_bytes = args.max_value_mib << 20;
     config.volunteer = args.volunteer.config()?;
+    args.mesh.configure(&mut config)?;
     if args.repair {
         for report in Peer::repair(&data_dir)? {
             eprintln!("repair: {report}");
@@ -755,6 +759,7 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
             data_dir.join(colony::API_TOKEN_FILE).display()
         )?;
     }
+    args.mesh.start(&peer).await?;
 
     wait_for_termination().await;
     info!("shutting down");

@@ -35,6 +35,7 @@ use crate::job::{
     PieceKey, Refusal, SentAssignment, SubmitOptions, TooLarge, UnitId,
 };
 use crate::membership::{self, Event, MemberState, Membership, PeerStats};
+use crate::mesh::{MeshNotice, MeshPeer, MeshPeerMsg, MeshPeerOutput};
 use crate::modules::{self, FetchConfig, FetchOutput, ModuleFetcher, ModuleMsg, ModuleSignature};
 use crate::object::CallError;
 use crate::object::{
@@ -367,6 +368,9 @@ pub enum NodeOutput<P> {
     /// [`NodeInput::ObjectNotWritten`] if it failed: the object's next
     /// record waits for that answer.
     PersistObject(StoredObject<P>),
+    /// Something the mesh core tells (its place in a cell, a bind, a
+    /// frame delivered to this client).
+    Mesh(MeshNotice<P>),
     /// Run an object's code ([`ObjectRun::run`]) away from the thread
     /// that drives the node, then give it back with
     /// [`NodeInput::ObjectRan`].
@@ -568,6 +572,15 @@ pub enum Notice<P> {
         /// Its kind.
         message: &'static str,
     },
+    /// A mesh message from a peer this one does not know as a member:
+    /// dropped unread, since it could found cell records or take a place
+    /// in a cell.
+    MeshRefused {
+        /// Who sent it.
+        from: P,
+        /// Its kind.
+        message: &'static str,
+    },
     /// A job message was refused by the job core (who may send what).
     Refused {
         /// Who sent it.
@@ -604,6 +617,8 @@ pub struct NodeCounters {
     pub unsolicited_modules: u64,
     /// Object messages from peers outside the membership view, dropped.
     pub refused_object_messages: u64,
+    /// Mesh messages from peers outside the membership view, dropped.
+    pub refused_mesh_messages: u64,
 }
 
 /// What a message in flight was, for what to do with its outcome.
@@ -688,6 +703,9 @@ pub struct Node<P: PeerKey> {
     suspects: BTreeSet<P>,
     /// The distributed objects homed here, and the calls this peer makes.
     objects: Objects<P>,
+    /// This peer's part in the streaming mesh: its role, if it took one,
+    /// and the cell records it holds.
+    mesh: MeshPeer<P>,
     /// Space requests the node made itself (destroying the namespaces of
     /// finished jobs), with their job.
     own_space_requests: BTreeMap<RequestId, JobId>,
@@ -743,11 +761,13 @@ impl<P: PeerKey> Node<P> {
         jobs: Jobs<P>,
         space: Space<P>,
         objects: Objects<P>,
+        mesh: MeshPeer<P>,
         now: Instant,
     ) -> Self {
         Node {
             space,
             objects,
+            mesh,
             me: membership.local().peer.clone(),
             next_stats_at: now + config.stats_interval,
             modules: ModuleFetcher::new(config.module_fetch.clone()),
@@ -797,6 +817,17 @@ impl<P: PeerKey> Node<P> {
     /// What the node dropped, counted.
     pub fn counters(&self) -> &NodeCounters {
         &self.counters
+    }
+
+    /// The mesh core (read only: commands go through [`Node::mesh_mut`]).
+    pub fn mesh(&self) -> &MeshPeer<P> {
+        &self.mesh
+    }
+
+    /// The mesh core, to take a role or stream a frame; drain
+    /// [`Node::poll`] afterwards.
+    pub fn mesh_mut(&mut self) -> &mut MeshPeer<P> {
+        &mut self.mesh
     }
 
     /// The objects core (read only: requests go through
@@ -969,6 +1000,9 @@ impl<P: PeerKey> Node<P> {
         if let Some(t) = self.objects.poll_timeout() {
             at = at.min(t);
         }
+        if let Some(t) = self.mesh.poll_timeout() {
+            at = at.min(t);
+        }
         Some(at)
     }
 
@@ -984,6 +1018,9 @@ impl<P: PeerKey> Node<P> {
         self.space.handle_timeout(now);
         if self.objects.poll_timeout().is_some_and(|at| at <= now) {
             self.objects.handle_timeout(now);
+        }
+        if self.mesh.poll_timeout().is_some_and(|at| at <= now) {
+            self.mesh.handle_timeout(now);
         }
         if now >= self.next_stats_at {
             self.next_stats_at = now + self.config.stats_interval;
@@ -1300,6 +1337,10 @@ impl<P: PeerKey> Node<P> {
             progressed = true;
             self.on_object_output(now, out);
         }
+        while let Some(out) = self.mesh.poll() {
+            progressed = true;
+            self.on_mesh_output(now, out);
+        }
         self.flush_space(now);
         progressed | self.deliver_job_messages(now)
     }
@@ -1395,6 +1436,13 @@ impl<P: PeerKey> Node<P> {
                 .update_member(peer.clone(), alive, offers_space, draining);
             self.objects
                 .update_member(now, peer.clone(), record.map(|r| r.state), draining);
+            match record.map(|r| r.state) {
+                Some(MemberState::Alive) => self.mesh.peer_alive(now, peer.clone()),
+                Some(MemberState::Dead | MemberState::Left) => {
+                    self.mesh.peer_failed(now, peer.clone())
+                }
+                _ => {}
+            }
             let load = match state {
                 Some((MemberState::Alive, load)) => Some(load),
                 _ => None,
@@ -1495,6 +1543,11 @@ impl<P: PeerKey> Node<P> {
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
                 ),
                 Some(PayloadKind::Object) => self.handle_object_payload(
+                    now,
+                    delivery.from,
+                    &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
+                ),
+                Some(PayloadKind::Mesh) => self.handle_mesh_payload(
                     now,
                     delivery.from,
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
@@ -1774,6 +1827,41 @@ impl<P: PeerKey> Node<P> {
             Err(error) => {
                 self.malformed(from, "object message", error.to_string());
             }
+        }
+    }
+
+    fn handle_mesh_payload(&mut self, now: Instant, from: P, bytes: &[u8]) {
+        match wire::decode::<MeshPeerMsg<P>>(bytes, self.pipes.config().max_message_bytes) {
+            // Like objects: a peer the view has never heard of could found
+            // cell records here or take a place in a cell.
+            Ok(msg) if self.membership.state_of(&from).is_none() => {
+                self.counters.refused_mesh_messages += 1;
+                let message = msg.name();
+                self.notice(Notice::MeshRefused { from, message });
+            }
+            Ok(msg) => self.mesh.handle(now, from, msg),
+            Err(error) => {
+                self.malformed(from, "mesh message", error.to_string());
+            }
+        }
+    }
+
+    fn on_mesh_output(&mut self, now: Instant, out: MeshPeerOutput<P>) {
+        match out {
+            MeshPeerOutput::Send { to, msg, class } => {
+                let body = match wire::encode(&msg, self.max_body_bytes()) {
+                    Ok(body) => body,
+                    Err(error) => {
+                        self.notice(Notice::FrameNotSent { to, error });
+                        return;
+                    }
+                };
+                let payload = wire::encode_payload(PayloadKind::Mesh, &body);
+                // The mesh cores resend what must arrive; a send that fails
+                // here is one to a peer about to be declared failed.
+                let _ = self.send_payload(now, to, class.traffic_class(), payload, SendKind::Other);
+            }
+            MeshPeerOutput::Notice(notice) => self.outputs.push_back(NodeOutput::Mesh(notice)),
         }
     }
 

@@ -74,6 +74,9 @@ pub enum PayloadKind {
     /// A distributed-object message ([`crate::object::ObjectMsg`]):
     /// creations, calls, replies and the objects' homes.
     Object = 5,
+    /// A streaming-mesh message ([`crate::mesh::MeshPeerMsg`]): frames,
+    /// the join protocol and the cell records.
+    Mesh = 6,
 }
 
 impl PayloadKind {
@@ -86,6 +89,7 @@ impl PayloadKind {
             3 => Some(PayloadKind::Space),
             4 => Some(PayloadKind::SpaceBatch),
             5 => Some(PayloadKind::Object),
+            6 => Some(PayloadKind::Mesh),
             _ => None,
         }
     }

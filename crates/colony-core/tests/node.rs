@@ -13,6 +13,7 @@ use colony_core::divisible::{App, AppError, AppRegistry, AppSource, Divisible, S
 use colony_core::ft::FaultTolerance;
 use colony_core::job::{JobConfig, JobId, JobState, Jobs, SubmitOptions};
 use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
+use colony_core::mesh::{MeshPeer, MeshPeerConfig};
 use colony_core::modules::module_id;
 use colony_core::node::{NamespaceKept, Node, NodeConfig, NodeInput, NodeOutput, Notice};
 use colony_core::object::{ObjectTypes, Objects, ObjectsConfig};
@@ -88,6 +89,7 @@ fn node_with_stats(me: u64, now: Instant, apps: AppRegistry, stats: PeerStats) -
         key_of,
         2000 + me,
     );
+    let mesh = MeshPeer::new(me, MeshPeerConfig::default(), key_of, 3000 + me);
     Node::new(
         NodeConfig::default(),
         membership,
@@ -96,6 +98,7 @@ fn node_with_stats(me: u64, now: Instant, apps: AppRegistry, stats: PeerStats) -
         jobs,
         space,
         objects,
+        mesh,
         now,
     )
 }

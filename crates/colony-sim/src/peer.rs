@@ -16,6 +16,7 @@ use colony_core::job::{
     SubmitOptions,
 };
 use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
+use colony_core::mesh::{MeshPeer, MeshPeerConfig};
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
 use colony_core::object::{Guid, ObjectTypes, Objects, ObjectsConfig, StoredObject};
 use colony_core::pipe::{Delivery, PipeConfig, Pipes, TrafficClass};
@@ -437,6 +438,12 @@ impl SimPeer {
             key_of,
             derive(&[seed, 6, u64::from(id), u64::from(life)]),
         );
+        let mesh = MeshPeer::new(
+            id,
+            MeshPeerConfig::default(),
+            key_of,
+            derive(&[seed, 7, u64::from(id), u64::from(life)]),
+        );
         let node = Node::new(
             config,
             membership,
@@ -445,6 +452,7 @@ impl SimPeer {
             jobs,
             space,
             objects,
+            mesh,
             now,
         );
         let exec = Executor::new(speed, settings.drop_parts);
@@ -825,7 +833,7 @@ impl SimPeer {
             // An operation over its size limit fails its job, visibly.
             Notice::TooLargeToSend { .. } => return,
             // A peer not yet (or no longer) in the view: its sender resends.
-            Notice::ObjectRefused { .. } => return,
+            Notice::ObjectRefused { .. } | Notice::MeshRefused { .. } => return,
             Notice::UnitNotRunnable { job, unit, error } => {
                 self.actions.push(Action::UnitFailed { job, unit, error });
                 return;

@@ -1859,6 +1859,9 @@ impl World {
             // The simulated workloads write no erasure-coded values, so no
             // peer holds shards (the process tests cover them).
             Action::Node(NodeOutput::PersistShard { .. } | NodeOutput::UnpersistShards { .. }) => {}
+            // The mesh workload drives the mesh cores on their own (see
+            // `mesh.rs`); no peer of the other workloads takes a role.
+            Action::Node(NodeOutput::Mesh(_)) => {}
             Action::Node(NodeOutput::SpaceAnswer {
                 id: request,
                 result,

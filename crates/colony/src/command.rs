@@ -116,6 +116,11 @@ pub(crate) enum Command {
         timeout: Duration,
         reply: oneshot::Sender<SpaceAnswer>,
     },
+    /// Take a mesh role, or stream a frame.
+    Mesh {
+        request: crate::mesh::MeshRequest,
+        reply: crate::mesh::MeshReply,
+    },
     /// Stop renewing the lock `token` on `key` and release it (its guard
     /// was dropped).
     SpaceRelease {

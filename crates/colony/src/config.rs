@@ -61,6 +61,8 @@ pub struct PeerConfig {
     pub object_types: ObjectTypes,
     /// Distributed objects: home size, call timeout, limits.
     pub objects: ObjectsConfig,
+    /// The streaming mesh: the tree's shape, the cores' limits and timing.
+    pub mesh: colony_core::mesh::MeshPeerConfig,
     /// Divisible jobs: advert lifetimes, stealing, retention. `cores` is
     /// set from `cores_offered` at start.
     pub jobs: JobConfig,
@@ -149,6 +151,7 @@ impl PeerConfig {
             apps: AppRegistry::new(),
             object_types: ObjectTypes::new(),
             objects: ObjectsConfig::default(),
+            mesh: colony_core::mesh::MeshPeerConfig::default(),
             jobs: JobConfig::default(),
             space: SpaceConfig::default(),
             max_value_bytes: crate::DEFAULT_MAX_VALUE_BYTES,

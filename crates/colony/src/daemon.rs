@@ -235,6 +235,12 @@ impl Peer {
             crate::driver::overlay_key,
             rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
         );
+        let mesh = colony_core::mesh::MeshPeer::new(
+            peer_id,
+            config.mesh.clone(),
+            crate::driver::overlay_key,
+            rand::Rng::random(&mut rand::rngs::StdRng::from_os_rng()),
+        );
         let mut node = Node::new(
             node_config,
             membership,
@@ -243,6 +249,7 @@ impl Peer {
             jobs,
             space,
             objects,
+            mesh,
             now,
         );
         // The partitions held before a restart rejoin their homes.

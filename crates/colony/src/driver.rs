@@ -69,6 +69,7 @@ const COMPUTE_EVENTS: usize = 1024;
 const UNIT_SPACE_REQUESTS: usize = 4096;
 
 mod jobs;
+mod mesh;
 mod modules;
 mod objects;
 mod shards;
@@ -184,6 +185,7 @@ impl DriverBuilder {
             bootstrap_dials: HashMap::new(),
             counters: DriverCounters::default(),
             crashed: false,
+            mesh: mesh::MeshIo::default(),
         })
     }
 }
@@ -242,6 +244,8 @@ pub(crate) struct Driver {
     volunteer: Option<Volunteer>,
     /// Asked to stop as a crash would ([`Command::Crash`]).
     crashed: bool,
+    /// The mesh role taken for the handles, and what it told.
+    mesh: mesh::MeshIo,
 }
 
 impl Driver {
@@ -526,6 +530,7 @@ impl Driver {
                 reply,
             } => self.space_read_cached(now, key, timeout, reply),
             Command::SpaceRelease { key, token } => self.release_space_lock(now, key, token),
+            Command::Mesh { request, reply } => self.mesh_request(now, request, reply),
             Command::Crash => self.crashed = true,
             Command::Shutdown { reply } => {
                 info!(peer_id = %self.info.peer_id, running_units = self.node.jobs().running_units(), "leaving: handing units and job records over");
@@ -706,6 +711,7 @@ impl Driver {
                 }
             }
             NodeOutput::Notice(notice) => self.on_notice(notice),
+            NodeOutput::Mesh(notice) => self.on_mesh_notice(notice),
             NodeOutput::TraceJobMessage { .. } => {}
             out @ (NodeOutput::PersistShard { .. } | NodeOutput::UnpersistShards { .. }) => {
                 self.on_shard_output(out)
@@ -789,6 +795,11 @@ impl Driver {
             Notice::UnsolicitedModule { from } => {
                 if let Some(suppressed) = self.may_warn(Some(from), "unsolicited module") {
                     warn!(peer = %from, suppressed, "module message nobody asked for dropped");
+                }
+            }
+            Notice::MeshRefused { from, message } => {
+                if let Some(suppressed) = self.may_warn(Some(from), "refused mesh message") {
+                    warn!(peer = %from, message, suppressed, "mesh message from a peer outside the membership refused");
                 }
             }
             Notice::ObjectRefused { from, message } => {
@@ -934,6 +945,7 @@ impl Driver {
             compute: self.compute_info(),
             space: self.space_info(),
             objects: self.node.objects().stats().clone(),
+            mesh: self.mesh_info(),
         }
     }
 }

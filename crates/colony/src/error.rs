@@ -9,6 +9,9 @@ pub enum ColonyError {
     /// objects core answered.
     #[error(transparent)]
     Object(#[from] colony_core::object::CallError),
+    /// A mesh command was refused.
+    #[error(transparent)]
+    Mesh(#[from] colony_core::mesh::MeshPeerError),
     /// The peer's durable store failed (or is in use by another peer).
     #[error(transparent)]
     Store(#[from] colony_store::StoreError),

@@ -165,6 +165,9 @@ pub struct StatusInfo {
     /// recovered, and under `cic` checkpoints forced and rollbacks.
     #[serde(default)]
     pub objects: colony_core::object::ObjectStats,
+    /// This peer's part in the streaming mesh.
+    #[serde(default)]
+    pub mesh: crate::mesh::MeshInfo,
 }
 
 /// This peer's part in the object space.

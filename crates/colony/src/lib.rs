@@ -42,6 +42,7 @@ mod error;
 mod host;
 mod info;
 mod local;
+mod mesh;
 mod objects;
 mod peer;
 mod space;
@@ -75,6 +76,9 @@ pub use info::{
 };
 pub use libp2p::{Multiaddr, PeerId};
 pub use local::LocalNetwork;
+pub use mesh::{
+    MeshFrame, MeshInfo, RebindInfo, StreamInfo, CLIENT_FRAME_CAPACITY, MAX_STREAMS_COUNTED,
+};
 pub use peer::{
     job_deadline_from_secs, InboundMessage, JobHandle, Peer, PendingReceipt, PublishedModule,
     MAX_JOB_DEADLINE,

@@ -407,7 +407,7 @@ impl Peer {
         guests.store().get(&module).ok().flatten().is_some()
     }
 
-    async fn command(&self, command: Command) -> Result<(), ColonyError> {
+    pub(crate) async fn command(&self, command: Command) -> Result<(), ColonyError> {
         self.commands
             .send(command)
             .await

@@ -62,7 +62,7 @@ pub use cell::{CellChange, CellEffect, CellRecord, CellSnapshot};
 pub use cell_id::{place_super_peer, CellId, CellIdError};
 pub use class::{ClassError, FtPolicy, StreamClass};
 pub use client::Client;
-pub use peer::{MeshPeer, MeshPeerConfig, MeshPeerError, MeshPeerMsg, MeshPeerOutput};
+pub use peer::{MeshNotice, MeshPeer, MeshPeerConfig, MeshPeerError, MeshPeerMsg, MeshPeerOutput};
 pub use relay::Relay;
 pub use role::MeshRole;
 pub use sensor::Sensor;

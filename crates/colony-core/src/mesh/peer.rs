@@ -173,6 +173,13 @@ pub enum MeshPeerOutput<P: PeerKey> {
         /// Its class ([`MeshPeerMsg::class`]).
         class: StreamClass,
     },
+    /// Something to tell.
+    Notice(MeshNotice<P>),
+}
+
+/// What the mesh peer tells its driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MeshNotice<P> {
     /// This super-peer is a member of `cell`.
     InCell {
         /// The cell.
@@ -540,9 +547,12 @@ impl<P: PeerKey> MeshPeer<P> {
                     self.stats.unexpected_answers += 1;
                     return;
                 };
-                // Without a primary named, asked again at the timeout, of
-                // the then closest peer.
-                if let Some(primary) = primary.filter(|p| *p != from) {
+                // Without a live primary named, asked again at the timeout,
+                // of the then closest peer.
+                let me = &self.me;
+                let live = &self.live;
+                let usable = |p: &P| *p != from && (p == me || live.contains(p));
+                if let Some(primary) = primary.filter(usable) {
                     request.to = primary;
                     request.retry_at = now + self.config.request_timeout;
                     let to = request.to.clone();
@@ -669,7 +679,13 @@ impl<P: PeerKey> MeshPeer<P> {
         }
         let key = cell.key();
         match self.records.get(&key) {
-            Some(home) if home.is_primary() => {
+            // A backup whose primary is gone answers from its replica:
+            // finding a parent needs no commit (the parent accepts or
+            // refuses the bind), and a home that lost its majority with the
+            // cell would otherwise leave the cell's children nobody to ask.
+            Some(home)
+                if home.is_primary() || !home.primary().is_some_and(|p| self.live.contains(p)) =>
+            {
                 let members = self.live_members(home.state().members());
                 self.send(from, MeshPeerMsg::CellInfo { cell, members });
             }
@@ -781,7 +797,7 @@ impl<P: PeerKey> MeshPeer<P> {
         self.role = Some(MeshRole::Relay(Box::new(relay)));
         self.cell = Some(cell.clone());
         self.preferred = rank;
-        self.outputs.push_back(MeshPeerOutput::InCell {
+        self.notify(MeshNotice::InCell {
             cell: cell.clone(),
             members,
         });
@@ -797,7 +813,7 @@ impl<P: PeerKey> MeshPeer<P> {
                 self.ask(now, Purpose::Join, next)
             }
             _ => {
-                self.outputs.push_back(MeshPeerOutput::NoCell);
+                self.notify(MeshNotice::NoCell);
                 // Start over later: a member may have left meanwhile.
                 self.request = Some(Request {
                     purpose: Purpose::Join,
@@ -856,6 +872,10 @@ impl<P: PeerKey> MeshPeer<P> {
             .push_back(MeshPeerOutput::Send { to, msg, class });
     }
 
+    fn notify(&mut self, notice: MeshNotice<P>) {
+        self.outputs.push_back(MeshPeerOutput::Notice(notice));
+    }
+
     fn drain_role(&mut self, now: Instant) {
         let mut lost_cell = None;
         let Some(role) = self.role.as_mut() else {
@@ -870,7 +890,9 @@ impl<P: PeerKey> MeshPeer<P> {
                         .push_back(MeshPeerOutput::Send { to, msg, class });
                 }
                 MeshOutput::FindParent { lost } => lost_cell = Some(lost),
-                MeshOutput::Event(event) => self.outputs.push_back(MeshPeerOutput::Event(event)),
+                MeshOutput::Event(event) => self
+                    .outputs
+                    .push_back(MeshPeerOutput::Notice(MeshNotice::Event(event))),
             }
         }
         if let Some(lost) = lost_cell {

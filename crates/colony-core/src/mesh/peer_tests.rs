@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::peer::{next_breadth_first, MeshPeer, MeshPeerConfig, MeshPeerMsg, MeshPeerOutput};
+use super::peer::{
+    next_breadth_first, MeshNotice, MeshPeer, MeshPeerConfig, MeshPeerMsg, MeshPeerOutput,
+};
 use super::*;
 
 type Peer = u32;
@@ -109,14 +111,18 @@ impl Net {
                     let at = self.now + LATENCY;
                     self.schedule(at, Happening::Deliver(id, to, msg));
                 }
-                MeshPeerOutput::InCell { cell, .. } => {
+                MeshPeerOutput::Notice(MeshNotice::InCell { cell, .. }) => {
                     self.in_cell.insert(id, cell);
                 }
-                MeshPeerOutput::NoCell => {}
-                MeshPeerOutput::Event(MeshEvent::Bound { kind, parent, .. }) => {
+                MeshPeerOutput::Notice(MeshNotice::NoCell) => {}
+                MeshPeerOutput::Notice(MeshNotice::Event(MeshEvent::Bound {
+                    kind,
+                    parent,
+                    ..
+                })) => {
                     self.bound.insert(id, (kind, parent));
                 }
-                MeshPeerOutput::Event(MeshEvent::Delivered(frame)) => {
+                MeshPeerOutput::Notice(MeshNotice::Event(MeshEvent::Delivered(frame))) => {
                     if !self
                         .delivered
                         .entry((frame.origin, frame.class))
@@ -126,7 +132,7 @@ impl Net {
                         self.duplicates += 1;
                     }
                 }
-                MeshPeerOutput::Event(_) => {}
+                MeshPeerOutput::Notice(MeshNotice::Event(_)) => {}
             }
         }
     }

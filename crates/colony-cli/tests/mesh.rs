@@ -1,0 +1,313 @@
+//! The streaming mesh of seed 001 across real `colony peer --mesh …`
+//! processes on loopback: the seed's tree (span 2, 2 super-peers per cell,
+//! 3 levels) forms through the cell records, sensors' streams reach the
+//! client, and a super-peer SIGKILLed at each level loses no frame under
+//! FT_ALL, while NO_FT loses some.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use colony::{MeshInfo, StatusInfo};
+use common::{test_dir, wait_until, PeerProc, SERIAL};
+
+const SUPER_PEERS: usize = 14;
+const CELLS: [&str; 7] = ["0", "01", "02", "011", "012", "021", "022"];
+
+fn args(role: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["--mesh".to_string(), role.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn with_bootstrap(mut args: Vec<String>, seed: &PeerProc) -> Vec<String> {
+    args.extend(["--bootstrap".to_string(), seed.addr()]);
+    args
+}
+
+/// Every peer's status, in order (`None` for one that does not answer).
+async fn statuses(peers: &[PeerProc]) -> Vec<Option<StatusInfo>> {
+    let mut all = Vec::new();
+    for peer in peers {
+        all.push(peer.status().await);
+    }
+    all
+}
+
+/// The super-peers by cell, once every one of them is in a cell.
+async fn cells_formed(supers: &[PeerProc]) -> Option<BTreeMap<String, Vec<usize>>> {
+    let mut cells: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, status) in statuses(supers).await.into_iter().enumerate() {
+        let cell = status?.mesh.cell?;
+        cells.entry(cell).or_default().push(i);
+    }
+    Some(cells)
+}
+
+/// The seed's bench tree as processes: 14 super-peers, two sensors under
+/// each of two leaves (cells 011 and 022), one client at the root.
+struct Mesh {
+    supers: Vec<PeerProc>,
+    sensors: Vec<PeerProc>,
+    client: PeerProc,
+    /// Each super-peer's cell, by peer id.
+    cell_of: BTreeMap<String, String>,
+}
+
+impl Mesh {
+    async fn start(name: &str, policy: &str) -> Mesh {
+        let root = test_dir(name);
+        let policy = ["--ft-policy", policy];
+        let first = PeerProc::spawn(&root.join("s0"), &args("super", &policy));
+        let mut supers = vec![first];
+        for i in 1..SUPER_PEERS {
+            let a = with_bootstrap(args("super", &policy), &supers[0]);
+            supers.push(PeerProc::spawn(&root.join(format!("s{i}")), &a));
+        }
+        let cells = wait_until(
+            Duration::from_secs(60),
+            "every super-peer in a cell",
+            || cells_formed(&supers),
+        )
+        .await;
+        eprintln!("mesh: cells {cells:?}");
+        let names: Vec<&str> = cells.keys().map(String::as_str).collect();
+        let mut expected = CELLS.to_vec();
+        expected.sort();
+        assert_eq!(names, expected, "cells: {cells:?}");
+        for (cell, members) in &cells {
+            assert_eq!(members.len(), 2, "cell {cell}: {members:?}");
+        }
+        let cell_of: BTreeMap<String, String> = cells
+            .iter()
+            .flat_map(|(cell, members)| {
+                members
+                    .iter()
+                    .map(|i| (supers[*i].info.peer_id.to_string(), cell.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Each super-peer below the root binds to a member of its parent
+        // cell (the span rule: the parent of 0ab is 0a).
+        wait_until(
+            Duration::from_secs(20),
+            "every child cell bound",
+            || async {
+                for (i, status) in statuses(&supers).await.iter().enumerate() {
+                    let mesh = &status.as_ref()?.mesh;
+                    let cell = mesh.cell.as_ref()?;
+                    if cell == "0" {
+                        continue;
+                    }
+                    let parent = mesh.parent.as_ref()?;
+                    let parent_cell = &cell_of[parent];
+                    assert_eq!(
+                        parent_cell.as_str(),
+                        &cell[..cell.len() - 1],
+                        "super-peer {i} of cell {cell} bound to {parent} of {parent_cell}"
+                    );
+                }
+                Some(())
+            },
+        )
+        .await;
+        let mut sensors = Vec::new();
+        for (i, cell) in ["011", "011", "022", "022"].iter().enumerate() {
+            let preferred = (i % 2).to_string();
+            let mut extra = vec!["--cell", cell, "--preferred", &preferred];
+            extra.extend(["--rate-divisor", "4"]);
+            extra.extend(policy);
+            let a = with_bootstrap(args("sensor", &extra), &supers[0]);
+            sensors.push(PeerProc::spawn(&root.join(format!("sensor{i}")), &a));
+        }
+        let client = PeerProc::spawn(
+            &root.join("client"),
+            &with_bootstrap(args("client", &policy), &supers[0]),
+        );
+        let mesh = Mesh {
+            supers,
+            sensors,
+            client,
+            cell_of,
+        };
+        mesh.wait_for_streams("every sensor's streams at the client", 10, false)
+            .await;
+        mesh
+    }
+
+    /// The client's view of the streams.
+    async fn client_mesh(&self) -> Option<MeshInfo> {
+        Some(self.client.status().await?.mesh)
+    }
+
+    /// Waits until each of the 12 streams has `frames` more than now, and,
+    /// with `whole`, none misses a frame below its highest.
+    async fn wait_for_streams(&self, what: &str, frames: u64, whole: bool) -> MeshInfo {
+        let before = self.client_mesh().await.unwrap_or_default();
+        wait_until(Duration::from_secs(60), what, || async {
+            let mesh = self.client_mesh().await?;
+            let advanced = self.sensors.iter().all(|sensor| {
+                ["event", "audio", "video"].iter().all(|class| {
+                    let key = format!("{}/{class}", sensor.info.peer_id);
+                    let was = before.streams.get(&key).map_or(0, |s| s.received);
+                    let holes = mesh.streams.get(&key).map_or(0, |s| s.missing());
+                    mesh.streams
+                        .get(&key)
+                        .is_some_and(|s| s.received >= was + frames)
+                        && (!whole || holes == 0)
+                })
+            });
+            advanced.then_some(mesh)
+        })
+        .await
+    }
+
+    /// The index of a super-peer of `cell` that some child is bound to.
+    async fn a_parent_in(&self, cell: &str) -> usize {
+        let children = statuses(&self.supers)
+            .await
+            .into_iter()
+            .chain(statuses(&self.sensors).await)
+            .flatten();
+        let parents: Vec<String> = children.filter_map(|s| s.mesh.parent).collect();
+        self.supers
+            .iter()
+            .position(|s| {
+                let id = s.info.peer_id.to_string();
+                self.cell_of.get(&id).is_some_and(|c| c == cell) && parents.contains(&id)
+            })
+            .unwrap_or_else(|| panic!("no child bound to a member of cell {cell}"))
+    }
+
+    /// The rebinds every live child reported.
+    async fn rebinds(&self) -> Vec<colony::RebindInfo> {
+        let mut all = Vec::new();
+        for peer in self.supers.iter().chain(&self.sensors) {
+            if let Some(status) = peer.status().await {
+                all.extend(status.mesh.rebinds.into_iter().skip(1));
+            }
+        }
+        all
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_level_mesh_forms_from_processes_and_streams_reach_the_client() {
+    let _serial = SERIAL.lock().await;
+    let mesh = Mesh::start("mesh-forms", "ft_all").await;
+    for sensor in &mesh.sensors {
+        let info = sensor.status().await.expect("sensor answers").mesh;
+        assert_eq!(info.role.as_deref(), Some("sensor"));
+        let bound = info.rebinds.first().expect("the sensor bound");
+        assert_eq!(bound.kind, "initial");
+        assert!(mesh
+            .cell_of
+            .get(&bound.parent)
+            .is_some_and(|c| c == &bound.cell));
+    }
+}
+
+/// FT_ALL: a super-peer SIGKILLed at level 2, then 1, then 0, each a parent
+/// of live children: every stream goes on with no frame missing, and each
+/// orphan rebinds fast to the other member of the cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ft_all_loses_no_frame_when_a_super_peer_dies_at_each_level() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::start("mesh-ft-all", "ft_all").await;
+    for cell in ["011", "01", "0"] {
+        let victim = mesh.a_parent_in(cell).await;
+        mesh.supers[victim].kill();
+        let info = mesh
+            .wait_for_streams(
+                &format!("streams whole after a kill in cell {cell}"),
+                20,
+                true,
+            )
+            .await;
+        eprintln!("mesh: after a kill in {cell}: {:?}", info.streams);
+    }
+    let rebinds = mesh.rebinds().await;
+    eprintln!("mesh: rebinds {rebinds:?}");
+    assert!(!rebinds.is_empty(), "no child rebound");
+    assert!(
+        rebinds.iter().all(|r| r.kind == "fast"),
+        "a rebind was not fast: {rebinds:?}"
+    );
+}
+
+/// NO_FT, the same kill at level 2: the frames the dead parent held or was
+/// sent before it was declared dead are gone (the test shows what FT_ALL
+/// buys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ft_loses_frames_when_a_sensors_parent_dies() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::start("mesh-no-ft", "no_ft").await;
+    let victim = mesh.a_parent_in("011").await;
+    mesh.supers[victim].kill();
+    let info = mesh
+        .wait_for_streams("streams going on after the kill", 20, false)
+        .await;
+    let missing: u64 = info.streams.values().map(|s| s.missing()).sum();
+    eprintln!("mesh: NO_FT missing {missing}: {:?}", info.streams);
+    assert!(missing > 0, "NO_FT lost nothing: {:?}", info.streams);
+}
+
+/// FT_ALL, both super-peers of a leaf cell SIGKILLed: its sensors rebind
+/// slowly to the nearest live cell above, and their streams go on whole
+/// (each sensor sends again what its dead parent had not acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cell_killed_makes_its_sensors_rebind_slowly_and_lose_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::start("mesh-cell-killed", "ft_all").await;
+    let victims: Vec<usize> = mesh
+        .supers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| mesh.cell_of[&s.info.peer_id.to_string()] == "011")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(victims.len(), 2);
+    for victim in &victims {
+        mesh.supers[*victim].kill();
+    }
+    mesh.wait_for_streams("streams whole after cell 011 died", 20, true)
+        .await;
+    for sensor in &mesh.sensors[..2] {
+        let info = sensor.status().await.expect("sensor answers").mesh;
+        let last = info.rebinds.last().expect("bound");
+        assert_eq!(last.kind, "slow", "sensor rebinds: {:?}", info.rebinds);
+        assert_eq!(last.cell, "01", "sensor rebinds: {:?}", info.rebinds);
+        eprintln!("mesh: slow rebind after {:.1} ms", last.after_ms);
+    }
+}
+
+/// Bad mesh options are refused before the peer starts, with a message
+/// naming the option.
+#[test]
+fn bad_mesh_options_are_clear_errors() {
+    let root = test_dir("mesh-bad-options");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--mesh", "sensor", "--cell", "03"], "--cell 03"),
+        (&["--mesh", "sensor", "--cell", "1x"], "--cell 1x"),
+        (
+            &["--mesh", "client", "--classes", "mesh"],
+            "carries no stream",
+        ),
+        (&["--mesh", "client", "--classes", "smell"], "smell"),
+        (&["--mesh", "super", "--ft-policy", "most"], "most"),
+    ];
+    for (i, (bad, expected)) in cases.iter().enumerate() {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+            .arg("peer")
+            .arg("--data-dir")
+            .arg(root.join(format!("p{i}")))
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+            .args(*bad)
+            .output()
+            .expect("run colony");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{bad:?} was accepted");
+        assert!(stderr.contains(expected), "{bad:?}: {stderr}");
+    }
+}
