@@ -597,15 +597,9 @@ impl<P: PeerKey> MeshPeer<P> {
                 self.send(from, MeshPeerMsg::NotPrimary { cell, primary });
             }
             None => {
-                let closest = self.records.home_of(&key, 1).into_iter().next();
-                if closest.as_ref().is_some_and(|c| *c != self.me) {
-                    self.send(
-                        from,
-                        MeshPeerMsg::NotPrimary {
-                            cell,
-                            primary: closest,
-                        },
-                    );
+                if let Some(closest) = self.closer_peer(&key) {
+                    let primary = Some(closest);
+                    self.send(from, MeshPeerMsg::NotPrimary { cell, primary });
                     return;
                 }
                 // The first newcomer for this cell: found its record here.
@@ -694,15 +688,9 @@ impl<P: PeerKey> MeshPeer<P> {
                 self.send(from, MeshPeerMsg::NotPrimary { cell, primary });
             }
             None => {
-                let closest = self.records.home_of(&key, 1).into_iter().next();
-                if closest.as_ref().is_some_and(|c| *c != self.me) {
-                    self.send(
-                        from,
-                        MeshPeerMsg::NotPrimary {
-                            cell,
-                            primary: closest,
-                        },
-                    );
+                if let Some(closest) = self.closer_peer(&key) {
+                    let primary = Some(closest);
+                    self.send(from, MeshPeerMsg::NotPrimary { cell, primary });
                 } else {
                     self.send(
                         from,
@@ -714,6 +702,13 @@ impl<P: PeerKey> MeshPeer<P> {
                 }
             }
         }
+    }
+
+    /// The live peer closest to `key`, if it is not this one (a peer with
+    /// no replica of a record sends requests about it there).
+    fn closer_peer(&self, key: &CellKey) -> Option<P> {
+        let closest = self.records.home_of(key, 1).into_iter().next()?;
+        (closest != self.me).then_some(closest)
     }
 
     fn live_members(&self, members: &[P]) -> Vec<P> {
