@@ -68,6 +68,9 @@ pub struct MeshInfo {
     pub frames_dropped: u64,
     /// Cells full down to the deepest level when this super-peer asked.
     pub no_cell: u64,
+    /// The join protocol's counters (requests retried, joins admitted and
+    /// refused here, bad cells and unexpected answers received).
+    pub joins: colony_core::mesh::peer::MeshPeerStats,
 }
 
 /// Most streams counted in [`MeshInfo::streams`].

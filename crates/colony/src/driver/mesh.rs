@@ -130,6 +130,9 @@ impl Driver {
     }
 
     pub(super) fn mesh_info(&self) -> MeshInfo {
-        self.mesh.info.clone()
+        MeshInfo {
+            joins: self.node.mesh().stats().clone(),
+            ..self.mesh.info.clone()
+        }
     }
 }
