@@ -50,6 +50,11 @@ pub struct MeshArgs {
     /// Divide the seed's frame rates by this (1: the seed's traffic).
     #[arg(long, default_value_t = 1)]
     pub rate_divisor: u32,
+    /// A sensor's video frames per second instead of the seed's 24 (a
+    /// video flood, to see that events and mesh traffic keep their
+    /// latency); not divided by --rate-divisor.
+    #[arg(long, value_name = "FPS")]
+    pub video_fps: Option<u32>,
     /// Classes a client asks for (comma-separated).
     #[arg(long, default_value = "events,audio,video", value_delimiter = ',', value_parser = parse_class)]
     pub classes: Vec<StreamClass>,
@@ -89,6 +94,9 @@ impl MeshArgs {
         if self.rate_divisor == 0 {
             bail!("--rate-divisor must be at least 1");
         }
+        if self.video_fps.is_some_and(|fps| fps == 0 || fps > 10_000) {
+            bail!("--video-fps must be from 1 to 10000");
+        }
         if self.mesh == Some(MeshRoleArg::Client) {
             if self.classes.is_empty() {
                 bail!("--classes names no class");
@@ -118,7 +126,12 @@ impl MeshArgs {
                 peer.mesh_sensor(self.ft_policy, cell, self.preferred)
                     .await?;
                 for class in StreamClass::DATA {
-                    tokio::spawn(stream(peer.clone(), class, self.rate_divisor));
+                    let (seed_rate, bytes) = seed_traffic(class);
+                    let rate = match (class, self.video_fps) {
+                        (StreamClass::Video, Some(fps)) => f64::from(fps),
+                        _ => f64::from(seed_rate) / f64::from(self.rate_divisor),
+                    };
+                    tokio::spawn(stream(peer.clone(), class, rate, bytes));
                 }
             }
             Some(MeshRoleArg::Client) => {
@@ -172,10 +185,9 @@ fn now_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Streams `class` at the seed's rate divided by `divisor`.
-async fn stream(peer: Peer, class: StreamClass, divisor: u32) {
-    let (rate, bytes) = seed_traffic(class);
-    let period = Duration::from_secs_f64(f64::from(divisor) / f64::from(rate.max(1)));
+/// Streams `class`: `rate` frames of `bytes` per second.
+async fn stream(peer: Peer, class: StreamClass, rate: f64, bytes: usize) {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.01));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
