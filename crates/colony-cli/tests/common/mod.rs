@@ -269,11 +269,12 @@ fn start(dir: &Path, args: &[String]) -> (Child, PeerInfo) {
     let json = dir.join("peer.json");
     let _ = std::fs::remove_file(&json);
     let log = std::fs::File::create(dir.join("peer.log")).expect("create log");
+    let out = std::fs::File::create(dir.join("peer.out")).expect("create stdout file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_colony"))
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(out)
         .stderr(log)
         .spawn()
         .expect("spawn colony peer");
