@@ -491,13 +491,69 @@ fn object_messages_from_a_stranger_are_refused_and_counted() {
     assert_eq!(n.counters().malformed_frames, 0);
 }
 
+/// Mesh messages from a stranger are dropped unread like object messages:
+/// one could otherwise found cell records here or take a place in a cell.
+/// A malformed one (a CellId digit out of any span) is counted malformed.
+#[test]
+fn mesh_messages_from_a_stranger_are_refused_and_malformed_ones_counted() {
+    use colony_core::mesh::{CellId, MeshPeerMsg};
+    let now = Instant::now();
+    let mut n = node(0, now);
+    let join: MeshPeerMsg<u64> = MeshPeerMsg::JoinCell {
+        cell: CellId::root(),
+    };
+    let body = wire::encode(&join, MAX_FRAME).expect("encodes");
+    n.handle_frame(
+        now,
+        9,
+        &pipe_data(wire::encode_payload(PayloadKind::Mesh, &body)),
+    );
+    let outputs: Vec<_> = std::iter::from_fn(|| n.poll()).collect();
+    assert!(
+        outputs.iter().any(|o| matches!(
+            o,
+            NodeOutput::Notice(Notice::MeshRefused {
+                from: 9,
+                message: "JoinCell"
+            })
+        )),
+        "{outputs:?}"
+    );
+    assert_eq!(n.counters().refused_mesh_messages, 1);
+    assert!(
+        n.mesh().record(&CellId::root()).is_none(),
+        "a cell was founded"
+    );
+    assert_eq!(n.counters().malformed_frames, 0);
+
+    // A CellId travels as its text; one that does not parse is malformed,
+    // counted before anything asks who sent it.
+    let mut bad = body.clone();
+    assert_eq!(&bad[bad.len() - 2..], &[1, b'0'], "the root as text");
+    bad.truncate(bad.len() - 2);
+    bad.extend_from_slice(&[2, b'0', b'x']);
+    n.handle_frame(
+        now,
+        9,
+        &pipe_data_at(wire::encode_payload(PayloadKind::Mesh, &bad), 1),
+    );
+    let _: Vec<_> = std::iter::from_fn(|| n.poll()).collect();
+    assert_eq!(n.counters().malformed_frames, 1);
+    assert_eq!(n.counters().refused_mesh_messages, 1);
+}
+
 /// A pipe data frame from a fresh session: delivered at once, so its
 /// payload reaches the node's routing.
 fn pipe_data(payload: Vec<u8>) -> Vec<u8> {
+    pipe_data_at(payload, 0)
+}
+
+/// Message `seq` of the same session as [`pipe_data`].
+fn pipe_data_at(payload: Vec<u8>, seq: u64) -> Vec<u8> {
     let frame: Frame<u64> = Frame::Pipe(PipeFrame::Data {
         class: TrafficClass::EVENTS,
         session: 77,
-        seq: 0,
+        seq,
         base: 0,
         payload,
     });
