@@ -682,6 +682,9 @@ fn init_logging(format: LogFormat, default_level: &str) {
 }
 
 async fn run_peer(args: PeerArgs) -> Result<()> {
+    // Listening from the start: a SIGTERM sent while the peer starts (as
+    // soon as peer.json is there) is then handled, not lost.
+    let mut termination = Termination::listen();
     let data_dir = client::data_dir_or_default(args.data_dir.as_deref())?;
     let mut config = args.network.config(&data_dir)?;
     config.api = Some(args.api);
@@ -759,32 +762,47 @@ async fn run_peer(args: PeerArgs) -> Result<()> {
             data_dir.join(colony::API_TOKEN_FILE).display()
         )?;
     }
-    args.mesh.start(&peer).await?;
-
-    wait_for_termination().await;
+    let terminated = tokio::select! {
+        started = args.mesh.start(&peer) => {
+            started?;
+            false
+        }
+        () = termination.wait() => true,
+    };
+    if !terminated {
+        termination.wait().await;
+    }
     info!("shutting down");
     peer.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_termination() {
+/// SIGTERM and Ctrl-C, the two ways to ask a peer to leave gracefully.
+struct Termination {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Termination {
+    /// Starts listening for SIGTERM (a signal sent before this would end
+    /// the process at once, one sent after is kept until [`Termination::wait`]).
+    fn listen() -> Termination {
+        Termination {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Returns once SIGTERM or Ctrl-C came.
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
