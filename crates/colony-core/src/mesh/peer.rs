@@ -349,21 +349,20 @@ impl<P: PeerKey> MeshPeer<P> {
         }
     }
 
-    fn role_name(&self) -> Option<&'static str> {
-        self.role.as_ref().map(|role| match role {
-            MeshRole::Relay(_) => "super-peer",
-            MeshRole::Sensor(_) => "sensor",
-            MeshRole::Client(_) => "client",
-        })
+    /// The role taken: `super-peer` (from its first request to a cell on,
+    /// before any cell admitted it), `sensor` or `client`.
+    pub fn role_name(&self) -> Option<&'static str> {
+        match (&self.role, &self.request) {
+            (Some(role), _) => Some(role.name()),
+            (None, Some(r)) if r.purpose == Purpose::Join => Some("super-peer"),
+            _ => None,
+        }
     }
 
     fn no_role(&self) -> Result<(), MeshPeerError> {
-        match (self.role_name(), &self.request) {
-            (Some(name), _) => Err(MeshPeerError::HasRole(name)),
-            (None, Some(r)) if r.purpose == Purpose::Join => {
-                Err(MeshPeerError::HasRole("super-peer"))
-            }
-            _ => Ok(()),
+        match self.role_name() {
+            Some(name) => Err(MeshPeerError::HasRole(name)),
+            None => Ok(()),
         }
     }
 
@@ -441,6 +440,11 @@ impl<P: PeerKey> MeshPeer<P> {
 
     /// Membership sees `peer` live (or no longer suspected).
     pub fn peer_alive(&mut self, now: Instant, peer: P) {
+        // Called on every change of a live member's record (its statistics
+        // too): nothing to do for one already live here.
+        if self.live.contains(&peer) {
+            return;
+        }
         self.records.set_lost(peer.clone(), None);
         self.records.update_member(peer.clone(), true);
         self.live.insert(peer);

@@ -17,6 +17,15 @@ pub enum MeshRole<P: PeerKey> {
 }
 
 impl<P: PeerKey> MeshRole<P> {
+    /// `super-peer`, `sensor` or `client`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MeshRole::Relay(_) => "super-peer",
+            MeshRole::Sensor(_) => "sensor",
+            MeshRole::Client(_) => "client",
+        }
+    }
+
     /// A message from `from`.
     pub fn handle(&mut self, now: Instant, from: P, msg: MeshMsg<P>) {
         match self {

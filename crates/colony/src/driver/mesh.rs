@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use colony_core::mesh::{MeshEvent, MeshNotice, MeshRole, StreamClass};
+use colony_core::mesh::{MeshEvent, MeshNotice, StreamClass};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -45,19 +45,8 @@ impl Driver {
                 mesh.send_frame(now, class, payload).map(MeshAccepted::Sent)
             }
         };
-        if let (Ok(MeshAccepted::Started | MeshAccepted::Client(_)), Some(role)) =
-            (&result, self.node.mesh().role())
-        {
-            let role = match role {
-                MeshRole::Relay(_) => "super-peer",
-                MeshRole::Sensor(_) => "sensor",
-                MeshRole::Client(_) => "client",
-            };
-            info!(role, "mesh role taken");
-            self.mesh.info.role = Some(role.into());
-        } else if self.node.mesh().role().is_none() && result.is_ok() {
-            // A super-peer has no core until a cell admits it.
-            self.mesh.info.role = Some("super-peer".into());
+        if let Ok(MeshAccepted::Started | MeshAccepted::Client(_)) = &result {
+            info!(role = self.node.mesh().role_name(), "mesh role taken");
         }
         let _ = reply.send(result);
     }
@@ -67,7 +56,6 @@ impl Driver {
         match notice {
             MeshNotice::InCell { cell, members } => {
                 info!(%cell, members = members.len(), "admitted to mesh cell");
-                info.cell = Some(cell.to_string());
             }
             MeshNotice::NoCell => {
                 info.no_cell += 1;
@@ -130,8 +118,11 @@ impl Driver {
     }
 
     pub(super) fn mesh_info(&self) -> MeshInfo {
+        let mesh = self.node.mesh();
         MeshInfo {
-            joins: self.node.mesh().stats().clone(),
+            role: mesh.role_name().map(String::from),
+            cell: mesh.cell().map(ToString::to_string),
+            joins: mesh.stats().clone(),
             ..self.mesh.info.clone()
         }
     }
