@@ -104,6 +104,16 @@ impl PeerProc {
         std::fs::read_to_string(self.dir.join("peer.log")).unwrap_or_default()
     }
 
+    /// The last 8 KiB of the log, for a failure message.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let mut start = log.len().saturating_sub(8 * 1024);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_string()
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
