@@ -331,6 +331,14 @@ impl<P: PeerKey> MeshPeer<P> {
         self.records.get(&cell.key()).map(|home| home.state())
     }
 
+    /// The primary this peer follows for `cell`'s record, if it holds a
+    /// replica of it.
+    pub fn record_primary(&self, cell: &CellId) -> Option<&P> {
+        self.records
+            .get(&cell.key())
+            .and_then(|home| home.primary())
+    }
+
     /// Whether `cell` belongs to the configured tree.
     fn in_tree(&self, cell: &CellId) -> bool {
         cell.level() <= self.config.max_level
@@ -677,19 +685,15 @@ impl<P: PeerKey> MeshPeer<P> {
         }
         let key = cell.key();
         match self.records.get(&key) {
-            // A backup whose primary is gone answers from its replica:
-            // finding a parent needs no commit (the parent accepts or
-            // refuses the bind), and a home that lost its majority with the
-            // cell would otherwise leave the cell's children nobody to ask.
-            Some(home)
-                if home.is_primary() || !home.primary().is_some_and(|p| self.live.contains(p)) =>
-            {
+            // Any replica answers, the primary's or a backup's: finding a
+            // parent needs no commit (the parent accepts or refuses the
+            // bind, and the asker drops members it knows dead), while a
+            // redirect to the primary could name a peer the asker already
+            // declared dead and this one not yet, or one that died with
+            // its cell, leaving the asker waiting.
+            Some(home) => {
                 let members = self.live_members(home.state().members());
                 self.send(from, MeshPeerMsg::CellInfo { cell, members });
-            }
-            Some(home) => {
-                let primary = home.primary().cloned();
-                self.send(from, MeshPeerMsg::NotPrimary { cell, primary });
             }
             None => {
                 if let Some(closest) = self.closer_peer(&key) {

@@ -33,6 +33,9 @@ fn cell(s: &str) -> CellId {
 enum Happening {
     Deliver(Peer, Peer, MeshPeerMsg<Peer>),
     Failed(Peer),
+    /// A crash reported to some survivors only (the others declare it
+    /// later, as membership's declarations spread).
+    FailedFor(Peer, Vec<Peer>),
 }
 
 struct Net {
@@ -46,6 +49,7 @@ struct Net {
     rng: SmallRng,
     in_cell: BTreeMap<Peer, CellId>,
     bound: BTreeMap<Peer, (RebindKind, Peer)>,
+    bound_at: BTreeMap<Peer, Instant>,
     delivered: BTreeMap<(Peer, u8), BTreeSet<u64>>,
     duplicates: u64,
 }
@@ -80,6 +84,7 @@ impl Net {
             rng: SmallRng::seed_from_u64(seed),
             in_cell: BTreeMap::new(),
             bound: BTreeMap::new(),
+            bound_at: BTreeMap::new(),
             delivered: BTreeMap::new(),
             duplicates: 0,
         }
@@ -121,6 +126,7 @@ impl Net {
                     ..
                 })) => {
                     self.bound.insert(id, (kind, parent));
+                    self.bound_at.insert(id, self.now);
                 }
                 MeshPeerOutput::Notice(MeshNotice::Event(MeshEvent::Delivered(frame))) => {
                     if !self
@@ -179,12 +185,10 @@ impl Net {
                     }
                     Happening::Failed(victim) => {
                         let ids: Vec<Peer> = self.peers.keys().copied().collect();
-                        for id in ids {
-                            if !self.dead.contains(&id) {
-                                self.peer(id).peer_failed(now, victim);
-                                self.drain(id);
-                            }
-                        }
+                        self.declare_failed(now, victim, ids);
+                    }
+                    Happening::FailedFor(victim, observers) => {
+                        self.declare_failed(now, victim, observers);
                     }
                 }
             } else {
@@ -201,6 +205,15 @@ impl Net {
                     self.peer(id).handle_timeout(now);
                     self.drain(id);
                 }
+            }
+        }
+    }
+
+    fn declare_failed(&mut self, now: Instant, victim: Peer, observers: Vec<Peer>) {
+        for id in observers {
+            if !self.dead.contains(&id) {
+                self.peer(id).peer_failed(now, victim);
+                self.drain(id);
             }
         }
     }
@@ -437,4 +450,87 @@ fn bad_cells_and_commands_are_errors() {
     );
     assert!(net.peer(3).cell().is_none());
     assert_eq!(net.peer(3).stats().unexpected_answers, 1);
+}
+
+/// A whole leaf cell dies, and its sensors declare it dead before the
+/// peer holding the cell's record does, while that record still follows
+/// one of the dead members as its primary: the sensors' slow rebind must
+/// not wait for the record's holder to catch up (membership's
+/// declarations reach peers up to seconds apart).
+#[test]
+fn a_slow_rebind_does_not_wait_for_the_records_holder_to_declare_the_dead() {
+    // A tree where some leaf cell's record follows one of its members
+    // (who is closest to a cell's key depends on the peers' ids).
+    let found = (0..50).find_map(|attempt| {
+        let base = 100 * attempt;
+        let supers: Vec<Peer> = (base + 1..=base + 14).collect();
+        let sensors = [base + 20, base + 21];
+        let mut net = Net::new(
+            supers.iter().copied().chain(sensors),
+            500 + u64::from(attempt),
+        );
+        for id in &supers {
+            let now = net.now;
+            net.peer(*id)
+                .start_super_peer(now, FtPolicy::FtAll)
+                .unwrap();
+            net.run_for(Duration::from_millis(300));
+        }
+        net.run_for(Duration::from_secs(1));
+        let leaf = CELLS[3..].iter().find(|name| {
+            let members = net.members_of(name);
+            supers.iter().any(|id| {
+                net.peers[id]
+                    .record_primary(&cell(name))
+                    .is_some_and(|p| members.contains(p))
+            })
+        })?;
+        Some((net, cell(leaf), sensors))
+    });
+    let (mut net, leaf, sensors) =
+        found.expect("a tree whose leaf record follows a member in 50 attempts");
+    let now = net.now;
+    for (i, sensor) in sensors.iter().enumerate() {
+        net.peer(*sensor)
+            .start_sensor(now, FtPolicy::FtAll, leaf.clone(), i)
+            .unwrap();
+    }
+    net.run_for(Duration::from_secs(1));
+    let victims = net.members_of(&leaf.to_string());
+    assert_eq!(victims.len(), 2);
+    for sensor in sensors {
+        assert!(
+            victims.contains(&net.bound[&sensor].1),
+            "{sensor} bound in the leaf"
+        );
+    }
+    let others: Vec<Peer> = net
+        .peers
+        .keys()
+        .copied()
+        .filter(|p| !sensors.contains(p))
+        .collect();
+    for victim in &victims {
+        net.dead.insert(*victim);
+        let at = net.now + DETECTION;
+        net.schedule(at, Happening::FailedFor(*victim, sensors.to_vec()));
+        let later = at + Duration::from_secs(3);
+        net.schedule(later, Happening::FailedFor(*victim, others.clone()));
+    }
+    let declared = net.now + DETECTION;
+    net.run_for(Duration::from_secs(1));
+    for sensor in sensors {
+        let (kind, parent) = net.bound[&sensor];
+        assert_eq!(kind, RebindKind::Slow, "{sensor}");
+        assert_eq!(
+            Some(net.in_cell[&parent].clone()),
+            leaf.parent(),
+            "{sensor} rebinds in the parent cell"
+        );
+        let after = net.bound_at[&sensor] - declared;
+        assert!(
+            after < Duration::from_millis(100),
+            "{sensor} rebound {after:?} after declaring its cell dead"
+        );
+    }
 }
