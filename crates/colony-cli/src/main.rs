@@ -25,6 +25,7 @@ mod flowshop_objects;
 mod ftbench;
 mod jobs;
 mod mesh;
+mod meshbench;
 mod objects;
 mod recoverybench;
 mod space;
@@ -530,6 +531,11 @@ enum BenchCommand {
     /// with every peer up (with --protocol cic, a ring of TSP islands, and
     /// the time until the whole application has rolled back).
     Recovery(recoverybench::RecoveryBenchArgs),
+    /// Seed 001's fault-injection bench on real processes: the streaming
+    /// mesh's losses, latency, jitter, rebinds, CPU and memory per
+    /// super-peer under each fault-tolerance policy (Tests I and II),
+    /// beside the seed's Tables III–VII.
+    Mesh(meshbench::MeshBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -659,6 +665,7 @@ fn run() -> Result<()> {
             Command::Bench(BenchCommand::Space(args)) => spacebench::run(args).await,
             Command::Bench(BenchCommand::Calls(args)) => callsbench::run(args).await,
             Command::Bench(BenchCommand::Recovery(args)) => recoverybench::run(args).await,
+            Command::Bench(BenchCommand::Mesh(args)) => meshbench::run(args).await,
             Command::Bench(BenchCommand::Ft(args)) => {
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
                 let peers = args.peers.unwrap_or(cores.max(2));

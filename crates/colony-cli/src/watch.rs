@@ -30,6 +30,15 @@ impl Drop for DemoPeer {
 /// Starts `colony peer` in `dir` on loopback, bootstrapping from
 /// `bootstrap`; returns once it wrote its `peer.json`.
 pub(crate) fn spawn_peer(dir: &Path, bootstrap: Option<&str>) -> Result<DemoPeer> {
+    spawn_peer_with(dir, bootstrap, &[])
+}
+
+/// [`spawn_peer`] with more options for `colony peer`.
+pub(crate) fn spawn_peer_with(
+    dir: &Path,
+    bootstrap: Option<&str>,
+    extra: &[String],
+) -> Result<DemoPeer> {
     std::fs::create_dir_all(dir)?;
     let json = dir.join("peer.json");
     let _ = std::fs::remove_file(&json);
@@ -46,6 +55,7 @@ pub(crate) fn spawn_peer(dir: &Path, bootstrap: Option<&str>) -> Result<DemoPeer
     if let Some(addr) = bootstrap {
         command.args(["--bootstrap", addr]);
     }
+    command.args(extra);
     let mut child = command
         .spawn()
         .context("cannot start a colony peer process")?;

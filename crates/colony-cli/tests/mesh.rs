@@ -310,6 +310,79 @@ fn bad_mesh_options_are_clear_errors() {
         assert!(!output.status.success(), "{bad:?} was accepted");
         assert!(stderr.contains(expected), "{bad:?}: {stderr}");
     }
+    let bench: [(&[&str], &str); 3] = [
+        (&["--sensors-per-cell", "0"], "--sensors-per-cell"),
+        (&["--policies", "ft_most"], "ft_most"),
+        (&["--window-secs", "1"], "--window-secs"),
+    ];
+    for (bad, expected) in bench {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+            .args(["bench", "mesh"])
+            .args(bad)
+            .output()
+            .expect("run colony");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{bad:?} was accepted");
+        assert!(stderr.contains(expected), "{bad:?}: {stderr}");
+    }
+}
+
+/// `colony bench mesh` (seed 001's Test I) on a small load: under ft_all
+/// no frame of any class is lost or duplicated when a parent dies at each
+/// level, under no_ft some are, every kill is followed by rebinds, and the
+/// figures the tables are made of are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_bench_shows_what_ft_all_buys_at_every_level() {
+    let _serial = SERIAL.lock().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["bench", "mesh", "--policies", "no_ft,ft_all"])
+        .args(["--sensors-per-cell", "1", "--rate-divisor", "4"])
+        .args(["--baseline-secs", "2", "--window-secs", "4", "--json"])
+        .output()
+        .await
+        .expect("run colony bench mesh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the bench prints JSON");
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{report}");
+    let lost = |run: &serde_json::Value| -> u64 {
+        run["windows"]
+            .as_array()
+            .expect("windows")
+            .iter()
+            .flat_map(|w| w["classes"].as_object().expect("classes").values())
+            .map(|c| c["lost"].as_u64().expect("lost"))
+            .sum()
+    };
+    for run in runs {
+        let windows: Vec<&str> = run["windows"]
+            .as_array()
+            .expect("windows")
+            .iter()
+            .map(|w| w["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(windows, ["baseline", "level 2", "level 1", "level 0"]);
+        for class in ["event", "audio", "video"] {
+            let figures = &run["classes"][class];
+            assert!(figures["frames"].as_u64().expect("frames") > 0, "{run}");
+            assert_eq!(figures["duplicates"].as_u64(), Some(0), "{run}");
+            assert!(figures["latency_mean_ms"].as_f64().expect("latency") > 0.0);
+        }
+        assert!(
+            run["fast_rebinds"]["count"].as_u64().expect("rebinds") >= 3,
+            "a child rebinds after each of the 3 kills: {run}"
+        );
+        assert!(run["super_cpu_mean_pct"].as_f64().expect("cpu") > 0.0);
+        assert!(run["super_rss_mean_mib"].as_f64().expect("rss") > 1.0);
+        let last = run["windows"][3]["stalled_streams"].as_u64();
+        assert_eq!(last, Some(0), "every stream flows at the end: {run}");
+    }
+    assert_eq!(runs[0]["policy"], "no_ft");
+    assert!(lost(&runs[0]) > 0, "no_ft loses frames: {}", runs[0]);
+    assert_eq!(runs[1]["policy"], "ft_all");
+    assert_eq!(lost(&runs[1]), 0, "ft_all loses none: {}", runs[1]);
 }
 
 /// The client's per-second report lines (`colony peer --mesh client`
