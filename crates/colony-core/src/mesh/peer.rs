@@ -23,6 +23,13 @@
 //!   read from.
 //! - **Slow rebind** ([`MeshOutput::FindParent`]): the nearest cell at or
 //!   above the lost one that has live members.
+//! - **The root re-formed from below**: a super-peer whose slow rebind
+//!   finds no live member up to the root asks the root's record to admit
+//!   it (`JoinCell`); once admitted it becomes a root super-peer, keeping
+//!   its children and the frames it holds (held for the clients until
+//!   they subscribe again), and leaves its former cell (`LeaveCell`). The
+//!   other orphans bind under it; clients ask for the root's members every
+//!   [`MeshPeerConfig::client_refresh`] and subscribe at newcomers.
 //!
 //! Requests are retried every [`MeshPeerConfig::request_timeout`] at the
 //! then closest peer of the key, so a lost message or a primary that
@@ -69,6 +76,10 @@ pub struct MeshPeerConfig {
     /// How long a request (`JoinCell`, `GetCell`) waits for its answer
     /// before it is asked again of the then closest peer of the key.
     pub request_timeout: Duration,
+    /// How often a client asks again for the root's members, so that it
+    /// subscribes at super-peers that joined the root since (after the
+    /// root cell died and was re-formed from below).
+    pub client_refresh: Duration,
     /// The cell records' homes.
     pub home: HomeConfig,
 }
@@ -82,6 +93,7 @@ impl Default for MeshPeerConfig {
             max_level: 6,
             record_home_size: 3,
             request_timeout: Duration::from_millis(500),
+            client_refresh: Duration::from_secs(2),
             home: HomeConfig::default(),
         }
     }
@@ -110,6 +122,12 @@ pub enum MeshPeerMsg<P: PeerKey> {
     /// Primary → newcomer: the cell is full; ask the next one.
     CellFull {
         /// The cell.
+        cell: CellId,
+    },
+    /// Member → primary of the cell's record: I moved to another cell
+    /// (up to an empty root); take me out.
+    LeaveCell {
+        /// The cell left.
         cell: CellId,
     },
     /// Any peer → primary of the cell's record: who are its members?
@@ -154,6 +172,7 @@ impl<P: PeerKey> MeshPeerMsg<P> {
             MeshPeerMsg::JoinCell { .. } => "JoinCell",
             MeshPeerMsg::CellJoined { .. } => "CellJoined",
             MeshPeerMsg::CellFull { .. } => "CellFull",
+            MeshPeerMsg::LeaveCell { .. } => "LeaveCell",
             MeshPeerMsg::GetCell { .. } => "GetCell",
             MeshPeerMsg::CellInfo { .. } => "CellInfo",
             MeshPeerMsg::NotPrimary { .. } => "NotPrimary",
@@ -235,6 +254,9 @@ enum Purpose {
     Rebind,
     /// A client asks for the root's members.
     Subscribe,
+    /// A super-peer whose rebind found the root empty asks the root to
+    /// admit it (the root cell is re-formed from below).
+    MoveUp,
 }
 
 /// The request in flight.
@@ -281,6 +303,8 @@ pub struct MeshPeer<P: PeerKey> {
     /// Primary: joins admitted and not yet committed, or waiting for the
     /// cell to be founded, by record key: (newcomer, cell).
     joins: BTreeMap<CellKey, Vec<(P, CellId)>>,
+    /// A client: when it asks for the root's members again.
+    refresh_at: Option<Instant>,
     /// Messages this peer sent itself, handled before the entry point
     /// returns.
     loopback: VecDeque<MeshPeerMsg<P>>,
@@ -305,6 +329,7 @@ impl<P: PeerKey> MeshPeer<P> {
             request: None,
             preferred: 0,
             joins: BTreeMap::new(),
+            refresh_at: None,
             loopback: VecDeque::new(),
             outputs: VecDeque::new(),
             stats: MeshPeerStats::default(),
@@ -540,15 +565,23 @@ impl<P: PeerKey> MeshPeer<P> {
             MeshPeerMsg::JoinCell { cell } => self.on_join_cell(now, from, cell),
             MeshPeerMsg::GetCell { cell } => self.on_get_cell(from, cell),
             MeshPeerMsg::CellJoined { cell, members } => {
-                if self.answers(&from, Purpose::Join, &cell) {
+                if self.awaits(&from, Purpose::MoveUp, &cell) {
+                    self.request = None;
+                    self.moved_up(now, cell, members);
+                } else if self.answers(&from, Purpose::Join, &cell) {
                     self.joined(now, cell, members);
                 }
             }
             MeshPeerMsg::CellFull { cell } => {
-                if self.answers(&from, Purpose::Join, &cell) {
+                if self.awaits(&from, Purpose::MoveUp, &cell) {
+                    // Another super-peer re-formed the root first: bind
+                    // under it instead.
+                    self.ask(now, Purpose::Rebind, cell);
+                } else if self.answers(&from, Purpose::Join, &cell) {
                     self.next_cell(now, cell);
                 }
             }
+            MeshPeerMsg::LeaveCell { cell } => self.on_leave_cell(now, from, cell),
             MeshPeerMsg::CellInfo { cell, members } => self.on_cell_info(now, from, cell, members),
             MeshPeerMsg::NotPrimary { cell, primary } => {
                 let Some(request) = self
@@ -575,13 +608,18 @@ impl<P: PeerKey> MeshPeer<P> {
         }
     }
 
+    /// Whether the request in flight is for `purpose` about `cell`, sent
+    /// to `from`.
+    fn awaits(&self, from: &P, purpose: Purpose, cell: &CellId) -> bool {
+        self.request
+            .as_ref()
+            .is_some_and(|r| r.purpose == purpose && r.cell == *cell && r.to == *from)
+    }
+
     /// Whether an answer from `from` about `cell` is the one awaited for
     /// `purpose` (then the request is done).
     fn answers(&mut self, from: &P, purpose: Purpose, cell: &CellId) -> bool {
-        let awaited = self
-            .request
-            .as_ref()
-            .is_some_and(|r| r.purpose == purpose && r.cell == *cell && r.to == *from);
+        let awaited = self.awaits(from, purpose, cell);
         if awaited {
             self.request = None;
         } else {
@@ -620,6 +658,46 @@ impl<P: PeerKey> MeshPeer<P> {
                 self.drain_records(now);
             }
         }
+    }
+
+    /// Primary of `cell`'s record: `from` moved to another cell and leaves
+    /// this one (the change reaches the members once committed). Anyone
+    /// else: dropped (the member asks the closest peer of the key, which
+    /// is the primary once the home has settled).
+    fn on_leave_cell(&mut self, now: Instant, from: P, cell: CellId) {
+        if !self.in_tree(&cell) {
+            self.stats.bad_cells += 1;
+            return;
+        }
+        let key = cell.key();
+        let Some(home) = self.records.get_mut(&key).filter(|h| h.is_primary()) else {
+            self.stats.unexpected_answers += 1;
+            return;
+        };
+        if let Some(effect) = home.state_mut().leave(&from) {
+            let _ = self.records.propose(now, key, vec![effect]);
+            self.drain_records(now);
+        }
+    }
+
+    /// Admitted to the empty root from `cell`: the relay becomes a root
+    /// super-peer, keeping its children and the frames it holds, and
+    /// leaves its former cell's record.
+    fn moved_up(&mut self, now: Instant, root: CellId, members: Vec<P>) {
+        let members = self.live_members(&members);
+        let Some(MeshRole::Relay(relay)) = self.role.as_mut() else {
+            return;
+        };
+        let former = relay.cell().clone();
+        relay.move_to_root(now, members.clone());
+        self.cell = Some(root.clone());
+        let to = self.closest(&former);
+        self.send(to, MeshPeerMsg::LeaveCell { cell: former });
+        self.notify(MeshNotice::InCell {
+            cell: root,
+            members,
+        });
+        self.drain_role(now);
     }
 
     fn queue_join(&mut self, key: CellKey, from: P, cell: CellId) -> bool {
@@ -749,11 +827,23 @@ impl<P: PeerKey> MeshPeer<P> {
             }
             return;
         };
+        // A child never binds to itself (its own replica may list it while
+        // its move up to the root commits).
+        let members = match request.purpose {
+            Purpose::Rebind => members.into_iter().filter(|m| *m != self.me).collect(),
+            _ => members,
+        };
         if members.is_empty() {
             match request.purpose {
                 // The nearest cell above with live members.
                 Purpose::Rebind | Purpose::SensorBind => match cell.parent() {
                     Some(parent) => self.ask(now, request.purpose, parent),
+                    // No live cell above at all: a super-peer re-forms the
+                    // root (the seed's P3 rebuilds the mesh); a sensor
+                    // waits for it.
+                    None if matches!(self.role, Some(MeshRole::Relay(_))) => {
+                        self.ask(now, Purpose::MoveUp, cell)
+                    }
                     None => self.wait(now),
                 },
                 _ => self.wait(now),
@@ -768,7 +858,10 @@ impl<P: PeerKey> MeshPeer<P> {
                 sensor.bind(now, cell, members, preferred)
             }
             (Purpose::Rebind, Some(role)) => role.parent_found(now, cell, members),
-            (Purpose::Subscribe, Some(MeshRole::Client(client))) => client.subscribe(now, members),
+            (Purpose::Subscribe, Some(MeshRole::Client(client))) => {
+                client.subscribe(now, members);
+                self.refresh_at = Some(now + self.config.client_refresh);
+            }
             _ => self.stats.unexpected_answers += 1,
         }
         self.drain_role(now);
@@ -898,7 +991,13 @@ impl<P: PeerKey> MeshPeer<P> {
                     .push_back(MeshPeerOutput::Notice(MeshNotice::Event(event))),
             }
         }
-        if let Some(lost) = lost_cell {
+        // A move up to the root in flight goes on: another failure below
+        // changes nothing about it.
+        let moving_up = self
+            .request
+            .as_ref()
+            .is_some_and(|r| r.purpose == Purpose::MoveUp);
+        if let (Some(lost), false) = (lost_cell, moving_up) {
             self.ask(now, Purpose::Rebind, lost);
         }
     }
@@ -964,6 +1063,7 @@ impl<P: PeerKey> MeshPeer<P> {
         [
             self.records.poll_timeout(),
             self.request.as_ref().map(|r| r.retry_at),
+            self.refresh_at.filter(|_| self.request.is_none()),
             self.role.as_ref().and_then(MeshRole::poll_timeout),
         ]
         .into_iter()
@@ -981,6 +1081,10 @@ impl<P: PeerKey> MeshPeer<P> {
         self.drain_role(now);
         if self.request.as_ref().is_some_and(|r| r.retry_at <= now) {
             self.retry(now);
+        }
+        if self.request.is_none() && self.refresh_at.is_some_and(|t| t <= now) {
+            self.refresh_at = None;
+            self.ask(now, Purpose::Subscribe, CellId::root());
         }
         self.settle(now);
     }
@@ -1026,7 +1130,7 @@ fn first_half(key: &[u8; 32]) -> u128 {
 /// The message a request sends.
 fn request_msg<P: PeerKey>(request: &Request<P>) -> MeshPeerMsg<P> {
     match request.purpose {
-        Purpose::Join => MeshPeerMsg::JoinCell {
+        Purpose::Join | Purpose::MoveUp => MeshPeerMsg::JoinCell {
             cell: request.cell.clone(),
         },
         _ => MeshPeerMsg::GetCell {

@@ -534,3 +534,88 @@ fn a_slow_rebind_does_not_wait_for_the_records_holder_to_declare_the_dead() {
         );
     }
 }
+
+/// Both super-peers of the root die: a super-peer of the level below
+/// re-forms the root (moving up with its children and the frames it
+/// holds), the other orphans bind under it, the client subscribes at it,
+/// and under ft_all every frame reaches the client once (over a lossless
+/// network and one that loses 5% of messages).
+#[test]
+fn the_root_cell_dying_whole_is_re_formed_from_below_and_loses_no_frame() {
+    for seed in 0..4 {
+        let sensors: Vec<Peer> = (20..28).collect();
+        let client: Peer = 30;
+        let ids = (1..=14).chain(sensors.iter().copied()).chain([client]);
+        let mut net = Net::new(ids, seed);
+        net.loss = if seed % 2 == 0 { 0.05 } else { 0.0 };
+        for id in 1..=14 {
+            let now = net.now;
+            net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
+            net.run_for(Duration::from_millis(300));
+        }
+        net.run_for(Duration::from_secs(1));
+        let now = net.now;
+        for (i, sensor) in sensors.iter().enumerate() {
+            let leaf = cell(CELLS[3 + i / 2]);
+            net.peer(*sensor)
+                .start_sensor(now, FtPolicy::FtAll, leaf, i % 2)
+                .unwrap();
+        }
+        net.peer(client)
+            .start_client(now, StreamClass::DATA.to_vec())
+            .unwrap();
+        net.run_for(Duration::from_secs(2));
+        let roots = net.members_of("0");
+        assert_eq!(roots.len(), 2);
+        let rounds = 100u8;
+        for round in 0..rounds {
+            if round == 30 {
+                for root in &roots {
+                    net.kill(*root);
+                }
+            }
+            for sensor in &sensors {
+                for class in StreamClass::DATA {
+                    let now = net.now;
+                    net.peer(*sensor)
+                        .send_frame(now, class, vec![round; 100])
+                        .unwrap();
+                }
+            }
+            net.run_for(Duration::from_millis(40));
+        }
+        net.run_for(Duration::from_secs(10));
+        let new_roots = net.members_of("0");
+        assert!(
+            !new_roots.is_empty() && new_roots.iter().all(|r| !roots.contains(r)),
+            "seed {seed}: the root is re-formed by survivors: {:?}",
+            net.in_cell
+        );
+        for sensor in &sensors {
+            for class in StreamClass::DATA {
+                let got = net
+                    .delivered
+                    .get(&(*sensor, class.code()))
+                    .map_or(0, BTreeSet::len);
+                assert_eq!(
+                    got,
+                    usize::from(rounds),
+                    "seed {seed}: sensor {sensor} class {class}"
+                );
+            }
+        }
+        assert_eq!(net.duplicates, 0);
+        // Every super-peer below the root is bound to a live parent.
+        for id in 1..=14 {
+            if roots.contains(&id) || new_roots.contains(&id) {
+                continue;
+            }
+            let parent = net.peers[&id].role().and_then(|r| r.parent()).copied();
+            assert!(
+                parent.is_some_and(|p| !roots.contains(&p)),
+                "{id} in {:?} bound to {parent:?}",
+                net.in_cell.get(&id)
+            );
+        }
+    }
+}

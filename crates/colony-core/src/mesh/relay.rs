@@ -105,6 +105,10 @@ pub struct Relay<P> {
     pending_bytes: usize,
     copies: BTreeMap<FrameId<P>, Copy<P>>,
     copy_bytes: usize,
+    /// A super-peer that moved up to re-form an empty root keeps the
+    /// frames it holds until this time for the clients to subscribe (a
+    /// root that nobody subscribed to otherwise drops what it receives).
+    hold_until: Option<Instant>,
     outputs: VecDeque<MeshOutput<P>>,
     stats: RelayStats,
 }
@@ -134,6 +138,7 @@ impl<P: PeerKey> Relay<P> {
             pending_bytes: 0,
             copies: BTreeMap::new(),
             copy_bytes: 0,
+            hold_until: None,
             outputs: VecDeque::new(),
             stats: RelayStats::default(),
         };
@@ -150,6 +155,27 @@ impl<P: PeerKey> Relay<P> {
             members.push(self.me.clone());
         }
         self.members = members;
+    }
+
+    /// Admitted to the root, which had no live member left, from a cell
+    /// below (`members`: the root's, in join order): frames go to clients
+    /// from now on. Children stay bound here; frames held are kept for
+    /// the clients, who subscribe again, until [`MeshConfig::copy_ttl`]
+    /// from now. Copies held for the former cell's members are dropped:
+    /// their owners are alive, and their children hold the frames too.
+    pub fn move_to_root(&mut self, now: Instant, members: Vec<P>) {
+        self.cell = CellId::root();
+        self.uplink = None;
+        self.set_members(members);
+        self.copies.clear();
+        self.copy_bytes = 0;
+        self.hold_until = Some(now + self.config.copy_ttl);
+    }
+
+    /// Whether frames nobody subscribed to are kept (see
+    /// [`Relay::move_to_root`]).
+    fn holding(&self, now: Instant) -> bool {
+        self.hold_until.is_some_and(|t| now < t)
     }
 
     /// Binds to a super-peer of the parent cell, whose members are
@@ -291,12 +317,28 @@ impl<P: PeerKey> Relay<P> {
                 None => self.stats.unknown_class += 1,
             }
         }
-        self.clients.insert(from.clone(), classes);
+        self.clients.insert(from.clone(), classes.clone());
         let reply = MeshMsg::Bound {
             cell: self.cell.clone(),
             members: self.members.clone(),
         };
-        self.send(from, reply);
+        self.send(from.clone(), reply);
+        // Frames held for clients (after moving up) go to this one now.
+        let mut held = Vec::new();
+        for (id, owned) in self.pending.iter_mut() {
+            if owned.waiting.is_empty() && classes.contains(&id.class) {
+                owned.waiting.insert(from.clone());
+                held.push(Frame {
+                    origin: id.origin.clone(),
+                    class: id.class.code(),
+                    seq: id.seq,
+                    payload: owned.payload.clone(),
+                });
+            }
+        }
+        for frame in held {
+            self.send(from.clone(), MeshMsg::Deliver { frame, ack: true });
+        }
     }
 
     /// Checks a frame from the network: its id, if it may be handled.
@@ -390,8 +432,11 @@ impl<P: PeerKey> Relay<P> {
         );
         self.stats.forwarded += 1;
         if self.cell.is_root() && waiting.is_empty() {
-            // Nobody wants it: done at once.
-            self.complete(&id);
+            // Nobody wants it: done at once, unless held for the clients
+            // of a root re-formed from below.
+            if !self.holding(now) {
+                self.complete(&id);
+            }
             return;
         }
         self.pass_on(frame, true);
@@ -630,7 +675,10 @@ impl<P: PeerKey> Relay<P> {
             .flatten();
         let uplink = self.uplink.as_ref().and_then(Uplink::poll_timeout);
         let expiry = self.copies.values().map(|c| c.expires_at).min();
-        [resend, uplink, expiry].into_iter().flatten().min()
+        [resend, uplink, expiry, self.hold_until]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Moves unanswered binds on and sends late frames again.
@@ -648,6 +696,19 @@ impl<P: PeerKey> Relay<P> {
         self.stats.copies_expired += expired.len() as u64;
         for id in expired {
             self.drop_copy(&id);
+        }
+        if self.hold_until.is_some_and(|t| t <= now) {
+            // No client came for them: done, as at any root.
+            self.hold_until = None;
+            let unwanted: Vec<FrameId<P>> = self
+                .pending
+                .iter()
+                .filter(|(_, o)| o.waiting.is_empty())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in unwanted {
+                self.complete(&id);
+            }
         }
     }
 
