@@ -73,12 +73,20 @@ pub(crate) struct MeshBenchArgs {
     /// next to it.
     #[arg(long, default_value_t = 1, value_parser = crate::at_least_one)]
     rounds: usize,
+    /// Test II at this level only (0: the root, 1 or 2); every level by
+    /// default.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..3))]
+    level: Option<u8>,
     /// Sensors under each cell below the root.
     #[arg(long, default_value_t = 2)]
     sensors_per_cell: usize,
     /// Divide the seed's frame rates by this (1: the seed's traffic).
     #[arg(long, default_value_t = 1)]
     rate_divisor: u32,
+    /// One sensor sends video at this many frames per second instead of
+    /// the seed's 24 (a flood): events and audio must keep their latency.
+    #[arg(long, value_name = "FPS")]
+    flood_fps: Option<u32>,
     /// Seconds of streaming measured before the first fault.
     #[arg(long, default_value_t = 5)]
     baseline_secs: u64,
@@ -154,6 +162,8 @@ struct Run {
 struct Report {
     sensors_per_cell: usize,
     rate_divisor: u32,
+    /// One sensor's video frames per second, if it floods.
+    flood_fps: Option<u32>,
     runs: Vec<Run>,
 }
 
@@ -166,6 +176,9 @@ pub(crate) async fn run(args: MeshBenchArgs) -> Result<()> {
     }
     if args.rate_divisor == 0 {
         bail!("--rate-divisor must be at least 1");
+    }
+    if args.flood_fps.is_some_and(|fps| fps == 0 || fps > 10_000) {
+        bail!("--flood-fps must be from 1 to 10000");
     }
     if args.policies.is_empty() {
         bail!("--policies names no policy");
@@ -201,7 +214,11 @@ async fn run_in(root: &Path, args: &MeshBenchArgs) -> Result<Report> {
         }
     }
     if matches!(args.test, MeshTest::Ii | MeshTest::Both) {
-        for level in 0..LEVELS {
+        let levels = match args.level {
+            Some(level) => vec![usize::from(level)],
+            None => (0..LEVELS).collect(),
+        };
+        for level in levels {
             number += 1;
             eprintln!("test II, level {level}");
             let dir = root.join(format!("run{number}"));
@@ -213,6 +230,7 @@ async fn run_in(root: &Path, args: &MeshBenchArgs) -> Result<Report> {
     Ok(Report {
         sensors_per_cell: args.sensors_per_cell,
         rate_divisor: args.rate_divisor,
+        flood_fps: args.flood_fps,
         runs,
     })
 }
@@ -379,6 +397,9 @@ impl BenchMesh {
                     args.rate_divisor.to_string(),
                 ];
                 extra.extend(policy_args.iter().cloned());
+                if let (Some(fps), true) = (args.flood_fps, sensors.is_empty()) {
+                    extra.extend(["--video-fps".to_string(), fps.to_string()]);
+                }
                 let name = format!("sensor-{cell}-{i}");
                 sensors.push(spawn_peer_with(&dir.join(name), Some(&seed), &extra)?);
             }
@@ -775,8 +796,14 @@ fn print_tables(report: &Report) {
         println!();
         match run.test {
             "I" => println!(
-                "Test I under {}: one super-peer SIGKILLed at level 2, 1, then 0 ({} processes, {} sensors per cell, rates / {})",
-                run.policy, run.processes, report.sensors_per_cell, report.rate_divisor
+                "Test I under {}: one super-peer SIGKILLed at level 2, 1, then 0 ({} processes, {} sensors per cell, rates / {}{})",
+                run.policy,
+                run.processes,
+                report.sensors_per_cell,
+                report.rate_divisor,
+                report
+                    .flood_fps
+                    .map_or(String::new(), |fps| format!(", one sensor flooding video at {fps} frames/s"))
             ),
             _ => println!(
                 "Test II under {}: {} ({} processes)",

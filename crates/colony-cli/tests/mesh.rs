@@ -385,6 +385,54 @@ async fn the_mesh_bench_shows_what_ft_all_buys_at_every_level() {
     assert_eq!(lost(&runs[1]), 0, "ft_all loses none: {}", runs[1]);
 }
 
+/// `colony bench mesh --test ii --level 0`: both super-peers of the root
+/// are SIGKILLed one after the other; the root is re-formed from below
+/// and, under ft_all, no frame is lost and every stream flows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_bench_kills_the_whole_root_and_the_mesh_heals() {
+    let _serial = SERIAL.lock().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["bench", "mesh", "--test", "ii", "--level", "0"])
+        .args(["--sensors-per-cell", "1", "--rate-divisor", "4"])
+        .args(["--baseline-secs", "2", "--window-secs", "5", "--json"])
+        .output()
+        .await
+        .expect("run colony bench mesh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the bench prints JSON");
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "{report}");
+    let run = &runs[0];
+    assert_eq!(run["policy"], "ft_all");
+    let windows = run["windows"].as_array().expect("windows");
+    let names: Vec<&str> = windows
+        .iter()
+        .map(|w| w["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["baseline", "level 0, fault 1", "level 0, fault 2"]);
+    for window in windows {
+        assert_eq!(window["killed_cell"].as_str().unwrap_or("0"), "0");
+        for class in ["event", "audio", "video"] {
+            assert_eq!(window["classes"][class]["lost"].as_u64(), Some(0), "{run}");
+            assert_eq!(window["classes"][class]["duplicates"].as_u64(), Some(0));
+        }
+    }
+    assert_eq!(
+        windows[2]["stalled_streams"].as_u64(),
+        Some(0),
+        "every stream flows again once the root is re-formed: {run}"
+    );
+    assert!(
+        windows[2]["classes"]["event"]["frames"]
+            .as_u64()
+            .expect("frames")
+            > 0,
+        "frames arrive after the root died: {run}"
+    );
+}
+
 /// The client's per-second report lines (`colony peer --mesh client`
 /// prints one JSON object a second) from line `from` on: the mean event
 /// latency of each second.
