@@ -617,7 +617,11 @@ impl<P: PeerKey> Jobs<P> {
                     return;
                 }
                 let expires = now + Duration::from_millis(lifetime_ms.min(60_000));
+                let moved = self.known.get(&job).is_some_and(|k| k.home != home);
                 self.known.insert(job, KnownJob { app, home, expires });
+                if moved {
+                    self.primary_changed(now, job);
+                }
             }
             JobMsg::WorkRequest { job, free } => self.on_work_request(now, from, job, free),
             JobMsg::NoWork { job, finished } => {

@@ -73,7 +73,10 @@ impl<P: PeerKey> Jobs<P> {
         }
         if let Some(k) = self.known.get_mut(&job) {
             k.expires = now + self.config.advert_lifetime;
-            k.home = self.me.clone();
+            if k.home != self.me {
+                k.home = self.me.clone();
+                self.primary_changed(now, job);
+            }
         }
     }
 

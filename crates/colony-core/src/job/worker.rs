@@ -845,6 +845,21 @@ impl<P: PeerKey> Jobs<P> {
         self.running.values().filter(|w| !w.finished()).count()
     }
 
+    /// `job` has a new primary: a request for work made to the former
+    /// one may never be answered (it dropped its steals when it stepped
+    /// down), so free cores ask the new one at once rather than after the
+    /// request's timeout.
+    pub(super) fn primary_changed(&mut self, now: Instant, job: JobId) {
+        let asking_for_it = match self.current_job {
+            Some(current) => current == job,
+            None => true,
+        };
+        if asking_for_it {
+            self.next_request_at = self.next_request_at.min(now);
+            self.backoff = self.config.request_backoff_initial;
+        }
+    }
+
     pub(super) fn maybe_request_work(&mut self, now: Instant) {
         if self.leaving || self.paused {
             return;
