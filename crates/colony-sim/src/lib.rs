@@ -291,6 +291,7 @@ pub mod exec;
 pub mod faults;
 pub mod linearizability;
 pub mod mesh;
+pub mod mesh_node;
 pub mod objects;
 pub mod peer;
 pub mod rng;

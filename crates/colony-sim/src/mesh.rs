@@ -787,6 +787,7 @@ impl MeshWorld {
             wakeups: self.wakeups,
             space: None,
             objects: None,
+            mesh: None,
             config: self.config,
         }
     }
