@@ -73,6 +73,9 @@ struct Owned<P> {
     waiting: BTreeSet<P>,
     /// When to send it again.
     resend_at: Instant,
+    /// Times sent again to the same parent (or clients) without an
+    /// acknowledgement ([`MeshConfig::resend_delay`]).
+    resends: u32,
 }
 
 /// A copy held for another member of the cell.
@@ -385,7 +388,8 @@ impl<P: PeerKey> Relay<P> {
                 payload: frame.payload.clone(),
                 ack_to,
                 waiting: waiting.clone(),
-                resend_at: now + self.config.resend_after,
+                resend_at: now + self.config.resend_delay(0),
+                resends: 0,
             },
         );
         self.stats.forwarded += 1;
@@ -509,7 +513,13 @@ impl<P: PeerKey> Relay<P> {
             if !all && owned.resend_at > now {
                 continue;
             }
-            owned.resend_at = now + self.config.resend_after;
+            // A new parent starts the backoff over.
+            owned.resends = if all {
+                0
+            } else {
+                owned.resends.saturating_add(1)
+            };
+            owned.resend_at = now + self.config.resend_delay(owned.resends);
             let frame = Frame {
                 origin: id.origin.clone(),
                 class: id.class.code(),
