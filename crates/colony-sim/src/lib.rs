@@ -151,8 +151,8 @@
 //! 7 cells, 8 sensors, one client) streams events, audio and video over
 //! the faulty network under `--ft-policy`. Failures reach the cores from
 //! the fault schedule after a drawn detection delay (not from the
-//! membership core: the mesh is not in `Node` yet); a super-peer declared
-//! failed stays down. Checked: no duplicate at the client, no lost frame
+//! membership core), with cells assigned; a super-peer declared failed
+//! stays down. Checked: no duplicate at the client, no lost frame
 //! of a replicated class from a sensor whose cells all kept a live member,
 //! orphans rebind within 5 s (fast while their parent's cell has a live
 //! member, slow once it has none), and the mesh heals. `tests/mesh.rs`

@@ -595,25 +595,32 @@ impl MeshNodeWorkload {
         // Healing.
         let mut not_healed = Vec::new();
         for (peer, state) in running {
-            let chain = match self.parts.get(peer) {
-                Some(Part::SuperPeer) => self.cell_of.get(peer).and_then(|(c, _)| c.parent()),
-                Some(Part::Sensor { .. }) => self.first_cell.get(peer).cloned(),
-                _ => None,
+            // Its own cell (whose members must hand everything on) and
+            // the cell it must be bound under; the root's members have
+            // only the first, the client neither.
+            let (own, above) = match self.parts.get(peer) {
+                Some(Part::SuperPeer) => match self.cell_of.get(peer) {
+                    Some((cell, _)) => (Some(cell.clone()), cell.parent()),
+                    None => (None, None),
+                },
+                Some(Part::Sensor { .. }) => match self.first_cell.get(peer) {
+                    Some(cell) => (Some(cell.clone()), Some(cell.clone())),
+                    None => {
+                        not_healed.push(format!("sensor {peer} never bound"));
+                        continue;
+                    }
+                },
+                _ => (None, None),
             };
-            let Some(chain) = chain else {
-                if matches!(self.parts.get(peer), Some(Part::Sensor { .. })) {
-                    not_healed.push(format!("sensor {peer} never bound"));
+            if let Some(above) = above.filter(|c| self.chain_covered(c, now)) {
+                match state.parent {
+                    Some(p) if running.contains_key(&p) => {}
+                    other => not_healed.push(format!(
+                        "{peer} has parent {other:?}, not a running member of a cell at or above {above}"
+                    )),
                 }
-                continue;
-            };
-            if !self.chain_covered(&chain, now) {
-                continue;
             }
-            match state.parent {
-                Some(p) if running.contains_key(&p) => {}
-                other => not_healed.push(format!("{peer} has parent {other:?}")),
-            }
-            if state.held > 0 {
+            if own.is_some_and(|c| self.chain_covered(&c, now)) && state.held > 0 {
                 not_healed.push(format!(
                     "{peer} still holds {} unacknowledged frames",
                     state.held

@@ -302,9 +302,14 @@ impl SimConfig {
 
     /// The command line that replays this run exactly, verbosely.
     pub fn replay_line(&self) -> String {
+        // The mesh-node workload's tree sets the number of peers.
+        let peers = match self.workload {
+            Workload::MeshNode => String::new(),
+            _ => format!(" --peers {}", self.peers),
+        };
         let mut line = format!(
-            "cargo run -p colony-sim --release -- --seed {} --peers {} --faults {} --workload {}",
-            self.seed, self.peers, self.faults, self.workload
+            "cargo run -p colony-sim --release -- --seed {}{peers} --faults {} --workload {}",
+            self.seed, self.faults, self.workload
         );
         if self.fault_window != SimConfig::new(0).fault_window {
             line.push_str(&format!(
