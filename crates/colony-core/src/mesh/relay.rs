@@ -317,7 +317,12 @@ impl<P: PeerKey> Relay<P> {
 
     fn on_up(&mut self, now: Instant, from: P, frame: Frame<P>) {
         if !self.children.contains(&from) {
+            // A child this relay dropped (declared failed, wrongly or from
+            // the far side of a partition, and alive after all) keeps
+            // sending here: told, it binds again instead of resending for
+            // good.
             self.stats.from_stranger += 1;
+            self.send(from, MeshMsg::Refused);
             return;
         }
         let Some(id) = self.admit(&frame) else {

@@ -861,6 +861,55 @@ fn a_sensor_backs_off_resending_a_frame_its_parent_does_not_acknowledge() {
 }
 
 #[test]
+fn a_child_its_parent_dropped_binds_again_and_its_frames_go_through() {
+    // Relay 5 declared sensor 100 failed (it was cut off, or wrongly
+    // suspected) while 100, alive, stays bound to 5 and keeps sending.
+    let now = t0();
+    let mut relay = leaf_relay();
+    let mut sensor = Sensor::new(100, MeshConfig::default(), FtPolicy::FtAll);
+    sensor.bind(now, cell("011"), vec![5, 6], 0);
+    sensor.handle(
+        now,
+        5,
+        MeshMsg::Bound {
+            cell: cell("011"),
+            members: vec![5, 6],
+        },
+    );
+    while sensor.poll().is_some() {}
+    relay.peer_failed(now, &100);
+    assert!(sensor.send(now, StreamClass::Event, vec![1; 10]).is_ok());
+    // Deliver every message between the two until they are quiet.
+    let mut rebound = false;
+    for _ in 0..10 {
+        let mut to_relay = Vec::new();
+        while let Some(out) = sensor.poll() {
+            match out {
+                MeshOutput::Send { to: 5, msg } => to_relay.push(msg),
+                MeshOutput::Event(MeshEvent::Bound { parent: 5, .. }) => rebound = true,
+                _ => {}
+            }
+        }
+        for msg in to_relay {
+            relay.handle(now, 100, msg);
+        }
+        let mut to_sensor = Vec::new();
+        while let Some(out) = relay.poll() {
+            if let MeshOutput::Send { to: 100, msg } = out {
+                to_sensor.push(msg);
+            }
+        }
+        for msg in to_sensor {
+            sensor.handle(now, 5, msg);
+        }
+    }
+    assert!(rebound, "the sensor never bound again");
+    assert!(relay.children().contains(&100));
+    // The frame went up once the sensor was a child again.
+    assert_eq!(relay.pending_frames(), 1);
+}
+
+#[test]
 fn only_the_first_surviving_member_takes_a_failed_members_frames_over() {
     // Cell 011 of three: 5, 6, 7 in join order; 5 owns a frame that 6 and
     // 7 hold copies of. When 5 fails, 6 forwards it; 7 only records 6 as
