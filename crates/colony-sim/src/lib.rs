@@ -186,7 +186,10 @@
 //! (7.6% loss, 24 ms jitter) ends with a root super-peer holding 55 FT
 //! copies 8 s after the streams stop: its sibling's pipes carry about a
 //! thousand queued messages with one retransmission per two messages
-//! acknowledged, and the mesh drains only later (it passes with 30 s).
+//! acknowledged, and the mesh drains only later (it passes with 30 s);
+//! `--seed 1127 --faults all` (7.3% loss, 23 ms jitter) is the same.
+//! About 1 seed in 200 of `--faults all` fails so; none of 200 each of
+//! crash, partition, pause and loss,dup,reorder.
 //!
 //! # Findings
 //!
