@@ -45,7 +45,13 @@ struct Cli {
     /// creating and calling distributed objects, checked for exactly-once
     /// execution, one activation at a time and liveness after the faults)
     /// or "mesh" (seed 001's streaming mesh of super-peers, sensors and a
-    /// client, checked for duplicates, loss, rebinds and healing).
+    /// client, checked for duplicates, loss, rebinds and healing: the bare
+    /// mesh cores with cells assigned and membership played by the
+    /// simulator) or "mesh-node" (the same mesh and checks run through
+    /// every peer's node: real membership, cells found by the join
+    /// protocol, pipes; --peers is ignored, the tree sets the count;
+    /// crashed super-peers are not restarted and one declared dead stops
+    /// for good, as the mesh has no rejoin yet).
     #[arg(long, default_value = "job")]
     workload: Workload,
     /// With --workload space: how many clients call the space, each on a
@@ -83,23 +89,23 @@ struct Cli {
     /// counted.
     #[arg(long)]
     strict_activations: bool,
-    /// With --workload mesh: the fault-tolerance policy, "ft_all" (every
+    /// With --workload mesh or mesh-node: the fault-tolerance policy, "ft_all" (every
     /// class replicated), "ft_event_video", "ft_event" or "no_ft".
     #[arg(long, default_value = "ft_all")]
     ft_policy: colony_core::mesh::FtPolicy,
-    /// With --workload mesh: children per cell in the tree of cells.
+    /// With --workload mesh or mesh-node: children per cell in the tree of cells.
     #[arg(long, default_value_t = 2)]
     mesh_span: u8,
-    /// With --workload mesh: levels of cells, the root's included.
+    /// With --workload mesh or mesh-node: levels of cells, the root's included.
     #[arg(long, default_value_t = 3)]
     mesh_levels: usize,
-    /// With --workload mesh: super-peers per cell.
+    /// With --workload mesh or mesh-node: super-peers per cell.
     #[arg(long, default_value_t = 2)]
     mesh_cell_size: u32,
-    /// With --workload mesh: sensors per leaf cell.
+    /// With --workload mesh or mesh-node: sensors per leaf cell.
     #[arg(long, default_value_t = 2)]
     mesh_sensors: u32,
-    /// With --workload mesh: the seed's frame rates (events 25/s, audio
+    /// With --workload mesh or mesh-node: the seed's frame rates (events 25/s, audio
     /// 38/s, video 24/s) are divided by this, so a seed runs fast.
     #[arg(long, default_value_t = 4)]
     mesh_rate_divisor: u32,
@@ -189,6 +195,8 @@ fn main() -> ExitCode {
     let mut space_seeds = 0u64;
     let mut objects = colony_sim::objects::ObjectStats::default();
     let mut object_seeds = 0u64;
+    let mut mesh = colony_sim::mesh_node::MeshNodeStats::default();
+    let mut mesh_seeds = 0u64;
     let mut overlap_example: Option<String> = None;
     let mut by_kind: std::collections::BTreeMap<&'static str, (u64, String)> =
         std::collections::BTreeMap::new();
@@ -223,6 +231,10 @@ fn main() -> ExitCode {
             if stats.overlapping > 0 && overlap_example.is_none() {
                 overlap_example = Some(config.replay_line());
             }
+        }
+        if let Some(stats) = &report.mesh {
+            mesh_seeds += 1;
+            mesh.add(stats);
         }
         jobs.4 += report.merged_twice;
         jobs.5 += report.checkpoints_lost_allowed;
@@ -330,6 +342,19 @@ fn main() -> ExitCode {
             objects.final_reads,
             objects.executions,
             objects.activations
+        );
+    }
+    if mesh_seeds > 0 {
+        println!(
+            "mesh-node: {} frames accepted by sensors over {mesh_seeds} seeds ({} refused), {} delivered at the client; {} super-peers admitted, {} stopped; {} orphans, {} rebinds; {} replicated streams checked for loss",
+            mesh.sent,
+            mesh.refused,
+            mesh.delivered,
+            mesh.admitted,
+            mesh.stopped,
+            mesh.orphans,
+            mesh.rebinds,
+            mesh.streams_checked
         );
     }
     if let Some(example) = overlap_example {

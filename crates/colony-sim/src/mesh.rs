@@ -17,10 +17,12 @@
 //! # How failures reach the cores
 //!
 //! From the fault schedule, with a detection delay — not from the
-//! membership core: the mesh cores are not wired into
-//! `colony_core::node::Node` yet, and running them beside a `Node` here
-//! would mean a second, simulator-only routing of their messages. So
-//! this module plays membership: a super-peer that crashes (silent at
+//! membership core: this workload checks the bare cores, with cells
+//! assigned and no join protocol. `--workload mesh-node`
+//! ([`crate::mesh_node`]) runs the same mesh through every peer's
+//! `colony_core::node::Node` instead (real membership, cells found by the
+//! join protocol, pipes) with the same invariants. Here this module plays
+//! membership: a super-peer that crashes (silent at
 //! once), or stays paused or cut off for longer than the seed's detection
 //! delay (100–400 ms), is declared failed to every live core that delay
 //! after its silence began, and is then stopped for good (Colony's
@@ -787,6 +789,7 @@ impl MeshWorld {
             wakeups: self.wakeups,
             space: None,
             objects: None,
+            mesh: None,
             config: self.config,
         }
     }

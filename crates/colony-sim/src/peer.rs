@@ -16,7 +16,7 @@ use colony_core::job::{
     SubmitOptions,
 };
 use colony_core::membership::{MemberState, Membership, MembershipConfig, PeerStats};
-use colony_core::mesh::{MeshPeer, MeshPeerConfig};
+use colony_core::mesh::{FtPolicy, MeshPeer, MeshPeerConfig, MeshPeerError, StreamClass};
 use colony_core::node::{Node, NodeConfig, NodeInput, NodeOutput, Notice};
 use colony_core::object::{Guid, ObjectTypes, Objects, ObjectsConfig, StoredObject};
 use colony_core::pipe::{Delivery, PipeConfig, Pipes, TrafficClass};
@@ -627,6 +627,39 @@ impl SimPeer {
                 seq,
             },
         );
+    }
+
+    /// Takes a mesh role through the node, as the runtime's driver does
+    /// (`Node::mesh_mut`): what it asks comes out as actions.
+    pub fn mesh_start(
+        &mut self,
+        now: Instant,
+        part: &crate::mesh_node::Part,
+        policy: FtPolicy,
+    ) -> Result<(), MeshPeerError> {
+        use crate::mesh_node::Part;
+        let mesh = self.node.mesh_mut();
+        let result = match part {
+            Part::SuperPeer => mesh.start_super_peer(now, policy),
+            Part::Sensor { cell, preferred } => {
+                mesh.start_sensor(now, policy, cell.clone(), *preferred)
+            }
+            Part::Client => mesh.start_client(now, StreamClass::DATA.to_vec()),
+        };
+        self.flush(now);
+        result
+    }
+
+    /// A sensor streams a frame through its node; its number.
+    pub fn mesh_send(
+        &mut self,
+        now: Instant,
+        class: StreamClass,
+        payload: Vec<u8>,
+    ) -> Result<u64, MeshPeerError> {
+        let result = self.node.mesh_mut().send_frame(now, class, payload);
+        self.flush(now);
+        result
     }
 
     /// When this peer next needs [`SimPeer::handle_timers`].

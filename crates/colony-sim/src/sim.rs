@@ -15,7 +15,7 @@ use colony_apps::native_guest::{decode, encode};
 use colony_core::ft::{CheckpointStorage, FaultTolerance, FtProtocol};
 use colony_core::job::{JobEvent, JobId, JobState, JobView, Piece, PieceKey};
 use colony_core::membership::MemberState;
-use colony_core::mesh::FtPolicy;
+use colony_core::mesh::{FtPolicy, StreamClass};
 use colony_core::node::NodeOutput;
 use colony_core::object::{Guid, StoredObject};
 use colony_core::space::{partition_point, PartitionId, SpaceOp, Unpersisted};
@@ -24,6 +24,7 @@ use crate::app::{RangeParams, RangeSum};
 use crate::check::{PipeChecker, Violation};
 use crate::exec::ExecSpeed;
 use crate::faults::{FaultAction, FaultKinds, NetParams, Schedule, ScheduleLimits};
+use crate::mesh_node::{EndState, MeshNodeStats, MeshNodeWorkload};
 use crate::objects::{ObjectStats, ObjectsWorkload, ProtocolChoice};
 use crate::peer::{key_of, Action, PeerSettings, PeerStart, SimPeer, StoredPartition};
 use crate::rng::{derive, SimRng};
@@ -53,6 +54,10 @@ pub enum Workload {
     /// super-peers to a client; checked for duplicates, loss in
     /// replicated classes, rebinds and healing ([`crate::mesh`]).
     Mesh,
+    /// The same streaming mesh run through every peer's node on this
+    /// world's network: real membership, join protocol on the cell
+    /// records, pipes; same invariants ([`crate::mesh_node`]).
+    MeshNode,
 }
 
 impl fmt::Display for Workload {
@@ -64,6 +69,7 @@ impl fmt::Display for Workload {
             Workload::Space => write!(f, "space"),
             Workload::Objects => write!(f, "objects"),
             Workload::Mesh => write!(f, "mesh"),
+            Workload::MeshNode => write!(f, "mesh-node"),
         }
     }
 }
@@ -79,8 +85,9 @@ impl FromStr for Workload {
             "space" => Ok(Workload::Space),
             "objects" => Ok(Workload::Objects),
             "mesh" => Ok(Workload::Mesh),
+            "mesh-node" => Ok(Workload::MeshNode),
             other => Err(format!(
-                "unknown workload {other:?}; use job, nqueens, pipes, space or objects"
+                "unknown workload {other:?}; use job, nqueens, pipes, space, objects, mesh or mesh-node"
             )),
         }
     }
@@ -295,9 +302,14 @@ impl SimConfig {
 
     /// The command line that replays this run exactly, verbosely.
     pub fn replay_line(&self) -> String {
+        // The mesh-node workload's tree sets the number of peers.
+        let peers = match self.workload {
+            Workload::MeshNode => String::new(),
+            _ => format!(" --peers {}", self.peers),
+        };
         let mut line = format!(
-            "cargo run -p colony-sim --release -- --seed {} --peers {} --faults {} --workload {}",
-            self.seed, self.peers, self.faults, self.workload
+            "cargo run -p colony-sim --release -- --seed {}{peers} --faults {} --workload {}",
+            self.seed, self.faults, self.workload
         );
         if self.fault_window != SimConfig::new(0).fault_window {
             line.push_str(&format!(
@@ -326,7 +338,7 @@ impl SimConfig {
                 line.push_str(" --strict-activations");
             }
         }
-        if self.workload == Workload::Mesh {
+        if matches!(self.workload, Workload::Mesh | Workload::MeshNode) {
             line.push_str(&format!(
                 " --ft-policy {} --mesh-span {} --mesh-levels {} --mesh-cell-size {} --mesh-sensors {} --mesh-rate-divisor {}",
                 self.mesh_policy,
@@ -414,6 +426,8 @@ pub struct Report {
     pub space: Option<SpaceStats>,
     /// What the objects workload did, if it ran.
     pub objects: Option<ObjectStats>,
+    /// What the `mesh-node` workload did, if it ran.
+    pub mesh: Option<MeshNodeStats>,
 }
 
 impl Report {
@@ -479,6 +493,7 @@ pub fn run(config: &SimConfig) -> Report {
                 wakeups: 0,
                 space: None,
                 objects: None,
+                mesh: None,
             }
         }
     }
@@ -657,6 +672,16 @@ enum Event {
         life: u32,
         run: u64,
     },
+    /// The super-peers of the `mesh-node` workload take their role once
+    /// the views converged (or this is checked again).
+    MeshRoles,
+    /// Its sensors and client take their role.
+    MeshLeaves,
+    /// A sensor streams its next frame of `class`.
+    MeshStream {
+        sensor: u32,
+        class: StreamClass,
+    },
 }
 
 impl Event {
@@ -676,6 +701,9 @@ impl Event {
             | Event::Query
             | Event::SpaceFinal
             | Event::ObjectFinal
+            | Event::MeshRoles
+            | Event::MeshLeaves
+            | Event::MeshStream { .. }
             // Checked where it is handled, which drops a stale run too.
             | Event::ObjectRan { .. } => None,
         }
@@ -880,6 +908,8 @@ struct World {
     space_stop: Duration,
     /// The objects workload, if it runs.
     objects: Option<ObjectsWorkload>,
+    /// The `mesh-node` workload, if it runs.
+    mesh: Option<MeshNodeWorkload>,
     /// Events handled and peer wake-ups run so far.
     events: u64,
     wakeups: u64,
@@ -952,7 +982,12 @@ fn by_distance(job: JobId, peers: u32) -> Vec<u32> {
 }
 
 impl World {
-    fn new(config: SimConfig) -> World {
+    fn new(mut config: SimConfig) -> World {
+        let mesh = (config.workload == Workload::MeshNode).then(|| MeshNodeWorkload::new(&config));
+        if let Some(m) = &mesh {
+            // The tree says how many peers there are.
+            config.peers = m.peers();
+        }
         let seed = config.seed;
         let mut rng = SimRng::new(derive(&[seed, 100]));
         let net = NetParams::draw(&config.faults, &mut rng);
@@ -967,10 +1002,23 @@ impl World {
             settings.objects.home.lease = Duration::from_secs(3600);
         }
         settings.jobs.cores = rng.range(1, 2) as u32;
-        let window_start = WARMUP + Duration::from_millis(300);
-        let window_end = WARMUP + config.fault_window;
+        let (window_start, window_end) = match &mesh {
+            // The mesh forms first: roles, joins, binds, streams.
+            Some(_) => (
+                crate::mesh_node::FAULTS_FROM,
+                crate::mesh_node::FAULTS_FROM + config.fault_window,
+            ),
+            None => (
+                WARMUP + Duration::from_millis(300),
+                WARMUP + config.fault_window,
+            ),
+        };
         let job = match config.workload {
-            Workload::Pipes | Workload::Space | Workload::Objects | Workload::Mesh => None,
+            Workload::Pipes
+            | Workload::Space
+            | Workload::Objects
+            | Workload::Mesh
+            | Workload::MeshNode => None,
             workload => {
                 let mut id = [0u8; 16];
                 for chunk in id.chunks_mut(8) {
@@ -1126,7 +1174,10 @@ impl World {
             protected: protected.clone(),
             protected_limit,
             protected_grace: Duration::from_secs(3),
-            spared: Vec::new(),
+            spared: mesh
+                .as_ref()
+                .map(MeshNodeWorkload::spared)
+                .unwrap_or_default(),
             crash_first: job
                 .as_ref()
                 .filter(|_| rng.chance(0.3))
@@ -1134,6 +1185,9 @@ impl World {
         };
         let mut schedule_rng = SimRng::new(derive(&[seed, 101]));
         let mut schedule = Schedule::generate(&kinds, &limits, &mut schedule_rng);
+        if let Some(m) = &mesh {
+            m.limit(&mut schedule);
+        }
         if let (Some(Broken::NoCheckpoints), Some(j)) = (config.broken, &job) {
             let at = j.submit_at + Duration::from_millis(1500);
             if let Some(&peer) = by_distance(j.id, config.peers).first() {
@@ -1203,6 +1257,7 @@ impl World {
             space,
             space_stop,
             objects,
+            mesh,
             settings,
             config,
             events: 0,
@@ -1260,6 +1315,20 @@ impl World {
                     space_start + pause / 4,
                     Event::ObjectClient { client, peer, life },
                 );
+            }
+        }
+        if let Some(m) = world.mesh.as_mut() {
+            m.stream_until = world.faults_end + crate::mesh_node::STREAM_AFTER_FAULTS;
+            m.end = m.stream_until + crate::mesh_node::SETTLE;
+            world.end = world.end.max(m.end);
+            let sensors = m.sensors();
+            world.schedule(crate::mesh_node::ROLES_FROM, Event::MeshRoles);
+            for sensor in sensors {
+                for class in StreamClass::DATA {
+                    let at = crate::mesh_node::STREAMS_FROM
+                        + Duration::from_millis(u64::from(sensor % 17));
+                    world.schedule(at, Event::MeshStream { sensor, class });
+                }
             }
         }
         world.trace.log(Duration::ZERO, || {
@@ -1400,6 +1469,24 @@ impl World {
         if let Some(w) = self.objects.as_mut() {
             violations.extend(w.finish());
         }
+        if let Some(m) = self.mesh.as_mut() {
+            let running: BTreeMap<u32, EndState> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(id, slot)| {
+                    let peer = slot.peer.as_ref()?;
+                    Some((id as u32, EndState::of(peer.node.mesh().role())))
+                })
+                .collect();
+            let found = m.finish(self.now, &running);
+            for v in &found {
+                self.trace.log(self.now, || format!("{}: {v}", v.kind()));
+            }
+            violations.extend(found);
+            let stats = m.stats();
+            self.trace.log(self.now, || format!("mesh-node: {stats:?}"));
+        }
         Report {
             violations,
             virtual_time: self.now,
@@ -1423,6 +1510,7 @@ impl World {
             wakeups: self.wakeups,
             space: self.space.as_ref().map(SpaceWorkload::stats),
             objects: self.objects.as_ref().map(ObjectsWorkload::stats),
+            mesh: self.mesh.as_ref().map(MeshNodeWorkload::stats),
             config: self.config,
         }
     }
@@ -1476,6 +1564,7 @@ impl World {
                 .objects
                 .as_ref()
                 .is_none_or(|w| self.now >= self.space_stop && !w.creating() && w.finals_over())
+            && self.mesh.as_ref().is_none_or(|m| self.now >= m.end)
     }
 
     /// The job's invariants that only the end can judge.
@@ -1735,6 +1824,9 @@ impl World {
                 if event.to == MemberState::Dead {
                     self.pipes.declared_dead(id, event.peer, self.now);
                 }
+                if matches!(event.to, MemberState::Dead | MemberState::Left) {
+                    self.mesh_declared(id, event.peer);
+                }
                 self.trace.record(
                     self.now,
                     4,
@@ -1859,9 +1951,23 @@ impl World {
             // The simulated workloads write no erasure-coded values, so no
             // peer holds shards (the process tests cover them).
             Action::Node(NodeOutput::PersistShard { .. } | NodeOutput::UnpersistShards { .. }) => {}
-            // The mesh workload drives the mesh cores on their own (see
-            // `mesh.rs`); no peer of the other workloads takes a role.
-            Action::Node(NodeOutput::Mesh(_)) => {}
+            // Only the `mesh-node` workload's peers take roles (the `mesh`
+            // workload drives bare cores, see `mesh.rs`).
+            Action::Node(NodeOutput::Mesh(notice)) => {
+                let delivered = matches!(
+                    notice,
+                    colony_core::mesh::MeshNotice::Event(colony_core::mesh::MeshEvent::Delivered(
+                        _
+                    ))
+                );
+                if self.trace.verbose() && !delivered {
+                    self.trace
+                        .log(self.now, || format!("peer {id} mesh: {notice:?}"));
+                }
+                if let Some(m) = self.mesh.as_mut() {
+                    m.notice(id, self.now, notice);
+                }
+            }
             Action::Node(NodeOutput::SpaceAnswer {
                 id: request,
                 result,
@@ -1984,6 +2090,102 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Peer `observer`'s membership declared `peer` dead or gone: an
+    /// orphan, maybe; and a super-peer declared so from the main side of
+    /// every partition is stopped for good (the mesh has no rejoin yet;
+    /// see [`crate::mesh_node`]).
+    fn mesh_declared(&mut self, observer: u32, peer: u32) {
+        let Some(m) = self.mesh.as_mut() else {
+            return;
+        };
+        m.declared(observer, peer, self.now);
+        let main_side = !self.groups.contains_key(&observer);
+        if main_side && m.is_super_peer(peer) && !m.is_stopped(peer) {
+            m.stopped(peer, self.now);
+            self.trace.log(self.now, || {
+                format!("peer {observer} declared super-peer {peer} dead: it stops for good")
+            });
+            self.schedule(self.now, Event::Fault(FaultAction::Crash { peer }));
+        }
+    }
+
+    /// The `mesh-node` workload's roles and streams.
+    fn mesh_event(&mut self, event: Event) {
+        use crate::mesh_node::{Part, LEAVES_AFTER, ROLES_CHECK, ROLES_LATEST};
+        let Some(m) = self.mesh.as_ref() else {
+            return;
+        };
+        let policy = m.policy;
+        let stream_until = m.stream_until;
+        let parts: Vec<(u32, bool)> = m
+            .parts()
+            .map(|(id, p)| (id, *p == Part::SuperPeer))
+            .collect();
+        let now = self.instant(self.now);
+        match event {
+            Event::MeshRoles => {
+                if !self.check_views(false) && self.now < ROLES_LATEST {
+                    self.schedule(self.now + ROLES_CHECK, Event::MeshRoles);
+                    return;
+                }
+                self.trace
+                    .log(self.now, || "mesh-node: super-peers take their role".into());
+                for (id, _) in parts.iter().filter(|(_, sp)| *sp) {
+                    self.mesh_start(*id, now, policy);
+                }
+                if let Some(m) = self.mesh.as_mut() {
+                    m.roles_taken = true;
+                }
+                self.schedule(self.now + LEAVES_AFTER, Event::MeshLeaves);
+            }
+            Event::MeshLeaves => {
+                for (id, _) in parts.iter().filter(|(_, sp)| !*sp) {
+                    self.mesh_start(*id, now, policy);
+                }
+            }
+            Event::MeshStream { sensor, class } => {
+                if self.now >= stream_until {
+                    return;
+                }
+                let next = self.now + m.period(class);
+                let seq = m.next_seq(sensor, class);
+                let payload = crate::mesh_node::payload(sensor, class, seq);
+                let got = self.slots[sensor as usize]
+                    .peer
+                    .as_mut()
+                    .and_then(|p| p.mesh_send(now, class, payload).ok());
+                if let Some(m) = self.mesh.as_mut() {
+                    m.sent(sensor, class, self.now, got);
+                    m.check_orphans(self.now);
+                }
+                self.after_input(sensor);
+                self.schedule(next, Event::MeshStream { sensor, class });
+            }
+            _ => {}
+        }
+    }
+
+    /// Peer `id` takes its mesh role, if it runs.
+    fn mesh_start(&mut self, id: u32, now: Instant, policy: FtPolicy) {
+        let Some(part) = self.mesh.as_ref().and_then(|m| {
+            m.parts()
+                .find(|(p, _)| *p == id)
+                .map(|(_, part)| part.clone())
+        }) else {
+            return;
+        };
+        let Some(peer) = self.slots[id as usize].peer.as_mut() else {
+            return;
+        };
+        if let Err(error) = peer.mesh_start(now, &part, policy) {
+            self.violations.push(Violation::Mesh {
+                invariant: "mesh-not-healed",
+                what: format!("peer {id} could not take its role {part:?}: {error}"),
+            });
+        }
+        self.after_input(id);
     }
 
     /// A group commit of `id`'s disk is due in [`FSYNC`], unless one is
@@ -2665,6 +2867,9 @@ impl World {
             Event::SpaceFinal => self.space_final_reads(),
             Event::ObjectClient { client, peer, .. } => self.object_call(client, peer),
             Event::ObjectFinal => self.object_final_reads(),
+            event @ (Event::MeshRoles | Event::MeshLeaves | Event::MeshStream { .. }) => {
+                self.mesh_event(event)
+            }
             Event::ObjectRan { peer, life, run } => {
                 let Some(run) = self.object_runs.remove(&run) else {
                     return;
@@ -2701,6 +2906,14 @@ impl World {
         self.trace.log(self.now, || text);
         match action {
             FaultAction::Crash { peer } => {
+                if let Some(m) = self.mesh.as_mut() {
+                    // Stopped for good; a second crash of a stopped peer
+                    // is nothing.
+                    if self.slots[peer as usize].peer.is_none() {
+                        return;
+                    }
+                    m.stopped(peer, self.now);
+                }
                 self.counts.crashes += 1;
                 self.trace.record(self.now, 20, &[u64::from(peer)]);
                 self.pipes.crashed(peer, self.now);
@@ -2732,6 +2945,11 @@ impl World {
                 self.reindex(peer);
             }
             FaultAction::Restart { peer } => {
+                if self.mesh.is_some() {
+                    // No rejoin in the mesh yet: a stopped super-peer
+                    // stays down.
+                    return;
+                }
                 self.trace.record(self.now, 21, &[u64::from(peer)]);
                 self.start_peer(peer);
                 // Its space clients go on in the new life.

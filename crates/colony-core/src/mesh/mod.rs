@@ -121,6 +121,27 @@ pub struct MeshConfig {
     pub discovery_timeout: Duration,
 }
 
+/// Most times the wait before an unacknowledged frame is sent again
+/// doubles ([`MeshConfig::resend_delay`]).
+pub const RESEND_MAX_DOUBLINGS: u32 = 2;
+
+impl MeshConfig {
+    /// How long an unacknowledged frame waits before it is sent again,
+    /// after it was sent again `resends` times to the same parent:
+    /// [`MeshConfig::resend_after`], doubled per resend up to
+    /// [`RESEND_MAX_DOUBLINGS`] times (1 s by default, below
+    /// [`MeshConfig::copy_ttl`]). Through a node the
+    /// pipes already retransmit what the network lost, so an
+    /// acknowledgement still missing is mostly one held up behind a busy
+    /// link; sending every pending frame again at the first pace only
+    /// queued more behind it (a relay of a lossy seed of the simulator's
+    /// `mesh-node` workload resent its frames three times over and never
+    /// drained).
+    pub fn resend_delay(&self, resends: u32) -> Duration {
+        self.resend_after * (1u32 << resends.min(RESEND_MAX_DOUBLINGS))
+    }
+}
+
 impl Default for MeshConfig {
     fn default() -> Self {
         MeshConfig {

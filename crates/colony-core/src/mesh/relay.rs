@@ -73,6 +73,9 @@ struct Owned<P> {
     waiting: BTreeSet<P>,
     /// When to send it again.
     resend_at: Instant,
+    /// Times sent again to the same parent (or clients) without an
+    /// acknowledgement ([`MeshConfig::resend_delay`]).
+    resends: u32,
 }
 
 /// A copy held for another member of the cell.
@@ -356,7 +359,12 @@ impl<P: PeerKey> Relay<P> {
 
     fn on_up(&mut self, now: Instant, from: P, frame: Frame<P>) {
         if !self.children.contains(&from) {
+            // A child this relay dropped (declared failed, wrongly or from
+            // the far side of a partition, and alive after all) keeps
+            // sending here: told, it binds again instead of resending for
+            // good.
             self.stats.from_stranger += 1;
+            self.send(from, MeshMsg::Refused);
             return;
         }
         let Some(id) = self.admit(&frame) else {
@@ -427,7 +435,8 @@ impl<P: PeerKey> Relay<P> {
                 payload: frame.payload.clone(),
                 ack_to,
                 waiting: waiting.clone(),
-                resend_at: now + self.config.resend_after,
+                resend_at: now + self.config.resend_delay(0),
+                resends: 0,
             },
         );
         self.stats.forwarded += 1;
@@ -554,7 +563,13 @@ impl<P: PeerKey> Relay<P> {
             if !all && owned.resend_at > now {
                 continue;
             }
-            owned.resend_at = now + self.config.resend_after;
+            // A new parent starts the backoff over.
+            owned.resends = if all {
+                0
+            } else {
+                owned.resends.saturating_add(1)
+            };
+            owned.resend_at = now + self.config.resend_delay(owned.resends);
             let frame = Frame {
                 origin: id.origin.clone(),
                 class: id.class.code(),

@@ -53,6 +53,9 @@ struct Unacked {
     payload: Vec<u8>,
     /// When to send it again (if bound).
     resend_at: Instant,
+    /// Times sent again to the same parent without an acknowledgement
+    /// ([`MeshConfig::resend_delay`]).
+    resends: u32,
 }
 
 /// A sensor peer. See the module docs.
@@ -164,7 +167,8 @@ impl<P: PeerKey> Sensor<P> {
                 (class, seq),
                 Unacked {
                     payload: frame.payload,
-                    resend_at: now + self.config.resend_after,
+                    resend_at: now + self.config.resend_delay(0),
+                    resends: 0,
                 },
             );
         }
@@ -212,7 +216,13 @@ impl<P: PeerKey> Sensor<P> {
             if !all && frame.resend_at > now {
                 continue;
             }
-            frame.resend_at = now + self.config.resend_after;
+            // A new parent starts the backoff over.
+            frame.resends = if all {
+                0
+            } else {
+                frame.resends.saturating_add(1)
+            };
+            frame.resend_at = now + self.config.resend_delay(frame.resends);
             self.stats.frames_resent += 1;
             self.outputs.push_back(MeshOutput::Send {
                 to: parent.clone(),

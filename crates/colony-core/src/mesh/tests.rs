@@ -776,6 +776,139 @@ fn a_relay_copies_to_its_cell_before_forwarding_up() {
     assert_eq!(relay.pending_frames(), 0);
 }
 
+/// Times `Up` left for the parent while the clock ran to `until`, waking
+/// the core at each of its timeouts.
+fn ups_until<C>(
+    core: &mut C,
+    until: Instant,
+    poll_timeout: fn(&C) -> Option<Instant>,
+    handle_timeout: fn(&mut C, Instant),
+    poll: fn(&mut C) -> Option<MeshOutput<Peer>>,
+) -> usize {
+    let mut ups = 0;
+    loop {
+        while let Some(out) = poll(core) {
+            if matches!(
+                out,
+                MeshOutput::Send {
+                    msg: MeshMsg::Up(_),
+                    ..
+                }
+            ) {
+                ups += 1;
+            }
+        }
+        match poll_timeout(core) {
+            Some(at) if at <= until => handle_timeout(core, at),
+            _ => return ups,
+        }
+    }
+}
+
+#[test]
+fn a_relay_backs_off_resending_a_frame_its_parent_does_not_acknowledge() {
+    // Through a node the pipes retransmit what the network lost: an ack
+    // that does not come is held up behind a busy link, and resending
+    // every 250 ms for good only adds to the queue. Over 10 s the frame
+    // goes again after 250, 500, then every 1000 ms: 11 times, not 40.
+    let mut relay = leaf_relay();
+    relay.handle(t0(), 100, MeshMsg::Up(frame(100, 1, 0, 10)));
+    assert_eq!(sends(&mut relay), [(6, "FtCopy"), (3, "Up")]);
+    let resent = ups_until(
+        &mut relay,
+        t0() + ms(10_000),
+        Relay::poll_timeout,
+        Relay::handle_timeout,
+        Relay::poll,
+    );
+    assert!((9..=12).contains(&resent), "resent {resent} times in 10 s");
+    // A new parent gets it at once, and the backoff starts over.
+    relay.handle(
+        t0(),
+        3,
+        MeshMsg::Bound {
+            cell: cell("01"),
+            members: vec![3, 4],
+        },
+    );
+    assert_eq!(relay.pending_frames(), 1);
+}
+
+#[test]
+fn a_sensor_backs_off_resending_a_frame_its_parent_does_not_acknowledge() {
+    let now = t0();
+    let mut sensor = Sensor::new(100, MeshConfig::default(), FtPolicy::FtAll);
+    sensor.bind(now, cell("011"), vec![5, 6], 0);
+    sensor.handle(
+        now,
+        5,
+        MeshMsg::Bound {
+            cell: cell("011"),
+            members: vec![5, 6],
+        },
+    );
+    assert!(sensor.send(now, StreamClass::Event, vec![1; 10]).is_ok());
+    let resent = ups_until(
+        &mut sensor,
+        now + ms(10_000),
+        Sensor::poll_timeout,
+        Sensor::handle_timeout,
+        Sensor::poll,
+    );
+    // The first send, then after 250, 500, then every 1000 ms.
+    assert!((10..=13).contains(&resent), "sent {resent} times in 10 s");
+    assert_eq!(sensor.unacked_frames(), 1);
+}
+
+#[test]
+fn a_child_its_parent_dropped_binds_again_and_its_frames_go_through() {
+    // Relay 5 declared sensor 100 failed (it was cut off, or wrongly
+    // suspected) while 100, alive, stays bound to 5 and keeps sending.
+    let now = t0();
+    let mut relay = leaf_relay();
+    let mut sensor = Sensor::new(100, MeshConfig::default(), FtPolicy::FtAll);
+    sensor.bind(now, cell("011"), vec![5, 6], 0);
+    sensor.handle(
+        now,
+        5,
+        MeshMsg::Bound {
+            cell: cell("011"),
+            members: vec![5, 6],
+        },
+    );
+    while sensor.poll().is_some() {}
+    relay.peer_failed(now, &100);
+    assert!(sensor.send(now, StreamClass::Event, vec![1; 10]).is_ok());
+    // Deliver every message between the two until they are quiet.
+    let mut rebound = false;
+    for _ in 0..10 {
+        let mut to_relay = Vec::new();
+        while let Some(out) = sensor.poll() {
+            match out {
+                MeshOutput::Send { to: 5, msg } => to_relay.push(msg),
+                MeshOutput::Event(MeshEvent::Bound { parent: 5, .. }) => rebound = true,
+                _ => {}
+            }
+        }
+        for msg in to_relay {
+            relay.handle(now, 100, msg);
+        }
+        let mut to_sensor = Vec::new();
+        while let Some(out) = relay.poll() {
+            if let MeshOutput::Send { to: 100, msg } = out {
+                to_sensor.push(msg);
+            }
+        }
+        for msg in to_sensor {
+            sensor.handle(now, 5, msg);
+        }
+    }
+    assert!(rebound, "the sensor never bound again");
+    assert!(relay.children().contains(&100));
+    // The frame went up once the sensor was a child again.
+    assert_eq!(relay.pending_frames(), 1);
+}
+
 #[test]
 fn only_the_first_surviving_member_takes_a_failed_members_frames_over() {
     // Cell 011 of three: 5, 6, 7 in join order; 5 owns a frame that 6 and

@@ -196,7 +196,9 @@ impl<P: PeerKey> Uplink<P> {
         Some(kind)
     }
 
-    /// A super-peer refused this child: the next one is asked.
+    /// A super-peer refused this child: the next one is asked; the parent
+    /// itself refusing (a frame from a child it dropped) starts a bind
+    /// again.
     pub fn on_refused(
         &mut self,
         now: Instant,
@@ -204,12 +206,21 @@ impl<P: PeerKey> Uplink<P> {
         from: &P,
         out: &mut VecDeque<MeshOutput<P>>,
     ) {
-        if let LinkState::Binding { to, kind, .. } = &self.state {
-            if to == from {
+        match &self.state {
+            LinkState::Binding { to, kind, .. } if to == from => {
                 let kind = *kind;
                 self.members.retain(|m| m != from);
                 self.try_next(now, config, kind, 0, out);
             }
+            // The parent no longer counts this child among its own: it
+            // declared it failed (wrongly, or from the far side of a
+            // partition) and drops its frames. Bind again, in the same
+            // cell.
+            LinkState::Bound { parent } if parent == from => {
+                self.since.get_or_insert(now);
+                self.try_next(now, config, RebindKind::Fast, 0, out);
+            }
+            _ => {}
         }
     }
 
