@@ -108,6 +108,11 @@ pub struct Relay<P> {
     pending_bytes: usize,
     copies: BTreeMap<FrameId<P>, Copy<P>>,
     copy_bytes: usize,
+    /// Frames acknowledged upstream lately (at most
+    /// [`MeshConfig::dedup_window_frames`]), oldest first: a late or
+    /// duplicated copy of one is acknowledged again, not owned anew.
+    completed: VecDeque<FrameId<P>>,
+    completed_set: BTreeSet<FrameId<P>>,
     /// A super-peer that moved up to re-form an empty root keeps the
     /// frames it holds until this time for the clients to subscribe (a
     /// root that nobody subscribed to otherwise drops what it receives).
@@ -141,6 +146,8 @@ impl<P: PeerKey> Relay<P> {
             pending_bytes: 0,
             copies: BTreeMap::new(),
             copy_bytes: 0,
+            completed: VecDeque::new(),
+            completed_set: BTreeSet::new(),
             hold_until: None,
             outputs: VecDeque::new(),
             stats: RelayStats::default(),
@@ -375,6 +382,13 @@ impl<P: PeerKey> Relay<P> {
             self.pass_on(frame, false);
             return;
         }
+        if self.completed_set.contains(&id) {
+            // Acknowledged already (the child's ack was lost, or the
+            // network duplicated the frame): acknowledge it again.
+            self.stats.duplicates += 1;
+            self.send(from, MeshMsg::Ack(id));
+            return;
+        }
         if let Some(owned) = self.pending.get_mut(&id) {
             self.stats.duplicates += 1;
             if !owned.ack_to.contains(&from) && owned.ack_to.len() < self.config.max_ack_to {
@@ -497,7 +511,7 @@ impl<P: PeerKey> Relay<P> {
         let Some(id) = self.admit(&frame) else {
             return;
         };
-        if self.pending.contains_key(&id) {
+        if self.pending.contains_key(&id) || self.completed_set.contains(&id) {
             return;
         }
         if let Some(old) = self.copies.get(&id) {
@@ -536,6 +550,14 @@ impl<P: PeerKey> Relay<P> {
             return;
         };
         self.pending_bytes -= owned.payload.len();
+        if self.completed_set.insert(id.clone()) {
+            self.completed.push_back(id.clone());
+            while self.completed.len() > self.config.dedup_window_frames.max(1) as usize {
+                if let Some(oldest) = self.completed.pop_front() {
+                    self.completed_set.remove(&oldest);
+                }
+            }
+        }
         let siblings: Vec<P> = self
             .members
             .iter()

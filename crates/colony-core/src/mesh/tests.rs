@@ -776,6 +776,35 @@ fn a_relay_copies_to_its_cell_before_forwarding_up() {
     assert_eq!(relay.pending_frames(), 0);
 }
 
+/// A frame the parent acknowledged, sent again by the child (its ack was
+/// lost) or duplicated by the network, is acknowledged again: not owned,
+/// copied and forwarded anew, which left copies nobody would release.
+#[test]
+fn a_frame_acknowledged_already_is_acknowledged_again_not_owned_anew() {
+    let mut relay = leaf_relay();
+    let id = FrameId {
+        origin: 100,
+        class: StreamClass::Event,
+        seq: 0,
+    };
+    relay.handle(t0(), 100, MeshMsg::Up(frame(100, 1, 0, 10)));
+    relay.handle(t0(), 3, MeshMsg::Ack(id.clone()));
+    sends(&mut relay);
+    relay.handle(t0(), 100, MeshMsg::Up(frame(100, 1, 0, 10)));
+    assert_eq!(sends(&mut relay), [(100, "Ack")]);
+    assert_eq!(relay.pending_frames(), 0);
+    // A late copy of it from the sibling is not kept either.
+    relay.handle(
+        t0(),
+        6,
+        MeshMsg::FtCopy {
+            frame: frame(100, 1, 0, 10),
+            ack_to: vec![100],
+        },
+    );
+    assert_eq!(relay.copy_frames(), 0);
+}
+
 /// Times `Up` left for the parent while the clock ran to `until`, waking
 /// the core at each of its timeouts.
 fn ups_until<C>(
