@@ -80,7 +80,7 @@ pub const REBIND_DEADLINE: Duration = Duration::from_secs(5);
 /// Streams go on this long after the faults end.
 const STREAM_AFTER_FAULTS: Duration = Duration::from_secs(3);
 /// Frames sent in the last stretch of streaming must arrive (healing).
-const HEAL_PROBE: Duration = Duration::from_millis(1_000);
+pub const HEAL_PROBE: Duration = Duration::from_millis(1_000);
 /// Time after the streams stop for resends to settle.
 const SETTLE: Duration = Duration::from_secs(8);
 /// When the faults may begin (the mesh has formed by then).
@@ -179,8 +179,44 @@ struct MeshWorld {
     send_errors: u64,
 }
 
-fn violation(invariant: &'static str, what: String) -> Violation {
+/// A violation of the mesh invariant named `invariant`.
+pub(crate) fn violation(invariant: &'static str, what: String) -> Violation {
     Violation::Mesh { invariant, what }
+}
+
+/// The healing probe, shared by both mesh workloads: each stream (of a
+/// sensor `must_heal` names) whose frames from `probe_from` on, the ones
+/// sent in the last [`HEAL_PROBE`] of streaming, never arrived.
+pub(crate) fn unhealed_streams(
+    probe_from: &BTreeMap<(Peer, StreamClass), u64>,
+    delivered: &BTreeMap<(Peer, StreamClass), BTreeMap<u64, u32>>,
+    must_heal: impl Fn(Peer) -> bool,
+) -> Vec<String> {
+    probe_from
+        .iter()
+        .filter(|((sensor, _), _)| must_heal(*sensor))
+        .filter(|(stream, from)| {
+            delivered
+                .get(stream)
+                .is_none_or(|d| d.range(**from..).next().is_none())
+        })
+        .map(|((sensor, class), _)| {
+            format!("no {class} frame of sensor {sensor} sent in the last {HEAL_PROBE:?} arrived")
+        })
+        .collect()
+}
+
+/// `mesh-not-healed` with the first five `problems`, if there are any.
+pub(crate) fn not_healed_violation(mut problems: Vec<String>) -> Option<Violation> {
+    if problems.is_empty() {
+        return None;
+    }
+    let n = problems.len();
+    problems.truncate(5);
+    Some(violation(
+        "mesh-not-healed",
+        format!("{n} problems after the faults: {}", problems.join("; ")),
+    ))
 }
 
 impl MeshWorld {
@@ -885,31 +921,16 @@ impl MeshWorld {
                 _ => {}
             }
         }
-        for ((sensor, class), from) in &self.probe_from {
-            let Some(leaf) = self.sensor_cell.get(sensor) else {
-                continue;
-            };
-            if !self.chain_survives(leaf, end) {
-                continue;
-            }
-            let got = self
-                .delivered
-                .get(&(*sensor, *class))
-                .is_some_and(|d| d.range(*from..).next().is_some());
-            if !got {
-                not_healed.push(format!(
-                    "no {class} frame of sensor {sensor} sent in the last {HEAL_PROBE:?} arrived"
-                ));
-            }
-        }
-        if !not_healed.is_empty() {
-            let n = not_healed.len();
-            not_healed.truncate(5);
-            self.violations.push(violation(
-                "mesh-not-healed",
-                format!("{n} problems after the faults: {}", not_healed.join("; ")),
-            ));
-        }
+        not_healed.extend(unhealed_streams(
+            &self.probe_from,
+            &self.delivered,
+            |sensor| {
+                self.sensor_cell
+                    .get(&sensor)
+                    .is_some_and(|leaf| self.chain_survives(leaf, end))
+            },
+        ));
+        self.violations.extend(not_healed_violation(not_healed));
     }
 }
 

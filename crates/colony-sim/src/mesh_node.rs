@@ -78,6 +78,7 @@ use colony_core::mesh::{CellId, FtPolicy, MeshEvent, MeshNotice, MeshRole, Strea
 
 use crate::check::Violation;
 use crate::faults::{FaultAction, Schedule};
+use crate::mesh::{not_healed_violation, unhealed_streams, violation};
 use crate::sim::{Broken, SimConfig};
 
 /// Most distinct super-peers faulted in one seed.
@@ -99,8 +100,9 @@ pub const FAULTS_FROM: Duration = Duration::from_millis(5_000);
 /// Streams go on this long after the faults end: detection by membership
 /// (a second or two), then a rebind, then [`HEAL_PROBE`].
 pub const STREAM_AFTER_FAULTS: Duration = Duration::from_secs(6);
-/// Frames sent in the last stretch of streaming must arrive (healing).
-pub const HEAL_PROBE: Duration = Duration::from_millis(1_000);
+/// Frames sent in the last stretch of streaming must arrive (healing):
+/// the same probe as the cores' workload.
+pub use crate::mesh::HEAL_PROBE;
 /// Time after the streams stop for resends to settle.
 pub const SETTLE: Duration = Duration::from_secs(8);
 
@@ -206,10 +208,6 @@ impl MeshNodeStats {
 struct Orphan {
     since: Duration,
     lost: u32,
-}
-
-fn violation(invariant: &'static str, what: String) -> Violation {
-    Violation::Mesh { invariant, what }
 }
 
 /// The observer and checker of the `mesh-node` workload; the world drives
@@ -627,31 +625,16 @@ impl MeshNodeWorkload {
                 ));
             }
         }
-        for ((sensor, class), from) in &self.probe_from {
-            let Some(cell) = self.first_cell.get(sensor) else {
-                continue;
-            };
-            if !self.chain_covered(cell, now) {
-                continue;
-            }
-            let got = self
-                .delivered
-                .get(&(*sensor, *class))
-                .is_some_and(|d| d.range(*from..).next().is_some());
-            if !got {
-                not_healed.push(format!(
-                    "no {class} frame of sensor {sensor} sent in the last {HEAL_PROBE:?} arrived"
-                ));
-            }
-        }
-        if !not_healed.is_empty() {
-            let n = not_healed.len();
-            not_healed.truncate(5);
-            self.violations.push(violation(
-                "mesh-not-healed",
-                format!("{n} problems after the faults: {}", not_healed.join("; ")),
-            ));
-        }
+        not_healed.extend(unhealed_streams(
+            &self.probe_from,
+            &self.delivered,
+            |sensor| {
+                self.first_cell
+                    .get(&sensor)
+                    .is_some_and(|cell| self.chain_covered(cell, now))
+            },
+        ));
+        self.violations.extend(not_healed_violation(not_healed));
         std::mem::take(&mut self.violations)
     }
 
