@@ -619,3 +619,35 @@ fn the_root_cell_dying_whole_is_re_formed_from_below_and_loses_no_frame() {
         }
     }
 }
+
+/// `LeaveCell` takes out only its sender: from a peer outside the cell it
+/// changes nothing, and it names no other member to take out.
+#[test]
+fn leave_cell_takes_out_only_its_sender() {
+    let mut net = Net::new(1..=14, 1);
+    for id in 1..=14 {
+        let now = net.now;
+        net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
+        net.run_for(Duration::from_millis(300));
+    }
+    net.run_for(Duration::from_secs(1));
+    let leaf = cell("011");
+    let members = net.record_members("011").unwrap();
+    assert_eq!(members.len(), 2);
+    let primary = (1..=14)
+        .find_map(|id| net.peers[&id].record_primary(&leaf).copied())
+        .unwrap();
+    let stranger = (1..=14).find(|p| !members.contains(p)).unwrap();
+    let now = net.now;
+    net.peer(primary)
+        .handle(now, stranger, MeshPeerMsg::LeaveCell { cell: leaf.clone() });
+    net.drain(primary);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.record_members("011").unwrap(), members);
+    let now = net.now;
+    net.peer(primary)
+        .handle(now, members[0], MeshPeerMsg::LeaveCell { cell: leaf });
+    net.drain(primary);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.record_members("011").unwrap(), vec![members[1]]);
+}
