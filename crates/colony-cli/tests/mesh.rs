@@ -327,6 +327,22 @@ fn bad_mesh_options_are_clear_errors() {
     }
 }
 
+/// `colony bench mesh ARGS --json` on a small load (one sensor per cell,
+/// the seed's rates / 4, 2 s before the first fault): its report.
+async fn mesh_bench_json(args: &[&str]) -> serde_json::Value {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["bench", "mesh"])
+        .args(args)
+        .args(["--sensors-per-cell", "1", "--rate-divisor", "4"])
+        .args(["--baseline-secs", "2", "--json"])
+        .output()
+        .await
+        .expect("run colony bench mesh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    serde_json::from_slice(&output.stdout).expect("the bench prints JSON")
+}
+
 /// `colony bench mesh` (seed 001's Test I) on a small load: under ft_all
 /// no frame of any class is lost or duplicated when a parent dies at each
 /// level, under no_ft some are, every kill is followed by rebinds, and the
@@ -334,17 +350,7 @@ fn bad_mesh_options_are_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_bench_shows_what_ft_all_buys_at_every_level() {
     let _serial = SERIAL.lock().await;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_colony"))
-        .args(["bench", "mesh", "--policies", "no_ft,ft_all"])
-        .args(["--sensors-per-cell", "1", "--rate-divisor", "4"])
-        .args(["--baseline-secs", "2", "--window-secs", "4", "--json"])
-        .output()
-        .await
-        .expect("run colony bench mesh");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("the bench prints JSON");
+    let report = mesh_bench_json(&["--policies", "no_ft,ft_all", "--window-secs", "4"]).await;
     let runs = report["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 2, "{report}");
     let lost = |run: &serde_json::Value| -> u64 {
@@ -391,17 +397,7 @@ async fn the_mesh_bench_shows_what_ft_all_buys_at_every_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_bench_kills_the_whole_root_and_the_mesh_heals() {
     let _serial = SERIAL.lock().await;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_colony"))
-        .args(["bench", "mesh", "--test", "ii", "--level", "0"])
-        .args(["--sensors-per-cell", "1", "--rate-divisor", "4"])
-        .args(["--baseline-secs", "2", "--window-secs", "5", "--json"])
-        .output()
-        .await
-        .expect("run colony bench mesh");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("the bench prints JSON");
+    let report = mesh_bench_json(&["--test", "ii", "--level", "0", "--window-secs", "5"]).await;
     let runs = report["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 1, "{report}");
     let run = &runs[0];
