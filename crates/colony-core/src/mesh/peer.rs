@@ -552,7 +552,13 @@ impl<P: PeerKey> MeshPeer<P> {
 
     fn handle_one(&mut self, now: Instant, from: P, msg: MeshPeerMsg<P>) {
         match msg {
-            MeshPeerMsg::Data(msg) => {
+            MeshPeerMsg::Data(mut msg) => {
+                // A parent lists its cell as it sees it: members this peer
+                // already declared dead are no fast rebind's choice (trying
+                // one costs every bind attempt's timeout).
+                if let MeshMsg::Bound { members, .. } = &mut msg {
+                    members.retain(|m| *m == from || self.live.contains(m));
+                }
                 if let Some(role) = self.role.as_mut() {
                     role.handle(now, from, msg);
                     self.drain_role(now);

@@ -50,6 +50,8 @@ struct Net {
     in_cell: BTreeMap<Peer, CellId>,
     bound: BTreeMap<Peer, (RebindKind, Peer)>,
     bound_at: BTreeMap<Peer, Instant>,
+    /// When each observer declared each victim failed.
+    declared_at: BTreeMap<(Peer, Peer), Instant>,
     delivered: BTreeMap<(Peer, u8), BTreeSet<u64>>,
     duplicates: u64,
 }
@@ -85,6 +87,7 @@ impl Net {
             in_cell: BTreeMap::new(),
             bound: BTreeMap::new(),
             bound_at: BTreeMap::new(),
+            declared_at: BTreeMap::new(),
             delivered: BTreeMap::new(),
             duplicates: 0,
         }
@@ -212,6 +215,7 @@ impl Net {
     fn declare_failed(&mut self, now: Instant, victim: Peer, observers: Vec<Peer>) {
         for id in observers {
             if !self.dead.contains(&id) {
+                self.declared_at.insert((id, victim), now);
                 self.peer(id).peer_failed(now, victim);
                 self.drain(id);
             }
@@ -650,4 +654,63 @@ fn leave_cell_takes_out_only_its_sender() {
     net.drain(primary);
     net.run_for(Duration::from_secs(1));
     assert_eq!(net.record_members("011").unwrap(), vec![members[1]]);
+}
+
+/// The super-peers of both level-1 cells die one after the other, as in
+/// the bench's Test II, and membership's declarations reach the survivors
+/// at times spread over 2 s: every orphan binds again within 100 ms of
+/// declaring its whole parent cell dead, whoever else still thinks it
+/// alive (a parent that took a child in a fast rebind may still list the
+/// member the child saw die).
+#[test]
+fn slow_rebinds_do_not_wait_for_declarations_to_spread() {
+    for seed in 0..40 {
+        // Who holds which record follows from the peers' ids.
+        let base = 100 * seed;
+        let mut net = Net::new(base + 1..=base + 14, 900 + u64::from(seed));
+        for id in base + 1..=base + 14 {
+            let now = net.now;
+            net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
+            net.run_for(Duration::from_millis(300));
+        }
+        net.run_for(Duration::from_secs(1));
+        for name in ["01", "02"] {
+            let victims = net.members_of(name);
+            assert_eq!(victims.len(), 2, "seed {seed}: cell {name}");
+            let observers: Vec<Peer> = net.peers.keys().copied().collect();
+            // One member dies, then the other, as in the bench's Test II.
+            let mut orphans = Vec::new();
+            for victim in &victims {
+                orphans = net
+                    .bound
+                    .iter()
+                    .filter(|(p, (_, parent))| parent == victim && !net.dead.contains(p))
+                    .map(|(p, _)| *p)
+                    .collect();
+                net.dead.insert(*victim);
+                for observer in &observers {
+                    let spread = Duration::from_millis(net.rng.random_range(0..2000));
+                    let at = net.now + DETECTION + spread;
+                    net.schedule(at, Happening::FailedFor(*victim, vec![*observer]));
+                }
+                net.run_for(Duration::from_secs(4));
+            }
+            assert!(!orphans.is_empty(), "seed {seed}: cell {name} has children");
+            for orphan in orphans {
+                let declared = victims
+                    .iter()
+                    .map(|v| net.declared_at[&(orphan, *v)])
+                    .max()
+                    .unwrap();
+                let (kind, parent) = net.bound[&orphan];
+                assert!(!victims.contains(&parent), "seed {seed}: {orphan} rebound");
+                assert_eq!(kind, RebindKind::Slow, "seed {seed}: {orphan}");
+                let after = net.bound_at[&orphan].saturating_duration_since(declared);
+                assert!(
+                    after < Duration::from_millis(100),
+                    "seed {seed}: {orphan} rebound {after:?} after declaring cell {name} dead"
+                );
+            }
+        }
+    }
 }
