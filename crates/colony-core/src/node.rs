@@ -1515,11 +1515,15 @@ impl<P: PeerKey> Node<P> {
 
     /// Hands the job messages first in line to the job core; stops at an
     /// application message (the caller takes it when it has room).
+    /// Hands received messages to the cores, one class at a time (the
+    /// most urgent first): the next round of routing sends what they
+    /// produced before a less urgent class is handled.
     fn deliver_job_messages(&mut self, now: Instant) -> bool {
         let mut progressed = false;
+        let mut class = None;
         while let Some(next) = self.pipes.peek_delivery() {
             let kind = wire::decode_payload(&next.payload).map(|(kind, _)| kind);
-            if kind == Some(PayloadKind::App) {
+            if kind == Some(PayloadKind::App) || *class.get_or_insert(next.class) != next.class {
                 break;
             }
             let Some(delivery) = self.pipes.pop_delivery() else {

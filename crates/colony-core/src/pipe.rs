@@ -260,6 +260,57 @@ pub struct Delivery<P> {
     pub payload: Vec<u8>,
 }
 
+/// Messages ready for the application: in order within a channel, the
+/// most urgent class first across channels, so a burst of bulk messages
+/// received together never holds up an event behind it.
+#[derive(Debug)]
+struct ReadyQueue<P> {
+    /// One FIFO per class, the most urgent first.
+    lanes: BTreeMap<std::cmp::Reverse<TrafficClass>, VecDeque<Delivery<P>>>,
+    len: usize,
+}
+
+impl<P> Default for ReadyQueue<P> {
+    fn default() -> Self {
+        ReadyQueue {
+            lanes: BTreeMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<P> ReadyQueue<P> {
+    fn push_back(&mut self, delivery: Delivery<P>) {
+        let lane = std::cmp::Reverse(delivery.class);
+        self.lanes.entry(lane).or_default().push_back(delivery);
+        self.len += 1;
+    }
+
+    fn front(&self) -> Option<&Delivery<P>> {
+        self.lanes.values().find_map(VecDeque::front)
+    }
+
+    fn pop_front(&mut self) -> Option<Delivery<P>> {
+        let mut lane = self.lanes.first_entry()?;
+        let delivery = lane.get_mut().pop_front();
+        if lane.get().is_empty() {
+            lane.remove();
+        }
+        if delivery.is_some() {
+            self.len -= 1;
+        }
+        delivery
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// What the pipe core asks of the driver.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PipeOutput<P> {
@@ -457,7 +508,7 @@ pub struct Pipes<P: PeerKey> {
     send: BTreeMap<ChannelKey<P>, SendChannel>,
     recv: BTreeMap<ChannelKey<P>, RecvChannel>,
     timers: BTreeSet<(Instant, P, TrafficClass, u64)>,
-    ready: VecDeque<Delivery<P>>,
+    ready: ReadyQueue<P>,
     stalled: BTreeSet<ChannelKey<P>>,
     ack_due: BTreeSet<ChannelKey<P>>,
     outputs: VecDeque<PipeOutput<P>>,
@@ -481,7 +532,7 @@ impl<P: PeerKey> Pipes<P> {
             send: BTreeMap::new(),
             recv: BTreeMap::new(),
             timers: BTreeSet::new(),
-            ready: VecDeque::new(),
+            ready: ReadyQueue::default(),
             stalled: BTreeSet::new(),
             ack_due: BTreeSet::new(),
             outputs: VecDeque::new(),
@@ -1384,7 +1435,8 @@ impl<P: PeerKey> Pipes<P> {
         self.ready.front()
     }
 
-    /// The next message for the application, in order, exactly once.
+    /// The next message for the application, exactly once: in order within
+    /// its channel, the most urgent class first.
     pub fn pop_delivery(&mut self) -> Option<Delivery<P>> {
         let delivery = self.ready.pop_front()?;
         self.stats.messages_delivered += 1;

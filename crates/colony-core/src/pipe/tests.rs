@@ -648,3 +648,36 @@ fn a_dead_peer_fails_a_fragmented_message_once() {
     assert_eq!(pair.a.pending_messages(), 0);
     assert_eq!(pair.a.poll_timeout(), None, "no timers left behind");
 }
+
+/// Bulk messages and an event received in one batch: the event is handed
+/// over first, the bulk ones after it in their order (priority holds at
+/// the receiver, not only on the sender's wire).
+#[test]
+fn an_urgent_message_received_with_bulk_ones_is_delivered_first() {
+    let mut pair = Pair::new(2);
+    let deadline = pair.now + Duration::from_secs(30);
+    for i in 0..50 {
+        pair.a
+            .send(pair.now, 1, TrafficClass::BULK, payload(i), i, deadline)
+            .unwrap();
+    }
+    pair.a
+        .send(
+            pair.now,
+            1,
+            TrafficClass::EVENTS,
+            payload(999),
+            999,
+            deadline,
+        )
+        .unwrap();
+    pair.run(Duration::from_secs(10));
+    let got: Vec<(TrafficClass, u64)> = pair
+        .delivered_to_b
+        .iter()
+        .map(|d| (d.class, seq_of(d)))
+        .collect();
+    let mut expected = vec![(TrafficClass::EVENTS, 999)];
+    expected.extend((0..50).map(|i| (TrafficClass::BULK, i)));
+    assert_eq!(got, expected);
+}
