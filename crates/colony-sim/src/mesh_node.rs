@@ -394,12 +394,20 @@ impl MeshNodeWorkload {
     /// Peer `id`'s node told something of the mesh.
     pub fn notice(&mut self, id: u32, now: Duration, notice: MeshNotice<u32>) {
         match notice {
-            MeshNotice::InCell { cell, .. } => {
-                if !self.cell_of.contains_key(&id) {
+            MeshNotice::InCell { cell, .. } => match self.cell_of.get_mut(&id) {
+                None => {
                     self.stats.admitted += 1;
                     self.cell_of.insert(id, (cell, now));
                 }
-            }
+                // Moved up to re-form the root: a root member has no
+                // parent to find.
+                Some(known) if cell.is_root() => {
+                    known.0 = cell;
+                    self.orphans.remove(&id);
+                    self.parent_of.remove(&id);
+                }
+                Some(_) => {}
+            },
             MeshNotice::NoCell => {}
             MeshNotice::Event(MeshEvent::Bound { parent, cell, .. }) => {
                 if self.parent_of.insert(id, parent).is_some() {

@@ -297,7 +297,12 @@ impl<P: PeerKey> Relay<P> {
     }
 
     fn on_bind(&mut self, from: P) {
-        if !self.children.contains(&from) && self.children.len() >= self.config.max_children {
+        // Its own parent is never its child: two super-peers bound to each
+        // other would both be cut off from the root.
+        let full =
+            !self.children.contains(&from) && self.children.len() >= self.config.max_children;
+        let upward = self.uplink.as_ref().is_some_and(|u| u.leads_to(&from));
+        if full || upward {
             self.stats.refused += 1;
             self.send(from, MeshMsg::Refused);
             return;

@@ -1044,6 +1044,10 @@ fn a_relay_counts_and_drops_what_it_may_not_take() {
     let _ = sends(&mut relay);
     relay.handle(now, 999, MeshMsg::Subscribe { classes: vec![1] });
     assert_eq!(sends(&mut relay), [(999, "Refused")]);
+    // Its own parent is never its child (two super-peers bound to each
+    // other would have no way up).
+    relay.handle(now, 3, MeshMsg::Bind);
+    assert_eq!(sends(&mut relay), [(3, "Refused")]);
     // Too many children.
     relay.handle(now, 101, MeshMsg::Bind);
     relay.handle(now, 102, MeshMsg::Bind);

@@ -75,6 +75,15 @@ impl<P: PeerKey> Uplink<P> {
         }
     }
 
+    /// Whether `peer` is the parent, or the super-peer asked to be.
+    pub fn leads_to(&self, peer: &P) -> bool {
+        match &self.state {
+            LinkState::Bound { parent } => parent == peer,
+            LinkState::Binding { to, .. } => to == peer,
+            _ => false,
+        }
+    }
+
     /// The parent's cell, once known.
     pub fn cell(&self) -> Option<&CellId> {
         self.cell.as_ref()
