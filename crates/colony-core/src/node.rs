@@ -619,6 +619,11 @@ pub struct NodeCounters {
     pub refused_object_messages: u64,
     /// Mesh messages from peers outside the membership view, dropped.
     pub refused_mesh_messages: u64,
+    /// Pipe messages that carried several mesh messages together
+    /// ([`crate::mesh::MeshPeerConfig::batch_delay`]).
+    pub mesh_batches_sent: u64,
+    /// The mesh messages those batches carried.
+    pub mesh_messages_batched: u64,
 }
 
 /// What a message in flight was, for what to do with its outcome.
@@ -657,6 +662,17 @@ struct SpaceBatch {
     bytes: usize,
     /// The requests among them (told to the space core if the send fails).
     requests: Vec<RequestId>,
+}
+
+/// Encoded mesh messages for one peer and class, sent together at
+/// `send_at` (or earlier, when full or overtaken by a message that may not
+/// wait).
+#[derive(Debug)]
+struct MeshBatch {
+    bodies: Vec<Vec<u8>>,
+    /// Their bytes in a batch ([`wire::BATCH_ENTRY_BYTES`] each included).
+    bytes: usize,
+    send_at: Instant,
 }
 
 /// A message in flight on a pipe.
@@ -712,6 +728,9 @@ pub struct Node<P: PeerKey> {
     /// Space messages produced since the space core was last polled dry,
     /// by destination and lane: sent as one pipe message each.
     space_batches: BTreeMap<(P, bool), SpaceBatch>,
+    /// Deferrable mesh messages by destination and class, waiting for
+    /// others to travel with ([`crate::mesh::MeshPeerConfig::batch_delay`]).
+    mesh_batches: BTreeMap<(P, TrafficClass), MeshBatch>,
     counters: NodeCounters,
     outputs: VecDeque<NodeOutput<P>>,
 }
@@ -784,6 +803,7 @@ impl<P: PeerKey> Node<P> {
             suspects: BTreeSet::new(),
             own_space_requests: BTreeMap::new(),
             space_batches: BTreeMap::new(),
+            mesh_batches: BTreeMap::new(),
             counters: NodeCounters::default(),
             outputs: VecDeque::new(),
         }
@@ -1001,6 +1021,9 @@ impl<P: PeerKey> Node<P> {
             at = at.min(t);
         }
         if let Some(t) = self.mesh.poll_timeout() {
+            at = at.min(t);
+        }
+        if let Some(t) = self.mesh_batches.values().map(|b| b.send_at).min() {
             at = at.min(t);
         }
         Some(at)
@@ -1341,6 +1364,7 @@ impl<P: PeerKey> Node<P> {
             progressed = true;
             self.on_mesh_output(now, out);
         }
+        self.send_due_mesh_batches(now);
         self.flush_space(now);
         progressed | self.deliver_job_messages(now)
     }
@@ -1557,6 +1581,11 @@ impl<P: PeerKey> Node<P> {
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
                 ),
                 Some(PayloadKind::SpaceBatch) => self.handle_space_batch(
+                    now,
+                    delivery.from,
+                    &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
+                ),
+                Some(PayloadKind::MeshBatch) => self.handle_mesh_batch(
                     now,
                     delivery.from,
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
@@ -1850,6 +1879,19 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
+    fn handle_mesh_batch(&mut self, now: Instant, from: P, bytes: &[u8]) {
+        match wire::decode_batch(bytes) {
+            Ok(bodies) => {
+                for body in bodies {
+                    self.handle_mesh_payload(now, from.clone(), body);
+                }
+            }
+            Err(error) => {
+                self.malformed(from, "mesh batch", error.to_string());
+            }
+        }
+    }
+
     fn on_mesh_output(&mut self, now: Instant, out: MeshPeerOutput<P>) {
         match out {
             MeshPeerOutput::Send { to, msg, class } => {
@@ -1860,13 +1902,79 @@ impl<P: PeerKey> Node<P> {
                         return;
                     }
                 };
-                let payload = wire::encode_payload(PayloadKind::Mesh, &body);
-                // The mesh cores resend what must arrive; a send that fails
-                // here is one to a peer about to be declared failed.
-                let _ = self.send_payload(now, to, class.traffic_class(), payload, SendKind::Other);
+                let key = (to, class.traffic_class());
+                let delay = self.mesh.batch_delay();
+                if msg.deferrable() {
+                    self.batch_mesh(now, key, body, delay);
+                    return;
+                }
+                // What waits for this peer and class goes first: the
+                // messages keep their order.
+                if let Some(batch) = self.mesh_batches.remove(&key) {
+                    self.send_mesh_batch(now, key.clone(), batch.bodies);
+                }
+                self.send_mesh_batch(now, key, vec![body]);
             }
             MeshPeerOutput::Notice(notice) => self.outputs.push_back(NodeOutput::Mesh(notice)),
         }
+    }
+
+    /// Queues a deferrable mesh message; a batch that would overflow a
+    /// pipe message goes first.
+    fn batch_mesh(&mut self, now: Instant, key: (P, TrafficClass), body: Vec<u8>, delay: Duration) {
+        let entry = body.len() + wire::BATCH_ENTRY_BYTES;
+        let max = self.max_body_bytes();
+        let full = self
+            .mesh_batches
+            .get(&key)
+            .is_some_and(|b| b.bodies.len() >= wire::MAX_BATCH_MESSAGES || b.bytes + entry > max);
+        if full {
+            if let Some(batch) = self.mesh_batches.remove(&key) {
+                self.send_mesh_batch(now, key.clone(), batch.bodies);
+            }
+        }
+        let batch = self.mesh_batches.entry(key).or_insert_with(|| MeshBatch {
+            bodies: Vec::new(),
+            bytes: 0,
+            send_at: now + delay,
+        });
+        batch.bytes += entry;
+        batch.bodies.push(body);
+    }
+
+    fn send_due_mesh_batches(&mut self, now: Instant) {
+        if !self.mesh_batches.values().any(|b| b.send_at <= now) {
+            return;
+        }
+        let (due, waiting) = std::mem::take(&mut self.mesh_batches)
+            .into_iter()
+            .partition(|(_, b)| b.send_at <= now);
+        self.mesh_batches = waiting;
+        for (key, batch) in due {
+            self.send_mesh_batch(now, key, batch.bodies);
+        }
+    }
+
+    /// Sends mesh messages to one peer as one pipe message (a lone one as
+    /// itself).
+    fn send_mesh_batch(
+        &mut self,
+        now: Instant,
+        (to, class): (P, TrafficClass),
+        bodies: Vec<Vec<u8>>,
+    ) {
+        let payload = match bodies.as_slice() {
+            [] => return,
+            [one] => wire::encode_payload(PayloadKind::Mesh, one),
+            many => {
+                self.counters.mesh_batches_sent += 1;
+                self.counters.mesh_messages_batched += many.len() as u64;
+                wire::encode_payload(PayloadKind::MeshBatch, &wire::encode_batch(many))
+            }
+        };
+        // The mesh cores resend what must arrive; a send that fails here
+        // is one to a peer about to be declared failed.
+        let _ = self.send_payload(now, to, class, payload, SendKind::Other);
     }
 
     fn on_object_output(&mut self, now: Instant, out: ObjectOutput<P>) {

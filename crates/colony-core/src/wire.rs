@@ -77,6 +77,8 @@ pub enum PayloadKind {
     /// A streaming-mesh message ([`crate::mesh::MeshPeerMsg`]): frames,
     /// the join protocol and the cell records.
     Mesh = 6,
+    /// Several mesh messages to one peer, batched ([`encode_batch`]).
+    MeshBatch = 7,
 }
 
 impl PayloadKind {
@@ -90,6 +92,7 @@ impl PayloadKind {
             4 => Some(PayloadKind::SpaceBatch),
             5 => Some(PayloadKind::Object),
             6 => Some(PayloadKind::Mesh),
+            7 => Some(PayloadKind::MeshBatch),
             _ => None,
         }
     }

@@ -542,6 +542,59 @@ fn mesh_messages_from_a_stranger_are_refused_and_malformed_ones_counted() {
     assert_eq!(n.counters().refused_mesh_messages, 1);
 }
 
+/// A sensor's frames reach its root super-peer together: the
+/// acknowledgements owed for them travel back as one pipe message, and
+/// the sensor takes every one (it holds no frame after). A damaged batch
+/// is counted as malformed, never a panic.
+#[test]
+fn mesh_acknowledgements_owed_together_travel_as_one_message() {
+    use colony_core::mesh::{CellId, FtPolicy, MeshRole, StreamClass};
+    let mut pair = Pair::new();
+    let now = pair.now;
+    pair.nodes[0].handle(now, NodeInput::Contact { peer: 1 });
+    pair.run_for(Duration::from_secs(3));
+    let now = pair.now;
+    pair.nodes[0]
+        .mesh_mut()
+        .start_super_peer(now, FtPolicy::FtAll)
+        .expect("a super-peer");
+    pair.run_for(Duration::from_secs(2));
+    assert_eq!(pair.nodes[0].mesh().cell(), Some(&CellId::root()));
+    let now = pair.now;
+    pair.nodes[1]
+        .mesh_mut()
+        .start_sensor(now, FtPolicy::FtAll, CellId::root(), 0)
+        .expect("a sensor");
+    pair.run_for(Duration::from_secs(2));
+    let now = pair.now;
+    for i in 0..20u8 {
+        pair.nodes[1]
+            .mesh_mut()
+            .send_frame(now, StreamClass::Event, vec![i; 100])
+            .expect("a frame");
+    }
+    pair.run_for(Duration::from_secs(1));
+    let Some(MeshRole::Sensor(sensor)) = pair.nodes[1].mesh().role() else {
+        panic!("node 1 is a sensor");
+    };
+    assert_eq!(sensor.unacked_frames(), 0, "every frame acknowledged");
+    let counters = pair.nodes[0].counters();
+    assert_eq!(counters.mesh_batches_sent, 1, "{counters:?}");
+    assert_eq!(counters.mesh_messages_batched, 20, "{counters:?}");
+
+    // A batch whose length runs past its end.
+    let mut bad = vec![200, 0, 0, 0];
+    bad.extend_from_slice(&[1, 2, 3]);
+    let malformed = pair.nodes[1].counters().malformed_frames;
+    pair.nodes[1].handle_frame(
+        pair.now,
+        0,
+        &pipe_data(wire::encode_payload(PayloadKind::MeshBatch, &bad)),
+    );
+    while pair.nodes[1].poll().is_some() {}
+    assert_eq!(pair.nodes[1].counters().malformed_frames, malformed + 1);
+}
+
 /// A pipe data frame from a fresh session: delivered at once, so its
 /// payload reaches the node's routing.
 fn pipe_data(payload: Vec<u8>) -> Vec<u8> {

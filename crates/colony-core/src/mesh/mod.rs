@@ -265,6 +265,19 @@ impl<P> MeshMsg<P> {
         }
     }
 
+    /// Whether the message is bookkeeping off the frames' path, which may
+    /// wait a few milliseconds to travel with others to the same peer:
+    /// acknowledgements and FT replies (the frames are held until they
+    /// arrive) and FT copies (the owner's children hold the frame too, so
+    /// a copy late by a few milliseconds narrows nothing but the window
+    /// in which two failures need a resend).
+    pub fn deferrable(&self) -> bool {
+        matches!(
+            self,
+            MeshMsg::Ack(_) | MeshMsg::FtCopy { .. } | MeshMsg::FtReply(_) | MeshMsg::ClientAck(_)
+        )
+    }
+
     /// The message's name, for logs and counters.
     pub fn name(&self) -> &'static str {
         match self {

@@ -80,6 +80,12 @@ pub struct MeshPeerConfig {
     /// subscribes at super-peers that joined the root since (after the
     /// root cell died and was re-formed from below).
     pub client_refresh: Duration,
+    /// How long bookkeeping off the frames' path (acknowledgements, FT
+    /// copies and replies, see [`MeshPeerMsg::deferrable`]) may wait for
+    /// more of its kind to the same peer, to travel as one message: fewer
+    /// messages, fewer wake-ups of the cell's other members. Zero batches
+    /// only what one round of input produced together.
+    pub batch_delay: Duration,
     /// The cell records' homes.
     pub home: HomeConfig,
 }
@@ -94,6 +100,7 @@ impl Default for MeshPeerConfig {
             record_home_size: 3,
             request_timeout: Duration::from_millis(500),
             client_refresh: Duration::from_secs(2),
+            batch_delay: Duration::from_millis(20),
             home: HomeConfig::default(),
         }
     }
@@ -162,6 +169,12 @@ impl<P: PeerKey> MeshPeerMsg<P> {
             MeshPeerMsg::Data(msg) => msg.class(),
             _ => StreamClass::Mesh,
         }
+    }
+
+    /// Whether the message may wait [`MeshPeerConfig::batch_delay`] to
+    /// travel with others to the same peer: see [`MeshMsg::deferrable`].
+    pub fn deferrable(&self) -> bool {
+        matches!(self, MeshPeerMsg::Data(msg) if msg.deferrable())
     }
 
     /// Its name, for logs and counters.
@@ -1062,6 +1075,11 @@ impl<P: PeerKey> MeshPeer<P> {
     /// The next thing to do.
     pub fn poll(&mut self) -> Option<MeshPeerOutput<P>> {
         self.outputs.pop_front()
+    }
+
+    /// See [`MeshPeerConfig::batch_delay`].
+    pub fn batch_delay(&self) -> Duration {
+        self.config.batch_delay
     }
 
     /// When to call [`MeshPeer::handle_timeout`].

@@ -542,9 +542,26 @@ impl<P: PeerKey> Relay<P> {
         );
     }
 
+    /// The owner's FT reply: the copy goes. A reply that overtook its
+    /// copy (they travel on different channels, and may wait to be
+    /// batched) is remembered, so the late copy is not kept for nothing.
     fn drop_copy(&mut self, id: &FrameId<P>) {
-        if let Some(copy) = self.copies.remove(id) {
-            self.copy_bytes -= copy.payload.len();
+        match self.copies.remove(id) {
+            Some(copy) => self.copy_bytes -= copy.payload.len(),
+            None if !self.pending.contains_key(id) => self.remember_completed(id),
+            None => {}
+        }
+    }
+
+    /// Keeps `id` among the frames acknowledged lately.
+    fn remember_completed(&mut self, id: &FrameId<P>) {
+        if self.completed_set.insert(id.clone()) {
+            self.completed.push_back(id.clone());
+            while self.completed.len() > self.config.dedup_window_frames.max(1) as usize {
+                if let Some(oldest) = self.completed.pop_front() {
+                    self.completed_set.remove(&oldest);
+                }
+            }
         }
     }
 
@@ -555,14 +572,7 @@ impl<P: PeerKey> Relay<P> {
             return;
         };
         self.pending_bytes -= owned.payload.len();
-        if self.completed_set.insert(id.clone()) {
-            self.completed.push_back(id.clone());
-            while self.completed.len() > self.config.dedup_window_frames.max(1) as usize {
-                if let Some(oldest) = self.completed.pop_front() {
-                    self.completed_set.remove(&oldest);
-                }
-            }
-        }
+        self.remember_completed(id);
         let siblings: Vec<P> = self
             .members
             .iter()
