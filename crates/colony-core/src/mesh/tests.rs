@@ -1214,3 +1214,36 @@ fn garbage_bytes_never_panic_the_decoder() {
     bad[at] = 77;
     assert!(postcard::from_bytes::<MeshMsg<Peer>>(&bad).is_err());
 }
+
+/// An FT reply that overtakes its copy (they travel on different
+/// channels, and both may wait to be batched): the late copy is not kept.
+#[test]
+fn a_copy_whose_reply_came_first_is_not_kept() {
+    let mut relay = leaf_relay();
+    let now = t0();
+    let id = FrameId {
+        origin: 100,
+        class: StreamClass::Event,
+        seq: 7,
+    };
+    relay.handle(now, 6, MeshMsg::FtReply(id));
+    relay.handle(
+        now,
+        6,
+        MeshMsg::FtCopy {
+            frame: frame(100, 1, 7, 10),
+            ack_to: vec![100],
+        },
+    );
+    assert_eq!(relay.copy_frames(), 0);
+    // Another frame's copy is kept as before.
+    relay.handle(
+        now,
+        6,
+        MeshMsg::FtCopy {
+            frame: frame(100, 1, 8, 10),
+            ack_to: vec![100],
+        },
+    );
+    assert_eq!(relay.copy_frames(), 1);
+}
