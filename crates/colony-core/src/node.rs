@@ -664,6 +664,11 @@ struct SpaceBatch {
     requests: Vec<RequestId>,
 }
 
+/// A mesh batch is sent once it holds this many bytes, whatever its
+/// delay: under a flood, copies go in steady small batches rather than
+/// bursts that hold up more urgent traffic.
+const MESH_BATCH_BYTES: usize = 64 * 1024;
+
 /// Encoded mesh messages for one peer and class, sent together at
 /// `send_at` (or earlier, when full or overtaken by a message that may not
 /// wait).
@@ -1923,7 +1928,7 @@ impl<P: PeerKey> Node<P> {
     /// pipe message goes first.
     fn batch_mesh(&mut self, now: Instant, key: (P, TrafficClass), body: Vec<u8>, delay: Duration) {
         let entry = body.len() + wire::BATCH_ENTRY_BYTES;
-        let max = self.max_body_bytes();
+        let max = self.max_body_bytes().min(MESH_BATCH_BYTES);
         let full = self
             .mesh_batches
             .get(&key)
