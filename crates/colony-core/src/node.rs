@@ -1585,15 +1585,19 @@ impl<P: PeerKey> Node<P> {
                     delivery.from,
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
                 ),
-                Some(PayloadKind::SpaceBatch) => self.handle_space_batch(
+                Some(PayloadKind::SpaceBatch) => self.handle_batch(
                     now,
                     delivery.from,
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
+                    "space batch",
+                    Self::handle_space_payload,
                 ),
-                Some(PayloadKind::MeshBatch) => self.handle_mesh_batch(
+                Some(PayloadKind::MeshBatch) => self.handle_batch(
                     now,
                     delivery.from,
                     &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
+                    "mesh batch",
+                    Self::handle_mesh_payload,
                 ),
                 _ => {
                     self.malformed(delivery.from, "pipe message", "unknown payload kind".into());
@@ -1837,15 +1841,24 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    fn handle_space_batch(&mut self, now: Instant, from: P, bytes: &[u8]) {
+    /// Hands each message of a batch ([`wire::encode_batch`]) to
+    /// `handle`; a damaged batch is counted as malformed `what`.
+    fn handle_batch(
+        &mut self,
+        now: Instant,
+        from: P,
+        bytes: &[u8],
+        what: &'static str,
+        handle: fn(&mut Self, Instant, P, &[u8]),
+    ) {
         match wire::decode_batch(bytes) {
             Ok(bodies) => {
                 for body in bodies {
-                    self.handle_space_payload(now, from.clone(), body);
+                    handle(self, now, from.clone(), body);
                 }
             }
             Err(error) => {
-                self.malformed(from, "space batch", error.to_string());
+                self.malformed(from, what, error.to_string());
             }
         }
     }
@@ -1880,19 +1893,6 @@ impl<P: PeerKey> Node<P> {
             Ok(msg) => self.mesh.handle(now, from, msg),
             Err(error) => {
                 self.malformed(from, "mesh message", error.to_string());
-            }
-        }
-    }
-
-    fn handle_mesh_batch(&mut self, now: Instant, from: P, bytes: &[u8]) {
-        match wire::decode_batch(bytes) {
-            Ok(bodies) => {
-                for body in bodies {
-                    self.handle_mesh_payload(now, from.clone(), body);
-                }
-            }
-            Err(error) => {
-                self.malformed(from, "mesh batch", error.to_string());
             }
         }
     }
