@@ -1542,11 +1542,10 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    /// Hands the job messages first in line to the job core; stops at an
-    /// application message (the caller takes it when it has room).
     /// Hands received messages to the cores, one class at a time (the
     /// most urgent first): the next round of routing sends what they
-    /// produced before a less urgent class is handled.
+    /// produced before a less urgent class is handled. Stops at an
+    /// application message (the caller takes it when it has room).
     fn deliver_job_messages(&mut self, now: Instant) -> bool {
         let mut progressed = false;
         let mut class = None;
@@ -1924,8 +1923,8 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    /// Queues a deferrable mesh message; a batch that would overflow a
-    /// pipe message goes first.
+    /// Queues a deferrable mesh message; a batch it would take past
+    /// [`MESH_BATCH_BYTES`] (or a pipe message's size) goes first.
     fn batch_mesh(&mut self, now: Instant, key: (P, TrafficClass), body: Vec<u8>, delay: Duration) {
         let entry = body.len() + wire::BATCH_ENTRY_BYTES;
         let max = self.max_body_bytes().min(MESH_BATCH_BYTES);
