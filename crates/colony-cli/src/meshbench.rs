@@ -36,6 +36,7 @@ use colony_core::mesh::{FtPolicy, StreamClass};
 use serde::Serialize;
 
 use crate::client::ApiClient;
+use crate::median;
 use crate::watch::{spawn_peer_with, DemoPeer};
 
 /// The seed's tree.
@@ -165,6 +166,24 @@ struct Report {
     /// One sensor's video frames per second, if it floods.
     flood_fps: Option<u32>,
     runs: Vec<Run>,
+    /// Each replicating policy's cost against the no_ft runs next to it.
+    overheads: Vec<Overhead>,
+}
+
+/// What a policy costs while nothing fails, over Test I's rounds: each of
+/// its runs against the no_ft run made just before it. Between runs of
+/// the same build the figures move by tens of percent on a loaded
+/// machine, so it is the median over rounds that says something.
+#[derive(Clone, Debug, Serialize)]
+struct Overhead {
+    policy: String,
+    /// Per round: the fault-free latency, averaged over the classes,
+    /// against no_ft's, in %.
+    latency_pct: Vec<f64>,
+    latency_median_pct: f64,
+    /// Per round: the super-peers' mean CPU against no_ft's, in %.
+    cpu_pct: Vec<f64>,
+    cpu_median_pct: f64,
 }
 
 pub(crate) async fn run(args: MeshBenchArgs) -> Result<()> {
@@ -227,12 +246,78 @@ async fn run_in(root: &Path, args: &MeshBenchArgs) -> Result<Report> {
             runs.push(result.with_context(|| format!("test II at level {level}"))?);
         }
     }
+    let overheads = overheads(&runs);
     Ok(Report {
         sensors_per_cell: args.sensors_per_cell,
         rate_divisor: args.rate_divisor,
         flood_fps: args.flood_fps,
         runs,
+        overheads,
     })
+}
+
+/// The no_ft run of Test I nearest before `runs[i]` (else the first one):
+/// the baseline `runs[i]` is measured against.
+fn no_ft_baseline(runs: &[Run], i: usize) -> Option<&Run> {
+    let is_no_ft = |r: &&Run| r.test == "I" && r.policy == "no_ft";
+    runs[..=i]
+        .iter()
+        .rev()
+        .find(is_no_ft)
+        .or_else(|| runs.iter().find(is_no_ft))
+}
+
+/// Fault-free latency averaged over the data classes, in ms.
+fn fault_free_latency(run: &Run) -> Option<f64> {
+    let window = run.windows.first()?;
+    let latencies: Vec<f64> = StreamClass::DATA
+        .iter()
+        .filter_map(|c| window.classes.get(c.name()))
+        .map(|f| f.latency_mean_ms)
+        .collect();
+    (!latencies.is_empty() && latencies.iter().all(|l| *l > 0.0)).then(|| mean(&latencies))
+}
+
+fn overheads(runs: &[Run]) -> Vec<Overhead> {
+    let mut by_policy: BTreeMap<&str, Overhead> = BTreeMap::new();
+    for (i, run) in runs.iter().enumerate() {
+        if run.test != "I" || run.policy == "no_ft" {
+            continue;
+        }
+        let Some(baseline) = no_ft_baseline(runs, i) else {
+            continue;
+        };
+        let (Some(latency), Some(base_latency)) =
+            (fault_free_latency(run), fault_free_latency(baseline))
+        else {
+            continue;
+        };
+        let entry = by_policy
+            .entry(run.policy.as_str())
+            .or_insert_with(|| Overhead {
+                policy: run.policy.clone(),
+                latency_pct: Vec::new(),
+                latency_median_pct: 0.0,
+                cpu_pct: Vec::new(),
+                cpu_median_pct: 0.0,
+            });
+        entry
+            .latency_pct
+            .push(100.0 * (latency / base_latency - 1.0));
+        if baseline.super_cpu_mean_pct > 0.0 {
+            entry
+                .cpu_pct
+                .push(100.0 * (run.super_cpu_mean_pct / baseline.super_cpu_mean_pct - 1.0));
+        }
+    }
+    by_policy
+        .into_values()
+        .map(|mut o| {
+            o.latency_median_pct = median(&o.latency_pct);
+            o.cpu_median_pct = median(&o.cpu_pct);
+            o
+        })
+        .collect()
 }
 
 /// Test I: one fault at level 2, 1, then 0.
@@ -787,11 +872,6 @@ const SEED_TABLE_VII: [&[(f64, f64)]; 3] = [
 ];
 
 fn print_tables(report: &Report) {
-    let first_no_ft: Vec<&Run> = report
-        .runs
-        .iter()
-        .filter(|r| r.test == "I" && r.policy == "no_ft")
-        .collect();
     for (i, run) in report.runs.iter().enumerate() {
         println!();
         match run.test {
@@ -814,12 +894,7 @@ fn print_tables(report: &Report) {
                 run.processes
             ),
         }
-        // The no_ft run nearest before this one: the overhead's baseline.
-        let baseline = report.runs[..=i]
-            .iter()
-            .rev()
-            .find(|r| r.test == "I" && r.policy == "no_ft")
-            .or(first_no_ft.first().copied());
+        let baseline = no_ft_baseline(&report.runs, i);
         println!(
             "  {:<6} {:>24} {:>24} {:>7} {:>7} {:>5} {:>4} {:>9}",
             "class",
@@ -920,6 +995,25 @@ fn print_tables(report: &Report) {
         } else {
             print_test_two(run);
         }
+    }
+    let percents = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{v:+.0}%"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for o in &report.overheads {
+        println!();
+        println!(
+            "{} against no_ft over {} paired rounds, nothing failing: latency median {:+.0}% ({}); super-peer CPU median {:+.0}% ({})",
+            o.policy,
+            o.latency_pct.len(),
+            o.latency_median_pct,
+            percents(&o.latency_pct),
+            o.cpu_median_pct,
+            percents(&o.cpu_pct)
+        );
     }
 }
 

@@ -18,10 +18,10 @@ use clap::Args;
 use colony::{MemberState, ObjectSummary};
 use serde::Serialize;
 
-use crate::at_least_one;
 use crate::client::ApiClient;
 use crate::objects::create_through;
 use crate::watch::{spawn_peer, wait_for, DemoPeer};
+use crate::{at_least_one, median};
 
 /// Longest a recovery may take before the bench fails.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
@@ -329,10 +329,6 @@ async fn call_value(
 
 fn ms(elapsed: Duration) -> f64 {
     elapsed.as_secs_f64() * 1000.0
-}
-
-fn median(sorted: &[f64]) -> f64 {
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// What the bench measured under `cic`, in milliseconds.
