@@ -401,6 +401,26 @@ async fn create_ring(peer: &DemoPeer, islands: usize) -> Result<Vec<String>> {
     Ok(uris)
 }
 
+/// Evolve calls to the island at `uri`, served by `peers[holder]`, until
+/// one is served after the island's last checkpoint (a checkpoint falls
+/// due every second, and may land between a call and the next step).
+async fn call_after_checkpoint(peers: &[DemoPeer], holder: usize, uri: &str) -> Result<()> {
+    let holder = api(&peers[holder])?;
+    for _ in 0..10 {
+        let called = Instant::now();
+        call_value(&peers[0], uri, evolve(), Duration::from_secs(10)).await?;
+        let listed = holder.get_json::<Vec<ObjectSummary>>("/v1/objects").await?;
+        let island = listed
+            .iter()
+            .find(|o| o.uri == uri)
+            .with_context(|| format!("the island {uri} moved away from its peer"))?;
+        if Duration::from_millis(island.checkpoint_age_ms) > called.elapsed() {
+            return Ok(());
+        }
+    }
+    bail!("every call to the island {uri} was checkpointed before the next step")
+}
+
 /// One evolve call to the island at `uri`, called again if the island
 /// answers that it rolled back (the caller, not an object, is told once
 /// that its earlier calls were lost).
@@ -441,11 +461,16 @@ async fn run_cic_in(root: &Path, args: &RecoveryBenchArgs) -> Result<CicRecovery
     for kill in 0..args.kills {
         let victim = &islands[kill % islands.len()];
         let holder = holder_of(&peers, victim).await?;
-        // Its last call is served after its last checkpoint: lost with it.
-        call_value(&peers[0], victim, evolve(), Duration::from_secs(10)).await?;
-        let mut dead = peers.remove(holder);
-        let survivors: Vec<ApiClient> = peers.iter().map(api).collect::<Result<_>>()?;
+        let survivors: Vec<ApiClient> = peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != holder)
+            .map(|(_, peer)| api(peer))
+            .collect::<Result<_>>()?;
         let before = rolled_back(&survivors).await;
+        // Its last call is served after its last checkpoint: lost with it.
+        call_after_checkpoint(&peers, holder, victim).await?;
+        let mut dead = peers.remove(holder);
         if let Some(mut child) = dead.child.take() {
             child.kill()?;
             let _ = child.wait();
