@@ -619,7 +619,8 @@ pub struct NodeCounters {
     pub refused_object_messages: u64,
     /// Mesh messages from peers outside the membership view, dropped.
     pub refused_mesh_messages: u64,
-    /// Pipe messages that carried several mesh messages together
+    /// Frames of mesh bookkeeping sent outside the pipes, each a batch
+    /// of the messages owed to one peer
     /// ([`crate::mesh::MeshPeerConfig::batch_delay`]).
     pub mesh_batches_sent: u64,
     /// The mesh messages those batches carried.
@@ -669,15 +670,16 @@ struct SpaceBatch {
 /// bursts that hold up more urgent traffic.
 const MESH_BATCH_BYTES: usize = 64 * 1024;
 
-/// Encoded mesh messages for one peer and class, sent together at
-/// `send_at` (or earlier, when full or overtaken by a message that may not
-/// wait).
+/// Encoded mesh messages for one peer, sent together at `send_at` (or
+/// earlier, when full or overtaken by a message that may not wait).
 #[derive(Debug)]
 struct MeshBatch {
     bodies: Vec<Vec<u8>>,
     /// Their bytes in a batch ([`wire::BATCH_ENTRY_BYTES`] each included).
     bytes: usize,
     send_at: Instant,
+    /// The most urgent class among them: the batch's priority.
+    class: TrafficClass,
 }
 
 /// A message in flight on a pipe.
@@ -733,9 +735,9 @@ pub struct Node<P: PeerKey> {
     /// Space messages produced since the space core was last polled dry,
     /// by destination and lane: sent as one pipe message each.
     space_batches: BTreeMap<(P, bool), SpaceBatch>,
-    /// Deferrable mesh messages by destination and class, waiting for
-    /// others to travel with ([`crate::mesh::MeshPeerConfig::batch_delay`]).
-    mesh_batches: BTreeMap<(P, TrafficClass), MeshBatch>,
+    /// Deferrable mesh messages by destination, waiting for others to
+    /// travel with ([`crate::mesh::MeshPeerConfig::batch_delay`]).
+    mesh_batches: BTreeMap<P, MeshBatch>,
     counters: NodeCounters,
     outputs: VecDeque<NodeOutput<P>>,
 }
@@ -1073,6 +1075,9 @@ impl<P: PeerKey> Node<P> {
                     .handle(now, membership::Input::Message { from, msg });
             }
             Ok(Frame::Pipe(frame)) => self.pipes.handle_frame(now, from, frame),
+            Ok(Frame::MeshBatch(batch)) => {
+                self.handle_batch(now, from, &batch, "mesh batch", Self::handle_mesh_payload)
+            }
             Err(WireError::Version { theirs, ours }) => {
                 self.counters.wrong_version_frames += 1;
                 self.notice(Notice::WrongVersion { from, theirs, ours });
@@ -1591,13 +1596,6 @@ impl<P: PeerKey> Node<P> {
                     "space batch",
                     Self::handle_space_payload,
                 ),
-                Some(PayloadKind::MeshBatch) => self.handle_batch(
-                    now,
-                    delivery.from,
-                    &delivery.payload[wire::PAYLOAD_HEADER_BYTES..],
-                    "mesh batch",
-                    Self::handle_mesh_payload,
-                ),
                 _ => {
                     self.malformed(delivery.from, "pipe message", "unknown payload kind".into());
                 }
@@ -1906,44 +1904,54 @@ impl<P: PeerKey> Node<P> {
                         return;
                     }
                 };
-                let key = (to, class.traffic_class());
-                let delay = self.mesh.batch_delay();
+                let class = class.traffic_class();
                 if msg.deferrable() {
-                    self.batch_mesh(now, key, body, delay);
+                    let delay = self.mesh.batch_delay();
+                    self.batch_mesh(now, to, class, body, delay);
                     return;
                 }
-                // What waits for this peer and class goes first: the
-                // messages keep their order.
-                if let Some(batch) = self.mesh_batches.remove(&key) {
-                    self.send_mesh_batch(now, key.clone(), batch.bodies);
+                // What waits for this peer goes first: the messages leave
+                // in the order they were produced.
+                if let Some(batch) = self.mesh_batches.remove(&to) {
+                    self.send_mesh_batch(to.clone(), batch);
                 }
-                self.send_mesh_batch(now, key, vec![body]);
+                let payload = wire::encode_payload(PayloadKind::Mesh, &body);
+                // The mesh cores resend what must arrive; a send that
+                // fails here is one to a peer about to be declared failed.
+                let _ = self.send_payload(now, to, class, payload, SendKind::Other);
             }
             MeshPeerOutput::Notice(notice) => self.outputs.push_back(NodeOutput::Mesh(notice)),
         }
     }
 
-    /// Queues a deferrable mesh message; a batch it would take past
-    /// [`MESH_BATCH_BYTES`] (or a pipe message's size) goes first.
-    fn batch_mesh(&mut self, now: Instant, key: (P, TrafficClass), body: Vec<u8>, delay: Duration) {
+    /// Queues a deferrable mesh message of `class` for `to`; a batch it
+    /// would take past [`MESH_BATCH_BYTES`] goes first.
+    fn batch_mesh(
+        &mut self,
+        now: Instant,
+        to: P,
+        class: TrafficClass,
+        body: Vec<u8>,
+        delay: Duration,
+    ) {
         let entry = body.len() + wire::BATCH_ENTRY_BYTES;
-        let max = self.max_body_bytes().min(MESH_BATCH_BYTES);
-        let full = self
-            .mesh_batches
-            .get(&key)
-            .is_some_and(|b| b.bodies.len() >= wire::MAX_BATCH_MESSAGES || b.bytes + entry > max);
+        let full = self.mesh_batches.get(&to).is_some_and(|b| {
+            b.bodies.len() >= wire::MAX_BATCH_MESSAGES || b.bytes + entry > MESH_BATCH_BYTES
+        });
         if full {
-            if let Some(batch) = self.mesh_batches.remove(&key) {
-                self.send_mesh_batch(now, key.clone(), batch.bodies);
+            if let Some(batch) = self.mesh_batches.remove(&to) {
+                self.send_mesh_batch(to.clone(), batch);
             }
         }
-        let batch = self.mesh_batches.entry(key).or_insert_with(|| MeshBatch {
+        let batch = self.mesh_batches.entry(to).or_insert_with(|| MeshBatch {
             bodies: Vec::new(),
             bytes: 0,
             send_at: now + delay,
+            class,
         });
         batch.bytes += entry;
         batch.bodies.push(body);
+        batch.class = batch.class.max(class);
     }
 
     fn send_due_mesh_batches(&mut self, now: Instant) {
@@ -1954,31 +1962,22 @@ impl<P: PeerKey> Node<P> {
             .into_iter()
             .partition(|(_, b)| b.send_at <= now);
         self.mesh_batches = waiting;
-        for (key, batch) in due {
-            self.send_mesh_batch(now, key, batch.bodies);
+        for (to, batch) in due {
+            self.send_mesh_batch(to, batch);
         }
     }
 
-    /// Sends mesh messages to one peer as one pipe message (a lone one as
-    /// itself).
-    fn send_mesh_batch(
-        &mut self,
-        now: Instant,
-        (to, class): (P, TrafficClass),
-        bodies: Vec<Vec<u8>>,
-    ) {
-        let payload = match bodies.as_slice() {
-            [] => return,
-            [one] => wire::encode_payload(PayloadKind::Mesh, one),
-            many => {
-                self.counters.mesh_batches_sent += 1;
-                self.counters.mesh_messages_batched += many.len() as u64;
-                wire::encode_payload(PayloadKind::MeshBatch, &wire::encode_batch(many))
-            }
-        };
-        // The mesh cores resend what must arrive; a send that fails here
-        // is one to a peer about to be declared failed.
-        let _ = self.send_payload(now, to, class, payload, SendKind::Other);
+    /// Sends deferrable mesh messages to one peer as one frame, outside
+    /// the pipes ([`Frame::MeshBatch`]), with the priority of the most
+    /// urgent of them.
+    fn send_mesh_batch(&mut self, to: P, batch: MeshBatch) {
+        if batch.bodies.is_empty() {
+            return;
+        }
+        self.counters.mesh_batches_sent += 1;
+        self.counters.mesh_messages_batched += batch.bodies.len() as u64;
+        let bytes = wire::encode_batch(&batch.bodies);
+        self.transmit(to, Some(batch.class), &Frame::MeshBatch(bytes));
     }
 
     fn on_object_output(&mut self, now: Instant, out: ObjectOutput<P>) {

@@ -49,7 +49,7 @@ pub const FRAME_MAGIC: u8 = 0xC0;
 /// messages (the replicated states they carry included), or
 /// [`PayloadKind`]: peers of different versions refuse each other's frames
 /// instead of misparsing them.
-pub const PROTOCOL_VERSION: u8 = 16;
+pub const PROTOCOL_VERSION: u8 = 17;
 
 /// Length of the frame header (magic and version).
 pub const FRAME_HEADER_BYTES: usize = 2;
@@ -75,10 +75,9 @@ pub enum PayloadKind {
     /// creations, calls, replies and the objects' homes.
     Object = 5,
     /// A streaming-mesh message ([`crate::mesh::MeshPeerMsg`]): frames,
-    /// the join protocol and the cell records.
+    /// the join protocol and the cell records. The mesh's bookkeeping
+    /// travels outside the pipes ([`Frame::MeshBatch`]).
     Mesh = 6,
-    /// Several mesh messages to one peer, batched ([`encode_batch`]).
-    MeshBatch = 7,
 }
 
 impl PayloadKind {
@@ -92,7 +91,6 @@ impl PayloadKind {
             4 => Some(PayloadKind::SpaceBatch),
             5 => Some(PayloadKind::Object),
             6 => Some(PayloadKind::Mesh),
-            7 => Some(PayloadKind::MeshBatch),
             _ => None,
         }
     }
@@ -205,6 +203,12 @@ pub enum Frame<P> {
     Membership(MembershipMsg<P>),
     /// Reliable-pipe data and acknowledgements.
     Pipe(PipeFrame),
+    /// Mesh messages that may be lost, batched ([`encode_batch`]):
+    /// acknowledgements and FT copies and replies
+    /// ([`crate::mesh::MeshMsg::deferrable`]). The mesh sends again what
+    /// must arrive, so the pipes' own acknowledgement of each would only
+    /// double the frames.
+    MeshBatch(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Encodes `msg`, refusing results above `max_bytes`.

@@ -543,7 +543,8 @@ fn mesh_messages_from_a_stranger_are_refused_and_malformed_ones_counted() {
 }
 
 /// A sensor's frames reach its root super-peer together: the
-/// acknowledgements owed for them travel back as one pipe message, and
+/// acknowledgements owed for them travel back as one frame, outside the
+/// pipes (so not acknowledged themselves), and
 /// the sensor takes every one (it holds no frame after). A damaged batch
 /// is counted as malformed, never a panic.
 #[test]
@@ -566,6 +567,13 @@ fn mesh_acknowledgements_owed_together_travel_as_one_message() {
         .start_sensor(now, FtPolicy::FtAll, CellId::root(), 0)
         .expect("a sensor");
     pair.run_for(Duration::from_secs(2));
+    // The pipe acknowledgements the sensor sends for the other traffic
+    // (the nodes' periodic messages) in a second.
+    let acks_sent = |pair: &Pair| pair.nodes[1].pipes().stats().acks_sent;
+    let before = acks_sent(&pair);
+    pair.run_for(Duration::from_secs(1));
+    let idle_acks = acks_sent(&pair) - before;
+    let before = acks_sent(&pair);
     let now = pair.now;
     for i in 0..20u8 {
         pair.nodes[1]
@@ -581,15 +589,23 @@ fn mesh_acknowledgements_owed_together_travel_as_one_message() {
     let counters = pair.nodes[0].counters();
     assert_eq!(counters.mesh_batches_sent, 1, "{counters:?}");
     assert_eq!(counters.mesh_messages_batched, 20, "{counters:?}");
+    // Outside the pipes: the sensor acknowledged no more pipe messages
+    // than in a second of the other traffic.
+    assert_eq!(
+        acks_sent(&pair) - before,
+        idle_acks,
+        "pipe acks the sensor sent"
+    );
 
     // A batch whose length runs past its end.
     let mut bad = vec![200, 0, 0, 0];
     bad.extend_from_slice(&[1, 2, 3]);
     let malformed = pair.nodes[1].counters().malformed_frames;
+    let frame: Frame<u64> = Frame::MeshBatch(bad);
     pair.nodes[1].handle_frame(
         pair.now,
         0,
-        &pipe_data(wire::encode_payload(PayloadKind::MeshBatch, &bad)),
+        &wire::encode_frame(&frame, MAX_FRAME).expect("encodes"),
     );
     while pair.nodes[1].poll().is_some() {}
     assert_eq!(pair.nodes[1].counters().malformed_frames, malformed + 1);

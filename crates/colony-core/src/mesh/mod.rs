@@ -266,7 +266,8 @@ impl<P> MeshMsg<P> {
     }
 
     /// Whether the message is bookkeeping off the frames' path, which may
-    /// wait a few milliseconds to travel with others to the same peer:
+    /// be lost (the mesh sends again what must arrive) and may wait a few
+    /// milliseconds to travel with others to the same peer:
     /// acknowledgements and FT replies (the frames are held until they
     /// arrive) and FT copies (the owner's children hold the frame too, so
     /// a copy late by a few milliseconds narrows nothing but the window

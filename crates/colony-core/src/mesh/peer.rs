@@ -82,9 +82,11 @@ pub struct MeshPeerConfig {
     pub client_refresh: Duration,
     /// How long bookkeeping off the frames' path (acknowledgements, FT
     /// copies and replies, see [`MeshPeerMsg::deferrable`]) may wait for
-    /// more of its kind to the same peer, to travel as one message: fewer
-    /// messages, fewer wake-ups of the cell's other members. Zero batches
-    /// only what one round of input produced together.
+    /// more of its kind to the same peer, to travel as one frame: fewer
+    /// frames, fewer wake-ups of the cell's other members. Zero batches
+    /// only what one round of input produced together. The batches travel
+    /// outside the pipes (the mesh sends again what must arrive), so they
+    /// cost no per-hop acknowledgement either.
     pub batch_delay: Duration,
     /// The cell records' homes.
     pub home: HomeConfig,
