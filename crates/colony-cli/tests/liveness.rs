@@ -138,9 +138,11 @@ async fn a_worker_leaving_mid_unit_hands_its_state_back() {
         .flat_map(|log| log.lines())
         .filter(|line| line.contains("unit reissued from its last checkpoint"))
         .collect();
-    let left_behind: Vec<String> = victim_reissues(&peers, &victim_id)
-        .into_iter()
-        .filter(|line| !reissued_before.contains(line))
+    let lost_victim = format!("lost={victim_id}");
+    let left_behind: Vec<&str> = reissues
+        .iter()
+        .copied()
+        .filter(|line| line.contains(&lost_victim) && !reissued_before.iter().any(|b| b == line))
         .collect();
     assert!(
         left_behind.is_empty(),
