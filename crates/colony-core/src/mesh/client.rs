@@ -86,10 +86,13 @@ impl<P: PeerKey> Client<P> {
         }
     }
 
-    /// Subscribes at the root cell's super-peers `roots`, again every
-    /// [`MeshConfig::resend_after`] at those that have not answered.
+    /// Subscribes at the root cell's super-peers `roots` — again at those
+    /// it is subscribed at already: a root that wrongly declared this
+    /// client dead forgot it — then every [`MeshConfig::resend_after`] at
+    /// those that have not answered.
     pub fn subscribe(&mut self, now: Instant, roots: Vec<P>) {
         for root in &roots {
+            self.confirmed.remove(root);
             if !self.roots.contains(root) {
                 self.roots.push(root.clone());
             }

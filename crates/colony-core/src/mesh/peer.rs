@@ -29,7 +29,16 @@
 //!   its children and the frames it holds (held for the clients until
 //!   they subscribe again), and leaves its former cell (`LeaveCell`). The
 //!   other orphans bind under it; clients ask for the root's members every
-//!   [`MeshPeerConfig::client_refresh`] and subscribe at newcomers.
+//!   [`MeshPeerConfig::refresh`] and subscribe at newcomers.
+//! - **Renewal**: a peer wrongly declared dead (paused, overloaded) and
+//!   alive again was forgotten by those who declared it: its cell's
+//!   record dropped it, its siblings stopped copying to it, a root stopped
+//!   delivering to it. Every [`MeshPeerConfig::refresh`] a client
+//!   subscribes at every root member again, and a super-peer asks its
+//!   cell's record to admit it again (`JoinCell`, answered at once while
+//!   it is a member) and takes the members listed. Its children and
+//!   parent need nothing: a parent refuses frames from a child it
+//!   dropped, which then binds again.
 //!
 //! Requests are retried every [`MeshPeerConfig::request_timeout`] at the
 //! then closest peer of the key, so a lost message or a primary that
@@ -76,10 +85,16 @@ pub struct MeshPeerConfig {
     /// How long a request (`JoinCell`, `GetCell`) waits for its answer
     /// before it is asked again of the then closest peer of the key.
     pub request_timeout: Duration,
-    /// How often a client asks again for the root's members, so that it
-    /// subscribes at super-peers that joined the root since (after the
-    /// root cell died and was re-formed from below).
-    pub client_refresh: Duration,
+    /// How often a peer renews its place in the mesh, which a peer that
+    /// wrongly declared it dead (a pause, an overloaded host) forgot:
+    ///
+    /// - a client asks again for the root's members and subscribes at
+    ///   each of them again (also at super-peers that joined the root
+    ///   since, after the root cell died and was re-formed from below);
+    /// - a super-peer asks its cell's record to admit it again (answered
+    ///   at once if it is still a member) and takes the members the
+    ///   answer lists (a sibling it had declared dead is one again).
+    pub refresh: Duration,
     /// How long bookkeeping off the frames' path (acknowledgements, FT
     /// copies and replies, see [`MeshPeerMsg::deferrable`]) may wait for
     /// more of its kind to the same peer, to travel as one frame: fewer
@@ -101,7 +116,7 @@ impl Default for MeshPeerConfig {
             max_level: 6,
             record_home_size: 3,
             request_timeout: Duration::from_millis(500),
-            client_refresh: Duration::from_secs(2),
+            refresh: Duration::from_secs(2),
             batch_delay: Duration::from_millis(20),
             home: HomeConfig::default(),
         }
@@ -272,6 +287,9 @@ enum Purpose {
     /// A super-peer whose rebind found the root empty asks the root to
     /// admit it (the root cell is re-formed from below).
     MoveUp,
+    /// A super-peer in a cell asks its record to admit it again (see
+    /// [`MeshPeerConfig::refresh`]).
+    Renew,
 }
 
 /// The request in flight.
@@ -297,6 +315,11 @@ pub struct MeshPeerStats {
     pub bad_cells: u64,
     /// Answers that matched no request (late, duplicated or forged).
     pub unexpected_answers: u64,
+    /// Renewals (see [`MeshPeerConfig::refresh`]) that found this
+    /// super-peer dropped from its cell and the cell full: it joined
+    /// the mesh again as a newcomer.
+    #[serde(default)]
+    pub renewals_refused: u64,
 }
 
 /// One peer of the mesh: its role's core, the cell records it holds, and
@@ -318,7 +341,8 @@ pub struct MeshPeer<P: PeerKey> {
     /// Primary: joins admitted and not yet committed, or waiting for the
     /// cell to be founded, by record key: (newcomer, cell).
     joins: BTreeMap<CellKey, Vec<(P, CellId)>>,
-    /// A client: when it asks for the root's members again.
+    /// A client or a super-peer in a cell: when it renews its place (see
+    /// [`MeshPeerConfig::refresh`]).
     refresh_at: Option<Instant>,
     /// Messages this peer sent itself, handled before the entry point
     /// returns.
@@ -589,6 +613,9 @@ impl<P: PeerKey> MeshPeer<P> {
                 if self.awaits(&from, Purpose::MoveUp, &cell) {
                     self.request = None;
                     self.moved_up(now, cell, members);
+                } else if self.awaits(&from, Purpose::Renew, &cell) {
+                    self.request = None;
+                    self.renewed(cell, members);
                 } else if self.answers(&from, Purpose::Join, &cell) {
                     self.joined(now, cell, members);
                 }
@@ -598,6 +625,11 @@ impl<P: PeerKey> MeshPeer<P> {
                     // Another super-peer re-formed the root first: bind
                     // under it instead.
                     self.ask(now, Purpose::Rebind, cell);
+                } else if self.awaits(&from, Purpose::Renew, &cell) {
+                    // Dropped, and replaced meanwhile: a newcomer again.
+                    // Its children, refused, bind elsewhere.
+                    self.stats.renewals_refused += 1;
+                    self.ask(now, Purpose::Join, CellId::root());
                 } else if self.answers(&from, Purpose::Join, &cell) {
                     self.next_cell(now, cell);
                 }
@@ -712,6 +744,7 @@ impl<P: PeerKey> MeshPeer<P> {
         let former = relay.cell().clone();
         relay.move_to_root(now, members.clone());
         self.cell = Some(root.clone());
+        self.refresh_at = Some(now + self.config.refresh);
         let to = self.closest(&former);
         self.send(to, MeshPeerMsg::LeaveCell { cell: former });
         self.notify(MeshNotice::InCell {
@@ -837,11 +870,12 @@ impl<P: PeerKey> MeshPeer<P> {
                 }
             }
         }
-        // A join is answered by `CellJoined` or `CellFull` only.
-        let Some(request) = self
-            .request
-            .clone()
-            .filter(|r| r.cell == cell && r.to == from && r.purpose != Purpose::Join)
+        // A `JoinCell` (a join, a move up, a renewal) is answered by
+        // `CellJoined` or `CellFull` only: the `CellInfo` a primary sends
+        // its members when the join commits is no answer to it.
+        let Some(request) = self.request.clone().filter(|r| {
+            r.cell == cell && r.to == from && !matches!(request_msg(r), MeshPeerMsg::JoinCell { .. })
+        })
         else {
             if self.cell.as_ref() != Some(&cell) {
                 self.stats.unexpected_answers += 1;
@@ -881,7 +915,7 @@ impl<P: PeerKey> MeshPeer<P> {
             (Purpose::Rebind, Some(role)) => role.parent_found(now, cell, members),
             (Purpose::Subscribe, Some(MeshRole::Client(client))) => {
                 client.subscribe(now, members);
-                self.refresh_at = Some(now + self.config.client_refresh);
+                self.refresh_at = Some(now + self.config.refresh);
             }
             _ => self.stats.unexpected_answers += 1,
         }
@@ -914,12 +948,24 @@ impl<P: PeerKey> MeshPeer<P> {
         self.role = Some(MeshRole::Relay(Box::new(relay)));
         self.cell = Some(cell.clone());
         self.preferred = rank;
+        self.refresh_at = Some(now + self.config.refresh);
         self.notify(MeshNotice::InCell {
             cell: cell.clone(),
             members,
         });
         if let Some(parent) = cell.parent() {
             self.ask(now, Purpose::Parent, parent);
+        }
+    }
+
+    /// The answer to a renewal: this super-peer is (again) a member of
+    /// its cell, whose members are `members`.
+    fn renewed(&mut self, cell: CellId, members: Vec<P>) {
+        let members = self.live_members(&members);
+        if let Some(MeshRole::Relay(relay)) = self.role.as_mut() {
+            if relay.cell() == &cell {
+                relay.set_members(members);
+            }
         }
     }
 
@@ -1109,8 +1155,15 @@ impl<P: PeerKey> MeshPeer<P> {
             self.retry(now);
         }
         if self.request.is_none() && self.refresh_at.is_some_and(|t| t <= now) {
-            self.refresh_at = None;
-            self.ask(now, Purpose::Subscribe, CellId::root());
+            self.refresh_at = Some(now + self.config.refresh);
+            match (&self.role, &self.cell) {
+                (Some(MeshRole::Client(_)), _) => self.ask(now, Purpose::Subscribe, CellId::root()),
+                (Some(MeshRole::Relay(_)), Some(cell)) => {
+                    let cell = cell.clone();
+                    self.ask(now, Purpose::Renew, cell)
+                }
+                _ => self.refresh_at = None,
+            }
         }
         self.settle(now);
     }
@@ -1156,7 +1209,7 @@ fn first_half(key: &[u8; 32]) -> u128 {
 /// The message a request sends.
 fn request_msg<P: PeerKey>(request: &Request<P>) -> MeshPeerMsg<P> {
     match request.purpose {
-        Purpose::Join | Purpose::MoveUp => MeshPeerMsg::JoinCell {
+        Purpose::Join | Purpose::MoveUp | Purpose::Renew => MeshPeerMsg::JoinCell {
             cell: request.cell.clone(),
         },
         _ => MeshPeerMsg::GetCell {

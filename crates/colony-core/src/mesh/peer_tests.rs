@@ -237,6 +237,44 @@ impl Net {
             .collect()
     }
 
+    /// Membership wrongly declares `victim` failed at every other peer,
+    /// then, `for_how_long` later, alive again (it refuted): messages to
+    /// and from it flow all along.
+    fn declare_failed_wrongly(&mut self, victim: Peer, for_how_long: Duration) {
+        let observers: Vec<Peer> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|p| *p != victim)
+            .collect();
+        let now = self.now;
+        self.declare_failed(now, victim, observers.clone());
+        self.run_for(for_how_long);
+        let now = self.now;
+        for id in observers {
+            if !self.dead.contains(&id) {
+                self.peer(id).peer_alive(now, victim);
+                self.drain(id);
+            }
+        }
+    }
+
+    /// Every frame of the sensors' streams sent at `rounds`, each class,
+    /// one round every 40 ms.
+    fn stream(&mut self, sensors: &[Peer], rounds: std::ops::Range<u8>) {
+        for round in rounds {
+            for sensor in sensors {
+                for class in StreamClass::DATA {
+                    let now = self.now;
+                    self.peer(*sensor)
+                        .send_frame(now, class, vec![round; 100])
+                        .unwrap();
+                }
+            }
+            self.run_for(Duration::from_millis(40));
+        }
+    }
+
     /// The record of `name` as its live primary holds it.
     fn record_members(&self, name: &str) -> Option<Vec<Peer>> {
         let c = cell(name);
@@ -713,4 +751,64 @@ fn slow_rebinds_do_not_wait_for_declarations_to_spread() {
             }
         }
     }
+}
+
+/// A root super-peer and the client are wrongly declared dead (paused,
+/// say) and alive again: the root's record drops the super-peer and the
+/// roots forget the client, holding its frames. Within a refresh the
+/// super-peer is a member of its cell again and the client subscribed
+/// again, so no frame is lost, and when the other root then crashes,
+/// every frame still reaches the client, through the super-peer once
+/// declared dead.
+#[test]
+fn peers_wrongly_declared_dead_take_their_places_again() {
+    let sensors: Vec<Peer> = (20..24).collect();
+    let client: Peer = 30;
+    let ids = (1..=14).chain(sensors.iter().copied()).chain([client]);
+    let mut net = Net::new(ids, 11);
+    for id in 1..=14 {
+        let now = net.now;
+        net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
+        net.run_for(Duration::from_millis(300));
+    }
+    net.run_for(Duration::from_secs(1));
+    let now = net.now;
+    for (i, sensor) in sensors.iter().enumerate() {
+        let leaf = cell(CELLS[3 + i]);
+        net.peer(*sensor)
+            .start_sensor(now, FtPolicy::FtAll, leaf, 0)
+            .unwrap();
+    }
+    net.peer(client)
+        .start_client(now, StreamClass::DATA.to_vec())
+        .unwrap();
+    net.run_for(Duration::from_secs(2));
+    let roots = net.members_of("0");
+    assert_eq!(roots.len(), 2);
+    let (paused, other) = (roots[0], roots[1]);
+    net.stream(&sensors, 0..20);
+    net.declare_failed_wrongly(paused, Duration::from_millis(300));
+    net.declare_failed_wrongly(client, Duration::from_millis(300));
+    net.stream(&sensors, 20..100);
+    assert!(
+        net.record_members("0").is_some_and(|m| m.contains(&paused)),
+        "back in its cell: {:?}",
+        net.record_members("0")
+    );
+    net.kill(other);
+    net.stream(&sensors, 100..200);
+    net.run_for(Duration::from_secs(5));
+    for sensor in &sensors {
+        for class in StreamClass::DATA {
+            let got = net.delivered.get(&(*sensor, class.code()));
+            let missing: Vec<u64> = (0..200)
+                .filter(|seq| !got.is_some_and(|g| g.contains(seq)))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "sensor {sensor} class {class}: missing {missing:?}"
+            );
+        }
+    }
+    assert_eq!(net.duplicates, 0);
 }

@@ -113,9 +113,10 @@ pub struct Relay<P> {
     /// duplicated copy of one is acknowledged again, not owned anew.
     completed: VecDeque<FrameId<P>>,
     completed_set: BTreeSet<FrameId<P>>,
-    /// A super-peer that moved up to re-form an empty root keeps the
-    /// frames it holds until this time for the clients to subscribe (a
-    /// root that nobody subscribed to otherwise drops what it receives).
+    /// A super-peer that moved up to re-form an empty root, or a root
+    /// whose last client was declared failed, keeps the frames it holds
+    /// until this time for clients to subscribe (a root that nobody
+    /// subscribed to otherwise drops what it receives).
     hold_until: Option<Instant>,
     outputs: VecDeque<MeshOutput<P>>,
     stats: RelayStats,
@@ -636,7 +637,9 @@ impl<P: PeerKey> Relay<P> {
 
     /// Membership declared `peer` failed (seed 001 Listing 8, `OnFail`):
     /// as a cell member, its successor takes its copies over; as a child
-    /// or client it is forgotten; as the parent, a rebind starts.
+    /// or client it is forgotten (the frames held for the last client
+    /// are kept for the next subscriber until [`MeshConfig::copy_ttl`]
+    /// from now); as the parent, a rebind starts.
     pub fn peer_failed(&mut self, now: Instant, peer: &P) {
         if *peer == self.me {
             return;
@@ -662,8 +665,14 @@ impl<P: PeerKey> Relay<P> {
                     done.push(id.clone());
                 }
             }
-            for id in done {
-                self.complete(&id);
+            if self.clients.is_empty() {
+                // The last client: its frames are held for it to subscribe
+                // again (it was wrongly declared dead) or another to come.
+                self.hold_until = Some(now + self.config.copy_ttl);
+            } else {
+                for id in done {
+                    self.complete(&id);
+                }
             }
         }
         if let Some(uplink) = self.uplink.as_mut() {
