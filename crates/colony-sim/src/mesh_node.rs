@@ -33,15 +33,15 @@
 //! other workloads, from [`FAULTS_FROM`] on, over the super-peers only
 //! (sensors and the client are spared: the client's deliveries are what is
 //! checked, and a sensor's lost frames would be its own). Loss,
-//! duplication and reordering hit every frame. The mesh has no rejoin of a
-//! super-peer into its cell yet, so:
+//! duplication and reordering hit every frame. So:
 //!
 //! - a crashed super-peer is not restarted (the schedule's restarts are
 //!   ignored);
-//! - a super-peer that the membership of a peer on the main side of every
-//!   partition (not cut off itself) declares dead is stopped for good at
-//!   that moment, as if it had crashed: Colony's membership would make it
-//!   rejoin with a new incarnation, which the mesh cannot take yet;
+//! - a super-peer wrongly declared dead (paused, or cut off by a
+//!   partition, for longer than failure detection takes) runs on: its
+//!   membership refutes the declaration and it takes its place again
+//!   (`MeshPeerConfig::refresh`), back in its cell, or in another one if
+//!   its cell took a newcomer meanwhile;
 //! - at most [`MAX_FAULTED`] distinct super-peers are faulted per seed
 //!   (later faults naming others are skipped), so whole cells die in some
 //!   seeds and not others.
@@ -53,15 +53,17 @@
 //! - `mesh-lost`: a sensor is *covered* when every cell on its first path
 //!   (the cell of its first parent and every ancestor up to the root) has
 //!   a super-peer that was admitted to it before the streams started and
-//!   was never stopped during the run. For a covered sensor, every frame
+//!   never crashed during the run. For a covered sensor, every frame
 //!   of a class the policy replicates that its node accepted
 //!   (`MeshPeer::send_frame` returned its number) reaches the client by
 //!   the end of the run.
 //! - `mesh-rebind-late`: a child (a sensor, or a super-peer of a cell
 //!   below the root) whose own membership declares its parent dead is
 //!   *orphaned* then; it must report `Bound` again within
-//!   [`REBIND_DEADLINE`], unless by then no cell at or above its lost
-//!   parent's cell has a member that is still running.
+//!   [`REBIND_DEADLINE`] (counted from when it could reach the mesh
+//!   again if it was paused or cut off meanwhile), unless by then no
+//!   cell at or above its lost parent's cell has a member that is still
+//!   running.
 //! - `mesh-not-healed`: at the end, every running child whose chain of
 //!   cells up to the root still has running members is bound to a running
 //!   parent, no running super-peer or sensor holds anything
@@ -180,7 +182,7 @@ pub struct MeshNodeStats {
     pub admitted: u64,
     /// Binds reported after the first (rebinds).
     pub rebinds: u64,
-    /// Super-peers stopped for good (crashed, or declared dead).
+    /// Super-peers crashed (they stay down).
     pub stopped: u64,
     /// Orphans seen.
     pub orphans: u64,
@@ -206,8 +208,11 @@ impl MeshNodeStats {
 /// A child whose membership declared its parent dead, not bound since.
 #[derive(Clone, Debug)]
 struct Orphan {
+    /// When it was orphaned, or could last reach the mesh again.
     since: Duration,
     lost: u32,
+    /// Whether it can reach the mesh now (not paused or cut off).
+    reachable: bool,
 }
 
 /// The observer and checker of the `mesh-node` workload; the world drives
@@ -464,7 +469,8 @@ impl MeshNodeWorkload {
     }
 
     /// Peer `observer`'s membership declared `peer` dead (or gone).
-    pub fn declared(&mut self, observer: u32, peer: u32, now: Duration) {
+    /// `reachable`: the observer is not cut off by a partition.
+    pub fn declared(&mut self, observer: u32, peer: u32, now: Duration, reachable: bool) {
         if self.stopped.contains_key(&observer) {
             return;
         }
@@ -475,12 +481,13 @@ impl MeshNodeWorkload {
                 Orphan {
                     since: now,
                     lost: peer,
+                    reachable,
                 },
             );
         }
     }
 
-    /// Super-peer `peer` stopped for good (crashed or declared dead).
+    /// Super-peer `peer` crashed (it stays down).
     pub fn stopped(&mut self, peer: u32, now: Duration) {
         if self.stopped.contains_key(&peer) {
             return;
@@ -490,9 +497,21 @@ impl MeshNodeWorkload {
         self.orphans.remove(&peer);
     }
 
-    /// Whether `peer` was stopped.
-    pub fn is_stopped(&self, peer: u32) -> bool {
-        self.stopped.contains_key(&peer)
+    /// `peer` can reach the mesh again (a pause or a partition that cut
+    /// it off ended): if orphaned, its time to rebind starts now.
+    pub fn reachable_again(&mut self, peer: u32, now: Duration) {
+        if let Some(orphan) = self.orphans.get_mut(&peer) {
+            orphan.since = orphan.since.max(now);
+            orphan.reachable = true;
+        }
+    }
+
+    /// `peer` cannot reach the mesh (paused, or cut off by a partition):
+    /// if orphaned, it is not late meanwhile.
+    pub fn unreachable(&mut self, peer: u32) {
+        if let Some(orphan) = self.orphans.get_mut(&peer) {
+            orphan.reachable = false;
+        }
     }
 
     /// Whether some cell at or above `cell` has a member still running.
@@ -534,7 +553,7 @@ impl MeshNodeWorkload {
         let late: Vec<(u32, Orphan)> = self
             .orphans
             .iter()
-            .filter(|(_, o)| o.since + REBIND_DEADLINE < now)
+            .filter(|(_, o)| o.reachable && o.since + REBIND_DEADLINE < now)
             .map(|(p, o)| (*p, o.clone()))
             .collect();
         for (child, orphan) in late {

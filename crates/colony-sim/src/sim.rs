@@ -2093,22 +2093,14 @@ impl World {
     }
 
     /// Peer `observer`'s membership declared `peer` dead or gone: an
-    /// orphan, maybe; and a super-peer declared so from the main side of
-    /// every partition is stopped for good (the mesh has no rejoin yet;
-    /// see [`crate::mesh_node`]).
+    /// orphan, maybe. A super-peer wrongly declared dead runs on and
+    /// takes its place again (see [`crate::mesh_node`]).
     fn mesh_declared(&mut self, observer: u32, peer: u32) {
         let Some(m) = self.mesh.as_mut() else {
             return;
         };
-        m.declared(observer, peer, self.now);
-        let main_side = !self.groups.contains_key(&observer);
-        if main_side && m.is_super_peer(peer) && !m.is_stopped(peer) {
-            m.stopped(peer, self.now);
-            self.trace.log(self.now, || {
-                format!("peer {observer} declared super-peer {peer} dead: it stops for good")
-            });
-            self.schedule(self.now, Event::Fault(FaultAction::Crash { peer }));
-        }
+        let reachable = !self.groups.contains_key(&observer);
+        m.declared(observer, peer, self.now, reachable);
     }
 
     /// The `mesh-node` workload's roles and streams.
@@ -2946,8 +2938,8 @@ impl World {
             }
             FaultAction::Restart { peer } => {
                 if self.mesh.is_some() {
-                    // No rejoin in the mesh yet: a stopped super-peer
-                    // stays down.
+                    // A crashed super-peer stays down (see
+                    // `crate::mesh_node`).
                     return;
                 }
                 self.trace.record(self.now, 21, &[u64::from(peer)]);
@@ -2992,10 +2984,16 @@ impl World {
                 self.counts.pauses += 1;
                 self.trace.record(self.now, 22, &[u64::from(peer)]);
                 self.slots[peer as usize].paused = true;
+                if let Some(m) = self.mesh.as_mut() {
+                    m.unreachable(peer);
+                }
                 self.reindex(peer);
             }
             FaultAction::Resume { peer } => {
                 self.trace.record(self.now, 23, &[u64::from(peer)]);
+                if let Some(m) = self.mesh.as_mut() {
+                    m.reachable_again(peer, self.now);
+                }
                 let slot = &mut self.slots[peer as usize];
                 slot.paused = false;
                 let held = std::mem::take(&mut slot.held);
@@ -3012,6 +3010,9 @@ impl World {
                 self.trace.record(self.now, 24, &[u64::from(id)]);
                 for p in &peers {
                     self.groups.insert(*p, id);
+                    if let Some(m) = self.mesh.as_mut() {
+                        m.unreachable(*p);
+                    }
                 }
                 self.partitions.insert(id, peers);
             }
@@ -3019,6 +3020,9 @@ impl World {
                 self.trace.record(self.now, 25, &[u64::from(id)]);
                 for p in self.partitions.remove(&id).unwrap_or_default() {
                     self.groups.remove(&p);
+                    if let Some(m) = self.mesh.as_mut() {
+                        m.reachable_again(p, self.now);
+                    }
                 }
             }
         }
