@@ -25,7 +25,7 @@
 //! of one core while streaming) and resident memory.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -98,6 +98,10 @@ pub(crate) struct MeshBenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
+    /// Keep every peer's data directory and `peer.log` under this
+    /// directory instead of a temporary one removed at the end.
+    #[arg(long, value_name = "DIR")]
+    keep_logs: Option<PathBuf>,
 }
 
 fn parse_policy(s: &str) -> Result<FtPolicy, String> {
@@ -205,9 +209,14 @@ pub(crate) async fn run(args: MeshBenchArgs) -> Result<()> {
     if args.baseline_secs == 0 || args.window_secs < 3 {
         bail!("--baseline-secs must be at least 1 and --window-secs at least 3 (failure detection takes 1–2 s)");
     }
-    let root = std::env::temp_dir().join(format!("colony-meshbench-{}", std::process::id()));
+    let root = match &args.keep_logs {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("colony-meshbench-{}", std::process::id())),
+    };
     let result = run_in(&root, &args).await;
-    let _ = std::fs::remove_dir_all(&root);
+    if args.keep_logs.is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
     let report = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -227,7 +236,7 @@ async fn run_in(root: &Path, args: &MeshBenchArgs) -> Result<Report> {
                 eprintln!("test I, round {}, {policy}", round + 1);
                 let dir = root.join(format!("run{number}"));
                 let result = test_one(&dir, args, policy).await;
-                let _ = std::fs::remove_dir_all(&dir);
+                remove_unless_kept(&dir, args);
                 runs.push(result.with_context(|| format!("test I under {policy}"))?);
             }
         }
@@ -242,7 +251,7 @@ async fn run_in(root: &Path, args: &MeshBenchArgs) -> Result<Report> {
             eprintln!("test II, level {level}");
             let dir = root.join(format!("run{number}"));
             let result = test_two(&dir, args, level).await;
-            let _ = std::fs::remove_dir_all(&dir);
+            remove_unless_kept(&dir, args);
             runs.push(result.with_context(|| format!("test II at level {level}"))?);
         }
     }
@@ -254,6 +263,13 @@ async fn run_in(root: &Path, args: &MeshBenchArgs) -> Result<Report> {
         runs,
         overheads,
     })
+}
+
+/// Removes a run's peers' directories unless `--keep-logs` asked for them.
+fn remove_unless_kept(dir: &Path, args: &MeshBenchArgs) {
+    if args.keep_logs.is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// The no_ft run of Test I nearest before `runs[i]` (else the first one):

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use colony::{MeshInfo, StatusInfo};
+use colony::{MemberState, MeshInfo, StatusInfo};
 use common::{test_dir, wait_until, PeerProc, SERIAL};
 
 const SUPER_PEERS: usize = 14;
@@ -280,6 +280,81 @@ async fn a_whole_cell_killed_makes_its_sensors_rebind_slowly_and_lose_nothing() 
         assert_eq!(last.cell, "01", "sensor rebinds: {:?}", info.rebinds);
         eprintln!("mesh: slow rebind after {:.1} ms", last.after_ms);
     }
+}
+
+impl Mesh {
+    /// Every peer of the mesh but `victim`.
+    fn others<'a>(&'a self, victim: &'a PeerProc) -> impl Iterator<Item = &'a PeerProc> {
+        self.supers
+            .iter()
+            .chain(&self.sensors)
+            .chain([&self.client])
+            .filter(move |p| p.info.peer_id != victim.info.peer_id && p.is_running())
+    }
+
+    /// SIGSTOPs `victim` until every other peer declared it dead, then
+    /// lets it go on (its membership refutes the declaration).
+    async fn pause_until_declared_dead(&self, victim: &PeerProc) {
+        victim.signal("STOP");
+        wait_until(
+            Duration::from_secs(30),
+            "every other peer to declare the paused one dead",
+            || async {
+                for peer in self.others(victim) {
+                    let state = peer.state_of(victim).await?.state;
+                    if state != MemberState::Dead {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
+        victim.signal("CONT");
+    }
+}
+
+/// FT_ALL: the client, then a root super-peer that children are bound
+/// to, paused until every peer declared it dead, take their places again:
+/// the roots deliver to the client again with no frame missing, the
+/// other root super-peer lists the paused one in its cell again, and when
+/// that other one is then SIGKILLed the streams go on whole through the
+/// one once declared dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_wrongly_declared_dead_take_their_places_again() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::start("mesh-renewal", "ft_all").await;
+    mesh.pause_until_declared_dead(&mesh.client).await;
+    mesh.wait_for_streams("streams whole after the client's pause", 20, true)
+        .await;
+    let paused = mesh.a_parent_in("0").await;
+    mesh.pause_until_declared_dead(&mesh.supers[paused]).await;
+    mesh.wait_for_streams("streams whole after the root's pause", 20, true)
+        .await;
+    let other = (0..SUPER_PEERS)
+        .find(|&i| i != paused && mesh.cell_of[&mesh.supers[i].info.peer_id.to_string()] == "0")
+        .expect("the root's other super-peer");
+    let paused_id = mesh.supers[paused].info.peer_id.to_string();
+    wait_until(
+        Duration::from_secs(20),
+        "the other root super-peer to list the paused one in its cell again",
+        || async {
+            let members = mesh.supers[other].status().await?.mesh.cell_members;
+            members.contains(&paused_id).then_some(())
+        },
+    )
+    .await;
+    mesh.supers[other].kill();
+    let info = mesh
+        .wait_for_streams("streams whole through the once paused root", 20, true)
+        .await;
+    eprintln!("mesh: after the renewal and the kill: {:?}", info.streams);
+    let back = mesh.supers[paused].status().await.expect("answers").mesh;
+    assert_eq!(back.cell.as_deref(), Some("0"), "{back:?}");
+    assert_eq!(
+        back.joins.renewals_refused, 0,
+        "it kept its place: {back:?}"
+    );
 }
 
 /// Bad mesh options are refused before the peer starts, with a message

@@ -53,6 +53,10 @@ pub struct MeshInfo {
     pub role: Option<String>,
     /// A super-peer's cell, once admitted.
     pub cell: Option<String>,
+    /// The members of that cell as this super-peer sees them (itself
+    /// included, in the order a failed member's successor is read from).
+    #[serde(default)]
+    pub cell_members: Vec<String>,
     /// The parent a child is bound to.
     pub parent: Option<String>,
     /// Every bind, the first included (at most the last 64).

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use colony_core::mesh::{MeshEvent, MeshNotice, StreamClass};
+use colony_core::mesh::{MeshEvent, MeshNotice, MeshRole, StreamClass};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -122,6 +122,12 @@ impl Driver {
         MeshInfo {
             role: mesh.role_name().map(String::from),
             cell: mesh.cell().map(ToString::to_string),
+            cell_members: match mesh.role() {
+                Some(MeshRole::Relay(relay)) => {
+                    relay.members().iter().map(ToString::to_string).collect()
+                }
+                _ => Vec::new(),
+            },
             joins: mesh.stats().clone(),
             ..self.mesh.info.clone()
         }
