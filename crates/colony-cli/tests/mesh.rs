@@ -355,6 +355,20 @@ async fn peers_wrongly_declared_dead_take_their_places_again() {
         back.joins.renewals_refused, 0,
         "it kept its place: {back:?}"
     );
+    // The killed one, restarted with its identity, takes the free place.
+    let other_id = mesh.supers[other].info.peer_id.to_string();
+    mesh.supers[other].restart_with(&[]);
+    wait_until(
+        Duration::from_secs(30),
+        "the restarted super-peer back in the root cell",
+        || async {
+            let members = mesh.supers[paused].status().await?.mesh.cell_members;
+            members.contains(&other_id).then_some(())
+        },
+    )
+    .await;
+    mesh.wait_for_streams("streams whole after the restart", 20, true)
+        .await;
 }
 
 /// Bad mesh options are refused before the peer starts, with a message

@@ -874,9 +874,10 @@ impl<P: PeerKey> MeshPeer<P> {
         // `CellJoined` or `CellFull` only: the `CellInfo` a primary sends
         // its members when the join commits is no answer to it.
         let Some(request) = self.request.clone().filter(|r| {
-            r.cell == cell && r.to == from && !matches!(request_msg(r), MeshPeerMsg::JoinCell { .. })
-        })
-        else {
+            r.cell == cell
+                && r.to == from
+                && !matches!(request_msg(r), MeshPeerMsg::JoinCell { .. })
+        }) else {
             if self.cell.as_ref() != Some(&cell) {
                 self.stats.unexpected_answers += 1;
             }
