@@ -312,6 +312,17 @@ impl Mesh {
         .await;
         victim.signal("CONT");
     }
+
+    /// Waits until super-peer `observer` lists super-peer `member` in its
+    /// cell.
+    async fn wait_listed(&self, observer: usize, member: usize, what: &str) {
+        let id = self.supers[member].info.peer_id.to_string();
+        wait_until(Duration::from_secs(30), what, || async {
+            let members = self.supers[observer].status().await?.mesh.cell_members;
+            members.contains(&id).then_some(())
+        })
+        .await;
+    }
 }
 
 /// FT_ALL: the client, then a root super-peer that children are bound
@@ -334,14 +345,10 @@ async fn peers_wrongly_declared_dead_take_their_places_again() {
     let other = (0..SUPER_PEERS)
         .find(|&i| i != paused && mesh.cell_of[&mesh.supers[i].info.peer_id.to_string()] == "0")
         .expect("the root's other super-peer");
-    let paused_id = mesh.supers[paused].info.peer_id.to_string();
-    wait_until(
-        Duration::from_secs(20),
-        "the other root super-peer to list the paused one in its cell again",
-        || async {
-            let members = mesh.supers[other].status().await?.mesh.cell_members;
-            members.contains(&paused_id).then_some(())
-        },
+    mesh.wait_listed(
+        other,
+        paused,
+        "the other root super-peer to list the paused one again",
     )
     .await;
     mesh.supers[other].kill();
@@ -356,15 +363,11 @@ async fn peers_wrongly_declared_dead_take_their_places_again() {
         "it kept its place: {back:?}"
     );
     // The killed one, restarted with its identity, takes the free place.
-    let other_id = mesh.supers[other].info.peer_id.to_string();
     mesh.supers[other].restart_with(&[]);
-    wait_until(
-        Duration::from_secs(30),
+    mesh.wait_listed(
+        paused,
+        other,
         "the restarted super-peer back in the root cell",
-        || async {
-            let members = mesh.supers[paused].status().await?.mesh.cell_members;
-            members.contains(&other_id).then_some(())
-        },
     )
     .await;
     mesh.wait_for_streams("streams whole after the restart", 20, true)

@@ -237,6 +237,18 @@ impl Net {
             .collect()
     }
 
+    /// Peers 1 to 14 become super-peers one after the other, 300 ms
+    /// apart.
+    fn start_super_peers_one_by_one(&mut self) {
+        for id in 1..=14 {
+            let now = self.now;
+            self.peer(id)
+                .start_super_peer(now, FtPolicy::FtAll)
+                .unwrap();
+            self.run_for(Duration::from_millis(300));
+        }
+    }
+
     /// Membership wrongly declares `victim` failed at every other peer,
     /// then, `for_how_long` later, alive again (it refuted): messages to
     /// and from it flow all along.
@@ -312,11 +324,7 @@ fn breadth_first_order_follows_the_span_rule() {
 #[test]
 fn super_peers_joining_one_by_one_fill_the_tree_breadth_first() {
     let mut net = Net::new(1..=14, 1);
-    for id in 1..=14 {
-        let now = net.now;
-        net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
-        net.run_for(Duration::from_millis(300));
-    }
+    net.start_super_peers_one_by_one();
     net.run_for(Duration::from_secs(2));
     for (index, name) in CELLS.iter().enumerate() {
         let first = 2 * index as Peer + 1;
@@ -420,11 +428,7 @@ fn sensors_stream_to_the_client_through_cells_they_found() {
 #[test]
 fn a_failed_member_leaves_its_record_and_a_newcomer_takes_its_place() {
     let mut net = Net::new(1..=15, 3);
-    for id in 1..=14 {
-        let now = net.now;
-        net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
-        net.run_for(Duration::from_millis(300));
-    }
+    net.start_super_peers_one_by_one();
     net.run_for(Duration::from_secs(1));
     let victim = net.members_of("01")[0];
     net.kill(victim);
@@ -590,11 +594,7 @@ fn the_root_cell_dying_whole_is_re_formed_from_below_and_loses_no_frame() {
         let ids = (1..=14).chain(sensors.iter().copied()).chain([client]);
         let mut net = Net::new(ids, seed);
         net.loss = if seed % 2 == 0 { 0.05 } else { 0.0 };
-        for id in 1..=14 {
-            let now = net.now;
-            net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
-            net.run_for(Duration::from_millis(300));
-        }
+        net.start_super_peers_one_by_one();
         net.run_for(Duration::from_secs(1));
         let now = net.now;
         for (i, sensor) in sensors.iter().enumerate() {
@@ -667,11 +667,7 @@ fn the_root_cell_dying_whole_is_re_formed_from_below_and_loses_no_frame() {
 #[test]
 fn leave_cell_takes_out_only_its_sender() {
     let mut net = Net::new(1..=14, 1);
-    for id in 1..=14 {
-        let now = net.now;
-        net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
-        net.run_for(Duration::from_millis(300));
-    }
+    net.start_super_peers_one_by_one();
     net.run_for(Duration::from_secs(1));
     let leaf = cell("011");
     let members = net.record_members("011").unwrap();
@@ -766,11 +762,7 @@ fn peers_wrongly_declared_dead_take_their_places_again() {
     let client: Peer = 30;
     let ids = (1..=14).chain(sensors.iter().copied()).chain([client]);
     let mut net = Net::new(ids, 11);
-    for id in 1..=14 {
-        let now = net.now;
-        net.peer(id).start_super_peer(now, FtPolicy::FtAll).unwrap();
-        net.run_for(Duration::from_millis(300));
-    }
+    net.start_super_peers_one_by_one();
     net.run_for(Duration::from_secs(1));
     let now = net.now;
     for (i, sensor) in sensors.iter().enumerate() {
