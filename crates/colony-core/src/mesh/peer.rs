@@ -939,13 +939,14 @@ impl<P: PeerKey> MeshPeer<P> {
     fn joined(&mut self, now: Instant, cell: CellId, members: Vec<P>) {
         let members = self.live_members(&members);
         let rank = members.iter().position(|m| *m == self.me).unwrap_or(0);
-        let relay = Relay::new(
+        let mut relay = Relay::new(
             self.me.clone(),
             self.config.mesh.clone(),
             self.policy,
             cell.clone(),
             members.clone(),
         );
+        relay.hold_for_clients(now);
         self.role = Some(MeshRole::Relay(Box::new(relay)));
         self.cell = Some(cell.clone());
         self.preferred = rank;

@@ -113,10 +113,8 @@ pub struct Relay<P> {
     /// duplicated copy of one is acknowledged again, not owned anew.
     completed: VecDeque<FrameId<P>>,
     completed_set: BTreeSet<FrameId<P>>,
-    /// A super-peer that moved up to re-form an empty root, or a root
-    /// whose last client was declared failed, keeps the frames it holds
-    /// until this time for clients to subscribe (a root that nobody
-    /// subscribed to otherwise drops what it receives).
+    /// See [`Relay::hold_for_clients`] (a root that nobody subscribed to
+    /// otherwise takes what it receives as delivered).
     hold_until: Option<Instant>,
     outputs: VecDeque<MeshOutput<P>>,
     stats: RelayStats,
@@ -180,11 +178,22 @@ impl<P: PeerKey> Relay<P> {
         self.set_members(members);
         self.copies.clear();
         self.copy_bytes = 0;
-        self.hold_until = Some(now + self.config.copy_ttl);
+        self.hold_for_clients(now);
+    }
+
+    /// A root super-peer without clients yet (it just joined the root,
+    /// moved up to it, or lost its last client) keeps the frames it owns
+    /// until [`MeshConfig::copy_ttl`] from now for clients to subscribe,
+    /// instead of taking them as delivered: clients subscribe at every
+    /// root member every `MeshPeerConfig::refresh`.
+    pub fn hold_for_clients(&mut self, now: Instant) {
+        if self.cell.is_root() {
+            self.hold_until = Some(now + self.config.copy_ttl);
+        }
     }
 
     /// Whether frames nobody subscribed to are kept (see
-    /// [`Relay::move_to_root`]).
+    /// [`Relay::hold_for_clients`]).
     fn holding(&self, now: Instant) -> bool {
         self.hold_until.is_some_and(|t| now < t)
     }
@@ -668,7 +677,7 @@ impl<P: PeerKey> Relay<P> {
             if self.clients.is_empty() {
                 // The last client: its frames are held for it to subscribe
                 // again (it was wrongly declared dead) or another to come.
-                self.hold_until = Some(now + self.config.copy_ttl);
+                self.hold_for_clients(now);
             } else {
                 for id in done {
                     self.complete(&id);
