@@ -249,6 +249,47 @@ impl Net {
         }
     }
 
+    /// The tree of 14 super-peers under ft_all (then `settle`), a sensor
+    /// bound under each leaf cell (ids 20 to 23) and a client (id 30)
+    /// subscribed: the net and the sensors.
+    fn streaming(settle: Duration, seed: u64) -> (Net, Vec<Peer>) {
+        let sensors: Vec<Peer> = (20..24).collect();
+        let ids = (1..=14).chain(sensors.iter().copied()).chain([30]);
+        let mut net = Net::new(ids, seed);
+        net.start_super_peers_one_by_one();
+        net.run_for(settle);
+        let now = net.now;
+        for (i, sensor) in sensors.iter().enumerate() {
+            let leaf = cell(CELLS[3 + i]);
+            net.peer(*sensor)
+                .start_sensor(now, FtPolicy::FtAll, leaf, 0)
+                .unwrap();
+        }
+        net.peer(30)
+            .start_client(now, StreamClass::DATA.to_vec())
+            .unwrap();
+        net.run_for(Duration::from_secs(2));
+        (net, sensors)
+    }
+
+    /// Each sensor's frames `0..frames` of every class reached the
+    /// client, none twice.
+    fn assert_every_frame_once(&self, sensors: &[Peer], frames: u64) {
+        for sensor in sensors {
+            for class in StreamClass::DATA {
+                let got = self.delivered.get(&(*sensor, class.code()));
+                let missing: Vec<u64> = (0..frames)
+                    .filter(|seq| !got.is_some_and(|g| g.contains(seq)))
+                    .collect();
+                assert!(
+                    missing.is_empty(),
+                    "sensor {sensor} class {class}: missing {missing:?}"
+                );
+            }
+        }
+        assert_eq!(self.duplicates, 0);
+    }
+
     /// `id` restarts with its identity and no state, before anyone
     /// declared it failed, and becomes a super-peer again.
     fn restart_super_peer(&mut self, id: Peer) {
@@ -773,29 +814,13 @@ fn slow_rebinds_do_not_wait_for_declarations_to_spread() {
 /// declared dead.
 #[test]
 fn peers_wrongly_declared_dead_take_their_places_again() {
-    let sensors: Vec<Peer> = (20..24).collect();
-    let client: Peer = 30;
-    let ids = (1..=14).chain(sensors.iter().copied()).chain([client]);
-    let mut net = Net::new(ids, 11);
-    net.start_super_peers_one_by_one();
-    net.run_for(Duration::from_secs(1));
-    let now = net.now;
-    for (i, sensor) in sensors.iter().enumerate() {
-        let leaf = cell(CELLS[3 + i]);
-        net.peer(*sensor)
-            .start_sensor(now, FtPolicy::FtAll, leaf, 0)
-            .unwrap();
-    }
-    net.peer(client)
-        .start_client(now, StreamClass::DATA.to_vec())
-        .unwrap();
-    net.run_for(Duration::from_secs(2));
+    let (mut net, sensors) = Net::streaming(Duration::from_secs(1), 11);
     let roots = net.members_of("0");
     assert_eq!(roots.len(), 2);
     let (paused, other) = (roots[0], roots[1]);
     net.stream(&sensors, 0..20);
     net.declare_failed_wrongly(paused, Duration::from_millis(300));
-    net.declare_failed_wrongly(client, Duration::from_millis(300));
+    net.declare_failed_wrongly(30, Duration::from_millis(300));
     net.stream(&sensors, 20..100);
     assert!(
         net.record_members("0").is_some_and(|m| m.contains(&paused)),
@@ -805,19 +830,7 @@ fn peers_wrongly_declared_dead_take_their_places_again() {
     net.kill(other);
     net.stream(&sensors, 100..200);
     net.run_for(Duration::from_secs(5));
-    for sensor in &sensors {
-        for class in StreamClass::DATA {
-            let got = net.delivered.get(&(*sensor, class.code()));
-            let missing: Vec<u64> = (0..200)
-                .filter(|seq| !got.is_some_and(|g| g.contains(seq)))
-                .collect();
-            assert!(
-                missing.is_empty(),
-                "sensor {sensor} class {class}: missing {missing:?}"
-            );
-        }
-    }
-    assert_eq!(net.duplicates, 0);
+    net.assert_every_frame_once(&sensors, 200);
 }
 
 /// A root super-peer restarted before anyone declared it dead is let into
@@ -826,23 +839,7 @@ fn peers_wrongly_declared_dead_take_their_places_again() {
 /// of taking them as delivered, so none is lost.
 #[test]
 fn a_root_restarted_before_it_was_declared_dead_loses_no_frame() {
-    let sensors: Vec<Peer> = (20..24).collect();
-    let client: Peer = 30;
-    let ids = (1..=14).chain(sensors.iter().copied()).chain([client]);
-    let mut net = Net::new(ids, 12);
-    net.start_super_peers_one_by_one();
-    net.run_for(Duration::from_secs(1));
-    let now = net.now;
-    for (i, sensor) in sensors.iter().enumerate() {
-        let leaf = cell(CELLS[3 + i]);
-        net.peer(*sensor)
-            .start_sensor(now, FtPolicy::FtAll, leaf, 0)
-            .unwrap();
-    }
-    net.peer(client)
-        .start_client(now, StreamClass::DATA.to_vec())
-        .unwrap();
-    net.run_for(Duration::from_secs(2));
+    let (mut net, sensors) = Net::streaming(Duration::from_secs(1), 12);
     let roots = net.members_of("0");
     net.stream(&sensors, 0..20);
     for root in roots {
@@ -850,17 +847,5 @@ fn a_root_restarted_before_it_was_declared_dead_loses_no_frame() {
     }
     net.stream(&sensors, 20..100);
     net.run_for(Duration::from_secs(5));
-    for sensor in &sensors {
-        for class in StreamClass::DATA {
-            let got = net.delivered.get(&(*sensor, class.code()));
-            let missing: Vec<u64> = (0..100)
-                .filter(|seq| !got.is_some_and(|g| g.contains(seq)))
-                .collect();
-            assert!(
-                missing.is_empty(),
-                "sensor {sensor} class {class}: missing {missing:?}"
-            );
-        }
-    }
-    assert_eq!(net.duplicates, 0);
+    net.assert_every_frame_once(&sensors, 100);
 }
