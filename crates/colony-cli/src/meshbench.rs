@@ -214,9 +214,7 @@ pub(crate) async fn run(args: MeshBenchArgs) -> Result<()> {
         None => std::env::temp_dir().join(format!("colony-meshbench-{}", std::process::id())),
     };
     let result = run_in(&root, &args).await;
-    if args.keep_logs.is_none() {
-        let _ = std::fs::remove_dir_all(&root);
-    }
+    remove_unless_kept(&root, &args);
     let report = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -265,7 +263,8 @@ async fn run_in(root: &Path, args: &MeshBenchArgs) -> Result<Report> {
     })
 }
 
-/// Removes a run's peers' directories unless `--keep-logs` asked for them.
+/// Removes peers' directories (a run's, or the bench's) unless
+/// `--keep-logs` asked for them.
 fn remove_unless_kept(dir: &Path, args: &MeshBenchArgs) {
     if args.keep_logs.is_none() {
         let _ = std::fs::remove_dir_all(dir);
