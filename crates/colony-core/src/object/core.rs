@@ -2012,7 +2012,13 @@ impl<P: PeerKey> Objects<P> {
             if p.deadline <= now {
                 if let Some(p) = self.pending.remove(&id) {
                     self.stats.timed_out += 1;
-                    let error = if p.found || matches!(p.msg, ObjectMsg::Create { .. }) {
+                    // An object that answered this caller before exists
+                    // (a deleted one says so): only its answer is late,
+                    // e.g. while its home fails over.
+                    let existed = p.found
+                        || matches!(p.msg, ObjectMsg::Create { .. })
+                        || self.known.contains_key(&(id.caller, p.target));
+                    let error = if existed {
                         CallError::DeadlinePassed {
                             after_ms: p.timeout.as_millis() as u64,
                         }
