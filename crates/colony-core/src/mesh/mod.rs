@@ -113,6 +113,14 @@ pub struct MeshConfig {
     /// reply (lost on the way). Longer than a frame normally stays
     /// pending at its owner, slow rebinds included. Default 5 s.
     pub copy_ttl: Duration,
+    /// How long a root super-peer without clients (it just reached the
+    /// root, or its last client was declared dead) keeps the frames it
+    /// owns for clients to subscribe, instead of taking them as delivered.
+    /// A client wrongly declared dead is back once it has refuted the
+    /// declaration and subscribed again at its next refresh: under load
+    /// the peers' declarations alone can spread over seconds. Frames held
+    /// stay within [`MeshConfig::max_pending_frames`]. Default 10 s.
+    pub client_hold: Duration,
     /// How long a child waits for a super-peer to accept it before it
     /// tries the next one. Default 500 ms.
     pub bind_timeout: Duration,
@@ -159,6 +167,7 @@ impl Default for MeshConfig {
             dedup_window_frames: 4096,
             resend_after: Duration::from_millis(250),
             copy_ttl: Duration::from_secs(5),
+            client_hold: Duration::from_secs(10),
             bind_timeout: Duration::from_millis(500),
             discovery_timeout: Duration::from_secs(1),
         }

@@ -169,9 +169,9 @@ impl<P: PeerKey> Relay<P> {
     /// Admitted to the root, which had no live member left, from a cell
     /// below (`members`: the root's, in join order): frames go to clients
     /// from now on. Children stay bound here; frames held are kept for
-    /// the clients, who subscribe again, until [`MeshConfig::copy_ttl`]
-    /// from now. Copies held for the former cell's members are dropped:
-    /// their owners are alive, and their children hold the frames too.
+    /// the clients, who subscribe again, for [`MeshConfig::client_hold`].
+    /// Copies held for the former cell's members are dropped: their
+    /// owners are alive, and their children hold the frames too.
     pub fn move_to_root(&mut self, now: Instant, members: Vec<P>) {
         self.cell = CellId::root();
         self.uplink = None;
@@ -183,12 +183,12 @@ impl<P: PeerKey> Relay<P> {
 
     /// A root super-peer without clients yet (it just joined the root,
     /// moved up to it, or lost its last client) keeps the frames it owns
-    /// until [`MeshConfig::copy_ttl`] from now for clients to subscribe,
+    /// for [`MeshConfig::client_hold`] for clients to subscribe,
     /// instead of taking them as delivered: clients subscribe at every
     /// root member every `MeshPeerConfig::refresh`.
     pub fn hold_for_clients(&mut self, now: Instant) {
         if self.cell.is_root() {
-            self.hold_until = Some(now + self.config.copy_ttl);
+            self.hold_until = Some(now + self.config.client_hold);
         }
     }
 
@@ -647,8 +647,8 @@ impl<P: PeerKey> Relay<P> {
     /// Membership declared `peer` failed (seed 001 Listing 8, `OnFail`):
     /// as a cell member, its successor takes its copies over; as a child
     /// or client it is forgotten (the frames held for the last client
-    /// are kept for the next subscriber until [`MeshConfig::copy_ttl`]
-    /// from now); as the parent, a rebind starts.
+    /// are kept for the next subscriber for [`MeshConfig::client_hold`]);
+    /// as the parent, a rebind starts.
     pub fn peer_failed(&mut self, now: Instant, peer: &P) {
         if *peer == self.me {
             return;
