@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod mesh;
 pub mod netns;
 
 use std::future::Future;
