@@ -161,7 +161,7 @@ pub(crate) async fn run(peer: &Peer, run: TspRun, protocol: ObjectProtocol) -> R
     for (index, island) in islands.iter().enumerate() {
         eprintln!("tsp: island {index} is {}", island.uri());
     }
-    let outcome = drive(peer, &instance, &args, &islands, started).await;
+    let outcome = drive(peer, &instance, &args, &islands, protocol, started).await;
     // Delete the islands whatever happened: they would evolve no more, but
     // would take room at their homes.
     let mut deletions = JoinSet::new();
@@ -233,12 +233,17 @@ async fn create_islands(
 /// Whether a failed call is worth trying again: the island may come back
 /// (its peer died and its home is recovering it, or the call timed out),
 /// or it restarted from a checkpoint (`checkpoint`, `cic`) and did not run
-/// the call.
-fn transient(error: &ColonyError) -> bool {
-    matches!(
-        error,
-        ColonyError::Object(CallError::DeadlinePassed { .. } | CallError::RolledBack { .. })
-    )
+/// the call. Outside `none` an island outlives its peer, so "no such
+/// object" only says that nobody answered for it in time: its primary
+/// died and the home had not taken over yet.
+fn transient(error: &ColonyError, protocol: ObjectProtocol) -> bool {
+    match error {
+        ColonyError::Object(CallError::DeadlinePassed { .. } | CallError::RolledBack { .. }) => {
+            true
+        }
+        ColonyError::Object(CallError::NoSuchObject(_)) => protocol != ObjectProtocol::None,
+        _ => false,
+    }
 }
 
 /// Drives every island with evolve calls, several in flight each, until
@@ -249,6 +254,7 @@ async fn drive(
     instance: &Instance,
     args: &TspArgs,
     islands: &[Ref<IslandObject>],
+    protocol: ObjectProtocol,
     started: Instant,
 ) -> Result<Outcome> {
     let optimum = instance.known_optimum();
@@ -304,11 +310,11 @@ async fn drive(
                 if matches!(error, ColonyError::Stopped) {
                     bail!("this peer stopped");
                 }
-                if transient(&error) && Instant::now() < give_up_at {
+                if transient(&error, protocol) && Instant::now() < give_up_at {
                     if !done && Instant::now() < stop_at {
                         spawn(&mut calls, index, RETRY_PAUSE);
                     }
-                } else if !transient(&error) {
+                } else if !transient(&error, protocol) {
                     lost[index] = true;
                     if lost.iter().all(|&lost| lost) {
                         bail!("every island is lost; the last failure: {error}");
@@ -324,7 +330,7 @@ async fn drive(
     }
     let elapsed = started.elapsed();
     let (tour, length, generations) =
-        collect_best(peer, instance, islands, &lost, give_up_at).await?;
+        collect_best(peer, instance, islands, protocol, &lost, give_up_at).await?;
     Ok(Outcome {
         best_at,
         generations,
@@ -345,6 +351,7 @@ async fn collect_best(
     peer: &Peer,
     instance: &Instance,
     islands: &[Ref<IslandObject>],
+    protocol: ObjectProtocol,
     lost: &[bool],
     give_up_at: Instant,
 ) -> Result<(Vec<u32>, u64, Vec<Option<u64>>)> {
@@ -363,7 +370,7 @@ async fn collect_best(
                     .call_object_within(&island, &IslandRequest::Best, timeout)
                     .await;
                 match reply {
-                    Err(error) if transient(&error) && Instant::now() < give_up_at => {
+                    Err(error) if transient(&error, protocol) && Instant::now() < give_up_at => {
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
                     other => return (index, other),
@@ -444,4 +451,27 @@ fn print(instance: &Instance, args: &TspArgs, outcome: &Outcome) -> Result<()> {
     let cities: Vec<String> = tour.iter().map(u32::to_string).collect();
     outln!("tour: {}", cities.join(" "))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colony::{Guid, ObjectUri};
+
+    /// A replicated island not found in time is tried again; under `none`
+    /// it died with its peer.
+    #[test]
+    fn an_island_not_found_in_time_is_lost_only_under_none() {
+        let uri = ObjectUri::new("net", Guid(7)).expect("a valid uri");
+        let not_found = ColonyError::Object(CallError::NoSuchObject(uri));
+        let late = ColonyError::Object(CallError::DeadlinePassed { after_ms: 10 });
+        let pml = ObjectProtocol::Pml { ttc_ms: 1000 };
+        let cic = ObjectProtocol::Cic { ttc_ms: 1000 };
+        assert!(transient(&not_found, pml));
+        assert!(transient(&not_found, cic));
+        assert!(!transient(&not_found, ObjectProtocol::None));
+        assert!(transient(&late, ObjectProtocol::None));
+        let handler = ColonyError::Object(CallError::Handler("boom".into()));
+        assert!(!transient(&handler, cic));
+    }
 }

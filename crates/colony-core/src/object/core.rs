@@ -2012,13 +2012,7 @@ impl<P: PeerKey> Objects<P> {
             if p.deadline <= now {
                 if let Some(p) = self.pending.remove(&id) {
                     self.stats.timed_out += 1;
-                    // An object that answered this caller before exists
-                    // (a deleted one says so): only its answer is late,
-                    // e.g. while its home fails over.
-                    let existed = p.found
-                        || matches!(p.msg, ObjectMsg::Create { .. })
-                        || self.known.contains_key(&(id.caller, p.target));
-                    let error = if existed {
+                    let error = if p.found || matches!(p.msg, ObjectMsg::Create { .. }) {
                         CallError::DeadlinePassed {
                             after_ms: p.timeout.as_millis() as u64,
                         }

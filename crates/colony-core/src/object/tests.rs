@@ -1248,36 +1248,6 @@ mod cores {
         }
     }
 
-    /// A call that outlives its deadline while the object's primary is
-    /// dead and not yet declared so is late, not "no such object": the
-    /// object answered this caller before (the TSP driver took such an
-    /// island for gone under a loaded CI run).
-    #[test]
-    fn a_known_object_whose_primary_is_down_times_out_as_late() {
-        let mut net = Net::new(3);
-        let uri = net.create(0, "counter", encode(&0u64), PML);
-        let primary = net.primary_of(&uri).expect("a primary");
-        let caller = (0..3).find(|p| *p != primary).expect("another peer");
-        let first = net.call_counter(caller, &uri, &CounterRequest::Add(1));
-        assert_eq!(replied(&net.wait(first, Duration::from_secs(30))), 1);
-        net.crash(primary);
-        let late = net.request(
-            caller,
-            ObjectRequest::Call {
-                to: uri.clone(),
-                object_type: "counter".into(),
-                request: encode(&CounterRequest::Add(1)),
-            },
-            Some(Duration::from_secs(2)),
-        );
-        assert_eq!(
-            net.wait(late, Duration::from_secs(5)),
-            Err(CallError::DeadlinePassed { after_ms: 2000 })
-        );
-        net.views();
-        assert_eq!(net.counter_value(caller, &uri), 1);
-    }
-
     /// The feeder's status, asked at peer `at`.
     fn feeder_status(net: &mut Net, at: u32, feeder: &ObjectUri) -> Option<FeederStatus> {
         let call = net.request(
