@@ -403,6 +403,19 @@ where
         if !self.homes.contains_key(&key) {
             if term == 1 && last == (0, 0) && handed_over_by.is_none() {
                 self.on_founding_vote(now, from, key);
+            } else {
+                // No replica here (a member restarted without it): said
+                // so, with no log, for a volatile home's candidate.
+                let reply = HomeMsg::VoteReply {
+                    key,
+                    term,
+                    granted: false,
+                    promised: 0,
+                    log_term: 0,
+                    log_seq: 0,
+                    primary: None,
+                };
+                self.send(from, reply, false);
             }
             return;
         }
@@ -495,7 +508,10 @@ where
         if c.term != term {
             return;
         }
-        if granted {
+        // A member without a replica of a volatile state holds nothing
+        // this candidate could miss ([`Replicated::volatile`]).
+        let empty = log_term == 0 && h.state.volatile();
+        if granted || empty {
             // Only members' votes count (`majority` looks members up).
             c.votes.insert(from);
             self.count_votes(now, key);

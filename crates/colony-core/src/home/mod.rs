@@ -124,6 +124,17 @@ pub trait Replicated: Sized {
     fn durable(&self) -> bool {
         false
     }
+    /// Whether the state lives in memory only and its users restore what
+    /// it loses (the mesh's cell records: every member renews its place
+    /// every few seconds). A member restarted without it then stands for
+    /// nothing a candidate could contradict: it counts as a vote for any
+    /// candidate, so a home whose members lost their copies by
+    /// restarting still elects a primary among those left, which hands
+    /// the state to the others again. Without this a home of three with
+    /// two members restarted had no majority for good.
+    fn volatile(&self) -> bool {
+        false
+    }
 }
 
 /// Timing and limits of the home core.

@@ -66,10 +66,16 @@ impl Replicated for Log {
     fn durable(&self) -> bool {
         self.entries.first() == Some(&DURABLE)
     }
+
+    fn volatile(&self) -> bool {
+        self.entries.first() == Some(&VOLATILE)
+    }
 }
 
 /// A [`Log`] whose first entry is this is durable.
 const DURABLE: u64 = u64::MAX;
+/// A [`Log`] whose first entry is this is volatile.
+const VOLATILE: u64 = u64::MAX - 1;
 
 type Msg = HomeMsgOf<u64, u32, Log>;
 
@@ -1478,4 +1484,39 @@ fn a_peer_that_promised_a_vanished_creator_joins_the_home_founded_since() {
     net.run(Duration::from_secs(3));
     assert_eq!(net.primaries(), vec![1]);
     assert_eq!(net.entries(1), vec![7]);
+}
+
+/// Two of a home's three members, its primary among them, restart without
+/// their copies before anyone declared them dead. A volatile home (a mesh
+/// cell's record) elects the member left, which hands the state to the
+/// restarted ones again (and the role to the closest); any other home
+/// keeps waiting, since the member left is no majority of those that held
+/// it.
+#[test]
+fn a_volatile_home_whose_members_restarted_elects_the_one_left() {
+    for volatile in [true, false] {
+        let mut net = Net::new(3, 5);
+        net.view_all();
+        net.create(0, 3);
+        net.run(Duration::from_secs(1));
+        assert_eq!(net.members(0), vec![0, 1, 2]);
+        let first = if volatile { VOLATILE } else { 1 };
+        net.propose(0, first).expect("0 is primary");
+        net.propose(0, 2).expect("0 is primary");
+        net.run(Duration::from_millis(500));
+        assert_eq!(net.entries(2), vec![first, 2]);
+        net.restart(0, 11);
+        net.restart(1, 12);
+        net.view_all();
+        net.run(Duration::from_secs(10));
+        if volatile {
+            assert_eq!(net.primaries().len(), 1, "{:?}", net.primaries());
+            for id in 0..3 {
+                assert_eq!(net.entries(id), vec![first, 2], "member {id}");
+            }
+        } else {
+            assert_eq!(net.primaries(), Vec::<u32>::new());
+            assert_eq!(net.entries(0), Vec::<u64>::new());
+        }
+    }
 }

@@ -188,6 +188,12 @@ impl<P: PeerKey> Replicated for CellRecord<P> {
     type Delta = Vec<CellChange<P>>;
     type Effect = CellEffect<P>;
 
+    /// A cell's record is in memory only: its members renew their places
+    /// every `MeshPeerConfig::refresh`, which restores what a restart lost.
+    fn volatile(&self) -> bool {
+        true
+    }
+
     fn snapshot(&self, _now: Instant) -> CellSnapshot<P> {
         CellSnapshot {
             cell: self.cell.clone(),
