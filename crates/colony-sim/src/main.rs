@@ -49,9 +49,9 @@ struct Cli {
     /// mesh cores with cells assigned and membership played by the
     /// simulator) or "mesh-node" (the same mesh and checks run through
     /// every peer's node: real membership, cells found by the join
-    /// protocol, pipes; --peers is ignored, the tree sets the count;
-    /// crashed super-peers are not restarted and one declared dead stops
-    /// for good, as the mesh has no rejoin yet).
+    /// protocol, pipes; --peers is ignored, the tree sets the count; a
+    /// super-peer wrongly declared dead takes its place again, and a
+    /// crashed one restarts without its state and joins as a newcomer).
     #[arg(long, default_value = "job")]
     workload: Workload,
     /// With --workload space: how many clients call the space, each on a

@@ -35,8 +35,10 @@
 //! checked, and a sensor's lost frames would be its own). Loss,
 //! duplication and reordering hit every frame. So:
 //!
-//! - a crashed super-peer is not restarted (the schedule's restarts are
-//!   ignored);
+//! - a crashed super-peer restarts when the schedule says, with its
+//!   identity and without its state (the cell records it held are in
+//!   memory only), and joins the mesh again as a newcomer once it sees
+//!   every running peer alive;
 //! - a super-peer wrongly declared dead (paused, or cut off by a
 //!   partition, for longer than failure detection takes) runs on: its
 //!   membership refutes the declaration and it takes its place again
@@ -182,7 +184,7 @@ pub struct MeshNodeStats {
     pub admitted: u64,
     /// Binds reported after the first (rebinds).
     pub rebinds: u64,
-    /// Super-peers crashed (they stay down).
+    /// Super-peers crashed (some restart later, as newcomers).
     pub stopped: u64,
     /// Orphans seen.
     pub orphans: u64,
@@ -339,22 +341,27 @@ impl MeshNodeWorkload {
 
     /// Keeps at most [`MAX_FAULTED`] distinct super-peers faulted: a
     /// crash, pause or cut naming a further one is skipped, with the
-    /// restart, resume or heal that ends it. Restarts are dropped (see the
-    /// module docs).
+    /// restart, resume or heal that ends it. A restart is kept only for a
+    /// crash kept.
     pub fn limit(&self, schedule: &mut Schedule) {
         let mut faulted: BTreeSet<u32> = BTreeSet::new();
         let mut skipped_pauses: BTreeSet<u32> = BTreeSet::new();
         let mut skipped_cuts: BTreeSet<u32> = BTreeSet::new();
+        let mut crashed: BTreeSet<u32> = BTreeSet::new();
         schedule.faults.retain(|f| {
             let named: Vec<u32> = match &f.action {
                 FaultAction::Crash { peer } | FaultAction::Pause { peer } => vec![*peer],
                 FaultAction::Cut { peers, .. } => peers.clone(),
-                FaultAction::Restart { .. } => return false,
+                // Only the restart of a crash kept.
+                FaultAction::Restart { peer } => return crashed.remove(peer),
                 FaultAction::Resume { peer } => return !skipped_pauses.remove(peer),
                 FaultAction::Heal { id } => return !skipped_cuts.remove(id),
             };
             let new = named.iter().filter(|p| !faulted.contains(p)).count();
             if faulted.len() + new <= MAX_FAULTED {
+                if let FaultAction::Crash { peer } = &f.action {
+                    crashed.insert(*peer);
+                }
                 faulted.extend(named);
                 return true;
             }
@@ -487,7 +494,8 @@ impl MeshNodeWorkload {
         }
     }
 
-    /// Super-peer `peer` crashed (it stays down).
+    /// Super-peer `peer` crashed (if it restarts, it comes back as a
+    /// newcomer).
     pub fn stopped(&mut self, peer: u32, now: Duration) {
         if self.stopped.contains_key(&peer) {
             return;

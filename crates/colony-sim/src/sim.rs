@@ -677,6 +677,13 @@ enum Event {
     MeshRoles,
     /// Its sensors and client take their role.
     MeshLeaves,
+    /// A restarted super-peer takes its role again once it sees every
+    /// running peer alive (as the runtime waits for a steady view: one
+    /// that saw nobody yet would found cells alone).
+    MeshRejoin {
+        peer: u32,
+        life: u32,
+    },
     /// A sensor streams its next frame of `class`.
     MeshStream {
         sensor: u32,
@@ -694,7 +701,8 @@ impl Event {
             | Event::Unreachable { peer, life, .. }
             | Event::Fsync { peer, life }
             | Event::SpaceClient { peer, life, .. }
-            | Event::ObjectClient { peer, life, .. } => Some((*peer, *life)),
+            | Event::ObjectClient { peer, life, .. }
+            | Event::MeshRejoin { peer, life } => Some((*peer, *life)),
             Event::Fault(_)
             | Event::CheckViews
             | Event::Submit
@@ -2180,6 +2188,27 @@ impl World {
         self.after_input(id);
     }
 
+    /// Restarted super-peer `peer` (in its life `life`) takes its role
+    /// again once it sees every running peer alive.
+    fn mesh_rejoin(&mut self, peer: u32, life: u32) {
+        let Some(node) = self.slots[peer as usize].peer.as_ref() else {
+            return;
+        };
+        let steady = (0..self.config.peers)
+            .filter(|p| *p != peer && self.running(*p))
+            .all(|p| node.node.membership().state_of(&p) == Some(MemberState::Alive));
+        if !steady {
+            let at = self.now + crate::mesh_node::ROLES_CHECK;
+            self.schedule(at, Event::MeshRejoin { peer, life });
+            return;
+        }
+        let Some(policy) = self.mesh.as_ref().map(|m| m.policy) else {
+            return;
+        };
+        let now = self.instant(self.now);
+        self.mesh_start(peer, now, policy);
+    }
+
     /// A group commit of `id`'s disk is due in [`FSYNC`], unless one is
     /// already.
     fn schedule_fsync(&mut self, id: u32) {
@@ -2862,6 +2891,7 @@ impl World {
             event @ (Event::MeshRoles | Event::MeshLeaves | Event::MeshStream { .. }) => {
                 self.mesh_event(event)
             }
+            Event::MeshRejoin { peer, life } => self.mesh_rejoin(peer, life),
             Event::ObjectRan { peer, life, run } => {
                 let Some(run) = self.object_runs.remove(&run) else {
                     return;
@@ -2937,13 +2967,13 @@ impl World {
                 self.reindex(peer);
             }
             FaultAction::Restart { peer } => {
-                if self.mesh.is_some() {
-                    // A crashed super-peer stays down (see
-                    // `crate::mesh_node`).
-                    return;
-                }
                 self.trace.record(self.now, 21, &[u64::from(peer)]);
                 self.start_peer(peer);
+                if self.mesh.as_ref().is_some_and(|m| m.roles_taken) {
+                    let life = self.slots[peer as usize].life;
+                    let at = self.now + crate::mesh_node::ROLES_CHECK;
+                    self.schedule(at, Event::MeshRejoin { peer, life });
+                }
                 // Its space clients go on in the new life.
                 let clients: Vec<usize> = self
                     .space
