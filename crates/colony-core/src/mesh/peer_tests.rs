@@ -455,17 +455,7 @@ fn sensors_stream_to_the_client_through_cells_they_found() {
         .start_client(now, StreamClass::DATA.to_vec())
         .unwrap();
     net.run_for(Duration::from_secs(2));
-    for round in 0..20u8 {
-        for sensor in &sensors {
-            for class in StreamClass::DATA {
-                let now = net.now;
-                net.peer(*sensor)
-                    .send_frame(now, class, vec![round; 100])
-                    .unwrap();
-            }
-        }
-        net.run_for(Duration::from_millis(40));
-    }
+    net.stream(&sensors, 0..20);
     net.run_for(Duration::from_secs(3));
     for sensor in &sensors {
         for class in StreamClass::DATA {
@@ -666,22 +656,11 @@ fn the_root_cell_dying_whole_is_re_formed_from_below_and_loses_no_frame() {
         let roots = net.members_of("0");
         assert_eq!(roots.len(), 2);
         let rounds = 100u8;
-        for round in 0..rounds {
-            if round == 30 {
-                for root in &roots {
-                    net.kill(*root);
-                }
-            }
-            for sensor in &sensors {
-                for class in StreamClass::DATA {
-                    let now = net.now;
-                    net.peer(*sensor)
-                        .send_frame(now, class, vec![round; 100])
-                        .unwrap();
-                }
-            }
-            net.run_for(Duration::from_millis(40));
+        net.stream(&sensors, 0..30);
+        for root in &roots {
+            net.kill(*root);
         }
+        net.stream(&sensors, 30..rounds);
         net.run_for(Duration::from_secs(10));
         let new_roots = net.members_of("0");
         assert!(
