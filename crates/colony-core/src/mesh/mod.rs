@@ -213,6 +213,18 @@ impl<P: Clone> Frame<P> {
     }
 }
 
+impl<P: Clone> FrameId<P> {
+    /// The frame of this id carrying `payload`.
+    pub fn frame(&self, payload: Vec<u8>) -> Frame<P> {
+        Frame {
+            origin: self.origin.clone(),
+            class: self.class.code(),
+            seq: self.seq,
+            payload,
+        }
+    }
+}
+
 /// A message between mesh peers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MeshMsg<P> {
@@ -260,6 +272,12 @@ pub enum MeshMsg<P> {
     },
     /// Client → root super-peer: I hold this frame.
     ClientAck(FrameId<P>),
+    /// New member → the other members of its cell: my relay starts with
+    /// no state. A peer restarted before anyone declared it failed is
+    /// still a member, and lost the frames it owned and the copies it
+    /// held: its successor takes over its copies, the others copy their
+    /// frames to it again.
+    Fresh,
 }
 
 impl<P> MeshMsg<P> {
@@ -301,6 +319,7 @@ impl<P> MeshMsg<P> {
             MeshMsg::Subscribe { .. } => "Subscribe",
             MeshMsg::Deliver { .. } => "Deliver",
             MeshMsg::ClientAck(_) => "ClientAck",
+            MeshMsg::Fresh => "Fresh",
         }
     }
 }
@@ -335,7 +354,7 @@ pub enum MeshEvent<P> {
     /// This super-peer took over the pending frames of `failed`, a member
     /// of its cell, as its successor.
     TookOver {
-        /// The failed member.
+        /// The failed member (or restarted: see [`MeshMsg::Fresh`]).
         failed: P,
         /// How many frames it took over.
         frames: usize,

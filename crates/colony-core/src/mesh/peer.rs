@@ -947,6 +947,7 @@ impl<P: PeerKey> MeshPeer<P> {
             members.clone(),
         );
         relay.hold_for_clients(now);
+        relay.announce_fresh();
         self.role = Some(MeshRole::Relay(Box::new(relay)));
         self.cell = Some(cell.clone());
         self.preferred = rank;
@@ -955,6 +956,7 @@ impl<P: PeerKey> MeshPeer<P> {
             cell: cell.clone(),
             members,
         });
+        self.drain_role(now);
         if let Some(parent) = cell.parent() {
             self.ask(now, Purpose::Parent, parent);
         }

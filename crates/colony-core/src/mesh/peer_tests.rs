@@ -54,6 +54,8 @@ struct Net {
     declared_at: BTreeMap<(Peer, Peer), Instant>,
     delivered: BTreeMap<(Peer, u8), BTreeSet<u64>>,
     duplicates: u64,
+    /// Frames each super-peer took over, by the member it took them from.
+    took_over: BTreeMap<(Peer, Peer), usize>,
 }
 
 impl Net {
@@ -90,6 +92,7 @@ impl Net {
             declared_at: BTreeMap::new(),
             delivered: BTreeMap::new(),
             duplicates: 0,
+            took_over: BTreeMap::new(),
         }
     }
 
@@ -141,7 +144,12 @@ impl Net {
                         self.duplicates += 1;
                     }
                 }
-                MeshPeerOutput::Notice(MeshNotice::Event(_)) => {}
+                MeshPeerOutput::Notice(MeshNotice::Event(MeshEvent::TookOver {
+                    failed,
+                    frames,
+                })) => {
+                    *self.took_over.entry((id, failed)).or_default() += frames;
+                }
             }
         }
     }
@@ -270,6 +278,14 @@ impl Net {
             .unwrap();
         net.run_for(Duration::from_secs(2));
         (net, sensors)
+    }
+
+    /// Frames owned by super-peer `id`, awaiting acknowledgement.
+    fn pending_at(&self, id: Peer) -> usize {
+        match self.peers[&id].role() {
+            Some(MeshRole::Relay(relay)) => relay.pending_frames(),
+            _ => 0,
+        }
     }
 
     /// Each sensor's frames `0..frames` of every class reached the
@@ -827,4 +843,42 @@ fn a_root_restarted_before_it_was_declared_dead_loses_no_frame() {
     net.stream(&sensors, 20..100);
     net.run_for(Duration::from_secs(5));
     net.assert_every_frame_once(&sensors, 100);
+}
+
+/// A leaf super-peer restarted before anyone declared it dead, while it
+/// owned frames: membership reports no failure, yet its sibling takes
+/// those frames over once it joins its cell again, and every frame
+/// reaches the client once.
+#[test]
+fn a_super_peer_restarted_unnoticed_while_owning_frames_has_them_taken_over() {
+    let (mut net, sensors) = Net::streaming(Duration::from_secs(1), 13);
+    net.stream(&sensors, 0..5);
+    let (_, parent) = net.bound[&sensors[0]];
+    let sibling = net
+        .members_of(net.in_cell[&parent].to_string().as_str())
+        .into_iter()
+        .find(|m| *m != parent)
+        .unwrap();
+    for sensor in &sensors {
+        for class in StreamClass::DATA {
+            let now = net.now;
+            net.peer(*sensor)
+                .send_frame(now, class, vec![5; 100])
+                .unwrap();
+        }
+    }
+    // Copied to the sibling and forwarded, not yet acknowledged.
+    net.run_for(Duration::from_millis(3));
+    assert!(net.pending_at(parent) > 0, "nothing in flight at {parent}");
+    net.restart_super_peer(parent);
+    net.stream(&sensors, 6..50);
+    net.run_for(Duration::from_secs(5));
+    assert!(
+        net.took_over
+            .get(&(sibling, parent))
+            .is_some_and(|n| *n > 0),
+        "{sibling} took nothing over from {parent}: {:?}",
+        net.took_over
+    );
+    net.assert_every_frame_once(&sensors, 50);
 }

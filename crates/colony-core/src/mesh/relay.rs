@@ -11,6 +11,10 @@
 //!   successor: the first surviving member in the cell's order. The
 //!   successor owns the failed member's copies and forwards them; the
 //!   others record the successor as the copies' owner.
+//! - A member restarted before anyone declared it failed is never reported
+//!   failed: it joins its cell again as a newcomer and tells the others it
+//!   starts with no state (`Fresh`). Its copies are taken over as above,
+//!   and the others copy the frames they own to it again.
 //! - When a child fails its frames stay owned here (they are forwarded;
 //!   the acknowledgement has nobody to go to). When a whole child cell
 //!   fails, its children still hold their unacknowledged frames and send
@@ -259,6 +263,7 @@ impl<P: PeerKey> Relay<P> {
             MeshMsg::Up(frame) => self.on_up(now, from, frame),
             MeshMsg::FtCopy { frame, ack_to } => self.on_copy(now, from, frame, ack_to),
             MeshMsg::FtReply(id) if self.is_sibling(&from) => self.drop_copy(&id),
+            MeshMsg::Fresh if self.is_sibling(&from) => self.on_fresh(now, from),
             MeshMsg::ClientAck(id) if self.clients.contains_key(&from) => {
                 let done = match self.pending.get_mut(&id) {
                     Some(owned) => owned.waiting.remove(&from) && owned.waiting.is_empty(),
@@ -291,6 +296,44 @@ impl<P: PeerKey> Relay<P> {
                 None => self.stats.from_stranger += 1,
             },
             _ => self.stats.from_stranger += 1,
+        }
+    }
+
+    /// Tells the cell's other members that this relay starts with no
+    /// state ([`MeshMsg::Fresh`]): called once, when it joins its cell.
+    pub fn announce_fresh(&mut self) {
+        let siblings: Vec<P> = self
+            .members
+            .iter()
+            .filter(|m| **m != self.me)
+            .cloned()
+            .collect();
+        for sibling in siblings {
+            self.send(sibling, MeshMsg::Fresh);
+        }
+    }
+
+    /// A sibling's relay started afresh: a newcomer, or a peer restarted
+    /// before anyone declared it failed, whose former life owned frames
+    /// copied here. Those are taken over as on a failure (membership
+    /// never reports one), and the frames owned here are copied to it,
+    /// which holds no copy of them.
+    fn on_fresh(&mut self, now: Instant, from: P) {
+        if self.copies.values().any(|copy| copy.owner == from) {
+            if let Some(successor) = successor_in(&self.members, &from, |_| true).cloned() {
+                self.take_over(now, &from, successor);
+            }
+        }
+        let copies: Vec<MeshMsg<P>> = self
+            .pending
+            .iter()
+            .map(|(id, owned)| MeshMsg::FtCopy {
+                frame: id.frame(owned.payload.clone()),
+                ack_to: owned.ack_to.clone(),
+            })
+            .collect();
+        for copy in copies {
+            self.send(from.clone(), copy);
         }
     }
 
@@ -353,12 +396,7 @@ impl<P: PeerKey> Relay<P> {
         for (id, owned) in self.pending.iter_mut() {
             if owned.waiting.is_empty() && classes.contains(&id.class) {
                 owned.waiting.insert(from.clone());
-                held.push(Frame {
-                    origin: id.origin.clone(),
-                    class: id.class.code(),
-                    seq: id.seq,
-                    payload: owned.payload.clone(),
-                });
+                held.push(id.frame(owned.payload.clone()));
             }
         }
         for frame in held {
@@ -617,12 +655,7 @@ impl<P: PeerKey> Relay<P> {
                 owned.resends.saturating_add(1)
             };
             owned.resend_at = now + self.config.resend_delay(owned.resends);
-            let frame = Frame {
-                origin: id.origin.clone(),
-                class: id.class.code(),
-                seq: id.seq,
-                payload: owned.payload.clone(),
-            };
+            let frame = id.frame(owned.payload.clone());
             match &parent {
                 Some(parent) => sends.push((parent.clone(), MeshMsg::Up(frame))),
                 None => {
@@ -712,12 +745,7 @@ impl<P: PeerKey> Relay<P> {
                 continue;
             };
             self.copy_bytes -= copy.payload.len();
-            let frame = Frame {
-                origin: id.origin.clone(),
-                class: id.class.code(),
-                seq: id.seq,
-                payload: copy.payload,
-            };
+            let frame = id.frame(copy.payload);
             // The other members hold the copy already, under this owner.
             self.own(now, id, frame, copy.ack_to, true);
         }

@@ -997,6 +997,37 @@ fn only_the_first_surviving_member_takes_a_failed_members_frames_over() {
     assert_eq!(relays[2].copy_frames(), 0);
 }
 
+/// A sibling restarted before anyone declared it failed says it starts
+/// afresh: the frame it owned in its former life (copied here) is taken
+/// over and forwarded, and both frames owned here now are copied to it
+/// again. A stranger saying so changes nothing.
+#[test]
+fn a_sibling_restarted_unnoticed_hands_its_frames_over_and_is_copied_to_again() {
+    let now = t0();
+    let mut relay = leaf_relay();
+    let theirs = frame(101, StreamClass::Audio.code(), 0, 10);
+    relay.handle(
+        now,
+        6,
+        MeshMsg::FtCopy {
+            frame: theirs.clone(),
+            ack_to: vec![101],
+        },
+    );
+    relay.handle(now, 100, MeshMsg::Up(frame(100, 1, 0, 10)));
+    let _ = sends(&mut relay);
+    relay.handle(now, 42, MeshMsg::Fresh);
+    assert_eq!(sends(&mut relay), []);
+    assert_eq!(relay.stats().from_stranger, 1);
+    relay.handle(now, 6, MeshMsg::Fresh);
+    assert_eq!(sends(&mut relay), [(3, "Up"), (6, "FtCopy"), (6, "FtCopy")]);
+    assert_eq!((relay.pending_frames(), relay.copy_frames()), (2, 0));
+    assert_eq!(relay.stats().taken_over, 1);
+    // Its frame is acknowledged to the child it came from.
+    relay.handle(now, 3, MeshMsg::Ack(theirs.id().unwrap()));
+    assert_eq!(sends(&mut relay), [(6, "FtReply"), (101, "Ack")]);
+}
+
 #[test]
 fn a_relay_counts_and_drops_what_it_may_not_take() {
     let mut relay = leaf_relay();
