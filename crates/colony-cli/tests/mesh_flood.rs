@@ -39,7 +39,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 /// priorities themselves (it passes with every class at one priority);
 /// that a higher class overtakes a saturating lower one is checked on the
 /// pipes the mesh uses, by `mesh_messages_are_not_delayed_by_a_bulk_flood`
-/// in `crates/colony/tests/pipes.rs`.
+/// in `crates/colony/tests/embedded/pipes.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_keep_their_latency_under_a_video_flood() {
     const SECONDS: usize = 6;

@@ -1,14 +1,12 @@
 //! Throughput and latency against raw TCP on loopback. Ignored by default;
-//! run with `cargo test --release -p colony-net --test perf -- --ignored --nocapture`.
-
-mod common;
+//! run with `cargo test --release -p colony-net --test transport perf:: -- --ignored --nocapture`.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::common::{connect, within, Node};
 use bytes::Bytes;
 use colony_net::{NetConfig, NetEvent, Priority};
-use common::{connect, within, Node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config() -> NetConfig {

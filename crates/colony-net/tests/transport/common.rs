@@ -1,5 +1,4 @@
 //! Shared helpers: real swarms on loopback, each driven by its own task.
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::time::Duration;
@@ -44,8 +43,10 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Swarm events the tests care about.
+/// Swarm events the tests care about. The errors' details are read only
+/// through `Debug`, in failure messages.
 #[derive(Debug)]
+#[allow(dead_code)]
 pub enum Observed {
     Connected(PeerId),
     Disconnected(PeerId),

@@ -10,10 +10,8 @@ use colony::{
     SpaceOp, SpaceReply, Storage, TagValue, Tags,
 };
 
-mod common;
-
 async fn three_peers() -> LocalNetwork {
-    common::init_tracing();
+    crate::common::init_tracing();
     LocalNetwork::start(3, |_, _| {}).await.expect("start")
 }
 
@@ -276,7 +274,7 @@ fn random_value(seed: u64, len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_larger_than_an_object_are_chunked_read_whole_and_cleaned_up() {
     const MIB: usize = 1 << 20;
-    common::init_tracing();
+    crate::common::init_tracing();
     let network = LocalNetwork::start(3, |_, config| {
         config.space.max_object_bytes = 16 * MIB;
         config.max_value_bytes = 64 << 20;
@@ -545,7 +543,7 @@ async fn two_peers_leaving_one_after_the_other_take_nothing_with_them() {
 /// shard no committed value names is dropped after the grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_coded_value_is_read_from_parity_and_repaired_when_a_holder_goes() {
-    common::init_tracing();
+    crate::common::init_tracing();
     let network = LocalNetwork::start(5, |_, config| {
         config.shard_keeping = ShardKeeping {
             interval: Duration::from_millis(300),

@@ -1,6 +1,5 @@
 //! Shared helpers of the runtime's integration tests: peers on loopback with
 //! their own temporary data directories, and deadlines on every wait.
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -70,7 +69,8 @@ pub fn config(dir: &TempDir, bootstrap: &[Multiaddr]) -> PeerConfig {
 /// peer handle).
 pub struct TestPeer {
     pub peer: Peer,
-    pub dir: TempDir,
+    /// Kept for its drop only.
+    _dir: TempDir,
 }
 
 impl std::ops::Deref for TestPeer {
@@ -105,7 +105,7 @@ pub async fn start_peer(
         "listen addresses {:?} must end in /p2p/<id>",
         peer.info().listen_addrs
     );
-    TestPeer { peer, dir }
+    TestPeer { peer, _dir: dir }
 }
 
 /// Waits until `a` and `b` see each other alive.

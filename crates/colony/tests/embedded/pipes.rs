@@ -4,16 +4,16 @@
 //! Every wait has a deadline; nothing sleeps and hopes. Timings are printed
 //! with `eprintln!` (visible with `--nocapture`).
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    joined, median, quantile, start_peer, state_of, wait_for_state, within, TempDir,
+};
 use colony::{
     FaultConfig, MemberState, Peer, PendingReceipt, PipeConfig, PipeError, Receipt, TrafficClass,
 };
-use common::{joined, median, quantile, start_peer, state_of, wait_for_state, within, TempDir};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
@@ -174,7 +174,7 @@ async fn sending_to_a_dead_peer_fails_with_peer_dead_within_the_deadline() {
         .build()
         .expect("victim runtime");
     let victim_dir = TempDir::new("crash-victim");
-    let victim_config = common::config(&victim_dir, &sender.info().listen_addrs);
+    let victim_config = crate::common::config(&victim_dir, &sender.info().listen_addrs);
     let victim_received = Arc::new(AtomicU64::new(0));
     let received = victim_received.clone();
     let victim = victim_runtime

@@ -1,8 +1,6 @@
 //! Distributed objects across embedded peers on real libp2p connections:
 //! calls from several peers to one object, its primary crashed mid-run.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -86,7 +84,7 @@ async fn add_many(peer: Peer, counter: Ref<Counter>, calls: u64, done: Arc<Atomi
 /// no call lost, none run twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pml_counter_counts_every_call_once_across_a_crash_of_its_peer() {
-    common::init_tracing();
+    crate::common::init_tracing();
     let network = network(5).await;
     let peers = network.peers().to_vec();
     let counter = peers[0]
@@ -142,7 +140,7 @@ async fn a_pml_counter_counts_every_call_once_across_a_crash_of_its_peer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_that_cannot_succeed_fail_with_a_reason() {
-    common::init_tracing();
+    crate::common::init_tracing();
     let network = network(3).await;
     let peers = network.peers();
     // A type no peer hosts.

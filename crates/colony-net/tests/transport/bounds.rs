@@ -1,16 +1,14 @@
 //! What a hostile peer can make a node hold: buffers, streams, connections.
 //! Each attacker here is a libp2p peer writing raw bytes, not a Colony peer.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::common::{connect, numbered, seq_of, wait_until, within, Node, Observed};
 use bytes::Bytes;
 use colony_net::libp2p::swarm::{dummy, SwarmEvent};
 use colony_net::libp2p::{noise, tcp, yamux, Multiaddr, PeerId, Stream, SwarmBuilder};
 use colony_net::{frames_protocol, NetConfig, NetEvent, Priority};
-use common::{connect, numbered, seq_of, wait_until, within, Node, Observed};
 use futures::{AsyncWriteExt, StreamExt};
 
 fn config() -> NetConfig {
@@ -148,7 +146,7 @@ async fn announced_lengths_cost_nothing_until_sent() {
             let _ = stream.flush().await;
             // Kept open: the frame is read before the stream ends.
             tokio::spawn(async move {
-                tokio::time::sleep(common::DEADLINE).await;
+                tokio::time::sleep(crate::common::DEADLINE).await;
                 drop(stream);
             });
         }

@@ -1,14 +1,12 @@
 //! Frames between real libp2p swarms on loopback.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::common::{connect, numbered, seq_of, wait_until, within, Node, Observed};
 use bytes::Bytes;
 use colony_net::libp2p::PeerId;
 use colony_net::{frames_protocol, FaultConfig, NetConfig, NetEvent, Priority};
-use common::{connect, numbered, seq_of, wait_until, within, Node, Observed};
 use futures::AsyncWriteExt;
 
 fn config() -> NetConfig {
