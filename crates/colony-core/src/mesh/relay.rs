@@ -302,12 +302,7 @@ impl<P: PeerKey> Relay<P> {
     /// Tells the cell's other members that this relay starts with no
     /// state ([`MeshMsg::Fresh`]): called once, when it joins its cell.
     pub fn announce_fresh(&mut self) {
-        let siblings: Vec<P> = self
-            .members
-            .iter()
-            .filter(|m| **m != self.me)
-            .cloned()
-            .collect();
+        let siblings = self.siblings();
         for sibling in siblings {
             self.send(sibling, MeshMsg::Fresh);
         }
@@ -335,6 +330,15 @@ impl<P: PeerKey> Relay<P> {
         for copy in copies {
             self.send(from.clone(), copy);
         }
+    }
+
+    /// The cell's other members.
+    fn siblings(&self) -> Vec<P> {
+        self.members
+            .iter()
+            .filter(|m| **m != self.me)
+            .cloned()
+            .collect()
     }
 
     fn is_sibling(&self, peer: &P) -> bool {
@@ -477,12 +481,7 @@ impl<P: PeerKey> Relay<P> {
             return;
         }
         // Replicated in the cell before it goes anywhere else.
-        let siblings: Vec<P> = self
-            .members
-            .iter()
-            .filter(|m| **m != self.me)
-            .cloned()
-            .collect();
+        let siblings = self.siblings();
         if !quiet {
             for sibling in siblings {
                 self.send(
@@ -621,12 +620,7 @@ impl<P: PeerKey> Relay<P> {
         };
         self.pending_bytes -= owned.payload.len();
         self.remember_completed(id);
-        let siblings: Vec<P> = self
-            .members
-            .iter()
-            .filter(|m| **m != self.me)
-            .cloned()
-            .collect();
+        let siblings = self.siblings();
         for sibling in siblings {
             self.send(sibling, MeshMsg::FtReply(id.clone()));
         }
