@@ -26,20 +26,6 @@ async fn submit(peer: &PeerProc, instance: &str) -> String {
 }
 
 /// Waits until the job is over, as any live peer reports it.
-async fn wait_result(peers: &[PeerProc], job_id: &str, within: Duration) -> JobInfo {
-    wait_until(within, "the job to finish", || async {
-        for peer in peers.iter().filter(|p| p.is_running()) {
-            if let Some(info) = peer.job_info(job_id).await {
-                if info.state != "running" {
-                    return Some(info);
-                }
-            }
-        }
-        None
-    })
-    .await
-}
-
 fn five_peers(name: &str) -> Vec<PeerProc> {
     start_network(&test_dir(name), 5, &["--cores".into(), "1".into()])
 }
@@ -181,7 +167,7 @@ async fn two_workers_killed_at_random_moments_lose_nothing() {
             recovered.as_millis()
         );
     }
-    let info = wait_result(&peers, &job, Duration::from_secs(420)).await;
+    let info = wait_job_end(&peers, &job, Duration::from_secs(420)).await;
     assert_optimal(&info, "two workers killed");
     assert!(info.elapsed_s >= 20.0, "the job ran long enough: {info:?}");
 }
@@ -209,7 +195,7 @@ async fn the_primary_killed_mid_job_is_taken_over() {
         "figure: takeover from SIGKILL of the primary: {} ms",
         took_over.as_millis()
     );
-    let info = wait_result(&peers, &job, Duration::from_secs(420)).await;
+    let info = wait_job_end(&peers, &job, Duration::from_secs(420)).await;
     assert_optimal(&info, "primary killed");
     assert!(info.takeovers >= 1 || primary == 0, "{info:?}");
     assert_ne!(info.home, peers[primary].info.peer_id.to_string());
@@ -224,7 +210,7 @@ async fn a_killed_submitter_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     eprintln!("killing the submitter");
     peers[4].kill();
-    let info = wait_result(&peers, &job, Duration::from_secs(420)).await;
+    let info = wait_job_end(&peers, &job, Duration::from_secs(420)).await;
     assert_optimal(&info, "submitter killed");
     // `colony result JOB_ID` from another peer gives the same answer.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_colony"))

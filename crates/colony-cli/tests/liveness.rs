@@ -23,20 +23,6 @@ async fn submit_nqueens(peer: &PeerProc, n: u32, ttc_s: u64) -> String {
 }
 
 /// Waits until the job is over, as any live peer reports it.
-async fn wait_result(peers: &[PeerProc], job_id: &str, within: Duration) -> JobInfo {
-    wait_until(within, "the job to finish", || async {
-        for peer in peers.iter().filter(|p| p.is_running()) {
-            if let Some(info) = peer.job_info(job_id).await {
-                if info.state != "running" {
-                    return Some(info);
-                }
-            }
-        }
-        None
-    })
-    .await
-}
-
 async fn formed(peers: &[PeerProc]) {
     let refs: Vec<&PeerProc> = peers.iter().collect();
     wait_until(Duration::from_secs(15), "the network to form", || async {
@@ -122,7 +108,7 @@ async fn a_worker_leaving_mid_unit_hands_its_state_back() {
         !log.contains("leaving before every unit was handed back"),
         "the hand-back was acknowledged in time: {log}"
     );
-    let info = wait_result(&peers, &job, Duration::from_secs(120)).await;
+    let info = wait_job_end(&peers, &job, Duration::from_secs(120)).await;
     assert_eq!(info.state, "done", "{info:?}");
     assert_eq!(info.verified, Some(true), "{info:?}");
     assert_eq!(info.units, info.units_done, "{info:?}");
@@ -189,7 +175,7 @@ async fn a_primary_paused_and_resumed_never_stalls_its_job() {
         peers[primary].signal("STOP");
         tokio::time::sleep(Duration::from_secs(10)).await;
         peers[primary].signal("CONT");
-        let info = wait_result(&peers, &job, Duration::from_secs(90)).await;
+        let info = wait_job_end(&peers, &job, Duration::from_secs(90)).await;
         eprintln!(
             "figure: run {run}: primary paused 10 s: {} in {:.1} s, {} units, {} reissued, {} takeovers",
             info.state, info.elapsed_s, info.units, info.reissued, info.takeovers
@@ -366,7 +352,7 @@ async fn a_durable_job_survives_its_whole_home_restarting() {
     for m in &members {
         peers[*m].restart_with(&["--bootstrap".into(), via.clone()]);
     }
-    let info = wait_result(&peers, &job, Duration::from_secs(120)).await;
+    let info = wait_job_end(&peers, &job, Duration::from_secs(120)).await;
     eprintln!(
         "figure: whole durable home restarted: {} in {:.1} s, {} units, {} reissued, {} takeovers",
         info.state, info.elapsed_s, info.units, info.reissued, info.takeovers

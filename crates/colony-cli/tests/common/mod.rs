@@ -37,6 +37,35 @@ pub fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Waits until a running peer among `peers` reports job `job_id` ended
+/// (done or failed) and returns that view. Past `within` it panics with
+/// every running peer's view of the job (its home, units done, work), so
+/// a job that stalls says where.
+pub async fn wait_job_end(peers: &[PeerProc], job_id: &str, within: Duration) -> colony::JobInfo {
+    let deadline = Instant::now() + within;
+    loop {
+        for peer in peers.iter().filter(|p| p.is_running()) {
+            if let Some(info) = peer.job_info(job_id).await {
+                if info.state != "running" {
+                    return info;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let mut views = Vec::new();
+            for peer in peers.iter().filter(|p| p.is_running()) {
+                let view = peer.job_info(job_id).await;
+                views.push(format!("{}: {view:?}", peer.info.peer_id));
+            }
+            panic!(
+                "timed out after {within:?} waiting for job {job_id} to end; each running peer's view:\n{}",
+                views.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `within`.
 pub async fn wait_until<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
